@@ -1,0 +1,25 @@
+# Sonde: `make demo` and `make test` do all set-up on a fresh Debian 12 machine.
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+SWIFT ?= swift
+
+.PHONY: deps build release test demo bench drill clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+demo: release
+	@scripts/demo.sh
+
+clean:
+	rm -rf .build

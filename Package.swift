@@ -1,0 +1,158 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// One place for the compiler settings every target shares: Swift 6 mode (strict concurrency)
+// and explicit `any` for existentials.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Sonde",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sonde-agent", targets: ["sonde-agent"]),
+        .executable(name: "sonde-collector", targets: ["sonde-collector"]),
+        .executable(name: "sonde", targets: ["sonde"]),
+        .executable(name: "sonde-sim", targets: ["sonde-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    ],
+    targets: [
+        // MARK: - Shared foundation (agent, collector, CLI and sim all use these)
+
+        /// libcurl, found by pkg-config, plus a shim of non-variadic wrappers.
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        /// Result model, push envelope, signing keys: the contract between agent and collector.
+        .target(
+            name: "SondeCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        /// A small HTTP client over libcurl's easy interface with phase-by-phase timings.
+        .target(
+            name: "CurlHTTP",
+            dependencies: ["CCurl", "SondeCore"],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Agent side (no server stack, no database)
+
+        /// Probe scripts (YAML) → validated model → runs over CurlHTTP → ProbeResult.
+        .target(
+            name: "ProbeEngine",
+            dependencies: [
+                "SondeCore", "CurlHTTP", "Yams",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        /// The agent process: config, scheduler, durable spool, signed uploader, CLI commands.
+        .target(
+            name: "AgentRuntime",
+            dependencies: [
+                "SondeCore", "CurlHTTP", "ProbeEngine", "Yams",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Simulated platform
+
+        /// A realistic multi-region platform (login, files, batches, models) with fault injection.
+        .target(
+            name: "PlatformSim",
+            dependencies: [
+                "SondeCore", "CurlHTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Collector side
+
+        /// Verdicts and incidents from results across agents and regions: pure logic, no I/O.
+        .target(
+            name: "Correlation",
+            dependencies: ["SondeCore"],
+            swiftSettings: swiftSettings
+        ),
+        /// Storage behind a protocol: SQLite (GRDB) and in-memory implementations.
+        .target(
+            name: "CollectorStore",
+            dependencies: [
+                "SondeCore", "Correlation",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        /// The collector server: ingest, evaluator, incidents, webhooks, API, metrics, status page.
+        .target(
+            name: "Collector",
+            dependencies: [
+                "SondeCore", "Correlation", "CollectorStore", "CurlHTTP", "Yams",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        /// The operator's `sonde` CLI against a collector's API.
+        .target(
+            name: "SondeCLI",
+            dependencies: [
+                "SondeCore", "CurlHTTP", "Yams",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Executables: one Entrypoint.swift each
+
+        .executableTarget(name: "sonde-agent", dependencies: ["AgentRuntime"], swiftSettings: swiftSettings),
+        .executableTarget(name: "sonde-collector", dependencies: ["Collector"], swiftSettings: swiftSettings),
+        .executableTarget(name: "sonde", dependencies: ["SondeCLI"], swiftSettings: swiftSettings),
+        .executableTarget(name: "sonde-sim", dependencies: ["PlatformSim"], swiftSettings: swiftSettings),
+
+        // MARK: - Tests
+
+        /// Helpers for tests: start processes, wait for conditions with deadlines, free ports.
+        .target(
+            name: "SondeTestSupport",
+            dependencies: ["SondeCore", "CurlHTTP"],
+            path: "Tests/SondeTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "SondeCoreTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "ProbeEngineTests", dependencies: ["ProbeEngine", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "PlatformSimTests", dependencies: ["PlatformSim", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "CorrelationTests", dependencies: ["Correlation", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "CollectorTests", dependencies: ["Collector", "CollectorStore", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,59 @@
+import Foundation
+
+/// One HTTP request as CurlHTTP sends it. Everything is a value so a request can be built on one
+/// task and performed on a worker thread.
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var url: String
+    /// Header name/value pairs in order; duplicates are sent as given.
+    public var headers: [HTTPHeader]
+    public var body: Data?
+    /// Whole-exchange time-out (connect + TLS + wait + transfer). curl enforces it even when the
+    /// server accepts the connection and never answers.
+    public var timeout: Duration
+    /// Time-out for the TCP connect alone; nil lets `timeout` cover it.
+    public var connectTimeout: Duration?
+    public var followRedirects: Bool
+    /// Verify the server's certificate and host name (on by default; off only for lab targets).
+    public var verifyTLS: Bool
+    /// A PEM file of CA certificates to trust instead of the system's.
+    public var caFile: String?
+    /// `http://host:port` proxy; nil uses curl's defaults (which honour `http_proxy`).
+    public var proxy: String?
+    /// Responses larger than this fail with `responseTooLarge` instead of filling memory.
+    public var maxResponseBytes: Int
+
+    public init(
+        method: String = "GET", url: String, headers: [HTTPHeader] = [], body: Data? = nil,
+        timeout: Duration = .seconds(30), connectTimeout: Duration? = nil, followRedirects: Bool = false,
+        verifyTLS: Bool = true, caFile: String? = nil, proxy: String? = nil, maxResponseBytes: Int = 64 << 20
+    ) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+        self.connectTimeout = connectTimeout
+        self.followRedirects = followRedirects
+        self.verifyTLS = verifyTLS
+        self.caFile = caFile
+        self.proxy = proxy
+        self.maxResponseBytes = maxResponseBytes
+    }
+}
+
+public struct HTTPHeader: Sendable, Hashable {
+    public var name: String
+    public var value: String
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+extension Array where Element == HTTPHeader {
+    /// The first value of a header, by case-insensitive name.
+    public func value(for name: String) -> String? {
+        first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import SondeCore
+
+/// A complete response with curl's phase timings.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    /// Headers of the final response (not of interim 1xx or redirected ones).
+    public var headers: [HTTPHeader]
+    public var body: Data
+    public var timings: PhaseTimings
+    /// The address curl connected to, e.g. `127.0.0.1`.
+    public var remoteAddress: String?
+    public var httpVersion: String?
+
+    public init(status: Int, headers: [HTTPHeader], body: Data, timings: PhaseTimings, remoteAddress: String? = nil, httpVersion: String? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.timings = timings
+        self.remoteAddress = remoteAddress
+        self.httpVersion = httpVersion
+    }
+
+    public var bodyText: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// A transfer that produced no complete response. `kind` says which phase broke; `timings` holds
+/// what curl measured up to the failure (so a time-out still shows where the time went).
+public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case dns
+        case connect
+        case tls
+        case timeout
+        /// The server closed the connection or sent something that is not HTTP.
+        case connectionLost = "connection_lost"
+        case responseTooLarge = "response_too_large"
+        case cancelled
+        case invalidRequest = "invalid_request"
+        case other
+    }
+
+    public var kind: Kind
+    /// curl's result code (CURLcode), 0 when the error did not come from curl.
+    public var curlCode: Int
+    public var message: String
+    public var timings: PhaseTimings
+
+    public init(kind: Kind, curlCode: Int, message: String, timings: PhaseTimings = .zero) {
+        self.kind = kind
+        self.curlCode = curlCode
+        self.message = message
+        self.timings = timings
+    }
+
+    public var description: String { message }
+
+    /// The probe-result error kind this maps to.
+    public var errorKind: ErrorKind {
+        switch kind {
+        case .dns: .dns
+        case .connect, .connectionLost: .connect
+        case .tls: .tls
+        case .timeout: .timeout
+        case .responseTooLarge, .invalidRequest: .script
+        case .cancelled, .other: .internal
+        }
+    }
+}

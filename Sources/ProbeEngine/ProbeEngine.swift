@@ -1,0 +1,89 @@
+import CurlHTTP
+import Foundation
+import Logging
+import SondeCore
+
+// MARK: - The ProbeEngine contract
+// AgentRuntime builds on exactly these names and signatures; the engine may add more.
+
+/// A probe script that passed validation: what to run, how often, and when to call it slow.
+public struct ProbeDefinition: Sendable {
+    public var name: String
+    public var component: String
+    public var interval: Duration
+    public var timeout: Duration
+    /// Runs slower than this (whole probe) are `degraded`.
+    public var degradedAfter: Duration?
+    /// A control probe measures the agent's own reach (a reference endpoint), not the platform.
+    public var control: Bool
+    /// The file it came from, for messages.
+    public var sourceFile: String
+
+    public init(name: String, component: String, interval: Duration, timeout: Duration, degradedAfter: Duration? = nil, control: Bool = false, sourceFile: String) {
+        self.name = name
+        self.component = component
+        self.interval = interval
+        self.timeout = timeout
+        self.degradedAfter = degradedAfter
+        self.control = control
+        self.sourceFile = sourceFile
+    }
+}
+
+/// One problem in a probe or config file, located by file, line and field.
+public struct ProbeDiagnostic: Sendable, Hashable, CustomStringConvertible {
+    public var file: String
+    public var line: Int?
+    public var column: Int?
+    /// Dotted path of the field, e.g. `steps[2].assert.status`.
+    public var field: String?
+    public var message: String
+
+    public init(file: String, line: Int? = nil, column: Int? = nil, field: String? = nil, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.field = field
+        self.message = message
+    }
+
+    /// `file:line:column: field: message`, the form compilers and editors understand.
+    public var description: String {
+        var text = file
+        if let line { text += ":\(line)" }
+        if let column { text += ":\(column)" }
+        text += ": "
+        if let field { text += "\(field): " }
+        return text + message
+    }
+}
+
+/// Every problem found while loading probe scripts; nothing is loaded when there is one.
+public struct ProbeValidationError: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [ProbeDiagnostic]
+    public init(diagnostics: [ProbeDiagnostic]) { self.diagnostics = diagnostics }
+    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}
+
+/// Values a run may use: agent variables (`${name}`) and secrets, which are substituted like
+/// variables but never appear in results, logs or error messages.
+public struct RunContext: Sendable {
+    public var agent: String
+    public var region: String
+    public var variables: [String: String]
+    /// Names of variables whose values are secrets (their values are redacted everywhere).
+    public var secretNames: Set<String>
+    /// HTTP proxy for every request of this agent, e.g. `http://127.0.0.1:3128`.
+    public var proxy: String?
+    /// PEM CA bundle to trust instead of the system's.
+    public var caFile: String?
+
+    public init(agent: String, region: String, variables: [String: String] = [:], secretNames: Set<String> = [], proxy: String? = nil, caFile: String? = nil) {
+        self.agent = agent
+        self.region = region
+        self.variables = variables
+        self.secretNames = secretNames
+        self.proxy = proxy
+        self.caFile = caFile
+    }
+}

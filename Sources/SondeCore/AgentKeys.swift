@@ -1,0 +1,110 @@
+import Crypto
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An agent's Ed25519 signing key. On disk the private key is the base64 of its 32 raw bytes in
+/// a file of mode 0600; the public key is the same encoding in `<file>.pub`.
+public struct AgentSigningKey: Sendable {
+    // swift-crypto's key types are not Sendable; the 32 raw bytes are, and rebuilding is cheap.
+    private let raw: Data
+
+    public init() { raw = Curve25519.Signing.PrivateKey().rawRepresentation }
+
+    public init(rawRepresentation: Data) throws {
+        raw = try Curve25519.Signing.PrivateKey(rawRepresentation: rawRepresentation).rawRepresentation
+    }
+
+    public var privateKey: Curve25519.Signing.PrivateKey {
+        // The bytes were validated in init.
+        try! Curve25519.Signing.PrivateKey(rawRepresentation: raw)
+    }
+
+    public var publicKey: AgentPublicKey { AgentPublicKey(key: privateKey.publicKey) }
+
+    /// Signs exactly these bytes.
+    public func signature(for body: Data) throws -> Data {
+        try privateKey.signature(for: body)
+    }
+
+    /// Base64 signature, as it goes into `Sonde-Agent-Signature`.
+    public func signatureHeader(for body: Data) throws -> String {
+        try signature(for: body).base64EncodedString()
+    }
+
+    /// Reads a private key file written by `write(to:)`. Refuses a file that others can read.
+    public static func load(from path: String) throws -> AgentSigningKey {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw KeyFileError(path: path, problem: "cannot be read (\(String(cString: strerror(errno)))); create one with `sonde-agent keygen --out \(path)`")
+        }
+        if info.st_mode & 0o077 != 0 {
+            throw KeyFileError(path: path, problem: "is readable by other users (mode \(String(info.st_mode & 0o777, radix: 8))); run `chmod 600 \(path)`")
+        }
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw KeyFileError(path: path, problem: "cannot be read: \(error.localizedDescription)")
+        }
+        guard let raw = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)), raw.count == 32 else {
+            throw KeyFileError(path: path, problem: "does not hold a base64 Ed25519 private key (32 bytes); create one with `sonde-agent keygen`")
+        }
+        return try AgentSigningKey(rawRepresentation: raw)
+    }
+
+    /// Writes the private key (mode 0600, created exclusively unless `overwrite`) and `<path>.pub`.
+    public func write(to path: String, overwrite: Bool = false) throws {
+        let flags = O_WRONLY | O_CREAT | (overwrite ? O_TRUNC : O_EXCL)
+        let fd = open(path, flags, 0o600)
+        guard fd >= 0 else {
+            let reason = errno == EEXIST ? "already exists; pass --force to replace it" : String(cString: strerror(errno))
+            throw KeyFileError(path: path, problem: reason)
+        }
+        defer { close(fd) }
+        fchmod(fd, 0o600)
+        let line = privateKey.rawRepresentation.base64EncodedString() + "\n"
+        let written = line.withCString { Glibc.write(fd, $0, strlen($0)) }
+        guard written == line.utf8.count, fsync(fd) == 0 else {
+            throw KeyFileError(path: path, problem: "could not be written: \(String(cString: strerror(errno)))")
+        }
+        try (publicKey.base64 + "\n").write(toFile: path + ".pub", atomically: true, encoding: .utf8)
+    }
+}
+
+/// An agent's public key as the collector knows it: base64 of 32 raw bytes.
+public struct AgentPublicKey: Sendable, Hashable {
+    public let rawRepresentation: Data
+
+    public init(key: Curve25519.Signing.PublicKey) { rawRepresentation = key.rawRepresentation }
+
+    public init(base64: String) throws {
+        guard let raw = Data(base64Encoded: base64.trimmingCharacters(in: .whitespacesAndNewlines)), raw.count == 32,
+            (try? Curve25519.Signing.PublicKey(rawRepresentation: raw)) != nil
+        else {
+            throw KeyFileError(path: "(public key)", problem: "is not base64 of a 32-byte Ed25519 public key")
+        }
+        rawRepresentation = raw
+    }
+
+    public var key: Curve25519.Signing.PublicKey { try! Curve25519.Signing.PublicKey(rawRepresentation: rawRepresentation) }
+
+    public var base64: String { rawRepresentation.base64EncodedString() }
+
+    public func isValidSignature(_ signature: Data, for body: Data) -> Bool {
+        key.isValidSignature(signature, for: body)
+    }
+
+    /// Checks a `Sonde-Agent-Signature` header value against the body.
+    public func verify(signatureHeader: String, body: Data) -> Bool {
+        guard let signature = Data(base64Encoded: signatureHeader.trimmingCharacters(in: .whitespaces)) else { return false }
+        return isValidSignature(signature, for: body)
+    }
+
+}
+
+/// A key file that is missing, malformed or unsafe; the message says which file and what to do.
+public struct KeyFileError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let problem: String
+    public var description: String { "key file \(path) \(problem)" }
+}

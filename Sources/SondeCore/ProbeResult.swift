@@ -1,0 +1,147 @@
+import Foundation
+
+/// How one probe run ended. `degraded` means every step passed but the run was slower than the
+/// probe's `degraded_after` threshold.
+public enum Outcome: String, Codable, Sendable, CaseIterable {
+    case ok
+    case degraded
+    case failed
+}
+
+/// Why a probe run failed, in SPEC's words. Network-level kinds (`dns`, `connect`, `tls`,
+/// `timeout`) point at reachability; `http_status` and `assertion` at the platform's answers;
+/// `stuck` at a job that stayed in one state too long; `script` at the probe itself.
+public enum ErrorKind: String, Codable, Sendable, CaseIterable {
+    case dns
+    case connect
+    case tls
+    case timeout
+    case httpStatus = "http_status"
+    case assertion
+    case stuck
+    case script
+    case `internal`
+}
+
+/// The first failure of a run: which step, what kind, a message for people, and an optional short
+/// machine code from the probe's failure labels (e.g. `file_expired`).
+public struct ProbeError: Codable, Sendable, Hashable {
+    public var kind: ErrorKind
+    public var step: String
+    public var message: String
+    public var code: String?
+
+    public init(kind: ErrorKind, step: String, message: String, code: String? = nil) {
+        self.kind = kind
+        self.step = step
+        self.message = message
+        self.code = code
+    }
+}
+
+/// Phase-by-phase timing of one HTTP exchange, in milliseconds. The phases add up to `total`:
+/// dns + connect + tls + ttfb + transfer == total. `ttfb` is the server's time: from the
+/// connection being ready (after TLS, if any) to the first response byte.
+public struct PhaseTimings: Codable, Sendable, Hashable {
+    public var dns: Double
+    public var connect: Double
+    public var tls: Double
+    public var ttfb: Double
+    public var transfer: Double
+    public var total: Double
+
+    public init(dns: Double = 0, connect: Double = 0, tls: Double = 0, ttfb: Double = 0, transfer: Double = 0, total: Double = 0) {
+        self.dns = dns
+        self.connect = connect
+        self.tls = tls
+        self.ttfb = ttfb
+        self.transfer = transfer
+        self.total = total
+    }
+
+    public static let zero = PhaseTimings()
+
+    /// Phase names as they appear in JSON and in `probe_http_duration_seconds{phase=…}`.
+    public static let phaseNames = ["dns", "connect", "tls", "ttfb", "transfer"]
+
+    /// (phase name, milliseconds) pairs in order, without `total`.
+    public var phases: [(name: String, ms: Double)] {
+        [("dns", dns), ("connect", connect), ("tls", tls), ("ttfb", ttfb), ("transfer", transfer)]
+    }
+}
+
+/// One step of a probe run. `url` has secrets redacted. `status` is absent when no response came
+/// (DNS, connect, TLS failure, time-out). `attempts` counts requests of a polling step.
+public struct StepResult: Codable, Sendable, Hashable {
+    public var name: String
+    public var method: String
+    public var url: String
+    public var status: Int?
+    public var ok: Bool
+    public var timings: PhaseTimings
+    public var attempts: Int?
+    /// Why this step failed, when it did (the run's `error` repeats the first one).
+    public var error: ProbeError?
+
+    public init(
+        name: String, method: String, url: String, status: Int? = nil, ok: Bool,
+        timings: PhaseTimings, attempts: Int? = nil, error: ProbeError? = nil
+    ) {
+        self.name = name
+        self.method = method
+        self.url = url
+        self.status = status
+        self.ok = ok
+        self.timings = timings
+        self.attempts = attempts
+        self.error = error
+    }
+}
+
+/// One probe run, exactly as agents push it and the collector stores it (SPEC "Probe result").
+public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
+    /// Unique id of this run (a UUID string).
+    public var id: String
+    public var probe: String
+    public var component: String
+    public var agent: String
+    public var region: String
+    public var startedAt: Date
+    public var durationMs: Double
+    public var outcome: Outcome
+    /// Absent when `outcome` is `ok` or `degraded`.
+    public var error: ProbeError?
+    public var steps: [StepResult]
+    /// True for control probes: the agent's reach to a reference endpoint. Their failures say
+    /// "this agent's network is broken", not "the platform is down".
+    public var control: Bool?
+    /// Per-agent monotonically increasing sequence number, assigned by the agent's spool; keeps
+    /// order per agent across restarts.
+    public var seq: UInt64?
+
+    public init(
+        id: String = UUID().uuidString.lowercased(), probe: String, component: String, agent: String,
+        region: String, startedAt: Date, durationMs: Double, outcome: Outcome, error: ProbeError? = nil,
+        steps: [StepResult], control: Bool? = nil, seq: UInt64? = nil
+    ) {
+        self.id = id
+        self.probe = probe
+        self.component = component
+        self.agent = agent
+        self.region = region
+        self.startedAt = startedAt
+        self.durationMs = durationMs
+        self.outcome = outcome
+        self.error = error
+        self.steps = steps
+        self.control = control
+        self.seq = seq
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, probe, component, agent, region
+        case startedAt = "started_at"
+        case durationMs = "duration_ms"
+        case outcome, error, steps, control, seq
+    }
+}

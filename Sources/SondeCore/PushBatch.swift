@@ -1,0 +1,72 @@
+import Foundation
+
+/// The body an agent POSTs to the collector's `/v1/results` (SPEC "Signed push"). The Ed25519
+/// signature covers the exact body bytes and travels in the `Sonde-Agent-Signature` header.
+/// `batchID` is fixed when the batch is first spooled, so a resend after a crash carries the
+/// same id and the collector acknowledges it without storing it twice.
+public struct PushBatch: Codable, Sendable, Hashable {
+    public var agent: String
+    public var batchID: String
+    public var sentAt: Date
+    public var results: [ProbeResult]
+
+    public init(agent: String, batchID: String, sentAt: Date, results: [ProbeResult]) {
+        self.agent = agent
+        self.batchID = batchID
+        self.sentAt = sentAt
+        self.results = results
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case agent
+        case batchID = "batch_id"
+        case sentAt = "sent_at"
+        case results
+    }
+}
+
+/// The collector's answer to an accepted (or already seen) batch.
+public struct PushAck: Codable, Sendable, Hashable {
+    public var batchID: String
+    public var accepted: Int
+    /// True when this batch id had been stored before: nothing new was stored.
+    public var duplicate: Bool
+
+    public init(batchID: String, accepted: Int, duplicate: Bool) {
+        self.batchID = batchID
+        self.accepted = accepted
+        self.duplicate = duplicate
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case batchID = "batch_id"
+        case accepted, duplicate
+    }
+}
+
+/// Names shared by the agent's uploader and the collector's ingest.
+public enum PushProtocol {
+    public static let path = "/v1/results"
+    /// Base64 of the Ed25519 signature over the exact request body.
+    public static let signatureHeader = "Sonde-Agent-Signature"
+    /// The agent id, repeated from the body so a collector can find the key before decoding.
+    public static let agentHeader = "Sonde-Agent"
+    /// Largest body the collector accepts by default.
+    public static let defaultMaxBodyBytes = 8 * 1024 * 1024
+    /// Default allowed difference between `sent_at` and the collector's clock.
+    public static let defaultAllowedSkew: TimeInterval = 300
+}
+
+/// The error body every Sonde HTTP service answers with: `{"error":{"code":…,"message":…}}`.
+public struct APIErrorBody: Codable, Sendable, Hashable {
+    public struct Detail: Codable, Sendable, Hashable {
+        public var code: String
+        public var message: String
+        public init(code: String, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+    public var error: Detail
+    public init(code: String, message: String) { self.error = Detail(code: code, message: message) }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import Synchronization
+
+/// A real child process (one of Sonde's executables, usually) with its output captured line by
+/// line, so tests can wait for a line, send real signals and wait for exit, all with deadlines.
+public final class ChildProcess: Sendable {
+    public let process: Process
+    private let output = OutputBuffer()
+    public let command: String
+
+    /// Starts `executable` (a path, or the name of a product in the build folder) with `arguments`.
+    public init(_ executable: String, _ arguments: [String] = [], environment: [String: String] = [:], currentDirectory: String? = nil) throws {
+        let path = executable.contains("/") ? executable : Products.path(executable)
+        command = ([path] + arguments).joined(separator: " ")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        if let currentDirectory { process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+        let outPipe = Pipe()
+        let errPipe = Pipe()
+        process.standardOutput = outPipe
+        process.standardError = errPipe
+        process.standardInput = FileHandle.nullDevice
+        self.process = process
+        let output = self.output
+        outPipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            guard !data.isEmpty else { handle.readabilityHandler = nil; return }
+            output.withLock { state in
+                state.partialOut += String(decoding: data, as: UTF8.self)
+                while let newline = state.partialOut.firstIndex(of: "\n") {
+                    state.stdout.append(String(state.partialOut[..<newline]))
+                    state.partialOut = String(state.partialOut[state.partialOut.index(after: newline)...])
+                }
+            }
+        }
+        errPipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            guard !data.isEmpty else { handle.readabilityHandler = nil; return }
+            output.withLock { state in
+                state.partialErr += String(decoding: data, as: UTF8.self)
+                while let newline = state.partialErr.firstIndex(of: "\n") {
+                    state.stderr.append(String(state.partialErr[..<newline]))
+                    state.partialErr = String(state.partialErr[state.partialErr.index(after: newline)...])
+                }
+            }
+        }
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var stdoutLines: [String] { output.withLock { $0.stdout } }
+    public var stderrLines: [String] { output.withLock { $0.stderr } }
+    /// Everything printed so far, both streams, complete lines and the unfinished tail.
+    public var allOutput: String {
+        output.withLock { ($0.stdout + $0.stderr).joined(separator: "\n") + "\n" + $0.partialOut + $0.partialErr }
+    }
+    public var isRunning: Bool { process.isRunning }
+
+    /// Waits until a stdout line satisfies `predicate` and returns it.
+    @discardableResult
+    public func waitForLine(timeout: Duration = .seconds(30), stderr: Bool = false, _ predicate: @escaping @Sendable (String) -> Bool) async throws -> String {
+        var found: String?
+        try await waitUntil("a line from \(command)", timeout: timeout) {
+            found = self.output.withLock { (stderr ? $0.stderr : $0.stdout).first(where: predicate) }
+            if found == nil && !self.isRunning {
+                // Give the pipe a moment to drain, then fail with what it printed.
+                try? await Task.sleep(for: .milliseconds(100))
+                found = self.output.withLock { (stderr ? $0.stderr : $0.stdout).first(where: predicate) }
+                if found == nil { throw TestFailure("\(self.command) exited (\(self.process.terminationStatus)) first:\n\(self.allOutput)") }
+            }
+            return found != nil
+        }
+        return found!
+    }
+
+    public func signal(_ signal: Int32) { if process.isRunning { kill(process.processIdentifier, signal) } }
+
+    /// Waits for the process to exit and returns its status.
+    @discardableResult
+    public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
+        try await waitUntil("\(command) to exit", timeout: timeout) { !self.process.isRunning }
+        return process.terminationStatus
+    }
+
+    /// SIGTERM, then SIGKILL if still running after `grace`.
+    public func stop(grace: Duration = .seconds(5)) async {
+        signal(SIGTERM)
+        if (try? await waitForExit(timeout: grace)) == nil {
+            signal(SIGKILL)
+            _ = try? await waitForExit(timeout: .seconds(5))
+        }
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+/// Captured output; a class so the pipe handlers can hold it.
+final class OutputBuffer: Sendable {
+    struct State {
+        var stdout: [String] = []
+        var stderr: [String] = []
+        var partialOut = ""
+        var partialErr = ""
+    }
+    private let state = Mutex(State())
+    func withLock<T>(_ body: (inout State) -> T) -> T { state.withLock { body(&$0) } }
+}
+
+/// Where the built products (executables) live: next to the test bundle.
+public enum Products {
+    public static var directory: String {
+        if let override = ProcessInfo.processInfo.environment["SONDE_PRODUCTS"] { return override }
+        var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        // The test runner is <products>/SondePackageTests.xctest (a file on Linux).
+        while url.pathComponents.count > 1 {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("sonde-agent").path) { return url.path }
+        }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+    }
+
+    public static func path(_ name: String) -> String { directory + "/" + name }
+}
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Polls `condition` until it holds, failing after `timeout`. Every wait in the tests goes
+/// through here: no fixed sleeps.
+public func waitUntil(
+    _ what: String, timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(50),
+    _ condition: () async throws -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: timeout)
+    while true {
+        if try await condition() { return }
+        if clock.now >= deadline { throw TestFailure("timed out after \(timeout) waiting for \(what)") }
+        try await Task.sleep(for: interval)
+    }
+}
+
+/// A fresh directory under the system temp folder, removed by `remove()`.
+public struct TemporaryDirectory: Sendable {
+    public let path: String
+    public init(_ prefix: String = "sonde-test") throws {
+        let template = NSTemporaryDirectory() + "/\(prefix)-XXXXXX"
+        var bytes = Array(template.utf8CString)
+        guard let result = mkdtemp(&bytes) else { throw TestFailure("mkdtemp failed: \(String(cString: strerror(errno)))") }
+        path = String(cString: result)
+    }
+    public func file(_ name: String) -> String { path + "/" + name }
+    public func remove() { try? FileManager.default.removeItem(atPath: path) }
+}

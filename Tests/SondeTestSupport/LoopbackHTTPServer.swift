@@ -1,0 +1,146 @@
+import Foundation
+import Synchronization
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 and an ephemeral port, on plain sockets and threads, for
+/// tests that need a real peer with exact behaviour: a fixed delay before answering, a hang, a
+/// dropped connection, or a handler that inspects the exact request bytes (e.g. to verify a
+/// signature). One connection per request (`Connection: close`).
+public final class LoopbackHTTPServer: Sendable {
+    public struct Request: Sendable {
+        public var method: String
+        public var path: String
+        public var headers: [(name: String, value: String)]
+        public var body: Data
+        public func header(_ name: String) -> String? {
+            headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+        }
+    }
+
+    public enum Reply: Sendable {
+        case respond(status: Int, headers: [(String, String)] = [], body: Data = Data(), delay: Duration = .zero)
+        /// Read the request, then never answer (until the server stops).
+        case hang
+        /// Close the connection without a response.
+        case drop
+
+        public static func json(_ status: Int, _ text: String, delay: Duration = .zero) -> Reply {
+            .respond(status: status, headers: [("Content-Type", "application/json")], body: Data(text.utf8), delay: delay)
+        }
+    }
+
+    public let port: Int
+    private let listenFD: Int32
+    private let handler: @Sendable (Request) -> Reply
+    private let stopped = Atomic<Bool>(false)
+    private let received = Mutex<[Request]>([])
+
+    public var baseURL: String { "http://127.0.0.1:\(port)" }
+    /// Every request received so far.
+    public var requests: [Request] { received.withLock { $0 } }
+
+    public init(handler: @escaping @Sendable (Request) -> Reply) throws {
+        self.handler = handler
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 128) == 0 else { close(fd); throw TestFailure("bind/listen: \(String(cString: strerror(errno)))") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        listenFD = fd
+        let thread = Thread { [self] in self.acceptLoop() }
+        thread.start()
+    }
+
+    /// Stops accepting; hanging connections are closed.
+    public func stop() {
+        guard !stopped.exchange(true, ordering: .relaxed) else { return }
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        close(listenFD)
+    }
+
+    deinit { stop() }
+
+    private func acceptLoop() {
+        while !stopped.load(ordering: .relaxed) {
+            let client = accept(listenFD, nil, nil)
+            if client < 0 {
+                if stopped.load(ordering: .relaxed) { return }
+                continue
+            }
+            let thread = Thread { [self] in self.serve(client) }
+            thread.start()
+        }
+    }
+
+    private func serve(_ fd: Int32) {
+        defer { close(fd) }
+        guard let request = readRequest(fd) else { return }
+        received.withLock { $0.append(request) }
+        switch handler(request) {
+        case .drop:
+            return
+        case .hang:
+            while !stopped.load(ordering: .relaxed) { usleep(20_000) }
+        case .respond(let status, let headers, let body, let delay):
+            if delay > .zero {
+                let (s, atto) = delay.components
+                usleep(useconds_t(s * 1_000_000 + atto / 1_000_000_000_000))
+            }
+            var head = "HTTP/1.1 \(status) \(status < 400 ? "OK" : "Error")\r\n"
+            for (name, value) in headers { head += "\(name): \(value)\r\n" }
+            head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+            sendAll(fd, Data(head.utf8) + body)
+        }
+    }
+
+    private func readRequest(_ fd: Int32) -> Request? {
+        var buffer = Data()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let separator = Data("\r\n\r\n".utf8)
+        var headerEnd: Range<Data.Index>?
+        while headerEnd == nil {
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n <= 0 { return nil }
+            buffer.append(contentsOf: chunk[0..<n])
+            headerEnd = buffer.range(of: separator)
+        }
+        let headText = String(decoding: buffer[..<headerEnd!.lowerBound], as: UTF8.self)
+        var lines = headText.components(separatedBy: "\r\n")
+        let requestLine = lines.removeFirst().split(separator: " ")
+        guard requestLine.count >= 2 else { return nil }
+        let headers = lines.compactMap { line -> (String, String)? in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (String(line[..<colon]), String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+        }
+        let length = headers.first { $0.0.lowercased() == "content-length" }.flatMap { Int($0.1) } ?? 0
+        var body = Data(buffer[headerEnd!.upperBound...])
+        while body.count < length {
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n <= 0 { return nil }
+            body.append(contentsOf: chunk[0..<n])
+        }
+        return Request(method: String(requestLine[0]), path: String(requestLine[1]), headers: headers.map { (name: $0.0, value: $0.1) }, body: body)
+    }
+
+    private func sendAll(_ fd: Int32, _ data: Data) {
+        data.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+}
