@@ -354,7 +354,7 @@ extension CorrelationEngine {
                 continue
             }
             let last = agentLastReceived[a]
-            if last == -.infinity || t - last > silenceThreshold(interval: agentInterval[a], cfg) {
+            if last == -.infinity || t - last > Self.silenceThreshold(interval: agentInterval[a], cfg) {
                 excluded[a] = true
                 silent[a] = true
             }
@@ -368,7 +368,7 @@ extension CorrelationEngine {
             let a = Int(s.agent)
             if excluded[a] || s.windowRuns == 0 { continue }
             let age = t - s.lastReceived
-            if age > cfg.windowAge || age > silenceThreshold(interval: s.interval > 0 ? s.interval : .infinity, cfg) {
+            if age > cfg.windowAge || age > Self.silenceThreshold(interval: s.interval > 0 ? s.interval : .infinity, cfg) {
                 continue
             }
             if s.control {
@@ -382,8 +382,9 @@ extension CorrelationEngine {
             x.failed += s.windowFailed
             if s.latestFailed { x.latestFailed = true }
             if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
-            if s.state > x.state || (x.errorSeries < 0 && s.errorCode >= 0 && s.state == x.state) {
-                if s.state > x.state { x.state = s.state }
+            let worse = s.state.rawValue > x.state.rawValue
+            if worse || (x.errorSeries < 0 && s.errorCode >= 0 && s.state.rawValue == x.state.rawValue) {
+                if worse { x.state = s.state }
                 x.errorSeries = s.errorCode >= 0 ? Int32(i) : x.errorSeries
                 x.errorCode = s.errorCode >= 0 ? s.errorCode : x.errorCode
             }
@@ -582,7 +583,8 @@ extension CorrelationEngine {
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: changed, events: events)
     }
 
-    private func silenceThreshold(interval: Double, _ cfg: CorrelationConfig) -> Double {
+    // Static: in debug builds a method call on `self` from a mutating context copies the engine.
+    private static func silenceThreshold(interval: Double, _ cfg: CorrelationConfig) -> Double {
         interval.isFinite ? max(cfg.silentMin, cfg.silentAfterIntervals * interval) : max(cfg.silentMin, cfg.silentAfter)
     }
 

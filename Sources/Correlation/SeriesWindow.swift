@@ -14,7 +14,7 @@ enum SeriesState: UInt8, Comparable {
 
     static func < (lhs: SeriesState, rhs: SeriesState) -> Bool { lhs.rawValue < rhs.rawValue }
 
-    var isFailing: Bool { self >= .flaky }
+    var isFailing: Bool { rawValue >= SeriesState.flaky.rawValue }
 }
 
 /// The hot, reference-free digest of one series, recomputed only when that series gets new runs,
@@ -30,7 +30,7 @@ struct SeriesSummary {
     var latestFailed: Bool
     /// Collector time of the last result received for this series (seconds since 1970).
     var lastReceived: Double
-    /// Mean spacing of `started_at` over the window, seconds; 0 when unknown (fewer than 2 runs).
+    /// Median spacing of `started_at` over the window, seconds; 0 when unknown (fewer than 2 runs).
     var interval: Double
     /// Duration of the latest non-failed run, ms; negative when none.
     var latencyMs: Double
@@ -116,7 +116,15 @@ struct SeriesWindow {
             }
             k -= 1
         }
-        let interval = n >= 2 ? max(0, (runs[n - 1].startedAt - runs[0].startedAt) / Double(n - 1)) : 0
+        // The median spacing, so a gap (the agent was down) does not stretch the estimate.
+        var interval = 0.0
+        if n >= 2 {
+            var gaps: [Double] = []
+            gaps.reserveCapacity(n - 1)
+            for j in 1..<n { gaps.append(runs[j].startedAt - runs[j - 1].startedAt) }
+            gaps.sort()
+            interval = max(0, gaps[(gaps.count - 1) / 2])
+        }
         return SeriesSummary(
             agent: agent, component: component, control: control, state: state, windowRuns: Int32(windowRuns),
             windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed, lastReceived: lastReceived,
