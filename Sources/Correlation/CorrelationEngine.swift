@@ -343,8 +343,16 @@ extension CorrelationEngine {
 
         // 1. Liveness: each agent's shortest probe interval, then silence.
         var agentInterval = [Double](repeating: .infinity, count: agentCount)
-        for s in summaries where s.interval > 0 && s.interval < agentInterval[Int(s.agent)] {
-            agentInterval[Int(s.agent)] = s.interval
+        // Hot loops over every series use buffer pointers and `while`: debug builds (what tests
+        // run) do not specialize Array iteration, and this keeps 200,000 series within budget.
+        summaries.withUnsafeBufferPointer { all in
+            var i = 0
+            while i < all.count {
+                let s = all[i]
+                let a = Int(s.agent)
+                if s.interval > 0 && s.interval < agentInterval[a] { agentInterval[a] = s.interval }
+                i += 1
+            }
         }
         var excluded = [Bool](repeating: false, count: agentCount)  // silent or revoked
         var silent = [Bool](repeating: false, count: agentCount)
@@ -363,32 +371,36 @@ extension CorrelationEngine {
         // 2. Each agent's state per component (worst of its probes), and failing controls.
         var grid = [AgentComponent](repeating: AgentComponent(), count: agentCount * componentCount)
         var controlFailing = [Bool](repeating: false, count: agentCount)
-        for i in summaries.indices {
-            let s = summaries[i]
-            let a = Int(s.agent)
-            if excluded[a] || s.windowRuns == 0 { continue }
-            let age = t - s.lastReceived
-            if age > cfg.windowAge || age > Self.silenceThreshold(interval: s.interval > 0 ? s.interval : .infinity, cfg) {
-                continue
+        let fallbackLimit = max(cfg.silentMin, cfg.silentAfter)
+        summaries.withUnsafeBufferPointer { all in
+            var i = -1
+            while i + 1 < all.count {
+                i += 1
+                let s = all[i]
+                let a = Int(s.agent)
+                if excluded[a] || s.windowRuns == 0 { continue }
+                let age = t - s.lastReceived
+                let limit = s.interval > 0 ? max(cfg.silentMin, cfg.silentAfterIntervals * s.interval) : fallbackLimit
+                if age > cfg.windowAge || age > limit { continue }
+                if s.control {
+                    if s.state.isFailing { controlFailing[a] = true }
+                    continue
+                }
+                let g = a * componentCount + Int(s.component)
+                var x = grid[g]
+                x.reporting = true
+                x.runs += s.windowRuns
+                x.failed += s.windowFailed
+                if s.latestFailed { x.latestFailed = true }
+                if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
+                let worse = s.state.rawValue > x.state.rawValue
+                if worse || (x.errorSeries < 0 && s.errorCode >= 0 && s.state.rawValue == x.state.rawValue) {
+                    if worse { x.state = s.state }
+                    x.errorSeries = s.errorCode >= 0 ? Int32(i) : x.errorSeries
+                    x.errorCode = s.errorCode >= 0 ? s.errorCode : x.errorCode
+                }
+                grid[g] = x
             }
-            if s.control {
-                if s.state.isFailing { controlFailing[a] = true }
-                continue
-            }
-            let g = a * componentCount + Int(s.component)
-            var x = grid[g]
-            x.reporting = true
-            x.runs += s.windowRuns
-            x.failed += s.windowFailed
-            if s.latestFailed { x.latestFailed = true }
-            if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
-            let worse = s.state.rawValue > x.state.rawValue
-            if worse || (x.errorSeries < 0 && s.errorCode >= 0 && s.state.rawValue == x.state.rawValue) {
-                if worse { x.state = s.state }
-                x.errorSeries = s.errorCode >= 0 ? Int32(i) : x.errorSeries
-                x.errorCode = s.errorCode >= 0 ? s.errorCode : x.errorCode
-            }
-            grid[g] = x
         }
 
         // 3. Counts per (component, region) from agents whose control probes pass.
