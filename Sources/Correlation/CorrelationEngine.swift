@@ -94,7 +94,10 @@ public struct CorrelationEngine: Sendable {
         self.config = config.sanitized
         for state in agentStates {
             restoredHealth[state.agent] = state
-            _ = internAgent(state.agent, region: state.region)
+            let a = Int(internAgent(state.agent, region: state.region))
+            // An agent that reported before the restart but has nothing in the window since is
+            // judged from when it was last seen, so its silence is still noticed (once).
+            if let seen = state.lastSeen { agentLastReceived[a] = seen.timeIntervalSince1970 }
         }
         setAgents(agents)
         for incident in openIncidents where incident.status != .resolved {

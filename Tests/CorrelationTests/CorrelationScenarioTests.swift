@@ -342,3 +342,35 @@ import Testing
         #expect(Set(fleet.events.map(\.id)).count == fleet.events.count)
     }
 }
+
+@Suite struct CorrelationRestartTests {
+    @Test func anAgentLastSeenBeforeARestartWithNothingSinceIsReportedSilentOnce() throws {
+        let t0 = FleetSimulation.start
+        let agents = [AgentInfo(id: "eu-1", region: "eu")]
+        let stored = AgentHealth(agent: "eu-1", region: "eu", state: .ok, since: t0, lastSeen: t0)
+        var engine = CorrelationEngine(config: CorrelationConfig(), agents: agents, agentStates: [stored])
+        #expect(engine.evaluate(now: t0.addingTimeInterval(5)).events.isEmpty)
+        let output = engine.evaluate(now: t0.addingTimeInterval(31))
+        #expect(output.events.map(\.id) == ["agent.silent.eu-1.\(Int64(t0.timeIntervalSince1970 * 1000))"])
+        #expect(engine.evaluate(now: t0.addingTimeInterval(60)).events.isEmpty)
+
+        // Restarted again with that state stored: nothing new.
+        var again = CorrelationEngine(config: CorrelationConfig(), agents: agents, agentStates: engine.agentHealth)
+        #expect(again.evaluate(now: t0.addingTimeInterval(90)).events.isEmpty)
+        #expect(again.agentHealth.first?.state == .silent)
+    }
+
+    @Test func revokedAgentsAreIgnored() throws {
+        var fleet = FleetSimulation()
+        fleet.step(seconds: 20)
+        fleet.faults["cut"] = FleetSimulation.failing(agents: ["eu-1", "eu-2", "eu-3"], components: ["login"])
+        var agents = fleet.agents
+        for i in agents.indices where agents[i].region == "eu" { agents[i].revoked = true }
+        fleet.engine.setAgents(agents)
+        fleet.step(seconds: 20)
+        #expect(fleet.events.isEmpty)
+        #expect(fleet.verdicts["login"]?.status == .operational)
+        #expect(fleet.verdicts["login"]?.evidence.reportingAgents == 6)
+        #expect(fleet.health("eu-1")?.state == .revoked)
+    }
+}
