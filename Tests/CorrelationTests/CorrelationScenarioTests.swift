@@ -97,6 +97,13 @@ import Testing
         #expect(opened.incident?.id == incident.id)
         #expect(opened.summary.contains("files: partial outage in eu"))
         #expect(opened.summary.contains("file_expired"))
+        // The event travels as snake_case JSON and comes back equal.
+        let json = try SondeJSON.encode(opened)
+        let text = String(decoding: json, as: UTF8.self)
+        for key in ["\"occurred_at\"", "\"event_seq\"", "\"opened_at\"", "\"failing_regions\"", "\"incident.opened\""] {
+            #expect(text.contains(key))
+        }
+        #expect(try SondeJSON.decode(AlertEvent.self, from: json) == opened)
         #expect(fleet.verdicts["login"]?.status == .operational)
         // No agent is blamed: all three eu agents fail together.
         #expect(fleet.engine.agentHealth.allSatisfy { $0.state == .ok })
