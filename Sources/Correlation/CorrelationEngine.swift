@@ -44,10 +44,11 @@ import SondeCore
 ///   count. Open after `open_after` (2) consecutive problem verdicts (`incident.opened`). While
 ///   investigating, a wider scope (region → platform) or a higher severity seen `open_after` times
 ///   in a row updates the same incident (`incident.updated`); milder verdicts do not (during
-///   recovery the window drains through milder states; recovery is what `monitoring` reports). The first operational verdict moves it to `monitoring` (`updated`);
-///   `resolve_after` (3) consecutive operational verdicts resolve it (`incident.resolved`); `open_after`
-///   problem verdicts during monitoring bring it back to `investigating` (`updated`). An `unknown`
-///   verdict (nobody reporting) changes nothing. At most one open incident per component.
+///   recovery the window drains through milder states; recovery is what `monitoring` reports).
+///   The first operational verdict moves it to `monitoring` (`updated`); `resolve_after` (3)
+///   consecutive operational verdicts resolve it (`incident.resolved`); `open_after` problem
+///   verdicts during monitoring bring it back to `investigating` (`updated`). An `unknown` verdict
+///   (nobody reporting) changes nothing. At most one open incident per component.
 /// - **Events** are emitted once per transition, with stable ids (see ``AlertEvent``). Rebuild after a
 ///   restart: construct with the open incidents and agent states last stored, then `ingest` the
 ///   window's stored results (with the time they were received when known) and `evaluate`; nothing
