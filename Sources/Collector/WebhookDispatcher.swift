@@ -62,9 +62,7 @@ enum WebhookPayload {
             return "\(linkBase)/#incident-\(id)"
         }
         if let id = object["incident"] as? String { return "\(linkBase)/#incident-\(id)" }
-        if let agent = object["agent"] as? [String: Any], let id = agent["agent"] as? String ?? agent["id"] as? String {
-            return "\(linkBase)/#agent-\(id)"
-        }
+        if let agent = object["agent"] as? String { return "\(linkBase)/#agent-\(agent)" }
         if let component = object["component"] as? String { return "\(linkBase)/#component-\(component)" }
         return linkBase + "/"
     }
@@ -127,6 +125,23 @@ public struct WebhookDispatcher: Service {
     let pollInterval: TimeInterval
     let logger: Logger
 
+    init(
+        store: any CollectorStorage, targets: [WebhookTarget], client: CurlHTTPClient = CurlHTTPClient(threads: 4), metrics: CollectorMetrics,
+        linkBase: @escaping @Sendable () -> String, retryBase: TimeInterval, retryCap: TimeInterval, timeout: TimeInterval,
+        pollInterval: TimeInterval, logger: Logger
+    ) {
+        self.store = store
+        self.targets = targets
+        self.client = client
+        self.metrics = metrics
+        self.linkBase = linkBase
+        self.retryBase = retryBase
+        self.retryCap = retryCap
+        self.timeout = timeout
+        self.pollInterval = pollInterval
+        self.logger = logger
+    }
+
     public func run() async throws {
         guard !targets.isEmpty else {
             // Nothing to deliver to; stay up until shutdown so the group does not see an early exit.
@@ -148,8 +163,9 @@ public struct WebhookDispatcher: Service {
     }
 
     private func work(for target: WebhookTarget) async {
-        var logger = logger
-        logger[metadataKey: "webhook.target"] = .string(target.name)
+        var targetLogger = logger
+        targetLogger[metadataKey: "webhook.target"] = .string(target.name)
+        let logger = targetLogger
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let delivery: DeliveryRecord?

@@ -298,8 +298,9 @@ public protocol CollectorStorage: Sendable {
     func results(_ query: ResultQuery) async throws -> ResultPage
     /// Results started at or after `since`, oldest first (to rebuild the engine at start-up).
     func results(since: Date, limit: Int) async throws -> [ProbeResult]
-    /// Batches received at or after `since`, oldest first, at most `limit`.
-    func batches(since: Date?, limit: Int) async throws -> [BatchRecord]
+    /// Batches received at or after `since` and after the `after` position (received_at ms,
+    /// batch id), oldest first, at most `limit`.
+    func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord]
     func timeline(since: Date) async throws -> [TimelineBucket]
     func resultCount() async throws -> Int
 

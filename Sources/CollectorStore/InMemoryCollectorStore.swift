@@ -72,10 +72,15 @@ public actor InMemoryCollectorStore: CollectorStorage {
         Array(resultsByID.values.filter { $0.startedAt.epochMs >= since.epochMs }.sorted { newestFirst($1, $0) }.prefix(limit))
     }
 
-    public func batches(since: Date?, limit: Int) async throws -> [BatchRecord] {
+    public func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord] {
         let floor = since?.epochMs ?? 0
+        func isAfter(_ batch: BatchRecord) -> Bool {
+            guard let after else { return true }
+            let ms = batch.receivedAt.epochMs
+            return ms > after.startedAtMs || (ms == after.startedAtMs && batch.batchID > after.id)
+        }
         return Array(
-            batchOrder.compactMap { batchesByID[$0] }.filter { $0.receivedAt.epochMs >= floor }
+            batchOrder.compactMap { batchesByID[$0] }.filter { $0.receivedAt.epochMs >= floor && isAfter($0) }
                 .sorted { ($0.receivedAt.epochMs, $0.batchID) < ($1.receivedAt.epochMs, $1.batchID) }.prefix(limit))
     }
 

@@ -75,7 +75,8 @@ public final class SQLiteCollectorStore: CollectorStorage {
     }
 
     public func migrate() async throws {
-        try await pool.write { db in try Self.migrator.migrate(db) }
+        // Runs once at start-up, before serving: blocking here briefly is fine.
+        try Self.migrator.migrate(pool)
     }
 
     /// Names of the migrations applied so far (for tests and diagnostics).
@@ -197,11 +198,17 @@ public final class SQLiteCollectorStore: CollectorStorage {
         return try rows.map { try decoder.decode(ProbeResult.self, from: $0) }
     }
 
-    public func batches(since: Date?, limit: Int) async throws -> [BatchRecord] {
-        try await pool.read { db in
+    public func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord] {
+        let afterMs = after?.startedAtMs ?? Int64.min
+        let afterID = after?.id ?? ""
+        return try await pool.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM batches WHERE received_at >= ? ORDER BY received_at, batch_id LIMIT ?",
-                arguments: [since?.epochMs ?? 0, limit]
+                db,
+                sql: """
+                    SELECT * FROM batches WHERE received_at >= ? AND (received_at > ? OR (received_at = ? AND batch_id > ?))
+                    ORDER BY received_at, batch_id LIMIT ?
+                    """,
+                arguments: [since?.epochMs ?? 0, afterMs, afterMs, afterID, limit]
             ).map { row in
                 BatchRecord(
                     batchID: row["batch_id"], agent: row["agent"], receivedAt: Date(epochMs: row["received_at"]),
