@@ -51,7 +51,7 @@ struct StorageTests {
             let recent = try await page("since=\(RFC3339.string(from: base.addingTimeInterval(20 * 60)))&probe=login")
             #expect(recent.results.count == 10)  // minutes 20…24 for both agents
             let window = try await page("since=\(RFC3339.string(from: base.addingTimeInterval(10 * 60)))&until=\(RFC3339.string(from: base.addingTimeInterval(12 * 60)))")
-            #expect(window.results.count == 6)  // minutes 10 and 11, three series
+            #expect(window.results.count == 4)  // minutes 10 and 11 of both agents' login
             #expect(try await page("since=2m").results.isEmpty)
             #expect(try await get(collector, "/v1/results?outcome=broken").status == 400)
             #expect(try await get(collector, "/v1/results?since=yesterday").status == 400)
