@@ -17,7 +17,13 @@ public actor CorrelationHub {
 
     func ingest(_ results: [ProbeResult], receivedAt: Date) { engine.ingest(results, receivedAt: receivedAt) }
 
-    func setAgents(_ agents: [AgentInfo]) { engine.setAgents(agents) }
+    private var knownAgents: [AgentInfo]?
+
+    func setAgentsIfChanged(_ agents: [AgentInfo]) {
+        guard agents != knownAgents else { return }
+        knownAgents = agents
+        engine.setAgents(agents)
+    }
 
     func evaluate(now: Date) -> CorrelationOutput {
         let output = engine.evaluate(now: now)
@@ -73,6 +79,10 @@ public struct Evaluator: Service {
 
     /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
     func evaluateOnce(unsaved: inout EvaluationCommit, lastStates: inout [String: Data]) async {
+        // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
+        if let agents = try? await store.agents() {
+            await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
+        }
         let output = await hub.evaluate(now: Date())
         var commit = Self.commit(for: output, targets: targets, lastStates: lastStates)
         commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)

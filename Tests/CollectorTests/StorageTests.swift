@@ -123,3 +123,38 @@ struct StorageTests {
         #expect(try await store.nextPendingDelivery(target: "t") == nil)
     }
 }
+
+@Suite("Ingest volume")
+struct IngestVolumeTests {
+    /// 20 signed batches of 1,000 results through HTTP into SQLite: all stored, nothing lost.
+    /// Prints the rate (a measurement for the report, not an assertion).
+    @Test func twentyThousandResultsThroughHTTP() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = (0..<4).map { TestAgent(id: "agent-\($0)", region: $0 < 2 ? "eu" : "us") }
+        var config = testConfig(dir: dir, agents: agents)
+        config.evaluationInterval = 1
+        try await withCollector(config) { collector in
+            let base = Date().addingTimeInterval(-300)
+            let bodies = try (0..<20).map { i -> (TestAgent, Data) in
+                let agent = agents[i % agents.count]
+                let results = (0..<1000).map { j in
+                    agent.result(probe: "p\(j % 10)", component: "c\(j % 3)", outcome: j % 7 == 0 ? .failed : .ok, startedAt: base.addingTimeInterval(Double(j) * 0.1))
+                }
+                return (agent, try SondeJSON.encode(agent.batch(results)))
+            }
+            let clock = ContinuousClock()
+            let start = clock.now
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for (agent, body) in bodies {
+                    group.addTask { try await agent.push(body, to: collector).status }
+                }
+                for try await status in group { #expect(status == 200) }
+            }
+            let elapsed = clock.now - start
+            #expect(try await collector.store.resultCount() == 20_000)
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print("ingest: 20000 results in \(String(format: "%.2f", seconds)) s = \(Int(20_000 / seconds)) results/s (debug build)")
+        }
+    }
+}
