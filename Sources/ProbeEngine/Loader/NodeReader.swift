@@ -35,7 +35,7 @@ struct NodeReader {
         case .mapping: "a mapping"
         case .sequence: "a list"
         case .scalar(let scalar):
-            switch node.tag.name {
+            switch node.tagName {
             case .null: "nothing (null)"
             case .int: "the number \(scalar.string)"
             case .float: "the number \(scalar.string)"
@@ -119,7 +119,7 @@ struct NodeReader {
     // MARK: - Scalars
 
     mutating func string(_ node: Node, _ field: String, allowEmpty: Bool = false) -> String? {
-        guard let scalar = node.scalar, !(node.tag.name == .null && scalar.style == .plain) else {
+        guard let scalar = node.scalar, !(node.tagName == .null && scalar.style == .plain) else {
             report(node, field, "expected text, found \(Self.describe(node))")
             return nil
         }
@@ -131,7 +131,7 @@ struct NodeReader {
     }
 
     mutating func bool(_ node: Node, _ field: String) -> Bool? {
-        guard node.scalar != nil, node.tag.name == .bool, let value = node.bool else {
+        guard node.scalar != nil, node.tagName == .bool, let value = node.bool else {
             report(node, field, "expected true or false, found \(Self.describe(node))")
             return nil
         }
@@ -273,7 +273,7 @@ struct NodeReader {
             return ok ? .array(items) : nil
         case .scalar(let scalar):
             if scalar.style == .plain {
-                switch node.tag.name {
+                switch node.tagName {
                 case .null: return .null
                 case .bool: if let value = node.bool { return .bool(value) }
                 case .int, .float: if let value = Double(scalar.string) ?? node.float { return .number(value) }
@@ -283,4 +283,9 @@ struct NodeReader {
             return template(text: scalar.string, node, field).map { .string($0) }
         }
     }
+}
+
+extension Node {
+    /// The resolved tag (`str`, `int`, `bool`, `null`, …): Yams keeps `Tag.name` internal.
+    var tagName: Tag.Name { Tag.Name(rawValue: tag.description) }
 }

@@ -355,7 +355,7 @@ enum ScriptParser {
     }
 
     static func condition(_ node: Node, _ path: String, reader: inout NodeReader) -> Condition? {
-        if let text = node.scalar?.string, node.tag.name != .null {
+        if let text = node.scalar?.string, node.tagName != .null {
             return shorthandCondition(text, node, path, reader: &reader)
         }
         guard let fields = reader.fields(node, path, known: conditionFields, required: ["path"]) else { return nil }
@@ -459,7 +459,7 @@ enum ScriptParser {
         var result: [Extraction] = []
         for (nameNode, spec) in mapping {
             guard let name = nameNode.scalar?.string, Template.isName(name, allowDots: false) else {
-                reader.report(nameNode, path, "'\(nameNode.scalar?.string ?? "?")' is not a valid variable name (letters, digits, _ and -)")
+                reader.report(nameNode, path, "'\(nameNode.scalar?.string ?? "?")' is not a valid variable name (letters, digits and _)")
                 continue
             }
             let here = NodeReader.join(path, name)

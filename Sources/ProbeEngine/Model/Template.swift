@@ -97,7 +97,7 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
         if body.hasPrefix("env:") {
             let name = String(body.dropFirst(4))
             guard isName(name, allowDots: false) else {
-                throw SyntaxError(message: "'${\(inner)}': environment variable name '\(name)' is not valid (letters, digits, _)")
+                throw SyntaxError(message: "'${\(inner)}': environment variable name '\(name)' is not valid (letters, digits and _)")
             }
             return .environment(name, default: fallback)
         }
@@ -116,7 +116,7 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
         guard let first = text.unicodeScalars.first, first == "_" || (first.isASCII && CharacterSet.letters.contains(first)) else { return false }
         return text.unicodeScalars.allSatisfy { scalar in
             guard scalar.isASCII else { return false }
-            return CharacterSet.alphanumerics.contains(scalar) || scalar == "_" || scalar == "-" || (allowDots && scalar == ".")
+            return CharacterSet.alphanumerics.contains(scalar) || scalar == "_" || (allowDots && (scalar == "." || scalar == "-"))
         }
     }
 }
