@@ -199,3 +199,19 @@ struct ScriptPartTests {
         #expect(redactor.redact(#"{"password":"p@ss w/\"rd\""}"#) == #"{"password":"[redacted]"}"#)
     }
 }
+
+@Suite("Probe format reference")
+struct ReadmeTests {
+    @Test("the complete example in probes/README.md validates")
+    func readmeExample() throws {
+        let readme = try String(contentsOfFile: Fixtures.probes + "/README.md", encoding: .utf8)
+        let section = try #require(readme.range(of: "## A complete example"))
+        let rest = readme[section.upperBound...]
+        let start = try #require(rest.range(of: "```yaml\n"))
+        let end = try #require(rest[start.upperBound...].range(of: "```"))
+        let yaml = String(rest[start.upperBound..<end.lowerBound])
+        let (probe, problems) = ProbeLoader.parse(yaml: yaml, file: "README.md", variables: ["base_url"])
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(probe?.stepNames == ["login", "upload", "download", "compare", "delete"])
+    }
+}
