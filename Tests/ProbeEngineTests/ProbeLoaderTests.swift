@@ -36,7 +36,7 @@ struct ProbeLoaderTests {
     static let cases: [Case] = [
         Case(file: "bad-yaml.yaml", line: 6, field: nil, says: "invalid YAML"),
         Case(file: "unknown-field.yaml", line: 11, field: "steps[0].assert.body_contain", says: "did you mean 'body_contains'"),
-        Case(file: "wrong-types.yaml", line: 3, field: "interval", says: "expected text, found a list"),
+        Case(file: "wrong-types.yaml", line: 3, field: "interval", says: "expected a duration such as 250ms, 30s, 1m, 1m30s or 2h, found a list"),
         Case(file: "wrong-types.yaml", line: 5, field: "control", says: "expected true or false"),
         Case(file: "wrong-types.yaml", line: 10, field: "steps[0].request.headers", says: "expected a mapping"),
         Case(file: "no-steps.yaml", line: 5, field: "steps", says: "no steps"),
@@ -45,7 +45,7 @@ struct ProbeLoaderTests {
         Case(file: "undefined-variable.yaml", line: 15, field: "steps[1].request.url", says: "undefined variable '${file_idd}'"),
         Case(file: "undefined-variable.yaml", line: 15, field: "steps[1].request.url", says: "did you mean 'file_id'"),
         Case(file: "bad-durations.yaml", line: 3, field: "interval", says: "bad duration '30 seconds'"),
-        Case(file: "bad-durations.yaml", line: 4, field: "timeout", says: "bad duration '5'"),
+        Case(file: "bad-durations.yaml", line: 4, field: "timeout", says: "bad duration '5' (did you mean 5s?)"),
         Case(file: "bad-durations.yaml", line: 5, field: "degraded_after", says: "bad duration 'fast'"),
         Case(file: "bad-regex.yaml", line: 10, field: "steps[0].assert.body_matches", says: "invalid regular expression"),
         Case(file: "missing-fields.yaml", line: 1, field: "name", says: "missing required field 'name'"),

@@ -367,10 +367,16 @@ struct ProbeRunnerTests {
               - name: get
                 request: { url: "${base_url}/" }
             """)
-        let result = await run(probe, server)
-        let timings = try #require(result.steps.first?.timings)
-        #expect(timings.ttfb >= 200 && timings.ttfb <= 210, "ttfb \(timings.ttfb)")
-        expectHonestTimings(result)
+        // Never below the delay; the best of three within 10 ms of it (one run can lose a few ms
+        // to scheduling on a loaded machine, on the server's side).
+        var ttfbs: [Double] = []
+        for _ in 0..<3 {
+            let result = await run(probe, server)
+            ttfbs.append(try #require(result.steps.first?.timings.ttfb))
+            expectHonestTimings(result)
+        }
+        #expect(ttfbs.allSatisfy { $0 >= 200 }, "ttfb \(ttfbs)")
+        #expect(ttfbs.min()! <= 210, "ttfb \(ttfbs)")
     }
 
     // MARK: - Polling

@@ -216,10 +216,15 @@ struct NodeReader {
 
     /// A duration, literal (`30s`) or templated (`${limit:-60s}`, checked through its default).
     mutating func duration(_ node: Node, _ field: String) -> DurationSpec? {
+        guard node.scalar != nil else {
+            report(node, field, "\(DurationText.hint), found \(Self.describe(node))")
+            return nil
+        }
         guard let text = string(node, field) else { return nil }
         if !text.contains("${") {
             guard let value = DurationText.parse(text) else {
-                report(node, field, "bad duration '\(text)': \(DurationText.hint)")
+                let guess = Double(text) != nil ? " (did you mean \(text)s?)" : ""
+                report(node, field, "bad duration '\(text)'\(guess): \(DurationText.hint)")
                 return nil
             }
             return .fixed(value)
