@@ -11,8 +11,7 @@ struct FilesTests {
     static func nastyBytes(boundary: String) -> Data {
         var data = Data((0...255).map { UInt8($0) })
         data.append(Data("\r\n--\(boundary.dropLast())\r\n\r\n--\r\n".utf8))
-        var generator = SplitMix64(seed: 7)
-        data.append(Data((0..<200_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }))
+        data.append(randomBytes(200_000, seed: 7))
         data.append(Data("\r\n".utf8))
         return data
     }
