@@ -91,6 +91,8 @@ struct FaultTests {
             (error as? HTTPTransferError)?.kind == .timeout
         }
         #expect(ContinuousClock.now - started >= .milliseconds(550))
+        // The server let go of the connection once the client closed it.
+        try await waitUntil("the hung connection to be released", timeout: .seconds(5)) { h.sim.openConnections == 0 }
         // The rest of the platform answers meanwhile, even the same region on other components.
         #expect(try await h.request("GET", "/healthz", region: "eu").status == 200)
         #expect(try await h.request("GET", "/v1/files", region: "eu", token: token).status == 200)
