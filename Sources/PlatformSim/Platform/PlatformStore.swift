@@ -202,19 +202,15 @@ final class PlatformStore: Sendable {
     private static func drawStuck(_ batch: inout StoredBatch, faults: FaultBook) {
         let current = batch.status
         let drawn = batch.stuckDraws
-        let hits = faults.hits(component: .batch, region: batch.region, user: batch.owner) { effect in
-            if case .batchStuck(let state) = effect { return state == current }
-            return false
+        let draws = faults.draws(component: .batch, region: batch.region, user: batch.owner) { fault in
+            guard let id = fault.id, case .batchStuck(let state) = fault.effect else { return false }
+            return state == current && !drawn.contains(id)
         }
-        // Faults already drawn for this state keep their first answer.
-        let all = faults.all.compactMap { fault -> String? in
-            guard let id = fault.id, case .batchStuck(let state) = fault.effect, state == current,
-                fault.covers(component: .batch, region: batch.region, user: batch.owner)
-            else { return nil }
-            return id
+        // A fault keeps its first answer for this batch in this state.
+        for draw in draws {
+            batch.stuckDraws.insert(draw.fault.id!)
+            if draw.hit && batch.stuckBy == nil { batch.stuckBy = draw.fault.id }
         }
-        for id in all where !drawn.contains(id) { batch.stuckDraws.insert(id) }
-        if let hit = hits.first(where: { !drawn.contains($0.id ?? "") }) { batch.stuckBy = hit.id }
     }
 
     /// Non-empty lines of a JSONL file (memchr, so large inputs stay cheap under the lock).

@@ -29,29 +29,30 @@ final class SimRouter: Sendable {
         let user = requestUser(request, component: component)
 
         // Transport-level faults first: latency adds up, the first of hang/drop/error decides.
-        let hits = faults.hits(component: component, region: request.region, user: user) { effect in
-            switch effect {
+        let hits = faults.hits(component: component, region: request.region, user: user) { fault in
+            switch fault.effect {
             case .latency, .error, .hang, .drop: true
             case .loginReject, .fileExpired, .batchStuck: false
             }
         }
-        var action = SimAction(outcome: .hang)
-        action.faultIDs = hits.compactMap(\.id)
-        for hit in hits { if case .latency(let delay) = hit.effect { action.delay += delay } }
-        let terminal = hits.first { if case .latency = $0.effect { false } else { true } }
-        switch terminal?.effect {
+        var faultIDs = hits.compactMap(\.id)
+        var delay = Duration.zero
+        for hit in hits { if case .latency(let extra) = hit.effect { delay += extra } }
+        let outcome: SimAction.Outcome
+        switch hits.first(where: { if case .latency = $0.effect { false } else { true } })?.effect {
         case .hang?:
-            action.outcome = .hang
+            outcome = .hang
         case .drop?:
-            action.outcome = .drop
+            outcome = .drop
         case .error(let status, let message)?:
-            action.outcome = .respond(
+            outcome = .respond(
                 .error(status, "server_error", message ?? "The server had an error while processing your request (elevated error rates)."))
         default:
             var applied: [String] = []
-            action.outcome = .respond(route(request, component: component, user: user, applied: &applied))
-            action.faultIDs += applied
+            outcome = .respond(route(request, component: component, user: user, applied: &applied))
+            faultIDs += applied
         }
+        let action = SimAction(outcome: outcome, delay: delay, faultIDs: faultIDs)
         return action
     }
 
@@ -128,7 +129,7 @@ final class SimRouter: Sendable {
         guard let body = try? JSONDecoder().decode(LoginRequest.self, from: request.body) else {
             return .error(400, "invalid_request", #"Expected a JSON body {"username":"…","password":"…"}"#)
         }
-        let rejected = faults.hits(component: .login, region: request.region, user: body.username) { $0 == .loginReject }
+        let rejected = faults.hits(component: .login, region: request.region, user: body.username) { $0.effect == .loginReject }
         guard rejected.isEmpty, let token = store.login(username: body.username, password: body.password) else {
             applied += rejected.compactMap(\.id)
             return .error(401, "invalid_credentials", "Invalid username or password")
@@ -159,7 +160,7 @@ final class SimRouter: Sendable {
         guard let file = store.file(id) else { return fileNotFound(id) }
         var expired = file.expired
         if !expired {
-            let hits = faults.hits(component: .files, region: request.region, user: user) { $0 == .fileExpired }
+            let hits = faults.hits(component: .files, region: request.region, user: user) { $0.effect == .fileExpired }
             if !hits.isEmpty {
                 store.markExpired(id)
                 applied += hits.compactMap(\.id)
