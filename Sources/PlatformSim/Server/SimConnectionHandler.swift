@@ -31,7 +31,8 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
         self.router = router
         self.region = region
         self.logger = logger
-        self.maxBodyBytes = router.maxBodyBytes
+        // Room for multipart framing around a file of exactly the limit; the router checks the file itself.
+        self.maxBodyBytes = router.maxBodyBytes + Self.multipartAllowance
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -84,6 +85,7 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Requests with bodies above this are handled on the thread pool (copying and parsing
     /// megabytes must not stall the event loop, or other connections' latency faults drift).
     static let offloadThreshold = 64 * 1024
+    static let multipartAllowance = 64 * 1024
 
     private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
         let received = NIODeadline.now()
@@ -183,7 +185,7 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     private func rejectTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        let limit = maxBodyBytes >> 20
+        let limit = router.maxBodyBytes >> 20
         let response = SimResponse.error(413, "request_too_large", "Request body is larger than the \(limit) MiB limit")
         let requestID = "req_" + randomHex(12)
         state = .discarding

@@ -26,6 +26,8 @@ final class SimRouter: Sendable {
         guard let component = SimComponent.of(path: request.path) else {
             return .respond(.error(404, "not_found", "No route for \(request.method) \(request.path)"))
         }
+        let isUpload = request.method == "POST" && request.path == "/v1/files"
+        guard isUpload || request.body.count <= maxBodyBytes else { return .respond(tooLarge()) }
         let user = requestUser(request, component: component)
 
         // Transport-level faults first: latency adds up, the first of hang/drop/error decides.
@@ -151,6 +153,7 @@ final class SimRouter: Sendable {
         guard let file = form.part(named: "file") else {
             return .error(400, "invalid_request", "Missing the 'file' part (multipart field named file, with a filename)")
         }
+        guard file.body.count <= maxBodyBytes else { return tooLarge() }
         let purpose = form.part(named: "purpose").map { String(decoding: $0.body, as: UTF8.self) } ?? "batch"
         let stored = store.addFile(filename: file.filename ?? "upload.bin", purpose: purpose, bytes: file.body, owner: owner)
         return .json(200, stored.object)
@@ -198,6 +201,10 @@ final class SimRouter: Sendable {
         case (.batch, 4): segments[3] == "cancel"
         default: false
         }
+    }
+
+    private func tooLarge() -> SimResponse {
+        .error(413, "request_too_large", "Request body is larger than the \(maxBodyBytes >> 20) MiB limit")
     }
 
     private func fileNotFound(_ id: String) -> SimResponse { .error(404, "file_not_found", "No such file: \(id)") }
