@@ -14,9 +14,10 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
+# Serial: many suites measure real timings (time-outs, ttfb), which parallel CPU load would skew.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 
 demo: release
 	@scripts/demo.sh
