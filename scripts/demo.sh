@@ -1,6 +1,183 @@
 #!/usr/bin/env bash
-# The end-to-end demo. Grows with the system: see README.
+# Sonde end to end on one machine: sonde-sim in 3 regions, a collector on SQLite, two agents per
+# region (each behind its own cuttable TCP relay, its "network"), and a webhook receiver. Walks
+# through a local fault, a regional outage and a platform-wide partial outage, printing verdicts
+# and webhooks. Cleans up every process it started. Run by `make demo` after a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=.build/release
-"$bin/sonde-agent" --help || true
+BIN=${SONDE_BIN:-.build/release}
+INTERVAL=${SONDE_DEMO_INTERVAL:-2s}
+work=$(mktemp -d /tmp/sonde-demo.XXXXXX)
+pids=()
+start=$(date +%s)
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  [ -n "${SONDE_DEMO_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+stamp() { local s=$(( $(date +%s) - start )); printf '[%02d:%02d]' $((s / 60)) $((s % 60)); }
+say() { printf '\n%s \033[1m%s\033[0m\n' "$(stamp)" "$*"; }
+note() { printf '%s %s\n' "$(stamp)" "$*"; }
+die() { printf '\ndemo failed: %s\nlogs are in %s\n' "$*" "$work" >&2; SONDE_DEMO_KEEP=1; exit 1; }
+
+# Waits (at most $1 seconds) until the command in "$2…" succeeds.
+wait_for() {
+  local deadline=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+
+# Starts a process in the background, logs to $work/<name>.log, waits for a line matching $2.
+launch() {
+  local name=$1 pattern=$2; shift 2
+  "$@" >"$work/$name.log" 2>"$work/$name.err" &
+  pids+=($!)
+  wait_for 30 grep -q "$pattern" "$work/$name.log" "$work/$name.err" || die "$name did not start: $(tail -5 "$work/$name.err")"
+}
+
+webhook_seen() {  # type [component] [scope]
+  python3 - "$work/webhooks.jsonl" "$@" <<'PY'
+import json, sys
+path, kind = sys.argv[1], sys.argv[2]
+component = sys.argv[3] if len(sys.argv) > 3 else None
+scope = sys.argv[4] if len(sys.argv) > 4 else None
+try:
+    lines = open(path).read().splitlines()
+except FileNotFoundError:
+    sys.exit(1)
+for line in lines:
+    e = json.loads(line)["event"]
+    if e.get("type") == kind and (component is None or e.get("component") == component or e.get("agent") == component) \
+            and (scope is None or e.get("scope") == scope):
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+
+open_incidents() {
+  "$BIN/sonde" status --json --collector "$COLLECTOR" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["open_incidents"]))'
+}
+all_operational() {
+  "$BIN/sonde" status --json --collector "$COLLECTOR" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+comps = s["components"]
+sys.exit(0 if comps and all(c["status"] == "operational" for c in comps) and not s["open_incidents"] else 1)'
+}
+agent_state() {  # agent → prints its health state
+  "$BIN/sonde" agents --json --collector "$COLLECTOR" | python3 -c "
+import json, sys
+data = json.load(sys.stdin)
+agents = data['agents'] if isinstance(data, dict) else data
+print(next((a.get('health', a).get('state', '?') if isinstance(a.get('health'), dict) else a.get('state', '?') for a in agents if a['id'] == '$1'), '?'))"
+}
+show_status() { "$BIN/sonde" status --collector "$COLLECTOR" | sed 's/^/    /'; }
+
+[ -x "$BIN/sonde-agent" ] || die "no release build in $BIN: run 'make demo' (it builds first)"
+export SONDE_SIM_PASSWORD=probe-password
+
+say "Starting sonde-sim (regions eu, us, ap), a webhook receiver and a collector in $work"
+launch sim '^ap ' "$BIN/sonde-sim" --regions eu,us,ap --batch-pace 300ms
+declare -A region_url
+while read -r region url; do region_url[$region]=$url; done <"$work/sim.log"
+sed 's/^/    /' "$work/sim.log"
+SIM=${region_url[eu]}
+
+launch receiver '^webhook-receiver ' python3 -u scripts/webhook_receiver.py demo-secret "$work/webhooks.jsonl"
+RECEIVER=$(awk '{print $2}' "$work/receiver.log")
+tail -n +2 -f "$work/receiver.log" &   # webhooks appear in the timeline as they arrive
+pids+=($!)
+
+agents=(eu-1 eu-2 us-1 us-2 ap-1 ap-2)
+for id in "${agents[@]}"; do "$BIN/sonde-agent" keygen --out "$work/$id.key" >/dev/null; done
+
+cat >"$work/collector.yaml" <<YAML
+listen: {host: 127.0.0.1, port: 0}
+database: $work/collector.db
+webhooks:
+  - {name: demo, url: $RECEIVER, secret: demo-secret, format: json}
+webhook_retry: {base: 500ms, cap: 5s, poll: 100ms}
+evaluation_interval: 1s
+correlation: {flaky_window: 6, window_runs: 10, resolve_after: 2}
+agents:
+YAML
+for id in "${agents[@]}"; do
+  printf '  - {id: %s, region: %s, public_key: %s}\n' "$id" "${id%-*}" "$(cat "$work/$id.key.pub")" >>"$work/collector.yaml"
+done
+launch collector 'Collector listening' "$BIN/sonde-collector" serve --config "$work/collector.yaml"
+port=$(grep -ho 'http.port=[0-9]*' "$work/collector.log" "$work/collector.err" | head -1 | cut -d= -f2)
+COLLECTOR=${port:+http://127.0.0.1:$port}
+[ -n "$COLLECTOR" ] || die "could not read the collector's address"
+note "collector $COLLECTOR (status page: $COLLECTOR/)"
+
+say "Starting two agents per region, each behind its own relay (its 'network'), probes every $INTERVAL"
+declare -A relay_pid
+for id in "${agents[@]}"; do
+  region=${id%-*}
+  target=${region_url[$region]#http://}
+  launch "relay-$id" '^relay ' "$BIN/sonde-sim" relay --listen 127.0.0.1:0 --to "$target"
+  relay_pid[$id]=${pids[-1]}
+  relay_url=$(awk '{print $2}' "$work/relay-$id.log")
+  cat >"$work/$id.yaml" <<YAML
+agent: {id: $id, region: $region}
+collector: {url: $COLLECTOR, key: $work/$id.key, batch_size: 100, flush_interval: 200ms, backoff: {base: 200ms, cap: 2s}}
+spool: {path: $work/spool-$id}
+probes: [$PWD/probes/sim]
+variables:
+  base_url: $relay_url
+  batch_poll_every: 300ms
+  finalizing_limit: 3s
+  latency_degraded_after: 400ms
+scheduling: {interval: $INTERVAL, jitter: 0.1}
+YAML
+  "$BIN/sonde-agent" run --config "$work/$id.yaml" >"$work/agent-$id.log" 2>&1 &
+  pids+=($!)
+  note "agent $id ($region) → relay $relay_url → sim ${region_url[$region]}"
+done
+
+say "1. All healthy: waiting for every component to be operational"
+wait_for 90 all_operational || die "components did not become operational: $("$BIN/sonde" status --collector "$COLLECTOR")"
+show_status
+
+say "2. A local fault: agent eu-1's network is cut (its relay stops)"
+kill -USR1 "${relay_pid[eu-1]}"
+wait_for 60 webhook_seen agent.local_fault eu-1 || die "no agent.local_fault for eu-1"
+note "eu-1 is $(agent_state eu-1); open incidents: $(open_incidents) (a local fault never opens one)"
+[ "$(open_incidents)" = 0 ] || die "a local fault opened an incident"
+show_status
+kill -USR2 "${relay_pid[eu-1]}"
+note "eu-1's network restored"
+
+say "3. A regional outage: uploads in region us fail as 'expired' right after upload"
+"$BIN/sonde-sim" fault set --sim "$SIM" --type file_expired --component files --region us | sed 's/^/    /'
+wait_for 60 webhook_seen incident.opened files region || die "no regional incident for files"
+show_status
+"$BIN/sonde-sim" fault clear --sim "$SIM" --all >/dev/null
+note "fault cleared; waiting for the incident to resolve"
+wait_for 90 webhook_seen incident.resolved files || die "the files incident did not resolve"
+
+say "4. A platform-wide partial outage: batches stuck in 'finalizing' in every region"
+"$BIN/sonde-sim" fault set --sim "$SIM" --type batch_stuck --state finalizing --component batch | sed 's/^/    /'
+wait_for 60 webhook_seen incident.opened batch platform || die "no platform incident for batch"
+show_status
+note "it gets worse: batch creation now answers 503 everywhere"
+"$BIN/sonde-sim" fault set --sim "$SIM" --type error --status 503 --component batch | sed 's/^/    /'
+wait_for 60 webhook_seen incident.updated batch || die "the batch incident was not updated"
+show_status
+
+say "5. Recovery: faults cleared"
+"$BIN/sonde-sim" fault clear --sim "$SIM" --all >/dev/null
+wait_for 120 webhook_seen incident.resolved batch || die "the batch incident did not resolve"
+wait_for 60 all_operational || die "components did not return to operational"
+show_status
+
+say "Webhooks received: $(grep -c webhook "$work/receiver.log") (signatures: $(grep -c 'signature=valid' "$work/receiver.log") valid, $(grep -c 'signature=INVALID' "$work/receiver.log") invalid; duplicates: $(grep -c DUPLICATE "$work/receiver.log"))"
+say "Demo complete in $(( $(date +%s) - start )) s. Status page was at $COLLECTOR/ (stopped now)."
