@@ -1,0 +1,75 @@
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+@testable import AgentRuntime
+
+/// The real `sonde-agent` executable, started as a child process (built by `swift build --build-tests`).
+@Suite("sonde-agent commands")
+struct CommandTests {
+    @Test("keygen writes the private key with mode 0600 and PATH.pub, prints the enrol command, refuses to overwrite without --force")
+    func keygen() async throws {
+        let dir = try TemporaryDirectory("keygen")
+        defer { dir.remove() }
+        let path = dir.file("agent.key")
+        let first = try ChildProcess("sonde-agent", ["keygen", "--out", path, "--id", "eu-1", "--region", "eu"])
+        #expect(try await first.waitForExit() == 0)
+        var info = stat()
+        #expect(stat(path, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o600)
+        let key = try AgentSigningKey.load(from: path)
+        let pub = try String(contentsOfFile: path + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(pub == key.publicKey.base64)
+        try await first.waitForLine { $0 == "  sonde-collector agents add --id eu-1 --region eu --public-key \(pub)" }
+
+        let again = try ChildProcess("sonde-agent", ["keygen", "--out", path])
+        #expect(try await again.waitForExit() == 1)
+        #expect(again.allOutput.contains("--force"))
+        #expect(try AgentSigningKey.load(from: path).publicKey == key.publicKey, "the key is untouched")
+
+        let forced = try ChildProcess("sonde-agent", ["keygen", "--out", path, "--force"])
+        #expect(try await forced.waitForExit() == 0)
+        #expect(try AgentSigningKey.load(from: path).publicKey != key.publicKey)
+    }
+
+    @Test("run with an invalid config exits 2 and says why, with file:line: field")
+    func runRefusesInvalidConfig() async throws {
+        let dir = try TemporaryDirectory("run-invalid")
+        defer { dir.remove() }
+        let file = dir.file("agent.yaml")
+        try "agent: {id: eu-1}\ncollector: {url: http://127.0.0.1:1, batch_size: many}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", file])
+        #expect(try await agent.waitForExit() == 2)
+        let output = agent.allOutput
+        #expect(output.contains("\(file):2:"))
+        #expect(output.contains("collector.batch_size: expected a whole number"))
+        #expect(output.contains("refusing to start"))
+    }
+
+    @Test("run without a key exits 2 and names the keygen command")
+    func runRefusesMissingKey() async throws {
+        let dir = try TemporaryDirectory("run-nokey")
+        defer { dir.remove() }
+        let file = dir.file("agent.yaml")
+        try "agent: {id: eu-1}\ncollector: {url: http://127.0.0.1:1, key: agent.key}\nspool: {path: spool}\nprobes: [probes]\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", file])
+        #expect(try await agent.waitForExit() == 2)
+        #expect(agent.allOutput.contains("collector.key: key file \(dir.path)/agent.key"))
+        #expect(agent.allOutput.contains("sonde-agent keygen --out"))
+    }
+
+    @Test("validate lists every config problem as file:line:column: field: message and exits 1")
+    func validateReportsProblems() async throws {
+        let dir = try TemporaryDirectory("validate")
+        defer { dir.remove() }
+        let file = dir.file("agent.yaml")
+        try "agent:\n  id: eu-1\n  zone: eu\nscheduling: {jitter: 2}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let validate = try ChildProcess("sonde-agent", ["validate", "--config", file])
+        #expect(try await validate.waitForExit() == 1)
+        #expect(validate.stdoutLines.contains("\(file):3:3: agent.zone: unknown key; expected one of: id, region"))
+        #expect(validate.stdoutLines.contains { $0.hasPrefix("\(file):4:22: scheduling.jitter: expected a fraction") })
+        #expect(validate.stdoutLines.contains { $0.contains("probes: no probe scripts given") })
+    }
+}
