@@ -72,4 +72,80 @@ struct CommandTests {
         #expect(validate.stdoutLines.contains { $0.hasPrefix("\(file):4:22: scheduling.jitter: expected a fraction") })
         #expect(validate.stdoutLines.contains { $0.contains("probes: no probe scripts given") })
     }
+
+    /// Two probes against a real HTTP server: one passes, one fails its status assertion.
+    func writeProbes(in dir: TemporaryDirectory) throws {
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        for (name, path, control) in [("health", "/ok", false), ("broken", "/missing", true)] {
+            try """
+                name: \(name)
+                component: api
+                interval: 30s
+                timeout: 5s
+                control: \(control)
+                steps:
+                  - name: get
+                    request:
+                      method: GET
+                      url: ${target}\(path)
+                    assert:
+                      status: 200
+                """.write(toFile: dir.file("probes/\(name).yaml"), atomically: true, encoding: .utf8)
+        }
+    }
+
+    @Test("once --format json prints one SPEC result per line and exits 1 when a probe failed")
+    func onceJSON() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let target = try LoopbackHTTPServer { request in request.path == "/ok" ? .json(200, "{}") : .json(404, #"{"error":"nope"}"#) }
+        defer { target.stop() }
+        try writeProbes(in: dir)
+        let once = try ChildProcess(
+            "sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)", "--id", "lab-1", "--format", "json"])
+        #expect(try await once.waitForExit() == 1)
+        let lines = once.stdoutLines
+        #expect(lines.count == 2)
+        let results = try lines.map { try SondeJSON.decode(ProbeResult.self, from: Data($0.utf8)) }
+        #expect(results.map(\.probe) == ["broken", "health"])
+        for (line, result) in zip(lines, results) {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            for key in ["id", "probe", "component", "agent", "region", "started_at", "duration_ms", "outcome", "steps"] {
+                #expect(object[key] != nil, "\(key) in \(line)")
+            }
+            #expect(result.agent == "lab-1")
+            #expect(result.region == "local")
+            #expect(result.steps.first?.url == "\(target.baseURL)\(result.probe == "health" ? "/ok" : "/missing")")
+        }
+        #expect(results[1].outcome == .ok)
+        #expect(results[1].error == nil)
+        #expect(results[1].steps.first?.status == 200)
+        #expect(results[0].outcome == .failed)
+        #expect(results[0].error?.kind == .httpStatus || results[0].error?.kind == .assertion)
+        #expect(results[0].control == true)
+    }
+
+    @Test("once --format table shows probe, component, outcome, duration, status and error; exit 0 when all pass")
+    func onceTable() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let target = try LoopbackHTTPServer { _ in .json(200, "{}") }
+        defer { target.stop() }
+        try writeProbes(in: dir)
+        let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)"])
+        #expect(try await once.waitForExit() == 0)
+        let lines = once.stdoutLines
+        #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["PROBE", "COMPONENT", "OUTCOME", "DURATION", "STATUS", "ERROR"])
+        #expect(lines.contains { $0.hasPrefix("health ") && $0.contains(" ok ") && $0.contains(" 200 ") })
+        #expect(lines.last == "2 probes: 2 ok, 0 degraded, 0 failed")
+    }
+
+    @Test("once with no probes at all exits 2 and says what to pass")
+    func onceWithoutProbes() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.path])
+        #expect(try await once.waitForExit() == 2)
+        #expect(once.allOutput.contains(dir.path))
+    }
 }
