@@ -148,7 +148,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "SondeCoreTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "ProbeEngineTests", dependencies: ["ProbeEngine", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "ProbeEngineTests", dependencies: ["ProbeEngine", "PlatformSim", "SondeTestSupport"], exclude: ["Corpus"], swiftSettings: swiftSettings),
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "SondeTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PlatformSimTests", dependencies: ["PlatformSim", "SondeTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "CorrelationTests", dependencies: ["Correlation", "SondeTestSupport"], swiftSettings: swiftSettings),

@@ -18,6 +18,13 @@ public struct ProbeDefinition: Sendable {
     public var control: Bool
     /// The file it came from, for messages.
     public var sourceFile: String
+    /// The steps and rules the runner executes (filled by `ProbeLoader`).
+    var script = ProbeScript()
+    /// Line of the `name` field, for duplicate-name messages.
+    var nameLine: Int?
+
+    /// Step names in order, for listings (`sonde-agent validate`, tables).
+    public var stepNames: [String] { script.steps.map(\.name) }
 
     public init(name: String, component: String, interval: Duration, timeout: Duration, degradedAfter: Duration? = nil, control: Bool = false, sourceFile: String) {
         self.name = name

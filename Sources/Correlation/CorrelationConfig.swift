@@ -1,0 +1,137 @@
+import Foundation
+
+/// Tunables of the correlation engine. Every key is optional in a config file (snake_case JSON or
+/// YAML through `Codable`); a missing key takes the default documented here. Durations are seconds.
+/// The rules these numbers feed are described on ``CorrelationEngine``.
+public struct CorrelationConfig: Sendable, Codable, Hashable {
+    /// `window_runs` (Int, default 20): runs kept per (agent, probe) in memory.
+    public var windowRuns: Int
+    /// `window_age` (seconds, default 600): runs older than this (relative to the series' newest
+    /// run) are dropped, and a series that received nothing for this long is ignored.
+    public var windowAge: TimeInterval
+    /// `confirm_failures` (Int, default 2): consecutive failed runs that make an (agent, probe)
+    /// failing "hard"; the same count of consecutive non-ok runs confirms `degraded`.
+    public var confirmFailures: Int
+    /// `flaky_window` (Int, default 10): latest runs looked at for the failure ratio.
+    public var flakyWindow: Int
+    /// `flaky_ratio` (0…1, default 0.2): a failure ratio above this over `flaky_window` runs
+    /// (with at least `min_runs`) is failing even without consecutive failures ("30% of requests fail").
+    public var flakyRatio: Double
+    /// `min_runs` (Int, default 5): runs needed before a failure ratio means anything.
+    public var minRuns: Int
+    /// `silent_after_intervals` (default 3): an agent is silent after this many of its probes'
+    /// typical intervals (estimated from `started_at` spacing) without a result.
+    public var silentAfterIntervals: Double
+    /// `silent_after` (seconds, default 30): the silence threshold when no interval can be estimated.
+    public var silentAfter: TimeInterval
+    /// `silent_min` (seconds, default 10): never call an agent silent sooner than this, so push
+    /// batching and network jitter do not make fast-probing agents flap.
+    public var silentMin: TimeInterval
+    /// `local_peer_max_ratio` (0…1, default 0.1): an agent failing on a component is local when its
+    /// same-region peers reporting that component all passed their latest run and their combined
+    /// failure ratio over the recent window is below this.
+    public var localPeerMaxRatio: Double
+    /// `major_ratio` (0…1, default 0.8): share of reporting agents failing hard for `major_outage`.
+    public var majorRatio: Double
+    /// `degraded_ratio` (0…1, default 0.5): share of a region's reporting agents that must be
+    /// (confirmed) degraded for the region to be `degraded_performance`.
+    public var degradedRatio: Double
+    /// `open_after` (Int, default 2): consecutive evaluations with new data and a problem verdict
+    /// before an incident opens (also used to confirm a scope/severity change and a relapse).
+    public var openAfter: Int
+    /// `resolve_after` (Int, default 3): consecutive operational evaluations with new data before an
+    /// open incident is resolved (the first one moves it to `monitoring`).
+    public var resolveAfter: Int
+    /// `max_sample_errors` (Int, default 5): distinct sample errors kept in evidence.
+    public var maxSampleErrors: Int
+    /// `max_listed_agents` (Int, default 50): agent ids listed in evidence (counts are always exact).
+    public var maxListedAgents: Int
+
+    public init(
+        windowRuns: Int = 20, windowAge: TimeInterval = 600, confirmFailures: Int = 2, flakyWindow: Int = 10,
+        flakyRatio: Double = 0.2, minRuns: Int = 5, silentAfterIntervals: Double = 3, silentAfter: TimeInterval = 30,
+        silentMin: TimeInterval = 10, localPeerMaxRatio: Double = 0.1, majorRatio: Double = 0.8,
+        degradedRatio: Double = 0.5, openAfter: Int = 2, resolveAfter: Int = 3, maxSampleErrors: Int = 5,
+        maxListedAgents: Int = 50
+    ) {
+        self.windowRuns = windowRuns
+        self.windowAge = windowAge
+        self.confirmFailures = confirmFailures
+        self.flakyWindow = flakyWindow
+        self.flakyRatio = flakyRatio
+        self.minRuns = minRuns
+        self.silentAfterIntervals = silentAfterIntervals
+        self.silentAfter = silentAfter
+        self.silentMin = silentMin
+        self.localPeerMaxRatio = localPeerMaxRatio
+        self.majorRatio = majorRatio
+        self.degradedRatio = degradedRatio
+        self.openAfter = openAfter
+        self.resolveAfter = resolveAfter
+        self.maxSampleErrors = maxSampleErrors
+        self.maxListedAgents = maxListedAgents
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case windowRuns = "window_runs"
+        case windowAge = "window_age"
+        case confirmFailures = "confirm_failures"
+        case flakyWindow = "flaky_window"
+        case flakyRatio = "flaky_ratio"
+        case minRuns = "min_runs"
+        case silentAfterIntervals = "silent_after_intervals"
+        case silentAfter = "silent_after"
+        case silentMin = "silent_min"
+        case localPeerMaxRatio = "local_peer_max_ratio"
+        case majorRatio = "major_ratio"
+        case degradedRatio = "degraded_ratio"
+        case openAfter = "open_after"
+        case resolveAfter = "resolve_after"
+        case maxSampleErrors = "max_sample_errors"
+        case maxListedAgents = "max_listed_agents"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = CorrelationConfig()
+        windowRuns = try c.decodeIfPresent(Int.self, forKey: .windowRuns) ?? d.windowRuns
+        windowAge = try c.decodeIfPresent(Double.self, forKey: .windowAge) ?? d.windowAge
+        confirmFailures = try c.decodeIfPresent(Int.self, forKey: .confirmFailures) ?? d.confirmFailures
+        flakyWindow = try c.decodeIfPresent(Int.self, forKey: .flakyWindow) ?? d.flakyWindow
+        flakyRatio = try c.decodeIfPresent(Double.self, forKey: .flakyRatio) ?? d.flakyRatio
+        minRuns = try c.decodeIfPresent(Int.self, forKey: .minRuns) ?? d.minRuns
+        silentAfterIntervals = try c.decodeIfPresent(Double.self, forKey: .silentAfterIntervals) ?? d.silentAfterIntervals
+        silentAfter = try c.decodeIfPresent(Double.self, forKey: .silentAfter) ?? d.silentAfter
+        silentMin = try c.decodeIfPresent(Double.self, forKey: .silentMin) ?? d.silentMin
+        localPeerMaxRatio = try c.decodeIfPresent(Double.self, forKey: .localPeerMaxRatio) ?? d.localPeerMaxRatio
+        majorRatio = try c.decodeIfPresent(Double.self, forKey: .majorRatio) ?? d.majorRatio
+        degradedRatio = try c.decodeIfPresent(Double.self, forKey: .degradedRatio) ?? d.degradedRatio
+        openAfter = try c.decodeIfPresent(Int.self, forKey: .openAfter) ?? d.openAfter
+        resolveAfter = try c.decodeIfPresent(Int.self, forKey: .resolveAfter) ?? d.resolveAfter
+        maxSampleErrors = try c.decodeIfPresent(Int.self, forKey: .maxSampleErrors) ?? d.maxSampleErrors
+        maxListedAgents = try c.decodeIfPresent(Int.self, forKey: .maxListedAgents) ?? d.maxListedAgents
+    }
+
+    /// The values clamped to sane ranges (at least 1 run confirms, ratios within 0…1, …), so a
+    /// typo in a config file cannot make the engine divide by zero or never decide.
+    public var sanitized: CorrelationConfig {
+        var c = self
+        c.windowRuns = max(2, c.windowRuns)
+        c.windowAge = max(1, c.windowAge)
+        c.confirmFailures = min(max(1, c.confirmFailures), c.windowRuns)
+        c.flakyWindow = min(max(1, c.flakyWindow), c.windowRuns)
+        c.flakyRatio = min(max(0, c.flakyRatio), 1)
+        c.minRuns = max(1, c.minRuns)
+        c.silentAfterIntervals = max(1, c.silentAfterIntervals)
+        c.silentAfter = max(0.001, c.silentAfter)
+        c.silentMin = max(0, c.silentMin)
+        c.localPeerMaxRatio = min(max(0, c.localPeerMaxRatio), 1)
+        c.majorRatio = min(max(0, c.majorRatio), 1)
+        c.degradedRatio = min(max(0, c.degradedRatio), 1)
+        c.openAfter = max(1, c.openAfter)
+        c.resolveAfter = max(1, c.resolveAfter)
+        c.maxSampleErrors = max(0, c.maxSampleErrors)
+        c.maxListedAgents = max(0, c.maxListedAgents)
+        return c
+    }
+}

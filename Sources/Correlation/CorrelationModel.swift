@@ -1,0 +1,325 @@
+import Foundation
+import SondeCore
+
+// The engine's wire types: what the collector serves (`/v1/status`, `/v1/incidents`,
+// `/v1/agents`), stores and sends in webhooks. snake_case JSON keys; encode with `SondeJSON`.
+
+// MARK: - Agents
+
+/// An enrolled agent as the collector knows it. `region` here wins over the region in results.
+public struct AgentInfo: Sendable, Codable, Hashable {
+    public var id: String
+    public var region: String
+    public var revoked: Bool
+
+    public init(id: String, region: String, revoked: Bool = false) {
+        self.id = id
+        self.region = region
+        self.revoked = revoked
+    }
+
+    enum CodingKeys: String, CodingKey { case id, region, revoked }
+}
+
+/// What the collector thinks of an agent itself (not of the platform it probes).
+public enum AgentState: String, Sendable, Codable, Hashable, CaseIterable {
+    /// Reporting, and its failures (if any) count as evidence.
+    case ok
+    /// Its control probe fails, or it fails where its region's peers succeed: its data is excluded.
+    case localFault = "local_fault"
+    /// No result for several of its intervals (or none yet): an agent problem, never an outage.
+    case silent
+    /// Its key was revoked; its results are ignored.
+    case revoked
+}
+
+/// One agent's state, since when, and why.
+public struct AgentHealth: Sendable, Codable, Hashable {
+    public var agent: String
+    public var region: String
+    public var state: AgentState
+    /// When the agent entered `state`. For `silent`, the time of its last result (so the same
+    /// silence has the same `since` after a collector restart).
+    public var since: Date
+    /// When the collector last received a result from it; nil when never.
+    public var lastSeen: Date?
+    /// For people: why it is local or silent.
+    public var reason: String?
+    /// Components on which it fails locally (empty unless `local_fault`).
+    public var localComponents: [String]
+
+    public init(
+        agent: String, region: String, state: AgentState, since: Date, lastSeen: Date? = nil, reason: String? = nil,
+        localComponents: [String] = []
+    ) {
+        self.agent = agent
+        self.region = region
+        self.state = state
+        self.since = since
+        self.lastSeen = lastSeen
+        self.reason = reason
+        self.localComponents = localComponents
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case agent, region, state, since
+        case lastSeen = "last_seen"
+        case reason
+        case localComponents = "local_components"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        agent = try c.decode(String.self, forKey: .agent)
+        region = try c.decode(String.self, forKey: .region)
+        state = try c.decode(AgentState.self, forKey: .state)
+        since = try c.decode(Date.self, forKey: .since)
+        lastSeen = try c.decodeIfPresent(Date.self, forKey: .lastSeen)
+        reason = try c.decodeIfPresent(String.self, forKey: .reason)
+        localComponents = try c.decodeIfPresent([String].self, forKey: .localComponents) ?? []
+    }
+}
+
+// MARK: - Verdicts
+
+/// Why a verdict is what it is. Agent lists are sorted and capped (`max_listed_agents`); the
+/// counts are exact.
+public struct Evidence: Sendable, Codable, Hashable {
+    /// Non-local, non-silent agents failing on the component (hard or flaky), sorted, capped.
+    public var failingAgents: [String]
+    public var failingAgentCount: Int
+    /// Regions whose status is not operational, sorted.
+    public var failingRegions: [String]
+    /// Agents whose data the verdict is built from (non-silent, non-local, reporting the component).
+    public var reportingAgents: Int
+    /// Confirmed degraded (slow but passing) agents among them.
+    public var degradedAgents: Int
+    /// Failed runs / runs over the recent window (`flaky_window` runs per probe) of reporting agents.
+    public var failureRatio: Double
+    /// Latency of the latest passing run of each reporting (agent, probe): median and 95th percentile.
+    public var latencyP50Ms: Double?
+    public var latencyP95Ms: Double?
+    /// A few distinct latest errors of failing agents (sorted by code, kind, step, message).
+    public var sampleErrors: [ProbeError]
+    /// Failing (agent, probe) series by their latest error's `code`, or its `kind` when it has no code.
+    public var errorCodes: [String: Int]
+    /// Agents excluded from this component as local faults, sorted, capped.
+    public var localAgents: [String]
+
+    public init(
+        failingAgents: [String] = [], failingAgentCount: Int = 0, failingRegions: [String] = [], reportingAgents: Int = 0,
+        degradedAgents: Int = 0, failureRatio: Double = 0, latencyP50Ms: Double? = nil, latencyP95Ms: Double? = nil,
+        sampleErrors: [ProbeError] = [], errorCodes: [String: Int] = [:], localAgents: [String] = []
+    ) {
+        self.failingAgents = failingAgents
+        self.failingAgentCount = failingAgentCount
+        self.failingRegions = failingRegions
+        self.reportingAgents = reportingAgents
+        self.degradedAgents = degradedAgents
+        self.failureRatio = failureRatio
+        self.latencyP50Ms = latencyP50Ms
+        self.latencyP95Ms = latencyP95Ms
+        self.sampleErrors = sampleErrors
+        self.errorCodes = errorCodes
+        self.localAgents = localAgents
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case failingAgents = "failing_agents"
+        case failingAgentCount = "failing_agent_count"
+        case failingRegions = "failing_regions"
+        case reportingAgents = "reporting_agents"
+        case degradedAgents = "degraded_agents"
+        case failureRatio = "failure_ratio"
+        case latencyP50Ms = "latency_p50_ms"
+        case latencyP95Ms = "latency_p95_ms"
+        case sampleErrors = "sample_errors"
+        case errorCodes = "error_codes"
+        case localAgents = "local_agents"
+    }
+}
+
+/// The collector's current opinion of one platform component.
+public struct ComponentVerdict: Sendable, Codable, Hashable {
+    public var component: String
+    public var status: ComponentStatus
+    /// Where the problem lives; nil when operational or unknown.
+    public var scope: ProblemScope?
+    /// Each reporting region's own status.
+    public var regions: [String: ComponentStatus]
+    public var evidence: Evidence
+    /// When `status` last changed.
+    public var since: Date
+    /// The evaluation that produced this verdict.
+    public var updatedAt: Date
+    /// The open incident of this component, if any.
+    public var incidentID: String?
+
+    public init(
+        component: String, status: ComponentStatus, scope: ProblemScope? = nil, regions: [String: ComponentStatus] = [:],
+        evidence: Evidence = Evidence(), since: Date, updatedAt: Date, incidentID: String? = nil
+    ) {
+        self.component = component
+        self.status = status
+        self.scope = scope
+        self.regions = regions
+        self.evidence = evidence
+        self.since = since
+        self.updatedAt = updatedAt
+        self.incidentID = incidentID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case component, status, scope, regions, evidence, since
+        case updatedAt = "updated_at"
+        case incidentID = "incident_id"
+    }
+}
+
+// MARK: - Incidents
+
+/// One entry of an incident's timeline.
+public struct IncidentUpdate: Sendable, Codable, Hashable {
+    public var time: Date
+    public var status: IncidentStatus
+    public var scope: ProblemScope
+    public var severity: ComponentStatus
+    public var message: String
+
+    public init(time: Date, status: IncidentStatus, scope: ProblemScope, severity: ComponentStatus, message: String) {
+        self.time = time
+        self.status = status
+        self.scope = scope
+        self.severity = severity
+        self.message = message
+    }
+
+    enum CodingKeys: String, CodingKey { case time, status, scope, severity, message }
+}
+
+/// One component problem, from opening to resolution. At most one open incident per component.
+public struct Incident: Sendable, Codable, Hashable, Identifiable {
+    /// Stable: `<component>.<opened_at unix ms>`.
+    public var id: String
+    public var component: String
+    public var status: IncidentStatus
+    /// `region` or `platform` (local problems never open incidents).
+    public var scope: ProblemScope
+    /// The worst confirmed status while open: `degraded_performance`, `partial_outage` or `major_outage`.
+    public var severity: ComponentStatus
+    public var regions: [String]
+    public var agents: [String]
+    public var openedAt: Date
+    public var updatedAt: Date
+    public var resolvedAt: Date?
+    /// Evidence at the last transition.
+    public var evidence: Evidence
+    /// Events emitted for this incident so far; event ids are `<id>.<seq>` with seq 1…eventSeq.
+    public var eventSeq: Int
+    public var updates: [IncidentUpdate]
+
+    public init(
+        id: String, component: String, status: IncidentStatus, scope: ProblemScope, severity: ComponentStatus,
+        regions: [String], agents: [String], openedAt: Date, updatedAt: Date, resolvedAt: Date? = nil,
+        evidence: Evidence, eventSeq: Int, updates: [IncidentUpdate]
+    ) {
+        self.id = id
+        self.component = component
+        self.status = status
+        self.scope = scope
+        self.severity = severity
+        self.regions = regions
+        self.agents = agents
+        self.openedAt = openedAt
+        self.updatedAt = updatedAt
+        self.resolvedAt = resolvedAt
+        self.evidence = evidence
+        self.eventSeq = eventSeq
+        self.updates = updates
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, component, status, scope, severity, regions, agents
+        case openedAt = "opened_at"
+        case updatedAt = "updated_at"
+        case resolvedAt = "resolved_at"
+        case evidence
+        case eventSeq = "event_seq"
+        case updates
+    }
+}
+
+// MARK: - Alert events
+
+/// One webhook-worthy transition. `id` is stable: the same situation gives the same id, also after
+/// a collector restart, so an outbox keyed by id never sends it twice:
+/// `<incident id>.<event seq>` for incident events, `agent.local_fault.<agent>.<since unix ms>` and
+/// `agent.silent.<agent>.<since unix ms>` (since = time of its last result) for agent events.
+public struct AlertEvent: Sendable, Codable, Hashable, Identifiable {
+    public var id: String
+    public var type: AlertEventType
+    public var occurredAt: Date
+    public var component: String?
+    /// Incident status (`investigating`, `monitoring`, `resolved`) or agent state (`local_fault`, `silent`).
+    public var status: String?
+    public var scope: ProblemScope?
+    public var regions: [String]
+    public var agents: [String]
+    public var evidence: Evidence?
+    /// The incident after this transition (incident events only).
+    public var incident: Incident?
+    /// The agent (agent events only).
+    public var agent: String?
+    /// One line for people, e.g. "files: partial outage in eu (3/3 agents failing, file_expired)".
+    public var summary: String
+
+    public init(
+        id: String, type: AlertEventType, occurredAt: Date, component: String? = nil, status: String? = nil,
+        scope: ProblemScope? = nil, regions: [String] = [], agents: [String] = [], evidence: Evidence? = nil,
+        incident: Incident? = nil, agent: String? = nil, summary: String
+    ) {
+        self.id = id
+        self.type = type
+        self.occurredAt = occurredAt
+        self.component = component
+        self.status = status
+        self.scope = scope
+        self.regions = regions
+        self.agents = agents
+        self.evidence = evidence
+        self.incident = incident
+        self.agent = agent
+        self.summary = summary
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, type
+        case occurredAt = "occurred_at"
+        case component, status, scope, regions, agents, evidence, incident, agent, summary
+    }
+}
+
+/// What one `evaluate(now:)` produced.
+public struct CorrelationOutput: Sendable, Codable, Hashable {
+    /// Every known component, sorted by name.
+    public var verdicts: [ComponentVerdict]
+    /// Every known agent, sorted by id.
+    public var agents: [AgentHealth]
+    /// Incidents opened, updated or resolved by this evaluation (store these).
+    public var changedIncidents: [Incident]
+    /// Events to send, in order, each exactly once.
+    public var events: [AlertEvent]
+
+    public init(verdicts: [ComponentVerdict], agents: [AgentHealth], changedIncidents: [Incident], events: [AlertEvent]) {
+        self.verdicts = verdicts
+        self.agents = agents
+        self.changedIncidents = changedIncidents
+        self.events = events
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case verdicts, agents
+        case changedIncidents = "changed_incidents"
+        case events
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import SondeCore
+
+/// How one (agent, probe) is doing, ordered from good to bad.
+enum SeriesState: UInt8, Comparable {
+    /// Passing, or not confirmed otherwise yet (a single failed run is still `ok`).
+    case ok = 0
+    /// The latest `confirm_failures` runs were all non-ok and at least one was `degraded`.
+    case degraded = 1
+    /// Failure ratio over the recent window above `flaky_ratio` (with `min_runs`), not hard.
+    case flaky = 2
+    /// At least `confirm_failures` consecutive failed runs.
+    case failing = 3
+
+    static func < (lhs: SeriesState, rhs: SeriesState) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    var isFailing: Bool { rawValue >= SeriesState.flaky.rawValue }
+}
+
+/// The hot, reference-free digest of one series, recomputed only when that series gets new runs,
+/// so an evaluation reads one small value per series and never walks history.
+struct SeriesSummary {
+    var agent: Int32
+    var component: Int32
+    var control: Bool
+    var state: SeriesState
+    /// Runs and failed runs among the latest `flaky_window`.
+    var windowRuns: Int32
+    var windowFailed: Int32
+    var latestFailed: Bool
+    /// Collector time of the last result received for this series (seconds since 1970).
+    var lastReceived: Double
+    /// Median spacing of `started_at` over the window, seconds; 0 when unknown (fewer than 2 runs).
+    var interval: Double
+    /// Duration of the latest non-failed run, ms; negative when none.
+    var latencyMs: Double
+    /// Interned `code ?? kind` of the latest run's error when it failed; -1 otherwise.
+    var errorCode: Int32
+}
+
+/// One run as the window keeps it.
+struct WindowRun {
+    var id: String
+    var startedAt: Double
+    var durationMs: Double
+    var outcome: Outcome
+    var error: ProbeError?
+}
+
+/// The bounded rolling window of one (agent, probe): at most `window_runs` runs, none older than
+/// `window_age` before the newest, sorted by `started_at`.
+struct SeriesWindow {
+    var agent: Int32
+    var probe: String
+    var component: Int32
+    var control: Bool
+    var runs: [WindowRun] = []
+    var lastReceived: Double = -.infinity
+
+    /// Adds a run in `started_at` order; a run id already in the window is ignored (resends).
+    mutating func insert(_ run: WindowRun, config: CorrelationConfig) {
+        if runs.contains(where: { $0.id == run.id }) { return }
+        if let last = runs.last, last.startedAt > run.startedAt {
+            let at = runs.firstIndex(where: { $0.startedAt > run.startedAt }) ?? runs.count
+            runs.insert(run, at: at)
+        } else {
+            runs.append(run)
+        }
+        if runs.count > config.windowRuns { runs.removeFirst(runs.count - config.windowRuns) }
+        let oldest = runs[runs.count - 1].startedAt - config.windowAge
+        if runs[0].startedAt < oldest {
+            runs.removeAll(where: { $0.startedAt < oldest })
+        }
+    }
+
+    var latestError: ProbeError? { runs.last?.outcome == .failed ? runs.last?.error : nil }
+
+    func summarize(config: CorrelationConfig, errorCode: Int32) -> SeriesSummary {
+        let n = runs.count
+        var consecutiveFailed = 0
+        var consecutiveNotOK = 0
+        var sawDegraded = false
+        var i = n - 1
+        while i >= 0, runs[i].outcome == .failed {
+            consecutiveFailed += 1
+            i -= 1
+        }
+        i = n - 1
+        while i >= 0, runs[i].outcome != .ok, consecutiveNotOK < config.confirmFailures {
+            consecutiveNotOK += 1
+            if runs[i].outcome == .degraded { sawDegraded = true }
+            i -= 1
+        }
+        let windowStart = max(0, n - config.flakyWindow)
+        var failed = 0
+        for j in windowStart..<n where runs[j].outcome == .failed { failed += 1 }
+        let windowRuns = n - windowStart
+
+        let state: SeriesState
+        if consecutiveFailed >= config.confirmFailures {
+            state = .failing
+        } else if windowRuns >= config.minRuns, Double(failed) > config.flakyRatio * Double(windowRuns) {
+            state = .flaky
+        } else if consecutiveNotOK >= config.confirmFailures, sawDegraded {
+            state = .degraded
+        } else {
+            state = .ok
+        }
+
+        var latency = -1.0
+        var k = n - 1
+        while k >= 0 {
+            if runs[k].outcome != .failed {
+                latency = runs[k].durationMs
+                break
+            }
+            k -= 1
+        }
+        // The median spacing, so a gap (the agent was down) does not stretch the estimate.
+        var interval = 0.0
+        if n >= 2 {
+            var gaps: [Double] = []
+            gaps.reserveCapacity(n - 1)
+            for j in 1..<n { gaps.append(runs[j].startedAt - runs[j - 1].startedAt) }
+            gaps.sort()
+            interval = max(0, gaps[(gaps.count - 1) / 2])
+        }
+        return SeriesSummary(
+            agent: agent, component: component, control: control, state: state, windowRuns: Int32(windowRuns),
+            windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed, lastReceived: lastReceived,
+            interval: interval, latencyMs: latency, errorCode: errorCode)
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import Synchronization
+
+/// The active faults of one sim (shared by all its regions) and the random draws that decide
+/// which matching requests a fractional fault hits.
+final class FaultBook: Sendable {
+    private struct State {
+        var faults: [Fault] = []
+        var nextID = 1
+        var random: SplitMix64
+    }
+
+    private let state: Mutex<State>
+    let knownRegions: [String]
+
+    /// `seed` makes fractional faults reproducible; nil seeds from the system RNG.
+    init(knownRegions: [String], seed: UInt64?) {
+        self.knownRegions = knownRegions
+        var system = SystemRandomNumberGenerator()
+        state = Mutex(State(random: SplitMix64(seed: seed ?? system.next())))
+    }
+
+    /// Validates and stores a fault; returns it with its new id.
+    func add(_ fault: Fault) throws(FaultValidationError) -> Fault {
+        try fault.validate(knownRegions: knownRegions)
+        return state.withLock { state in
+            var stored = fault
+            stored.id = "f-\(state.nextID)"
+            state.nextID += 1
+            state.faults.append(stored)
+            return stored
+        }
+    }
+
+    func remove(id: String) -> Bool {
+        state.withLock { state in
+            guard let index = state.faults.firstIndex(where: { $0.id == id }) else { return false }
+            state.faults.remove(at: index)
+            return true
+        }
+    }
+
+    @discardableResult
+    func removeAll() -> Int {
+        state.withLock { state in
+            defer { state.faults.removeAll() }
+            return state.faults.count
+        }
+    }
+
+    var all: [Fault] { state.withLock { $0.faults } }
+
+    func isActive(id: String) -> Bool { state.withLock { $0.faults.contains { $0.id == id } } }
+
+    /// The faults whose scope covers the request and whose fraction draw hits, in the order they
+    /// were added. Each covering fault draws once per call, so call this once per request and kind.
+    func hits(
+        component: SimComponent, region: String, user: String?, where include: (Fault.Effect) -> Bool
+    ) -> [Fault] {
+        state.withLock { state in
+            var hits: [Fault] = []
+            for fault in state.faults where include(fault.effect) && fault.covers(component: component, region: region, user: user) {
+                if fault.fraction >= 1 || (fault.fraction > 0 && state.random.nextUnitDouble() < fault.fraction) {
+                    hits.append(fault)
+                }
+            }
+            return hits
+        }
+    }
+}
+
+/// A small seedable generator (SplitMix64) so a `--seed` makes fault fractions reproducible.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    mutating func nextUnitDouble() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+}

@@ -1,0 +1,296 @@
+import Foundation
+import Yams
+
+/// Reads a composed YAML tree field by field, collecting every problem as a diagnostic with
+/// file, line, column and dotted field path instead of stopping at the first one.
+struct NodeReader {
+    let file: String
+    var diagnostics: [ProbeDiagnostic] = []
+    /// Names `${name}` may use at this point: agent variables, built-ins, earlier extractions.
+    var scope: Set<String> = []
+    /// `${env:…}` and `${file:…}` references seen, for redaction at run time.
+    var environmentReferences: Set<String> = []
+    var fileReferences: Set<String> = []
+    /// Folder `${file:relative}` paths are resolved against.
+    var baseDirectory: String
+
+    init(file: String, baseDirectory: String) {
+        self.file = file
+        self.baseDirectory = baseDirectory
+    }
+
+    // MARK: - Reporting
+
+    mutating func report(_ node: Node?, _ field: String?, _ message: String) {
+        let mark = node?.mark
+        diagnostics.append(ProbeDiagnostic(file: file, line: mark?.line, column: mark?.column, field: field, message: message))
+    }
+
+    static func join(_ parent: String, _ key: String) -> String {
+        parent.isEmpty ? key : "\(parent).\(key)"
+    }
+
+    static func describe(_ node: Node) -> String {
+        switch node {
+        case .mapping: "a mapping"
+        case .sequence: "a list"
+        case .scalar(let scalar):
+            switch node.tagName {
+            case .null: "nothing (null)"
+            case .int: "the number \(scalar.string)"
+            case .float: "the number \(scalar.string)"
+            case .bool: "the boolean \(scalar.string)"
+            default: "the text '\(scalar.string)'"
+            }
+        }
+    }
+
+    // MARK: - Structure
+
+    /// The fields of a mapping, in order. Unknown fields are reported with the closest known
+    /// name; duplicates and missing required fields too.
+    mutating func fields(_ node: Node, _ field: String, known: [String], required: [String] = []) -> [(key: String, keyNode: Node, value: Node)]? {
+        guard let mapping = node.mapping else {
+            report(node, field.isEmpty ? nil : field, "expected a mapping with fields (\(known.joined(separator: ", "))), found \(Self.describe(node))")
+            return nil
+        }
+        var result: [(key: String, keyNode: Node, value: Node)] = []
+        var seen: [String: Node] = [:]
+        for (keyNode, value) in mapping {
+            guard let key = keyNode.scalar?.string else {
+                report(keyNode, field.isEmpty ? nil : field, "field names must be plain text")
+                continue
+            }
+            let path = Self.join(field, key)
+            if let first = seen[key] {
+                report(keyNode, path, "duplicate field '\(key)' (first set at line \(first.mark?.line ?? 0))")
+                continue
+            }
+            seen[key] = keyNode
+            guard known.contains(key) else {
+                report(keyNode, path, "unknown field '\(key)'" + Self.suggestion(for: key, among: known))
+                continue
+            }
+            result.append((key, keyNode, value))
+        }
+        for name in required where seen[name] == nil {
+            report(node, Self.join(field, name), "missing required field '\(name)'")
+        }
+        return result
+    }
+
+    static func suggestion(for key: String, among known: [String]) -> String {
+        let ranked = known.map { ($0, editDistance($0.lowercased(), key.lowercased())) }.min { $0.1 < $1.1 }
+        if let (best, distance) = ranked, distance <= max(2, key.count / 3) {
+            return "; did you mean '\(best)'?"
+        }
+        return "; expected one of: \(known.joined(separator: ", "))"
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        for i in 1...a.count {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+
+    mutating func list(_ node: Node, _ field: String) -> [Node]? {
+        guard let sequence = node.sequence else {
+            report(node, field, "expected a list, found \(Self.describe(node))")
+            return nil
+        }
+        return Array(sequence)
+    }
+
+    /// A list, or a single item taken as a one-item list.
+    func listOrOne(_ node: Node) -> [Node] {
+        if let sequence = node.sequence { return Array(sequence) }
+        return [node]
+    }
+
+    // MARK: - Scalars
+
+    mutating func string(_ node: Node, _ field: String, allowEmpty: Bool = false) -> String? {
+        guard let scalar = node.scalar, !(node.tagName == .null && scalar.style == .plain) else {
+            report(node, field, "expected text, found \(Self.describe(node))")
+            return nil
+        }
+        if !allowEmpty, scalar.string.isEmpty {
+            report(node, field, "must not be empty")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func bool(_ node: Node, _ field: String) -> Bool? {
+        guard node.scalar != nil, node.tagName == .bool, let value = node.bool else {
+            report(node, field, "expected true or false, found \(Self.describe(node))")
+            return nil
+        }
+        return value
+    }
+
+    mutating func int(_ node: Node, _ field: String, range: ClosedRange<Int>) -> Int? {
+        guard let scalar = node.scalar, let value = Int(scalar.string) else {
+            report(node, field, "expected a whole number, found \(Self.describe(node))")
+            return nil
+        }
+        guard range.contains(value) else {
+            report(node, field, "\(value) is out of range (\(range.lowerBound)…\(range.upperBound))")
+            return nil
+        }
+        return value
+    }
+
+    mutating func regex(_ node: Node, _ field: String) -> String? {
+        guard let pattern = string(node, field) else { return nil }
+        do {
+            _ = try NSRegularExpression(pattern: pattern)
+            return pattern
+        } catch {
+            report(node, field, "invalid regular expression '\(pattern)'")
+            return nil
+        }
+    }
+
+    mutating func jsonPath(_ node: Node, _ field: String) -> JSONPath? {
+        guard let text = string(node, field) else { return nil }
+        do {
+            return try JSONPath.parse(text)
+        } catch {
+            report(node, field, error.message)
+            return nil
+        }
+    }
+
+    // MARK: - Templates
+
+    /// A templated string: syntax, undefined variables and missing `${file:…}` are reported.
+    mutating func template(_ node: Node, _ field: String, allowEmpty: Bool = true) -> Template? {
+        guard let text = string(node, field, allowEmpty: allowEmpty) else { return nil }
+        return template(text: text, node, field)
+    }
+
+    mutating func template(text: String, _ node: Node, _ field: String) -> Template? {
+        let parsed: Template
+        do {
+            parsed = try Template.parse(text)
+        } catch {
+            report(node, field, error.message)
+            return nil
+        }
+        var valid = true
+        for segment in parsed.segments {
+            switch segment {
+            case .variable(let name, nil) where !scope.contains(name) && !Template.builtins.contains(name):
+                let known = scope.union(Template.builtins).sorted()
+                report(node, field, "undefined variable '${\(name)}': not an agent variable, not extracted by an earlier step and not built in"
+                    + Self.suggestion(for: name, among: known) + " (or give a default: ${\(name):-value})")
+                valid = false
+            case .environment(let name, _):
+                environmentReferences.insert(name)
+            case .file(let path, let fallback):
+                fileReferences.insert(path)
+                if fallback == nil, !FileManager.default.isReadableFile(atPath: Self.resolve(path, base: baseDirectory)) {
+                    report(node, field, "secret file '\(path)' (from ${file:\(path)}) does not exist or is not readable")
+                    valid = false
+                }
+            default:
+                break
+            }
+        }
+        return valid ? parsed : nil
+    }
+
+    static func resolve(_ path: String, base: String) -> String {
+        path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path)
+    }
+
+    /// A duration, literal (`30s`) or templated (`${limit:-60s}`, checked through its default).
+    mutating func duration(_ node: Node, _ field: String) -> DurationSpec? {
+        guard node.scalar != nil else {
+            report(node, field, "\(DurationText.hint), found \(Self.describe(node))")
+            return nil
+        }
+        guard let text = string(node, field) else { return nil }
+        if !text.contains("${") {
+            guard let value = DurationText.parse(text) else {
+                let guess = Double(text) != nil ? " (did you mean \(text)s?)" : ""
+                report(node, field, "bad duration '\(text)'\(guess): \(DurationText.hint)")
+                return nil
+            }
+            return .fixed(value)
+        }
+        guard let parsed = template(text: text, node, field) else { return nil }
+        if let fallback = parsed.defaultValue, DurationText.parse(fallback) == nil {
+            report(node, field, "bad duration '\(fallback)' (the default of '\(text)'): \(DurationText.hint)")
+            return nil
+        }
+        return .template(parsed)
+    }
+
+    /// A duration the loader must know now (interval, timeout): literal or with a default.
+    mutating func fixedDuration(_ node: Node, _ field: String) -> (spec: DurationSpec, value: Duration)? {
+        guard let spec = duration(node, field) else { return nil }
+        switch spec {
+        case .fixed(let value):
+            return (spec, value)
+        case .template(let parsed):
+            guard let fallback = parsed.defaultValue, let value = DurationText.parse(fallback) else {
+                report(node, field, "'\(parsed.source)' needs a default here, e.g. ${name:-30s}")
+                return nil
+            }
+            return (spec, value)
+        }
+    }
+
+    // MARK: - JSON values
+
+    /// A YAML value as JSON: mappings, lists, numbers, booleans, null; strings are templates.
+    mutating func jsonTemplate(_ node: Node, _ field: String) -> JSONTemplate? {
+        switch node {
+        case .mapping(let mapping):
+            var members: [(key: String, value: JSONTemplate)] = []
+            var ok = true
+            for (keyNode, value) in mapping {
+                guard let key = keyNode.scalar?.string else {
+                    report(keyNode, field, "JSON object keys must be text")
+                    ok = false
+                    continue
+                }
+                if let item = jsonTemplate(value, Self.join(field, key)) { members.append((key, item)) } else { ok = false }
+            }
+            return ok ? .object(members) : nil
+        case .sequence(let sequence):
+            var items: [JSONTemplate] = []
+            var ok = true
+            for (index, value) in sequence.enumerated() {
+                if let item = jsonTemplate(value, "\(field)[\(index)]") { items.append(item) } else { ok = false }
+            }
+            return ok ? .array(items) : nil
+        case .scalar(let scalar):
+            if scalar.style == .plain {
+                switch node.tagName {
+                case .null: return .null
+                case .bool: if let value = node.bool { return .bool(value) }
+                case .int, .float: if let value = Double(scalar.string) ?? node.float { return .number(value) }
+                default: break
+                }
+            }
+            return template(text: scalar.string, node, field).map { .string($0) }
+        }
+    }
+}
+
+extension Node {
+    /// The resolved tag (`str`, `int`, `bool`, `null`, …): Yams keeps `Tag.name` internal.
+    var tagName: Tag.Name { Tag.Name(rawValue: tag.description) }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import Yams
+
+/// Loads probe scripts (YAML, one probe per file) and validates them completely: every problem
+/// in every file is reported with file, line, column and field, and nothing is loaded when there
+/// is one. The reference for the format is `probes/README.md`.
+public enum ProbeLoader {
+    /// Loads and validates every `*.yaml`/`*.yml` probe script under `paths` (files or folders,
+    /// folders searched recursively, files in name order).
+    /// `variables` names what `${…}` may refer to beyond built-ins, `${env:…}` and `${file:…}`.
+    /// Throws every problem found, each with file, line and field.
+    public static func load(paths: [String], variables: Set<String>) throws(ProbeValidationError) -> [ProbeDefinition] {
+        var diagnostics: [ProbeDiagnostic] = []
+        var files: [String] = []
+        for path in paths {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                diagnostics.append(ProbeDiagnostic(file: path, message: "no such file or folder"))
+                continue
+            }
+            if isDirectory.boolValue {
+                let found = probeFiles(in: path)
+                if found.isEmpty { diagnostics.append(ProbeDiagnostic(file: path, message: "folder holds no .yaml or .yml probe scripts")) }
+                files += found
+            } else {
+                files.append(path)
+            }
+        }
+        var probes: [ProbeDefinition] = []
+        var names: [String: (file: String, line: Int?)] = [:]
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                diagnostics.append(ProbeDiagnostic(file: file, message: "cannot read the file (check permissions)"))
+                continue
+            }
+            guard let text = String(data: data, encoding: .utf8) else {
+                diagnostics.append(ProbeDiagnostic(file: file, message: "not UTF-8 text"))
+                continue
+            }
+            let (probe, problems) = parse(yaml: text, file: file, variables: variables)
+            diagnostics += problems
+            guard let probe else { continue }
+            if let first = names[probe.name] {
+                diagnostics.append(ProbeDiagnostic(
+                    file: file, line: probe.nameLine, field: "name",
+                    message: "probe name '\(probe.name)' is already used by \(first.file)\(first.line.map { ":\($0)" } ?? ""); names must be unique"))
+                continue
+            }
+            names[probe.name] = (file, probe.nameLine)
+            probes.append(probe)
+        }
+        if !diagnostics.isEmpty { throw ProbeValidationError(diagnostics: diagnostics) }
+        return probes
+    }
+
+    /// Probe files under a folder, recursively, sorted by path (hidden files skipped).
+    static func probeFiles(in folder: String) -> [String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: folder) else { return [] }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            let name = (relative as NSString).lastPathComponent
+            guard !name.hasPrefix("."), name.hasSuffix(".yaml") || name.hasSuffix(".yml") else { continue }
+            files.append((folder as NSString).appendingPathComponent(relative))
+        }
+        return files.sorted()
+    }
+
+    /// Parses and validates one probe script. Returns the probe when there are no problems, and
+    /// every problem found. Never throws or crashes, whatever the text.
+    public static func parse(yaml text: String, file: String, variables: Set<String>) -> (ProbeDefinition?, [ProbeDiagnostic]) {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            return (nil, [yamlDiagnostic(error, file: file)])
+        } catch {
+            return (nil, [ProbeDiagnostic(file: file, message: "invalid YAML: \(error)")])
+        }
+        guard let root else {
+            return (nil, [ProbeDiagnostic(file: file, line: 1, message: "the file is empty; expected a probe with name, component, interval, timeout and steps")])
+        }
+        let base = ((file as NSString).deletingLastPathComponent as NSString).standardizingPath
+        var reader = NodeReader(file: file, baseDirectory: base.isEmpty ? FileManager.default.currentDirectoryPath : base)
+        reader.scope = variables
+        let probe = ScriptParser.probe(root, reader: &reader)
+        if !reader.diagnostics.isEmpty { return (nil, reader.diagnostics) }
+        return (probe, [])
+    }
+
+    static func yamlDiagnostic(_ error: YamlError, file: String) -> ProbeDiagnostic {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _), .composer(let context, let problem, let mark, _):
+            var message = "invalid YAML: \(problem)"
+            if let context { message += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))" }
+            return ProbeDiagnostic(file: file, line: mark.line, column: mark.column, message: message)
+        case .reader(let problem, let offset, _, _):
+            return ProbeDiagnostic(file: file, message: "invalid YAML: \(problem)" + (offset.map { " at byte \($0)" } ?? ""))
+        default:
+            return ProbeDiagnostic(file: file, message: "invalid YAML: \(error)")
+        }
+    }
+}

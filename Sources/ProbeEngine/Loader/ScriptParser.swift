@@ -1,0 +1,559 @@
+import Foundation
+import Yams
+
+/// Turns a composed YAML tree into the probe model, field by field (see probes/README.md).
+enum ScriptParser {
+    static let probeFields = ["name", "component", "description", "interval", "timeout", "degraded_after", "control", "failure_codes", "steps"]
+    static let stepFields = ["name", "request", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
+    static let requestFields = ["method", "url", "headers", "json", "body", "multipart", "follow_redirects"]
+    static let partFields = ["name", "value", "content", "random_bytes", "filename", "content_type", "save_as"]
+    static let assertFields = ["status", "headers", "body_contains", "body_matches", "json", "latency_below"]
+    static let conditionFields = ["path", "equals", "not_equals", "exists", "matches", "in"]
+    static let extractFields = ["json", "header", "regex", "group", "body"]
+    static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after"]
+    static let compareFields = ["download", "with"]
+    static let failureCodeFields = ["code", "status", "body_contains", "body_matches"]
+    static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    // MARK: - Probe
+
+    static func probe(_ root: Node, reader: inout NodeReader) -> ProbeDefinition? {
+        guard let fields = reader.fields(root, "", known: probeFields, required: ["name", "component", "interval", "timeout", "steps"]) else { return nil }
+        var name: String?, nameLine: Int?, component: String?
+        var interval: Duration?, timeout: (spec: DurationSpec, value: Duration)?
+        var degraded: DurationSpec?
+        var control = false
+        var script = ProbeScript(baseDirectory: reader.baseDirectory)
+        var stepsNode: (Node, Node)?
+        for (key, keyNode, value) in fields {
+            switch key {
+            case "name":
+                name = reader.string(value, key)
+                nameLine = keyNode.mark?.line
+            case "component": component = reader.string(value, key)
+            case "description": _ = reader.string(value, key, allowEmpty: true)
+            case "interval":
+                interval = reader.fixedDuration(value, key)?.value
+                if let interval, interval <= .zero { reader.report(value, key, "interval must be longer than 0s") }
+            case "timeout":
+                timeout = reader.fixedDuration(value, key)
+                if let value2 = timeout?.value, value2 <= .zero { reader.report(value, key, "timeout must be longer than 0s") }
+            case "degraded_after": degraded = reader.duration(value, key)
+            case "control": control = reader.bool(value, key) ?? false
+            case "failure_codes": script.failureCodes = failureCodes(value, key, reader: &reader)
+            case "steps": stepsNode = (keyNode, value)
+            default: break
+            }
+        }
+        if let (keyNode, value) = stepsNode {
+            script.steps = steps(value, keyNode: keyNode, reader: &reader)
+        }
+        script.degradedAfter = degraded
+        if let timeout { script.timeout = timeout.spec }
+        script.secretEnvironment = reader.environmentReferences
+        script.secretFiles = reader.fileReferences
+        guard let name, let component, let interval, let timeout else { return nil }
+        var definition = ProbeDefinition(
+            name: name, component: component, interval: interval, timeout: timeout.value,
+            degradedAfter: degraded.flatMap(Self.knownDuration), control: control, sourceFile: reader.file)
+        definition.script = script
+        definition.nameLine = nameLine
+        return definition
+    }
+
+    /// The value a duration has when nothing overrides it (its literal or its default).
+    static func knownDuration(_ spec: DurationSpec) -> Duration? {
+        switch spec {
+        case .fixed(let value): value
+        case .template(let template): template.defaultValue.flatMap(DurationText.parse)
+        }
+    }
+
+    static func failureCodes(_ node: Node, _ field: String, reader: inout NodeReader) -> [FailureCodeRule] {
+        guard let items = reader.list(node, field) else { return [] }
+        var rules: [FailureCodeRule] = []
+        for (index, item) in items.enumerated() {
+            let path = "\(field)[\(index)]"
+            guard let fields = reader.fields(item, path, known: failureCodeFields, required: ["code"]) else { continue }
+            var rule = FailureCodeRule(code: "", statuses: [])
+            var valid = true
+            for (key, _, value) in fields {
+                let here = NodeReader.join(path, key)
+                switch key {
+                case "code":
+                    if let code = reader.string(value, here) { rule.code = code } else { valid = false }
+                case "status":
+                    for entry in reader.listOrOne(value) {
+                        if let status = reader.int(entry, here, range: 100...599) { rule.statuses.append(status) } else { valid = false }
+                    }
+                case "body_contains": rule.bodyContains = reader.string(value, here)
+                case "body_matches": rule.bodyMatches = reader.regex(value, here)
+                default: break
+                }
+            }
+            if fields.count == 1, fields.first?.key == "code" {
+                reader.report(item, path, "a failure code needs something to match: status, body_contains or body_matches")
+                valid = false
+            }
+            if valid { rules.append(rule) }
+        }
+        return rules
+    }
+
+    // MARK: - Steps
+
+    static func steps(_ node: Node, keyNode: Node, reader: inout NodeReader) -> [ProbeStep] {
+        guard let items = reader.list(node, "steps") else { return [] }
+        if items.isEmpty {
+            reader.report(keyNode, "steps", "no steps: a probe needs at least one step")
+            return []
+        }
+        var steps: [ProbeStep] = []
+        var stepNames: [String: Int] = [:]
+        var payloads: Set<String> = []
+        for (index, item) in items.enumerated() {
+            let path = "steps[\(index)]"
+            guard let step = step(item, path, payloads: &payloads, stepNames: stepNames, reader: &reader) else { continue }
+            if let line = stepNames[step.name] {
+                reader.report(item, NodeReader.join(path, "name"), "duplicate step name '\(step.name)' (first at line \(line))")
+            }
+            stepNames[step.name] = item.mark?.line ?? 0
+            steps.append(step)
+        }
+        return steps
+    }
+
+    static func step(_ node: Node, _ path: String, payloads: inout Set<String>, stepNames: [String: Int], reader: inout NodeReader) -> ProbeStep? {
+        guard let fields = reader.fields(node, path, known: stepFields, required: ["name"]) else { return nil }
+        let byKey = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { first, _ in first })
+        var name: String?
+        var valid = true
+        var step = ProbeStep(name: "", action: .compare(CompareSpec(download: "", with: "")))
+        var extractedNames: [String] = []
+
+        let hasRequest = byKey["request"] != nil, hasCompare = byKey["compare"] != nil
+        if hasRequest == hasCompare {
+            reader.report(node, path, hasRequest
+                ? "a step has either 'request' or 'compare', not both"
+                : "a step needs an action: 'request' (optionally with 'poll') or 'compare'")
+            valid = false
+        }
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "name": name = reader.string(value, here)
+            case "request":
+                if let spec = request(value, here, payloads: &payloads, reader: &reader) { step.action = .request(spec) } else { valid = false }
+            case "compare":
+                if let spec = compare(value, here, payloads: payloads, stepNames: stepNames, reader: &reader) { step.action = .compare(spec) } else { valid = false }
+            case "poll":
+                if !hasRequest { reader.report(value, here, "'poll' repeats the step's request: add a 'request'"); valid = false }
+                step.poll = poll(value, here, reader: &reader)
+                if step.poll == nil { valid = false }
+            case "assert":
+                if !hasRequest { reader.report(value, here, "'assert' checks the step's response: add a 'request'"); valid = false }
+                step.assertions = assertions(value, here, reader: &reader)
+            case "extract":
+                if !hasRequest { reader.report(value, here, "'extract' reads the step's response: add a 'request'"); valid = false }
+                step.extractions = extractions(value, here, reader: &reader)
+                extractedNames = step.extractions.map(\.name)
+            case "always": step.always = reader.bool(value, here) ?? false
+            case "timeout": step.timeout = reader.duration(value, here)
+            case "degraded_after": step.degradedAfter = reader.duration(value, here)
+            default: break
+            }
+        }
+        // Later steps may use what this one extracts.
+        reader.scope.formUnion(extractedNames)
+        guard valid, let name else { return nil }
+        step.name = name
+        return step
+    }
+
+    // MARK: - Request
+
+    static func request(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> RequestSpec? {
+        guard let fields = reader.fields(node, path, known: requestFields, required: ["url"]) else { return nil }
+        var spec = RequestSpec(method: "GET", url: .literal(""), headers: [], body: nil, followRedirects: false)
+        var valid = true
+        var bodies: [String] = []
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "method":
+                if let method = reader.string(value, here) {
+                    let upper = method.uppercased()
+                    if methods.contains(upper) { spec.method = upper } else {
+                        reader.report(value, here, "unknown HTTP method '\(method)'; expected one of \(methods.sorted().joined(separator: ", "))")
+                        valid = false
+                    }
+                }
+            case "url":
+                if let url = reader.template(value, here, allowEmpty: false) {
+                    spec.url = url
+                    if let literal = url.literal ?? url.defaultValue, !literal.hasPrefix("http://"), !literal.hasPrefix("https://") {
+                        reader.report(value, here, "URL '\(literal)' must start with http:// or https://")
+                        valid = false
+                    }
+                } else { valid = false }
+            case "headers":
+                guard let mapping = value.mapping else {
+                    reader.report(value, here, "expected a mapping of header name → value, found \(NodeReader.describe(value))")
+                    valid = false
+                    continue
+                }
+                for (nameNode, headerValue) in mapping {
+                    guard let headerName = nameNode.scalar?.string, !headerName.isEmpty,
+                          headerName.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != ":" })
+                    else {
+                        reader.report(nameNode, here, "header names are plain ASCII text without spaces or ':'")
+                        valid = false
+                        continue
+                    }
+                    if let template = reader.template(headerValue, NodeReader.join(here, headerName)) {
+                        spec.headers.append(HeaderTemplate(name: headerName, value: template))
+                    } else { valid = false }
+                }
+            case "json":
+                bodies.append(key)
+                if let json = reader.jsonTemplate(value, here) { spec.body = .json(json) } else { valid = false }
+            case "body":
+                bodies.append(key)
+                if let raw = reader.template(value, here) { spec.body = .raw(raw) } else { valid = false }
+            case "multipart":
+                bodies.append(key)
+                if let parts = multipart(value, here, payloads: &payloads, reader: &reader) { spec.body = .multipart(parts) } else { valid = false }
+            case "follow_redirects": spec.followRedirects = reader.bool(value, here) ?? false
+            default: break
+            }
+        }
+        if bodies.count > 1 {
+            reader.report(node, path, "a request has one body: choose one of \(bodies.joined(separator: ", "))")
+            valid = false
+        }
+        return valid ? spec : nil
+    }
+
+    static func multipart(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> [MultipartPart]? {
+        guard let items = reader.list(node, path) else { return nil }
+        if items.isEmpty { reader.report(node, path, "multipart needs at least one part"); return nil }
+        var parts: [MultipartPart] = []
+        var valid = true
+        for (index, item) in items.enumerated() {
+            let partPath = "\(path)[\(index)]"
+            guard let fields = reader.fields(item, partPath, known: partFields, required: ["name"]) else { valid = false; continue }
+            var part = MultipartPart(name: "", filename: nil, contentType: nil, content: .text(.literal("")), saveAs: nil)
+            var contents = 0
+            var partValid = true
+            for (key, _, value) in fields {
+                let here = NodeReader.join(partPath, key)
+                switch key {
+                case "name": if let name = reader.string(value, here) { part.name = name } else { partValid = false }
+                case "value", "content":
+                    contents += 1
+                    if let text = reader.template(value, here) { part.content = .text(text) } else { partValid = false }
+                case "random_bytes":
+                    contents += 1
+                    if let count = reader.int(value, here, range: 1...(32 << 20)) { part.content = .randomBytes(count) } else { partValid = false }
+                case "filename": part.filename = reader.template(value, here, allowEmpty: false)
+                case "content_type": part.contentType = reader.string(value, here)
+                case "save_as":
+                    if let name = reader.string(value, here) {
+                        if payloads.contains(name) { reader.report(value, here, "payload name '\(name)' is already used"); partValid = false }
+                        part.saveAs = name
+                        payloads.insert(name)
+                    }
+                default: break
+                }
+            }
+            if contents != 1 {
+                reader.report(item, partPath, "a part needs exactly one of value, content or random_bytes")
+                partValid = false
+            }
+            if partValid { parts.append(part) } else { valid = false }
+        }
+        return valid ? parts : nil
+    }
+
+    // MARK: - Assertions and conditions
+
+    static func assertions(_ node: Node, _ path: String, reader: inout NodeReader) -> [Assertion] {
+        guard let fields = reader.fields(node, path, known: assertFields) else { return [] }
+        var result: [Assertion] = []
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "status":
+                var patterns: [StatusPattern] = []
+                for entry in reader.listOrOne(value) {
+                    if let pattern = statusPattern(entry, here, reader: &reader) { patterns.append(pattern) }
+                }
+                if !patterns.isEmpty { result.append(.status(patterns)) }
+            case "headers":
+                guard let mapping = value.mapping else {
+                    reader.report(value, here, "expected a mapping of header name → expected value, found \(NodeReader.describe(value))")
+                    continue
+                }
+                for (nameNode, expected) in mapping {
+                    guard let name = nameNode.scalar?.string else { continue }
+                    let headerPath = NodeReader.join(here, name)
+                    if expected.mapping != nil {
+                        guard let tests = reader.fields(expected, headerPath, known: ["equals", "matches", "exists"]), let (testKey, _, testValue) = tests.first else { continue }
+                        let testPath = NodeReader.join(headerPath, testKey)
+                        switch testKey {
+                        case "equals": if let t = reader.template(testValue, testPath) { result.append(.header(name: name, test: .equals(t))) }
+                        case "matches": if let p = reader.regex(testValue, testPath) { result.append(.header(name: name, test: .matches(p))) }
+                        default: if let b = reader.bool(testValue, testPath) { result.append(.header(name: name, test: .exists(b))) }
+                        }
+                    } else if let t = reader.template(expected, headerPath) {
+                        result.append(.header(name: name, test: .equals(t)))
+                    }
+                }
+            case "body_contains":
+                for entry in reader.listOrOne(value) {
+                    if let t = reader.template(entry, here, allowEmpty: false) { result.append(.bodyContains(t)) }
+                }
+            case "body_matches":
+                for entry in reader.listOrOne(value) {
+                    if let p = reader.regex(entry, here) { result.append(.bodyMatches(p)) }
+                }
+            case "json":
+                for condition in conditions(value, here, reader: &reader) { result.append(.json(condition)) }
+            case "latency_below":
+                if let d = reader.duration(value, here) { result.append(.latencyBelow(d)) }
+            default: break
+            }
+        }
+        return result
+    }
+
+    static func statusPattern(_ node: Node, _ path: String, reader: inout NodeReader) -> StatusPattern? {
+        guard let text = node.scalar?.string.lowercased() else {
+            reader.report(node, path, "expected a status code (200), a class (2xx) or a list of them, found \(NodeReader.describe(node))")
+            return nil
+        }
+        if text.count == 3, text.hasSuffix("xx"), let first = Int(text.prefix(1)), (1...5).contains(first) {
+            return .family(first)
+        }
+        if let code = Int(text), (100...599).contains(code) { return .code(code) }
+        reader.report(node, path, "'\(text)' is not a status: expected a code 100…599 or a class such as 2xx")
+        return nil
+    }
+
+    /// One condition or a list of them; each a mapping `{path, equals|…}` or a string
+    /// `"$.status == completed"`, `"$.status in [failed, expired]"`, `"$.id exists"`,
+    /// `"$.name matches ^sim-"`, `"$.x != y"`.
+    static func conditions(_ node: Node, _ path: String, reader: inout NodeReader) -> [Condition] {
+        let items = node.sequence.map(Array.init) ?? [node]
+        var result: [Condition] = []
+        for (index, item) in items.enumerated() {
+            let here = node.sequence == nil ? path : "\(path)[\(index)]"
+            if let condition = condition(item, here, reader: &reader) { result.append(condition) }
+        }
+        if items.isEmpty { reader.report(node, path, "expected at least one condition") }
+        return result
+    }
+
+    static func condition(_ node: Node, _ path: String, reader: inout NodeReader) -> Condition? {
+        if let text = node.scalar?.string, node.tagName != .null {
+            return shorthandCondition(text, node, path, reader: &reader)
+        }
+        guard let fields = reader.fields(node, path, known: conditionFields, required: ["path"]) else { return nil }
+        var jsonPath: JSONPath?
+        var tests: [Condition.Test] = []
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "path": jsonPath = reader.jsonPath(value, here)
+            case "equals": if let v = reader.jsonTemplate(value, here) { tests.append(.equals(v)) }
+            case "not_equals": if let v = reader.jsonTemplate(value, here) { tests.append(.notEquals(v)) }
+            case "exists": if let b = reader.bool(value, here) { tests.append(.exists(b)) }
+            case "matches": if let p = reader.regex(value, here) { tests.append(.matches(p)) }
+            case "in":
+                if value.sequence == nil { reader.report(value, here, "expected a list of values, found \(NodeReader.describe(value))"); continue }
+                if case .array(let options)? = reader.jsonTemplate(value, here) { tests.append(.oneOf(options)) }
+            default: break
+            }
+        }
+        let given = fields.filter { $0.key != "path" }.count
+        if given != 1 {
+            reader.report(node, path, "a condition needs exactly one test: equals, not_equals, exists, matches or in")
+            return nil
+        }
+        guard let jsonPath, let test = tests.first else { return nil }
+        return Condition(path: jsonPath, test: test)
+    }
+
+    static func shorthandCondition(_ text: String, _ node: Node, _ path: String, reader: inout NodeReader) -> Condition? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let parts = trimmed.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true).map(String.init)
+        let usage = "expected '<json path> <op> <value>' with op ==, !=, in, matches, or '<json path> exists' (e.g. \"$.status == completed\")"
+        guard parts.count >= 2 else {
+            reader.report(node, path, "condition '\(text)': \(usage)")
+            return nil
+        }
+        let jsonPath: JSONPath
+        do { jsonPath = try JSONPath.parse(parts[0]) } catch {
+            reader.report(node, path, error.message)
+            return nil
+        }
+        let op = parts[1]
+        let operand = parts.count > 2 ? parts[2] : ""
+        func value(_ text: String) -> JSONTemplate? {
+            let operandNode: Node
+            do {
+                guard let parsed = try Yams.compose(yaml: text) else { return .string(.literal("")) }
+                operandNode = parsed
+            } catch {
+                reader.report(node, path, "condition '\(text)': cannot read the value '\(text)'")
+                return nil
+            }
+            return reader.jsonTemplate(operandNode.mark == nil ? operandNode : Self.relocated(operandNode, to: node), path)
+        }
+        switch op {
+        case "exists" where operand.isEmpty:
+            return Condition(path: jsonPath, test: .exists(true))
+        case "==", "!=":
+            guard !operand.isEmpty, let v = value(operand) else {
+                if operand.isEmpty { reader.report(node, path, "condition '\(text)': missing value after \(op)") }
+                return nil
+            }
+            return Condition(path: jsonPath, test: op == "==" ? .equals(v) : .notEquals(v))
+        case "in":
+            guard operand.hasPrefix("["), let v = value(operand), case .array(let options) = v else {
+                reader.report(node, path, "condition '\(text)': 'in' needs a list such as [failed, expired]")
+                return nil
+            }
+            return Condition(path: jsonPath, test: .oneOf(options))
+        case "matches":
+            do {
+                _ = try NSRegularExpression(pattern: operand)
+            } catch {
+                reader.report(node, path, "condition '\(text)': invalid regular expression '\(operand)'")
+                return nil
+            }
+            return Condition(path: jsonPath, test: .matches(operand))
+        default:
+            reader.report(node, path, "condition '\(text)': unknown operator '\(op)'; \(usage)")
+            return nil
+        }
+    }
+
+    /// Marks inside a shorthand operand are relative to the operand text; report at the
+    /// condition's own place instead.
+    static func relocated(_ node: Node, to anchor: Node) -> Node {
+        switch node {
+        case .scalar(var scalar): scalar.mark = anchor.mark; return .scalar(scalar)
+        case .sequence(var sequence): sequence.mark = anchor.mark; return .sequence(Node.Sequence(sequence.map { relocated($0, to: anchor) }, sequence.tag, sequence.style, anchor.mark))
+        case .mapping(var mapping): mapping.mark = anchor.mark; return .mapping(mapping)
+        }
+    }
+
+    // MARK: - Extract, poll, compare
+
+    static func extractions(_ node: Node, _ path: String, reader: inout NodeReader) -> [Extraction] {
+        guard let mapping = node.mapping else {
+            reader.report(node, path, "expected a mapping of variable name → {json | header | regex | body}, found \(NodeReader.describe(node))")
+            return []
+        }
+        var result: [Extraction] = []
+        for (nameNode, spec) in mapping {
+            guard let name = nameNode.scalar?.string, Template.isName(name, allowDots: false) else {
+                reader.report(nameNode, path, "'\(nameNode.scalar?.string ?? "?")' is not a valid variable name (letters, digits and _)")
+                continue
+            }
+            let here = NodeReader.join(path, name)
+            if Template.builtins.contains(name) { reader.report(nameNode, here, "'\(name)' is a built-in name") }
+            guard let fields = reader.fields(spec, here, known: extractFields) else { continue }
+            let sources = fields.filter { $0.key != "group" }
+            guard sources.count == 1, let (key, _, value) = sources.first else {
+                reader.report(spec, here, "an extraction needs exactly one of json, header, regex or body")
+                continue
+            }
+            let sourcePath = NodeReader.join(here, key)
+            switch key {
+            case "json": if let p = reader.jsonPath(value, sourcePath) { result.append(Extraction(name: name, source: .json(p))) }
+            case "header": if let h = reader.string(value, sourcePath) { result.append(Extraction(name: name, source: .header(h))) }
+            case "regex":
+                guard let pattern = reader.regex(value, sourcePath) else { continue }
+                var group = 0
+                if let groupNode = fields.first(where: { $0.key == "group" })?.value {
+                    guard let g = reader.int(groupNode, NodeReader.join(here, "group"), range: 0...99) else { continue }
+                    group = g
+                }
+                let groups = (try? NSRegularExpression(pattern: pattern))?.numberOfCaptureGroups ?? 0
+                if group > groups {
+                    reader.report(value, sourcePath, "group \(group) does not exist: the regex has \(groups) capture group(s)")
+                    continue
+                }
+                result.append(Extraction(name: name, source: .regex(pattern, group: group)))
+            default:
+                if reader.bool(value, sourcePath) == true { result.append(Extraction(name: name, source: .body)) }
+            }
+        }
+        return result
+    }
+
+    static func poll(_ node: Node, _ path: String, reader: inout NodeReader) -> PollSpec? {
+        guard let fields = reader.fields(node, path, known: pollFields, required: ["until", "every", "max_wait"]) else { return nil }
+        var spec = PollSpec(every: .fixed(.seconds(1)), until: [], failWhen: [], maxWait: .fixed(.seconds(60)), state: nil, stuckAfter: [:])
+        var valid = fields.contains { $0.key == "until" } && fields.contains { $0.key == "every" } && fields.contains { $0.key == "max_wait" }
+        let errorsBefore = reader.diagnostics.count
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "every": if let d = reader.duration(value, here) { spec.every = d }
+            case "max_wait": if let d = reader.duration(value, here) { spec.maxWait = d }
+            case "until":
+                spec.until = conditions(value, here, reader: &reader)
+            case "fail_when":
+                spec.failWhen = conditions(value, here, reader: &reader)
+            case "state": spec.state = reader.jsonPath(value, here)
+            case "stuck_after":
+                if let limits = value.mapping {
+                    for (stateNode, limit) in limits {
+                        guard let state = stateNode.scalar?.string else { continue }
+                        if let d = reader.duration(limit, NodeReader.join(here, state)) { spec.stuckAfter[state] = d }
+                    }
+                    if !fields.contains(where: { $0.key == "state" }) {
+                        reader.report(value, here, "stuck_after needs 'state': the JSON path of the job's state, e.g. $.status")
+                    }
+                } else if let d = reader.duration(value, here) {
+                    spec.stuckAfter["default"] = d
+                    if !fields.contains(where: { $0.key == "state" }) {
+                        reader.report(value, here, "stuck_after needs 'state': the JSON path of the job's state, e.g. $.status")
+                    }
+                }
+            default: break
+            }
+        }
+        if reader.diagnostics.count > errorsBefore { valid = false }
+        return valid ? spec : nil
+    }
+
+    static func compare(_ node: Node, _ path: String, payloads: Set<String>, stepNames: [String: Int], reader: inout NodeReader) -> CompareSpec? {
+        guard let fields = reader.fields(node, path, known: compareFields, required: ["download", "with"]) else { return nil }
+        var spec = CompareSpec(download: "", with: "")
+        var valid = fields.count == 2
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            guard let name = reader.string(value, here) else { valid = false; continue }
+            if key == "download" {
+                if stepNames[name] == nil, !reader.scope.contains(name) {
+                    reader.report(value, here, "'\(name)' is neither an earlier step nor an extracted value"
+                        + NodeReader.suggestion(for: name, among: Array(stepNames.keys) + Array(reader.scope)))
+                    valid = false
+                }
+                spec.download = name
+            } else {
+                if !payloads.contains(name) {
+                    reader.report(value, here, "unknown payload '\(name)': name one with save_as in an earlier multipart part"
+                        + (payloads.isEmpty ? "" : NodeReader.suggestion(for: name, among: payloads.sorted())))
+                    valid = false
+                }
+                spec.with = name
+            }
+        }
+        return valid ? spec : nil
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+
+/// Durations as probe scripts write them: a number and a unit (`ms`, `s`, `m`, `h`), possibly
+/// combined (`1m30s`) or fractional (`1.5s`).
+enum DurationText {
+    static let hint = "expected a duration such as 250ms, 30s, 1m, 1m30s or 2h"
+
+    static func parse(_ text: String) -> Duration? {
+        let chars = Array(text.trimmingCharacters(in: .whitespaces))
+        guard !chars.isEmpty else { return nil }
+        var total = Duration.zero
+        var i = 0
+        while i < chars.count {
+            var number = ""
+            while i < chars.count, chars[i].isNumber || chars[i] == "." {
+                number.append(chars[i])
+                i += 1
+            }
+            var unit = ""
+            while i < chars.count, chars[i].isLetter {
+                unit.append(chars[i])
+                i += 1
+            }
+            guard let value = Double(number), value >= 0, value.isFinite else { return nil }
+            let scale: Double
+            switch unit {
+            case "ms": scale = 0.001
+            case "s": scale = 1
+            case "m": scale = 60
+            case "h": scale = 3600
+            default: return nil
+            }
+            let seconds = value * scale
+            guard seconds < 1e9 else { return nil }
+            total += .milliseconds(Int64((seconds * 1000).rounded()))
+        }
+        return total
+    }
+
+    /// Short form for messages: `250ms`, `60s`, `1.5s`, `61s`.
+    static func format(_ duration: Duration) -> String {
+        let ms = milliseconds(duration)
+        if ms < 1000 { return "\(Int(ms.rounded()))ms" }
+        let seconds = ms / 1000
+        if seconds >= 10 || seconds.rounded() == seconds { return "\(Int(seconds.rounded()))s" }
+        return String(format: "%.1fs", seconds)
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        let (seconds, attoseconds) = duration.components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+
+/// A string with `${…}` references, parsed once at load:
+/// - `${name}`: an agent variable, an earlier step's extraction or a built-in
+///   (`agent.id`, `agent.region`, `run.id`, `uuid`, `now.unix`, `now.unix_ms`, `now.iso8601`);
+/// - `${name:-default}`: the same, with a default when it is not defined;
+/// - `${env:NAME}`, `${file:PATH}`: secrets from the environment or a file (trimmed);
+/// - `$${` writes a literal `${`.
+struct Template: Sendable, Hashable, CustomStringConvertible {
+    enum Segment: Sendable, Hashable {
+        case literal(String)
+        case variable(String, default: String?)
+        case environment(String, default: String?)
+        case file(String, default: String?)
+    }
+
+    var segments: [Segment]
+    /// The text as written, for messages.
+    var source: String
+
+    var description: String { source }
+
+    /// The text when the template has no references.
+    var literal: String? {
+        if segments.isEmpty { return "" }
+        if segments.count == 1, case .literal(let text) = segments[0] { return text }
+        return nil
+    }
+
+    /// Variable names it needs that have no default.
+    var requiredVariables: [String] {
+        segments.compactMap { if case .variable(let name, nil) = $0 { name } else { nil } }
+    }
+
+    /// The value when every reference has a default (or there is none): what the loader can know.
+    var defaultValue: String? {
+        var text = ""
+        for segment in segments {
+            switch segment {
+            case .literal(let part): text += part
+            case .variable(_, let fallback?), .environment(_, let fallback?), .file(_, let fallback?): text += fallback
+            default: return nil
+            }
+        }
+        return text
+    }
+
+    static let builtins: Set<String> = ["agent.id", "agent.region", "run.id", "uuid", "now.unix", "now.unix_ms", "now.iso8601"]
+
+    struct SyntaxError: Error, Sendable {
+        var message: String
+    }
+
+    static func literal(_ text: String) -> Template {
+        Template(segments: text.isEmpty ? [] : [.literal(text)], source: text)
+    }
+
+    static func parse(_ text: String) throws(SyntaxError) -> Template {
+        var segments: [Segment] = []
+        var literal = ""
+        var index = text.startIndex
+        while index < text.endIndex {
+            let rest = text[index...]
+            if rest.hasPrefix("$${") {
+                literal += "${"
+                index = text.index(index, offsetBy: 3)
+                continue
+            }
+            guard rest.hasPrefix("${") else {
+                literal.append(text[index])
+                index = text.index(after: index)
+                continue
+            }
+            let open = text.index(index, offsetBy: 2)
+            guard let close = text[open...].firstIndex(of: "}") else {
+                throw SyntaxError(message: "'${' at offset \(text.distance(from: text.startIndex, to: index)) is never closed with '}'")
+            }
+            let inner = String(text[open..<close])
+            if !literal.isEmpty {
+                segments.append(.literal(literal))
+                literal = ""
+            }
+            segments.append(try parseReference(inner))
+            index = text.index(after: close)
+        }
+        if !literal.isEmpty { segments.append(.literal(literal)) }
+        return Template(segments: segments, source: text)
+    }
+
+    private static func parseReference(_ inner: String) throws(SyntaxError) -> Segment {
+        var body = inner
+        var fallback: String?
+        if let range = inner.range(of: ":-") {
+            body = String(inner[..<range.lowerBound])
+            fallback = String(inner[range.upperBound...])
+        }
+        if body.hasPrefix("env:") {
+            let name = String(body.dropFirst(4))
+            guard isName(name, allowDots: false) else {
+                throw SyntaxError(message: "'${\(inner)}': environment variable name '\(name)' is not valid (letters, digits and _)")
+            }
+            return .environment(name, default: fallback)
+        }
+        if body.hasPrefix("file:") {
+            let path = String(body.dropFirst(5))
+            guard !path.isEmpty else { throw SyntaxError(message: "'${\(inner)}': file path is empty") }
+            return .file(path, default: fallback)
+        }
+        guard isName(body, allowDots: true) else {
+            throw SyntaxError(message: "'${\(inner)}' is not a valid reference (expected ${name}, ${name:-default}, ${env:NAME} or ${file:PATH})")
+        }
+        return .variable(body, default: fallback)
+    }
+
+    static func isName(_ text: String, allowDots: Bool) -> Bool {
+        guard let first = text.unicodeScalars.first, first == "_" || (first.isASCII && CharacterSet.letters.contains(first)) else { return false }
+        return text.unicodeScalars.allSatisfy { scalar in
+            guard scalar.isASCII else { return false }
+            return CharacterSet.alphanumerics.contains(scalar) || scalar == "_" || (allowDots && (scalar == "." || scalar == "-"))
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import CurlHTTP
+import Foundation
+import Logging
+import SondeCore
+
+/// Runs a probe's steps in order over libcurl and returns one `ProbeResult`. A failure is data
+/// (the result), never a thrown error or an error-level log line.
+///
+/// Time: the probe's `timeout` bounds the whole run; each request gets
+/// min(step timeout, time left), so a server that never answers still ends the run on time.
+/// `always` steps (cleanup) that come after the deadline get a short grace (`cleanupGrace`).
+public struct ProbeRunner: Sendable {
+    let client: CurlHTTPClient
+    let logger: Logger
+    /// Time given to each `always` step once the probe's own time is used up.
+    public var cleanupGrace: Duration = .seconds(5)
+
+    public init(client: CurlHTTPClient = .shared, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Runs every step of `probe` and returns its result; never throws: every failure is data.
+    public func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let startedAt = Date()
+        let runID = UUID().uuidString.lowercased()
+        var state = RunState(probe: probe, context: context, runID: runID)
+        var logger = self.logger
+        logger[metadataKey: "probe.name"] = "\(probe.name)"
+        logger[metadataKey: "run.id"] = "\(runID)"
+
+        var firstError: ProbeError?
+        var steps: [StepResult] = []
+        var degradedBy: String?
+
+        let probeTimeout: Duration
+        do {
+            probeTimeout = try state.duration(probe.script.timeout, field: "timeout")
+        } catch {
+            probeTimeout = probe.timeout
+            firstError = ProbeError(kind: .script, step: "-", message: state.redactor.redact(error.message))
+        }
+        let deadline = start.advanced(by: probeTimeout)
+
+        for step in probe.script.steps {
+            if firstError != nil, !step.always { continue }
+            var stepDeadline = deadline
+            if step.always, clock.now.advanced(by: cleanupGrace) > deadline {
+                stepDeadline = clock.now.advanced(by: cleanupGrace)
+            }
+            let execution = StepExecution(runner: self, step: step, failureCodes: probe.script.failureCodes, probeTimeout: probeTimeout, deadline: stepDeadline, logger: logger)
+            let outcome = await execution.run(&state)
+            guard let outcome else { continue }  // an `always` step whose inputs never came
+            var result = outcome.result
+            result.url = state.redactor.redact(result.url)
+            if var error = result.error {
+                error.message = state.redactor.redact(error.message)
+                result.error = error
+                if firstError == nil { firstError = error }
+            } else if let slow = outcome.degradedBy, degradedBy == nil {
+                degradedBy = slow
+            }
+            steps.append(result)
+            logger.debug(
+                "probe step finished",
+                metadata: [
+                    "step": "\(step.name)", "http.method": "\(result.method)", "url": "\(result.url)",
+                    "http.status": "\(result.status.map(String.init) ?? "-")", "ok": "\(result.ok)",
+                    "duration_ms": "\(Int(result.timings.total))", "attempts": "\(result.attempts.map(String.init) ?? "1")",
+                    "error.kind": "\(result.error?.kind.rawValue ?? "-")", "error.message": "\(result.error?.message ?? "-")",
+                ])
+        }
+
+        let elapsed = clock.now - start
+        let durationMs = DurationText.milliseconds(elapsed)
+        if firstError == nil, let spec = probe.script.degradedAfter {
+            do {
+                let limit = try state.duration(spec, field: "degraded_after")
+                if elapsed > limit {
+                    degradedBy = "the run took \(Int(durationMs)) ms, over degraded_after \(DurationText.format(limit))"
+                }
+            } catch {
+                firstError = ProbeError(kind: .script, step: "-", message: state.redactor.redact(error.message))
+            }
+        }
+        let outcome: Outcome = firstError != nil ? .failed : (degradedBy != nil ? .degraded : .ok)
+        logger.debug(
+            "probe run finished",
+            metadata: [
+                "outcome": "\(outcome.rawValue)", "duration_ms": "\(Int(durationMs))",
+                "error.kind": "\(firstError?.kind.rawValue ?? "-")", "error.step": "\(firstError?.step ?? "-")",
+                "error.code": "\(firstError?.code ?? "-")", "degraded": "\(degradedBy ?? "-")",
+            ])
+        return ProbeResult(
+            id: runID, probe: probe.name, component: probe.component, agent: context.agent, region: context.region,
+            startedAt: startedAt, durationMs: (durationMs * 1000).rounded() / 1000, outcome: outcome, error: firstError,
+            steps: steps, control: probe.control)
+    }
+
+    func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, HTTPTransferError> {
+        do {
+            return .success(try await client.perform(request))
+        } catch {
+            return .failure(error)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import SondeCore
+
+/// A problem found while running a step, before it becomes a `ProbeError`.
+struct StepFailure: Error, Sendable {
+    var kind: ErrorKind
+    var message: String
+    /// Set when a template named a variable that is not defined (yet): an `always` step whose
+    /// inputs never came (the upload failed, so there is no file to delete) is skipped.
+    var undefinedVariable: String?
+
+    init(_ kind: ErrorKind, _ message: String, undefinedVariable: String? = nil) {
+        self.kind = kind
+        self.message = message
+        self.undefinedVariable = undefinedVariable
+    }
+}
+
+/// What one run knows as it goes: extracted values, payloads sent, bodies received, secrets.
+struct RunState {
+    let probe: ProbeDefinition
+    let context: RunContext
+    let runID: String
+    var extracted: [String: String] = [:]
+    /// Bytes sent in multipart parts with `save_as`, by name.
+    var payloads: [String: Data] = [:]
+    /// The last response body of each request step, by step name, for `compare`.
+    var bodies: [String: Data] = [:]
+    var redactor = Redactor()
+    private var fileCache: [String: String] = [:]
+    private let environment = ProcessInfo.processInfo.environment
+
+    init(probe: ProbeDefinition, context: RunContext, runID: String) {
+        self.probe = probe
+        self.context = context
+        self.runID = runID
+        // Collect every secret before the first request, so even a response that echoes one
+        // early is redacted.
+        for name in context.secretNames {
+            if let value = context.variables[name] { redactor.add(value) }
+        }
+        for name in probe.script.secretEnvironment {
+            if let value = environment[name] { redactor.add(value) }
+        }
+        for path in probe.script.secretFiles {
+            if let value = readFile(path) { redactor.add(value) }
+        }
+    }
+
+    private mutating func readFile(_ path: String) -> String? {
+        if let cached = fileCache[path] { return cached }
+        let full = NodeReader.resolve(path, base: probe.script.baseDirectory)
+        guard let data = FileManager.default.contents(atPath: full) else { return nil }
+        let value = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        fileCache[path] = value
+        return value
+    }
+
+    // MARK: - Templates
+
+    mutating func render(_ template: Template) throws(StepFailure) -> String {
+        if let literal = template.literal { return literal }
+        var text = ""
+        for segment in template.segments {
+            switch segment {
+            case .literal(let part):
+                text += part
+            case .variable(let name, let fallback):
+                if let value = lookup(name) {
+                    text += value
+                } else if let fallback {
+                    text += fallback
+                } else {
+                    throw StepFailure(.script, "${\(name)} is not defined (no agent variable, no earlier extraction)", undefinedVariable: name)
+                }
+            case .environment(let name, let fallback):
+                if let value = environment[name] {
+                    text += value
+                } else if let fallback {
+                    text += fallback
+                } else {
+                    throw StepFailure(.script, "environment variable \(name) (from ${env:\(name)}) is not set on this agent")
+                }
+            case .file(let path, let fallback):
+                if let value = readFile(path) {
+                    text += value
+                } else if let fallback {
+                    text += fallback
+                } else {
+                    throw StepFailure(.script, "secret file '\(path)' (from ${file:\(path)}) cannot be read")
+                }
+            }
+        }
+        return text
+    }
+
+    func lookup(_ name: String) -> String? {
+        if let value = extracted[name] { return value }
+        if let value = context.variables[name] { return value }
+        switch name {
+        case "agent.id": return context.agent
+        case "agent.region": return context.region
+        case "run.id": return runID
+        case "uuid": return UUID().uuidString.lowercased()
+        case "now.unix": return String(Int(Date().timeIntervalSince1970))
+        case "now.unix_ms": return String(Int64(Date().timeIntervalSince1970 * 1000))
+        case "now.iso8601": return RFC3339.string(from: Date())
+        default: return nil
+        }
+    }
+
+    mutating func duration(_ spec: DurationSpec, field: String) throws(StepFailure) -> Duration {
+        switch spec {
+        case .fixed(let value):
+            return value
+        case .template(let template):
+            let text = try render(template)
+            guard let value = DurationText.parse(text) else {
+                throw StepFailure(.script, "\(field) '\(redactor.redact(text))' (from \(template.source)) is not a duration: \(DurationText.hint)")
+            }
+            return value
+        }
+    }
+
+    /// A JSON template with its strings rendered, as a value to compare.
+    mutating func value(_ template: JSONTemplate) throws(StepFailure) -> JSONValue {
+        switch template {
+        case .string(let text): return .string(try render(text))
+        case .number(let number): return .number(number)
+        case .bool(let flag): return .bool(flag)
+        case .null: return .null
+        case .array(let items):
+            var values: [JSONValue] = []
+            for item in items { values.append(try value(item)) }
+            return .array(values)
+        case .object(let members):
+            var values: [String: JSONValue] = [:]
+            for member in members { values[member.key] = try value(member.value) }
+            return .object(values)
+        }
+    }
+
+    /// A JSON template as body text, keys in the order written.
+    mutating func jsonText(_ template: JSONTemplate) throws(StepFailure) -> String {
+        switch template {
+        case .string(let text): return JSONWriter.quote(try render(text))
+        case .number(let number): return JSONValue.format(number)
+        case .bool(let flag): return flag ? "true" : "false"
+        case .null: return "null"
+        case .array(let items):
+            var parts: [String] = []
+            for item in items { parts.append(try jsonText(item)) }
+            return "[" + parts.joined(separator: ",") + "]"
+        case .object(let members):
+            var parts: [String] = []
+            for member in members { parts.append(JSONWriter.quote(member.key) + ":" + (try jsonText(member.value))) }
+            return "{" + parts.joined(separator: ",") + "}"
+        }
+    }
+}

@@ -1,0 +1,394 @@
+import Crypto
+import CurlHTTP
+import Foundation
+import Logging
+import SondeCore
+
+/// What a step produced: its result (with its error, if any) and why it was slow, if it was.
+struct StepOutcome {
+    var result: StepResult
+    var degradedBy: String?
+}
+
+/// Runs one step: builds the request, sends it (once, or polling), checks, extracts, compares.
+struct StepExecution {
+    let runner: ProbeRunner
+    let step: ProbeStep
+    let failureCodes: [FailureCodeRule]
+    let probeTimeout: Duration
+    /// When this step must be done: the probe's deadline (or a cleanup grace).
+    let deadline: ContinuousClock.Instant
+    let logger: Logger
+    let clock = ContinuousClock()
+
+    /// Nil when an `always` step is skipped because what it needs was never extracted.
+    func run(_ state: inout RunState) async -> StepOutcome? {
+        switch step.action {
+        case .compare(let spec):
+            var result = StepResult(name: step.name, method: "", url: "", ok: true, timings: .zero)
+            do {
+                try compare(spec, state: state)
+            } catch {
+                result.ok = false
+                result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
+            }
+            return StepOutcome(result: result)
+        case .request(let spec):
+            return await request(spec, state: &state)
+        }
+    }
+
+    // MARK: - Request steps
+
+    private func request(_ spec: RequestSpec, state: inout RunState) async -> StepOutcome? {
+        var result = StepResult(name: step.name, method: spec.method, url: spec.url.source, ok: false, timings: .zero)
+        var lastResponse: HTTPResponse?
+        var degradedBy: String?
+        do {
+            let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
+            // Render once to know the URL even when the poll never gets an answer.
+            result.url = try state.render(spec.url)
+            let response: HTTPResponse
+            if let poll = step.poll {
+                response = try await self.poll(poll, spec: spec, stepTimeout: stepTimeout, state: &state, result: &result, last: &lastResponse)
+            } else {
+                var request = try build(spec, state: &state)
+                request.timeout = try timeLeft(stepTimeout)
+                result.url = request.url
+                response = try await send(request, result: &result)
+                lastResponse = response
+                try checkStatus(response, method: spec.method, url: request.url, state: state)
+            }
+            state.bodies[step.name] = response.body
+            try checkAssertions(response, state: &state)
+            try extract(from: response, state: &state)
+            if let spec = step.degradedAfter {
+                let limit = try state.duration(spec, field: "degraded_after")
+                if response.timings.total > DurationText.milliseconds(limit) {
+                    degradedBy = "step '\(step.name)' took \(Int(response.timings.total)) ms, over degraded_after \(DurationText.format(limit))"
+                }
+            }
+            result.ok = true
+        } catch {
+            if step.always, let name = error.undefinedVariable, state.extracted[name] == nil {
+                logger.debug("cleanup step skipped", metadata: ["step": "\(step.name)", "missing": "\(name)"])
+                return nil
+            }
+            var probeError = ProbeError(kind: error.kind, step: step.name, message: error.message)
+            if let response = lastResponse, error.kind == .httpStatus || error.kind == .assertion || error.kind == .script {
+                probeError.code = failureCode(for: response)
+            }
+            result.error = probeError
+        }
+        return StepOutcome(result: result, degradedBy: degradedBy)
+    }
+
+    /// min(step timeout, time left before the deadline); failing as `timeout` when none is left.
+    private func timeLeft(_ stepTimeout: Duration?) throws(StepFailure) -> Duration {
+        let left = deadline - clock.now
+        guard left > .milliseconds(1) else {
+            throw StepFailure(.timeout, "probe timeout of \(DurationText.format(probeTimeout)) reached before step '\(step.name)' could run")
+        }
+        return stepTimeout.map { min($0, left) } ?? left
+    }
+
+    private func send(_ request: HTTPRequest, result: inout StepResult) async throws(StepFailure) -> HTTPResponse {
+        switch await runner.perform(request) {
+        case .success(let response):
+            result.status = response.status
+            result.timings = response.timings
+            return response
+        case .failure(let error):
+            result.timings = error.timings
+            var message = "\(request.method) \(request.url): \(error.message)"
+            if error.kind == .timeout {
+                let limit = DurationText.format(request.timeout)
+                message = "\(request.method) \(request.url): no complete answer within \(limit) (\(error.message))"
+            }
+            throw StepFailure(error.errorKind, message)
+        }
+    }
+
+    private func build(_ spec: RequestSpec, state: inout RunState) throws(StepFailure) -> HTTPRequest {
+        let url = try state.render(spec.url)
+        var headers: [HTTPHeader] = []
+        for header in spec.headers {
+            headers.append(HTTPHeader(header.name, try state.render(header.value)))
+        }
+        var body: Data?
+        var contentType: String?
+        switch spec.body {
+        case .json(let template):
+            body = Data(try state.jsonText(template).utf8)
+            contentType = "application/json"
+        case .raw(let template):
+            body = Data(try state.render(template).utf8)
+        case .multipart(let parts):
+            let boundary = "sonde-" + UUID().uuidString.lowercased()
+            body = try multipart(parts, boundary: boundary, state: &state)
+            contentType = "multipart/form-data; boundary=\(boundary)"
+        case nil:
+            break
+        }
+        if let contentType, headers.value(for: "Content-Type") == nil { headers.append(HTTPHeader("Content-Type", contentType)) }
+        if headers.value(for: "User-Agent") == nil { headers.append(HTTPHeader("User-Agent", "sonde-agent (probe \(state.probe.name))")) }
+        return HTTPRequest(
+            method: spec.method, url: url, headers: headers, body: body, followRedirects: spec.followRedirects,
+            caFile: state.context.caFile, proxy: state.context.proxy)
+    }
+
+    private func multipart(_ parts: [MultipartPart], boundary: String, state: inout RunState) throws(StepFailure) -> Data {
+        var data = Data()
+        for part in parts {
+            let content: Data
+            switch part.content {
+            case .text(let template): content = Data(try state.render(template).utf8)
+            case .randomBytes(let count):
+                var generator = SystemRandomNumberGenerator()
+                var bytes = [UInt8](repeating: 0, count: count)
+                for i in bytes.indices { bytes[i] = generator.next() }
+                content = Data(bytes)
+            }
+            if let name = part.saveAs { state.payloads[name] = content }
+            var head = "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(part.name)\""
+            if let filename = part.filename { head += "; filename=\"\(try state.render(filename))\"" }
+            head += "\r\n"
+            if let type = part.contentType ?? (part.filename != nil ? "application/octet-stream" : nil) {
+                head += "Content-Type: \(type)\r\n"
+            }
+            data.append(Data((head + "\r\n").utf8))
+            data.append(content)
+            data.append(Data("\r\n".utf8))
+        }
+        data.append(Data("--\(boundary)--\r\n".utf8))
+        return data
+    }
+
+    // MARK: - Polling
+
+    private func poll(
+        _ poll: PollSpec, spec: RequestSpec, stepTimeout: Duration?, state: inout RunState,
+        result: inout StepResult, last: inout HTTPResponse?
+    ) async throws(StepFailure) -> HTTPResponse {
+        let every = try state.duration(poll.every, field: "poll.every")
+        let maxWait = try state.duration(poll.maxWait, field: "poll.max_wait")
+        var limits: [String: Duration] = [:]
+        for (name, limit) in poll.stuckAfter { limits[name] = try state.duration(limit, field: "poll.stuck_after.\(name)") }
+        let started = clock.now
+        let giveUp = started.advanced(by: maxWait)
+        var attempts = 0
+        var currentState: String?
+        var stateSince = started
+        while true {
+            attempts += 1
+            result.attempts = attempts
+            var request = try build(spec, state: &state)
+            request.timeout = try timeLeft(stepTimeout)
+            result.url = request.url
+            let response = try await send(request, result: &result)
+            last = response
+            try checkStatus(response, method: spec.method, url: request.url, state: state)
+            guard let json = JSONValue.parse(response.body) else {
+                throw StepFailure(.assertion, "poll: the response is not JSON: \(snippet(response, state: state))")
+            }
+            for condition in poll.failWhen {
+                guard try holds(condition, in: json, state: &state) else { continue }
+                let value = condition.path.evaluate(json)?.text ?? "missing"
+                throw StepFailure(.assertion, "\(state.probe.component) reached \(condition.path) = '\(value)' (fail_when) after \(attempts) attempt(s)")
+            }
+            var done = true
+            for condition in poll.until {
+                if !(try holds(condition, in: json, state: &state)) { done = false }
+            }
+            if done { return response }
+
+            let now = clock.now
+            var nextCheck = now.advanced(by: every)
+            if let path = poll.state {
+                let value = path.evaluate(json)?.text ?? "(missing)"
+                if value != currentState {
+                    currentState = value
+                    stateSince = now
+                }
+                if let limit = limits[value] ?? limits["default"] {
+                    let lasted = now - stateSince
+                    if lasted > limit {
+                        throw StepFailure(.stuck, "\(state.probe.component) stuck in \(value) for \(DurationText.format(lasted)) (limit \(DurationText.format(limit)))")
+                    }
+                    // Check again just after the limit, not a whole interval later.
+                    nextCheck = min(nextCheck, stateSince.advanced(by: limit + .milliseconds(20)))
+                }
+            }
+            if now >= giveUp {
+                let where_ = poll.state.map { " (\($0) is '\(currentState ?? "?")')" } ?? ""
+                throw StepFailure(.timeout, "still waiting after \(DurationText.format(now - started)) (max_wait \(DurationText.format(maxWait)))\(where_), \(attempts) attempt(s)")
+            }
+            nextCheck = min(nextCheck, giveUp, deadline)
+            if nextCheck > now {
+                do { try await Task.sleep(until: nextCheck, clock: clock) } catch {
+                    throw StepFailure(.internal, "run cancelled while polling")
+                }
+            }
+        }
+    }
+
+    // MARK: - Checks
+
+    private func snippet(_ response: HTTPResponse, state: RunState) -> String {
+        var text = response.bodyText.replacingOccurrences(of: "\n", with: " ")
+        if text.count > 300 { text = String(text.prefix(300)) + "…" }
+        return text.isEmpty ? "(empty body)" : state.redactor.redact(text)
+    }
+
+    private func checkStatus(_ response: HTTPResponse, method: String, url: String, state: RunState) throws(StepFailure) {
+        let patterns: [StatusPattern] = step.assertions.lazy.compactMap { if case .status(let p) = $0 { p } else { nil } }.first
+            ?? [.family(2), .family(3)]
+        guard patterns.contains(where: { $0.matches(response.status) }) else {
+            let expected = patterns.map(\.description).joined(separator: "/")
+            throw StepFailure(.httpStatus, "\(method) \(url) answered \(response.status), expected \(expected): \(snippet(response, state: state))")
+        }
+    }
+
+    private func checkAssertions(_ response: HTTPResponse, state: inout RunState) throws(StepFailure) {
+        var json: JSONValue??
+        for assertion in step.assertions {
+            switch assertion {
+            case .status:
+                break  // checked first, on every attempt
+            case .header(let name, let test):
+                let actual = response.headers.value(for: name)
+                switch test {
+                case .exists(let expected):
+                    if (actual != nil) != expected {
+                        throw StepFailure(.assertion, "header \(name) is \(actual == nil ? "missing" : "present"), expected it \(expected ? "present" : "absent")")
+                    }
+                case .equals(let template):
+                    let expected = try state.render(template)
+                    if actual?.trimmingCharacters(in: .whitespaces) != expected {
+                        throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected '\(expected)'")
+                    }
+                case .matches(let pattern):
+                    if !Self.matches(pattern, actual ?? "") {
+                        throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected to match /\(pattern)/")
+                    }
+                }
+            case .bodyContains(let template):
+                let expected = try state.render(template)
+                if !response.bodyText.contains(expected) {
+                    throw StepFailure(.assertion, "body does not contain '\(expected)': \(snippet(response, state: state))")
+                }
+            case .bodyMatches(let pattern):
+                if !Self.matches(pattern, response.bodyText) {
+                    throw StepFailure(.assertion, "body does not match /\(pattern)/: \(snippet(response, state: state))")
+                }
+            case .json(let condition):
+                if json == nil { json = .some(JSONValue.parse(response.body)) }
+                guard let document = json ?? nil else {
+                    throw StepFailure(.assertion, "expected a JSON body for \(condition.path): \(snippet(response, state: state))")
+                }
+                if !(try holds(condition, in: document, state: &state)) {
+                    let actual = condition.path.evaluate(document).map { "'\($0.text)'" } ?? "missing"
+                    throw StepFailure(.assertion, "\(condition.path) is \(actual), expected it to \(try describe(condition.test, state: &state))")
+                }
+            case .latencyBelow(let spec):
+                let limit = try state.duration(spec, field: "assert.latency_below")
+                if response.timings.total >= DurationText.milliseconds(limit) {
+                    throw StepFailure(.assertion, "took \(Int(response.timings.total)) ms, expected below \(DurationText.format(limit))")
+                }
+            }
+        }
+    }
+
+    private func describe(_ test: Condition.Test, state: inout RunState) throws(StepFailure) -> String {
+        switch test {
+        case .equals(let value): "equal '\(try state.value(value).text)'"
+        case .notEquals(let value): "differ from '\(try state.value(value).text)'"
+        case .exists(let flag): flag ? "exist" : "be absent"
+        case .matches(let pattern): "match /\(pattern)/"
+        case .oneOf(let options): "be one of \(try options.map { o throws(StepFailure) in try state.value(o).text })"
+        }
+    }
+
+    func holds(_ condition: Condition, in document: JSONValue, state: inout RunState) throws(StepFailure) -> Bool {
+        let actual = condition.path.evaluate(document)
+        switch condition.test {
+        case .exists(let expected):
+            return (actual != nil) == expected
+        case .equals(let template):
+            guard let actual else { return false }
+            return actual.looselyEquals(try state.value(template))
+        case .notEquals(let template):
+            guard let actual else { return true }
+            return !actual.looselyEquals(try state.value(template))
+        case .matches(let pattern):
+            guard let actual else { return false }
+            return Self.matches(pattern, actual.text)
+        case .oneOf(let options):
+            guard let actual else { return false }
+            for option in options {
+                if actual.looselyEquals(try state.value(option)) { return true }
+            }
+            return false
+        }
+    }
+
+    static func matches(_ pattern: String, _ text: String) -> Bool {
+        guard let regex = try? NSRegularExpression(pattern: pattern) else { return false }
+        return regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+    }
+
+    // MARK: - Extraction, comparison, failure codes
+
+    private func extract(from response: HTTPResponse, state: inout RunState) throws(StepFailure) {
+        var json: JSONValue??
+        for extraction in step.extractions {
+            let value: String?
+            let source: String
+            switch extraction.source {
+            case .json(let path):
+                source = "\(path)"
+                if json == nil { json = .some(JSONValue.parse(response.body)) }
+                value = (json ?? nil).flatMap { path.evaluate($0) }.map(\.text)
+            case .header(let name):
+                source = "header \(name)"
+                value = response.headers.value(for: name)
+            case .regex(let pattern, let group):
+                source = "regex /\(pattern)/ group \(group)"
+                let text = response.bodyText
+                let match = (try? NSRegularExpression(pattern: pattern))?.firstMatch(in: text, range: NSRange(text.startIndex..., in: text))
+                value = match.flatMap { Range($0.range(at: group), in: text) }.map { String(text[$0]) }
+            case .body:
+                source = "body"
+                value = response.bodyText
+            }
+            guard let value else {
+                throw StepFailure(.script, "step '\(step.name)': extract '\(extraction.name)': \(source) found nothing in the response: \(snippet(response, state: state))")
+            }
+            state.extracted[extraction.name] = value
+        }
+    }
+
+    private func compare(_ spec: CompareSpec, state: RunState) throws(StepFailure) {
+        guard let downloaded = state.bodies[spec.download] ?? state.extracted[spec.download].map({ Data($0.utf8) }) else {
+            throw StepFailure(.script, "compare: nothing was downloaded as '\(spec.download)'")
+        }
+        guard let sent = state.payloads[spec.with] else {
+            throw StepFailure(.script, "compare: payload '\(spec.with)' was never sent")
+        }
+        let got = SHA256.hash(data: downloaded).map { String(format: "%02x", $0) }.joined()
+        let want = SHA256.hash(data: sent).map { String(format: "%02x", $0) }.joined()
+        if downloaded.count != sent.count || got != want {
+            throw StepFailure(.assertion, "'\(spec.download)' differs from payload '\(spec.with)': got \(downloaded.count) bytes sha256 \(got.prefix(16))…, sent \(sent.count) bytes sha256 \(want.prefix(16))…")
+        }
+    }
+
+    private func failureCode(for response: HTTPResponse) -> String? {
+        let body = response.bodyText
+        for rule in failureCodes where rule.statuses.isEmpty || rule.statuses.contains(response.status) {
+            if let needle = rule.bodyContains, !body.contains(needle) { continue }
+            if let pattern = rule.bodyMatches, !Self.matches(pattern, body) { continue }
+            return rule.code
+        }
+        return nil
+    }
+}

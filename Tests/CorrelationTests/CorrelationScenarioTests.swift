@@ -1,0 +1,383 @@
+import Foundation
+import SondeCore
+import Testing
+
+@testable import Correlation
+
+/// Scenario tests: 9 agents in 3 regions, probes every 2 s, evaluation every second.
+@Suite struct CorrelationScenarioTests {
+    /// A fleet that has been healthy for 30 s.
+    func warmFleet(config: CorrelationConfig = CorrelationConfig(), regions: [String: Int] = ["eu": 3, "us": 3, "ap": 3])
+        -> FleetSimulation
+    {
+        var fleet = FleetSimulation(regions: regions, config: config)
+        fleet.step(seconds: 30)
+        return fleet
+    }
+
+    func types(_ events: [AlertEvent]) -> [AlertEventType] { events.map(\.type) }
+
+    @Test func allHealthyIsOperationalWithoutEvents() {
+        var fleet = FleetSimulation()
+        fleet.step(seconds: 60)
+        #expect(fleet.events.isEmpty)
+        let verdicts = fleet.verdicts
+        #expect(verdicts.keys.sorted() == ["api", "batch", "files", "login"])
+        for verdict in verdicts.values {
+            #expect(verdict.status == .operational)
+            #expect(verdict.scope == nil)
+            #expect(verdict.regions == ["eu": .operational, "us": .operational, "ap": .operational])
+            #expect(verdict.evidence.reportingAgents == 9)
+            #expect(verdict.evidence.latencyP50Ms == 100)
+        }
+        #expect(fleet.engine.agentHealth.count == 9)
+        #expect(fleet.engine.agentHealth.allSatisfy { $0.state == .ok })
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
+    @Test func oneAgentsNetworkCutIsALocalFaultWithoutIncident() {
+        var fleet = warmFleet()
+        fleet.faults["cut"] = FleetSimulation.failing(
+            agents: ["eu-2"], control: true, error: ProbeError(kind: .connect, step: "request", message: "connection refused"))
+        fleet.step(seconds: 30)
+        #expect(types(fleet.events) == [.agentLocalFault])
+        #expect(fleet.events.first?.agent == "eu-2")
+        #expect(fleet.events.first?.scope == .agent)
+        #expect(fleet.health("eu-2")?.state == .localFault)
+        #expect(fleet.health("eu-2")?.reason == "control probe failing")
+        #expect(fleet.engine.openIncidents.isEmpty)
+        for verdict in fleet.verdicts.values {
+            #expect(verdict.status == .operational)
+            #expect(verdict.evidence.localAgents == ["eu-2"])
+            #expect(verdict.evidence.reportingAgents == 8)
+        }
+        // The network comes back: the episode ends quietly; a new cut is a new episode.
+        fleet.faults = [:]
+        fleet.step(seconds: 30)
+        #expect(fleet.health("eu-2")?.state == .ok)
+        #expect(fleet.events.count == 1)
+    }
+
+    @Test func oneAgentFailingOnOneComponentWherePeersPassIsLocal() {
+        var fleet = warmFleet()
+        fleet.faults["disk"] = FleetSimulation.failing(agents: ["us-1"], components: ["files"])
+        fleet.step(seconds: 30)
+        #expect(types(fleet.events) == [.agentLocalFault])
+        #expect(fleet.health("us-1")?.localComponents == ["files"])
+        #expect(fleet.verdicts["files"]?.status == .operational)
+        #expect(fleet.verdicts["files"]?.evidence.localAgents == ["us-1"])
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
+    @Test func oneRegionsFilesFailingOpensARegionIncident() throws {
+        var fleet = warmFleet()
+        let expired = ProbeError(kind: .assertion, step: "download", message: "File file-1 has expired", code: "file_expired")
+        fleet.faults["files-eu"] = FleetSimulation.failing(regions: ["eu"], components: ["files"], error: expired)
+        fleet.step(seconds: 20)
+        #expect(types(fleet.events) == [.incidentOpened])
+        let files = try #require(fleet.verdicts["files"])
+        #expect(files.status == .partialOutage)
+        #expect(files.scope == .region)
+        #expect(files.regions == ["eu": .majorOutage, "us": .operational, "ap": .operational])
+        #expect(files.evidence.failingAgents == ["eu-1", "eu-2", "eu-3"])
+        #expect(files.evidence.failingRegions == ["eu"])
+        #expect(files.evidence.errorCodes == ["file_expired": 3])
+        #expect(files.evidence.sampleErrors == [expired])
+        #expect(files.evidence.localAgents.isEmpty)
+        let incident = try #require(fleet.engine.openIncidents.first)
+        #expect(fleet.engine.openIncidents.count == 1)
+        #expect(incident.component == "files")
+        #expect(incident.scope == .region)
+        #expect(incident.severity == .partialOutage)
+        #expect(incident.status == .investigating)
+        #expect(incident.regions == ["eu"])
+        #expect(files.incidentID == incident.id)
+        let opened = try #require(fleet.events.first)
+        #expect(opened.id == "\(incident.id).1")
+        #expect(opened.incident?.id == incident.id)
+        #expect(opened.summary.contains("files: partial outage in eu"))
+        #expect(opened.summary.contains("file_expired"))
+        // The event travels as snake_case JSON and comes back equal.
+        let json = try SondeJSON.encode(opened)
+        let text = String(decoding: json, as: UTF8.self)
+        for key in ["\"occurred_at\"", "\"event_seq\"", "\"opened_at\"", "\"failing_regions\"", "\"incident.opened\""] {
+            #expect(text.contains(key))
+        }
+        #expect(try SondeJSON.decode(AlertEvent.self, from: json) == opened)
+        #expect(fleet.verdicts["login"]?.status == .operational)
+        // No agent is blamed: all three eu agents fail together.
+        #expect(fleet.engine.agentHealth.allSatisfy { $0.state == .ok })
+    }
+
+    @Test func regionToPlatformEscalationUpdatesTheSameIncidentThenRecoveryResolvesIt() throws {
+        var fleet = warmFleet()
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        fleet.step(seconds: 20)
+        let regional = try #require(fleet.engine.openIncidents.first)
+        #expect(regional.scope == .region)
+
+        fleet.faults["files"] = FleetSimulation.failing(components: ["files"])
+        fleet.step(seconds: 20)
+        #expect(fleet.engine.openIncidents.count == 1)
+        let platform = try #require(fleet.engine.openIncidents.first)
+        #expect(platform.id == regional.id)
+        #expect(platform.scope == .platform)
+        #expect(platform.severity == .majorOutage)
+        #expect(platform.regions == ["ap", "eu", "us"])
+        #expect(fleet.verdicts["files"]?.status == .majorOutage)
+        #expect(fleet.verdicts["files"]?.scope == .platform)
+        let updates = fleet.events.filter { $0.type == .incidentUpdated }
+        #expect(updates.count == 1)
+        #expect(updates.first?.scope == .platform)
+        #expect(updates.first?.incident?.id == regional.id)
+
+        fleet.faults = [:]
+        var sawMonitoring = false
+        for _ in 0..<60 where !fleet.engine.openIncidents.isEmpty {
+            fleet.step()
+            if fleet.engine.openIncidents.first?.status == .monitoring { sawMonitoring = true }
+        }
+        #expect(sawMonitoring)
+        #expect(fleet.engine.openIncidents.isEmpty)
+        #expect(fleet.verdicts["files"]?.status == .operational)
+        let incidentEvents = fleet.events.filter { $0.incident?.id == regional.id }
+        #expect(types(incidentEvents) == [.incidentOpened, .incidentUpdated, .incidentUpdated, .incidentResolved])
+        #expect(incidentEvents.map(\.status) == ["investigating", "investigating", "monitoring", "resolved"])
+        #expect(incidentEvents.map(\.id) == (1...4).map { "\(regional.id).\($0)" })
+        let resolved = try #require(incidentEvents.last?.incident)
+        #expect(resolved.resolvedAt != nil)
+        #expect(resolved.updates.map(\.status) == [.investigating, .investigating, .monitoring, .resolved])
+        // Quiet afterwards: no flapping.
+        let before = fleet.events.count
+        fleet.step(seconds: 30)
+        #expect(fleet.events.count == before)
+    }
+
+    @Test func batchesStuckEverywhereOpenAPlatformIncident() throws {
+        var fleet = warmFleet()
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        let stuck = ProbeError(kind: .stuck, step: "wait", message: "batch stayed in finalizing for 60 s", code: "batch_stuck")
+        fleet.faults["batch"] = FleetSimulation.failing(components: ["batch"], error: stuck)
+        fleet.step(seconds: 20)
+        let incidents = Dictionary(uniqueKeysWithValues: fleet.engine.openIncidents.map { ($0.component, $0) })
+        #expect(incidents.keys.sorted() == ["batch", "files"])
+        #expect(incidents["batch"]?.scope == .platform)
+        #expect(incidents["batch"]?.severity == .majorOutage)
+        #expect(incidents["files"]?.scope == .region)
+        #expect(fleet.verdicts["batch"]?.evidence.errorCodes == ["batch_stuck": 9])
+        #expect(fleet.verdicts["batch"]?.evidence.failingAgentCount == 9)
+        #expect(fleet.events.filter { $0.type == .incidentOpened }.count == 2)
+        #expect(fleet.events.allSatisfy { $0.type != .agentLocalFault })
+    }
+
+    @Test func aSingleFailedRunOpensNothing() {
+        var fleet = warmFleet()
+        // Run 16 of every probe of every agent fails, once.
+        fleet.faults["blip"] = FleetSimulation.failing(when: { $0 == 16 })
+        fleet.step(seconds: 40)
+        #expect(fleet.events.isEmpty)
+        #expect(fleet.engine.openIncidents.isEmpty)
+        #expect(fleet.verdicts.values.allSatisfy { $0.status == .operational })
+    }
+
+    @Test func thirtyPercentFailingEverywhereIsAPlatformPartialOutage() throws {
+        var fleet = warmFleet()
+        // 3 of every 10 consecutive runs fail, never two in a row.
+        fleet.faults["flaky"] = FleetSimulation.failing(components: ["api"], when: { [0, 3, 6].contains($0 % 10) })
+        fleet.step(seconds: 40)
+        let api = try #require(fleet.verdicts["api"])
+        #expect(api.status == .partialOutage)
+        #expect(api.scope == .platform)
+        #expect(api.evidence.failureRatio == 0.3)
+        #expect(api.evidence.failingAgentCount == 9)
+        let incident = try #require(fleet.engine.openIncidents.first)
+        #expect(incident.scope == .platform)
+        #expect(incident.severity == .partialOutage)
+        #expect(types(fleet.events) == [.incidentOpened])
+    }
+
+    @Test func latencyOverThresholdEverywhereIsDegradedPerformance() throws {
+        var fleet = warmFleet()
+        fleet.faults["slow"] = FleetSimulation.slow(components: ["api"])
+        fleet.step(seconds: 20)
+        let api = try #require(fleet.verdicts["api"])
+        #expect(api.status == .degradedPerformance)
+        #expect(api.scope == .platform)
+        #expect(api.evidence.degradedAgents == 9)
+        #expect(api.evidence.latencyP95Ms == 2500)
+        let incident = try #require(fleet.engine.openIncidents.first)
+        #expect(incident.severity == .degradedPerformance)
+        #expect(fleet.verdicts["files"]?.status == .operational)
+    }
+
+    @Test func anAgentThatStopsIsSilentOnceAndItsStaleFailuresDoNotCount() throws {
+        var fleet = warmFleet()
+        // us-2's files fail (locally), then it stops reporting altogether.
+        fleet.faults["us-2"] = FleetSimulation.failing(agents: ["us-2"], components: ["files", "login"])
+        fleet.step(seconds: 6)
+        fleet.stopped.insert("us-2")
+        fleet.step(seconds: 60)
+        let silentEvents = fleet.events.filter { $0.type == .agentSilent }
+        #expect(silentEvents.count == 1)
+        #expect(silentEvents.first?.agent == "us-2")
+        #expect(fleet.health("us-2")?.state == .silent)
+        let lastSeen = try #require(fleet.health("us-2")?.lastSeen)
+        #expect(silentEvents.first?.id == "agent.silent.us-2.\(Int64(lastSeen.timeIntervalSince1970 * 1000))")
+        #expect(fleet.events.allSatisfy { $0.type == .agentSilent || $0.type == .agentLocalFault })
+        #expect(fleet.engine.openIncidents.isEmpty)
+        for verdict in fleet.verdicts.values {
+            #expect(verdict.status == .operational)
+            #expect(!verdict.evidence.failingAgents.contains("us-2"))
+            #expect(!verdict.evidence.localAgents.contains("us-2"))
+            #expect(verdict.evidence.reportingAgents == 8)
+        }
+    }
+
+    @Test func anAgentThatStopsWhileHealthyIsSilentWithinItsThreshold() throws {
+        var fleet = warmFleet()
+        fleet.stopped.insert("ap-3")
+        fleet.step(seconds: 9)
+        #expect(fleet.events.isEmpty)  // silent_min is 10 s
+        fleet.step(seconds: 3)
+        #expect(types(fleet.events) == [.agentSilent])
+        fleet.step(seconds: 60)
+        #expect(types(fleet.events) == [.agentSilent])
+        // It comes back: ok again; a second stop is a new episode with a new id.
+        fleet.stopped = []
+        fleet.step(seconds: 5)
+        #expect(fleet.health("ap-3")?.state == .ok)
+        fleet.stopped.insert("ap-3")
+        fleet.step(seconds: 15)
+        let ids = fleet.events.map(\.id)
+        #expect(ids.count == 2)
+        #expect(Set(ids).count == 2)
+    }
+
+    @Test func controlFailingWhileEverythingFailsIsStillLocal() {
+        // sa-1 is alone in its region: without its control probe, "everything fails in sa" would
+        // be a regional outage; with it failing too, it is that agent's network.
+        var fleet = warmFleet(regions: ["eu": 3, "us": 3, "sa": 1])
+        fleet.faults["sa"] = FleetSimulation.failing(
+            agents: ["sa-1"], control: true, error: ProbeError(kind: .timeout, step: "request", message: "timed out"))
+        fleet.step(seconds: 30)
+        #expect(types(fleet.events) == [.agentLocalFault])
+        #expect(fleet.health("sa-1")?.state == .localFault)
+        #expect(fleet.engine.openIncidents.isEmpty)
+        #expect(fleet.verdicts.values.allSatisfy { $0.status == .operational })
+    }
+
+    @Test func aLoneAgentFailingWithItsControlPassingIsARegionalOutage() throws {
+        var fleet = warmFleet(regions: ["eu": 3, "us": 3, "sa": 1])
+        fleet.faults["sa"] = FleetSimulation.failing(agents: ["sa-1"], components: ["login"])
+        fleet.step(seconds: 20)
+        let login = try #require(fleet.verdicts["login"])
+        #expect(login.status == .partialOutage)
+        #expect(login.scope == .region)
+        #expect(fleet.engine.openIncidents.first?.regions == ["sa"])
+    }
+
+    @Test func platformFaultOpensWithinTwoIntervalsPlusOneSecond() throws {
+        var fleet = warmFleet()
+        fleet.faults["api"] = FleetSimulation.failing(components: ["api"])
+        var opened: AlertEvent?
+        for _ in 0..<30 where opened == nil {
+            opened = fleet.step().first { $0.type == .incidentOpened }
+        }
+        let event = try #require(opened)
+        let first = try #require(fleet.firstFailureAt)
+        let latency = event.occurredAt.timeIntervalSince(first)
+        print("detection latency: \(latency) s after the first failing result (limit \(2 * fleet.interval + 1) s)")
+        #expect(latency <= 2 * fleet.interval + 1)
+        #expect(event.scope == .platform)
+    }
+
+    @Test func rebuildAfterRestartGivesTheSameVerdictsAndReemitsNothing() throws {
+        var fleet = warmFleet()
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        fleet.faults["cut"] = FleetSimulation.failing(agents: ["us-3"], control: true)
+        fleet.stopped.insert("ap-2")
+        fleet.step(seconds: 30)
+        #expect(Set(types(fleet.events)) == [.incidentOpened, .agentLocalFault, .agentSilent])
+        let incident = try #require(fleet.engine.openIncidents.first)
+
+        // "Restart": stored open incidents and agent states, then the window's stored results.
+        var rebuilt = CorrelationEngine(
+            config: CorrelationConfig(), agents: fleet.agents, openIncidents: fleet.engine.openIncidents,
+            agentStates: fleet.engine.agentHealth)
+        let horizon = fleet.now.addingTimeInterval(-600)
+        let window = fleet.pushed.filter { $0.receivedAt >= horizon }
+        for (receivedAt, results) in Dictionary(grouping: window, by: \.receivedAt).sorted(by: { $0.key < $1.key }) {
+            rebuilt.ingest(results.map(\.result), receivedAt: receivedAt)
+        }
+        let output = rebuilt.evaluate(now: fleet.now)
+        #expect(output.events.isEmpty)
+        #expect(output.changedIncidents.isEmpty)
+        for original in fleet.engine.verdicts {
+            let again = try #require(output.verdicts.first { $0.component == original.component })
+            #expect(again.status == original.status)
+            #expect(again.scope == original.scope)
+            #expect(again.regions == original.regions)
+            #expect(again.evidence == original.evidence)
+            #expect(again.incidentID == original.incidentID)
+        }
+        #expect(output.agents.map(\.state) == fleet.engine.agentHealth.map(\.state))
+        #expect(output.agents.map(\.since) == fleet.engine.agentHealth.map(\.since))
+
+        // The rebuilt engine carries on: more ticks of the same situation emit nothing new, and
+        // the recovery continues the incident's event sequence.
+        fleet.engine = rebuilt
+        fleet.step(seconds: 10)
+        #expect(Set(types(fleet.events)) == [.incidentOpened, .agentLocalFault, .agentSilent])
+        fleet.faults = [:]
+        fleet.step(seconds: 60)
+        let resolved = try #require(fleet.events.last { $0.type == .incidentResolved })
+        #expect(resolved.incident?.id == incident.id)
+        #expect(Set(fleet.events.map(\.id)).count == fleet.events.count)
+    }
+
+    @Test func eventIdsAreUniqueAcrossAScenario() {
+        var fleet = warmFleet()
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        fleet.step(seconds: 20)
+        fleet.faults["files"] = FleetSimulation.failing(components: ["files"])
+        fleet.step(seconds: 20)
+        fleet.faults = [:]
+        fleet.step(seconds: 40)
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["us"], components: ["files"])
+        fleet.step(seconds: 20)
+        #expect(fleet.events.filter { $0.type == .incidentOpened }.count == 2)
+        #expect(Set(fleet.events.map(\.id)).count == fleet.events.count)
+    }
+}
+
+@Suite struct CorrelationRestartTests {
+    @Test func anAgentLastSeenBeforeARestartWithNothingSinceIsReportedSilentOnce() throws {
+        let t0 = FleetSimulation.start
+        let agents = [AgentInfo(id: "eu-1", region: "eu")]
+        let stored = AgentHealth(agent: "eu-1", region: "eu", state: .ok, since: t0, lastSeen: t0)
+        var engine = CorrelationEngine(config: CorrelationConfig(), agents: agents, agentStates: [stored])
+        #expect(engine.evaluate(now: t0.addingTimeInterval(5)).events.isEmpty)
+        let output = engine.evaluate(now: t0.addingTimeInterval(31))
+        #expect(output.events.map(\.id) == ["agent.silent.eu-1.\(Int64(t0.timeIntervalSince1970 * 1000))"])
+        #expect(engine.evaluate(now: t0.addingTimeInterval(60)).events.isEmpty)
+
+        // Restarted again with that state stored: nothing new.
+        var again = CorrelationEngine(config: CorrelationConfig(), agents: agents, agentStates: engine.agentHealth)
+        #expect(again.evaluate(now: t0.addingTimeInterval(90)).events.isEmpty)
+        #expect(again.agentHealth.first?.state == .silent)
+    }
+
+    @Test func revokedAgentsAreIgnored() throws {
+        var fleet = FleetSimulation()
+        fleet.step(seconds: 20)
+        fleet.faults["cut"] = FleetSimulation.failing(agents: ["eu-1", "eu-2", "eu-3"], components: ["login"])
+        var agents = fleet.agents
+        for i in agents.indices where agents[i].region == "eu" { agents[i].revoked = true }
+        fleet.engine.setAgents(agents)
+        fleet.step(seconds: 20)
+        #expect(fleet.events.isEmpty)
+        #expect(fleet.verdicts["login"]?.status == .operational)
+        #expect(fleet.verdicts["login"]?.evidence.reportingAgents == 6)
+        #expect(fleet.health("eu-1")?.state == .revoked)
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import SondeCore
+
+@testable import Correlation
+
+/// A simulated fleet for scenario tests: agents in regions, each running one probe per component
+/// plus a control probe every `interval` seconds (phases spread across the interval), results
+/// pushed to the engine every simulated second and `evaluate(now:)` called after each push.
+struct FleetSimulation {
+    /// How a run ends: nil → the default (ok).
+    typealias Fault = (_ agent: String, _ region: String, _ probe: Probe, _ run: Int) -> (Outcome, ProbeError?)?
+
+    struct Probe: Hashable {
+        var name: String
+        var component: String
+        var control: Bool
+    }
+
+    static let start = Date(timeIntervalSince1970: 1_800_000_000)
+    static let components = ["api", "batch", "files", "login"]
+
+    var agents: [AgentInfo]
+    var probes: [Probe]
+    var interval: Double
+    var engine: CorrelationEngine
+    var now: Date
+    var faults: [String: Fault] = [:]
+    var stopped: Set<String> = []
+    /// Every event emitted so far, in order.
+    var events: [AlertEvent] = []
+    /// Every result pushed, with the time it was received (for rebuild tests).
+    var pushed: [(result: ProbeResult, receivedAt: Date)] = []
+    var firstFailureAt: Date?
+    private var nextRun: [String: (run: Int, at: Double)] = [:]
+
+    init(regions: [String: Int] = ["eu": 3, "us": 3, "ap": 3], interval: Double = 2, config: CorrelationConfig = CorrelationConfig()) {
+        var agents: [AgentInfo] = []
+        for region in regions.keys.sorted() {
+            for i in 1...regions[region]! { agents.append(AgentInfo(id: "\(region)-\(i)", region: region)) }
+        }
+        self.agents = agents
+        probes = Self.components.map { Probe(name: "\($0)-journey", component: $0, control: false) }
+            + [Probe(name: "control", component: "control", control: true)]
+        self.interval = interval
+        engine = CorrelationEngine(config: config, agents: agents)
+        now = Self.start
+        for (n, agent) in agents.enumerated() {
+            let phase = interval * Double(n) / Double(agents.count)
+            for probe in probes {
+                nextRun[agent.id + "/" + probe.name] = (0, Self.start.timeIntervalSince1970 + phase)
+            }
+        }
+    }
+
+    /// Advances simulated time one second at a time; returns the events of these steps.
+    @discardableResult
+    mutating func step(seconds: Int = 1) -> [AlertEvent] {
+        var emitted: [AlertEvent] = []
+        for _ in 0..<seconds {
+            now = now.addingTimeInterval(1)
+            let t = now.timeIntervalSince1970
+            var batch: [ProbeResult] = []
+            for agent in agents {
+                for probe in probes {
+                    let key = agent.id + "/" + probe.name
+                    while let next = nextRun[key], next.at + 0.1 <= t {
+                        nextRun[key] = (next.run + 1, next.at + interval)
+                        if stopped.contains(agent.id) { continue }
+                        batch.append(result(agent: agent, probe: probe, run: next.run, at: next.at))
+                    }
+                }
+            }
+            if !batch.isEmpty {
+                engine.ingest(batch, receivedAt: now)
+                for r in batch { pushed.append((r, now)) }
+            }
+            let output = engine.evaluate(now: now)
+            emitted += output.events
+        }
+        events += emitted
+        return emitted
+    }
+
+    private mutating func result(agent: AgentInfo, probe: Probe, run: Int, at: Double) -> ProbeResult {
+        var outcome = Outcome.ok
+        var error: ProbeError?
+        var duration = 100.0
+        for name in faults.keys.sorted() {
+            if let verdict = faults[name]!(agent.id, agent.region, probe, run) {
+                (outcome, error) = verdict
+                break
+            }
+        }
+        if outcome == .degraded { duration = 2500 }
+        if outcome == .failed {
+            duration = 300
+            if firstFailureAt == nil && !probe.control { firstFailureAt = Date(timeIntervalSince1970: at) }
+        }
+        return ProbeResult(
+            id: "\(agent.id)/\(probe.name)/\(run)", probe: probe.name, component: probe.component, agent: agent.id,
+            region: agent.region, startedAt: Date(timeIntervalSince1970: at), durationMs: duration, outcome: outcome,
+            error: error, steps: [], control: probe.control ? true : nil)
+    }
+
+    var verdicts: [String: ComponentVerdict] {
+        Dictionary(uniqueKeysWithValues: engine.verdicts.map { ($0.component, $0) })
+    }
+
+    func health(_ agent: String) -> AgentHealth? { engine.agentHealth.first { $0.agent == agent } }
+
+    // MARK: - Fault helpers
+
+    static func failing(
+        agents: Set<String>? = nil, regions: Set<String>? = nil, components: Set<String>? = nil, control: Bool = false,
+        error: ProbeError = ProbeError(kind: .httpStatus, step: "request", message: "HTTP 503", code: "server_error"),
+        when pattern: @escaping (Int) -> Bool = { _ in true }
+    ) -> Fault {
+        { agent, region, probe, run in
+            if let agents, !agents.contains(agent) { return nil }
+            if let regions, !regions.contains(region) { return nil }
+            if probe.control && !control { return nil }
+            if !probe.control, let components, !components.contains(probe.component) { return nil }
+            return pattern(run) ? (.failed, error) : nil
+        }
+    }
+
+    static func slow(components: Set<String>) -> Fault {
+        { _, _, probe, _ in components.contains(probe.component) && !probe.control ? (.degraded, nil) : nil }
+    }
+}
