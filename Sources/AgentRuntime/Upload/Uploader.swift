@@ -107,6 +107,9 @@ public struct Uploader: Service {
     /// What the retry loop remembers across attempts.
     struct DeliveryState {
         var lastUnauthorizedLog: ContinuousClock.Instant?
+        var lastRetryWarning: ContinuousClock.Instant?
+        /// Pushes have been failing (so the recovery is worth an info line).
+        var failing = false
     }
 
     /// Sends `batch` until it is acknowledged or rejected, or shutdown begins.
@@ -122,9 +125,15 @@ public struct Uploader: Service {
                     // The collector has it; a resend after restart is deduplicated by batch id.
                     logger.error("batch delivered but the spool could not record it", metadata: ["error": "\(error)"])
                 }
-                logger.debug(
-                    "batch delivered",
-                    metadata: ["batch.results": "\(batch.results.count)", "batch.duplicate": "\(ack?.duplicate ?? false)", "batch.attempts": "\(attempt)"])
+                let metadata: Logger.Metadata = [
+                    "batch.results": "\(batch.results.count)", "batch.duplicate": "\(ack?.duplicate ?? false)", "batch.attempts": "\(attempt)",
+                ]
+                if state.failing {
+                    state.failing = false
+                    logger.info("collector reachable again; batch delivered", metadata: metadata)
+                } else {
+                    logger.debug("batch delivered", metadata: metadata)
+                }
                 return
             case .rejected(let status, let message):
                 logger.error(
@@ -146,9 +155,17 @@ public struct Uploader: Service {
                 await pause(settings.unauthorizedRetry)
             case .retry(let reason):
                 let delay = Self.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap)
-                logger.warning(
-                    "push failed; will resend the same batch",
-                    metadata: ["error.message": "\(reason)", "batch.attempt": "\(attempt)", "retry.in_ms": "\(Int(delay.seconds * 1000))"])
+                // A long outage logs a warning once a minute, not once per attempt.
+                let clock = ContinuousClock()
+                let loud = state.lastRetryWarning.map { clock.now - $0 >= .seconds(60) } ?? true
+                if loud { state.lastRetryWarning = clock.now }
+                state.failing = true
+                logger.log(
+                    level: loud ? .warning : .debug, "push failed; will resend the same batch",
+                    metadata: [
+                        "error.message": "\(reason)", "batch.attempt": "\(attempt)", "retry.in_ms": "\(Int(delay.seconds * 1000))",
+                        "spool.unsent": "\(spool.status.unsentResults)",
+                    ])
                 await pause(delay)
             }
         }
