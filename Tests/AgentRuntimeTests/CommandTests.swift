@@ -104,6 +104,9 @@ struct CommandTests {
         let once = try ChildProcess(
             "sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)", "--id", "lab-1", "--format", "json"])
         #expect(try await once.waitForExit() == 1)
+        let validate = try ChildProcess("sonde-agent", ["validate", "--probes", dir.file("probes"), "--var", "target=http://127.0.0.1:1"])
+        #expect(try await validate.waitForExit() == 0)
+        #expect(validate.stdoutLines == ["ok: 2 probes"])
         let lines = once.stdoutLines
         #expect(lines.count == 2)
         let results = try lines.map { try SondeJSON.decode(ProbeResult.self, from: Data($0.utf8)) }

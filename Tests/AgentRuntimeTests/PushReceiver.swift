@@ -12,6 +12,8 @@ final class PushReceiver: Sendable {
         case fail(Int)
         /// Answers `status` for this batch id, accepts the others.
         case refuse(batchID: String?, status: Int)
+        /// Answers 400 `clock_skew`, as the collector does when `sent_at` is off.
+        case clockSkew
     }
 
     struct State {
@@ -71,6 +73,8 @@ final class PushReceiver: Sendable {
             switch s.mode {
             case .fail(let status):
                 return .json(status, #"{"error":{"code":"unavailable","message":"try later"}}"#)
+            case .clockSkew:
+                return .json(400, #"{"error":{"code":"clock_skew","message":"sent_at is 900 s ahead of the collector's clock"}}"#)
             case .refuse(let id, let status) where id == nil || id == batch.batchID:
                 return .json(status, #"{"error":{"code":"invalid_batch","message":"result 0: duration_ms must not be negative"}}"#)
             default:

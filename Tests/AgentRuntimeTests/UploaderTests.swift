@@ -45,7 +45,7 @@ struct UploaderTests {
 
         let task = Task { try await uploader.run() }
         defer { task.cancel() }
-        try await waitUntil("4 refused pushes") { receiver.snapshot.receivedBatches.count >= 4 }
+        try await waitUntil("4 refused pushes") { logs.messages(containing: "push failed").count >= 4 }
         let refused = receiver.snapshot
         #expect(Set(refused.receivedBatches).count == 1, "every retry carries the same batch id")
         #expect(refused.results.isEmpty)
@@ -106,6 +106,26 @@ struct UploaderTests {
         let errors = logs.messages(at: .error, containing: "enrol the key")
         #expect(errors.count == 1, "logged once per minute, not once per retry")
         #expect(errors.first?.message.contains(key.publicKey.base64) == true)
+    }
+
+    @Test("400 clock_skew is the host's clock, not the batch: data kept, error with the fix, then delivered")
+    func clockSkewKeepsData() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        for i in 1...3 { try spool.append(sampleResult("p\(i)")) }
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .clockSkew)
+        defer { receiver.stop() }
+        let uploader = Uploader(settings: settings(receiver.url), spool: spool, key: key, logger: logs.logger())
+        let task = Task { try await uploader.run() }
+        defer { task.cancel() }
+        try await waitUntil("refused pushes") { receiver.snapshot.receivedBatches.count >= 3 }
+        #expect(spool.status.unsentResults == 3)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("rejected")).isEmpty)
+        #expect(logs.messages(at: .error, containing: "NTP").count == 1)
+        receiver.setMode(.accept)
+        try await waitUntil("delivery") { spool.status.unsentResults == 0 }
+        #expect(receiver.snapshot.results.map(\.seq) == [1, 2, 3])
     }
 
     @Test("connection refused is retried like a 5xx, and nothing is lost")

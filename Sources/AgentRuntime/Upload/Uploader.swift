@@ -12,6 +12,7 @@ import SondeCore
 /// | 2xx (`PushAck`) | batch acknowledged, removed from the spool |
 /// | 5xx, 429, time-out, connection refused | same batch again after capped exponential backoff with full jitter |
 /// | 401 / 403 | agent unknown or revoked: data kept, error logged (once a minute) with the fix, slow retry |
+/// | 400 `clock_skew` | the host clock is off: same as 401 (the batch is fine; the clock needs fixing) |
 /// | 400 / 413 / 422 | the collector refuses the batch itself: moved to `spool/rejected/`, next batch |
 /// | other | logged, retried with backoff (a wrong URL should not lose data) |
 ///
@@ -98,7 +99,7 @@ public struct Uploader: Service {
             case .rejected(let status, let message):
                 logger.error("collector refused the batch itself; moved it to spool/rejected/", metadata: ["http.status": "\(status)", "error.message": "\(message)"])
                 try? spool.reject(batch, reason: "HTTP \(status): \(message)")
-            case .unauthorized, .retry:
+            case .agentRefused, .retry:
                 return
             }
         }
@@ -144,13 +145,15 @@ public struct Uploader: Service {
                     await pause(settings.backoffCap)
                 }
                 return
-            case .unauthorized(let status, let message):
+            case .agentRefused(let status, let message, let clockSkew):
                 let clock = ContinuousClock()
                 if state.lastUnauthorizedLog.map({ clock.now - $0 >= .seconds(60) }) ?? true {
                     state.lastUnauthorizedLog = clock.now
-                    logger.error(
-                        "collector does not accept this agent's key (unknown or revoked agent); results are kept in the spool. Fix: enrol the key on the collector with `sonde-collector agents add --id \(settings.agentID) --region <region> --public-key \(key.publicKey.base64)`",
-                        metadata: ["http.status": "\(status)", "error.message": "\(message)", "spool.unsent": "\(spool.status.unsentResults)"])
+                    let text: Logger.Message =
+                        clockSkew
+                        ? "collector refuses this agent's sent_at: the host clock is off; results are kept in the spool. Fix: synchronise the clock (NTP, e.g. `timedatectl set-ntp true`)"
+                        : "collector does not accept this agent's key (unknown or revoked agent); results are kept in the spool. Fix: enrol the key on the collector with `sonde-collector agents add --id \(settings.agentID) --region <region> --public-key \(key.publicKey.base64)`"
+                    logger.error(text, metadata: ["http.status": "\(status)", "error.message": "\(message)", "spool.unsent": "\(spool.status.unsentResults)"])
                 }
                 await pause(settings.unauthorizedRetry)
             case .retry(let reason):
@@ -174,7 +177,9 @@ public struct Uploader: Service {
     enum SendOutcome {
         case acknowledged(PushAck?)
         case rejected(status: Int, message: String)
-        case unauthorized(status: Int, message: String)
+        /// Not this batch's fault but this agent's (key not enrolled, revoked, clock off): keep
+        /// everything and retry slowly.
+        case agentRefused(status: Int, message: String, clockSkew: Bool)
         case retry(String)
     }
 
@@ -201,11 +206,16 @@ public struct Uploader: Service {
             return .retry("\(error.kind.rawValue): \(error.message)")
         }
         let message = Self.errorMessage(response)
+        let code = (try? SondeJSON.decode(APIErrorBody.self, from: response.body))?.error.code
         switch response.status {
         case 200..<300:
             return .acknowledged(try? SondeJSON.decode(PushAck.self, from: response.body))
         case 401, 403:
-            return .unauthorized(status: response.status, message: message)
+            return .agentRefused(status: response.status, message: message, clockSkew: false)
+        case 400 where code == "clock_skew":
+            // The host's clock, not the batch: moving batches aside would empty the spool into
+            // rejected/ until someone fixes NTP.
+            return .agentRefused(status: response.status, message: message, clockSkew: true)
         case 400, 413, 422:
             return .rejected(status: response.status, message: message)
         default:
