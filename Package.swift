@@ -125,7 +125,7 @@ let package = Package(
         .target(
             name: "SondeCLI",
             dependencies: [
-                "SondeCore", "CurlHTTP", "Yams",
+                "SondeCore", "CurlHTTP", "Correlation", "Yams",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -134,7 +134,8 @@ let package = Package(
         // MARK: - Executables: one Entrypoint.swift each
 
         .executableTarget(name: "sonde-agent", dependencies: ["AgentRuntime"], swiftSettings: swiftSettings),
-        .executableTarget(name: "sonde-collector", dependencies: ["Collector"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "sonde-collector", dependencies: ["Collector", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .executableTarget(name: "sonde", dependencies: ["SondeCLI"], swiftSettings: swiftSettings),
         .executableTarget(name: "sonde-sim", dependencies: ["PlatformSim"], swiftSettings: swiftSettings),
 
@@ -152,7 +153,14 @@ let package = Package(
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "SondeTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "PlatformSimTests", dependencies: ["PlatformSim", "SondeTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "CorrelationTests", dependencies: ["Correlation", "SondeTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "CollectorTests", dependencies: ["Collector", "CollectorStore", "SondeTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CollectorTests",
+            dependencies: [
+                "Collector", "CollectorStore", "Correlation", "SondeCLI", "SondeTestSupport", "CurlHTTP",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
     ]
 )

@@ -167,6 +167,9 @@ public final class PlatformSimulator: Sendable {
     /// The port a region listens on, nil for a region the sim does not serve.
     public func port(for region: String) -> Int? { endpoints.first { $0.region == region }?.port }
 
+    /// Client connections open now, across regions (hanging ones included).
+    public var openConnections: Int { connections.count }
+
     // MARK: - Faults
 
     /// Activates a fault and returns its id (`f-1`, …).

@@ -58,6 +58,41 @@ struct ExecutableTests {
         #expect(try await sim.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    @Test func clearAllAndJSONOutput() async throws {
+        let (sim, urls) = try await Self.startSim(["--regions", "eu,us"])
+        defer { sim.signal(SIGKILL) }
+        let eu = try #require(urls["eu"])
+        let set = try await fault(["set", "--type", "latency", "--delay-ms", "50", "--component", "api,files", "--json", "--sim", eu])
+        let json = try JSONSerialization.jsonObject(with: Data(set.output.utf8)) as? [String: Any]
+        #expect(json?["delay_ms"] as? Int == 50)
+        #expect(json?["components"] as? [String] == ["api", "files"])
+        _ = try await fault(["set", "--type", "hang", "--user", "probe", "--sim", eu])
+        let cleared = try await fault(["clear", "--all", "--sim", eu])
+        #expect(cleared.output.contains("cleared 2 faults"), "\(cleared.output)")
+        let bad = try await fault(["set", "--type", "meteor", "--sim", eu])
+        #expect(bad.status != 0)
+        #expect(bad.output.contains("--type: expected one of error, latency"), "\(bad.output)")
+    }
+
+    @Test func usersComeFromFlagsOrTheEnvironment() async throws {
+        let fromEnv = try ChildProcess("sonde-sim", ["--regions", "eu"], environment: ["SONDE_SIM_PASSWORD": "from-env"])
+        defer { fromEnv.signal(SIGKILL) }
+        let flags = try ChildProcess("sonde-sim", ["--regions", "eu", "--user", "alice:a:b", "--user", "bob:b", "--token-ttl", "60"])
+        defer { flags.signal(SIGKILL) }
+        func login(_ process: ChildProcess, _ user: String, _ password: String) async throws -> HTTPResponse {
+            let line = try await process.waitForLine(timeout: .seconds(20)) { $0.hasPrefix("eu ") }
+            let url = String(line.dropFirst(3))
+            return try await CurlHTTPClient.shared.perform(
+                HTTPRequest(method: "POST", url: url + "/v1/auth/login", body: Data(#"{"username":"\#(user)","password":"\#(password)"}"#.utf8)))
+        }
+        #expect(try await login(fromEnv, "probe", "from-env").status == 200)
+        #expect(try await login(fromEnv, "probe", "probe-password").status == 401)
+        #expect(try await login(flags, "alice", "a:b").status == 200)
+        let bob = try await login(flags, "bob", "b")
+        #expect(bob.bodyText.contains(#""expires_in":60"#))
+        #expect(try await login(flags, "probe", "probe-password").status == 401)
+    }
+
     @Test func faultCommandExplainsAnUnreachableSim() async throws {
         // A port that was just free: nothing listens there.
         let listener = try LoopbackHTTPServer { _ in .drop }

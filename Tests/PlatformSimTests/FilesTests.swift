@@ -11,8 +11,7 @@ struct FilesTests {
     static func nastyBytes(boundary: String) -> Data {
         var data = Data((0...255).map { UInt8($0) })
         data.append(Data("\r\n--\(boundary.dropLast())\r\n\r\n--\r\n".utf8))
-        var generator = SplitMix64(seed: 7)
-        data.append(Data((0..<200_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }))
+        data.append(randomBytes(200_000, seed: 7))
         data.append(Data("\r\n".utf8))
         return data
     }
@@ -95,9 +94,13 @@ struct FilesTests {
         let h = try await SimHarness.start(maxBodyBytes: 1 << 20)
         defer { Task { try? await h.shutdown() } }
         let token = try await h.login()
-        let tooBig = try await h.upload(Data(repeating: 1, count: (1 << 20) + 10), token: token)
+        let tooBig = try await h.upload(Data(repeating: 1, count: (1 << 20) + 1), token: token)
         #expect(tooBig.status == 413)
         #expect(tooBig.errorCode == "request_too_large")
+        // A file of exactly the limit fits, multipart framing or not.
+        #expect(try await h.upload(Data(repeating: 1, count: 1 << 20), token: token).status == 200)
+        let tooBigJSON = try await h.request("POST", "/v1/batches", token: token, body: Data(count: (1 << 20) + 1), headers: [HTTPHeader("Content-Type", "application/json")])
+        #expect(tooBigJSON.status == 413)
         // The sim is still fine afterwards.
         #expect(try await h.upload(Data(repeating: 1, count: 1000), token: token).status == 200)
     }
@@ -107,7 +110,7 @@ struct FilesTests {
         defer { Task { try? await h.shutdown() } }
         let token = try await h.login()
         let tooBig = try await h.request(
-            "POST", "/v1/files", token: token, body: Data(count: (32 << 20) + 1),
+            "POST", "/v1/files", token: token, body: Data(count: (32 << 20) + 64 * 1024 + 1),
             headers: [HTTPHeader("Content-Type", "multipart/form-data; boundary=b")])
         #expect(tooBig.status == 413)
     }

@@ -17,7 +17,7 @@ struct RelayTests {
 
         // A big body both ways proves bytes pass intact in both directions.
         let token = try await h.login()
-        let content = Data((0..<(2 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        let content = randomBytes(2 << 20, seed: 3)
         let (body, contentType) = multipart(fields: [("purpose", nil, Data("batch".utf8)), ("file", "x.bin", content)])
         let upload = try await CurlHTTPClient.shared.perform(
             HTTPRequest(method: "POST", url: relay.url + "/v1/files", headers: [HTTPHeader("Authorization", "Bearer \(token)"), HTTPHeader("Content-Type", contentType)], body: body))

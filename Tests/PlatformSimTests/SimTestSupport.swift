@@ -1,8 +1,9 @@
 import CurlHTTP
 import Foundation
-import PlatformSim
 import SondeCore
 import SondeTestSupport
+
+@testable import PlatformSim
 
 /// A sim started for one test plus a small client over CurlHTTP (the client the agents use).
 struct SimHarness {
@@ -75,6 +76,22 @@ func multipart(fields: [(String, String?, Data)], boundary: String = "sonde-\(UU
     }
     body.append(Data("--\(boundary)--\r\n".utf8))
     return (body, "multipart/form-data; boundary=\(boundary)")
+}
+
+/// Pseudo-random bytes, eight at a time (cheap even in debug builds).
+func randomBytes(_ count: Int, seed: UInt64) -> Data {
+    var generator = SplitMix64(seed: seed)
+    var data = Data(count: count)
+    data.withUnsafeMutableBytes { raw in
+        var offset = 0
+        while offset < count {
+            var word = generator.next()
+            let n = min(8, count - offset)
+            withUnsafeBytes(of: &word) { raw.baseAddress!.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+            offset += n
+        }
+    }
+    return data
 }
 
 extension HTTPResponse {

@@ -54,17 +54,19 @@ final class FaultBook: Sendable {
 
     /// The faults whose scope covers the request and whose fraction draw hits, in the order they
     /// were added. Each covering fault draws once per call, so call this once per request and kind.
-    func hits(
-        component: SimComponent, region: String, user: String?, where include: (Fault.Effect) -> Bool
-    ) -> [Fault] {
+    func hits(component: SimComponent, region: String, user: String?, where include: (Fault) -> Bool) -> [Fault] {
+        draws(component: component, region: region, user: user, where: include).filter(\.hit).map(\.fault)
+    }
+
+    /// Every covering fault with the outcome of its draw (for callers that remember misses too).
+    func draws(component: SimComponent, region: String, user: String?, where include: (Fault) -> Bool) -> [(fault: Fault, hit: Bool)] {
         state.withLock { state in
-            var hits: [Fault] = []
-            for fault in state.faults where include(fault.effect) && fault.covers(component: component, region: region, user: user) {
-                if fault.fraction >= 1 || (fault.fraction > 0 && state.random.nextUnitDouble() < fault.fraction) {
-                    hits.append(fault)
-                }
+            var draws: [(fault: Fault, hit: Bool)] = []
+            for fault in state.faults where include(fault) && fault.covers(component: component, region: region, user: user) {
+                let hit = fault.fraction >= 1 || (fault.fraction > 0 && state.random.nextUnitDouble() < fault.fraction)
+                draws.append((fault, hit))
             }
-            return hits
+            return draws
         }
     }
 }

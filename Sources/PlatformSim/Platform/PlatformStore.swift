@@ -89,11 +89,10 @@ final class PlatformStore: Sendable {
     func createBatch(_ request: CreateBatchRequest, owner: String, region: String, faults: FaultBook, now: Date = Date()) -> BatchCreation {
         state.withLock { state in
             guard let input = state.files[request.inputFileID] else { return .unknownInputFile }
-            let lines = input.bytes.split(separator: UInt8(ascii: "\n")).filter { !$0.allSatisfy { $0 == 13 || $0 == 32 } }
             var batch = StoredBatch(
                 id: "batch_" + randomHex(12), endpoint: request.endpoint ?? "/v1/chat/completions", inputFileID: input.id,
                 completionWindow: request.completionWindow ?? "24h", owner: owner, region: region, phaseStartedAt: now,
-                createdAt: now, total: lines.count)
+                createdAt: now, total: Self.countLines(input.bytes))
             Self.drawStuck(&batch, faults: faults)
             state.batches[batch.id] = batch
             return .created(batch)
@@ -203,19 +202,30 @@ final class PlatformStore: Sendable {
     private static func drawStuck(_ batch: inout StoredBatch, faults: FaultBook) {
         let current = batch.status
         let drawn = batch.stuckDraws
-        let hits = faults.hits(component: .batch, region: batch.region, user: batch.owner) { effect in
-            if case .batchStuck(let state) = effect { return state == current }
-            return false
+        let draws = faults.draws(component: .batch, region: batch.region, user: batch.owner) { fault in
+            guard let id = fault.id, case .batchStuck(let state) = fault.effect else { return false }
+            return state == current && !drawn.contains(id)
         }
-        // Faults already drawn for this state keep their first answer.
-        let all = faults.all.compactMap { fault -> String? in
-            guard let id = fault.id, case .batchStuck(let state) = fault.effect, state == current,
-                fault.covers(component: .batch, region: batch.region, user: batch.owner)
-            else { return nil }
-            return id
+        // A fault keeps its first answer for this batch in this state.
+        for draw in draws {
+            batch.stuckDraws.insert(draw.fault.id!)
+            if draw.hit && batch.stuckBy == nil { batch.stuckBy = draw.fault.id }
         }
-        for id in all where !drawn.contains(id) { batch.stuckDraws.insert(id) }
-        if let hit = hits.first(where: { !drawn.contains($0.id ?? "") }) { batch.stuckBy = hit.id }
+    }
+
+    /// Non-empty lines of a JSONL file (memchr, so large inputs stay cheap under the lock).
+    static func countLines(_ data: Data) -> Int {
+        data.withUnsafeBytes { raw -> Int in
+            guard let base = raw.baseAddress, raw.count > 0 else { return 0 }
+            var count = 0
+            var start = 0
+            while start < raw.count {
+                let end = memchr(base + start, 10, raw.count - start).map { base.distance(to: UnsafeRawPointer($0)) } ?? raw.count
+                if end > start && !(end == start + 1 && raw[start] == 13) { count += 1 }
+                start = end + 1
+            }
+            return count
+        }
     }
 
     /// One JSONL line per input request, shaped like OpenAI's batch output.

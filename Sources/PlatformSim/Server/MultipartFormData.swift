@@ -31,13 +31,19 @@ struct MultipartFormData {
     }
 
     init(body: Data, boundary: String) throws(ParseError) {
-        let bytes = [UInt8](body)
+        let result = body.withUnsafeBytes { raw in
+            Result { () throws(ParseError) -> [Part] in try Self.parse(raw, boundary: boundary) }
+        }
+        self.parts = try result.get()
+    }
+
+    private static func parse(_ bytes: UnsafeRawBufferPointer, boundary: String) throws(ParseError) -> [Part] {
         let delimiter = Array("--\(boundary)".utf8)
         let crlf: [UInt8] = [13, 10]
         var parts: [Part] = []
 
         // The first delimiter may open the body or follow a preamble line.
-        guard var position = Self.find(delimiter, in: bytes, from: 0) else {
+        guard var position = find(delimiter, in: bytes, from: 0) else {
             throw ParseError("multipart body has no boundary line \"--\(boundary)\"")
         }
         position += delimiter.count
@@ -56,25 +62,25 @@ struct MultipartFormData {
                 headerEnd = position
                 contentStart = position + 2
             } else {
-                guard let end = Self.find([13, 10, 13, 10], in: bytes, from: position) else {
+                guard let end = find([13, 10, 13, 10], in: bytes, from: position) else {
                     throw ParseError("multipart part headers are not terminated by an empty line")
                 }
                 headerEnd = end
                 contentStart = end + 4
             }
-            guard let contentEnd = Self.find(crlf + delimiter, in: bytes, from: contentStart) else {
+            guard let contentEnd = find(crlf + delimiter, in: bytes, from: contentStart) else {
                 throw ParseError("multipart part is not closed by \"--\(boundary)\" (body truncated?)")
             }
-            var part = Part(body: Data(bytes[contentStart..<contentEnd]))
-            let headerText = String(decoding: bytes[position..<headerEnd], as: UTF8.self)
+            var part = Part(body: Data(UnsafeRawBufferPointer(rebasing: bytes[contentStart..<contentEnd])))
+            let headerText = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[position..<headerEnd]), as: UTF8.self)
             for line in headerText.components(separatedBy: "\r\n") {
                 guard let colon = line.firstIndex(of: ":") else { continue }
                 let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
                 let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
                 switch name {
                 case "content-disposition":
-                    for field in Self.splitParameters(value).dropFirst() {
-                        let (key, fieldValue) = Self.keyValue(field)
+                    for field in splitParameters(value).dropFirst() {
+                        let (key, fieldValue) = keyValue(field)
                         if key == "name" { part.name = fieldValue }
                         if key == "filename" { part.filename = fieldValue }
                     }
@@ -87,17 +93,16 @@ struct MultipartFormData {
             parts.append(part)
             position = contentEnd + 2 + delimiter.count
         }
-        self.parts = parts
+        return parts
     }
 
     // MARK: - Helpers
 
     /// The first index of `needle` in `haystack` at or after `from`.
-    static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
-        guard !needle.isEmpty, from <= haystack.count - needle.count else { return nil }
+    static func find(_ needle: [UInt8], in hay: UnsafeRawBufferPointer, from: Int) -> Int? {
+        guard !needle.isEmpty, from <= hay.count - needle.count else { return nil }
         // memchr for the first byte, then compare the rest: fast on large binary bodies.
-        return haystack.withUnsafeBytes { hay in
-            needle.withUnsafeBytes { pin in
+        return needle.withUnsafeBytes { pin in
                 let base = hay.baseAddress!
                 let last = hay.count - pin.count
                 var index = from
@@ -108,7 +113,6 @@ struct MultipartFormData {
                     index = offset + 1
                 }
                 return nil
-            }
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 
 /// One HTTP connection of one region: collects a request (at most `maxBodyBytes` of body), asks
 /// the router what to do, then answers, waits, hangs or drops on the event loop. Delays are
@@ -30,7 +31,8 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
         self.router = router
         self.region = region
         self.logger = logger
-        self.maxBodyBytes = router.maxBodyBytes
+        // Room for multipart framing around a file of exactly the limit; the router checks the file itself.
+        self.maxBodyBytes = router.maxBodyBytes + Self.multipartAllowance
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -80,24 +82,54 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
 
     // MARK: - Answering
 
+    /// Requests with bodies above this are handled on the thread pool (copying and parsing
+    /// megabytes must not stall the event loop, or other connections' latency faults drift).
+    static let offloadThreshold = 64 * 1024
+    static let multipartAllowance = 64 * 1024
+
     private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
         let received = NIODeadline.now()
         let uri = head.uri
         let queryStart = uri.firstIndex(of: "?")
-        let request = SimRequest(
-            method: head.method.rawValue,
-            path: String(uri[..<(queryStart ?? uri.endIndex)]),
-            query: queryStart.map { String(uri[uri.index(after: $0)...]) },
-            headers: head.headers.map { (name: $0.name, value: $0.value) },
-            body: Data(body.readableBytesView),
-            region: region,
-            requestID: "req_" + randomHex(12))
-        let action = router.handle(request)
+        let region = region
+        let router = router
+        let makeRequest: @Sendable () -> SimRequest = {
+            SimRequest(
+                method: head.method.rawValue,
+                path: String(uri[..<(queryStart ?? uri.endIndex)]),
+                query: queryStart.map { String(uri[uri.index(after: $0)...]) },
+                headers: head.headers.map { (name: $0.name, value: $0.value) },
+                body: body.withUnsafeReadableBytes { Data($0) },
+                region: region,
+                requestID: "req_" + randomHex(12))
+        }
+        guard body.readableBytes > Self.offloadThreshold else {
+            let request = makeRequest()
+            schedule(router.handle(request), request: request, head: head, received: received, context: context)
+            return
+        }
+        NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { () -> SimResponseJob in
+            let request = makeRequest()
+            return SimResponseJob(request: request, action: router.handle(request))
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let job):
+                self.schedule(job.action, request: job.request, head: head, received: received, context: context)
+            case .failure(let error):
+                self.logger.error("request handling failed", metadata: ["sim.region": "\(region)", "error": "\(error)"])
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func schedule(_ action: SimAction, request: SimRequest, head: HTTPRequestHead, received: NIODeadline, context: ChannelHandlerContext) {
         guard action.delay > .zero else {
             perform(action, request: request, head: head, received: received, context: context)
             return
         }
-        pending = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(action.delay.nanoseconds)) {
+        // The delay counts from when the request was complete, so handling time does not add to it.
+        let deadline = received + .nanoseconds(action.delay.nanoseconds)
+        pending = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.pending = nil
             self.perform(action, request: request, head: head, received: received, context: context)
         }
@@ -140,7 +172,9 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
         let status = HTTPResponseStatus(statusCode: response.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if !response.body.isEmpty {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+            response.body.withUnsafeBytes { _ = buffer.writeBytes($0) }
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if keepAlive {
@@ -151,7 +185,7 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     private func rejectTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        let limit = maxBodyBytes >> 20
+        let limit = router.maxBodyBytes >> 20
         let response = SimResponse.error(413, "request_too_large", "Request body is larger than the \(limit) MiB limit")
         let requestID = "req_" + randomHex(12)
         state = .discarding
@@ -170,6 +204,11 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
                 "sim.request_id": "\(requestID)",
             ])
     }
+}
+
+private struct SimResponseJob: Sendable {
+    var request: SimRequest
+    var action: SimAction
 }
 
 /// `Date` header values (RFC 7231 IMF-fixdate).

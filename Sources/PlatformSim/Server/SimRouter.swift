@@ -26,32 +26,35 @@ final class SimRouter: Sendable {
         guard let component = SimComponent.of(path: request.path) else {
             return .respond(.error(404, "not_found", "No route for \(request.method) \(request.path)"))
         }
+        let isUpload = request.method == "POST" && request.path == "/v1/files"
+        guard isUpload || request.body.count <= maxBodyBytes else { return .respond(tooLarge()) }
         let user = requestUser(request, component: component)
 
         // Transport-level faults first: latency adds up, the first of hang/drop/error decides.
-        let hits = faults.hits(component: component, region: request.region, user: user) { effect in
-            switch effect {
+        let hits = faults.hits(component: component, region: request.region, user: user) { fault in
+            switch fault.effect {
             case .latency, .error, .hang, .drop: true
             case .loginReject, .fileExpired, .batchStuck: false
             }
         }
-        var action = SimAction(outcome: .hang)
-        action.faultIDs = hits.compactMap(\.id)
-        for hit in hits { if case .latency(let delay) = hit.effect { action.delay += delay } }
-        let terminal = hits.first { if case .latency = $0.effect { false } else { true } }
-        switch terminal?.effect {
+        var faultIDs = hits.compactMap(\.id)
+        var delay = Duration.zero
+        for hit in hits { if case .latency(let extra) = hit.effect { delay += extra } }
+        let outcome: SimAction.Outcome
+        switch hits.first(where: { if case .latency = $0.effect { false } else { true } })?.effect {
         case .hang?:
-            action.outcome = .hang
+            outcome = .hang
         case .drop?:
-            action.outcome = .drop
+            outcome = .drop
         case .error(let status, let message)?:
-            action.outcome = .respond(
+            outcome = .respond(
                 .error(status, "server_error", message ?? "The server had an error while processing your request (elevated error rates)."))
         default:
             var applied: [String] = []
-            action.outcome = .respond(route(request, component: component, user: user, applied: &applied))
-            action.faultIDs += applied
+            outcome = .respond(route(request, component: component, user: user, applied: &applied))
+            faultIDs += applied
         }
+        let action = SimAction(outcome: outcome, delay: delay, faultIDs: faultIDs)
         return action
     }
 
@@ -128,7 +131,7 @@ final class SimRouter: Sendable {
         guard let body = try? JSONDecoder().decode(LoginRequest.self, from: request.body) else {
             return .error(400, "invalid_request", #"Expected a JSON body {"username":"…","password":"…"}"#)
         }
-        let rejected = faults.hits(component: .login, region: request.region, user: body.username) { $0 == .loginReject }
+        let rejected = faults.hits(component: .login, region: request.region, user: body.username) { $0.effect == .loginReject }
         guard rejected.isEmpty, let token = store.login(username: body.username, password: body.password) else {
             applied += rejected.compactMap(\.id)
             return .error(401, "invalid_credentials", "Invalid username or password")
@@ -150,6 +153,7 @@ final class SimRouter: Sendable {
         guard let file = form.part(named: "file") else {
             return .error(400, "invalid_request", "Missing the 'file' part (multipart field named file, with a filename)")
         }
+        guard file.body.count <= maxBodyBytes else { return tooLarge() }
         let purpose = form.part(named: "purpose").map { String(decoding: $0.body, as: UTF8.self) } ?? "batch"
         let stored = store.addFile(filename: file.filename ?? "upload.bin", purpose: purpose, bytes: file.body, owner: owner)
         return .json(200, stored.object)
@@ -159,7 +163,7 @@ final class SimRouter: Sendable {
         guard let file = store.file(id) else { return fileNotFound(id) }
         var expired = file.expired
         if !expired {
-            let hits = faults.hits(component: .files, region: request.region, user: user) { $0 == .fileExpired }
+            let hits = faults.hits(component: .files, region: request.region, user: user) { $0.effect == .fileExpired }
             if !hits.isEmpty {
                 store.markExpired(id)
                 applied += hits.compactMap(\.id)
@@ -197,6 +201,10 @@ final class SimRouter: Sendable {
         case (.batch, 4): segments[3] == "cancel"
         default: false
         }
+    }
+
+    private func tooLarge() -> SimResponse {
+        .error(413, "request_too_large", "Request body is larger than the \(maxBodyBytes >> 20) MiB limit")
     }
 
     private func fileNotFound(_ id: String) -> SimResponse { .error(404, "file_not_found", "No such file: \(id)") }

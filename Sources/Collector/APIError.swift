@@ -1,0 +1,66 @@
+import Foundation
+import Hummingbird
+import SondeCore
+
+/// An error answer: its HTTP status and the `{"error":{"code":…,"message":…}}` body.
+public struct APIError: Error, Sendable, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+    public var headers: HTTPFields = [:]
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(status.code) \(code): \(message)" }
+
+    var response: Response {
+        var response = JSONResponse.make(APIErrorBody(code: code, message: message), status: status)
+        for field in headers { response.headers.append(field) }
+        return response
+    }
+
+    static func badQuery(_ message: String) -> APIError { APIError(.badRequest, "bad_query", message) }
+    static func notFound(_ message: String) -> APIError { APIError(.notFound, "not_found", message) }
+}
+
+enum JSONResponse {
+    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? SondeJSON.encode(value)) ?? Data("{}".utf8)
+        return bytes(data, contentType: "application/json", status: status)
+    }
+
+    static func bytes(_ data: Data, contentType: String, status: HTTPResponse.Status = .ok) -> Response {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(data)
+        return Response(
+            status: status, headers: [.contentType: contentType, .contentLength: "\(data.count)"], body: ResponseBody(byteBuffer: buffer))
+    }
+
+    static func text(_ text: String, contentType: String) -> Response { bytes(Data(text.utf8), contentType: contentType) }
+}
+
+extension DecodingError {
+    /// "results[0].started_at: expected …" — where in the JSON, and what was wrong.
+    var pathDescription: String {
+        func path(_ keys: [any CodingKey]) -> String {
+            var text = ""
+            for key in keys {
+                if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
+            }
+            return text.isEmpty ? "(top level)" : text
+        }
+        switch self {
+        case .keyNotFound(let key, let context): return "\(path(context.codingPath + [key])): is required"
+        case .typeMismatch(let type, let context): return "\(path(context.codingPath)): expected \(type)"
+        case .valueNotFound(let type, let context): return "\(path(context.codingPath)): expected \(type), found null"
+        case .dataCorrupted(let context):
+            let underlying = (context.underlyingError as? NSError)?.userInfo[NSDebugDescriptionErrorKey] as? String
+            return "\(path(context.codingPath)): \(underlying ?? context.debugDescription)"
+        @unknown default: return "\(self)"
+        }
+    }
+}

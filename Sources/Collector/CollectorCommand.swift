@@ -1,0 +1,136 @@
+import ArgumentParser
+import CollectorStore
+import Foundation
+import Logging
+import SondeCore
+
+/// `sonde-collector`: the server and its offline admin commands.
+public struct CollectorCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "sonde-collector",
+        abstract: "Sonde's collector: receives signed probe results, correlates them, serves the API and status page, sends alerts.",
+        subcommands: [Serve.self, Agents.self])
+
+    public init() {}
+}
+
+extension CollectorCommand {
+    public struct Serve: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(abstract: "Run the collector until SIGTERM or SIGINT.")
+
+        @Option(name: .long, help: "The YAML configuration file (see docs/collector.md).")
+        var config: String
+
+        @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+        var logLevel: String = "info"
+
+        public init() {}
+
+        public func validate() throws {
+            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical") }
+        }
+
+        public func run() async throws {
+            var logger = Logger(label: "sonde-collector")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let configuration: CollectorConfig
+            do { configuration = try CollectorConfig.load(path: config) } catch {
+                printError("sonde-collector: \(error)")
+                throw ExitCode(2)
+            }
+            let collector = try await buildCollector(config: configuration, logger: logger)
+            try await collector.runUntilSignalled()
+            logger.info("Collector stopped")
+        }
+    }
+
+    /// Offline agent administration on the database file (safe while the server runs: SQLite WAL).
+    public struct Agents: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(
+            abstract: "Enrol, revoke and list agents in a collector database.", subcommands: [Add.self, Revoke.self, List.self])
+        public init() {}
+    }
+}
+
+struct DatabaseOption: ParsableArguments {
+    @Option(name: .long, help: "The collector's SQLite database file.")
+    var db: String
+
+    func open() async throws -> SQLiteCollectorStore {
+        let store = try SQLiteCollectorStore(path: db, logger: Logger(label: "sonde-collector"))
+        try await store.migrate()
+        return store
+    }
+}
+
+extension CollectorCommand.Agents {
+    public struct Add: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(abstract: "Enrol an agent (or re-enable and update one).")
+        @OptionGroup var database: DatabaseOption
+        @Option(name: .long, help: "Agent id, as in its config.") var id: String
+        @Option(name: .long, help: "Region the agent runs in.") var region: String
+        @Option(name: .long, help: "Base64 Ed25519 public key (the .pub file from `sonde-agent keygen`), or @FILE to read it.")
+        var publicKey: String
+        public init() {}
+
+        public func run() async throws {
+            var text = publicKey
+            if text.hasPrefix("@") {
+                let path = String(text.dropFirst())
+                do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                    throw ValidationError("--public-key: cannot read \(path): \(error.localizedDescription)")
+                }
+            }
+            let key: AgentPublicKey
+            do { key = try AgentPublicKey(base64: text) } catch {
+                throw ValidationError("--public-key: expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
+            }
+            let store = try await database.open()
+            let existing = try await store.agent(id: id)
+            try await store.upsertAgent(
+                AgentRecord(id: id, region: region, publicKey: key.base64, revoked: false, enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+            print("\(existing == nil ? "enrolled" : "updated") agent \(id) (region \(region))")
+        }
+    }
+
+    public struct Revoke: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(abstract: "Revoke an agent: its pushes are refused from now on.")
+        @OptionGroup var database: DatabaseOption
+        @Option(name: .long, help: "Agent id.") var id: String
+        public init() {}
+
+        public func run() async throws {
+            let store = try await database.open()
+            guard try await store.revokeAgent(id: id) else {
+                printError("sonde-collector: no agent \"\(id)\" in \(database.db); `sonde-collector agents list --db \(database.db)` shows them")
+                throw ExitCode(1)
+            }
+            print("revoked agent \(id)")
+        }
+    }
+
+    public struct List: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(abstract: "List enrolled agents.")
+        @OptionGroup var database: DatabaseOption
+        @Flag(name: .long, help: "Print JSON.") var json = false
+        public init() {}
+
+        public func run() async throws {
+            let agents = try await database.open().agents()
+            if json {
+                print(String(decoding: try SondeJSON.encode(agents, pretty: true), as: UTF8.self))
+                return
+            }
+            let rows = [["ID", "REGION", "REVOKED", "LAST SEEN", "PUBLIC KEY"]]
+                + agents.map { [$0.id, $0.region, $0.revoked ? "yes" : "no", $0.lastSeen.map(RFC3339.string(from:)) ?? "never", $0.publicKey] }
+            let widths = (0..<5).map { column in rows.map { $0[column].count }.max() ?? 0 }
+            for row in rows {
+                print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            }
+        }
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}

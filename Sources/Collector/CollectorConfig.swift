@@ -1,0 +1,337 @@
+import Correlation
+import Foundation
+import SondeCore
+import Yams
+
+/// Everything `sonde-collector serve` reads from its YAML file. Keys are snake_case; durations
+/// are seconds as a number or a string with a unit (`500ms`, `1s`, `5m`, `2h`).
+///
+/// ```yaml
+/// listen: { host: 127.0.0.1, port: 18300 }   # port 0 picks a free one
+/// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
+/// public_url: https://status.example.com      # base of the links in webhooks
+/// retention_days: 30
+/// max_body_bytes: 8388608
+/// allowed_clock_skew: 300s
+/// evaluation_interval: 1s
+/// agents: [{ id: eu-1, region: eu, public_key: <base64> }]
+/// webhooks: [{ name: ops, url: https://hooks.example.com/sonde, secret: s3cret, events: [incident.opened], format: json }]
+/// webhook_retry: { base: 1s, cap: 5m, timeout: 10s }
+/// correlation: { ... }                         # thresholds; see docs/collector.md
+/// ```
+public struct CollectorConfig: Sendable {
+    /// `listen.host`, default 127.0.0.1.
+    public var host: String = "127.0.0.1"
+    /// `listen.port`, default 18300; 0 binds an ephemeral port.
+    public var port: Int = 18300
+    /// `database`: SQLite file path (created when missing), or `:memory:`. Default `sonde-collector.db`.
+    public var databasePath: String = "sonde-collector.db"
+    /// `public_url`: base URL of this collector as people reach it, for links. Default from `listen`.
+    public var publicURL: String?
+    /// `agents`: enrolled (or updated) at start-up.
+    public var agents: [AgentEnrolment] = []
+    /// `webhooks`: alert targets.
+    public var webhooks: [WebhookTarget] = []
+    /// `correlation`: the engine's thresholds (defaults from `CorrelationConfig()`).
+    public var correlation: CorrelationConfig = CorrelationConfig()
+    /// `retention_days`: results, batches, resolved incidents and delivered events older than this go. Default 30.
+    public var retentionDays: Double = 30
+    /// `max_body_bytes`: largest accepted push body. Default 8 MiB.
+    public var maxBodyBytes: Int = PushProtocol.defaultMaxBodyBytes
+    /// `max_results_per_batch`: default 10,000.
+    public var maxResultsPerBatch: Int = 10_000
+    /// `allowed_clock_skew`: how far `sent_at` may be from the collector's clock. Default 300 s.
+    public var allowedClockSkew: TimeInterval = PushProtocol.defaultAllowedSkew
+    /// `evaluation_interval`: how often the engine runs without new failures. Default 1 s.
+    public var evaluationInterval: TimeInterval = 1
+    /// `retention_interval`: how often old rows are pruned. Default 1 h.
+    public var retentionInterval: TimeInterval = 3600
+    /// `webhook_retry.base` / `.cap`: exponential backoff between delivery attempts. Default 1 s / 5 min.
+    public var webhookRetryBase: TimeInterval = 1
+    public var webhookRetryCap: TimeInterval = 300
+    /// `webhook_retry.timeout`: one delivery attempt's time limit. Default 10 s.
+    public var webhookTimeout: TimeInterval = 10
+    /// `webhook_retry.poll`: how often an idle dispatcher looks for new events. Default 200 ms.
+    public var webhookPollInterval: TimeInterval = 0.2
+
+    public init() {}
+
+    /// The base for links: `public_url`, or the listen address.
+    public func linkBase(boundPort: Int?) -> String {
+        if let publicURL { return publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL }
+        return "http://\(host):\(boundPort ?? port)"
+    }
+}
+
+/// An agent enrolled from the config file.
+public struct AgentEnrolment: Sendable, Codable, Hashable {
+    public var id: String
+    public var region: String
+    public var publicKey: String
+
+    public init(id: String, region: String, publicKey: String) {
+        self.id = id
+        self.region = region
+        self.publicKey = publicKey
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, region
+        case publicKey = "public_key"
+    }
+}
+
+/// Where alert webhooks go.
+public struct WebhookTarget: Sendable, Codable, Hashable {
+    public enum Format: String, Sendable, Codable, Hashable {
+        /// The AlertEvent JSON plus `link`, signed.
+        case json
+        /// Slack incoming-webhook message: `{"text": …, "blocks": […]}`.
+        case slack
+    }
+
+    /// `name`: the delivery key (stable across restarts); defaults to the URL.
+    public var name: String
+    public var url: String
+    /// `secret`: HMAC-SHA256 key for `Sonde-Signature`.
+    public var secret: String
+    /// `events`: event types to send (`incident.opened`, …); empty sends all.
+    public var events: [String]
+    public var format: Format
+
+    public init(name: String? = nil, url: String, secret: String, events: [String] = [], format: Format = .json) {
+        self.name = name ?? url
+        self.url = url
+        self.secret = secret
+        self.events = events
+        self.format = format
+    }
+
+    /// True when this target wants events of `type` (`alert.test` goes everywhere).
+    public func accepts(_ type: String) -> Bool {
+        type == AlertEventType.test.rawValue || events.isEmpty || events.contains(type)
+    }
+
+    enum CodingKeys: String, CodingKey { case name, url, secret, events, format }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        url = try c.decode(String.self, forKey: .url)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? url
+        secret = try c.decode(String.self, forKey: .secret)
+        events = try c.decodeIfPresent([String].self, forKey: .events) ?? []
+        format = try c.decodeIfPresent(Format.self, forKey: .format) ?? .json
+        let known = Set(AlertEventType.allCases.map(\.rawValue))
+        for (index, event) in events.enumerated() where !known.contains(event) {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: c.codingPath + [CodingKeys.events, IndexKey(index)],
+                    debugDescription: "unknown event type \"\(event)\"; expected one of \(known.sorted().joined(separator: ", "))"))
+        }
+    }
+}
+
+struct IndexKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(_ index: Int) {
+        intValue = index
+        stringValue = "\(index)"
+    }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { self.init(intValue) }
+}
+
+// MARK: - Loading
+
+/// A configuration problem: which file, which field, what was expected.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public var file: String
+    public var field: String?
+    public var message: String
+
+    public init(file: String, field: String?, message: String) {
+        self.file = file
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String {
+        if let field, !field.isEmpty { return "\(file): \(field): \(message)" }
+        return "\(file): \(message)"
+    }
+}
+
+/// A duration in YAML: a number of seconds or a string like `500ms`, `2s`, `5m`, `1h`.
+struct ConfigDuration: Decodable {
+    var seconds: TimeInterval
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let number = try? container.decode(Double.self) {
+            seconds = number
+        } else {
+            let text = try container.decode(String.self).trimmingCharacters(in: .whitespaces)
+            guard let parsed = ConfigDuration.parse(text) else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "expected a duration such as 500ms, 1s, 5m or 2h, got \"\(text)\"")
+            }
+            seconds = parsed
+        }
+        if seconds < 0 {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "a duration cannot be negative")
+        }
+    }
+
+    /// Parses `500ms`, `1.5s`, `5m`, `2h`, `1d` or a bare number of seconds.
+    static func parse(_ text: String) -> TimeInterval? {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            if let value = Double(text.dropLast(suffix.count)) { return value * factor }
+        }
+        return Double(text)
+    }
+}
+
+/// The YAML file's shape; turned into `CollectorConfig` by `CollectorConfig.load`.
+private struct ConfigFile: Decodable {
+    struct Listen: Decodable {
+        var host: String?
+        var port: Int?
+    }
+    struct Retry: Decodable {
+        var base: ConfigDuration?
+        var cap: ConfigDuration?
+        var timeout: ConfigDuration?
+        var poll: ConfigDuration?
+    }
+    var listen: Listen?
+    var database: String?
+    var publicURL: String?
+    var agents: [AgentEnrolment]?
+    var webhooks: [WebhookTarget]?
+    var correlation: CorrelationConfig?
+    var retentionDays: Double?
+    var maxBodyBytes: Int?
+    var maxResultsPerBatch: Int?
+    var allowedClockSkew: ConfigDuration?
+    var evaluationInterval: ConfigDuration?
+    var retentionInterval: ConfigDuration?
+    var webhookRetry: Retry?
+
+    enum CodingKeys: String, CodingKey {
+        case listen, database
+        case publicURL = "public_url"
+        case agents, webhooks, correlation
+        case retentionDays = "retention_days"
+        case maxBodyBytes = "max_body_bytes"
+        case maxResultsPerBatch = "max_results_per_batch"
+        case allowedClockSkew = "allowed_clock_skew"
+        case evaluationInterval = "evaluation_interval"
+        case retentionInterval = "retention_interval"
+        case webhookRetry = "webhook_retry"
+    }
+}
+
+extension CollectorConfig {
+    /// Reads and checks a YAML config file. Relative `database` paths are relative to the file.
+    public static func load(path: String) throws -> CollectorConfig {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError(file: path, field: nil, message: "cannot be read: \(error.localizedDescription)")
+        }
+        return try parse(yaml: text, file: path)
+    }
+
+    /// Parses config YAML; `file` names it in errors and anchors relative paths.
+    public static func parse(yaml: String, file: String) throws -> CollectorConfig {
+        let raw: ConfigFile
+        do {
+            raw = try YAMLDecoder().decode(ConfigFile.self, from: yaml.isEmpty ? "{}" : yaml)
+        } catch let error as DecodingError {
+            throw Self.configError(error, file: file)
+        } catch {
+            throw ConfigError(file: file, field: nil, message: "is not valid YAML: \(error)")
+        }
+        var config = CollectorConfig()
+        if let host = raw.listen?.host { config.host = host }
+        if let port = raw.listen?.port {
+            guard (0...65535).contains(port) else { throw ConfigError(file: file, field: "listen.port", message: "expected 0...65535, got \(port)") }
+            config.port = port
+        }
+        if let database = raw.database {
+            if database == ":memory:" || database.hasPrefix("/") {
+                config.databasePath = database
+            } else {
+                let folder = URL(fileURLWithPath: file).deletingLastPathComponent().path
+                config.databasePath = folder + "/" + database
+            }
+        }
+        config.publicURL = raw.publicURL
+        config.agents = raw.agents ?? []
+        for (index, agent) in config.agents.enumerated() {
+            do { _ = try AgentPublicKey(base64: agent.publicKey) } catch {
+                throw ConfigError(
+                    file: file, field: "agents[\(index)].public_key",
+                    message: "agent \(agent.id): expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
+            }
+        }
+        config.webhooks = raw.webhooks ?? []
+        var seen = Set<String>()
+        for (index, target) in config.webhooks.enumerated() {
+            guard target.url.hasPrefix("http://") || target.url.hasPrefix("https://") else {
+                throw ConfigError(file: file, field: "webhooks[\(index)].url", message: "expected an http:// or https:// URL, got \"\(target.url)\"")
+            }
+            guard seen.insert(target.name).inserted else {
+                throw ConfigError(file: file, field: "webhooks[\(index)].name", message: "\"\(target.name)\" is used twice; names must be unique")
+            }
+        }
+        if let correlation = raw.correlation { config.correlation = correlation }
+        if let days = raw.retentionDays {
+            guard days > 0 else { throw ConfigError(file: file, field: "retention_days", message: "expected a positive number of days") }
+            config.retentionDays = days
+        }
+        if let bytes = raw.maxBodyBytes {
+            guard bytes >= 1024 else { throw ConfigError(file: file, field: "max_body_bytes", message: "expected at least 1024") }
+            config.maxBodyBytes = bytes
+        }
+        if let count = raw.maxResultsPerBatch {
+            guard count >= 1 else { throw ConfigError(file: file, field: "max_results_per_batch", message: "expected at least 1") }
+            config.maxResultsPerBatch = count
+        }
+        if let skew = raw.allowedClockSkew { config.allowedClockSkew = skew.seconds }
+        if let interval = raw.evaluationInterval {
+            guard interval.seconds > 0 else { throw ConfigError(file: file, field: "evaluation_interval", message: "expected more than 0") }
+            config.evaluationInterval = interval.seconds
+        }
+        if let interval = raw.retentionInterval, interval.seconds > 0 { config.retentionInterval = interval.seconds }
+        if let retry = raw.webhookRetry {
+            if let base = retry.base { config.webhookRetryBase = base.seconds }
+            if let cap = retry.cap { config.webhookRetryCap = cap.seconds }
+            if let timeout = retry.timeout { config.webhookTimeout = max(0.1, timeout.seconds) }
+            if let poll = retry.poll { config.webhookPollInterval = max(0.01, poll.seconds) }
+        }
+        return config
+    }
+
+    private static func configError(_ error: DecodingError, file: String) -> ConfigError {
+        func field(_ path: [any CodingKey]) -> String {
+            var text = ""
+            for key in path {
+                if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
+            }
+            return text
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return ConfigError(file: file, field: field(context.codingPath + [key]), message: "is required")
+        case .typeMismatch(let type, let context):
+            return ConfigError(file: file, field: field(context.codingPath), message: "expected \(type): \(context.debugDescription)")
+        case .valueNotFound(let type, let context):
+            return ConfigError(file: file, field: field(context.codingPath), message: "expected a \(type), found nothing")
+        case .dataCorrupted(let context):
+            return ConfigError(file: file, field: field(context.codingPath), message: context.debugDescription)
+        @unknown default:
+            return ConfigError(file: file, field: nil, message: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,326 @@
+import CollectorStore
+import Correlation
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import SondeCore
+import Synchronization
+
+// MARK: - Build
+
+/// A built collector: the HTTP application (which also runs the evaluator, the webhook dispatcher
+/// and retention as services) and handles for tests and the demo.
+public struct BuiltCollector: Sendable {
+    public let application: Application<CollectorResponder>
+    public let store: any CollectorStorage
+    public let hub: CorrelationHub
+    public let metrics: CollectorMetrics
+    let boundPort: BoundPort
+
+    /// The port the server listens on, once it does (useful with `listen.port: 0`).
+    public var port: Int? { boundPort.value }
+
+    /// Runs until SIGTERM/SIGINT, then shuts down gracefully (server first, then the services).
+    public func runUntilSignalled() async throws {
+        try await application.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+}
+
+/// The port once bound, shared between `onServerRunning` and whoever waits for it.
+final class BoundPort: Sendable {
+    private let port = Mutex<Int?>(nil)
+    var value: Int? { port.withLock { $0 } }
+    func set(_ value: Int?) { port.withLock { $0 = value } }
+}
+
+/// Builds the collector from its configuration: opens and migrates the database, enrols the
+/// configured agents and rebuilds the correlation engine from stored results, open incidents and
+/// agent states, all before anything listens. `serve`, the tests and the demo all call this.
+public func buildCollector(config: CollectorConfig, logger: Logger) async throws -> BuiltCollector {
+    let store: any CollectorStorage
+    if config.databasePath == ":memory:" {
+        store = InMemoryCollectorStore()
+    } else {
+        store = try SQLiteCollectorStore(path: config.databasePath, logger: logger)
+    }
+    try await store.migrate()
+    logger.info("Database ready", metadata: ["db.path": .string(config.databasePath)])
+
+    for enrolment in config.agents {
+        let existing = try await store.agent(id: enrolment.id)
+        // A revocation made with `sonde-collector agents revoke` survives restarts with an old config.
+        try await store.upsertAgent(
+            AgentRecord(
+                id: enrolment.id, region: enrolment.region, publicKey: enrolment.publicKey, revoked: existing?.revoked ?? false,
+                enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+    }
+
+    // Rebuild the engine's memory: the recent window of results, open incidents, agent states.
+    let agents = try await store.agents()
+    let decoder = SondeJSON.decoder()
+    let openIncidents = try await store.incidents(.open, limit: 10_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
+    let agentStates = try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) }
+    var engine = CorrelationEngine(
+        config: config.correlation, agents: agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) },
+        openIncidents: openIncidents, agentStates: agentStates)
+    let window = config.correlation.sanitized.windowAge
+    let recent = try await store.results(since: Date().addingTimeInterval(-window), limit: 1_000_000)
+    for result in recent {
+        engine.ingest([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000))
+    }
+    let metrics = CollectorMetrics()
+    metrics.record(recent)
+    logger.info("Correlation engine rebuilt", metadata: ["results": "\(recent.count)", "incidents.open": "\(openIncidents.count)"])
+
+    let hub = CorrelationHub(engine: engine)
+    let trigger = EvaluationTrigger()
+    let boundPort = BoundPort()
+    let linkBase: @Sendable () -> String = { config.linkBase(boundPort: boundPort.value) }
+
+    let api = CollectorAPI(
+        store: store, hub: hub, metrics: metrics, targets: config.webhooks, trigger: trigger,
+        ingest: IngestHandler(
+            store: store, hub: hub, trigger: trigger, metrics: metrics, maxBodyBytes: config.maxBodyBytes,
+            maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
+        logger: logger)
+    let services: [any Service] = [
+        Evaluator(hub: hub, store: store, targets: config.webhooks, interval: config.evaluationInterval, trigger: trigger, logger: logger),
+        WebhookDispatcher(
+            store: store, targets: config.webhooks, metrics: metrics, linkBase: linkBase,
+            retryBase: config.webhookRetryBase, retryCap: config.webhookRetryCap, timeout: config.webhookTimeout,
+            pollInterval: config.webhookPollInterval, logger: logger),
+        RetentionService(store: store, retention: config.retentionDays * 86400, interval: config.retentionInterval, logger: logger),
+    ]
+    let application = Application(
+        responder: CollectorResponder(api: api),
+        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sonde-collector"),
+        services: services,
+        onServerRunning: { channel in
+            boundPort.set(channel.localAddress?.port)
+            logger.info("Collector listening", metadata: ["http.host": .string(config.host), "http.port": "\(boundPort.value ?? -1)"])
+        },
+        logger: logger)
+    return BuiltCollector(application: application, store: store, hub: hub, metrics: metrics, boundPort: boundPort)
+}
+
+// MARK: - Routing
+
+/// Routes by method and path. Unknown paths answer 404 and known paths with another method 405,
+/// both as JSON errors like every other failure.
+public struct CollectorResponder: HTTPResponder {
+    public typealias Context = BasicRequestContext
+    let api: CollectorAPI
+
+    public func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+        let path = request.uri.path
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let method = request.method
+        var query = Query()
+        for (key, value) in request.uri.queryParameters where query[String(key)] == nil { query[String(key)] = String(value) }
+        do {
+            switch segments {
+            case []:
+                try allow(method, [.get, .head])
+                return try await api.statusPage()
+            case ["healthz"]:
+                try allow(method, [.get, .head])
+                return try await api.health()
+            case ["metrics"]:
+                try allow(method, [.get])
+                return await api.prometheus()
+            case ["v1", "results"]:
+                try allow(method, [.get, .post])
+                if method == .post { return JSONResponse.make(try await api.ingest.handle(request)) }
+                return try await api.results(query)
+            case ["v1", "status"]:
+                try allow(method, [.get])
+                return await api.status()
+            case ["v1", "incidents"]:
+                try allow(method, [.get])
+                return try await api.incidents(query)
+            case let s where s.count == 3 && s[0] == "v1" && s[1] == "incidents":
+                try allow(method, [.get])
+                return try await api.incident(id: s[2])
+            case ["v1", "agents"]:
+                try allow(method, [.get])
+                return try await api.agents()
+            case ["v1", "batches"]:
+                try allow(method, [.get])
+                return try await api.batches(query)
+            case ["v1", "alerts", "test"]:
+                try allow(method, [.post])
+                return try await api.testAlert()
+            default:
+                throw APIError.notFound("no route for \(method.rawValue) \(path); see docs/collector.md for the API")
+            }
+        } catch let error as APIError {
+            return error.response
+        } catch {
+            api.logger.error("Request failed", metadata: ["http.path": .string(path), "error": "\(error)"])
+            return APIError(.internalServerError, "internal", "\(error)").response
+        }
+    }
+
+    private func allow(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method]) throws(APIError) {
+        guard allowed.contains(method) else {
+            var error = APIError(
+                .methodNotAllowed, "method_not_allowed", "\(method.rawValue) is not allowed here; use \(allowed.map(\.rawValue).joined(separator: " or "))")
+            error.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
+            throw error
+        }
+    }
+}
+
+// MARK: - Handlers
+
+/// Query parameters; the first value of a repeated name wins.
+typealias Query = [String: String]
+
+/// The plain async handlers behind the routes.
+public struct CollectorAPI: Sendable {
+    let store: any CollectorStorage
+    let hub: CorrelationHub
+    let metrics: CollectorMetrics
+    let targets: [WebhookTarget]
+    let trigger: EvaluationTrigger
+    let ingest: IngestHandler
+    let logger: Logger
+
+    func health() async throws -> Response {
+        do { _ = try await store.agent(id: "") } catch {
+            throw APIError(.serviceUnavailable, "storage_unavailable", "the database does not answer: \(error)")
+        }
+        return JSONResponse.make(["status": "ok"])
+    }
+
+    func status() async -> Response {
+        JSONResponse.make(await statusResponse())
+    }
+
+    func statusResponse() async -> StatusResponse {
+        let verdicts = await hub.verdicts
+        let health = await hub.agentHealth
+        let incidents = await hub.openIncidents
+        let states = health.map(\.state)
+        return StatusResponse(
+            generatedAt: Date(), overall: verdicts.map(\.status).max() ?? .unknown, components: verdicts,
+            agents: AgentsSummary(
+                total: health.count, ok: states.filter { $0 == .ok }.count, localFault: states.filter { $0 == .localFault }.count,
+                silent: states.filter { $0 == .silent }.count, revoked: states.filter { $0 == .revoked }.count),
+            openIncidents: incidents.sorted { $0.openedAt > $1.openedAt })
+    }
+
+    func incidents(_ query: Query) async throws -> Response {
+        let filter: IncidentFilter
+        if let raw = query["status"] {
+            guard let parsed = IncidentFilter(rawValue: String(raw)) else { throw APIError.badQuery("status: expected open, resolved or all, got \"\(raw)\"") }
+            filter = parsed
+        } else {
+            filter = .all
+        }
+        let limit = try Self.limit(query, default: 100)
+        let decoder = SondeJSON.decoder()
+        let records = try await store.incidents(filter, limit: limit)
+        return JSONResponse.make(IncidentsResponse(incidents: records.compactMap { try? decoder.decode(Incident.self, from: $0.json) }))
+    }
+
+    func incident(id: String) async throws -> Response {
+        guard let record = try await store.incident(id: id) else { throw APIError.notFound("no incident \"\(id)\"") }
+        return JSONResponse.bytes(record.json, contentType: "application/json")
+    }
+
+    func results(_ query: Query) async throws -> Response {
+        var filter = ResultQuery(limit: try Self.limit(query, default: 100))
+        func text(_ key: String) -> String? { query[key].flatMap { $0.isEmpty ? nil : $0 } }
+        filter.probe = text("probe")
+        filter.component = text("component")
+        filter.agent = text("agent")
+        filter.region = text("region")
+        if let raw = text("outcome") {
+            guard let outcome = Outcome(rawValue: raw) else { throw APIError.badQuery("outcome: expected ok, degraded or failed, got \"\(raw)\"") }
+            filter.outcome = outcome
+        }
+        filter.since = try text("since").map { try Self.time($0, field: "since") }
+        filter.until = try text("until").map { try Self.time($0, field: "until") }
+        if let raw = text("cursor") {
+            guard let cursor = ResultCursor(raw) else { throw APIError.badQuery("cursor: not a next_cursor this API returned") }
+            filter.cursor = cursor
+        }
+        let page = try await store.results(filter)
+        return JSONResponse.make(ResultsResponse(results: page.results, nextCursor: page.nextCursor?.text))
+    }
+
+    func agents() async throws -> Response {
+        let records = try await store.agents()
+        let health = Dictionary(await hub.agentHealth.map { ($0.agent, $0) }, uniquingKeysWith: { $1 })
+        let views = records.map { record in
+            let state = health[record.id]
+            return AgentView(
+                id: record.id, region: record.region, publicKey: record.publicKey, revoked: record.revoked, enrolledAt: record.enrolledAt,
+                lastSeen: record.lastSeen, state: record.revoked ? .revoked : state?.state, stateSince: state?.since, reason: state?.reason)
+        }
+        return JSONResponse.make(AgentsResponse(agents: views))
+    }
+
+    func batches(_ query: Query) async throws -> Response {
+        let limit = try Self.limit(query, default: 100)
+        let since = try query["since"].map { try Self.time(String($0), field: "since") }
+        var after: ResultCursor?
+        if let raw = query["cursor"] {
+            guard let cursor = ResultCursor(String(raw)) else { throw APIError.badQuery("cursor: not a next_cursor this API returned") }
+            after = cursor
+        }
+        let records = try await store.batches(since: since, after: after, limit: limit + 1)
+        let page = records.prefix(limit)
+        let next = records.count > limit ? page.last.map { ResultCursor(startedAtMs: $0.receivedAt.epochMs, id: $0.batchID).text } : nil
+        return JSONResponse.make(
+            BatchesResponse(
+                batches: page.map {
+                    BatchView(batchID: $0.batchID, agent: $0.agent, receivedAt: $0.receivedAt, body: $0.body.base64EncodedString(), signature: $0.signature)
+                },
+                nextCursor: next))
+    }
+
+    func testAlert() async throws -> Response {
+        let now = Date()
+        let id = "alert.test.\(now.epochMs).\(UInt32.random(in: 0...UInt32.max))"
+        let event = AlertEvent(id: id, type: .test, occurredAt: now, summary: "Test alert from sonde-collector: webhooks reach this target")
+        let payload = try SondeJSON.encode(event)
+        try await store.commit(
+            EvaluationCommit(
+                events: [OutboxEvent(id: id, type: AlertEventType.test.rawValue, occurredAt: now, payload: payload)],
+                deliveries: targets.map { DeliveryKey(eventID: id, target: $0.name) }))
+        logger.info("Test alert queued", metadata: ["event.id": .string(id), "targets": "\(targets.count)"])
+        return JSONResponse.make(AlertTestResponse(eventID: id, targets: targets.map(\.name)), status: .accepted)
+    }
+
+    func prometheus() async -> Response {
+        let text = MetricsRenderer.render(
+            latest: metrics.latestResults, counters: metrics.snapshot, verdicts: await hub.verdicts, openIncidents: await hub.openIncidents.count)
+        return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    func statusPage() async throws -> Response {
+        let status = await statusResponse()
+        let timeline = (try? await store.timeline(since: Date().addingTimeInterval(-24 * 3600))) ?? []
+        let agents = try await store.agents()
+        let html = StatusPage.render(status: status, health: await hub.agentHealth, agents: agents, timeline: timeline, now: Date())
+        return JSONResponse.text(html, contentType: "text/html; charset=utf-8")
+    }
+
+    // MARK: Query helpers
+
+    static func limit(_ query: Query, default value: Int) throws(APIError) -> Int {
+        guard let raw = query["limit"] else { return value }
+        guard let limit = Int(raw), (1...1000).contains(limit) else { throw APIError.badQuery("limit: expected 1...1000, got \"\(raw)\"") }
+        return limit
+    }
+
+    /// An RFC 3339 time, or a duration back from now (`10m`, `2h`, `1d`, `30s`).
+    static func time(_ text: String, field: String) throws(APIError) -> Date {
+        if let date = RFC3339.date(from: text) { return date }
+        if let seconds = ConfigDuration.parse(text), seconds >= 0 { return Date().addingTimeInterval(-seconds) }
+        throw APIError.badQuery("\(field): expected an RFC 3339 time (2026-01-02T03:04:05Z) or a duration back from now (10m, 2h), got \"\(text)\"")
+    }
+}

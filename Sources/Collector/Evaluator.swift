@@ -1,0 +1,171 @@
+import CollectorStore
+import Correlation
+import Foundation
+import Logging
+import ServiceLifecycle
+import SondeCore
+
+/// The correlation engine (a value type) behind an actor, plus the latest output for the API.
+public actor CorrelationHub {
+    private var engine: CorrelationEngine
+    private(set) var latest: CorrelationOutput
+
+    init(engine: CorrelationEngine) {
+        self.engine = engine
+        latest = CorrelationOutput(verdicts: engine.verdicts, agents: engine.agentHealth, changedIncidents: [], events: [])
+    }
+
+    func ingest(_ results: [ProbeResult], receivedAt: Date) { engine.ingest(results, receivedAt: receivedAt) }
+
+    private var knownAgents: [AgentInfo]?
+
+    func setAgentsIfChanged(_ agents: [AgentInfo]) {
+        guard agents != knownAgents else { return }
+        knownAgents = agents
+        engine.setAgents(agents)
+    }
+
+    func evaluate(now: Date) -> CorrelationOutput {
+        let output = engine.evaluate(now: now)
+        latest = output
+        return output
+    }
+
+    var verdicts: [ComponentVerdict] { latest.verdicts }
+    var agentHealth: [AgentHealth] { latest.agents }
+    var openIncidents: [Incident] { engine.openIncidents }
+}
+
+/// Wakes the evaluator early (after failures arrive) without waiting for the next tick.
+/// Holds at most one pending wake-up: many pushes in a burst cause one evaluation.
+public final class EvaluationTrigger: Sendable {
+    let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    public init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public func fire() { continuation.yield() }
+}
+
+/// Runs the engine every `interval` and when triggered; persists changed incidents, new events
+/// (with one delivery per matching webhook target) and agent states in one transaction.
+public struct Evaluator: Service {
+    let hub: CorrelationHub
+    let store: any CollectorStorage
+    let targets: [WebhookTarget]
+    let interval: TimeInterval
+    let trigger: EvaluationTrigger
+    let logger: Logger
+
+    public func run() async throws {
+        var unsaved = EvaluationCommit()
+        var lastStates: [String: Data] = (try? await store.agentStates()) ?? [:]
+        try await withThrowingDiscardingTaskGroup { group in
+            // The clock tick goes through the same trigger as "failures arrived", so bursts coalesce.
+            group.addTask { [trigger, interval] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+                    trigger.fire()
+                }
+            }
+            for await _ in trigger.stream.cancelOnGracefulShutdown() {
+                await evaluateOnce(unsaved: &unsaved, lastStates: &lastStates)
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
+    func evaluateOnce(unsaved: inout EvaluationCommit, lastStates: inout [String: Data]) async {
+        // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
+        if let agents = try? await store.agents() {
+            await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
+        }
+        let output = await hub.evaluate(now: Date())
+        var commit = Self.commit(for: output, targets: targets, lastStates: lastStates)
+        commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
+        commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)
+        commit.deliveries = Array(Set(unsaved.deliveries + commit.deliveries))
+        commit.agentStates = unsaved.agentStates.merging(commit.agentStates) { $1 }
+        guard !commit.isEmpty else { return }
+        do {
+            try await store.commit(commit)
+            unsaved = EvaluationCommit()
+            lastStates.merge(commit.agentStates) { $1 }
+            for incident in commit.incidents {
+                logger.info(
+                    "Incident changed",
+                    metadata: ["incident.id": .string(incident.id), "incident.status": .string(incident.status), "component": .string(incident.component)])
+            }
+            for event in commit.events {
+                logger.info("Alert event queued", metadata: ["event.id": .string(event.id), "event.type": .string(event.type)])
+            }
+        } catch {
+            unsaved = commit
+            logger.error("Cannot store the evaluation; will retry", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private static func mergeByID<T>(_ old: [T], _ new: [T], id: KeyPath<T, String>) -> [T] {
+        let newIDs = Set(new.map { $0[keyPath: id] })
+        return old.filter { !newIDs.contains($0[keyPath: id]) } + new
+    }
+
+    static func commit(for output: CorrelationOutput, targets: [WebhookTarget], lastStates: [String: Data]) -> EvaluationCommit {
+        let encoder = SondeJSON.encoder()
+        var commit = EvaluationCommit()
+        for incident in output.changedIncidents {
+            guard let json = try? encoder.encode(incident) else { continue }
+            commit.incidents.append(
+                IncidentRecord(
+                    id: incident.id, component: incident.component, status: incident.status.rawValue, openedAt: incident.openedAt,
+                    updatedAt: incident.updatedAt, resolvedAt: incident.resolvedAt, json: json))
+        }
+        for event in output.events {
+            guard let json = try? encoder.encode(event) else { continue }
+            commit.events.append(OutboxEvent(id: event.id, type: event.type.rawValue, occurredAt: event.occurredAt, payload: json))
+            for target in targets where target.accepts(event.type.rawValue) {
+                commit.deliveries.append(DeliveryKey(eventID: event.id, target: target.name))
+            }
+        }
+        for health in output.agents {
+            guard let json = try? encoder.encode(health), lastStates[health.agent] != json else { continue }
+            commit.agentStates[health.agent] = json
+        }
+        return commit
+    }
+}
+
+/// Removes rows older than the retention period, once at start and then every `interval`.
+public struct RetentionService: Service {
+    let store: any CollectorStorage
+    let retention: TimeInterval
+    let interval: TimeInterval
+    let logger: Logger
+
+    public func run() async throws {
+        await pruneOnce()
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+                if Task.isCancelled { return }
+                await pruneOnce()
+            }
+        }
+    }
+
+    func pruneOnce() async {
+        do {
+            let report = try await store.prune(before: Date().addingTimeInterval(-retention))
+            if report.total > 0 {
+                logger.info(
+                    "Pruned old rows",
+                    metadata: ["results": "\(report.results)", "batches": "\(report.batches)", "incidents": "\(report.incidents)", "events": "\(report.events)"])
+            }
+        } catch {
+            logger.warning("Retention pruning failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import CollectorStore
+import Crypto
+import Foundation
+import Hummingbird
+import Logging
+import SondeCore
+
+/// `POST /v1/results`: checks a signed batch from the outside in (size, agent, signature, JSON,
+/// clock, consistency), stores it in one transaction and only then acknowledges it. Nothing from a
+/// refused request is stored.
+struct IngestHandler: Sendable {
+    let store: any CollectorStorage
+    let hub: CorrelationHub
+    let trigger: EvaluationTrigger
+    let metrics: CollectorMetrics
+    let maxBodyBytes: Int
+    let maxResults: Int
+    let allowedSkew: TimeInterval
+    let logger: Logger
+
+    /// Just enough of the body to find the agent when the header is missing.
+    private struct AgentOnly: Decodable { var agent: String }
+
+    func handle(_ request: Request) async throws(APIError) -> PushAck {
+        do {
+            let ack = try await accept(request)
+            return ack
+        } catch {
+            metrics.batchRejected()
+            logger.notice(
+                "Batch refused",
+                metadata: ["error.code": .string(error.code), "error.message": .string(error.message), "agent.id": .string(request.headers.first(named: PushProtocol.agentHeader) ?? "?")])
+            throw error
+        }
+    }
+
+    private func accept(_ request: Request) async throws(APIError) -> PushAck {
+        let receivedAt = Date()
+        // Size first: a declared length over the limit is refused before reading anything.
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
+            throw tooLarge(declared)
+        }
+        let body: Data
+        do {
+            var buffer = try await request.body.collect(upTo: maxBodyBytes)
+            body = buffer.readData(length: buffer.readableBytes) ?? Data()
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw tooLarge(nil)
+        } catch {
+            throw APIError(.badRequest, "malformed_body", "the request body could not be read: \(error)")
+        }
+        guard !body.isEmpty else { throw APIError(.badRequest, "malformed_body", "the request body is empty; expected a JSON push batch") }
+
+        // Who claims to have sent it.
+        let headerAgent = request.headers.first(named: PushProtocol.agentHeader)?.trimmingCharacters(in: .whitespaces)
+        let agentID: String
+        if let headerAgent, !headerAgent.isEmpty {
+            agentID = headerAgent
+        } else if let fromBody = try? SondeJSON.decode(AgentOnly.self, from: body) {
+            agentID = fromBody.agent
+        } else {
+            throw APIError(.unauthorized, "unknown_agent", "no \(PushProtocol.agentHeader) header and no readable \"agent\" in the body")
+        }
+        let agent: AgentRecord?
+        do { agent = try await store.agent(id: agentID) } catch {
+            throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up: \(error)")
+        }
+        guard let agent else {
+            throw APIError(.unauthorized, "unknown_agent", "agent \"\(agentID)\" is not enrolled; enrol it with `sonde-collector agents add` or the config's agents list")
+        }
+        guard !agent.revoked else { throw APIError(.forbidden, "agent_revoked", "agent \"\(agentID)\" has been revoked") }
+
+        // The signature covers the exact bytes received.
+        guard let signature = request.headers.first(named: PushProtocol.signatureHeader), !signature.isEmpty else {
+            throw APIError(.unauthorized, "bad_signature", "missing \(PushProtocol.signatureHeader) header")
+        }
+        guard let key = try? AgentPublicKey(base64: agent.publicKey), key.verify(signatureHeader: signature, body: body) else {
+            throw APIError(.unauthorized, "bad_signature", "the \(PushProtocol.signatureHeader) does not verify against agent \"\(agentID)\"'s enrolled key")
+        }
+
+        // Now the content.
+        let batch: PushBatch
+        do { batch = try SondeJSON.decode(PushBatch.self, from: body) } catch let error as DecodingError {
+            throw APIError(.badRequest, "malformed_body", "the body is not a valid push batch: \(error.pathDescription)")
+        } catch {
+            throw APIError(.badRequest, "malformed_body", "the body is not valid JSON: \(error)")
+        }
+        guard batch.agent == agentID else {
+            throw APIError(.badRequest, "agent_mismatch", "the body's agent \"\(batch.agent)\" is not the \(PushProtocol.agentHeader) header's \"\(agentID)\"")
+        }
+        if let index = batch.results.firstIndex(where: { $0.agent != agentID }) {
+            throw APIError(
+                .badRequest, "agent_mismatch", "results[\(index)].agent is \"\(batch.results[index].agent)\", not the batch's agent \"\(agentID)\"")
+        }
+        guard !batch.batchID.isEmpty else { throw APIError(.badRequest, "malformed_body", "batch_id: must not be empty") }
+        guard !batch.results.isEmpty else { throw APIError(.badRequest, "empty_batch", "the batch has no results") }
+        guard batch.results.count <= maxResults else {
+            throw APIError(.contentTooLarge, "too_many_results", "the batch has \(batch.results.count) results; at most \(maxResults) are accepted per batch, split it")
+        }
+        let skew = batch.sentAt.timeIntervalSince(receivedAt)
+        guard abs(skew) <= allowedSkew else {
+            throw APIError(
+                .badRequest, "clock_skew",
+                "sent_at \(RFC3339.string(from: batch.sentAt)) is \(Int(abs(skew).rounded())) s \(skew < 0 ? "behind" : "ahead of") the collector's clock (\(RFC3339.string(from: receivedAt))); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
+            )
+        }
+
+        let outcome: IngestOutcome
+        do {
+            outcome = try await store.ingest(
+                batch: BatchRecord(batchID: batch.batchID, agent: agentID, receivedAt: receivedAt, body: body, signature: signature),
+                results: batch.results)
+        } catch {
+            logger.error("Cannot store a batch", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "error": "\(error)"])
+            throw APIError(.serviceUnavailable, "storage_unavailable", "the batch could not be stored; retry later")
+        }
+        switch outcome {
+        case .duplicate:
+            metrics.batchDuplicate()
+            logger.debug("Duplicate batch acknowledged", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID)])
+            return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true)
+        case .stored(let count):
+            metrics.batchAccepted(results: count)
+            metrics.record(batch.results)
+            await hub.ingest(batch.results, receivedAt: receivedAt)
+            if batch.results.contains(where: { $0.outcome != .ok }) { trigger.fire() }
+            logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
+            return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)
+        }
+    }
+
+    private func tooLarge(_ declared: Int?) -> APIError {
+        APIError(
+            .contentTooLarge, "body_too_large",
+            "the body\(declared.map { " (\($0) bytes)" } ?? "") is over the \(maxBodyBytes)-byte limit; send smaller batches")
+    }
+}
+
+extension HTTPFields {
+    /// The first value of a header, by case-insensitive name.
+    func first(named name: String) -> String? {
+        first { $0.name.canonicalName == name.lowercased() }?.value
+    }
+}

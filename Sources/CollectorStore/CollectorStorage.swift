@@ -1,0 +1,329 @@
+import Foundation
+import SondeCore
+
+// MARK: - Records
+
+/// An enrolled agent as the collector knows it.
+public struct AgentRecord: Sendable, Codable, Hashable {
+    public var id: String
+    public var region: String
+    /// Base64 of the agent's 32-byte Ed25519 public key.
+    public var publicKey: String
+    public var revoked: Bool
+    public var enrolledAt: Date
+    public var lastSeen: Date?
+
+    public init(id: String, region: String, publicKey: String, revoked: Bool = false, enrolledAt: Date = Date(), lastSeen: Date? = nil) {
+        self.id = id
+        self.region = region
+        self.publicKey = publicKey
+        self.revoked = revoked
+        self.enrolledAt = enrolledAt
+        self.lastSeen = lastSeen
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, region
+        case publicKey = "public_key"
+        case revoked
+        case enrolledAt = "enrolled_at"
+        case lastSeen = "last_seen"
+    }
+}
+
+/// One accepted push, kept byte for byte with its signature so `sonde verify` can re-check it.
+public struct BatchRecord: Sendable, Hashable {
+    public var batchID: String
+    public var agent: String
+    public var receivedAt: Date
+    /// The exact request body the agent signed.
+    public var body: Data
+    /// The `Sonde-Agent-Signature` header value (base64 Ed25519 signature of `body`).
+    public var signature: String
+
+    public init(batchID: String, agent: String, receivedAt: Date, body: Data, signature: String) {
+        self.batchID = batchID
+        self.agent = agent
+        self.receivedAt = receivedAt
+        self.body = body
+        self.signature = signature
+    }
+}
+
+/// What happened to a batch handed to `ingest`.
+public enum IngestOutcome: Sendable, Hashable {
+    /// Stored now, with this many results.
+    case stored(Int)
+    /// Its batch id had been stored before; nothing was written.
+    case duplicate
+}
+
+/// Filters of `GET /v1/results`; results come newest first.
+public struct ResultQuery: Sendable, Hashable {
+    public var probe: String?
+    public var component: String?
+    public var agent: String?
+    public var region: String?
+    public var outcome: Outcome?
+    /// Inclusive lower bound on `started_at`.
+    public var since: Date?
+    /// Exclusive upper bound on `started_at`.
+    public var until: Date?
+    public var limit: Int
+    /// `next_cursor` of the previous page.
+    public var cursor: ResultCursor?
+
+    public init(
+        probe: String? = nil, component: String? = nil, agent: String? = nil, region: String? = nil, outcome: Outcome? = nil,
+        since: Date? = nil, until: Date? = nil, limit: Int = 100, cursor: ResultCursor? = nil
+    ) {
+        self.probe = probe
+        self.component = component
+        self.agent = agent
+        self.region = region
+        self.outcome = outcome
+        self.since = since
+        self.until = until
+        self.limit = limit
+        self.cursor = cursor
+    }
+
+    /// True when `result` passes every filter (cursor and limit aside).
+    public func matches(_ result: ProbeResult) -> Bool {
+        if let probe, result.probe != probe { return false }
+        if let component, result.component != component { return false }
+        if let agent, result.agent != agent { return false }
+        if let region, result.region != region { return false }
+        if let outcome, result.outcome != outcome { return false }
+        if let since, result.startedAt.epochMs < since.epochMs { return false }
+        if let until, result.startedAt.epochMs >= until.epochMs { return false }
+        return true
+    }
+}
+
+public struct ResultPage: Sendable {
+    public var results: [ProbeResult]
+    /// Pass as `cursor` to get the next (older) page; nil on the last page.
+    public var nextCursor: ResultCursor?
+    public init(results: [ProbeResult], nextCursor: ResultCursor?) {
+        self.results = results
+        self.nextCursor = nextCursor
+    }
+}
+
+/// The position of a result in newest-first order (started_at, then id), as an opaque cursor.
+public struct ResultCursor: Sendable, Hashable {
+    public var startedAtMs: Int64
+    public var id: String
+
+    public init(startedAtMs: Int64, id: String) {
+        self.startedAtMs = startedAtMs
+        self.id = id
+    }
+
+    public init(after result: ProbeResult) { self.init(startedAtMs: result.startedAt.epochMs, id: result.id) }
+
+    /// Parses a cursor made by `text`; nil when it is not one.
+    public init?(_ text: String) {
+        guard let data = Data(base64Encoded: text), let plain = String(data: data, encoding: .utf8),
+            let bar = plain.firstIndex(of: "|"), let ms = Int64(plain[..<bar])
+        else { return nil }
+        startedAtMs = ms
+        id = String(plain[plain.index(after: bar)...])
+    }
+
+    public var text: String { Data("\(startedAtMs)|\(id)".utf8).base64EncodedString() }
+
+    /// True when `result` comes after this position in newest-first order.
+    public func isBefore(_ result: ProbeResult) -> Bool {
+        let ms = result.startedAt.epochMs
+        return ms < startedAtMs || (ms == startedAtMs && result.id < id)
+    }
+}
+
+/// An incident as stored: the engine's JSON plus the columns the API filters on.
+public struct IncidentRecord: Sendable, Hashable {
+    public var id: String
+    public var component: String
+    public var status: String
+    public var openedAt: Date
+    public var updatedAt: Date
+    public var resolvedAt: Date?
+    public var json: Data
+
+    public init(id: String, component: String, status: String, openedAt: Date, updatedAt: Date, resolvedAt: Date?, json: Data) {
+        self.id = id
+        self.component = component
+        self.status = status
+        self.openedAt = openedAt
+        self.updatedAt = updatedAt
+        self.resolvedAt = resolvedAt
+        self.json = json
+    }
+
+    public var isOpen: Bool { status != "resolved" }
+}
+
+/// Which incidents `incidents(_:limit:)` returns.
+public enum IncidentFilter: String, Sendable, CaseIterable {
+    case open, resolved, all
+}
+
+/// An alert event in the durable outbox. `id` is stable: a re-derived event has the same id and
+/// is stored once.
+public struct OutboxEvent: Sendable, Hashable {
+    public var id: String
+    public var type: String
+    public var occurredAt: Date
+    /// The event's JSON as the engine produced it.
+    public var payload: Data
+
+    public init(id: String, type: String, occurredAt: Date, payload: Data) {
+        self.id = id
+        self.type = type
+        self.occurredAt = occurredAt
+        self.payload = payload
+    }
+}
+
+public enum DeliveryStatus: String, Sendable, Codable {
+    case pending, delivered
+}
+
+/// One event for one webhook target.
+public struct DeliveryRecord: Sendable, Hashable {
+    public var event: OutboxEvent
+    public var target: String
+    public var status: DeliveryStatus
+    public var attempts: Int
+    public var nextAttemptAt: Date
+    public var lastError: String?
+    public var deliveredAt: Date?
+
+    public init(
+        event: OutboxEvent, target: String, status: DeliveryStatus, attempts: Int, nextAttemptAt: Date, lastError: String?,
+        deliveredAt: Date?
+    ) {
+        self.event = event
+        self.target = target
+        self.status = status
+        self.attempts = attempts
+        self.nextAttemptAt = nextAttemptAt
+        self.lastError = lastError
+        self.deliveredAt = deliveredAt
+    }
+}
+
+/// A delivery to create: this event for this target.
+public struct DeliveryKey: Sendable, Hashable {
+    public var eventID: String
+    public var target: String
+    public init(eventID: String, target: String) {
+        self.eventID = eventID
+        self.target = target
+    }
+}
+
+/// Everything one evaluation changed, committed in one transaction.
+public struct EvaluationCommit: Sendable {
+    public var incidents: [IncidentRecord]
+    public var events: [OutboxEvent]
+    /// Deliveries to create; ignored when they exist (so a re-derived event is never re-sent).
+    public var deliveries: [DeliveryKey]
+    /// Agent id → the engine's agent-health JSON.
+    public var agentStates: [String: Data]
+
+    public init(incidents: [IncidentRecord] = [], events: [OutboxEvent] = [], deliveries: [DeliveryKey] = [], agentStates: [String: Data] = [:]) {
+        self.incidents = incidents
+        self.events = events
+        self.deliveries = deliveries
+        self.agentStates = agentStates
+    }
+
+    public var isEmpty: Bool { incidents.isEmpty && events.isEmpty && deliveries.isEmpty && agentStates.isEmpty }
+}
+
+/// Results of one component in one hour, for the status page's timeline.
+public struct TimelineBucket: Sendable, Hashable {
+    public var component: String
+    public var hourStart: Date
+    public var total: Int
+    public var failed: Int
+    public var degraded: Int
+
+    public init(component: String, hourStart: Date, total: Int, failed: Int, degraded: Int) {
+        self.component = component
+        self.hourStart = hourStart
+        self.total = total
+        self.failed = failed
+        self.degraded = degraded
+    }
+}
+
+/// Rows removed by one retention pass.
+public struct PruneReport: Sendable, Hashable {
+    public var results = 0
+    public var batches = 0
+    public var incidents = 0
+    public var events = 0
+    public init() {}
+    public var total: Int { results + batches + incidents + events }
+}
+
+/// A storage failure the operator can act on.
+public struct StorageError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+// MARK: - The protocol
+
+/// Everything the collector keeps. Implementations: `SQLiteCollectorStore` (one file, WAL) and
+/// `InMemoryCollectorStore` (tests, demos without a disk).
+public protocol CollectorStorage: Sendable {
+    /// Creates or upgrades the schema; idempotent. Call before serving.
+    func migrate() async throws
+
+    // Agents
+    func upsertAgent(_ agent: AgentRecord) async throws
+    /// Marks an agent revoked; false when no such agent.
+    func revokeAgent(id: String) async throws -> Bool
+    func agents() async throws -> [AgentRecord]
+    func agent(id: String) async throws -> AgentRecord?
+
+    // Ingest
+    /// Stores the batch and its results in one transaction, or nothing when the batch id exists.
+    /// Also sets the agent's `last_seen`.
+    func ingest(batch: BatchRecord, results: [ProbeResult]) async throws -> IngestOutcome
+    func results(_ query: ResultQuery) async throws -> ResultPage
+    /// Results started at or after `since`, oldest first (to rebuild the engine at start-up).
+    func results(since: Date, limit: Int) async throws -> [ProbeResult]
+    /// Batches received at or after `since` and after the `after` position (received_at ms,
+    /// batch id), oldest first, at most `limit`.
+    func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord]
+    func timeline(since: Date) async throws -> [TimelineBucket]
+    func resultCount() async throws -> Int
+
+    // Incidents, events, agent states
+    func commit(_ evaluation: EvaluationCommit) async throws
+    func incidents(_ filter: IncidentFilter, limit: Int) async throws -> [IncidentRecord]
+    func incident(id: String) async throws -> IncidentRecord?
+    func agentStates() async throws -> [String: Data]
+
+    // Deliveries
+    /// The oldest (by event time) pending delivery of a target, whatever its next attempt time.
+    func nextPendingDelivery(target: String) async throws -> DeliveryRecord?
+    func markDelivered(eventID: String, target: String, at: Date) async throws
+    func markFailed(eventID: String, target: String, attempts: Int, nextAttemptAt: Date, error: String) async throws
+    /// Every delivery, oldest event first (for tests and diagnostics).
+    func deliveries() async throws -> [DeliveryRecord]
+
+    /// Removes results, batches, resolved incidents and fully delivered events older than `cutoff`.
+    func prune(before cutoff: Date) async throws -> PruneReport
+}
+
+extension Date {
+    /// Milliseconds since 1970, as stored in INTEGER columns.
+    package var epochMs: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+    package init(epochMs: Int64) { self.init(timeIntervalSince1970: Double(epochMs) / 1000) }
+}

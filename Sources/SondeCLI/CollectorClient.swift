@@ -1,0 +1,151 @@
+import Correlation
+import CurlHTTP
+import Foundation
+import SondeCore
+
+// MARK: - Wire shapes (the collector's API; see Sources/Collector/APIModels.swift)
+
+struct StatusBody: Codable {
+    var generatedAt: Date
+    var overall: ComponentStatus
+    var components: [ComponentVerdict]
+    var agents: Summary
+    var openIncidents: [Incident]
+
+    struct Summary: Codable {
+        var total: Int
+        var ok: Int
+        var localFault: Int
+        var silent: Int
+        var revoked: Int
+        enum CodingKeys: String, CodingKey {
+            case total, ok
+            case localFault = "local_fault"
+            case silent, revoked
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case generatedAt = "generated_at"
+        case overall, components, agents
+        case openIncidents = "open_incidents"
+    }
+}
+
+struct AgentBody: Codable {
+    var id: String
+    var region: String
+    var publicKey: String
+    var revoked: Bool
+    var lastSeen: Date?
+    var state: AgentState?
+    var stateSince: Date?
+    var reason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, region
+        case publicKey = "public_key"
+        case revoked
+        case lastSeen = "last_seen"
+        case state
+        case stateSince = "state_since"
+        case reason
+    }
+}
+
+struct AgentsBody: Codable { var agents: [AgentBody] }
+struct IncidentsBody: Codable { var incidents: [Incident] }
+
+struct ResultsBody: Codable {
+    var results: [ProbeResult]
+    var nextCursor: String?
+    enum CodingKeys: String, CodingKey {
+        case results
+        case nextCursor = "next_cursor"
+    }
+}
+
+struct BatchesBody: Codable {
+    struct Batch: Codable {
+        var batchID: String
+        var agent: String
+        var receivedAt: Date
+        var body: String
+        var signature: String
+        enum CodingKeys: String, CodingKey {
+            case batchID = "batch_id"
+            case agent
+            case receivedAt = "received_at"
+            case body, signature
+        }
+    }
+    var batches: [Batch]
+    var nextCursor: String?
+    enum CodingKeys: String, CodingKey {
+        case batches
+        case nextCursor = "next_cursor"
+    }
+}
+
+struct AlertTestBody: Codable {
+    var eventID: String
+    var targets: [String]
+    enum CodingKeys: String, CodingKey {
+        case eventID = "event_id"
+        case targets
+    }
+}
+
+// MARK: - Client
+
+/// A failure talking to the collector, worded for the operator.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The collector's API over CurlHTTP.
+struct CollectorClient {
+    let baseURL: String
+    let client = CurlHTTPClient(threads: 2)
+
+    init(baseURL: String) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+    }
+
+    /// GETs (or POSTs) a path and returns the raw body of a 2xx answer.
+    func raw(_ path: String, query: [(String, String?)] = [], method: String = "GET") async throws -> Data {
+        var url = baseURL + path
+        let pairs = query.compactMap { name, value in value.map { "\(name)=\(Self.escape($0))" } }
+        if !pairs.isEmpty { url += "?" + pairs.joined(separator: "&") }
+        let response: HTTPResponse
+        do {
+            response = try await client.perform(
+                HTTPRequest(method: method, url: url, body: method == "POST" ? Data() : nil, timeout: .seconds(30), connectTimeout: .seconds(5)))
+        } catch {
+            throw CLIError(
+                "cannot reach the collector at \(baseURL) (\(error.kind.rawValue): \(error.message)); is `sonde-collector serve` running there? Set --collector or SONDE_COLLECTOR."
+            )
+        }
+        guard (200..<300).contains(response.status) else {
+            if let body = try? SondeJSON.decode(APIErrorBody.self, from: response.body) {
+                throw CLIError("the collector answered \(response.status) \(body.error.code): \(body.error.message)")
+            }
+            throw CLIError("the collector answered HTTP \(response.status) for \(path): \(response.bodyText.prefix(200))")
+        }
+        return response.body
+    }
+
+    func get<T: Decodable>(_ type: T.Type, _ path: String, query: [(String, String?)] = [], method: String = "GET") async throws -> T {
+        let data = try await raw(path, query: query, method: method)
+        do { return try SondeJSON.decode(type, from: data) } catch {
+            throw CLIError("the collector at \(baseURL) sent an answer this sonde does not understand (\(error)); are the versions the same?")
+        }
+    }
+
+    static func escape(_ value: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~:")
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+    }
+}

@@ -1,0 +1,331 @@
+import ArgumentParser
+import Correlation
+import Foundation
+import SondeCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `sonde`: the operator's CLI against a collector's API.
+public struct SondeCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "sonde",
+        abstract: "Ask a Sonde collector what is up: verdicts, results, incidents, agents; re-check signatures; test alerts.",
+        subcommands: [Status.self, Results.self, Incidents.self, Agents.self, Verify.self, Alert.self])
+
+    public init() {}
+}
+
+/// Options every subcommand shares.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "The collector's base URL (default $SONDE_COLLECTOR or http://127.0.0.1:18300).")
+    var collector: String?
+
+    @Flag(name: .long, help: "Print the collector's JSON instead of a table.")
+    var json = false
+
+    var collectorURL: String {
+        collector ?? ProcessInfo.processInfo.environment["SONDE_COLLECTOR"].flatMap { $0.isEmpty ? nil : $0 } ?? "http://127.0.0.1:18300"
+    }
+
+    var client: CollectorClient { CollectorClient(baseURL: collectorURL) }
+
+    func validate() throws {
+        guard collectorURL.hasPrefix("http://") || collectorURL.hasPrefix("https://") else {
+            throw ValidationError("--collector: expected an http:// or https:// URL, got \"\(collectorURL)\"")
+        }
+    }
+}
+
+/// Runs a command body, turning CLIError into a message on stderr and exit status 2.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do { try await body() } catch let error as CLIError {
+        FileHandle.standardError.write(Data("sonde: \(error.description)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+func printJSON(_ data: Data) {
+    // Re-indent for people; keep the collector's bytes if it is not JSON.
+    if let object = try? JSONSerialization.jsonObject(with: data),
+        let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    {
+        print(String(decoding: pretty, as: UTF8.self))
+    } else {
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+// MARK: - Output helpers
+
+/// ANSI colours, only when stdout is a terminal (and NO_COLOR is unset).
+enum Colour {
+    static let enabled = isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+
+    static func paint(_ text: String, _ code: String) -> String { enabled ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
+
+    static func status(_ status: ComponentStatus) -> String {
+        let code =
+            switch status {
+            case .operational: "32"
+            case .degradedPerformance: "33"
+            case .partialOutage: "38;5;208"
+            case .majorOutage: "31"
+            case .underMaintenance: "34"
+            case .unknown: "90"
+            }
+        return paint(status.rawValue, code)
+    }
+
+    static func agentState(_ state: String) -> String {
+        switch state {
+        case "ok": paint(state, "32")
+        case "local_fault": paint(state, "38;5;208")
+        case "silent": paint(state, "33")
+        default: paint(state, "90")
+        }
+    }
+}
+
+/// A plain text table; widths ignore ANSI escapes.
+struct Table {
+    var header: [String]
+    var rows: [[String]] = []
+
+    static func visibleWidth(_ text: String) -> Int {
+        var width = 0
+        var inEscape = false
+        for c in text.unicodeScalars {
+            if c == "\u{1B}" { inEscape = true; continue }
+            if inEscape { if c == "m" { inEscape = false }; continue }
+            width += 1
+        }
+        return width
+    }
+
+    func render() -> String {
+        let all = [header] + rows
+        let columns = header.count
+        let widths = (0..<columns).map { c in all.map { Self.visibleWidth($0.count > c ? $0[c] : "") }.max() ?? 0 }
+        return all.map { row in
+            (0..<columns).map { c in
+                let cell = row.count > c ? row[c] : ""
+                return c == columns - 1 ? cell : cell + String(repeating: " ", count: widths[c] - Self.visibleWidth(cell))
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
+
+func time(_ date: Date?) -> String { date.map(RFC3339.string(from:)) ?? "never" }
+
+// MARK: - Commands
+
+extension SondeCommand {
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Component × region verdicts, open incidents and agent health.")
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                let client = options.client
+                if options.json { return printJSON(try await client.raw("/v1/status")) }
+                let status = try await client.get(StatusBody.self, "/v1/status")
+                print("Overall: \(Colour.status(status.overall))")
+                let regions = Array(Set(status.components.flatMap { $0.regions.keys })).sorted()
+                var table = Table(header: ["COMPONENT", "STATUS", "SCOPE"] + regions.map { $0.uppercased() } + ["EVIDENCE"])
+                for verdict in status.components {
+                    let e = verdict.evidence
+                    var evidence: [String] = []
+                    if e.failingAgentCount > 0 { evidence.append("\(e.failingAgentCount)/\(e.reportingAgents) failing") }
+                    if !e.errorCodes.isEmpty { evidence.append(e.errorCodes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ",")) }
+                    if let p95 = e.latencyP95Ms { evidence.append("p95 \(Int(p95))ms") }
+                    table.rows.append(
+                        [verdict.component, Colour.status(verdict.status), verdict.scope?.rawValue ?? "-"]
+                            + regions.map { verdict.regions[$0].map(Colour.status) ?? "-" } + [evidence.joined(separator: " ")])
+                }
+                print(status.components.isEmpty ? "No component verdicts yet (no results received)." : table.render())
+                print("")
+                if status.openIncidents.isEmpty {
+                    print("Open incidents: none")
+                } else {
+                    print("Open incidents:")
+                    for incident in status.openIncidents {
+                        print(
+                            "  \(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))  since \(time(incident.openedAt))"
+                        )
+                    }
+                }
+                let a = status.agents
+                print("Agents: \(a.total) total, \(a.ok) ok, \(a.localFault) local_fault, \(a.silent) silent, \(a.revoked) revoked")
+            }
+        }
+    }
+
+    struct Results: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stored probe results, newest first.")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "Only this probe.") var probe: String?
+        @Option(help: "Only this component.") var component: String?
+        @Option(help: "Only this agent.") var agent: String?
+        @Option(help: "Only this region.") var region: String?
+        @Option(help: "Only results started within this long (10m, 2h) or since an RFC 3339 time.") var since: String?
+        @Option(help: "ok, degraded or failed.") var outcome: String?
+        @Option(help: "At most this many (1…1000).") var limit: Int = 50
+
+        func validate() throws {
+            guard (1...1000).contains(limit) else { throw ValidationError("--limit: expected 1…1000") }
+            if let outcome, Outcome(rawValue: outcome) == nil { throw ValidationError("--outcome: expected ok, degraded or failed") }
+        }
+
+        func run() async throws {
+            try await reportingErrors {
+                let query: [(String, String?)] = [
+                    ("probe", probe), ("component", component), ("agent", agent), ("region", region), ("since", since), ("outcome", outcome),
+                    ("limit", "\(limit)"),
+                ]
+                if options.json { return printJSON(try await options.client.raw("/v1/results", query: query)) }
+                let page = try await options.client.get(ResultsBody.self, "/v1/results", query: query)
+                var table = Table(header: ["STARTED", "PROBE", "COMPONENT", "AGENT", "REGION", "OUTCOME", "MS", "ERROR"])
+                for r in page.results {
+                    let outcome =
+                        switch r.outcome {
+                        case .ok: Colour.paint("ok", "32")
+                        case .degraded: Colour.paint("degraded", "33")
+                        case .failed: Colour.paint("failed", "31")
+                        }
+                    let error = r.error.map { "\($0.kind.rawValue)\($0.code.map { "/" + $0 } ?? "") at \($0.step): \($0.message)" } ?? ""
+                    table.rows.append([time(r.startedAt), r.probe, r.component, r.agent, r.region, outcome, "\(Int(r.durationMs))", error])
+                }
+                print(page.results.isEmpty ? "No results match." : table.render())
+                if page.nextCursor != nil { print("(more results: raise --limit or narrow --since)") }
+            }
+        }
+    }
+
+    struct Incidents: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Open incidents (--all: resolved ones too).")
+        @OptionGroup var options: GlobalOptions
+        @Flag(help: "Include resolved incidents.") var all = false
+        @Option(help: "At most this many (1…1000).") var limit: Int = 50
+
+        func run() async throws {
+            try await reportingErrors {
+                let query: [(String, String?)] = [("status", all ? "all" : "open"), ("limit", "\(limit)")]
+                if options.json { return printJSON(try await options.client.raw("/v1/incidents", query: query)) }
+                let body = try await options.client.get(IncidentsBody.self, "/v1/incidents", query: query)
+                guard !body.incidents.isEmpty else { return print(all ? "No incidents." : "No open incidents.") }
+                for incident in body.incidents {
+                    print(
+                        "\(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))"
+                    )
+                    print("  opened \(time(incident.openedAt))" + (incident.resolvedAt.map { "  resolved \(time($0))" } ?? ""))
+                    for update in incident.updates { print("  \(time(update.time))  \(update.status.rawValue): \(update.message)") }
+                }
+            }
+        }
+    }
+
+    struct Agents: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enrolled agents and their health.")
+        @OptionGroup var options: GlobalOptions
+
+        func run() async throws {
+            try await reportingErrors {
+                if options.json { return printJSON(try await options.client.raw("/v1/agents")) }
+                let body = try await options.client.get(AgentsBody.self, "/v1/agents")
+                var table = Table(header: ["AGENT", "REGION", "HEALTH", "LAST SEEN", "WHY"])
+                for agent in body.agents {
+                    let state = agent.revoked ? "revoked" : agent.state?.rawValue ?? "unknown"
+                    table.rows.append([agent.id, agent.region, Colour.agentState(state), time(agent.lastSeen), agent.reason ?? ""])
+                }
+                print(body.agents.isEmpty ? "No agents enrolled." : table.render())
+            }
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-check every stored batch's Ed25519 signature locally against the agents' public keys.",
+            discussion: "Exits 1 when any stored batch does not verify (tampered storage, or a key changed since).")
+        @OptionGroup var options: GlobalOptions
+        @Option(help: "Only batches received within this long (10m, 2h) or since an RFC 3339 time.") var since: String?
+
+        struct Report: Codable {
+            var batches = 0
+            var verified = 0
+            var failed = 0
+            var unknownAgent = 0
+            var failures: [String] = []
+            enum CodingKeys: String, CodingKey {
+                case batches, verified, failed
+                case unknownAgent = "unknown_agent"
+                case failures
+            }
+        }
+
+        func run() async throws {
+            var report = Report()
+            try await reportingErrors {
+                let client = options.client
+                let agents = try await client.get(AgentsBody.self, "/v1/agents").agents
+                let keys = Dictionary(agents.compactMap { agent in (try? AgentPublicKey(base64: agent.publicKey)).map { (agent.id, $0) } }, uniquingKeysWith: { $1 })
+                var cursor: String?
+                for _ in 0..<1_000_000 {
+                    let page = try await client.get(BatchesBody.self, "/v1/batches", query: [("since", since), ("limit", "1000"), ("cursor", cursor)])
+                    for batch in page.batches {
+                        report.batches += 1
+                        guard let key = keys[batch.agent] else {
+                            report.unknownAgent += 1
+                            report.failures.append("\(batch.batchID): agent \(batch.agent) has no enrolled key")
+                            continue
+                        }
+                        guard let body = Data(base64Encoded: batch.body), key.verify(signatureHeader: batch.signature, body: body) else {
+                            report.failed += 1
+                            report.failures.append("\(batch.batchID): signature of agent \(batch.agent) does not verify (received \(time(batch.receivedAt)))")
+                            continue
+                        }
+                        // The signed body must also name the agent it is stored under.
+                        if let decoded = try? SondeJSON.decode(PushBatch.self, from: body), decoded.agent != batch.agent || decoded.batchID != batch.batchID {
+                            report.failed += 1
+                            report.failures.append("\(batch.batchID): stored under agent \(batch.agent) but the signed body says \(decoded.agent)/\(decoded.batchID)")
+                            continue
+                        }
+                        report.verified += 1
+                    }
+                    cursor = page.nextCursor
+                    if cursor == nil { break }
+                }
+            }
+            if options.json {
+                printJSON((try? SondeJSON.encode(report)) ?? Data())
+            } else {
+                for failure in report.failures { print(Colour.paint("MISMATCH", "31") + " " + failure) }
+                print("\(report.batches) batches checked: \(report.verified) verified, \(report.failed) failed, \(report.unknownAgent) from unknown agents")
+            }
+            if report.failed + report.unknownAgent > 0 { throw ExitCode(1) }
+        }
+    }
+
+    struct Alert: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Alert webhooks.", subcommands: [Test.self])
+
+        struct Test: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Queue an alert.test event to every webhook target.")
+            @OptionGroup var options: GlobalOptions
+
+            func run() async throws {
+                try await reportingErrors {
+                    let data = try await options.client.raw("/v1/alerts/test", method: "POST")
+                    if options.json { return printJSON(data) }
+                    let body = try SondeJSON.decode(AlertTestBody.self, from: data)
+                    if body.targets.isEmpty {
+                        print("queued test event \(body.eventID), but no webhook targets are configured")
+                    } else {
+                        print("queued test event \(body.eventID) for \(body.targets.joined(separator: ", "))")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+import Collector
+import Logging
+
+@main
+enum Entrypoint {
+    static func main() async {
+        // The executable owns logging; the library only takes a Logger.
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        await CollectorCommand.main()
+    }
+}

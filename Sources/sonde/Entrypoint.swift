@@ -1,0 +1,8 @@
+import SondeCLI
+
+@main
+enum Entrypoint {
+    static func main() async {
+        await SondeCommand.main()
+    }
+}

@@ -1,0 +1,103 @@
+import Collector
+import CollectorStore
+import CurlHTTP
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+@Suite("Ingest")
+struct IngestTests {
+    /// Every kind of bad push gets its own 4xx JSON error and stores nothing; a replay is
+    /// acknowledged as a duplicate and stored once; the collector stays healthy.
+    @Test func refusesBadPushesAndStoresNothing() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let good = TestAgent(id: "eu-1", region: "eu")
+        let revoked = TestAgent(id: "eu-2", region: "eu")
+        let other = TestAgent(id: "us-1", region: "us")
+        var config = testConfig(dir: dir, agents: [good, revoked, other])
+        config.maxBodyBytes = 64 * 1024
+        config.maxResultsPerBatch = 50
+        try await withCollector(config) { collector in
+            #expect(try await collector.store.revokeAgent(id: revoked.id))
+
+            func expectError(_ response: HTTPResponse, _ status: Int, _ code: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+                #expect(response.status == status, "\(response.bodyText)", sourceLocation: sourceLocation)
+                let body = try SondeJSON.decode(APIErrorBody.self, from: response.body)
+                #expect(body.error.code == code, sourceLocation: sourceLocation)
+                #expect(!body.error.message.isEmpty, sourceLocation: sourceLocation)
+            }
+
+            let body = try SondeJSON.encode(good.batch([good.result()]))
+            // Signed by another key.
+            try expectError(try await good.push(body, to: collector, signer: AgentSigningKey()), 401, "bad_signature")
+            // Signature of different bytes (body changed after signing).
+            var tampered = body
+            tampered[tampered.count - 2] ^= 0x01
+            try expectError(try await good.push(tampered, to: collector, signature: try good.key.signatureHeader(for: body)), 401, "bad_signature")
+            // Not base64 at all.
+            try expectError(try await good.push(body, to: collector, signature: "%%%"), 401, "bad_signature")
+            // Unknown agent.
+            let stranger = TestAgent(id: "nobody", region: "eu")
+            try expectError(try await stranger.push(stranger.batch([stranger.result()]), to: collector), 401, "unknown_agent")
+            // Revoked agent.
+            try expectError(try await revoked.push(revoked.batch([revoked.result()]), to: collector), 403, "agent_revoked")
+            // sent_at 10 minutes in the past; the message says by how much.
+            let skewed = try await good.push(good.batch([good.result()], sentAt: Date().addingTimeInterval(-600)), to: collector)
+            try expectError(skewed, 400, "clock_skew")
+            #expect(skewed.bodyText.contains("600 s behind"))
+            // Malformed JSON, properly signed.
+            try expectError(try await good.push(Data("{\"agent\":\"eu-1\",".utf8), to: collector), 400, "malformed_body")
+            // Wrong types: the decoder's path is in the message.
+            let wrongTypes = try await good.push(
+                Data(#"{"agent":"eu-1","batch_id":"b1","sent_at":"\#(RFC3339.string(from: Date()))","results":[{"id":1}]}"#.utf8), to: collector)
+            try expectError(wrongTypes, 400, "malformed_body")
+            #expect(wrongTypes.bodyText.contains("results[0]"))
+            // Oversized body.
+            let huge = Data(repeating: UInt8(ascii: " "), count: 70 * 1024)
+            try expectError(try await good.push(huge, to: collector), 413, "body_too_large")
+            // Too many results.
+            try expectError(try await good.push(good.batch((0..<51).map { _ in good.result() }), to: collector), 413, "too_many_results")
+            // Empty batch.
+            try expectError(try await good.push(good.batch([]), to: collector), 400, "empty_batch")
+            // Body agent differs from the header agent (signed by the header agent's key).
+            let otherBody = try SondeJSON.encode(other.batch([other.result()]))
+            try expectError(try await good.push(otherBody, to: collector), 400, "agent_mismatch")
+            // A result of another agent inside this agent's batch.
+            try expectError(try await good.push(good.batch([good.result(), other.result()]), to: collector), 400, "agent_mismatch")
+
+            #expect(try await collector.store.resultCount() == 0)
+            #expect(try await collector.store.batches(since: nil, after: nil, limit: 100).isEmpty)
+
+            // Healthy afterwards: a good batch is accepted; its replay is a duplicate, stored once.
+            #expect(try await get(collector, "/healthz").status == 200)
+            let batch = good.batch([good.result(), good.result(probe: "upload", component: "files")])
+            let first = try await good.push(batch, to: collector)
+            #expect(first.status == 200, "\(first.bodyText)")
+            #expect(try decode(PushAck.self, first) == PushAck(batchID: batch.batchID, accepted: 2, duplicate: false))
+            let replay = try await good.push(batch, to: collector)
+            #expect(replay.status == 200)
+            #expect(try decode(PushAck.self, replay) == PushAck(batchID: batch.batchID, accepted: 0, duplicate: true))
+            #expect(try await collector.store.resultCount() == 2)
+            #expect(try await collector.store.batches(since: nil, after: nil, limit: 100).count == 1)
+            #expect(try await collector.store.agent(id: good.id)?.lastSeen != nil)
+        }
+    }
+
+    @Test func unknownRoutesAndMethodsAnswerJSON() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        try await withCollector(testConfig(dir: dir, agents: [])) { collector in
+            let missing = try await get(collector, "/v2/nothing")
+            #expect(missing.status == 404)
+            #expect(try SondeJSON.decode(APIErrorBody.self, from: missing.body).error.code == "not_found")
+            let wrongMethod = try await post(collector, "/v1/status")
+            #expect(wrongMethod.status == 405)
+            #expect(try SondeJSON.decode(APIErrorBody.self, from: wrongMethod.body).error.code == "method_not_allowed")
+            let badLimit = try await get(collector, "/v1/results?limit=5000")
+            #expect(badLimit.status == 400)
+            #expect(badLimit.bodyText.contains("limit"))
+        }
+    }
+}

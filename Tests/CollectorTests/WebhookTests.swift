@@ -1,0 +1,111 @@
+import Collector
+import CollectorStore
+import CurlHTTP
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+/// A webhook receiver that can be down (503 or dropped connections) or up, and remembers which
+/// events it acknowledged.
+final class WebhookReceiver: Sendable {
+    enum Mode: Sendable { case unavailable, drop, up }
+    final class State: Sendable {
+        let mode = Mutex(Mode.unavailable)
+        let acknowledged = Mutex<[(id: String, body: Data, signature: String)]>([])
+    }
+    private let state = State()
+    let server: LoopbackHTTPServer
+
+    init() throws {
+        let state = self.state
+        server = try LoopbackHTTPServer { request in
+            switch state.mode.withLock({ $0 }) {
+            case .unavailable: return .json(503, #"{"error":"down for maintenance"}"#)
+            case .drop: return .drop
+            case .up:
+                state.acknowledged.withLock {
+                    $0.append((request.header("Sonde-Event-Id") ?? "", request.body, request.header("Sonde-Signature") ?? ""))
+                }
+                return .json(200, "{}")
+            }
+        }
+    }
+
+    func set(_ newMode: Mode) { state.mode.withLock { $0 = newMode } }
+    var acknowledgedIDs: [String] { state.acknowledged.withLock { $0.map(\.id) } }
+    var acknowledgedRequests: [(id: String, body: Data, signature: String)] { state.acknowledged.withLock { $0 } }
+    var url: String { server.baseURL + "/hooks/sonde" }
+}
+
+@Suite("Webhooks")
+struct WebhookTests {
+    /// The receiver is down across a collector restart on the same database; once it is back,
+    /// every event arrives exactly once, in order, with a signature that verifies.
+    @Test func deliversEveryEventExactlyOnceAcrossRestarts() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try WebhookReceiver()
+        defer { receiver.server.stop() }
+        let secret = "s3cret-\(UUID().uuidString)"
+        let config = testConfig(dir: dir, agents: [], webhooks: [WebhookTarget(name: "ops", url: receiver.url, secret: secret)])
+
+        func queueTestAlert(_ collector: RunningCollector) async throws -> String {
+            let response = try await post(collector, "/v1/alerts/test")
+            #expect(response.status == 202, "\(response.bodyText)")
+            return try decode(AlertTestResponse.self, response).eventID
+        }
+
+        var eventIDs: [String] = []
+        // First run: the receiver answers 503; attempts pile up and are retried.
+        try await withCollector(config) { collector in
+            for _ in 0..<3 { eventIDs.append(try await queueTestAlert(collector)) }
+            try await waitUntil("retries while the receiver is down") { receiver.server.requests.count >= 4 }
+        }
+        // Second run on the same database: connections dropped, then the receiver comes back.
+        receiver.set(.drop)
+        let seenBeforeSecondRun = receiver.server.requests.count
+        try await withCollector(config) { collector in
+            eventIDs.append(try await queueTestAlert(collector))
+            try await waitUntil("retries after the restart") { receiver.server.requests.count >= seenBeforeSecondRun + 2 }
+            receiver.set(.up)
+            try await waitUntil("every event delivered", timeout: .seconds(20)) { Set(receiver.acknowledgedIDs) == Set(eventIDs) }
+            let deliveries = try await collector.store.deliveries()
+            #expect(deliveries.count == eventIDs.count)
+            #expect(deliveries.allSatisfy { $0.status == .delivered })
+        }
+        // Third run: nothing is sent again; a new event goes out after the old ones would have.
+        try await withCollector(config) { collector in
+            eventIDs.append(try await queueTestAlert(collector))
+            try await waitUntil("the new event delivered") { receiver.acknowledgedIDs.contains(eventIDs.last!) }
+        }
+        #expect(receiver.acknowledgedIDs == eventIDs, "each event once, in event order")
+        for request in receiver.acknowledgedRequests {
+            #expect(WebhookSignature.verify(header: request.signature, body: request.body, secret: secret))
+            #expect(!WebhookSignature.verify(header: request.signature, body: request.body, secret: "wrong"))
+            let object = try #require(try JSONSerialization.jsonObject(with: request.body) as? [String: Any])
+            #expect(object["type"] as? String == "alert.test")
+            #expect(object["id"] as? String == request.id)
+            #expect((object["link"] as? String)?.hasPrefix("http://") == true)
+        }
+    }
+
+    @Test func slackFormatAndSignature() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try WebhookReceiver()
+        defer { receiver.server.stop() }
+        receiver.set(.up)
+        let config = testConfig(dir: dir, agents: [], webhooks: [WebhookTarget(url: receiver.url, secret: "k", format: .slack)])
+        try await withCollector(config) { collector in
+            #expect(try await post(collector, "/v1/alerts/test").status == 202)
+            try await waitUntil("the Slack message") { !receiver.acknowledgedIDs.isEmpty }
+        }
+        let request = try #require(receiver.acknowledgedRequests.first)
+        let object = try #require(try JSONSerialization.jsonObject(with: request.body) as? [String: Any])
+        #expect((object["text"] as? String)?.contains("alert.test") == true)
+        #expect((object["blocks"] as? [Any])?.isEmpty == false)
+        #expect(WebhookSignature.verify(header: request.signature, body: request.body, secret: "k"))
+    }
+}
