@@ -21,7 +21,7 @@ struct CommandTests {
         let key = try AgentSigningKey.load(from: path)
         let pub = try String(contentsOfFile: path + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(pub == key.publicKey.base64)
-        try await first.waitForLine { $0 == "  sonde-collector agents add --id eu-1 --region eu --public-key \(pub)" }
+        try await first.waitForLine { $0 == "  sonde-collector agents add --db <collector.db> --id eu-1 --region eu --public-key \(pub)" }
 
         let again = try ChildProcess("sonde-agent", ["keygen", "--out", path])
         #expect(try await again.waitForExit() == 1)
@@ -150,5 +150,18 @@ struct CommandTests {
         let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.path])
         #expect(try await once.waitForExit() == 2)
         #expect(once.allOutput.contains(dir.path))
+    }
+}
+
+@Suite("sonde-agent help")
+struct HelpTests {
+    @Test("--help lists the four commands")
+    func help() async throws {
+        let help = try ChildProcess("sonde-agent", ["--help"])
+        #expect(try await help.waitForExit() == 0)
+        let text = help.stdoutLines.joined(separator: "\n")
+        for command in ["run", "once", "validate", "keygen"] {
+            #expect(help.stdoutLines.contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix(command + " ") }, "\(command) in:\n\(text)")
+        }
     }
 }

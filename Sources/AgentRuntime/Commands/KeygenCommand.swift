@@ -34,6 +34,6 @@ struct KeygenCommand: AsyncParsableCommand {
         print("wrote \(out) (private key, mode 0600) and \(out).pub")
         print("public key: \(publicKey)")
         print("enrol this agent on the collector with:")
-        print("  sonde-collector agents add --id \(id) --region \(region) --public-key \(publicKey)")
+        print("  sonde-collector agents add --db <collector.db> --id \(id) --region \(region) --public-key \(publicKey)")
     }
 }
