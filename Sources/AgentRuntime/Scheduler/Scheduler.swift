@@ -88,10 +88,12 @@ public struct Scheduler: Service {
             }
             await record(result)
 
-            // Next slot after the one just run; slots this run overran are skipped, not queued.
+            // Next slot after the one just run. Slots this run overran are skipped, not queued;
+            // a slot passed by less than the jitter allowance still runs (just late).
             slot = slot + interval
+            let allowance = interval * max(jitter, 0.05)
             var skipped = 0
-            while slot < clock.now {
+            while clock.now - slot > allowance {
                 slot = slot + interval
                 skipped += 1
             }
