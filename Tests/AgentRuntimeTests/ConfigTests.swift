@@ -92,6 +92,12 @@ struct ConfigTests {
         }
     }
 
+    @Test("a missing config file is one clear problem, not a cascade")
+    func missingFile() {
+        let (_, diagnostics) = AgentConfig.loadCollecting(file: "/nonexistent/agent.yaml", environment: [:], requireCollector: true)
+        #expect(diagnostics.map(\.description) == ["/nonexistent/agent.yaml: the config file does not exist"])
+    }
+
     @Test("run needs collector.url")
     func collectorRequired() throws {
         let (_, diagnostics) = AgentConfig.loadCollecting(file: nil, environment: [:], requireCollector: true)

@@ -56,6 +56,7 @@ extension AgentConfig {
         if let file {
             config.sourceFile = file
             secretMarks = reader.read(file: file, into: &config)
+            if reader.unreadable { return (config, reader.diagnostics) }
         }
         // Environment, then flags.
         if let id = environment["SONDE_AGENT_ID"], !id.isEmpty { config.agentID = id }
@@ -79,6 +80,8 @@ extension AgentConfig {
 struct ConfigFileReader {
     let file: String
     var diagnostics: [ProbeDiagnostic] = []
+    /// The file could not be read at all: nothing else is worth reporting.
+    var unreadable = false
     /// The file's folder, for relative paths.
     var baseDirectory: String = FileManager.default.currentDirectoryPath
 
@@ -93,7 +96,9 @@ struct ConfigFileReader {
         baseDirectory = URL(fileURLWithPath: file).deletingLastPathComponent().path
         let text: String
         do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-            problem(nil, nil, "cannot read the config file: \(error.localizedDescription)")
+            let why = FileManager.default.fileExists(atPath: file) ? "cannot be read by this user (or is not UTF-8 text)" : "does not exist"
+            problem(nil, nil, "the config file \(why)")
+            unreadable = true
             return [:]
         }
         let root: Node?
