@@ -1,0 +1,110 @@
+import CurlHTTP
+import Foundation
+import Logging
+import ProbeEngine
+import ServiceLifecycle
+import SondeCore
+
+/// Why the agent cannot start: every problem found, each as `file:line:column: field: message`.
+/// Commands print them and exit with status 2.
+public struct AgentStartError: Error, Sendable, CustomStringConvertible {
+    public var problems: [String]
+    public init(_ problems: [String]) { self.problems = problems }
+    public var description: String { problems.joined(separator: "\n") }
+}
+
+/// The values every command builds from a loaded config: the probes and the run context.
+public struct AgentProbes: Sendable {
+    public var probes: [ProbeDefinition]
+    public var context: RunContext
+}
+
+extension AgentConfig {
+    /// The run context probes see: variables plus secret values (secrets flagged for redaction).
+    public var runContext: RunContext {
+        RunContext(
+            agent: agentID, region: region, variables: variables.merging(secretValues) { _, secret in secret },
+            secretNames: Set(secretValues.keys), proxy: proxy, caFile: caFile)
+    }
+
+    /// Loads and validates the probe scripts this config names.
+    public func loadProbes() throws(AgentStartError) -> AgentProbes {
+        guard !probePaths.isEmpty else {
+            throw AgentStartError(["\(sourceFile ?? "(flags)"): probes: no probe scripts given; list files or folders under `probes:` or pass --probes DIR"])
+        }
+        do {
+            let probes = try ProbeLoader.load(paths: probePaths, variables: allVariableNames)
+            guard !probes.isEmpty else {
+                throw AgentStartError(["\(probePaths.joined(separator: ", ")): no probe scripts (*.yaml, *.yml) found there"])
+            }
+            return AgentProbes(probes: probes, context: runContext)
+        } catch let error as ProbeValidationError {
+            throw AgentStartError(error.diagnostics.map(\.description))
+        } catch let error as AgentStartError {
+            throw error
+        } catch {
+            throw AgentStartError(["\(error)"])
+        }
+    }
+}
+
+/// The long-running agent: scheduler → spool → uploader. `buildAgent` is what `sonde-agent run`
+/// calls, and what tests call with their own probe executor.
+public struct AgentServices: Sendable {
+    public var spool: Spool
+    public var scheduler: Scheduler
+    public var uploader: Uploader
+
+    /// Scheduler and uploader in one group with graceful shutdown on SIGTERM/SIGINT. Services shut
+    /// down in reverse order: the scheduler first (no new runs; runs in flight finish or are
+    /// cancelled and their results spooled), then the uploader (last push, then stop).
+    /// `handleSignals: false` is for tests that trigger the shutdown themselves.
+    public func serviceGroup(logger: Logger, handleSignals: Bool = true) -> ServiceGroup {
+        var configuration = ServiceGroupConfiguration(
+            services: [
+                .init(service: uploader, successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger)
+        // A last resort if a run or a push ignores cancellation: never hang a service manager.
+        configuration.maximumGracefulShutdownDuration = scheduler.shutdownGrace + uploader.settings.timeout + .seconds(10)
+        return ServiceGroup(configuration: configuration)
+    }
+}
+
+/// Opens the spool, loads the key and probes, and wires the services. Every problem is reported at
+/// once (config problems come before this, from `AgentConfig.load`).
+public func buildAgent(
+    config: AgentConfig, logger: Logger, executor: (any ProbeExecuting)? = nil, client: CurlHTTPClient = .shared
+) throws(AgentStartError) -> AgentServices {
+    var problems: [String] = []
+    let file = config.sourceFile ?? "(flags)"
+    if config.collector.url == nil { problems.append("\(file): collector.url: missing: the agent needs the collector's URL") }
+    var key: AgentSigningKey?
+    do { key = try AgentSigningKey.load(from: config.collector.keyPath) } catch {
+        problems.append("\(file): collector.key: \(error)")
+    }
+    var loaded: AgentProbes?
+    do { loaded = try config.loadProbes() } catch { problems += error.problems }
+    guard problems.isEmpty, let key, let loaded else { throw AgentStartError(problems) }
+    let spool: Spool
+    do { spool = try Spool(directory: config.spool.path, maxBytes: config.spool.maxBytes, logger: logger) } catch {
+        throw AgentStartError(["\(file): spool.path: \(error)"])
+    }
+    let scheduler = Scheduler(
+        probes: loaded.probes, context: loaded.context,
+        executor: executor ?? ProbeRunner(client: client, logger: logger), controlProbes: config.controlProbes,
+        jitter: config.scheduling.jitter, shutdownGrace: config.scheduling.shutdownGrace, logger: logger
+    ) { result in
+        do {
+            let stored = try spool.append(result)
+            logger.debug(
+                "result spooled",
+                metadata: ["probe.name": "\(stored.probe)", "probe.outcome": "\(stored.outcome.rawValue)", "result.seq": "\(stored.seq ?? 0)"])
+        } catch {
+            logger.error("cannot write a result to the spool; it is lost", metadata: ["probe.name": "\(result.probe)", "error": "\(error)"])
+        }
+    }
+    let uploader = Uploader(settings: .init(config: config), spool: spool, key: key, client: client, logger: logger)
+    return AgentServices(spool: spool, scheduler: scheduler, uploader: uploader)
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// `sonde-agent run`: the daemon. Refuses to start on any config, key, probe or spool problem.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the probes on their schedules and push signed results to the collector (stops on SIGTERM/SIGINT).",
+        discussion: "Exit status: 0 after a graceful stop, 2 when the config, key, probes or spool are unusable (it says why)."
+    )
+
+    @OptionGroup var options: ConfigOptions
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        if options.config == nil { throw ValidationError("run needs --config FILE") }
+    }
+
+    func run() async throws {
+        let logger = logging.makeLogger(label: "sonde.agent", default: .info)
+        let services: AgentServices
+        do {
+            let config = try options.load(requireCollector: true)
+            services = try buildAgent(config: config, logger: logger)
+        } catch let error as ConfigError {
+            refuse(error.diagnostics.map(\.description))
+        } catch let error as AgentStartError {
+            refuse(error.problems)
+        }
+        let status = services.spool.status
+        logger.info(
+            "agent starting",
+            metadata: [
+                "agent.id": "\(services.uploader.settings.agentID)", "probes.count": "\(services.scheduler.probes.count)",
+                "spool.unsent": "\(status.unsentResults)", "spool.last_seq": "\(status.lastSeq)",
+            ])
+        try await services.serviceGroup(logger: logger).run()
+        services.spool.close()
+        logger.info("agent stopped", metadata: ["spool.unsent": "\(services.spool.status.unsentResults)"])
+    }
+
+    private func refuse(_ problems: [String]) -> Never {
+        for problem in problems { printError(problem) }
+        printError("sonde-agent: refusing to start: \(problems.count) problem\(problems.count == 1 ? "" : "s") (see above)")
+        Foundation.exit(2)
+    }
+}

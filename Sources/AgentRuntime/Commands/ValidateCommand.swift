@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import ProbeEngine
+import SondeCore
+
+/// `sonde-agent validate`: every problem in the config, its key and its probes, as
+/// `file:line:column: field: message`; exit 1 if there is any.
+struct ValidateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Check the config and probe scripts; print every problem as file:line:column: field: message.",
+        discussion: "Exit status: 0 and \"ok: N probes\" when everything is usable, 1 when any problem was found."
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    func validate() throws {
+        if options.config == nil && options.probes.isEmpty {
+            throw ValidationError("give --config FILE and/or --probes DIR")
+        }
+    }
+
+    func run() async throws {
+        let (config, configProblems) = AgentConfig.loadCollecting(file: options.config, overrides: options.overrides)
+        var problems = configProblems.map(\.description)
+        // The key matters only to `run`, which needs a collector.
+        if options.config != nil, config.collector.url != nil {
+            do { _ = try AgentSigningKey.load(from: config.collector.keyPath) } catch {
+                problems.append("\(config.sourceFile ?? "-"): collector.key: \(error)")
+            }
+        }
+        var count = 0
+        do { count = try config.loadProbes().probes.count } catch { problems += error.problems }
+        if problems.isEmpty {
+            print("ok: \(count) probes")
+        } else {
+            for problem in problems { print(problem) }
+            printError("\(problems.count) problem\(problems.count == 1 ? "" : "s") found")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+
+/// Parsing of the value forms config files use: durations (`500ms`, `10s`, `1.5m`, `2h`, a bare
+/// number is seconds) and byte sizes (`256MiB`, `10MB`, `4096`).
+public enum ConfigValues {
+    public static func duration(_ text: String) -> Duration? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+            let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            // "ms" also ends in "s": only accept a pure number before the suffix.
+            guard let value = Double(number), value >= 0, value.isFinite else { continue }
+            return .milliseconds(Int64((value * scale * 1000).rounded()))
+        }
+        if let value = Double(trimmed), value >= 0, value.isFinite { return .milliseconds(Int64((value * 1000).rounded())) }
+        return nil
+    }
+
+    public static func byteSize(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Int)] = [
+            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30),
+            ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("B", 1),
+        ]
+        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+            let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            guard let value = Double(number), value >= 0, value.isFinite else { continue }
+            return Int(value * Double(scale))
+        }
+        return Int(trimmed).flatMap { $0 >= 0 ? $0 : nil }
+    }
+}
+
+extension Duration {
+    /// Seconds as a Double, for arithmetic (jitter, offsets).
+    var seconds: Double {
+        let (s, atto) = components
+        return Double(s) + Double(atto) / 1e18
+    }
+
+    static func seconds(double value: Double) -> Duration {
+        .nanoseconds(Int64((value * 1e9).rounded()))
+    }
+}

@@ -1,0 +1,9 @@
+import AgentRuntime
+
+/// `sonde-agent`: everything lives in AgentRuntime (see `SondeAgentCommand`), so tests reach it.
+@main
+enum Entrypoint {
+    static func main() async {
+        await SondeAgentCommand.main()
+    }
+}

@@ -1,0 +1,167 @@
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+@testable import AgentRuntime
+
+/// The real `sonde-agent` executable, started as a child process (built by `swift build --build-tests`).
+@Suite("sonde-agent commands")
+struct CommandTests {
+    @Test("keygen writes the private key with mode 0600 and PATH.pub, prints the enrol command, refuses to overwrite without --force")
+    func keygen() async throws {
+        let dir = try TemporaryDirectory("keygen")
+        defer { dir.remove() }
+        let path = dir.file("agent.key")
+        let first = try ChildProcess("sonde-agent", ["keygen", "--out", path, "--id", "eu-1", "--region", "eu"])
+        #expect(try await first.waitForExit() == 0)
+        var info = stat()
+        #expect(stat(path, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o600)
+        let key = try AgentSigningKey.load(from: path)
+        let pub = try String(contentsOfFile: path + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(pub == key.publicKey.base64)
+        try await first.waitForLine { $0 == "  sonde-collector agents add --db <collector.db> --id eu-1 --region eu --public-key \(pub)" }
+
+        let again = try ChildProcess("sonde-agent", ["keygen", "--out", path])
+        #expect(try await again.waitForExit() == 1)
+        #expect(again.allOutput.contains("--force"))
+        #expect(try AgentSigningKey.load(from: path).publicKey == key.publicKey, "the key is untouched")
+
+        let forced = try ChildProcess("sonde-agent", ["keygen", "--out", path, "--force"])
+        #expect(try await forced.waitForExit() == 0)
+        #expect(try AgentSigningKey.load(from: path).publicKey != key.publicKey)
+    }
+
+    @Test("run with an invalid config exits 2 and says why, with file:line: field")
+    func runRefusesInvalidConfig() async throws {
+        let dir = try TemporaryDirectory("run-invalid")
+        defer { dir.remove() }
+        let file = dir.file("agent.yaml")
+        try "agent: {id: eu-1}\ncollector: {url: http://127.0.0.1:1, batch_size: many}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", file])
+        #expect(try await agent.waitForExit() == 2)
+        let output = agent.allOutput
+        #expect(output.contains("\(file):2:"))
+        #expect(output.contains("collector.batch_size: expected a whole number"))
+        #expect(output.contains("refusing to start"))
+    }
+
+    @Test("run without a key exits 2 and names the keygen command")
+    func runRefusesMissingKey() async throws {
+        let dir = try TemporaryDirectory("run-nokey")
+        defer { dir.remove() }
+        let file = dir.file("agent.yaml")
+        try "agent: {id: eu-1}\ncollector: {url: http://127.0.0.1:1, key: agent.key}\nspool: {path: spool}\nprobes: [probes]\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", file])
+        #expect(try await agent.waitForExit() == 2)
+        #expect(agent.allOutput.contains("collector.key: key file \(dir.path)/agent.key"))
+        #expect(agent.allOutput.contains("sonde-agent keygen --out"))
+    }
+
+    @Test("validate lists every config problem as file:line:column: field: message and exits 1")
+    func validateReportsProblems() async throws {
+        let dir = try TemporaryDirectory("validate")
+        defer { dir.remove() }
+        let file = dir.file("agent.yaml")
+        try "agent:\n  id: eu-1\n  zone: eu\nscheduling: {jitter: 2}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let validate = try ChildProcess("sonde-agent", ["validate", "--config", file])
+        #expect(try await validate.waitForExit() == 1)
+        #expect(validate.stdoutLines.contains("\(file):3:3: agent.zone: unknown key; expected one of: id, region"))
+        #expect(validate.stdoutLines.contains { $0.hasPrefix("\(file):4:22: scheduling.jitter: expected a fraction") })
+        #expect(validate.stdoutLines.contains { $0.contains("probes: no probe scripts given") })
+    }
+
+    /// Two probes against a real HTTP server: one passes, one fails its status assertion.
+    func writeProbes(in dir: TemporaryDirectory) throws {
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        for (name, path, control) in [("health", "/ok", false), ("broken", "/missing", true)] {
+            try """
+                name: \(name)
+                component: api
+                interval: 30s
+                timeout: 5s
+                control: \(control)
+                steps:
+                  - name: get
+                    request:
+                      method: GET
+                      url: ${target}\(path)
+                    assert:
+                      status: 200
+                """.write(toFile: dir.file("probes/\(name).yaml"), atomically: true, encoding: .utf8)
+        }
+    }
+
+    @Test("once --format json prints one SPEC result per line and exits 1 when a probe failed")
+    func onceJSON() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let target = try LoopbackHTTPServer { request in request.path == "/ok" ? .json(200, "{}") : .json(404, #"{"error":"nope"}"#) }
+        defer { target.stop() }
+        try writeProbes(in: dir)
+        let once = try ChildProcess(
+            "sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)", "--id", "lab-1", "--format", "json"])
+        #expect(try await once.waitForExit() == 1)
+        let validate = try ChildProcess("sonde-agent", ["validate", "--probes", dir.file("probes"), "--var", "target=http://127.0.0.1:1"])
+        #expect(try await validate.waitForExit() == 0)
+        #expect(validate.stdoutLines == ["ok: 2 probes"])
+        let lines = once.stdoutLines
+        #expect(lines.count == 2)
+        let results = try lines.map { try SondeJSON.decode(ProbeResult.self, from: Data($0.utf8)) }
+        #expect(results.map(\.probe) == ["broken", "health"])
+        for (line, result) in zip(lines, results) {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            for key in ["id", "probe", "component", "agent", "region", "started_at", "duration_ms", "outcome", "steps"] {
+                #expect(object[key] != nil, "\(key) in \(line)")
+            }
+            #expect(result.agent == "lab-1")
+            #expect(result.region == "local")
+            #expect(result.steps.first?.url == "\(target.baseURL)\(result.probe == "health" ? "/ok" : "/missing")")
+        }
+        #expect(results[1].outcome == .ok)
+        #expect(results[1].error == nil)
+        #expect(results[1].steps.first?.status == 200)
+        #expect(results[0].outcome == .failed)
+        #expect(results[0].error?.kind == .httpStatus || results[0].error?.kind == .assertion)
+        #expect(results[0].control == true)
+    }
+
+    @Test("once --format table shows probe, component, outcome, duration, status and error; exit 0 when all pass")
+    func onceTable() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let target = try LoopbackHTTPServer { _ in .json(200, "{}") }
+        defer { target.stop() }
+        try writeProbes(in: dir)
+        let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)"])
+        #expect(try await once.waitForExit() == 0)
+        let lines = once.stdoutLines
+        #expect(lines.first?.split(separator: " ", omittingEmptySubsequences: true) == ["PROBE", "COMPONENT", "OUTCOME", "DURATION", "STATUS", "ERROR"])
+        #expect(lines.contains { $0.hasPrefix("health ") && $0.contains(" ok ") && $0.contains(" 200 ") })
+        #expect(lines.last == "2 probes: 2 ok, 0 degraded, 0 failed")
+    }
+
+    @Test("once with no probes at all exits 2 and says what to pass")
+    func onceWithoutProbes() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.path])
+        #expect(try await once.waitForExit() == 2)
+        #expect(once.allOutput.contains(dir.path))
+    }
+}
+
+@Suite("sonde-agent help")
+struct HelpTests {
+    @Test("--help lists the four commands")
+    func help() async throws {
+        let help = try ChildProcess("sonde-agent", ["--help"])
+        #expect(try await help.waitForExit() == 0)
+        let text = help.stdoutLines.joined(separator: "\n")
+        for command in ["run", "once", "validate", "keygen"] {
+            #expect(help.stdoutLines.contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix(command + " ") }, "\(command) in:\n\(text)")
+        }
+    }
+}

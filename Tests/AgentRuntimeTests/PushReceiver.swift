@@ -1,0 +1,94 @@
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Synchronization
+
+/// A stand-in collector on a real socket: verifies every push's Ed25519 signature over the exact
+/// body bytes with the agent's public key, and stores results once per batch id the way the
+/// collector does (a batch id seen before is acknowledged without storing).
+final class PushReceiver: Sendable {
+    enum Mode: Sendable {
+        case accept
+        case fail(Int)
+        /// Answers `status` for this batch id, accepts the others.
+        case refuse(batchID: String?, status: Int)
+        /// Answers 400 `clock_skew`, as the collector does when `sent_at` is off.
+        case clockSkew
+    }
+
+    struct State {
+        var mode: Mode = .accept
+        var badSignatures = 0
+        var requests = 0
+        /// Batch ids in the order they were first stored.
+        var storedBatches: [String] = []
+        /// Every batch id received, in order, including resends.
+        var receivedBatches: [String] = []
+        var results: [ProbeResult] = []
+        var duplicates = 0
+        var sentAts: [Date] = []
+    }
+
+    /// The state, in a class the server's handler can hold.
+    final class Store: Sendable {
+        let state: Mutex<State>
+        init(_ state: State) { self.state = Mutex(state) }
+    }
+
+    let publicKey: AgentPublicKey
+    private let store: Store
+    let server: LoopbackHTTPServer
+
+    init(publicKey: AgentPublicKey, mode: Mode = .accept) throws {
+        self.publicKey = publicKey
+        let store = Store(State(mode: mode))
+        self.store = store
+        server = try LoopbackHTTPServer { request in PushReceiver.handle(request, store: store, publicKey: publicKey) }
+    }
+
+    var url: String { server.baseURL }
+    var snapshot: State { store.state.withLock { $0 } }
+    func setMode(_ mode: Mode) { store.state.withLock { $0.mode = mode } }
+    func stop() { server.stop() }
+
+    private static func handle(_ request: LoopbackHTTPServer.Request, store: Store, publicKey: AgentPublicKey) -> LoopbackHTTPServer.Reply {
+        store.state.withLock { s in
+            s.requests += 1
+            guard request.method == "POST", request.path == PushProtocol.path else {
+                return .json(404, #"{"error":{"code":"not_found","message":"no such route"}}"#)
+            }
+            guard let signature = request.header(PushProtocol.signatureHeader),
+                publicKey.verify(signatureHeader: signature, body: request.body)
+            else {
+                s.badSignatures += 1
+                return .json(401, #"{"error":{"code":"bad_signature","message":"signature does not match"}}"#)
+            }
+            guard let batch = try? SondeJSON.decode(PushBatch.self, from: request.body),
+                request.header(PushProtocol.agentHeader) == batch.agent
+            else {
+                return .json(400, #"{"error":{"code":"malformed","message":"not a push batch"}}"#)
+            }
+            s.receivedBatches.append(batch.batchID)
+            s.sentAts.append(batch.sentAt)
+            switch s.mode {
+            case .fail(let status):
+                return .json(status, #"{"error":{"code":"unavailable","message":"try later"}}"#)
+            case .clockSkew:
+                return .json(400, #"{"error":{"code":"clock_skew","message":"sent_at is 900 s ahead of the collector's clock"}}"#)
+            case .refuse(let id, let status) where id == nil || id == batch.batchID:
+                return .json(status, #"{"error":{"code":"invalid_batch","message":"result 0: duration_ms must not be negative"}}"#)
+            default:
+                break
+            }
+            let duplicate = s.storedBatches.contains(batch.batchID)
+            if duplicate {
+                s.duplicates += 1
+            } else {
+                s.storedBatches.append(batch.batchID)
+                s.results += batch.results
+            }
+            let ack = PushAck(batchID: batch.batchID, accepted: duplicate ? 0 : batch.results.count, duplicate: duplicate)
+            return .respond(status: 200, headers: [("Content-Type", "application/json")], body: (try? SondeJSON.encode(ack)) ?? Data())
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import Logging
+import ProbeEngine
+import ServiceLifecycle
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+@testable import AgentRuntime
+
+/// A probe executor for scheduler tests: each probe "runs" for a set time, and the executor
+/// records how many runs of each probe were in flight at once.
+final class TestExecutor: ProbeExecuting {
+    struct State {
+        var running: [String: Int] = [:]
+        var maxRunning: [String: Int] = [:]
+        var started: [String: [ContinuousClock.Instant]] = [:]
+    }
+
+    let durations: [String: Duration]
+    let state = Mutex(State())
+
+    init(durations: [String: Duration]) { self.durations = durations }
+
+    func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
+        state.withLock { s in
+            s.running[probe.name, default: 0] += 1
+            s.maxRunning[probe.name] = max(s.maxRunning[probe.name] ?? 0, s.running[probe.name]!)
+            s.started[probe.name, default: []].append(ContinuousClock.now)
+        }
+        defer { state.withLock { $0.running[probe.name]! -= 1 } }
+        let start = Date()
+        let cancelled = (try? await Task.sleep(for: durations[probe.name] ?? .zero)) == nil
+        return ProbeResult(
+            probe: probe.name, component: probe.component, agent: context.agent, region: context.region, startedAt: start,
+            durationMs: Date().timeIntervalSince(start) * 1000, outcome: cancelled ? .failed : .ok,
+            error: cancelled ? ProbeError(kind: .internal, step: "-", message: "cancelled") : nil, steps: [])
+    }
+
+    var snapshot: State { state.withLock { $0 } }
+}
+
+/// Results the scheduler handed over, in order.
+final class RecordedResults: Sendable {
+    private let results = Mutex<[ProbeResult]>([])
+    var all: [ProbeResult] { results.withLock { $0 } }
+    func count(_ probe: String) -> Int { all.filter { $0.probe == probe }.count }
+    func append(_ result: ProbeResult) { results.withLock { $0.append(result) } }
+}
+
+func probe(_ name: String, every interval: Duration, control: Bool = false) -> ProbeDefinition {
+    ProbeDefinition(name: name, component: "api", interval: interval, timeout: .seconds(30), control: control, sourceFile: "\(name).yaml")
+}
+
+@Suite("Scheduler")
+struct SchedulerTests {
+    let logs = CapturedLogs()
+
+    func scheduler(_ probes: [ProbeDefinition], _ executor: TestExecutor, _ recorded: RecordedResults, agent: String = "eu-1", grace: Duration = .seconds(5), control: Set<String> = []) -> Scheduler {
+        Scheduler(
+            probes: probes, context: RunContext(agent: agent, region: "eu"), executor: executor, controlProbes: control,
+            jitter: 0.1, shutdownGrace: grace, logger: logs.logger()
+        ) { recorded.append($0) }
+    }
+
+    @Test("first-run offsets are deterministic per agent and probe, and spread agents over the interval")
+    func offsetsDiffer() {
+        let a = Scheduler.offsetFraction(agent: "eu-1", probe: "login")
+        #expect(a == Scheduler.offsetFraction(agent: "eu-1", probe: "login"))
+        #expect(a != Scheduler.offsetFraction(agent: "eu-2", probe: "login"))
+        #expect(a != Scheduler.offsetFraction(agent: "eu-1", probe: "upload"))
+        let fractions = (1...200).map { Scheduler.offsetFraction(agent: "agent-\($0)", probe: "login") }
+        #expect(fractions.allSatisfy { $0 >= 0 && $0 < 1 })
+        // Spread: every tenth of the interval gets some agents, none gets a crowd.
+        let buckets = Dictionary(grouping: fractions) { Int($0 * 10) }
+        #expect(buckets.count == 10)
+        #expect(buckets.values.allSatisfy { $0.count < 45 })
+    }
+
+    @Test("a run longer than its interval is never overlapped; missed slots are skipped and logged")
+    func noOverlap() async throws {
+        let executor = TestExecutor(durations: ["slow": .milliseconds(130)])
+        let recorded = RecordedResults()
+        let task = Task { try await scheduler([probe("slow", every: .milliseconds(50))], executor, recorded).run() }
+        defer { task.cancel() }
+        try await waitUntil("4 runs", timeout: .seconds(10)) { recorded.count("slow") >= 4 }
+        task.cancel()
+        _ = try? await task.value
+        #expect(executor.snapshot.maxRunning["slow"] == 1)
+        let starts = executor.snapshot.started["slow"]!
+        for (earlier, later) in zip(starts, starts.dropFirst()) {
+            #expect(later - earlier >= .milliseconds(125))
+        }
+        let skipped = logs.messages(at: .warning, containing: "skipped the missed slots")
+        #expect(!skipped.isEmpty)
+        #expect(skipped.first?.metadata["probe.name"] == "slow")
+    }
+
+    @Test("a slow probe (a long batch poll) does not delay a fast one")
+    func slowDoesNotDelayFast() async throws {
+        let executor = TestExecutor(durations: ["batch": .seconds(20), "latency": .milliseconds(1)])
+        let recorded = RecordedResults()
+        let probes = [probe("batch", every: .milliseconds(100)), probe("latency", every: .milliseconds(50))]
+        let task = Task { try await scheduler(probes, executor, recorded).run() }
+        defer { task.cancel() }
+        try await waitUntil("8 fast runs", timeout: .seconds(10)) { recorded.count("latency") >= 8 }
+        #expect(executor.snapshot.running["batch"] == 1, "the slow run is still going")
+        #expect(recorded.count("batch") == 0)
+        task.cancel()
+        _ = try? await task.value
+    }
+
+    @Test("control probes (by config name or `control: true`) are marked in their results")
+    func controlMarked() async throws {
+        let executor = TestExecutor(durations: [:])
+        let recorded = RecordedResults()
+        let probes = [probe("reach", every: .milliseconds(30)), probe("ref", every: .milliseconds(30), control: true), probe("login", every: .milliseconds(30))]
+        let task = Task { try await scheduler(probes, executor, recorded, control: ["reach"]).run() }
+        defer { task.cancel() }
+        try await waitUntil("each probe ran") { Set(recorded.all.map(\.probe)).count == 3 }
+        task.cancel()
+        _ = try? await task.value
+        for result in recorded.all {
+            #expect(result.control == (result.probe == "login" ? nil : true))
+        }
+    }
+
+    @Test("graceful shutdown: a run in flight finishes and is recorded; no new run starts")
+    func shutdownLetsRunFinish() async throws {
+        let executor = TestExecutor(durations: ["p": .milliseconds(400)])
+        let recorded = RecordedResults()
+        let group = ServiceGroup(configuration: .init(services: [scheduler([probe("p", every: .milliseconds(20))], executor, recorded)], logger: logs.logger()))
+        let task = Task { try await group.run() }
+        try await waitUntil("a run to start") { executor.snapshot.running["p"] == 1 }
+        await group.triggerGracefulShutdown()
+        try await task.value
+        #expect(recorded.count("p") == 1)
+        #expect(recorded.all.first?.outcome == .ok)
+        #expect(executor.snapshot.started["p"]?.count == 1)
+    }
+
+    @Test("graceful shutdown: a run still going after the grace time is cancelled and records nothing")
+    func shutdownCancelsAfterGrace() async throws {
+        let executor = TestExecutor(durations: ["hang": .seconds(60)])
+        let recorded = RecordedResults()
+        let service = scheduler([probe("hang", every: .milliseconds(20))], executor, recorded, grace: .milliseconds(100))
+        let group = ServiceGroup(configuration: .init(services: [service], logger: logs.logger()))
+        let task = Task { try await group.run() }
+        try await waitUntil("a run to start") { executor.snapshot.running["hang"] == 1 }
+        let clock = ContinuousClock()
+        let start = clock.now
+        await group.triggerGracefulShutdown()
+        try await task.value
+        #expect(clock.now - start < .seconds(10))
+        #expect(recorded.all.isEmpty)
+        #expect(!logs.messages(containing: "cancelled by shutdown").isEmpty)
+    }
+}

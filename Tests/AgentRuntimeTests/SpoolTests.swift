@@ -1,0 +1,163 @@
+import Foundation
+import Logging
+import SondeCore
+import SondeTestSupport
+import Testing
+
+@testable import AgentRuntime
+
+func sampleResult(_ name: String = "login", agent: String = "eu-1", padding: Int = 0) -> ProbeResult {
+    ProbeResult(
+        probe: name, component: "login", agent: agent, region: "eu", startedAt: Date(), durationMs: 12.5, outcome: .ok,
+        steps: [StepResult(name: "get" + String(repeating: "x", count: padding), method: "GET", url: "http://127.0.0.1/x", status: 200, ok: true, timings: .zero)])
+}
+
+@Suite("Spool")
+struct SpoolTests {
+    let logs = CapturedLogs()
+
+    @Test("appended results get seq 1, 2, 3…; a batch keeps its id and results across a restart; acked batches go")
+    func appendBatchAckRestart() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        var spool: Spool? = try Spool(directory: dir.path, logger: logs.logger())
+        var ids: [String] = []
+        for i in 1...5 {
+            let stored = try spool!.append(sampleResult("p\(i)"))
+            #expect(stored.seq == UInt64(i))
+            ids.append(stored.id)
+        }
+        let batch = try #require(try spool!.nextBatch(maxResults: 3))
+        #expect(batch.results.map(\.seq) == [1, 2, 3])
+        #expect(batch.results.map(\.id) == Array(ids.prefix(3)))
+
+        // Restart before the ack: the same batch (same id, same results) comes back first.
+        spool!.close()
+        spool = nil
+        spool = try Spool(directory: dir.path, logger: logs.logger())
+        let again = try #require(try spool!.nextBatch(maxResults: 3))
+        #expect(again == batch)
+        #expect(spool!.status.pendingResults == 2)
+
+        try spool!.acknowledge(batch.id)
+        let second = try #require(try spool!.nextBatch(maxResults: 10))
+        #expect(second.id != batch.id)
+        #expect(second.results.map(\.seq) == [4, 5])
+        try spool!.acknowledge(second.id)
+        #expect(try spool!.nextBatch(maxResults: 10) == nil)
+
+        // seq survives a restart even when everything was delivered.
+        spool!.close()
+        spool = try Spool(directory: dir.path, logger: logs.logger())
+        #expect(spool!.status.unsentResults == 0)
+        #expect(try spool!.append(sampleResult()).seq == 6)
+    }
+
+    @Test("a torn last frame (SIGKILL mid-append) is cut off on open; earlier results survive, seq continues")
+    func tornTail() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        do {
+            let spool = try Spool(directory: dir.path, logger: logs.logger())
+            for _ in 1...3 { try spool.append(sampleResult()) }
+            spool.close()
+        }
+        let journal = dir.file("journal")
+        let whole = try Data(contentsOf: URL(fileURLWithPath: journal))
+        // Half of a well-formed frame at the end, as a killed write leaves it.
+        let frame = Spool.frame(Data("R".utf8) + Data(repeating: 0, count: 8) + (try SondeJSON.encode(sampleResult())))
+        try (whole + frame.prefix(frame.count / 2)).write(to: URL(fileURLWithPath: journal))
+
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        #expect(spool.status.pendingResults == 3)
+        #expect(spool.status.lastSeq == 3)
+        #expect(spool.status.journalBytes == Int64(whole.count))
+        #expect(!logs.messages(at: .warning, containing: "torn").isEmpty)
+        #expect(try spool.append(sampleResult()).seq == 4)
+        let batch = try #require(try spool.nextBatch(maxResults: 10))
+        #expect(batch.results.map(\.seq) == [1, 2, 3, 4])
+        spool.close()
+
+        // A whole-length frame whose bytes are wrong (CRC mismatch) is cut off too.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: journal))
+        let goodLength = bytes.count
+        var bad = frame
+        bad[bad.count - 2] ^= 0xFF
+        bytes.append(bad)
+        try bytes.write(to: URL(fileURLWithPath: journal))
+        let reopened = try Spool(directory: dir.path, logger: logs.logger())
+        #expect(reopened.status.journalBytes == Int64(goodLength))
+        #expect(reopened.status.lastSeq == 4)
+        #expect(try reopened.nextBatch(maxResults: 10) == batch)
+    }
+
+    @Test("a full spool drops the oldest unsent results, counts them and says so in the log")
+    func fullSpoolDropsOldest() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        let one = Int64(try SondeJSON.encode(sampleResult(padding: 200)).count + 17)
+        let spool = try Spool(directory: dir.path, maxBytes: Int(one * 5 + one / 2), logger: logs.logger())
+        for _ in 1...12 { try spool.append(sampleResult(padding: 200)) }
+        let status = spool.status
+        #expect(status.pendingResults == 5)
+        #expect(status.droppedResults == 7)
+        #expect(status.liveBytes <= Int64(spool.maxBytes))
+        let warnings = logs.messages(at: .warning, containing: "spool full")
+        #expect(warnings.count == 7)
+        #expect(warnings.last?.metadata["spool.dropped_total"] == "7")
+        let batch = try #require(try spool.nextBatch(maxResults: 100))
+        #expect(batch.results.map(\.seq) == [8, 9, 10, 11, 12])
+        spool.close()
+
+        let reopened = try Spool(directory: dir.path, maxBytes: spool.maxBytes, logger: logs.logger())
+        #expect(reopened.status.droppedResults == 7)
+        #expect(try reopened.nextBatch(maxResults: 100) == batch)
+    }
+
+    @Test("compaction keeps the journal small over many deliveries and keeps seq")
+    func compactionBoundsJournal() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, maxBytes: 256 << 10, logger: logs.logger())
+        for _ in 1...200 {
+            for _ in 1...3 { try spool.append(sampleResult(padding: 100)) }
+            let batch = try #require(try spool.nextBatch(maxResults: 2))
+            try spool.acknowledge(batch.id)
+        }
+        // 600 results of ~450 bytes (~280 KB) went through; compaction keeps the dead records
+        // below the live ones (plus one frame).
+        #expect(spool.status.journalBytes <= spool.status.liveBytes * 2 + 4096)
+        let unsent = spool.status.unsentResults
+        #expect(unsent == 200)
+        spool.close()
+        let reopened = try Spool(directory: dir.path, maxBytes: 256 << 10, logger: logs.logger())
+        #expect(reopened.status.lastSeq == 600)
+        #expect(reopened.status.unsentResults == unsent)
+        let batch = try #require(try reopened.nextBatch(maxResults: 1000))
+        #expect(batch.results.map(\.seq) == Array(401...600))
+    }
+
+    @Test("a rejected batch is kept in rejected/ with the reason, and the queue moves on")
+    func rejectMovesAside() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        for _ in 1...3 { try spool.append(sampleResult()) }
+        let batch = try #require(try spool.nextBatch(maxResults: 2))
+        try spool.reject(batch, reason: "HTTP 422: bad_result: steps[0].timings missing")
+        let saved = try String(contentsOfFile: dir.file("rejected/\(batch.id).json"), encoding: .utf8)
+        #expect(saved.contains("steps[0].timings missing"))
+        #expect(saved.contains(batch.results[0].id))
+        #expect(try spool.nextBatch(maxResults: 2)?.results.map(\.seq) == [3])
+    }
+
+    @Test("two processes cannot share a spool")
+    func exclusive() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        #expect(throws: SpoolError.self) { try Spool(directory: dir.path, logger: logs.logger()) }
+        spool.close()
+        _ = try Spool(directory: dir.path, logger: logs.logger())
+    }
+}
