@@ -33,7 +33,10 @@ extension AgentConfig {
             throw AgentStartError(["\(sourceFile ?? "(flags)"): probes: no probe scripts given; list files or folders under `probes:` or pass --probes DIR"])
         }
         do {
-            let probes = try ProbeLoader.load(paths: probePaths, variables: allVariableNames)
+            var probes = try ProbeLoader.load(paths: probePaths, variables: allVariableNames)
+            if let interval = scheduling.interval {
+                for index in probes.indices { probes[index].interval = interval }
+            }
             guard !probes.isEmpty else {
                 throw AgentStartError(["\(probePaths.joined(separator: ", ")): no probe scripts (*.yaml, *.yml) found there"])
             }

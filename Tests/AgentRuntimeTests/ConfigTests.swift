@@ -78,6 +78,28 @@ struct ConfigTests {
         #expect(diagnostics.count == 5)
     }
 
+    @Test("scheduling.interval overrides every probe's own interval")
+    func intervalOverride() throws {
+        let dir = try TemporaryDirectory("config")
+        defer { dir.remove() }
+        let probes = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../probes/sim").standardized.path
+        let file = dir.file("agent.yaml")
+        try """
+            probes: [\(probes)]
+            variables: {base_url: http://127.0.0.1:1}
+            scheduling: {interval: 2s}
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let config = try AgentConfig.load(file: file, overrides: ConfigOverrides(), environment: [:])
+        #expect(config.scheduling.interval == .seconds(2))
+        let loaded = try config.loadProbes()
+        #expect(loaded.probes.count >= 4)
+        #expect(loaded.probes.allSatisfy { $0.interval == .seconds(2) })
+
+        try "scheduling: {interval: 0s}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(throws: (any Error).self) { try AgentConfig.load(file: file, overrides: ConfigOverrides(), environment: [:]) }
+    }
+
     @Test("broken YAML is reported at its line")
     func yamlSyntax() throws {
         let dir = try TemporaryDirectory("config")

@@ -168,7 +168,7 @@ struct ConfigFileReader {
         if let value = string(top["proxy"], "proxy") { config.proxy = value }
         if let value = string(top["ca_file"], "ca_file") { config.caFile = path(value) }
         if let scheduling = top["scheduling"] {
-            let keys = fields(scheduling, "scheduling", known: ["jitter", "shutdown_grace"])
+            let keys = fields(scheduling, "scheduling", known: ["jitter", "shutdown_grace", "interval"])
             if let node = keys["jitter"], let text = string(node, "scheduling.jitter") {
                 if let value = Double(text), (0...0.5).contains(value) {
                     config.scheduling.jitter = value
@@ -177,6 +177,9 @@ struct ConfigFileReader {
                 }
             }
             if let value = duration(keys["shutdown_grace"], "scheduling.shutdown_grace") { config.scheduling.shutdownGrace = value }
+            if let node = keys["interval"], let value = duration(node, "scheduling.interval") {
+                if value > .zero { config.scheduling.interval = value } else { problem(node, "scheduling.interval", "must be longer than 0s") }
+            }
         }
         return secretMarks
     }

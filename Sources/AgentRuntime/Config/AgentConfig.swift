@@ -93,6 +93,9 @@ public struct AgentConfig: Sendable {
         /// `scheduling.shutdown_grace` (duration, default `5s`): on SIGTERM, how long runs in
         /// flight may take to finish before they are cancelled (a cancelled run records nothing).
         public var shutdownGrace: Duration = .seconds(5)
+        /// `scheduling.interval` (duration, default: none): runs every probe at this interval
+        /// instead of its script's own (for demos, drills and lab agents that must react fast).
+        public var interval: Duration?
 
         public init() {}
     }
