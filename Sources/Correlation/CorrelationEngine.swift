@@ -64,6 +64,8 @@ public struct CorrelationEngine: Sendable {
     private var agentLastReceived: [Double] = []
     private var agentHasNewData: [Bool] = []
     private var agentCleanStreak: [Int32] = []
+    /// Agents seen with a failing control probe whose episode has not ended yet.
+    private var controlFaultAgents = Set<Int32>()
     private var regionIndex: [String: Int32] = [:]
     private var regionNames: [String] = []
     private var componentIndex: [String: Int32] = [:]
@@ -372,6 +374,19 @@ extension CorrelationEngine {
             }
         }
 
+        // 1b. An agent whose control probe recovered: what its other probes saw while its network
+        // was broken is no evidence about the platform, so their windows start afresh.
+        if !controlFaultAgents.isEmpty {
+            var stillFailing = Set<Int32>()
+            for s in summaries where s.control && (s.state == .failing || (s.state.isFailing && s.latestFailed)) {
+                stillFailing.insert(s.agent)
+            }
+            for a in controlFaultAgents.subtracting(stillFailing) {
+                forgetRunsBeforeRecovery(agent: a)
+                controlFaultAgents.remove(a)
+            }
+        }
+
         // 2. Each agent's state per component (worst of its probes), and failing controls.
         var grid = [AgentComponent](repeating: AgentComponent(), count: agentCount * componentCount)
         var controlFailing = [Bool](repeating: false, count: agentCount)
@@ -387,7 +402,9 @@ extension CorrelationEngine {
                 let limit = s.interval > 0 ? max(cfg.silentMin, cfg.silentAfterIntervals * s.interval) : fallbackLimit
                 if age > cfg.windowAge || age > limit { continue }
                 if s.control {
-                    if s.state.isFailing { controlFailing[a] = true }
+                    // A control that passes its latest run counts as recovered at once: its own
+                    // window of old failures says nothing about the agent's network now.
+                    if s.state == .failing || (s.state.isFailing && s.latestFailed) { controlFailing[a] = true }
                     continue
                 }
                 let g = a * componentCount + Int(s.component)
@@ -427,6 +444,7 @@ extension CorrelationEngine {
         var localReason = [String?](repeating: nil, count: agentCount)
         for a in 0..<agentCount where controlFailing[a] && !excluded[a] {
             localReason[a] = "control probe failing"
+            controlFaultAgents.insert(Int32(a))
         }
         var peerLocal: [(agent: Int, component: Int)] = []
         for a in candidates {
@@ -589,6 +607,7 @@ extension CorrelationEngine {
                 if agentCleanStreak[a] >= cfg.resolveAfter {
                     h = enter(h, .ok, since: now, reason: nil)
                     agentCleanStreak[a] = 0
+                    forgetRunsBeforeRecovery(agent: Int32(a))
                 }
             } else if previous != .ok {
                 h = enter(h, .ok, since: now, reason: nil)
@@ -604,11 +623,29 @@ extension CorrelationEngine {
         interval.isFinite ? max(cfg.silentMin, cfg.silentAfterIntervals * interval) : max(cfg.silentMin, cfg.silentAfter)
     }
 
+    /// What the runs of an agent's local-fault episode said about the platform: nothing. Once the
+    /// agent has recovered, its failures from that time must not count as evidence against the
+    /// platform (they would otherwise linger in its windows and colour the next verdicts), so its
+    /// non-control windows start afresh.
+    private mutating func forgetRunsBeforeRecovery(agent: Int32) {
+        for s in series.indices where series[s].agent == agent && !series[s].control {
+            series[s].runs.removeAll(keepingCapacity: true)
+            summaries[s] = series[s].summarize(config: config, errorCode: -1)
+        }
+    }
+
     static func regionStatus(_ k: RegionCounts, _ cfg: CorrelationConfig) -> ComponentStatus {
         let reporting = Double(k.reporting)
         if k.hard > 0, Double(k.hard) >= cfg.majorRatio * reporting { return .majorOutage }
         if k.hard + k.flaky > 0 { return .partialOutage }
-        if k.runs >= Int32(cfg.minRuns), Double(k.failed) > cfg.flakyRatio * Double(k.runs) { return .partialOutage }
+        // The pooled ratio catches failures spread thinly over many agents, but only once the
+        // region has a full window's worth of runs per agent: early on, one failed run of each of
+        // two agents must not read as an outage ("a single failed run opens nothing").
+        if k.runs >= Int32(cfg.minRuns) * max(1, k.reporting), k.failed >= Int32(cfg.confirmFailures),
+            Double(k.failed) > cfg.flakyRatio * Double(k.runs)
+        {
+            return .partialOutage
+        }
         if k.degraded > 0, Double(k.degraded) >= cfg.degradedRatio * reporting { return .degradedPerformance }
         return .operational
     }

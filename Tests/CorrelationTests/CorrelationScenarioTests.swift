@@ -58,6 +58,38 @@ import Testing
         #expect(fleet.events.count == 1)
     }
 
+    @Test func failuresFromALocalFaultDoNotCountAfterTheAgentRecovers() throws {
+        // Found in the demo: a cut agent's connect failures lingered in its windows after it
+        // recovered and turned the next regional problem into a "platform" one with 0 agents failing.
+        var fleet = warmFleet(regions: ["eu": 2, "us": 2])
+        fleet.faults["cut"] = FleetSimulation.failing(
+            agents: ["eu-1"], control: true, error: ProbeError(kind: .connect, step: "request", message: "connection refused"))
+        fleet.step(seconds: 12)
+        #expect(fleet.health("eu-1")?.state == .localFault)
+        fleet.faults = [:]
+        fleet.step(seconds: 8)
+        #expect(fleet.health("eu-1")?.state == .ok)
+        let expired = ProbeError(kind: .httpStatus, step: "download", message: "File has expired", code: "file_expired")
+        fleet.faults["files-us"] = FleetSimulation.failing(regions: ["us"], components: ["files"], error: expired)
+        fleet.step(seconds: 20)
+        let opened = try #require(fleet.events.first { $0.type == .incidentOpened })
+        #expect(opened.component == "files")
+        #expect(opened.scope == .region)
+        #expect(opened.regions == ["us"])
+        #expect(fleet.verdicts["files"]?.regions["eu"] == .operational)
+    }
+
+    @Test func oneFailedRunOfEachOfTwoAgentsEarlyInTheWindowOpensNothing() {
+        // Right after start-up the windows are short: a pooled failure ratio over a handful of
+        // runs must not call an outage on one failure per agent.
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2])
+        fleet.step(seconds: 8)
+        fleet.faults["blip"] = FleetSimulation.failing(regions: ["us"], components: ["files"], when: { $0 == 4 })
+        fleet.step(seconds: 30)
+        #expect(fleet.events.isEmpty)
+        #expect(fleet.verdicts["files"]?.status == .operational)
+    }
+
     @Test func oneAgentFailingOnOneComponentWherePeersPassIsLocal() {
         var fleet = warmFleet()
         fleet.faults["disk"] = FleetSimulation.failing(agents: ["us-1"], components: ["files"])
