@@ -65,19 +65,18 @@ PY
 open_incidents() {
   "$BIN/sonde" status --json --collector "$COLLECTOR" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["open_incidents"]))'
 }
-all_operational() {
+all_operational() {  # every component operational, no open incident, every agent ok
   "$BIN/sonde" status --json --collector "$COLLECTOR" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 comps = s["components"]
-sys.exit(0 if comps and all(c["status"] == "operational" for c in comps) and not s["open_incidents"] else 1)'
+ok = comps and all(c["status"] == "operational" for c in comps) and not s["open_incidents"]
+sys.exit(0 if ok and s["agents"]["ok"] == s["agents"]["total"] else 1)'
 }
 agent_state() {  # agent → prints its health state
   "$BIN/sonde" agents --json --collector "$COLLECTOR" | python3 -c "
 import json, sys
-data = json.load(sys.stdin)
-agents = data['agents'] if isinstance(data, dict) else data
-print(next((a.get('health', a).get('state', '?') if isinstance(a.get('health'), dict) else a.get('state', '?') for a in agents if a['id'] == '$1'), '?'))"
+print(next((a.get('state') or '?' for a in json.load(sys.stdin)['agents'] if a['id'] == '$1'), '?'))"
 }
 show_status() { "$BIN/sonde" status --collector "$COLLECTOR" | sed 's/^/    /'; }
 
@@ -154,15 +153,18 @@ note "eu-1 is $(agent_state eu-1); open incidents: $(open_incidents) (a local fa
 [ "$(open_incidents)" = 0 ] || die "a local fault opened an incident"
 show_status
 kill -USR2 "${relay_pid[eu-1]}"
-note "eu-1's network restored"
+note "eu-1's network restored; waiting for it to be ok again"
+wait_for 60 all_operational || die "eu-1 did not recover"
+note "eu-1 is $(agent_state eu-1)"
 
 say "3. A regional outage: uploads in region us fail as 'expired' right after upload"
 "$BIN/sonde-sim" fault set --sim "$SIM" --type file_expired --component files --region us | sed 's/^/    /'
 wait_for 60 webhook_seen incident.opened files region || die "no regional incident for files"
 show_status
 "$BIN/sonde-sim" fault clear --sim "$SIM" --all >/dev/null
-note "fault cleared; waiting for the incident to resolve"
+note "fault cleared; waiting for the incidents to resolve"
 wait_for 90 webhook_seen incident.resolved files || die "the files incident did not resolve"
+wait_for 90 all_operational || die "not everything recovered after the regional outage"
 
 say "4. A platform-wide partial outage: batches stuck in 'finalizing' in every region"
 "$BIN/sonde-sim" fault set --sim "$SIM" --type batch_stuck --state finalizing --component batch | sed 's/^/    /'
@@ -179,5 +181,5 @@ wait_for 120 webhook_seen incident.resolved batch || die "the batch incident did
 wait_for 60 all_operational || die "components did not return to operational"
 show_status
 
-say "Webhooks received: $(grep -c webhook "$work/receiver.log") (signatures: $(grep -c 'signature=valid' "$work/receiver.log") valid, $(grep -c 'signature=INVALID' "$work/receiver.log") invalid; duplicates: $(grep -c DUPLICATE "$work/receiver.log"))"
+say "Webhooks received: $(grep -c '^  webhook ' "$work/receiver.log") (signatures: $(grep -c 'signature=valid' "$work/receiver.log") valid, $(grep -c 'signature=INVALID' "$work/receiver.log") invalid; duplicates: $(grep -c DUPLICATE "$work/receiver.log"))"
 say "Demo complete in $(( $(date +%s) - start )) s. Status page was at $COLLECTOR/ (stopped now)."
