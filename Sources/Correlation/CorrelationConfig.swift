@@ -33,8 +33,8 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     public var localPeerMaxRatio: Double
     /// `major_ratio` (0…1, default 0.8): share of reporting agents failing hard for `major_outage`.
     public var majorRatio: Double
-    /// `degraded_ratio` (0…1, default 0.5): share of a region's reporting agents that must be
-    /// (confirmed) degraded for the region to be `degraded_performance`.
+    /// `degraded_ratio` (0…1, default 0.5): a region is `degraded_performance` when more than this
+    /// share of its reporting agents are (confirmed) degraded.
     public var degradedRatio: Double
     /// `open_after` (Int, default 2): consecutive evaluations with new data and a problem verdict
     /// before an incident opens (also used to confirm a scope/severity change and a relapse).

@@ -646,7 +646,8 @@ extension CorrelationEngine {
         {
             return .partialOutage
         }
-        if k.degraded > 0, Double(k.degraded) >= cfg.degradedRatio * reporting { return .degradedPerformance }
+        // More than the ratio: one slow agent of two is that agent's problem, not the region's.
+        if k.degraded > 0, Double(k.degraded) > cfg.degradedRatio * reporting { return .degradedPerformance }
         return .operational
     }
 

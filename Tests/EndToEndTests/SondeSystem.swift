@@ -81,7 +81,7 @@ final class SondeSystem: @unchecked Sendable {
             collector: {url: \(collectorURL), key: \(dir.file("\(id).key")), flush_interval: 100ms, backoff: {base: 100ms, cap: 1s}}
             spool: {path: \(dir.file("spool-\(id)"))}
             probes: [\(Self.probesDirectory)]
-            variables: {base_url: \(relayURL), batch_poll_every: 100ms, finalizing_limit: 1s, latency_degraded_after: 250ms}
+            variables: {base_url: \(relayURL), batch_poll_every: 100ms, finalizing_limit: 1s, latency_degraded_after: 1s}
             scheduling: {interval: \(interval), jitter: 0.1}
             """.write(toFile: dir.file("\(id).yaml"), atomically: true, encoding: .utf8)
         let agent = try ChildProcess("sonde-agent", ["run", "--config", dir.file("\(id).yaml")], environment: ["SONDE_SIM_PASSWORD": "probe-password"])
@@ -135,19 +135,27 @@ final class SondeSystem: @unchecked Sendable {
         try await status().components.first { $0.component == component }
     }
 
+    /// Stored results of one agent (newest first, at most 1000).
+    func results(agent: String) async throws -> [ProbeResult] {
+        let response = try await client.perform(HTTPRequest(url: collectorURL + "/v1/results?agent=\(agent)&limit=1000", timeout: .seconds(5)))
+        return try SondeJSON.decode(ResultsResponse.self, from: response.body).results
+    }
+
     func agentsView() async throws -> [AgentView] {
         let response = try await client.perform(HTTPRequest(url: collectorURL + "/v1/agents", timeout: .seconds(5)))
         return try SondeJSON.decode(AgentsResponse.self, from: response.body).agents
     }
 
-    /// Waits until every component the agents probe is operational.
+    /// Waits until every agent reports and every component the agents probe is operational.
     func waitUntilHealthy(timeout: Duration = .seconds(60)) async throws {
         var last = ""
         do {
             try await waitUntil("every component operational", timeout: timeout, every: .milliseconds(200)) {
                 let status = try await self.status()
                 last = status.components.map { "\($0.component)=\($0.status.rawValue)" }.joined(separator: " ")
+                    + " agents ok \(status.agents.ok)/\(status.agents.total)"
                 return status.components.count >= 4 && status.components.allSatisfy { $0.status == .operational }
+                    && status.agents.ok == self.agents.count && status.agents.total == self.agents.count
             }
         } catch {
             throw TestFailure("\(error); last status: \(last)\nagent eu-1 log:\n\(agents.values.first?.process.allOutput.suffix(2000) ?? "")")
