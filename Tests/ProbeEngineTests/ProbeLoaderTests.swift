@@ -106,7 +106,9 @@ struct ProbeLoaderTests {
     func simProbes() throws {
         let probes = try ProbeLoader.load(paths: [Fixtures.probes + "/sim"], variables: ["base_url"])
         let byComponent = Dictionary(uniqueKeysWithValues: probes.map { ($0.component, $0) })
-        #expect(Set(byComponent.keys) == ["login", "files", "batch", "api"])
+        #expect(Set(byComponent.keys) == ["login", "files", "batch", "api", "network"])
+        #expect(byComponent["network"]?.control == true)
+        #expect(probes.filter(\.control).map(\.name) == ["sim-reach"])
         #expect(byComponent["api"]?.degradedAfter == .milliseconds(250))
         #expect(byComponent["batch"]?.timeout == .seconds(600))
         #expect(byComponent["files"]?.script.steps.last?.always == true)

@@ -49,14 +49,14 @@ struct SimProbeTests {
 
     // MARK: - (a) healthy platform
 
-    @Test("all four sim probes pass with complete, honest timings")
+    @Test("all sim probes (four journeys and the control) pass with complete, honest timings")
     func allOK() async throws {
         _ = Self.password
         let sim = try await startSim()
         defer { Task { try? await sim.shutdown() } }
         let probes = try Self.probes()
-        #expect(probes.count == 4)
-        for component in ["login", "files", "batch", "api"] {
+        #expect(probes.count == 5)
+        for component in ["login", "files", "batch", "api", "network"] {
             let probe = try #require(probes[component])
             let result = await run(probe, sim)
             #expect(result.outcome == .ok, "\(probe.name): \(String(describing: result.error))")
