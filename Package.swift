@@ -112,7 +112,7 @@ let package = Package(
         .target(
             name: "Collector",
             dependencies: [
-                "SondeCore", "Correlation", "CollectorStore", "CurlHTTP", "Yams",
+                "SondeCore", "Correlation", "CollectorAPI", "CollectorStore", "CurlHTTP", "Yams",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -121,11 +121,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// The collector API's response bodies, shared by the server, the CLI and tests.
+        .target(
+            name: "CollectorAPI",
+            dependencies: ["SondeCore", "Correlation"],
+            swiftSettings: swiftSettings
+        ),
         /// The operator's `sonde` CLI against a collector's API.
         .target(
             name: "SondeCLI",
             dependencies: [
-                "SondeCore", "CurlHTTP", "Correlation", "Yams",
+                "SondeCore", "CurlHTTP", "Correlation", "CollectorAPI", "Yams",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -156,11 +162,11 @@ let package = Package(
         .testTarget(
             name: "CollectorTests",
             dependencies: [
-                "Collector", "CollectorStore", "Correlation", "SondeCLI", "SondeTestSupport", "CurlHTTP",
+                "Collector", "CollectorAPI", "CollectorStore", "Correlation", "SondeCLI", "SondeTestSupport", "CurlHTTP",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "Collector", "Correlation"], swiftSettings: swiftSettings),
+        .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "CollectorAPI", "Correlation"], swiftSettings: swiftSettings),
     ]
 )

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CollectorAPI
 import Correlation
 import Foundation
 import SondeCore
@@ -130,7 +131,7 @@ extension SondeCommand {
             try await reportingErrors {
                 let client = options.client
                 if options.json { return printJSON(try await client.raw("/v1/status")) }
-                let status = try await client.get(StatusBody.self, "/v1/status")
+                let status = try await client.get(StatusResponse.self, "/v1/status")
                 print("Overall: \(Colour.status(status.overall))")
                 let regions = Array(Set(status.components.flatMap { $0.regions.keys })).sorted()
                 var table = Table(header: ["COMPONENT", "STATUS", "SCOPE"] + regions.map { $0.uppercased() } + ["EVIDENCE"])
@@ -185,7 +186,7 @@ extension SondeCommand {
                     ("limit", "\(limit)"),
                 ]
                 if options.json { return printJSON(try await options.client.raw("/v1/results", query: query)) }
-                let page = try await options.client.get(ResultsBody.self, "/v1/results", query: query)
+                let page = try await options.client.get(ResultsResponse.self, "/v1/results", query: query)
                 var table = Table(header: ["STARTED", "PROBE", "COMPONENT", "AGENT", "REGION", "OUTCOME", "MS", "ERROR"])
                 for r in page.results {
                     let outcome =
@@ -213,7 +214,7 @@ extension SondeCommand {
             try await reportingErrors {
                 let query: [(String, String?)] = [("status", all ? "all" : "open"), ("limit", "\(limit)")]
                 if options.json { return printJSON(try await options.client.raw("/v1/incidents", query: query)) }
-                let body = try await options.client.get(IncidentsBody.self, "/v1/incidents", query: query)
+                let body = try await options.client.get(IncidentsResponse.self, "/v1/incidents", query: query)
                 guard !body.incidents.isEmpty else { return print(all ? "No incidents." : "No open incidents.") }
                 for incident in body.incidents {
                     print(
@@ -233,7 +234,7 @@ extension SondeCommand {
         func run() async throws {
             try await reportingErrors {
                 if options.json { return printJSON(try await options.client.raw("/v1/agents")) }
-                let body = try await options.client.get(AgentsBody.self, "/v1/agents")
+                let body = try await options.client.get(AgentsResponse.self, "/v1/agents")
                 var table = Table(header: ["AGENT", "REGION", "HEALTH", "LAST SEEN", "WHY"])
                 for agent in body.agents {
                     let state = agent.revoked ? "revoked" : agent.state?.rawValue ?? "unknown"
@@ -268,11 +269,11 @@ extension SondeCommand {
             var report = Report()
             try await reportingErrors {
                 let client = options.client
-                let agents = try await client.get(AgentsBody.self, "/v1/agents").agents
+                let agents = try await client.get(AgentsResponse.self, "/v1/agents").agents
                 let keys = Dictionary(agents.compactMap { agent in (try? AgentPublicKey(base64: agent.publicKey)).map { (agent.id, $0) } }, uniquingKeysWith: { $1 })
                 var cursor: String?
                 for _ in 0..<1_000_000 {
-                    let page = try await client.get(BatchesBody.self, "/v1/batches", query: [("since", since), ("limit", "1000"), ("cursor", cursor)])
+                    let page = try await client.get(BatchesResponse.self, "/v1/batches", query: [("since", since), ("limit", "1000"), ("cursor", cursor)])
                     for batch in page.batches {
                         report.batches += 1
                         guard let key = keys[batch.agent] else {
@@ -318,7 +319,7 @@ extension SondeCommand {
                 try await reportingErrors {
                     let data = try await options.client.raw("/v1/alerts/test", method: "POST")
                     if options.json { return printJSON(data) }
-                    let body = try SondeJSON.decode(AlertTestBody.self, from: data)
+                    let body = try SondeJSON.decode(AlertTestResponse.self, from: data)
                     if body.targets.isEmpty {
                         print("queued test event \(body.eventID), but no webhook targets are configured")
                     } else {

@@ -1,4 +1,5 @@
 import Collector
+import CollectorAPI
 import CollectorStore
 import CurlHTTP
 import Foundation

@@ -1,4 +1,4 @@
-import Collector
+import CollectorAPI
 import Correlation
 import Foundation
 import SondeCore

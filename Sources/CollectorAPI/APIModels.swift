@@ -1,10 +1,9 @@
-import CollectorStore
 import Correlation
 import Foundation
 import SondeCore
 
-// The collector API's response bodies (snake_case JSON via SondeJSON). The `sonde` CLI decodes
-// the same shapes (Sources/SondeCLI/APIModels.swift).
+// The collector API's response bodies (snake_case JSON via SondeJSON): the server encodes them,
+// the `sonde` CLI and tests decode them. A target of its own so the CLI needs no server stack.
 
 /// `GET /v1/status`.
 public struct StatusResponse: Codable, Sendable {
@@ -14,6 +13,14 @@ public struct StatusResponse: Codable, Sendable {
     public var components: [ComponentVerdict]
     public var agents: AgentsSummary
     public var openIncidents: [Incident]
+
+    public init(generatedAt: Date, overall: ComponentStatus, components: [ComponentVerdict], agents: AgentsSummary, openIncidents: [Incident]) {
+        self.generatedAt = generatedAt
+        self.overall = overall
+        self.components = components
+        self.agents = agents
+        self.openIncidents = openIncidents
+    }
 
     enum CodingKeys: String, CodingKey {
         case generatedAt = "generated_at"
@@ -28,6 +35,14 @@ public struct AgentsSummary: Codable, Sendable {
     public var localFault: Int
     public var silent: Int
     public var revoked: Int
+
+    public init(total: Int, ok: Int, localFault: Int, silent: Int, revoked: Int) {
+        self.total = total
+        self.ok = ok
+        self.localFault = localFault
+        self.silent = silent
+        self.revoked = revoked
+    }
 
     enum CodingKeys: String, CodingKey {
         case total, ok
@@ -49,6 +64,18 @@ public struct AgentView: Codable, Sendable {
     public var stateSince: Date?
     public var reason: String?
 
+    public init(id: String, region: String, publicKey: String, revoked: Bool, enrolledAt: Date, lastSeen: Date? = nil, state: AgentState? = nil, stateSince: Date? = nil, reason: String? = nil) {
+        self.id = id
+        self.region = region
+        self.publicKey = publicKey
+        self.revoked = revoked
+        self.enrolledAt = enrolledAt
+        self.lastSeen = lastSeen
+        self.state = state
+        self.stateSince = stateSince
+        self.reason = reason
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, region
         case publicKey = "public_key"
@@ -63,15 +90,28 @@ public struct AgentView: Codable, Sendable {
 
 public struct AgentsResponse: Codable, Sendable {
     public var agents: [AgentView]
+
+    public init(agents: [AgentView]) {
+        self.agents = agents
+    }
 }
 
 public struct IncidentsResponse: Codable, Sendable {
     public var incidents: [Incident]
+
+    public init(incidents: [Incident]) {
+        self.incidents = incidents
+    }
 }
 
 public struct ResultsResponse: Codable, Sendable {
     public var results: [ProbeResult]
     public var nextCursor: String?
+
+    public init(results: [ProbeResult], nextCursor: String? = nil) {
+        self.results = results
+        self.nextCursor = nextCursor
+    }
 
     enum CodingKeys: String, CodingKey {
         case results
@@ -87,6 +127,14 @@ public struct BatchView: Codable, Sendable {
     public var body: String
     public var signature: String
 
+    public init(batchID: String, agent: String, receivedAt: Date, body: String, signature: String) {
+        self.batchID = batchID
+        self.agent = agent
+        self.receivedAt = receivedAt
+        self.body = body
+        self.signature = signature
+    }
+
     enum CodingKeys: String, CodingKey {
         case batchID = "batch_id"
         case agent
@@ -99,6 +147,11 @@ public struct BatchesResponse: Codable, Sendable {
     public var batches: [BatchView]
     public var nextCursor: String?
 
+    public init(batches: [BatchView], nextCursor: String? = nil) {
+        self.batches = batches
+        self.nextCursor = nextCursor
+    }
+
     enum CodingKeys: String, CodingKey {
         case batches
         case nextCursor = "next_cursor"
@@ -109,6 +162,11 @@ public struct BatchesResponse: Codable, Sendable {
 public struct AlertTestResponse: Codable, Sendable {
     public var eventID: String
     public var targets: [String]
+
+    public init(eventID: String, targets: [String]) {
+        self.eventID = eventID
+        self.targets = targets
+    }
 
     enum CodingKeys: String, CodingKey {
         case eventID = "event_id"
