@@ -220,3 +220,12 @@ func httpBytes(
     head += "\r\n"
     return Data(head.utf8) + body
 }
+
+/// A value shared between tasks, behind a lock (a class, so escaping closures can hold it).
+final class Shared<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    var value: Value { mutex.withLock { $0 } }
+    @discardableResult
+    func withLock<T: Sendable>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&$0) } }
+}

@@ -23,22 +23,22 @@ import Testing
         let folder = try TemporaryDirectory("sonde-drill-kill")
         defer { folder.remove() }
         let agents = (0..<4).map { DrillAgent(id: "kill-\($0)", region: ["eu", "us"][$0 % 2]) }
-        let acked = Mutex<[String: Sent]>([:])
-        let attempted = Atomic<Int>(0)
+        let acked = Shared<[String: Sent]>([:])
+        let attempted = Shared(0)
         let client = CurlHTTPClient(threads: agents.count)
 
         for kill in 1...kills {
             let collector = try await CollectorUnderTest.start(in: folder, agents: agents)
             let target = acked.withLock { $0.count } + Int.random(in: 5...30)
-            let stop = Atomic<Bool>(false)
+            let stop = Shared(false)
             let load = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for agent in agents {
                         group.addTask {
-                            while !stop.load(ordering: .relaxed) {
+                            while !stop.value {
                                 let count = Int.random(in: 1...50)
                                 guard let (id, body, signature) = try? agent.signedBatch(count) else { continue }
-                                attempted.add(1, ordering: .relaxed)
+                                attempted.withLock { $0 += 1 }
                                 let request = agent.pushRequest(baseURL: collector.baseURL, body: body, signature: signature, timeout: .seconds(5))
                                 guard let response = try? await client.perform(request), response.status == 200,
                                     let ack = try? SondeJSON.decode(PushAck.self, from: response.body), ack.accepted == count
@@ -55,7 +55,7 @@ import Testing
             collector.child.signal(SIGKILL)
             let status = try await collector.child.waitForExit(timeout: .seconds(10))
             #expect(collector.child.process.terminationReason == .uncaughtSignal && status == SIGKILL)
-            stop.store(true, ordering: .relaxed)
+            stop.withLock { $0 = true }
             await load.value
         }
 
@@ -63,7 +63,7 @@ import Testing
         let collector = try await CollectorUnderTest.start(in: folder, agents: agents)
         let store = try SQLiteCollectorStore(path: collector.databasePath, logger: Logger(label: "drill"))
         let stored = try await store.batchIntegrity()
-        let sent = acked.withLock { $0 }
+        let sent = acked.value
         let missing = sent.keys.filter { stored[$0] == nil }
         let wrongCount = sent.filter { id, batch in stored[id].map { $0.declared != batch.results || $0.stored != batch.results } ?? false }
         let halfStored = stored.filter { $0.value.declared != $0.value.stored }
@@ -91,7 +91,7 @@ import Testing
 
             \(Drill.table([
                 ("kills (SIGKILL)", "\(kills)"),
-                ("pushes attempted", "\(attempted.load(ordering: .relaxed))"),
+                ("pushes attempted", "\(attempted.value)"),
                 ("batches acknowledged", "\(sent.count)"),
                 ("results acknowledged", "\(sent.values.map(\.results).reduce(0, +))"),
                 ("acknowledged batches present after restart", "\(sent.count - missing.count)"),

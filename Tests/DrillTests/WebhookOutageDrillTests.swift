@@ -23,13 +23,13 @@ import Testing
         defer { folder.remove() }
 
         let clock = ContinuousClock()
-        let outageEnd = Mutex<ContinuousClock.Instant>(clock.now + .seconds(3600))
-        let seen = Mutex<[Delivery]>([])
+        let outageEnd = Shared<ContinuousClock.Instant>(clock.now + .seconds(3600))
+        let seen = Shared<[Delivery]>([])
         let receiver = try LoopbackHTTPServer { request in
             let id = request.header("Sonde-Event-Id") ?? "?"
             let reply: LoopbackHTTPServer.Reply
             let name: String
-            if clock.now < outageEnd.withLock({ $0 }) {
+            if clock.now < outageEnd.value {
                 switch seen.withLock({ $0.count }) % 3 {
                 case 0: (reply, name) = (.json(500, #"{"error":"down"}"#), "500")
                 // Longer than the collector's 500 ms attempt time-out: the collector gives up first.
