@@ -2,7 +2,8 @@
 # `make bench`: builds release, runs each benchmark several times and writes BENCHMARKS.md from
 # the fragments in .bench/. Benchmarks report numbers; they never fail (exit 0 unless the build
 # fails). Environment: BENCH_RUNS (default 3), BENCH_BATCHES (default 1600), BENCH_SENDERS
-# (default 8,16,32,64), BENCH_SKIP_BEFORE=1 to skip the "before" rows, BENCH_BEFORE=<binary>.
+# (default 8,16,32,64), BENCH_SKIP_BEFORE=1 to skip the "before" rows, BENCH_BEFORE=<binary>,
+# BENCH_ASSEMBLE_ONLY=1 to rewrite BENCHMARKS.md from the fragments already in .bench/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
@@ -12,14 +13,15 @@ senders=${BENCH_SENDERS:-8,16,32,64}
 out=.bench
 mkdir -p "$out"
 
+bench=.build/release/sonde-bench
+if [ -z "${BENCH_ASSEMBLE_ONLY:-}" ]; then
 swift build -c release --product sonde-collector || exit 1
 swift build -c release --product sonde-bench || exit 1
-bench=.build/release/sonde-bench
 
 run() { # name, args… — a failing benchmark leaves a note instead of failing the target
   local name=$1; shift
   echo "== $name: $bench $*"
-  if ! "$bench" "$@" --out "$out/$name.md"; then
+  if ! stdbuf -oL "$bench" "$@" --out "$out/$name.md"; then
     printf '_%s did not complete on this run (see the console output)._\n' "$name" > "$out/$name.md"
   fi
 }
@@ -32,6 +34,7 @@ if [ -z "${BENCH_SKIP_BEFORE:-}" ] && [ -x "$before" ]; then
 fi
 run ingest-stages ingest-stages --label after
 run correlation correlation --agents 10000 --probes 20 --ticks 30 --runs "$runs"
+fi
 
 {
   echo "# Sonde benchmarks"
@@ -51,7 +54,7 @@ run correlation correlation --agents 10000 --probes 20 --ticks 30 --runs "$runs"
   echo "| SQLite | $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)' 2>/dev/null || echo '?') (system libsqlite3) |"
   echo "| load average at the end | $(cut -d' ' -f1-3 /proc/loadavg) |"
   echo
-  [ -f BENCHMARKS.notes.md ] && cat BENCHMARKS.notes.md && echo
+  [ -f docs/benchmark-notes.md ] && cat docs/benchmark-notes.md && echo
   echo "## 4. Collector ingest (signed batches over HTTP into SQLite)"
   echo
   echo "Target: ≥ 50,000 results/s."

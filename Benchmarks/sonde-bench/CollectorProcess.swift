@@ -27,7 +27,7 @@ final class CollectorProcess: Sendable {
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--config", configPath, "--log-level", "notice"]
+        process.arguments = ["serve", "--config", configPath, "--log-level", "info"]
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = FileHandle.nullDevice
@@ -40,16 +40,22 @@ final class CollectorProcess: Sendable {
         try process.run()
         self.process = process
         self.log = log
-        // The port comes from the `Collector listening` line; it is logged at info, so ask /proc
-        // for the listening socket instead when the log level hides it.
-        let deadline = ContinuousClock.now + .seconds(120)
+        // The port comes from the `Collector listening` line (http.port=…), else from /proc.
+        let started = ContinuousClock.now
         var found: Int?
         while found == nil {
-            guard ContinuousClock.now < deadline, process.isRunning else {
+            guard ContinuousClock.now < started + .seconds(180), process.isRunning else {
+                let running = process.isRunning
                 process.terminate()
-                throw BenchFailure("the collector did not start listening: \(log.text)")
+                throw BenchFailure(
+                    "the collector did not start listening (\(running ? "still running after 180 s" : "exited with \(process.terminationStatus)")): \(log.text)")
             }
-            found = Self.listeningPort(pid: process.processIdentifier)
+            let text = log.text
+            if let range = text.range(of: #"http\.port=\d+"#, options: .regularExpression) {
+                found = Int(text[range].dropFirst("http.port=".count))
+            } else {
+                found = Self.listeningPort(pid: process.processIdentifier)
+            }
             if found == nil { Thread.sleep(forTimeInterval: 0.05) }
         }
         port = found!

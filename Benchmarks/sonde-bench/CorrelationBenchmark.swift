@@ -38,12 +38,13 @@ struct CorrelationBenchmark: AsyncParsableCommand {
         let p50 = Stats.median(all.map(\.p50))
         var table = MarkdownTable(header: [
             "build", "agents × probes", "series", "runs in window", "ticks × runs", "evaluate p50 ms", "evaluate p99 ms", "worst tick ms",
-            "ingest per tick ms", "results per tick", "target p50 ≤ 50 ms",
+            "ingest per tick ms", "results per tick", "target ≤ 50 ms (p50 / p99)",
         ])
         table.rows.append([
             label, "\(grouped(Double(agents))) × \(probes)", grouped(Double(agents * probes)), "\(history)–\(history + 1)", "\(ticks) × \(runs)",
             format(p50), format(Stats.median(all.map(\.p99))), format(all.map(\.max).max() ?? .nan), format(Stats.median(all.map(\.ingestPerTick))),
-            grouped(Stats.median(all.map(\.resultsPerTick))), p50 <= 50 ? "met" : "not met",
+            grouped(Stats.median(all.map(\.resultsPerTick))),
+            "\(p50 <= 50 ? "met" : "not met") / \(Stats.median(all.map(\.p99)) <= 50 ? "met" : "not met")",
         ])
         let text = """
             In process (no I/O): a `CorrelationEngine` with \(grouped(Double(agents))) agents in 3 regions × \(probes) probes \

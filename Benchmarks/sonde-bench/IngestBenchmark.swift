@@ -75,7 +75,11 @@ struct IngestBenchmark: AsyncParsableCommand {
         var all: [Run] = []
         for count in counts {
             for r in 1...runs {
-                let run = try await Self.measure(binary: collector, senders: count, batches: batches, results: results)
+                let run: Run
+                do { run = try await Self.measure(binary: collector, senders: count, batches: batches, results: results) } catch {
+                    print("  senders \(count) run \(r): did not complete: \(error)")
+                    continue
+                }
                 all.append(run)
                 print(
                     "  senders \(count) run \(r): \(grouped(run.resultsPerSecond)) results/s, ack p50 \(format(run.p50)) ms p99 \(format(run.p99)) ms, collector CPU \(format(run.cpuSeconds, 2)) s over \(format(run.wall, 2)) s wall, peak RSS \(format(run.peakRSS, 0)) MiB, failures \(run.failures)"
