@@ -22,5 +22,13 @@ test: deps
 demo: release
 	@scripts/demo.sh
 
+# Benchmarks (release build; BENCHMARKS.md). They report numbers and never fail.
+bench: deps
+	@scripts/bench.sh
+
+# Full reliability drills (RELIABILITY.md); the quick versions run in `make test`.
+drill: deps
+	@scripts/drill.sh
+
 clean:
 	rm -rf .build

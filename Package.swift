@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
     ],
     targets: [
         // MARK: - Shared foundation (agent, collector, CLI and sim all use these)
@@ -116,6 +117,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -145,6 +149,18 @@ let package = Package(
         .executableTarget(name: "sonde", dependencies: ["SondeCLI"], swiftSettings: swiftSettings),
         .executableTarget(name: "sonde-sim", dependencies: ["PlatformSim"], swiftSettings: swiftSettings),
 
+        // MARK: - Benchmarks (`make bench`; run against release builds)
+
+        .executableTarget(
+            name: "sonde-bench",
+            dependencies: [
+                "SondeCore", "CurlHTTP", "Correlation", "CollectorStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/sonde-bench",
+            swiftSettings: swiftSettings),
+
         // MARK: - Tests
 
         /// Helpers for tests: start processes, wait for conditions with deadlines, free ports.
@@ -166,6 +182,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: swiftSettings),
+        /// Reliability drills (quick versions; `make drill` runs the full ones with SONDE_DRILL_FULL=1).
+        .testTarget(
+            name: "DrillTests",
+            dependencies: ["Collector", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "CollectorAPI", "Correlation"], swiftSettings: swiftSettings),
     ]

@@ -53,6 +53,12 @@ public struct CollectorConfig: Sendable {
     public var webhookTimeout: TimeInterval = 10
     /// `webhook_retry.poll`: how often an idle dispatcher looks for new events. Default 200 ms.
     public var webhookPollInterval: TimeInterval = 0.2
+    /// `idle_timeout`: a connection that sends nothing for this long is closed, also in the middle
+    /// of its request headers (slow clients). Default 30 s.
+    public var idleTimeout: TimeInterval = 30
+    /// `request_timeout`: the most time a request may take to arrive, head to end of body; a
+    /// client trickling its body is cut off after it. Default 60 s.
+    public var requestTimeout: TimeInterval = 60
 
     public init() {}
 
@@ -217,6 +223,8 @@ private struct ConfigFile: Decodable {
     var evaluationInterval: ConfigDuration?
     var retentionInterval: ConfigDuration?
     var webhookRetry: Retry?
+    var idleTimeout: ConfigDuration?
+    var requestTimeout: ConfigDuration?
 
     enum CodingKeys: String, CodingKey {
         case listen, database
@@ -229,6 +237,8 @@ private struct ConfigFile: Decodable {
         case evaluationInterval = "evaluation_interval"
         case retentionInterval = "retention_interval"
         case webhookRetry = "webhook_retry"
+        case idleTimeout = "idle_timeout"
+        case requestTimeout = "request_timeout"
     }
 }
 
@@ -304,6 +314,14 @@ extension CollectorConfig {
             config.evaluationInterval = interval.seconds
         }
         if let interval = raw.retentionInterval, interval.seconds > 0 { config.retentionInterval = interval.seconds }
+        if let timeout = raw.idleTimeout {
+            guard timeout.seconds > 0 else { throw ConfigError(file: file, field: "idle_timeout", message: "expected more than 0") }
+            config.idleTimeout = timeout.seconds
+        }
+        if let timeout = raw.requestTimeout {
+            guard timeout.seconds > 0 else { throw ConfigError(file: file, field: "request_timeout", message: "expected more than 0") }
+            config.requestTimeout = timeout.seconds
+        }
         if let retry = raw.webhookRetry {
             if let base = retry.base { config.webhookRetryBase = base.seconds }
             if let cap = retry.cap { config.webhookRetryCap = cap.seconds }

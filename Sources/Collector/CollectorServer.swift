@@ -79,13 +79,15 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     let boundPort = BoundPort()
     let linkBase: @Sendable () -> String = { config.linkBase(boundPort: boundPort.value) }
 
+    let writer = IngestWriter(store: store, logger: logger)
     let api = CollectorAPI(
         store: store, hub: hub, metrics: metrics, targets: config.webhooks, trigger: trigger,
         ingest: IngestHandler(
-            store: store, hub: hub, trigger: trigger, metrics: metrics, maxBodyBytes: config.maxBodyBytes,
+            store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, maxBodyBytes: config.maxBodyBytes,
             maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
         logger: logger)
     let services: [any Service] = [
+        writer,
         Evaluator(hub: hub, store: store, targets: config.webhooks, interval: config.evaluationInterval, trigger: trigger, logger: logger),
         WebhookDispatcher(
             store: store, targets: config.webhooks, metrics: metrics, linkBase: linkBase,
@@ -95,6 +97,12 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     ]
     let application = Application(
         responder: CollectorResponder(api: api),
+        // Slow or stalled clients are cut off: `idle_timeout` (nothing received, including a
+        // trickled header) and `request_timeout` (a whole request, body included).
+        server: .http1(
+            configuration: .init(
+                additionalChannelHandlers: [RequestReadDeadline(limit: .nanoseconds(Int64(config.requestTimeout * 1e9)))],
+                idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)))),
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sonde-collector"),
         services: services,
         onServerRunning: { channel in

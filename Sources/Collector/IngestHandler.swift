@@ -10,6 +10,8 @@ import SondeCore
 /// refused request is stored.
 struct IngestHandler: Sendable {
     let store: any CollectorStorage
+    /// Group commit in front of `store` (see `IngestWriter`).
+    let writer: IngestWriter
     let hub: CorrelationHub
     let trigger: EvaluationTrigger
     let metrics: CollectorMetrics
@@ -39,6 +41,13 @@ struct IngestHandler: Sendable {
         // Size first: a declared length over the limit is refused before reading anything.
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
             throw tooLarge(declared)
+        }
+        // Only JSON is accepted; a missing Content-Type is tolerated (the body is checked anyway).
+        if let type = request.headers[.contentType] {
+            let media = type.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            guard media == "application/json" else {
+                throw APIError(.unsupportedMediaType, "unsupported_media_type", "Content-Type is \"\(type)\"; push batches as application/json")
+            }
         }
         let body: Data
         do {
@@ -79,6 +88,49 @@ struct IngestHandler: Sendable {
         }
 
         // Now the content.
+        let batch = try IngestDecoding.batch(
+            from: body, agentID: agentID, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt)
+
+        let outcome: IngestOutcome
+        do {
+            outcome = try await writer.store(
+                PendingBatch(
+                    batch: BatchRecord(batchID: batch.batchID, agent: agentID, receivedAt: receivedAt, body: body, signature: signature),
+                    results: batch.results))
+        } catch {
+            logger.error("Cannot store a batch", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "error": "\(error)"])
+            throw APIError(.serviceUnavailable, "storage_unavailable", "the batch could not be stored; retry later")
+        }
+        switch outcome {
+        case .duplicate:
+            metrics.batchDuplicate()
+            logger.debug("Duplicate batch acknowledged", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID)])
+            return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true)
+        case .stored(let count):
+            metrics.batchAccepted(results: count)
+            metrics.record(batch.results)
+            await hub.ingest(batch.results, receivedAt: receivedAt)
+            if batch.results.contains(where: { $0.outcome != .ok }) { trigger.fire() }
+            logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
+            return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)
+        }
+    }
+
+    private func tooLarge(_ declared: Int?) -> APIError {
+        APIError(
+            .contentTooLarge, "body_too_large",
+            "the body\(declared.map { " (\($0) bytes)" } ?? "") is over the \(maxBodyBytes)-byte limit; send smaller batches")
+    }
+}
+
+/// The content checks of a push body, after its signature verified: JSON shape, agent
+/// consistency, batch size and clock skew. Pure (no I/O), so a property test can throw arbitrary
+/// bytes at it: any input either decodes to a batch that satisfies every check or throws an
+/// `APIError` with a 4xx status.
+public enum IngestDecoding {
+    public static func batch(
+        from body: Data, agentID: String, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
+    ) throws(APIError) -> PushBatch {
         let batch: PushBatch
         do { batch = try SondeJSON.decode(PushBatch.self, from: body) } catch let error as DecodingError {
             throw APIError(.badRequest, "malformed_body", "the body is not a valid push batch: \(error.pathDescription)")
@@ -104,35 +156,7 @@ struct IngestHandler: Sendable {
                 "sent_at \(RFC3339.string(from: batch.sentAt)) is \(Int(abs(skew).rounded())) s \(skew < 0 ? "behind" : "ahead of") the collector's clock (\(RFC3339.string(from: receivedAt))); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
             )
         }
-
-        let outcome: IngestOutcome
-        do {
-            outcome = try await store.ingest(
-                batch: BatchRecord(batchID: batch.batchID, agent: agentID, receivedAt: receivedAt, body: body, signature: signature),
-                results: batch.results)
-        } catch {
-            logger.error("Cannot store a batch", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "error": "\(error)"])
-            throw APIError(.serviceUnavailable, "storage_unavailable", "the batch could not be stored; retry later")
-        }
-        switch outcome {
-        case .duplicate:
-            metrics.batchDuplicate()
-            logger.debug("Duplicate batch acknowledged", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID)])
-            return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true)
-        case .stored(let count):
-            metrics.batchAccepted(results: count)
-            metrics.record(batch.results)
-            await hub.ingest(batch.results, receivedAt: receivedAt)
-            if batch.results.contains(where: { $0.outcome != .ok }) { trigger.fire() }
-            logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
-            return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)
-        }
-    }
-
-    private func tooLarge(_ declared: Int?) -> APIError {
-        APIError(
-            .contentTooLarge, "body_too_large",
-            "the body\(declared.map { " (\($0) bytes)" } ?? "") is over the \(maxBodyBytes)-byte limit; send smaller batches")
+        return batch
     }
 }
 

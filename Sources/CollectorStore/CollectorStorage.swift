@@ -278,6 +278,27 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
 
 // MARK: - The protocol
 
+/// One batch waiting to be stored (see `CollectorStorage.ingest(group:)`).
+public struct PendingBatch: Sendable {
+    public var batch: BatchRecord
+    public var results: [ProbeResult]
+    public init(batch: BatchRecord, results: [ProbeResult]) {
+        self.batch = batch
+        self.results = results
+    }
+}
+
+extension CollectorStorage {
+    /// One batch at a time, for stores without a cheaper way.
+    public func ingest(group: [PendingBatch]) async throws -> [Result<IngestOutcome, any Error>] {
+        var outcomes: [Result<IngestOutcome, any Error>] = []
+        for pending in group {
+            do { outcomes.append(.success(try await ingest(batch: pending.batch, results: pending.results))) } catch { outcomes.append(.failure(error)) }
+        }
+        return outcomes
+    }
+}
+
 /// Everything the collector keeps. Implementations: `SQLiteCollectorStore` (one file, WAL) and
 /// `InMemoryCollectorStore` (tests, demos without a disk).
 public protocol CollectorStorage: Sendable {
@@ -295,6 +316,9 @@ public protocol CollectorStorage: Sendable {
     /// Stores the batch and its results in one transaction, or nothing when the batch id exists.
     /// Also sets the agent's `last_seen`.
     func ingest(batch: BatchRecord, results: [ProbeResult]) async throws -> IngestOutcome
+    /// Group commit: stores several batches in one transaction, each all-or-nothing on its own
+    /// (one outcome or error per batch, in order). Nothing is acknowledged before the commit.
+    func ingest(group: [PendingBatch]) async throws -> [Result<IngestOutcome, any Error>]
     func results(_ query: ResultQuery) async throws -> ResultPage
     /// Results started at or after `since`, oldest first (to rebuild the engine at start-up).
     func results(since: Date, limit: Int) async throws -> [ProbeResult]

@@ -84,7 +84,7 @@ struct StorageTests {
         let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
         try await store.migrate()
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered"])
         #expect(try await store.resultCount() == 2)
         // Pruning with a cutoff in the future removes the rest, batches included.
         let report = try await store.prune(before: Date().addingTimeInterval(60))
