@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "sonde-collector", targets: ["sonde-collector"]),
         .executable(name: "sonde", targets: ["sonde"]),
         .executable(name: "sonde-sim", targets: ["sonde-sim"]),
+        .executable(name: "sonde-agent-bench", targets: ["sonde-agent-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -139,6 +140,21 @@ let package = Package(
         .executableTarget(name: "sonde", dependencies: ["SondeCLI"], swiftSettings: swiftSettings),
         .executableTarget(name: "sonde-sim", dependencies: ["PlatformSim"], swiftSettings: swiftSettings),
 
+        // MARK: - Benchmarks (report numbers, never fail CI)
+
+        /// The agent's benchmarks: probe cost, timing accuracy, scale (see scripts/bench-agent.sh).
+        .executableTarget(
+            name: "sonde-agent-bench",
+            dependencies: [
+                "ProbeEngine", "AgentRuntime", "CurlHTTP", "SondeCore", "PlatformSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Benchmarks/sonde-agent-bench",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - Tests
 
         /// Helpers for tests: start processes, wait for conditions with deadlines, free ports.
@@ -161,6 +177,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
+        /// Quick reliability drills of the agent against a real collector (full ones: scripts/drill-agent.sh).
+        .testTarget(name: "AgentDrillTests", dependencies: ["AgentRuntime", "SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
     ]
 )
