@@ -64,14 +64,14 @@ func procStatusKiB(_ field: String) -> Int {
 /// User + system CPU seconds of this process so far.
 func cpuSeconds() -> Double {
     var usage = rusage()
-    getrusage(RUSAGE_SELF, &usage)
+    getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
 func printJSON(_ object: [String: Any]) {
     let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-    print(String(decoding: data, as: UTF8.self))
-    fflush(stdout)
+    // One write per line, unbuffered: the script reads lines as they come.
+    FileHandle.standardOutput.write(data + Data("\n".utf8))
 }
 
 func percentile(_ values: [Double], _ p: Double) -> Double {
@@ -148,9 +148,11 @@ struct Timing: AsyncParsableCommand {
 // MARK: - scale
 
 /// Runs the real probe runner and notes when each run really started.
-struct StartRecorder: ProbeExecuting {
+final class StartRecorder: ProbeExecuting {
     let runner: ProbeRunner
-    let starts: Mutex<[String: [ContinuousClock.Instant]]>
+    let starts = Mutex<[String: [ContinuousClock.Instant]]>([:])
+
+    init(runner: ProbeRunner) { self.runner = runner }
 
     func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
         let now = ContinuousClock.now
@@ -182,7 +184,7 @@ struct Scale: AsyncParsableCommand {
                 probes.append(try singleGetProbe(name: "p\(i)", url: target, interval: intervalText, in: directory + "/probes"))
             }
             let spool = try Spool(directory: directory + "/spool", logger: logger)
-            let recorder = StartRecorder(runner: ProbeRunner(client: .shared, logger: logger), starts: Mutex([:]))
+            let recorder = StartRecorder(runner: ProbeRunner(client: .shared, logger: logger))
             let context = RunContext(agent: "bench", region: "local")
             let scheduler = Scheduler(probes: probes, context: context, executor: recorder, jitter: 0, shutdownGrace: .seconds(2), logger: logger) { result in
                 _ = try? spool.append(result)

@@ -125,27 +125,36 @@ struct SpoolDiskDrillTests {
         for n in 1...3 { try spool!.append(result(n)) }
         disk.fill()
 
-        for n in 4...8 { try spool!.append(result(n)) }  // ENOSPC, for real: no throw
+        // tmpfs allocates whole pages: appends fill the journal's last page, then ENOSPC, for real.
+        var appended = 3
+        while spool!.status.writingToDisk && appended < 500 {
+            appended += 1
+            try spool!.append(result(appended))  // never throws for a disk failure
+        }
         #expect(spool!.status.writingToDisk == false)
+        let onDisk = spool!.status.pendingResults
+        #expect(onDisk == appended - 1 && spool!.status.memoryResults == 1)
+        for n in 1...4 { try spool!.append(result(appended + n)) }
         #expect(spool!.status.memoryResults == 5)
         let errors = logs.messages(at: .error, containing: "spool cannot write to disk")
         #expect(errors.count == 1, "one clear error, not one per result")
         #expect(errors.first?.metadata["spool.path"] == path + "/journal")
         #expect(errors.first?.metadata["error"]?.contains("No space left on device") == true)
 
-        // Uploads go on from memory, oldest first: disk results 1…3, then memory 4…5.
-        let first = try #require(try spool!.nextBatch(maxResults: 5))
-        #expect(first.results.map(\.seq) == [1, 2, 3, 4, 5])
+        // Uploads go on from memory, oldest first: the results on disk, then the memory queue.
+        let first = try #require(try spool!.nextBatch(maxResults: onDisk + 2))
+        #expect(first.results.map(\.seq) == (1...UInt64(onDisk + 2)).map { $0 })
         try spool!.acknowledge(first.id)
         #expect(spool!.status.unsentResults == 3)
 
-        // Bound: 100 in memory; 150 more drop the oldest 53 (3 queued + 147 new → 100 kept).
-        for n in 9...158 { try spool!.append(result(n)) }
+        // Bound: 100 in memory; 150 more drop the oldest 53 (3 queued + 150 new → 100 kept).
+        for n in 1...150 { try spool!.append(result(n)) }
         #expect(spool!.status.memoryResults == 100)
         #expect(spool!.status.droppedResults == 53)
         #expect(!logs.messages(at: .error, containing: "memory queue is full").isEmpty)
 
-        // Space again: the next append (after the 1 s retry spacing) moves memory to disk.
+        // Space again: an append after the 1 s retry spacing moves memory to disk (the appends
+        // made while waiting still drop, the queue being full).
         disk.free()
         try waitUntilSync("the disk back", timeout: .seconds(5)) {
             try spool!.append(result(0))
@@ -153,18 +162,19 @@ struct SpoolDiskDrillTests {
         }
         #expect(!logs.messages(at: .info, containing: "spool writes to disk again").isEmpty)
         let status = spool!.status
-        #expect(status.memoryResults == 0)
+        #expect(status.memoryResults == 0 && status.pendingResults == 101)
         let lastSeq = status.lastSeq
 
-        // A restart finds the journal consistent: 1…5 delivered, drops counted, the rest pending.
+        // A restart finds the journal consistent: the first batch delivered, drops counted, the rest pending.
         spool!.close()
         spool = try Spool(directory: path, memoryLimit: 100, logger: logs.logger())
         #expect(spool!.status.lastSeq == lastSeq)
-        #expect(spool!.status.droppedResults == 53)
+        #expect(spool!.status.droppedResults == status.droppedResults)
         #expect(spool!.status.pendingResults == status.pendingResults)
         let rest = try #require(try spool!.nextBatch(maxResults: 1000))
         let seqs = rest.results.compactMap(\.seq)
-        #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count && seqs.allSatisfy { $0 > 5 })
+        #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count && seqs.allSatisfy { $0 > UInt64(onDisk + 2) })
+        #expect(seqs.count == 101)
         #expect(try spool!.append(result(0)).seq == lastSeq + 1)
         spool!.close()
     }
@@ -190,8 +200,8 @@ struct SpoolDiskDrillTests {
         let storedAtFailure = try await collector.results(agent: agent.id).count
         let spooledAtFailure = process.stderrLines.filter { $0.contains("result spooled") }.count
         try await waitUntil("probes running and results delivered while the disk is full", timeout: .seconds(20)) {
-            try await process.stderrLines.filter { $0.contains("result spooled") }.count >= spooledAtFailure + 10
-                && collector.results(agent: agent.id).count >= storedAtFailure + 10
+            let stored = try await collector.results(agent: agent.id).count
+            return process.stderrLines.filter { $0.contains("result spooled") }.count >= spooledAtFailure + 10 && stored >= storedAtFailure + 10
         }
         #expect(process.isRunning)
 

@@ -272,7 +272,7 @@ public final class Spool: Sendable {
             result.seq = s.lastSeq + 1
             if s.failure != nil { tryDiskAgain(&s) }
             if s.failure == nil {
-                do {
+                do throws(SpoolError) {
                     try appendToDisk(result, &s)
                     s.lastSeq = result.seq!
                     return result
@@ -458,7 +458,7 @@ public final class Spool: Sendable {
                 let id = UUID().uuidString.lowercased()
                 let fields = ["id": id, "first": "\(entries.first!.seq)", "last": "\(entries.last!.seq)", "count": "\(entries.count)"]
                 let before = s.fileSize
-                do {
+                do throws(SpoolError) {
                     try Spool.appendRecord("B", fields, to: &s, path: journalPath)
                 } catch let error where Spool.isDiskFailure(error.code) {
                     enterMemoryMode(&s, error)
@@ -541,7 +541,7 @@ public final class Spool: Sendable {
                     failure.deliveredThrough = max(failure.deliveredThrough ?? 0, through)
                     s.failure = failure
                 } else {
-                    do { try Spool.appendRecord("P", ["through": "\(through)"], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
+                    do throws(SpoolError) { try Spool.appendRecord("P", ["through": "\(through)"], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
                         enterMemoryMode(&s, error)
                         s.failure?.deliveredThrough = through
                     }
@@ -550,7 +550,7 @@ public final class Spool: Sendable {
             }
             guard let index = s.batches.firstIndex(where: { $0.id == batchID }) else { return }
             if s.failure == nil {
-                do { try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
+                do throws(SpoolError) { try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
                     enterMemoryMode(&s, error)
                 }
             }
@@ -577,7 +577,7 @@ public final class Spool: Sendable {
         let newPath = journalPath + ".new"
         let fd = open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .posix("open", newPath) }
-        var fresh = State(fd: fd)
+        var fresh = State(fd: fd, lockFD: s.lockFD)
         fresh.lastSeq = s.lastSeq
         fresh.droppedTotal = s.droppedTotal
         do throws(SpoolError) {
