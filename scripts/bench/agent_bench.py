@@ -48,7 +48,8 @@ def start(name, args, work, pattern=None, timeout=30, env=None):
         while time.time() < deadline:
             text = open(log.name).read()
             for line in text.splitlines():
-                if pattern in line:
+                # "word " patterns are the start of a line (a process's stdout), others anywhere.
+                if line.startswith(pattern) if pattern.endswith(" ") else pattern in line:
                     return p, line
             if p.poll() is not None:
                 raise SystemExit(f"{name} exited: {text[-2000:]}")
@@ -113,6 +114,8 @@ def nginx(work):
     """nginx from Debian on 127.0.0.1 with a throwaway config, serving a 1 KiB static file."""
     www = os.path.join(work, "www")
     os.makedirs(www, exist_ok=True)
+    os.chmod(work, 0o755)  # nginx's worker runs as www-data and must reach the file
+    os.chmod(www, 0o755)
     open(os.path.join(www, "small.txt"), "w").write("sonde benchmark target\n" * 44)
     port = free_port()
     conf = os.path.join(work, "nginx.conf")
@@ -302,7 +305,7 @@ def bench_scale(args, work, target):
     open(d + "/agent.yaml", "w").write(f"agent: {{id: rss-1, region: local}}\ncollector: {{url: {base}, key: {d}/agent.key}}\n"
                                        f"spool: {{path: {d}/spool}}\nprobes: [{d}/probes]\n")
     agent, _ = start("agent-rss", [f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
-    wait_for("a full interval of runs", lambda: ingested(base) >= 1000, timeout=120, every=0.5)
+    wait_for("a full interval of runs", lambda: ingested(base) >= 1000, timeout=240, every=0.5)
     rss, hwm = status_kib(agent.pid, "VmRSS"), status_kib(agent.pid, "VmHWM")
     stop(agent)
     stop(col)
@@ -400,15 +403,27 @@ variables: {{base_url: {line.split()[1]}, latency_degraded_after: 2s}}
             time.sleep(random.uniform(0, interval))  # a random phase against the probe schedule
             t_inject = time.time()
             sim_fault(sim_url, {"type": "error", "status": 503, "components": ["api"]})
-            wait_for("incident.opened", lambda: receiver.find("incident.opened", t_inject, lambda e: e.get("component") == "api"),
-                     timeout=interval * 10 + 60, every=0.02)
+            try:
+                wait_for("incident.opened", lambda: receiver.find("incident.opened", t_inject, lambda e: e.get("component") == "api"),
+                         timeout=interval * 10 + 60, every=0.02)
+            except SystemExit:
+                for t, e in receiver.events:
+                    print(f"{t - t_inject:+.2f} {json.dumps(e)[:400]}", file=sys.stderr)
+                print(get(base + "/v1/status").decode()[:3000], file=sys.stderr)
+                raise
             t_open, _ = receiver.find("incident.opened", t_inject, lambda e: e.get("component") == "api")
             latencies.append(t_open - t_inject)
             print(f"detection {interval}s trial {trial + 1}: {latencies[-1]:.2f} s", file=sys.stderr)
             sim_fault(sim_url, delete=True)
             t_clear = time.time()
-            wait_for("incident.resolved", lambda: receiver.find("incident.resolved", t_clear, lambda e: e.get("component") == "api"),
-                     timeout=interval * 20 + 60, every=0.1)
+            try:
+                wait_for("incident.resolved", lambda: receiver.find("incident.resolved", t_clear, lambda e: e.get("component") == "api"),
+                         timeout=interval * 20 + 60, every=0.1)
+            except SystemExit:
+                for t, e in receiver.events:
+                    print(f"{t - t_inject:+.2f} {json.dumps(e)[:400]}", file=sys.stderr)
+                print(get(base + "/v1/status").decode()[:3000], file=sys.stderr)
+                raise
             wait_for("api operational", operational, timeout=interval * 20 + 60, every=0.2)
 
         # A local fault: eu-1's network cut (its relay stops forwarding), twice per interval.
@@ -422,6 +437,10 @@ variables: {{base_url: {line.split()[1]}, latency_degraded_after: 2s}}
             # Keep it cut a while longer: no platform incident may open from it.
             time.sleep(max(3 * interval, 5))
             opened = receiver.count("incident.opened", t_cut)
+            with receiver.lock:
+                for t, e in receiver.events:
+                    if t >= t_cut and e.get("type") == "incident.opened":
+                        print(f"  incident opened during the local fault: {json.dumps(e)[:600]}", file=sys.stderr)
             relays["eu-1"].send_signal(signal.SIGUSR2)
             local.append((t_local - t_cut, opened))
             print(f"local fault {interval}s: agent.local_fault after {t_local - t_cut:.2f} s, incidents opened {opened}", file=sys.stderr)
