@@ -91,13 +91,14 @@ public func buildAgent(
     do { spool = try Spool(directory: config.spool.path, maxBytes: config.spool.maxBytes, memoryLimit: config.spool.memoryLimit, logger: logger) } catch {
         throw AgentStartError(["\(file): spool.path: \(error)"])
     }
+    let committer = SpoolCommitter(spool: spool)
     let scheduler = Scheduler(
         probes: loaded.probes, context: loaded.context,
         executor: executor ?? ProbeRunner(client: client, logger: logger), controlProbes: config.controlProbes,
         jitter: config.scheduling.jitter, shutdownGrace: config.scheduling.shutdownGrace, logger: logger
     ) { result in
         do {
-            let stored = try spool.append(result)
+            let stored = try await committer.commit(result)
             logger.debug(
                 "result spooled",
                 metadata: ["probe.name": "\(stored.probe)", "probe.outcome": "\(stored.outcome.rawValue)", "result.seq": "\(stored.seq ?? 0)"])

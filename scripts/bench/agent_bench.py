@@ -183,7 +183,7 @@ steps:
 
 def bench_cost(args, work, target):
     n, rate = args.probes, args.rate
-    interval_ms = int(1000 / rate)
+    interval_ms = int(1000 * 10 / rate)  # 10 probes, each every interval: `rate` runs/s in all
     rows = []
     bb_conf = os.path.join(work, "blackbox.yml")
     open(bb_conf, "w").write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n")
@@ -216,19 +216,20 @@ def bench_cost(args, work, target):
         conn.close()
         stop(bb)
 
-        # sonde-agent run: one probe (the same GET) every 1/rate s, results spooled (fsync) and
+        # sonde-agent run: 10 probes (the same GET), each every 10/rate s, results spooled (fsync) and
         # pushed signed to a real collector; CPU of the agent process over N runs.
         d = os.path.join(work, f"cost-{rep}")
         os.makedirs(d + "/probes")
         pub = keygen(args.bin, d + "/agent.key")
         col, base = collector(args.bin, d, [("cost-1", "local", pub)])
-        probe_file(d + "/probes/get.yaml", "get", target, f"{interval_ms}ms")
+        for i in range(10):
+            probe_file(d + f"/probes/get{i}.yaml", f"get{i}", target, f"{interval_ms}ms")
         open(d + "/agent.yaml", "w").write(f"""agent: {{id: cost-1, region: local}}
 collector: {{url: {base}, key: {d}/agent.key, batch_size: 100, flush_interval: 1s}}
 spool: {{path: {d}/spool}}
 probes: [{d}/probes]
 """)
-        agent, _ = start(f"agent-cost-{rep}", [f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
+        agent, _ = start(f"agent-cost-{rep}", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
         wait_for("warm-up results", lambda: ingested(base) >= 50, timeout=60)
         c0, cpu0 = ingested(base), cpu_seconds(agent.pid)
         wait_for(f"{n} results", lambda: ingested(base) >= c0 + n, timeout=n / rate * 3 + 60, every=0.05)
@@ -482,6 +483,7 @@ def main():
     ap.add_argument("--local-trials", type=int, default=1)
     ap.add_argument("--intervals", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 5])
     ap.add_argument("--only", default="cost,timing,scale,detection")
+    ap.add_argument("--agent", help="the sonde-agent to measure in the cost benchmark (default: --bin's)")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
     os.makedirs(args.out, exist_ok=True)

@@ -152,6 +152,11 @@ public final class Spool: Sendable {
         var fd: Int32
         var lockFD: Int32 = -1
         var fileSize: Int64 = 0
+        /// The journal is durable up to here (fsynced); only results below it go into batches, so
+        /// nothing the collector has can vanish from the journal in a power loss.
+        var syncedSize: Int64 = 0
+        /// Changes when the descriptor points at another file (compaction, reopening).
+        var generation = 0
         var lastSeq: UInt64 = 0
         var droppedTotal: UInt64 = 0
         var pending: [Entry] = []
@@ -265,15 +270,19 @@ public final class Spool: Sendable {
     /// it with its seq. Makes room first by dropping the oldest unsent results if the spool is full.
     /// While the disk fails the result is kept in memory instead (see the file's header); only a
     /// result that cannot be encoded throws.
+    ///
+    /// `durable: false` writes without the fsync (the frame survives a SIGKILL, not yet a power
+    /// loss); `sync()` then makes it durable, one fsync for every append made so far (group
+    /// commit: see `SpoolCommitter`). Such a result goes into no batch before it is synced.
     @discardableResult
-    public func append(_ result: ProbeResult) throws(SpoolError) -> ProbeResult {
+    public func append(_ result: ProbeResult, durable: Bool = true) throws(SpoolError) -> ProbeResult {
         try state.withLock { (s: inout State) throws(SpoolError) -> ProbeResult in
             var result = result
             result.seq = s.lastSeq + 1
             if s.failure != nil { tryDiskAgain(&s) }
             if s.failure == nil {
                 do throws(SpoolError) {
-                    try appendToDisk(result, &s)
+                    try appendToDisk(result, &s, sync: durable)
                     s.lastSeq = result.seq!
                     return result
                 } catch let error where Spool.isDiskFailure(error.code) {
@@ -287,7 +296,7 @@ public final class Spool: Sendable {
     }
 
     /// Writes one result frame (keeping its seq) and indexes it as pending.
-    private func appendToDisk(_ result: ProbeResult, _ s: inout State) throws(SpoolError) {
+    private func appendToDisk(_ result: ProbeResult, _ s: inout State, sync: Bool = true) throws(SpoolError) {
         let json: Data
         do { json = try SondeJSON.encode(result) } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
         var body = Data([UInt8(ascii: "R")])
@@ -295,9 +304,30 @@ public final class Spool: Sendable {
         body.append(json)
         let frameLength = Int64(8 + body.count)
         try makeRoom(for: frameLength, in: &s)
-        let offset = try Spool.appendFrame(body, to: &s, path: journalPath)
+        let offset = try Spool.appendFrame(body, to: &s, path: journalPath, sync: sync)
         s.pending.append(Entry(seq: result.seq!, offset: offset, length: frameLength))
         s.liveBytes += frameLength
+    }
+
+    /// Makes every append so far durable: one fsync, outside the lock (on a duplicate of the
+    /// journal's descriptor), so appends go on meanwhile. A failed fsync moves the spool to memory.
+    public func sync() {
+        let target: (fd: Int32, size: Int64, generation: Int)? = state.withLock { s in
+            guard !s.closed, s.failure == nil, s.fd >= 0, s.syncedSize < s.fileSize else { return nil }
+            return (dup(s.fd), s.fileSize, s.generation)
+        }
+        guard let target, target.fd >= 0 else { return }
+        let ok = fsync(target.fd) == 0
+        let error = ok ? nil : SpoolError.posix("fsync", journalPath)
+        Glibc.close(target.fd)
+        state.withLock { s in
+            if ok {
+                // After a compaction meanwhile, the fsync was of the old file: the new one is durable up to its own mark.
+                if s.generation == target.generation { s.syncedSize = max(s.syncedSize, target.size) }
+            } else if let error {
+                enterMemoryMode(&s, error)
+            }
+        }
     }
 
     // MARK: - A failing disk: memory
@@ -399,6 +429,7 @@ public final class Spool: Sendable {
         }
         if s.fd >= 0 { Glibc.close(s.fd) }
         s.fd = fd
+        s.generation += 1
         Spool.fsyncDirectory(directory)
         if s.lockFD < 0 {
             let lockFD = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -453,8 +484,9 @@ public final class Spool: Sendable {
             if s.batches.isEmpty, let batch = s.memoryBatch { return SpoolBatch(id: batch.id, results: batch.results) }
             if s.batches.isEmpty, s.failure != nil { return makeMemoryBatch(maxResults: maxResults, &s) }
             if s.batches.isEmpty {
-                guard !s.pending.isEmpty else { return nil }
-                let entries = Array(s.pending.prefix(max(1, maxResults)))
+                let synced = s.syncedSize
+                let entries = Array(s.pending.prefix(max(1, maxResults)).prefix { $0.offset + $0.length <= synced })
+                guard !entries.isEmpty else { return nil }
                 let id = UUID().uuidString.lowercased()
                 let fields = ["id": id, "first": "\(entries.first!.seq)", "last": "\(entries.last!.seq)", "count": "\(entries.count)"]
                 let before = s.fileSize
@@ -578,6 +610,7 @@ public final class Spool: Sendable {
         let fd = open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .posix("open", newPath) }
         var fresh = State(fd: fd, lockFD: s.lockFD)
+        fresh.generation = s.generation + 1
         fresh.lastSeq = s.lastSeq
         fresh.droppedTotal = s.droppedTotal
         do throws(SpoolError) {
@@ -599,6 +632,7 @@ public final class Spool: Sendable {
             }
             for entry in s.pending { if let copied = try copy(entry) { fresh.pending.append(copied) } }
             guard fsync(fd) == 0 else { throw SpoolError.posix("fsync", newPath) }
+            fresh.syncedSize = fresh.fileSize
             guard rename(newPath, journalPath) == 0 else { throw SpoolError.posix("rename", newPath) }
         } catch {
             Glibc.close(fd)
@@ -677,6 +711,7 @@ public final class Spool: Sendable {
             offset += length
         }
         s.fileSize = offset
+        s.syncedSize = offset
         if !readOnly { guard lseek(s.fd, off_t(offset), SEEK_SET) >= 0 else { throw .posix("seek", path) } }
     }
 
@@ -712,6 +747,7 @@ public final class Spool: Sendable {
             throw error
         }
         s.fileSize = offset + Int64(frame.count)
+        if sync { s.syncedSize = s.fileSize }
         return offset
     }
 
