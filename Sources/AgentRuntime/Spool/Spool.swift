@@ -53,7 +53,22 @@ import Glibc
 /// A batch as the uploader sends it: fixed id, fixed results (in seq order).
 public struct SpoolBatch: Sendable, Hashable {
     public var id: String
-    public var results: [ProbeResult]
+    /// Each result's JSON exactly as spooled: the push body carries these bytes as they are, so
+    /// a result is encoded once in its life, not decoded and encoded again for every push.
+    public var rawResults: [Data]
+
+    /// The results, decoded (for people and tests; the uploader sends `rawResults`).
+    public var results: [ProbeResult] { rawResults.compactMap { try? SondeJSON.decode(ProbeResult.self, from: $0) } }
+    public var count: Int { rawResults.count }
+
+    public init(id: String, rawResults: [Data]) {
+        self.id = id
+        self.rawResults = rawResults
+    }
+
+    public init(id: String, results: [ProbeResult]) {
+        self.init(id: id, rawResults: results.compactMap { try? SondeJSON.encode($0) })
+    }
 }
 
 /// Counters for logs, tests and `status`.
@@ -122,7 +137,7 @@ public final class Spool: Sendable {
     /// A batch made while the disk failed: never recorded on disk.
     struct MemoryBatch: Sendable {
         var id: String
-        var results: [ProbeResult]
+        var results: [Data]
         /// The last seq of the results in it that were read from the journal (nil: none were).
         var diskThrough: UInt64?
         /// How many of its results exist only in memory.
@@ -481,7 +496,7 @@ public final class Spool: Sendable {
     public func nextBatch(maxResults: Int) throws(SpoolError) -> SpoolBatch? {
         try state.withLock { (s: inout State) throws(SpoolError) -> SpoolBatch? in
             if s.failure != nil { tryDiskAgain(&s) }
-            if s.batches.isEmpty, let batch = s.memoryBatch { return SpoolBatch(id: batch.id, results: batch.results) }
+            if s.batches.isEmpty, let batch = s.memoryBatch { return SpoolBatch(id: batch.id, rawResults: batch.results) }
             if s.batches.isEmpty, s.failure != nil { return makeMemoryBatch(maxResults: maxResults, &s) }
             if s.batches.isEmpty {
                 let synced = s.syncedSize
@@ -501,12 +516,12 @@ public final class Spool: Sendable {
                 s.liveBytes += s.fileSize - before
             }
             let batch = s.batches[0]
-            var results: [ProbeResult] = []
+            var results: [Data] = []
             results.reserveCapacity(batch.entries.count)
             for entry in batch.entries {
                 if let result = Spool.readResult(entry, fd: s.fd, logger: logger) { results.append(result) }
             }
-            return SpoolBatch(id: batch.id, results: results)
+            return SpoolBatch(id: batch.id, rawResults: results)
         }
     }
 
@@ -515,12 +530,12 @@ public final class Spool: Sendable {
         guard var failure = s.failure else { return nil }
         let limit = max(1, maxResults)
         let entries = Array(s.pending.prefix(limit))
-        var results: [ProbeResult] = []
+        var results: [Data] = []
         for entry in entries {
             if let result = Spool.readResult(entry, fd: s.fd, logger: logger) { results.append(result) }
         }
         let fromMemory = Array(failure.queue.prefix(limit - entries.count))
-        results += fromMemory
+        results += fromMemory.compactMap { try? SondeJSON.encode($0) }
         guard !results.isEmpty || !entries.isEmpty else { return nil }
         s.pending.removeFirst(entries.count)
         s.liveBytes -= entries.reduce(0) { $0 + $1.length }
@@ -528,7 +543,7 @@ public final class Spool: Sendable {
         s.failure = failure
         let batch = MemoryBatch(id: UUID().uuidString.lowercased(), results: results, diskThrough: entries.last?.seq, memoryCount: fromMemory.count)
         s.memoryBatch = batch
-        return SpoolBatch(id: batch.id, results: batch.results)
+        return SpoolBatch(id: batch.id, rawResults: batch.results)
     }
 
     /// The collector stored (or had already stored) batch `id`: its results are done.
@@ -555,7 +570,7 @@ public final class Spool: Sendable {
             // Nowhere to keep it aside: say what is lost, rather than resend a refused batch forever.
             logger.error(
                 "cannot keep the rejected batch in spool/rejected/ (the disk fails); its results are dropped",
-                metadata: ["batch.id": "\(batch.id)", "batch.results": "\(batch.results.count)", "error": "\(error)", "reason": "\(reason)"])
+                metadata: ["batch.id": "\(batch.id)", "batch.results": "\(batch.count)", "error": "\(error)", "reason": "\(reason)"])
         } catch let error as SpoolError {
             throw error
         } catch {
@@ -788,14 +803,15 @@ public final class Spool: Sendable {
         return ok ? data : nil
     }
 
-    static func readResult(_ entry: Entry, fd: Int32, logger: Logger) -> ProbeResult? {
+    /// A stored result's JSON, checked by its frame's CRC.
+    static func readResult(_ entry: Entry, fd: Int32, logger: Logger) -> Data? {
         guard let body = readFrame(at: entry.offset, fd: fd, limit: entry.offset + entry.length), body.count > 9,
-            let result = try? SondeJSON.decode(ProbeResult.self, from: body.dropFirst(9))
+            body[body.startIndex + 9] == UInt8(ascii: "{")
         else {
             logger.error("spool: a stored result cannot be read back; skipping it", metadata: ["spool.seq": "\(entry.seq)"])
             return nil
         }
-        return result
+        return Data(body.dropFirst(9))
     }
 
     static func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
@@ -832,7 +848,12 @@ enum CRC32 {
 
     static func checksum(_ data: Data) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
-        for byte in data { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        // Raw bytes and table: Data's iterator costs several times the arithmetic.
+        table.withUnsafeBufferPointer { table in
+            data.withUnsafeBytes { bytes in
+                for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+            }
+        }
         return crc ^ 0xFFFF_FFFF
     }
 }
