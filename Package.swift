@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "sonde-collector", targets: ["sonde-collector"]),
         .executable(name: "sonde", targets: ["sonde"]),
         .executable(name: "sonde-sim", targets: ["sonde-sim"]),
+        .executable(name: "sonde-agent-bench", targets: ["sonde-agent-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -160,6 +161,18 @@ let package = Package(
             ],
             path: "Benchmarks/sonde-bench",
             swiftSettings: swiftSettings),
+        /// The agent's benchmarks: probe cost, timing accuracy, scale (see scripts/bench-agent.sh).
+        .executableTarget(
+            name: "sonde-agent-bench",
+            dependencies: [
+                "ProbeEngine", "AgentRuntime", "CurlHTTP", "SondeCore", "PlatformSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Benchmarks/sonde-agent-bench",
+            swiftSettings: swiftSettings
+        ),
 
         // MARK: - Tests
 
@@ -189,5 +202,7 @@ let package = Package(
             dependencies: ["Collector", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "CollectorAPI", "Correlation"], swiftSettings: swiftSettings),
+        /// Quick reliability drills of the agent against a real collector (full ones: scripts/drill-agent.sh).
+        .testTarget(name: "AgentDrillTests", dependencies: ["AgentRuntime", "SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
     ]
 )

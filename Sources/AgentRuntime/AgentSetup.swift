@@ -91,21 +91,23 @@ public func buildAgent(
     do { loaded = try config.loadProbes() } catch { problems += error.problems }
     guard problems.isEmpty, let key, let loaded else { throw AgentStartError(problems) }
     let spool: Spool
-    do { spool = try Spool(directory: config.spool.path, maxBytes: config.spool.maxBytes, logger: logger) } catch {
+    do { spool = try Spool(directory: config.spool.path, maxBytes: config.spool.maxBytes, memoryLimit: config.spool.memoryLimit, logger: logger) } catch {
         throw AgentStartError(["\(file): spool.path: \(error)"])
     }
+    let committer = SpoolCommitter(spool: spool)
     let scheduler = Scheduler(
         probes: loaded.probes, context: loaded.context,
         executor: executor ?? ProbeRunner(client: client, logger: logger), controlProbes: config.controlProbes,
         jitter: config.scheduling.jitter, shutdownGrace: config.scheduling.shutdownGrace, logger: logger
     ) { result in
         do {
-            let stored = try spool.append(result)
+            let stored = try await committer.commit(result)
             logger.debug(
                 "result spooled",
                 metadata: ["probe.name": "\(stored.probe)", "probe.outcome": "\(stored.outcome.rawValue)", "result.seq": "\(stored.seq ?? 0)"])
         } catch {
-            logger.error("cannot write a result to the spool; it is lost", metadata: ["probe.name": "\(result.probe)", "error": "\(error)"])
+            // Disk failures are handled inside the spool (results go to memory); only an unencodable result lands here.
+            logger.error("cannot spool a result; it is lost", metadata: ["probe.name": "\(result.probe)", "error": "\(error)"])
         }
     }
     let uploader = Uploader(settings: .init(config: config), spool: spool, key: key, client: client, logger: logger)

@@ -105,15 +105,16 @@ enum CurlTransfer {
             let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
             let bytes = size * count
             guard let buffer else { return bytes }
-            let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: bytes), as: UTF8.self)
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-            if line.hasPrefix("HTTP/") {
+            // Trimmed and split on the bytes: Foundation's trimmingCharacters cost ~5 % of an
+            // agent's CPU here (several header lines per request).
+            let raw = trimmedASCII(UnsafeRawBufferPointer(start: buffer, count: bytes))
+            if raw.starts(with: "HTTP/".utf8) {
                 // A new response begins (after a 1xx or a redirect): keep only the last one's headers.
                 state.headers.removeAll()
-                state.statusLine = line
-            } else if let colon = line.firstIndex(of: ":") {
-                let name = String(line[..<colon]).trimmingCharacters(in: .whitespaces)
-                let value = String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
+                state.statusLine = String(decoding: raw, as: UTF8.self)
+            } else if let colon = raw.firstIndex(of: UInt8(ascii: ":")) {
+                let name = String(decoding: trimmedASCII(UnsafeRawBufferPointer(rebasing: raw[..<colon])), as: UTF8.self)
+                let value = String(decoding: trimmedASCII(UnsafeRawBufferPointer(rebasing: raw[(colon + 1)...])), as: UTF8.self)
                 state.headers.append(HTTPHeader(name, value))
             }
             return bytes
@@ -197,4 +198,14 @@ enum CurlTransfer {
         default: .other
         }
     }
+}
+
+/// `bytes` without leading and trailing ASCII spaces, tabs, CRs and LFs.
+private func trimmedASCII(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer.SubSequence {
+    func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
+    var start = bytes.startIndex
+    var end = bytes.endIndex
+    while start < end, isSpace(bytes[start]) { start += 1 }
+    while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+    return bytes[start..<end]
 }

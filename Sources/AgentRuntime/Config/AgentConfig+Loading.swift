@@ -133,7 +133,8 @@ struct ConfigFileReader {
             }
         }
         if let spool = top["spool"] {
-            let keys = fields(spool, "spool", known: ["path", "max_bytes"])
+            let keys = fields(spool, "spool", known: ["path", "max_bytes", "memory_limit"])
+            if let value = integer(keys["memory_limit"], "spool.memory_limit", range: 0...10_000_000) { config.spool.memoryLimit = value }
             if let value = string(keys["path"], "spool.path") { config.spool.path = path(value) }
             if let node = keys["max_bytes"] {
                 if let text = string(node, "spool.max_bytes") {

@@ -8,7 +8,7 @@ import Foundation
 /// ```yaml
 /// agent: {id: eu-1, region: eu}
 /// collector: {url: http://127.0.0.1:18300, key: /var/lib/sonde/agent.key, batch_size: 100, timeout: 10s}
-/// spool: {path: /var/lib/sonde/spool, max_bytes: 256MiB}
+/// spool: {path: /var/lib/sonde/spool, max_bytes: 256MiB, memory_limit: 10000}
 /// probes: [/etc/sonde/probes]
 /// control_probes: [reach-reference]
 /// variables: {base_url: http://127.0.0.1:18400}
@@ -82,6 +82,10 @@ public struct AgentConfig: Sendable {
         /// `spool.max_bytes` (size such as `256MiB`, default `256MiB`): when the spool is full the
         /// oldest unsent results are dropped (counted and logged).
         public var maxBytes: Int = 256 << 20
+        /// `spool.memory_limit` (integer 0…10000000, default 10000): while the spool's disk fails
+        /// (full, read-only, I/O errors), at most this many results wait in memory; beyond it the
+        /// oldest are dropped (counted and logged).
+        public var memoryLimit: Int = 10_000
 
         public init() {}
     }

@@ -15,7 +15,10 @@
 //   "D" dropped  JSON {"through","count"}: the spool was full; pending results up to seq `through`
 //                were dropped, oldest first.
 //   "S" start    JSON {"last_seq","dropped"}: first record of a compacted journal; it carries the
-//                counters that the records compaction removed used to hold.
+//                counters that the records compaction removed used to hold. Also written when the
+//                disk works again after a failure (below), with the drops made meanwhile.
+//   "P" passed   JSON {"through"}: pending results up to seq `through` were delivered from memory
+//                while the disk failed (see below); they are done, not dropped.
 //
 // Durability: every append is write() + fsync() before it returns, so a result "counts" only once
 // it is on disk. `seq` is the last seq in the journal + 1, so it survives restarts.
@@ -26,6 +29,17 @@
 // pending (not yet batched) results, then if need be the oldest unacknowledged batch, counted and
 // logged. Compaction copies the live frames to `journal.new`, fsyncs, renames it over `journal` and
 // fsyncs the folder (atomic on POSIX file systems), when dead records outweigh live ones.
+//
+// A failing disk (full, read-only, I/O errors): when an append fails, the spool logs one error with
+// the path and the fix and switches to memory: new results (still numbered by seq) wait in a queue
+// of at most `memoryLimit` results (beyond it the oldest are dropped, counted and logged), and the
+// uploader keeps sending from memory: results already on disk first (read back, sent as a batch
+// that is not recorded on disk: a resend after a restart is deduplicated by result id at the
+// collector), then the queue. Acknowledgements that cannot be written are remembered. Every
+// append (at most once a second) tries the disk again; once a write works the spool writes what
+// it owes ("S" with the seqs and drops, "P", "A" records), moves the queue to disk and carries on
+// there. A spool folder that is read-only at start is replayed read-only and starts in memory.
+// Results held in memory are not durable: a crash while the disk is failing loses them.
 
 import Foundation
 import Logging
@@ -39,7 +53,22 @@ import Glibc
 /// A batch as the uploader sends it: fixed id, fixed results (in seq order).
 public struct SpoolBatch: Sendable, Hashable {
     public var id: String
-    public var results: [ProbeResult]
+    /// Each result's JSON exactly as spooled: the push body carries these bytes as they are, so
+    /// a result is encoded once in its life, not decoded and encoded again for every push.
+    public var rawResults: [Data]
+
+    /// The results, decoded (for people and tests; the uploader sends `rawResults`).
+    public var results: [ProbeResult] { rawResults.compactMap { try? SondeJSON.decode(ProbeResult.self, from: $0) } }
+    public var count: Int { rawResults.count }
+
+    public init(id: String, rawResults: [Data]) {
+        self.id = id
+        self.rawResults = rawResults
+    }
+
+    public init(id: String, results: [ProbeResult]) {
+        self.init(id: id, rawResults: results.compactMap { try? SondeJSON.encode($0) })
+    }
 }
 
 /// Counters for logs, tests and `status`.
@@ -58,26 +87,37 @@ public struct SpoolStatus: Sendable, Hashable {
     public var journalBytes: Int64
     /// Bytes of the live records (what `max_bytes` bounds).
     public var liveBytes: Int64
+    /// Results held in memory only, because the disk failed (queued or in a batch in flight).
+    public var memoryResults: Int = 0
+    /// False while appends go to memory because the disk failed.
+    public var writingToDisk: Bool = true
 
     /// Results not yet acknowledged by the collector.
-    public var unsentResults: Int { pendingResults + batchedResults }
+    public var unsentResults: Int { pendingResults + batchedResults + memoryResults }
 }
 
 /// A spool that cannot be opened or written; the message names the path and what to do.
 public struct SpoolError: Error, Sendable, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    /// The errno of a failed system call (nil for other problems): a disk failure.
+    public var code: Int32?
+    init(_ description: String, code: Int32? = nil) {
+        self.description = description
+        self.code = code
+    }
     static func posix(_ what: String, _ path: String) -> SpoolError {
-        SpoolError("spool \(path): \(what) failed: \(String(cString: strerror(errno)))")
+        let code = errno
+        return SpoolError("spool \(path): \(what) failed: \(String(cString: strerror(code)))", code: code)
     }
 }
 
 public final class Spool: Sendable {
     public let directory: String
     public let maxBytes: Int
+    /// Most results held in memory while the disk fails (`spool.memory_limit`).
+    public let memoryLimit: Int
     private let logger: Logger
     private let journalPath: String
-    private let lockFD: Int32
     // The journal's file descriptor and the in-memory index of it; every access holds the lock,
     // which also serialises appends (one writer, frames never interleave).
     private let state: Mutex<State>
@@ -94,45 +134,117 @@ public final class Spool: Sendable {
         var frameLength: Int64
     }
 
+    /// A batch made while the disk failed: never recorded on disk.
+    struct MemoryBatch: Sendable {
+        var id: String
+        var results: [Data]
+        /// The last seq of the results in it that were read from the journal (nil: none were).
+        var diskThrough: UInt64?
+        /// How many of its results exist only in memory.
+        var memoryCount: Int
+    }
+
+    /// Why and since when appends go to memory, and what the journal is owed once it works again.
+    struct DiskFailure: Sendable {
+        var reason: String
+        var since: ContinuousClock.Instant
+        var lastAttempt: ContinuousClock.Instant
+        /// Results not yet in a batch, oldest first, already numbered.
+        var queue: [ProbeResult] = []
+        /// Pending journal results up to this seq were delivered from memory ("P" owed).
+        var deliveredThrough: UInt64?
+        /// Batches acknowledged or rejected while the "A" record could not be written.
+        var unrecordedRemovals: [String] = []
+        /// Drops not yet counted in the journal (goes into the "S" record).
+        var unrecordedDrops: UInt64 = 0
+        /// The journal is open read-only (the folder was read-only at start): reopen to write.
+        var readOnly = false
+        var droppedSinceLog: Int = 0
+        var lastDropLog: ContinuousClock.Instant?
+    }
+
     struct State: Sendable {
         var fd: Int32
+        var lockFD: Int32 = -1
         var fileSize: Int64 = 0
+        /// The journal is durable up to here (fsynced); only results below it go into batches, so
+        /// nothing the collector has can vanish from the journal in a power loss.
+        var syncedSize: Int64 = 0
+        /// Changes when the descriptor points at another file (compaction, reopening).
+        var generation = 0
         var lastSeq: UInt64 = 0
         var droppedTotal: UInt64 = 0
         var pending: [Entry] = []
         var batches: [OpenBatch] = []
         var liveBytes: Int64 = 0
         var closed = false
+        var failure: DiskFailure?
+        var memoryBatch: MemoryBatch?
         var deadBytes: Int64 { fileSize - liveBytes }
+        var memoryResults: Int { (failure?.queue.count ?? 0) + (memoryBatch?.memoryCount ?? 0) }
+    }
+
+    /// errno values that mean "this disk cannot take writes now" rather than a wrong set-up.
+    static func isDiskFailure(_ code: Int32?) -> Bool {
+        guard let code else { return false }
+        return [ENOSPC, EROFS, EIO, EDQUOT, EFBIG].contains(code)
     }
 
     /// Opens (or creates) the spool in `directory`, replays its journal and cuts off a torn tail.
-    /// Fails if another process holds the spool.
-    public init(directory: String, maxBytes: Int = 256 << 20, logger: Logger) throws(SpoolError) {
+    /// Fails if another process holds the spool. A folder on a read-only file system is replayed
+    /// read-only and the spool starts in memory (see the file's header).
+    public init(directory: String, maxBytes: Int = 256 << 20, memoryLimit: Int = 10_000, logger: Logger) throws(SpoolError) {
         self.directory = directory
         self.maxBytes = maxBytes
+        self.memoryLimit = max(0, memoryLimit)
         self.logger = logger
         journalPath = directory + "/journal"
+        var readOnlyReason: String?
         do {
             try FileManager.default.createDirectory(atPath: directory + "/rejected", withIntermediateDirectories: true)
         } catch {
-            throw SpoolError("spool \(directory): cannot create the folder (\(error.localizedDescription)); check spool.path and its owner")
+            // An existing folder we cannot write into: a read-only or full disk, handled below.
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw SpoolError("spool \(directory): cannot create the folder (\(error.localizedDescription)); check spool.path and its owner")
+            }
         }
-        let lockFD = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lockFD >= 0 else { throw .posix("open lock", directory) }
-        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
-            Glibc.close(lockFD)
-            throw SpoolError("spool \(directory) is in use by another sonde-agent process; give each agent its own spool.path")
+        var lockFD = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if lockFD < 0 {
+            guard Spool.isDiskFailure(errno) else { throw .posix("open lock", directory) }
+            // Read-only: lock the existing file if there is one (flock works on a read-only fd).
+            lockFD = open(directory + "/lock", O_RDONLY | O_CLOEXEC)
         }
-        self.lockFD = lockFD
-        let fd = open(journalPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { Glibc.close(lockFD); throw .posix("open journal", journalPath) }
-        Spool.fsyncDirectory(directory)
-        var replayed = State(fd: fd)
-        do { try Spool.replay(into: &replayed, path: journalPath, logger: logger) } catch {
-            Glibc.close(fd)
-            Glibc.close(lockFD)
-            throw error
+        if lockFD >= 0 {
+            guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+                Glibc.close(lockFD)
+                throw SpoolError("spool \(directory) is in use by another sonde-agent process; give each agent its own spool.path")
+            }
+        }
+        var fd = open(journalPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd < 0 && Spool.isDiskFailure(errno) {
+            readOnlyReason = String(cString: strerror(errno))
+            fd = open(journalPath, O_RDONLY | O_CLOEXEC)  // -1 when there is no journal yet: nothing to replay
+        } else if fd < 0 {
+            if lockFD >= 0 { Glibc.close(lockFD) }
+            throw .posix("open journal", journalPath)
+        } else {
+            Spool.fsyncDirectory(directory)
+        }
+        var replayed = State(fd: fd, lockFD: lockFD)
+        if fd >= 0 {
+            do { try Spool.replay(into: &replayed, path: journalPath, logger: logger, readOnly: readOnlyReason != nil) } catch {
+                Glibc.close(fd)
+                if lockFD >= 0 { Glibc.close(lockFD) }
+                throw error
+            }
+        }
+        if let readOnlyReason {
+            let now = ContinuousClock.now
+            replayed.failure = DiskFailure(reason: readOnlyReason, since: now, lastAttempt: now, readOnly: true)
+            logger.error(
+                "spool folder cannot be written; keeping new results in memory and uploading from there until it can. Fix: make the file system holding spool.path writable (remount read-write, free space, check the disk); the agent goes back to disk by itself",
+                metadata: ["spool.path": "\(journalPath)", "error": "\(readOnlyReason)", "spool.memory_limit": "\(self.memoryLimit)"])
         }
         state = Mutex(replayed)
         if replayed.pending.count + replayed.batches.count > 0 {
@@ -152,17 +264,18 @@ public final class Spool: Sendable {
         state.withLock { state in
             guard !state.closed else { return }
             state.closed = true
-            Glibc.close(state.fd)
-            Glibc.close(lockFD)
+            if state.fd >= 0 { Glibc.close(state.fd) }
+            if state.lockFD >= 0 { Glibc.close(state.lockFD) }
         }
     }
 
     public var status: SpoolStatus {
         state.withLock { s in
             SpoolStatus(
-                pendingResults: s.pending.count, openBatches: s.batches.count,
-                batchedResults: s.batches.reduce(0) { $0 + $1.entries.count }, lastSeq: s.lastSeq,
-                droppedResults: s.droppedTotal, journalBytes: s.fileSize, liveBytes: s.liveBytes)
+                pendingResults: s.pending.count, openBatches: s.batches.count + (s.memoryBatch == nil ? 0 : 1),
+                batchedResults: s.batches.reduce(0) { $0 + $1.entries.count } + (s.memoryBatch.map { $0.results.count - $0.memoryCount } ?? 0),
+                lastSeq: s.lastSeq, droppedResults: s.droppedTotal, journalBytes: s.fileSize, liveBytes: s.liveBytes,
+                memoryResults: s.memoryResults, writingToDisk: s.failure == nil)
         }
     }
 
@@ -170,24 +283,176 @@ public final class Spool: Sendable {
 
     /// Gives `result` the next seq and appends it durably (written and fsynced) before returning
     /// it with its seq. Makes room first by dropping the oldest unsent results if the spool is full.
+    /// While the disk fails the result is kept in memory instead (see the file's header); only a
+    /// result that cannot be encoded throws.
+    ///
+    /// `durable: false` writes without the fsync (the frame survives a SIGKILL, not yet a power
+    /// loss); `sync()` then makes it durable, one fsync for every append made so far (group
+    /// commit: see `SpoolCommitter`). Such a result goes into no batch before it is synced.
     @discardableResult
-    public func append(_ result: ProbeResult) throws(SpoolError) -> ProbeResult {
+    public func append(_ result: ProbeResult, durable: Bool = true) throws(SpoolError) -> ProbeResult {
         try state.withLock { (s: inout State) throws(SpoolError) -> ProbeResult in
             var result = result
             result.seq = s.lastSeq + 1
-            let json: Data
-            do { json = try SondeJSON.encode(result) } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
-            var body = Data([UInt8(ascii: "R")])
-            body.append(contentsOf: Spool.bigEndian(result.seq!))
-            body.append(json)
-            let frameLength = Int64(8 + body.count)
-            try makeRoom(for: frameLength, in: &s)
-            let offset = try Spool.appendFrame(body, to: &s, path: journalPath)
+            if s.failure != nil { tryDiskAgain(&s) }
+            if s.failure == nil {
+                do throws(SpoolError) {
+                    try appendToDisk(result, &s, sync: durable)
+                    s.lastSeq = result.seq!
+                    return result
+                } catch let error where Spool.isDiskFailure(error.code) {
+                    enterMemoryMode(&s, error)
+                }
+            }
             s.lastSeq = result.seq!
-            s.pending.append(Entry(seq: result.seq!, offset: offset, length: frameLength))
-            s.liveBytes += frameLength
+            keepInMemory(result, &s)
             return result
         }
+    }
+
+    /// Writes one result frame (keeping its seq) and indexes it as pending.
+    private func appendToDisk(_ result: ProbeResult, _ s: inout State, sync: Bool = true) throws(SpoolError) {
+        let json: Data
+        do { json = try SondeJSON.encode(result) } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
+        var body = Data([UInt8(ascii: "R")])
+        body.append(contentsOf: Spool.bigEndian(result.seq!))
+        body.append(json)
+        let frameLength = Int64(8 + body.count)
+        try makeRoom(for: frameLength, in: &s)
+        let offset = try Spool.appendFrame(body, to: &s, path: journalPath, sync: sync)
+        s.pending.append(Entry(seq: result.seq!, offset: offset, length: frameLength))
+        s.liveBytes += frameLength
+    }
+
+    /// Makes every append so far durable: one fsync, outside the lock (on a duplicate of the
+    /// journal's descriptor), so appends go on meanwhile. A failed fsync moves the spool to memory.
+    public func sync() {
+        let target: (fd: Int32, size: Int64, generation: Int)? = state.withLock { s in
+            guard !s.closed, s.failure == nil, s.fd >= 0, s.syncedSize < s.fileSize else { return nil }
+            return (dup(s.fd), s.fileSize, s.generation)
+        }
+        guard let target, target.fd >= 0 else { return }
+        let ok = fsync(target.fd) == 0
+        let error = ok ? nil : SpoolError.posix("fsync", journalPath)
+        Glibc.close(target.fd)
+        state.withLock { s in
+            if ok {
+                // After a compaction meanwhile, the fsync was of the old file: the new one is durable up to its own mark.
+                if s.generation == target.generation { s.syncedSize = max(s.syncedSize, target.size) }
+            } else if let error {
+                enterMemoryMode(&s, error)
+            }
+        }
+    }
+
+    // MARK: - A failing disk: memory
+
+    private func enterMemoryMode(_ s: inout State, _ error: SpoolError) {
+        guard s.failure == nil else { return }
+        let now = ContinuousClock.now
+        s.failure = DiskFailure(reason: error.description, since: now, lastAttempt: now)
+        logger.error(
+            "spool cannot write to disk; keeping results in memory and uploading from there until it can. Fix: free space on (or remount read-write, or repair) the file system holding spool.path; the agent goes back to disk by itself",
+            metadata: ["spool.path": "\(journalPath)", "error": "\(error)", "spool.memory_limit": "\(memoryLimit)"])
+    }
+
+    /// Queues `result` in memory, dropping the oldest queued result when the bound is reached.
+    private func keepInMemory(_ result: ProbeResult, _ s: inout State) {
+        guard var failure = s.failure else { return }
+        var dropped = 0
+        while failure.queue.count + (s.memoryBatch?.memoryCount ?? 0) >= memoryLimit, !failure.queue.isEmpty {
+            failure.queue.removeFirst()
+            dropped += 1
+        }
+        if failure.queue.count + (s.memoryBatch?.memoryCount ?? 0) < memoryLimit {
+            failure.queue.append(result)
+        } else {
+            dropped += 1  // memory_limit 0, or all of it in the batch in flight
+        }
+        if dropped > 0 {
+            s.droppedTotal += UInt64(dropped)
+            failure.unrecordedDrops += UInt64(dropped)
+            failure.droppedSinceLog += dropped
+            let now = ContinuousClock.now
+            if failure.lastDropLog.map({ now - $0 >= .seconds(10) }) ?? true {
+                logger.error(
+                    "spool disk still failing and the memory queue is full: dropped the oldest results",
+                    metadata: [
+                        "spool.dropped": "\(failure.droppedSinceLog)", "spool.dropped_total": "\(s.droppedTotal)",
+                        "spool.memory_limit": "\(memoryLimit)", "spool.path": "\(journalPath)",
+                    ])
+                failure.lastDropLog = now
+                failure.droppedSinceLog = 0
+            }
+        }
+        s.failure = failure
+    }
+
+    /// At most once a second: writes what the journal is owed and moves the memory queue to disk.
+    /// Progress is kept record by record, so a disk that fails again halfway loses nothing.
+    private func tryDiskAgain(_ s: inout State, force: Bool = false) {
+        guard var failure = s.failure else { return }
+        let now = ContinuousClock.now
+        guard force || now - failure.lastAttempt >= .seconds(1) else { return }
+        failure.lastAttempt = now
+        s.failure = failure
+        if failure.readOnly {
+            guard reopenForWriting(&s) else { return }
+            failure.readOnly = false
+            s.failure = failure
+        }
+        do throws(SpoolError) {
+            if failure.unrecordedDrops > 0 || s.lastSeq > 0 {
+                // The seqs used in memory must never be handed out again, even if those results never reach the disk.
+                try Spool.appendRecord("S", ["last_seq": "\(s.lastSeq)", "dropped": "\(failure.unrecordedDrops)"], to: &s, path: journalPath)
+                failure.unrecordedDrops = 0
+                s.failure = failure
+            }
+            if let through = failure.deliveredThrough {
+                try Spool.appendRecord("P", ["through": "\(through)"], to: &s, path: journalPath)
+                failure.deliveredThrough = nil
+                s.failure = failure
+            }
+            while let id = failure.unrecordedRemovals.first {
+                try Spool.appendRecord("A", ["id": id, "why": "acknowledged"], to: &s, path: journalPath)
+                failure.unrecordedRemovals.removeFirst()
+                s.failure = failure
+            }
+            let moved = failure.queue.count
+            while let result = failure.queue.first {
+                try appendToDisk(result, &s)
+                failure.queue.removeFirst()
+                s.failure = failure
+            }
+            s.failure = nil
+            logger.info(
+                "spool writes to disk again",
+                metadata: ["spool.path": "\(journalPath)", "spool.moved_from_memory": "\(moved)", "spool.failed_for_s": "\(Int((now - failure.since).seconds))"])
+        } catch {
+            logger.debug("spool disk still failing", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The folder was read-only at start: open the journal (and the lock) for writing now.
+    private func reopenForWriting(_ s: inout State) -> Bool {
+        try? FileManager.default.createDirectory(atPath: directory + "/rejected", withIntermediateDirectories: true)
+        let fd = open(journalPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // A torn tail the read-only replay could not cut off goes now.
+        guard fd >= 0, ftruncate(fd, off_t(s.fileSize)) == 0 else {
+            if fd >= 0 { Glibc.close(fd) }
+            return false
+        }
+        if s.fd >= 0 { Glibc.close(s.fd) }
+        s.fd = fd
+        s.generation += 1
+        Spool.fsyncDirectory(directory)
+        if s.lockFD < 0 {
+            let lockFD = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            if lockFD >= 0 {
+                if flock(lockFD, LOCK_EX | LOCK_NB) == 0 { s.lockFD = lockFD } else { Glibc.close(lockFD) }
+            }
+        }
+        return true
     }
 
     /// Drops the oldest pending results, then the oldest open batches, until `incoming` fits.
@@ -227,27 +492,58 @@ public final class Spool: Sendable {
     /// The batch to send next: the oldest unacknowledged one if any (a resend after a restart
     /// keeps its id and results), otherwise a new one made of up to `maxResults` of the oldest
     /// pending results, recorded durably before it is returned. Nil when there is nothing to send.
+    /// While the disk fails, new batches are made in memory (see the file's header).
     public func nextBatch(maxResults: Int) throws(SpoolError) -> SpoolBatch? {
         try state.withLock { (s: inout State) throws(SpoolError) -> SpoolBatch? in
+            if s.failure != nil { tryDiskAgain(&s) }
+            if s.batches.isEmpty, let batch = s.memoryBatch { return SpoolBatch(id: batch.id, rawResults: batch.results) }
+            if s.batches.isEmpty, s.failure != nil { return makeMemoryBatch(maxResults: maxResults, &s) }
             if s.batches.isEmpty {
-                guard !s.pending.isEmpty else { return nil }
-                let entries = Array(s.pending.prefix(max(1, maxResults)))
+                let synced = s.syncedSize
+                let entries = Array(s.pending.prefix(max(1, maxResults)).prefix { $0.offset + $0.length <= synced })
+                guard !entries.isEmpty else { return nil }
                 let id = UUID().uuidString.lowercased()
                 let fields = ["id": id, "first": "\(entries.first!.seq)", "last": "\(entries.last!.seq)", "count": "\(entries.count)"]
                 let before = s.fileSize
-                try Spool.appendRecord("B", fields, to: &s, path: journalPath)
+                do throws(SpoolError) {
+                    try Spool.appendRecord("B", fields, to: &s, path: journalPath)
+                } catch let error where Spool.isDiskFailure(error.code) {
+                    enterMemoryMode(&s, error)
+                    return makeMemoryBatch(maxResults: maxResults, &s)
+                }
                 s.pending.removeFirst(entries.count)
                 s.batches.append(OpenBatch(id: id, entries: entries, frameLength: s.fileSize - before))
                 s.liveBytes += s.fileSize - before
             }
             let batch = s.batches[0]
-            var results: [ProbeResult] = []
+            var results: [Data] = []
             results.reserveCapacity(batch.entries.count)
             for entry in batch.entries {
                 if let result = Spool.readResult(entry, fd: s.fd, logger: logger) { results.append(result) }
             }
-            return SpoolBatch(id: batch.id, results: results)
+            return SpoolBatch(id: batch.id, rawResults: results)
         }
+    }
+
+    /// The oldest journal results first, then the memory queue, as a batch that exists only here.
+    private func makeMemoryBatch(maxResults: Int, _ s: inout State) -> SpoolBatch? {
+        guard var failure = s.failure else { return nil }
+        let limit = max(1, maxResults)
+        let entries = Array(s.pending.prefix(limit))
+        var results: [Data] = []
+        for entry in entries {
+            if let result = Spool.readResult(entry, fd: s.fd, logger: logger) { results.append(result) }
+        }
+        let fromMemory = Array(failure.queue.prefix(limit - entries.count))
+        results += fromMemory.compactMap { try? SondeJSON.encode($0) }
+        guard !results.isEmpty || !entries.isEmpty else { return nil }
+        s.pending.removeFirst(entries.count)
+        s.liveBytes -= entries.reduce(0) { $0 + $1.length }
+        failure.queue.removeFirst(fromMemory.count)
+        s.failure = failure
+        let batch = MemoryBatch(id: UUID().uuidString.lowercased(), results: results, diskThrough: entries.last?.seq, memoryCount: fromMemory.count)
+        s.memoryBatch = batch
+        return SpoolBatch(id: batch.id, rawResults: batch.results)
     }
 
     /// The collector stored (or had already stored) batch `id`: its results are done.
@@ -270,6 +566,11 @@ public final class Spool: Sendable {
         do {
             let data = try SondeJSON.encode(Rejected(batchID: batch.id, rejectedAt: Date(), reason: reason, results: batch.results), pretty: true)
             try Spool.writeDurably(data, to: path)
+        } catch let error as SpoolError where Spool.isDiskFailure(error.code) {
+            // Nowhere to keep it aside: say what is lost, rather than resend a refused batch forever.
+            logger.error(
+                "cannot keep the rejected batch in spool/rejected/ (the disk fails); its results are dropped",
+                metadata: ["batch.id": "\(batch.id)", "batch.results": "\(batch.count)", "error": "\(error)", "reason": "\(reason)"])
         } catch let error as SpoolError {
             throw error
         } catch {
@@ -280,11 +581,31 @@ public final class Spool: Sendable {
 
     private func remove(_ batchID: String, why: String) throws(SpoolError) {
         try state.withLock { (s: inout State) throws(SpoolError) in
+            if let batch = s.memoryBatch, batch.id == batchID {
+                s.memoryBatch = nil
+                guard let through = batch.diskThrough else { return }
+                if var failure = s.failure {
+                    failure.deliveredThrough = max(failure.deliveredThrough ?? 0, through)
+                    s.failure = failure
+                } else {
+                    do throws(SpoolError) { try Spool.appendRecord("P", ["through": "\(through)"], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
+                        enterMemoryMode(&s, error)
+                        s.failure?.deliveredThrough = through
+                    }
+                }
+                return
+            }
             guard let index = s.batches.firstIndex(where: { $0.id == batchID }) else { return }
-            try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath)
+            if s.failure == nil {
+                do throws(SpoolError) { try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
+                    enterMemoryMode(&s, error)
+                }
+            }
+            // Unrecorded, a resend after a restart carries the same batch id: the collector answers "duplicate".
+            if s.failure != nil { s.failure?.unrecordedRemovals.append(batchID) }
             let batch = s.batches.remove(at: index)
             s.liveBytes -= batch.frameLength + batch.entries.reduce(0) { $0 + $1.length }
-            try compactIfWorthIt(&s)
+            if s.failure == nil { try compactIfWorthIt(&s) }
         }
     }
 
@@ -292,7 +613,8 @@ public final class Spool: Sendable {
 
     private func compactIfWorthIt(_ s: inout State) throws(SpoolError) {
         let threshold = min(Int64(1 << 20), Int64(maxBytes / 4))
-        guard s.deadBytes > threshold, s.deadBytes > s.liveBytes else { return }
+        // Not while a batch in memory holds journal results: compaction would drop them from disk.
+        guard s.deadBytes > threshold, s.deadBytes > s.liveBytes, s.memoryBatch == nil, s.failure == nil else { return }
         try compact(&s)
     }
 
@@ -302,7 +624,8 @@ public final class Spool: Sendable {
         let newPath = journalPath + ".new"
         let fd = open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .posix("open", newPath) }
-        var fresh = State(fd: fd)
+        var fresh = State(fd: fd, lockFD: s.lockFD)
+        fresh.generation = s.generation + 1
         fresh.lastSeq = s.lastSeq
         fresh.droppedTotal = s.droppedTotal
         do throws(SpoolError) {
@@ -324,6 +647,7 @@ public final class Spool: Sendable {
             }
             for entry in s.pending { if let copied = try copy(entry) { fresh.pending.append(copied) } }
             guard fsync(fd) == 0 else { throw SpoolError.posix("fsync", newPath) }
+            fresh.syncedSize = fresh.fileSize
             guard rename(newPath, journalPath) == 0 else { throw SpoolError.posix("rename", newPath) }
         } catch {
             Glibc.close(fd)
@@ -339,7 +663,7 @@ public final class Spool: Sendable {
 
     // MARK: - Replay
 
-    private static func replay(into s: inout State, path: String, logger: Logger) throws(SpoolError) {
+    private static func replay(into s: inout State, path: String, logger: Logger, readOnly: Bool = false) throws(SpoolError) {
         var info = stat()
         guard fstat(s.fd, &info) == 0 else { throw .posix("stat", path) }
         let size = Int64(info.st_size)
@@ -350,7 +674,10 @@ public final class Spool: Sendable {
                 logger.warning(
                     "spool journal ends with a torn or corrupt record; cutting it off (that append never completed)",
                     metadata: ["spool.path": "\(path)", "spool.offset": "\(offset)", "spool.bytes_discarded": "\(size - offset)"])
-                guard ftruncate(s.fd, off_t(offset)) == 0, fsync(s.fd) == 0 else { throw .posix("truncate", path) }
+                // Read-only: the torn tail is cut off once the journal can be written (the next append overwrites it).
+                if !readOnly {
+                    guard ftruncate(s.fd, off_t(offset)) == 0, fsync(s.fd) == 0 else { throw .posix("truncate", path) }
+                }
                 break
             }
             let length = Int64(body.count + 8)
@@ -384,6 +711,11 @@ public final class Spool: Sendable {
                 s.liveBytes -= s.pending.prefix(count).reduce(0) { $0 + $1.length }
                 s.pending.removeFirst(count)
                 s.droppedTotal += UInt64(count)
+            case UInt8(ascii: "P"):
+                guard let through = decodeFields(payload)["through"].flatMap(UInt64.init) else { break }
+                let count = s.pending.prefix { $0.seq <= through }.count
+                s.liveBytes -= s.pending.prefix(count).reduce(0) { $0 + $1.length }
+                s.pending.removeFirst(count)
             case UInt8(ascii: "S"):
                 let fields = decodeFields(payload)
                 s.lastSeq = max(s.lastSeq, fields["last_seq"].flatMap(UInt64.init) ?? 0)
@@ -394,7 +726,8 @@ public final class Spool: Sendable {
             offset += length
         }
         s.fileSize = offset
-        guard lseek(s.fd, off_t(offset), SEEK_SET) >= 0 else { throw .posix("seek", path) }
+        s.syncedSize = offset
+        if !readOnly { guard lseek(s.fd, off_t(offset), SEEK_SET) >= 0 else { throw .posix("seek", path) } }
     }
 
     // MARK: - Frames on disk
@@ -429,6 +762,7 @@ public final class Spool: Sendable {
             throw error
         }
         s.fileSize = offset + Int64(frame.count)
+        if sync { s.syncedSize = s.fileSize }
         return offset
     }
 
@@ -469,14 +803,15 @@ public final class Spool: Sendable {
         return ok ? data : nil
     }
 
-    static func readResult(_ entry: Entry, fd: Int32, logger: Logger) -> ProbeResult? {
+    /// A stored result's JSON, checked by its frame's CRC.
+    static func readResult(_ entry: Entry, fd: Int32, logger: Logger) -> Data? {
         guard let body = readFrame(at: entry.offset, fd: fd, limit: entry.offset + entry.length), body.count > 9,
-            let result = try? SondeJSON.decode(ProbeResult.self, from: body.dropFirst(9))
+            body[body.startIndex + 9] == UInt8(ascii: "{")
         else {
             logger.error("spool: a stored result cannot be read back; skipping it", metadata: ["spool.seq": "\(entry.seq)"])
             return nil
         }
-        return result
+        return Data(body.dropFirst(9))
     }
 
     static func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
@@ -513,7 +848,12 @@ enum CRC32 {
 
     static func checksum(_ data: Data) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
-        for byte in data { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        // Raw bytes and table: Data's iterator costs several times the arithmetic.
+        table.withUnsafeBufferPointer { table in
+            data.withUnsafeBytes { bytes in
+                for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+            }
+        }
         return crc ^ 0xFFFF_FFFF
     }
 }

@@ -127,7 +127,7 @@ public struct Uploader: Service {
                     logger.error("batch delivered but the spool could not record it", metadata: ["error": "\(error)"])
                 }
                 let metadata: Logger.Metadata = [
-                    "batch.results": "\(batch.results.count)", "batch.duplicate": "\(ack?.duplicate ?? false)", "batch.attempts": "\(attempt)",
+                    "batch.results": "\(batch.count)", "batch.duplicate": "\(ack?.duplicate ?? false)", "batch.attempts": "\(attempt)",
                 ]
                 if state.failing {
                     state.failing = false
@@ -139,7 +139,7 @@ public struct Uploader: Service {
             case .rejected(let status, let message):
                 logger.error(
                     "collector refused the batch itself; moved it to spool/rejected/ and going on",
-                    metadata: ["http.status": "\(status)", "error.message": "\(message)", "batch.results": "\(batch.results.count)"])
+                    metadata: ["http.status": "\(status)", "error.message": "\(message)", "batch.results": "\(batch.count)"])
                 do { try spool.reject(batch, reason: "HTTP \(status): \(message)") } catch {
                     logger.error("cannot move the rejected batch aside; retrying", metadata: ["error": "\(error)"])
                     await pause(settings.backoffCap)
@@ -188,7 +188,7 @@ public struct Uploader: Service {
         let body: Data
         let signature: String
         do {
-            body = try SondeJSON.encode(PushBatch(agent: settings.agentID, batchID: batch.id, sentAt: Date(), results: batch.results))
+            body = try Self.pushBody(agent: settings.agentID, batch: batch, sentAt: Date())
             signature = try key.signatureHeader(for: body)
         } catch {
             return .retry("cannot encode or sign the batch: \(error)")
@@ -221,6 +221,31 @@ public struct Uploader: Service {
         default:
             return .retry("HTTP \(response.status): \(message)")
         }
+    }
+
+    /// A `PushBatch` body whose results are the spooled JSON bytes as they are (see `SpoolBatch`):
+    /// the envelope's other fields come from the same encoder, then `"results":[…]` is appended.
+    static func pushBody(agent: String, batch: SpoolBatch, sentAt: Date) throws -> Data {
+        struct Envelope: Encodable {
+            var agent: String
+            var batchID: String
+            var sentAt: Date
+            enum CodingKeys: String, CodingKey {
+                case agent
+                case batchID = "batch_id"  // PushBatch's keys (SPEC); UploaderTests decode the body as a PushBatch
+                case sentAt = "sent_at"
+            }
+        }
+        var body = try SondeJSON.encode(Envelope(agent: agent, batchID: batch.id, sentAt: sentAt))
+        guard body.last == UInt8(ascii: "}") else { throw SpoolError("unexpected push envelope") }
+        body.removeLast()
+        body.append(contentsOf: Array(#","results":["#.utf8))
+        for (index, raw) in batch.rawResults.enumerated() {
+            if index > 0 { body.append(UInt8(ascii: ",")) }
+            body.append(raw)
+        }
+        body.append(contentsOf: Array("]}".utf8))
+        return body
     }
 
     /// The collector's `{"error":{"message":…}}`, or the start of whatever it sent.

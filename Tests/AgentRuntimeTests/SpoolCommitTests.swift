@@ -1,0 +1,46 @@
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+@testable import AgentRuntime
+
+@Suite("Spool group commit")
+struct SpoolCommitTests {
+    let logs = CapturedLogs()
+
+    @Test("a result written without fsync goes into no batch until sync() makes it durable")
+    func unsyncedResultsWait() throws {
+        let dir = try TemporaryDirectory("spool-commit")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        defer { spool.close() }
+        try spool.append(sampleResult("a"), durable: false)
+        #expect(try spool.nextBatch(maxResults: 10) == nil, "written, not yet durable")
+        spool.sync()
+        let batch = try #require(try spool.nextBatch(maxResults: 10))
+        #expect(batch.results.map(\.seq) == [1])
+        // Any fsync of the journal (here the batch record's) also covers results written before it.
+        try spool.append(sampleResult("b"), durable: false)
+        try spool.acknowledge(batch.id)
+        #expect(try spool.nextBatch(maxResults: 10)?.results.map(\.seq) == [2])
+    }
+
+    @Test("many concurrent commits share fsyncs, and every result is durable and batched in seq order")
+    func concurrentCommits() async throws {
+        let dir = try TemporaryDirectory("spool-commit")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        let committer = SpoolCommitter(spool: spool)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<200 { group.addTask { try await committer.commit(sampleResult("p\(i)")) } }
+            try await group.waitForAll()
+        }
+        let batch = try #require(try spool.nextBatch(maxResults: 1000))
+        #expect(batch.results.compactMap(\.seq) == Array(1...200))
+        spool.close()
+        let reopened = try Spool(directory: dir.path, logger: logs.logger())
+        #expect(reopened.status.lastSeq == 200)
+        reopened.close()
+    }
+}

@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""The agent's benchmarks (issue 4, agent half), run by scripts/bench-agent.sh after a release build.
+
+usage: agent_bench.py [--bin .build/release] [--out .bench] [--repeat 3] [--probes 2000]
+                      [--trials 10] [--only cost,timing,scale,detection]
+
+Writes .bench/agent-<bench>.md fragments and prints them. Numbers only: nothing here fails on a
+slow result. Every process it starts is stopped by pid at the end.
+"""
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TICK = os.sysconf("SC_CLK_TCK")
+procs = []
+
+
+# MARK: - processes and /proc
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name, args, work, pattern=None, timeout=30, env=None):
+    """Starts a process logging to work/name.log; waits for `pattern` in its output."""
+    log = open(os.path.join(work, name + ".log"), "w")
+    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    procs.append(p)
+    if pattern:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = open(log.name).read()
+            for line in text.splitlines():
+                # "word " patterns are the start of a line (a process's stdout), others anywhere.
+                if line.startswith(pattern) if pattern.endswith(" ") else pattern in line:
+                    return p, line
+            if p.poll() is not None:
+                raise SystemExit(f"{name} exited: {text[-2000:]}")
+            time.sleep(0.05)
+        raise SystemExit(f"{name} did not print {pattern!r}: {open(log.name).read()[-2000:]}")
+    return p, ""
+
+
+def stop(p, sig=signal.SIGTERM, grace=10):
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+
+
+def status_kib(pid, field):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return -1
+
+
+def get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()
+
+
+def wait_for(what, cond, timeout=60, every=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:
+            pass
+        time.sleep(every)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+    load = open("/proc/loadavg").read().split()[:3]
+    return f"{cpu}, {os.cpu_count()} cores, {mem} MiB RAM, Linux {platform.release()}, load average at start {' '.join(load)}"
+
+
+# MARK: - shared fixtures
+
+def nginx(work):
+    """nginx from Debian on 127.0.0.1 with a throwaway config, serving a 1 KiB static file."""
+    www = os.path.join(work, "www")
+    os.makedirs(www, exist_ok=True)
+    os.chmod(work, 0o755)  # nginx's worker runs as www-data and must reach the file
+    os.chmod(www, 0o755)
+    open(os.path.join(www, "small.txt"), "w").write("sonde benchmark target\n" * 44)
+    port = free_port()
+    conf = os.path.join(work, "nginx.conf")
+    open(conf, "w").write(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/nginx-body; proxy_temp_path {work}/nginx-proxy;
+  fastcgi_temp_path {work}/nginx-fcgi; uwsgi_temp_path {work}/nginx-uwsgi; scgi_temp_path {work}/nginx-scgi;
+  server {{ listen 127.0.0.1:{port}; root {www}; keepalive_requests 100000; }}
+}}
+""")
+    start("nginx", ["nginx", "-p", work, "-c", conf], work)
+    url = f"http://127.0.0.1:{port}/small.txt"
+    wait_for("nginx", lambda: get(url))
+    return url
+
+
+def keygen(bin_dir, path):
+    subprocess.run([f"{bin_dir}/sonde-agent", "keygen", "--out", path], check=True, stdout=subprocess.DEVNULL)
+    return open(path + ".pub").read().strip()
+
+
+def collector(bin_dir, work, agents, webhook=None, name="collector", correlation=None):
+    """agents: list of (id, region, public_key). Returns (process, base URL)."""
+    conf = os.path.join(work, name + ".yaml")
+    lines = ["listen: {host: 127.0.0.1, port: 0}", f"database: {work}/{name}.db", "evaluation_interval: 1s"]
+    if webhook:
+        lines += ["webhooks:", f"  - {{name: bench, url: {webhook}, secret: bench-secret, format: json}}",
+                  "webhook_retry: {base: 200ms, cap: 2s, poll: 50ms}"]
+    if correlation:
+        lines.append(f"correlation: {correlation}")
+    lines.append("agents:")
+    lines += [f"  - {{id: {i}, region: {r}, public_key: {k}}}" for i, r, k in agents]
+    open(conf, "w").write("\n".join(lines) + "\n")
+    p, line = start(name, [f"{bin_dir}/sonde-collector", "serve", "--config", conf], work, "Collector listening")
+    port = line.split("http.port=")[1].split()[0]
+    return p, f"http://127.0.0.1:{port}"
+
+
+def ingested(base):
+    for line in get(base + "/metrics").decode().splitlines():
+        if line.startswith("sonde_ingest_results_total"):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def probe_file(path, name, url, interval, component="api"):
+    open(path, "w").write(f"""name: {name}
+component: {component}
+interval: {interval}
+timeout: 5s
+steps:
+  - name: get
+    request: {{method: GET, url: "{url}"}}
+    assert: {{status: 200}}
+""")
+
+
+# MARK: - 1. cost vs blackbox_exporter
+
+def bench_cost(args, work, target):
+    n, rate = args.probes, args.rate
+    interval_ms = int(1000 * 10 / rate)  # 10 probes, each every interval: `rate` runs/s in all
+    rows = []
+    bb_conf = os.path.join(work, "blackbox.yml")
+    open(bb_conf, "w").write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n")
+    for rep in range(args.repeat):
+        # blackbox_exporter: N × GET /probe?target=…&module=http_2xx, paced at `rate`, one keep-alive connection.
+        port = free_port()
+        bb, _ = start(f"blackbox-{rep}", ["prometheus-blackbox-exporter", f"--config.file={bb_conf}",
+                                          f"--web.listen-address=127.0.0.1:{port}"], work)
+        import http.client
+        wait_for("blackbox_exporter", lambda: get(f"http://127.0.0.1:{port}/metrics"))
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        path = f"/probe?target={target}&module=http_2xx"
+
+        def probe_once():
+            conn.request("GET", path)
+            body = conn.getresponse().read()
+            if b"probe_success 1" not in body:
+                raise SystemExit("blackbox probe failed: " + body.decode()[:500])
+        for _ in range(50):  # warm-up
+            probe_once()
+        cpu0, t0 = cpu_seconds(bb.pid), time.monotonic()
+        for i in range(n):
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            probe_once()
+        bb_cpu = cpu_seconds(bb.pid) - cpu0
+        bb_hwm = status_kib(bb.pid, "VmHWM")
+        conn.close()
+        stop(bb)
+
+        # sonde-agent run: 10 probes (the same GET), each every 10/rate s, results spooled (fsync) and
+        # pushed signed to a real collector; CPU of the agent process over N runs.
+        d = os.path.join(work, f"cost-{rep}")
+        os.makedirs(d + "/probes")
+        pub = keygen(args.bin, d + "/agent.key")
+        col, base = collector(args.bin, d, [("cost-1", "local", pub)])
+        for i in range(10):
+            probe_file(d + f"/probes/get{i}.yaml", f"get{i}", target, f"{interval_ms}ms")
+        open(d + "/agent.yaml", "w").write(f"""agent: {{id: cost-1, region: local}}
+collector: {{url: {base}, key: {d}/agent.key, batch_size: 100, flush_interval: 1s}}
+spool: {{path: {d}/spool}}
+probes: [{d}/probes]
+""")
+        agent, _ = start(f"agent-cost-{rep}", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
+        wait_for("warm-up results", lambda: ingested(base) >= 50, timeout=60)
+        c0, cpu0 = ingested(base), cpu_seconds(agent.pid)
+        wait_for(f"{n} results", lambda: ingested(base) >= c0 + n, timeout=n / rate * 3 + 60, every=0.05)
+        c1, cpu1 = ingested(base), cpu_seconds(agent.pid)
+        agent_hwm = status_kib(agent.pid, "VmHWM")
+        stop(agent)
+        stop(col)
+        s_cpu = (cpu1 - cpu0) / (c1 - c0)
+        b_cpu = bb_cpu / n
+        rows.append({"bb_cpu_ms": b_cpu * 1000, "sonde_cpu_ms": s_cpu * 1000, "bb_hwm": bb_hwm, "sonde_hwm": agent_hwm,
+                     "ratio": s_cpu / b_cpu})
+        print(f"cost run {rep + 1}: {rows[-1]}", file=sys.stderr)
+    md = [f"### 1. Agent cost vs Prometheus blackbox_exporter ({n} probe runs each, {rate}/s, median of {args.repeat} runs)", "",
+          "| run | blackbox_exporter CPU/probe | Sonde agent CPU/probe | ratio Sonde/blackbox | blackbox peak RSS | Sonde peak RSS |",
+          "|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows):
+        md.append(f"| {i + 1} | {r['bb_cpu_ms']:.3f} ms | {r['sonde_cpu_ms']:.3f} ms | {r['ratio']:.2f} | {r['bb_hwm'] / 1024:.1f} MiB | {r['sonde_hwm'] / 1024:.1f} MiB |")
+    md.append(f"| **median** | **{median([r['bb_cpu_ms'] for r in rows]):.3f} ms** | **{median([r['sonde_cpu_ms'] for r in rows]):.3f} ms** | "
+              f"**{median([r['ratio'] for r in rows]):.2f}** | **{median([r['bb_hwm'] for r in rows]) / 1024:.1f} MiB** | **{median([r['sonde_hwm'] for r in rows]) / 1024:.1f} MiB** |")
+    return md, rows
+
+
+# MARK: - 2. timing accuracy
+
+def bench_timing(args, work):
+    _, line = start("delay-server", [sys.executable, "-u", os.path.join(HERE, "delay_server.py")], work, "delay-server ")
+    base = line.split()[1]
+    reps = []
+    for rep in range(args.repeat):
+        out = subprocess.run([f"{args.bin}/sonde-agent-bench", "timing", "--base", base, "--runs", str(args.timing_runs)],
+                             check=True, capture_output=True, text=True).stdout
+        reps.append([json.loads(l) for l in out.splitlines() if l.startswith("{")])
+        print(f"timing run {rep + 1}: done", file=sys.stderr)
+    md = [f"### 2. Timing accuracy ({args.timing_runs} GETs per delay and client, alternating Sonde and curl; median of {args.repeat} runs)", "",
+          "| injected delay | Sonde ttfb | curl ttfb | Sonde total | curl total | \\|Sonde−curl\\| ttfb median / p99 | \\|Sonde−curl\\| total median / p99 | \\|Sonde ttfb−delay\\| median / p99 |",
+          "|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for i, first in enumerate(reps[0]):
+        m = lambda k: median([r[i][k] for r in reps])
+        rows.append({k: m(k) for k in first if isinstance(first[k], (int, float))})
+        md.append(f"| {first['delay_ms']} ms | {m('sonde_ttfb_median'):.2f} ms | {m('curl_ttfb_median'):.2f} ms | {m('sonde_total_median'):.2f} ms | "
+                  f"{m('curl_total_median'):.2f} ms | {m('abs_err_vs_curl_ttfb_median'):.2f} / {m('abs_err_vs_curl_ttfb_p99'):.2f} ms | "
+                  f"{m('abs_err_vs_curl_total_median'):.2f} / {m('abs_err_vs_curl_total_p99'):.2f} ms | {m('abs_err_vs_delay_ttfb_median'):.2f} / {m('abs_err_vs_delay_ttfb_p99'):.2f} ms |")
+    return md, rows
+
+
+# MARK: - 3. scale
+
+def bench_scale(args, work, target):
+    reps = []
+    for rep in range(args.repeat):
+        out = subprocess.run([f"{args.bin}/sonde-agent-bench", "scale", "--target", target, "--steps", args.scale_steps,
+                              "--seconds", str(args.scale_seconds)], check=True, capture_output=True, text=True).stdout
+        reps.append([json.loads(l) for l in out.splitlines() if l.startswith("{")])
+        print(f"scale run {rep + 1}: {[(r['probes'], round(r['on_time_ratio'], 3)) for r in reps[-1]]}", file=sys.stderr)
+    md = [f"### 3. Agent scale (probes each GET the nginx file every 1 s; {args.scale_seconds} s per step; on schedule = started ≤ 100 ms after its slot; median of {args.repeat} runs)", "",
+          "| probes (offered runs/s) | runs/s achieved | on schedule | start lateness p50 / p99 | CPU per run | RSS |", "|---|---|---|---|---|---|"]
+    rows = []
+    for i, first in enumerate(reps[0]):
+        m = lambda k: median([r[i][k] for r in reps])
+        rows.append({"probes": first["probes"], "on_time": m("on_time_ratio"), "rate": m("achieved_rate")})
+        md.append(f"| {first['probes']} ({first['offered_rate']:.0f}) | {m('achieved_rate'):.1f} | {m('on_time_ratio') * 100:.1f} % | "
+                  f"{m('lateness_p50_ms'):.1f} / {m('lateness_p99_ms'):.1f} ms | {m('cpu_per_run_ms'):.3f} ms | {m('rss_kib') / 1024:.1f} MiB |")
+    sustained = max((r["probes"] for r in rows if r["on_time"] >= 0.95), default=0)
+    md += ["", f"Highest step with ≥ 95 % of runs on schedule: **{sustained} probe runs/s**."]
+
+    # RSS of a real `sonde-agent run` with 1,000 probes configured (every 30 s: ~33 runs/s).
+    d = os.path.join(work, "rss")
+    os.makedirs(d + "/probes")
+    pub = keygen(args.bin, d + "/agent.key")
+    col, base = collector(args.bin, d, [("rss-1", "local", pub)], name="collector-rss")
+    for i in range(1000):
+        probe_file(f"{d}/probes/p{i}.yaml", f"p{i}", target, "30s")
+    open(d + "/agent.yaml", "w").write(f"agent: {{id: rss-1, region: local}}\ncollector: {{url: {base}, key: {d}/agent.key}}\n"
+                                       f"spool: {{path: {d}/spool}}\nprobes: [{d}/probes]\n")
+    agent, _ = start("agent-rss", [f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
+    wait_for("a full interval of runs", lambda: ingested(base) >= 1000, timeout=240, every=0.5)
+    rss, hwm = status_kib(agent.pid, "VmRSS"), status_kib(agent.pid, "VmHWM")
+    stop(agent)
+    stop(col)
+    md += ["", f"`sonde-agent run` with **1,000 probes** configured (each every 30 s), after its first 1,000 runs were delivered: "
+               f"RSS **{rss / 1024:.1f} MiB** (peak {hwm / 1024:.1f} MiB)."]
+    return md, {"steps": rows, "sustained": sustained, "rss_1000_kib": rss, "hwm_1000_kib": hwm}
+
+
+# MARK: - 4. detection latency
+
+class Receiver:
+    """Webhook receiver that notes when each event arrived."""
+
+    def __init__(self):
+        self.events = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                now = time.time()
+                try:
+                    event = json.loads(body)
+                except ValueError:
+                    event = {}
+                with outer.lock:
+                    outer.events.append((now, event))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def find(self, kind, after, pred=lambda e: True):
+        with self.lock:
+            for t, e in self.events:
+                if t >= after and e.get("type") == kind and pred(e):
+                    return t, e
+        return None
+
+    def count(self, kind, after, before=None):
+        with self.lock:
+            return sum(1 for t, e in self.events if t >= after and (before is None or t < before) and e.get("type") == kind)
+
+
+def sim_fault(sim, body=None, delete=False):
+    req = urllib.request.Request(sim + "/_sim/faults", method="DELETE" if delete else "POST",
+                                 data=None if delete else json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
+
+
+def bench_detection(args, work):
+    rows = []
+    receiver = Receiver()
+    env = dict(os.environ, SONDE_SIM_PASSWORD="probe-password")
+    for interval in args.intervals:
+        d = os.path.join(work, f"detect-{interval}s")
+        os.makedirs(d + "/probes")
+        sim, _ = start(f"sim-{interval}", [f"{args.bin}/sonde-sim", "--regions", "eu,us"], d, "us ", env=env)
+        regions = dict(l.split()[:2] for l in open(d + f"/sim-{interval}.log") if l.split() and l.split()[0] in ("eu", "us"))
+        agents = [("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us"), ("us-2", "us")]
+        keys = {a: keygen(args.bin, f"{d}/{a}.key") for a, _ in agents}
+        col, base = collector(args.bin, d, [(a, r, keys[a]) for a, r in agents], webhook=receiver.url, name="collector")
+        for src in ("latency.yaml", "reach.yaml"):
+            text = open(os.path.join(ROOT, "probes/sim", src)).read()
+            text = "\n".join(f"interval: {interval}s" if l.startswith("interval:") else l for l in text.splitlines()) + "\n"
+            open(f"{d}/probes/{src}", "w").write(text)
+        relays = {}
+        agent_procs = []
+        for a, r in agents:
+            relay, line = start(f"relay-{a}", [f"{args.bin}/sonde-sim", "relay", "--listen", "127.0.0.1:0", "--to", regions[r].split("//")[1]], d, "relay ")
+            relays[a] = relay
+            open(f"{d}/{a}.yaml", "w").write(f"""agent: {{id: {a}, region: {r}}}
+collector: {{url: {base}, key: {d}/{a}.key, flush_interval: 100ms, backoff: {{base: 200ms, cap: 2s}}}}
+spool: {{path: {d}/spool-{a}}}
+probes: [{d}/probes]
+variables: {{base_url: {line.split()[1]}, latency_degraded_after: 2s}}
+""")
+            p, _ = start(f"agent-{a}", [f"{args.bin}/sonde-agent", "run", "--config", f"{d}/{a}.yaml"], d, "scheduler started", env=env)
+            agent_procs.append(p)
+        sim_url = regions["eu"]
+
+        def operational():
+            s = json.loads(get(base + "/v1/status"))
+            comps = {c["component"]: c["status"] for c in s["components"]}
+            return comps.get("api") == "operational" and not s["open_incidents"]
+        wait_for("api operational", operational, timeout=interval * 20 + 60, every=0.5)
+        latencies = []
+        for trial in range(args.trials):
+            time.sleep(random.uniform(0, interval))  # a random phase against the probe schedule
+            t_inject = time.time()
+            sim_fault(sim_url, {"type": "error", "status": 503, "components": ["api"]})
+            try:
+                wait_for("incident.opened", lambda: receiver.find("incident.opened", t_inject, lambda e: e.get("component") == "api"),
+                         timeout=interval * 10 + 60, every=0.02)
+            except SystemExit:
+                for t, e in receiver.events:
+                    print(f"{t - t_inject:+.2f} {json.dumps(e)[:400]}", file=sys.stderr)
+                print(get(base + "/v1/status").decode()[:3000], file=sys.stderr)
+                raise
+            t_open, _ = receiver.find("incident.opened", t_inject, lambda e: e.get("component") == "api")
+            latencies.append(t_open - t_inject)
+            print(f"detection {interval}s trial {trial + 1}: {latencies[-1]:.2f} s", file=sys.stderr)
+            sim_fault(sim_url, delete=True)
+            t_clear = time.time()
+            try:
+                wait_for("incident.resolved", lambda: receiver.find("incident.resolved", t_clear, lambda e: e.get("component") == "api"),
+                         timeout=interval * 20 + 60, every=0.1)
+            except SystemExit:
+                for t, e in receiver.events:
+                    print(f"{t - t_inject:+.2f} {json.dumps(e)[:400]}", file=sys.stderr)
+                print(get(base + "/v1/status").decode()[:3000], file=sys.stderr)
+                raise
+            wait_for("api operational", operational, timeout=interval * 20 + 60, every=0.2)
+
+        # A local fault: eu-1's network cut (its relay stops forwarding), twice per interval.
+        local = []
+        for _ in range(args.local_trials):
+            t_cut = time.time()
+            relays["eu-1"].send_signal(signal.SIGUSR1)
+            wait_for("agent.local_fault", lambda: receiver.find("agent.local_fault", t_cut, lambda e: "eu-1" in json.dumps(e)),
+                     timeout=interval * 10 + 60, every=0.02)
+            t_local, _ = receiver.find("agent.local_fault", t_cut, lambda e: "eu-1" in json.dumps(e))
+            # Keep it cut a while longer: no platform incident may open from it.
+            time.sleep(max(3 * interval, 5))
+            opened = receiver.count("incident.opened", t_cut)
+            with receiver.lock:
+                for t, e in receiver.events:
+                    if t >= t_cut and e.get("type") == "incident.opened":
+                        print(f"  incident opened during the local fault: {json.dumps(e)[:600]}", file=sys.stderr)
+            relays["eu-1"].send_signal(signal.SIGUSR2)
+            local.append((t_local - t_cut, opened))
+            print(f"local fault {interval}s: agent.local_fault after {t_local - t_cut:.2f} s, incidents opened {opened}", file=sys.stderr)
+            wait_for("eu-1 healthy again", lambda: json.loads(get(base + "/v1/status"))["agents"] is not None and operational(), timeout=120, every=0.5)
+            time.sleep(2 * interval)
+        for p in agent_procs:
+            stop(p)
+        for p in relays.values():
+            stop(p)
+        stop(col)
+        stop(sim)
+        rows.append({"interval": interval, "trials": len(latencies), "median": median(latencies), "max": max(latencies),
+                     "target": 2 * interval + 1, "local": local})
+    md = [f"### 4. Detection latency end to end (fault set in sonde-sim → `incident.opened` at a webhook receiver)", "",
+          "2 regions × 2 agents, each behind its own relay; probes `sim-latency` (component api) and the control probe `sim-reach`;"
+          " fault: HTTP 503 on `api` in every region, injected at a random phase; collector defaults (`confirm_failures: 2`, `open_after: 2`,"
+          " `evaluation_interval: 1s`).", "",
+          "| probe interval | trials | median | max | target (2 intervals + 1 s) | local fault (eu-1 relay cut): `agent.local_fault` after | incidents opened by the local fault |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lf = ", ".join(f"{t:.1f} s" for t, _ in r["local"]) or "—"
+        md.append(f"| {r['interval']} s | {r['trials']} | {r['median']:.2f} s | {r['max']:.2f} s | {r['target']:.0f} s | {lf} | {sum(o for _, o in r['local'])} |")
+    return md, rows
+
+
+# MARK: - main
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(ROOT, ".build/release"))
+    ap.add_argument("--out", default=os.path.join(ROOT, ".bench"))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--probes", type=int, default=2000)
+    ap.add_argument("--rate", type=int, default=100)
+    ap.add_argument("--timing-runs", type=int, default=30)
+    ap.add_argument("--scale-steps", default="25,50,100,200,400,800")
+    ap.add_argument("--scale-seconds", type=int, default=10)
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--local-trials", type=int, default=1)
+    ap.add_argument("--intervals", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 5])
+    ap.add_argument("--only", default="cost,timing,scale,detection")
+    ap.add_argument("--agent", help="the sonde-agent to measure in the cost benchmark (default: --bin's)")
+    args = ap.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    os.makedirs(args.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="sonde-agent-bench-")
+    header = f"Machine: {machine()}. Release build. Run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+    try:
+        target = nginx(work)
+        for name in args.only.split(","):
+            if name == "cost":
+                md, data = bench_cost(args, work, target)
+            elif name == "timing":
+                md, data = bench_timing(args, work)
+            elif name == "scale":
+                md, data = bench_scale(args, work, target)
+            elif name == "detection":
+                md, data = bench_detection(args, work)
+            else:
+                raise SystemExit(f"unknown benchmark {name}")
+            text = "\n".join(md + ["", header, ""])
+            open(os.path.join(args.out, f"agent-{name}.md"), "w").write(text)
+            open(os.path.join(args.out, f"agent-{name}.json"), "w").write(json.dumps(data, indent=1))
+            print(text)
+    finally:
+        for p in reversed(procs):
+            stop(p, grace=5)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
