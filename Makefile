@@ -23,12 +23,15 @@ demo: release
 	@scripts/demo.sh
 
 # Benchmarks (release build; BENCHMARKS.md). They report numbers and never fail.
+# The agent's (vs blackbox_exporter, timing, scale, detection) first: bench.sh folds them in.
 bench: deps
+	-@scripts/bench-agent.sh
 	@scripts/bench.sh
 
 # Full reliability drills (RELIABILITY.md); the quick versions run in `make test`.
+# The agent's drills first (RELIABILITY-agent.md), folded into RELIABILITY.md by drill.sh.
 drill: deps
-	@scripts/drill.sh
+	@scripts/drill-agent.sh; agent=$$?; scripts/drill.sh && exit $$agent
 
 clean:
 	rm -rf .build

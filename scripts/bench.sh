@@ -77,6 +77,11 @@ fi
   echo "Target: ≤ 50 ms per evaluation tick with 10,000 agents × 20 probes."
   echo
   cat "$out/correlation.md"
+  # The agent's benchmarks (1, 2, 3, 6), written by scripts/bench-agent.sh.
+  if [ -f BENCHMARKS-agent.md ]; then
+    echo
+    sed 's/^# Agent benchmarks/## Agent benchmarks (1. cost vs blackbox_exporter, 2. timing accuracy, 3. scale, 6. detection)/' BENCHMARKS-agent.md
+  fi
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"
 exit 0

@@ -33,6 +33,8 @@ elapsed=$(( $(date +%s) - start ))
     cat "$f"
     echo
   done
+  # The agent's drills (1, 3, 6), written by scripts/drill-agent.sh.
+  [ -f RELIABILITY-agent.md ] && sed 's/^# Agent reliability drills/## Agent drills (1. SIGKILL, 3. collector unreachable, 6. failing spool disk)/' RELIABILITY-agent.md
 } > RELIABILITY.md
 echo "wrote RELIABILITY.md (drills: $([ "$status" -eq 0 ] && echo pass || echo FAIL))"
 exit "$status"
