@@ -60,6 +60,23 @@ final class SondeSystem: @unchecked Sendable {
         return system
     }
 
+    /// Starts a system, runs `body` and always stops every process it started, also when
+    /// `body` throws (a `defer` cannot await, and an unstructured task may never run before the
+    /// test process exits, leaving sims and collectors behind).
+    static func with(
+        regions: [String] = ["eu", "us", "ap"], agents: [String], interval: String = "1s", correlation: String = "{}",
+        _ body: (SondeSystem) async throws -> Void
+    ) async throws {
+        let system = try await start(regions: regions, agents: agents, interval: interval, correlation: correlation)
+        do {
+            try await body(system)
+        } catch {
+            await system.stop()
+            throw error
+        }
+        await system.stop()
+    }
+
     private init(dir: TemporaryDirectory, sim: ChildProcess, regionURLs: [String: String], collector: ChildProcess, collectorURL: String, receiver: LoopbackHTTPServer, interval: String) {
         self.dir = dir
         self.sim = sim

@@ -49,6 +49,7 @@ public final class ChildProcess: Sendable {
             }
         }
         try process.run()
+        LiveChildren.shared.add(process.processIdentifier)
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -83,6 +84,7 @@ public final class ChildProcess: Sendable {
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
         try await waitUntil("\(command) to exit", timeout: timeout) { !self.process.isRunning }
+        LiveChildren.shared.remove(process.processIdentifier)
         return process.terminationStatus
     }
 
@@ -96,6 +98,23 @@ public final class ChildProcess: Sendable {
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+/// Every child still running is SIGKILLed when the test process exits, so a test that fails (or
+/// forgets to stop what it started) never leaves sims, collectors or agents behind.
+final class LiveChildren: Sendable {
+    static let shared = LiveChildren()
+    private let pids = Mutex<Set<Int32>>([])
+
+    private init() {
+        atexit {
+            for pid in LiveChildren.shared.all() { kill(pid, SIGKILL) }
+        }
+    }
+
+    func add(_ pid: Int32) { _ = pids.withLock { $0.insert(pid) } }
+    func remove(_ pid: Int32) { _ = pids.withLock { $0.remove(pid) } }
+    func all() -> Set<Int32> { pids.withLock { $0 } }
 }
 
 /// Captured output; a class so the pipe handlers can hold it.
