@@ -186,8 +186,10 @@ struct Scale: AsyncParsableCommand {
             let spool = try Spool(directory: directory + "/spool", logger: logger)
             let recorder = StartRecorder(runner: ProbeRunner(client: .shared, logger: logger))
             let context = RunContext(agent: "bench", region: "local")
+            // Recorded as the agent records (AgentSetup): written, then group-committed.
+            let committer = SpoolCommitter(spool: spool)
             let scheduler = Scheduler(probes: probes, context: context, executor: recorder, jitter: 0, shutdownGrace: .seconds(2), logger: logger) { result in
-                _ = try? spool.append(result)
+                _ = try? await committer.commit(result)
             }
             // The spool drains as an acknowledging collector would, so it stays small.
             let clock = ContinuousClock()

@@ -477,7 +477,7 @@ def main():
     ap.add_argument("--probes", type=int, default=2000)
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--timing-runs", type=int, default=30)
-    ap.add_argument("--scale-steps", default="25,50,100,200,400,800")
+    ap.add_argument("--scale-steps", default="50,200,800,1200,1600,2400")
     ap.add_argument("--scale-seconds", type=int, default=10)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--local-trials", type=int, default=1)
