@@ -134,7 +134,7 @@ enum CurlTransfer {
         let code = curl_easy_perform(handle)
         let timings = readTimings(handle)
         if code != CURLE_OK {
-            let detail = String(cString: errorBuffer)
+            let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
             let kind = state.tooLarge ? .responseTooLarge : classify(code)
             let text = switch kind {
