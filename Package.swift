@@ -179,7 +179,7 @@ let package = Package(
         /// Helpers for tests: start processes, wait for conditions with deadlines, free ports.
         .target(
             name: "SondeTestSupport",
-            dependencies: ["SondeCore", "CurlHTTP"],
+            dependencies: ["SondeCore", "CurlHTTP", .product(name: "Logging", package: "swift-log")],
             path: "Tests/SondeTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -562,7 +562,8 @@ struct ProbeRunnerTests {
                   url: ${base_url}/use/${file:\(folder.file("token"))}?k=${api_key}&e=${env:SONDE_TEST_SECRET}
                   headers: { Authorization: "Bearer ${env:SONDE_TEST_SECRET}" }
             """, variables: ["base_url", "api_key"])
-        let (logger, logs) = CapturingLogHandler.logger()
+        let logs = CapturedLogs()
+        let logger = logs.logger("probe-engine-test", level: .trace)
         let result = await run(probe, server, variables: ["api_key": varSecret], secretNames: ["api_key"], logger: logger)
         #expect(result.outcome == .failed)
         // The secrets did reach the server…
@@ -570,7 +571,7 @@ struct ProbeRunnerTests {
         #expect(sent.contains(envSecret) && sent.contains(fileSecret) && sent.contains(varSecret))
         // …but not the result or the logs.
         let json = result.jsonText
-        let logText = logs.all
+        let logText = logs.text
         #expect(!logText.isEmpty)
         for secret in [envSecret, fileSecret, varSecret] {
             #expect(!json.contains(secret), "\(secret) in result \(json)")
@@ -580,7 +581,7 @@ struct ProbeRunnerTests {
         #expect(result.error?.message.contains("[redacted]") == true)
         #expect(logText.contains("probe.name=secrets"))
         #expect(!logText.contains("error ") || !logText.hasPrefix("error"), "a probe failure is not an error-level log")
-        #expect(logs.lines.withLock { $0 }.allSatisfy { $0.hasPrefix("debug") })
+        #expect(logs.all.allSatisfy { $0.level == .debug })
     }
 
     @Test("a missing environment secret is a script error naming the variable")

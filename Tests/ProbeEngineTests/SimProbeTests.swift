@@ -217,7 +217,8 @@ struct SimProbeTests {
             ("${env:SONDE_SIM_PASSWORD}", "\"${file:\(folder.file("password"))}\""),
             ("name: sim-login", "name: sim-login-file"),
         ])
-        let (logger, logs) = CapturingLogHandler.logger()
+        let logs = CapturedLogs()
+        let logger = logs.logger("probe-engine-test", level: .trace)
         var results: [ProbeResult] = []
         for probe in try Self.probes().values { results.append(await run(probe, sim, logger: logger)) }
         results.append(await run(fromFile, sim, logger: logger))
@@ -227,8 +228,8 @@ struct SimProbeTests {
         #expect(results.last?.outcome == .failed)
         let json = results.map(\.jsonText).joined(separator: "\n")
         #expect(!json.contains(Self.password))
-        #expect(!logs.all.contains(Self.password))
-        #expect(logs.all.contains("probe.name=sim-batch"))
+        #expect(!logs.text.contains(Self.password))
+        #expect(logs.text.contains("probe.name=sim-batch"))
         try await sim.shutdown()
     }
 }

@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import ProbeEngine
 import SondeCore
-import Synchronization
 import Testing
 
 /// Parses a probe from YAML text (failing the test with the diagnostics when it is invalid).
@@ -19,35 +18,6 @@ struct ProbeTestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// A LogHandler that keeps every line in memory, so tests can look at what was logged without
-/// bootstrapping the logging system.
-struct CapturingLogHandler: LogHandler {
-    final class Storage: Sendable {
-        let lines = Mutex<[String]>([])
-        var all: String { lines.withLock { $0.joined(separator: "\n") } }
-    }
-
-    let storage: Storage
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
-        let text = "\(event.level) \(event.message) " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        storage.lines.withLock { $0.append(text) }
-    }
-
-    static func logger() -> (Logger, Storage) {
-        let storage = Storage()
-        let logger = Logger(label: "probe-engine-test") { _ in CapturingLogHandler(storage: storage) }
-        return (logger, storage)
-    }
-}
 
 extension ProbeResult {
     /// The result as agents push it.
