@@ -26,12 +26,15 @@ import SondeCore
 /// - **Local (scope agent).** An agent is local when (1) one of its control probes is failing or
 ///   flaky — even if everything else fails too; or (2) per component: it fails there while its
 ///   same-region peers reporting that component (non-silent, without failing control) all passed
-///   their latest run and their combined recent failure ratio is below `local_peer_max_ratio` (0.1);
+///   their latest run and either none of them failed since this agent's problem began or their
+///   combined recent failure ratio is below `local_peer_max_ratio` (0.1);
 ///   or (3) it is local by (2) on at least 2 components and on more than half of the components it
 ///   reports, in which case all its data is excluded. Local data is excluded from verdicts (listed
 ///   in `evidence.local_agents`), never opens an incident, and the agent becomes `local_fault`
 ///   with one `agent.local_fault` event per episode; the episode ends after `resolve_after` (3)
-///   clean evaluations with new data from the agent.
+///   clean evaluations with new data from the agent. A control probe whose latest run failed
+///   but is not confirmed yet puts the agent *in doubt*: its data is held back from verdicts (not
+///   counted, not listed) until the control is confirmed failing (local) or passes again.
 /// - **Verdict** from the remaining agents. Per region: `major_outage` when ≥ `major_ratio` (0.8) of
 ///   its reporting agents fail hard; `partial_outage` when any fails (hard or flaky) or the region's
 ///   combined failure ratio exceeds `flaky_ratio` (with `min_runs`); `degraded_performance` when ≥
@@ -288,6 +291,31 @@ struct AgentComponent {
     /// Series whose latest error represents this agent here (-1 when none).
     var errorSeries: Int32 = -1
     var errorCode: Int32 = -1
+    /// Earliest `failingSince` of its failing probes here (+infinity when none fails).
+    var failingSince = Double.infinity
+    /// Newest failed run of its probes here within their recent windows (-infinity when none).
+    var lastFailedAt = -Double.infinity
+}
+
+/// The newest failed runs in one (component, region), by two different agents, so that "did any
+/// peer fail recently?" excludes the agent asking.
+struct RecentPeerFailures {
+    var newest = -Double.infinity
+    var newestAgent = -1
+    var runnerUp = -Double.infinity
+
+    mutating func note(_ at: Double, agent: Int) {
+        guard at > -.infinity else { return }
+        if at > newest {
+            if newestAgent != agent { runnerUp = newest }
+            newest = at
+            newestAgent = agent
+        } else if agent != newestAgent, at > runnerUp {
+            runnerUp = at
+        }
+    }
+
+    func newest(excluding agent: Int) -> Double { newestAgent == agent ? runnerUp : newest }
 }
 
 /// Per (component, region) counts of one evaluation.
@@ -390,6 +418,10 @@ extension CorrelationEngine {
         // 2. Each agent's state per component (worst of its probes), and failing controls.
         var grid = [AgentComponent](repeating: AgentComponent(), count: agentCount * componentCount)
         var controlFailing = [Bool](repeating: false, count: agentCount)
+        // A control probe whose latest run failed but is not confirmed yet: the agent's own network
+        // is in doubt, so its data is held back from verdicts (not yet a local fault). Without this,
+        // a cut agent's other probes, confirmed before its control, counted against the platform.
+        var controlInDoubt = [Bool](repeating: false, count: agentCount)
         let fallbackLimit = max(cfg.silentMin, cfg.silentAfter)
         summaries.withUnsafeBufferPointer { all in
             var i = -1
@@ -404,7 +436,11 @@ extension CorrelationEngine {
                 if s.control {
                     // A control that passes its latest run counts as recovered at once: its own
                     // window of old failures says nothing about the agent's network now.
-                    if s.state == .failing || (s.state.isFailing && s.latestFailed) { controlFailing[a] = true }
+                    if s.state == .failing || (s.state.isFailing && s.latestFailed) {
+                        controlFailing[a] = true
+                    } else if s.latestFailed {
+                        controlInDoubt[a] = true
+                    }
                     continue
                 }
                 let g = a * componentCount + Int(s.component)
@@ -414,6 +450,8 @@ extension CorrelationEngine {
                 x.failed += s.windowFailed
                 if s.latestFailed { x.latestFailed = true }
                 if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
+                if s.state.isFailing, s.failingSince < x.failingSince { x.failingSince = s.failingSince }
+                if s.lastFailedAt > x.lastFailedAt { x.lastFailedAt = s.lastFailedAt }
                 let worse = s.state.rawValue > x.state.rawValue
                 if worse || (x.errorSeries < 0 && s.errorCode >= 0 && s.state.rawValue == x.state.rawValue) {
                     if worse { x.state = s.state }
@@ -426,14 +464,16 @@ extension CorrelationEngine {
 
         // 3. Counts per (component, region) from agents whose control probes pass.
         var counts = [RegionCounts](repeating: RegionCounts(), count: componentCount * regionCount)
+        var recentFailures = [RecentPeerFailures](repeating: RecentPeerFailures(), count: componentCount * regionCount)
         var candidates: [Int] = []
-        for a in 0..<agentCount where !excluded[a] && !controlFailing[a] {
+        for a in 0..<agentCount where !excluded[a] && !controlFailing[a] && !controlInDoubt[a] {
             let r = Int(agentRegion[a])
             var failsSomewhere = false
             for c in 0..<componentCount {
                 let x = grid[a * componentCount + c]
                 guard x.reporting else { continue }
                 counts[c * regionCount + r].add(x)
+                recentFailures[c * regionCount + r].note(x.lastFailedAt, agent: a)
                 if x.state.isFailing { failsSomewhere = true }
             }
             if failsSomewhere { candidates.append(a) }
@@ -461,8 +501,12 @@ extension CorrelationEngine {
                 let peerRuns = k.runs - x.runs
                 let peerFailed = k.failed - x.failed
                 let peerLatestFailed = k.latestFailed - (x.latestFailed ? 1 : 0)
+                // Peers' failures from before this agent's problem began (a platform incident that
+                // has since recovered, still in their windows) say nothing about it.
+                let peersFailedSince =
+                    recentFailures[c * regionCount + r].newest(excluding: a) >= x.failingSince
                 if peers >= 1, peerLatestFailed == 0, peerRuns > 0,
-                    Double(peerFailed) < cfg.localPeerMaxRatio * Double(peerRuns)
+                    !peersFailedSince || Double(peerFailed) < cfg.localPeerMaxRatio * Double(peerRuns)
                 {
                     localHere.append(c)
                 }
@@ -502,7 +546,7 @@ extension CorrelationEngine {
         let listCap = cfg.maxListedAgents
         for a32 in sortedAgents {
             let a = Int(a32)
-            if excluded[a] { continue }
+            if excluded[a] || (controlInDoubt[a] && !controlFailing[a]) { continue }
             for c in 0..<componentCount {
                 let x = grid[a * componentCount + c]
                 guard x.reporting else { continue }
@@ -603,7 +647,11 @@ extension CorrelationEngine {
                     h.localComponents = components
                 }
             } else if previous == .localFault {
-                if agentHasNewData[a] { agentCleanStreak[a] += 1 }
+                if controlInDoubt[a] {
+                    agentCleanStreak[a] = 0
+                } else if agentHasNewData[a] {
+                    agentCleanStreak[a] += 1
+                }
                 if agentCleanStreak[a] >= cfg.resolveAfter {
                     h = enter(h, .ok, since: now, reason: nil)
                     agentCleanStreak[a] = 0

@@ -36,6 +36,12 @@ struct SeriesSummary {
     var latencyMs: Double
     /// Interned `code ?? kind` of the latest run's error when it failed; -1 otherwise.
     var errorCode: Int32
+    /// When the current problem began (`started_at`, seconds): the first run of the trailing
+    /// failed streak when `failing`, the earliest failure of the recent window when `flaky`;
+    /// +infinity otherwise.
+    var failingSince: Double = .infinity
+    /// `started_at` of the newest failed run among the latest `flaky_window`; -infinity when none.
+    var lastFailedAt: Double = -.infinity
 }
 
 /// One run as the window keeps it.
@@ -93,7 +99,13 @@ struct SeriesWindow {
         }
         let windowStart = max(0, n - config.flakyWindow)
         var failed = 0
-        for j in windowStart..<n where runs[j].outcome == .failed { failed += 1 }
+        var firstFailedAt = Double.infinity
+        var lastFailedAt = -Double.infinity
+        for j in windowStart..<n where runs[j].outcome == .failed {
+            failed += 1
+            firstFailedAt = min(firstFailedAt, runs[j].startedAt)
+            lastFailedAt = runs[j].startedAt
+        }
         let windowRuns = n - windowStart
 
         let state: SeriesState
@@ -125,9 +137,16 @@ struct SeriesWindow {
             gaps.sort()
             interval = max(0, gaps[(gaps.count - 1) / 2])
         }
+        var failingSince = Double.infinity
+        switch state {
+        case .failing: failingSince = runs[n - consecutiveFailed].startedAt
+        case .flaky: failingSince = firstFailedAt
+        case .ok, .degraded: break
+        }
         return SeriesSummary(
             agent: agent, component: component, control: control, state: state, windowRuns: Int32(windowRuns),
             windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed, lastReceived: lastReceived,
-            interval: interval, latencyMs: latency, errorCode: errorCode)
+            interval: interval, latencyMs: latency, errorCode: errorCode, failingSince: failingSince,
+            lastFailedAt: lastFailedAt)
     }
 }

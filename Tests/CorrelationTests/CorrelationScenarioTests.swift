@@ -79,6 +79,89 @@ import Testing
         #expect(fleet.verdicts["files"]?.regions["eu"] == .operational)
     }
 
+    /// Runs a platform-wide outage of `component` until its incident has opened and, the fault
+    /// gone, moved to `monitoring`: the moment the peers' windows still hold its failures.
+    func outageUntilRecovering(_ fleet: inout FleetSimulation, component: String) throws {
+        fleet.faults["outage"] = FleetSimulation.failing(components: [component])
+        fleet.step(seconds: 20)
+        try #require(fleet.events.contains { $0.type == .incidentOpened && $0.component == component })
+        fleet.faults = [:]
+        for _ in 0..<120 where fleet.engine.openIncidents.first?.status != .monitoring { fleet.step() }
+        try #require(fleet.engine.openIncidents.first?.status == .monitoring)
+    }
+
+    @Test func aNetworkCutRightAfterAPlatformIncidentIsLocal() throws {
+        // Found by the detection benchmark (agents running an api probe and a control probe): the
+        // cut agent's api probe was confirmed failing before its control probe (later in each
+        // interval) was, while its peer's window still held the failures of the incident just
+        // recovering; that incident went back to investigating on one cut agent.
+        // A 20-run flaky window (an operator's setting) keeps the incident's failures in the peers'
+        // windows long after recovery, as phases and push delays did in the benchmark.
+        var fleet = FleetSimulation(
+            regions: ["eu": 2, "us": 2], components: ["api"], controlLag: 1.5, config: CorrelationConfig(flakyWindow: 20))
+        fleet.step(seconds: 30)
+        try outageUntilRecovering(&fleet, component: "api")
+        let before = fleet.events.count
+        fleet.faults["cut"] = FleetSimulation.failing(
+            agents: ["eu-1"], control: true, error: ProbeError(kind: .connect, step: "request", message: "connection refused"))
+        // Not even for one evaluation may the cut agent count against the platform.
+        var countedAgainst: [Double] = []
+        for _ in 0..<20 {
+            fleet.step()
+            if fleet.verdicts["api"]?.evidence.failingAgents.contains("eu-1") == true {
+                countedAgainst.append(fleet.now.timeIntervalSince(FleetSimulation.start))
+            }
+        }
+        #expect(countedAgainst == [])
+        let after = Array(fleet.events[before...])
+        #expect(Set(types(after)) == [.agentLocalFault, .incidentResolved])
+        #expect(after.count == 2)
+        #expect(fleet.health("eu-1")?.state == .localFault)
+        #expect(fleet.engine.openIncidents.isEmpty)
+        #expect(fleet.verdicts["api"]?.status == .operational)
+    }
+
+    @Test func aLoneAgentsCutIsHeldBackUntilItsControlProbeDecides() throws {
+        // sa-1 has no peers to compare with, and its api probe is confirmed failing before its
+        // control probe is: its data waits (in doubt) instead of calling an sa outage meanwhile.
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2, "sa": 1], components: ["api"], controlLag: 1.5)
+        fleet.step(seconds: 30)
+        // Cut just after its control probe ran: the api probe fails first and is confirmed first.
+        fleet.faults["cut"] = fleet.networkCut(of: "sa-1", from: 30.4)
+        var countedAgainst: [Double] = []
+        for _ in 0..<20 {
+            fleet.step()
+            if fleet.verdicts["api"]?.evidence.failingAgents.contains("sa-1") == true {
+                countedAgainst.append(fleet.now.timeIntervalSince(FleetSimulation.start))
+            }
+        }
+        #expect(countedAgainst == [])
+        #expect(types(fleet.events) == [.agentLocalFault])
+        #expect(fleet.health("sa-1")?.reason == "control probe failing")
+        // The network comes back: its data counts again, and nothing was opened meanwhile.
+        fleet.faults = [:]
+        fleet.step(seconds: 20)
+        #expect(fleet.health("sa-1")?.state == .ok)
+        #expect(fleet.verdicts["api"]?.evidence.reportingAgents == 5)
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
+    @Test func aLocalFaultRightAfterAPlatformIncidentIsLocalByItsPeers() throws {
+        // No control probe fails here (a full disk breaks only uploads): the peers decide, and
+        // their failures from the incident just recovering must not make them look unreliable.
+        var fleet = warmFleet(config: CorrelationConfig(flakyWindow: 20), regions: ["eu": 2, "us": 2])
+        try outageUntilRecovering(&fleet, component: "files")
+        let before = fleet.events.count
+        fleet.faults["disk"] = FleetSimulation.failing(agents: ["us-1"], components: ["files"])
+        fleet.step(seconds: 20)
+        let after = Array(fleet.events[before...])
+        #expect(Set(types(after)) == [.agentLocalFault, .incidentResolved])
+        #expect(after.count == 2)
+        #expect(fleet.health("us-1")?.localComponents == ["files"])
+        #expect(fleet.engine.openIncidents.isEmpty)
+        #expect(fleet.verdicts["files"]?.evidence.localAgents == ["us-1"])
+    }
+
     @Test func oneFailedRunOfEachOfTwoAgentsEarlyInTheWindowOpensNothing() {
         // Right after start-up the windows are short: a pooled failure ratio over a handful of
         // runs must not call an outage on one failure per agent.

@@ -31,23 +31,31 @@ struct FleetSimulation {
     /// Every result pushed, with the time it was received (for rebuild tests).
     var pushed: [(result: ProbeResult, receivedAt: Date)] = []
     var firstFailureAt: Date?
+    let controlLag: Double
     private var nextRun: [String: (run: Int, at: Double)] = [:]
 
-    init(regions: [String: Int] = ["eu": 3, "us": 3, "ap": 3], interval: Double = 2, config: CorrelationConfig = CorrelationConfig()) {
+    /// `controlLag`: how much later than the agent's other probes its control probe runs in each
+    /// interval (real agents spread their probes' phases; 0 runs them all at once).
+    init(
+        regions: [String: Int] = ["eu": 3, "us": 3, "ap": 3], components: [String] = Self.components, interval: Double = 2,
+        controlLag: Double = 0, config: CorrelationConfig = CorrelationConfig()
+    ) {
         var agents: [AgentInfo] = []
         for region in regions.keys.sorted() {
             for i in 1...regions[region]! { agents.append(AgentInfo(id: "\(region)-\(i)", region: region)) }
         }
         self.agents = agents
-        probes = Self.components.map { Probe(name: "\($0)-journey", component: $0, control: false) }
+        probes = components.map { Probe(name: "\($0)-journey", component: $0, control: false) }
             + [Probe(name: "control", component: "control", control: true)]
         self.interval = interval
+        self.controlLag = controlLag
         engine = CorrelationEngine(config: config, agents: agents)
         now = Self.start
         for (n, agent) in agents.enumerated() {
             let phase = interval * Double(n) / Double(agents.count)
             for probe in probes {
-                nextRun[agent.id + "/" + probe.name] = (0, Self.start.timeIntervalSince1970 + phase)
+                let lag = probe.control ? controlLag : 0
+                nextRun[agent.id + "/" + probe.name] = (0, Self.start.timeIntervalSince1970 + phase + lag)
             }
         }
     }
@@ -121,6 +129,19 @@ struct FleetSimulation {
             if probe.control && !control { return nil }
             if !probe.control, let components, !components.contains(probe.component) { return nil }
             return pattern(run) ? (.failed, error) : nil
+        }
+    }
+
+    /// `agent`'s network cut from `seconds` after the start: every probe (control included) that
+    /// starts from then on fails to connect, whatever its phase.
+    func networkCut(of agent: String, from seconds: Double) -> Fault {
+        let n = Double(agents.firstIndex { $0.id == agent } ?? 0)
+        let phase = interval * n / Double(agents.count)
+        let (interval, lag) = (interval, controlLag)
+        return { id, _, probe, run in
+            let startsAt = phase + (probe.control ? lag : 0) + Double(run) * interval
+            guard id == agent, startsAt >= seconds else { return nil }
+            return (.failed, ProbeError(kind: .connect, step: "request", message: "connection refused"))
         }
     }
 
