@@ -17,6 +17,9 @@ let package = Package(
         .executable(name: "sonde", targets: ["sonde"]),
         .executable(name: "sonde-sim", targets: ["sonde-sim"]),
         .executable(name: "sonde-agent-bench", targets: ["sonde-agent-bench"]),
+        // For the fuzzing package in Fuzz/ (libFuzzer harnesses of the parsers).
+        .library(name: "ProbeEngine", targets: ["ProbeEngine"]),
+        .library(name: "SondeCore", targets: ["SondeCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),

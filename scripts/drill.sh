@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make drill`: the full reliability drills (SONDE_DRILL_FULL=1: 20 SIGKILLs, a 5-minute webhook
-# outage, thousands of hostile requests, 100,000 property-test inputs), then RELIABILITY.md from
+# outage, thousands of hostile requests, 100,000 property-test inputs, 5 minutes of libFuzzer per
+# parser: scripts/fuzz.sh), then RELIABILITY.md from
 # the fragments they write into .bench/drill/. `make test` runs the same drills in their quick form.
 # Exit status: 1 when a drill fails.
 set -uo pipefail
@@ -15,6 +16,8 @@ start=$(date +%s)
 SONDE_DRILL_FULL=${SONDE_DRILL_FULL:-1} SONDE_DRILL_REPORT_DIR="$PWD/$report" \
   swift test --skip-build --filter DrillTests 2>&1 | tee "$report/console.txt"
 status=${PIPESTATUS[0]}
+# Drill 5c: libFuzzer on the parsers, a fixed budget per target (FUZZ_SECONDS, default 300).
+FUZZ_REPORT="$report/5c-fuzz.md" scripts/fuzz.sh "${FUZZ_SECONDS:-300}" || status=1
 elapsed=$(( $(date +%s) - start ))
 
 {

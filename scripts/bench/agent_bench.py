@@ -445,7 +445,11 @@ variables: {{base_url: {line.split()[1]}, latency_degraded_after: 2s}}
             relays["eu-1"].send_signal(signal.SIGUSR2)
             local.append((t_local - t_cut, opened))
             print(f"local fault {interval}s: agent.local_fault after {t_local - t_cut:.2f} s, incidents opened {opened}", file=sys.stderr)
-            wait_for("eu-1 healthy again", lambda: json.loads(get(base + "/v1/status"))["agents"] is not None and operational(), timeout=120, every=0.5)
+            # The episode ends after 3 clean evaluations: only then is a new cut a new local fault.
+            def eu1_ok():
+                views = json.loads(get(base + "/v1/agents"))["agents"]
+                return any(v["id"] == "eu-1" and v.get("state") == "ok" for v in views)
+            wait_for("eu-1 healthy again", lambda: eu1_ok() and operational(), timeout=120, every=0.5)
             time.sleep(2 * interval)
         for p in agent_procs:
             stop(p)
@@ -480,7 +484,7 @@ def main():
     ap.add_argument("--scale-steps", default="50,200,800,1200,1600,2400")
     ap.add_argument("--scale-seconds", type=int, default=10)
     ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--local-trials", type=int, default=1)
+    ap.add_argument("--local-trials", type=int, default=3)
     ap.add_argument("--intervals", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 5])
     ap.add_argument("--only", default="cost,timing,scale,detection")
     ap.add_argument("--agent", help="the sonde-agent to measure in the cost benchmark (default: --bin's)")
