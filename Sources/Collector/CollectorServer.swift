@@ -312,9 +312,15 @@ public struct CollectorAPI: Sendable {
 
     func statusPage() async throws -> Response {
         let status = await statusResponse()
-        let timeline = (try? await store.timeline(since: Date().addingTimeInterval(-24 * 3600))) ?? []
+        let now = Date()
+        let dayAgo = now.addingTimeInterval(-24 * 3600)
+        let timeline = (try? await store.timeline(since: dayAgo)) ?? []
+        let incidents = ((try? await store.incidents(.all, limit: 1_000)) ?? [])
+            .filter { ($0.resolvedAt ?? now) >= dayAgo }
+            .compactMap { try? SondeJSON.decoder().decode(Incident.self, from: $0.json) }
         let agents = try await store.agents()
-        let html = StatusPage.render(status: status, health: await hub.agentHealth, agents: agents, timeline: timeline, now: Date())
+        let html = StatusPage.render(
+            status: status, health: await hub.agentHealth, agents: agents, timeline: timeline, incidents: incidents, now: now)
         return JSONResponse.text(html, contentType: "text/html; charset=utf-8")
     }
 

@@ -47,17 +47,23 @@ enum StatusPage {
         }
     }
 
-    /// The colour of one hour of results: the share that failed decides how bad it was.
-    static func status(of bucket: TimelineBucket) -> ComponentStatus {
-        guard bucket.total > 0 else { return .unknown }
-        let failed = Double(bucket.failed) / Double(bucket.total)
-        if failed >= 0.5 { return .majorOutage }
-        if failed > 0.05 { return .partialOutage }
-        if bucket.failed > 0 || Double(bucket.degraded) / Double(bucket.total) > 0.2 { return .degradedPerformance }
-        return .operational
+    /// The colour of one hour of a component: the worst incident that overlapped it, as the
+    /// correlation engine judged it. Raw failures do not colour it: a local fault (one agent's
+    /// network) fails runs without being the platform's problem. No runs and no incident: unknown.
+    static func hourStatus(hourStart: Date, bucket: TimelineBucket?, incidents: [Incident], now: Date) -> ComponentStatus {
+        let hourEnd = hourStart.addingTimeInterval(3600)
+        var worst: ComponentStatus?
+        for incident in incidents where incident.openedAt < hourEnd && (incident.resolvedAt ?? now) >= hourStart {
+            worst = max(worst ?? incident.severity, incident.severity)
+        }
+        if let worst { return worst }
+        return (bucket?.total ?? 0) > 0 ? .operational : .unknown
     }
 
-    static func render(status: StatusResponse, health: [AgentHealth], agents: [AgentRecord], timeline: [TimelineBucket], now: Date) -> String {
+    /// `incidents`: those of the last 24 hours (open or resolved), for the timeline.
+    static func render(
+        status: StatusResponse, health: [AgentHealth], agents: [AgentRecord], timeline: [TimelineBucket], incidents: [Incident], now: Date
+    ) -> String {
         let regions = Array(Set(status.components.flatMap { $0.regions.keys } + agents.map(\.region))).sorted()
         var html = """
             <!DOCTYPE html>
@@ -119,14 +125,18 @@ enum StatusPage {
         html += "<h2>Last 24 hours</h2>\n<table>"
         let firstHour = (now.epochMs / 3_600_000) - 23
         let byComponent = Dictionary(grouping: timeline, by: \.component)
-        for component in Set(status.components.map(\.component)).union(byComponent.keys).sorted() {
+        let incidentsByComponent = Dictionary(grouping: incidents, by: \.component)
+        // Components with a verdict or an incident: a control probe's pseudo-component has neither.
+        for component in Set(status.components.map(\.component)).union(incidentsByComponent.keys).sorted() {
             let hours = Dictionary((byComponent[component] ?? []).map { ($0.hourStart.epochMs / 3_600_000, $0) }, uniquingKeysWith: { $1 })
             html += "<tr><td>\(escape(component))</td><td><div class=\"bars\">"
             for hour in firstHour...(firstHour + 23) {
                 let bucket = hours[hour]
-                let hourStatus = bucket.map(status(of:)) ?? .unknown
-                let title = "\(RFC3339.string(from: Date(epochMs: hour * 3_600_000))): " + (bucket.map { "\($0.total) runs, \($0.failed) failed, \($0.degraded) degraded" } ?? "no data")
-                html += "<div class=\"bar\" style=\"background:\(colour(hourStatus))\" title=\"\(escape(title))\"></div>"
+                let hourStart = Date(epochMs: hour * 3_600_000)
+                let shown = hourStatus(hourStart: hourStart, bucket: bucket, incidents: incidentsByComponent[component] ?? [], now: now)
+                var title = "\(RFC3339.string(from: hourStart)): " + (bucket.map { "\($0.total) runs, \($0.failed) failed, \($0.degraded) degraded" } ?? "no data")
+                if shown != .operational && shown != .unknown { title += "; incident: \(words(shown))" }
+                html += "<div class=\"bar\" style=\"background:\(colour(shown))\" title=\"\(escape(title))\"></div>"
             }
             html += "</div></td></tr>\n"
         }

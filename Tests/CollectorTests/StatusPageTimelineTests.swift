@@ -1,0 +1,61 @@
+import CollectorAPI
+import CollectorStore
+import Correlation
+import Foundation
+import SondeCore
+import Testing
+
+@testable import Collector
+
+/// The status page's 24-hour timeline says what the correlation engine decided, not what raw
+/// results looked like: one agent's broken network fails its runs without being an outage.
+@Suite struct StatusPageTimelineTests {
+    let now = Date(timeIntervalSince1970: 1_800_000_000 + 1800)  // half past an hour
+    var thisHour: Date { Date(epochMs: (now.epochMs / 3_600_000) * 3_600_000) }
+
+    func incident(_ component: String, severity: ComponentStatus, opened: Date, resolved: Date?) -> Incident {
+        Incident(
+            id: "\(component).\(opened.epochMs)", component: component, status: resolved == nil ? .investigating : .resolved,
+            scope: .platform, severity: severity, regions: ["eu", "us"], agents: [], openedAt: opened, updatedAt: resolved ?? opened,
+            resolvedAt: resolved, evidence: Evidence(), eventSeq: 1, updates: [])
+    }
+
+    @Test func hoursTakeTheWorstOverlappingIncidentAndIgnoreRawFailures() {
+        let twoHoursAgo = thisHour.addingTimeInterval(-2 * 3600)
+        // Half of this hour's files runs failed (a local fault), but no incident: operational.
+        let localFailures = TimelineBucket(component: "files", hourStart: thisHour, total: 100, failed: 50, degraded: 0)
+        #expect(StatusPage.hourStatus(hourStart: thisHour, bucket: localFailures, incidents: [], now: now) == .operational)
+        // No runs, no incident: unknown.
+        #expect(StatusPage.hourStatus(hourStart: twoHoursAgo, bucket: nil, incidents: [], now: now) == .unknown)
+        // An incident from 2 h ago (10 min in) to 1 h ago (5 min in) colours those two hours only.
+        let past = incident(
+            "api", severity: .partialOutage, opened: twoHoursAgo.addingTimeInterval(600), resolved: twoHoursAgo.addingTimeInterval(3900))
+        let quiet = TimelineBucket(component: "api", hourStart: twoHoursAgo, total: 100, failed: 0, degraded: 0)
+        #expect(StatusPage.hourStatus(hourStart: twoHoursAgo, bucket: quiet, incidents: [past], now: now) == .partialOutage)
+        #expect(StatusPage.hourStatus(hourStart: twoHoursAgo.addingTimeInterval(3600), bucket: nil, incidents: [past], now: now) == .partialOutage)
+        #expect(StatusPage.hourStatus(hourStart: thisHour, bucket: quiet, incidents: [past], now: now) == .operational)
+        // An open incident colours up to now; the worst of two overlapping ones wins.
+        let open = incident("api", severity: .majorOutage, opened: thisHour.addingTimeInterval(60), resolved: nil)
+        #expect(StatusPage.hourStatus(hourStart: thisHour, bucket: quiet, incidents: [past, open], now: now) == .majorOutage)
+    }
+
+    @Test func pageShowsIncidentColoursAndNoRowForAControlProbe() {
+        let verdicts = ["api", "files"].map { ComponentVerdict(component: $0, status: .operational, since: now, updatedAt: now) }
+        let status = StatusResponse(
+            generatedAt: now, overall: .operational, components: verdicts,
+            agents: AgentsSummary(total: 1, ok: 0, localFault: 1, silent: 0, revoked: 0), openIncidents: [])
+        let timeline = [
+            TimelineBucket(component: "files", hourStart: thisHour, total: 10, failed: 10, degraded: 0),
+            TimelineBucket(component: "network", hourStart: thisHour, total: 10, failed: 10, degraded: 0),
+        ]
+        let past = incident("api", severity: .majorOutage, opened: thisHour.addingTimeInterval(-3000), resolved: thisHour.addingTimeInterval(-2000))
+        let html = StatusPage.render(status: status, health: [], agents: [], timeline: timeline, incidents: [past], now: now)
+        let rows = html.components(separatedBy: "<tr><td>").dropFirst().map { String($0.prefix { $0 != "<" }) }
+        #expect(rows.contains("api") && rows.contains("files"))
+        #expect(!rows.contains("network"), "a control probe's pseudo-component gets no timeline row")
+        let filesRow = html.components(separatedBy: "<tr><td>files</td>").last?.components(separatedBy: "</tr>").first ?? ""
+        #expect(!filesRow.contains(StatusPage.colour(.majorOutage)) && filesRow.contains(StatusPage.colour(.operational)))
+        let apiRow = html.components(separatedBy: "<tr><td>api</td>").last?.components(separatedBy: "</tr>").first ?? ""
+        #expect(apiRow.contains(StatusPage.colour(.majorOutage)))
+    }
+}
