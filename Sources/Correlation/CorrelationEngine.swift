@@ -11,8 +11,9 @@ import SondeCore
 ///   small per-series digest; `evaluate` reads only digests: O(series + agents × components),
 ///   independent of history.
 /// - **Per (agent, probe).** `failing` after `confirm_failures` (2) consecutive failed runs (a single
-///   failed run opens nothing); `flaky` when more than `flaky_ratio` (0.2) of the latest
-///   `flaky_window` (10) runs failed, with at least `min_runs` (5) runs; `degraded` when the latest
+///   failed run opens nothing); `flaky` when at least `confirm_failures` and more than `flaky_ratio`
+///   (0.2) of the latest `flaky_window` (10) runs failed, a shorter window counting as `min_runs`
+///   (5) runs (so filling it with passing runs never makes a probe flaky); `degraded` when the latest
 ///   `confirm_failures` runs were all non-ok with at least one `degraded` (slower than the probe's
 ///   threshold); otherwise `ok`. An agent's state on a component is the worst of its probes there.
 ///   After a hard outage the failure ratio keeps a probe `flaky` until enough passing runs push the
@@ -686,11 +687,12 @@ extension CorrelationEngine {
         let reporting = Double(k.reporting)
         if k.hard > 0, Double(k.hard) >= cfg.majorRatio * reporting { return .majorOutage }
         if k.hard + k.flaky > 0 { return .partialOutage }
-        // The pooled ratio catches failures spread thinly over many agents, but only once the
-        // region has a full window's worth of runs per agent: early on, one failed run of each of
-        // two agents must not read as an outage ("a single failed run opens nothing").
-        if k.runs >= Int32(cfg.minRuns) * max(1, k.reporting), k.failed >= Int32(cfg.confirmFailures),
-            Double(k.failed) > cfg.flakyRatio * Double(k.runs)
+        // The pooled ratio catches failures spread thinly over many agents. Early on a window
+        // counts as `min_runs` long per agent, so one failed run of each of two agents does not read
+        // as an outage ("a single failed run opens nothing"), and passing runs arriving later can
+        // only lower the ratio (never re-open a problem without a new failure).
+        if k.failed >= Int32(cfg.confirmFailures),
+            Double(k.failed) > cfg.flakyRatio * Double(max(k.runs, Int32(cfg.minRuns) * max(1, k.reporting)))
         {
             return .partialOutage
         }

@@ -111,7 +111,11 @@ struct SeriesWindow {
         let state: SeriesState
         if consecutiveFailed >= config.confirmFailures {
             state = .failing
-        } else if windowRuns >= config.minRuns, Double(failed) > config.flakyRatio * Double(windowRuns) {
+        } else if failed >= config.confirmFailures,
+            Double(failed) > config.flakyRatio * Double(max(windowRuns, config.minRuns))
+        {
+            // A short window counts as `min_runs` long: passing runs that fill it later can only
+            // lower the ratio, so a series never turns flaky again without a new failure.
             state = .flaky
         } else if consecutiveNotOK >= config.confirmFailures, sawDegraded {
             state = .degraded

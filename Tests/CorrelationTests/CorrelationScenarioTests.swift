@@ -162,6 +162,23 @@ import Testing
         #expect(fleet.verdicts["files"]?.evidence.localAgents == ["us-1"])
     }
 
+    @Test func anOutageEarlyInTheWindowDoesNotComeBackOnceResolved() throws {
+        // Found by the detection benchmark at 5 s intervals: an outage while the windows were still
+        // short recovered (too few runs to call the survivors flaky), then relapsed (or re-opened)
+        // with no new failure once enough passing runs had arrived to satisfy `min_runs`.
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2], interval: 5)
+        // The second and third runs of every api probe fail: confirmed, with 4 runs in each window
+        // when the outage ends.
+        fleet.faults["api"] = FleetSimulation.failing(components: ["api"], when: { (1...2).contains($0) })
+        fleet.step(seconds: 120)
+        let statuses = fleet.events.compactMap(\.status)
+        #expect(fleet.events.filter { $0.type == .incidentOpened }.count == 1)
+        // Once recovering, it may only resolve: no relapse without a new failure.
+        let recovering = try #require(statuses.firstIndex(of: "monitoring"))
+        #expect(Array(statuses[recovering...]) == ["monitoring", "resolved"])
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
     @Test func oneFailedRunOfEachOfTwoAgentsEarlyInTheWindowOpensNothing() {
         // Right after start-up the windows are short: a pooled failure ratio over a handful of
         // runs must not call an outage on one failure per agent.
