@@ -105,14 +105,7 @@ import Testing
         fleet.faults["cut"] = FleetSimulation.failing(
             agents: ["eu-1"], control: true, error: ProbeError(kind: .connect, step: "request", message: "connection refused"))
         // Not even for one evaluation may the cut agent count against the platform.
-        var countedAgainst: [Double] = []
-        for _ in 0..<20 {
-            fleet.step()
-            if fleet.verdicts["api"]?.evidence.failingAgents.contains("eu-1") == true {
-                countedAgainst.append(fleet.now.timeIntervalSince(FleetSimulation.start))
-            }
-        }
-        #expect(countedAgainst == [])
+        #expect(fleet.stepListingFailing("eu-1", on: "api", seconds: 20) == [])
         let after = Array(fleet.events[before...])
         #expect(Set(types(after)) == [.agentLocalFault, .incidentResolved])
         #expect(after.count == 2)
@@ -128,14 +121,7 @@ import Testing
         fleet.step(seconds: 30)
         // Cut just after its control probe ran: the api probe fails first and is confirmed first.
         fleet.faults["cut"] = fleet.networkCut(of: "sa-1", from: 30.4)
-        var countedAgainst: [Double] = []
-        for _ in 0..<20 {
-            fleet.step()
-            if fleet.verdicts["api"]?.evidence.failingAgents.contains("sa-1") == true {
-                countedAgainst.append(fleet.now.timeIntervalSince(FleetSimulation.start))
-            }
-        }
-        #expect(countedAgainst == [])
+        #expect(fleet.stepListingFailing("sa-1", on: "api", seconds: 20) == [])
         #expect(types(fleet.events) == [.agentLocalFault])
         #expect(fleet.health("sa-1")?.reason == "control probe failing")
         // The network comes back: its data counts again, and nothing was opened meanwhile.

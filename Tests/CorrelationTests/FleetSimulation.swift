@@ -110,6 +110,19 @@ struct FleetSimulation {
             error: error, steps: [], control: probe.control ? true : nil)
     }
 
+    /// Steps `seconds` one at a time; returns the times (seconds since the start) at which
+    /// `agent` was listed among `component`'s failing agents.
+    mutating func stepListingFailing(_ agent: String, on component: String, seconds: Int) -> [Double] {
+        var listed: [Double] = []
+        for _ in 0..<seconds {
+            step()
+            if verdicts[component]?.evidence.failingAgents.contains(agent) == true {
+                listed.append(now.timeIntervalSince(Self.start))
+            }
+        }
+        return listed
+    }
+
     var verdicts: [String: ComponentVerdict] {
         Dictionary(uniqueKeysWithValues: engine.verdicts.map { ($0.component, $0) })
     }
