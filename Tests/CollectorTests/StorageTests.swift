@@ -183,10 +183,13 @@ struct StorageMigrationTests {
             for agent in [eu, us] {
                 try await store.upsertAgent(AgentRecord(id: agent.id, region: agent.region, publicKey: agent.key.publicKey.base64))
                 for b in 0..<2 {
-                    let results = (0..<5).map { i in
-                        agent.result(
-                            probe: i % 2 == 0 ? "login" : "upload", component: i % 2 == 0 ? "login" : "files",
-                            outcome: i == 4 ? .failed : (i == 3 ? .degraded : .ok), startedAt: base.addingTimeInterval(Double(b * 10 + i) * 60))
+                    let results = (0..<5).map { (i: Int) -> ProbeResult in
+                        let login = i % 2 == 0
+                        let outcome: Outcome = i == 4 ? .failed : (i == 3 ? .degraded : .ok)
+                        let minute = Double(b * 10 + i)
+                        return agent.result(
+                            probe: login ? "login" : "upload", component: login ? "login" : "files", outcome: outcome,
+                            startedAt: base.addingTimeInterval(minute * 60))
                     }
                     old += results
                     let batch = agent.batch(results, sentAt: base, batchID: "\(agent.id)-b\(b)")
