@@ -88,15 +88,16 @@ struct IngestHandler: Sendable {
         }
 
         // Now the content.
-        let batch = try IngestDecoding.batch(
+        let decoded = try IngestDecoding.decode(
             from: body, agentID: agentID, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt)
+        let batch = decoded.batch
 
         let outcome: IngestOutcome
         do {
             outcome = try await writer.store(
                 PendingBatch(
                     batch: BatchRecord(batchID: batch.batchID, agent: agentID, receivedAt: receivedAt, body: body, signature: signature),
-                    results: batch.results))
+                    results: batch.results, resultRanges: decoded.resultRanges))
         } catch {
             logger.error("Cannot store a batch", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "error": "\(error)"])
             throw APIError(.serviceUnavailable, "storage_unavailable", "the batch could not be stored; retry later")
@@ -131,12 +132,18 @@ public enum IngestDecoding {
     public static func batch(
         from body: Data, agentID: String, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
     ) throws(APIError) -> PushBatch {
-        let batch: PushBatch
-        do { batch = try SondeJSON.decode(PushBatch.self, from: body) } catch let error as DecodingError {
-            throw APIError(.badRequest, "malformed_body", "the body is not a valid push batch: \(error.pathDescription)")
-        } catch {
-            throw APIError(.badRequest, "malformed_body", "the body is not valid JSON: \(error)")
+        try decode(from: body, agentID: agentID, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt).batch
+    }
+
+    /// `batch(from:…)` with the byte range of each result in the body (for the store).
+    public static func decode(
+        from body: Data, agentID: String, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
+    ) throws(APIError) -> PushBatchDecoder.Decoded {
+        let decoded: PushBatchDecoder.Decoded
+        do { decoded = try PushBatchDecoder.decode(body) } catch {
+            throw APIError(.badRequest, "malformed_body", "the body is not a valid push batch: \(error)")
         }
+        let batch = decoded.batch
         guard batch.agent == agentID else {
             throw APIError(.badRequest, "agent_mismatch", "the body's agent \"\(batch.agent)\" is not the \(PushProtocol.agentHeader) header's \"\(agentID)\"")
         }
@@ -156,7 +163,7 @@ public enum IngestDecoding {
                 "sent_at \(RFC3339.string(from: batch.sentAt)) is \(Int(abs(skew).rounded())) s \(skew < 0 ? "behind" : "ahead of") the collector's clock (\(RFC3339.string(from: receivedAt))); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
             )
         }
-        return batch
+        return decoded
     }
 }
 

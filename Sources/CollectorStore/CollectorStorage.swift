@@ -282,9 +282,13 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
 public struct PendingBatch: Sendable {
     public var batch: BatchRecord
     public var results: [ProbeResult]
-    public init(batch: BatchRecord, results: [ProbeResult]) {
+    /// Where each result's JSON is in `batch.body` (byte offsets), when the decoder knows; a
+    /// store that keeps the body then needs no copy of each result.
+    public var resultRanges: [Range<Int>]?
+    public init(batch: BatchRecord, results: [ProbeResult], resultRanges: [Range<Int>]? = nil) {
         self.batch = batch
         self.results = results
+        self.resultRanges = resultRanges
     }
 }
 

@@ -4,13 +4,22 @@ import Foundation
 /// store can keep each result's JSON as the agent sent it instead of re-encoding every decoded
 /// result (re-encoding was a fifth of the ingest CPU). A small structural scanner: strings and
 /// escapes, nesting depth, nothing else. Returns nil whenever it is not sure (not an object, a
-/// second `"results"` key, unbalanced input); the caller then re-encodes.
+/// second `"results"` key, unbalanced input); the caller then re-encodes. The ingest path gets
+/// the ranges from `PushBatchDecoder` instead; this covers batches stored without them.
 enum ResultJSONSlicer {
     static func slices(of body: Data, expectedCount: Int) -> [Data]? {
         body.withUnsafeBytes { raw -> [Data]? in
             let bytes = raw.bindMemory(to: UInt8.self)
             guard let ranges = scan(bytes), ranges.count == expectedCount else { return nil }
             return ranges.map { Data(bytes[$0]) }
+        }
+    }
+
+    /// The byte ranges of the elements (offsets from the body's first byte).
+    static func ranges(of body: Data, expectedCount: Int) -> [Range<Int>]? {
+        body.withUnsafeBytes { raw -> [Range<Int>]? in
+            guard let ranges = scan(raw.bindMemory(to: UInt8.self)), ranges.count == expectedCount else { return nil }
+            return ranges
         }
     }
 

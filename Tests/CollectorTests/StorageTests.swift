@@ -84,7 +84,7 @@ struct StorageTests {
         let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
         try await store.migrate()
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices"])
         #expect(try await store.resultCount() == 2)
         // Pruning with a cutoff in the future removes the rest, batches included.
         let report = try await store.prune(before: Date().addingTimeInterval(60))
@@ -158,4 +158,133 @@ struct IngestVolumeTests {
             print("ingest: 20000 results in \(String(format: "%.2f", seconds)) s = \(Int(20_000 / seconds)) results/s (debug build)")
         }
     }
+}
+
+// MARK: - Migration v2 → v3
+
+@Suite("Storage migration")
+struct StorageMigrationTests {
+    /// A database as the v2 collector wrote it (names and a JSON copy in every result row) is
+    /// upgraded in place: every row survives and reads back the same, filters, paging, verify
+    /// bodies and retention work, and new pushes are stored the v3 way next to the old rows.
+    @Test func v2DatabaseUpgradesKeepingEveryRow() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let path = dir.file("v2.db")
+        let eu = TestAgent(id: "eu-1", region: "eu")
+        let us = TestAgent(id: "us-1", region: "us")
+        let base = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down) - 3600)  // whole seconds: dates survive JSON exactly
+        var old: [ProbeResult] = []
+        var bodies: [String: Data] = [:]
+        do {
+            let store = try SQLiteCollectorStore(path: path, logger: testLogger())
+            try await store.migrateForTesting(upTo: "v2-results-time-ordered")
+            #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered"])
+            for agent in [eu, us] {
+                try await store.upsertAgent(AgentRecord(id: agent.id, region: agent.region, publicKey: agent.key.publicKey.base64))
+                for b in 0..<2 {
+                    let results = (0..<5).map { (i: Int) -> ProbeResult in
+                        let login = i % 2 == 0
+                        let outcome: Outcome = i == 4 ? .failed : (i == 3 ? .degraded : .ok)
+                        let minute = Double(b * 10 + i)
+                        return agent.result(
+                            probe: login ? "login" : "upload", component: login ? "login" : "files", outcome: outcome,
+                            startedAt: base.addingTimeInterval(minute * 60))
+                    }
+                    old += results
+                    let batch = agent.batch(results, sentAt: base, batchID: "\(agent.id)-b\(b)")
+                    let body = try SondeJSON.encode(batch)
+                    bodies[batch.batchID] = body
+                    let bodyHex = body.map { String(format: "%02x", $0) }.joined()
+                    try await store.executeForTesting(
+                        "INSERT INTO batches (batch_id, agent, received_at, body, signature, result_count) VALUES ('\(batch.batchID)', '\(agent.id)', \(base.epochMsForTests), X'\(bodyHex)', 'sig', 5)"
+                    )
+                    for result in results {
+                        let json = try SondeJSON.encode(result).map { String(format: "%02x", $0) }.joined()
+                        try await store.executeForTesting(
+                            """
+                            INSERT INTO results (id, batch_id, agent, probe, component, region, started_at, outcome, duration_ms, error_kind, error_code, json)
+                            VALUES ('\(result.id)', '\(batch.batchID)', '\(result.agent)', '\(result.probe)', '\(result.component)', '\(result.region)',
+                                \(result.startedAt.epochMsForTests), '\(result.outcome.rawValue)', \(result.durationMs), NULL, NULL, X'\(json)')
+                            """)
+                    }
+                }
+            }
+            #expect(try await store.resultCount() == 20)
+        }
+
+        let store = try SQLiteCollectorStore(path: path, logger: testLogger())
+        try await store.migrate()
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices"])
+        #expect(try await store.resultCount() == 20)
+        // Every old row reads back equal, newest first.
+        let all = try await store.results(ResultQuery(limit: 100)).results
+        let expected = old.sorted { ($0.startedAt, $0.id) > ($1.startedAt, $1.id) }
+        #expect(all == expected)
+        #expect(try await store.results(since: base, limit: 100) == expected.reversed())
+        // Filters.
+        #expect(try await store.results(ResultQuery(agent: "us-1", limit: 100)).results.count == 10)
+        #expect(try await store.results(ResultQuery(probe: "upload", region: "eu", limit: 100)).results.count == 4)
+        #expect(try await store.results(ResultQuery(component: "files", limit: 100)).results.allSatisfy { $0.component == "files" })
+        #expect(try await store.results(ResultQuery(outcome: .failed, limit: 100)).results.count == 4)
+        #expect(try await store.results(ResultQuery(outcome: .degraded, limit: 100)).results.count == 4)
+        let window = try await store.results(ResultQuery(since: base.addingTimeInterval(120), until: base.addingTimeInterval(600), limit: 100)).results
+        #expect(window.count == 2 * 3 && window.allSatisfy { $0.startedAt >= base.addingTimeInterval(120) })
+        // Paging through all of them 3 at a time gives each once.
+        var paged: [ProbeResult] = []
+        var cursor: ResultCursor?
+        for _ in 0..<20 {
+            let page = try await store.results(ResultQuery(limit: 3, cursor: cursor))
+            paged += page.results
+            cursor = page.nextCursor
+            if cursor == nil { break }
+        }
+        #expect(paged == expected)
+        // Bodies kept byte for byte for `sonde verify`; the timeline still counts by component.
+        let batches = try await store.batches(since: nil, after: nil, limit: 100)
+        #expect(Dictionary(uniqueKeysWithValues: batches.map { ($0.batchID, $0.body) }) == bodies)
+        let timeline = try await store.timeline(since: base)
+        #expect(timeline.map(\.total).reduce(0, +) == 20 && timeline.map(\.failed).reduce(0, +) == 4)
+        #expect(try await store.batchIntegrity().values.allSatisfy { $0.declared == 5 && $0.stored == 5 })
+
+        // New pushes next to the old rows: stored as body slices, duplicates ignored.
+        let fresh = (0..<3).map { i in eu.result(probe: "login", component: "login", startedAt: base.addingTimeInterval(Double(3000 + i))) }
+        let freshBatch = eu.batch(fresh, sentAt: Date(), batchID: "fresh")
+        let record = BatchRecord(batchID: "fresh", agent: eu.id, receivedAt: Date(), body: try SondeJSON.encode(freshBatch), signature: "s")
+        #expect(try await store.ingest(batch: record, results: fresh) == .stored(3))
+        #expect(try await store.ingest(batch: record, results: fresh) == .duplicate)
+        let again = BatchRecord(batchID: "fresh-again", agent: eu.id, receivedAt: Date(), body: record.body, signature: "s")
+        #expect(try await store.ingest(batch: again, results: fresh) == .stored(3))  // a new batch id; its results are duplicates
+        #expect(try await store.resultCount() == 23)
+        #expect(try await store.results(ResultQuery(agent: "eu-1", since: base.addingTimeInterval(3000), limit: 10)).results == fresh.reversed())
+
+        // Retention: old rows and their batches go; the fresh batch stays while its results do.
+        let report = try await store.prune(before: base.addingTimeInterval(2000))
+        #expect(report.results == 20 && report.batches == 4)
+        #expect(try await store.resultCount() == 3)
+        #expect(try await store.results(ResultQuery(limit: 10)).results == fresh.reversed())
+    }
+
+    /// A result that started after its batch arrived (agent clock ahead) keeps its batch body
+    /// through retention: the row points into that body.
+    @Test func retentionKeepsBodiesThatResultsStillPointInto() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try SQLiteCollectorStore(path: dir.file("s.db"), logger: testLogger())
+        try await store.migrate()
+        let agent = TestAgent(id: "a", region: "eu")
+        let received = Date(timeIntervalSince1970: 1_800_000_000)
+        let ahead = agent.result(startedAt: received.addingTimeInterval(120))
+        let body = try SondeJSON.encode(agent.batch([ahead], batchID: "b"))
+        #expect(try await store.ingest(batch: BatchRecord(batchID: "b", agent: "a", receivedAt: received, body: body, signature: "s"), results: [ahead]) == .stored(1))
+        let report = try await store.prune(before: received.addingTimeInterval(60))
+        #expect(report.results == 0 && report.batches == 0)
+        #expect(try await store.results(ResultQuery(limit: 5)).results == [ahead])
+        let later = try await store.prune(before: received.addingTimeInterval(180))
+        #expect(later.results == 1 && later.batches == 1)
+    }
+}
+
+extension Date {
+    fileprivate var epochMsForTests: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
 }
