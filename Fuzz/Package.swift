@@ -14,5 +14,7 @@ let package = Package(
     targets: [
         /// The probe-script parser: YAML written by people, read by every agent at start-up.
         .target(name: "FuzzProbeScript", dependencies: [.product(name: "ProbeEngine", package: "Sonde")]),
+        /// The collector's push decoder (`PushBatchDecoder`), against Foundation's JSONDecoder.
+        .target(name: "FuzzPushBatch", dependencies: [.product(name: "SondeCore", package: "Sonde")]),
     ]
 )

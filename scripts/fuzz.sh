@@ -19,6 +19,7 @@ swift build -c release --package-path Fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -p
 # target name | seed files (globs) | what it fuzzes
 targets=(
   "FuzzProbeScript|probes/*/*.yaml Tests/ProbeEngineTests/Corpus/*.yaml Tests/ProbeEngineTests/Corpus/*/*.yaml|the probe-script parser (\`ProbeLoader.parse\`): YAML → definition or file:line diagnostics"
+  "FuzzPushBatch|Fuzz/Seeds/push-batch/*.json|the collector's push decoder (\`PushBatchDecoder\`), differential: what it accepts JSONDecoder accepts as the same batch; each result's byte range decodes to that result"
 )
 
 status=0
