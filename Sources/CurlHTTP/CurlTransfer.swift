@@ -4,70 +4,98 @@ import SondeCore
 import Synchronization
 
 /// `curl_global_init` must run once, before any handle exists.
-private let curlGlobalInit: Void = {
+let curlGlobalInit: Void = {
     let code = curl_global_init(Int(CURL_GLOBAL_ALL))
     precondition(code == CURLE_OK, "curl_global_init failed: \(code)")
 }()
 
-/// Set from another task to abort a transfer at curl's next progress callback.
-final class CancelToken: Sendable {
-    let cancelled = Atomic<Bool>(false)
-    func cancel() { cancelled.store(true, ordering: .relaxed) }
-    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
-}
-
-/// What the C callbacks write into during one transfer. Lives only on the worker thread that
-/// runs the transfer.
+/// What the C callbacks write into during one transfer (on the loop thread that drives it).
 private final class TransferState {
     var body = Data()
     var headers: [HTTPHeader] = []
     var statusLine: String?
     var tooLarge = false
     let maxBytes: Int
-    let cancel: CancelToken
 
-    init(maxBytes: Int, cancel: CancelToken) {
-        self.maxBytes = maxBytes
-        self.cancel = cancel
-    }
+    init(maxBytes: Int) { self.maxBytes = maxBytes }
 }
 
-/// One blocking transfer on one curl easy handle. The handle is created, used and cleaned up here
-/// on a single worker thread; it never crosses tasks.
-enum CurlTransfer {
-    static func perform(_ request: HTTPRequest, cancel: CancelToken) -> Result<HTTPResponse, HTTPTransferError> {
+/// One transfer on one curl easy handle: created by the caller, then set up (`start`), driven and
+/// finished (`finish`, which answers the caller) on the `CurlMultiLoop` thread.
+///
+/// Handed over, never shared: the caller creates it and queues it (under the loop's lock); from
+/// then only the loop thread uses it, or the canceller that takes it out of the queue under that
+/// lock before the loop saw it. Only `cancelled` is read across threads (atomically). That is why
+/// it is `@unchecked Sendable`.
+final class CurlTransfer: @unchecked Sendable {
+    let request: HTTPRequest
+    let cancelled = Atomic<Bool>(false)
+    /// Set by `start` (on the loop thread), freed by `finish`.
+    private(set) var handle: UnsafeMutableRawPointer?
+    private let state: TransferState
+    private let errorBuffer: UnsafeMutablePointer<CChar>
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private let continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>
+
+    init(request: HTTPRequest, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
+        self.request = request
+        self.continuation = continuation
+        state = TransferState(maxBytes: request.maxResponseBytes)
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    }
+
+    deinit {
+        if let handle { curl_easy_cleanup(handle) }
+        curl_slist_free_all(headerList)
+        errorBuffer.deallocate()
+    }
+
+    /// Creates the easy handle with every option of the request set. On failure the caller has
+    /// been answered (with why curl refused) and this returns nil.
+    func start() -> UnsafeMutableRawPointer? {
         _ = curlGlobalInit
         guard let handle = curl_easy_init() else {
-            return .failure(HTTPTransferError(kind: .other, curlCode: 0, message: "curl_easy_init failed (out of memory?)"))
+            answer(.failure(HTTPTransferError(kind: .other, curlCode: 0, message: "curl_easy_init failed (out of memory?)")))
+            return nil
         }
-        defer { curl_easy_cleanup(handle) }
+        self.handle = handle
+        if let setupError = configure(handle) {
+            answer(.failure(HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: setupError)))
+            return nil
+        }
+        return handle
+    }
 
-        let state = TransferState(maxBytes: request.maxResponseBytes, cancel: cancel)
+    /// Sets the options; returns the first one curl rejected, described.
+    private func configure(_ handle: UnsafeMutableRawPointer) -> String? {
         let context = Unmanaged.passUnretained(state).toOpaque()
-        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
-        var headerList: UnsafeMutablePointer<curl_slist>? = nil
-        defer { curl_slist_free_all(headerList) }
-
         var setupError: String?
-        func set(_ code: CURLcode, _ what: String) {
+        func set(_ code: CURLcode, _ what: @autoclosure () -> String) {
             if code != CURLE_OK, setupError == nil {
-                setupError = "curl rejected \(what): \(String(cString: curl_easy_strerror(code)))"
+                setupError = "curl rejected \(what()): \(String(cString: curl_easy_strerror(code)))"
             }
         }
 
         set(sonde_curl_setopt_string(handle, CURLOPT_URL, request.url), "the URL \(request.url)")
         set(sonde_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1), "NOSIGNAL")
-        set(sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, milliseconds(request.timeout)), "the time-out")
+        set(sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, Self.milliseconds(request.timeout)), "the time-out")
         if let connect = request.connectTimeout {
-            set(sonde_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(connect)), "the connect time-out")
+            set(sonde_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(connect)), "the connect time-out")
         }
+        // One multi handle drives every transfer, and it would keep connections and DNS answers
+        // for the next one. Probes measure DNS, connect and TLS every time: a fresh connection,
+        // closed after use, and no DNS cache (as when each transfer had a multi handle of its own).
+        set(sonde_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1), "FRESH_CONNECT")
+        set(sonde_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1), "FORBID_REUSE")
+        set(sonde_curl_setopt_long(handle, CURLOPT_DNS_CACHE_TIMEOUT, 0), "DNS_CACHE_TIMEOUT")
         set(sonde_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, request.followRedirects ? 1 : 0), "FOLLOWLOCATION")
         set(sonde_curl_setopt_long(handle, CURLOPT_MAXREDIRS, 10), "MAXREDIRS")
         set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, request.verifyTLS ? 1 : 0), "SSL_VERIFYPEER")
         set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, request.verifyTLS ? 2 : 0), "SSL_VERIFYHOST")
         if let caFile = request.caFile { set(sonde_curl_setopt_string(handle, CURLOPT_CAINFO, caFile), "the CA file \(caFile)") }
         if let proxy = request.proxy { set(sonde_curl_setopt_string(handle, CURLOPT_PROXY, proxy), "the proxy \(proxy)") }
-        set(sonde_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
+        set(sonde_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER")
 
         // Method and body.
         let method = request.method.uppercased()
@@ -89,7 +117,8 @@ enum CurlTransfer {
         if request.headers.value(for: "Expect") == nil { headerList = curl_slist_append(headerList, "Expect:") }
         set(sonde_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList), "the headers")
 
-        // Callbacks.
+        // Callbacks. Cancellation needs no progress callback: the loop removes a cancelled
+        // transfer from the multi handle at once.
         set(sonde_curl_setopt_data_callback(handle, CURLOPT_WRITEFUNCTION, { buffer, size, count, context in
             let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
             let bytes = size * count
@@ -120,23 +149,16 @@ enum CurlTransfer {
             return bytes
         }), "HEADERFUNCTION")
         set(sonde_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, context), "HEADERDATA")
-        set(sonde_curl_setopt_long(handle, CURLOPT_NOPROGRESS, 0), "NOPROGRESS")
-        set(sonde_curl_setopt_xferinfo_callback(handle, { context, _, _, _, _ in
-            let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
-            return state.cancel.isCancelled ? 1 : 0
-        }), "XFERINFOFUNCTION")
-        set(sonde_curl_setopt_pointer(handle, CURLOPT_XFERINFODATA, context), "XFERINFODATA")
+        return setupError
+    }
 
-        if let setupError {
-            return .failure(HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: setupError))
-        }
-
-        let code = curl_easy_perform(handle)
-        let timings = readTimings(handle)
+    /// The outcome of a transfer curl finished with `code` (already out of the multi handle).
+    private func result(_ code: CURLcode) -> Result<HTTPResponse, HTTPTransferError> {
+        let timings = handle.map(Self.readTimings) ?? .zero
         if code != CURLE_OK {
-            let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
-            let kind = state.tooLarge ? .responseTooLarge : classify(code)
+            let kind = state.tooLarge ? .responseTooLarge : Self.classify(code)
             let text = switch kind {
             case .responseTooLarge: "response larger than \(request.maxResponseBytes) bytes"
             case .cancelled: "request cancelled"
@@ -146,13 +168,28 @@ enum CurlTransfer {
         }
 
         var status = 0
-        _ = sonde_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
         var ip: UnsafeMutablePointer<CChar>? = nil
-        _ = sonde_curl_getinfo_string(handle, CURLINFO_PRIMARY_IP, &ip)
+        if let handle {
+            _ = sonde_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+            _ = sonde_curl_getinfo_string(handle, CURLINFO_PRIMARY_IP, &ip)
+        }
         let version = state.statusLine.flatMap { $0.split(separator: " ").first.map(String.init) }
         return .success(HTTPResponse(
             status: status, headers: state.headers, body: state.body, timings: timings,
             remoteAddress: ip.map { String(cString: $0) }, httpVersion: version))
+    }
+
+    /// Frees the handle and answers the waiting caller; the transfer must be out of the multi
+    /// handle (or never in it).
+    func finish(_ code: CURLcode) {
+        let outcome = result(code)
+        if let handle { curl_easy_cleanup(handle) }
+        handle = nil
+        answer(outcome)
+    }
+
+    private func answer(_ outcome: Result<HTTPResponse, HTTPTransferError>) {
+        continuation.resume(returning: outcome)
     }
 
     private static func milliseconds(_ duration: Duration) -> Int {

@@ -3,6 +3,7 @@ import Logging
 import ProbeEngine
 import ServiceLifecycle
 import SondeCore
+import Synchronization
 
 /// Runs every probe at its interval, each in its own loop (so a batch job that polls for minutes
 /// never delays a 30-second latency probe), and hands each result to `record` (the spool).
@@ -42,10 +43,18 @@ public struct Scheduler: Service {
 
     public func run() async throws {
         logger.info("scheduler started", metadata: ["agent.id": "\(context.agent)", "probes.count": "\(probes.count)"])
+        guard !probes.isEmpty else { return }
+        let runs = RunsInFlight()
         await withTaskGroup(of: Void.self) { group in
             for probe in probes {
-                group.addTask { await self.loop(probe) }
+                group.addTask { await self.loop(probe, runs: runs) }
             }
+            // Graceful shutdown (or cancellation): no new runs; runs in flight get the grace time,
+            // then every loop is cancelled (which also ends the ones asleep until their slot).
+            let shutdown = (try? await gracefulShutdown()) != nil
+            runs.stop()
+            if shutdown { await runs.waitUntilIdle(atMost: shutdownGrace) }
+            group.cancelAll()
         }
         logger.info("scheduler stopped")
     }
@@ -67,25 +76,35 @@ public struct Scheduler: Service {
 
     // MARK: - One probe's loop
 
-    func loop(_ probe: ProbeDefinition) async {
+    // Each loop sleeps and runs in its own task: no task group per run and no child task per
+    // sleep to watch for shutdown (those were several thread wake-ups per run); `run()` handles
+    // shutdown for all loops at once.
+    func loop(_ probe: ProbeDefinition, runs: RunsInFlight) async {
         let clock = ContinuousClock()
         let interval = probe.interval
         var logger = logger
         logger[metadataKey: "probe.name"] = "\(probe.name)"
         let offset = interval * Self.offsetFraction(agent: context.agent, probe: probe.name)
         var slot = clock.now + offset
+        // Jitter needs spread, not secrecy: the system generator costs a getrandom call per run.
+        var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+        let isControl = probe.control || controlProbes.contains(probe.name)
         logger.debug("probe scheduled", metadata: ["probe.first_in_ms": "\(Int(offset.seconds * 1000))", "probe.interval_ms": "\(Int(interval.seconds * 1000))"])
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let spread = jitter > 0 ? Double.random(in: -jitter...jitter) : 0
+        while !Task.isCancelled {
+            let spread = jitter > 0 ? Double.random(in: -jitter...jitter, using: &random) : 0
             let start = max(slot + interval * spread, clock.now)
-            // The wait ends early on graceful shutdown: no new run starts after SIGTERM.
-            let waited: Bool = (try? await cancelWhenGracefulShutdown { try await Task.sleep(until: start, clock: clock); return true }) ?? false
-            guard waited, !Task.isShuttingDownGracefully else { break }
-
-            guard let result = await runOnce(probe) else {
+            // Cancelled at shutdown: no new run starts after SIGTERM.
+            guard (try? await Task.sleep(until: start, clock: clock)) != nil, runs.begin() else { break }
+            var result = await executor.run(probe, context: context)
+            // A run cancelled (shutdown grace over, or the service cancelled) records nothing:
+            // half a run is not evidence about the platform.
+            let cancelled = Task.isCancelled
+            runs.end()
+            if cancelled {
                 logger.info("probe run cancelled by shutdown; nothing recorded")
                 break
             }
+            if isControl { result.control = true }
             await record(result)
 
             // Next slot after the one just run. Slots this run overran are skipped, not queued;
@@ -104,29 +123,77 @@ public struct Scheduler: Service {
             }
         }
     }
+}
 
-    /// One run, marked as a control run when it is one; nil when cancelled (shutdown grace over,
-    /// or the whole service cancelled).
-    func runOnce(_ probe: ProbeDefinition) async -> ProbeResult? {
-        let executor = executor
-        let context = context
-        let grace = shutdownGrace
-        let result = await withTaskGroup(of: ProbeResult?.self) { group -> ProbeResult? in
-            group.addTask { await executor.run(probe, context: context) }
-            group.addTask {
-                // Races the run: returns once shutdown was requested AND the grace time is over.
-                do {
-                    try await gracefulShutdown()
-                    try await Task.sleep(for: grace)
-                } catch {}
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
+/// How many probe runs are in flight, and whether new ones may start. At shutdown `run()` stops
+/// new runs and waits (up to the grace time) for this to reach zero.
+final class RunsInFlight: Sendable {
+    private struct State {
+        var running = 0
+        var stopped = false
+        var idleWaiter: CheckedContinuation<Void, Never>?
+        /// The wait is over (the grace time ran out): a waiter installed late returns at once.
+        var waitAbandoned = false
+    }
+    private let state = Mutex(State())
+
+    /// Counts a run in; false once stopped (the loop then ends).
+    func begin() -> Bool {
+        state.withLock { s in
+            guard !s.stopped else { return false }
+            s.running += 1
+            return true
         }
-        guard var result, !Task.isCancelled else { return nil }
-        if probe.control || controlProbes.contains(probe.name) { result.control = true }
-        return result
+    }
+
+    func end() {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.running -= 1
+            guard s.running == 0 else { return nil }
+            defer { s.idleWaiter = nil }
+            return s.idleWaiter
+        }
+        waiter?.resume()
+    }
+
+    func stop() { state.withLock { $0.stopped = true } }
+
+    /// Returns when no run is in flight, or after `limit`, whichever comes first.
+    func waitUntilIdle(atMost limit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let idle = self.state.withLock { s -> Bool in
+                        if s.running == 0 || s.waitAbandoned { return true }
+                        s.idleWaiter = continuation
+                        return false
+                    }
+                    if idle { continuation.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+            // The idle waiter ignores cancellation: release it so the group can end.
+            let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                s.waitAbandoned = true
+                defer { s.idleWaiter = nil }
+                return s.idleWaiter
+            }
+            waiter?.resume()
+        }
+    }
+}
+
+/// A small fast pseudo-random generator (SplitMix64) for the scheduler's jitter.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -313,7 +313,7 @@ public final class Spool: Sendable {
     /// Writes one result frame (keeping its seq) and indexes it as pending.
     private func appendToDisk(_ result: ProbeResult, _ s: inout State, sync: Bool = true) throws(SpoolError) {
         let json: Data
-        do { json = try SondeJSON.encode(result) } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
+        do { json = try result.encodedJSON() } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
         var body = Data([UInt8(ascii: "R")])
         body.append(contentsOf: Spool.bigEndian(result.seq!))
         body.append(json)

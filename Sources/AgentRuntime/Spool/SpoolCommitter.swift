@@ -10,8 +10,14 @@ import Synchronization
 /// task, so probe runs started late and one agent topped out at a few hundred results per second.
 /// Now `commit` suspends the recording task (no thread is held) until one fsync covers its result;
 /// under load one fsync covers many results.
+///
+/// The first result after a quiet spell waits `window` before its fsync, so that results arriving
+/// meanwhile share it: an fsync is CPU too (about 12 % of an agent's at 100 runs/s when nearly
+/// every result had one of its own). Results become durable, and so sendable, at most `window`
+/// later; uploads happen every `flush_interval` (1 s by default) anyway.
 public final class SpoolCommitter: Sendable {
     private let spool: Spool
+    private let window: Duration
     private let queue = DispatchQueue(label: "sonde.spool.commit")
     private struct State {
         var waiting: [CheckedContinuation<Void, Never>] = []
@@ -19,7 +25,10 @@ public final class SpoolCommitter: Sendable {
     }
     private let state = Mutex(State())
 
-    public init(spool: Spool) { self.spool = spool }
+    public init(spool: Spool, window: Duration = .milliseconds(50)) {
+        self.spool = spool
+        self.window = window
+    }
 
     /// Appends `result` (written, not yet fsynced) and returns once it is durable.
     @discardableResult
@@ -32,23 +41,37 @@ public final class SpoolCommitter: Sendable {
                 s.draining = true
                 return true
             }
-            if start { queue.async { self.drain() } }
+            if start { scheduleDrain() }
         }
         return stored
     }
 
-    /// Until nobody waits: take every waiter, fsync once, wake them all.
-    private func drain() {
-        while true {
-            let batch = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-                let taken = s.waiting
-                s.waiting = []
-                if taken.isEmpty { s.draining = false }
-                return taken
-            }
-            if batch.isEmpty { return }
-            spool.sync()
-            for continuation in batch { continuation.resume() }
+    private func scheduleDrain() {
+        let (seconds, attoseconds) = window.components
+        let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+        if nanoseconds <= 0 {
+            queue.async { self.drain() }
+        } else {
+            queue.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { self.drain() }
         }
+    }
+
+    /// Takes every waiter, fsyncs once, wakes them all; results that came meanwhile get the next
+    /// round (after another window).
+    private func drain() {
+        let batch = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            let taken = s.waiting
+            s.waiting = []
+            if taken.isEmpty { s.draining = false }
+            return taken
+        }
+        if batch.isEmpty { return }
+        spool.sync()
+        for continuation in batch { continuation.resume() }
+        let more = state.withLock { s -> Bool in
+            if s.waiting.isEmpty { s.draining = false }
+            return s.draining
+        }
+        if more { scheduleDrain() }
     }
 }

@@ -25,7 +25,7 @@ public struct ProbeRunner: Sendable {
         let clock = ContinuousClock()
         let start = clock.now
         let startedAt = Date()
-        let runID = UUID().uuidString.lowercased()
+        let runID = RunID.make()
         var state = RunState(probe: probe, context: context, runID: runID)
         var logger = self.logger
         logger[metadataKey: "probe.name"] = "\(probe.name)"

@@ -1,0 +1,49 @@
+import Foundation
+import SondeCore
+import Testing
+
+/// The agent spools results with `encodedJSON()` (hand-written); the collector decodes them with
+/// `SondeJSON.decoder()`. Both encoders must give documents that decode to the same values.
+@Suite struct ProbeResultJSONTests {
+    static let awkward = "quote \" backslash \\ slash / tab \t newline \n cr \r nul \u{0} bell \u{7} unit-sep \u{1F} del \u{7F} é 日本 🚀"
+
+    static let samples: [ProbeResult] = [
+        ProbeResult(
+            id: "7c9e6679-7425-40de-944b-e07fc1f90ae7", probe: "login", component: "api", agent: "eu-1", region: "eu",
+            startedAt: Date(timeIntervalSince1970: 1_795_000_000.123), durationMs: 12.345, outcome: .ok,
+            steps: [StepResult(name: "get", method: "GET", url: "http://127.0.0.1:8080/a?b=c&d=/e", status: 200, ok: true,
+                               timings: PhaseTimings(dns: 0.012, connect: 0.1, tls: 0, ttfb: 11.2, transfer: 0.033, total: 11.345))]),
+        ProbeResult(
+            id: awkward, probe: awkward, component: awkward, agent: awkward, region: awkward,
+            startedAt: Date(timeIntervalSince1970: -1.5), durationMs: 0.1 + 0.2, outcome: .failed,
+            error: ProbeError(kind: .httpStatus, step: awkward, message: awkward, code: awkward),
+            steps: [
+                StepResult(name: awkward, method: "POST", url: awkward, status: nil, ok: false,
+                           timings: PhaseTimings(dns: 1e-7, connect: 123_456_789.5, tls: 1e20, ttfb: -0.0, transfer: .leastNonzeroMagnitude, total: 1.7976931348623157e308),
+                           attempts: 7, error: ProbeError(kind: .timeout, step: "s", message: "m", code: nil)),
+                StepResult(name: "", method: "", url: "", ok: true, timings: .zero),
+            ],
+            control: true, seq: UInt64.max),
+        ProbeResult(
+            id: "x", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
+            durationMs: 3, outcome: .degraded, steps: [], control: false, seq: 0),
+    ]
+
+    @Test(arguments: samples) func handWrittenJSONDecodesToTheSameResult(_ result: ProbeResult) throws {
+        let fast = try result.encodedJSON()
+        let reference = try SondeJSON.encode(result)
+        let fromFast = try SondeJSON.decode(ProbeResult.self, from: fast)
+        let fromReference = try SondeJSON.decode(ProbeResult.self, from: reference)
+        #expect(fromFast == fromReference)
+        // The same keys and values, key by key, not just the same Swift value.
+        let fastObject = try #require(JSONSerialization.jsonObject(with: fast) as? NSDictionary)
+        let referenceObject = try #require(JSONSerialization.jsonObject(with: reference) as? NSDictionary)
+        #expect(fastObject == referenceObject, "\(String(decoding: fast, as: UTF8.self))\nvs\n\(String(decoding: reference, as: UTF8.self))")
+    }
+
+    @Test func nonFiniteNumbersFailLikeJSONEncoder() {
+        let result = ProbeResult(
+            probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(), durationMs: .nan, outcome: .ok, steps: [])
+        #expect(throws: (any Error).self) { try result.encodedJSON() }
+    }
+}
