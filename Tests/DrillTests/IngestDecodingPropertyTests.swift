@@ -1,6 +1,7 @@
 import Collector
 import Foundation
 import SondeCore
+import SondeTestSupport
 import Testing
 
 @testable import CollectorStore
@@ -13,28 +14,10 @@ import Testing
 /// - when it accepts and the body can be sliced, each stored slice decodes to exactly the result
 ///   the columns were taken from (the slicer and the decoder agree).
 @Suite struct IngestDecodingPropertyTests {
-    /// A small deterministic generator (SplitMix64), so the seed reproduces a run.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
-    static let fragments: [String] = [
-        "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u0000", "\\ud800", "null", "true", "1e999", "-0", "NaN", "\"results\":[]",
-        "\"results\":", "\"agent\":\"other\"", "\"agent\":\"eu-1\"", "\"sent_at\":\"2001-01-01T00:00:00Z\"", "\"batch_id\":\"\"",
-        "{\"id\":\"x\"}", "\u{FEFF}", "\u{0}", "[[[[[[[[", "]]]]]]]]", "\"outcome\":\"failed\"", "\"duration_ms\":\"1\"",
-    ]
-
     @Test func decoderAcceptsOnlyValidBatchesAndAgreesWithTheSlicer() throws {
         let budget = Drill.scale(quick: 3_000, full: 100_000)
         let seed = UInt64(ProcessInfo.processInfo.environment["SONDE_PROPERTY_SEED"].flatMap { UInt64($0) } ?? 20_251_123)
-        var rng = Generator(state: seed)
+        var rng = SplitMix64(seed: seed)
         let agent = DrillAgent(id: "eu-1", region: "eu")
         let now = Date()
         let templates = try (1...4).map { n in try SondeJSON.encode(PushBatch(agent: agent.id, batchID: "b-\(n)", sentAt: now, results: agent.results(n))) }
@@ -43,7 +26,7 @@ import Testing
         for iteration in 0..<budget {
             var body = templates.randomElement(using: &rng)!
             let mutations = Int.random(in: 0...3, using: &rng)
-            for _ in 0..<mutations { body = Self.mutate(body, using: &rng) }
+            for _ in 0..<mutations { body = JSONBodyMutator.mutate(body, using: &rng) }
             do {
                 let batch = try IngestDecoding.batch(from: body, agentID: agent.id, maxResults: 3, allowedSkew: 300, receivedAt: now)
                 accepted += 1
@@ -81,26 +64,5 @@ import Testing
             ]))
             """)
         #expect(accepted > 0 && refused > 0, "the generator should produce both valid and invalid inputs")
-    }
-
-    static func mutate(_ body: Data, using rng: inout Generator) -> Data {
-        var bytes = [UInt8](body)
-        guard !bytes.isEmpty else { return Data(fragments.randomElement(using: &rng)!.utf8) }
-        let at = Int.random(in: 0..<bytes.count, using: &rng)
-        switch Int.random(in: 0..<7, using: &rng) {
-        case 0: bytes[at] ^= UInt8(1 << Int.random(in: 0..<8, using: &rng))
-        case 1: bytes.removeSubrange(at...)
-        case 2: bytes.insert(contentsOf: Array(fragments.randomElement(using: &rng)!.utf8), at: at)
-        case 3: bytes.remove(at: at)
-        case 4:
-            let depth = Int.random(in: 1...2000, using: &rng)
-            bytes.insert(contentsOf: Array((String(repeating: "[", count: depth) + String(repeating: "]", count: depth)).utf8), at: at)
-        case 5:
-            // Repeat a key: `{"results":[],` in front of the real members.
-            if bytes.first == UInt8(ascii: "{") { bytes.insert(contentsOf: Array("\"results\":[],".utf8), at: 1) }
-        default:
-            bytes[at] = UInt8.random(in: 0...255, using: &rng)
-        }
-        return Data(bytes)
     }
 }

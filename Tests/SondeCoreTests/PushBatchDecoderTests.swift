@@ -1,29 +1,18 @@
 import Foundation
 import SondeCore
+import SondeTestSupport
 import Testing
 
 /// `PushBatchDecoder` against Foundation's JSONDecoder (`SondeJSON`), the decoder it replaces on
 /// the ingest path.
 @Suite struct PushBatchDecoderTests {
-    /// SplitMix64, so a seed reproduces a run.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let alphabet = Array("abcXYZ09-_ é✓😀\"\\/\n\t\u{1}\u{7F}")
 
-    static func text(_ rng: inout Generator, _ maxLength: Int = 12) -> String {
+    static func text(_ rng: inout SplitMix64, _ maxLength: Int = 12) -> String {
         String((0..<Int.random(in: 0...maxLength, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! })
     }
 
-    static func number(_ rng: inout Generator) -> Double {
+    static func number(_ rng: inout SplitMix64) -> Double {
         switch Int.random(in: 0..<4, using: &rng) {
         case 0: Double(Int.random(in: 0...100_000, using: &rng))
         case 1: Double.random(in: 0...10, using: &rng)
@@ -32,7 +21,7 @@ import Testing
         }
     }
 
-    static func probeError(_ rng: inout Generator) -> ProbeError? {
+    static func probeError(_ rng: inout SplitMix64) -> ProbeError? {
         Bool.random(using: &rng)
             ? nil
             : ProbeError(
@@ -41,7 +30,7 @@ import Testing
     }
 
     /// A random valid result: every optional present or absent, odd strings, odd numbers.
-    static func result(_ rng: inout Generator, agent: String) -> ProbeResult {
+    static func result(_ rng: inout SplitMix64, agent: String) -> ProbeResult {
         let steps = (0..<Int.random(in: 0...3, using: &rng)).map { _ in
             StepResult(
                 name: text(&rng), method: "GET", url: "https://x.example/" + text(&rng), status: Bool.random(using: &rng) ? Int.random(in: 100...599, using: &rng) : nil,
@@ -57,32 +46,6 @@ import Testing
             control: Bool.random(using: &rng) ? Bool.random(using: &rng) : nil, seq: Bool.random(using: &rng) ? UInt64.random(in: 0...UInt64.max, using: &rng) : nil)
     }
 
-    static let fragments: [String] = [
-        "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u0000", "\\ud800", "\\udc00", "null", "true", "1e999", "-0", "NaN", "2.5", "1e2", "01",
-        "\"results\":[]", "\"results\":", "\"agent\":\"other\"", "\"sent_at\":\"2001-01-01T00:00:00Z\"", "\"batch_id\":\"\"",
-        "{\"id\":\"x\"}", "\u{FEFF}", "\u{0}", "[[[[[[[[", "]]]]]]]]", "\"outcome\":\"failed\"", "\"duration_ms\":\"1\"", "\"x\":1,",
-        "\\u00e9", "\\/", "é", "\"seq\":-1,", "\"status\":2.0,",
-    ]
-
-    static func mutate(_ body: Data, using rng: inout Generator) -> Data {
-        var bytes = [UInt8](body)
-        guard !bytes.isEmpty else { return Data(fragments.randomElement(using: &rng)!.utf8) }
-        let at = Int.random(in: 0..<bytes.count, using: &rng)
-        switch Int.random(in: 0..<7, using: &rng) {
-        case 0: bytes[at] ^= UInt8(1 << Int.random(in: 0..<8, using: &rng))
-        case 1: bytes.removeSubrange(at...)
-        case 2: bytes.insert(contentsOf: Array(fragments.randomElement(using: &rng)!.utf8), at: at)
-        case 3: bytes.remove(at: at)
-        case 4:
-            let depth = Int.random(in: 1...1000, using: &rng)
-            bytes.insert(contentsOf: Array((String(repeating: "[", count: depth) + String(repeating: "]", count: depth)).utf8), at: at)
-        case 5:
-            if bytes.first == UInt8(ascii: "{") { bytes.insert(contentsOf: Array("\"results\":[],".utf8), at: 1) }
-        default: bytes[at] = UInt8.random(in: 0...255, using: &rng)
-        }
-        return Data(bytes)
-    }
-
     /// Where this decoder may refuse what Foundation accepts: Foundation checks only what it
     /// decodes (it accepts a trailing comma, a malformed number or invalid UTF-8 inside a member it
     /// skips, or a duplicate key's ignored value), converts BOM/UTF-16 bodies, and reads `2e2` as
@@ -93,7 +56,7 @@ import Testing
 
     @Test func agreesWithFoundationOnRandomValidAndMutatedBodies() throws {
         let seed = UInt64(ProcessInfo.processInfo.environment["SONDE_PROPERTY_SEED"].flatMap { UInt64($0) } ?? 20_261_123)
-        var rng = Generator(state: seed)
+        var rng = SplitMix64(seed: seed)
         var counts: [String: Int] = [:]
         for iteration in 0..<4_000 {
             let results = (0..<Int.random(in: 0...4, using: &rng)).map { _ in Self.result(&rng, agent: "eu-1") }
@@ -108,7 +71,7 @@ import Testing
             }
             // Mutated: both accept with equal values, or both refuse (see `wellFormednessKinds`).
             var body = valid
-            for _ in 0..<Int.random(in: 1...3, using: &rng) { body = Self.mutate(body, using: &rng) }
+            for _ in 0..<Int.random(in: 1...3, using: &rng) { body = JSONBodyMutator.mutate(body, maxDepth: 1000, using: &rng) }
             let foundation = try? SondeJSON.decode(PushBatch.self, from: body)
             do {
                 let mine = try PushBatchDecoder.decode(body)

@@ -1,4 +1,5 @@
 import Foundation
+import SondeCore
 import Synchronization
 
 /// The active faults of one sim (shared by all its regions) and the random draws that decide
@@ -69,21 +70,4 @@ final class FaultBook: Sendable {
             return draws
         }
     }
-}
-
-/// A small seedable generator (SplitMix64) so a `--seed` makes fault fractions reproducible.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    mutating func nextUnitDouble() -> Double { Double(next() >> 11) * 0x1.0p-53 }
 }
