@@ -17,30 +17,23 @@ public enum PushBatchDecoder {
     }
 
     public static func decode(_ body: Data) throws(JSONDecodingError) -> Decoded {
-        do {
-            return try body.withUnsafeBytes { raw in
-                var reader = StrictJSONReader(raw.bindMemory(to: UInt8.self))
-                try reader.checkEncoding()
-                let decoded = try reader.pushBatch()
-                try reader.expectEnd()
-                return decoded
-            }
-        } catch let error as JSONDecodingError {
-            throw error
-        } catch {
-            throw JSONDecodingError(kind: .syntax, path: "(top level)", message: "\(error)", offset: 0)
-        }
+        try read(body) { reader in try reader.pushBatch() }
     }
 
     /// One result's JSON, as stored.
     public static func result(from json: Data) throws(JSONDecodingError) -> ProbeResult {
+        try read(json) { reader in try reader.probeResult() }
+    }
+
+    /// `value` read from the whole of `data`: UTF-8 checked first, nothing may follow it.
+    private static func read<T>(_ data: Data, _ value: (inout StrictJSONReader) throws -> T) throws(JSONDecodingError) -> T {
         do {
-            return try json.withUnsafeBytes { raw in
+            return try data.withUnsafeBytes { raw in
                 var reader = StrictJSONReader(raw.bindMemory(to: UInt8.self))
                 try reader.checkEncoding()
-                let result = try reader.probeResult()
+                let decoded = try value(&reader)
                 try reader.expectEnd()
-                return result
+                return decoded
             }
         } catch let error as JSONDecodingError {
             throw error
