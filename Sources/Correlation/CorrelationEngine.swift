@@ -28,7 +28,8 @@ import SondeCore
 ///   flaky — even if everything else fails too; or (2) per component: it fails there while its
 ///   same-region peers reporting that component (non-silent, without failing control) all passed
 ///   their latest run and either none of them failed since this agent's problem began or their
-///   combined recent failure ratio is below `local_peer_max_ratio` (0.1);
+///   combined recent failure ratio is below `local_peer_max_ratio` (0.1), unless an incident of that
+///   component under investigation covers its region (its failure is then that incident's evidence);
 ///   or (3) it is local by (2) on at least 2 components and on more than half of the components it
 ///   reports, in which case all its data is excluded. Local data is excluded from verdicts (listed
 ///   in `evidence.local_agents`), never opens an incident, and the agent becomes `local_fault`
@@ -497,6 +498,14 @@ extension CorrelationEngine {
                 guard x.reporting else { continue }
                 reported += 1
                 guard x.state.isFailing else { continue }
+                // An incident under investigation covering this region explains the failure: it is
+                // that incident's evidence, not a local fault (e.g. an agent whose slow probe still
+                // fails when its peers already pass again as the platform recovers).
+                if let incident = tracks[c].incident, incident.status == .investigating,
+                    incident.scope == .platform || incident.regions.contains(regionNames[r])
+                {
+                    continue
+                }
                 let k = counts[c * regionCount + r]
                 let peers = k.reporting - 1
                 let peerRuns = k.runs - x.runs

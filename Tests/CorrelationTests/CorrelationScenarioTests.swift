@@ -148,6 +148,23 @@ import Testing
         #expect(fleet.verdicts["files"]?.evidence.localAgents == ["us-1"])
     }
 
+    @Test func anAgentFailingWithAnOpenPlatformIncidentIsNotALocalFault() throws {
+        // Found in the demo: as batches recovered, one agent's slow batch probe still failed while
+        // its region peer (whose run had not failed yet) passed: it was called a local fault.
+        // While an incident covers its region, its failures are that incident's evidence.
+        var fleet = warmFleet(regions: ["eu": 2, "us": 2, "ap": 2])
+        fleet.faults["batch"] = FleetSimulation.failing(regions: ["eu", "ap"], components: ["batch"])
+        fleet.step(seconds: 10)
+        let opened = try #require(fleet.events.first { $0.type == .incidentOpened })
+        #expect(opened.scope == .platform)
+        // Now us-2 fails too, while us-1 still passes.
+        fleet.faults["us-2"] = FleetSimulation.failing(agents: ["us-2"], components: ["batch"])
+        fleet.step(seconds: 20)
+        #expect(!fleet.events.contains { $0.type == .agentLocalFault })
+        #expect(fleet.verdicts["batch"]?.evidence.failingAgents.contains("us-2") == true)
+        #expect(fleet.health("us-2")?.state == .ok)
+    }
+
     @Test func anOutageEarlyInTheWindowDoesNotComeBackOnceResolved() throws {
         // Found by the detection benchmark at 5 s intervals: an outage while the windows were still
         // short recovered (too few runs to call the survivors flaky), then relapsed (or re-opened)
