@@ -134,24 +134,7 @@ final class RawConnection {
     private var isOpen = true
 
     init(port: Int, receiveTimeout: Duration = .seconds(10)) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else {
-            let code = errno
-            Glibc.close(fd)
-            throw TestFailure("connect: \(String(cString: strerror(code)))")
-        }
-        self.fd = fd
-        let (seconds, atto) = receiveTimeout.components
-        var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int(atto / 1_000_000_000_000))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        fd = try connectLoopbackSocket(port: port, receiveTimeout: receiveTimeout)
     }
 
     /// Sends all bytes; false when the peer has closed (EPIPE/ECONNRESET).

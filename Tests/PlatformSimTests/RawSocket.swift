@@ -8,22 +8,7 @@ final class RawSocket {
 
     /// Connects to 127.0.0.1:`port`; throws with errno when the connect is refused.
     init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard result == 0 else {
-            let code = errno
-            Glibc.close(fd)
-            throw RawSocketError(errno: code)
-        }
-        var timeout = timeval(tv_sec: 0, tv_usec: 50_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        fd = try connectLoopbackSocket(port: port, receiveTimeout: .milliseconds(50))
     }
 
     func send(_ text: String) throws {
@@ -48,9 +33,4 @@ final class RawSocket {
     }
 
     func close() { Glibc.close(fd) }
-}
-
-struct RawSocketError: Error, CustomStringConvertible {
-    var errno: Int32
-    var description: String { "connect: \(String(cString: strerror(errno)))" }
 }

@@ -33,7 +33,7 @@ struct RelayTests {
         await relay.cut()
         #expect(relay.isCut)
         try await waitUntil("the open connection to close", timeout: .seconds(2)) { open.peerClosed() }
-        #expect(throws: RawSocketError.self) { _ = try RawSocket(port: relay.listenPort) }
+        #expect(throws: SocketConnectError.self) { _ = try RawSocket(port: relay.listenPort) }
         await #expect {
             _ = try await CurlHTTPClient.shared.perform(health)
         } throws: { ($0 as? HTTPTransferError)?.kind == .connect }

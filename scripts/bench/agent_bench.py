@@ -399,6 +399,13 @@ variables: {{base_url: {line.split()[1]}, latency_degraded_after: 2s}}
             comps = {c["component"]: c["status"] for c in s["components"]}
             return comps.get("api") == "operational" and not s["open_incidents"]
         wait_for("api operational", operational, timeout=interval * 20 + 60, every=0.5)
+
+        def explain_timeout(t_inject):
+            # Every webhook so far (time relative to the injection) and the collector's status.
+            for t, e in receiver.events:
+                print(f"{t - t_inject:+.2f} {json.dumps(e)[:400]}", file=sys.stderr)
+            print(get(base + "/v1/status").decode()[:3000], file=sys.stderr)
+
         latencies = []
         for trial in range(args.trials):
             time.sleep(random.uniform(0, interval))  # a random phase against the probe schedule
@@ -408,9 +415,7 @@ variables: {{base_url: {line.split()[1]}, latency_degraded_after: 2s}}
                 wait_for("incident.opened", lambda: receiver.find("incident.opened", t_inject, lambda e: e.get("component") == "api"),
                          timeout=interval * 10 + 60, every=0.02)
             except SystemExit:
-                for t, e in receiver.events:
-                    print(f"{t - t_inject:+.2f} {json.dumps(e)[:400]}", file=sys.stderr)
-                print(get(base + "/v1/status").decode()[:3000], file=sys.stderr)
+                explain_timeout(t_inject)
                 raise
             t_open, _ = receiver.find("incident.opened", t_inject, lambda e: e.get("component") == "api")
             latencies.append(t_open - t_inject)
@@ -421,9 +426,7 @@ variables: {{base_url: {line.split()[1]}, latency_degraded_after: 2s}}
                 wait_for("incident.resolved", lambda: receiver.find("incident.resolved", t_clear, lambda e: e.get("component") == "api"),
                          timeout=interval * 20 + 60, every=0.1)
             except SystemExit:
-                for t, e in receiver.events:
-                    print(f"{t - t_inject:+.2f} {json.dumps(e)[:400]}", file=sys.stderr)
-                print(get(base + "/v1/status").decode()[:3000], file=sys.stderr)
+                explain_timeout(t_inject)
                 raise
             wait_for("api operational", operational, timeout=interval * 20 + 60, every=0.2)
 

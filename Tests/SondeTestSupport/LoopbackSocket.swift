@@ -1,0 +1,30 @@
+import Foundation
+
+/// A refused or failed connect, with its errno.
+public struct SocketConnectError: Error, CustomStringConvertible {
+    public var errno: Int32
+    public var description: String { "connect: \(String(cString: strerror(errno)))" }
+}
+
+/// A blocking TCP socket connected to 127.0.0.1:`port`, reads timing out after `receiveTimeout`:
+/// the base of the tests' raw clients (requests no HTTP client would send, refused connects).
+public func connectLoopbackSocket(port: Int, receiveTimeout: Duration) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = UInt16(port).bigEndian
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard result == 0 else {
+        let code = errno
+        Glibc.close(fd)
+        throw SocketConnectError(errno: code)
+    }
+    let (seconds, attoseconds) = receiveTimeout.components
+    var timeout = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    return fd
+}
