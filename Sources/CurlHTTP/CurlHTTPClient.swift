@@ -51,18 +51,44 @@ public final class CurlHTTPClient: Sendable {
         }
         return try result.get()
     }
+
+    /// The executor of the client's loop thread. A task that prefers it (`Task(executorPreference:)`,
+    /// `TaskGroup.addTask(executorPreference:)`) runs its code on the thread that also drives its
+    /// transfers and its `sleep(until:)` timers, so a probe run that sleeps, sends a request and
+    /// records the answer never crosses threads.
+    ///
+    /// Keep such tasks short between suspensions: while one runs, no transfer of this client
+    /// progresses (curl's timings then include the delay).
+    public var taskExecutor: any TaskExecutor { loop }
+
+    /// Suspends until `deadline` on the client's loop thread (the curl poll's time-out), not on
+    /// Dispatch's timer thread: a task on `taskExecutor` then wakes up without a thread hand-off.
+    /// Throws `CancellationError` (at once) when the task is cancelled.
+    public func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
+        try await loop.sleep(until: deadline)
+    }
 }
 
 /// The thread that drives a client's transfers: adds queued ones to a curl multi handle, runs
-/// curl until something happens (`curl_multi_poll`), resumes the callers of finished ones.
+/// curl until something happens (`curl_multi_poll`), resumes the callers of finished ones. It is
+/// also a task executor (it runs the jobs of tasks that prefer it between curl calls) and a timer
+/// service (`sleep(until:)` deadlines bound the poll).
 ///
-/// `@unchecked Sendable`: the queue, cancel requests and stop flag are guarded by `state`'s lock;
-/// the multi handle is used only by the loop thread, except `curl_multi_wakeup`, which libcurl
-/// documents as safe to call from any thread.
-final class CurlMultiLoop: @unchecked Sendable {
+/// Why one thread for all of that: a probe run used to cross four threads (Dispatch's timer thread
+/// ended the sleep, a cooperative thread ran the probe, this thread ran the transfer and resumed
+/// the probe on a cooperative thread again); each crossing is a futex wake-up and a context switch,
+/// which was the largest share of the agent's CPU after the transfer itself.
+///
+/// `@unchecked Sendable`: the queues, timers and stop flag are guarded by `state`'s lock; the multi
+/// handle is used only by the loop thread, except `curl_multi_wakeup`, which libcurl documents as
+/// safe to call from any thread.
+final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     private struct State {
         var queued: [CurlTransfer] = []
         var cancelRequests: [CurlTransfer] = []
+        var jobs: [UnownedJob] = []
+        /// Pending sleeps, latest deadline first (the next one due is `last`).
+        var timers: [LoopTimer] = []
         var started = false
         var stopping = false
     }
@@ -70,6 +96,8 @@ final class CurlMultiLoop: @unchecked Sendable {
     private let state = Mutex(State())
     private let multi: UnsafeMutableRawPointer
     private let maxTransfers: Int
+    /// The loop thread's id once it runs (0 before): work queued from that thread needs no wake-up.
+    private let loopThread = Atomic<UInt>(0)
 
     init(maxTransfers: Int) {
         _ = curlGlobalInit
@@ -80,20 +108,11 @@ final class CurlMultiLoop: @unchecked Sendable {
 
     /// Queues `transfer` (its continuation set); the thread starts with the first one.
     func submit(_ transfer: CurlTransfer) {
-        let startThread = state.withLock { s -> Bool in
+        let isNew = state.withLock { s -> Bool in
             s.queued.append(transfer)
-            defer { s.started = true }
-            return !s.started
+            return Self.markStarted(&s)
         }
-        if startThread {
-            // The thread keeps the loop alive until `stop` (the client's deinit) and its queue is empty.
-            let thread = Thread { [self] in self.run() }
-            thread.name = "sonde.curl"
-            thread.stackSize = 1 << 20
-            thread.start()
-        } else {
-            curl_multi_wakeup(multi)
-        }
+        wake(startingThread: isNew)
     }
 
     /// Aborts `transfer` (its `cancelled` flag already set): at once when still queued, else on
@@ -110,11 +129,12 @@ final class CurlMultiLoop: @unchecked Sendable {
         if wasQueued {
             transfer.finish(CURLE_ABORTED_BY_CALLBACK)
         } else {
-            curl_multi_wakeup(multi)
+            wake(startingThread: false)
         }
     }
 
-    /// Ends the thread once no transfer is left (no caller can be waiting: each holds the client).
+    /// Ends the thread once no transfer, job or timer is left (no caller can be waiting: each
+    /// holds the client).
     func stop() {
         let started = state.withLock { s -> Bool in
             s.stopping = true
@@ -123,13 +143,79 @@ final class CurlMultiLoop: @unchecked Sendable {
         if started { curl_multi_wakeup(multi) } else { curl_multi_cleanup(multi) }
     }
 
+    // MARK: - Executor and timers
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let isNew = state.withLock { s -> Bool in
+            s.jobs.append(job)
+            return Self.markStarted(&s)
+        }
+        wake(startingThread: isNew)
+    }
+
+    func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
+        let timer = LoopTimer(deadline: deadline)
+        let fired = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                guard timer.arm(continuation) else { return }  // cancelled before it was armed
+                let (isNew, isNext) = state.withLock { s -> (Bool, Bool) in
+                    // Sorted, latest first: the insertion point by binary search.
+                    var low = 0, high = s.timers.count
+                    while low < high {
+                        let mid = (low + high) / 2
+                        if s.timers[mid].deadline > deadline { low = mid + 1 } else { high = mid }
+                    }
+                    s.timers.insert(timer, at: low)
+                    return (Self.markStarted(&s), low == s.timers.count - 1)
+                }
+                // A later deadline than one already pending needs no wake-up: the poll ends sooner anyway.
+                if isNew || isNext { wake(startingThread: isNew) }
+            }
+        } onCancel: {
+            guard timer.disarm() else { return }  // fired meanwhile
+            state.withLock { s in s.timers.removeAll { $0 === timer } }
+        }
+        if !fired { throw CancellationError() }
+    }
+
+    /// Marks the loop started; true when the caller must start its thread.
+    private static func markStarted(_ s: inout State) -> Bool {
+        defer { s.started = true }
+        return !s.started
+    }
+
+    /// Starts the thread (first work ever) or wakes it from its poll, unless this is the loop
+    /// thread itself (it looks at its queues before polling again).
+    private func wake(startingThread: Bool) {
+        if startingThread {
+            // The thread keeps the loop alive until `stop` (the client's deinit) and its queues are empty.
+            let thread = Thread { [self] in
+                // Named from inside: only then does Foundation pass the name to the kernel (`top -H`).
+                Thread.current.name = "sonde.curl"
+                self.run()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        } else if loopThread.load(ordering: .relaxed) != UInt(pthread_self()) {
+            curl_multi_wakeup(multi)
+        }
+    }
+
     // MARK: - The loop thread
 
     private func run() {
+        loopThread.store(UInt(pthread_self()), ordering: .relaxed)
+        let clock = ContinuousClock()
         // Transfers in the multi handle, by easy handle. Only this thread touches it.
         var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+        var jobs: [UnownedJob] = []
+        var due: [LoopTimer] = []
         while true {
+            let now = clock.now
             let (added, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [CurlTransfer], Bool) in
+                swap(&jobs, &s.jobs)
+                while let next = s.timers.last, next.deadline <= now { due.append(s.timers.removeLast()) }
                 let room = max(0, maxTransfers - active.count)
                 let taken: [CurlTransfer]
                 if s.queued.count <= room {
@@ -141,8 +227,16 @@ final class CurlMultiLoop: @unchecked Sendable {
                 }
                 let cancels = s.cancelRequests
                 s.cancelRequests.removeAll(keepingCapacity: true)
-                return (taken, cancels, s.stopping && s.queued.isEmpty)
+                let idle = s.queued.isEmpty && s.jobs.isEmpty && s.timers.isEmpty && jobs.isEmpty && due.isEmpty
+                return (taken, cancels, s.stopping && idle)
             }
+            // Timers first (their tasks' jobs come back through `enqueue`, onto the next round),
+            // then the jobs queued so far; both may queue transfers for the next round.
+            for timer in due { timer.fire() }
+            due.removeAll(keepingCapacity: true)
+            for job in jobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            jobs.removeAll(keepingCapacity: true)
+
             for transfer in added {
                 if transfer.cancelled.load(ordering: .sequentiallyConsistent) {
                     transfer.finish(CURLE_ABORTED_BY_CALLBACK)
@@ -173,13 +267,68 @@ final class CurlMultiLoop: @unchecked Sendable {
                 curl_multi_remove_handle(multi, easy)
                 active.removeValue(forKey: easy)?.finish(code)
             }
-            // Sleeps until a socket is ready, curl's next time-out, or a wake-up (new transfer,
-            // cancel, stop), unless a finished transfer made room for a queued one.
-            let startMore = active.count < maxTransfers && state.withLock { !$0.queued.isEmpty }
-            if !startMore {
-                curl_multi_poll(multi, nil, 0, 1000, nil)
+            // Sleeps until a socket is ready, curl's next time-out, the next timer, or a wake-up
+            // (new transfer, job, timer, cancel, stop), unless there is work already.
+            let timeout = state.withLock { s -> Int32? in
+                if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return nil }
+                guard let next = s.timers.last else { return 1000 }
+                return Self.pollMilliseconds(until: next.deadline, now: clock.now)
+            }
+            if let timeout, timeout > 0 {
+                curl_multi_poll(multi, nil, 0, timeout, nil)
             }
         }
         curl_multi_cleanup(multi)
+    }
+
+    /// Whole milliseconds to `deadline`, rounded up (waking early would only spin), at most 1 s.
+    private static func pollMilliseconds(until deadline: ContinuousClock.Instant, now: ContinuousClock.Instant) -> Int32 {
+        guard deadline > now else { return 0 }
+        let (seconds, attoseconds) = (deadline - now).components
+        if seconds >= 1 { return 1000 }
+        let nanoseconds = attoseconds / 1_000_000_000
+        return Int32((nanoseconds + 999_999) / 1_000_000)
+    }
+}
+
+/// One `sleep(until:)`: whoever takes the continuation out (the loop firing it, or the cancel
+/// handler) resumes it, exactly once.
+final class LoopTimer: Sendable {
+    let deadline: ContinuousClock.Instant
+    private struct Slot {
+        var continuation: CheckedContinuation<Bool, Never>?
+        var cancelled = false
+    }
+    private let slot = Mutex(Slot())
+
+    init(deadline: ContinuousClock.Instant) { self.deadline = deadline }
+
+    /// Stores the continuation; false (and resumed as cancelled) when the task was cancelled first.
+    func arm(_ continuation: CheckedContinuation<Bool, Never>) -> Bool {
+        let cancelled = slot.withLock { s -> Bool in
+            if !s.cancelled { s.continuation = continuation }
+            return s.cancelled
+        }
+        if cancelled { continuation.resume(returning: false) }
+        return !cancelled
+    }
+
+    /// Cancels; true when the timer was still pending (the caller takes it off the loop).
+    func disarm() -> Bool {
+        let continuation = slot.withLock { s -> CheckedContinuation<Bool, Never>? in
+            s.cancelled = true
+            defer { s.continuation = nil }
+            return s.continuation
+        }
+        continuation?.resume(returning: false)
+        return continuation != nil
+    }
+
+    func fire() {
+        let continuation = slot.withLock { s -> CheckedContinuation<Bool, Never>? in
+            defer { s.continuation = nil }
+            return s.continuation
+        }
+        continuation?.resume(returning: true)
     }
 }

@@ -52,8 +52,14 @@ public struct HTTPHeader: Sendable, Hashable {
 }
 
 extension Array where Element == HTTPHeader {
-    /// The first value of a header, by case-insensitive name.
+    /// The first value of a header, by case-insensitive name. Header names are ASCII tokens
+    /// (RFC 9110), so ASCII case folding is the whole rule; Foundation's `caseInsensitiveCompare`
+    /// was a few per cent of the agent's CPU, called several times per probe run.
     public func value(for name: String) -> String? {
-        first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+        first { header in
+            header.name.utf8.elementsEqual(name.utf8) { a, b in
+                a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= 0x61 && (a | 0x20) <= 0x7A)
+            }
+        }?.value
     }
 }

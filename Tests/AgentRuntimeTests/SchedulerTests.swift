@@ -1,3 +1,4 @@
+import CurlHTTP
 import Foundation
 import Logging
 import ProbeEngine
@@ -39,6 +40,32 @@ final class TestExecutor: ProbeExecuting {
     }
 
     var snapshot: State { state.withLock { $0 } }
+}
+
+/// A probe executor that asks for an HTTP client's loop thread, as `ProbeRunner` does, and notes
+/// the thread each run and each slot's wake-up happened on (the kernel's name for it).
+final class LoopThreadExecutor: ProbeExecuting {
+    let client = CurlHTTPClient(threads: 2)
+    let threads = Mutex<[String]>([])
+
+    var preferredTaskExecutor: (any TaskExecutor)? { client.taskExecutor }
+
+    func sleep(until deadline: ContinuousClock.Instant) async throws {
+        try await client.sleep(until: deadline)
+        note()
+    }
+
+    func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
+        note()
+        return ProbeResult(
+            probe: probe.name, component: probe.component, agent: context.agent, region: context.region, startedAt: Date(),
+            durationMs: 0, outcome: .ok, error: nil, steps: [])
+    }
+
+    private func note() {
+        let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?"
+        threads.withLock { $0.append(name.trimmingCharacters(in: .newlines)) }
+    }
 }
 
 /// Results the scheduler handed over, in order.
@@ -155,5 +182,22 @@ struct SchedulerTests {
         #expect(clock.now - start < .seconds(10))
         #expect(recorded.all.isEmpty)
         #expect(!logs.messages(containing: "cancelled by shutdown").isEmpty)
+    }
+
+    @Test("probe loops run on the executor the probe executor prefers, and sleep with its timers")
+    func loopsRunOnThePreferredExecutor() async throws {
+        let executor = LoopThreadExecutor()
+        let recorded = RecordedResults()
+        let scheduler = Scheduler(
+            probes: [probe("a", every: .milliseconds(20)), probe("b", every: .milliseconds(30))],
+            context: RunContext(agent: "eu-1", region: "eu"), executor: executor, jitter: 0.1, logger: logs.logger()
+        ) { recorded.append($0) }
+        let task = Task { try await scheduler.run() }
+        try await waitUntil("a few runs of each probe") { recorded.count("a") >= 3 && recorded.count("b") >= 3 }
+        task.cancel()
+        _ = try? await task.value
+        let threads = executor.threads.withLock { $0 }
+        #expect(threads.count >= 12, "each run notes its wake-up and its run")
+        #expect(Set(threads) == ["sonde.curl"], "ran on \(Set(threads))")
     }
 }

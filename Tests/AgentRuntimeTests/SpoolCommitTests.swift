@@ -43,4 +43,26 @@ struct SpoolCommitTests {
         #expect(reopened.status.lastSeq == 200)
         reopened.close()
     }
+
+    @Test("the commit thread ends when its committer goes away")
+    func commitThreadEndsWithItsCommitter() async throws {
+        func commitThreads() -> Int {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return tasks.filter { task in
+                let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+                return comm == "sonde.commit\n"
+            }.count
+        }
+        let dir = try TemporaryDirectory("spool-commit")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        defer { spool.close() }
+        let before = commitThreads()
+        var committer: SpoolCommitter? = SpoolCommitter(spool: spool, window: .milliseconds(5))
+        try await committer?.commit(sampleResult("a"))
+        #expect(commitThreads() == before + 1)
+        committer = nil
+        try await waitUntil("the commit thread to end") { commitThreads() == before }
+        #expect(try spool.nextBatch(maxResults: 10)?.results.count == 1)
+    }
 }

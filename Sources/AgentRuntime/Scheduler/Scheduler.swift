@@ -46,8 +46,9 @@ public struct Scheduler: Service {
         guard !probes.isEmpty else { return }
         let runs = RunsInFlight()
         await withTaskGroup(of: Void.self) { group in
+            let loopExecutor = executor.preferredTaskExecutor
             for probe in probes {
-                group.addTask { await self.loop(probe, runs: runs) }
+                group.addTask(executorPreference: loopExecutor) { await self.loop(probe, runs: runs) }
             }
             // Graceful shutdown (or cancellation): no new runs; runs in flight get the grace time,
             // then every loop is cancelled (which also ends the ones asleep until their slot).
@@ -94,7 +95,7 @@ public struct Scheduler: Service {
             let spread = jitter > 0 ? Double.random(in: -jitter...jitter, using: &random) : 0
             let start = max(slot + interval * spread, clock.now)
             // Cancelled at shutdown: no new run starts after SIGTERM.
-            guard (try? await Task.sleep(until: start, clock: clock)) != nil, runs.begin() else { break }
+            guard (try? await executor.sleep(until: start)) != nil, runs.begin() else { break }
             var result = await executor.run(probe, context: context)
             // A run cancelled (shutdown grace over, or the service cancelled) records nothing:
             // half a run is not evidence about the platform.

@@ -788,6 +788,18 @@ public final class Spool: Sendable {
         return body
     }
 
+    /// The body of a frame whose whole length (header included) is known: one read, not two
+    /// (the uploader reads every result back this way).
+    static func readFrame(at offset: Int64, length: Int64, fd: Int32) -> Data? {
+        guard length > 8, let frame = readExactly(Int(length), at: offset, fd: fd) else { return nil }
+        let head = frame.prefix(8)
+        let bodyLength = Int64(head.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        let crc = head.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        let body = frame.dropFirst(8)
+        guard bodyLength == length - 8, CRC32.checksum(body) == crc else { return nil }
+        return body
+    }
+
     static func readExactly(_ count: Int, at offset: Int64, fd: Int32) -> Data? {
         var data = Data(count: count)
         let ok = data.withUnsafeMutableBytes { raw -> Bool in
@@ -805,7 +817,7 @@ public final class Spool: Sendable {
 
     /// A stored result's JSON, checked by its frame's CRC.
     static func readResult(_ entry: Entry, fd: Int32, logger: Logger) -> Data? {
-        guard let body = readFrame(at: entry.offset, fd: fd, limit: entry.offset + entry.length), body.count > 9,
+        guard let body = readFrame(at: entry.offset, length: entry.length, fd: fd), body.count > 9,
             body[body.startIndex + 9] == UInt8(ascii: "{")
         else {
             logger.error("spool: a stored result cannot be read back; skipping it", metadata: ["spool.seq": "\(entry.seq)"])

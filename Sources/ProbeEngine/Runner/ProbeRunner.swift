@@ -10,7 +10,7 @@ import SondeCore
 /// min(step timeout, time left), so a server that never answers still ends the run on time.
 /// `always` steps (cleanup) that come after the deadline get a short grace (`cleanupGrace`).
 public struct ProbeRunner: Sendable {
-    let client: CurlHTTPClient
+    public let client: CurlHTTPClient
     let logger: Logger
     /// Time given to each `always` step once the probe's own time is used up.
     public var cleanupGrace: Duration = .seconds(5)
@@ -28,8 +28,12 @@ public struct ProbeRunner: Sendable {
         let runID = RunID.make()
         var state = RunState(probe: probe, context: context, runID: runID)
         var logger = self.logger
-        logger[metadataKey: "probe.name"] = "\(probe.name)"
-        logger[metadataKey: "run.id"] = "\(runID)"
+        // The runner logs at debug level only; setting metadata copies the handler's dictionary
+        // (a few per cent of the agent's CPU per run), so it is done only when it will be seen.
+        if logger.logLevel <= .debug {
+            logger[metadataKey: "probe.name"] = "\(probe.name)"
+            logger[metadataKey: "run.id"] = "\(runID)"
+        }
 
         var firstError: ProbeError?
         var steps: [StepResult] = []

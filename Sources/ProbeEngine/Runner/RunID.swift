@@ -3,12 +3,14 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// Random (version 4) UUIDs for run ids, lowercase, e.g. `3f2b…-4…-a…`.
 ///
 /// Why not `UUID().uuidString.lowercased()`: on Linux Foundation's `UUID()` opens, reads and
 /// closes `/dev/urandom` for every id (three system calls per probe run), and the string is then
-/// built twice. `arc4random_buf` needs no system call per id, and the string is formatted once.
+/// built twice. Here the kernel's random bytes are fetched 4 KiB at a time (one system call per
+/// 256 ids) and the string is formatted once.
 enum RunID {
     static func make() -> String {
         var bytes = (UInt64(0), UInt64(0))
@@ -36,8 +38,31 @@ enum RunID {
         }
     }
 
+    /// Random bytes from `arc4random_buf` (glibc ≥ 2.36 and Darwin: kernel randomness, one
+    /// `getrandom` call per fill), handed out 16 at a time.
+    private static let pool = Mutex(RandomPool())
+
     private static func fill(_ raw: UnsafeMutableRawBufferPointer) {
-        // glibc ≥ 2.36 and Darwin: a ChaCha20 generator in the process, seeded by the kernel.
-        arc4random_buf(raw.baseAddress!, raw.count)
+        pool.withLock { $0.take(into: raw) }
+    }
+}
+
+// `@unchecked Sendable`: the buffer is owned by this value and used only under the pool's lock.
+private struct RandomPool: ~Copyable, @unchecked Sendable {
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+    private var used = 4096
+
+    deinit { buffer.deallocate() }
+
+    mutating func take(into raw: UnsafeMutableRawBufferPointer) {
+        precondition(raw.count <= buffer.count)
+        if used + raw.count > buffer.count {
+            arc4random_buf(buffer.baseAddress!, buffer.count)
+            used = 0
+        }
+        raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[used..<used + raw.count]))
+        // Never hand the same bytes out twice.
+        buffer[used..<used + raw.count].initializeMemory(as: UInt8.self, repeating: 0)
+        used += raw.count
     }
 }

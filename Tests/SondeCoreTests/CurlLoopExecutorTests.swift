@@ -1,0 +1,106 @@
+import CurlHTTP
+import Foundation
+import SondeTestSupport
+import Testing
+
+/// The client's loop thread as a task executor and timer service: what lets a probe run sleep,
+/// send its request and handle the answer without crossing threads.
+@Suite struct CurlLoopExecutorTests {
+    let client = CurlHTTPClient(threads: 8)
+
+    /// The name of the thread running the caller, as the kernel has it.
+    private static func threadName() -> String {
+        let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?"
+        return comm.trimmingCharacters(in: .newlines)
+    }
+
+    @Test("a task that prefers the loop runs on it before, between and after its sleeps and transfers")
+    func taskStaysOnTheLoopThread() async throws {
+        let server = try LoopbackHTTPServer { _ in .json(200, #"{"ok":true}"#) }
+        defer { server.stop() }
+        let client = client
+        let names = await Task(executorPreference: client.taskExecutor) { () -> [String] in
+            var names = [Self.threadName()]
+            for _ in 0..<3 {
+                try? await client.sleep(until: .now + .milliseconds(5))
+                names.append(Self.threadName())
+                _ = try? await client.perform(HTTPRequest(url: server.baseURL))
+                names.append(Self.threadName())
+            }
+            return names
+        }.value
+        #expect(names.count == 7)
+        #expect(Set(names) == ["sonde.curl"], "ran on \(names)")
+        #expect(server.requests.count == 3)
+    }
+
+    @Test("a sleep ends at its deadline, not before; many sleeps end in deadline order")
+    func sleepsEndAtTheirDeadlinesInOrder() async throws {
+        let client = client
+        let start = ContinuousClock.now
+        // Deadlines given out of order; each task records when it woke.
+        let offsets = [60, 10, 40, 20, 50, 30, 0, 70]
+        let woke = await withTaskGroup(of: (Int, ContinuousClock.Instant).self) { group in
+            for offset in offsets {
+                group.addTask(executorPreference: client.taskExecutor) {
+                    try? await client.sleep(until: start + .milliseconds(offset))
+                    return (offset, ContinuousClock.now)
+                }
+            }
+            var woke: [(Int, ContinuousClock.Instant)] = []
+            for await entry in group { woke.append(entry) }
+            return woke
+        }
+        for (offset, instant) in woke {
+            #expect(instant >= start + .milliseconds(offset), "woke before its deadline: \(offset) ms")
+        }
+        let order = woke.sorted { $0.1 < $1.1 }.map(\.0)
+        #expect(order == offsets.sorted(), "woke in order \(order)")
+    }
+
+    @Test("cancelling a sleeping task ends its sleep at once with CancellationError")
+    func cancelledSleepThrows() async throws {
+        let client = client
+        let task = Task(executorPreference: client.taskExecutor) { () -> (any Error)? in
+            do {
+                try await client.sleep(until: .now + .seconds(60))
+                return nil
+            } catch {
+                return error
+            }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        let start = ContinuousClock.now
+        task.cancel()
+        let error = await task.value
+        #expect(error is CancellationError)
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
+    @Test("a task cancelled before it sleeps does not sleep")
+    func cancelledBeforeSleeping() async throws {
+        let client = client
+        let task = Task { () -> Bool in
+            withUnsafeCurrentTask { $0?.cancel() }
+            do {
+                try await client.sleep(until: .now + .seconds(60))
+                return false
+            } catch {
+                return true
+            }
+        }
+        #expect(await task.value)
+    }
+
+    @Test("header names match case-insensitively over ASCII letters only")
+    func headerLookup() {
+        let headers = [HTTPHeader("Content-Type", "a"), HTTPHeader("X-[1]", "b"), HTTPHeader("Etag", "c")]
+        #expect(headers.value(for: "content-type") == "a")
+        #expect(headers.value(for: "CONTENT-TYPE") == "a")
+        #expect(headers.value(for: "x-[1]") == "b")
+        // '{' and '[' differ by the ASCII case bit, but they are not letters.
+        #expect(headers.value(for: "X-{1}") == nil)
+        #expect(headers.value(for: "etags") == nil)
+        #expect(headers.value(for: "eta") == nil)
+    }
+}
