@@ -154,6 +154,13 @@ final class StartRecorder: ProbeExecuting {
 
     init(runner: ProbeRunner) { self.runner = runner }
 
+    // As the agent runs: loops on the runner's HTTP client loop thread, sleeping on its timers.
+    var preferredTaskExecutor: (any TaskExecutor)? { runner.preferredTaskExecutor }
+
+    func sleep(until deadline: ContinuousClock.Instant) async throws {
+        try await runner.sleep(until: deadline)
+    }
+
     func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
         let now = ContinuousClock.now
         starts.withLock { $0[probe.name, default: []].append(now) }

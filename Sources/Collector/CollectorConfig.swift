@@ -353,3 +353,12 @@ extension CollectorConfig {
         }
     }
 }
+
+// Printed anywhere (an interpolation, a log line), a webhook target must not show its secret.
+extension WebhookTarget: CustomStringConvertible {
+    public var description: String {
+        // The URL's path can be a credential too (Slack's incoming-webhook URLs are): origin only.
+        let origin = url.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false).prefix(3).joined(separator: "/")
+        return "WebhookTarget(name: \(name), url: \(origin)/…, format: \(format.rawValue), secret: <redacted>)"
+    }
+}

@@ -169,3 +169,12 @@ public struct RetentionService: Service {
         }
     }
 }
+
+// Short names for ServiceLifecycle's logs, not reflection dumps (the targets carry secrets).
+extension Evaluator: CustomStringConvertible {
+    public var description: String { "Evaluator(every \(interval) s)" }
+}
+
+extension RetentionService: CustomStringConvertible {
+    public var description: String { "RetentionService(keeps \(retention) s)" }
+}

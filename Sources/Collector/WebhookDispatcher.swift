@@ -234,3 +234,8 @@ public struct WebhookDispatcher: Service {
             eventID: delivery.event.id, target: target.name, attempts: attempts, nextAttemptAt: Date().addingTimeInterval(delay), error: failure)
     }
 }
+
+// A short name for ServiceLifecycle's logs: a dump of the targets would carry their secrets.
+extension WebhookDispatcher: CustomStringConvertible {
+    public var description: String { "WebhookDispatcher(\(targets.count) targets)" }
+}

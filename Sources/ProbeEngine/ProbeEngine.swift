@@ -94,3 +94,11 @@ public struct RunContext: Sendable {
         self.caFile = caFile
     }
 }
+
+// Printed anywhere (an interpolation, a debugger), a run context must not show secret values.
+extension RunContext: CustomStringConvertible {
+    public var description: String {
+        let shown = variables.keys.sorted().map { name in "\(name): \(secretNames.contains(name) ? "<redacted>" : variables[name]!)" }
+        return "RunContext(agent: \(agent), region: \(region), variables: [\(shown.joined(separator: ", "))])"
+    }
+}

@@ -200,4 +200,16 @@ struct SchedulerTests {
         #expect(threads.count >= 12, "each run notes its wake-up and its run")
         #expect(Set(threads) == ["sonde.curl"], "ran on \(Set(threads))")
     }
+
+    @Test("the scheduler's service name is short and shows no secret, however many probes")
+    func serviceNameIsShortAndSecretFree() {
+        let probes = (0..<1000).map { probe("p\($0)", every: .seconds(30)) }
+        let context = RunContext(agent: "eu-1", region: "eu", variables: ["password": "hunter2-secret"], secretNames: ["password"])
+        let scheduler = Scheduler(probes: probes, context: context, executor: TestExecutor(durations: [:]), logger: logs.logger()) { _ in }
+        // ServiceLifecycle names (and logs) every service by this.
+        let name = ServiceGroupConfiguration.ServiceConfiguration(service: scheduler).serviceName
+        #expect(name == "Scheduler(1000 probes, agent eu-1)")
+        #expect(!"\(context)".contains("hunter2"))
+        #expect("\(context)".contains("password: <redacted>"))
+    }
 }

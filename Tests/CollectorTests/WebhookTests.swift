@@ -92,6 +92,14 @@ struct WebhookTests {
         }
     }
 
+    @Test("a webhook target prints without its secret or its URL path (Slack's carries a token)")
+    func targetDescriptionHidesCredentials() {
+        let target = WebhookTarget(name: "ops", url: "https://hooks.slack.com/services/T000/B000/XXXXSECRET", secret: "hmac-key-123", format: .slack)
+        let text = "\(target)"
+        #expect(text == "WebhookTarget(name: ops, url: https://hooks.slack.com/…, format: slack, secret: <redacted>)")
+        #expect(!"\([target])".contains("hmac-key-123"))
+    }
+
     @Test func slackFormatAndSignature() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }

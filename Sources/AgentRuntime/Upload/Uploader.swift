@@ -268,3 +268,8 @@ public struct Uploader: Service {
         _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: duration) }
     }
 }
+
+// A short name for ServiceLifecycle's logs, not a dump of the settings and the signing key.
+extension Uploader: CustomStringConvertible {
+    public var description: String { "Uploader(to \(endpoint))" }
+}
