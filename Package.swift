@@ -24,7 +24,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        // 4.x: its Crypto imports FoundationEssentials only, so the agent need not load Foundation.
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -40,6 +41,19 @@ let package = Package(
             name: "CCurl",
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        /// libyaml, found by pkg-config: the parser under SondeYAML.
+        .systemLibrary(
+            name: "CYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]
+        ),
+        /// YAML text → a node tree with resolved tags and line:column marks, over libyaml, without
+        /// Foundation (the agent's probe scripts and config; Yams would load Foundation and ICU).
+        .target(
+            name: "SondeYAML",
+            dependencies: ["CYAML"],
+            swiftSettings: swiftSettings
         ),
         /// Result model, push envelope, signing keys: the contract between agent and collector.
         .target(
@@ -60,7 +74,7 @@ let package = Package(
         .target(
             name: "ProbeEngine",
             dependencies: [
-                "SondeCore", "CurlHTTP", "Yams",
+                "SondeCore", "CurlHTTP", "SondeYAML",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -70,7 +84,7 @@ let package = Package(
         .target(
             name: "AgentRuntime",
             dependencies: [
-                "SondeCore", "CurlHTTP", "ProbeEngine", "Yams",
+                "SondeCore", "CurlHTTP", "ProbeEngine", "SondeYAML",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -186,6 +200,7 @@ let package = Package(
             path: "Tests/SondeTestSupport",
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "SondeYAMLTests", dependencies: ["SondeYAML"], swiftSettings: swiftSettings),
         .testTarget(name: "SondeCoreTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ProbeEngineTests", dependencies: ["ProbeEngine", "PlatformSim", "SondeTestSupport"], exclude: ["Corpus"], swiftSettings: swiftSettings),
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "SondeTestSupport"], swiftSettings: swiftSettings),

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -44,9 +44,9 @@ public struct AgentSigningKey: Sendable {
         }
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw KeyFileError(path: path, problem: "cannot be read: \(error.localizedDescription)")
+            throw KeyFileError(path: path, problem: unreadableFileReason(path))
         }
-        guard let raw = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)), raw.count == 32 else {
+        guard let raw = Data(base64Encoded: text.trimmed()), raw.count == 32 else {
             throw KeyFileError(path: path, problem: "does not hold a base64 Ed25519 private key (32 bytes); create one with `sonde-agent keygen`")
         }
         return try AgentSigningKey(rawRepresentation: raw)
@@ -78,7 +78,7 @@ public struct AgentPublicKey: Sendable, Hashable {
     public init(key: Curve25519.Signing.PublicKey) { rawRepresentation = key.rawRepresentation }
 
     public init(base64: String) throws {
-        guard let raw = Data(base64Encoded: base64.trimmingCharacters(in: .whitespacesAndNewlines)), raw.count == 32,
+        guard let raw = Data(base64Encoded: base64.trimmed()), raw.count == 32,
             (try? Curve25519.Signing.PublicKey(rawRepresentation: raw)) != nil
         else {
             throw KeyFileError(path: "(public key)", problem: "is not base64 of a 32-byte Ed25519 public key")
@@ -96,7 +96,7 @@ public struct AgentPublicKey: Sendable, Hashable {
 
     /// Checks a `Sonde-Agent-Signature` header value against the body.
     public func verify(signatureHeader: String, body: Data) -> Bool {
-        guard let signature = Data(base64Encoded: signatureHeader.trimmingCharacters(in: .whitespaces)) else { return false }
+        guard let signature = Data(base64Encoded: signatureHeader.trimmed()) else { return false }
         return isValidSignature(signature, for: body)
     }
 
