@@ -157,7 +157,7 @@ struct NodeReader {
             _ = try ProbeRegex(pattern)
             return pattern
         } catch {
-            report(node, field, "invalid regular expression '\(pattern)'")
+            report(node, field, "invalid regular expression '\(pattern)': \(error)")
             return nil
         }
     }

@@ -430,7 +430,7 @@ enum ScriptParser {
             do {
                 _ = try ProbeRegex(operand)
             } catch {
-                reader.report(node, path, "condition '\(text)': invalid regular expression '\(operand)'")
+                reader.report(node, path, "condition '\(text)': invalid regular expression '\(operand)': \(error)")
                 return nil
             }
             return Condition(path: jsonPath, test: .matches(operand))
