@@ -24,7 +24,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        // 4.x: its Crypto imports FoundationEssentials only, so the agent need not load Foundation.
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
@@ -55,10 +54,17 @@ let package = Package(
             dependencies: ["CYAML"],
             swiftSettings: swiftSettings
         ),
+        /// OpenSSL's libcrypto, found by pkg-config: Ed25519 and SHA-256 for SondeCore. libcurl
+        /// loads it anyway, so the agent carries no second crypto library.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         /// Result model, push envelope, signing keys: the contract between agent and collector.
         .target(
             name: "SondeCore",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["COpenSSL"],
             swiftSettings: swiftSettings
         ),
         /// A small HTTP client over libcurl's easy interface with phase-by-phase timings.
@@ -75,7 +81,6 @@ let package = Package(
             name: "ProbeEngine",
             dependencies: [
                 "SondeCore", "CurlHTTP", "SondeYAML",
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

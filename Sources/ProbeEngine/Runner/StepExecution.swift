@@ -1,4 +1,3 @@
-import Crypto
 import CurlHTTP
 import FoundationEssentials
 import Logging
@@ -373,8 +372,8 @@ struct StepExecution {
         guard let sent = state.payloads[spec.with] else {
             throw StepFailure(.script, "compare: payload '\(spec.with)' was never sent")
         }
-        let got = hexDigits(SHA256.hash(data: downloaded))
-        let want = hexDigits(SHA256.hash(data: sent))
+        let got = hexDigits(SHA256Digest.hash(downloaded))
+        let want = hexDigits(SHA256Digest.hash(sent))
         if downloaded.count != sent.count || got != want {
             throw StepFailure(.assertion, "'\(spec.download)' differs from payload '\(spec.with)': got \(downloaded.count) bytes sha256 \(got.prefix(16))…, sent \(sent.count) bytes sha256 \(want.prefix(16))…")
         }
