@@ -11,8 +11,10 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# Release binaries carry the Swift runtime (--static-swift-stdlib): a host needs only libcurl,
+# libyaml and libc, and the agent maps ~3 MiB less than with the shared Swift libraries.
 release: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --static-swift-stdlib
 
 # Serial: many suites measure real timings (time-outs, ttfb), which parallel CPU load would skew.
 test: deps

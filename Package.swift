@@ -24,7 +24,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -41,10 +41,30 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        /// libyaml, found by pkg-config: the parser under SondeYAML.
+        .systemLibrary(
+            name: "CYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]
+        ),
+        /// YAML text → a node tree with resolved tags and line:column marks, over libyaml, without
+        /// Foundation (the agent's probe scripts and config; Yams would load Foundation and ICU).
+        .target(
+            name: "SondeYAML",
+            dependencies: ["CYAML"],
+            swiftSettings: swiftSettings
+        ),
+        /// OpenSSL's libcrypto, found by pkg-config: Ed25519 and SHA-256 for SondeCore. libcurl
+        /// loads it anyway, so the agent carries no second crypto library.
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         /// Result model, push envelope, signing keys: the contract between agent and collector.
         .target(
             name: "SondeCore",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["COpenSSL"],
             swiftSettings: swiftSettings
         ),
         /// A small HTTP client over libcurl's easy interface with phase-by-phase timings.
@@ -60,8 +80,7 @@ let package = Package(
         .target(
             name: "ProbeEngine",
             dependencies: [
-                "SondeCore", "CurlHTTP", "Yams",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "SondeCore", "CurlHTTP", "SondeYAML",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -70,7 +89,7 @@ let package = Package(
         .target(
             name: "AgentRuntime",
             dependencies: [
-                "SondeCore", "CurlHTTP", "ProbeEngine", "Yams",
+                "SondeCore", "CurlHTTP", "ProbeEngine", "SondeYAML",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -186,6 +205,7 @@ let package = Package(
             path: "Tests/SondeTestSupport",
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "SondeYAMLTests", dependencies: ["SondeYAML"], swiftSettings: swiftSettings),
         .testTarget(name: "SondeCoreTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ProbeEngineTests", dependencies: ["ProbeEngine", "PlatformSim", "SondeTestSupport"], exclude: ["Corpus"], swiftSettings: swiftSettings),
         .testTarget(name: "AgentRuntimeTests", dependencies: ["AgentRuntime", "SondeTestSupport"], swiftSettings: swiftSettings),

@@ -26,10 +26,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH=$PATH:/usr/sbin
 
-swift build -c release --product sonde-agent
-swift build -c release --product sonde-collector
-swift build -c release --product sonde-sim
-swift build -c release --product sonde-agent-bench
+swift build -c release --static-swift-stdlib --product sonde-agent
+swift build -c release --static-swift-stdlib --product sonde-collector
+swift build -c release --static-swift-stdlib --product sonde-sim
+swift build -c release --static-swift-stdlib --product sonde-agent-bench
 
 mkdir -p .bench
 # shellcheck disable=SC2086

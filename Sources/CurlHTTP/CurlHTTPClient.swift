@@ -1,5 +1,9 @@
 import CCurl
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import SondeCore
 import Synchronization
 
 /// Performs HTTP requests over libcurl's multi interface, every transfer of a client driven by
@@ -190,13 +194,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     private func wake(startingThread: Bool) {
         if startingThread {
             // The thread keeps the loop alive until `stop` (the client's deinit) and its queues are empty.
-            let thread = Thread { [self] in
-                // Named from inside: only then does Foundation pass the name to the kernel (`top -H`).
-                Thread.current.name = "sonde.curl"
-                self.run()
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
+            DetachedThread.start(name: "sonde.curl", stackSize: 1 << 20) { [self] in self.run() }
         } else if loopThread.load(ordering: .relaxed) != UInt(pthread_self()) {
             curl_multi_wakeup(multi)
         }

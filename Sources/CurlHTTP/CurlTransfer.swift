@@ -1,5 +1,5 @@
 import CCurl
-import Foundation
+import FoundationEssentials
 import SondeCore
 import Synchronization
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// One HTTP request as CurlHTTP sends it. Everything is a value so a request can be built on one
 /// task and performed on a worker thread.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import SondeCore
 
 /// A complete response with curl's phase timings.

@@ -1,5 +1,4 @@
-import Crypto
-import Foundation
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,25 +6,28 @@ import Glibc
 /// An agent's Ed25519 signing key. On disk the private key is the base64 of its 32 raw bytes in
 /// a file of mode 0600; the public key is the same encoding in `<file>.pub`.
 public struct AgentSigningKey: Sendable {
-    // swift-crypto's key types are not Sendable; the 32 raw bytes are, and rebuilding is cheap.
+    // The 32 raw bytes; OpenSSL's key object is rebuilt for each use (cheap, and Sendable-free).
     private let raw: Data
+    public let publicKey: AgentPublicKey
 
-    public init() { raw = Curve25519.Signing.PrivateKey().rawRepresentation }
+    /// A new random key. Stops the process if OpenSSL cannot draw random bytes or derive the
+    /// key: only a broken libcrypto or a system without an entropy source does that.
+    public init() {
+        do {
+            try self.init(rawRepresentation: try Ed25519.generatePrivateKey())
+        } catch {
+            fatalError("cannot create an Ed25519 key: \(error)")
+        }
+    }
 
     public init(rawRepresentation: Data) throws {
-        raw = try Curve25519.Signing.PrivateKey(rawRepresentation: rawRepresentation).rawRepresentation
+        raw = rawRepresentation
+        publicKey = AgentPublicKey(validated: try Ed25519.publicKey(ofPrivateKey: rawRepresentation))
     }
-
-    public var privateKey: Curve25519.Signing.PrivateKey {
-        // The bytes were validated in init.
-        try! Curve25519.Signing.PrivateKey(rawRepresentation: raw)
-    }
-
-    public var publicKey: AgentPublicKey { AgentPublicKey(key: privateKey.publicKey) }
 
     /// Signs exactly these bytes.
     public func signature(for body: Data) throws -> Data {
-        try privateKey.signature(for: body)
+        try Ed25519.sign(body, privateKey: raw)
     }
 
     /// Base64 signature, as it goes into `Sonde-Agent-Signature`.
@@ -44,9 +46,9 @@ public struct AgentSigningKey: Sendable {
         }
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw KeyFileError(path: path, problem: "cannot be read: \(error.localizedDescription)")
+            throw KeyFileError(path: path, problem: unreadableFileReason(path))
         }
-        guard let raw = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines)), raw.count == 32 else {
+        guard let raw = Data(base64Encoded: text.trimmed()), raw.count == 32 else {
             throw KeyFileError(path: path, problem: "does not hold a base64 Ed25519 private key (32 bytes); create one with `sonde-agent keygen`")
         }
         return try AgentSigningKey(rawRepresentation: raw)
@@ -62,7 +64,7 @@ public struct AgentSigningKey: Sendable {
         }
         defer { close(fd) }
         fchmod(fd, 0o600)
-        let line = privateKey.rawRepresentation.base64EncodedString() + "\n"
+        let line = raw.base64EncodedString() + "\n"
         let written = line.withCString { Glibc.write(fd, $0, strlen($0)) }
         guard written == line.utf8.count, fsync(fd) == 0 else {
             throw KeyFileError(path: path, problem: "could not be written: \(String(cString: strerror(errno)))")
@@ -75,28 +77,24 @@ public struct AgentSigningKey: Sendable {
 public struct AgentPublicKey: Sendable, Hashable {
     public let rawRepresentation: Data
 
-    public init(key: Curve25519.Signing.PublicKey) { rawRepresentation = key.rawRepresentation }
+    init(validated raw: Data) { rawRepresentation = raw }
 
     public init(base64: String) throws {
-        guard let raw = Data(base64Encoded: base64.trimmingCharacters(in: .whitespacesAndNewlines)), raw.count == 32,
-            (try? Curve25519.Signing.PublicKey(rawRepresentation: raw)) != nil
-        else {
+        guard let raw = Data(base64Encoded: base64.trimmed()), raw.count == 32, Ed25519.isValidPublicKey(raw) else {
             throw KeyFileError(path: "(public key)", problem: "is not base64 of a 32-byte Ed25519 public key")
         }
         rawRepresentation = raw
     }
 
-    public var key: Curve25519.Signing.PublicKey { try! Curve25519.Signing.PublicKey(rawRepresentation: rawRepresentation) }
-
     public var base64: String { rawRepresentation.base64EncodedString() }
 
     public func isValidSignature(_ signature: Data, for body: Data) -> Bool {
-        key.isValidSignature(signature, for: body)
+        Ed25519.isValidSignature(signature, for: body, publicKey: rawRepresentation)
     }
 
     /// Checks a `Sonde-Agent-Signature` header value against the body.
     public func verify(signatureHeader: String, body: Data) -> Bool {
-        guard let signature = Data(base64Encoded: signatureHeader.trimmingCharacters(in: .whitespaces)) else { return false }
+        guard let signature = Data(base64Encoded: signatureHeader.trimmed()) else { return false }
         return isValidSignature(signature, for: body)
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// How one probe run ended. `degraded` means every step passed but the run was slower than the
 /// probe's `degraded_after` threshold.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 // MARK: - A hand-written JSON encoder for ProbeResult
 

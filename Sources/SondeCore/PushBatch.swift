@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The body an agent POSTs to the collector's `/v1/results` (SPEC "Signed push"). The Ed25519
 /// signature covers the exact body bytes and travels in the `Sonde-Agent-Signature` header.

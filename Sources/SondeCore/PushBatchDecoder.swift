@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The collector's decoder for push bodies and stored results: the same `PushBatch` and
 /// `ProbeResult` values as `SondeJSON.decode`, about ten times cheaper (Foundation's JSONDecoder

@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The one JSON configuration every part of Sonde uses on the wire and on disk: RFC 3339 UTC
 /// timestamps with milliseconds, keys as the types' CodingKeys say.

@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why `PushBatchDecoder` refused a body: where (a field path such as `results[0].started_at`),
 /// what was wrong, and at which byte.

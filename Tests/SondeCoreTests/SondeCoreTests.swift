@@ -40,6 +40,46 @@ import Testing
 }
 
 @Suite struct AgentKeyTests {
+    private static func bytes(_ hex: String) -> Data {
+        var out = Data()
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            out.append(UInt8(hex[index..<next], radix: 16)!)
+            index = next
+        }
+        return out
+    }
+
+    @Test("Ed25519 over OpenSSL gives RFC 8032's test vectors (1 and 3)", arguments: [
+        ("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+         "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
+         "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
+        ("c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+         "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025", "af82",
+         "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"),
+    ])
+    func rfc8032Vectors(secret: String, publicKey: String, message: String, signature: String) throws {
+        let key = try AgentSigningKey(rawRepresentation: Self.bytes(secret))
+        #expect(key.publicKey.rawRepresentation == Self.bytes(publicKey))
+        #expect(try key.signature(for: Self.bytes(message)) == Self.bytes(signature))
+        #expect(key.publicKey.isValidSignature(Self.bytes(signature), for: Self.bytes(message)))
+        var tampered = Self.bytes(signature)
+        tampered[5] ^= 1
+        #expect(!key.publicKey.isValidSignature(tampered, for: Self.bytes(message)))
+    }
+
+    @Test func refusesMalformedKeys() {
+        #expect(throws: (any Error).self) { try AgentSigningKey(rawRepresentation: Data(count: 31)) }
+        #expect(throws: KeyFileError.self) { try AgentPublicKey(base64: Data(count: 33).base64EncodedString()) }
+        #expect(AgentSigningKey().publicKey != AgentSigningKey().publicKey, "fresh keys are random")
+    }
+
+    @Test func sha256OfKnownInputs() {
+        #expect(hexDigits(SHA256Digest.hash(Data())) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(hexDigits(SHA256Digest.hash(Data("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+
     @Test func signsAndVerifiesExactBytes() throws {
         let key = AgentSigningKey()
         let body = Data(#"{"agent":"a"}"#.utf8)

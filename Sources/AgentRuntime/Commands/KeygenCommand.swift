@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import SondeCore
 
 /// `sonde-agent keygen`: a new Ed25519 key pair, and the command that enrols it on the collector.

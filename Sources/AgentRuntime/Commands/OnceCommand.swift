@@ -1,6 +1,6 @@
 import ArgumentParser
 import CurlHTTP
-import Foundation
+import FoundationEssentials
 import ProbeEngine
 import SondeCore
 
@@ -107,7 +107,7 @@ enum ResultTable {
         var text = ""
         for row in all {
             let cells = row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                column == row.count - 1 ? cell : cell + String(repeating: " ", count: max(0, widths[column] - cell.count))
             }
             text += cells.joined(separator: "  ") + "\n"
         }
@@ -118,6 +118,6 @@ enum ResultTable {
     }
 
     static func formatDuration(_ ms: Double) -> String {
-        ms >= 1000 ? String(format: "%.2fs", ms / 1000) : String(format: "%.0fms", ms)
+        ms >= 1000 ? fixedDecimals(ms / 1000, 2) + "s" : fixedDecimals(ms, 0) + "ms"
     }
 }

@@ -1,5 +1,8 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import ServiceLifecycle
 
@@ -44,6 +47,6 @@ struct RunCommand: AsyncParsableCommand {
     private func refuse(_ problems: [String]) -> Never {
         for problem in problems { printError(problem) }
         printError("sonde-agent: refusing to start: \(problems.count) problem\(problems.count == 1 ? "" : "s") (see above)")
-        Foundation.exit(2)
+        Glibc.exit(2)
     }
 }

@@ -1,5 +1,8 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// `sonde-agent`: the probe agent. The executable's Entrypoint only calls `main()` on this.
@@ -83,7 +86,8 @@ struct LoggingOptions: ParsableArguments {
 
 /// Prints to stderr.
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+    let line = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
+    _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
 /// Exit status for an unusable config, key or probe set: nothing ran.

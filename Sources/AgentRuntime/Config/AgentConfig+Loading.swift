@@ -1,6 +1,6 @@
-import Foundation
+import FoundationEssentials
 import ProbeEngine
-import Yams
+import SondeYAML
 
 /// Every problem found in a config file (and in the flags and environment applied over it), each
 /// located by file, line, column and field; nothing is used when there is one.
@@ -102,11 +102,8 @@ struct ConfigFileReader {
             return [:]
         }
         let root: Node?
-        do { root = try Yams.compose(yaml: text) } catch let error as YamlError {
-            diagnostics.append(Self.diagnostic(for: error, file: file))
-            return [:]
-        } catch {
-            problem(nil, nil, "is not valid YAML: \(error)")
+        do { root = try compose(yaml: text) } catch {
+            diagnostics.append(ProbeDiagnostic(invalidYAML: error, file: file))
             return [:]
         }
         guard let root else { return [:] }  // An empty file means all defaults.
@@ -259,8 +256,15 @@ struct ConfigFileReader {
         return result
     }
 
+    /// `~` or `~/…` with the user's home folder, as a shell would.
+    static func expandingTilde(_ path: String) -> String {
+        guard path == "~" || path.hasPrefix("~/") else { return path }
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? FileManager.default.homeDirectoryForCurrentUser.path
+        return home + path.dropFirst()
+    }
+
     func path(_ value: String) -> String {
-        let expanded = (value as NSString).expandingTildeInPath
+        let expanded = Self.expandingTilde(value)
         return expanded.hasPrefix("/") ? expanded : baseDirectory + "/" + expanded
     }
 
@@ -322,14 +326,5 @@ struct ConfigFileReader {
             }
         }
         return values
-    }
-
-    static func diagnostic(for error: YamlError, file: String) -> ProbeDiagnostic {
-        switch error {
-        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-            ProbeDiagnostic(file: file, line: mark.line, column: mark.column, message: "invalid YAML: \(problem)")
-        default:
-            ProbeDiagnostic(file: file, message: "invalid YAML: \(error)")
-        }
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Everything the agent process needs, as one typed value built from the YAML config file, the
 /// environment and command-line flags (flags win over the environment, which wins over the file).

@@ -1,13 +1,14 @@
-import Foundation
+import FoundationEssentials
+import SondeCore
 
 /// Parsing of the value forms config files use: durations (`500ms`, `10s`, `1.5m`, `2h`, a bare
 /// number is seconds) and byte sizes (`256MiB`, `10MB`, `4096`).
 public enum ConfigValues {
     public static func duration(_ text: String) -> Duration? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let trimmed = text.trimmed().lowercased()
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
-            let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            let number = trimmed.dropLast(suffix.count).trimmed()
             // "ms" also ends in "s": only accept a pure number before the suffix.
             guard let value = Double(number), value >= 0, value.isFinite else { continue }
             return .milliseconds(Int64((value * scale * 1000).rounded()))
@@ -17,13 +18,13 @@ public enum ConfigValues {
     }
 
     public static func byteSize(_ text: String) -> Int? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmed()
         let units: [(String, Int)] = [
             ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30),
             ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("B", 1),
         ]
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
-            let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            let number = trimmed.dropLast(suffix.count).trimmed()
             guard let value = Double(number), value >= 0, value.isFinite else { continue }
             return Int(value * Double(scale))
         }

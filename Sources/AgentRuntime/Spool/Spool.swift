@@ -41,7 +41,7 @@
 // there. A spool folder that is read-only at start is replayed read-only and starts in memory.
 // Results held in memory are not durable: a crash while the disk is failing loses them.
 
-import Foundation
+import FoundationEssentials
 import Logging
 import SondeCore
 import Synchronization
@@ -204,9 +204,9 @@ public final class Spool: Sendable {
             try FileManager.default.createDirectory(atPath: directory + "/rejected", withIntermediateDirectories: true)
         } catch {
             // An existing folder we cannot write into: a read-only or full disk, handled below.
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-                throw SpoolError("spool \(directory): cannot create the folder (\(error.localizedDescription)); check spool.path and its owner")
+            var isDirectory = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory else {
+                throw SpoolError("spool \(directory): cannot create the folder (\(error)); check spool.path and its owner")
             }
         }
         var lockFD = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -766,15 +766,21 @@ public final class Spool: Sendable {
         return offset
     }
 
+    private static let recordEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
     static func appendRecord(_ type: Character, _ fields: [String: String], to s: inout State, path: String, sync: Bool = true) throws(SpoolError) {
         var body = Data([type.asciiValue!])
         // A flat object of strings: tiny, and readable with `strings journal` when debugging.
-        body.append((try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8))
+        body.append((try? recordEncoder.encode(fields)) ?? Data("{}".utf8))
         try appendFrame(body, to: &s, path: path, sync: sync)
     }
 
     static func decodeFields(_ payload: Data.SubSequence) -> [String: String] {
-        (try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: String] ?? [:]
+        (try? JSONDecoder().decode([String: String].self, from: Data(payload))) ?? [:]
     }
 
     /// The body of the frame at `offset`, or nil when it is cut short or fails its CRC.
@@ -838,7 +844,7 @@ public final class Spool: Sendable {
         let ok = data.withUnsafeBytes { raw in write(fd, raw.baseAddress, raw.count) == raw.count } && fsync(fd) == 0
         Glibc.close(fd)
         guard ok, rename(temporary, path) == 0 else { throw .posix("write", path) }
-        fsyncDirectory((path as NSString).deletingLastPathComponent)
+        fsyncDirectory(path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
     }
 
     /// Makes a rename or a new file in `directory` durable.

@@ -1,4 +1,8 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import SondeCore
 import Synchronization
 
@@ -71,13 +75,7 @@ private final class CommitWorker: Sendable {
             return (true, !s.threadStarted)
         }
         if startThread {
-            let thread = Thread { [self] in
-                // Named from inside: only then does Foundation pass the name to the kernel (`top -H`).
-                Thread.current.name = "sonde.commit"
-                self.run()
-            }
-            thread.stackSize = 256 << 10
-            thread.start()
+            DetachedThread.start(name: "sonde.commit", stackSize: 256 << 10) { [self] in self.run() }
         }
         if startRound { signal.signal() }
     }

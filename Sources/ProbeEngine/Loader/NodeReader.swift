@@ -1,5 +1,6 @@
-import Foundation
-import Yams
+import FoundationEssentials
+import SondeCore
+import SondeYAML
 
 /// Reads a composed YAML tree field by field, collecting every problem as a diagnostic with
 /// file, line, column and dotted field path instead of stopping at the first one.
@@ -153,10 +154,10 @@ struct NodeReader {
     mutating func regex(_ node: Node, _ field: String) -> String? {
         guard let pattern = string(node, field) else { return nil }
         do {
-            _ = try NSRegularExpression(pattern: pattern)
+            _ = try ProbeRegex(pattern)
             return pattern
         } catch {
-            report(node, field, "invalid regular expression '\(pattern)'")
+            report(node, field, "invalid regular expression '\(pattern)': \(error)")
             return nil
         }
     }
@@ -211,7 +212,7 @@ struct NodeReader {
     }
 
     static func resolve(_ path: String, base: String) -> String {
-        path.hasPrefix("/") ? path : (base as NSString).appendingPathComponent(path)
+        path.hasPrefix("/") ? path : (base.hasSuffix("/") ? base : base + "/") + path
     }
 
     /// A duration, literal (`30s`) or templated (`${limit:-60s}`, checked through its default).
@@ -288,9 +289,4 @@ struct NodeReader {
             return template(text: scalar.string, node, field).map { .string($0) }
         }
     }
-}
-
-extension Node {
-    /// The resolved tag (`str`, `int`, `bool`, `null`, …): Yams keeps `Tag.name` internal.
-    var tagName: Tag.Name { Tag.Name(rawValue: tag.description) }
 }

@@ -1,5 +1,5 @@
-import Foundation
-import Yams
+import FoundationEssentials
+import SondeYAML
 
 /// Loads probe scripts (YAML, one probe per file) and validates them completely: every problem
 /// in every file is reported with file, line, column and field, and nothing is loaded when there
@@ -13,12 +13,12 @@ public enum ProbeLoader {
         var diagnostics: [ProbeDiagnostic] = []
         var files: [String] = []
         for path in paths {
-            var isDirectory: ObjCBool = false
+            var isDirectory = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 diagnostics.append(ProbeDiagnostic(file: path, message: "no such file or folder"))
                 continue
             }
-            if isDirectory.boolValue {
+            if isDirectory {
                 let found = probeFiles(in: path)
                 if found.isEmpty { diagnostics.append(ProbeDiagnostic(file: path, message: "folder holds no .yaml or .yml probe scripts")) }
                 files += found
@@ -55,12 +55,12 @@ public enum ProbeLoader {
 
     /// Probe files under a folder, recursively, sorted by path (hidden files skipped).
     static func probeFiles(in folder: String) -> [String] {
-        guard let enumerator = FileManager.default.enumerator(atPath: folder) else { return [] }
+        guard let relatives = try? FileManager.default.subpathsOfDirectory(atPath: folder) else { return [] }
         var files: [String] = []
-        while let relative = enumerator.nextObject() as? String {
-            let name = (relative as NSString).lastPathComponent
+        for relative in relatives {
+            let name = relative.split(separator: "/").last.map(String.init) ?? relative
             guard !name.hasPrefix("."), name.hasSuffix(".yaml") || name.hasSuffix(".yml") else { continue }
-            files.append((folder as NSString).appendingPathComponent(relative))
+            files.append(folder.hasSuffix("/") ? folder + relative : folder + "/" + relative)
         }
         return files.sorted()
     }
@@ -70,33 +70,27 @@ public enum ProbeLoader {
     public static func parse(yaml text: String, file: String, variables: Set<String>) -> (ProbeDefinition?, [ProbeDiagnostic]) {
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            return (nil, [yamlDiagnostic(error, file: file)])
+            root = try compose(yaml: text)
         } catch {
-            return (nil, [ProbeDiagnostic(file: file, message: "invalid YAML: \(error)")])
+            return (nil, [ProbeDiagnostic(invalidYAML: error, file: file)])
         }
         guard let root else {
             return (nil, [ProbeDiagnostic(file: file, line: 1, message: "the file is empty; expected a probe with name, component, interval, timeout and steps")])
         }
-        let base = ((file as NSString).deletingLastPathComponent as NSString).standardizingPath
+        let base = file.contains("/") ? URL(fileURLWithPath: file).deletingLastPathComponent().standardizedFileURL.path : ""
         var reader = NodeReader(file: file, baseDirectory: base.isEmpty ? FileManager.default.currentDirectoryPath : base)
         reader.scope = variables
         let probe = ScriptParser.probe(root, reader: &reader)
         if !reader.diagnostics.isEmpty { return (nil, reader.diagnostics) }
         return (probe, [])
     }
+}
 
-    static func yamlDiagnostic(_ error: YamlError, file: String) -> ProbeDiagnostic {
-        switch error {
-        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _), .composer(let context, let problem, let mark, _):
-            var message = "invalid YAML: \(problem)"
-            if let context { message += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))" }
-            return ProbeDiagnostic(file: file, line: mark.line, column: mark.column, message: message)
-        case .reader(let problem, let offset, _, _):
-            return ProbeDiagnostic(file: file, message: "invalid YAML: \(problem)" + (offset.map { " at byte \($0)" } ?? ""))
-        default:
-            return ProbeDiagnostic(file: file, message: "invalid YAML: \(error)")
-        }
+extension ProbeDiagnostic {
+    /// The parser's problem at its line and column (probe scripts and the agent config alike).
+    public init(invalidYAML error: YAMLError, file: String) {
+        var message = "invalid YAML: \(error.problem)"
+        if let context = error.context, let mark = error.contextMark { message += " (\(context) at line \(mark.line), column \(mark.column))" }
+        self.init(file: file, line: error.mark?.line, column: error.mark?.column, message: message)
     }
 }

@@ -1,5 +1,6 @@
-import Foundation
-import Yams
+import FoundationEssentials
+import SondeCore
+import SondeYAML
 
 /// Turns a composed YAML tree into the probe model, field by field (see probes/README.md).
 enum ScriptParser {
@@ -385,7 +386,7 @@ enum ScriptParser {
     }
 
     static func shorthandCondition(_ text: String, _ node: Node, _ path: String, reader: inout NodeReader) -> Condition? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmed()
         let parts = trimmed.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true).map(String.init)
         let usage = "expected '<json path> <op> <value>' with op ==, !=, in, matches, or '<json path> exists' (e.g. \"$.status == completed\")"
         guard parts.count >= 2 else {
@@ -402,7 +403,7 @@ enum ScriptParser {
         func value(_ text: String) -> JSONTemplate? {
             let operandNode: Node
             do {
-                guard let parsed = try Yams.compose(yaml: text) else { return .string(.literal("")) }
+                guard let parsed = try SondeYAML.compose(yaml: text) else { return .string(.literal("")) }
                 operandNode = parsed
             } catch {
                 reader.report(node, path, "condition '\(text)': cannot read the value '\(text)'")
@@ -427,9 +428,9 @@ enum ScriptParser {
             return Condition(path: jsonPath, test: .oneOf(options))
         case "matches":
             do {
-                _ = try NSRegularExpression(pattern: operand)
+                _ = try ProbeRegex(operand)
             } catch {
-                reader.report(node, path, "condition '\(text)': invalid regular expression '\(operand)'")
+                reader.report(node, path, "condition '\(text)': invalid regular expression '\(operand)': \(error)")
                 return nil
             }
             return Condition(path: jsonPath, test: .matches(operand))
@@ -481,7 +482,7 @@ enum ScriptParser {
                     guard let g = reader.int(groupNode, NodeReader.join(here, "group"), range: 0...99) else { continue }
                     group = g
                 }
-                let groups = (try? NSRegularExpression(pattern: pattern))?.numberOfCaptureGroups ?? 0
+                let groups = ProbeRegex.countCaptureGroups(pattern)
                 if group > groups {
                     reader.report(value, sourcePath, "group \(group) does not exist: the regex has \(groups) capture group(s)")
                     continue

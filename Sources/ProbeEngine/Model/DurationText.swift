@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import SondeCore
 
 /// Durations as probe scripts write them: a number and a unit (`ms`, `s`, `m`, `h`), possibly
 /// combined (`1m30s`) or fractional (`1.5s`).
@@ -6,7 +7,7 @@ enum DurationText {
     static let hint = "expected a duration such as 250ms, 30s, 1m, 1m30s or 2h"
 
     static func parse(_ text: String) -> Duration? {
-        let chars = Array(text.trimmingCharacters(in: .whitespaces))
+        let chars = Array(text.trimmed())
         guard !chars.isEmpty else { return nil }
         var total = Duration.zero
         var i = 0
@@ -43,7 +44,7 @@ enum DurationText {
         if ms < 1000 { return "\(Int(ms.rounded()))ms" }
         let seconds = ms / 1000
         if seconds >= 10 || seconds.rounded() == seconds { return "\(Int(seconds.rounded()))s" }
-        return String(format: "%.1fs", seconds)
+        return fixedDecimals(seconds, 1) + "s"
     }
 
     static func milliseconds(_ duration: Duration) -> Double {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import SondeCore
 
 /// The JSONPath subset probes use: `$`, `.key`, `['key']` / `["key"]`, `[index]` (negative
 /// indexes count from the end). Enough to reach one value; no wildcards or filters.
@@ -177,7 +178,7 @@ enum JSONWriter {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            case _ where scalar.value < 0x20: out += "\\u00" + hexDigits([UInt8(scalar.value)])
             default: out.unicodeScalars.append(scalar)
             }
         }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 // MARK: - The validated probe model
 // What the loader produces from YAML and the runner executes. Everything is a plain value so a

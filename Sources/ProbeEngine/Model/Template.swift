@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import SondeCore
 
 /// A string with `${…}` references, parsed once at load:
 /// - `${name}`: an agent variable, an earlier step's extraction or a built-in
@@ -90,7 +91,7 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
     private static func parseReference(_ inner: String) throws(SyntaxError) -> Segment {
         var body = inner
         var fallback: String?
-        if let range = inner.range(of: ":-") {
+        if let range = inner.firstRange(of: ":-") {
             body = String(inner[..<range.lowerBound])
             fallback = String(inner[range.upperBound...])
         }
@@ -113,10 +114,10 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
     }
 
     static func isName(_ text: String, allowDots: Bool) -> Bool {
-        guard let first = text.unicodeScalars.first, first == "_" || (first.isASCII && CharacterSet.letters.contains(first)) else { return false }
+        guard let first = text.unicodeScalars.first, first == "_" || ("a"..."z").contains(first) || ("A"..."Z").contains(first) else { return false }
         return text.unicodeScalars.allSatisfy { scalar in
             guard scalar.isASCII else { return false }
-            return CharacterSet.alphanumerics.contains(scalar) || scalar == "_" || (allowDots && (scalar == "." || scalar == "-"))
+            return ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar) || scalar == "_" || (allowDots && (scalar == "." || scalar == "-"))
         }
     }
 }

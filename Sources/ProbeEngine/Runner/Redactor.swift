@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import SondeCore
 
 /// Replaces secret values with `[redacted]` in anything that leaves a run: step URLs, error
 /// messages (including quoted response bodies) and log metadata. Each secret is also matched in
@@ -10,19 +11,37 @@ struct Redactor: Sendable {
     mutating func add(_ secret: String) {
         guard !secret.isEmpty else { return }
         var forms: Set<String> = [secret]
-        if let encoded = secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics) { forms.insert(encoded) }
-        if let encoded = secret.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) { forms.insert(encoded) }
+        // The forms Foundation's addingPercentEncoding gave with .alphanumerics and .urlQueryAllowed.
+        forms.insert(Self.percentEncoded(secret) { Self.isAlphanumeric($0) })
+        forms.insert(Self.percentEncoded(secret) { Self.isAlphanumeric($0) || "-._~!$&'()*+,;=:@/?".unicodeScalars.contains($0) })
         forms.insert(String(JSONWriter.quote(secret).dropFirst().dropLast()))
-        let trimmed = secret.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = secret.trimmed()
         if !trimmed.isEmpty { forms.insert(trimmed) }
         needles = Array(Set(needles).union(forms)).sorted { $0.count > $1.count }
+    }
+
+    static func isAlphanumeric(_ c: Unicode.Scalar) -> Bool {
+        ("a"..."z").contains(c) || ("A"..."Z").contains(c) || ("0"..."9").contains(c)
+    }
+
+    /// `text` with every byte of every character outside `keep` percent-encoded (as URLs carry it).
+    static func percentEncoded(_ text: String, keep: (Unicode.Scalar) -> Bool) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            if scalar.isASCII && keep(scalar) {
+                out.unicodeScalars.append(scalar)
+            } else {
+                for byte in String(scalar).utf8 { out += "%" + String(hexDigits([byte]).uppercased()) }
+            }
+        }
+        return out
     }
 
     func redact(_ text: String) -> String {
         guard !needles.isEmpty else { return text }
         var result = text
         for needle in needles where result.contains(needle) {
-            result = result.replacingOccurrences(of: needle, with: Self.mask)
+            result = result.replacingAll(needle, with: Self.mask)
         }
         return result
     }

@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import SondeCore
 
 /// A problem found while running a step, before it becomes a `ProbeError`.
@@ -56,7 +59,7 @@ struct RunState {
         if let cached = fileCache[path] { return cached }
         let full = NodeReader.resolve(path, base: probe.script.baseDirectory)
         guard let data = FileManager.default.contents(atPath: full) else { return nil }
-        let value = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let value = String(decoding: data, as: UTF8.self).trimmed()
         fileCache[path] = value
         return value
     }

@@ -1,6 +1,5 @@
-import Crypto
 import CurlHTTP
-import Foundation
+import FoundationEssentials
 import Logging
 import SondeCore
 
@@ -235,7 +234,7 @@ struct StepExecution {
     // MARK: - Checks
 
     private func snippet(_ response: HTTPResponse, state: RunState) -> String {
-        var text = response.bodyText.replacingOccurrences(of: "\n", with: " ")
+        var text = response.bodyText.replacingAll("\n", with: " ")
         if text.count > 300 { text = String(text.prefix(300)) + "…" }
         return text.isEmpty ? "(empty body)" : state.redactor.redact(text)
     }
@@ -264,7 +263,7 @@ struct StepExecution {
                     }
                 case .equals(let template):
                     let expected = try state.render(template)
-                    if actual?.trimmingCharacters(in: .whitespaces) != expected {
+                    if actual?.trimmed() != expected {
                         throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected '\(expected)'")
                     }
                 case .matches(let pattern):
@@ -333,8 +332,7 @@ struct StepExecution {
     }
 
     static func matches(_ pattern: String, _ text: String) -> Bool {
-        guard let regex = try? NSRegularExpression(pattern: pattern) else { return false }
-        return regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+        (try? ProbeRegex(pattern))?.matches(text) ?? false
     }
 
     // MARK: - Extraction, comparison, failure codes
@@ -355,8 +353,7 @@ struct StepExecution {
             case .regex(let pattern, let group):
                 source = "regex /\(pattern)/ group \(group)"
                 let text = response.bodyText
-                let match = (try? NSRegularExpression(pattern: pattern))?.firstMatch(in: text, range: NSRange(text.startIndex..., in: text))
-                value = match.flatMap { Range($0.range(at: group), in: text) }.map { String(text[$0]) }
+                value = (try? ProbeRegex(pattern))?.firstCapture(group, in: text)
             case .body:
                 source = "body"
                 value = response.bodyText
@@ -375,8 +372,8 @@ struct StepExecution {
         guard let sent = state.payloads[spec.with] else {
             throw StepFailure(.script, "compare: payload '\(spec.with)' was never sent")
         }
-        let got = SHA256.hash(data: downloaded).map { String(format: "%02x", $0) }.joined()
-        let want = SHA256.hash(data: sent).map { String(format: "%02x", $0) }.joined()
+        let got = hexDigits(SHA256Digest.hash(downloaded))
+        let want = hexDigits(SHA256Digest.hash(sent))
         if downloaded.count != sent.count || got != want {
             throw StepFailure(.assertion, "'\(spec.download)' differs from payload '\(spec.with)': got \(downloaded.count) bytes sha256 \(got.prefix(16))…, sent \(sent.count) bytes sha256 \(want.prefix(16))…")
         }

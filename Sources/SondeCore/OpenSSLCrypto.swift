@@ -1,0 +1,96 @@
+import COpenSSL
+import FoundationEssentials
+
+/// Ed25519 over OpenSSL's libcrypto: the agent's keys and push signatures. libcurl already maps
+/// libcrypto into every agent, so this costs no second crypto library (swift-crypto bundles
+/// BoringSSL: about 2 MiB of the agent's resident memory).
+public enum Ed25519 {
+    public static let keyByteCount = 32
+    public static let signatureByteCount = 64
+
+    /// 32 random bytes from OpenSSL's CSPRNG: every 32-byte string is a valid Ed25519 private key.
+    public static func generatePrivateKey() throws(CryptoError) -> Data {
+        var bytes = [UInt8](repeating: 0, count: keyByteCount)
+        guard RAND_bytes(&bytes, Int32(keyByteCount)) == 1 else { throw CryptoError("cannot draw random bytes for a key") }
+        return Data(bytes)
+    }
+
+    /// The public key of a raw 32-byte private key.
+    public static func publicKey(ofPrivateKey raw: Data) throws(CryptoError) -> Data {
+        let key = try privateKey(raw)
+        defer { EVP_PKEY_free(key) }
+        var out = [UInt8](repeating: 0, count: keyByteCount)
+        var length = keyByteCount
+        guard EVP_PKEY_get_raw_public_key(key, &out, &length) == 1, length == keyByteCount else {
+            throw CryptoError("cannot derive the Ed25519 public key")
+        }
+        return Data(out)
+    }
+
+    /// The 64-byte signature of exactly these bytes.
+    public static func sign(_ message: Data, privateKey raw: Data) throws(CryptoError) -> Data {
+        let key = try privateKey(raw)
+        defer { EVP_PKEY_free(key) }
+        guard let context = EVP_MD_CTX_new() else { throw CryptoError("out of memory") }
+        defer { EVP_MD_CTX_free(context) }
+        var signature = [UInt8](repeating: 0, count: signatureByteCount)
+        var length = signatureByteCount
+        let ok = message.withUnsafeBytes { bytes in
+            EVP_DigestSignInit(context, nil, nil, nil, key) == 1
+                && EVP_DigestSign(context, &signature, &length, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
+        }
+        guard ok, length == signatureByteCount else { throw CryptoError("Ed25519 signing failed") }
+        return Data(signature)
+    }
+
+    /// Whether `signature` is a valid signature of `message` by the raw public key.
+    public static func isValidSignature(_ signature: Data, for message: Data, publicKey raw: Data) -> Bool {
+        guard signature.count == signatureByteCount, let key = publicKey(raw) else { return false }
+        defer { EVP_PKEY_free(key) }
+        guard let context = EVP_MD_CTX_new() else { return false }
+        defer { EVP_MD_CTX_free(context) }
+        return signature.withUnsafeBytes { sig in
+            message.withUnsafeBytes { bytes in
+                EVP_DigestVerifyInit(context, nil, nil, nil, key) == 1
+                    && EVP_DigestVerify(context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
+                                        bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
+            }
+        }
+    }
+
+    /// Whether OpenSSL takes these bytes as an Ed25519 public key (32 bytes).
+    public static func isValidPublicKey(_ raw: Data) -> Bool {
+        guard let key = publicKey(raw) else { return false }
+        EVP_PKEY_free(key)
+        return true
+    }
+
+    private static func privateKey(_ raw: Data) throws(CryptoError) -> OpaquePointer {
+        guard raw.count == keyByteCount else { throw CryptoError("an Ed25519 private key is 32 bytes, not \(raw.count)") }
+        let key = raw.withUnsafeBytes { EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) }
+        guard let key else { throw CryptoError("OpenSSL refused the Ed25519 private key") }
+        return key
+    }
+
+    private static func publicKey(_ raw: Data) -> OpaquePointer? {
+        guard raw.count == keyByteCount else { return nil }
+        return raw.withUnsafeBytes { EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) }
+    }
+}
+
+/// SHA-256 over OpenSSL's libcrypto (uploads compared with their downloads).
+public enum SHA256Digest {
+    public static func hash(_ data: Data) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        let ok = data.withUnsafeBytes { EVP_Digest($0.baseAddress, $0.count, &digest, &length, EVP_sha256(), nil) }
+        precondition(ok == 1 && length == 32, "OpenSSL's SHA-256 failed")  // only on a broken libcrypto
+        return digest
+    }
+}
+
+/// A failure inside OpenSSL; says what was being done.
+public struct CryptoError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,63 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The few text helpers the agent side needs that live in Foundation proper, not in
+// FoundationEssentials: the agent imports only the latter so that it never loads Foundation and
+// ICU (about 14 MiB of resident memory per agent).
+
+extension StringProtocol {
+    /// The text without leading and trailing white space, line breaks included.
+    public func trimmed() -> String {
+        guard let first = firstIndex(where: { !$0.isWhitespace }) else { return "" }
+        let last = lastIndex(where: { !$0.isWhitespace })!
+        return String(self[first...last])
+    }
+
+    /// Every occurrence of `needle` replaced by `replacement`; the text unchanged for an empty needle.
+    public func replacingAll(_ needle: String, with replacement: String) -> String {
+        guard !needle.isEmpty else { return String(self) }
+        return String(self).replacing(needle, with: replacement)
+    }
+}
+
+/// Lower-case hexadecimal digits of bytes ("0a1b…").
+public func hexDigits(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 0x0f)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// A number with a fixed count of decimals, rounded half away from zero ("%.Nf" without
+/// String(format:), which is Foundation's).
+public func fixedDecimals(_ value: Double, _ decimals: Int) -> String {
+    guard value.isFinite else { return "\(value)" }
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let scaled = (abs(value) * scale).rounded(.toNearestOrAwayFromZero)
+    guard scaled < 9e15 else { return "\(value)" }
+    let whole = Int64(scaled)
+    let unit = Int64(scale)
+    var text = String(whole / unit)
+    if decimals > 0 {
+        let fraction = String(whole % unit)
+        text += "." + String(repeating: "0", count: decimals - fraction.count) + fraction
+    }
+    return (value < 0 && whole != 0 ? "-" : "") + text
+}
+
+/// Why `path` cannot be read, in words for an operator (Foundation's localizedDescription is
+/// not in FoundationEssentials): "does not exist", "cannot be read by this user", ….
+public func unreadableFileReason(_ path: String) -> String {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+        return errno == ENOENT || errno == ENOTDIR ? "does not exist" : String(cString: strerror(errno))
+    }
+    if (info.st_mode & S_IFMT) == S_IFDIR { return "is a folder, not a file" }
+    if access(path, R_OK) != 0 { return "cannot be read by this user" }
+    return "is not UTF-8 text"
+}
