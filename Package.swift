@@ -183,6 +183,18 @@ let package = Package(
             ],
             path: "Benchmarks/sonde-bench",
             swiftSettings: swiftSettings),
+        /// The cost benchmark's memory floor: Sonde's agent stack (libcurl, Swift concurrency,
+        /// ArgumentParser, ServiceLifecycle, swift-log, FoundationEssentials) with no Sonde code.
+        .executableTarget(
+            name: "sonde-memory-floor",
+            dependencies: [
+                "CCurl",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Benchmarks/sonde-memory-floor",
+            swiftSettings: swiftSettings),
         /// The agent's benchmarks: probe cost, timing accuracy, scale (see scripts/bench-agent.sh).
         .executableTarget(
             name: "sonde-agent-bench",

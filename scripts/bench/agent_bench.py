@@ -189,6 +189,12 @@ def bench_cost(args, work, target):
     # spool, signing or push), built here with the system's cc and libcurl.
     floor_bin = os.path.join(work, "curl_floor")
     subprocess.run(["cc", "-O2", "-o", floor_bin, os.path.join(ROOT, "scripts/bench/curl_floor.c"), "-lcurl"], check=True)
+    # And the same in Swift with its runtime linked statically, nothing else: the memory floor of
+    # any Swift agent on libcurl.
+    swift_floor_bin = os.path.join(work, "swift_floor")
+    ccurl = os.path.join(ROOT, "Sources/CCurl")
+    subprocess.run(["swiftc", "-O", "-static-stdlib", "-I", ccurl, "-Xcc", f"-fmodule-map-file={ccurl}/module.modulemap",
+                    "-o", swift_floor_bin, os.path.join(ROOT, "scripts/bench/swift_floor.swift"), "-lcurl"], check=True)
     bb_conf = os.path.join(work, "blackbox.yml")
     open(bb_conf, "w").write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n")
     for rep in range(args.cost_repeat):
@@ -244,21 +250,28 @@ probes: [{d}/probes]
         s_cpu = (cpu1 - cpu0) / (c1 - c0)
         b_cpu = bb_cpu / n
         floor = json.loads(subprocess.run([floor_bin, target, str(n), str(rate)], check=True, capture_output=True, text=True).stdout)
+        swift_floor = json.loads(subprocess.run([swift_floor_bin, target, str(n // 4), str(rate)], check=True, capture_output=True, text=True).stdout)
+        stack_floor = json.loads(subprocess.run([f"{args.bin}/sonde-memory-floor", target, str(n // 4), str(rate)], check=True, capture_output=True, text=True).stdout)
         rows.append({"bb_cpu_ms": b_cpu * 1000, "sonde_cpu_ms": s_cpu * 1000, "bb_hwm": bb_hwm, "sonde_hwm": agent_hwm,
-                     "ratio": s_cpu / b_cpu, "floor_cpu_ms": floor["cpu_per_get_ms"], "floor_hwm": floor["hwm_kib"]})
+                     "ratio": s_cpu / b_cpu, "floor_cpu_ms": floor["cpu_per_get_ms"], "floor_hwm": floor["hwm_kib"],
+                     "swift_floor_hwm": swift_floor["hwm_kib"], "stack_floor_hwm": stack_floor["hwm_kib"]})
         print(f"cost run {rep + 1}: {rows[-1]}", file=sys.stderr)
     md = [f"### 1. Agent cost vs Prometheus blackbox_exporter ({n} probe runs each, {rate}/s, median of {args.cost_repeat} runs)", "",
-          "| run | blackbox_exporter CPU/probe | Sonde agent CPU/probe | ratio Sonde/blackbox | blackbox peak RSS | Sonde peak RSS | floor: libcurl in C, CPU/GET | floor peak RSS |",
-          "|---|---|---|---|---|---|---|---|"]
+          "| run | blackbox_exporter CPU/probe | Sonde agent CPU/probe | ratio Sonde/blackbox | blackbox peak RSS | Sonde peak RSS | floor: libcurl in C, CPU/GET | C floor peak RSS | Swift floor peak RSS | stack floor peak RSS |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows):
         md.append(f"| {i + 1} | {r['bb_cpu_ms']:.3f} ms | {r['sonde_cpu_ms']:.3f} ms | {r['ratio']:.2f} | {r['bb_hwm'] / 1024:.1f} MiB | {r['sonde_hwm'] / 1024:.1f} MiB | "
-                  f"{r['floor_cpu_ms']:.3f} ms | {r['floor_hwm'] / 1024:.1f} MiB |")
+                  f"{r['floor_cpu_ms']:.3f} ms | {r['floor_hwm'] / 1024:.1f} MiB | {r['swift_floor_hwm'] / 1024:.1f} MiB | {r['stack_floor_hwm'] / 1024:.1f} MiB |")
     m = lambda key: median([r[key] for r in rows])
     md.append(f"| **median** | **{m('bb_cpu_ms'):.3f} ms** | **{m('sonde_cpu_ms'):.3f} ms** | **{m('ratio'):.2f}** | **{m('bb_hwm') / 1024:.1f} MiB** | "
-              f"**{m('sonde_hwm') / 1024:.1f} MiB** | **{m('floor_cpu_ms'):.3f} ms** | **{m('floor_hwm') / 1024:.1f} MiB** |")
-    md += ["", f"Ratio of the medians: {m('sonde_cpu_ms') / m('bb_cpu_ms'):.2f}. The floor is the same GET, fresh connection each time, "
-           "from a C program linking only libcurl (scripts/bench/curl_floor.c): what any libcurl-based agent pays before scheduling, "
-           "spooling, signing and pushing a result."]
+              f"**{m('sonde_hwm') / 1024:.1f} MiB** | **{m('floor_cpu_ms'):.3f} ms** | **{m('floor_hwm') / 1024:.1f} MiB** | **{m('swift_floor_hwm') / 1024:.1f} MiB** | **{m('stack_floor_hwm') / 1024:.1f} MiB** |")
+    md += ["", f"Ratio of the medians: {m('sonde_cpu_ms') / m('bb_cpu_ms'):.2f}. The floors do the same GET, fresh connection each time, "
+           "from a C program linking only libcurl (scripts/bench/curl_floor.c: what any libcurl-based agent pays before scheduling, "
+           "spooling, signing and pushing a result) and from a Swift program with its runtime linked statically and libcurl, "
+           "nothing else (scripts/bench/swift_floor.swift: the memory any Swift agent on libcurl starts from), and the stack floor: "
+           "those GETs as a ServiceLifecycle service behind ArgumentParser with swift-log and FoundationEssentials' JSONEncoder, "
+           "the libraries Sonde's agent is built on, with none of Sonde's code (Benchmarks/sonde-memory-floor; both 1/4 as many GETs). "
+           "Everything is built release with the Swift runtime linked statically, as `make release` builds the agent."]
     return md, rows
 
 
@@ -495,7 +508,7 @@ def main():
     ap.add_argument("--probes", type=int, default=2000)
     ap.add_argument("--rate", type=int, default=100)
     ap.add_argument("--timing-runs", type=int, default=30)
-    ap.add_argument("--scale-steps", default="50,200,800,1600,3200,4800,6400,8000")
+    ap.add_argument("--scale-steps", default="50,200,800,1600,3200,6400,9600,12800")
     ap.add_argument("--scale-seconds", type=int, default=10)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--local-trials", type=int, default=3)

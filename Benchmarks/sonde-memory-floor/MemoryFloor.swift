@@ -1,0 +1,89 @@
+// The memory floor of any agent on Sonde's stack, for the cost benchmark's memory columns: the
+// benchmark's GETs over libcurl (fresh connection each), paced by Swift concurrency, as a
+// ServiceLifecycle service behind ArgumentParser, logging through swift-log, each result encoded
+// by FoundationEssentials' JSONEncoder with a Date. No Sonde code at all: what Sonde's agent
+// uses beyond this is its own. Prints {"gets", "failed", "hwm_kib"}.
+import ArgumentParser
+import CCurl
+import FoundationEssentials
+import Logging
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Result: Codable {
+    var probe: String
+    var startedAt: Date
+    var durationMs: Double
+    var ok: Bool
+}
+
+func peakRSSKiB() -> Int {
+    guard let file = fopen("/proc/self/status", "r") else { return -1 }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(cString: line)
+        if text.hasPrefix("VmHWM:") { return Int(text.dropFirst(6).filter(\.isNumber)) ?? -1 }
+    }
+    return -1
+}
+
+let discard: sonde_curl_data_callback = { _, size, count, _ in size * count }
+
+func get(_ url: String) -> Bool {
+    guard let handle = curl_easy_init() else { return false }
+    defer { curl_easy_cleanup(handle) }
+    _ = sonde_curl_setopt_string(handle, CURLOPT_URL, url)
+    _ = sonde_curl_setopt_data_callback(handle, CURLOPT_WRITEFUNCTION, discard)
+    _ = sonde_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1)
+    _ = sonde_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1)
+    _ = sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, 5000)
+    var status = 0
+    let code = curl_easy_perform(handle)
+    _ = sonde_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+    return code == CURLE_OK && status == 200
+}
+
+struct GetLoop: Service {
+    let url: String
+    let count: Int
+    let rate: Double
+    let logger: Logger
+
+    func run() async throws {
+        let encoder = JSONEncoder()
+        let clock = ContinuousClock()
+        let start = clock.now
+        var failed = 0
+        var bytes = 0
+        for i in 0..<count {
+            try await Task.sleep(until: start + .milliseconds(Int64(Double(i) * 1000 / rate)), clock: clock)
+            let began = clock.now
+            let ok = get(url)
+            if !ok { failed += 1 }
+            let elapsed = began.duration(to: clock.now)
+            let result = Result(probe: "get", startedAt: Date(), durationMs: Double(elapsed.components.attoseconds) / 1e15, ok: ok)
+            bytes += try encoder.encode(result).count
+            if i % 500 == 0 { logger.debug("progress", metadata: ["runs": "\(i)", "bytes": "\(bytes)"]) }
+        }
+        print("{\"gets\": \(count), \"failed\": \(failed), \"hwm_kib\": \(peakRSSKiB())}")
+    }
+}
+
+@main
+struct MemoryFloor: AsyncParsableCommand {
+    @Argument(help: "The URL to GET.") var url: String
+    @Argument(help: "How many GETs.") var count: Int
+    @Argument(help: "GETs per second.") var rate: Double
+
+    func run() async throws {
+        curl_global_init(Int(CURL_GLOBAL_ALL))
+        let logger = Logger(label: "sonde-memory-floor")
+        let loop = GetLoop(url: url, count: count, rate: rate, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: loop, successTerminationBehavior: .gracefullyShutdownGroup)], logger: logger))
+        try await group.run()
+    }
+}
