@@ -158,7 +158,7 @@ let package = Package(
         .target(
             name: "SondeCLI",
             dependencies: [
-                "SondeCore", "CurlHTTP", "Correlation", "CollectorAPI", "Yams",
+                "SondeCore", "CurlHTTP", "Correlation", "CollectorAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -185,10 +185,14 @@ let package = Package(
             swiftSettings: swiftSettings),
         /// The cost benchmark's memory floor: Sonde's agent stack (libcurl, Swift concurrency,
         /// ArgumentParser, ServiceLifecycle, swift-log, FoundationEssentials) with no Sonde code.
+        .target(name: "MemoryFloorSupport", dependencies: ["CCurl"], path: "Benchmarks/MemoryFloorSupport", swiftSettings: swiftSettings),
+        /// The Swift floor: the standard library and libcurl, nothing else.
+        .executableTarget(
+            name: "sonde-swift-floor", dependencies: ["MemoryFloorSupport"], path: "Benchmarks/sonde-swift-floor", swiftSettings: swiftSettings),
         .executableTarget(
             name: "sonde-memory-floor",
             dependencies: [
-                "CCurl",
+                "MemoryFloorSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -31,6 +31,7 @@ swift build -c release --static-swift-stdlib --product sonde-collector
 swift build -c release --static-swift-stdlib --product sonde-sim
 swift build -c release --static-swift-stdlib --product sonde-agent-bench
 swift build -c release --static-swift-stdlib --product sonde-memory-floor
+swift build -c release --static-swift-stdlib --product sonde-swift-floor
 
 mkdir -p .bench
 # shellcheck disable=SC2086

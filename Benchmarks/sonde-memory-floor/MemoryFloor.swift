@@ -4,46 +4,16 @@
 // by FoundationEssentials' JSONEncoder with a Date. No Sonde code at all: what Sonde's agent
 // uses beyond this is its own. Prints {"gets", "failed", "hwm_kib"}.
 import ArgumentParser
-import CCurl
+import MemoryFloorSupport
 import FoundationEssentials
 import Logging
 import ServiceLifecycle
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct Result: Codable {
     var probe: String
     var startedAt: Date
     var durationMs: Double
     var ok: Bool
-}
-
-func peakRSSKiB() -> Int {
-    guard let file = fopen("/proc/self/status", "r") else { return -1 }
-    defer { fclose(file) }
-    var line = [CChar](repeating: 0, count: 256)
-    while fgets(&line, Int32(line.count), file) != nil {
-        let text = String(cString: line)
-        if text.hasPrefix("VmHWM:") { return Int(text.dropFirst(6).filter(\.isNumber)) ?? -1 }
-    }
-    return -1
-}
-
-let discard: sonde_curl_data_callback = { _, size, count, _ in size * count }
-
-func get(_ url: String) -> Bool {
-    guard let handle = curl_easy_init() else { return false }
-    defer { curl_easy_cleanup(handle) }
-    _ = sonde_curl_setopt_string(handle, CURLOPT_URL, url)
-    _ = sonde_curl_setopt_data_callback(handle, CURLOPT_WRITEFUNCTION, discard)
-    _ = sonde_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1)
-    _ = sonde_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1)
-    _ = sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, 5000)
-    var status = 0
-    let code = curl_easy_perform(handle)
-    _ = sonde_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-    return code == CURLE_OK && status == 200
 }
 
 struct GetLoop: Service {
@@ -61,7 +31,7 @@ struct GetLoop: Service {
         for i in 0..<count {
             try await Task.sleep(until: start + .milliseconds(Int64(Double(i) * 1000 / rate)), clock: clock)
             let began = clock.now
-            let ok = get(url)
+            let ok = floorGet(url)
             if !ok { failed += 1 }
             let elapsed = began.duration(to: clock.now)
             let result = Result(probe: "get", startedAt: Date(), durationMs: Double(elapsed.components.attoseconds) / 1e15, ok: ok)
@@ -79,7 +49,7 @@ struct MemoryFloor: AsyncParsableCommand {
     @Argument(help: "GETs per second.") var rate: Double
 
     func run() async throws {
-        curl_global_init(Int(CURL_GLOBAL_ALL))
+        floorCurlSetUp()
         let logger = Logger(label: "sonde-memory-floor")
         let loop = GetLoop(url: url, count: count, rate: rate, logger: logger)
         let group = ServiceGroup(configuration: .init(

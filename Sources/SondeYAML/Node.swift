@@ -142,6 +142,16 @@ extension Node {
 // MARK: - Mapping
 
 extension Node {
+    /// A mapping's or sequence's style. Raw values are libyaml's `yaml_mapping_style_t` and
+    /// `yaml_sequence_style_t`, which agree.
+    public enum CollectionStyle: UInt32, Sendable, Hashable {
+        case any = 0
+        case block
+        case flow
+    }
+}
+
+extension Node {
     /// A mapping's entries in document order. Duplicate keys are kept, each in its place: YAML
     /// forbids them, and a caller that reports them needs to see them.
     public struct Mapping: Sendable, Hashable, RandomAccessCollection {
@@ -153,12 +163,7 @@ extension Node {
         public var style: Style
         public var mark: Mark?
 
-        /// Raw values are libyaml's `yaml_mapping_style_t`.
-        public enum Style: UInt32, Sendable, Hashable {
-            case any = 0
-            case block
-            case flow
-        }
+        public typealias Style = Node.CollectionStyle
 
         public typealias Element = (key: Node, value: Node)
         public typealias Index = Int
@@ -212,12 +217,7 @@ extension Node {
         public var style: Style
         public var mark: Mark?
 
-        /// Raw values are libyaml's `yaml_sequence_style_t`.
-        public enum Style: UInt32, Sendable, Hashable {
-            case any = 0
-            case block
-            case flow
-        }
+        public typealias Style = Node.CollectionStyle
 
         public typealias Element = Node
         public typealias Index = Int

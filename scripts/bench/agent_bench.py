@@ -189,12 +189,6 @@ def bench_cost(args, work, target):
     # spool, signing or push), built here with the system's cc and libcurl.
     floor_bin = os.path.join(work, "curl_floor")
     subprocess.run(["cc", "-O2", "-o", floor_bin, os.path.join(ROOT, "scripts/bench/curl_floor.c"), "-lcurl"], check=True)
-    # And the same in Swift with its runtime linked statically, nothing else: the memory floor of
-    # any Swift agent on libcurl.
-    swift_floor_bin = os.path.join(work, "swift_floor")
-    ccurl = os.path.join(ROOT, "Sources/CCurl")
-    subprocess.run(["swiftc", "-O", "-static-stdlib", "-I", ccurl, "-Xcc", f"-fmodule-map-file={ccurl}/module.modulemap",
-                    "-o", swift_floor_bin, os.path.join(ROOT, "scripts/bench/swift_floor.swift"), "-lcurl"], check=True)
     bb_conf = os.path.join(work, "blackbox.yml")
     open(bb_conf, "w").write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n")
     for rep in range(args.cost_repeat):
@@ -250,7 +244,7 @@ probes: [{d}/probes]
         s_cpu = (cpu1 - cpu0) / (c1 - c0)
         b_cpu = bb_cpu / n
         floor = json.loads(subprocess.run([floor_bin, target, str(n), str(rate)], check=True, capture_output=True, text=True).stdout)
-        swift_floor = json.loads(subprocess.run([swift_floor_bin, target, str(n // 4), str(rate)], check=True, capture_output=True, text=True).stdout)
+        swift_floor = json.loads(subprocess.run([f"{args.bin}/sonde-swift-floor", target, str(n // 4), str(rate)], check=True, capture_output=True, text=True).stdout)
         stack_floor = json.loads(subprocess.run([f"{args.bin}/sonde-memory-floor", target, str(n // 4), str(rate)], check=True, capture_output=True, text=True).stdout)
         rows.append({"bb_cpu_ms": b_cpu * 1000, "sonde_cpu_ms": s_cpu * 1000, "bb_hwm": bb_hwm, "sonde_hwm": agent_hwm,
                      "ratio": s_cpu / b_cpu, "floor_cpu_ms": floor["cpu_per_get_ms"], "floor_hwm": floor["hwm_kib"],
@@ -268,7 +262,7 @@ probes: [{d}/probes]
     md += ["", f"Ratio of the medians: {m('sonde_cpu_ms') / m('bb_cpu_ms'):.2f}. The floors do the same GET, fresh connection each time, "
            "from a C program linking only libcurl (scripts/bench/curl_floor.c: what any libcurl-based agent pays before scheduling, "
            "spooling, signing and pushing a result) and from a Swift program with its runtime linked statically and libcurl, "
-           "nothing else (scripts/bench/swift_floor.swift: the memory any Swift agent on libcurl starts from), and the stack floor: "
+           "nothing else (Benchmarks/sonde-swift-floor: the memory any Swift agent on libcurl starts from), and the stack floor: "
            "those GETs as a ServiceLifecycle service behind ArgumentParser with swift-log and FoundationEssentials' JSONEncoder, "
            "the libraries Sonde's agent is built on, with none of Sonde's code (Benchmarks/sonde-memory-floor; both 1/4 as many GETs). "
            "Everything is built release with the Swift runtime linked statically, as `make release` builds the agent."]
