@@ -13,9 +13,11 @@ extension CorrelationEngine {
         if bad {
             track.badStreak += 1
             track.goodStreak = 0
+            track.goodSince = nil
         } else {
             track.goodStreak += 1
             track.badStreak = 0
+            if track.goodSince == nil { track.goodSince = now.timeIntervalSince1970 }
         }
         let cfg = config
 
@@ -94,6 +96,8 @@ extension CorrelationEngine {
         changed: inout [Incident], events: inout [AlertEvent]
     ) {
         incident.resolvedAt = now
+        track.lastRecovery = ComponentTrack.Recovery(
+            at: track.goodSince ?? now.timeIntervalSince1970, platform: incident.scope == .platform, regions: Set(incident.regions))
         transition(
             &incident, to: .resolved, scope: incident.scope, severity: incident.severity, evidence: evidence,
             message: "\(incident.component): resolved, operational for \(config.resolveAfter) evaluations", now: now,

@@ -364,6 +364,17 @@ struct ComponentTrack {
     var pendingCount = 0
     var lastStatus: ComponentStatus?
     var since: Date?
+    /// When the component's current run of operational evaluations began (nil while bad).
+    var goodSince: Double?
+    /// The last resolved incident: when its recovery began and where it was. Failures before
+    /// that belong to it and say nothing about a later problem of one agent.
+    var lastRecovery: Recovery?
+
+    struct Recovery {
+        var at: Double
+        var platform: Bool
+        var regions: Set<String>
+    }
 }
 
 extension CorrelationEngine {
@@ -512,9 +523,14 @@ extension CorrelationEngine {
                 let peerFailed = k.failed - x.failed
                 let peerLatestFailed = k.latestFailed - (x.latestFailed ? 1 : 0)
                 // Peers' failures from before this agent's problem began (a platform incident that
-                // has since recovered, still in their windows) say nothing about it.
-                let peersFailedSince =
-                    recentFailures[c * regionCount + r].newest(excluding: a) >= x.failingSince
+                // has since recovered, still in their windows) say nothing about it. Nor do those
+                // of a resolved incident here: a flaky series' problem "began" at its first failure
+                // in the window, which may be that incident's.
+                var problemSince = x.failingSince
+                if let recovery = tracks[c].lastRecovery, recovery.platform || recovery.regions.contains(regionNames[r]) {
+                    problemSince = max(problemSince, recovery.at)
+                }
+                let peersFailedSince = recentFailures[c * regionCount + r].newest(excluding: a) >= problemSince
                 if peers >= 1, peerLatestFailed == 0, peerRuns > 0,
                     !peersFailedSince || Double(peerFailed) < cfg.localPeerMaxRatio * Double(peerRuns)
                 {

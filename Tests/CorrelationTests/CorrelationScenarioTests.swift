@@ -114,6 +114,29 @@ import Testing
         #expect(fleet.verdicts["api"]?.status == .operational)
     }
 
+    @Test(arguments: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    func aNetworkCutJustAfterAPlatformIncidentResolvedIsLocal(offset: Double) throws {
+        // Found by the detection benchmark (2026-12-01): a short api outage (cleared as soon as
+        // its incident opened), resolved, then eu-1's network cut. eu-1's api window still held the
+        // outage's failures, so its first new failure made the series flaky at once, "failing
+        // since" the outage's first failure; its peer's failures from that resolved incident then
+        // made it look regional before its control probe (later in each interval) had failed, and
+        // an eu incident opened for the one cut agent. Each cut phase within an interval is tried.
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2], components: ["api"], controlLag: 1.5)
+        fleet.step(seconds: 30)
+        fleet.faults["outage"] = FleetSimulation.failing(components: ["api"])
+        for _ in 0..<60 where !fleet.events.contains(where: { $0.type == .incidentOpened }) { fleet.step() }
+        fleet.faults = [:]
+        for _ in 0..<60 where !fleet.events.contains(where: { $0.type == .incidentResolved }) { fleet.step() }
+        try #require(fleet.engine.openIncidents.isEmpty, "the outage's incident resolves")
+        let before = fleet.events.count
+        fleet.faults["cut"] = fleet.networkCut(of: "eu-1", from: fleet.now.timeIntervalSince(FleetSimulation.start) + offset)
+        #expect(fleet.stepListingFailing("eu-1", on: "api", seconds: 20) == [])
+        let after = Array(fleet.events[before...])
+        #expect(types(after) == [.agentLocalFault])
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
     @Test func aLoneAgentsCutIsHeldBackUntilItsControlProbeDecides() throws {
         // sa-1 has no peers to compare with, and its api probe is confirmed failing before its
         // control probe is: its data waits (in doubt) instead of calling an sa outage meanwhile.
