@@ -27,8 +27,9 @@ import SondeCore
 /// - **Local (scope agent).** An agent is local when (1) one of its control probes is failing or
 ///   flaky — even if everything else fails too; or (2) per component: it fails there while its
 ///   same-region peers reporting that component (non-silent, without failing control) all passed
-///   their latest run and either none of them failed since this agent's problem began or their
-///   combined recent failure ratio is below `local_peer_max_ratio` (0.1), unless an incident of that
+///   their latest run and either none of them failed since this agent's problem began (not counting
+///   failures from before the recovery of a resolved incident of that component covering the
+///   region) or their combined recent failure ratio is below `local_peer_max_ratio` (0.1), unless an incident of that
 ///   component under investigation covers its region (its failure is then that incident's evidence);
 ///   or (3) it is local by (2) on at least 2 components and on more than half of the components it
 ///   reports, in which case all its data is excluded. Local data is excluded from verdicts (listed
