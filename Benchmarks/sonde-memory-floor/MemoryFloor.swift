@@ -9,7 +9,7 @@ import FoundationEssentials
 import Logging
 import ServiceLifecycle
 
-struct Result: Codable {
+struct RunRecord: Codable {
     var probe: String
     var startedAt: Date
     var durationMs: Double
@@ -34,7 +34,7 @@ struct GetLoop: Service {
             let ok = floorGet(url)
             if !ok { failed += 1 }
             let elapsed = began.duration(to: clock.now)
-            let result = Result(probe: "get", startedAt: Date(), durationMs: Double(elapsed.components.attoseconds) / 1e15, ok: ok)
+            let result = RunRecord(probe: "get", startedAt: Date(), durationMs: Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15, ok: ok)
             bytes += try encoder.encode(result).count
             if i % 500 == 0 { logger.debug("progress", metadata: ["runs": "\(i)", "bytes": "\(bytes)"]) }
         }

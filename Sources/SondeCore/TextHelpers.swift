@@ -21,6 +21,13 @@ extension StringProtocol {
     }
 }
 
+extension Unicode.Scalar {
+    /// `a`–`z`, `A`–`Z`: the letters names and URL-safe forms allow (not Unicode letters).
+    public var isASCIILetter: Bool { ("a"..."z").contains(self) || ("A"..."Z").contains(self) }
+    /// An ASCII letter or `0`–`9`.
+    public var isASCIIAlphanumeric: Bool { isASCIILetter || ("0"..."9").contains(self) }
+}
+
 /// Lower-case hexadecimal digits of bytes ("0a1b…").
 public func hexDigits(_ bytes: some Sequence<UInt8>) -> String {
     let digits = Array("0123456789abcdef".utf8)

@@ -6,17 +6,12 @@
 struct ProbeRegex: @unchecked Sendable {
     // @unchecked: Regex<AnyRegexOutput> is not declared Sendable, but a compiled regex is an
     // immutable program; matching does not mutate it.
-    let pattern: String
     private let regex: Regex<AnyRegexOutput>
 
     /// Compiles `pattern`; throws the standard library's description of what is wrong.
     init(_ pattern: String) throws {
-        self.pattern = pattern
         regex = try Regex(pattern)
     }
-
-    /// How many capture groups the pattern has (group 0, the whole match, not counted).
-    var captureGroupCount: Int { Self.countCaptureGroups(pattern) }
 
     /// Whether the pattern matches anywhere in `text`.
     func matches(_ text: String) -> Bool {

@@ -114,10 +114,9 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
     }
 
     static func isName(_ text: String, allowDots: Bool) -> Bool {
-        guard let first = text.unicodeScalars.first, first == "_" || ("a"..."z").contains(first) || ("A"..."Z").contains(first) else { return false }
+        guard let first = text.unicodeScalars.first, first == "_" || first.isASCIILetter else { return false }
         return text.unicodeScalars.allSatisfy { scalar in
-            guard scalar.isASCII else { return false }
-            return ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar) || scalar == "_" || (allowDots && (scalar == "." || scalar == "-"))
+            scalar.isASCIIAlphanumeric || scalar == "_" || (allowDots && (scalar == "." || scalar == "-"))
         }
     }
 }

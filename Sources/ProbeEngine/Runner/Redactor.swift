@@ -12,16 +12,12 @@ struct Redactor: Sendable {
         guard !secret.isEmpty else { return }
         var forms: Set<String> = [secret]
         // The forms Foundation's addingPercentEncoding gave with .alphanumerics and .urlQueryAllowed.
-        forms.insert(Self.percentEncoded(secret) { Self.isAlphanumeric($0) })
-        forms.insert(Self.percentEncoded(secret) { Self.isAlphanumeric($0) || "-._~!$&'()*+,;=:@/?".unicodeScalars.contains($0) })
+        forms.insert(Self.percentEncoded(secret) { $0.isASCIIAlphanumeric })
+        forms.insert(Self.percentEncoded(secret) { $0.isASCIIAlphanumeric || "-._~!$&'()*+,;=:@/?".unicodeScalars.contains($0) })
         forms.insert(String(JSONWriter.quote(secret).dropFirst().dropLast()))
         let trimmed = secret.trimmed()
         if !trimmed.isEmpty { forms.insert(trimmed) }
         needles = Array(Set(needles).union(forms)).sorted { $0.count > $1.count }
-    }
-
-    static func isAlphanumeric(_ c: Unicode.Scalar) -> Bool {
-        ("a"..."z").contains(c) || ("A"..."Z").contains(c) || ("0"..."9").contains(c)
     }
 
     /// `text` with every byte of every character outside `keep` percent-encoded (as URLs carry it).
@@ -31,7 +27,7 @@ struct Redactor: Sendable {
             if scalar.isASCII && keep(scalar) {
                 out.unicodeScalars.append(scalar)
             } else {
-                for byte in String(scalar).utf8 { out += "%" + String(hexDigits([byte]).uppercased()) }
+                for byte in String(scalar).utf8 { out += "%" + hexDigits([byte]).uppercased() }
             }
         }
         return out
