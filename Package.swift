@@ -65,8 +65,11 @@ let package = Package(
         .target(
             name: "SondeCore",
             dependencies: ["COpenSSL"],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["BuildInfo"]
         ),
+        /// Generates SondeBuildInfo's version, commit and date (`--version`) before each build.
+        .plugin(name: "BuildInfo", capability: .buildTool(), path: "Plugins/BuildInfo"),
         /// A small HTTP client over libcurl's easy interface with phase-by-phase timings.
         .target(
             name: "CurlHTTP",

@@ -9,6 +9,7 @@ public struct CollectorCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sonde-collector",
         abstract: "Sonde's collector: receives signed probe results, correlates them, serves the API and status page, sends alerts.",
+        version: SondeBuildInfo.versionLine,
         subcommands: [Serve.self, Agents.self])
 
     public init() {}

@@ -13,6 +13,7 @@ public struct SondeCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sonde",
         abstract: "Ask a Sonde collector what is up: verdicts, results, incidents, agents; re-check signatures; test alerts.",
+        version: SondeBuildInfo.versionLine,
         subcommands: [Status.self, Results.self, Incidents.self, Agents.self, Verify.self, Alert.self])
 
     public init() {}
