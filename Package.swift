@@ -244,6 +244,8 @@ let package = Package(
             dependencies: ["Collector", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "CollectorAPI", "Correlation"], swiftSettings: swiftSettings),
+        /// Packages (`make deb`) installed into a throwaway root; shipped configs and alert rules.
+        .testTarget(name: "PackagingTests", dependencies: ["SondeTestSupport"], swiftSettings: swiftSettings),
         /// Quick reliability drills of the agent against a real collector (full ones: scripts/drill-agent.sh).
         .testTarget(name: "AgentDrillTests", dependencies: ["AgentRuntime", "SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
     ]

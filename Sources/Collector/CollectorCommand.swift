@@ -10,7 +10,7 @@ public struct CollectorCommand: AsyncParsableCommand {
         commandName: "sonde-collector",
         abstract: "Sonde's collector: receives signed probe results, correlates them, serves the API and status page, sends alerts.",
         version: SondeBuildInfo.versionLine,
-        subcommands: [Serve.self, Agents.self])
+        subcommands: [Serve.self, Validate.self, Agents.self])
 
     public init() {}
 }
