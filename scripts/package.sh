@@ -6,6 +6,7 @@
 #
 # BUILD_DIR (default .build/release, which `make release` fills with static-stdlib binaries)
 # names the binaries to ship; they are stripped on the way in. The version is the VERSION file's.
+# DEB_COMPRESSION (default xz) is dpkg-deb's -Z: the tests pass `none` to save time.
 # Packages are built with dpkg-deb alone (no debhelper); dependencies come from dpkg-shlibdeps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,7 +103,7 @@ CONTROL
   maintainer_scripts "$name" "$user" "$state" "$stage/DEBIAN"
   (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -print | sed 's|^\./||' | sort | xargs md5sum) > "$stage/DEBIAN/md5sums"
   install -d "$out"
-  dpkg-deb --root-owner-group -Zxz --build "$stage" "$out/${name}_${version}-1_${arch}.deb" >/dev/null
+  dpkg-deb --root-owner-group "-Z${DEB_COMPRESSION:-xz}" --build "$stage" "$out/${name}_${version}-1_${arch}.deb" >/dev/null
   echo "$out/${name}_${version}-1_${arch}.deb"
 }
 
