@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 SWIFT ?= swift
 
-.PHONY: deps build release test demo bench drill clean
+.PHONY: deps build release test demo bench drill install deb clean
 
 deps:
 	@scripts/install-deps.sh
@@ -34,6 +34,16 @@ bench: deps
 # The agent's drills first (RELIABILITY-agent.md), folded into RELIABILITY.md by drill.sh.
 drill: deps
 	@scripts/drill-agent.sh; agent=$$?; scripts/drill.sh && exit $$agent
+
+# Stripped release binaries, systemd units, example configs and docs (docs/install.md).
+# /etc and /var go under DESTDIR alone; programs and docs under DESTDIR/PREFIX.
+PREFIX ?= /usr/local
+install: release
+	@scripts/package.sh install "$(DESTDIR)" "$(PREFIX)"
+
+# sonde-agent and sonde-collector .deb packages in .build/deb (dpkg-deb; docs/install.md).
+deb: release
+	@scripts/package.sh deb .build/deb
 
 clean:
 	rm -rf .build

@@ -65,8 +65,11 @@ let package = Package(
         .target(
             name: "SondeCore",
             dependencies: ["COpenSSL"],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            plugins: ["BuildInfo"]
         ),
+        /// Generates SondeBuildInfo's version, commit and date (`--version`) before each build.
+        .plugin(name: "BuildInfo", capability: .buildTool(), path: "Plugins/BuildInfo"),
         /// A small HTTP client over libcurl's easy interface with phase-by-phase timings.
         .target(
             name: "CurlHTTP",
@@ -93,6 +96,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -241,6 +245,8 @@ let package = Package(
             dependencies: ["Collector", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "CollectorAPI", "Correlation"], swiftSettings: swiftSettings),
+        /// Packages (`make deb`) installed into a throwaway root; shipped configs and alert rules.
+        .testTarget(name: "PackagingTests", dependencies: ["SondeTestSupport"], swiftSettings: swiftSettings),
         /// Quick reliability drills of the agent against a real collector (full ones: scripts/drill-agent.sh).
         .testTarget(name: "AgentDrillTests", dependencies: ["AgentRuntime", "SondeCore", "CurlHTTP", "SondeTestSupport"], swiftSettings: swiftSettings),
     ]

@@ -57,6 +57,8 @@ public struct AgentServices: Sendable {
     public var spool: Spool
     public var scheduler: Scheduler
     public var uploader: Uploader
+    /// SIGHUP → reload (`run` sets it; nil in tests that drive the scheduler themselves).
+    public var reloader: ConfigReloader?
 
     /// Scheduler and uploader in one group with graceful shutdown on SIGTERM/SIGINT. Services shut
     /// down in reverse order: the scheduler first (no new runs; runs in flight finish or are
@@ -67,7 +69,7 @@ public struct AgentServices: Sendable {
             services: [
                 .init(service: uploader, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup),
-            ],
+            ] + (reloader.map { [.init(service: $0)] } ?? []),
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger)
         // A last resort if a run or a push ignores cancellation: never hang a service manager.
         configuration.maximumGracefulShutdownDuration = scheduler.shutdownGrace + uploader.settings.timeout + .seconds(10)

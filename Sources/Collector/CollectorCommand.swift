@@ -9,7 +9,8 @@ public struct CollectorCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sonde-collector",
         abstract: "Sonde's collector: receives signed probe results, correlates them, serves the API and status page, sends alerts.",
-        subcommands: [Serve.self, Agents.self])
+        version: SondeBuildInfo.versionLine,
+        subcommands: [Serve.self, Validate.self, Agents.self])
 
     public init() {}
 }
@@ -56,7 +57,14 @@ struct DatabaseOption: ParsableArguments {
     @Option(name: .long, help: "The collector's SQLite database file.")
     var db: String
 
+    @Flag(help: "Create the database when the file does not exist (otherwise a mistyped --db is an error).")
+    var create = false
+
     func open() async throws -> SQLiteCollectorStore {
+        // A typo in --db must not quietly enrol agents into a new, empty database.
+        if !create && db != ":memory:" && !FileManager.default.fileExists(atPath: db) {
+            throw ValidationError("--db \(db): no such database; check the path (the collector's `database:`), or pass --create to make a new one")
+        }
         let store = try SQLiteCollectorStore(path: db, logger: Logger(label: "sonde-collector"))
         try await store.migrate()
         return store

@@ -18,8 +18,21 @@ public final class CollectorMetrics: Sendable {
         var probe: String
     }
 
+    /// An (agent, probe)'s newest result, when it arrived, and the probe's interval as seen from
+    /// the spacing of its last two runs (nil until there are two).
+    struct LatestRun {
+        var result: ProbeResult
+        var receivedAt: Date
+        var interval: TimeInterval?
+
+        /// A series goes stale (and leaves /metrics) after three of its intervals without a run,
+        /// at least 30 s; 10 minutes while its interval is unknown. A probe removed from an agent
+        /// thus disappears rather than repeating its last value for ever.
+        var staleAfter: TimeInterval { interval.map { max(3 * $0, 30) } ?? 600 }
+    }
+
     private let counters = Mutex(Counters())
-    private let latest = Mutex([ProbeKey: ProbeResult]())
+    private let latest = Mutex([ProbeKey: LatestRun]())
 
     public init() {}
 
@@ -29,19 +42,28 @@ public final class CollectorMetrics: Sendable {
     func webhookDelivered() { counters.withLock { $0.webhookDelivered += 1 } }
     func webhookFailed() { counters.withLock { $0.webhookFailed += 1 } }
 
-    /// Keeps the newest result per (agent, probe).
-    func record(_ results: [ProbeResult]) {
+    /// Keeps the newest result per (agent, probe), received at `receivedAt`.
+    func record(_ results: [ProbeResult], receivedAt: Date = Date()) {
         latest.withLock { latest in
             for result in results {
                 let key = ProbeKey(agent: result.agent, probe: result.probe)
-                if let current = latest[key], current.startedAt > result.startedAt { continue }
-                latest[key] = result
+                var interval: TimeInterval?
+                if let current = latest[key] {
+                    if current.result.startedAt >= result.startedAt { continue }
+                    interval = result.startedAt.timeIntervalSince(current.result.startedAt)
+                }
+                latest[key] = LatestRun(result: result, receivedAt: receivedAt, interval: interval ?? latest[key]?.interval)
             }
         }
     }
 
-    var latestResults: [ProbeResult] {
-        latest.withLock { Array($0.values) }.sorted { ($0.probe, $0.agent) < ($1.probe, $1.agent) }
+    /// The latest runs that are not stale at `now`, sorted by probe and agent; stale ones are
+    /// forgotten.
+    func latestRuns(now: Date) -> [LatestRun] {
+        latest.withLock { latest in
+            latest = latest.filter { now.timeIntervalSince($0.value.receivedAt) <= $0.value.staleAfter }
+            return Array(latest.values)
+        }.sorted { ($0.result.probe, $0.result.agent) < ($1.result.probe, $1.result.agent) }
     }
 
     var snapshot: Counters { counters.withLock { $0 } }
@@ -69,9 +91,16 @@ struct PrometheusText {
         value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 
+    /// Shortest text that reads back as the same Double (Swift's description), integers without
+    /// a fraction. Durations are rounded to microseconds before they get here (``seconds(ms:)``),
+    /// so 3.452 ms prints as 0.003452, not 0.0034519999999999998.
     static func format(_ value: Double) -> String {
         if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
         if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
         return String(value)
     }
+
+    /// Milliseconds as seconds at microsecond resolution (what the timings carry).
+    static func seconds(ms: Double) -> Double { (ms * 1000).rounded() / 1_000_000 }
 }

@@ -71,7 +71,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
         engine.ingest([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000))
     }
     let metrics = CollectorMetrics()
-    metrics.record(recent)
+    for result in recent { metrics.record([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000)) }
     logger.info("Correlation engine rebuilt", metadata: ["results": "\(recent.count)", "incidents.open": "\(openIncidents.count)"])
 
     let hub = CorrelationHub(engine: engine)
@@ -306,7 +306,8 @@ public struct CollectorAPI: Sendable {
 
     func prometheus() async -> Response {
         let text = MetricsRenderer.render(
-            latest: metrics.latestResults, counters: metrics.snapshot, verdicts: await hub.verdicts, openIncidents: await hub.openIncidents.count)
+            runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, counters: metrics.snapshot, verdicts: await hub.verdicts,
+            openIncidents: await hub.openIncidents.count)
         return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 

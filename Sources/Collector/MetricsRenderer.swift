@@ -3,32 +3,77 @@ import Foundation
 import SondeCore
 
 /// `GET /metrics`: per-probe series with blackbox_exporter's names (from each (agent, probe)'s
-/// latest result) and the collector's own series.
+/// latest result), agent and component state, the collector's own counters, and the standard
+/// `process_*` and build-info series.
+///
+/// Series never outlive what they describe: a silent or revoked agent's probe series disappear
+/// (its `sonde_agent_up` says 0), as do those of a probe that stopped reporting (see
+/// ``CollectorMetrics/LatestRun/staleAfter``). Prometheus then marks them stale, so a stopped agent
+/// is never shown as succeeding.
 enum MetricsRenderer {
-    static func render(latest: [ProbeResult], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict], openIncidents: Int) -> String {
+    /// blackbox_exporter's names for the HTTP phases (`probe_http_duration_seconds{phase}`), from
+    /// Sonde's: dns → resolve, ttfb → processing; connect, tls and transfer are the same.
+    static let blackboxPhase = ["dns": "resolve", "connect": "connect", "tls": "tls", "ttfb": "processing", "transfer": "transfer"]
+
+    static func render(
+        runs: [CollectorMetrics.LatestRun], agents: [AgentHealth], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict],
+        openIncidents: Int, process: ProcessStats = .current()
+    ) -> String {
         var out = PrometheusText()
+        let reporting = Set(agents.filter { $0.state == .ok || $0.state == .localFault }.map(\.agent))
+        let latest = runs.map(\.result).filter { reporting.contains($0.agent) }
         func labels(_ r: ProbeResult) -> [(String, String)] {
             [("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]
         }
         out.declare("probe_success", type: "gauge", help: "Whether the latest run of the probe succeeded (ok or degraded).")
         for r in latest { out.sample("probe_success", labels(r), r.outcome == .failed ? 0 : 1) }
+        out.declare("probe_degraded", type: "gauge", help: "Whether the latest run succeeded but slower than the probe's degraded_after.")
+        for r in latest { out.sample("probe_degraded", labels(r), r.outcome == .degraded ? 1 : 0) }
         out.declare("probe_duration_seconds", type: "gauge", help: "Duration of the latest run of the probe.")
-        for r in latest { out.sample("probe_duration_seconds", labels(r), r.durationMs / 1000) }
-        out.declare("probe_http_duration_seconds", type: "gauge", help: "Time per HTTP phase in the latest run, summed over its steps.")
+        for r in latest { out.sample("probe_duration_seconds", labels(r), PrometheusText.seconds(ms: r.durationMs)) }
+        out.declare("probe_last_run_timestamp_seconds", type: "gauge", help: "When the latest run of the probe started (Unix time, agent clock).")
+        for r in latest { out.sample("probe_last_run_timestamp_seconds", labels(r), (r.startedAt.timeIntervalSince1970 * 1000).rounded() / 1000) }
+        out.declare(
+            "probe_http_duration_seconds", type: "gauge",
+            help: "Time per HTTP phase in the latest run, summed over its steps (blackbox_exporter's phase names).")
         for r in latest {
             for phase in PhaseTimings.phaseNames {
                 let ms = r.steps.reduce(0.0) { sum, step in sum + (step.timings.phases.first { $0.name == phase }?.ms ?? 0) }
-                out.sample("probe_http_duration_seconds", labels(r) + [("phase", phase)], ms / 1000)
+                out.sample("probe_http_duration_seconds", labels(r) + [("phase", blackboxPhase[phase] ?? phase)], PrometheusText.seconds(ms: ms))
             }
         }
         out.declare("probe_http_status_code", type: "gauge", help: "HTTP status of the last step with a response in the latest run.")
         for r in latest {
             if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", labels(r), Double(status)) }
         }
-        out.declare("sonde_component_status", type: "gauge", help: "1 for the component's current status, 0 for the others.")
+
+        out.declare("sonde_agent_up", type: "gauge", help: "1 while the agent reports (ok or local_fault), 0 when silent or revoked.")
+        for agent in agents.sorted(by: { $0.agent < $1.agent }) {
+            out.sample("sonde_agent_up", [("agent", agent.agent), ("region", agent.region)], reporting.contains(agent.agent) ? 1 : 0)
+        }
+        out.declare("sonde_agent_local_fault", type: "gauge", help: "1 while the agent's failures are its own (host or network), else 0.")
+        for agent in agents.sorted(by: { $0.agent < $1.agent }) where agent.state != .revoked {
+            out.sample("sonde_agent_local_fault", [("agent", agent.agent), ("region", agent.region)], agent.state == .localFault ? 1 : 0)
+        }
+        out.declare(
+            "sonde_component_status", type: "gauge",
+            help: "1 for the component's current status, 0 for the others; scope is where the problem lives (none when operational).")
         for verdict in verdicts {
+            let scope = verdict.scope?.rawValue ?? "none"
             for status in ComponentStatus.allCases {
-                out.sample("sonde_component_status", [("component", verdict.component), ("status", status.rawValue)], verdict.status == status ? 1 : 0)
+                out.sample(
+                    "sonde_component_status", [("component", verdict.component), ("scope", scope), ("status", status.rawValue)],
+                    verdict.status == status ? 1 : 0)
+            }
+        }
+        out.declare("sonde_component_region_status", type: "gauge", help: "1 for the component's current status in the region, 0 for the others.")
+        for verdict in verdicts {
+            for region in verdict.regions.keys.sorted() {
+                for status in ComponentStatus.allCases {
+                    out.sample(
+                        "sonde_component_region_status", [("component", verdict.component), ("region", region), ("status", status.rawValue)],
+                        verdict.regions[region] == status ? 1 : 0)
+                }
             }
         }
         out.declare("sonde_incidents_open", type: "gauge", help: "Open incidents.")
@@ -42,6 +87,27 @@ enum MetricsRenderer {
         out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by result.")
         out.sample("sonde_webhook_deliveries_total", [("result", "delivered")], Double(counters.webhookDelivered))
         out.sample("sonde_webhook_deliveries_total", [("result", "failed")], Double(counters.webhookFailed))
+
+        out.declare("sonde_build_info", type: "gauge", help: "Always 1; the labels say which build is running.")
+        out.sample("sonde_build_info", [("version", SondeBuildInfo.version), ("commit", SondeBuildInfo.commit), ("date", SondeBuildInfo.date)], 1)
+        renderProcess(process, into: &out)
         return out.text
+    }
+
+    /// The standard process series (names and help as Prometheus's own clients write them).
+    static func renderProcess(_ p: ProcessStats, into out: inout PrometheusText) {
+        let series: [(String, String, String, Double?)] = [
+            ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", p.cpuSeconds),
+            ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.residentBytes),
+            ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", p.virtualBytes),
+            ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", p.startTime),
+            ("process_open_fds", "gauge", "Number of open file descriptors.", p.openFDs),
+            ("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.maxFDs),
+        ]
+        for (name, type, help, value) in series {
+            guard let value else { continue }
+            out.declare(name, type: type, help: help)
+            out.sample(name, [], value)
+        }
     }
 }

@@ -43,7 +43,11 @@ struct CollectorClient {
     }
 
     func get<T: Decodable>(_ type: T.Type, _ path: String, query: [(String, String?)] = [], method: String = "GET") async throws -> T {
-        let data = try await raw(path, query: query, method: method)
+        try decode(type, try await raw(path, query: query, method: method))
+    }
+
+    /// A reply's body as `type`, or an error that says the versions may differ.
+    func decode<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
         do { return try SondeJSON.decode(type, from: data) } catch {
             throw CLIError("the collector at \(baseURL) sent an answer this sonde does not understand (\(error)); are the versions the same?")
         }

@@ -13,6 +13,7 @@ public struct SondeCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sonde",
         abstract: "Ask a Sonde collector what is up: verdicts, results, incidents, agents; re-check signatures; test alerts.",
+        version: SondeBuildInfo.versionLine,
         subcommands: [Status.self, Results.self, Incidents.self, Agents.self, Verify.self, Alert.self])
 
     public init() {}
@@ -124,14 +125,36 @@ func time(_ date: Date?) -> String { date.map(RFC3339.string(from:)) ?? "never" 
 
 extension SondeCommand {
     struct Status: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Component × region verdicts, open incidents and agent health.")
+        static let configuration = CommandConfiguration(
+            abstract: "Component × region verdicts, open incidents and agent health.",
+            discussion: """
+                Exit status, from the worst component verdict (so scripts and cron checks can act on it):
+                  0  every component operational
+                  1  degraded_performance, under_maintenance, or unknown (no agent reports it)
+                  3  partial_outage
+                  4  major_outage
+                  2  no answer: collector unreachable, token refused, or a reply that is not a status
+                --exit-zero exits 0 whatever the verdicts (for dashboards); errors still exit 2.
+                """)
         @OptionGroup var options: GlobalOptions
+        @Flag(help: "Exit 0 whatever the verdicts (errors still exit 2).") var exitZero = false
+
+        /// The documented exit status for a set of component verdicts.
+        static func exitStatus(_ statuses: [ComponentStatus]) -> Int32 {
+            if statuses.contains(.majorOutage) { return 4 }
+            if statuses.contains(.partialOutage) { return 3 }
+            if statuses.contains(where: { $0 != .operational }) { return 1 }
+            return 0
+        }
 
         func run() async throws {
+            var verdicts: [ComponentStatus] = []
             try await reportingErrors {
                 let client = options.client
-                if options.json { return printJSON(try await client.raw("/v1/status")) }
-                let status = try await client.get(StatusResponse.self, "/v1/status")
+                let body = try await client.raw("/v1/status")
+                let status = try client.decode(StatusResponse.self, body)
+                verdicts = status.components.map(\.status)
+                if options.json { return printJSON(body) }
                 print("Overall: \(Colour.status(status.overall))")
                 let regions = Array(Set(status.components.flatMap { $0.regions.keys })).sorted()
                 var table = Table(header: ["COMPONENT", "STATUS", "SCOPE"] + regions.map { $0.uppercased() } + ["EVIDENCE"])
@@ -160,6 +183,8 @@ extension SondeCommand {
                 let a = status.agents
                 print("Agents: \(a.total) total, \(a.ok) ok, \(a.localFault) local_fault, \(a.silent) silent, \(a.revoked) revoked")
             }
+            let code = Self.exitStatus(verdicts)
+            if code != 0 && !exitZero { throw ExitCode(code) }
         }
     }
 

@@ -98,7 +98,7 @@ struct APITests {
             let text = metrics.bodyText
             #expect(text.contains(#"probe_success{probe="upload",component="files",agent="eu-1",region="eu"} 0"#))
             #expect(text.contains(#"probe_duration_seconds{probe="upload",component="files",agent="eu-1",region="eu"} 0.12"#))
-            #expect(text.contains(#"probe_http_duration_seconds{probe="upload",component="files",agent="eu-1",region="eu",phase="ttfb"} 0.1"#))
+            #expect(text.contains(#"probe_http_duration_seconds{probe="upload",component="files",agent="eu-1",region="eu",phase="processing"} 0.1"#))
             #expect(text.contains(#"sonde_ingest_batches_total{result="accepted"} 1"#))
             #expect(text.contains("sonde_ingest_results_total 2"))
             #expect(text.contains("sonde_incidents_open 0"))
@@ -107,7 +107,7 @@ struct APITests {
             try await waitUntil("a verdict for files") {
                 try decode(StatusResponse.self, try await get(collector, "/v1/status")).components.contains { $0.component == "files" }
             }
-            #expect(try await get(collector, "/metrics").bodyText.contains(#"sonde_component_status{component="files",status="#))
+            #expect(try await get(collector, "/metrics").bodyText.contains(#"sonde_component_status{component="files",scope="#))
 
             let page = try await get(collector, "/")
             #expect(page.status == 200)

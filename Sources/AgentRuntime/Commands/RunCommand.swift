@@ -10,8 +10,11 @@ import ServiceLifecycle
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run the probes on their schedules and push signed results to the collector (stops on SIGTERM/SIGINT).",
-        discussion: "Exit status: 0 after a graceful stop, 2 when the config, key, probes or spool are unusable (it says why)."
+        abstract: "Run the probes on their schedules and push signed results to the collector (stops on SIGTERM/SIGINT, reloads on SIGHUP).",
+        discussion: """
+            SIGHUP re-reads the config and probe scripts (probes, variables, secrets, control probes) without dropping a result; a config with problems is refused, logged, and the running one keeps going.
+            Exit status: 0 after a graceful stop, 2 when the config, key, probes or spool are unusable (it says why).
+            """
     )
 
     @OptionGroup var options: ConfigOptions
@@ -22,11 +25,17 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // SIGHUP reloads (ConfigReloader); until its handler is in place, one must not kill us.
+        signal(SIGHUP, SIG_IGN)
         let logger = logging.makeLogger(label: "sonde.agent", default: .info)
-        let services: AgentServices
+        var services: AgentServices
         do {
             let config = try options.load(requireCollector: true)
             services = try buildAgent(config: config, logger: logger)
+            let options = self.options
+            services.reloader = ConfigReloader(running: config, scheduler: services.scheduler, logger: logger) { () throws(ConfigError) in
+                try options.load(requireCollector: true)
+            }
         } catch let error as ConfigError {
             refuse(error.diagnostics.map(\.description))
         } catch let error as AgentStartError {

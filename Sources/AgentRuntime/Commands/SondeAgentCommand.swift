@@ -1,4 +1,5 @@
 import ArgumentParser
+import SondeCore
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -14,6 +15,7 @@ public struct SondeAgentCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "sonde-agent",
         abstract: "Runs scripted probes, signs their results and pushes them to a Sonde collector.",
+        version: SondeBuildInfo.versionLine,
         subcommands: [RunCommand.self, OnceCommand.self, ValidateCommand.self, KeygenCommand.self]
     )
 

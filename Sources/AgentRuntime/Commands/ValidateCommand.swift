@@ -30,7 +30,18 @@ struct ValidateCommand: AsyncParsableCommand {
             }
         }
         var count = 0
-        do { count = try config.loadProbes().probes.count } catch { problems += error.problems }
+        do {
+            let probes = try config.loadProbes().probes
+            count = probes.count
+            // A control probe named in the config but absent would silently leave the agent
+            // without its reach check (its failures would then count against the platform).
+            if options.probes.isEmpty {
+                let names = Set(probes.map(\.name))
+                for name in config.controlProbes.sorted() where !names.contains(name) {
+                    problems.append("\(config.sourceFile ?? "-"): control_probes: no probe is named \"\(name)\" (probes: \(names.sorted().joined(separator: ", ")))")
+                }
+            }
+        } catch { problems += error.problems }
         if problems.isEmpty {
             print("ok: \(count) probes")
         } else {

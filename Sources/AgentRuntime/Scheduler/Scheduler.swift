@@ -25,6 +25,8 @@ public struct Scheduler: Service {
     public var shutdownGrace: Duration
     public var record: @Sendable (ProbeResult) async -> Void
     public var logger: Logger
+    /// New probe sets (SIGHUP) for the running scheduler: ``reload(_:)``.
+    private let reloads = ProbeSetReloads()
 
     public init(
         probes: [ProbeDefinition], context: RunContext, executor: any ProbeExecuting, controlProbes: Set<String> = [],
@@ -41,25 +43,73 @@ public struct Scheduler: Service {
         self.record = record
     }
 
+    /// The probes, variables and secrets a running scheduler switches to (a config reload).
+    public struct ProbeSet: Sendable {
+        public var probes: [ProbeDefinition]
+        public var context: RunContext
+        public var controlProbes: Set<String>
+
+        public init(probes: [ProbeDefinition], context: RunContext, controlProbes: Set<String>) {
+            self.probes = probes
+            self.context = context
+            self.controlProbes = controlProbes
+        }
+    }
+
+    /// Switches the running scheduler to `set`. Every probe keeps the agent's slot grid (no burst
+    /// of runs on reload). A run in flight finishes under the old definition and its result is
+    /// recorded; the probe's next run (if it is still in the set) starts only after it, at its
+    /// next slot. Probes no longer in the set stop after their run in flight.
+    public func reload(_ set: ProbeSet) { reloads.send(set) }
+
     public func run() async throws {
         logger.info("scheduler started", metadata: ["agent.id": "\(context.agent)", "probes.count": "\(probes.count)"])
-        guard !probes.isEmpty else { return }
         let runs = RunsInFlight()
-        await withTaskGroup(of: Void.self) { group in
+        // One origin for every loop's slots, across reloads: a loop whose task starts late
+        // (thousands start at once, or a reload) keeps the agent's schedule instead of shifting.
+        let origin = ContinuousClock.now
+        var loops: [String: ProbeLoop] = [:]
+        var retired: [Task<Void, Never>] = []
+        func start(_ set: ProbeSet) {
+            let previous = loops
+            loops = [:]
+            // A loop asleep until its slot is cancelled at once; one mid-run finishes and records.
+            for loop in previous.values where loop.control.retire() { loop.task.cancel() }
+            retired += previous.values.map(\.task)
             let loopExecutor = executor.preferredTaskExecutor
-            // One origin for every loop's slots: a loop whose task starts late (thousands start at
-            // once) still keeps the slots of the agent's schedule instead of shifting its own.
-            let origin = ContinuousClock.now
-            for probe in probes {
-                group.addTask(executorPreference: loopExecutor) { await self.loop(probe, from: origin, runs: runs) }
+            for probe in set.probes {
+                let control = LoopControl()
+                let before = previous[probe.name]?.task
+                let task = Task(executorPreference: loopExecutor) {
+                    await before?.value  // never two runs of one probe at once, even across a reload
+                    await self.loop(probe, context: set.context, controlProbes: set.controlProbes, from: origin, runs: runs, control: control)
+                }
+                loops[probe.name] = ProbeLoop(task: task, control: control)
             }
-            // Graceful shutdown (or cancellation): no new runs; runs in flight get the grace time,
-            // then every loop is cancelled (which also ends the ones asleep until their slot).
-            let shutdown = (try? await gracefulShutdown()) != nil
-            runs.stop()
-            if shutdown { await runs.waitUntilIdle(atMost: shutdownGrace) }
-            group.cancelAll()
         }
+        start(ProbeSet(probes: probes, context: context, controlProbes: controlProbes))
+        // Graceful shutdown (or cancellation) ends the stream of reloads.
+        let shutdown = ShutdownFlag()
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                for await set in reloads.stream {
+                    start(set)
+                    logger.info("probes reloaded", metadata: ["probes.count": "\(set.probes.count)"])
+                }
+            } onGracefulShutdown: {
+                shutdown.set()
+                reloads.finish()
+            }
+        } onCancel: {
+            reloads.finish()
+        }
+        // No new runs; runs in flight get the grace time, then every loop is cancelled (which
+        // also ends the ones asleep until their slot).
+        runs.stop()
+        if shutdown.isSet { await runs.waitUntilIdle(atMost: shutdownGrace) }
+        let all = retired + loops.values.map(\.task)
+        for task in all { task.cancel() }
+        for task in all { await task.value }
         logger.info("scheduler stopped")
     }
 
@@ -83,33 +133,45 @@ public struct Scheduler: Service {
     // Each loop sleeps and runs in its own task: no task group per run and no child task per
     // sleep to watch for shutdown (those were several thread wake-ups per run); `run()` handles
     // shutdown for all loops at once.
-    func loop(_ probe: ProbeDefinition, from origin: ContinuousClock.Instant, runs: RunsInFlight) async {
+    func loop(
+        _ probe: ProbeDefinition, context: RunContext, controlProbes: Set<String>, from origin: ContinuousClock.Instant, runs: RunsInFlight,
+        control: LoopControl = LoopControl()
+    ) async {
         let clock = ContinuousClock()
         let interval = probe.interval
         var logger = logger
         logger[metadataKey: "probe.name"] = "\(probe.name)"
         let offset = interval * Self.offsetFraction(agent: context.agent, probe: probe.name)
         var slot = origin + offset
+        // After a reload the grid's first slots are past: start at the next one, not at once.
+        if clock.now > slot { slot = slot + interval * ((clock.now - slot) / interval).rounded(.up) }
         // Jitter needs spread, not secrecy: the system generator costs a getrandom call per run.
         var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
         let isControl = probe.control || controlProbes.contains(probe.name)
-        logger.debug("probe scheduled", metadata: ["probe.first_in_ms": "\(Int(offset.seconds * 1000))", "probe.interval_ms": "\(Int(interval.seconds * 1000))"])
+        logger.debug("probe scheduled", metadata: ["probe.first_in_ms": "\(Int((slot - clock.now).seconds * 1000))", "probe.interval_ms": "\(Int(interval.seconds * 1000))"])
         while !Task.isCancelled {
             let spread = jitter > 0 ? Double.random(in: -jitter...jitter, using: &random) : 0
             let start = max(slot + interval * spread, clock.now)
-            // Cancelled at shutdown: no new run starts after SIGTERM.
-            guard (try? await executor.sleep(until: start)) != nil, runs.begin() else { break }
+            // Cancelled at shutdown: no new run starts after SIGTERM (nor after a reload retired it).
+            guard (try? await executor.sleep(until: start)) != nil, control.beginRun() else { break }
+            guard runs.begin() else {
+                _ = control.endRun()
+                break
+            }
             var result = await executor.run(probe, context: context)
             // A run cancelled (shutdown grace over, or the service cancelled) records nothing:
             // half a run is not evidence about the platform.
             let cancelled = Task.isCancelled
             runs.end()
             if cancelled {
+                _ = control.endRun()
                 logger.info("probe run cancelled by shutdown; nothing recorded")
                 break
             }
             if isControl { result.control = true }
             await record(result)
+            // The run ends once its result is recorded: a reload never cancels one before that.
+            if control.endRun() { break }  // a reload replaced or removed this probe
 
             // Next slot after the one just run. Slots this run overran are skipped, not queued;
             // a slot passed by less than the jitter allowance still runs (just late).
@@ -194,4 +256,59 @@ final class RunsInFlight: Sendable {
 // with its secret values, built at every start (≈ 70 µs per probe) and written to debug logs.
 extension Scheduler: CustomStringConvertible {
     public var description: String { "Scheduler(\(probes.count) probes, agent \(context.agent))" }
+}
+
+/// A probe's loop task and the switch a reload turns off.
+struct ProbeLoop {
+    var task: Task<Void, Never>
+    var control: LoopControl
+}
+
+/// Whether a loop is mid-run (from its start until its result is recorded) and whether a reload
+/// retired it.
+final class LoopControl: Sendable {
+    private let state = Mutex((running: false, retired: false))
+
+    /// Marks the loop retired (its next `beginRun` refuses); true when it is not mid-run, so
+    /// cancelling its task now loses nothing.
+    func retire() -> Bool {
+        state.withLock { s in
+            s.retired = true
+            return !s.running
+        }
+    }
+
+    /// False once retired; otherwise the loop is running until `endRun`.
+    func beginRun() -> Bool {
+        state.withLock { s in
+            guard !s.retired else { return false }
+            s.running = true
+            return true
+        }
+    }
+
+    /// Ends a run; true when the loop was retired meanwhile (it records the result, then stops).
+    func endRun() -> Bool {
+        state.withLock { s in
+            s.running = false
+            return s.retired
+        }
+    }
+}
+
+/// The stream of reloads into a running scheduler.
+final class ProbeSetReloads: Sendable {
+    let stream: AsyncStream<Scheduler.ProbeSet>
+    private let continuation: AsyncStream<Scheduler.ProbeSet>.Continuation
+
+    init() { (stream, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1)) }
+    func send(_ set: Scheduler.ProbeSet) { continuation.yield(set) }
+    func finish() { continuation.finish() }
+}
+
+/// Set once, read after: whether the scheduler is stopping gracefully (vs cancelled).
+final class ShutdownFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
 }

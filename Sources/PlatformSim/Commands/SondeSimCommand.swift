@@ -1,4 +1,5 @@
 import ArgumentParser
+import SondeCore
 import Foundation
 import Logging
 
@@ -16,6 +17,7 @@ public struct SondeSimCommand: AsyncParsableCommand {
               sonde-sim fault clear --all
               sonde-sim relay --listen 127.0.0.1:0 --to 127.0.0.1:18400
             """,
+        version: SondeBuildInfo.versionLine,
         subcommands: [ServeCommand.self, FaultCommand.self, RelayCommand.self],
         defaultSubcommand: ServeCommand.self
     )

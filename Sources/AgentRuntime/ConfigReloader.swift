@@ -1,0 +1,71 @@
+import FoundationEssentials
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// SIGHUP re-reads the agent's config file and probe scripts, re-resolves variables and secrets,
+/// and switches the running scheduler to them (``Scheduler/reload(_:)``): nothing spooled or in
+/// flight is dropped, and the schedule's slots stay where they were. A config or probe with any
+/// problem is refused as a whole, each problem logged, and the running set keeps going.
+///
+/// What a reload cannot change without a restart (agent id and region, collector, key, spool:
+/// they are what the spool and the signed pushes are made of) is left as it runs, with a warning.
+public struct ConfigReloader: Service {
+    /// Loads the config again, as at start (same file, same command-line overrides).
+    let load: @Sendable () throws(ConfigError) -> AgentConfig
+    let running: AgentConfig
+    let scheduler: Scheduler
+    let logger: Logger
+
+    public init(running: AgentConfig, scheduler: Scheduler, logger: Logger, load: @escaping @Sendable () throws(ConfigError) -> AgentConfig) {
+        self.running = running
+        self.scheduler = scheduler
+        self.logger = logger
+        self.load = load
+    }
+
+    public func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            reload()
+        }
+    }
+
+    /// One reload: refused with its problems, or applied. Returns whether it was applied.
+    @discardableResult
+    public func reload() -> Bool {
+        logger.info("SIGHUP: reloading config and probes", metadata: ["config.file": "\(running.sourceFile ?? "-")"])
+        let config: AgentConfig
+        let probes: AgentProbes
+        do {
+            config = try load()
+            probes = try config.loadProbes()
+        } catch let error as ConfigError {
+            return refuse(error.diagnostics.map(\.description))
+        } catch let error as AgentStartError {
+            return refuse(error.problems)
+        } catch {
+            return refuse(["\(error)"])
+        }
+        for (field, changed) in restartOnlyChanges(config) where changed {
+            logger.warning("reload: this setting changes only on restart; still using the running value", metadata: ["config.field": "\(field)"])
+        }
+        scheduler.reload(.init(probes: probes.probes, context: probes.context, controlProbes: config.controlProbes))
+        logger.info("reload applied", metadata: ["probes.count": "\(probes.probes.count)"])
+        return true
+    }
+
+    private func refuse(_ problems: [String]) -> Bool {
+        for problem in problems { logger.error("reload refused", metadata: ["problem": "\(problem)"]) }
+        logger.error("reload refused; the running config and probes are unchanged", metadata: ["problems.count": "\(problems.count)"])
+        return false
+    }
+
+    private func restartOnlyChanges(_ new: AgentConfig) -> [(String, Bool)] {
+        [
+            ("agent.id", new.agentID != running.agentID), ("agent.region", new.region != running.region),
+            ("collector.url", new.collector.url != running.collector.url), ("collector.key", new.collector.keyPath != running.collector.keyPath),
+            ("collector.batch_size", new.collector.batchSize != running.collector.batchSize),
+            ("spool.path", new.spool.path != running.spool.path), ("spool.max_bytes", new.spool.maxBytes != running.spool.maxBytes),
+        ]
+    }
+}

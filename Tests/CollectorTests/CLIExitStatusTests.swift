@@ -1,0 +1,81 @@
+import Collector
+import CollectorAPI
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// `sonde status` exits with the worst verdict's documented code (docs/collector.md), so scripts
+/// can act on it; `--exit-zero` keeps dashboards' wrappers at 0. `agents add` refuses a database
+/// that does not exist unless told `--create`.
+@Suite(.serialized)
+struct CLIExitStatusTests {
+    @Test func statusExitsWithTheWorstVerdictsCode() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu"),
+                      TestAgent(id: "us-1", region: "us"), TestAgent(id: "us-2", region: "us")]
+        try await withCollector(testConfig(dir: dir, agents: agents)) { collector in
+            let env = ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1"]
+            // Healthy: exit 0.
+            for agent in agents {
+                for i in 0..<3 {
+                    #expect(try await agent.push(agent.batch([agent.result(startedAt: Date().addingTimeInterval(Double(i - 3)))]), to: collector).status == 200)
+                }
+            }
+            try await waitUntil("login operational") { try await Self.verdict(collector) == .operational }
+            #expect(try await Self.sonde(["status"], env).status == 0)
+
+            // Every agent failing hard everywhere: a major outage, exit 4 (held until the verdict
+            // settles there, so the CLI reads the same verdict the test expects).
+            try await waitUntil("a major-outage verdict", timeout: .seconds(30)) {
+                for agent in agents {
+                    _ = try await agent.push(agent.batch([agent.result(outcome: .failed, startedAt: Date(), code: "http_500")]), to: collector)
+                }
+                return try await Self.verdict(collector) == .majorOutage
+            }
+            let failing = try await Self.sonde(["status"], env)
+            #expect(failing.status == 4, "\(failing.output)")
+            let json = try await Self.sonde(["status", "--json"], env)
+            #expect(json.status == failing.status, "--json exits as the table does")
+            #expect(try await Self.sonde(["status", "--exit-zero"], env).status == 0)
+
+            // No answer at all: exit 2, whatever --exit-zero says.
+            let unreachable = try await Self.sonde(["status", "--exit-zero"], ["SONDE_COLLECTOR": "http://127.0.0.1:1", "NO_COLOR": "1"])
+            #expect(unreachable.status == 2, "\(unreachable.output)")
+        }
+    }
+
+    @Test func agentsAddRefusesADatabaseThatDoesNotExist() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let key = AgentSigningKey().publicKey.base64
+        let typo = dir.file("collectr.db")
+        let refused = try await Self.run("sonde-collector", ["agents", "add", "--db", typo, "--id", "eu-1", "--region", "eu", "--public-key", key], [:])
+        #expect(refused.status != 0)
+        #expect(refused.output.contains("no such database"), "\(refused.output)")
+        #expect(!FileManager.default.fileExists(atPath: typo), "nothing may be created without --create")
+
+        let created = try await Self.run(
+            "sonde-collector", ["agents", "add", "--db", typo, "--create", "--id", "eu-1", "--region", "eu", "--public-key", key], [:])
+        #expect(created.status == 0, "\(created.output)")
+        #expect(created.output.contains("enrolled agent eu-1"))
+        let listed = try await Self.run("sonde-collector", ["agents", "list", "--db", typo], [:])
+        #expect(listed.status == 0 && listed.output.contains("eu-1"), "\(listed.output)")
+    }
+
+    static func verdict(_ collector: RunningCollector) async throws -> ComponentStatus? {
+        try decode(StatusResponse.self, try await get(collector, "/v1/status")).components.first { $0.component == "login" }?.status
+    }
+
+    static func sonde(_ arguments: [String], _ environment: [String: String]) async throws -> (status: Int32, output: String) {
+        try await run("sonde", arguments, environment)
+    }
+
+    static func run(_ product: String, _ arguments: [String], _ environment: [String: String]) async throws -> (status: Int32, output: String) {
+        let process = try ChildProcess(product, arguments, environment: environment)
+        let status = try await process.waitForExit(timeout: .seconds(30))
+        try? await waitUntil("\(product) output", timeout: .seconds(2)) { !process.allOutput.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }
+        return (status, process.allOutput)
+    }
+}

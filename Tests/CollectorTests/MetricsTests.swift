@@ -1,0 +1,65 @@
+import Collector
+import CollectorAPI
+import Correlation
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// `/metrics` tells the truth about what it describes: blackbox_exporter's phase names, degraded
+/// visible, a silent agent's probe series gone (and `sonde_agent_up` 0), component status with
+/// region and scope, process and build-info series, shortest decimal values.
+@Suite(.serialized)
+struct MetricsTests {
+    @Test func seriesFollowTheAgentsAndSayWhatHappened() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let eu = TestAgent(id: "eu-1", region: "eu")
+        let us = TestAgent(id: "us-1", region: "us")
+        var config = testConfig(dir: dir, agents: [eu, us])
+        config.correlation.silentMin = 1
+        config.correlation.silentAfter = 2
+        config.correlation.silentAfterIntervals = 2
+        try await withCollector(config) { collector in
+            for i in 0..<3 {
+                let at = Date().addingTimeInterval(Double(i - 3))
+                #expect(try await eu.push(eu.batch([eu.result(startedAt: at, durationMs: 3.452)]), to: collector).status == 200)
+                #expect(try await us.push(us.batch([us.result(outcome: .degraded, startedAt: at)]), to: collector).status == 200)
+            }
+            try await waitUntil("both agents reporting") {
+                let text = try await get(collector, "/metrics").bodyText
+                return text.contains(#"sonde_agent_up{agent="eu-1",region="eu"} 1"#) && text.contains(#"sonde_agent_up{agent="us-1",region="us"} 1"#)
+            }
+            let text = try await get(collector, "/metrics").bodyText
+            let eu1 = #"{probe="login",component="login",agent="eu-1",region="eu""#
+            let us1 = #"{probe="login",component="login",agent="us-1",region="us""#
+            #expect(text.contains("probe_success\(eu1)} 1"))
+            #expect(text.contains("probe_degraded\(eu1)} 0"))
+            #expect(text.contains("probe_success\(us1)} 1"), "degraded still succeeded")
+            #expect(text.contains("probe_degraded\(us1)} 1"), "degraded is visible")
+            #expect(text.contains("probe_duration_seconds\(eu1)} 0.003452"), "shortest decimal, not 0.0034519999999999998")
+            for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+                #expect(text.contains("probe_http_duration_seconds\(eu1),phase=\"\(phase)\"}"), "blackbox phase \(phase)")
+            }
+            #expect(!text.contains(#"phase="ttfb""#) && !text.contains(#"phase="dns""#))
+            #expect(text.contains("probe_last_run_timestamp_seconds\(eu1)} "))
+            #expect(text.contains(#"sonde_build_info{version=""# ))
+            for series in ["process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_start_time_seconds ", "process_open_fds ", "process_max_fds "] {
+                #expect(text.contains("\n" + series), "\(series)missing")
+            }
+            #expect(text.contains(#"sonde_component_status{component="login",scope=""#))
+            #expect(text.contains(#"sonde_component_region_status{component="login",region="eu",status="operational"} 1"#))
+
+            // eu-1 keeps reporting, us-1 stops: its series go, and it is down.
+            try await waitUntil("us-1 silent and its series gone", timeout: .seconds(30)) {
+                _ = try await eu.push(eu.batch([eu.result(startedAt: Date())]), to: collector)
+                let text = try await get(collector, "/metrics").bodyText
+                return text.contains(#"sonde_agent_up{agent="us-1",region="us"} 0"#) && !text.contains("probe_success\(us1)")
+            }
+            let after = try await get(collector, "/metrics").bodyText
+            #expect(after.contains("probe_success\(eu1)} 1"))
+            #expect(after.contains(#"sonde_agent_up{agent="eu-1",region="eu"} 1"#))
+            #expect(!after.contains("probe_degraded\(us1)"))
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import SondeTestSupport
+import Testing
+
+/// `scripts/package.sh deb` (what `make deb` runs) builds real .deb files; dpkg installs them into a
+/// throwaway root; the installed programs run there (chroot) and accept the shipped configs.
+///
+/// Reduced set-up, said plainly: the packages are made from the test build's binaries (debug,
+/// Swift runtime linked dynamically) rather than `make release`'s static ones, to keep `make test`
+/// short; the throwaway root gets the binaries' shared libraries copied in, as `ldd` lists them,
+/// instead of a debootstrapped Debian. `make deb` itself is run by hand and in the release notes.
+@Suite(.serialized)
+struct DebPackageTests {
+    @Test func packagesInstallIntoAThrowawayRootRunAndPurge() async throws {
+        for (program, package) in [("dpkg-deb", "dpkg"), ("dpkg-shlibdeps", "dpkg-dev"), ("useradd", "passwd"), ("chroot", "coreutils"), ("strip", "binutils")] {
+            _ = try requireProgram(program, package: package)
+        }
+        let work = try TemporaryDirectory("sonde-deb")
+        defer { work.remove() }
+        let out = work.file("out")
+        let built = try await runOK(["scripts/package.sh", "deb", out], environment: ["BUILD_DIR": Products.directory, "DEB_COMPRESSION": "none"])
+        let agentDeb = try #require(built.split(separator: "\n").first { $0.contains("/sonde-agent_") }).description
+        let collectorDeb = try #require(built.split(separator: "\n").first { $0.contains("/sonde-collector_") }).description
+
+        // Control data: what dpkg reads before it installs anything.
+        let control = try await runOK(["dpkg-deb", "--field", agentDeb])
+        #expect(control.contains("Package: sonde-agent"))
+        #expect(control.contains("libcurl4"), "Depends must name libcurl: \(control)")
+        #expect(control.contains("libyaml-0-2"))
+        let contents = try await runOK(["dpkg-deb", "--contents", collectorDeb])
+        for path in ["./usr/bin/sonde-collector", "./usr/bin/sonde", "./lib/systemd/system/sonde-collector.service",
+                     "./etc/sonde/collector.yaml", "./usr/share/doc/sonde-collector/copyright",
+                     "./usr/share/doc/sonde-collector/collector.md"] {
+            #expect(contents.contains(path), "\(path) missing from the collector package")
+        }
+
+        // A throwaway root: dpkg's database and the account files the maintainer scripts edit.
+        let root = work.file("root")
+        for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "etc", "tmp"] {
+            try FileManager.default.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true)
+        }
+        for (file, text) in [("var/lib/dpkg/status", ""), ("var/lib/dpkg/available", ""),
+                             ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n"),
+                             ("etc/shadow", "root:*:19000:0:99999:7:::\n"), ("etc/gshadow", "root:*::\n")] {
+            try text.write(toFile: "\(root)/\(file)", atomically: true, encoding: .utf8)
+        }
+        let dpkg = ["dpkg", "--root=\(root)", "--force-script-chrootless", "--force-depends", "--log=/dev/null"]
+        let installed = try await runOK(dpkg + ["--install", agentDeb, collectorDeb])
+        #expect(installed.contains("made /var/lib/sonde/agent.key"), "postinst did not make the key:\n\(installed)")
+
+        // The maintainer scripts' work: users, state folders 0700 owned by them, configs 0640.
+        let passwd = try String(contentsOfFile: "\(root)/etc/passwd", encoding: .utf8)
+        let uid = try #require(Self.uid(of: "sonde", in: passwd), "no sonde user:\n\(passwd)")
+        let collectorUID = try #require(Self.uid(of: "sonde-collector", in: passwd))
+        try Self.expectMode(0o700, owner: uid, "\(root)/var/lib/sonde")
+        try Self.expectMode(0o600, owner: uid, "\(root)/var/lib/sonde/agent.key")
+        try Self.expectMode(0o700, owner: collectorUID, "\(root)/var/lib/sonde-collector")
+        try Self.expectMode(0o640, owner: 0, "\(root)/etc/sonde/agent.yaml")
+        try Self.expectMode(0o640, owner: 0, "\(root)/etc/sonde/collector.yaml")
+
+        // The programs run inside the root, with the libraries they link and nothing else.
+        for binary in ["usr/bin/sonde-agent", "usr/bin/sonde-collector", "usr/bin/sonde"] {
+            try await Self.copyLibraries(of: "\(root)/\(binary)", into: root)
+        }
+        try FileManager.default.createDirectory(atPath: "\(root)/proc", withIntermediateDirectories: true)
+        // A private mount and PID namespace with its own /proc: Swift reads a program's arguments
+        // from /proc/self/cmdline, and the mount goes away with the namespace.
+        let inRoot = ["unshare", "--mount", "--pid", "--fork", "--mount-proc=\(root)/proc", "chroot", root]
+        for binary in ["sonde-agent", "sonde-collector", "sonde"] {
+            let version = try await runOK(inRoot + ["/usr/bin/\(binary)", "--version"])
+            #expect(version.contains("(commit "), "\(binary) --version: \(version)")
+        }
+        let agentOK = try await runOK(inRoot + ["/usr/bin/sonde-agent", "validate", "--config", "/etc/sonde/agent.yaml"])
+        #expect(agentOK.contains("ok: 2 probes"), "\(agentOK)")
+        let collectorOK = try await runOK(inRoot + ["/usr/bin/sonde-collector", "validate", "--config", "/etc/sonde/collector.yaml"])
+        #expect(collectorOK.hasPrefix("ok"), "\(collectorOK)")
+
+        // Purge takes the state (key, spool) with it and leaves no file of the package behind.
+        try await runOK(dpkg + ["--purge", "sonde-agent"])
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/var/lib/sonde"))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/usr/bin/sonde-agent"))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/etc/sonde/agent.yaml"))
+        #expect(FileManager.default.fileExists(atPath: "\(root)/usr/bin/sonde-collector"))
+    }
+
+    @Test func theShippedAgentExampleNamesOnlyProbesThatExist() async throws {
+        // validate refuses a control probe that no probe file defines (the old example named one).
+        let work = try TemporaryDirectory("sonde-example")
+        defer { work.remove() }
+        let example = try String(contentsOfFile: "\(packageRoot)/deploy/agent.example.yaml", encoding: .utf8)
+        try FileManager.default.copyItem(atPath: "\(packageRoot)/deploy/probes", toPath: work.file("probes"))
+        // No collector here: validate then checks the config and probes, not the key.
+        let local = example.replacingOccurrences(of: "  url: http://collector.internal:18300", with: "  # url: (none)")
+        try local.write(toFile: work.file("agent.yaml"), atomically: true, encoding: .utf8)
+        let ok = try await run([Products.path("sonde-agent"), "validate", "--config", work.file("agent.yaml")])
+        #expect(ok.status == 0, "\(ok.output)")
+        try local.replacingOccurrences(of: "  - reach ", with: "  - reach-reference ")
+            .write(toFile: work.file("agent.yaml"), atomically: true, encoding: .utf8)
+        let bad = try await run([Products.path("sonde-agent"), "validate", "--config", work.file("agent.yaml")])
+        #expect(bad.status == 1)
+        #expect(bad.output.contains("control_probes: no probe is named \"reach-reference\""), "\(bad.output)")
+    }
+
+    static func uid(of user: String, in passwd: String) -> UInt32? {
+        for line in passwd.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            if fields.count > 2, fields[0] == user { return UInt32(fields[2]) }
+        }
+        return nil
+    }
+
+    static func expectMode(_ mode: UInt16, owner: UInt32, _ path: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw TestFailure("\(path) is missing") }
+        #expect(UInt16(info.st_mode & 0o7777) == mode, "\(path): mode \(String(info.st_mode & 0o7777, radix: 8))", sourceLocation: sourceLocation)
+        #expect(info.st_uid == owner, "\(path): owner \(info.st_uid), expected \(owner)", sourceLocation: sourceLocation)
+    }
+
+    /// Copies every shared library `ldd` lists for `binary` to the same path under `root`.
+    static func copyLibraries(of binary: String, into root: String) async throws {
+        let listing = try await runOK(["ldd", binary])
+        for line in listing.split(separator: "\n") {
+            guard let path = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).first(where: { $0.hasPrefix("/") }).map(String.init)
+            else { continue }
+            let target = root + path
+            if FileManager.default.fileExists(atPath: target) { continue }
+            try FileManager.default.createDirectory(
+                atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: URL(fileURLWithPath: path).resolvingSymlinksInPath().path, toPath: target)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Installs Sonde (`make install`) or builds its Debian packages (`make deb`).
+#
+#   scripts/package.sh install DESTDIR PREFIX   binaries, units, example configs and docs
+#   scripts/package.sh deb OUTDIR               sonde-agent_V_ARCH.deb, sonde-collector_V_ARCH.deb
+#
+# BUILD_DIR (default .build/release, which `make release` fills with static-stdlib binaries)
+# names the binaries to ship; they are stripped on the way in. The version is the VERSION file's.
+# DEB_COMPRESSION (default xz) is dpkg-deb's -Z: the tests pass `none` to save time.
+# Packages are built with dpkg-deb alone (no debhelper); dependencies come from dpkg-shlibdeps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root_dir=$PWD
+build_dir=${BUILD_DIR:-.build/release}
+version=$(head -n1 VERSION)
+arch=$(dpkg --print-architecture)
+
+die() { echo "package: $*" >&2; exit 1; }
+for b in sonde-agent sonde-collector sonde; do
+  [ -x "$build_dir/$b" ] || die "$build_dir/$b is missing: run \`make release\` first (or set BUILD_DIR)"
+done
+
+# bin DEST NAME: a stripped copy of one binary.
+bin() { install -D -m 0755 "$build_dir/$2" "$1/$2"; strip --strip-unneeded "$1/$2"; }
+
+# unit PREFIX SRC DEST: the systemd unit with ExecStart pointing at PREFIX/bin.
+unit() { install -d "$(dirname "$3")"; sed "s|/usr/bin/|$1/bin/|g" "$2" > "$3"; chmod 0644 "$3"; }
+
+# conf MODE SRC DEST: a config file, never over one that is there (an upgrade keeps the operator's).
+conf() { if [ -e "$3" ]; then echo "kept $3"; else install -D -m "$1" "$2" "$3"; fi; }
+
+# docs DIR FILE...: documentation, mode 0644.
+docs() { local dir=$1; shift; install -d "$dir"; for f in "$@"; do install -m 0644 "$f" "$dir/"; done; }
+
+# Files of each package, laid out under a root ($1) with a prefix ($2) for programs and docs.
+# /etc and /var are never under the prefix (FHS; `make install PREFIX=/usr/local` too).
+lay_agent() {
+  local r=$1 p=$2
+  bin "$r$p/bin" sonde-agent
+  unit "$p" deploy/sonde-agent.service "$r/lib/systemd/system/sonde-agent.service"
+  conf 0640 deploy/agent.example.yaml "$r/etc/sonde/agent.yaml"
+  conf 0644 deploy/probes/reach.yaml "$r/etc/sonde/probes/reach.yaml"
+  conf 0644 deploy/probes/health.yaml "$r/etc/sonde/probes/health.yaml"
+  docs "$r$p/share/doc/sonde-agent" README.md docs/agent.md docs/install.md
+  install -m 0644 probes/README.md "$r$p/share/doc/sonde-agent/probes.md"
+  docs "$r$p/share/doc/sonde-agent/examples" probes/examples/*.yaml deploy/agent.example.yaml
+}
+lay_collector() {
+  local r=$1 p=$2
+  bin "$r$p/bin" sonde-collector
+  bin "$r$p/bin" sonde
+  unit "$p" deploy/sonde-collector.service "$r/lib/systemd/system/sonde-collector.service"
+  conf 0640 deploy/collector.example.yaml "$r/etc/sonde/collector.yaml"
+  docs "$r$p/share/doc/sonde-collector" README.md docs/collector.md docs/install.md
+  docs "$r$p/share/doc/sonde-collector/examples" deploy/collector.example.yaml
+}
+
+# Debian: control file, maintainer scripts, copyright and changelog, then dpkg-deb.
+build_deb() {
+  local name=$1 out=$2 description=$3 user=$4 state=$5
+  local stage; stage=$(mktemp -d); trap 'rm -rf "$stage"' RETURN
+  chmod 0755 "$stage"
+  "lay_${name#sonde-}" "$stage" /usr
+  local doc="$stage/usr/share/doc/$name"
+  cat > "$doc/copyright" <<COPY
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: sonde
+Files: *
+Copyright: the Sonde developers
+License: proprietary
+ No licence is granted by this package beyond what the Sonde developers grant separately.
+COPY
+  printf '%s (%s-1) unstable; urgency=medium\n\n  * Release %s (%s).\n\n -- Sonde developers <sonde@localhost>  %s\n' \
+    "$name" "$version" "$version" "$("$build_dir/$name" --version)" "$(date -R -d "$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)")" \
+    | gzip -9n > "$doc/changelog.Debian.gz"
+  chmod 0644 "$doc/copyright" "$doc/changelog.Debian.gz"
+
+  # Shared-library dependencies, as debhelper would compute them. Libraries outside Debian's
+  # packages (the Swift runtime of a debug build) are left out: release builds link it statically.
+  local shlibs; shlibs=$(mktemp -d)
+  mkdir -p "$shlibs/debian"; printf 'Source: sonde\n\nPackage: %s\nArchitecture: any\n' "$name" > "$shlibs/debian/control"
+  local bins=("$stage"/usr/bin/*)
+  local depends
+  depends=$(cd "$shlibs" && dpkg-shlibdeps --ignore-missing-info -O "${bins[@]}" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+  rm -rf "$shlibs"
+  [ -n "$depends" ] || die "dpkg-shlibdeps found no dependencies for $name"
+
+  install -d -m 0755 "$stage/DEBIAN"
+  local size; size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+  cat > "$stage/DEBIAN/control" <<CONTROL
+Package: $name
+Version: $version-1
+Architecture: $arch
+Maintainer: Sonde developers <sonde@localhost>
+Installed-Size: $size
+Depends: $depends, passwd
+Section: net
+Priority: optional
+Homepage: https://github.com/sonde/sonde
+Description: $description
+CONTROL
+  (cd "$stage" && find etc -type f | sed 's|^|/|' | sort) > "$stage/DEBIAN/conffiles"
+  maintainer_scripts "$name" "$user" "$state" "$stage/DEBIAN"
+  (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -print | sed 's|^\./||' | sort | xargs md5sum) > "$stage/DEBIAN/md5sums"
+  install -d "$out"
+  dpkg-deb --root-owner-group "-Z${DEB_COMPRESSION:-xz}" --build "$stage" "$out/${name}_${version}-1_${arch}.deb" >/dev/null
+  echo "$out/${name}_${version}-1_${arch}.deb"
+}
+
+# postinst creates the system user and the state folder (0700), hands it the config's group, and
+# (agent) makes the key pair once. Nothing is enabled or started: the config must be edited first.
+# DPKG_ROOT is set when dpkg installs into another root without chroot (--force-script-chrootless);
+# the scripts then act inside that root only.
+maintainer_scripts() {
+  local name=$1 user=$2 state=$3 dir=$4 config=/etc/sonde/${1#sonde-}.yaml
+  cat > "$dir/postinst" <<POSTINST
+#!/bin/sh
+set -e
+root="\${DPKG_ROOT:-}"
+if [ "\$1" = configure ]; then
+  if ! grep -q '^$user:' "\$root/etc/passwd" 2>/dev/null; then
+    useradd \${root:+--prefix "\$root"} --system --user-group --home-dir $state --no-create-home \\
+      --shell /usr/sbin/nologin --comment "Sonde ${name#sonde-}" $user
+  fi
+  uid=\$(awk -F: '\$1 == "$user" { print \$3 }' "\$root/etc/passwd")
+  gid=\$(awk -F: '\$1 == "$user" { print \$3 }' "\$root/etc/group")
+  install -d -m 0700 "\$root$state"
+  chown "\$uid:\$gid" "\$root$state"
+  chgrp "\$gid" "\$root$config" && chmod 0640 "\$root$config"
+POSTINST
+  if [ "$name" = sonde-agent ]; then
+    cat >> "$dir/postinst" <<'POSTINST'
+  if [ ! -e "$root/var/lib/sonde/agent.key" ]; then
+    "$root/usr/bin/sonde-agent" keygen --out "$root/var/lib/sonde/agent.key" --id "$(hostname)" >/dev/null
+    chown "$uid:$gid" "$root/var/lib/sonde/agent.key" "$root/var/lib/sonde/agent.key.pub"
+    echo "sonde-agent: made /var/lib/sonde/agent.key; enrol it on the collector (docs/install.md)"
+  fi
+POSTINST
+  fi
+  cat >> "$dir/postinst" <<'POSTINST'
+  if [ -z "$root" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+fi
+exit 0
+POSTINST
+  cat > "$dir/prerm" <<PRERM
+#!/bin/sh
+set -e
+if [ -z "\${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ] && [ "\$1" = remove ]; then
+  systemctl stop $name.service || true
+fi
+exit 0
+PRERM
+  # The state (keys, spool, database) goes only on purge; the user stays (Debian policy).
+  cat > "$dir/postrm" <<POSTRM
+#!/bin/sh
+set -e
+if [ "\$1" = purge ]; then rm -rf "\${DPKG_ROOT:-}$state"; fi
+if [ -z "\${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+exit 0
+POSTRM
+  chmod 0755 "$dir/postinst" "$dir/prerm" "$dir/postrm"
+}
+
+case "${1:-}" in
+  install)
+    destdir=${2:-}; prefix=${3:-/usr/local}
+    lay_agent "$destdir" "$prefix"
+    lay_collector "$destdir" "$prefix"
+    echo "installed into ${destdir:-/} (prefix $prefix); next steps: docs/install.md"
+    ;;
+  deb)
+    out=${2:-$root_dir/.build/deb}
+    build_deb sonde-agent "$out" "Sonde synthetic-monitoring agent
+ Runs scripted probes (HTTP journeys, TCP, DNS, TLS) against a platform, signs the
+ results and pushes them to a Sonde collector." sonde /var/lib/sonde
+    build_deb sonde-collector "$out" "Sonde collector and operator CLI
+ Receives signed probe results from Sonde agents, decides whether failures are local,
+ regional or platform-wide, keeps incidents, serves an API and a status page, and sends
+ alerts. Includes the \`sonde\` CLI." sonde-collector /var/lib/sonde-collector
+    ;;
+  *) die "usage: scripts/package.sh install DESTDIR PREFIX | deb [OUTDIR]" ;;
+esac
