@@ -18,13 +18,14 @@ struct AgentComponent {
     /// Runs and failed runs over the recent window (`flaky_window` per probe).
     var runs: Int32 = 0
     var failed: Int32 = 0
-    /// Runs and failed runs over the whole window (the peer test and recovery use these).
+    /// Runs, failed and non-ok runs over the whole window (the peer test and recovery use these).
     var allRuns: Int32 = 0
     var allFailed: Int32 = 0
-    /// The fewest passing runs in a row at the end of any of its probes here.
+    var allBad: Int32 = 0
+    /// The fewest `ok` runs in a row at the end of any of its probes here.
     var cleanTail = Int32.max
-    /// Newest failed run, on the collector's time line (agent time + the agent's offset).
-    var newestFailedAt = -Double.infinity
+    /// Newest non-ok run, on the collector's time line (agent time + the agent's offset).
+    var newestBadAt = -Double.infinity
     /// When the collector last received one of its runs here.
     var lastReceived = -Double.infinity
     var latencyMs = -1.0
@@ -46,12 +47,15 @@ struct RegionCounts {
     var failed: Int32 = 0
     var allRuns: Int32 = 0
     var allFailed: Int32 = 0
-    var minCleanTail = Int32.max
-    var newestFailedAt = -Double.infinity
+    var allBad: Int32 = 0
+    /// Agents with `confirm_failures` failed runs in their window (listed as failing).
+    var repeatFailing: Int32 = 0
+    var newestBadAt = -Double.infinity
     var lastReceived = -Double.infinity
 
-    mutating func add(_ x: AgentComponent) {
+    mutating func add(_ x: AgentComponent, confirm: Int32 = .max) {
         reporting += 1
+        if x.state.isFailing || x.allFailed >= confirm { repeatFailing += 1 }
         switch x.state {
         case .failing: hard += 1
         case .flaky: flaky += 1
@@ -63,8 +67,8 @@ struct RegionCounts {
         failed += x.failed
         allRuns += x.allRuns
         allFailed += x.allFailed
-        minCleanTail = min(minCleanTail, x.cleanTail)
-        newestFailedAt = max(newestFailedAt, x.newestFailedAt)
+        allBad += x.allBad
+        newestBadAt = max(newestBadAt, x.newestBadAt)
         lastReceived = max(lastReceived, x.lastReceived)
     }
 
@@ -78,8 +82,9 @@ struct RegionCounts {
         lhs.failed += rhs.failed
         lhs.allRuns += rhs.allRuns
         lhs.allFailed += rhs.allFailed
-        lhs.minCleanTail = min(lhs.minCleanTail, rhs.minCleanTail)
-        lhs.newestFailedAt = max(lhs.newestFailedAt, rhs.newestFailedAt)
+        lhs.allBad += rhs.allBad
+        lhs.repeatFailing += rhs.repeatFailing
+        lhs.newestBadAt = max(lhs.newestBadAt, rhs.newestBadAt)
         lhs.lastReceived = max(lhs.lastReceived, rhs.lastReceived)
     }
 }
@@ -101,6 +106,11 @@ struct ComponentTrack {
     /// Runs up to this time (collector time line) belong to a recovered incident: verdicts use
     /// only later runs, so its failures never colour the next ones. -infinity: all runs count.
     var horizon = -Double.infinity
+    /// The newest problem run seen since the component's verdict turned bad, and the longest
+    /// stretch between two of them: a recovery must stay clean for 1.5 × the longest lull the
+    /// fault itself had (a fault that fails in bursts is not over at its first pause).
+    var newestBad = -Double.infinity
+    var longestLull = 0.0
 
     struct Membership: Equatable {
         var regions: [String]
@@ -271,8 +281,9 @@ extension CorrelationEngine {
                 x.failed += s.windowFailed
                 x.allRuns += s.allRuns
                 x.allFailed += s.allFailed
+                x.allBad += s.allBad
                 x.cleanTail = min(x.cleanTail, s.cleanTail)
-                x.newestFailedAt = max(x.newestFailedAt, s.newestFailedAt + offset)
+                x.newestBadAt = max(x.newestBadAt, s.newestBadAt + offset)
                 x.lastReceived = max(x.lastReceived, s.lastReceived)
                 if s.latestFailed { x.latestFailed = true }
                 if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
@@ -298,9 +309,9 @@ extension CorrelationEngine {
     /// (2) per component, an agent whose failure rate over its window is above its same-region
     /// peers' pooled rate by the one-sided two-proportion z-test at `local_confidence`; (3) local
     /// by (2) on 2+ components and more than half of those it reports: all its data is excluded.
-    /// A failing agent whose same-region peers report the component but none of them, nor any
-    /// other agent anywhere, fails there is *in doubt*: held back until the test decides or a
-    /// peer fails too. An investigating incident covering its region makes its failure evidence.
+    /// A failing agent whose same-region peers report the component but none of them fails there
+    /// (nor have they `confirm_failures` failed runs between them recently), and no other agent
+    /// anywhere fails there, is *in doubt*: held back until the test decides or a peer fails too. An investigating incident covering its region makes its failure evidence.
     mutating func localFaultPhase(_ frame: inout EvaluationFrame) {
         let agentCount = agentIDs.count
         let componentCount = componentNames.count
@@ -351,12 +362,13 @@ extension CorrelationEngine {
                 let peerRuns = k.allRuns - x.allRuns
                 let peerFailed = k.allFailed - x.allFailed
                 let peersFailing = k.hard + k.flaky - 1
+                let peersFailedRecently = k.failed - x.failed >= Int32(cfg.confirmFailures)
                 if Self.exceedsPeers(
                     failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
                     minRuns: cfg.minRuns, z: z)
                 {
                     localHere.append(c)
-                } else if peersFailing == 0, failingAnywhere[c] <= 1 {
+                } else if peersFailing == 0, !peersFailedRecently, failingAnywhere[c] <= 1 {
                     frame.grid[g].inDoubt = true
                 }
             }
@@ -424,7 +436,7 @@ extension CorrelationEngine {
             let r = Int(agentRegion[a])
             for c in 0..<componentCount {
                 let x = frame.grid[a * componentCount + c]
-                if x.counts { counts[c * regionCount + r].add(x) }
+                if x.counts { counts[c * regionCount + r].add(x, confirm: Int32(config.confirmFailures)) }
             }
         }
         frame.counts = counts
@@ -440,6 +452,7 @@ extension CorrelationEngine {
         let cfg = config
         // Evidence lists, in agent id order so they are the same after a rebuild.
         var failingNames = [[String]](repeating: [], count: componentCount)
+        var failingCount = [Int32](repeating: 0, count: componentCount)
         var localNames = [[String]](repeating: [], count: componentCount)
         var sampleSeries = [[Int32]](repeating: [], count: componentCount)
         var latencies = [[Double]](repeating: [], count: componentCount)
@@ -462,7 +475,10 @@ extension CorrelationEngine {
                 guard x.counts else { continue }
                 if frame.agentInterval[a].isFinite { componentInterval[c] = max(componentInterval[c], frame.agentInterval[a]) }
                 if x.latencyMs >= 0 { latencies[c].append(x.latencyMs) }
-                if x.state.isFailing {
+                // Failing now, or with `confirm_failures` failed runs in its window: a random fault's
+                // agents stay listed while it lasts (their flaky state comes and goes).
+                if x.state.isFailing || x.allFailed >= Int32(cfg.confirmFailures) {
+                    failingCount[c] += 1
                     if failingNames[c].count < listCap { failingNames[c].append(agentIDs[a]) }
                     if x.errorCode >= 0 { codeCounts[c * codeStride + Int(x.errorCode)] += 1 }
                     if x.errorSeries >= 0, sampleSeries[c].count < 50 { sampleSeries[c].append(x.errorSeries) }
@@ -482,7 +498,8 @@ extension CorrelationEngine {
             let slice = frame.counts[(c * regionCount)..<(c * regionCount + regionCount)]
             let rollup = Self.rollup(slice, regionNames: regionNames, cfg)
             var evidence = makeEvidence(
-                component: c, total: rollup.total, failingRegions: rollup.badRegions, failingNames: failingNames[c],
+                component: c, total: rollup.total, failingCount: Int(failingCount[c]), failingRegions: rollup.affectedRegions,
+                failingNames: failingNames[c],
                 localNames: localNames[c], sampleSeries: sampleSeries[c],
                 codeCounts: codeCounts[(c * codeStride)..<(c * codeStride + codeStride)], latencies: &latencies[c])
             if rollup.status != .operational && rollup.status != .unknown {
@@ -494,10 +511,20 @@ extension CorrelationEngine {
                 track.lastStatus = rollup.status
                 track.since = now
             }
-            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident)
+            if (rollup.status != .operational && rollup.status != .unknown) || track.incident != nil {
+                let newest = rollup.total.newestBadAt
+                if newest > track.newestBad {
+                    if track.newestBad > -.infinity { track.longestLull = max(track.longestLull, newest - track.newestBad) }
+                    track.newestBad = newest
+                }
+            } else {
+                track.newestBad = -.infinity
+                track.longestLull = 0
+            }
+            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: 1.5 * track.longestLull)
             let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
             let settled = Self.regionScopeSettled(
-                slice, badRegions: rollup.badRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t, t: frame.t,
+                slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t, t: frame.t,
                 wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)))
             let wasMonitoring = track.incident?.status == .monitoring
             stepIncident(
@@ -523,21 +550,30 @@ extension CorrelationEngine {
     }
 
     /// Region statuses, the component's status and scope from one component's region counts.
-    static func rollup(_ counts: ArraySlice<RegionCounts>, regionNames: [String], _ cfg: CorrelationConfig)
-        -> (status: ComponentStatus, scope: ProblemScope?, regionStatus: [String: ComponentStatus], badRegions: [String], total: RegionCounts)
-    {
+    /// The affected regions are those not operational, plus (while some region is not) those
+    /// whose agents failed `confirm_failures` runs between them recently or that have an agent
+    /// with `confirm_failures` failed runs in its window: a random fault reaches
+    /// every region's verdict at its own pace, and the scope must not wait for the slowest.
+    /// Scope `platform` needs `min_platform_regions` affected regions.
+    static func rollup(_ counts: ArraySlice<RegionCounts>, regionNames: [String], _ cfg: CorrelationConfig) -> Rollup {
         var total = RegionCounts()
         var regionStatus: [String: ComponentStatus] = [:]
         var badRegions: [String] = []
+        var suspect: [String] = []
         var worst = ComponentStatus.operational
         for (r, k) in zip(regionNames.indices, counts) where k.reporting > 0 {
             total += k
             let status = Self.regionStatus(k, cfg)
             regionStatus[regionNames[r]] = status
-            if status != .operational { badRegions.append(regionNames[r]) }
+            if status != .operational {
+                badRegions.append(regionNames[r])
+            } else if k.failed >= Int32(cfg.confirmFailures) || k.repeatFailing > 0 {
+                suspect.append(regionNames[r])
+            }
             if status > worst { worst = status }
         }
         badRegions.sort()
+        let affectedRegions = badRegions.isEmpty ? [] : (badRegions + suspect).sorted()
         let status: ComponentStatus
         if total.reporting == 0 {
             status = .unknown
@@ -548,9 +584,20 @@ extension CorrelationEngine {
         }
         var scope: ProblemScope?
         if status != .operational && status != .unknown {
-            scope = badRegions.count >= cfg.minPlatformRegions ? .platform : .region
+            scope = affectedRegions.count >= cfg.minPlatformRegions ? .platform : .region
         }
-        return (status, scope, regionStatus, badRegions, total)
+        return Rollup(
+            status: status, scope: scope, regionStatus: regionStatus, badRegions: badRegions, affectedRegions: affectedRegions,
+            total: total)
+    }
+
+    struct Rollup {
+        var status: ComponentStatus
+        var scope: ProblemScope?
+        var regionStatus: [String: ComponentStatus]
+        var badRegions: [String]
+        var affectedRegions: [String]
+        var total: RegionCounts
     }
 
     /// May a problem in fewer regions than platform scope needs be announced as regional yet?
@@ -569,10 +616,12 @@ extension CorrelationEngine {
     /// Whether an open incident has recovered, counted in runs: every agent that counts in its
     /// regions passed its latest `monitor_runs` (`resolve_runs`) runs, and the pooled passing
     /// runs since the newest failure there reached M = ⌈ln(1 − recovery_confidence) / ln(1 − p)⌉,
-    /// p being the failure rate of those regions' windows up to that failure.
-    func recoveryFacts(component c: Int, frame: EvaluationFrame, incident: Incident?) -> RecoveryFacts {
+    /// p being the failure rate of those regions' windows up to that failure; and the time since
+    /// that failure is longer than `lull`.
+    func recoveryFacts(component c: Int, frame: EvaluationFrame, incident: Incident?, lull: Double) -> RecoveryFacts {
         guard let incident else { return RecoveryFacts() }
         let regionCount = regionNames.count
+        let componentCount = componentNames.count
         var scope = RegionCounts()
         var inScope = [Bool](repeating: false, count: regionCount)
         for r in 0..<regionCount where incident.scope == .platform || incident.regions.contains(regionNames[r]) {
@@ -580,20 +629,29 @@ extension CorrelationEngine {
             scope += frame.counts[c * regionCount + r]
         }
         guard scope.reporting > 0 else { return RecoveryFacts() }
-        let componentCount = componentNames.count
+        // Every agent that counts must have passed its latest runs, except one that has sent
+        // nothing for 2 of its intervals: late or stopping, it can neither confirm nor hold a
+        // recovery (once silent it does not count at all).
+        var minClean = Int32.max
+        for a in 0..<agentIDs.count where inScope[Int(agentRegion[a])] && frame.agentCounts(a) {
+            let x = frame.grid[a * componentCount + c]
+            guard x.counts else { continue }
+            if frame.agentInterval[a].isFinite, frame.t - x.lastReceived > 2 * frame.agentInterval[a] { continue }
+            minClean = min(minClean, x.cleanTail)
+        }
         var clean: Int32 = 0
         for s in frame.openSeries[c] {
             let a = Int(series[Int(s)].agent)
             guard inScope[Int(agentRegion[a])], frame.agentCounts(a), frame.grid[a * componentCount + c].counts else { continue }
-            let after = max(scope.newestFailedAt, tracks[c].horizon) - agentOffset[a]
+            let after = max(scope.newestBadAt, tracks[c].horizon) - agentOffset[a]
             clean += series[Int(s)].runs(after: after)
         }
         let before = max(1, scope.allRuns - clean)
-        let needed = Self.cleanRunsNeeded(failureRate: Double(scope.allFailed) / Double(before), confidence: config.recoveryConfidence)
-        let pooledClean = clean >= needed
+        let needed = Self.cleanRunsNeeded(failureRate: Double(scope.allBad) / Double(before), confidence: config.recoveryConfidence)
+        let pooledClean = clean >= needed && frame.t - scope.newestBadAt > lull
         return RecoveryFacts(
-            canMonitor: pooledClean && scope.minCleanTail >= Int32(config.monitorRuns),
-            canResolve: pooledClean && scope.minCleanTail >= Int32(config.resolveRuns), newestFailure: scope.newestFailedAt,
+            canMonitor: pooledClean && minClean != .max && minClean >= Int32(config.monitorRuns),
+            canResolve: pooledClean && minClean != .max && minClean >= Int32(config.resolveRuns), newestFailure: scope.newestBadAt,
             cleanRuns: clean, needed: needed)
     }
 
@@ -715,7 +773,7 @@ extension CorrelationEngine {
     // MARK: - Evidence
 
     private func makeEvidence(
-        component c: Int, total: RegionCounts, failingRegions: [String], failingNames: [String], localNames: [String],
+        component c: Int, total: RegionCounts, failingCount: Int, failingRegions: [String], failingNames: [String], localNames: [String],
         sampleSeries: [Int32], codeCounts: ArraySlice<Int32>, latencies: inout [Double]
     ) -> Evidence {
         var codes: [String: Int] = [:]
@@ -729,7 +787,7 @@ extension CorrelationEngine {
         }.prefix(config.maxSampleErrors)
         let (p50, p95) = Self.percentiles(&latencies)
         return Evidence(
-            failingAgents: failingNames, failingAgentCount: Int(total.hard + total.flaky), failingRegions: failingRegions,
+            failingAgents: failingNames, failingAgentCount: failingCount, failingRegions: failingRegions,
             reportingAgents: Int(total.reporting), degradedAgents: Int(total.degraded),
             failureRatio: total.runs > 0 ? (Double(total.failed) / Double(total.runs) * 1000).rounded() / 1000 : 0,
             latencyP50Ms: p50, latencyP95Ms: p95, sampleErrors: Array(samples), errorCodes: codes, localAgents: localNames)

@@ -48,11 +48,13 @@ struct SeriesSummary {
     /// Runs and failed runs over the whole window (the rate the peer test and recovery use).
     var allRuns: Int32 = 0
     var allFailed: Int32 = 0
-    /// Consecutive non-failed runs at the end of the window.
+    /// Consecutive `ok` runs at the end of the window (slow runs are not recovered ones).
     var cleanTail: Int32 = 0
-    /// `started_at` of the newest failed run in the whole window, and of the oldest run;
+    /// Non-ok (failed or degraded) runs over the whole window.
+    var allBad: Int32 = 0
+    /// `started_at` of the newest non-ok run in the whole window, and of the oldest run;
     /// -infinity / +infinity when none.
-    var newestFailedAt: Double = -.infinity
+    var newestBadAt: Double = -.infinity
     var oldestAt: Double = .infinity
 }
 
@@ -92,7 +94,8 @@ struct SeriesWindow {
         }
     }
 
-    var latestError: ProbeError? { runs.last?.outcome == .failed ? runs.last?.error : nil }
+    /// The error of the newest failed run in the window (a random fault's latest run often passes).
+    var latestError: ProbeError? { runs.last { $0.outcome == .failed }?.error }
 
     /// The digest of the runs that started after `after` (agent clock; -infinity: all of them).
     func summarize(config: CorrelationConfig, errorCode: Int32, after: Double = -.infinity) -> SeriesSummary {
@@ -171,14 +174,16 @@ struct SeriesWindow {
         case .ok, .degraded: break
         }
         var allFailed: Int32 = 0
-        var newestFailedAt = -Double.infinity
-        for run in runs where run.outcome == .failed {
-            allFailed += 1
-            newestFailedAt = run.startedAt
+        var allBad: Int32 = 0
+        var newestBadAt = -Double.infinity
+        for run in runs where run.outcome != .ok {
+            allBad += 1
+            if run.outcome == .failed { allFailed += 1 }
+            newestBadAt = run.startedAt
         }
         var cleanTail: Int32 = 0
         var t = n - 1
-        while t >= 0, runs[t].outcome != .failed {
+        while t >= 0, runs[t].outcome == .ok {
             cleanTail += 1
             t -= 1
         }
@@ -187,7 +192,7 @@ struct SeriesWindow {
             windowRuns: Int32(windowRuns), windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed,
             lastReceived: lastReceived, interval: interval, latencyMs: latency, errorCode: errorCode,
             failingSince: failingSince, lastFailedAt: lastFailedAt, allRuns: Int32(n), allFailed: allFailed,
-            cleanTail: cleanTail, newestFailedAt: newestFailedAt, oldestAt: runs.first?.startedAt ?? .infinity)
+            cleanTail: cleanTail, allBad: allBad, newestBadAt: newestBadAt, oldestAt: runs.first?.startedAt ?? .infinity)
     }
 
     /// Runs that started after `time` (agent clock).
