@@ -3,58 +3,68 @@ import SondeCore
 
 /// Decides, per platform component, whether failures are local (one agent), regional or
 /// platform-wide; keeps agent health and incidents, and emits alert events. Pure logic: no I/O, no
-/// clock reads (every time comes in as an argument), deterministic. The collector wraps it in an actor.
+/// clock reads (every time comes in as an argument), deterministic. The collector wraps it in an
+/// actor and feeds it one monotonic time line (`receivedAt`, `now`).
 ///
 /// ## Rules (defaults in ``CorrelationConfig``)
-/// - **Window.** Per (agent, probe) the last `window_runs` (20) runs, none older than `window_age`
-///   (600 s) before the series' newest run. `ingest` costs O(results × window_runs) and updates a
-///   small per-series digest; `evaluate` reads only digests: O(series + agents × components),
-///   independent of history.
-/// - **Per (agent, probe).** `failing` after `confirm_failures` (2) consecutive failed runs (a single
-///   failed run opens nothing); `flaky` when at least `confirm_failures` and more than `flaky_ratio`
-///   (0.2) of the latest `flaky_window` (10) runs failed, a shorter window counting as `min_runs`
-///   (5) runs (so filling it with passing runs never makes a probe flaky); `degraded` when the latest
-///   `confirm_failures` runs were all non-ok with at least one `degraded` (slower than the probe's
-///   threshold); otherwise `ok`. An agent's state on a component is the worst of its probes there.
-///   After a hard outage the failure ratio keeps a probe `flaky` until enough passing runs push the
-///   old failures out of the window: recovery is deliberately slower than detection.
-/// - **Silent.** No result received (collector clock, `receivedAt`) for longer than
-///   max(`silent_min` 10 s, `silent_after_intervals` 3 × the agent's shortest estimated probe
-///   interval from `started_at` spacing), or `silent_after` (30 s) when no interval is known. A silent
-///   agent's data is ignored (stale failures never count). `agent.silent` once per silence; an
-///   agent never heard from is `silent` without an event. A single series with nothing received for
-///   its own threshold (or `window_age`) is ignored too (a probe removed from an agent).
-/// - **Local (scope agent).** An agent is local when (1) one of its control probes is failing or
-///   flaky — even if everything else fails too; or (2) per component: it fails there while its
-///   same-region peers reporting that component (non-silent, without failing control) all passed
-///   their latest run and either none of them failed since this agent's problem began (not counting
-///   failures from before the recovery of a resolved incident of that component covering the
-///   region) or their combined recent failure ratio is below `local_peer_max_ratio` (0.1), unless an incident of that
-///   component under investigation covers its region (its failure is then that incident's evidence);
-///   or (3) it is local by (2) on at least 2 components and on more than half of the components it
-///   reports, in which case all its data is excluded. Local data is excluded from verdicts (listed
-///   in `evidence.local_agents`), never opens an incident, and the agent becomes `local_fault`
-///   with one `agent.local_fault` event per episode; the episode ends after `resolve_after` (3)
-///   clean evaluations with new data from the agent. A control probe whose latest run failed
-///   but is not confirmed yet puts the agent *in doubt*: its data is held back from verdicts (not
-///   counted, not listed) until the control is confirmed failing (local) or passes again.
-/// - **Verdict** from the remaining agents. Per region: `major_outage` when ≥ `major_ratio` (0.8) of
-///   its reporting agents fail hard; `partial_outage` when any fails (hard or flaky) or the region's
-///   combined failure ratio exceeds `flaky_ratio` (with `min_runs`); `degraded_performance` when ≥
-///   `degraded_ratio` (0.5) are degraded; else `operational`. Component: `major_outage` when ≥
-///   `major_ratio` of all reporting agents fail hard, else the worst region status capped at
-///   `partial_outage`; `unknown` when no agent reports it. Scope: `region` when exactly one
-///   reporting region is not operational and another region reports; `platform` when 2+ regions
-///   are, or when the only reporting region is.
-/// - **Incidents (hysteresis).** Only evaluations with new (non-control) results for the component
-///   count. Open after `open_after` (2) consecutive problem verdicts (`incident.opened`). While
-///   investigating, a wider scope (region → platform) or a higher severity seen `open_after` times
-///   in a row updates the same incident (`incident.updated`); milder verdicts do not (during
-///   recovery the window drains through milder states; recovery is what `monitoring` reports).
-///   The first operational verdict moves it to `monitoring` (`updated`); `resolve_after` (3)
-///   consecutive operational verdicts resolve it (`incident.resolved`); `open_after` problem
-///   verdicts during monitoring bring it back to `investigating` (`updated`). An `unknown` verdict
-///   (nobody reporting) changes nothing. At most one open incident per component.
+/// - **Evidence per component.** A run counts for its probe's component, except when the step
+///   that failed names another one (`component:` on the step): then it is that component's
+///   failure, and the probe's component is *affected* (`evidence.affected`) but gets no run.
+///   Steps of another component that passed count as its passing runs (``observations(of:)``).
+/// - **Window.** Per (agent, probe, component) the last `window_runs` (20) runs, none older than
+///   `window_age` (600 s) before the series' newest run; a result starting more than `window_age`
+///   after it was received is ignored. Cross-agent times are put on the collector's time line:
+///   `started_at` + the agent's offset (the smallest receive − finish delay of its last 8 pushes).
+///   `ingest` is O(results × window_runs); `evaluate` reads per-series digests:
+///   O(series + agents × components), independent of history.
+/// - **Per (agent, probe).** `failing` after `confirm_failures` (2) consecutive failed runs;
+///   `flaky` when at least `confirm_failures` and more than `flaky_ratio` (0.2) of the latest
+///   `flaky_window` (10) runs failed (a shorter window counting as `min_runs` (5)); `degraded` when
+///   the latest `confirm_failures` runs were all non-ok with one `degraded`; else `ok`. An agent's
+///   state on a component is the worst of its probes there.
+/// - **Silent.** Nothing received for longer than max(`silent_min` 10 s, `silent_after_intervals`
+///   3 × its shortest probe interval), or `silent_after` (30 s) when no interval is known. A silent
+///   agent counts nowhere (no scope, no verdict, no recovery); one `agent.silent` per silence. A
+///   series with nothing received for its own threshold is ignored too.
+/// - **Local (scope agent), phase `localFaultPhase`.** (1) A failing control probe makes the whole
+///   agent local; a control whose latest run failed, unconfirmed, holds the agent's data back.
+///   (2) Per component: the agent's failure rate over its window (≥ `min_runs` runs) is above its
+///   same-region peers' pooled rate (≥ `min_runs` runs) by a one-sided two-proportion z-test at
+///   `local_confidence` (0.999, z ≥ 3.09) — so random errors at the same rate everywhere never make
+///   an agent local, while one bad host is. (3) Local by (2) on 2+ components and more than half it
+///   reports: all its data is excluded. While an investigating incident covers its region, its
+///   failure is that incident's evidence instead. A failing agent that no same-region peer
+///   corroborates (none failing, fewer than `confirm_failures` failed runs between them recently)
+///   and no other agent anywhere either is *in doubt*: held back from verdicts, no event. Local
+///   data is excluded and listed in `evidence.local_agents`; one `agent.local_fault` per episode,
+///   which ends after `resolve_after` (3) clean evaluations with new data from the agent.
+/// - **Verdict** from the agents that count. Per region: `major_outage` when ≥ `major_ratio` (0.8)
+///   fail hard; `partial_outage` when any fails (hard or flaky) or the region's pooled recent
+///   failure ratio exceeds `flaky_ratio`; `degraded_performance` when more than `degraded_ratio`
+///   (0.5) are degraded. Component: `major_outage` when ≥ `major_ratio` of all fail hard, else the
+///   worst region capped at `partial_outage`; `unknown` when nobody reports. Affected regions: not
+///   operational ones, plus (while one is) regions with `confirm_failures` failed runs recently or
+///   an agent with `confirm_failures` failures in its window. Scope: `platform` with ≥
+///   `min_platform_regions` (2) affected regions, else `region`. `evidence.single_agent` when one
+///   agent carries the problem.
+/// - **Incidents, phase `verdictPhase`.** Only evaluations with new results for the component
+///   step the machine. Open after `open_after` (2) problem verdicts in a row, and only for a
+///   component declared in the collector's `components:` or reported by ≥ `min_component_agents`
+///   (2) agents. Region scope waits up to `scope_wait_intervals` (1) probe interval until every
+///   other region has reported since the problem showed with no failed latest run (a platform
+///   fault reaches them a little later), so the first alert says platform. While investigating:
+///   a wider scope or higher severity `open_after` times in a row updates it ("spread:",
+///   "worse:"); regions, agents or failure codes that differ `open_after` times in a row are
+///   announced ("changed: …"). Recovery is counted in runs, not evaluations: `monitoring` once
+///   every fresh agent of its regions passed its latest `monitor_runs` (1) runs, the pooled
+///   passing runs since the newest problem run reached M = ⌈ln(1 − `recovery_confidence`) /
+///   ln(1 − p)⌉ (p: those regions' failure rate up to it; 0.999 gives M = 0 for a hard outage,
+///   20 at 30 %, 66 at 10 %), and the time since exceeds 1.5 × the longest lull between problem
+///   runs since the problem began. An agent silent for 2 of its intervals is skipped. From then on
+///   verdicts read only runs after that newest problem run (the incident's *horizon*), so its
+///   failures never colour later verdicts. Resolved when, still clean, every agent passed its
+///   latest `resolve_runs` (2) runs; `open_after` problem verdicts first bring it back to
+///   `investigating` ("relapse:"). At most one open incident per component.
 /// - **Events** are emitted once per transition, with stable ids (see ``AlertEvent``). Rebuild after a
 ///   restart: construct with the open incidents and agent states last stored, then `ingest` the
 ///   window's stored results (with the time they were received when known) and `evaluate`; nothing

@@ -140,6 +140,7 @@ import Testing
         #expect(opened.evidence?.affected == ["batch", "files"], "\(log)")
         #expect(opened.summary.contains("affects batch, files"), "\(opened.summary)")
         #expect(result.flaps("login").isEmpty, "\(result.flaps("login"))")
+        print("login down everywhere, seed \(seed): detection \(result.detection("login") ?? -1) s, resolution \(result.resolution("login") ?? -1) s")
         #expect(result.resolution("login").map { $0 <= 3 * fleet.interval + 1 } == true, "\(log)")
     }
 
