@@ -18,6 +18,7 @@ import Yams
 /// webhooks: [{ name: ops, url: https://hooks.example.com/sonde, secret: s3cret, events: [incident.opened], format: json }]
 /// webhook_retry: { base: 1s, cap: 5m, timeout: 10s }
 /// correlation: { ... }                         # thresholds; see docs/collector.md
+/// components: [api, files, batch, login]      # may open incidents on one agent's data
 /// ```
 public struct CollectorConfig: Sendable {
     /// `listen.host`, default 127.0.0.1.
@@ -34,6 +35,10 @@ public struct CollectorConfig: Sendable {
     public var webhooks: [WebhookTarget] = []
     /// `correlation`: the engine's thresholds (defaults from `CorrelationConfig()`).
     public var correlation: CorrelationConfig = CorrelationConfig()
+    /// `components`: the platform's components. A component not listed here opens incidents only
+    /// when `correlation.min_component_agents` (2) agents report it, so one enrolled agent cannot
+    /// page anyone about a component it made up. Default: none declared.
+    public var components: [String] = []
     /// `retention_days`: results, batches, resolved incidents and delivered events older than this go. Default 30.
     public var retentionDays: Double = 30
     /// `max_body_bytes`: largest accepted push body. Default 8 MiB.
@@ -216,6 +221,7 @@ private struct ConfigFile: Decodable {
     var agents: [AgentEnrolment]?
     var webhooks: [WebhookTarget]?
     var correlation: CorrelationConfig?
+    var components: [String]?
     var retentionDays: Double?
     var maxBodyBytes: Int?
     var maxResultsPerBatch: Int?
@@ -229,7 +235,7 @@ private struct ConfigFile: Decodable {
     enum CodingKeys: String, CodingKey {
         case listen, database
         case publicURL = "public_url"
-        case agents, webhooks, correlation
+        case agents, webhooks, correlation, components
         case retentionDays = "retention_days"
         case maxBodyBytes = "max_body_bytes"
         case maxResultsPerBatch = "max_results_per_batch"
@@ -296,6 +302,10 @@ extension CollectorConfig {
             }
         }
         if let correlation = raw.correlation { config.correlation = correlation }
+        config.components = raw.components ?? []
+        if let index = config.components.firstIndex(where: { $0.isEmpty }) {
+            throw ConfigError(file: file, field: "components[\(index)]", message: "expected a component name, got an empty string")
+        }
         if let days = raw.retentionDays {
             guard days > 0 else { throw ConfigError(file: file, field: "retention_days", message: "expected a positive number of days") }
             config.retentionDays = days

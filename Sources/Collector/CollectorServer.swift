@@ -64,7 +64,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     let agentStates = try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) }
     var engine = CorrelationEngine(
         config: config.correlation, agents: agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) },
-        openIncidents: openIncidents, agentStates: agentStates)
+        openIncidents: openIncidents, agentStates: agentStates, declaredComponents: Set(config.components))
     let window = config.correlation.sanitized.windowAge
     let recent = try await store.results(since: Date().addingTimeInterval(-window), limit: 1_000_000)
     for result in recent {

@@ -5,17 +5,33 @@ import Logging
 import ServiceLifecycle
 import SondeCore
 
+/// The wall clock at start-up moved on by a monotonic clock: the engine's one time line, so a
+/// wall-clock step (NTP, an operator) never makes agents look silent or fresh.
+public struct MonotonicWallClock: Sendable {
+    private let startWall = Date()
+    private let start = ContinuousClock.now
+
+    public init() {}
+
+    public func now() -> Date {
+        let elapsed = start.duration(to: .now).components
+        return startWall.addingTimeInterval(Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
+    }
+}
+
 /// The correlation engine (a value type) behind an actor, plus the latest output for the API.
+/// Receive times and evaluation times come from one `MonotonicWallClock`.
 public actor CorrelationHub {
     private var engine: CorrelationEngine
     private(set) var latest: CorrelationOutput
+    let clock = MonotonicWallClock()
 
     init(engine: CorrelationEngine) {
         self.engine = engine
         latest = CorrelationOutput(verdicts: engine.verdicts, agents: engine.agentHealth, changedIncidents: [], events: [])
     }
 
-    func ingest(_ results: [ProbeResult], receivedAt: Date) { engine.ingest(results, receivedAt: receivedAt) }
+    func ingest(_ results: [ProbeResult]) { engine.ingest(results, receivedAt: clock.now()) }
 
     private var knownAgents: [AgentInfo]?
 
@@ -25,8 +41,8 @@ public actor CorrelationHub {
         engine.setAgents(agents)
     }
 
-    func evaluate(now: Date) -> CorrelationOutput {
-        let output = engine.evaluate(now: now)
+    func evaluate() -> CorrelationOutput {
+        let output = engine.evaluate(now: clock.now())
         latest = output
         return output
     }
@@ -83,7 +99,7 @@ public struct Evaluator: Service {
         if let agents = try? await store.agents() {
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
-        let output = await hub.evaluate(now: Date())
+        let output = await hub.evaluate()
         var commit = Self.commit(for: output, targets: targets, lastStates: lastStates)
         commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
         commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)

@@ -110,7 +110,7 @@ struct IngestHandler: Sendable {
         case .stored(let count):
             metrics.batchAccepted(results: count)
             metrics.record(batch.results)
-            await hub.ingest(batch.results, receivedAt: receivedAt)
+            await hub.ingest(batch.results)
             if batch.results.contains(where: { $0.outcome != .ok }) { trigger.fire() }
             logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
             return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)
@@ -161,6 +161,15 @@ public enum IngestDecoding {
             throw APIError(
                 .badRequest, "clock_skew",
                 "sent_at \(RFC3339.string(from: batch.sentAt)) is \(Int(abs(skew).rounded())) s \(skew < 0 ? "behind" : "ahead of") the collector's clock (\(RFC3339.string(from: receivedAt))); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
+            )
+        }
+        // A run may be older than its push (an agent's spool drains late), never newer: a result
+        // "from the future" would sit at the head of its window and pin a verdict there.
+        if let index = batch.results.firstIndex(where: { $0.startedAt.timeIntervalSince(batch.sentAt) > allowedSkew }) {
+            let result = batch.results[index]
+            throw APIError(
+                .badRequest, "result_clock_skew",
+                "results[\(index)] (id \(result.id)): started_at \(RFC3339.string(from: result.startedAt)) is \(Int(result.startedAt.timeIntervalSince(batch.sentAt).rounded())) s after the batch's sent_at \(RFC3339.string(from: batch.sentAt)); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
             )
         }
         return decoded

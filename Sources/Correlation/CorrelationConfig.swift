@@ -27,10 +27,31 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// `silent_min` (seconds, default 10): never call an agent silent sooner than this, so push
     /// batching and network jitter do not make fast-probing agents flap.
     public var silentMin: TimeInterval
-    /// `local_peer_max_ratio` (0…1, default 0.1): an agent failing on a component is local when its
-    /// same-region peers reporting that component all passed their latest run and their combined
-    /// failure ratio over the recent window is below this.
-    public var localPeerMaxRatio: Double
+    /// `local_confidence` (0.5…0.999999, default 0.999): an agent failing on a component is local
+    /// when a one-sided two-proportion z-test says, at this confidence, that its failure rate over
+    /// its window is above its same-region peers' pooled rate (default: z ≥ 3.09), each side
+    /// with at least `min_runs` runs.
+    public var localConfidence: Double
+    /// `recovery_confidence` (0.5…0.999999, default 0.999): an incident recovers only after enough
+    /// passing runs in a row (pooled over its regions' agents) that, were the failure rate it had
+    /// still on, seeing none fail would have a chance below 1 − this: M = ⌈ln(1−c) / ln(1−p)⌉.
+    public var recoveryConfidence: Double
+    /// `monitor_runs` (Int, default 1): passing runs in a row every reporting agent needs (besides
+    /// the pooled M) before an incident moves to `monitoring`.
+    public var monitorRuns: Int
+    /// `resolve_runs` (Int, default 2): passing runs in a row every reporting agent needs (besides
+    /// the pooled M) before a `monitoring` incident is resolved.
+    public var resolveRuns: Int
+    /// `min_platform_regions` (Int, default 2): regions that must be affected for scope `platform`;
+    /// fewer is scope `region` (also when only one region reports).
+    public var minPlatformRegions: Int
+    /// `min_component_agents` (Int, default 2): agents that must report a component not declared in
+    /// the collector's `components:` list before it can open an incident.
+    public var minComponentAgents: Int
+    /// `scope_wait_intervals` (default 1): before opening an incident at `region` scope, wait up to
+    /// this many probe intervals for the other regions' fresh runs (a platform-wide fault reaches
+    /// them a little later); opened at once when they all reported since and none of them failed.
+    public var scopeWaitIntervals: Double
     /// `major_ratio` (0…1, default 0.8): share of reporting agents failing hard for `major_outage`.
     public var majorRatio: Double
     /// `degraded_ratio` (0…1, default 0.5): a region is `degraded_performance` when more than this
@@ -39,8 +60,8 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// `open_after` (Int, default 2): consecutive evaluations with new data and a problem verdict
     /// before an incident opens (also used to confirm a scope/severity change and a relapse).
     public var openAfter: Int
-    /// `resolve_after` (Int, default 3): consecutive operational evaluations with new data before an
-    /// open incident is resolved (the first one moves it to `monitoring`).
+    /// `resolve_after` (Int, default 3): consecutive clean evaluations with new data from an agent
+    /// before its local-fault episode ends (incidents recover by runs: `monitor_runs`, `resolve_runs`).
     public var resolveAfter: Int
     /// `max_sample_errors` (Int, default 5): distinct sample errors kept in evidence.
     public var maxSampleErrors: Int
@@ -50,9 +71,10 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     public init(
         windowRuns: Int = 20, windowAge: TimeInterval = 600, confirmFailures: Int = 2, flakyWindow: Int = 10,
         flakyRatio: Double = 0.2, minRuns: Int = 5, silentAfterIntervals: Double = 3, silentAfter: TimeInterval = 30,
-        silentMin: TimeInterval = 10, localPeerMaxRatio: Double = 0.1, majorRatio: Double = 0.8,
-        degradedRatio: Double = 0.5, openAfter: Int = 2, resolveAfter: Int = 3, maxSampleErrors: Int = 5,
-        maxListedAgents: Int = 50
+        silentMin: TimeInterval = 10, localConfidence: Double = 0.999, recoveryConfidence: Double = 0.999,
+        monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
+        scopeWaitIntervals: Double = 1, majorRatio: Double = 0.8, degradedRatio: Double = 0.5, openAfter: Int = 2,
+        resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50
     ) {
         self.windowRuns = windowRuns
         self.windowAge = windowAge
@@ -63,7 +85,13 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         self.silentAfterIntervals = silentAfterIntervals
         self.silentAfter = silentAfter
         self.silentMin = silentMin
-        self.localPeerMaxRatio = localPeerMaxRatio
+        self.localConfidence = localConfidence
+        self.recoveryConfidence = recoveryConfidence
+        self.monitorRuns = monitorRuns
+        self.resolveRuns = resolveRuns
+        self.minPlatformRegions = minPlatformRegions
+        self.minComponentAgents = minComponentAgents
+        self.scopeWaitIntervals = scopeWaitIntervals
         self.majorRatio = majorRatio
         self.degradedRatio = degradedRatio
         self.openAfter = openAfter
@@ -82,7 +110,13 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         case silentAfterIntervals = "silent_after_intervals"
         case silentAfter = "silent_after"
         case silentMin = "silent_min"
-        case localPeerMaxRatio = "local_peer_max_ratio"
+        case localConfidence = "local_confidence"
+        case recoveryConfidence = "recovery_confidence"
+        case monitorRuns = "monitor_runs"
+        case resolveRuns = "resolve_runs"
+        case minPlatformRegions = "min_platform_regions"
+        case minComponentAgents = "min_component_agents"
+        case scopeWaitIntervals = "scope_wait_intervals"
         case majorRatio = "major_ratio"
         case degradedRatio = "degraded_ratio"
         case openAfter = "open_after"
@@ -103,7 +137,13 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         silentAfterIntervals = try c.decodeIfPresent(Double.self, forKey: .silentAfterIntervals) ?? d.silentAfterIntervals
         silentAfter = try c.decodeIfPresent(Double.self, forKey: .silentAfter) ?? d.silentAfter
         silentMin = try c.decodeIfPresent(Double.self, forKey: .silentMin) ?? d.silentMin
-        localPeerMaxRatio = try c.decodeIfPresent(Double.self, forKey: .localPeerMaxRatio) ?? d.localPeerMaxRatio
+        localConfidence = try c.decodeIfPresent(Double.self, forKey: .localConfidence) ?? d.localConfidence
+        recoveryConfidence = try c.decodeIfPresent(Double.self, forKey: .recoveryConfidence) ?? d.recoveryConfidence
+        monitorRuns = try c.decodeIfPresent(Int.self, forKey: .monitorRuns) ?? d.monitorRuns
+        resolveRuns = try c.decodeIfPresent(Int.self, forKey: .resolveRuns) ?? d.resolveRuns
+        minPlatformRegions = try c.decodeIfPresent(Int.self, forKey: .minPlatformRegions) ?? d.minPlatformRegions
+        minComponentAgents = try c.decodeIfPresent(Int.self, forKey: .minComponentAgents) ?? d.minComponentAgents
+        scopeWaitIntervals = try c.decodeIfPresent(Double.self, forKey: .scopeWaitIntervals) ?? d.scopeWaitIntervals
         majorRatio = try c.decodeIfPresent(Double.self, forKey: .majorRatio) ?? d.majorRatio
         degradedRatio = try c.decodeIfPresent(Double.self, forKey: .degradedRatio) ?? d.degradedRatio
         openAfter = try c.decodeIfPresent(Int.self, forKey: .openAfter) ?? d.openAfter
@@ -125,7 +165,13 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         c.silentAfterIntervals = max(1, c.silentAfterIntervals)
         c.silentAfter = max(0.001, c.silentAfter)
         c.silentMin = max(0, c.silentMin)
-        c.localPeerMaxRatio = min(max(0, c.localPeerMaxRatio), 1)
+        c.localConfidence = min(max(0.5, c.localConfidence), 0.999999)
+        c.recoveryConfidence = min(max(0.5, c.recoveryConfidence), 0.999999)
+        c.monitorRuns = max(1, c.monitorRuns)
+        c.resolveRuns = max(c.monitorRuns, c.resolveRuns)
+        c.minPlatformRegions = max(1, c.minPlatformRegions)
+        c.minComponentAgents = max(1, c.minComponentAgents)
+        c.scopeWaitIntervals = max(0, c.scopeWaitIntervals)
         c.majorRatio = min(max(0, c.majorRatio), 1)
         c.degradedRatio = min(max(0, c.degradedRatio), 1)
         c.openAfter = max(1, c.openAfter)

@@ -3,26 +3,29 @@ import SondeCore
 
 // The incident state machine of one component (rules on `CorrelationEngine`).
 extension CorrelationEngine {
+    /// One step of a component's incident: open after `open_after` problem verdicts in a row (only
+    /// for an eligible component, and at region scope only once that scope is settled); while
+    /// investigating, escalate scope or severity, keep membership current, or move to
+    /// `monitoring` once recovered in runs; from `monitoring`, resolve or relapse.
     func stepIncident(
         _ track: inout ComponentTrack, component: String, status: ComponentStatus, scope: ProblemScope?,
-        evidence: Evidence, hasNewData: Bool, now: Date, changed: inout [Incident], events: inout [AlertEvent]
+        evidence: Evidence, hasNewData: Bool, eligible: Bool, scopeSettled: Bool, recovery: RecoveryFacts, t: Double,
+        now: Date, changed: inout [Incident], events: inout [AlertEvent]
     ) {
         // Nobody reporting, or nothing new since the last tick: no step of the hysteresis.
         guard status != .unknown, hasNewData else { return }
         let bad = status != .operational
         if bad {
             track.badStreak += 1
-            track.goodStreak = 0
-            track.goodSince = nil
+            if track.badSince == nil { track.badSince = t }
         } else {
-            track.goodStreak += 1
             track.badStreak = 0
-            if track.goodSince == nil { track.goodSince = now.timeIntervalSince1970 }
+            track.badSince = nil
         }
         let cfg = config
 
         guard var incident = track.incident else {
-            if bad, let scope, track.badStreak >= cfg.openAfter {
+            if bad, let scope, eligible, track.badStreak >= cfg.openAfter, scope == .platform || scopeSettled {
                 let id = "\(component).\(Int64((now.timeIntervalSince1970 * 1000).rounded()))"
                 let message = Self.describe(component: component, status: status, scope: scope, evidence: evidence)
                 var opened = Incident(
@@ -33,6 +36,7 @@ extension CorrelationEngine {
                 emit(.incidentOpened, &opened, now: now, summary: "opened: " + message, events: &events)
                 track.incident = opened
                 track.pendingCount = 0
+                track.pendingMembership = nil
                 changed.append(opened)
             }
             return
@@ -40,18 +44,18 @@ extension CorrelationEngine {
 
         switch incident.status {
         case .investigating:
-            if !bad {
-                if track.goodStreak >= cfg.resolveAfter {
-                    resolve(&track, &incident, now: now, evidence: evidence, changed: &changed, events: &events)
-                } else {
-                    transition(
-                        &incident, to: .monitoring, scope: incident.scope, severity: incident.severity, evidence: evidence,
-                        message: "\(component): recovering, all reporting agents pass; monitoring", now: now, events: &events)
-                    track.incident = incident
-                    changed.append(incident)
-                }
+            if recovery.canMonitor {
+                // Runs up to the newest failure belong to this incident from now on.
+                track.horizon = max(track.horizon, recovery.newestFailure)
+                transition(
+                    &incident, to: .monitoring, scope: incident.scope, severity: incident.severity, evidence: evidence,
+                    message: "\(component): recovering, \(recovery.cleanRuns) runs without a failure and every agent passes; monitoring",
+                    now: now, events: &events)
+                track.incident = incident
                 track.pendingCount = 0
-            } else if let scope, Self.isEscalation(scope: scope, severity: status, of: incident) {
+                track.pendingMembership = nil
+                changed.append(incident)
+            } else if bad, let scope, Self.isEscalation(scope: scope, severity: status, of: incident) {
                 if track.pendingScope == scope && track.pendingSeverity == status {
                     track.pendingCount += 1
                 } else {
@@ -69,21 +73,27 @@ extension CorrelationEngine {
                         message: verb + message, now: now, events: &events)
                     track.incident = incident
                     track.pendingCount = 0
+                    track.pendingMembership = nil
                     changed.append(incident)
                 }
+            } else if bad {
+                track.pendingCount = 0
+                keepMembershipCurrent(&track, &incident, evidence: evidence, now: now, changed: &changed, events: &events)
             } else {
                 track.pendingCount = 0
+                track.pendingMembership = nil
             }
         case .monitoring:
-            if !bad, track.goodStreak >= cfg.resolveAfter {
-                resolve(&track, &incident, now: now, evidence: evidence, changed: &changed, events: &events)
-            } else if bad, let scope, track.badStreak >= cfg.openAfter {
+            if bad, let scope, track.badStreak >= cfg.openAfter {
                 let message = Self.describe(component: component, status: status, scope: scope, evidence: evidence)
+                let widest: ProblemScope = incident.scope == .platform ? .platform : scope
                 transition(
-                    &incident, to: .investigating, scope: scope, severity: status, evidence: evidence,
+                    &incident, to: .investigating, scope: widest, severity: max(status, incident.severity), evidence: evidence,
                     message: "relapse: " + message, now: now, events: &events)
                 track.incident = incident
                 changed.append(incident)
+            } else if !bad, recovery.canResolve {
+                resolve(&track, &incident, now: now, evidence: evidence, changed: &changed, events: &events)
             }
         case .resolved:
             // A stored incident restored as resolved is not open; forget it.
@@ -91,19 +101,62 @@ extension CorrelationEngine {
         }
     }
 
+    /// Regions, agents or failure codes of an investigating incident that differ from the
+    /// evidence for `open_after` evaluations in a row are announced (`incident.updated`).
+    private func keepMembershipCurrent(
+        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, now: Date, changed: inout [Incident],
+        events: inout [AlertEvent]
+    ) {
+        let seen = ComponentTrack.Membership(
+            regions: evidence.failingRegions, agents: evidence.failingAgents, codes: evidence.errorCodes.keys.sorted())
+        let known = ComponentTrack.Membership(
+            regions: incident.regions, agents: incident.agents, codes: incident.evidence.errorCodes.keys.sorted())
+        guard seen != known, !seen.regions.isEmpty else {
+            track.pendingMembership = nil
+            track.membershipCount = 0
+            return
+        }
+        if track.pendingMembership == seen {
+            track.membershipCount += 1
+        } else {
+            track.pendingMembership = seen
+            track.membershipCount = 1
+        }
+        guard track.membershipCount >= config.openAfter else { return }
+        let change = [
+            Self.difference("regions", known.regions, seen.regions), Self.difference("agents", known.agents, seen.agents),
+            Self.difference("codes", known.codes, seen.codes),
+        ].compactMap { $0 }.joined(separator: "; ")
+        let message = Self.describe(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence)
+        transition(
+            &incident, to: .investigating, scope: incident.scope, severity: incident.severity, evidence: evidence,
+            message: "changed: \(change): " + message, now: now, events: &events)
+        track.incident = incident
+        track.pendingMembership = nil
+        track.membershipCount = 0
+        changed.append(incident)
+    }
+
+    /// "agents +eu-2 −us-1", or nil when equal.
+    static func difference(_ what: String, _ old: [String], _ new: [String]) -> String? {
+        let added = Set(new).subtracting(old).sorted()
+        let removed = Set(old).subtracting(new).sorted()
+        guard !added.isEmpty || !removed.isEmpty else { return nil }
+        return ([what] + added.map { "+" + $0 } + removed.map { "\u{2212}" + $0 }).joined(separator: " ")
+    }
+
     private func resolve(
         _ track: inout ComponentTrack, _ incident: inout Incident, now: Date, evidence: Evidence,
         changed: inout [Incident], events: inout [AlertEvent]
     ) {
         incident.resolvedAt = now
-        track.lastRecovery = ComponentTrack.Recovery(
-            at: track.goodSince ?? now.timeIntervalSince1970, platform: incident.scope == .platform, regions: Set(incident.regions))
         transition(
             &incident, to: .resolved, scope: incident.scope, severity: incident.severity, evidence: evidence,
-            message: "\(incident.component): resolved, operational for \(config.resolveAfter) evaluations", now: now,
+            message: "\(incident.component): resolved, every agent passed its latest \(config.resolveRuns) runs", now: now,
             events: &events, type: .incidentResolved)
         track.incident = nil
         track.pendingCount = 0
+        track.pendingMembership = nil
         changed.append(incident)
     }
 
@@ -147,9 +200,11 @@ extension CorrelationEngine {
         let place = scope == .region ? "in " + evidence.failingRegions.joined(separator: ", ") : "platform-wide"
         var detail = "\(evidence.failingAgentCount)/\(evidence.reportingAgents) agents failing"
         if status == .degradedPerformance { detail = "\(evidence.degradedAgents)/\(evidence.reportingAgents) agents slow" }
+        if evidence.singleAgent { detail += ", single agent" }
         if let p95 = evidence.latencyP95Ms { detail += ", p95 \(Int(p95.rounded())) ms" }
         let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(3).map(\.key)
         if !codes.isEmpty { detail += ", " + codes.joined(separator: ", ") }
-        return "\(component): \(words) \(place) (\(detail))"
+        let affects = evidence.affected.isEmpty ? "" : "; affects " + evidence.affected.joined(separator: ", ")
+        return "\(component): \(words) \(place) (\(detail))\(affects)"
     }
 }

@@ -105,12 +105,21 @@ public struct Evidence: Sendable, Codable, Hashable {
     public var errorCodes: [String: Int]
     /// Agents excluded from this component as local faults, sorted, capped.
     public var localAgents: [String]
+    /// Components whose probes fail because of this one (a failing step of this component in
+    /// their journeys, e.g. `files` and `batch` when their login step fails), sorted.
+    public var affected: [String]
+    /// True when the problem rests on one agent's results alone (one failing agent): read it as
+    /// unconfirmed by a second source.
+    public var singleAgent: Bool
 
     public init(
         failingAgents: [String] = [], failingAgentCount: Int = 0, failingRegions: [String] = [], reportingAgents: Int = 0,
         degradedAgents: Int = 0, failureRatio: Double = 0, latencyP50Ms: Double? = nil, latencyP95Ms: Double? = nil,
-        sampleErrors: [ProbeError] = [], errorCodes: [String: Int] = [:], localAgents: [String] = []
+        sampleErrors: [ProbeError] = [], errorCodes: [String: Int] = [:], localAgents: [String] = [],
+        affected: [String] = [], singleAgent: Bool = false
     ) {
+        self.affected = affected
+        self.singleAgent = singleAgent
         self.failingAgents = failingAgents
         self.failingAgentCount = failingAgentCount
         self.failingRegions = failingRegions
@@ -136,6 +145,26 @@ public struct Evidence: Sendable, Codable, Hashable {
         case sampleErrors = "sample_errors"
         case errorCodes = "error_codes"
         case localAgents = "local_agents"
+        case affected
+        case singleAgent = "single_agent"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        failingAgents = try c.decode([String].self, forKey: .failingAgents)
+        failingAgentCount = try c.decode(Int.self, forKey: .failingAgentCount)
+        failingRegions = try c.decode([String].self, forKey: .failingRegions)
+        reportingAgents = try c.decode(Int.self, forKey: .reportingAgents)
+        degradedAgents = try c.decode(Int.self, forKey: .degradedAgents)
+        failureRatio = try c.decode(Double.self, forKey: .failureRatio)
+        latencyP50Ms = try c.decodeIfPresent(Double.self, forKey: .latencyP50Ms)
+        latencyP95Ms = try c.decodeIfPresent(Double.self, forKey: .latencyP95Ms)
+        sampleErrors = try c.decode([ProbeError].self, forKey: .sampleErrors)
+        errorCodes = try c.decode([String: Int].self, forKey: .errorCodes)
+        localAgents = try c.decode([String].self, forKey: .localAgents)
+        // Stored before these fields existed: absent means none / no.
+        affected = try c.decodeIfPresent([String].self, forKey: .affected) ?? []
+        singleAgent = try c.decodeIfPresent(Bool.self, forKey: .singleAgent) ?? false
     }
 }
 

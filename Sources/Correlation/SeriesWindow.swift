@@ -22,6 +22,9 @@ enum SeriesState: UInt8, Comparable {
 struct SeriesSummary {
     var agent: Int32
     var component: Int32
+    /// The probe's own component when this series holds the runs a step of another component
+    /// decided (`component` is then the step's); -1 for a probe's own series.
+    var affects: Int32 = -1
     var control: Bool
     var state: SeriesState
     /// Runs and failed runs among the latest `flaky_window`.
@@ -42,6 +45,17 @@ struct SeriesSummary {
     var failingSince: Double = .infinity
     /// `started_at` of the newest failed run among the latest `flaky_window`; -infinity when none.
     var lastFailedAt: Double = -.infinity
+    /// Runs and failed runs over the whole window (the rate the peer test and recovery use).
+    var allRuns: Int32 = 0
+    var allFailed: Int32 = 0
+    /// Consecutive `ok` runs at the end of the window (slow runs are not recovered ones).
+    var cleanTail: Int32 = 0
+    /// Non-ok (failed or degraded) runs over the whole window.
+    var allBad: Int32 = 0
+    /// `started_at` of the newest non-ok run in the whole window, and of the oldest run;
+    /// -infinity / +infinity when none.
+    var newestBadAt: Double = -.infinity
+    var oldestAt: Double = .infinity
 }
 
 /// One run as the window keeps it.
@@ -59,6 +73,7 @@ struct SeriesWindow {
     var agent: Int32
     var probe: String
     var component: Int32
+    var affects: Int32 = -1
     var control: Bool
     var runs: [WindowRun] = []
     var lastReceived: Double = -.infinity
@@ -79,9 +94,20 @@ struct SeriesWindow {
         }
     }
 
-    var latestError: ProbeError? { runs.last?.outcome == .failed ? runs.last?.error : nil }
+    /// The error of the newest failed run in the window (a random fault's latest run often passes).
+    var latestError: ProbeError? { runs.last { $0.outcome == .failed }?.error }
 
-    func summarize(config: CorrelationConfig, errorCode: Int32) -> SeriesSummary {
+    /// The digest of the runs that started after `after` (agent clock; -infinity: all of them).
+    func summarize(config: CorrelationConfig, errorCode: Int32, after: Double = -.infinity) -> SeriesSummary {
+        if after > -.infinity, let first = runs.firstIndex(where: { $0.startedAt > after }), first > 0 {
+            var newer = self
+            newer.runs.removeFirst(first)
+            return newer.summarize(config: config, errorCode: errorCode)
+        } else if after > -.infinity, let last = runs.last, last.startedAt <= after {
+            var newer = self
+            newer.runs = []
+            return newer.summarize(config: config, errorCode: -1)
+        }
         let n = runs.count
         var consecutiveFailed = 0
         var consecutiveNotOK = 0
@@ -147,10 +173,36 @@ struct SeriesWindow {
         case .flaky: failingSince = firstFailedAt
         case .ok, .degraded: break
         }
+        var allFailed: Int32 = 0
+        var allBad: Int32 = 0
+        var newestBadAt = -Double.infinity
+        for run in runs where run.outcome != .ok {
+            allBad += 1
+            if run.outcome == .failed { allFailed += 1 }
+            newestBadAt = run.startedAt
+        }
+        var cleanTail: Int32 = 0
+        var t = n - 1
+        while t >= 0, runs[t].outcome == .ok {
+            cleanTail += 1
+            t -= 1
+        }
         return SeriesSummary(
-            agent: agent, component: component, control: control, state: state, windowRuns: Int32(windowRuns),
-            windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed, lastReceived: lastReceived,
-            interval: interval, latencyMs: latency, errorCode: errorCode, failingSince: failingSince,
-            lastFailedAt: lastFailedAt)
+            agent: agent, component: component, affects: affects, control: control, state: state,
+            windowRuns: Int32(windowRuns), windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed,
+            lastReceived: lastReceived, interval: interval, latencyMs: latency, errorCode: errorCode,
+            failingSince: failingSince, lastFailedAt: lastFailedAt, allRuns: Int32(n), allFailed: allFailed,
+            cleanTail: cleanTail, allBad: allBad, newestBadAt: newestBadAt, oldestAt: runs.first?.startedAt ?? .infinity)
+    }
+
+    /// Runs that started after `time` (agent clock).
+    func runs(after time: Double) -> Int32 {
+        var count: Int32 = 0
+        var i = runs.count - 1
+        while i >= 0, runs[i].startedAt > time {
+            count += 1
+            i -= 1
+        }
+        return count
     }
 }

@@ -82,11 +82,15 @@ public struct StepResult: Codable, Sendable, Hashable {
     public var attempts: Int?
     /// Why this step failed, when it did (the run's `error` repeats the first one).
     public var error: ProbeError?
+    /// The platform component this step exercises when it is not the probe's own (`component:`
+    /// on the step, e.g. `login` on a journey's login step); absent: the probe's component.
+    public var component: String?
 
     public init(
         name: String, method: String, url: String, status: Int? = nil, ok: Bool,
-        timings: PhaseTimings, attempts: Int? = nil, error: ProbeError? = nil
+        timings: PhaseTimings, attempts: Int? = nil, error: ProbeError? = nil, component: String? = nil
     ) {
+        self.component = component
         self.name = name
         self.method = method
         self.url = url

@@ -57,6 +57,7 @@ struct JSONBytesWriter {
         key("timings"); guard write(step.timings) else { return false }
         if let attempts = step.attempts { key("attempts"); integer(attempts) }
         if let error = step.error { key("error"); write(error) }
+        if let component = step.component { key("component"); string(component) }
         bytes.append(UInt8(ascii: "}"))
         return true
     }

@@ -228,7 +228,7 @@ extension StrictJSONReader {
     mutating func stepResult() throws -> StepResult {
         try beginObject("a step object")
         var name: String?, method: String?, url: String?, status: Int?, ok: Bool?
-        var timings: PhaseTimings?, attempts: Int?, stepError: ProbeError?
+        var timings: PhaseTimings?, attempts: Int?, stepError: ProbeError?, component: String?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -248,6 +248,8 @@ extension StrictJSONReader {
                 attempts = try optional("attempts") { try $0.int() }
             } else if key.matches("error", in: bytes), firstTime(&seen, 1 << 7) {
                 stepError = try optional("error") { try $0.probeError() }
+            } else if key.matches("component", in: bytes), firstTime(&seen, 1 << 8) {
+                component = try optional("component") { try $0.string() }
             } else {
                 try skipValue()
             }
@@ -257,7 +259,8 @@ extension StrictJSONReader {
         guard let url else { throw missing("url") }
         guard let ok else { throw missing("ok") }
         guard let timings else { throw missing("timings") }
-        return StepResult(name: name, method: method, url: url, status: status, ok: ok, timings: timings, attempts: attempts, error: stepError)
+        return StepResult(name: name, method: method, url: url, status: status, ok: ok, timings: timings, attempts: attempts, error: stepError,
+            component: component)
     }
 
     mutating func phaseTimings() throws -> PhaseTimings {

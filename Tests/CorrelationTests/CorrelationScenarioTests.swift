@@ -284,9 +284,11 @@ import Testing
         #expect(platform.regions == ["ap", "eu", "us"])
         #expect(fleet.verdicts["files"]?.status == .majorOutage)
         #expect(fleet.verdicts["files"]?.scope == .platform)
-        let updates = fleet.events.filter { $0.type == .incidentUpdated }
-        #expect(updates.count == 1)
+        // Membership updates ("changed: …") may come between; it spreads, then may get worse.
+        let updates = fleet.events.filter { $0.type == .incidentUpdated && !$0.summary.hasPrefix("changed:") }
+        #expect((1...2).contains(updates.count))
         #expect(updates.first?.scope == .platform)
+        #expect(updates.first?.summary.hasPrefix("spread:") == true)
         #expect(updates.first?.incident?.id == regional.id)
 
         fleet.faults = [:]
@@ -298,13 +300,15 @@ import Testing
         #expect(sawMonitoring)
         #expect(fleet.engine.openIncidents.isEmpty)
         #expect(fleet.verdicts["files"]?.status == .operational)
-        let incidentEvents = fleet.events.filter { $0.incident?.id == regional.id }
-        #expect(types(incidentEvents) == [.incidentOpened, .incidentUpdated, .incidentUpdated, .incidentResolved])
-        #expect(incidentEvents.map(\.status) == ["investigating", "investigating", "monitoring", "resolved"])
-        #expect(incidentEvents.map(\.id) == (1...4).map { "\(regional.id).\($0)" })
+        let incidentEvents = fleet.events.filter { $0.incident?.id == regional.id && !$0.summary.hasPrefix("changed:") }
+        #expect(incidentEvents.first?.type == .incidentOpened)
+        #expect(incidentEvents.last?.type == .incidentResolved)
+        #expect(incidentEvents.suffix(2).map(\.status) == ["monitoring", "resolved"])
+        #expect(incidentEvents.dropLast(2).allSatisfy { $0.status == "investigating" })
+        #expect(Set(fleet.events.map(\.id)).count == fleet.events.count)
         let resolved = try #require(incidentEvents.last?.incident)
         #expect(resolved.resolvedAt != nil)
-        #expect(resolved.updates.map(\.status) == [.investigating, .investigating, .monitoring, .resolved])
+        #expect(resolved.updates.suffix(2).map(\.status) == [.monitoring, .resolved])
         // Quiet afterwards: no flapping.
         let before = fleet.events.count
         fleet.step(seconds: 30)
@@ -346,12 +350,15 @@ import Testing
         let api = try #require(fleet.verdicts["api"])
         #expect(api.status == .partialOutage)
         #expect(api.scope == .platform)
+        print("30 % everywhere: \(api.evidence)")
         #expect(api.evidence.failureRatio == 0.3)
         #expect(api.evidence.failingAgentCount == 9)
         let incident = try #require(fleet.engine.openIncidents.first)
         #expect(incident.scope == .platform)
         #expect(incident.severity == .partialOutage)
-        #expect(types(fleet.events) == [.incidentOpened])
+        // One incident, kept current as agents join ("changed: …"), never recovering meanwhile.
+        #expect(types(fleet.events.filter { !$0.summary.hasPrefix("changed:") }) == [.incidentOpened])
+        #expect(fleet.events.allSatisfy { $0.status == "investigating" })
     }
 
     @Test func latencyOverThresholdEverywhereIsDegradedPerformance() throws {

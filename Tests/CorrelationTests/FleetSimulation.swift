@@ -31,6 +31,10 @@ struct FleetSimulation {
     /// Every result pushed, with the time it was received (for rebuild tests).
     var pushed: [(result: ProbeResult, receivedAt: Date)] = []
     var firstFailureAt: Date?
+    /// Seconds each agent's clock is ahead of the collector's (negative: behind).
+    var clockSkew: [String: Double] = [:]
+    /// Components whose journeys log in first: a step of component `login` before their own.
+    var loginJourneys: Set<String> = []
     let controlLag: Double
     private var nextRun: [String: (run: Int, at: Double)] = [:]
 
@@ -89,16 +93,28 @@ struct FleetSimulation {
         return emitted
     }
 
-    private mutating func result(agent: AgentInfo, probe: Probe, run: Int, at: Double) -> ProbeResult {
-        var outcome = Outcome.ok
-        var error: ProbeError?
-        var duration = 100.0
+    private func verdict(agent: AgentInfo, probe: Probe, run: Int) -> (Outcome, ProbeError?) {
         for name in faults.keys.sorted() {
-            if let verdict = faults[name]!(agent.id, agent.region, probe, run) {
-                (outcome, error) = verdict
-                break
+            if let verdict = faults[name]!(agent.id, agent.region, probe, run) { return verdict }
+        }
+        return (.ok, nil)
+    }
+
+    private mutating func result(agent: AgentInfo, probe: Probe, run: Int, at: Double) -> ProbeResult {
+        var (outcome, error) = verdict(agent: agent, probe: probe, run: run)
+        var steps: [StepResult] = []
+        if loginJourneys.contains(probe.component), !probe.control {
+            // The journey's login step is judged as the login probe would be at this run.
+            let (login, loginError) = verdict(agent: agent, probe: Probe(name: "login-step", component: "login", control: false), run: run)
+            let loginOK = login != .failed
+            steps.append(StepResult(name: "login", method: "POST", url: "https://x/login", ok: loginOK, timings: .zero, error: loginError, component: "login"))
+            if !loginOK {
+                (outcome, error) = (.failed, loginError)
+            } else {
+                steps.append(StepResult(name: "main", method: "GET", url: "https://x/main", ok: outcome != .failed, timings: .zero, error: error))
             }
         }
+        var duration = 100.0
         if outcome == .degraded { duration = 2500 }
         if outcome == .failed {
             duration = 300
@@ -106,8 +122,8 @@ struct FleetSimulation {
         }
         return ProbeResult(
             id: "\(agent.id)/\(probe.name)/\(run)", probe: probe.name, component: probe.component, agent: agent.id,
-            region: agent.region, startedAt: Date(timeIntervalSince1970: at), durationMs: duration, outcome: outcome,
-            error: error, steps: [], control: probe.control ? true : nil)
+            region: agent.region, startedAt: Date(timeIntervalSince1970: at + (clockSkew[agent.id] ?? 0)), durationMs: duration,
+            outcome: outcome, error: error, steps: steps, control: probe.control ? true : nil)
     }
 
     /// Steps `seconds` one at a time; returns the times (seconds since the start) at which
@@ -158,7 +174,27 @@ struct FleetSimulation {
         }
     }
 
-    static func slow(components: Set<String>) -> Fault {
-        { _, _, probe, _ in components.contains(probe.component) && !probe.control ? (.degraded, nil) : nil }
+    static func slow(components: Set<String>, regions: Set<String>? = nil) -> Fault {
+        { _, region, probe, _ in
+            if let regions, !regions.contains(region) { return nil }
+            return components.contains(probe.component) && !probe.control ? (.degraded, nil) : nil
+        }
+    }
+
+    /// A `fraction` of runs fail, at random but reproducibly: the same (seed, agent, probe, run)
+    /// always gives the same answer.
+    static func randomly(
+        _ fraction: Double, seed: UInt64, agents: Set<String>? = nil, regions: Set<String>? = nil, components: Set<String>
+    ) -> Fault {
+        let error = ProbeError(kind: .httpStatus, step: "request", message: "HTTP 500", code: "server_error")
+        return { agent, region, probe, run in
+            if let agents, !agents.contains(agent) { return nil }
+            if let regions, !regions.contains(region) { return nil }
+            guard !probe.control, components.contains(probe.component) else { return nil }
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in "\(agent)/\(probe.name)/\(run)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            var random = SplitMix64(seed: hash ^ seed)
+            return random.nextUnitDouble() < fraction ? (.failed, error) : nil
+        }
     }
 }

@@ -5,7 +5,7 @@ import SondeYAML
 /// Turns a composed YAML tree into the probe model, field by field (see probes/README.md).
 enum ScriptParser {
     static let probeFields = ["name", "component", "description", "interval", "timeout", "degraded_after", "control", "failure_codes", "steps"]
-    static let stepFields = ["name", "request", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
+    static let stepFields = ["name", "component", "request", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
     static let requestFields = ["method", "url", "headers", "json", "body", "multipart", "follow_redirects"]
     static let partFields = ["name", "value", "content", "random_bytes", "filename", "content_type", "save_as"]
     static let assertFields = ["status", "headers", "body_contains", "body_matches", "json", "latency_below"]
@@ -143,6 +143,9 @@ enum ScriptParser {
             let here = NodeReader.join(path, key)
             switch key {
             case "name": name = reader.string(value, here)
+            case "component":
+                step.component = reader.string(value, here)
+                if step.component == nil { valid = false }
             case "request":
                 if let spec = request(value, here, payloads: &payloads, reader: &reader) { step.action = .request(spec) } else { valid = false }
             case "compare":

@@ -43,6 +43,9 @@ struct ProbeStep: Sendable {
 
     var name: String
     var action: Action
+    /// The platform component this step exercises when not the probe's own (`component:`); its
+    /// failures count as evidence against that component, and the probe's is shown as affected.
+    var component: String?
     /// Present when the request is repeated until a condition holds.
     var poll: PollSpec?
     var assertions: [Assertion] = []

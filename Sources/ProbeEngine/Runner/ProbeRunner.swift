@@ -58,6 +58,7 @@ public struct ProbeRunner: Sendable {
             let outcome = await execution.run(&state)
             guard let outcome else { continue }  // an `always` step whose inputs never came
             var result = outcome.result
+            result.component = step.component
             result.url = state.redactor.redact(result.url)
             if var error = result.error {
                 error.message = state.redactor.redact(error.message)

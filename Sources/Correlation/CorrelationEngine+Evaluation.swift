@@ -1,0 +1,822 @@
+import Foundation
+import SondeCore
+
+// One evaluation, as phases: liveness → per-agent states → local faults → region counts →
+// component verdicts and incident transitions → agent health. Each phase reads what the one
+// before produced (an `EvaluationFrame`) and the engine's window digests; none reads a clock.
+
+/// Per (agent, component) digest of one evaluation.
+struct AgentComponent {
+    var reporting = false
+    var state = SeriesState.ok
+    /// Excluded as the agent's own fault.
+    var local = false
+    /// Failing alone where same-region peers could confirm it, not (yet) shown to be local:
+    /// held back from verdicts until a peer fails too or the peer test calls it local.
+    var inDoubt = false
+    var latestFailed = false
+    /// Runs and failed runs over the recent window (`flaky_window` per probe).
+    var runs: Int32 = 0
+    var failed: Int32 = 0
+    /// Runs, failed and non-ok runs over the whole window (the peer test and recovery use these).
+    var allRuns: Int32 = 0
+    var allFailed: Int32 = 0
+    var allBad: Int32 = 0
+    /// The fewest `ok` runs in a row at the end of any of its probes here.
+    var cleanTail = Int32.max
+    /// Newest non-ok run, on the collector's time line (agent time + the agent's offset).
+    var newestBadAt = -Double.infinity
+    /// When the collector last received one of its runs here.
+    var lastReceived = -Double.infinity
+    var latencyMs = -1.0
+    /// Series whose latest error represents this agent here (-1 when none).
+    var errorSeries: Int32 = -1
+    var errorCode: Int32 = -1
+
+    var counts: Bool { reporting && !local && !inDoubt }
+}
+
+/// Per (component, region) sums over the agents that count.
+struct RegionCounts {
+    var reporting: Int32 = 0
+    var hard: Int32 = 0
+    var flaky: Int32 = 0
+    var degraded: Int32 = 0
+    var latestFailed: Int32 = 0
+    var runs: Int32 = 0
+    var failed: Int32 = 0
+    var allRuns: Int32 = 0
+    var allFailed: Int32 = 0
+    var allBad: Int32 = 0
+    /// Agents with `confirm_failures` failed runs in their window (listed as failing).
+    var repeatFailing: Int32 = 0
+    var newestBadAt = -Double.infinity
+    var lastReceived = -Double.infinity
+
+    mutating func add(_ x: AgentComponent, confirm: Int32 = .max) {
+        reporting += 1
+        if x.state.isFailing || x.allFailed >= confirm { repeatFailing += 1 }
+        switch x.state {
+        case .failing: hard += 1
+        case .flaky: flaky += 1
+        case .degraded: degraded += 1
+        case .ok: break
+        }
+        if x.latestFailed { latestFailed += 1 }
+        runs += x.runs
+        failed += x.failed
+        allRuns += x.allRuns
+        allFailed += x.allFailed
+        allBad += x.allBad
+        newestBadAt = max(newestBadAt, x.newestBadAt)
+        lastReceived = max(lastReceived, x.lastReceived)
+    }
+
+    static func += (lhs: inout RegionCounts, rhs: RegionCounts) {
+        lhs.reporting += rhs.reporting
+        lhs.hard += rhs.hard
+        lhs.flaky += rhs.flaky
+        lhs.degraded += rhs.degraded
+        lhs.latestFailed += rhs.latestFailed
+        lhs.runs += rhs.runs
+        lhs.failed += rhs.failed
+        lhs.allRuns += rhs.allRuns
+        lhs.allFailed += rhs.allFailed
+        lhs.allBad += rhs.allBad
+        lhs.repeatFailing += rhs.repeatFailing
+        lhs.newestBadAt = max(lhs.newestBadAt, rhs.newestBadAt)
+        lhs.lastReceived = max(lhs.lastReceived, rhs.lastReceived)
+    }
+}
+
+/// A component's incident state machine.
+struct ComponentTrack {
+    var incident: Incident?
+    var badStreak = 0
+    /// When the current streak of problem verdicts began (collector time); nil while good.
+    var badSince: Double?
+    var pendingScope: ProblemScope?
+    var pendingSeverity: ComponentStatus?
+    var pendingCount = 0
+    /// A membership (regions, agents, failure codes) seen in a row, not yet announced.
+    var pendingMembership: Membership?
+    var membershipCount = 0
+    var lastStatus: ComponentStatus?
+    var since: Date?
+    /// Runs up to this time (collector time line) belong to a recovered incident: verdicts use
+    /// only later runs, so its failures never colour the next ones. -infinity: all runs count.
+    var horizon = -Double.infinity
+    /// The newest problem run seen since the component's verdict turned bad, and the longest
+    /// stretch between two of them: a recovery must stay clean for 1.5 × the longest lull the
+    /// fault itself had (a fault that fails in bursts is not over at its first pause).
+    var newestBad = -Double.infinity
+    var longestLull = 0.0
+
+    struct Membership: Equatable {
+        var regions: [String]
+        var agents: [String]
+        var codes: [String]
+    }
+}
+
+/// What the phases of one evaluation hand to each other.
+struct EvaluationFrame {
+    var t: Double
+    var agentInterval: [Double]
+    /// Silent or revoked: nothing of theirs counts.
+    var excluded: [Bool]
+    var silent: [Bool]
+    var grid: [AgentComponent]
+    var controlFailing: [Bool]
+    var controlInDoubt: [Bool]
+    /// Step-component series failing now (their `affects` names a probe component shown affected).
+    var affectingSeries: [Int32] = []
+    /// Series of components with an open incident, for the recovery count.
+    var openSeries: [[Int32]]
+    var wholeLocal: [Bool] = []
+    var localReason: [String?] = []
+    var counts: [RegionCounts] = []
+
+    /// Counted as evidence: not silent, not local by its control, not in doubt about it.
+    func agentCounts(_ a: Int) -> Bool { !excluded[a] && !controlFailing[a] && !controlInDoubt[a] }
+}
+
+/// Facts about one component that its incident transitions need, beyond the verdict.
+struct RecoveryFacts {
+    /// Every agent counted in the incident's regions has `monitor_runs` / `resolve_runs` passing
+    /// runs in a row, and the pooled passing runs since the newest failure reached M.
+    var canMonitor = false
+    var canResolve = false
+    /// The newest failure in the incident's regions (collector time line).
+    var newestFailure = -Double.infinity
+    var cleanRuns: Int32 = 0
+    var needed: Int32 = 0
+}
+
+extension CorrelationEngine {
+    /// Decides verdicts, agent health and incidents as of `now`, and returns the events of the
+    /// transitions it made. Call it on a steady tick (e.g. every second). `now` and every
+    /// `receivedAt` should come from one monotonic clock (the collector passes its monotonic
+    /// clock anchored at its start), so silence is never judged on a clock that jumps.
+    public mutating func evaluate(now: Date) -> CorrelationOutput {
+        refreshAgentOrder(now: now)
+        var frame = livenessPhase(at: now.timeIntervalSince1970)
+        forgetRunsOfRecoveredControls()
+        agentStatesPhase(&frame)
+        localFaultPhase(&frame)
+        regionCountsPhase(&frame)
+        var changed: [Incident] = []
+        var events: [AlertEvent] = []
+        verdictPhase(frame, now: now, changed: &changed, events: &events)
+        agentHealthPhase(frame, now: now, events: &events)
+        return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: changed, events: events)
+    }
+
+    // MARK: Phase 1: liveness
+
+    /// Each agent's shortest probe interval, and who is silent (no result for its threshold).
+    mutating func livenessPhase(at t: Double) -> EvaluationFrame {
+        let agentCount = agentIDs.count
+        let cfg = config
+        var agentInterval = [Double](repeating: .infinity, count: agentCount)
+        // Hot loops over every series use buffer pointers and `while`: debug builds (what tests
+        // run) do not specialize Array iteration, and this keeps 200,000 series within budget.
+        summaries.withUnsafeBufferPointer { all in
+            var i = 0
+            while i < all.count {
+                let s = all[i]
+                let a = Int(s.agent)
+                if s.interval > 0 && s.interval < agentInterval[a] { agentInterval[a] = s.interval }
+                i += 1
+            }
+        }
+        var excluded = [Bool](repeating: false, count: agentCount)
+        var silent = [Bool](repeating: false, count: agentCount)
+        for a in 0..<agentCount {
+            if agentRevoked[a] {
+                excluded[a] = true
+                continue
+            }
+            let last = agentLastReceived[a]
+            if last == -.infinity || t - last > Self.silenceThreshold(interval: agentInterval[a], cfg) {
+                excluded[a] = true
+                silent[a] = true
+            }
+        }
+        return EvaluationFrame(
+            t: t, agentInterval: agentInterval, excluded: excluded, silent: silent, grid: [],
+            controlFailing: [Bool](repeating: false, count: agentCount),
+            controlInDoubt: [Bool](repeating: false, count: agentCount),
+            openSeries: [[Int32]](repeating: [], count: componentNames.count))
+    }
+
+    /// An agent whose control probe recovered: what its other probes saw while its network was
+    /// broken is no evidence about the platform, so their windows start afresh.
+    mutating func forgetRunsOfRecoveredControls() {
+        guard !controlFaultAgents.isEmpty else { return }
+        var stillFailing = Set<Int32>()
+        for s in summaries where s.control && (s.state == .failing || (s.state.isFailing && s.latestFailed)) {
+            stillFailing.insert(s.agent)
+        }
+        for a in controlFaultAgents.subtracting(stillFailing) {
+            forgetRunsBeforeRecovery(agent: a)
+            controlFaultAgents.remove(a)
+        }
+    }
+
+    // MARK: Phase 2: per-agent states
+
+    /// Each fresh agent's state per component (the worst of its probes there, over the runs after
+    /// the component's horizon), and its control probes' verdict.
+    mutating func agentStatesPhase(_ frame: inout EvaluationFrame) {
+        let agentCount = agentIDs.count
+        let componentCount = componentNames.count
+        let cfg = config
+        let t = frame.t
+        var grid = [AgentComponent](repeating: AgentComponent(), count: agentCount * componentCount)
+        let horizons = tracks.map(\.horizon)
+        let open = tracks.map { $0.incident != nil }
+        let fallbackLimit = max(cfg.silentMin, cfg.silentAfter)
+        let excluded = frame.excluded
+        var controlFailing = frame.controlFailing
+        var controlInDoubt = frame.controlInDoubt
+        var affecting: [Int32] = []
+        var openSeries = frame.openSeries
+        let offsets = agentOffset
+        summaries.withUnsafeBufferPointer { all in
+            var i = -1
+            while i + 1 < all.count {
+                i += 1
+                var s = all[i]
+                let a = Int(s.agent)
+                if excluded[a] || s.windowRuns == 0 { continue }
+                let age = t - s.lastReceived
+                let limit = s.interval > 0 ? max(cfg.silentMin, cfg.silentAfterIntervals * s.interval) : fallbackLimit
+                if age > cfg.windowAge || age > limit { continue }
+                if s.control {
+                    // A control that passes its latest run counts as recovered at once: its own
+                    // window of old failures says nothing about the agent's network now.
+                    if s.state == .failing || (s.state.isFailing && s.latestFailed) {
+                        controlFailing[a] = true
+                    } else if s.latestFailed {
+                        // Not confirmed yet: the agent's own network is in doubt, so its data is
+                        // held back (a cut agent's other probes may be confirmed before its control).
+                        controlInDoubt[a] = true
+                    }
+                    continue
+                }
+                let c = Int(s.component)
+                let offset = offsets[a]
+                if s.oldestAt + offset <= horizons[c] {
+                    // Part of this window belongs to a recovered incident: judge the rest only.
+                    s = series[i].summarize(config: cfg, errorCode: s.errorCode, after: horizons[c] - offset)
+                    if s.windowRuns == 0 { continue }
+                }
+                if open[c] { openSeries[c].append(Int32(i)) }
+                if s.affects >= 0, s.state.isFailing { affecting.append(Int32(i)) }
+                let g = a * componentCount + c
+                var x = grid[g]
+                x.reporting = true
+                x.runs += s.windowRuns
+                x.failed += s.windowFailed
+                x.allRuns += s.allRuns
+                x.allFailed += s.allFailed
+                x.allBad += s.allBad
+                x.cleanTail = min(x.cleanTail, s.cleanTail)
+                x.newestBadAt = max(x.newestBadAt, s.newestBadAt + offset)
+                x.lastReceived = max(x.lastReceived, s.lastReceived)
+                if s.latestFailed { x.latestFailed = true }
+                if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
+                let worse = s.state.rawValue > x.state.rawValue
+                if worse || (x.errorSeries < 0 && s.errorCode >= 0 && s.state.rawValue == x.state.rawValue) {
+                    if worse { x.state = s.state }
+                    x.errorSeries = s.errorCode >= 0 ? Int32(i) : x.errorSeries
+                    x.errorCode = s.errorCode >= 0 ? s.errorCode : x.errorCode
+                }
+                grid[g] = x
+            }
+        }
+        frame.grid = grid
+        frame.controlFailing = controlFailing
+        frame.controlInDoubt = controlInDoubt
+        frame.affectingSeries = affecting
+        frame.openSeries = openSeries
+    }
+
+    // MARK: Phase 3: local faults
+
+    /// Which failing agents are local: (1) a failing control probe makes the whole agent local;
+    /// (2) per component, an agent whose failure rate over its window is above its same-region
+    /// peers' pooled rate by the one-sided two-proportion z-test at `local_confidence`; (3) local
+    /// by (2) on 2+ components and more than half of those it reports: all its data is excluded.
+    /// A failing agent whose same-region peers report the component but none of them fails there
+    /// (nor have they `confirm_failures` failed runs between them recently), and no other agent
+    /// anywhere fails there, is *in doubt*: held back until the test decides or a peer fails too. An investigating incident covering its region makes its failure evidence.
+    mutating func localFaultPhase(_ frame: inout EvaluationFrame) {
+        let agentCount = agentIDs.count
+        let componentCount = componentNames.count
+        let regionCount = regionNames.count
+        let cfg = config
+        let z = Self.normalQuantile(cfg.localConfidence)
+        // Peer pools: every agent that counts, before any local decision.
+        var pool = [RegionCounts](repeating: RegionCounts(), count: componentCount * regionCount)
+        var failingAnywhere = [Int32](repeating: 0, count: componentCount)
+        var candidates: [Int] = []
+        for a in 0..<agentCount where frame.agentCounts(a) {
+            let r = Int(agentRegion[a])
+            var failsSomewhere = false
+            for c in 0..<componentCount {
+                let x = frame.grid[a * componentCount + c]
+                guard x.reporting else { continue }
+                pool[c * regionCount + r].add(x)
+                if x.state.isFailing {
+                    failingAnywhere[c] += 1
+                    failsSomewhere = true
+                }
+            }
+            if failsSomewhere { candidates.append(a) }
+        }
+        var wholeLocal = frame.controlFailing
+        var localReason = [String?](repeating: nil, count: agentCount)
+        for a in 0..<agentCount where frame.controlFailing[a] && !frame.excluded[a] {
+            localReason[a] = "control probe failing"
+            controlFaultAgents.insert(Int32(a))
+        }
+        for a in candidates {
+            let r = Int(agentRegion[a])
+            var reported = 0
+            var localHere: [Int] = []
+            for c in 0..<componentCount {
+                let g = a * componentCount + c
+                let x = frame.grid[g]
+                guard x.reporting else { continue }
+                reported += 1
+                guard x.state.isFailing else { continue }
+                if let incident = tracks[c].incident, incident.status == .investigating,
+                    incident.scope == .platform || incident.regions.contains(regionNames[r])
+                {
+                    continue
+                }
+                let k = pool[c * regionCount + r]
+                guard k.reporting > 1 else { continue }  // alone in its region: nobody to compare with
+                let peerRuns = k.allRuns - x.allRuns
+                let peerFailed = k.allFailed - x.allFailed
+                let peersFailing = k.hard + k.flaky - 1
+                let peersFailedRecently = k.failed - x.failed >= Int32(cfg.confirmFailures)
+                if Self.exceedsPeers(
+                    failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
+                    minRuns: cfg.minRuns, z: z)
+                {
+                    localHere.append(c)
+                } else if peersFailing == 0, !peersFailedRecently, failingAnywhere[c] <= 1 {
+                    frame.grid[g].inDoubt = true
+                }
+            }
+            guard !localHere.isEmpty else { continue }
+            let names = localHere.map { componentNames[$0] }.joined(separator: ", ")
+            if localHere.count >= 2, localHere.count * 2 > reported {
+                wholeLocal[a] = true
+                localReason[a] = "fails on most of its components (\(names)) well above its \(regionNames[r]) peers"
+            } else {
+                localReason[a] = "fails on \(names) well above its \(regionNames[r]) peers"
+            }
+            for c in localHere { frame.grid[a * componentCount + c].local = true }
+        }
+        for a in 0..<agentCount where wholeLocal[a] && !frame.excluded[a] {
+            for c in 0..<componentCount where frame.grid[a * componentCount + c].reporting {
+                frame.grid[a * componentCount + c].local = true
+            }
+        }
+        frame.wholeLocal = wholeLocal
+        frame.localReason = localReason
+    }
+
+    /// The one-sided two-proportion z-test: is `failed/runs` above `peerFailed/peerRuns` with
+    /// statistic at least `z`? Each side needs `minRuns` runs; no failure is never above.
+    static func exceedsPeers(failed: Int, runs: Int, peerFailed: Int, peerRuns: Int, minRuns: Int, z: Double) -> Bool {
+        guard runs >= minRuns, peerRuns >= minRuns, failed > 0 else { return false }
+        let p1 = Double(failed) / Double(runs)
+        let p2 = Double(peerFailed) / Double(peerRuns)
+        guard p1 > p2 else { return false }
+        let pooled = Double(failed + peerFailed) / Double(runs + peerRuns)
+        let se = (pooled * (1 - pooled) * (1 / Double(runs) + 1 / Double(peerRuns))).squareRoot()
+        guard se > 0 else { return true }
+        return (p1 - p2) / se >= z
+    }
+
+    /// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+    static func normalQuantile(_ p: Double) -> Double {
+        let a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00]
+        let b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01]
+        let c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00]
+        let d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00]
+        let low = 0.02425
+        if p < low {
+            let q = (-2 * log(p)).squareRoot()
+            return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+        }
+        if p > 1 - low {
+            let q = (-2 * log(1 - p)).squareRoot()
+            return -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+        }
+        let q = p - 0.5
+        let r = q * q
+        return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    }
+
+    // MARK: Phase 4: region counts
+
+    /// Sums per (component, region) over the agents that count (fresh, not local, not in doubt).
+    mutating func regionCountsPhase(_ frame: inout EvaluationFrame) {
+        let componentCount = componentNames.count
+        let regionCount = regionNames.count
+        var counts = [RegionCounts](repeating: RegionCounts(), count: componentCount * regionCount)
+        for a in 0..<agentIDs.count where frame.agentCounts(a) {
+            let r = Int(agentRegion[a])
+            for c in 0..<componentCount {
+                let x = frame.grid[a * componentCount + c]
+                if x.counts { counts[c * regionCount + r].add(x, confirm: Int32(config.confirmFailures)) }
+            }
+        }
+        frame.counts = counts
+    }
+
+    // MARK: Phase 5: verdicts and incidents
+
+    /// Per component: region statuses, the component's status and scope, evidence, and one step
+    /// of its incident state machine.
+    mutating func verdictPhase(_ frame: EvaluationFrame, now: Date, changed: inout [Incident], events: inout [AlertEvent]) {
+        let componentCount = componentNames.count
+        let regionCount = regionNames.count
+        let cfg = config
+        // Evidence lists, in agent id order so they are the same after a rebuild.
+        var failingNames = [[String]](repeating: [], count: componentCount)
+        var failingCount = [Int32](repeating: 0, count: componentCount)
+        var localNames = [[String]](repeating: [], count: componentCount)
+        var sampleSeries = [[Int32]](repeating: [], count: componentCount)
+        var latencies = [[Double]](repeating: [], count: componentCount)
+        var reporters = [Int32](repeating: 0, count: componentCount)
+        var componentInterval = [Double](repeating: 0, count: componentCount)
+        let codeStride = max(1, errorCodeNames.count)
+        var codeCounts = [Int32](repeating: 0, count: componentCount * codeStride)
+        let listCap = cfg.maxListedAgents
+        for a32 in sortedAgents {
+            let a = Int(a32)
+            if frame.excluded[a] || (frame.controlInDoubt[a] && !frame.controlFailing[a]) { continue }
+            for c in 0..<componentCount {
+                let x = frame.grid[a * componentCount + c]
+                guard x.reporting else { continue }
+                reporters[c] += 1
+                if x.local {
+                    if localNames[c].count < listCap { localNames[c].append(agentIDs[a]) }
+                    continue
+                }
+                guard x.counts else { continue }
+                if frame.agentInterval[a].isFinite { componentInterval[c] = max(componentInterval[c], frame.agentInterval[a]) }
+                if x.latencyMs >= 0 { latencies[c].append(x.latencyMs) }
+                // Failing now, or with `confirm_failures` failed runs in its window: a random fault's
+                // agents stay listed while it lasts (their flaky state comes and goes).
+                if x.state.isFailing || x.allFailed >= Int32(cfg.confirmFailures) {
+                    failingCount[c] += 1
+                    if failingNames[c].count < listCap { failingNames[c].append(agentIDs[a]) }
+                    if x.errorCode >= 0 { codeCounts[c * codeStride + Int(x.errorCode)] += 1 }
+                    if x.errorSeries >= 0, sampleSeries[c].count < 50 { sampleSeries[c].append(x.errorSeries) }
+                }
+            }
+        }
+        // What each component's failing steps affect: the probe components of those journeys.
+        var affected = [Set<String>](repeating: [], count: componentCount)
+        for s in frame.affectingSeries {
+            let summary = summaries[Int(s)]
+            let g = Int(summary.agent) * componentCount + Int(summary.component)
+            if frame.grid[g].counts { affected[Int(summary.component)].insert(componentNames[Int(summary.affects)]) }
+        }
+
+        var newVerdicts: [ComponentVerdict] = []
+        for c in componentNames.indices.sorted(by: { componentNames[$0] < componentNames[$1] }) where componentIsWatched[c] {
+            let slice = frame.counts[(c * regionCount)..<(c * regionCount + regionCount)]
+            let rollup = Self.rollup(slice, regionNames: regionNames, cfg)
+            var evidence = makeEvidence(
+                component: c, total: rollup.total, failingCount: Int(failingCount[c]), failingRegions: rollup.affectedRegions,
+                failingNames: failingNames[c],
+                localNames: localNames[c], sampleSeries: sampleSeries[c],
+                codeCounts: codeCounts[(c * codeStride)..<(c * codeStride + codeStride)], latencies: &latencies[c])
+            if rollup.status != .operational && rollup.status != .unknown {
+                evidence.affected = affected[c].subtracting([componentNames[c]]).sorted()
+                evidence.singleAgent = evidence.failingAgentCount + Int(rollup.total.degraded) <= 1
+            }
+            var track = tracks[c]
+            if track.lastStatus != rollup.status || track.since == nil {
+                track.lastStatus = rollup.status
+                track.since = now
+            }
+            if (rollup.status != .operational && rollup.status != .unknown) || track.incident != nil {
+                let newest = rollup.total.newestBadAt
+                if newest > track.newestBad {
+                    if track.newestBad > -.infinity { track.longestLull = max(track.longestLull, newest - track.newestBad) }
+                    track.newestBad = newest
+                }
+            } else {
+                track.newestBad = -.infinity
+                track.longestLull = 0
+            }
+            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: 1.5 * track.longestLull)
+            let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
+            let settled = Self.regionScopeSettled(
+                slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t, t: frame.t,
+                wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)))
+            let wasMonitoring = track.incident?.status == .monitoring
+            stepIncident(
+                &track, component: componentNames[c], status: rollup.status, scope: rollup.scope, evidence: evidence,
+                hasNewData: componentHasNewData[c], eligible: eligible, scopeSettled: settled, recovery: facts, t: frame.t,
+                now: now, changed: &changed, events: &events)
+            // Recovered just now: from the next evaluation on, the verdict reads only the runs after
+            // the incident's newest failure; this one already says so.
+            let status = !wasMonitoring && track.incident?.status == .monitoring ? ComponentStatus.operational : rollup.status
+            if status != rollup.status {
+                track.lastStatus = status
+                track.since = now
+            }
+            newVerdicts.append(
+                ComponentVerdict(
+                    component: componentNames[c], status: status, scope: status == .operational ? nil : rollup.scope,
+                    regions: status == .operational ? rollup.regionStatus.mapValues { _ in .operational } : rollup.regionStatus,
+                    evidence: evidence, since: track.since ?? now, updatedAt: now, incidentID: track.incident?.id))
+            tracks[c] = track
+            componentHasNewData[c] = false
+        }
+        verdictList = newVerdicts
+    }
+
+    /// Region statuses, the component's status and scope from one component's region counts.
+    /// The affected regions are those not operational, plus (while some region is not) those
+    /// whose agents failed `confirm_failures` runs between them recently or that have an agent
+    /// with `confirm_failures` failed runs in its window: a random fault reaches
+    /// every region's verdict at its own pace, and the scope must not wait for the slowest.
+    /// Scope `platform` needs `min_platform_regions` affected regions.
+    static func rollup(_ counts: ArraySlice<RegionCounts>, regionNames: [String], _ cfg: CorrelationConfig) -> Rollup {
+        var total = RegionCounts()
+        var regionStatus: [String: ComponentStatus] = [:]
+        var badRegions: [String] = []
+        var suspect: [String] = []
+        var worst = ComponentStatus.operational
+        for (r, k) in zip(regionNames.indices, counts) where k.reporting > 0 {
+            total += k
+            let status = Self.regionStatus(k, cfg)
+            regionStatus[regionNames[r]] = status
+            if status != .operational {
+                badRegions.append(regionNames[r])
+            } else if k.failed >= Int32(cfg.confirmFailures) || k.repeatFailing > 0 {
+                suspect.append(regionNames[r])
+            }
+            if status > worst { worst = status }
+        }
+        badRegions.sort()
+        let affectedRegions = badRegions.isEmpty ? [] : (badRegions + suspect).sorted()
+        let status: ComponentStatus
+        if total.reporting == 0 {
+            status = .unknown
+        } else if total.hard > 0, Double(total.hard) >= cfg.majorRatio * Double(total.reporting) {
+            status = .majorOutage
+        } else {
+            status = min(worst, .partialOutage)
+        }
+        var scope: ProblemScope?
+        if status != .operational && status != .unknown {
+            scope = affectedRegions.count >= cfg.minPlatformRegions ? .platform : .region
+        }
+        return Rollup(
+            status: status, scope: scope, regionStatus: regionStatus, badRegions: badRegions, affectedRegions: affectedRegions,
+            total: total)
+    }
+
+    struct Rollup {
+        var status: ComponentStatus
+        var scope: ProblemScope?
+        var regionStatus: [String: ComponentStatus]
+        var badRegions: [String]
+        var affectedRegions: [String]
+        var total: RegionCounts
+    }
+
+    /// May a problem in fewer regions than platform scope needs be announced as regional yet?
+    /// Yes once every other reporting region has sent a run since the problem showed and none of
+    /// its agents' latest runs failed (the fault has not reached it), or after `wait` seconds.
+    static func regionScopeSettled(
+        _ counts: ArraySlice<RegionCounts>, badRegions: [String], regionNames: [String], badSince: Double, t: Double, wait: Double
+    ) -> Bool {
+        if t - badSince >= wait { return true }
+        for (r, k) in zip(regionNames.indices, counts) where k.reporting > 0 && !badRegions.contains(regionNames[r]) {
+            if k.latestFailed > 0 || k.lastReceived <= badSince { return false }
+        }
+        return true
+    }
+
+    /// Whether an open incident has recovered, counted in runs: every agent that counts in its
+    /// regions passed its latest `monitor_runs` (`resolve_runs`) runs, and the pooled passing
+    /// runs since the newest failure there reached M = ⌈ln(1 − recovery_confidence) / ln(1 − p)⌉,
+    /// p being the failure rate of those regions' windows up to that failure; and the time since
+    /// that failure is longer than `lull`.
+    func recoveryFacts(component c: Int, frame: EvaluationFrame, incident: Incident?, lull: Double) -> RecoveryFacts {
+        guard let incident else { return RecoveryFacts() }
+        let regionCount = regionNames.count
+        let componentCount = componentNames.count
+        var scope = RegionCounts()
+        var inScope = [Bool](repeating: false, count: regionCount)
+        for r in 0..<regionCount where incident.scope == .platform || incident.regions.contains(regionNames[r]) {
+            inScope[r] = true
+            scope += frame.counts[c * regionCount + r]
+        }
+        guard scope.reporting > 0 else { return RecoveryFacts() }
+        // Every agent that counts must have passed its latest runs, except one that has sent
+        // nothing for 2 of its intervals: late or stopping, it can neither confirm nor hold a
+        // recovery (once silent it does not count at all).
+        var minClean = Int32.max
+        for a in 0..<agentIDs.count where inScope[Int(agentRegion[a])] && frame.agentCounts(a) {
+            let x = frame.grid[a * componentCount + c]
+            guard x.counts else { continue }
+            if frame.agentInterval[a].isFinite, frame.t - x.lastReceived > 2 * frame.agentInterval[a] { continue }
+            minClean = min(minClean, x.cleanTail)
+        }
+        var clean: Int32 = 0
+        for s in frame.openSeries[c] {
+            let a = Int(series[Int(s)].agent)
+            guard inScope[Int(agentRegion[a])], frame.agentCounts(a), frame.grid[a * componentCount + c].counts else { continue }
+            let after = max(scope.newestBadAt, tracks[c].horizon) - agentOffset[a]
+            clean += series[Int(s)].runs(after: after)
+        }
+        let before = max(1, scope.allRuns - clean)
+        let needed = Self.cleanRunsNeeded(failureRate: Double(scope.allBad) / Double(before), confidence: config.recoveryConfidence)
+        let pooledClean = clean >= needed && frame.t - scope.newestBadAt > lull
+        return RecoveryFacts(
+            canMonitor: pooledClean && minClean != .max && minClean >= Int32(config.monitorRuns),
+            canResolve: pooledClean && minClean != .max && minClean >= Int32(config.resolveRuns), newestFailure: scope.newestBadAt,
+            cleanRuns: clean, needed: needed)
+    }
+
+    /// Passing runs in a row after which a failure rate `p` still on would have shown a failure
+    /// with probability `confidence`: ⌈ln(1 − confidence) / ln(1 − p)⌉ (0 when p is 0 or 1).
+    static func cleanRunsNeeded(failureRate p: Double, confidence: Double) -> Int32 {
+        guard p > 0, p < 1 else { return 0 }
+        return Int32(min(10_000, (log(1 - confidence) / log(1 - p)).rounded(.up)))
+    }
+
+    // MARK: Phase 6: agent health
+
+    /// Each agent's state (ok, local fault, silent, revoked) and its events.
+    mutating func agentHealthPhase(_ frame: EvaluationFrame, now: Date, events: inout [AlertEvent]) {
+        let componentCount = componentNames.count
+        let t = frame.t
+        for a32 in sortedAgents {
+            let a = Int(a32)
+            let position = Int(healthPosition[a])
+            var h = health[position]
+            let lastSeen = agentLastReceived[a] == -.infinity ? nil : Date(timeIntervalSince1970: agentLastReceived[a])
+            if h.lastSeen != lastSeen { h.lastSeen = lastSeen }
+            let previous = h.state
+            if agentRevoked[a] {
+                if previous != .revoked { h = enter(h, .revoked, since: now, reason: "agent key revoked") }
+            } else if frame.silent[a] {
+                if previous != .silent {
+                    let since = lastSeen ?? now
+                    h = enter(h, .silent, since: since, reason: "no result for \(Int((t - (lastSeen?.timeIntervalSince1970 ?? t)).rounded())) s")
+                    if lastSeen != nil {
+                        events.append(agentEvent(.agentSilent, health: h, now: now))
+                    }
+                }
+                agentCleanStreak[a] = 0
+            } else if let reason = frame.localReason[a] {
+                agentCleanStreak[a] = 0
+                let components = (0..<componentCount).filter {
+                    frame.grid[a * componentCount + $0].local && frame.grid[a * componentCount + $0].state.isFailing
+                }.map { componentNames[$0] }.sorted()
+                if previous != .localFault {
+                    h = enter(h, .localFault, since: now, reason: reason)
+                    h.localComponents = components
+                    events.append(agentEvent(.agentLocalFault, health: h, now: now))
+                } else {
+                    h.reason = reason
+                    h.localComponents = components
+                }
+            } else if previous == .localFault {
+                if frame.controlInDoubt[a] {
+                    agentCleanStreak[a] = 0
+                } else if agentHasNewData[a] {
+                    agentCleanStreak[a] += 1
+                }
+                if agentCleanStreak[a] >= config.resolveAfter {
+                    h = enter(h, .ok, since: now, reason: nil)
+                    agentCleanStreak[a] = 0
+                    forgetRunsBeforeRecovery(agent: Int32(a))
+                }
+            } else if previous != .ok {
+                h = enter(h, .ok, since: now, reason: nil)
+            }
+            health[position] = h
+            agentHasNewData[a] = false
+        }
+    }
+
+    // Static: in debug builds a method call on `self` from a mutating context copies the engine.
+    private static func silenceThreshold(interval: Double, _ cfg: CorrelationConfig) -> Double {
+        interval.isFinite ? max(cfg.silentMin, cfg.silentAfterIntervals * interval) : max(cfg.silentMin, cfg.silentAfter)
+    }
+
+    /// What the runs of an agent's local-fault episode said about the platform: nothing. Once the
+    /// agent has recovered, its failures from that time must not count as evidence against the
+    /// platform (they would otherwise linger in its windows and colour the next verdicts), so its
+    /// non-control windows start afresh.
+    private mutating func forgetRunsBeforeRecovery(agent: Int32) {
+        for s in series.indices where series[s].agent == agent && !series[s].control {
+            series[s].runs.removeAll(keepingCapacity: true)
+            summaries[s] = series[s].summarize(config: config, errorCode: -1)
+        }
+    }
+
+    static func regionStatus(_ k: RegionCounts, _ cfg: CorrelationConfig) -> ComponentStatus {
+        let reporting = Double(k.reporting)
+        if k.hard > 0, Double(k.hard) >= cfg.majorRatio * reporting { return .majorOutage }
+        if k.hard + k.flaky > 0 { return .partialOutage }
+        // The pooled ratio catches failures spread thinly over many agents. Early on a window
+        // counts as `min_runs` long per agent, so one failed run of each of two agents does not read
+        // as an outage ("a single failed run opens nothing"), and passing runs arriving later can
+        // only lower the ratio (never re-open a problem without a new failure).
+        if k.failed >= Int32(cfg.confirmFailures),
+            Double(k.failed) > cfg.flakyRatio * Double(max(k.runs, Int32(cfg.minRuns) * max(1, k.reporting)))
+        {
+            return .partialOutage
+        }
+        // More than the ratio: one slow agent of two is that agent's problem, not the region's.
+        if k.degraded > 0, Double(k.degraded) > cfg.degradedRatio * reporting { return .degradedPerformance }
+        return .operational
+    }
+
+    private func enter(_ h: AgentHealth, _ state: AgentState, since: Date, reason: String?) -> AgentHealth {
+        var h = h
+        h.state = state
+        h.since = since
+        h.reason = reason
+        h.localComponents = []
+        return h
+    }
+
+    private func agentEvent(_ type: AlertEventType, health h: AgentHealth, now: Date) -> AlertEvent {
+        let ms = Int64((h.since.timeIntervalSince1970 * 1000).rounded())
+        let what = type == .agentSilent ? "silent" : "local fault"
+        return AlertEvent(
+            id: "\(type.rawValue).\(h.agent).\(ms)", type: type, occurredAt: now, status: h.state.rawValue, scope: .agent,
+            regions: [h.region], agents: [h.agent], agent: h.agent,
+            summary: "agent \(h.agent) (\(h.region)): \(what): \(h.reason ?? "")")
+    }
+
+    // MARK: - Evidence
+
+    private func makeEvidence(
+        component c: Int, total: RegionCounts, failingCount: Int, failingRegions: [String], failingNames: [String], localNames: [String],
+        sampleSeries: [Int32], codeCounts: ArraySlice<Int32>, latencies: inout [Double]
+    ) -> Evidence {
+        var codes: [String: Int] = [:]
+        for (offset, n) in codeCounts.enumerated() where n > 0 { codes[errorCodeNames[offset]] = Int(n) }
+        var distinct = Set<ProbeError>()
+        for s in sampleSeries {
+            if let e = series[Int(s)].latestError { distinct.insert(e) }
+        }
+        let samples = distinct.sorted {
+            ($0.code ?? "", $0.kind.rawValue, $0.step, $0.message) < ($1.code ?? "", $1.kind.rawValue, $1.step, $1.message)
+        }.prefix(config.maxSampleErrors)
+        let (p50, p95) = Self.percentiles(&latencies)
+        return Evidence(
+            failingAgents: failingNames, failingAgentCount: failingCount, failingRegions: failingRegions,
+            reportingAgents: Int(total.reporting), degradedAgents: Int(total.degraded),
+            failureRatio: total.runs > 0 ? (Double(total.failed) / Double(total.runs) * 1000).rounded() / 1000 : 0,
+            latencyP50Ms: p50, latencyP95Ms: p95, sampleErrors: Array(samples), errorCodes: codes, localAgents: localNames)
+    }
+
+    /// Nearest-rank p50/p95: exact for up to 512 values, from a log-bucket histogram (about 2%
+    /// resolution) above that so large fleets never sort per tick.
+    static func percentiles(_ values: inout [Double]) -> (Double?, Double?) {
+        guard !values.isEmpty else { return (nil, nil) }
+        func rank(_ p: Double, _ n: Int) -> Int { max(0, min(n - 1, Int((p * Double(n)).rounded(.up)) - 1)) }
+        func round1(_ v: Double) -> Double { (v * 10).rounded() / 10 }
+        if values.count <= 512 {
+            values.sort()
+            return (round1(values[rank(0.5, values.count)]), round1(values[rank(0.95, values.count)]))
+        }
+        let growth = log(1.02)
+        var buckets = [Int32](repeating: 0, count: 1200)
+        for v in values {
+            let b = v <= 0.1 ? 0 : min(buckets.count - 1, Int(log(v / 0.1) / growth))
+            buckets[b] += 1
+        }
+        func value(atRank target: Int) -> Double {
+            var seen = 0
+            for (b, n) in buckets.enumerated() {
+                seen += Int(n)
+                if seen > target { return round1(0.1 * exp((Double(b) + 0.5) * growth)) }
+            }
+            return round1(values.max() ?? 0)
+        }
+        return (value(atRank: rank(0.5, values.count)), value(atRank: rank(0.95, values.count)))
+    }
+}
