@@ -5,7 +5,7 @@ import Testing
 
 @testable import AgentRuntime
 
-@Suite("Spool group commit")
+@Suite("Spool journal writer (group commit)")
 struct SpoolCommitTests {
     let logs = CapturedLogs()
 
@@ -31,7 +31,7 @@ struct SpoolCommitTests {
         let dir = try TemporaryDirectory("spool-commit")
         defer { dir.remove() }
         let spool = try Spool(directory: dir.path, logger: logs.logger())
-        let committer = SpoolCommitter(spool: spool)
+        let committer = JournalWriter(spool: spool)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<200 { group.addTask { try await committer.commit(sampleResult("p\(i)")) } }
             try await group.waitForAll()
@@ -44,13 +44,13 @@ struct SpoolCommitTests {
         reopened.close()
     }
 
-    @Test("the commit thread ends when its committer goes away")
+    @Test("the journal thread ends when its writer goes away, after writing what was queued")
     func commitThreadEndsWithItsCommitter() async throws {
         func commitThreads() -> Int {
             let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
             return tasks.filter { task in
                 let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
-                return comm == "sonde.commit\n"
+                return comm == "sonde.journal\n"
             }.count
         }
         let dir = try TemporaryDirectory("spool-commit")
@@ -58,11 +58,12 @@ struct SpoolCommitTests {
         let spool = try Spool(directory: dir.path, logger: logs.logger())
         defer { spool.close() }
         let before = commitThreads()
-        var committer: SpoolCommitter? = SpoolCommitter(spool: spool, window: .milliseconds(5))
-        try await committer?.commit(sampleResult("a"))
+        var writer: JournalWriter? = JournalWriter(spool: spool, window: .milliseconds(5))
+        try await writer?.commit(sampleResult("a"))
         #expect(commitThreads() == before + 1)
-        committer = nil
-        try await waitUntil("the commit thread to end") { commitThreads() == before }
-        #expect(try spool.nextBatch(maxResults: 10)?.results.count == 1)
+        writer?.submit(sampleResult("b"))
+        writer = nil
+        try await waitUntil("the journal thread to end") { commitThreads() == before }
+        #expect(try spool.nextBatch(maxResults: 10)?.results.count == 2, "the result queued before the writer went away is written")
     }
 }
