@@ -9,21 +9,27 @@ import Testing
 struct SpoolCommitTests {
     let logs = CapturedLogs()
 
-    @Test("a result written without fsync goes into no batch until sync() makes it durable")
-    func unsyncedResultsWait() throws {
+    @Test("results written without fsync are made durable by sync() or by the next batch record's fsync, which covers them")
+    func unsyncedResultsAreCoveredByTheBatchRecord() throws {
         let dir = try TemporaryDirectory("spool-commit")
         defer { dir.remove() }
-        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        let disk = FaultyDisk()
+        let spool = try Spool(directory: dir.path, files: disk, logger: logs.logger())
         defer { spool.close() }
         try spool.append(sampleResult("a"), durable: false)
-        #expect(try spool.nextBatch(maxResults: 10) == nil, "written, not yet durable")
-        spool.sync()
-        let batch = try #require(try spool.nextBatch(maxResults: 10))
-        #expect(batch.results.map(\.seq) == [1])
-        // Any fsync of the journal (here the batch record's) also covers results written before it.
         try spool.append(sampleResult("b"), durable: false)
+        #expect(disk.snapshot.syncs == 0, "written, not yet durable")
+        let batch = try #require(try spool.nextBatch(maxResults: 10))
+        #expect(batch.results.map(\.seq) == [1, 2])
+        #expect(disk.snapshot.syncs == 1, "one fsync (the batch record's) for the results and the record")
+        spool.sync()
+        #expect(disk.snapshot.syncs == 1, "nothing left to sync")
         try spool.acknowledge(batch.id)
-        #expect(try spool.nextBatch(maxResults: 10)?.results.map(\.seq) == [2])
+        #expect(disk.snapshot.syncs == 1, "an acknowledgement waits for the next fsync")
+        try spool.append(sampleResult("c"), durable: false)
+        spool.sync()
+        #expect(disk.snapshot.syncs == 2)
+        #expect(try spool.nextBatch(maxResults: 10)?.results.map(\.seq) == [3])
     }
 
     @Test("many concurrent commits share fsyncs, and every result is durable and batched in seq order")

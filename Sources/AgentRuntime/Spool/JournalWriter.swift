@@ -12,19 +12,20 @@ import Synchronization
 /// (a slow fsync, a compaction of up to `max_bytes`, a full spool) and never waits for a lock
 /// held across disk I/O.
 ///
-/// Results: `submit` queues a result and returns at once. The first result after a quiet spell
-/// waits `window`, then every result queued meanwhile is written and covered by one fsync (group
-/// commit: an fsync per result was ≈ 12 % of an agent's CPU at 100 runs/s). A result is written
-/// at most `window` (plus the disk's own time) after its run ends, and goes into a batch once its
-/// fsync is done; a result not yet written is lost if the agent is killed, like a run in flight.
+/// Results: `submit` queues a result and returns at once; the journal thread writes it straight
+/// away (no fsync: written, it survives the agent being killed). Written results are fsynced
+/// together (group commit: an fsync per result was ≈ 12 % of an agent's CPU at 100 runs/s):
+/// by the uploader's next batch record, whose fsync covers everything written before it, or at
+/// the latest `window` after the first of them, so a power loss loses at most that much. Only
+/// fsynced results are sent.
 ///
-/// Everything else (the uploader's `nextBatch`, `acknowledge`, `reject`) goes through `perform`,
-/// which runs it on the same thread, at once, between rounds.
+/// Everything else (the uploader's `nextBatch`, `acknowledge`, `setAside`) goes through
+/// `perform`, which runs it on the same thread, in order with the appends.
 public final class JournalWriter: Sendable {
     public let spool: Spool
     private let worker: JournalWorker
 
-    public init(spool: Spool, window: Duration = .milliseconds(100)) {
+    public init(spool: Spool, window: Duration = .seconds(1)) {
         self.spool = spool
         worker = JournalWorker(spool: spool, window: window)
     }
@@ -70,21 +71,19 @@ public final class JournalWriter: Sendable {
 
 /// The journal thread and its queue. Separate from `JournalWriter` so that the thread, which
 /// holds this, does not keep the writer alive: the writer's deinit stops the thread (after it
-/// has written what is queued).
+/// has written and fsynced what is queued).
 private final class JournalWorker: Sendable {
+    typealias Done = @Sendable (Result<ProbeResult, SpoolError>) -> Void
     enum Job: Sendable {
-        case append(ProbeResult, (@Sendable (Result<ProbeResult, SpoolError>) -> Void)?)
-        /// `flushFirst`: write and fsync every queued result before running it.
+        case append(ProbeResult, Done?)
+        /// `flushFirst`: fsync every result written so far before running it.
         case task(flushFirst: Bool, @Sendable (Spool) -> Void)
     }
 
     let spool: Spool
     private let window: Duration
     private struct State {
-        var appends: [Job] = []
-        var tasks: [Job] = []
-        /// When the oldest queued result arrived: its round starts `window` later.
-        var firstAppend: ContinuousClock.Instant?
+        var jobs: [Job] = []
         var threadStarted = false
         var stopped = false
     }
@@ -98,16 +97,9 @@ private final class JournalWorker: Sendable {
 
     func enqueue(_ job: Job) {
         let (wake, startThread) = state.withLock { s -> (Bool, Bool) in
-            var wake = true
-            switch job {
-            case .append:
-                // The thread only needs waking for the first result of a round; it sleeps the window itself.
-                wake = s.appends.isEmpty
-                if wake { s.firstAppend = .now }
-                s.appends.append(job)
-            case .task:
-                s.tasks.append(job)
-            }
+            // The thread takes the whole queue each time it wakes: only the first job needs to wake it.
+            let wake = s.jobs.isEmpty
+            s.jobs.append(job)
             defer { s.threadStarted = true }
             return (wake, !s.threadStarted)
         }
@@ -122,57 +114,50 @@ private final class JournalWorker: Sendable {
         signal.signal()
     }
 
-    private enum Step {
-        case wait
-        case sleep(Duration)
-        case work(appends: [Job], tasks: [Job])
-        case exit
-    }
-
     private func run() {
+        // Written, not yet fsynced: their `done` waits for the fsync. Only this thread uses these.
+        var unsynced: [(Result<ProbeResult, SpoolError>, Done?)] = []
+        var unsyncedSince: ContinuousClock.Instant?
+        func syncNow() {
+            spool.sync()
+            for (outcome, done) in unsynced { done?(outcome) }
+            unsynced = []
+            unsyncedSince = nil
+        }
         while true {
-            let step = state.withLock { s -> Step in
-                let flushFirst = s.tasks.contains { if case .task(true, _) = $0 { true } else { false } }
-                if !s.tasks.isEmpty || s.stopped || flushFirst {
-                    let appendsNow = flushFirst || s.stopped ? s.appends : []
-                    if !appendsNow.isEmpty { s.appends = [] }
-                    defer { s.tasks = [] }
-                    if s.stopped && s.tasks.isEmpty && appendsNow.isEmpty && s.appends.isEmpty { return .exit }
-                    return .work(appends: appendsNow, tasks: s.tasks)
+            let (jobs, stopped) = state.withLock { s -> ([Job], Bool) in
+                defer { s.jobs = [] }
+                return (s.jobs, s.stopped)
+            }
+            for job in jobs {
+                switch job {
+                case .append(let result, let done):
+                    do throws(SpoolError) { unsynced.append((.success(try spool.append(result, durable: false)), done)) } catch {
+                        unsynced.append((.failure(error), done))
+                    }
+                    if unsyncedSince == nil { unsyncedSince = .now }
+                case .task(let flushFirst, let body):
+                    if flushFirst { syncNow() }
+                    body(spool)
                 }
-                guard let first = s.firstAppend, !s.appends.isEmpty else { return .wait }
-                let due = first + window
+            }
+            if stopped {
+                syncNow()
+                if state.withLock({ $0.jobs.isEmpty }) { return }
+                continue
+            }
+            if let since = unsyncedSince {
+                let due = since + window
                 let now = ContinuousClock.now
-                if now < due { return .sleep(due - now) }
-                defer { s.appends = [] }
-                return .work(appends: s.appends, tasks: [])
-            }
-            switch step {
-            case .exit:
-                return
-            case .wait:
+                if now >= due {
+                    syncNow()
+                } else {
+                    // Sleep until the fsync is due, or until new work arrives.
+                    _ = signal.wait(timeout: .now() + .nanoseconds(Int((due - now).seconds * 1e9)))
+                }
+            } else {
                 signal.wait()
-            case .sleep(let duration):
-                // Woken early by a task or by stop; otherwise the window ends.
-                _ = signal.wait(timeout: .now() + .nanoseconds(Int(duration.seconds * 1e9)))
-            case .work(let appends, let tasks):
-                writeRound(appends)
-                for case .task(_, let body) in tasks { body(spool) }
             }
         }
-    }
-
-    /// Writes the queued results (no fsync each), then one fsync for all of them.
-    private func writeRound(_ jobs: [Job]) {
-        guard !jobs.isEmpty else { return }
-        var outcomes: [(Result<ProbeResult, SpoolError>, (@Sendable (Result<ProbeResult, SpoolError>) -> Void)?)] = []
-        outcomes.reserveCapacity(jobs.count)
-        for case .append(let result, let done) in jobs {
-            do throws(SpoolError) { outcomes.append((.success(try spool.append(result, durable: false)), done)) } catch {
-                outcomes.append((.failure(error), done))
-            }
-        }
-        spool.sync()
-        for (outcome, done) in outcomes { done?(outcome) }
     }
 }

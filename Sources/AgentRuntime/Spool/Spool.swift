@@ -10,8 +10,11 @@
 //   "R" result   u64 big-endian seq, then the result's JSON (carrying the same `seq`)
 //   "B" batch    JSON {"id","first","last","count"}: the oldest pending results, seq first…last,
 //                now form batch `id`. Written and fsynced BEFORE the first send, so a resend after
-//                a crash carries the same batch id and the same results.
-//   "A" removed  JSON {"id","why"}: the batch was acknowledged (or rejected, or dropped).
+//                a crash carries the same batch id and the same results; its fsync also makes the
+//                results before it durable.
+//   "A" removed  JSON {"id","why"}: the batch was acknowledged (or rejected, or dropped). Not
+//                fsynced on its own (the next fsync covers it): lost in a power loss, the batch is
+//                sent again with its id and the collector answers "duplicate".
 //   "D" dropped  JSON {"through","count"}: the spool was full; pending results up to seq `through`
 //                were dropped, oldest first.
 //   "S" start    JSON {"last_seq","dropped"}: first record of a compacted journal; it carries the
@@ -300,8 +303,8 @@ public final class Spool: Sendable {
     /// result that cannot be encoded throws.
     ///
     /// `durable: false` writes without the fsync (the frame survives a SIGKILL, not yet a power
-    /// loss); `sync()` then makes it durable, one fsync for every append made so far (group
-    /// commit: see `SpoolCommitter`). Such a result goes into no batch before it is synced.
+    /// loss); `sync()`, or the next batch record, then makes it durable, one fsync for every
+    /// append made so far (group commit: see `JournalWriter`).
     @discardableResult
     public func append(_ result: ProbeResult, durable: Bool = true) throws(SpoolError) -> ProbeResult {
         try state.withLock { (s: inout State) throws(SpoolError) -> ProbeResult in
@@ -514,8 +517,9 @@ public final class Spool: Sendable {
             if s.batches.isEmpty, let batch = s.memoryBatch { return SpoolBatch(id: batch.id, rawResults: batch.results) }
             if s.batches.isEmpty, s.failure != nil { return makeMemoryBatch(maxResults: maxResults, &s) }
             if s.batches.isEmpty {
-                let synced = s.syncedSize
-                let entries = Array(s.pending.prefix(max(1, maxResults)).prefix { $0.offset + $0.length <= synced })
+                // Results not yet fsynced may go in: the batch record's fsync, before the first
+                // send, covers them too.
+                let entries = Array(s.pending.prefix(max(1, maxResults)))
                 guard !entries.isEmpty else { return nil }
                 let id = UUID().uuidString.lowercased()
                 let fields = ["id": id, "first": "\(entries.first!.seq)", "last": "\(entries.last!.seq)", "count": "\(entries.count)"]
@@ -614,7 +618,7 @@ public final class Spool: Sendable {
             }
             guard let index = s.batches.firstIndex(where: { $0.id == batchID }) else { return }
             if s.failure == nil {
-                do throws(SpoolError) { try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
+                do throws(SpoolError) { try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath, sync: false) } catch let error where Spool.isDiskFailure(error.code) {
                     enterMemoryMode(&s, error)
                 }
             }

@@ -250,11 +250,13 @@ public struct Uploader: Service {
         do { response = try await client.perform(request) } catch {
             return .retry("\(error.kind.rawValue): \(error.message)", retryAfter: nil)
         }
+        if (200..<300).contains(response.status) {
+            return .acknowledged(try? SondeJSON.decode(PushAck.self, from: response.body))
+        }
+        // Only a refusal is worth decoding as an error (one JSON decode per push, not three).
         let message = Self.errorMessage(response)
         let code = (try? SondeJSON.decode(APIErrorBody.self, from: response.body))?.error.code
         switch response.status {
-        case 200..<300:
-            return .acknowledged(try? SondeJSON.decode(PushAck.self, from: response.body))
         case 401, 403:
             return .agentRefused(status: response.status, message: message, clockSkew: false)
         case 400 where code == "clock_skew":
@@ -264,7 +266,7 @@ public struct Uploader: Service {
         case 400, 413, 422:
             return .rejected(status: response.status, message: message)
         default:
-            let retryAfter = response.headers.first { $0.name.lowercased() == "retry-after" }.flatMap { RetryAfter.parse($0.value, now: Date()) }
+            let retryAfter = response.headers.value(for: "Retry-After").flatMap { RetryAfter.parse($0, now: Date()) }
             return .retry("HTTP \(response.status): \(message)", retryAfter: retryAfter.map { min($0, Self.longestRetryAfter) })
         }
     }
