@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The agent's benchmarks (issue 4): cost vs Prometheus blackbox_exporter, timing accuracy vs curl,
+# The agent's benchmarks (issues 4, 11): cost vs Prometheus blackbox_exporter, the whole pipeline at
+# 1/10/100 probes/s vs blackbox_exporter + Prometheus, timing accuracy vs curl,
 # scale of one agent, end-to-end detection latency. Installs what is missing (nginx,
 # prometheus-blackbox-exporter), builds release, runs every benchmark (medians of 3 runs) and
 # writes .bench/agent-*.md and BENCHMARKS-agent.md. Reports numbers; never fails on a slow one.
@@ -14,6 +15,7 @@ export PATH=/opt/swift/usr/bin:$PATH
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)  # scrapes blackbox_exporter in the pipeline benchmark
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(gcc)  # builds the libcurl floor (scripts/bench/curl_floor.c)
 if [ ${#need[@]} -gt 0 ]; then
@@ -35,16 +37,16 @@ swift build -c release --static-swift-stdlib --product sonde-swift-floor
 
 mkdir -p .bench
 # shellcheck disable=SC2086
-python3 scripts/bench/agent_bench.py --bin .build/release --out .bench --only "${SONDE_BENCH_ONLY:-cost,timing,scale,detection}" ${SONDE_BENCH_ARGS:-}
+python3 scripts/bench/agent_bench.py --bin .build/release --out .bench --only "${SONDE_BENCH_ONLY:-cost,pipeline,timing,scale,detection}" ${SONDE_BENCH_ARGS:-}
 
 {
   echo "# Agent benchmarks"
   echo
   echo "Measured by \`scripts/bench-agent.sh\` (release build; each row is reproduced by that command,"
-  echo "or one benchmark alone by \`SONDE_BENCH_ONLY=<cost|timing|scale|detection> scripts/bench-agent.sh\`)."
+  echo "or one benchmark alone by \`SONDE_BENCH_ONLY=<cost|pipeline|timing|scale|detection> scripts/bench-agent.sh\`)."
   echo "Numbers only: benchmarks never fail CI."
   echo
-  for name in cost timing scale detection; do
+  for name in cost pipeline timing scale detection; do
     [ -f ".bench/agent-$name.md" ] && { cat ".bench/agent-$name.md"; echo; }
   done
 } >BENCHMARKS-agent.md.new

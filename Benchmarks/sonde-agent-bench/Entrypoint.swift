@@ -193,10 +193,10 @@ struct Scale: AsyncParsableCommand {
             let spool = try Spool(directory: directory + "/spool", logger: logger)
             let recorder = StartRecorder(runner: ProbeRunner(client: .shared, logger: logger))
             let context = RunContext(agent: "bench", region: "local")
-            // Recorded as the agent records (AgentSetup): written, then group-committed.
-            let committer = SpoolCommitter(spool: spool)
+            // Recorded as the agent records (AgentSetup): queued for the journal thread.
+            let journal = JournalWriter(spool: spool)
             let scheduler = Scheduler(probes: probes, context: context, executor: recorder, jitter: 0, shutdownGrace: .seconds(2), logger: logger) { result in
-                _ = try? await committer.commit(result)
+                journal.submit(result)
             }
             // The spool drains as an acknowledging collector would, so it stays small.
             let clock = ContinuousClock()
@@ -206,7 +206,9 @@ struct Scale: AsyncParsableCommand {
             let task = Task { try await group.run() }
             let drain = Task {
                 while !Task.isCancelled {
-                    while let batch = try? spool.nextBatch(maxResults: 1000) { try? spool.acknowledge(batch.id) }
+                    _ = try? await journal.perform { spool throws(SpoolError) in
+                        while let batch = try spool.nextBatch(maxResults: 1000) { try spool.acknowledge(batch.id) }
+                    }
                     try? await Task.sleep(for: .milliseconds(200))
                 }
             }

@@ -54,7 +54,7 @@ extension AgentConfig {
 /// The long-running agent: scheduler → spool → uploader. `buildAgent` is what `sonde-agent run`
 /// calls, and what tests call with their own probe executor.
 public struct AgentServices: Sendable {
-    public var spool: Spool
+    public var spool: Spool { uploader.journal.spool }
     public var scheduler: Scheduler
     public var uploader: Uploader
     /// SIGHUP → reload (`run` sets it; nil in tests that drive the scheduler themselves).
@@ -96,22 +96,25 @@ public func buildAgent(
     do { spool = try Spool(directory: config.spool.path, maxBytes: config.spool.maxBytes, memoryLimit: config.spool.memoryLimit, logger: logger) } catch {
         throw AgentStartError(["\(file): spool.path: \(error)"])
     }
-    let committer = SpoolCommitter(spool: spool)
+    let journal = JournalWriter(spool: spool)
     let scheduler = Scheduler(
         probes: loaded.probes, context: loaded.context,
         executor: executor ?? ProbeRunner(client: client, logger: logger), controlProbes: config.controlProbes,
         jitter: config.scheduling.jitter, shutdownGrace: config.scheduling.shutdownGrace, logger: logger
     ) { result in
-        do {
-            let stored = try await committer.commit(result)
-            logger.debug(
-                "result spooled",
-                metadata: ["probe.name": "\(stored.probe)", "probe.outcome": "\(stored.outcome.rawValue)", "result.seq": "\(stored.seq ?? 0)"])
-        } catch {
-            // Disk failures are handled inside the spool (results go to memory); only an unencodable result lands here.
-            logger.error("cannot spool a result; it is lost", metadata: ["probe.name": "\(result.probe)", "error": "\(error)"])
+        // Queued for the journal thread: the probe's loop goes on at once, whatever the disk does.
+        journal.submit(result) { outcome in
+            switch outcome {
+            case .success(let stored):
+                logger.debug(
+                    "result spooled",
+                    metadata: ["probe.name": "\(stored.probe)", "probe.outcome": "\(stored.outcome.rawValue)", "result.seq": "\(stored.seq ?? 0)"])
+            case .failure(let error):
+                // Disk failures are handled inside the spool (results go to memory); only an unencodable result lands here.
+                logger.error("cannot spool a result; it is lost", metadata: ["probe.name": "\(result.probe)", "error": "\(error)"])
+            }
         }
     }
-    let uploader = Uploader(settings: .init(config: config), spool: spool, key: key, client: client, logger: logger)
-    return AgentServices(spool: spool, scheduler: scheduler, uploader: uploader)
+    let uploader = Uploader(settings: .init(config: config), journal: journal, key: key, client: client, logger: logger)
+    return AgentServices(scheduler: scheduler, uploader: uploader)
 }

@@ -54,22 +54,47 @@ public struct AgentSigningKey: Sendable {
         return try AgentSigningKey(rawRepresentation: raw)
     }
 
-    /// Writes the private key (mode 0600, created exclusively unless `overwrite`) and `<path>.pub`.
+    /// Writes the private key (mode 0600) and `<path>.pub` (mode 0644). Never follows a symlink:
+    /// each file is written to a new temporary file in the same folder (created with O_EXCL and
+    /// O_NOFOLLOW), fsynced, then put in place with link(2) (fails if `path` exists, even as a
+    /// dangling symlink) or, with `overwrite`, rename(2), which replaces a symlink itself and
+    /// never its target.
     public func write(to path: String, overwrite: Bool = false) throws {
-        let flags = O_WRONLY | O_CREAT | (overwrite ? O_TRUNC : O_EXCL)
-        let fd = open(path, flags, 0o600)
-        guard fd >= 0 else {
-            let reason = errno == EEXIST ? "already exists; pass --force to replace it" : String(cString: strerror(errno))
-            throw KeyFileError(path: path, problem: reason)
+        try Self.place(raw.base64EncodedString() + "\n", at: path, mode: 0o600, overwrite: overwrite)
+        try Self.place(publicKey.base64 + "\n", at: path + ".pub", mode: 0o644, overwrite: true)
+    }
+
+    private static func place(_ text: String, at path: String, mode: mode_t, overwrite: Bool) throws {
+        func failure(_ what: String) -> KeyFileError {
+            let code = errno
+            if code == EEXIST { return KeyFileError(path: path, problem: "already exists; pass --force to replace it") }
+            return KeyFileError(path: path, problem: "could not be written (\(what): \(String(cString: strerror(code))))")
         }
-        defer { close(fd) }
-        fchmod(fd, 0o600)
-        let line = raw.base64EncodedString() + "\n"
-        let written = line.withCString { Glibc.write(fd, $0, strlen($0)) }
-        guard written == line.utf8.count, fsync(fd) == 0 else {
-            throw KeyFileError(path: path, problem: "could not be written: \(String(cString: strerror(errno)))")
+        var random: UInt64 = 0
+        arc4random_buf(&random, MemoryLayout<UInt64>.size)
+        let folder = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        let temporary = "\(path).tmp-\(String(random, radix: 16))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw failure("create \(temporary)") }
+        var placed = false
+        defer { if !placed { unlink(temporary) } }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let ok = written == bytes.count && fchmod(fd, mode) == 0 && fsync(fd) == 0
+        close(fd)
+        guard ok else { throw failure("write") }
+        if overwrite {
+            guard rename(temporary, path) == 0 else { throw failure("rename") }
+        } else {
+            guard link(temporary, path) == 0 else { throw failure("link") }
+            unlink(temporary)
         }
-        try (publicKey.base64 + "\n").write(toFile: path + ".pub", atomically: true, encoding: .utf8)
+        placed = true
+        let folderFD = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if folderFD >= 0 {
+            _ = fsync(folderFD)
+            close(folderFD)
+        }
     }
 }
 

@@ -33,6 +33,44 @@ struct CommandTests {
         #expect(try AgentSigningKey.load(from: path).publicKey != key.publicKey)
     }
 
+    @Test("keygen never follows a symlink: refuses one at PATH (even dangling) without --force, replaces the link itself with --force")
+    func keygenNeverFollowsSymlinks() async throws {
+        let dir = try TemporaryDirectory("keygen-symlink")
+        defer { dir.remove() }
+        let outside = try TemporaryDirectory("keygen-outside")
+        defer { outside.remove() }
+        let victim = outside.file("victim.txt")
+        try "keep me\n".write(toFile: victim, atomically: true, encoding: .utf8)
+        let path = dir.file("agent.key")
+        #expect(symlink(victim, path) == 0)
+        #expect(symlink(outside.file("victim.pub"), path + ".pub") == 0)
+
+        let refused = try ChildProcess("sonde-agent", ["keygen", "--out", path])
+        #expect(try await refused.waitForExit() == 1)
+        #expect(refused.allOutput.contains("--force"))
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me\n")
+
+        let dangling = dir.file("dangling.key")
+        #expect(symlink(outside.file("created-through-link"), dangling) == 0)
+        let refusedDangling = try ChildProcess("sonde-agent", ["keygen", "--out", dangling])
+        #expect(try await refusedDangling.waitForExit() == 1)
+        #expect(access(outside.file("created-through-link"), F_OK) != 0, "nothing created through a dangling link")
+
+        let forced = try ChildProcess("sonde-agent", ["keygen", "--out", path, "--force"])
+        #expect(try await forced.waitForExit() == 0)
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me\n", "the link's target is untouched")
+        #expect(access(outside.file("victim.pub"), F_OK) != 0, "the .pub link's target was not created")
+        var info = stat()
+        #expect(lstat(path, &info) == 0)
+        #expect(info.st_mode & S_IFMT == S_IFREG, "the symlink itself was replaced by a regular file")
+        #expect(info.st_mode & 0o777 == 0o600)
+        #expect(lstat(path + ".pub", &info) == 0)
+        #expect(info.st_mode & S_IFMT == S_IFREG)
+        _ = try AgentSigningKey.load(from: path)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }
+        #expect(leftovers.isEmpty)
+    }
+
     @Test("run with an invalid config exits 2 and says why, with file:line: field")
     func runRefusesInvalidConfig() async throws {
         let dir = try TemporaryDirectory("run-invalid")

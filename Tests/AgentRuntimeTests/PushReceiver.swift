@@ -14,6 +14,12 @@ final class PushReceiver: Sendable {
         case refuse(batchID: String?, status: Int)
         /// Answers 400 `clock_skew`, as the collector does when `sent_at` is off.
         case clockSkew
+        /// Answers 413 to a body over `maxBytes`, as the collector does over `max_body_bytes`.
+        case tooLarge(maxBytes: Int)
+        /// Answers `status` to any batch holding a result of probe `probe` (one bad result).
+        case refuseProbe(String, status: Int)
+        /// Answers 429 with this `Retry-After` value to the next `times` pushes, then accepts.
+        case throttle(retryAfter: String, times: Int)
     }
 
     struct State {
@@ -27,6 +33,12 @@ final class PushReceiver: Sendable {
         var results: [ProbeResult] = []
         var duplicates = 0
         var sentAts: [Date] = []
+        /// When each push arrived (signed and well-formed ones).
+        var arrivals: [ContinuousClock.Instant] = []
+        /// Sizes of the bodies answered 413.
+        var tooLargeBodies: [Int] = []
+        /// Once this many batches are stored, every push is answered 503 (an outage mid-way).
+        var outageAfterStored: Int?
     }
 
     /// The state, in a class the server's handler can hold.
@@ -49,6 +61,7 @@ final class PushReceiver: Sendable {
     var url: String { server.baseURL }
     var snapshot: State { store.state.withLock { $0 } }
     func setMode(_ mode: Mode) { store.state.withLock { $0.mode = mode } }
+    func setOutage(afterStored count: Int?) { store.state.withLock { $0.outageAfterStored = count } }
     func stop() { server.stop() }
 
     private static func handle(_ request: LoopbackHTTPServer.Request, store: Store, publicKey: AgentPublicKey) -> LoopbackHTTPServer.Reply {
@@ -70,7 +83,21 @@ final class PushReceiver: Sendable {
             }
             s.receivedBatches.append(batch.batchID)
             s.sentAts.append(batch.sentAt)
+            s.arrivals.append(.now)
+            if let limit = s.outageAfterStored, s.storedBatches.count >= limit {
+                return .json(503, #"{"error":{"code":"unavailable","message":"try later"}}"#)
+            }
             switch s.mode {
+            case .tooLarge(let maxBytes) where request.body.count > maxBytes:
+                s.tooLargeBodies.append(request.body.count)
+                return .json(413, #"{"error":{"code":"body_too_large","message":"the push body is over max_body_bytes"}}"#)
+            case .refuseProbe(let probe, let status) where batch.results.contains(where: { $0.probe == probe }):
+                return .json(status, #"{"error":{"code":"invalid_batch","message":"result 0: duration_ms must not be negative"}}"#)
+            case .throttle(let retryAfter, let times) where times > 0:
+                s.mode = .throttle(retryAfter: retryAfter, times: times - 1)
+                return .respond(
+                    status: 429, headers: [("Content-Type", "application/json"), ("Retry-After", retryAfter)],
+                    body: Data(#"{"error":{"code":"rate_limited","message":"slow down"}}"#.utf8))
             case .fail(let status):
                 return .json(status, #"{"error":{"code":"unavailable","message":"try later"}}"#)
             case .clockSkew:

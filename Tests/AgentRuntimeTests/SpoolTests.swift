@@ -137,17 +137,20 @@ struct SpoolTests {
         #expect(batch.results.map(\.seq) == Array(401...600))
     }
 
-    @Test("a rejected batch is kept in rejected/ with the reason, and the queue moves on")
-    func rejectMovesAside() throws {
+    @Test("a result set aside is kept in rejected/ with the reason and counted")
+    func setAsideKeepsTheResult() throws {
         let dir = try TemporaryDirectory("spool")
         defer { dir.remove() }
         let spool = try Spool(directory: dir.path, logger: logs.logger())
         for _ in 1...3 { try spool.append(sampleResult()) }
         let batch = try #require(try spool.nextBatch(maxResults: 2))
-        try spool.reject(batch, reason: "HTTP 422: bad_result: steps[0].timings missing")
-        let saved = try String(contentsOfFile: dir.file("rejected/\(batch.id).json"), encoding: .utf8)
+        let part = SpoolBatch(id: batch.id + ".1", rawResults: [batch.rawResults[0]])
+        try spool.setAside(part, reason: "HTTP 422: bad_result: steps[0].timings missing")
+        let saved = try String(contentsOfFile: dir.file("rejected/\(part.id).json"), encoding: .utf8)
         #expect(saved.contains("steps[0].timings missing"))
         #expect(saved.contains(batch.results[0].id))
+        #expect(spool.status.rejectedResults == 1)
+        try spool.acknowledge(batch.id)
         #expect(try spool.nextBatch(maxResults: 2)?.results.map(\.seq) == [3])
     }
 

@@ -66,27 +66,154 @@ struct UploaderTests {
         #expect(done.storedBatches.first == refused.receivedBatches.first, "the refused batch went out first")
     }
 
-    @Test("a batch the collector refuses as malformed (422) moves to spool/rejected/ and the queue goes on")
-    func rejectedBatchMovedAside() async throws {
+    func rejectedFiles(_ dir: TemporaryDirectory) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: dir.file("rejected")).sorted()
+    }
+
+    @Test("413: a batch over the collector's size limit is halved until each part fits; every result delivered once, in order, nothing set aside")
+    func tooLargeBatchIsSplit() async throws {
         let dir = try TemporaryDirectory("uploader")
         defer { dir.remove() }
         let spool = try Spool(directory: dir.path, logger: logs.logger())
-        for i in 1...4 { try spool.append(sampleResult("p\(i)")) }
-        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .refuse(batchID: nil, status: 422))
+        for i in 1...40 { try spool.append(sampleResult("p\(i)", padding: 300)) }
+        let one = try #require(try SondeJSON.encode(sampleResult("p1", padding: 300))).count
+        // Room for about 6 results per push: the batch of 40 is halved three times.
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .tooLarge(maxBytes: one * 6 + 200))
         defer { receiver.stop() }
-        // Refuse only the first batch: learn its id from the spool before starting.
-        let first = try #require(try spool.nextBatch(maxResults: 2))
-        receiver.setMode(.refuse(batchID: first.id, status: 422))
-        let uploader = Uploader(settings: settings(receiver.url, batchSize: 2), spool: spool, key: key, logger: logs.logger())
+        let uploader = Uploader(settings: settings(receiver.url, batchSize: 40), spool: spool, key: key, logger: logs.logger())
         try await runUploader(uploader, until: "the spool to drain") { spool.status.unsentResults == 0 }
 
-        let saved = try String(contentsOfFile: dir.file("rejected/\(first.id).json"), encoding: .utf8)
-        #expect(saved.contains("duration_ms must not be negative"))
-        #expect(receiver.snapshot.results.map(\.seq) == [3, 4])
-        let errors = logs.messages(at: .error, containing: "refused the batch")
+        let done = receiver.snapshot
+        #expect(!done.tooLargeBodies.isEmpty, "the collector did refuse the big pushes")
+        #expect(done.results.map(\.seq) == Array(1...40).map(UInt64.init), "every result once, in order")
+        #expect(done.badSignatures == 0)
+        #expect(done.storedBatches.allSatisfy { $0.contains(".") }, "only parts (X.1, X.2.1, …) were stored")
+        #expect(try rejectedFiles(dir).isEmpty)
+        #expect(spool.status.rejectedResults == 0)
+        #expect(logs.messages(at: .error, containing: "refused").isEmpty)
+    }
+
+    @Test("413 for one result alone: only that result goes to spool/rejected/, with an error line and a count; the rest is delivered in order")
+    func oversizedSingleResultSetAside() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        for i in 1...9 { try spool.append(sampleResult("p\(i)", padding: i == 4 ? 20_000 : 10)) }
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .tooLarge(maxBytes: 8_000))
+        defer { receiver.stop() }
+        let uploader = Uploader(settings: settings(receiver.url, batchSize: 9), spool: spool, key: key, logger: logs.logger())
+        try await runUploader(uploader, until: "the spool to drain") { spool.status.unsentResults == 0 }
+
+        #expect(receiver.snapshot.results.map(\.seq) == [1, 2, 3, 5, 6, 7, 8, 9])
+        let files = try rejectedFiles(dir)
+        #expect(files.count == 1)
+        let saved = try String(contentsOfFile: dir.file("rejected/\(try #require(files.first))"), encoding: .utf8)
+        #expect(saved.contains("body_too_large"))
+        #expect(saved.contains(#""probe" : "p4""#) || saved.contains(#""probe":"p4""#))
+        #expect(spool.status.rejectedResults == 1)
+        let errors = logs.messages(at: .error, containing: "refused a single result")
         #expect(errors.count == 1)
-        #expect(errors.first?.metadata["error.message"]?.contains("duration_ms must not be negative") == true)
-        #expect(errors.first?.metadata["batch.id"] == first.id)
+        #expect(errors.first?.metadata["http.status"] == "413")
+        #expect(errors.first?.metadata["results.set_aside"] == "1")
+    }
+
+    @Test("422 for one bad result: the batch is split until the bad result is alone; only it is set aside")
+    func badResultIsolated() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        for name in ["p1", "bad", "p3", "p4", "p5"] { try spool.append(sampleResult(name)) }
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .refuseProbe("bad", status: 422))
+        defer { receiver.stop() }
+        let uploader = Uploader(settings: settings(receiver.url, batchSize: 5), spool: spool, key: key, logger: logs.logger())
+        try await runUploader(uploader, until: "the spool to drain") { spool.status.unsentResults == 0 }
+
+        #expect(receiver.snapshot.results.map(\.seq) == [1, 3, 4, 5])
+        let files = try rejectedFiles(dir)
+        #expect(files.count == 1)
+        let saved = try String(contentsOfFile: dir.file("rejected/\(try #require(files.first))"), encoding: .utf8)
+        #expect(saved.contains("duration_ms must not be negative"))
+        #expect(logs.messages(at: .error, containing: "refused a single result").count == 1)
+    }
+
+    @Test("a restart in the middle of a split resends the same part ids: nothing stored twice")
+    func splitSurvivesRestart() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        var spool: Spool? = try Spool(directory: dir.path, logger: logs.logger())
+        for i in 1...8 { try spool!.append(sampleResult("p\(i)", padding: 300)) }
+        let one = try SondeJSON.encode(sampleResult("p1", padding: 300)).count
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .tooLarge(maxBytes: one * 2 + 200))
+        defer { receiver.stop() }
+        // The collector goes down right after storing the first part.
+        receiver.setOutage(afterStored: 1)
+        let first = Uploader(settings: settings(receiver.url, batchSize: 8), spool: spool!, key: key, logger: logs.logger())
+        try await runUploader(first, until: "the outage after the first part") { logs.messages(containing: "push failed").count >= 1 }
+        #expect(receiver.snapshot.storedBatches.count == 1)
+        receiver.setOutage(afterStored: nil)
+        spool?.close()
+        spool = nil
+        let reopened = try Spool(directory: dir.path, logger: logs.logger())
+        defer { reopened.close() }
+        #expect(reopened.status.unsentResults == 8, "the batch is acknowledged only once every part is delivered")
+        let second = Uploader(settings: settings(receiver.url, batchSize: 8), spool: reopened, key: key, logger: logs.logger())
+        try await runUploader(second, until: "the spool to drain") { reopened.status.unsentResults == 0 }
+        let done = receiver.snapshot
+        #expect(done.duplicates >= 1, "the part stored before the restart was answered as a duplicate")
+        #expect(done.results.map(\.seq) == Array(1...8).map(UInt64.init))
+    }
+
+    @Test("429 with Retry-After in seconds: the uploader waits that long, not its (shorter) backoff")
+    func retryAfterSeconds() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        try spool.append(sampleResult())
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .throttle(retryAfter: "1", times: 2))
+        defer { receiver.stop() }
+        let uploader = Uploader(settings: settings(receiver.url), spool: spool, key: key, logger: logs.logger())
+        try await runUploader(uploader, until: "the spool to drain") { spool.status.unsentResults == 0 }
+        let arrivals = receiver.snapshot.arrivals
+        #expect(arrivals.count == 3)
+        for (earlier, later) in zip(arrivals, arrivals.dropFirst()) {
+            #expect(later - earlier >= .milliseconds(950), "waited Retry-After (1 s), not the 20–80 ms backoff")
+        }
+        #expect(logs.messages(containing: "push failed").first?.metadata["retry.after_header"] == "true")
+    }
+
+    @Test("429 with Retry-After as an HTTP-date: the uploader waits until then")
+    func retryAfterDate() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        try spool.append(sampleResult())
+        // Two seconds ahead, in whole seconds: at least one second from now.
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        let when = formatter.string(from: Date().addingTimeInterval(2))
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .throttle(retryAfter: when, times: 1))
+        defer { receiver.stop() }
+        let uploader = Uploader(settings: settings(receiver.url), spool: spool, key: key, logger: logs.logger())
+        try await runUploader(uploader, until: "the spool to drain") { spool.status.unsentResults == 0 }
+        let arrivals = receiver.snapshot.arrivals
+        #expect(arrivals.count == 2)
+        #expect(arrivals[1] - arrivals[0] >= .milliseconds(950))
+    }
+
+    @Test("Retry-After values: seconds, IMF-fixdate, past dates, junk")
+    func retryAfterParsing() {
+        let now = Date(timeIntervalSince1970: 784_111_777)  // Sun, 06 Nov 1994 08:49:37 GMT
+        #expect(RetryAfter.parse("120", now: now) == .seconds(120))
+        #expect(RetryAfter.parse(" 0 ", now: now) == .zero)
+        #expect(RetryAfter.parse("Sun, 06 Nov 1994 08:50:07 GMT", now: now) == .seconds(30))
+        #expect(RetryAfter.parse("Sun, 06 Nov 1994 08:00:00 GMT", now: now) == .zero, "a date in the past: retry now")
+        #expect(RetryAfter.parse("99999999999999999999", now: now)! >= .seconds(3600), "huge values saturate (the uploader caps them)")
+        #expect(RetryAfter.parse("-5", now: now) == nil)
+        #expect(RetryAfter.parse("soon", now: now) == nil)
+        #expect(RetryAfter.parse("Sun, 06 Nov 1994 25:00:00 GMT", now: now) == nil)
+        #expect(RetryAfter.parse("", now: now) == nil)
     }
 
     @Test("401 (agent unknown or revoked): results stay in the spool, one clear error with the fix, slow retries")

@@ -2,7 +2,8 @@
 """The agent's benchmarks (issue 4, agent half), run by scripts/bench-agent.sh after a release build.
 
 usage: agent_bench.py [--bin .build/release] [--out .bench] [--repeat 3] [--probes 2000]
-                      [--trials 10] [--only cost,timing,scale,detection]
+                      [--trials 10] [--only cost,pipeline,timing,scale,detection]
+                      [--pipeline-rates 1,10,100] [--pipeline-seconds 120] [--idle-seconds 60]
 
 Writes .bench/agent-<bench>.md fragments and prints them. Numbers only: nothing here fails on a
 slow result. Every process it starts is stopped by pid at the end.
@@ -269,6 +270,150 @@ probes: [{d}/probes]
     return md, rows
 
 
+# MARK: - 1b. whole pipeline at real rates, side by side
+
+def prometheus_query(base, query):
+    url = base + "/api/v1/query?query=" + urllib.request.quote(query)
+    data = json.loads(get(url))
+    result = data.get("data", {}).get("result", [])
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def pipeline_window(args, work, target, rate, rep):
+    """One window: Sonde (agent -> collector, default push settings) and blackbox_exporter scraped by
+    Prometheus every 5 s, the same N = 5*rate targets on one nginx, all four running at once."""
+    n = rate * 5
+    d = os.path.join(work, f"pipeline-{rate}-{rep}")
+    os.makedirs(d + "/probes")
+    # Distinct URLs (query strings) so each is its own target/series; nginx serves the same file.
+    urls = [f"{target}?p={i}" for i in range(n)]
+    pub = keygen(args.bin, d + "/agent.key")
+    col, base = collector(args.bin, d, [("pipe-1", "local", pub)])
+    for i, url in enumerate(urls):
+        probe_file(d + f"/probes/get{i}.yaml", f"get{i}", url, "5s")
+    # Push settings at their defaults: only the URL and the key.
+    open(d + "/agent.yaml", "w").write(f"""agent: {{id: pipe-1, region: local}}
+collector: {{url: {base}, key: {d}/agent.key}}
+spool: {{path: {d}/spool}}
+probes: [{d}/probes]
+""")
+    bb_conf = os.path.join(d, "blackbox.yml")
+    open(bb_conf, "w").write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n")
+    bb_port, prom_port = free_port(), free_port()
+    prom_conf = os.path.join(d, "prometheus.yml")
+    targets = "\n".join(f"          - '{u}'" for u in urls)
+    open(prom_conf, "w").write(f"""global: {{scrape_interval: 5s, scrape_timeout: 5s, evaluation_interval: 1m}}
+scrape_configs:
+  - job_name: blackbox
+    metrics_path: /probe
+    params: {{module: [http_2xx]}}
+    static_configs:
+      - targets:
+{targets}
+    relabel_configs:
+      - {{source_labels: [__address__], target_label: __param_target}}
+      - {{source_labels: [__param_target], target_label: instance}}
+      - {{target_label: __address__, replacement: '127.0.0.1:{bb_port}'}}
+""")
+    bb, _ = start(f"pipe-blackbox-{rate}-{rep}", ["prometheus-blackbox-exporter", f"--config.file={bb_conf}",
+                                                  f"--web.listen-address=127.0.0.1:{bb_port}"], work)
+    wait_for("blackbox_exporter", lambda: get(f"http://127.0.0.1:{bb_port}/metrics"))
+    prom, _ = start(f"pipe-prometheus-{rate}-{rep}", ["prometheus", f"--config.file={prom_conf}", f"--storage.tsdb.path={d}/prom",
+                                                      f"--web.listen-address=127.0.0.1:{prom_port}"], work)
+    prom_base = f"http://127.0.0.1:{prom_port}"
+    agent, _ = start(f"pipe-agent-{rate}-{rep}", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
+    # Warm-up: every probe has run at least once on both sides.
+    wait_for("sonde warm-up", lambda: ingested(base) >= n, timeout=60)
+    wait_for("prometheus warm-up", lambda: prometheus_query(prom_base, "count(probe_success == 1)") >= n, timeout=60)
+    pids = {"agent": agent.pid, "collector": col.pid, "blackbox": bb.pid, "prometheus": prom.pid}
+    cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
+    c0 = ingested(base)
+    t0 = time.monotonic()
+    time.sleep(args.pipeline_seconds)
+    cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
+    elapsed = time.monotonic() - t0
+    c1 = ingested(base)
+    hwm = {k: status_kib(v, "VmHWM") for k, v in pids.items()}
+    window = int(round(elapsed))
+    # blackbox probes in the window = samples of probe_success that Prometheus stored in it.
+    bb_probes = prometheus_query(prom_base, f"sum(count_over_time(probe_success[{window}s]))")
+    bb_ok = prometheus_query(prom_base, f"sum(sum_over_time(probe_success[{window}s]))")
+    for p in (agent, prom, bb, col):
+        stop(p)
+    sonde_probes = c1 - c0
+    row = {"rate": rate, "probes": n, "seconds": elapsed, "sonde_results": sonde_probes, "bb_probes": bb_probes, "bb_ok": bb_ok}
+    for k in pids:
+        row[k + "_cpu_s"] = cpu1[k] - cpu0[k]
+        row[k + "_hwm"] = hwm[k]
+    row["agent_ms"] = row["agent_cpu_s"] * 1000 / max(sonde_probes, 1)
+    row["collector_ms"] = row["collector_cpu_s"] * 1000 / max(sonde_probes, 1)
+    row["bb_ms"] = row["blackbox_cpu_s"] * 1000 / max(bb_probes, 1)
+    row["prom_ms"] = row["prometheus_cpu_s"] * 1000 / max(bb_probes, 1)
+    print(f"pipeline {rate}/s run {rep + 1}: {row}", file=sys.stderr)
+    return row
+
+
+def idle_agent(args, work, target):
+    """An agent whose probes are not due: 5 probes every 1 h, measured after their first runs."""
+    d = os.path.join(work, "idle")
+    os.makedirs(d + "/probes")
+    pub = keygen(args.bin, d + "/agent.key")
+    col, base = collector(args.bin, d, [("idle-1", "local", pub)])
+    for i in range(5):
+        probe_file(d + f"/probes/get{i}.yaml", f"get{i}", target, "1h")
+    open(d + "/agent.yaml", "w").write(f"""agent: {{id: idle-1, region: local}}
+collector: {{url: {base}, key: {d}/agent.key}}
+spool: {{path: {d}/spool}}
+probes: [{d}/probes]
+""")
+    agent, _ = start("idle-agent", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
+    # Every probe's first run falls somewhere in its first hour (its offset): start counting once
+    # the results so far are delivered; a run due meanwhile would show as a result.
+    time.sleep(5)
+    c0, cpu0, t0 = ingested(base), cpu_seconds(agent.pid), time.monotonic()
+    time.sleep(args.idle_seconds)
+    cpu1, elapsed, c1 = cpu_seconds(agent.pid), time.monotonic() - t0, ingested(base)
+    stop(agent)
+    stop(col)
+    return {"seconds": elapsed, "cpu_s": cpu1 - cpu0, "core_percent": 100 * (cpu1 - cpu0) / elapsed, "runs_meanwhile": c1 - c0}
+
+
+def bench_pipeline(args, work, target):
+    rates = [int(r) for r in args.pipeline_rates.split(",")]
+    runs = {rate: [] for rate in rates}
+    for rep in range(args.repeat):
+        for rate in rates:
+            runs[rate].append(pipeline_window(args, work, target, rate, rep))
+    idles = [idle_agent(args, work, target) for _ in range(args.repeat)]
+    md = [f"### 1b. Whole pipeline at real rates vs blackbox_exporter + Prometheus (N HTTP probes every 5 s, {args.pipeline_seconds} s window, all four processes side by side on one nginx; median of {args.repeat} runs)", "",
+          "Sonde: `sonde-agent run` with N probe files (one GET each, `interval: 5s`), pushing to a real `sonde-collector serve` "
+          "with the push settings at their defaults (`collector:` has only `url` and `key`: batch_size 100, flush_interval 1s). "
+          "Prometheus (Debian `prometheus`) scrapes `blackbox_exporter` (`http_2xx`) for the same N URLs every 5 s "
+          "(`scrape_interval: 5s`, the only non-default). CPU = utime+stime from /proc/PID/stat over the window, divided by the "
+          "probe runs in it (Sonde: results the collector ingested; blackbox: `probe_success` samples Prometheus stored). "
+          "Peak RSS = VmHWM at the end of the window.", "",
+          "| probes/s (N) | agent CPU/probe | blackbox CPU/probe | agent/blackbox (≤ 0.33) | collector CPU/probe | Prometheus CPU/probe | (agent+collector)/(blackbox+Prometheus) (≤ 0.5) | agent peak RSS | blackbox peak RSS | agent/blackbox RSS (≤ 1.25) | collector peak RSS | Prometheus peak RSS | command |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    summary = {}
+    for rate in rates:
+        rs = runs[rate]
+        m = lambda key: median([r[key] for r in rs])
+        a, b, c, p = m("agent_ms"), m("bb_ms"), m("collector_ms"), m("prom_ms")
+        ratio = median([r["agent_ms"] / r["bb_ms"] for r in rs])
+        pair = median([(r["agent_ms"] + r["collector_ms"]) / (r["bb_ms"] + r["prom_ms"]) for r in rs])
+        rss = median([r["agent_hwm"] / r["blackbox_hwm"] for r in rs])
+        summary[rate] = {"ratio": ratio, "pair": pair, "rss": rss}
+        cmd = f"`SONDE_BENCH_ONLY=pipeline SONDE_BENCH_ARGS=\"--pipeline-rates {rate}\" scripts/bench-agent.sh`"
+        md.append(f"| {rate} ({rate * 5}) | {a:.3f} ms | {b:.3f} ms | {ratio:.2f} | {c:.3f} ms | {p:.3f} ms | {pair:.2f} | "
+                  f"{m('agent_hwm') / 1024:.1f} MiB | {m('blackbox_hwm') / 1024:.1f} MiB | {rss:.2f} | {m('collector_hwm') / 1024:.1f} MiB | {m('prometheus_hwm') / 1024:.1f} MiB | {cmd} |")
+    idle = median([i["core_percent"] for i in idles])
+    md += ["", f"Idle agent (5 probes every 1 h, none due, {args.idle_seconds} s after start-up; median of {len(idles)}): "
+           f"**{idle:.3f} % of a core** (target < 0.1 %; runs meanwhile: {', '.join(str(i['runs_meanwhile']) for i in idles)}).", "",
+           "Per-run figures (agent / blackbox ms per probe, Sonde results / blackbox probes in the window): " +
+           "; ".join(f"{rate}/s: " + ", ".join(f"{r['agent_ms']:.3f}/{r['bb_ms']:.3f} ({r['sonde_results']}/{int(r['bb_probes'])})" for r in runs[rate]) for rate in rates) + "."]
+    return md, {"runs": runs, "idle": idles, "summary": summary}
+
+
 # MARK: - 2. timing accuracy
 
 def bench_timing(args, work):
@@ -507,7 +652,10 @@ def main():
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--local-trials", type=int, default=3)
     ap.add_argument("--intervals", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 5])
-    ap.add_argument("--only", default="cost,timing,scale,detection")
+    ap.add_argument("--pipeline-rates", default="1,10,100", help="probe runs per second (N = 5 x rate probes every 5 s)")
+    ap.add_argument("--pipeline-seconds", type=int, default=120)
+    ap.add_argument("--idle-seconds", type=int, default=60)
+    ap.add_argument("--only", default="cost,pipeline,timing,scale,detection")
     ap.add_argument("--agent", help="the sonde-agent to measure in the cost benchmark (default: --bin's)")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
@@ -519,6 +667,8 @@ def main():
         for name in args.only.split(","):
             if name == "cost":
                 md, data = bench_cost(args, work, target)
+            elif name == "pipeline":
+                md, data = bench_pipeline(args, work, target)
             elif name == "timing":
                 md, data = bench_timing(args, work)
             elif name == "scale":

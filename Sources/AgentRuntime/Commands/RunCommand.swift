@@ -49,6 +49,8 @@ struct RunCommand: AsyncParsableCommand {
                 "spool.unsent": "\(status.unsentResults)", "spool.last_seq": "\(status.lastSeq)",
             ])
         try await services.serviceGroup(logger: logger).run()
+        // Results of the last runs still queued for the journal are written before it closes.
+        await services.uploader.journal.flush()
         services.spool.close()
         logger.info("agent stopped", metadata: ["spool.unsent": "\(services.spool.status.unsentResults)"])
     }

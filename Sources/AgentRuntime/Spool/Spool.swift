@@ -3,15 +3,18 @@
 // Layout of the spool folder:
 //   journal     an append-only log of framed records (below)
 //   lock        held with flock() while an agent uses the folder (the kernel drops it on SIGKILL)
-//   rejected/   batches the collector refused as malformed (400/413/422), one JSON file each
+//   rejected/   single results the collector refused on their own (400/413/422), one JSON file each
 //
 // Frame: [u32 big-endian body length][u32 big-endian CRC-32 of body][body], body = one type byte
 // followed by its payload:
 //   "R" result   u64 big-endian seq, then the result's JSON (carrying the same `seq`)
 //   "B" batch    JSON {"id","first","last","count"}: the oldest pending results, seq first…last,
 //                now form batch `id`. Written and fsynced BEFORE the first send, so a resend after
-//                a crash carries the same batch id and the same results.
-//   "A" removed  JSON {"id","why"}: the batch was acknowledged (or rejected, or dropped).
+//                a crash carries the same batch id and the same results; its fsync also makes the
+//                results before it durable.
+//   "A" removed  JSON {"id","why"}: the batch was acknowledged (or rejected, or dropped). Not
+//                fsynced on its own (the next fsync covers it): lost in a power loss, the batch is
+//                sent again with its id and the collector answers "duplicate".
 //   "D" dropped  JSON {"through","count"}: the spool was full; pending results up to seq `through`
 //                were dropped, oldest first.
 //   "S" start    JSON {"last_seq","dropped"}: first record of a compacted journal; it carries the
@@ -20,8 +23,10 @@
 //   "P" passed   JSON {"through"}: pending results up to seq `through` were delivered from memory
 //                while the disk failed (see below); they are done, not dropped.
 //
-// Durability: every append is write() + fsync() before it returns, so a result "counts" only once
-// it is on disk. `seq` is the last seq in the journal + 1, so it survives restarts.
+// Durability: a result "counts" once its frame is written (it then survives SIGKILL) and goes into
+// a batch only once fsynced (it then survives a power loss). `seq` is the last seq in the journal
+// + 1, so it survives restarts. In the agent every call that touches the journal runs on one
+// thread, the `JournalWriter`'s, so the threads that run probes never wait on the disk.
 // Torn writes: opening replays the journal; a frame cut short or failing its CRC (SIGKILL or power
 // loss mid-append) ends the replay, and the file is truncated back to the last whole frame (with a
 // warning). Only the unfinished append is lost, and it never counted.
@@ -91,6 +96,8 @@ public struct SpoolStatus: Sendable, Hashable {
     public var memoryResults: Int = 0
     /// False while appends go to memory because the disk failed.
     public var writingToDisk: Bool = true
+    /// Results set aside in `rejected/` since the spool was opened.
+    public var rejectedResults: Int = 0
 
     /// Results not yet acknowledged by the collector.
     public var unsentResults: Int { pendingResults + batchedResults + memoryResults }
@@ -118,8 +125,9 @@ public final class Spool: Sendable {
     public let memoryLimit: Int
     private let logger: Logger
     private let journalPath: String
-    // The journal's file descriptor and the in-memory index of it; every access holds the lock,
-    // which also serialises appends (one writer, frames never interleave).
+    private let files: any JournalFileSystem
+    // The journal file and the in-memory index of it; every access holds the lock, which also
+    // serialises appends (frames never interleave).
     private let state: Mutex<State>
 
     struct Entry: Sendable {
@@ -164,7 +172,8 @@ public final class Spool: Sendable {
     }
 
     struct State: Sendable {
-        var fd: Int32
+        /// Nil only when a read-only folder has no journal yet.
+        var file: (any JournalFile)?
         var lockFD: Int32 = -1
         var fileSize: Int64 = 0
         /// The journal is durable up to here (fsynced); only results below it go into batches, so
@@ -178,6 +187,7 @@ public final class Spool: Sendable {
         var batches: [OpenBatch] = []
         var liveBytes: Int64 = 0
         var closed = false
+        var rejected = 0
         var failure: DiskFailure?
         var memoryBatch: MemoryBatch?
         var deadBytes: Int64 { fileSize - liveBytes }
@@ -193,8 +203,13 @@ public final class Spool: Sendable {
     /// Opens (or creates) the spool in `directory`, replays its journal and cuts off a torn tail.
     /// Fails if another process holds the spool. A folder on a read-only file system is replayed
     /// read-only and the spool starts in memory (see the file's header).
-    public init(directory: String, maxBytes: Int = 256 << 20, memoryLimit: Int = 10_000, logger: Logger) throws(SpoolError) {
+    /// `files` is the real file system except in tests that need a slow or failing disk.
+    public init(
+        directory: String, maxBytes: Int = 256 << 20, memoryLimit: Int = 10_000, files: any JournalFileSystem = POSIXJournalFileSystem(),
+        logger: Logger
+    ) throws(SpoolError) {
         self.directory = directory
+        self.files = files
         self.maxBytes = maxBytes
         self.memoryLimit = max(0, memoryLimit)
         self.logger = logger
@@ -221,20 +236,21 @@ public final class Spool: Sendable {
                 throw SpoolError("spool \(directory) is in use by another sonde-agent process; give each agent its own spool.path")
             }
         }
-        var fd = open(journalPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        if fd < 0 && Spool.isDiskFailure(errno) {
-            readOnlyReason = String(cString: strerror(errno))
-            fd = open(journalPath, O_RDONLY | O_CLOEXEC)  // -1 when there is no journal yet: nothing to replay
-        } else if fd < 0 {
+        var file: (any JournalFile)?
+        do throws(SpoolError) {
+            file = try files.openForWriting(journalPath, truncate: false)
+            files.syncDirectory(directory)
+        } catch let error where Spool.isDiskFailure(error.code) {
+            readOnlyReason = error.code.map { String(cString: strerror($0)) } ?? error.description
+            file = files.openForReading(journalPath)  // nil when there is no journal yet: nothing to replay
+        } catch {
             if lockFD >= 0 { Glibc.close(lockFD) }
-            throw .posix("open journal", journalPath)
-        } else {
-            Spool.fsyncDirectory(directory)
+            throw SpoolError("spool: open journal \(journalPath) failed: \(error)", code: error.code)
         }
-        var replayed = State(fd: fd, lockFD: lockFD)
-        if fd >= 0 {
+        var replayed = State(file: file, lockFD: lockFD)
+        if let file {
             do { try Spool.replay(into: &replayed, path: journalPath, logger: logger, readOnly: readOnlyReason != nil) } catch {
-                Glibc.close(fd)
+                file.close()
                 if lockFD >= 0 { Glibc.close(lockFD) }
                 throw error
             }
@@ -264,7 +280,7 @@ public final class Spool: Sendable {
         state.withLock { state in
             guard !state.closed else { return }
             state.closed = true
-            if state.fd >= 0 { Glibc.close(state.fd) }
+            state.file?.close()
             if state.lockFD >= 0 { Glibc.close(state.lockFD) }
         }
     }
@@ -275,7 +291,7 @@ public final class Spool: Sendable {
                 pendingResults: s.pending.count, openBatches: s.batches.count + (s.memoryBatch == nil ? 0 : 1),
                 batchedResults: s.batches.reduce(0) { $0 + $1.entries.count } + (s.memoryBatch.map { $0.results.count - $0.memoryCount } ?? 0),
                 lastSeq: s.lastSeq, droppedResults: s.droppedTotal, journalBytes: s.fileSize, liveBytes: s.liveBytes,
-                memoryResults: s.memoryResults, writingToDisk: s.failure == nil)
+                memoryResults: s.memoryResults, writingToDisk: s.failure == nil, rejectedResults: s.rejected)
         }
     }
 
@@ -287,8 +303,8 @@ public final class Spool: Sendable {
     /// result that cannot be encoded throws.
     ///
     /// `durable: false` writes without the fsync (the frame survives a SIGKILL, not yet a power
-    /// loss); `sync()` then makes it durable, one fsync for every append made so far (group
-    /// commit: see `SpoolCommitter`). Such a result goes into no batch before it is synced.
+    /// loss); `sync()`, or the next batch record, then makes it durable, one fsync for every
+    /// append made so far (group commit: see `JournalWriter`).
     @discardableResult
     public func append(_ result: ProbeResult, durable: Bool = true) throws(SpoolError) -> ProbeResult {
         try state.withLock { (s: inout State) throws(SpoolError) -> ProbeResult in
@@ -324,23 +340,23 @@ public final class Spool: Sendable {
         s.liveBytes += frameLength
     }
 
-    /// Makes every append so far durable: one fsync, outside the lock (on a duplicate of the
-    /// journal's descriptor), so appends go on meanwhile. A failed fsync moves the spool to memory.
+    /// Makes every append so far durable: one fsync, outside the lock, so that `status` readers
+    /// never wait for the disk. A failed fsync moves the spool to memory.
     public func sync() {
-        let target: (fd: Int32, size: Int64, generation: Int)? = state.withLock { s in
-            guard !s.closed, s.failure == nil, s.fd >= 0, s.syncedSize < s.fileSize else { return nil }
-            return (dup(s.fd), s.fileSize, s.generation)
+        let target: (file: any JournalFile, size: Int64, generation: Int)? = state.withLock { s in
+            guard !s.closed, s.failure == nil, let file = s.file, s.syncedSize < s.fileSize else { return nil }
+            return (file, s.fileSize, s.generation)
         }
-        guard let target, target.fd >= 0 else { return }
-        let ok = fsync(target.fd) == 0
-        let error = ok ? nil : SpoolError.posix("fsync", journalPath)
-        Glibc.close(target.fd)
+        guard let target else { return }
+        var failed: SpoolError?
+        do { try target.file.sync() } catch { failed = error }
         state.withLock { s in
-            if ok {
-                // After a compaction meanwhile, the fsync was of the old file: the new one is durable up to its own mark.
-                if s.generation == target.generation { s.syncedSize = max(s.syncedSize, target.size) }
-            } else if let error {
-                enterMemoryMode(&s, error)
+            // After a compaction or close meanwhile, the fsync was of an old file: the new one is durable up to its own mark.
+            guard !s.closed, s.generation == target.generation else { return }
+            if let failed {
+                enterMemoryMode(&s, failed)
+            } else {
+                s.syncedSize = max(s.syncedSize, target.size)
             }
         }
     }
@@ -436,16 +452,16 @@ public final class Spool: Sendable {
     /// The folder was read-only at start: open the journal (and the lock) for writing now.
     private func reopenForWriting(_ s: inout State) -> Bool {
         try? FileManager.default.createDirectory(atPath: directory + "/rejected", withIntermediateDirectories: true)
-        let fd = open(journalPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard let file = try? files.openForWriting(journalPath, truncate: false) else { return false }
         // A torn tail the read-only replay could not cut off goes now.
-        guard fd >= 0, ftruncate(fd, off_t(s.fileSize)) == 0 else {
-            if fd >= 0 { Glibc.close(fd) }
+        guard (try? file.truncate(to: s.fileSize)) != nil else {
+            file.close()
             return false
         }
-        if s.fd >= 0 { Glibc.close(s.fd) }
-        s.fd = fd
+        s.file?.close()
+        s.file = file
         s.generation += 1
-        Spool.fsyncDirectory(directory)
+        files.syncDirectory(directory)
         if s.lockFD < 0 {
             let lockFD = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             if lockFD >= 0 {
@@ -467,7 +483,9 @@ public final class Spool: Sendable {
         }
         if count > 0 {
             let through = s.pending[count - 1].seq
-            try Spool.appendRecord("D", ["through": "\(through)", "count": "\(count)"], to: &s, path: journalPath)
+            // No fsync of its own (a full spool would pay one per append): lost in a power loss,
+            // the dropped results come back and are sent, never lost.
+            try Spool.appendRecord("D", ["through": "\(through)", "count": "\(count)"], to: &s, path: journalPath, sync: false)
             s.pending.removeFirst(count)
             s.liveBytes -= freed
             s.droppedTotal += UInt64(count)
@@ -476,7 +494,7 @@ public final class Spool: Sendable {
                 metadata: ["spool.dropped": "\(count)", "spool.dropped_total": "\(s.droppedTotal)", "spool.through_seq": "\(through)", "spool.max_bytes": "\(maxBytes)"])
         }
         while s.liveBytes + incoming > limit, let oldest = s.batches.first {
-            try Spool.appendRecord("A", ["id": oldest.id, "why": "dropped: spool full"], to: &s, path: journalPath)
+            try Spool.appendRecord("A", ["id": oldest.id, "why": "dropped: spool full"], to: &s, path: journalPath, sync: false)
             s.batches.removeFirst()
             s.liveBytes -= oldest.frameLength + oldest.entries.reduce(0) { $0 + $1.length }
             s.droppedTotal += UInt64(oldest.entries.count)
@@ -499,8 +517,9 @@ public final class Spool: Sendable {
             if s.batches.isEmpty, let batch = s.memoryBatch { return SpoolBatch(id: batch.id, rawResults: batch.results) }
             if s.batches.isEmpty, s.failure != nil { return makeMemoryBatch(maxResults: maxResults, &s) }
             if s.batches.isEmpty {
-                let synced = s.syncedSize
-                let entries = Array(s.pending.prefix(max(1, maxResults)).prefix { $0.offset + $0.length <= synced })
+                // Results not yet fsynced may go in: the batch record's fsync, before the first
+                // send, covers them too.
+                let entries = Array(s.pending.prefix(max(1, maxResults)))
                 guard !entries.isEmpty else { return nil }
                 let id = UUID().uuidString.lowercased()
                 let fields = ["id": id, "first": "\(entries.first!.seq)", "last": "\(entries.last!.seq)", "count": "\(entries.count)"]
@@ -519,7 +538,7 @@ public final class Spool: Sendable {
             var results: [Data] = []
             results.reserveCapacity(batch.entries.count)
             for entry in batch.entries {
-                if let result = Spool.readResult(entry, fd: s.fd, logger: logger) { results.append(result) }
+                if let file = s.file, let result = Spool.readResult(entry, file: file, logger: logger) { results.append(result) }
             }
             return SpoolBatch(id: batch.id, rawResults: results)
         }
@@ -532,7 +551,7 @@ public final class Spool: Sendable {
         let entries = Array(s.pending.prefix(limit))
         var results: [Data] = []
         for entry in entries {
-            if let result = Spool.readResult(entry, fd: s.fd, logger: logger) { results.append(result) }
+            if let file = s.file, let result = Spool.readResult(entry, file: file, logger: logger) { results.append(result) }
         }
         let fromMemory = Array(failure.queue.prefix(limit - entries.count))
         results += fromMemory.compactMap { try? SondeJSON.encode($0) }
@@ -551,8 +570,10 @@ public final class Spool: Sendable {
         try remove(batchID, why: "acknowledged")
     }
 
-    /// The collector refused the batch itself: keep it aside in `rejected/` for people, and move on.
-    public func reject(_ batch: SpoolBatch, reason: String) throws(SpoolError) {
+    /// The collector refused `part` (a single result, refused on its own) for good: keep it in
+    /// `rejected/<part id>.json` with the reason, for people. The batch it came from is
+    /// acknowledged as usual once its other parts are delivered.
+    public func setAside(_ part: SpoolBatch, reason: String) throws(SpoolError) {
         struct Rejected: Encodable {
             var batchID: String
             var rejectedAt: Date
@@ -562,21 +583,21 @@ public final class Spool: Sendable {
                 case batchID = "batch_id", rejectedAt = "rejected_at", reason, results
             }
         }
-        let path = directory + "/rejected/\(batch.id).json"
+        let path = directory + "/rejected/\(part.id).json"
         do {
-            let data = try SondeJSON.encode(Rejected(batchID: batch.id, rejectedAt: Date(), reason: reason, results: batch.results), pretty: true)
+            let data = try SondeJSON.encode(Rejected(batchID: part.id, rejectedAt: Date(), reason: reason, results: part.results), pretty: true)
             try Spool.writeDurably(data, to: path)
         } catch let error as SpoolError where Spool.isDiskFailure(error.code) {
-            // Nowhere to keep it aside: say what is lost, rather than resend a refused batch forever.
+            // Nowhere to keep it: say what is lost, rather than resend a refused result forever.
             logger.error(
-                "cannot keep the rejected batch in spool/rejected/ (the disk fails); its results are dropped",
-                metadata: ["batch.id": "\(batch.id)", "batch.results": "\(batch.count)", "error": "\(error)", "reason": "\(reason)"])
+                "cannot keep the refused result in spool/rejected/ (the disk fails); it is dropped",
+                metadata: ["batch.part": "\(part.id)", "batch.results": "\(part.count)", "error": "\(error)", "reason": "\(reason)"])
         } catch let error as SpoolError {
             throw error
         } catch {
             throw SpoolError("spool: cannot write \(path): \(error)")
         }
-        try remove(batch.id, why: "rejected")
+        state.withLock { $0.rejected += part.count }
     }
 
     private func remove(_ batchID: String, why: String) throws(SpoolError) {
@@ -597,7 +618,7 @@ public final class Spool: Sendable {
             }
             guard let index = s.batches.firstIndex(where: { $0.id == batchID }) else { return }
             if s.failure == nil {
-                do throws(SpoolError) { try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath) } catch let error where Spool.isDiskFailure(error.code) {
+                do throws(SpoolError) { try Spool.appendRecord("A", ["id": batchID, "why": why], to: &s, path: journalPath, sync: false) } catch let error where Spool.isDiskFailure(error.code) {
                     enterMemoryMode(&s, error)
                 }
             }
@@ -622,16 +643,16 @@ public final class Spool: Sendable {
     /// each open batch's results and its batch record, then the pending results.
     private func compact(_ s: inout State) throws(SpoolError) {
         let newPath = journalPath + ".new"
-        let fd = open(newPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .posix("open", newPath) }
-        var fresh = State(fd: fd, lockFD: s.lockFD)
+        guard let old = s.file else { return }
+        let file = try files.openForWriting(newPath, truncate: true)
+        var fresh = State(file: file, lockFD: s.lockFD)
         fresh.generation = s.generation + 1
         fresh.lastSeq = s.lastSeq
         fresh.droppedTotal = s.droppedTotal
         do throws(SpoolError) {
             try Spool.appendRecord("S", ["last_seq": "\(s.lastSeq)", "dropped": "\(s.droppedTotal)"], to: &fresh, path: newPath, sync: false)
             func copy(_ entry: Entry) throws(SpoolError) -> Entry? {
-                guard let frame = Spool.readFrame(at: entry.offset, fd: s.fd, limit: s.fileSize), frame.count == Int(entry.length) - 8 else { return nil }
+                guard let frame = Spool.readFrame(at: entry.offset, file: old, limit: s.fileSize), frame.count == Int(entry.length) - 8 else { return nil }
                 let offset = try Spool.appendFrame(frame, to: &fresh, path: newPath, sync: false)
                 fresh.liveBytes += entry.length
                 return Entry(seq: entry.seq, offset: offset, length: entry.length)
@@ -646,17 +667,17 @@ public final class Spool: Sendable {
                 fresh.liveBytes += fresh.fileSize - before
             }
             for entry in s.pending { if let copied = try copy(entry) { fresh.pending.append(copied) } }
-            guard fsync(fd) == 0 else { throw SpoolError.posix("fsync", newPath) }
+            try file.sync()
             fresh.syncedSize = fresh.fileSize
-            guard rename(newPath, journalPath) == 0 else { throw SpoolError.posix("rename", newPath) }
+            try files.rename(newPath, to: journalPath)
         } catch {
-            Glibc.close(fd)
-            unlink(newPath)
+            file.close()
+            files.remove(newPath)
             throw error
         }
-        Spool.fsyncDirectory(directory)
+        files.syncDirectory(directory)
         let before = s.fileSize
-        Glibc.close(s.fd)
+        old.close()
         s = fresh
         logger.debug("spool compacted", metadata: ["spool.bytes_before": "\(before)", "spool.bytes_after": "\(fresh.fileSize)"])
     }
@@ -664,19 +685,19 @@ public final class Spool: Sendable {
     // MARK: - Replay
 
     private static func replay(into s: inout State, path: String, logger: Logger, readOnly: Bool = false) throws(SpoolError) {
-        var info = stat()
-        guard fstat(s.fd, &info) == 0 else { throw .posix("stat", path) }
-        let size = Int64(info.st_size)
+        guard let file = s.file else { return }
+        let size = try file.size()
         var offset: Int64 = 0
         var batchFrameLengths: [String: Int64] = [:]
         while offset < size {
-            guard let body = readFrame(at: offset, fd: s.fd, limit: size), let type = body.first else {
+            guard let body = readFrame(at: offset, file: file, limit: size), let type = body.first else {
                 logger.warning(
                     "spool journal ends with a torn or corrupt record; cutting it off (that append never completed)",
                     metadata: ["spool.path": "\(path)", "spool.offset": "\(offset)", "spool.bytes_discarded": "\(size - offset)"])
                 // Read-only: the torn tail is cut off once the journal can be written (the next append overwrites it).
                 if !readOnly {
-                    guard ftruncate(s.fd, off_t(offset)) == 0, fsync(s.fd) == 0 else { throw .posix("truncate", path) }
+                    try file.truncate(to: offset)
+                    try file.sync()
                 }
                 break
             }
@@ -727,7 +748,6 @@ public final class Spool: Sendable {
         }
         s.fileSize = offset
         s.syncedSize = offset
-        if !readOnly { guard lseek(s.fd, off_t(offset), SEEK_SET) >= 0 else { throw .posix("seek", path) } }
     }
 
     // MARK: - Frames on disk
@@ -746,19 +766,12 @@ public final class Spool: Sendable {
     static func appendFrame(_ body: Data, to s: inout State, path: String, sync: Bool = true) throws(SpoolError) -> Int64 {
         let frame = frame(body)
         let offset = s.fileSize
-        let ok = frame.withUnsafeBytes { raw -> Bool in
-            var done = 0
-            while done < raw.count {
-                let n = pwrite(s.fd, raw.baseAddress! + done, raw.count - done, off_t(offset) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return false }
-                done += n
-            }
-            return true
-        }
-        guard ok, !sync || fsync(s.fd) == 0 else {
-            let error = SpoolError.posix("append", path)
-            _ = ftruncate(s.fd, off_t(offset))
+        guard let file = s.file else { throw SpoolError("spool \(path): no journal open", code: EROFS) }
+        do throws(SpoolError) {
+            try file.write(frame, at: offset)
+            if sync { try file.sync() }
+        } catch {
+            try? file.truncate(to: offset)
             throw error
         }
         s.fileSize = offset + Int64(frame.count)
@@ -784,11 +797,11 @@ public final class Spool: Sendable {
     }
 
     /// The body of the frame at `offset`, or nil when it is cut short or fails its CRC.
-    static func readFrame(at offset: Int64, fd: Int32, limit: Int64) -> Data? {
-        guard offset + 8 <= limit, let head = readExactly(8, at: offset, fd: fd) else { return nil }
+    static func readFrame(at offset: Int64, file: any JournalFile, limit: Int64) -> Data? {
+        guard offset + 8 <= limit, let head = file.read(8, at: offset) else { return nil }
         let length = Int64(head.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
         let crc = head.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        guard length > 0, offset + 8 + length <= limit, let body = readExactly(Int(length), at: offset + 8, fd: fd),
+        guard length > 0, offset + 8 + length <= limit, let body = file.read(Int(length), at: offset + 8),
             CRC32.checksum(body) == crc
         else { return nil }
         return body
@@ -796,8 +809,8 @@ public final class Spool: Sendable {
 
     /// The body of a frame whose whole length (header included) is known: one read, not two
     /// (the uploader reads every result back this way).
-    static func readFrame(at offset: Int64, length: Int64, fd: Int32) -> Data? {
-        guard length > 8, let frame = readExactly(Int(length), at: offset, fd: fd) else { return nil }
+    static func readFrame(at offset: Int64, length: Int64, file: any JournalFile) -> Data? {
+        guard length > 8, let frame = file.read(Int(length), at: offset) else { return nil }
         let head = frame.prefix(8)
         let bodyLength = Int64(head.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
         let crc = head.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
@@ -806,24 +819,9 @@ public final class Spool: Sendable {
         return body
     }
 
-    static func readExactly(_ count: Int, at offset: Int64, fd: Int32) -> Data? {
-        var data = Data(count: count)
-        let ok = data.withUnsafeMutableBytes { raw -> Bool in
-            var done = 0
-            while done < count {
-                let n = pread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return false }
-                done += n
-            }
-            return true
-        }
-        return ok ? data : nil
-    }
-
     /// A stored result's JSON, checked by its frame's CRC.
-    static func readResult(_ entry: Entry, fd: Int32, logger: Logger) -> Data? {
-        guard let body = readFrame(at: entry.offset, length: entry.length, fd: fd), body.count > 9,
+    static func readResult(_ entry: Entry, file: any JournalFile, logger: Logger) -> Data? {
+        guard let body = readFrame(at: entry.offset, length: entry.length, file: file), body.count > 9,
             body[body.startIndex + 9] == UInt8(ascii: "{")
         else {
             logger.error("spool: a stored result cannot be read back; skipping it", metadata: ["spool.seq": "\(entry.seq)"])

@@ -13,13 +13,17 @@ import SondeCore
 /// | answer | what happens |
 /// |---|---|
 /// | 2xx (`PushAck`) | batch acknowledged, removed from the spool |
-/// | 5xx, 429, time-out, connection refused | same batch again after capped exponential backoff with full jitter |
+/// | 5xx, 429, time-out, connection refused | same batch again after `Retry-After` if the answer has one, else capped exponential backoff with full jitter |
 /// | 401 / 403 | agent unknown or revoked: data kept, error logged (once a minute) with the fix, slow retry |
 /// | 400 `clock_skew` | the host clock is off: same as 401 (the batch is fine; the clock needs fixing) |
-/// | 400 / 413 / 422 | the collector refuses the batch itself: moved to `spool/rejected/`, next batch |
+/// | 400 / 413 / 422 | the collector refuses the batch: it is split in halves, each sent on its own (and split again if refused); only a single result refused alone goes to `spool/rejected/`, with an error line and a count |
 /// | other | logged, retried with backoff (a wrong URL should not lose data) |
 ///
 /// `sent_at` is set, and the body re-signed, at each send; the batch id and results never change.
+/// The halves of batch `X` are `X.1` and `X.2` (their halves `X.1.1`, …): after a restart the
+/// spooled batch `X` is sent again, refused again and split into the same ids, so the collector
+/// answers "duplicate" for the parts it already stored. `X` is acknowledged in the spool once
+/// every part is delivered or set aside.
 public struct Uploader: Service {
     public struct Settings: Sendable {
         public var collectorURL: String
@@ -44,17 +48,29 @@ public struct Uploader: Service {
     }
 
     public var settings: Settings
-    public var spool: Spool
+    /// Every spool call goes through the journal's thread (never the probes' thread).
+    public var journal: JournalWriter
+    public var spool: Spool { journal.spool }
     public var key: AgentSigningKey
     public var client: CurlHTTPClient
     public var logger: Logger
 
-    public init(settings: Settings, spool: Spool, key: AgentSigningKey, client: CurlHTTPClient = .shared, logger: Logger) {
+    public init(settings: Settings, journal: JournalWriter, key: AgentSigningKey, client: CurlHTTPClient = .shared, logger: Logger) {
         self.settings = settings
-        self.spool = spool
+        self.journal = journal
         self.key = key
         self.client = client
         self.logger = logger
+    }
+
+    /// An uploader with a journal writer of its own (for a spool nothing else writes to).
+    public init(settings: Settings, spool: Spool, key: AgentSigningKey, client: CurlHTTPClient = .shared, logger: Logger) {
+        self.init(settings: settings, journal: JournalWriter(spool: spool), key: key, client: client, logger: logger)
+    }
+
+    private func nextBatch() async throws(SpoolError) -> SpoolBatch? {
+        let size = settings.batchSize
+        return try await journal.perform { spool throws(SpoolError) in try spool.nextBatch(maxResults: size) }
     }
 
     public var endpoint: String {
@@ -71,7 +87,7 @@ public struct Uploader: Service {
         var state = DeliveryState()
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let batch: SpoolBatch?
-            do { batch = try spool.nextBatch(maxResults: settings.batchSize) } catch {
+            do { batch = try await nextBatch() } catch {
                 logger.error("cannot read the spool; retrying", metadata: ["error": "\(error)"])
                 await pause(settings.backoffCap)
                 continue
@@ -92,19 +108,11 @@ public struct Uploader: Service {
     func drain() async {
         let clock = ContinuousClock()
         let deadline = clock.now + settings.timeout
+        await journal.flush()  // the last runs' results
+        var state = DeliveryState()
         while !Task.isCancelled, clock.now < deadline {
-            guard let batch = try? spool.nextBatch(maxResults: settings.batchSize) else { return }
-            var logger = logger
-            logger[metadataKey: "batch.id"] = "\(batch.id)"
-            switch await send(batch, logger: logger) {
-            case .acknowledged:
-                try? spool.acknowledge(batch.id)
-            case .rejected(let status, let message):
-                logger.error("collector refused the batch itself; moved it to spool/rejected/", metadata: ["http.status": "\(status)", "error.message": "\(message)"])
-                try? spool.reject(batch, reason: "HTTP \(status): \(message)")
-            case .agentRefused, .retry:
-                return
-            }
+            guard let batch = try? await nextBatch() else { return }
+            guard await deliver(batch, state: &state, patient: false) else { return }
         }
     }
 
@@ -114,23 +122,36 @@ public struct Uploader: Service {
         var lastRetryWarning: ContinuousClock.Instant?
         /// Pushes have been failing (so the recovery is worth an info line).
         var failing = false
+        /// Results set aside (refused alone) since the uploader started.
+        var setAside = 0
     }
 
-    /// Sends `batch` until it is acknowledged or rejected, or shutdown begins.
-    func deliver(_ batch: SpoolBatch, state: inout DeliveryState) async {
+    /// Sends `batch` until every result in it is delivered (or, refused alone, set aside), then
+    /// acknowledges it in the spool. False when it stopped first: shutdown began, or (not
+    /// `patient`: the last push at shutdown) the collector did not take it at once.
+    @discardableResult
+    func deliver(_ batch: SpoolBatch, state: inout DeliveryState, patient: Bool = true) async -> Bool {
         var logger = logger
         logger[metadataKey: "batch.id"] = "\(batch.id)"
+        guard await deliverPart(batch, state: &state, patient: patient, logger: logger) else { return false }
+        let id = batch.id
+        do { try await journal.perform { spool throws(SpoolError) in try spool.acknowledge(id) } } catch {
+            // The collector has it; a resend after restart is deduplicated by batch id.
+            logger.error("batch delivered but the spool could not record it", metadata: ["error": "\(error)"])
+        }
+        return true
+    }
+
+    /// One batch or part of one, sent until the collector takes it; a refused part is split.
+    private func deliverPart(_ part: SpoolBatch, state: inout DeliveryState, patient: Bool, logger: Logger) async -> Bool {
         var attempt = 0
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+        while !Task.isCancelled && (!patient || !Task.isShuttingDownGracefully) {
             attempt += 1
-            switch await send(batch, logger: logger) {
+            switch await send(part, logger: logger) {
             case .acknowledged(let ack):
-                do { try spool.acknowledge(batch.id) } catch {
-                    // The collector has it; a resend after restart is deduplicated by batch id.
-                    logger.error("batch delivered but the spool could not record it", metadata: ["error": "\(error)"])
-                }
                 let metadata: Logger.Metadata = [
-                    "batch.results": "\(batch.count)", "batch.duplicate": "\(ack?.duplicate ?? false)", "batch.attempts": "\(attempt)",
+                    "batch.part": "\(part.id)", "batch.results": "\(part.count)", "batch.duplicate": "\(ack?.duplicate ?? false)",
+                    "batch.attempts": "\(attempt)",
                 ]
                 if state.failing {
                     state.failing = false
@@ -138,17 +159,35 @@ public struct Uploader: Service {
                 } else {
                     logger.debug("batch delivered", metadata: metadata)
                 }
-                return
+                return true
+            case .rejected(let status, let message) where part.count > 1:
+                // Too large (413), or one bad result spoiling the rest (400/422): halves, each on its own.
+                let half = part.count / 2
+                logger.info(
+                    "collector refused the batch; splitting it in two and sending each half",
+                    metadata: ["http.status": "\(status)", "error.message": "\(message)", "batch.part": "\(part.id)", "batch.results": "\(part.count)"])
+                let first = SpoolBatch(id: part.id + ".1", rawResults: Array(part.rawResults.prefix(half)))
+                let second = SpoolBatch(id: part.id + ".2", rawResults: Array(part.rawResults.dropFirst(half)))
+                guard await deliverPart(first, state: &state, patient: patient, logger: logger) else { return false }
+                return await deliverPart(second, state: &state, patient: patient, logger: logger)
             case .rejected(let status, let message):
-                logger.error(
-                    "collector refused the batch itself; moved it to spool/rejected/ and going on",
-                    metadata: ["http.status": "\(status)", "error.message": "\(message)", "batch.results": "\(batch.count)"])
-                do { try spool.reject(batch, reason: "HTTP \(status): \(message)") } catch {
-                    logger.error("cannot move the rejected batch aside; retrying", metadata: ["error": "\(error)"])
+                let reason = "HTTP \(status): \(message)"
+                do { try await journal.perform { spool throws(SpoolError) in try spool.setAside(part, reason: reason) } } catch {
+                    logger.error("cannot keep the refused result in spool/rejected/; retrying", metadata: ["error": "\(error)"])
+                    guard patient else { return false }
                     await pause(settings.backoffCap)
+                    continue
                 }
-                return
+                state.setAside += 1
+                logger.error(
+                    "collector refused a single result on its own; kept it in spool/rejected/ and going on",
+                    metadata: [
+                        "http.status": "\(status)", "error.message": "\(message)", "batch.part": "\(part.id)",
+                        "result.id": "\(part.results.first?.id ?? "?")", "results.set_aside": "\(state.setAside)",
+                    ])
+                return true
             case .agentRefused(let status, let message, let clockSkew):
+                guard patient else { return false }
                 let clock = ContinuousClock()
                 if state.lastUnauthorizedLog.map({ clock.now - $0 >= .seconds(60) }) ?? true {
                     state.lastUnauthorizedLog = clock.now
@@ -159,8 +198,9 @@ public struct Uploader: Service {
                     logger.error(text, metadata: ["http.status": "\(status)", "error.message": "\(message)", "spool.unsent": "\(spool.status.unsentResults)"])
                 }
                 await pause(settings.unauthorizedRetry)
-            case .retry(let reason):
-                let delay = Self.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap)
+            case .retry(let reason, let retryAfter):
+                guard patient else { return false }
+                let delay = retryAfter ?? Self.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap)
                 // A long outage logs a warning once a minute, not once per attempt.
                 let clock = ContinuousClock()
                 let loud = state.lastRetryWarning.map { clock.now - $0 >= .seconds(60) } ?? true
@@ -170,11 +210,12 @@ public struct Uploader: Service {
                     level: loud ? .warning : .debug, "push failed; will resend the same batch",
                     metadata: [
                         "error.message": "\(reason)", "batch.attempt": "\(attempt)", "retry.in_ms": "\(Int(delay.seconds * 1000))",
-                        "spool.unsent": "\(spool.status.unsentResults)",
+                        "retry.after_header": "\(retryAfter != nil)", "spool.unsent": "\(spool.status.unsentResults)",
                     ])
                 await pause(delay)
             }
         }
+        return false
     }
 
     enum SendOutcome {
@@ -183,7 +224,8 @@ public struct Uploader: Service {
         /// Not this batch's fault but this agent's (key not enrolled, revoked, clock off): keep
         /// everything and retry slowly.
         case agentRefused(status: Int, message: String, clockSkew: Bool)
-        case retry(String)
+        /// `retryAfter`: the collector's `Retry-After`, when it sent one.
+        case retry(String, retryAfter: Duration? = nil)
     }
 
     /// One signed POST of `batch`, `sent_at` = now.
@@ -194,7 +236,7 @@ public struct Uploader: Service {
             body = try Self.pushBody(agent: settings.agentID, batch: batch, sentAt: Date())
             signature = try key.signatureHeader(for: body)
         } catch {
-            return .retry("cannot encode or sign the batch: \(error)")
+            return .retry("cannot encode or sign the batch: \(error)", retryAfter: nil)
         }
         let request = HTTPRequest(
             method: "POST", url: endpoint,
@@ -206,13 +248,15 @@ public struct Uploader: Service {
             body: body, timeout: settings.timeout, maxResponseBytes: 1 << 20)
         let response: HTTPResponse
         do { response = try await client.perform(request) } catch {
-            return .retry("\(error.kind.rawValue): \(error.message)")
+            return .retry("\(error.kind.rawValue): \(error.message)", retryAfter: nil)
         }
+        if (200..<300).contains(response.status) {
+            return .acknowledged(try? SondeJSON.decode(PushAck.self, from: response.body))
+        }
+        // Only a refusal is worth decoding as an error (one JSON decode per push, not three).
         let message = Self.errorMessage(response)
         let code = (try? SondeJSON.decode(APIErrorBody.self, from: response.body))?.error.code
         switch response.status {
-        case 200..<300:
-            return .acknowledged(try? SondeJSON.decode(PushAck.self, from: response.body))
         case 401, 403:
             return .agentRefused(status: response.status, message: message, clockSkew: false)
         case 400 where code == "clock_skew":
@@ -222,7 +266,8 @@ public struct Uploader: Service {
         case 400, 413, 422:
             return .rejected(status: response.status, message: message)
         default:
-            return .retry("HTTP \(response.status): \(message)")
+            let retryAfter = response.headers.value(for: "Retry-After").flatMap { RetryAfter.parse($0, now: Date()) }
+            return .retry("HTTP \(response.status): \(message)", retryAfter: retryAfter.map { min($0, Self.longestRetryAfter) })
         }
     }
 
@@ -265,6 +310,9 @@ public struct Uploader: Service {
         let ceiling = min(cap.seconds, base.seconds * pow(2, exponent))
         return .seconds(double: Double.random(in: 0...max(ceiling, 0)))
     }
+
+    /// A collector asking for more than this is waited for this long, then asked again.
+    static let longestRetryAfter: Duration = .seconds(3600)
 
     /// Sleeps, but wakes at once on graceful shutdown or cancellation.
     func pause(_ duration: Duration) async {

@@ -1,0 +1,191 @@
+import CurlHTTP
+import Foundation
+import Logging
+import ProbeEngine
+import ServiceLifecycle
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+@testable import AgentRuntime
+
+/// The real runner, noting when each run starts and the ttfb of its request.
+final class TimedRunner: ProbeExecuting {
+    let runner: ProbeRunner
+    let starts = Mutex<[String: [ContinuousClock.Instant]]>([:])
+    let ttfbs = Mutex<[Double]>([])
+
+    init(runner: ProbeRunner) { self.runner = runner }
+    var preferredTaskExecutor: (any TaskExecutor)? { runner.preferredTaskExecutor }
+    func sleep(until deadline: ContinuousClock.Instant) async throws { try await runner.sleep(until: deadline) }
+
+    func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
+        let now = ContinuousClock.now
+        starts.withLock { $0[probe.name, default: []].append(now) }
+        let result = await runner.run(probe, context: context)
+        if let step = result.steps.first { ttfbs.withLock { $0.append(step.timings.ttfb) } }
+        return result
+    }
+
+    /// How late each run started against its probe's fixed grid of slots (`interval` apart),
+    /// measured from the probe's first run.
+    func lateness(interval: Duration) -> [Duration] {
+        starts.withLock { starts in
+            starts.values.flatMap { runs -> [Duration] in
+                guard let first = runs.first else { return [] }
+                return runs.enumerated().map { index, start in (start - first) - interval * index }
+            }
+        }
+    }
+}
+
+@Suite("Journal writer: the disk never holds up probes", .serialized)
+struct JournalWriterTests {
+    let logs = CapturedLogs()
+    let key = AgentSigningKey()
+
+    func probes(_ count: Int, url: String, interval: String, in dir: TemporaryDirectory) throws -> [ProbeDefinition] {
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        var paths: [String] = []
+        for i in 0..<count {
+            let path = dir.file("probes/p\(i).yaml")
+            try """
+                name: p\(i)
+                component: api
+                interval: \(interval)
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {method: GET, url: "\(url)"}
+                    assert: {status: 200}
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            paths.append(path)
+        }
+        return try ProbeLoader.load(paths: paths, variables: [])
+    }
+
+    struct Measured {
+        var lateness: [Duration]
+        var ttfbMedian: Double
+        var delivered: Int
+        var syncs: Int
+        var timeInSync: Duration
+    }
+
+    /// The agent's pipeline (scheduler on the curl loop → journal writer → uploader → a real
+    /// receiver) for `seconds`, with every fsync of the spool taking `syncDelay`.
+    func measure(syncDelay: Duration, target: String, receiver: PushReceiver) async throws -> Measured {
+        let dir = try TemporaryDirectory("journal-slow")
+        defer { dir.remove() }
+        let disk = FaultyDisk(syncDelay: syncDelay)
+        let spool = try Spool(directory: dir.file("spool"), files: disk, logger: logs.logger())
+        defer { spool.close() }
+        let journal = JournalWriter(spool: spool)
+        let runner = TimedRunner(runner: ProbeRunner(client: CurlHTTPClient(threads: 16), logger: logs.logger()))
+        let interval = Duration.milliseconds(100)
+        let scheduler = Scheduler(
+            probes: try probes(4, url: target, interval: "100ms", in: dir), context: RunContext(agent: "eu-1", region: "eu"),
+            executor: runner, jitter: 0, shutdownGrace: .seconds(2), logger: logs.logger()
+        ) { result in journal.submit(result) }
+        var config = AgentConfig(agentID: "eu-1", region: "eu")
+        config.collector.url = receiver.url
+        config.collector.batchSize = 5
+        config.collector.flushInterval = .milliseconds(20)
+        let uploader = Uploader(settings: .init(config: config), journal: journal, key: key, logger: logs.logger())
+        let before = receiver.snapshot.results.count
+        let group = ServiceGroup(services: [uploader, scheduler], gracefulShutdownSignals: [], logger: logs.logger())
+        let task = Task { try await group.run() }
+        try await Task.sleep(for: .seconds(3))
+        await group.triggerGracefulShutdown()
+        try await task.value
+        let ttfbs = runner.ttfbs.withLock { $0 }.sorted()
+        let faults = disk.snapshot
+        return Measured(
+            lateness: runner.lateness(interval: interval), ttfbMedian: ttfbs.isEmpty ? .infinity : ttfbs[ttfbs.count / 2],
+            delivered: receiver.snapshot.results.count - before, syncs: faults.syncs, timeInSync: faults.timeInSync)
+    }
+
+    @Test("a slow disk (200 ms per fsync) does not make probe runs start late or change their ttfb")
+    func slowDiskDoesNotDelayProbes() async throws {
+        let target = try LoopbackHTTPServer { _ in .json(200, #"{"status":"ok"}"#) }
+        defer { target.stop() }
+        let receiver = try PushReceiver(publicKey: key.publicKey)
+        defer { receiver.stop() }
+
+        let fast = try await measure(syncDelay: .zero, target: target.baseURL, receiver: receiver)
+        let slow = try await measure(syncDelay: .milliseconds(200), target: target.baseURL, receiver: receiver)
+        // The disk really was slow and busy: batch and ack records and group commits took seconds of fsync.
+        #expect(slow.timeInSync >= .seconds(1), "fsyncs took \(slow.timeInSync) in total")
+        #expect(slow.delivered > 0 && fast.delivered > 0)
+        let fastLate = fast.lateness.max() ?? .zero
+        let slowLate = slow.lateness.max() ?? .zero
+        #expect(fast.lateness.count >= 80 && slow.lateness.count >= 80, "runs: \(fast.lateness.count) / \(slow.lateness.count)")
+        #expect(slowLate < .milliseconds(50), "worst start lateness with a slow disk \(slowLate) (fast disk: \(fastLate))")
+        #expect(slow.ttfbMedian < fast.ttfbMedian + 5, "median ttfb \(slow.ttfbMedian) ms with a slow disk vs \(fast.ttfbMedian) ms")
+    }
+
+    @Test("a disk that fails writes (ENOSPC): results wait in memory up to memory_limit, are delivered from there, and go back to disk once it works")
+    func failingDiskGoesToMemory() async throws {
+        let dir = try TemporaryDirectory("journal-faulty")
+        defer { dir.remove() }
+        let disk = FaultyDisk()
+        let spool = try Spool(directory: dir.file("spool"), memoryLimit: 5, files: disk, logger: logs.logger())
+        let journal = JournalWriter(spool: spool, window: .milliseconds(5))
+        try await journal.commit(sampleResult("on-disk"))
+        disk.set { $0.writeError = ENOSPC }
+        for i in 1...8 { journal.submit(sampleResult("m\(i)")) }
+        await journal.flush()
+        var status = spool.status
+        #expect(!status.writingToDisk)
+        #expect(status.memoryResults == 5, "bounded by memory_limit")
+        #expect(status.droppedResults == 3, "the oldest beyond the bound are dropped and counted")
+        #expect(logs.messages(at: .error, containing: "spool cannot write to disk").count == 1)
+
+        // Delivered from memory while the disk fails: the journal's result first, then the queue.
+        let receiver = try PushReceiver(publicKey: key.publicKey)
+        defer { receiver.stop() }
+        var config = AgentConfig(agentID: "eu-1", region: "eu")
+        config.collector.url = receiver.url
+        config.collector.flushInterval = .milliseconds(20)
+        let uploader = Uploader(settings: .init(config: config), journal: journal, key: key, logger: logs.logger())
+        let task = Task { try await uploader.run() }
+        defer { task.cancel() }
+        try await waitUntil("delivery from memory") { spool.status.unsentResults == 0 }
+        #expect(receiver.snapshot.results.map(\.probe) == ["on-disk", "m4", "m5", "m6", "m7", "m8"])
+
+        // The disk heals: the next append (a second after the last try) goes to disk again.
+        disk.set { $0.writeError = nil }
+        try await Task.sleep(for: .milliseconds(1100))
+        try await journal.commit(sampleResult("after"))
+        status = spool.status
+        #expect(status.writingToDisk)
+        #expect(status.lastSeq == 10)
+        try await waitUntil("delivery from disk") { receiver.snapshot.results.count == 7 }
+        #expect(logs.messages(at: .info, containing: "spool writes to disk again").count == 1)
+        task.cancel()
+        _ = try? await task.value
+        spool.close()
+        let reopened = try Spool(directory: dir.file("spool"), logger: logs.logger())
+        defer { reopened.close() }
+        #expect(reopened.status.lastSeq == 10, "seqs used in memory are never handed out again")
+        #expect(reopened.status.unsentResults == 0)
+    }
+
+    @Test("a failing fsync (EIO) also moves the spool to memory; nothing written before it is lost")
+    func failingFsyncGoesToMemory() async throws {
+        let dir = try TemporaryDirectory("journal-faulty")
+        defer { dir.remove() }
+        let disk = FaultyDisk()
+        let spool = try Spool(directory: dir.file("spool"), files: disk, logger: logs.logger())
+        defer { spool.close() }
+        let journal = JournalWriter(spool: spool, window: .milliseconds(5))
+        disk.set { $0.syncError = EIO }
+        try await journal.commit(sampleResult("a"))
+        try await journal.commit(sampleResult("b"))
+        #expect(!spool.status.writingToDisk)
+        #expect(spool.status.unsentResults == 2)
+        let batch = try await journal.perform { spool throws(SpoolError) in try spool.nextBatch(maxResults: 10) }
+        #expect(batch?.results.map(\.probe) == ["a", "b"])
+    }
+}
