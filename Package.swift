@@ -216,6 +216,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        /// The verdict scenarios of issue 10 (`make scenarios`), writing VERDICTS.md.
+        .executableTarget(
+            name: "sonde-scenarios",
+            dependencies: ["SondeScenarios", "SondeTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/sonde-scenarios",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - Tests
 
         /// Helpers for tests: start processes, wait for conditions with deadlines, free ports.
@@ -223,6 +231,14 @@ let package = Package(
             name: "SondeTestSupport",
             dependencies: ["SondeCore", "CurlHTTP", .product(name: "Logging", package: "swift-log")],
             path: "Tests/SondeTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        /// The whole system as processes (sim, collector, agents behind relays) and the scenario
+        /// suite run against it: the end-to-end tests and `sonde-scenarios` share it.
+        .target(
+            name: "SondeScenarios",
+            dependencies: ["SondeCore", "CurlHTTP", "CollectorAPI", "Correlation", "SondeTestSupport"],
+            path: "Tests/SondeScenarios",
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "SondeYAMLTests", dependencies: ["SondeYAML"], swiftSettings: swiftSettings),
@@ -244,7 +260,9 @@ let package = Package(
             name: "DrillTests",
             dependencies: ["Collector", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "CollectorAPI", "Correlation"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "SondeScenarios", "CollectorAPI", "Correlation"],
+            swiftSettings: swiftSettings),
         /// Packages (`make deb`) installed into a throwaway root; shipped configs and alert rules.
         .testTarget(name: "PackagingTests", dependencies: ["SondeTestSupport"], swiftSettings: swiftSettings),
         /// Quick reliability drills of the agent against a real collector (full ones: scripts/drill-agent.sh).

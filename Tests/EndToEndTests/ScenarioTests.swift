@@ -2,6 +2,7 @@ import CollectorAPI
 import Correlation
 import Foundation
 import SondeCore
+import SondeScenarios
 import SondeTestSupport
 import Testing
 

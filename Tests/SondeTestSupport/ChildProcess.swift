@@ -98,6 +98,21 @@ public final class ChildProcess: Sendable {
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+
+    /// SIGTERM to every child still running, SIGKILL to those left after 3 s: for a runner's
+    /// Ctrl-C handler (atexit handlers do not run when a signal ends the process).
+    public static func stopAllLive() {
+        let pids = LiveChildren.shared.all()
+        for pid in pids { kill(pid, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < deadline, pids.contains(where: { kill($0, 0) == 0 && !isZombie($0) }) { usleep(50_000) }
+        for pid in pids { kill(pid, SIGKILL) }
+    }
+
+    private static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+    }
 }
 
 /// Every child still running is SIGKILLed when the test process exits, so a test that fails (or

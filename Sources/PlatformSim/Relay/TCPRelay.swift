@@ -2,16 +2,20 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SondeCore
 import Synchronization
 
 /// A TCP relay that forwards bytes both ways between a listening port and a target, and can be
 /// cut (all connections closed, listener gone, so new connects are refused) and restored (the
 /// same port listens again). The demo puts one in front of an agent to fake a local network fault.
+/// It can also be made flaky: a share of new connections is answered by the relay itself with an
+/// HTTP error (as a broken proxy or middlebox on one host's path would) or closed unanswered.
 ///
 /// ```swift
 /// let relay = try await TCPRelay.start(listenHost: "127.0.0.1", listenPort: 0, targetHost: "127.0.0.1", targetPort: 18400)
 /// relay.url        // "http://127.0.0.1:41234"
 /// await relay.cut(); try await relay.restore(); await relay.stop()
+/// relay.setErrors(RelayErrors(fraction: 0.3, status: 502)); relay.setErrors(nil)
 /// ```
 public final class TCPRelay: Sendable {
     public let listenHost: String
@@ -23,10 +27,11 @@ public final class TCPRelay: Sendable {
     private let logger: Logger
     private let listener = Mutex<(any Channel)?>(nil)
     private let connections: ChannelRegistry
+    private let errors: RelayErrorDraw
 
     private init(
         listenHost: String, listenPort: Int, targetHost: String, targetPort: Int, group: any EventLoopGroup, logger: Logger,
-        connections: ChannelRegistry, listener: any Channel
+        connections: ChannelRegistry, errors: RelayErrorDraw, listener: any Channel
     ) {
         self.listenHost = listenHost
         self.listenPort = listenPort
@@ -35,6 +40,7 @@ public final class TCPRelay: Sendable {
         self.group = group
         self.logger = logger
         self.connections = connections
+        self.errors = errors
         self.listener.withLock { $0 = listener }
     }
 
@@ -47,19 +53,28 @@ public final class TCPRelay: Sendable {
     /// Number of relayed connections open now (each counts its two sides).
     public var openConnections: Int { connections.count }
 
-    /// Starts listening (`listenPort` 0 = ephemeral) and relaying to the target.
+    /// Makes the relay flaky (a share of new connections fails, see `RelayErrors`), or healthy
+    /// again with nil. Connections already relayed are left alone.
+    public func setErrors(_ errors: RelayErrors?) { self.errors.set(errors) }
+
+    /// The active errors, nil while healthy.
+    public var activeErrors: RelayErrors? { errors.current }
+
+    /// Starts listening (`listenPort` 0 = ephemeral) and relaying to the target. `seed` makes the
+    /// draws of `setErrors` reproducible; nil seeds from the system RNG.
     public static func start(
-        listenHost: String = "127.0.0.1", listenPort: Int = 0, targetHost: String, targetPort: Int,
+        listenHost: String = "127.0.0.1", listenPort: Int = 0, targetHost: String, targetPort: Int, seed: UInt64? = nil,
         logger: Logger = Logger(label: "sonde-sim.relay", factory: { _ in SwiftLogNoOpLogHandler() }),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> TCPRelay {
         let connections = ChannelRegistry()
+        let errors = RelayErrorDraw(seed: seed)
         let channel = try await bind(
             host: listenHost, port: listenPort, targetHost: targetHost, targetPort: targetPort, group: eventLoopGroup,
-            connections: connections, logger: logger)
+            connections: connections, errors: errors, logger: logger)
         let relay = TCPRelay(
             listenHost: listenHost, listenPort: channel.localAddress?.port ?? listenPort, targetHost: targetHost, targetPort: targetPort,
-            group: eventLoopGroup, logger: logger, connections: connections, listener: channel)
+            group: eventLoopGroup, logger: logger, connections: connections, errors: errors, listener: channel)
         logger.info("relay listening", metadata: ["relay.listen": "\(relay.url)", "relay.target": "\(targetHost):\(targetPort)"])
         return relay
     }
@@ -80,7 +95,7 @@ public final class TCPRelay: Sendable {
         guard isCut else { return }
         let channel = try await Self.bind(
             host: listenHost, port: listenPort, targetHost: targetHost, targetPort: targetPort, group: group, connections: connections,
-            logger: logger)
+            errors: errors, logger: logger)
         let extra: (any Channel)? = listener.withLock { current in
             if current == nil {
                 current = channel
@@ -97,7 +112,7 @@ public final class TCPRelay: Sendable {
 
     private static func bind(
         host: String, port: Int, targetHost: String, targetPort: Int, group: any EventLoopGroup, connections: ChannelRegistry,
-        logger: Logger
+        errors: RelayErrorDraw, logger: Logger
     ) async throws -> any Channel {
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -105,6 +120,12 @@ public final class TCPRelay: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { inbound in
                 connections.add(inbound)
+                if let failure = errors.draw() {
+                    // This connection never reaches the target: the relay answers it itself.
+                    return inbound.eventLoop.makeCompletedFuture {
+                        try inbound.pipeline.syncOperations.addHandler(RelayErrorResponder(status: failure.status))
+                    }.flatMap { inbound.setOption(.autoRead, value: true) }
+                }
                 let (inboundGlue, outboundGlue) = RelayGlueHandler.matchedPair()
                 do {
                     try inbound.pipeline.syncOperations.addHandler(inboundGlue)
@@ -131,6 +152,102 @@ public final class TCPRelay: Sendable {
             }
             .bind(host: host, port: port).get()
     }
+}
+
+/// How a flaky relay fails: `fraction` of new connections (0...1, drawn per connection; agents
+/// open a fresh connection per request) get `status` with a JSON error body once their request
+/// head has arrived, or, with `status` nil, are closed unanswered.
+public struct RelayErrors: Sendable, Hashable {
+    public var fraction: Double
+    public var status: Int?
+
+    public init(fraction: Double, status: Int? = 502) {
+        self.fraction = fraction
+        self.status = status
+    }
+
+    /// Checks the values an operator can get wrong.
+    public func validate() throws(FaultValidationError) {
+        guard fraction.isFinite, (0...1).contains(fraction) else {
+            throw FaultValidationError("fraction: expected a number from 0 to 1 (share of connections), got \(fraction)")
+        }
+        if let status, !(400...599).contains(status) {
+            throw FaultValidationError("status: expected an HTTP error status such as 502 or 503, got \(status)")
+        }
+    }
+}
+
+/// The active `RelayErrors` and the seeded draws that pick the connections they hit.
+final class RelayErrorDraw: Sendable {
+    private struct State {
+        var errors: RelayErrors?
+        var random: SplitMix64
+    }
+    private let state: Mutex<State>
+
+    init(seed: UInt64?) {
+        var system = SystemRandomNumberGenerator()
+        state = Mutex(State(random: SplitMix64(seed: seed ?? system.next())))
+    }
+
+    func set(_ errors: RelayErrors?) { state.withLock { $0.errors = errors } }
+    var current: RelayErrors? { state.withLock { $0.errors } }
+
+    /// The errors to apply to one new connection, or nil when it is relayed.
+    func draw() -> RelayErrors? {
+        state.withLock { state in
+            guard let errors = state.errors, errors.fraction > 0 else { return nil }
+            return errors.fraction >= 1 || state.random.nextUnitDouble() < errors.fraction ? errors : nil
+        }
+    }
+}
+
+/// Answers one connection as a failing gateway: waits for the end of the request head, writes
+/// `status` with a JSON error body and `Connection: close` (or nothing, when `status` is nil),
+/// closes its sending side and discards what the client still sends until it closes, so the
+/// client reads the answer instead of a reset.
+final class RelayErrorResponder: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let status: Int?
+    private var head: [UInt8] = []
+    private var answered = false
+
+    init(status: Int?) { self.status = status }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        var buffer = unwrapInboundIn(data)
+        head += buffer.readBytes(length: buffer.readableBytes) ?? []
+        // Bounded: a head that never ends is answered after 64 KiB all the same.
+        guard head.count > 65_536 || head.withUnsafeBufferPointer({ Self.containsHeadEnd($0) }) else { return }
+        answered = true
+        guard let status else {
+            context.close(promise: nil)
+            return
+        }
+        let reason = Self.reasons[status] ?? "Error"
+        let code = status == 503 ? "service_unavailable" : status == 504 ? "gateway_timeout" : "bad_gateway"
+        let body = #"{"error":{"code":"\#(code)","message":"upstream connect error or disconnect/reset before headers"}}"#
+        let text = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+
+    private static func containsHeadEnd(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard bytes.count >= 4 else { return false }
+        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+            return true
+        }
+        return false
+    }
+
+    private static let reasons = [500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"]
 }
 
 /// Two handlers that pass each other's reads, on the same event loop: bytes read on one side are
