@@ -14,6 +14,8 @@ private final class TransferState {
     var body = Data()
     /// Body bytes received, kept or not.
     var received = 0
+    /// Capacity reserved in `body`.
+    private var reserved = 0
     var headers: [HTTPHeader] = []
     var statusLine: String?
     var tooLarge = false
@@ -39,6 +41,13 @@ private final class TransferState {
         hasher?.update(piece)
         let room = keepBytes - body.count
         if room > 0, let start = piece.baseAddress {
+            // Grow by doubling, but never past what may be kept: a capped body costs its cap,
+            // not the next power of two.
+            let needed = body.count + min(room, piece.count)
+            if needed > reserved {
+                reserved = min(keepBytes, max(needed, reserved * 2, 16 << 10))
+                body.reserveCapacity(reserved)
+            }
             body.append(start.assumingMemoryBound(to: UInt8.self), count: min(room, piece.count))
         }
         return true

@@ -246,25 +246,14 @@ enum ScriptParser {
         return valid ? spec : nil
     }
 
-    /// A size such as `10MiB`, `512KiB`, `1GiB` or a number of bytes, at most 1 GiB.
+    /// A size such as `10MiB`, `512KiB`, `1GiB` or a number of bytes (the config's size
+    /// syntax), from 1 byte to 1 GiB.
     static func byteSize(_ node: Node, _ path: String, reader: inout NodeReader) -> Int? {
-        let usage = "expected a size such as 512KiB, 10MiB or a number of bytes (at most 1GiB)"
-        guard let text = node.scalar?.string.trimmed(), !text.isEmpty else {
-            reader.report(node, path, usage)
+        guard let text = node.scalar?.string, let bytes = parseByteSize(text), bytes > 0, bytes <= 1 << 30 else {
+            reader.report(node, path, "expected a size from 1 byte to 1GiB, such as 512KiB or 10MiB")
             return nil
         }
-        let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
-        var number = Substring(text)
-        var scale = 1
-        if let (suffix, size) = units.first(where: { text.hasSuffix($0.0) }) {
-            number = text.dropLast(suffix.count)
-            scale = size
-        }
-        guard let count = Int(number.trimmed()), count > 0, count <= (1 << 30) / scale else {
-            reader.report(node, path, "'\(text)': \(usage)")
-            return nil
-        }
-        return count * scale
+        return bytes
     }
 
     static func multipart(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> [MultipartPart]? {

@@ -107,20 +107,18 @@ struct Redactor: Sendable {
     /// Where each encoding of `scalar` that appears at `start` ends.
     private static func encodedEnds(of scalar: Unicode.Scalar, in bytes: [UInt8], at start: Int) -> [Int] {
         var ends: [Int] = []
-        // Raw or percent-encoded, byte by byte (so "%C3©" and "é" both count).
-        var position = start
-        var whole = true
+        // Raw or percent-encoded, byte by byte (so "%C3©" and "é" both count; "%" may be
+        // itself or the start of "%25").
+        var positions = [start]
         for byte in String(scalar).utf8 {
-            if position < bytes.count, bytes[position] == byte {
-                position += 1
-            } else if let value = hexValue(bytes, position + 1, digits: 2), bytes[position] == UInt8(ascii: "%"), value == UInt32(byte) {
-                position += 3
-            } else {
-                whole = false
-                break
+            var next: [Int] = []
+            for position in positions where position < bytes.count {
+                if bytes[position] == byte { next.append(position + 1) }
+                if bytes[position] == UInt8(ascii: "%"), hexValue(bytes, position + 1, digits: 2) == UInt32(byte) { next.append(position + 3) }
             }
+            positions = next
         }
-        if whole { ends.append(position) }
+        ends.append(contentsOf: positions)
         let first = bytes[start]
         if scalar == " ", first == UInt8(ascii: "+") { ends.append(start + 1) }
         if first == UInt8(ascii: "\\") { ends.append(contentsOf: jsonEscapeEnds(of: scalar, in: bytes, at: start)) }
