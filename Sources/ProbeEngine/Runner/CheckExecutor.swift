@@ -10,7 +10,8 @@ import SondeCore
 ///
 /// A thread is started whenever a job finds none idle (up to `maxThreads`), so one slow check
 /// never queues another probe's; idle threads wait for the next job. Each check bounds itself
-/// (a regex stops at the run's deadline, a JSON body is at most `max_body`).
+/// (a regex stops at the run's deadline, a JSON body is at most `max_body`), and the threads run
+/// at a lower priority than the loop.
 final class CheckExecutor: TaskExecutor, @unchecked Sendable {
     // @unchecked: `jobs`, `idle` and `threads` are guarded by `mutex`.
     static let shared = CheckExecutor(maxThreads: 64)
@@ -52,7 +53,13 @@ final class CheckExecutor: TaskExecutor, @unchecked Sendable {
         }
     }
 
+    /// Nice value of the check threads: when the CPU is short, a spinning check yields to the
+    /// curl loop (which keeps every probe's schedule) and to the rest of the agent.
+    static let niceness: Int32 = 10
+
     private func work() {
+        // On Linux the nice value is per thread, and `who` 0 is the calling thread.
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.niceness)
         while true {
             pthread_mutex_lock(mutex)
             while head == jobs.count {
