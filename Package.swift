@@ -54,6 +54,13 @@ let package = Package(
             dependencies: ["CYAML"],
             swiftSettings: swiftSettings
         ),
+        /// PCRE2 (8-bit), found by pkg-config: probe scripts' regular expressions, with match,
+        /// depth and heap limits and callouts, so a catastrophic pattern is stopped on time.
+        .systemLibrary(
+            name: "CPCRE2",
+            pkgConfig: "libpcre2-8",
+            providers: [.apt(["libpcre2-dev"])]
+        ),
         /// OpenSSL's libcrypto, found by pkg-config: Ed25519 and SHA-256 for SondeCore. libcurl
         /// loads it anyway, so the agent carries no second crypto library.
         .systemLibrary(
@@ -83,7 +90,7 @@ let package = Package(
         .target(
             name: "ProbeEngine",
             dependencies: [
-                "SondeCore", "CurlHTTP", "SondeYAML",
+                "SondeCore", "CurlHTTP", "SondeYAML", "CPCRE2",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

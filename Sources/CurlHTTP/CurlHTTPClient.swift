@@ -29,7 +29,25 @@ public final class CurlHTTPClient: Sendable {
 
     deinit { loop.stop() }
 
+    /// Sends `request`, following redirects hop by hop when it asks to (see `RedirectHops`).
     public func perform(_ request: HTTPRequest) async throws(HTTPTransferError) -> HTTPResponse {
+        try RedirectHops.checkScheme(request.url, redirect: false)
+        guard request.followRedirects else { return try await performOnce(request) }
+        var hops = RedirectHops(request)
+        while true {
+            let response: HTTPResponse
+            do {
+                response = try await performOnce(hops.current)
+            } catch {
+                throw hops.failed(error)
+            }
+            guard let next = try hops.next(after: response) else { return hops.finished(response) }
+            hops.current = next
+        }
+    }
+
+    /// One exchange with one URL: no redirect followed.
+    private func performOnce(_ request: HTTPRequest) async throws(HTTPTransferError) -> HTTPResponse {
         // Set once the transfer exists (inside the continuation closure); the cancel handler
         // may run before that, and then the transfer sees `alreadyCancelled`.
         let slot = Mutex<(transfer: CurlTransfer?, cancelled: Bool)>((nil, false))

@@ -12,12 +12,46 @@ let curlGlobalInit: Void = {
 /// What the C callbacks write into during one transfer (on the loop thread that drives it).
 private final class TransferState {
     var body = Data()
+    /// Body bytes received, kept or not.
+    var received = 0
+    /// Capacity reserved in `body`.
+    private var reserved = 0
     var headers: [HTTPHeader] = []
     var statusLine: String?
     var tooLarge = false
     let maxBytes: Int
+    /// Bytes of the body kept: all up to `maxBytes`, or only a prefix.
+    let keepBytes: Int
+    let hasher: SHA256Digest.Stream?
 
-    init(maxBytes: Int) { self.maxBytes = maxBytes }
+    init(_ request: HTTPRequest) {
+        maxBytes = request.maxResponseBytes
+        keepBytes = request.keepBody ? request.maxResponseBytes : min(request.bodyPrefixBytes, request.maxResponseBytes)
+        hasher = request.hashBody ? SHA256Digest.Stream() : nil
+    }
+
+    /// One piece of the body as curl hands it over: counted, hashed, kept up to `keepBytes`.
+    /// False when it goes over `maxBytes` (the transfer is then aborted).
+    func take(_ piece: UnsafeRawBufferPointer) -> Bool {
+        received += piece.count
+        if received > maxBytes {
+            tooLarge = true
+            return false
+        }
+        hasher?.update(piece)
+        let room = keepBytes - body.count
+        if room > 0, let start = piece.baseAddress {
+            // Grow by doubling, but never past what may be kept: a capped body costs its cap,
+            // not the next power of two.
+            let needed = body.count + min(room, piece.count)
+            if needed > reserved {
+                reserved = min(keepBytes, max(needed, reserved * 2, 16 << 10))
+                body.reserveCapacity(reserved)
+            }
+            body.append(start.assumingMemoryBound(to: UInt8.self), count: min(room, piece.count))
+        }
+        return true
+    }
 }
 
 /// One transfer on one curl easy handle: created by the caller, then set up (`start`), driven and
@@ -40,7 +74,7 @@ final class CurlTransfer: @unchecked Sendable {
     init(request: HTTPRequest, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
         self.request = request
         self.continuation = continuation
-        state = TransferState(maxBytes: request.maxResponseBytes)
+        state = TransferState(request)
         errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
     }
@@ -89,8 +123,11 @@ final class CurlTransfer: @unchecked Sendable {
         set(sonde_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1), "FRESH_CONNECT")
         set(sonde_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1), "FORBID_REUSE")
         set(sonde_curl_setopt_long(handle, CURLOPT_DNS_CACHE_TIMEOUT, 0), "DNS_CACHE_TIMEOUT")
-        set(sonde_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, request.followRedirects ? 1 : 0), "FOLLOWLOCATION")
-        set(sonde_curl_setopt_long(handle, CURLOPT_MAXREDIRS, 10), "MAXREDIRS")
+        // http and https only, for the request and any redirect curl might follow (it follows
+        // none: CurlHTTPClient follows redirects hop by hop, to decide which headers go along).
+        set(sonde_curl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, Self.protocols), "PROTOCOLS_STR")
+        set(sonde_curl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, Self.protocols), "REDIR_PROTOCOLS_STR")
+        set(sonde_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0), "FOLLOWLOCATION")
         set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, request.verifyTLS ? 1 : 0), "SSL_VERIFYPEER")
         set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, request.verifyTLS ? 2 : 0), "SSL_VERIFYHOST")
         if let caFile = request.caFile { set(sonde_curl_setopt_string(handle, CURLOPT_CAINFO, caFile), "the CA file \(caFile)") }
@@ -122,12 +159,8 @@ final class CurlTransfer: @unchecked Sendable {
         set(sonde_curl_setopt_data_callback(handle, CURLOPT_WRITEFUNCTION, { buffer, size, count, context in
             let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
             let bytes = size * count
-            if state.body.count + bytes > state.maxBytes {
-                state.tooLarge = true
-                return 0
-            }
-            if let buffer { state.body.append(UnsafeRawPointer(buffer).assumingMemoryBound(to: UInt8.self), count: bytes) }
-            return bytes
+            guard let buffer else { return bytes }
+            return state.take(UnsafeRawBufferPointer(start: buffer, count: bytes)) ? bytes : 0
         }), "WRITEFUNCTION")
         set(sonde_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context), "WRITEDATA")
         set(sonde_curl_setopt_data_callback(handle, CURLOPT_HEADERFUNCTION, { buffer, size, count, context in
@@ -169,14 +202,17 @@ final class CurlTransfer: @unchecked Sendable {
 
         var status = 0
         var ip: UnsafeMutablePointer<CChar>? = nil
+        var location: UnsafeMutablePointer<CChar>? = nil
         if let handle {
             _ = sonde_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
             _ = sonde_curl_getinfo_string(handle, CURLINFO_PRIMARY_IP, &ip)
+            _ = sonde_curl_getinfo_string(handle, CURLINFO_REDIRECT_URL, &location)
         }
         let version = state.statusLine.flatMap { $0.split(separator: " ").first.map(String.init) }
         return .success(HTTPResponse(
             status: status, headers: state.headers, body: state.body, timings: timings,
-            remoteAddress: ip.map { String(cString: $0) }, httpVersion: version))
+            remoteAddress: ip.map { String(cString: $0) }, httpVersion: version,
+            bodyByteCount: state.received, bodySHA256: state.hasher?.finish(), redirectURL: location.map { String(cString: $0) }))
     }
 
     /// Frees the handle and answers the waiting caller; the transfer must be out of the multi
@@ -191,6 +227,8 @@ final class CurlTransfer: @unchecked Sendable {
     private func answer(_ outcome: Result<HTTPResponse, HTTPTransferError>) {
         continuation.resume(returning: outcome)
     }
+
+    private static let protocols = HTTPRequest.allowedSchemes.joined(separator: ",")
 
     private static func milliseconds(_ duration: Duration) -> Int {
         let (seconds, attoseconds) = duration.components

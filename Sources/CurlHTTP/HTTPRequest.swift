@@ -13,20 +13,34 @@ public struct HTTPRequest: Sendable {
     public var timeout: Duration
     /// Time-out for the TCP connect alone; nil lets `timeout` cover it.
     public var connectTimeout: Duration?
+    /// Follow 301/302/303/307/308 answers, hop by hop (at most `maxRedirects`), to http and
+    /// https URLs only. `timeout` covers all hops together.
     public var followRedirects: Bool
+    public var maxRedirects: Int
+    /// Which of `headers` a redirect to another origin (scheme, host or port) still carries.
+    public var redirectHeaders: RedirectHeaders
     /// Verify the server's certificate and host name (on by default; off only for lab targets).
     public var verifyTLS: Bool
     /// A PEM file of CA certificates to trust instead of the system's.
     public var caFile: String?
     /// `http://host:port` proxy; nil uses curl's defaults (which honour `http_proxy`).
     public var proxy: String?
-    /// Responses larger than this fail with `responseTooLarge` instead of filling memory.
+    /// Responses larger than this fail with `responseTooLarge` instead of filling memory (or
+    /// taking forever when the body is discarded).
     public var maxResponseBytes: Int
+    /// Keep the whole body in `HTTPResponse.body`; when false only its first `bodyPrefixBytes`
+    /// are kept (for messages) and the rest is dropped as it arrives.
+    public var keepBody: Bool
+    public var bodyPrefixBytes: Int
+    /// Hash the whole body as it streams (`HTTPResponse.bodySHA256`), kept or not.
+    public var hashBody: Bool
 
     public init(
         method: String = "GET", url: String, headers: [HTTPHeader] = [], body: Data? = nil,
         timeout: Duration = .seconds(30), connectTimeout: Duration? = nil, followRedirects: Bool = false,
-        verifyTLS: Bool = true, caFile: String? = nil, proxy: String? = nil, maxResponseBytes: Int = 64 << 20
+        verifyTLS: Bool = true, caFile: String? = nil, proxy: String? = nil, maxResponseBytes: Int = 64 << 20,
+        keepBody: Bool = true, bodyPrefixBytes: Int = 4096, hashBody: Bool = false,
+        maxRedirects: Int = 10, redirectHeaders: RedirectHeaders = .sameOriginOnly
     ) {
         self.method = method
         self.url = url
@@ -39,7 +53,26 @@ public struct HTTPRequest: Sendable {
         self.caFile = caFile
         self.proxy = proxy
         self.maxResponseBytes = maxResponseBytes
+        self.keepBody = keepBody
+        self.bodyPrefixBytes = bodyPrefixBytes
+        self.hashBody = hashBody
+        self.maxRedirects = maxRedirects
+        self.redirectHeaders = redirectHeaders
     }
+
+    /// The schemes CurlHTTP speaks; libcurl is told to refuse every other one, for requests and
+    /// for redirects alike (no file://, gopher://, ftp://, dict://, … from a templated URL).
+    public static let allowedSchemes = ["http", "https"]
+}
+
+/// What happens to a request's own headers when a redirect leads to another origin.
+public enum RedirectHeaders: Sendable, Hashable {
+    /// Only headers that carry no credentials (User-Agent, Accept*, Content-Type) go along, as
+    /// libcurl does for Authorization and Cookie, but for every header a script set
+    /// (`x-api-key` included). Back on the first origin, all of them are sent again.
+    case sameOriginOnly
+    /// Every header goes to every hop (the step opted in).
+    case all
 }
 
 public struct HTTPHeader: Sendable, Hashable {

@@ -6,16 +6,32 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     /// Headers of the final response (not of interim 1xx or redirected ones).
     public var headers: [HTTPHeader]
+    /// The whole body, or only its first bytes when the request did not keep it (`keepBody`).
     public var body: Data
+    /// Bytes the body had in all, kept or not.
+    public var bodyByteCount: Int
+    /// SHA-256 of the whole body when the request asked for it (`hashBody`).
+    public var bodySHA256: [UInt8]?
+    /// Where a 3xx answer points (absolute), when it has a Location.
+    public var redirectURL: String?
+    /// Redirects followed to get this response.
+    public var redirects: Int = 0
+    /// Of all hops when redirects were followed.
     public var timings: PhaseTimings
     /// The address curl connected to, e.g. `127.0.0.1`.
     public var remoteAddress: String?
     public var httpVersion: String?
 
-    public init(status: Int, headers: [HTTPHeader], body: Data, timings: PhaseTimings, remoteAddress: String? = nil, httpVersion: String? = nil) {
+    public init(
+        status: Int, headers: [HTTPHeader], body: Data, timings: PhaseTimings, remoteAddress: String? = nil, httpVersion: String? = nil,
+        bodyByteCount: Int? = nil, bodySHA256: [UInt8]? = nil, redirectURL: String? = nil
+    ) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.bodyByteCount = bodyByteCount ?? body.count
+        self.bodySHA256 = bodySHA256
+        self.redirectURL = redirectURL
         self.timings = timings
         self.remoteAddress = remoteAddress
         self.httpVersion = httpVersion

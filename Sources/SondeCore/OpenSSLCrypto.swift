@@ -87,6 +87,32 @@ public enum SHA256Digest {
         precondition(ok == 1 && length == 32, "OpenSSL's SHA-256 failed")  // only on a broken libcrypto
         return digest
     }
+
+    /// SHA-256 fed piece by piece (a body as it streams in), so the bytes need not be kept.
+    /// Used by one thread at a time.
+    public final class Stream {
+        private let context: OpaquePointer
+
+        public init() {
+            guard let context = EVP_MD_CTX_new() else { fatalError("out of memory (EVP_MD_CTX_new)") }
+            precondition(EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1, "OpenSSL's SHA-256 failed")
+            self.context = context
+        }
+
+        deinit { EVP_MD_CTX_free(context) }
+
+        public func update(_ bytes: UnsafeRawBufferPointer) {
+            precondition(EVP_DigestUpdate(context, bytes.baseAddress, bytes.count) == 1, "OpenSSL's SHA-256 failed")
+        }
+
+        /// The digest of everything fed so far; the stream is done after this.
+        public func finish() -> [UInt8] {
+            var digest = [UInt8](repeating: 0, count: 32)
+            var length: UInt32 = 0
+            precondition(EVP_DigestFinal_ex(context, &digest, &length) == 1 && length == 32, "OpenSSL's SHA-256 failed")
+            return digest
+        }
+    }
 }
 
 /// A failure inside OpenSSL; says what was being done.

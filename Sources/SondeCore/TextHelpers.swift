@@ -28,6 +28,21 @@ extension Unicode.Scalar {
     public var isASCIIAlphanumeric: Bool { isASCIILetter || ("0"..."9").contains(self) }
 }
 
+/// A byte size as config files and probe scripts write it: `256MiB`, `10MB`, `512KiB`, `4096`.
+public func parseByteSize(_ text: String) -> Int? {
+    let trimmed = text.trimmed()
+    let units: [(String, Int)] = [
+        ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30),
+        ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("B", 1),
+    ]
+    for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+        let number = trimmed.dropLast(suffix.count).trimmed()
+        guard let value = Double(number), value >= 0, value.isFinite, value * Double(scale) < 0x1p62 else { continue }
+        return Int(value * Double(scale))
+    }
+    return Int(trimmed).flatMap { $0 >= 0 ? $0 : nil }
+}
+
 /// Lower-case hexadecimal digits of bytes ("0a1b…").
 public func hexDigits(_ bytes: some Sequence<UInt8>) -> String {
     let digits = Array("0123456789abcdef".utf8)

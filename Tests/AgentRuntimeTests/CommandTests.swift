@@ -203,12 +203,14 @@ struct HelpTests {
         }
     }
 
-    @Test("the agent links FoundationEssentials only: neither Foundation nor ICU is loaded (they cost ~14 MiB of RSS)")
+    @Test("the agent links FoundationEssentials only (neither Foundation nor ICU: ~14 MiB of RSS), libcurl and PCRE2")
     func agentDoesNotLoadFoundation() async throws {
         let ldd = try ChildProcess("/usr/bin/ldd", [Products.path("sonde-agent")])
         #expect(try await ldd.waitForExit() == 0, "\(ldd.allOutput)")
         let libraries = ldd.stdoutLines.compactMap { $0.trimmingCharacters(in: .whitespaces).split(separator: " ").first.map(String.init) }
         #expect(libraries.contains { $0.hasPrefix("libcurl") }, "ldd listed: \(libraries)")
+        // Probe regexes run on PCRE2 (with limits and a deadline), not on Swift's Regex.
+        #expect(libraries.contains { $0.hasPrefix("libpcre2-8") }, "ldd listed: \(libraries)")
         let heavy = libraries.filter { $0.hasPrefix("libFoundation.so") || $0.hasPrefix("libFoundationInternationalization") || $0.contains("ICU") || $0.hasPrefix("libicu") }
         #expect(heavy.isEmpty, "sonde-agent loads \(heavy): something on the agent side imports Foundation instead of FoundationEssentials")
     }

@@ -192,13 +192,18 @@ struct ScriptPartTests {
         #expect(throws: Template.SyntaxError.self) { try Template.parse("${env:A-B}") }
     }
 
-    @Test("redaction covers raw, URL-encoded and JSON-escaped forms")
+    @Test("redaction covers raw, URL-encoded, JSON-escaped, HTML and base64 forms")
     func redaction() {
         var redactor = Redactor()
         redactor.add("p@ss w/\"rd\"")
         #expect(redactor.redact("x p@ss w/\"rd\" y") == "x [redacted] y")
         #expect(redactor.redact("u=p%40ss%20w%2F%22rd%22") == "u=[redacted]")
         #expect(redactor.redact(#"{"password":"p@ss w/\"rd\""}"#) == #"{"password":"[redacted]"}"#)
+        #expect(redactor.redact(#"{"p":"p@ss w\/\u0022rd\u0022"}"#) == #"{"p":"[redacted]"}"#)
+        #expect(redactor.redact("f=p%40ss+w%2f%22rd%22&x") == "f=[redacted]&x")
+        #expect(redactor.redact("<b>p&commat;ss&#32;w&#x2F;&quot;rd&#034;</b>") == "<b>[redacted]</b>")
+        #expect(redactor.redact("Basic " + "dXNlcjpwQHNzIHcvInJkIg==") == "Basic [redacted]")  // user:p@ss w/"rd"
+        #expect(redactor.redact("cEBzcyB3LyJyZCI=") == "[redacted]")
     }
 }
 

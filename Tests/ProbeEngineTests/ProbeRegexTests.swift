@@ -2,11 +2,14 @@ import Testing
 
 @testable import ProbeEngine
 
-/// Probe scripts' regular expressions run on the standard library's Regex (the agent has no
-/// NSRegularExpression): the syntax probe authors write, capture groups and their count.
+/// Probe scripts' regular expressions run on PCRE2 (Perl syntax, UTF-8) with limits and a
+/// deadline: the syntax probe authors write, capture groups and their count, and patterns that
+/// backtrack without end stopped on time.
 @Suite("probe regexes")
 struct ProbeRegexTests {
-    @Test("the syntax probe scripts use matches as NSRegularExpression's did", arguments: [
+    static var later: ContinuousClock.Instant { .now.advanced(by: .seconds(5)) }
+
+    @Test("the syntax probe scripts use", arguments: [
         (#"^tok_"#, "tok_abc", true),
         (#"^tok_"#, "xtok_", false),
         (#""status":\s*"ok""#, #"{"status": "ok"}"#, true),
@@ -17,39 +20,54 @@ struct ProbeRegexTests {
         (#"a.+?c"#, "abcabc", true),
         (#"\bcat\b"#, "concatenate", false),
         (#"^$"#, "", true),
+        (#"(?<=id=)\w+"#, "id=abc", true),
+        (#"caf\x{e9}"#, "café", true),
+        (#"^.{4}$"#, "café", true),
     ])
     func matches(pattern: String, text: String, expected: Bool) throws {
-        #expect(try ProbeRegex(pattern).matches(text) == expected)
+        #expect(try ProbeRegex(pattern).matches(text.utf8, deadline: Self.later) == expected)
     }
 
-    // Lookbehind is the one common construct Swift's Regex lacks (probes/README.md says so): a
-    // script using it is refused at load time with the engine's reason, never mis-matched.
-    @Test("an invalid or unsupported pattern is refused when the script is loaded", arguments: ["(unclosed", "[z-a]", "a{2,1}", #"\"#, "*x", "(?<=id=)\\w+"])
+    @Test("an invalid pattern is refused when the script is loaded, with PCRE2's reason", arguments: ["(unclosed", "[z-a]", "a{2,1}", #"\"#, "*x", #"\C"#])
     func invalid(pattern: String) {
-        #expect(throws: (any Error).self) { try ProbeRegex(pattern) }
+        #expect(throws: ProbeRegex.SyntaxError.self) { try ProbeRegex(pattern) }
     }
 
     @Test("captures: the whole match, a group, a group that took no part, no match")
     func captures() throws {
         let regex = try ProbeRegex(#"v(\d+)\.(\d+)?(x)?"#)
-        #expect(regex.firstCapture(0, in: "release v12.3 ok") == "v12.3")
-        #expect(regex.firstCapture(1, in: "release v12.3 ok") == "12")
-        #expect(regex.firstCapture(2, in: "release v12.3 ok") == "3")
-        #expect(regex.firstCapture(3, in: "release v12.3 ok") == nil)
-        #expect(regex.firstCapture(1, in: "no version") == nil)
-        #expect(regex.firstCapture(9, in: "v1.2") == nil)
+        #expect(try regex.firstCapture(0, in: "release v12.3 ok".utf8, deadline: Self.later) == "v12.3")
+        #expect(try regex.firstCapture(1, in: "release v12.3 ok".utf8, deadline: Self.later) == "12")
+        #expect(try regex.firstCapture(2, in: "release v12.3 ok".utf8, deadline: Self.later) == "3")
+        #expect(try regex.firstCapture(3, in: "release v12.3 ok".utf8, deadline: Self.later) == nil)
+        #expect(try regex.firstCapture(1, in: "no version".utf8, deadline: Self.later) == nil)
+        #expect(try regex.firstCapture(9, in: "v1.2".utf8, deadline: Self.later) == nil)
     }
 
-    @Test("capture groups are counted from the pattern as a match would count them", arguments: [
+    @Test("capture groups are counted as PCRE2 counts them", arguments: [
         (#"abc"#, 0), (#"(a)(b)"#, 2), (#"(?:a)(b)"#, 1), (#"(?<name>a)(?'other'b)(?P<third>c)"#, 3),
         (#"(?=a)(?!b)(?<=c)(?<!d)(?>e)(?i)(f)"#, 1), (#"\(a\)(b)"#, 1), (#"[(](a)[)]"#, 1),
         (#"[]()](x)"#, 1), (#"[^]()](x)"#, 1), (#"\Q(a)\E(b)"#, 1), (#"((a)(b(c)))"#, 4), (#"(a|(b))*"#, 2),
     ])
     func groupCount(pattern: String, expected: Int) throws {
-        #expect(ProbeRegex.countCaptureGroups(pattern) == expected)
-        // Cross-check against the engine: a match's output has one element per group, plus the whole match.
-        guard let regex = try? Regex(pattern) else { return }  // e.g. lookbehind: refused at load time anyway
-        let sample = ["abcdef", "a", "b", "(a)b", "(x", "]x", "cx", "abc", ""].lazy.compactMap { try? regex.firstMatch(in: $0) }.first
-        if let sample { #expect(sample.output.count - 1 == expected, "Regex counts \(sample.output.count - 1) for \(pattern)") }
+        #expect(try ProbeRegex(pattern).captureCount == expected)
+    }
+
+    @Test("a catastrophic pattern is stopped at its deadline, not left running")
+    func catastrophicPatternStopsAtDeadline() throws {
+        let regex = try ProbeRegex("^(a+)+$")
+        let text = String(repeating: "a", count: 30) + "!"
+        let start = ContinuousClock.now
+        #expect(throws: ProbeRegex.MatchError.self) {
+            _ = try regex.matches(text.utf8, deadline: start.advanced(by: .milliseconds(300)))
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed < .milliseconds(400), "stopped after \(elapsed)")
+    }
+
+    @Test("a text that is not UTF-8 still matches where it can")
+    func invalidUTF8() throws {
+        let bytes: [UInt8] = [0xFF, 0xFE] + Array("status=ok".utf8) + [0xC3]
+        #expect(try ProbeRegex("status=(\\w+)").firstCapture(1, in: bytes, deadline: Self.later) == "ok")
     }
 }

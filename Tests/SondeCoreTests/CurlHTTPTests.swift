@@ -2,6 +2,7 @@ import CurlHTTP
 import Foundation
 import SondeCore
 import SondeTestSupport
+import Synchronization
 import Testing
 
 @Suite struct CurlHTTPTests {
@@ -85,5 +86,148 @@ import Testing
             return
         }
         #expect(error.kind == .cancelled)
+    }
+
+    // MARK: - Protocols, redirects, bodies (issue 11)
+
+    @Test("only http and https: file:// and gopher:// are refused before anything is read or sent", arguments: ["file:///etc/passwd", "FILE:///etc/passwd", "ftp://127.0.0.1/", "dict://127.0.0.1/", "127.0.0.1/no-scheme"])
+    func otherSchemesAreRefused(url: String) async throws {
+        let error = await #expect(throws: HTTPTransferError.self) { _ = try await client.perform(HTTPRequest(url: url)) }
+        #expect(error?.kind == .invalidRequest)
+        #expect(error?.message.contains("only http:// and https://") == true, "\(error?.message ?? "")")
+    }
+
+    @Test("gopher:// to a local TCP service delivers nothing to it")
+    func gopherDeliversNothing() async throws {
+        let listener = try RawTCPListener()
+        defer { listener.stop() }
+        let error = await #expect(throws: HTTPTransferError.self) {
+            _ = try await client.perform(HTTPRequest(url: "gopher://127.0.0.1:\(listener.port)/_SET%20pwned%201"))
+        }
+        #expect(error?.kind == .invalidRequest)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(listener.connections == 0)
+        #expect(listener.received.isEmpty)
+    }
+
+    @Test("a redirect to ftp:// is not followed, and says so")
+    func redirectToFTPIsNotFollowed() async throws {
+        let listener = try RawTCPListener()
+        defer { listener.stop() }
+        let server = try LoopbackHTTPServer { _ in .respond(status: 302, headers: [("Location", "ftp://127.0.0.1:\(listener.port)/x")]) }
+        defer { server.stop() }
+        let error = await #expect(throws: HTTPTransferError.self) {
+            _ = try await client.perform(HTTPRequest(url: server.baseURL + "/go", followRedirects: true))
+        }
+        #expect(error?.kind == .invalidRequest)
+        #expect(error?.message.contains("redirect to ftp:// was not followed") == true, "\(error?.message ?? "")")
+        #expect(listener.connections == 0)
+    }
+
+    @Test("custom headers stay on their origin across a redirect unless the request opts in")
+    func customHeadersStayOnTheirOrigin() async throws {
+        let other = try LoopbackHTTPServer { _ in .json(200, "{}") }
+        defer { other.stop() }
+        // 127.0.0.1 and localhost are two hosts to curl (and to the same-origin rule).
+        let first = try LoopbackHTTPServer { request in
+            switch request.path {
+            case "/same": .respond(status: 307, headers: [("Location", "/landing")])
+            case "/away": .respond(status: 302, headers: [("Location", "http://localhost:\(other.port)/landing")])
+            default: .json(200, "{}")
+            }
+        }
+        defer { first.stop() }
+        let headers = [HTTPHeader("X-Api-Key", "k-123"), HTTPHeader("Authorization", "Bearer t-456"), HTTPHeader("Accept", "application/json")]
+
+        let same = try await client.perform(HTTPRequest(url: first.baseURL + "/same", headers: headers, followRedirects: true))
+        #expect(same.status == 200)
+        #expect(same.redirects == 1)
+        let landed = try #require(first.requests.last)
+        #expect(landed.path == "/landing")
+        #expect(landed.header("x-api-key") == "k-123")
+
+        let away = try await client.perform(HTTPRequest(url: first.baseURL + "/away", headers: headers, followRedirects: true))
+        #expect(away.status == 200)
+        let stripped = try #require(other.requests.last)
+        #expect(stripped.header("x-api-key") == nil)
+        #expect(stripped.header("authorization") == nil)
+        #expect(stripped.header("accept") == "application/json")
+
+        _ = try await client.perform(HTTPRequest(url: first.baseURL + "/away", headers: headers, followRedirects: true, redirectHeaders: .all))
+        #expect(other.requests.last?.header("x-api-key") == "k-123")
+    }
+
+    @Test("303 turns a POST into a GET without its body; 307 repeats both")
+    func redirectMethods() async throws {
+        let server = try LoopbackHTTPServer { request in
+            switch request.path {
+            case "/303": .respond(status: 303, headers: [("Location", "/end")])
+            case "/307": .respond(status: 307, headers: [("Location", "/end")])
+            default: .respond(status: 200, body: Data("\(request.method) \(request.body.count)".utf8))
+            }
+        }
+        defer { server.stop() }
+        let body = Data("payload".utf8)
+        let r303 = try await client.perform(HTTPRequest(method: "POST", url: server.baseURL + "/303", body: body, followRedirects: true))
+        #expect(r303.bodyText == "GET 0")
+        let r307 = try await client.perform(HTTPRequest(method: "POST", url: server.baseURL + "/307", body: body, followRedirects: true))
+        #expect(r307.bodyText == "POST 7")
+        let loop = try LoopbackHTTPServer { _ in .respond(status: 302, headers: [("Location", "/again")]) }
+        defer { loop.stop() }
+        let error = await #expect(throws: HTTPTransferError.self) {
+            _ = try await client.perform(HTTPRequest(url: loop.baseURL, followRedirects: true, maxRedirects: 3))
+        }
+        #expect(error?.message.contains("more than 3 redirects") == true)
+        #expect(loop.requests.count == 4)
+    }
+
+    @Test("a body not kept streams through: its size and SHA-256 are known, only its first bytes stay")
+    func discardedBodyIsHashedNotKept() async throws {
+        let payload = Data((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: payload) }
+        defer { server.stop() }
+        let response = try await client.perform(HTTPRequest(url: server.baseURL, maxResponseBytes: .max, keepBody: false, bodyPrefixBytes: 1000, hashBody: true))
+        #expect(response.body == payload.prefix(1000))
+        #expect(response.bodyByteCount == payload.count)
+        #expect(response.bodySHA256 == SHA256Digest.hash(payload))
+        let capped = await #expect(throws: HTTPTransferError.self) {
+            _ = try await client.perform(HTTPRequest(url: server.baseURL, maxResponseBytes: 1 << 20, keepBody: false))
+        }
+        #expect(capped?.kind == .responseTooLarge)
+    }
+}
+
+/// A plain TCP listener on 127.0.0.1 that counts connections and keeps what it receives: the
+/// "internal service" a gopher:// or ftp:// URL would reach.
+final class RawTCPListener: Sendable {
+    let port: Int
+    private let fd: Int32
+    private let state = Mutex<(connections: Int, received: Data, stopped: Bool)>((0, Data(), false))
+
+    var connections: Int { state.withLock { $0.connections } }
+    var received: Data { state.withLock { $0.received } }
+
+    init() throws {
+        let (fd, port) = try listenOnLoopback(backlog: 16)
+        self.fd = fd
+        self.port = port
+        Thread { [self] in
+            while true {
+                let client = accept(fd, nil, nil)
+                if client < 0 { return }
+                state.withLock { $0.connections += 1 }
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                var timeout = timeval(tv_sec: 0, tv_usec: 300_000)
+                setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                let n = recv(client, &buffer, buffer.count, 0)
+                if n > 0 { state.withLock { $0.received.append(contentsOf: buffer[0..<n]) } }
+                close(client)
+            }
+        }.start()
+    }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
     }
 }

@@ -17,19 +17,7 @@ public enum ConfigValues {
         return nil
     }
 
-    public static func byteSize(_ text: String) -> Int? {
-        let trimmed = text.trimmed()
-        let units: [(String, Int)] = [
-            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30),
-            ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("B", 1),
-        ]
-        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
-            let number = trimmed.dropLast(suffix.count).trimmed()
-            guard let value = Double(number), value >= 0, value.isFinite else { continue }
-            return Int(value * Double(scale))
-        }
-        return Int(trimmed).flatMap { $0 >= 0 ? $0 : nil }
-    }
+    public static func byteSize(_ text: String) -> Int? { parseByteSize(text) }
 }
 
 extension Duration {

@@ -6,11 +6,11 @@ import SondeYAML
 enum ScriptParser {
     static let probeFields = ["name", "component", "description", "interval", "timeout", "degraded_after", "control", "failure_codes", "steps"]
     static let stepFields = ["name", "component", "request", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
-    static let requestFields = ["method", "url", "headers", "json", "body", "multipart", "follow_redirects"]
+    static let requestFields = ["method", "url", "headers", "json", "body", "multipart", "follow_redirects", "redirect_headers", "max_body"]
     static let partFields = ["name", "value", "content", "random_bytes", "filename", "content_type", "save_as"]
     static let assertFields = ["status", "headers", "body_contains", "body_matches", "json", "latency_below"]
     static let conditionFields = ["path", "equals", "not_equals", "exists", "matches", "in"]
-    static let extractFields = ["json", "header", "regex", "group", "body"]
+    static let extractFields = ["json", "header", "regex", "group", "body", "secret"]
     static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after"]
     static let compareFields = ["download", "with"]
     static let failureCodeFields = ["code", "status", "body_contains", "body_matches"]
@@ -228,6 +228,17 @@ enum ScriptParser {
                 bodies.append(key)
                 if let parts = multipart(value, here, payloads: &payloads, reader: &reader) { spec.body = .multipart(parts) } else { valid = false }
             case "follow_redirects": spec.followRedirects = reader.bool(value, here) ?? false
+            case "redirect_headers":
+                switch reader.string(value, here) {
+                case "same_origin": spec.redirectHeadersEverywhere = false
+                case "all": spec.redirectHeadersEverywhere = true
+                case let other?:
+                    reader.report(value, here, "'\(other)' is not a redirect header rule; expected same_origin (the default: a redirect to another host gets no custom headers) or all")
+                    valid = false
+                case nil: valid = false
+                }
+            case "max_body":
+                if let bytes = byteSize(value, here, reader: &reader) { spec.maxBody = bytes } else { valid = false }
             default: break
             }
         }
@@ -236,6 +247,16 @@ enum ScriptParser {
             valid = false
         }
         return valid ? spec : nil
+    }
+
+    /// A size such as `10MiB`, `512KiB`, `1GiB` or a number of bytes (the config's size
+    /// syntax), from 1 byte to 1 GiB.
+    static func byteSize(_ node: Node, _ path: String, reader: inout NodeReader) -> Int? {
+        guard let text = node.scalar?.string, let bytes = parseByteSize(text), bytes > 0, bytes <= 1 << 30 else {
+            reader.report(node, path, "expected a size from 1 byte to 1GiB, such as 512KiB or 10MiB")
+            return nil
+        }
+        return bytes
     }
 
     static func multipart(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> [MultipartPart]? {
@@ -469,15 +490,20 @@ enum ScriptParser {
             let here = NodeReader.join(path, name)
             if Template.builtins.contains(name) { reader.report(nameNode, here, "'\(name)' is a built-in name") }
             guard let fields = reader.fields(spec, here, known: extractFields) else { continue }
-            let sources = fields.filter { $0.key != "group" }
+            let sources = fields.filter { $0.key != "group" && $0.key != "secret" }
+            var secret: Bool?
+            if let secretNode = fields.first(where: { $0.key == "secret" })?.value {
+                guard let flag = reader.bool(secretNode, NodeReader.join(here, "secret")) else { continue }
+                secret = flag
+            }
             guard sources.count == 1, let (key, _, value) = sources.first else {
                 reader.report(spec, here, "an extraction needs exactly one of json, header, regex or body")
                 continue
             }
             let sourcePath = NodeReader.join(here, key)
             switch key {
-            case "json": if let p = reader.jsonPath(value, sourcePath) { result.append(Extraction(name: name, source: .json(p))) }
-            case "header": if let h = reader.string(value, sourcePath) { result.append(Extraction(name: name, source: .header(h))) }
+            case "json": if let p = reader.jsonPath(value, sourcePath) { result.append(Extraction(name: name, source: .json(p), secret: secret)) }
+            case "header": if let h = reader.string(value, sourcePath) { result.append(Extraction(name: name, source: .header(h), secret: secret)) }
             case "regex":
                 guard let pattern = reader.regex(value, sourcePath) else { continue }
                 var group = 0
@@ -485,14 +511,14 @@ enum ScriptParser {
                     guard let g = reader.int(groupNode, NodeReader.join(here, "group"), range: 0...99) else { continue }
                     group = g
                 }
-                let groups = ProbeRegex.countCaptureGroups(pattern)
+                let groups = (try? ProbeRegex(pattern))?.captureCount ?? 0
                 if group > groups {
                     reader.report(value, sourcePath, "group \(group) does not exist: the regex has \(groups) capture group(s)")
                     continue
                 }
-                result.append(Extraction(name: name, source: .regex(pattern, group: group)))
+                result.append(Extraction(name: name, source: .regex(pattern, group: group), secret: secret))
             default:
-                if reader.bool(value, sourcePath) == true { result.append(Extraction(name: name, source: .body)) }
+                if reader.bool(value, sourcePath) == true { result.append(Extraction(name: name, source: .body, secret: secret)) }
             }
         }
         return result

@@ -1,72 +1,184 @@
-/// A probe script's regular expression (`matches`, `regex` extractions, failure-code patterns),
-/// compiled with the Swift standard library's `Regex` rather than Foundation's
-/// NSRegularExpression, so that the agent never loads Foundation and ICU. The syntax is the
-/// common Perl/ICU one: classes (`\d`, `\w`, `[a-z]`), groups, alternation, quantifiers (lazy and
-/// possessive too), anchors, look-around, named groups `(?<name>…)`, inline options `(?i)`.
-struct ProbeRegex: @unchecked Sendable {
-    // @unchecked: Regex<AnyRegexOutput> is not declared Sendable, but a compiled regex is an
-    // immutable program; matching does not mutate it.
-    private let regex: Regex<AnyRegexOutput>
+import CPCRE2
+import Synchronization
 
-    /// Compiles `pattern`; throws the standard library's description of what is wrong.
-    init(_ pattern: String) throws {
-        regex = try Regex(pattern)
+/// A probe script's regular expression (`matches`, `body_matches`, `regex` extractions,
+/// failure-code patterns), compiled with PCRE2: Perl syntax, UTF-8, and a match that can be
+/// stopped. A probed server chooses the text a pattern runs on, and a backtracking engine can
+/// take exponential time on a few dozen bytes (`^(a+)+$` against `aaaa…a!`); Swift's `Regex`
+/// cannot be interrupted, PCRE2 can: every match runs with PCRE2's match, depth and heap limits
+/// and with automatic callouts that check the run's deadline and cancellation.
+///
+/// `@unchecked Sendable`: a compiled pattern is immutable and PCRE2 documents it as safe to use
+/// from several threads at once; each match has its own match data and context.
+final class ProbeRegex: @unchecked Sendable {
+    let pattern: String
+    /// Capture groups in the pattern (group 0, the whole match, not counted).
+    let captureCount: Int
+    private let code: OpaquePointer
+
+    /// Why a pattern does not compile: PCRE2's message and the offset in the pattern.
+    struct SyntaxError: Error, Sendable, CustomStringConvertible {
+        var description: String
     }
 
-    /// Whether the pattern matches anywhere in `text`.
-    func matches(_ text: String) -> Bool {
-        (try? regex.firstMatch(in: text)) != nil
+    /// Why a match was given up.
+    enum MatchError: Error, Sendable {
+        /// The deadline passed (the run's time is used up).
+        case outOfTime
+        /// The run was cancelled (the agent is stopping).
+        case cancelled
+        /// PCRE2's match, depth or heap limit: the pattern backtracks too much on this text.
+        case tooComplex(String)
+    }
+
+    /// The limits every match runs with: bounded work between deadline checks, bounded memory.
+    static let matchLimit: UInt32 = 10_000_000
+    static let heapLimitKiB: UInt32 = 8 << 10
+
+    // UTF: patterns and texts are UTF-8 (text that is not valid UTF-8 still matches where it
+    // is, instead of failing). AUTO_CALLOUT: a callout before every item, where the deadline
+    // is checked. NEVER_BACKSLASH_C: `\C` could split a UTF-8 character.
+    private static let options = UInt32(PCRE2_UTF) | UInt32(PCRE2_MATCH_INVALID_UTF) | UInt32(PCRE2_AUTO_CALLOUT) | UInt32(PCRE2_NEVER_BACKSLASH_C)
+
+    init(_ pattern: String) throws(SyntaxError) {
+        var errorCode: Int32 = 0
+        var errorOffset = 0
+        let compiled = pattern.utf8.withContiguousStorageIfAvailable { bytes in
+            pcre2_compile_8(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!, bytes.count, Self.options, &errorCode, &errorOffset, nil)
+        } ?? Array(pattern.utf8).withUnsafeBufferPointer { bytes in
+            pcre2_compile_8(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!, bytes.count, Self.options, &errorCode, &errorOffset, nil)
+        }
+        guard let compiled else {
+            throw SyntaxError(description: "\(Self.message(errorCode)) at offset \(errorOffset)")
+        }
+        code = compiled
+        self.pattern = pattern
+        var count: UInt32 = 0
+        pcre2_pattern_info_8(compiled, UInt32(PCRE2_INFO_CAPTURECOUNT), &count)
+        captureCount = Int(count)
+    }
+
+    deinit { pcre2_code_free_8(code) }
+
+    /// Whether the pattern matches anywhere in `text`, given up at `deadline`.
+    func matches(_ text: some Collection<UInt8>, deadline: ContinuousClock.Instant) throws(MatchError) -> Bool {
+        try firstMatch(in: text, deadline: deadline) != nil
     }
 
     /// The text of capture `group` (0: the whole match) in the first match in `text`; nil when
     /// nothing matches or that group took no part in the match.
-    func firstCapture(_ group: Int, in text: String) -> String? {
-        guard let match = try? regex.firstMatch(in: text), group < match.output.count else { return nil }
-        return match.output[group].substring.map(String.init)
+    func firstCapture(_ group: Int, in text: some Collection<UInt8>, deadline: ContinuousClock.Instant) throws(MatchError) -> String? {
+        guard group <= captureCount else { return nil }
+        var captured: String?
+        let found = try withBytes(text) { bytes throws(MatchError) in
+            guard let ranges = try self.match(bytes, deadline: deadline), let range = ranges[group] else { return false }
+            captured = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+            return true
+        }
+        return found ? captured : nil
+    }
+
+    /// Byte ranges of the whole match and each group in the first match; nil when none.
+    func firstMatch(in text: some Collection<UInt8>, deadline: ContinuousClock.Instant) throws(MatchError) -> [Range<Int>?]? {
+        var result: [Range<Int>?]?
+        _ = try withBytes(text) { bytes throws(MatchError) in
+            result = try self.match(bytes, deadline: deadline)
+            return true
+        }
+        return result
+    }
+
+    private func withBytes(_ text: some Collection<UInt8>, _ body: (UnsafeRawBufferPointer) throws(MatchError) -> Bool) throws(MatchError) -> Bool {
+        var outcome: Result<Bool, MatchError> = .success(false)
+        let done: Void? = text.withContiguousStorageIfAvailable { buffer in
+            outcome = Result { () throws(MatchError) in try body(UnsafeRawBufferPointer(buffer)) }
+        }
+        if done == nil {
+            Array(text).withUnsafeBytes { raw in outcome = Result { () throws(MatchError) in try body(raw) } }
+        }
+        return try outcome.get()
+    }
+
+    /// What the callout sees: when to stop, and a count so the clock is read only now and then.
+    private struct Watch {
+        var deadline: ContinuousClock.Instant
+        var calls: UInt32 = 0
+        var reason: MatchError?
+    }
+
+    private static let stopped: Int32 = -10_000
+
+    /// Runs before every pattern item: gives up (a negative return ends the match) once the
+    /// deadline passed or the task was cancelled, looking every 1024 items.
+    private static let callout: @convention(c) (UnsafeMutablePointer<pcre2_callout_block_8>?, UnsafeMutableRawPointer?) -> Int32 = { _, context in
+        let watch = context!.assumingMemoryBound(to: Watch.self)
+        watch.pointee.calls &+= 1
+        guard watch.pointee.calls & 1023 == 0 else { return 0 }
+        if ContinuousClock.now >= watch.pointee.deadline {
+            watch.pointee.reason = .outOfTime
+        } else if Task.isCancelled {
+            watch.pointee.reason = .cancelled
+        } else {
+            return 0
+        }
+        return ProbeRegex.stopped
+    }
+
+    private func match(_ subject: UnsafeRawBufferPointer, deadline: ContinuousClock.Instant) throws(MatchError) -> [Range<Int>?]? {
+        guard let data = pcre2_match_data_create_from_pattern_8(code, nil) else { throw .tooComplex("out of memory") }
+        defer { pcre2_match_data_free_8(data) }
+        guard let context = pcre2_match_context_create_8(nil) else { throw .tooComplex("out of memory") }
+        defer { pcre2_match_context_free_8(context) }
+        pcre2_set_match_limit_8(context, Self.matchLimit)
+        pcre2_set_heap_limit_8(context, Self.heapLimitKiB)
+        var watch = Watch(deadline: deadline)
+        let rc = withUnsafeMutablePointer(to: &watch) { pointer in
+            pcre2_set_callout_8(context, Self.callout, pointer)
+            let start = subject.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(bitPattern: 1)!
+            return pcre2_match_8(code, start, subject.count, 0, 0, data, context)
+        }
+        if rc == PCRE2_ERROR_NOMATCH { return nil }
+        if rc == Self.stopped { throw watch.reason ?? .outOfTime }
+        guard rc >= 0 else {
+            switch rc {
+            case PCRE2_ERROR_MATCHLIMIT: throw .tooComplex("PCRE2's match limit (\(Self.matchLimit) steps at one position) was reached")
+            case PCRE2_ERROR_DEPTHLIMIT: throw .tooComplex("PCRE2's depth limit was reached")
+            case PCRE2_ERROR_HEAPLIMIT: throw .tooComplex("PCRE2's heap limit (\(Self.heapLimitKiB / 1024) MiB) was reached")
+            default: throw .tooComplex(Self.message(rc))
+            }
+        }
+        let vector = pcre2_get_ovector_pointer_8(data)!
+        var ranges: [Range<Int>?] = []
+        for group in 0...captureCount {
+            let start = UInt(bitPattern: vector[2 * group]), end = UInt(bitPattern: vector[2 * group + 1])
+            // PCRE2_UNSET (all bits set): the group took no part in the match.
+            if group >= Int(rc) || start == UInt.max || end < start {
+                ranges.append(nil)
+            } else {
+                ranges.append(Int(start)..<Int(end))
+            }
+        }
+        return ranges
+    }
+
+    private static func message(_ code: Int32) -> String {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let length = pcre2_get_error_message_8(code, &buffer, buffer.count)
+        return length > 0 ? String(decoding: buffer.prefix(Int(length)), as: UTF8.self) : "PCRE2 error \(code)"
     }
 }
 
-extension ProbeRegex {
-    /// Capture groups counted in the pattern text, since `Regex` tells its capture count only
-    /// through a match: every `(` that is not escaped, not inside a `[…]` class and not a
-    /// non-capturing construct (`(?:`, `(?=`, `(?!`, `(?<=`, `(?<!`, `(?>`, `(?i)`…), except
-    /// named groups `(?<name>`, `(?'name'` and `(?P<name>`, which capture.
-    static func countCaptureGroups(_ pattern: String) -> Int {
-        let chars = Array(pattern.unicodeScalars)
-        var count = 0
-        var index = 0
-        var inClass = false
-        while index < chars.count {
-            let c = chars[index]
-            if c == "\\" {
-                // \Q…\E quotes everything up to \E.
-                if index + 1 < chars.count, chars[index + 1] == "Q" {
-                    index += 2
-                    while index + 1 < chars.count, !(chars[index] == "\\" && chars[index + 1] == "E") { index += 1 }
-                }
-                index += 2
-                continue
-            }
-            if inClass {
-                if c == "]" { inClass = false }
-            } else if c == "[" {
-                inClass = true
-                // A "]" right after "[" or "[^" is a literal member, not the end.
-                if index + 1 < chars.count, chars[index + 1] == "^" { index += 1 }
-                if index + 1 < chars.count, chars[index + 1] == "]" { index += 1 }
-            } else if c == "(" {
-                if index + 1 < chars.count, chars[index + 1] == "?" {
-                    let next = index + 2 < chars.count ? chars[index + 2] : " "
-                    let after = index + 3 < chars.count ? chars[index + 3] : " "
-                    if next == "'" || (next == "<" && after != "=" && after != "!") || (next == "P" && after == "<") { count += 1 }
-                } else if index + 1 < chars.count, chars[index + 1] == "*" {
-                    // (*VERB) controls capture nothing.
-                } else {
-                    count += 1
-                }
-            }
-            index += 1
-        }
-        return count
+/// A probe's compiled regexes, by pattern text: each is compiled on first use and kept for the
+/// probe's later runs (patterns were validated when the script was loaded).
+final class RegexCache: Sendable {
+    private let compiled = Mutex<[String: ProbeRegex]>([:])
+
+    init() {}
+
+    func regex(_ pattern: String) throws(ProbeRegex.SyntaxError) -> ProbeRegex {
+        if let cached = compiled.withLock({ $0[pattern] }) { return cached }
+        let regex = try ProbeRegex(pattern)
+        compiled.withLock { $0[pattern] = regex }
+        return regex
     }
 }

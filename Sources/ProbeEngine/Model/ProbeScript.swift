@@ -17,6 +17,8 @@ struct ProbeScript: Sendable {
     var secretFiles: Set<String> = []
     /// Folder of the probe file: `${file:relative/path}` is resolved against it.
     var baseDirectory: String = FileManager.default.currentDirectoryPath
+    /// The script's regexes, compiled once for all its runs.
+    let regexes = RegexCache()
 }
 
 /// A duration written literally (`30s`) or as a template resolved at run time
@@ -67,6 +69,10 @@ struct RequestSpec: Sendable {
     var headers: [HeaderTemplate]
     var body: RequestBody?
     var followRedirects: Bool
+    /// `redirect_headers: all`: the step's headers follow a redirect to another origin too.
+    var redirectHeadersEverywhere = false
+    /// `max_body`: the most response bytes accepted (nil: the default, see `StepExecution`).
+    var maxBody: Int?
 }
 
 struct HeaderTemplate: Sendable, Hashable {
@@ -186,4 +192,6 @@ struct Extraction: Sendable {
 
     var name: String
     var source: Source
+    /// `secret: true|false`; nil lets the source decide (cookies, credentials, token-like keys).
+    var secret: Bool?
 }

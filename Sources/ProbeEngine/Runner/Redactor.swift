@@ -2,43 +2,260 @@ import FoundationEssentials
 import SondeCore
 
 /// Replaces secret values with `[redacted]` in anything that leaves a run: step URLs, error
-/// messages (including quoted response bodies) and log metadata. Each secret is also matched in
-/// its URL-encoded and JSON-escaped forms, since that is how it shows up in URLs and bodies.
+/// messages (including quoted response bodies) and log metadata.
+///
+/// A server may echo a secret in any encoding, even one character at a time, so each secret is
+/// matched character by character, every character in any of the forms it can take: raw,
+/// percent-encoded (either case), form-encoded (`+` for a space), JSON-escaped (`\/`, `\"`,
+/// `\uXXXX`, surrogate pairs), HTML entities (named, decimal, hexadecimal). Base64 of the secret,
+/// alone or after any prefix (`user:secret` in a Basic header), is found by the run of base64
+/// characters that must be in it whatever the prefix, and the whole base64 word is redacted.
 struct Redactor: Sendable {
     static let mask = "[redacted]"
-    private(set) var needles: [String] = []
 
-    mutating func add(_ secret: String) {
-        guard !secret.isEmpty else { return }
-        var forms: Set<String> = [secret]
-        // The forms Foundation's addingPercentEncoding gave with .alphanumerics and .urlQueryAllowed.
-        forms.insert(Self.percentEncoded(secret) { $0.isASCIIAlphanumeric })
-        forms.insert(Self.percentEncoded(secret) { $0.isASCIIAlphanumeric || "-._~!$&'()*+,;=:@/?".unicodeScalars.contains($0) })
-        forms.insert(String(JSONWriter.quote(secret).dropFirst().dropLast()))
-        let trimmed = secret.trimmed()
-        if !trimmed.isEmpty { forms.insert(trimmed) }
-        needles = Array(Set(needles).union(forms)).sorted { $0.count > $1.count }
+    private struct Needle: Sendable {
+        var scalars: [Unicode.Scalar]
+        /// A base64 core: the whole surrounding base64 word is redacted.
+        var widen: Bool
     }
 
-    /// `text` with every byte of every character outside `keep` percent-encoded (as URLs carry it).
-    static func percentEncoded(_ text: String, keep: (Unicode.Scalar) -> Bool) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars {
-            if scalar.isASCII && keep(scalar) {
-                out.unicodeScalars.append(scalar)
-            } else {
-                for byte in String(scalar).utf8 { out += "%" + hexDigits([byte]).uppercased() }
+    private var needles: [Needle] = []
+    private var known: Set<String> = []
+    /// Bytes an encoded secret can start with: other positions are skipped at once.
+    private var firstBytes = [Bool](repeating: false, count: 256)
+
+    /// The longest encoded length of one character (`&#x0001F600;`, a surrogate pair): how far
+    /// past a cut point a secret that starts before it can reach, per character.
+    static let maxEncodedScalarLength = 12
+
+    /// The longest secret, in characters (to size the window a snippet redacts before cutting).
+    private(set) var longestSecret = 0
+
+    var isEmpty: Bool { needles.isEmpty }
+
+    mutating func add(_ secret: String) {
+        for form in [secret, secret.trimmed()] where !form.isEmpty && known.insert(form).inserted {
+            let scalars = Array(form.unicodeScalars)
+            needles.append(Needle(scalars: scalars, widen: false))
+            longestSecret = max(longestSecret, scalars.count)
+            for core in Self.base64Cores(Array(form.utf8)) {
+                needles.append(Needle(scalars: Array(core.unicodeScalars), widen: true))
             }
         }
-        return out
+        for needle in needles {
+            firstBytes[Int(String(needle.scalars[0]).utf8.first!)] = true
+        }
+        for escape in "%+\\&".utf8 { firstBytes[Int(escape)] = true }
+        needles.sort { $0.scalars.count > $1.scalars.count }
     }
 
     func redact(_ text: String) -> String {
-        guard !needles.isEmpty else { return text }
-        var result = text
-        for needle in needles where result.contains(needle) {
-            result = result.replacingAll(needle, with: Self.mask)
+        guard !needles.isEmpty, !text.isEmpty else { return text }
+        let bytes = Array(text.utf8)
+        var ranges: [Range<Int>] = []
+        var position = 0
+        while position < bytes.count {
+            guard firstBytes[Int(bytes[position])] else {
+                position += 1
+                continue
+            }
+            var found: Range<Int>?
+            for needle in needles {
+                var budget = 10_000
+                guard let end = Self.match(needle.scalars[...], bytes, at: position, budget: &budget) else { continue }
+                found = needle.widen ? Self.base64Word(around: position..<end, in: bytes) : position..<end
+                break
+            }
+            if let found {
+                if let last = ranges.last, last.upperBound >= found.lowerBound {
+                    ranges[ranges.count - 1] = min(last.lowerBound, found.lowerBound)..<max(last.upperBound, found.upperBound)
+                } else {
+                    ranges.append(found)
+                }
+                position = max(found.upperBound, position + 1)
+            } else {
+                position += 1
+            }
         }
-        return result
+        guard !ranges.isEmpty else { return text }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var last = 0
+        for range in ranges {
+            out.append(contentsOf: bytes[last..<range.lowerBound])
+            out.append(contentsOf: Self.mask.utf8)
+            last = range.upperBound
+        }
+        out.append(contentsOf: bytes[last...])
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    // MARK: - Matching one secret in any encoding
+
+    /// The end of `scalars` matched at `start` of `bytes`, each character in any encoding; nil
+    /// when it does not match there. `budget` bounds the backtracking between encodings.
+    private static func match(_ scalars: ArraySlice<Unicode.Scalar>, _ bytes: [UInt8], at start: Int, budget: inout Int) -> Int? {
+        guard let scalar = scalars.first else { return start }
+        budget -= 1
+        guard budget > 0, start < bytes.count else { return nil }
+        for end in encodedEnds(of: scalar, in: bytes, at: start) {
+            if let done = match(scalars.dropFirst(), bytes, at: end, budget: &budget) { return done }
+        }
+        return nil
+    }
+
+    /// Where each encoding of `scalar` that appears at `start` ends.
+    private static func encodedEnds(of scalar: Unicode.Scalar, in bytes: [UInt8], at start: Int) -> [Int] {
+        var ends: [Int] = []
+        // Raw or percent-encoded, byte by byte (so "%C3©" and "é" both count; "%" may be
+        // itself or the start of "%25").
+        var positions = [start]
+        for byte in String(scalar).utf8 {
+            var next: [Int] = []
+            for position in positions where position < bytes.count {
+                if bytes[position] == byte { next.append(position + 1) }
+                if bytes[position] == UInt8(ascii: "%"), hexValue(bytes, position + 1, digits: 2) == UInt32(byte) { next.append(position + 3) }
+            }
+            positions = next
+        }
+        ends.append(contentsOf: positions)
+        let first = bytes[start]
+        if scalar == " ", first == UInt8(ascii: "+") { ends.append(start + 1) }
+        if first == UInt8(ascii: "\\") { ends.append(contentsOf: jsonEscapeEnds(of: scalar, in: bytes, at: start)) }
+        if first == UInt8(ascii: "&"), let end = htmlEntityEnd(of: scalar, in: bytes, at: start) { ends.append(end) }
+        return ends
+    }
+
+    private static let jsonShortEscapes: [Unicode.Scalar: UInt8] = [
+        "/": UInt8(ascii: "/"), "\"": UInt8(ascii: "\""), "\\": UInt8(ascii: "\\"), "\u{08}": UInt8(ascii: "b"),
+        "\u{0C}": UInt8(ascii: "f"), "\n": UInt8(ascii: "n"), "\r": UInt8(ascii: "r"), "\t": UInt8(ascii: "t"),
+    ]
+
+    private static func jsonEscapeEnds(of scalar: Unicode.Scalar, in bytes: [UInt8], at start: Int) -> [Int] {
+        var ends: [Int] = []
+        if let letter = jsonShortEscapes[scalar], start + 1 < bytes.count, bytes[start + 1] == letter { ends.append(start + 2) }
+        func unit(_ at: Int) -> UInt32? {
+            guard at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u") else { return nil }
+            return hexValue(bytes, at + 2, digits: 4)
+        }
+        if scalar.value < 0x10000 {
+            if unit(start) == scalar.value { ends.append(start + 6) }
+        } else {
+            let v = scalar.value - 0x10000
+            if unit(start) == 0xD800 + (v >> 10), unit(start + 6) == 0xDC00 + (v & 0x3FF) { ends.append(start + 12) }
+        }
+        return ends
+    }
+
+    /// HTML5's names for the ASCII characters that have one (and a few common others).
+    private static let htmlNames: [String: Unicode.Scalar] = [
+        "excl": "!", "quot": "\"", "QUOT": "\"", "num": "#", "dollar": "$", "percnt": "%", "amp": "&", "AMP": "&",
+        "apos": "'", "lpar": "(", "rpar": ")", "ast": "*", "midast": "*", "plus": "+", "comma": ",", "period": ".",
+        "sol": "/", "colon": ":", "semi": ";", "lt": "<", "LT": "<", "equals": "=", "gt": ">", "GT": ">",
+        "quest": "?", "commat": "@", "lsqb": "[", "lbrack": "[", "bsol": "\\", "rsqb": "]", "rbrack": "]",
+        "Hat": "^", "lowbar": "_", "UnderBar": "_", "grave": "`", "DiacriticalGrave": "`", "lcub": "{", "lbrace": "{",
+        "verbar": "|", "vert": "|", "VerticalLine": "|", "rcub": "}", "rbrace": "}", "tilde": "~", "Tab": "\t",
+        "NewLine": "\n", "nbsp": "\u{A0}", "hyphen": "\u{2010}", "dash": "\u{2010}",
+    ]
+
+    private static func htmlEntityEnd(of scalar: Unicode.Scalar, in bytes: [UInt8], at start: Int) -> Int? {
+        var position = start + 1
+        guard position < bytes.count else { return nil }
+        if bytes[position] == UInt8(ascii: "#") {
+            position += 1
+            let hex = position < bytes.count && (bytes[position] | 0x20) == UInt8(ascii: "x")
+            if hex { position += 1 }
+            var value: UInt32 = 0
+            let digitsStart = position
+            while position < bytes.count, position - digitsStart < 10 {
+                let byte = bytes[position]
+                if let digit = hexDigit(byte), hex || digit < 10 {
+                    value = value &* (hex ? 16 : 10) &+ digit
+                    position += 1
+                } else {
+                    break
+                }
+            }
+            guard position > digitsStart, value == scalar.value else { return nil }
+            // The `;` is optional in numeric references (browsers accept "&#47x").
+            if position < bytes.count, bytes[position] == UInt8(ascii: ";") { position += 1 }
+            return position
+        }
+        var name = ""
+        while position < bytes.count, name.count <= 16, bytes[position] != UInt8(ascii: ";") {
+            name.unicodeScalars.append(Unicode.Scalar(bytes[position]))
+            position += 1
+        }
+        guard position < bytes.count, htmlNames[name] == scalar else { return nil }
+        return position + 1
+    }
+
+    private static func hexDigit(_ byte: UInt8) -> UInt32? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt32(byte - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt32(byte - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt32(byte - UInt8(ascii: "A") + 10)
+        default: nil
+        }
+    }
+
+    private static func hexValue(_ bytes: [UInt8], _ start: Int, digits: Int) -> UInt32? {
+        guard start >= 0, start + digits <= bytes.count else { return nil }
+        var value: UInt32 = 0
+        for index in start..<start + digits {
+            guard let digit = hexDigit(bytes[index]) else { return nil }
+            value = value << 4 | digit
+        }
+        return value
+    }
+
+    // MARK: - Base64
+
+    private static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// The base64 characters that encode only bytes of `secret`, for each of the three ways it
+    /// can sit against the 3-byte groups after an unknown prefix (and before an unknown
+    /// suffix), in the standard and the URL-safe alphabet. Too short a core (under 6
+    /// characters, a secret of a few bytes) would redact unrelated text and is left out.
+    static func base64Cores(_ secret: [UInt8]) -> [String] {
+        var cores: [String] = []
+        for offset in 0..<3 {
+            let bytes = [UInt8](repeating: 0, count: offset) + secret
+            var chars: [UInt8] = []
+            var index = 0
+            while index + 3 <= bytes.count {
+                let group = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
+                for shift in [18, 12, 6, 0] { chars.append(base64Alphabet[Int((group >> UInt32(shift)) & 63)]) }
+                index += 3
+            }
+            // Leftover bytes: their full 6-bit characters are still known.
+            let rest = bytes.count - index
+            if rest > 0 {
+                var group: UInt32 = 0
+                for i in 0..<rest { group |= UInt32(bytes[index + i]) << UInt32(16 - 8 * i) }
+                for k in 0..<(rest * 8 / 6) { chars.append(base64Alphabet[Int((group >> UInt32(18 - 6 * k)) & 63)]) }
+            }
+            // Characters that hold a bit of the prefix are unknown.
+            let skip = (offset * 8 + 5) / 6
+            guard chars.count - skip >= 6 else { continue }
+            let core = String(decoding: chars[skip...], as: UTF8.self)
+            cores.append(core)
+            let urlSafe = String(core.map { $0 == "+" ? "-" : $0 == "/" ? "_" : $0 })
+            if urlSafe != core { cores.append(urlSafe) }
+        }
+        return cores
+    }
+
+    /// `range` widened to the whole word of base64 characters (both alphabets, padding, and the
+    /// escaped forms of `/` a JSON or URL encoder writes) around it.
+    private static func base64Word(around range: Range<Int>, in bytes: [UInt8]) -> Range<Int> {
+        func isBase64(_ byte: UInt8) -> Bool {
+            base64Alphabet.contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "=")
+                || byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "%")
+        }
+        var lower = range.lowerBound, upper = range.upperBound
+        while lower > 0, isBase64(bytes[lower - 1]) { lower -= 1 }
+        while upper < bytes.count, isBase64(bytes[upper]) { upper += 1 }
+        return lower..<upper
     }
 }

@@ -19,16 +19,31 @@ struct StepFailure: Error, Sendable {
     }
 }
 
+/// A body or payload as `compare` needs it: its size and SHA-256, not its bytes.
+struct BodyDigest: Sendable, Equatable {
+    var count: Int
+    var sha256: [UInt8]
+
+    init(count: Int, sha256: [UInt8]) {
+        self.count = count
+        self.sha256 = sha256
+    }
+
+    init(_ bytes: Data) {
+        self.init(count: bytes.count, sha256: SHA256Digest.hash(bytes))
+    }
+}
+
 /// What one run knows as it goes: extracted values, payloads sent, bodies received, secrets.
 struct RunState {
     let probe: ProbeDefinition
     let context: RunContext
     let runID: String
     var extracted: [String: String] = [:]
-    /// Bytes sent in multipart parts with `save_as`, by name.
-    var payloads: [String: Data] = [:]
-    /// The last response body of each request step, by step name, for `compare`.
-    var bodies: [String: Data] = [:]
+    /// Multipart parts sent with `save_as`, by name.
+    var payloads: [String: BodyDigest] = [:]
+    /// The last response body of each request step that a `compare` reads, by step name.
+    var bodies: [String: BodyDigest] = [:]
     var redactor = Redactor()
     private var fileCache: [String: String] = [:]
     /// One variable at a time: `ProcessInfo.processInfo.environment` builds the whole dictionary
@@ -100,6 +115,13 @@ struct RunState {
             }
         }
         return text
+    }
+
+    /// Keeps an extracted value for later templates; a secret one is redacted from then on.
+    mutating func remember(_ name: String, _ value: String, secret: Bool) {
+        extracted[name] = value
+        guard secret else { return }
+        redactor.add(value)
     }
 
     func lookup(_ name: String) -> String? {

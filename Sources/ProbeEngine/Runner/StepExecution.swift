@@ -1,5 +1,8 @@
 import CurlHTTP
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import SondeCore
 
@@ -19,6 +22,14 @@ struct StepExecution {
     let deadline: ContinuousClock.Instant
     let logger: Logger
     let clock = ContinuousClock()
+
+    /// `max_body` when a step does not set it and reads its body (checks, extractions, polls,
+    /// failure codes). A body nothing reads streams through with no cap (the time-out bounds it).
+    static let defaultMaxBody = 10 << 20
+    /// Body bytes kept when nothing reads the body: enough for a failure message's snippet.
+    static let keptPrefixBytes = 16 << 10
+    /// Characters of a body quoted in a failure message.
+    static let snippetLength = 300
 
     /// Nil when an `always` step is skipped because what it needs was never extracted.
     func run(_ state: inout RunState) async -> StepOutcome? {
@@ -58,9 +69,11 @@ struct StepExecution {
                 lastResponse = response
                 try checkStatus(response, method: spec.method, url: request.url, state: state)
             }
-            state.bodies[step.name] = response.body
-            try checkAssertions(response, state: &state)
-            try extract(from: response, state: &state)
+            if let digest = response.bodySHA256 { state.bodies[step.name] = BodyDigest(count: response.bodyByteCount, sha256: digest) }
+            try await offLoop { () throws(StepFailure) in
+                try checkAssertions(response, state: &state)
+                try extract(from: response, state: &state)
+            }
             if let spec = step.degradedAfter {
                 let limit = try state.duration(spec, field: "degraded_after")
                 if response.timings.total > DurationText.milliseconds(limit) {
@@ -75,11 +88,36 @@ struct StepExecution {
             }
             var probeError = ProbeError(kind: error.kind, step: step.name, message: error.message)
             if let response = lastResponse, error.kind == .httpStatus || error.kind == .assertion || error.kind == .script {
-                probeError.code = failureCode(for: response)
+                probeError.code = await offLoop { failureCode(for: response, state: state) }
             }
             result.error = probeError
         }
         return StepOutcome(result: result, degradedBy: degradedBy)
+    }
+
+    /// Whether anything reads this step's body (beyond a failure message's snippet).
+    private func readsBody(_ spec: RequestSpec) -> Bool {
+        if step.poll != nil { return true }
+        if failureCodes.contains(where: { $0.bodyContains != nil || $0.bodyMatches != nil }) { return true }
+        let checks = step.assertions.contains { assertion in
+            switch assertion {
+            case .bodyContains, .bodyMatches, .json: true
+            default: false
+            }
+        }
+        let extracts = step.extractions.contains { if case .header = $0.source { false } else { true } }
+        return checks || extracts
+    }
+
+    /// Runs a step's CPU-bound checks (regexes, JSON) on `CheckExecutor`'s threads, not on the
+    /// curl loop that drives other probes' transfers; a step with none stays where it is.
+    private func offLoop<T, Failure: Error>(_ body: () async throws(Failure) -> T) async throws(Failure) -> T {
+        try await withTaskExecutorPreference(hasCPUBoundChecks ? CheckExecutor.shared : nil, operation: body)
+    }
+
+    private var hasCPUBoundChecks: Bool {
+        guard case .request(let spec) = step.action else { return false }
+        return readsBody(spec) || step.assertions.contains { if case .header(_, .matches) = $0 { true } else { false } }
     }
 
     /// min(step timeout, time left before the deadline); failing as `timeout` when none is left.
@@ -100,7 +138,10 @@ struct StepExecution {
         case .failure(let error):
             result.timings = error.timings
             var message = "\(request.method) \(request.url): \(error.message)"
-            if error.kind == .timeout {
+            if error.kind == .responseTooLarge {
+                let size = Self.formatBytes(request.maxResponseBytes)
+                message = "\(request.method) \(request.url): the response body is larger than max_body \(size); raise the step's max_body if that is expected"
+            } else if error.kind == .timeout {
                 let limit = DurationText.format(request.timeout)
                 message = "\(request.method) \(request.url): no complete answer within \(limit) (\(error.message))"
             }
@@ -131,9 +172,16 @@ struct StepExecution {
         }
         if let contentType, headers.value(for: "Content-Type") == nil { headers.append(HTTPHeader("Content-Type", contentType)) }
         if headers.value(for: "User-Agent") == nil { headers.append(HTTPHeader("User-Agent", "sonde-agent (probe \(state.probe.name))")) }
+        // The body is kept only when something reads it, under max_body; a `compare` hashes it as
+        // it streams; otherwise it streams through, only its first bytes kept for messages.
+        let keep = readsBody(spec)
+        let hash = state.probe.script.steps.contains { if case .compare(let c) = $0.action { c.download == step.name } else { false } }
         return HTTPRequest(
             method: spec.method, url: url, headers: headers, body: body, followRedirects: spec.followRedirects,
-            caFile: state.context.caFile, proxy: state.context.proxy)
+            caFile: state.context.caFile, proxy: state.context.proxy,
+            maxResponseBytes: spec.maxBody ?? (keep ? Self.defaultMaxBody : Int.max),
+            keepBody: keep, bodyPrefixBytes: Self.keptPrefixBytes, hashBody: hash,
+            redirectHeaders: spec.redirectHeadersEverywhere ? .all : .sameOriginOnly)
     }
 
     private func multipart(_ parts: [MultipartPart], boundary: String, state: inout RunState) throws(StepFailure) -> Data {
@@ -148,7 +196,7 @@ struct StepExecution {
                 for i in bytes.indices { bytes[i] = generator.next() }
                 content = Data(bytes)
             }
-            if let name = part.saveAs { state.payloads[name] = content }
+            if let name = part.saveAs { state.payloads[name] = BodyDigest(content) }
             var head = "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(part.name)\""
             if let filename = part.filename { head += "; filename=\"\(try state.render(filename))\"" }
             head += "\r\n"
@@ -187,17 +235,20 @@ struct StepExecution {
             let response = try await send(request, result: &result)
             last = response
             try checkStatus(response, method: spec.method, url: request.url, state: state)
-            guard let json = JSONValue.parse(response.body) else {
-                throw StepFailure(.assertion, "poll: the response is not JSON: \(snippet(response, state: state))")
-            }
-            for condition in poll.failWhen {
-                guard try holds(condition, in: json, state: &state) else { continue }
-                let value = condition.path.evaluate(json)?.text ?? "missing"
-                throw StepFailure(.assertion, "\(state.probe.component) reached \(condition.path) = '\(value)' (fail_when) after \(attempts) attempt(s)")
-            }
-            var done = true
-            for condition in poll.until {
-                if !(try holds(condition, in: json, state: &state)) { done = false }
+            let (json, done) = try await offLoop { () throws(StepFailure) -> (JSONValue, Bool) in
+                guard let json = JSONValue.parse(response.body) else {
+                    throw StepFailure(.assertion, "poll: the response is not JSON: \(snippet(response, state: state))")
+                }
+                for condition in poll.failWhen {
+                    guard try holds(condition, in: json, state: &state) else { continue }
+                    let value = condition.path.evaluate(json)?.text ?? "missing"
+                    throw StepFailure(.assertion, "\(state.probe.component) reached \(condition.path) = '\(value)' (fail_when) after \(attempts) attempt(s)")
+                }
+                var done = true
+                for condition in poll.until {
+                    if !(try holds(condition, in: json, state: &state)) { done = false }
+                }
+                return (json, done)
             }
             if done { return response }
 
@@ -233,10 +284,20 @@ struct StepExecution {
 
     // MARK: - Checks
 
+    /// The start of a body for a failure message, in O(snippet) whatever the body's size.
+    /// Redacted before it is cut: a secret that starts before the cut is replaced whole, so no
+    /// prefix of it is left (the window redacted reaches past the cut by the longest secret in
+    /// its longest encoding).
     private func snippet(_ response: HTTPResponse, state: RunState) -> String {
-        var text = response.bodyText.replacingAll("\n", with: " ")
-        if text.count > 300 { text = String(text.prefix(300)) + "…" }
-        return text.isEmpty ? "(empty body)" : state.redactor.redact(text)
+        let reach = state.redactor.longestSecret * Redactor.maxEncodedScalarLength
+        let window = response.body.prefix(4 * (Self.snippetLength + reach))
+        var text = state.redactor.redact(String(decoding: window, as: UTF8.self)).replacingAll("\n", with: " ")
+        if text.count > Self.snippetLength {
+            text = String(text.prefix(Self.snippetLength)) + "…"
+        } else if response.bodyByteCount > window.count {
+            text += "…"
+        }
+        return text.isEmpty ? "(empty body)" : text
     }
 
     private func checkStatus(_ response: HTTPResponse, method: String, url: String, state: RunState) throws(StepFailure) {
@@ -267,17 +328,17 @@ struct StepExecution {
                         throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected '\(expected)'")
                     }
                 case .matches(let pattern):
-                    if !Self.matches(pattern, actual ?? "") {
+                    if try !matches(pattern, (actual ?? "").utf8, state: state, check: "header \(name) matches") {
                         throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected to match /\(pattern)/")
                     }
                 }
             case .bodyContains(let template):
                 let expected = try state.render(template)
-                if !response.bodyText.contains(expected) {
+                if !Self.contains(response.body, expected) {
                     throw StepFailure(.assertion, "body does not contain '\(expected)': \(snippet(response, state: state))")
                 }
             case .bodyMatches(let pattern):
-                if !Self.matches(pattern, response.bodyText) {
+                if try !matches(pattern, response.body, state: state, check: "body_matches") {
                     throw StepFailure(.assertion, "body does not match /\(pattern)/: \(snippet(response, state: state))")
                 }
             case .json(let condition):
@@ -321,7 +382,7 @@ struct StepExecution {
             return !actual.looselyEquals(try state.value(template))
         case .matches(let pattern):
             guard let actual else { return false }
-            return Self.matches(pattern, actual.text)
+            return try matches(pattern, actual.text.utf8, state: state, check: "\(condition.path) matches")
         case .oneOf(let options):
             guard let actual else { return false }
             for option in options {
@@ -331,8 +392,62 @@ struct StepExecution {
         }
     }
 
-    static func matches(_ pattern: String, _ text: String) -> Bool {
-        (try? ProbeRegex(pattern))?.matches(text) ?? false
+    /// Whether `pattern` (compiled once per probe) matches `text`, within the run's time: a
+    /// pattern that backtracks without end fails the run as `timeout` (or `script` when PCRE2's
+    /// limits stop it first), naming `check`.
+    func matches<Text: Collection<UInt8>>(_ pattern: String, _ text: Text, state: RunState, check: String) throws(StepFailure) -> Bool {
+        try firstMatch(pattern, text, state: state, check: check) { (regex: ProbeRegex, text: Text, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
+            try regex.matches(text, deadline: deadline)
+        }
+    }
+
+    private func firstMatch<T, Text: Collection<UInt8>>(
+        _ pattern: String, _ text: Text, state: RunState, check: String,
+        _ body: (ProbeRegex, Text, ContinuousClock.Instant) throws(ProbeRegex.MatchError) -> T
+    ) throws(StepFailure) -> T {
+        let regex: ProbeRegex
+        do {
+            regex = try state.probe.script.regexes.regex(pattern)
+        } catch {
+            throw StepFailure(.script, "\(check) /\(pattern)/: invalid regular expression: \(error)")
+        }
+        do {
+            return try body(regex, text, deadline)
+        } catch {
+            switch error {
+            case .outOfTime:
+                throw StepFailure(.timeout, "\(check) /\(pattern)/ did not finish within the probe timeout of \(DurationText.format(probeTimeout)) on \(text.count) bytes (the pattern backtracks too much; make it less ambiguous)")
+            case .cancelled:
+                throw StepFailure(.internal, "run cancelled during \(check) /\(pattern)/")
+            case .tooComplex(let why):
+                throw StepFailure(.script, "\(check) /\(pattern)/ was stopped on \(text.count) bytes: \(why) (the pattern backtracks too much; make it less ambiguous)")
+            }
+        }
+    }
+
+    /// `10 MiB`, `512 KiB`, `300 bytes`: a size as `max_body` takes it.
+    static func formatBytes(_ count: Int) -> String {
+        for (unit, size) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where count >= size && count % size == 0 {
+            return "\(count / size) \(unit)"
+        }
+        return "\(count) bytes"
+    }
+
+    /// Whether `body` contains the UTF-8 bytes of `text`, without a copy of the body.
+    static func contains(_ body: Data, _ text: String) -> Bool {
+        let needle = Array(text.utf8)
+        guard let first = needle.first else { return true }
+        return body.withUnsafeBytes { haystack in
+            guard let base = haystack.baseAddress, haystack.count >= needle.count else { return false }
+            let last = haystack.count - needle.count
+            var offset = 0
+            while offset <= last {
+                guard let hit = memchr(base + offset, Int32(first), last - offset + 1) else { return false }
+                if memcmp(hit, needle, needle.count) == 0 { return true }
+                offset = base.distance(to: UnsafeRawPointer(hit)) + 1
+            }
+            return false
+        }
     }
 
     // MARK: - Extraction, comparison, failure codes
@@ -342,18 +457,25 @@ struct StepExecution {
         for extraction in step.extractions {
             let value: String?
             let source: String
+            var secretParts: [String] = []
+            var secretByDefault = false
             switch extraction.source {
             case .json(let path):
                 source = "\(path)"
                 if json == nil { json = .some(JSONValue.parse(response.body)) }
-                value = (json ?? nil).flatMap { path.evaluate($0) }.map(\.text)
+                let found = (json ?? nil).flatMap { path.evaluate($0) }
+                value = found.map(\.text)
+                if case .string = found, case .key(let key)? = path.components.last { secretByDefault = SecretNames.isSecretKey(key) }
             case .header(let name):
                 source = "header \(name)"
                 value = response.headers.value(for: name)
+                secretByDefault = SecretNames.isSecretHeader(name)
+                secretParts = value.map(SecretNames.credentialParts) ?? []
             case .regex(let pattern, let group):
                 source = "regex /\(pattern)/ group \(group)"
-                let text = response.bodyText
-                value = (try? ProbeRegex(pattern))?.firstCapture(group, in: text)
+                value = try firstMatch(pattern, response.body, state: state, check: "extract '\(extraction.name)' regex") { (regex: ProbeRegex, text: Data, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
+                    try regex.firstCapture(group, in: text, deadline: deadline)
+                }
             case .body:
                 source = "body"
                 value = response.bodyText
@@ -361,29 +483,33 @@ struct StepExecution {
             guard let value else {
                 throw StepFailure(.script, "step '\(step.name)': extract '\(extraction.name)': \(source) found nothing in the response: \(snippet(response, state: state))")
             }
-            state.extracted[extraction.name] = value
+            // Short values (a flag, a count) are not treated as secrets by default: redacting
+            // "1" everywhere would hide everything and protect nothing.
+            let secret = extraction.secret ?? (secretByDefault && value.count >= SecretNames.minimumDefaultLength)
+            state.remember(extraction.name, value, secret: secret)
+            if secret { for part in secretParts { state.redactor.add(part) } }
         }
     }
 
     private func compare(_ spec: CompareSpec, state: RunState) throws(StepFailure) {
-        guard let downloaded = state.bodies[spec.download] ?? state.extracted[spec.download].map({ Data($0.utf8) }) else {
+        guard let downloaded = state.bodies[spec.download] ?? state.extracted[spec.download].map({ BodyDigest(Data($0.utf8)) }) else {
             throw StepFailure(.script, "compare: nothing was downloaded as '\(spec.download)'")
         }
         guard let sent = state.payloads[spec.with] else {
             throw StepFailure(.script, "compare: payload '\(spec.with)' was never sent")
         }
-        let got = hexDigits(SHA256Digest.hash(downloaded))
-        let want = hexDigits(SHA256Digest.hash(sent))
+        let got = hexDigits(downloaded.sha256)
+        let want = hexDigits(sent.sha256)
         if downloaded.count != sent.count || got != want {
             throw StepFailure(.assertion, "'\(spec.download)' differs from payload '\(spec.with)': got \(downloaded.count) bytes sha256 \(got.prefix(16))…, sent \(sent.count) bytes sha256 \(want.prefix(16))…")
         }
     }
 
-    private func failureCode(for response: HTTPResponse) -> String? {
-        let body = response.bodyText
+    /// The first failure code whose rule fits; a rule whose regex cannot finish does not fit.
+    private func failureCode(for response: HTTPResponse, state: RunState) -> String? {
         for rule in failureCodes where rule.statuses.isEmpty || rule.statuses.contains(response.status) {
-            if let needle = rule.bodyContains, !body.contains(needle) { continue }
-            if let pattern = rule.bodyMatches, !Self.matches(pattern, body) { continue }
+            if let needle = rule.bodyContains, !Self.contains(response.body, needle) { continue }
+            if let pattern = rule.bodyMatches, (try? matches(pattern, response.body, state: state, check: "failure code \(rule.code)")) != true { continue }
             return rule.code
         }
         return nil

@@ -1,0 +1,118 @@
+import CCurl
+import SondeCore
+
+/// Follows a request's redirects one hop at a time, so that each hop is checked before it is
+/// sent: http and https only, at most `maxRedirects`, all within the request's `timeout`, and the
+/// request's own headers go to another origin only when it opted in (`RedirectHeaders.all`).
+/// libcurl's FOLLOWLOCATION strips only Authorization and Cookie on a cross-host redirect; a
+/// script's `x-api-key` would follow anywhere.
+struct RedirectHops {
+    private let original: HTTPRequest
+    private let origin: Origin?
+    private let deadline: ContinuousClock.Instant
+    /// The request of the hop being sent.
+    var current: HTTPRequest
+    private var count = 0
+    private var timings = PhaseTimings.zero
+
+    /// Headers that carry no credentials: they go with a cross-origin hop.
+    private static let harmlessHeaders: Set<String> = ["user-agent", "accept", "accept-language", "accept-encoding", "content-type"]
+
+    init(_ request: HTTPRequest) {
+        original = request
+        origin = Origin(request.url)
+        deadline = ContinuousClock.now.advanced(by: request.timeout)
+        current = request
+    }
+
+    /// Refuses a URL whose scheme is not http or https, before curl sees it.
+    static func checkScheme(_ url: String, redirect: Bool) throws(HTTPTransferError) {
+        let scheme = url.firstRange(of: "://").map { url[..<$0.lowerBound].lowercased() }
+        guard let scheme, HTTPRequest.allowedSchemes.contains(scheme) else {
+            let shown = scheme.map { "\($0)://" } ?? "a URL without a scheme"
+            let what = redirect ? "a redirect to \(shown) was not followed" : "\(shown) is not allowed"
+            throw HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: "\(what): only http:// and https:// URLs are fetched")
+        }
+    }
+
+    /// The request for the next hop, or nil when `response` is the final answer.
+    mutating func next(after response: HTTPResponse) throws(HTTPTransferError) -> HTTPRequest? {
+        timings = Self.sum(timings, response.timings)
+        guard [301, 302, 303, 307, 308].contains(response.status), let location = response.redirectURL else { return nil }
+        do {
+            try Self.checkScheme(location, redirect: true)
+        } catch {
+            throw failed(error)
+        }
+        guard count < original.maxRedirects else {
+            throw failed(HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: "more than \(original.maxRedirects) redirects (last to \(location))"))
+        }
+        let left = deadline - ContinuousClock.now
+        guard left > .milliseconds(1) else {
+            throw failed(HTTPTransferError(kind: .timeout, curlCode: 0, message: "time-out after \(count + 1) redirect(s)"))
+        }
+        count += 1
+        var hop = current
+        hop.url = location
+        hop.timeout = left
+        // As browsers and libcurl do: 303 turns into GET, and so do 301 and 302 after a POST;
+        // 307 and 308 repeat the method and body.
+        let method = hop.method.uppercased()
+        if (response.status == 303 && method != "HEAD") || ((response.status == 301 || response.status == 302) && method == "POST") {
+            hop.method = "GET"
+            hop.body = nil
+        }
+        var headers = original.headers
+        if hop.body == nil { headers.removeAll { $0.name.lowercased() == "content-type" } }
+        if original.redirectHeaders == .sameOriginOnly, origin == nil || Origin(location) != origin {
+            headers.removeAll { !Self.harmlessHeaders.contains($0.name.lowercased()) }
+        }
+        hop.headers = headers
+        return hop
+    }
+
+    /// The final response, with the timings of every hop added up.
+    func finished(_ response: HTTPResponse) -> HTTPResponse {
+        var response = response
+        response.timings = timings
+        response.redirects = count
+        return response
+    }
+
+    /// A hop's failure, with the time the earlier hops took added.
+    func failed(_ error: HTTPTransferError) -> HTTPTransferError {
+        var error = error
+        error.timings = Self.sum(timings, error.timings)
+        return error
+    }
+
+    private static func sum(_ a: PhaseTimings, _ b: PhaseTimings) -> PhaseTimings {
+        PhaseTimings(
+            dns: a.dns + b.dns, connect: a.connect + b.connect, tls: a.tls + b.tls, ttfb: a.ttfb + b.ttfb,
+            transfer: a.transfer + b.transfer, total: a.total + b.total)
+    }
+}
+
+/// Scheme, host and port of a URL as libcurl parses it (default ports filled in), for the
+/// same-origin test of redirects.
+struct Origin: Hashable {
+    var scheme: String
+    var host: String
+    var port: String
+
+    init?(_ url: String) {
+        guard let handle = curl_url() else { return nil }
+        defer { curl_url_cleanup(handle) }
+        guard curl_url_set(handle, CURLUPART_URL, url, 0) == CURLUE_OK else { return nil }
+        func part(_ which: CURLUPart, _ flags: UInt32 = 0) -> String? {
+            var value: UnsafeMutablePointer<CChar>?
+            guard curl_url_get(handle, which, &value, flags) == CURLUE_OK, let value else { return nil }
+            defer { curl_free(value) }
+            return String(cString: value)
+        }
+        guard let scheme = part(CURLUPART_SCHEME), let host = part(CURLUPART_HOST), let port = part(CURLUPART_PORT, UInt32(CURLU_DEFAULT_PORT)) else { return nil }
+        self.scheme = scheme.lowercased()
+        self.host = host.lowercased()
+        self.port = port
+    }
+}

@@ -1,0 +1,37 @@
+/// Which extracted values are secret when a script does not say (`secret: true|false`): values
+/// of credential-carrying headers and of JSON keys named like a credential.
+enum SecretNames {
+    /// Shorter default secrets are not redacted (`secret: true` still redacts them).
+    static let minimumDefaultLength = 4
+
+    private static let headerWords = ["auth", "cookie", "token", "secret", "password", "session", "api-key", "apikey", "x-api"]
+    private static let keyWords = ["token", "secret", "password", "passwd", "session", "apikey", "api_key", "api-key", "credential", "cookie"]
+
+    /// Set-Cookie, Authorization, Proxy-Authorization, X-Auth-Token, X-Api-Key, X-Session-Id, …
+    static func isSecretHeader(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return headerWords.contains { lower.contains($0) }
+    }
+
+    /// `token`, `access_token`, `refreshToken`, `client_secret`, `password`, `session_id`, …
+    static func isSecretKey(_ key: String) -> Bool {
+        let lower = key.lowercased()
+        return keyWords.contains { lower.contains($0) }
+    }
+
+    /// The parts of a credential header a server may echo alone: a cookie's value
+    /// (`sid=abc; Path=/` → `abc`) and an Authorization value's credentials (`Bearer abc` → `abc`).
+    static func credentialParts(_ value: String) -> [String] {
+        var parts: [String] = []
+        let first = value.split(separator: ";", maxSplits: 1).first.map(String.init) ?? value
+        if let equals = first.firstIndex(of: "=") {
+            let cookie = first[first.index(after: equals)...].trimmed()
+            if cookie.count >= minimumDefaultLength { parts.append(cookie) }
+        }
+        if let space = value.firstIndex(of: " ") {
+            let credentials = value[value.index(after: space)...].trimmed()
+            if credentials.count >= minimumDefaultLength { parts.append(credentials) }
+        }
+        return parts
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+/// A real `sonde-agent` process against hostile targets (issue 11): regexes that never finish
+/// must not stall other probes or shutdown, and huge or endless bodies must not grow memory or
+/// stretch time-outs.
+@Suite("Agent isolation from hostile targets", .serialized)
+struct AgentIsolationTests {
+    static let catastrophicText = String(repeating: "a", count: 30) + "!"
+
+    func writeProbe(_ dir: TemporaryDirectory, _ name: String, _ body: String) throws {
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        try body.write(toFile: dir.file("probes/\(name).yaml"), atomically: true, encoding: .utf8)
+    }
+
+    @Test("catastrophic regexes: a 1 s heartbeat keeps its schedule within 100 ms and SIGTERM is honoured within shutdown_grace")
+    func heartbeatAndShutdownWhileRegexesSpin() async throws {
+        let dir = try TemporaryDirectory("isolation")
+        defer { dir.remove() }
+        let beats = Mutex<[ContinuousClock.Instant]>([])
+        let redos = Mutex<[ContinuousClock.Instant]>([])
+        let target = try LoopbackHTTPServer { request in
+            if request.path == "/beat" {
+                beats.withLock { $0.append(.now) }
+                return .json(200, "{}")
+            }
+            redos.withLock { $0.append(.now) }
+            return .respond(status: 200, body: Data(Self.catastrophicText.utf8))
+        }
+        defer { target.stop() }
+        try writeProbe(dir, "heartbeat", """
+            name: heartbeat
+            component: agent
+            interval: 1s
+            timeout: 900ms
+            steps:
+              - name: beat
+                request: {url: "${target}/beat"}
+                assert: {status: 200, json: [{path: $, exists: true}]}
+            """)
+        for index in 0..<4 {
+            try writeProbe(dir, "redos-\(index)", """
+                name: redos-\(index)
+                component: api
+                interval: 5s
+                timeout: 4s
+                steps:
+                  - name: get
+                    request: {url: "${target}/redos"}
+                    assert: {body_matches: '^(a+)+$'}
+                """)
+        }
+        let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key"), "--id", "iso-1"])
+        #expect(try await keygen.waitForExit() == 0)
+        try """
+            agent: {id: iso-1, region: lab}
+            collector: {url: "http://127.0.0.1:1", key: agent.key}
+            spool: {path: spool}
+            probes: [probes]
+            variables: {target: "\(target.baseURL)"}
+            scheduling: {jitter: 0, shutdown_grace: 1s}
+            """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+        defer { agent.signal(SIGKILL) }
+
+        // Regexes spin for 4 s of every 5 on four probes; the heartbeat must not notice.
+        try await waitUntil("the first catastrophic run", timeout: .seconds(15)) { redos.withLock { $0.count } >= 1 }
+        let watchFrom = ContinuousClock.now
+        try await waitUntil("8 heartbeats while regexes spin", timeout: .seconds(20)) {
+            beats.withLock { $0.filter { $0 > watchFrom }.count } >= 8
+        }
+        let watched = beats.withLock { $0.filter { $0 > watchFrom } }
+        for (earlier, later) in zip(watched, watched.dropFirst()) {
+            let gap = later - earlier
+            #expect(gap > .milliseconds(900) && gap < .milliseconds(1100), "heartbeat gap \(gap) while catastrophic regexes ran")
+        }
+
+        // SIGTERM while a catastrophic run is in flight (it has 4 s to go, the grace is 1 s).
+        let seen = redos.withLock { $0.count }
+        try await waitUntil("a new catastrophic run", timeout: .seconds(10)) { redos.withLock { $0.count } > seen }
+        try await Task.sleep(for: .milliseconds(200))
+        let stopAt = ContinuousClock.now
+        agent.signal(SIGTERM)
+        #expect(try await agent.waitForExit(timeout: .seconds(10)) == 0, "\(agent.allOutput)")
+        let stopped = ContinuousClock.now - stopAt
+        #expect(stopped < .milliseconds(1500), "SIGTERM took \(stopped) with shutdown_grace 1s")
+    }
+
+    @Test("once: a catastrophic regex ends its run as timeout (or script), naming the check, within the probe's timeout")
+    func onceCatastrophicRegex() async throws {
+        let dir = try TemporaryDirectory("isolation")
+        defer { dir.remove() }
+        let target = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data(Self.catastrophicText.utf8)) }
+        defer { target.stop() }
+        try writeProbe(dir, "redos", """
+            name: redos
+            component: api
+            interval: 30s
+            timeout: 3s
+            steps:
+              - name: get
+                request: {url: "${target}/"}
+                assert: {body_matches: '^(a+)+$'}
+            """)
+        let started = ContinuousClock.now
+        let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)", "--format", "json"])
+        #expect(try await once.waitForExit(timeout: .seconds(20)) == 1)
+        #expect(ContinuousClock.now - started < .seconds(10), "once took \(ContinuousClock.now - started)")
+        let result = try SondeJSON.decode(ProbeResult.self, from: Data(try #require(once.stdoutLines.first).utf8))
+        // Stopped by the deadline (timeout) or, on a fast machine, by PCRE2's match limit first (script).
+        #expect(result.error?.kind == .timeout || result.error?.kind == .script)
+        #expect(result.error?.message.contains("body_matches /^(a+)+$/") == true, "\(result.error?.message ?? "")")
+        #expect(result.error?.message.contains("backtracks too much") == true, "\(result.error?.message ?? "")")
+        #expect(result.durationMs <= 3100, "the run took \(result.durationMs) ms with timeout 3s")
+    }
+
+    @Test("8 probes against 64 MiB bodies: peak RSS within 64 MiB plus the caps, every timeout held within 100 ms")
+    func hugeBodies() async throws {
+        let dir = try TemporaryDirectory("isolation")
+        defer { dir.remove() }
+        let server = try StreamingBodyServer()
+        defer { server.stop() }
+        // Four read their body (kept, default max_body 10 MiB), four do not (streamed through,
+        // ending at their timeout); one more gets a body that drips a byte every 50 ms.
+        for index in 0..<8 {
+            let check = index < 4 ? "assert: {body_contains: never-there}" : "assert: {status: 200}"
+            try writeProbe(dir, "big-\(index)", """
+                name: big-\(index)
+                component: api
+                interval: 30s
+                timeout: 3s
+                steps:
+                  - name: get
+                    request: {url: "${target}/big"}
+                    \(check)
+                """)
+        }
+        try writeProbe(dir, "drip", """
+            name: drip
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${target}/drip"}
+                assert: {body_contains: never-there}
+            """)
+        var before = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &before)
+        let bound = (64 + 4 * 10) << 10  // KiB: 64 MiB plus the four 10 MiB caps
+        try #require(before.ru_maxrss < bound, "an earlier child of this test process already peaked at \(before.ru_maxrss) KiB")
+        let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(server.baseURL)", "--format", "json", "--concurrency", "16"])
+        #expect(try await once.waitForExit(timeout: .seconds(30)) == 1)
+        var after = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &after)
+        #expect(after.ru_maxrss <= bound, "peak RSS \(after.ru_maxrss / 1024) MiB, bound \(bound / 1024) MiB")
+
+        let results = try once.stdoutLines.map { try SondeJSON.decode(ProbeResult.self, from: Data($0.utf8)) }
+        #expect(results.count == 9)
+        for result in results {
+            let limit = result.probe == "drip" ? 5000.0 : 3000.0
+            #expect(result.durationMs <= limit + 100, "\(result.probe) took \(result.durationMs) ms, timeout \(limit) ms")
+            switch result.probe {
+            case "big-0", "big-1", "big-2", "big-3":
+                #expect(result.error?.kind == .script)
+                #expect(result.error?.message.contains("larger than max_body 10 MiB") == true, "\(result.error?.message ?? "")")
+            default:
+                #expect(result.error?.kind == .timeout, "\(result.probe): \(result.error?.message ?? "")")
+            }
+        }
+    }
+}
+
+/// An HTTP server on raw sockets that streams bodies instead of building them: `/big` sends
+/// 64 MiB at about 10 MiB/s, `/drip` one byte every 50 ms. One thread per connection.
+final class StreamingBodyServer: Sendable {
+    let port: Int
+    private let fd: Int32
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    init() throws {
+        let (fd, port) = try listenOnLoopback(backlog: 64)
+        self.fd = fd
+        self.port = port
+        let listener = fd
+        Thread {
+            while true {
+                let client = accept(listener, nil, nil)
+                if client < 0 { return }
+                Thread { Self.serve(client) }.start()
+            }
+        }.start()
+    }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+
+    private static func serve(_ client: Int32) {
+        defer { close(client) }
+        var request = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while !request.suffix(4).elementsEqual("\r\n\r\n".utf8) {
+            let n = recv(client, &chunk, chunk.count, 0)
+            if n <= 0 { return }
+            request.append(contentsOf: chunk[0..<n])
+        }
+        let drip = String(decoding: request.prefix(64), as: UTF8.self).contains("/drip")
+        let total = drip ? 1 << 20 : 64 << 20
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: \(total)\r\nConnection: close\r\n\r\n"
+        _ = head.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        let piece = [UInt8](repeating: UInt8(ascii: "a"), count: drip ? 1 : 64 << 10)
+        var sent = 0
+        while sent < total {
+            let n = send(client, piece, piece.count, Int32(MSG_NOSIGNAL))
+            if n <= 0 { return }
+            sent += n
+            usleep(drip ? 50_000 : 6_000)
+        }
+    }
+}

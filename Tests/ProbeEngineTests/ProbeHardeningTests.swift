@@ -1,0 +1,391 @@
+import CurlHTTP
+import Foundation
+import Logging
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+@testable import ProbeEngine
+
+/// Hostile targets against the runner (issue 11): URLs built from what a server sent, redirects
+/// that carry headers away, bodies that are too large, regexes that never finish, and secrets
+/// echoed back in every encoding.
+@Suite("Probe hardening")
+struct ProbeHardeningTests {
+    let client = CurlHTTPClient(threads: 8)
+
+    func run(_ probe: ProbeDefinition, _ server: LoopbackHTTPServer, variables: [String: String] = [:], secretNames: Set<String> = [], logs: CapturedLogs? = nil) async -> ProbeResult {
+        let runner = ProbeRunner(client: client, logger: logs?.logger() ?? Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        var all = variables
+        all["base_url"] = server.baseURL
+        return await runner.run(probe, context: RunContext(agent: "agent-1", region: "eu", variables: all, secretNames: secretNames))
+    }
+
+    // MARK: - Protocols
+
+    @Test("url: ${next} with next = file:///etc/passwd fails as script and reads nothing")
+    func templatedFileURL() async throws {
+        let server = try LoopbackHTTPServer { _ in .json(200, #"{"next":"file:///etc/passwd"}"#) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: follow
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: start
+                request: {url: "${base_url}/start"}
+                extract: {next: {json: $.next}}
+              - name: next
+                request: {url: "${next}"}
+            """)
+        let result = await run(probe, server)
+        #expect(result.outcome == .failed)
+        #expect(result.error?.kind == .script)
+        #expect(result.error?.step == "next")
+        #expect(result.error?.message.contains("file:// is not allowed: only http:// and https:// URLs are fetched") == true, "\(result.error?.message ?? "")")
+        #expect(!result.jsonText.contains("root:"))
+    }
+
+    // MARK: - Redirects
+
+    @Test("a step's custom headers do not follow a redirect to another host unless redirect_headers: all")
+    func crossHostRedirect() async throws {
+        let other = try LoopbackHTTPServer { _ in .json(200, "{}") }
+        defer { other.stop() }
+        let server = try LoopbackHTTPServer { _ in .respond(status: 302, headers: [("Location", "http://localhost:\(other.port)/elsewhere")]) }
+        defer { server.stop() }
+        for (rule, expected) in [("", nil), ("redirect_headers: same_origin", nil), ("redirect_headers: all", "k-secret-1")] {
+            let probe = try makeProbe("""
+                name: redirected
+                component: api
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: get
+                    request:
+                      url: ${base_url}/go
+                      follow_redirects: true
+                      \(rule)
+                      headers: {X-Api-Key: "${api_key}"}
+                    assert: {status: 200}
+                """, variables: ["base_url", "api_key"])
+            let result = await run(probe, server, variables: ["api_key": "k-secret-1"], secretNames: ["api_key"])
+            #expect(result.outcome == .ok, "\(result.error?.message ?? "")")
+            #expect(other.requests.last?.header("x-api-key") == expected, "rule '\(rule)'")
+        }
+        #expect(server.requests.allSatisfy { $0.header("x-api-key") == "k-secret-1" })
+    }
+
+    // MARK: - Bodies
+
+    @Test("a body over max_body fails the run as script, naming the cap")
+    func maxBody() async throws {
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data(repeating: UInt8(ascii: "x"), count: 300_000)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: big
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/big", max_body: 100KiB}
+                assert: {body_contains: "x"}
+            """)
+        let result = await run(probe, server)
+        #expect(result.error?.kind == .script)
+        #expect(result.error?.message.contains("larger than max_body 100 KiB") == true, "\(result.error?.message ?? "")")
+    }
+
+    @Test("max_body is validated: a size from 1 byte to 1GiB", arguments: ["0", "2GiB", "lots", "-5"])
+    func maxBodyValidation(value: String) throws {
+        let (probe, problems) = ProbeLoader.parse(yaml: """
+            name: big
+            component: api
+            interval: 30s
+            steps:
+              - name: get
+                request: {url: "http://127.0.0.1/", max_body: "\(value)"}
+            """, file: "big.yaml", variables: [])
+        #expect(probe == nil)
+        #expect(problems.contains { $0.field == "steps[0].request.max_body" && $0.message.contains("1GiB") }, "\(problems)")
+    }
+
+    @Test("compare hashes a download as it streams, without keeping it")
+    func compareStreams() async throws {
+        let stored = Mutex<Data>(Data())
+        let server = try LoopbackHTTPServer { request in
+            if request.method == "POST" {
+                stored.withLock { $0 = request.body }
+                return .json(201, "{}")
+            }
+            // The multipart envelope around the payload: the download returns the payload itself.
+            let body = stored.withLock { $0 }
+            let start = body.range(of: Data("\r\n\r\n".utf8))!.upperBound
+            let end = body.range(of: Data("\r\n--".utf8), options: .backwards)!.lowerBound
+            return .respond(status: 200, body: body[start..<end])
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: roundtrip
+            component: files
+            interval: 30s
+            timeout: 30s
+            steps:
+              - name: upload
+                request:
+                  method: POST
+                  url: ${base_url}/files
+                  multipart: [{name: file, filename: a.bin, random_bytes: 1000000, save_as: sent}]
+              - name: download
+                request: {url: "${base_url}/files/a.bin"}
+              - name: same
+                compare: {download: download, with: sent}
+            """)
+        let result = await run(probe, server)
+        #expect(result.outcome == .ok, "\(result.error?.message ?? "")")
+    }
+
+    // MARK: - CPU-bound checks
+
+    @Test("a catastrophic regex ends the run as timeout (or script) within its timeout, naming the check", arguments: [
+        "assert: {body_matches: '^(a+)+$'}",
+        "assert: {json: [{path: $.v, matches: '^(a+)+$'}]}",
+        "extract: {v: {regex: '^(a+)+$'}}",
+    ])
+    func catastrophicRegex(check: String) async throws {
+        let text = String(repeating: "a", count: 30) + "!"
+        let server = try LoopbackHTTPServer { _ in .json(200, check.contains("json") ? #"{"v":"\#(text)"}"# : text) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: redos
+            component: api
+            interval: 30s
+            timeout: 1s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                \(check)
+            """)
+        let start = ContinuousClock.now
+        let result = await run(probe, server)
+        let elapsed = ContinuousClock.now - start
+        #expect(result.outcome == .failed)
+        // The deadline (1 s) comes before PCRE2's match limit here; either way the check is named.
+        #expect(result.error?.kind == .timeout || result.error?.kind == .script, "\(result.error?.message ?? "")")
+        let message = result.error?.message ?? ""
+        #expect(message.contains("/^(a+)+$/ did not finish within the probe timeout of 1s") || message.contains("/^(a+)+$/ was stopped on"), "\(message)")
+        #expect(elapsed < .milliseconds(1100), "the run took \(elapsed)")
+    }
+
+    // MARK: - Secrets
+
+    @Test("tokens and cookies extracted in one step are redacted in later steps' URLs, messages and logs")
+    func extractedSecrets() async throws {
+        let token = "tok/Secret+Value-42"
+        let cookie = "c00kie-Value-77"
+        let server = try LoopbackHTTPServer { request in
+            switch request.path {
+            case "/login":
+                return .respond(status: 200, headers: [("Content-Type", "application/json"), ("Set-Cookie", "sid=\(cookie); Path=/; HttpOnly")],
+                                body: Data(#"{"access_token":"tok\/Secret+Value-42","user":"probe","code":"ab-CD-ef-99"}"#.utf8))
+            default:
+                let echo = "raw \(token) json tok\\/Secret\\u002bValue-42 pct tok%2fSecret%2BValue%2d42 cookie \(cookie) code ab-CD-ef-99"
+                return .respond(status: 500, body: Data(echo.utf8))
+            }
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: session
+            component: login
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: login
+                request: {method: POST, url: "${base_url}/login"}
+                extract:
+                  token: {json: $.access_token}
+                  sid: {header: Set-Cookie}
+                  code: {json: $.code, secret: true}
+                  user: {json: $.user}
+              - name: use
+                request:
+                  url: "${base_url}/me?t=${token}&u=${user}&code=${code}"
+                  headers: {Cookie: "${sid}"}
+                assert: {status: 200}
+            """)
+        let logs = CapturedLogs()
+        let result = await run(probe, server, logs: logs)
+        #expect(result.error?.kind == .httpStatus)
+        let use = try #require(result.steps.last)
+        #expect(use.url.hasSuffix("/me?t=[redacted]&u=probe&code=[redacted]"), "\(use.url)")
+        let everything = result.jsonText + (result.error?.message ?? "") + logs.text
+        for leak in ["Secret", "tok%2", "c00kie", "ab-CD"] {
+            #expect(!everything.contains(leak), "\(leak) leaked: \(result.error?.message ?? "")")
+        }
+        #expect(result.error?.message.contains("raw [redacted] json [redacted] pct [redacted] cookie [redacted] code [redacted]") == true, "\(result.error?.message ?? "")")
+    }
+
+    @Test("a secret that straddles the snippet's cut is redacted whole, not cut first")
+    func redactBeforeCut() async throws {
+        let secret = "S3CRET-VALUE-0123456789"
+        for offset in [280, 290, 295, 299, 300, 301] {
+            let body = String(repeating: "x", count: offset) + secret + String(repeating: "y", count: 100)
+            let server = try LoopbackHTTPServer { _ in .respond(status: 503, body: Data(body.utf8)) }
+            defer { server.stop() }
+            let probe = try makeProbe("""
+                name: cut
+                component: api
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {url: "${base_url}/", headers: {Authorization: "Bearer ${token}"}}
+                """, variables: ["base_url", "token"])
+            let result = await run(probe, server, variables: ["token": secret], secretNames: ["token"])
+            let message = try #require(result.error?.message)
+            for length in 3...secret.count {
+                #expect(!message.contains(secret.prefix(length)), "offset \(offset): \(length) characters leaked: \(message)")
+            }
+        }
+    }
+
+    // MARK: - Property: random secrets, random echo encodings, random cut points
+
+    @Test("property: a secret echoed in any mix of encodings, anywhere around the cut, never leaks")
+    func redactionProperty() async throws {
+        var random = SplitMix64(seed: 0x11_5ec7e7)
+        let current = Mutex<(secret: String, body: Data)>(("", Data()))
+        let server = try LoopbackHTTPServer { request in
+            let (secret, body) = current.withLock { ($0.secret, $0.body) }
+            if request.path == "/login" {
+                let json = try! JSONSerialization.data(withJSONObject: ["session_token": secret])
+                return .respond(status: 200, headers: [("Content-Type", "application/json")], body: json)
+            }
+            return .respond(status: 500, body: body)
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: echo
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: login
+                request: {method: POST, url: "${base_url}/login"}
+                extract: {token: {json: $.session_token}}
+              - name: use
+                request: {url: "${base_url}/use", headers: {X-Token: "${token}"}}
+                assert: {status: 200}
+            """)
+        for iteration in 0..<150 {
+            let secret = SecretEcho.randomSecret(&random)
+            let echo = SecretEcho.randomEcho(of: secret, &random)
+            // Around the 300-character cut, often across it.
+            let offset = Int(random.next() % 340)
+            let body = SecretEcho.filler(offset, &random) + echo.text + SecretEcho.filler(Int(random.next() % 200), &random)
+            current.withLock { $0 = (secret, Data(body.utf8)) }
+            let logs = CapturedLogs()
+            let result = await run(probe, server, logs: logs)
+            #expect(result.error?.step == "use", "iteration \(iteration): \(result.error?.message ?? "")")
+            let outputs = [result.error?.message ?? "", result.jsonText, logs.text] + result.steps.map(\.url)
+            for window in echo.windows {
+                for output in outputs where output.contains(window) {
+                    Issue.record("iteration \(iteration): secret \(secret.debugDescription) echoed as \(echo.kind) leaked \(window.debugDescription) in: \(output)")
+                }
+            }
+        }
+    }
+
+    @Test("property: the redactor alone, 3000 random secrets and echoes")
+    func redactorProperty() {
+        var random = SplitMix64(seed: 42)
+        for iteration in 0..<3000 {
+            let secret = SecretEcho.randomSecret(&random)
+            let echo = SecretEcho.randomEcho(of: secret, &random)
+            var redactor = Redactor()
+            redactor.add(secret)
+            let text = SecretEcho.filler(Int(random.next() % 50), &random) + echo.text + SecretEcho.filler(Int(random.next() % 50), &random)
+            let redacted = redactor.redact(text)
+            for window in echo.windows where redacted.contains(window) {
+                Issue.record("iteration \(iteration): \(secret.debugDescription) as \(echo.kind): \(window.debugDescription) left in \(redacted)")
+            }
+        }
+    }
+}
+
+/// Random secrets and the ways a server may echo them, for the redaction property tests.
+/// Secrets use upper-case letters, digits, punctuation and non-ASCII; the filler around them is
+/// lower-case letters and dashes, so a window of an echoed secret found in the output is a leak, not chance.
+enum SecretEcho {
+    struct Echo {
+        var text: String
+        var kind: String
+        /// Substrings that must not survive: each run of 4 encoded characters, or 8 base64 ones.
+        var windows: [String]
+    }
+
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/+=&<>\"'%\\:;?#@!$()*,.[]{}|~^ éßü中😀")
+
+    static func randomSecret(_ random: inout SplitMix64) -> String {
+        let length = 8 + Int(random.next() % 17)
+        return String((0..<length).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] })
+    }
+
+    static func filler(_ count: Int, _ random: inout SplitMix64) -> String {
+        let letters = Array("abcdefghijklmnopqrstuvwxyz-")
+        return String((0..<count).map { _ in letters[Int(random.next() % UInt64(letters.count))] })
+    }
+
+    static func randomEcho(of secret: String, _ random: inout SplitMix64) -> Echo {
+        if random.next() % 5 == 0 {
+            // Base64 of the secret, alone or as the password of `user:secret`, either alphabet.
+            let prefix = random.next() % 2 == 0 ? "" : String(repeating: "U", count: Int(random.next() % 7)) + ":"
+            var text = Data((prefix + secret).utf8).base64EncodedString()
+            let urlSafe = random.next() % 2 == 0
+            if urlSafe { text = text.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_") }
+            let chars = Array(text)
+            let windows = chars.count < 8 ? [text] : (0...(chars.count - 8)).map { String(chars[$0..<$0 + 8]) }
+            // Windows that hold only the prefix are not the secret.
+            let skip = (prefix.utf8.count * 4 + 2) / 3
+            return Echo(text: text, kind: urlSafe ? "base64url" : "base64", windows: Array(windows.dropFirst(skip)))
+        }
+        let encoded = secret.unicodeScalars.map { encode($0, &random) }
+        let windows = (0...(encoded.count - 4)).map { encoded[$0..<$0 + 4].joined() }
+        return Echo(text: encoded.joined(), kind: "mixed", windows: windows)
+    }
+
+    static let htmlNames: [Unicode.Scalar: String] = [
+        "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&apos;", "/": "&sol;", "=": "&equals;", "+": "&plus;",
+        ":": "&colon;", "?": "&quest;", "#": "&num;", "@": "&commat;", "%": "&percnt;", "\\": "&bsol;",
+    ]
+
+    /// One character in a random one of the encodings a server may use.
+    static func encode(_ scalar: Unicode.Scalar, _ random: inout SplitMix64) -> String {
+        let utf8 = Array(String(scalar).utf8)
+        switch random.next() % 9 {
+        case 0: return String(scalar)
+        case 1: return utf8.map { String(format: "%%%02X", $0) }.joined()
+        case 2: return utf8.map { String(format: "%%%02x", $0) }.joined()
+        case 3: return scalar == " " ? "+" : String(scalar)
+        case 4:
+            if scalar.value >= 0x10000 {
+                let v = scalar.value - 0x10000
+                return String(format: "\\u%04X\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF))
+            }
+            return String(format: random.next() % 2 == 0 ? "\\u%04x" : "\\u%04X", scalar.value)
+        case 5:
+            switch scalar {
+            case "/": return "\\/"
+            case "\"": return "\\\""
+            case "\\": return "\\\\"
+            default: return String(scalar)
+            }
+        case 6: return htmlNames[scalar] ?? String(scalar)
+        case 7: return "&#\(scalar.value);"
+        default: return String(format: random.next() % 2 == 0 ? "&#x%X;" : "&#x%x;", scalar.value)
+        }
+    }
+}
