@@ -11,6 +11,23 @@ public final class CollectorMetrics: Sendable {
         var results = 0
         var webhookDelivered = 0
         var webhookFailed = 0
+        var webhookDeadLettered = 0
+        /// Refusals by (where, reason code); reason codes are this program's own, a fixed set.
+        var refusals: [RefusalKey: Int] = [:]
+    }
+
+    /// Where a request was refused.
+    enum Surface: String, Sendable {
+        /// `POST /v1/results` (agents).
+        case ingest
+        /// The token-protected API, the status page and `/metrics`.
+        case api
+    }
+
+    struct RefusalKey: Hashable, Comparable {
+        var surface: String
+        var reason: String
+        static func < (a: RefusalKey, b: RefusalKey) -> Bool { (a.surface, a.reason) < (b.surface, b.reason) }
     }
 
     struct ProbeKey: Hashable {
@@ -28,6 +45,10 @@ public final class CollectorMetrics: Sendable {
     func batchRejected() { counters.withLock { $0.batchesRejected += 1 } }
     func webhookDelivered() { counters.withLock { $0.webhookDelivered += 1 } }
     func webhookFailed() { counters.withLock { $0.webhookFailed += 1 } }
+    func webhookDeadLettered() { counters.withLock { $0.webhookDeadLettered += 1 } }
+    func refused(_ surface: Surface, reason: String) {
+        counters.withLock { $0.refusals[RefusalKey(surface: surface.rawValue, reason: reason), default: 0] += 1 }
+    }
 
     /// Keeps the newest result per (agent, probe).
     func record(_ results: [ProbeResult]) {

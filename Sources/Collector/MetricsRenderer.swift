@@ -5,7 +5,9 @@ import SondeCore
 /// `GET /metrics`: per-probe series with blackbox_exporter's names (from each (agent, probe)'s
 /// latest result) and the collector's own series.
 enum MetricsRenderer {
-    static func render(latest: [ProbeResult], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict], openIncidents: Int) -> String {
+    static func render(
+        latest: [ProbeResult], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict], openIncidents: Int, deadLetters: Int
+    ) -> String {
         var out = PrometheusText()
         func labels(_ r: ProbeResult) -> [(String, String)] {
             [("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]
@@ -42,6 +44,13 @@ enum MetricsRenderer {
         out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by result.")
         out.sample("sonde_webhook_deliveries_total", [("result", "delivered")], Double(counters.webhookDelivered))
         out.sample("sonde_webhook_deliveries_total", [("result", "failed")], Double(counters.webhookFailed))
+        out.sample("sonde_webhook_deliveries_total", [("result", "dead_lettered")], Double(counters.webhookDeadLettered))
+        out.declare("sonde_webhook_dead_letters", type: "gauge", help: "Deliveries in the dead-letter table (sonde alert dead-letters).")
+        out.sample("sonde_webhook_dead_letters", [], Double(deadLetters))
+        out.declare("sonde_refusals_total", type: "counter", help: "Refused requests by surface (ingest, api) and reason code.")
+        for (key, count) in counters.refusals.sorted(by: { $0.key < $1.key }) {
+            out.sample("sonde_refusals_total", [("surface", key.surface), ("reason", key.reason)], Double(count))
+        }
         return out.text
     }
 }
