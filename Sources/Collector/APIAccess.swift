@@ -1,4 +1,4 @@
-import Crypto
+import SondeCore
 import Foundation
 import Hummingbird
 import Logging
@@ -46,7 +46,7 @@ struct APIAccess: Sendable {
 
     /// The configured token whose digest equals SHA-256(`presented`).
     func match(_ presented: String) -> APIToken? {
-        let digest = Array(SHA256.hash(data: Data(presented.utf8)))
+        let digest = SHA256Digest.hash(Data(presented.utf8))
         var found: APIToken?
         for token in tokens {
             var difference: UInt8 = 0

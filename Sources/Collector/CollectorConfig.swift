@@ -1,3 +1,4 @@
+import CollectorStore
 import Correlation
 import Foundation
 import SondeCore
@@ -14,6 +15,7 @@ import Yams
 /// metrics: { public: false }                  # true: `/metrics` answers without a token
 /// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6 }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
+/// database_sync: full                          # fsync at every commit (normal: only at checkpoints)
 /// public_url: https://status.example.com      # base of the links in webhooks
 /// retention_days: 30
 /// max_body_bytes: 8388608
@@ -43,6 +45,8 @@ public struct CollectorConfig: Sendable {
     public var limits = Limits()
     /// `database`: SQLite file path (created when missing), or `:memory:`. Default `sonde-collector.db`.
     public var databasePath: String = "sonde-collector.db"
+    /// `database_sync`: `full` (default; an acknowledged batch survives power loss) or `normal`.
+    public var databaseSync: SQLiteCollectorStore.Durability = .full
     /// `public_url`: base URL of this collector as people reach it, for links. Default from `listen`.
     public var publicURL: String?
     /// `agents`: enrolled (or updated) at start-up.
@@ -158,7 +162,8 @@ public struct Limits: Sendable, Hashable {
     /// `limits.push_burst`: pushes an agent may make at once above the sustained rate (a spool
     /// draining after an outage). Default 120.
     public var pushBurst = 120.0
-    /// `limits.test_alerts_per_minute`: `POST /v1/alerts/test` for the whole collector. Default 6.
+    /// `limits.test_alerts_per_minute`: `POST /v1/alerts/test` for the whole collector (that many at
+    /// once, then one every 60/N s). Default 6.
     public var testAlertsPerMinute = 6.0
 
     public init() {}
@@ -355,6 +360,7 @@ private struct ConfigFile: Decodable {
     var metrics: Public?
     var limits: LimitsFile?
     var database: String?
+    var databaseSync: String?
     var publicURL: String?
     var agents: [AgentEnrolment]?
     var webhooks: [WebhookTarget]?
@@ -371,6 +377,7 @@ private struct ConfigFile: Decodable {
 
     enum CodingKeys: String, CodingKey {
         case listen, database, tokens, metrics, limits
+        case databaseSync = "database_sync"
         case statusPage = "status_page"
         case publicURL = "public_url"
         case agents, webhooks, correlation
@@ -420,6 +427,12 @@ extension CollectorConfig {
                 let folder = URL(fileURLWithPath: file).deletingLastPathComponent().path
                 config.databasePath = folder + "/" + database
             }
+        }
+        if let sync = raw.databaseSync {
+            guard let durability = SQLiteCollectorStore.Durability(rawValue: sync) else {
+                throw ConfigError(file: file, field: "database_sync", message: "expected full or normal, got \"\(sync)\"")
+            }
+            config.databaseSync = durability
         }
         config.publicURL = raw.publicURL
         config.agents = raw.agents ?? []

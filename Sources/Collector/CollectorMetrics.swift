@@ -78,16 +78,29 @@ struct PrometheusText {
         text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
     }
 
+    mutating func reserve(_ bytes: Int) { text.reserveCapacity(bytes) }
+
     mutating func sample(_ name: String, _ labels: [(String, String)] = [], _ value: Double) {
+        sample(name, rendered: labels.isEmpty ? "" : Self.labels(labels), value)
+    }
+
+    /// A sample whose label set is already rendered (`{a="b",…}` or empty).
+    mutating func sample(_ name: String, rendered labels: String, _ value: Double) {
         text += name
-        if !labels.isEmpty {
-            text += "{" + labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
-        }
-        text += " " + Self.format(value) + "\n"
+        text += labels
+        text += " "
+        text += Self.format(value)
+        text += "\n"
+    }
+
+    static func labels(_ labels: [(String, String)]) -> String {
+        "{" + labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
     }
 
     static func escape(_ value: String) -> String {
-        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        // Most values need nothing: scan the bytes before building a new string.
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else { return value }
+        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 
     static func format(_ value: Double) -> String {

@@ -51,10 +51,13 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     if config.databasePath == ":memory:" {
         store = InMemoryCollectorStore()
     } else {
-        store = try SQLiteCollectorStore(path: config.databasePath, logger: logger)
+        store = try SQLiteCollectorStore(path: config.databasePath, durability: config.databaseSync, logger: logger)
     }
     try await store.migrate()
-    logger.info("Database ready", metadata: ["db.path": .string(config.databasePath)])
+    logger.info("Database ready", metadata: ["db.path": .string(config.databasePath), "db.sync": .string(config.databaseSync.rawValue)])
+    if config.databaseSync == .normal {
+        logger.warning("database_sync: normal: a power loss can drop batches already acknowledged to agents")
+    }
 
     for enrolment in config.agents {
         let existing = try await store.agent(id: enrolment.id)
@@ -100,7 +103,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
             store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, health: health, cardinality: cardinality,
             pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
             maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
-        health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: 1),
+        health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: config.limits.testAlertsPerMinute),
         statusPagePublic: config.statusPagePublic, logger: logger)
     let services: [any Service] = [
         writer,

@@ -9,23 +9,32 @@ enum MetricsRenderer {
         latest: [ProbeResult], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict], openIncidents: Int, deadLetters: Int
     ) -> String {
         var out = PrometheusText()
-        func labels(_ r: ProbeResult) -> [(String, String)] {
-            [("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]
-        }
+        out.reserve(latest.count * 1024)
+        // Each series' label set is escaped once and reused by every metric of that series.
+        let labels = latest.map { r in PrometheusText.labels([("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]) }
         out.declare("probe_success", type: "gauge", help: "Whether the latest run of the probe succeeded (ok or degraded).")
-        for r in latest { out.sample("probe_success", labels(r), r.outcome == .failed ? 0 : 1) }
+        for (r, l) in zip(latest, labels) { out.sample("probe_success", rendered: l, r.outcome == .failed ? 0 : 1) }
         out.declare("probe_duration_seconds", type: "gauge", help: "Duration of the latest run of the probe.")
-        for r in latest { out.sample("probe_duration_seconds", labels(r), r.durationMs / 1000) }
+        for (r, l) in zip(latest, labels) { out.sample("probe_duration_seconds", rendered: l, r.durationMs / 1000) }
         out.declare("probe_http_duration_seconds", type: "gauge", help: "Time per HTTP phase in the latest run, summed over its steps.")
-        for r in latest {
-            for phase in PhaseTimings.phaseNames {
-                let ms = r.steps.reduce(0.0) { sum, step in sum + (step.timings.phases.first { $0.name == phase }?.ms ?? 0) }
-                out.sample("probe_http_duration_seconds", labels(r) + [("phase", phase)], ms / 1000)
+        for (r, l) in zip(latest, labels) {
+            var sums = (dns: 0.0, connect: 0.0, tls: 0.0, ttfb: 0.0, transfer: 0.0)
+            for step in r.steps {
+                let t = step.timings
+                sums.dns += t.dns
+                sums.connect += t.connect
+                sums.tls += t.tls
+                sums.ttfb += t.ttfb
+                sums.transfer += t.transfer
+            }
+            let open = l.dropLast()  // `{…}` without the closing brace, to add the phase label
+            for (phase, ms) in [("dns", sums.dns), ("connect", sums.connect), ("tls", sums.tls), ("ttfb", sums.ttfb), ("transfer", sums.transfer)] {
+                out.sample("probe_http_duration_seconds", rendered: open + ",phase=\"\(phase)\"}", ms / 1000)
             }
         }
         out.declare("probe_http_status_code", type: "gauge", help: "HTTP status of the last step with a response in the latest run.")
-        for r in latest {
-            if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", labels(r), Double(status)) }
+        for (r, l) in zip(latest, labels) {
+            if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", rendered: l, Double(status)) }
         }
         out.declare("sonde_component_status", type: "gauge", help: "1 for the component's current status, 0 for the others.")
         for verdict in verdicts {
