@@ -16,6 +16,9 @@ final class SondeSystem: @unchecked Sendable {
     let regionURLs: [String: String]
     let collector: ChildProcess
     let collectorURL: String
+    /// The private CA of the collector's certificate (made for this run); agents and API calls trust it.
+    let certificates: TestCertificates
+    static let readToken = "e2e-read-token-4c1d"
     let receiver: LoopbackHTTPServer
     private(set) var agents: [String: (process: ChildProcess, relay: ChildProcess)] = [:]
     let interval: String
@@ -39,8 +42,11 @@ final class SondeSystem: @unchecked Sendable {
             guard try await keygen.waitForExit() == 0 else { throw TestFailure("keygen failed: \(keygen.allOutput)") }
             keys[id] = try String(contentsOfFile: dir.file("\(id).key.pub"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         }
+        let certificates = try TestCertificates(in: dir.file("tls"))
+        let tokenDigest = SHA256Digest.hash(Data(Self.readToken.utf8)).map { String(format: "%02x", $0) }.joined()
         var config = """
-            listen: {host: 127.0.0.1, port: 0}
+            listen: {host: 127.0.0.1, port: 0, tls: {cert: \(certificates.serverCert), key: \(certificates.serverKey)}}
+            tokens: [{name: e2e, role: read, sha256: \(tokenDigest)}]
             database: \(dir.file("collector.db"))
             webhooks:
               - {name: test, url: \(receiver.baseURL), secret: e2e-secret}
@@ -55,7 +61,8 @@ final class SondeSystem: @unchecked Sendable {
         let collector = try ChildProcess("sonde-collector", ["serve", "--config", dir.file("collector.yaml")])
         let line = try await collector.waitForLine(stderr: true) { $0.contains("Collector listening") }
         guard let port = line.firstMatch(of: /http\.port=(\d+)/)?.1 else { throw TestFailure("no port in: \(line)") }
-        let system = SondeSystem(dir: dir, sim: sim, regionURLs: urls, collector: collector, collectorURL: "http://127.0.0.1:\(port)", receiver: receiver, interval: interval)
+        let system = SondeSystem(dir: dir, sim: sim, regionURLs: urls, collector: collector, collectorURL: "https://localhost:\(port)", certificates: certificates, receiver: receiver,
+            interval: interval)
         for id in agents { try await system.addAgent(id) }
         return system
     }
@@ -77,12 +84,14 @@ final class SondeSystem: @unchecked Sendable {
         await system.stop()
     }
 
-    private init(dir: TemporaryDirectory, sim: ChildProcess, regionURLs: [String: String], collector: ChildProcess, collectorURL: String, receiver: LoopbackHTTPServer, interval: String) {
+    private init(dir: TemporaryDirectory, sim: ChildProcess, regionURLs: [String: String], collector: ChildProcess, collectorURL: String, certificates: TestCertificates, receiver: LoopbackHTTPServer, interval: String
+    ) {
         self.dir = dir
         self.sim = sim
         self.regionURLs = regionURLs
         self.collector = collector
         self.collectorURL = collectorURL
+        self.certificates = certificates
         self.receiver = receiver
         self.interval = interval
     }
@@ -95,7 +104,7 @@ final class SondeSystem: @unchecked Sendable {
         let relayURL = String(try await relay.waitForLine { $0.hasPrefix("relay ") }.split(separator: " ")[1])
         try """
             agent: {id: \(id), region: \(Self.region(of: id))}
-            collector: {url: \(collectorURL), key: \(dir.file("\(id).key")), flush_interval: 100ms, backoff: {base: 100ms, cap: 1s}}
+            collector: {url: \(collectorURL), ca_file: \(certificates.caCert), key: \(dir.file("\(id).key")), flush_interval: 100ms, backoff: {base: 100ms, cap: 1s}}
             spool: {path: \(dir.file("spool-\(id)"))}
             probes: [\(Self.probesDirectory)]
             variables: {base_url: \(relayURL), batch_poll_every: 100ms, finalizing_limit: 1s, latency_degraded_after: 1s}
@@ -143,8 +152,15 @@ final class SondeSystem: @unchecked Sendable {
         return found!
     }
 
+    /// A read-token GET of the collector's API over HTTPS.
+    func api(_ path: String) -> HTTPRequest {
+        HTTPRequest(
+            url: collectorURL + path, headers: [HTTPHeader("Authorization", "Bearer \(Self.readToken)")], timeout: .seconds(5),
+            caFile: certificates.caCert)
+    }
+
     func status() async throws -> StatusResponse {
-        let response = try await client.perform(HTTPRequest(url: collectorURL + "/v1/status", timeout: .seconds(5)))
+        let response = try await client.perform(api("/v1/status"))
         return try SondeJSON.decode(StatusResponse.self, from: response.body)
     }
 
@@ -154,12 +170,12 @@ final class SondeSystem: @unchecked Sendable {
 
     /// Stored results of one agent (newest first, at most 1000).
     func results(agent: String) async throws -> [ProbeResult] {
-        let response = try await client.perform(HTTPRequest(url: collectorURL + "/v1/results?agent=\(agent)&limit=1000", timeout: .seconds(5)))
+        let response = try await client.perform(api("/v1/results?agent=\(agent)&limit=1000"))
         return try SondeJSON.decode(ResultsResponse.self, from: response.body).results
     }
 
     func agentsView() async throws -> [AgentView] {
-        let response = try await client.perform(HTTPRequest(url: collectorURL + "/v1/agents", timeout: .seconds(5)))
+        let response = try await client.perform(api("/v1/agents"))
         return try SondeJSON.decode(AgentsResponse.self, from: response.body).agents
     }
 
