@@ -98,8 +98,24 @@ pids+=($!)
 agents=(eu-1 eu-2 us-1 us-2 ap-1 ap-2)
 for id in "${agents[@]}"; do "$BIN/sonde-agent" keygen --out "$work/$id.key" >/dev/null; done
 
+# HTTPS with a private CA made now, and a read token for the `sonde` calls below, as an operator
+# would set them up (docs/collector.md, "Security").
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj '/CN=Sonde demo CA' \
+  -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null || die "openssl could not make the demo CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=localhost' \
+  -keyout "$work/collector.key" -out "$work/collector.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$work/collector.ext"
+openssl x509 -req -in "$work/collector.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -days 1 \
+  -extfile "$work/collector.ext" -out "$work/collector.crt" 2>/dev/null || die "openssl could not sign the demo certificate"
+chmod 600 "$work/collector.key"
+SONDE_TOKEN=$(openssl rand -hex 32)
+export SONDE_TOKEN SONDE_CA_FILE="$work/ca.crt"
+token_sha256=$(printf %s "$SONDE_TOKEN" | sha256sum | cut -d' ' -f1)
+
 cat >"$work/collector.yaml" <<YAML
-listen: {host: 127.0.0.1, port: 0}
+listen: {host: 127.0.0.1, port: 0, tls: {cert: $work/collector.crt, key: $work/collector.key}}
+tokens: [{name: demo, role: read, sha256: $token_sha256}]
+status_page: {public: true}
 database: $work/collector.db
 webhooks:
   - {name: demo, url: $RECEIVER, secret: demo-secret, format: json}
@@ -113,9 +129,9 @@ for id in "${agents[@]}"; do
 done
 launch collector 'Collector listening' "$BIN/sonde-collector" serve --config "$work/collector.yaml"
 port=$(grep -ho 'http.port=[0-9]*' "$work/collector.log" "$work/collector.err" | head -1 | cut -d= -f2)
-COLLECTOR=${port:+http://127.0.0.1:$port}
+COLLECTOR=${port:+https://localhost:$port}
 [ -n "$COLLECTOR" ] || die "could not read the collector's address"
-note "collector $COLLECTOR (status page: $COLLECTOR/)"
+note "collector $COLLECTOR (HTTPS, private CA $work/ca.crt; public status page: $COLLECTOR/; sonde uses SONDE_TOKEN and SONDE_CA_FILE)"
 
 say "Starting two agents per region, each behind its own relay (its 'network'), probes every $INTERVAL"
 declare -A relay_pid
@@ -127,7 +143,7 @@ for id in "${agents[@]}"; do
   relay_url=$(awk '{print $2}' "$work/relay-$id.log")
   cat >"$work/$id.yaml" <<YAML
 agent: {id: $id, region: $region}
-collector: {url: $COLLECTOR, key: $work/$id.key, batch_size: 100, flush_interval: 200ms, backoff: {base: 200ms, cap: 2s}}
+collector: {url: $COLLECTOR, ca_file: $work/ca.crt, key: $work/$id.key, batch_size: 100, flush_interval: 200ms, backoff: {base: 200ms, cap: 2s}}
 spool: {path: $work/spool-$id}
 probes: [$PWD/probes/sim]
 variables:

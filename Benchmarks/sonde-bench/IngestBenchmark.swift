@@ -55,6 +55,7 @@ struct IngestBenchmark: AsyncParsableCommand {
     @Option(help: "Results per batch.") var results = 100
     @Option(help: "Runs per sender count (the table shows medians).") var runs = 3
     @Option(help: "Label for this build in the table (e.g. before/after).") var label = "release"
+    @Option(help: "The collector's database_sync: full (its default: fsync at every commit) or normal.") var databaseSync = "full"
     @Option(help: "Write a markdown fragment here.") var out: String?
 
     struct Run {
@@ -76,7 +77,7 @@ struct IngestBenchmark: AsyncParsableCommand {
         for count in counts {
             for r in 1...runs {
                 let run: Run
-                do { run = try await Self.measure(binary: collector, senders: count, batches: batches, results: results) } catch {
+                do { run = try await Self.measure(binary: collector, senders: count, batches: batches, results: results, databaseSync: databaseSync) } catch {
                     print("  senders \(count) run \(r): did not complete: \(error)")
                     continue
                 }
@@ -104,11 +105,11 @@ struct IngestBenchmark: AsyncParsableCommand {
                 format(Stats.median(rs.map(\.peakRSS)), 0), "\(rs.map(\.failures).reduce(0, +))", rate >= 50_000 ? "met" : "not met",
             ])
             commands.append(
-                "`.build/release/sonde-bench ingest --senders \(count) --batches \(batches) --results \(results) --runs \(runs)`")
+                "`.build/release/sonde-bench ingest --senders \(count) --batches \(batches) --results \(results) --runs \(runs) --database-sync \(databaseSync)`")
         }
         let text = """
             Each run: a fresh `sonde-collector serve` process (release build, SQLite file in /tmp, WAL, \
-            `synchronous=NORMAL`) on 127.0.0.1; \(batches) batches of \(results) results (\(grouped(Double(batches * results))) results) \
+            `database_sync: \(databaseSync)`, i.e. `synchronous=\(databaseSync.uppercased())`) on 127.0.0.1; \(batches) batches of \(results) results (\(grouped(Double(batches * results))) results) \
             pushed by N concurrent senders (one enrolled agent each, `CurlHTTPClient(threads: N)`, a new connection per push as \
             the agent does), back to back. Bodies are built and Ed25519-signed before the timed section, so the senders \
             only send. Every push must be acknowledged with `accepted: \(results)`; the stored count is checked through \
@@ -124,11 +125,12 @@ struct IngestBenchmark: AsyncParsableCommand {
         try writeFragment(text, to: out)
     }
 
-    static func measure(binary: String, senders: Int, batches: Int, results: Int) async throws -> Run {
+    static func measure(binary: String, senders: Int, batches: Int, results: Int, databaseSync: String) async throws -> Run {
         let agents = (0..<senders).map { i in
             (id: String(format: "bench-%03d", i), region: Workload.regions[i % 3], key: AgentSigningKey())
         }
-        let collector = try CollectorProcess(binary: binary, agents: agents.map { ($0.id, $0.region, $0.key.publicKey) })
+        let collector = try CollectorProcess(
+            binary: binary, agents: agents.map { ($0.id, $0.region, $0.key.publicKey) }, extraConfig: ["database_sync: \(databaseSync)"])
         defer { collector.stop() }
         // Pre-sign everything (plus one warm-up batch per sender) before timing.
         let perSender = max(1, batches / senders)

@@ -39,7 +39,16 @@ extension CollectorCommand {
                 printError("sonde-collector: \(error)")
                 throw ExitCode(2)
             }
-            let collector = try await buildCollector(config: configuration, logger: logger)
+            // Files this process creates (database, WAL) are owner-only whatever the shell's umask.
+            umask(0o077)
+            let collector: BuiltCollector
+            do { collector = try await buildCollector(config: configuration, logger: logger) } catch let error as ConfigError {
+                printError("sonde-collector: \(config): \(error.field.map { "\($0): " } ?? "")\(error.message)")
+                throw ExitCode(2)
+            } catch let error as TLSSetupError {
+                printError("sonde-collector: \(config): \(error)")
+                throw ExitCode(2)
+            }
             try await collector.runUntilSignalled()
             logger.info("Collector stopped")
         }
@@ -95,8 +104,13 @@ extension CollectorCommand.Agents {
             }
             let store = try await database.open()
             let existing = try await store.agent(id: id)
-            try await store.upsertAgent(
-                AgentRecord(id: id, region: region, publicKey: key.base64, revoked: false, enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+            do {
+                try await store.upsertAgent(
+                    AgentRecord(id: id, region: region, publicKey: key.base64, revoked: false, enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+            } catch let error as DuplicateKeyError {
+                printError("sonde-collector: \(error)")
+                throw ExitCode(1)
+            }
             print("\(existing == nil ? "enrolled" : "updated") agent \(id) (region \(region))")
         }
     }

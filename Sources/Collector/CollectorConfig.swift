@@ -1,3 +1,4 @@
+import CollectorStore
 import Correlation
 import Foundation
 import SondeCore
@@ -7,8 +8,14 @@ import Yams
 /// are seconds as a number or a string with a unit (`500ms`, `1s`, `5m`, `2h`).
 ///
 /// ```yaml
-/// listen: { host: 127.0.0.1, port: 18300 }   # port 0 picks a free one
+/// listen: { host: 0.0.0.0, port: 18300, tls: { cert: collector.crt, key: collector.key } }  # port 0 picks a free one
+/// # or plain HTTP, only when said: listen: { host: 127.0.0.1, port: 18300, plain_http: true }
+/// tokens: [{ name: ops, role: admin, sha256: <hex SHA-256 of the token> }]
+/// status_page: { public: false }              # true: `/` answers without a token (no agent names)
+/// metrics: { public: false }                  # true: `/metrics` answers without a token
+/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6 }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
+/// database_sync: full                          # fsync at every commit (normal: only at checkpoints)
 /// public_url: https://status.example.com      # base of the links in webhooks
 /// retention_days: 30
 /// max_body_bytes: 8388608
@@ -16,7 +23,7 @@ import Yams
 /// evaluation_interval: 1s
 /// agents: [{ id: eu-1, region: eu, public_key: <base64> }]
 /// webhooks: [{ name: ops, url: https://hooks.example.com/sonde, secret: s3cret, events: [incident.opened], format: json }]
-/// webhook_retry: { base: 1s, cap: 5m, timeout: 10s }
+/// webhook_retry: { base: 1s, cap: 5m, timeout: 10s, max_attempts: 20, max_age: 24h }
 /// correlation: { ... }                         # thresholds; see docs/collector.md
 /// components: [api, files, batch, login]      # may open incidents on one agent's data
 /// ```
@@ -25,8 +32,22 @@ public struct CollectorConfig: Sendable {
     public var host: String = "127.0.0.1"
     /// `listen.port`, default 18300; 0 binds an ephemeral port.
     public var port: Int = 18300
+    /// `listen.tls`: serve HTTPS with this certificate and key (reloaded on SIGHUP).
+    public var tls: TLSFiles?
+    /// `listen.plain_http: true`: serve plain HTTP. One of `tls` and this is required.
+    public var plainHTTP = false
+    /// `tokens`: who may call the API, and with which role.
+    public var tokens: [APIToken] = []
+    /// `status_page.public`: `/` answers without a token (default false: a read token).
+    public var statusPagePublic = false
+    /// `metrics.public`: `/metrics` answers without a token (default false: a read token).
+    public var metricsPublic = false
+    /// `limits`: what one agent or client may cost the collector.
+    public var limits = Limits()
     /// `database`: SQLite file path (created when missing), or `:memory:`. Default `sonde-collector.db`.
     public var databasePath: String = "sonde-collector.db"
+    /// `database_sync`: `full` (default; an acknowledged batch survives power loss) or `normal`.
+    public var databaseSync: SQLiteCollectorStore.Durability = .full
     /// `public_url`: base URL of this collector as people reach it, for links. Default from `listen`.
     public var publicURL: String?
     /// `agents`: enrolled (or updated) at start-up.
@@ -58,6 +79,10 @@ public struct CollectorConfig: Sendable {
     public var webhookTimeout: TimeInterval = 10
     /// `webhook_retry.poll`: how often an idle dispatcher looks for new events. Default 200 ms.
     public var webhookPollInterval: TimeInterval = 0.2
+    /// `webhook_retry.max_attempts`: failed attempts after which an event is dead-lettered. Default 20.
+    public var webhookMaxAttempts = 20
+    /// `webhook_retry.max_age`: an event still undelivered this long after it occurred is dead-lettered. Default 24 h.
+    public var webhookMaxAge: TimeInterval = 86400
     /// `idle_timeout`: a connection that sends nothing for this long is closed, also in the middle
     /// of its request headers (slow clients). Default 30 s.
     public var idleTimeout: TimeInterval = 30
@@ -70,8 +95,83 @@ public struct CollectorConfig: Sendable {
     /// The base for links: `public_url`, or the listen address.
     public func linkBase(boundPort: Int?) -> String {
         if let publicURL { return publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL }
-        return "http://\(host):\(boundPort ?? port)"
+        return "\(tls == nil ? "http" : "https")://\(host):\(boundPort ?? port)"
     }
+}
+
+/// `listen.tls`: PEM files of the server's certificate chain and private key, and optionally the
+/// CA that client certificates must chain to (mutual TLS).
+public struct TLSFiles: Sendable, Hashable {
+    /// `listen.tls.cert`: the certificate chain, leaf first (PEM).
+    public var cert: String
+    /// `listen.tls.key`: the private key (PEM); keep it 0600.
+    public var key: String
+    /// `listen.tls.client_ca`: when set, every client (agents, `sonde`, scrapers) must present a
+    /// certificate signed by this CA (PEM).
+    public var clientCA: String?
+
+    public init(cert: String, key: String, clientCA: String? = nil) {
+        self.cert = cert
+        self.key = key
+        self.clientCA = clientCA
+    }
+}
+
+/// An API token as configured: only the hex SHA-256 of the secret is kept.
+public struct APIToken: Sendable, Hashable {
+    public enum Role: String, Sendable, Codable, Hashable, Comparable {
+        /// Reads everything (status, results, incidents, agents, metrics, dead letters).
+        case read
+        /// Also: raw batches, test alerts, re-driving dead letters.
+        case admin
+
+        public static func < (a: Role, b: Role) -> Bool { a == .read && b == .admin }
+    }
+
+    public var name: String
+    public var role: Role
+    /// The 32-byte SHA-256 of the token.
+    public var sha256: [UInt8]
+
+    public init(name: String, role: Role, sha256: [UInt8]) {
+        self.name = name
+        self.role = role
+        self.sha256 = sha256
+    }
+
+    /// `sha256` as 64 hex digits (what `sha256sum` prints); nil when it is not.
+    public static func digest(hex: String) -> [UInt8]? {
+        let text = hex.trimmingCharacters(in: .whitespaces).lowercased()
+        guard text.utf8.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        var index = text.startIndex
+        while index < text.endIndex {
+            let next = text.index(index, offsetBy: 2)
+            guard let byte = UInt8(text[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        return bytes
+    }
+}
+
+/// `limits`: per-agent and per-client bounds, so one enrolled agent or one token holder cannot
+/// exhaust the collector's memory, its alert channel or its pages.
+public struct Limits: Sendable, Hashable {
+    /// `limits.max_probes_per_agent`: distinct probe names one agent may report. Default 200.
+    public var maxProbesPerAgent = 200
+    /// `limits.max_components_per_agent`: distinct components one agent may report. Default 50.
+    public var maxComponentsPerAgent = 50
+    /// `limits.pushes_per_minute`: sustained pushes per agent. Default 600 (10 a second).
+    public var pushesPerMinute = 600.0
+    /// `limits.push_burst`: pushes an agent may make at once above the sustained rate (a spool
+    /// draining after an outage). Default 120.
+    public var pushBurst = 120.0
+    /// `limits.test_alerts_per_minute`: `POST /v1/alerts/test` for the whole collector (that many at
+    /// once, then one every 60/N s). Default 6.
+    public var testAlertsPerMinute = 6.0
+
+    public init() {}
 }
 
 /// An agent enrolled from the config file.
@@ -206,17 +306,66 @@ struct ConfigDuration: Decodable {
 /// The YAML file's shape; turned into `CollectorConfig` by `CollectorConfig.load`.
 private struct ConfigFile: Decodable {
     struct Listen: Decodable {
+        struct TLS: Decodable {
+            var cert: String
+            var key: String
+            var clientCA: String?
+            enum CodingKeys: String, CodingKey {
+                case cert, key
+                case clientCA = "client_ca"
+            }
+        }
         var host: String?
         var port: Int?
+        var tls: TLS?
+        var plainHTTP: Bool?
+        enum CodingKeys: String, CodingKey {
+            case host, port, tls
+            case plainHTTP = "plain_http"
+        }
     }
     struct Retry: Decodable {
         var base: ConfigDuration?
         var cap: ConfigDuration?
         var timeout: ConfigDuration?
         var poll: ConfigDuration?
+        var maxAttempts: Int?
+        var maxAge: ConfigDuration?
+        enum CodingKeys: String, CodingKey {
+            case base, cap, timeout, poll
+            case maxAttempts = "max_attempts"
+            case maxAge = "max_age"
+        }
+    }
+    struct Token: Decodable {
+        var name: String
+        var role: APIToken.Role
+        var sha256: String
+    }
+    struct Public: Decodable {
+        var `public`: Bool?
+    }
+    struct LimitsFile: Decodable {
+        var maxProbesPerAgent: Int?
+        var maxComponentsPerAgent: Int?
+        var pushesPerMinute: Double?
+        var pushBurst: Double?
+        var testAlertsPerMinute: Double?
+        enum CodingKeys: String, CodingKey {
+            case maxProbesPerAgent = "max_probes_per_agent"
+            case maxComponentsPerAgent = "max_components_per_agent"
+            case pushesPerMinute = "pushes_per_minute"
+            case pushBurst = "push_burst"
+            case testAlertsPerMinute = "test_alerts_per_minute"
+        }
     }
     var listen: Listen?
+    var tokens: [Token]?
+    var statusPage: Public?
+    var metrics: Public?
+    var limits: LimitsFile?
     var database: String?
+    var databaseSync: String?
     var publicURL: String?
     var agents: [AgentEnrolment]?
     var webhooks: [WebhookTarget]?
@@ -233,7 +382,9 @@ private struct ConfigFile: Decodable {
     var requestTimeout: ConfigDuration?
 
     enum CodingKeys: String, CodingKey {
-        case listen, database
+        case listen, database, tokens, metrics, limits
+        case databaseSync = "database_sync"
+        case statusPage = "status_page"
         case publicURL = "public_url"
         case agents, webhooks, correlation, components
         case retentionDays = "retention_days"
@@ -274,6 +425,7 @@ extension CollectorConfig {
             guard (0...65535).contains(port) else { throw ConfigError(file: file, field: "listen.port", message: "expected 0...65535, got \(port)") }
             config.port = port
         }
+        try config.applySecurity(raw, file: file)
         if let database = raw.database {
             if database == ":memory:" || database.hasPrefix("/") {
                 config.databasePath = database
@@ -282,6 +434,12 @@ extension CollectorConfig {
                 config.databasePath = folder + "/" + database
             }
         }
+        if let sync = raw.databaseSync {
+            guard let durability = SQLiteCollectorStore.Durability(rawValue: sync) else {
+                throw ConfigError(file: file, field: "database_sync", message: "expected full or normal, got \"\(sync)\"")
+            }
+            config.databaseSync = durability
+        }
         config.publicURL = raw.publicURL
         config.agents = raw.agents ?? []
         for (index, agent) in config.agents.enumerated() {
@@ -289,6 +447,20 @@ extension CollectorConfig {
                 throw ConfigError(
                     file: file, field: "agents[\(index)].public_key",
                     message: "agent \(agent.id): expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
+            }
+        }
+        // One key, one agent: a key listed under two ids would stay usable after revoking one.
+        var keys: [String: String] = [:]
+        var ids = Set<String>()
+        for (index, agent) in config.agents.enumerated() {
+            guard ids.insert(agent.id).inserted else {
+                throw ConfigError(file: file, field: "agents[\(index)].id", message: "agent \"\(agent.id)\" is listed twice")
+            }
+            let key = (try? AgentPublicKey(base64: agent.publicKey).base64) ?? agent.publicKey
+            if let other = keys.updateValue(agent.id, forKey: key) {
+                throw ConfigError(
+                    file: file, field: "agents[\(index)].public_key",
+                    message: "agent \(agent.id) has the same public key as agent \(other); every agent needs its own key (`sonde-agent keygen`)")
             }
         }
         config.webhooks = raw.webhooks ?? []
@@ -337,9 +509,62 @@ extension CollectorConfig {
             if let cap = retry.cap { config.webhookRetryCap = cap.seconds }
             if let timeout = retry.timeout { config.webhookTimeout = max(0.1, timeout.seconds) }
             if let poll = retry.poll { config.webhookPollInterval = max(0.01, poll.seconds) }
+            if let attempts = retry.maxAttempts {
+                guard attempts >= 1 else { throw ConfigError(file: file, field: "webhook_retry.max_attempts", message: "expected at least 1") }
+                config.webhookMaxAttempts = attempts
+            }
+            if let age = retry.maxAge {
+                guard age.seconds > 0 else { throw ConfigError(file: file, field: "webhook_retry.max_age", message: "expected more than 0") }
+                config.webhookMaxAge = age.seconds
+            }
         }
         return config
     }
+
+    /// `listen.tls` / `listen.plain_http`, `tokens`, `status_page`, `metrics` and `limits`.
+    private mutating func applySecurity(_ raw: ConfigFile, file: String) throws {
+        func resolve(_ path: String) -> String {
+            path.hasPrefix("/") ? path : URL(fileURLWithPath: file).deletingLastPathComponent().path + "/" + path
+        }
+        if let tls = raw.listen?.tls { self.tls = TLSFiles(cert: resolve(tls.cert), key: resolve(tls.key), clientCA: tls.clientCA.map(resolve)) }
+        plainHTTP = raw.listen?.plainHTTP ?? false
+        if tls != nil && plainHTTP {
+            throw ConfigError(file: file, field: "listen.plain_http", message: "cannot be true together with listen.tls; choose one")
+        }
+        if tls == nil && !plainHTTP { throw ConfigError(file: file, field: "listen", message: Self.transportRequired) }
+        var names = Set<String>()
+        for (index, token) in (raw.tokens ?? []).enumerated() {
+            guard let digest = APIToken.digest(hex: token.sha256) else {
+                throw ConfigError(
+                    file: file, field: "tokens[\(index)].sha256",
+                    message: "expected 64 hex digits, the SHA-256 of the token (`printf %s \"$TOKEN\" | sha256sum`), never the token itself")
+            }
+            guard names.insert(token.name).inserted else {
+                throw ConfigError(file: file, field: "tokens[\(index)].name", message: "\"\(token.name)\" is used twice; names must be unique")
+            }
+            guard !tokens.contains(where: { $0.sha256 == digest }) else {
+                throw ConfigError(file: file, field: "tokens[\(index)].sha256", message: "the same token is listed twice; give each client its own")
+            }
+            tokens.append(APIToken(name: token.name, role: token.role, sha256: digest))
+        }
+        statusPagePublic = raw.statusPage?.public ?? false
+        metricsPublic = raw.metrics?.public ?? false
+        if let l = raw.limits {
+            func positive<T: Comparable & Numeric>(_ value: T?, _ key: String) throws -> T? {
+                guard let value else { return nil }
+                guard value > 0 else { throw ConfigError(file: file, field: "limits.\(key)", message: "expected more than 0") }
+                return value
+            }
+            if let v = try positive(l.maxProbesPerAgent, "max_probes_per_agent") { limits.maxProbesPerAgent = v }
+            if let v = try positive(l.maxComponentsPerAgent, "max_components_per_agent") { limits.maxComponentsPerAgent = v }
+            if let v = try positive(l.pushesPerMinute, "pushes_per_minute") { limits.pushesPerMinute = v }
+            if let v = try positive(l.pushBurst, "push_burst") { limits.pushBurst = max(1, v) }
+            if let v = try positive(l.testAlertsPerMinute, "test_alerts_per_minute") { limits.testAlertsPerMinute = v }
+        }
+    }
+
+    static let transportRequired =
+        "say how to serve: listen.tls {cert, key} for HTTPS, or listen.plain_http: true for plain HTTP (only on loopback or behind a TLS proxy)"
 
     private static func configError(_ error: DecodingError, file: String) -> ConfigError {
         func field(_ path: [any CodingKey]) -> String {

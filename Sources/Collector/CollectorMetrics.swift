@@ -11,6 +11,23 @@ public final class CollectorMetrics: Sendable {
         var results = 0
         var webhookDelivered = 0
         var webhookFailed = 0
+        var webhookDeadLettered = 0
+        /// Refusals by (where, reason code); reason codes are this program's own, a fixed set.
+        var refusals: [RefusalKey: Int] = [:]
+    }
+
+    /// Where a request was refused.
+    enum Surface: String, Sendable {
+        /// `POST /v1/results` (agents).
+        case ingest
+        /// The token-protected API, the status page and `/metrics`.
+        case api
+    }
+
+    struct RefusalKey: Hashable, Comparable {
+        var surface: String
+        var reason: String
+        static func < (a: RefusalKey, b: RefusalKey) -> Bool { (a.surface, a.reason) < (b.surface, b.reason) }
     }
 
     struct ProbeKey: Hashable {
@@ -41,6 +58,10 @@ public final class CollectorMetrics: Sendable {
     func batchRejected() { counters.withLock { $0.batchesRejected += 1 } }
     func webhookDelivered() { counters.withLock { $0.webhookDelivered += 1 } }
     func webhookFailed() { counters.withLock { $0.webhookFailed += 1 } }
+    func webhookDeadLettered() { counters.withLock { $0.webhookDeadLettered += 1 } }
+    func refused(_ surface: Surface, reason: String) {
+        counters.withLock { $0.refusals[RefusalKey(surface: surface.rawValue, reason: reason), default: 0] += 1 }
+    }
 
     /// Keeps the newest result per (agent, probe), received at `receivedAt`.
     func record(_ results: [ProbeResult], receivedAt: Date = Date()) {
@@ -79,16 +100,29 @@ struct PrometheusText {
         text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
     }
 
+    mutating func reserve(_ bytes: Int) { text.reserveCapacity(bytes) }
+
     mutating func sample(_ name: String, _ labels: [(String, String)] = [], _ value: Double) {
+        sample(name, rendered: labels.isEmpty ? "" : Self.labels(labels), value)
+    }
+
+    /// A sample whose label set is already rendered (`{a="b",…}` or empty).
+    mutating func sample(_ name: String, rendered labels: String, _ value: Double) {
         text += name
-        if !labels.isEmpty {
-            text += "{" + labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
-        }
-        text += " " + Self.format(value) + "\n"
+        text += labels
+        text += " "
+        text += Self.format(value)
+        text += "\n"
+    }
+
+    static func labels(_ labels: [(String, String)]) -> String {
+        "{" + labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
     }
 
     static func escape(_ value: String) -> String {
-        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        // Most values need nothing: scan the bytes before building a new string.
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else { return value }
+        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 
     /// Shortest text that reads back as the same Double (Swift's description), integers without

@@ -3,6 +3,8 @@ import CollectorStore
 import Correlation
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import ServiceLifecycle
 import SondeCore
@@ -13,7 +15,7 @@ import Synchronization
 /// A built collector: the HTTP application (which also runs the evaluator, the webhook dispatcher
 /// and retention as services) and handles for tests and the demo.
 public struct BuiltCollector: Sendable {
-    public let application: Application<CollectorResponder>
+    public let application: Application<RouterResponder<BasicRequestContext>>
     public let store: any CollectorStorage
     public let hub: CorrelationHub
     public let metrics: CollectorMetrics
@@ -39,22 +41,35 @@ final class BoundPort: Sendable {
 /// configured agents and rebuilds the correlation engine from stored results, open incidents and
 /// agent states, all before anything listens. `serve`, the tests and the demo all call this.
 public func buildCollector(config: CollectorConfig, logger: Logger) async throws -> BuiltCollector {
+    // HTTPS or an explicit plain_http; never plain HTTP by default.
+    guard config.tls != nil || config.plainHTTP else { throw ConfigError(file: "config", field: "listen", message: CollectorConfig.transportRequired) }
+    // SIGHUP reloads TLS (SIGHUPReloader); until that service traps it, it must not kill us.
+    signal(SIGHUP, SIG_IGN)
+    let credentials = try config.tls.map(TLSCredentials.init(files:))
+
     let store: any CollectorStorage
     if config.databasePath == ":memory:" {
         store = InMemoryCollectorStore()
     } else {
-        store = try SQLiteCollectorStore(path: config.databasePath, logger: logger)
+        store = try SQLiteCollectorStore(path: config.databasePath, durability: config.databaseSync, logger: logger)
     }
     try await store.migrate()
-    logger.info("Database ready", metadata: ["db.path": .string(config.databasePath)])
+    logger.info("Database ready", metadata: ["db.path": .string(config.databasePath), "db.sync": .string(config.databaseSync.rawValue)])
+    if config.databaseSync == .normal {
+        logger.warning("database_sync: normal: a power loss can drop batches already acknowledged to agents")
+    }
 
     for enrolment in config.agents {
         let existing = try await store.agent(id: enrolment.id)
         // A revocation made with `sonde-collector agents revoke` survives restarts with an old config.
-        try await store.upsertAgent(
-            AgentRecord(
-                id: enrolment.id, region: enrolment.region, publicKey: enrolment.publicKey, revoked: existing?.revoked ?? false,
-                enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+        do {
+            try await store.upsertAgent(
+                AgentRecord(
+                    id: enrolment.id, region: enrolment.region, publicKey: enrolment.publicKey, revoked: existing?.revoked ?? false,
+                    enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+        } catch let error as DuplicateKeyError {
+            throw ConfigError(file: "config", field: "agents", message: error.description)
+        }
     }
 
     // Rebuild the engine's memory: the recent window of results, open incidents, agent states.
@@ -72,42 +87,61 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     }
     let metrics = CollectorMetrics()
     for result in recent { metrics.record([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000)) }
+    let cardinality = AgentCardinality(limits: config.limits, known: try await store.seriesNames())
     logger.info("Correlation engine rebuilt", metadata: ["results": "\(recent.count)", "incidents.open": "\(openIncidents.count)"])
 
     let hub = CorrelationHub(engine: engine)
     let trigger = EvaluationTrigger()
     let boundPort = BoundPort()
     let linkBase: @Sendable () -> String = { config.linkBase(boundPort: boundPort.value) }
+    let health = StorageHealth(store: store, logger: logger)
 
     let writer = IngestWriter(store: store, logger: logger)
     let api = CollectorAPI(
         store: store, hub: hub, metrics: metrics, targets: config.webhooks, trigger: trigger,
         ingest: IngestHandler(
-            store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, maxBodyBytes: config.maxBodyBytes,
-            maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
-        logger: logger)
+            store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, health: health, cardinality: cardinality,
+            pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
+            maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
+        health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: config.limits.testAlertsPerMinute),
+        statusPagePublic: config.statusPagePublic, logger: logger)
     let services: [any Service] = [
         writer,
         Evaluator(hub: hub, store: store, targets: config.webhooks, interval: config.evaluationInterval, trigger: trigger, logger: logger),
         WebhookDispatcher(
             store: store, targets: config.webhooks, metrics: metrics, linkBase: linkBase,
-            retryBase: config.webhookRetryBase, retryCap: config.webhookRetryCap, timeout: config.webhookTimeout,
+            retry: .init(
+                base: config.webhookRetryBase, cap: config.webhookRetryCap, timeout: config.webhookTimeout, maxAttempts: config.webhookMaxAttempts,
+                maxAge: config.webhookMaxAge),
             pollInterval: config.webhookPollInterval, logger: logger),
         RetentionService(store: store, retention: config.retentionDays * 86400, interval: config.retentionInterval, logger: logger),
+        SIGHUPReloader(credentials: credentials, logger: logger),
     ]
+    // Slow or stalled clients are cut off: `idle_timeout` (nothing received, including a
+    // trickled header) and `request_timeout` (a whole request, body included).
+    let http1 = HTTPServerBuilder.http1(
+        configuration: .init(
+            additionalChannelHandlers: [RequestReadDeadline(limit: .nanoseconds(Int64(config.requestTimeout * 1e9)))],
+            idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9))))
+    let server = try credentials.map { try HTTPServerBuilder.tls(http1, tlsConfiguration: $0.serverConfiguration()) } ?? http1
+    if credentials == nil {
+        logger.warning(
+            "Serving plain HTTP (listen.plain_http: true): tokens and results cross the network unencrypted; use it only on loopback or behind a TLS proxy",
+            metadata: ["http.host": .string(config.host)])
+    }
     let application = Application(
-        responder: CollectorResponder(api: api),
-        // Slow or stalled clients are cut off: `idle_timeout` (nothing received, including a
-        // trickled header) and `request_timeout` (a whole request, body included).
-        server: .http1(
-            configuration: .init(
-                additionalChannelHandlers: [RequestReadDeadline(limit: .nanoseconds(Int64(config.requestTimeout * 1e9)))],
-                idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)))),
+        router: makeRouter(api: api, config: config, metrics: metrics, logger: logger),
+        server: server,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sonde-collector"),
         services: services,
         onServerRunning: { channel in
             boundPort.set(channel.localAddress?.port)
-            logger.info("Collector listening", metadata: ["http.host": .string(config.host), "http.port": "\(boundPort.value ?? -1)"])
+            logger.info(
+                "Collector listening",
+                metadata: [
+                    "http.host": .string(config.host), "http.port": "\(boundPort.value ?? -1)", "http.scheme": .string(credentials == nil ? "http" : "https"),
+                    "tls.client_certificates": .string(config.tls?.clientCA == nil ? "not required" : "required"),
+                ])
         },
         logger: logger)
     return BuiltCollector(application: application, store: store, hub: hub, metrics: metrics, boundPort: boundPort)
@@ -115,70 +149,55 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
 
 // MARK: - Routing
 
-/// Routes by method and path. Unknown paths answer 404 and known paths with another method 405,
-/// both as JSON errors like every other failure.
-public struct CollectorResponder: HTTPResponder {
-    public typealias Context = BasicRequestContext
-    let api: CollectorAPI
-
-    public func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
-        let path = request.uri.path
-        let segments = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        let method = request.method
+/// The API on Hummingbird's router. Each group carries who may call it:
+///
+/// | endpoint | who |
+/// |---|---|
+/// | `GET /healthz` | anyone (says only ok or storage_unavailable) |
+/// | `POST /v1/results` | enrolled agents (Ed25519 signature, no token) |
+/// | `GET /`, `GET /metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
+/// | `GET /v1/status`, `/v1/results`, `/v1/incidents[/ID]`, `/v1/agents`, `/v1/alerts/dead-letters` | read |
+/// | `GET /v1/batches`, `POST /v1/alerts/test`, `POST /v1/alerts/dead-letters/ID/redrive` | admin |
+func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMetrics, logger: Logger) -> Router<BasicRequestContext> {
+    typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
+    @Sendable func query(_ request: Request) -> Query {
         var query = Query()
         for (key, value) in request.uri.queryParameters where query[String(key)] == nil { query[String(key)] = String(value) }
-        do {
-            switch segments {
-            case []:
-                try allow(method, [.get, .head])
-                return try await api.statusPage()
-            case ["healthz"]:
-                try allow(method, [.get, .head])
-                return try await api.health()
-            case ["metrics"]:
-                try allow(method, [.get])
-                return await api.prometheus()
-            case ["v1", "results"]:
-                try allow(method, [.get, .post])
-                if method == .post { return JSONResponse.make(try await api.ingest.handle(request)) }
-                return try await api.results(query)
-            case ["v1", "status"]:
-                try allow(method, [.get])
-                return await api.status()
-            case ["v1", "incidents"]:
-                try allow(method, [.get])
-                return try await api.incidents(query)
-            case let s where s.count == 3 && s[0] == "v1" && s[1] == "incidents":
-                try allow(method, [.get])
-                return try await api.incident(id: s[2])
-            case ["v1", "agents"]:
-                try allow(method, [.get])
-                return try await api.agents()
-            case ["v1", "batches"]:
-                try allow(method, [.get])
-                return try await api.batches(query)
-            case ["v1", "alerts", "test"]:
-                try allow(method, [.post])
-                return try await api.testAlert()
-            default:
-                throw APIError.notFound("no route for \(method.rawValue) \(path); see docs/collector.md for the API")
-            }
-        } catch let error as APIError {
-            return error.response
-        } catch {
-            api.logger.error("Request failed", metadata: ["http.path": .string(path), "error": "\(error)"])
-            return APIError(.internalServerError, "internal", "\(error)").response
-        }
+        return query
     }
+    let read = APIAccess.Requirement.role(.read)
+    let admin = APIAccess.Requirement.role(.admin)
+    let routes: [(who: APIAccess.Requirement, methods: [HTTPRequest.Method], path: String, handler: Handler)] = [
+        (config.statusPagePublic ? .anyone : read, [.get, .head], "/", { _, _ in try await api.statusPage() }),
+        (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
+        (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
+        (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
+        (read, [.get], "/v1/results", { request, _ in try await api.results(query(request)) }),
+        (read, [.get], "/v1/status", { _, _ in await api.status() }),
+        (read, [.get], "/v1/incidents", { request, _ in try await api.incidents(query(request)) }),
+        (read, [.get], "/v1/incidents/:id", { _, context in try await api.incident(id: context.parameters.get("id") ?? "") }),
+        (read, [.get], "/v1/agents", { _, _ in try await api.agents() }),
+        (read, [.get], "/v1/alerts/dead-letters", { request, _ in try await api.deadLetters(query(request)) }),
+        (admin, [.get], "/v1/batches", { request, _ in try await api.batches(query(request)) }),
+        (admin, [.post], "/v1/alerts/test", { _, _ in try await api.testAlert() }),
+        (
+            admin, [.post], "/v1/alerts/dead-letters/:event/redrive",
+            { request, context in try await api.redrive(eventID: context.parameters.get("event") ?? "", target: query(request)["target"]) }
+        ),
+    ]
+    var table = RouteTable()
+    for route in routes { for method in route.methods { table.add(route.path, method) } }
 
-    private func allow(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method]) throws(APIError) {
-        guard allowed.contains(method) else {
-            var error = APIError(
-                .methodNotAllowed, "method_not_allowed", "\(method.rawValue) is not allowed here; use \(allowed.map(\.rawValue).joined(separator: " or "))")
-            error.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
-            throw error
-        }
+    let router = Router(context: BasicRequestContext.self)
+    // Outermost first: every answer is logged, every failure is a JSON error (404/405 included).
+    router.add(middleware: RequestLogMiddleware(logger: logger))
+    router.add(middleware: JSONErrorMiddleware(routes: table, logger: logger))
+    let access = APIAccess(tokens: config.tokens)
+    for route in routes {
+        let group = router.group().add(middleware: AuthMiddleware(access: access, requirement: route.who, metrics: metrics, logger: logger))
+        for method in route.methods { group.on(RouterPath(route.path), method: method, use: route.handler) }
     }
+    return router
 }
 
 // MARK: - Handlers
@@ -194,11 +213,16 @@ public struct CollectorAPI: Sendable {
     let targets: [WebhookTarget]
     let trigger: EvaluationTrigger
     let ingest: IngestHandler
+    let health: StorageHealth
+    let testAlertLimiter: RateLimiter
+    let statusPagePublic: Bool
     let logger: Logger
 
+    /// For load balancers: 200 while storage takes writes, 503 when it cannot (full disk,
+    /// read-only file system); the body names no path and no error detail.
     func health() async throws -> Response {
-        do { _ = try await store.agent(id: "") } catch {
-            throw APIError(.serviceUnavailable, "storage_unavailable", "the database does not answer: \(error)")
+        guard await health.canWrite() else {
+            throw APIError(.serviceUnavailable, "storage_unavailable", "storage cannot take writes; the collector's log says why")
         }
         return JSONResponse.make(["status": "ok"])
     }
@@ -292,6 +316,11 @@ public struct CollectorAPI: Sendable {
     }
 
     func testAlert() async throws -> Response {
+        // One shared bucket: test alerts reach every target, so they must not crowd out real ones.
+        if let wait = testAlertLimiter.take("alert.test") {
+            metrics.refused(.api, reason: "rate_limited")
+            throw RateLimiter.tooMany("rate_limited", "too many test alerts (limits.test_alerts_per_minute)", retryAfter: wait)
+        }
         let now = Date()
         let id = "alert.test.\(now.epochMs).\(UInt32.random(in: 0...UInt32.max))"
         let event = AlertEvent(id: id, type: .test, occurredAt: now, summary: "Test alert from sonde-collector: webhooks reach this target")
@@ -304,10 +333,25 @@ public struct CollectorAPI: Sendable {
         return JSONResponse.make(AlertTestResponse(eventID: id, targets: targets.map(\.name)), status: .accepted)
     }
 
+    func deadLetters(_ query: Query) async throws -> Response {
+        let letters = try await store.deadLetters(limit: try Self.limit(query, default: 100))
+        return JSONResponse.make(DeadLettersResponse(deadLetters: letters))
+    }
+
+    func redrive(eventID: String, target: String?) async throws -> Response {
+        let targets = try await store.redrive(eventID: eventID, target: target)
+        guard !targets.isEmpty else {
+            throw APIError.notFound("no dead letter for event \"\(eventID)\"\(target.map { " and target \"\($0)\"" } ?? ""); `sonde alert dead-letters` lists them")
+        }
+        logger.notice("Dead letters re-driven", metadata: ["event.id": .string(eventID), "targets": .string(targets.joined(separator: ","))])
+        return JSONResponse.make(RedriveResponse(eventID: eventID, targets: targets))
+    }
+
     func prometheus() async -> Response {
         let text = MetricsRenderer.render(
             runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, counters: metrics.snapshot, verdicts: await hub.verdicts,
-            openIncidents: await hub.openIncidents.count)
+            openIncidents: await hub.openIncidents.count,
+            deadLetters: (try? await store.deadLetterCount()) ?? 0)
         return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 
@@ -321,7 +365,8 @@ public struct CollectorAPI: Sendable {
             .compactMap { try? SondeJSON.decoder().decode(Incident.self, from: $0.json) }
         let agents = try await store.agents()
         let html = StatusPage.render(
-            status: status, health: await hub.agentHealth, agents: agents, timeline: timeline, incidents: incidents, now: now)
+            status: status, health: await hub.agentHealth, agents: agents, timeline: timeline, incidents: incidents, now: now,
+            audience: statusPagePublic ? .public : .operators)
         return JSONResponse.text(html, contentType: "text/html; charset=utf-8")
     }
 

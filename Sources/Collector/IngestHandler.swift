@@ -15,6 +15,10 @@ struct IngestHandler: Sendable {
     let hub: CorrelationHub
     let trigger: EvaluationTrigger
     let metrics: CollectorMetrics
+    let health: StorageHealth
+    let cardinality: AgentCardinality
+    /// Pushes per agent (429 with Retry-After past it; the agent waits that long).
+    let pushLimiter: RateLimiter
     let maxBodyBytes: Int
     let maxResults: Int
     let allowedSkew: TimeInterval
@@ -29,6 +33,7 @@ struct IngestHandler: Sendable {
             return ack
         } catch {
             metrics.batchRejected()
+            metrics.refused(.ingest, reason: error.code)
             logger.notice(
                 "Batch refused",
                 metadata: ["error.code": .string(error.code), "error.message": .string(error.message), "agent.id": .string(request.headers.first(named: PushProtocol.agentHeader) ?? "?")])
@@ -87,10 +92,16 @@ struct IngestHandler: Sendable {
             throw APIError(.unauthorized, "bad_signature", "the \(PushProtocol.signatureHeader) does not verify against agent \"\(agentID)\"'s enrolled key")
         }
 
+        // Rate after the signature: nobody can spend an agent's allowance by naming it.
+        if let wait = pushLimiter.take(agentID) {
+            throw RateLimiter.tooMany("rate_limited", "agent \"\(agentID)\" pushes faster than limits.pushes_per_minute allows", retryAfter: wait)
+        }
+
         // Now the content.
         let decoded = try IngestDecoding.decode(
-            from: body, agentID: agentID, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt)
+            from: body, agentID: agentID, region: agent.region, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt)
         let batch = decoded.batch
+        try cardinality.admit(batch.results, agent: agentID)
 
         let outcome: IngestOutcome
         do {
@@ -99,9 +110,11 @@ struct IngestHandler: Sendable {
                     batch: BatchRecord(batchID: batch.batchID, agent: agentID, receivedAt: receivedAt, body: body, signature: signature),
                     results: batch.results, resultRanges: decoded.resultRanges))
         } catch {
+            health.ingestFailed()
             logger.error("Cannot store a batch", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "error": "\(error)"])
             throw APIError(.serviceUnavailable, "storage_unavailable", "the batch could not be stored; retry later")
         }
+        health.ingestSucceeded()
         switch outcome {
         case .duplicate:
             metrics.batchDuplicate()
@@ -130,14 +143,15 @@ struct IngestHandler: Sendable {
 /// `APIError` with a 4xx status.
 public enum IngestDecoding {
     public static func batch(
-        from body: Data, agentID: String, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
+        from body: Data, agentID: String, region: String? = nil, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
     ) throws(APIError) -> PushBatch {
-        try decode(from: body, agentID: agentID, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt).batch
+        try decode(from: body, agentID: agentID, region: region, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt).batch
     }
 
-    /// `batch(from:…)` with the byte range of each result in the body (for the store).
+    /// `batch(from:…)` with the byte range of each result in the body (for the store). `region`:
+    /// the agent's enrolled region, which every result must carry.
     public static func decode(
-        from body: Data, agentID: String, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
+        from body: Data, agentID: String, region: String? = nil, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
     ) throws(APIError) -> PushBatchDecoder.Decoded {
         let decoded: PushBatchDecoder.Decoded
         do { decoded = try PushBatchDecoder.decode(body) } catch {
@@ -150,6 +164,11 @@ public enum IngestDecoding {
         if let index = batch.results.firstIndex(where: { $0.agent != agentID }) {
             throw APIError(
                 .badRequest, "agent_mismatch", "results[\(index)].agent is \"\(batch.results[index].agent)\", not the batch's agent \"\(agentID)\"")
+        }
+        if let region, let index = batch.results.firstIndex(where: { $0.region != region }) {
+            throw APIError(
+                .unprocessableContent, "region_mismatch",
+                "results[\(index)].region is \"\(batch.results[index].region)\", but agent \"\(agentID)\" is enrolled in region \"\(region)\"; fix the agent's region or re-enrol it")
         }
         guard !batch.batchID.isEmpty else { throw APIError(.badRequest, "malformed_body", "batch_id: must not be empty") }
         guard !batch.results.isEmpty else { throw APIError(.badRequest, "empty_batch", "the batch has no results") }

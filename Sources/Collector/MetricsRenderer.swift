@@ -11,40 +11,48 @@ import SondeCore
 /// ``CollectorMetrics/LatestRun/staleAfter``). Prometheus then marks them stale, so a stopped agent
 /// is never shown as succeeding.
 enum MetricsRenderer {
-    /// blackbox_exporter's names for the HTTP phases (`probe_http_duration_seconds{phase}`), from
-    /// Sonde's: dns → resolve, ttfb → processing; connect, tls and transfer are the same.
-    static let blackboxPhase = ["dns": "resolve", "connect": "connect", "tls": "tls", "ttfb": "processing", "transfer": "transfer"]
-
     static func render(
         runs: [CollectorMetrics.LatestRun], agents: [AgentHealth], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict],
-        openIncidents: Int, process: ProcessStats = .current()
+        openIncidents: Int, deadLetters: Int, process: ProcessStats = .current()
     ) -> String {
         var out = PrometheusText()
         let reporting = Set(agents.filter { $0.state == .ok || $0.state == .localFault }.map(\.agent))
         let latest = runs.map(\.result).filter { reporting.contains($0.agent) }
-        func labels(_ r: ProbeResult) -> [(String, String)] {
-            [("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]
-        }
+        out.reserve(latest.count * 1024)
+        // Each series' label set is escaped once and reused by every metric of that series.
+        let labels = latest.map { r in PrometheusText.labels([("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]) }
         out.declare("probe_success", type: "gauge", help: "Whether the latest run of the probe succeeded (ok or degraded).")
-        for r in latest { out.sample("probe_success", labels(r), r.outcome == .failed ? 0 : 1) }
+        for (r, l) in zip(latest, labels) { out.sample("probe_success", rendered: l, r.outcome == .failed ? 0 : 1) }
         out.declare("probe_degraded", type: "gauge", help: "Whether the latest run succeeded but slower than the probe's degraded_after.")
-        for r in latest { out.sample("probe_degraded", labels(r), r.outcome == .degraded ? 1 : 0) }
+        for (r, l) in zip(latest, labels) { out.sample("probe_degraded", rendered: l, r.outcome == .degraded ? 1 : 0) }
         out.declare("probe_duration_seconds", type: "gauge", help: "Duration of the latest run of the probe.")
-        for r in latest { out.sample("probe_duration_seconds", labels(r), PrometheusText.seconds(ms: r.durationMs)) }
+        for (r, l) in zip(latest, labels) { out.sample("probe_duration_seconds", rendered: l, PrometheusText.seconds(ms: r.durationMs)) }
         out.declare("probe_last_run_timestamp_seconds", type: "gauge", help: "When the latest run of the probe started (Unix time, agent clock).")
-        for r in latest { out.sample("probe_last_run_timestamp_seconds", labels(r), (r.startedAt.timeIntervalSince1970 * 1000).rounded() / 1000) }
+        for (r, l) in zip(latest, labels) {
+            out.sample("probe_last_run_timestamp_seconds", rendered: l, (r.startedAt.timeIntervalSince1970 * 1000).rounded() / 1000)
+        }
         out.declare(
             "probe_http_duration_seconds", type: "gauge",
             help: "Time per HTTP phase in the latest run, summed over its steps (blackbox_exporter's phase names).")
-        for r in latest {
-            for phase in PhaseTimings.phaseNames {
-                let ms = r.steps.reduce(0.0) { sum, step in sum + (step.timings.phases.first { $0.name == phase }?.ms ?? 0) }
-                out.sample("probe_http_duration_seconds", labels(r) + [("phase", blackboxPhase[phase] ?? phase)], PrometheusText.seconds(ms: ms))
+        for (r, l) in zip(latest, labels) {
+            var sums = (dns: 0.0, connect: 0.0, tls: 0.0, ttfb: 0.0, transfer: 0.0)
+            for step in r.steps {
+                let t = step.timings
+                sums.dns += t.dns
+                sums.connect += t.connect
+                sums.tls += t.tls
+                sums.ttfb += t.ttfb
+                sums.transfer += t.transfer
+            }
+            let open = l.dropLast()  // `{…}` without the closing brace, to add the phase label
+            // blackbox_exporter's phase names: Sonde's dns is `resolve`, its ttfb `processing`.
+            for (phase, ms) in [("resolve", sums.dns), ("connect", sums.connect), ("tls", sums.tls), ("processing", sums.ttfb), ("transfer", sums.transfer)] {
+                out.sample("probe_http_duration_seconds", rendered: open + ",phase=\"\(phase)\"}", PrometheusText.seconds(ms: ms))
             }
         }
         out.declare("probe_http_status_code", type: "gauge", help: "HTTP status of the last step with a response in the latest run.")
-        for r in latest {
-            if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", labels(r), Double(status)) }
+        for (r, l) in zip(latest, labels) {
+            if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", rendered: l, Double(status)) }
         }
 
         out.declare("sonde_agent_up", type: "gauge", help: "1 while the agent reports (ok or local_fault), 0 when silent or revoked.")
@@ -87,6 +95,13 @@ enum MetricsRenderer {
         out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by result.")
         out.sample("sonde_webhook_deliveries_total", [("result", "delivered")], Double(counters.webhookDelivered))
         out.sample("sonde_webhook_deliveries_total", [("result", "failed")], Double(counters.webhookFailed))
+        out.sample("sonde_webhook_deliveries_total", [("result", "dead_lettered")], Double(counters.webhookDeadLettered))
+        out.declare("sonde_webhook_dead_letters", type: "gauge", help: "Deliveries in the dead-letter table (sonde alert dead-letters).")
+        out.sample("sonde_webhook_dead_letters", [], Double(deadLetters))
+        out.declare("sonde_refusals_total", type: "counter", help: "Refused requests by surface (ingest, api) and reason code.")
+        for (key, count) in counters.refusals.sorted(by: { $0.key < $1.key }) {
+            out.sample("sonde_refusals_total", [("surface", key.surface), ("reason", key.reason)], Double(count))
+        }
 
         out.declare("sonde_build_info", type: "gauge", help: "Always 1; the labels say which build is running.")
         out.sample("sonde_build_info", [("version", SondeBuildInfo.version), ("commit", SondeBuildInfo.commit), ("date", SondeBuildInfo.date)], 1)

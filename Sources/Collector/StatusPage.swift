@@ -60,11 +60,19 @@ enum StatusPage {
         return (bucket?.total ?? 0) > 0 ? .operational : .unknown
     }
 
+    /// Who reads the page: `public` (status_page.public, no token) never sees agent names, their
+    /// health, the engine's incident messages (they name agents) or links to the API.
+    enum Audience: Sendable {
+        case `public`, operators
+    }
+
     /// `incidents`: those of the last 24 hours (open or resolved), for the timeline.
     static func render(
-        status: StatusResponse, health: [AgentHealth], agents: [AgentRecord], timeline: [TimelineBucket], incidents: [Incident], now: Date
+        status: StatusResponse, health: [AgentHealth], agents: [AgentRecord], timeline: [TimelineBucket], incidents: [Incident], now: Date,
+        audience: Audience = .operators
     ) -> String {
-        let regions = Array(Set(status.components.flatMap { $0.regions.keys } + agents.map(\.region))).sorted()
+        let operators = audience == .operators
+        let regions = Array(Set(status.components.flatMap { $0.regions.keys } + (operators ? agents.map(\.region) : []))).sorted()
         var html = """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -101,7 +109,7 @@ enum StatusPage {
             if !evidence.errorCodes.isEmpty { notes.append(evidence.errorCodes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ", ")) }
             if let p50 = evidence.latencyP50Ms { notes.append("p50 \(Int(p50)) ms") }
             if let p95 = evidence.latencyP95Ms { notes.append("p95 \(Int(p95)) ms") }
-            if !evidence.localAgents.isEmpty { notes.append("local: \(evidence.localAgents.joined(separator: ", "))") }
+            if operators && !evidence.localAgents.isEmpty { notes.append("local: \(evidence.localAgents.joined(separator: ", "))") }
             html += "<td class=\"muted\">\(escape(notes.joined(separator: " · ")))</td></tr>\n"
         }
         if status.components.isEmpty { html += "<tr><td colspan=\"\(regions.count + 3)\" class=\"muted\">No results yet.</td></tr>\n" }
@@ -116,7 +124,8 @@ enum StatusPage {
             if !incident.regions.isEmpty { html += " · \(escape(incident.regions.joined(separator: ", ")))" }
             html += " · opened \(escape(RFC3339.string(from: incident.openedAt)))</span><ul>"
             for update in incident.updates.reversed() {
-                html += "<li><span class=\"muted\">\(escape(RFC3339.string(from: update.time)))</span> <em>\(escape(update.status.rawValue))</em> — \(escape(update.message))</li>"
+                html += "<li><span class=\"muted\">\(escape(RFC3339.string(from: update.time)))</span> <em>\(escape(update.status.rawValue))</em>"
+                html += operators ? " — \(escape(update.message))</li>" : "</li>"
             }
             html += "</ul></div>\n"
         }
@@ -141,6 +150,8 @@ enum StatusPage {
             html += "</div></td></tr>\n"
         }
         html += "</table>\n"
+
+        guard operators else { return html + "</body></html>\n" }
 
         // Agents.
         let healthByAgent = Dictionary(health.map { ($0.agent, $0) }, uniquingKeysWith: { $1 })

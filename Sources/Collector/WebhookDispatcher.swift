@@ -57,13 +57,20 @@ enum WebhookPayload {
         return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? event.payload
     }
 
+    /// A link to the status page's anchor for the event. The anchor comes from agent-reported
+    /// names, so it is percent-encoded: no `|`, `>` or space can end a Slack link early.
     static func link(for object: [String: Any], linkBase: String) -> String {
-        if let incident = object["incident"] as? [String: Any], let id = incident["id"] as? String {
-            return "\(linkBase)/#incident-\(id)"
+        func anchor(_ kind: String, _ name: String) -> String {
+            var allowed = CharacterSet.alphanumerics
+            allowed.insert(charactersIn: "-._~")
+            let asciiOnly = name.unicodeScalars.allSatisfy(\.isASCII)
+            let encoded = asciiOnly ? (name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "") : Data(name.utf8).map { String(format: "%%%02X", $0) }.joined()
+            return "\(linkBase)/#\(kind)-\(encoded)"
         }
-        if let id = object["incident"] as? String { return "\(linkBase)/#incident-\(id)" }
-        if let agent = object["agent"] as? String { return "\(linkBase)/#agent-\(agent)" }
-        if let component = object["component"] as? String { return "\(linkBase)/#component-\(component)" }
+        if let incident = object["incident"] as? [String: Any], let id = incident["id"] as? String { return anchor("incident", id) }
+        if let id = object["incident"] as? String { return anchor("incident", id) }
+        if let agent = object["agent"] as? String { return anchor("agent", agent) }
+        if let component = object["component"] as? String { return anchor("component", component) }
         return linkBase + "/"
     }
 
@@ -87,59 +94,87 @@ enum WebhookPayload {
         if let regions = object["regions"] as? [String], !regions.isEmpty { facts.append("*Regions:* \(regions.joined(separator: ", "))") }
         if let agents = object["agents"] as? [String], !agents.isEmpty { facts.append("*Agents:* \(agents.joined(separator: ", "))") }
         let message: [String: Any] = [
-            "text": "\(emoji) [\(event.type)] \(summary)",
+            // Every agent-reported string is escaped, here too: Slack renders `text` in notifications.
+            "text": "\(emoji) [\(slackEscape(event.type))] \(slackEscape(summary))",
             "blocks": [
                 ["type": "section", "text": ["type": "mrkdwn", "text": "\(emoji) *\(slackEscape(summary))*"]],
-                ["type": "section", "text": ["type": "mrkdwn", "text": facts.isEmpty ? event.type : slackEscape(facts.joined(separator: "\n"))]],
+                ["type": "section", "text": ["type": "mrkdwn", "text": slackEscape(facts.isEmpty ? event.type : facts.joined(separator: "\n"))]],
                 [
                     "type": "context",
-                    "elements": [["type": "mrkdwn", "text": "\(event.type) · \(RFC3339.string(from: event.occurredAt)) · <\(link)|details>"]],
+                    "elements": [["type": "mrkdwn", "text": "\(slackEscape(event.type)) · \(RFC3339.string(from: event.occurredAt)) · <\(link)|details>"]],
                 ],
             ],
         ]
         return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
     }
 
-    /// Slack's three control characters in mrkdwn.
+    /// Slack's three control characters in mrkdwn (`&`, `<`, `>`: with them escaped no link,
+    /// mention or `<!channel>` can be formed, so a `|` is plain text), and control characters
+    /// other than newline and tab dropped.
     static func slackEscape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\n", "\t": out.unicodeScalars.append(scalar)
+            default:
+                if scalar.properties.generalCategory == .control || scalar.properties.generalCategory == .format { continue }
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 }
 
 // MARK: - Dispatcher
 
-/// Sends every outbox event to every matching target, in event order per target, until it gets a
-/// 2xx. Failures retry with capped exponential backoff and jitter; the state lives in the
-/// database, so a restart resumes where it stopped and never resends a delivered event. (An
-/// event whose 2xx answer was lost to a crash is sent again: receivers dedupe on
-/// `Sonde-Event-Id`.)
+/// Sends every outbox event to every matching target: one queue (and one task) per target, in
+/// event order per target, until it gets a 2xx. Failures retry with capped exponential backoff
+/// and jitter; the state lives in the database, so a restart resumes where it stopped and never
+/// resends a delivered event. (An event whose 2xx answer was lost to a crash is sent again:
+/// receivers dedupe on `Sonde-Event-Id`.) An event the target refuses with a non-retryable 4xx,
+/// or still failing after `maxAttempts` or `maxAge`, goes to the dead-letter table, so it never
+/// holds up the target's later events; `sonde alert redrive` puts it back.
 public struct WebhookDispatcher: Service {
+    /// `webhook_retry`: backoff, time-out and when to give up.
+    struct Retry: Sendable {
+        var base: TimeInterval
+        var cap: TimeInterval
+        var timeout: TimeInterval
+        var maxAttempts: Int
+        var maxAge: TimeInterval
+    }
+
     let store: any CollectorStorage
     let targets: [WebhookTarget]
     let client: CurlHTTPClient
     let metrics: CollectorMetrics
     let linkBase: @Sendable () -> String
-    let retryBase: TimeInterval
-    let retryCap: TimeInterval
-    let timeout: TimeInterval
+    let retry: Retry
     let pollInterval: TimeInterval
     let logger: Logger
 
     init(
         store: any CollectorStorage, targets: [WebhookTarget], client: CurlHTTPClient = CurlHTTPClient(threads: 4), metrics: CollectorMetrics,
-        linkBase: @escaping @Sendable () -> String, retryBase: TimeInterval, retryCap: TimeInterval, timeout: TimeInterval,
-        pollInterval: TimeInterval, logger: Logger
+        linkBase: @escaping @Sendable () -> String, retry: Retry, pollInterval: TimeInterval, logger: Logger
     ) {
         self.store = store
         self.targets = targets
         self.client = client
         self.metrics = metrics
         self.linkBase = linkBase
-        self.retryBase = retryBase
-        self.retryCap = retryCap
-        self.timeout = timeout
+        self.retry = retry
         self.pollInterval = pollInterval
         self.logger = logger
+    }
+
+    /// Statuses that say "this request will never be accepted": retrying them only jams the queue.
+    /// 408 (timeout), 425 and 429 (rate limit) are worth another try, as is every 5xx.
+    static func isPermanentRefusal(_ status: Int) -> Bool {
+        (400..<500).contains(status) && ![408, 425, 429].contains(status)
     }
 
     public func run() async throws {
@@ -205,8 +240,9 @@ public struct WebhookDispatcher: Service {
                 HTTPHeader(WebhookSignature.eventIDHeader, delivery.event.id),
                 HTTPHeader(WebhookSignature.eventTypeHeader, delivery.event.type),
             ],
-            body: body, timeout: .milliseconds(Int(timeout * 1000)), maxResponseBytes: 1 << 20)
+            body: body, timeout: .milliseconds(Int(retry.timeout * 1000)), maxResponseBytes: 1 << 20)
         let failure: String
+        var permanent = false
         do {
             let response = try await client.perform(request)
             if (200..<300).contains(response.status) {
@@ -220,13 +256,30 @@ public struct WebhookDispatcher: Service {
                 return
             }
             failure = "HTTP \(response.status)"
+            permanent = Self.isPermanentRefusal(response.status)
         } catch {
             if Task.isCancelled { return }
             failure = "\(error.kind.rawValue): \(error.message)"
         }
         let attempts = delivery.attempts + 1
-        let delay = Self.backoff(attempt: attempts, base: retryBase, cap: retryCap)
         metrics.webhookFailed()
+        let age = -delivery.event.occurredAt.timeIntervalSinceNow
+        if permanent || attempts >= retry.maxAttempts || age >= retry.maxAge {
+            let why =
+                permanent ? "refused with a non-retryable status" : attempts >= retry.maxAttempts ? "out of attempts (webhook_retry.max_attempts)" : "too old (webhook_retry.max_age)"
+            do {
+                try await store.markDead(eventID: delivery.event.id, target: target.name, attempts: attempts, error: "\(failure); \(why)", at: Date())
+                metrics.webhookDeadLettered()
+                logger.error(
+                    "Webhook event dead-lettered; later events go on (`sonde alert dead-letters`, `sonde alert redrive`)",
+                    metadata: ["error": .string(failure), "reason": .string(why), "attempts": "\(attempts)"])
+            } catch {
+                logger.error("Cannot dead-letter a webhook event", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+            return
+        }
+        let delay = Self.backoff(attempt: attempts, base: retry.base, cap: retry.cap)
         logger.warning(
             "Webhook delivery failed; will retry",
             metadata: ["error": .string(failure), "attempts": "\(attempts)", "retry.in_seconds": "\(String(format: "%.2f", delay))"])

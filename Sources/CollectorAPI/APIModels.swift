@@ -173,3 +173,43 @@ public struct AlertTestResponse: Codable, Sendable {
         case targets
     }
 }
+
+/// `POST /v1/alerts/dead-letters/ID/redrive`.
+public typealias RedriveResponse = AlertTestResponse
+
+/// One delivery given up on, as `GET /v1/alerts/dead-letters` shows it.
+public struct DeadLetterView: Codable, Sendable, Hashable {
+    public var eventID: String
+    public var eventType: String
+    public var target: String
+    public var attempts: Int
+    public var lastError: String
+    public var occurredAt: Date
+    public var deadAt: Date
+
+    public init(eventID: String, eventType: String, target: String, attempts: Int, lastError: String, occurredAt: Date, deadAt: Date) {
+        self.eventID = eventID
+        self.eventType = eventType
+        self.target = target
+        self.attempts = attempts
+        self.lastError = lastError
+        self.occurredAt = occurredAt
+        self.deadAt = deadAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case eventID = "event_id"
+        case eventType = "event_type"
+        case target, attempts
+        case lastError = "last_error"
+        case occurredAt = "occurred_at"
+        case deadAt = "dead_at"
+    }
+}
+
+/// `GET /v1/alerts/dead-letters`: newest first.
+public struct DeadLettersResponse: Codable, Sendable {
+    public var deadLetters: [DeadLetterView]
+    public init(deadLetters: [DeadLetterView]) { self.deadLetters = deadLetters }
+    enum CodingKeys: String, CodingKey { case deadLetters = "dead_letters" }
+}

@@ -1,3 +1,4 @@
+import CollectorAPI
 import Foundation
 import SondeCore
 
@@ -188,6 +189,25 @@ public struct OutboxEvent: Sendable, Hashable {
 
 public enum DeliveryStatus: String, Sendable, Codable {
     case pending, delivered
+    /// Given up on (refused with a non-retryable 4xx, or out of attempts or time): in the
+    /// dead-letter table until re-driven.
+    case dead
+}
+
+/// A delivery given up on: a row of the `dead_letters` table, shown by `sonde alert
+/// dead-letters` and re-driven by `sonde alert redrive` (the API's view is the record itself).
+public typealias DeadLetterRecord = DeadLetterView
+
+/// The names an agent's results have used (for the per-agent cardinality caps).
+public struct SeriesNames: Sendable, Hashable {
+    public var agent: String
+    public var probe: String
+    public var component: String
+    public init(agent: String, probe: String, component: String) {
+        self.agent = agent
+        self.probe = probe
+        self.component = component
+    }
 }
 
 /// One event for one webhook target.
@@ -276,6 +296,19 @@ public struct StorageError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+/// An agent enrolment refused because its public key already belongs to another agent.
+public struct DuplicateKeyError: Error, CustomStringConvertible, Sendable {
+    public var agent: String
+    public var holder: String
+    public init(agent: String, holder: String) {
+        self.agent = agent
+        self.holder = holder
+    }
+    public var description: String {
+        "agent \(agent)'s public key is already enrolled as agent \(holder); a key belongs to one agent: make a new one with `sonde-agent keygen`"
+    }
+}
+
 // MARK: - The protocol
 
 /// One batch waiting to be stored (see `CollectorStorage.ingest(group:)`).
@@ -310,6 +343,8 @@ public protocol CollectorStorage: Sendable {
     func migrate() async throws
 
     // Agents
+    /// Enrols or updates an agent. Throws `StorageError` when another agent id holds the same
+    /// public key (revoked or not): a key belongs to one agent, so revoking it revokes the key.
     func upsertAgent(_ agent: AgentRecord) async throws
     /// Marks an agent revoked; false when no such agent.
     func revokeAgent(id: String) async throws -> Bool
@@ -330,6 +365,8 @@ public protocol CollectorStorage: Sendable {
     /// batch id), oldest first, at most `limit`.
     func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord]
     func timeline(since: Date) async throws -> [TimelineBucket]
+    /// Every (agent, probe, component) stored so far.
+    func seriesNames() async throws -> [SeriesNames]
     func resultCount() async throws -> Int
 
     // Incidents, events, agent states
@@ -343,6 +380,16 @@ public protocol CollectorStorage: Sendable {
     func nextPendingDelivery(target: String) async throws -> DeliveryRecord?
     func markDelivered(eventID: String, target: String, at: Date) async throws
     func markFailed(eventID: String, target: String, attempts: Int, nextAttemptAt: Date, error: String) async throws
+    /// Moves a pending delivery to the dead-letter table; the target's later events go on.
+    func markDead(eventID: String, target: String, attempts: Int, error: String, at: Date) async throws
+    /// Dead letters, newest first.
+    func deadLetters(limit: Int) async throws -> [DeadLetterRecord]
+    func deadLetterCount() async throws -> Int
+    /// Puts an event's dead letters (one target's, or all) back in their queues with fresh
+    /// attempts; returns the targets re-driven.
+    func redrive(eventID: String, target: String?) async throws -> [String]
+    /// Proves storage can still write (a tiny committed write); throws when it cannot.
+    func checkWritable() async throws
     /// Every delivery, oldest event first (for tests and diagnostics).
     func deliveries() async throws -> [DeliveryRecord]
 

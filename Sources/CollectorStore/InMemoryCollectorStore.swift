@@ -1,3 +1,4 @@
+import CollectorAPI
 import Foundation
 import SondeCore
 
@@ -12,6 +13,7 @@ public actor InMemoryCollectorStore: CollectorStorage {
     private var eventsByID: [String: (event: OutboxEvent, createdAt: Date)] = [:]
     private var deliveryRows: [DeliveryKey: DeliveryRecord] = [:]
     private var states: [String: Data] = [:]
+    private var dead: [DeliveryKey: DeadLetterRecord] = [:]
 
     public init() {}
 
@@ -20,6 +22,9 @@ public actor InMemoryCollectorStore: CollectorStorage {
     // MARK: - Agents
 
     public func upsertAgent(_ agent: AgentRecord) async throws {
+        if let holder = agentsByID.values.first(where: { $0.publicKey == agent.publicKey && $0.id != agent.id }) {
+            throw DuplicateKeyError(agent: agent.id, holder: holder.id)
+        }
         var record = agent
         if let existing = agentsByID[agent.id] {
             record.enrolledAt = existing.enrolledAt
@@ -100,6 +105,10 @@ public actor InMemoryCollectorStore: CollectorStorage {
 
     public func resultCount() async throws -> Int { resultsByID.count }
 
+    public func seriesNames() async throws -> [SeriesNames] {
+        Array(Set(resultsByID.values.map { SeriesNames(agent: $0.agent, probe: $0.probe, component: $0.component) }))
+    }
+
     // MARK: - Incidents, events, agent states
 
     public func commit(_ evaluation: EvaluationCommit) async throws {
@@ -161,6 +170,35 @@ public actor InMemoryCollectorStore: CollectorStorage {
 
     public func deliveries() async throws -> [DeliveryRecord] { ordered(deliveryRows.values) }
 
+    public func markDead(eventID: String, target: String, attempts: Int, error: String, at: Date) async throws {
+        let key = DeliveryKey(eventID: eventID, target: target)
+        guard let row = deliveryRows[key], row.status == .pending else { return }
+        deliveryRows[key]?.status = .dead
+        deliveryRows[key]?.attempts = attempts
+        deliveryRows[key]?.lastError = error
+        dead[key] = DeadLetterRecord(
+            eventID: eventID, eventType: row.event.type, target: target, attempts: attempts, lastError: error, occurredAt: row.event.occurredAt, deadAt: at)
+    }
+
+    public func deadLetters(limit: Int) async throws -> [DeadLetterRecord] {
+        Array(dead.values.sorted { ($0.deadAt, $0.eventID) > ($1.deadAt, $1.eventID) }.prefix(limit))
+    }
+
+    public func deadLetterCount() async throws -> Int { dead.count }
+
+    public func redrive(eventID: String, target: String?) async throws -> [String] {
+        let keys = dead.keys.filter { $0.eventID == eventID && (target == nil || $0.target == target) }
+        for key in keys {
+            dead[key] = nil
+            deliveryRows[key]?.status = .pending
+            deliveryRows[key]?.attempts = 0
+            deliveryRows[key]?.nextAttemptAt = Date()
+        }
+        return keys.map(\.target).sorted()
+    }
+
+    public func checkWritable() async throws {}
+
     // MARK: - Retention
 
     public func prune(before cutoff: Date) async throws -> PruneReport {
@@ -180,7 +218,10 @@ public actor InMemoryCollectorStore: CollectorStorage {
         let oldEvents = eventsByID.filter { $0.value.createdAt.epochMs < ms && !pendingEvents.contains($0.key) }.map(\.key)
         for id in oldEvents {
             eventsByID[id] = nil
-            for key in deliveryRows.keys where key.eventID == id { deliveryRows[key] = nil }
+            for key in deliveryRows.keys where key.eventID == id {
+                deliveryRows[key] = nil
+                dead[key] = nil
+            }
         }
         report.events = oldEvents.count
         return report

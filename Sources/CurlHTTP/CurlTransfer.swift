@@ -131,6 +131,10 @@ final class CurlTransfer: @unchecked Sendable {
         set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, request.verifyTLS ? 1 : 0), "SSL_VERIFYPEER")
         set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, request.verifyTLS ? 2 : 0), "SSL_VERIFYHOST")
         if let caFile = request.caFile { set(sonde_curl_setopt_string(handle, CURLOPT_CAINFO, caFile), "the CA file \(caFile)") }
+        if let client = request.clientCertificate {
+            set(sonde_curl_setopt_string(handle, CURLOPT_SSLCERT, client.cert), "the client certificate \(client.cert)")
+            set(sonde_curl_setopt_string(handle, CURLOPT_SSLKEY, client.key), "the client key \(client.key)")
+        }
         if let proxy = request.proxy { set(sonde_curl_setopt_string(handle, CURLOPT_PROXY, proxy), "the proxy \(proxy)") }
         set(sonde_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER")
 

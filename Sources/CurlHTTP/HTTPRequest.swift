@@ -23,6 +23,8 @@ public struct HTTPRequest: Sendable {
     public var verifyTLS: Bool
     /// A PEM file of CA certificates to trust instead of the system's.
     public var caFile: String?
+    /// PEM files of a client certificate and its key, for servers that require mutual TLS.
+    public var clientCertificate: (cert: String, key: String)?
     /// `http://host:port` proxy; nil uses curl's defaults (which honour `http_proxy`).
     public var proxy: String?
     /// Responses larger than this fail with `responseTooLarge` instead of filling memory (or

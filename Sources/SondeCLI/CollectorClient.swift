@@ -13,10 +13,19 @@ struct CLIError: Error, CustomStringConvertible {
 /// The collector's API over CurlHTTP.
 struct CollectorClient {
     let baseURL: String
+    /// Sent as `Authorization: Bearer …`; never printed.
+    let token: String?
+    /// Trust this CA (PEM) for the collector's certificate instead of the system's.
+    let caFile: String?
+    /// For a collector that requires mutual TLS.
+    let clientCertificate: (cert: String, key: String)?
     let client = CurlHTTPClient(threads: 2)
 
-    init(baseURL: String) {
+    init(baseURL: String, token: String? = nil, caFile: String? = nil, clientCertificate: (cert: String, key: String)? = nil) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.token = token
+        self.caFile = caFile
+        self.clientCertificate = clientCertificate
     }
 
     /// GETs (or POSTs) a path and returns the raw body of a 2xx answer.
@@ -25,13 +34,30 @@ struct CollectorClient {
         let pairs = query.compactMap { name, value in value.map { "\(name)=\(Self.escape($0))" } }
         if !pairs.isEmpty { url += "?" + pairs.joined(separator: "&") }
         let response: HTTPResponse
+        var request = HTTPRequest(
+            method: method, url: url, headers: token.map { [HTTPHeader("Authorization", "Bearer \($0)")] } ?? [],
+            body: method == "POST" ? Data() : nil, timeout: .seconds(30), connectTimeout: .seconds(5), caFile: caFile)
+        request.clientCertificate = clientCertificate
         do {
-            response = try await client.perform(
-                HTTPRequest(method: method, url: url, body: method == "POST" ? Data() : nil, timeout: .seconds(30), connectTimeout: .seconds(5)))
+            response = try await client.perform(request)
+        } catch where error.kind == .tls {
+            throw CLIError(
+                "cannot set up TLS with the collector at \(baseURL) (\(error.message)); if its certificate comes from a private CA, pass --ca-file PATH or set SONDE_CA_FILE"
+            )
         } catch {
             throw CLIError(
                 "cannot reach the collector at \(baseURL) (\(error.kind.rawValue): \(error.message)); is `sonde-collector serve` running there? Set --collector or SONDE_COLLECTOR."
             )
+        }
+        if response.status == 401 {
+            throw CLIError(
+                token == nil
+                    ? "the collector needs an API token for \(path): pass --token-file PATH, set SONDE_TOKEN, or --token"
+                    : "the collector refused the token for \(path) (401): it is not one of the collector's `tokens`")
+        }
+        if response.status == 403 {
+            let detail = (try? SondeJSON.decode(APIErrorBody.self, from: response.body))?.error.message ?? "forbidden"
+            throw CLIError("the collector refused \(path) (403): \(detail); use an admin token")
         }
         guard (200..<300).contains(response.status) else {
             if let body = try? SondeJSON.decode(APIErrorBody.self, from: response.body) {

@@ -24,6 +24,21 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "The collector's base URL (default $SONDE_COLLECTOR or http://127.0.0.1:18300).")
     var collector: String?
 
+    @Option(name: .long, help: "API token (a read or admin token from the collector's `tokens`); prefer --token-file or $SONDE_TOKEN, a flag shows in `ps`.")
+    var token: String?
+
+    @Option(name: .long, help: "A file holding the API token (first line; keep it 0600).")
+    var tokenFile: String?
+
+    @Option(name: .long, help: "PEM file of the CA that signed the collector's certificate (default $SONDE_CA_FILE, else the system's CAs).")
+    var caFile: String?
+
+    @Option(name: .long, help: "PEM client certificate, when the collector requires mutual TLS (with --client-key).")
+    var clientCert: String?
+
+    @Option(name: .long, help: "PEM key of --client-cert.")
+    var clientKey: String?
+
     @Flag(name: .long, help: "Print the collector's JSON instead of a table.")
     var json = false
 
@@ -31,12 +46,36 @@ struct GlobalOptions: ParsableArguments {
         collector ?? ProcessInfo.processInfo.environment["SONDE_COLLECTOR"].flatMap { $0.isEmpty ? nil : $0 } ?? "http://127.0.0.1:18300"
     }
 
-    var client: CollectorClient { CollectorClient(baseURL: collectorURL) }
+    /// The token: --token, else --token-file, else $SONDE_TOKEN; nil when none is given.
+    func resolvedToken() throws -> String? {
+        if let token { return token }
+        if let tokenFile {
+            let text: String
+            do { text = try String(contentsOfFile: tokenFile, encoding: .utf8) } catch {
+                throw CLIError("--token-file: cannot read \(tokenFile): \(error.localizedDescription)")
+            }
+            let line = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+            guard !line.isEmpty else { throw CLIError("--token-file: \(tokenFile) is empty; put the token on its first line") }
+            return line
+        }
+        return ProcessInfo.processInfo.environment["SONDE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    var client: CollectorClient {
+        get throws {
+            CollectorClient(
+                baseURL: collectorURL, token: try resolvedToken(),
+                caFile: caFile ?? ProcessInfo.processInfo.environment["SONDE_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 },
+                clientCertificate: clientCert.flatMap { cert in clientKey.map { (cert, $0) } })
+        }
+    }
 
     func validate() throws {
         guard collectorURL.hasPrefix("http://") || collectorURL.hasPrefix("https://") else {
             throw ValidationError("--collector: expected an http:// or https:// URL, got \"\(collectorURL)\"")
         }
+        if token != nil && tokenFile != nil { throw ValidationError("--token and --token-file: give one of them") }
+        if (clientCert == nil) != (clientKey == nil) { throw ValidationError("--client-cert and --client-key: give both or neither") }
     }
 }
 
@@ -150,7 +189,7 @@ extension SondeCommand {
         func run() async throws {
             var verdicts: [ComponentStatus] = []
             try await reportingErrors {
-                let client = options.client
+                let client = try options.client
                 let body = try await client.raw("/v1/status")
                 let status = try client.decode(StatusResponse.self, body)
                 verdicts = status.components.map(\.status)
@@ -210,8 +249,8 @@ extension SondeCommand {
                     ("probe", probe), ("component", component), ("agent", agent), ("region", region), ("since", since), ("outcome", outcome),
                     ("limit", "\(limit)"),
                 ]
-                if options.json { return printJSON(try await options.client.raw("/v1/results", query: query)) }
-                let page = try await options.client.get(ResultsResponse.self, "/v1/results", query: query)
+                if options.json { return printJSON(try await try options.client.raw("/v1/results", query: query)) }
+                let page = try await try options.client.get(ResultsResponse.self, "/v1/results", query: query)
                 var table = Table(header: ["STARTED", "PROBE", "COMPONENT", "AGENT", "REGION", "OUTCOME", "MS", "ERROR"])
                 for r in page.results {
                     let outcome =
@@ -238,8 +277,8 @@ extension SondeCommand {
         func run() async throws {
             try await reportingErrors {
                 let query: [(String, String?)] = [("status", all ? "all" : "open"), ("limit", "\(limit)")]
-                if options.json { return printJSON(try await options.client.raw("/v1/incidents", query: query)) }
-                let body = try await options.client.get(IncidentsResponse.self, "/v1/incidents", query: query)
+                if options.json { return printJSON(try await try options.client.raw("/v1/incidents", query: query)) }
+                let body = try await try options.client.get(IncidentsResponse.self, "/v1/incidents", query: query)
                 guard !body.incidents.isEmpty else { return print(all ? "No incidents." : "No open incidents.") }
                 for incident in body.incidents {
                     print(
@@ -258,8 +297,8 @@ extension SondeCommand {
 
         func run() async throws {
             try await reportingErrors {
-                if options.json { return printJSON(try await options.client.raw("/v1/agents")) }
-                let body = try await options.client.get(AgentsResponse.self, "/v1/agents")
+                if options.json { return printJSON(try await try options.client.raw("/v1/agents")) }
+                let body = try await try options.client.get(AgentsResponse.self, "/v1/agents")
                 var table = Table(header: ["AGENT", "REGION", "HEALTH", "LAST SEEN", "WHY"])
                 for agent in body.agents {
                     let state = agent.revoked ? "revoked" : agent.state?.rawValue ?? "unknown"
@@ -293,7 +332,7 @@ extension SondeCommand {
         func run() async throws {
             var report = Report()
             try await reportingErrors {
-                let client = options.client
+                let client = try options.client
                 let agents = try await client.get(AgentsResponse.self, "/v1/agents").agents
                 let keys = Dictionary(agents.compactMap { agent in (try? AgentPublicKey(base64: agent.publicKey)).map { (agent.id, $0) } }, uniquingKeysWith: { $1 })
                 var cursor: String?
@@ -334,7 +373,46 @@ extension SondeCommand {
     }
 
     struct Alert: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Alert webhooks.", subcommands: [Test.self])
+        static let configuration = CommandConfiguration(abstract: "Alert webhooks.", subcommands: [Test.self, DeadLetters.self, Redrive.self])
+
+        struct DeadLetters: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "dead-letters", abstract: "Webhook deliveries given up on (refused with a 4xx, or out of attempts or time), newest first.")
+            @OptionGroup var options: GlobalOptions
+            @Option(help: "At most this many (1…1000).") var limit: Int = 100
+
+            func run() async throws {
+                try await reportingErrors {
+                    let query: [(String, String?)] = [("limit", "\(limit)")]
+                    if options.json { return printJSON(try await options.client.raw("/v1/alerts/dead-letters", query: query)) }
+                    let body = try await options.client.get(DeadLettersResponse.self, "/v1/alerts/dead-letters", query: query)
+                    guard !body.deadLetters.isEmpty else { return print("No dead letters.") }
+                    var table = Table(header: ["EVENT", "TYPE", "TARGET", "ATTEMPTS", "DEAD SINCE", "LAST ERROR"])
+                    for letter in body.deadLetters {
+                        table.rows.append([letter.eventID, letter.eventType, letter.target, "\(letter.attempts)", time(letter.deadAt), letter.lastError])
+                    }
+                    print(table.render())
+                    print("Re-send one with: sonde alert redrive EVENT [--target NAME]")
+                }
+            }
+        }
+
+        struct Redrive: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Put a dead-lettered event back in its target queues (admin token).")
+            @OptionGroup var options: GlobalOptions
+            @Argument(help: "The event id (first column of `sonde alert dead-letters`).") var event: String
+            @Option(help: "Only this target (default: every target it is dead for).") var target: String?
+
+            func run() async throws {
+                try await reportingErrors {
+                    let path = "/v1/alerts/dead-letters/\(CollectorClient.escape(event))/redrive"
+                    let data = try await options.client.raw(path, query: [("target", target)], method: "POST")
+                    if options.json { return printJSON(data) }
+                    let body = try SondeJSON.decode(RedriveResponse.self, from: data)
+                    print("re-queued event \(body.eventID) for \(body.targets.joined(separator: ", "))")
+                }
+            }
+        }
 
         struct Test: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Queue an alert.test event to every webhook target.")
@@ -342,7 +420,7 @@ extension SondeCommand {
 
             func run() async throws {
                 try await reportingErrors {
-                    let data = try await options.client.raw("/v1/alerts/test", method: "POST")
+                    let data = try await try options.client.raw("/v1/alerts/test", method: "POST")
                     if options.json { return printJSON(data) }
                     let body = try SondeJSON.decode(AlertTestResponse.self, from: data)
                     if body.targets.isEmpty {

@@ -18,7 +18,7 @@ struct DrillCollector {
     static func start(dir: TemporaryDirectory, agentID: String, publicKey: String, port: Int = 0) async throws -> DrillCollector {
         let config = dir.file("collector.yaml")
         try """
-            listen: {host: 127.0.0.1, port: \(port)}
+            listen: {host: 127.0.0.1, port: \(port), plain_http: true}
             database: \(dir.file("collector.db"))
             agents:
               - {id: \(agentID), region: eu, public_key: \(publicKey)}

@@ -12,7 +12,7 @@ import Testing
 struct APITests {
     /// Runs the real `sonde` executable against the collector.
     func sonde(_ collector: RunningCollector, _ arguments: [String]) async throws -> (status: Int32, stdout: String, output: String) {
-        let process = try ChildProcess("sonde", arguments, environment: ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1"])
+        let process = try ChildProcess("sonde", arguments, environment: ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1", "SONDE_TOKEN": TestTokens.admin])
         let status = try await process.waitForExit(timeout: .seconds(30))
         // Let the pipes drain (bounded): output can trail the exit slightly.
         try? await waitUntil("sonde output", timeout: .seconds(2)) { !process.allOutput.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }

@@ -14,24 +14,28 @@ final class RunningCollector: Sendable {
     let group: ServiceGroup
     let task: Task<Void, any Error>
     let port: Int
+    /// The CA to trust when the collector serves HTTPS (nil: plain HTTP).
+    let caFile: String?
 
-    var baseURL: String { "http://127.0.0.1:\(port)" }
+    /// `https://localhost:…` with TLS (the test certificates name localhost), else `http://127.0.0.1:…`.
+    var baseURL: String { caFile == nil ? "http://127.0.0.1:\(port)" : "https://localhost:\(port)" }
     var store: any CollectorStorage { built.store }
 
-    static func start(_ config: CollectorConfig) async throws -> RunningCollector {
+    static func start(_ config: CollectorConfig, caFile: String? = nil) async throws -> RunningCollector {
         let logger = testLogger()
         let built = try await buildCollector(config: config, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [built.application], gracefulShutdownSignals: [], logger: logger))
         let task = Task { try await group.run() }
         try await waitUntil("the collector to listen", timeout: .seconds(20)) { built.port != nil }
-        return RunningCollector(built: built, group: group, task: task, port: built.port!)
+        return RunningCollector(built: built, group: group, task: task, port: built.port!, caFile: config.tls == nil ? nil : caFile)
     }
 
-    private init(built: BuiltCollector, group: ServiceGroup, task: Task<Void, any Error>, port: Int) {
+    private init(built: BuiltCollector, group: ServiceGroup, task: Task<Void, any Error>, port: Int, caFile: String?) {
         self.built = built
         self.group = group
         self.task = task
         self.port = port
+        self.caFile = caFile
     }
 
     func stop() async {
@@ -81,7 +85,8 @@ struct TestAgent {
         headers.append(HTTPHeader(PushProtocol.agentHeader, headerAgent ?? id))
         headers.append(HTTPHeader(PushProtocol.signatureHeader, try signature ?? (signer ?? key).signatureHeader(for: body)))
         return try await CurlHTTPClient.shared.perform(
-            HTTPRequest(method: "POST", url: collector.baseURL + PushProtocol.path, headers: headers, body: body, timeout: .seconds(10)))
+            HTTPRequest(
+                method: "POST", url: collector.baseURL + PushProtocol.path, headers: headers, body: body, timeout: .seconds(10), caFile: collector.caFile))
     }
 
     func push(_ batch: PushBatch, to collector: RunningCollector) async throws -> HTTPResponse {
@@ -89,12 +94,28 @@ struct TestAgent {
     }
 }
 
-func get(_ collector: RunningCollector, _ path: String) async throws -> HTTPResponse {
-    try await CurlHTTPClient.shared.perform(HTTPRequest(url: collector.baseURL + path, timeout: .seconds(10)))
+/// The API tokens every test collector knows (and their roles).
+enum TestTokens {
+    static let admin = "sonde-test-admin-0123456789abcdef"
+    static let read = "sonde-test-read-0123456789abcdef"
+
+    static var configured: [APIToken] {
+        [APIToken(name: "ops", role: .admin, sha256: SHA256Digest.hash(Data(admin.utf8))), APIToken(name: "grafana", role: .read, sha256: SHA256Digest.hash(Data(read.utf8)))]
+    }
+
+    static func headers(_ token: String?) -> [HTTPHeader] { token.map { [HTTPHeader("Authorization", "Bearer \($0)")] } ?? [] }
 }
 
-func post(_ collector: RunningCollector, _ path: String) async throws -> HTTPResponse {
-    try await CurlHTTPClient.shared.perform(HTTPRequest(method: "POST", url: collector.baseURL + path, body: Data(), timeout: .seconds(10)))
+/// GET with a token (the admin one unless said otherwise; nil sends none).
+func get(_ collector: RunningCollector, _ path: String, token: String? = TestTokens.admin) async throws -> HTTPResponse {
+    try await CurlHTTPClient.shared.perform(
+        HTTPRequest(url: collector.baseURL + path, headers: TestTokens.headers(token), timeout: .seconds(10), caFile: collector.caFile))
+}
+
+func post(_ collector: RunningCollector, _ path: String, token: String? = TestTokens.admin) async throws -> HTTPResponse {
+    try await CurlHTTPClient.shared.perform(
+        HTTPRequest(
+            method: "POST", url: collector.baseURL + path, headers: TestTokens.headers(token), body: Data(), timeout: .seconds(10), caFile: collector.caFile))
 }
 
 func decode<T: Decodable>(_ type: T.Type, _ response: HTTPResponse) throws -> T {
@@ -104,6 +125,10 @@ func decode<T: Decodable>(_ type: T.Type, _ response: HTTPResponse) throws -> T 
 func testConfig(dir: TemporaryDirectory, agents: [TestAgent], webhooks: [WebhookTarget] = []) -> CollectorConfig {
     var config = CollectorConfig()
     config.port = 0
+    config.plainHTTP = true
+    config.tokens = TestTokens.configured
+    // Tests queue test alerts back to back; SecurityTests checks the default limit.
+    config.limits.testAlertsPerMinute = 10_000
     config.databasePath = dir.file("collector.db")
     config.agents = agents.map(\.enrolment)
     config.webhooks = webhooks
@@ -116,8 +141,8 @@ func testConfig(dir: TemporaryDirectory, agents: [TestAgent], webhooks: [Webhook
 }
 
 /// Runs `body` against a started collector and always stops it, also when `body` throws.
-func withCollector<T>(_ config: CollectorConfig, _ body: (RunningCollector) async throws -> T) async throws -> T {
-    let collector = try await RunningCollector.start(config)
+func withCollector<T>(_ config: CollectorConfig, caFile: String? = nil, _ body: (RunningCollector) async throws -> T) async throws -> T {
+    let collector = try await RunningCollector.start(config, caFile: caFile)
     do {
         let value = try await body(collector)
         await collector.stop()

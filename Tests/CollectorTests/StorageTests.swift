@@ -84,7 +84,7 @@ struct StorageTests {
         let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
         try await store.migrate()
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters"])
         #expect(try await store.resultCount() == 2)
         // Pruning with a cutoff in the future removes the rest, batches included.
         let report = try await store.prune(before: Date().addingTimeInterval(60))
@@ -215,7 +215,7 @@ struct StorageMigrationTests {
 
         let store = try SQLiteCollectorStore(path: path, logger: testLogger())
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters"])
         #expect(try await store.resultCount() == 20)
         // Every old row reads back equal, newest first.
         let all = try await store.results(ResultQuery(limit: 100)).results

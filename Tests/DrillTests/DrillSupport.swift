@@ -54,33 +54,53 @@ struct DrillAgent: Sendable {
         return (batchID, body, try key.signatureHeader(for: body))
     }
 
-    func pushRequest(baseURL: String, body: Data, signature: String, timeout: Duration = .seconds(10)) -> HTTPRequest {
+    func pushRequest(baseURL: String, body: Data, signature: String, timeout: Duration = .seconds(10), caFile: String? = nil) -> HTTPRequest {
         HTTPRequest(
             method: "POST", url: baseURL + PushProtocol.path,
             headers: [
                 HTTPHeader("Content-Type", "application/json"), HTTPHeader(PushProtocol.agentHeader, id),
                 HTTPHeader(PushProtocol.signatureHeader, signature),
-            ], body: body, timeout: timeout)
+            ], body: body, timeout: timeout, caFile: caFile)
     }
 }
 
-/// `sonde-collector serve` as a child process over a config file in `folder`.
+/// The API tokens of drill collectors.
+enum DrillTokens {
+    static let admin = "drill-admin-token-5f1e0c"
+    static let read = "drill-read-token-9a3b7d"
+
+    static func hex(_ token: String) -> String { SHA256Digest.hash(Data(token.utf8)).map { String(format: "%02x", $0) }.joined() }
+
+    static var yaml: [String] {
+        ["tokens:", "  - { name: ops, role: admin, sha256: \(hex(admin)) }", "  - { name: grafana, role: read, sha256: \(hex(read)) }"]
+    }
+}
+
+/// `sonde-collector serve` as a child process over a config file in `folder`: HTTPS with
+/// `certificates`, else plain HTTP said explicitly; API tokens as in `DrillTokens`.
 final class CollectorUnderTest: Sendable {
     let folder: TemporaryDirectory
     let configPath: String
     let child: ChildProcess
     let port: Int
+    /// The CA of the collector's certificate (nil: plain HTTP).
+    let caFile: String?
 
-    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var baseURL: String { caFile == nil ? "http://127.0.0.1:\(port)" : "https://localhost:\(port)" }
     var databasePath: String { folder.file("collector.db") }
     var pid: Int32 { child.pid }
 
     /// Writes the config (`agents`, extra YAML lines) unless it exists, starts the collector and
     /// waits until it logs the port it listens on.
-    static func start(in folder: TemporaryDirectory, agents: [DrillAgent], extra: [String] = []) async throws -> CollectorUnderTest {
+    static func start(
+        in folder: TemporaryDirectory, agents: [DrillAgent], certificates: TestCertificates? = nil, extra: [String] = []
+    ) async throws -> CollectorUnderTest {
         let configPath = folder.file("collector.yaml")
         if !FileManager.default.fileExists(atPath: configPath) {
-            var yaml = ["listen: { host: 127.0.0.1, port: 0 }", "database: collector.db", "evaluation_interval: 200ms"] + extra
+            let listen =
+                certificates.map { "listen: { host: 127.0.0.1, port: 0, tls: { cert: \($0.serverCert), key: \($0.serverKey) } }" }
+                ?? "listen: { host: 127.0.0.1, port: 0, plain_http: true }"
+            var yaml = [listen, "database: collector.db", "evaluation_interval: 200ms"] + DrillTokens.yaml + extra
             yaml.append(agents.isEmpty ? "agents: []" : "agents:")
             for agent in agents { yaml.append("  - { id: \(agent.id), region: \(agent.region), public_key: \"\(agent.key.publicKey.base64)\" }") }
             try Data(yaml.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: configPath))
@@ -90,14 +110,22 @@ final class CollectorUnderTest: Sendable {
         guard let range = line.range(of: #"http\.port=(\d+)"#, options: .regularExpression),
             let port = Int(line[range].dropFirst("http.port=".count))
         else { throw TestFailure("no http.port in \(line)") }
-        return CollectorUnderTest(folder: folder, configPath: configPath, child: child, port: port)
+        return CollectorUnderTest(folder: folder, configPath: configPath, child: child, port: port, caFile: certificates?.caCert)
     }
 
-    private init(folder: TemporaryDirectory, configPath: String, child: ChildProcess, port: Int) {
+    private init(folder: TemporaryDirectory, configPath: String, child: ChildProcess, port: Int, caFile: String?) {
         self.folder = folder
         self.configPath = configPath
         self.child = child
         self.port = port
+        self.caFile = caFile
+    }
+
+    /// An API request with a token (admin unless said otherwise).
+    func request(_ path: String, method: String = "GET", token: String? = DrillTokens.admin) -> HTTPRequest {
+        HTTPRequest(
+            method: method, url: baseURL + path, headers: token.map { [HTTPHeader("Authorization", "Bearer \($0)")] } ?? [],
+            body: method == "POST" ? Data() : nil, timeout: .seconds(10), caFile: caFile)
     }
 
     /// Resident memory in MiB (`VmRSS` from /proc).
@@ -110,7 +138,7 @@ final class CollectorUnderTest: Sendable {
     }
 
     func metric(_ name: String, client: CurlHTTPClient = .shared) async throws -> Double? {
-        let response = try await client.perform(HTTPRequest(url: baseURL + "/metrics", timeout: .seconds(10)))
+        let response = try await client.perform(request("/metrics", token: DrillTokens.read))
         return String(decoding: response.body, as: UTF8.self).split(separator: "\n")
             .first { $0.hasPrefix(name + " ") }
             .flatMap { Double($0.split(separator: " ")[1]) }
@@ -118,6 +146,34 @@ final class CollectorUnderTest: Sendable {
 }
 
 // MARK: - Raw HTTP
+
+/// A plain-TCP front for a TLS server (socat, a real OpenSSL client): raw bytes written to
+/// `port` reach the collector inside TLS, so the byte-level drills run against HTTPS unchanged.
+final class TLSRelay: Sendable {
+    let port: Int
+    let process: ChildProcess
+
+    init(toPort target: Int, caFile: String) async throws {
+        // A port that was free a moment ago (the server is stopped before socat takes it).
+        let probe = try LoopbackHTTPServer { _ in .drop }
+        port = probe.port
+        probe.stop()
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/socat") else {
+            throw TestFailure("the TLS drill needs socat (scripts/install-deps.sh installs it)")
+        }
+        process = try ChildProcess(
+            "/usr/bin/socat",
+            ["TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "OPENSSL:localhost:\(target),cafile=\(caFile),verify=1"])
+        let port = self.port
+        try await waitUntil("socat to listen on \(port)", timeout: .seconds(10)) {
+            guard let fd = try? connectLoopbackSocket(port: port, receiveTimeout: .seconds(1)) else { return false }
+            Glibc.close(fd)
+            return true
+        }
+    }
+
+    func stop() async { await process.stop() }
+}
 
 /// What came back for one raw request.
 enum RawOutcome: Equatable {

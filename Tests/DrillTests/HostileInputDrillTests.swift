@@ -7,9 +7,10 @@ import SondeTestSupport
 import Synchronization
 import Testing
 
-/// Drill 5: hostile input against a real collector process. Every request gets a 4xx or a closed
-/// connection (never a 5xx, never a crash), nothing is stored, memory stays bounded, slow
-/// clients are cut off by the server's read time-outs, and the collector still serves afterwards.
+/// Drill 5: hostile input against a real collector process over HTTPS with API tokens on (raw
+/// bytes go through a socat TLS relay). Every request gets a 4xx or a closed connection (never a
+/// 5xx, never a crash), nothing is stored, memory stays bounded, slow clients are cut off by the
+/// server's read time-outs, and the collector still serves afterwards.
 @Suite(.serialized) struct HostileInputDrillTests {
     /// A named generator of one hostile request (raw bytes on a fresh connection).
     struct Case {
@@ -30,8 +31,9 @@ import Testing
         let revoked = DrillAgent(id: "eu-2", region: "eu")
         let other = DrillAgent(id: "us-1", region: "us")
         let maxBody = 256 * 1024
+        let certificates = try TestCertificates(in: folder.file("tls"))
         let collector = try await CollectorUnderTest.start(
-            in: folder, agents: [agent, revoked, other],
+            in: folder, agents: [agent, revoked, other], certificates: certificates,
             extra: [
                 "max_body_bytes: \(maxBody)", "max_results_per_batch: 200", "idle_timeout: \(Self.idleTimeout)s",
                 "request_timeout: \(Self.requestTimeout)s",
@@ -39,7 +41,9 @@ import Testing
         let revoke = try ChildProcess("sonde-collector", ["agents", "revoke", "--db", collector.databasePath, "--id", revoked.id])
         #expect(try await revoke.waitForExit() == 0)
 
-        let port = collector.port
+        let relay = try await TLSRelay(toPort: collector.port, caFile: certificates.caCert)
+        defer { Task { await relay.stop() } }
+        let port = relay.port
         let cases = Self.cases(agent: agent, revoked: revoked, other: other, maxBody: maxBody)
         // Warm up (first requests allocate pools), then take the baseline.
         _ = try rawRequest(port: port, httpBytes(method: "GET", path: "/healthz", headers: [], body: Data(), contentLength: -1))
@@ -58,10 +62,11 @@ import Testing
         let rssAfter = collector.rssMiB
 
         // Still serving: health, then one good batch is accepted (the only rows ever stored).
-        let health = try await CurlHTTPClient.shared.perform(HTTPRequest(url: collector.baseURL + "/healthz", timeout: .seconds(10)))
+        let health = try await CurlHTTPClient.shared.perform(collector.request("/healthz", token: nil))
         let storedBefore = try await collector.metric("sonde_ingest_results_total") ?? -1
         let (_, body, signature) = try agent.signedBatch(3)
-        let good = try await CurlHTTPClient.shared.perform(agent.pushRequest(baseURL: collector.baseURL, body: body, signature: signature))
+        let good = try await CurlHTTPClient.shared.perform(
+            agent.pushRequest(baseURL: collector.baseURL, body: body, signature: signature, caFile: collector.caFile))
         let alive = collector.child.isRunning
         await collector.child.stop()
         let store = try SQLiteCollectorStore(path: collector.databasePath, logger: Logger(label: "drill"))
@@ -91,8 +96,8 @@ import Testing
             """
             ### Drill 5: hostile input — \(passed ? "PASS" : "FAIL")
 
-            \(total + slow.count) bad requests on fresh TCP connections against a real collector process \
-            (`max_body_bytes: \(maxBody)`, `max_results_per_batch: 200`, `idle_timeout: \(Self.idleTimeout)s`, \
+            \(total + slow.count) bad requests on fresh connections against a real collector process serving HTTPS \
+            with API tokens (raw bytes through a socat TLS relay; `max_body_bytes: \(maxBody)`, `max_results_per_batch: 200`, `idle_timeout: \(Self.idleTimeout)s`, \
             `request_timeout: \(Self.requestTimeout)s`): \(cases.count) kinds × \(rounds) rounds, plus \(slow.count) slow \
             clients. Pass: each gets a 4xx or a closed connection, never a 5xx or silence; zero rows stored; RSS growth \
             under 64 MiB; the collector still answers `/healthz` and accepts a good batch afterwards.
@@ -140,7 +145,17 @@ import Testing
         func validBody(_ n: Int = 3, sentAt: Date = Date()) throws -> Data { try agent.signedBatch(n, sentAt: sentAt).1 }
         func randomBytes(_ n: Int) -> Data { Data((0..<n).map { _ in UInt8.random(in: 0...255) }) }
 
+        func api(_ method: String, _ path: String, token: String?) -> Data {
+            httpBytes(method: method, path: path, headers: token.map { [("Authorization", "Bearer \($0)")] } ?? [], body: Data())
+        }
         return [
+            Case(name: "admin endpoints without a token, with a wrong one, with a read token") {
+                [
+                    api("GET", "/v1/batches", token: nil), api("POST", "/v1/alerts/test", token: "guess-\(UInt32.random(in: 0...UInt32.max))"),
+                    api("GET", "/v1/batches", token: DrillTokens.read), api("POST", "/v1/alerts/dead-letters/x/redrive", token: DrillTokens.read),
+                    api("GET", "/metrics", token: nil), api("GET", "/v1/results", token: ""),
+                ].randomElement()!
+            },
             Case(name: "truncated JSON (signed)") {
                 let body = try validBody()
                 return try signed(body.prefix(Int.random(in: 1..<body.count)))

@@ -48,7 +48,10 @@ import Testing
             in: folder, agents: [],
             extra: [
                 "webhooks: [{ name: drill, url: \"\(receiver.baseURL)/hook\", secret: drill-secret }]",
-                "webhook_retry: { base: 100ms, cap: 1s, timeout: 500ms, poll: 50ms }",
+                // An outage of 5 minutes at 1 s retries is ~300 attempts: keep them all (no dead letters),
+                // and let the drill queue its test alerts faster than the default 6 a minute.
+                "webhook_retry: { base: 100ms, cap: 1s, timeout: 500ms, poll: 50ms, max_attempts: 100000, max_age: 1h }",
+                "limits: { test_alerts_per_minute: 1000 }",
             ])
         let start = clock.now
         outageEnd.withLock { $0 = start + outage }
@@ -117,8 +120,7 @@ import Testing
     }
 
     static func queueTestAlert(_ collector: CollectorUnderTest) async throws -> String {
-        let response = try await CurlHTTPClient.shared.perform(
-            HTTPRequest(method: "POST", url: collector.baseURL + "/v1/alerts/test", body: Data(), timeout: .seconds(10)))
+        let response = try await CurlHTTPClient.shared.perform(collector.request("/v1/alerts/test", method: "POST"))
         guard response.status == 202, let object = try JSONSerialization.jsonObject(with: response.body) as? [String: Any],
             let id = object["event_id"] as? String
         else { throw TestFailure("POST /v1/alerts/test answered \(response.status): \(String(decoding: response.body, as: UTF8.self))") }

@@ -18,6 +18,9 @@ public final class SondeSystem: @unchecked Sendable {
     public let regionURLs: [String: String]
     public let collector: ChildProcess
     public let collectorURL: String
+    /// The private CA of the collector's certificate (made for this run); agents and API calls trust it.
+    public let certificates: TestCertificates
+    public static let readToken = "e2e-read-token-4c1d"
     public let receiver: LoopbackHTTPServer
     private let arrivals: WebhookArrivals
     public private(set) var agents: [String: (process: ChildProcess, relay: ChildProcess)] = [:]
@@ -65,8 +68,11 @@ public final class SondeSystem: @unchecked Sendable {
             guard try await keygen.waitForExit() == 0 else { throw TestFailure("keygen failed: \(keygen.allOutput)") }
             keys[id] = try String(contentsOfFile: dir.file("\(id).key.pub"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         }
+        let certificates = try TestCertificates(in: dir.file("tls"))
+        let tokenDigest = SHA256Digest.hash(Data(Self.readToken.utf8)).map { String(format: "%02x", $0) }.joined()
         var config = """
-            listen: {host: 127.0.0.1, port: 0}
+            listen: {host: 127.0.0.1, port: 0, tls: {cert: \(certificates.serverCert), key: \(certificates.serverKey)}}
+            tokens: [{name: e2e, role: read, sha256: \(tokenDigest)}]
             database: \(dir.file("collector.db"))
             webhooks:
               - {name: test, url: \(receiver.baseURL), secret: e2e-secret}
@@ -82,7 +88,7 @@ public final class SondeSystem: @unchecked Sendable {
         let line = try await collector.waitForLine(stderr: true) { $0.contains("Collector listening") }
         guard let port = line.firstMatch(of: /http\.port=(\d+)/)?.1 else { throw TestFailure("no port in: \(line)") }
         let system = SondeSystem(
-            dir: dir, sim: sim, regionURLs: urls, collector: collector, collectorURL: "http://127.0.0.1:\(port)", receiver: receiver,
+            dir: dir, sim: sim, regionURLs: urls, collector: collector, collectorURL: "https://localhost:\(port)", certificates: certificates, receiver: receiver,
             arrivals: arrivals, interval: interval, options: options)
         do {
             for id in agents { try await system.addAgent(id) }
@@ -112,13 +118,14 @@ public final class SondeSystem: @unchecked Sendable {
 
     private init(
         dir: TemporaryDirectory, sim: ChildProcess, regionURLs: [String: String], collector: ChildProcess, collectorURL: String,
-        receiver: LoopbackHTTPServer, arrivals: WebhookArrivals, interval: String, options: Options
+        certificates: TestCertificates, receiver: LoopbackHTTPServer, arrivals: WebhookArrivals, interval: String, options: Options
     ) {
         self.dir = dir
         self.sim = sim
         self.regionURLs = regionURLs
         self.collector = collector
         self.collectorURL = collectorURL
+        self.certificates = certificates
         self.receiver = receiver
         self.arrivals = arrivals
         self.interval = interval
@@ -135,7 +142,7 @@ public final class SondeSystem: @unchecked Sendable {
         relayURLs[id] = relayURL
         try """
             agent: {id: \(id), region: \(Self.region(of: id))}
-            collector: {url: \(collectorURL), key: \(dir.file("\(id).key")), flush_interval: 100ms, backoff: {base: 100ms, cap: 1s}}
+            collector: {url: \(collectorURL), ca_file: \(certificates.caCert), key: \(dir.file("\(id).key")), flush_interval: 100ms, backoff: {base: 100ms, cap: 1s}}
             spool: {path: \(dir.file("spool-\(id)"))}
             probes: [\(Self.probesDirectory)]
             variables: {base_url: \(relayURL), batch_poll_every: 100ms, finalizing_limit: 1s, latency_degraded_after: 1s}
@@ -215,7 +222,10 @@ public final class SondeSystem: @unchecked Sendable {
 
     /// `GET path` on the collector's API, the raw body.
     public func api(_ path: String) async throws -> Data {
-        let response = try await client.perform(HTTPRequest(url: collectorURL + path, timeout: .seconds(5)))
+        let response = try await client.perform(
+            HTTPRequest(
+                url: collectorURL + path, headers: [HTTPHeader("Authorization", "Bearer \(Self.readToken)")], timeout: .seconds(5),
+                caFile: certificates.caCert))
         guard response.status == 200 else { throw TestFailure("GET \(path) answered \(response.status): \(response.bodyText.prefix(300))") }
         return response.body
     }

@@ -116,9 +116,17 @@ struct ConfigFileReader {
             if let region = string(keys["region"], "agent.region") { config.region = region }
         }
         if let collector = top["collector"] {
-            let keys = fields(collector, "collector", known: ["url", "key", "batch_size", "timeout", "flush_interval", "backoff", "unauthorized_retry"])
+            let keys = fields(collector, "collector", known: ["url", "ca_file", "client_cert", "client_key", "key", "batch_size", "timeout", "flush_interval", "backoff", "unauthorized_retry"])
             if let url = string(keys["url"], "collector.url") { config.collector.url = url }
             if let key = string(keys["key"], "collector.key") { config.collector.keyPath = path(key) }
+            if let caFile = string(keys["ca_file"], "collector.ca_file") { config.collector.caFile = path(caFile) }
+            let clientCert = string(keys["client_cert"], "collector.client_cert")
+            let clientKey = string(keys["client_key"], "collector.client_key")
+            if let clientCert, let clientKey {
+                config.collector.clientCertificate = (path(clientCert), path(clientKey))
+            } else if clientCert != nil || clientKey != nil {
+                problem(collector, "collector.client_cert", "set both collector.client_cert and collector.client_key, or neither")
+            }
             if let size = integer(keys["batch_size"], "collector.batch_size", range: 1...10_000) { config.collector.batchSize = size }
             if let value = duration(keys["timeout"], "collector.timeout") { config.collector.timeout = value }
             if let value = duration(keys["flush_interval"], "collector.flush_interval") { config.collector.flushInterval = value }

@@ -7,7 +7,7 @@ import FoundationEssentials
 ///
 /// ```yaml
 /// agent: {id: eu-1, region: eu}
-/// collector: {url: http://127.0.0.1:18300, key: /var/lib/sonde/agent.key, batch_size: 100, timeout: 10s}
+/// collector: {url: https://collector:18300, ca_file: /etc/sonde/ca.crt, key: /var/lib/sonde/agent.key, batch_size: 100, timeout: 10s}
 /// spool: {path: /var/lib/sonde/spool, max_bytes: 256MiB, memory_limit: 10000}
 /// probes: [/etc/sonde/probes]
 /// control_probes: [reach-reference]
@@ -72,6 +72,12 @@ public struct AgentConfig: Sendable {
         /// `collector.unauthorized_retry` (duration, default `60s`): how often a push refused with
         /// 401/403 (agent unknown or revoked) is retried.
         public var unauthorizedRetry: Duration = .seconds(60)
+        /// `collector.ca_file` (path, optional): PEM of the CA that signed the collector's
+        /// certificate (a private CA); default: the system's CAs.
+        public var caFile: String?
+        /// `collector.client_cert` and `collector.client_key` (paths, optional, both or neither):
+        /// the agent's certificate for a collector that requires mutual TLS (`listen.tls.client_ca`).
+        public var clientCertificate: (cert: String, key: String)?
 
         public init() {}
     }

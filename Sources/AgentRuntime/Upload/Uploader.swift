@@ -34,6 +34,10 @@ public struct Uploader: Service {
         public var backoffBase: Duration
         public var backoffCap: Duration
         public var unauthorizedRetry: Duration
+        /// `collector.ca_file`: the CA the collector's certificate must chain to.
+        public var caFile: String?
+        /// `collector.client_cert` / `client_key`, for mutual TLS.
+        public var clientCertificate: (cert: String, key: String)?
 
         public init(config: AgentConfig) {
             collectorURL = config.collector.url ?? ""
@@ -44,6 +48,8 @@ public struct Uploader: Service {
             backoffBase = config.collector.backoffBase
             backoffCap = config.collector.backoffCap
             unauthorizedRetry = config.collector.unauthorizedRetry
+            caFile = config.collector.caFile
+            clientCertificate = config.collector.clientCertificate
         }
     }
 
@@ -238,14 +244,15 @@ public struct Uploader: Service {
         } catch {
             return .retry("cannot encode or sign the batch: \(error)", retryAfter: nil)
         }
-        let request = HTTPRequest(
+        var request = HTTPRequest(
             method: "POST", url: endpoint,
             headers: [
                 HTTPHeader("Content-Type", "application/json"),
                 HTTPHeader(PushProtocol.signatureHeader, signature),
                 HTTPHeader(PushProtocol.agentHeader, settings.agentID),
             ],
-            body: body, timeout: settings.timeout, maxResponseBytes: 1 << 20)
+            body: body, timeout: settings.timeout, caFile: settings.caFile, maxResponseBytes: 1 << 20)
+        request.clientCertificate = settings.clientCertificate
         let response: HTTPResponse
         do { response = try await client.perform(request) } catch {
             return .retry("\(error.kind.rawValue): \(error.message)", retryAfter: nil)

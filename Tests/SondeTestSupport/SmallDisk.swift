@@ -1,5 +1,4 @@
 import Foundation
-import SondeTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -8,17 +7,18 @@ import Glibc
 /// A real, tiny file system (tmpfs with a size limit) that a drill can fill up or remount
 /// read-only, so the spool meets the kernel's real ENOSPC and EROFS, not a simulated error.
 /// Needs root (CAP_SYS_ADMIN); drills that use it are skipped where `mount` is not allowed.
-struct SmallDisk {
-    let path: String
+/// (Shared: the agent drills fill the spool's disk, the collector tests its database's.)
+public struct SmallDisk: Sendable {
+    public let path: String
 
     /// Whether this process may mount a tmpfs (tried once).
-    static let canMount: Bool = {
+    public static let canMount: Bool = {
         guard geteuid() == 0, let disk = try? SmallDisk(kibibytes: 64) else { return false }
         disk.unmount()
         return true
     }()
 
-    init(kibibytes: Int) throws {
+    public init(kibibytes: Int) throws {
         path = NSTemporaryDirectory() + "sonde-smalldisk-" + UUID().uuidString.prefix(8).lowercased()
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         guard Self.run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(kibibytes)k,mode=0700", "tmpfs", path]) == 0 else {
@@ -29,7 +29,7 @@ struct SmallDisk {
 
     /// Writes a filler file until the kernel answers ENOSPC; returns the bytes written.
     @discardableResult
-    func fill() -> Int {
+    public func fill() -> Int {
         let fd = open(path + "/filler", O_WRONLY | O_CREAT | O_APPEND, 0o600)
         guard fd >= 0 else { return 0 }
         defer { close(fd) }
@@ -45,15 +45,15 @@ struct SmallDisk {
         return total
     }
 
-    func free() { unlink(path + "/filler") }
+    public func free() { unlink(path + "/filler") }
 
-    func remount(readOnly: Bool) throws {
+    public func remount(readOnly: Bool) throws {
         guard Self.run("/bin/mount", ["-o", readOnly ? "remount,ro" : "remount,rw", path]) == 0 else {
             throw TestFailure("cannot remount \(path) \(readOnly ? "read-only" : "read-write")")
         }
     }
 
-    func unmount() {
+    public func unmount() {
         _ = Self.run("/bin/umount", ["-l", path])
         try? FileManager.default.removeItem(atPath: path)
     }

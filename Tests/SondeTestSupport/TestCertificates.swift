@@ -1,0 +1,74 @@
+import Foundation
+
+/// A private CA, a server certificate for localhost/127.0.0.1 signed by it, a client certificate
+/// (mutual TLS) and a second, unrelated CA: made at test time with the openssl CLI, in `folder`.
+public struct TestCertificates: Sendable {
+    public let folder: String
+    public var caCert: String { folder + "/ca.crt" }
+    public var serverCert: String { folder + "/server.crt" }
+    public var serverKey: String { folder + "/server.key" }
+    public var clientCert: String { folder + "/client.crt" }
+    public var clientKey: String { folder + "/client.key" }
+    /// A CA that signed nothing here: trusting only it must fail the handshake.
+    public var otherCACert: String { folder + "/other-ca.crt" }
+    var otherCAKey: String { folder + "/other-ca.key" }
+    var caKey: String { folder + "/ca.key" }
+
+    public init(in folder: String) throws {
+        self.folder = folder
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Self.makeCA(cert: caCert, key: caKey, name: "Sonde Test CA")
+        try Self.makeCA(cert: otherCACert, key: otherCAKey, name: "Unrelated Test CA")
+        try issue(cert: serverCert, key: serverKey, name: "localhost", signedBy: (caCert, caKey), extensions: "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        try issue(cert: clientCert, key: clientKey, name: "test-agent", signedBy: (caCert, caKey), extensions: "extendedKeyUsage=clientAuth\n")
+    }
+
+    /// Replaces the server certificate and key with a pair signed by the other CA (a rotation
+    /// the collector must pick up on SIGHUP).
+    public func rotateServerToOtherCA() throws {
+        try issue(
+            cert: serverCert, key: serverKey, name: "localhost", signedBy: (otherCACert, otherCAKey),
+            extensions: "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    }
+
+    static func makeCA(cert: String, key: String, name: String) throws {
+        try openssl([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+            "-subj", "/CN=\(name)", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+    }
+
+    func issue(cert: String, key: String, name: String, signedBy ca: (cert: String, key: String), extensions: String) throws {
+        let csr = cert + ".csr"
+        let ext = cert + ".ext"
+        try Data(extensions.utf8).write(to: URL(fileURLWithPath: ext))
+        // Written to temporary names first, then renamed: a reload never sees half a pair.
+        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key + ".new", "-out", csr, "-subj", "/CN=\(name)"])
+        try Self.openssl([
+            "x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", "\(UInt32.random(in: 1...UInt32.max))", "-out", cert + ".new",
+            "-days", "2", "-extfile", ext,
+        ])
+        _ = rename(key + ".new", key)
+        _ = rename(cert + ".new", cert)
+        chmod(key, 0o600)
+    }
+
+    func openssl(_ arguments: [String]) throws { try Self.openssl(arguments) }
+
+    static func openssl(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        do { try process.run() } catch {
+            throw TestFailure("cannot run /usr/bin/openssl (install the openssl package: scripts/install-deps.sh): \(error)")
+        }
+        let message = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw TestFailure("openssl \(arguments.prefix(2).joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self))")
+        }
+    }
+}
