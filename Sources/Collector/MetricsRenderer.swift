@@ -8,7 +8,14 @@ enum MetricsRenderer {
     static func render(latest: [ProbeResult], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict], openIncidents: Int) -> String {
         var out = PrometheusText()
         func labels(_ r: ProbeResult) -> [(String, String)] {
-            [("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]
+            var pairs = [("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]
+            // The probe's own labels, as Prometheus names; two that clean up alike keep the first.
+            var taken = Set(pairs.map(\.0))
+            for name in (r.labels ?? [:]).keys.sorted() {
+                let clean = ProbeLabels.prometheusName(name)
+                if taken.insert(clean).inserted { pairs.append((clean, r.labels![name]!)) }
+            }
+            return pairs
         }
         out.declare("probe_success", type: "gauge", help: "Whether the latest run of the probe succeeded (ok or degraded).")
         for r in latest { out.sample("probe_success", labels(r), r.outcome == .failed ? 0 : 1) }
@@ -24,6 +31,12 @@ enum MetricsRenderer {
         out.declare("probe_http_status_code", type: "gauge", help: "HTTP status of the last step with a response in the latest run.")
         for r in latest {
             if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", labels(r), Double(status)) }
+        }
+        out.declare("probe_ssl_earliest_cert_expiry", type: "gauge", help: "Unix time at which the first certificate of the latest run's TLS chains expires.")
+        for r in latest {
+            if let earliest = r.steps.compactMap(\.certNotAfter).min() {
+                out.sample("probe_ssl_earliest_cert_expiry", labels(r), earliest.timeIntervalSince1970.rounded(.down))
+            }
         }
         out.declare("sonde_component_status", type: "gauge", help: "1 for the component's current status, 0 for the others.")
         for verdict in verdicts {

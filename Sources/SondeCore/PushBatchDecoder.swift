@@ -144,7 +144,7 @@ extension StrictJSONReader {
         try beginObject("a result object")
         var id: String?, probe: String?, component: String?, agent: String?, region: String?
         var startedAt: Date?, durationMs: Double?, outcome: Outcome?, probeError: ProbeError?
-        var steps: [StepResult]?, control: Bool?, seq: UInt64?
+        var steps: [StepResult]?, control: Bool?, seq: UInt64?, labels: [String: String]?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -183,6 +183,8 @@ extension StrictJSONReader {
                 control = try optional("control") { try $0.bool() }
             } else if key.matches("seq", in: bytes), firstTime(&seen, 1 << 11) {
                 seq = try optional("seq") { try $0.uint64() }
+            } else if key.matches("labels", in: bytes), firstTime(&seen, 1 << 12) {
+                labels = try optional("labels") { try $0.stringMap() }
             } else {
                 try skipValue()
             }
@@ -198,7 +200,7 @@ extension StrictJSONReader {
         guard let steps else { throw missing("steps") }
         return ProbeResult(
             id: id, probe: probe, component: component, agent: agent, region: region, startedAt: startedAt, durationMs: durationMs,
-            outcome: outcome, error: probeError, steps: steps, control: control, seq: seq)
+            outcome: outcome, error: probeError, steps: steps, control: control, seq: seq, labels: labels)
     }
 
     mutating func probeError() throws -> ProbeError {
@@ -229,6 +231,7 @@ extension StrictJSONReader {
         try beginObject("a step object")
         var name: String?, method: String?, url: String?, status: Int?, ok: Bool?
         var timings: PhaseTimings?, attempts: Int?, stepError: ProbeError?
+        var certNotAfter: Date?, certDaysLeft: Double?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -248,6 +251,10 @@ extension StrictJSONReader {
                 attempts = try optional("attempts") { try $0.int() }
             } else if key.matches("error", in: bytes), firstTime(&seen, 1 << 7) {
                 stepError = try optional("error") { try $0.probeError() }
+            } else if key.matches("cert_not_after", in: bytes), firstTime(&seen, 1 << 8) {
+                certNotAfter = try optional("cert_not_after") { try $0.date() }
+            } else if key.matches("cert_days_left", in: bytes), firstTime(&seen, 1 << 9) {
+                certDaysLeft = try optional("cert_days_left") { try $0.double() }
             } else {
                 try skipValue()
             }
@@ -257,7 +264,26 @@ extension StrictJSONReader {
         guard let url else { throw missing("url") }
         guard let ok else { throw missing("ok") }
         guard let timings else { throw missing("timings") }
-        return StepResult(name: name, method: method, url: url, status: status, ok: ok, timings: timings, attempts: attempts, error: stepError)
+        return StepResult(name: name, method: method, url: url, status: status, ok: ok, timings: timings, attempts: attempts, error: stepError,
+            certNotAfter: certNotAfter, certDaysLeft: certDaysLeft)
+    }
+
+    /// A flat object of string values (a probe's labels): at most `ProbeLabels.maxCount`
+    /// members, a repeated name keeps its first value.
+    mutating func stringMap() throws -> [String: String] {
+        try beginObject("an object of text labels")
+        var map: [String: String] = [:]
+        var first = true
+        while let key = try nextKey(&first) {
+            let name = key.unescaped.map { String(decoding: $0, as: UTF8.self) }
+                ?? String(decoding: UnsafeBufferPointer(rebasing: bytes[key.start..<(key.start + key.count)]), as: UTF8.self)
+            let value = try field(name) { try $0.string() }
+            guard map.count < ProbeLabels.maxCount || map[name] != nil else {
+                throw error(.invalidValue, "more than \(ProbeLabels.maxCount) labels")
+            }
+            if map[name] == nil { map[name] = value }
+        }
+        return map
     }
 
     mutating func phaseTimings() throws -> PhaseTimings {

@@ -30,7 +30,12 @@ struct ValidateCommand: AsyncParsableCommand {
             }
         }
         var count = 0
-        do { count = try config.loadProbes().probes.count } catch { problems += error.problems }
+        do {
+            let probes = try config.loadProbes().probes
+            count = probes.count
+            // Warnings do not fail validation, but are worth a look.
+            for warning in probes.flatMap(\.warnings) { print(warning) }
+        } catch { problems += error.problems }
         if problems.isEmpty {
             print("ok: \(count) probes")
         } else {

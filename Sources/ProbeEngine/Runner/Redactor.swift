@@ -15,6 +15,7 @@ struct Redactor: Sendable {
         forms.insert(Self.percentEncoded(secret) { $0.isASCIIAlphanumeric })
         forms.insert(Self.percentEncoded(secret) { $0.isASCIIAlphanumeric || "-._~!$&'()*+,;=:@/?".unicodeScalars.contains($0) })
         forms.insert(String(JSONWriter.quote(secret).dropFirst().dropLast()))
+        forms.insert(FormEncoding.encode(secret))
         let trimmed = secret.trimmed()
         if !trimmed.isEmpty { forms.insert(trimmed) }
         needles = Array(Set(needles).union(forms)).sorted { $0.count > $1.count }

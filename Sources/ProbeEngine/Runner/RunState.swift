@@ -1,3 +1,4 @@
+import CurlHTTP
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -30,6 +31,9 @@ struct RunState {
     /// The last response body of each request step, by step name, for `compare`.
     var bodies: [String: Data] = [:]
     var redactor = Redactor()
+    /// The run's cookies after the latest response (for `extract: {cookie: …}`).
+    private(set) var cookies: [HTTPCookie] = []
+    private var jar: CurlCookieJar?
     private var fileCache: [String: String] = [:]
     /// One variable at a time: `ProcessInfo.processInfo.environment` builds the whole dictionary
     /// on every call, which cost about 4 % of an agent's CPU when done once per run.
@@ -102,8 +106,25 @@ struct RunState {
         return text
     }
 
+    /// The run's cookie jar, made at its first request (nil only when libcurl is out of memory:
+    /// the requests then go without cookies).
+    mutating func cookieJar() -> CurlCookieJar? {
+        if jar == nil { jar = CurlCookieJar() }
+        return jar
+    }
+
+    /// Cookies are secrets by default: their values are redacted from everything the run
+    /// reports. Values under 4 bytes (`1`, `yes`) are left alone: hiding them would garble every
+    /// message, and they are not credentials.
+    mutating func keep(_ cookies: [HTTPCookie]) {
+        guard !cookies.isEmpty else { return }
+        self.cookies = cookies
+        for cookie in cookies where cookie.value.utf8.count >= 4 { redactor.add(cookie.value) }
+    }
+
     func lookup(_ name: String) -> String? {
         if let value = extracted[name] { return value }
+        if let value = PayloadFacts.value(name, payloads: payloads) { return value }
         if let value = context.variables[name] { return value }
         switch name {
         case "agent.id": return context.agent

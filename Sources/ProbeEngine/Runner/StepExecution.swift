@@ -34,6 +34,10 @@ struct StepExecution {
             return StepOutcome(result: result)
         case .request(let spec):
             return await request(spec, state: &state)
+        case .tcp(let spec):
+            return await tcp(spec, state: &state)
+        case .dns(let spec):
+            return await dns(spec, state: &state)
         }
     }
 
@@ -59,14 +63,14 @@ struct StepExecution {
                 try checkStatus(response, method: spec.method, url: request.url, state: state)
             }
             state.bodies[step.name] = response.body
+            state.keep(response.cookies)
+            if let notAfter = response.certificateNotAfter {
+                result.certNotAfter = notAfter
+                result.certDaysLeft = Self.daysLeft(until: notAfter)
+            }
             try checkAssertions(response, state: &state)
             try extract(from: response, state: &state)
-            if let spec = step.degradedAfter {
-                let limit = try state.duration(spec, field: "degraded_after")
-                if response.timings.total > DurationText.milliseconds(limit) {
-                    degradedBy = "step '\(step.name)' took \(Int(response.timings.total)) ms, over degraded_after \(DurationText.format(limit))"
-                }
-            }
+            degradedBy = try degradedReason(total: response.timings.total, state: &state)
             result.ok = true
         } catch {
             if step.always, let name = error.undefinedVariable, state.extracted[name] == nil {
@@ -83,7 +87,7 @@ struct StepExecution {
     }
 
     /// min(step timeout, time left before the deadline); failing as `timeout` when none is left.
-    private func timeLeft(_ stepTimeout: Duration?) throws(StepFailure) -> Duration {
+    func timeLeft(_ stepTimeout: Duration?) throws(StepFailure) -> Duration {
         let left = deadline - clock.now
         guard left > .milliseconds(1) else {
             throw StepFailure(.timeout, "probe timeout of \(DurationText.format(probeTimeout)) reached before step '\(step.name)' could run")
@@ -126,14 +130,53 @@ struct StepExecution {
             let boundary = "sonde-" + UUID().uuidString.lowercased()
             body = try multipart(parts, boundary: boundary, state: &state)
             contentType = "multipart/form-data; boundary=\(boundary)"
+        case .form(let fields):
+            var pairs: [String] = []
+            for field in fields { pairs.append(FormEncoding.encode(field.name) + "=" + FormEncoding.encode(try state.render(field.value))) }
+            body = Data(pairs.joined(separator: "&").utf8)
+            contentType = "application/x-www-form-urlencoded"
+        case .randomBytes(let count, let saveAs):
+            let bytes = Self.randomBytes(count)
+            if let saveAs { state.payloads[saveAs] = bytes }
+            body = bytes
         case nil:
             break
         }
+        if let auth = spec.basicAuth {
+            let credentials = Data((try state.render(auth.user) + ":" + (try state.render(auth.password))).utf8).base64EncodedString()
+            // A server that echoes the request (httpbin's /headers) must not show it either.
+            state.redactor.add(credentials)
+            headers.append(HTTPHeader("Authorization", "Basic " + credentials))
+        }
         if let contentType, headers.value(for: "Content-Type") == nil { headers.append(HTTPHeader("Content-Type", contentType)) }
         if headers.value(for: "User-Agent") == nil { headers.append(HTTPHeader("User-Agent", "sonde-agent (probe \(state.probe.name))")) }
-        return HTTPRequest(
+        var request = HTTPRequest(
             method: spec.method, url: url, headers: headers, body: body, followRedirects: spec.followRedirects,
             caFile: state.context.caFile, proxy: state.context.proxy)
+        request.apply(spec.tls, ipVersion: spec.ipVersion)
+        request.cookieJar = state.cookieJar()
+        return request
+    }
+
+    /// `count` fresh random bytes (8 at a time from the system generator).
+    static func randomBytes(_ count: Int) -> Data {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: count)
+        bytes.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let word = generator.next() as UInt64
+                let n = min(8, raw.count - offset)
+                withUnsafeBytes(of: word) { raw.baseAddress!.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+                offset += n
+            }
+        }
+        return Data(bytes)
+    }
+
+    /// Days from now until `date` (negative once it has passed), to 0.01 day.
+    static func daysLeft(until date: Date) -> Double {
+        (date.timeIntervalSinceNow / 86_400 * 100).rounded(.down) / 100
     }
 
     private func multipart(_ parts: [MultipartPart], boundary: String, state: inout RunState) throws(StepFailure) -> Data {
@@ -143,10 +186,7 @@ struct StepExecution {
             switch part.content {
             case .text(let template): content = Data(try state.render(template).utf8)
             case .randomBytes(let count):
-                var generator = SystemRandomNumberGenerator()
-                var bytes = [UInt8](repeating: 0, count: count)
-                for i in bytes.indices { bytes[i] = generator.next() }
-                content = Data(bytes)
+                content = Self.randomBytes(count)
             }
             if let name = part.saveAs { state.payloads[name] = content }
             var head = "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(part.name)\""
@@ -276,7 +316,11 @@ struct StepExecution {
                 if !response.bodyText.contains(expected) {
                     throw StepFailure(.assertion, "body does not contain '\(expected)': \(snippet(response, state: state))")
                 }
-            case .bodyMatches(let pattern):
+            case .bodyMatches(let template):
+                let pattern = try state.render(template)
+                if template.literal == nil, (try? ProbeRegex(pattern)) == nil {
+                    throw StepFailure(.script, "body_matches '\(template.source)' renders to an invalid regular expression")
+                }
                 if !Self.matches(pattern, response.bodyText) {
                     throw StepFailure(.assertion, "body does not match /\(pattern)/: \(snippet(response, state: state))")
                 }
@@ -289,12 +333,31 @@ struct StepExecution {
                     let actual = condition.path.evaluate(document).map { "'\($0.text)'" } ?? "missing"
                     throw StepFailure(.assertion, "\(condition.path) is \(actual), expected it to \(try describe(condition.test, state: &state))")
                 }
-            case .latencyBelow(let spec):
-                let limit = try state.duration(spec, field: "assert.latency_below")
-                if response.timings.total >= DurationText.milliseconds(limit) {
-                    throw StepFailure(.assertion, "took \(Int(response.timings.total)) ms, expected below \(DurationText.format(limit))")
-                }
+            case .latencyBelow, .certValidFor:
+                try checkTimingAndCertificate(assertion, total: response.timings.total, certificate: response.certificateNotAfter, state: &state)
             }
+        }
+    }
+
+    /// `latency_below` and `cert_valid_for`, which every step kind with a connection has.
+    func checkTimingAndCertificate(_ assertion: Assertion, total: Double, certificate: Date?, state: inout RunState) throws(StepFailure) {
+        switch assertion {
+        case .latencyBelow(let spec):
+            let limit = try state.duration(spec, field: "assert.latency_below")
+            if total >= DurationText.milliseconds(limit) {
+                throw StepFailure(.assertion, "took \(Int(total)) ms, expected below \(DurationText.format(limit))")
+            }
+        case .certValidFor(let spec):
+            let limit = try state.duration(spec, field: "assert.cert_valid_for")
+            guard let certificate else {
+                throw StepFailure(.assertion, "cert_valid_for: no TLS certificate was seen (not an https or TLS connection)")
+            }
+            let left = certificate.timeIntervalSinceNow
+            if left < Double(limit.components.seconds) {
+                throw StepFailure(.assertion, "the certificate chain expires \(RFC3339.string(from: certificate)) (\(Self.daysLeft(until: certificate)) days left), expected valid for \(DurationText.format(limit))")
+            }
+        default:
+            break
         }
     }
 
@@ -350,6 +413,13 @@ struct StepExecution {
             case .header(let name):
                 source = "header \(name)"
                 value = response.headers.value(for: name)
+            case .headerRegex(let name, let pattern, let group):
+                source = "regex /\(pattern)/ group \(group) over header \(name)"
+                let regex = try? ProbeRegex(pattern)
+                value = response.headers.values(for: name).lazy.compactMap { regex?.firstCapture(group, in: $0) }.first
+            case .cookie(let name):
+                source = "cookie \(name)"
+                value = state.cookies.last { $0.name == name }?.value
             case .regex(let pattern, let group):
                 source = "regex /\(pattern)/ group \(group)"
                 let text = response.bodyText
