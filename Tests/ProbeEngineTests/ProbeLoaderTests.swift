@@ -36,7 +36,7 @@ struct ProbeLoaderTests {
     static let cases: [Case] = [
         Case(file: "bad-yaml.yaml", line: 6, field: nil, says: "invalid YAML"),
         Case(file: "unknown-field.yaml", line: 11, field: "steps[0].assert.body_contain", says: "did you mean 'body_contains'"),
-        Case(file: "wrong-types.yaml", line: 3, field: "interval", says: "expected a duration such as 250ms, 30s, 1m, 1m30s or 2h, found a list"),
+        Case(file: "wrong-types.yaml", line: 3, field: "interval", says: "expected a duration such as 250ms, 30s, 1m, 1m30s, 2h or 14d, found a list"),
         Case(file: "wrong-types.yaml", line: 5, field: "control", says: "expected true or false"),
         Case(file: "wrong-types.yaml", line: 10, field: "steps[0].request.headers", says: "expected a mapping"),
         Case(file: "no-steps.yaml", line: 5, field: "steps", says: "no steps"),

@@ -119,7 +119,10 @@ enum RealServers {
         var tlsPorts: [String: Int] = [:]
         for leaf in leaves { tlsPorts[leaf] = try freePort() }
         let mutualPort = try freePort()
+        // nginx's workers run as an unprivileged user when the tests run as root.
         try FileManager.default.createDirectory(atPath: directory + "/dav", withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        chmod(directory + "/dav", 0o777)
         var tlsServers = ""
         for (leaf, port) in tlsPorts {
             tlsServers += """
@@ -185,12 +188,12 @@ enum RealServers {
     static func dnsmasq(bigText: [String]) throws -> Dnsmasq {
         let binary = try executable(["/usr/sbin/dnsmasq"], install: "apt-get install dnsmasq-base")
         let port = try freePort()
-        let big = bigText.map { "\"\($0)\"" }.joined(separator: ",")
+        let big = bigText.joined(separator: ",")
         let process = try ChildProcess(binary, [
             "--no-daemon", "--conf-file=/dev/null", "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces",
             "--no-resolv", "--no-hosts", "--log-facility=-",
             "--address=/api.internal/10.0.0.1",
-            "--txt-record=info.internal,\"v=sonde1 hello\"",
+            "--txt-record=info.internal,v=sonde1 hello",
             "--mx-host=mail.internal,mx1.internal,10",
             "--txt-record=big.internal,\(big)",
         ])
