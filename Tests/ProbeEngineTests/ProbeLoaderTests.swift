@@ -154,12 +154,12 @@ struct ProbeLoaderTests {
 
 @Suite("Probe script parts")
 struct ScriptPartTests {
-    @Test("durations", arguments: [("250ms", 250), ("30s", 30_000), ("1m", 60_000), ("1m30s", 90_000), ("1.5s", 1_500), ("2h", 7_200_000)])
+    @Test("durations", arguments: [("250ms", 250), ("30s", 30_000), ("1m", 60_000), ("1m30s", 90_000), ("1.5s", 1_500), ("2h", 7_200_000), ("1d", 86_400_000)])
     func durations(_ text: String, _ ms: Int) {
         #expect(DurationText.parse(text) == .milliseconds(ms))
     }
 
-    @Test("bad durations", arguments: ["", "5", "30 seconds", "1d", "-1s", "s", "1.2.3s"])
+    @Test("bad durations", arguments: ["", "5", "30 seconds", "1w", "-1s", "s", "1.2.3s"])
     func badDurations(_ text: String) {
         #expect(DurationText.parse(text) == nil)
     }

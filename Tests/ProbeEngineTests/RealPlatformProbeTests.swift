@@ -40,10 +40,10 @@ struct RealPlatformProbeTests {
         setenv("HTTPBIN_BASIC_PASSWORD", "b4sic-secret", 1)
         defer { unsetenv("HTTPBIN_PASSWORD"); unsetenv("HTTPBIN_BASIC_PASSWORD") }
 
-        var probe = try example("httpbin-login.yaml", variables: ["httpbin_url"])
+        var probe = try example("httpbin-login.yaml", variables: ["base_url"])
         // The form field must arrive exactly as written, & = + % and all.
         probe.script.steps[2].assertions.append(.json(Condition(path: try JSONPath.parse("$.form.password"), test: .equals(.string(try Template.parse("${env:HTTPBIN_PASSWORD}"))))))
-        let result = await run(probe, variables: ["httpbin_url": httpbin.url])
+        let result = await run(probe, variables: ["base_url": httpbin.url])
         #expect(result.outcome == .ok, "\(failureSummary(result))")
         #expect(result.steps.map(\.name) == ["session", "cookies-sent", "login", "basic-auth", "logout", "cookie-gone", "slow", "teapot"])
         #expect(result.labels == ["team": "storage", "tier": "1"])
@@ -133,8 +133,8 @@ struct RealPlatformProbeTests {
         let certificates = try RealServers.certificates(in: folder.path, leaves: [("server", 90)])
         let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["server"])
         defer { Task { await nginx.stop() } }
-        let probe = try example("webdav-roundtrip.yaml", variables: ["dav_url"])
-        let result = await run(probe, variables: ["dav_url": nginx.davURL])
+        let probe = try example("webdav-roundtrip.yaml", variables: ["base_url"])
+        let result = await run(probe, variables: ["base_url": nginx.davURL])
         #expect(result.outcome == .ok, "\(failureSummary(result))")
         #expect(result.steps.map(\.name) == ["put", "get", "same-bytes", "delete"])
         #expect(result.steps.map(\.status) == [201, 200, nil, 204])
