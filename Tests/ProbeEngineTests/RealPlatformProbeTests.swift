@@ -75,6 +75,9 @@ struct RealPlatformProbeTests {
                 assert:
                   json:
                     - {path: $.cookies.scoped, exists: false}
+              - name: late-cookie
+                request: {url: "${httpbin_url}/cookies/set?late=l4te-c00kie"}
+                assert: {status: 302}
               - name: echo
                 request:
                   method: POST
@@ -86,12 +89,29 @@ struct RealPlatformProbeTests {
         setenv("PW_FOR_TEST", "t0p=s3cret&x", 1)
         defer { unsetenv("PW_FOR_TEST") }
         let result = await run(probe, variables: ["httpbin_url": httpbin.url])
-        #expect(result.steps.count == 3)
+        #expect(result.steps.count == 4)
         #expect(result.steps[1].ok, "\(failureSummary(result))")
         #expect(result.error?.kind == .assertion)
         #expect(result.error?.step == "echo")
         let json = String(decoding: try result.encodedJSON(), as: UTF8.self)
         #expect(!json.contains("t0p=s3cret&x") && !json.contains("t0p%3Ds3cret%26x"), "\(json)")
+        #expect(!json.contains("l4te-c00kie"))
+
+        // A cookie set by the very response that fails its status check is already a secret.
+        let failing = try makeProbe("""
+            name: failing-cookie
+            component: login
+            interval: 30s
+            timeout: 10s
+            steps:
+              - name: set
+                request: {url: "${httpbin_url}/cookies/set?fresh=fr3sh-val"}
+                assert: {status: 200}
+            """, variables: ["httpbin_url"])
+        let failed = await run(failing, variables: ["httpbin_url": httpbin.url])
+        #expect(failed.error?.kind == .httpStatus)
+        let failedJSON = String(decoding: try failed.encodedJSON(), as: UTF8.self)
+        #expect(!failedJSON.contains("fr3sh-val") && failedJSON.contains("fresh=[redacted]"), "\(failedJSON)")
     }
 
     @Test("a raw random body's sha256, size and base64 are usable in later templates, body_matches and JSON assertions")
@@ -234,6 +254,17 @@ struct RealPlatformProbeTests {
                 request: {url: "\(longURL)", tls: {ca_file: ca.pem}, ip_version: 4}
             """, variables: [], file: folder.file("v4.yaml"))
         #expect(await run(v4).outcome == .ok)
+        let v6 = try makeProbe("""
+            name: v6
+            component: edge
+            interval: 30s
+            timeout: 10s
+            steps:
+              - name: v6
+                request: {url: "\(longURL)", tls: {ca_file: ca.pem}, ip_version: 6}
+            """, variables: [], file: folder.file("v6.yaml"))
+        let onlyV6 = await run(v6)
+        #expect(onlyV6.outcome == .failed && onlyV6.steps[0].status == nil, "\(failureSummary(onlyV6))")
 
         // The result round-trips through the push decoder with its expiry.
         let batch = PushBatch(agent: "agent-1", batchID: "b-1", sentAt: Date(), results: [good])

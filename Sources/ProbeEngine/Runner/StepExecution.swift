@@ -60,14 +60,10 @@ struct StepExecution {
                 result.url = request.url
                 response = try await send(request, result: &result)
                 lastResponse = response
+                record(response, result: &result, state: &state)
                 try checkStatus(response, method: spec.method, url: request.url, state: state)
             }
             state.bodies[step.name] = response.body
-            state.keep(response.cookies)
-            if let notAfter = response.certificateNotAfter {
-                result.certNotAfter = notAfter
-                result.certDaysLeft = Self.daysLeft(until: notAfter)
-            }
             try checkAssertions(response, state: &state)
             try extract(from: response, state: &state)
             degradedBy = try degradedReason(total: response.timings.total, state: &state)
@@ -158,6 +154,16 @@ struct StepExecution {
         return request
     }
 
+    /// What every response leaves, before any check can fail: its cookies (secrets from now on,
+    /// so even a failure message quoting the body is redacted) and its certificate's expiry.
+    private func record(_ response: HTTPResponse, result: inout StepResult, state: inout RunState) {
+        state.keep(response.cookies)
+        if let notAfter = response.certificateNotAfter {
+            result.certNotAfter = notAfter
+            result.certDaysLeft = Self.daysLeft(until: notAfter)
+        }
+    }
+
     /// `count` fresh random bytes (8 at a time from the system generator).
     static func randomBytes(_ count: Int) -> Data {
         var generator = SystemRandomNumberGenerator()
@@ -226,6 +232,7 @@ struct StepExecution {
             result.url = request.url
             let response = try await send(request, result: &result)
             last = response
+            record(response, result: &result, state: &state)
             try checkStatus(response, method: spec.method, url: request.url, state: state)
             guard let json = JSONValue.parse(response.body) else {
                 throw StepFailure(.assertion, "poll: the response is not JSON: \(snippet(response, state: state))")
