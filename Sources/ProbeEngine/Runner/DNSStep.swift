@@ -68,7 +68,7 @@ extension StepExecution {
         var address = in6_addr()
         if value.contains(":"), inet_pton(AF_INET6, value, &address) == 1 {
             var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-            if inet_ntop(AF_INET6, &address, &buffer, socklen_t(buffer.count)) != nil { value = String(cString: buffer) }
+            if inet_ntop(AF_INET6, &address, &buffer, socklen_t(buffer.count)) != nil { value = DNSWireClient.text(buffer) }
         }
         return value
     }
@@ -139,7 +139,7 @@ enum SystemResolver {
                     address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { var a = $0.pointee.sin6_addr; _ = inet_ntop(AF_INET6, &a, &buffer, socklen_t(buffer.count)) }
                 }
             }
-            let text = String(cString: buffer)
+            let text = DNSWireClient.text(buffer)
             if !text.isEmpty, !answers.contains(text) { answers.append(text) }
             node = entry.pointee.ai_next
         }

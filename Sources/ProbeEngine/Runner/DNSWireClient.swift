@@ -169,7 +169,12 @@ enum DNSWireClient {
         return .success(answers)
     }
 
-    static func normalized(_ name: String) -> String {
+    /// A NUL-terminated C buffer (inet_ntop's output) as text.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+        static func normalized(_ name: String) -> String {
         (name.hasSuffix(".") ? String(name.dropLast()) : name).lowercased()
     }
 
@@ -189,7 +194,7 @@ enum DNSWireClient {
             guard length == 16 else { return nil }
             var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
             let ok = Array(message[start..<end]).withUnsafeBytes { inet_ntop(AF_INET6, $0.baseAddress, &buffer, socklen_t(buffer.count)) != nil }
-            return ok ? String(cString: buffer) : nil
+            return ok ? text(buffer) : nil
         case .CNAME, .NS, .PTR:
             return nameInside(start)?.name
         case .MX:
