@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is there; run as root (CI is) or with sudo available.
 set -euo pipefail
 
-packages=(libcurl4-openssl-dev libyaml-dev libssl-dev libsqlite3-dev pkg-config python3 curl iproute2 procps dpkg-dev binutils passwd prometheus libfaketime libpcre2-dev openssl socat)
+packages=(libcurl4-openssl-dev libyaml-dev libssl-dev libsqlite3-dev pkg-config python3 curl iproute2 procps dpkg-dev binutils passwd prometheus libfaketime libpcre2-dev openssl socat nginx-light dnsmasq-base python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +15,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# httpbin (PyPI) for the probe-format tests, in a venv of its own (SONDE_HTTPBIN_VENV overrides).
+venv="${SONDE_HTTPBIN_VENV:-$HOME/.cache/sonde/httpbin-venv}"
+if [ ! -x "$venv/bin/gunicorn" ] || ! "$venv/bin/python" -c "import httpbin" >/dev/null 2>&1; then
+  echo "install-deps: installing httpbin and gunicorn into $venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q httpbin gunicorn
 fi
 
 if ! command -v swift >/dev/null 2>&1; then

@@ -20,7 +20,7 @@ enum MetricsRenderer {
         let latest = runs.map(\.result).filter { reporting.contains($0.agent) }
         out.reserve(latest.count * 1024)
         // Each series' label set is escaped once and reused by every metric of that series.
-        let labels = latest.map { r in PrometheusText.labels([("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]) }
+        let labels = latest.map { r in PrometheusText.labels(seriesLabels(r)) }
         out.declare("probe_success", type: "gauge", help: "Whether the latest run of the probe succeeded (ok or degraded).")
         for (r, l) in zip(latest, labels) { out.sample("probe_success", rendered: l, r.outcome == .failed ? 0 : 1) }
         out.declare("probe_degraded", type: "gauge", help: "Whether the latest run succeeded but slower than the probe's degraded_after.")
@@ -53,6 +53,12 @@ enum MetricsRenderer {
         out.declare("probe_http_status_code", type: "gauge", help: "HTTP status of the last step with a response in the latest run.")
         for (r, l) in zip(latest, labels) {
             if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", rendered: l, Double(status)) }
+        }
+        out.declare("probe_ssl_earliest_cert_expiry", type: "gauge", help: "Unix time at which the first certificate of the latest run's TLS chains expires.")
+        for (r, l) in zip(latest, labels) {
+            if let earliest = r.steps.compactMap(\.certNotAfter).min() {
+                out.sample("probe_ssl_earliest_cert_expiry", rendered: l, earliest.timeIntervalSince1970.rounded(.down))
+            }
         }
 
         out.declare("sonde_agent_up", type: "gauge", help: "1 while the agent reports (ok or local_fault), 0 when silent or revoked.")
@@ -107,6 +113,18 @@ enum MetricsRenderer {
         out.sample("sonde_build_info", [("version", SondeBuildInfo.version), ("commit", SondeBuildInfo.commit), ("date", SondeBuildInfo.date)], 1)
         renderProcess(process, into: &out)
         return out.text
+    }
+
+    /// A probe series' labels: probe, component, agent, region, then the probe's own labels as
+    /// Prometheus names (two that clean up alike keep the first).
+    static func seriesLabels(_ r: ProbeResult) -> [(String, String)] {
+        var pairs = [("probe", r.probe), ("component", r.component), ("agent", r.agent), ("region", r.region)]
+        var taken = Set(pairs.map(\.0))
+        for (name, value) in (r.labels ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let clean = ProbeLabels.prometheusName(name)
+            if taken.insert(clean).inserted { pairs.append((clean, value)) }
+        }
+        return pairs
     }
 
     /// The standard process series (names and help as Prometheus's own clients write them).

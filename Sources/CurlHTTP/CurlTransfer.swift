@@ -137,6 +137,7 @@ final class CurlTransfer: @unchecked Sendable {
         }
         if let proxy = request.proxy { set(sonde_curl_setopt_string(handle, CURLOPT_PROXY, proxy), "the proxy \(proxy)") }
         set(sonde_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER")
+        configureTLSAndCookies(handle, set)
 
         // Method and body.
         let method = request.method.uppercased()
@@ -156,6 +157,9 @@ final class CurlTransfer: @unchecked Sendable {
         // Headers; "Expect:" stops curl waiting for a 100-continue on large bodies.
         for header in request.headers { headerList = curl_slist_append(headerList, "\(header.name): \(header.value)") }
         if request.headers.value(for: "Expect") == nil { headerList = curl_slist_append(headerList, "Expect:") }
+        // A body without a Content-Type goes out without one (curl would label it
+        // application/x-www-form-urlencoded, which it rarely is).
+        if request.body != nil, request.headers.value(for: "Content-Type") == nil { headerList = curl_slist_append(headerList, "Content-Type:") }
         set(sonde_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList), "the headers")
 
         // Callbacks. Cancellation needs no progress callback: the loop removes a cancelled
@@ -213,10 +217,12 @@ final class CurlTransfer: @unchecked Sendable {
             _ = sonde_curl_getinfo_string(handle, CURLINFO_REDIRECT_URL, &location)
         }
         let version = state.statusLine.flatMap { $0.split(separator: " ").first.map(String.init) }
-        return .success(HTTPResponse(
+        var response = HTTPResponse(
             status: status, headers: state.headers, body: state.body, timings: timings,
             remoteAddress: ip.map { String(cString: $0) }, httpVersion: version,
-            bodyByteCount: state.received, bodySHA256: state.hasher?.finish(), redirectURL: location.map { String(cString: $0) }))
+            bodyByteCount: state.received, bodySHA256: state.hasher?.finish(), redirectURL: location.map { String(cString: $0) })
+        if let handle { readTLSAndCookies(handle, into: &response) }
+        return .success(response)
     }
 
     /// Frees the handle and answers the waiting caller; the transfer must be out of the multi
@@ -233,6 +239,38 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     private static let protocols = HTTPRequest.allowedSchemes.joined(separator: ",")
+
+    /// IP version, certificate info and the run's cookie jar.
+    private func configureTLSAndCookies(_ handle: UnsafeMutableRawPointer, _ set: (CURLcode, @autoclosure () -> String) -> Void) {
+        if let version = request.ipVersion {
+            let resolve = version == .v4 ? CURL_IPRESOLVE_V4 : CURL_IPRESOLVE_V6
+            set(sonde_curl_setopt_long(handle, CURLOPT_IPRESOLVE, Int(resolve)), "IPRESOLVE")
+        }
+        // The chain's expiry dates for `cert_valid_for` and the result (https only: curl keeps
+        // the text of every certificate, a few KB, until the handle is freed).
+        if request.url.utf8.count > 8, request.url.prefix(8).lowercased() == "https://" {
+            set(sonde_curl_setopt_long(handle, CURLOPT_CERTINFO, 1), "CERTINFO")
+        }
+        if let jar = request.cookieJar {
+            set(sonde_curl_setopt_pointer(handle, CURLOPT_SHARE, jar.share), "the cookie jar")
+            set(sonde_curl_setopt_string(handle, CURLOPT_COOKIEFILE, ""), "the cookie engine")
+        }
+    }
+
+    private func readTLSAndCookies(_ handle: UnsafeMutableRawPointer, into response: inout HTTPResponse) {
+        response.certificateNotAfter = CertificateExpiry.earliest(handle)
+        guard request.cookieJar != nil else { return }
+        var list: UnsafeMutablePointer<curl_slist>?
+        guard sonde_curl_getinfo_slist(handle, CURLINFO_COOKIELIST, &list) == CURLE_OK else { return }
+        defer { curl_slist_free_all(list) }
+        var lines: [String] = []
+        var node = list
+        while let entry = node {
+            if let data = entry.pointee.data { lines.append(String(cString: data)) }
+            node = entry.pointee.next
+        }
+        response.cookies = HTTPCookie.parse(netscapeLines: lines)
+    }
 
     private static func milliseconds(_ duration: Duration) -> Int {
         let (seconds, attoseconds) = duration.components

@@ -36,6 +36,10 @@ public struct HTTPRequest: Sendable {
     public var bodyPrefixBytes: Int
     /// Hash the whole body as it streams (`HTTPResponse.bodySHA256`), kept or not.
     public var hashBody: Bool
+    /// Resolve and connect over this IP version only; nil lets curl use either (happy eyeballs).
+    public var ipVersion: IPVersion?
+    /// The run's cookie jar: cookies set by earlier responses go out, new ones are kept.
+    public var cookieJar: CurlCookieJar?
 
     public init(
         method: String = "GET", url: String, headers: [HTTPHeader] = [], body: Data? = nil,
@@ -77,6 +81,11 @@ public enum RedirectHeaders: Sendable, Hashable {
     case all
 }
 
+public enum IPVersion: Int, Sendable, Hashable {
+    case v4 = 4
+    case v6 = 6
+}
+
 public struct HTTPHeader: Sendable, Hashable {
     public var name: String
     public var value: String
@@ -86,15 +95,24 @@ public struct HTTPHeader: Sendable, Hashable {
     }
 }
 
+extension HTTPHeader {
+    func isNamed(_ other: String) -> Bool {
+        name.utf8.elementsEqual(other.utf8) { a, b in
+            a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= 0x61 && (a | 0x20) <= 0x7A)
+        }
+    }
+}
+
 extension Array where Element == HTTPHeader {
     /// The first value of a header, by case-insensitive name. Header names are ASCII tokens
     /// (RFC 9110), so ASCII case folding is the whole rule; Foundation's `caseInsensitiveCompare`
     /// was a few per cent of the agent's CPU, called several times per probe run.
     public func value(for name: String) -> String? {
-        first { header in
-            header.name.utf8.elementsEqual(name.utf8) { a, b in
-                a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= 0x61 && (a | 0x20) <= 0x7A)
-            }
-        }?.value
+        first { $0.isNamed(name) }?.value
+    }
+
+    /// Every value of a header that may repeat (`Set-Cookie`), in order.
+    public func values(for name: String) -> [String] {
+        filter { $0.isNamed(name) }.map(\.value)
     }
 }

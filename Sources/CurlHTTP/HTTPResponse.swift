@@ -21,6 +21,10 @@ public struct HTTPResponse: Sendable {
     /// The address curl connected to, e.g. `127.0.0.1`.
     public var remoteAddress: String?
     public var httpVersion: String?
+    /// The run's cookies after this response (when the request had a cookie jar).
+    public var cookies: [HTTPCookie] = []
+    /// The earliest expiry in the certificate chain of an https response.
+    public var certificateNotAfter: Date?
 
     public init(
         status: Int, headers: [HTTPHeader], body: Data, timings: PhaseTimings, remoteAddress: String? = nil, httpVersion: String? = nil,

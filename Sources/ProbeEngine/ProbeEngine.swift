@@ -22,6 +22,12 @@ public struct ProbeDefinition: Sendable {
     var script = ProbeScript()
     /// Line of the `name` field, for duplicate-name messages.
     var nameLine: Int?
+    /// Things `validate` points out that do not stop the probe from loading (`insecure: true`,
+    /// a `stuck_after` state that differs from a polled state only in case).
+    public var warnings: [ProbeDiagnostic] = []
+
+    /// The probe's `labels`, carried in its results.
+    public var labels: [String: String] { script.labels }
 
     /// Step names in order, for listings (`sonde-agent validate`, tables).
     public var stepNames: [String] { script.steps.map(\.name) }
@@ -45,13 +51,16 @@ public struct ProbeDiagnostic: Sendable, Hashable, CustomStringConvertible {
     /// Dotted path of the field, e.g. `steps[2].assert.status`.
     public var field: String?
     public var message: String
+    /// A warning is printed by `validate` but does not stop the probe from loading.
+    public var isWarning = false
 
-    public init(file: String, line: Int? = nil, column: Int? = nil, field: String? = nil, message: String) {
+    public init(file: String, line: Int? = nil, column: Int? = nil, field: String? = nil, message: String, isWarning: Bool = false) {
         self.file = file
         self.line = line
         self.column = column
         self.field = field
         self.message = message
+        self.isWarning = isWarning
     }
 
     /// `file:line:column: field: message`, the form compilers and editors understand.
@@ -60,6 +69,7 @@ public struct ProbeDiagnostic: Sendable, Hashable, CustomStringConvertible {
         if let line { text += ":\(line)" }
         if let column { text += ":\(column)" }
         text += ": "
+        if isWarning { text += "warning: " }
         if let field { text += "\(field): " }
         return text + message
     }

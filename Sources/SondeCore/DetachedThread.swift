@@ -16,6 +16,23 @@ public enum DetachedThread {
     /// kept) with a stack of `stackSize` bytes. Stops the process when the system refuses a
     /// thread: without its loop the agent cannot work, and the operator needs to know why.
     public static func start(name: String, stackSize: Int, _ body: @escaping @Sendable () -> Void) {
+        let result = tryStart(name: name, stackSize: stackSize, body)
+        guard result == 0 else {
+            fatalError("cannot start thread \(name): \(String(cString: strerror(result))) (raise the process's thread or memory limits)")
+        }
+    }
+
+    /// Runs blocking work (getaddrinfo, a blocking socket exchange) off Swift's thread pool and
+    /// returns its value; nil when the system refuses a thread.
+    public static func run<T: Sendable>(name: String, stackSize: Int = 256 << 10, _ body: @escaping @Sendable () -> T) async -> T? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let result = tryStart(name: name, stackSize: stackSize) { continuation.resume(returning: body()) }
+            if result != 0 { continuation.resume(returning: nil) }
+        }
+    }
+
+    /// Starts `body` on a new detached thread; 0, or the error pthread_create gave.
+    private static func tryStart(name: String, stackSize: Int, _ body: @escaping @Sendable () -> Void) -> Int32 {
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
@@ -33,9 +50,7 @@ public enum DetachedThread {
             box.body()
             return nil
         }, context)
-        guard result == 0 else {
-            Unmanaged<Box>.fromOpaque(context).release()
-            fatalError("cannot start thread \(name): \(String(cString: strerror(result))) (raise the process's thread or memory limits)")
-        }
+        if result != 0 { Unmanaged<Box>.fromOpaque(context).release() }
+        return result
     }
 }

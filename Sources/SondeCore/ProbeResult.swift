@@ -85,10 +85,15 @@ public struct StepResult: Codable, Sendable, Hashable {
     /// The platform component this step exercises when it is not the probe's own (`component:`
     /// on the step, e.g. `login` on a journey's login step); absent: the probe's component.
     public var component: String?
+    /// TLS steps (https requests, `tcp` with `tls`): when the earliest certificate of the chain
+    /// the server presented expires, and the days left then (negative once expired).
+    public var certNotAfter: Date?
+    public var certDaysLeft: Double?
 
     public init(
         name: String, method: String, url: String, status: Int? = nil, ok: Bool,
-        timings: PhaseTimings, attempts: Int? = nil, error: ProbeError? = nil, component: String? = nil
+        timings: PhaseTimings, attempts: Int? = nil, error: ProbeError? = nil, component: String? = nil,
+        certNotAfter: Date? = nil, certDaysLeft: Double? = nil
     ) {
         self.component = component
         self.name = name
@@ -99,6 +104,14 @@ public struct StepResult: Codable, Sendable, Hashable {
         self.timings = timings
         self.attempts = attempts
         self.error = error
+        self.certNotAfter = certNotAfter
+        self.certDaysLeft = certDaysLeft
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, method, url, status, ok, timings, attempts, error
+        case certNotAfter = "cert_not_after"
+        case certDaysLeft = "cert_days_left"
     }
 }
 
@@ -122,11 +135,13 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
     /// Per-agent monotonically increasing sequence number, assigned by the agent's spool; keeps
     /// order per agent across restarts.
     public var seq: UInt64?
+    /// The probe's `labels` (e.g. team, tier), absent when it has none.
+    public var labels: [String: String]?
 
     public init(
         id: String = UUID().uuidString.lowercased(), probe: String, component: String, agent: String,
         region: String, startedAt: Date, durationMs: Double, outcome: Outcome, error: ProbeError? = nil,
-        steps: [StepResult], control: Bool? = nil, seq: UInt64? = nil
+        steps: [StepResult], control: Bool? = nil, seq: UInt64? = nil, labels: [String: String]? = nil
     ) {
         self.id = id
         self.probe = probe
@@ -140,12 +155,13 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
         self.steps = steps
         self.control = control
         self.seq = seq
+        self.labels = labels
     }
 
     enum CodingKeys: String, CodingKey {
         case id, probe, component, agent, region
         case startedAt = "started_at"
         case durationMs = "duration_ms"
-        case outcome, error, steps, control, seq
+        case outcome, error, steps, control, seq, labels
     }
 }

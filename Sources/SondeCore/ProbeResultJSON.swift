@@ -43,6 +43,17 @@ struct JSONBytesWriter {
         bytes.append(UInt8(ascii: "]"))
         if let control = result.control { key("control"); bool(control) }
         if let seq = result.seq { key("seq"); integer(seq) }
+        if let labels = result.labels {
+            key("labels")
+            bytes.append(UInt8(ascii: "{"))
+            for (index, name) in labels.keys.sorted().enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                string(name)
+                bytes.append(UInt8(ascii: ":"))
+                string(labels[name]!)
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
         bytes.append(UInt8(ascii: "}"))
         return true
     }
@@ -58,6 +69,8 @@ struct JSONBytesWriter {
         if let attempts = step.attempts { key("attempts"); integer(attempts) }
         if let error = step.error { key("error"); write(error) }
         if let component = step.component { key("component"); string(component) }
+        if let notAfter = step.certNotAfter { key("cert_not_after"); string(RFC3339.string(from: notAfter)) }
+        if let days = step.certDaysLeft { key("cert_days_left"); guard number(days) else { return false } }
         bytes.append(UInt8(ascii: "}"))
         return true
     }

@@ -144,7 +144,7 @@ extension StrictJSONReader {
         try beginObject("a result object")
         var id: String?, probe: String?, component: String?, agent: String?, region: String?
         var startedAt: Date?, durationMs: Double?, outcome: Outcome?, probeError: ProbeError?
-        var steps: [StepResult]?, control: Bool?, seq: UInt64?
+        var steps: [StepResult]?, control: Bool?, seq: UInt64?, labels: [String: String]?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -183,6 +183,8 @@ extension StrictJSONReader {
                 control = try optional("control") { try $0.bool() }
             } else if key.matches("seq", in: bytes), firstTime(&seen, 1 << 11) {
                 seq = try optional("seq") { try $0.uint64() }
+            } else if key.matches("labels", in: bytes), firstTime(&seen, 1 << 12) {
+                labels = try optional("labels") { try $0.stringMap() }
             } else {
                 try skipValue()
             }
@@ -198,7 +200,7 @@ extension StrictJSONReader {
         guard let steps else { throw missing("steps") }
         return ProbeResult(
             id: id, probe: probe, component: component, agent: agent, region: region, startedAt: startedAt, durationMs: durationMs,
-            outcome: outcome, error: probeError, steps: steps, control: control, seq: seq)
+            outcome: outcome, error: probeError, steps: steps, control: control, seq: seq, labels: labels)
     }
 
     mutating func probeError() throws -> ProbeError {
@@ -229,6 +231,7 @@ extension StrictJSONReader {
         try beginObject("a step object")
         var name: String?, method: String?, url: String?, status: Int?, ok: Bool?
         var timings: PhaseTimings?, attempts: Int?, stepError: ProbeError?, component: String?
+        var certNotAfter: Date?, certDaysLeft: Double?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -250,6 +253,10 @@ extension StrictJSONReader {
                 stepError = try optional("error") { try $0.probeError() }
             } else if key.matches("component", in: bytes), firstTime(&seen, 1 << 8) {
                 component = try optional("component") { try $0.string() }
+            } else if key.matches("cert_not_after", in: bytes), firstTime(&seen, 1 << 9) {
+                certNotAfter = try optional("cert_not_after") { try $0.date() }
+            } else if key.matches("cert_days_left", in: bytes), firstTime(&seen, 1 << 10) {
+                certDaysLeft = try optional("cert_days_left") { try $0.double() }
             } else {
                 try skipValue()
             }
@@ -260,7 +267,25 @@ extension StrictJSONReader {
         guard let ok else { throw missing("ok") }
         guard let timings else { throw missing("timings") }
         return StepResult(name: name, method: method, url: url, status: status, ok: ok, timings: timings, attempts: attempts, error: stepError,
-            component: component)
+            component: component, certNotAfter: certNotAfter, certDaysLeft: certDaysLeft)
+    }
+
+    /// A flat object of string values (a probe's labels): at most `ProbeLabels.maxCount`
+    /// members, a repeated name keeps its first value.
+    mutating func stringMap() throws -> [String: String] {
+        try beginObject("an object of text labels")
+        var map: [String: String] = [:]
+        var first = true
+        while let key = try nextKey(&first) {
+            let name = key.unescaped.map { String(decoding: $0, as: UTF8.self) }
+                ?? String(decoding: UnsafeBufferPointer(rebasing: bytes[key.start..<(key.start + key.count)]), as: UTF8.self)
+            let value = try field(name) { try $0.string() }
+            guard map.count < ProbeLabels.maxCount || map[name] != nil else {
+                throw error(.invalidValue, "more than \(ProbeLabels.maxCount) labels")
+            }
+            if map[name] == nil { map[name] = value }
+        }
+        return map
     }
 
     mutating func phaseTimings() throws -> PhaseTimings {

@@ -36,7 +36,7 @@ struct ProbeLoaderTests {
     static let cases: [Case] = [
         Case(file: "bad-yaml.yaml", line: 6, field: nil, says: "invalid YAML"),
         Case(file: "unknown-field.yaml", line: 11, field: "steps[0].assert.body_contain", says: "did you mean 'body_contains'"),
-        Case(file: "wrong-types.yaml", line: 3, field: "interval", says: "expected a duration such as 250ms, 30s, 1m, 1m30s or 2h, found a list"),
+        Case(file: "wrong-types.yaml", line: 3, field: "interval", says: "expected a duration such as 250ms, 30s, 1m, 1m30s, 2h or 14d, found a list"),
         Case(file: "wrong-types.yaml", line: 5, field: "control", says: "expected true or false"),
         Case(file: "wrong-types.yaml", line: 10, field: "steps[0].request.headers", says: "expected a mapping"),
         Case(file: "no-steps.yaml", line: 5, field: "steps", says: "no steps"),
@@ -154,12 +154,12 @@ struct ProbeLoaderTests {
 
 @Suite("Probe script parts")
 struct ScriptPartTests {
-    @Test("durations", arguments: [("250ms", 250), ("30s", 30_000), ("1m", 60_000), ("1m30s", 90_000), ("1.5s", 1_500), ("2h", 7_200_000)])
+    @Test("durations", arguments: [("250ms", 250), ("30s", 30_000), ("1m", 60_000), ("1m30s", 90_000), ("1.5s", 1_500), ("2h", 7_200_000), ("1d", 86_400_000)])
     func durations(_ text: String, _ ms: Int) {
         #expect(DurationText.parse(text) == .milliseconds(ms))
     }
 
-    @Test("bad durations", arguments: ["", "5", "30 seconds", "1d", "-1s", "s", "1.2.3s"])
+    @Test("bad durations", arguments: ["", "5", "30 seconds", "1w", "-1s", "s", "1.2.3s"])
     func badDurations(_ text: String) {
         #expect(DurationText.parse(text) == nil)
     }

@@ -27,6 +27,13 @@ import Testing
         ProbeResult(
             id: "x", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
             durationMs: 3, outcome: .degraded, steps: [], control: false, seq: 0),
+        // Labels and a TLS step's certificate expiry.
+        ProbeResult(
+            id: "l", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 10),
+            durationMs: 3, outcome: .ok,
+            steps: [StepResult(name: "tls", method: "GET", url: "https://x/", status: 200, ok: true, timings: .zero,
+                               certNotAfter: Date(timeIntervalSince1970: 1_850_000_000.25), certDaysLeft: -0.5)],
+            labels: ["team": awkward, "tier": "1", "z": "", "a_b": "x"]),
     ]
 
     @Test(arguments: samples) func handWrittenJSONDecodesToTheSameResult(_ result: ProbeResult) throws {

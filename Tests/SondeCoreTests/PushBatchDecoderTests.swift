@@ -37,13 +37,18 @@ import Testing
                 ok: Bool.random(using: &rng),
                 timings: PhaseTimings(
                     dns: number(&rng), connect: number(&rng), tls: number(&rng), ttfb: number(&rng), transfer: number(&rng), total: number(&rng)),
-                attempts: Bool.random(using: &rng) ? Int.random(in: 1...50, using: &rng) : nil, error: probeError(&rng))
+                attempts: Bool.random(using: &rng) ? Int.random(in: 1...50, using: &rng) : nil, error: probeError(&rng),
+                certNotAfter: Bool.random(using: &rng) ? Date(timeIntervalSince1970: Double(Int.random(in: 1_600_000_000_000...1_900_000_000_000, using: &rng)) / 1000) : nil,
+                certDaysLeft: Bool.random(using: &rng) ? number(&rng) : nil)
         }
+        let labels: [String: String]? = Bool.random(using: &rng)
+            ? nil : Dictionary((0..<Int.random(in: 0...3, using: &rng)).map { _ in (text(&rng), text(&rng)) }, uniquingKeysWith: { first, _ in first })
         return ProbeResult(
             id: UUID().uuidString.lowercased(), probe: text(&rng), component: text(&rng), agent: agent, region: text(&rng),
             startedAt: Date(timeIntervalSince1970: Double(Int.random(in: 1_600_000_000_000...1_900_000_000_000, using: &rng)) / 1000),
             durationMs: number(&rng), outcome: Outcome.allCases.randomElement(using: &rng)!, error: probeError(&rng), steps: steps,
-            control: Bool.random(using: &rng) ? Bool.random(using: &rng) : nil, seq: Bool.random(using: &rng) ? UInt64.random(in: 0...UInt64.max, using: &rng) : nil)
+            control: Bool.random(using: &rng) ? Bool.random(using: &rng) : nil, seq: Bool.random(using: &rng) ? UInt64.random(in: 0...UInt64.max, using: &rng) : nil,
+            labels: labels)
     }
 
     /// Where this decoder may refuse what Foundation accepts: Foundation checks only what it

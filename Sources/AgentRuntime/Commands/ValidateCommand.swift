@@ -41,6 +41,8 @@ struct ValidateCommand: AsyncParsableCommand {
                     problems.append("\(config.sourceFile ?? "-"): control_probes: no probe is named \"\(name)\" (probes: \(names.sorted().joined(separator: ", ")))")
                 }
             }
+            // Warnings do not fail validation, but are worth a look.
+            for warning in probes.flatMap(\.warnings) { print(warning) }
         } catch { problems += error.problems }
         if problems.isEmpty {
             print("ok: \(count) probes")

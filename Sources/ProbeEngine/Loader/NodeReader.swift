@@ -7,6 +7,7 @@ import SondeYAML
 struct NodeReader {
     let file: String
     var diagnostics: [ProbeDiagnostic] = []
+    var warnings: [ProbeDiagnostic] = []
     /// Names `${name}` may use at this point: agent variables, built-ins, earlier extractions.
     var scope: Set<String> = []
     /// `${env:…}` and `${file:…}` references seen, for redaction at run time.
@@ -25,6 +26,11 @@ struct NodeReader {
     mutating func report(_ node: Node?, _ field: String?, _ message: String) {
         let mark = node?.mark
         diagnostics.append(ProbeDiagnostic(file: file, line: mark?.line, column: mark?.column, field: field, message: message))
+    }
+
+    mutating func warn(_ node: Node?, _ field: String?, _ message: String) {
+        let mark = node?.mark
+        warnings.append(ProbeDiagnostic(file: file, line: mark?.line, column: mark?.column, field: field, message: message, isWarning: true))
     }
 
     static func join(_ parent: String, _ key: String) -> String {

@@ -80,8 +80,9 @@ public enum ProbeLoader {
         let base = file.contains("/") ? URL(fileURLWithPath: file).deletingLastPathComponent().standardizedFileURL.path : ""
         var reader = NodeReader(file: file, baseDirectory: base.isEmpty ? FileManager.default.currentDirectoryPath : base)
         reader.scope = variables
-        let probe = ScriptParser.probe(root, reader: &reader)
+        var probe = ScriptParser.probe(root, reader: &reader)
         if !reader.diagnostics.isEmpty { return (nil, reader.diagnostics) }
+        probe?.warnings = reader.warnings
         return (probe, [])
     }
 }

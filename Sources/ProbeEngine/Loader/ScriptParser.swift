@@ -1,16 +1,20 @@
+import CurlHTTP
 import FoundationEssentials
 import SondeCore
 import SondeYAML
 
 /// Turns a composed YAML tree into the probe model, field by field (see probes/README.md).
 enum ScriptParser {
-    static let probeFields = ["name", "component", "description", "interval", "timeout", "degraded_after", "control", "failure_codes", "steps"]
-    static let stepFields = ["name", "component", "request", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
-    static let requestFields = ["method", "url", "headers", "json", "body", "multipart", "follow_redirects", "redirect_headers", "max_body"]
+    static let probeFields = ["name", "component", "description", "interval", "timeout", "degraded_after", "control", "failure_codes", "labels", "steps"]
+    static let stepFields = ["name", "component", "request", "tcp", "dns", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
+    static let requestFields = [
+        "method", "url", "headers", "json", "body", "form", "multipart", "basic_auth", "follow_redirects", "redirect_headers", "max_body", "tls",
+        "ip_version",
+    ]
     static let partFields = ["name", "value", "content", "random_bytes", "filename", "content_type", "save_as"]
-    static let assertFields = ["status", "headers", "body_contains", "body_matches", "json", "latency_below"]
+    static let assertFields = ["status", "headers", "body_contains", "body_matches", "json", "latency_below", "cert_valid_for"]
     static let conditionFields = ["path", "equals", "not_equals", "exists", "matches", "in"]
-    static let extractFields = ["json", "header", "regex", "group", "body", "secret"]
+    static let extractFields = ["json", "header", "cookie", "regex", "group", "body", "secret"]
     static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after"]
     static let compareFields = ["download", "with"]
     static let failureCodeFields = ["code", "status", "body_contains", "body_matches"]
@@ -42,6 +46,7 @@ enum ScriptParser {
             case "degraded_after": degraded = reader.duration(value, key)
             case "control": control = reader.bool(value, key) ?? false
             case "failure_codes": script.failureCodes = failureCodes(value, key, reader: &reader)
+            case "labels": script.labels = labels(value, key, reader: &reader)
             case "steps": stepsNode = (keyNode, value)
             default: break
             }
@@ -132,11 +137,12 @@ enum ScriptParser {
         var step = ProbeStep(name: "", action: .compare(CompareSpec(download: "", with: "")))
         var extractedNames: [String] = []
 
-        let hasRequest = byKey["request"] != nil, hasCompare = byKey["compare"] != nil
-        if hasRequest == hasCompare {
-            reader.report(node, path, hasRequest
-                ? "a step has either 'request' or 'compare', not both"
-                : "a step needs an action: 'request' (optionally with 'poll') or 'compare'")
+        let hasRequest = byKey["request"] != nil
+        let actions = ["request", "compare", "tcp", "dns"].filter { byKey[$0] != nil }
+        if actions.count != 1 {
+            reader.report(node, path, actions.isEmpty
+                ? "a step needs an action: 'request' (optionally with 'poll'), 'compare', 'tcp' or 'dns'"
+                : "a step has one action: choose one of \(actions.joined(separator: ", "))")
             valid = false
         }
         for (key, _, value) in fields {
@@ -150,13 +156,23 @@ enum ScriptParser {
                 if let spec = request(value, here, payloads: &payloads, reader: &reader) { step.action = .request(spec) } else { valid = false }
             case "compare":
                 if let spec = compare(value, here, payloads: payloads, stepNames: stepNames, reader: &reader) { step.action = .compare(spec) } else { valid = false }
+            case "tcp":
+                if let spec = tcp(value, here, reader: &reader) { step.action = .tcp(spec) } else { valid = false }
+            case "dns":
+                if let spec = dns(value, here, reader: &reader) { step.action = .dns(spec) } else { valid = false }
             case "poll":
                 if !hasRequest { reader.report(value, here, "'poll' repeats the step's request: add a 'request'"); valid = false }
                 step.poll = poll(value, here, reader: &reader)
                 if step.poll == nil { valid = false }
             case "assert":
-                if !hasRequest { reader.report(value, here, "'assert' checks the step's response: add a 'request'"); valid = false }
                 step.assertions = assertions(value, here, reader: &reader)
+                if byKey["compare"] != nil { reader.report(value, here, "'assert' checks the step's response: add a 'request'"); valid = false }
+                if byKey["tcp"] != nil || byKey["dns"] != nil,
+                    let other = step.assertions.first(where: { if case .latencyBelow = $0 { false } else if case .certValidFor = $0 { false } else { true } })
+                {
+                    reader.report(value, here, "a tcp or dns step checks only latency_below and cert_valid_for (use 'expect' for its answer), not \(other.fieldName)")
+                    valid = false
+                }
             case "extract":
                 if !hasRequest { reader.report(value, here, "'extract' reads the step's response: add a 'request'"); valid = false }
                 step.extractions = extractions(value, here, reader: &reader)
@@ -223,7 +239,24 @@ enum ScriptParser {
                 if let json = reader.jsonTemplate(value, here) { spec.body = .json(json) } else { valid = false }
             case "body":
                 bodies.append(key)
-                if let raw = reader.template(value, here) { spec.body = .raw(raw) } else { valid = false }
+                if value.mapping != nil {
+                    if let body = randomBody(value, here, payloads: &payloads, reader: &reader) { spec.body = body } else { valid = false }
+                } else if let raw = reader.template(value, here) { spec.body = .raw(raw) } else { valid = false }
+            case "form":
+                bodies.append(key)
+                if let fields = form(value, here, reader: &reader) { spec.body = .form(fields) } else { valid = false }
+            case "basic_auth":
+                if let fields = reader.fields(value, here, known: ["user", "password"], required: ["user", "password"]),
+                    let user = fields.first(where: { $0.key == "user" }).flatMap({ reader.template($0.value, NodeReader.join(here, "user"), allowEmpty: false) }),
+                    let password = fields.first(where: { $0.key == "password" }).flatMap({ reader.template($0.value, NodeReader.join(here, "password")) })
+                {
+                    if user.literal?.contains(":") == true { reader.report(value, here, "a Basic user name cannot contain ':' (RFC 7617)"); valid = false }
+                    spec.basicAuth = (user, password)
+                } else { valid = false }
+            case "tls":
+                if let options = tlsOptions(value, here, reader: &reader) { spec.tls = options } else { valid = false }
+            case "ip_version":
+                if let version = ipVersion(value, here, reader: &reader) { spec.ipVersion = version } else { valid = false }
             case "multipart":
                 bodies.append(key)
                 if let parts = multipart(value, here, payloads: &payloads, reader: &reader) { spec.body = .multipart(parts) } else { valid = false }
@@ -246,6 +279,13 @@ enum ScriptParser {
             reader.report(node, path, "a request has one body: choose one of \(bodies.joined(separator: ", "))")
             valid = false
         }
+        if spec.basicAuth != nil, spec.headers.contains(where: { $0.name.lowercased() == "authorization" }) {
+            reader.report(node, path, "basic_auth sets the Authorization header: remove the one in 'headers'")
+            valid = false
+        }
+        if spec.tls != nil, let literal = spec.url.literal ?? spec.url.defaultValue, literal.hasPrefix("http://") {
+            reader.warn(node, NodeReader.join(path, "tls"), "tls options have no effect on an http:// URL")
+        }
         return valid ? spec : nil
     }
 
@@ -257,6 +297,178 @@ enum ScriptParser {
             return nil
         }
         return bytes
+    }
+
+    /// `body: {random_bytes: N, save_as: name}`.
+    static func randomBody(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> RequestBody? {
+        guard let fields = reader.fields(node, path, known: ["random_bytes", "save_as"], required: ["random_bytes"]) else { return nil }
+        var count: Int?, saveAs: String?
+        var valid = true
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            if key == "random_bytes" {
+                count = reader.int(value, here, range: 1...(32 << 20))
+            } else if let name = savedPayload(value, here, payloads: &payloads, reader: &reader) {
+                saveAs = name
+            } else { valid = false }
+        }
+        guard valid, let count else { return nil }
+        return .randomBytes(count, saveAs: saveAs)
+    }
+
+    /// A `save_as` name: unique, a valid variable name; `${name.sha256}`, `${name.size}` and
+    /// `${name.base64}` become usable in later templates.
+    static func savedPayload(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> String? {
+        guard let name = reader.string(node, path) else { return nil }
+        guard Template.isName(name, allowDots: false) else {
+            reader.report(node, path, "'\(name)' is not a valid payload name (letters, digits and _)")
+            return nil
+        }
+        if payloads.contains(name) {
+            reader.report(node, path, "payload name '\(name)' is already used")
+            return nil
+        }
+        payloads.insert(name)
+        reader.scope.formUnion(PayloadFacts.names(of: name))
+        return name
+    }
+
+    /// `form: {field: value}`: every value a template, URL-encoded at run time.
+    static func form(_ node: Node, _ path: String, reader: inout NodeReader) -> [(name: String, value: Template)]? {
+        guard let mapping = node.mapping, !mapping.isEmpty else {
+            reader.report(node, path, "expected a mapping of form field → value, found \(NodeReader.describe(node))")
+            return nil
+        }
+        var fields: [(name: String, value: Template)] = []
+        var valid = true
+        for (nameNode, value) in mapping {
+            guard let name = nameNode.scalar?.string, !name.isEmpty else {
+                reader.report(nameNode, path, "form field names are non-empty text")
+                valid = false
+                continue
+            }
+            if let template = reader.template(value, NodeReader.join(path, name)) { fields.append((name, template)) } else { valid = false }
+        }
+        return valid ? fields : nil
+    }
+
+    /// `tls: {ca_file, cert, key, insecure}` (paths relative to the probe file, checked now).
+    static func tlsOptions(_ node: Node, _ path: String, reader: inout NodeReader) -> TLSOptions? {
+        guard let fields = reader.fields(node, path, known: ["ca_file", "cert", "key", "insecure"]) else { return nil }
+        var options = TLSOptions()
+        var valid = true
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            if key == "insecure" {
+                guard let flag = reader.bool(value, here) else { valid = false; continue }
+                options.insecure = flag
+                if flag { reader.warn(value, here, "insecure: true accepts any certificate for any host name: a man in the middle goes unnoticed; use ca_file for a private CA") }
+                continue
+            }
+            guard let file = reader.string(value, here) else { valid = false; continue }
+            let full = NodeReader.resolve(file, base: reader.baseDirectory)
+            if !FileManager.default.isReadableFile(atPath: full) {
+                reader.report(value, here, "'\(file)' does not exist or is not readable (relative paths start at the probe file's folder)")
+                valid = false
+            }
+            switch key {
+            case "ca_file": options.caFile = full
+            case "cert": options.certificate = full
+            default: options.key = full
+            }
+        }
+        if (options.certificate == nil) != (options.key == nil), valid {
+            reader.report(node, path, "a client certificate needs both 'cert' and 'key'")
+            valid = false
+        }
+        return valid ? options : nil
+    }
+
+    static func ipVersion(_ node: Node, _ path: String, reader: inout NodeReader) -> IPVersion? {
+        guard let number = reader.int(node, path, range: 4...6), let version = IPVersion(rawValue: number) else {
+            if node.scalar.flatMap({ Int($0.string) }) == 5 { reader.report(node, path, "ip_version is 4 or 6") }
+            return nil
+        }
+        return version
+    }
+
+    // MARK: - TCP and DNS
+
+    static func tcp(_ node: Node, _ path: String, reader: inout NodeReader) -> TCPSpec? {
+        guard let fields = reader.fields(node, path, known: ["host", "port", "send", "expect", "tls", "ip_version"], required: ["host", "port"]) else { return nil }
+        var spec = TCPSpec(host: .literal(""), port: 0)
+        var valid = fields.contains { $0.key == "host" } && fields.contains { $0.key == "port" }
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "host": if let host = reader.template(value, here, allowEmpty: false) { spec.host = host } else { valid = false }
+            case "port": if let port = reader.int(value, here, range: 1...65535) { spec.port = port } else { valid = false }
+            case "send": if let text = reader.template(value, here) { spec.send = text } else { valid = false }
+            case "expect": if let text = reader.template(value, here, allowEmpty: false) { spec.expect = text } else { valid = false }
+            case "ip_version": if let version = ipVersion(value, here, reader: &reader) { spec.ipVersion = version } else { valid = false }
+            default:
+                if value.mapping != nil {
+                    if let options = tlsOptions(value, here, reader: &reader) { spec.tls = options } else { valid = false }
+                } else if let flag = reader.bool(value, here) {
+                    spec.tls = flag ? TLSOptions() : nil
+                } else { valid = false }
+            }
+        }
+        return valid ? spec : nil
+    }
+
+    static func dns(_ node: Node, _ path: String, reader: inout NodeReader) -> DNSSpec? {
+        guard let fields = reader.fields(node, path, known: ["name", "type", "server", "expect"], required: ["name"]) else { return nil }
+        var spec = DNSSpec(name: .literal(""), type: .A, server: nil, expect: [])
+        var valid = fields.contains { $0.key == "name" }
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "name": if let name = reader.template(value, here, allowEmpty: false) { spec.name = name } else { valid = false }
+            case "type":
+                guard let text = reader.string(value, here) else { valid = false; continue }
+                if let type = DNSRecordType(rawValue: text.uppercased()) { spec.type = type } else {
+                    reader.report(value, here, "unknown record type '\(text)'; expected one of \(DNSRecordType.allCases.map(\.rawValue).joined(separator: ", "))")
+                    valid = false
+                }
+            case "server":
+                guard let text = reader.string(value, here) else { valid = false; continue }
+                if let server = DNSServerAddress.parse(text) { spec.server = server } else {
+                    reader.report(value, here, "'\(text)' is not an IP address with an optional port (127.0.0.1:5353, [::1]:53, 10.0.0.2)")
+                    valid = false
+                }
+            default:
+                for entry in reader.listOrOne(value) {
+                    if let text = reader.template(entry, here, allowEmpty: false) { spec.expect.append(text) } else { valid = false }
+                }
+            }
+        }
+        return valid ? spec : nil
+    }
+
+    /// `labels: {team: storage, tier: "1"}`: Prometheus-safe names, short text values.
+    static func labels(_ node: Node, _ path: String, reader: inout NodeReader) -> [String: String] {
+        guard let mapping = node.mapping else {
+            reader.report(node, path, "expected a mapping of label name → value, found \(NodeReader.describe(node))")
+            return [:]
+        }
+        var labels: [String: String] = [:]
+        for (nameNode, value) in mapping {
+            guard let name = nameNode.scalar?.string, ProbeLabels.isValidName(name) else {
+                reader.report(nameNode, path, "'\(nameNode.scalar?.string ?? "?")' is not a usable label name: letters, digits and _, not starting with a digit or __, and not one of \(ProbeLabels.reserved.sorted().joined(separator: ", "))")
+                continue
+            }
+            let here = NodeReader.join(path, name)
+            guard value.scalar != nil, value.tagName != .null, let text = value.scalar?.string else {
+                reader.report(value, here, "a label value is text, found \(NodeReader.describe(value))")
+                continue
+            }
+            if text.utf8.count > 256 { reader.report(value, here, "a label value is at most 256 bytes") }
+            if labels[name] != nil { reader.report(nameNode, here, "duplicate label '\(name)'") }
+            labels[name] = text
+        }
+        if labels.count > ProbeLabels.maxCount { reader.report(node, path, "at most \(ProbeLabels.maxCount) labels") }
+        return labels
     }
 
     static func multipart(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> [MultipartPart]? {
@@ -283,11 +495,7 @@ enum ScriptParser {
                 case "filename": part.filename = reader.template(value, here, allowEmpty: false)
                 case "content_type": part.contentType = reader.string(value, here)
                 case "save_as":
-                    if let name = reader.string(value, here) {
-                        if payloads.contains(name) { reader.report(value, here, "payload name '\(name)' is already used"); partValid = false }
-                        part.saveAs = name
-                        payloads.insert(name)
-                    }
+                    if let name = savedPayload(value, here, payloads: &payloads, reader: &reader) { part.saveAs = name } else { partValid = false }
                 default: break
                 }
             }
@@ -339,9 +547,17 @@ enum ScriptParser {
                     if let t = reader.template(entry, here, allowEmpty: false) { result.append(.bodyContains(t)) }
                 }
             case "body_matches":
+                // Checked as a regex now when it has no ${…}; otherwise once rendered, per run.
                 for entry in reader.listOrOne(value) {
-                    if let p = reader.regex(entry, here) { result.append(.bodyMatches(p)) }
+                    guard let text = reader.string(entry, here) else { continue }
+                    if !text.contains("${") {
+                        if reader.regex(entry, here) != nil { result.append(.bodyMatches(.literal(text))) }
+                    } else if let t = reader.template(entry, here) {
+                        result.append(.bodyMatches(t))
+                    }
                 }
+            case "cert_valid_for":
+                if let d = reader.duration(value, here) { result.append(.certValidFor(d)) }
             case "json":
                 for condition in conditions(value, here, reader: &reader) { result.append(.json(condition)) }
             case "latency_below":
@@ -490,18 +706,26 @@ enum ScriptParser {
             let here = NodeReader.join(path, name)
             if Template.builtins.contains(name) { reader.report(nameNode, here, "'\(name)' is a built-in name") }
             guard let fields = reader.fields(spec, here, known: extractFields) else { continue }
-            let sources = fields.filter { $0.key != "group" && $0.key != "secret" }
+            var sources = fields.filter { $0.key != "group" && $0.key != "secret" }
             var secret: Bool?
             if let secretNode = fields.first(where: { $0.key == "secret" })?.value {
                 guard let flag = reader.bool(secretNode, NodeReader.join(here, "secret")) else { continue }
                 secret = flag
             }
+            // `{header: Set-Cookie, regex: …}`: the regex runs over that header's values.
+            let headerName = sources.count == 2 ? sources.first(where: { $0.key == "header" }) : nil
+            if headerName != nil { sources.removeAll { $0.key == "header" } }
             guard sources.count == 1, let (key, _, value) = sources.first else {
-                reader.report(spec, here, "an extraction needs exactly one of json, header, regex or body")
+                reader.report(spec, here, "an extraction needs exactly one of json, header, cookie, regex (optionally with header) or body")
                 continue
             }
             let sourcePath = NodeReader.join(here, key)
+            if headerName != nil, key != "regex" {
+                reader.report(spec, here, "'header' combines only with 'regex'")
+                continue
+            }
             switch key {
+            case "cookie": if let c = reader.string(value, sourcePath) { result.append(Extraction(name: name, source: .cookie(c), secret: secret)) }
             case "json": if let p = reader.jsonPath(value, sourcePath) { result.append(Extraction(name: name, source: .json(p), secret: secret)) }
             case "header": if let h = reader.string(value, sourcePath) { result.append(Extraction(name: name, source: .header(h), secret: secret)) }
             case "regex":
@@ -516,7 +740,11 @@ enum ScriptParser {
                     reader.report(value, sourcePath, "group \(group) does not exist: the regex has \(groups) capture group(s)")
                     continue
                 }
-                result.append(Extraction(name: name, source: .regex(pattern, group: group), secret: secret))
+                if let header = headerName, let headerText = reader.string(header.value, NodeReader.join(here, "header")) {
+                    result.append(Extraction(name: name, source: .headerRegex(headerText, pattern: pattern, group: group), secret: secret))
+                } else {
+                    result.append(Extraction(name: name, source: .regex(pattern, group: group), secret: secret))
+                }
             default:
                 if reader.bool(value, sourcePath) == true { result.append(Extraction(name: name, source: .body, secret: secret)) }
             }
@@ -529,6 +757,7 @@ enum ScriptParser {
         var spec = PollSpec(every: .fixed(.seconds(1)), until: [], failWhen: [], maxWait: .fixed(.seconds(60)), state: nil, stuckAfter: [:])
         var valid = fields.contains { $0.key == "until" } && fields.contains { $0.key == "every" } && fields.contains { $0.key == "max_wait" }
         let errorsBefore = reader.diagnostics.count
+        var stuckNodes: [(state: String, node: Node)] = []
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
             switch key {
@@ -543,6 +772,7 @@ enum ScriptParser {
                 if let limits = value.mapping {
                     for (stateNode, limit) in limits {
                         guard let state = stateNode.scalar?.string else { continue }
+                        stuckNodes.append((state, stateNode))
                         if let d = reader.duration(limit, NodeReader.join(here, state)) { spec.stuckAfter[state] = d }
                     }
                     if !fields.contains(where: { $0.key == "state" }) {
@@ -558,7 +788,32 @@ enum ScriptParser {
             }
         }
         if reader.diagnostics.count > errorsBefore { valid = false }
+        // State names are compared exactly: `finalizing:` never matches FINALIZING.
+        let seen = polledStates(spec)
+        for (state, node) in stuckNodes where state != "default" && !seen.contains(state) {
+            if let other = seen.first(where: { $0.lowercased() == state.lowercased() }) {
+                reader.warn(node, NodeReader.join(path, "stuck_after.\(state)"),
+                    "'\(state)' differs only in case from the state '\(other)' in until/fail_when; state names match exactly, so this limit never applies (did you mean '\(other)'?)")
+            }
+        }
         return valid ? spec : nil
+    }
+
+    /// Literal values the poll's conditions compare its state with (every condition when no
+    /// `state` path is set).
+    static func polledStates(_ spec: PollSpec) -> Set<String> {
+        var values: Set<String> = []
+        func add(_ template: JSONTemplate) {
+            if case .string(let text) = template, let literal = text.literal { values.insert(literal) }
+        }
+        for condition in spec.until + spec.failWhen where spec.state.map({ "\($0)" == "\(condition.path)" }) ?? true {
+            switch condition.test {
+            case .equals(let value), .notEquals(let value): add(value)
+            case .oneOf(let options): options.forEach(add)
+            case .exists, .matches: break
+            }
+        }
+        return values
     }
 
     static func compare(_ node: Node, _ path: String, payloads: Set<String>, stepNames: [String: Int], reader: inout NodeReader) -> CompareSpec? {
@@ -577,7 +832,7 @@ enum ScriptParser {
                 spec.download = name
             } else {
                 if !payloads.contains(name) {
-                    reader.report(value, here, "unknown payload '\(name)': name one with save_as in an earlier multipart part"
+                    reader.report(value, here, "unknown payload '\(name)': name one with save_as in an earlier multipart part or random_bytes body"
                         + (payloads.isEmpty ? "" : NodeReader.suggestion(for: name, among: payloads.sorted())))
                     valid = false
                 }

@@ -1,10 +1,10 @@
 import FoundationEssentials
 import SondeCore
 
-/// Durations as probe scripts write them: a number and a unit (`ms`, `s`, `m`, `h`), possibly
-/// combined (`1m30s`) or fractional (`1.5s`).
+/// Durations as probe scripts write them: a number and a unit (`ms`, `s`, `m`, `h`, `d`),
+/// possibly combined (`1m30s`) or fractional (`1.5s`). Days are for `cert_valid_for: 14d`.
 enum DurationText {
-    static let hint = "expected a duration such as 250ms, 30s, 1m, 1m30s or 2h"
+    static let hint = "expected a duration such as 250ms, 30s, 1m, 1m30s, 2h or 14d"
 
     static func parse(_ text: String) -> Duration? {
         let chars = Array(text.trimmed())
@@ -29,6 +29,7 @@ enum DurationText {
             case "s": scale = 1
             case "m": scale = 60
             case "h": scale = 3600
+            case "d": scale = 86_400
             default: return nil
             }
             let seconds = value * scale
@@ -43,6 +44,7 @@ enum DurationText {
         let ms = milliseconds(duration)
         if ms < 1000 { return "\(Int(ms.rounded()))ms" }
         let seconds = ms / 1000
+        if seconds >= 86_400, seconds.truncatingRemainder(dividingBy: 86_400) == 0 { return "\(Int(seconds / 86_400))d" }
         if seconds >= 10 || seconds.rounded() == seconds { return "\(Int(seconds.rounded()))s" }
         return fixedDecimals(seconds, 1) + "s"
     }

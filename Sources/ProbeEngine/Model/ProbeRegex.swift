@@ -169,8 +169,11 @@ final class ProbeRegex: @unchecked Sendable {
 }
 
 /// A probe's compiled regexes, by pattern text: each is compiled on first use and kept for the
-/// probe's later runs (patterns were validated when the script was loaded).
+/// probe's later runs (literal patterns were validated when the script was loaded). A templated
+/// pattern (`body_matches: '${token}'`) may differ on every run, so at most `limit` are kept;
+/// past that a pattern is compiled for its run alone.
 final class RegexCache: Sendable {
+    static let limit = 64
     private let compiled = Mutex<[String: ProbeRegex]>([:])
 
     init() {}
@@ -178,7 +181,7 @@ final class RegexCache: Sendable {
     func regex(_ pattern: String) throws(ProbeRegex.SyntaxError) -> ProbeRegex {
         if let cached = compiled.withLock({ $0[pattern] }) { return cached }
         let regex = try ProbeRegex(pattern)
-        compiled.withLock { $0[pattern] = regex }
+        compiled.withLock { if $0.count < Self.limit { $0[pattern] = regex } }
         return regex
     }
 }

@@ -1,4 +1,6 @@
+import CurlHTTP
 import FoundationEssentials
+import SondeCore
 
 // MARK: - The validated probe model
 // What the loader produces from YAML and the runner executes. Everything is a plain value so a
@@ -11,6 +13,8 @@ struct ProbeScript: Sendable {
     var timeout: DurationSpec = .fixed(.seconds(30))
     var degradedAfter: DurationSpec?
     var failureCodes: [FailureCodeRule] = []
+    /// `labels`: name → value, carried in every result (and as Prometheus labels).
+    var labels: [String: String] = [:]
     var steps: [ProbeStep] = []
     /// `${env:…}` names and `${file:…}` paths used anywhere: their values are secrets to redact.
     var secretEnvironment: Set<String> = []
@@ -41,6 +45,8 @@ struct ProbeStep: Sendable {
     enum Action: Sendable {
         case request(RequestSpec)
         case compare(CompareSpec)
+        case tcp(TCPSpec)
+        case dns(DNSSpec)
     }
 
     var name: String
@@ -73,6 +79,40 @@ struct RequestSpec: Sendable {
     var redirectHeadersEverywhere = false
     /// `max_body`: the most response bytes accepted (nil: the default, see `StepExecution`).
     var maxBody: Int?
+    /// `basic_auth`: sent as `Authorization: Basic base64(user:password)`.
+    var basicAuth: (user: Template, password: Template)?
+    var tls: TLSOptions?
+    var ipVersion: IPVersion?
+}
+
+/// `tls:` of a request or `tcp` step. Paths are relative to the probe file.
+struct TLSOptions: Sendable, Hashable {
+    var caFile: String?
+    var certificate: String?
+    var key: String?
+    /// Skip certificate and host name checks (`validate` warns about it).
+    var insecure = false
+}
+
+/// A `tcp` step: connect (optionally with TLS), send, and read until `expect` arrives.
+struct TCPSpec: Sendable {
+    var host: Template
+    var port: Int
+    var send: Template?
+    var expect: Template?
+    /// Nil: plain TCP.
+    var tls: TLSOptions?
+    var ipVersion: IPVersion?
+}
+
+/// A `dns` step: one question, answered by the system resolver or by `server`.
+struct DNSSpec: Sendable {
+    var name: Template
+    var type: DNSRecordType
+    /// `host:port` of a DNS server to ask directly (plain UDP, TCP on truncation).
+    var server: (host: String, port: Int)?
+    /// Each must be among the answers.
+    var expect: [Template]
 }
 
 struct HeaderTemplate: Sendable, Hashable {
@@ -84,6 +124,10 @@ enum RequestBody: Sendable {
     case json(JSONTemplate)
     case raw(Template)
     case multipart([MultipartPart])
+    /// `form`: fields URL-encoded as application/x-www-form-urlencoded, in the order written.
+    case form([(name: String, value: Template)])
+    /// `body: {random_bytes: N, save_as: name}`: fresh random bytes on every run.
+    case randomBytes(Int, saveAs: String?)
 }
 
 struct MultipartPart: Sendable {
@@ -176,15 +220,36 @@ enum Assertion: Sendable {
     case status([StatusPattern])
     case header(name: String, test: HeaderTest)
     case bodyContains(Template)
-    case bodyMatches(String)
+    case bodyMatches(Template)
     case json(Condition)
     case latencyBelow(DurationSpec)
+    /// Every certificate of the chain must stay valid at least this long.
+    case certValidFor(DurationSpec)
+}
+
+extension Assertion {
+    /// The `assert` key it came from, for messages.
+    var fieldName: String {
+        switch self {
+        case .status: "status"
+        case .header: "headers"
+        case .bodyContains: "body_contains"
+        case .bodyMatches: "body_matches"
+        case .json: "json"
+        case .latencyBelow: "latency_below"
+        case .certValidFor: "cert_valid_for"
+        }
+    }
 }
 
 struct Extraction: Sendable {
     enum Source: Sendable {
         case json(JSONPath)
         case header(String)
+        /// `{header: Set-Cookie, regex: …, group: N}`: the first match over every value of it.
+        case headerRegex(String, pattern: String, group: Int)
+        /// `{cookie: name}`: from the run's cookie jar.
+        case cookie(String)
         case regex(String, group: Int)
         /// The whole response body (e.g. to `compare` a download later).
         case body
@@ -194,4 +259,45 @@ struct Extraction: Sendable {
     var source: Source
     /// `secret: true|false`; nil lets the source decide (cookies, credentials, token-like keys).
     var secret: Bool?
+}
+
+/// What `${name.…}` gives for a payload remembered with `save_as`.
+enum PayloadFacts {
+    static let suffixes = ["sha256", "size", "base64"]
+
+    static func names(of payload: String) -> [String] { suffixes.map { "\(payload).\($0)" } }
+
+    /// The value of `${payload.fact}`, or nil when `name` is not such a reference.
+    static func value(_ name: String, payloads: [String: BodyDigest]) -> String? {
+        guard let dot = name.lastIndex(of: ".") else { return nil }
+        guard let payload = payloads[String(name[..<dot])] else { return nil }
+        switch name[name.index(after: dot)...] {
+        case "sha256": return hexDigits(payload.sha256)
+        case "size": return String(payload.count)
+        case "base64": return payload.bytes?.base64EncodedString()
+        default: return nil
+        }
+    }
+}
+
+/// `server:` of a `dns` step: an IP address with an optional port (53 when left out).
+enum DNSServerAddress {
+    static func parse(_ text: String) -> (host: String, port: Int)? {
+        var host = text, port = 53
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":"), let number = Int(rest.dropFirst()) else { return nil }
+                port = number
+            }
+        } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
+            host = String(text[..<colon])
+            guard let number = Int(text[text.index(after: colon)...]) else { return nil }
+            port = number
+        }
+        guard (1...65535).contains(port), DNSWireClient.SocketAddress(host: host, port: port) != nil else { return nil }
+        return (host, port)
+    }
 }

@@ -101,7 +101,7 @@ public struct ProbeRunner: Sendable {
         return ProbeResult(
             id: runID, probe: probe.name, component: probe.component, agent: context.agent, region: context.region,
             startedAt: startedAt, durationMs: (durationMs * 1000).rounded() / 1000, outcome: outcome, error: firstError,
-            steps: steps, control: probe.control)
+            steps: steps, control: probe.control, labels: probe.script.labels.isEmpty ? nil : probe.script.labels)
     }
 
     func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, HTTPTransferError> {

@@ -1,3 +1,4 @@
+import CurlHTTP
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -23,14 +24,18 @@ struct StepFailure: Error, Sendable {
 struct BodyDigest: Sendable, Equatable {
     var count: Int
     var sha256: [UInt8]
+    /// The bytes themselves, kept only for a payload the run made and saved (`save_as`), which
+    /// `${name.base64}` may ask for; received bodies keep only their digest.
+    var bytes: Data?
 
     init(count: Int, sha256: [UInt8]) {
         self.count = count
         self.sha256 = sha256
     }
 
-    init(_ bytes: Data) {
+    init(_ bytes: Data, keep: Bool = false) {
         self.init(count: bytes.count, sha256: SHA256Digest.hash(bytes))
+        if keep { self.bytes = bytes }
     }
 }
 
@@ -45,6 +50,9 @@ struct RunState {
     /// The last response body of each request step that a `compare` reads, by step name.
     var bodies: [String: BodyDigest] = [:]
     var redactor = Redactor()
+    /// The run's cookies after the latest response (for `extract: {cookie: …}`).
+    private(set) var cookies: [HTTPCookie] = []
+    private var jar: CurlCookieJar?
     private var fileCache: [String: String] = [:]
     /// One variable at a time: `ProcessInfo.processInfo.environment` builds the whole dictionary
     /// on every call, which cost about 4 % of an agent's CPU when done once per run.
@@ -124,8 +132,25 @@ struct RunState {
         redactor.add(value)
     }
 
+    /// The run's cookie jar, made at its first request (nil only when libcurl is out of memory:
+    /// the requests then go without cookies).
+    mutating func cookieJar() -> CurlCookieJar? {
+        if jar == nil { jar = CurlCookieJar() }
+        return jar
+    }
+
+    /// Cookies are secrets by default: their values are redacted from everything the run
+    /// reports. Values under 4 bytes (`1`, `yes`) are left alone: hiding them would garble every
+    /// message, and they are not credentials.
+    mutating func keep(_ cookies: [HTTPCookie]) {
+        guard !cookies.isEmpty else { return }
+        self.cookies = cookies
+        for cookie in cookies where cookie.value.utf8.count >= 4 { redactor.add(cookie.value) }
+    }
+
     func lookup(_ name: String) -> String? {
         if let value = extracted[name] { return value }
+        if let value = PayloadFacts.value(name, payloads: payloads) { return value }
         if let value = context.variables[name] { return value }
         switch name {
         case "agent.id": return context.agent

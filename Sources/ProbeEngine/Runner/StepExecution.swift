@@ -45,6 +45,10 @@ struct StepExecution {
             return StepOutcome(result: result)
         case .request(let spec):
             return await request(spec, state: &state)
+        case .tcp(let spec):
+            return await tcp(spec, state: &state)
+        case .dns(let spec):
+            return await dns(spec, state: &state)
         }
     }
 
@@ -67,6 +71,7 @@ struct StepExecution {
                 result.url = request.url
                 response = try await send(request, result: &result)
                 lastResponse = response
+                record(response, result: &result, state: &state)
                 try checkStatus(response, method: spec.method, url: request.url, state: state)
             }
             if let digest = response.bodySHA256 { state.bodies[step.name] = BodyDigest(count: response.bodyByteCount, sha256: digest) }
@@ -74,12 +79,7 @@ struct StepExecution {
                 try checkAssertions(response, state: &state)
                 try extract(from: response, state: &state)
             }
-            if let spec = step.degradedAfter {
-                let limit = try state.duration(spec, field: "degraded_after")
-                if response.timings.total > DurationText.milliseconds(limit) {
-                    degradedBy = "step '\(step.name)' took \(Int(response.timings.total)) ms, over degraded_after \(DurationText.format(limit))"
-                }
-            }
+            degradedBy = try degradedReason(total: response.timings.total, state: &state)
             result.ok = true
         } catch {
             if step.always, let name = error.undefinedVariable, state.extracted[name] == nil {
@@ -121,7 +121,7 @@ struct StepExecution {
     }
 
     /// min(step timeout, time left before the deadline); failing as `timeout` when none is left.
-    private func timeLeft(_ stepTimeout: Duration?) throws(StepFailure) -> Duration {
+    func timeLeft(_ stepTimeout: Duration?) throws(StepFailure) -> Duration {
         let left = deadline - clock.now
         guard left > .milliseconds(1) else {
             throw StepFailure(.timeout, "probe timeout of \(DurationText.format(probeTimeout)) reached before step '\(step.name)' could run")
@@ -167,8 +167,23 @@ struct StepExecution {
             let boundary = "sonde-" + UUID().uuidString.lowercased()
             body = try multipart(parts, boundary: boundary, state: &state)
             contentType = "multipart/form-data; boundary=\(boundary)"
+        case .form(let fields):
+            var pairs: [String] = []
+            for field in fields { pairs.append(FormEncoding.encode(field.name) + "=" + FormEncoding.encode(try state.render(field.value))) }
+            body = Data(pairs.joined(separator: "&").utf8)
+            contentType = "application/x-www-form-urlencoded"
+        case .randomBytes(let count, let saveAs):
+            let bytes = Self.randomBytes(count)
+            if let saveAs { state.payloads[saveAs] = BodyDigest(bytes, keep: true) }
+            body = bytes
         case nil:
             break
+        }
+        if let auth = spec.basicAuth {
+            let credentials = Data((try state.render(auth.user) + ":" + (try state.render(auth.password))).utf8).base64EncodedString()
+            // A server that echoes the request (httpbin's /headers) must not show it either.
+            state.redactor.add(credentials)
+            headers.append(HTTPHeader("Authorization", "Basic " + credentials))
         }
         if let contentType, headers.value(for: "Content-Type") == nil { headers.append(HTTPHeader("Content-Type", contentType)) }
         if headers.value(for: "User-Agent") == nil { headers.append(HTTPHeader("User-Agent", "sonde-agent (probe \(state.probe.name))")) }
@@ -176,12 +191,46 @@ struct StepExecution {
         // it streams; otherwise it streams through, only its first bytes kept for messages.
         let keep = readsBody(spec)
         let hash = state.probe.script.steps.contains { if case .compare(let c) = $0.action { c.download == step.name } else { false } }
-        return HTTPRequest(
+        var request = HTTPRequest(
             method: spec.method, url: url, headers: headers, body: body, followRedirects: spec.followRedirects,
             caFile: state.context.caFile, proxy: state.context.proxy,
             maxResponseBytes: spec.maxBody ?? (keep ? Self.defaultMaxBody : Int.max),
             keepBody: keep, bodyPrefixBytes: Self.keptPrefixBytes, hashBody: hash,
             redirectHeaders: spec.redirectHeadersEverywhere ? .all : .sameOriginOnly)
+        request.apply(spec.tls, ipVersion: spec.ipVersion)
+        request.cookieJar = state.cookieJar()
+        return request
+    }
+
+    /// What every response leaves, before any check can fail: its cookies (secrets from now on,
+    /// so even a failure message quoting the body is redacted) and its certificate's expiry.
+    private func record(_ response: HTTPResponse, result: inout StepResult, state: inout RunState) {
+        state.keep(response.cookies)
+        if let notAfter = response.certificateNotAfter {
+            result.certNotAfter = notAfter
+            result.certDaysLeft = Self.daysLeft(until: notAfter)
+        }
+    }
+
+    /// `count` fresh random bytes (8 at a time from the system generator).
+    static func randomBytes(_ count: Int) -> Data {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: count)
+        bytes.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let word = generator.next() as UInt64
+                let n = min(8, raw.count - offset)
+                withUnsafeBytes(of: word) { raw.baseAddress!.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+                offset += n
+            }
+        }
+        return Data(bytes)
+    }
+
+    /// Days from now until `date` (negative once it has passed), to 0.01 day.
+    static func daysLeft(until date: Date) -> Double {
+        (date.timeIntervalSinceNow / 86_400 * 100).rounded(.down) / 100
     }
 
     private func multipart(_ parts: [MultipartPart], boundary: String, state: inout RunState) throws(StepFailure) -> Data {
@@ -191,12 +240,9 @@ struct StepExecution {
             switch part.content {
             case .text(let template): content = Data(try state.render(template).utf8)
             case .randomBytes(let count):
-                var generator = SystemRandomNumberGenerator()
-                var bytes = [UInt8](repeating: 0, count: count)
-                for i in bytes.indices { bytes[i] = generator.next() }
-                content = Data(bytes)
+                content = Self.randomBytes(count)
             }
-            if let name = part.saveAs { state.payloads[name] = BodyDigest(content) }
+            if let name = part.saveAs { state.payloads[name] = BodyDigest(content, keep: true) }
             var head = "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(part.name)\""
             if let filename = part.filename { head += "; filename=\"\(try state.render(filename))\"" }
             head += "\r\n"
@@ -234,6 +280,7 @@ struct StepExecution {
             result.url = request.url
             let response = try await send(request, result: &result)
             last = response
+            record(response, result: &result, state: &state)
             try checkStatus(response, method: spec.method, url: request.url, state: state)
             let (json, done) = try await offLoop { () throws(StepFailure) -> (JSONValue, Bool) in
                 guard let json = JSONValue.parse(response.body) else {
@@ -337,7 +384,8 @@ struct StepExecution {
                 if !Self.contains(response.body, expected) {
                     throw StepFailure(.assertion, "body does not contain '\(expected)': \(snippet(response, state: state))")
                 }
-            case .bodyMatches(let pattern):
+            case .bodyMatches(let template):
+                let pattern = try state.render(template)
                 if try !matches(pattern, response.body, state: state, check: "body_matches") {
                     throw StepFailure(.assertion, "body does not match /\(pattern)/: \(snippet(response, state: state))")
                 }
@@ -350,12 +398,31 @@ struct StepExecution {
                     let actual = condition.path.evaluate(document).map { "'\($0.text)'" } ?? "missing"
                     throw StepFailure(.assertion, "\(condition.path) is \(actual), expected it to \(try describe(condition.test, state: &state))")
                 }
-            case .latencyBelow(let spec):
-                let limit = try state.duration(spec, field: "assert.latency_below")
-                if response.timings.total >= DurationText.milliseconds(limit) {
-                    throw StepFailure(.assertion, "took \(Int(response.timings.total)) ms, expected below \(DurationText.format(limit))")
-                }
+            case .latencyBelow, .certValidFor:
+                try checkTimingAndCertificate(assertion, total: response.timings.total, certificate: response.certificateNotAfter, state: &state)
             }
+        }
+    }
+
+    /// `latency_below` and `cert_valid_for`, which every step kind with a connection has.
+    func checkTimingAndCertificate(_ assertion: Assertion, total: Double, certificate: Date?, state: inout RunState) throws(StepFailure) {
+        switch assertion {
+        case .latencyBelow(let spec):
+            let limit = try state.duration(spec, field: "assert.latency_below")
+            if total >= DurationText.milliseconds(limit) {
+                throw StepFailure(.assertion, "took \(Int(total)) ms, expected below \(DurationText.format(limit))")
+            }
+        case .certValidFor(let spec):
+            let limit = try state.duration(spec, field: "assert.cert_valid_for")
+            guard let certificate else {
+                throw StepFailure(.assertion, "cert_valid_for: no TLS certificate was seen (not an https or TLS connection)")
+            }
+            let left = certificate.timeIntervalSinceNow
+            if left < Double(limit.components.seconds) {
+                throw StepFailure(.assertion, "the certificate chain expires \(RFC3339.string(from: certificate)) (\(Self.daysLeft(until: certificate)) days left), expected valid for \(DurationText.format(limit))")
+            }
+        default:
+            break
         }
     }
 
@@ -471,6 +538,20 @@ struct StepExecution {
                 value = response.headers.value(for: name)
                 secretByDefault = SecretNames.isSecretHeader(name)
                 secretParts = value.map(SecretNames.credentialParts) ?? []
+            case .headerRegex(let name, let pattern, let group):
+                source = "regex /\(pattern)/ group \(group) over header \(name)"
+                value = nil
+                for header in response.headers.values(for: name) where value == nil {
+                    value = try firstMatch(pattern, Array(header.utf8), state: state, check: "extract '\(extraction.name)' regex over \(name)") {
+                        (regex: ProbeRegex, text: [UInt8], deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
+                        try regex.firstCapture(group, in: text, deadline: deadline)
+                    }
+                }
+                secretByDefault = SecretNames.isSecretHeader(name)
+            case .cookie(let name):
+                source = "cookie \(name)"
+                value = state.cookies.last { $0.name == name }?.value
+                secretByDefault = true
             case .regex(let pattern, let group):
                 source = "regex /\(pattern)/ group \(group)"
                 value = try firstMatch(pattern, response.body, state: state, check: "extract '\(extraction.name)' regex") { (regex: ProbeRegex, text: Data, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in

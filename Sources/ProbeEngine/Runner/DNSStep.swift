@@ -1,0 +1,158 @@
+import CurlHTTP
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import SondeCore
+import Synchronization
+
+// `dns:` steps. Without `server:`, A and AAAA questions go to the system resolver
+// (getaddrinfo: /etc/hosts, nsswitch, the host's caches and search domains, as the platform's
+// own clients resolve); other types go to the first `nameserver` of /etc/resolv.conf. With
+// `server:`, the question goes to that server over UDP (TCP when truncated). Each lookup runs
+// on a short-lived thread (getaddrinfo blocks); the step's time is its `dns` phase and total.
+extension StepExecution {
+    func dns(_ spec: DNSSpec, state: inout RunState) async -> StepOutcome {
+        var result = StepResult(name: step.name, method: "DNS", url: "dns:\(spec.name.source)?type=\(spec.type.rawValue)", ok: false, timings: .zero)
+        var degradedBy: String?
+        let started = clock.now
+        do throws(StepFailure) {
+            let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
+            let name = try state.render(spec.name)
+            let server = spec.server.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" }
+            result.url = "dns://\(server ?? "system")/\(name)?type=\(spec.type.rawValue)"
+            let lookupDeadline = clock.now.advanced(by: try timeLeft(stepTimeout))
+            let answers = await Self.lookup(name: name, type: spec.type, server: spec.server, deadline: lookupDeadline)
+            let elapsed = DurationText.milliseconds(clock.now - started)
+            result.timings = PhaseTimings(dns: elapsed, total: elapsed)
+            let records: [String]
+            switch answers {
+            case .success(let found): records = found
+            case .failure(let failure):
+                let kind: ErrorKind = switch failure.kind {
+                case .dns: .dns
+                case .timeout: .timeout
+                case .connect: .connect
+                }
+                throw StepFailure(kind, "\(name) \(spec.type.rawValue): \(failure.message)")
+            }
+            if records.isEmpty {
+                throw StepFailure(.dns, "\(name) has no \(spec.type.rawValue) records")
+            }
+            let normalized = Set(records.map(Self.normalizedAnswer))
+            for expected in spec.expect {
+                let value = try state.render(expected)
+                if !normalized.contains(Self.normalizedAnswer(value)) {
+                    throw StepFailure(.assertion, "\(name) \(spec.type.rawValue): expected '\(value)' among the answers \(records.prefix(20))")
+                }
+            }
+            for assertion in step.assertions {
+                try checkTimingAndCertificate(assertion, total: elapsed, certificate: nil, state: &state)
+            }
+            degradedBy = try degradedReason(total: elapsed, state: &state)
+            result.ok = true
+        } catch {
+            if result.timings.total == 0 {
+                let elapsed = DurationText.milliseconds(clock.now - started)
+                result.timings = PhaseTimings(dns: elapsed, total: elapsed)
+            }
+            result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
+        }
+        return StepOutcome(result: result, degradedBy: degradedBy)
+    }
+
+    /// Lower case, no trailing dot, IPv6 in its canonical text: how answers are compared.
+    static func normalizedAnswer(_ text: String) -> String {
+        var value = text.trimmed().lowercased()
+        if value.hasSuffix(".") { value.removeLast() }
+        var address = in6_addr()
+        if value.contains(":"), inet_pton(AF_INET6, value, &address) == 1 {
+            var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            if inet_ntop(AF_INET6, &address, &buffer, socklen_t(buffer.count)) != nil { value = DNSWireClient.text(buffer) }
+        }
+        return value
+    }
+
+    static func lookup(name: String, type: DNSRecordType, server: (host: String, port: Int)?, deadline: ContinuousClock.Instant) async -> Result<[String], DNSFailure> {
+        if server == nil, type == .A || type == .AAAA {
+            return await SystemResolver.addresses(of: name, family: type == .A ? AF_INET : AF_INET6, deadline: deadline)
+        }
+        guard let target = server ?? SystemResolver.firstNameserver() else {
+            return .failure(DNSFailure(.dns, "no server: given and no nameserver in /etc/resolv.conf for a \(type.rawValue) question"))
+        }
+        let answer = await DetachedThread.run(name: "sonde-dns") {
+            DNSWireClient.query(name: name, type: type, server: target.host, port: target.port, deadline: deadline)
+        }
+        return answer ?? .failure(DNSFailure(.dns, "no thread for the DNS lookup (raise the process's thread limit)"))
+    }
+}
+
+/// The system resolver, raced against the step's deadline: getaddrinfo has no time-out of its
+/// own, so a stuck lookup is abandoned (its thread ends when the resolver gives up).
+enum SystemResolver {
+    private final class Once: Sendable {
+        let continuation: Mutex<CheckedContinuation<Result<[String], DNSFailure>, Never>?>
+        init(_ continuation: CheckedContinuation<Result<[String], DNSFailure>, Never>) { self.continuation = Mutex(continuation) }
+        func resume(_ value: Result<[String], DNSFailure>) {
+            let taken = continuation.withLock { slot in
+                defer { slot = nil }
+                return slot
+            }
+            taken?.resume(returning: value)
+        }
+    }
+
+    static func addresses(of name: String, family: Int32, deadline: ContinuousClock.Instant) async -> Result<[String], DNSFailure> {
+        await withCheckedContinuation { continuation in
+            let once = Once(continuation)
+            let timer = Task {
+                try? await Task.sleep(until: deadline, clock: ContinuousClock())
+                once.resume(.failure(DNSFailure(.timeout, "the system resolver gave no answer before the time-out")))
+            }
+            Task {
+                let answer = await DetachedThread.run(name: "sonde-dns") { resolve(name, family: family) }
+                once.resume(answer ?? .failure(DNSFailure(.dns, "no thread for the DNS lookup (raise the process's thread limit)")))
+                timer.cancel()
+            }
+        }
+    }
+
+    private static func resolve(_ name: String, family: Int32) -> Result<[String], DNSFailure> {
+        var hints = addrinfo()
+        hints.ai_family = family
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(name, nil, &hints, &list)
+        guard status == 0 else {
+            let reason = String(cString: gai_strerror(status))
+            return .failure(DNSFailure(.dns, "the system resolver says: \(reason)"))
+        }
+        defer { freeaddrinfo(list) }
+        var answers: [String] = []
+        var node = list
+        while let entry = node {
+            var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            if let address = entry.pointee.ai_addr {
+                if entry.pointee.ai_family == AF_INET {
+                    address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { var a = $0.pointee.sin_addr; _ = inet_ntop(AF_INET, &a, &buffer, socklen_t(buffer.count)) }
+                } else if entry.pointee.ai_family == AF_INET6 {
+                    address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { var a = $0.pointee.sin6_addr; _ = inet_ntop(AF_INET6, &a, &buffer, socklen_t(buffer.count)) }
+                }
+            }
+            let text = DNSWireClient.text(buffer)
+            if !text.isEmpty, !answers.contains(text) { answers.append(text) }
+            node = entry.pointee.ai_next
+        }
+        return .success(answers)
+    }
+
+    /// The first `nameserver` line of /etc/resolv.conf (port 53).
+    static func firstNameserver() -> (host: String, port: Int)? {
+        guard let data = FileManager.default.contents(atPath: "/etc/resolv.conf") else { return nil }
+        for line in String(decoding: data.prefix(64 << 10), as: UTF8.self).split(separator: "\n") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if words.count >= 2, words[0] == "nameserver", let server = DNSServerAddress.parse(String(words[1])) { return server }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,84 @@
+import CurlHTTP
+import FoundationEssentials
+import SondeCore
+
+// `tcp:` steps: connect (TLS optional), send, read until `expect`; timings and errors as for
+// HTTP (dns, connect, tls, timeout; a missing answer is an assertion failure).
+extension StepExecution {
+    func tcp(_ spec: TCPSpec, state: inout RunState) async -> StepOutcome {
+        var result = StepResult(name: step.name, method: "TCP", url: "tcp://\(spec.host.source):\(spec.port)", ok: false, timings: .zero)
+        var degradedBy: String?
+        do throws(StepFailure) {
+            let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
+            let host = try state.render(spec.host)
+            let shownHost = host.contains(":") ? "[\(host)]" : host
+            result.url = (spec.tls != nil ? "tls://" : "tcp://") + "\(shownHost):\(spec.port)"
+            var exchange = TCPExchange(
+                host: host, port: spec.port, tls: spec.tls != nil,
+                send: try spec.send.map { t throws(StepFailure) in Data(try state.render(t).utf8) },
+                expect: try spec.expect.map { t throws(StepFailure) in Data(try state.render(t).utf8) },
+                timeout: try timeLeft(stepTimeout))
+            exchange.ipVersion = spec.ipVersion
+            exchange.caFile = spec.tls?.caFile ?? state.context.caFile
+            exchange.clientCertificate = spec.tls?.certificate
+            exchange.clientKey = spec.tls?.key
+            exchange.verifyTLS = !(spec.tls?.insecure ?? false)
+            let outcome: TCPExchange.Outcome
+            switch await exchange.perform() {
+            case .failure(let error):
+                result.timings = error.timings
+                throw StepFailure(error.errorKind, "\(result.url): \(error.message)")
+            case .success(let value):
+                outcome = value
+            }
+            result.timings = outcome.timings
+            if let notAfter = outcome.certificateNotAfter {
+                result.certNotAfter = notAfter
+                result.certDaysLeft = Self.daysLeft(until: notAfter)
+            }
+            if let expect = spec.expect {
+                let got = Self.printable(outcome.received, redactor: state.redactor)
+                switch outcome.readEnd {
+                case .matched, .notRead: break
+                case .timeout:
+                    throw StepFailure(.timeout, "\(result.url): '\(expect.source)' did not arrive within \(DurationText.format(exchange.timeout)); got \(got)")
+                case .closed:
+                    throw StepFailure(.assertion, "\(result.url): the connection closed before '\(expect.source)' arrived; got \(got)")
+                case .limit:
+                    throw StepFailure(.assertion, "\(result.url): '\(expect.source)' not in the first \(exchange.maxReceiveBytes) bytes; got \(got)")
+                }
+            }
+            for assertion in step.assertions {
+                try checkTimingAndCertificate(assertion, total: outcome.timings.total, certificate: outcome.certificateNotAfter, state: &state)
+            }
+            degradedBy = try degradedReason(total: outcome.timings.total, state: &state)
+            result.ok = true
+        } catch {
+            result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
+        }
+        return StepOutcome(result: result, degradedBy: degradedBy)
+    }
+
+    /// Up to 200 bytes of an answer for a message: control bytes escaped, secrets redacted.
+    static func printable(_ data: Data, redactor: Redactor) -> String {
+        guard !data.isEmpty else { return "nothing" }
+        var text = ""
+        for byte in data.prefix(200) {
+            switch byte {
+            case 0x0A: text += "\\n"
+            case 0x0D: text += "\\r"
+            case 0x20..<0x7F: text.unicodeScalars.append(Unicode.Scalar(byte))
+            default: text += "\\x" + hexDigits([byte])
+            }
+        }
+        return "'" + redactor.redact(text) + (data.count > 200 ? "…'" : "'")
+    }
+
+    /// Why the step counts as slow, when `degraded_after` says it is.
+    func degradedReason(total: Double, state: inout RunState) throws(StepFailure) -> String? {
+        guard let spec = step.degradedAfter else { return nil }
+        let limit = try state.duration(spec, field: "degraded_after")
+        guard total > DurationText.milliseconds(limit) else { return nil }
+        return "step '\(step.name)' took \(Int(total)) ms, over degraded_after \(DurationText.format(limit))"
+    }
+}

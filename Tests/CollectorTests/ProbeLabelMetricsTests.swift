@@ -1,0 +1,40 @@
+import Collector
+import CurlHTTP
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// A probe's labels and its certificates' expiry, pushed by an agent, in `/metrics` as
+/// blackbox_exporter users expect them.
+@Suite("Probe labels and certificate expiry in /metrics")
+struct ProbeLabelMetricsTests {
+    @Test("labels become Prometheus labels (names cleaned, our own names kept first); probe_ssl_earliest_cert_expiry is the chain's earliest notAfter")
+    func labelsAndExpiry() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            var result = agent.result(probe: "edge", component: "api")
+            // From a hostile or older agent: names Prometheus would reject, one that clashes.
+            result.labels = ["team": "storage", "tier": "1", "cost-center": "x\"y", "probe": "spoof", "9x": "n"]
+            result.steps[0].certNotAfter = Date(timeIntervalSince1970: 1_900_000_000)
+            var second = result.steps[0]
+            second.name = "api"
+            second.certNotAfter = Date(timeIntervalSince1970: 1_850_000_000.5)
+            result.steps.append(second)
+            let plain = agent.result(probe: "plain", component: "api")
+            let response = try await agent.push(agent.batch([result, plain]), to: collector)
+            #expect(response.status == 200, "\(response.bodyText)")
+
+            let text = try await get(collector, "/metrics").bodyText
+            let labels = #"probe="edge",component="api",agent="eu-1",region="eu",_9x="n",cost_center="x\"y",label_probe="spoof",team="storage",tier="1""#
+            #expect(text.contains("probe_success{\(labels)} 1"), "\(text)")
+            #expect(text.contains("# TYPE probe_ssl_earliest_cert_expiry gauge"))
+            #expect(text.contains("probe_ssl_earliest_cert_expiry{\(labels)} 1850000000"), "\(text)")
+            // A probe without TLS steps has no expiry series; one without labels has only ours.
+            #expect(!text.contains(#"probe_ssl_earliest_cert_expiry{probe="plain""#))
+            #expect(text.contains(#"probe_success{probe="plain",component="api",agent="eu-1",region="eu"} 1"#))
+        }
+    }
+}

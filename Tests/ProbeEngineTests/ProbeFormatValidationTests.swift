@@ -1,0 +1,175 @@
+@testable import CurlHTTP
+import Foundation
+import SondeCore
+import Testing
+
+@testable import ProbeEngine
+
+/// `validate` on the real-platform keys: every mistake with file:line:column, warnings that
+/// do not stop loading, and the DNS client's parser against hostile answers.
+@Suite("Probe format validation")
+struct ProbeFormatValidationTests {
+    func problems(_ yaml: String) -> [ProbeDiagnostic] {
+        ProbeLoader.parse(yaml: yaml, file: "p.yaml", variables: ["base_url"]).1
+    }
+
+    @Test("an unknown key in a new block is an error at its line and column, with a suggestion")
+    func unknownKeys() {
+        let found = problems("""
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: login
+                request:
+                  url: ${base_url}/login
+                  from: {user: probe}
+              - name: dns
+                dns: {name: api.internal, typ: A}
+              - name: tcp
+                tcp: {host: h, port: 6379, expct: "+PONG"}
+            """)
+        let text = found.map(\.description)
+        #expect(text.contains { $0.hasPrefix("p.yaml:9:7: steps[0].request.from: unknown field 'from'; did you mean 'form'?") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:11:31: steps[1].dns.typ: unknown field 'typ'; did you mean 'type'?") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:13:32: steps[2].tcp.expct: unknown field 'expct'; did you mean 'expect'?") }, "\(text)")
+    }
+
+    @Test("a stuck_after state that differs only in case from a polled state is a warning at its key")
+    func stuckAfterCase() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: batch
+            interval: 30s
+            timeout: 5m
+            steps:
+              - name: wait
+                request: {url: "${base_url}/batch"}
+                poll:
+                  every: 1s
+                  max_wait: 2m
+                  state: $.status
+                  until: "$.status == COMPLETED"
+                  fail_when: "$.status in [FAILED, EXPIRED]"
+                  stuck_after:
+                    finalizing: 60s
+                    COMPLETED: 10s
+                    default: 90s
+            """, file: "p.yaml", variables: ["base_url"])
+        #expect(errors.isEmpty, "\(errors)")
+        let warnings = try #require(probe?.warnings)
+        #expect(warnings.count == 0, "finalizing is not seen in until/fail_when in any case: \(warnings)")
+
+        let (cased, _) = ProbeLoader.parse(yaml: """
+            name: p
+            component: batch
+            interval: 30s
+            timeout: 5m
+            steps:
+              - name: wait
+                request: {url: "${base_url}/batch"}
+                poll:
+                  every: 1s
+                  max_wait: 2m
+                  state: $.status
+                  until: "$.status == completed"
+                  fail_when: "$.status == FINALIZING_FAILED"
+                  stuck_after:
+                    Completed: 60s
+            """, file: "p.yaml", variables: ["base_url"])
+        let warning = try #require(cased?.warnings.first)
+        #expect(warning.description.hasPrefix("p.yaml:15:9: warning: steps[0].poll.stuck_after.Completed: 'Completed' differs only in case from the state 'completed'"), "\(warning)")
+    }
+
+    @Test("body_matches takes templates; bad labels, ip_version, missing tls files and basic_auth with an Authorization header are errors")
+    func newKeyErrors() {
+        let found = problems("""
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            labels: {team: storage, probe: x, 9lives: y}
+            steps:
+              - name: one
+                request:
+                  url: ${base_url}/x
+                  ip_version: 5
+                  tls: {ca_file: /nonexistent/ca.pem}
+                  basic_auth: {user: u, password: p}
+                  headers: {Authorization: Bearer x}
+                assert:
+                  body_matches: 'id=${nope}'
+            """).map(\.description)
+        #expect(found.contains { $0.contains("labels: 'probe' is not a usable label name") }, "\(found)")
+        #expect(found.contains { $0.contains("labels: '9lives' is not a usable label name") }, "\(found)")
+        #expect(found.contains { $0.contains("ip_version is 4 or 6") }, "\(found)")
+        #expect(found.contains { $0.contains("'/nonexistent/ca.pem' does not exist") }, "\(found)")
+        #expect(found.contains { $0.contains("basic_auth sets the Authorization header") }, "\(found)")
+        #expect(found.contains { $0.contains("undefined variable '${nope}'") }, "\(found)")
+    }
+
+    @Test("payload facts are in scope after save_as, not before; a tcp step rejects body assertions")
+    func payloadScope() {
+        let found = problems("""
+            name: p
+            component: files
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: early
+                request: {url: "${base_url}/${payload.sha256}"}
+              - name: put
+                request: {method: PUT, url: "${base_url}/f", body: {random_bytes: 10, save_as: payload}}
+              - name: late
+                request: {url: "${base_url}/${payload.sha256}/${payload.size}/${payload.base64}"}
+              - name: tcp
+                tcp: {host: h, port: 1}
+                assert: {body_contains: x}
+            """).map(\.description)
+        #expect(found.count == 2, "\(found)")
+        #expect(found.contains { $0.contains("steps[0].request.url: undefined variable '${payload.sha256}'") })
+        #expect(found.contains { $0.contains("a tcp or dns step checks only latency_below and cert_valid_for") })
+    }
+
+    @Test("form encoding keeps & = + % and spaces safe")
+    func formEncoding() {
+        #expect(FormEncoding.encode("a&b=c+d%e f") == "a%26b%3Dc%2Bd%25e+f")
+        #expect(FormEncoding.encode("é*-._") == "%C3%A9*-._")
+    }
+
+    @Test("the DNS parser refuses hostile answers: pointer loops, forward pointers, overlong records, wrong ids")
+    func hostileDNS() throws {
+        let query = try DNSWireClient.encodeQuery(name: "a.example", type: .A, id: 0x1234).get()
+        func answer(_ records: [UInt8], count: UInt8 = 1) -> [UInt8] {
+            var message = query
+            message[2] = 0x81; message[3] = 0x80
+            message[7] = count
+            return message + records
+        }
+        // A record whose owner name points at itself (offset of the record).
+        let loopOffset = UInt8(query.count)
+        let loop = answer([0xC0, loopOffset, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1])
+        #expect(throws: DNSFailure.self) { try DNSWireClient.parse(loop, id: 0x1234, name: "a.example", type: .A).get() }
+        // A forward pointer.
+        let forward = answer([0xC0, 0xFF, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1])
+        #expect(throws: DNSFailure.self) { try DNSWireClient.parse(forward, id: 0x1234, name: "a.example", type: .A).get() }
+        // rdlength past the end.
+        let long = answer([0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0xFF, 0xFF, 10, 0, 0, 1])
+        #expect(throws: DNSFailure.self) { try DNSWireClient.parse(long, id: 0x1234, name: "a.example", type: .A).get() }
+        // 255 claimed answers, one present.
+        let many = answer([0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1], count: 255)
+        #expect(throws: DNSFailure.self) { try DNSWireClient.parse(many, id: 0x1234, name: "a.example", type: .A).get() }
+        // Another id.
+        let good = answer([0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1])
+        #expect(try DNSWireClient.parse(good, id: 0x1234, name: "A.Example.", type: .A).get() == ["10.0.0.1"])
+        #expect(throws: DNSFailure.self) { try DNSWireClient.parse(good, id: 0x4321, name: "a.example", type: .A).get() }
+        #expect(DNSWireClient.encodeName(String(repeating: "a", count: 64) + ".x") == nil)
+    }
+
+    @Test("certificate dates in curl's certinfo form")
+    func certificateDates() throws {
+        #expect(CertificateExpiry.parse("Mar  1 12:00:00 2027 GMT") == Date(timeIntervalSince1970: 1_803_902_400))
+        #expect(CertificateExpiry.parse("Feb 30 12:00:00 2027 UTC") == nil)
+    }
+}

@@ -1,0 +1,202 @@
+import Foundation
+import SondeTestSupport
+
+/// Throwaway instances of real servers (httpbin under gunicorn, nginx with WebDAV and TLS,
+/// dnsmasq) on free loopback ports in temp folders, for the probe-format tests. A missing
+/// server fails the test with what to install; nothing is skipped.
+enum RealServers {
+    /// A loopback TCP port nobody listens on right now.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket() failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestFailure("cannot bind a loopback port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func executable(_ candidates: [String], install: String) throws -> String {
+        for path in candidates where FileManager.default.isExecutableFile(atPath: path) { return path }
+        throw TestFailure("\(candidates[0]) not found: \(install) (scripts/install-deps.sh does it)")
+    }
+
+    /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+    static func waitForListener(_ port: Int, _ what: String, process: ChildProcess) async throws {
+        try await waitUntil("\(what) to listen on port \(port)", timeout: .seconds(30)) {
+            if !process.isRunning { throw TestFailure("\(what) exited: \(process.allOutput)") }
+            guard let fd = try? connectLoopbackSocket(port: port, receiveTimeout: .seconds(1)) else { return false }
+            close(fd)
+            return true
+        }
+    }
+
+    /// Runs a command to completion (openssl), failing with its output.
+    static func run(_ executable: String, _ arguments: [String], in directory: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw TestFailure("\(executable) \(arguments.joined(separator: " ")) failed: \(String(decoding: output, as: UTF8.self))")
+        }
+    }
+
+    // MARK: - httpbin
+
+    struct HTTPBin {
+        let process: ChildProcess
+        let url: String
+        let port: Int
+        func stop() async { await process.stop() }
+    }
+
+    static var httpbinVenv: String {
+        ProcessInfo.processInfo.environment["SONDE_HTTPBIN_VENV"] ?? (NSHomeDirectory() + "/.cache/sonde/httpbin-venv")
+    }
+
+    static func httpbin() async throws -> HTTPBin {
+        let gunicorn = try executable([httpbinVenv + "/bin/gunicorn"], install: "pip install httpbin gunicorn into \(httpbinVenv)")
+        let port = try freePort()
+        let process = try ChildProcess(gunicorn, ["--bind", "127.0.0.1:\(port)", "--workers", "2", "--log-level", "warning", "httpbin:app"])
+        try await waitForListener(port, "httpbin (gunicorn)", process: process)
+        return HTTPBin(process: process, url: "http://127.0.0.1:\(port)", port: port)
+    }
+
+    // MARK: - Certificates
+
+    /// A private CA, and leaf certificates for 127.0.0.1/localhost signed by it.
+    struct Certificates {
+        let directory: String
+        var ca: String { directory + "/ca.pem" }
+        func cert(_ name: String) -> String { directory + "/\(name).pem" }
+        func key(_ name: String) -> String { directory + "/\(name).key" }
+    }
+
+    static func certificates(in directory: String, leaves: [(name: String, days: Int)]) throws -> Certificates {
+        let openssl = try executable(["/usr/bin/openssl"], install: "apt-get install openssl")
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try run(openssl, ["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "365", "-subj", "/CN=sonde-test-ca"], in: directory)
+        try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: directory + "/san.ext", atomically: true, encoding: .utf8)
+        for leaf in leaves {
+            try run(openssl, ["req"] + ec + ["-keyout", "\(leaf.name).key", "-out", "\(leaf.name).csr", "-subj", "/CN=localhost"], in: directory)
+            try run(openssl, [
+                "x509", "-req", "-in", "\(leaf.name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "\(leaf.name).pem", "-days", "\(leaf.days)", "-extfile", "san.ext",
+            ], in: directory)
+        }
+        return Certificates(directory: directory)
+    }
+
+    // MARK: - nginx
+
+    struct Nginx {
+        let process: ChildProcess
+        /// Plain HTTP with WebDAV PUT/DELETE under /.
+        let davURL: String
+        /// name → https port, one server per leaf certificate.
+        let tlsPorts: [String: Int]
+        /// https that requires a client certificate signed by the test CA.
+        let mutualTLSPort: Int
+        func stop() async { await process.stop() }
+    }
+
+    static func nginx(in directory: String, certificates: Certificates, leaves: [String]) async throws -> Nginx {
+        let binary = try executable(["/usr/sbin/nginx"], install: "apt-get install nginx-light (its dav and ssl modules)")
+        let davPort = try freePort()
+        var tlsPorts: [String: Int] = [:]
+        for leaf in leaves { tlsPorts[leaf] = try freePort() }
+        let mutualPort = try freePort()
+        // nginx's workers run as an unprivileged user when the tests run as root.
+        try FileManager.default.createDirectory(atPath: directory + "/dav", withIntermediateDirectories: true)
+        chmod(directory, 0o755)
+        chmod(directory + "/dav", 0o777)
+        var tlsServers = ""
+        for (leaf, port) in tlsPorts {
+            tlsServers += """
+                server {
+                    listen 127.0.0.1:\(port) ssl;
+                    ssl_certificate \(certificates.cert(leaf)); ssl_certificate_key \(certificates.key(leaf));
+                    location / { return 200 "tls ok\\n"; }
+                }
+
+            """
+        }
+        let leafForMutual = leaves[0]
+        let config = """
+            daemon off;
+            worker_processes 1;
+            pid \(directory)/nginx.pid;
+            error_log \(directory)/error.log warn;
+            events { worker_connections 64; }
+            http {
+                access_log off;
+                client_body_temp_path \(directory)/body;
+                proxy_temp_path \(directory)/proxy;
+                fastcgi_temp_path \(directory)/fastcgi;
+                uwsgi_temp_path \(directory)/uwsgi;
+                scgi_temp_path \(directory)/scgi;
+                server {
+                    listen 127.0.0.1:\(davPort);
+                    root \(directory)/dav;
+                    location / {
+                        dav_methods PUT DELETE MKCOL;
+                        create_full_put_path on;
+                        client_max_body_size 64m;
+                    }
+                }
+            \(tlsServers)
+                server {
+                    listen 127.0.0.1:\(mutualPort) ssl;
+                    ssl_certificate \(certificates.cert(leafForMutual)); ssl_certificate_key \(certificates.key(leafForMutual));
+                    ssl_client_certificate \(certificates.ca);
+                    ssl_verify_client on;
+                    location / { return 200 "client $ssl_client_s_dn\\n"; }
+                }
+            }
+            """
+        try config.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
+        let process = try ChildProcess(binary, ["-p", directory, "-c", directory + "/nginx.conf", "-e", directory + "/error.log"])
+        try await waitForListener(davPort, "nginx", process: process)
+        for port in tlsPorts.values { try await waitForListener(port, "nginx (tls)", process: process) }
+        try await waitForListener(mutualPort, "nginx (mutual tls)", process: process)
+        return Nginx(process: process, davURL: "http://127.0.0.1:\(davPort)", tlsPorts: tlsPorts, mutualTLSPort: mutualPort)
+    }
+
+    // MARK: - dnsmasq
+
+    struct Dnsmasq {
+        let process: ChildProcess
+        let port: Int
+        func stop() async { await process.stop() }
+    }
+
+    /// dnsmasq answering only from its command line: api.internal A 10.0.0.1, a TXT record,
+    /// an MX record and a TXT answer too big for one UDP datagram (forces the TCP retry).
+    static func dnsmasq(bigText: [String]) throws -> Dnsmasq {
+        let binary = try executable(["/usr/sbin/dnsmasq"], install: "apt-get install dnsmasq-base")
+        let port = try freePort()
+        let big = bigText.joined(separator: ",")
+        let process = try ChildProcess(binary, [
+            "--no-daemon", "--conf-file=/dev/null", "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces",
+            "--no-resolv", "--no-hosts", "--log-facility=-",
+            "--address=/api.internal/10.0.0.1",
+            "--txt-record=info.internal,v=sonde1 hello",
+            "--mx-host=mail.internal,mx1.internal,10",
+            "--txt-record=big.internal,\(big)",
+        ])
+        return Dnsmasq(process: process, port: port)
+    }
+}
