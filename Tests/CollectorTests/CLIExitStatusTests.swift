@@ -16,7 +16,7 @@ struct CLIExitStatusTests {
         let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu"),
                       TestAgent(id: "us-1", region: "us"), TestAgent(id: "us-2", region: "us")]
         try await withCollector(testConfig(dir: dir, agents: agents)) { collector in
-            let env = ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1"]
+            let env = ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1", "SONDE_TOKEN": TestTokens.read]
             // Healthy: exit 0.
             for agent in agents {
                 for i in 0..<3 {

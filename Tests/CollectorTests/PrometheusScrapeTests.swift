@@ -29,6 +29,7 @@ struct PrometheusScrapeTests {
                 global: {scrape_interval: 1s, evaluation_interval: 1s}
                 scrape_configs:
                   - job_name: sonde
+                    authorization: {credentials: \(TestTokens.read)}
                     static_configs: [{targets: ["127.0.0.1:\(collector.port)"]}]
                 """.write(toFile: dir.file("prometheus.yml"), atomically: true, encoding: .utf8)
             let prometheus = try ChildProcess(

@@ -143,8 +143,9 @@ public struct Scheduler: Service {
         logger[metadataKey: "probe.name"] = "\(probe.name)"
         let offset = interval * Self.offsetFraction(agent: context.agent, probe: probe.name)
         var slot = origin + offset
-        // After a reload the grid's first slots are past: start at the next one, not at once.
-        if clock.now > slot { slot = slot + interval * ((clock.now - slot) / interval).rounded(.up) }
+        // After a reload the grid's first slots are past: start at the next one, not at once (a
+        // slot passed by less than the jitter allowance, as at start, still runs now).
+        if clock.now - slot > interval * max(jitter, 0.05) { slot = slot + interval * ((clock.now - slot) / interval).rounded(.up) }
         // Jitter needs spread, not secrecy: the system generator costs a getrandom call per run.
         var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
         let isControl = probe.control || controlProbes.contains(probe.name)
