@@ -37,7 +37,8 @@ import Testing
                 ok: Bool.random(using: &rng),
                 timings: PhaseTimings(
                     dns: number(&rng), connect: number(&rng), tls: number(&rng), ttfb: number(&rng), transfer: number(&rng), total: number(&rng)),
-                attempts: Bool.random(using: &rng) ? Int.random(in: 1...50, using: &rng) : nil, error: probeError(&rng))
+                attempts: Bool.random(using: &rng) ? Int.random(in: 1...50, using: &rng) : nil, error: probeError(&rng),
+                component: Bool.random(using: &rng) ? text(&rng) : nil)
         }
         return ProbeResult(
             id: UUID().uuidString.lowercased(), probe: text(&rng), component: text(&rng), agent: agent, region: text(&rng),
