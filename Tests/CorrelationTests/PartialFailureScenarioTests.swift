@@ -287,15 +287,7 @@ import Testing
         fleet.faults = [:]
         for _ in 0..<30 where fleet.engine.openIncidents.first?.status != .monitoring { fleet.step() }
         try #require(fleet.engine.openIncidents.first?.status == .monitoring)
-        var rebuilt = CorrelationEngine(
-            config: CorrelationConfig(), agents: fleet.agents, openIncidents: fleet.engine.openIncidents,
-            agentStates: fleet.engine.agentHealth)
-        let horizon = fleet.now.addingTimeInterval(-600)
-        let window = fleet.pushed.filter { $0.receivedAt >= horizon }
-        for (receivedAt, results) in Dictionary(grouping: window, by: \.receivedAt).sorted(by: { $0.key < $1.key }) {
-            rebuilt.ingest(results.map(\.result), receivedAt: receivedAt)
-        }
-        fleet.engine = rebuilt
+        fleet.engine = fleet.rebuiltEngine()
         let after = fleet.step(seconds: 30)
         #expect(after.map(\.status) == ["resolved"], "\(describe(after))")
     }
