@@ -504,7 +504,7 @@ extension CorrelationEngine {
                 codeCounts: codeCounts[(c * codeStride)..<(c * codeStride + codeStride)], latencies: &latencies[c])
             if rollup.status != .operational && rollup.status != .unknown {
                 evidence.affected = affected[c].subtracting([componentNames[c]]).sorted()
-                evidence.singleAgent = evidence.failingAgentCount + Int(rollup.total.degraded) <= 1
+                evidence.singleAgent = evidence.failingAgentCount + Int(rollup.total.degraded) == 1 || rollup.total.reporting == 1
             }
             var track = tracks[c]
             if track.lastStatus != rollup.status || track.since == nil {

@@ -138,6 +138,9 @@ public struct CorrelationEngine: Sendable {
             // Never two open incidents per component: keep the most recently opened.
             if let existing = tracks[c].incident, existing.openedAt > incident.openedAt { continue }
             tracks[c].incident = incident
+            // Recovering when stored: its failures (up to about when it went to monitoring) stay
+            // out of the verdicts, as they did before the restart.
+            if incident.status == .monitoring { tracks[c].horizon = incident.updatedAt.timeIntervalSince1970 }
         }
     }
 

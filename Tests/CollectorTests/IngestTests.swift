@@ -47,6 +47,11 @@ struct IngestTests {
             let skewed = try await good.push(good.batch([good.result()], sentAt: Date().addingTimeInterval(-600)), to: collector)
             try expectError(skewed, 400, "clock_skew")
             #expect(skewed.bodyText.contains("600 s behind"))
+            // A result that starts 10 years after its batch was sent: refused, the result named.
+            let future = good.result(startedAt: Date().addingTimeInterval(10 * 365 * 86400))
+            let fromTheFuture = try await good.push(good.batch([good.result(), future]), to: collector)
+            try expectError(fromTheFuture, 400, "result_clock_skew")
+            #expect(fromTheFuture.bodyText.contains("results[1]") && fromTheFuture.bodyText.contains(future.id))
             // Malformed JSON, properly signed.
             try expectError(try await good.push(Data("{\"agent\":\"eu-1\",".utf8), to: collector), 400, "malformed_body")
             // Wrong types: the decoder's path is in the message.

@@ -465,15 +465,7 @@ import Testing
         #expect(Set(types(fleet.events)) == [.incidentOpened, .agentLocalFault, .agentSilent])
         let incident = try #require(fleet.engine.openIncidents.first)
 
-        // "Restart": stored open incidents and agent states, then the window's stored results.
-        var rebuilt = CorrelationEngine(
-            config: CorrelationConfig(), agents: fleet.agents, openIncidents: fleet.engine.openIncidents,
-            agentStates: fleet.engine.agentHealth)
-        let horizon = fleet.now.addingTimeInterval(-600)
-        let window = fleet.pushed.filter { $0.receivedAt >= horizon }
-        for (receivedAt, results) in Dictionary(grouping: window, by: \.receivedAt).sorted(by: { $0.key < $1.key }) {
-            rebuilt.ingest(results.map(\.result), receivedAt: receivedAt)
-        }
+        var rebuilt = fleet.rebuiltEngine()
         let output = rebuilt.evaluate(now: fleet.now)
         #expect(output.events.isEmpty)
         #expect(output.changedIncidents.isEmpty)

@@ -139,6 +139,19 @@ struct FleetSimulation {
         return listed
     }
 
+    /// A collector "restart": an engine from the stored open incidents and agent states, fed the
+    /// window's stored results as they were received.
+    func rebuiltEngine() -> CorrelationEngine {
+        var rebuilt = CorrelationEngine(
+            config: CorrelationConfig(), agents: agents, openIncidents: engine.openIncidents, agentStates: engine.agentHealth)
+        let horizon = now.addingTimeInterval(-600)
+        let window = pushed.filter { $0.receivedAt >= horizon }
+        for (receivedAt, results) in Dictionary(grouping: window, by: \.receivedAt).sorted(by: { $0.key < $1.key }) {
+            rebuilt.ingest(results.map(\.result), receivedAt: receivedAt)
+        }
+        return rebuilt
+    }
+
     var verdicts: [String: ComponentVerdict] {
         Dictionary(uniqueKeysWithValues: engine.verdicts.map { ($0.component, $0) })
     }

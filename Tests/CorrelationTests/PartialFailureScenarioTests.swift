@@ -280,6 +280,18 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    @Test func aRestartWhileMonitoringResolvesWithoutARelapse() throws {
+        var fleet = warmFleet()
+        fleet.faults["api"] = FleetSimulation.failing(components: ["api"])
+        fleet.step(seconds: 20)
+        fleet.faults = [:]
+        for _ in 0..<30 where fleet.engine.openIncidents.first?.status != .monitoring { fleet.step() }
+        try #require(fleet.engine.openIncidents.first?.status == .monitoring)
+        fleet.engine = fleet.rebuiltEngine()
+        let after = fleet.step(seconds: 30)
+        #expect(after.map(\.status) == ["resolved"], "\(describe(after))")
+    }
+
     // MARK: - No single source of truth (issue 12)
 
     func invented(_ agent: String, region: String, component: String, run: Int, at: Date) -> ProbeResult {

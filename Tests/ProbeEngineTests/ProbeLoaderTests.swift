@@ -113,6 +113,13 @@ struct ProbeLoaderTests {
         #expect(byComponent["batch"]?.timeout == .seconds(600))
         #expect(byComponent["files"]?.script.steps.last?.always == true)
         #expect(byComponent["files"]?.script.secretEnvironment == ["SONDE_SIM_PASSWORD"])
+        // The journeys' login steps count against login (step `component:`), their other steps
+        // against their own component.
+        for journey in ["files", "batch"] {
+            #expect(byComponent[journey]?.script.steps.first?.component == "login")
+            #expect(byComponent[journey]?.script.steps.dropFirst().allSatisfy { $0.component == nil } == true)
+        }
+        #expect(byComponent["login"]?.script.steps.allSatisfy { $0.component == nil } == true)
     }
 
     @Test("sim probes need base_url from the agent's variables")

@@ -38,6 +38,7 @@ import Testing
                 timings: PhaseTimings(
                     dns: number(&rng), connect: number(&rng), tls: number(&rng), ttfb: number(&rng), transfer: number(&rng), total: number(&rng)),
                 attempts: Bool.random(using: &rng) ? Int.random(in: 1...50, using: &rng) : nil, error: probeError(&rng),
+                component: Bool.random(using: &rng) ? text(&rng) : nil,
                 certNotAfter: Bool.random(using: &rng) ? Date(timeIntervalSince1970: Double(Int.random(in: 1_600_000_000_000...1_900_000_000_000, using: &rng)) / 1000) : nil,
                 certDaysLeft: Bool.random(using: &rng) ? number(&rng) : nil)
         }

@@ -540,13 +540,14 @@ struct StepExecution {
                 secretParts = value.map(SecretNames.credentialParts) ?? []
             case .headerRegex(let name, let pattern, let group):
                 source = "regex /\(pattern)/ group \(group) over header \(name)"
-                value = nil
-                for header in response.headers.values(for: name) where value == nil {
-                    value = try firstMatch(pattern, Array(header.utf8), state: state, check: "extract '\(extraction.name)' regex over \(name)") {
+                var found: String?
+                for header in response.headers.values(for: name) where found == nil {
+                    found = try firstMatch(pattern, Array(header.utf8), state: state, check: "extract '\(extraction.name)' regex over \(name)") {
                         (regex: ProbeRegex, text: [UInt8], deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
                         try regex.firstCapture(group, in: text, deadline: deadline)
                     }
                 }
+                value = found
                 secretByDefault = SecretNames.isSecretHeader(name)
             case .cookie(let name):
                 source = "cookie \(name)"
