@@ -180,6 +180,29 @@ struct ProbeHardeningTests {
         #expect(elapsed < .milliseconds(1100), "the run took \(elapsed)")
     }
 
+    @Test("a probe's regexes are compiled once and reused by all its runs")
+    func regexesCompiledOncePerProbe() async throws {
+        let server = try LoopbackHTTPServer { _ in .json(200, #"{"id":"job-7"}"#) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: cached
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert: {body_matches: 'job-\\d+', json: ['$.id matches ^job-']}
+            """)
+        #expect(probe.script.regexes.count == 0)
+        let first = await run(probe, server)
+        #expect(first.outcome == .ok, "\(first.error?.message ?? "")")
+        let compiled = try probe.script.regexes.regex("^job-")
+        for _ in 0..<3 { _ = await run(probe, server) }
+        #expect(probe.script.regexes.count == 2)
+        #expect(try probe.script.regexes.regex("^job-") === compiled)
+    }
+
     // MARK: - Secrets
 
     @Test("tokens and cookies extracted in one step are redacted in later steps' URLs, messages and logs")

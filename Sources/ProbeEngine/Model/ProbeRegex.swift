@@ -178,6 +178,9 @@ final class RegexCache: Sendable {
 
     init() {}
 
+    /// Patterns compiled so far.
+    var count: Int { compiled.withLock { $0.count } }
+
     func regex(_ pattern: String) throws(ProbeRegex.SyntaxError) -> ProbeRegex {
         if let cached = compiled.withLock({ $0[pattern] }) { return cached }
         let regex = try ProbeRegex(pattern)

@@ -4,8 +4,8 @@ import SondeCore
 
 // MARK: - The validated probe model
 // What the loader produces from YAML and the runner executes. Everything is a plain value so a
-// definition can be shared across tasks; regexes are kept as (already validated) pattern text
-// and compiled where used, because compiled regex types are not `Sendable`.
+// definition can be shared across tasks; regexes are kept as (already validated) pattern text,
+// compiled on first use into the script's `RegexCache` and reused by every later run.
 
 /// The steps and rules of one probe script, beyond the summary in `ProbeDefinition`.
 struct ProbeScript: Sendable {

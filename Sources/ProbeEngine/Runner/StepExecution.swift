@@ -96,7 +96,7 @@ struct StepExecution {
     }
 
     /// Whether anything reads this step's body (beyond a failure message's snippet).
-    private func readsBody(_ spec: RequestSpec) -> Bool {
+    private var readsBody: Bool {
         if step.poll != nil { return true }
         if failureCodes.contains(where: { $0.bodyContains != nil || $0.bodyMatches != nil }) { return true }
         let checks = step.assertions.contains { assertion in
@@ -116,8 +116,8 @@ struct StepExecution {
     }
 
     private var hasCPUBoundChecks: Bool {
-        guard case .request(let spec) = step.action else { return false }
-        return readsBody(spec) || step.assertions.contains { if case .header(_, .matches) = $0 { true } else { false } }
+        guard case .request = step.action else { return false }
+        return readsBody || step.assertions.contains { if case .header(_, .matches) = $0 { true } else { false } }
     }
 
     /// min(step timeout, time left before the deadline); failing as `timeout` when none is left.
@@ -189,7 +189,7 @@ struct StepExecution {
         if headers.value(for: "User-Agent") == nil { headers.append(HTTPHeader("User-Agent", "sonde-agent (probe \(state.probe.name))")) }
         // The body is kept only when something reads it, under max_body; a `compare` hashes it as
         // it streams; otherwise it streams through, only its first bytes kept for messages.
-        let keep = readsBody(spec)
+        let keep = readsBody
         let hash = state.probe.script.steps.contains { if case .compare(let c) = $0.action { c.download == step.name } else { false } }
         var request = HTTPRequest(
             method: spec.method, url: url, headers: headers, body: body, followRedirects: spec.followRedirects,
