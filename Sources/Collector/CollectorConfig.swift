@@ -194,11 +194,14 @@ public struct AgentEnrolment: Sendable, Codable, Hashable {
 
 /// Where alert webhooks go.
 public struct WebhookTarget: Sendable, Codable, Hashable {
-    public enum Format: String, Sendable, Codable, Hashable {
+    public enum Format: String, Sendable, Codable, Hashable, CaseIterable {
         /// The AlertEvent JSON plus `link`, signed.
         case json
         /// Slack incoming-webhook message: `{"text": …, "blocks": […]}`.
         case slack
+        /// PagerDuty Events API v2: `trigger` on open and update, `resolve` on resolution, one
+        /// alert per incident (`dedup_key` = incident id). Needs `routing_key`.
+        case pagerduty
     }
 
     /// `name`: the delivery key (stable across restarts); defaults to the URL.
@@ -209,21 +212,30 @@ public struct WebhookTarget: Sendable, Codable, Hashable {
     /// `events`: event types to send (`incident.opened`, …); empty sends all.
     public var events: [String]
     public var format: Format
+    /// `routing_key` (pagerduty): the integration key of the PagerDuty service (Events API v2).
+    public var routingKey: String?
 
-    public init(name: String? = nil, url: String, secret: String, events: [String] = [], format: Format = .json) {
+    public init(name: String? = nil, url: String, secret: String, events: [String] = [], format: Format = .json, routingKey: String? = nil) {
         self.name = name ?? url
         self.url = url
         self.secret = secret
         self.events = events
         self.format = format
+        self.routingKey = routingKey
     }
 
-    /// True when this target wants events of `type` (`alert.test` goes everywhere).
+    /// True when this target wants events of `type` (`alert.test` goes everywhere). A pagerduty
+    /// target without `events` gets incident events only: an agent's own problem is not a page.
     public func accepts(_ type: String) -> Bool {
-        type == AlertEventType.test.rawValue || events.isEmpty || events.contains(type)
+        if type == AlertEventType.test.rawValue { return true }
+        if events.isEmpty { return format != .pagerduty || type.hasPrefix("incident.") }
+        return events.contains(type)
     }
 
-    enum CodingKeys: String, CodingKey { case name, url, secret, events, format }
+    enum CodingKeys: String, CodingKey {
+        case name, url, secret, events, format
+        case routingKey = "routing_key"
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -231,7 +243,21 @@ public struct WebhookTarget: Sendable, Codable, Hashable {
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? url
         secret = try c.decode(String.self, forKey: .secret)
         events = try c.decodeIfPresent([String].self, forKey: .events) ?? []
-        format = try c.decodeIfPresent(Format.self, forKey: .format) ?? .json
+        let formatName = try c.decodeIfPresent(String.self, forKey: .format) ?? Format.json.rawValue
+        guard let format = Format(rawValue: formatName) else {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: c.codingPath + [CodingKeys.format],
+                    debugDescription: "unknown format \"\(formatName)\"; expected one of \(Format.allCases.map(\.rawValue).joined(separator: ", "))"))
+        }
+        self.format = format
+        routingKey = try c.decodeIfPresent(String.self, forKey: .routingKey)
+        if format == .pagerduty, (routingKey ?? "").isEmpty {
+            throw DecodingError.dataCorrupted(
+                .init(
+                    codingPath: c.codingPath + [CodingKeys.routingKey],
+                    debugDescription: "format pagerduty needs routing_key: the integration key of a PagerDuty service (Events API v2)"))
+        }
         let known = Set(AlertEventType.allCases.map(\.rawValue))
         for (index, event) in events.enumerated() where !known.contains(event) {
             throw DecodingError.dataCorrupted(

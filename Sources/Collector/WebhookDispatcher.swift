@@ -108,6 +108,40 @@ enum WebhookPayload {
         return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
     }
 
+    /// A PagerDuty Events API v2 event: one alert per incident (`dedup_key` = incident id), so an
+    /// update re-triggers the same alert with the new summary and a resolution resolves it.
+    /// Severity from the incident's: major_outage → critical, partial_outage → error,
+    /// degraded_performance → warning; anything else → info. Field limits are PagerDuty's
+    /// (summary 1,024 characters, dedup_key 255).
+    static func pagerDuty(_ event: OutboxEvent, routingKey: String, linkBase: String) -> Data {
+        let object = ((try? JSONSerialization.jsonObject(with: event.payload)) as? [String: Any]) ?? [:]
+        let incidentID = (object["incident"] as? [String: Any])?["id"] as? String ?? object["incident"] as? String
+        let dedupKey = String((incidentID ?? event.id).prefix(255))
+        let severity =
+            switch (object["incident"] as? [String: Any])?["severity"] as? String ?? object["status"] as? String {
+            case "major_outage": "critical"
+            case "partial_outage": "error"
+            case "degraded_performance": "warning"
+            default: "info"
+            }
+        let summary = String(((object["summary"] as? String) ?? event.type).prefix(1024))
+        var payload: [String: Any] = [
+            "summary": summary, "source": "sonde", "severity": severity, "timestamp": RFC3339.string(from: event.occurredAt),
+            "class": event.type, "custom_details": object,
+        ]
+        if let component = object["component"] as? String { payload["component"] = component }
+        if let scope = object["scope"] as? String { payload["group"] = scope }
+        let message: [String: Any] = [
+            "routing_key": routingKey,
+            "event_action": event.type == AlertEventType.incidentResolved.rawValue ? "resolve" : "trigger",
+            "dedup_key": dedupKey,
+            "payload": payload,
+            "links": [["href": link(for: object, linkBase: linkBase), "text": "Sonde"]],
+            "client": "Sonde",
+        ]
+        return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    }
+
     /// Slack's three control characters in mrkdwn (`&`, `<`, `>`: with them escaped no link,
     /// mention or `<!channel>` can be formed, so a `|` is plain text), and control characters
     /// other than newline and tab dropped.
@@ -229,7 +263,12 @@ public struct WebhookDispatcher: Service {
         logger[metadataKey: "event.id"] = .string(delivery.event.id)
         logger[metadataKey: "event.type"] = .string(delivery.event.type)
         let base = linkBase()
-        let body = target.format == .slack ? WebhookPayload.slack(delivery.event, linkBase: base) : WebhookPayload.json(delivery.event, linkBase: base)
+        let body: Data =
+            switch target.format {
+            case .json: WebhookPayload.json(delivery.event, linkBase: base)
+            case .slack: WebhookPayload.slack(delivery.event, linkBase: base)
+            case .pagerduty: WebhookPayload.pagerDuty(delivery.event, routingKey: target.routingKey ?? "", linkBase: base)
+            }
         let timestamp = Int(Date().timeIntervalSince1970)
         let request = HTTPRequest(
             method: "POST", url: target.url,

@@ -27,6 +27,8 @@ struct ProbeLabelMetricsTests {
             let response = try await agent.push(agent.batch([result, plain]), to: collector)
             #expect(response.status == 200, "\(response.bodyText)")
 
+            // Probe series appear once the engine has seen the agent report (its first evaluation).
+            try await waitUntil("the agent's probe series") { try await get(collector, "/metrics").bodyText.contains(#"probe_success{probe="plain""#) }
             let text = try await get(collector, "/metrics").bodyText
             let labels = #"probe="edge",component="api",agent="eu-1",region="eu",_9x="n",cost_center="x\"y",label_probe="spoof",team="storage",tier="1""#
             #expect(text.contains("probe_success{\(labels)} 1"), "\(text)")

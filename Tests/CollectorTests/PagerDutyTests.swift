@@ -1,0 +1,113 @@
+import Collector
+import CollectorAPI
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+/// A receiver shaped like PagerDuty's Events API v2 (`POST /v2/enqueue`): it checks each event
+/// as PagerDuty does (routing_key, event_action, dedup_key, payload.summary/source/severity and
+/// their limits), answers 400 with PagerDuty's error body for a bad one and 202 for a good one,
+/// and keeps the accepted events.
+final class PagerDutyReceiver: Sendable {
+    final class Accepted: Sendable { let bodies = Mutex<[Data]>([]) }
+    private let accepted = Accepted()
+    let server: LoopbackHTTPServer
+    var url: String { server.baseURL + "/v2/enqueue" }
+    var events: [[String: Any]] {
+        accepted.bodies.withLock { $0 }.compactMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+    }
+
+    init() throws {
+        let accepted = self.accepted
+        server = try LoopbackHTTPServer { request in
+            guard request.path == "/v2/enqueue", let event = try? JSONSerialization.jsonObject(with: request.body) as? [String: Any] else {
+                return .json(400, #"{"status":"invalid event","message":"Event object is invalid"}"#)
+            }
+            var errors: [String] = []
+            if (event["routing_key"] as? String ?? "").isEmpty { errors.append("'routing_key' is missing or blank") }
+            let action = event["event_action"] as? String ?? ""
+            if !["trigger", "acknowledge", "resolve"].contains(action) { errors.append("'event_action' is invalid") }
+            if let key = event["dedup_key"] as? String, key.count > 255 { errors.append("'dedup_key' is too long") }
+            if action == "trigger" {
+                let payload = event["payload"] as? [String: Any] ?? [:]
+                if (payload["summary"] as? String ?? "").isEmpty || (payload["summary"] as? String ?? "").count > 1024 { errors.append("'payload.summary'") }
+                if (payload["source"] as? String ?? "").isEmpty { errors.append("'payload.source' is missing") }
+                if !["critical", "error", "warning", "info"].contains(payload["severity"] as? String ?? "") { errors.append("'payload.severity'") }
+            } else if (event["dedup_key"] as? String ?? "").isEmpty {
+                errors.append("'dedup_key' is required to \(action)")
+            }
+            guard errors.isEmpty else {
+                let body = try! JSONSerialization.data(withJSONObject: ["status": "invalid event", "message": "Event object is invalid", "errors": errors])
+                return .json(400, String(decoding: body, as: UTF8.self))
+            }
+            accepted.bodies.withLock { $0.append(request.body) }
+            return .json(202, #"{"status":"success","message":"Event processed","dedup_key":"\#(event["dedup_key"] as? String ?? "")"}"#)
+        }
+    }
+}
+
+@Suite("PagerDuty", .serialized)
+struct PagerDutyTests {
+    /// A platform outage triggers one PagerDuty alert keyed by the incident; recovery resolves
+    /// that same alert; an agent's local fault pages nobody.
+    @Test func incidentTriggersAndResolvesOneAlert() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try PagerDutyReceiver()
+        defer { receiver.server.stop() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu"),
+                      TestAgent(id: "us-1", region: "us"), TestAgent(id: "us-2", region: "us")]
+        var config = testConfig(
+            dir: dir, agents: agents,
+            webhooks: [WebhookTarget(name: "pd", url: receiver.url, secret: "unused-by-pagerduty", format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef")])
+        config.components = ["login"]
+        try await withCollector(config) { collector in
+            func push(_ outcome: Outcome) async throws {
+                for agent in agents { _ = try await agent.push(agent.batch([agent.result(outcome: outcome, startedAt: Date(), code: outcome == .failed ? "http_500" : nil)]), to: collector) }
+            }
+            try await waitUntil("a trigger for the login incident", timeout: .seconds(60)) {
+                try await push(.failed)
+                return receiver.events.contains { $0["event_action"] as? String == "trigger" }
+            }
+            let trigger = try #require(receiver.events.first)
+            let dedupKey = try #require(trigger["dedup_key"] as? String)
+            let payload = try #require(trigger["payload"] as? [String: Any])
+            #expect(trigger["routing_key"] as? String == "R0UT1NGKEY0123456789abcdefabcdef")
+            #expect(payload["source"] as? String == "sonde")
+            #expect(payload["component"] as? String == "login")
+            #expect(["critical", "error"].contains(payload["severity"] as? String ?? ""))
+            let incidents = try decode(IncidentsResponse.self, try await get(collector, "/v1/incidents"))
+            #expect(incidents.incidents.first?.id == dedupKey, "dedup_key is the incident id")
+
+            try await waitUntil("a resolve for the same alert", timeout: .seconds(90)) {
+                try await push(.ok)
+                return receiver.events.contains { $0["event_action"] as? String == "resolve" }
+            }
+            let resolve = try #require(receiver.events.first { $0["event_action"] as? String == "resolve" })
+            #expect(resolve["dedup_key"] as? String == dedupKey)
+            #expect(receiver.events.allSatisfy { $0["dedup_key"] as? String == dedupKey }, "one alert per incident")
+        }
+    }
+
+    @Test func configRefusesAnUnknownFormatAndAPagerDutyTargetWithoutRoutingKey() throws {
+        let unknown = """
+            listen: {plain_http: true}
+            webhooks: [{name: x, url: "https://example.com/h", secret: s, format: pagerduty2}]
+            """
+        #expect(throws: ConfigError.self) { try CollectorConfig.parse(yaml: unknown, file: "c.yaml") }
+        do { _ = try CollectorConfig.parse(yaml: unknown, file: "c.yaml") } catch {
+            #expect("\(error)".contains("unknown format \"pagerduty2\"; expected one of json, slack, pagerduty"), "\(error)")
+        }
+        let keyless = """
+            listen: {plain_http: true}
+            webhooks: [{name: x, url: "https://events.pagerduty.com/v2/enqueue", secret: s, format: pagerduty}]
+            """
+        do { _ = try CollectorConfig.parse(yaml: keyless, file: "c.yaml") } catch {
+            #expect("\(error)".contains("routing_key"), "\(error)")
+            return
+        }
+        Issue.record("a pagerduty target without routing_key was accepted")
+    }
+}
