@@ -6,13 +6,18 @@ import Testing
 /// at 1 s intervals, asserting the targets the current engine meets. The full suite, with every
 /// scenario and 5 trials each at 2 s, writes VERDICTS.md.
 ///
-/// Left out here because the engine before issue 10 misses them (they stay in VERDICTS.md as
-/// missed, and move in here when the engine meets them): (filled in after the baseline run)
+/// Left out here because the engine before issue 10 misses a target in them at 2 s (VERDICTS.md,
+/// "Baseline"; they move in here when the engine meets them): errors-{10,30,60}-everywhere and
+/// errors-{10,30,60}-eu (batch gets an incident of its own, false `agent.local_fault`, flaps),
+/// login-down (files, batch and api get incidents of their own), latency-everywhere (the first
+/// alert says region), fault-moves (ends platform-wide), cut-during-outage (the first alert said
+/// region in 1 of 3 trials), agent-stopped-in-recovery and clock-4min-behind (see VERDICTS.md).
+/// Detection and resolution times are reported there, never asserted here.
 @Suite("Scenario suite (quick)", .serialized)
 struct ScenarioSuiteTests {
     static let runner = ScenarioRunner(interval: .seconds(1)) { print($0) }
 
-    @Test("scenario", arguments: ["errors-one-agent", "stuck-everywhere"])
+    @Test("scenario", arguments: ["errors-one-agent", "stuck-everywhere", "latency-eu"])
     func scenario(_ name: String) async throws {
         let scenario = try #require(Scenario.named(name))
         let outcomes = try await Self.runner.run(scenario, trials: 1)
