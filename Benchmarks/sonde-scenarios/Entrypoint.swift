@@ -81,6 +81,7 @@ struct SondeScenariosCommand: AsyncParsableCommand {
 
     var reproduceCommand: String {
         var command = "make scenarios"
+        if label != "Current engine" { command += " SCENARIO_LABEL=\"\(label)\"" }
         var arguments: [String] = []
         if trials != 5 { arguments.append("--trials \(trials)") }
         if interval != 2 { arguments.append("--interval \(interval)") }
