@@ -353,9 +353,9 @@ scrape_configs:
     return row
 
 
-def idle_agent(args, work, target):
+def idle_agent(args, work, target, rep):
     """An agent whose probes are not due: 5 probes every 1 h, measured after their first runs."""
-    d = os.path.join(work, "idle")
+    d = os.path.join(work, f"idle-{rep}")
     os.makedirs(d + "/probes")
     pub = keygen(args.bin, d + "/agent.key")
     col, base = collector(args.bin, d, [("idle-1", "local", pub)])
@@ -366,7 +366,7 @@ collector: {{url: {base}, key: {d}/agent.key}}
 spool: {{path: {d}/spool}}
 probes: [{d}/probes]
 """)
-    agent, _ = start("idle-agent", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
+    agent, _ = start(f"idle-agent-{rep}", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
     # Every probe's first run falls somewhere in its first hour (its offset): start counting once
     # the results so far are delivered; a run due meanwhile would show as a result.
     time.sleep(5)
@@ -384,7 +384,11 @@ def bench_pipeline(args, work, target):
     for rep in range(args.repeat):
         for rate in rates:
             runs[rate].append(pipeline_window(args, work, target, rate, rep))
-    idles = [idle_agent(args, work, target) for _ in range(args.repeat)]
+    idles = [idle_agent(args, work, target, rep) for rep in range(args.repeat)]
+    return render_pipeline(args, rates, runs, idles)
+
+
+def render_pipeline(args, rates, runs, idles):
     md = [f"### 1b. Whole pipeline at real rates vs blackbox_exporter + Prometheus (N HTTP probes every 5 s, {args.pipeline_seconds} s window, all four processes side by side on one nginx; median of {args.repeat} runs)", "",
           "Sonde: `sonde-agent run` with N probe files (one GET each, `interval: 5s`), pushing to a real `sonde-collector serve` "
           "with the push settings at their defaults (`collector:` has only `url` and `key`: batch_size 100, flush_interval 1s). "
