@@ -46,6 +46,9 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     // SIGHUP reloads TLS (SIGHUPReloader); until that service traps it, it must not kill us.
     signal(SIGHUP, SIG_IGN)
     let credentials = try config.tls.map(TLSCredentials.init(files:))
+    if let key = config.tls?.key, let mode = (try? FileManager.default.attributesOfItem(atPath: key))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
+        logger.warning("The TLS key is readable by others; make it owner-only (chmod 600)", metadata: ["tls.key": .string(key), "mode": .string(String(mode, radix: 8))])
+    }
 
     let store: any CollectorStorage
     if config.databasePath == ":memory:" {

@@ -15,10 +15,14 @@ struct DrillCollector {
 
     /// Starts `sonde-collector serve`; `port` 0 picks a free one (restart on the known port to
     /// keep the agent's URL).
+    /// The read token the drills' collectors accept (for `/v1/results`).
+    static let readToken = "agent-drill-read-token"
+
     static func start(dir: TemporaryDirectory, agentID: String, publicKey: String, port: Int = 0) async throws -> DrillCollector {
         let config = dir.file("collector.yaml")
         try """
             listen: {host: 127.0.0.1, port: \(port), plain_http: true}
+            tokens: [{name: drill, role: read, sha256: \(tokenDigestHex(Self.readToken))}]
             database: \(dir.file("collector.db"))
             agents:
               - {id: \(agentID), region: eu, public_key: \(publicKey)}
@@ -46,7 +50,8 @@ struct DrillCollector {
         for _ in 0..<1000 {
             var url = "\(self.url)/v1/results?agent=\(agent)&limit=1000"
             if let cursor { url += "&cursor=\(cursor.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? cursor)" }
-            let response = try await CurlHTTPClient.shared.perform(HTTPRequest(url: url, timeout: .seconds(10)))
+            let response = try await CurlHTTPClient.shared.perform(
+                HTTPRequest(url: url, headers: [HTTPHeader("Authorization", "Bearer \(Self.readToken)")], timeout: .seconds(10)))
             guard response.status == 200 else { throw TestFailure("GET \(url): HTTP \(response.status) \(response.bodyText)") }
             let page = try SondeJSON.decode(Page.self, from: response.body)
             all += page.results

@@ -175,7 +175,7 @@ struct SecurityTests {
         let tokenFile = dir.file("token")
         try Data((TestTokens.read + "\n").utf8).write(to: URL(fileURLWithPath: tokenFile))
         let configPath = dir.file("collector.yaml")
-        let digest = SHA256Digest.hash(Data(TestTokens.read.utf8)).map { String(format: "%02x", $0) }.joined()
+        let digest = tokenDigestHex(TestTokens.read)
         try Data(
             """
             listen: { host: 127.0.0.1, port: 0, tls: { cert: \(certs.serverCert), key: \(certs.serverKey) } }

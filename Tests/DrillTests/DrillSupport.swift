@@ -69,10 +69,8 @@ enum DrillTokens {
     static let admin = "drill-admin-token-5f1e0c"
     static let read = "drill-read-token-9a3b7d"
 
-    static func hex(_ token: String) -> String { SHA256Digest.hash(Data(token.utf8)).map { String(format: "%02x", $0) }.joined() }
-
     static var yaml: [String] {
-        ["tokens:", "  - { name: ops, role: admin, sha256: \(hex(admin)) }", "  - { name: grafana, role: read, sha256: \(hex(read)) }"]
+        ["tokens:", "  - { name: ops, role: admin, sha256: \(tokenDigestHex(admin)) }", "  - { name: grafana, role: read, sha256: \(tokenDigestHex(read)) }"]
     }
 }
 

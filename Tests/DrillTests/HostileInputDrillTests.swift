@@ -94,7 +94,7 @@ import Testing
         Drill.report(
             "5-hostile",
             """
-            ### Drill 5: hostile input — \(passed ? "PASS" : "FAIL")
+            ### Drill 5: hostile input (HTTPS, API tokens on) — \(passed ? "PASS" : "FAIL")
 
             \(total + slow.count) bad requests on fresh connections against a real collector process serving HTTPS \
             with API tokens (raw bytes through a socat TLS relay; `max_body_bytes: \(maxBody)`, `max_results_per_batch: 200`, `idle_timeout: \(Self.idleTimeout)s`, \

@@ -69,7 +69,7 @@ public final class SondeSystem: @unchecked Sendable {
             keys[id] = try String(contentsOfFile: dir.file("\(id).key.pub"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         }
         let certificates = try TestCertificates(in: dir.file("tls"))
-        let tokenDigest = SHA256Digest.hash(Data(Self.readToken.utf8)).map { String(format: "%02x", $0) }.joined()
+        let tokenDigest = tokenDigestHex(Self.readToken)
         var config = """
             listen: {host: 127.0.0.1, port: 0, tls: {cert: \(certificates.serverCert), key: \(certificates.serverKey)}}
             tokens: [{name: e2e, role: read, sha256: \(tokenDigest)}]

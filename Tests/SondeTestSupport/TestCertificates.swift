@@ -1,4 +1,5 @@
 import Foundation
+import SondeCore
 
 /// A private CA, a server certificate for localhost/127.0.0.1 signed by it, a client certificate
 /// (mutual TLS) and a second, unrelated CA: made at test time with the openssl CLI, in `folder`.
@@ -71,4 +72,9 @@ public struct TestCertificates: Sendable {
             throw TestFailure("openssl \(arguments.prefix(2).joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self))")
         }
     }
+}
+
+/// Hex SHA-256 of an API token, as a collector config's `tokens[].sha256` holds it.
+public func tokenDigestHex(_ token: String) -> String {
+    SHA256Digest.hash(Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
 }

@@ -8,6 +8,7 @@ usage: agent_bench.py [--bin .build/release] [--out .bench] [--repeat 3] [--prob
 Writes .bench/agent-<bench>.md fragments and prints them. Numbers only: nothing here fails on a
 slow result. Every process it starts is stopped by pid at the end.
 """
+import hashlib
 import argparse
 import json
 import os
@@ -81,8 +82,13 @@ def status_kib(pid, field):
     return -1
 
 
+# The read token of the benchmark's collectors (loopback, plain HTTP said explicitly).
+COLLECTOR_TOKEN = "agent-bench-read-token"
+
+
 def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {COLLECTOR_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=timeout) as r:
         return r.read()
 
 
@@ -147,7 +153,9 @@ def keygen(bin_dir, path):
 def collector(bin_dir, work, agents, webhook=None, name="collector", correlation=None):
     """agents: list of (id, region, public_key). Returns (process, base URL)."""
     conf = os.path.join(work, name + ".yaml")
-    lines = ["listen: {host: 127.0.0.1, port: 0}", f"database: {work}/{name}.db", "evaluation_interval: 1s"]
+    digest = hashlib.sha256(COLLECTOR_TOKEN.encode()).hexdigest()
+    lines = ["listen: {host: 127.0.0.1, port: 0, plain_http: true}", f"tokens: [{{name: bench, role: read, sha256: {digest}}}]",
+             f"database: {work}/{name}.db", "evaluation_interval: 1s"]
     if webhook:
         lines += ["webhooks:", f"  - {{name: bench, url: {webhook}, secret: bench-secret, format: json}}",
                   "webhook_retry: {base: 200ms, cap: 2s, poll: 50ms}"]
