@@ -109,7 +109,7 @@ public struct StepResult: Codable, Sendable, Hashable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, method, url, status, ok, timings, attempts, error
+        case name, method, url, status, ok, timings, attempts, error, component
         case certNotAfter = "cert_not_after"
         case certDaysLeft = "cert_days_left"
     }

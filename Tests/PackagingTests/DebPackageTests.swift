@@ -90,7 +90,8 @@ struct DebPackageTests {
         let example = try String(contentsOfFile: "\(packageRoot)/deploy/agent.example.yaml", encoding: .utf8)
         try FileManager.default.copyItem(atPath: "\(packageRoot)/deploy/probes", toPath: work.file("probes"))
         // No collector here: validate then checks the config and probes, not the key.
-        let local = example.replacingOccurrences(of: "  url: http://collector.internal:18300", with: "  # url: (none)")
+        let local = example.replacing(/\n  url: [^\n]*/, with: "\n  # url: (none)")
+        #expect(local != example, "the example names a collector.url")
         try local.write(toFile: work.file("agent.yaml"), atomically: true, encoding: .utf8)
         let ok = try await run([Products.path("sonde-agent"), "validate", "--config", work.file("agent.yaml")])
         #expect(ok.status == 0, "\(ok.output)")
