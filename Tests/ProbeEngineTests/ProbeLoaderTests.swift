@@ -113,12 +113,16 @@ struct ProbeLoaderTests {
         #expect(byComponent["batch"]?.timeout == .seconds(600))
         #expect(byComponent["files"]?.script.steps.last?.always == true)
         #expect(byComponent["files"]?.script.secretEnvironment == ["SONDE_SIM_PASSWORD"])
-        // The journeys' login steps count against login (step `component:`), their other steps
-        // against their own component.
-        for journey in ["files", "batch"] {
+        // The journeys' login steps count against login (step `component:`), the batch journey's
+        // steps through the files API against files, the rest against their own component.
+        for journey in ["files", "batch", "api"] {
             #expect(byComponent[journey]?.script.steps.first?.component == "login")
-            #expect(byComponent[journey]?.script.steps.dropFirst().allSatisfy { $0.component == nil } == true)
         }
+        #expect(byComponent["files"]?.script.steps.dropFirst().allSatisfy { $0.component == nil } == true)
+        let batchSteps = byComponent["batch"]?.script.steps.dropFirst().map { "\($0.name)=\($0.component ?? "-")" } ?? []
+        #expect(batchSteps == [
+            "upload input=files", "create batch=-", "wait for completion=-", "read output=files", "cancel batch=-", "delete input=files",
+        ])
         #expect(byComponent["login"]?.script.steps.allSatisfy { $0.component == nil } == true)
     }
 
