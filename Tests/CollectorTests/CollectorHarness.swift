@@ -140,6 +140,16 @@ func testConfig(dir: TemporaryDirectory, agents: [TestAgent], webhooks: [Webhook
     return config
 }
 
+/// `testConfig` with agents called silent after about 2 s without a result, for tests of what
+/// a stopped agent looks like.
+func fastSilenceConfig(dir: TemporaryDirectory, agents: [TestAgent]) -> CollectorConfig {
+    var config = testConfig(dir: dir, agents: agents)
+    config.correlation.silentMin = 1
+    config.correlation.silentAfter = 2
+    config.correlation.silentAfterIntervals = 2
+    return config
+}
+
 /// Runs `body` against a started collector and always stops it, also when `body` throws.
 func withCollector<T>(_ config: CollectorConfig, caFile: String? = nil, _ body: (RunningCollector) async throws -> T) async throws -> T {
     let collector = try await RunningCollector.start(config, caFile: caFile)

@@ -16,11 +16,7 @@ struct MetricsTests {
         defer { dir.remove() }
         let eu = TestAgent(id: "eu-1", region: "eu")
         let us = TestAgent(id: "us-1", region: "us")
-        var config = testConfig(dir: dir, agents: [eu, us])
-        config.correlation.silentMin = 1
-        config.correlation.silentAfter = 2
-        config.correlation.silentAfterIntervals = 2
-        try await withCollector(config) { collector in
+        try await withCollector(fastSilenceConfig(dir: dir, agents: [eu, us])) { collector in
             for i in 0..<3 {
                 let at = Date().addingTimeInterval(Double(i - 3))
                 #expect(try await eu.push(eu.batch([eu.result(startedAt: at, durationMs: 3.452)]), to: collector).status == 200)

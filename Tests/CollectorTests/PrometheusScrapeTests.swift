@@ -19,11 +19,7 @@ struct PrometheusScrapeTests {
         defer { dir.remove() }
         let eu = TestAgent(id: "eu-1", region: "eu")
         let us = TestAgent(id: "us-1", region: "us")
-        var config = testConfig(dir: dir, agents: [eu, us])
-        config.correlation.silentMin = 1
-        config.correlation.silentAfter = 2
-        config.correlation.silentAfterIntervals = 2
-        try await withCollector(config) { collector in
+        try await withCollector(fastSilenceConfig(dir: dir, agents: [eu, us])) { collector in
             let port = try freeLoopbackPort()
             try """
                 global: {scrape_interval: 1s, evaluation_interval: 1s}
@@ -74,21 +70,4 @@ struct PrometheusScrapeTests {
             #expect(remaining == ["eu-1"])
         }
     }
-}
-
-/// A free TCP port on 127.0.0.1 for a server the test starts (bound, read back, released).
-func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw TestFailure("bind: \(String(cString: strerror(errno)))") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }

@@ -54,3 +54,11 @@ public func listenOnLoopback(backlog: Int32 = 128) throws -> (fd: Int32, port: I
     }
     return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
+
+/// A loopback TCP port nobody listens on right now, for a server a test starts itself (bound,
+/// read back, released: the server binds it a moment later).
+public func freeLoopbackPort() throws -> Int {
+    let (fd, port) = try listenOnLoopback(backlog: 1)
+    close(fd)
+    return port
+}
