@@ -63,10 +63,10 @@ PY
 }
 
 open_incidents() {
-  "$BIN/sonde" status --json --collector "$COLLECTOR" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["open_incidents"]))'
+  "$BIN/sonde" status --exit-zero --json --collector "$COLLECTOR" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["open_incidents"]))'
 }
 all_operational() {  # every component operational, no open incident, every agent ok
-  "$BIN/sonde" status --json --collector "$COLLECTOR" | python3 -c '
+  "$BIN/sonde" status --exit-zero --json --collector "$COLLECTOR" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 comps = s["components"]
@@ -78,7 +78,7 @@ agent_state() {  # agent → prints its health state
 import json, sys
 print(next((a.get('state') or '?' for a in json.load(sys.stdin)['agents'] if a['id'] == '$1'), '?'))"
 }
-show_status() { "$BIN/sonde" status --collector "$COLLECTOR" | sed 's/^/    /'; }
+show_status() { "$BIN/sonde" status --exit-zero --collector "$COLLECTOR" | sed 's/^/    /'; }
 
 [ -x "$BIN/sonde-agent" ] || die "no release build in $BIN: run 'make demo' (it builds first)"
 export SONDE_SIM_PASSWORD=probe-password
@@ -159,7 +159,7 @@ YAML
 done
 
 say "1. All healthy: waiting for every component to be operational"
-wait_for 90 all_operational || die "components did not become operational: $("$BIN/sonde" status --collector "$COLLECTOR")"
+wait_for 90 all_operational || die "components did not become operational: $("$BIN/sonde" status --exit-zero --collector "$COLLECTOR")"
 show_status
 
 say "2. A local fault: agent eu-1's network is cut (its relay stops)"
