@@ -18,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # httpbin (PyPI) for the probe-format tests, in a venv of its own (SONDE_HTTPBIN_VENV overrides).
-venv="${SONDE_HTTPBIN_VENV:-$HOME/.cache/sonde/httpbin-venv}"
+venv="${SONDE_HTTPBIN_VENV:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache/sonde/httpbin-venv}"
 if [ ! -x "$venv/bin/gunicorn" ] || ! "$venv/bin/python" -c "import httpbin" >/dev/null 2>&1; then
   echo "install-deps: installing httpbin and gunicorn into $venv"
   /usr/bin/python3 -m venv "$venv"
