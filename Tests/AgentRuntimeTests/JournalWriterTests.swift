@@ -74,7 +74,7 @@ struct JournalWriterTests {
     }
 
     /// The agent's pipeline (scheduler on the curl loop → journal writer → uploader → a real
-    /// receiver) for `seconds`, with every fsync of the spool taking `syncDelay`.
+    /// receiver) for about 120 runs, with every fsync of the spool taking `syncDelay`.
     func measure(syncDelay: Duration, target: String, receiver: PushReceiver) async throws -> Measured {
         let dir = try TemporaryDirectory("journal-slow")
         defer { dir.remove() }
@@ -96,7 +96,10 @@ struct JournalWriterTests {
         let before = receiver.snapshot.results.count
         let group = ServiceGroup(services: [uploader, scheduler], gracefulShutdownSignals: [], logger: logs.logger())
         let task = Task { try await group.run() }
-        try await Task.sleep(for: .seconds(3))
+        // About 3 s of runs (4 probes every 100 ms), and the uploader's pushes meanwhile.
+        try await waitUntil("120 probe runs and a delivery", timeout: .seconds(60)) {
+            runner.ttfbs.withLock { $0.count } >= 120 && receiver.snapshot.results.count > before
+        }
         await group.triggerGracefulShutdown()
         try await task.value
         let ttfbs = runner.ttfbs.withLock { $0 }.sorted()
