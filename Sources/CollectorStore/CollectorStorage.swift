@@ -280,6 +280,37 @@ public struct TimelineBucket: Sendable, Hashable {
     }
 }
 
+/// Results of one component on one UTC day, for uptime. Kept in a daily rollup maintained at
+/// ingest, so pruning raw results (`retention_days`) does not erase the page's 90-day history.
+public struct UptimeDay: Sendable, Hashable {
+    public var component: String
+    /// Midnight UTC starting the day.
+    public var day: Date
+    public var total: Int
+    public var failed: Int
+    public var degraded: Int
+
+    public init(component: String, day: Date, total: Int, failed: Int, degraded: Int) {
+        self.component = component
+        self.day = day
+        self.total = total
+        self.failed = failed
+        self.degraded = degraded
+    }
+
+    /// Runs that did not fail (degraded runs passed, slowly) over all runs.
+    public var uptime: Double { total == 0 ? 1 : Double(total - failed) / Double(total) }
+
+    /// The UTC day number (days since 1970) of a time.
+    public static func dayNumber(_ date: Date) -> Int64 {
+        let ms = date.epochMs
+        return ms >= 0 ? ms / 86_400_000 : (ms - 86_399_999) / 86_400_000
+    }
+
+    /// How long daily rows are kept, whatever `retention_days` says.
+    public static let keptDays: Int64 = 400
+}
+
 /// Rows removed by one retention pass.
 public struct PruneReport: Sendable, Hashable {
     public var results = 0
@@ -365,6 +396,9 @@ public protocol CollectorStorage: Sendable {
     /// batch id), oldest first, at most `limit`.
     func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord]
     func timeline(since: Date) async throws -> [TimelineBucket]
+    /// The daily rollup from the UTC day holding `since` on, sorted by component and day. Every
+    /// stored result counts once in its component's day (a duplicate ignored at ingest does not).
+    func uptimeDays(since: Date) async throws -> [UptimeDay]
     /// Every (agent, probe, component) stored so far.
     func seriesNames() async throws -> [SeriesNames]
     func resultCount() async throws -> Int

@@ -14,6 +14,13 @@ public actor InMemoryCollectorStore: CollectorStorage {
     private var deliveryRows: [DeliveryKey: DeliveryRecord] = [:]
     private var states: [String: Data] = [:]
     private var dead: [DeliveryKey: DeadLetterRecord] = [:]
+    /// The daily rollup, by component and UTC day number; pruned only after `UptimeDay.keptDays`.
+    private var days: [DayKey: UptimeDay] = [:]
+
+    private struct DayKey: Hashable {
+        var component: String
+        var day: Int64
+    }
 
     public init() {}
 
@@ -51,7 +58,15 @@ public actor InMemoryCollectorStore: CollectorStorage {
         guard batchesByID[batch.batchID] == nil else { return .duplicate }
         batchesByID[batch.batchID] = batch
         batchOrder.append(batch.batchID)
-        for result in results where resultsByID[result.id] == nil { resultsByID[result.id] = result }
+        for result in results where resultsByID[result.id] == nil {
+            resultsByID[result.id] = result
+            let key = DayKey(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
+            var day = days[key] ?? UptimeDay(component: key.component, day: Date(epochMs: key.day * 86_400_000), total: 0, failed: 0, degraded: 0)
+            day.total += 1
+            if result.outcome == .failed { day.failed += 1 }
+            if result.outcome == .degraded { day.degraded += 1 }
+            days[key] = day
+        }
         if var agent = agentsByID[batch.agent] {
             agent.lastSeen = max(agent.lastSeen ?? .distantPast, batch.receivedAt)
             agentsByID[batch.agent] = agent
@@ -101,6 +116,11 @@ public actor InMemoryCollectorStore: CollectorStorage {
             buckets[key] = bucket
         }
         return buckets.values.sorted { ($0.component, $0.hourStart) < ($1.component, $1.hourStart) }
+    }
+
+    public func uptimeDays(since: Date) async throws -> [UptimeDay] {
+        let first = UptimeDay.dayNumber(since)
+        return days.filter { $0.key.day >= first }.values.sorted { ($0.component, $0.day) < ($1.component, $1.day) }
     }
 
     public func resultCount() async throws -> Int { resultsByID.count }
@@ -224,6 +244,8 @@ public actor InMemoryCollectorStore: CollectorStorage {
             }
         }
         report.events = oldEvents.count
+        let oldestDay = UptimeDay.dayNumber(Date()) - UptimeDay.keptDays
+        days = days.filter { $0.key.day >= oldestDay }
         return report
     }
 }

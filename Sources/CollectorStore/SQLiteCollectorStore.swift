@@ -189,6 +189,19 @@ public final class SQLiteCollectorStore: CollectorStorage {
                     CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL);
                     """)
         }
+        // v5: the daily rollup behind uptime (results per component per UTC day), kept after
+        // retention prunes the results it counts; filled from the results stored so far.
+        migrator.registerMigration("v5-result-days") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE result_days (
+                        component TEXT NOT NULL, day INTEGER NOT NULL, total INTEGER NOT NULL, failed INTEGER NOT NULL,
+                        degraded INTEGER NOT NULL, PRIMARY KEY (component, day)) WITHOUT ROWID;
+                    INSERT INTO result_days (component, day, total, failed, degraded)
+                        SELECT s.component, r.started_at / 86400000, COUNT(*), SUM(r.outcome = 2), SUM(r.outcome = 1)
+                        FROM results r JOIN series s ON s.id = r.series GROUP BY s.component, r.started_at / 86400000;
+                    """)
+        }
         return migrator
     }
 
@@ -360,6 +373,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
         ])
         guard db.changesCount > 0 else { return .duplicate }
         let batchSeq = db.lastInsertedRowID
+        var inserted = 0
         // Multi-row inserts of up to `rowsPerInsert` rows: fewer statement steps per batch.
         var index = 0
         while index < results.count {
@@ -387,14 +401,56 @@ public final class SQLiteCollectorStore: CollectorStorage {
                 }
             }
             try statement.execute(arguments: StatementArguments(values))
+            inserted += db.changesCount
             index += count
         }
+        try addToDays(results, inserted: inserted, batchSeq: batchSeq, db)
         try db.cachedStatement(sql: "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?")
             .execute(arguments: [batch.receivedAt.epochMs, batch.agent])
         return .stored(results.count)
     }
 
     private static let rowsPerInsert = 50
+
+    /// Adds a batch's stored results to the daily rollup: counted here when every row went in
+    /// (the usual case), else read back from the rows this batch did store (the others were
+    /// already there, counted once before).
+    private static func addToDays(_ results: [ProbeResult], inserted: Int, batchSeq: Int64, _ db: Database) throws {
+        guard inserted > 0 else { return }
+        struct Key: Hashable {
+            var component: String
+            var day: Int64
+        }
+        var days: [Key: (total: Int, failed: Int, degraded: Int)] = [:]
+        if inserted == results.count {
+            for result in results {
+                let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
+                var counts = days[key] ?? (0, 0, 0)
+                counts.total += 1
+                if result.outcome == .failed { counts.failed += 1 }
+                if result.outcome == .degraded { counts.degraded += 1 }
+                days[key] = counts
+            }
+        } else {
+            let times = results.map(\.startedAt.epochMs)
+            let rows = try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT s.component, r.started_at / 86400000 AS day, COUNT(*) AS total, SUM(r.outcome = 2) AS failed, SUM(r.outcome = 1) AS degraded
+                    FROM results r JOIN series s ON s.id = r.series
+                    WHERE r.started_at BETWEEN ? AND ? AND r.batch = ? GROUP BY s.component, day
+                    """,
+                arguments: [times.min() ?? 0, times.max() ?? 0, batchSeq])
+            for row in rows { days[Key(component: row["component"], day: row["day"])] = (row["total"], row["failed"], row["degraded"]) }
+        }
+        let upsert = try db.cachedStatement(
+            sql: """
+                INSERT INTO result_days (component, day, total, failed, degraded) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(component, day) DO UPDATE SET total = total + excluded.total, failed = failed + excluded.failed,
+                    degraded = degraded + excluded.degraded
+                """)
+        for (key, counts) in days { try upsert.execute(arguments: [key.component, key.day, counts.total, counts.failed, counts.degraded]) }
+    }
 
     private static func insertResultsSQL(rows: Int) -> String {
         "INSERT OR IGNORE INTO results (started_at, id, series, outcome, duration_ms, batch, json_offset, json_length, json) VALUES "
@@ -536,6 +592,18 @@ public final class SQLiteCollectorStore: CollectorStorage {
                 TimelineBucket(
                     component: row["component"], hourStart: Date(epochMs: (row["hour"] as Int64) * 3_600_000),
                     total: row["total"], failed: row["failed"], degraded: row["degraded"])
+            }
+        }
+    }
+
+    public func uptimeDays(since: Date) async throws -> [UptimeDay] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM result_days WHERE day >= ? ORDER BY component, day", arguments: [UptimeDay.dayNumber(since)]
+            ).map { row in
+                UptimeDay(
+                    component: row["component"], day: Date(epochMs: (row["day"] as Int64) * 86_400_000), total: row["total"], failed: row["failed"],
+                    degraded: row["degraded"])
             }
         }
     }
@@ -760,6 +828,8 @@ public final class SQLiteCollectorStore: CollectorStorage {
             try db.execute(
                 sql: "DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT event_id FROM deliveries)", arguments: [ms])
             report.events = db.changesCount
+            // The daily rollup outlives results: uptime history is kept `UptimeDay.keptDays`.
+            try db.execute(sql: "DELETE FROM result_days WHERE day < ?", arguments: [UptimeDay.dayNumber(Date()) - UptimeDay.keptDays])
             return report
         }
     }
