@@ -11,7 +11,7 @@ import Yams
 /// listen: { host: 0.0.0.0, port: 18300, tls: { cert: collector.crt, key: collector.key } }  # port 0 picks a free one
 /// # or plain HTTP, only when said: listen: { host: 127.0.0.1, port: 18300, plain_http: true }
 /// tokens: [{ name: ops, role: admin, sha256: <hex SHA-256 of the token> }]
-/// status_page: { public: false }              # true: `/` answers without a token (no agent names)
+/// status_page: { public: false, title: Example status, logo: https://example.com/logo.svg, link: https://example.com, show_probes: false }
 /// metrics: { public: false }                  # true: `/metrics` answers without a token
 /// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6 }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
@@ -40,6 +40,8 @@ public struct CollectorConfig: Sendable {
     public var tokens: [APIToken] = []
     /// `status_page.public`: `/` answers without a token (default false: a read token).
     public var statusPagePublic = false
+    /// `status_page.title`, `.logo`, `.link`, `.show_probes`: what the public page shows.
+    public var statusPage = StatusPageSettings()
     /// `metrics.public`: `/metrics` answers without a token (default false: a read token).
     public var metricsPublic = false
     /// `limits`: what one agent or client may cost the collector.
@@ -371,6 +373,17 @@ private struct ConfigFile: Decodable {
     struct Public: Decodable {
         var `public`: Bool?
     }
+    struct StatusPageFile: Decodable {
+        var `public`: Bool?
+        var title: String?
+        var logo: String?
+        var link: String?
+        var showProbes: Bool?
+        enum CodingKeys: String, CodingKey {
+            case `public`, title, logo, link
+            case showProbes = "show_probes"
+        }
+    }
     struct LimitsFile: Decodable {
         var maxProbesPerAgent: Int?
         var maxComponentsPerAgent: Int?
@@ -387,7 +400,7 @@ private struct ConfigFile: Decodable {
     }
     var listen: Listen?
     var tokens: [Token]?
-    var statusPage: Public?
+    var statusPage: StatusPageFile?
     var metrics: Public?
     var limits: LimitsFile?
     var database: String?
@@ -574,6 +587,24 @@ extension CollectorConfig {
             tokens.append(APIToken(name: token.name, role: token.role, sha256: digest))
         }
         statusPagePublic = raw.statusPage?.public ?? false
+        if let page = raw.statusPage {
+            if let title = page.title {
+                guard !title.trimmingCharacters(in: .whitespaces).isEmpty, title.count <= 200 else {
+                    throw ConfigError(file: file, field: "status_page.title", message: "expected a title of 1 to 200 characters")
+                }
+                statusPage.title = title
+            }
+            for (key, value) in [("logo", page.logo), ("link", page.link)] {
+                guard let value else { continue }
+                // Only web addresses: a `javascript:` link on a public page would run in readers' browsers.
+                guard value.hasPrefix("https://") || value.hasPrefix("http://") || (value.hasPrefix("/") && !value.hasPrefix("//")) else {
+                    throw ConfigError(file: file, field: "status_page.\(key)", message: "expected an https:// or http:// URL or a path starting with /, got \"\(value)\"")
+                }
+            }
+            statusPage.logo = page.logo
+            statusPage.link = page.link
+            statusPage.showProbes = page.showProbes ?? false
+        }
         metricsPublic = raw.metrics?.public ?? false
         if let l = raw.limits {
             func positive<T: Comparable & Numeric>(_ value: T?, _ key: String) throws -> T? {
@@ -613,6 +644,20 @@ extension CollectorConfig {
             return ConfigError(file: file, field: nil, message: "\(error)")
         }
     }
+}
+
+/// `status_page`: the public page's title, logo and link, and whether it names probes.
+public struct StatusPageSettings: Sendable, Hashable {
+    /// `status_page.title`, default "Sonde status".
+    public var title = "Sonde status"
+    /// `status_page.logo`: an image URL shown before the title.
+    public var logo: String?
+    /// `status_page.link`: where the title and logo lead (the company's site).
+    public var link: String?
+    /// `status_page.show_probes`: list the probes that check each component on the public page.
+    public var showProbes = false
+
+    public init() {}
 }
 
 // Printed anywhere (an interpolation, a log line), a webhook target must not show its secret.

@@ -107,7 +107,8 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
             pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
             maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
         health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: config.limits.testAlertsPerMinute),
-        statusPagePublic: config.statusPagePublic, logger: logger)
+        statusPagePublic: config.statusPagePublic, page: config.statusPage, declaredComponents: config.components, linkBase: linkBase,
+        logger: logger)
     let services: [any Service] = [
         writer,
         Evaluator(hub: hub, store: store, targets: config.webhooks, interval: config.evaluationInterval, trigger: trigger, logger: logger),
@@ -158,7 +159,8 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
 /// |---|---|
 /// | `GET /healthz` | anyone (says only ok or storage_unavailable) |
 /// | `POST /v1/results` | enrolled agents (Ed25519 signature, no token) |
-/// | `GET /`, `GET /metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
+/// | `GET /`, `/incidents/ID`, `/history.atom`, `/api/v2/summary.json`, `/metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
+/// | `GET /internal`, `/internal/incidents/ID` | read |
 /// | `GET /v1/status`, `/v1/results`, `/v1/incidents[/ID]`, `/v1/agents`, `/v1/alerts/dead-letters` | read |
 /// | `GET /v1/batches`, `POST /v1/alerts/test`, `POST /v1/alerts/dead-letters/ID/redrive` | admin |
 func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMetrics, logger: Logger) -> Router<BasicRequestContext> {
@@ -171,7 +173,18 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMe
     let read = APIAccess.Requirement.role(.read)
     let admin = APIAccess.Requirement.role(.admin)
     let routes: [(who: APIAccess.Requirement, methods: [HTTPRequest.Method], path: String, handler: Handler)] = [
-        (config.statusPagePublic ? .anyone : read, [.get, .head], "/", { _, _ in try await api.statusPage() }),
+        (config.statusPagePublic ? .anyone : read, [.get, .head], "/", { _, _ in try await api.statusPage(.public) }),
+        (read, [.get, .head], "/internal", { _, _ in try await api.statusPage(.operators) }),
+        (
+            config.statusPagePublic ? .anyone : read, [.get, .head], "/incidents/:id",
+            { _, context in try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .public) }
+        ),
+        (
+            read, [.get, .head], "/internal/incidents/:id",
+            { _, context in try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .operators) }
+        ),
+        (config.statusPagePublic ? .anyone : read, [.get, .head], "/history.atom", { _, _ in try await api.incidentFeed() }),
+        (config.statusPagePublic ? .anyone : read, [.get, .head], "/api/v2/summary.json", { _, _ in try await api.statuspageSummary() }),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
@@ -219,6 +232,12 @@ public struct CollectorAPI: Sendable {
     let health: StorageHealth
     let testAlertLimiter: RateLimiter
     let statusPagePublic: Bool
+    /// `status_page`: title, logo, link, show_probes.
+    let page: StatusPageSettings
+    /// `components`: shown ("starting") before their first result.
+    let declaredComponents: [String]
+    /// Base of absolute links (`public_url`), for the feed and summary.json.
+    let linkBase: @Sendable () -> String
     let logger: Logger
 
     /// For load balancers: 200 while storage takes writes, 503 when it cannot (full disk,
@@ -358,19 +377,27 @@ public struct CollectorAPI: Sendable {
         return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 
-    func statusPage() async throws -> Response {
-        let status = await statusResponse()
-        let now = Date()
-        let dayAgo = now.addingTimeInterval(-24 * 3600)
-        let timeline = (try? await store.timeline(since: dayAgo)) ?? []
-        let incidents = ((try? await store.incidents(.all, limit: 1_000)) ?? [])
-            .filter { ($0.resolvedAt ?? now) >= dayAgo }
-            .compactMap { try? SondeJSON.decoder().decode(Incident.self, from: $0.json) }
-        let agents = try await store.agents()
-        let html = StatusPage.render(
-            status: status, health: await hub.agentHealth, agents: agents, timeline: timeline, incidents: incidents, now: now,
-            audience: statusPagePublic ? .public : .operators)
+    func statusPage(_ audience: StatusPage.Audience) async throws -> Response {
+        let html = StatusPage.render(try await pageSnapshot(audience: audience), audience: audience)
         return JSONResponse.text(html, contentType: "text/html; charset=utf-8")
+    }
+
+    func incidentPage(id raw: String, audience: StatusPage.Audience) async throws -> Response {
+        let id = raw.removingPercentEncoding ?? raw
+        guard let record = try await store.incident(id: id), let incident = try? SondeJSON.decoder().decode(PageIncident.self, from: record.json) else {
+            throw APIError.notFound("no incident \"\(id)\"")
+        }
+        let html = StatusPage.renderIncident(incident, page: try await pageSnapshot(audience: audience), audience: audience)
+        return JSONResponse.text(html, contentType: "text/html; charset=utf-8")
+    }
+
+    func incidentFeed() async throws -> Response {
+        let xml = IncidentFeed.render(try await pageSnapshot(audience: .public), base: linkBase())
+        return JSONResponse.text(xml, contentType: "application/atom+xml; charset=utf-8")
+    }
+
+    func statuspageSummary() async throws -> Response {
+        JSONResponse.make(StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase()))
     }
 
     // MARK: Query helpers

@@ -34,6 +34,8 @@ struct SecurityTests {
             }
             let endpoints = [
                 Endpoint(method: "GET", path: "/", role: .read, ok: 200),
+                Endpoint(method: "GET", path: "/internal", role: .read, ok: 200),
+                Endpoint(method: "GET", path: "/api/v2/summary.json", role: .read, ok: 200),
                 Endpoint(method: "GET", path: "/metrics", role: .read, ok: 200),
                 Endpoint(method: "GET", path: "/v1/status", role: .read, ok: 200),
                 Endpoint(method: "GET", path: "/v1/results", role: .read, ok: 200),
@@ -113,13 +115,9 @@ struct SecurityTests {
             #expect(try await get(collector, "/metrics", token: nil).status == 200)
             // The JSON API stays protected.
             #expect(try await get(collector, "/v1/status", token: nil).status == 401)
-            // With a token the operators' page has the agents.
-            var operators = config
-            operators.statusPagePublic = false
-            #expect(StatusPage.render(
-                status: try decode(StatusResponse.self, try await get(collector, "/v1/status")), health: [], agents: try await collector.store.agents(),
-                timeline: [], incidents: [], now: Date()
-            ).contains(agent.id))
+            // With a token the internal view has the agents.
+            #expect(try await get(collector, "/internal", token: nil).status == 401)
+            #expect(try await get(collector, "/internal", token: TestTokens.read).bodyText.contains(agent.id))
         }
     }
 

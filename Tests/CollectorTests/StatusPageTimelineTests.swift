@@ -13,11 +13,11 @@ import Testing
     let now = Date(timeIntervalSince1970: 1_800_000_000 + 1800)  // half past an hour
     var thisHour: Date { Date(epochMs: (now.epochMs / 3_600_000) * 3_600_000) }
 
-    func incident(_ component: String, severity: ComponentStatus, opened: Date, resolved: Date?) -> Incident {
-        Incident(
-            id: "\(component).\(opened.epochMs)", component: component, status: resolved == nil ? .investigating : .resolved,
-            scope: .platform, severity: severity, regions: ["eu", "us"], agents: [], openedAt: opened, updatedAt: resolved ?? opened,
-            resolvedAt: resolved, evidence: Evidence(), eventSeq: 1, updates: [])
+    func incident(_ component: String, severity: ComponentStatus, opened: Date, resolved: Date?) -> PageIncident {
+        PageIncident(
+            id: "\(component).\(opened.epochMs)", component: component, status: resolved == nil ? "investigating" : "resolved",
+            scope: "platform", severity: severity, regions: ["eu", "us"], agents: [], openedAt: opened, updatedAt: resolved ?? opened,
+            resolvedAt: resolved, evidence: Evidence(), updates: [])
     }
 
     @Test func hoursTakeTheWorstOverlappingIncidentAndIgnoreRawFailures() {
@@ -39,23 +39,23 @@ import Testing
         #expect(StatusPage.hourStatus(hourStart: thisHour, bucket: quiet, incidents: [past, open], now: now) == .majorOutage)
     }
 
-    @Test func pageShowsIncidentColoursAndNoRowForAControlProbe() {
+    @Test func internalPageShowsIncidentColoursAndNoRowForAControlProbe() {
         let verdicts = ["api", "files"].map { ComponentVerdict(component: $0, status: .operational, since: now, updatedAt: now) }
-        let status = StatusResponse(
-            generatedAt: now, overall: .operational, components: verdicts,
-            agents: AgentsSummary(total: 1, ok: 0, localFault: 1, silent: 0, revoked: 0), openIncidents: [])
+        let components = verdicts.map { PageComponent(name: $0.component, status: .component($0.status), since: now, verdict: $0, days: [:], probes: []) }
         let timeline = [
             TimelineBucket(component: "files", hourStart: thisHour, total: 10, failed: 10, degraded: 0),
             TimelineBucket(component: "network", hourStart: thisHour, total: 10, failed: 10, degraded: 0),
         ]
         let past = incident("api", severity: .majorOutage, opened: thisHour.addingTimeInterval(-3000), resolved: thisHour.addingTimeInterval(-2000))
-        let html = StatusPage.render(status: status, health: [], agents: [], timeline: timeline, incidents: [past], now: now)
-        let rows = html.components(separatedBy: "<tr><td>").dropFirst().map { String($0.prefix { $0 != "<" }) }
-        #expect(rows.contains("api") && rows.contains("files"))
-        #expect(!rows.contains("network"), "a control probe's pseudo-component gets no timeline row")
-        let filesRow = html.components(separatedBy: "<tr><td>files</td>").last?.components(separatedBy: "</tr>").first ?? ""
+        let page = PageSnapshot(
+            settings: StatusPageSettings(), now: now, components: components, incidents: [past], agents: [], health: [], timeline: timeline)
+        let html = StatusPage.render(page, audience: .operators)
+        let section = html.components(separatedBy: "Last 24 hours").last?.components(separatedBy: "</table>").first ?? ""
+        let rows = section.components(separatedBy: "<td data-label=\"Component\">").dropFirst().map { String($0.prefix { $0 != "<" }) }
+        #expect(rows == ["api", "files"], "a control probe's pseudo-component gets no timeline row")
+        let filesRow = section.components(separatedBy: ">files</td>").last?.components(separatedBy: "</tr>").first ?? ""
         #expect(!filesRow.contains(StatusPage.colour(.majorOutage)) && filesRow.contains(StatusPage.colour(.operational)))
-        let apiRow = html.components(separatedBy: "<tr><td>api</td>").last?.components(separatedBy: "</tr>").first ?? ""
+        let apiRow = section.components(separatedBy: ">api</td>").last?.components(separatedBy: "</tr>").first ?? ""
         #expect(apiRow.contains(StatusPage.colour(.majorOutage)))
     }
 }

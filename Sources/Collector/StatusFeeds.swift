@@ -1,0 +1,226 @@
+import Foundation
+import SondeCore
+
+/// `GET /history.atom`: incidents as an Atom feed (RFC 4287), newest first, with their public
+/// timelines, for feed readers and chat integrations that subscribe to status pages.
+enum IncidentFeed {
+    static func render(_ page: PageSnapshot, base: String) -> String {
+        let incidents = page.incidents.prefix(50)
+        let updated = incidents.map(\.updatedAt).max() ?? page.now
+        var xml = """
+            <?xml version="1.0" encoding="utf-8"?>
+            <feed xmlns="http://www.w3.org/2005/Atom">
+            <id>\(StatusPage.escape(base))/history.atom</id>
+            <title>\(StatusPage.escape(page.settings.title)): incident history</title>
+            <updated>\(RFC3339.string(from: updated))</updated>
+            <link rel="self" href="\(StatusPage.escape(base))/history.atom"/>
+            <link rel="alternate" href="\(StatusPage.escape(base))/"/>
+
+            """
+        for incident in incidents {
+            var content = "<p><strong>\(PageIncident.statusWords(incident.status))</strong> · affects \(incident.affected.joined(separator: ", "))</p>"
+            for update in incident.timeline {
+                let message = StatusPage.publicMessage(update, incident: incident, agentIDs: page.agentIDs)
+                content += "<p><small>\(StatusPage.utc(update.time))</small> <strong>\(PageIncident.statusWords(update.status))</strong> — "
+                content += StatusPage.escape(message) + (update.author.map { " (\(StatusPage.escape($0)))" } ?? "") + "</p>"
+            }
+            let link = base + "/incidents/" + StatusPage.pathSegment(incident.id)
+            xml += """
+                <entry>
+                <id>\(StatusPage.escape(link))</id>
+                <title>\(StatusPage.escape(incident.heading))\(incident.isOpen ? "" : " (resolved)")</title>
+                <published>\(RFC3339.string(from: incident.openedAt))</published>
+                <updated>\(RFC3339.string(from: incident.updatedAt))</updated>
+                <link rel="alternate" href="\(StatusPage.escape(link))"/>
+                <content type="html">\(StatusPage.escape(content))</content>
+                </entry>
+
+                """
+        }
+        return xml + "</feed>\n"
+    }
+}
+
+/// `GET /api/v2/summary.json` in the shape of Statuspage's public API, so status aggregators
+/// read Sonde like any hosted page. Components without data (starting, no data) are left out:
+/// Statuspage's vocabulary has no word for them.
+struct StatuspageSummary: Encodable {
+    struct Page: Encodable {
+        var id: String
+        var name: String
+        var url: String
+        var timeZone = "Etc/UTC"
+        var updatedAt: Date
+        enum CodingKeys: String, CodingKey {
+            case id, name, url
+            case timeZone = "time_zone"
+            case updatedAt = "updated_at"
+        }
+    }
+    struct Component: Encodable {
+        var id: String
+        var name: String
+        var status: String
+        var createdAt: Date
+        var updatedAt: Date
+        var position: Int
+        var description: String?
+        var showcase = true
+        var startDate: String?
+        var groupID: String?
+        var pageID: String
+        var group = false
+        var onlyShowIfDegraded = false
+        enum CodingKeys: String, CodingKey {
+            case id, name, status, position, description, showcase, group
+            case createdAt = "created_at"
+            case updatedAt = "updated_at"
+            case startDate = "start_date"
+            case groupID = "group_id"
+            case pageID = "page_id"
+            case onlyShowIfDegraded = "only_show_if_degraded"
+        }
+        // nil fields are written as null, as Statuspage does.
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(name, forKey: .name)
+            try c.encode(status, forKey: .status)
+            try c.encode(createdAt, forKey: .createdAt)
+            try c.encode(updatedAt, forKey: .updatedAt)
+            try c.encode(position, forKey: .position)
+            try c.encode(description, forKey: .description)
+            try c.encode(showcase, forKey: .showcase)
+            try c.encode(startDate, forKey: .startDate)
+            try c.encode(groupID, forKey: .groupID)
+            try c.encode(pageID, forKey: .pageID)
+            try c.encode(group, forKey: .group)
+            try c.encode(onlyShowIfDegraded, forKey: .onlyShowIfDegraded)
+        }
+    }
+    struct IncidentUpdate: Encodable {
+        var id: String
+        var status: String
+        var body: String
+        var incidentID: String
+        var createdAt: Date
+        var updatedAt: Date
+        var displayAt: Date
+        enum CodingKeys: String, CodingKey {
+            case id, status, body
+            case incidentID = "incident_id"
+            case createdAt = "created_at"
+            case updatedAt = "updated_at"
+            case displayAt = "display_at"
+        }
+    }
+    struct Incident: Encodable {
+        var id: String
+        var name: String
+        var status: String
+        var impact: String
+        var createdAt: Date
+        var updatedAt: Date
+        var startedAt: Date
+        var monitoringAt: Date?
+        var resolvedAt: Date?
+        var shortlink: String
+        var pageID: String
+        var incidentUpdates: [IncidentUpdate]
+        var components: [Component]
+        enum CodingKeys: String, CodingKey {
+            case id, name, status, impact, shortlink, components
+            case createdAt = "created_at"
+            case updatedAt = "updated_at"
+            case startedAt = "started_at"
+            case monitoringAt = "monitoring_at"
+            case resolvedAt = "resolved_at"
+            case pageID = "page_id"
+            case incidentUpdates = "incident_updates"
+        }
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(name, forKey: .name)
+            try c.encode(status, forKey: .status)
+            try c.encode(impact, forKey: .impact)
+            try c.encode(createdAt, forKey: .createdAt)
+            try c.encode(updatedAt, forKey: .updatedAt)
+            try c.encode(startedAt, forKey: .startedAt)
+            try c.encode(monitoringAt, forKey: .monitoringAt)
+            try c.encode(resolvedAt, forKey: .resolvedAt)
+            try c.encode(shortlink, forKey: .shortlink)
+            try c.encode(pageID, forKey: .pageID)
+            try c.encode(incidentUpdates, forKey: .incidentUpdates)
+            try c.encode(components, forKey: .components)
+        }
+    }
+    struct Status: Encodable {
+        var indicator: String
+        var description: String
+    }
+
+    var page: Page
+    var components: [Component]
+    var incidents: [Incident]
+    var scheduledMaintenances: [Incident] = []
+    var status: Status
+
+    enum CodingKeys: String, CodingKey {
+        case page, components, incidents, status
+        case scheduledMaintenances = "scheduled_maintenances"
+    }
+
+    static let pageID = "sonde"
+
+    /// Statuspage's indicator and words for the worst component status.
+    static func indicator(_ status: ComponentStatus) -> Status {
+        switch status {
+        case .operational, .unknown: Status(indicator: "none", description: "All Systems Operational")
+        case .underMaintenance: Status(indicator: "maintenance", description: "Service Under Maintenance")
+        case .degradedPerformance: Status(indicator: "minor", description: "Minor Service Outage")
+        case .partialOutage: Status(indicator: "major", description: "Partial System Outage")
+        case .majorOutage: Status(indicator: "critical", description: "Major Service Outage")
+        }
+    }
+
+    static func impact(_ severity: ComponentStatus?) -> String {
+        switch severity {
+        case .degradedPerformance: "minor"
+        case .partialOutage: "major"
+        case .majorOutage: "critical"
+        default: "none"
+        }
+    }
+
+    init(_ snapshot: PageSnapshot, base: String) {
+        let now = snapshot.now
+        var components: [Component] = []
+        for component in snapshot.components {
+            guard let status = component.status.statuspage else { continue }
+            let first = component.days.keys.min().map { Date(epochMs: $0 * 86_400_000) } ?? now
+            components.append(
+                Component(
+                    id: component.name, name: component.name, status: status.rawValue, createdAt: first, updatedAt: component.since ?? now,
+                    position: components.count + 1, pageID: Self.pageID))
+        }
+        let byName = Dictionary(components.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
+        page = Page(id: Self.pageID, name: snapshot.settings.title, url: base, updatedAt: now)
+        self.components = components
+        incidents = snapshot.openIncidents.map { incident in
+            let updates = incident.timeline.enumerated().map { index, update in
+                IncidentUpdate(
+                    id: "\(incident.id).\(incident.timeline.count - index)", status: update.status,
+                    body: StatusPage.publicMessage(update, incident: incident, agentIDs: snapshot.agentIDs), incidentID: incident.id,
+                    createdAt: update.time, updatedAt: update.time, displayAt: update.time)
+            }
+            return Incident(
+                id: incident.id, name: incident.heading, status: incident.status, impact: Self.impact(incident.severity), createdAt: incident.openedAt,
+                updatedAt: incident.updatedAt, startedAt: incident.openedAt,
+                monitoringAt: incident.timeline.first { $0.status == "monitoring" }?.time, resolvedAt: incident.resolvedAt,
+                shortlink: base + "/incidents/" + StatusPage.pathSegment(incident.id), pageID: Self.pageID, incidentUpdates: updates,
+                components: incident.affected.compactMap { byName[$0] })
+        }
+        status = Self.indicator(snapshot.overall)
+    }
+}

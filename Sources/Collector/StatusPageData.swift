@@ -1,0 +1,194 @@
+import CollectorAPI
+import CollectorStore
+import Correlation
+import Foundation
+import SondeCore
+
+/// What a component shows on the pages: the engine's verdict where it has one, else whether the
+/// component is just starting (no result yet) or has gone quiet.
+enum PageStatus: Sendable, Hashable {
+    case component(ComponentStatus)
+    /// No result yet: never "No data", never counted towards uptime.
+    case starting
+
+    var words: String {
+        switch self {
+        case .component(let status): StatusPage.words(status)
+        case .starting: "Starting"
+        }
+    }
+
+    var colour: String {
+        switch self {
+        case .component(let status): StatusPage.colour(status)
+        case .starting: "#8fa3b8"
+        }
+    }
+
+    /// The status for Statuspage's vocabulary; nil while there is nothing to say (no data, starting).
+    var statuspage: ComponentStatus? {
+        if case .component(let status) = self, status != .unknown { return status }
+        return nil
+    }
+}
+
+/// One component on the pages.
+struct PageComponent: Sendable {
+    var name: String
+    var status: PageStatus
+    /// Since when `status` holds (the engine's verdict time), when known.
+    var since: Date?
+    /// The engine's verdict (internal view: regions, evidence).
+    var verdict: ComponentVerdict?
+    /// Daily results over the page's 90 days, by UTC day number.
+    var days: [Int64: UptimeDay]
+    /// Probes that check it (shown publicly only with `status_page.show_probes`).
+    var probes: [String]
+
+    /// Passing runs over all runs in the 90 days; nil without a run.
+    var uptime: Double? {
+        let total = days.values.reduce(0) { $0 + $1.total }
+        guard total > 0 else { return nil }
+        return Double(total - days.values.reduce(0) { $0 + $1.failed }) / Double(total)
+    }
+}
+
+/// An incident as the pages read it from storage: decoded leniently (statuses and fields other
+/// versions of the engine or people add, such as `identified` or an update's `author`, are kept
+/// as they come), so the page shows whatever entries the timeline has.
+struct PageIncident: Decodable, Sendable {
+    struct Update: Decodable, Sendable {
+        var time: Date
+        var status: String
+        var message: String
+        /// Who wrote it; nil for the collector's own entries.
+        var author: String?
+    }
+    var id: String
+    var component: String
+    var status: String
+    var scope: String?
+    var severity: ComponentStatus?
+    var title: String?
+    var regions: [String]?
+    var agents: [String]?
+    var components: [String]?
+    var openedAt: Date
+    var updatedAt: Date
+    var resolvedAt: Date?
+    var evidence: Evidence?
+    var updates: [Update]?
+
+    enum CodingKeys: String, CodingKey {
+        case id, component, status, scope, severity, title, regions, agents, components
+        case openedAt = "opened_at"
+        case updatedAt = "updated_at"
+        case resolvedAt = "resolved_at"
+        case evidence, updates
+    }
+
+    var isOpen: Bool { status != "resolved" }
+    var timeline: [Update] { (updates ?? []).sorted { $0.time > $1.time } }
+    /// Every component it affects, its own first.
+    var affected: [String] { [component] + (components ?? []).filter { $0 != component } + (evidence?.affected ?? []).filter { $0 != component } }
+
+    /// A heading for people: the title a person gave it, else what and where.
+    var heading: String {
+        if let title, !title.isEmpty { return title }
+        let what = severity.map { StatusPage.words($0) } ?? "Problem"
+        let where_ = (regions ?? []).isEmpty ? "" : " in " + (regions ?? []).joined(separator: ", ")
+        return "\(what) of \(component)\(where_)"
+    }
+
+    static func statusWords(_ status: String) -> String {
+        switch status {
+        case "investigating": "Investigating"
+        case "identified": "Identified"
+        case "monitoring": "Monitoring"
+        case "resolved": "Resolved"
+        default: status.prefix(1).uppercased() + status.dropFirst().replacingOccurrences(of: "_", with: " ")
+        }
+    }
+}
+
+/// Everything the pages show, gathered once per request.
+struct PageSnapshot: Sendable {
+    var settings: StatusPageSettings
+    var now: Date
+    var components: [PageComponent]
+    /// Newest first; open and resolved.
+    var incidents: [PageIncident]
+    // The internal view's extras.
+    var agents: [AgentRecord]
+    var health: [AgentHealth]
+    var timeline: [TimelineBucket]
+
+    /// Days shown as bars.
+    static let days = 90
+
+    /// The worst status shown (starting and no data aside); operational when nothing is wrong.
+    var overall: ComponentStatus {
+        let known = components.compactMap(\.status.statuspage)
+        return known.max() ?? (components.isEmpty ? .unknown : components.contains { $0.status == .component(.unknown) } ? .unknown : .operational)
+    }
+
+    var openIncidents: [PageIncident] { incidents.filter(\.isOpen) }
+
+    /// Strings the public page must never show: agent ids (an agent's name may say where it
+    /// runs and who hosts it).
+    var agentIDs: [String] { agents.map(\.id) }
+}
+
+extension CollectorAPI {
+    /// Reads what the pages need. `probes` only when they will be shown (the series table can be large).
+    func pageSnapshot(now: Date = Date(), audience: StatusPage.Audience) async throws -> PageSnapshot {
+        let verdicts = await hub.verdicts
+        let openIncidents = await hub.openIncidents
+        let firstDay = Date(epochMs: (UptimeDay.dayNumber(now) - Int64(PageSnapshot.days - 1)) * 86_400_000)
+        let days = Dictionary(grouping: try await store.uptimeDays(since: firstDay), by: \.component)
+        let latest = Dictionary(grouping: metrics.latestRuns(now: now), by: \.result.component)
+        let decoder = SondeJSON.decoder()
+        let incidents = try await store.incidents(.all, limit: 500).compactMap { try? decoder.decode(PageIncident.self, from: $0.json) }
+        var probes: [String: Set<String>] = [:]
+        if audience == .operators || page.showProbes {
+            for series in try await store.seriesNames() { probes[series.component, default: []].insert(series.probe) }
+        }
+        let byName = Dictionary(verdicts.map { ($0.component, $0) }, uniquingKeysWith: { $1 })
+        // Components with a verdict, or declared: a control probe's pseudo-component has neither.
+        let names = Set(verdicts.map(\.component)).union(declaredComponents).sorted()
+        let components = names.map { name in
+            let verdict = byName[name]
+            let status = Self.pageStatus(
+                verdict: verdict?.status, incident: openIncidents.first { $0.component == name }?.severity, latest: latest[name] ?? [],
+                hasHistory: !(days[name] ?? []).isEmpty, now: now)
+            return PageComponent(
+                name: name, status: status, since: verdict?.since, verdict: verdict,
+                days: Dictionary((days[name] ?? []).map { (UptimeDay.dayNumber($0.day), $0) }, uniquingKeysWith: { $1 }),
+                probes: (probes[name] ?? []).sorted())
+        }
+        var snapshot = PageSnapshot(settings: page, now: now, components: components, incidents: incidents, agents: [], health: [], timeline: [])
+        snapshot.agents = try await store.agents()
+        if audience == .operators {
+            snapshot.health = await hub.agentHealth
+            snapshot.timeline = (try? await store.timeline(since: now.addingTimeInterval(-24 * 3600))) ?? []
+        }
+        return snapshot
+    }
+
+    /// The engine's verdict, except where it has none (`unknown`): a component whose latest run
+    /// is within twice its probes' interval is not "No data" yet (an open incident's severity
+    /// holds, else operational); one that never had a result is starting.
+    static func pageStatus(
+        verdict: ComponentStatus?, incident: ComponentStatus?, latest: [CollectorMetrics.LatestRun], hasHistory: Bool, now: Date
+    ) -> PageStatus {
+        if let verdict, verdict != .unknown { return .component(verdict) }
+        let fresh = latest.contains { run in
+            // An interval not known yet (one run so far): fresh while /metrics keeps the run.
+            guard let interval = run.interval else { return true }
+            return now.timeIntervalSince(run.receivedAt) <= 2 * interval
+        }
+        if fresh { return .component(incident ?? .operational) }
+        if latest.isEmpty && !hasHistory { return .starting }
+        return .component(.unknown)
+    }
+}

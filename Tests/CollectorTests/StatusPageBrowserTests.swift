@@ -1,0 +1,276 @@
+import CollectorAPI
+import CollectorStore
+import Correlation
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
+
+@testable import Collector
+
+/// The status pages as people see them: rendered by Debian's headless Chromium at phone and
+/// desktop widths, from a real collector with agents, 90 days of history and incidents.
+@Suite(.serialized) struct StatusPageBrowserTests {
+    static let chromium = "/usr/bin/chromium"
+    static let agents = [
+        TestAgent(id: "edge-fra-07.hosting-provider.example", region: "eu-central"),
+        TestAgent(id: "edge-iad-03.hosting-provider.example", region: "us-east"),
+    ]
+    static let components = ["files", "login", "search", "billing-and-invoicing-api"]
+
+    /// A collector with history (91 days in the store), current results from both agents (a
+    /// failing `files` in us-east), an open incident with a person's update and a resolved one.
+    static func withPopulatedCollector(public isPublic: Bool, _ body: (RunningCollector, Incident) async throws -> Void) async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        var config = testConfig(dir: dir, agents: agents)
+        config.statusPagePublic = isPublic
+        config.components = components + ["checkout"]
+        config.statusPage.title = "Example Cloud status"
+        config.statusPage.link = "https://example.com/"
+        try await withCollector(config) { collector in
+            let now = Date()
+            let today = UptimeDay.dayNumber(now)
+            for daysBack in Int64(1)...91 {
+                for agent in agents {
+                    let start = Date(epochMs: (today - daysBack) * 86_400_000)
+                    let results = (0..<24).map { hour in
+                        let component = components[hour % components.count]
+                        let failed = component == "files" && (daysBack == 12 || daysBack == 40) && hour < 12
+                        return agent.result(
+                            probe: "\(component)-journey", component: component, outcome: failed ? .failed : .ok,
+                            startedAt: start.addingTimeInterval(Double(hour) * 3600 + 30))
+                    }
+                    _ = try await collector.store.ingest(
+                        batch: BatchRecord(batchID: UUID().uuidString, agent: agent.id, receivedAt: now, body: Data(), signature: ""), results: results)
+                }
+            }
+            for agent in agents {
+                let results = components.map { component in
+                    agent.result(
+                        probe: "\(component)-journey", component: component, outcome: component == "files" && agent.region == "us-east" ? .failed : .ok,
+                        startedAt: now.addingTimeInterval(-5))
+                }
+                #expect(try await agent.push(agent.batch(results), to: collector).status == 200)
+            }
+            try await waitUntil("verdicts for every component") {
+                let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
+                return Set(status.components.map(\.component)).isSuperset(of: components)
+            }
+            let open = Incident(
+                id: "files.\(now.addingTimeInterval(-1500).epochMs)", component: "files", status: .monitoring, scope: .region,
+                severity: .partialOutage, regions: ["us-east"], agents: [agents[1].id], openedAt: now.addingTimeInterval(-1500),
+                updatedAt: now.addingTimeInterval(-300), evidence: Evidence(failingAgents: [agents[1].id], failingAgentCount: 1, reportingAgents: 2),
+                eventSeq: 2,
+                updates: [
+                    IncidentUpdate(
+                        time: now.addingTimeInterval(-1500), status: .investigating, scope: .region, severity: .partialOutage,
+                        message: "1/2 agents failing (\(agents[1].id)), http_status"),
+                    IncidentUpdate(
+                        time: now.addingTimeInterval(-300), status: .monitoring, scope: .region, severity: .partialOutage,
+                        message: "Uploads work again for users in us-east after a storage node was replaced; we are watching them."),
+                ])
+            let resolved = Incident(
+                id: "login.\(now.addingTimeInterval(-5 * 86400).epochMs)", component: "login", status: .resolved, scope: .platform,
+                severity: .majorOutage, regions: ["eu-central", "us-east"], agents: agents.map(\.id), openedAt: now.addingTimeInterval(-5 * 86400),
+                updatedAt: now.addingTimeInterval(-5 * 86400 + 2700), resolvedAt: now.addingTimeInterval(-5 * 86400 + 2700), evidence: Evidence(),
+                eventSeq: 2,
+                updates: [
+                    IncidentUpdate(
+                        time: now.addingTimeInterval(-5 * 86400), status: .investigating, scope: .platform, severity: .majorOutage,
+                        message: "2/2 agents failing, see https://platform.internal.example/login"),
+                    IncidentUpdate(
+                        time: now.addingTimeInterval(-5 * 86400 + 2700), status: .resolved, scope: .platform, severity: .majorOutage, message: "recovered"),
+                ])
+            try await collector.store.commit(EvaluationCommit(incidents: [try record(open, author: "Dana (on call)"), try record(resolved, author: nil)]))
+            try await body(collector, open)
+        }
+    }
+
+    /// The stored record of an incident; `author` on its last update, as a person's update has it.
+    static func record(_ incident: Incident, author: String?) throws -> IncidentRecord {
+        var object = try JSONSerialization.jsonObject(with: SondeJSON.encode(incident)) as! [String: Any]
+        if let author, var updates = object["updates"] as? [[String: Any]] {
+            updates[updates.count - 1]["author"] = author
+            object["updates"] = updates
+        }
+        return IncidentRecord(
+            id: incident.id, component: incident.component, status: incident.status.rawValue, openedAt: incident.openedAt,
+            updatedAt: incident.updatedAt, resolvedAt: incident.resolvedAt, json: try JSONSerialization.data(withJSONObject: object))
+    }
+
+    /// Runs Chromium and returns what it printed on stdout; fails loudly when it is missing.
+    static func runChromium(_ arguments: [String], profile: String) async throws -> String {
+        guard FileManager.default.isExecutableFile(atPath: chromium) else {
+            throw TestFailure("\(chromium) is missing: these tests need Debian's chromium package (scripts/install-deps.sh installs it)")
+        }
+        let process = try ChildProcess(
+            chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--allow-file-access-from-files", "--user-data-dir=\(profile)"] + arguments)
+        let status = try await process.waitForExit(timeout: .seconds(120))
+        let output = process.stdoutLines.joined(separator: "\n")
+        guard status == 0 else { throw TestFailure("chromium exited \(status): \(process.allOutput.suffix(2000))") }
+        return output
+    }
+
+    /// Headless Chromium's window is at least 500 px wide: narrower widths are iframes of the
+    /// exact width (media queries follow the frame), each reporting its scroll width.
+    static func measure(pages: [String: String], widths: [Int], dir: TemporaryDirectory) async throws -> [String: (scroll: Int, inner: Int, script: Bool)] {
+        var frames = ""
+        for (name, html) in pages {
+            try html.write(toFile: dir.file("\(name).html"), atomically: true, encoding: .utf8)
+            for width in widths {
+                frames += "<iframe data-name=\"\(name)@\(width)\" src=\"\(name).html\" style=\"border:0;width:\(width)px;height:900px\"></iframe>\n"
+            }
+        }
+        let harness = """
+            <!DOCTYPE html><html><body style="margin:0">\(frames)<script>
+            window.addEventListener("load",function(){var out=[];document.querySelectorAll("iframe").forEach(function(f){var d=f.contentDocument;
+            var t=d.querySelector("time.abs"),js=t?(t.textContent.indexOf("UTC")<0?1:0):1;
+            out.push(f.dataset.name+"="+d.documentElement.scrollWidth+"/"+f.contentWindow.innerWidth+"/"+js)});document.title=out.join(" ")});
+            </script></body></html>
+            """
+        try harness.write(toFile: dir.file("harness.html"), atomically: true, encoding: .utf8)
+        let dom = try await runChromium(["--window-size=1500,1000", "--dump-dom", "file://" + dir.file("harness.html")], profile: dir.file("profile"))
+        guard let start = dom.range(of: "<title>"), let end = dom.range(of: "</title>") else { throw TestFailure("no title in Chromium's DOM: \(dom.prefix(500))") }
+        var measured: [String: (Int, Int, Bool)] = [:]
+        for entry in dom[start.upperBound..<end.lowerBound].split(separator: " ") {
+            let parts = entry.split(separator: "=")
+            let numbers = parts.last?.split(separator: "/").compactMap { Int($0) } ?? []
+            if parts.count == 2, numbers.count == 3 { measured[String(parts[0])] = (numbers[0], numbers[1], numbers[2] == 1) }
+        }
+        return measured
+    }
+
+    /// Everything the public must not read: agent ids, the API, internal views, probed addresses.
+    static func leaks(_ text: String, probes: Bool = true) -> [String] {
+        var forbidden = agents.map(\.id) + ["/v1/", "/metrics", "/internal", "platform.example", "platform.internal.example", "https://platform", "http_status"]
+        if probes { forbidden += components.map { "\($0)-journey" } }
+        return forbidden.filter { text.contains($0) }
+    }
+
+    @Test func pagesFitEveryWidthAndThePublicOneLeaksNothing() async throws {
+        try await Self.withPopulatedCollector(public: true) { collector, open in
+            let dir = try TemporaryDirectory()
+            defer { dir.remove() }
+            let publicPage = try await get(collector, "/", token: nil)
+            #expect(publicPage.status == 200)
+            let internalPage = try await get(collector, "/internal", token: TestTokens.read)
+            #expect(internalPage.status == 200)
+            let incidentPage = try await get(collector, "/incidents/\(StatusPage.pathSegment(open.id))", token: nil)
+            #expect(incidentPage.status == 200)
+            let internalIncident = try await get(collector, "/internal/incidents/\(StatusPage.pathSegment(open.id))", token: TestTokens.read)
+            #expect(internalIncident.status == 200)
+            #expect(try await get(collector, "/internal", token: nil).status == 401, "the internal view always needs a token")
+
+            // What the public reads.
+            for (name, page) in [("public", publicPage), ("incident", incidentPage)] {
+                #expect(Self.leaks(page.bodyText).isEmpty, "\(name) page shows \(Self.leaks(page.bodyText))")
+            }
+            let html = publicPage.bodyText
+            #expect(html.contains("<title>Example Cloud status</title>") && html.contains("href=\"https://example.com/\""))
+            #expect(html.contains("Active incidents") && html.contains("Incident history") && html.contains("Partial Outage of files in us-east"))
+            #expect(html.contains("Uploads work again for users in us-east"), "a person's update is shown as written")
+            #expect(html.contains("— Dana (on call)"))
+            #expect(html.contains("% uptime") && html.contains("90 days ago"))
+            #expect(html.components(separatedBy: "id=\"component-checkout\"").last?.contains(">Starting<") == true)
+            #expect(incidentPage.bodyText.contains("We are investigating a problem with files."), "the engine's text naming an agent is replaced")
+            #expect(incidentPage.bodyText.contains("by Dana (on call)") && incidentPage.bodyText.contains("Regions: us-east"))
+            // The internal view keeps everything: agents, evidence, raw messages, links.
+            for text in [Self.agents[0].id, "/metrics", "Why", "Last 24 hours", "Regions and evidence"] {
+                #expect(internalPage.bodyText.contains(text), "internal view lacks \(text)")
+            }
+            #expect(internalIncident.bodyText.contains("1/2 agents failing (\(Self.agents[1].id)), http_status"))
+
+            let widths = [320, 390, 1280, 1440]
+            let measured = try await Self.measure(
+                pages: ["public": html, "internal": internalPage.bodyText, "incident": incidentPage.bodyText, "internal-incident": internalIncident.bodyText],
+                widths: widths, dir: dir)
+            for name in ["public", "internal", "incident", "internal-incident"] {
+                for width in widths {
+                    guard let m = measured["\(name)@\(width)"] else {
+                        Issue.record("no measurement for \(name) at \(width) px")
+                        continue
+                    }
+                    #expect(m.inner == width, "\(name) at \(width) px: the frame is \(m.inner) px wide")
+                    #expect(m.scroll <= width, "\(name) overflows at \(width) px: scrollWidth \(m.scroll)")
+                    #expect(m.script, "\(name) at \(width) px: the inline script did not fill the times")
+                }
+            }
+
+            // Screenshots for the docs: SONDE_SCREENSHOTS=<folder> writes them there.
+            if let folder = ProcessInfo.processInfo.environment["SONDE_SCREENSHOTS"] {
+                for (name, page) in [("public", html), ("internal", internalPage.bodyText)] {
+                    for (width, height) in [(390, 1500), (1280, 1300)] {
+                        let frame = dir.file("shot-\(name)-\(width).html")
+                        try """
+                        <!DOCTYPE html><html><body style="margin:0;background:#57606a"><iframe src="\(name).html" style="border:0;display:block;width:\(width)px;height:\(height)px;background:#fff"></iframe></body></html>
+                        """.write(toFile: frame, atomically: true, encoding: .utf8)
+                        try page.write(toFile: dir.file("\(name).html"), atomically: true, encoding: .utf8)
+                        _ = try await Self.runChromium(
+                            ["--window-size=\(max(width, 500)),\(height)", "--screenshot=\(folder)/status-\(name)-\(width).png", "file://" + frame],
+                            profile: dir.file("profile"))
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func feedSummaryAndAccess() async throws {
+        try await Self.withPopulatedCollector(public: false) { collector, open in
+            // Not public: every page needs a read token, and takes one.
+            for path in ["/", "/internal", "/incidents/\(StatusPage.pathSegment(open.id))", "/history.atom", "/api/v2/summary.json"] {
+                #expect(try await get(collector, path, token: nil).status == 401, "\(path) without a token")
+                #expect(try await get(collector, path, token: TestTokens.read).status == 200, "\(path) with a read token")
+            }
+            #expect(try await get(collector, "/incidents/nope.1", token: TestTokens.read).status == 404)
+
+            // Statuspage's summary shape.
+            let summary = try await get(collector, "/api/v2/summary.json", token: TestTokens.read)
+            let object = try #require(try JSONSerialization.jsonObject(with: summary.body) as? [String: Any])
+            #expect(Set(object.keys) == ["page", "components", "incidents", "scheduled_maintenances", "status"])
+            let page = try #require(object["page"] as? [String: Any])
+            #expect(page["name"] as? String == "Example Cloud status" && page["id"] != nil && page["updated_at"] != nil)
+            let status = try #require(object["status"] as? [String: Any])
+            #expect(status["indicator"] as? String != nil && status["description"] as? String != nil)
+            let components = try #require(object["components"] as? [[String: Any]])
+            #expect(Set(components.compactMap { $0["name"] as? String }).isSuperset(of: Self.components))
+            #expect(components.allSatisfy { ["operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"].contains($0["status"] as? String ?? "") })
+            #expect(!components.contains { $0["name"] as? String == "checkout" }, "a starting component has no Statuspage status")
+            let incidents = try #require(object["incidents"] as? [[String: Any]])
+            #expect(incidents.count == 1)
+            #expect(incidents.first?["status"] as? String == "monitoring" && incidents.first?["impact"] as? String == "major")
+            let updates = incidents.first?["incident_updates"] as? [[String: Any]] ?? []
+            #expect(updates.count == 2 && (updates.first?["body"] as? String ?? "").hasPrefix("Uploads work again"))
+            #expect(Self.leaks(summary.bodyText).isEmpty, "summary.json shows \(Self.leaks(summary.bodyText))")
+
+            // The Atom feed: well-formed, one entry per incident, nothing internal.
+            let feed = try await get(collector, "/history.atom", token: TestTokens.read)
+            #expect(feed.headers.value(for: "Content-Type")?.hasPrefix("application/atom+xml") == true)
+            let parser = XMLParser(data: feed.body)
+            #expect(parser.parse(), "the feed is well-formed XML: \(String(describing: parser.parserError))")
+            #expect(feed.bodyText.components(separatedBy: "<entry>").count == 3)
+            #expect(feed.bodyText.contains("Major Outage of login in eu-central, us-east (resolved)"))
+            #expect(Self.leaks(feed.bodyText).isEmpty, "the feed shows \(Self.leaks(feed.bodyText))")
+        }
+    }
+
+    /// `status_page` keys: title, logo, link and show_probes load; a script link is refused.
+    @Test func statusPageSettingsLoadAndRefuseScriptLinks() throws {
+        let yaml = """
+            listen: { plain_http: true }
+            status_page: { public: true, title: "Example <Cloud>", logo: https://example.com/logo.svg, link: /, show_probes: true }
+            """
+        let config = try CollectorConfig.parse(yaml: yaml, file: "c.yaml")
+        #expect(config.statusPagePublic && config.statusPage.showProbes)
+        #expect(config.statusPage.title == "Example <Cloud>" && config.statusPage.logo == "https://example.com/logo.svg" && config.statusPage.link == "/")
+        let html = StatusPage.head(title: config.statusPage.title, refresh: 60, settings: config.statusPage)
+        #expect(html.contains("<h1>Example &lt;Cloud&gt;</h1>") && html.contains("<img src=\"https://example.com/logo.svg\""))
+        for bad in ["link: \"javascript:alert(1)\"", "logo: //evil.example/x.png", "title: \"  \""] {
+            #expect(throws: ConfigError.self, "\(bad)") { try CollectorConfig.parse(yaml: "listen: { plain_http: true }\nstatus_page: { \(bad) }", file: "c.yaml") }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+import CollectorStore
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+@testable import Collector
+
+/// Uptime comes from a daily rollup kept at ingest: over a fixture history of 90 days its numbers
+/// are those of the stored results, the page shows them, and pruning the results keeps them.
+@Suite struct UptimeHistoryTests {
+    /// 91 days of hourly runs by two agents on two components, ending yesterday: `files` fails
+    /// `day % 7` runs a day, `login` 20 runs on one day. The oldest day is outside the page's 90.
+    struct Fixture {
+        let now = Date()
+        let agents = [TestAgent(id: "fixture-eu-1", region: "eu"), TestAgent(id: "fixture-us-1", region: "us")]
+        var today: Int64 { UptimeDay.dayNumber(now) }
+
+        func results(daysBack: Int64, agent: TestAgent) -> [ProbeResult] {
+            let dayStart = Date(epochMs: (today - daysBack) * 86_400_000)
+            return (0..<24).map { hour in
+                let component = hour % 2 == 0 ? "files" : "login"
+                let failedFiles = component == "files" && hour / 2 < Int(daysBack % 7)
+                let failedLogin = component == "login" && daysBack == 10 && hour / 2 < 10
+                // Degraded runs passed (slowly): they count as up.
+                let outcome: Outcome = failedFiles || failedLogin ? .failed : hour == 5 ? .degraded : .ok
+                return agent.result(probe: component, component: component, outcome: outcome, startedAt: dayStart.addingTimeInterval(Double(hour) * 3600 + 61))
+            }
+        }
+
+        /// Stores the history: a batch per agent per day, then one batch that repeats a stored
+        /// result next to a new one (the duplicate must count once).
+        func load(into store: any CollectorStorage) async throws -> ProbeResult {
+            for daysBack in Int64(1)...91 {
+                for agent in agents {
+                    let results = self.results(daysBack: daysBack, agent: agent)
+                    _ = try await store.ingest(batch: BatchRecord(batchID: UUID().uuidString, agent: agent.id, receivedAt: now, body: Data(), signature: ""), results: results)
+                }
+            }
+            let repeated = try await store.results(ResultQuery(component: "login", limit: 1)).results[0]
+            var extra = agents[0].result(probe: "login", component: "login", outcome: .failed, startedAt: repeated.startedAt.addingTimeInterval(1))
+            extra.region = repeated.region
+            _ = try await store.ingest(
+                batch: BatchRecord(batchID: UUID().uuidString, agent: agents[0].id, receivedAt: now, body: Data(), signature: ""), results: [repeated, extra])
+            return extra
+        }
+    }
+
+    /// Counts a component's stored results day by day, through the results API of the store.
+    static func storedDays(_ store: any CollectorStorage, component: String, today: Int64) async throws -> [Int64: UptimeDay] {
+        var days: [Int64: UptimeDay] = [:]
+        var cursor: ResultCursor?
+        repeat {
+            let page = try await store.results(
+                ResultQuery(component: component, since: Date(epochMs: (today - 91) * 86_400_000), limit: 1000, cursor: cursor))
+            for result in page.results {
+                let day = UptimeDay.dayNumber(result.startedAt)
+                var record = days[day] ?? UptimeDay(component: component, day: Date(epochMs: day * 86_400_000), total: 0, failed: 0, degraded: 0)
+                record.total += 1
+                if result.outcome == .failed { record.failed += 1 }
+                if result.outcome == .degraded { record.degraded += 1 }
+                days[day] = record
+            }
+            cursor = page.nextCursor
+        } while cursor != nil
+        return days
+    }
+
+    static func checkRollup(_ store: any CollectorStorage, fixture: Fixture) async throws {
+        let rollup = try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000))
+        for component in ["files", "login"] {
+            let stored = try await storedDays(store, component: component, today: fixture.today)
+            let rolled = Dictionary(rollup.filter { $0.component == component }.map { (UptimeDay.dayNumber($0.day), $0) }, uniquingKeysWith: { $1 })
+            #expect(stored.count == 91 && rolled.count == 91, "\(component): \(stored.count) stored days, \(rolled.count) rolled up")
+            #expect(rolled == stored, "\(component): the rollup matches the stored results day by day")
+        }
+        // Three days back, files failed its first 3 runs of the day on both agents.
+        let files3 = rollup.first { $0.component == "files" && UptimeDay.dayNumber($0.day) == fixture.today - 3 }
+        #expect(files3?.total == 24 && files3?.failed == 6 && files3?.degraded == 0)
+    }
+
+    @Test func sqliteRollupMatchesStoredResultsAndSurvivesPruning() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let fixture = Fixture()
+        var config = testConfig(dir: dir, agents: fixture.agents)
+        config.components = ["files", "login", "search"]
+        try await withCollector(config) { collector in
+            _ = try await fixture.load(into: collector.store)
+            try await Self.checkRollup(collector.store, fixture: fixture)
+
+            // The page's 90 days: yesterday back to 89 days ago (today has no run).
+            let rollup = try await collector.store.uptimeDays(since: Date(epochMs: (fixture.today - 89) * 86_400_000))
+            func expected(_ component: String) -> String {
+                let days = rollup.filter { $0.component == component }
+                let total = days.reduce(0) { $0 + $1.total }
+                let failed = days.reduce(0) { $0 + $1.failed }
+                return StatusPage.percent(Double(total - failed) / Double(total))
+            }
+            let page = try await get(collector, "/", token: TestTokens.read)
+            #expect(page.status == 200)
+            let html = page.bodyText
+            for component in ["files", "login"] {
+                let block = html.components(separatedBy: "id=\"component-\(component)\"").last?.components(separatedBy: "id=\"component-").first ?? ""
+                #expect(block.contains("\(expected(component)) uptime"), "\(component): \(expected(component)) expected")
+            }
+            // The day's bar: 3 days back files failed 6 of its 24 runs.
+            let day3 = String(RFC3339.string(from: Date(epochMs: (fixture.today - 3) * 86_400_000)).prefix(10))
+            #expect(html.contains("\(day3): \(StatusPage.percent(18.0 / 24)) of 24 runs passed, 6 failed"))
+            // A declared component without any result is starting, and has no uptime.
+            let search = html.components(separatedBy: "id=\"component-search\"").last ?? ""
+            #expect(search.contains(">Starting<") && search.contains("<span>starting</span>"))
+
+            // Retention prunes every raw result; the history stays.
+            let report = try await collector.store.prune(before: fixture.now)
+            #expect(report.results == 91 * 2 * 24 + 1)
+            #expect(try await collector.store.resultCount() == 0)
+            #expect(try await collector.store.uptimeDays(since: Date(epochMs: (fixture.today - 89) * 86_400_000)) == rollup)
+            let after = try await get(collector, "/", token: TestTokens.read).bodyText
+            #expect(after.contains("\(expected("files")) uptime") && after.contains("\(expected("login")) uptime"))
+        }
+    }
+
+    @Test func inMemoryRollupMatchesStoredResults() async throws {
+        let store = InMemoryCollectorStore()
+        let fixture = Fixture()
+        _ = try await fixture.load(into: store)
+        try await Self.checkRollup(store, fixture: fixture)
+        let before = try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000))
+        _ = try await store.prune(before: fixture.now)
+        #expect(try await store.resultCount() == 0)
+        #expect(try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000)) == before)
+    }
+
+    /// "No data" only after twice the probes' interval without a run; "starting" before the first.
+    @Test func unknownVerdictIsStartingFreshOrNoData() {
+        let now = Date()
+        let agent = TestAgent(id: "a", region: "eu")
+        func run(_ secondsAgo: Double, interval: Double?) -> CollectorMetrics.LatestRun {
+            CollectorMetrics.LatestRun(result: agent.result(startedAt: now.addingTimeInterval(-secondsAgo)), receivedAt: now.addingTimeInterval(-secondsAgo), interval: interval)
+        }
+        #expect(CollectorAPI.pageStatus(verdict: nil, incident: nil, latest: [], hasHistory: false, now: now) == .starting)
+        #expect(CollectorAPI.pageStatus(verdict: .unknown, incident: nil, latest: [], hasHistory: true, now: now) == .component(.unknown))
+        // One run 90 s ago of a probe whose interval is not known yet: not "No data".
+        #expect(CollectorAPI.pageStatus(verdict: .unknown, incident: nil, latest: [run(90, interval: nil)], hasHistory: true, now: now) == .component(.operational))
+        #expect(CollectorAPI.pageStatus(verdict: .unknown, incident: nil, latest: [run(230, interval: 120)], hasHistory: true, now: now) == .component(.operational))
+        #expect(CollectorAPI.pageStatus(verdict: .unknown, incident: .partialOutage, latest: [run(100, interval: 120)], hasHistory: true, now: now) == .component(.partialOutage))
+        #expect(CollectorAPI.pageStatus(verdict: .unknown, incident: nil, latest: [run(250, interval: 120)], hasHistory: true, now: now) == .component(.unknown))
+        #expect(CollectorAPI.pageStatus(verdict: .majorOutage, incident: nil, latest: [], hasHistory: true, now: now) == .component(.majorOutage))
+    }
+}
