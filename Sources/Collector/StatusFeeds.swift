@@ -41,6 +41,17 @@ enum IncidentFeed {
     }
 }
 
+/// An optional written as `null` when absent, as Statuspage's API does (synthesized Encodable
+/// leaves a nil optional out).
+struct Null<Value: Encodable>: Encodable {
+    var value: Value?
+    init(_ value: Value? = nil) { self.value = value }
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        if let value { try container.encode(value) } else { try container.encodeNil() }
+    }
+}
+
 /// `GET /api/v2/summary.json` in the shape of Statuspage's public API, so status aggregators
 /// read Sonde like any hosted page. Components without data (starting, no data) are left out:
 /// Statuspage's vocabulary has no word for them.
@@ -64,10 +75,10 @@ struct StatuspageSummary: Encodable {
         var createdAt: Date
         var updatedAt: Date
         var position: Int
-        var description: String?
+        var description = Null<String>()
         var showcase = true
-        var startDate: String?
-        var groupID: String?
+        var startDate = Null<String>()
+        var groupID = Null<String>()
         var pageID: String
         var group = false
         var onlyShowIfDegraded = false
@@ -79,23 +90,6 @@ struct StatuspageSummary: Encodable {
             case groupID = "group_id"
             case pageID = "page_id"
             case onlyShowIfDegraded = "only_show_if_degraded"
-        }
-        // nil fields are written as null, as Statuspage does.
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(id, forKey: .id)
-            try c.encode(name, forKey: .name)
-            try c.encode(status, forKey: .status)
-            try c.encode(createdAt, forKey: .createdAt)
-            try c.encode(updatedAt, forKey: .updatedAt)
-            try c.encode(position, forKey: .position)
-            try c.encode(description, forKey: .description)
-            try c.encode(showcase, forKey: .showcase)
-            try c.encode(startDate, forKey: .startDate)
-            try c.encode(groupID, forKey: .groupID)
-            try c.encode(pageID, forKey: .pageID)
-            try c.encode(group, forKey: .group)
-            try c.encode(onlyShowIfDegraded, forKey: .onlyShowIfDegraded)
         }
     }
     struct IncidentUpdate: Encodable {
@@ -122,8 +116,8 @@ struct StatuspageSummary: Encodable {
         var createdAt: Date
         var updatedAt: Date
         var startedAt: Date
-        var monitoringAt: Date?
-        var resolvedAt: Date?
+        var monitoringAt: Null<Date>
+        var resolvedAt: Null<Date>
         var shortlink: String
         var pageID: String
         var incidentUpdates: [IncidentUpdate]
@@ -137,22 +131,6 @@ struct StatuspageSummary: Encodable {
             case resolvedAt = "resolved_at"
             case pageID = "page_id"
             case incidentUpdates = "incident_updates"
-        }
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(id, forKey: .id)
-            try c.encode(name, forKey: .name)
-            try c.encode(status, forKey: .status)
-            try c.encode(impact, forKey: .impact)
-            try c.encode(createdAt, forKey: .createdAt)
-            try c.encode(updatedAt, forKey: .updatedAt)
-            try c.encode(startedAt, forKey: .startedAt)
-            try c.encode(monitoringAt, forKey: .monitoringAt)
-            try c.encode(resolvedAt, forKey: .resolvedAt)
-            try c.encode(shortlink, forKey: .shortlink)
-            try c.encode(pageID, forKey: .pageID)
-            try c.encode(incidentUpdates, forKey: .incidentUpdates)
-            try c.encode(components, forKey: .components)
         }
     }
     struct Status: Encodable {
@@ -217,7 +195,7 @@ struct StatuspageSummary: Encodable {
             return Incident(
                 id: incident.id, name: incident.heading, status: incident.status, impact: Self.impact(incident.severity), createdAt: incident.openedAt,
                 updatedAt: incident.updatedAt, startedAt: incident.openedAt,
-                monitoringAt: incident.timeline.first { $0.status == "monitoring" }?.time, resolvedAt: incident.resolvedAt,
+                monitoringAt: Null(incident.timeline.first { $0.status == "monitoring" }?.time), resolvedAt: Null(incident.resolvedAt),
                 shortlink: base + "/incidents/" + StatusPage.pathSegment(incident.id), pageID: Self.pageID, incidentUpdates: updates,
                 components: incident.affected.compactMap { byName[$0] })
         }

@@ -243,6 +243,7 @@ import Testing
             let incidents = try #require(object["incidents"] as? [[String: Any]])
             #expect(incidents.count == 1)
             #expect(incidents.first?["status"] as? String == "monitoring" && incidents.first?["impact"] as? String == "major")
+            #expect(incidents.first?["resolved_at"] is NSNull && incidents.first?["monitoring_at"] as? String != nil, "absent times are null, as Statuspage writes them")
             let updates = incidents.first?["incident_updates"] as? [[String: Any]] ?? []
             #expect(updates.count == 2 && (updates.first?["body"] as? String ?? "").hasPrefix("Uploads work again"))
             #expect(Self.leaks(summary.bodyText).isEmpty, "summary.json shows \(Self.leaks(summary.bodyText))")
