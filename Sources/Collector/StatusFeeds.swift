@@ -22,7 +22,7 @@ enum IncidentFeed {
             for update in incident.timeline {
                 let message = StatusPage.publicMessage(update, incident: incident, agentIDs: page.agentIDs)
                 content += "<p><small>\(StatusPage.utc(update.time))</small> <strong>\(PageIncident.statusWords(update.status))</strong> — "
-                content += StatusPage.escape(message) + (update.author.map { " (\(StatusPage.escape($0)))" } ?? "") + "</p>"
+                content += StatusPage.escape(message) + (update.person.map { " (\(StatusPage.escape($0)))" } ?? "") + "</p>"
             }
             let link = base + "/incidents/" + StatusPage.pathSegment(incident.id)
             xml += """

@@ -211,7 +211,7 @@ enum StatusPage {
     /// text only when it names no agent and no address, else a plain sentence for its status.
     static func publicMessage(_ update: PageIncident.Update, incident: PageIncident, agentIDs: [String]) -> String {
         let message = update.message
-        if update.author != nil { return message }
+        if update.person != nil { return message }
         let leaks = message.contains("://") || agentIDs.contains { !$0.isEmpty && message.contains($0) } || (incident.agents ?? []).contains { message.contains($0) }
         if !leaks && !message.isEmpty { return message }
         switch update.status {
@@ -304,7 +304,7 @@ enum StatusPage {
         html += pill(PageIncident.statusWords(incident.status), incidentColour(incident)) + "</div>\n"
         if let latest = incident.timeline.first {
             let message = audience == .operators ? latest.message : publicMessage(latest, incident: incident, agentIDs: page.agentIDs)
-            html += "<p>\(escape(message))\(latest.author.map { " <span class=\"muted\">— \(escape($0))</span>" } ?? "")</p>\n"
+            html += "<p>\(escape(message))\(latest.person.map { " <span class=\"muted\">— \(escape($0))</span>" } ?? "")</p>\n"
         }
         html += "<div class=\"muted\">Started \(ago(incident.openedAt, now: now)) · affects \(escape(incident.affected.joined(separator: ", ")))"
         if let regions = incident.regions, !regions.isEmpty { html += " in \(escape(regions.joined(separator: ", ")))" }
@@ -316,7 +316,17 @@ enum StatusPage {
         let now = page.now
         let verdicts = page.components.compactMap(\.verdict)
         let regions = Array(Set(verdicts.flatMap { $0.regions.keys } + page.agents.map(\.region))).sorted()
-        var html = "<h2>Regions and evidence</h2>\n<div class=\"card\"><table class=\"stack\"><tr><th>Component</th><th>Engine</th>"
+        var html = ""
+        // A person's status the measurements disagree with: shown here, never silently overwritten.
+        let conflicts = page.incidents.filter { !($0.conflict ?? "").isEmpty }
+        if !conflicts.isEmpty {
+            html += "<h2>Conflicts</h2>\n<div class=\"card\">"
+            for incident in conflicts {
+                html += "<div class=\"item\"><a href=\"\(incidentLink(incident, .operators))\">\(escape(incident.heading))</a>: \(escape(incident.conflict ?? ""))</div>"
+            }
+            html += "</div>\n"
+        }
+        html += "<h2>Regions and evidence</h2>\n<div class=\"card\"><table class=\"stack\"><tr><th>Component</th><th>Engine</th>"
         for region in regions { html += "<th>\(escape(region))</th>" }
         html += "<th>Evidence</th></tr>\n"
         for verdict in verdicts {
@@ -406,11 +416,12 @@ enum StatusPage {
             let message = operators ? update.message : publicMessage(update, incident: incident, agentIDs: page.agentIDs)
             html += "<li><div class=\"row\"><strong>\(escape(PageIncident.statusWords(update.status)))</strong><span class=\"muted\">\(at(update.time, now: now))</span></div>"
             html += "<div>\(escape(message))</div>"
-            html += "<div class=\"muted\">\(update.author.map { "by \(escape($0))" } ?? (operators ? "automatic" : ""))</div></li>\n"
+            html += "<div class=\"muted\">\(update.person.map { "by \(escape($0))" } ?? (operators ? "automatic" : ""))</div></li>\n"
         }
         html += "</ol></div>\n"
         if operators {
             html += "<h2>Evidence</h2>\n<div class=\"card\"><div class=\"item\">"
+            if let conflict = incident.conflict, !conflict.isEmpty { html += "<p><strong>Conflict:</strong> \(escape(conflict))</p>" }
             html += "<p>Scope: \(escape(incident.scope ?? "–")) · agents: \(escape((incident.agents ?? []).joined(separator: ", ")))</p>"
             if let evidence = incident.evidence {
                 html += "<p class=\"muted\">\(escape(evidenceNotes(evidence)))</p>"

@@ -61,8 +61,15 @@ struct PageIncident: Decodable, Sendable {
         var time: Date
         var status: String
         var message: String
-        /// Who wrote it; nil for the collector's own entries.
+        /// Who wrote it: a person's token name, or `sonde` (or nothing, in older records) for the
+        /// collector's own entries.
         var author: String?
+
+        /// The author the engine writes on its own entries.
+        static let automatic = "sonde"
+
+        /// A person's name, nil for the collector's own entries.
+        var person: String? { author.flatMap { $0 == Self.automatic || $0.isEmpty ? nil : $0 } }
     }
     var id: String
     var component: String
@@ -78,9 +85,11 @@ struct PageIncident: Decodable, Sendable {
     var resolvedAt: Date?
     var evidence: Evidence?
     var updates: [Update]?
+    /// A person's status standing against what is measured (internal view only).
+    var conflict: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, component, status, scope, severity, title, regions, agents, components
+        case id, component, status, scope, severity, title, regions, agents, components, conflict
         case openedAt = "opened_at"
         case updatedAt = "updated_at"
         case resolvedAt = "resolved_at"

@@ -86,18 +86,21 @@ import Testing
                     IncidentUpdate(
                         time: now.addingTimeInterval(-5 * 86400 + 2700), status: .resolved, scope: .platform, severity: .majorOutage, message: "recovered"),
                 ])
-            try await collector.store.commit(EvaluationCommit(incidents: [try record(open, author: "Dana (on call)"), try record(resolved, author: nil)]))
+            try await collector.store.commit(EvaluationCommit(incidents: [try record(open, author: "Dana (on call)"), try record(resolved, author: nil, conflict: "resolved by dana while 2 of 2 agents still fail")]))
             try await body(collector, open)
         }
     }
 
-    /// The stored record of an incident; `author` on its last update, as a person's update has it.
-    static func record(_ incident: Incident, author: String?) throws -> IncidentRecord {
+    /// The stored record of an incident: `author` on its last update, as a person's update has
+    /// it, the engine's `sonde` on the others; a person's `conflict` with the measurements.
+    static func record(_ incident: Incident, author: String?, conflict: String? = nil) throws -> IncidentRecord {
         var object = try JSONSerialization.jsonObject(with: SondeJSON.encode(incident)) as! [String: Any]
         if let author, var updates = object["updates"] as? [[String: Any]] {
+            for index in updates.indices { updates[index]["author"] = "sonde" }
             updates[updates.count - 1]["author"] = author
             object["updates"] = updates
         }
+        if let conflict { object["conflict"] = conflict }
         return IncidentRecord(
             id: incident.id, component: incident.component, status: incident.status.rawValue, openedAt: incident.openedAt,
             updatedAt: incident.updatedAt, resolvedAt: incident.resolvedAt, json: try JSONSerialization.data(withJSONObject: object))
@@ -180,7 +183,9 @@ import Testing
             #expect(incidentPage.bodyText.contains("We are investigating a problem with files."), "the engine's text naming an agent is replaced")
             #expect(incidentPage.bodyText.contains("by Dana (on call)") && incidentPage.bodyText.contains("Regions: us-east"))
             // The internal view keeps everything: agents, evidence, raw messages, links.
-            for text in [Self.agents[0].id, "/metrics", "Why", "Last 24 hours", "Regions and evidence"] {
+            #expect(!html.contains("Conflict") && !html.contains("resolved by dana"), "conflicts are for operators")
+            #expect(!incidentPage.bodyText.contains("by sonde"), "the collector's own entries name no author")
+            for text in [Self.agents[0].id, "/metrics", "Why", "Last 24 hours", "Regions and evidence", "Conflicts", "resolved by dana while 2 of 2 agents still fail"] {
                 #expect(internalPage.bodyText.contains(text), "internal view lacks \(text)")
             }
             #expect(internalIncident.bodyText.contains("1/2 agents failing (\(Self.agents[1].id)), http_status"))
