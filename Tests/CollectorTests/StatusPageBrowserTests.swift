@@ -275,6 +275,12 @@ import Testing
         #expect(config.statusPage.title == "Example <Cloud>" && config.statusPage.logo == "https://example.com/logo.svg" && config.statusPage.link == "/")
         let html = StatusPage.head(title: config.statusPage.title, refresh: 60, settings: config.statusPage)
         #expect(html.contains("<h1>Example &lt;Cloud&gt;</h1>") && html.contains("<img src=\"https://example.com/logo.svg\""))
+        // show_probes: the public page lists a component's probes only when configured.
+        let component = PageComponent(name: "files", status: .component(.operational), since: nil, verdict: nil, days: [:], probes: ["upload-journey"])
+        var page = PageSnapshot(settings: StatusPageSettings(), now: Date(), components: [component], incidents: [], agents: [], health: [], timeline: [])
+        #expect(!StatusPage.render(page, audience: .public).contains("upload-journey"))
+        page.settings = config.statusPage
+        #expect(StatusPage.render(page, audience: .public).contains("Probes: upload-journey"))
         for bad in ["link: \"javascript:alert(1)\"", "logo: //evil.example/x.png", "title: \"  \""] {
             #expect(throws: ConfigError.self, "\(bad)") { try CollectorConfig.parse(yaml: "listen: { plain_http: true }\nstatus_page: { \(bad) }", file: "c.yaml") }
         }
