@@ -107,7 +107,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
             pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
             maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
         health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: config.limits.testAlertsPerMinute),
-        statusPagePublic: config.statusPagePublic, page: config.statusPage, declaredComponents: config.components, linkBase: linkBase,
+        page: config.statusPage, declaredComponents: config.components, linkBase: linkBase,
         logger: logger)
     let services: [any Service] = [
         writer,
@@ -172,19 +172,21 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMe
     }
     let read = APIAccess.Requirement.role(.read)
     let admin = APIAccess.Requirement.role(.admin)
+    // The public pages: anyone with `status_page.public`, else a read token.
+    let pages = config.statusPagePublic ? APIAccess.Requirement.anyone : read
     let routes: [(who: APIAccess.Requirement, methods: [HTTPRequest.Method], path: String, handler: Handler)] = [
-        (config.statusPagePublic ? .anyone : read, [.get, .head], "/", { _, _ in try await api.statusPage(.public) }),
+        (pages, [.get, .head], "/", { _, _ in try await api.statusPage(.public) }),
         (read, [.get, .head], "/internal", { _, _ in try await api.statusPage(.operators) }),
         (
-            config.statusPagePublic ? .anyone : read, [.get, .head], "/incidents/:id",
+            pages, [.get, .head], "/incidents/:id",
             { _, context in try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .public) }
         ),
         (
             read, [.get, .head], "/internal/incidents/:id",
             { _, context in try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .operators) }
         ),
-        (config.statusPagePublic ? .anyone : read, [.get, .head], "/history.atom", { _, _ in try await api.incidentFeed() }),
-        (config.statusPagePublic ? .anyone : read, [.get, .head], "/api/v2/summary.json", { _, _ in try await api.statuspageSummary() }),
+        (pages, [.get, .head], "/history.atom", { _, _ in try await api.incidentFeed() }),
+        (pages, [.get, .head], "/api/v2/summary.json", { _, _ in try await api.statuspageSummary() }),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
@@ -231,7 +233,6 @@ public struct CollectorAPI: Sendable {
     let ingest: IngestHandler
     let health: StorageHealth
     let testAlertLimiter: RateLimiter
-    let statusPagePublic: Bool
     /// `status_page`: title, logo, link, show_probes.
     let page: StatusPageSettings
     /// `components`: shown ("starting") before their first result.

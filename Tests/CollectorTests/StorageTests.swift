@@ -84,7 +84,7 @@ struct StorageTests {
         let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
         try await store.migrate()
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days"])
         #expect(try await store.resultCount() == 2)
         // Pruning with a cutoff in the future removes the rest, batches included.
         let report = try await store.prune(before: Date().addingTimeInterval(60))
@@ -215,8 +215,12 @@ struct StorageMigrationTests {
 
         let store = try SQLiteCollectorStore(path: path, logger: testLogger())
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days"])
         #expect(try await store.resultCount() == 20)
+        // v5 filled the daily rollup from the rows already there.
+        let days = try await store.uptimeDays(since: base.addingTimeInterval(-86400))
+        #expect(days.reduce(0) { $0 + $1.total } == 20 && days.reduce(0) { $0 + $1.failed } == old.filter { $0.outcome == .failed }.count)
+        #expect(days.reduce(0) { $0 + $1.degraded } == old.filter { $0.outcome == .degraded }.count)
         // Every old row reads back equal, newest first.
         let all = try await store.results(ResultQuery(limit: 100)).results
         let expected = old.sorted { ($0.startedAt, $0.id) > ($1.startedAt, $1.id) }
