@@ -159,7 +159,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
 /// |---|---|
 /// | `GET /healthz` | anyone (says only ok or storage_unavailable) |
 /// | `POST /v1/results` | enrolled agents (Ed25519 signature, no token) |
-/// | `GET /`, `/incidents/ID`, `/history.atom`, `/api/v2/summary.json`, `/metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
+/// | `GET /`, `/incidents/ID`, `/history.atom`, `/api/v2/summary.json` and `status.json`, `/metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
 /// | `GET /internal`, `/internal/incidents/ID` | read |
 /// | `GET /v1/status`, `/v1/results`, `/v1/incidents[/ID]`, `/v1/agents`, `/v1/alerts/dead-letters` | read |
 /// | `GET /v1/batches`, `POST /v1/alerts/test`, `POST /v1/alerts/dead-letters/ID/redrive` | admin |
@@ -187,6 +187,7 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMe
         ),
         (pages, [.get, .head], "/history.atom", { _, _ in try await api.incidentFeed() }),
         (pages, [.get, .head], "/api/v2/summary.json", { _, _ in try await api.statuspageSummary() }),
+        (pages, [.get, .head], "/api/v2/status.json", { _, _ in try await api.statuspageStatus() }),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
@@ -399,6 +400,10 @@ public struct CollectorAPI: Sendable {
 
     func statuspageSummary() async throws -> Response {
         JSONResponse.make(StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase()))
+    }
+
+    func statuspageStatus() async throws -> Response {
+        JSONResponse.make(StatuspageStatus(StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase())))
     }
 
     // MARK: Query helpers

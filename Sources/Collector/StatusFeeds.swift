@@ -202,3 +202,14 @@ struct StatuspageSummary: Encodable {
         status = Self.indicator(snapshot.overall)
     }
 }
+
+/// `GET /api/v2/status.json`: Statuspage's smallest answer, the page and its overall status.
+struct StatuspageStatus: Encodable {
+    var page: StatuspageSummary.Page
+    var status: StatuspageSummary.Status
+
+    init(_ summary: StatuspageSummary) {
+        page = summary.page
+        status = summary.status
+    }
+}

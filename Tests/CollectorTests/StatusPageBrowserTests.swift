@@ -227,7 +227,7 @@ import Testing
     @Test func feedSummaryAndAccess() async throws {
         try await Self.withPopulatedCollector(public: false) { collector, open in
             // Not public: every page needs a read token, and takes one.
-            for path in ["/", "/internal", "/incidents/\(StatusPage.pathSegment(open.id))", "/history.atom", "/api/v2/summary.json"] {
+            for path in ["/", "/internal", "/incidents/\(StatusPage.pathSegment(open.id))", "/history.atom", "/api/v2/summary.json", "/api/v2/status.json"] {
                 #expect(try await get(collector, path, token: nil).status == 401, "\(path) without a token")
                 #expect(try await get(collector, path, token: TestTokens.read).status == 200, "\(path) with a read token")
             }
@@ -252,6 +252,8 @@ import Testing
             let updates = incidents.first?["incident_updates"] as? [[String: Any]] ?? []
             #expect(updates.count == 2 && (updates.first?["body"] as? String ?? "").hasPrefix("Uploads work again"))
             #expect(Self.leaks(summary.bodyText).isEmpty, "summary.json shows \(Self.leaks(summary.bodyText))")
+            let small = try #require(try JSONSerialization.jsonObject(with: try await get(collector, "/api/v2/status.json", token: TestTokens.read).body) as? [String: Any])
+            #expect(Set(small.keys) == ["page", "status"] && (small["status"] as? [String: Any])?["indicator"] as? String == status["indicator"] as? String)
 
             // The Atom feed: well-formed, one entry per incident, nothing internal.
             let feed = try await get(collector, "/history.atom", token: TestTokens.read)
