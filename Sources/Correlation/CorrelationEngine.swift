@@ -117,10 +117,13 @@ public struct CorrelationEngine: Sendable {
     var restoredHealth: [String: AgentHealth] = [:]
     var tracks: [ComponentTrack] = []
     var verdictList: [ComponentVerdict] = []
+    /// People's incident writes not yet handed out by `evaluate` (see CorrelationEngine+HumanUpdates).
+    var humanChanged: [Incident] = []
+    var humanEvents: [AlertEvent] = []
 
     public init(
         config: CorrelationConfig, agents: [AgentInfo], openIncidents: [Incident] = [], agentStates: [AgentHealth] = [],
-        declaredComponents: Set<String> = []
+        declaredComponents: Set<String> = [], resolvedByPeople: [Incident] = []
     ) {
         self.config = config.sanitized
         self.declaredComponents = declaredComponents
@@ -142,6 +145,7 @@ public struct CorrelationEngine: Sendable {
             // out of the verdicts, as they did before the restart.
             if incident.status == .monitoring { tracks[c].horizon = incident.updatedAt.timeIntervalSince1970 }
         }
+        restoreResolvedByPeople(resolvedByPeople)
     }
 
     /// Every known component's verdict, sorted by name (as of the last `evaluate`).
@@ -333,7 +337,7 @@ public struct CorrelationEngine: Sendable {
         return r
     }
 
-    private mutating func internComponent(_ name: String) -> Int32 {
+    mutating func internComponent(_ name: String) -> Int32 {
         if let c = componentIndex[name] { return c }
         let c = Int32(componentNames.count)
         componentIndex[name] = c
