@@ -110,7 +110,7 @@ extension HumanIncidentUpdate {
     func validated() throws(HumanUpdateError) -> HumanIncidentUpdate {
         var copy = self
         copy.message = try HumanNewIncident.text(message, field: "message", limit: HumanUpdateLimits.messageCharacters, required: true)!
-        copy.author = try HumanNewIncident.name(author, field: "author")
+        copy.author = try HumanNewIncident.text(author, field: "author", limit: HumanUpdateLimits.nameCharacters, required: true)!
         return copy
     }
 }
@@ -121,7 +121,7 @@ extension HumanNewIncident {
         copy.component = try Self.name(component, field: "component")
         copy.title = try Self.text(title, field: "title", limit: HumanUpdateLimits.titleCharacters, required: false)
         copy.message = try Self.text(message, field: "message", limit: HumanUpdateLimits.messageCharacters, required: true)!
-        copy.author = try Self.name(author, field: "author")
+        copy.author = try Self.text(author, field: "author", limit: HumanUpdateLimits.nameCharacters, required: true)!
         guard status != .resolved else { throw .invalid(field: "status", reason: "a new incident cannot start resolved; expected investigating, identified or monitoring") }
         guard [.degradedPerformance, .partialOutage, .majorOutage].contains(severity) else {
             throw .invalid(field: "severity", reason: "expected degraded_performance, partial_outage or major_outage, got \(severity.rawValue)")
@@ -145,7 +145,7 @@ extension HumanNewIncident {
         return trimmed
     }
 
-    /// A component, region or author name: 1…64 of letters, digits, `.`, `_`, `-`.
+    /// A component or region name: 1…64 of letters, digits, `.`, `_`, `-`.
     static func name(_ value: String, field: String) throws(HumanUpdateError) -> String {
         let ok = !value.isEmpty && value.count <= HumanUpdateLimits.nameCharacters
             && value.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
