@@ -64,7 +64,6 @@ extension CorrelationEngine {
                     message: Self.recoveringText(component: component, cleanRuns: Int(recovery.cleanRuns)),
                     summary: "\(component): recovering, \(recovery.cleanRuns) runs without a failure and every agent passes; monitoring",
                     now: now, events: &events)
-                incident.conflict = nil
                 track.incident = incident
                 track.pendingCount = 0
                 track.pendingMembership = nil
@@ -114,7 +113,6 @@ extension CorrelationEngine {
                     &incident, to: .investigating, scope: widest, severity: max(status, incident.severity), evidence: evidence,
                     message: "The problem is back. " + Self.headline(component: component, status: status, scope: scope, evidence: evidence, since: since),
                     summary: "relapse: " + line, now: now, events: &events)
-                incident.conflict = nil
                 track.incident = incident
                 changed.append(incident)
             } else if !bad, recovery.canResolve, !humanHolds(incident, track.human, against: .resolved) {
@@ -185,7 +183,6 @@ extension CorrelationEngine {
             message: "\(Self.displayName(incident.component)) is working normally again: every agent passed its latest \(config.resolveRuns) runs.",
             summary: "\(incident.component): resolved, every agent passed its latest \(config.resolveRuns) runs", now: now,
             events: &events, type: .incidentResolved)
-        incident.conflict = nil
         track.incident = nil
         track.pendingCount = 0
         track.pendingMembership = nil
@@ -199,6 +196,8 @@ extension CorrelationEngine {
         evidence: Evidence, message: String, summary: String, now: Date, events: inout [AlertEvent],
         type: AlertEventType = .incidentUpdated
     ) {
+        // An automatic status change ends any disagreement with a person's status.
+        if status != incident.status { incident.conflict = nil }
         incident.status = status
         incident.scope = scope
         incident.severity = severity
