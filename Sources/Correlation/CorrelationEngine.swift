@@ -65,6 +65,13 @@ import SondeCore
 ///   failures never colour later verdicts. Resolved when, still clean, every agent passed its
 ///   latest `resolve_runs` (2) runs; `open_after` problem verdicts first bring it back to
 ///   `investigating` ("relapse:"). At most one open incident per component.
+/// - **People** (``applyHumanUpdate(_:now:)``, ``openHumanIncident(_:now:)``): their entries
+///   join the timeline (author = token name) and leave with the next `evaluate`; a person's status
+///   holds until measurements change after it, a person's `resolved` closes for good (a fault
+///   still measured is the incident's `conflict`, and nothing opens until the component was
+///   healthy), an incident Sonde never measured moves only by people. Automatic entries read
+///   like a person's ("Files is failing for users in eu (2 of 2 agents, since 14:02 UTC)."); the
+///   events' `summary` stays terse. See CorrelationEngine+HumanUpdates.swift.
 /// - **Events** are emitted once per transition, with stable ids (see ``AlertEvent``). Rebuild after a
 ///   restart: construct with the open incidents and agent states last stored, then `ingest` the
 ///   window's stored results (with the time they were received when known) and `evaluate`; nothing
