@@ -150,7 +150,10 @@ public struct CorrelationEngine: Sendable {
             tracks[c].incident = incident
             // Recovering when stored: its failures (up to about when it went to monitoring) stay
             // out of the verdicts, as they did before the restart.
-            if incident.status == .monitoring { tracks[c].horizon = incident.updatedAt.timeIntervalSince1970 }
+            // (A person's `monitoring` set while the fault was measured moved no horizon.)
+            if incident.status == .monitoring, Self.statusSetter(incident)?.isHuman != true {
+                tracks[c].horizon = incident.updatedAt.timeIntervalSince1970
+            }
         }
         restoreResolvedByPeople(resolvedByPeople)
     }

@@ -25,7 +25,15 @@ struct HumanIncidentFlowTests {
         let receiver = try WebhookReceiver()
         defer { receiver.server.stop() }
         receiver.set(.up)
-        let config = testConfig(dir: dir, agents: Self.agents, webhooks: [WebhookTarget(name: "ops-hook", url: receiver.url, secret: "k")])
+        let pagerDuty = try WebhookReceiver()
+        defer { pagerDuty.server.stop() }
+        pagerDuty.set(.up)
+        let config = testConfig(
+            dir: dir, agents: Self.agents,
+            webhooks: [
+                WebhookTarget(name: "ops-hook", url: receiver.url, secret: "k"),
+                WebhookTarget(name: "pd", url: pagerDuty.url, secret: "unused", format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef"),
+            ])
         try await withCollector(config) { collector in
             let admin = ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1", "SONDE_TOKEN": TestTokens.admin]
             let reader = ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1", "SONDE_TOKEN": TestTokens.read]
@@ -91,6 +99,13 @@ struct HumanIncidentFlowTests {
             #expect(verdict?.conflict == closed.conflict, "the status API shows the conflict too")
             try await waitUntil("incident.resolved from ops at the receiver") {
                 try Self.events(receiver).contains { $0["type"] as? String == "incident.resolved" && $0["author"] as? String == "ops" }
+            }
+            // PagerDuty resolves its alert on the person's resolution.
+            try await waitUntil("a PagerDuty resolve for the incident") {
+                try Self.events(pagerDuty).contains {
+                    $0["event_action"] as? String == "resolve" && $0["dedup_key"] as? String == incident.id
+                        && (($0["payload"] as? [String: Any])?["custom_details"] as? [String: Any])?["author"] as? String == "ops"
+                }
             }
             // Closed for good: no more updates.
             let late = try await Self.postJSON(collector, "/v1/incidents/\(incident.id)/updates", #"{"message":"one more thing"}"#)
