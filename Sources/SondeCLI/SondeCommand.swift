@@ -306,12 +306,11 @@ extension SondeCommand {
         struct Update: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Add a person's update to an open incident (admin token); the token's name is its author.",
-                discussion: """
-                    --status moves the incident: identified (cause known, being fixed), monitoring (fix in place,
-                    watching), resolved (closed for good: Sonde opens a new incident if the fault returns after
-                    the component was healthy again), or investigating. Without --status the message is added
-                    and the status stays. Webhooks get incident.updated (incident.resolved for resolved).
-                    """)
+                discussion:
+                    "--status moves the incident: identified (cause known, being fixed), monitoring (fix in place, watching), "
+                    + "resolved (closed for good: Sonde opens a new incident if the fault returns after the component was healthy again), "
+                    + "or investigating. Without --status the message is added and the status stays. "
+                    + "Webhooks get incident.updated (incident.resolved for resolved).")
             @OptionGroup var options: GlobalOptions
             @Argument(help: "The incident id (first column of `sonde incidents`).") var id: String
             @Option(help: "investigating, identified, monitoring or resolved (default: unchanged).") var status: String?
@@ -338,10 +337,9 @@ extension SondeCommand {
         struct Create: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Open an incident by hand (admin token), e.g. for a problem no probe covers.",
-                discussion: """
-                    One incident per --component. Sonde's later measurements of that component join it; Sonde
-                    never moves an incident it has not measured (people do, with `sonde incidents update`).
-                    """)
+                discussion:
+                    "One incident per --component. Sonde's later measurements of that component join it; Sonde never moves "
+                    + "an incident it has not measured (people do, with `sonde incidents update`).")
             @OptionGroup var options: GlobalOptions
             @Option(name: .long, help: "The component (repeat for several; one incident each).") var component: [String] = []
             @Option(help: "A short title (at most 200 characters).") var title: String?
