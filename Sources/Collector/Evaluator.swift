@@ -73,9 +73,6 @@ public actor CorrelationHub {
         return (opened, evaluations + 1)
     }
 
-    /// The open or person-resolved incident with this id as the engine holds it.
-    func heldIncident(id: String) -> Incident? { engine.heldIncident(id: id) }
-
     var verdicts: [ComponentVerdict] { latest.verdicts }
     var agentHealth: [AgentHealth] { latest.agents }
     var openIncidents: [Incident] { engine.openIncidents }

@@ -80,6 +80,7 @@ struct HumanIncidentFlowTests {
 
             // The fault goes on; automatic transitions keep the person's identified.
             for _ in 0..<4 { try await Self.round(collector, .failed) }
+            try await Self.evaluatedSince(Date(), collector, "login")
             #expect(try decode(Incident.self, try await get(collector, "/v1/incidents/\(incident.id)")).status == .identified)
 
             // A person resolves it while the fault is still measured: it stays resolved, the
@@ -91,6 +92,7 @@ struct HumanIncidentFlowTests {
                 return try decode(Incident.self, try await get(collector, "/v1/incidents/\(incident.id)")).conflict != nil
             }
             for _ in 0..<4 { try await Self.round(collector, .failed) }
+            try await Self.evaluatedSince(Date(), collector, "login")
             let closed = try decode(Incident.self, try await get(collector, "/v1/incidents/\(incident.id)"))
             #expect(closed.status == .resolved && closed.resolvedBy == "ops" && closed.awaitingRecovery)
             #expect(closed.conflict?.hasPrefix("resolved by ops while ") == true, "\(closed.conflict ?? "nil")")
@@ -168,12 +170,14 @@ struct HumanIncidentFlowTests {
             #expect(badName.status == 400 && badName.bodyText.contains("component:"), "\(badName.bodyText)")
 
             // Sonde measures nothing wrong with billing; only people move it.
-            for _ in 0..<6 {
+            try await waitUntil("billing measured operational", timeout: .seconds(30), every: .milliseconds(200)) {
                 for agent in Self.agents {
                     _ = try await agent.push(agent.batch([agent.result(probe: "invoices", component: "billing", startedAt: Date())]), to: collector)
                 }
-                try await Task.sleep(for: .milliseconds(150))
+                let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
+                return status.components.first { $0.component == "billing" }?.status == .operational
             }
+            try await Self.evaluatedSince(Date(), collector, "billing")
             #expect(try decode(Incident.self, try await get(collector, "/v1/incidents/\(incident.id)")).status == .investigating)
             let monitoring = try await Self.sonde(["incidents", "update", incident.id, "--status", "monitoring", "--message", "Queue drained"], admin)
             #expect(monitoring.status == 0, "\(monitoring.output)")
@@ -193,6 +197,15 @@ struct HumanIncidentFlowTests {
         for agent in agents {
             let response = try await agent.push(agent.batch([agent.result(outcome: outcome, startedAt: Date(), code: outcome == .failed ? "http_500" : nil)]), to: collector)
             #expect(response.status == 200, "\(response.bodyText)")
+        }
+    }
+
+    /// Waits until an evaluation after `time` produced `component`'s verdict (so what was pushed
+    /// before `time` has been judged).
+    static func evaluatedSince(_ time: Date, _ collector: RunningCollector, _ component: String) async throws {
+        try await waitUntil("an evaluation of \(component) after the pushes") {
+            let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
+            return (status.components.first { $0.component == component }?.updatedAt ?? .distantPast) > time
         }
     }
 
