@@ -190,6 +190,34 @@ struct HumanIncidentFlowTests {
         }
     }
 
+    @Test func aPersonsResolutionStandsAcrossARestart() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let config = testConfig(dir: dir, agents: Self.agents)
+        let id: String = try await withCollector(config) { collector in
+            var opened: Incident?
+            try await waitUntil("an incident on login", timeout: .seconds(30), every: .milliseconds(200)) {
+                try await Self.round(collector, .failed)
+                opened = try await Self.openIncidents(collector).first { $0.component == "login" }
+                return opened != nil
+            }
+            let id = try #require(opened).id
+            let resolved = try await Self.postJSON(collector, "/v1/incidents/\(id)/updates", #"{"status":"resolved","message":"Fixed"}"#)
+            #expect(resolved.status == 200, "\(resolved.bodyText)")
+            return id
+        }
+        try await withCollector(config) { collector in
+            try await waitUntil("the conflict after the restart", timeout: .seconds(30), every: .milliseconds(200)) {
+                try await Self.round(collector, .failed)
+                return try decode(Incident.self, try await get(collector, "/v1/incidents/\(id)")).conflict != nil
+            }
+            for _ in 0..<4 { try await Self.round(collector, .failed) }
+            try await Self.evaluatedSince(Date(), collector, "login")
+            #expect(try await Self.openIncidents(collector).isEmpty, "the stored resolution still stands after a restart")
+            #expect(try decode(Incident.self, try await get(collector, "/v1/incidents/\(id)")).awaitingRecovery)
+        }
+    }
+
     // MARK: Helpers
 
     /// One result per agent for login, now.
