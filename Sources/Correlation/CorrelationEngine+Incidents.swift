@@ -50,8 +50,8 @@ extension CorrelationEngine {
             }
             return
         }
-        // Who set the status the incident has now: a person's word holds until measurements
-        // change after it (see ``humanHolds(_:_:)``).
+        // When this stretch of problem verdicts began ("since 14:02 UTC" in the text for people).
+        // A person's status holds until measurements change after it (``humanHolds(_:_:against:)``).
         let since = track.badSince.map { Date(timeIntervalSince1970: $0) } ?? incident.openedAt
 
         switch incident.status {
