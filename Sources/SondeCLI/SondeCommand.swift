@@ -230,7 +230,12 @@ extension SondeCommand {
                         print(
                             "  \(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))  since \(time(incident.openedAt))"
                         )
+                        if let latest = incident.updates.last { print("    \(latest.author): \(latest.message)") }
                     }
+                }
+                // A person's resolution standing against a fault still measured.
+                for verdict in status.components {
+                    if let conflict = verdict.conflict { print(Colour.paint("CONFLICT", "33") + " \(verdict.component): \(conflict)") }
                 }
                 let a = status.agents
                 print("Agents: \(a.total) total, \(a.ok) ok, \(a.localFault) local_fault, \(a.silent) silent, \(a.revoked) revoked")

@@ -99,6 +99,8 @@ struct HumanIncidentFlowTests {
             #expect(try await Self.openIncidents(collector).isEmpty, "a person's resolution is not overwritten by a new incident")
             let verdict = try decode(StatusResponse.self, try await get(collector, "/v1/status")).components.first { $0.component == "login" }
             #expect(verdict?.conflict == closed.conflict, "the status API shows the conflict too")
+            let shown = try await Self.sonde(["status", "--exit-zero"], reader)
+            #expect(shown.output.contains("CONFLICT login: resolved by ops while"), "\(shown.output)")
             try await waitUntil("incident.resolved from ops at the receiver") {
                 try Self.events(receiver).contains { $0["type"] as? String == "incident.resolved" && $0["author"] as? String == "ops" }
             }
