@@ -111,6 +111,7 @@ extension CollectorAPI {
         case .notFound: APIError(.notFound, "not_found", error.description)
         case .closed: APIError(.conflict, "incident_closed", error.description)
         case .alreadyOpen: APIError(.conflict, "incident_open", error.description)
+        case .timelineFull: APIError(.unprocessableContent, "timeline_full", error.description)
         }
     }
 }

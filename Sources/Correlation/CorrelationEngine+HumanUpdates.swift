@@ -75,6 +75,8 @@ public enum HumanUpdateError: Error, Sendable, Hashable, CustomStringConvertible
     case closed(id: String)
     /// The component already has an open incident: update that one.
     case alreadyOpen(component: String, id: String)
+    /// The incident's timeline has `HumanUpdateLimits.updatesPerIncident` entries already.
+    case timelineFull(id: String)
 
     public var description: String {
         switch self {
@@ -83,6 +85,8 @@ public enum HumanUpdateError: Error, Sendable, Hashable, CustomStringConvertible
         case .closed(let id): "incident \"\(id)\" is resolved and closed for good; open a new one with `sonde incidents create`"
         case .alreadyOpen(let component, let id):
             "component \"\(component)\" already has open incident \"\(id)\"; add an update to it with `sonde incidents update \(id)`"
+        case .timelineFull(let id):
+            "incident \"\(id)\" has \(HumanUpdateLimits.updatesPerIncident) timeline entries, the most one incident keeps; resolve it and open a new one"
         }
     }
 }
@@ -93,6 +97,8 @@ public enum HumanUpdateLimits {
     public static let titleCharacters = 200
     public static let nameCharacters = 64
     public static let regions = 32
+    /// Every event carries the whole incident, so its timeline stays bounded.
+    public static let updatesPerIncident = 200
 }
 
 /// What people said about a component's incidents, as the state machine needs it.
@@ -165,6 +171,10 @@ extension CorrelationEngine {
         guard let c = tracks.firstIndex(where: { $0.incident?.id == update.incidentID }), var incident = tracks[c].incident else {
             if tracks.contains(where: { $0.human.closed?.id == update.incidentID }) { throw .closed(id: update.incidentID) }
             throw .notFound(id: update.incidentID)
+        }
+        // A resolution is always accepted, so a full timeline can still be closed.
+        guard incident.updates.count < HumanUpdateLimits.updatesPerIncident || update.status == .resolved else {
+            throw .timelineFull(id: incident.id)
         }
         var track = tracks[c]
         let status = update.status ?? incident.status

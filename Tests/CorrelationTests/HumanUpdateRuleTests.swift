@@ -132,6 +132,8 @@ struct HumanUpdateRuleTests {
         #expect(throws: (any Error).self) {
             try fleet.engine.openHumanIncident(HumanNewIncident(component: "x", message: "m", status: .resolved, author: "bob"), now: fleet.now)
         }
+        for n in 1..<HumanUpdateLimits.updatesPerIncident { _ = try update(&fleet, billing.id, nil, "note \(n)") }
+        #expect(throws: HumanUpdateError.timelineFull(id: billing.id)) { try update(&fleet, billing.id, .identified, "one too many") }
         let note = try update(&fleet, files.id, nil, "Still looking")
         #expect(note.status == .investigating && note.updates.last?.author == "alice")
         _ = try update(&fleet, files.id, .resolved, "Was a CDN issue")
