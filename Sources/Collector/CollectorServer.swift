@@ -80,9 +80,12 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     let decoder = SondeJSON.decoder()
     let openIncidents = try await store.incidents(.open, limit: 10_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
     let agentStates = try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) }
+    // Resolved by a person while still failing: no new incident until the component recovers.
+    let resolvedByPeople = try await store.incidents(.resolved, limit: 1_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
+        .filter(\.awaitingRecovery)
     var engine = CorrelationEngine(
         config: config.correlation, agents: agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) },
-        openIncidents: openIncidents, agentStates: agentStates, declaredComponents: Set(config.components))
+        openIncidents: openIncidents, agentStates: agentStates, declaredComponents: Set(config.components), resolvedByPeople: resolvedByPeople)
     let window = config.correlation.sanitized.windowAge
     let recent = try await store.results(since: Date().addingTimeInterval(-window), limit: 1_000_000)
     for result in recent {
@@ -163,6 +166,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
 /// | `GET /internal`, `/internal/incidents/ID` | read |
 /// | `GET /v1/status`, `/v1/results`, `/v1/incidents[/ID]`, `/v1/agents`, `/v1/alerts/dead-letters` | read |
 /// | `GET /v1/batches`, `POST /v1/alerts/test`, `POST /v1/alerts/dead-letters/ID/redrive` | admin |
+/// | `POST /v1/incidents`, `POST /v1/incidents/ID/updates` (author: the token's name) | admin |
 func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMetrics, logger: Logger) -> Router<BasicRequestContext> {
     typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
     @Sendable func query(_ request: Request) -> Query {
@@ -174,6 +178,11 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMe
     let admin = APIAccess.Requirement.role(.admin)
     // The public pages: anyone with `status_page.public`, else a read token.
     let pages = config.statusPagePublic ? APIAccess.Requirement.anyone : read
+    let access = APIAccess(tokens: config.tokens)
+    // The author of a person's incident write: the name of the (admin) token that made it.
+    @Sendable func author(_ request: Request) -> String {
+        (try? access.check(request.headers[.authorization], admin).get())?.name ?? "admin"
+    }
     let routes: [(who: APIAccess.Requirement, methods: [HTTPRequest.Method], path: String, handler: Handler)] = [
         (pages, [.get, .head], "/", { _, _ in try await api.statusPage(.public) }),
         (read, [.get, .head], "/internal", { _, _ in try await api.statusPage(.operators) }),
@@ -199,6 +208,11 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMe
         (read, [.get], "/v1/alerts/dead-letters", { request, _ in try await api.deadLetters(query(request)) }),
         (admin, [.get], "/v1/batches", { request, _ in try await api.batches(query(request)) }),
         (admin, [.post], "/v1/alerts/test", { _, _ in try await api.testAlert() }),
+        (admin, [.post], "/v1/incidents", { request, _ in try await api.createIncident(request, author: author(request)) }),
+        (
+            admin, [.post], "/v1/incidents/:id/updates",
+            { request, context in try await api.updateIncident(id: context.parameters.get("id") ?? "", request, author: author(request)) }
+        ),
         (
             admin, [.post], "/v1/alerts/dead-letters/:event/redrive",
             { request, context in try await api.redrive(eventID: context.parameters.get("event") ?? "", target: query(request)["target"]) }
@@ -211,7 +225,6 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMe
     // Outermost first: every answer is logged, every failure is a JSON error (404/405 included).
     router.add(middleware: RequestLogMiddleware(logger: logger))
     router.add(middleware: JSONErrorMiddleware(routes: table, logger: logger))
-    let access = APIAccess(tokens: config.tokens)
     for route in routes {
         let group = router.group().add(middleware: AuthMiddleware(access: access, requirement: route.who, metrics: metrics, logger: logger))
         for method in route.methods { group.on(RouterPath(route.path), method: method, use: route.handler) }

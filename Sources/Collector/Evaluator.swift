@@ -44,7 +44,33 @@ public actor CorrelationHub {
     func evaluate() -> CorrelationOutput {
         let output = engine.evaluate(now: clock.now())
         latest = output
+        evaluations += 1
         return output
+    }
+
+    /// Evaluations run so far, and how many of them the evaluator has stored: a person's write is
+    /// durable once `committed` reaches the evaluation after it.
+    private(set) var evaluations = 0
+    private(set) var committed = 0
+
+    func markCommitted(through evaluation: Int) { committed = max(committed, evaluation) }
+
+    /// A person's update, applied to the engine; stored (with its events) by the next evaluation,
+    /// whose number is returned with it (wait for `committed` to reach it).
+    func applyHumanUpdate(_ update: HumanIncidentUpdate) throws(HumanUpdateError) -> (incident: Incident, evaluation: Int) {
+        (try engine.applyHumanUpdate(update, now: clock.now()), evaluations + 1)
+    }
+
+    /// Opens incidents people report, all or none (any component with an open incident refuses all).
+    func openHumanIncidents(_ requests: [HumanNewIncident]) throws(HumanUpdateError) -> (incidents: [Incident], evaluation: Int) {
+        for request in requests {
+            if let open = engine.openIncidents.first(where: { $0.component == request.component }) {
+                throw .alreadyOpen(component: request.component, id: open.id)
+            }
+        }
+        var opened: [Incident] = []
+        for request in requests { opened.append(try engine.openHumanIncident(request, now: clock.now())) }
+        return (opened, evaluations + 1)
     }
 
     var verdicts: [ComponentVerdict] { latest.verdicts }
@@ -100,14 +126,16 @@ public struct Evaluator: Service {
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
         let output = await hub.evaluate()
+        let evaluation = await hub.evaluations
         var commit = Self.commit(for: output, targets: targets, lastStates: lastStates)
         commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
         commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)
         commit.deliveries = Array(Set(unsaved.deliveries + commit.deliveries))
         commit.agentStates = unsaved.agentStates.merging(commit.agentStates) { $1 }
-        guard !commit.isEmpty else { return }
+        guard !commit.isEmpty else { return await hub.markCommitted(through: evaluation) }
         do {
             try await store.commit(commit)
+            await hub.markCommitted(through: evaluation)
             unsaved = EvaluationCommit()
             lastStates.merge(commit.agentStates) { $1 }
             for incident in commit.incidents {

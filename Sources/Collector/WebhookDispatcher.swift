@@ -1,4 +1,5 @@
 import CollectorStore
+import Correlation
 import Crypto
 import CurlHTTP
 import Foundation
@@ -93,6 +94,10 @@ enum WebhookPayload {
         if let scope = object["scope"] as? String { facts.append("*Scope:* \(scope)") }
         if let regions = object["regions"] as? [String], !regions.isEmpty { facts.append("*Regions:* \(regions.joined(separator: ", "))") }
         if let agents = object["agents"] as? [String], !agents.isEmpty { facts.append("*Agents:* \(agents.joined(separator: ", "))") }
+        // A person's timeline entry: who wrote it and what they said.
+        if let author = object["author"] as? String, author != IncidentUpdate.automatic, let text = object["message"] as? String {
+            facts.append("*Update from \(author):* \(text)")
+        }
         let message: [String: Any] = [
             // Every agent-reported string is escaped, here too: Slack renders `text` in notifications.
             "text": "\(emoji) [\(slackEscape(event.type))] \(slackEscape(summary))",

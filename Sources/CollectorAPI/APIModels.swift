@@ -213,3 +213,43 @@ public struct DeadLettersResponse: Codable, Sendable {
     public init(deadLetters: [DeadLetterView]) { self.deadLetters = deadLetters }
     enum CodingKeys: String, CodingKey { case deadLetters = "dead_letters" }
 }
+
+/// `POST /v1/incidents/{id}/updates` (admin): a person's timeline entry. `status` omitted keeps
+/// the incident's status.
+public struct IncidentUpdateRequest: Codable, Sendable {
+    public var status: String?
+    public var message: String
+
+    public init(status: String? = nil, message: String) {
+        self.status = status
+        self.message = message
+    }
+}
+
+/// `POST /v1/incidents` (admin): an incident a person opens, one per component named
+/// (`component`, or `components` for several).
+public struct IncidentCreateRequest: Codable, Sendable {
+    public var component: String?
+    public var components: [String]?
+    public var title: String?
+    public var message: String
+    /// investigating (default), identified or monitoring.
+    public var status: String?
+    /// degraded_performance, partial_outage (default) or major_outage.
+    public var severity: String?
+    /// Empty or omitted: platform-wide.
+    public var regions: [String]?
+
+    public init(
+        component: String? = nil, components: [String]? = nil, title: String? = nil, message: String, status: String? = nil,
+        severity: String? = nil, regions: [String]? = nil
+    ) {
+        self.component = component
+        self.components = components
+        self.title = title
+        self.message = message
+        self.status = status
+        self.severity = severity
+        self.regions = regions
+    }
+}

@@ -111,6 +111,8 @@ struct ComponentTrack {
     /// fault itself had (a fault that fails in bursts is not over at its first pause).
     var newestBad = -Double.infinity
     var longestLull = 0.0
+    /// What people said about this component's incidents (see CorrelationEngine+HumanUpdates).
+    var human = HumanTrack()
 
     struct Membership: Equatable {
         var regions: [String]
@@ -165,11 +167,11 @@ extension CorrelationEngine {
         agentStatesPhase(&frame)
         localFaultPhase(&frame)
         regionCountsPhase(&frame)
-        var changed: [Incident] = []
-        var events: [AlertEvent] = []
+        // People's updates since the last evaluation go out first, in this evaluation's commit.
+        var (changed, events) = takeHumanChanges()
         verdictPhase(frame, now: now, changed: &changed, events: &events)
         agentHealthPhase(frame, now: now, events: &events)
-        return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: changed, events: events)
+        return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)
     }
 
     // MARK: Phase 1: liveness
@@ -352,7 +354,7 @@ extension CorrelationEngine {
                 guard x.reporting else { continue }
                 reported += 1
                 guard x.state.isFailing else { continue }
-                if let incident = tracks[c].incident, incident.status == .investigating,
+                if let incident = tracks[c].incident, incident.status == .investigating || incident.status == .identified,
                     incident.scope == .platform || incident.regions.contains(regionNames[r])
                 {
                     continue
@@ -542,7 +544,8 @@ extension CorrelationEngine {
                 ComponentVerdict(
                     component: componentNames[c], status: status, scope: status == .operational ? nil : rollup.scope,
                     regions: status == .operational ? rollup.regionStatus.mapValues { _ in .operational } : rollup.regionStatus,
-                    evidence: evidence, since: track.since ?? now, updatedAt: now, incidentID: track.incident?.id))
+                    evidence: evidence, since: track.since ?? now, updatedAt: now, incidentID: track.incident?.id,
+                    conflict: track.incident?.conflict ?? track.human.closed?.conflict))
             tracks[c] = track
             componentHasNewData[c] = false
         }

@@ -23,33 +23,46 @@ extension CorrelationEngine {
             track.badSince = nil
         }
         let cfg = config
+        // A person's resolution stands: while it waits for the component to be measured healthy,
+        // nothing opens and a still-measured fault is shown as its conflict.
+        if stepClosedByPerson(&track, bad: bad, status: status, evidence: evidence, changed: &changed) { return }
+        if bad { track.human.seenBad = true } else { track.human.seenGood = true }
 
         guard var incident = track.incident else {
             if bad, let scope, eligible, track.badStreak >= cfg.openAfter, scope == .platform || scopeSettled {
                 let id = "\(component).\(Int64((now.timeIntervalSince1970 * 1000).rounded()))"
-                let message = Self.describe(component: component, status: status, scope: scope, evidence: evidence)
+                let since = track.badSince.map { Date(timeIntervalSince1970: $0) } ?? now
+                let message = Self.headline(component: component, status: status, scope: scope, evidence: evidence, since: since)
                 var opened = Incident(
                     id: id, component: component, status: .investigating, scope: scope, severity: status,
                     regions: evidence.failingRegions, agents: evidence.failingAgents, openedAt: now, updatedAt: now,
                     evidence: evidence, eventSeq: 0,
                     updates: [IncidentUpdate(time: now, status: .investigating, scope: scope, severity: status, message: message)])
-                emit(.incidentOpened, &opened, now: now, summary: "opened: " + message, events: &events)
+                emit(
+                    .incidentOpened, &opened, now: now,
+                    summary: "opened: " + Self.describe(component: component, status: status, scope: scope, evidence: evidence),
+                    events: &events)
                 track.incident = opened
                 track.pendingCount = 0
                 track.pendingMembership = nil
+                track.human = HumanTrack()
                 changed.append(opened)
             }
             return
         }
+        // When this stretch of problem verdicts began ("since 14:02 UTC" in the text for people).
+        // A person's status holds until measurements change after it (``humanHolds(_:_:against:)``).
+        let since = track.badSince.map { Date(timeIntervalSince1970: $0) } ?? incident.openedAt
 
         switch incident.status {
-        case .investigating:
-            if recovery.canMonitor {
+        case .investigating, .identified:
+            if recovery.canMonitor, !humanHolds(incident, track.human, against: .monitoring) {
                 // Runs up to the newest failure belong to this incident from now on.
                 track.horizon = max(track.horizon, recovery.newestFailure)
                 transition(
                     &incident, to: .monitoring, scope: incident.scope, severity: incident.severity, evidence: evidence,
-                    message: "\(component): recovering, \(recovery.cleanRuns) runs without a failure and every agent passes; monitoring",
+                    message: Self.recoveringText(component: component, cleanRuns: Int(recovery.cleanRuns)),
+                    summary: "\(component): recovering, \(recovery.cleanRuns) runs without a failure and every agent passes; monitoring",
                     now: now, events: &events)
                 track.incident = incident
                 track.pendingCount = 0
@@ -66,11 +79,14 @@ extension CorrelationEngine {
                 if track.pendingCount >= cfg.openAfter {
                     let newScope: ProblemScope = scope == .platform ? .platform : incident.scope
                     let newSeverity = max(status, incident.severity)
-                    let message = Self.describe(component: component, status: newSeverity, scope: newScope, evidence: evidence)
-                    let verb = newScope != incident.scope ? "spread: " : "worse: "
+                    let line = Self.describe(component: component, status: newSeverity, scope: newScope, evidence: evidence)
+                    let spread = newScope != incident.scope
+                    let text = Self.headline(component: component, status: newSeverity, scope: newScope, evidence: evidence, since: since)
+                    // A person's `identified` stays: the cause is still known, the problem only grew.
                     transition(
-                        &incident, to: .investigating, scope: newScope, severity: newSeverity, evidence: evidence,
-                        message: verb + message, now: now, events: &events)
+                        &incident, to: incident.status, scope: newScope, severity: newSeverity, evidence: evidence,
+                        message: (spread ? "The problem has spread. " : "The problem got worse. ") + text,
+                        summary: (spread ? "spread: " : "worse: ") + line, now: now, events: &events)
                     track.incident = incident
                     track.pendingCount = 0
                     track.pendingMembership = nil
@@ -78,22 +94,33 @@ extension CorrelationEngine {
                 }
             } else if bad {
                 track.pendingCount = 0
-                keepMembershipCurrent(&track, &incident, evidence: evidence, now: now, changed: &changed, events: &events)
+                keepMembershipCurrent(&track, &incident, evidence: evidence, since: since, now: now, changed: &changed, events: &events)
             } else {
                 track.pendingCount = 0
                 track.pendingMembership = nil
             }
         case .monitoring:
             if bad, let scope, track.badStreak >= cfg.openAfter {
-                let message = Self.describe(component: component, status: status, scope: scope, evidence: evidence)
+                guard !humanHolds(incident, track.human, against: .investigating) else {
+                    // A person says it is fixed and watched, and it has not been measured healthy
+                    // since: their status stays, the disagreement is shown.
+                    noteConflict(&track, &incident, evidence: evidence, status: status, changed: &changed)
+                    return
+                }
                 let widest: ProblemScope = incident.scope == .platform ? .platform : scope
+                let line = Self.describe(component: component, status: status, scope: scope, evidence: evidence)
                 transition(
                     &incident, to: .investigating, scope: widest, severity: max(status, incident.severity), evidence: evidence,
-                    message: "relapse: " + message, now: now, events: &events)
+                    message: "The problem is back. " + Self.headline(component: component, status: status, scope: scope, evidence: evidence, since: since),
+                    summary: "relapse: " + line, now: now, events: &events)
                 track.incident = incident
                 changed.append(incident)
-            } else if !bad, recovery.canResolve {
+            } else if !bad, recovery.canResolve, !humanHolds(incident, track.human, against: .resolved) {
                 resolve(&track, &incident, now: now, evidence: evidence, changed: &changed, events: &events)
+            } else if !bad, incident.conflict != nil {
+                incident.conflict = nil
+                track.incident = incident
+                changed.append(incident)
             }
         case .resolved:
             // A stored incident restored as resolved is not open; forget it.
@@ -104,7 +131,7 @@ extension CorrelationEngine {
     /// Regions, agents or failure codes of an investigating incident that differ from the
     /// evidence for `open_after` evaluations in a row are announced (`incident.updated`).
     private func keepMembershipCurrent(
-        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, now: Date, changed: inout [Incident],
+        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, since: Date, now: Date, changed: inout [Incident],
         events: inout [AlertEvent]
     ) {
         let seen = ComponentTrack.Membership(
@@ -127,10 +154,11 @@ extension CorrelationEngine {
             Self.difference("regions", known.regions, seen.regions), Self.difference("agents", known.agents, seen.agents),
             Self.difference("codes", known.codes, seen.codes),
         ].compactMap { $0 }.joined(separator: "; ")
-        let message = Self.describe(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence)
+        let line = Self.describe(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence)
+        let text = Self.headline(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence, since: since)
         transition(
-            &incident, to: .investigating, scope: incident.scope, severity: incident.severity, evidence: evidence,
-            message: "changed: \(change): " + message, now: now, events: &events)
+            &incident, to: incident.status, scope: incident.scope, severity: incident.severity, evidence: evidence,
+            message: "Update: " + text, summary: "changed: \(change): " + line, now: now, events: &events)
         track.incident = incident
         track.pendingMembership = nil
         track.membershipCount = 0
@@ -152,7 +180,8 @@ extension CorrelationEngine {
         incident.resolvedAt = now
         transition(
             &incident, to: .resolved, scope: incident.scope, severity: incident.severity, evidence: evidence,
-            message: "\(incident.component): resolved, every agent passed its latest \(config.resolveRuns) runs", now: now,
+            message: "\(Self.displayName(incident.component)) is working normally again: every agent passed its latest \(config.resolveRuns) runs.",
+            summary: "\(incident.component): resolved, every agent passed its latest \(config.resolveRuns) runs", now: now,
             events: &events, type: .incidentResolved)
         track.incident = nil
         track.pendingCount = 0
@@ -160,30 +189,37 @@ extension CorrelationEngine {
         changed.append(incident)
     }
 
+    /// An automatic timeline entry: `message` for people (the page, the timeline), `summary` the
+    /// terse one-liner alerts carry.
     private func transition(
         _ incident: inout Incident, to status: IncidentStatus, scope: ProblemScope, severity: ComponentStatus,
-        evidence: Evidence, message: String, now: Date, events: inout [AlertEvent], type: AlertEventType = .incidentUpdated
+        evidence: Evidence, message: String, summary: String, now: Date, events: inout [AlertEvent],
+        type: AlertEventType = .incidentUpdated
     ) {
+        // An automatic status change ends any disagreement with a person's status.
+        if status != incident.status { incident.conflict = nil }
         incident.status = status
         incident.scope = scope
         incident.severity = severity
         incident.updatedAt = now
         incident.evidence = evidence
-        if status == .investigating {
+        if status == .investigating || status == .identified {
             incident.regions = evidence.failingRegions
             incident.agents = evidence.failingAgents
         }
         incident.updates.append(IncidentUpdate(time: now, status: status, scope: scope, severity: severity, message: message))
-        emit(type, &incident, now: now, summary: message, events: &events)
+        emit(type, &incident, now: now, summary: summary, events: &events)
     }
 
-    private func emit(_ type: AlertEventType, _ incident: inout Incident, now: Date, summary: String, events: inout [AlertEvent]) {
+    /// One event for the incident's newest timeline entry, carrying its author and text.
+    func emit(_ type: AlertEventType, _ incident: inout Incident, now: Date, summary: String, events: inout [AlertEvent]) {
         incident.eventSeq += 1
         events.append(
             AlertEvent(
                 id: "\(incident.id).\(incident.eventSeq)", type: type, occurredAt: now, component: incident.component,
                 status: incident.status.rawValue, scope: incident.scope, regions: incident.regions, agents: incident.agents,
-                evidence: incident.evidence, incident: incident, summary: summary))
+                evidence: incident.evidence, incident: incident, summary: summary, author: incident.updates.last?.author,
+                message: incident.updates.last?.message))
     }
 
     /// While investigating, an incident only gets worse: a wider scope or a higher severity updates
@@ -206,5 +242,60 @@ extension CorrelationEngine {
         if !codes.isEmpty { detail += ", " + codes.joined(separator: ", ") }
         let affects = evidence.affected.isEmpty ? "" : "; affects " + evidence.affected.joined(separator: ", ")
         return "\(component): \(words) \(place) (\(detail))\(affects)"
+    }
+
+    // MARK: Text for people
+
+    /// "Files is failing for users in eu (2 of 2 agents, file_expired, since 14:02 UTC)." The
+    /// numbers behind it stay in the incident's `evidence`.
+    static func headline(component: String, status: ComponentStatus, scope: ProblemScope, evidence: Evidence, since: Date) -> String {
+        let verb =
+            switch status {
+            case .majorOutage: "is down"
+            case .partialOutage: "is failing"
+            case .degradedPerformance: "is slow"
+            default: "has problems"
+            }
+        let place = scope == .region && !evidence.failingRegions.isEmpty ? "for users in " + listed(evidence.failingRegions) : "platform-wide"
+        var detail: [String] = []
+        if status == .degradedPerformance {
+            if evidence.reportingAgents > 0 { detail.append("\(evidence.degradedAgents) of \(evidence.reportingAgents) agents") }
+        } else if evidence.reportingAgents > 0 {
+            detail.append("\(evidence.failingAgentCount) of \(evidence.reportingAgents) agents")
+        }
+        if let p95 = evidence.latencyP95Ms, status == .degradedPerformance || p95 >= 1000 { detail.append("p95 " + duration(ms: p95)) }
+        let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(2).map(\.key)
+        if !codes.isEmpty { detail.append(codes.joined(separator: ", ")) }
+        detail.append("since " + clock(since))
+        var text = "\(displayName(component)) \(verb) \(place) (\(detail.joined(separator: ", ")))."
+        if !evidence.affected.isEmpty { text += " This also breaks " + listed(evidence.affected) + "." }
+        if evidence.singleAgent { text += " Seen by one agent only so far." }
+        return text
+    }
+
+    static func recoveringText(component: String, cleanRuns: Int) -> String {
+        "\(displayName(component)) is recovering: every agent passes again (\(cleanRuns) runs without a failure). We are monitoring."
+    }
+
+    /// The component as the first word of a sentence.
+    static func displayName(_ component: String) -> String { component.prefix(1).uppercased() + component.dropFirst() }
+
+    /// "eu", "eu and us", "ap, eu and us".
+    static func listed(_ names: [String]) -> String {
+        guard names.count > 1 else { return names.first ?? "" }
+        return names.dropLast().joined(separator: ", ") + " and " + names[names.count - 1]
+    }
+
+    /// "850 ms", "2.3 s".
+    static func duration(ms: Double) -> String {
+        ms < 1000 ? "\(Int(ms.rounded())) ms" : String(format: "%.1f s", ms / 1000)
+    }
+
+    /// "14:02 UTC" (the engine has no viewer's time zone; the page localises).
+    static func clock(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.hour, .minute], from: date)
+        return String(format: "%02d:%02d UTC", parts.hour ?? 0, parts.minute ?? 0)
     }
 }

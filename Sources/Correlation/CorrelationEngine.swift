@@ -65,6 +65,13 @@ import SondeCore
 ///   failures never colour later verdicts. Resolved when, still clean, every agent passed its
 ///   latest `resolve_runs` (2) runs; `open_after` problem verdicts first bring it back to
 ///   `investigating` ("relapse:"). At most one open incident per component.
+/// - **People** (``applyHumanUpdate(_:now:)``, ``openHumanIncident(_:now:)``): their entries
+///   join the timeline (author = token name) and leave with the next `evaluate`; a person's status
+///   holds until measurements change after it, a person's `resolved` closes for good (a fault
+///   still measured is the incident's `conflict`, and nothing opens until the component was
+///   healthy), an incident Sonde never measured moves only by people. Automatic entries read
+///   like a person's ("Files is failing for users in eu (2 of 2 agents, since 14:02 UTC)."); the
+///   events' `summary` stays terse. See CorrelationEngine+HumanUpdates.swift.
 /// - **Events** are emitted once per transition, with stable ids (see ``AlertEvent``). Rebuild after a
 ///   restart: construct with the open incidents and agent states last stored, then `ingest` the
 ///   window's stored results (with the time they were received when known) and `evaluate`; nothing
@@ -117,10 +124,13 @@ public struct CorrelationEngine: Sendable {
     var restoredHealth: [String: AgentHealth] = [:]
     var tracks: [ComponentTrack] = []
     var verdictList: [ComponentVerdict] = []
+    /// People's incident writes not yet handed out by `evaluate` (see CorrelationEngine+HumanUpdates).
+    var humanChanged: [Incident] = []
+    var humanEvents: [AlertEvent] = []
 
     public init(
         config: CorrelationConfig, agents: [AgentInfo], openIncidents: [Incident] = [], agentStates: [AgentHealth] = [],
-        declaredComponents: Set<String> = []
+        declaredComponents: Set<String> = [], resolvedByPeople: [Incident] = []
     ) {
         self.config = config.sanitized
         self.declaredComponents = declaredComponents
@@ -140,8 +150,12 @@ public struct CorrelationEngine: Sendable {
             tracks[c].incident = incident
             // Recovering when stored: its failures (up to about when it went to monitoring) stay
             // out of the verdicts, as they did before the restart.
-            if incident.status == .monitoring { tracks[c].horizon = incident.updatedAt.timeIntervalSince1970 }
+            // (A person's `monitoring` set while the fault was measured moved no horizon.)
+            if incident.status == .monitoring, Self.statusSetter(incident)?.isHuman != true {
+                tracks[c].horizon = incident.updatedAt.timeIntervalSince1970
+            }
         }
+        restoreResolvedByPeople(resolvedByPeople)
     }
 
     /// Every known component's verdict, sorted by name (as of the last `evaluate`).
@@ -333,7 +347,7 @@ public struct CorrelationEngine: Sendable {
         return r
     }
 
-    private mutating func internComponent(_ name: String) -> Int32 {
+    mutating func internComponent(_ name: String) -> Int32 {
         if let c = componentIndex[name] { return c }
         let c = Int32(componentNames.count)
         componentIndex[name] = c

@@ -183,10 +183,13 @@ public struct ComponentVerdict: Sendable, Codable, Hashable {
     public var updatedAt: Date
     /// The open incident of this component, if any.
     public var incidentID: String?
+    /// A person resolved this component's incident while the fault is still measured (the
+    /// incident's `conflict`); nil otherwise.
+    public var conflict: String?
 
     public init(
         component: String, status: ComponentStatus, scope: ProblemScope? = nil, regions: [String: ComponentStatus] = [:],
-        evidence: Evidence = Evidence(), since: Date, updatedAt: Date, incidentID: String? = nil
+        evidence: Evidence = Evidence(), since: Date, updatedAt: Date, incidentID: String? = nil, conflict: String? = nil
     ) {
         self.component = component
         self.status = status
@@ -196,34 +199,58 @@ public struct ComponentVerdict: Sendable, Codable, Hashable {
         self.since = since
         self.updatedAt = updatedAt
         self.incidentID = incidentID
+        self.conflict = conflict
     }
 
     enum CodingKeys: String, CodingKey {
         case component, status, scope, regions, evidence, since
         case updatedAt = "updated_at"
         case incidentID = "incident_id"
+        case conflict
     }
 }
 
 // MARK: - Incidents
 
-/// One entry of an incident's timeline.
+/// One entry of an incident's timeline: automatic ones (author `sonde`) and people's share it.
 public struct IncidentUpdate: Sendable, Codable, Hashable {
     public var time: Date
     public var status: IncidentStatus
     public var scope: ProblemScope
     public var severity: ComponentStatus
     public var message: String
+    /// Who wrote it: `sonde` for the engine, else the name of the API token a person used.
+    public var author: String
 
-    public init(time: Date, status: IncidentStatus, scope: ProblemScope, severity: ComponentStatus, message: String) {
+    /// The author of automatic updates.
+    public static let automatic = "sonde"
+
+    public init(
+        time: Date, status: IncidentStatus, scope: ProblemScope, severity: ComponentStatus, message: String, author: String = Self.automatic
+    ) {
         self.time = time
         self.status = status
         self.scope = scope
         self.severity = severity
         self.message = message
+        self.author = author
     }
 
-    enum CodingKeys: String, CodingKey { case time, status, scope, severity, message }
+    /// Written by a person (through the API), not by the engine.
+    public var isHuman: Bool { author != Self.automatic }
+
+    enum CodingKeys: String, CodingKey { case time, status, scope, severity, message, author }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        time = try c.decode(Date.self, forKey: .time)
+        status = try c.decode(IncidentStatus.self, forKey: .status)
+        scope = try c.decode(ProblemScope.self, forKey: .scope)
+        severity = try c.decode(ComponentStatus.self, forKey: .severity)
+        message = try c.decode(String.self, forKey: .message)
+        // Stored before people could write updates: the engine wrote it.
+        author = try c.decodeIfPresent(String.self, forKey: .author) ?? Self.automatic
+    }
 }
 
 /// One component problem, from opening to resolution. At most one open incident per component.
@@ -246,11 +273,24 @@ public struct Incident: Sendable, Codable, Hashable, Identifiable {
     /// Events emitted for this incident so far; event ids are `<id>.<seq>` with seq 1…eventSeq.
     public var eventSeq: Int
     public var updates: [IncidentUpdate]
+    /// Set by a person who opened it (`POST /v1/incidents`), for a problem Sonde may not see.
+    public var title: String?
+    /// Who opened it: `sonde`, or the token name of the person who created it.
+    public var openedBy: String
+    /// The person who resolved it; nil when the engine did (or it is open).
+    public var resolvedBy: String?
+    /// While a person's status stands against what is measured: e.g. "resolved by alice while 2
+    /// of 2 agents still fail". The person's word is kept; this shows the disagreement.
+    public var conflict: String?
+    /// Resolved by a person while the component was not yet measured healthy: no new incident
+    /// opens for it until it is (then a returning fault opens a new one).
+    public var awaitingRecovery: Bool
 
     public init(
         id: String, component: String, status: IncidentStatus, scope: ProblemScope, severity: ComponentStatus,
         regions: [String], agents: [String], openedAt: Date, updatedAt: Date, resolvedAt: Date? = nil,
-        evidence: Evidence, eventSeq: Int, updates: [IncidentUpdate]
+        evidence: Evidence, eventSeq: Int, updates: [IncidentUpdate], title: String? = nil, openedBy: String = IncidentUpdate.automatic,
+        resolvedBy: String? = nil, conflict: String? = nil, awaitingRecovery: Bool = false
     ) {
         self.id = id
         self.component = component
@@ -265,6 +305,11 @@ public struct Incident: Sendable, Codable, Hashable, Identifiable {
         self.evidence = evidence
         self.eventSeq = eventSeq
         self.updates = updates
+        self.title = title
+        self.openedBy = openedBy
+        self.resolvedBy = resolvedBy
+        self.conflict = conflict
+        self.awaitingRecovery = awaitingRecovery
     }
 
     enum CodingKeys: String, CodingKey {
@@ -274,7 +319,34 @@ public struct Incident: Sendable, Codable, Hashable, Identifiable {
         case resolvedAt = "resolved_at"
         case evidence
         case eventSeq = "event_seq"
-        case updates
+        case updates, title
+        case openedBy = "opened_by"
+        case resolvedBy = "resolved_by"
+        case conflict
+        case awaitingRecovery = "awaiting_recovery"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        component = try c.decode(String.self, forKey: .component)
+        status = try c.decode(IncidentStatus.self, forKey: .status)
+        scope = try c.decode(ProblemScope.self, forKey: .scope)
+        severity = try c.decode(ComponentStatus.self, forKey: .severity)
+        regions = try c.decode([String].self, forKey: .regions)
+        agents = try c.decode([String].self, forKey: .agents)
+        openedAt = try c.decode(Date.self, forKey: .openedAt)
+        updatedAt = try c.decode(Date.self, forKey: .updatedAt)
+        resolvedAt = try c.decodeIfPresent(Date.self, forKey: .resolvedAt)
+        evidence = try c.decode(Evidence.self, forKey: .evidence)
+        eventSeq = try c.decode(Int.self, forKey: .eventSeq)
+        updates = try c.decode([IncidentUpdate].self, forKey: .updates)
+        // Stored before people could write to incidents: the engine opened it, nobody resolved it by hand.
+        title = try c.decodeIfPresent(String.self, forKey: .title)
+        openedBy = try c.decodeIfPresent(String.self, forKey: .openedBy) ?? IncidentUpdate.automatic
+        resolvedBy = try c.decodeIfPresent(String.self, forKey: .resolvedBy)
+        conflict = try c.decodeIfPresent(String.self, forKey: .conflict)
+        awaitingRecovery = try c.decodeIfPresent(Bool.self, forKey: .awaitingRecovery) ?? false
     }
 }
 
@@ -289,7 +361,7 @@ public struct AlertEvent: Sendable, Codable, Hashable, Identifiable {
     public var type: AlertEventType
     public var occurredAt: Date
     public var component: String?
-    /// Incident status (`investigating`, `monitoring`, `resolved`) or agent state (`local_fault`, `silent`).
+    /// Incident status (`investigating`, `identified`, `monitoring`, `resolved`) or agent state (`local_fault`, `silent`).
     public var status: String?
     public var scope: ProblemScope?
     public var regions: [String]
@@ -301,11 +373,15 @@ public struct AlertEvent: Sendable, Codable, Hashable, Identifiable {
     public var agent: String?
     /// One line for people, e.g. "files: partial outage in eu (3/3 agents failing, file_expired)".
     public var summary: String
+    /// Incident events: who wrote the timeline entry behind it (`sonde` or a person's token name).
+    public var author: String?
+    /// Incident events: that timeline entry's text, as people read it on the page.
+    public var message: String?
 
     public init(
         id: String, type: AlertEventType, occurredAt: Date, component: String? = nil, status: String? = nil,
         scope: ProblemScope? = nil, regions: [String] = [], agents: [String] = [], evidence: Evidence? = nil,
-        incident: Incident? = nil, agent: String? = nil, summary: String
+        incident: Incident? = nil, agent: String? = nil, summary: String, author: String? = nil, message: String? = nil
     ) {
         self.id = id
         self.type = type
@@ -319,12 +395,14 @@ public struct AlertEvent: Sendable, Codable, Hashable, Identifiable {
         self.incident = incident
         self.agent = agent
         self.summary = summary
+        self.author = author
+        self.message = message
     }
 
     enum CodingKeys: String, CodingKey {
         case id, type
         case occurredAt = "occurred_at"
-        case component, status, scope, regions, agents, evidence, incident, agent, summary
+        case component, status, scope, regions, agents, evidence, incident, agent, summary, author, message
     }
 }
 

@@ -28,15 +28,17 @@ struct CollectorClient {
         self.clientCertificate = clientCertificate
     }
 
-    /// GETs (or POSTs) a path and returns the raw body of a 2xx answer.
-    func raw(_ path: String, query: [(String, String?)] = [], method: String = "GET") async throws -> Data {
+    /// GETs (or POSTs, with an optional JSON body) a path and returns the raw body of a 2xx answer.
+    func raw(_ path: String, query: [(String, String?)] = [], method: String = "GET", json: Data? = nil) async throws -> Data {
         var url = baseURL + path
         let pairs = query.compactMap { name, value in value.map { "\(name)=\(Self.escape($0))" } }
         if !pairs.isEmpty { url += "?" + pairs.joined(separator: "&") }
         let response: HTTPResponse
+        var headers = token.map { [HTTPHeader("Authorization", "Bearer \($0)")] } ?? []
+        if json != nil { headers.append(HTTPHeader("Content-Type", "application/json")) }
         var request = HTTPRequest(
-            method: method, url: url, headers: token.map { [HTTPHeader("Authorization", "Bearer \($0)")] } ?? [],
-            body: method == "POST" ? Data() : nil, timeout: .seconds(30), connectTimeout: .seconds(5), caFile: caFile)
+            method: method, url: url, headers: headers,
+            body: json ?? (method == "POST" ? Data() : nil), timeout: .seconds(30), connectTimeout: .seconds(5), caFile: caFile)
         request.clientCertificate = clientCertificate
         do {
             response = try await client.perform(request)

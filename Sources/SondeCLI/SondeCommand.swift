@@ -160,6 +160,19 @@ struct Table {
 
 func time(_ date: Date?) -> String { date.map(RFC3339.string(from:)) ?? "never" }
 
+/// An incident and its timeline, each entry with its author.
+func printIncident(_ incident: Incident) {
+    print(
+        "\(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))"
+    )
+    if let title = incident.title { print("  \(title)") }
+    print(
+        "  opened \(time(incident.openedAt)) by \(incident.openedBy)"
+            + (incident.resolvedAt.map { "  resolved \(time($0))" + (incident.resolvedBy.map { " by \($0)" } ?? "") } ?? ""))
+    if let conflict = incident.conflict { print("  " + Colour.paint("CONFLICT", "33") + " \(conflict)") }
+    for update in incident.updates { print("  \(time(update.time))  \(update.status.rawValue) (\(update.author)): \(update.message)") }
+}
+
 // MARK: - Commands
 
 extension SondeCommand {
@@ -217,7 +230,12 @@ extension SondeCommand {
                         print(
                             "  \(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))  since \(time(incident.openedAt))"
                         )
+                        if let latest = incident.updates.last { print("    \(latest.author): \(latest.message)") }
                     }
+                }
+                // A person's resolution standing against a fault still measured.
+                for verdict in status.components {
+                    if let conflict = verdict.conflict { print(Colour.paint("CONFLICT", "33") + " \(verdict.component): \(conflict)") }
                 }
                 let a = status.agents
                 print("Agents: \(a.total) total, \(a.ok) ok, \(a.localFault) local_fault, \(a.silent) silent, \(a.revoked) revoked")
@@ -269,23 +287,91 @@ extension SondeCommand {
     }
 
     struct Incidents: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Open incidents (--all: resolved ones too).")
-        @OptionGroup var options: GlobalOptions
-        @Flag(help: "Include resolved incidents.") var all = false
-        @Option(help: "At most this many (1…1000).") var limit: Int = 50
+        static let configuration = CommandConfiguration(
+            abstract: "Incidents: list them (the default), add a person's update, or open one by hand.",
+            subcommands: [List.self, Update.self, Create.self], defaultSubcommand: List.self)
 
-        func run() async throws {
-            try await reportingErrors {
-                let query: [(String, String?)] = [("status", all ? "all" : "open"), ("limit", "\(limit)")]
-                if options.json { return printJSON(try await try options.client.raw("/v1/incidents", query: query)) }
-                let body = try await try options.client.get(IncidentsResponse.self, "/v1/incidents", query: query)
-                guard !body.incidents.isEmpty else { return print(all ? "No incidents." : "No open incidents.") }
-                for incident in body.incidents {
-                    print(
-                        "\(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))"
-                    )
-                    print("  opened \(time(incident.openedAt))" + (incident.resolvedAt.map { "  resolved \(time($0))" } ?? ""))
-                    for update in incident.updates { print("  \(time(update.time))  \(update.status.rawValue): \(update.message)") }
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Open incidents (--all: resolved ones too), with their timelines.")
+            @OptionGroup var options: GlobalOptions
+            @Flag(help: "Include resolved incidents.") var all = false
+            @Option(help: "At most this many (1…1000).") var limit: Int = 50
+
+            func run() async throws {
+                try await reportingErrors {
+                    let query: [(String, String?)] = [("status", all ? "all" : "open"), ("limit", "\(limit)")]
+                    if options.json { return printJSON(try await try options.client.raw("/v1/incidents", query: query)) }
+                    let body = try await try options.client.get(IncidentsResponse.self, "/v1/incidents", query: query)
+                    guard !body.incidents.isEmpty else { return print(all ? "No incidents." : "No open incidents.") }
+                    for incident in body.incidents { printIncident(incident) }
+                }
+            }
+        }
+
+        struct Update: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Add a person's update to an open incident (admin token); the token's name is its author.",
+                discussion:
+                    "--status moves the incident: identified (cause known, being fixed), monitoring (fix in place, watching), "
+                    + "resolved (closed for good: Sonde opens a new incident if the fault returns after the component was healthy again), "
+                    + "or investigating. Without --status the message is added and the status stays. "
+                    + "Webhooks get incident.updated (incident.resolved for resolved).")
+            @OptionGroup var options: GlobalOptions
+            @Argument(help: "The incident id (first column of `sonde incidents`).") var id: String
+            @Option(help: "investigating, identified, monitoring or resolved (default: unchanged).") var status: String?
+            @Option(help: "What people should read (at most 2,000 characters).") var message: String
+
+            func validate() throws {
+                if let status, IncidentStatus(rawValue: status) == nil {
+                    throw ValidationError("--status: expected investigating, identified, monitoring or resolved, got \"\(status)\"")
+                }
+                if message.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { throw ValidationError("--message: must not be empty") }
+            }
+
+            func run() async throws {
+                try await reportingErrors {
+                    let request = try SondeJSON.encode(IncidentUpdateRequest(status: status, message: message))
+                    let data = try await options.client.raw(
+                        "/v1/incidents/\(CollectorClient.escape(id))/updates", method: "POST", json: request)
+                    if options.json { return printJSON(data) }
+                    printIncident(try options.client.decode(Incident.self, data))
+                }
+            }
+        }
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Open an incident by hand (admin token), e.g. for a problem no probe covers.",
+                discussion:
+                    "One incident per --component. Sonde's later measurements of that component join it; Sonde never moves "
+                    + "an incident it has not measured (people do, with `sonde incidents update`).")
+            @OptionGroup var options: GlobalOptions
+            @Option(name: .long, help: "The component (repeat for several; one incident each).") var component: [String] = []
+            @Option(help: "A short title (at most 200 characters).") var title: String?
+            @Option(help: "The first update people read (at most 2,000 characters).") var message: String
+            @Option(help: "investigating (default), identified or monitoring.") var status: String = "investigating"
+            @Option(help: "degraded_performance, partial_outage (default) or major_outage.") var severity: String = "partial_outage"
+            @Option(help: "An affected region (repeat; default: platform-wide).") var region: [String] = []
+
+            func validate() throws {
+                if component.isEmpty { throw ValidationError("--component: give at least one") }
+                if ![IncidentStatus.investigating, .identified, .monitoring].contains(where: { $0.rawValue == status }) {
+                    throw ValidationError("--status: expected investigating, identified or monitoring, got \"\(status)\"")
+                }
+                if ![ComponentStatus.degradedPerformance, .partialOutage, .majorOutage].contains(where: { $0.rawValue == severity }) {
+                    throw ValidationError("--severity: expected degraded_performance, partial_outage or major_outage, got \"\(severity)\"")
+                }
+            }
+
+            func run() async throws {
+                try await reportingErrors {
+                    let request = try SondeJSON.encode(
+                        IncidentCreateRequest(
+                            components: component, title: title, message: message, status: status, severity: severity,
+                            regions: region.isEmpty ? nil : region))
+                    let data = try await options.client.raw("/v1/incidents", method: "POST", json: request)
+                    if options.json { return printJSON(data) }
+                    for incident in try options.client.decode(IncidentsResponse.self, data).incidents { printIncident(incident) }
                 }
             }
         }

@@ -29,9 +29,11 @@ public enum ProblemScope: String, Codable, Sendable, CaseIterable {
     case platform
 }
 
-/// An incident's lifecycle (SPEC "Incidents and alerts").
+/// An incident's lifecycle (SPEC "Incidents and alerts"), in order. `identified` is set by a
+/// person only (the cause is known and being worked on).
 public enum IncidentStatus: String, Codable, Sendable, CaseIterable {
     case investigating
+    case identified
     case monitoring
     case resolved
 }

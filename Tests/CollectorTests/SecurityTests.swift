@@ -465,6 +465,19 @@ struct SecurityTests {
         }
     }
 
+    /// A person's update reaches Slack with its author and text, escaped like every other string:
+    /// an admin's message cannot ping a channel or forge a link either.
+    @Test func slackShowsAPersonsUpdateEscaped() throws {
+        let payload = try SondeJSON.encode(
+            AlertEvent(
+                id: "e2", type: .incidentUpdated, occurredAt: Date(), component: "login", status: "identified", summary: "login: identified (alice): x",
+                author: "alice", message: "Rolling back <!channel> <https://phish.example|here>"))
+        let body = WebhookPayload.slack(OutboxEvent(id: "e2", type: "incident.updated", occurredAt: Date(), payload: payload), linkBase: "https://status.example")
+        let text = String(decoding: body, as: UTF8.self)
+        #expect(text.contains("*Update from alice:* Rolling back &lt;!channel&gt; &lt;https://phish.example|here&gt;"), "\(text)")
+        #expect(!text.contains("<!channel>") && !text.contains("<https://phish"))
+    }
+
     /// A component name built to inject a link, a mention and a mrkdwn break into Slack: every
     /// agent-reported string is escaped, the link's anchor percent-encoded.
     @Test func slackMessagesEscapeHostileNames() throws {
