@@ -88,6 +88,13 @@ public struct NodeDecodingError: Error, Sendable, CustomStringConvertible {
     public static func suggestion(for key: String, among known: [String]) -> String {
         let ranked = known.map { ($0, editDistance($0.lowercased(), key.lowercased())) }.min { $0.1 < $1.1 }
         if let (best, distance) = ranked, distance <= max(2, key.count / 3) { return "; did you mean '\(best)'?" }
+        // `listen_port`, `correlation.window_runs`: a known key written flat instead of nested.
+        for parent in known {
+            for separator in ["_", "."] where key.hasPrefix(parent + separator) && key.count > parent.count + 1 {
+                let child = key.dropFirst(parent.count + 1)
+                return "; did you mean '\(parent)' with '\(child)' inside it (\(parent): {\(child): …})?"
+            }
+        }
         return known.isEmpty ? "" : "; expected one of: \(known.joined(separator: ", "))"
     }
 

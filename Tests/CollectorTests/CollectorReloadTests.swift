@@ -76,13 +76,17 @@ struct CollectorReloadTests {
         }
 
         // eu-1 pushes one batch after another through every reload below.
-        final class Pushes: Sendable { let statuses = Mutex<[Int]>([]) }
+        // Stopped by a flag, not by cancelling (a cancelled transfer would be a push of our own dropping).
+        final class Pushes: Sendable {
+            let statuses = Mutex<[Int]>([])
+            let stop = Mutex(false)
+        }
         let pushes = Pushes()
         let pusher = Task {
-            while !Task.isCancelled {
+            while !pushes.stop.withLock({ $0 }) {
                 let status = (try? await push(steady)) ?? -1
                 pushes.statuses.withLock { $0.append(status) }
-                try? await Task.sleep(for: .milliseconds(50))
+                try? await Task.sleep(for: .milliseconds(10))
             }
         }
 
@@ -116,11 +120,12 @@ struct CollectorReloadTests {
         #expect(revoked == 403 || revoked == 401, "a removed agent is revoked: \(revoked)")
         #expect(try await call("GET", "/v1/status", token: otherToken) == 401, "a removed token is refused")
 
-        pusher.cancel()
+        pushes.stop.withLock { $0 = true }
         _ = await pusher.value
         let statuses = pushes.statuses.withLock { $0 }
-        #expect(statuses.count > 10, "eu-1 pushed throughout (\(statuses.count) batches)")
-        #expect(statuses.allSatisfy { $0 == 200 }, "every push during the reloads accepted: \(Set(statuses))")
+        #expect(statuses.count >= 5, "eu-1 pushed throughout (\(statuses.count) batches)")
+        let refused = statuses.filter { $0 != 200 }
+        #expect(refused.isEmpty, "every push during the reloads accepted; refused: \(refused)")
         // Every accepted batch is stored: eu-1's results in the API equal its pushes.
         let results = try await CurlHTTPClient.shared.perform(
             HTTPRequest(url: base + "/v1/results?agent=eu-1&limit=1000", headers: [HTTPHeader("Authorization", "Bearer \(TestTokens.admin)")], timeout: .seconds(10)))
@@ -135,7 +140,7 @@ struct CollectorReloadTests {
             return "accepted"
         }
         let port = error("listen: {plain_http: true}\nlisten_port: 9000\n")
-        #expect(port.hasPrefix("c.yaml:2:1: listen_port: unknown key 'listen_port'"), "\(port)")
+        #expect(port == "c.yaml:2:1: listen_port: unknown key 'listen_port'; did you mean 'listen' with 'port' inside it (listen: {port: …})?", "\(port)")
         let runs = error("listen: {plain_http: true}\ncorrelation:\n  window_runz: 5\n")
         #expect(runs == "c.yaml:3:3: correlation.window_runz: unknown key 'window_runz'; did you mean 'window_runs'?", "\(runs)")
         let tls = error("listen: {plain_http: true}\ntls: {cert: a, key: b}\n")

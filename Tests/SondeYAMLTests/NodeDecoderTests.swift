@@ -39,7 +39,7 @@ import Testing
     @Test func typeErrorsAndMissingKeysArePlaced() throws {
         let fraction = try compose(yaml: "name: x\ninner: {port: 1.5}\n")
         do { _ = try NodeDecoder().decode(Outer.self, from: fraction) } catch {
-            #expect(error.path == "inner.port" && error.mark == Mark(line: 2, column: 16), "\(error)")
+            #expect(error.path == "inner.port" && error.mark == Mark(line: 2, column: 15), "\(error)")
             #expect(error.message.contains("expected a whole number"), "\(error)")
         }
         let missing = try compose(yaml: "inner: {}\n")
