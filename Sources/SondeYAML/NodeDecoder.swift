@@ -172,7 +172,7 @@ private struct NodeDecoderImpl: Decoder {
                 return KeyedDecodingContainer(NodeKeyedContainer<Key>(mapping: Node.Mapping([]), codingPath: codingPath, state: state))
             }
             throw DecodingError.typeMismatch(
-                [String: Any].self, .init(codingPath: codingPath, debugDescription: "expected a mapping, found \(NodeDescription.of(node))"))
+                [String: Any].self, .init(codingPath: codingPath, debugDescription: "expected a mapping, found \(node.readableDescription)"))
         }
         state.opened(mapping, path: codingPath)
         return KeyedDecodingContainer(NodeKeyedContainer<Key>(mapping: mapping, codingPath: codingPath, state: state))
@@ -181,7 +181,7 @@ private struct NodeDecoderImpl: Decoder {
     func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
         if node.tagName == .null { return NodeUnkeyedContainer(nodes: [], codingPath: codingPath, state: state) }
         guard let sequence = node.sequence else {
-            throw DecodingError.typeMismatch([Any].self, .init(codingPath: codingPath, debugDescription: "expected a list, found \(NodeDescription.of(node))"))
+            throw DecodingError.typeMismatch([Any].self, .init(codingPath: codingPath, debugDescription: "expected a list, found \(node.readableDescription)"))
         }
         return NodeUnkeyedContainer(nodes: Array(sequence), codingPath: codingPath, state: state)
     }
@@ -191,14 +191,14 @@ private struct NodeDecoderImpl: Decoder {
     }
 }
 
-/// How a node reads in an error message.
-enum NodeDescription {
-    static func of(_ node: Node) -> String {
-        switch node {
+extension Node {
+    /// How the node reads in an error message: "a mapping", "the number 3", "the text 'x'".
+    public var readableDescription: String {
+        switch self {
         case .mapping: "a mapping"
         case .sequence: "a list"
         case .scalar(let scalar):
-            switch node.tagName {
+            switch tagName {
             case .null: "nothing (null)"
             case .int, .float: "the number \(scalar.string)"
             case .bool: "the boolean \(scalar.string)"
@@ -216,7 +216,7 @@ private struct NodeSingleValue: SingleValueDecodingContainer {
     func decodeNil() -> Bool { node.tagName == .null }
 
     private func mismatch<T>(_ type: T.Type, _ expected: String) -> DecodingError {
-        .typeMismatch(type, .init(codingPath: codingPath, debugDescription: "expected \(expected), found \(NodeDescription.of(node))"))
+        .typeMismatch(type, .init(codingPath: codingPath, debugDescription: "expected \(expected), found \(node.readableDescription)"))
     }
 
     func decode(_ type: Bool.Type) throws -> Bool {

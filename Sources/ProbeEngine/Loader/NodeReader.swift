@@ -37,20 +37,7 @@ struct NodeReader {
         parent.isEmpty ? key : "\(parent).\(key)"
     }
 
-    static func describe(_ node: Node) -> String {
-        switch node {
-        case .mapping: "a mapping"
-        case .sequence: "a list"
-        case .scalar(let scalar):
-            switch node.tagName {
-            case .null: "nothing (null)"
-            case .int: "the number \(scalar.string)"
-            case .float: "the number \(scalar.string)"
-            case .bool: "the boolean \(scalar.string)"
-            default: "the text '\(scalar.string)'"
-            }
-        }
-    }
+    static func describe(_ node: Node) -> String { node.readableDescription }
 
     // MARK: - Structure
 
