@@ -1,5 +1,6 @@
 import Collector
 import CollectorAPI
+import Correlation
 import CurlHTTP
 import Foundation
 import SondeCore
@@ -93,10 +94,20 @@ struct AlertmanagerTests {
                 try await push(.failed, to: collector)
                 return await !sondeAlerts().isEmpty
             }
+            // The incident may still escalate (partial → major outage, more regions): its label set
+            // follows, and the old set is ended, so Alertmanager converges on one alert that
+            // matches the incident as it is now.
+            var current: Incident?
+            try await waitUntil("one active alert matching the incident", timeout: .seconds(30)) {
+                current = try decode(IncidentsResponse.self, try await get(collector, "/v1/incidents?status=open")).incidents.first
+                let alerts = await sondeAlerts()
+                let labels = alerts.first?["labels"] as? [String: String]
+                return alerts.count == 1 && labels?["status"] == current?.severity.rawValue
+                    && labels?["regions"] == current?.regions.sorted().joined(separator: ",") && labels?["scope"] == current?.scope.rawValue
+            }
             let alert = try #require(await sondeAlerts().first)
             let labels = try #require(alert["labels"] as? [String: String])
-            let incidents = try decode(IncidentsResponse.self, try await get(collector, "/v1/incidents?status=open"))
-            let incident = try #require(incidents.incidents.first)
+            let incident = try #require(current)
             #expect(labels["incident"] == incident.id)
             #expect(labels["component"] == "login")
             #expect(labels["scope"] == incident.scope.rawValue)
