@@ -25,7 +25,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
-        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -49,7 +48,7 @@ let package = Package(
             providers: [.apt(["libyaml-dev"])]
         ),
         /// YAML text → a node tree with resolved tags and line:column marks, over libyaml, without
-        /// Foundation (the agent's probe scripts and config; Yams would load Foundation and ICU).
+        /// Foundation: probe scripts, the agent's and the collector's config (one YAML stack).
         .target(
             name: "SondeYAML",
             dependencies: ["CYAML"],
@@ -148,7 +147,7 @@ let package = Package(
         .target(
             name: "Collector",
             dependencies: [
-                "SondeCore", "Correlation", "CollectorAPI", "CollectorStore", "CurlHTTP", "Yams",
+                "SondeCore", "Correlation", "CollectorAPI", "CollectorStore", "CurlHTTP", "SondeYAML",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),

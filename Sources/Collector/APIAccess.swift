@@ -8,7 +8,10 @@ import Synchronization
 /// secret; a presented token is hashed and compared with every configured digest in constant
 /// time (no early exit, so timing says nothing about which bytes or which token matched).
 struct APIAccess: Sendable {
-    let tokens: [APIToken]
+    /// The tokens in force: SIGHUP may replace them, and each request reads them anew.
+    let settings: ReloadableSettings
+
+    init(settings: ReloadableSettings) { self.settings = settings }
 
     /// Who may call an endpoint.
     enum Requirement: Sendable, CustomStringConvertible {
@@ -48,7 +51,7 @@ struct APIAccess: Sendable {
     func match(_ presented: String) -> APIToken? {
         let digest = SHA256Digest.hash(Data(presented.utf8))
         var found: APIToken?
-        for token in tokens {
+        for token in settings.tokens {
             var difference: UInt8 = 0
             for (a, b) in zip(token.sha256, digest) { difference |= a ^ b }
             if difference == 0 && token.sha256.count == digest.count { found = token }

@@ -42,7 +42,7 @@ extension CollectorCommand {
             // Files this process creates (database, WAL) are owner-only whatever the shell's umask.
             umask(0o077)
             let collector: BuiltCollector
-            do { collector = try await buildCollector(config: configuration, logger: logger) } catch let error as ConfigError {
+            do { collector = try await buildCollector(config: configuration, configPath: config, logger: logger) } catch let error as ConfigError {
                 printError("sonde-collector: \(config): \(error.field.map { "\($0): " } ?? "")\(error.message)")
                 throw ExitCode(2)
             } catch let error as TLSSetupError {

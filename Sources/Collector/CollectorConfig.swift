@@ -2,7 +2,7 @@ import CollectorStore
 import Correlation
 import Foundation
 import SondeCore
-import Yams
+import SondeYAML
 
 /// Everything `sonde-collector serve` reads from its YAML file. Keys are snake_case; durations
 /// are seconds as a number or a string with a unit (`500ms`, `1s`, `5m`, `2h`).
@@ -195,7 +195,7 @@ public struct AgentEnrolment: Sendable, Codable, Hashable {
 }
 
 /// Where alert webhooks go.
-public struct WebhookTarget: Sendable, Codable, Hashable {
+public struct WebhookTarget: Sendable, Decodable, Hashable {
     public enum Format: String, Sendable, Codable, Hashable, CaseIterable {
         /// The AlertEvent JSON plus `link`, signed.
         case json
@@ -204,6 +204,9 @@ public struct WebhookTarget: Sendable, Codable, Hashable {
         /// PagerDuty Events API v2: `trigger` on open and update, `resolve` on resolution, one
         /// alert per incident (`dedup_key` = incident id). Needs `routing_key`.
         case pagerduty
+        /// Alertmanager API v2 (`POST /api/v2/alerts`): one alert per open incident, re-sent
+        /// every `resend_interval` while open, ended (`endsAt`) on resolution.
+        case alertmanager
     }
 
     /// `name`: the delivery key (stable across restarts); defaults to the URL.
@@ -216,34 +219,43 @@ public struct WebhookTarget: Sendable, Codable, Hashable {
     public var format: Format
     /// `routing_key` (pagerduty): the integration key of the PagerDuty service (Events API v2).
     public var routingKey: String?
+    /// `resend_interval` (alertmanager): how often open incidents' alerts are sent again. An
+    /// open alert's `endsAt` is 4 of these ahead, so it stays firing while re-sent and ends by
+    /// itself if the collector is gone. Default 1 min (Prometheus's resend delay).
+    public var resendInterval: TimeInterval = 60
 
-    public init(name: String? = nil, url: String, secret: String, events: [String] = [], format: Format = .json, routingKey: String? = nil) {
+    public init(
+        name: String? = nil, url: String, secret: String = "", events: [String] = [], format: Format = .json, routingKey: String? = nil,
+        resendInterval: TimeInterval = 60
+    ) {
         self.name = name ?? url
         self.url = url
         self.secret = secret
         self.events = events
         self.format = format
         self.routingKey = routingKey
+        self.resendInterval = resendInterval
     }
 
     /// True when this target wants events of `type` (`alert.test` goes everywhere). A pagerduty
-    /// target without `events` gets incident events only: an agent's own problem is not a page.
+    /// or alertmanager target without `events` gets incident events only: an agent's own
+    /// problem is not a page.
     public func accepts(_ type: String) -> Bool {
         if type == AlertEventType.test.rawValue { return true }
-        if events.isEmpty { return format != .pagerduty || type.hasPrefix("incident.") }
+        if events.isEmpty { return ![.pagerduty, .alertmanager].contains(format) || type.hasPrefix("incident.") }
         return events.contains(type)
     }
 
     enum CodingKeys: String, CodingKey {
         case name, url, secret, events, format
         case routingKey = "routing_key"
+        case resendInterval = "resend_interval"
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         url = try c.decode(String.self, forKey: .url)
         name = try c.decodeIfPresent(String.self, forKey: .name) ?? url
-        secret = try c.decode(String.self, forKey: .secret)
         events = try c.decodeIfPresent([String].self, forKey: .events) ?? []
         let formatName = try c.decodeIfPresent(String.self, forKey: .format) ?? Format.json.rawValue
         guard let format = Format(rawValue: formatName) else {
@@ -253,6 +265,22 @@ public struct WebhookTarget: Sendable, Codable, Hashable {
                     debugDescription: "unknown format \"\(formatName)\"; expected one of \(Format.allCases.map(\.rawValue).joined(separator: ", "))"))
         }
         self.format = format
+        // json and slack receivers check `Sonde-Signature`; PagerDuty and Alertmanager do not.
+        if [.json, .slack].contains(format) {
+            secret = try c.decode(String.self, forKey: .secret)
+        } else {
+            secret = try c.decodeIfPresent(String.self, forKey: .secret) ?? ""
+        }
+        if let interval = try c.decodeIfPresent(ConfigDuration.self, forKey: .resendInterval) {
+            guard format == .alertmanager else {
+                throw DecodingError.dataCorrupted(
+                    .init(codingPath: c.codingPath + [CodingKeys.resendInterval], debugDescription: "only format alertmanager re-sends; remove resend_interval"))
+            }
+            guard interval.seconds >= 1 else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.resendInterval], debugDescription: "expected at least 1s"))
+            }
+            resendInterval = interval.seconds
+        }
         routingKey = try c.decodeIfPresent(String.self, forKey: .routingKey)
         if format == .pagerduty, (routingKey ?? "").isEmpty {
             throw DecodingError.dataCorrupted(
@@ -283,21 +311,28 @@ struct IndexKey: CodingKey {
 
 // MARK: - Loading
 
-/// A configuration problem: which file, which field, what was expected.
+/// A configuration problem: which file, where in it, which field, what was expected.
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
     public var file: String
     public var field: String?
     public var message: String
+    /// Where in the file (from 1), when the problem is at a place in the YAML.
+    public var line: Int?
+    public var column: Int?
 
-    public init(file: String, field: String?, message: String) {
+    public init(file: String, field: String?, message: String, line: Int? = nil, column: Int? = nil) {
         self.file = file
         self.field = field
         self.message = message
+        self.line = line
+        self.column = column
     }
 
+    /// `file:line:column: field: message`, as compilers print it.
     public var description: String {
-        if let field, !field.isEmpty { return "\(file): \(field): \(message)" }
-        return "\(file): \(message)"
+        let place = line.map { ":\($0)" + (column.map { ":\($0)" } ?? "") } ?? ""
+        if let field, !field.isEmpty { return "\(file)\(place): \(field): \(message)" }
+        return "\(file)\(place): \(message)"
     }
 }
 
@@ -451,13 +486,50 @@ extension CollectorConfig {
     /// Parses config YAML; `file` names it in errors and anchors relative paths.
     public static func parse(yaml: String, file: String) throws -> CollectorConfig {
         let raw: ConfigFile
+        let root: Node?
         do {
-            raw = try YAMLDecoder().decode(ConfigFile.self, from: yaml.isEmpty ? "{}" : yaml)
-        } catch let error as DecodingError {
-            throw Self.configError(error, file: file)
+            root = try compose(yaml: yaml)
+            raw = try NodeDecoder().decode(ConfigFile.self, from: root)
+        } catch let error as NodeDecodingError {
+            throw ConfigError(file: file, field: error.path, message: error.message, line: error.mark?.line, column: error.mark?.column)
+        } catch let error as YAMLError {
+            throw ConfigError(file: file, field: nil, message: "is not valid YAML: \(error.problem)", line: error.mark?.line, column: error.mark?.column)
         } catch {
-            throw ConfigError(file: file, field: nil, message: "is not valid YAML: \(error)")
+            throw ConfigError(file: file, field: nil, message: "\(error)")
         }
+        do { return try build(raw, file: file) } catch var error {
+            // A check made after decoding names a field: point at it in the file.
+            if error.line == nil, let field = error.field, let mark = root.flatMap({ Self.mark(of: field, in: $0) }) {
+                error.line = mark.line
+                error.column = mark.column
+            }
+            throw error
+        }
+    }
+
+    /// The node at a dotted path such as `webhooks[1].url`, for the place of an error.
+    static func mark(of path: String, in root: Node) -> Mark? {
+        var node = root
+        for part in path.split(separator: ".") {
+            var name = Substring(part)
+            var indices: [Int] = []
+            while let open = name.lastIndex(of: "["), name.hasSuffix("]"), let index = Int(name[name.index(after: open)..<name.index(before: name.endIndex)]) {
+                indices.insert(index, at: 0)
+                name = name[..<open]
+            }
+            if !name.isEmpty {
+                guard let entry = node.mapping?.first(where: { $0.key.string == String(name) }) else { return node.mark }
+                node = entry.value
+            }
+            for index in indices {
+                guard let sequence = node.sequence, sequence.indices.contains(index) else { return node.mark }
+                node = sequence[index]
+            }
+        }
+        return node.mark
+    }
+
+    private static func build(_ raw: ConfigFile, file: String) throws(ConfigError) -> CollectorConfig {
         var config = CollectorConfig()
         if let host = raw.listen?.host { config.host = host }
         if let port = raw.listen?.port {
@@ -561,7 +633,7 @@ extension CollectorConfig {
     }
 
     /// `listen.tls` / `listen.plain_http`, `tokens`, `status_page`, `metrics` and `limits`.
-    private mutating func applySecurity(_ raw: ConfigFile, file: String) throws {
+    private mutating func applySecurity(_ raw: ConfigFile, file: String) throws(ConfigError) {
         func resolve(_ path: String) -> String {
             path.hasPrefix("/") ? path : URL(fileURLWithPath: file).deletingLastPathComponent().path + "/" + path
         }
@@ -607,7 +679,7 @@ extension CollectorConfig {
         }
         metricsPublic = raw.metrics?.public ?? false
         if let l = raw.limits {
-            func positive<T: Comparable & Numeric>(_ value: T?, _ key: String) throws -> T? {
+            func positive<T: Comparable & Numeric>(_ value: T?, _ key: String) throws(ConfigError) -> T? {
                 guard let value else { return nil }
                 guard value > 0 else { throw ConfigError(file: file, field: "limits.\(key)", message: "expected more than 0") }
                 return value
@@ -622,28 +694,6 @@ extension CollectorConfig {
 
     static let transportRequired =
         "say how to serve: listen.tls {cert, key} for HTTPS, or listen.plain_http: true for plain HTTP (only on loopback or behind a TLS proxy)"
-
-    private static func configError(_ error: DecodingError, file: String) -> ConfigError {
-        func field(_ path: [any CodingKey]) -> String {
-            var text = ""
-            for key in path {
-                if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
-            }
-            return text
-        }
-        switch error {
-        case .keyNotFound(let key, let context):
-            return ConfigError(file: file, field: field(context.codingPath + [key]), message: "is required")
-        case .typeMismatch(let type, let context):
-            return ConfigError(file: file, field: field(context.codingPath), message: "expected \(type): \(context.debugDescription)")
-        case .valueNotFound(let type, let context):
-            return ConfigError(file: file, field: field(context.codingPath), message: "expected a \(type), found nothing")
-        case .dataCorrupted(let context):
-            return ConfigError(file: file, field: field(context.codingPath), message: context.debugDescription)
-        @unknown default:
-            return ConfigError(file: file, field: nil, message: "\(error)")
-        }
-    }
 }
 
 /// `status_page`: the public page's title, logo and link, and whether it names probes.

@@ -88,6 +88,22 @@ public final class CollectorMetrics: Sendable {
     }
 
     var snapshot: Counters { counters.withLock { $0 } }
+
+    /// Most labels an alert carries from its component's probes (each probe has at most 32).
+    static let maxAlertLabels = 32
+
+    /// The `labels` of a component's probes (their latest runs, every agent), for its alerts: a
+    /// label they agree on keeps its value; one they disagree on gets their values sorted and
+    /// joined with `,`. Names sorted; at most `maxAlertLabels`.
+    func probeLabels(component: String, now: Date) -> [String: String] {
+        var values: [String: Set<String>] = [:]
+        for run in latestRuns(now: now) where run.result.component == component {
+            for (name, value) in run.result.labels ?? [:] { values[name, default: []].insert(value) }
+        }
+        var labels: [String: String] = [:]
+        for name in values.keys.sorted().prefix(Self.maxAlertLabels) { labels[name] = values[name]!.sorted().joined(separator: ",") }
+        return labels
+    }
 }
 
 /// Prometheus text exposition format 0.0.4, written by hand.

@@ -40,10 +40,13 @@ final class BoundPort: Sendable {
 /// Builds the collector from its configuration: opens and migrates the database, enrols the
 /// configured agents and rebuilds the correlation engine from stored results, open incidents and
 /// agent states, all before anything listens. `serve`, the tests and the demo all call this.
-public func buildCollector(config: CollectorConfig, logger: Logger) async throws -> BuiltCollector {
+///
+/// `configPath` is the file `config` came from: SIGHUP re-reads it (agents, tokens, webhooks,
+/// certificate; `CollectorReloader`). Without it SIGHUP re-reads the certificate alone.
+public func buildCollector(config: CollectorConfig, configPath: String? = nil, logger: Logger) async throws -> BuiltCollector {
     // HTTPS or an explicit plain_http; never plain HTTP by default.
     guard config.tls != nil || config.plainHTTP else { throw ConfigError(file: "config", field: "listen", message: CollectorConfig.transportRequired) }
-    // SIGHUP reloads TLS (SIGHUPReloader); until that service traps it, it must not kill us.
+    // SIGHUP reloads (CollectorReloader); until that service traps it, it must not kill us.
     signal(SIGHUP, SIG_IGN)
     let credentials = try config.tls.map(TLSCredentials.init(files:))
     if let key = config.tls?.key, let mode = (try? FileManager.default.attributesOfItem(atPath: key))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
@@ -101,10 +104,11 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
     let boundPort = BoundPort()
     let linkBase: @Sendable () -> String = { config.linkBase(boundPort: boundPort.value) }
     let health = StorageHealth(store: store, logger: logger)
+    let settings = ReloadableSettings(tokens: config.tokens, webhooks: config.webhooks)
 
     let writer = IngestWriter(store: store, logger: logger)
     let api = CollectorAPI(
-        store: store, hub: hub, metrics: metrics, targets: config.webhooks, trigger: trigger,
+        store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger,
         ingest: IngestHandler(
             store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, health: health, cardinality: cardinality,
             pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
@@ -114,15 +118,15 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
         logger: logger)
     let services: [any Service] = [
         writer,
-        Evaluator(hub: hub, store: store, targets: config.webhooks, interval: config.evaluationInterval, trigger: trigger, logger: logger),
+        Evaluator(hub: hub, store: store, settings: settings, metrics: metrics, interval: config.evaluationInterval, trigger: trigger, logger: logger),
         WebhookDispatcher(
-            store: store, targets: config.webhooks, metrics: metrics, linkBase: linkBase,
+            store: store, settings: settings, metrics: metrics, linkBase: linkBase,
             retry: .init(
                 base: config.webhookRetryBase, cap: config.webhookRetryCap, timeout: config.webhookTimeout, maxAttempts: config.webhookMaxAttempts,
                 maxAge: config.webhookMaxAge),
             pollInterval: config.webhookPollInterval, logger: logger),
         RetentionService(store: store, retention: config.retentionDays * 86400, interval: config.retentionInterval, logger: logger),
-        SIGHUPReloader(credentials: credentials, logger: logger),
+        CollectorReloader(path: configPath, config: config, store: store, settings: settings, credentials: credentials, logger: logger),
     ]
     // Slow or stalled clients are cut off: `idle_timeout` (nothing received, including a
     // trickled header) and `request_timeout` (a whole request, body included).
@@ -137,7 +141,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
             metadata: ["http.host": .string(config.host)])
     }
     let application = Application(
-        router: makeRouter(api: api, config: config, metrics: metrics, logger: logger),
+        router: makeRouter(api: api, config: config, settings: settings, metrics: metrics, logger: logger),
         server: server,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sonde-collector"),
         services: services,
@@ -167,7 +171,7 @@ public func buildCollector(config: CollectorConfig, logger: Logger) async throws
 /// | `GET /v1/status`, `/v1/results`, `/v1/incidents[/ID]`, `/v1/agents`, `/v1/alerts/dead-letters` | read |
 /// | `GET /v1/batches`, `POST /v1/alerts/test`, `POST /v1/alerts/dead-letters/ID/redrive` | admin |
 /// | `POST /v1/incidents`, `POST /v1/incidents/ID/updates` (author: the token's name) | admin |
-func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMetrics, logger: Logger) -> Router<BasicRequestContext> {
+func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: ReloadableSettings, metrics: CollectorMetrics, logger: Logger) -> Router<BasicRequestContext> {
     typealias Handler = @Sendable (Request, BasicRequestContext) async throws -> Response
     @Sendable func query(_ request: Request) -> Query {
         var query = Query()
@@ -178,7 +182,7 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, metrics: CollectorMe
     let admin = APIAccess.Requirement.role(.admin)
     // The public pages: anyone with `status_page.public`, else a read token.
     let pages = config.statusPagePublic ? APIAccess.Requirement.anyone : read
-    let access = APIAccess(tokens: config.tokens)
+    let access = APIAccess(settings: settings)
     // The author of a person's incident write: the name of the (admin) token that made it.
     @Sendable func author(_ request: Request) -> String {
         (try? access.check(request.headers[.authorization], admin).get())?.name ?? "admin"
@@ -242,7 +246,7 @@ public struct CollectorAPI: Sendable {
     let store: any CollectorStorage
     let hub: CorrelationHub
     let metrics: CollectorMetrics
-    let targets: [WebhookTarget]
+    let settings: ReloadableSettings
     let trigger: EvaluationTrigger
     let ingest: IngestHandler
     let health: StorageHealth
@@ -362,6 +366,7 @@ public struct CollectorAPI: Sendable {
         let id = "alert.test.\(now.epochMs).\(UInt32.random(in: 0...UInt32.max))"
         let event = AlertEvent(id: id, type: .test, occurredAt: now, summary: "Test alert from sonde-collector: webhooks reach this target")
         let payload = try SondeJSON.encode(event)
+        let targets = settings.webhooks
         try await store.commit(
             EvaluationCommit(
                 events: [OutboxEvent(id: id, type: AlertEventType.test.rawValue, occurredAt: now, payload: payload)],

@@ -96,7 +96,10 @@ public final class EvaluationTrigger: Sendable {
 public struct Evaluator: Service {
     let hub: CorrelationHub
     let store: any CollectorStorage
-    let targets: [WebhookTarget]
+    /// Webhook targets in force (SIGHUP may change them): each event gets a delivery per target.
+    let settings: ReloadableSettings
+    /// Where the probes' `labels` come from, for incident events.
+    let metrics: CollectorMetrics
     let interval: TimeInterval
     let trigger: EvaluationTrigger
     let logger: Logger
@@ -127,7 +130,9 @@ public struct Evaluator: Service {
         }
         let output = await hub.evaluate()
         let evaluation = await hub.evaluations
-        var commit = Self.commit(for: output, targets: targets, lastStates: lastStates)
+        let metrics = metrics
+        var commit = Self.commit(
+            for: output, targets: settings.webhooks, lastStates: lastStates, labels: { metrics.probeLabels(component: $0, now: Date()) })
         commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
         commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)
         commit.deliveries = Array(Set(unsaved.deliveries + commit.deliveries))
@@ -152,12 +157,23 @@ public struct Evaluator: Service {
         }
     }
 
+    /// The event JSON with `labels` added (when there are any), keys sorted as before.
+    static func adding(labels: [String: String], to json: Data) -> Data {
+        guard !labels.isEmpty, var object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else { return json }
+        object["labels"] = labels
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? json
+    }
+
     private static func mergeByID<T>(_ old: [T], _ new: [T], id: KeyPath<T, String>) -> [T] {
         let newIDs = Set(new.map { $0[keyPath: id] })
         return old.filter { !newIDs.contains($0[keyPath: id]) } + new
     }
 
-    static func commit(for output: CorrelationOutput, targets: [WebhookTarget], lastStates: [String: Data]) -> EvaluationCommit {
+    /// `labels` gives a component's probe labels: an incident event carries them as `labels`
+    /// (json, slack, pagerduty `custom_details`, Alertmanager labels all read them from there).
+    static func commit(
+        for output: CorrelationOutput, targets: [WebhookTarget], lastStates: [String: Data], labels: (String) -> [String: String] = { _ in [:] }
+    ) -> EvaluationCommit {
         let encoder = SondeJSON.encoder()
         var commit = EvaluationCommit()
         for incident in output.changedIncidents {
@@ -168,7 +184,10 @@ public struct Evaluator: Service {
                     updatedAt: incident.updatedAt, resolvedAt: incident.resolvedAt, json: json))
         }
         for event in output.events {
-            guard let json = try? encoder.encode(event) else { continue }
+            guard var json = try? encoder.encode(event) else { continue }
+            if event.type.rawValue.hasPrefix("incident."), let component = event.component {
+                json = Self.adding(labels: labels(component), to: json)
+            }
             commit.events.append(OutboxEvent(id: event.id, type: event.type.rawValue, occurredAt: event.occurredAt, payload: json))
             for target in targets where target.accepts(event.type.rawValue) {
                 commit.deliveries.append(DeliveryKey(eventID: event.id, target: target.name))

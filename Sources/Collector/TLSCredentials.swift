@@ -1,9 +1,6 @@
 import Foundation
-import Logging
 import NIOSSL
-import ServiceLifecycle
 import Synchronization
-import UnixSignals
 
 /// The collector's certificate chain and key, read from `listen.tls` and swapped in place on
 /// SIGHUP: every new handshake picks up the current pair (NIOSSL's per-handshake context
@@ -42,7 +39,11 @@ final class TLSCredentials: Sendable {
 
     /// Re-reads the files; on any error the current pair stays in use.
     func reload() throws {
-        let pair = try Self.load(files)
+        replace(try Self.load(files))
+    }
+
+    /// Serves `pair` from the next handshake on (one `load` has checked it).
+    func replace(_ pair: Pair) {
         current.withLock { $0 = pair }
     }
 
@@ -70,30 +71,4 @@ final class TLSCredentials: Sendable {
 struct TLSSetupError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
-}
-
-/// SIGHUP reloads the TLS certificate and key (when serving HTTPS); it never stops the process.
-struct SIGHUPReloader: Service, CustomStringConvertible {
-    let credentials: TLSCredentials?
-    let logger: Logger
-
-    var description: String { "SIGHUPReloader" }
-
-    func run() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
-        await cancelWhenGracefulShutdown {
-            for await _ in signals {
-                guard let credentials else {
-                    logger.notice("SIGHUP: nothing to reload (plain HTTP)")
-                    continue
-                }
-                do {
-                    try credentials.reload()
-                    logger.notice("TLS certificate reloaded", metadata: ["tls.cert": .string(credentials.files.cert)])
-                } catch {
-                    logger.error("TLS reload failed; still serving the previous certificate", metadata: ["error": "\(error)"])
-                }
-            }
-        }
-    }
 }

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SondeCore
+import Synchronization
 
 // MARK: - Signing
 
@@ -98,6 +99,9 @@ enum WebhookPayload {
         if let author = object["author"] as? String, author != IncidentUpdate.automatic, let text = object["message"] as? String {
             facts.append("*Update from \(author):* \(text)")
         }
+        if let labels = object["labels"] as? [String: String], !labels.isEmpty {
+            facts.append("*Labels:* " + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+        }
         let message: [String: Any] = [
             // Every agent-reported string is escaped, here too: Slack renders `text` in notifications.
             "text": "\(emoji) [\(slackEscape(event.type))] \(slackEscape(summary))",
@@ -122,13 +126,7 @@ enum WebhookPayload {
         let object = ((try? JSONSerialization.jsonObject(with: event.payload)) as? [String: Any]) ?? [:]
         let incidentID = (object["incident"] as? [String: Any])?["id"] as? String ?? object["incident"] as? String
         let dedupKey = String((incidentID ?? event.id).prefix(255))
-        let severity =
-            switch (object["incident"] as? [String: Any])?["severity"] as? String ?? object["status"] as? String {
-            case "major_outage": "critical"
-            case "partial_outage": "error"
-            case "degraded_performance": "warning"
-            default: "info"
-            }
+        let severity = severity((object["incident"] as? [String: Any])?["severity"] as? String ?? object["status"] as? String)
         let summary = String(((object["summary"] as? String) ?? event.type).prefix(1024))
         var payload: [String: Any] = [
             "summary": summary, "source": "sonde", "severity": severity, "timestamp": RFC3339.string(from: event.occurredAt),
@@ -145,6 +143,17 @@ enum WebhookPayload {
             "client": "Sonde",
         ]
         return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    }
+
+    /// An incident's severity as alerting tools name it: major_outage → critical, partial_outage
+    /// → error, degraded_performance → warning; anything else → info.
+    static func severity(_ status: String?) -> String {
+        switch status {
+        case "major_outage": "critical"
+        case "partial_outage": "error"
+        case "degraded_performance": "warning"
+        default: "info"
+        }
     }
 
     /// Slack's three control characters in mrkdwn (`&`, `<`, `>`: with them escaped no link,
@@ -188,7 +197,8 @@ public struct WebhookDispatcher: Service {
     }
 
     let store: any CollectorStorage
-    let targets: [WebhookTarget]
+    /// The targets in force; SIGHUP may add, change or remove them while deliveries go on.
+    let settings: ReloadableSettings
     let client: CurlHTTPClient
     let metrics: CollectorMetrics
     let linkBase: @Sendable () -> String
@@ -197,11 +207,11 @@ public struct WebhookDispatcher: Service {
     let logger: Logger
 
     init(
-        store: any CollectorStorage, targets: [WebhookTarget], client: CurlHTTPClient = CurlHTTPClient(threads: 4), metrics: CollectorMetrics,
+        store: any CollectorStorage, settings: ReloadableSettings, client: CurlHTTPClient = CurlHTTPClient(threads: 4), metrics: CollectorMetrics,
         linkBase: @escaping @Sendable () -> String, retry: Retry, pollInterval: TimeInterval, logger: Logger
     ) {
         self.store = store
-        self.targets = targets
+        self.settings = settings
         self.client = client
         self.metrics = metrics
         self.linkBase = linkBase
@@ -216,15 +226,23 @@ public struct WebhookDispatcher: Service {
         (400..<500).contains(status) && ![408, 425, 429].contains(status)
     }
 
+    /// One task per target name, started when the target appears (at start or on SIGHUP). A
+    /// task ends once its target is removed or changed (after the attempt in progress), and a
+    /// changed target's new task then takes its queue over where the old one stopped.
     public func run() async throws {
-        guard !targets.isEmpty else {
-            // Nothing to deliver to; stay up until shutdown so the group does not see an early exit.
-            try? await gracefulShutdown()
-            return
-        }
-        await withDiscardingTaskGroup { group in
-            for target in targets {
-                group.addTask { await self.work(for: target) }
+        final class Running: Sendable { let names = Mutex<Set<String>>([]) }
+        let running = Running()
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled {
+                    for target in settings.webhooks where running.names.withLock({ $0.insert(target.name).inserted }) {
+                        group.addTask {
+                            await self.work(for: target)
+                            running.names.withLock { _ = $0.remove(target.name) }
+                        }
+                    }
+                    try? await Task.sleep(for: .seconds(max(pollInterval, 0.2)))
+                }
             }
         }
     }
@@ -240,8 +258,20 @@ public struct WebhookDispatcher: Service {
         var targetLogger = logger
         targetLogger[metadataKey: "webhook.target"] = .string(target.name)
         let logger = targetLogger
+        // Alertmanager: each open incident's alert is re-sent every resend_interval, and the
+        // label set last sent per incident is remembered, so a changed one is ended, not left firing.
         await cancelWhenGracefulShutdown {
+            var sentLabels: [String: [String: String]] = [:]
+            var nextResend = ContinuousClock.now
             while !Task.isCancelled {
+                guard settings.webhooks.contains(target) else {
+                    logger.notice("Webhook target removed or changed by a reload; its old settings stop here")
+                    return
+                }
+                if target.format == .alertmanager, ContinuousClock.now >= nextResend {
+                    await resendOpenIncidents(target: target, sentLabels: &sentLabels, logger: logger)
+                    nextResend = ContinuousClock.now + .milliseconds(Int(target.resendInterval * 1000))
+                }
                 let delivery: DeliveryRecord?
                 do { delivery = try await store.nextPendingDelivery(target: target.name) } catch {
                     logger.warning("Cannot read the webhook outbox", metadata: ["error": "\(error)"])
@@ -258,25 +288,30 @@ public struct WebhookDispatcher: Service {
                     try? await Task.sleep(for: .seconds(min(wait, max(pollInterval, 0.05))))
                     continue
                 }
-                await attempt(delivery, target: target, logger: logger)
+                await attempt(delivery, target: target, sentLabels: &sentLabels, logger: logger)
             }
         }
     }
 
-    private func attempt(_ delivery: DeliveryRecord, target: WebhookTarget, logger: Logger) async {
+    private func attempt(_ delivery: DeliveryRecord, target: WebhookTarget, sentLabels: inout [String: [String: String]], logger: Logger) async {
         var logger = logger
         logger[metadataKey: "event.id"] = .string(delivery.event.id)
         logger[metadataKey: "event.type"] = .string(delivery.event.type)
         let base = linkBase()
+        var alertmanagerSent: [String: [String: String]] = [:]
         let body: Data =
             switch target.format {
             case .json: WebhookPayload.json(delivery.event, linkBase: base)
             case .slack: WebhookPayload.slack(delivery.event, linkBase: base)
             case .pagerduty: WebhookPayload.pagerDuty(delivery.event, routingKey: target.routingKey ?? "", linkBase: base)
+            case .alertmanager:
+                alertmanagerAlerts(
+                    [(((try? JSONSerialization.jsonObject(with: delivery.event.payload)) as? [String: Any]) ?? [:], delivery.event.type, delivery.event.occurredAt)],
+                    target: target, sentLabels: sentLabels, sent: &alertmanagerSent)
             }
         let timestamp = Int(Date().timeIntervalSince1970)
         let request = HTTPRequest(
-            method: "POST", url: target.url,
+            method: "POST", url: target.format == .alertmanager ? AlertmanagerAlerts.endpoint(target.url) : target.url,
             headers: [
                 HTTPHeader("Content-Type", "application/json"),
                 HTTPHeader("User-Agent", "sonde-collector"),
@@ -290,6 +325,8 @@ public struct WebhookDispatcher: Service {
         do {
             let response = try await client.perform(request)
             if (200..<300).contains(response.status) {
+                sentLabels.merge(alertmanagerSent) { $1 }
+                sentLabels = sentLabels.filter { !$0.value.isEmpty }
                 do {
                     try await store.markDelivered(eventID: delivery.event.id, target: target.name, at: Date())
                     metrics.webhookDelivered()
@@ -332,7 +369,81 @@ public struct WebhookDispatcher: Service {
     }
 }
 
+// MARK: - Alertmanager
+
+extension WebhookDispatcher {
+    /// The request body for some events (the event JSON, its type, when it occurred): one alert
+    /// each, plus, for an incident whose label set changed since `sentLabels`, the old set ended
+    /// now. `sent` gets each incident's label set as it will be after a 2xx (empty: resolved).
+    func alertmanagerAlerts(
+        _ events: [([String: Any], String, Date)], target: WebhookTarget, sentLabels: [String: [String: String]], sent: inout [String: [String: String]]
+    ) -> Data {
+        let now = Date()
+        var alerts: [[String: Any]] = []
+        for (object, type, occurredAt) in events {
+            let link = WebhookPayload.link(for: object, linkBase: linkBase())
+            let alert = AlertmanagerAlerts.alert(
+                event: object, type: type, occurredAt: occurredAt, link: link, resendInterval: target.resendInterval, now: now)
+            alerts.append(alert)
+            guard let incident = object["incident"] as? [String: Any], let id = incident["id"] as? String,
+                let labels = alert["labels"] as? [String: String]
+            else { continue }
+            if let old = sentLabels[id], old != labels {
+                var ended = alert
+                ended["labels"] = old
+                ended["endsAt"] = RFC3339.string(from: now)
+                alerts.append(ended)
+            }
+            sent[id] = incident["resolved_at"] is String ? [:] : labels
+        }
+        return AlertmanagerAlerts.body(alerts)
+    }
+
+    /// Posts every open incident's alert again (read from the database, so a restart loses
+    /// nothing): Alertmanager keeps an alert firing only while it is re-sent before its
+    /// `endsAt`. A failure is logged; the next interval tries again, well before they end.
+    func resendOpenIncidents(target: WebhookTarget, sentLabels: inout [String: [String: String]], logger: Logger) async {
+        guard target.accepts(AlertEventType.incidentOpened.rawValue) else { return }
+        let records: [IncidentRecord]
+        do { records = try await store.incidents(.open, limit: 10_000) } catch {
+            logger.warning("Cannot read open incidents to re-send to Alertmanager", metadata: ["error": "\(error)"])
+            return
+        }
+        let now = Date()
+        var events: [([String: Any], String, Date)] = []
+        for record in records {
+            guard let incident = (try? JSONSerialization.jsonObject(with: record.json)) as? [String: Any] else { continue }
+            let updates = incident["updates"] as? [[String: Any]] ?? []
+            var object: [String: Any] = [
+                "incident": incident, "component": record.component,
+                "summary": updates.last?["message"] as? String ?? "\(record.component): \(record.status)",
+            ]
+            let labels = metrics.probeLabels(component: record.component, now: now)
+            if !labels.isEmpty { object["labels"] = labels }
+            events.append((object, AlertEventType.incidentUpdated.rawValue, record.updatedAt))
+        }
+        guard !events.isEmpty else { return }
+        var sent: [String: [String: String]] = [:]
+        let body = alertmanagerAlerts(events, target: target, sentLabels: sentLabels, sent: &sent)
+        let request = HTTPRequest(
+            method: "POST", url: AlertmanagerAlerts.endpoint(target.url),
+            headers: [HTTPHeader("Content-Type", "application/json"), HTTPHeader("User-Agent", "sonde-collector")],
+            body: body, timeout: .milliseconds(Int(retry.timeout * 1000)), maxResponseBytes: 1 << 20)
+        do {
+            let response = try await client.perform(request)
+            guard (200..<300).contains(response.status) else {
+                logger.warning("Alertmanager refused the re-sent alerts; next try in resend_interval", metadata: ["http.status": "\(response.status)"])
+                return
+            }
+            sentLabels.merge(sent) { $1 }
+            logger.debug("Open incidents re-sent to Alertmanager", metadata: ["alerts": "\(events.count)"])
+        } catch {
+            logger.warning("Cannot re-send open incidents to Alertmanager; next try in resend_interval", metadata: ["error": "\(error.message)"])
+        }
+    }
+}
+
 // A short name for ServiceLifecycle's logs: a dump of the targets would carry their secrets.
 extension WebhookDispatcher: CustomStringConvertible {
-    public var description: String { "WebhookDispatcher(\(targets.count) targets)" }
+    public var description: String { "WebhookDispatcher(\(settings.webhooks.count) targets)" }
 }

@@ -91,6 +91,51 @@ struct PagerDutyTests {
         }
     }
 
+    /// The probes' `labels` ride along in every format: the json event's `labels`, a Slack
+    /// `Labels:` line, PagerDuty's `custom_details.labels`. Probes that disagree on a label's
+    /// value give both values, sorted.
+    @Test func probeLabelsReachEveryWebhookFormat() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let pagerDuty = try PagerDutyReceiver()
+        defer { pagerDuty.server.stop() }
+        let json = try WebhookReceiver()
+        defer { json.server.stop() }
+        json.set(.up)
+        let slack = try WebhookReceiver()
+        defer { slack.server.stop() }
+        slack.set(.up)
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        var config = testConfig(
+            dir: dir, agents: agents,
+            webhooks: [
+                WebhookTarget(name: "pd", url: pagerDuty.url, format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef"),
+                WebhookTarget(name: "json", url: json.url, secret: "s", events: ["incident.opened"]),
+                WebhookTarget(name: "slack", url: slack.url, secret: "s", events: ["incident.opened"], format: .slack),
+            ])
+        config.components = ["login"]
+        try await withCollector(config) { collector in
+            try await waitUntil("the login incident sent to all three", timeout: .seconds(60)) {
+                for (index, agent) in agents.enumerated() {
+                    var result = agent.result(outcome: .failed, startedAt: Date(), code: "http_500")
+                    result.labels = ["team": "identity", "tier": index == 0 ? "1" : "2"]
+                    _ = try await agent.push(agent.batch([result]), to: collector)
+                }
+                return !pagerDuty.events.isEmpty && !json.acknowledgedRequests.isEmpty && !slack.acknowledgedRequests.isEmpty
+            }
+        }
+        let expected = ["team": "identity", "tier": "1,2"]
+        let jsonBody = try #require(json.acknowledgedRequests.first).body
+        let event = try #require(try JSONSerialization.jsonObject(with: jsonBody) as? [String: Any])
+        #expect(event["labels"] as? [String: String] == expected, "\(event)")
+        let details = try #require((pagerDuty.events.first?["payload"] as? [String: Any])?["custom_details"] as? [String: Any])
+        #expect(details["labels"] as? [String: String] == expected)
+        let slackBody = try #require(slack.acknowledgedRequests.first).body
+        let message = try #require(try JSONSerialization.jsonObject(with: slackBody) as? [String: Any])
+        let blocks = try #require(message["blocks"] as? [[String: Any]])
+        #expect(blocks.contains { ((($0["text"] as? [String: Any])?["text"] as? String) ?? "").contains("*Labels:* team=identity, tier=1,2") }, "\(blocks)")
+    }
+
     @Test func configRefusesAnUnknownFormatAndAPagerDutyTargetWithoutRoutingKey() throws {
         let unknown = """
             listen: {plain_http: true}
@@ -98,7 +143,7 @@ struct PagerDutyTests {
             """
         #expect(throws: ConfigError.self) { try CollectorConfig.parse(yaml: unknown, file: "c.yaml") }
         do { _ = try CollectorConfig.parse(yaml: unknown, file: "c.yaml") } catch {
-            #expect("\(error)".contains("unknown format \"pagerduty2\"; expected one of json, slack, pagerduty"), "\(error)")
+            #expect("\(error)".contains("unknown format \"pagerduty2\"; expected one of json, slack, pagerduty, alertmanager"), "\(error)")
         }
         let keyless = """
             listen: {plain_http: true}

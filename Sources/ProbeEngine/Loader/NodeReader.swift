@@ -37,20 +37,7 @@ struct NodeReader {
         parent.isEmpty ? key : "\(parent).\(key)"
     }
 
-    static func describe(_ node: Node) -> String {
-        switch node {
-        case .mapping: "a mapping"
-        case .sequence: "a list"
-        case .scalar(let scalar):
-            switch node.tagName {
-            case .null: "nothing (null)"
-            case .int: "the number \(scalar.string)"
-            case .float: "the number \(scalar.string)"
-            case .bool: "the boolean \(scalar.string)"
-            default: "the text '\(scalar.string)'"
-            }
-        }
-    }
+    static func describe(_ node: Node) -> String { node.readableDescription }
 
     // MARK: - Structure
 
@@ -86,27 +73,9 @@ struct NodeReader {
         return result
     }
 
+    /// "; did you mean 'x'?" or the list of known names (SondeYAML's, shared with config files).
     static func suggestion(for key: String, among known: [String]) -> String {
-        let ranked = known.map { ($0, editDistance($0.lowercased(), key.lowercased())) }.min { $0.1 < $1.1 }
-        if let (best, distance) = ranked, distance <= max(2, key.count / 3) {
-            return "; did you mean '\(best)'?"
-        }
-        return "; expected one of: \(known.joined(separator: ", "))"
-    }
-
-    static func editDistance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        if a.isEmpty { return b.count }
-        if b.isEmpty { return a.count }
-        var previous = Array(0...b.count)
-        for i in 1...a.count {
-            var current = [i] + Array(repeating: 0, count: b.count)
-            for j in 1...b.count {
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            previous = current
-        }
-        return previous[b.count]
+        NodeDecodingError.suggestion(for: key, among: known)
     }
 
     mutating func list(_ node: Node, _ field: String) -> [Node]? {

@@ -1,0 +1,161 @@
+import CollectorStore
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The parts of the config SIGHUP swaps in place while the collector runs: API tokens and
+/// webhook targets. Readers take the current value at each use (each request, each
+/// evaluation, each delivery loop), so a change needs no restart and drops nothing in flight.
+public final class ReloadableSettings: Sendable {
+    private struct Values {
+        var tokens: [APIToken]
+        var webhooks: [WebhookTarget]
+    }
+    private let values: Mutex<Values>
+
+    init(tokens: [APIToken], webhooks: [WebhookTarget]) {
+        values = Mutex(Values(tokens: tokens, webhooks: webhooks))
+    }
+
+    var tokens: [APIToken] { values.withLock { $0.tokens } }
+    var webhooks: [WebhookTarget] { values.withLock { $0.webhooks } }
+
+    func replace(tokens: [APIToken], webhooks: [WebhookTarget]) {
+        values.withLock { $0 = Values(tokens: tokens, webhooks: webhooks) }
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies what can change while running: `agents`
+/// (enrolled or updated; one the previous config listed and the new one does not is revoked),
+/// `tokens`, `webhooks` and the `listen.tls` certificate and key. The new file is checked whole
+/// first (the same checks as at start, and the certificate must load): a file with any error is
+/// refused with its errors in the log, and the running config stays as it was. Other settings
+/// (listen address, database, correlation, limits, …) need a restart; a change to them is
+/// logged as such. Results being ingested and events being delivered carry on throughout.
+final class CollectorReloader: Service, Sendable, CustomStringConvertible {
+    let path: String?
+    let store: any CollectorStorage
+    let settings: ReloadableSettings
+    let credentials: TLSCredentials?
+    let logger: Logger
+    /// The config in force: what the next reload is compared with.
+    let current: Mutex<CollectorConfig>
+
+    init(path: String?, config: CollectorConfig, store: any CollectorStorage, settings: ReloadableSettings, credentials: TLSCredentials?, logger: Logger) {
+        self.path = path
+        self.store = store
+        self.settings = settings
+        self.credentials = credentials
+        self.logger = logger
+        current = Mutex(config)
+    }
+
+    var description: String { "CollectorReloader" }
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals { await self.reload() }
+        }
+    }
+
+    /// One reload; returns true when the new config is in force.
+    @discardableResult
+    func reload() async -> Bool {
+        guard let path else {
+            // Built from a config value (tests, the demo): only the certificate can be re-read.
+            reloadCertificate(credentials?.files)
+            return credentials != nil
+        }
+        let new: CollectorConfig
+        do { new = try CollectorConfig.load(path: path) } catch {
+            logger.error("SIGHUP: the new config is refused; the previous one stays in force", metadata: ["config": .string(path), "error": "\(error)"])
+            return false
+        }
+        let old = current.withLock { $0 }
+        // The certificate first: a pair that does not load refuses the whole file.
+        var pair: TLSCredentials.Pair?
+        if let files = new.tls {
+            do { pair = try TLSCredentials.load(files) } catch {
+                logger.error(
+                    "TLS reload failed: the new config is refused; the previous one and its certificate stay in force",
+                    metadata: ["config": .string(path), "error": "\(error)"])
+                return false
+            }
+        }
+        do { try await applyAgents(old: old.agents, new: new.agents) } catch {
+            logger.error("SIGHUP: the new agents are refused; the previous config stays in force", metadata: ["config": .string(path), "error": "\(error)"])
+            return false
+        }
+        settings.replace(tokens: new.tokens, webhooks: new.webhooks)
+        if let credentials, let pair, new.tls == credentials.files {
+            credentials.replace(pair)
+            logger.notice("TLS certificate reloaded", metadata: ["tls.cert": .string(credentials.files.cert)])
+        }
+        current.withLock { $0 = new }
+        let restartNeeded = Self.restartOnlyChanges(old: old, new: new, servedTLS: credentials?.files)
+        if !restartNeeded.isEmpty {
+            logger.warning(
+                "SIGHUP: these settings changed but take effect only after a restart", metadata: ["settings": .string(restartNeeded.joined(separator: ", "))])
+        }
+        logger.notice(
+            "Config reloaded",
+            metadata: [
+                "config": .string(path), "agents": "\(new.agents.count)", "tokens": "\(new.tokens.count)", "webhooks": "\(new.webhooks.count)",
+            ])
+        return true
+    }
+
+    private func reloadCertificate(_ files: TLSFiles?) {
+        guard let credentials else {
+            logger.notice("SIGHUP: nothing to reload (plain HTTP, no config file)")
+            return
+        }
+        do {
+            try credentials.reload()
+            logger.notice("TLS certificate reloaded", metadata: ["tls.cert": .string(credentials.files.cert)])
+        } catch {
+            logger.error("TLS reload failed; still serving the previous certificate", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Enrols or updates the new file's agents, and revokes those only the old file listed.
+    /// A revocation made with `sonde-collector agents revoke` stays (as at start).
+    private func applyAgents(old: [AgentEnrolment], new: [AgentEnrolment]) async throws {
+        for enrolment in new where !old.contains(enrolment) {
+            let existing = try await store.agent(id: enrolment.id)
+            try await store.upsertAgent(
+                AgentRecord(
+                    id: enrolment.id, region: enrolment.region, publicKey: enrolment.publicKey,
+                    revoked: old.contains(where: { $0.id == enrolment.id }) ? (existing?.revoked ?? false) : false,
+                    enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+            logger.notice("Agent enrolled from the config", metadata: ["agent": .string(enrolment.id), "region": .string(enrolment.region)])
+        }
+        let kept = Set(new.map(\.id))
+        for removed in old where !kept.contains(removed.id) {
+            if try await store.revokeAgent(id: removed.id) {
+                logger.notice("Agent revoked: no longer in the config", metadata: ["agent": .string(removed.id)])
+            }
+        }
+    }
+
+    /// Settings that differ between the two files but are read only at start.
+    static func restartOnlyChanges(old: CollectorConfig, new: CollectorConfig, servedTLS: TLSFiles?) -> [String] {
+        var changed: [String] = []
+        if old.host != new.host || old.port != new.port { changed.append("listen") }
+        if old.plainHTTP != new.plainHTTP || (new.tls != nil) != (servedTLS != nil) || (servedTLS != nil && new.tls != servedTLS) { changed.append("listen.tls / listen.plain_http") }
+        if old.databasePath != new.databasePath || old.databaseSync != new.databaseSync { changed.append("database") }
+        if old.correlation != new.correlation || old.components != new.components { changed.append("correlation / components") }
+        if old.limits != new.limits { changed.append("limits") }
+        if old.statusPagePublic != new.statusPagePublic || old.metricsPublic != new.metricsPublic { changed.append("status_page / metrics") }
+        if old.publicURL != new.publicURL { changed.append("public_url") }
+        if old.webhookRetryBase != new.webhookRetryBase || old.webhookRetryCap != new.webhookRetryCap || old.webhookTimeout != new.webhookTimeout
+            || old.webhookMaxAttempts != new.webhookMaxAttempts || old.webhookMaxAge != new.webhookMaxAge
+        {
+            changed.append("webhook_retry")
+        }
+        return changed
+    }
+}

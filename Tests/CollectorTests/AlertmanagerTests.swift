@@ -1,0 +1,176 @@
+import Collector
+import CollectorAPI
+import Correlation
+import CurlHTTP
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port, in a
+/// temporary directory, clustering off. Its one receiver is a webhook to `notifications`, with
+/// resolved notifications on and 1 s grouping, so a test sees what Alertmanager itself decided.
+final class RealAlertmanager {
+    static let binary = "/usr/bin/prometheus-alertmanager"
+    let process: ChildProcess
+    let port: Int
+    let notifications: LoopbackHTTPServer
+    final class Received: Sendable { let bodies = Mutex<[Data]>([]) }
+    private let received = Received()
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    init(dir: TemporaryDirectory) throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            throw TestFailure("prometheus-alertmanager is not installed: `apt-get install prometheus-alertmanager` (scripts/install-deps.sh installs it)")
+        }
+        let received = self.received
+        notifications = try LoopbackHTTPServer { request in
+            received.bodies.withLock { $0.append(request.body) }
+            return .json(200, "{}")
+        }
+        port = try freeLoopbackPort()
+        try """
+            route: {receiver: sonde-test, group_by: [alertname, incident], group_wait: 1s, group_interval: 1s, repeat_interval: 1h}
+            receivers:
+              - name: sonde-test
+                webhook_configs: [{url: "\(notifications.baseURL)/alertmanager", send_resolved: true}]
+            """.write(toFile: dir.file("alertmanager.yml"), atomically: true, encoding: .utf8)
+        process = try ChildProcess(
+            Self.binary,
+            ["--config.file=\(dir.file("alertmanager.yml"))", "--storage.path=\(dir.file("am-data"))", "--web.listen-address=127.0.0.1:\(port)",
+             "--cluster.listen-address=", "--log.level=warn"])
+    }
+
+    /// Notifications Alertmanager sent to its webhook receiver (`status`: firing or resolved).
+    var notificationsReceived: [[String: Any]] {
+        received.bodies.withLock { $0 }.compactMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+    }
+
+    /// `GET /api/v2/alerts`: the alerts Alertmanager holds as active (resolved ones are left out).
+    func alerts() async -> [[String: Any]] {
+        guard let response = try? await CurlHTTPClient.shared.perform(HTTPRequest(url: url + "/api/v2/alerts", timeout: .seconds(5))),
+            response.status == 200
+        else { return [] }
+        return (try? JSONSerialization.jsonObject(with: Data(response.body)) as? [[String: Any]]) ?? []
+    }
+
+    func stop() async {
+        notifications.stop()
+        await process.stop()
+    }
+}
+
+@Suite("Alertmanager", .serialized)
+struct AlertmanagerTests {
+    /// An outage in two regions fires one alert in a real Alertmanager with the incident's labels
+    /// and the probes' labels; it is re-sent while open (its endsAt moves on), also by a
+    /// restarted collector; recovery resolves it (gone from the active alerts, and Alertmanager
+    /// notifies its receiver with status resolved).
+    @Test func incidentFiresIsResentAndResolvesInRealAlertmanager() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let alertmanager = try RealAlertmanager(dir: dir)
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu"),
+                      TestAgent(id: "us-1", region: "us"), TestAgent(id: "us-2", region: "us")]
+        var config = testConfig(
+            dir: dir, agents: agents,
+            webhooks: [WebhookTarget(name: "am", url: alertmanager.url, format: .alertmanager, resendInterval: 1)])
+        config.components = ["login"]
+        func push(_ outcome: Outcome, to collector: RunningCollector) async throws {
+            for agent in agents {
+                var result = agent.result(outcome: outcome, startedAt: Date(), code: outcome == .failed ? "http_500" : nil)
+                result.labels = ["team": "identity", "tier": "1", "alertname": "spoofed"]
+                _ = try await agent.push(agent.batch([result]), to: collector)
+            }
+        }
+        func sondeAlerts() async -> [[String: Any]] {
+            await alertmanager.alerts().filter { ($0["labels"] as? [String: String])?["alertname"] == "SondeIncident" }
+        }
+        func endsAt(_ alert: [String: Any]?) -> Date? { (alert?["endsAt"] as? String).flatMap(RFC3339.date(from:)) }
+
+        let firstEndsAt: Date = try await withCollector(config) { collector in
+            try await waitUntil("the login incident firing in Alertmanager", timeout: .seconds(60)) {
+                try await push(.failed, to: collector)
+                return await !sondeAlerts().isEmpty
+            }
+            // The incident may still escalate (partial → major outage, more regions): its label set
+            // follows, and the old set is ended, so Alertmanager converges on one alert that
+            // matches the incident as it is now.
+            var current: Incident?
+            try await waitUntil("one active alert matching the incident", timeout: .seconds(30)) {
+                current = try decode(IncidentsResponse.self, try await get(collector, "/v1/incidents?status=open")).incidents.first
+                let alerts = await sondeAlerts()
+                let labels = alerts.first?["labels"] as? [String: String]
+                return alerts.count == 1 && labels?["status"] == current?.severity.rawValue
+                    && labels?["regions"] == current?.regions.sorted().joined(separator: ",") && labels?["scope"] == current?.scope.rawValue
+            }
+            let alert = try #require(await sondeAlerts().first)
+            let labels = try #require(alert["labels"] as? [String: String])
+            let incident = try #require(current)
+            #expect(labels["incident"] == incident.id)
+            #expect(labels["component"] == "login")
+            #expect(labels["scope"] == incident.scope.rawValue)
+            #expect(["critical", "error"].contains(labels["severity"] ?? ""), "\(labels)")
+            #expect(labels["status"] == incident.severity.rawValue)
+            #expect(labels["regions"] == incident.regions.sorted().joined(separator: ","))
+            #expect(labels["team"] == "identity" && labels["tier"] == "1", "the probes' labels: \(labels)")
+            #expect(labels["label_alertname"] == "spoofed", "a probe label cannot overwrite Sonde's own")
+            #expect((alert["status"] as? [String: Any])?["state"] as? String == "active")
+            let annotations = try #require(alert["annotations"] as? [String: String])
+            #expect(!(annotations["summary"] ?? "").isEmpty)
+            #expect((alert["generatorURL"] as? String ?? "").contains("#incident-"))
+            let startsAt = (alert["startsAt"] as? String).flatMap(RFC3339.date(from:))
+            #expect(startsAt.map { abs($0.timeIntervalSince(incident.openedAt)) < 1 } == true, "startsAt is when the incident opened")
+
+            // Re-sent every resend_interval (1 s): Alertmanager's endsAt moves on.
+            let first = try #require(endsAt(alert))
+            try await waitUntil("the alert re-sent (endsAt later)", timeout: .seconds(30)) {
+                guard let now = endsAt(await sondeAlerts().first) else { return false }
+                return now > first.addingTimeInterval(1.5)
+            }
+            return try #require(endsAt(await sondeAlerts().first))
+        }
+
+        // A new collector process state over the same database keeps re-sending the open incident.
+        try await withCollector(config) { collector in
+            try await waitUntil("the restarted collector re-sending", timeout: .seconds(30)) {
+                guard let now = endsAt(await sondeAlerts().first) else { return false }
+                return now > firstEndsAt.addingTimeInterval(1.5)
+            }
+            try await waitUntil("the alert resolved in Alertmanager", timeout: .seconds(120)) {
+                try await push(.ok, to: collector)
+                return await sondeAlerts().isEmpty
+            }
+            try await waitUntil("Alertmanager notifying its receiver of the resolution", timeout: .seconds(30)) {
+                alertmanager.notificationsReceived.contains { $0["status"] as? String == "resolved" }
+            }
+            let resolved = try #require(alertmanager.notificationsReceived.last { $0["status"] as? String == "resolved" })
+            let alerts = resolved["alerts"] as? [[String: Any]] ?? []
+            #expect(alerts.contains { ($0["labels"] as? [String: String])?["component"] == "login" })
+            #expect(alertmanager.notificationsReceived.contains { $0["status"] as? String == "firing" })
+        }
+        await alertmanager.stop()
+    }
+
+    @Test func configAcceptsAlertmanagerAndRefusesResendIntervalElsewhere() throws {
+        let ok = try CollectorConfig.parse(
+            yaml: """
+                listen: {plain_http: true}
+                webhooks: [{name: am, url: "http://127.0.0.1:9093", format: alertmanager, resend_interval: 30s}]
+                """, file: "c.yaml")
+        #expect(ok.webhooks.first?.format == .alertmanager)
+        #expect(ok.webhooks.first?.resendInterval == 30)
+        #expect(ok.webhooks.first?.accepts("agent.silent") == false, "incident events only by default")
+        do {
+            _ = try CollectorConfig.parse(
+                yaml: """
+                    listen: {plain_http: true}
+                    webhooks: [{name: j, url: "http://127.0.0.1:9", secret: s, resend_interval: 30s}]
+                    """, file: "c.yaml")
+            Issue.record("resend_interval on a json target was accepted")
+        } catch {
+            #expect("\(error)".contains("c.yaml:2:") && "\(error)".contains("resend_interval"), "\(error)")
+        }
+    }
+}
