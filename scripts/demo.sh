@@ -121,6 +121,9 @@ webhooks:
   - {name: demo, url: $RECEIVER, secret: demo-secret, format: json}
 webhook_retry: {base: 500ms, cap: 5s, poll: 100ms}
 evaluation_interval: 1s
+# Shorter windows for a quick demo; resolve_after ends an agent's local-fault episode (eu-1 in
+# step 2) after 2 clean evaluations with its new data. Incidents recover by runs (monitor_runs,
+# resolve_runs: defaults), not by this.
 correlation: {flaky_window: 6, window_runs: 10, resolve_after: 2}
 agents:
 YAML

@@ -54,6 +54,11 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     public var scopeWaitIntervals: Double
     /// `major_ratio` (0…1, default 0.8): share of reporting agents failing hard for `major_outage`.
     public var majorRatio: Double
+    /// `major_step_ratio` (0…1, default 0.5): `major_outage` also needs the component to fail at
+    /// least this share of the steps of it the agents attempt (failed runs / attempted steps of
+    /// the component, up to each run's first failure: the per-request failure rate). Below it a
+    /// fault is `partial_outage` however many runs it fails (30 % of requests everywhere).
+    public var majorStepRatio: Double
     /// `degraded_ratio` (0…1, default 0.5): a region is `degraded_performance` when more than this
     /// share of its reporting agents are (confirmed) degraded.
     public var degradedRatio: Double
@@ -74,7 +79,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         silentMin: TimeInterval = 10, localConfidence: Double = 0.999, recoveryConfidence: Double = 0.999,
         monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
         scopeWaitIntervals: Double = 1, majorRatio: Double = 0.8, degradedRatio: Double = 0.5, openAfter: Int = 2,
-        resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50
+        resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50, majorStepRatio: Double = 0.5
     ) {
         self.windowRuns = windowRuns
         self.windowAge = windowAge
@@ -93,6 +98,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         self.minComponentAgents = minComponentAgents
         self.scopeWaitIntervals = scopeWaitIntervals
         self.majorRatio = majorRatio
+        self.majorStepRatio = majorStepRatio
         self.degradedRatio = degradedRatio
         self.openAfter = openAfter
         self.resolveAfter = resolveAfter
@@ -118,6 +124,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         case minComponentAgents = "min_component_agents"
         case scopeWaitIntervals = "scope_wait_intervals"
         case majorRatio = "major_ratio"
+        case majorStepRatio = "major_step_ratio"
         case degradedRatio = "degraded_ratio"
         case openAfter = "open_after"
         case resolveAfter = "resolve_after"
@@ -145,6 +152,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         minComponentAgents = try c.decodeIfPresent(Int.self, forKey: .minComponentAgents) ?? d.minComponentAgents
         scopeWaitIntervals = try c.decodeIfPresent(Double.self, forKey: .scopeWaitIntervals) ?? d.scopeWaitIntervals
         majorRatio = try c.decodeIfPresent(Double.self, forKey: .majorRatio) ?? d.majorRatio
+        majorStepRatio = try c.decodeIfPresent(Double.self, forKey: .majorStepRatio) ?? d.majorStepRatio
         degradedRatio = try c.decodeIfPresent(Double.self, forKey: .degradedRatio) ?? d.degradedRatio
         openAfter = try c.decodeIfPresent(Int.self, forKey: .openAfter) ?? d.openAfter
         resolveAfter = try c.decodeIfPresent(Int.self, forKey: .resolveAfter) ?? d.resolveAfter
@@ -173,6 +181,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         c.minComponentAgents = max(1, c.minComponentAgents)
         c.scopeWaitIntervals = max(0, c.scopeWaitIntervals)
         c.majorRatio = min(max(0, c.majorRatio), 1)
+        c.majorStepRatio = min(max(0, c.majorStepRatio), 1)
         c.degradedRatio = min(max(0, c.degradedRatio), 1)
         c.openAfter = max(1, c.openAfter)
         c.resolveAfter = max(1, c.resolveAfter)

@@ -24,6 +24,11 @@ struct AgentComponent {
     var allBad: Int32 = 0
     /// The fewest `ok` runs in a row at the end of any of its probes here.
     var cleanTail = Int32.max
+    /// Per-step failure rate terms and the problem span's runs (see `SeriesSummary`).
+    var rateSteps: Int32 = 0
+    var rateFailed: Int32 = 0
+    var spanRuns: Int32 = 0
+    var spanBad: Int32 = 0
     /// Newest non-ok run, on the collector's time line (agent time + the agent's offset).
     var newestBadAt = -Double.infinity
     /// When the collector last received one of its runs here.
@@ -52,6 +57,29 @@ struct RegionCounts {
     var repeatFailing: Int32 = 0
     var newestBadAt = -Double.infinity
     var lastReceived = -Double.infinity
+    var rateSteps: Int32 = 0
+    var rateFailed: Int32 = 0
+    var spanRuns: Int32 = 0
+    var spanBad: Int32 = 0
+    /// Σ and least of the agents' clean tails (passing runs in a row at the end).
+    var cleanRuns: Int32 = 0
+    var leastClean = Int32.max
+
+    /// The per-step failure rate (failed runs / attempted steps of the component, after each
+    /// series' first failure); nil before any series has a run after its first failure.
+    var stepFailureRate: Double? { rateSteps > 0 ? Double(rateFailed) / Double(rateSteps) : nil }
+
+    /// The run failure rate of the problem (recovery's p), given `clean` runs since its newest
+    /// failure. A hard fault — every run between each probe's first and newest failure failed,
+    /// at least `minRuns` of them pooled — is (n + ½) / (n + 1) (shrunk by half a run: a few
+    /// failed runs in a row are no proof that every run fails). Otherwise the window's non-ok
+    /// runs over its runs before the clean ones: runs from before the fault dilute it, which
+    /// only asks a recovery for more runs (a random fault's rate read from a few failures can be
+    /// far too high, and would end an incident while the fault is on).
+    func problemFailureRate(clean: Int32, minRuns: Int) -> Double {
+        if spanRuns >= Int32(minRuns), spanBad == spanRuns { return (Double(spanRuns) + 0.5) / (Double(spanRuns) + 1) }
+        return Double(allBad) / Double(max(1, allRuns - clean))
+    }
 
     mutating func add(_ x: AgentComponent, confirm: Int32 = .max) {
         reporting += 1
@@ -70,6 +98,13 @@ struct RegionCounts {
         allBad += x.allBad
         newestBadAt = max(newestBadAt, x.newestBadAt)
         lastReceived = max(lastReceived, x.lastReceived)
+        rateSteps += x.rateSteps
+        rateFailed += x.rateFailed
+        spanRuns += x.spanRuns
+        spanBad += x.spanBad
+        let clean = x.cleanTail == .max ? 0 : x.cleanTail
+        cleanRuns += clean
+        leastClean = min(leastClean, clean)
     }
 
     static func += (lhs: inout RegionCounts, rhs: RegionCounts) {
@@ -86,6 +121,36 @@ struct RegionCounts {
         lhs.repeatFailing += rhs.repeatFailing
         lhs.newestBadAt = max(lhs.newestBadAt, rhs.newestBadAt)
         lhs.lastReceived = max(lhs.lastReceived, rhs.lastReceived)
+        lhs.rateSteps += rhs.rateSteps
+        lhs.rateFailed += rhs.rateFailed
+        lhs.spanRuns += rhs.spanRuns
+        lhs.spanBad += rhs.spanBad
+        lhs.cleanRuns += rhs.cleanRuns
+        lhs.leastClean = min(lhs.leastClean, rhs.leastClean)
+    }
+
+    /// Its agents are past the problem: each passed its latest `runs` runs and, pooled, enough
+    /// runs passed (M for the problem's failure rate, see `cleanRunsNeeded`) that the problem
+    /// still on would have shown. Its old failures then say nothing about now.
+    func recovered(runs: Int, minRuns: Int, confidence: Double) -> Bool {
+        guard reporting > 0, allBad > 0, leastClean != .max, leastClean >= Int32(runs) else { return false }
+        let p = problemFailureRate(clean: cleanRuns, minRuns: minRuns)
+        return cleanRuns >= CorrelationEngine.cleanRunsNeeded(failureRate: p, confidence: confidence)
+    }
+
+    /// The same counts with the problem forgotten (a recovered region): still reporting, with
+    /// its history (recovery of an open incident reads it), but nothing failing or slow now.
+    var past: RegionCounts {
+        var k = self
+        k.hard = 0
+        k.flaky = 0
+        k.degraded = 0
+        k.latestFailed = 0
+        k.failed = 0
+        k.repeatFailing = 0
+        k.rateSteps = 0
+        k.rateFailed = 0
+        return k
     }
 }
 
@@ -138,6 +203,8 @@ struct EvaluationFrame {
     var wholeLocal: [Bool] = []
     var localReason: [String?] = []
     var counts: [RegionCounts] = []
+    /// Per (component, region): recovered from a problem its windows still hold (see `RegionCounts.recovered`).
+    var recovered: [Bool] = []
 
     /// Counted as evidence: not silent, not local by its control, not in doubt about it.
     func agentCounts(_ a: Int) -> Bool { !excluded[a] && !controlFailing[a] && !controlInDoubt[a] }
@@ -285,6 +352,10 @@ extension CorrelationEngine {
                 x.allFailed += s.allFailed
                 x.allBad += s.allBad
                 x.cleanTail = min(x.cleanTail, s.cleanTail)
+                x.rateSteps += s.rateSteps
+                x.rateFailed += s.rateFailed
+                x.spanRuns += s.spanRuns
+                x.spanBad += s.spanBad
                 x.newestBadAt = max(x.newestBadAt, s.newestBadAt + offset)
                 x.lastReceived = max(x.lastReceived, s.lastReceived)
                 if s.latestFailed { x.latestFailed = true }
@@ -430,6 +501,10 @@ extension CorrelationEngine {
     // MARK: Phase 4: region counts
 
     /// Sums per (component, region) over the agents that count (fresh, not local, not in doubt).
+    /// A region whose agents have recovered (``RegionCounts/recovered(runs:minRuns:confidence:)``, with
+    /// `monitor_runs` and `recovery_confidence`) counts as past its problem: scope and status come
+    /// from what its fresh runs say, not from failures still in its windows (a fault that moved
+    /// away from it leaves it at once).
     mutating func regionCountsPhase(_ frame: inout EvaluationFrame) {
         let componentCount = componentNames.count
         let regionCount = regionNames.count
@@ -441,7 +516,13 @@ extension CorrelationEngine {
                 if x.counts { counts[c * regionCount + r].add(x, confirm: Int32(config.confirmFailures)) }
             }
         }
+        var recovered = [Bool](repeating: false, count: counts.count)
+        for g in counts.indices where counts[g].recovered(runs: config.monitorRuns, minRuns: config.minRuns, confidence: config.recoveryConfidence) {
+            recovered[g] = true
+            counts[g] = counts[g].past
+        }
         frame.counts = counts
+        frame.recovered = recovered
     }
 
     // MARK: Phase 5: verdicts and incidents
@@ -459,6 +540,7 @@ extension CorrelationEngine {
         var sampleSeries = [[Int32]](repeating: [], count: componentCount)
         var latencies = [[Double]](repeating: [], count: componentCount)
         var reporters = [Int32](repeating: 0, count: componentCount)
+        var failingNow = [Bool](repeating: false, count: componentCount)
         var componentInterval = [Double](repeating: 0, count: componentCount)
         let codeStride = max(1, errorCodeNames.count)
         var codeCounts = [Int32](repeating: 0, count: componentCount * codeStride)
@@ -477,6 +559,12 @@ extension CorrelationEngine {
                 guard x.counts else { continue }
                 if frame.agentInterval[a].isFinite { componentInterval[c] = max(componentInterval[c], frame.agentInterval[a]) }
                 if x.latencyMs >= 0 { latencies[c].append(x.latencyMs) }
+                if frame.recovered[c * regionCount + Int(agentRegion[a])] { continue }
+                // A latest run that failed, from an agent still sending (one quiet for 2 of its
+                // intervals may be stopping: its last failure says nothing about now).
+                if x.latestFailed, !(frame.agentInterval[a].isFinite && frame.t - x.lastReceived > 2 * frame.agentInterval[a]) {
+                    failingNow[c] = true
+                }
                 // Failing now, or with `confirm_failures` failed runs in its window: a random fault's
                 // agents stay listed while it lasts (their flaky state comes and goes).
                 if x.state.isFailing || x.allFailed >= Int32(cfg.confirmFailures) {
@@ -532,7 +620,7 @@ extension CorrelationEngine {
             stepIncident(
                 &track, component: componentNames[c], status: rollup.status, scope: rollup.scope, evidence: evidence,
                 hasNewData: componentHasNewData[c], eligible: eligible, scopeSettled: settled, recovery: facts, t: frame.t,
-                now: now, changed: &changed, events: &events)
+                failingNow: failingNow[c], now: now, changed: &changed, events: &events)
             // Recovered just now: from the next evaluation on, the verdict reads only the runs after
             // the incident's newest failure; this one already says so.
             let status = !wasMonitoring && track.incident?.status == .monitoring ? ComponentStatus.operational : rollup.status
@@ -580,7 +668,7 @@ extension CorrelationEngine {
         let status: ComponentStatus
         if total.reporting == 0 {
             status = .unknown
-        } else if total.hard > 0, Double(total.hard) >= cfg.majorRatio * Double(total.reporting) {
+        } else if Self.isMajor(total, cfg) {
             status = .majorOutage
         } else {
             status = min(worst, .partialOutage)
@@ -649,8 +737,8 @@ extension CorrelationEngine {
             let after = max(scope.newestBadAt, tracks[c].horizon) - agentOffset[a]
             clean += series[Int(s)].runs(after: after)
         }
-        let before = max(1, scope.allRuns - clean)
-        let needed = Self.cleanRunsNeeded(failureRate: Double(scope.allBad) / Double(before), confidence: config.recoveryConfidence)
+        let p = scope.problemFailureRate(clean: clean, minRuns: config.minRuns)
+        let needed = Self.cleanRunsNeeded(failureRate: p, confidence: config.recoveryConfidence)
         let pooledClean = clean >= needed && frame.t - scope.newestBadAt > lull
         return RecoveryFacts(
             canMonitor: pooledClean && minClean != .max && minClean >= Int32(config.monitorRuns),
@@ -737,9 +825,17 @@ extension CorrelationEngine {
         }
     }
 
+    /// `major_outage`: at least `major_ratio` of the agents fail hard, and the component fails at
+    /// least `major_step_ratio` of the steps they attempt (per step, not per run: a journey that
+    /// calls a component 4 times fails most runs while 30 % of its requests fail, a partial outage).
+    static func isMajor(_ k: RegionCounts, _ cfg: CorrelationConfig) -> Bool {
+        guard k.hard > 0, Double(k.hard) >= cfg.majorRatio * Double(k.reporting) else { return false }
+        return (k.stepFailureRate ?? 1) >= cfg.majorStepRatio
+    }
+
     static func regionStatus(_ k: RegionCounts, _ cfg: CorrelationConfig) -> ComponentStatus {
         let reporting = Double(k.reporting)
-        if k.hard > 0, Double(k.hard) >= cfg.majorRatio * reporting { return .majorOutage }
+        if isMajor(k, cfg) { return .majorOutage }
         if k.hard + k.flaky > 0 { return .partialOutage }
         // The pooled ratio catches failures spread thinly over many agents. Early on a window
         // counts as `min_runs` long per agent, so one failed run of each of two agents does not read

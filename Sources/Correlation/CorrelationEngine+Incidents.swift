@@ -10,7 +10,7 @@ extension CorrelationEngine {
     func stepIncident(
         _ track: inout ComponentTrack, component: String, status: ComponentStatus, scope: ProblemScope?,
         evidence: Evidence, hasNewData: Bool, eligible: Bool, scopeSettled: Bool, recovery: RecoveryFacts, t: Double,
-        now: Date, changed: inout [Incident], events: inout [AlertEvent]
+        failingNow: Bool = true, now: Date, changed: inout [Incident], events: inout [AlertEvent]
     ) {
         // Nobody reporting, or nothing new since the last tick: no step of the hysteresis.
         guard status != .unknown, hasNewData else { return }
@@ -94,7 +94,8 @@ extension CorrelationEngine {
                 }
             } else if bad {
                 track.pendingCount = 0
-                keepMembershipCurrent(&track, &incident, evidence: evidence, since: since, now: now, changed: &changed, events: &events)
+                keepMembershipCurrent(
+                    &track, &incident, evidence: evidence, since: since, failingNow: failingNow, now: now, changed: &changed, events: &events)
             } else {
                 track.pendingCount = 0
                 track.pendingMembership = nil
@@ -129,16 +130,22 @@ extension CorrelationEngine {
     }
 
     /// Regions, agents or failure codes of an investigating incident that differ from the
-    /// evidence for `open_after` evaluations in a row are announced (`incident.updated`).
+    /// evidence for `open_after` evaluations in a row are announced (`incident.updated`). A change
+    /// that only drops members is announced only while some agent's latest run still fails
+    /// (`failingNow`): otherwise it is the incident recovering region by region, which
+    /// `monitoring` reports, and a fault that moved still fails where it went.
     private func keepMembershipCurrent(
-        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, since: Date, now: Date, changed: inout [Incident],
-        events: inout [AlertEvent]
+        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, since: Date, failingNow: Bool, now: Date,
+        changed: inout [Incident], events: inout [AlertEvent]
     ) {
         let seen = ComponentTrack.Membership(
             regions: evidence.failingRegions, agents: evidence.failingAgents, codes: evidence.errorCodes.keys.sorted())
         let known = ComponentTrack.Membership(
             regions: incident.regions, agents: incident.agents, codes: incident.evidence.errorCodes.keys.sorted())
-        guard seen != known, !seen.regions.isEmpty else {
+        let onlyDrops =
+            Set(seen.regions).isSubset(of: known.regions) && Set(seen.agents).isSubset(of: known.agents)
+            && Set(seen.codes).isSubset(of: known.codes)
+        guard seen != known, !seen.regions.isEmpty, failingNow || !onlyDrops else {
             track.pendingMembership = nil
             track.membershipCount = 0
             return

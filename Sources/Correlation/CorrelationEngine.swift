@@ -39,10 +39,15 @@ import SondeCore
 ///   data is excluded and listed in `evidence.local_agents`; one `agent.local_fault` per episode,
 ///   which ends after `resolve_after` (3) clean evaluations with new data from the agent.
 /// - **Verdict** from the agents that count. Per region: `major_outage` when ≥ `major_ratio` (0.8)
-///   fail hard; `partial_outage` when any fails (hard or flaky) or the region's pooled recent
-///   failure ratio exceeds `flaky_ratio`; `degraded_performance` when more than `degraded_ratio`
-///   (0.5) are degraded. Component: `major_outage` when ≥ `major_ratio` of all fail hard, else the
-///   worst region capped at `partial_outage`; `unknown` when nobody reports. Affected regions: not
+///   fail hard and the per-step failure rate (failed runs / the component's attempted steps, up to
+///   each run's first failure, after each probe's first failure in its recent window) is at least
+///   `major_step_ratio` (0.5); `partial_outage` when any fails (hard or flaky) or the region's
+///   pooled recent failure ratio exceeds `flaky_ratio`; `degraded_performance` when more than
+///   `degraded_ratio` (0.5) are degraded. Component: `major_outage` by the same rule over all,
+///   else the worst region capped at `partial_outage`; `unknown` when nobody reports. A region
+///   whose agents each passed their latest `monitor_runs` runs, with M pooled passing runs (M as
+///   for recovery, from the region's problem rate), is past its problem: operational and out of
+///   the scope, whatever failures its windows still hold. Affected regions: not
 ///   operational ones, plus (while one is) regions with `confirm_failures` failed runs recently or
 ///   an agent with `confirm_failures` failures in its window. Scope: `platform` with ≥
 ///   `min_platform_regions` (2) affected regions, else `region`. `evidence.single_agent` when one
@@ -58,8 +63,9 @@ import SondeCore
 ///   announced ("changed: …"). Recovery is counted in runs, not evaluations: `monitoring` once
 ///   every fresh agent of its regions passed its latest `monitor_runs` (1) runs, the pooled
 ///   passing runs since the newest problem run reached M = ⌈ln(1 − `recovery_confidence`) /
-///   ln(1 − p)⌉ (p: those regions' failure rate up to it; 0.999 gives M = 0 for a hard outage,
-///   20 at 30 %, 66 at 10 %), and the time since exceeds 1.5 × the longest lull between problem
+///   ln(1 − p)⌉ (p: (n + ½) / (n + 1) for a hard fault — all n ≥ `min_runs` runs strictly between each
+///   probe's first and newest problem run failed —, else those regions' failure rate up to the
+///   newest problem run; 0.999 gives M ≈ 3 after a hard outage, 20 at 30 %, 66 at 10 %), and the time since exceeds 1.5 × the longest lull between problem
 ///   runs since the problem began. An agent silent for 2 of its intervals is skipped. From then on
 ///   verdicts read only runs after that newest problem run (the incident's *horizon*), so its
 ///   failures never colour later verdicts. Resolved when, still clean, every agent passed its
@@ -222,7 +228,9 @@ public struct CorrelationEngine: Sendable {
                 let s = seriesFor(agent: a, probe: result.probe, component: c, affects: c == own ? -1 : own, control: control)
                 if let outcome = observation.outcome {
                     series[Int(s)].insert(
-                        WindowRun(id: result.id, startedAt: started, durationMs: result.durationMs, outcome: outcome, error: observation.error),
+                        WindowRun(
+                            id: result.id, startedAt: started, durationMs: result.durationMs, outcome: outcome, error: observation.error,
+                            steps: observation.steps),
                         config: config)
                 }
                 series[Int(s)].lastReceived = max(series[Int(s)].lastReceived, received)
@@ -254,10 +262,13 @@ public struct CorrelationEngine: Sendable {
     static func observations(of result: ProbeResult) -> [Observation] {
         let own = result.component
         let failedStep = result.outcome == .failed ? result.steps.firstIndex { !$0.ok } : nil
+        // Steps of a component the run attempted: up to and including the first failed step.
+        let attempted = result.steps.prefix(failedStep.map { $0 + 1 } ?? result.steps.count)
+        func steps(of c: String) -> Int32 { max(1, Int32(attempted.filter { ($0.component ?? own) == c }.count)) }
         if result.control == true || (result.outcome == .failed && failedStep == nil)
             || result.steps.allSatisfy({ ($0.component ?? own) == own })
         {
-            return [Observation(component: own, outcome: result.outcome, error: result.error)]
+            return [Observation(component: own, outcome: result.outcome, error: result.error, steps: steps(of: own))]
         }
         var list: [Observation] = []
         var decidedElsewhere = false
@@ -266,19 +277,19 @@ public struct CorrelationEngine: Sendable {
             if i == failedStep {
                 if c != own {
                     list.removeAll { $0.component == c }
-                    list.append(Observation(component: c, outcome: .failed, error: result.error ?? step.error))
+                    list.append(Observation(component: c, outcome: .failed, error: result.error ?? step.error, steps: steps(of: c)))
                     decidedElsewhere = true
                 }
                 break
             }
             if c != own, !list.contains(where: { $0.component == c }) {
-                list.append(Observation(component: c, outcome: .ok, error: nil))
+                list.append(Observation(component: c, outcome: .ok, error: nil, steps: steps(of: c)))
             }
         }
         list.append(
             decidedElsewhere
                 ? Observation(component: own, outcome: nil, error: nil)
-                : Observation(component: own, outcome: result.outcome, error: result.error))
+                : Observation(component: own, outcome: result.outcome, error: result.error, steps: steps(of: own)))
         return list
     }
 
@@ -286,6 +297,8 @@ public struct CorrelationEngine: Sendable {
         var component: String
         var outcome: Outcome?
         var error: ProbeError?
+        /// Steps of `component` the run attempted (see `WindowRun.steps`).
+        var steps: Int32 = 1
     }
 
     private mutating func seriesFor(agent a: Int32, probe: String, component c: Int32, affects: Int32, control: Bool) -> Int32 {

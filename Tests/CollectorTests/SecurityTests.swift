@@ -163,6 +163,30 @@ struct SecurityTests {
         }
     }
 
+    /// An agent whose clock is behind by up to the accepted skew (300 s) must still verify the
+    /// collector's certificate: a certificate valid only from the moment it was made is "not yet
+    /// valid" to it, every push fails, and the agent looks silent (the scenario clock-4min-behind).
+    /// The test certificates are backdated as public CAs do; `openssl verify -attime` judges them
+    /// at the behind clock's time.
+    @Test func testCertificatesVerifyOnAClockFiveMinutesBehind() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let certs = try TestCertificates(in: dir.file("tls"))
+        let behind = Int(Date().timeIntervalSince1970) - Int(PushProtocol.defaultAllowedSkew)
+        for cert in [certs.serverCert, certs.clientCert] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            process.arguments = ["verify", "-CAfile", certs.caCert, "-attime", "\(behind)", cert]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\(cert): \(said)")
+        }
+    }
+
     /// A real `sonde-collector serve`: SIGHUP swaps in a rotated certificate for new handshakes,
     /// on the same listener, and the process lives on; the `sonde` CLI verifies with --ca-file
     /// and sends its token from a file.

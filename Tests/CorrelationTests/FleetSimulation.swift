@@ -35,6 +35,9 @@ struct FleetSimulation {
     var clockSkew: [String: Double] = [:]
     /// Components whose journeys log in first: a step of component `login` before their own.
     var loginJourneys: Set<String> = []
+    /// Components whose probes make this many requests to them per run (a journey), each
+    /// judged by the faults on its own; others make one.
+    var requestsPerRun: [String: Int] = [:]
     let controlLag: Double
     private var nextRun: [String: (run: Int, at: Double)] = [:]
 
@@ -110,8 +113,22 @@ struct FleetSimulation {
             steps.append(StepResult(name: "login", method: "POST", url: "https://x/login", ok: loginOK, timings: .zero, error: loginError, component: "login"))
             if !loginOK {
                 (outcome, error) = (.failed, loginError)
-            } else {
+            } else if requestsPerRun[probe.component] == nil {
                 steps.append(StepResult(name: "main", method: "GET", url: "https://x/main", ok: outcome != .failed, timings: .zero, error: error))
+            }
+        }
+        if let requests = requestsPerRun[probe.component], !probe.control, steps.allSatisfy(\.ok) {
+            // Each request of the journey is judged on its own (a fault hits requests, not runs);
+            // the run stops at the first that fails.
+            (outcome, error) = (.ok, nil)
+            for i in 0..<requests {
+                let (o, e) = verdict(agent: agent, probe: Probe(name: "\(probe.name)#\(i)", component: probe.component, control: false), run: run)
+                steps.append(StepResult(name: "request \(i)", method: "GET", url: "https://x/\(i)", ok: o != .failed, timings: .zero, error: e))
+                if o == .failed {
+                    (outcome, error) = (o, e)
+                    break
+                }
+                if o == .degraded { outcome = .degraded }
             }
         }
         var duration = 100.0

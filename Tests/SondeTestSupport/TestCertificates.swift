@@ -18,8 +18,8 @@ public struct TestCertificates: Sendable {
     public init(in folder: String) throws {
         self.folder = folder
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try Self.makeCA(cert: caCert, key: caKey, name: "Sonde Test CA")
-        try Self.makeCA(cert: otherCACert, key: otherCAKey, name: "Unrelated Test CA")
+        try makeCA(cert: caCert, key: caKey, name: "Sonde Test CA")
+        try makeCA(cert: otherCACert, key: otherCAKey, name: "Unrelated Test CA")
         try issue(cert: serverCert, key: serverKey, name: "localhost", signedBy: (caCert, caKey), extensions: "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
         try issue(cert: clientCert, key: clientKey, name: "test-agent", signedBy: (caCert, caKey), extensions: "extendedKeyUsage=clientAuth\n")
     }
@@ -32,23 +32,63 @@ public struct TestCertificates: Sendable {
             extensions: "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     }
 
-    static func makeCA(cert: String, key: String, name: String) throws {
-        try openssl([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
-            "-subj", "/CN=\(name)", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        ])
+    /// Every certificate is valid from this long before it is made, as public CAs backdate theirs:
+    /// a peer whose clock is behind (within the collector's accepted skew, 5 minutes by default)
+    /// must not see a certificate that is "not yet valid" and fail every handshake.
+    public static let backdating: TimeInterval = 3600
+
+    func makeCA(cert: String, key: String, name: String) throws {
+        try sign(
+            cert: cert, key: key, name: name, signedBy: nil,
+            extensions: "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
     }
 
     func issue(cert: String, key: String, name: String, signedBy ca: (cert: String, key: String), extensions: String) throws {
+        try sign(cert: cert, key: key, name: name, signedBy: ca, extensions: extensions)
+    }
+
+    /// A new key and a certificate for it, signed by `ca` (self-signed when nil), valid from
+    /// `backdating` ago for 2 days. `openssl ca` because OpenSSL 3.0's `req`/`x509` cannot set
+    /// the start date.
+    private func sign(cert: String, key: String, name: String, signedBy ca: (cert: String, key: String)?, extensions: String) throws {
         let csr = cert + ".csr"
         let ext = cert + ".ext"
         try Data(extensions.utf8).write(to: URL(fileURLWithPath: ext))
+        // The bookkeeping `openssl ca` needs: a database and a serial file, in `folder`.
+        let database = folder + "/ca-index.txt"
+        let config = folder + "/ca.cnf"
+        if !FileManager.default.fileExists(atPath: config) {
+            FileManager.default.createFile(atPath: database, contents: nil)
+            try Data("1000\n".utf8).write(to: URL(fileURLWithPath: folder + "/ca-serial"))
+            try Data(
+                """
+                [ca]
+                default_ca = test_ca
+                [test_ca]
+                database = \(database)
+                serial = \(folder)/ca-serial
+                new_certs_dir = \(folder)
+                default_md = sha256
+                policy = any_name
+                unique_subject = no
+                email_in_dn = no
+                [any_name]
+                commonName = supplied
+
+                """.utf8
+            ).write(to: URL(fileURLWithPath: config))
+        }
+        let format = DateFormatter()
+        format.locale = Locale(identifier: "en_US_POSIX")
+        format.timeZone = TimeZone(identifier: "UTC")
+        format.dateFormat = "yyyyMMddHHmmss'Z'"
+        let now = Date()
         // Written to temporary names first, then renamed: a reload never sees half a pair.
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key + ".new", "-out", csr, "-subj", "/CN=\(name)"])
-        try Self.openssl([
-            "x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", "\(UInt32.random(in: 1...UInt32.max))", "-out", cert + ".new",
-            "-days", "2", "-extfile", ext,
-        ])
+        let signer = ca.map { ["-cert", $0.cert, "-keyfile", $0.key] } ?? ["-selfsign", "-keyfile", key + ".new"]
+        try openssl(
+            ["ca", "-batch", "-config", config, "-in", csr, "-out", cert + ".new", "-notext", "-extfile", ext]
+                + ["-startdate", format.string(from: now - Self.backdating), "-enddate", format.string(from: now + 2 * 86_400)] + signer)
         _ = rename(key + ".new", key)
         _ = rename(cert + ".new", cert)
         chmod(key, 0o600)
