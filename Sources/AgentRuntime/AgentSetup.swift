@@ -59,6 +59,8 @@ public struct AgentServices: Sendable {
     public var uploader: Uploader
     /// SIGHUP → reload (`run` sets it; nil in tests that drive the scheduler themselves).
     public var reloader: ConfigReloader?
+    /// The agent's own `/metrics` (`metrics.listen`); nil when it is off.
+    public var metricsServer: AgentMetricsServer?
 
     /// Scheduler and uploader in one group with graceful shutdown on SIGTERM/SIGINT. Services shut
     /// down in reverse order: the scheduler first (no new runs; runs in flight finish or are
@@ -69,7 +71,7 @@ public struct AgentServices: Sendable {
             services: [
                 .init(service: uploader, successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup),
-            ] + (reloader.map { [.init(service: $0)] } ?? []),
+            ] + (reloader.map { [.init(service: $0)] } ?? []) + (metricsServer.map { [.init(service: $0)] } ?? []),
             gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger)
         // A last resort if a run or a push ignores cancellation: never hang a service manager.
         configuration.maximumGracefulShutdownDuration = scheduler.shutdownGrace + uploader.settings.timeout + .seconds(10)
@@ -116,5 +118,17 @@ public func buildAgent(
         }
     }
     let uploader = Uploader(settings: .init(config: config), journal: journal, key: key, client: client, logger: logger)
-    return AgentServices(scheduler: scheduler, uploader: uploader)
+    var services = AgentServices(scheduler: scheduler, uploader: uploader)
+    if let listen = config.metrics?.listen {
+        let metrics = AgentMetrics()
+        do {
+            services.metricsServer = try AgentMetricsServer(listen: listen, metrics: metrics, spool: spool, logger: logger)
+        } catch {
+            spool.close()
+            throw error
+        }
+        services.uploader.metrics = metrics
+        services.scheduler.metrics = metrics
+    }
+    return services
 }

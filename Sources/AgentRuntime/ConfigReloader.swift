@@ -9,7 +9,7 @@ import UnixSignals
 /// problem is refused as a whole, each problem logged, and the running set keeps going.
 ///
 /// What a reload cannot change without a restart (agent id and region, collector, key, spool:
-/// they are what the spool and the signed pushes are made of) is left as it runs, with a warning.
+/// they are what the spool and the signed pushes are made of; the metrics address) is left as it runs, with a warning.
 public struct ConfigReloader: Service {
     /// Loads the config again, as at start (same file, same command-line overrides).
     let load: @Sendable () throws(ConfigError) -> AgentConfig
@@ -66,6 +66,7 @@ public struct ConfigReloader: Service {
             ("collector.url", new.collector.url != running.collector.url), ("collector.key", new.collector.keyPath != running.collector.keyPath),
             ("collector.batch_size", new.collector.batchSize != running.collector.batchSize),
             ("spool.path", new.spool.path != running.spool.path), ("spool.max_bytes", new.spool.maxBytes != running.spool.maxBytes),
+            ("metrics.listen", new.metrics != running.metrics),
         ]
     }
 }

@@ -109,9 +109,7 @@ enum MetricsRenderer {
             out.sample("sonde_refusals_total", [("surface", key.surface), ("reason", key.reason)], Double(count))
         }
 
-        out.declare("sonde_build_info", type: "gauge", help: "Always 1; the labels say which build is running.")
-        out.sample("sonde_build_info", [("version", SondeBuildInfo.version), ("commit", SondeBuildInfo.commit), ("date", SondeBuildInfo.date)], 1)
-        renderProcess(process, into: &out)
+        out.processAndBuild(process)
         return out.text
     }
 
@@ -125,22 +123,5 @@ enum MetricsRenderer {
             if taken.insert(clean).inserted { pairs.append((clean, value)) }
         }
         return pairs
-    }
-
-    /// The standard process series (names and help as Prometheus's own clients write them).
-    static func renderProcess(_ p: ProcessStats, into out: inout PrometheusText) {
-        let series: [(String, String, String, Double?)] = [
-            ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", p.cpuSeconds),
-            ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.residentBytes),
-            ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", p.virtualBytes),
-            ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", p.startTime),
-            ("process_open_fds", "gauge", "Number of open file descriptors.", p.openFDs),
-            ("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.maxFDs),
-        ]
-        for (name, type, help, value) in series {
-            guard let value else { continue }
-            out.declare(name, type: type, help: help)
-            out.sample(name, [], value)
-        }
     }
 }

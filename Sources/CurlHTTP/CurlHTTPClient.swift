@@ -9,7 +9,8 @@ import Synchronization
 /// Performs HTTP requests over libcurl's multi interface, every transfer of a client driven by
 /// one thread of its own, so no curl call ever blocks Swift's cooperative thread pool. Each
 /// request gets a fresh easy handle and a fresh connection (probes measure DNS, connect and TLS
-/// every time). Cancelling the calling task aborts the transfer.
+/// every time), unless it sets `reuseConnection` (the agent's pushes). Cancelling the calling
+/// task aborts the transfer.
 ///
 /// Why one thread and not a pool of threads each blocking in `curl_easy_perform`: every transfer
 /// then cost a hand-off to a worker thread and back, plus a multi handle and its wake-up socket

@@ -120,9 +120,13 @@ final class CurlTransfer: @unchecked Sendable {
         // One multi handle drives every transfer, and it would keep connections and DNS answers
         // for the next one. Probes measure DNS, connect and TLS every time: a fresh connection,
         // closed after use, and no DNS cache (as when each transfer had a multi handle of its own).
-        set(sonde_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1), "FRESH_CONNECT")
-        set(sonde_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1), "FORBID_REUSE")
-        set(sonde_curl_setopt_long(handle, CURLOPT_DNS_CACHE_TIMEOUT, 0), "DNS_CACHE_TIMEOUT")
+        // A request that asks for reuse (the pushes) keeps its connection in the multi handle's
+        // cache: a push then costs no TCP or TLS handshake on either side.
+        if !request.reuseConnection {
+            set(sonde_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1), "FRESH_CONNECT")
+            set(sonde_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1), "FORBID_REUSE")
+            set(sonde_curl_setopt_long(handle, CURLOPT_DNS_CACHE_TIMEOUT, 0), "DNS_CACHE_TIMEOUT")
+        }
         // http and https only, for the request and any redirect curl might follow (it follows
         // none: CurlHTTPClient follows redirects hop by hop, to decide which headers go along).
         set(sonde_curl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, Self.protocols), "PROTOCOLS_STR")
@@ -247,8 +251,8 @@ final class CurlTransfer: @unchecked Sendable {
             set(sonde_curl_setopt_long(handle, CURLOPT_IPRESOLVE, Int(resolve)), "IPRESOLVE")
         }
         // The chain's expiry dates for `cert_valid_for` and the result (https only: curl keeps
-        // the text of every certificate, a few KB, until the handle is freed).
-        if request.url.utf8.count > 8, request.url.prefix(8).lowercased() == "https://" {
+        // the text of every certificate, a few KB, until the handle is freed; probes only).
+        if !request.reuseConnection, request.url.utf8.count > 8, request.url.prefix(8).lowercased() == "https://" {
             set(sonde_curl_setopt_long(handle, CURLOPT_CERTINFO, 1), "CERTINFO")
         }
         if let jar = request.cookieJar {

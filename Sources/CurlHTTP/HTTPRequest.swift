@@ -40,6 +40,11 @@ public struct HTTPRequest: Sendable {
     public var ipVersion: IPVersion?
     /// The run's cookie jar: cookies set by earlier responses go out, new ones are kept.
     public var cookieJar: CurlCookieJar?
+    /// Keep the connection open after the exchange, and send over one left open by an earlier
+    /// request of the same client to the same server with the same TLS settings (no new TCP or
+    /// TLS handshake). For the agent's pushes to its collector; probes leave it off, since they
+    /// measure DNS, connect and TLS every time.
+    public var reuseConnection = false
 
     public init(
         method: String = "GET", url: String, headers: [HTTPHeader] = [], body: Data? = nil,

@@ -45,11 +45,3 @@ func runOK(_ arguments: [String], environment: [String: String] = [:], timeout: 
     return output
 }
 
-/// The path of a program on PATH, or a loud failure naming the Debian package that provides it.
-func requireProgram(_ name: String, package: String) throws -> String {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    for dir in path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"] where access("\(dir)/\(name)", X_OK) == 0 {
-        return "\(dir)/\(name)"
-    }
-    throw TestFailure("\(name) is not installed: `apt-get install \(package)` (scripts/install-deps.sh installs it)")
-}

@@ -192,3 +192,12 @@ public struct TemporaryDirectory: Sendable {
     public func file(_ name: String) -> String { path + "/" + name }
     public func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
+
+/// The path of a program on PATH, or a loud failure naming the Debian package that provides it.
+public func requireProgram(_ name: String, package: String) throws -> String {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    for dir in path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"] where access("\(dir)/\(name)", X_OK) == 0 {
+        return "\(dir)/\(name)"
+    }
+    throw TestFailure("\(name) is not installed: `apt-get install \(package)` (scripts/install-deps.sh installs it)")
+}

@@ -399,7 +399,9 @@ def bench_pipeline(args, work, target):
 def render_pipeline(args, rates, runs, idles):
     md = [f"### 1b. Whole pipeline at real rates vs blackbox_exporter + Prometheus (N HTTP probes every 5 s, {args.pipeline_seconds} s window, all four processes side by side on one nginx; median of {args.repeat} runs)", "",
           "Sonde: `sonde-agent run` with N probe files (one GET each, `interval: 5s`), pushing to a real `sonde-collector serve` "
-          "with the push settings at their defaults (`collector:` has only `url` and `key`: batch_size 100, flush_interval 1s). "
+          "with the push settings at their defaults (`collector:` has only `url` and `key`: batch_size 100, flush_interval 1s; "
+          "pushes over one kept-alive connection), the collector on plain HTTP on loopback (`listen: {plain_http: true}`, "
+          "non-default; `evaluation_interval: 1s`, the default). "
           "Prometheus (Debian `prometheus`) scrapes `blackbox_exporter` (`http_2xx`) for the same N URLs every 5 s "
           "(`scrape_interval: 5s`, the only non-default). CPU = utime+stime from /proc/PID/stat over the window, divided by the "
           "probe runs in it (Sonde: results the collector ingested; blackbox: `probe_success` samples Prometheus stored). "

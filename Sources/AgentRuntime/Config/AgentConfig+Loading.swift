@@ -108,7 +108,7 @@ struct ConfigFileReader {
         }
         guard let root else { return [:] }  // An empty file means all defaults.
         let top = fields(root, nil, known: [
-            "agent", "collector", "spool", "probes", "control_probes", "variables", "secrets", "proxy", "ca_file", "scheduling",
+            "agent", "collector", "spool", "probes", "control_probes", "variables", "secrets", "proxy", "ca_file", "scheduling", "metrics",
         ])
         if let agent = top["agent"] {
             let keys = fields(agent, "agent", known: ["id", "region"])
@@ -185,6 +185,18 @@ struct ConfigFileReader {
             if let value = duration(keys["shutdown_grace"], "scheduling.shutdown_grace") { config.scheduling.shutdownGrace = value }
             if let node = keys["interval"], let value = duration(node, "scheduling.interval") {
                 if value > .zero { config.scheduling.interval = value } else { problem(node, "scheduling.interval", "must be longer than 0s") }
+            }
+        }
+        if let metrics = top["metrics"] {
+            let keys = fields(metrics, "metrics", known: ["listen"])
+            if let node = keys["listen"], let text = string(node, "metrics.listen") {
+                if let address = MetricsListenAddress.parse(text) {
+                    config.metrics = AgentConfig.Metrics(listen: address)
+                } else {
+                    problem(node, "metrics.listen", "expected an IP address and port such as 127.0.0.1:9465 or [::1]:9465, got \"\(text)\"")
+                }
+            } else if keys["listen"] == nil, case .mapping = metrics {
+                problem(metrics, "metrics.listen", "missing: the address to serve /metrics on, such as 127.0.0.1:9465 (leave out `metrics:` to serve none)")
             }
         }
         return secretMarks

@@ -15,6 +15,7 @@ import FoundationEssentials
 /// secrets: {sim_password: env:SONDE_SIM_PASSWORD, api_token: file:/etc/sonde/token}
 /// proxy: http://127.0.0.1:3128
 /// scheduling: {jitter: 0.1}
+/// metrics: {listen: 127.0.0.1:9465}
 /// ```
 ///
 /// Relative paths in the file are relative to the file's folder.
@@ -47,6 +48,10 @@ public struct AgentConfig: Sendable {
     public var caFile: String?
 
     public var scheduling: Scheduling
+
+    /// `metrics.listen` (IP address and port such as `127.0.0.1:9465`, default: off): where the
+    /// agent serves its own Prometheus `/metrics` (runs, start lateness, pushes, spool).
+    public var metrics: Metrics?
 
     /// The file this came from (nil when built from flags only).
     public var sourceFile: String?
@@ -108,6 +113,11 @@ public struct AgentConfig: Sendable {
         public var interval: Duration?
 
         public init() {}
+    }
+
+    public struct Metrics: Sendable, Hashable {
+        public var listen: MetricsListenAddress
+        public init(listen: MetricsListenAddress) { self.listen = listen }
     }
 
     public init(agentID: String = AgentConfig.defaultAgentID, region: String = "local") {

@@ -25,6 +25,8 @@ public struct Scheduler: Service {
     public var shutdownGrace: Duration
     public var record: @Sendable (ProbeResult) async -> Void
     public var logger: Logger
+    /// Run counts and start lateness for `/metrics`; nil (nothing recorded) when it is off.
+    public var metrics: AgentMetrics?
     /// New probe sets (SIGHUP) for the running scheduler: ``reload(_:)``.
     private let reloads = ProbeSetReloads()
 
@@ -155,6 +157,7 @@ public struct Scheduler: Service {
             let start = max(slot + interval * spread, clock.now)
             // Cancelled at shutdown: no new run starts after SIGTERM (nor after a reload retired it).
             guard (try? await executor.sleep(until: start)) != nil, control.beginRun() else { break }
+            let lateness = metrics == nil ? .zero : clock.now - start
             guard runs.begin() else {
                 _ = control.endRun()
                 break
@@ -170,6 +173,7 @@ public struct Scheduler: Service {
                 break
             }
             if isControl { result.control = true }
+            metrics?.recordRun(result.outcome, lateness: lateness)
             await record(result)
             // The run ends once its result is recorded: a reload never cancels one before that.
             if control.endRun() { break }  // a reload replaced or removed this probe

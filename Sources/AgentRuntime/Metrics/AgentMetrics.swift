@@ -1,0 +1,75 @@
+import SondeCore
+import Synchronization
+
+/// The agent's own counters for its optional `/metrics` (`metrics.listen`). Only built when that
+/// is configured: the scheduler and uploader hold it as an optional, so an agent without metrics
+/// pays one nil check per run and per push. With it, one uncontended lock per run and per push.
+public final class AgentMetrics: Sendable {
+    /// Upper bounds of the start-lateness buckets, in seconds.
+    public static let latenessBuckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+
+    private struct Counts {
+        var runs: [Outcome: UInt64] = [:]
+        var pushesOK: UInt64 = 0
+        var pushesFailed: UInt64 = 0
+        /// Per bucket (not cumulative), the last one for anything above the largest bound.
+        var lateness = [UInt64](repeating: 0, count: AgentMetrics.latenessBuckets.count + 1)
+        var latenessSum: Double = 0
+    }
+    private let counts = Mutex(Counts())
+
+    public init() {}
+
+    /// One finished run: its outcome, and how long after its (jittered) slot it started.
+    public func recordRun(_ outcome: Outcome, lateness late: Duration) {
+        let seconds = max(0, late.seconds)
+        let index = Self.latenessBuckets.firstIndex { seconds <= $0 } ?? Self.latenessBuckets.count
+        counts.withLock { c in
+            c.runs[outcome, default: 0] += 1
+            c.lateness[index] += 1
+            c.latenessSum += seconds
+        }
+    }
+
+    /// One push attempt: acknowledged by the collector, or not (refused, failed, timed out).
+    public func recordPush(ok: Bool) {
+        counts.withLock { c in
+            if ok { c.pushesOK += 1 } else { c.pushesFailed += 1 }
+        }
+    }
+
+    /// The exposition text: these counters, the spool's figures and the process series.
+    public func render(spool: SpoolStatus, process: ProcessStats = .current()) -> String {
+        let c = counts.withLock { $0 }
+        var out = PrometheusText()
+        out.reserve(4096)
+        out.declare("sonde_agent_runs_total", type: "counter", help: "Probe runs finished since the agent started, by outcome.")
+        for outcome in Outcome.allCases { out.sample("sonde_agent_runs_total", [("outcome", outcome.rawValue)], Double(c.runs[outcome] ?? 0)) }
+        var cumulative: UInt64 = 0
+        var buckets: [(le: Double, count: UInt64)] = []
+        for (bound, count) in zip(Self.latenessBuckets, c.lateness) {
+            cumulative += count
+            buckets.append((bound, cumulative))
+        }
+        out.histogram(
+            "sonde_agent_run_start_lateness_seconds", help: "How long after its scheduled (jittered) slot each probe run started.",
+            buckets: buckets, sum: (c.latenessSum * 1_000_000).rounded() / 1_000_000, count: cumulative + c.lateness[Self.latenessBuckets.count])
+        out.declare("sonde_agent_pushes_total", type: "counter", help: "Push attempts to the collector, by result (failed: refused, error or time-out).")
+        out.sample("sonde_agent_pushes_total", [("result", "ok")], Double(c.pushesOK))
+        out.sample("sonde_agent_pushes_total", [("result", "failed")], Double(c.pushesFailed))
+        out.declare("sonde_agent_spool_results", type: "gauge", help: "Results in the spool not yet acknowledged by the collector.")
+        out.sample("sonde_agent_spool_results", [], Double(spool.unsentResults))
+        out.declare("sonde_agent_spool_bytes", type: "gauge", help: "Bytes of the spool's live records (what spool.max_bytes bounds).")
+        out.sample("sonde_agent_spool_bytes", [], Double(spool.liveBytes))
+        out.declare("sonde_agent_spool_journal_bytes", type: "gauge", help: "Size of the spool's journal file, records compaction has not removed yet included.")
+        out.sample("sonde_agent_spool_journal_bytes", [], Double(spool.journalBytes))
+        out.declare("sonde_agent_spool_memory_results", type: "gauge", help: "Results held in memory only because the spool's disk fails.")
+        out.sample("sonde_agent_spool_memory_results", [], Double(spool.memoryResults))
+        out.declare("sonde_agent_results_dropped_total", type: "counter", help: "Results dropped because the spool (or, while its disk fails, its memory queue) was full.")
+        out.sample("sonde_agent_results_dropped_total", [], Double(spool.droppedResults))
+        out.declare("sonde_agent_results_rejected_total", type: "counter", help: "Results the collector refused on their own, kept in spool/rejected/ (since start).")
+        out.sample("sonde_agent_results_rejected_total", [], Double(spool.rejectedResults))
+        out.processAndBuild(process)
+        return out.text
+    }
+}
