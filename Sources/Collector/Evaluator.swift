@@ -41,6 +41,13 @@ public actor CorrelationHub {
         engine.setAgents(agents)
     }
 
+    /// Replaces the engine (a new leader's, rebuilt from the database).
+    func replace(_ engine: CorrelationEngine) {
+        self.engine = engine
+        knownAgents = nil
+        latest = CorrelationOutput(verdicts: engine.verdicts, agents: engine.agentHealth, changedIncidents: [], events: [])
+    }
+
     func evaluate() -> CorrelationOutput {
         let output = engine.evaluate(now: clock.now())
         latest = output
@@ -73,6 +80,9 @@ public struct Evaluator: Service {
     let targets: [WebhookTarget]
     let interval: TimeInterval
     let trigger: EvaluationTrigger
+    /// With several collectors: whether this one may store what it evaluated (it leads, and its
+    /// engine was rebuilt for this leadership). A standby evaluates for its own API only.
+    var mayWrite: @Sendable () -> Bool = { true }
     let logger: Logger
 
     public func run() async throws {
@@ -99,7 +109,15 @@ public struct Evaluator: Service {
         if let agents = try? await store.agents() {
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
+        let writing = mayWrite()
         let output = await hub.evaluate()
+        guard writing else {
+            // A standby's changes are not stored; a new leader starts from the database.
+            unsaved = EvaluationCommit()
+            lastStates = [:]
+            return
+        }
+        if lastStates.isEmpty, let stored = try? await store.agentStates() { lastStates = stored }
         var commit = Self.commit(for: output, targets: targets, lastStates: lastStates)
         commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
         commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)

@@ -189,6 +189,8 @@ public struct WebhookDispatcher: Service {
     let linkBase: @Sendable () -> String
     let retry: Retry
     let pollInterval: TimeInterval
+    /// With several collectors: only the leader sends.
+    var mayDispatch: @Sendable () -> Bool = { true }
     let logger: Logger
 
     init(
@@ -237,6 +239,10 @@ public struct WebhookDispatcher: Service {
         let logger = targetLogger
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
+                guard mayDispatch() else {
+                    try? await Task.sleep(for: .seconds(min(pollInterval, 0.2)))
+                    continue
+                }
                 let delivery: DeliveryRecord?
                 do { delivery = try await store.nextPendingDelivery(target: target.name) } catch {
                     logger.warning("Cannot read the webhook outbox", metadata: ["error": "\(error)"])
