@@ -197,7 +197,7 @@ let package = Package(
         .executableTarget(
             name: "sonde-bench",
             dependencies: [
-                "SondeCore", "CurlHTTP", "Correlation", "CollectorStore",
+                "SondeCore", "CurlHTTP", "Correlation", "CollectorStore", "Collector", "CollectorAPI", "SondeTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

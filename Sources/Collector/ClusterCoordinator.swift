@@ -9,7 +9,7 @@ import Synchronization
 
 /// The engine's memory rebuilt from storage: the recent window of results, open incidents and
 /// agent states. Used at start-up and, with several collectors, when one becomes leader.
-func rebuildEngine(
+public func rebuildEngine(
     store: any CollectorStorage, config: CollectorConfig, recent: [ProbeResult]
 ) async throws -> CorrelationEngine {
     let agents = try await store.agents()

@@ -32,9 +32,10 @@ final class HACluster: Sendable {
     let client = CurlHTTPClient(threads: 8)
     var frontURL: String { "http://127.0.0.1:\(haproxyPort)" }
 
-    static func configYAML(name: String, databaseURL: String, agents: [DrillAgent], receiver: String) -> String {
+    /// A fixed port per collector: one restarted after a kill is where haproxy expects it.
+    static func configYAML(name: String, port: Int, databaseURL: String, agents: [DrillAgent], receiver: String) -> String {
         var yaml = [
-            "listen: { host: 127.0.0.1, port: 0, plain_http: true }",
+            "listen: { host: 127.0.0.1, port: \(port), plain_http: true }",
             "database: \"\(databaseURL)\"",
             "collector_name: \(name)",
             "evaluation_interval: 200ms",
@@ -68,7 +69,8 @@ final class HACluster: Sendable {
             let name = "c\(index + 1)"
             let url = pg.url(database: String(databaseURL.split(separator: "/").last!.split(separator: "?")[0]), port: relay.1) + "&connect_timeout=2"
             let path = folder.file("\(name).yaml")
-            try Self.configYAML(name: name, databaseURL: url, agents: agents, receiver: receiver.baseURL).write(toFile: path, atomically: true, encoding: .utf8)
+            try Self.configYAML(name: name, port: try freeLoopbackPort(), databaseURL: url, agents: agents, receiver: receiver.baseURL)
+                .write(toFile: path, atomically: true, encoding: .utf8)
             children.append((name, try ChildProcess("sonde-collector", ["serve", "--config", path, "--log-level", "info"])))
         }
         var started: [Member] = []

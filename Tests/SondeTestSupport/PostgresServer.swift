@@ -15,6 +15,8 @@ public final class PostgresServer: Sendable {
     public let directory: String
     public let binDirectory: String
     public let password = "sonde-test-password"
+    /// The postmaster's process id.
+    public var pid: Int32 { process.pid }
     let process: ChildProcess
     let runAs: [String]
     private let databases = Mutex(0)
