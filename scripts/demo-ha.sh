@@ -11,39 +11,11 @@ BIN=${SONDE_BIN:-.build/release}
 INTERVAL=${SONDE_DEMO_INTERVAL:-2s}
 work=$(mktemp -d /tmp/sonde-demo-ha.XXXXXX)
 chmod 755 "$work"
-pids=()
-start=$(date +%s)
+# shellcheck source=scripts/demo-common.sh
+source scripts/demo-common.sh
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 runas=()
 [ "$(id -u)" -eq 0 ] && runas=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
-
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  [ -n "${SONDE_DEMO_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-stamp() { local s=$(( $(date +%s) - start )); printf '[%02d:%02d]' $((s / 60)) $((s % 60)); }
-say() { printf '\n%s \033[1m%s\033[0m\n' "$(stamp)" "$*"; }
-note() { printf '%s %s\n' "$(stamp)" "$*"; }
-die() { printf '\ndemo-ha failed: %s\nlogs are in %s\n' "$*" "$work" >&2; SONDE_DEMO_KEEP=1; exit 1; }
-wait_for() {
-  local deadline=$(( $(date +%s) + $1 )); shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.25
-  done
-}
-launch() {
-  local name=$1 pattern=$2; shift 2
-  "$@" >"$work/$name.log" 2>"$work/$name.err" &
-  pids+=($!)
-  wait_for 60 grep -q "$pattern" "$work/$name.log" "$work/$name.err" || die "$name did not start: $(tail -5 "$work/$name.err")"
-}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 webhook_seen() {  # type component
   python3 - "$work/webhooks.jsonl" "$@" <<'PY'
