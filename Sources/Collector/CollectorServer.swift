@@ -261,7 +261,12 @@ public struct CollectorAPI: Sendable {
     func statusResponse() async -> StatusResponse {
         let verdicts = await hub.verdicts
         let health = await hub.agentHealth
-        let incidents = await hub.openIncidents
+        var incidents = await hub.openIncidents
+        // With several collectors the stored incidents are the leader's: a standby's engine
+        // evaluates for its verdicts only, so its own incident list is not the truth.
+        if cluster != nil, let stored = try? await store.incidents(.open, limit: 1_000) {
+            incidents = stored.compactMap { try? SondeJSON.decoder().decode(Incident.self, from: $0.json) }
+        }
         let states = health.map(\.state)
         return StatusResponse(
             generatedAt: Date(), overall: verdicts.map(\.status).max() ?? .unknown, components: verdicts,

@@ -87,7 +87,8 @@ public struct Evaluator: Service {
 
     public func run() async throws {
         var unsaved = EvaluationCommit()
-        var lastStates: [String: Data] = (try? await store.agentStates()) ?? [:]
+        // nil until known: read from the database at start and again after standing by.
+        var lastStates: [String: Data]? = (try? await store.agentStates()) ?? [:]
         try await withThrowingDiscardingTaskGroup { group in
             // The clock tick goes through the same trigger as "failures arrived", so bursts coalesce.
             group.addTask { [trigger, interval] in
@@ -104,7 +105,7 @@ public struct Evaluator: Service {
     }
 
     /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
-    func evaluateOnce(unsaved: inout EvaluationCommit, lastStates: inout [String: Data]) async {
+    func evaluateOnce(unsaved: inout EvaluationCommit, lastStates: inout [String: Data]?) async {
         // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
         if let agents = try? await store.agents() {
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
@@ -114,11 +115,11 @@ public struct Evaluator: Service {
         guard writing else {
             // A standby's changes are not stored; a new leader starts from the database.
             unsaved = EvaluationCommit()
-            lastStates = [:]
+            lastStates = nil
             return
         }
-        if lastStates.isEmpty, let stored = try? await store.agentStates() { lastStates = stored }
-        var commit = Self.commit(for: output, targets: targets, lastStates: lastStates)
+        if lastStates == nil { lastStates = (try? await store.agentStates()) ?? [:] }
+        var commit = Self.commit(for: output, targets: targets, lastStates: lastStates ?? [:])
         commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
         commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)
         commit.deliveries = Array(Set(unsaved.deliveries + commit.deliveries))
@@ -127,7 +128,7 @@ public struct Evaluator: Service {
         do {
             try await store.commit(commit)
             unsaved = EvaluationCommit()
-            lastStates.merge(commit.agentStates) { $1 }
+            lastStates?.merge(commit.agentStates) { $1 }
             for incident in commit.incidents {
                 logger.info(
                     "Incident changed",
