@@ -119,7 +119,9 @@ final class HACluster: Sendable {
 
     func status(_ member: Member) async -> StatusResponse? {
         let request = HTTPRequest(
-            url: member.baseURL + "/v1/status", headers: [HTTPHeader("Authorization", "Bearer \(DrillTokens.read)")], timeout: .seconds(2))
+            // Longer than the collectors' connect_timeout (2 s): one cut off from PostgreSQL answers
+            // with its engine's view once its read of the stored incidents gives up.
+            url: member.baseURL + "/v1/status", headers: [HTTPHeader("Authorization", "Bearer \(DrillTokens.read)")], timeout: .seconds(5))
         guard let response = try? await client.perform(request), response.status == 200 else { return nil }
         return try? SondeJSON.decode(StatusResponse.self, from: response.body)
     }
