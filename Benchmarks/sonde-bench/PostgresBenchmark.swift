@@ -100,7 +100,7 @@ struct PostgresBenchmark: AsyncParsableCommand {
         let text = """
             A throwaway PostgreSQL \(pg.binDirectory.split(separator: "/").dropLast().last ?? "") (initdb in /tmp, `fsync=off`, \
             otherwise defaults) on the same machine; each run a fresh database and fresh `sonde-collector serve` processes \
-            (release build, `database: postgres://…?sslmode=disable`). Ingest: \(batches) batches × \(results) results pushed by \
+            (\(collector.contains("/debug/") ? "**debug build**" : "release build"), `database: postgres://…?sslmode=disable`). Ingest: \(batches) batches × \(results) results pushed by \
             \(senders) senders (one enrolled agent each), split evenly across the collectors directly (no load balancer in the \
             timed path). CPU = user+sys from /proc over the timed section: each collector process, and PostgreSQL (the \
             postmaster, its backends, and backends that exited). Detection: 6 agents in 3 regions push healthy results, then \
@@ -111,7 +111,7 @@ struct PostgresBenchmark: AsyncParsableCommand {
             scale-out — a second collector cannot add cores here.
 
             \(table.text)
-            Reproduce: `.build/release/sonde-bench postgres --collectors \(collectors) --senders \(senders) --batches \(batches) --results \(results) --runs \(runs) --rebuild-agents 0`
+            Reproduce: `.build/release/sonde-bench postgres --collector \(collector) --collectors \(collectors) --senders \(senders) --batches \(batches) --results \(results) --runs \(runs) --rebuild-agents 0`
 
             \(rebuildText)
             """
@@ -231,7 +231,8 @@ struct PostgresBenchmark: AsyncParsableCommand {
             var leaders: [CollectorProcess] = []
             for process in processes {
                 let response = try? await client.perform(HTTPRequest(url: process.baseURL + "/metrics", timeout: .seconds(2)))
-                if let text = response.map({ String(decoding: $0.body, as: UTF8.self) }), text.contains("sonde_collector_leader{") && text.contains("} 1\n") {
+                let text = response.map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+                if text.split(separator: "\n").contains(where: { $0.hasPrefix("sonde_collector_leader{") && $0.hasSuffix(" 1") }) {
                     leaders.append(process)
                 }
             }

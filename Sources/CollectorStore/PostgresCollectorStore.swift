@@ -85,8 +85,10 @@ public final class PostgresCollectorStore: CollectorStorage {
 
     /// Runs `body` with the URL's deadline; a connection failure or time-out becomes a
     /// `StorageError` that names the server (never the password) and says what to check.
-    func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        let timeout = url.connectTimeout
+    /// - Parameter long: for reads that grow with the fleet (a new leader's window): a deadline
+    ///   of 30 × `connect_timeout` (300 s by default) instead of `connect_timeout`.
+    func run<T: Sendable>(_ what: String, long: Bool = false, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = long ? url.connectTimeout * 30 : url.connectTimeout
         do {
             return try await withDeadline(.milliseconds(Int64(timeout * 1000)), body)
         } catch is DeadlineExceeded {
@@ -133,8 +135,8 @@ public final class PostgresCollectorStore: CollectorStorage {
         }
     }
 
-    func rows(_ query: PostgresQuery, _ what: String) async throws -> [PostgresRow] {
-        try await run(what) { [client, logger] in try await client.query(query, logger: logger).collect() }
+    func rows(_ query: PostgresQuery, _ what: String, long: Bool = false) async throws -> [PostgresRow] {
+        try await run(what, long: long) { [client, logger] in try await client.query(query, logger: logger).collect() }
     }
 
     func execute(_ query: PostgresQuery, _ what: String) async throws {
@@ -549,7 +551,8 @@ public final class PostgresCollectorStore: CollectorStorage {
     public func results(since: Date, limit: Int) async throws -> [ProbeResult] {
         try Self.decodeResults(
             try await rows(
-                "SELECT json FROM results WHERE started_at >= \(since.epochMs) ORDER BY started_at, id LIMIT \(Int64(limit))", "reading recent results"))
+                "SELECT json FROM results WHERE started_at >= \(since.epochMs) ORDER BY started_at, id LIMIT \(Int64(limit))", "reading recent results",
+                long: true))
     }
 
     public func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord] {
@@ -612,7 +615,7 @@ public final class PostgresCollectorStore: CollectorStorage {
                 """
                 SELECT r.json FROM batches b JOIN results r ON r.batch = b.seq
                 WHERE b.xid >= \(from) AND b.xid < \(to) ORDER BY b.xid, b.seq
-                """, "following ingest"))
+                """, "following ingest", long: true))
     }
 
     /// Results started at or after `since` (oldest first), and the ids among them whose batch is
@@ -622,7 +625,7 @@ public final class PostgresCollectorStore: CollectorStorage {
             """
             SELECT r.json, b.xid >= \(horizon) FROM results r JOIN batches b ON b.seq = r.batch
             WHERE r.started_at >= \(since.epochMs) ORDER BY r.started_at, r.id LIMIT \(Int64(limit))
-            """, "rebuilding the window")
+            """, "rebuilding the window", long: true)
         let decoder = SondeJSON.decoder()
         var results: [ProbeResult] = []
         var again = Set<String>()
