@@ -34,3 +34,19 @@ launch() {
   pids+=($!)
   wait_for 60 grep -q "$pattern" "$work/$name.log" "$work/$name.err" || die "$name did not start: $(tail -5 "$work/$name.err")"
 }
+
+# The demo collectors' shared config tail (webhook to the demo receiver, fast evaluation, the
+# demo's correlation settings, every agent enrolled), appended to the config file $1.
+append_collector_common() {
+  cat >>"$1" <<YAML
+webhooks:
+  - {name: demo, url: $RECEIVER, secret: demo-secret, format: json}
+webhook_retry: {base: 500ms, cap: 5s, poll: 100ms}
+evaluation_interval: 1s
+correlation: {flaky_window: 6, window_runs: 10, resolve_after: 2}
+agents:
+YAML
+  for id in "${agents[@]}"; do
+    printf '  - {id: %s, region: %s, public_key: %s}\n' "$id" "${id%-*}" "$(cat "$work/$id.key.pub")" >>"$1"
+  done
+}

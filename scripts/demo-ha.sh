@@ -82,16 +82,8 @@ listen: {host: 127.0.0.1, port: ${port_of[$name]}, plain_http: true}
 tokens: [{name: demo, role: read, sha256: $token_sha256}]
 database: "postgres://sonde@127.0.0.1:$PGPORT/sonde?sslmode=prefer"
 collector_name: $name
-webhooks:
-  - {name: demo, url: $RECEIVER, secret: demo-secret, format: json}
-webhook_retry: {base: 500ms, cap: 5s, poll: 100ms}
-evaluation_interval: 1s
-correlation: {flaky_window: 6, window_runs: 10, resolve_after: 2}
-agents:
 YAML
-  for id in "${agents[@]}"; do
-    printf '  - {id: %s, region: %s, public_key: %s}\n' "$id" "${id%-*}" "$(cat "$work/$id.key.pub")" >>"$work/$name.yaml"
-  done
+  append_collector_common "$work/$name.yaml"
 done
 start_collector() {
   PGPASSWORD=$DBPASS "$BIN/sonde-collector" serve --config "$work/$1.yaml" >"$work/$1.log" 2>&1 &

@@ -85,16 +85,8 @@ listen: {host: 127.0.0.1, port: 0, tls: {cert: $work/collector.crt, key: $work/c
 tokens: [{name: demo, role: read, sha256: $token_sha256}]
 status_page: {public: true}
 database: $work/collector.db
-webhooks:
-  - {name: demo, url: $RECEIVER, secret: demo-secret, format: json}
-webhook_retry: {base: 500ms, cap: 5s, poll: 100ms}
-evaluation_interval: 1s
-correlation: {flaky_window: 6, window_runs: 10, resolve_after: 2}
-agents:
 YAML
-for id in "${agents[@]}"; do
-  printf '  - {id: %s, region: %s, public_key: %s}\n' "$id" "${id%-*}" "$(cat "$work/$id.key.pub")" >>"$work/collector.yaml"
-done
+append_collector_common "$work/collector.yaml"
 launch collector 'Collector listening' "$BIN/sonde-collector" serve --config "$work/collector.yaml"
 port=$(grep -ho 'http.port=[0-9]*' "$work/collector.log" "$work/collector.err" | head -1 | cut -d= -f2)
 COLLECTOR=${port:+https://localhost:$port}
