@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 SWIFT ?= swift
 
-.PHONY: deps build release test demo bench drill install deb clean scenarios
+.PHONY: deps build release test demo demo-ha bench drill install deb clean scenarios
 
 deps:
 	@scripts/install-deps.sh
@@ -23,6 +23,11 @@ test: deps
 
 demo: release
 	@scripts/demo.sh
+
+# Two collectors on one PostgreSQL behind haproxy, 6 agents; the leader is SIGKILLed during a
+# platform incident (docs/scaling.md). Not part of `make test` (the HA drills are).
+demo-ha: release
+	@scripts/demo-ha.sh
 
 # Benchmarks (release build; BENCHMARKS.md). They report numbers and never fail.
 # The agent's (vs blackbox_exporter, timing, scale, detection) first: bench.sh folds them in.

@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // MARK: - Shared foundation (agent, collector, CLI and sim all use these)
@@ -133,12 +134,16 @@ let package = Package(
             dependencies: ["SondeCore"],
             swiftSettings: swiftSettings
         ),
-        /// Storage behind a protocol: SQLite (GRDB) and in-memory implementations.
+        /// Storage behind a protocol: SQLite (GRDB), PostgreSQL (PostgresNIO) and in-memory implementations.
         .target(
             name: "CollectorStore",
             dependencies: [
                 "SondeCore", "Correlation", "CollectorAPI",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -191,7 +196,7 @@ let package = Package(
         .executableTarget(
             name: "sonde-bench",
             dependencies: [
-                "SondeCore", "CurlHTTP", "Correlation", "CollectorStore",
+                "SondeCore", "CurlHTTP", "Correlation", "CollectorStore", "Collector", "CollectorAPI", "SondeTestSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -268,7 +273,7 @@ let package = Package(
         /// Reliability drills (quick versions; `make drill` runs the full ones with SONDE_DRILL_FULL=1).
         .testTarget(
             name: "DrillTests",
-            dependencies: ["Collector", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
+            dependencies: ["Collector", "CollectorAPI", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "SondeScenarios", "CollectorAPI", "Correlation"],

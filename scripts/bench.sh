@@ -34,6 +34,9 @@ if [ -z "${BENCH_SKIP_BEFORE:-}" ] && [ -x "$before" ]; then
 fi
 run ingest-stages ingest-stages --label after
 run correlation correlation --agents 10000 --probes 20 --ticks 30 --runs "$runs"
+# Several collectors on one PostgreSQL (a throwaway server): ingest with 1 and 2 collectors,
+# detection 2 vs 1, a new leader's rebuild at 10,000 agents × 20 probes (docs/scaling.md).
+run postgres postgres --collectors 1,2 --runs "$runs" --rebuild-agents 10000 --rebuild-probes 20
 fi
 
 {
@@ -77,6 +80,10 @@ fi
   echo "Target: ≤ 50 ms per evaluation tick with 10,000 agents × 20 probes."
   echo
   cat "$out/correlation.md"
+  echo
+  echo "## 7. PostgreSQL and several collectors"
+  echo
+  [ -f "$out/postgres.md" ] && cat "$out/postgres.md"
   # The agent's benchmarks (1, 2, 3, 6), written by scripts/bench-agent.sh.
   if [ -f BENCHMARKS-agent.md ]; then
     echo

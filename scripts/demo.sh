@@ -8,40 +8,8 @@ cd "$(dirname "$0")/.."
 BIN=${SONDE_BIN:-.build/release}
 INTERVAL=${SONDE_DEMO_INTERVAL:-2s}
 work=$(mktemp -d /tmp/sonde-demo.XXXXXX)
-pids=()
-start=$(date +%s)
-
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  [ -n "${SONDE_DEMO_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-stamp() { local s=$(( $(date +%s) - start )); printf '[%02d:%02d]' $((s / 60)) $((s % 60)); }
-say() { printf '\n%s \033[1m%s\033[0m\n' "$(stamp)" "$*"; }
-note() { printf '%s %s\n' "$(stamp)" "$*"; }
-die() { printf '\ndemo failed: %s\nlogs are in %s\n' "$*" "$work" >&2; SONDE_DEMO_KEEP=1; exit 1; }
-
-# Waits (at most $1 seconds) until the command in "$2…" succeeds.
-wait_for() {
-  local deadline=$(( $(date +%s) + $1 )); shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.5
-  done
-}
-
-# Starts a process in the background, logs to $work/<name>.log, waits for a line matching $2.
-launch() {
-  local name=$1 pattern=$2; shift 2
-  "$@" >"$work/$name.log" 2>"$work/$name.err" &
-  pids+=($!)
-  wait_for 30 grep -q "$pattern" "$work/$name.log" "$work/$name.err" || die "$name did not start: $(tail -5 "$work/$name.err")"
-}
+# shellcheck source=scripts/demo-common.sh
+source scripts/demo-common.sh
 
 webhook_seen() {  # type [component] [scope]
   python3 - "$work/webhooks.jsonl" "$@" <<'PY'
@@ -117,19 +85,8 @@ listen: {host: 127.0.0.1, port: 0, tls: {cert: $work/collector.crt, key: $work/c
 tokens: [{name: demo, role: read, sha256: $token_sha256}]
 status_page: {public: true}
 database: $work/collector.db
-webhooks:
-  - {name: demo, url: $RECEIVER, secret: demo-secret, format: json}
-webhook_retry: {base: 500ms, cap: 5s, poll: 100ms}
-evaluation_interval: 1s
-# Shorter windows for a quick demo; resolve_after ends an agent's local-fault episode (eu-1 in
-# step 2) after 2 clean evaluations with its new data. Incidents recover by runs (monitor_runs,
-# resolve_runs: defaults), not by this.
-correlation: {flaky_window: 6, window_runs: 10, resolve_after: 2}
-agents:
 YAML
-for id in "${agents[@]}"; do
-  printf '  - {id: %s, region: %s, public_key: %s}\n' "$id" "${id%-*}" "$(cat "$work/$id.key.pub")" >>"$work/collector.yaml"
-done
+append_collector_common "$work/collector.yaml"
 launch collector 'Collector listening' "$BIN/sonde-collector" serve --config "$work/collector.yaml"
 port=$(grep -ho 'http.port=[0-9]*' "$work/collector.log" "$work/collector.err" | head -1 | cut -d= -f2)
 COLLECTOR=${port:+https://localhost:$port}

@@ -16,14 +16,15 @@ final class CollectorProcess: Sendable {
 
     /// Writes `collector.yaml` (agents, `extraConfig` YAML lines) into a fresh temporary folder and
     /// starts the collector; returns once it logs the port it listens on.
-    init(binary: String, agents: [(id: String, region: String, key: AgentPublicKey)], extraConfig: [String] = []) throws {
+    /// - Parameter database: the config's `database:` (a PostgreSQL URL shares one among processes).
+    init(binary: String, agents: [(id: String, region: String, key: AgentPublicKey)], database: String = "collector.db", extraConfig: [String] = []) throws {
         folder = NSTemporaryDirectory() + "sonde-bench-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         // Loopback only: plain HTTP said explicitly; /metrics open for the cross-check; push rate
         // limits out of the way (the benchmark pushes as fast as it can on purpose).
         var yaml =
             [
-                "listen: { host: 127.0.0.1, port: 0, plain_http: true }", "database: collector.db", "metrics: { public: true }",
+                "listen: { host: 127.0.0.1, port: 0, plain_http: true }", "database: \"\(database)\"", "metrics: { public: true }",
                 "limits: { pushes_per_minute: 100000000, push_burst: 100000000 }",
             ] + extraConfig + ["agents:"]
         for agent in agents { yaml.append("  - { id: \(agent.id), region: \(agent.region), public_key: \"\(agent.key.base64)\" }") }

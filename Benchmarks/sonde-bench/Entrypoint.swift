@@ -8,5 +8,5 @@ struct SondeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sonde-bench",
         abstract: "Sonde benchmarks (run against release builds; see BENCHMARKS.md).",
-        subcommands: [IngestBenchmark.self, IngestStagesBenchmark.self, StoreIngestBenchmark.self, CorrelationBenchmark.self])
+        subcommands: [IngestBenchmark.self, IngestStagesBenchmark.self, StoreIngestBenchmark.self, CorrelationBenchmark.self, PostgresBenchmark.self])
 }

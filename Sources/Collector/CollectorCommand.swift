@@ -10,7 +10,7 @@ public struct CollectorCommand: AsyncParsableCommand {
         commandName: "sonde-collector",
         abstract: "Sonde's collector: receives signed probe results, correlates them, serves the API and status page, sends alerts.",
         version: SondeBuildInfo.versionLine,
-        subcommands: [Serve.self, Validate.self, Agents.self])
+        subcommands: [Serve.self, Migrate.self, Validate.self, Agents.self])
 
     public init() {}
 }
@@ -48,9 +48,49 @@ extension CollectorCommand {
             } catch let error as TLSSetupError {
                 printError("sonde-collector: \(config): \(error)")
                 throw ExitCode(2)
+            } catch let error as StorageError {
+                printError("sonde-collector: \(error)")
+                throw ExitCode(1)
             }
             try await collector.runUntilSignalled()
             logger.info("Collector stopped")
+        }
+    }
+
+    /// Creates or upgrades the schema of the configured database and exits: for deployments that
+    /// migrate as a separate step (`serve` also migrates, under the same lock, before listening).
+    public struct Migrate: AsyncParsableCommand {
+        public static let configuration = CommandConfiguration(abstract: "Create or upgrade the database schema, then exit.")
+
+        @Option(name: .long, help: "The YAML configuration file (its `database:` is migrated).")
+        var config: String
+
+        public init() {}
+
+        public func run() async throws {
+            let logger = Logger(label: "sonde-collector")
+            let configuration: CollectorConfig
+            do { configuration = try CollectorConfig.load(path: config) } catch {
+                printError("sonde-collector: \(error)")
+                throw ExitCode(2)
+            }
+            umask(0o077)
+            do {
+                let store = try openStore(config: configuration, logger: logger)
+                try await store.migrate()
+                if let postgres = store as? PostgresCollectorStore {
+                    print("database \(postgres.url) is at schema \(try await postgres.appliedMigrations().last ?? "?")")
+                    postgres.close()
+                } else {
+                    print("database \(configuration.databasePath) is up to date")
+                }
+            } catch let error as ConfigError {
+                printError("sonde-collector: \(config): \(error.field.map { "\($0): " } ?? "")\(error.message)")
+                throw ExitCode(2)
+            } catch {
+                printError("sonde-collector: \(error)")
+                throw ExitCode(1)
+            }
         }
     }
 

@@ -46,10 +46,18 @@ public struct CollectorConfig: Sendable {
     public var metricsPublic = false
     /// `limits`: what one agent or client may cost the collector.
     public var limits = Limits()
-    /// `database`: SQLite file path (created when missing), or `:memory:`. Default `sonde-collector.db`.
+    /// `database`: SQLite file path (created when missing), `:memory:`, or a PostgreSQL URL
+    /// (`postgres://USER[:PASSWORD]@HOST:PORT/DB[?sslmode=…]`). Default `sonde-collector.db`.
     public var databasePath: String = "sonde-collector.db"
     /// `database_sync`: `full` (default; an acknowledged batch survives power loss) or `normal`.
     public var databaseSync: SQLiteCollectorStore.Durability = .full
+    /// `collector_name`: this collector among several on one PostgreSQL (logs, /v1/status,
+    /// /metrics). Default: host name and process id.
+    public var collectorName: String?
+
+    public static func defaultCollectorName() -> String {
+        "\(ProcessInfo.processInfo.hostName)-\(getpid())"
+    }
     /// `public_url`: base URL of this collector as people reach it, for links. Default from `listen`.
     public var publicURL: String?
     /// `agents`: enrolled (or updated) at start-up.
@@ -440,6 +448,7 @@ private struct ConfigFile: Decodable {
     var limits: LimitsFile?
     var database: String?
     var databaseSync: String?
+    var collectorName: String?
     var publicURL: String?
     var agents: [AgentEnrolment]?
     var webhooks: [WebhookTarget]?
@@ -458,6 +467,7 @@ private struct ConfigFile: Decodable {
     enum CodingKeys: String, CodingKey {
         case listen, database, tokens, metrics, limits
         case databaseSync = "database_sync"
+        case collectorName = "collector_name"
         case statusPage = "status_page"
         case publicURL = "public_url"
         case agents, webhooks, correlation, components
@@ -538,7 +548,10 @@ extension CollectorConfig {
         }
         try config.applySecurity(raw, file: file)
         if let database = raw.database {
-            if database == ":memory:" || database.hasPrefix("/") {
+            if PostgresURL.isPostgres(database) {
+                do { _ = try PostgresURL(database) } catch { throw ConfigError(file: file, field: "database", message: error.description) }
+                config.databasePath = database
+            } else if database == ":memory:" || database.hasPrefix("/") {
                 config.databasePath = database
             } else {
                 let folder = URL(fileURLWithPath: file).deletingLastPathComponent().path
@@ -550,6 +563,12 @@ extension CollectorConfig {
                 throw ConfigError(file: file, field: "database_sync", message: "expected full or normal, got \"\(sync)\"")
             }
             config.databaseSync = durability
+        }
+        if let name = raw.collectorName {
+            guard !name.isEmpty, name.count <= 100, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) else {
+                throw ConfigError(file: file, field: "collector_name", message: "expected 1 to 100 of A-Z a-z 0-9 - _ . :, got \"\(name)\"")
+            }
+            config.collectorName = name
         }
         config.publicURL = raw.publicURL
         config.agents = raw.agents ?? []

@@ -53,15 +53,14 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
         logger.warning("The TLS key is readable by others; make it owner-only (chmod 600)", metadata: ["tls.key": .string(key), "mode": .string(String(mode, radix: 8))])
     }
 
-    let store: any CollectorStorage
-    if config.databasePath == ":memory:" {
-        store = InMemoryCollectorStore()
-    } else {
-        store = try SQLiteCollectorStore(path: config.databasePath, durability: config.databaseSync, logger: logger)
-    }
+    let store = try openStore(config: config, logger: logger)
     try await store.migrate()
-    logger.info("Database ready", metadata: ["db.path": .string(config.databasePath), "db.sync": .string(config.databaseSync.rawValue)])
-    if config.databaseSync == .normal {
+    if let postgres = store as? PostgresCollectorStore {
+        logger.info("Database ready", metadata: ["db.url": .string(postgres.url.description)])
+    } else {
+        logger.info("Database ready", metadata: ["db.path": .string(config.databasePath), "db.sync": .string(config.databaseSync.rawValue)])
+    }
+    if config.databaseSync == .normal && !PostgresURL.isPostgres(config.databasePath) {
         logger.warning("database_sync: normal: a power loss can drop batches already acknowledged to agents")
     }
 
@@ -79,25 +78,22 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     }
 
     // Rebuild the engine's memory: the recent window of results, open incidents, agent states.
-    let agents = try await store.agents()
-    let decoder = SondeJSON.decoder()
-    let openIncidents = try await store.incidents(.open, limit: 10_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
-    let agentStates = try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) }
-    // Resolved by a person while still failing: no new incident until the component recovers.
-    let resolvedByPeople = try await store.incidents(.resolved, limit: 1_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
-        .filter(\.awaitingRecovery)
-    var engine = CorrelationEngine(
-        config: config.correlation, agents: agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) },
-        openIncidents: openIncidents, agentStates: agentStates, declaredComponents: Set(config.components), resolvedByPeople: resolvedByPeople)
-    let window = config.correlation.sanitized.windowAge
-    let recent = try await store.results(since: Date().addingTimeInterval(-window), limit: 1_000_000)
-    for result in recent {
-        engine.ingest([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000))
-    }
+    // With PostgreSQL, every collector follows what all of them ingest and one leads (see
+    // ClusterCoordinator): the window comes from where following starts.
     let metrics = CollectorMetrics()
-    for result in recent { metrics.record([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000)) }
+    let window = config.correlation.sanitized.windowAge
+    let postgres = store as? PostgresCollectorStore
+    let follower = ClusterCoordinator.Follower()
+    let engine: CorrelationEngine
+    if let postgres {
+        engine = try await follower.rebuild(store: postgres, config: config)
+    } else {
+        let recent = try await store.results(since: Date().addingTimeInterval(-window), limit: 1_000_000)
+        engine = try await rebuildEngine(store: store, config: config, recent: recent)
+        for result in recent { metrics.record([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000)) }
+        logger.info("Correlation engine rebuilt", metadata: ["results": "\(recent.count)"])
+    }
     let cardinality = AgentCardinality(limits: config.limits, known: try await store.seriesNames())
-    logger.info("Correlation engine rebuilt", metadata: ["results": "\(recent.count)", "incidents.open": "\(openIncidents.count)"])
 
     let hub = CorrelationHub(engine: engine)
     let trigger = EvaluationTrigger()
@@ -105,29 +101,42 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     let linkBase: @Sendable () -> String = { config.linkBase(boundPort: boundPort.value) }
     let health = StorageHealth(store: store, logger: logger)
     let settings = ReloadableSettings(tokens: config.tokens, webhooks: config.webhooks)
+    let coordinator = postgres.map { postgres in
+        ClusterCoordinator(
+            leadership: PostgresLeadership(store: postgres, name: config.collectorName ?? CollectorConfig.defaultCollectorName(), logger: logger),
+            store: postgres, hub: hub, trigger: trigger, follower: follower, config: config, logger: logger)
+    }
 
     let writer = IngestWriter(store: store, logger: logger)
+    var ingest = IngestHandler(
+        store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, health: health, cardinality: cardinality,
+        pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
+        maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger)
+    ingest.feedsHub = coordinator == nil
     let api = CollectorAPI(
-        store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger,
-        ingest: IngestHandler(
-            store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, health: health, cardinality: cardinality,
-            pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
-            maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger),
+        store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger, ingest: ingest,
         health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: config.limits.testAlertsPerMinute),
-        page: config.statusPage, declaredComponents: config.components, linkBase: linkBase,
+        page: config.statusPage, declaredComponents: config.components, linkBase: linkBase, cluster: coordinator,
         logger: logger)
-    let services: [any Service] = [
-        writer,
-        Evaluator(hub: hub, store: store, settings: settings, metrics: metrics, interval: config.evaluationInterval, trigger: trigger, logger: logger),
-        WebhookDispatcher(
-            store: store, settings: settings, metrics: metrics, linkBase: linkBase,
-            retry: .init(
-                base: config.webhookRetryBase, cap: config.webhookRetryCap, timeout: config.webhookTimeout, maxAttempts: config.webhookMaxAttempts,
-                maxAge: config.webhookMaxAge),
-            pollInterval: config.webhookPollInterval, logger: logger),
+    var evaluator = Evaluator(
+        hub: hub, store: store, settings: settings, metrics: metrics, interval: config.evaluationInterval, trigger: trigger, logger: logger)
+    var dispatcher = WebhookDispatcher(
+        store: store, settings: settings, metrics: metrics, linkBase: linkBase,
+        retry: .init(
+            base: config.webhookRetryBase, cap: config.webhookRetryCap, timeout: config.webhookTimeout, maxAttempts: config.webhookMaxAttempts,
+            maxAge: config.webhookMaxAge),
+        pollInterval: config.webhookPollInterval, logger: logger)
+    if let coordinator {
+        evaluator.mayWrite = { coordinator.mayWrite }
+        dispatcher.mayDispatch = { coordinator.isLeader }
+        logger.notice("Standing by until elected leader", metadata: ["collector": .string(coordinator.leadership.name)])
+    }
+    var services: [any Service] = [
+        writer, evaluator, dispatcher,
         RetentionService(store: store, retention: config.retentionDays * 86400, interval: config.retentionInterval, logger: logger),
         CollectorReloader(path: configPath, config: config, store: store, settings: settings, credentials: credentials, logger: logger),
     ]
+    if let coordinator { services.insert(coordinator, at: 0) }
     // Slow or stalled clients are cut off: `idle_timeout` (nothing received, including a
     // trickled header) and `request_timeout` (a whole request, body included).
     let http1 = HTTPServerBuilder.http1(
@@ -156,6 +165,17 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
         },
         logger: logger)
     return BuiltCollector(application: application, store: store, hub: hub, metrics: metrics, boundPort: boundPort)
+}
+
+/// The store `database:` names: a PostgreSQL URL, `:memory:`, or an SQLite file.
+public func openStore(config: CollectorConfig, logger: Logger) throws -> any CollectorStorage {
+    if PostgresURL.isPostgres(config.databasePath) {
+        do { return try PostgresCollectorStore(url: config.databasePath, logger: logger) } catch let error as StorageError {
+            throw ConfigError(file: "config", field: "database", message: error.description)
+        }
+    }
+    if config.databasePath == ":memory:" { return InMemoryCollectorStore() }
+    return try SQLiteCollectorStore(path: config.databasePath, durability: config.databaseSync, logger: logger)
 }
 
 // MARK: - Routing
@@ -257,6 +277,8 @@ public struct CollectorAPI: Sendable {
     let declaredComponents: [String]
     /// Base of absolute links (`public_url`), for the feed and summary.json.
     let linkBase: @Sendable () -> String
+    /// With several collectors on PostgreSQL: leadership, for /v1/status and /metrics.
+    let cluster: ClusterCoordinator?
     let logger: Logger
 
     /// For load balancers: 200 while storage takes writes, 503 when it cannot (full disk,
@@ -275,14 +297,19 @@ public struct CollectorAPI: Sendable {
     func statusResponse() async -> StatusResponse {
         let verdicts = await hub.verdicts
         let health = await hub.agentHealth
-        let incidents = await hub.openIncidents
+        var incidents = await hub.openIncidents
+        // With several collectors the stored incidents are the leader's: a standby's engine
+        // evaluates for its verdicts only, so its own incident list is not the truth.
+        if cluster != nil, let stored = try? await store.incidents(.open, limit: 1_000) {
+            incidents = stored.compactMap { try? SondeJSON.decoder().decode(Incident.self, from: $0.json) }
+        }
         let states = health.map(\.state)
         return StatusResponse(
             generatedAt: Date(), overall: verdicts.map(\.status).max() ?? .unknown, components: verdicts,
             agents: AgentsSummary(
                 total: health.count, ok: states.filter { $0 == .ok }.count, localFault: states.filter { $0 == .localFault }.count,
                 silent: states.filter { $0 == .silent }.count, revoked: states.filter { $0 == .revoked }.count),
-            openIncidents: incidents.sorted { $0.openedAt > $1.openedAt })
+            openIncidents: incidents.sorted { $0.openedAt > $1.openedAt }, cluster: cluster?.view)
     }
 
     func incidents(_ query: Query) async throws -> Response {
@@ -367,10 +394,11 @@ public struct CollectorAPI: Sendable {
         let event = AlertEvent(id: id, type: .test, occurredAt: now, summary: "Test alert from sonde-collector: webhooks reach this target")
         let payload = try SondeJSON.encode(event)
         let targets = settings.webhooks
-        try await store.commit(
-            EvaluationCommit(
-                events: [OutboxEvent(id: id, type: AlertEventType.test.rawValue, occurredAt: now, payload: payload)],
-                deliveries: targets.map { DeliveryKey(eventID: id, target: $0.name) }))
+        let queued = EvaluationCommit(
+            events: [OutboxEvent(id: id, type: AlertEventType.test.rawValue, occurredAt: now, payload: payload)],
+            deliveries: targets.map { DeliveryKey(eventID: id, target: $0.name) })
+        // Any collector may queue a test alert (behind a load balancer it may not be the leader).
+        if let postgres = store as? PostgresCollectorStore { try await postgres.queueUnfenced(queued) } else { try await store.commit(queued) }
         logger.info("Test alert queued", metadata: ["event.id": .string(id), "targets": "\(targets.count)"])
         return JSONResponse.make(AlertTestResponse(eventID: id, targets: targets.map(\.name)), status: .accepted)
     }
@@ -394,7 +422,19 @@ public struct CollectorAPI: Sendable {
             runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, counters: metrics.snapshot, verdicts: await hub.verdicts,
             openIncidents: await hub.openIncidents.count,
             deadLetters: (try? await store.deadLetterCount()) ?? 0)
+            + (cluster.map { Self.clusterMetrics($0.view) } ?? "")
         return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    /// Which collector leads, in Prometheus text (alert on `sum(sonde_collector_leader) != 1`).
+    static func clusterMetrics(_ view: ClusterView) -> String {
+        var out = PrometheusText()
+        let labels = [("collector", view.collector)]
+        out.declare("sonde_collector_leader", type: "gauge", help: "1 when this collector leads (evaluates and sends webhooks), 0 on standby.")
+        out.sample("sonde_collector_leader", labels, view.role == "leader" ? 1 : 0)
+        out.declare("sonde_collector_leader_epoch", type: "gauge", help: "The fencing epoch of the current leadership as this collector last saw it.")
+        out.sample("sonde_collector_leader_epoch", labels, Double(view.epoch))
+        return out.text
     }
 
     func statusPage(_ audience: StatusPage.Audience) async throws -> Response {

@@ -41,6 +41,13 @@ public actor CorrelationHub {
         engine.setAgents(agents)
     }
 
+    /// Replaces the engine (a new leader's, rebuilt from the database).
+    func replace(_ engine: CorrelationEngine) {
+        self.engine = engine
+        knownAgents = nil
+        latest = CorrelationOutput(verdicts: engine.verdicts, agents: engine.agentHealth, changedIncidents: [], events: [])
+    }
+
     func evaluate() -> CorrelationOutput {
         let output = engine.evaluate(now: clock.now())
         latest = output
@@ -102,11 +109,15 @@ public struct Evaluator: Service {
     let metrics: CollectorMetrics
     let interval: TimeInterval
     let trigger: EvaluationTrigger
+    /// With several collectors: whether this one may store what it evaluated (it leads, and its
+    /// engine was rebuilt for this leadership). A standby evaluates for its own API only.
+    var mayWrite: @Sendable () -> Bool = { true }
     let logger: Logger
 
     public func run() async throws {
         var unsaved = EvaluationCommit()
-        var lastStates: [String: Data] = (try? await store.agentStates()) ?? [:]
+        // nil until known: read from the database at start and again after standing by.
+        var lastStates: [String: Data]? = (try? await store.agentStates()) ?? [:]
         try await withThrowingDiscardingTaskGroup { group in
             // The clock tick goes through the same trigger as "failures arrived", so bursts coalesce.
             group.addTask { [trigger, interval] in
@@ -123,16 +134,24 @@ public struct Evaluator: Service {
     }
 
     /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
-    func evaluateOnce(unsaved: inout EvaluationCommit, lastStates: inout [String: Data]) async {
+    func evaluateOnce(unsaved: inout EvaluationCommit, lastStates: inout [String: Data]?) async {
         // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
         if let agents = try? await store.agents() {
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
+        let writing = mayWrite()
         let output = await hub.evaluate()
         let evaluation = await hub.evaluations
+        guard writing else {
+            // A standby's changes are not stored; a new leader starts from the database.
+            unsaved = EvaluationCommit()
+            lastStates = nil
+            return
+        }
+        if lastStates == nil { lastStates = (try? await store.agentStates()) ?? [:] }
         let metrics = metrics
         var commit = Self.commit(
-            for: output, targets: settings.webhooks, lastStates: lastStates, labels: { metrics.probeLabels(component: $0, now: Date()) })
+            for: output, targets: settings.webhooks, lastStates: lastStates ?? [:], labels: { metrics.probeLabels(component: $0, now: Date()) })
         commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
         commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)
         commit.deliveries = Array(Set(unsaved.deliveries + commit.deliveries))
@@ -142,7 +161,7 @@ public struct Evaluator: Service {
             try await store.commit(commit)
             await hub.markCommitted(through: evaluation)
             unsaved = EvaluationCommit()
-            lastStates.merge(commit.agentStates) { $1 }
+            lastStates?.merge(commit.agentStates) { $1 }
             for incident in commit.incidents {
                 logger.info(
                     "Incident changed",

@@ -14,6 +14,7 @@ extension CollectorAPI {
 
     /// `POST /v1/incidents/{id}/updates` {status?, message}.
     func updateIncident(id: String, _ request: Request, author: String) async throws -> Response {
+        try refuseOnStandby()
         let body = try await Self.decodeBody(IncidentUpdateRequest.self, request)
         let status = try body.status.map { raw throws(APIError) in try Self.incidentStatus(raw) }
         let update = HumanIncidentUpdate(incidentID: id, status: status, message: body.message, author: author)
@@ -32,6 +33,7 @@ extension CollectorAPI {
 
     /// `POST /v1/incidents` {component | components, title?, message, status?, severity?, regions?}.
     func createIncident(_ request: Request, author: String) async throws -> Response {
+        try refuseOnStandby()
         let body = try await Self.decodeBody(IncidentCreateRequest.self, request)
         let components = (body.components ?? []) + (body.component.map { [$0] } ?? [])
         guard !components.isEmpty else { throw Self.badField("component", "is required (or components: a list)") }
@@ -61,6 +63,19 @@ extension CollectorAPI {
         }
         let stored = await waitForCommit(opened.evaluation)
         return JSONResponse.make(IncidentsResponse(incidents: opened.incidents), status: stored ? .created : .accepted)
+    }
+
+    /// With several collectors only the leader stores what its engine changes: a standby refuses a
+    /// person's write (503 `not_leader`, Retry-After 1 s) instead of accepting one it would lose.
+    /// Behind a load balancer the retry usually reaches the leader; `sonde` retries by itself.
+    private func refuseOnStandby() throws(APIError) {
+        guard let cluster, !cluster.mayWrite else { return }
+        let view = cluster.view
+        var error = APIError(
+            .serviceUnavailable, "not_leader",
+            "collector \(view.collector) is on standby and incident writes go to the leader (\(view.leader ?? "none elected yet")); retry, through the load balancer or at the leader")
+        error.headers[.retryAfter] = "1"
+        throw error
     }
 
     /// Wakes the evaluator and waits (bounded) until it stored evaluation `n`; false on time-out

@@ -22,6 +22,8 @@ struct IngestHandler: Sendable {
     let maxBodyBytes: Int
     let maxResults: Int
     let allowedSkew: TimeInterval
+    /// False with several collectors: the engine is fed by following the database instead.
+    var feedsHub = true
     let logger: Logger
 
     /// Just enough of the body to find the agent when the header is missing.
@@ -123,8 +125,10 @@ struct IngestHandler: Sendable {
         case .stored(let count):
             metrics.batchAccepted(results: count)
             metrics.record(batch.results)
-            await hub.ingest(batch.results)
-            if batch.results.contains(where: { $0.outcome != .ok }) { trigger.fire() }
+            if feedsHub {
+                await hub.ingest(batch.results)
+                if batch.results.contains(where: { $0.outcome != .ok }) { trigger.fire() }
+            }
             logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
             return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)
         }

@@ -204,6 +204,8 @@ public struct WebhookDispatcher: Service {
     let linkBase: @Sendable () -> String
     let retry: Retry
     let pollInterval: TimeInterval
+    /// With several collectors: only the leader sends.
+    var mayDispatch: @Sendable () -> Bool = { true }
     let logger: Logger
 
     init(
@@ -267,6 +269,10 @@ public struct WebhookDispatcher: Service {
                 guard settings.webhooks.contains(target) else {
                     logger.notice("Webhook target removed or changed by a reload; its old settings stop here")
                     return
+                }
+                guard mayDispatch() else {
+                    try? await Task.sleep(for: .seconds(min(pollInterval, 0.2)))
+                    continue
                 }
                 if target.format == .alertmanager, ContinuousClock.now >= nextResend {
                     await resendOpenIncidents(target: target, sentLabels: &sentLabels, logger: logger)

@@ -13,19 +13,45 @@ public struct StatusResponse: Codable, Sendable {
     public var components: [ComponentVerdict]
     public var agents: AgentsSummary
     public var openIncidents: [Incident]
+    /// With PostgreSQL: which collector answered and which one leads (absent with SQLite).
+    public var cluster: ClusterView?
 
-    public init(generatedAt: Date, overall: ComponentStatus, components: [ComponentVerdict], agents: AgentsSummary, openIncidents: [Incident]) {
+    public init(
+        generatedAt: Date, overall: ComponentStatus, components: [ComponentVerdict], agents: AgentsSummary, openIncidents: [Incident],
+        cluster: ClusterView? = nil
+    ) {
         self.generatedAt = generatedAt
         self.overall = overall
         self.components = components
         self.agents = agents
         self.openIncidents = openIncidents
+        self.cluster = cluster
     }
 
     enum CodingKeys: String, CodingKey {
         case generatedAt = "generated_at"
         case overall, components, agents
         case openIncidents = "open_incidents"
+        case cluster
+    }
+}
+
+/// Several collectors on one PostgreSQL: this one's name and role, and the leader's.
+public struct ClusterView: Codable, Sendable, Equatable {
+    /// The collector that answered.
+    public var collector: String
+    /// `leader` or `standby`.
+    public var role: String
+    /// The leading collector as last seen (nil while nobody is known to lead).
+    public var leader: String?
+    /// The fencing epoch of the current leadership.
+    public var epoch: Int64
+
+    public init(collector: String, role: String, leader: String?, epoch: Int64) {
+        self.collector = collector
+        self.role = role
+        self.leader = leader
+        self.epoch = epoch
     }
 }
 

@@ -28,28 +28,41 @@ struct CollectorClient {
         self.clientCertificate = clientCertificate
     }
 
+    /// How often a write refused by a standby collector (503 not_leader) is sent again, 1 s apart.
+    static let notLeaderAttempts = 10
+
     /// GETs (or POSTs, with an optional JSON body) a path and returns the raw body of a 2xx answer.
     func raw(_ path: String, query: [(String, String?)] = [], method: String = "GET", json: Data? = nil) async throws -> Data {
         var url = baseURL + path
         let pairs = query.compactMap { name, value in value.map { "\(name)=\(Self.escape($0))" } }
         if !pairs.isEmpty { url += "?" + pairs.joined(separator: "&") }
-        let response: HTTPResponse
+        var response: HTTPResponse
         var headers = token.map { [HTTPHeader("Authorization", "Bearer \($0)")] } ?? []
         if json != nil { headers.append(HTTPHeader("Content-Type", "application/json")) }
         var request = HTTPRequest(
             method: method, url: url, headers: headers,
             body: json ?? (method == "POST" ? Data() : nil), timeout: .seconds(30), connectTimeout: .seconds(5), caFile: caFile)
         request.clientCertificate = clientCertificate
-        do {
-            response = try await client.perform(request)
-        } catch where error.kind == .tls {
-            throw CLIError(
-                "cannot set up TLS with the collector at \(baseURL) (\(error.message)); if its certificate comes from a private CA, pass --ca-file PATH or set SONDE_CA_FILE"
-            )
-        } catch {
-            throw CLIError(
-                "cannot reach the collector at \(baseURL) (\(error.kind.rawValue): \(error.message)); is `sonde-collector serve` running there? Set --collector or SONDE_COLLECTOR."
-            )
+        var attempt = 1
+        while true {
+            do {
+                response = try await client.perform(request)
+            } catch where error.kind == .tls {
+                throw CLIError(
+                    "cannot set up TLS with the collector at \(baseURL) (\(error.message)); if its certificate comes from a private CA, pass --ca-file PATH or set SONDE_CA_FILE"
+                )
+            } catch {
+                throw CLIError(
+                    "cannot reach the collector at \(baseURL) (\(error.kind.rawValue): \(error.message)); is `sonde-collector serve` running there? Set --collector or SONDE_COLLECTOR."
+                )
+            }
+            // A standby collector (several on PostgreSQL) refuses incident writes with 503
+            // not_leader; behind a load balancer the same request soon reaches the leader.
+            guard response.status == 503, attempt < Self.notLeaderAttempts,
+                (try? SondeJSON.decode(APIErrorBody.self, from: response.body))?.error.code == "not_leader"
+            else { break }
+            attempt += 1
+            try await Task.sleep(for: .seconds(1))
         }
         if response.status == 401 {
             throw CLIError(

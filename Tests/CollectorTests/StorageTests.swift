@@ -9,13 +9,16 @@ import Testing
 
 @Suite("Storage")
 struct StorageTests {
-    /// Filters and cursor paging through `GET /v1/results`, on the real SQLite store.
-    @Test func resultsFilteredAndPagedThroughTheAPI() async throws {
+    /// Filters and cursor paging through `GET /v1/results`, on the real SQLite store and on a
+    /// real PostgreSQL.
+    @Test(arguments: ["sqlite", "postgres"]) func resultsFilteredAndPagedThroughTheAPI(kind: String) async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let eu = TestAgent(id: "eu-1", region: "eu")
         let us = TestAgent(id: "us-1", region: "us")
-        try await withCollector(testConfig(dir: dir, agents: [eu, us])) { collector in
+        var config = testConfig(dir: dir, agents: [eu, us])
+        if kind == "postgres" { config.databasePath = try await PostgresServer.shared().createDatabase() }
+        try await withCollector(config) { collector in
             let base = Date().addingTimeInterval(-3600)
             // 25 login results per agent (every 5th failed) and 5 upload results for eu.
             for agent in [eu, us] {
@@ -93,12 +96,17 @@ struct StorageTests {
         #expect(try await store.resultCount() == 0)
     }
 
-    /// The in-memory store keeps the same promises as SQLite for ingest, paging and the outbox.
-    @Test(arguments: ["memory", "sqlite"]) func storesAgree(kind: String) async throws {
+    /// The in-memory and PostgreSQL stores keep the same promises as SQLite for ingest, paging
+    /// and the outbox.
+    @Test(arguments: ["memory", "sqlite", "postgres"]) func storesAgree(kind: String) async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let store: any CollectorStorage =
-            kind == "memory" ? InMemoryCollectorStore() : try SQLiteCollectorStore(path: dir.file("s.db"), logger: testLogger())
+            switch kind {
+            case "memory": InMemoryCollectorStore()
+            case "postgres": try PostgresCollectorStore(url: try await PostgresServer.shared().createDatabase(), logger: testLogger())
+            default: try SQLiteCollectorStore(path: dir.file("s.db"), logger: testLogger())
+            }
         try await store.migrate()
         let agent = TestAgent(id: "a", region: "eu")
         try await store.upsertAgent(AgentRecord(id: "a", region: "eu", publicKey: agent.key.publicKey.base64))
@@ -122,6 +130,46 @@ struct StorageTests {
         // Re-deriving a delivered event never queues it again.
         try await store.commit(EvaluationCommit(events: [event], deliveries: [DeliveryKey(eventID: "e1", target: "t")]))
         #expect(try await store.nextPendingDelivery(target: "t") == nil)
+
+        // Dead letters and re-drive.
+        let laterEvent = OutboxEvent(id: "e2", type: "incident.updated", occurredAt: Date(), payload: Data("{}".utf8))
+        try await store.commit(EvaluationCommit(events: [laterEvent], deliveries: [DeliveryKey(eventID: "e2", target: "t")]))
+        try await store.markFailed(eventID: "e2", target: "t", attempts: 1, nextAttemptAt: Date().addingTimeInterval(60), error: "HTTP 500")
+        #expect(try await store.nextPendingDelivery(target: "t")?.attempts == 1)
+        try await store.markDead(eventID: "e2", target: "t", attempts: 2, error: "HTTP 410", at: Date())
+        #expect(try await store.deadLetterCount() == 1)
+        #expect(try await store.deadLetters(limit: 10).first?.eventID == "e2")
+        #expect(try await store.nextPendingDelivery(target: "t") == nil)
+        #expect(try await store.redrive(eventID: "e2", target: nil) == ["t"])
+        #expect(try await store.deadLetterCount() == 0)
+        #expect(try await store.nextPendingDelivery(target: "t")?.attempts == 0)
+
+        // Incidents (upserted by id), agent states, the timeline and series names.
+        let opened = Date(timeIntervalSince1970: 1_800_000_100)
+        let incident = IncidentRecord(id: "i1", component: "login", status: "open", openedAt: opened, updatedAt: opened, resolvedAt: nil, json: Data("{}".utf8))
+        try await store.commit(EvaluationCommit(incidents: [incident], agentStates: ["a": Data("{\"s\":1}".utf8)]))
+        var resolved = incident
+        resolved.status = "resolved"
+        resolved.resolvedAt = opened.addingTimeInterval(60)
+        #expect(try await store.incidents(.open, limit: 10).map(\.id) == ["i1"])
+        try await store.commit(EvaluationCommit(incidents: [resolved]))
+        #expect(try await store.incidents(.open, limit: 10).isEmpty)
+        #expect(try await store.incident(id: "i1")?.resolvedAt == resolved.resolvedAt)
+        #expect(try await store.agentStates() == ["a": Data("{\"s\":1}".utf8)])
+        #expect(try await store.timeline(since: Date(timeIntervalSince1970: 1_799_990_000)).map(\.total).reduce(0, +) == 7)
+        #expect(try await store.seriesNames().count == 1)
+        #expect(try await store.resultCount() == 7)
+        #expect(try await store.results(since: Date(timeIntervalSince1970: 1_800_000_003), limit: 100).count == 4)
+        #expect(try await store.batches(since: nil, after: nil, limit: 10).map(\.body) == [Data("x".utf8)])
+        try await store.checkWritable()
+
+        // A key belongs to one agent.
+        await #expect(throws: DuplicateKeyError.self) {
+            try await store.upsertAgent(AgentRecord(id: "b", region: "eu", publicKey: agent.key.publicKey.base64))
+        }
+        #expect(try await store.revokeAgent(id: "a"))
+        #expect(try await store.agent(id: "a")?.revoked == true)
+        #expect(try await store.agent(id: "a")?.lastSeen != nil)
     }
 }
 

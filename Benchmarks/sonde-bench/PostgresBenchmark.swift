@@ -1,0 +1,326 @@
+import ArgumentParser
+import Collector
+import CollectorStore
+import Correlation
+import CurlHTTP
+import Foundation
+import Logging
+import SondeCore
+import SondeTestSupport
+import Synchronization
+
+/// Several collectors on one PostgreSQL (a throwaway server started here, as the tests do):
+/// ingest with 1 and 2 collectors (results/s, CPU per result in each collector and in
+/// PostgreSQL, ack p99), detection time with 2 collectors against 1, and the time a new leader
+/// takes to rebuild its engine from the database at fleet scale.
+struct PostgresBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "postgres", abstract: "Ingest, detection and leader rebuild with collectors on one PostgreSQL.")
+
+    @Option(help: "The sonde-collector binary (a release build).") var collector = ".build/release/sonde-collector"
+    @Option(help: "Comma-separated collector counts.") var collectors = "1,2"
+    @Option(help: "Concurrent senders (split across the collectors).") var senders = 16
+    @Option(help: "Batches per ingest run.") var batches = 800
+    @Option(help: "Results per batch.") var results = 100
+    @Option(help: "Runs per row (the table shows medians).") var runs = 3
+    @Option(help: "Agents for the rebuild row (0 skips it).") var rebuildAgents = 10_000
+    @Option(help: "Probes per agent for the rebuild row.") var rebuildProbes = 20
+    @Option(help: "Runs per series in the window for the rebuild row.") var rebuildHistory = 3
+    @Option(help: "Write a markdown fragment here.") var out: String?
+
+    struct IngestRun {
+        var collectors: Int
+        var resultsPerSecond: Double
+        var p99: Double
+        var collectorCPU: [Double]
+        var postgresCPU: Double
+        var results: Int
+    }
+
+    func run() async throws {
+        let counts = collectors.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let pg = try await PostgresServer()
+        defer { pg.stop() }
+        print("postgres: PostgreSQL at 127.0.0.1:\(pg.port) (\(pg.binDirectory)), load \(ProcStat.loadAverage)")
+        var ingest: [IngestRun] = []
+        var detection: [Int: [Double]] = [:]
+        for count in counts {
+            for r in 1...runs {
+                do {
+                    let run = try await measureIngest(pg: pg, collectors: count)
+                    ingest.append(run)
+                    print(
+                        "  ingest, \(count) collector(s), run \(r): \(grouped(run.resultsPerSecond)) results/s, ack p99 \(format(run.p99)) ms, collector CPU \(run.collectorCPU.map { format($0, 2) }) s, PostgreSQL CPU \(format(run.postgresCPU, 2)) s"
+                    )
+                } catch { print("  ingest, \(count) collector(s), run \(r): did not complete: \(error)") }
+                do {
+                    let seconds = try await measureDetection(pg: pg, collectors: count)
+                    detection[count, default: []].append(seconds)
+                    print("  detection, \(count) collector(s), run \(r): \(format(seconds, 2)) s")
+                } catch { print("  detection, \(count) collector(s), run \(r): did not complete: \(error)") }
+            }
+        }
+        var rebuild: [(seconds: Double, results: Int)] = []
+        if rebuildAgents > 0 {
+            for r in 1...runs {
+                do {
+                    let run = try await measureRebuild(pg: pg)
+                    rebuild.append(run)
+                    print("  rebuild run \(r): \(format(run.seconds, 2)) s for \(grouped(Double(run.results))) results")
+                } catch { print("  rebuild run \(r): did not complete: \(error)") }
+            }
+        }
+
+        var table = MarkdownTable(header: [
+            "collectors", "results/s (median)", "ack p99 ms", "collector CPU µs per result (each)", "PostgreSQL CPU µs per result",
+            "total CPU µs per result", "detection s (median)",
+        ])
+        for count in counts {
+            let rs = ingest.filter { $0.collectors == count }
+            let perCollector = (0..<count).map { i in Stats.median(rs.map { $0.collectorCPU[i] / Double($0.results) * 1e6 }) }
+            let postgres = Stats.median(rs.map { $0.postgresCPU / Double($0.results) * 1e6 })
+            table.rows.append([
+                "\(count)", grouped(Stats.median(rs.map(\.resultsPerSecond))), format(Stats.median(rs.map(\.p99))),
+                perCollector.map { format($0) }.joined(separator: " + "), format(postgres), format(perCollector.reduce(0, +) + postgres),
+                detection[count].map { format(Stats.median($0), 2) } ?? "–",
+            ])
+        }
+        let rebuildText =
+            rebuild.isEmpty
+            ? ""
+            : """
+            Leader rebuild at \(grouped(Double(rebuildAgents))) agents × \(rebuildProbes) probes, \(rebuildHistory) runs per series in the \
+            window (\(grouped(Double(rebuild[0].results))) results): \(format(Stats.median(rebuild.map(\.seconds)), 2)) s median \
+            (\(rebuild.map { format($0.seconds, 2) }.joined(separator: ", ")) s), the time from reading the ingest horizon to an engine \
+            holding the window, open incidents and agent states (what a new leader does before its first write; during it the \
+            previous evaluations stay stored and webhooks already queued keep going out).
+            Reproduce: `.build/release/sonde-bench postgres --collectors 1 --runs 1 --rebuild-agents \(rebuildAgents) --rebuild-probes \(rebuildProbes) --rebuild-history \(rebuildHistory)`
+
+            """
+        let text = """
+            A throwaway PostgreSQL \(pg.binDirectory.split(separator: "/").dropLast().last ?? "") (initdb in /tmp, `fsync=off`, \
+            otherwise defaults) on the same machine; each run a fresh database and fresh `sonde-collector serve` processes \
+            (\(collector.contains("/debug/") ? "**debug build**" : "release build"), `database: postgres://…?sslmode=disable`). Ingest: \(batches) batches × \(results) results pushed by \
+            \(senders) senders (one enrolled agent each), split evenly across the collectors directly (no load balancer in the \
+            timed path). CPU = user+sys from /proc over the timed section: each collector process, and PostgreSQL (the \
+            postmaster, its backends, and backends that exited). Detection: 6 agents in 3 regions push healthy results, then \
+            failing results for one component, to the standby when there are 2 collectors (so the leader learns of them only by \
+            following the database); the time from the first failing push to the `incident.opened` webhook. Medians of \(runs) \
+            runs. **This machine is shared** (\(ProcessInfo.processInfo.activeProcessorCount) cores, other builds running; load \
+            at the end \(ProcStat.loadAverage)): read CPU per result, not results/s, and do not read the 2-collector row as \
+            scale-out — a second collector cannot add cores here.
+
+            \(table.text)
+            Reproduce: `.build/release/sonde-bench postgres --collector \(collector) --collectors \(collectors) --senders \(senders) --batches \(batches) --results \(results) --runs \(runs) --rebuild-agents 0`
+
+            \(rebuildText)
+            """
+        print(text)
+        try writeFragment(text, to: out)
+    }
+
+    // MARK: - Ingest
+
+    func measureIngest(pg: PostgresServer, collectors count: Int) async throws -> IngestRun {
+        let url = try pg.createDatabase()
+        let agents = (0..<senders).map { i in (id: String(format: "bench-%03d", i), region: Workload.regions[i % 3], key: AgentSigningKey()) }
+        let processes = try (0..<count).map { i in
+            try CollectorProcess(
+                binary: collector, agents: agents.map { ($0.id, $0.region, $0.key.publicKey) }, database: url, extraConfig: ["collector_name: bench-\(i)"])
+        }
+        defer { for process in processes { process.stop() } }
+        let perSender = max(1, batches / senders)
+        let results = self.results
+        var work: [[(Data, String)]] = []
+        for agent in agents {
+            work.append(try (0...perSender).map { try Workload.signedBatch(agent: agent.id, region: agent.region, key: agent.key, results: results, sequence: $0) })
+        }
+        let client = CurlHTTPClient(threads: senders)
+        @Sendable func push(_ base: String, _ agent: String, _ body: Data, _ signature: String) async -> (Bool, Double) {
+            let request = HTTPRequest(
+                method: "POST", url: base + PushProtocol.path,
+                headers: [
+                    HTTPHeader("Content-Type", "application/json"), HTTPHeader(PushProtocol.agentHeader, agent), HTTPHeader(PushProtocol.signatureHeader, signature),
+                ], body: body, timeout: .seconds(60))
+            let clock = ContinuousClock()
+            let start = clock.now
+            guard let response = try? await client.perform(request), response.status == 200,
+                let ack = try? SondeJSON.decode(PushAck.self, from: response.body), ack.accepted == results
+            else { return (false, (clock.now - start).milliseconds) }
+            return (true, (clock.now - start).milliseconds)
+        }
+        let bases = processes.map(\.baseURL)
+        await withTaskGroup(of: Void.self) { group in
+            for (i, agent) in agents.enumerated() {
+                let (body, signature) = work[i][0]
+                group.addTask { _ = await push(bases[i % bases.count], agent.id, body, signature) }
+            }
+        }
+        let cpuBefore = processes.map(\.cpuSeconds)
+        let pgBefore = Self.postgresCPU(pg)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let outcomes = await withTaskGroup(of: [(Bool, Double)].self) { group in
+            for (i, agent) in agents.enumerated() {
+                let batches = Array(work[i].dropFirst())
+                let base = bases[i % bases.count]
+                group.addTask {
+                    var outcomes: [(Bool, Double)] = []
+                    for (body, signature) in batches { outcomes.append(await push(base, agent.id, body, signature)) }
+                    return outcomes
+                }
+            }
+            var all: [(Bool, Double)] = []
+            for await part in group { all += part }
+            return all
+        }
+        let wall = (clock.now - start).seconds
+        let collectorCPU = zip(processes, cpuBefore).map { $0.cpuSeconds - $1 }
+        let postgresCPU = Self.postgresCPU(pg) - pgBefore
+        let acknowledged = outcomes.filter(\.0).count
+        return IngestRun(
+            collectors: count, resultsPerSecond: Double(acknowledged * results) / wall, p99: Stats.percentile(outcomes.map(\.1), 99),
+            collectorCPU: collectorCPU, postgresCPU: postgresCPU, results: max(1, acknowledged * results))
+    }
+
+    /// user+sys of the postmaster, its live children, and its exited (waited-for) children.
+    static func postgresCPU(_ pg: PostgresServer) -> Double {
+        let postmaster = pg.pid
+        let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+        func fields(_ pid: String) -> [Substring]? {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
+            return text[text.index(after: close)...].split(separator: " ")
+        }
+        var total = 0.0
+        if let own = fields("\(postmaster)"), own.count > 14 {
+            total += (Double(own[11]) ?? 0) + (Double(own[12]) ?? 0) + (Double(own[13]) ?? 0) + (Double(own[14]) ?? 0)
+        }
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.allSatisfy(\.isNumber) {
+            guard let f = fields(entry), f.count > 12, Int32(f[1]) == postmaster else { continue }
+            total += (Double(f[11]) ?? 0) + (Double(f[12]) ?? 0)
+        }
+        return total / tick
+    }
+
+    // MARK: - Detection
+
+    func measureDetection(pg: PostgresServer, collectors count: Int) async throws -> Double {
+        let url = try pg.createDatabase()
+        let arrived = Mutex<ContinuousClock.Instant?>(nil)
+        let receiver = try LoopbackHTTPServer { request in
+            if request.header("Sonde-Event-Type") == "incident.opened" { arrived.withLock { $0 = $0 ?? .now } }
+            return .json(200, "{}")
+        }
+        defer { receiver.stop() }
+        let agents = (0..<6).map { i in (id: "det-\(i)", region: Workload.regions[i % 3], key: AgentSigningKey()) }
+        let processes = try (0..<count).map { i in
+            try CollectorProcess(
+                binary: collector, agents: agents.map { ($0.id, $0.region, $0.key.publicKey) }, database: url,
+                extraConfig: [
+                    "collector_name: det-\(i)", "evaluation_interval: 1s", "webhooks: [{ name: bench, url: \"\(receiver.baseURL)/hook\", secret: bench-secret }]",
+                    "webhook_retry: { poll: 50ms }",
+                ])
+        }
+        defer { for process in processes { process.stop() } }
+        let client = CurlHTTPClient(threads: 6)
+        // The collector that is not leading receives the pushes (with one, the only one).
+        var target = processes[0]
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(30)
+        while true {
+            var leaders: [CollectorProcess] = []
+            for process in processes {
+                let response = try? await client.perform(HTTPRequest(url: process.baseURL + "/metrics", timeout: .seconds(2)))
+                let text = response.map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+                if text.split(separator: "\n").contains(where: { $0.hasPrefix("sonde_collector_leader{") && $0.hasSuffix(" 1") }) {
+                    leaders.append(process)
+                }
+            }
+            if leaders.count == 1 {
+                target = processes.first { $0 !== leaders[0] } ?? leaders[0]
+                break
+            }
+            guard clock.now < deadline else { throw BenchFailure("no single leader after 30 s") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let targetURL = target.baseURL
+        @Sendable func pushAll(failed: Bool, sequence: Int) async {
+            await withTaskGroup(of: Void.self) { group in
+                for agent in agents {
+                    group.addTask {
+                        let now = Date()
+                        let results = (0..<20).map { n in
+                            var result = Workload.result(agent: agent.id, region: agent.region, n: n, at: now)
+                            if failed && result.component == "files" {
+                                result.outcome = .failed
+                                result.error = ProbeError(kind: .httpStatus, step: "request", message: "HTTP 502", code: "server_error")
+                            } else if !failed || result.component != "files" {
+                                result.outcome = .ok
+                                result.error = nil
+                            }
+                            return result
+                        }
+                        guard let body = try? SondeJSON.encode(PushBatch(agent: agent.id, batchID: UUID().uuidString, sentAt: now, results: results)),
+                            let signature = try? agent.key.signatureHeader(for: body)
+                        else { return }
+                        _ = try? await client.perform(
+                            HTTPRequest(
+                                method: "POST", url: targetURL + PushProtocol.path,
+                                headers: [
+                                    HTTPHeader("Content-Type", "application/json"), HTTPHeader(PushProtocol.agentHeader, agent.id),
+                                    HTTPHeader(PushProtocol.signatureHeader, signature),
+                                ], body: body, timeout: .seconds(10)))
+                    }
+                }
+            }
+        }
+        for i in 0..<5 {
+            await pushAll(failed: false, sequence: i)
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        let failingFrom = clock.now
+        var sequence = 5
+        while arrived.withLock({ $0 }) == nil {
+            guard clock.now < failingFrom + .seconds(120) else { throw BenchFailure("no incident.opened within 120 s") }
+            await pushAll(failed: true, sequence: sequence)
+            sequence += 1
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        return (arrived.withLock { $0 }! - failingFrom).seconds
+    }
+
+    // MARK: - Rebuild
+
+    func measureRebuild(pg: PostgresServer) async throws -> (seconds: Double, results: Int) {
+        let url = try pg.createDatabase()
+        let logger = Logger(label: "bench")
+        let store = try PostgresCollectorStore(url: url, logger: logger)
+        defer { store.close() }
+        try await store.migrate()
+        // Fill the window: agents × probes series, `rebuildHistory` runs each, in groups of batches.
+        let now = Date()
+        var group: [PendingBatch] = []
+        var stored = 0
+        for a in 0..<rebuildAgents {
+            let agent = String(format: "agent-%05d", a)
+            let region = Workload.regions[a % 3]
+            let results = (0..<rebuildHistory).flatMap { run in
+                (0..<rebuildProbes).map { p in Workload.result(agent: agent, region: region, n: p, at: now.addingTimeInterval(-Double(run * 30 + p))) }
+            }
+            let body = try SondeJSON.encode(PushBatch(agent: agent, batchID: "\(agent)-w", sentAt: now, results: results))
+            group.append(PendingBatch(batch: BatchRecord(batchID: "\(agent)-w", agent: agent, receivedAt: now, body: body, signature: "-"), results: results))
+            if group.count == 64 || a == rebuildAgents - 1 {
+                for outcome in try await store.ingest(group: group) { if case .stored(let n) = try outcome.get() { stored += n } }
+                group.removeAll()
+            }
+        }
+        var config = CollectorConfig()
+        config.databasePath = url
+        let clock = ContinuousClock()
+        let start = clock.now
+        let horizon = try await store.ingestHorizon()
+        let window = try await store.window(since: now.addingTimeInterval(-config.correlation.sanitized.windowAge), horizon: horizon, limit: 10_000_000)
+        _ = try await rebuildEngine(store: store, config: config, recent: window.results)
+        return ((clock.now - start).seconds, stored)
+    }
+}

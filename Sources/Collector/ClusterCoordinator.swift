@@ -1,0 +1,175 @@
+import CollectorAPI
+import CollectorStore
+import Correlation
+import Foundation
+import Logging
+import ServiceLifecycle
+import SondeCore
+import Synchronization
+
+/// The engine's memory rebuilt from storage: the recent window of results, open incidents and
+/// agent states. Used at start-up and, with several collectors, when one becomes leader.
+public func rebuildEngine(
+    store: any CollectorStorage, config: CollectorConfig, recent: [ProbeResult]
+) async throws -> CorrelationEngine {
+    let agents = try await store.agents()
+    let decoder = SondeJSON.decoder()
+    let openIncidents = try await store.incidents(.open, limit: 10_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
+    let agentStates = try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) }
+    // Resolved by a person while still failing: no new incident until the component recovers.
+    let resolvedByPeople = try await store.incidents(.resolved, limit: 1_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
+        .filter(\.awaitingRecovery)
+    var engine = CorrelationEngine(
+        config: config.correlation, agents: agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) },
+        openIncidents: openIncidents, agentStates: agentStates, declaredComponents: Set(config.components), resolvedByPeople: resolvedByPeople)
+    for result in recent {
+        engine.ingest([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000))
+    }
+    return engine
+}
+
+/// Several collectors on one PostgreSQL. Every collector follows what all of them ingest (by
+/// the ingest horizon, woken by NOTIFY) into its engine, so each one's verdicts and agent health
+/// are current; only the leader stores what the evaluations change and sends webhooks. On
+/// becoming leader a collector rebuilds its engine from the database (open incidents continue,
+/// agent states carry over) before its first write.
+final class ClusterCoordinator: Service, Sendable {
+    let leadership: PostgresLeadership
+    let store: PostgresCollectorStore
+    let hub: CorrelationHub
+    let trigger: EvaluationTrigger
+    let config: CollectorConfig
+    let logger: Logger
+    private let follower: Follower
+    /// The epoch whose rebuild is done: the evaluator writes only while it equals the lead epoch.
+    private let readyEpoch = Mutex<Int64?>(nil)
+
+    /// Where following stands; an actor so a rebuild and a follow step never interleave.
+    actor Follower {
+        var position: Int64 = 0
+        /// Results the last rebuild already fed the engine that following will meet again.
+        var seen = Set<String>()
+        func reset(position: Int64, seen: Set<String>) {
+            self.position = position
+            self.seen = seen
+        }
+        func step(store: PostgresCollectorStore, hub: CorrelationHub) async throws -> [ProbeResult] {
+            let horizon = try await store.ingestHorizon()
+            guard horizon > position else { return [] }
+            var results = try await store.ingested(from: position, to: horizon)
+            if !seen.isEmpty {
+                results.removeAll { seen.contains($0.id) }
+                seen.removeAll()
+            }
+            position = horizon
+            if !results.isEmpty { await hub.ingest(results) }
+            return results
+        }
+        func rebuild(store: PostgresCollectorStore, config: CollectorConfig) async throws -> CorrelationEngine {
+            // The horizon first: everything below it is in the window read next; what is at or
+            // above it and already read is remembered so following does not feed it twice.
+            let horizon = try await store.ingestHorizon()
+            let window = try await store.window(since: Date().addingTimeInterval(-config.correlation.sanitized.windowAge), horizon: horizon, limit: 1_000_000)
+            let engine = try await rebuildEngine(store: store, config: config, recent: window.results)
+            reset(position: horizon, seen: window.atOrAbove)
+            return engine
+        }
+    }
+
+    /// - Parameter follower: the one that built the first engine (so following starts where it did).
+    init(
+        leadership: PostgresLeadership, store: PostgresCollectorStore, hub: CorrelationHub, trigger: EvaluationTrigger, follower: Follower,
+        config: CollectorConfig, logger: Logger
+    ) {
+        self.leadership = leadership
+        self.store = store
+        self.hub = hub
+        self.trigger = trigger
+        self.follower = follower
+        self.config = config
+        self.logger = logger
+    }
+
+    /// True while this collector leads and its engine was rebuilt for this leadership.
+    var mayWrite: Bool {
+        let snapshot = leadership.snapshot
+        guard case .leader(let epoch) = snapshot.role else { return false }
+        return readyEpoch.withLock { $0 } == epoch
+    }
+
+    var isLeader: Bool { leadership.snapshot.isLeader }
+
+    var view: ClusterView {
+        let snapshot = leadership.snapshot
+        return ClusterView(collector: leadership.name, role: snapshot.isLeader ? "leader" : "standby", leader: snapshot.leaderName, epoch: snapshot.epoch)
+    }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.leadership.run() }
+                group.addTask { await self.followRoles() }
+                group.addTask { await self.follow() }
+            }
+        }
+    }
+
+    private func followRoles() async {
+        for await role in leadership.roleChanges {
+            guard case .leader(let epoch) = role else {
+                readyEpoch.withLock { $0 = nil }
+                continue
+            }
+            let clock = ContinuousClock()
+            let started = clock.now
+            while !Task.isCancelled && leadership.snapshot.role == role {
+                do {
+                    let engine = try await follower.rebuild(store: store, config: config)
+                    await hub.replace(engine)
+                    readyEpoch.withLock { $0 = epoch }
+                    let elapsed = started.duration(to: clock.now)
+                    logger.notice(
+                        "Leader engine rebuilt from the database",
+                        metadata: ["leader.epoch": "\(epoch)", "rebuild_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
+                    trigger.fire()
+                    break
+                } catch {
+                    logger.error("Cannot rebuild the engine after becoming leader; retrying", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+            }
+        }
+    }
+
+    private func follow() async {
+        let notifications = store.ingestNotifications()
+        let (ticks, tick) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        await withDiscardingTaskGroup { group in
+            // NOTIFY wakes following at once; a tick every second covers a lost notification.
+            group.addTask {
+                for await _ in notifications { tick.yield() }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    tick.yield()
+                }
+                tick.finish()
+            }
+            group.addTask {
+                for await _ in ticks {
+                    do {
+                        let results = try await self.follower.step(store: self.store, hub: self.hub)
+                        if results.contains(where: { $0.outcome != .ok }) { self.trigger.fire() }
+                    } catch {
+                        self.logger.warning("Cannot follow ingest from the database; retrying", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension ClusterCoordinator: CustomStringConvertible {
+    var description: String { "ClusterCoordinator(\(leadership.name))" }
+}

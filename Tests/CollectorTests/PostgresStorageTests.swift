@@ -1,0 +1,103 @@
+import Collector
+import CollectorStore
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// PostgreSQL-only promises, on a real throwaway server (see `PostgresServer`).
+@Suite("PostgreSQL storage")
+struct PostgresStorageTests {
+    /// Several stores migrating one empty database at the same moment: one applies the
+    /// migration, the others wait on the advisory lock and find nothing to do; none fails.
+    @Test func concurrentMigrationsApplyOnce() async throws {
+        let url = try await PostgresServer.shared().createDatabase()
+        let logs = CapturedLogs()
+        let stores = try (0..<4).map { _ in try PostgresCollectorStore(url: url, logger: logs.logger()) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for store in stores { group.addTask { try await store.migrate() } }
+            try await group.waitForAll()
+        }
+        #expect(logs.messages(containing: "Applied database migration").count == PostgresCollectorStore.migrations.count)
+        #expect(try await stores[0].appliedMigrations() == PostgresCollectorStore.migrations.map(\.version))
+        for store in stores { store.close() }
+    }
+
+    /// Results go into day partitions made ahead of time (older ones into the default
+    /// partition); retention drops whole day partitions and deletes only from the default one.
+    @Test func retentionDropsWholeDayPartitions() async throws {
+        let url = try await PostgresServer.shared().createDatabase()
+        let store = try PostgresCollectorStore(url: url, logger: testLogger())
+        defer { store.close() }
+        try await store.migrate()
+        let agent = TestAgent(id: "a", region: "eu")
+        try await store.upsertAgent(AgentRecord(id: "a", region: "eu", publicKey: agent.key.publicKey.base64))
+        let now = Date()
+        let startOfToday = Date(epochMs: now.epochMs / 86_400_000 * 86_400_000)
+        let yesterday = (0..<5).map { i in agent.result(startedAt: startOfToday.addingTimeInterval(-3600 - Double(i))) }
+        let old = (0..<3).map { i in agent.result(startedAt: now.addingTimeInterval(-40 * 86400 - Double(i))) }
+        let today = (0..<2).map { i in agent.result(startedAt: startOfToday.addingTimeInterval(Double(i))) }
+        for (index, results) in [yesterday, old, today].enumerated() {
+            let batch = BatchRecord(batchID: "b\(index)", agent: "a", receivedAt: now, body: Data("x".utf8), signature: "s")
+            #expect(try await store.ingest(batch: batch, results: results) == .stored(results.count))
+        }
+        let partitions = try await store.partitions()
+        let todayName = PostgresCollectorStore.partitionName(day: now.epochMs / 86_400_000)
+        let yesterdayName = PostgresCollectorStore.partitionName(day: now.epochMs / 86_400_000 - 1)
+        #expect(partitions.contains(todayName) && partitions.contains(yesterdayName) && partitions.contains("results_default"))
+        #expect(try await store.resultCount() == 10)
+
+        // Cut-off 30 days back: only the default partition's 40-day-old rows go.
+        var report = try await store.prune(before: now.addingTimeInterval(-30 * 86400))
+        #expect(report.results == 3)
+        #expect(try await store.resultCount() == 7)
+        // Cut-off at the start of today: yesterday's partition is dropped whole.
+        report = try await store.prune(before: startOfToday)
+        #expect(report.results == 5)
+        #expect(try await !store.partitions().contains(yesterdayName))
+        #expect(try await store.partitions().contains(todayName))
+        #expect(try await store.resultCount() == 2)
+        // Batches go once no result points into them; today's stays.
+        report = try await store.prune(before: now.addingTimeInterval(60))
+        #expect(report.batches == 2)
+        #expect(try await store.batches(since: nil, after: nil, limit: 10).map(\.batchID) == ["b2"])
+    }
+
+    /// A database that does not answer is a `StorageError` naming the server, within the
+    /// configured time, and `sonde-collector migrate`/`serve` exit with it.
+    @Test func unreachableDatabaseIsAClearError() async throws {
+        let port = try freeLoopbackPort()
+        let store = try PostgresCollectorStore(url: "postgres://sonde:x@127.0.0.1:\(port)/sonde?sslmode=disable&connect_timeout=2", logger: testLogger())
+        defer { store.close() }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = await #expect(throws: StorageError.self) { try await store.migrate() }
+        #expect(clock.now - start < .seconds(10))
+        #expect(error?.description.contains("127.0.0.1:\(port)") == true)
+        #expect(error?.description.contains("x@") == false)
+
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        try "listen: {host: 127.0.0.1, port: 0, plain_http: true}\ndatabase: postgres://sonde@127.0.0.1:\(port)/sonde?sslmode=disable&connect_timeout=1\n"
+            .write(toFile: dir.file("c.yaml"), atomically: true, encoding: .utf8)
+        let migrate = try ChildProcess("sonde-collector", ["migrate", "--config", dir.file("c.yaml")])
+        #expect(try await migrate.waitForExit() == 1)
+        #expect(migrate.allOutput.contains("127.0.0.1:\(port)"))
+    }
+
+    /// Bad URLs are configuration errors that say what is expected.
+    @Test func badURLsAreConfigErrors() throws {
+        for (text, expected) in [
+            ("postgres://127.0.0.1/db", "no user"), ("postgres://u@127.0.0.1/", "no database"),
+            ("postgres://u@h/db?sslmode=maybe", "sslmode"), ("postgres://u@h/db?colour=blue", "unknown parameter"),
+        ] {
+            #expect(throws: StorageError.self) { try PostgresURL(text) }
+            #expect(((try? PostgresURL(text)) == nil))
+            do { _ = try PostgresURL(text) } catch { #expect(error.description.contains(expected), "\(text): \(error)") }
+        }
+        let url = try PostgresURL("postgresql://me:s%40cret@db.example:6432/sonde?sslmode=verify-full&pool_max=5")
+        #expect(url.user == "me" && url.password == "s@cret" && url.host == "db.example" && url.port == 6432 && url.database == "sonde")
+        #expect(url.sslMode == .verifyFull && url.poolMax == 5)
+        #expect(!url.description.contains("cret"))
+    }
+}

@@ -1,0 +1,350 @@
+import CollectorAPI
+import CollectorStore
+import CurlHTTP
+import Foundation
+import Logging
+import SondeCore
+import SondeTestSupport
+import Synchronization
+import Testing
+
+/// Several real `sonde-collector serve` processes on one real PostgreSQL, behind a real haproxy
+/// (health-checked on /healthz); each collector reaches PostgreSQL through its own
+/// `sonde-sim relay`, so one can be cut off from the database. Signed pushes go through haproxy.
+final class HACluster: Sendable {
+    struct Member: Sendable {
+        let name: String
+        let child: ChildProcess
+        let port: Int
+        /// Its TCP path to PostgreSQL.
+        let relay: ChildProcess
+        var baseURL: String { "http://127.0.0.1:\(port)" }
+    }
+
+    let folder: TemporaryDirectory
+    let databaseURL: String
+    let members: Mutex<[Member]>
+    let haproxy: ChildProcess
+    let haproxyPort: Int
+    let receiver: LoopbackHTTPServer
+    /// Webhook arrivals: (event id, event type, incident or component).
+    let arrivals = Shared<[(id: String, type: String, body: Data)]>([])
+    let client = CurlHTTPClient(threads: 8)
+    var frontURL: String { "http://127.0.0.1:\(haproxyPort)" }
+
+    /// A fixed port per collector: one restarted after a kill is where haproxy expects it.
+    static func configYAML(name: String, port: Int, databaseURL: String, agents: [DrillAgent], receiver: String) -> String {
+        var yaml = [
+            "listen: { host: 127.0.0.1, port: \(port), plain_http: true }",
+            "database: \"\(databaseURL)\"",
+            "collector_name: \(name)",
+            "evaluation_interval: 200ms",
+            "webhooks: [{ name: drill, url: \"\(receiver)/hook\", secret: drill-secret }]",
+            "webhook_retry: { base: 100ms, cap: 1s, timeout: 2s, poll: 50ms }",
+        ] + DrillTokens.yaml
+        yaml.append("agents:")
+        for agent in agents { yaml.append("  - { id: \(agent.id), region: \(agent.region), public_key: \"\(agent.key.publicKey.base64)\" }") }
+        return yaml.joined(separator: "\n") + "\n"
+    }
+
+    /// Starts `count` collectors at the same moment on an empty database, then haproxy.
+    init(collectors count: Int, agents: [DrillAgent]) async throws {
+        let pg = try await PostgresServer.shared()
+        folder = try TemporaryDirectory("sonde-ha")
+        databaseURL = try pg.createDatabase()
+        let arrivals = self.arrivals
+        receiver = try LoopbackHTTPServer { request in
+            arrivals.withLock { $0.append((request.header("Sonde-Event-Id") ?? "?", request.header("Sonde-Event-Type") ?? "?", request.body)) }
+            return .json(200, "{}")
+        }
+        var relays: [(ChildProcess, Int)] = []
+        for _ in 0..<count {
+            let relay = try ChildProcess("sonde-sim", ["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:\(pg.port)"])
+            let line = try await relay.waitForLine { $0.hasPrefix("relay ") }
+            guard let port = Int(line.split(separator: ":").last ?? "") else { throw TestFailure("no relay port in \(line)") }
+            relays.append((relay, port))
+        }
+        var children: [(String, ChildProcess)] = []
+        for (index, relay) in relays.enumerated() {
+            let name = "c\(index + 1)"
+            let url = pg.url(database: String(databaseURL.split(separator: "/").last!.split(separator: "?")[0]), port: relay.1) + "&connect_timeout=2"
+            let path = folder.file("\(name).yaml")
+            try Self.configYAML(name: name, port: try freeLoopbackPort(), databaseURL: url, agents: agents, receiver: receiver.baseURL)
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            children.append((name, try ChildProcess("sonde-collector", ["serve", "--config", path, "--log-level", "info"])))
+        }
+        var started: [Member] = []
+        for ((name, child), relay) in zip(children, relays) {
+            let line = try await child.waitForLine(timeout: .seconds(90), stderr: true) { $0.contains("Collector listening") }
+            guard let match = line.firstMatch(of: /http\.port=(\d+)/), let port = Int(match.1) else { throw TestFailure("no port in \(line)") }
+            started.append(Member(name: name, child: child, port: port, relay: relay.0))
+        }
+        members = Mutex(started)
+        haproxyPort = try freeLoopbackPort()
+        let servers = started.map { "  server \($0.name) 127.0.0.1:\($0.port) check" }.joined(separator: "\n")
+        try """
+            global
+              maxconn 2000
+            defaults
+              mode http
+              timeout connect 1s
+              timeout client 30s
+              timeout server 30s
+              retries 3
+              option redispatch
+            frontend sonde
+              bind 127.0.0.1:\(haproxyPort)
+              default_backend collectors
+            backend collectors
+              balance roundrobin
+              option httpchk GET /healthz
+              http-check expect status 200
+              default-server inter 250ms fall 2 rise 2
+            \(servers)
+
+            """.write(toFile: folder.file("haproxy.cfg"), atomically: true, encoding: .utf8)
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/haproxy") else {
+            throw TestFailure("haproxy is not installed (/usr/sbin/haproxy): run scripts/install-deps.sh, or apt-get install haproxy")
+        }
+        haproxy = try ChildProcess("/usr/sbin/haproxy", ["-f", folder.file("haproxy.cfg"), "-db"])
+        let client = self.client
+        let front = "http://127.0.0.1:\(haproxyPort)"
+        try await waitUntil("haproxy to answer /healthz", timeout: .seconds(30), every: .milliseconds(100)) {
+            if !self.haproxy.isRunning { throw TestFailure("haproxy exited:\n\(self.haproxy.allOutput)") }
+            return (try? await client.perform(HTTPRequest(url: front + "/healthz", timeout: .seconds(2))))?.status == 200
+        }
+    }
+
+    var all: [Member] { members.withLock { $0 } }
+
+    func status(_ member: Member) async -> StatusResponse? {
+        let request = HTTPRequest(
+            // Longer than the collectors' connect_timeout (2 s): one cut off from PostgreSQL answers
+            // with its engine's view once its read of the stored incidents gives up.
+            url: member.baseURL + "/v1/status", headers: [HTTPHeader("Authorization", "Bearer \(DrillTokens.read)")], timeout: .seconds(5))
+        guard let response = try? await client.perform(request), response.status == 200 else { return nil }
+        return try? SondeJSON.decode(StatusResponse.self, from: response.body)
+    }
+
+    /// The members that say they lead right now.
+    func leaders() async -> [Member] {
+        var leaders: [Member] = []
+        for member in all where member.child.isRunning {
+            if let status = await status(member), status.cluster?.role == "leader" { leaders.append(member) }
+        }
+        return leaders
+    }
+
+    func waitForOneLeader(excluding: Set<String> = [], timeout: Duration = .seconds(30)) async throws -> Member {
+        var found: Member?
+        try await waitUntil("exactly one leader", timeout: timeout, every: .milliseconds(50)) {
+            let leaders = await self.leaders().filter { !excluding.contains($0.name) }
+            found = leaders.count == 1 ? leaders[0] : nil
+            return found != nil
+        }
+        return found!
+    }
+
+    func stop() async {
+        await haproxy.stop()
+        for member in all {
+            await member.child.stop()
+            member.relay.signal(SIGCONT)
+            await member.relay.stop()
+        }
+        receiver.stop()
+        folder.remove()
+    }
+}
+
+/// Pushes signed batches through haproxy until stopped, recording every acknowledged one.
+final class PushLoad: Sendable {
+    let acked = Shared<[String: Int]>([:])
+    let failing = Shared(false)
+    let stopped = Shared(false)
+    let ackLatencies = Shared<[Double]>([])
+    private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+
+    init(agents: [DrillAgent], url: String, client: CurlHTTPClient, batch: Int = 20) {
+        let (acked, failing, stopped, latencies) = (acked, failing, stopped, ackLatencies)
+        task.withLock {
+            $0 = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for agent in agents {
+                        group.addTask {
+                            let clock = ContinuousClock()
+                            while !stopped.value {
+                                guard let (id, body, signature) = try? agent.signedBatch(batch, failed: failing.value) else { continue }
+                                let start = clock.now
+                                guard let response = try? await client.perform(agent.pushRequest(baseURL: url, body: body, signature: signature, timeout: .seconds(10))),
+                                    response.status == 200, let ack = try? SondeJSON.decode(PushAck.self, from: response.body), ack.accepted == batch
+                                else {
+                                    try? await Task.sleep(for: .milliseconds(50))
+                                    continue
+                                }
+                                let elapsed = start.duration(to: clock.now)
+                                latencies.withLock { $0.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000) }
+                                acked.withLock { $0[id] = batch }
+                                try? await Task.sleep(for: .milliseconds(100))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func stop() async {
+        stopped.withLock { $0 = true }
+        await task.withLock { $0 }?.value
+    }
+}
+
+@Suite(.serialized) struct HighAvailabilityDrillTests {
+    static let agents = (0..<4).map { DrillAgent(id: "ha-\($0)", region: ["eu", "us"][$0 % 2]) }
+
+    /// Three collectors started at the same moment on an empty database: one applies the
+    /// migration, none fails, exactly one leads. Then the leader is SIGKILLed under ingest load
+    /// during an incident (`rounds` times in `make drill`): another leads within 5 s, every
+    /// acknowledged batch is stored whole, the open incidents carry on (resolved, never opened
+    /// twice), and every webhook event arrives exactly once.
+    @Test func sigkillTheLeaderUnderLoad() async throws {
+        let rounds = Drill.scale(quick: 1, full: 10)
+        let cluster = try await HACluster(collectors: 3, agents: Self.agents)
+        do {
+            try await Self.drill(cluster, rounds: rounds)
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
+    static func drill(_ cluster: HACluster, rounds: Int) async throws {
+        // One migration among the three simultaneous starts, and no error in any log.
+        let migrations = cluster.all.map { $0.child.allOutput.components(separatedBy: "Applied database migration").count - 1 }
+        #expect(migrations.reduce(0, +) == 1, "migrations applied per collector: \(migrations)")
+        for member in cluster.all { #expect(!member.child.allOutput.contains("error"), "\(member.name):\n\(member.child.allOutput.suffix(2000))") }
+
+        var leader = try await cluster.waitForOneLeader()
+        let load = PushLoad(agents: agents, url: cluster.frontURL, client: cluster.client)
+        // An incident everywhere: every agent's results fail.
+        load.failing.withLock { $0 = true }
+        try await waitUntil("incident.opened webhooks", timeout: .seconds(60), every: .milliseconds(100)) {
+            cluster.arrivals.value.contains { $0.type == "incident.opened" }
+        }
+        var takeovers: [Double] = []
+        let clock = ContinuousClock()
+        var killed: Set<String> = []
+        for round in 1...rounds {
+            let acked = load.acked.value.count
+            try await waitUntil("more acknowledged pushes", timeout: .seconds(30), every: .milliseconds(20)) { load.acked.value.count > acked + 5 }
+            leader.child.signal(SIGKILL)
+            let killedAt = clock.now
+            _ = try await leader.child.waitForExit(timeout: .seconds(10))
+            killed.insert(leader.name)
+            let next = try await cluster.waitForOneLeader(excluding: killed, timeout: .seconds(15))
+            let takeover = killedAt.duration(to: clock.now)
+            takeovers.append(Double(takeover.components.seconds) + Double(takeover.components.attoseconds) / 1e18)
+            #expect(takeover <= .seconds(5), "round \(round): \(next.name) took over after \(takeover)")
+            // Bring the killed one back as a standby (same name, same config), so every round has three.
+            let path = cluster.folder.file("\(leader.name).yaml")
+            let child = try ChildProcess("sonde-collector", ["serve", "--config", path, "--log-level", "info"])
+            let line = try await child.waitForLine(timeout: .seconds(60), stderr: true) { $0.contains("Collector listening") }
+            guard let match = line.firstMatch(of: /http\.port=(\d+)/), let port = Int(match.1) else { throw TestFailure("no port in \(line)") }
+            let revived = HACluster.Member(name: leader.name, child: child, port: port, relay: leader.relay)
+            cluster.members.withLock { members in members = members.map { $0.name == revived.name ? revived : $0 } }
+            killed.remove(leader.name)
+            leader = next
+        }
+        // Recovery: the incidents that were open carry on and resolve once (never reopened).
+        load.failing.withLock { $0 = false }
+        try await waitUntil("every incident resolved", timeout: .seconds(90), every: .milliseconds(200)) {
+            let types = cluster.arrivals.value.map(\.type)
+            return types.filter { $0 == "incident.opened" }.count == types.filter { $0 == "incident.resolved" }.count
+        }
+        await load.stop()
+
+        // Every acknowledged batch is stored, whole.
+        let store = try PostgresCollectorStore(url: cluster.databaseURL, logger: Logger(label: "drill"))
+        defer { store.close() }
+        let stored = try await store.batchIntegrity()
+        let sent = load.acked.value
+        let missing = sent.keys.filter { stored[$0] == nil }
+        let wrong = sent.filter { id, count in stored[id].map { $0.declared != count || $0.stored != count } ?? false }
+        #expect(missing.isEmpty, "\(missing.count) acknowledged batches missing")
+        #expect(wrong.isEmpty, "\(wrong.count) batches stored partly")
+
+        // Webhooks: each event exactly once; each opened incident resolved with the same id.
+        let arrivals = cluster.arrivals.value
+        var perEvent: [String: Int] = [:]
+        for arrival in arrivals { perEvent[arrival.id, default: 0] += 1 }
+        let duplicates = perEvent.values.filter { $0 > 1 }.count
+        #expect(duplicates == 0, "\(duplicates) events arrived more than once")
+        func incidentID(_ body: Data) -> String? {
+            guard let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else { return nil }
+            return (object["incident"] as? [String: Any])?["id"] as? String ?? object["incident"] as? String
+        }
+        let opened = arrivals.filter { $0.type == "incident.opened" }.compactMap { incidentID($0.body) }
+        let resolved = arrivals.filter { $0.type == "incident.resolved" }.compactMap { incidentID($0.body) }
+        #expect(!opened.isEmpty)
+        #expect(Set(opened) == Set(resolved), "opened \(opened), resolved \(resolved)")
+        #expect(opened.count == Set(opened).count, "an incident was opened twice")
+        let delivered = try await store.deliveries().filter { $0.status == .delivered }.count
+        #expect(delivered == perEvent.count)
+
+        let latencies = load.ackLatencies.value.sorted()
+        let p99 = latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))]
+        Drill.report(
+            "HA: leader SIGKILLed under load",
+            Drill.table([
+                ("collectors", "3 behind haproxy, one PostgreSQL"),
+                ("leader kills", "\(rounds)"),
+                ("takeover (s), max / median", String(format: "%.2f / %.2f", takeovers.max() ?? 0, takeovers.sorted()[takeovers.count / 2])),
+                ("acknowledged batches", "\(sent.count)"), ("missing", "\(missing.count)"), ("partly stored", "\(wrong.count)"),
+                ("webhook events", "\(perEvent.count)"), ("duplicates", "\(duplicates)"),
+                ("incidents opened / resolved", "\(opened.count) / \(resolved.count)"),
+                ("p99 acknowledgement (ms)", String(format: "%.0f", p99)),
+            ]))
+    }
+
+    /// The leader cut off from PostgreSQL (its relay SIGSTOPped: the TCP connections stay open
+    /// and silent, as in a real partition): it steps down before another collector takes over,
+    /// and its writes after that are refused by the fencing epoch.
+    @Test func leaderPartitionedFromTheDatabaseStepsDownFirst() async throws {
+        let cluster = try await HACluster(collectors: 2, agents: Self.agents)
+        do {
+            let leader = try await cluster.waitForOneLeader()
+            let other = cluster.all.first { $0.name != leader.name }!
+            leader.relay.signal(SIGSTOP)
+            let clock = ContinuousClock()
+            let cutAt = clock.now
+            var steppedDownAt: ContinuousClock.Instant?
+            var takenOverAt: ContinuousClock.Instant?
+            try await waitUntil("the other collector to take over", timeout: .seconds(20), every: .milliseconds(20)) {
+                if steppedDownAt == nil, leader.child.stderrLines.contains(where: { $0.contains("Stepped down") }) { steppedDownAt = clock.now }
+                if takenOverAt == nil, await cluster.status(other)?.cluster?.role == "leader" { takenOverAt = clock.now }
+                return takenOverAt != nil
+            }
+            if steppedDownAt == nil, leader.child.stderrLines.contains(where: { $0.contains("Stepped down") }) { steppedDownAt = clock.now }
+            let down = try #require(steppedDownAt, "the partitioned leader never stepped down:\n\(leader.child.allOutput.suffix(3000))")
+            let over = try #require(takenOverAt)
+            #expect(down < over, "stepped down \(cutAt.duration(to: down)) after the cut, the other took over \(cutAt.duration(to: over)) after")
+            #expect(cutAt.duration(to: over) <= .seconds(5))
+            // The partitioned one says standby.
+            let view = await cluster.status(leader)?.cluster
+            #expect(view?.role == "standby")
+            // Healed: it stays standby; the other keeps leading.
+            leader.relay.signal(SIGCONT)
+            try await waitUntil("the healed collector to see the other lead", timeout: .seconds(20), every: .milliseconds(100)) {
+                let view = await cluster.status(leader)?.cluster
+                return view?.role == "standby" && view?.leader == other.name
+            }
+            #expect(await cluster.leaders().map(\.name) == [other.name])
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+}
