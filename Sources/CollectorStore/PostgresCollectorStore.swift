@@ -215,7 +215,25 @@ public final class PostgresCollectorStore: CollectorStorage {
                 "CREATE TABLE leader (id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL, holder TEXT NOT NULL, since BIGINT NOT NULL)",
                 "INSERT INTO leader (id, epoch, holder, since) VALUES (1, 0, '', 0)",
             ]
-        )
+        ),
+        (
+            // The daily rollup behind uptime (results per component per UTC day), kept after
+            // retention drops the partitions it counts; filled from the results stored so far.
+            "v2-result-days",
+            [
+                """
+                CREATE TABLE result_days (
+                    component TEXT NOT NULL, day BIGINT NOT NULL, total BIGINT NOT NULL, failed BIGINT NOT NULL,
+                    degraded BIGINT NOT NULL, PRIMARY KEY (component, day))
+                """,
+                """
+                INSERT INTO result_days (component, day, total, failed, degraded)
+                    SELECT s.component, floor(r.started_at / 86400000.0)::BIGINT, COUNT(*), COUNT(*) FILTER (WHERE r.outcome = 2),
+                        COUNT(*) FILTER (WHERE r.outcome = 1)
+                    FROM results r JOIN series s ON s.id = r.series GROUP BY 1, 2
+                """,
+            ]
+        ),
     ]
 
     /// Applies missing migrations under a session advisory lock (collectors started together
@@ -412,6 +430,7 @@ public final class PostgresCollectorStore: CollectorStorage {
         return try await transaction("storing \(group.count) batches") { [logger] connection in
             var outcomes: [Result<IngestOutcome, any Error>] = []
             outcomes.reserveCapacity(group.count)
+            var days = DayCounts()
             for (pending, json) in zip(group, encoded) {
                 guard case .success(let json) = json else {
                     if case .failure(let error) = json { outcomes.append(.failure(error)) }
@@ -419,13 +438,16 @@ public final class PostgresCollectorStore: CollectorStorage {
                 }
                 try await connection.query("SAVEPOINT batch", logger: logger)
                 do {
-                    outcomes.append(.success(try await Self.insert(pending, json, series, connection, logger)))
+                    var batchDays = DayCounts()
+                    outcomes.append(.success(try await Self.insert(pending, json, series, &batchDays, connection, logger)))
                     try await connection.query("RELEASE SAVEPOINT batch", logger: logger)
+                    days.add(batchDays)
                 } catch let error as PSQLError where error.code == .server {
                     try await connection.query("ROLLBACK TO SAVEPOINT batch", logger: logger)
                     outcomes.append(.failure(StorageError("PostgreSQL refused batch \(pending.batch.batchID): \(error.serverInfo?[.message] ?? "error")")))
                 }
             }
+            try await Self.addToDays(days, connection, logger)
             // Wakes whoever follows ingest (the leading collector), at commit.
             try await connection.query("SELECT pg_notify('sonde_ingest', '')", logger: logger)
             return outcomes
@@ -433,7 +455,8 @@ public final class PostgresCollectorStore: CollectorStorage {
     }
 
     private static func insert(
-        _ pending: PendingBatch, _ json: [ByteBuffer], _ series: [SeriesKey: Int64], _ connection: PostgresConnection, _ logger: Logger
+        _ pending: PendingBatch, _ json: [ByteBuffer], _ series: [SeriesKey: Int64], _ days: inout DayCounts, _ connection: PostgresConnection,
+        _ logger: Logger
     ) async throws -> IngestOutcome {
         let batch = pending.batch
         let inserted = try await all(
@@ -446,18 +469,79 @@ public final class PostgresCollectorStore: CollectorStorage {
         guard let seq = try inserted.first?.decode(Int64.self) else { return .duplicate }
         let results = pending.results
         if !results.isEmpty {
-            try await connection.query(
+            // Only the rows really inserted count towards uptime (a result stored twice counts once).
+            let insertedIDs = try await all(
+                connection,
                 """
                 INSERT INTO results (started_at, id, series, outcome, duration_ms, batch, json)
                 SELECT s, i, se, o, d, \(seq), j FROM unnest(\(results.map(\.startedAt.epochMs))::BIGINT[], \(results.map(\.id))::TEXT[],
                     \(results.map { series[SeriesKey($0)] ?? 0 })::BIGINT[], \(results.map { code($0.outcome) })::SMALLINT[],
                     \(results.map(\.durationMs))::DOUBLE PRECISION[], \(json)::BYTEA[]) AS t(s, i, se, o, d, j)
-                ON CONFLICT DO NOTHING
-                """, logger: logger)
+                ON CONFLICT DO NOTHING RETURNING started_at, id
+                """, logger)
+            var inserted = Set<String>()
+            for row in insertedIDs {
+                let (startedAt, id) = try row.decode((Int64, String).self)
+                inserted.insert("\(startedAt) \(id)")
+            }
+            for result in results where inserted.contains("\(result.startedAt.epochMs) \(result.id)") { days.count(result) }
         }
         try await connection.query(
             "UPDATE agents SET last_seen = GREATEST(COALESCE(last_seen, 0), \(batch.receivedAt.epochMs)) WHERE id = \(batch.agent)", logger: logger)
         return .stored(results.count)
+    }
+
+    /// Runs per component and UTC day, added to `result_days` once per ingest transaction.
+    struct DayCounts {
+        struct Key: Hashable, Comparable {
+            var component: String
+            var day: Int64
+            static func < (a: Key, b: Key) -> Bool { (a.component, a.day) < (b.component, b.day) }
+        }
+        var counts: [Key: (total: Int64, failed: Int64, degraded: Int64)] = [:]
+
+        mutating func count(_ result: ProbeResult) {
+            let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
+            var value = counts[key] ?? (0, 0, 0)
+            value.total += 1
+            if result.outcome == .failed { value.failed += 1 }
+            if result.outcome == .degraded { value.degraded += 1 }
+            counts[key] = value
+        }
+
+        mutating func add(_ other: DayCounts) {
+            for (key, value) in other.counts {
+                let old = counts[key] ?? (0, 0, 0)
+                counts[key] = (old.total + value.total, old.failed + value.failed, old.degraded + value.degraded)
+            }
+        }
+    }
+
+    /// One upsert in key order: collectors ingesting at once lock the rows in the same order,
+    /// so they wait for each other instead of deadlocking.
+    private static func addToDays(_ days: DayCounts, _ connection: PostgresConnection, _ logger: Logger) async throws {
+        guard !days.counts.isEmpty else { return }
+        let keys = days.counts.keys.sorted()
+        let values = keys.map { days.counts[$0]! }
+        try await connection.query(
+            """
+            INSERT INTO result_days (component, day, total, failed, degraded)
+            SELECT c, d, n, f, g FROM unnest(\(keys.map(\.component))::TEXT[], \(keys.map(\.day))::BIGINT[], \(values.map(\.total))::BIGINT[],
+                \(values.map(\.failed))::BIGINT[], \(values.map(\.degraded))::BIGINT[]) WITH ORDINALITY AS t(c, d, n, f, g, o) ORDER BY o
+            ON CONFLICT (component, day) DO UPDATE SET total = result_days.total + excluded.total,
+                failed = result_days.failed + excluded.failed, degraded = result_days.degraded + excluded.degraded
+            """, logger: logger)
+    }
+
+    public func uptimeDays(since: Date) async throws -> [UptimeDay] {
+        try await rows(
+            "SELECT component, day, total, failed, degraded FROM result_days WHERE day >= \(UptimeDay.dayNumber(since)) ORDER BY component, day",
+            "reading uptime history"
+        ).map { row in
+            let (component, day, total, failed, degraded) = try row.decode((String, Int64, Int64, Int64, Int64).self)
+            return UptimeDay(
+                component: component, day: Date(epochMs: day * 86_400_000), total: Int(total), failed: Int(failed), degraded: Int(degraded))
+        }
     }
 
     /// Series ids for these results' names, adding the new ones (committed on their own, before
@@ -890,6 +974,9 @@ public final class PostgresCollectorStore: CollectorStorage {
                 report.results += Int(count)
             }
             report.results += try await Self.all(connection, "DELETE FROM results_default WHERE started_at < \(ms) RETURNING 1", logger).count
+            // The daily rollup outlives results: uptime history is kept `UptimeDay.keptDays`.
+            try await connection.query(
+                "DELETE FROM result_days WHERE day < \(UptimeDay.dayNumber(Date()) - UptimeDay.keptDays)", logger: logger)
             // A body goes once no result still points into it.
             report.batches = try await Self.all(
                 connection,

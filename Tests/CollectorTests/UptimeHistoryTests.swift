@@ -132,6 +132,19 @@ import Testing
         #expect(try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000)) == before)
     }
 
+    @Test func postgresRollupMatchesStoredResultsAndSurvivesPruning() async throws {
+        let store = try PostgresCollectorStore(url: try await PostgresServer.shared().createDatabase(), logger: testLogger())
+        defer { store.close() }
+        try await store.migrate()
+        let fixture = Fixture()
+        _ = try await fixture.load(into: store)
+        try await Self.checkRollup(store, fixture: fixture)
+        let before = try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000))
+        _ = try await store.prune(before: fixture.now)
+        #expect(try await store.resultCount() == 0)
+        #expect(try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000)) == before)
+    }
+
     /// "No data" only after twice the probes' interval without a run; "starting" before the first.
     @Test func unknownVerdictIsStartingFreshOrNoData() {
         let now = Date()
