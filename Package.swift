@@ -185,11 +185,11 @@ let package = Package(
 
         // MARK: - Executables: one Entrypoint.swift each
 
-        .executableTarget(name: "sonde-agent", dependencies: ["AgentRuntime"], swiftSettings: swiftSettings),
+        .executableTarget(name: "sonde-agent", dependencies: ["AgentRuntime", "SondeCore"], swiftSettings: swiftSettings),
         .executableTarget(
-            name: "sonde-collector", dependencies: ["Collector", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
-        .executableTarget(name: "sonde", dependencies: ["SondeCLI"], swiftSettings: swiftSettings),
-        .executableTarget(name: "sonde-sim", dependencies: ["PlatformSim"], swiftSettings: swiftSettings),
+            name: "sonde-collector", dependencies: ["Collector", "SondeCore", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .executableTarget(name: "sonde", dependencies: ["SondeCLI", "SondeCore"], swiftSettings: swiftSettings),
+        .executableTarget(name: "sonde-sim", dependencies: ["PlatformSim", "SondeCore"], swiftSettings: swiftSettings),
 
         // MARK: - Benchmarks (`make bench`; run against release builds)
 

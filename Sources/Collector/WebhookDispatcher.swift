@@ -59,8 +59,8 @@ enum WebhookPayload {
         return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? event.payload
     }
 
-    /// A link to the status page's anchor for the event. The anchor comes from agent-reported
-    /// names, so it is percent-encoded: no `|`, `>` or space can end a Slack link early.
+    /// A link to the event's incident page, else the status page's anchor for it. Ids and anchors
+    /// come from agent-reported names, so they are percent-encoded: no `|`, `>` or space can end a Slack link early.
     static func link(for object: [String: Any], linkBase: String) -> String {
         func anchor(_ kind: String, _ name: String) -> String {
             var allowed = CharacterSet.alphanumerics
@@ -69,8 +69,11 @@ enum WebhookPayload {
             let encoded = asciiOnly ? (name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "") : Data(name.utf8).map { String(format: "%%%02X", $0) }.joined()
             return "\(linkBase)/#\(kind)-\(encoded)"
         }
-        if let incident = object["incident"] as? [String: Any], let id = incident["id"] as? String { return anchor("incident", id) }
-        if let id = object["incident"] as? String { return anchor("incident", id) }
+        // An incident has its own page (public or behind the read token, as the status page is).
+        if let incident = object["incident"] as? [String: Any], let id = incident["id"] as? String {
+            return "\(linkBase)/incidents/\(StatusPage.pathSegment(id))"
+        }
+        if let id = object["incident"] as? String { return "\(linkBase)/incidents/\(StatusPage.pathSegment(id))" }
         if let agent = object["agent"] as? String { return anchor("agent", agent) }
         if let component = object["component"] as? String { return anchor("component", component) }
         return linkBase + "/"

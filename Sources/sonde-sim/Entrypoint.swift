@@ -1,10 +1,11 @@
 import Logging
 import PlatformSim
+import SondeCore
 
 @main
 enum Entrypoint {
     static func main() async {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
-        await SondeSimCommand.main()
+        await SondeSimCommand.main(ProcessArguments.afterExecutable)
     }
 }

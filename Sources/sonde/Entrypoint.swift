@@ -1,8 +1,9 @@
 import SondeCLI
+import SondeCore
 
 @main
 enum Entrypoint {
     static func main() async {
-        await SondeCommand.main()
+        await SondeCommand.main(ProcessArguments.afterExecutable)
     }
 }

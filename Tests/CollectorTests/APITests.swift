@@ -176,7 +176,7 @@ struct APITests {
             #expect(event.incident?.id == incident.id)
             #expect(!event.regions.isEmpty && Set(event.regions).isSubset(of: ["eu", "us"]))
             let object = try #require(try JSONSerialization.jsonObject(with: request.body) as? [String: Any])
-            #expect((object["link"] as? String)?.hasSuffix("/#incident-\(incident.id)") == true)
+            #expect((object["link"] as? String)?.hasSuffix("/incidents/\(incident.id)") == true)
 
             // The incident is stored and served.
             let stored = try await get(collector, "/v1/incidents/\(incident.id)")
