@@ -110,6 +110,15 @@ public struct ResultPage: Sendable {
         self.results = results
         self.nextCursor = nextCursor
     }
+    /// A page from a query that asked for `limit + 1` rows: the extra row only says there is more.
+    public init(fetched: [ProbeResult], limit: Int) {
+        guard fetched.count > limit else {
+            self.init(results: fetched, nextCursor: nil)
+            return
+        }
+        let page = Array(fetched.prefix(limit))
+        self.init(results: page, nextCursor: page.last.map(ResultCursor.init(after:)))
+    }
 }
 
 /// The position of a result in newest-first order (started_at, then id), as an opaque cursor.

@@ -623,13 +623,8 @@ public final class PostgresCollectorStore: CollectorStorage {
         binds.append(Int64(limit + 1))
         let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
         let sql = "SELECT r.json FROM results r JOIN series s ON s.id = r.series \(whereSQL) ORDER BY r.started_at DESC, r.id DESC LIMIT $\(binds.count)"
-        var results = try Self.decodeResults(try await rows(PostgresQuery(unsafeSQL: sql, binds: binds), "reading results"))
-        var next: ResultCursor?
-        if results.count > limit {
-            results.removeLast(results.count - limit)
-            next = results.last.map(ResultCursor.init(after:))
-        }
-        return ResultPage(results: results, nextCursor: next)
+        let results = try Self.decodeResults(try await rows(PostgresQuery(unsafeSQL: sql, binds: binds), "reading results"))
+        return ResultPage(fetched: results, limit: limit)
     }
 
     public func results(since: Date, limit: Int) async throws -> [ProbeResult] {

@@ -537,13 +537,8 @@ public final class SQLiteCollectorStore: CollectorStorage {
             var bodies: [Int64: Data] = [:]
             return try Row.fetchAll(db, sql: sql, arguments: arguments).map { try Self.json(of: $0, bodies: &bodies, db: db) }
         }
-        var results = try rows.map(Self.decodeResult)
-        var next: ResultCursor?
-        if results.count > limit {
-            results.removeLast(results.count - limit)
-            next = results.last.map(ResultCursor.init(after:))
-        }
-        return ResultPage(results: results, nextCursor: next)
+        let results = try rows.map(Self.decodeResult)
+        return ResultPage(fetched: results, limit: limit)
     }
 
     public func results(since: Date, limit: Int) async throws -> [ProbeResult] {
