@@ -726,7 +726,9 @@ public final class PostgresCollectorStore: CollectorStorage {
             while !Task.isCancelled {
                 do {
                     try await client.withConnection { connection in
-                        for try await _ in try await connection.listen("sonde_ingest") { continuation.yield() }
+                        try await connection.listen(on: "sonde_ingest") { notifications in
+                            for try await _ in notifications { continuation.yield() }
+                        }
                     }
                 } catch {
                     if Task.isCancelled { break }
