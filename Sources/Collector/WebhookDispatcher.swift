@@ -297,6 +297,9 @@ public struct WebhookDispatcher: Service {
                     try? await Task.sleep(for: .seconds(min(wait, max(pollInterval, 0.05))))
                     continue
                 }
+                // Again just before sending: one that stepped down while reading must not send
+                // what the new leader sends too.
+                guard mayDispatch() else { continue }
                 await attempt(delivery, target: target, sentLabels: &sentLabels, logger: logger)
             }
         }
@@ -334,15 +337,23 @@ public struct WebhookDispatcher: Service {
         do {
             let response = try await client.perform(request)
             if (200..<300).contains(response.status) {
-                sentLabels.merge(alertmanagerSent) { $1 }
-                sentLabels = sentLabels.filter { !$0.value.isEmpty }
+                // Until this is recorded a crash means the event is sent again (same id): record first.
+                let answered = ContinuousClock.now
                 do {
                     try await store.markDelivered(eventID: delivery.event.id, target: target.name, at: Date())
+                    let recording = answered.duration(to: .now)
                     metrics.webhookDelivered()
-                    logger.info("Webhook delivered", metadata: ["http.status": "\(response.status)", "attempts": "\(delivery.attempts + 1)"])
+                    logger.info(
+                        "Webhook delivered",
+                        metadata: [
+                            "http.status": "\(response.status)", "attempts": "\(delivery.attempts + 1)",
+                            "recorded_ms": "\(recording.components.seconds * 1000 + recording.components.attoseconds / 1_000_000_000_000_000)",
+                        ])
                 } catch {
                     logger.error("Webhook delivered but not recorded", metadata: ["error": "\(error)"])
                 }
+                sentLabels.merge(alertmanagerSent) { $1 }
+                sentLabels = sentLabels.filter { !$0.value.isEmpty }
                 return
             }
             failure = "HTTP \(response.status)"

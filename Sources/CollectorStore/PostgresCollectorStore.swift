@@ -867,13 +867,16 @@ public final class PostgresCollectorStore: CollectorStorage {
         }
     }
 
+    /// Not fenced, and one autocommitted statement: a 2xx the target gave is a fact whoever sent
+    /// the request, and until it is stored a failover resends the event (same `Sonde-Event-Id`).
+    /// Refusing it to a leader that just stepped down, or spending round trips on a transaction,
+    /// would only widen that at-least-once window.
     public func markDelivered(eventID: String, target: String, at: Date) async throws {
-        try await fenced(
-            "recording a delivery",
+        try await execute(
             """
             UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = \(at.epochMs), last_error = NULL
-            WHERE event_id = \(eventID) AND target = \(target)
-            """)
+            WHERE event_id = \(eventID) AND target = \(target) AND status <> 'delivered'
+            """, "recording a delivery")
     }
 
     public func markFailed(eventID: String, target: String, attempts: Int, nextAttemptAt: Date, error: String) async throws {
