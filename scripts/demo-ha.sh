@@ -152,7 +152,7 @@ killed_at=$(date +%s.%N)
 OTHER=$([ "$LEADER" = ha-1 ] && echo ha-2 || echo ha-1)
 wait_for 30 test "$(role_of "${port_of[$OTHER]}" 2>/dev/null)" = leader || die "$OTHER did not take over"
 note "$OTHER leads after $(python3 -c "import time; print(f'{time.time() - $killed_at:.1f}')") s (haproxy sends agents to it alone)"
-grep -h 'Leader engine rebuilt' "$work/$OTHER.log" | tail -1 | sed 's/^/    /'
+grep -h 'Leader engine took over' "$work/$OTHER.log" | tail -1 | sed 's/^/    /'
 
 say "3. It gets worse (batch creation answers 503): the new leader updates the same incident"
 "$BIN/sonde-sim" fault set --sim "$SIM" --type error --status 503 --component batch | sed 's/^/    /'

@@ -7,21 +7,34 @@ import ServiceLifecycle
 import SondeCore
 import Synchronization
 
+/// What the engine decided and storage keeps: open incidents, agent states, and incidents people
+/// resolved while still failing (no new incident until the component recovers).
+public struct StoredDecisions: Sendable {
+    public var openIncidents: [Incident]
+    public var agentStates: [AgentHealth]
+    public var resolvedByPeople: [Incident]
+
+    public static func read(from store: any CollectorStorage) async throws -> StoredDecisions {
+        let decoder = SondeJSON.decoder()
+        return StoredDecisions(
+            openIncidents: try await store.incidents(.open, limit: 10_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) },
+            agentStates: try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) },
+            resolvedByPeople: try await store.incidents(.resolved, limit: 1_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
+                .filter(\.awaitingRecovery))
+    }
+}
+
 /// The engine's memory rebuilt from storage: the recent window of results, open incidents and
-/// agent states. Used at start-up and, with several collectors, when one becomes leader.
+/// agent states. Used at start-up.
 public func rebuildEngine(
     store: any CollectorStorage, config: CollectorConfig, recent: [ProbeResult]
 ) async throws -> CorrelationEngine {
     let agents = try await store.agents()
-    let decoder = SondeJSON.decoder()
-    let openIncidents = try await store.incidents(.open, limit: 10_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
-    let agentStates = try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) }
-    // Resolved by a person while still failing: no new incident until the component recovers.
-    let resolvedByPeople = try await store.incidents(.resolved, limit: 1_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
-        .filter(\.awaitingRecovery)
+    let stored = try await StoredDecisions.read(from: store)
     var engine = CorrelationEngine(
         config: config.correlation, agents: agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) },
-        openIncidents: openIncidents, agentStates: agentStates, declaredComponents: Set(config.components), resolvedByPeople: resolvedByPeople)
+        openIncidents: stored.openIncidents, agentStates: stored.agentStates, declaredComponents: Set(config.components),
+        resolvedByPeople: stored.resolvedByPeople)
     for result in recent {
         engine.ingest([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000))
     }
@@ -31,8 +44,9 @@ public func rebuildEngine(
 /// Several collectors on one PostgreSQL. Every collector follows what all of them ingest (by
 /// the ingest horizon, woken by NOTIFY) into its engine, so each one's verdicts and agent health
 /// are current; only the leader stores what the evaluations change and sends webhooks. On
-/// becoming leader a collector rebuilds its engine from the database (open incidents continue,
-/// agent states carry over) before its first write.
+/// becoming leader a collector catches up with following and adopts the decisions the last
+/// leader stored (open incidents continue, agent states carry over) before its first write: its
+/// windows are already warm, so nothing is re-read but the results since its last step.
 final class ClusterCoordinator: Service, Sendable {
     let leadership: PostgresLeadership
     let store: PostgresCollectorStore
@@ -64,6 +78,13 @@ final class ClusterCoordinator: Service, Sendable {
             position = horizon
             if !results.isEmpty { await hub.ingest(results) }
             return results
+        }
+        /// Becoming leader: what was ingested since the last step, then the stored decisions.
+        /// Returns how many results the catch-up fed.
+        func takeOver(store: PostgresCollectorStore, hub: CorrelationHub) async throws -> Int {
+            let caughtUp = try await step(store: store, hub: hub).count
+            await hub.adopt(try await StoredDecisions.read(from: store))
+            return caughtUp
         }
         func rebuild(store: PostgresCollectorStore, config: CollectorConfig) async throws -> CorrelationEngine {
             // The horizon first: everything below it is in the window read next; what is at or
@@ -124,17 +145,19 @@ final class ClusterCoordinator: Service, Sendable {
             let started = clock.now
             while !Task.isCancelled && leadership.snapshot.role == role {
                 do {
-                    let engine = try await follower.rebuild(store: store, config: config)
-                    await hub.replace(engine)
+                    let caughtUp = try await follower.takeOver(store: store, hub: hub)
                     readyEpoch.withLock { $0 = epoch }
                     let elapsed = started.duration(to: clock.now)
                     logger.notice(
-                        "Leader engine rebuilt from the database",
-                        metadata: ["leader.epoch": "\(epoch)", "rebuild_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)"])
+                        "Leader engine took over the stored decisions",
+                        metadata: [
+                            "leader.epoch": "\(epoch)", "caught_up_results": "\(caughtUp)",
+                            "takeover_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                        ])
                     trigger.fire()
                     break
                 } catch {
-                    logger.error("Cannot rebuild the engine after becoming leader; retrying", metadata: ["error": "\(error)"])
+                    logger.error("Cannot take over the engine after becoming leader; retrying", metadata: ["error": "\(error)"])
                     try? await Task.sleep(for: .milliseconds(500))
                 }
             }

@@ -41,11 +41,10 @@ public actor CorrelationHub {
         engine.setAgents(agents)
     }
 
-    /// Replaces the engine (a new leader's, rebuilt from the database).
-    func replace(_ engine: CorrelationEngine) {
-        self.engine = engine
-        knownAgents = nil
-        latest = CorrelationOutput(verdicts: engine.verdicts, agents: engine.agentHealth, changedIncidents: [], events: [])
+    /// A new leader's: keeps the followed windows, takes the decisions the last leader stored.
+    func adopt(_ stored: StoredDecisions) {
+        // `latest` stays until the evaluation that follows at once.
+        engine.adoptStoredDecisions(openIncidents: stored.openIncidents, agentStates: stored.agentStates, resolvedByPeople: stored.resolvedByPeople)
     }
 
     func evaluate() -> CorrelationOutput {

@@ -148,19 +148,7 @@ public struct CorrelationEngine: Sendable {
             if let seen = state.lastSeen { agentLastReceived[a] = seen.timeIntervalSince1970 }
         }
         setAgents(agents)
-        for incident in openIncidents where incident.status != .resolved {
-            let c = Int(internComponent(incident.component))
-            componentIsWatched[c] = true
-            // Never two open incidents per component: keep the most recently opened.
-            if let existing = tracks[c].incident, existing.openedAt > incident.openedAt { continue }
-            tracks[c].incident = incident
-            // Recovering when stored: its failures (up to about when it went to monitoring) stay
-            // out of the verdicts, as they did before the restart.
-            // (A person's `monitoring` set while the fault was measured moved no horizon.)
-            if incident.status == .monitoring, Self.statusSetter(incident)?.isHuman != true {
-                tracks[c].horizon = incident.updatedAt.timeIntervalSince1970
-            }
-        }
+        restoreOpenIncidents(openIncidents)
         restoreResolvedByPeople(resolvedByPeople)
     }
 

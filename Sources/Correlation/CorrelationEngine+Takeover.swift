@@ -1,0 +1,47 @@
+import Foundation
+import SondeCore
+
+extension CorrelationEngine {
+    /// A standby becoming leader: keep the windows it has followed, take the decisions the last
+    /// leader stored. The engine then stands as one rebuilt from the database would (the open
+    /// incidents continue under their ids, agent states carry over, nothing already announced is
+    /// announced again) without re-reading and re-ingesting the window: its own incidents, streaks
+    /// and agent states, never stored, are dropped; results, clock offsets and control-probe
+    /// episodes, which come from the data alone, stay.
+    public mutating func adoptStoredDecisions(openIncidents: [Incident], agentStates: [AgentHealth], resolvedByPeople: [Incident]) {
+        tracks = Array(repeating: ComponentTrack(), count: tracks.count)
+        humanChanged = []
+        humanEvents = []
+        health = []
+        restoredHealth = [:]
+        agentOrderDirty = true
+        for a in agentCleanStreak.indices { agentCleanStreak[a] = 0 }
+        for state in agentStates {
+            restoredHealth[state.agent] = state
+            // Agents it knows (enrolled ones all are): one silent since before its window is judged
+            // from when it was last seen, as after a rebuild.
+            if let a = agentIndex[state.agent].map(Int.init), agentLastReceived[a] == -.infinity, let seen = state.lastSeen {
+                agentLastReceived[a] = seen.timeIntervalSince1970
+            }
+        }
+        restoreOpenIncidents(openIncidents)
+        restoreResolvedByPeople(resolvedByPeople)
+    }
+
+    /// The stored open incidents, one per component (the most recently opened).
+    mutating func restoreOpenIncidents(_ incidents: [Incident]) {
+        for incident in incidents where incident.status != .resolved {
+            let c = Int(internComponent(incident.component))
+            componentIsWatched[c] = true
+            // Never two open incidents per component: keep the most recently opened.
+            if let existing = tracks[c].incident, existing.openedAt > incident.openedAt { continue }
+            tracks[c].incident = incident
+            // Recovering when stored: its failures (up to about when it went to monitoring) stay
+            // out of the verdicts, as they did before the restart.
+            // (A person's `monitoring` set while the fault was measured moved no horizon.)
+            if incident.status == .monitoring, Self.statusSetter(incident)?.isHuman != true {
+                tracks[c].horizon = incident.updatedAt.timeIntervalSince1970
+            }
+        }
+    }
+}
