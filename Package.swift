@@ -273,7 +273,7 @@ let package = Package(
         /// Reliability drills (quick versions; `make drill` runs the full ones with SONDE_DRILL_FULL=1).
         .testTarget(
             name: "DrillTests",
-            dependencies: ["Collector", "CollectorAPI", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport"],
+            dependencies: ["Collector", "CollectorAPI", "CollectorStore", "SondeCore", "CurlHTTP", "SondeTestSupport", "SondeScenarios"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "EndToEndTests", dependencies: ["SondeCore", "CurlHTTP", "SondeTestSupport", "SondeScenarios", "CollectorAPI", "Correlation"],

@@ -34,10 +34,12 @@ struct DrillAgent: Sendable {
     let region: String
     let key = AgentSigningKey()
 
-    func results(_ count: Int, failed: Bool = false, at: Date = Date()) -> [ProbeResult] {
+    static let components = ["api", "files", "login", "batch", "models"]
+
+    func results(_ count: Int, failed: Bool = false, at: Date = Date(), components: [String] = DrillAgent.components) -> [ProbeResult] {
         (0..<count).map { n in
             ProbeResult(
-                probe: "probe-\(n % 5)", component: ["api", "files", "login", "batch", "models"][n % 5], agent: id, region: region,
+                probe: "probe-\(n % components.count)", component: components[n % components.count], agent: id, region: region,
                 startedAt: at.addingTimeInterval(Double(n) * -0.001), durationMs: 42, outcome: failed ? .failed : .ok,
                 error: failed ? ProbeError(kind: .httpStatus, step: "request", message: "HTTP 502", code: "server_error") : nil,
                 steps: [
@@ -49,8 +51,10 @@ struct DrillAgent: Sendable {
     }
 
     /// A signed body: (batch id, body, signature header).
-    func signedBatch(_ count: Int, sentAt: Date = Date(), failed: Bool = false, batchID: String = UUID().uuidString) throws -> (String, Data, String) {
-        let body = try SondeJSON.encode(PushBatch(agent: id, batchID: batchID, sentAt: sentAt, results: results(count, failed: failed)))
+    func signedBatch(
+        _ count: Int, sentAt: Date = Date(), failed: Bool = false, batchID: String = UUID().uuidString, components: [String] = DrillAgent.components
+    ) throws -> (String, Data, String) {
+        let body = try SondeJSON.encode(PushBatch(agent: id, batchID: batchID, sentAt: sentAt, results: results(count, failed: failed, components: components)))
         return (batchID, body, try key.signatureHeader(for: body))
     }
 

@@ -4,14 +4,18 @@ import CurlHTTP
 import Foundation
 import Logging
 import SondeCore
+import SondeScenarios
 import SondeTestSupport
 import Synchronization
 import Testing
 
 /// Several real `sonde-collector serve` processes on one real PostgreSQL, behind a real haproxy
 /// (health-checked on /healthz); each collector reaches PostgreSQL through its own
-/// `sonde-sim relay`, so one can be cut off from the database. Signed pushes go through haproxy.
+/// `sonde-sim relay`, so one can be cut off from the database. Agents push through haproxy.
 final class HACluster: Sendable {
+    /// An enrolled agent: id, region, public key (base64).
+    typealias Enrolment = (id: String, region: String, publicKey: String)
+
     struct Member: Sendable {
         let name: String
         let child: ChildProcess
@@ -35,7 +39,7 @@ final class HACluster: Sendable {
     var frontURL: String { "http://127.0.0.1:\(haproxyPort)" }
 
     /// A fixed port per collector: one restarted after a kill is where haproxy expects it.
-    static func configYAML(name: String, port: Int, databaseURL: String, agents: [DrillAgent], receiver: String) -> String {
+    static func configYAML(name: String, port: Int, databaseURL: String, agents: [Enrolment], receiver: String) -> String {
         var yaml = [
             "listen: { host: 127.0.0.1, port: \(port), plain_http: true }",
             "database: \"\(databaseURL)\"",
@@ -45,12 +49,12 @@ final class HACluster: Sendable {
             "webhook_retry: { base: 100ms, cap: 1s, timeout: 2s, poll: 50ms }",
         ] + DrillTokens.yaml
         yaml.append("agents:")
-        for agent in agents { yaml.append("  - { id: \(agent.id), region: \(agent.region), public_key: \"\(agent.key.publicKey.base64)\" }") }
+        for agent in agents { yaml.append("  - { id: \(agent.id), region: \(agent.region), public_key: \"\(agent.publicKey)\" }") }
         return yaml.joined(separator: "\n") + "\n"
     }
 
     /// Starts `count` collectors at the same moment on an empty database, then haproxy.
-    init(collectors count: Int, agents: [DrillAgent]) async throws {
+    init(collectors count: Int, agents: [Enrolment]) async throws {
         let pg = try await PostgresServer.shared()
         folder = try TemporaryDirectory("sonde-ha")
         databaseURL = try pg.createDatabase()
@@ -159,16 +163,16 @@ final class HACluster: Sendable {
     }
 }
 
-/// Pushes signed batches through haproxy until stopped, recording every acknowledged one.
+/// Pushes signed batches of healthy results for `components` through haproxy until stopped,
+/// recording every acknowledged one: ingest load beside the real agents.
 final class PushLoad: Sendable {
     let acked = Shared<[String: Int]>([:])
-    let failing = Shared(false)
     let stopped = Shared(false)
     let ackLatencies = Shared<[Double]>([])
     private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
 
-    init(agents: [DrillAgent], url: String, client: CurlHTTPClient, batch: Int = 20) {
-        let (acked, failing, stopped, latencies) = (acked, failing, stopped, ackLatencies)
+    init(agents: [DrillAgent], components: [String], url: String, client: CurlHTTPClient, batch: Int = 20) {
+        let (acked, stopped, latencies) = (acked, stopped, ackLatencies)
         task.withLock {
             $0 = Task {
                 await withTaskGroup(of: Void.self) { group in
@@ -176,7 +180,7 @@ final class PushLoad: Sendable {
                         group.addTask {
                             let clock = ContinuousClock()
                             while !stopped.value {
-                                guard let (id, body, signature) = try? agent.signedBatch(batch, failed: failing.value) else { continue }
+                                guard let (id, body, signature) = try? agent.signedBatch(batch, components: components) else { continue }
                                 let start = clock.now
                                 guard let response = try? await client.perform(agent.pushRequest(baseURL: url, body: body, signature: signature, timeout: .seconds(10))),
                                     response.status == 200, let ack = try? SondeJSON.decode(PushAck.self, from: response.body), ack.accepted == batch
@@ -199,6 +203,59 @@ final class PushLoad: Sendable {
     func stop() async {
         stopped.withLock { $0 = true }
         await task.withLock { $0 }?.value
+    }
+}
+
+/// Real `sonde-agent run` processes probing a real `sonde-sim` (one region per id prefix),
+/// pushing through haproxy; what they logged as acknowledged is what the collectors must hold.
+final class SimAgents: Sendable {
+    let ids: [String]
+    let folder: TemporaryDirectory
+    let keys: [String: String]
+    let platform: SimulatedPlatform
+    private let processes = Mutex<[ChildProcess]>([])
+
+    init(ids: [String]) async throws {
+        folder = try TemporaryDirectory("sonde-ha-agents")
+        keys = try await SimAgentSetup.keygen(ids, in: folder)
+        platform = try await SimulatedPlatform(regions: Set(ids.map(SimAgentSetup.region(of:))).sorted())
+        self.ids = ids
+    }
+
+    var enrolments: [HACluster.Enrolment] { ids.map { ($0, SimAgentSetup.region(of: $0), keys[$0]!) } }
+
+    func start(collectorURL: String, interval: String) throws {
+        for id in ids {
+            try SimAgentSetup.writeConfig(
+                id: id, dir: folder, collectorURL: collectorURL, caFile: nil, baseURL: platform.regionURLs[SimAgentSetup.region(of: id)]!, interval: interval)
+            // Debug: each acknowledged batch is logged (`batch delivered`, with its id and size).
+            let child = try ChildProcess("sonde-agent", ["run", "--config", folder.file("\(id).yaml"), "--log-level", "debug"], environment: SimAgentSetup.environment)
+            processes.withLock { $0.append(child) }
+        }
+    }
+
+    /// Batch id → results, for every batch an agent logged as acknowledged.
+    var acknowledged: [String: Int] {
+        var acked: [String: Int] = [:]
+        for child in processes.withLock({ $0 }) {
+            for line in child.stderrLines where line.hasSuffix("batch delivered") {
+                guard let id = line.firstMatch(of: /batch\.part=(\S+)/)?.1, let count = line.firstMatch(of: /batch\.results=(\d+)/).flatMap({ Int($0.1) })
+                else { continue }
+                acked[String(id)] = count
+            }
+        }
+        return acked
+    }
+
+    /// Stops the agents (their logs stay readable).
+    func stopAgents() async {
+        for child in processes.withLock({ $0 }) { await child.stop() }
+    }
+
+    func stop() async {
+        await stopAgents()
+        await platform.stop()
+        folder.remove()
     }
 }
 
@@ -229,6 +286,12 @@ struct WebhookAudit {
             if !recordedByKilled { found[id] = .milliseconds(Int64(kill.at.timeIntervalSince(first) * 1000)) }
         }
         return found
+    }
+
+    /// How long each delivery took from the target's 2xx to its record (the at-least-once window), ms.
+    var recordingMs: [Int] {
+        logs.flatMap { $0.1.split(separator: "\n") }.filter { $0.contains("Webhook delivered") }
+            .compactMap { $0.firstMatch(of: /recorded_ms=(\d+)/).flatMap { Int($0.1) } }.sorted()
     }
 
     var unexplained: [String] {
@@ -270,26 +333,39 @@ struct WebhookAudit {
 }
 
 @Suite(.serialized) struct HighAvailabilityDrillTests {
-    static let agents = (0..<4).map { DrillAgent(id: "ha-\($0)", region: ["eu", "us"][$0 % 2]) }
+    /// Senders of synthetic signed batches (ingest load), for components the sim does not have.
+    static let loadAgents = (0..<4).map { DrillAgent(id: "load-\($0)", region: ["eu", "us"][$0 % 2]) }
+    static let loadComponents = ["load-a", "load-b", "load-c", "load-d"]
+    static var loadEnrolments: [HACluster.Enrolment] { loadAgents.map { ($0.id, $0.region, $0.key.publicKey.base64) } }
+    /// Real agents, two per region of the sim.
+    static let simAgentIDs = ["eu-1", "eu-2", "us-1", "us-2", "ap-1", "ap-2"]
 
     /// Three collectors started at the same moment on an empty database: one applies the
-    /// migration, none fails, exactly one leads. Then the leader is SIGKILLed under ingest load
-    /// during an incident (`rounds` times in `make drill`): another leads within 5 s, every
-    /// acknowledged batch is stored whole, the open incidents carry on (resolved, never opened
-    /// twice), and every webhook event arrives exactly once.
+    /// migration, none fails, exactly one leads. Six real agents probe a real sim through haproxy
+    /// (plus synthetic signed batches for load); the sim's files API fails everywhere, and during
+    /// that incident the leader is SIGKILLed (`rounds` times in `make drill`): another leads within
+    /// 5 s, every batch an agent saw acknowledged is stored whole, the open incidents carry on
+    /// (resolved, never opened twice), and every webhook event arrives once per event id.
     @Test func sigkillTheLeaderUnderLoad() async throws {
         let rounds = Drill.scale(quick: 1, full: 10)
-        let cluster = try await HACluster(collectors: 3, agents: Self.agents)
+        let agents = try await SimAgents(ids: Self.simAgentIDs)
+        let cluster: HACluster
+        do { cluster = try await HACluster(collectors: 3, agents: Self.loadEnrolments + agents.enrolments) } catch {
+            await agents.stop()
+            throw error
+        }
         do {
-            try await Self.drill(cluster, rounds: rounds)
+            try await Self.drill(cluster, agents: agents, rounds: rounds)
         } catch {
+            await agents.stop()
             await cluster.stop()
             throw error
         }
+        await agents.stop()
         await cluster.stop()
     }
 
-    static func drill(_ cluster: HACluster, rounds: Int) async throws {
+    static func drill(_ cluster: HACluster, agents: SimAgents, rounds: Int) async throws {
         // Each migration applied once among the three simultaneous starts (all by one collector),
         // and no error in any log.
         let migrations = cluster.all.map { $0.child.allOutput.components(separatedBy: "Applied database migration").count - 1 }
@@ -297,10 +373,11 @@ struct WebhookAudit {
         for member in cluster.all { #expect(!member.child.allOutput.contains("error"), "\(member.name):\n\(member.child.allOutput.suffix(2000))") }
 
         var leader = try await cluster.waitForOneLeader()
-        let load = PushLoad(agents: agents, url: cluster.frontURL, client: cluster.client)
-        // An incident everywhere: every agent's results fail.
-        load.failing.withLock { $0 = true }
-        try await waitUntil("incident.opened webhooks", timeout: .seconds(60), every: .milliseconds(100)) {
+        try agents.start(collectorURL: cluster.frontURL, interval: "1s")
+        let load = PushLoad(agents: loadAgents, components: loadComponents, url: cluster.frontURL, client: cluster.client)
+        // A platform incident: the files API answers 503 in every region.
+        try await agents.platform.fault(["--type", "error", "--status", "503", "--component", "files"])
+        try await waitUntil("incident.opened webhooks", timeout: .seconds(90), every: .milliseconds(100)) {
             cluster.arrivals.value.contains { $0.type == "incident.opened" }
         }
         var takeovers: [Double] = []
@@ -308,8 +385,10 @@ struct WebhookAudit {
         var killed: Set<String> = []
         var killTimes: [(String, Date)] = []
         for round in 1...rounds {
-            let acked = load.acked.value.count
-            try await waitUntil("more acknowledged pushes", timeout: .seconds(30), every: .milliseconds(20)) { load.acked.value.count > acked + 5 }
+            let (acked, agentAcked) = (load.acked.value.count, agents.acknowledged.count)
+            try await waitUntil("more acknowledged pushes", timeout: .seconds(30), every: .milliseconds(20)) {
+                load.acked.value.count > acked + 5 && agents.acknowledged.count > agentAcked + 3
+            }
             leader.child.signal(SIGKILL)
             let killedAt = clock.now
             killTimes.append((leader.name, Date()))
@@ -331,18 +410,22 @@ struct WebhookAudit {
             leader = next
         }
         // Recovery: the incidents that were open carry on and resolve once (never reopened).
-        load.failing.withLock { $0 = false }
-        try await waitUntil("every incident resolved", timeout: .seconds(90), every: .milliseconds(200)) {
+        try await agents.platform.clearFaults()
+        try await waitUntil("every incident resolved", timeout: .seconds(120), every: .milliseconds(200)) {
             let types = cluster.arrivals.value.map(\.type)
             return types.filter { $0 == "incident.opened" }.count == types.filter { $0 == "incident.resolved" }.count
         }
         await load.stop()
+        await agents.stopAgents()
 
         // Every acknowledged batch is stored, whole.
         let store = try PostgresCollectorStore(url: cluster.databaseURL, logger: Logger(label: "drill"))
         defer { store.close() }
         let stored = try await store.batchIntegrity()
-        let sent = load.acked.value
+        // Acknowledged: to the load's pushes, and what the real agents logged as acknowledged.
+        let agentAcked = agents.acknowledged
+        let sent = load.acked.value.merging(agentAcked) { $1 }
+        #expect(!agentAcked.isEmpty, "the real agents logged no acknowledged batch")
         let missing = sent.keys.filter { stored[$0] == nil }
         let wrong = sent.filter { id, count in stored[id].map { $0.declared != count || $0.stored != count } ?? false }
         #expect(missing.isEmpty, "\(missing.count) acknowledged batches missing")
@@ -360,7 +443,7 @@ struct WebhookAudit {
             let rows = try await store.deliveries()
             let report = audit.evidence(rows: rows)
             print(report)
-            Drill.report("HA-webhook-repeats", report)
+            Drill.report("7b-ha-webhook-repeats", "#### Drill 7: each repeated webhook event\n\n```\n" + report + "```\n")
         }
         #expect(audit.unexplained.isEmpty, "events sent twice for no reason the failover explains:\n\(audit.unexplained.joined(separator: "\n"))")
         #expect(audit.reannounced.isEmpty, "a transition announced again under a new event id:\n\(audit.reannounced.joined(separator: "\n"))")
@@ -378,19 +461,38 @@ struct WebhookAudit {
 
         let latencies = load.ackLatencies.value.sorted()
         let p99 = latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * 0.99))]
+        let passed =
+            (takeovers.max() ?? 99) <= 5 && missing.isEmpty && wrong.isEmpty && audit.unexplained.isEmpty && audit.reannounced.isEmpty
+            && !opened.isEmpty && Set(opened) == Set(resolved) && opened.count == Set(opened).count && delivered == perEvent.count
         Drill.report(
-            "HA: leader SIGKILLed under load",
-            Drill.table([
+            "7-ha-leader-kill",
+            """
+            ### Drill 7: the leader SIGKILLed under ingest load (3 collectors, PostgreSQL, haproxy) — \(passed ? "PASS" : "FAIL")
+
+            Three `sonde-collector serve` processes on one throwaway PostgreSQL behind haproxy (health checks on `/healthz` \
+            every 250 ms); six real `sonde-agent run` processes probe a real `sonde-sim` (3 regions) and push through \
+            haproxy, with 4 senders of synthetic signed batches (other components) for load. The sim's files API answers \
+            503 everywhere, and during that incident the leader is SIGKILLed \(rounds) times, each time once more pushes \
+            were acknowledged; a killed collector comes back as a standby. Then the fault is cleared. Pass: a new leader \
+            within 5 s each time; every batch acknowledged to an agent (its own log) or a sender stored whole; every \
+            incident opened once and resolved under the same id; no event re-announced under a new id; each event \
+            delivered once per event id — a repeat is allowed only in the at-least-once window (the receiver's 2xx \
+            in flight when its leader was killed, resent by the next leader with the same `Sonde-Event-Id`), and counted.
+
+            """
+                + "\n" + Drill.table([
                 ("collectors", "3 behind haproxy, one PostgreSQL"),
+                ("agents", "6 real (sonde-agent run, sim probes every 1 s) + 4 synthetic load senders"),
                 ("leader kills", "\(rounds)"),
                 ("takeover (s), max / median", String(format: "%.2f / %.2f", takeovers.max() ?? 0, takeovers.sorted()[takeovers.count / 2])),
-                ("acknowledged batches", "\(sent.count)"), ("missing", "\(missing.count)"), ("partly stored", "\(wrong.count)"),
+                ("acknowledged batches (real agents + load)", "\(sent.count) (\(agentAcked.count) + \(sent.count - agentAcked.count))"), ("missing", "\(missing.count)"), ("partly stored", "\(wrong.count)"),
                 ("webhook events", "\(perEvent.count)"),
                 ("sent twice, same event id: 2xx in flight when its leader was killed", "\(audit.inFlightAtKill.count)"),
                 ("sent twice for another reason", "\(audit.unexplained.count)"),
+                ("2xx to recorded delivered (ms), median / max", audit.recordingMs.isEmpty ? "–" : "\(audit.recordingMs[audit.recordingMs.count / 2]) / \(audit.recordingMs.last!)"),
                 ("announced again under a new event id", "\(audit.reannounced.count)"),
                 ("incidents opened / resolved", "\(opened.count) / \(resolved.count)"),
-                ("p99 acknowledgement (ms)", String(format: "%.0f", p99)),
+                ("p99 acknowledgement of the load's pushes (ms)", String(format: "%.0f", p99)),
             ]))
     }
 
@@ -398,7 +500,7 @@ struct WebhookAudit {
     /// and silent, as in a real partition): it steps down before another collector takes over,
     /// and its writes after that are refused by the fencing epoch.
     @Test func leaderPartitionedFromTheDatabaseStepsDownFirst() async throws {
-        let cluster = try await HACluster(collectors: 2, agents: Self.agents)
+        let cluster = try await HACluster(collectors: 2, agents: Self.loadEnrolments)
         do {
             let leader = try await cluster.waitForOneLeader()
             let other = cluster.all.first { $0.name != leader.name }!

@@ -14,8 +14,9 @@ public final class SondeSystem: @unchecked Sendable {
     // Mutated only during `start` (before any concurrent use) and by `addAgent`/`restartAgent`,
     // which callers use from one task.
     public let dir: TemporaryDirectory
-    public let sim: ChildProcess
-    public let regionURLs: [String: String]
+    public let platform: SimulatedPlatform
+    public var sim: ChildProcess { platform.process }
+    public var regionURLs: [String: String] { platform.regionURLs }
     public let collector: ChildProcess
     public let collectorURL: String
     /// The private CA of the collector's certificate (made for this run); agents and API calls trust it.
@@ -28,9 +29,6 @@ public final class SondeSystem: @unchecked Sendable {
     public let interval: String
     public let options: Options
     public let client = CurlHTTPClient(threads: 4)
-    static let probesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../probes/sim").standardized.path
-
     /// What differs between systems beyond regions, agents and interval.
     public struct Options: Sendable {
         /// Share of requests a flaky relay (`flaky(_:)`) fails, with 502.
@@ -51,23 +49,13 @@ public final class SondeSystem: @unchecked Sendable {
         var options = options
         if correlation != "{}" { options.correlation = correlation }
         let dir = try TemporaryDirectory("sonde-e2e")
-        let sim = try ChildProcess("sonde-sim", ["--regions", regions.joined(separator: ","), "--batch-pace", "100ms"])
-        var urls: [String: String] = [:]
-        for region in regions {
-            let line = try await sim.waitForLine { $0.hasPrefix(region + " ") }
-            urls[region] = String(line.split(separator: " ")[1])
-        }
+        let platform = try await SimulatedPlatform(regions: regions)
         let arrivals = WebhookArrivals()
         let receiver = try LoopbackHTTPServer { request in
             arrivals.record(request.body)
             return .respond(status: 200)
         }
-        var keys: [String: String] = [:]
-        for id in agents {
-            let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("\(id).key")])
-            guard try await keygen.waitForExit() == 0 else { throw TestFailure("keygen failed: \(keygen.allOutput)") }
-            keys[id] = try String(contentsOfFile: dir.file("\(id).key.pub"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
+        let keys = try await SimAgentSetup.keygen(agents, in: dir)
         let certificates = try TestCertificates(in: dir.file("tls"))
         let tokenDigest = tokenDigestHex(Self.readToken)
         var config = """
@@ -88,7 +76,7 @@ public final class SondeSystem: @unchecked Sendable {
         let line = try await collector.waitForLine(stderr: true) { $0.contains("Collector listening") }
         guard let port = line.firstMatch(of: /http\.port=(\d+)/)?.1 else { throw TestFailure("no port in: \(line)") }
         let system = SondeSystem(
-            dir: dir, sim: sim, regionURLs: urls, collector: collector, collectorURL: "https://localhost:\(port)", certificates: certificates, receiver: receiver,
+            dir: dir, platform: platform, collector: collector, collectorURL: "https://localhost:\(port)", certificates: certificates, receiver: receiver,
             arrivals: arrivals, interval: interval, options: options)
         do {
             for id in agents { try await system.addAgent(id) }
@@ -117,12 +105,11 @@ public final class SondeSystem: @unchecked Sendable {
     }
 
     private init(
-        dir: TemporaryDirectory, sim: ChildProcess, regionURLs: [String: String], collector: ChildProcess, collectorURL: String,
+        dir: TemporaryDirectory, platform: SimulatedPlatform, collector: ChildProcess, collectorURL: String,
         certificates: TestCertificates, receiver: LoopbackHTTPServer, arrivals: WebhookArrivals, interval: String, options: Options
     ) {
         self.dir = dir
-        self.sim = sim
-        self.regionURLs = regionURLs
+        self.platform = platform
         self.collector = collector
         self.collectorURL = collectorURL
         self.certificates = certificates
@@ -132,7 +119,7 @@ public final class SondeSystem: @unchecked Sendable {
         self.options = options
     }
 
-    public static func region(of agent: String) -> String { String(agent.split(separator: "-").first ?? "local") }
+    public static func region(of agent: String) -> String { SimAgentSetup.region(of: agent) }
 
     public func addAgent(_ id: String) async throws {
         let target = regionURLs[Self.region(of: id)]!.replacingOccurrences(of: "http://", with: "")
@@ -140,14 +127,7 @@ public final class SondeSystem: @unchecked Sendable {
             "sonde-sim", ["relay", "--listen", "127.0.0.1:0", "--to", target, "--error-fraction", "\(options.relayErrorFraction)"])
         let relayURL = String(try await relay.waitForLine { $0.hasPrefix("relay ") }.split(separator: " ")[1])
         relayURLs[id] = relayURL
-        try """
-            agent: {id: \(id), region: \(Self.region(of: id))}
-            collector: {url: \(collectorURL), ca_file: \(certificates.caCert), key: \(dir.file("\(id).key")), flush_interval: 100ms, backoff: {base: 100ms, cap: 1s}}
-            spool: {path: \(dir.file("spool-\(id)"))}
-            probes: [\(Self.probesDirectory)]
-            variables: {base_url: \(relayURL), batch_poll_every: 100ms, finalizing_limit: 1s, latency_degraded_after: 1s}
-            scheduling: {interval: \(interval), jitter: 0.1}
-            """.write(toFile: dir.file("\(id).yaml"), atomically: true, encoding: .utf8)
+        try SimAgentSetup.writeConfig(id: id, dir: dir, collectorURL: collectorURL, caFile: certificates.caCert, baseURL: relayURL, interval: interval)
         agents[id] = (try startAgentProcess(id), relay)
     }
 
@@ -180,15 +160,9 @@ public final class SondeSystem: @unchecked Sendable {
     // MARK: - Acting on the system
 
     /// Sets a fault through the real `sonde-sim fault set` command.
-    public func fault(_ arguments: [String]) async throws {
-        let command = try ChildProcess("sonde-sim", ["fault", "set", "--sim", regionURLs.values.sorted().first!] + arguments)
-        guard try await command.waitForExit() == 0 else { throw TestFailure("fault set failed: \(command.allOutput)") }
-    }
+    public func fault(_ arguments: [String]) async throws { try await platform.fault(arguments) }
 
-    public func clearFaults() async throws {
-        let command = try ChildProcess("sonde-sim", ["fault", "clear", "--all", "--sim", regionURLs.values.sorted().first!])
-        guard try await command.waitForExit() == 0 else { throw TestFailure("fault clear failed: \(command.allOutput)") }
-    }
+    public func clearFaults() async throws { try await platform.clearFaults() }
 
     /// Cuts (SIGUSR1) one agent's network, makes it flaky (SIGHUP: `relayErrorFraction` of its
     /// requests answered 502), or restores it (SIGUSR2).
@@ -274,7 +248,7 @@ public final class SondeSystem: @unchecked Sendable {
             await agent.relay.stop()
         }
         await collector.stop()
-        await sim.stop()
+        await platform.stop()
         receiver.stop()
         dir.remove()
     }
