@@ -81,9 +81,9 @@ final class ClusterCoordinator: Service, Sendable {
         }
         /// Becoming leader: what was ingested since the last step, then the stored decisions.
         /// Returns how many results the catch-up fed.
-        func takeOver(store: PostgresCollectorStore, hub: CorrelationHub) async throws -> Int {
+        func takeOver(store: PostgresCollectorStore, hub: CorrelationHub, epoch: Int64) async throws -> Int {
             let caughtUp = try await step(store: store, hub: hub).count
-            await hub.adopt(try await StoredDecisions.read(from: store))
+            await hub.adopt(try await StoredDecisions.read(from: store), epoch: epoch)
             return caughtUp
         }
         func rebuild(store: PostgresCollectorStore, config: CollectorConfig) async throws -> CorrelationEngine {
@@ -118,6 +118,13 @@ final class ClusterCoordinator: Service, Sendable {
         return readyEpoch.withLock { $0 } == epoch
     }
 
+    /// Whether an evaluation that started from the decisions adopted for `adoptedEpoch` may be
+    /// stored: only while this collector leads with that very epoch.
+    func mayStore(adoptedEpoch: Int64?) -> Bool {
+        guard case .leader(let epoch) = leadership.snapshot.role else { return false }
+        return adoptedEpoch == epoch
+    }
+
     var isLeader: Bool { leadership.snapshot.isLeader }
 
     var view: ClusterView {
@@ -145,7 +152,7 @@ final class ClusterCoordinator: Service, Sendable {
             let started = clock.now
             while !Task.isCancelled && leadership.snapshot.role == role {
                 do {
-                    let caughtUp = try await follower.takeOver(store: store, hub: hub)
+                    let caughtUp = try await follower.takeOver(store: store, hub: hub, epoch: epoch)
                     readyEpoch.withLock { $0 = epoch }
                     let elapsed = started.duration(to: clock.now)
                     logger.notice(

@@ -127,7 +127,7 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
             maxAge: config.webhookMaxAge),
         pollInterval: config.webhookPollInterval, logger: logger)
     if let coordinator {
-        evaluator.mayWrite = { coordinator.mayWrite }
+        evaluator.mayWrite = { coordinator.mayStore(adoptedEpoch: $0) }
         dispatcher.mayDispatch = { coordinator.isLeader }
         logger.notice("Standing by until elected leader", metadata: ["collector": .string(coordinator.leadership.name)])
     }

@@ -41,8 +41,12 @@ public actor CorrelationHub {
         engine.setAgents(agents)
     }
 
+    /// The leader epoch whose stored decisions the engine adopted (nil: its decisions are its own).
+    private(set) var adoptedEpoch: Int64?
+
     /// A new leader's: keeps the followed windows, takes the decisions the last leader stored.
-    func adopt(_ stored: StoredDecisions) {
+    func adopt(_ stored: StoredDecisions, epoch: Int64) {
+        adoptedEpoch = epoch
         // `latest` stays until the evaluation that follows at once.
         engine.adoptStoredDecisions(openIncidents: stored.openIncidents, agentStates: stored.agentStates, resolvedByPeople: stored.resolvedByPeople)
     }
@@ -53,6 +57,10 @@ public actor CorrelationHub {
         evaluations += 1
         return output
     }
+
+    /// An evaluation with the epoch whose decisions it started from, read in the same turn: a
+    /// take-over landing just before it cannot go unnoticed (its events would never be stored).
+    func evaluateWithAdoptedEpoch() -> (output: CorrelationOutput, adoptedEpoch: Int64?) { (evaluate(), adoptedEpoch) }
 
     /// Evaluations run so far, and how many of them the evaluator has stored: a person's write is
     /// durable once `committed` reaches the evaluation after it.
@@ -108,9 +116,10 @@ public struct Evaluator: Service {
     let metrics: CollectorMetrics
     let interval: TimeInterval
     let trigger: EvaluationTrigger
-    /// With several collectors: whether this one may store what it evaluated (it leads, and its
-    /// engine was rebuilt for this leadership). A standby evaluates for its own API only.
-    var mayWrite: @Sendable () -> Bool = { true }
+    /// With several collectors: whether this one may store an evaluation that started from the
+    /// decisions adopted for this epoch (nil: the engine's own): it leads with that epoch. A standby
+    /// evaluates for its own API only.
+    var mayWrite: @Sendable (_ adoptedEpoch: Int64?) -> Bool = { _ in true }
     let logger: Logger
 
     public func run() async throws {
@@ -138,10 +147,9 @@ public struct Evaluator: Service {
         if let agents = try? await store.agents() {
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
-        let writing = mayWrite()
-        let output = await hub.evaluate()
+        let (output, adoptedEpoch) = await hub.evaluateWithAdoptedEpoch()
         let evaluation = await hub.evaluations
-        guard writing else {
+        guard mayWrite(adoptedEpoch) else {
             // A standby's changes are not stored; a new leader starts from the database.
             unsaved = EvaluationCommit()
             lastStates = nil
