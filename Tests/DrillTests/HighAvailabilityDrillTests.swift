@@ -305,8 +305,15 @@ struct WebhookAudit {
         for arrival in arrivals.sorted(by: { $0.at < $1.at }) {
             guard let object = (try? JSONSerialization.jsonObject(with: arrival.body)) as? [String: Any] else { continue }
             let subject = (object["incident"] as? [String: Any])?["id"] as? String ?? (object["agent"] as? String).map { "agent \($0)" } ?? "?"
-            let key = [arrival.type, "\(object["status"] ?? "")", "\(object["scope"] ?? "")", "\(object["regions"] ?? "")", "\(object["agents"] ?? "")"]
-            if let previous = last[subject], previous.id != arrival.id, previous.key == key { found.append("\(subject): \(previous.id) then \(arrival.id) (\(key))") }
+            let incident = object["incident"] as? [String: Any]
+            let codes = ((object["evidence"] as? [String: Any])?["error_codes"] as? [String: Any])?.keys.sorted() ?? []
+            let key = [
+                arrival.type, "\(object["status"] ?? "")", "\(incident?["severity"] ?? "")", "\(object["scope"] ?? "")", "\(object["regions"] ?? "")",
+                "\(object["agents"] ?? "")", "\(codes)",
+            ]
+            if let previous = last[subject], previous.id != arrival.id, previous.key == key {
+                found.append("\(subject): \(previous.id) then \(arrival.id) at \(RFC3339.string(from: arrival.at)) (\(key)): \(object["summary"] ?? "")")
+            }
             last[subject] = (arrival.id, key)
         }
         return found
@@ -328,6 +335,17 @@ struct WebhookAudit {
             }
         }
         for line in reannounced { report += "re-announced: \(line)\n" }
+        if !reannounced.isEmpty {
+            for arrival in arrivals {
+                let object = (try? JSONSerialization.jsonObject(with: arrival.body)) as? [String: Any]
+                report += "  arrived \(RFC3339.string(from: arrival.at)) \(arrival.id) \(arrival.type): \(object?["summary"] ?? "")\n"
+            }
+            for (name, log) in logs {
+                for line in log.split(separator: "\n") where line.contains("Alert event queued") || line.contains("Leading") || line.contains("took over") {
+                    report += "  \(name): \(line)\n"
+                }
+            }
+        }
         return report
     }
 }

@@ -248,7 +248,7 @@ public final class SondeSystem: @unchecked Sendable {
             await agent.relay.stop()
         }
         await collector.stop()
-        await platform.stop()
+        await sim.stop()
         receiver.stop()
         dir.remove()
     }
