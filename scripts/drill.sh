@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make drill`: the full reliability drills (SONDE_DRILL_FULL=1: 20 SIGKILLs, a 5-minute webhook
-# outage, thousands of hostile requests, 100,000 property-test inputs, 5 minutes of libFuzzer per
+# outage, thousands of hostile requests, 100,000 property-test inputs, the PostgreSQL leader
+# SIGKILLed 10 times under ingest load with real agents and sim, 5 minutes of libFuzzer per
 # parser: scripts/fuzz.sh), then RELIABILITY.md from
 # the fragments they write into .bench/drill/. `make test` runs the same drills in their quick form.
 # Exit status: 1 when a drill fails.
