@@ -23,6 +23,39 @@ struct PostgresStorageTests {
         for store in stores { store.close() }
     }
 
+    /// Fencing: once another collector took the epoch, this one's evaluations and delivery
+    /// attempts are refused, but a 2xx it got is still recorded (refusing the fact would only
+    /// make the new leader send the event again).
+    @Test func aReplacedLeaderMayStillRecordADeliveryButWriteNothingElse() async throws {
+        let pg = try await PostgresServer.shared()
+        let url = try pg.createDatabase()
+        let database = String(url.split(separator: "/").last!.split(separator: "?")[0])
+        let store = try PostgresCollectorStore(url: url, logger: testLogger())
+        defer { store.close() }
+        try await store.migrate()
+        store.enableFencing()
+        _ = try pg.psql("UPDATE leader SET epoch = 1, holder = 'c1'", database: database)
+        store.setLeaderEpoch(1)
+        let events = ["e1", "e2"].map { OutboxEvent(id: $0, type: "incident.opened", occurredAt: Date(), payload: Data("{}".utf8)) }
+        try await store.commit(EvaluationCommit(events: events, deliveries: events.map { DeliveryKey(eventID: $0.id, target: "t") }))
+
+        // Another collector leads now (epoch 2); this one has not noticed yet.
+        _ = try pg.psql("UPDATE leader SET epoch = 2, holder = 'c2'", database: database)
+        let late = OutboxEvent(id: "e3", type: "incident.updated", occurredAt: Date(), payload: Data("{}".utf8))
+        await #expect(throws: NotLeaderError.self) { try await store.commit(EvaluationCommit(events: [late])) }
+        await #expect(throws: NotLeaderError.self) {
+            try await store.markFailed(eventID: "e2", target: "t", attempts: 1, nextAttemptAt: Date(), error: "HTTP 500")
+        }
+        try await store.markDelivered(eventID: "e1", target: "t", at: Date())
+        let rows = try await store.deliveries()
+        #expect(rows.map(\.event.id) == ["e1", "e2"])
+        #expect(rows.first { $0.event.id == "e1" }?.status == .delivered)
+        #expect(rows.first { $0.event.id == "e2" }.map { $0.status == .pending && $0.attempts == 0 } == true)
+        // Recorded once: a second record of the same 2xx changes nothing.
+        try await store.markDelivered(eventID: "e1", target: "t", at: Date())
+        #expect(try await store.deliveries().first { $0.event.id == "e1" }?.attempts == 1)
+    }
+
     /// Results go into day partitions made ahead of time (older ones into the default
     /// partition); retention drops whole day partitions and deletes only from the default one.
     @Test func retentionDropsWholeDayPartitions() async throws {
