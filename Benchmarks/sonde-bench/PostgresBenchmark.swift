@@ -60,13 +60,15 @@ struct PostgresBenchmark: AsyncParsableCommand {
                 } catch { print("  detection, \(count) collector(s), run \(r): did not complete: \(error)") }
             }
         }
-        var rebuild: [(seconds: Double, results: Int)] = []
+        var rebuild: [(seconds: Double, warmSeconds: Double, results: Int, caughtUp: Int)] = []
         if rebuildAgents > 0 {
             for r in 1...runs {
                 do {
                     let run = try await measureRebuild(pg: pg)
                     rebuild.append(run)
-                    print("  rebuild run \(r): \(format(run.seconds, 2)) s for \(grouped(Double(run.results))) results")
+                    print(
+                        "  take-over run \(r): rebuild \(format(run.seconds, 2)) s for \(grouped(Double(run.results))) results, warm standby \(format(run.warmSeconds, 3)) s catching up \(grouped(Double(run.caughtUp)))"
+                    )
                 } catch { print("  rebuild run \(r): did not complete: \(error)") }
             }
         }
@@ -89,11 +91,17 @@ struct PostgresBenchmark: AsyncParsableCommand {
             rebuild.isEmpty
             ? ""
             : """
-            Leader rebuild at \(grouped(Double(rebuildAgents))) agents × \(rebuildProbes) probes, \(rebuildHistory) runs per series in the \
-            window (\(grouped(Double(rebuild[0].results))) results): \(format(Stats.median(rebuild.map(\.seconds)), 2)) s median \
-            (\(rebuild.map { format($0.seconds, 2) }.joined(separator: ", ")) s), the time from reading the ingest horizon to an engine \
-            holding the window, open incidents and agent states (what a new leader does before its first write; during it the \
-            previous evaluations stay stored and webhooks already queued keep going out).
+            A new leader's take-over to its first evaluation at \(grouped(Double(rebuildAgents))) agents × \(rebuildProbes) probes, \
+            \(rebuildHistory) runs per series in the window (\(grouped(Double(rebuild[0].results))) results), medians of \(rebuild.count):
+
+            | take-over | to first evaluation | runs |
+            |---|---:|---|
+            | rebuild: read the window into a fresh engine (before) | \(format(Stats.median(rebuild.map(\.seconds)), 2)) s | \(rebuild.map { format($0.seconds, 2) }.joined(separator: ", ")) s |
+            | warm standby: catch up \(grouped(Double(rebuild[0].caughtUp))) results, adopt the stored decisions (now) | \(format(Stats.median(rebuild.map(\.warmSeconds)), 3)) s | \(rebuild.map { format($0.warmSeconds, 3) }.joined(separator: ", ")) s |
+
+            Both from reading the ingest horizon to the first evaluation of an engine holding the window, the open incidents \
+            and the agent states (what a new leader does before its first write). In the warm row the standby's engine had \
+            followed the window already; what it catches up is one more run of 64 agents ingested since its last step.
             Reproduce: `.build/release/sonde-bench postgres --collectors 1 --runs 1 --rebuild-agents \(rebuildAgents) --rebuild-probes \(rebuildProbes) --rebuild-history \(rebuildHistory)`
 
             """
@@ -291,7 +299,11 @@ struct PostgresBenchmark: AsyncParsableCommand {
 
     // MARK: - Rebuild
 
-    func measureRebuild(pg: PostgresServer) async throws -> (seconds: Double, results: Int) {
+    /// A new leader's take-over to its first evaluation, both ways: `rebuild` reads the window
+    /// from the database into a fresh engine (what a new leader did before); `warm` is a standby
+    /// whose engine already followed the window: it catches up with what was ingested since its
+    /// last step (one more run of 64 agents here) and adopts the stored decisions.
+    func measureRebuild(pg: PostgresServer) async throws -> (seconds: Double, warmSeconds: Double, results: Int, caughtUp: Int) {
         let url = try pg.createDatabase()
         let logger = Logger(label: "bench")
         let store = try PostgresCollectorStore(url: url, logger: logger)
@@ -299,28 +311,47 @@ struct PostgresBenchmark: AsyncParsableCommand {
         try await store.migrate()
         // Fill the window: agents × probes series, `rebuildHistory` runs each, in groups of batches.
         let now = Date()
-        var group: [PendingBatch] = []
-        var stored = 0
-        for a in 0..<rebuildAgents {
-            let agent = String(format: "agent-%05d", a)
-            let region = Workload.regions[a % 3]
-            let results = (0..<rebuildHistory).flatMap { run in
-                (0..<rebuildProbes).map { p in Workload.result(agent: agent, region: region, n: p, at: now.addingTimeInterval(-Double(run * 30 + p))) }
+        func fill(agents: Range<Int>, runs: Range<Int>, suffix: String) async throws -> Int {
+            var group: [PendingBatch] = []
+            var count = 0
+            for a in agents {
+                let agent = String(format: "agent-%05d", a)
+                let region = Workload.regions[a % 3]
+                let results = runs.flatMap { run in
+                    (0..<rebuildProbes).map { p in Workload.result(agent: agent, region: region, n: p, at: now.addingTimeInterval(-Double(run * 30 + p))) }
+                }
+                let body = try SondeJSON.encode(PushBatch(agent: agent, batchID: "\(agent)-\(suffix)", sentAt: now, results: results))
+                group.append(
+                    PendingBatch(batch: BatchRecord(batchID: "\(agent)-\(suffix)", agent: agent, receivedAt: now, body: body, signature: "-"), results: results))
+                if group.count == 64 || a == agents.upperBound - 1 {
+                    for outcome in try await store.ingest(group: group) { if case .stored(let n) = try outcome.get() { count += n } }
+                    group.removeAll()
+                }
             }
-            let body = try SondeJSON.encode(PushBatch(agent: agent, batchID: "\(agent)-w", sentAt: now, results: results))
-            group.append(PendingBatch(batch: BatchRecord(batchID: "\(agent)-w", agent: agent, receivedAt: now, body: body, signature: "-"), results: results))
-            if group.count == 64 || a == rebuildAgents - 1 {
-                for outcome in try await store.ingest(group: group) { if case .stored(let n) = try outcome.get() { stored += n } }
-                group.removeAll()
-            }
+            return count
         }
+        let stored = try await fill(agents: 0..<rebuildAgents, runs: 1..<(rebuildHistory + 1), suffix: "w")
         var config = CollectorConfig()
         config.databasePath = url
         let clock = ContinuousClock()
+        let since = now.addingTimeInterval(-config.correlation.sanitized.windowAge)
+
+        // Rebuild: horizon, window, a fresh engine fed the window, the first evaluation.
         let start = clock.now
         let horizon = try await store.ingestHorizon()
-        let window = try await store.window(since: now.addingTimeInterval(-config.correlation.sanitized.windowAge), horizon: horizon, limit: 10_000_000)
-        _ = try await rebuildEngine(store: store, config: config, recent: window.results)
-        return ((clock.now - start).seconds, stored)
+        let window = try await store.window(since: since, horizon: horizon, limit: 10_000_000)
+        var engine = try await rebuildEngine(store: store, config: config, recent: window.results)
+        _ = engine.evaluate(now: Date())
+        let rebuildSeconds = (clock.now - start).seconds
+
+        // Warm: that engine is now the standby's, which followed up to `horizon`; more arrives.
+        let caughtUp = try await fill(agents: 0..<min(64, rebuildAgents), runs: 0..<1, suffix: "c")
+        let warmStart = clock.now
+        let newHorizon = try await store.ingestHorizon()
+        engine.ingest(try await store.ingested(from: horizon, to: newHorizon), receivedAt: Date())
+        let decisions = try await StoredDecisions.read(from: store)
+        engine.adoptStoredDecisions(openIncidents: decisions.openIncidents, agentStates: decisions.agentStates, resolvedByPeople: decisions.resolvedByPeople)
+        _ = engine.evaluate(now: Date())
+        return (rebuildSeconds, (clock.now - warmStart).seconds, stored, caughtUp)
     }
 }
