@@ -121,7 +121,7 @@ public struct ScenarioRunner: Sendable {
                 windowStart = clock.now + resolutionTarget + .seconds(1)
             }
             try await perform(step.actions, on: system)
-            if index == 0 { log("\(scenario.name) trial \(trial): fault on") }
+            if index == 0 { log("\(scenario.name) trial \(trial): fault on at \(Self.epochMilliseconds()) ms") }
         }
         try await clock.sleep(until: t0 + hold)
         let t1 = clock.now
@@ -135,6 +135,7 @@ public struct ScenarioRunner: Sendable {
 
         // Clear: the platform fault, every agent network, then the scenario's stop.
         try await system.clearFaults()
+        log("\(scenario.name) trial \(trial): fault cleared at \(Self.epochMilliseconds()) ms")
         for agent in system.agents.keys.sorted() { system.restoreNetwork(of: agent) }
         if let stopped = scenario.stopAgentOnClear {
             system.agents[stopped]?.process.signal(trial % 2 == 1 ? SIGTERM : SIGKILL)
@@ -201,6 +202,9 @@ public struct ScenarioRunner: Sendable {
             flaps: flaps, firstAlertScopeRight: firstScopeRight, detection: detection, resolution: resolution,
             resolvedInTime: resolvedInTime, events: events.map { String(format: "%+.2f ", ($0.at - t0).seconds) + $0.summary })
     }
+
+    /// Wall-clock milliseconds, to line the log up with the collector's stored times.
+    static func epochMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
     static func events(_ system: SondeSystem, from start: ContinuousClock.Instant) -> [ObservedEvent] {
         system.arrivedEvents.filter { $0.at >= start }.compactMap { ObservedEvent(at: $0.at, body: $0.body) }
