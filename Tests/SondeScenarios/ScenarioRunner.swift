@@ -133,7 +133,10 @@ public struct ScenarioRunner: Sendable {
             wrong.append("\(view.id) (clock off) \(view.state?.rawValue ?? "no state")")
         }
 
-        // Clear: the platform fault, every agent network, then the scenario's stop.
+        // Clear: the platform fault, every agent network, then the scenario's stop. Resolution is
+        // timed from here, not from `t1`: reading the verdict above (two API calls, slow on a
+        // loaded machine) happens while the fault is still on.
+        let clearing = clock.now
         try await system.clearFaults()
         log("\(scenario.name) trial \(trial): fault cleared at \(Self.epochMilliseconds()) ms")
         for agent in system.agents.keys.sorted() { system.restoreNetwork(of: agent) }
@@ -192,7 +195,7 @@ public struct ScenarioRunner: Sendable {
         var resolution: Duration?
         if !openedInTrial.isEmpty {
             let resolved = events.filter { $0.type == "incident.resolved" && $0.at >= t1 }
-            resolution = resolved.map(\.at).max().map { $0 - t1 }
+            resolution = resolved.map(\.at).max().map { $0 - clearing }
         }
         if let stopped = scenario.stopAgentOnClear {
             try await system.restartAgent(stopped)
