@@ -864,10 +864,17 @@ extension CorrelationEngine {
     /// What the runs of an agent's local-fault episode said about the platform: nothing. Once the
     /// agent has recovered, its failures from that time must not count as evidence against the
     /// platform (they would otherwise linger in its windows and colour the next verdicts), so its
-    /// non-control windows start afresh.
+    /// non-control windows drop every run up to their newest problem run.
+    ///
+    /// Passing runs after a series' newest problem run stay: they were made with the agent's
+    /// network back (a run that passed before its control's next run did, or the runs between
+    /// the control recovering and the local-fault episode ending `resolve_after` evaluations
+    /// later). Dropping them too made a recovered agent start its recovery count again, one
+    /// probe interval later than its peers (cut-during-outage resolved an interval late).
     private mutating func forgetRunsBeforeRecovery(agent: Int32) {
         for s in series.indices where series[s].agent == agent && !series[s].control {
-            series[s].runs.removeAll(keepingCapacity: true)
+            guard let newestProblem = series[s].runs.lastIndex(where: { $0.outcome != .ok }) else { continue }
+            series[s].runs.removeFirst(newestProblem + 1)
             summaries[s] = series[s].summarize(config: config, errorCode: -1)
         }
     }

@@ -285,6 +285,28 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty, "\(log)")
     }
 
+    /// An agent whose network comes back as the platform fault clears recovers with its peers:
+    /// its passing runs after its newest failure count, also those made before its local-fault
+    /// episode ends (`resolve_after` evaluations after its control passes), so the incident
+    /// resolves within 3 intervals like one without a cut agent.
+    @Test func aCutAgentBackAsTheFaultClearsDoesNotHoldTheResolution() throws {
+        // Its control runs 1 s after its other probes, as a real agent's phases differ.
+        var fleet = FleetSimulation(regions: Self.regions, controlLag: 1)
+        fleet.step(seconds: 40)
+        fleet.faults["api"] = FleetSimulation.failing(components: ["api"])
+        fleet.step(seconds: 10)
+        fleet.faults["cut"] = fleet.networkCut(of: "ap-2", from: fleet.now.timeIntervalSince(FleetSimulation.start))
+        fleet.step(seconds: 20)
+        let cleared = fleet.now
+        fleet.faults = [:]
+        let after = fleet.step(seconds: 30)
+        let log = describe(fleet.events)
+        #expect(fleet.events.filter { $0.type == .agentLocalFault }.map(\.agent) == ["ap-2"], "\(log)")
+        let resolved = try #require(after.first { $0.type == .incidentResolved && $0.component == "api" }, "\(log)")
+        print("cut agent back as the fault clears: resolved \(resolved.occurredAt.timeIntervalSince(cleared)) s after")
+        #expect(resolved.occurredAt.timeIntervalSince(cleared) <= 3 * fleet.interval, "\(log)")
+    }
+
     @Test func anAgentStoppedDuringRecoveryNeitherWidensNorHoldsTheIncident() throws {
         var fleet = warmFleet()
         fleet.faults["api"] = FleetSimulation.failing(regions: ["eu", "us"], components: ["api"])

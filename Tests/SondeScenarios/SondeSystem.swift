@@ -311,6 +311,7 @@ public final class SondeSystem: @unchecked Sendable {
         if let keep = ProcessInfo.processInfo.environment["SONDE_SCENARIOS_KEEP"] {
             let target = keep + "/" + URL(fileURLWithPath: dir.path).lastPathComponent
             try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            try? collector.allOutput.write(toFile: target + "/collector.log", atomically: true, encoding: .utf8)
             for name in ["collector.db", "collector.db-wal", "collector.db-shm"] {
                 try? FileManager.default.copyItem(atPath: dir.file(name), toPath: target + "/" + name)
             }
