@@ -118,8 +118,10 @@ private final class JournalWorker: Sendable {
         // Written, not yet fsynced: their `done` waits for the fsync. Only this thread uses these.
         var unsynced: [(Result<ProbeResult, SpoolError>, Done?)] = []
         var unsyncedSince: ContinuousClock.Instant?
+        // The group commit's fsync: only for written results that no batch record's fsync has
+        // covered meanwhile (at low rates the uploader batches them first, nearly always).
         func syncNow() {
-            spool.sync()
+            spool.sync(resultsOnly: true)
             for (outcome, done) in unsynced { done?(outcome) }
             unsynced = []
             unsyncedSince = nil
@@ -141,8 +143,12 @@ private final class JournalWorker: Sendable {
                     body(spool)
                 }
             }
+            // A batch record's fsync covered the results written so far: done without waiting
+            // for the window (and without waking up for it).
+            if unsyncedSince != nil, !spool.hasUnsyncedResults { syncNow() }
             if stopped {
                 syncNow()
+                spool.sync()  // at the end, the acknowledgements too
                 if state.withLock({ $0.jobs.isEmpty }) { return }
                 continue
             }
