@@ -90,7 +90,20 @@ public struct Uploader: Service {
     /// Until graceful shutdown: send the next batch, or wait `flushInterval` for results. On
     /// shutdown a send in flight is abandoned; its batch is in the spool and goes out (same id)
     /// on the next start.
+    ///
+    /// Runs on the journal's thread (`JournalWriter.taskExecutor`): its spool calls, its pauses
+    /// and its wake-up when the collector answers then need no hand-off between threads.
     public func run() async throws {
+        await withTaskExecutorPreference(journal.taskExecutor) {
+            await withGracefulShutdownHandler {
+                await deliverUntilShutdown()
+            } onGracefulShutdown: { [journal] in
+                journal.wakeSleepers()
+            }
+        }
+    }
+
+    private func deliverUntilShutdown() async {
         logger.info("uploader started", metadata: ["collector.url": "\(endpoint)"])
         var state = DeliveryState()
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -330,9 +343,11 @@ public struct Uploader: Service {
     /// A collector asking for more than this is waited for this long, then asked again.
     static let longestRetryAfter: Duration = .seconds(3600)
 
-    /// Sleeps, but wakes at once on graceful shutdown or cancellation.
+    /// Sleeps, but wakes at once on graceful shutdown or cancellation. On the journal thread's
+    /// timers (no task group and no child task per pause, no Dispatch timer).
     func pause(_ duration: Duration) async {
-        _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: duration) }
+        guard !Task.isShuttingDownGracefully else { return }
+        try? await journal.sleep(until: .now + duration) { Task.isShuttingDownGracefully }
     }
 }
 
