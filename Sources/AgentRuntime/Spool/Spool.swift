@@ -791,16 +791,10 @@ public final class Spool: Sendable {
         return offset
     }
 
-    private static let recordEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }()
-
     static func appendRecord(_ type: Character, _ fields: [String: String], to s: inout State, path: String, sync: Bool = true) throws(SpoolError) {
         var body = Data([type.asciiValue!])
         // A flat object of strings: tiny, and readable with `strings journal` when debugging.
-        body.append((try? recordEncoder.encode(fields)) ?? Data("{}".utf8))
+        body.append(SondeJSON.encode(strings: fields))
         try appendFrame(body, to: &s, path: path, sync: sync)
     }
 
