@@ -45,14 +45,7 @@ struct JSONBytesWriter {
         if let seq = result.seq { key("seq"); integer(seq) }
         if let labels = result.labels {
             key("labels")
-            bytes.append(UInt8(ascii: "{"))
-            for (index, name) in labels.keys.sorted().enumerated() {
-                if index > 0 { bytes.append(UInt8(ascii: ",")) }
-                string(name)
-                bytes.append(UInt8(ascii: ":"))
-                string(labels[name]!)
-            }
-            bytes.append(UInt8(ascii: "}"))
+            write(strings: labels)
         }
         bytes.append(UInt8(ascii: "}"))
         return true
