@@ -150,7 +150,7 @@ def keygen(bin_dir, path):
     return open(path + ".pub").read().strip()
 
 
-def collector(bin_dir, work, agents, webhook=None, name="collector", correlation=None):
+def collector(bin_dir, work, agents, webhook=None, name="collector", correlation=None, limits=None):
     """agents: list of (id, region, public_key). Returns (process, base URL)."""
     conf = os.path.join(work, name + ".yaml")
     digest = hashlib.sha256(COLLECTOR_TOKEN.encode()).hexdigest()
@@ -161,6 +161,8 @@ def collector(bin_dir, work, agents, webhook=None, name="collector", correlation
                   "webhook_retry: {base: 200ms, cap: 2s, poll: 50ms}"]
     if correlation:
         lines.append(f"correlation: {correlation}")
+    if limits:
+        lines.append(f"limits: {limits}")
     lines.append("agents:")
     lines += [f"  - {{id: {i}, region: {r}, public_key: {k}}}" for i, r, k in agents]
     open(conf, "w").write("\n".join(lines) + "\n")
@@ -296,7 +298,9 @@ def pipeline_window(args, work, target, rate, rep):
     # Distinct URLs (query strings) so each is its own target/series; nginx serves the same file.
     urls = [f"{target}?p={i}" for i in range(n)]
     pub = keygen(args.bin, d + "/agent.key")
-    col, base = collector(args.bin, d, [("pipe-1", "local", pub)])
+    # One agent with N probes: past the collector's default limits.max_probes_per_agent (200),
+    # the rest of the results would be refused (422 too_many_probes); raised only then.
+    col, base = collector(args.bin, d, [("pipe-1", "local", pub)], limits=f"{{max_probes_per_agent: {n}}}" if n > 200 else None)
     for i, url in enumerate(urls):
         probe_file(d + f"/probes/get{i}.yaml", f"get{i}", url, "5s")
     # Push settings at their defaults: only the URL and the key.
@@ -401,7 +405,8 @@ def render_pipeline(args, rates, runs, idles):
           "Sonde: `sonde-agent run` with N probe files (one GET each, `interval: 5s`), pushing to a real `sonde-collector serve` "
           "with the push settings at their defaults (`collector:` has only `url` and `key`: batch_size 100, flush_interval 1s; "
           "pushes over one kept-alive connection), the collector on plain HTTP on loopback (`listen: {plain_http: true}`, "
-          "non-default; `evaluation_interval: 1s`, the default). "
+          "non-default; `evaluation_interval: 1s`, the default; above 200 probes, `limits: {max_probes_per_agent: N}`, non-default: "
+          "the default 200 refuses one agent's results for more probe names). "
           "Prometheus (Debian `prometheus`) scrapes `blackbox_exporter` (`http_2xx`) for the same N URLs every 5 s "
           "(`scrape_interval: 5s`, the only non-default). CPU = utime+stime from /proc/PID/stat over the window, divided by the "
           "probe runs in it (Sonde: results the collector ingested; blackbox: `probe_success` samples Prometheus stored). "
