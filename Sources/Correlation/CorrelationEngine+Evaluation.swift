@@ -15,6 +15,7 @@ struct AgentComponent {
     /// held back from verdicts until a peer fails too or the peer test calls it local.
     var inDoubt = false
     var latestFailed = false
+    var latestSlow = false
     /// Runs and failed runs over the recent window (`flaky_window` per probe).
     var runs: Int32 = 0
     var failed: Int32 = 0
@@ -48,6 +49,8 @@ struct RegionCounts {
     var flaky: Int32 = 0
     var degraded: Int32 = 0
     var latestFailed: Int32 = 0
+    /// Agents whose latest run here was slow (degraded or not yet).
+    var latestSlow: Int32 = 0
     var runs: Int32 = 0
     var failed: Int32 = 0
     var allRuns: Int32 = 0
@@ -91,6 +94,7 @@ struct RegionCounts {
         case .ok: break
         }
         if x.latestFailed { latestFailed += 1 }
+        if x.latestSlow { latestSlow += 1 }
         runs += x.runs
         failed += x.failed
         allRuns += x.allRuns
@@ -113,6 +117,7 @@ struct RegionCounts {
         lhs.flaky += rhs.flaky
         lhs.degraded += rhs.degraded
         lhs.latestFailed += rhs.latestFailed
+        lhs.latestSlow += rhs.latestSlow
         lhs.runs += rhs.runs
         lhs.failed += rhs.failed
         lhs.allRuns += rhs.allRuns
@@ -146,6 +151,7 @@ struct RegionCounts {
         k.flaky = 0
         k.degraded = 0
         k.latestFailed = 0
+        k.latestSlow = 0
         k.failed = 0
         k.repeatFailing = 0
         k.rateSteps = 0
@@ -359,6 +365,7 @@ extension CorrelationEngine {
                 x.newestBadAt = max(x.newestBadAt, s.newestBadAt + offset)
                 x.lastReceived = max(x.lastReceived, s.lastReceived)
                 if s.latestFailed { x.latestFailed = true }
+                if s.latestSlow { x.latestSlow = true }
                 if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
                 let worse = s.state.rawValue > x.state.rawValue
                 if worse || (x.errorSeries < 0 && s.errorCode >= 0 && s.state.rawValue == x.state.rawValue) {
@@ -508,6 +515,7 @@ extension CorrelationEngine {
     mutating func regionCountsPhase(_ frame: inout EvaluationFrame) {
         let componentCount = componentNames.count
         let regionCount = regionNames.count
+        corroborateSlowRuns(&frame)
         var counts = [RegionCounts](repeating: RegionCounts(), count: componentCount * regionCount)
         for a in 0..<agentIDs.count where frame.agentCounts(a) {
             let r = Int(agentRegion[a])
@@ -523,6 +531,44 @@ extension CorrelationEngine {
         }
         frame.counts = counts
         frame.recovered = recovered
+    }
+
+    /// A slow latest run is an agent's `degraded` state at once when its region's peers confirm
+    /// it: at least `confirm_failures` of the region's counting agents, and more than
+    /// `degraded_ratio` of them, had their latest run there slow. Agents slow at the same time
+    /// are independent witnesses, as good as one agent's slow runs in a row, and waiting for
+    /// each agent's second slow run costs a whole probe interval on top of the delay itself. One
+    /// slow agent (or one agent alone in its region) still needs `confirm_failures` in a row.
+    mutating func corroborateSlowRuns(_ frame: inout EvaluationFrame) {
+        let componentCount = componentNames.count
+        let regionCount = regionNames.count
+        var reporting = [Int32](repeating: 0, count: componentCount * regionCount)
+        var slow = [Int32](repeating: 0, count: componentCount * regionCount)
+        var anySlow = false
+        for a in 0..<agentIDs.count where frame.agentCounts(a) {
+            let r = Int(agentRegion[a])
+            for c in 0..<componentCount {
+                let x = frame.grid[a * componentCount + c]
+                guard x.counts else { continue }
+                reporting[c * regionCount + r] += 1
+                if x.latestSlow {
+                    slow[c * regionCount + r] += 1
+                    anySlow = true
+                }
+            }
+        }
+        guard anySlow else { return }
+        for a in 0..<agentIDs.count where frame.agentCounts(a) {
+            let r = Int(agentRegion[a])
+            for c in 0..<componentCount {
+                let g = a * componentCount + c
+                let k = c * regionCount + r
+                guard frame.grid[g].counts, frame.grid[g].latestSlow, frame.grid[g].state == .ok,
+                    slow[k] >= Int32(config.confirmFailures), Double(slow[k]) > config.degradedRatio * Double(reporting[k])
+                else { continue }
+                frame.grid[g].state = .degraded
+            }
+        }
     }
 
     // MARK: Phase 5: verdicts and incidents
@@ -693,13 +739,14 @@ extension CorrelationEngine {
 
     /// May a problem in fewer regions than platform scope needs be announced as regional yet?
     /// Yes once every other reporting region has sent a run since the problem showed and none of
-    /// its agents' latest runs failed (the fault has not reached it), or after `wait` seconds.
+    /// its agents' latest runs failed or was slow (the fault has not reached it: a latency fault
+    /// shows as one slow run before it is confirmed), or after `wait` seconds.
     static func regionScopeSettled(
         _ counts: ArraySlice<RegionCounts>, badRegions: [String], regionNames: [String], badSince: Double, t: Double, wait: Double
     ) -> Bool {
         if t - badSince >= wait { return true }
         for (r, k) in zip(regionNames.indices, counts) where k.reporting > 0 && !badRegions.contains(regionNames[r]) {
-            if k.latestFailed > 0 || k.lastReceived <= badSince { return false }
+            if k.latestFailed > 0 || k.latestSlow > 0 || k.lastReceived <= badSince { return false }
         }
         return true
     }
@@ -817,10 +864,17 @@ extension CorrelationEngine {
     /// What the runs of an agent's local-fault episode said about the platform: nothing. Once the
     /// agent has recovered, its failures from that time must not count as evidence against the
     /// platform (they would otherwise linger in its windows and colour the next verdicts), so its
-    /// non-control windows start afresh.
+    /// non-control windows drop every run up to their newest problem run.
+    ///
+    /// Passing runs after a series' newest problem run stay: they were made with the agent's
+    /// network back (a run that passed before its control's next run did, or the runs between
+    /// the control recovering and the local-fault episode ending `resolve_after` evaluations
+    /// later). Dropping them too made a recovered agent start its recovery count again, one
+    /// probe interval later than its peers (cut-during-outage resolved an interval late).
     private mutating func forgetRunsBeforeRecovery(agent: Int32) {
         for s in series.indices where series[s].agent == agent && !series[s].control {
-            series[s].runs.removeAll(keepingCapacity: true)
+            guard let newestProblem = series[s].runs.lastIndex(where: { $0.outcome != .ok }) else { continue }
+            series[s].runs.removeFirst(newestProblem + 1)
             summaries[s] = series[s].summarize(config: config, errorCode: -1)
         }
     }

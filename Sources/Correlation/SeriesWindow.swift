@@ -31,6 +31,8 @@ struct SeriesSummary {
     var windowRuns: Int32
     var windowFailed: Int32
     var latestFailed: Bool
+    /// The latest run was slow (`degraded`): with peers slow at once it is corroborated.
+    var latestSlow = false
     /// Collector time of the last result received for this series (seconds since 1970).
     var lastReceived: Double
     /// Median spacing of `started_at` over the window, seconds; 0 when unknown (fewer than 2 runs).
@@ -221,6 +223,7 @@ struct SeriesWindow {
         return SeriesSummary(
             agent: agent, component: component, affects: affects, control: control, state: state,
             windowRuns: Int32(windowRuns), windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed,
+            latestSlow: runs.last?.outcome == .degraded,
             lastReceived: lastReceived, interval: interval, latencyMs: latency, errorCode: errorCode,
             failingSince: failingSince, lastFailedAt: lastFailedAt, allRuns: Int32(n), allFailed: allFailed,
             cleanTail: cleanTail, allBad: allBad, newestBadAt: newestBadAt, oldestAt: runs.first?.startedAt ?? .infinity,

@@ -204,9 +204,10 @@ struct FleetSimulation {
         }
     }
 
-    static func slow(components: Set<String>, regions: Set<String>? = nil) -> Fault {
-        { _, region, probe, _ in
+    static func slow(components: Set<String>, regions: Set<String>? = nil, agents: Set<String>? = nil) -> Fault {
+        { agent, region, probe, _ in
             if let regions, !regions.contains(region) { return nil }
+            if let agents, !agents.contains(agent) { return nil }
             return components.contains(probe.component) && !probe.control ? (.degraded, nil) : nil
         }
     }

@@ -168,6 +168,28 @@ import Testing
         #expect(oneRegion.localFaults.isEmpty)
     }
 
+    /// Two agents of a region slow at once confirm each other: the region is degraded after one
+    /// slow run of each, not after each agent's second (a probe interval later). One slow agent
+    /// of two, or one slow run of one agent, is still nothing.
+    @Test func slowRunsOfPeersAtOnceConfirmEachOther() throws {
+        var fleet = warmFleet()
+        fleet.faults["slow-us-1"] = FleetSimulation.slow(components: ["api"], agents: ["us-1"])
+        fleet.step(seconds: 2)
+        #expect(fleet.verdicts["api"]?.status == .operational)
+        fleet.step(seconds: 4)
+        // us-1 alone, slow twice in a row: its own problem, not the region's.
+        #expect(fleet.verdicts["api"]?.status == .operational)
+        fleet.faults = [:]
+        fleet.step(seconds: 6)
+        fleet.faults["slow-us"] = FleetSimulation.slow(components: ["api"], regions: ["us"])
+        // Within one interval every us agent ran once, slow.
+        fleet.step(seconds: 2)
+        let api = try #require(fleet.verdicts["api"])
+        #expect(api.status == .degradedPerformance)
+        #expect(api.scope == .region)
+        #expect(api.evidence.degradedAgents == 2)
+    }
+
     @Test func stuckJobsEverywhereArePlatformFromTheFirstAlert() throws {
         var fleet = warmFleet()
         let stuck = ProbeError(kind: .stuck, step: "wait", message: "batch stayed in finalizing", code: "batch_stuck")
@@ -261,6 +283,28 @@ import Testing
         #expect(fleet.events.filter { $0.type == .incidentOpened }.map(\.component) == ["api"], "\(log)")
         #expect(fleet.events.filter { $0.type == .agentLocalFault }.map(\.agent) == ["ap-2"], "\(log)")
         #expect(fleet.engine.openIncidents.isEmpty, "\(log)")
+    }
+
+    /// An agent whose network comes back as the platform fault clears recovers with its peers:
+    /// its passing runs after its newest failure count, also those made before its local-fault
+    /// episode ends (`resolve_after` evaluations after its control passes), so the incident
+    /// resolves within 3 intervals like one without a cut agent.
+    @Test func aCutAgentBackAsTheFaultClearsDoesNotHoldTheResolution() throws {
+        // Its control runs 1 s after its other probes, as a real agent's phases differ.
+        var fleet = FleetSimulation(regions: Self.regions, controlLag: 1)
+        fleet.step(seconds: 40)
+        fleet.faults["api"] = FleetSimulation.failing(components: ["api"])
+        fleet.step(seconds: 10)
+        fleet.faults["cut"] = fleet.networkCut(of: "ap-2", from: fleet.now.timeIntervalSince(FleetSimulation.start))
+        fleet.step(seconds: 20)
+        let cleared = fleet.now
+        fleet.faults = [:]
+        let after = fleet.step(seconds: 30)
+        let log = describe(fleet.events)
+        #expect(fleet.events.filter { $0.type == .agentLocalFault }.map(\.agent) == ["ap-2"], "\(log)")
+        let resolved = try #require(after.first { $0.type == .incidentResolved && $0.component == "api" }, "\(log)")
+        print("cut agent back as the fault clears: resolved \(resolved.occurredAt.timeIntervalSince(cleared)) s after")
+        #expect(resolved.occurredAt.timeIntervalSince(cleared) <= 3 * fleet.interval, "\(log)")
     }
 
     @Test func anAgentStoppedDuringRecoveryNeitherWidensNorHoldsTheIncident() throws {
@@ -543,5 +587,10 @@ import Testing
         #expect(!settled(stale, at: 101))
         #expect(!settled(failedOnce, at: 101))
         #expect(settled(failedOnce, at: 102))
+        // A latency fault reaching the other region shows there as one slow run first.
+        var slowOnce = RegionCounts()
+        slowOnce.add(AgentComponent(reporting: true, latestSlow: true, runs: 10, allRuns: 10, lastReceived: 105))
+        #expect(!settled(slowOnce, at: 101))
+        #expect(settled(slowOnce, at: 102))
     }
 }

@@ -126,10 +126,9 @@ extension Scenario {
             steps: [Step(at: 0, changesFault: false, actions: [.fault(["--type", "error", "--status", "503", "--component", "batch", "--region", "eu"])])],
             expected: ["batch": Expectation(statuses: ["partial_outage", "major_outage"], scope: "region", regions: ["eu"])],
             options: skewed))
-        // The same 4 minutes the other way. Under libfaketime 0.9.10 a clock set *behind* also
-        // delays every Swift `Task.sleep` by the offset (measured: 300 ms took 5.3 s at −5 s), so
-        // the behind agent above stalls on its first pause for reasons no real skewed host has;
-        // ahead, sleeps keep their length and the agent runs as a real skewed one would.
+        // The same 4 minutes the other way ("a clock 4 minutes off" either way). Both run under
+        // libfaketime with `SondeSystem.monotonicTimersShim`, without which a clock set behind
+        // also delays every Swift `Task.sleep` by the offset.
         var ahead = SondeSystem.Options()
         ahead.clockOffsets = ["eu-1": 240]
         list.append(Scenario(

@@ -121,7 +121,7 @@ public struct ScenarioRunner: Sendable {
                 windowStart = clock.now + resolutionTarget + .seconds(1)
             }
             try await perform(step.actions, on: system)
-            if index == 0 { log("\(scenario.name) trial \(trial): fault on") }
+            if index == 0 { log("\(scenario.name) trial \(trial): fault on at \(Self.epochMilliseconds()) ms") }
         }
         try await clock.sleep(until: t0 + hold)
         let t1 = clock.now
@@ -133,8 +133,12 @@ public struct ScenarioRunner: Sendable {
             wrong.append("\(view.id) (clock off) \(view.state?.rawValue ?? "no state")")
         }
 
-        // Clear: the platform fault, every agent network, then the scenario's stop.
+        // Clear: the platform fault, every agent network, then the scenario's stop. Resolution is
+        // timed from here, not from `t1`: reading the verdict above (two API calls, slow on a
+        // loaded machine) happens while the fault is still on.
+        let clearing = clock.now
         try await system.clearFaults()
+        log("\(scenario.name) trial \(trial): fault cleared at \(Self.epochMilliseconds()) ms")
         for agent in system.agents.keys.sorted() { system.restoreNetwork(of: agent) }
         if let stopped = scenario.stopAgentOnClear {
             system.agents[stopped]?.process.signal(trial % 2 == 1 ? SIGTERM : SIGKILL)
@@ -191,7 +195,7 @@ public struct ScenarioRunner: Sendable {
         var resolution: Duration?
         if !openedInTrial.isEmpty {
             let resolved = events.filter { $0.type == "incident.resolved" && $0.at >= t1 }
-            resolution = resolved.map(\.at).max().map { $0 - t1 }
+            resolution = resolved.map(\.at).max().map { $0 - clearing }
         }
         if let stopped = scenario.stopAgentOnClear {
             try await system.restartAgent(stopped)
@@ -201,6 +205,9 @@ public struct ScenarioRunner: Sendable {
             flaps: flaps, firstAlertScopeRight: firstScopeRight, detection: detection, resolution: resolution,
             resolvedInTime: resolvedInTime, events: events.map { String(format: "%+.2f ", ($0.at - t0).seconds) + $0.summary })
     }
+
+    /// Wall-clock milliseconds, to line the log up with the collector's stored times.
+    static func epochMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
     static func events(_ system: SondeSystem, from start: ContinuousClock.Instant) -> [ObservedEvent] {
         system.arrivedEvents.filter { $0.at >= start }.compactMap { ObservedEvent(at: $0.at, body: $0.body) }

@@ -36,7 +36,7 @@ public final class SondeSystem: @unchecked Sendable {
         /// Share of requests a flaky relay (`flaky(_:)`) fails, with 502.
         public var relayErrorFraction: Double = 0.3
         /// Agents whose wall clock runs off by this many seconds (negative = behind), through
-        /// libfaketime (LD_PRELOAD; monotonic clocks untouched).
+        /// libfaketime (LD_PRELOAD; monotonic clocks and timers untouched).
         public var clockOffsets: [String: Int] = [:]
         /// The collector's `correlation:` map, as YAML flow text.
         public var correlation: String = "{}"
@@ -161,11 +161,41 @@ public final class SondeSystem: @unchecked Sendable {
     private func startAgentProcess(_ id: String) throws -> ChildProcess {
         var environment = ["SONDE_SIM_PASSWORD": "probe-password"]
         if let offset = options.clockOffsets[id] {
-            environment["LD_PRELOAD"] = try Self.libfaketime()
+            // The timer shim first, so its `timerfd_settime` is the one the agent binds to.
+            environment["LD_PRELOAD"] = try monotonicTimersShim() + ":" + Self.libfaketime()
             environment["FAKETIME"] = offset < 0 ? "\(offset)" : "+\(offset)"
             environment["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
         }
         return try ChildProcess("sonde-agent", ["run", "--config", dir.file("\(id).yaml")], environment: environment)
+    }
+
+    /// A preload library whose `timerfd_settime` goes straight to the kernel, built once per
+    /// system with the toolchain's clang. libfaketime (0.9.10 to 0.9.12) shifts every absolute
+    /// timer by the fake offset as if it were CLOCK_REALTIME ("only CLOCK_REALTIME is handled"),
+    /// also with FAKETIME_DONT_FAKE_MONOTONIC=1: libdispatch arms CLOCK_MONOTONIC/BOOTTIME
+    /// timerfds with absolute deadlines, so under a clock set 240 s behind every Swift
+    /// `Task.sleep` ended 240 s late (strace: a 300 ms sleep armed 5.3 s ahead at −5 s). With the
+    /// shim, monotonic timers keep their length and the wall clock stays skewed.
+    private func monotonicTimersShim() throws -> String {
+        let library = dir.file("monotonic-timers.so")
+        if FileManager.default.fileExists(atPath: library) { return library }
+        let source = dir.file("monotonic-timers.c")
+        try """
+            #define _GNU_SOURCE
+            #include <sys/syscall.h>
+            #include <sys/timerfd.h>
+            #include <unistd.h>
+            int timerfd_settime(int fd, int flags, const struct itimerspec *new_value, struct itimerspec *old_value) {
+                return (int)syscall(SYS_timerfd_settime, fd, flags, new_value, old_value);
+            }
+            """.write(toFile: source, atomically: true, encoding: .utf8)
+        let compiler = Process()
+        compiler.executableURL = URL(fileURLWithPath: try requireProgram("clang", package: "clang (the Swift toolchain has it)"))
+        compiler.arguments = ["-shared", "-fPIC", "-O2", "-o", library, source]
+        try compiler.run()
+        compiler.waitUntilExit()
+        guard compiler.terminationStatus == 0 else { throw TestFailure("clang could not build \(source) (status \(compiler.terminationStatus))") }
+        return library
     }
 
     /// libfaketime from Debian's `libfaketime` package (scripts/install-deps.sh installs it).
@@ -276,6 +306,16 @@ public final class SondeSystem: @unchecked Sendable {
         await collector.stop()
         await sim.stop()
         receiver.stop()
+        // SONDE_SCENARIOS_KEEP=DIR keeps the collector's database (results with their receive
+        // times, incidents, events) for reading a trial's timeline afterwards.
+        if let keep = ProcessInfo.processInfo.environment["SONDE_SCENARIOS_KEEP"] {
+            let target = keep + "/" + URL(fileURLWithPath: dir.path).lastPathComponent
+            try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            try? collector.allOutput.write(toFile: target + "/collector.log", atomically: true, encoding: .utf8)
+            for name in ["collector.db", "collector.db-wal", "collector.db-shm"] {
+                try? FileManager.default.copyItem(atPath: dir.file(name), toPath: target + "/" + name)
+            }
+        }
         dir.remove()
     }
 }

@@ -298,9 +298,9 @@ def pipeline_window(args, work, target, rate, rep):
     # Distinct URLs (query strings) so each is its own target/series; nginx serves the same file.
     urls = [f"{target}?p={i}" for i in range(n)]
     pub = keygen(args.bin, d + "/agent.key")
-    # One agent with N probes: past the collector's default limits.max_probes_per_agent (200),
-    # the rest of the results would be refused (422 too_many_probes); raised only then.
-    col, base = collector(args.bin, d, [("pipe-1", "local", pub)], limits=f"{{max_probes_per_agent: {n}}}" if n > 200 else None)
+    # One agent carries all N probes; at 100/s that is 500, past the collector's default
+    # limits.max_probes_per_agent (200), so the window raises it (stated beside the table).
+    col, base = collector(args.bin, d, [("pipe-1", "local", pub)], limits=f"{{max_probes_per_agent: {max(200, n)}}}")
     for i, url in enumerate(urls):
         probe_file(d + f"/probes/get{i}.yaml", f"get{i}", url, "5s")
     # Push settings at their defaults: only the URL and the key.
@@ -405,8 +405,8 @@ def render_pipeline(args, rates, runs, idles):
           "Sonde: `sonde-agent run` with N probe files (one GET each, `interval: 5s`), pushing to a real `sonde-collector serve` "
           "with the push settings at their defaults (`collector:` has only `url` and `key`: batch_size 100, flush_interval 1s; "
           "pushes over one kept-alive connection), the collector on plain HTTP on loopback (`listen: {plain_http: true}`, "
-          "non-default; `evaluation_interval: 1s`, the default; above 200 probes, `limits: {max_probes_per_agent: N}`, non-default: "
-          "the default 200 refuses one agent's results for more probe names). "
+          "non-default; `evaluation_interval: 1s`, the default; `limits: {max_probes_per_agent: N}` when N is over the default "
+          "200, non-default: the one agent carries all N probes). "
           "Prometheus (Debian `prometheus`) scrapes `blackbox_exporter` (`http_2xx`) for the same N URLs every 5 s "
           "(`scrape_interval: 5s`, the only non-default). CPU = utime+stime from /proc/PID/stat over the window, divided by the "
           "probe runs in it (Sonde: results the collector ingested; blackbox: `probe_success` samples Prometheus stored). "
