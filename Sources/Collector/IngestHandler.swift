@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import SondeCore
+import Synchronization
 
 /// `POST /v1/results`: checks a signed batch from the outside in (size, agent, signature, JSON,
 /// clock, consistency), stores it in one transaction and only then acknowledges it. Nothing from a
@@ -25,6 +26,8 @@ struct IngestHandler: Sendable {
     /// False with several collectors: the engine is fed by following the database instead.
     var feedsHub = true
     let logger: Logger
+    /// Enrolled keys already parsed (OpenSSL's key object), by their base64.
+    let keys = AgentKeyCache()
 
     /// Just enough of the body to find the agent when the header is missing.
     private struct AgentOnly: Decodable { var agent: String }
@@ -90,7 +93,7 @@ struct IngestHandler: Sendable {
         guard let signature = request.headers.first(named: PushProtocol.signatureHeader), !signature.isEmpty else {
             throw APIError(.unauthorized, "bad_signature", "missing \(PushProtocol.signatureHeader) header")
         }
-        guard let key = try? AgentPublicKey(base64: agent.publicKey), key.verify(signatureHeader: signature, body: body) else {
+        guard let key = keys.key(agent.publicKey), key.verify(signatureHeader: signature, body: body) else {
             throw APIError(.unauthorized, "bad_signature", "the \(PushProtocol.signatureHeader) does not verify against agent \"\(agentID)\"'s enrolled key")
         }
 
@@ -138,6 +141,24 @@ struct IngestHandler: Sendable {
         APIError(
             .contentTooLarge, "body_too_large",
             "the body\(declared.map { " (\($0) bytes)" } ?? "") is over the \(maxBodyBytes)-byte limit; send smaller batches")
+    }
+}
+
+/// Agents' public keys as parsed for verification, by the base64 the store holds: parsing one
+/// (decompressing the curve point) is paid once per key, not once per push. A key that changes
+/// (re-enrolment) is a new entry; the cache is emptied when it holds more keys than any fleet.
+final class AgentKeyCache: Sendable {
+    private let keys = Mutex<[String: AgentPublicKey]>([:])
+
+    /// Nil when `base64` is not a valid key.
+    func key(_ base64: String) -> AgentPublicKey? {
+        if let key = keys.withLock({ $0[base64] }) { return key }
+        guard let key = try? AgentPublicKey(base64: base64) else { return nil }
+        keys.withLock { keys in
+            if keys.count >= 100_000 { keys.removeAll() }
+            keys[base64] = key
+        }
+        return key
     }
 }
 

@@ -246,15 +246,17 @@ public final class SQLiteCollectorStore: CollectorStorage {
         }
     }
 
+    // Cached statements: the evaluator reads the agents every second and ingest looks one up per
+    // push; compiling the SQL each time was most of those reads' cost.
     public func agents() async throws -> [AgentRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM agents ORDER BY region, id").map(Self.agent(from:))
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM agents ORDER BY region, id")).map(Self.agent(from:))
         }
     }
 
     public func agent(id: String) async throws -> AgentRecord? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM agents WHERE id = ?", arguments: [id]).map(Self.agent(from:))
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM agents WHERE id = ?"), arguments: [id]).map(Self.agent(from:))
         }
     }
 
@@ -707,9 +709,9 @@ public final class SQLiteCollectorStore: CollectorStorage {
 
     public func nextPendingDelivery(target: String) async throws -> DeliveryRecord? {
         try await pool.read { db in
+            // Cached: each webhook target's dispatcher asks every `webhook_retry.poll` (200 ms).
             try Row.fetchOne(
-                db,
-                sql: Self.deliverySelect + " WHERE d.target = ? AND d.status = 'pending' ORDER BY d.occurred_at, d.event_id LIMIT 1",
+                db.cachedStatement(sql: Self.deliverySelect + " WHERE d.target = ? AND d.status = 'pending' ORDER BY d.occurred_at, d.event_id LIMIT 1"),
                 arguments: [target]
             ).map(Self.delivery(from:))
         }

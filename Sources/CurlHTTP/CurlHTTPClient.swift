@@ -110,8 +110,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         var queued: [CurlTransfer] = []
         var cancelRequests: [CurlTransfer] = []
         var jobs: [UnownedJob] = []
-        /// Pending sleeps, latest deadline first (the next one due is `last`).
-        var timers: [LoopTimer] = []
+        /// Pending sleeps.
+        var timers = TimerQueue()
         var started = false
         var stopping = false
     }
@@ -178,28 +178,13 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     }
 
     func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
-        let timer = LoopTimer(deadline: deadline)
-        let fired = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                guard timer.arm(continuation) else { return }  // cancelled before it was armed
-                let (isNew, isNext) = state.withLock { s -> (Bool, Bool) in
-                    // Sorted, latest first: the insertion point by binary search.
-                    var low = 0, high = s.timers.count
-                    while low < high {
-                        let mid = (low + high) / 2
-                        if s.timers[mid].deadline > deadline { low = mid + 1 } else { high = mid }
-                    }
-                    s.timers.insert(timer, at: low)
-                    return (Self.markStarted(&s), low == s.timers.count - 1)
-                }
-                // A later deadline than one already pending needs no wake-up: the poll ends sooner anyway.
-                if isNew || isNext { wake(startingThread: isNew) }
-            }
-        } onCancel: {
-            guard timer.disarm() else { return }  // fired meanwhile
-            state.withLock { s in s.timers.removeAll { $0 === timer } }
+        try await LoopTimer.sleep(until: deadline) { timer in
+            let (isNew, isNext) = state.withLock { s in (Self.markStarted(&s), s.timers.insert(timer)) }
+            // A later deadline than one already pending needs no wake-up: the poll ends sooner anyway.
+            if isNew || isNext { wake(startingThread: isNew) }
+        } unschedule: { [self] timer in
+            state.withLock { $0.timers.remove(timer) }
         }
-        if !fired { throw CancellationError() }
     }
 
     /// Marks the loop started; true when the caller must start its thread.
@@ -232,7 +217,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             let now = clock.now
             let (added, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [CurlTransfer], Bool) in
                 swap(&jobs, &s.jobs)
-                while let next = s.timers.last, next.deadline <= now { due.append(s.timers.removeLast()) }
+                s.timers.takeDue(at: now, into: &due)
                 let room = max(0, maxTransfers - active.count)
                 let taken: [CurlTransfer]
                 if s.queued.count <= room {
@@ -288,8 +273,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             // (new transfer, job, timer, cancel, stop), unless there is work already.
             let timeout = state.withLock { s -> Int32? in
                 if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return nil }
-                guard let next = s.timers.last else { return 1000 }
-                return Self.pollMilliseconds(until: next.deadline, now: clock.now)
+                guard let next = s.timers.nextDeadline else { return 1000 }
+                return Self.pollMilliseconds(until: next, now: clock.now)
             }
             if let timeout, timeout > 0 {
                 curl_multi_poll(multi, nil, 0, timeout, nil)
@@ -305,47 +290,5 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         if seconds >= 1 { return 1000 }
         let nanoseconds = attoseconds / 1_000_000_000
         return Int32((nanoseconds + 999_999) / 1_000_000)
-    }
-}
-
-/// One `sleep(until:)`: whoever takes the continuation out (the loop firing it, or the cancel
-/// handler) resumes it, exactly once.
-final class LoopTimer: Sendable {
-    let deadline: ContinuousClock.Instant
-    private struct Slot {
-        var continuation: CheckedContinuation<Bool, Never>?
-        var cancelled = false
-    }
-    private let slot = Mutex(Slot())
-
-    init(deadline: ContinuousClock.Instant) { self.deadline = deadline }
-
-    /// Stores the continuation; false (and resumed as cancelled) when the task was cancelled first.
-    func arm(_ continuation: CheckedContinuation<Bool, Never>) -> Bool {
-        let cancelled = slot.withLock { s -> Bool in
-            if !s.cancelled { s.continuation = continuation }
-            return s.cancelled
-        }
-        if cancelled { continuation.resume(returning: false) }
-        return !cancelled
-    }
-
-    /// Cancels; true when the timer was still pending (the caller takes it off the loop).
-    func disarm() -> Bool {
-        let continuation = slot.withLock { s -> CheckedContinuation<Bool, Never>? in
-            s.cancelled = true
-            defer { s.continuation = nil }
-            return s.continuation
-        }
-        continuation?.resume(returning: false)
-        return continuation != nil
-    }
-
-    func fire() {
-        let continuation = slot.withLock { s -> CheckedContinuation<Bool, Never>? in
-            defer { s.continuation = nil }
-            return s.continuation
-        }
-        continuation?.resume(returning: true)
     }
 }

@@ -27,12 +27,31 @@ struct RedirectHops {
 
     /// Refuses a URL whose scheme is not http or https, before curl sees it.
     static func checkScheme(_ url: String, redirect: Bool) throws(HTTPTransferError) {
-        let scheme = url.firstRange(of: "://").map { url[..<$0.lowerBound].lowercased() }
+        let scheme = Self.scheme(of: url)
         guard let scheme, HTTPRequest.allowedSchemes.contains(scheme) else {
             let shown = scheme.map { "\($0)://" } ?? "a URL without a scheme"
             let what = redirect ? "a redirect to \(shown) was not followed" : "\(shown) is not allowed"
             throw HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: "\(what): only http:// and https:// URLs are fetched")
         }
+    }
+
+    /// What comes before the first "://", lowercased; nil without one. A byte scan: the generic
+    /// `firstRange(of:)` cost about 8,000 instructions per request (two requests per probe run
+    /// at 1 run/s: the probe's and the push).
+    static func scheme(of url: String) -> String? {
+        let bytes = url.utf8
+        var index = bytes.startIndex
+        while index != bytes.endIndex {
+            if bytes[index] == UInt8(ascii: ":") {
+                let slash = bytes.index(after: index)
+                if slash != bytes.endIndex, bytes[slash] == UInt8(ascii: "/") {
+                    let second = bytes.index(after: slash)
+                    if second != bytes.endIndex, bytes[second] == UInt8(ascii: "/") { return url[..<index].lowercased() }
+                }
+            }
+            index = bytes.index(after: index)
+        }
+        return nil
     }
 
     /// The request for the next hop, or nil when `response` is the final answer.

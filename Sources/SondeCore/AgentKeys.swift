@@ -6,8 +6,9 @@ import Glibc
 /// An agent's Ed25519 signing key. On disk the private key is the base64 of its 32 raw bytes in
 /// a file of mode 0600; the public key is the same encoding in `<file>.pub`.
 public struct AgentSigningKey: Sendable {
-    // The 32 raw bytes; OpenSSL's key object is rebuilt for each use (cheap, and Sendable-free).
     private let raw: Data
+    /// OpenSSL's key object, made once (rebuilding it costs as much as a signature).
+    private let key: Ed25519.PrivateKey
     public let publicKey: AgentPublicKey
 
     /// A new random key. Stops the process if OpenSSL cannot draw random bytes or derive the
@@ -22,12 +23,13 @@ public struct AgentSigningKey: Sendable {
 
     public init(rawRepresentation: Data) throws {
         raw = rawRepresentation
-        publicKey = AgentPublicKey(validated: try Ed25519.publicKey(ofPrivateKey: rawRepresentation))
+        key = try Ed25519.PrivateKey(raw: rawRepresentation)
+        publicKey = try AgentPublicKey(validated: key.publicKey())
     }
 
     /// Signs exactly these bytes.
     public func signature(for body: Data) throws -> Data {
-        try Ed25519.sign(body, privateKey: raw)
+        try key.sign(body)
     }
 
     /// Base64 signature, as it goes into `Sonde-Agent-Signature`.
@@ -101,20 +103,30 @@ public struct AgentSigningKey: Sendable {
 /// An agent's public key as the collector knows it: base64 of 32 raw bytes.
 public struct AgentPublicKey: Sendable, Hashable {
     public let rawRepresentation: Data
+    /// OpenSSL's key object, parsed once when the key is read.
+    private let key: Ed25519.PublicKey
 
-    init(validated raw: Data) { rawRepresentation = raw }
+    init(validated raw: Data) throws(CryptoError) {
+        guard let key = Ed25519.PublicKey(raw: raw) else { throw CryptoError("OpenSSL refused the derived Ed25519 public key") }
+        rawRepresentation = raw
+        self.key = key
+    }
 
     public init(base64: String) throws {
-        guard let raw = Data(base64Encoded: base64.trimmed()), raw.count == 32, Ed25519.isValidPublicKey(raw) else {
+        guard let raw = Data(base64Encoded: base64.trimmed()), let key = Ed25519.PublicKey(raw: raw) else {
             throw KeyFileError(path: "(public key)", problem: "is not base64 of a 32-byte Ed25519 public key")
         }
         rawRepresentation = raw
+        self.key = key
     }
+
+    public static func == (a: AgentPublicKey, b: AgentPublicKey) -> Bool { a.rawRepresentation == b.rawRepresentation }
+    public func hash(into hasher: inout Hasher) { hasher.combine(rawRepresentation) }
 
     public var base64: String { rawRepresentation.base64EncodedString() }
 
     public func isValidSignature(_ signature: Data, for body: Data) -> Bool {
-        Ed25519.isValidSignature(signature, for: body, publicKey: rawRepresentation)
+        key.isValidSignature(signature, for: body)
     }
 
     /// Checks a `Sonde-Agent-Signature` header value against the body.

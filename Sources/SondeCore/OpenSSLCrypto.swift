@@ -15,66 +15,74 @@ public enum Ed25519 {
         return Data(bytes)
     }
 
-    /// The public key of a raw 32-byte private key.
-    public static func publicKey(ofPrivateKey raw: Data) throws(CryptoError) -> Data {
-        let key = try privateKey(raw)
-        defer { EVP_PKEY_free(key) }
-        var out = [UInt8](repeating: 0, count: keyByteCount)
-        var length = keyByteCount
-        guard EVP_PKEY_get_raw_public_key(key, &out, &length) == 1, length == keyByteCount else {
-            throw CryptoError("cannot derive the Ed25519 public key")
+    /// A private key parsed once: OpenSSL derives the public key from the raw bytes when it
+    /// makes its key object, a scalar multiplication as costly as the signature itself, so the
+    /// agent keeps the object instead of rebuilding it for every push (measured: half of a push's
+    /// instructions at 1 push/s went to rebuilding it). OpenSSL's key objects may be used from
+    /// several threads at once for signing (each signature gets its own context).
+    public final class PrivateKey: @unchecked Sendable {
+        private let key: OpaquePointer
+
+        public init(raw: Data) throws(CryptoError) {
+            guard raw.count == keyByteCount else { throw CryptoError("an Ed25519 private key is 32 bytes, not \(raw.count)") }
+            let key = raw.withUnsafeBytes { EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) }
+            guard let key else { throw CryptoError("OpenSSL refused the Ed25519 private key") }
+            self.key = key
         }
-        return Data(out)
+
+        deinit { EVP_PKEY_free(key) }
+
+        /// The 32 raw bytes of the matching public key.
+        public func publicKey() throws(CryptoError) -> Data {
+            var out = [UInt8](repeating: 0, count: keyByteCount)
+            var length = keyByteCount
+            guard EVP_PKEY_get_raw_public_key(key, &out, &length) == 1, length == keyByteCount else {
+                throw CryptoError("cannot derive the Ed25519 public key")
+            }
+            return Data(out)
+        }
+
+        /// The 64-byte signature of exactly these bytes.
+        public func sign(_ message: Data) throws(CryptoError) -> Data {
+            guard let context = EVP_MD_CTX_new() else { throw CryptoError("out of memory") }
+            defer { EVP_MD_CTX_free(context) }
+            var signature = [UInt8](repeating: 0, count: signatureByteCount)
+            var length = signatureByteCount
+            let ok = message.withUnsafeBytes { bytes in
+                EVP_DigestSignInit(context, nil, nil, nil, key) == 1
+                    && EVP_DigestSign(context, &signature, &length, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
+            }
+            guard ok, length == signatureByteCount else { throw CryptoError("Ed25519 signing failed") }
+            return Data(signature)
+        }
     }
 
-    /// The 64-byte signature of exactly these bytes.
-    public static func sign(_ message: Data, privateKey raw: Data) throws(CryptoError) -> Data {
-        let key = try privateKey(raw)
-        defer { EVP_PKEY_free(key) }
-        guard let context = EVP_MD_CTX_new() else { throw CryptoError("out of memory") }
-        defer { EVP_MD_CTX_free(context) }
-        var signature = [UInt8](repeating: 0, count: signatureByteCount)
-        var length = signatureByteCount
-        let ok = message.withUnsafeBytes { bytes in
-            EVP_DigestSignInit(context, nil, nil, nil, key) == 1
-                && EVP_DigestSign(context, &signature, &length, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
-        }
-        guard ok, length == signatureByteCount else { throw CryptoError("Ed25519 signing failed") }
-        return Data(signature)
-    }
+    /// A public key parsed once (the collector checks every push of an agent against it).
+    public final class PublicKey: @unchecked Sendable {
+        private let key: OpaquePointer
 
-    /// Whether `signature` is a valid signature of `message` by the raw public key.
-    public static func isValidSignature(_ signature: Data, for message: Data, publicKey raw: Data) -> Bool {
-        guard signature.count == signatureByteCount, let key = publicKey(raw) else { return false }
-        defer { EVP_PKEY_free(key) }
-        guard let context = EVP_MD_CTX_new() else { return false }
-        defer { EVP_MD_CTX_free(context) }
-        return signature.withUnsafeBytes { sig in
-            message.withUnsafeBytes { bytes in
-                EVP_DigestVerifyInit(context, nil, nil, nil, key) == 1
-                    && EVP_DigestVerify(context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
-                                        bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
+        /// Nil when OpenSSL does not take these bytes as an Ed25519 public key (32 bytes).
+        public init?(raw: Data) {
+            guard raw.count == keyByteCount,
+                let key = raw.withUnsafeBytes({ EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) })
+            else { return nil }
+            self.key = key
+        }
+
+        deinit { EVP_PKEY_free(key) }
+
+        /// Whether `signature` is a valid signature of `message` by this key.
+        public func isValidSignature(_ signature: Data, for message: Data) -> Bool {
+            guard signature.count == signatureByteCount, let context = EVP_MD_CTX_new() else { return false }
+            defer { EVP_MD_CTX_free(context) }
+            return signature.withUnsafeBytes { sig in
+                message.withUnsafeBytes { bytes in
+                    EVP_DigestVerifyInit(context, nil, nil, nil, key) == 1
+                        && EVP_DigestVerify(context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
+                                            bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
+                }
             }
         }
-    }
-
-    /// Whether OpenSSL takes these bytes as an Ed25519 public key (32 bytes).
-    public static func isValidPublicKey(_ raw: Data) -> Bool {
-        guard let key = publicKey(raw) else { return false }
-        EVP_PKEY_free(key)
-        return true
-    }
-
-    private static func privateKey(_ raw: Data) throws(CryptoError) -> OpaquePointer {
-        guard raw.count == keyByteCount else { throw CryptoError("an Ed25519 private key is 32 bytes, not \(raw.count)") }
-        let key = raw.withUnsafeBytes { EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) }
-        guard let key else { throw CryptoError("OpenSSL refused the Ed25519 private key") }
-        return key
-    }
-
-    private static func publicKey(_ raw: Data) -> OpaquePointer? {
-        guard raw.count == keyByteCount else { return nil }
-        return raw.withUnsafeBytes { EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) }
     }
 }
 

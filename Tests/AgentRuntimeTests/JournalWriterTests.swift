@@ -191,4 +191,70 @@ struct JournalWriterTests {
         let batch = try await journal.perform { spool throws(SpoolError) in try spool.nextBatch(maxResults: 10) }
         #expect(batch?.results.map(\.probe) == ["a", "b"])
     }
+
+    @Test("a push costs one fsync: the group commit adds none for results a batch record made durable, nor for acknowledgements")
+    func oneFsyncPerPush() async throws {
+        let dir = try TemporaryDirectory("journal-syncs")
+        defer { dir.remove() }
+        let disk = FaultyDisk()
+        let spool = try Spool(directory: dir.file("spool"), files: disk, logger: logs.logger())
+        defer { spool.close() }
+        let journal = JournalWriter(spool: spool, window: .milliseconds(5))
+        for i in 0..<3 { journal.submit(sampleResult("r\(i)")) }
+        let before = disk.snapshot.syncs
+        let batch = try await journal.perform { spool throws(SpoolError) in try spool.nextBatch(maxResults: 10) }
+        #expect(batch?.count == 3)
+        #expect(disk.snapshot.syncs == before + 1, "the batch record's fsync")
+        #expect(!spool.hasUnsyncedResults, "it covered the results written before it")
+        let id = try #require(batch?.id)
+        try await journal.perform { spool throws(SpoolError) in try spool.acknowledge(id) }
+        await journal.flush()
+        #expect(disk.snapshot.syncs == before + 1, "no fsync for the acknowledgement, nor for results already durable")
+        // A result written after the batch still gets its group-commit fsync.
+        try await journal.commit(sampleResult("late"))
+        #expect(disk.snapshot.syncs == before + 2)
+    }
+
+    @Test("the journal thread runs the tasks that prefer it; its timers end a sleep at the deadline, on wakeSleepers, at once when asked, or on cancellation")
+    func journalThreadExecutorAndTimers() async throws {
+        let dir = try TemporaryDirectory("journal-executor")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.file("spool"), logger: logs.logger())
+        defer { spool.close() }
+        let journal = JournalWriter(spool: spool)
+        let clock = ContinuousClock()
+        func threadName() -> String {
+            ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let start = clock.now
+        let names = try await withTaskExecutorPreference(journal.taskExecutor) {
+            await Task.yield()
+            let before = threadName()
+            try await journal.sleep(until: start + .milliseconds(50))
+            return [before, threadName()]
+        }
+        #expect(names == ["sonde.journal", "sonde.journal"])
+        #expect(clock.now - start >= .milliseconds(50), "not before its deadline")
+
+        // `unless` true: no wait, although the deadline is an hour away.
+        let quick = clock.now
+        try await journal.sleep(until: clock.now + .seconds(3600)) { true }
+        #expect(clock.now - quick < .seconds(60))
+
+        // wakeSleepers ends a sleep in progress (it is asked until the sleep has started).
+        let ended = Mutex(false)
+        let sleeper = Task {
+            try await journal.sleep(until: clock.now + .seconds(3600))
+            ended.withLock { $0 = true }
+        }
+        try await waitUntil("wakeSleepers to end the sleep") {
+            journal.wakeSleepers()
+            return ended.withLock { $0 }
+        }
+        try await sleeper.value
+
+        let cancelled = Task { try await journal.sleep(until: clock.now + .seconds(3600)) }
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+    }
 }

@@ -48,6 +48,19 @@ import Testing
         #expect(fastObject == referenceObject, "\(String(decoding: fast, as: UTF8.self))\nvs\n\(String(decoding: reference, as: UTF8.self))")
     }
 
+    @Test("the spool's flat records and the push body, written by hand, read back as JSONEncoder's")
+    func recordsAndPushBodyDecodeLikeJSONEncoders() throws {
+        let fields = ["id": Self.awkward, "why": "dropped: spool full", "first": "1", "": "", "é": "/"]
+        let fast = SondeJSON.encode(strings: fields)
+        #expect(try JSONDecoder().decode([String: String].self, from: fast) == fields)
+        let results = try Self.samples.map { try $0.encodedJSON() }
+        let sentAt = Date(timeIntervalSince1970: 1_795_000_000.5)
+        let body = PushBatch.body(agent: Self.awkward, batchID: "b-1", sentAt: sentAt, rawResults: results)
+        let expected = PushBatch(agent: Self.awkward, batchID: "b-1", sentAt: sentAt, results: Self.samples)
+        #expect(try SondeJSON.decode(PushBatch.self, from: body) == expected)
+        #expect(try PushBatchDecoder.decode(body).batch == expected, "the collector's decoder reads it too")
+    }
+
     @Test func nonFiniteNumbersFailLikeJSONEncoder() {
         let result = ProbeResult(
             probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(), durationMs: .nan, outcome: .ok, steps: [])

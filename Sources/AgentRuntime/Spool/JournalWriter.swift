@@ -21,6 +21,13 @@ import Synchronization
 ///
 /// Everything else (the uploader's `nextBatch`, `acknowledge`, `setAside`) goes through
 /// `perform`, which runs it on the same thread, in order with the appends.
+///
+/// The thread is also a task executor with timers of its own (`taskExecutor`, `sleep(until:)`):
+/// the uploader runs on it, so a push's spool calls, its pause between looks and its wake-up
+/// after the collector answers stay on one thread (a push used to cross threads about nine times:
+/// Dispatch's timer thread, Swift's pool, this thread and back for each spool call, the curl
+/// thread; at 1 probe run/s that hand-off was a large share of the agent's CPU). While the
+/// uploader builds and signs a push (well under a millisecond) appends wait in the queue.
 public final class JournalWriter: Sendable {
     public let spool: Spool
     private let worker: JournalWorker
@@ -55,6 +62,26 @@ public final class JournalWriter: Sendable {
         }
     }
 
+    /// The journal thread as an executor: a task that prefers it (the uploader) runs its code
+    /// there, between the journal's jobs.
+    public var taskExecutor: any TaskExecutor { worker }
+
+    /// Suspends until `deadline` on the journal thread's own timers (its wait for work ends
+    /// then), or until `wakeSleepers()`; throws `CancellationError` (at once) when the task is
+    /// cancelled. `unless` is asked once the timer is in place: true returns at once (a shutdown
+    /// that began just before, whose `wakeSleepers()` found no timer yet).
+    public func sleep(until deadline: ContinuousClock.Instant, unless: () -> Bool = { false }) async throws(CancellationError) {
+        try await LoopTimer.sleep(until: deadline) { timer in
+            worker.schedule(timer)
+            if unless() { worker.wake(timer) }
+        } unschedule: { [worker] timer in
+            worker.unschedule(timer)
+        }
+    }
+
+    /// Ends every sleep in progress now (graceful shutdown).
+    public func wakeSleepers() { worker.wakeAll() }
+
     /// Runs `body` on the journal thread (so a caller on the probes' thread never waits on disk).
     public func perform<T: Sendable>(_ body: @escaping @Sendable (Spool) throws(SpoolError) -> T) async throws(SpoolError) -> T {
         let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, SpoolError>, Never>) in
@@ -72,7 +99,7 @@ public final class JournalWriter: Sendable {
 /// The journal thread and its queue. Separate from `JournalWriter` so that the thread, which
 /// holds this, does not keep the writer alive: the writer's deinit stops the thread (after it
 /// has written and fsynced what is queued).
-private final class JournalWorker: Sendable {
+private final class JournalWorker: TaskExecutor, Sendable {
     typealias Done = @Sendable (Result<ProbeResult, SpoolError>) -> Void
     enum Job: Sendable {
         case append(ProbeResult, Done?)
@@ -84,8 +111,12 @@ private final class JournalWorker: Sendable {
     private let window: Duration
     private struct State {
         var jobs: [Job] = []
+        /// Jobs of tasks that prefer this thread (the uploader).
+        var taskJobs: [UnownedJob] = []
+        var timers = TimerQueue()
         var threadStarted = false
         var stopped = false
+        var idle: Bool { jobs.isEmpty && taskJobs.isEmpty }
     }
     private let state = Mutex(State())
     private let signal = DispatchSemaphore(value: 0)
@@ -96,17 +127,57 @@ private final class JournalWorker: Sendable {
     }
 
     func enqueue(_ job: Job) {
-        let (wake, startThread) = state.withLock { s -> (Bool, Bool) in
+        let (idle, startThread) = state.withLock { s -> (Bool, Bool) in
             // The thread takes the whole queue each time it wakes: only the first job needs to wake it.
-            let wake = s.jobs.isEmpty
+            let idle = s.idle
             s.jobs.append(job)
-            defer { s.threadStarted = true }
-            return (wake, !s.threadStarted)
+            return (idle, Self.markStarted(&s))
         }
-        if startThread {
-            DetachedThread.start(name: "sonde.journal", stackSize: 512 << 10) { [self] in self.run() }
+        wake(startingThread: startThread, signal: idle)
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let (idle, startThread) = state.withLock { s -> (Bool, Bool) in
+            let idle = s.idle
+            s.taskJobs.append(job)
+            return (idle, Self.markStarted(&s))
         }
-        if wake { signal.signal() }
+        wake(startingThread: startThread, signal: idle)
+    }
+
+    func schedule(_ timer: LoopTimer) {
+        let (isNext, startThread) = state.withLock { s -> (Bool, Bool) in
+            (s.timers.insert(timer), Self.markStarted(&s))
+        }
+        // A later deadline than one already pending needs no wake-up: the wait ends sooner anyway.
+        wake(startingThread: startThread, signal: isNext)
+    }
+
+    func unschedule(_ timer: LoopTimer) { state.withLock { $0.timers.remove(timer) } }
+
+    /// Fires `timer` now, ahead of its deadline.
+    func wake(_ timer: LoopTimer) {
+        unschedule(timer)
+        timer.fire()
+    }
+
+    func wakeAll() {
+        for timer in state.withLock({ $0.timers.removeAll() }) { timer.fire() }
+    }
+
+    /// Marks the thread started; true when the caller must start it.
+    private static func markStarted(_ s: inout State) -> Bool {
+        defer { s.threadStarted = true }
+        return !s.threadStarted
+    }
+
+    private func wake(startingThread: Bool, signal needed: Bool) {
+        if startingThread {
+            // 1 MiB: the uploader's code (JSON, signing, logging) runs here too.
+            DetachedThread.start(name: "sonde.journal", stackSize: 1 << 20) { [self] in self.run() }
+        }
+        if needed { signal.signal() }
     }
 
     func stop() {
@@ -118,16 +189,24 @@ private final class JournalWorker: Sendable {
         // Written, not yet fsynced: their `done` waits for the fsync. Only this thread uses these.
         var unsynced: [(Result<ProbeResult, SpoolError>, Done?)] = []
         var unsyncedSince: ContinuousClock.Instant?
+        // The group commit's fsync: only for written results that no batch record's fsync has
+        // covered meanwhile (at low rates the uploader batches them first, nearly always).
         func syncNow() {
-            spool.sync()
+            spool.sync(resultsOnly: true)
             for (outcome, done) in unsynced { done?(outcome) }
             unsynced = []
             unsyncedSince = nil
         }
+        var due: [LoopTimer] = []
         while true {
-            let (jobs, stopped) = state.withLock { s -> ([Job], Bool) in
-                defer { s.jobs = [] }
-                return (s.jobs, s.stopped)
+            let now = ContinuousClock.now
+            let (jobs, taskJobs, stopped) = state.withLock { s -> ([Job], [UnownedJob], Bool) in
+                defer {
+                    s.jobs = []
+                    s.taskJobs = []
+                }
+                s.timers.takeDue(at: now, into: &due)
+                return (s.jobs, s.taskJobs, s.stopped)
             }
             for job in jobs {
                 switch job {
@@ -141,20 +220,27 @@ private final class JournalWorker: Sendable {
                     body(spool)
                 }
             }
+            // Timers first (their tasks' jobs come back through `enqueue`), then the tasks' jobs.
+            for timer in due { timer.fire() }
+            due.removeAll(keepingCapacity: true)
+            for job in taskJobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            // A batch record's fsync covered the results written so far: done without waiting
+            // for the window (and without waking up for it).
+            if unsyncedSince != nil, !spool.hasUnsyncedResults { syncNow() }
+            if let since = unsyncedSince, ContinuousClock.now >= since + window { syncNow() }
             if stopped {
                 syncNow()
-                if state.withLock({ $0.jobs.isEmpty }) { return }
+                spool.sync()  // at the end, the acknowledgements too
+                // No caller can be waiting for a timer then: each holds the writer.
+                if state.withLock({ $0.idle }) { return }
                 continue
             }
-            if let since = unsyncedSince {
-                let due = since + window
-                let now = ContinuousClock.now
-                if now >= due {
-                    syncNow()
-                } else {
-                    // Sleep until the fsync is due, or until new work arrives.
-                    _ = signal.wait(timeout: .now() + .nanoseconds(Int((due - now).seconds * 1e9)))
-                }
+            // Sleep until the group commit's fsync or the next timer is due, or new work arrives.
+            var deadline = unsyncedSince.map { $0 + window }
+            if let next = state.withLock({ $0.timers.nextDeadline }) { deadline = min(deadline ?? next, next) }
+            if let deadline {
+                let wait = deadline - ContinuousClock.now
+                if wait > .zero { _ = signal.wait(timeout: .now() + .nanoseconds(Int(wait.seconds * 1e9))) }
             } else {
                 signal.wait()
             }

@@ -191,6 +191,9 @@ public final class Spool: Sendable {
         var failure: DiskFailure?
         var memoryBatch: MemoryBatch?
         var deadBytes: Int64 { fileSize - liveBytes }
+        /// A result not yet in a batch is written but not yet fsynced (pending results are in
+        /// file order, so the last one tells).
+        var hasUnsyncedResults: Bool { pending.last.map { $0.offset + $0.length > syncedSize } ?? false }
         var memoryResults: Int { (failure?.queue.count ?? 0) + (memoryBatch?.memoryCount ?? 0) }
     }
 
@@ -340,11 +343,20 @@ public final class Spool: Sendable {
         s.liveBytes += frameLength
     }
 
+    /// Whether a written result still waits for an fsync (the group commit's).
+    public var hasUnsyncedResults: Bool { state.withLock { !$0.closed && $0.failure == nil && $0.hasUnsyncedResults } }
+
     /// Makes every append so far durable: one fsync, outside the lock, so that `status` readers
     /// never wait for the disk. A failed fsync moves the spool to memory.
-    public func sync() {
+    ///
+    /// `resultsOnly`: fsync only when a result not yet in a batch is not durable yet. Batched
+    /// results were made durable by their batch record's fsync, and the records written since
+    /// then (acknowledgements) need no fsync of their own (see the file's header), so the group
+    /// commit's timer does not pay a second fsync per push for them.
+    public func sync(resultsOnly: Bool = false) {
         let target: (file: any JournalFile, size: Int64, generation: Int)? = state.withLock { s in
             guard !s.closed, s.failure == nil, let file = s.file, s.syncedSize < s.fileSize else { return nil }
+            if resultsOnly && !s.hasUnsyncedResults { return nil }
             return (file, s.fileSize, s.generation)
         }
         guard let target else { return }
@@ -521,7 +533,7 @@ public final class Spool: Sendable {
                 // send, covers them too.
                 let entries = Array(s.pending.prefix(max(1, maxResults)))
                 guard !entries.isEmpty else { return nil }
-                let id = UUID().uuidString.lowercased()
+                let id = RandomUUID.make()
                 let fields = ["id": id, "first": "\(entries.first!.seq)", "last": "\(entries.last!.seq)", "count": "\(entries.count)"]
                 let before = s.fileSize
                 do throws(SpoolError) {
@@ -560,7 +572,7 @@ public final class Spool: Sendable {
         s.liveBytes -= entries.reduce(0) { $0 + $1.length }
         failure.queue.removeFirst(fromMemory.count)
         s.failure = failure
-        let batch = MemoryBatch(id: UUID().uuidString.lowercased(), results: results, diskThrough: entries.last?.seq, memoryCount: fromMemory.count)
+        let batch = MemoryBatch(id: RandomUUID.make(), results: results, diskThrough: entries.last?.seq, memoryCount: fromMemory.count)
         s.memoryBatch = batch
         return SpoolBatch(id: batch.id, rawResults: batch.results)
     }
@@ -779,16 +791,10 @@ public final class Spool: Sendable {
         return offset
     }
 
-    private static let recordEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }()
-
     static func appendRecord(_ type: Character, _ fields: [String: String], to s: inout State, path: String, sync: Bool = true) throws(SpoolError) {
         var body = Data([type.asciiValue!])
         // A flat object of strings: tiny, and readable with `strings journal` when debugging.
-        body.append((try? recordEncoder.encode(fields)) ?? Data("{}".utf8))
+        body.append(SondeJSON.encode(strings: fields))
         try appendFrame(body, to: &s, path: path, sync: sync)
     }
 

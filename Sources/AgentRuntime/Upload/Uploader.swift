@@ -90,7 +90,20 @@ public struct Uploader: Service {
     /// Until graceful shutdown: send the next batch, or wait `flushInterval` for results. On
     /// shutdown a send in flight is abandoned; its batch is in the spool and goes out (same id)
     /// on the next start.
+    ///
+    /// Runs on the journal's thread (`JournalWriter.taskExecutor`): its spool calls, its pauses
+    /// and its wake-up when the collector answers then need no hand-off between threads.
     public func run() async throws {
+        await withTaskExecutorPreference(journal.taskExecutor) {
+            await withGracefulShutdownHandler {
+                await deliverUntilShutdown()
+            } onGracefulShutdown: { [journal] in
+                journal.wakeSleepers()
+            }
+        }
+    }
+
+    private func deliverUntilShutdown() async {
         logger.info("uploader started", metadata: ["collector.url": "\(endpoint)"])
         var state = DeliveryState()
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -160,7 +173,10 @@ public struct Uploader: Service {
                 if case .acknowledged = outcome { metrics.recordPush(ok: true) } else { metrics.recordPush(ok: false) }
             }
             switch outcome {
-            case .acknowledged(let ack):
+            case .acknowledged(let answer):
+                // Only the log lines read the collector's answer: decoded only for them.
+                guard state.failing || logger.logLevel <= .debug else { return true }
+                let ack = try? SondeJSON.decode(PushAck.self, from: answer)
                 let metadata: Logger.Metadata = [
                     "batch.part": "\(part.id)", "batch.results": "\(part.count)", "batch.duplicate": "\(ack?.duplicate ?? false)",
                     "batch.attempts": "\(attempt)",
@@ -231,7 +247,8 @@ public struct Uploader: Service {
     }
 
     enum SendOutcome {
-        case acknowledged(PushAck?)
+        /// The collector's answer (a `PushAck`), undecoded.
+        case acknowledged(Data)
         case rejected(status: Int, message: String)
         /// Not this batch's fault but this agent's (key not enrolled, revoked, clock off): keep
         /// everything and retry slowly.
@@ -242,13 +259,11 @@ public struct Uploader: Service {
 
     /// One signed POST of `batch`, `sent_at` = now.
     func send(_ batch: SpoolBatch, logger: Logger) async -> SendOutcome {
-        let body: Data
+        // The spooled results' JSON bytes as they are (see `SpoolBatch`): encoded once in their life.
+        let body = PushBatch.body(agent: settings.agentID, batchID: batch.id, sentAt: Date(), rawResults: batch.rawResults)
         let signature: String
-        do {
-            body = try Self.pushBody(agent: settings.agentID, batch: batch, sentAt: Date())
-            signature = try key.signatureHeader(for: body)
-        } catch {
-            return .retry("cannot encode or sign the batch: \(error)", retryAfter: nil)
+        do { signature = try key.signatureHeader(for: body) } catch {
+            return .retry("cannot sign the batch: \(error)", retryAfter: nil)
         }
         var request = HTTPRequest(
             method: "POST", url: endpoint,
@@ -267,7 +282,7 @@ public struct Uploader: Service {
             return .retry("\(error.kind.rawValue): \(error.message)", retryAfter: nil)
         }
         if (200..<300).contains(response.status) {
-            return .acknowledged(try? SondeJSON.decode(PushAck.self, from: response.body))
+            return .acknowledged(response.body)
         }
         // Only a refusal is worth decoding as an error (one JSON decode per push, not three).
         let message = Self.errorMessage(response)
@@ -285,31 +300,6 @@ public struct Uploader: Service {
             let retryAfter = response.headers.value(for: "Retry-After").flatMap { RetryAfter.parse($0, now: Date()) }
             return .retry("HTTP \(response.status): \(message)", retryAfter: retryAfter.map { min($0, Self.longestRetryAfter) })
         }
-    }
-
-    /// A `PushBatch` body whose results are the spooled JSON bytes as they are (see `SpoolBatch`):
-    /// the envelope's other fields come from the same encoder, then `"results":[…]` is appended.
-    static func pushBody(agent: String, batch: SpoolBatch, sentAt: Date) throws -> Data {
-        struct Envelope: Encodable {
-            var agent: String
-            var batchID: String
-            var sentAt: Date
-            enum CodingKeys: String, CodingKey {
-                case agent
-                case batchID = "batch_id"  // PushBatch's keys (SPEC); UploaderTests decode the body as a PushBatch
-                case sentAt = "sent_at"
-            }
-        }
-        var body = try SondeJSON.encode(Envelope(agent: agent, batchID: batch.id, sentAt: sentAt))
-        guard body.last == UInt8(ascii: "}") else { throw SpoolError("unexpected push envelope") }
-        body.removeLast()
-        body.append(contentsOf: Array(#","results":["#.utf8))
-        for (index, raw) in batch.rawResults.enumerated() {
-            if index > 0 { body.append(UInt8(ascii: ",")) }
-            body.append(raw)
-        }
-        body.append(contentsOf: Array("]}".utf8))
-        return body
     }
 
     /// The collector's `{"error":{"message":…}}`, or the start of whatever it sent.
@@ -330,9 +320,11 @@ public struct Uploader: Service {
     /// A collector asking for more than this is waited for this long, then asked again.
     static let longestRetryAfter: Duration = .seconds(3600)
 
-    /// Sleeps, but wakes at once on graceful shutdown or cancellation.
+    /// Sleeps, but wakes at once on graceful shutdown or cancellation. On the journal thread's
+    /// timers (no task group and no child task per pause, no Dispatch timer).
     func pause(_ duration: Duration) async {
-        _ = try? await cancelWhenGracefulShutdown { try await Task.sleep(for: duration) }
+        guard !Task.isShuttingDownGracefully else { return }
+        try? await journal.sleep(until: .now + duration) { Task.isShuttingDownGracefully }
     }
 }
 

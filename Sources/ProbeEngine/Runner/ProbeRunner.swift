@@ -25,7 +25,7 @@ public struct ProbeRunner: Sendable {
         let clock = ContinuousClock()
         let start = clock.now
         let startedAt = Date()
-        let runID = RunID.make()
+        let runID = RandomUUID.make()
         var state = RunState(probe: probe, context: context, runID: runID)
         var logger = self.logger
         // The runner logs at debug level only; setting metadata copies the handler's dictionary

@@ -5,14 +5,14 @@ import Darwin
 #endif
 import Synchronization
 
-/// Random (version 4) UUIDs for run ids, lowercase, e.g. `3f2b…-4…-a…`.
+/// Random (version 4) UUIDs, lowercase, e.g. `3f2b…-4…-a…`: run ids and the spool's batch ids.
 ///
 /// Why not `UUID().uuidString.lowercased()`: on Linux Foundation's `UUID()` opens, reads and
-/// closes `/dev/urandom` for every id (three system calls per probe run), and the string is then
-/// built twice. Here the kernel's random bytes are fetched 4 KiB at a time (one system call per
-/// 256 ids) and the string is formatted once.
-enum RunID {
-    static func make() -> String {
+/// closes `/dev/urandom` for every id (three system calls per probe run, and per push), and the
+/// string is then built twice. Here the kernel's random bytes are fetched 4 KiB at a time (one
+/// system call per 256 ids) and the string is formatted once.
+public enum RandomUUID {
+    public static func make() -> String {
         var bytes = (UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &bytes) { raw in
             fill(raw)
