@@ -119,8 +119,12 @@ haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 FRONT=http://127.0.0.1:$FRONTPORT
 wait_for 30 curl -sf "$FRONT/healthz" || die "haproxy did not come up: $(tail -5 "$work/haproxy.log")"
-leader_name() { for n in ha-1 ha-2; do [ "$(role_of "${port_of[$n]}" 2>/dev/null)" = leader ] && echo "$n"; done; }
-wait_for 30 test -n "$(leader_name)" || die "no collector leads"
+# wait_for re-runs a command: these are functions so that each try asks again (a "$(…)" argument
+# would be read once, before the first try). leader_name succeeds whichever collector leads.
+leader_name() { for n in ha-1 ha-2; do [ "$(role_of "${port_of[$n]}" 2>/dev/null)" = leader ] && echo "$n"; done; return 0; }
+has_leader() { [ -n "$(leader_name)" ]; }
+role_is() { [ "$(role_of "${port_of[$1]}" 2>/dev/null)" = "$2" ]; }
+wait_for 30 has_leader || die "no collector leads"
 LEADER=$(leader_name)
 note "haproxy $FRONT → ha-1 :${port_of[ha-1]}, ha-2 :${port_of[ha-2]}; $LEADER leads"
 
@@ -150,7 +154,7 @@ say "2. SIGKILL the leader ($LEADER) during the incident"
 kill -KILL "${pid_of[$LEADER]}"
 killed_at=$(date +%s.%N)
 OTHER=$([ "$LEADER" = ha-1 ] && echo ha-2 || echo ha-1)
-wait_for 30 test "$(role_of "${port_of[$OTHER]}" 2>/dev/null)" = leader || die "$OTHER did not take over"
+wait_for 30 role_is "$OTHER" leader || die "$OTHER did not take over"
 note "$OTHER leads after $(python3 -c "import time; print(f'{time.time() - $killed_at:.1f}')") s (haproxy sends agents to it alone)"
 grep -h 'Leader engine took over' "$work/$OTHER.log" | tail -1 | sed 's/^/    /'
 
@@ -162,7 +166,7 @@ show_status
 say "4. The killed collector comes back as a standby"
 start_collector "$LEADER"
 wait_for 60 grep -q 'Standing by' "$work/$LEADER.log" || die "$LEADER did not restart"
-wait_for 30 test "$(role_of "${port_of[$LEADER]}" 2>/dev/null)" = standby || die "$LEADER is not a standby"
+wait_for 30 role_is "$LEADER" standby || die "$LEADER is not a standby"
 note "$LEADER: $(role_of "${port_of[$LEADER]}"), $OTHER: $(role_of "${port_of[$OTHER]}")"
 
 say "5. Recovery"
