@@ -68,6 +68,25 @@ final class LoopThreadExecutor: ProbeExecuting {
     }
 }
 
+/// A probe executor that notes which task each slot's sleep and each run happened in.
+final class TaskNotingExecutor: ProbeExecuting {
+    let tasks = Mutex<(sleeps: [Int], runs: [Int])>(([], []))
+
+    func sleep(until deadline: ContinuousClock.Instant) async throws {
+        tasks.withLock { $0.sleeps.append(Self.currentTask) }
+        try await Task.sleep(until: deadline, clock: ContinuousClock())
+    }
+
+    func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
+        tasks.withLock { $0.runs.append(Self.currentTask) }
+        return ProbeResult(
+            probe: probe.name, component: probe.component, agent: context.agent, region: context.region, startedAt: Date(),
+            durationMs: 0, outcome: .ok, error: nil, steps: [])
+    }
+
+    private static var currentTask: Int { withUnsafeCurrentTask { $0?.hashValue ?? 0 } }
+}
+
 /// Results the scheduler handed over, in order.
 final class RecordedResults: Sendable {
     private let results = Mutex<[ProbeResult]>([])
@@ -199,6 +218,24 @@ struct SchedulerTests {
         let threads = executor.threads.withLock { $0 }
         #expect(threads.count >= 12, "each run notes its wake-up and its run")
         #expect(Set(threads) == ["sonde.curl"], "ran on \(Set(threads))")
+    }
+
+    @Test("each run is a task of its own, not its loop's long-lived task (whose memory would stay at its deepest run's)")
+    func eachRunIsATaskOfItsOwn() async throws {
+        let executor = TaskNotingExecutor()
+        let recorded = RecordedResults()
+        let scheduler = Scheduler(
+            probes: [probe("a", every: .milliseconds(20))], context: RunContext(agent: "eu-1", region: "eu"), executor: executor,
+            jitter: 0, logger: logs.logger()
+        ) { recorded.append($0) }
+        let task = Task { try await scheduler.run() }
+        try await waitUntil("a few runs") { recorded.count("a") >= 3 }
+        task.cancel()
+        _ = try? await task.value
+        let (sleeps, runs) = executor.tasks.withLock { ($0.sleeps, $0.runs) }
+        #expect(Set(sleeps).count == 1, "one loop task sleeps between runs")
+        #expect(runs.count >= 3)
+        #expect(Set(runs).isDisjoint(with: sleeps), "a run ran in its loop's task")
     }
 
     @Test("the scheduler's service name is short and shows no secret, however many probes")
