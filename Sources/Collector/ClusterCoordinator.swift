@@ -67,22 +67,23 @@ final class ClusterCoordinator: Service, Sendable {
             self.position = position
             self.seen = seen
         }
-        func step(store: PostgresCollectorStore, hub: CorrelationHub) async throws -> [ProbeResult] {
+        /// The results followed, and whether they are worth an evaluation now (`CorrelationHub.ingest`).
+        func step(store: PostgresCollectorStore, hub: CorrelationHub) async throws -> (results: [ProbeResult], evaluateNow: Bool) {
             let horizon = try await store.ingestHorizon()
-            guard horizon > position else { return [] }
+            guard horizon > position else { return ([], false) }
             var results = try await store.ingested(from: position, to: horizon)
             if !seen.isEmpty {
                 results.removeAll { seen.contains($0.id) }
                 seen.removeAll()
             }
             position = horizon
-            if !results.isEmpty { await hub.ingest(results) }
-            return results
+            guard !results.isEmpty else { return ([], false) }
+            return (results, await hub.ingest(results))
         }
         /// Becoming leader: what was ingested since the last step, then the stored decisions.
         /// Returns how many results the catch-up fed.
         func takeOver(store: PostgresCollectorStore, hub: CorrelationHub, epoch: Int64) async throws -> Int {
-            let caughtUp = try await step(store: store, hub: hub).count
+            let caughtUp = try await step(store: store, hub: hub).results.count
             await hub.adopt(try await StoredDecisions.read(from: store), epoch: epoch)
             return caughtUp
         }
@@ -189,8 +190,7 @@ final class ClusterCoordinator: Service, Sendable {
             group.addTask {
                 for await _ in ticks {
                     do {
-                        let results = try await self.follower.step(store: self.store, hub: self.hub)
-                        if results.contains(where: { $0.outcome != .ok }) { self.trigger.fire() }
+                        if try await self.follower.step(store: self.store, hub: self.hub).evaluateNow { self.trigger.fire() }
                     } catch {
                         self.logger.warning("Cannot follow ingest from the database; retrying", metadata: ["error": "\(error)"])
                     }

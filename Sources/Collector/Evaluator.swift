@@ -31,7 +31,15 @@ public actor CorrelationHub {
         latest = CorrelationOutput(verdicts: engine.verdicts, agents: engine.agentHealth, changedIncidents: [], events: [])
     }
 
-    func ingest(_ results: [ProbeResult]) { engine.ingest(results, receivedAt: clock.now()) }
+    /// Adds results; true when they are worth an evaluation now rather than at the next tick: a
+    /// failure, or passing runs while the engine awaits them (an open incident, a problem verdict,
+    /// a local fault; see `CorrelationEngine.awaitsPassingRuns`). A healthy fleet's pushes cost
+    /// no evaluation.
+    @discardableResult
+    func ingest(_ results: [ProbeResult]) -> Bool {
+        engine.ingest(results, receivedAt: clock.now())
+        return engine.awaitsPassingRuns || results.contains { $0.outcome != .ok }
+    }
 
     private var knownAgents: [AgentInfo]?
 
@@ -92,7 +100,8 @@ public actor CorrelationHub {
     var openIncidents: [Incident] { engine.openIncidents }
 }
 
-/// Wakes the evaluator early (after failures arrive) without waiting for the next tick.
+/// Wakes the evaluator early (results that could change a decision arrived, see
+/// `CorrelationHub.ingest`) without waiting for the next tick.
 /// Holds at most one pending wake-up: many pushes in a burst cause one evaluation.
 public final class EvaluationTrigger: Sendable {
     let stream: AsyncStream<Void>

@@ -129,8 +129,7 @@ struct IngestHandler: Sendable {
             metrics.batchAccepted(results: count)
             metrics.record(batch.results)
             if feedsHub {
-                await hub.ingest(batch.results)
-                if batch.results.contains(where: { $0.outcome != .ok }) { trigger.fire() }
+                if await hub.ingest(batch.results) { trigger.fire() }
             }
             logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
             return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)

@@ -244,7 +244,22 @@ extension CorrelationEngine {
         var (changed, events) = takeHumanChanges()
         verdictPhase(frame, now: now, changed: &changed, events: &events)
         agentHealthPhase(frame, now: now, events: &events)
+        awaitsPassingRuns = Self.awaitsPassingRuns(tracks: tracks, health: health, controlFaults: !controlFaultAgents.isEmpty)
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)
+    }
+
+    /// Whether passing runs could change a decision: an open incident (monitoring, resolved), a
+    /// problem verdict or streak (the region-scope wait reads other regions' fresh passing runs),
+    /// or an agent in a local fault (its episode ends on clean data). False for a healthy fleet,
+    /// whose passing runs wait for the next tick. Silent and revoked agents do not count: one
+    /// that never reports must not make every healthy push evaluate.
+    static func awaitsPassingRuns(tracks: [ComponentTrack], health: [AgentHealth], controlFaults: Bool) -> Bool {
+        if controlFaults { return true }
+        for track in tracks {
+            if track.incident != nil || track.badStreak > 0 { return true }
+            if let status = track.lastStatus, status != .operational, status != .unknown { return true }
+        }
+        return health.contains { $0.state == .localFault }
     }
 
     // MARK: Phase 1: liveness

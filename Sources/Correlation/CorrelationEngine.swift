@@ -133,6 +133,10 @@ public struct CorrelationEngine: Sendable {
     /// People's incident writes not yet handed out by `evaluate` (see CorrelationEngine+HumanUpdates).
     var humanChanged: [Incident] = []
     var humanEvents: [AlertEvent] = []
+    /// As of the last `evaluate`: whether results that all passed could change a decision (see
+    /// `awaitsPassingRuns(tracks:health:controlFaults:)`). The collector evaluates at once on a
+    /// push with a failure, or with passing runs while this is true; otherwise at its next tick.
+    public internal(set) var awaitsPassingRuns = false
 
     public init(
         config: CorrelationConfig, agents: [AgentInfo], openIncidents: [Incident] = [], agentStates: [AgentHealth] = [],

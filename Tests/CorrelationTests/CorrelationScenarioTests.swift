@@ -267,6 +267,50 @@ import Testing
         #expect(fleet.engine.agentHealth.allSatisfy { $0.state == .ok })
     }
 
+    /// The collector evaluates on a push of passing runs only while they could change a decision:
+    /// never for a healthy fleet, all through an incident (so `monitoring` and `resolved` follow
+    /// the passing runs, not the next tick), and not again once it is resolved.
+    @Test func passingRunsAreAwaitedOnlyWhileSomethingIsWrong() throws {
+        var fleet = warmFleet()
+        fleet.step(seconds: 30)
+        #expect(!fleet.engine.awaitsPassingRuns)
+        fleet.faults["files-eu"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        for _ in 0..<10 where fleet.verdicts["files"]?.status == .operational { fleet.step() }
+        // A problem verdict not yet opened (the region-scope wait reads other regions' passing runs).
+        try #require(fleet.verdicts["files"]?.status != .operational && fleet.engine.openIncidents.isEmpty)
+        #expect(fleet.engine.awaitsPassingRuns)
+        fleet.step(seconds: 20)
+        try #require(fleet.engine.openIncidents.count == 1)
+        #expect(fleet.engine.awaitsPassingRuns)
+        fleet.faults = [:]
+        for _ in 0..<120 where !fleet.engine.openIncidents.isEmpty {
+            #expect(fleet.engine.awaitsPassingRuns)
+            fleet.step()
+        }
+        try #require(fleet.engine.openIncidents.isEmpty)
+        fleet.step()
+        #expect(!fleet.engine.awaitsPassingRuns)
+    }
+
+    /// An agent in a local fault awaits its clean runs (its episode ends on them); a silent agent
+    /// does not keep a healthy fleet's pushes evaluating.
+    @Test func aLocalFaultAwaitsPassingRunsASilentAgentDoesNot() {
+        var fleet = warmFleet()
+        fleet.faults["cut"] = FleetSimulation.failing(
+            agents: ["eu-2"], control: true, error: ProbeError(kind: .connect, step: "request", message: "connection refused"))
+        fleet.step(seconds: 30)
+        #expect(fleet.health("eu-2")?.state == .localFault)
+        #expect(fleet.engine.awaitsPassingRuns)
+        fleet.faults = [:]
+        fleet.step(seconds: 30)
+        #expect(fleet.health("eu-2")?.state == .ok)
+        #expect(!fleet.engine.awaitsPassingRuns)
+        fleet.stopped = ["us-3"]
+        fleet.step(seconds: 60)
+        #expect(fleet.health("us-3")?.state == .silent)
+        #expect(!fleet.engine.awaitsPassingRuns)
+    }
+
     @Test func regionToPlatformEscalationUpdatesTheSameIncidentThenRecoveryResolvesIt() throws {
         var fleet = warmFleet()
         fleet.faults["files"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
