@@ -132,6 +132,10 @@ public struct Evaluator: Service {
     /// (a graceful stop stores it), is judged silent from up to this much earlier. Any other
     /// write (an agent's state, an incident, an event) takes every pending `last_seen` with it.
     var lastSeenStoreInterval: Duration = .seconds(30)
+    /// How often the enrolled agents are read again, for agents enrolled or revoked with
+    /// `sonde-collector agents …` while running (ingest checks each push against the database at
+    /// once; this is the engine's list, for agent health): not a database read every evaluation.
+    var agentsRefreshInterval: Duration = .seconds(10)
 
     /// What the evaluator remembers between evaluations.
     struct Memory {
@@ -143,6 +147,7 @@ public struct Evaluator: Service {
         var pendingLastSeen: [String: AgentHealth] = [:]
         var pendingEpoch: Int64?
         var lastSeenDue = ContinuousClock.now
+        var agentsDue = ContinuousClock.now
     }
 
     public func run() async throws {
@@ -186,14 +191,15 @@ public struct Evaluator: Service {
     /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
     func evaluateOnce(_ memory: inout Memory) async {
         // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
-        if let agents = try? await store.agents() {
+        if ContinuousClock.now >= memory.agentsDue, let agents = try? await store.agents() {
+            memory.agentsDue = .now + agentsRefreshInterval
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
         let (output, adoptedEpoch) = await hub.evaluateWithAdoptedEpoch()
         let evaluation = await hub.evaluations
         guard mayWrite(adoptedEpoch) else {
             // A standby's changes are not stored; a new leader starts from the database.
-            memory = Memory()
+            memory = Memory(agentsDue: memory.agentsDue)
             return
         }
         if memory.stored == nil { memory.stored = await storedStates() }
