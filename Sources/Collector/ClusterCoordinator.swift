@@ -52,6 +52,8 @@ final class ClusterCoordinator: Service, Sendable {
     let store: PostgresCollectorStore
     let hub: CorrelationHub
     let trigger: EvaluationTrigger
+    /// Wakes the webhook dispatcher on a role change: a new leader sends what the last one queued.
+    let outbox: OutboxSignal
     let config: CollectorConfig
     let logger: Logger
     private let follower: Follower
@@ -100,13 +102,15 @@ final class ClusterCoordinator: Service, Sendable {
 
     /// - Parameter follower: the one that built the first engine (so following starts where it did).
     init(
-        leadership: PostgresLeadership, store: PostgresCollectorStore, hub: CorrelationHub, trigger: EvaluationTrigger, follower: Follower,
+        leadership: PostgresLeadership, store: PostgresCollectorStore, hub: CorrelationHub, trigger: EvaluationTrigger, outbox: OutboxSignal,
+        follower: Follower,
         config: CollectorConfig, logger: Logger
     ) {
         self.leadership = leadership
         self.store = store
         self.hub = hub
         self.trigger = trigger
+        self.outbox = outbox
         self.follower = follower
         self.config = config
         self.logger = logger
@@ -145,6 +149,7 @@ final class ClusterCoordinator: Service, Sendable {
 
     private func followRoles() async {
         for await role in leadership.roleChanges {
+            outbox.fire()
             guard case .leader(let epoch) = role else {
                 readyEpoch.withLock { $0 = nil }
                 continue

@@ -87,8 +87,9 @@ public struct CollectorConfig: Sendable {
     public var webhookRetryCap: TimeInterval = 300
     /// `webhook_retry.timeout`: one delivery attempt's time limit. Default 10 s.
     public var webhookTimeout: TimeInterval = 10
-    /// `webhook_retry.poll`: how often an idle dispatcher looks for new events. Default 200 ms.
-    public var webhookPollInterval: TimeInterval = 0.2
+    /// `webhook_retry.poll`: how often an idle dispatcher looks at the outbox anyway (deliveries
+    /// this collector queues wake it at once; this finds those another collector queued). Default 5 s.
+    public var webhookPollInterval: TimeInterval = 5
     /// `webhook_retry.max_attempts`: failed attempts after which an event is dead-lettered. Default 20.
     public var webhookMaxAttempts = 20
     /// `webhook_retry.max_age`: an event still undelivered this long after it occurred is dead-lettered. Default 24 h.

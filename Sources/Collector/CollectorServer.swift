@@ -101,10 +101,11 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     let linkBase: @Sendable () -> String = { config.linkBase(boundPort: boundPort.value) }
     let health = StorageHealth(store: store, logger: logger)
     let settings = ReloadableSettings(tokens: config.tokens, webhooks: config.webhooks)
+    let outbox = OutboxSignal()
     let coordinator = postgres.map { postgres in
         ClusterCoordinator(
             leadership: PostgresLeadership(store: postgres, name: config.collectorName ?? CollectorConfig.defaultCollectorName(), logger: logger),
-            store: postgres, hub: hub, trigger: trigger, follower: follower, config: config, logger: logger)
+            store: postgres, hub: hub, trigger: trigger, outbox: outbox, follower: follower, config: config, logger: logger)
     }
 
     let writer = IngestWriter(store: store, logger: logger)
@@ -114,18 +115,18 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
         maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger)
     ingest.feedsHub = coordinator == nil
     let api = CollectorAPI(
-        store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger, ingest: ingest,
+        store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger, outbox: outbox, ingest: ingest,
         health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: config.limits.testAlertsPerMinute),
         page: config.statusPage, declaredComponents: config.components, linkBase: linkBase, cluster: coordinator,
         logger: logger)
     var evaluator = Evaluator(
-        hub: hub, store: store, settings: settings, metrics: metrics, interval: config.evaluationInterval, trigger: trigger, logger: logger)
+        hub: hub, store: store, settings: settings, metrics: metrics, interval: config.evaluationInterval, trigger: trigger, outbox: outbox, logger: logger)
     var dispatcher = WebhookDispatcher(
         store: store, settings: settings, metrics: metrics, linkBase: linkBase,
         retry: .init(
             base: config.webhookRetryBase, cap: config.webhookRetryCap, timeout: config.webhookTimeout, maxAttempts: config.webhookMaxAttempts,
             maxAge: config.webhookMaxAge),
-        pollInterval: config.webhookPollInterval, logger: logger)
+        pollInterval: config.webhookPollInterval, outbox: outbox, logger: logger)
     if let coordinator {
         evaluator.mayWrite = { coordinator.mayStore(adoptedEpoch: $0) }
         dispatcher.mayDispatch = { coordinator.isLeader }
@@ -134,7 +135,8 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     var services: [any Service] = [
         writer, evaluator, dispatcher,
         RetentionService(store: store, retention: config.retentionDays * 86400, interval: config.retentionInterval, logger: logger),
-        CollectorReloader(path: configPath, config: config, store: store, settings: settings, credentials: credentials, logger: logger),
+        CollectorReloader(
+            path: configPath, config: config, store: store, settings: settings, outbox: outbox, credentials: credentials, logger: logger),
     ]
     if let coordinator { services.insert(coordinator, at: 0) }
     // Slow or stalled clients are cut off: `idle_timeout` (nothing received, including a
@@ -268,6 +270,8 @@ public struct CollectorAPI: Sendable {
     let metrics: CollectorMetrics
     let settings: ReloadableSettings
     let trigger: EvaluationTrigger
+    /// Wakes the webhook dispatcher for what the API queues.
+    let outbox: OutboxSignal
     let ingest: IngestHandler
     let health: StorageHealth
     let testAlertLimiter: RateLimiter
@@ -399,6 +403,7 @@ public struct CollectorAPI: Sendable {
             deliveries: targets.map { DeliveryKey(eventID: id, target: $0.name) })
         // Any collector may queue a test alert (behind a load balancer it may not be the leader).
         if let postgres = store as? PostgresCollectorStore { try await postgres.queueUnfenced(queued) } else { try await store.commit(queued) }
+        outbox.fire()
         logger.info("Test alert queued", metadata: ["event.id": .string(id), "targets": "\(targets.count)"])
         return JSONResponse.make(AlertTestResponse(eventID: id, targets: targets.map(\.name)), status: .accepted)
     }
@@ -413,6 +418,7 @@ public struct CollectorAPI: Sendable {
         guard !targets.isEmpty else {
             throw APIError.notFound("no dead letter for event \"\(eventID)\"\(target.map { " and target \"\($0)\"" } ?? ""); `sonde alert dead-letters` lists them")
         }
+        outbox.fire()
         logger.notice("Dead letters re-driven", metadata: ["event.id": .string(eventID), "targets": .string(targets.joined(separator: ","))])
         return JSONResponse.make(RedriveResponse(eventID: eventID, targets: targets))
     }

@@ -38,15 +38,21 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
     let path: String?
     let store: any CollectorStorage
     let settings: ReloadableSettings
+    /// Wakes the webhook dispatcher, which starts and stops target tasks as `webhooks` changed.
+    let outbox: OutboxSignal
     let credentials: TLSCredentials?
     let logger: Logger
     /// The config in force: what the next reload is compared with.
     let current: Mutex<CollectorConfig>
 
-    init(path: String?, config: CollectorConfig, store: any CollectorStorage, settings: ReloadableSettings, credentials: TLSCredentials?, logger: Logger) {
+    init(
+        path: String?, config: CollectorConfig, store: any CollectorStorage, settings: ReloadableSettings, outbox: OutboxSignal,
+        credentials: TLSCredentials?, logger: Logger
+    ) {
         self.path = path
         self.store = store
         self.settings = settings
+        self.outbox = outbox
         self.credentials = credentials
         self.logger = logger
         current = Mutex(config)
@@ -90,6 +96,7 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
             return false
         }
         settings.replace(tokens: new.tokens, webhooks: new.webhooks)
+        outbox.fire()
         if let credentials, let pair, new.tls == credentials.files {
             credentials.replace(pair)
             logger.notice("TLS certificate reloaded", metadata: ["tls.cert": .string(credentials.files.cert)])

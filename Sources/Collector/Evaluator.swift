@@ -125,16 +125,44 @@ public struct Evaluator: Service {
     let metrics: CollectorMetrics
     let interval: TimeInterval
     let trigger: EvaluationTrigger
+    /// Woken after a commit that queued deliveries.
+    let outbox: OutboxSignal
     /// With several collectors: whether this one may store an evaluation that started from the
     /// decisions adopted for this epoch (nil: the engine's own): it leads with that epoch. A standby
     /// evaluates for its own API only.
     var mayWrite: @Sendable (_ adoptedEpoch: Int64?) -> Bool = { _ in true }
     let logger: Logger
 
-    public func run() async throws {
+    /// How stale a stored `last_seen` may get when nothing else about an agent changes. Each push
+    /// moves `last_seen`; storing it every evaluation cost a transaction and an fsync every
+    /// second. The stored state is read only after a restart or a take-over, and its `last_seen`
+    /// only for an agent with nothing in the window (`window_age`, 10 min by default) since: what
+    /// the window holds wins. So the only cost of waiting is that such an agent, after a crash
+    /// (a graceful stop stores it), is judged silent from up to this much earlier. Any other
+    /// write (an agent's state, an incident, an event) takes every pending `last_seen` with it.
+    var lastSeenStoreInterval: Duration = .seconds(30)
+    /// How often the enrolled agents are read again, for agents enrolled or revoked with
+    /// `sonde-collector agents …` while running (ingest checks each push against the database at
+    /// once; this is the engine's list, for agent health): not a database read every evaluation.
+    var agentsRefreshInterval: Duration = .seconds(10)
+
+    /// What the evaluator remembers between evaluations.
+    struct Memory {
+        /// Changes not stored yet (the commit failed): retried with the next evaluation.
         var unsaved = EvaluationCommit()
-        // nil until known: read from the database at start and again after standing by.
-        var lastStates: [String: Data]? = (try? await store.agentStates()) ?? [:]
+        /// The agent states as stored; nil until known (read at start and after standing by).
+        var stored: [String: AgentHealth]?
+        /// States whose only change is `last_seen`, not stored yet, and the epoch they come from.
+        var pendingLastSeen: [String: AgentHealth] = [:]
+        var pendingEpoch: Int64?
+        var lastSeenDue = ContinuousClock.now
+        var agentsDue = ContinuousClock.now
+    }
+
+    public func run() async throws {
+        var memory = Memory()
+        memory.stored = await storedStates()
+        memory.lastSeenDue = .now + lastSeenStoreInterval
         try await withThrowingDiscardingTaskGroup { group in
             // The clock tick goes through the same trigger as "failures arrived", so bursts coalesce.
             group.addTask { [trigger, interval] in
@@ -144,40 +172,67 @@ public struct Evaluator: Service {
                 }
             }
             for await _ in trigger.stream.cancelOnGracefulShutdown() {
-                await evaluateOnce(unsaved: &unsaved, lastStates: &lastStates)
+                await evaluateOnce(&memory)
             }
             group.cancelAll()
+        }
+        await storePendingLastSeen(&memory)
+    }
+
+    func storedStates() async -> [String: AgentHealth]? {
+        guard let states = try? await store.agentStates() else { return [:] }
+        let decoder = SondeJSON.decoder()
+        return states.compactMapValues { try? decoder.decode(AgentHealth.self, from: $0) }
+    }
+
+    /// At a graceful stop: the `last_seen` values still waiting, so a restart judges from them.
+    func storePendingLastSeen(_ memory: inout Memory) async {
+        guard !memory.pendingLastSeen.isEmpty, mayWrite(memory.pendingEpoch) else { return }
+        let states = Self.encoded(memory.pendingLastSeen)
+        do {
+            try await store.commit(EvaluationCommit(agentStates: states))
+            memory.pendingLastSeen = [:]
+        } catch {
+            logger.warning("Cannot store the agents' last_seen at shutdown", metadata: ["error": "\(error)"])
         }
     }
 
     /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
-    func evaluateOnce(unsaved: inout EvaluationCommit, lastStates: inout [String: Data]?) async {
+    func evaluateOnce(_ memory: inout Memory) async {
         // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
-        if let agents = try? await store.agents() {
+        if ContinuousClock.now >= memory.agentsDue, let agents = try? await store.agents() {
+            memory.agentsDue = .now + agentsRefreshInterval
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
         let (output, adoptedEpoch) = await hub.evaluateWithAdoptedEpoch()
         let evaluation = await hub.evaluations
         guard mayWrite(adoptedEpoch) else {
             // A standby's changes are not stored; a new leader starts from the database.
-            unsaved = EvaluationCommit()
-            lastStates = nil
+            memory = Memory(agentsDue: memory.agentsDue)
             return
         }
-        if lastStates == nil { lastStates = (try? await store.agentStates()) ?? [:] }
+        if memory.stored == nil { memory.stored = await storedStates() }
         let metrics = metrics
-        var commit = Self.commit(
-            for: output, targets: settings.webhooks, lastStates: lastStates ?? [:], labels: { metrics.probeLabels(component: $0, now: Date()) })
-        commit.incidents = Self.mergeByID(unsaved.incidents, commit.incidents, id: \.id)
-        commit.events = Self.mergeByID(unsaved.events, commit.events, id: \.id)
-        commit.deliveries = Array(Set(unsaved.deliveries + commit.deliveries))
-        commit.agentStates = unsaved.agentStates.merging(commit.agentStates) { $1 }
+        var (commit, lastSeenOnly) = Self.commit(
+            for: output, targets: settings.webhooks, stored: memory.stored ?? [:], labels: { metrics.probeLabels(component: $0, now: Date()) })
+        commit.incidents = Self.mergeByID(memory.unsaved.incidents, commit.incidents, id: \.id)
+        commit.events = Self.mergeByID(memory.unsaved.events, commit.events, id: \.id)
+        commit.deliveries = Array(Set(memory.unsaved.deliveries + commit.deliveries))
+        // `last_seen` alone waits (see lastSeenStoreInterval) unless something is written anyway.
+        if !lastSeenOnly.isEmpty, !commit.isEmpty || ContinuousClock.now >= memory.lastSeenDue {
+            commit.agentStates.merge(Self.encoded(lastSeenOnly)) { $1 }
+            lastSeenOnly = [:]
+        }
+        memory.pendingLastSeen = lastSeenOnly
+        memory.pendingEpoch = adoptedEpoch
         guard !commit.isEmpty else { return await hub.markCommitted(through: evaluation) }
         do {
             try await store.commit(commit)
             await hub.markCommitted(through: evaluation)
-            unsaved = EvaluationCommit()
-            lastStates?.merge(commit.agentStates) { $1 }
+            memory.unsaved = EvaluationCommit()
+            for health in output.agents where commit.agentStates[health.agent] != nil { memory.stored?[health.agent] = health }
+            if !commit.agentStates.isEmpty { memory.lastSeenDue = .now + lastSeenStoreInterval }
+            if !commit.deliveries.isEmpty { outbox.fire() }
             for incident in commit.incidents {
                 logger.info(
                     "Incident changed",
@@ -187,9 +242,16 @@ public struct Evaluator: Service {
                 logger.info("Alert event queued", metadata: ["event.id": .string(event.id), "event.type": .string(event.type)])
             }
         } catch {
-            unsaved = commit
+            // Agent states are not kept: the next evaluation compares with what is stored again.
+            commit.agentStates = [:]
+            memory.unsaved = commit
             logger.error("Cannot store the evaluation; will retry", metadata: ["error": "\(error)"])
         }
+    }
+
+    static func encoded(_ states: [String: AgentHealth]) -> [String: Data] {
+        let encoder = SondeJSON.encoder()
+        return states.compactMapValues { try? encoder.encode($0) }
     }
 
     /// The event JSON with `labels` added (when there are any), keys sorted as before.
@@ -206,9 +268,11 @@ public struct Evaluator: Service {
 
     /// `labels` gives a component's probe labels: an incident event carries them as `labels`
     /// (json, slack, pagerduty `custom_details`, Alertmanager labels all read them from there).
+    /// Agent states that changed from `stored` go in the commit, except those whose only change
+    /// is `last_seen`: those are returned apart, for the caller to store now or later.
     static func commit(
-        for output: CorrelationOutput, targets: [WebhookTarget], lastStates: [String: Data], labels: (String) -> [String: String] = { _ in [:] }
-    ) -> EvaluationCommit {
+        for output: CorrelationOutput, targets: [WebhookTarget], stored: [String: AgentHealth], labels: (String) -> [String: String] = { _ in [:] }
+    ) -> (commit: EvaluationCommit, lastSeenOnly: [String: AgentHealth]) {
         let encoder = SondeJSON.encoder()
         var commit = EvaluationCommit()
         for incident in output.changedIncidents {
@@ -228,11 +292,20 @@ public struct Evaluator: Service {
                 commit.deliveries.append(DeliveryKey(eventID: event.id, target: target.name))
             }
         }
+        var lastSeenOnly: [String: AgentHealth] = [:]
         for health in output.agents {
-            guard let json = try? encoder.encode(health), lastStates[health.agent] != json else { continue }
-            commit.agentStates[health.agent] = json
+            guard var was = stored[health.agent], was != health else {
+                if stored[health.agent] == nil, let json = try? encoder.encode(health) { commit.agentStates[health.agent] = json }
+                continue
+            }
+            was.lastSeen = health.lastSeen
+            if was == health {
+                lastSeenOnly[health.agent] = health
+            } else if let json = try? encoder.encode(health) {
+                commit.agentStates[health.agent] = json
+            }
         }
-        return commit
+        return (commit, lastSeenOnly)
     }
 }
 

@@ -180,6 +180,45 @@ enum WebhookPayload {
     }
 }
 
+// MARK: - Waking
+
+/// Wakes the dispatcher's target tasks when this collector queues deliveries (an evaluation's
+/// commit, a test alert, a redrive), reloads its targets or becomes leader, so an idle dispatcher
+/// waits instead of polling the outbox. Each waiter holds at most one pending wake-up.
+public final class OutboxSignal: Sendable {
+    private struct Waiters {
+        var next: UInt64 = 0
+        var all: [UInt64: AsyncStream<Void>.Continuation] = [:]
+    }
+    private let waiters = Mutex(Waiters())
+
+    public init() {}
+
+    public func fire() { waiters.withLock { for wake in $0.all.values { wake.yield() } } }
+
+    /// Runs `body` with a function that waits until the next `fire()` (or one that came since the
+    /// last wait), at most `limit`. Call it from one task.
+    func waiting<T>(_ body: (_ wait: (_ limit: Duration) async -> Void) async -> T) async -> T {
+        let (stream, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let id = waiters.withLock { waiters in
+            waiters.next += 1
+            waiters.all[waiters.next] = wake
+            return waiters.next
+        }
+        defer { _ = waiters.withLock { $0.all.removeValue(forKey: id) } }
+        var wakes = stream.makeAsyncIterator()
+        return await body { limit in
+            let timer = Task {
+                try? await Task.sleep(for: limit)
+                wake.yield()
+            }
+            // Cancellation (graceful shutdown) ends the stream: later waits return at once.
+            _ = await wakes.next()
+            timer.cancel()
+        }
+    }
+}
+
 // MARK: - Dispatcher
 
 /// Sends every outbox event to every matching target: one queue (and one task) per target, in
@@ -206,14 +245,17 @@ public struct WebhookDispatcher: Service {
     let metrics: CollectorMetrics
     let linkBase: @Sendable () -> String
     let retry: Retry
+    /// `webhook_retry.poll`: how often an idle target looks at the outbox anyway, for deliveries
+    /// queued where `outbox` does not reach (another collector on the same PostgreSQL).
     let pollInterval: TimeInterval
+    let outbox: OutboxSignal
     /// With several collectors: only the leader sends.
     var mayDispatch: @Sendable () -> Bool = { true }
     let logger: Logger
 
     init(
         store: any CollectorStorage, settings: ReloadableSettings, client: CurlHTTPClient = CurlHTTPClient(threads: 4), metrics: CollectorMetrics,
-        linkBase: @escaping @Sendable () -> String, retry: Retry, pollInterval: TimeInterval, logger: Logger
+        linkBase: @escaping @Sendable () -> String, retry: Retry, pollInterval: TimeInterval, outbox: OutboxSignal, logger: Logger
     ) {
         self.store = store
         self.settings = settings
@@ -222,6 +264,7 @@ public struct WebhookDispatcher: Service {
         self.linkBase = linkBase
         self.retry = retry
         self.pollInterval = pollInterval
+        self.outbox = outbox
         self.logger = logger
     }
 
@@ -238,15 +281,20 @@ public struct WebhookDispatcher: Service {
         final class Running: Sendable { let names = Mutex<Set<String>>([]) }
         let running = Running()
         await cancelWhenGracefulShutdown {
-            await withDiscardingTaskGroup { group in
-                while !Task.isCancelled {
-                    for target in settings.webhooks where running.names.withLock({ $0.insert(target.name).inserted }) {
-                        group.addTask {
-                            await self.work(for: target)
-                            running.names.withLock { _ = $0.remove(target.name) }
+            await outbox.waiting { wait in
+                await withDiscardingTaskGroup { group in
+                    while !Task.isCancelled {
+                        for target in settings.webhooks where running.names.withLock({ $0.insert(target.name).inserted }) {
+                            group.addTask {
+                                await self.work(for: target)
+                                running.names.withLock { _ = $0.remove(target.name) }
+                                // A changed target's new task starts now, not at the next poll.
+                                self.outbox.fire()
+                            }
                         }
+                        // A reload fires `outbox`.
+                        await wait(.seconds(max(pollInterval, 0.2)))
                     }
-                    try? await Task.sleep(for: .seconds(max(pollInterval, 0.2)))
                 }
             }
         }
@@ -266,41 +314,51 @@ public struct WebhookDispatcher: Service {
         // Alertmanager: each open incident's alert is re-sent every resend_interval, and the
         // label set last sent per incident is remembered, so a changed one is ended, not left firing.
         await cancelWhenGracefulShutdown {
-            var sentLabels: [String: [String: String]] = [:]
-            var nextResend = ContinuousClock.now
-            while !Task.isCancelled {
-                guard settings.webhooks.contains(target) else {
-                    logger.notice("Webhook target removed or changed by a reload; its old settings stop here")
-                    return
+            await outbox.waiting { wait in
+                var sentLabels: [String: [String: String]] = [:]
+                var nextResend = ContinuousClock.now
+                let poll = Duration.milliseconds(Int(pollInterval * 1000))
+                // Idle: until woken, `limit`, the next poll, or the next Alertmanager re-send.
+                func idle(upTo limit: Duration? = nil) async {
+                    var longest = min(poll, limit ?? poll)
+                    if target.format == .alertmanager { longest = max(.zero, min(longest, nextResend - ContinuousClock.now)) }
+                    await wait(longest)
                 }
-                guard mayDispatch() else {
-                    try? await Task.sleep(for: .seconds(min(pollInterval, 0.2)))
-                    continue
+                while !Task.isCancelled {
+                    guard settings.webhooks.contains(target) else {
+                        logger.notice("Webhook target removed or changed by a reload; its old settings stop here")
+                        return
+                    }
+                    // A standby is woken when it becomes leader.
+                    guard mayDispatch() else {
+                        await wait(poll)
+                        continue
+                    }
+                    if target.format == .alertmanager, ContinuousClock.now >= nextResend {
+                        await resendOpenIncidents(target: target, sentLabels: &sentLabels, logger: logger)
+                        nextResend = ContinuousClock.now + .milliseconds(Int(target.resendInterval * 1000))
+                    }
+                    let delivery: DeliveryRecord?
+                    do { delivery = try await store.nextPendingDelivery(target: target.name) } catch {
+                        logger.warning("Cannot read the webhook outbox", metadata: ["error": "\(error)"])
+                        try? await Task.sleep(for: .seconds(1))
+                        continue
+                    }
+                    guard let delivery else {
+                        await idle()
+                        continue
+                    }
+                    let due = delivery.nextAttemptAt.timeIntervalSinceNow
+                    if due > 0 {
+                        // Head-of-line: later events wait for this one so each target sees event order.
+                        await idle(upTo: .milliseconds(Int((due * 1000).rounded(.up))))
+                        continue
+                    }
+                    // Again just before sending: one that stepped down while reading must not send
+                    // what the new leader sends too.
+                    guard mayDispatch() else { continue }
+                    await attempt(delivery, target: target, sentLabels: &sentLabels, logger: logger)
                 }
-                if target.format == .alertmanager, ContinuousClock.now >= nextResend {
-                    await resendOpenIncidents(target: target, sentLabels: &sentLabels, logger: logger)
-                    nextResend = ContinuousClock.now + .milliseconds(Int(target.resendInterval * 1000))
-                }
-                let delivery: DeliveryRecord?
-                do { delivery = try await store.nextPendingDelivery(target: target.name) } catch {
-                    logger.warning("Cannot read the webhook outbox", metadata: ["error": "\(error)"])
-                    try? await Task.sleep(for: .seconds(1))
-                    continue
-                }
-                guard let delivery else {
-                    try? await Task.sleep(for: .seconds(pollInterval))
-                    continue
-                }
-                let wait = delivery.nextAttemptAt.timeIntervalSinceNow
-                if wait > 0 {
-                    // Head-of-line: later events wait for this one so each target sees event order.
-                    try? await Task.sleep(for: .seconds(min(wait, max(pollInterval, 0.05))))
-                    continue
-                }
-                // Again just before sending: one that stepped down while reading must not send
-                // what the new leader sends too.
-                guard mayDispatch() else { continue }
-                await attempt(delivery, target: target, sentLabels: &sentLabels, logger: logger)
             }
         }
     }

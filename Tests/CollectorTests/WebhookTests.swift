@@ -92,6 +92,43 @@ struct WebhookTests {
         }
     }
 
+    /// With `webhook_retry.poll` at an hour the dispatcher moves only when woken, and still every
+    /// event arrives once: a test alert, its retries at their due times while the receiver
+    /// answers 503, and the incident an evaluation opens.
+    @Test func deliversWhenWokenWithoutPolling() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try WebhookReceiver()
+        defer { receiver.server.stop() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        var config = testConfig(dir: dir, agents: agents, webhooks: [WebhookTarget(name: "ops", url: receiver.url, secret: "s")])
+        config.components = ["login"]
+        config.webhookPollInterval = 3600
+        func types() -> [String] {
+            receiver.acknowledgedRequests.compactMap { ((try? JSONSerialization.jsonObject(with: $0.body)) as? [String: Any])?["type"] as? String }
+        }
+        try await withCollector(config) { collector in
+            let response = try await post(collector, "/v1/alerts/test")
+            #expect(response.status == 202, "\(response.bodyText)")
+            let testID = try decode(AlertTestResponse.self, response).eventID
+            try await waitUntil("the test alert retried while the receiver is down") { receiver.server.requests.count >= 3 }
+            receiver.set(.up)
+            try await waitUntil("the test alert delivered") { receiver.acknowledgedIDs.contains(testID) }
+            try await waitUntil("the incident's event delivered", timeout: .seconds(60)) {
+                for agent in agents {
+                    _ = try await agent.push(agent.batch([agent.result(outcome: .failed, startedAt: Date(), code: "http_500")]), to: collector)
+                }
+                return types().contains("incident.opened")
+            }
+            let deliveries = try await collector.store.deliveries()
+            try await waitUntil("every queued delivery delivered") {
+                try await collector.store.deliveries().allSatisfy { $0.status == .delivered }
+            }
+            #expect(Set(receiver.acknowledgedIDs).count == receiver.acknowledgedIDs.count, "each event once")
+            #expect(deliveries.count >= 2)
+        }
+    }
+
     @Test("a webhook target prints without its secret or its URL path (Slack's carries a token)")
     func targetDescriptionHidesCredentials() {
         let target = WebhookTarget(name: "ops", url: "https://hooks.slack.com/services/T000/B000/XXXXSECRET", secret: "hmac-key-123", format: .slack)

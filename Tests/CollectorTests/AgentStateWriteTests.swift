@@ -1,0 +1,64 @@
+@testable import Collector
+import CollectorStore
+import Correlation
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// Each push moves an agent's `last_seen`; the evaluator stores it lazily (see
+/// `Evaluator.lastSeenStoreInterval`) instead of committing every evaluation.
+@Suite("Agent state writes")
+struct AgentStateWriteTests {
+    static func stored(_ collector: RunningCollector, _ agent: String) async throws -> AgentHealth? {
+        guard let json = try await collector.store.agentStates()[agent] else { return nil }
+        return try SondeJSON.decode(AgentHealth.self, from: json)
+    }
+
+    static func engine(_ collector: RunningCollector, _ agent: String) async -> AgentHealth? {
+        await collector.built.hub.agentHealth.first { $0.agent == agent }
+    }
+
+    /// Over a real SQLite file: `last_seen` alone is not written while evaluations go on; another
+    /// agent's new state takes it along; a graceful stop stores the latest; a restart reads it.
+    @Test func lastSeenIsStoredLazilyAndAtStop() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let eu = TestAgent(id: "eu-1", region: "eu")
+        let us = TestAgent(id: "us-1", region: "us")
+        let config = testConfig(dir: dir, agents: [eu, us])
+        var lastEngineSeen: Date?
+        try await withCollector(config) { collector in
+            _ = try await eu.push(eu.batch([eu.result()]), to: collector)
+            try await waitUntil("eu-1 stored as ok") { try await Self.stored(collector, "eu-1")?.state == .ok }
+            let first = try #require(try await Self.stored(collector, "eu-1")?.lastSeen)
+            // Pushes until the engine (evaluating every 100 ms) has seen three newer ones.
+            var newer = 0
+            try await waitUntil("the engine sees newer pushes") {
+                _ = try await eu.push(eu.batch([eu.result()]), to: collector)
+                if let seen = await Self.engine(collector, "eu-1")?.lastSeen, seen > first { newer += 1 }
+                return newer >= 3
+            }
+            #expect(try await Self.stored(collector, "eu-1")?.lastSeen == first, "last_seen alone is not written each evaluation")
+
+            // us-1's first result is a new state: that write carries eu-1's last_seen with it.
+            let engineSeen = try #require(await Self.engine(collector, "eu-1")?.lastSeen)
+            _ = try await us.push(us.batch([us.result()]), to: collector)
+            try await waitUntil("us-1 stored as ok") { try await Self.stored(collector, "us-1")?.state == .ok }
+            let piggybacked = try #require(try await Self.stored(collector, "eu-1")?.lastSeen)
+            #expect(piggybacked >= engineSeen)
+
+            _ = try await eu.push(eu.batch([eu.result()]), to: collector)
+            try await waitUntil("the engine sees the last push") {
+                (await Self.engine(collector, "eu-1")?.lastSeen ?? .distantPast) > piggybacked
+            }
+            lastEngineSeen = await Self.engine(collector, "eu-1")?.lastSeen
+        }
+        // Stopped gracefully: the latest last_seen is stored, and a restart starts from it.
+        let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
+        let json = try #require(try await store.agentStates()["eu-1"])
+        let atStop = try SondeJSON.decode(AgentHealth.self, from: json).lastSeen
+        let expected = try #require(lastEngineSeen)
+        #expect(abs((atStop ?? .distantPast).timeIntervalSince(expected)) < 0.002, "stored \(String(describing: atStop)), engine had \(expected)")
+    }
+}
