@@ -13,11 +13,13 @@ import Synchronization
 /// held across disk I/O.
 ///
 /// Results: `submit` queues a result and returns at once; the journal thread writes it straight
-/// away (no fsync: written, it survives the agent being killed). Written results are fsynced
-/// together (group commit: an fsync per result was ≈ 12 % of an agent's CPU at 100 runs/s):
-/// by the uploader's next batch record, whose fsync covers everything written before it, or at
-/// the latest `window` after the first of them, so a power loss loses at most that much. Only
-/// fsynced results are sent.
+/// away (no fsync: written, it survives the agent being killed). Written records are fsynced
+/// together (group commit: an fsync per result was ≈ 12 % of an agent's CPU at 100 runs/s, and
+/// one per push, before the send, was most of the journal thread's time at 1 run/s), `window`
+/// after the first of them, and only if some of them are still live then: results (and their
+/// batch records) that the collector acknowledged meanwhile need no fsync, as it has them. So
+/// while the collector answers within the window there is no fsync at all, and a power loss
+/// loses at most the results of the last `window` that the collector does not have.
 ///
 /// Everything else (the uploader's `nextBatch`, `acknowledge`, `setAside`) goes through
 /// `perform`, which runs it on the same thread, in order with the appends.
@@ -32,7 +34,9 @@ public final class JournalWriter: Sendable {
     public let spool: Spool
     private let worker: JournalWorker
 
-    public init(spool: Spool, window: Duration = .seconds(1)) {
+    /// `window`: 2 s, so that at the default `flush_interval` (1 s) a result is normally pushed
+    /// and acknowledged before its fsync is due.
+    public init(spool: Spool, window: Duration = .seconds(2)) {
         self.spool = spool
         worker = JournalWorker(spool: spool, window: window)
     }
@@ -40,13 +44,14 @@ public final class JournalWriter: Sendable {
     deinit { worker.stop() }
 
     /// Queues `result` for the journal and returns at once. `done` runs on the journal thread once
-    /// the result is written and fsynced (or kept in memory because the disk fails), with the
+    /// the result is written and then fsynced or acknowledged by the collector (or kept in memory
+    /// because the disk fails), with the
     /// result as stored (its `seq` set), or with the error when it cannot be encoded.
     public func submit(_ result: ProbeResult, done: (@Sendable (Result<ProbeResult, SpoolError>) -> Void)? = nil) {
         worker.enqueue(.append(result, done))
     }
 
-    /// Queues `result` and waits until it is durable.
+    /// Queues `result` and waits until it is durable (fsynced, or acknowledged by the collector).
     @discardableResult
     public func commit(_ result: ProbeResult) async throws(SpoolError) -> ProbeResult {
         let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Result<ProbeResult, SpoolError>, Never>) in
@@ -189,8 +194,8 @@ private final class JournalWorker: TaskExecutor, Sendable {
         // Written, not yet fsynced: their `done` waits for the fsync. Only this thread uses these.
         var unsynced: [(Result<ProbeResult, SpoolError>, Done?)] = []
         var unsyncedSince: ContinuousClock.Instant?
-        // The group commit's fsync: only for written results that no batch record's fsync has
-        // covered meanwhile (at low rates the uploader batches them first, nearly always).
+        // The group commit's fsync: only for written records not acknowledged meanwhile (at low
+        // rates the uploader pushes them and the collector acknowledges them first, nearly always).
         func syncNow() {
             spool.sync(resultsOnly: true)
             for (outcome, done) in unsynced { done?(outcome) }
@@ -224,8 +229,8 @@ private final class JournalWorker: TaskExecutor, Sendable {
             for timer in due { timer.fire() }
             due.removeAll(keepingCapacity: true)
             for job in taskJobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
-            // A batch record's fsync covered the results written so far: done without waiting
-            // for the window (and without waking up for it).
+            // Nothing live waits for an fsync (the collector acknowledged it, or an fsync covered
+            // it): done without waiting for the window (and without waking up for it).
             if unsyncedSince != nil, !spool.hasUnsyncedResults { syncNow() }
             if let since = unsyncedSince, ContinuousClock.now >= since + window { syncNow() }
             if stopped {
