@@ -84,7 +84,22 @@ public final class JournalWriter: Sendable {
         }
     }
 
-    /// Ends every sleep in progress now (graceful shutdown).
+    /// Suspends until the journal thread has written a result submitted after this call began
+    /// (or `wakeSleepers()`; throws `CancellationError` at once when the task is cancelled).
+    /// `unless` is asked once the waiter is in place: true returns at once (results already
+    /// waiting, or a shutdown that began). The uploader waits here while there is nothing to
+    /// send, so an agent with no results due does not wake up every `flush_interval`.
+    public func waitForResult(unless: () -> Bool) async throws(CancellationError) {
+        // The deadline is never reached: the waiter is not among the timers.
+        try await LoopTimer.sleep(until: .now + .seconds(86_400)) { timer in
+            worker.addResultWaiter(timer)
+            if unless() { worker.wake(timer) }
+        } unschedule: { [worker] timer in
+            worker.unschedule(timer)
+        }
+    }
+
+    /// Ends every sleep and wait in progress now (graceful shutdown).
     public func wakeSleepers() { worker.wakeAll() }
 
     /// Runs `body` on the journal thread (so a caller on the probes' thread never waits on disk).
@@ -119,6 +134,8 @@ private final class JournalWorker: TaskExecutor, Sendable {
         /// Jobs of tasks that prefer this thread (the uploader).
         var taskJobs: [UnownedJob] = []
         var timers = TimerQueue()
+        /// `waitForResult` callers: fired once a result is written.
+        var resultWaiters: [LoopTimer] = []
         var threadStarted = false
         var stopped = false
         var idle: Bool { jobs.isEmpty && taskJobs.isEmpty }
@@ -159,7 +176,14 @@ private final class JournalWorker: TaskExecutor, Sendable {
         wake(startingThread: startThread, signal: isNext)
     }
 
-    func unschedule(_ timer: LoopTimer) { state.withLock { $0.timers.remove(timer) } }
+    func unschedule(_ timer: LoopTimer) {
+        state.withLock { s in
+            s.timers.remove(timer)
+            s.resultWaiters.removeAll { $0 === timer }
+        }
+    }
+
+    func addResultWaiter(_ timer: LoopTimer) { state.withLock { $0.resultWaiters.append(timer) } }
 
     /// Fires `timer` now, ahead of its deadline.
     func wake(_ timer: LoopTimer) {
@@ -168,7 +192,11 @@ private final class JournalWorker: TaskExecutor, Sendable {
     }
 
     func wakeAll() {
-        for timer in state.withLock({ $0.timers.removeAll() }) { timer.fire() }
+        let timers = state.withLock { s in
+            defer { s.resultWaiters = [] }
+            return s.timers.removeAll() + s.resultWaiters
+        }
+        for timer in timers { timer.fire() }
     }
 
     /// Marks the thread started; true when the caller must start it.
@@ -213,6 +241,7 @@ private final class JournalWorker: TaskExecutor, Sendable {
                 s.timers.takeDue(at: now, into: &due)
                 return (s.jobs, s.taskJobs, s.stopped)
             }
+            var wrote = false
             for job in jobs {
                 switch job {
                 case .append(let result, let done):
@@ -220,10 +249,17 @@ private final class JournalWorker: TaskExecutor, Sendable {
                         unsynced.append((.failure(error), done))
                     }
                     if unsyncedSince == nil { unsyncedSince = .now }
+                    wrote = true
                 case .task(let flushFirst, let body):
                     if flushFirst { syncNow() }
                     body(spool)
                 }
+            }
+            if wrote {
+                for waiter in state.withLock({ s in
+                    defer { s.resultWaiters = [] }
+                    return s.resultWaiters
+                }) { waiter.fire() }
             }
             // Timers first (their tasks' jobs come back through `enqueue`), then the tasks' jobs.
             for timer in due { timer.fire() }
