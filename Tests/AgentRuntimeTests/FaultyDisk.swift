@@ -17,6 +17,8 @@ final class FaultyDisk: JournalFileSystem {
         var syncError: Int32?
         var syncs = 0
         var timeInSync: Duration = .zero
+        /// The size of the last file fsynced, when it was: what a power loss would leave of it.
+        var durableSize: Int64 = 0
     }
 
     let faults = Mutex(Faults())
@@ -62,6 +64,8 @@ final class FaultyDisk: JournalFileSystem {
             }
             if let failure { throw SpoolError("fsync: injected", code: failure) }
             try file.sync()
+            let size = try file.size()
+            disk.faults.withLock { $0.durableSize = size }
         }
 
         func truncate(to size: Int64) throws(SpoolError) { try file.truncate(to: size) }

@@ -163,6 +163,15 @@ struct StorageTests {
         #expect(try await store.batches(since: nil, after: nil, limit: 10).map(\.body) == [Data("x".utf8)])
         try await store.checkWritable()
 
+        // The agent's batch record lost in a power loss: the same results come again under a new
+        // batch id (with a new one); each result is stored, and counted in the timeline, once.
+        let extra = agent.result(startedAt: Date(timeIntervalSince1970: 1_800_000_007))
+        let rebatched = BatchRecord(batchID: "b1-again", agent: "a", receivedAt: Date(), body: Data("y".utf8), signature: "s")
+        #expect(try await store.ingest(batch: rebatched, results: Array(results.suffix(3)) + [extra]) == .stored(4))
+        #expect(try await store.resultCount() == 8)
+        #expect(try await store.timeline(since: Date(timeIntervalSince1970: 1_799_990_000)).map(\.total).reduce(0, +) == 8)
+        #expect(Set(try await store.results(ResultQuery(limit: 100)).results.map(\.id)) == Set((results + [extra]).map(\.id)))
+
         // A key belongs to one agent.
         await #expect(throws: DuplicateKeyError.self) {
             try await store.upsertAgent(AgentRecord(id: "b", region: "eu", publicKey: agent.key.publicKey.base64))

@@ -13,11 +13,13 @@ import Synchronization
 /// held across disk I/O.
 ///
 /// Results: `submit` queues a result and returns at once; the journal thread writes it straight
-/// away (no fsync: written, it survives the agent being killed). Written results are fsynced
-/// together (group commit: an fsync per result was ≈ 12 % of an agent's CPU at 100 runs/s):
-/// by the uploader's next batch record, whose fsync covers everything written before it, or at
-/// the latest `window` after the first of them, so a power loss loses at most that much. Only
-/// fsynced results are sent.
+/// away (no fsync: written, it survives the agent being killed). Written records are fsynced
+/// together (group commit: an fsync per result was ≈ 12 % of an agent's CPU at 100 runs/s, and
+/// one per push, before the send, was most of the journal thread's time at 1 run/s), `window`
+/// after the first of them, and only if some of them are still live then: results (and their
+/// batch records) that the collector acknowledged meanwhile need no fsync, as it has them. So
+/// while the collector answers within the window there is no fsync at all, and a power loss
+/// loses at most the results of the last `window` that the collector does not have.
 ///
 /// Everything else (the uploader's `nextBatch`, `acknowledge`, `setAside`) goes through
 /// `perform`, which runs it on the same thread, in order with the appends.
@@ -32,7 +34,9 @@ public final class JournalWriter: Sendable {
     public let spool: Spool
     private let worker: JournalWorker
 
-    public init(spool: Spool, window: Duration = .seconds(1)) {
+    /// `window`: 2 s, so that at the default `flush_interval` (1 s) a result is normally pushed
+    /// and acknowledged before its fsync is due.
+    public init(spool: Spool, window: Duration = .seconds(2)) {
         self.spool = spool
         worker = JournalWorker(spool: spool, window: window)
     }
@@ -40,13 +44,14 @@ public final class JournalWriter: Sendable {
     deinit { worker.stop() }
 
     /// Queues `result` for the journal and returns at once. `done` runs on the journal thread once
-    /// the result is written and fsynced (or kept in memory because the disk fails), with the
+    /// the result is written and then fsynced or acknowledged by the collector (or kept in memory
+    /// because the disk fails), with the
     /// result as stored (its `seq` set), or with the error when it cannot be encoded.
     public func submit(_ result: ProbeResult, done: (@Sendable (Result<ProbeResult, SpoolError>) -> Void)? = nil) {
         worker.enqueue(.append(result, done))
     }
 
-    /// Queues `result` and waits until it is durable.
+    /// Queues `result` and waits until it is durable (fsynced, or acknowledged by the collector).
     @discardableResult
     public func commit(_ result: ProbeResult) async throws(SpoolError) -> ProbeResult {
         let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Result<ProbeResult, SpoolError>, Never>) in
@@ -79,7 +84,22 @@ public final class JournalWriter: Sendable {
         }
     }
 
-    /// Ends every sleep in progress now (graceful shutdown).
+    /// Suspends until the journal thread has written a result submitted after this call began
+    /// (or `wakeSleepers()`; throws `CancellationError` at once when the task is cancelled).
+    /// `unless` is asked once the waiter is in place: true returns at once (results already
+    /// waiting, or a shutdown that began). The uploader waits here while there is nothing to
+    /// send, so an agent with no results due does not wake up every `flush_interval`.
+    public func waitForResult(unless: () -> Bool) async throws(CancellationError) {
+        // The deadline is never reached: the waiter is not among the timers.
+        try await LoopTimer.sleep(until: .now + .seconds(86_400)) { timer in
+            worker.addResultWaiter(timer)
+            if unless() { worker.wake(timer) }
+        } unschedule: { [worker] timer in
+            worker.unschedule(timer)
+        }
+    }
+
+    /// Ends every sleep and wait in progress now (graceful shutdown).
     public func wakeSleepers() { worker.wakeAll() }
 
     /// Runs `body` on the journal thread (so a caller on the probes' thread never waits on disk).
@@ -114,6 +134,8 @@ private final class JournalWorker: TaskExecutor, Sendable {
         /// Jobs of tasks that prefer this thread (the uploader).
         var taskJobs: [UnownedJob] = []
         var timers = TimerQueue()
+        /// `waitForResult` callers: fired once a result is written.
+        var resultWaiters: [LoopTimer] = []
         var threadStarted = false
         var stopped = false
         var idle: Bool { jobs.isEmpty && taskJobs.isEmpty }
@@ -154,7 +176,14 @@ private final class JournalWorker: TaskExecutor, Sendable {
         wake(startingThread: startThread, signal: isNext)
     }
 
-    func unschedule(_ timer: LoopTimer) { state.withLock { $0.timers.remove(timer) } }
+    func unschedule(_ timer: LoopTimer) {
+        state.withLock { s in
+            s.timers.remove(timer)
+            s.resultWaiters.removeAll { $0 === timer }
+        }
+    }
+
+    func addResultWaiter(_ timer: LoopTimer) { state.withLock { $0.resultWaiters.append(timer) } }
 
     /// Fires `timer` now, ahead of its deadline.
     func wake(_ timer: LoopTimer) {
@@ -163,7 +192,11 @@ private final class JournalWorker: TaskExecutor, Sendable {
     }
 
     func wakeAll() {
-        for timer in state.withLock({ $0.timers.removeAll() }) { timer.fire() }
+        let timers = state.withLock { s in
+            defer { s.resultWaiters = [] }
+            return s.timers.removeAll() + s.resultWaiters
+        }
+        for timer in timers { timer.fire() }
     }
 
     /// Marks the thread started; true when the caller must start it.
@@ -189,8 +222,8 @@ private final class JournalWorker: TaskExecutor, Sendable {
         // Written, not yet fsynced: their `done` waits for the fsync. Only this thread uses these.
         var unsynced: [(Result<ProbeResult, SpoolError>, Done?)] = []
         var unsyncedSince: ContinuousClock.Instant?
-        // The group commit's fsync: only for written results that no batch record's fsync has
-        // covered meanwhile (at low rates the uploader batches them first, nearly always).
+        // The group commit's fsync: only for written records not acknowledged meanwhile (at low
+        // rates the uploader pushes them and the collector acknowledges them first, nearly always).
         func syncNow() {
             spool.sync(resultsOnly: true)
             for (outcome, done) in unsynced { done?(outcome) }
@@ -208,6 +241,7 @@ private final class JournalWorker: TaskExecutor, Sendable {
                 s.timers.takeDue(at: now, into: &due)
                 return (s.jobs, s.taskJobs, s.stopped)
             }
+            var wrote = false
             for job in jobs {
                 switch job {
                 case .append(let result, let done):
@@ -215,17 +249,24 @@ private final class JournalWorker: TaskExecutor, Sendable {
                         unsynced.append((.failure(error), done))
                     }
                     if unsyncedSince == nil { unsyncedSince = .now }
+                    wrote = true
                 case .task(let flushFirst, let body):
                     if flushFirst { syncNow() }
                     body(spool)
                 }
             }
+            if wrote {
+                for waiter in state.withLock({ s in
+                    defer { s.resultWaiters = [] }
+                    return s.resultWaiters
+                }) { waiter.fire() }
+            }
             // Timers first (their tasks' jobs come back through `enqueue`), then the tasks' jobs.
             for timer in due { timer.fire() }
             due.removeAll(keepingCapacity: true)
             for job in taskJobs { job.runSynchronously(on: asUnownedTaskExecutor()) }
-            // A batch record's fsync covered the results written so far: done without waiting
-            // for the window (and without waking up for it).
+            // Nothing live waits for an fsync (the collector acknowledged it, or an fsync covered
+            // it): done without waiting for the window (and without waking up for it).
             if unsyncedSince != nil, !spool.hasUnsyncedResults { syncNow() }
             if let since = unsyncedSince, ContinuousClock.now >= since + window { syncNow() }
             if stopped {

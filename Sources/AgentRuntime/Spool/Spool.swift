@@ -9,24 +9,40 @@
 // followed by its payload:
 //   "R" result   u64 big-endian seq, then the result's JSON (carrying the same `seq`)
 //   "B" batch    JSON {"id","first","last","count"}: the oldest pending results, seq first…last,
-//                now form batch `id`. Written and fsynced BEFORE the first send, so a resend after
-//                a crash carries the same batch id and the same results; its fsync also makes the
-//                results before it durable.
+//                now form batch `id`. Written BEFORE the first send (not fsynced: see Durability),
+//                so a resend after a kill carries the same batch id and the same results.
 //   "A" removed  JSON {"id","why"}: the batch was acknowledged (or rejected, or dropped). Not
-//                fsynced on its own (the next fsync covers it): lost in a power loss, the batch is
-//                sent again with its id and the collector answers "duplicate".
+//                fsynced on its own: lost in a power loss, the batch is sent again with its id
+//                and the collector answers "duplicate".
 //   "D" dropped  JSON {"through","count"}: the spool was full; pending results up to seq `through`
 //                were dropped, oldest first.
-//   "S" start    JSON {"last_seq","dropped"}: first record of a compacted journal; it carries the
-//                counters that the records compaction removed used to hold. Also written when the
-//                disk works again after a failure (below), with the drops made meanwhile.
+//   "S" start    JSON {"last_seq","dropped","reserved","boot"}: first record of a compacted journal; it
+//                carries the counters that the records compaction removed used to hold. Also
+//                written when the disk works again after a failure (below), with the drops made
+//                meanwhile; fsynced before the first result above the last reservation, reserving
+//                the next 1024 seqs (with "boot", the kernel's boot id); and at a clean close,
+//                with `reserved` = the last seq used.
 //   "P" passed   JSON {"through"}: pending results up to seq `through` were delivered from memory
 //                while the disk failed (see below); they are done, not dropped.
 //
-// Durability: a result "counts" once its frame is written (it then survives SIGKILL) and goes into
-// a batch only once fsynced (it then survives a power loss). `seq` is the last seq in the journal
-// + 1, so it survives restarts. In the agent every call that touches the journal runs on one
-// thread, the `JournalWriter`'s, so the threads that run probes never wait on the disk.
+// Durability: a result "counts" once its frame is written: it then survives a SIGKILL (the page
+// cache keeps it), and so do the batch and acknowledgement records, which is all "nothing lost,
+// nothing twice" needs across a kill. Against a power loss, written records are fsynced by the
+// group commit (`JournalWriter`): about 2 s after they were written, unless the collector has
+// acknowledged them by then, and an acknowledged result needs no fsync (the collector has it,
+// and its record may vanish). So no fsync is made before a send, and while the collector answers
+// there is none at all. A power loss can then lose: the results of the last ~2 s that the
+// collector does not have (as before); the records of batches the collector has (harmless); a
+// batch record whose results survive, so they go out again in a batch with a new id and the
+// collector, which keeps each result once by its (started_at, id), stores them once (both stores,
+// tested in CollectorTests' `storesAgree`); an acknowledgement, so the batch goes out again with
+// its id and the collector answers "duplicate". `seq` is the last seq in the journal + 1, so it
+// survives restarts; as records of results the collector has may vanish in a power loss, seqs are
+// reserved durably in blocks of 1024 ("S" `reserved`, with the kernel's boot id) and a start in
+// another boot that was not preceded by a clean close goes on above the reservation: a seq is
+// never handed out twice (after a power loss it skips up to 1024; after a kill it does not).
+// In the agent every call that touches the journal runs on one thread, the `JournalWriter`'s, so
+// the threads that run probes never wait on the disk.
 // Torn writes: opening replays the journal; a frame cut short or failing its CRC (SIGKILL or power
 // loss mid-append) ends the replay, and the file is truncated back to the last whole frame (with a
 // warning). Only the unfinished append is lost, and it never counted.
@@ -123,6 +139,8 @@ public final class Spool: Sendable {
     public let maxBytes: Int
     /// Most results held in memory while the disk fails (`spool.memory_limit`).
     public let memoryLimit: Int
+    /// `currentBootID` except in tests that stand for a reboot.
+    private let bootID: String
     private let logger: Logger
     private let journalPath: String
     private let files: any JournalFileSystem
@@ -140,6 +158,8 @@ public final class Spool: Sendable {
         var id: String
         var entries: [Entry]
         var frameLength: Int64
+        /// Where its batch record ends in the journal (its results come before it).
+        var end: Int64
     }
 
     /// A batch made while the disk failed: never recorded on disk.
@@ -176,9 +196,14 @@ public final class Spool: Sendable {
         var file: (any JournalFile)?
         var lockFD: Int32 = -1
         var fileSize: Int64 = 0
-        /// The journal is durable up to here (fsynced); only results below it go into batches, so
-        /// nothing the collector has can vanish from the journal in a power loss.
+        /// The journal is durable up to here (fsynced).
         var syncedSize: Int64 = 0
+        /// Seqs up to here are reserved durably (an "S" record's `reserved`, fsynced): after a
+        /// power loss that took the newest records, seqs start above it, so a seq the collector
+        /// already has is never handed out again.
+        var reservedSeq: UInt64 = 0
+        /// The boot in which the latest "S" record was written (nil: none, or from before boots were recorded).
+        var reservedBoot: String?
         /// Changes when the descriptor points at another file (compaction, reopening).
         var generation = 0
         var lastSeq: UInt64 = 0
@@ -191,9 +216,11 @@ public final class Spool: Sendable {
         var failure: DiskFailure?
         var memoryBatch: MemoryBatch?
         var deadBytes: Int64 { fileSize - liveBytes }
-        /// A result not yet in a batch is written but not yet fsynced (pending results are in
-        /// file order, so the last one tells).
-        var hasUnsyncedResults: Bool { pending.last.map { $0.offset + $0.length > syncedSize } ?? false }
+        /// A live record (a result, pending or in an open batch, or an open batch's record) is
+        /// written but not yet fsynced. Both lists are in file order, so their last ones tell.
+        var hasUnsyncedLiveRecords: Bool {
+            (pending.last.map { $0.offset + $0.length > syncedSize } ?? false) || (batches.last.map { $0.end > syncedSize } ?? false)
+        }
         var memoryResults: Int { (failure?.queue.count ?? 0) + (memoryBatch?.memoryCount ?? 0) }
     }
 
@@ -206,12 +233,14 @@ public final class Spool: Sendable {
     /// Opens (or creates) the spool in `directory`, replays its journal and cuts off a torn tail.
     /// Fails if another process holds the spool. A folder on a read-only file system is replayed
     /// read-only and the spool starts in memory (see the file's header).
-    /// `files` is the real file system except in tests that need a slow or failing disk.
+    /// `files` is the real file system except in tests that need a slow or failing disk, and
+    /// `bootID` the kernel's except in tests that stand for a reboot.
     public init(
         directory: String, maxBytes: Int = 256 << 20, memoryLimit: Int = 10_000, files: any JournalFileSystem = POSIXJournalFileSystem(),
-        logger: Logger
+        bootID: String = Spool.currentBootID, logger: Logger
     ) throws(SpoolError) {
         self.directory = directory
+        self.bootID = bootID
         self.files = files
         self.maxBytes = maxBytes
         self.memoryLimit = max(0, memoryLimit)
@@ -257,6 +286,13 @@ public final class Spool: Sendable {
                 if lockFD >= 0 { Glibc.close(lockFD) }
                 throw error
             }
+            // Written in another boot and not closed cleanly (a power loss may have taken the records
+            // of results the collector has): seqs go on above the reservation, never reusing one.
+            // In the same boot (a kill) the page cache kept every record: seqs go on from the last.
+            if replayed.reservedBoot != bootID { replayed.lastSeq = max(replayed.lastSeq, replayed.reservedSeq) }
+            // After a SIGKILL the replayed records may still be in the page cache only: make them
+            // durable once, as the group commit would have.
+            if readOnlyReason == nil, replayed.fileSize > 0, (try? file.sync()) == nil { replayed.syncedSize = 0 }
         }
         if let readOnlyReason {
             let now = ContinuousClock.now
@@ -278,10 +314,15 @@ public final class Spool: Sendable {
 
     deinit { close() }
 
-    /// Releases the journal and the folder lock.
+    /// Releases the journal and the folder lock. A clean close records (durably) that no seq
+    /// above the last one was handed out, so the next start, even after a reboot, goes on from
+    /// there without a gap.
     public func close() {
         state.withLock { state in
             guard !state.closed else { return }
+            if state.failure == nil, state.reservedSeq > state.lastSeq {
+                try? Spool.appendRecord("S", startFields(state, dropped: 0, reserved: state.lastSeq), to: &state, path: journalPath)
+            }
             state.closed = true
             state.file?.close()
             if state.lockFD >= 0 { Glibc.close(state.lockFD) }
@@ -306,8 +347,8 @@ public final class Spool: Sendable {
     /// result that cannot be encoded throws.
     ///
     /// `durable: false` writes without the fsync (the frame survives a SIGKILL, not yet a power
-    /// loss); `sync()`, or the next batch record, then makes it durable, one fsync for every
-    /// append made so far (group commit: see `JournalWriter`).
+    /// loss); `sync()` then makes it durable, one fsync for every append made so far (group
+    /// commit: see `JournalWriter`), unless the collector acknowledges it first.
     @discardableResult
     public func append(_ result: ProbeResult, durable: Bool = true) throws(SpoolError) -> ProbeResult {
         try state.withLock { (s: inout State) throws(SpoolError) -> ProbeResult in
@@ -338,25 +379,34 @@ public final class Spool: Sendable {
         body.append(json)
         let frameLength = Int64(8 + body.count)
         try makeRoom(for: frameLength, in: &s)
+        if result.seq! > s.reservedSeq {
+            // One fsync per `seqReservation` results (it also makes everything before it durable).
+            let reserved = result.seq! + Spool.seqReservation - 1
+            try Spool.appendRecord("S", startFields(s, dropped: 0, reserved: reserved), to: &s, path: journalPath)
+            s.reservedSeq = reserved
+        }
         let offset = try Spool.appendFrame(body, to: &s, path: journalPath, sync: sync)
         s.pending.append(Entry(seq: result.seq!, offset: offset, length: frameLength))
         s.liveBytes += frameLength
     }
 
-    /// Whether a written result still waits for an fsync (the group commit's).
-    public var hasUnsyncedResults: Bool { state.withLock { !$0.closed && $0.failure == nil && $0.hasUnsyncedResults } }
+    /// Seqs reserved by one durable "S" record (see `State.reservedSeq`).
+    static let seqReservation: UInt64 = 1024
+
+    /// Whether a written result or batch record that the collector has not acknowledged yet
+    /// still waits for an fsync (the group commit's). Acknowledged ones never need one.
+    public var hasUnsyncedResults: Bool { state.withLock { !$0.closed && $0.failure == nil && $0.hasUnsyncedLiveRecords } }
 
     /// Makes every append so far durable: one fsync, outside the lock, so that `status` readers
     /// never wait for the disk. A failed fsync moves the spool to memory.
     ///
-    /// `resultsOnly`: fsync only when a result not yet in a batch is not durable yet. Batched
-    /// results were made durable by their batch record's fsync, and the records written since
-    /// then (acknowledgements) need no fsync of their own (see the file's header), so the group
-    /// commit's timer does not pay a second fsync per push for them.
+    /// `resultsOnly`: fsync only when a live record (a result not yet acknowledged, or its
+    /// batch record) is not durable yet. Records of acknowledged batches, and acknowledgements,
+    /// need none (see the file's header), so a push the collector answers quickly costs none.
     public func sync(resultsOnly: Bool = false) {
         let target: (file: any JournalFile, size: Int64, generation: Int)? = state.withLock { s in
             guard !s.closed, s.failure == nil, let file = s.file, s.syncedSize < s.fileSize else { return nil }
-            if resultsOnly && !s.hasUnsyncedResults { return nil }
+            if resultsOnly && !s.hasUnsyncedLiveRecords { return nil }
             return (file, s.fileSize, s.generation)
         }
         guard let target else { return }
@@ -432,7 +482,9 @@ public final class Spool: Sendable {
         do throws(SpoolError) {
             if failure.unrecordedDrops > 0 || s.lastSeq > 0 {
                 // The seqs used in memory must never be handed out again, even if those results never reach the disk.
-                try Spool.appendRecord("S", ["last_seq": "\(s.lastSeq)", "dropped": "\(failure.unrecordedDrops)"], to: &s, path: journalPath)
+                let reserved = max(s.reservedSeq, s.lastSeq)
+                try Spool.appendRecord("S", startFields(s, dropped: failure.unrecordedDrops, reserved: reserved), to: &s, path: journalPath)
+                s.reservedSeq = reserved
                 failure.unrecordedDrops = 0
                 s.failure = failure
             }
@@ -521,7 +573,8 @@ public final class Spool: Sendable {
 
     /// The batch to send next: the oldest unacknowledged one if any (a resend after a restart
     /// keeps its id and results), otherwise a new one made of up to `maxResults` of the oldest
-    /// pending results, recorded durably before it is returned. Nil when there is nothing to send.
+    /// pending results, recorded (written, not fsynced: see the file's header) before it is
+    /// returned. Nil when there is nothing to send.
     /// While the disk fails, new batches are made in memory (see the file's header).
     public func nextBatch(maxResults: Int) throws(SpoolError) -> SpoolBatch? {
         try state.withLock { (s: inout State) throws(SpoolError) -> SpoolBatch? in
@@ -529,21 +582,21 @@ public final class Spool: Sendable {
             if s.batches.isEmpty, let batch = s.memoryBatch { return SpoolBatch(id: batch.id, rawResults: batch.results) }
             if s.batches.isEmpty, s.failure != nil { return makeMemoryBatch(maxResults: maxResults, &s) }
             if s.batches.isEmpty {
-                // Results not yet fsynced may go in: the batch record's fsync, before the first
-                // send, covers them too.
+                // No fsync before the send: a SIGKILL keeps the written record, and the group commit
+                // fsyncs it with its results if the collector has not acknowledged them soon.
                 let entries = Array(s.pending.prefix(max(1, maxResults)))
                 guard !entries.isEmpty else { return nil }
                 let id = RandomUUID.make()
                 let fields = ["id": id, "first": "\(entries.first!.seq)", "last": "\(entries.last!.seq)", "count": "\(entries.count)"]
                 let before = s.fileSize
                 do throws(SpoolError) {
-                    try Spool.appendRecord("B", fields, to: &s, path: journalPath)
+                    try Spool.appendRecord("B", fields, to: &s, path: journalPath, sync: false)
                 } catch let error where Spool.isDiskFailure(error.code) {
                     enterMemoryMode(&s, error)
                     return makeMemoryBatch(maxResults: maxResults, &s)
                 }
                 s.pending.removeFirst(entries.count)
-                s.batches.append(OpenBatch(id: id, entries: entries, frameLength: s.fileSize - before))
+                s.batches.append(OpenBatch(id: id, entries: entries, frameLength: s.fileSize - before, end: s.fileSize))
                 s.liveBytes += s.fileSize - before
             }
             let batch = s.batches[0]
@@ -661,8 +714,9 @@ public final class Spool: Sendable {
         fresh.generation = s.generation + 1
         fresh.lastSeq = s.lastSeq
         fresh.droppedTotal = s.droppedTotal
+        fresh.reservedSeq = s.reservedSeq
         do throws(SpoolError) {
-            try Spool.appendRecord("S", ["last_seq": "\(s.lastSeq)", "dropped": "\(s.droppedTotal)"], to: &fresh, path: newPath, sync: false)
+            try Spool.appendRecord("S", startFields(s, dropped: s.droppedTotal, reserved: s.reservedSeq), to: &fresh, path: newPath, sync: false)
             func copy(_ entry: Entry) throws(SpoolError) -> Entry? {
                 guard let frame = Spool.readFrame(at: entry.offset, file: old, limit: s.fileSize), frame.count == Int(entry.length) - 8 else { return nil }
                 let offset = try Spool.appendFrame(frame, to: &fresh, path: newPath, sync: false)
@@ -675,7 +729,7 @@ public final class Spool: Sendable {
                 let fields = ["id": batch.id, "first": "\(batch.entries.first?.seq ?? 0)", "last": "\(batch.entries.last?.seq ?? 0)", "count": "\(entries.count)"]
                 let before = fresh.fileSize
                 try Spool.appendRecord("B", fields, to: &fresh, path: newPath, sync: false)
-                fresh.batches.append(OpenBatch(id: batch.id, entries: entries, frameLength: fresh.fileSize - before))
+                fresh.batches.append(OpenBatch(id: batch.id, entries: entries, frameLength: fresh.fileSize - before, end: fresh.fileSize))
                 fresh.liveBytes += fresh.fileSize - before
             }
             for entry in s.pending { if let copied = try copy(entry) { fresh.pending.append(copied) } }
@@ -729,7 +783,7 @@ public final class Spool: Sendable {
                 if let expected = fields["count"].flatMap(Int.init), expected != count {
                     logger.warning("spool batch holds fewer results than recorded", metadata: ["batch.id": "\(id)", "spool.expected": "\(expected)", "spool.found": "\(count)"])
                 }
-                s.batches.append(OpenBatch(id: id, entries: Array(s.pending.prefix(count)), frameLength: length))
+                s.batches.append(OpenBatch(id: id, entries: Array(s.pending.prefix(count)), frameLength: length, end: offset + length))
                 s.pending.removeFirst(count)
                 s.liveBytes += length
                 batchFrameLengths[id] = length
@@ -753,6 +807,9 @@ public final class Spool: Sendable {
                 let fields = decodeFields(payload)
                 s.lastSeq = max(s.lastSeq, fields["last_seq"].flatMap(UInt64.init) ?? 0)
                 s.droppedTotal += fields["dropped"].flatMap(UInt64.init) ?? 0
+                // The latest reservation counts (a clean close lowers it to the last seq used).
+                if let reserved = fields["reserved"].flatMap(UInt64.init) { s.reservedSeq = reserved }
+                s.reservedBoot = fields["boot"]
             default:
                 logger.warning("spool journal has a record of unknown type; skipping it", metadata: ["spool.offset": "\(offset)"])
             }
@@ -790,6 +847,17 @@ public final class Spool: Sendable {
         if sync { s.syncedSize = s.fileSize }
         return offset
     }
+
+    /// An "S" record's fields: the last seq handed out, drops to count, seqs reserved, and the
+    /// boot the reservation was made in.
+    func startFields(_ s: State, dropped: UInt64, reserved: UInt64) -> [String: String] {
+        ["last_seq": "\(s.lastSeq)", "dropped": "\(dropped)", "reserved": "\(reserved)", "boot": bootID]
+    }
+
+    /// The kernel's id for this boot: records written in this boot are still in the page cache
+    /// (a kill loses none), records of another may have been lost in a power loss.
+    public static let currentBootID: String =
+        (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)).map { $0.filter { !$0.isWhitespace } } ?? ""
 
     static func appendRecord(_ type: Character, _ fields: [String: String], to s: inout State, path: String, sync: Bool = true) throws(SpoolError) {
         var body = Data([type.asciiValue!])

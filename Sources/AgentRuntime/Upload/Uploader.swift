@@ -87,7 +87,8 @@ public struct Uploader: Service {
         return base + PushProtocol.path
     }
 
-    /// Until graceful shutdown: send the next batch, or wait `flushInterval` for results. On
+    /// Until graceful shutdown: send the next batch, or, when there is none, wait for the next
+    /// result and then `flushInterval` (so that one push carries what that interval brings). On
     /// shutdown a send in flight is abandoned; its batch is in the spool and goes out (same id)
     /// on the next start.
     ///
@@ -114,6 +115,8 @@ public struct Uploader: Service {
                 continue
             }
             guard let batch else {
+                // No look every flush_interval while nothing comes: an agent with no run due sleeps.
+                try? await journal.waitForResult { [spool] in Task.isShuttingDownGracefully || spool.status.unsentResults > 0 }
                 await pause(settings.flushInterval)
                 continue
             }
