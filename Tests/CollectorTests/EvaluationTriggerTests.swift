@@ -1,0 +1,45 @@
+@testable import Collector
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// When pushes wake the evaluator: with the clock tick a minute away, only pushes can evaluate.
+@Suite struct EvaluationTriggerTests {
+    /// A healthy fleet's passing pushes cost no evaluation; failures open an incident; passing
+    /// runs then carry it to `resolved` at once, without waiting for the next tick.
+    @Test func passingRunsDriveRecoveryOnlyWhileSomethingIsWrong() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = [
+            TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu"), TestAgent(id: "us-1", region: "us"),
+            TestAgent(id: "us-2", region: "us"),
+        ]
+        var config = testConfig(dir: dir, agents: agents)
+        config.evaluationInterval = 60
+        try await withCollector(config) { collector in
+            let hub = collector.built.hub
+            func round(_ outcome: Outcome) async throws {
+                for agent in agents {
+                    let response = try await agent.push(
+                        agent.batch([agent.result(probe: "upload", component: "files", outcome: outcome, startedAt: Date())]), to: collector)
+                    #expect(response.status == 200)
+                }
+            }
+            for _ in 0..<5 { try await round(.ok) }
+            #expect(await hub.evaluations == 0)
+
+            try await waitUntil("an incident from failing pushes", timeout: .seconds(20), every: .milliseconds(200)) {
+                try await round(.failed)
+                return await !hub.openIncidents.isEmpty
+            }
+            try await waitUntil("the incident resolved by passing pushes alone", timeout: .seconds(20), every: .milliseconds(200)) {
+                try await round(.ok)
+                return await hub.openIncidents.isEmpty
+            }
+            let evaluations = await hub.evaluations
+            for _ in 0..<5 { try await round(.ok) }
+            #expect(await hub.evaluations == evaluations)
+        }
+    }
+}
