@@ -46,7 +46,8 @@ final class HACluster: Sendable {
             "collector_name: \(name)",
             "evaluation_interval: 200ms",
             "webhooks: [{ name: drill, url: \"\(receiver)/hook\", secret: drill-secret }]",
-            "webhook_retry: { base: 100ms, cap: 1s, timeout: 2s, poll: 50ms }",
+            // No outbox polling to speak of: a new leader's dispatcher must be woken by its take-over.
+            "webhook_retry: { base: 100ms, cap: 1s, timeout: 2s, poll: 1h }",
         ] + DrillTokens.yaml
         yaml.append("agents:")
         for agent in agents { yaml.append("  - { id: \(agent.id), region: \(agent.region), public_key: \"\(agent.publicKey)\" }") }
