@@ -223,6 +223,44 @@ struct JournalWriterTests {
         #expect(!spool.hasUnsyncedResults)
     }
 
+    @Test("with nothing to send the uploader waits for the next result, not for each flush_interval: the journal thread sleeps until a result comes, which is then pushed")
+    func idleUploaderSleeps() async throws {
+        func journalThreadSwitches() -> Int {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+            return tasks.reduce(0) { total, task in
+                let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+                guard comm == "sonde.journal\n", let status = try? String(contentsOfFile: "/proc/self/task/\(task)/status", encoding: .utf8) else { return total }
+                let switches = status.split(separator: "\n").filter { $0.hasPrefix("voluntary_ctxt_switches") }
+                return total + switches.compactMap { Int($0.split(separator: "\t").last ?? "") }.reduce(0, +)
+            }
+        }
+        let dir = try TemporaryDirectory("journal-idle")
+        defer { dir.remove() }
+        let receiver = try PushReceiver(publicKey: key.publicKey)
+        defer { receiver.stop() }
+        let spool = try Spool(directory: dir.file("spool"), logger: logs.logger())
+        defer { spool.close() }
+        let journal = JournalWriter(spool: spool)
+        var config = AgentConfig(agentID: "eu-1", region: "eu")
+        config.collector.url = receiver.url
+        config.collector.flushInterval = .milliseconds(20)
+        let uploader = Uploader(settings: .init(config: config), journal: journal, key: key, logger: logs.logger())
+        let group = ServiceGroup(services: [uploader], gracefulShutdownSignals: [], logger: logs.logger())
+        let task = Task { try await group.run() }
+        let before = receiver.snapshot.results.count
+        journal.submit(sampleResult("first"))
+        try await waitUntil("the first push") { receiver.snapshot.results.count == before + 1 }
+        // Nothing to send for a second: looking every 20 ms would be 50 wake-ups.
+        let switches = journalThreadSwitches()
+        try await Task.sleep(for: .seconds(1))
+        let idle = journalThreadSwitches() - switches
+        #expect(idle <= 3, "the journal thread woke \(idle) times in 1 s with nothing to send")
+        journal.submit(sampleResult("second"))
+        try await waitUntil("the second push") { receiver.snapshot.results.count == before + 2 }
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
+
     @Test("the journal thread runs the tasks that prefer it; its timers end a sleep at the deadline, on wakeSleepers, at once when asked, or on cancellation")
     func journalThreadExecutorAndTimers() async throws {
         let dir = try TemporaryDirectory("journal-executor")
