@@ -40,7 +40,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
             // FULL: the WAL is fsynced at every commit, so a batch acknowledged to an agent (which
             // then deletes it) survives a power loss. Group commit (IngestWriter) shares one
             // fsync among concurrent pushes; the cost is in BENCHMARKS.md.
-            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+            try Self.applyDurability(durability, db)
             // 32 KiB pages for a new file (an existing one keeps its size): a push body is one or
             // two pages instead of ~15, and every page is a WAL frame (two pwrite calls) at commit
             // and a copy at checkpoint. Measured: 4.7 → 1.1 pwrite calls per stored result.
@@ -48,9 +48,22 @@ public final class SQLiteCollectorStore: CollectorStorage {
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
+            // Again on the writer, after the pool is open: GRDB's DatabasePool sets the writer to
+            // `synchronous=NORMAL` when it turns WAL on, after `prepareDatabase` has run, which
+            // silently made every commit fsync-free whatever `database_sync` said.
+            try pool.writeWithoutTransaction { db in try Self.applyDurability(durability, db) }
         } catch {
             throw StorageError("cannot open database \(path): \(error); check that its folder exists and is writable")
         }
+    }
+
+    static func applyDurability(_ durability: Durability, _ db: Database) throws {
+        try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 = FULL, 1 = NORMAL): what commits really do.
+    public func writerSynchronous() async throws -> Int {
+        try await pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     /// Creates the database file 0600 when missing, and takes group/other bits off an existing

@@ -96,6 +96,19 @@ struct StorageTests {
         #expect(try await store.resultCount() == 0)
     }
 
+    /// `database_sync` reaches the connection that commits: GRDB turns the writer to NORMAL when
+    /// it enables WAL, after our set-up ran, so `full` (the default) used to commit without fsync.
+    @Test(arguments: SQLiteCollectorStore.Durability.allCases) func databaseSyncReachesTheWriter(durability: SQLiteCollectorStore.Durability) async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try SQLiteCollectorStore(path: dir.file("sync.db"), durability: durability, logger: testLogger())
+        try await store.migrate()
+        #expect(try await store.writerSynchronous() == (durability == .full ? 2 : 1))
+        // And again on a reopened file (the pool's WAL set-up runs at every open).
+        let reopened = try SQLiteCollectorStore(path: dir.file("sync.db"), durability: durability, logger: testLogger())
+        #expect(try await reopened.writerSynchronous() == (durability == .full ? 2 : 1))
+    }
+
     /// The in-memory and PostgreSQL stores keep the same promises as SQLite for ingest, paging
     /// and the outbox.
     @Test(arguments: ["memory", "sqlite", "postgres"]) func storesAgree(kind: String) async throws {
