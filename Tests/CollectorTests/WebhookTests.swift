@@ -72,6 +72,10 @@ struct WebhookTests {
             try await waitUntil("retries after the restart") { receiver.server.requests.count >= seenBeforeSecondRun + 2 }
             receiver.set(.up)
             try await waitUntil("every event delivered", timeout: .seconds(20)) { Set(receiver.acknowledgedIDs) == Set(eventIDs) }
+            // The receiver has its 200 a few ms before the collector records it: wait for the record.
+            try await waitUntil("every delivery recorded as delivered") {
+                try await collector.store.deliveries().allSatisfy { $0.status == .delivered }
+            }
             let deliveries = try await collector.store.deliveries()
             #expect(deliveries.count == eventIDs.count)
             #expect(deliveries.allSatisfy { $0.status == .delivered })
