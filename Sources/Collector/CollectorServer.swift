@@ -425,7 +425,7 @@ public struct CollectorAPI: Sendable {
 
     func prometheus() async -> Response {
         let text = MetricsRenderer.render(
-            runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, counters: metrics.snapshot, verdicts: await hub.verdicts,
+            runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, agentsAt: await hub.latestAt, counters: metrics.snapshot, verdicts: await hub.verdicts,
             openIncidents: await hub.openIncidents.count,
             deadLetters: (try? await store.deadLetterCount()) ?? 0)
             + (cluster.map { Self.clusterMetrics($0.view) } ?? "")

@@ -24,6 +24,9 @@ public struct MonotonicWallClock: Sendable {
 public actor CorrelationHub {
     private var engine: CorrelationEngine
     private(set) var latest: CorrelationOutput
+    /// When `latest` was computed, on the wall clock that stamps `/metrics`' receive times: a run
+    /// received after it is newer than the agent states in `latest`.
+    private(set) var latestAt = Date.distantPast
     let clock = MonotonicWallClock()
 
     init(engine: CorrelationEngine) {
@@ -62,6 +65,7 @@ public actor CorrelationHub {
     func evaluate() -> CorrelationOutput {
         let output = engine.evaluate(now: clock.now())
         latest = output
+        latestAt = Date()
         evaluations += 1
         return output
     }

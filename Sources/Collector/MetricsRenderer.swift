@@ -11,13 +11,29 @@ import SondeCore
 /// ``CollectorMetrics/LatestRun/staleAfter``). Prometheus then marks them stale, so a stopped agent
 /// is never shown as succeeding.
 enum MetricsRenderer {
+    /// The runs whose series are shown: not a revoked agent's, and not a silent agent's unless
+    /// the run arrived after the evaluation that called it silent (an agent's first push after
+    /// a pause, or after start-up, shows at once rather than at the next evaluation).
+    static func visibleRuns(_ runs: [CollectorMetrics.LatestRun], agents: [AgentHealth], agentsAt: Date) -> [ProbeResult] {
+        let states = Dictionary(agents.map { ($0.agent, $0.state) }, uniquingKeysWith: { $1 })
+        return runs.filter { run in
+            switch states[run.result.agent] {
+            case .revoked: false
+            case .silent: run.receivedAt > agentsAt
+            case .ok, .localFault, nil: true
+            }
+        }.map(\.result)
+    }
+
     static func render(
-        runs: [CollectorMetrics.LatestRun], agents: [AgentHealth], counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict],
+        runs: [CollectorMetrics.LatestRun], agents: [AgentHealth], agentsAt: Date, counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict],
         openIncidents: Int, deadLetters: Int, process: ProcessStats = .current()
     ) -> String {
         var out = PrometheusText()
-        let reporting = Set(agents.filter { $0.state == .ok || $0.state == .localFault }.map(\.agent))
-        let latest = runs.map(\.result).filter { reporting.contains($0.agent) }
+        let latest = visibleRuns(runs, agents: agents, agentsAt: agentsAt)
+        // Up: reporting by the latest evaluation, or silent by it but heard from since.
+        let heardFrom = Set(latest.map(\.agent))
+        let reporting = Set(agents.filter { $0.state == .ok || $0.state == .localFault || ($0.state == .silent && heardFrom.contains($0.agent)) }.map(\.agent))
         out.reserve(latest.count * 1024)
         // Each series' label set is escaped once and reused by every metric of that series.
         let labels = latest.map { r in PrometheusText.labels(seriesLabels(r)) }

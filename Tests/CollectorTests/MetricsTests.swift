@@ -1,4 +1,4 @@
-import Collector
+@testable import Collector
 import CollectorAPI
 import Correlation
 import Foundation
@@ -57,5 +57,26 @@ struct MetricsTests {
             #expect(after.contains(#"sonde_agent_up{agent="eu-1",region="eu"} 1"#))
             #expect(!after.contains("probe_degraded\(us1)"))
         }
+    }
+
+    /// An agent's first push after start-up (or after a silence) shows at once: the latest
+    /// evaluation called it silent before that push arrived, so it no longer knows better.
+    /// Runs that arrived before that evaluation stay hidden; a revoked agent's stay hidden always.
+    @Test func aSilentAgentsRunShowsWhenNewerThanTheEvaluation() {
+        let evaluatedAt = Date(timeIntervalSince1970: 1_000_000)
+        let agents = ["silent-new", "silent-old", "revoked", "ok"].map { id in
+            AgentHealth(
+                agent: id, region: "eu", state: id.hasPrefix("silent") ? .silent : id == "revoked" ? .revoked : .ok, since: evaluatedAt)
+        }
+        func run(_ agent: String, receivedAt: TimeInterval) -> CollectorMetrics.LatestRun {
+            CollectorMetrics.LatestRun(
+                result: TestAgent(id: agent, region: "eu").result(), receivedAt: evaluatedAt.addingTimeInterval(receivedAt), interval: nil)
+        }
+        let runs = [
+            run("silent-new", receivedAt: 0.2), run("silent-old", receivedAt: -5), run("revoked", receivedAt: 0.2), run("ok", receivedAt: -5),
+            run("not-yet-known", receivedAt: -5),
+        ]
+        let shown = MetricsRenderer.visibleRuns(runs, agents: agents, agentsAt: evaluatedAt).map(\.agent)
+        #expect(shown == ["silent-new", "ok", "not-yet-known"])
     }
 }
