@@ -99,8 +99,36 @@ public final class JournalWriter: Sendable {
         }
     }
 
+    /// Suspends until `deadline`, or until an urgent result (`PushUrgency`: not ok, or one of a
+    /// probe's first passing runs after that) is written, or `wakeSleepers()`; throws
+    /// `CancellationError` at once when the task is cancelled. Returns at once when an urgent
+    /// result was written since the last `nextBatch`, or when `unless` (asked once the waiter is
+    /// in place) is true. The uploader's idle `flush_interval` pause: what can change a decision
+    /// at the collector ends it, steady healthy results do not.
+    public func waitForUrgentResult(until deadline: ContinuousClock.Instant, unless: () -> Bool) async throws(CancellationError) {
+        try await LoopTimer.sleep(until: deadline) { timer in
+            if worker.addUrgentWaiter(timer) || unless() { worker.wake(timer) }
+        } unschedule: { [worker] timer in
+            worker.unschedule(timer)
+        }
+    }
+
+    /// The spool's next batch (`Spool.nextBatch`), on the journal thread. It takes every result
+    /// written so far (up to `maxResults`; the rest goes in the batches right after), so the
+    /// urgent ones among them no longer end `waitForUrgentResult`.
+    public func nextBatch(maxResults: Int) async throws(SpoolError) -> SpoolBatch? {
+        try await perform { [worker] spool throws(SpoolError) in
+            worker.clearUrgent()
+            return try spool.nextBatch(maxResults: maxResults)
+        }
+    }
+
     /// Ends every sleep and wait in progress now (graceful shutdown).
     public func wakeSleepers() { worker.wakeAll() }
+
+    /// How many `waitForResult` and `waitForUrgentResult` calls are waiting now (tests read
+    /// where the uploader is: idle, or in its flush pause).
+    var waiting: (forResult: Int, forUrgentResult: Int) { worker.waiting }
 
     /// Runs `body` on the journal thread (so a caller on the probes' thread never waits on disk).
     public func perform<T: Sendable>(_ body: @escaping @Sendable (Spool) throws(SpoolError) -> T) async throws(SpoolError) -> T {
@@ -136,6 +164,11 @@ private final class JournalWorker: TaskExecutor, Sendable {
         var timers = TimerQueue()
         /// `waitForResult` callers: fired once a result is written.
         var resultWaiters: [LoopTimer] = []
+        /// `waitForUrgentResult` callers (also in `timers`, for their deadline): fired once an
+        /// urgent result is written.
+        var urgentWaiters: [LoopTimer] = []
+        /// An urgent result was written since the last `nextBatch`.
+        var urgentWritten = false
         var threadStarted = false
         var stopped = false
         var idle: Bool { jobs.isEmpty && taskJobs.isEmpty }
@@ -180,10 +213,26 @@ private final class JournalWorker: TaskExecutor, Sendable {
         state.withLock { s in
             s.timers.remove(timer)
             s.resultWaiters.removeAll { $0 === timer }
+            s.urgentWaiters.removeAll { $0 === timer }
         }
     }
 
     func addResultWaiter(_ timer: LoopTimer) { state.withLock { $0.resultWaiters.append(timer) } }
+
+    /// Adds `timer` to the timers and to the urgent result's waiters; true when an urgent result
+    /// is already waiting (the caller fires it).
+    func addUrgentWaiter(_ timer: LoopTimer) -> Bool {
+        let (urgent, isNext, startThread) = state.withLock { s -> (Bool, Bool, Bool) in
+            s.urgentWaiters.append(timer)
+            return (s.urgentWritten, s.timers.insert(timer), Self.markStarted(&s))
+        }
+        wake(startingThread: startThread, signal: isNext)
+        return urgent
+    }
+
+    func clearUrgent() { state.withLock { $0.urgentWritten = false } }
+
+    var waiting: (forResult: Int, forUrgentResult: Int) { state.withLock { ($0.resultWaiters.count, $0.urgentWaiters.count) } }
 
     /// Fires `timer` now, ahead of its deadline.
     func wake(_ timer: LoopTimer) {
@@ -193,7 +242,11 @@ private final class JournalWorker: TaskExecutor, Sendable {
 
     func wakeAll() {
         let timers = state.withLock { s in
-            defer { s.resultWaiters = [] }
+            defer {
+                s.resultWaiters = []
+                s.urgentWaiters = []
+            }
+            // Urgent waiters are among the timers.
             return s.timers.removeAll() + s.resultWaiters
         }
         for timer in timers { timer.fire() }
@@ -230,6 +283,8 @@ private final class JournalWorker: TaskExecutor, Sendable {
             unsynced = []
             unsyncedSince = nil
         }
+        // Only this thread decides urgency (results come in each probe's run order).
+        var urgency = PushUrgency()
         var due: [LoopTimer] = []
         while true {
             let now = ContinuousClock.now
@@ -239,13 +294,20 @@ private final class JournalWorker: TaskExecutor, Sendable {
                     s.taskJobs = []
                 }
                 s.timers.takeDue(at: now, into: &due)
+                // An urgent waiter whose deadline came is done: not fired again by a result.
+                if !s.urgentWaiters.isEmpty, !due.isEmpty { s.urgentWaiters.removeAll { waiter in due.contains { $0 === waiter } } }
                 return (s.jobs, s.taskJobs, s.stopped)
             }
             var wrote = false
+            var wroteUrgent = false
             for job in jobs {
                 switch job {
                 case .append(let result, let done):
-                    do throws(SpoolError) { unsynced.append((.success(try spool.append(result, durable: false)), done)) } catch {
+                    do throws(SpoolError) {
+                        let stored = try spool.append(result, durable: false)
+                        unsynced.append((.success(stored), done))
+                        if urgency.isUrgent(stored) { wroteUrgent = true }
+                    } catch {
                         unsynced.append((.failure(error), done))
                     }
                     if unsyncedSince == nil { unsyncedSince = .now }
@@ -256,10 +318,18 @@ private final class JournalWorker: TaskExecutor, Sendable {
                 }
             }
             if wrote {
-                for waiter in state.withLock({ s in
-                    defer { s.resultWaiters = [] }
-                    return s.resultWaiters
-                }) { waiter.fire() }
+                let waiters = state.withLock { s -> [LoopTimer] in
+                    var waiters = s.resultWaiters
+                    s.resultWaiters = []
+                    if wroteUrgent {
+                        s.urgentWritten = true
+                        for waiter in s.urgentWaiters { s.timers.remove(waiter) }
+                        waiters += s.urgentWaiters
+                        s.urgentWaiters = []
+                    }
+                    return waiters
+                }
+                for waiter in waiters { waiter.fire() }
             }
             // Timers first (their tasks' jobs come back through `enqueue`), then the tasks' jobs.
             for timer in due { timer.fire() }

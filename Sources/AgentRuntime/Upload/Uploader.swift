@@ -77,8 +77,7 @@ public struct Uploader: Service {
     }
 
     private func nextBatch() async throws(SpoolError) -> SpoolBatch? {
-        let size = settings.batchSize
-        return try await journal.perform { spool throws(SpoolError) in try spool.nextBatch(maxResults: size) }
+        try await journal.nextBatch(maxResults: settings.batchSize)
     }
 
     public var endpoint: String {
@@ -88,9 +87,11 @@ public struct Uploader: Service {
     }
 
     /// Until graceful shutdown: send the next batch, or, when there is none, wait for the next
-    /// result and then `flushInterval` (so that one push carries what that interval brings). On
-    /// shutdown a send in flight is abandoned; its batch is in the spool and goes out (same id)
-    /// on the next start.
+    /// result and then `flushInterval` (so that one push carries what that interval brings),
+    /// a pause that a result able to change a decision at the collector ends at once
+    /// (`PushUrgency`: a run not ok, or a probe's first passing runs after one). On shutdown a
+    /// send in flight is abandoned; its batch is in the spool and goes out (same id) on the next
+    /// start.
     ///
     /// Runs on the journal's thread (`JournalWriter.taskExecutor`): its spool calls, its pauses
     /// and its wake-up when the collector answers then need no hand-off between threads.
@@ -117,7 +118,7 @@ public struct Uploader: Service {
             guard let batch else {
                 // No look every flush_interval while nothing comes: an agent with no run due sleeps.
                 try? await journal.waitForResult { [spool] in Task.isShuttingDownGracefully || spool.status.unsentResults > 0 }
-                await pause(settings.flushInterval)
+                await pauseForMoreResults()
                 continue
             }
             await deliver(batch, state: &state)
@@ -328,6 +329,14 @@ public struct Uploader: Service {
     func pause(_ duration: Duration) async {
         guard !Task.isShuttingDownGracefully else { return }
         try? await journal.sleep(until: .now + duration) { Task.isShuttingDownGracefully }
+    }
+
+    /// The idle `flushInterval` pause, which an urgent result also ends (at once if one came
+    /// already). Only this one: the backoff and retry pauses between failed pushes stay whole,
+    /// so failures during a collector outage never make the uploader push faster.
+    private func pauseForMoreResults() async {
+        guard !Task.isShuttingDownGracefully else { return }
+        try? await journal.waitForUrgentResult(until: .now + settings.flushInterval) { Task.isShuttingDownGracefully }
     }
 }
 
