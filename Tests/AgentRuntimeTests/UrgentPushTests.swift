@@ -85,10 +85,8 @@ struct UrgentPushTests {
         let before = running.receiver.snapshot.requests
         let clock = ContinuousClock()
         let end = clock.now + Self.stillWaiting
-        while clock.now < end {
-            #expect(running.receiver.snapshot.requests == before, "\(what) was pushed before flush_interval")
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        while clock.now < end, running.receiver.snapshot.requests == before { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(running.receiver.snapshot.requests == before, "\(what) was pushed before flush_interval")
     }
 
     @Test("which results are urgent: not ok, and a probe's first 2 passing runs after that, per probe")

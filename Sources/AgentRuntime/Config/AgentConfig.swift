@@ -68,7 +68,8 @@ public struct AgentConfig: Sendable {
         /// `collector.timeout` (duration, default `10s`): whole-request time-out of one push.
         public var timeout: Duration = .seconds(10)
         /// `collector.flush_interval` (duration, default `1s`): how often the uploader looks for
-        /// new results when the spool was empty.
+        /// new results when the spool was empty. A result that can change a decision at the
+        /// collector (`PushUrgency`) ends that wait at once.
         public var flushInterval: Duration = .seconds(1)
         /// `collector.backoff.base` (duration, default `1s`) and `collector.backoff.cap` (duration,
         /// default `60s`): capped exponential backoff with full jitter between failed pushes.

@@ -22,7 +22,9 @@ import Synchronization
 /// loses at most the results of the last `window` that the collector does not have.
 ///
 /// Everything else (the uploader's `nextBatch`, `acknowledge`, `setAside`) goes through
-/// `perform`, which runs it on the same thread, in order with the appends.
+/// `perform`, which runs it on the same thread, in order with the appends. The thread also
+/// decides which written results are urgent (`PushUrgency`: it sees every probe's results in run
+/// order) and ends the uploader's `waitForUrgentResult` for them.
 ///
 /// The thread is also a task executor with timers of its own (`taskExecutor`, `sleep(until:)`):
 /// the uploader runs on it, so a push's spool calls, its pause between looks and its wake-up
