@@ -308,7 +308,12 @@ private final class JournalWorker: TaskExecutor, Sendable {
                     do throws(SpoolError) {
                         let stored = try spool.append(result, durable: false)
                         unsynced.append((.success(stored), done))
-                        if urgency.isUrgent(stored) { wroteUrgent = true }
+                        if urgency.isUrgent(stored) {
+                            // Noted now, not after these jobs: a `nextBatch` later among them
+                            // takes this result and clears the note, one earlier does not.
+                            state.withLock { $0.urgentWritten = true }
+                            wroteUrgent = true
+                        }
                     } catch {
                         unsynced.append((.failure(error), done))
                     }
@@ -324,7 +329,6 @@ private final class JournalWorker: TaskExecutor, Sendable {
                     var waiters = s.resultWaiters
                     s.resultWaiters = []
                     if wroteUrgent {
-                        s.urgentWritten = true
                         for waiter in s.urgentWaiters { s.timers.remove(waiter) }
                         waiters += s.urgentWaiters
                         s.urgentWaiters = []
