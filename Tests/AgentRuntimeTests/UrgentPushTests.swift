@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import SondeCore
 import SondeTestSupport
+import Synchronization
 import Testing
 
 @testable import AgentRuntime
@@ -165,5 +166,55 @@ struct UrgentPushTests {
         #expect(clock.now - shutdown < Self.atOnce, "graceful shutdown ended the 60 s wait")
         #expect(running.spool.status.unsentResults == 6, "nothing lost: the refused results stay in the spool")
         try await running.stop()
+    }
+
+    @Test("the real sonde-agent with flush_interval 60 s: healthy runs wait; its first failed run and the first passing run after it reach the collector at once; SIGTERM pushes the rest")
+    func agentPushesChangesAtOnce() async throws {
+        let status = Mutex(200)
+        let target = try LoopbackHTTPServer { _ in .json(status.withLock { $0 }, "{}") }
+        defer { target.stop() }
+        let dir = try TemporaryDirectory("urgent-agent")
+        defer { dir.remove() }
+        try key.write(to: dir.file("agent.key"))
+        let receiver = try PushReceiver(publicKey: key.publicKey)
+        defer { receiver.stop() }
+        try """
+            name: api
+            component: api
+            interval: 500ms
+            timeout: 2s
+            steps:
+              - name: get
+                request: {method: GET, url: "\(target.baseURL)/health"}
+                assert: {status: 200}
+            """.write(toFile: dir.file("api.yaml"), atomically: true, encoding: .utf8)
+        try """
+            agent: {id: urgent-1, region: eu}
+            collector: {url: \(receiver.url), key: agent.key, flush_interval: 60s}
+            spool: {path: spool}
+            probes: [api.yaml]
+            """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+        defer { agent.signal(SIGKILL) }
+        func outcomes() -> [Outcome] { receiver.snapshot.results.map(\.outcome) }
+
+        try await waitUntil("3 healthy runs", timeout: Self.atOnce) { target.requests.count >= 3 }
+        #expect(receiver.snapshot.requests == 0, "healthy results wait for flush_interval")
+
+        status.withLock { $0 = 500 }
+        try await waitUntil("the first failed run at the collector", timeout: Self.atOnce) { outcomes().contains(.failed) }
+        #expect(outcomes().prefix { $0 == .ok }.count >= 2, "the healthy results waiting went out with it")
+
+        status.withLock { $0 = 200 }
+        try await waitUntil("the first passing run after the failures at the collector", timeout: Self.atOnce) {
+            outcomes().drop { $0 == .ok }.contains(.ok)
+        }
+
+        agent.signal(SIGTERM)
+        #expect(try await agent.waitForExit(timeout: .seconds(20)) == 0)
+        let spool = try Spool(directory: dir.file("spool"), logger: logs.logger())
+        defer { spool.close() }
+        #expect(spool.status.unsentResults == 0, "graceful stop pushed what was left")
+        #expect(receiver.snapshot.results.count == Int(spool.status.lastSeq))
     }
 }
