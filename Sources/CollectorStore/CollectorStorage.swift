@@ -53,10 +53,39 @@ public struct BatchRecord: Sendable, Hashable {
 
 /// What happened to a batch handed to `ingest`.
 public enum IngestOutcome: Sendable, Hashable {
-    /// Stored now, with this many results.
-    case stored(Int)
+    /// Stored now. `new`: the positions (in the batch's results) of the results stored for the
+    /// first time. The others were stored before under another batch id (an agent that lost its
+    /// batch record to a power loss sends them again in a new batch): kept once, so they must not
+    /// be counted, correlated or shown again either.
+    case stored(new: IndexSet)
     /// Its batch id had been stored before; nothing was written.
     case duplicate
+
+    /// Stored, every one of `count` results new (the usual case).
+    public static func stored(all count: Int) -> IngestOutcome { .stored(new: IndexSet(integersIn: 0..<count)) }
+
+    /// The positions of `results` whose key is in `inserted` (the rows a store's insert really
+    /// added), each key once: a result repeated within one batch is new at its first position.
+    public static func newPositions(of results: [ProbeResult], inserted: Set<StoredResultKey>) -> IndexSet {
+        var seen = Set<StoredResultKey>()
+        var positions = IndexSet()
+        for (position, result) in results.enumerated() {
+            let key = StoredResultKey(result)
+            if inserted.contains(key), seen.insert(key).inserted { positions.insert(position) }
+        }
+        return positions
+    }
+}
+
+/// What makes a stored result unique: its start (ms) and id, the key of the `results` tables.
+public struct StoredResultKey: Sendable, Hashable {
+    public var startedAtMs: Int64
+    public var id: String
+    public init(startedAtMs: Int64, id: String) {
+        self.startedAtMs = startedAtMs
+        self.id = id
+    }
+    public init(_ result: ProbeResult) { self.init(startedAtMs: result.startedAt.epochMs, id: result.id) }
 }
 
 /// Filters of `GET /v1/results`; results come newest first.
