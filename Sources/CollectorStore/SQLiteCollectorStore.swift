@@ -272,8 +272,14 @@ public final class SQLiteCollectorStore: CollectorStorage {
         }
     }
 
-    public func agent(id: String) async throws -> AgentRecord? {
-        try await pool.read { db in
+    /// Once per push. GRDB's synchronous read: it runs on the calling thread (a reader's queue
+    /// taken with `sync`), where the async one hops to the reader's queue and back, waking two
+    /// threads for a lookup of a few microseconds. A WAL reader never waits for the writer.
+    public func agent(id: String) async throws -> AgentRecord? { try agentOnThisThread(id: id) }
+
+    /// Synchronous, so that GRDB's synchronous `read` is the one called.
+    private func agentOnThisThread(id: String) throws -> AgentRecord? {
+        try pool.read { db in
             try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM agents WHERE id = ?"), arguments: [id]).map(Self.agent(from:))
         }
     }
