@@ -131,8 +131,10 @@ struct IngestHandler: Sendable {
             let fresh = new.count == batch.results.count ? batch.results : new.map { batch.results[$0] }
             metrics.batchAccepted(results: fresh.count)
             if !fresh.isEmpty {
-                metrics.record(fresh)
                 if feedsHub, await hub.ingest(fresh) { trigger.fire() }
+                // After the hub has them: an evaluation that did not see them ended before their receive
+                // time, so /metrics never hides them behind a verdict older than they are.
+                metrics.record(fresh)
             }
             logger.debug(
                 "Batch stored",
