@@ -66,26 +66,42 @@ public enum IngestOutcome: Sendable, Hashable {
 
     /// The positions of `results` whose key is in `inserted` (the rows a store's insert really
     /// added), each key once: a result repeated within one batch is new at its first position.
-    public static func newPositions(of results: [ProbeResult], inserted: Set<StoredResultKey>) -> IndexSet {
-        var seen = Set<StoredResultKey>()
+    /// (`ResultCursor` is a result's identity: its start and id, the key of the `results` tables.)
+    public static func newPositions(of results: [ProbeResult], inserted: Set<ResultCursor>) -> IndexSet {
+        var seen = Set<ResultCursor>()
         var positions = IndexSet()
         for (position, result) in results.enumerated() {
-            let key = StoredResultKey(result)
+            let key = ResultCursor(after: result)
             if inserted.contains(key), seen.insert(key).inserted { positions.insert(position) }
         }
         return positions
     }
 }
 
-/// What makes a stored result unique: its start (ms) and id, the key of the `results` tables.
-public struct StoredResultKey: Sendable, Hashable {
-    public var startedAtMs: Int64
-    public var id: String
-    public init(startedAtMs: Int64, id: String) {
-        self.startedAtMs = startedAtMs
-        self.id = id
+/// Runs per component and UTC day, added to `result_days` once per ingest transaction.
+struct DayCounts {
+    struct Key: Hashable, Comparable {
+        var component: String
+        var day: Int64
+        static func < (a: Key, b: Key) -> Bool { (a.component, a.day) < (b.component, b.day) }
     }
-    public init(_ result: ProbeResult) { self.init(startedAtMs: result.startedAt.epochMs, id: result.id) }
+    var counts: [Key: (total: Int64, failed: Int64, degraded: Int64)] = [:]
+
+    mutating func count(_ result: ProbeResult) {
+        let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
+        var value = counts[key] ?? (0, 0, 0)
+        value.total += 1
+        if result.outcome == .failed { value.failed += 1 }
+        if result.outcome == .degraded { value.degraded += 1 }
+        counts[key] = value
+    }
+
+    mutating func add(_ other: DayCounts) {
+        for (key, value) in other.counts {
+            let old = counts[key] ?? (0, 0, 0)
+            counts[key] = (old.total + value.total, old.failed + value.failed, old.degraded + value.degraded)
+        }
+    }
 }
 
 /// Filters of `GET /v1/results`; results come newest first.

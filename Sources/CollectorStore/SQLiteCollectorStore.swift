@@ -441,7 +441,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
             let rows = try Row.fetchAll(
                 db, sql: "SELECT started_at, id FROM results WHERE started_at BETWEEN ? AND ? AND batch = ?",
                 arguments: [times.min() ?? 0, times.max() ?? 0, batchSeq])
-            let new = IngestOutcome.newPositions(of: results, inserted: Set(rows.map { StoredResultKey(startedAtMs: $0["started_at"], id: $0["id"]) }))
+            let new = IngestOutcome.newPositions(of: results, inserted: Set(rows.map { ResultCursor(startedAtMs: $0["started_at"], id: $0["id"]) }))
             outcome = .stored(new: new)
             try addToDays(new.map { results[$0] }, db)
         }
@@ -455,26 +455,15 @@ public final class SQLiteCollectorStore: CollectorStorage {
     /// Adds results stored now (never one stored before) to the daily rollup.
     private static func addToDays(_ results: [ProbeResult], _ db: Database) throws {
         guard !results.isEmpty else { return }
-        struct Key: Hashable {
-            var component: String
-            var day: Int64
-        }
-        var days: [Key: (total: Int, failed: Int, degraded: Int)] = [:]
-        for result in results {
-            let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
-            var counts = days[key] ?? (0, 0, 0)
-            counts.total += 1
-            if result.outcome == .failed { counts.failed += 1 }
-            if result.outcome == .degraded { counts.degraded += 1 }
-            days[key] = counts
-        }
+        var days = DayCounts()
+        for result in results { days.count(result) }
         let upsert = try db.cachedStatement(
             sql: """
                 INSERT INTO result_days (component, day, total, failed, degraded) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(component, day) DO UPDATE SET total = total + excluded.total, failed = failed + excluded.failed,
                     degraded = degraded + excluded.degraded
                 """)
-        for (key, counts) in days { try upsert.execute(arguments: [key.component, key.day, counts.total, counts.failed, counts.degraded]) }
+        for (key, counts) in days.counts { try upsert.execute(arguments: [key.component, key.day, counts.total, counts.failed, counts.degraded]) }
     }
 
     private static func insertResultsSQL(rows: Int) -> String {
