@@ -324,7 +324,7 @@ struct PostgresBenchmark: AsyncParsableCommand {
                 group.append(
                     PendingBatch(batch: BatchRecord(batchID: "\(agent)-\(suffix)", agent: agent, receivedAt: now, body: body, signature: "-"), results: results))
                 if group.count == 64 || a == agents.upperBound - 1 {
-                    for outcome in try await store.ingest(group: group) { if case .stored(let n) = try outcome.get() { count += n } }
+                    for outcome in try await store.ingest(group: group) { if case .stored(let new) = try outcome.get() { count += new.count } }
                     group.removeAll()
                 }
             }

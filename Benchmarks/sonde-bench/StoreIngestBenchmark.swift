@@ -63,7 +63,7 @@ struct StoreIngestBenchmark: AsyncParsableCommand {
                 group.addTask {
                     var count = 0
                     for (record, results) in batches {
-                        if case .stored(let n) = try await store.ingest(batch: record, results: results) { count += n }
+                        if case .stored(let new) = try await store.ingest(batch: record, results: results) { count += new.count }
                     }
                     return count
                 }

@@ -40,9 +40,13 @@ public actor CorrelationHub {
     /// no evaluation.
     @discardableResult
     func ingest(_ results: [ProbeResult]) -> Bool {
+        ingested += results.count
         engine.ingest(results, receivedAt: clock.now())
         return engine.awaitsPassingRuns || results.contains { $0.outcome != .ok }
     }
+
+    /// Results handed to the engine so far (each stored result once; tests read it).
+    private(set) var ingested = 0
 
     private var knownAgents: [AgentInfo]?
 

@@ -125,16 +125,21 @@ struct IngestHandler: Sendable {
             metrics.batchDuplicate()
             logger.debug("Duplicate batch acknowledged", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID)])
             return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true)
-        case .stored(let count):
-            metrics.batchAccepted(results: count)
-            if feedsHub {
-                if await hub.ingest(batch.results) { trigger.fire() }
+        case .stored(let new):
+            // Only results stored now: one the store already had (re-sent under a new batch id)
+            // was counted, correlated and shown when it first came.
+            let fresh = new.count == batch.results.count ? batch.results : new.map { batch.results[$0] }
+            metrics.batchAccepted(results: fresh.count)
+            if !fresh.isEmpty {
+                if feedsHub, await hub.ingest(fresh) { trigger.fire() }
+                // After the hub has them: an evaluation that did not see them ended before their receive
+                // time, so /metrics never hides them behind a verdict older than they are.
+                metrics.record(fresh)
             }
-            // After the hub has them: an evaluation that did not see them ended before their receive
-            // time, so /metrics never hides them behind a verdict older than they are.
-            metrics.record(batch.results)
-            logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
-            return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)
+            logger.debug(
+                "Batch stored",
+                metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(batch.results.count)", "results.new": "\(fresh.count)"])
+            return PushAck(batchID: batch.batchID, accepted: batch.results.count, duplicate: false)
         }
     }
 

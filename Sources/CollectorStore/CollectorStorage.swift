@@ -53,10 +53,55 @@ public struct BatchRecord: Sendable, Hashable {
 
 /// What happened to a batch handed to `ingest`.
 public enum IngestOutcome: Sendable, Hashable {
-    /// Stored now, with this many results.
-    case stored(Int)
+    /// Stored now. `new`: the positions (in the batch's results) of the results stored for the
+    /// first time. The others were stored before under another batch id (an agent that lost its
+    /// batch record to a power loss sends them again in a new batch): kept once, so they must not
+    /// be counted, correlated or shown again either.
+    case stored(new: IndexSet)
     /// Its batch id had been stored before; nothing was written.
     case duplicate
+
+    /// Stored, every one of `count` results new (the usual case).
+    public static func stored(all count: Int) -> IngestOutcome { .stored(new: IndexSet(integersIn: 0..<count)) }
+
+    /// The positions of `results` whose key is in `inserted` (the rows a store's insert really
+    /// added), each key once: a result repeated within one batch is new at its first position.
+    /// (`ResultCursor` is a result's identity: its start and id, the key of the `results` tables.)
+    public static func newPositions(of results: [ProbeResult], inserted: Set<ResultCursor>) -> IndexSet {
+        var seen = Set<ResultCursor>()
+        var positions = IndexSet()
+        for (position, result) in results.enumerated() {
+            let key = ResultCursor(after: result)
+            if inserted.contains(key), seen.insert(key).inserted { positions.insert(position) }
+        }
+        return positions
+    }
+}
+
+/// Runs per component and UTC day, added to `result_days` once per ingest transaction.
+struct DayCounts {
+    struct Key: Hashable, Comparable {
+        var component: String
+        var day: Int64
+        static func < (a: Key, b: Key) -> Bool { (a.component, a.day) < (b.component, b.day) }
+    }
+    var counts: [Key: (total: Int64, failed: Int64, degraded: Int64)] = [:]
+
+    mutating func count(_ result: ProbeResult) {
+        let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
+        var value = counts[key] ?? (0, 0, 0)
+        value.total += 1
+        if result.outcome == .failed { value.failed += 1 }
+        if result.outcome == .degraded { value.degraded += 1 }
+        counts[key] = value
+    }
+
+    mutating func add(_ other: DayCounts) {
+        for (key, value) in other.counts {
+            let old = counts[key] ?? (0, 0, 0)
+            counts[key] = (old.total + value.total, old.failed + value.failed, old.degraded + value.degraded)
+        }
+    }
 }
 
 /// Filters of `GET /v1/results`; results come newest first.

@@ -58,7 +58,9 @@ public actor InMemoryCollectorStore: CollectorStorage {
         guard batchesByID[batch.batchID] == nil else { return .duplicate }
         batchesByID[batch.batchID] = batch
         batchOrder.append(batch.batchID)
-        for result in results where resultsByID[result.id] == nil {
+        var new = IndexSet()
+        for (position, result) in results.enumerated() where resultsByID[result.id] == nil {
+            new.insert(position)
             resultsByID[result.id] = result
             let key = DayKey(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
             var day = days[key] ?? UptimeDay(component: key.component, day: Date(epochMs: key.day * 86_400_000), total: 0, failed: 0, degraded: 0)
@@ -71,7 +73,7 @@ public actor InMemoryCollectorStore: CollectorStorage {
             agent.lastSeen = max(agent.lastSeen ?? .distantPast, batch.receivedAt)
             agentsByID[batch.agent] = agent
         }
-        return .stored(results.count)
+        return .stored(new: new)
     }
 
     private func newestFirst(_ a: ProbeResult, _ b: ProbeResult) -> Bool {

@@ -468,8 +468,9 @@ public final class PostgresCollectorStore: CollectorStorage {
             """, logger)
         guard let seq = try inserted.first?.decode(Int64.self) else { return .duplicate }
         let results = pending.results
+        var new = IndexSet()
         if !results.isEmpty {
-            // Only the rows really inserted count towards uptime (a result stored twice counts once).
+            // Only the rows really inserted are new and count towards uptime (a result stored twice counts once).
             let insertedIDs = try await all(
                 connection,
                 """
@@ -479,42 +480,17 @@ public final class PostgresCollectorStore: CollectorStorage {
                     \(results.map(\.durationMs))::DOUBLE PRECISION[], \(json)::BYTEA[]) AS t(s, i, se, o, d, j)
                 ON CONFLICT DO NOTHING RETURNING started_at, id
                 """, logger)
-            var inserted = Set<String>()
+            var inserted = Set<ResultCursor>()
             for row in insertedIDs {
                 let (startedAt, id) = try row.decode((Int64, String).self)
-                inserted.insert("\(startedAt) \(id)")
+                inserted.insert(ResultCursor(startedAtMs: startedAt, id: id))
             }
-            for result in results where inserted.contains("\(result.startedAt.epochMs) \(result.id)") { days.count(result) }
+            new = IngestOutcome.newPositions(of: results, inserted: inserted)
+            for position in new { days.count(results[position]) }
         }
         try await connection.query(
             "UPDATE agents SET last_seen = GREATEST(COALESCE(last_seen, 0), \(batch.receivedAt.epochMs)) WHERE id = \(batch.agent)", logger: logger)
-        return .stored(results.count)
-    }
-
-    /// Runs per component and UTC day, added to `result_days` once per ingest transaction.
-    struct DayCounts {
-        struct Key: Hashable, Comparable {
-            var component: String
-            var day: Int64
-            static func < (a: Key, b: Key) -> Bool { (a.component, a.day) < (b.component, b.day) }
-        }
-        var counts: [Key: (total: Int64, failed: Int64, degraded: Int64)] = [:]
-
-        mutating func count(_ result: ProbeResult) {
-            let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
-            var value = counts[key] ?? (0, 0, 0)
-            value.total += 1
-            if result.outcome == .failed { value.failed += 1 }
-            if result.outcome == .degraded { value.degraded += 1 }
-            counts[key] = value
-        }
-
-        mutating func add(_ other: DayCounts) {
-            for (key, value) in other.counts {
-                let old = counts[key] ?? (0, 0, 0)
-                counts[key] = (old.total + value.total, old.failed + value.failed, old.degraded + value.degraded)
-            }
-        }
+        return .stored(new: new)
     }
 
     /// One upsert in key order: collectors ingesting at once lock the rows in the same order,

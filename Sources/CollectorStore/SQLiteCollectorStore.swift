@@ -45,6 +45,11 @@ public final class SQLiteCollectorStore: CollectorStorage {
             // two pages instead of ~15, and every page is a WAL frame (two pwrite calls) at commit
             // and a copy at checkpoint. Measured: 4.7 → 1.1 pwrite calls per stored result.
             try db.execute(sql: "PRAGMA page_size = 32768")
+            // Each batch's savepoint keeps a copy of the pages it changes (its sub-journal). With
+            // 32 KiB pages that passed SQLite's 64 KiB in-memory limit at every push, so each push
+            // created, unlinked and closed a file in /var/tmp (8 system calls). In memory it is at
+            // most the pages one batch touches; nothing durable lives there (the WAL is the journal).
+            try db.execute(sql: "PRAGMA temp_store = MEMORY")
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
@@ -267,8 +272,14 @@ public final class SQLiteCollectorStore: CollectorStorage {
         }
     }
 
-    public func agent(id: String) async throws -> AgentRecord? {
-        try await pool.read { db in
+    /// Once per push. GRDB's synchronous read: it runs on the calling thread (a reader's queue
+    /// taken with `sync`), where the async one hops to the reader's queue and back, waking two
+    /// threads for a lookup of a few microseconds. A WAL reader never waits for the writer.
+    public func agent(id: String) async throws -> AgentRecord? { try agentOnThisThread(id: id) }
+
+    /// Synchronous, so that GRDB's synchronous `read` is the one called.
+    private func agentOnThisThread(id: String) throws -> AgentRecord? {
+        try pool.read { db in
             try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM agents WHERE id = ?"), arguments: [id]).map(Self.agent(from:))
         }
     }
@@ -419,52 +430,40 @@ public final class SQLiteCollectorStore: CollectorStorage {
             inserted += db.changesCount
             index += count
         }
-        try addToDays(results, inserted: inserted, batchSeq: batchSeq, db)
+        let outcome: IngestOutcome
+        if inserted == results.count {
+            outcome = .stored(all: results.count)
+            try addToDays(results, db)
+        } else {
+            // Some rows were there already (re-sent under a new batch id): the new ones are those
+            // that now point at this batch.
+            let times = results.map(\.startedAt.epochMs)
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT started_at, id FROM results WHERE started_at BETWEEN ? AND ? AND batch = ?",
+                arguments: [times.min() ?? 0, times.max() ?? 0, batchSeq])
+            let new = IngestOutcome.newPositions(of: results, inserted: Set(rows.map { ResultCursor(startedAtMs: $0["started_at"], id: $0["id"]) }))
+            outcome = .stored(new: new)
+            try addToDays(new.map { results[$0] }, db)
+        }
         try db.cachedStatement(sql: "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?")
             .execute(arguments: [batch.receivedAt.epochMs, batch.agent])
-        return .stored(results.count)
+        return outcome
     }
 
     private static let rowsPerInsert = 50
 
-    /// Adds a batch's stored results to the daily rollup: counted here when every row went in
-    /// (the usual case), else read back from the rows this batch did store (the others were
-    /// already there, counted once before).
-    private static func addToDays(_ results: [ProbeResult], inserted: Int, batchSeq: Int64, _ db: Database) throws {
-        guard inserted > 0 else { return }
-        struct Key: Hashable {
-            var component: String
-            var day: Int64
-        }
-        var days: [Key: (total: Int, failed: Int, degraded: Int)] = [:]
-        if inserted == results.count {
-            for result in results {
-                let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
-                var counts = days[key] ?? (0, 0, 0)
-                counts.total += 1
-                if result.outcome == .failed { counts.failed += 1 }
-                if result.outcome == .degraded { counts.degraded += 1 }
-                days[key] = counts
-            }
-        } else {
-            let times = results.map(\.startedAt.epochMs)
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT s.component, r.started_at / 86400000 AS day, COUNT(*) AS total, SUM(r.outcome = 2) AS failed, SUM(r.outcome = 1) AS degraded
-                    FROM results r JOIN series s ON s.id = r.series
-                    WHERE r.started_at BETWEEN ? AND ? AND r.batch = ? GROUP BY s.component, day
-                    """,
-                arguments: [times.min() ?? 0, times.max() ?? 0, batchSeq])
-            for row in rows { days[Key(component: row["component"], day: row["day"])] = (row["total"], row["failed"], row["degraded"]) }
-        }
+    /// Adds results stored now (never one stored before) to the daily rollup.
+    private static func addToDays(_ results: [ProbeResult], _ db: Database) throws {
+        guard !results.isEmpty else { return }
+        var days = DayCounts()
+        for result in results { days.count(result) }
         let upsert = try db.cachedStatement(
             sql: """
                 INSERT INTO result_days (component, day, total, failed, degraded) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(component, day) DO UPDATE SET total = total + excluded.total, failed = failed + excluded.failed,
                     degraded = degraded + excluded.degraded
                 """)
-        for (key, counts) in days { try upsert.execute(arguments: [key.component, key.day, counts.total, counts.failed, counts.degraded]) }
+        for (key, counts) in days.counts { try upsert.execute(arguments: [key.component, key.day, counts.total, counts.failed, counts.degraded]) }
     }
 
     private static func insertResultsSQL(rows: Int) -> String {

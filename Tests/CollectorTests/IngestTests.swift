@@ -1,4 +1,4 @@
-import Collector
+@testable import Collector
 import CollectorStore
 import CurlHTTP
 import Foundation
@@ -88,6 +88,53 @@ struct IngestTests {
             #expect(try await collector.store.batches(since: nil, after: nil, limit: 100).count == 1)
             #expect(try await collector.store.agent(id: good.id)?.lastSeen != nil)
         }
+    }
+
+    /// An agent that lost its batch record to a power loss sends its results again in a new
+    /// batch (same agent and seq, new batch id): acknowledged whole, but each result is stored,
+    /// counted in `sonde_ingest_results_total` and handed to the correlation engine once; the
+    /// batch's new result still counts.
+    @Test func resentResultsCountOnce() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            var sent: [ProbeResult] = []
+            for seq in UInt64(1)...3 {
+                var result = agent.result(outcome: seq == 2 ? .failed : .ok, startedAt: Date().addingTimeInterval(Double(seq) - 10))
+                result.seq = seq
+                sent.append(result)
+            }
+            let first = agent.batch(sent)
+            let firstAck = try decode(PushAck.self, try await agent.push(first, to: collector))
+            #expect(firstAck == PushAck(batchID: first.batchID, accepted: 3, duplicate: false))
+            #expect(try await Self.resultsTotal(collector) == 3)
+            #expect(await collector.built.hub.ingested == 3)
+
+            var fourth = agent.result(startedAt: Date().addingTimeInterval(-5))
+            fourth.seq = 4
+            let again = agent.batch(Array(sent.suffix(2)) + [fourth])
+            #expect(again.batchID != first.batchID)
+            let againAck = try decode(PushAck.self, try await agent.push(again, to: collector))
+            #expect(againAck == PushAck(batchID: again.batchID, accepted: 3, duplicate: false))
+            #expect(try await Self.resultsTotal(collector) == 4)
+            #expect(await collector.built.hub.ingested == 4)
+            #expect(try await collector.store.resultCount() == 4)
+
+            // Nothing new at all: stored as a batch, counted as nothing.
+            let onlyOld = agent.batch(sent)
+            let onlyOldResponse = try await agent.push(onlyOld, to: collector)
+            #expect(onlyOldResponse.status == 200)
+            #expect(try await Self.resultsTotal(collector) == 4)
+            #expect(await collector.built.hub.ingested == 4)
+        }
+    }
+
+    /// `sonde_ingest_results_total` as `/metrics` shows it.
+    private static func resultsTotal(_ collector: RunningCollector) async throws -> Int? {
+        let text = try await get(collector, "/metrics").bodyText
+        let line = text.split(separator: "\n").first { $0.hasPrefix("sonde_ingest_results_total ") }
+        return line.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }.map { Int($0) }
     }
 
     @Test func unknownRoutesAndMethodsAnswerJSON() async throws {

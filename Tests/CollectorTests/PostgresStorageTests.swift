@@ -72,7 +72,7 @@ struct PostgresStorageTests {
         let today = (0..<2).map { i in agent.result(startedAt: startOfToday.addingTimeInterval(Double(i))) }
         for (index, results) in [yesterday, old, today].enumerated() {
             let batch = BatchRecord(batchID: "b\(index)", agent: "a", receivedAt: now, body: Data("x".utf8), signature: "s")
-            #expect(try await store.ingest(batch: batch, results: results) == .stored(results.count))
+            #expect(try await store.ingest(batch: batch, results: results) == .stored(all: results.count))
         }
         let partitions = try await store.partitions()
         let todayName = PostgresCollectorStore.partitionName(day: now.epochMs / 86_400_000)

@@ -125,7 +125,7 @@ struct StorageTests {
         try await store.upsertAgent(AgentRecord(id: "a", region: "eu", publicKey: agent.key.publicKey.base64))
         let results = (0..<7).map { i in agent.result(startedAt: Date(timeIntervalSince1970: 1_800_000_000 + Double(i))) }
         let batch = BatchRecord(batchID: "b1", agent: "a", receivedAt: Date(), body: Data("x".utf8), signature: "s")
-        #expect(try await store.ingest(batch: batch, results: results) == .stored(7))
+        #expect(try await store.ingest(batch: batch, results: results) == .stored(all: 7))
         #expect(try await store.ingest(batch: batch, results: results) == .duplicate)
         let first = try await store.results(ResultQuery(limit: 4))
         #expect(first.results.count == 4)
@@ -180,7 +180,7 @@ struct StorageTests {
         // batch id (with a new one); each result is stored, and counted in the timeline, once.
         let extra = agent.result(startedAt: Date(timeIntervalSince1970: 1_800_000_007))
         let rebatched = BatchRecord(batchID: "b1-again", agent: "a", receivedAt: Date(), body: Data("y".utf8), signature: "s")
-        #expect(try await store.ingest(batch: rebatched, results: Array(results.suffix(3)) + [extra]) == .stored(4))
+        #expect(try await store.ingest(batch: rebatched, results: Array(results.suffix(3)) + [extra]) == .stored(new: [3]))
         #expect(try await store.resultCount() == 8)
         #expect(try await store.timeline(since: Date(timeIntervalSince1970: 1_799_990_000)).map(\.total).reduce(0, +) == 8)
         #expect(Set(try await store.results(ResultQuery(limit: 100)).results.map(\.id)) == Set((results + [extra]).map(\.id)))
@@ -325,10 +325,10 @@ struct StorageMigrationTests {
         let fresh = (0..<3).map { i in eu.result(probe: "login", component: "login", startedAt: base.addingTimeInterval(Double(3000 + i))) }
         let freshBatch = eu.batch(fresh, sentAt: Date(), batchID: "fresh")
         let record = BatchRecord(batchID: "fresh", agent: eu.id, receivedAt: Date(), body: try SondeJSON.encode(freshBatch), signature: "s")
-        #expect(try await store.ingest(batch: record, results: fresh) == .stored(3))
+        #expect(try await store.ingest(batch: record, results: fresh) == .stored(all: 3))
         #expect(try await store.ingest(batch: record, results: fresh) == .duplicate)
         let again = BatchRecord(batchID: "fresh-again", agent: eu.id, receivedAt: Date(), body: record.body, signature: "s")
-        #expect(try await store.ingest(batch: again, results: fresh) == .stored(3))  // a new batch id; its results are duplicates
+        #expect(try await store.ingest(batch: again, results: fresh) == .stored(new: []))  // a new batch id; its results are duplicates
         #expect(try await store.resultCount() == 23)
         #expect(try await store.results(ResultQuery(agent: "eu-1", since: base.addingTimeInterval(3000), limit: 10)).results == fresh.reversed())
 
@@ -350,7 +350,7 @@ struct StorageMigrationTests {
         let received = Date(timeIntervalSince1970: 1_800_000_000)
         let ahead = agent.result(startedAt: received.addingTimeInterval(120))
         let body = try SondeJSON.encode(agent.batch([ahead], batchID: "b"))
-        #expect(try await store.ingest(batch: BatchRecord(batchID: "b", agent: "a", receivedAt: received, body: body, signature: "s"), results: [ahead]) == .stored(1))
+        #expect(try await store.ingest(batch: BatchRecord(batchID: "b", agent: "a", receivedAt: received, body: body, signature: "s"), results: [ahead]) == .stored(all: 1))
         let report = try await store.prune(before: received.addingTimeInterval(60))
         #expect(report.results == 0 && report.batches == 0)
         #expect(try await store.results(ResultQuery(limit: 5)).results == [ahead])
