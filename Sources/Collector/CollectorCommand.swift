@@ -94,7 +94,8 @@ extension CollectorCommand {
         }
     }
 
-    /// Offline agent administration on the database file (safe while the server runs: SQLite WAL).
+    /// Agent administration on the collector's database, SQLite or PostgreSQL (safe while collectors
+    /// run: they read enrolment and revocation from the database).
     public struct Agents: AsyncParsableCommand {
         public static let configuration = CommandConfiguration(
             abstract: "Enrol, revoke and list agents in a collector database.", subcommands: [Add.self, Revoke.self, List.self])
@@ -102,19 +103,68 @@ extension CollectorCommand {
     }
 }
 
+/// Which database the admin commands work on: `--db` (an SQLite file, or a PostgreSQL URL as
+/// `database:` takes one; its password from `PGPASSWORD` keeps it out of `ps`), or `--config`
+/// (the collector's own config file, so the admin commands reach exactly what `serve` uses).
 struct DatabaseOption: ParsableArguments {
-    @Option(name: .long, help: "The collector's SQLite database file.")
-    var db: String
+    @Option(name: .long, help: "The collector's database: an SQLite file, or postgres://USER@HOST[:PORT]/DB (password from PGPASSWORD).")
+    var db: String?
 
-    @Flag(help: "Create the database when the file does not exist (otherwise a mistyped --db is an error).")
+    @Option(name: .long, help: "The collector's YAML config file: its `database:` is used (SQLite or PostgreSQL).")
+    var config: String?
+
+    @Flag(help: "Create the SQLite database when the file does not exist (otherwise a mistyped --db is an error).")
     var create = false
 
-    func open() async throws -> SQLiteCollectorStore {
-        // A typo in --db must not quietly enrol agents into a new, empty database.
-        if !create && db != ":memory:" && !FileManager.default.fileExists(atPath: db) {
-            throw ValidationError("--db \(db): no such database; check the path (the collector's `database:`), or pass --create to make a new one")
+    func validate() throws {
+        guard (db == nil) != (config == nil) else { throw ValidationError("give the database with either --db or --config (not both)") }
+    }
+
+    /// How messages name the database.
+    var name: String { db ?? "the database of \(config ?? "")" }
+    /// The same option again, for hints that suggest another command.
+    var flag: String { db.map { "--db \($0)" } ?? "--config \(config ?? "")" }
+
+    /// Opens (and migrates) the database, runs `body`, and closes it.
+    func withStore<T>(_ body: (any CollectorStorage) async throws -> T) async throws -> T {
+        let store = try await open()
+        defer { (store as? PostgresCollectorStore)?.close() }
+        return try await body(store)
+    }
+
+    private func open() async throws -> any CollectorStorage {
+        let logger = Logger(label: "sonde-collector")
+        let path: String
+        var sync = SQLiteCollectorStore.Durability.full
+        if let config {
+            let configuration: CollectorConfig
+            do { configuration = try CollectorConfig.load(path: config) } catch {
+                throw ValidationError("--config: \(error)")
+            }
+            path = configuration.databasePath
+            sync = configuration.databaseSync
+        } else {
+            path = db ?? ""
         }
-        let store = try SQLiteCollectorStore(path: db, logger: Logger(label: "sonde-collector"))
+        if PostgresURL.isPostgres(path) {
+            let store: PostgresCollectorStore
+            do { store = try PostgresCollectorStore(url: path, logger: logger) } catch let error as StorageError {
+                throw ValidationError("\(db != nil ? "--db" : "database"): \(error.description)")
+            }
+            do { try await store.migrate() } catch {
+                store.close()
+                throw error
+            }
+            return store
+        }
+        guard path != ":memory:" else { throw ValidationError("\(name) is `:memory:`: it keeps nothing to administer") }
+        // A typo in --db must not quietly enrol agents into a new, empty database.
+        if !create && !FileManager.default.fileExists(atPath: path) {
+            throw ValidationError(
+                "\(db != nil ? "--db " : "database: ")\(path): no such database; check the path (the collector's `database:`), or pass --create to make a new one")
+        }
+        umask(0o077)
+        let store = try SQLiteCollectorStore(path: path, durability: sync, logger: logger)
         try await store.migrate()
         return store
     }
@@ -142,14 +192,17 @@ extension CollectorCommand.Agents {
             do { key = try AgentPublicKey(base64: text) } catch {
                 throw ValidationError("--public-key: expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
             }
-            let store = try await database.open()
-            let existing = try await store.agent(id: id)
-            do {
-                try await store.upsertAgent(
-                    AgentRecord(id: id, region: region, publicKey: key.base64, revoked: false, enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
-            } catch let error as DuplicateKeyError {
-                printError("sonde-collector: \(error)")
-                throw ExitCode(1)
+            let existing = try await database.withStore { store in
+                let existing = try await store.agent(id: id)
+                do {
+                    try await store.upsertAgent(
+                        AgentRecord(
+                            id: id, region: region, publicKey: key.base64, revoked: false, enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
+                } catch let error as DuplicateKeyError {
+                    printError("sonde-collector: \(error)")
+                    throw ExitCode(1)
+                }
+                return existing
             }
             print("\(existing == nil ? "enrolled" : "updated") agent \(id) (region \(region))")
         }
@@ -162,9 +215,8 @@ extension CollectorCommand.Agents {
         public init() {}
 
         public func run() async throws {
-            let store = try await database.open()
-            guard try await store.revokeAgent(id: id) else {
-                printError("sonde-collector: no agent \"\(id)\" in \(database.db); `sonde-collector agents list --db \(database.db)` shows them")
+            guard try await database.withStore({ try await $0.revokeAgent(id: id) }) else {
+                printError("sonde-collector: no agent \"\(id)\" in \(database.name); `sonde-collector agents list \(database.flag)` shows them")
                 throw ExitCode(1)
             }
             print("revoked agent \(id)")
@@ -178,7 +230,7 @@ extension CollectorCommand.Agents {
         public init() {}
 
         public func run() async throws {
-            let agents = try await database.open().agents()
+            let agents = try await database.withStore { try await $0.agents() }
             if json {
                 print(String(decoding: try SondeJSON.encode(agents, pretty: true), as: UTF8.self))
                 return

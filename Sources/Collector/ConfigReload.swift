@@ -131,6 +131,15 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
     /// Enrols or updates the new file's agents, and revokes those only the old file listed.
     /// A revocation made with `sonde-collector agents revoke` stays (as at start).
     private func applyAgents(old: [AgentEnrolment], new: [AgentEnrolment]) async throws {
+        // A key another agent holds (enrolled with `agents add`) refuses the whole list before
+        // anything is written: a refused reload must not leave half of the new agents enrolled.
+        var keys = Dictionary(try await store.agents().map { ($0.id, $0.publicKey) }, uniquingKeysWith: { $1 })
+        for enrolment in new { keys[enrolment.id] = enrolment.publicKey }
+        for enrolment in new where !old.contains(enrolment) {
+            if let holder = keys.first(where: { $0.key != enrolment.id && $0.value == enrolment.publicKey })?.key {
+                throw DuplicateKeyError(agent: enrolment.id, holder: holder)
+            }
+        }
         for enrolment in new where !old.contains(enrolment) {
             let existing = try await store.agent(id: enrolment.id)
             try await store.upsertAgent(

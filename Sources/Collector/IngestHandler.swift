@@ -127,10 +127,12 @@ struct IngestHandler: Sendable {
             return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true)
         case .stored(let count):
             metrics.batchAccepted(results: count)
-            metrics.record(batch.results)
             if feedsHub {
                 if await hub.ingest(batch.results) { trigger.fire() }
             }
+            // After the hub has them: an evaluation that did not see them ended before their receive
+            // time, so /metrics never hides them behind a verdict older than they are.
+            metrics.record(batch.results)
             logger.debug("Batch stored", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(count)"])
             return PushAck(batchID: batch.batchID, accepted: count, duplicate: false)
         }

@@ -64,6 +64,50 @@ struct CLIExitStatusTests {
         #expect(listed.status == 0 && listed.output.contains("eu-1"), "\(listed.output)")
     }
 
+    /// With PostgreSQL the admin commands reach the same database as every collector: by URL
+    /// (the password from PGPASSWORD, out of `ps`) or through the collector's own config file.
+    /// A running collector takes the enrolment and the revocation on the next push.
+    @Test func agentsCommandsWorkOnPostgreSQL() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let pg = try await PostgresServer.shared()
+        let url = try pg.createDatabase()
+        let withoutPassword = url.replacingOccurrences(of: "sonde:\(pg.password)@", with: "sonde@")
+        #expect(withoutPassword != url)
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        let key = agent.key.publicKey.base64
+
+        let noPassword = try await Self.run(
+            "sonde-collector", ["agents", "add", "--db", withoutPassword, "--id", "eu-1", "--region", "eu", "--public-key", key], ["PGPASSWORD": ""])
+        #expect(noPassword.status != 0, "\(noPassword.output)")
+        let added = try await Self.run(
+            "sonde-collector", ["agents", "add", "--db", withoutPassword, "--id", "eu-1", "--region", "eu", "--public-key", key], ["PGPASSWORD": pg.password])
+        #expect(added.status == 0, "\(added.output)")
+        #expect(added.output.contains("enrolled agent eu-1"))
+
+        var config = testConfig(dir: dir, agents: [])
+        config.databasePath = url
+        let configFile = dir.file("collector.yaml")
+        try "database: \"\(url)\"\nlisten: {plain_http: true}\n".write(toFile: configFile, atomically: true, encoding: .utf8)
+        try await withCollector(config) { collector in
+            #expect(try await agent.push(agent.batch([agent.result()]), to: collector).status == 200, "enrolled by the command, not the config")
+            let revoked = try await Self.run("sonde-collector", ["agents", "revoke", "--config", configFile, "--id", "eu-1"], [:])
+            #expect(revoked.status == 0, "\(revoked.output)")
+            #expect(revoked.output.contains("revoked agent eu-1"))
+            let refused = try await agent.push(agent.batch([agent.result()]), to: collector)
+            #expect(refused.status == 403, "\(refused.bodyText)")
+            #expect(refused.bodyText.contains("agent_revoked"))
+        }
+        let listed = try await Self.run("sonde-collector", ["agents", "list", "--config", configFile, "--json"], [:])
+        #expect(listed.status == 0, "\(listed.output)")
+        #expect(listed.output.contains(#""revoked" : true"#) || listed.output.contains(#""revoked":true"#), "\(listed.output)")
+        let unknown = try await Self.run("sonde-collector", ["agents", "revoke", "--config", configFile, "--id", "nobody"], [:])
+        #expect(unknown.status == 1)
+        #expect(unknown.output.contains("agents list --config \(configFile)"), "\(unknown.output)")
+        let both = try await Self.run("sonde-collector", ["agents", "list", "--config", configFile, "--db", url], [:])
+        #expect(both.status != 0 && both.output.contains("either --db or --config"), "\(both.output)")
+    }
+
     static func verdict(_ collector: RunningCollector) async throws -> ComponentStatus? {
         try decode(StatusResponse.self, try await get(collector, "/v1/status")).components.first { $0.component == "login" }?.status
     }

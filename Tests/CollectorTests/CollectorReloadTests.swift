@@ -32,8 +32,9 @@ struct CollectorReloadTests {
         defer { up.stop() }
 
         let configPath = dir.file("collector.yaml")
-        func write(agents: [TestAgent], tokens: [(String, String)], webhookURL: String, extra: String = "") throws {
-            let agentLines = agents.map { "  - {id: \($0.id), region: \($0.region), public_key: \"\($0.key.publicKey.base64)\"}" }.joined(separator: "\n")
+        func write(agents: [TestAgent], tokens: [(String, String)], webhookURL: String, extra: String = "", keys: [(id: String, key: String)] = []) throws {
+            let agentLines = (agents.map { ($0.id, $0.region, $0.key.publicKey.base64) } + keys.map { ($0.id, "ap", $0.key) })
+                .map { "  - {id: \($0.0), region: \($0.1), public_key: \"\($0.2)\"}" }.joined(separator: "\n")
             let tokenLines = tokens.map { "  - {name: \($0.0), role: admin, sha256: \(tokenDigestHex($0.1))}" }.joined(separator: "\n")
             try Data(
                 """
@@ -111,6 +112,21 @@ struct CollectorReloadTests {
         #expect(refusal.contains("collector.yaml:5:1") && refusal.contains("did you mean"), "\(refusal)")
         #expect(try await call("GET", "/v1/status", token: otherToken) == 200, "the previous tokens stay in force")
         #expect(child.isRunning)
+
+        // Reload 2b: two new agents, the second with a key that `agents add` gave another agent:
+        // refused whole, so the first is not enrolled either.
+        let holder = AgentSigningKey()
+        let added = try ChildProcess(
+            "sonde-collector", ["agents", "add", "--db", dir.file("collector.db"), "--id", "ap-9", "--region", "ap", "--public-key", holder.publicKey.base64])
+        #expect(try await added.waitForExit(timeout: .seconds(30)) == 0, "\(added.allOutput)")
+        let fresh = TestAgent(id: "ap-1", region: "ap")
+        try write(
+            agents: [steady, newcomer, fresh], tokens: [("ops", TestTokens.admin), ("other", otherToken)], webhookURL: up.baseURL + "/hook",
+            keys: [(id: "ap-2", key: holder.publicKey.base64)])
+        child.signal(SIGHUP)
+        let clashRefused = try await child.waitForLine(timeout: .seconds(20), stderr: true) { $0.contains("new agents are refused") }
+        #expect(clashRefused.contains("ap-9"), "\(clashRefused)")
+        #expect(try await push(fresh) == 401, "nothing of a refused list is enrolled")
 
         // Reload 3: us-1 removed from the file is revoked; the old token goes.
         try write(agents: [steady], tokens: [("ops", TestTokens.admin)], webhookURL: up.baseURL + "/hook")
