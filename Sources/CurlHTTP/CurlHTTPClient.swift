@@ -269,11 +269,13 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 curl_multi_remove_handle(multi, easy)
                 active.removeValue(forKey: easy)?.finish(code)
             }
-            // Sleeps until a socket is ready, curl's next time-out, the next timer, or a wake-up
-            // (new transfer, job, timer, cancel, stop), unless there is work already.
+            // Sleeps until a socket is ready, curl's next time-out (curl_multi_poll takes the
+            // sooner of it and ours), the next timer, or a wake-up (new transfer, job, timer,
+            // cancel, stop), unless there is work already. Nothing else can be due, so an idle
+            // loop does not wake up to look (it used to, every second).
             let timeout = state.withLock { s -> Int32? in
                 if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return nil }
-                guard let next = s.timers.nextDeadline else { return 1000 }
+                guard let next = s.timers.nextDeadline else { return Self.longestPoll }
                 return Self.pollMilliseconds(until: next, now: clock.now)
             }
             if let timeout, timeout > 0 {
@@ -283,12 +285,18 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         curl_multi_cleanup(multi)
     }
 
-    /// Whole milliseconds to `deadline`, rounded up (waking early would only spin), at most 1 s.
+    /// The longest poll. Only a suspended host needs a bound: `ContinuousClock` counts the time
+    /// suspended and poll's time-out does not, so a timer due meanwhile fires at most this late
+    /// after the resume.
+    static let longestPoll: Int32 = 60_000
+
+    /// Whole milliseconds to `deadline`, rounded up (waking early would only spin), at most
+    /// `longestPoll`.
     private static func pollMilliseconds(until deadline: ContinuousClock.Instant, now: ContinuousClock.Instant) -> Int32 {
         guard deadline > now else { return 0 }
         let (seconds, attoseconds) = (deadline - now).components
-        if seconds >= 1 { return 1000 }
-        let nanoseconds = attoseconds / 1_000_000_000
-        return Int32((nanoseconds + 999_999) / 1_000_000)
+        if seconds >= Int64(longestPoll / 1000) { return longestPoll }
+        let milliseconds = seconds * 1000 + (attoseconds / 1_000_000_000 + 999_999) / 1_000_000
+        return Int32(milliseconds)
     }
 }

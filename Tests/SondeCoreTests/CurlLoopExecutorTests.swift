@@ -77,6 +77,35 @@ import Testing
         #expect(ContinuousClock.now - start < .seconds(5))
     }
 
+    /// The kernel's id of the calling thread.
+    private static func threadID() -> String {
+        let stat = (try? String(contentsOfFile: "/proc/thread-self/stat", encoding: .utf8)) ?? "?"
+        return String(stat.prefix { $0 != " " })
+    }
+
+    /// Times the thread `tid` of this process gave up the CPU to wait.
+    private static func voluntarySwitches(_ tid: String) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/self/task/\(tid)/status", encoding: .utf8)
+        let line = status.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
+        return Int(line?.split(separator: "\t").last ?? "") ?? -1
+    }
+
+    @Test("an idle loop waits for its next timer without waking up in between")
+    func idleLoopDoesNotWakeUp() async throws {
+        let client = client
+        // A sleep far ahead keeps the loop thread alive with nothing else to do.
+        let tid = await Task(executorPreference: client.taskExecutor) { Self.threadID() }.value
+        let sleeper = Task(executorPreference: client.taskExecutor) { try? await client.sleep(until: .now + .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(100))  // the loop is back in its poll
+        let before = try Self.voluntarySwitches(tid)
+        try await Task.sleep(for: .milliseconds(2500))
+        let after = try Self.voluntarySwitches(tid)
+        sleeper.cancel()
+        await sleeper.value
+        // It used to wake up every second to look (2 here).
+        #expect(after - before == 0, "the idle loop thread woke up \(after - before) times in 2.5 s")
+    }
+
     @Test("a task cancelled before it sleeps does not sleep")
     func cancelledBeforeSleeping() async throws {
         let client = client
