@@ -26,6 +26,8 @@ struct SondeScenariosCommand: AsyncParsableCommand {
     @Option(help: "Section title in that file; a run replaces the section with the same title.") var label = "Current engine"
     @Option(help: "One line saying what was measured (engine commit, branch), printed under the title.") var note: String?
     @Option(help: "Also write every trial's webhook timeline here.") var eventsLog: String?
+    @Option(help: "The agents' collector.flush_interval (e.g. 100ms, non-default), or \"default\" for the agent's own default.")
+    var flushInterval = "100ms"
 
     func validate() throws {
         guard trials >= 1 else { throw ValidationError("--trials: expected 1 or more") }
@@ -43,7 +45,9 @@ struct SondeScenariosCommand: AsyncParsableCommand {
         let signals = stopChildrenOnSignals()
         defer { signals.forEach { $0.cancel() } }
         let started = ContinuousClock.now
-        let runner = ScenarioRunner(interval: .milliseconds(Int64(interval * 1000))) { line in
+        let runner = ScenarioRunner(
+            interval: .milliseconds(Int64(interval * 1000)), agentFlushInterval: flushInterval == "default" ? nil : flushInterval
+        ) { line in
             FileHandle.standardError.write(Data("\(Self.timestamp()) \(line)\n".utf8))
         }
         var timeline = ""
@@ -70,7 +74,8 @@ struct SondeScenariosCommand: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - started
         var section = "## \(label)\n\n"
         if let note { section += "\(note)\n\n" }
-        section += "Reproduce: `\(reproduceCommand)`. Interval \(interval) s, \(trials) trial(s) per scenario, "
+        section += "Reproduce: `\(reproduceCommand)`. Interval \(interval) s, agents' `flush_interval` "
+            + (flushInterval == "default" ? "at its default" : "\(flushInterval) (non-default)") + ", \(trials) trial(s) per scenario, "
             + "run \(Self.timestamp()) UTC in \(Int(elapsed.components.seconds / 60)) min. "
             + "Scenarios met: \(reports.filter(\.meetsTargets).count) of \(reports.count).\n\n"
         section += ScenarioReport.header + "\n" + reports.map(\.row).joined(separator: "\n") + "\n"
@@ -86,6 +91,7 @@ struct SondeScenariosCommand: AsyncParsableCommand {
         if trials != 5 { arguments.append("--trials \(trials)") }
         if interval != 2 { arguments.append("--interval \(interval)") }
         if let only { arguments.append("--only \(only)") }
+        if flushInterval != "100ms" { arguments.append("--flush-interval \(flushInterval)") }
         if !arguments.isEmpty { command += " SCENARIO_ARGS=\"\(arguments.joined(separator: " "))\"" }
         return command
     }

@@ -56,10 +56,13 @@ public struct TrialOutcome: Sendable {
 /// Runs a scenario's trials against a live `SondeSystem` and measures each one.
 public struct ScenarioRunner: Sendable {
     public var interval: Duration
+    /// The agents' `collector.flush_interval` in every scenario (nil: the agent's default).
+    public var agentFlushInterval: String?
     public var log: @Sendable (String) -> Void
 
-    public init(interval: Duration, log: @escaping @Sendable (String) -> Void = { _ in }) {
+    public init(interval: Duration, agentFlushInterval: String? = "100ms", log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.interval = interval
+        self.agentFlushInterval = agentFlushInterval
         self.log = log
     }
 
@@ -72,8 +75,10 @@ public struct ScenarioRunner: Sendable {
     /// `onTrial` sees each outcome as it comes, so a caller keeps the trials done before a failure.
     public func run(_ scenario: Scenario, trials: Int, onTrial: (TrialOutcome) -> Void = { _ in }) async throws -> [TrialOutcome] {
         var outcomes: [TrialOutcome] = []
+        var options = scenario.options
+        options.agentFlushInterval = agentFlushInterval
         try await SondeSystem.with(
-            agents: ["eu-1", "eu-2", "us-1", "us-2", "ap-1", "ap-2"], interval: intervalText, options: scenario.options
+            agents: ["eu-1", "eu-2", "us-1", "us-2", "ap-1", "ap-2"], interval: intervalText, options: options
         ) { system in
             for trial in 1...trials {
                 try await system.waitUntilHealthy(timeout: .seconds(120), exempt: Set(scenario.options.clockOffsets.keys))

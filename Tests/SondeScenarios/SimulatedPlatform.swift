@@ -53,10 +53,13 @@ public enum SimAgentSetup {
 
     /// Writes `dir/ID.yaml`: the agent pushes to `collectorURL` (trusting `caFile` when given) with
     /// its key and spool in `dir`, and probes `baseURL` (a region of the sim, or a relay before it).
-    public static func writeConfig(id: String, dir: TemporaryDirectory, collectorURL: String, caFile: String?, baseURL: String, interval: String) throws {
+    /// `flushInterval` nil keeps the agent's default.
+    public static func writeConfig(
+        id: String, dir: TemporaryDirectory, collectorURL: String, caFile: String?, baseURL: String, interval: String, flushInterval: String? = "100ms"
+    ) throws {
         try """
             agent: {id: \(id), region: \(region(of: id))}
-            collector: {url: \(collectorURL),\(caFile.map { " ca_file: \($0)," } ?? "") key: \(dir.file("\(id).key")), flush_interval: 100ms, backoff: {base: 100ms, cap: 1s}}
+            collector: {url: \(collectorURL),\(caFile.map { " ca_file: \($0)," } ?? "") key: \(dir.file("\(id).key")),\(flushInterval.map { " flush_interval: \($0)," } ?? "") backoff: {base: 100ms, cap: 1s}}
             spool: {path: \(dir.file("spool-\(id)"))}
             probes: [\(probesDirectory)]
             variables: {base_url: \(baseURL), batch_poll_every: 100ms, finalizing_limit: 1s, latency_degraded_after: 1s}

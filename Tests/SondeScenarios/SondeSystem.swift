@@ -38,6 +38,9 @@ public final class SondeSystem: @unchecked Sendable {
         public var clockOffsets: [String: Int] = [:]
         /// The collector's `correlation:` map, as YAML flow text.
         public var correlation: String = "{}"
+        /// The agents' `collector.flush_interval` (non-default 100 ms, so that steady healthy
+        /// results reach the collector about as fresh as failures do); nil: the agent's default.
+        public var agentFlushInterval: String? = "100ms"
         public init() {}
     }
 
@@ -127,7 +130,8 @@ public final class SondeSystem: @unchecked Sendable {
             "sonde-sim", ["relay", "--listen", "127.0.0.1:0", "--to", target, "--error-fraction", "\(options.relayErrorFraction)"])
         let relayURL = String(try await relay.waitForLine { $0.hasPrefix("relay ") }.split(separator: " ")[1])
         relayURLs[id] = relayURL
-        try SimAgentSetup.writeConfig(id: id, dir: dir, collectorURL: collectorURL, caFile: certificates.caCert, baseURL: relayURL, interval: interval)
+        try SimAgentSetup.writeConfig(id: id, dir: dir, collectorURL: collectorURL, caFile: certificates.caCert, baseURL: relayURL, interval: interval,
+            flushInterval: options.agentFlushInterval)
         agents[id] = (try startAgentProcess(id), relay)
     }
 

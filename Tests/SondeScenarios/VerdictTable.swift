@@ -92,7 +92,8 @@ public enum VerdictsFile {
         Written by `make scenarios` (Benchmarks/sonde-scenarios over Tests/SondeScenarios): a real
         `sonde-sim` (regions eu, us, ap), a `sonde-collector` (SQLite, `evaluation_interval: 1s`,
         default `correlation` settings) and 6 `sonde-agent run` processes (2 per region, probes
-        `probes/sim`, every probe at the same interval), each agent behind its own `sonde-sim relay`
+        `probes/sim`, every probe at the same interval; `collector.flush_interval: 100ms`, non-default,
+        unless a run says otherwise), each agent behind its own `sonde-sim relay`
         (its network: cut, flaky or healthy), webhooks received by an in-process receiver. Each trial:
         wait until every component is operational with no open incident, a random phase, the fault
         (set with `sonde-sim fault set` or a relay signal) held for 12 intervals, the verdict read
