@@ -51,9 +51,9 @@ final class ClusterCoordinator: Service, Sendable {
     let leadership: PostgresLeadership
     let store: PostgresCollectorStore
     let hub: CorrelationHub
-    let trigger: EvaluationTrigger
+    let trigger: WakeSignal
     /// Wakes the webhook dispatcher on a role change: a new leader sends what the last one queued.
-    let outbox: OutboxSignal
+    let outbox: WakeSignal
     let config: CollectorConfig
     let logger: Logger
     private let follower: Follower
@@ -102,7 +102,7 @@ final class ClusterCoordinator: Service, Sendable {
 
     /// - Parameter follower: the one that built the first engine (so following starts where it did).
     init(
-        leadership: PostgresLeadership, store: PostgresCollectorStore, hub: CorrelationHub, trigger: EvaluationTrigger, outbox: OutboxSignal,
+        leadership: PostgresLeadership, store: PostgresCollectorStore, hub: CorrelationHub, trigger: WakeSignal, outbox: WakeSignal,
         follower: Follower,
         config: CollectorConfig, logger: Logger
     ) {

@@ -19,6 +19,8 @@ public struct BuiltCollector: Sendable {
     public let store: any CollectorStorage
     public let hub: CorrelationHub
     public let metrics: CollectorMetrics
+    /// Wakes the evaluator (pushes that could change a decision, people's updates).
+    let trigger: WakeSignal
     let boundPort: BoundPort
 
     /// The port the server listens on, once it does (useful with `listen.port: 0`).
@@ -96,12 +98,12 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     let cardinality = AgentCardinality(limits: config.limits, known: try await store.seriesNames())
 
     let hub = CorrelationHub(engine: engine)
-    let trigger = EvaluationTrigger()
+    let trigger = WakeSignal()
     let boundPort = BoundPort()
     let linkBase: @Sendable () -> String = { config.linkBase(boundPort: boundPort.value) }
     let health = StorageHealth(store: store, logger: logger)
     let settings = ReloadableSettings(tokens: config.tokens, webhooks: config.webhooks)
-    let outbox = OutboxSignal()
+    let outbox = WakeSignal()
     let coordinator = postgres.map { postgres in
         ClusterCoordinator(
             leadership: PostgresLeadership(store: postgres, name: config.collectorName ?? CollectorConfig.defaultCollectorName(), logger: logger),
@@ -166,7 +168,7 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
                 ])
         },
         logger: logger)
-    return BuiltCollector(application: application, store: store, hub: hub, metrics: metrics, boundPort: boundPort)
+    return BuiltCollector(application: application, store: store, hub: hub, metrics: metrics, trigger: trigger, boundPort: boundPort)
 }
 
 /// The store `database:` names: a PostgreSQL URL, `:memory:`, or an SQLite file.
@@ -269,9 +271,9 @@ public struct CollectorAPI: Sendable {
     let hub: CorrelationHub
     let metrics: CollectorMetrics
     let settings: ReloadableSettings
-    let trigger: EvaluationTrigger
+    let trigger: WakeSignal
     /// Wakes the webhook dispatcher for what the API queues.
-    let outbox: OutboxSignal
+    let outbox: WakeSignal
     let ingest: IngestHandler
     let health: StorageHealth
     let testAlertLimiter: RateLimiter

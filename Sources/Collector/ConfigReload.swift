@@ -39,14 +39,14 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
     let store: any CollectorStorage
     let settings: ReloadableSettings
     /// Wakes the webhook dispatcher, which starts and stops target tasks as `webhooks` changed.
-    let outbox: OutboxSignal
+    let outbox: WakeSignal
     let credentials: TLSCredentials?
     let logger: Logger
     /// The config in force: what the next reload is compared with.
     let current: Mutex<CollectorConfig>
 
     init(
-        path: String?, config: CollectorConfig, store: any CollectorStorage, settings: ReloadableSettings, outbox: OutboxSignal,
+        path: String?, config: CollectorConfig, store: any CollectorStorage, settings: ReloadableSettings, outbox: WakeSignal,
         credentials: TLSCredentials?, logger: Logger
     ) {
         self.path = path

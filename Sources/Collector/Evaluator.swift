@@ -108,20 +108,6 @@ public actor CorrelationHub {
     var openIncidents: [Incident] { engine.openIncidents }
 }
 
-/// Wakes the evaluator early (results that could change a decision arrived, see
-/// `CorrelationHub.ingest`) without waiting for the next tick.
-/// Holds at most one pending wake-up: many pushes in a burst cause one evaluation.
-public final class EvaluationTrigger: Sendable {
-    let stream: AsyncStream<Void>
-    private let continuation: AsyncStream<Void>.Continuation
-
-    public init() {
-        (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-    }
-
-    public func fire() { continuation.yield() }
-}
-
 /// Runs the engine every `interval` and when triggered; persists changed incidents, new events
 /// (with one delivery per matching webhook target) and agent states in one transaction.
 public struct Evaluator: Service {
@@ -132,9 +118,9 @@ public struct Evaluator: Service {
     /// Where the probes' `labels` come from, for incident events.
     let metrics: CollectorMetrics
     let interval: TimeInterval
-    let trigger: EvaluationTrigger
+    let trigger: WakeSignal
     /// Woken after a commit that queued deliveries.
-    let outbox: OutboxSignal
+    let outbox: WakeSignal
     /// With several collectors: whether this one may store an evaluation that started from the
     /// decisions adopted for this epoch (nil: the engine's own): it leads with that epoch. A standby
     /// evaluates for its own API only.
@@ -171,18 +157,17 @@ public struct Evaluator: Service {
         var memory = Memory()
         memory.stored = await storedStates()
         memory.lastSeenDue = .now + lastSeenStoreInterval
-        try await withThrowingDiscardingTaskGroup { group in
-            // The clock tick goes through the same trigger as "failures arrived", so bursts coalesce.
-            group.addTask { [trigger, interval] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
-                    trigger.fire()
+        // Each evaluation waits for the next tick, or less when woken (bursts coalesce in one wake-up).
+        await withGracefulShutdownHandler {
+            await trigger.waiting { wait in
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    await wait(.milliseconds(Int(interval * 1000)))
+                    if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                    await evaluateOnce(&memory)
                 }
             }
-            for await _ in trigger.stream.cancelOnGracefulShutdown() {
-                await evaluateOnce(&memory)
-            }
-            group.cancelAll()
+        } onGracefulShutdown: { [trigger] in
+            trigger.fire()
         }
         await storePendingLastSeen(&memory)
     }

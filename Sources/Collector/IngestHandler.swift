@@ -14,7 +14,7 @@ struct IngestHandler: Sendable {
     /// Group commit in front of `store` (see `IngestWriter`).
     let writer: IngestWriter
     let hub: CorrelationHub
-    let trigger: EvaluationTrigger
+    let trigger: WakeSignal
     let metrics: CollectorMetrics
     let health: StorageHealth
     let cardinality: AgentCardinality

@@ -180,45 +180,6 @@ enum WebhookPayload {
     }
 }
 
-// MARK: - Waking
-
-/// Wakes the dispatcher's target tasks when this collector queues deliveries (an evaluation's
-/// commit, a test alert, a redrive), reloads its targets or becomes leader, so an idle dispatcher
-/// waits instead of polling the outbox. Each waiter holds at most one pending wake-up.
-public final class OutboxSignal: Sendable {
-    private struct Waiters {
-        var next: UInt64 = 0
-        var all: [UInt64: AsyncStream<Void>.Continuation] = [:]
-    }
-    private let waiters = Mutex(Waiters())
-
-    public init() {}
-
-    public func fire() { waiters.withLock { for wake in $0.all.values { wake.yield() } } }
-
-    /// Runs `body` with a function that waits until the next `fire()` (or one that came since the
-    /// last wait), at most `limit`. Call it from one task.
-    func waiting<T>(_ body: (_ wait: (_ limit: Duration) async -> Void) async -> T) async -> T {
-        let (stream, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let id = waiters.withLock { waiters in
-            waiters.next += 1
-            waiters.all[waiters.next] = wake
-            return waiters.next
-        }
-        defer { _ = waiters.withLock { $0.all.removeValue(forKey: id) } }
-        var wakes = stream.makeAsyncIterator()
-        return await body { limit in
-            let timer = Task {
-                try? await Task.sleep(for: limit)
-                wake.yield()
-            }
-            // Cancellation (graceful shutdown) ends the stream: later waits return at once.
-            _ = await wakes.next()
-            timer.cancel()
-        }
-    }
-}
-
 // MARK: - Dispatcher
 
 /// Sends every outbox event to every matching target: one queue (and one task) per target, in
@@ -248,14 +209,14 @@ public struct WebhookDispatcher: Service {
     /// `webhook_retry.poll`: how often an idle target looks at the outbox anyway, for deliveries
     /// queued where `outbox` does not reach (another collector on the same PostgreSQL).
     let pollInterval: TimeInterval
-    let outbox: OutboxSignal
+    let outbox: WakeSignal
     /// With several collectors: only the leader sends.
     var mayDispatch: @Sendable () -> Bool = { true }
     let logger: Logger
 
     init(
         store: any CollectorStorage, settings: ReloadableSettings, client: CurlHTTPClient = CurlHTTPClient(threads: 4), metrics: CollectorMetrics,
-        linkBase: @escaping @Sendable () -> String, retry: Retry, pollInterval: TimeInterval, outbox: OutboxSignal, logger: Logger
+        linkBase: @escaping @Sendable () -> String, retry: Retry, pollInterval: TimeInterval, outbox: WakeSignal, logger: Logger
     ) {
         self.store = store
         self.settings = settings
