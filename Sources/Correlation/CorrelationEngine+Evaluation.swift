@@ -34,6 +34,8 @@ struct AgentComponent {
     var newestBadAt = -Double.infinity
     /// When the collector last received one of its runs here.
     var lastReceived = -Double.infinity
+    /// When its newest run here started, on the collector's time line.
+    var newestStartedAt = -Double.infinity
     var latencyMs = -1.0
     /// Series whose latest error represents this agent here (-1 when none).
     var errorSeries: Int32 = -1
@@ -60,6 +62,8 @@ struct RegionCounts {
     var repeatFailing: Int32 = 0
     var newestBadAt = -Double.infinity
     var lastReceived = -Double.infinity
+    /// The newest run's start of any agent here, on the collector's time line.
+    var newestStartedAt = -Double.infinity
     var rateSteps: Int32 = 0
     var rateFailed: Int32 = 0
     var spanRuns: Int32 = 0
@@ -102,6 +106,7 @@ struct RegionCounts {
         allBad += x.allBad
         newestBadAt = max(newestBadAt, x.newestBadAt)
         lastReceived = max(lastReceived, x.lastReceived)
+        newestStartedAt = max(newestStartedAt, x.newestStartedAt)
         rateSteps += x.rateSteps
         rateFailed += x.rateFailed
         spanRuns += x.spanRuns
@@ -126,6 +131,7 @@ struct RegionCounts {
         lhs.repeatFailing += rhs.repeatFailing
         lhs.newestBadAt = max(lhs.newestBadAt, rhs.newestBadAt)
         lhs.lastReceived = max(lhs.lastReceived, rhs.lastReceived)
+        lhs.newestStartedAt = max(lhs.newestStartedAt, rhs.newestStartedAt)
         lhs.rateSteps += rhs.rateSteps
         lhs.rateFailed += rhs.rateFailed
         lhs.spanRuns += rhs.spanRuns
@@ -166,6 +172,9 @@ struct ComponentTrack {
     var badStreak = 0
     /// When the current streak of problem verdicts began (collector time); nil while good.
     var badSince: Double?
+    /// The start (collector time line) of the newest bad run when that streak began: the region-
+    /// scope wait counts another region's runs as fresh only if they started after it.
+    var faultSeenAt = -Double.infinity
     var pendingScope: ProblemScope?
     var pendingSeverity: ComponentStatus?
     var pendingCount = 0
@@ -379,6 +388,7 @@ extension CorrelationEngine {
                 x.spanBad += s.spanBad
                 x.newestBadAt = max(x.newestBadAt, s.newestBadAt + offset)
                 x.lastReceived = max(x.lastReceived, s.lastReceived)
+                x.newestStartedAt = max(x.newestStartedAt, s.newestAt + offset)
                 if s.latestFailed { x.latestFailed = true }
                 if s.latestSlow { x.latestSlow = true }
                 if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
@@ -674,9 +684,12 @@ extension CorrelationEngine {
             }
             let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: 1.5 * track.longestLull)
             let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
+            // The run that showed the problem first (its start): another region's run is fresh
+            // evidence only if it started after that, when the fault was already on.
+            if track.badSince == nil { track.faultSeenAt = rollup.total.newestBadAt }
             let settled = Self.regionScopeSettled(
-                slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t, t: frame.t,
-                wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)))
+                slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t,
+                faultSeenAt: track.faultSeenAt, t: frame.t, wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)))
             let wasMonitoring = track.incident?.status == .monitoring
             stepIncident(
                 &track, component: componentNames[c], status: rollup.status, scope: rollup.scope, evidence: evidence,
@@ -757,11 +770,15 @@ extension CorrelationEngine {
     /// its agents' latest runs failed or was slow (the fault has not reached it: a latency fault
     /// shows as one slow run before it is confirmed), or after `wait` seconds.
     static func regionScopeSettled(
-        _ counts: ArraySlice<RegionCounts>, badRegions: [String], regionNames: [String], badSince: Double, t: Double, wait: Double
+        _ counts: ArraySlice<RegionCounts>, badRegions: [String], regionNames: [String], badSince: Double, faultSeenAt: Double, t: Double,
+        wait: Double
     ) -> Bool {
         if t - badSince >= wait { return true }
+        // Fresh: started after the first bad run started (received after the problem verdict is
+        // not enough: a healthy run from before the fault may arrive late, one flush later).
+        let freshAfter = faultSeenAt.isFinite ? faultSeenAt : badSince
         for (r, k) in zip(regionNames.indices, counts) where k.reporting > 0 && !badRegions.contains(regionNames[r]) {
-            if k.latestFailed > 0 || k.latestSlow > 0 || k.lastReceived <= badSince { return false }
+            if k.latestFailed > 0 || k.latestSlow > 0 || k.newestStartedAt <= freshAfter { return false }
         }
         return true
     }

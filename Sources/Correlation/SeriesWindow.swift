@@ -58,6 +58,8 @@ struct SeriesSummary {
     /// -infinity / +infinity when none.
     var newestBadAt: Double = -.infinity
     var oldestAt: Double = .infinity
+    /// `started_at` of the newest run; -infinity when none.
+    var newestAt: Double = -.infinity
     /// The component's steps attempted, and the failed runs, in the recent window's runs after its
     /// first failed run: the per-step failure rate's terms (see `WindowRun.steps`). Starting after
     /// a failure removes the bias of starting at one.
@@ -227,7 +229,7 @@ struct SeriesWindow {
             lastReceived: lastReceived, interval: interval, latencyMs: latency, errorCode: errorCode,
             failingSince: failingSince, lastFailedAt: lastFailedAt, allRuns: Int32(n), allFailed: allFailed,
             cleanTail: cleanTail, allBad: allBad, newestBadAt: newestBadAt, oldestAt: runs.first?.startedAt ?? .infinity,
-            rateSteps: rateSteps, rateFailed: rateFailed, spanRuns: spanRuns, spanBad: spanBad)
+            newestAt: runs.last?.startedAt ?? -.infinity, rateSteps: rateSteps, rateFailed: rateFailed, spanRuns: spanRuns, spanBad: spanBad)
     }
 
     /// Runs that started after `time` (agent clock).

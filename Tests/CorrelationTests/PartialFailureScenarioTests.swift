@@ -573,23 +573,35 @@ import Testing
     }
 
     @Test func aRegionScopeWaitsForTheOtherRegionsFreshRuns() {
+        // The first bad run started at 99.5 (collector time line); the verdict turned bad at 100.
         var fresh = RegionCounts()
-        fresh.add(AgentComponent(reporting: true, runs: 10, allRuns: 10, lastReceived: 105))
+        fresh.add(AgentComponent(reporting: true, runs: 10, allRuns: 10, lastReceived: 105, newestStartedAt: 103))
         var stale = RegionCounts()
-        stale.add(AgentComponent(reporting: true, runs: 10, allRuns: 10, lastReceived: 99))
+        stale.add(AgentComponent(reporting: true, runs: 10, allRuns: 10, lastReceived: 99, newestStartedAt: 98))
+        // Received after the verdict turned bad, but started before the fault showed: a healthy
+        // run held back by the agent's flush_interval says nothing about the fault.
+        var late = RegionCounts()
+        late.add(AgentComponent(reporting: true, runs: 10, allRuns: 10, lastReceived: 100.8, newestStartedAt: 99.2))
+        // Started after the first bad run, received before the verdict: fresh.
+        var early = RegionCounts()
+        early.add(AgentComponent(reporting: true, runs: 10, allRuns: 10, lastReceived: 99.9, newestStartedAt: 99.7))
         var failedOnce = RegionCounts()
-        failedOnce.add(AgentComponent(reporting: true, latestFailed: true, runs: 10, allRuns: 10, lastReceived: 105))
+        failedOnce.add(AgentComponent(reporting: true, latestFailed: true, runs: 10, allRuns: 10, lastReceived: 105, newestStartedAt: 103))
         let names = ["eu", "us"]
         func settled(_ other: RegionCounts, at t: Double) -> Bool {
-            CorrelationEngine.regionScopeSettled([RegionCounts(), other][...], badRegions: ["eu"], regionNames: names, badSince: 100, t: t, wait: 2)
+            CorrelationEngine.regionScopeSettled(
+                [RegionCounts(), other][...], badRegions: ["eu"], regionNames: names, badSince: 100, faultSeenAt: 99.5, t: t, wait: 2)
         }
         #expect(settled(fresh, at: 101))
         #expect(!settled(stale, at: 101))
+        #expect(!settled(late, at: 101))
+        #expect(settled(late, at: 102), "the wait is bounded")
+        #expect(settled(early, at: 100.1))
         #expect(!settled(failedOnce, at: 101))
         #expect(settled(failedOnce, at: 102))
         // A latency fault reaching the other region shows there as one slow run first.
         var slowOnce = RegionCounts()
-        slowOnce.add(AgentComponent(reporting: true, latestSlow: true, runs: 10, allRuns: 10, lastReceived: 105))
+        slowOnce.add(AgentComponent(reporting: true, latestSlow: true, runs: 10, allRuns: 10, lastReceived: 105, newestStartedAt: 103))
         #expect(!settled(slowOnce, at: 101))
         #expect(settled(slowOnce, at: 102))
     }
