@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SondeCore
+import Synchronization
 
 /// The wall clock at start-up moved on by a monotonic clock: the engine's one time line, so a
 /// wall-clock step (NTP, an operator) never makes agents look silent or fresh.
@@ -24,6 +25,10 @@ public struct MonotonicWallClock: Sendable {
 public actor CorrelationHub {
     private var engine: CorrelationEngine
     private(set) var latest: CorrelationOutput
+    /// As of the latest evaluation: whether a decision is being made that agents' newest runs
+    /// speed up (`CorrelationEngine.wantsFreshRuns`). Read by every push's answer without a hop
+    /// onto this actor.
+    nonisolated let wantsFreshRuns = Atomic<Bool>(false)
     /// When `latest` was computed, on the wall clock that stamps `/metrics`' receive times: a run
     /// received after it is newer than the agent states in `latest`.
     private(set) var latestAt = Date.distantPast
@@ -68,6 +73,7 @@ public actor CorrelationHub {
 
     func evaluate() -> CorrelationOutput {
         let output = engine.evaluate(now: clock.now())
+        wantsFreshRuns.store(engine.wantsFreshRuns, ordering: .relaxed)
         latest = output
         latestAt = Date()
         evaluations += 1

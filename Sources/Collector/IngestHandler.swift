@@ -124,7 +124,7 @@ struct IngestHandler: Sendable {
         case .duplicate:
             metrics.batchDuplicate()
             logger.debug("Duplicate batch acknowledged", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID)])
-            return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true)
+            return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true, fastFlushSeconds: fastFlushSeconds)
         case .stored(let new):
             // Only results stored now: one the store already had (re-sent under a new batch id)
             // was counted, correlated and shown when it first came.
@@ -139,8 +139,15 @@ struct IngestHandler: Sendable {
             logger.debug(
                 "Batch stored",
                 metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(batch.results.count)", "results.new": "\(fresh.count)"])
-            return PushAck(batchID: batch.batchID, accepted: batch.results.count, duplicate: false)
+            return PushAck(batchID: batch.batchID, accepted: batch.results.count, duplicate: false, fastFlushSeconds: fastFlushSeconds)
         }
+    }
+
+    /// Asks the agent to push promptly while the engine decides something its newest runs speed
+    /// up (`CorrelationEngine.wantsFreshRuns`), so the region-scope wait and a recovery need not
+    /// wait out other agents' `flush_interval`. Only where this collector feeds the engine.
+    private var fastFlushSeconds: Int? {
+        feedsHub && hub.wantsFreshRuns.load(ordering: .relaxed) ? PushProtocol.fastFlushSeconds : nil
     }
 
     private func tooLarge(_ declared: Int?) -> APIError {

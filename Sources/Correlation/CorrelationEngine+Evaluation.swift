@@ -191,6 +191,9 @@ struct ComponentTrack {
     /// fault itself had (a fault that fails in bursts is not over at its first pause).
     var newestBad = -Double.infinity
     var longestLull = 0.0
+    /// An open incident whose newest failure is older than the longest lull its fault had, with
+    /// passing runs since: its recovery looks under way (`wantsFreshRuns`).
+    var recoveryUnderway = false
     /// What people said about this component's incidents (see CorrelationEngine+HumanUpdates).
     var human = HumanTrack()
 
@@ -254,6 +257,7 @@ extension CorrelationEngine {
         verdictPhase(frame, now: now, changed: &changed, events: &events)
         agentHealthPhase(frame, now: now, events: &events)
         awaitsPassingRuns = Self.awaitsPassingRuns(tracks: tracks, health: health, controlFaults: !controlFaultAgents.isEmpty)
+        wantsFreshRuns = Self.wantsFreshRuns(tracks: tracks, t: frame.t)
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)
     }
 
@@ -262,6 +266,28 @@ extension CorrelationEngine {
     /// or an agent in a local fault (its episode ends on clean data). False for a healthy fleet,
     /// whose passing runs wait for the next tick. Silent and revoked agents do not count: one
     /// that never reports must not make every healthy push evaluate.
+    /// Whether a decision is being made now that every agent's newest runs speed up, so the
+    /// collector asks agents to push promptly (`PushAck.fastFlushSeconds`): a problem verdict
+    /// not yet opened, for at most `fastFlushOpeningLimit` s (confirmation, and the region-scope
+    /// wait, which reads other regions' fresh passing runs), or an incident whose component
+    /// looks recovered (its `monitoring` and `resolved` steps count passing runs). Not during a
+    /// steady incident, nor for a local fault or a silent agent: then batching goes on, so a
+    /// long outage or one broken host never turns a fleet's pushes into one per result.
+    static func wantsFreshRuns(tracks: [ComponentTrack], t: Double) -> Bool {
+        for track in tracks {
+            if let incident = track.incident {
+                if incident.status == .monitoring || track.recoveryUnderway || track.lastStatus == .operational { return true }
+            } else if let since = track.badSince, t - since <= fastFlushOpeningLimit {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// How long a problem verdict that has not opened an incident keeps agents pushing promptly
+    /// (one that never opens, e.g. resting on a single agent, must not do so for good).
+    static let fastFlushOpeningLimit: Double = 60
+
     static func awaitsPassingRuns(tracks: [ComponentTrack], health: [AgentHealth], controlFaults: Bool) -> Bool {
         if controlFaults { return true }
         for track in tracks {
@@ -683,6 +709,7 @@ extension CorrelationEngine {
                 track.longestLull = 0
             }
             let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: 1.5 * track.longestLull)
+            track.recoveryUnderway = track.incident != nil && facts.cleanRuns > 0 && frame.t - facts.newestFailure > track.longestLull
             let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
             // The run that showed the problem first (its start): another region's run is fresh
             // evidence only if it started after that, when the fault was already on.

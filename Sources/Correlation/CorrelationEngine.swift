@@ -137,6 +137,10 @@ public struct CorrelationEngine: Sendable {
     /// `awaitsPassingRuns(tracks:health:controlFaults:)`). The collector evaluates at once on a
     /// push with a failure, or with passing runs while this is true; otherwise at its next tick.
     public internal(set) var awaitsPassingRuns = false
+    /// As of the last `evaluate`: whether agents' newest runs, passing ones too, would speed a
+    /// decision up now (see `wantsFreshRuns(tracks:t:)`); the collector's push answers then ask
+    /// agents to push promptly for a while.
+    public internal(set) var wantsFreshRuns = false
 
     public init(
         config: CorrelationConfig, agents: [AgentInfo], openIncidents: [Incident] = [], agentStates: [AgentHealth] = [],

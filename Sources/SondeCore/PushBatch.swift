@@ -31,16 +31,24 @@ public struct PushAck: Codable, Sendable, Hashable {
     public var accepted: Int
     /// True when this batch id had been stored before: nothing new was stored.
     public var duplicate: Bool
+    /// `fast_flush_for_s`: the collector is making a decision that the agents' newest runs speed
+    /// up (a problem being confirmed or scoped, a recovery), so for this many seconds the agent
+    /// pushes its results promptly (`PushProtocol.fastFlushInterval`) instead of after its
+    /// `flush_interval`. Absent otherwise. Each such answer starts the period again.
+    public var fastFlushSeconds: Int?
 
-    public init(batchID: String, accepted: Int, duplicate: Bool) {
+    public init(batchID: String, accepted: Int, duplicate: Bool, fastFlushSeconds: Int? = nil) {
         self.batchID = batchID
         self.accepted = accepted
         self.duplicate = duplicate
+        self.fastFlushSeconds = fastFlushSeconds
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// Public for the agent, which looks for `fast_flush_for_s` before decoding an answer.
+    public enum CodingKeys: String, CodingKey {
         case batchID = "batch_id"
         case accepted, duplicate
+        case fastFlushSeconds = "fast_flush_for_s"
     }
 }
 
@@ -51,6 +59,14 @@ public enum PushProtocol {
     public static let signatureHeader = "Sonde-Agent-Signature"
     /// The agent id, repeated from the body so a collector can find the key before decoding.
     public static let agentHeader = "Sonde-Agent"
+    /// How long a `PushAck.fastFlushSeconds` period lasts from the collector's latest such answer.
+    public static let fastFlushSeconds = 10
+    /// The agent's pause before a push during that period, instead of `flush_interval`: results
+    /// that come together still share a push, and one agent stays under the collector's default
+    /// `limits.pushes_per_minute` (600) with pushes to spare for retries.
+    public static let fastFlushInterval: Duration = .milliseconds(200)
+    /// The longest period an agent honours, whatever a collector asks.
+    public static let longestFastFlushSeconds = 60
     /// Largest body the collector accepts by default.
     public static let defaultMaxBodyBytes = 8 * 1024 * 1024
     /// Default allowed difference between `sent_at` and the collector's clock.

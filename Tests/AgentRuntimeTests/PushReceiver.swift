@@ -39,6 +39,8 @@ final class PushReceiver: Sendable {
         var tooLargeBodies: [Int] = []
         /// Once this many batches are stored, every push is answered 503 (an outage mid-way).
         var outageAfterStored: Int?
+        /// Put in every acknowledgement, as the collector does while it decides something.
+        var fastFlushSeconds: Int?
     }
 
     /// The state, in a class the server's handler can hold.
@@ -62,6 +64,7 @@ final class PushReceiver: Sendable {
     var snapshot: State { store.state.withLock { $0 } }
     func setMode(_ mode: Mode) { store.state.withLock { $0.mode = mode } }
     func setOutage(afterStored count: Int?) { store.state.withLock { $0.outageAfterStored = count } }
+    func setFastFlush(seconds: Int?) { store.state.withLock { $0.fastFlushSeconds = seconds } }
     func stop() { server.stop() }
 
     private static func handle(_ request: LoopbackHTTPServer.Request, store: Store, publicKey: AgentPublicKey) -> LoopbackHTTPServer.Reply {
@@ -114,7 +117,8 @@ final class PushReceiver: Sendable {
                 s.storedBatches.append(batch.batchID)
                 s.results += batch.results
             }
-            let ack = PushAck(batchID: batch.batchID, accepted: duplicate ? 0 : batch.results.count, duplicate: duplicate)
+            let ack = PushAck(
+                batchID: batch.batchID, accepted: duplicate ? 0 : batch.results.count, duplicate: duplicate, fastFlushSeconds: s.fastFlushSeconds)
             return .respond(status: 200, headers: [("Content-Type", "application/json")], body: (try? SondeJSON.encode(ack)) ?? Data())
         }
     }

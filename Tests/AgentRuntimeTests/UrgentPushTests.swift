@@ -148,6 +148,31 @@ struct UrgentPushTests {
         #expect(s.results.map(\.outcome) == [.failed] + Array(repeating: .ok, count: PushUrgency.passingRunsAfterProblem + 1))
     }
 
+    @Test("while the collector's answers ask for prompt pushes, steady healthy results go out after 200 ms, not flush_interval; without that, they wait")
+    func collectorAsksForPromptPushes() async throws {
+        let running = try start()
+        try await submitSteady(sampleResult("steady", outcome: .ok), running)
+        try await expectNoPush(running, "a steady healthy result before the collector asks")
+
+        // The failure goes out at once (with the waiting result); its answer asks for prompt pushes.
+        running.receiver.setFastFlush(seconds: PushProtocol.fastFlushSeconds)
+        running.journal.submit(sampleResult("api", outcome: .failed))
+        try await waitUntil("the failure at the collector", timeout: Self.atOnce) { running.receiver.snapshot.results.count == 2 }
+        // Steady results now (another probe, so not a recovery run): each goes out promptly.
+        let clock = ContinuousClock()
+        for n in 1...3 {
+            try await waitUntilIdle(running)
+            let submitted = clock.now
+            running.journal.submit(sampleResult("steady", outcome: .ok))
+            try await waitUntil("steady result \(n) at the collector", timeout: Self.atOnce) { running.receiver.snapshot.results.count == 2 + n }
+            let took = clock.now - submitted
+            #expect(took >= PushProtocol.fastFlushInterval, "it waited for the prompt pause, so results that come together share a push")
+            #expect(took < Self.atOnce)
+        }
+        try await running.stop()
+        #expect(running.receiver.snapshot.results.map(\.outcome) == [.ok, .failed, .ok, .ok, .ok])
+    }
+
     @Test("a collector outage: failures arriving during the retry wait do not cut it short; graceful shutdown still does")
     func outageKeepsTheRetryWait() async throws {
         // Retry-After: 60 on every push: the uploader's wait between attempts is 60 s.

@@ -130,6 +130,42 @@ struct IngestTests {
         }
     }
 
+    /// A push's answer asks the agent to push promptly (`fast_flush_for_s`) while the engine
+    /// decides something that agents' newest runs speed up: here a problem in eu whose region
+    /// scope waits for us's fresh runs. A healthy fleet's answers do not ask.
+    @Test func answersAskForPromptPushesWhileADecisionWaitsOnFreshRuns() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let eu1 = TestAgent(id: "eu-1", region: "eu")
+        let eu2 = TestAgent(id: "eu-2", region: "eu")
+        let us1 = TestAgent(id: "us-1", region: "us")
+        try await withCollector(testConfig(dir: dir, agents: [eu1, eu2, us1])) { collector in
+            // A healthy history, a run every 10 s: the region-scope wait lasts one interval (10 s).
+            let start = Date().addingTimeInterval(-100)
+            for agent in [eu1, eu2, us1] {
+                let runs = (0..<10).map { agent.result(startedAt: start.addingTimeInterval(Double($0) * 10)) }
+                let ack = try decode(PushAck.self, try await agent.push(agent.batch(runs), to: collector))
+                #expect(ack.fastFlushSeconds == nil)
+            }
+            let evaluated = await collector.built.hub.evaluations
+            try await waitUntil("an evaluation of the healthy fleet", timeout: .seconds(20)) { await collector.built.hub.evaluations > evaluated + 1 }
+            let healthy = try decode(PushAck.self, try await us1.push(us1.batch([us1.result(startedAt: start.addingTimeInterval(99))]), to: collector))
+            #expect(healthy.fastFlushSeconds == nil, "a healthy fleet's pushes keep their batching")
+
+            for agent in [eu1, eu2] {
+                let failures = [agent.result(outcome: .failed, startedAt: Date().addingTimeInterval(-1)), agent.result(outcome: .failed)]
+                _ = try await agent.push(agent.batch(failures), to: collector)
+            }
+            try await waitUntil("the engine deciding on eu's problem", timeout: .seconds(20)) {
+                collector.built.hub.wantsFreshRuns.load(ordering: .relaxed)
+            }
+            // A run of us that started before the fault: not the fresh run the wait needs, so it goes on.
+            let ack = try decode(PushAck.self, try await us1.push(us1.batch([us1.result(startedAt: Date().addingTimeInterval(-5))]), to: collector))
+            #expect(ack.fastFlushSeconds == PushProtocol.fastFlushSeconds)
+            #expect(await collector.built.hub.openIncidents.isEmpty, "still deciding")
+        }
+    }
+
     /// `sonde_ingest_results_total` as `/metrics` shows it.
     private static func resultsTotal(_ collector: RunningCollector) async throws -> Int? {
         let text = try await get(collector, "/metrics").bodyText

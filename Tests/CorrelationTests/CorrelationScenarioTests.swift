@@ -292,6 +292,39 @@ import Testing
         #expect(!fleet.engine.awaitsPassingRuns)
     }
 
+    /// Agents are asked to push promptly (`PushAck.fastFlushSeconds`) only while a decision waits
+    /// on their newest runs: a problem not yet opened (confirmation, the region-scope wait) and a
+    /// recovery. Not for a healthy fleet, a steady incident or a local fault, whose pushes keep
+    /// their batching however long these last.
+    @Test func promptPushesAreAskedOnlyWhileADecisionIsMade() throws {
+        var fleet = warmFleet()
+        fleet.step(seconds: 30)
+        #expect(!fleet.engine.wantsFreshRuns, "a healthy fleet")
+        fleet.faults["files-eu"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        for _ in 0..<10 where fleet.verdicts["files"]?.status == .operational { fleet.step() }
+        try #require(fleet.verdicts["files"]?.status != .operational && fleet.engine.openIncidents.isEmpty)
+        #expect(fleet.engine.wantsFreshRuns, "a problem not yet opened")
+        fleet.step(seconds: 20)
+        try #require(fleet.engine.openIncidents.count == 1)
+        #expect(!fleet.engine.wantsFreshRuns, "a steady incident")
+        fleet.faults = [:]
+        var asked = 0
+        for _ in 0..<120 where !fleet.engine.openIncidents.isEmpty {
+            fleet.step()
+            if fleet.engine.wantsFreshRuns { asked += 1 }
+        }
+        try #require(fleet.engine.openIncidents.isEmpty)
+        #expect(asked > 0, "the recovery")
+        fleet.step()
+        #expect(!fleet.engine.wantsFreshRuns, "resolved")
+
+        fleet.faults["cut"] = FleetSimulation.failing(
+            agents: ["eu-2"], control: true, error: ProbeError(kind: .connect, step: "request", message: "connection refused"))
+        fleet.step(seconds: 30)
+        try #require(fleet.health("eu-2")?.state == .localFault)
+        #expect(!fleet.engine.wantsFreshRuns, "a local fault")
+    }
+
     /// An agent in a local fault awaits its clean runs (its episode ends on them); a silent agent
     /// does not keep a healthy fleet's pushes evaluating.
     @Test func aLocalFaultAwaitsPassingRunsASilentAgentDoesNot() {

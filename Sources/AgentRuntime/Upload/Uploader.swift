@@ -118,7 +118,7 @@ public struct Uploader: Service {
             guard let batch else {
                 // No look every flush_interval while nothing comes: an agent with no run due sleeps.
                 try? await journal.waitForResult { [spool] in Task.isShuttingDownGracefully || spool.status.unsentResults > 0 }
-                await pauseForMoreResults()
+                await pauseForMoreResults(fast: state.fastFlushUntil.map { ContinuousClock.now < $0 } ?? false)
                 continue
             }
             await deliver(batch, state: &state)
@@ -149,6 +149,8 @@ public struct Uploader: Service {
         var failing = false
         /// Results set aside (refused alone) since the uploader started.
         var setAside = 0
+        /// Until when the collector asked for prompt pushes (`PushAck.fastFlushSeconds`).
+        var fastFlushUntil: ContinuousClock.Instant?
     }
 
     /// Sends `batch` until every result in it is delivered (or, refused alone, set aside), then
@@ -178,9 +180,13 @@ public struct Uploader: Service {
             }
             switch outcome {
             case .acknowledged(let answer):
-                // Only the log lines read the collector's answer: decoded only for them.
+                // The answer is decoded only when it asks for prompt pushes, or for the log lines.
+                let asksFastFlush = answer.count <= Self.longestDecodedAnswer && answer.firstRange(of: Self.fastFlushKey) != nil
+                let ack = asksFastFlush || state.failing || logger.logLevel <= .debug ? try? SondeJSON.decode(PushAck.self, from: answer) : nil
+                if let seconds = ack?.fastFlushSeconds, seconds > 0 {
+                    state.fastFlushUntil = .now + .seconds(min(seconds, PushProtocol.longestFastFlushSeconds))
+                }
                 guard state.failing || logger.logLevel <= .debug else { return true }
-                let ack = try? SondeJSON.decode(PushAck.self, from: answer)
                 let metadata: Logger.Metadata = [
                     "batch.part": "\(part.id)", "batch.results": "\(part.count)", "batch.duplicate": "\(ack?.duplicate ?? false)",
                     "batch.attempts": "\(attempt)",
@@ -332,12 +338,18 @@ public struct Uploader: Service {
     }
 
     /// The idle `flushInterval` pause, which an urgent result also ends (at once if one came
-    /// already). Only this one: the backoff and retry pauses between failed pushes stay whole,
-    /// so failures during a collector outage never make the uploader push faster.
-    private func pauseForMoreResults() async {
+    /// already); `PushProtocol.fastFlushInterval` instead while the collector asks for prompt
+    /// pushes (`fast`). Only this pause: the backoff and retry pauses between failed pushes stay
+    /// whole, so failures during a collector outage never make the uploader push faster.
+    private func pauseForMoreResults(fast: Bool) async {
         guard !Task.isShuttingDownGracefully else { return }
-        try? await journal.waitForUrgentResult(until: .now + settings.flushInterval) { Task.isShuttingDownGracefully }
+        let pause = fast ? min(settings.flushInterval, PushProtocol.fastFlushInterval) : settings.flushInterval
+        try? await journal.waitForUrgentResult(until: .now + pause) { Task.isShuttingDownGracefully }
     }
+
+    private static let fastFlushKey = Data(PushAck.CodingKeys.fastFlushSeconds.stringValue.utf8)
+    /// An acknowledgement is a few dozen bytes; a larger answer is not searched for the key.
+    private static let longestDecodedAnswer = 4096
 }
 
 // A short name for ServiceLifecycle's logs, not a dump of the settings and the signing key.
