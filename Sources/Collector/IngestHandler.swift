@@ -145,9 +145,10 @@ struct IngestHandler: Sendable {
 
     /// Asks the agent to push promptly while the engine decides something its newest runs speed
     /// up (`CorrelationEngine.wantsFreshRuns`), so the region-scope wait and a recovery need not
-    /// wait out other agents' `flush_interval`. Only where this collector feeds the engine.
+    /// wait out other agents' `flush_interval`. With several collectors each one's engine follows
+    /// the database and evaluates, so any of them can answer it.
     private var fastFlushSeconds: Int? {
-        feedsHub && hub.wantsFreshRuns.load(ordering: .relaxed) ? PushProtocol.fastFlushSeconds : nil
+        hub.wantsFreshRuns.load(ordering: .relaxed) ? PushProtocol.fastFlushSeconds : nil
     }
 
     private func tooLarge(_ declared: Int?) -> APIError {
