@@ -90,13 +90,22 @@ import Testing
         return Int(line?.split(separator: "\t").last ?? "") ?? -1
     }
 
+    /// The thread's state letter from /proc (R running, S sleeping, …).
+    private static func threadState(_ tid: String) throws -> String {
+        let stat = try String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8)
+        // After the name in parentheses, which may itself hold spaces.
+        guard let close = stat.lastIndex(of: ")") else { return "?" }
+        return stat[stat.index(after: close)...].split(separator: " ").first.map(String.init) ?? "?"
+    }
+
     @Test("an idle loop waits for its next timer without waking up in between")
     func idleLoopDoesNotWakeUp() async throws {
         let client = client
         // A sleep far ahead keeps the loop thread alive with nothing else to do.
         let tid = await Task(executorPreference: client.taskExecutor) { Self.threadID() }.value
         let sleeper = Task(executorPreference: client.taskExecutor) { try? await client.sleep(until: .now + .seconds(60)) }
-        try await Task.sleep(for: .milliseconds(100))  // the loop is back in its poll
+        // The loop is back in its poll: its thread asleep (state S), the sleeper's timer set.
+        try await waitUntil("the loop thread asleep", timeout: .seconds(10)) { (try? Self.threadState(tid)) == "S" }
         let before = try Self.voluntarySwitches(tid)
         try await Task.sleep(for: .milliseconds(2500))
         let after = try Self.voluntarySwitches(tid)
