@@ -44,9 +44,16 @@ public actor CorrelationHub {
     /// a local fault; see `CorrelationEngine.awaitsPassingRuns`). A healthy fleet's pushes cost
     /// no evaluation.
     @discardableResult
-    func ingest(_ results: [ProbeResult]) -> Bool {
+    /// `push`: the batch's `sent_at` and when its request arrived (monotonic), so the agent's clock
+    /// offset is measured on the push, without the time the batch took to store.
+    func ingest(_ results: [ProbeResult], push: (sentAt: Date, arrived: ContinuousClock.Instant)? = nil) -> Bool {
         ingested += results.count
-        engine.ingest(results, receivedAt: clock.now())
+        let now = clock.now()
+        let timing = push.map { push in
+            let elapsed = push.arrived.duration(to: .now).components
+            return PushTiming(sentAt: push.sentAt, arrivedAt: now.addingTimeInterval(-(Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)))
+        }
+        engine.ingest(results, receivedAt: now, push: timing)
         return engine.awaitsPassingRuns || results.contains { $0.outcome != .ok }
     }
 

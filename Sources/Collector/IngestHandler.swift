@@ -48,6 +48,7 @@ struct IngestHandler: Sendable {
 
     private func accept(_ request: Request) async throws(APIError) -> PushAck {
         let receivedAt = Date()
+        let arrived = ContinuousClock.now
         // Size first: a declared length over the limit is refused before reading anything.
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
             throw tooLarge(declared)
@@ -131,7 +132,7 @@ struct IngestHandler: Sendable {
             let fresh = new.count == batch.results.count ? batch.results : new.map { batch.results[$0] }
             metrics.batchAccepted(results: fresh.count)
             if !fresh.isEmpty {
-                if feedsHub, await hub.ingest(fresh) { trigger.fire() }
+                if feedsHub, await hub.ingest(fresh, push: (batch.sentAt, arrived)) { trigger.fire() }
                 // After the hub has them: an evaluation that did not see them ended before their receive
                 // time, so /metrics never hides them behind a verdict older than they are.
                 metrics.record(fresh)

@@ -104,8 +104,9 @@ public struct CorrelationEngine: Sendable {
     var componentIsWatched: [Bool] = []
     var errorCodeIndex: [String: Int32] = [:]
     var errorCodeNames: [String] = []
-    /// Each agent's clock offset: the smallest (received − finished) of its last pushes, so its
-    /// runs compare with other agents' on the collector's time line (see `noteDelay`).
+    /// Each agent's clock offset: the smallest (arrived − sent_at) of its last pushes (or, for
+    /// results without their push, received − finished), so its runs compare with other agents'
+    /// on the collector's time line (see `noteDelay`).
     var agentOffset: [Double] = []
     var agentDelaySamples: [Double] = []
     var agentDelayNext: [Int32] = []
@@ -198,8 +199,11 @@ public struct CorrelationEngine: Sendable {
     /// ignored; a result that claims to start more than `window_age` after it arrived is ignored (a
     /// broken clock must not pin a window). A run whose failing step names another component is
     /// evidence for that component (see ``observations(of:)``).
-    public mutating func ingest(_ results: [ProbeResult], receivedAt: Date) {
+    public mutating func ingest(_ results: [ProbeResult], receivedAt: Date, push: PushTiming? = nil) {
         let received = receivedAt.timeIntervalSince1970
+        // Measured on the push when known: how long results waited in the agent (its
+        // flush_interval) is not clock error.
+        let pushDelay = push.map { $0.arrivedAt.timeIntervalSince1970 - $0.sentAt.timeIntervalSince1970 }
         stamp &+= 1
         var touched: [Int32] = []
         var delays: [Int32: Double] = [:]
@@ -216,7 +220,7 @@ public struct CorrelationEngine: Sendable {
                     agentOrderDirty = true
                 }
             }
-            delays[a] = min(delays[a] ?? .infinity, received - (started + result.durationMs / 1000))
+            delays[a] = min(delays[a] ?? .infinity, pushDelay ?? received - (started + result.durationMs / 1000))
             let control = result.control == true
             let own = internComponent(result.component)
             for observation in Self.observations(of: result) {
@@ -316,9 +320,12 @@ public struct CorrelationEngine: Sendable {
         return s
     }
 
-    /// The agent's clock offset is the smallest delay between a run's end (agent clock) and its
-    /// arrival (collector clock) over its last pushes: transport delay plus clock error, so
-    /// `started_at + offset` puts every agent's runs on the collector's time line.
+    /// The agent's clock offset is the smallest delay between a push's `sent_at` (agent clock)
+    /// and its arrival (collector clock) over its last pushes: transport delay plus clock error,
+    /// so `started_at + offset` puts every agent's runs on the collector's time line. Without the
+    /// push (results followed from the database) the delay runs from each run's end, which also
+    /// holds the time the result waited in the agent: up to its `flush_interval` late, and more
+    /// for a healthy agent than for a failing one, whose results go out at once.
     private mutating func noteDelay(_ delay: Double, agent a: Int) {
         let n = Self.delaySampleCount
         let slot = Int(agentDelayNext[a])

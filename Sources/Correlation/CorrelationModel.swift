@@ -7,6 +7,18 @@ import SondeCore
 // MARK: - Agents
 
 /// An enrolled agent as the collector knows it. `region` here wins over the region in results.
+/// When a push was sent (its `sent_at`, on the agent's clock) and when it arrived (on the
+/// collector's time line): the engine measures each agent's clock offset on these.
+public struct PushTiming: Sendable, Hashable {
+    public var sentAt: Date
+    public var arrivedAt: Date
+
+    public init(sentAt: Date, arrivedAt: Date) {
+        self.sentAt = sentAt
+        self.arrivedAt = arrivedAt
+    }
+}
+
 public struct AgentInfo: Sendable, Codable, Hashable {
     public var id: String
     public var region: String

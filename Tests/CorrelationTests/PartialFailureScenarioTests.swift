@@ -354,6 +354,33 @@ import Testing
         #expect(fleet.health("eu-1")?.state == .ok)
     }
 
+    /// An agent's clock offset is measured on its pushes (arrival − `sent_at`), so a healthy
+    /// result that waited out the agent's flush_interval does not make its runs look later on the
+    /// collector's time line (which would count a run that started before a fault as fresh
+    /// evidence about it); without the push the offset still comes from each run's end.
+    @Test(arguments: [0.0, 240.0, -240.0])
+    func clockOffsetsAreMeasuredOnThePushNotOnHowLongResultsWaited(skew: Double) throws {
+        let agent = AgentInfo(id: "us-1", region: "us")
+        let t = Date(timeIntervalSince1970: 1_800_000_000)
+        func run(_ n: Int) -> ProbeResult {
+            // Agent clock: `skew` ahead; each run ends 0.1 s after it starts and waits 0.9 s to be pushed.
+            ProbeResult(
+                probe: "api-journey", component: "api", agent: agent.id, region: agent.region,
+                startedAt: t.addingTimeInterval(Double(n) * 2 + skew), durationMs: 100, outcome: .ok, steps: [])
+        }
+        var measured = CorrelationEngine(config: CorrelationConfig(), agents: [agent])
+        var unmeasured = measured
+        for n in 0..<8 {
+            let arrived = t.addingTimeInterval(Double(n) * 2 + 1)
+            // Sent 2 ms before it arrived (agent clock), after the result's 0.9 s wait.
+            let push = PushTiming(sentAt: arrived.addingTimeInterval(skew - 0.002), arrivedAt: arrived)
+            measured.ingest([run(n)], receivedAt: arrived, push: push)
+            unmeasured.ingest([run(n)], receivedAt: arrived)
+        }
+        #expect(abs(measured.agentOffset[0] - (0.002 - skew)) < 1e-6, "transport only: \(measured.agentOffset[0])")
+        #expect(abs(unmeasured.agentOffset[0] - (0.9 - skew)) < 1e-6, "from the run's end: \(unmeasured.agentOffset[0])")
+    }
+
     @Test func aResultFromTenYearsInTheFutureIsIgnored() throws {
         var fleet = warmFleet()
         let future = ProbeResult(
