@@ -53,7 +53,7 @@ struct UrgentPushTests {
         }
     }
 
-    func start(mode: PushReceiver.Mode = .accept) throws -> Running {
+    func start(mode: PushReceiver.Mode = .accept, metrics: AgentMetrics? = nil) throws -> Running {
         let dir = try TemporaryDirectory("urgent-push")
         let receiver = try PushReceiver(publicKey: key.publicKey, mode: mode)
         let spool = try Spool(directory: dir.file("spool"), logger: logs.logger())
@@ -62,7 +62,8 @@ struct UrgentPushTests {
         config.collector.url = receiver.url
         config.collector.flushInterval = Self.flushInterval
         config.collector.timeout = .seconds(5)
-        let uploader = Uploader(settings: .init(config: config), journal: journal, key: key, logger: logs.logger())
+        var uploader = Uploader(settings: .init(config: config), journal: journal, key: key, logger: logs.logger())
+        uploader.metrics = metrics
         let group = ServiceGroup(services: [uploader], gracefulShutdownSignals: [], logger: logs.logger())
         return Running(dir: dir, receiver: receiver, spool: spool, journal: journal, group: group, task: Task { try await group.run() })
     }
@@ -150,7 +151,8 @@ struct UrgentPushTests {
 
     @Test("while the collector's answers ask for prompt pushes, steady healthy results go out after 200 ms, not flush_interval; without that, they wait")
     func collectorAsksForPromptPushes() async throws {
-        let running = try start()
+        let metrics = AgentMetrics()
+        let running = try start(metrics: metrics)
         try await submitSteady(sampleResult("steady", outcome: .ok), running)
         try await expectNoPush(running, "a steady healthy result before the collector asks")
 
@@ -171,6 +173,10 @@ struct UrgentPushTests {
         }
         try await running.stop()
         #expect(running.receiver.snapshot.results.map(\.outcome) == [.ok, .failed, .ok, .ok, .ok])
+        // Every answer asked (the failure's and the 3 steady pushes'; a last push at shutdown, if any, too).
+        let text = metrics.render(spool: running.spool.status)
+        let requests = text.split(separator: "\n").first { $0.hasPrefix("sonde_agent_prompt_push_requests_total ") }
+        #expect(requests.flatMap { Int($0.split(separator: " ").last ?? "") }.map { $0 >= 4 } == true, "\(requests ?? "no series")")
     }
 
     @Test("a collector outage: failures arriving during the retry wait do not cut it short; graceful shutdown still does")

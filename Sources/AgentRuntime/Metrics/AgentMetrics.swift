@@ -12,6 +12,7 @@ public final class AgentMetrics: Sendable {
         var runs: [Outcome: UInt64] = [:]
         var pushesOK: UInt64 = 0
         var pushesFailed: UInt64 = 0
+        var promptPushRequests: UInt64 = 0
         /// Per bucket (not cumulative), the last one for anything above the largest bound.
         var lateness = [UInt64](repeating: 0, count: AgentMetrics.latenessBuckets.count + 1)
         var latenessSum: Double = 0
@@ -38,6 +39,11 @@ public final class AgentMetrics: Sendable {
         }
     }
 
+    /// One collector answer asking for prompt pushes (`PushAck.fastFlushSeconds`).
+    public func recordPromptPushRequest() {
+        counts.withLock { $0.promptPushRequests += 1 }
+    }
+
     /// The exposition text: these counters, the spool's figures and the process series.
     public func render(spool: SpoolStatus, process: ProcessStats = .current()) -> String {
         let c = counts.withLock { $0 }
@@ -57,6 +63,10 @@ public final class AgentMetrics: Sendable {
         out.declare("sonde_agent_pushes_total", type: "counter", help: "Push attempts to the collector, by result (failed: refused, error or time-out).")
         out.sample("sonde_agent_pushes_total", [("result", "ok")], Double(c.pushesOK))
         out.sample("sonde_agent_pushes_total", [("result", "failed")], Double(c.pushesFailed))
+        out.declare(
+            "sonde_agent_prompt_push_requests_total", type: "counter",
+            help: "Collector answers that asked for prompt pushes (fast_flush_for_s) while it decided something.")
+        out.sample("sonde_agent_prompt_push_requests_total", [], Double(c.promptPushRequests))
         out.declare("sonde_agent_spool_results", type: "gauge", help: "Results in the spool not yet acknowledged by the collector.")
         out.sample("sonde_agent_spool_results", [], Double(spool.unsentResults))
         out.declare("sonde_agent_spool_bytes", type: "gauge", help: "Bytes of the spool's live records (what spool.max_bytes bounds).")

@@ -184,7 +184,11 @@ public struct Uploader: Service {
                 let asksFastFlush = answer.count <= Self.longestDecodedAnswer && answer.firstRange(of: Self.fastFlushKey) != nil
                 let ack = asksFastFlush || state.failing || logger.logLevel <= .debug ? try? SondeJSON.decode(PushAck.self, from: answer) : nil
                 if let seconds = ack?.fastFlushSeconds, seconds > 0 {
+                    if state.fastFlushUntil.map({ ContinuousClock.now >= $0 }) ?? true {
+                        logger.debug("collector asks for prompt pushes while it decides", metadata: ["push.fast_flush_for_s": "\(seconds)"])
+                    }
                     state.fastFlushUntil = .now + .seconds(min(seconds, PushProtocol.longestFastFlushSeconds))
+                    metrics?.recordPromptPushRequest()
                 }
                 guard state.failing || logger.logLevel <= .debug else { return true }
                 let metadata: Logger.Metadata = [
