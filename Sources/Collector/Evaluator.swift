@@ -43,9 +43,9 @@ public actor CorrelationHub {
     /// failure, or passing runs while the engine awaits them (an open incident, a problem verdict,
     /// a local fault; see `CorrelationEngine.awaitsPassingRuns`). A healthy fleet's pushes cost
     /// no evaluation.
-    @discardableResult
     /// `push`: the batch's `sent_at` and when its request arrived (monotonic), so the agent's clock
     /// offset is measured on the push, without the time the batch took to store.
+    @discardableResult
     func ingest(_ results: [ProbeResult], push: (sentAt: Date, arrived: ContinuousClock.Instant)? = nil) -> Bool {
         ingested += results.count
         let now = clock.now()

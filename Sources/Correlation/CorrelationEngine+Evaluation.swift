@@ -261,11 +261,6 @@ extension CorrelationEngine {
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)
     }
 
-    /// Whether passing runs could change a decision: an open incident (monitoring, resolved), a
-    /// problem verdict or streak (the region-scope wait reads other regions' fresh passing runs),
-    /// or an agent in a local fault (its episode ends on clean data). False for a healthy fleet,
-    /// whose passing runs wait for the next tick. Silent and revoked agents do not count: one
-    /// that never reports must not make every healthy push evaluate.
     /// Whether a decision is being made now that every agent's newest runs speed up, so the
     /// collector asks agents to push promptly (`PushAck.fastFlushSeconds`): a problem verdict
     /// not yet opened, for at most `fastFlushOpeningLimit` s (confirmation, and the region-scope
@@ -288,6 +283,11 @@ extension CorrelationEngine {
     /// (one that never opens, e.g. resting on a single agent, must not do so for good).
     static let fastFlushOpeningLimit: Double = 60
 
+    /// Whether passing runs could change a decision: an open incident (monitoring, resolved), a
+    /// problem verdict or streak (the region-scope wait reads other regions' fresh passing runs),
+    /// or an agent in a local fault (its episode ends on clean data). False for a healthy fleet,
+    /// whose passing runs wait for the next tick. Silent and revoked agents do not count: one
+    /// that never reports must not make every healthy push evaluate.
     static func awaitsPassingRuns(tracks: [ComponentTrack], health: [AgentHealth], controlFaults: Bool) -> Bool {
         if controlFaults { return true }
         for track in tracks {
