@@ -440,9 +440,10 @@ extension CorrelationEngine {
     /// (2) per component, an agent whose failure rate over its window is above its same-region
     /// peers' pooled rate by the one-sided two-proportion z-test at `local_confidence`; (3) local
     /// by (2) on 2+ components and more than half of those it reports: all its data is excluded.
-    /// A failing agent whose same-region peers report the component but none of them fails there
-    /// (nor have they `confirm_failures` failed runs between them recently), and no other agent
-    /// anywhere fails there, is *in doubt*: held back until the test decides or a peer fails too. An investigating incident covering its region makes its failure evidence.
+    /// A failing agent (`showsFailure`) whose same-region peers report the component but none of
+    /// them fails there (nor have they `confirm_failures` failed runs between them recently), and
+    /// no other agent anywhere fails there, is *in doubt*: held back until the test decides or a
+    /// peer fails too. An investigating incident covering its region makes its failure evidence.
     mutating func localFaultPhase(_ frame: inout EvaluationFrame) {
         let agentCount = agentIDs.count
         let componentCount = componentNames.count
@@ -460,7 +461,7 @@ extension CorrelationEngine {
                 let x = frame.grid[a * componentCount + c]
                 guard x.reporting else { continue }
                 pool[c * regionCount + r].add(x)
-                if x.state.isFailing {
+                if Self.showsFailure(x, cfg) {
                     failingAnywhere[c] += 1
                     failsSomewhere = true
                 }
@@ -482,7 +483,7 @@ extension CorrelationEngine {
                 let x = frame.grid[g]
                 guard x.reporting else { continue }
                 reported += 1
-                guard x.state.isFailing else { continue }
+                guard Self.showsFailure(x, cfg) else { continue }
                 if let incident = tracks[c].incident, incident.status == .investigating || incident.status == .identified,
                     incident.scope == .platform || incident.regions.contains(regionNames[r])
                 {
@@ -492,7 +493,7 @@ extension CorrelationEngine {
                 guard k.reporting > 1 else { continue }  // alone in its region: nobody to compare with
                 let peerRuns = k.allRuns - x.allRuns
                 let peerFailed = k.allFailed - x.allFailed
-                let peersFailing = k.hard + k.flaky - 1
+                let peersFailing = k.hard + k.flaky - (x.state.isFailing ? 1 : 0)
                 let peersFailedRecently = k.failed - x.failed >= Int32(cfg.confirmFailures)
                 if Self.exceedsPeers(
                     failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
@@ -520,6 +521,14 @@ extension CorrelationEngine {
         }
         frame.wholeLocal = wholeLocal
         frame.localReason = localReason
+    }
+
+    /// Whether an agent's runs of a component could move its region's verdict: its state is
+    /// failing or flaky, or its window holds `confirm_failures` failed runs. The second matters
+    /// when journeys log in first: one cut agent's login step fails in each journey at once, and
+    /// those failures, one per series, read as a region's pooled failures (no series failing yet).
+    static func showsFailure(_ x: AgentComponent, _ cfg: CorrelationConfig) -> Bool {
+        x.state.isFailing || x.failed >= Int32(cfg.confirmFailures)
     }
 
     /// The one-sided two-proportion z-test: is `failed/runs` above `peerFailed/peerRuns` with

@@ -137,6 +137,35 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    @Test func aNetworkCutIsNotARegionalFaultBeforeItsControlProbeRuns() throws {
+        // Found by the end-to-end suite (1 s intervals, journeys that log in first): eu-1's
+        // network was cut just after its control probe ran. Its next login, upload and batch runs
+        // all failed at their login step, one failure in each of three login series: no series
+        // was failing yet, so eu-1 was not held back, and the three failures read as eu's pooled
+        // failures. An eu login incident opened, and resolved a second later when the control failed.
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2], components: ["login", "files", "batch"], interval: 1, controlLag: 0.95)
+        fleet.loginJourneys = ["files", "batch"]
+        fleet.step(seconds: 14)
+        #expect(fleet.events.isEmpty)
+        // eu-1 runs its probes at 14.0 and its control at 14.95: the cut is seen a second apart.
+        fleet.faults["cut"] = fleet.networkCut(of: "eu-1", from: 13.99)
+        #expect(fleet.stepListingFailing("eu-1", on: "login", seconds: 15) == [])
+        #expect(types(fleet.events) == [.agentLocalFault])
+        #expect(fleet.health("eu-1")?.reason == "control probe failing")
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
+    @Test func aLoneAgentsServerErrorsDoNotWaitForItsControlProbe() throws {
+        // The same peer blip, then eu-1 alone gets 503s: the server answered, so its network is
+        // not in doubt; with its peer's recent failures its failures count as evidence.
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2], components: ["login"], interval: 1, controlLag: 0.5)
+        fleet.faults["blip"] = FleetSimulation.failing(agents: ["eu-2"], components: ["login"], when: { (10...11).contains($0) })
+        fleet.step(seconds: 14)
+        fleet.faults["eu-1"] = FleetSimulation.failing(agents: ["eu-1"], components: ["login"], when: { $0 >= 14 })
+        let listed = fleet.stepListingFailing("eu-1", on: "login", seconds: 6)
+        #expect(!listed.isEmpty, "eu-1's server errors count as evidence beside its peer's recent failures")
+    }
+
     @Test func aLoneAgentsCutIsHeldBackUntilItsControlProbeDecides() throws {
         // sa-1 has no peers to compare with, and its api probe is confirmed failing before its
         // control probe is: its data waits (in doubt) instead of calling an sa outage meanwhile.
