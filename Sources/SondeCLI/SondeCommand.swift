@@ -267,8 +267,8 @@ extension SondeCommand {
                     ("probe", probe), ("component", component), ("agent", agent), ("region", region), ("since", since), ("outcome", outcome),
                     ("limit", "\(limit)"),
                 ]
-                if options.json { return printJSON(try await try options.client.raw("/v1/results", query: query)) }
-                let page = try await try options.client.get(ResultsResponse.self, "/v1/results", query: query)
+                if options.json { return printJSON(try await options.client.raw("/v1/results", query: query)) }
+                let page = try await options.client.get(ResultsResponse.self, "/v1/results", query: query)
                 var table = Table(header: ["STARTED", "PROBE", "COMPONENT", "AGENT", "REGION", "OUTCOME", "MS", "ERROR"])
                 for r in page.results {
                     let outcome =
@@ -300,8 +300,8 @@ extension SondeCommand {
             func run() async throws {
                 try await reportingErrors {
                     let query: [(String, String?)] = [("status", all ? "all" : "open"), ("limit", "\(limit)")]
-                    if options.json { return printJSON(try await try options.client.raw("/v1/incidents", query: query)) }
-                    let body = try await try options.client.get(IncidentsResponse.self, "/v1/incidents", query: query)
+                    if options.json { return printJSON(try await options.client.raw("/v1/incidents", query: query)) }
+                    let body = try await options.client.get(IncidentsResponse.self, "/v1/incidents", query: query)
                     guard !body.incidents.isEmpty else { return print(all ? "No incidents." : "No open incidents.") }
                     for incident in body.incidents { printIncident(incident) }
                 }
@@ -383,8 +383,8 @@ extension SondeCommand {
 
         func run() async throws {
             try await reportingErrors {
-                if options.json { return printJSON(try await try options.client.raw("/v1/agents")) }
-                let body = try await try options.client.get(AgentsResponse.self, "/v1/agents")
+                if options.json { return printJSON(try await options.client.raw("/v1/agents")) }
+                let body = try await options.client.get(AgentsResponse.self, "/v1/agents")
                 var table = Table(header: ["AGENT", "REGION", "HEALTH", "LAST SEEN", "WHY"])
                 for agent in body.agents {
                     let state = agent.revoked ? "revoked" : agent.state?.rawValue ?? "unknown"
@@ -506,7 +506,7 @@ extension SondeCommand {
 
             func run() async throws {
                 try await reportingErrors {
-                    let data = try await try options.client.raw("/v1/alerts/test", method: "POST")
+                    let data = try await options.client.raw("/v1/alerts/test", method: "POST")
                     if options.json { return printJSON(data) }
                     let body = try SondeJSON.decode(AlertTestResponse.self, from: data)
                     if body.targets.isEmpty {

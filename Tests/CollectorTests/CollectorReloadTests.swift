@@ -60,20 +60,21 @@ struct CollectorReloadTests {
         let base = "http://127.0.0.1:\(port)"
 
         func call(_ method: String, _ path: String, token: String) async throws -> Int {
-            try await CurlHTTPClient.shared.perform(
-                HTTPRequest(method: method, url: base + path, headers: [HTTPHeader("Authorization", "Bearer \(token)")], body: Data(), timeout: .seconds(10))
-            ).status
+            let response = try await CurlHTTPClient.shared.perform(
+                HTTPRequest(method: method, url: base + path, headers: [HTTPHeader("Authorization", "Bearer \(token)")], body: Data(), timeout: .seconds(10)))
+            return response.status
         }
         func push(_ agent: TestAgent) async throws -> Int {
             let body = try SondeJSON.encode(agent.batch([agent.result(startedAt: Date())]))
-            return try await CurlHTTPClient.shared.perform(
+            let signature = try agent.key.signatureHeader(for: body)
+            let response = try await CurlHTTPClient.shared.perform(
                 HTTPRequest(
                     method: "POST", url: base + PushProtocol.path,
                     headers: [
                         HTTPHeader("Content-Type", "application/json"), HTTPHeader(PushProtocol.agentHeader, agent.id),
-                        HTTPHeader(PushProtocol.signatureHeader, try agent.key.signatureHeader(for: body)),
-                    ], body: body, timeout: .seconds(10))
-            ).status
+                        HTTPHeader(PushProtocol.signatureHeader, signature),
+                    ], body: body, timeout: .seconds(10)))
+            return response.status
         }
 
         // eu-1 pushes one batch after another through every reload below.

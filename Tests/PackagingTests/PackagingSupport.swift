@@ -13,7 +13,7 @@ func run(_ arguments: [String], environment: [String: String] = [:], timeout: Du
 {
     let log = try TemporaryDirectory("sonde-run")
     defer { log.remove() }
-    FileManager.default.createFile(atPath: log.file("out"), contents: nil)
+    _ = FileManager.default.createFile(atPath: log.file("out"), contents: nil)
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log.file("out")))
     let process = Process()
     process.executableURL = URL(fileURLWithPath: arguments[0].contains("/") ? arguments[0] : "/usr/bin/env")

@@ -58,7 +58,7 @@ public struct TestCertificates: Sendable {
         let database = folder + "/ca-index.txt"
         let config = folder + "/ca.cnf"
         if !FileManager.default.fileExists(atPath: config) {
-            FileManager.default.createFile(atPath: database, contents: nil)
+            _ = FileManager.default.createFile(atPath: database, contents: nil)
             try Data("1000\n".utf8).write(to: URL(fileURLWithPath: folder + "/ca-serial"))
             try Data(
                 """
