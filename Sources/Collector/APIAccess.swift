@@ -88,7 +88,7 @@ final class RateLimiter: Sendable {
         return buckets.withLock { buckets in
             var bucket = buckets[key] ?? Bucket(tokens: burst, updated: now)
             let elapsed = bucket.updated.duration(to: now)
-            bucket.tokens = min(burst, bucket.tokens + rate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18))
+            bucket.tokens = min(burst, bucket.tokens + rate * elapsed.seconds)
             bucket.updated = now
             defer { buckets[key] = bucket }
             if bucket.tokens >= 1 {
@@ -142,7 +142,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         let start = ContinuousClock.now
         let response = try await next(request, context)
         let elapsed = start.duration(to: .now)
-        let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) * 1e-15
+        let ms = elapsed.milliseconds
         logger.log(
             level: response.status.code < 400 ? .debug : .info, "HTTP request",
             metadata: [

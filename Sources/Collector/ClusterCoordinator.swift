@@ -165,7 +165,7 @@ final class ClusterCoordinator: Service, Sendable {
                         "Leader engine took over the stored decisions",
                         metadata: [
                             "leader.epoch": "\(epoch)", "caught_up_results": "\(caughtUp)",
-                            "takeover_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                            "takeover_ms": "\(elapsed.wholeMilliseconds)",
                         ])
                     trigger.fire()
                     break

@@ -15,8 +15,7 @@ public struct MonotonicWallClock: Sendable {
     public init() {}
 
     public func now() -> Date {
-        let elapsed = start.duration(to: .now).components
-        return startWall.addingTimeInterval(Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
+        startWall.addingTimeInterval(start.duration(to: .now).seconds)
     }
 }
 
@@ -50,8 +49,7 @@ public actor CorrelationHub {
         ingested += results.count
         let now = clock.now()
         let timing = push.map { push in
-            let elapsed = push.arrived.duration(to: .now).components
-            return PushTiming(sentAt: push.sentAt, arrivedAt: now.addingTimeInterval(-(Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)))
+            PushTiming(sentAt: push.sentAt, arrivedAt: now.addingTimeInterval(-push.arrived.duration(to: .now).seconds))
         }
         engine.ingest(results, receivedAt: now, push: timing)
         return engine.awaitsPassingRuns || results.contains { $0.outcome != .ok }

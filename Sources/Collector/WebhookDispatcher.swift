@@ -366,7 +366,7 @@ public struct WebhookDispatcher: Service {
                         "Webhook delivered",
                         metadata: [
                             "http.status": "\(response.status)", "attempts": "\(delivery.attempts + 1)",
-                            "recorded_ms": "\(recording.components.seconds * 1000 + recording.components.attoseconds / 1_000_000_000_000_000)",
+                            "recorded_ms": "\(recording.wholeMilliseconds)",
                         ])
                 } catch {
                     logger.error("Webhook delivered but not recorded", metadata: ["error": "\(error)"])

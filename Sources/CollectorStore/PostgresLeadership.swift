@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import SondeCore
 import Synchronization
 
 /// Leader election among collectors sharing one PostgreSQL: a session advisory lock held on a
@@ -66,7 +67,7 @@ public final class PostgresLeadership: Sendable {
                     try await PostgresConnection.connect(configuration: try store.url.connectionConfiguration(), id: 1, logger: logger)
                 }
                 connection = opened
-                let leaseMs = lease.components.seconds * 1000 + lease.components.attoseconds / 1_000_000_000_000_000
+                let leaseMs = lease.wholeMilliseconds
                 try await opened.query(PostgresQuery(unsafeSQL: "SET idle_session_timeout = \(leaseMs)"), logger: logger)
                 try await campaign(on: opened)
             } catch {

@@ -78,7 +78,7 @@ public struct TCPExchange: Sendable {
         set(sonde_curl_setopt_string(handle, CURLOPT_URL, url), "the address \(url)")
         set(sonde_curl_setopt_long(handle, CURLOPT_CONNECT_ONLY, 1), "CONNECT_ONLY")
         set(sonde_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1), "NOSIGNAL")
-        set(sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, max(1, Int(DurationMilliseconds.of(timeout)))), "the time-out")
+        set(sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, max(1, Int(timeout.milliseconds))), "the time-out")
         set(sonde_curl_setopt_string(handle, CURLOPT_NOPROXY, "*"), "NOPROXY")
         set(sonde_curl_setopt_long(handle, CURLOPT_DNS_CACHE_TIMEOUT, 0), "DNS_CACHE_TIMEOUT")
         set(sonde_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER")
@@ -117,15 +117,15 @@ public struct TCPExchange: Sendable {
             if let expect { readEnd = try read(handle, socket: socket, until: expect, into: &received, firstByte: &firstByte, deadline: deadline) }
         } catch {
             var failed = timings
-            failed.total = DurationMilliseconds.of(clock.now - started)
+            failed.total = (clock.now - started).milliseconds
             failed.ttfb = max(0, failed.total - failed.dns - failed.connect - failed.tls)
             return .failure(HTTPTransferError(kind: error.kind, curlCode: error.curlCode, message: error.message, timings: failed))
         }
         // Phases after the connection: ready → first byte read (ttfb), then the rest (transfer).
         let end = clock.now
         let setup = timings.dns + timings.connect + timings.tls
-        let total = max(setup, DurationMilliseconds.of(end - started))
-        let firstByteAt = firstByte.map { DurationMilliseconds.of($0 - started) } ?? DurationMilliseconds.of(ready - started)
+        let total = max(setup, (end - started).milliseconds)
+        let firstByteAt = firstByte.map { ($0 - started).milliseconds } ?? (ready - started).milliseconds
         timings.ttfb = max(0, min(firstByteAt, total) - setup)
         timings.transfer = max(0, total - setup - timings.ttfb)
         timings.total = total
@@ -192,17 +192,9 @@ public struct TCPExchange: Sendable {
         let left = deadline - ContinuousClock().now
         guard left > .zero else { throw HTTPTransferError(kind: .timeout, curlCode: 0, message: "time-out \(doing)") }
         var descriptor = pollfd(fd: socket, events: events, revents: 0)
-        let milliseconds = Int32(min(DurationMilliseconds.of(left).rounded(.up), 60_000))
+        let milliseconds = Int32(min(left.milliseconds.rounded(.up), 60_000))
         if poll(&descriptor, 1, max(1, milliseconds)) == 0, ContinuousClock().now >= deadline {
             throw HTTPTransferError(kind: .timeout, curlCode: 0, message: "time-out \(doing)")
         }
-    }
-}
-
-/// Milliseconds of a `Duration` as a Double.
-enum DurationMilliseconds {
-    static func of(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 }

@@ -277,8 +277,7 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     private static func milliseconds(_ duration: Duration) -> Int {
-        let (seconds, attoseconds) = duration.components
-        return max(1, Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000))
+        max(1, Int(duration.wholeMilliseconds))
     }
 
     /// curl's `*_TIME_T` values are cumulative microseconds from the start of the transfer. They

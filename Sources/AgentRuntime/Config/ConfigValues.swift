@@ -20,14 +20,3 @@ public enum ConfigValues {
     public static func byteSize(_ text: String) -> Int? { parseByteSize(text) }
 }
 
-extension Duration {
-    /// Seconds as a Double, for arithmetic (jitter, offsets).
-    var seconds: Double {
-        let (s, atto) = components
-        return Double(s) + Double(atto) / 1e18
-    }
-
-    static func seconds(double value: Double) -> Duration {
-        .nanoseconds(Int64((value * 1e9).rounded()))
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import SondeCore
 
 /// The platform parts a fault can target, named as probes name their `component`.
 public enum SimComponent: String, Codable, Sendable, CaseIterable, Hashable {
@@ -230,16 +231,3 @@ extension Fault: Codable {
     }
 }
 
-extension Duration {
-    var wholeMilliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-
-    var timeInterval: TimeInterval { Double(nanoseconds) / 1e9 }
-}

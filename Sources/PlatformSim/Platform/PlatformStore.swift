@@ -1,4 +1,5 @@
 import Foundation
+import SondeCore
 import Synchronization
 
 /// Users, tokens, files and batches shared by every region of one sim. All state sits behind one
@@ -39,7 +40,7 @@ final class PlatformStore: Sendable {
     func login(username: String, password: String, now: Date = Date()) -> String? {
         guard let expected = users[username], constantTimeEqual(expected, password) else { return nil }
         let token = "tok_" + randomHex(24)
-        state.withLock { $0.tokens[token] = Token(user: username, expiresAt: now.addingTimeInterval(tokenTTL.timeInterval)) }
+        state.withLock { $0.tokens[token] = Token(user: username, expiresAt: now.addingTimeInterval(tokenTTL.seconds)) }
         return token
     }
 
@@ -152,7 +153,7 @@ final class PlatformStore: Sendable {
     /// Moves a batch forward one pace step at a time, as far as `now` allows. A batch held by an
     /// active `batch_stuck` fault stays; once the fault is gone it takes one more step from then.
     private func advance(_ batch: inout StoredBatch, state: inout State, faults: FaultBook, now: Date) {
-        let pace = batchPace.timeInterval
+        let pace = batchPace.seconds
         // Bounded: at most one iteration per state plus one for a released stuck fault.
         for _ in 0..<8 {
             guard !batch.status.isTerminal else { return }

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import SondeCore
 
 /// One HTTP connection of one region: collects a request (at most `maxBodyBytes` of body), asks
 /// the router what to do, then answers, waits, hangs or drops on the event loop. Delays are
@@ -128,7 +129,7 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
             return
         }
         // The delay counts from when the request was complete, so handling time does not add to it.
-        let deadline = received + .nanoseconds(action.delay.nanoseconds)
+        let deadline = received + .nanoseconds(action.delay.wholeNanoseconds)
         pending = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.pending = nil
             self.perform(action, request: request, head: head, received: received, context: context)

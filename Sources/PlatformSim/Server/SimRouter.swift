@@ -136,7 +136,7 @@ final class SimRouter: Sendable {
             applied += rejected.compactMap(\.id)
             return .error(401, "invalid_credentials", "Invalid username or password")
         }
-        let seconds = Int((store.tokenTTL.timeInterval).rounded(.up))
+        let seconds = Int((store.tokenTTL.seconds).rounded(.up))
         return .json(200, LoginResponse(accessToken: token, expiresIn: seconds))
     }
 

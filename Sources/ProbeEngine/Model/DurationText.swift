@@ -41,16 +41,11 @@ enum DurationText {
 
     /// Short form for messages: `250ms`, `60s`, `1.5s`, `61s`.
     static func format(_ duration: Duration) -> String {
-        let ms = milliseconds(duration)
+        let ms = duration.milliseconds
         if ms < 1000 { return "\(Int(ms.rounded()))ms" }
         let seconds = ms / 1000
         if seconds >= 86_400, seconds.truncatingRemainder(dividingBy: 86_400) == 0 { return "\(Int(seconds / 86_400))d" }
         if seconds >= 10 || seconds.rounded() == seconds { return "\(Int(seconds.rounded()))s" }
         return fixedDecimals(seconds, 1) + "s"
-    }
-
-    static func milliseconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 }

@@ -23,7 +23,7 @@ extension StepExecution {
             result.url = "dns://\(server ?? "system")/\(name)?type=\(spec.type.rawValue)"
             let lookupDeadline = clock.now.advanced(by: try timeLeft(stepTimeout))
             let answers = await Self.lookup(name: name, type: spec.type, server: spec.server, deadline: lookupDeadline)
-            let elapsed = DurationText.milliseconds(clock.now - started)
+            let elapsed = (clock.now - started).milliseconds
             result.timings = PhaseTimings(dns: elapsed, total: elapsed)
             let records: [String]
             switch answers {
@@ -53,7 +53,7 @@ extension StepExecution {
             result.ok = true
         } catch {
             if result.timings.total == 0 {
-                let elapsed = DurationText.milliseconds(clock.now - started)
+                let elapsed = (clock.now - started).milliseconds
                 result.timings = PhaseTimings(dns: elapsed, total: elapsed)
             }
             result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import SondeCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -258,8 +259,7 @@ enum DNSWireClient {
     private static func millisecondsLeft(_ deadline: ContinuousClock.Instant) -> Int32? {
         let left = deadline - ContinuousClock().now
         guard left > .zero else { return nil }
-        let (seconds, attoseconds) = left.components
-        return Int32(min(60_000, seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1))
+        return Int32(min(60_000, left.wholeMilliseconds + 1))
     }
 
     /// Waits for `events` on `socket`; false at the deadline.

@@ -79,7 +79,7 @@ public struct ProbeRunner: Sendable {
         }
 
         let elapsed = clock.now - start
-        let durationMs = DurationText.milliseconds(elapsed)
+        let durationMs = elapsed.milliseconds
         if firstError == nil, let spec = probe.script.degradedAfter {
             do {
                 let limit = try state.duration(spec, field: "degraded_after")

@@ -409,7 +409,7 @@ struct StepExecution {
         switch assertion {
         case .latencyBelow(let spec):
             let limit = try state.duration(spec, field: "assert.latency_below")
-            if total >= DurationText.milliseconds(limit) {
+            if total >= limit.milliseconds {
                 throw StepFailure(.assertion, "took \(Int(total)) ms, expected below \(DurationText.format(limit))")
             }
         case .certValidFor(let spec):
@@ -418,7 +418,7 @@ struct StepExecution {
                 throw StepFailure(.assertion, "cert_valid_for: no TLS certificate was seen (not an https or TLS connection)")
             }
             let left = certificate.timeIntervalSinceNow
-            if left < Double(limit.components.seconds) {
+            if left < limit.seconds {
                 throw StepFailure(.assertion, "the certificate chain expires \(RFC3339.string(from: certificate)) (\(Self.daysLeft(until: certificate)) days left), expected valid for \(DurationText.format(limit))")
             }
         default:

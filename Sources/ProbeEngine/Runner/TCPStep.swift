@@ -78,7 +78,7 @@ extension StepExecution {
     func degradedReason(total: Double, state: inout RunState) throws(StepFailure) -> String? {
         guard let spec = step.degradedAfter else { return nil }
         let limit = try state.duration(spec, field: "degraded_after")
-        guard total > DurationText.milliseconds(limit) else { return nil }
+        guard total > limit.milliseconds else { return nil }
         return "step '\(step.name)' took \(Int(total)) ms, over degraded_after \(DurationText.format(limit))"
     }
 }
