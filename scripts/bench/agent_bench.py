@@ -10,6 +10,7 @@ slow result. Every process it starts is stopped by pid at the end.
 """
 import hashlib
 import argparse
+import glob
 import json
 import os
 import platform
@@ -73,6 +74,21 @@ def stop(p, sig=signal.SIGTERM, grace=10):
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+
+
+def process_counters(pid):
+    """User and system CPU seconds, minor page faults (/proc/PID/stat) and context switches of
+    every thread (/proc/PID/task/*/status): where a process's CPU per probe goes."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    counters = {"utime_s": int(fields[11]) / TICK, "stime_s": int(fields[12]) / TICK, "minflt": int(fields[7]), "switches": 0}
+    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            for line in open(status):
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    counters["switches"] += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return counters
 
 
 def status_kib(pid, field):
@@ -339,10 +355,12 @@ scrape_configs:
     wait_for("prometheus warm-up", lambda: prometheus_query(prom_base, "count(probe_success == 1)") >= n, timeout=60)
     pids = {"agent": agent.pid, "collector": col.pid, "blackbox": bb.pid, "prometheus": prom.pid}
     cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
+    counters0 = {k: process_counters(v) for k, v in pids.items()}
     c0 = ingested(base)
     t0 = time.monotonic()
     time.sleep(args.pipeline_seconds)
     cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
+    counters1 = {k: process_counters(v) for k, v in pids.items()}
     elapsed = time.monotonic() - t0
     c1 = ingested(base)
     hwm = {k: status_kib(v, "VmHWM") for k, v in pids.items()}
@@ -357,6 +375,11 @@ scrape_configs:
     for k in pids:
         row[k + "_cpu_s"] = cpu1[k] - cpu0[k]
         row[k + "_hwm"] = hwm[k]
+    for k in pids:
+        runs_of_k = sonde_probes if k in ("agent", "collector") else bb_probes
+        for name in counters0[k]:
+            scale = 1000 if name.endswith("_s") else 1  # seconds -> ms per probe
+            row[f"{k}_{name.removesuffix('_s')}_per_probe"] = (counters1[k][name] - counters0[k][name]) * scale / max(runs_of_k, 1)
     row["agent_ms"] = row["agent_cpu_s"] * 1000 / max(sonde_probes, 1)
     row["collector_ms"] = row["collector_cpu_s"] * 1000 / max(sonde_probes, 1)
     row["bb_ms"] = row["blackbox_cpu_s"] * 1000 / max(bb_probes, 1)
@@ -429,7 +452,14 @@ def render_pipeline(args, rates, runs, idles):
     md += ["", f"Idle agent (5 probes every 1 h, none due, {args.idle_seconds} s after start-up; median of {len(idles)}): "
            f"**{idle:.3f} % of a core** (target < 0.1 %; runs meanwhile: {', '.join(str(i['runs_meanwhile']) for i in idles)}).", "",
            "Per-run figures (agent / blackbox ms per probe, Sonde results / blackbox probes in the window): " +
-           "; ".join(f"{rate}/s: " + ", ".join(f"{r['agent_ms']:.3f}/{r['bb_ms']:.3f} ({r['sonde_results']}/{int(r['bb_probes'])})" for r in runs[rate]) for rate in rates) + "."]
+           "; ".join(f"{rate}/s: " + ", ".join(f"{r['agent_ms']:.3f}/{r['bb_ms']:.3f} ({r['sonde_results']}/{int(r['bb_probes'])})" for r in runs[rate]) for rate in rates) + ".", "",
+           "Where each process's CPU per probe goes (medians; user / system ms, minor page faults, context switches of all "
+           "threads, per probe): " + "; ".join(
+               f"{rate}/s: " + ", ".join(
+                   f"{k} {median([r[k + '_utime_per_probe'] for r in runs[rate]]):.3f} / {median([r[k + '_stime_per_probe'] for r in runs[rate]]):.3f} ms, "
+                   f"{median([r[k + '_minflt_per_probe'] for r in runs[rate]]):.1f} faults, {median([r[k + '_switches_per_probe'] for r in runs[rate]]):.1f} switches"
+                   for k in ("agent", "collector", "blackbox", "prometheus"))
+               for rate in rates) + "."]
     return md, {"runs": runs, "idle": idles, "summary": summary}
 
 
