@@ -119,8 +119,12 @@ public final class PostgresCollectorStore: CollectorStorage {
     }
 
     /// One transaction on one pooled connection; the caller's own error is rethrown as is.
-    func transaction<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
-        try await run(what) { [client, logger] in
+    /// `long`: the deadline of `run(_:long:_:)`'s long reads, for a transaction that may wait on
+    /// a lock another collector holds for a while.
+    func transaction<T: Sendable>(
+        _ what: String, long: Bool = false, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        try await run(what, long: long) { [client, logger] in
             try await client.withConnection { connection in
                 try await connection.query("BEGIN", logger: logger)
                 do {
@@ -350,7 +354,10 @@ public final class PostgresCollectorStore: CollectorStorage {
     // MARK: - Agents
 
     public func upsertAgent(_ agent: AgentRecord) async throws {
-        try await transaction("enrolling agent \(agent.id)") { [logger] connection in
+        // Long: collectors started together enrol the agents of their configs at once, each
+        // waiting for the others' table lock (and for a migration still running); found with
+        // three collectors on 2 loaded cores, where one gave up after connect_timeout (2 s there).
+        try await transaction("enrolling agent \(agent.id)", long: true) { [logger] connection in
             // Serialises enrolments so two collectors cannot give one key to two agents.
             try await connection.query("LOCK TABLE agents IN SHARE ROW EXCLUSIVE MODE", logger: logger)
             let holders = try await Self.all(

@@ -473,6 +473,14 @@ struct WebhookAudit {
         let opened = arrivals.filter { $0.type == "incident.opened" }.compactMap { incidentID($0.body) }
         let resolved = arrivals.filter { $0.type == "incident.resolved" }.compactMap { incidentID($0.body) }
         #expect(!opened.isEmpty)
+        if Set(opened) != Set(resolved) {
+            // What each collector decided and when (the incidents' transitions, the leadership).
+            let lines = logs.flatMap { name, log in
+                log.split(separator: "\n").filter { $0.contains("Incident changed") || $0.contains("leader") || $0.contains("local_fault") }
+                    .map { "\(name): \($0)" }
+            }
+            print("incident timeline:\n" + lines.joined(separator: "\n"))
+        }
         #expect(Set(opened) == Set(resolved), "opened \(opened), resolved \(resolved)")
         #expect(opened.count == Set(opened).count, "an incident was opened twice")
         let delivered = try await store.deliveries().filter { $0.status == .delivered }.count
