@@ -536,10 +536,14 @@ struct WebhookAudit {
             let cutAt = clock.now
             var steppedDownAt: ContinuousClock.Instant?
             var takenOverAt: ContinuousClock.Instant?
-            try await waitUntil("the other collector to take over", timeout: .seconds(20), every: .milliseconds(20)) {
-                if steppedDownAt == nil, leader.child.stderrLines.contains(where: { $0.contains("Stepped down") }) { steppedDownAt = clock.now }
-                if takenOverAt == nil, await cluster.status(other)?.cluster?.role == "leader" { takenOverAt = clock.now }
-                return takenOverAt != nil
+            do {
+                try await waitUntil("the other collector to take over", timeout: .seconds(20), every: .milliseconds(20)) {
+                    if steppedDownAt == nil, leader.child.stderrLines.contains(where: { $0.contains("Stepped down") }) { steppedDownAt = clock.now }
+                    if takenOverAt == nil, await cluster.status(other)?.cluster?.role == "leader" { takenOverAt = clock.now }
+                    return takenOverAt != nil
+                }
+            } catch {
+                throw TestFailure("\(error)\n\(other.name) (should take over):\n\(other.child.allOutput.suffix(3000))\n\(leader.name) (cut off):\n\(leader.child.allOutput.suffix(2000))")
             }
             if steppedDownAt == nil, leader.child.stderrLines.contains(where: { $0.contains("Stepped down") }) { steppedDownAt = clock.now }
             let down = try #require(steppedDownAt, "the partitioned leader never stepped down:\n\(leader.child.allOutput.suffix(3000))")
