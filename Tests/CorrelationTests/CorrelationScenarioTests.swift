@@ -155,9 +155,9 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
-    @Test func aLoneAgentsServerErrorsDoNotWaitForItsControlProbe() throws {
-        // The same peer blip, then eu-1 alone gets 503s: the server answered, so its network is
-        // not in doubt; with its peer's recent failures its failures count as evidence.
+    @Test func aLoneAgentsFailuresCountWhenItsPeerFailedRecently() throws {
+        // eu-2 fails two runs, then passes; eu-1 alone then gets 503s. Its peer's recent failures
+        // corroborate it (a random fault reaches each agent at its own pace): not held in doubt.
         var fleet = FleetSimulation(regions: ["eu": 2, "us": 2], components: ["login"], interval: 1, controlLag: 0.5)
         fleet.faults["blip"] = FleetSimulation.failing(agents: ["eu-2"], components: ["login"], when: { (10...11).contains($0) })
         fleet.step(seconds: 14)

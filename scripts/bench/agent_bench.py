@@ -354,12 +354,10 @@ scrape_configs:
     wait_for("sonde warm-up", lambda: ingested(base) >= n, timeout=60)
     wait_for("prometheus warm-up", lambda: prometheus_query(prom_base, "count(probe_success == 1)") >= n, timeout=60)
     pids = {"agent": agent.pid, "collector": col.pid, "blackbox": bb.pid, "prometheus": prom.pid}
-    cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
     counters0 = {k: process_counters(v) for k, v in pids.items()}
     c0 = ingested(base)
     t0 = time.monotonic()
     time.sleep(args.pipeline_seconds)
-    cpu1 = {k: cpu_seconds(v) for k, v in pids.items()}
     counters1 = {k: process_counters(v) for k, v in pids.items()}
     elapsed = time.monotonic() - t0
     c1 = ingested(base)
@@ -373,9 +371,8 @@ scrape_configs:
     sonde_probes = c1 - c0
     row = {"rate": rate, "probes": n, "seconds": elapsed, "sonde_results": sonde_probes, "bb_probes": bb_probes, "bb_ok": bb_ok}
     for k in pids:
-        row[k + "_cpu_s"] = cpu1[k] - cpu0[k]
+        row[k + "_cpu_s"] = sum(counters1[k][t] - counters0[k][t] for t in ("utime_s", "stime_s"))
         row[k + "_hwm"] = hwm[k]
-    for k in pids:
         runs_of_k = sonde_probes if k in ("agent", "collector") else bb_probes
         for name in counters0[k]:
             scale = 1000 if name.endswith("_s") else 1  # seconds -> ms per probe
