@@ -32,6 +32,9 @@ struct AgentComponent {
     var spanBad: Int32 = 0
     /// Newest non-ok run, on the collector's time line (agent time + the agent's offset).
     var newestBadAt = -Double.infinity
+    /// When its probes here showed their state (`SeriesSummary.stateShownAt`, the newest of them),
+    /// on the collector's time line; -infinity while they are all `ok`.
+    var stateShownAt = -Double.infinity
     /// When the collector last received one of its runs here.
     var lastReceived = -Double.infinity
     /// When its newest run here started, on the collector's time line.
@@ -61,6 +64,8 @@ struct RegionCounts {
     /// Agents with `confirm_failures` failed runs in their window (listed as failing).
     var repeatFailing: Int32 = 0
     var newestBadAt = -Double.infinity
+    /// The newest `stateShownAt` of its agents that are not `ok`: the fault was on then.
+    var stateShownAt = -Double.infinity
     var lastReceived = -Double.infinity
     /// The newest run's start of any agent here, on the collector's time line.
     var newestStartedAt = -Double.infinity
@@ -105,6 +110,7 @@ struct RegionCounts {
         allFailed += x.allFailed
         allBad += x.allBad
         newestBadAt = max(newestBadAt, x.newestBadAt)
+        if x.state != .ok { stateShownAt = max(stateShownAt, x.stateShownAt) }
         lastReceived = max(lastReceived, x.lastReceived)
         newestStartedAt = max(newestStartedAt, x.newestStartedAt)
         rateSteps += x.rateSteps
@@ -130,6 +136,7 @@ struct RegionCounts {
         lhs.allBad += rhs.allBad
         lhs.repeatFailing += rhs.repeatFailing
         lhs.newestBadAt = max(lhs.newestBadAt, rhs.newestBadAt)
+        lhs.stateShownAt = max(lhs.stateShownAt, rhs.stateShownAt)
         lhs.lastReceived = max(lhs.lastReceived, rhs.lastReceived)
         lhs.newestStartedAt = max(lhs.newestStartedAt, rhs.newestStartedAt)
         lhs.rateSteps += rhs.rateSteps
@@ -160,6 +167,7 @@ struct RegionCounts {
         k.latestSlow = 0
         k.failed = 0
         k.repeatFailing = 0
+        k.stateShownAt = -.infinity
         k.rateSteps = 0
         k.rateFailed = 0
         return k
@@ -172,8 +180,10 @@ struct ComponentTrack {
     var badStreak = 0
     /// When the current streak of problem verdicts began (collector time); nil while good.
     var badSince: Double?
-    /// The start (collector time line) of the newest bad run when that streak began: the region-
-    /// scope wait counts another region's runs as fresh only if they started after it.
+    /// When that streak began, the moment (collector time line) its bad agents' runs show the
+    /// fault was on: the oldest of the `confirm_failures` bad runs that confirmed each, the newest
+    /// of those over the agents (the newest bad run when no agent's own runs confirm it). The
+    /// region-scope wait counts another region's runs as fresh only if they started after it.
     var faultSeenAt = -Double.infinity
     var pendingScope: ProblemScope?
     var pendingSeverity: ComponentStatus?
@@ -413,6 +423,7 @@ extension CorrelationEngine {
                 x.spanRuns += s.spanRuns
                 x.spanBad += s.spanBad
                 x.newestBadAt = max(x.newestBadAt, s.newestBadAt + offset)
+                if s.state != .ok { x.stateShownAt = max(x.stateShownAt, s.stateShownAt + offset) }
                 x.lastReceived = max(x.lastReceived, s.lastReceived)
                 x.newestStartedAt = max(x.newestStartedAt, s.newestAt + offset)
                 if s.latestFailed { x.latestFailed = true }
@@ -720,9 +731,13 @@ extension CorrelationEngine {
             let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: 1.5 * track.longestLull)
             track.recoveryUnderway = track.incident != nil && facts.cleanRuns > 0 && frame.t - facts.newestFailure > track.longestLull
             let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
-            // The run that showed the problem first (its start): another region's run is fresh
-            // evidence only if it started after that, when the fault was already on.
-            if track.badSince == nil { track.faultSeenAt = rollup.total.newestBadAt }
+            // When the runs that confirmed the problem show the fault was on: another region's
+            // run is fresh evidence only if it started after that. Not the newest bad run (the
+            // confirming one, an interval later: the wait then waited an interval longer).
+            if track.badSince == nil {
+                let shown = rollup.total.stateShownAt
+                track.faultSeenAt = shown.isFinite ? shown : rollup.total.newestBadAt
+            }
             let settled = Self.regionScopeSettled(
                 slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t,
                 faultSeenAt: track.faultSeenAt, t: frame.t, wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)))
@@ -810,8 +825,9 @@ extension CorrelationEngine {
         wait: Double
     ) -> Bool {
         if t - badSince >= wait { return true }
-        // Fresh: started after the first bad run started (received after the problem verdict is
-        // not enough: a healthy run from before the fault may arrive late, one flush later).
+        // Fresh: started after the fault was seen on (`ComponentTrack.faultSeenAt`; received
+        // after the problem verdict is not enough: a healthy run from before the fault may arrive
+        // late, one flush later).
         let freshAfter = faultSeenAt.isFinite ? faultSeenAt : badSince
         for (r, k) in zip(regionNames.indices, counts) where k.reporting > 0 && !badRegions.contains(regionNames[r]) {
             if k.latestFailed > 0 || k.latestSlow > 0 || k.newestStartedAt <= freshAfter { return false }

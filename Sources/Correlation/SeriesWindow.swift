@@ -47,6 +47,10 @@ struct SeriesSummary {
     var failingSince: Double = .infinity
     /// `started_at` of the newest failed run among the latest `flaky_window`; -infinity when none.
     var lastFailedAt: Double = -.infinity
+    /// `started_at` of the oldest of the `confirm_failures` newest bad runs that gave the series
+    /// its state (failing, flaky, degraded): the fault was on then. -infinity when `ok`. The
+    /// region-scope wait counts another region's runs that started after it as fresh.
+    var stateShownAt: Double = -.infinity
     /// Runs and failed runs over the whole window (the rate the peer test and recovery use).
     var allRuns: Int32 = 0
     var allFailed: Int32 = 0
@@ -146,10 +150,22 @@ struct SeriesWindow {
         var failed = 0
         var firstFailedAt = Double.infinity
         var lastFailedAt = -Double.infinity
+        // The window's failures from the newest back: the `confirm_failures`-th one's start.
+        var confirmingFailureAt = -Double.infinity
         for j in windowStart..<n where runs[j].outcome == .failed {
             failed += 1
             firstFailedAt = min(firstFailedAt, runs[j].startedAt)
             lastFailedAt = runs[j].startedAt
+        }
+        if failed >= config.confirmFailures {
+            var seen = 0
+            for j in stride(from: n - 1, through: windowStart, by: -1) where runs[j].outcome == .failed {
+                seen += 1
+                if seen == config.confirmFailures {
+                    confirmingFailureAt = runs[j].startedAt
+                    break
+                }
+            }
         }
         let windowRuns = n - windowStart
 
@@ -187,10 +203,16 @@ struct SeriesWindow {
             interval = max(0, gaps[(gaps.count - 1) / 2])
         }
         var failingSince = Double.infinity
+        var stateShownAt = -Double.infinity
         switch state {
-        case .failing: failingSince = runs[n - consecutiveFailed].startedAt
-        case .flaky: failingSince = firstFailedAt
-        case .ok, .degraded: break
+        case .failing:
+            failingSince = runs[n - consecutiveFailed].startedAt
+            stateShownAt = runs[n - config.confirmFailures].startedAt
+        case .flaky:
+            failingSince = firstFailedAt
+            stateShownAt = confirmingFailureAt
+        case .degraded: stateShownAt = runs[n - consecutiveNotOK].startedAt
+        case .ok: break
         }
         var allFailed: Int32 = 0
         var allBad: Int32 = 0
@@ -227,7 +249,7 @@ struct SeriesWindow {
             windowRuns: Int32(windowRuns), windowFailed: Int32(failed), latestFailed: runs.last?.outcome == .failed,
             latestSlow: runs.last?.outcome == .degraded,
             lastReceived: lastReceived, interval: interval, latencyMs: latency, errorCode: errorCode,
-            failingSince: failingSince, lastFailedAt: lastFailedAt, allRuns: Int32(n), allFailed: allFailed,
+            failingSince: failingSince, lastFailedAt: lastFailedAt, stateShownAt: stateShownAt, allRuns: Int32(n), allFailed: allFailed,
             cleanTail: cleanTail, allBad: allBad, newestBadAt: newestBadAt, oldestAt: runs.first?.startedAt ?? .infinity,
             newestAt: runs.last?.startedAt ?? -.infinity, rateSteps: rateSteps, rateFailed: rateFailed, spanRuns: spanRuns, spanBad: spanBad)
     }

@@ -249,6 +249,29 @@ import Testing
         #expect(fleet.events.allSatisfy { $0.type != .agentLocalFault }, "\(log)")
     }
 
+    /// A hard fault in one region: the region-scope wait counts the other regions' runs that
+    /// started after the first of the confirming failures as fresh. With `open_after: 1` (so
+    /// that only the wait can hold it) the incident opens, at region scope, at the evaluation
+    /// that turned the verdict bad: the other regions have run since that first failure.
+    /// Counting only runs after the confirming (second) failure waited up to an interval longer.
+    @Test(arguments: ["ap", "eu", "us"])
+    func aRegionalFaultOpensOnceTheOtherRegionsRanAfterItsFirstConfirmingFailure(region: String) throws {
+        var fleet = FleetSimulation(regions: Self.regions, config: CorrelationConfig(openAfter: 1))
+        fleet.step(seconds: 40)
+        fleet.faults = ["down": FleetSimulation.failing(regions: [region], components: ["batch"], when: { $0 >= 20 })]
+        var badAt: Date?
+        for _ in 0..<12 {
+            fleet.step()
+            if badAt == nil, let verdict = fleet.verdicts["batch"], verdict.status != .operational { badAt = fleet.now }
+        }
+        let log = describe(fleet.events)
+        let opened = try #require(fleet.events.first { $0.type == .incidentOpened }, "\(log)")
+        let bad = try #require(badAt)
+        #expect(opened.scope == .region, "\(log)")
+        #expect(opened.regions == [region], "\(log)")
+        #expect(opened.occurredAt == bad, "verdict bad at \(bad), opened at \(opened.occurredAt)\n\(log)")
+    }
+
     /// 30 % of requests failing everywhere, on journeys that make 4 requests to the component:
     /// most runs fail (76 %), yet it is a platform partial outage, never major; every request
     /// failing is major.
