@@ -196,6 +196,18 @@ struct ComponentTrack {
     /// Runs up to this time (collector time line) belong to a recovered incident: verdicts use
     /// only later runs, so its failures never colour the next ones. -infinity: all runs count.
     var horizon = -Double.infinity
+    /// Each agent's clock offset when `horizon` was set, so the horizon splits every agent's runs
+    /// where it did then. Offsets are re-measured on every push and jitter by milliseconds: with
+    /// today's offset a run at the horizon (the incident's newest failure) flipped back into the
+    /// verdicts' runs, read as a pass-fail mix, and a hard fault's recovery asked for more runs.
+    /// Empty (restored incidents): today's offsets.
+    var horizonOffsets: [Double] = []
+
+    /// The horizon on agent `a`'s clock: its runs that started after this count. Half a
+    /// millisecond of slack: run starts are whole milliseconds, and `(t + o) − o` may round below `t`.
+    func horizonCutoff(agent a: Int, offsets: [Double]) -> Double {
+        horizon - (a < horizonOffsets.count ? horizonOffsets[a] : offsets[a]) + 0.0005
+    }
     /// The newest problem run seen since the component's verdict turned bad, and the longest
     /// stretch between two of them: a recovery must stay clean for 1.5 × the longest lull the
     /// fault itself had (a fault that fails in bursts is not over at its first pause).
@@ -369,7 +381,7 @@ extension CorrelationEngine {
         let cfg = config
         let t = frame.t
         var grid = [AgentComponent](repeating: AgentComponent(), count: agentCount * componentCount)
-        let horizons = tracks.map(\.horizon)
+        let horizonTracks = tracks
         let open = tracks.map { $0.incident != nil }
         let fallbackLimit = max(cfg.silentMin, cfg.silentAfter)
         let excluded = frame.excluded
@@ -402,9 +414,10 @@ extension CorrelationEngine {
                 }
                 let c = Int(s.component)
                 let offset = offsets[a]
-                if s.oldestAt + offset <= horizons[c] {
+                let cutoff = horizonTracks[c].horizonCutoff(agent: a, offsets: offsets)
+                if s.oldestAt <= cutoff {
                     // Part of this window belongs to a recovered incident: judge the rest only.
-                    s = series[i].summarize(config: cfg, errorCode: s.errorCode, after: horizons[c] - offset)
+                    s = series[i].summarize(config: cfg, errorCode: s.errorCode, after: cutoff)
                     if s.windowRuns == 0 { continue }
                 }
                 if open[c] { openSeries[c].append(Int32(i)) }
@@ -865,7 +878,8 @@ extension CorrelationEngine {
         for s in frame.openSeries[c] {
             let a = Int(series[Int(s)].agent)
             guard inScope[Int(agentRegion[a])], frame.agentCounts(a), frame.grid[a * componentCount + c].counts else { continue }
-            let after = max(scope.newestBadAt, tracks[c].horizon) - agentOffset[a]
+            // After the newest failure (half a millisecond of slack, as for the horizon).
+            let after = max(scope.newestBadAt - agentOffset[a] + 0.0005, tracks[c].horizonCutoff(agent: a, offsets: agentOffset))
             clean += series[Int(s)].runs(after: after)
         }
         let p = scope.problemFailureRate(clean: clean, minRuns: config.minRuns)

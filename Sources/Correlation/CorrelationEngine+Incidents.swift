@@ -58,7 +58,10 @@ extension CorrelationEngine {
         case .investigating, .identified:
             if recovery.canMonitor, !humanHolds(incident, track.human, against: .monitoring) {
                 // Runs up to the newest failure belong to this incident from now on.
-                track.horizon = max(track.horizon, recovery.newestFailure)
+                if recovery.newestFailure > track.horizon {
+                    track.horizon = recovery.newestFailure
+                    track.horizonOffsets = agentOffset
+                }
                 transition(
                     &incident, to: .monitoring, scope: incident.scope, severity: incident.severity, evidence: evidence,
                     message: Self.recoveringText(component: component, cleanRuns: Int(recovery.cleanRuns)),

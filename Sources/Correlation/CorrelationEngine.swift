@@ -67,7 +67,8 @@ import SondeCore
 ///   probe's first and newest problem run failed —, else those regions' failure rate up to the
 ///   newest problem run; 0.999 gives M ≈ 3 after a hard outage, 20 at 30 %, 66 at 10 %), and the time since exceeds 1.5 × the longest lull between problem
 ///   runs since the problem began. An agent silent for 2 of its intervals is skipped. From then on
-///   verdicts read only runs after that newest problem run (the incident's *horizon*), so its
+///   verdicts read only runs after that newest problem run (the incident's *horizon*, split on each
+///   agent's clock with the offset it had then), so its
 ///   failures never colour later verdicts. Resolved when, still clean, every agent passed its
 ///   latest `resolve_runs` (2) runs; `open_after` problem verdicts first bring it back to
 ///   `investigating` ("relapse:"). At most one open incident per component.

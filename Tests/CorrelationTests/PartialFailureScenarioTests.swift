@@ -404,6 +404,51 @@ import Testing
         #expect(abs(unmeasured.agentOffset[0] - (0.9 - skew)) < 1e-6, "from the run's end: \(unmeasured.agentOffset[0])")
     }
 
+    /// A recovered incident's runs stay out of the next verdicts even when an agent's measured
+    /// clock offset moves after the incident went to `monitoring` (it is re-measured on every
+    /// push). When the horizon was read with today's offset, the first incident's newest failure
+    /// flipped back into the next fault's runs, the pass-fail mix read as a 70 % fault instead of
+    /// a hard one, and the recovery waited for about 6 pooled passing runs instead of 2.
+    @Test func aRelapseAfterTheOffsetMovedRecoversLikeAHardFault() throws {
+        let agents = [AgentInfo(id: "eu-1", region: "eu"), AgentInfo(id: "eu-2", region: "eu")]
+        var engine = CorrelationEngine(config: CorrelationConfig(), agents: agents)
+        let start = 1_800_000_000.0
+        var events: [(at: Double, event: AlertEvent)] = []
+        // Every agent runs every 2 s (eu-2 a second after eu-1) and pushes each result at its end,
+        // 0.1 s later; the push takes `delay` (transport: the measured offset is its least value).
+        func run(seconds: ClosedRange<Int>, delay: Double, failing: (Double) -> Bool) {
+            for tick in seconds {
+                for (n, agent) in agents.enumerated() where (tick - n) % 2 == 0 {
+                    let started = start + Double(tick) + 0.037  // not on the second, as real runs
+                    let fails = failing(started - start)
+                    let result = ProbeResult(
+                        id: "\(agent.id)/\(tick)", probe: "api-journey", component: "api", agent: agent.id, region: agent.region,
+                        startedAt: Date(timeIntervalSince1970: started), durationMs: 100, outcome: fails ? .failed : .ok,
+                        error: fails ? ProbeError(kind: .httpStatus, step: "request", message: "HTTP 503", code: "server_error") : nil, steps: [])
+                    let sent = started + 0.1
+                    let arrived = Date(timeIntervalSince1970: sent + delay)
+                    engine.ingest([result], receivedAt: arrived, push: PushTiming(sentAt: Date(timeIntervalSince1970: sent), arrivedAt: arrived))
+                    for event in engine.evaluate(now: arrived).events { events.append((arrived.timeIntervalSince1970 - start, event)) }
+                }
+            }
+        }
+        // The first fault, 10–24 s, with 5 ms pushes; it recovers and resolves.
+        run(seconds: 0...32, delay: 0.005) { $0 >= 10 && $0 < 24 }
+        let first = events.map(\.event)
+        #expect(first.map(\.type) == [.incidentOpened, .incidentUpdated, .incidentResolved], "\(describe(first))")
+        // The network slows: pushes take 80 ms from now on (the offset rises by 75 ms), and the
+        // fault comes back at 36 s, hard again, until 52 s: the first fault's runs are still in
+        // the windows (20 runs, 40 s).
+        events = []
+        run(seconds: 33...80, delay: 0.080) { $0 >= 36 && $0 < 52 }
+        let second = events.map(\.event)
+        #expect(second.map(\.type) == [.incidentOpened, .incidentUpdated, .incidentResolved], "\(describe(second))")
+        let monitoring = try #require(events.first { $0.event.status == "monitoring" })
+        // Runs at 52.037 (eu-1) and 53.037 (eu-2) are the first to pass; a hard fault needs 2 or 3
+        // of them pooled, past 1.5 × its longest lull (1 s).
+        #expect(monitoring.at < 54.5, "monitoring \(monitoring.at - 52) s after the fault cleared: \(monitoring.event.summary)")
+    }
+
     @Test func aResultFromTenYearsInTheFutureIsIgnored() throws {
         var fleet = warmFleet()
         let future = ProbeResult(
