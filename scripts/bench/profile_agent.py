@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Profiles the agent alone at a pipeline rate: nginx, a collector and one agent started as
+agent_bench.py's pipeline window starts them (N = 5 × RATE HTTP probes every 5 s, push settings at
+their defaults), no blackbox_exporter or Prometheus. After warm-up plus 5 s, `perf record -g`
+samples the agent for SECONDS; prints its CPU per result over that time (perf's call-graph
+sampling adds to it: read the shares, not the total).
+
+usage: profile_agent.py RATE SECONDS PERF_DATA [--bin .build/release] [--agent PATH]
+then:  perf report -i PERF_DATA --no-children --sort comm|dso|sym
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import agent_bench as ab  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("rate", type=int)
+    p.add_argument("seconds", type=int)
+    p.add_argument("perf_data")
+    p.add_argument("--bin", default=".build/release")
+    p.add_argument("--agent")
+    args = p.parse_args()
+    work = tempfile.mkdtemp(prefix="sonde-profile-")
+    try:
+        target = ab.nginx(work)
+        n = args.rate * 5
+        os.makedirs(work + "/probes")
+        pub = ab.keygen(args.bin, work + "/agent.key")
+        _, base = ab.collector(args.bin, work, [("pipe-1", "local", pub)], limits=f"{{max_probes_per_agent: {max(200, n)}}}")
+        for i in range(n):
+            ab.probe_file(work + f"/probes/get{i}.yaml", f"get{i}", f"{target}?p={i}", "5s")
+        open(work + "/agent.yaml", "w").write(f"""agent: {{id: pipe-1, region: local}}
+collector: {{url: {base}, key: {work}/agent.key}}
+spool: {{path: {work}/spool}}
+probes: [{work}/probes]
+""")
+        agent, _ = ab.start("agent", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", work + "/agent.yaml"], work, "scheduler started")
+        ab.wait_for("warm-up", lambda: ab.ingested(base) >= n, timeout=60)
+        time.sleep(5)
+        c0, i0 = ab.process_counters(agent.pid), ab.ingested(base)
+        subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", "4000", "-g", "-o", args.perf_data, "-p", str(agent.pid),
+                        "--", "sleep", str(args.seconds)], check=True)
+        c1, i1 = ab.process_counters(agent.pid), ab.ingested(base)
+        results = max(i1 - i0, 1)
+        per = {k: round((c1[k] - c0[k]) * (1000 if k.endswith("_s") else 1) / results, 3) for k in c0}
+        print(f"{results} results; per result (ms for CPU, under perf): {per}")
+    finally:
+        for proc in ab.procs:
+            ab.stop(proc)
+
+
+if __name__ == "__main__":
+    main()
