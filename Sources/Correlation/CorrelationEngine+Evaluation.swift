@@ -203,11 +203,14 @@ struct ComponentTrack {
     /// Empty (restored incidents): today's offsets.
     var horizonOffsets: [Double] = []
 
-    /// The horizon on agent `a`'s clock: its runs that started after this count. Half a
-    /// millisecond of slack: run starts are whole milliseconds, and `(t + o) − o` may round below `t`.
+    /// The horizon on agent `a`'s clock: its runs that started after this count.
     func horizonCutoff(agent a: Int, offsets: [Double]) -> Double {
-        horizon - (a < horizonOffsets.count ? horizonOffsets[a] : offsets[a]) + 0.0005
+        horizon - (a < horizonOffsets.count ? horizonOffsets[a] : offsets[a]) + Self.cutoffSlack
     }
+
+    /// Added to a cutoff taken back to an agent's clock (`t + o − o`), so the run at `t` stays on
+    /// its side: run starts are whole milliseconds, and the sum may round below `t`.
+    static let cutoffSlack = 0.0005
     /// The newest problem run seen since the component's verdict turned bad, and the longest
     /// stretch between two of them: a recovery must stay clean for 1.5 × the longest lull the
     /// fault itself had (a fault that fails in bursts is not over at its first pause).
@@ -878,8 +881,8 @@ extension CorrelationEngine {
         for s in frame.openSeries[c] {
             let a = Int(series[Int(s)].agent)
             guard inScope[Int(agentRegion[a])], frame.agentCounts(a), frame.grid[a * componentCount + c].counts else { continue }
-            // After the newest failure (half a millisecond of slack, as for the horizon).
-            let after = max(scope.newestBadAt - agentOffset[a] + 0.0005, tracks[c].horizonCutoff(agent: a, offsets: agentOffset))
+            let after = max(
+                scope.newestBadAt - agentOffset[a] + ComponentTrack.cutoffSlack, tracks[c].horizonCutoff(agent: a, offsets: agentOffset))
             clean += series[Int(s)].runs(after: after)
         }
         let p = scope.problemFailureRate(clean: clean, minRuns: config.minRuns)

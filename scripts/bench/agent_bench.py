@@ -305,11 +305,10 @@ def prometheus_query(base, query):
     return float(result[0]["value"][1]) if result else 0.0
 
 
-def pipeline_window(args, work, target, rate, rep):
-    """One window: Sonde (agent -> collector, default push settings) and blackbox_exporter scraped by
-    Prometheus every 5 s, the same N = 5*rate targets on one nginx, all four running at once."""
-    n = rate * 5
-    d = os.path.join(work, f"pipeline-{rate}-{rep}")
+def sonde_pipeline(args, d, target, n):
+    """Sonde's side of a pipeline window in `d`: a collector and an agent file with N HTTP probes
+    every 5 s on `target`, push settings at their defaults. Returns (urls, collector, its base URL);
+    the agent is started from d/agent.yaml by the caller."""
     os.makedirs(d + "/probes")
     # Distinct URLs (query strings) so each is its own target/series; nginx serves the same file.
     urls = [f"{target}?p={i}" for i in range(n)]
@@ -325,6 +324,15 @@ collector: {{url: {base}, key: {d}/agent.key}}
 spool: {{path: {d}/spool}}
 probes: [{d}/probes]
 """)
+    return urls, col, base
+
+
+def pipeline_window(args, work, target, rate, rep):
+    """One window: Sonde (agent -> collector, default push settings) and blackbox_exporter scraped by
+    Prometheus every 5 s, the same N = 5*rate targets on one nginx, all four running at once."""
+    n = rate * 5
+    d = os.path.join(work, f"pipeline-{rate}-{rep}")
+    urls, col, base = sonde_pipeline(args, d, target, n)
     bb_conf = os.path.join(d, "blackbox.yml")
     open(bb_conf, "w").write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n")
     bb_port, prom_port = free_port(), free_port()

@@ -31,16 +31,7 @@ def main():
     try:
         target = ab.nginx(work)
         n = args.rate * 5
-        os.makedirs(work + "/probes")
-        pub = ab.keygen(args.bin, work + "/agent.key")
-        _, base = ab.collector(args.bin, work, [("pipe-1", "local", pub)], limits=f"{{max_probes_per_agent: {max(200, n)}}}")
-        for i in range(n):
-            ab.probe_file(work + f"/probes/get{i}.yaml", f"get{i}", f"{target}?p={i}", "5s")
-        open(work + "/agent.yaml", "w").write(f"""agent: {{id: pipe-1, region: local}}
-collector: {{url: {base}, key: {work}/agent.key}}
-spool: {{path: {work}/spool}}
-probes: [{work}/probes]
-""")
+        _, _, base = ab.sonde_pipeline(args, work, target, n)
         agent, _ = ab.start("agent", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", work + "/agent.yaml"], work, "scheduler started")
         ab.wait_for("warm-up", lambda: ab.ingested(base) >= n, timeout=60)
         time.sleep(5)
