@@ -80,14 +80,22 @@ def process_counters(pid):
     """User and system CPU seconds, minor page faults (/proc/PID/stat) and context switches of
     every thread (/proc/PID/task/*/status): where a process's CPU per probe goes."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    counters = {"utime_s": int(fields[11]) / TICK, "stime_s": int(fields[12]) / TICK, "minflt": int(fields[7]), "switches": 0}
-    for status in glob.glob(f"/proc/{pid}/task/*/status"):
+    counters = {"utime_s": int(fields[11]) / TICK, "stime_s": int(fields[12]) / TICK, "minflt": int(fields[7]), "switches": 0, "cpu_s": 0.0}
+    threads = {}  # CPU seconds by thread name: which of a process's threads spends it
+    for task in glob.glob(f"/proc/{pid}/task/*"):
         try:
-            for line in open(status):
+            for line in open(task + "/status"):
                 if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
                     counters["switches"] += int(line.split()[1])
+            # Nanoseconds on a CPU (the first field of schedstat): /proc/PID/stat counts in 10 ms
+            # ticks, which at 1 probe/s is a tenth of the agent's CPU in a 60 s window.
+            ns = int(open(task + "/schedstat").read().split()[0])
+            counters["cpu_s"] += ns / 1e9
+            name = open(task + "/comm").read().strip()
+            threads[name] = threads.get(name, 0) + ns / 1e9
         except OSError:
             pass  # a thread that ended meanwhile
+    counters["threads"] = threads
     return counters
 
 
@@ -379,9 +387,15 @@ scrape_configs:
     sonde_probes = c1 - c0
     row = {"rate": rate, "probes": n, "seconds": elapsed, "sonde_results": sonde_probes, "bb_probes": bb_probes, "bb_ok": bb_ok}
     for k in pids:
-        row[k + "_cpu_s"] = sum(counters1[k][t] - counters0[k][t] for t in ("utime_s", "stime_s"))
+        # CPU from every live thread's schedstat (ns); a thread that ended inside the window would
+        # be missed, so the tick count of the whole process is kept beside it as a check.
+        row[k + "_cpu_s"] = counters1[k]["cpu_s"] - counters0[k]["cpu_s"]
+        row[k + "_ticks_cpu_s"] = sum(counters1[k][t] - counters0[k][t] for t in ("utime_s", "stime_s"))
         row[k + "_hwm"] = hwm[k]
         runs_of_k = sonde_probes if k in ("agent", "collector") else bb_probes
+        before, after = counters0[k].pop("threads"), counters1[k].pop("threads")
+        row[k + "_threads_ms_per_probe"] = {name: round((after[name] - before.get(name, 0)) * 1000 / max(runs_of_k, 1), 3)
+                                            for name in sorted(after, key=lambda n: before.get(n, 0) - after[n])}
         for name in counters0[k]:
             scale = 1000 if name.endswith("_s") else 1  # seconds -> ms per probe
             row[f"{k}_{name.removesuffix('_s')}_per_probe"] = (counters1[k][name] - counters0[k][name]) * scale / max(runs_of_k, 1)
@@ -436,7 +450,7 @@ def render_pipeline(args, rates, runs, idles):
           "non-default; `evaluation_interval: 1s`, the default; `limits: {max_probes_per_agent: N}` when N is over the default "
           "200, non-default: the one agent carries all N probes). "
           "Prometheus (Debian `prometheus`) scrapes `blackbox_exporter` (`http_2xx`) for the same N URLs every 5 s "
-          "(`scrape_interval: 5s`, the only non-default). CPU = utime+stime from /proc/PID/stat over the window, divided by the "
+          "(`scrape_interval: 5s`, the only non-default). CPU = nanoseconds on a CPU of every thread (/proc/PID/task/*/schedstat) over the window, divided by the "
           "probe runs in it (Sonde: results the collector ingested; blackbox: `probe_success` samples Prometheus stored). "
           "Peak RSS = VmHWM at the end of the window.", "",
           "| probes/s (N) | agent CPU/probe | blackbox CPU/probe | agent/blackbox (≤ 0.33) | collector CPU/probe | Prometheus CPU/probe | (agent+collector)/(blackbox+Prometheus) (≤ 0.5) | agent peak RSS | blackbox peak RSS | agent/blackbox RSS (≤ 1.25) | collector peak RSS | Prometheus peak RSS | command |",
