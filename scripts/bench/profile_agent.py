@@ -40,7 +40,9 @@ def main():
                         "--", "sleep", str(args.seconds)], check=True)
         c1, i1 = ab.process_counters(agent.pid), ab.ingested(base)
         results = max(i1 - i0, 1)
+        t0, t1 = c0.pop("threads"), c1.pop("threads")
         per = {k: round((c1[k] - c0[k]) * (1000 if k.endswith("_s") else 1) / results, 3) for k in c0}
+        per["threads_ms"] = {name: round((t1[name] - t0.get(name, 0)) * 1000 / results, 3) for name in t1}
         print(f"{results} results; per result (ms for CPU, under perf): {per}")
     finally:
         for proc in ab.procs:
