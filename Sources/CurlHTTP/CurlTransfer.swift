@@ -19,6 +19,13 @@ private final class TransferState {
     var headers: [HTTPHeader] = []
     var statusLine: String?
     var tooLarge = false
+    /// Header bytes of every response in this transfer (1xx ones too), and whether they passed
+    /// `maxHeaderBytes`: a server that never ends its headers, or answers 1xx forever, is cut off
+    /// here with a message that says so, whatever libcurl's own limit is (Debian's 7.88 stops at
+    /// 300 KB since its CVE-2023-38039 patch, as "Too large response headers"; builds without
+    /// that patch read until the timeout, keeping every line).
+    var headerBytes = 0
+    var headersTooLarge = false
     let maxBytes: Int
     /// Bytes of the body kept: all up to `maxBytes`, or only a prefix.
     let keepBytes: Int
@@ -62,6 +69,10 @@ private final class TransferState {
 /// lock before the loop saw it. Only `cancelled` is read across threads (atomically). That is why
 /// it is `@unchecked Sendable`.
 final class CurlTransfer: @unchecked Sendable {
+    /// The most header bytes one transfer takes, over all its responses (1xx included): far
+    /// above real responses' headers (a few KiB), far below memory trouble.
+    static let maxHeaderBytes = 256 << 10
+
     let request: HTTPRequest
     let cancelled = Atomic<Bool>(false)
     /// Set by `start` (on the loop thread), freed by `finish`.
@@ -181,6 +192,11 @@ final class CurlTransfer: @unchecked Sendable {
             guard let buffer else { return bytes }
             // Trimmed and split on the bytes: Foundation's trimmingCharacters cost ~5 % of an
             // agent's CPU here (several header lines per request).
+            state.headerBytes += bytes
+            if state.headerBytes > CurlTransfer.maxHeaderBytes {
+                state.headersTooLarge = true
+                return 0  // curl aborts the transfer (CURLE_WRITE_ERROR)
+            }
             let raw = trimmedASCII(UnsafeRawBufferPointer(start: buffer, count: bytes))
             if raw.starts(with: "HTTP/".utf8) {
                 // A new response begins (after a 1xx or a redirect): keep only the last one's headers.
@@ -203,6 +219,11 @@ final class CurlTransfer: @unchecked Sendable {
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            if state.headersTooLarge {
+                // The server's answer is broken, as a connection cut mid-response is (`connect`).
+                let text = "response headers larger than \(Self.maxHeaderBytes / 1024) KiB: the server did not end its headers"
+                return .failure(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: text, timings: timings))
+            }
             let kind = state.tooLarge ? .responseTooLarge : Self.classify(code)
             let text = switch kind {
             case .responseTooLarge: "response larger than \(request.maxResponseBytes) bytes"

@@ -99,6 +99,35 @@ struct ProbeHardeningTests {
         #expect(result.error?.message.contains("larger than max_body 100 KiB") == true, "\(result.error?.message ?? "")")
     }
 
+    /// A server that never ends its headers (one header line after another), or that answers
+    /// 1xx responses forever: the run ends as `connect` with a message naming the headers, long
+    /// before its timeout, and the agent stops reading (what the server got out is bounded by
+    /// the cap plus the sockets' buffers, not by the timeout).
+    @Test("endless response headers, or endless 1xx responses, fail the run at the header cap", arguments: ["header lines", "1xx responses"])
+    func endlessHeaders(flood: String) async throws {
+        let chunk = flood == "header lines"
+            ? Data(("X-Flood: " + String(repeating: "a", count: 1000) + "\r\n").utf8)
+            : Data("HTTP/1.1 102 Processing\r\n\r\n".utf8)
+        let head = flood == "header lines" ? Data("HTTP/1.1 200 OK\r\n".utf8) : Data()
+        let server = try LoopbackHTTPServer { _ in .flood(head: head, chunk: chunk) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: flood
+            component: api
+            interval: 30s
+            timeout: 20s
+            steps:
+              - name: get
+                request: {url: "${base_url}/flood"}
+            """)
+        let result = await run(probe, server)
+        #expect(result.outcome == .failed)
+        #expect(result.error?.kind == .connect, "\(String(describing: result.error))")
+        #expect(result.error?.message.contains("response headers larger than 256 KiB") == true, "\(result.error?.message ?? "")")
+        try await waitUntil("the server sees the connection closed", timeout: .seconds(10)) { server.floodsFinished >= 1 }
+        #expect(server.floodedBytes < 64 << 20, "the server got \(server.floodedBytes) bytes out")
+    }
+
     @Test("max_body is validated: a size from 1 byte to 1GiB", arguments: ["0", "2GiB", "lots", "-5"])
     func maxBodyValidation(value: String) throws {
         let (probe, problems) = ProbeLoader.parse(yaml: """

@@ -22,6 +22,10 @@ public final class LoopbackHTTPServer: Sendable {
         case hang
         /// Close the connection without a response.
         case drop
+        /// Send `head`, then `chunk` again and again until the client closes the connection (or
+        /// the server stops): a server that never ends its headers, or its 1xx responses.
+        /// `floodedBytes` counts what went out, so a test sees when the client stopped reading.
+        case flood(head: Data, chunk: Data)
 
         public static func json(_ status: Int, _ text: String, delay: Duration = .zero) -> Reply {
             .respond(status: status, headers: [("Content-Type", "application/json")], body: Data(text.utf8), delay: delay)
@@ -33,6 +37,12 @@ public final class LoopbackHTTPServer: Sendable {
     private let handler: @Sendable (Request) -> Reply
     private let stopped = Atomic<Bool>(false)
     private let received = Mutex<[Request]>([])
+    private let flooded = Atomic<Int>(0)
+    private let floodsEnded = Atomic<Int>(0)
+
+    /// Bytes sent by `.flood` replies so far, and how many of them have ended (the client closed).
+    public var floodedBytes: Int { flooded.load(ordering: .relaxed) }
+    public var floodsFinished: Int { floodsEnded.load(ordering: .relaxed) }
 
     public var baseURL: String { "http://127.0.0.1:\(port)" }
     /// Every request received so far.
@@ -75,6 +85,11 @@ public final class LoopbackHTTPServer: Sendable {
             return
         case .hang:
             while !stopped.load(ordering: .relaxed) { usleep(20_000) }
+        case .flood(let head, let chunk):
+            defer { floodsEnded.add(1, ordering: .relaxed) }
+            guard sendAll(fd, head) else { return }
+            flooded.add(head.count, ordering: .relaxed)
+            while !stopped.load(ordering: .relaxed), sendAll(fd, chunk) { flooded.add(chunk.count, ordering: .relaxed) }
         case .respond(let status, let headers, let body, let delay):
             if delay > .zero {
                 let (s, atto) = delay.components
@@ -83,7 +98,7 @@ public final class LoopbackHTTPServer: Sendable {
             var head = "HTTP/1.1 \(status) \(status < 400 ? "OK" : "Error")\r\n"
             for (name, value) in headers { head += "\(name): \(value)\r\n" }
             head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-            sendAll(fd, Data(head.utf8) + body)
+            _ = sendAll(fd, Data(head.utf8) + body)
         }
     }
 
@@ -116,14 +131,17 @@ public final class LoopbackHTTPServer: Sendable {
         return Request(method: String(requestLine[0]), path: String(requestLine[1]), headers: headers.map { (name: $0.0, value: $0.1) }, body: body)
     }
 
-    private func sendAll(_ fd: Int32, _ data: Data) {
+    /// False when the peer went away before all of `data` was sent.
+    @discardableResult
+    private func sendAll(_ fd: Int32, _ data: Data) -> Bool {
         data.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let n = send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-                if n <= 0 { return }
+                if n <= 0 { return false }
                 offset += n
             }
+            return true
         }
     }
 }
