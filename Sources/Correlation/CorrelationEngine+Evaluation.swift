@@ -191,7 +191,10 @@ struct ComponentTrack {
     /// A membership (regions, agents, failure codes) seen in a row, not yet announced.
     var pendingMembership: Membership?
     var membershipCount = 0
+    /// The status the verdict shows (see `shownVerdict`), and since when.
     var lastStatus: ComponentStatus?
+    /// The status measured at the last evaluation (a held verdict may show a problem meanwhile).
+    var measured: ComponentStatus?
     var since: Date?
     /// Runs up to this time (collector time line) belong to a recovered incident: verdicts use
     /// only later runs, so its failures never colour the next ones. -infinity: all runs count.
@@ -216,6 +219,8 @@ struct ComponentTrack {
     /// fault itself had (a fault that fails in bursts is not over at its first pause).
     var newestBad = -Double.infinity
     var longestLull = 0.0
+    /// How long a recovery (of the incident, or of one region in the verdict) must stay clean.
+    var recoveryLull: Double { 1.5 * longestLull }
     /// An open incident whose newest failure is older than the longest lull its fault had, with
     /// passing runs since: its recovery looks under way (`wantsFreshRuns`).
     var recoveryUnderway = false
@@ -296,7 +301,7 @@ extension CorrelationEngine {
     static func wantsFreshRuns(tracks: [ComponentTrack], t: Double) -> Bool {
         for track in tracks {
             if let incident = track.incident {
-                if incident.status == .monitoring || track.recoveryUnderway || track.lastStatus == .operational { return true }
+                if incident.status == .monitoring || track.recoveryUnderway || track.measured == .operational { return true }
             } else if let since = track.badSince, t - since <= fastFlushOpeningLimit {
                 return true
             }
@@ -596,7 +601,8 @@ extension CorrelationEngine {
 
     /// Sums per (component, region) over the agents that count (fresh, not local, not in doubt).
     /// A region whose agents have recovered (``RegionCounts/recovered(runs:minRuns:confidence:)``, with
-    /// `monitor_runs` and `recovery_confidence`) counts as past its problem: scope and status come
+    /// `monitor_runs` and `recovery_confidence`), its newest problem run older than 1.5 × the
+    /// component's longest lull (``ComponentTrack/recoveryLull``), counts as past its problem: scope and status come
     /// from what its fresh runs say, not from failures still in its windows (a fault that moved
     /// away from it leaves it at once).
     mutating func regionCountsPhase(_ frame: inout EvaluationFrame) {
@@ -613,6 +619,9 @@ extension CorrelationEngine {
         }
         var recovered = [Bool](repeating: false, count: counts.count)
         for g in counts.indices where counts[g].recovered(runs: config.monitorRuns, minRuns: config.minRuns, confidence: config.recoveryConfidence) {
+            // The incident's own lull guard: a random fault's pause is not its end, for the
+            // verdict either (else the verdict read operational while its incident stayed open).
+            guard frame.t - counts[g].newestBadAt > tracks[g / regionCount].recoveryLull else { continue }
             recovered[g] = true
             counts[g] = counts[g].past
         }
@@ -730,10 +739,7 @@ extension CorrelationEngine {
                 evidence.singleAgent = evidence.failingAgentCount + Int(rollup.total.degraded) == 1 || rollup.total.reporting == 1
             }
             var track = tracks[c]
-            if track.lastStatus != rollup.status || track.since == nil {
-                track.lastStatus = rollup.status
-                track.since = now
-            }
+            track.measured = rollup.status
             if (rollup.status != .operational && rollup.status != .unknown) || track.incident != nil {
                 let newest = rollup.total.newestBadAt
                 if newest > track.newestBad {
@@ -744,7 +750,7 @@ extension CorrelationEngine {
                 track.newestBad = -.infinity
                 track.longestLull = 0
             }
-            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: 1.5 * track.longestLull)
+            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: track.recoveryLull)
             track.recoveryUnderway = track.incident != nil && facts.cleanRuns > 0 && frame.t - facts.newestFailure > track.longestLull
             let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
             // When the runs that confirmed the problem show the fault was on: another region's
@@ -762,23 +768,50 @@ extension CorrelationEngine {
                 &track, component: componentNames[c], status: rollup.status, scope: rollup.scope, evidence: evidence,
                 hasNewData: componentHasNewData[c], eligible: eligible, scopeSettled: settled, recovery: facts, t: frame.t,
                 failingNow: failingNow[c], now: now, changed: &changed, events: &events)
-            // Recovered just now: from the next evaluation on, the verdict reads only the runs after
-            // the incident's newest failure; this one already says so.
-            let status = !wasMonitoring && track.incident?.status == .monitoring ? ComponentStatus.operational : rollup.status
-            if status != rollup.status {
-                track.lastStatus = status
+            let shown = Self.shownVerdict(rollup, incident: track.incident, recoveredNow: !wasMonitoring && track.incident?.status == .monitoring)
+            if track.lastStatus != shown.status || track.since == nil {
+                track.lastStatus = shown.status
                 track.since = now
             }
             newVerdicts.append(
                 ComponentVerdict(
-                    component: componentNames[c], status: status, scope: status == .operational ? nil : rollup.scope,
-                    regions: status == .operational ? rollup.regionStatus.mapValues { _ in .operational } : rollup.regionStatus,
+                    component: componentNames[c], status: shown.status, scope: shown.scope, regions: shown.regions,
                     evidence: evidence, since: track.since ?? now, updatedAt: now, incidentID: track.incident?.id,
                     conflict: track.incident?.conflict ?? track.human.closed?.conflict))
             tracks[c] = track
             componentHasNewData[c] = false
         }
         verdictList = newVerdicts
+    }
+
+    /// What a component's verdict shows: what is measured, with two exceptions tied to its incident.
+    /// - An incident that just reached `monitoring` shows operational at once (from the next
+    ///   evaluation on the verdict reads only runs after its horizon, and says so itself).
+    /// - While an incident Sonde opened is still `investigating` (or `identified`), the verdict
+    ///   shows at least what the incident says: its severity (at most `partial_outage`: a major
+    ///   outage must be measured now), its scope and its regions. At 10 % of requests failing, a
+    ///   region's runs pass often enough to read operational (or a platform fault to read as one
+    ///   region) for a minute at a time, while the incident stays open until its recovery rule
+    ///   (in runs, past the fault's lulls) says the fault is over: the page showed an open
+    ///   platform incident beside an operational or one-region component, flipping back and
+    ///   forth. A person's incident holds nothing (the verdict is what Sonde measures), and a
+    ///   measured `unknown` (nobody reporting) is shown as it is.
+    static func shownVerdict(_ rollup: Rollup, incident: Incident?, recoveredNow: Bool) -> (
+        status: ComponentStatus, scope: ProblemScope?, regions: [String: ComponentStatus]
+    ) {
+        let operational = rollup.regionStatus.mapValues { _ in ComponentStatus.operational }
+        if recoveredNow { return (.operational, nil, operational) }
+        var shown = (status: rollup.status, scope: rollup.scope, regions: rollup.status == .operational ? operational : rollup.regionStatus)
+        guard rollup.status != .unknown, let incident, incident.openedBy == IncidentUpdate.automatic,
+            incident.status == .investigating || incident.status == .identified
+        else { return shown }
+        let held = min(incident.severity, .partialOutage)
+        shown.status = max(shown.status, held)
+        shown.scope = shown.scope == .platform || incident.scope == .platform ? .platform : .region
+        for region in incident.regions {
+            if let status = shown.regions[region] { shown.regions[region] = max(status, held) }
+        }
+        return shown
     }
 
     /// Region statuses, the component's status and scope from one component's region counts.

@@ -46,12 +46,15 @@ import SondeCore
 ///   `degraded_ratio` (0.5) are degraded. Component: `major_outage` by the same rule over all,
 ///   else the worst region capped at `partial_outage`; `unknown` when nobody reports. A region
 ///   whose agents each passed their latest `monitor_runs` runs, with M pooled passing runs (M as
-///   for recovery, from the region's problem rate), is past its problem: operational and out of
+///   for recovery, from the region's problem rate), and its newest problem run older than 1.5 × the
+///   longest lull (as for recovery), is past its problem: operational and out of
 ///   the scope, whatever failures its windows still hold. Affected regions: not
 ///   operational ones, plus (while one is) regions with `confirm_failures` failed runs recently or
 ///   an agent with `confirm_failures` failures in its window. Scope: `platform` with ≥
 ///   `min_platform_regions` (2) affected regions, else `region`. `evidence.single_agent` when one
-///   agent carries the problem.
+///   agent carries the problem. While an incident Sonde opened is `investigating` or
+///   `identified`, the verdict shows at least its severity (≤ `partial_outage`), scope and regions
+///   (``shownVerdict(_:incident:recoveredNow:)``): a random fault's lulls read operational.
 /// - **Incidents, phase `verdictPhase`.** Only evaluations with new results for the component
 ///   step the machine. Open after `open_after` (2) problem verdicts in a row, and only for a
 ///   component declared in the collector's `components:` or reported by ≥ `min_component_agents`
