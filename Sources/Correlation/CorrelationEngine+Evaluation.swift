@@ -768,7 +768,9 @@ extension CorrelationEngine {
                 &track, component: componentNames[c], status: rollup.status, scope: rollup.scope, evidence: evidence,
                 hasNewData: componentHasNewData[c], eligible: eligible, scopeSettled: settled, recovery: facts, t: frame.t,
                 failingNow: failingNow[c], now: now, changed: &changed, events: &events)
-            let shown = Self.shownVerdict(rollup, incident: track.incident, recoveredNow: !wasMonitoring && track.incident?.status == .monitoring)
+            let shown = Self.shownVerdict(
+                rollup, incident: track.incident, recoveredNow: !wasMonitoring && track.incident?.status == .monitoring,
+                platformRegions: cfg.minPlatformRegions)
             if track.lastStatus != shown.status || track.since == nil {
                 track.lastStatus = shown.status
                 track.since = now
@@ -789,14 +791,16 @@ extension CorrelationEngine {
     ///   evaluation on the verdict reads only runs after its horizon, and says so itself).
     /// - While an incident Sonde opened is still `investigating` (or `identified`), the verdict
     ///   shows at least what the incident says: its severity (at most `partial_outage`: a major
-    ///   outage must be measured now), its scope and its regions. At 10 % of requests failing, a
+    ///   outage must be measured now), and the scope and regions of its current membership (not
+    ///   its scope, which only widens: a fault that moved from eu to us once touched two regions,
+    ///   and is now in us alone). At 10 % of requests failing, a
     ///   region's runs pass often enough to read operational (or a platform fault to read as one
     ///   region) for a minute at a time, while the incident stays open until its recovery rule
     ///   (in runs, past the fault's lulls) says the fault is over: the page showed an open
     ///   platform incident beside an operational or one-region component, flipping back and
     ///   forth. A person's incident holds nothing (the verdict is what Sonde measures), and a
     ///   measured `unknown` (nobody reporting) is shown as it is.
-    static func shownVerdict(_ rollup: Rollup, incident: Incident?, recoveredNow: Bool) -> (
+    static func shownVerdict(_ rollup: Rollup, incident: Incident?, recoveredNow: Bool, platformRegions: Int) -> (
         status: ComponentStatus, scope: ProblemScope?, regions: [String: ComponentStatus]
     ) {
         let operational = rollup.regionStatus.mapValues { _ in ComponentStatus.operational }
@@ -807,7 +811,7 @@ extension CorrelationEngine {
         else { return shown }
         let held = min(incident.severity, .partialOutage)
         shown.status = max(shown.status, held)
-        shown.scope = shown.scope == .platform || incident.scope == .platform ? .platform : .region
+        shown.scope = shown.scope == .platform || incident.regions.count >= platformRegions ? .platform : .region
         for region in incident.regions {
             if let status = shown.regions[region] { shown.regions[region] = max(status, held) }
         }
