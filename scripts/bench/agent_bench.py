@@ -216,14 +216,22 @@ steps:
 
 # MARK: - 1. cost vs blackbox_exporter
 
+def build_curl_floor(work):
+    """scripts/bench/curl_floor.c built with the system's cc and libcurl: the same GETs as a probe
+    run's transfer (fresh handle, fresh connection) and nothing else, for the floor columns."""
+    floor_bin = os.path.join(work, "curl_floor")
+    if not os.path.exists(floor_bin):
+        subprocess.run(["cc", "-O2", "-o", floor_bin, os.path.join(ROOT, "scripts/bench/curl_floor.c"), "-lcurl"], check=True)
+    return floor_bin
+
+
 def bench_cost(args, work, target):
     n, rate = args.probes, args.rate
     interval_ms = int(1000 * 10 / rate)  # 10 probes, each every interval: `rate` runs/s in all
     rows = []
     # The floor under any libcurl-based agent: the same GETs from a small C program (no scheduler,
     # spool, signing or push), built here with the system's cc and libcurl.
-    floor_bin = os.path.join(work, "curl_floor")
-    subprocess.run(["cc", "-O2", "-o", floor_bin, os.path.join(ROOT, "scripts/bench/curl_floor.c"), "-lcurl"], check=True)
+    floor_bin = build_curl_floor(work)
     bb_conf = os.path.join(work, "blackbox.yml")
     open(bb_conf, "w").write("modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n")
     for rep in range(args.cost_repeat):
@@ -372,6 +380,10 @@ scrape_configs:
     pids = {"agent": agent.pid, "collector": col.pid, "blackbox": bb.pid, "prometheus": prom.pid}
     counters0 = {k: process_counters(v) for k, v in pids.items()}
     c0 = ingested(base)
+    # The libcurl floor at the same rate, in the same window: what any agent on libcurl pays for
+    # these GETs (fresh connection each) with no scheduler, spool, signing or push.
+    floor = subprocess.Popen([build_curl_floor(work), target, str(int(rate * args.pipeline_seconds)), str(rate)],
+                             stdout=subprocess.PIPE, text=True)
     t0 = time.monotonic()
     time.sleep(args.pipeline_seconds)
     counters1 = {k: process_counters(v) for k, v in pids.items()}
@@ -384,8 +396,12 @@ scrape_configs:
     bb_ok = prometheus_query(prom_base, f"sum(sum_over_time(probe_success[{window}s]))")
     for p in (agent, prom, bb, col):
         stop(p)
+    floor_out, _ = floor.communicate(timeout=60)
+    if floor.returncode != 0:
+        raise RuntimeError(f"curl_floor failed ({floor.returncode}): {floor_out}")
     sonde_probes = c1 - c0
-    row = {"rate": rate, "probes": n, "seconds": elapsed, "sonde_results": sonde_probes, "bb_probes": bb_probes, "bb_ok": bb_ok}
+    row = {"rate": rate, "probes": n, "seconds": elapsed, "sonde_results": sonde_probes, "bb_probes": bb_probes, "bb_ok": bb_ok,
+           "floor_ms": json.loads(floor_out)["cpu_per_get_ms"]}
     for k in pids:
         # CPU from every live thread's schedstat (ns); a thread that ended inside the window would
         # be missed, so the tick count of the whole process is kept beside it as a check.
@@ -452,9 +468,12 @@ def render_pipeline(args, rates, runs, idles):
           "Prometheus (Debian `prometheus`) scrapes `blackbox_exporter` (`http_2xx`) for the same N URLs every 5 s "
           "(`scrape_interval: 5s`, the only non-default). CPU = nanoseconds on a CPU of every thread (/proc/PID/task/*/schedstat) over the window, divided by the "
           "probe runs in it (Sonde: results the collector ingested; blackbox: `probe_success` samples Prometheus stored). "
-          "Peak RSS = VmHWM at the end of the window.", "",
-          "| probes/s (N) | agent CPU/probe | blackbox CPU/probe | agent/blackbox (≤ 0.33) | collector CPU/probe | Prometheus CPU/probe | (agent+collector)/(blackbox+Prometheus) (≤ 0.5) | agent peak RSS | blackbox peak RSS | agent/blackbox RSS (≤ 1.25) | collector peak RSS | Prometheus peak RSS | command |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "Peak RSS = VmHWM at the end of the window. The libcurl floor runs in the same window at the same rate: "
+          "scripts/bench/curl_floor.c, a C program that does only the GETs (fresh easy handle and connection each, "
+          "as a probe run's transfer), CPU from getrusage; its ratio to blackbox_exporter is the lowest any agent on "
+          "libcurl could reach here.", "",
+          "| probes/s (N) | agent CPU/probe | blackbox CPU/probe | agent/blackbox (≤ 0.33) | libcurl floor CPU/GET | floor/blackbox | collector CPU/probe | Prometheus CPU/probe | (agent+collector)/(blackbox+Prometheus) (≤ 0.5) | agent peak RSS | blackbox peak RSS | agent/blackbox RSS (≤ 1.25) | collector peak RSS | Prometheus peak RSS | command |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     summary = {}
     for rate in rates:
         rs = runs[rate]
@@ -465,7 +484,9 @@ def render_pipeline(args, rates, runs, idles):
         rss = median([r["agent_hwm"] / r["blackbox_hwm"] for r in rs])
         summary[rate] = {"ratio": ratio, "pair": pair, "rss": rss}
         cmd = f"`SONDE_BENCH_ONLY=pipeline SONDE_BENCH_ARGS=\"--pipeline-rates {rate}\" scripts/bench-agent.sh`"
-        md.append(f"| {rate} ({rate * 5}) | {a:.3f} ms | {b:.3f} ms | {ratio:.2f} | {c:.3f} ms | {p:.3f} ms | {pair:.2f} | "
+        floor_ratio = median([r["floor_ms"] / r["bb_ms"] for r in rs])
+        summary[rate]["floor_ratio"] = floor_ratio
+        md.append(f"| {rate} ({rate * 5}) | {a:.3f} ms | {b:.3f} ms | {ratio:.2f} | {m('floor_ms'):.3f} ms | {floor_ratio:.2f} | {c:.3f} ms | {p:.3f} ms | {pair:.2f} | "
                   f"{m('agent_hwm') / 1024:.1f} MiB | {m('blackbox_hwm') / 1024:.1f} MiB | {rss:.2f} | {m('collector_hwm') / 1024:.1f} MiB | {m('prometheus_hwm') / 1024:.1f} MiB | {cmd} |")
     idle = median([i["core_percent"] for i in idles])
     md += ["", f"Idle agent (5 probes every 1 h, none due, {args.idle_seconds} s after start-up; median of {len(idles)}): "
