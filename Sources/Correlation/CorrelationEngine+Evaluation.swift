@@ -793,9 +793,9 @@ extension CorrelationEngine {
     ///   shows at least what the incident says: its severity (at most `partial_outage`: a major
     ///   outage must be measured now), and the scope and regions of its current membership (not
     ///   its scope, which only widens: a fault that moved from eu to us once touched two regions,
-    ///   and is now in us alone). At 10 % of requests failing, a
-    ///   region's runs pass often enough to read operational (or a platform fault to read as one
-    ///   region) for a minute at a time, while the incident stays open until its recovery rule
+    ///   and is now in us alone). At 10 % of requests failing, a region's runs pass often enough
+    ///   to read operational (or a platform fault to read as one region) for a minute at a time,
+    ///   while the incident stays open until its recovery rule
     ///   (in runs, past the fault's lulls) says the fault is over: the page showed an open
     ///   platform incident beside an operational or one-region component, flipping back and
     ///   forth. A person's incident holds nothing (the verdict is what Sonde measures), and a

@@ -53,8 +53,9 @@ import SondeCore
 ///   an agent with `confirm_failures` failures in its window. Scope: `platform` with ≥
 ///   `min_platform_regions` (2) affected regions, else `region`. `evidence.single_agent` when one
 ///   agent carries the problem. While an incident Sonde opened is `investigating` or
-///   `identified`, the verdict shows at least its severity (≤ `partial_outage`) and the scope and regions of its membership
-///   (``shownVerdict(_:incident:recoveredNow:platformRegions:)``): a random fault's lulls read operational.
+///   `identified`, the verdict shows at least its severity (≤ `partial_outage`) and the scope
+///   and regions of its membership (``shownVerdict(_:incident:recoveredNow:platformRegions:)``):
+///   a random fault's lulls read operational.
 /// - **Incidents, phase `verdictPhase`.** Only evaluations with new results for the component
 ///   step the machine. Open after `open_after` (2) problem verdicts in a row, and only for a
 ///   component declared in the collector's `components:` or reported by ≥ `min_component_agents`

@@ -482,10 +482,9 @@ def render_pipeline(args, rates, runs, idles):
         ratio = median([r["agent_ms"] / r["bb_ms"] for r in rs])
         pair = median([(r["agent_ms"] + r["collector_ms"]) / (r["bb_ms"] + r["prom_ms"]) for r in rs])
         rss = median([r["agent_hwm"] / r["blackbox_hwm"] for r in rs])
-        summary[rate] = {"ratio": ratio, "pair": pair, "rss": rss}
-        cmd = f"`SONDE_BENCH_ONLY=pipeline SONDE_BENCH_ARGS=\"--pipeline-rates {rate}\" scripts/bench-agent.sh`"
         floor_ratio = median([r["floor_ms"] / r["bb_ms"] for r in rs])
-        summary[rate]["floor_ratio"] = floor_ratio
+        summary[rate] = {"ratio": ratio, "pair": pair, "rss": rss, "floor_ratio": floor_ratio}
+        cmd = f"`SONDE_BENCH_ONLY=pipeline SONDE_BENCH_ARGS=\"--pipeline-rates {rate}\" scripts/bench-agent.sh`"
         md.append(f"| {rate} ({rate * 5}) | {a:.3f} ms | {b:.3f} ms | {ratio:.2f} | {m('floor_ms'):.3f} ms | {floor_ratio:.2f} | {c:.3f} ms | {p:.3f} ms | {pair:.2f} | "
                   f"{m('agent_hwm') / 1024:.1f} MiB | {m('blackbox_hwm') / 1024:.1f} MiB | {rss:.2f} | {m('collector_hwm') / 1024:.1f} MiB | {m('prometheus_hwm') / 1024:.1f} MiB | {cmd} |")
     idle = median([i["core_percent"] for i in idles])
