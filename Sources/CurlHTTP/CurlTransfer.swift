@@ -241,7 +241,12 @@ final class CurlTransfer: @unchecked Sendable {
             _ = sonde_curl_getinfo_string(handle, CURLINFO_PRIMARY_IP, &ip)
             _ = sonde_curl_getinfo_string(handle, CURLINFO_REDIRECT_URL, &location)
         }
-        let version = state.statusLine.flatMap { $0.split(separator: " ").first.map(String.init) }
+        // The status line's first word, found on its bytes (a Character-wise `split` of the line
+        // was 2 % of an agent's instructions per probe).
+        let version = state.statusLine.flatMap { line -> String? in
+            let word = line.utf8.drop { $0 == UInt8(ascii: " ") }.prefix { $0 != UInt8(ascii: " ") }
+            return word.isEmpty ? nil : String(decoding: word, as: UTF8.self)
+        }
         var response = HTTPResponse(
             status: status, headers: state.headers, body: state.body, timings: timings,
             remoteAddress: ip.map { String(cString: $0) }, httpVersion: version,

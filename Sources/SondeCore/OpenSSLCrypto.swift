@@ -22,12 +22,14 @@ public enum Ed25519 {
     /// several threads at once for signing (each signature gets its own context).
     public final class PrivateKey: @unchecked Sendable {
         private let key: OpaquePointer
+        private let signing: ContextTemplate
 
         public init(raw: Data) throws(CryptoError) {
             guard raw.count == keyByteCount else { throw CryptoError("an Ed25519 private key is 32 bytes, not \(raw.count)") }
             let key = raw.withUnsafeBytes { EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) }
             guard let key else { throw CryptoError("OpenSSL refused the Ed25519 private key") }
             self.key = key
+            signing = ContextTemplate { EVP_DigestSignInit($0, nil, nil, nil, key) == 1 }
         }
 
         deinit { EVP_PKEY_free(key) }
@@ -44,13 +46,12 @@ public enum Ed25519 {
 
         /// The 64-byte signature of exactly these bytes.
         public func sign(_ message: Data) throws(CryptoError) -> Data {
-            guard let context = EVP_MD_CTX_new() else { throw CryptoError("out of memory") }
+            guard let context = signing.context() else { throw CryptoError("OpenSSL cannot start an Ed25519 signature (out of memory?)") }
             defer { EVP_MD_CTX_free(context) }
             var signature = [UInt8](repeating: 0, count: signatureByteCount)
             var length = signatureByteCount
             let ok = message.withUnsafeBytes { bytes in
-                EVP_DigestSignInit(context, nil, nil, nil, key) == 1
-                    && EVP_DigestSign(context, &signature, &length, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
+                EVP_DigestSign(context, &signature, &length, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
             }
             guard ok, length == signatureByteCount else { throw CryptoError("Ed25519 signing failed") }
             return Data(signature)
@@ -60,6 +61,7 @@ public enum Ed25519 {
     /// A public key parsed once (the collector checks every push of an agent against it).
     public final class PublicKey: @unchecked Sendable {
         private let key: OpaquePointer
+        private let verifying: ContextTemplate
 
         /// Nil when OpenSSL does not take these bytes as an Ed25519 public key (32 bytes).
         public init?(raw: Data) {
@@ -67,21 +69,54 @@ public enum Ed25519 {
                 let key = raw.withUnsafeBytes({ EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) })
             else { return nil }
             self.key = key
+            verifying = ContextTemplate { EVP_DigestVerifyInit($0, nil, nil, nil, key) == 1 }
         }
 
         deinit { EVP_PKEY_free(key) }
 
         /// Whether `signature` is a valid signature of `message` by this key.
         public func isValidSignature(_ signature: Data, for message: Data) -> Bool {
-            guard signature.count == signatureByteCount, let context = EVP_MD_CTX_new() else { return false }
+            guard signature.count == signatureByteCount, let context = verifying.context() else { return false }
             defer { EVP_MD_CTX_free(context) }
             return signature.withUnsafeBytes { sig in
                 message.withUnsafeBytes { bytes in
-                    EVP_DigestVerifyInit(context, nil, nil, nil, key) == 1
-                        && EVP_DigestVerify(context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
-                                            bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
+                    EVP_DigestVerify(context, sig.bindMemory(to: UInt8.self).baseAddress, sig.count,
+                                     bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count) == 1
                 }
             }
+        }
+    }
+
+    /// A signing or verifying context set up once per key, copied for each use: setting one up
+    /// fetches the algorithm from OpenSSL's provider and duplicates the key (measured here, OpenSSL
+    /// 3.0: 60 µs per signature with a fresh set-up, 41 µs with a copy; 140 and 124 µs per
+    /// verification). The template is only read after `init` (copying reads it), so keys stay
+    /// usable from several threads at once; each use gets its own copy.
+    private final class ContextTemplate: @unchecked Sendable {
+        private let template: OpaquePointer?
+        private let setUp: (OpaquePointer) -> Bool
+
+        init(_ setUp: @escaping (OpaquePointer) -> Bool) {
+            self.setUp = setUp
+            var template = EVP_MD_CTX_new()
+            if let made = template, !setUp(made) {
+                EVP_MD_CTX_free(made)
+                template = nil
+            }
+            self.template = template
+        }
+
+        deinit { EVP_MD_CTX_free(template) }
+
+        /// A context ready for one signature or verification (the caller frees it); set up
+        /// afresh when the template could not be made or copied. Nil only when OpenSSL fails.
+        func context() -> OpaquePointer? {
+            guard let context = EVP_MD_CTX_new() else { return nil }
+            if let template, EVP_MD_CTX_copy_ex(context, template) == 1 { return context }
+            EVP_MD_CTX_reset(context)
+            if setUp(context) { return context }
+            EVP_MD_CTX_free(context)
+            return nil
         }
     }
 }

@@ -137,6 +137,36 @@ struct SpoolTests {
         #expect(batch.results.map(\.seq) == Array(401...600))
     }
 
+    @Test("a batch takes recent results from memory and older ones from the journal, the same bytes either way; the memory is bounded and freed on delivery")
+    func recentResultsFromMemory() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        // ~2 MB of results: far more than RecentResults keeps.
+        for _ in 1...3000 { try spool.append(sampleResult(padding: 600)) }
+        let held = spool.recentResults
+        #expect(held.bytes <= Spool.RecentResults.maxBytes)
+        #expect(held.count > 100 && held.count < 3000)
+        let batch = try #require(try spool.nextBatch(maxResults: 5000))
+        #expect(batch.results.map(\.seq) == Array(1...3000).map(UInt64.init))
+        spool.close()
+        // The same batch from a reopened spool comes wholly from the journal: byte for byte the same.
+        let reopened = try Spool(directory: dir.path, logger: logs.logger())
+        #expect(reopened.recentResults.count == 0)
+        let fromDisk = try #require(try reopened.nextBatch(maxResults: 5000))
+        #expect(fromDisk.id == batch.id)
+        #expect(fromDisk.rawResults == batch.rawResults)
+        // Delivered results leave the memory at once.
+        for _ in 1...5 { try reopened.append(sampleResult()) }
+        #expect(reopened.recentResults.count == 5)
+        try reopened.acknowledge(fromDisk.id)
+        let next = try #require(try reopened.nextBatch(maxResults: 10))
+        #expect(next.results.map(\.seq) == Array(3001...3005).map(UInt64.init))
+        try reopened.acknowledge(next.id)
+        #expect(reopened.recentResults.count == 0)
+        #expect(reopened.recentResults.bytes == 0)
+    }
+
     @Test("a result set aside is kept in rejected/ with the reason and counted")
     func setAsideKeepsTheResult() throws {
         let dir = try TemporaryDirectory("spool")
