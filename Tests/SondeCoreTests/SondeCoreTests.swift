@@ -69,6 +69,30 @@ import Testing
         #expect(!key.publicKey.isValidSignature(tampered, for: Self.bytes(message)))
     }
 
+    @Test("one key signs and verifies from several threads at once, over and over: its copied contexts never share state")
+    func keysAreUsableConcurrently() async throws {
+        let key = try AgentSigningKey(rawRepresentation: Self.bytes("c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7"))
+        let expected = Self.bytes(
+            "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a")
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for task in 0..<8 {
+                group.addTask {
+                    var right = true
+                    for round in 0..<50 {
+                        let message = Data("task \(task) round \(round)".utf8)
+                        guard let signature = try? key.signature(for: message) else { return false }
+                        right = right && key.publicKey.isValidSignature(signature, for: message)
+                        right = right && !key.publicKey.isValidSignature(signature, for: message + Data([0]))
+                        right = right && (try? key.signature(for: Self.bytes("af82"))) == expected
+                    }
+                    return right
+                }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes == Array(repeating: true, count: 8))
+    }
+
     @Test func refusesMalformedKeys() {
         #expect(throws: (any Error).self) { try AgentSigningKey(rawRepresentation: Data(count: 31)) }
         #expect(throws: KeyFileError.self) { try AgentPublicKey(base64: Data(count: 33).base64EncodedString()) }
