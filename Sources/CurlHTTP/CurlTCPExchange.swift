@@ -171,21 +171,8 @@ public struct TCPExchange: Sendable {
             if firstByte == nil { firstByte = ContinuousClock().now }
             let searchFrom = max(0, received.count - expect.count + 1)
             received.append(contentsOf: buffer[0..<count])
-            if Self.contains(received, expect, from: searchFrom) { return .matched }
+            if received.contains(bytes: expect, from: searchFrom) { return .matched }
         }
-    }
-
-    /// Whether `needle` occurs in `haystack` at or after `from`.
-    static func contains(_ haystack: Data, _ needle: Data, from: Int) -> Bool {
-        guard !needle.isEmpty else { return true }
-        let bytes = [UInt8](haystack), target = [UInt8](needle)
-        guard bytes.count >= target.count else { return false }
-        var start = max(0, from)
-        while start + target.count <= bytes.count {
-            if bytes[start] == target[0], bytes[start..<(start + target.count)].elementsEqual(target) { return true }
-            start += 1
-        }
-        return false
     }
 
     private func wait(_ socket: curl_socket_t, for events: Int16, deadline: ContinuousClock.Instant, doing: String) throws(HTTPTransferError) {

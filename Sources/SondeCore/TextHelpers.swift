@@ -1,3 +1,4 @@
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -82,4 +83,26 @@ public func unreadableFileReason(_ path: String) -> String {
     if (info.st_mode & S_IFMT) == S_IFDIR { return "is a folder, not a file" }
     if access(path, R_OK) != 0 { return "cannot be read by this user" }
     return "is not UTF-8 text"
+}
+
+extension Data {
+    /// Whether `needle`'s bytes occur in these bytes at or after offset `from`: memchr for the
+    /// first byte, memcmp for the rest. The one byte search of the codebase (body_contains, a TCP
+    /// step's `expect`, the push answer's `fast_flush_for_s`): Foundation's generic
+    /// `firstRange(of:)` took about 50 000 instructions on a 60-byte push answer.
+    public func contains(bytes needle: some Collection<UInt8>, from: Int = 0) -> Bool {
+        let target = Array(needle)
+        guard let first = target.first else { return true }
+        return withUnsafeBytes { haystack in
+            guard let base = haystack.baseAddress, haystack.count >= target.count else { return false }
+            let last = haystack.count - target.count
+            var offset = Swift.max(0, from)
+            while offset <= last {
+                guard let hit = memchr(base + offset, Int32(first), last - offset + 1) else { return false }
+                if memcmp(hit, target, target.count) == 0 { return true }
+                offset = base.distance(to: UnsafeRawPointer(hit)) + 1
+            }
+            return false
+        }
+    }
 }

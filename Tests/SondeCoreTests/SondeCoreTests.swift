@@ -21,6 +21,32 @@ import Testing
     }
 }
 
+@Suite struct ByteSearchTests {
+    @Test("Data.contains(bytes:from:) agrees with a naive search on random haystacks, needles and offsets")
+    func agreesWithNaiveSearch() {
+        var random = SplitMix64(seed: 42)
+        func naive(_ haystack: [UInt8], _ needle: [UInt8], _ from: Int) -> Bool {
+            guard !needle.isEmpty else { return true }
+            var start = max(0, from)
+            while start + needle.count <= haystack.count {
+                if Array(haystack[start..<(start + needle.count)]) == needle { return true }
+                start += 1
+            }
+            return false
+        }
+        for _ in 0..<2000 {
+            // A small alphabet so that partial matches (first byte right, rest wrong) are common.
+            let haystack = (0..<Int(random.next() % 40)).map { _ in UInt8(97 + random.next() % 3) }
+            let needle = (0..<Int(random.next() % 5)).map { _ in UInt8(97 + random.next() % 3) }
+            let from = Int(random.next() % 45) - 2
+            #expect(Data(haystack).contains(bytes: needle, from: from) == naive(haystack, needle, from), "\(haystack) \(needle) \(from)")
+        }
+        #expect(Data("{\"fast_flush_for_s\":10}".utf8).contains(bytes: "fast_flush_for_s".utf8))
+        #expect(!Data().contains(bytes: [1]))
+        #expect(Data([1, 2, 3]).dropFirst().contains(bytes: [2, 3]), "a slice searches from its own start")
+    }
+}
+
 @Suite struct ProbeResultCodingTests {
     @Test func encodesSpecFieldNames() throws {
         let result = ProbeResult(

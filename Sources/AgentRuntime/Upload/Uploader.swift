@@ -181,7 +181,7 @@ public struct Uploader: Service {
             switch outcome {
             case .acknowledged(let answer):
                 // The answer is decoded only when it asks for prompt pushes, or for the log lines.
-                let asksFastFlush = answer.count <= Self.longestDecodedAnswer && answer.firstRange(of: Self.fastFlushKey) != nil
+                let asksFastFlush = answer.count <= Self.longestDecodedAnswer && answer.contains(bytes: Self.fastFlushKey)
                 let ack = asksFastFlush || state.failing || logger.logLevel <= .debug ? try? SondeJSON.decode(PushAck.self, from: answer) : nil
                 if let seconds = ack?.fastFlushSeconds, seconds > 0 {
                     if state.fastFlushUntil.map({ ContinuousClock.now >= $0 }) ?? true {

@@ -110,9 +110,12 @@ struct StepExecution {
     }
 
     /// Runs a step's CPU-bound checks (regexes, JSON) on `CheckExecutor`'s threads, not on the
-    /// curl loop that drives other probes' transfers; a step with none stays where it is.
+    /// curl loop that drives other probes' transfers. A step with none calls `body` where it is:
+    /// `withTaskExecutorPreference(nil)` still costs the runtime a status record and executor
+    /// look-ups on every call.
     private func offLoop<T, Failure: Error>(_ body: () async throws(Failure) -> T) async throws(Failure) -> T {
-        try await withTaskExecutorPreference(hasCPUBoundChecks ? CheckExecutor.shared : nil, operation: body)
+        guard hasCPUBoundChecks else { return try await body() }
+        return try await withTaskExecutorPreference(CheckExecutor.shared, operation: body)
     }
 
     private var hasCPUBoundChecks: Bool {
@@ -381,7 +384,7 @@ struct StepExecution {
                 }
             case .bodyContains(let template):
                 let expected = try state.render(template)
-                if !Self.contains(response.body, expected) {
+                if !response.body.contains(bytes: expected.utf8) {
                     throw StepFailure(.assertion, "body does not contain '\(expected)': \(snippet(response, state: state))")
                 }
             case .bodyMatches(let template):
@@ -500,23 +503,6 @@ struct StepExecution {
         return "\(count) bytes"
     }
 
-    /// Whether `body` contains the UTF-8 bytes of `text`, without a copy of the body.
-    static func contains(_ body: Data, _ text: String) -> Bool {
-        let needle = Array(text.utf8)
-        guard let first = needle.first else { return true }
-        return body.withUnsafeBytes { haystack in
-            guard let base = haystack.baseAddress, haystack.count >= needle.count else { return false }
-            let last = haystack.count - needle.count
-            var offset = 0
-            while offset <= last {
-                guard let hit = memchr(base + offset, Int32(first), last - offset + 1) else { return false }
-                if memcmp(hit, needle, needle.count) == 0 { return true }
-                offset = base.distance(to: UnsafeRawPointer(hit)) + 1
-            }
-            return false
-        }
-    }
-
     // MARK: - Extraction, comparison, failure codes
 
     private func extract(from response: HTTPResponse, state: inout RunState) throws(StepFailure) {
@@ -590,7 +576,7 @@ struct StepExecution {
     /// The first failure code whose rule fits; a rule whose regex cannot finish does not fit.
     private func failureCode(for response: HTTPResponse, state: RunState) -> String? {
         for rule in failureCodes where rule.statuses.isEmpty || rule.statuses.contains(response.status) {
-            if let needle = rule.bodyContains, !Self.contains(response.body, needle) { continue }
+            if let needle = rule.bodyContains, !response.body.contains(bytes: needle.utf8) { continue }
             if let pattern = rule.bodyMatches, (try? matches(pattern, response.body, state: state, check: "failure code \(rule.code)")) != true { continue }
             return rule.code
         }
