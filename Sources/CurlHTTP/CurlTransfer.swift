@@ -197,14 +197,16 @@ final class CurlTransfer: @unchecked Sendable {
                 state.headersTooLarge = true
                 return 0  // curl aborts the transfer (CURLE_WRITE_ERROR)
             }
-            let raw = trimmedASCII(UnsafeRawBufferPointer(start: buffer, count: bytes))
+            // Typed, contiguous buffers: String(decoding:) then takes its fast path.
+            let raw = trimmedASCII(UnsafeBufferPointer(start: UnsafeRawPointer(buffer).assumingMemoryBound(to: UInt8.self), count: bytes))
             if raw.starts(with: "HTTP/".utf8) {
                 // A new response begins (after a 1xx or a redirect): keep only the last one's headers.
-                state.headers.removeAll()
+                state.headers.removeAll(keepingCapacity: true)
                 state.statusLine = String(decoding: raw, as: UTF8.self)
             } else if let colon = raw.firstIndex(of: UInt8(ascii: ":")) {
-                let name = String(decoding: trimmedASCII(UnsafeRawBufferPointer(rebasing: raw[..<colon])), as: UTF8.self)
-                let value = String(decoding: trimmedASCII(UnsafeRawBufferPointer(rebasing: raw[(colon + 1)...])), as: UTF8.self)
+                let name = String(decoding: trimmedASCII(UnsafeBufferPointer(rebasing: raw[..<colon])), as: UTF8.self)
+                let value = String(decoding: trimmedASCII(UnsafeBufferPointer(rebasing: raw[(colon + 1)...])), as: UTF8.self)
+                if state.headers.isEmpty { state.headers.reserveCapacity(16) }
                 state.headers.append(HTTPHeader(name, value))
             }
             return bytes
@@ -347,11 +349,11 @@ final class CurlTransfer: @unchecked Sendable {
 }
 
 /// `bytes` without leading and trailing ASCII spaces, tabs, CRs and LFs.
-private func trimmedASCII(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer.SubSequence {
+private func trimmedASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> UnsafeBufferPointer<UInt8> {
     func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0D || byte == 0x0A }
     var start = bytes.startIndex
     var end = bytes.endIndex
     while start < end, isSpace(bytes[start]) { start += 1 }
     while end > start, isSpace(bytes[end - 1]) { end -= 1 }
-    return bytes[start..<end]
+    return UnsafeBufferPointer(rebasing: bytes[start..<end])
 }

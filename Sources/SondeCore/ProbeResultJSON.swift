@@ -135,8 +135,24 @@ struct JSONBytesWriter {
         bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
+    /// Digits written straight into the buffer (`String(value)` allocated a string per number).
     private mutating func integer<T: BinaryInteger>(_ value: T) {
-        bytes.append(contentsOf: String(value).utf8)
+        guard let wide = Int64(exactly: value) else {
+            bytes.append(contentsOf: String(value).utf8)
+            return
+        }
+        if wide < 0 { bytes.append(UInt8(ascii: "-")) }
+        var rest = wide.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for UInt64.max's 20 digits
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var index = buffer.count
+            repeat {
+                index -= 1
+                buffer[index] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            bytes.append(contentsOf: buffer[index...])
+        }
     }
 
     /// Swift's shortest representation that reads back as the same Double (as JSONEncoder
@@ -144,7 +160,7 @@ struct JSONBytesWriter {
     private mutating func number(_ value: Double) -> Bool {
         guard value.isFinite else { return false }
         if value == value.rounded(), abs(value) < 1e15 {
-            bytes.append(contentsOf: String(Int64(value)).utf8)
+            integer(Int64(value))
         } else {
             bytes.append(contentsOf: value.description.utf8)
         }
@@ -157,6 +173,16 @@ struct JSONBytesWriter {
     /// (including "/" and non-ASCII) as UTF-8.
     private mutating func string(_ value: String) {
         bytes.append(UInt8(ascii: "\""))
+        // Most strings (ids, names, URLs) need no escape: copied whole, not byte by byte.
+        let plain = value.utf8.withContiguousStorageIfAvailable { utf8 -> Bool in
+            guard !utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+            bytes.append(contentsOf: utf8)
+            return true
+        }
+        if plain == true {
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)

@@ -27,6 +27,14 @@ import Testing
         ProbeResult(
             id: "x", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
             durationMs: 3, outcome: .degraded, steps: [], control: false, seq: 0),
+        // Integral numbers, negative ones included, are written digit by digit.
+        ProbeResult(
+            id: "n", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
+            durationMs: -42, outcome: .ok,
+            steps: [StepResult(name: "s", method: "GET", url: "u", status: -7, ok: true,
+                               timings: PhaseTimings(dns: 999_999_999_999_999, connect: -999_999_999_999_999, tls: 10, ttfb: 0, transfer: 1, total: 1e15),
+                               attempts: Int.max)],
+            seq: UInt64(Int64.max)),
         // Labels and a TLS step's certificate expiry.
         ProbeResult(
             id: "l", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 10),

@@ -376,10 +376,8 @@ public final class Spool: Sendable {
     private func appendToDisk(_ result: ProbeResult, _ s: inout State, sync: Bool = true) throws(SpoolError) {
         let json: Data
         do { json = try result.encodedJSON() } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
-        var body = Data([UInt8(ascii: "R")])
-        body.append(contentsOf: Spool.bigEndian(result.seq!))
-        body.append(json)
-        let frameLength = Int64(8 + body.count)
+        let frame = Spool.resultFrame(seq: result.seq!, json: json)
+        let frameLength = Int64(frame.count)
         try makeRoom(for: frameLength, in: &s)
         if result.seq! > s.reservedSeq {
             // One fsync per `seqReservation` results (it also makes everything before it durable).
@@ -387,7 +385,7 @@ public final class Spool: Sendable {
             try Spool.appendRecord("S", startFields(s, dropped: 0, reserved: reserved), to: &s, path: journalPath)
             s.reservedSeq = reserved
         }
-        let offset = try Spool.appendFrame(body, to: &s, path: journalPath, sync: sync)
+        let offset = try Spool.appendFramed(frame, to: &s, path: journalPath, sync: sync)
         s.pending.append(Entry(seq: result.seq!, offset: offset, length: frameLength))
         s.liveBytes += frameLength
         s.recent.add(result.seq!, json)
@@ -890,11 +888,33 @@ public final class Spool: Sendable {
         return frame
     }
 
+    /// A result's frame (`frame` of "R", the seq, the JSON) built in one buffer: the JSON is
+    /// copied once, and no array is made for the numbers (a result is framed at every run).
+    static func resultFrame(seq: UInt64, json: Data) -> Data {
+        var frame = Data(count: 17 + json.count)
+        frame.withUnsafeMutableBytes { raw in
+            raw[8] = UInt8(ascii: "R")
+            raw.storeBytes(of: seq.bigEndian, toByteOffset: 9, as: UInt64.self)
+            json.withUnsafeBytes { source in
+                if let from = source.baseAddress, let to = raw.baseAddress { (to + 17).copyMemory(from: from, byteCount: source.count) }
+            }
+            let body = UnsafeRawBufferPointer(rebasing: raw[8...])
+            raw.storeBytes(of: UInt32(body.count).bigEndian, toByteOffset: 0, as: UInt32.self)
+            raw.storeBytes(of: CRC32.checksum(body).bigEndian, toByteOffset: 4, as: UInt32.self)
+        }
+        return frame
+    }
+
     /// Appends one frame at the end of the journal (fsynced unless `sync` is false) and returns its
     /// offset. A failed write is cut back off, so the journal never keeps half a frame.
     @discardableResult
     static func appendFrame(_ body: Data, to s: inout State, path: String, sync: Bool = true) throws(SpoolError) -> Int64 {
-        let frame = frame(body)
+        try appendFramed(frame(body), to: &s, path: path, sync: sync)
+    }
+
+    /// `appendFrame` for a frame already built.
+    @discardableResult
+    static func appendFramed(_ frame: Data, to s: inout State, path: String, sync: Bool = true) throws(SpoolError) -> Int64 {
         let offset = s.fileSize
         guard let file = s.file else { throw SpoolError("spool \(path): no journal open", code: EROFS) }
         do throws(SpoolError) {
@@ -998,12 +1018,14 @@ enum CRC32 {
     }
 
     static func checksum(_ data: Data) -> UInt32 {
+        data.withUnsafeBytes { checksum($0) }
+    }
+
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
         // Raw bytes and table: Data's iterator costs several times the arithmetic.
         table.withUnsafeBufferPointer { table in
-            data.withUnsafeBytes { bytes in
-                for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-            }
+            for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
         }
         return crc ^ 0xFFFF_FFFF
     }
