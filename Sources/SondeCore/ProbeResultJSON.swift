@@ -30,7 +30,7 @@ struct JSONBytesWriter {
         key("component"); string(result.component)
         key("agent"); string(result.agent)
         key("region"); string(result.region)
-        key("started_at"); string(RFC3339.string(from: result.startedAt))
+        key("started_at"); timestamp(result.startedAt)
         key("duration_ms"); guard number(result.durationMs) else { return false }
         key("outcome"); string(result.outcome.rawValue)
         if let error = result.error { key("error"); write(error) }
@@ -62,7 +62,7 @@ struct JSONBytesWriter {
         if let attempts = step.attempts { key("attempts"); integer(attempts) }
         if let error = step.error { key("error"); write(error) }
         if let component = step.component { key("component"); string(component) }
-        if let notAfter = step.certNotAfter { key("cert_not_after"); string(RFC3339.string(from: notAfter)) }
+        if let notAfter = step.certNotAfter { key("cert_not_after"); timestamp(notAfter) }
         if let days = step.certDaysLeft { key("cert_days_left"); guard number(days) else { return false } }
         bytes.append(UInt8(ascii: "}"))
         return true
@@ -107,7 +107,7 @@ struct JSONBytesWriter {
         bytes.append(UInt8(ascii: "{"))
         key("agent", first: true); string(agent)
         key("batch_id"); string(batchID)
-        key("sent_at"); string(RFC3339.string(from: sentAt))
+        key("sent_at"); timestamp(sentAt)
         key("results")
         bytes.append(UInt8(ascii: "["))
         for (index, raw) in rawResults.enumerated() {
@@ -125,6 +125,13 @@ struct JSONBytesWriter {
         raw(name)
         bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
+    }
+
+    /// An RFC 3339 timestamp as a JSON string (it needs no escapes), written in place.
+    private mutating func timestamp(_ date: Date) {
+        bytes.append(UInt8(ascii: "\""))
+        RFC3339.append(date, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
     }
 
     private mutating func bool(_ value: Bool) {
@@ -161,6 +168,26 @@ struct JSONBytesWriter {
         guard value.isFinite else { return false }
         if value == value.rounded(), abs(value) < 1e15 {
             integer(Int64(value))
+        } else if abs(value) < 1e12, let thousandths = Optional((value * 1000).rounded()), thousandths / 1000 == value {
+            // Milliseconds from curl's microseconds (every timing): the double nearest to
+            // k/1000, which "k/1000" in decimal also reads back as, and which is also the
+            // shortest form; written without `description`'s string.
+            let whole = Int64(thousandths)
+            if whole < 0 { bytes.append(UInt8(ascii: "-")) }
+            integer(whole.magnitude / 1000)
+            var fraction = whole.magnitude % 1000
+            var count = 3
+            while fraction % 10 == 0 {
+                fraction /= 10
+                count -= 1
+            }
+            bytes.append(UInt8(ascii: "."))
+            var divisor: UInt64 = 1
+            for _ in 1..<count { divisor *= 10 }
+            for _ in 0..<count {
+                bytes.append(UInt8(ascii: "0") + UInt8(fraction / divisor % 10))
+                divisor /= 10
+            }
         } else {
             bytes.append(contentsOf: value.description.utf8)
         }

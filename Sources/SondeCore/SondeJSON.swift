@@ -42,19 +42,38 @@ public enum SondeJSON {
 /// RFC 3339 timestamps in UTC with millisecond precision, e.g. `2026-11-23T14:12:02.123Z`.
 public enum RFC3339 {
     public static func string(from date: Date) -> String {
-        var seconds = date.timeIntervalSince1970
-        var millis = Int((seconds * 1000).rounded()) % 1000
-        if millis < 0 { millis += 1000 }
-        seconds = (seconds * 1000).rounded() / 1000
-        var t = time_t(floor(seconds))
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        // Digits by hand: String(format:) was a measurable share of an agent's CPU (every result
-        // and push carries timestamps).
         var bytes = [UInt8]()
         bytes.reserveCapacity(24)
-        func digits(_ value: Int, _ count: Int) {
-            var divisor = 1
+        append(date, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends the timestamp's bytes (the JSON writer puts them straight into its buffer). The
+    /// calendar date comes from the day count by arithmetic (H. Hinnant's `civil_from_days`), not
+    /// from `gmtime_r`, which takes glibc's time-zone lock; digits are written by hand (every
+    /// result and push carries timestamps).
+    public static func append(_ date: Date, to bytes: inout [UInt8]) {
+        let totalMillis = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        var millis = totalMillis % 1000
+        if millis < 0 { millis += 1000 }
+        let seconds = (totalMillis - millis) / 1000
+        var days = seconds / 86_400
+        var secondOfDay = seconds - days * 86_400
+        if secondOfDay < 0 {
+            secondOfDay += 86_400
+            days -= 1
+        }
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shiftedMonth = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func digits(_ value: Int64, _ count: Int) {
+            var divisor: Int64 = 1
             for _ in 1..<count { divisor *= 10 }
             var rest = max(value, 0)
             for _ in 0..<count {
@@ -63,21 +82,20 @@ public enum RFC3339 {
                 divisor /= 10
             }
         }
-        digits(Int(parts.tm_year) + 1900, 4)
+        digits(year, 4)
         bytes.append(45)
-        digits(Int(parts.tm_mon) + 1, 2)
+        digits(month, 2)
         bytes.append(45)
-        digits(Int(parts.tm_mday), 2)
+        digits(day, 2)
         bytes.append(84)
-        digits(Int(parts.tm_hour), 2)
+        digits(secondOfDay / 3600, 2)
         bytes.append(58)
-        digits(Int(parts.tm_min), 2)
+        digits(secondOfDay / 60 % 60, 2)
         bytes.append(58)
-        digits(Int(parts.tm_sec), 2)
+        digits(secondOfDay % 60, 2)
         bytes.append(46)
         digits(millis, 3)
         bytes.append(90)
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`; nil when it is anything else.

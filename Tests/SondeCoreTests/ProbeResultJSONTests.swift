@@ -27,6 +27,12 @@ import Testing
         ProbeResult(
             id: "x", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
             durationMs: 3, outcome: .degraded, steps: [], control: false, seq: 0),
+        // Milliseconds with up to three decimals (curl's microseconds), and ones with more.
+        ProbeResult(
+            id: "m", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: -0.25),
+            durationMs: 1234.5, outcome: .ok,
+            steps: [StepResult(name: "s", method: "GET", url: "u", status: 200, ok: true,
+                               timings: PhaseTimings(dns: 0.001, connect: 0.1 + 0.2, tls: 999_999_999.999, ttfb: -0.012, transfer: 0.0005, total: 12.34))]),
         // Integral numbers, negative ones included, are written digit by digit.
         ProbeResult(
             id: "n", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
@@ -67,6 +73,16 @@ import Testing
         let expected = PushBatch(agent: Self.awkward, batchID: "b-1", sentAt: sentAt, results: Self.samples)
         #expect(try SondeJSON.decode(PushBatch.self, from: body) == expected)
         #expect(try PushBatchDecoder.decode(body).batch == expected, "the collector's decoder reads it too")
+    }
+
+    @Test("milliseconds are written in their shortest decimal form")
+    func millisecondsAreShortest() throws {
+        let result = Self.samples.first { $0.id == "m" }!
+        let text = String(decoding: try result.encodedJSON(), as: UTF8.self)
+        for expected in ["\"dns\":0.001,", "\"tls\":999999999.999,", "\"ttfb\":-0.012,", "\"total\":12.34}", "\"duration_ms\":1234.5,",
+                         "\"started_at\":\"1969-12-31T23:59:59.750Z\"", "\"connect\":0.30000000000000004,", "\"transfer\":0.0005,"] {
+            #expect(text.contains(expected), "\(expected) in \(text)")
+        }
     }
 
     @Test func nonFiniteNumbersFailLikeJSONEncoder() {

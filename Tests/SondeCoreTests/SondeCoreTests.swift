@@ -12,6 +12,25 @@ import Testing
         #expect(abs(back.timeIntervalSince(date)) < 0.0005)
     }
 
+    @Test("the calendar arithmetic agrees with gmtime_r from 1900 to 2400, negative times and leap days included")
+    func agreesWithGmtime() throws {
+        var random = SplitMix64(seed: 7)
+        var instants: [Double] = [0, -0.0004, -0.0006, -1, -86_400, 951_782_400, 951_868_799.9996, 4_107_542_400, -2_208_988_800]
+        for _ in 0..<5000 { instants.append(Double(Int64(random.next() % 15_778_800_000) - 2_208_988_800) + Double(random.next() % 1000) / 1000) }
+        for seconds in instants {
+            let millisTotal = Int64((seconds * 1000).rounded())
+            var millis = millisTotal % 1000
+            if millis < 0 { millis += 1000 }
+            var t = time_t((millisTotal - millis) / 1000)
+            var parts = tm()
+            gmtime_r(&t, &parts)
+            let expected = String(
+                format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(millis))
+            #expect(RFC3339.string(from: Date(timeIntervalSince1970: seconds)) == expected, "\(seconds)")
+        }
+    }
+
     @Test func acceptsOffsetsAndRejectsGarbage() throws {
         let withOffset = try #require(RFC3339.date(from: "2026-11-18T13:06:40+02:00"))
         #expect(withOffset.timeIntervalSince1970 == 1_795_000_000)
