@@ -166,9 +166,10 @@ struct JSONBytesWriter {
     /// writes it, without a trailing ".0"). Non-finite values are not JSON.
     private mutating func number(_ value: Double) -> Bool {
         guard value.isFinite else { return false }
+        let thousandths = (value * 1000).rounded()
         if value == value.rounded(), abs(value) < 1e15 {
             integer(Int64(value))
-        } else if abs(value) < 1e12, let thousandths = Optional((value * 1000).rounded()), thousandths / 1000 == value {
+        } else if abs(value) < 1e12, thousandths / 1000 == value {
             // Milliseconds from curl's microseconds (every timing): the double nearest to
             // k/1000, which "k/1000" in decimal also reads back as, and which is also the
             // shortest form; written without `description`'s string.
