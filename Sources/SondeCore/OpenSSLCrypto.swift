@@ -28,8 +28,12 @@ public enum Ed25519 {
             guard raw.count == keyByteCount else { throw CryptoError("an Ed25519 private key is 32 bytes, not \(raw.count)") }
             let key = raw.withUnsafeBytes { EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) }
             guard let key else { throw CryptoError("OpenSSL refused the Ed25519 private key") }
+            guard let signing = ContextTemplate({ EVP_DigestSignInit($0, nil, nil, nil, key) == 1 }) else {
+                EVP_PKEY_free(key)
+                throw CryptoError("OpenSSL cannot set up Ed25519 signing with this key (out of memory?)")
+            }
             self.key = key
-            signing = ContextTemplate { EVP_DigestSignInit($0, nil, nil, nil, key) == 1 }
+            self.signing = signing
         }
 
         deinit { EVP_PKEY_free(key) }
@@ -68,8 +72,12 @@ public enum Ed25519 {
             guard raw.count == keyByteCount,
                 let key = raw.withUnsafeBytes({ EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) })
             else { return nil }
+            guard let verifying = ContextTemplate({ EVP_DigestVerifyInit($0, nil, nil, nil, key) == 1 }) else {
+                EVP_PKEY_free(key)
+                return nil
+            }
             self.key = key
-            verifying = ContextTemplate { EVP_DigestVerifyInit($0, nil, nil, nil, key) == 1 }
+            self.verifying = verifying
         }
 
         deinit { EVP_PKEY_free(key) }
@@ -93,30 +101,29 @@ public enum Ed25519 {
     /// verification). The template is only read after `init` (copying reads it), so keys stay
     /// usable from several threads at once; each use gets its own copy.
     private final class ContextTemplate: @unchecked Sendable {
-        private let template: OpaquePointer?
-        private let setUp: (OpaquePointer) -> Bool
+        private let template: OpaquePointer
 
-        init(_ setUp: @escaping (OpaquePointer) -> Bool) {
-            self.setUp = setUp
-            var template = EVP_MD_CTX_new()
-            if let made = template, !setUp(made) {
-                EVP_MD_CTX_free(made)
-                template = nil
+        /// Nil when OpenSSL cannot make or set up the context (out of memory).
+        init?(_ setUp: (OpaquePointer) -> Bool) {
+            guard let template = EVP_MD_CTX_new() else { return nil }
+            guard setUp(template) else {
+                EVP_MD_CTX_free(template)
+                return nil
             }
             self.template = template
         }
 
         deinit { EVP_MD_CTX_free(template) }
 
-        /// A context ready for one signature or verification (the caller frees it); set up
-        /// afresh when the template could not be made or copied. Nil only when OpenSSL fails.
+        /// A copy ready for one signature or verification (the caller frees it); nil only when
+        /// OpenSSL fails.
         func context() -> OpaquePointer? {
             guard let context = EVP_MD_CTX_new() else { return nil }
-            if let template, EVP_MD_CTX_copy_ex(context, template) == 1 { return context }
-            EVP_MD_CTX_reset(context)
-            if setUp(context) { return context }
-            EVP_MD_CTX_free(context)
-            return nil
+            guard EVP_MD_CTX_copy_ex(context, template) == 1 else {
+                EVP_MD_CTX_free(context)
+                return nil
+            }
+            return context
         }
     }
 }

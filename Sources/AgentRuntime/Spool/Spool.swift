@@ -881,26 +881,30 @@ public final class Spool: Sendable {
     // MARK: - Frames on disk
 
     static func frame(_ body: Data) -> Data {
-        var frame = Data(capacity: body.count + 8)
-        frame.append(contentsOf: bigEndian(UInt32(body.count)))
-        frame.append(contentsOf: bigEndian(CRC32.checksum(body)))
-        frame.append(body)
-        return frame
+        framed(bodyLength: body.count) { out in
+            body.withUnsafeBytes { out.copyMemory(from: $0) }
+        }
     }
 
-    /// A result's frame (`frame` of "R", the seq, the JSON) built in one buffer: the JSON is
-    /// copied once, and no array is made for the numbers (a result is framed at every run).
+    /// A result's frame (`frame` of "R", the seq, the JSON), written straight into the frame's
+    /// buffer: a result is framed at every run.
     static func resultFrame(seq: UInt64, json: Data) -> Data {
-        var frame = Data(count: 17 + json.count)
+        framed(bodyLength: 9 + json.count) { out in
+            out[0] = UInt8(ascii: "R")
+            out.storeBytes(of: seq.bigEndian, toByteOffset: 1, as: UInt64.self)
+            json.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: out[9...]).copyMemory(from: $0) }
+        }
+    }
+
+    /// A frame (big-endian body length, CRC-32 of the body, the body) in one buffer, its body
+    /// written by `fill`.
+    private static func framed(bodyLength: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Void) -> Data {
+        var frame = Data(count: 8 + bodyLength)
         frame.withUnsafeMutableBytes { raw in
-            raw[8] = UInt8(ascii: "R")
-            raw.storeBytes(of: seq.bigEndian, toByteOffset: 9, as: UInt64.self)
-            json.withUnsafeBytes { source in
-                if let from = source.baseAddress, let to = raw.baseAddress { (to + 17).copyMemory(from: from, byteCount: source.count) }
-            }
-            let body = UnsafeRawBufferPointer(rebasing: raw[8...])
-            raw.storeBytes(of: UInt32(body.count).bigEndian, toByteOffset: 0, as: UInt32.self)
-            raw.storeBytes(of: CRC32.checksum(body).bigEndian, toByteOffset: 4, as: UInt32.self)
+            let body = UnsafeMutableRawBufferPointer(rebasing: raw[8...])
+            fill(body)
+            raw.storeBytes(of: UInt32(bodyLength).bigEndian, toByteOffset: 0, as: UInt32.self)
+            raw.storeBytes(of: CRC32.checksum(UnsafeRawBufferPointer(body)).bigEndian, toByteOffset: 4, as: UInt32.self)
         }
         return frame
     }
@@ -983,10 +987,6 @@ public final class Spool: Sendable {
             return nil
         }
         return Data(body.dropFirst(9))
-    }
-
-    static func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
-        withUnsafeBytes(of: value.bigEndian) { Array($0) }
     }
 
     /// Writes a whole file via a temporary name + fsync + rename + folder fsync.
