@@ -280,6 +280,70 @@ struct ProbeHardeningTests {
         #expect(result.error?.message.contains("raw [redacted] json [redacted] pct [redacted] cookie [redacted] code [redacted]") == true, "\(result.error?.message ?? "")")
     }
 
+    @Test("only scripts that can send a cookie back get a jar; without one, the cookies a lone response sets are still redacted")
+    func cookieJarOnlyWhenNeeded() async throws {
+        let lone = "c00kie-Lone-55"
+        let hop = "h0p-C00kie-66"
+        let server = try LoopbackHTTPServer { request in
+            switch request.path {
+            case "/lone":
+                return .respond(status: 500, headers: [("Set-Cookie", "sid=\(lone); Path=/; HttpOnly")], body: Data("echo \(lone)".utf8))
+            case "/start":
+                return .respond(status: 302, headers: [("Set-Cookie", "hop=\(hop); Path=/"), ("Location", "/end")])
+            default:
+                let sent = request.headers.first { $0.name.lowercased() == "cookie" }?.value ?? "none"
+                return .respond(status: 500, body: Data("got cookie [\(sent)] echo \(hop)".utf8))
+            }
+        }
+        defer { server.stop() }
+
+        // One request, no redirect, no cookie read: no jar, and the Set-Cookie value is a secret.
+        let single = try makeProbe("""
+            name: lone
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/lone"}
+            """)
+        #expect(!single.script.needsCookieJar)
+        let first = await run(single, server)
+        #expect(first.error?.kind == .httpStatus)
+        #expect(!first.jsonText.contains(lone) && !(first.error?.message.contains(lone) ?? true), "\(first.jsonText)")
+
+        // Redirects followed hop by hop: a jar, so the hop's cookie goes to the next request and
+        // is redacted even though the final response does not set it.
+        let redirected = try makeProbe("""
+            name: hops
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/start", follow_redirects: true}
+            """)
+        #expect(redirected.script.needsCookieJar)
+        let second = await run(redirected, server)
+        #expect(second.error?.kind == .httpStatus)
+        let message = second.error?.message ?? ""
+        #expect(message.contains("got cookie [hop=[redacted]]"), "\(message)")
+        #expect(!second.jsonText.contains(hop) && !message.contains(hop))
+
+        // The other shapes that can send a cookie back, or read one.
+        let shapes = [
+            "  - name: a\n    request: {url: \"${base_url}/a\"}\n  - name: b\n    request: {url: \"${base_url}/b\"}",
+            "  - name: a\n    request: {url: \"${base_url}/a\"}\n    extract: {sid: {cookie: sid}}",
+            "  - name: a\n    request: {url: \"${base_url}/a\"}\n    poll: {every: 1s, until: [\"$.done == true\"], max_wait: 3s}",
+        ]
+        for steps in shapes {
+            let probe = try makeProbe("name: shape\ncomponent: api\ninterval: 30s\ntimeout: 5s\nsteps:\n" + steps)
+            #expect(probe.script.needsCookieJar, "\(steps)")
+        }
+        let tcpAndOne = try makeProbe("name: shape\ncomponent: api\ninterval: 30s\ntimeout: 5s\nsteps:\n  - name: t\n    tcp: {host: 127.0.0.1, port: 9}\n  - name: a\n    request: {url: \"${base_url}/a\"}")
+        #expect(!tcpAndOne.script.needsCookieJar)
+    }
+
     @Test("a secret that straddles the snippet's cut is redacted whole, not cut first")
     func redactBeforeCut() async throws {
         let secret = "S3CRET-VALUE-0123456789"

@@ -23,6 +23,21 @@ struct ProbeScript: Sendable {
     var baseDirectory: String = FileManager.default.currentDirectoryPath
     /// The script's regexes, compiled once for all its runs.
     let regexes = RegexCache()
+
+    /// Whether a run needs a cookie jar: only when a request can follow one that was answered
+    /// (two request steps or more, a poll, redirects followed hop by hop) or a step reads a
+    /// cookie. A lone request has nowhere to send cookies back, and a jar per run (a curl share
+    /// handle, the cookie engine on every transfer) was about 1 % of an agent's CPU per probe.
+    var needsCookieJar: Bool {
+        var requests = 0
+        for step in steps {
+            if step.extractions.contains(where: { if case .cookie = $0.source { true } else { false } }) { return true }
+            guard case .request(let spec) = step.action else { continue }
+            requests += 1
+            if requests > 1 || step.poll != nil || spec.followRedirects { return true }
+        }
+        return false
+    }
 }
 
 /// A duration written literally (`30s`) or as a template resolved at run time

@@ -53,6 +53,8 @@ struct RunState {
     /// The run's cookies after the latest response (for `extract: {cookie: …}`).
     private(set) var cookies: [HTTPCookie] = []
     private var jar: CurlCookieJar?
+    /// False for a script that sends one request and reads no cookie (`needsCookieJar`).
+    private let usesCookieJar: Bool
     private var fileCache: [String: String] = [:]
     /// One variable at a time: `ProcessInfo.processInfo.environment` builds the whole dictionary
     /// on every call, which cost about 4 % of an agent's CPU when done once per run.
@@ -65,6 +67,7 @@ struct RunState {
         self.probe = probe
         self.context = context
         self.runID = runID
+        usesCookieJar = probe.script.needsCookieJar
         // Collect every secret before the first request, so even a response that echoes one
         // early is redacted.
         for name in context.secretNames {
@@ -132,20 +135,28 @@ struct RunState {
         redactor.add(value)
     }
 
-    /// The run's cookie jar, made at its first request (nil only when libcurl is out of memory:
-    /// the requests then go without cookies).
+    /// The run's cookie jar, made at its first request; nil for a script that needs none, or
+    /// when libcurl is out of memory (the requests then go without cookies).
     mutating func cookieJar() -> CurlCookieJar? {
-        if jar == nil { jar = CurlCookieJar() }
+        if jar == nil, usesCookieJar { jar = CurlCookieJar() }
         return jar
     }
 
     /// Cookies are secrets by default: their values are redacted from everything the run
     /// reports. Values under 4 bytes (`1`, `yes`) are left alone: hiding them would garble every
-    /// message, and they are not credentials.
-    mutating func keep(_ cookies: [HTTPCookie]) {
-        guard !cookies.isEmpty else { return }
-        self.cookies = cookies
-        for cookie in cookies where cookie.value.utf8.count >= 4 { redactor.add(cookie.value) }
+    /// message, and they are not credentials. With a jar they come from it (cookies set on a
+    /// redirect hop too); without one, from the response's `Set-Cookie` headers, since a run
+    /// without a jar follows no redirect and that response is the only one.
+    mutating func keep(cookiesOf response: HTTPResponse) {
+        if jar != nil {
+            guard !response.cookies.isEmpty else { return }
+            cookies = response.cookies
+            for cookie in cookies where cookie.value.utf8.count >= SecretNames.minimumDefaultLength { redactor.add(cookie.value) }
+        } else {
+            for header in response.headers.values(for: "Set-Cookie") {
+                if let value = SecretNames.cookieValue(header) { redactor.add(value) }
+            }
+        }
     }
 
     func lookup(_ name: String) -> String? {

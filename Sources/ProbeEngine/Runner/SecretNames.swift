@@ -23,15 +23,20 @@ enum SecretNames {
     /// (`sid=abc; Path=/` → `abc`) and an Authorization value's credentials (`Bearer abc` → `abc`).
     static func credentialParts(_ value: String) -> [String] {
         var parts: [String] = []
-        let first = value.split(separator: ";", maxSplits: 1).first.map(String.init) ?? value
-        if let equals = first.firstIndex(of: "=") {
-            let cookie = first[first.index(after: equals)...].trimmed()
-            if cookie.count >= minimumDefaultLength { parts.append(cookie) }
-        }
+        if let cookie = cookieValue(value) { parts.append(cookie) }
         if let space = value.firstIndex(of: " ") {
             let credentials = value[value.index(after: space)...].trimmed()
             if credentials.count >= minimumDefaultLength { parts.append(credentials) }
         }
         return parts
+    }
+
+    /// A cookie's value in a `Cookie` or `Set-Cookie` header (`sid=abc; Path=/` → `abc`), when it
+    /// is long enough to be a credential.
+    static func cookieValue(_ header: String) -> String? {
+        let first = header.split(separator: ";", maxSplits: 1).first.map(String.init) ?? header
+        guard let equals = first.firstIndex(of: "=") else { return nil }
+        let cookie = first[first.index(after: equals)...].trimmed()
+        return cookie.count >= minimumDefaultLength ? cookie : nil
     }
 }

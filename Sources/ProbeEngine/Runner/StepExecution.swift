@@ -208,7 +208,7 @@ struct StepExecution {
     /// What every response leaves, before any check can fail: its cookies (secrets from now on,
     /// so even a failure message quoting the body is redacted) and its certificate's expiry.
     private func record(_ response: HTTPResponse, result: inout StepResult, state: inout RunState) {
-        state.keep(response.cookies)
+        state.keep(cookiesOf: response)
         if let notAfter = response.certificateNotAfter {
             result.certNotAfter = notAfter
             result.certDaysLeft = Self.daysLeft(until: notAfter)
