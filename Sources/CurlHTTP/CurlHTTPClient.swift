@@ -21,11 +21,16 @@ public final class CurlHTTPClient: Sendable {
     public static let shared = CurlHTTPClient(threads: 64)
 
     private let loop: CurlMultiLoop
+    /// The environment's proxy variables, read once (see `ProxyEnvironment`).
+    private let proxies: ProxyEnvironment
 
-    /// - Parameter threads: the most transfers in flight at once; further requests queue. (All of
-    ///   them run on one thread; the name is kept from when each transfer had a thread.)
-    public init(threads: Int = 16) {
+    /// - Parameters:
+    ///   - threads: the most transfers in flight at once; further requests queue. (All of them
+    ///     run on one thread; the name is kept from when each transfer had a thread.)
+    ///   - proxies: the proxy for requests that name none; the process environment's by default.
+    public init(threads: Int = 16, proxies: ProxyEnvironment = .current()) {
         loop = CurlMultiLoop(maxTransfers: max(1, threads))
+        self.proxies = proxies
     }
 
     deinit { loop.stop() }
@@ -54,7 +59,7 @@ public final class CurlHTTPClient: Sendable {
         let slot = Mutex<(transfer: CurlTransfer?, cancelled: Bool)>((nil, false))
         let result: Result<HTTPResponse, HTTPTransferError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let transfer = CurlTransfer(request: request, continuation: continuation)
+                let transfer = CurlTransfer(request: request, proxies: proxies, continuation: continuation)
                 let alreadyCancelled = slot.withLock { s -> Bool in
                     s.transfer = transfer
                     return s.cancelled

@@ -74,6 +74,7 @@ final class CurlTransfer: @unchecked Sendable {
     static let maxHeaderBytes = 256 << 10
 
     let request: HTTPRequest
+    private let proxies: ProxyEnvironment
     let cancelled = Atomic<Bool>(false)
     /// Set by `start` (on the loop thread), freed by `finish`.
     private(set) var handle: UnsafeMutableRawPointer?
@@ -82,8 +83,9 @@ final class CurlTransfer: @unchecked Sendable {
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private let continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>
 
-    init(request: HTTPRequest, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
+    init(request: HTTPRequest, proxies: ProxyEnvironment, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
         self.request = request
+        self.proxies = proxies
         self.continuation = continuation
         state = TransferState(request)
         errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
@@ -150,7 +152,12 @@ final class CurlTransfer: @unchecked Sendable {
             set(sonde_curl_setopt_string(handle, CURLOPT_SSLCERT, client.cert), "the client certificate \(client.cert)")
             set(sonde_curl_setopt_string(handle, CURLOPT_SSLKEY, client.key), "the client key \(client.key)")
         }
-        if let proxy = request.proxy { set(sonde_curl_setopt_string(handle, CURLOPT_PROXY, proxy), "the proxy \(proxy)") }
+        // The request's proxy, else the environment's as libcurl would read it. Both options are
+        // always set, so libcurl does not read the variables again for every transfer ("" means
+        // no proxy, and no host exempt).
+        let proxy = request.proxy ?? proxies.proxy(for: request.url) ?? ""
+        set(sonde_curl_setopt_string(handle, CURLOPT_PROXY, proxy), "the proxy \(proxy)")
+        set(sonde_curl_setopt_string(handle, CURLOPT_NOPROXY, proxies.noProxy ?? ""), "the no_proxy list")
         set(sonde_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer), "ERRORBUFFER")
         configureTLSAndCookies(handle, set)
 
