@@ -197,8 +197,9 @@ public struct Scheduler: Service {
 }
 
 /// Everything one probe's runs need, in one reference made once per loop: each run's child task
-/// captures it instead of copies of the probe, its context and the scheduler (a copy retains
-/// every reference inside them; that was about 1 % of an agent's CPU per run at 10 probes/s).
+/// captures it instead of copies of the probe, its context and the whole scheduler (each copy
+/// retains every reference inside them). An A/B at 10 probes/s measured no difference in CPU;
+/// it is kept because a run's task now holds one reference, not the scheduler's every field.
 final class ProbeJob: Sendable {
     let probe: ProbeDefinition
     let context: RunContext
