@@ -178,17 +178,12 @@ struct JSONBytesWriter {
             integer(whole.magnitude / 1000)
             var fraction = whole.magnitude % 1000
             var count = 3
-            while fraction % 10 == 0 {
+            while count > 0, fraction % 10 == 0 {
                 fraction /= 10
                 count -= 1
             }
             bytes.append(UInt8(ascii: "."))
-            var divisor: UInt64 = 1
-            for _ in 1..<count { divisor *= 10 }
-            for _ in 0..<count {
-                bytes.append(UInt8(ascii: "0") + UInt8(fraction / divisor % 10))
-                divisor /= 10
-            }
+            bytes.appendDigits(fraction, count: count)
         } else {
             bytes.append(contentsOf: value.description.utf8)
         }

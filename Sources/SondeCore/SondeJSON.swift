@@ -72,16 +72,7 @@ public enum RFC3339 {
         let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
         let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func digits(_ value: Int64, _ count: Int) {
-            var divisor: Int64 = 1
-            for _ in 1..<count { divisor *= 10 }
-            var rest = max(value, 0)
-            for _ in 0..<count {
-                bytes.append(UInt8(48 + (rest / divisor) % 10))
-                rest %= divisor
-                divisor /= 10
-            }
-        }
+        func digits(_ value: Int64, _ count: Int) { bytes.appendDigits(UInt64(max(value, 0)), count: count) }
         digits(year, 4)
         bytes.append(45)
         digits(month, 2)
@@ -157,5 +148,19 @@ public enum RFC3339 {
         parts.tm_sec = Int32(second)
         let epoch = timegm(&parts)
         return Date(timeIntervalSince1970: Double(epoch - offsetSeconds) + fraction)
+    }
+}
+
+extension [UInt8] {
+    /// Appends the last `count` decimal digits of `value`, zero-padded: a timestamp's fields, a
+    /// number's fraction (the JSON writers put digits straight into their buffers).
+    mutating func appendDigits(_ value: UInt64, count: Int) {
+        guard count > 0 else { return }
+        var divisor: UInt64 = 1
+        for _ in 1..<count { divisor *= 10 }
+        for _ in 0..<count {
+            append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+            divisor /= 10
+        }
     }
 }
