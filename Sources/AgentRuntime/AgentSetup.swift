@@ -99,6 +99,9 @@ public func buildAgent(
         throw AgentStartError(["\(file): spool.path: \(error)"])
     }
     let journal = JournalWriter(spool: spool)
+    // The probes' runs submit their results on the client's loop thread: steady ones share
+    // wake-ups of the journal thread.
+    if executor == nil { journal.holdSteadyResults(on: client) }
     let scheduler = Scheduler(
         probes: loaded.probes, context: loaded.context,
         executor: executor ?? ProbeRunner(client: client, logger: logger), controlProbes: config.controlProbes,

@@ -95,6 +95,21 @@ public final class CurlHTTPClient: Sendable {
     public func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
         try await loop.sleep(until: deadline)
     }
+
+    /// True when the caller runs on the client's loop thread (code of a task on `taskExecutor`).
+    public var isLoopThread: Bool { loop.isLoopThread }
+
+    /// Calls `observer` on the loop thread at the end of each round of its work, with the latest
+    /// time the loop looks at its queues again: now when more work is waiting, else the end of
+    /// the wait it is about to begin (a socket, curl's own time-out or new work may end it
+    /// sooner). For as long as the client lives. Keep it short: no transfer progresses meanwhile.
+    ///
+    /// Why: work that the loop's own tasks produce can wait for the loop's next round instead of
+    /// waking another thread for each piece (the agent's journal writer takes steady results in
+    /// groups this way).
+    public func afterEachRound(_ observer: @escaping @Sendable (_ nextLook: ContinuousClock.Instant) -> Void) {
+        loop.addRoundObserver(observer)
+    }
 }
 
 /// The thread that drives a client's transfers: adds queued ones to a curl multi handle, runs
@@ -119,6 +134,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         var timers = TimerQueue()
         var started = false
         var stopping = false
+        /// `afterEachRound` observers.
+        var roundObservers: [@Sendable (ContinuousClock.Instant) -> Void] = []
     }
 
     private let state = Mutex(State())
@@ -198,13 +215,19 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         return !s.started
     }
 
+    var isLoopThread: Bool { loopThread.load(ordering: .relaxed) == UInt(pthread_self()) }
+
+    func addRoundObserver(_ observer: @escaping @Sendable (ContinuousClock.Instant) -> Void) {
+        state.withLock { $0.roundObservers.append(observer) }
+    }
+
     /// Starts the thread (first work ever) or wakes it from its poll, unless this is the loop
     /// thread itself (it looks at its queues before polling again).
     private func wake(startingThread: Bool) {
         if startingThread {
             // The thread keeps the loop alive until `stop` (the client's deinit) and its queues are empty.
             DetachedThread.start(name: "sonde.curl", stackSize: 1 << 20) { [self] in self.run() }
-        } else if loopThread.load(ordering: .relaxed) != UInt(pthread_self()) {
+        } else if !isLoopThread {
             curl_multi_wakeup(multi)
         }
     }
@@ -278,10 +301,14 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             // sooner of it and ours), the next timer, or a wake-up (new transfer, job, timer,
             // cancel, stop), unless there is work already. Nothing else can be due, so an idle
             // loop does not wake up to look (it used to, every second).
-            let timeout = state.withLock { s -> Int32? in
-                if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return nil }
-                guard let next = s.timers.nextDeadline else { return Self.longestPoll }
-                return Self.pollMilliseconds(until: next, now: clock.now)
+            let (timeout, observers) = state.withLock { s -> (Int32?, [@Sendable (ContinuousClock.Instant) -> Void]) in
+                if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return (nil, s.roundObservers) }
+                guard let next = s.timers.nextDeadline else { return (Self.longestPoll, s.roundObservers) }
+                return (Self.pollMilliseconds(until: next, now: clock.now), s.roundObservers)
+            }
+            if !observers.isEmpty {
+                let nextLook = clock.now + .milliseconds(max(0, timeout ?? 0))
+                for observer in observers { observer(nextLook) }
             }
             if let timeout, timeout > 0 {
                 curl_multi_poll(multi, nil, 0, timeout, nil)

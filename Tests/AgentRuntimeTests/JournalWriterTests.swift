@@ -262,6 +262,76 @@ struct JournalWriterTests {
         try await task.value
     }
 
+    @Test("steady results submitted on the curl loop wait for a shared hand-off, at most until the loop would leave them held past holdLimit; urgent ones, those from other threads and all while prompt pushes are asked go at once")
+    func steadyResultsShareHandOffs() async throws {
+        let dir = try TemporaryDirectory("journal-hold")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.file("spool"), logger: logs.logger())
+        defer { spool.close() }
+        // A long group-commit window: its fsync would wake the thread and take held results.
+        let journal = JournalWriter(spool: spool, window: .seconds(60))
+        let client = CurlHTTPClient(threads: 2)
+        journal.holdSteadyResults(on: client)
+        let clock = ContinuousClock()
+        func written() -> Int { spool.status.unsentResults }
+
+        // Not on the loop thread: never held (nothing would hand it over). Also starts the thread.
+        journal.submit(sampleResult("other", outcome: .ok))
+        #expect(!journal.holding)
+        try await waitUntil("the first result written") { written() == 1 }
+
+        // On the loop, kept busy by 50 ms sleeps: the steady result is held, then handed over
+        // once the loop's next look would be past holdLimit, while the loop is still busy.
+        let (heldAtFirst, seenAfter, busyFor) = try await withTaskExecutorPreference(client.taskExecutor) {
+            () async throws -> (Bool, Duration?, Duration) in
+            let start = clock.now
+            journal.submit(sampleResult("steady", outcome: .ok))
+            let held = journal.holding
+            var seen: Duration?
+            for _ in 0..<60 where seen == nil {
+                try await client.sleep(until: clock.now + .milliseconds(50))
+                if written() == 2 { seen = clock.now - start }
+            }
+            return (held, seen, clock.now - start)
+        }
+        #expect(heldAtFirst, "a steady result submitted on the loop is held")
+        #expect(seenAfter != nil, "the held result was not handed over while the loop stayed busy for \(busyFor)")
+
+        // Urgent: a failed run, then the first passing runs after it (PushUrgency): never held.
+        let urgentHeld = await withTaskExecutorPreference(client.taskExecutor) { () async -> [Bool] in
+            var held: [Bool] = []
+            for outcome in [Outcome.failed, .ok, .ok] {
+                journal.submit(sampleResult("steady", outcome: outcome))
+                held.append(journal.holding)
+            }
+            return held
+        }
+        #expect(urgentHeld == [false, false, false])
+        try await waitUntil("the urgent results written") { written() == 5 }
+
+        // While the collector asks for prompt pushes nothing is held, and turning that on hands
+        // over what is held at once (not holdLimit later, although the loop stays busy).
+        let (before, handedOverAfter, whilePrompt) = try await withTaskExecutorPreference(client.taskExecutor) {
+            () async throws -> (Bool, Duration?, Bool) in
+            journal.submit(sampleResult("steady", outcome: .ok))
+            let before = journal.holding
+            let start = clock.now
+            journal.setPromptHandOff(true)
+            var seen: Duration?
+            for _ in 0..<100 where seen == nil {
+                try await client.sleep(until: clock.now + .milliseconds(10))
+                if written() == 6 { seen = clock.now - start }
+            }
+            journal.submit(sampleResult("steady", outcome: .ok))
+            return (before, seen, journal.holding)
+        }
+        journal.setPromptHandOff(false)
+        #expect(before)
+        #expect(handedOverAfter.map { $0 < JournalWriter.holdLimit } == true, "handed over after \(String(describing: handedOverAfter))")
+        #expect(!whilePrompt)
+        try await waitUntil("every result written") { written() == 7 }
+    }
+
     @Test("the journal thread runs the tasks that prefer it; its timers end a sleep at the deadline, on wakeSleepers, at once when asked, or on cancellation")
     func journalThreadExecutorAndTimers() async throws {
         let dir = try TemporaryDirectory("journal-executor")

@@ -348,6 +348,8 @@ public struct Uploader: Service {
     private func pauseForMoreResults(fast: Bool) async {
         guard !Task.isShuttingDownGracefully else { return }
         let pause = fast ? min(settings.flushInterval, PushProtocol.fastFlushInterval) : settings.flushInterval
+        // While the collector decides, a steady result is not held back for a shared hand-off either.
+        journal.setPromptHandOff(fast)
         try? await journal.waitForUrgentResult(until: .now + pause) { Task.isShuttingDownGracefully }
     }
 
