@@ -16,8 +16,6 @@ final class FaultyDisk: JournalFileSystem {
         var writeError: Int32?
         var syncError: Int32?
         var syncs = 0
-        /// Writes to journal files (each append, record or group of results is one).
-        var writes = 0
         var timeInSync: Duration = .zero
         /// The size of the last file fsynced, when it was: what a power loss would leave of it.
         var durableSize: Int64 = 0
@@ -51,7 +49,6 @@ final class FaultyDisk: JournalFileSystem {
 
         func write(_ bytes: Data, at offset: Int64) throws(SpoolError) {
             if let code = disk.faults.withLock({ $0.writeError }) { throw SpoolError("write: injected", code: code) }
-            disk.faults.withLock { $0.writes += 1 }
             try file.write(bytes, at: offset)
         }
 

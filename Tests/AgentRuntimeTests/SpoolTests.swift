@@ -53,38 +53,6 @@ struct SpoolTests {
         #expect(try spool!.append(sampleResult()).seq == 6)
     }
 
-    @Test("a group of results is one write, seqs in order; one that cannot be encoded gets its error and no seq; the group survives a restart; a failing disk keeps the whole group in memory")
-    func groupAppend() throws {
-        let dir = try TemporaryDirectory("spool-group")
-        defer { dir.remove() }
-        let disk = FaultyDisk()
-        var spool: Spool? = try Spool(directory: dir.path, files: disk, logger: logs.logger())
-        try spool!.append(sampleResult("first"))  // the seq reservation's record comes with it
-        var unencodable = sampleResult("nan")
-        unencodable.durationMs = .nan
-        let writesBefore = disk.snapshot.writes
-        let outcomes = spool!.append([sampleResult("a"), unencodable, sampleResult("b"), sampleResult("c")], durable: false)
-        #expect(disk.snapshot.writes == writesBefore + 1, "one write for the group")
-        #expect(outcomes.map { (try? $0.get())?.seq } == [2, nil, 3, 4])
-        #expect(outcomes.map { (try? $0.get())?.probe } == ["a", nil, "b", "c"])
-
-        spool!.close()
-        spool = try Spool(directory: dir.path, files: disk, logger: logs.logger())
-        let batch = try #require(try spool!.nextBatch(maxResults: 10))
-        #expect(batch.results.map(\.seq) == [1, 2, 3, 4])
-        #expect(batch.results.map(\.probe) == ["first", "a", "b", "c"])
-        try spool!.acknowledge(batch.id)
-
-        // The disk fails: the whole group goes to memory, with seqs, and is delivered from there.
-        disk.set { $0.writeError = ENOSPC }
-        let kept = spool!.append([sampleResult("d"), sampleResult("e")], durable: false)
-        #expect(kept.map { (try? $0.get())?.seq } == [5, 6])
-        #expect(spool!.status.unsentResults == 2)
-        let fromMemory = try #require(try spool!.nextBatch(maxResults: 10))
-        #expect(fromMemory.results.map(\.probe) == ["d", "e"])
-        spool!.close()
-    }
-
     @Test("a torn last frame (SIGKILL mid-append) is cut off on open; earlier results survive, seq continues")
     func tornTail() throws {
         let dir = try TemporaryDirectory("spool")

@@ -386,38 +386,28 @@ private final class JournalWorker: TaskExecutor, Sendable {
             }
             var wrote = false
             var wroteUrgent = false
-            // Results that come together are written together (one write); a task among the
-            // jobs runs after the results queued before it are written.
-            var group: [(result: ProbeResult, urgent: Bool, done: Done?)] = []
-            func writeGroup() {
-                guard !group.isEmpty else { return }
-                let outcomes = spool.append(group.map(\.result), durable: false)
-                var urgentWritten = false
-                for (index, outcome) in outcomes.enumerated() {
-                    unsynced.append((outcome, group[index].done))
-                    if case .success = outcome, group[index].urgent { urgentWritten = true }
-                }
-                if urgentWritten {
-                    // Noted now, not after these jobs: a `nextBatch` later among them takes
-                    // this result and clears the note, one earlier does not.
-                    state.withLock { $0.urgentWritten = true }
-                    wroteUrgent = true
-                }
-                if unsyncedSince == nil { unsyncedSince = .now }
-                wrote = true
-                group.removeAll(keepingCapacity: true)
-            }
             for job in jobs {
                 switch job {
                 case .append(let result, let urgent, let done):
-                    group.append((result, urgent, done))
+                    do throws(SpoolError) {
+                        let stored = try spool.append(result, durable: false)
+                        unsynced.append((.success(stored), done))
+                        if urgent {
+                            // Noted now, not after these jobs: a `nextBatch` later among them
+                            // takes this result and clears the note, one earlier does not.
+                            state.withLock { $0.urgentWritten = true }
+                            wroteUrgent = true
+                        }
+                    } catch {
+                        unsynced.append((.failure(error), done))
+                    }
+                    if unsyncedSince == nil { unsyncedSince = .now }
+                    wrote = true
                 case .task(let flushFirst, let body):
-                    writeGroup()
                     if flushFirst { syncNow() }
                     body(spool)
                 }
             }
-            writeGroup()
             if wrote {
                 let waiters = state.withLock { s -> [LoopTimer] in
                     var waiters = s.resultWaiters

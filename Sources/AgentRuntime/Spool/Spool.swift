@@ -353,82 +353,42 @@ public final class Spool: Sendable {
     /// commit: see `JournalWriter`), unless the collector acknowledges it first.
     @discardableResult
     public func append(_ result: ProbeResult, durable: Bool = true) throws(SpoolError) -> ProbeResult {
-        try append([result], durable: durable)[0].get()
-    }
-
-    /// `append(_:durable:)` for each of `results`, in order, with one write of their frames
-    /// together (the journal writer is handed steady results in groups): each outcome is the
-    /// result with its seq, or the error when it cannot be encoded.
-    public func append(_ results: [ProbeResult], durable: Bool = true) -> [Result<ProbeResult, SpoolError>] {
-        state.withLock { (s: inout State) -> [Result<ProbeResult, SpoolError>] in
+        try state.withLock { (s: inout State) throws(SpoolError) -> ProbeResult in
+            var result = result
+            result.seq = s.lastSeq + 1
             if s.failure != nil { tryDiskAgain(&s) }
-            var outcomes: [Result<ProbeResult, SpoolError>] = []
-            outcomes.reserveCapacity(results.count)
-            var stored: [ProbeResult] = []
-            stored.reserveCapacity(results.count)
-            var encoded: [Data] = []
-            for var result in results {
-                result.seq = s.lastSeq + UInt64(stored.count) + 1
-                if s.failure == nil {
-                    // Only a disk-bound result is encoded here (memory keeps the value).
-                    do throws(SpoolError) { encoded.append(try Spool.encoded(result)) } catch {
-                        outcomes.append(.failure(error))
-                        continue
-                    }
-                }
-                stored.append(result)
-                outcomes.append(.success(result))
-            }
-            guard let last = stored.last?.seq else { return outcomes }
             if s.failure == nil {
                 do throws(SpoolError) {
-                    try appendToDisk(stored, encoded, &s, sync: durable)
-                    s.lastSeq = last
-                    return outcomes
-                } catch {
-                    guard Spool.isDiskFailure(error.code) else {
-                        // Nothing written: every result of the group gets the error.
-                        return results.map { _ in .failure(error) }
-                    }
+                    try appendToDisk(result, &s, sync: durable)
+                    s.lastSeq = result.seq!
+                    return result
+                } catch let error where Spool.isDiskFailure(error.code) {
                     enterMemoryMode(&s, error)
                 }
             }
-            s.lastSeq = last
-            for result in stored { keepInMemory(result, &s) }
-            return outcomes
+            s.lastSeq = result.seq!
+            keepInMemory(result, &s)
+            return result
         }
     }
 
-    /// A result's JSON as its journal frame holds it.
-    private static func encoded(_ result: ProbeResult) throws(SpoolError) -> Data {
-        do { return try result.encodedJSON() } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
-    }
-
-    /// Writes the results' frames (keeping their seqs) in one write and indexes them as pending.
-    private func appendToDisk(_ results: [ProbeResult], _ jsons: [Data], _ s: inout State, sync: Bool = true) throws(SpoolError) {
-        var frames = Data()
-        var lengths: [Int64] = []
-        lengths.reserveCapacity(results.count)
-        for (result, json) in zip(results, jsons) {
-            let frame = Spool.resultFrame(seq: result.seq!, json: json)
-            lengths.append(Int64(frame.count))
-            if results.count == 1 { frames = frame } else { frames.append(frame) }
-        }
-        try makeRoom(for: Int64(frames.count), in: &s)
-        let last = results[results.count - 1].seq!
-        if last > s.reservedSeq {
+    /// Writes one result frame (keeping its seq) and indexes it as pending.
+    private func appendToDisk(_ result: ProbeResult, _ s: inout State, sync: Bool = true) throws(SpoolError) {
+        let json: Data
+        do { json = try result.encodedJSON() } catch { throw SpoolError("cannot encode result \(result.id): \(error)") }
+        let frame = Spool.resultFrame(seq: result.seq!, json: json)
+        let frameLength = Int64(frame.count)
+        try makeRoom(for: frameLength, in: &s)
+        if result.seq! > s.reservedSeq {
             // One fsync per `seqReservation` results (it also makes everything before it durable).
-            let reserved = last + Spool.seqReservation - 1
+            let reserved = result.seq! + Spool.seqReservation - 1
             try Spool.appendRecord("S", startFields(s, dropped: 0, reserved: reserved), to: &s, path: journalPath)
             s.reservedSeq = reserved
         }
-        var offset = try Spool.appendFramed(frames, to: &s, path: journalPath, sync: sync)
-        for (index, result) in results.enumerated() {
-            s.pending.append(Entry(seq: result.seq!, offset: offset, length: lengths[index]))
-            s.liveBytes += lengths[index]
-            s.recent.add(result.seq!, jsons[index])
-            offset += lengths[index]
-        }
+        let offset = try Spool.appendFramed(frame, to: &s, path: journalPath, sync: sync)
+        s.pending.append(Entry(seq: result.seq!, offset: offset, length: frameLength))
+        s.liveBytes += frameLength
+        s.recent.add(result.seq!, json)
     }
 
     /// Seqs reserved by one durable "S" record (see `State.reservedSeq`).
@@ -544,7 +504,7 @@ public final class Spool: Sendable {
             }
             let moved = failure.queue.count
             while let result = failure.queue.first {
-                try appendToDisk([result], [try Spool.encoded(result)], &s)
+                try appendToDisk(result, &s)
                 failure.queue.removeFirst()
                 s.failure = failure
             }
