@@ -42,6 +42,7 @@ def compare(args, work):
     bins = args.bins.split(",")
     target = ab.nginx(work)
     runs = [[] for _ in bins]  # by position in --bins (the same binary may be given twice: an A/A test)
+    peaks = [[] for _ in bins]  # peak RSS (VmHWM, MiB) at the end of each window
     setup = argparse.Namespace(bin=args.collector_bin, agent=None)
     for rep in range(args.repeat):
         order = list(range(len(bins))) if rep % 2 == 0 else list(reversed(range(len(bins))))
@@ -59,11 +60,13 @@ def compare(args, work):
         after = [(ab.process_counters(a.pid)["cpu_s"], ab.ingested(base)) for _, a, _, base in started]
         for (which, agent, col, _), b0, b1 in zip(started, before, after):
             runs[which].append((b1[0] - b0[0]) * 1000 / max(1, b1[1] - b0[1]))
+            peaks[which].append(ab.status_kib(agent.pid, "VmHWM") / 1024)
             ab.stop(agent)
             ab.stop(col)
         print(f"run {rep + 1}: " + ", ".join(f"{b}: {runs[i][-1]:.3f} ms" for i, b in enumerate(bins)), flush=True)
     for i, binary in enumerate(bins):
-        print(f"{binary}: median {ab.median(runs[i]):.3f} ms per probe; runs {[round(x, 3) for x in runs[i]]}")
+        print(f"{binary}: median {ab.median(runs[i]):.3f} ms per probe; runs {[round(x, 3) for x in runs[i]]}; "
+              f"peak RSS median {ab.median(peaks[i]):.1f} MiB, runs {[round(x, 1) for x in peaks[i]]}")
 
 
 if __name__ == "__main__":
