@@ -747,6 +747,14 @@ def main():
     ap.add_argument("--agent", help="the sonde-agent to measure in the cost benchmark (default: --bin's)")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
+    # Fail before the first window, not in it: scripts/bench-agent.sh installs these.
+    needed = {"cost": ["nginx", "prometheus-blackbox-exporter", "cc"], "pipeline": ["nginx", "prometheus-blackbox-exporter", "prometheus", "cc"],
+              "scale": ["nginx"]}
+    missing = sorted({tool for name in args.only.split(",") for tool in needed.get(name, []) if not shutil.which(tool)})
+    if missing:
+        raise SystemExit(f"agent_bench.py: missing {', '.join(missing)} (on PATH; nginx is in /usr/sbin). "
+                         "Run scripts/bench-agent.sh, which installs them, or apt-get install the Debian packages "
+                         "nginx-light, prometheus-blackbox-exporter, prometheus, gcc.")
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="sonde-agent-bench-")
     header = f"Machine: {machine()}. Release build. Run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
