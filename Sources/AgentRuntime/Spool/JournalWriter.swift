@@ -18,7 +18,7 @@ import Synchronization
 /// a steady healthy result submitted on the probes' curl loop thread does not wake the journal
 /// thread: it waits in the queue until the loop is about to go idle for longer than `holdLimit`
 /// (250 ms) since the first held one, so at 10 runs/s about three results share a wake-up (a
-/// futex wake and two context switches per result were ≈ 7 % of the agent's CPU there). A
+/// futex wake and two context switches per result cost ≈ 10 % of the agent's CPU there: BENCHMARKS-agent.md). A
 /// result that can change a decision at the collector (`PushUrgency`) is handed over at once,
 /// as is everything while the collector asks for prompt pushes. So a SIGKILL can lose the
 /// steady results of the last 250 ms, never a failure. Written records are fsynced
