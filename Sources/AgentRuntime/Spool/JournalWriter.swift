@@ -18,10 +18,10 @@ import Synchronization
 /// a steady healthy result submitted on the probes' curl loop thread does not wake the journal
 /// thread: it waits in the queue until the loop is about to go idle for longer than `holdLimit`
 /// (250 ms) since the first held one, so at 10 runs/s about three results share a wake-up (a
-/// futex wake and two context switches per result cost ≈ 10 % of the agent's CPU there: BENCHMARKS-agent.md). A
-/// result that can change a decision at the collector (`PushUrgency`) is handed over at once,
-/// as is everything while the collector asks for prompt pushes. So a SIGKILL can lose the
-/// steady results of the last 250 ms, never a failure. Written records are fsynced
+/// futex wake and two context switches per result cost ≈ 10 % of the agent's CPU there:
+/// BENCHMARKS-agent.md). A result that can change a decision at the collector (`PushUrgency`)
+/// is handed over at once, as is everything while the collector asks for prompt pushes. So a
+/// SIGKILL can lose the steady results of the last 250 ms, never a failure. Written records are fsynced
 /// together (group commit: an fsync per result was ≈ 12 % of an agent's CPU at 100 runs/s, and
 /// one per push, before the send, was most of the journal thread's time at 1 run/s), `window`
 /// after the first of them, and only if some of them are still live then: results (and their
