@@ -439,13 +439,20 @@ probes: [{d}/probes]
     agent, _ = start(f"idle-agent-{rep}", [args.agent or f"{args.bin}/sonde-agent", "run", "--config", d + "/agent.yaml"], work, "scheduler started")
     # Every probe's first run falls somewhere in its first hour (its offset): start counting once
     # the results so far are delivered; a run due meanwhile would show as a result.
+    # CPU from schedstat (nanoseconds): /proc/PID/stat counts 10 ms ticks, and an idle agent
+    # spends a few ms a minute (it read 0.000 % that way). The collector beside it, with one
+    # enrolled agent and no pushes, gives its idle floor: at 1 probe/s that floor is part of each
+    # probe's collector CPU.
     time.sleep(5)
-    c0, cpu0, t0 = ingested(base), cpu_seconds(agent.pid), time.monotonic()
+    c0, a0, k0, t0 = ingested(base), process_counters(agent.pid), process_counters(col.pid), time.monotonic()
     time.sleep(args.idle_seconds)
-    cpu1, elapsed, c1 = cpu_seconds(agent.pid), time.monotonic() - t0, ingested(base)
+    a1, k1, elapsed, c1 = process_counters(agent.pid), process_counters(col.pid), time.monotonic() - t0, ingested(base)
     stop(agent)
     stop(col)
-    return {"seconds": elapsed, "cpu_s": cpu1 - cpu0, "core_percent": 100 * (cpu1 - cpu0) / elapsed, "runs_meanwhile": c1 - c0}
+    cpu, col_cpu = a1["cpu_s"] - a0["cpu_s"], k1["cpu_s"] - k0["cpu_s"]
+    return {"seconds": elapsed, "cpu_s": cpu, "core_percent": 100 * cpu / elapsed, "runs_meanwhile": c1 - c0,
+            "switches_per_s": (a1["switches"] - a0["switches"]) / elapsed,
+            "collector_ms_per_s": 1000 * col_cpu / elapsed, "collector_switches_per_s": (k1["switches"] - k0["switches"]) / elapsed}
 
 
 def bench_pipeline(args, work, target):
@@ -488,8 +495,13 @@ def render_pipeline(args, rates, runs, idles):
         md.append(f"| {rate} ({rate * 5}) | {a:.3f} ms | {b:.3f} ms | {ratio:.2f} | {m('floor_ms'):.3f} ms | {floor_ratio:.2f} | {c:.3f} ms | {p:.3f} ms | {pair:.2f} | "
                   f"{m('agent_hwm') / 1024:.1f} MiB | {m('blackbox_hwm') / 1024:.1f} MiB | {rss:.2f} | {m('collector_hwm') / 1024:.1f} MiB | {m('prometheus_hwm') / 1024:.1f} MiB | {cmd} |")
     idle = median([i["core_percent"] for i in idles])
+    idle_collector = median([i["collector_ms_per_s"] for i in idles])
     md += ["", f"Idle agent (5 probes every 1 h, none due, {args.idle_seconds} s after start-up; median of {len(idles)}): "
-           f"**{idle:.3f} % of a core** (target < 0.1 %; runs meanwhile: {', '.join(str(i['runs_meanwhile']) for i in idles)}).", "",
+           f"**{idle:.4f} % of a core** (target < 0.1 %; {median([i['switches_per_s'] for i in idles]):.1f} context switches a second; "
+           f"runs meanwhile: {', '.join(str(i['runs_meanwhile']) for i in idles)}). "
+           f"Its collector meanwhile (one enrolled agent, no pushes): {idle_collector:.3f} ms of CPU a second "
+           f"({median([i['collector_switches_per_s'] for i in idles]):.1f} switches a second): at 1 probe/s that idle floor "
+           f"is {idle_collector:.3f} ms of the collector's CPU per probe.", "",
            "Per-run figures (agent / blackbox ms per probe, Sonde results / blackbox probes in the window): " +
            "; ".join(f"{rate}/s: " + ", ".join(f"{r['agent_ms']:.3f}/{r['bb_ms']:.3f} ({r['sonde_results']}/{int(r['bb_probes'])})" for r in runs[rate]) for rate in rates) + ".", "",
            "Where each process's CPU per probe goes (medians; user / system ms, minor page faults, context switches of all "
