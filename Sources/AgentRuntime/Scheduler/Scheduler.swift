@@ -82,9 +82,12 @@ public struct Scheduler: Service {
             for probe in set.probes {
                 let control = LoopControl()
                 let before = previous[probe.name]?.task
+                let job = ProbeJob(
+                    probe: probe, context: set.context, isControl: probe.control || set.controlProbes.contains(probe.name),
+                    executor: executor, record: record, metrics: metrics, jitter: jitter, logger: logger)
                 let task = Task(executorPreference: loopExecutor) {
                     await before?.value  // never two runs of one probe at once, even across a reload
-                    await self.loop(probe, context: set.context, controlProbes: set.controlProbes, from: origin, runs: runs, control: control)
+                    await job.loop(from: origin, runs: runs, control: control)
                 }
                 loops[probe.name] = ProbeLoop(task: task, control: control)
             }
@@ -129,30 +132,53 @@ public struct Scheduler: Service {
         hash ^= hash >> 32
         return Double(hash >> 11) / Double(UInt64(1) << 53)
     }
+}
 
-    // MARK: - One probe's loop
+/// One probe's loop and everything its runs need, in one reference made once per loop. A loop's
+/// task lives as long as the agent, asleep between runs, and keeps its deepest frames' task
+/// allocator memory all that time: its frame now holds this reference instead of copies of the
+/// probe, its context and the whole scheduler, and no `async let` storage (see `loop`). The
+/// frame went from 2.7 to 1.6 KiB; 4,000 configured probes take 6.5 MiB less (BENCHMARKS-agent.md).
+final class ProbeJob: Sendable {
+    let probe: ProbeDefinition
+    let context: RunContext
+    let isControl: Bool
+    let executor: any ProbeExecuting
+    let record: @Sendable (ProbeResult) async -> Void
+    let metrics: AgentMetrics?
+    let jitter: Double
+    /// The scheduler's, with the probe's name.
+    let logger: Logger
+
+    init(
+        probe: ProbeDefinition, context: RunContext, isControl: Bool, executor: any ProbeExecuting,
+        record: @escaping @Sendable (ProbeResult) async -> Void, metrics: AgentMetrics?, jitter: Double, logger: Logger
+    ) {
+        self.probe = probe
+        self.context = context
+        self.isControl = isControl
+        self.executor = executor
+        self.record = record
+        self.metrics = metrics
+        self.jitter = jitter
+        var logger = logger
+        logger[metadataKey: "probe.name"] = "\(probe.name)"
+        self.logger = logger
+    }
 
     // Each loop sleeps and runs in its own task: no task group per run and no child task per
     // sleep to watch for shutdown (those were several thread wake-ups per run); `run()` handles
     // shutdown for all loops at once.
-    func loop(
-        _ probe: ProbeDefinition, context: RunContext, controlProbes: Set<String>, from origin: ContinuousClock.Instant, runs: RunsInFlight,
-        control: LoopControl = LoopControl()
-    ) async {
+    func loop(from origin: ContinuousClock.Instant, runs: RunsInFlight, control: LoopControl = LoopControl()) async {
         let clock = ContinuousClock()
         let interval = probe.interval
-        var logger = logger
-        logger[metadataKey: "probe.name"] = "\(probe.name)"
-        let offset = interval * Self.offsetFraction(agent: context.agent, probe: probe.name)
+        let offset = interval * Scheduler.offsetFraction(agent: context.agent, probe: probe.name)
         var slot = origin + offset
         // After a reload the grid's first slots are past: start at the next one, not at once (a
         // slot passed by less than the jitter allowance, as at start, still runs now).
         if clock.now - slot > interval * max(jitter, 0.05) { slot = slot + interval * ((clock.now - slot) / interval).rounded(.up) }
         // Jitter needs spread, not secrecy: the system generator costs a getrandom call per run.
         var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
-        let job = ProbeJob(
-            probe: probe, context: context, isControl: probe.control || controlProbes.contains(probe.name),
-            executor: executor, record: record, metrics: metrics)
         logger.debug("probe scheduled", metadata: ["probe.first_in_ms": "\(Int((slot - clock.now).seconds * 1000))", "probe.interval_ms": "\(Int(interval.seconds * 1000))"])
         while !Task.isCancelled {
             let spread = jitter > 0 ? Double.random(in: -jitter...jitter, using: &random) : 0
@@ -164,12 +190,15 @@ public struct Scheduler: Service {
                 _ = control.endRun()
                 break
             }
-            // The run and its recording happen in a child task (same executor, cancelled with the
-            // loop): a task keeps the allocator slabs its deepest frames needed until it ends, so a
-            // loop that ran the probe itself held ≈ 30 KiB per configured probe for the agent's
-            // life (500 probes: 15 MiB). A child task gives them back after each run.
-            async let ran = job.runAndRecord(lateness: lateness, runs: runs)
-            guard let durationMs = await ran else {
+            // The run and its recording happen in a task of their own (same executor, cancelled
+            // with the loop): a task keeps the allocator slabs its deepest frames needed until it
+            // ends, so a loop that ran the probe itself held ≈ 30 KiB per configured probe for the
+            // agent's life (500 probes: 15 MiB). The run's task gives them back after each run.
+            // Not `async let`: its storage (room for the child task) sits in the loop's frame for
+            // the loop's whole life.
+            let run = Task(executorPreference: executor.preferredTaskExecutor) { await self.runAndRecord(lateness: lateness, runs: runs) }
+            let ran = await withTaskCancellationHandler { await run.value } onCancel: { run.cancel() }
+            guard let durationMs = ran else {
                 _ = control.endRun()
                 logger.info("probe run cancelled by shutdown; nothing recorded")
                 break
@@ -192,32 +221,6 @@ public struct Scheduler: Service {
                     metadata: ["probe.skipped": "\(skipped)", "probe.duration_ms": "\(Int(durationMs))"])
             }
         }
-    }
-
-}
-
-/// Everything one probe's runs need, in one reference made once per loop: each run's child task
-/// captures it instead of copies of the probe, its context and the whole scheduler (each copy
-/// retains every reference inside them). An A/B at 10 probes/s measured no difference in CPU;
-/// it is kept because a run's task now holds one reference, not the scheduler's every field.
-final class ProbeJob: Sendable {
-    let probe: ProbeDefinition
-    let context: RunContext
-    let isControl: Bool
-    let executor: any ProbeExecuting
-    let record: @Sendable (ProbeResult) async -> Void
-    let metrics: AgentMetrics?
-
-    init(
-        probe: ProbeDefinition, context: RunContext, isControl: Bool, executor: any ProbeExecuting,
-        record: @escaping @Sendable (ProbeResult) async -> Void, metrics: AgentMetrics?
-    ) {
-        self.probe = probe
-        self.context = context
-        self.isControl = isControl
-        self.executor = executor
-        self.record = record
-        self.metrics = metrics
     }
 
     /// One run, its result recorded; the run's duration in ms, or nil when it was cancelled
