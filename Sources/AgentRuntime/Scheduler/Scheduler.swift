@@ -170,22 +170,14 @@ final class ProbeJob: Sendable {
     // sleep to watch for shutdown (those were several thread wake-ups per run); `run()` handles
     // shutdown for all loops at once.
     func loop(from origin: ContinuousClock.Instant, runs: RunsInFlight, control: LoopControl = LoopControl()) async {
-        let clock = ContinuousClock()
-        let interval = probe.interval
-        let offset = interval * Scheduler.offsetFraction(agent: context.agent, probe: probe.name)
-        var slot = origin + offset
-        // After a reload the grid's first slots are past: start at the next one, not at once (a
-        // slot passed by less than the jitter allowance, as at start, still runs now).
-        if clock.now - slot > interval * max(jitter, 0.05) { slot = slot + interval * ((clock.now - slot) / interval).rounded(.up) }
-        // Jitter needs spread, not secrecy: the system generator costs a getrandom call per run.
-        var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
-        logger.debug("probe scheduled", metadata: ["probe.first_in_ms": "\(Int((slot - clock.now).seconds * 1000))", "probe.interval_ms": "\(Int(interval.seconds * 1000))"])
+        var slots = SlotGrid(
+            first: origin + probe.interval * Scheduler.offsetFraction(agent: context.agent, probe: probe.name), interval: probe.interval, jitter: jitter)
+        logScheduled(slots)
         while !Task.isCancelled {
-            let spread = jitter > 0 ? Double.random(in: -jitter...jitter, using: &random) : 0
-            let start = max(slot + interval * spread, clock.now)
+            let start = slots.nextStart(now: .now)
             // Cancelled at shutdown: no new run starts after SIGTERM (nor after a reload retired it).
             guard (try? await executor.sleep(until: start)) != nil, control.beginRun() else { break }
-            let lateness = metrics == nil ? .zero : clock.now - start
+            let lateness = metrics == nil ? .zero : ContinuousClock.now - start
             guard runs.begin() else {
                 _ = control.endRun()
                 break
@@ -200,27 +192,34 @@ final class ProbeJob: Sendable {
             let ran = await withTaskCancellationHandler { await run.value } onCancel: { run.cancel() }
             guard let durationMs = ran else {
                 _ = control.endRun()
-                logger.info("probe run cancelled by shutdown; nothing recorded")
+                logCancelled()
                 break
             }
             // The run ends once its result is recorded: a reload never cancels one before that.
             if control.endRun() { break }  // a reload replaced or removed this probe
-
-            // Next slot after the one just run. Slots this run overran are skipped, not queued;
-            // a slot passed by less than the jitter allowance still runs (just late).
-            slot = slot + interval
-            let allowance = interval * max(jitter, 0.05)
-            var skipped = 0
-            while clock.now - slot > allowance {
-                slot = slot + interval
-                skipped += 1
-            }
-            if skipped > 0 {
-                logger.warning(
-                    "probe run took longer than its interval; skipped the missed slots",
-                    metadata: ["probe.skipped": "\(skipped)", "probe.duration_ms": "\(Int(durationMs))"])
-            }
+            let skipped = slots.advance(now: .now)
+            if skipped > 0 { logSkipped(skipped, durationMs: durationMs) }
         }
+    }
+
+    // The loop's log lines, out of line: what a line builds (metadata, interpolations) then lives
+    // on the thread's stack while it is written, not in the loop's frame for the agent's life.
+    @inline(never)
+    private func logScheduled(_ slots: SlotGrid) {
+        let now = ContinuousClock.now
+        logger.debug(
+            "probe scheduled",
+            metadata: ["probe.first_in_ms": "\(Int((slots.slot - now).seconds * 1000))", "probe.interval_ms": "\(Int(slots.interval.seconds * 1000))"])
+    }
+
+    @inline(never)
+    private func logCancelled() { logger.info("probe run cancelled by shutdown; nothing recorded") }
+
+    @inline(never)
+    private func logSkipped(_ skipped: Int, durationMs: Double) {
+        logger.warning(
+            "probe run took longer than its interval; skipped the missed slots",
+            metadata: ["probe.skipped": "\(skipped)", "probe.duration_ms": "\(Int(durationMs))"])
     }
 
     /// One run, its result recorded; the run's duration in ms, or nil when it was cancelled
@@ -235,6 +234,43 @@ final class ProbeJob: Sendable {
         metrics?.recordRun(result.outcome, lateness: lateness)
         await record(result)
         return result.durationMs
+    }
+}
+
+/// A probe's slots: one every interval from its first, each run at its slot ± jitter × interval.
+struct SlotGrid {
+    private(set) var slot: ContinuousClock.Instant
+    let interval: Duration
+    let jitter: Double
+    /// Jitter needs spread, not secrecy: the system generator costs a getrandom call per run.
+    private var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+
+    init(first: ContinuousClock.Instant, interval: Duration, jitter: Double, now: ContinuousClock.Instant = .now) {
+        self.interval = interval
+        self.jitter = jitter
+        slot = first
+        // After a reload the grid's first slots are past: start at the next one, not at once (a
+        // slot passed by less than the jitter allowance, as at start, still runs now).
+        if now - slot > interval * max(jitter, 0.05) { slot = slot + interval * ((now - slot) / interval).rounded(.up) }
+    }
+
+    /// When the run of the current slot starts: its slot moved by the jitter, never before `now`.
+    mutating func nextStart(now: ContinuousClock.Instant) -> ContinuousClock.Instant {
+        let spread = jitter > 0 ? Double.random(in: -jitter...jitter, using: &random) : 0
+        return max(slot + interval * spread, now)
+    }
+
+    /// After a run: the next slot. Slots the run overran are skipped, not queued (how many is
+    /// returned); a slot passed by less than the jitter allowance still runs (just late).
+    mutating func advance(now: ContinuousClock.Instant) -> Int {
+        slot = slot + interval
+        let allowance = interval * max(jitter, 0.05)
+        var skipped = 0
+        while now - slot > allowance {
+            slot = slot + interval
+            skipped += 1
+        }
+        return skipped
     }
 }
 
