@@ -238,6 +238,28 @@ struct SchedulerTests {
         #expect(Set(runs).isDisjoint(with: sleeps), "a run ran in its loop's task")
     }
 
+    @Test("a probe's slot grid: jitter within its bounds and never before now; overrun slots skipped and counted; a start after a reload waits for the next slot")
+    func slotGridRules() {
+        let t0 = ContinuousClock.now
+        let second = Duration.seconds(1)
+        var grid = SlotGrid(first: t0, interval: second, jitter: 0.1, now: t0)
+        for _ in 0..<200 {
+            let start = grid.nextStart(now: t0 - second)
+            #expect(start >= t0 - .milliseconds(100) && start <= t0 + .milliseconds(100))
+        }
+        #expect(grid.nextStart(now: t0 + .milliseconds(500)) == t0 + .milliseconds(500), "never before now")
+        #expect(grid.advance(now: t0 + .milliseconds(300)) == 0)
+        #expect(grid.slot == t0 + second)
+        // A run that ended 3.5 intervals after its slot skips the 3 slots it overran.
+        #expect(grid.advance(now: t0 + .milliseconds(4500)) == 3)
+        #expect(grid.slot == t0 + .seconds(5))
+        // Past by less than the jitter allowance: still this slot (late); past by more: the next.
+        #expect(SlotGrid(first: t0, interval: second, jitter: 0.1, now: t0 + .milliseconds(50)).slot == t0)
+        #expect(SlotGrid(first: t0, interval: second, jitter: 0.1, now: t0 + .milliseconds(2300)).slot == t0 + .seconds(3))
+        var exact = SlotGrid(first: t0, interval: second, jitter: 0, now: t0)
+        #expect(exact.nextStart(now: t0 - second) == t0, "no jitter: the slot itself")
+    }
+
     @Test("the scheduler's service name is short and shows no secret, however many probes")
     func serviceNameIsShortAndSecretFree() {
         let probes = (0..<1000).map { probe("p\($0)", every: .seconds(30)) }
