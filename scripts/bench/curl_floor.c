@@ -1,6 +1,8 @@
 /* The floor under any libcurl-based agent, for the cost benchmark: a C program that does only
- * what a Sonde probe run's transfer does (a fresh easy handle, a fresh connection, GET, read the
- * body) N times at a fixed rate, and prints its CPU per GET and its peak RSS as JSON.
+ * what a Sonde probe run's transfer does (an easy handle, a fresh connection, GET, read the
+ * body) N times at a fixed rate, and prints its CPU per GET and its peak RSS as JSON. With a 4th
+ * argument `reuse`, one easy handle is reset and reused for every GET instead of a new one each
+ * (scripts/bench/curl_floor_reuse.py compares the two).
  * Built by scripts/bench/agent_bench.py with `cc -O2 curl_floor.c -lcurl`. */
 #include <curl/curl.h>
 #include <stdio.h>
@@ -30,8 +32,10 @@ static long peak_rss_kib(void) {
     return kib;
 }
 
+static CURL *kept;  /* the reused handle (`reuse`), else NULL */
+
 static int get(const char *url) {
-    CURL *handle = curl_easy_init();
+    CURL *handle = kept ? kept : curl_easy_init();
     long status = 0;
     curl_easy_setopt(handle, CURLOPT_URL, url);
     curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, sink);
@@ -40,19 +44,20 @@ static int get(const char *url) {
     curl_easy_setopt(handle, CURLOPT_TIMEOUT_MS, 5000L);
     CURLcode code = curl_easy_perform(handle);
     curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(handle);
+    if (kept) curl_easy_reset(handle); else curl_easy_cleanup(handle);
     return code == CURLE_OK && status == 200;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s URL COUNT RATE_PER_SECOND\n", argv[0]);
+    if (argc != 4 && !(argc == 5 && strcmp(argv[4], "reuse") == 0)) {
+        fprintf(stderr, "usage: %s URL COUNT RATE_PER_SECOND [reuse]\n", argv[0]);
         return 2;
     }
     const char *url = argv[1];
     int count = atoi(argv[2]);
     double rate = atof(argv[3]);
     curl_global_init(CURL_GLOBAL_ALL);
+    if (argc == 5) kept = curl_easy_init();
     for (int i = 0; i < 50; i++)  /* warm-up, as for the others */
         if (!get(url)) { fprintf(stderr, "GET %s failed\n", url); return 1; }
     struct timespec start;
