@@ -8,10 +8,9 @@ import Synchronization
 
 /// Performs HTTP requests over libcurl's multi interface, every transfer of a client driven by
 /// one thread of its own, so no curl call ever blocks Swift's cooperative thread pool. Each
-/// request gets an easy handle with every option at curl's default (a kept one, reset:
-/// `CurlHandlePool`) and a fresh connection (probes measure DNS, connect and TLS every time),
-/// unless it sets `reuseConnection` (the agent's pushes). Cancelling the calling task aborts
-/// the transfer.
+/// request gets a fresh easy handle and a fresh connection (probes measure DNS, connect and TLS
+/// every time), unless it sets `reuseConnection` (the agent's pushes). Cancelling the calling
+/// task aborts the transfer.
 ///
 /// Why one thread and not a pool of threads each blocking in `curl_easy_perform`: every transfer
 /// then cost a hand-off to a worker thread and back, plus a multi handle and its wake-up socket
@@ -111,9 +110,6 @@ public final class CurlHTTPClient: Sendable {
     public func afterEachRound(_ observer: @escaping @Sendable (_ nextLook: ContinuousClock.Instant) -> Void) {
         loop.addRoundObserver(observer)
     }
-
-    /// Easy handles kept for the next transfers now (tests).
-    var spareHandles: Int { loop.handles.spareCount.load(ordering: .relaxed) }
 }
 
 /// The thread that drives a client's transfers: adds queued ones to a curl multi handle, runs
@@ -147,8 +143,6 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     private let maxTransfers: Int
     /// The loop thread's id once it runs (0 before): work queued from that thread needs no wake-up.
     private let loopThread = Atomic<UInt>(0)
-    /// Easy handles for the next transfers; only the loop thread takes and gives them.
-    let handles = CurlHandlePool()
 
     init(maxTransfers: Int) {
         _ = curlGlobalInit
@@ -278,9 +272,9 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                     transfer.finish(CURLE_ABORTED_BY_CALLBACK)
                     continue
                 }
-                guard let handle = transfer.start(from: handles) else { continue }  // the caller has its error
+                guard let handle = transfer.start() else { continue }  // the caller has its error
                 guard curl_multi_add_handle(multi, handle) == CURLM_OK else {
-                    transfer.finish(CURLE_OUT_OF_MEMORY, pool: handles)
+                    transfer.finish(CURLE_OUT_OF_MEMORY)
                     continue
                 }
                 active[handle] = transfer
@@ -290,7 +284,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 guard let handle = transfer.handle, let current = active[handle], current === transfer else { continue }
                 active[handle] = nil
                 curl_multi_remove_handle(multi, handle)
-                transfer.finish(CURLE_ABORTED_BY_CALLBACK, pool: handles)
+                transfer.finish(CURLE_ABORTED_BY_CALLBACK)
             }
             if stopping && active.isEmpty { break }
 
@@ -301,7 +295,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
                 let code = message.pointee.data.result
                 curl_multi_remove_handle(multi, easy)
-                active.removeValue(forKey: easy)?.finish(code, pool: handles)
+                active.removeValue(forKey: easy)?.finish(code)
             }
             // Sleeps until a socket is ready, curl's next time-out (curl_multi_poll takes the
             // sooner of it and ours), the next timer, or a wake-up (new transfer, job, timer,
@@ -320,7 +314,6 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 curl_multi_poll(multi, nil, 0, timeout, nil)
             }
         }
-        handles.drain()
         curl_multi_cleanup(multi)
     }
 

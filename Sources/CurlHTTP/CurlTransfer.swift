@@ -98,17 +98,16 @@ final class CurlTransfer: @unchecked Sendable {
         errorBuffer.deallocate()
     }
 
-    /// Takes an easy handle from `pool` and sets every option of the request. On failure the
-    /// caller has been answered (with why curl refused) and this returns nil.
-    func start(from pool: CurlHandlePool) -> UnsafeMutableRawPointer? {
+    /// Creates the easy handle with every option of the request set. On failure the caller has
+    /// been answered (with why curl refused) and this returns nil.
+    func start() -> UnsafeMutableRawPointer? {
         _ = curlGlobalInit
-        guard let handle = pool.take() else {
+        guard let handle = curl_easy_init() else {
             answer(.failure(HTTPTransferError(kind: .other, curlCode: 0, message: "curl_easy_init failed (out of memory?)")))
             return nil
         }
         self.handle = handle
         if let setupError = configure(handle) {
-            // The handle goes back with the rest of the transfer, in `deinit` (freed).
             answer(.failure(HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: setupError)))
             return nil
         }
@@ -143,9 +142,6 @@ final class CurlTransfer: @unchecked Sendable {
         }
         // http and https only, for the request and any redirect curl might follow (it follows
         // none: CurlHTTPClient follows redirects hop by hop, to decide which headers go along).
-        // No TLS session is kept or resumed: every handshake is a full one, measured as such, and a
-        // pooled handle carries no session from one transfer to the next (CurlHandlePool).
-        set(sonde_curl_setopt_long(handle, CURLOPT_SSL_SESSIONID_CACHE, 0), "SSL_SESSIONID_CACHE")
         set(sonde_curl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, Self.protocols), "PROTOCOLS_STR")
         set(sonde_curl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, Self.protocols), "REDIR_PROTOCOLS_STR")
         set(sonde_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 0), "FOLLOWLOCATION")
@@ -268,14 +264,11 @@ final class CurlTransfer: @unchecked Sendable {
         return .success(response)
     }
 
-    /// Gives the handle back to `pool` (frees it without one) and answers the waiting caller;
-    /// the transfer must be out of the multi handle (or never in it). A handle that held the
-    /// run's cookie jar is freed: a reset keeps the share and the cookies (CurlHandlePool).
-    func finish(_ code: CURLcode, pool: CurlHandlePool? = nil) {
+    /// Frees the handle and answers the waiting caller; the transfer must be out of the multi
+    /// handle (or never in it).
+    func finish(_ code: CURLcode) {
         let outcome = result(code)
-        if let handle {
-            if let pool { pool.give(handle, reusable: request.cookieJar == nil) } else { curl_easy_cleanup(handle) }
-        }
+        if let handle { curl_easy_cleanup(handle) }
         handle = nil
         answer(outcome)
     }

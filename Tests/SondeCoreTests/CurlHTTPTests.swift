@@ -1,4 +1,4 @@
-@testable import CurlHTTP
+import CurlHTTP
 import Foundation
 import SondeCore
 import SondeTestSupport
@@ -33,44 +33,6 @@ import Testing
         let seen = try #require(server.requests.first)
         #expect(seen.method == "PUT")
         #expect(seen.header("x-test") == "1")
-    }
-
-    @Test("a kept easy handle carries nothing of its last transfer: method, body, headers, cookies")
-    func reusedHandlesStartClean() async throws {
-        let server = try LoopbackHTTPServer { request in
-            request.path == "/login" ? .respond(status: 200, headers: [("Set-Cookie", "sid=s3cr3t; Path=/")]) : .respond(status: 200, body: Data("ok".utf8))
-        }
-        defer { server.stop() }
-        // One transfer at a time on one loop: every request after the first takes the kept handle.
-        let client = CurlHTTPClient(threads: 1)
-        _ = try await client.perform(HTTPRequest(
-            method: "PUT", url: server.baseURL + "/a", headers: [HTTPHeader("X-Secret", "k")], body: Data("payload".utf8),
-            timeout: .milliseconds(700)))
-        try await waitUntil("the handle to be kept") { client.spareHandles == 1 }
-        _ = try await client.perform(HTTPRequest(method: "HEAD", url: server.baseURL + "/b"))
-        let plain = try await client.perform(HTTPRequest(url: server.baseURL + "/c"))
-        #expect(plain.bodyText == "ok", "the HEAD's no-body option stayed")
-        let seen = server.requests
-        try #require(seen.count == 3)
-        #expect(seen[1].method == "HEAD")
-        #expect(seen[2].method == "GET")
-        #expect(seen[2].header("x-secret") == nil)
-        #expect(seen[2].body.isEmpty)
-        #expect(seen[2].header("content-length") == nil)
-
-        // A run's cookie jar is a share the handle keeps after a reset: that handle is freed.
-        let jar = try #require(CurlCookieJar())
-        var login = HTTPRequest(url: server.baseURL + "/login")
-        login.cookieJar = jar
-        _ = try await client.perform(login)
-        var again = HTTPRequest(url: server.baseURL + "/with-jar")
-        again.cookieJar = jar
-        _ = try await client.perform(again)
-        _ = try await client.perform(HTTPRequest(url: server.baseURL + "/without-jar"))
-        let last = server.requests.suffix(2)
-        #expect(last.first?.header("cookie") == "sid=s3cr3t", "the jar itself works")
-        #expect(last.last?.header("cookie") == nil, "a cookie went out on a request without the jar")
-        #expect(client.spareHandles == 1)
     }
 
     @Test func hangingServerTimesOutOnTime() async throws {
