@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The libcurl floor two ways, side by side on one nginx: a new easy handle per GET (as the
-floor in agent_bench.py) and one handle reset and reused (as the agent's curl thread does since
-the sixteenth session, CurlHandlePool). Alternates the two, order swapped each run, and prints
-each's CPU per GET (ms) per run and the median of the per-run ratios reuse/new.
+floor in agent_bench.py, and as the agent does) and one handle reset and reused (tried in the
+agent in the sixteenth session and left: BENCHMARKS-agent.md). Alternates the two, order swapped
+each run, and prints each's CPU per GET (ms) per run and the median of the per-run ratios
+reuse/new.
 
 usage: curl_floor_reuse.py GETS RATE RUNS     e.g. 300 20 4, or 30 1 4 (one GET a second)
 """
