@@ -9,6 +9,7 @@ usage: curl_floor_reuse.py GETS RATE RUNS     e.g. 300 20 4, or 30 1 4 (one GET 
 """
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def main():
     finally:
         for proc in ab.procs:
             ab.stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
     for mode, values in per.items():
         print(f"{mode}: median {statistics.median(values):.4f} ms per GET; runs {values}")
     ratios = [r / n for r, n in zip(per["reuse"], per["new"])]
