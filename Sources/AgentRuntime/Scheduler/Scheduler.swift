@@ -251,9 +251,12 @@ struct SlotGrid {
         self.jitter = jitter
         slot = first
         // After a reload the grid's first slots are past: start at the next one, not at once (a
-        // slot passed by less than the jitter allowance, as at start, still runs now).
-        if now - slot > interval * max(jitter, 0.05) { slot = slot + interval * ((now - slot) / interval).rounded(.up) }
+        // slot passed by less than the allowance, as at start, still runs now).
+        if now - slot > allowance { slot = slot + interval * ((now - slot) / interval).rounded(.up) }
     }
+
+    /// How late a slot may still run (just late) instead of being skipped.
+    private var allowance: Duration { interval * max(jitter, 0.05) }
 
     /// When the run of the current slot starts: its slot moved by the jitter, never before `now`.
     mutating func nextStart(now: ContinuousClock.Instant) -> ContinuousClock.Instant {
@@ -262,10 +265,9 @@ struct SlotGrid {
     }
 
     /// After a run: the next slot. Slots the run overran are skipped, not queued (how many is
-    /// returned); a slot passed by less than the jitter allowance still runs (just late).
+    /// returned); a slot passed by less than the allowance still runs (just late).
     mutating func advance(now: ContinuousClock.Instant) -> Int {
         slot = slot + interval
-        let allowance = interval * max(jitter, 0.05)
         var skipped = 0
         while now - slot > allowance {
             slot = slot + interval
