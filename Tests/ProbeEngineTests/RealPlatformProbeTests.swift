@@ -33,346 +33,360 @@ struct RealPlatformProbeTests {
 
     @Test("httpbin example: cookie jar, cookie and Set-Cookie extraction, form login with & = + %, Basic auth, delay, status; secrets and cookies redacted")
     func httpbinLogin() async throws {
-        let httpbin = try await RealServers.httpbin()
-        defer { Task { await httpbin.stop() } }
-        let password = "p&ss=w+rd%20 é"
-        setenv("HTTPBIN_PASSWORD", password, 1)
-        setenv("HTTPBIN_BASIC_PASSWORD", "b4sic-secret", 1)
-        defer { unsetenv("HTTPBIN_PASSWORD"); unsetenv("HTTPBIN_BASIC_PASSWORD") }
+        try await withTeardown { teardown in
+            let httpbin = try await RealServers.httpbin()
+            teardown.add { await httpbin.stop() }
+            let password = "p&ss=w+rd%20 é"
+            setenv("HTTPBIN_PASSWORD", password, 1)
+            setenv("HTTPBIN_BASIC_PASSWORD", "b4sic-secret", 1)
+            defer { unsetenv("HTTPBIN_PASSWORD"); unsetenv("HTTPBIN_BASIC_PASSWORD") }
 
-        var probe = try example("httpbin-login.yaml", variables: ["base_url"])
-        // The form field must arrive exactly as written, & = + % and all.
-        probe.script.steps[2].assertions.append(.json(Condition(path: try JSONPath.parse("$.form.password"), test: .equals(.string(try Template.parse("${env:HTTPBIN_PASSWORD}"))))))
-        let result = await run(probe, variables: ["base_url": httpbin.url])
-        #expect(result.outcome == .ok, "\(failureSummary(result))")
-        #expect(result.steps.map(\.name) == ["session", "cookies-sent", "login", "basic-auth", "logout", "cookie-gone", "slow", "teapot"])
-        #expect(result.labels == ["team": "storage", "tier": "1"])
-        let json = String(decoding: try result.encodedJSON(), as: UTF8.self)
-        #expect(json.contains(#""labels":{"team":"storage","tier":"1"}"#))
-        expectHonestTimings(result)
-        #expect((result.steps.first { $0.name == "slow" }?.timings.total ?? 0) >= 1000)
-        // Cookie values, the password (in any encoding) and the Basic credentials never appear.
-        for secret in ["s3ss10n-abc", "csrf-7f3a9", password, FormEncoding.encode(password), "b4sic-secret", Data("probe:b4sic-secret".utf8).base64EncodedString()] {
-            #expect(!json.contains(secret), "result shows \(secret)")
+            var probe = try example("httpbin-login.yaml", variables: ["base_url"])
+            // The form field must arrive exactly as written, & = + % and all.
+            probe.script.steps[2].assertions.append(.json(Condition(path: try JSONPath.parse("$.form.password"), test: .equals(.string(try Template.parse("${env:HTTPBIN_PASSWORD}"))))))
+            let result = await run(probe, variables: ["base_url": httpbin.url])
+            #expect(result.outcome == .ok, "\(failureSummary(result))")
+            #expect(result.steps.map(\.name) == ["session", "cookies-sent", "login", "basic-auth", "logout", "cookie-gone", "slow", "teapot"])
+            #expect(result.labels == ["team": "storage", "tier": "1"])
+            let json = String(decoding: try result.encodedJSON(), as: UTF8.self)
+            #expect(json.contains(#""labels":{"team":"storage","tier":"1"}"#))
+            expectHonestTimings(result)
+            #expect((result.steps.first { $0.name == "slow" }?.timings.total ?? 0) >= 1000)
+            // Cookie values, the password (in any encoding) and the Basic credentials never appear.
+            for secret in ["s3ss10n-abc", "csrf-7f3a9", password, FormEncoding.encode(password), "b4sic-secret", Data("probe:b4sic-secret".utf8).base64EncodedString()] {
+                #expect(!json.contains(secret), "result shows \(secret)")
+            }
         }
     }
 
     @Test("a cookie for another path is not sent, and a wrong password fails the form login with its response redacted")
     func httpbinCookiePathAndFailure() async throws {
-        let httpbin = try await RealServers.httpbin()
-        defer { Task { await httpbin.stop() } }
-        // httpbin's /response-headers sets any header: a cookie scoped to /elsewhere.
-        let probe = try makeProbe("""
-            name: cookie-path
-            component: login
-            interval: 30s
-            timeout: 10s
-            steps:
-              - name: scoped
-                request: {url: "${httpbin_url}/response-headers?Set-Cookie=scoped%3Dv4lue-xyz%3B%20Path%3D%2Felsewhere"}
-              - name: not-sent
-                request: {url: "${httpbin_url}/cookies"}
-                assert:
-                  json:
-                    - {path: $.cookies.scoped, exists: false}
-              - name: late-cookie
-                request: {url: "${httpbin_url}/cookies/set?late=l4te-c00kie"}
-                assert: {status: 302}
-              - name: echo
-                request:
-                  method: POST
-                  url: ${httpbin_url}/post
-                  form: {password: "${env:PW_FOR_TEST}"}
-                assert:
-                  body_matches: 'never-${env:PW_FOR_TEST}'
-            """, variables: ["httpbin_url"])
-        setenv("PW_FOR_TEST", "t0p=s3cret&x", 1)
-        defer { unsetenv("PW_FOR_TEST") }
-        let result = await run(probe, variables: ["httpbin_url": httpbin.url])
-        #expect(result.steps.count == 4)
-        #expect(result.steps[1].ok, "\(failureSummary(result))")
-        #expect(result.error?.kind == .assertion)
-        #expect(result.error?.step == "echo")
-        let json = String(decoding: try result.encodedJSON(), as: UTF8.self)
-        #expect(!json.contains("t0p=s3cret&x") && !json.contains("t0p%3Ds3cret%26x"), "\(json)")
-        #expect(!json.contains("l4te-c00kie"))
+        try await withTeardown { teardown in
+            let httpbin = try await RealServers.httpbin()
+            teardown.add { await httpbin.stop() }
+            // httpbin's /response-headers sets any header: a cookie scoped to /elsewhere.
+            let probe = try makeProbe("""
+                name: cookie-path
+                component: login
+                interval: 30s
+                timeout: 10s
+                steps:
+                  - name: scoped
+                    request: {url: "${httpbin_url}/response-headers?Set-Cookie=scoped%3Dv4lue-xyz%3B%20Path%3D%2Felsewhere"}
+                  - name: not-sent
+                    request: {url: "${httpbin_url}/cookies"}
+                    assert:
+                      json:
+                        - {path: $.cookies.scoped, exists: false}
+                  - name: late-cookie
+                    request: {url: "${httpbin_url}/cookies/set?late=l4te-c00kie"}
+                    assert: {status: 302}
+                  - name: echo
+                    request:
+                      method: POST
+                      url: ${httpbin_url}/post
+                      form: {password: "${env:PW_FOR_TEST}"}
+                    assert:
+                      body_matches: 'never-${env:PW_FOR_TEST}'
+                """, variables: ["httpbin_url"])
+            setenv("PW_FOR_TEST", "t0p=s3cret&x", 1)
+            defer { unsetenv("PW_FOR_TEST") }
+            let result = await run(probe, variables: ["httpbin_url": httpbin.url])
+            #expect(result.steps.count == 4)
+            #expect(result.steps[1].ok, "\(failureSummary(result))")
+            #expect(result.error?.kind == .assertion)
+            #expect(result.error?.step == "echo")
+            let json = String(decoding: try result.encodedJSON(), as: UTF8.self)
+            #expect(!json.contains("t0p=s3cret&x") && !json.contains("t0p%3Ds3cret%26x"), "\(json)")
+            #expect(!json.contains("l4te-c00kie"))
 
-        // A cookie set by the very response that fails its status check is already a secret.
-        let failing = try makeProbe("""
-            name: failing-cookie
-            component: login
-            interval: 30s
-            timeout: 10s
-            steps:
-              - name: set
-                request: {url: "${httpbin_url}/cookies/set?fresh=fr3sh-val"}
-                assert: {status: 200}
-            """, variables: ["httpbin_url"])
-        let failed = await run(failing, variables: ["httpbin_url": httpbin.url])
-        #expect(failed.error?.kind == .httpStatus)
-        let failedJSON = String(decoding: try failed.encodedJSON(), as: UTF8.self)
-        #expect(!failedJSON.contains("fr3sh-val") && failedJSON.contains("fresh=[redacted]"), "\(failedJSON)")
+            // A cookie set by the very response that fails its status check is already a secret.
+            let failing = try makeProbe("""
+                name: failing-cookie
+                component: login
+                interval: 30s
+                timeout: 10s
+                steps:
+                  - name: set
+                    request: {url: "${httpbin_url}/cookies/set?fresh=fr3sh-val"}
+                    assert: {status: 200}
+                """, variables: ["httpbin_url"])
+            let failed = await run(failing, variables: ["httpbin_url": httpbin.url])
+            #expect(failed.error?.kind == .httpStatus)
+            let failedJSON = String(decoding: try failed.encodedJSON(), as: UTF8.self)
+            #expect(!failedJSON.contains("fr3sh-val") && failedJSON.contains("fresh=[redacted]"), "\(failedJSON)")
+        }
     }
 
     @Test("a raw random body's sha256, size and base64 are usable in later templates, body_matches and JSON assertions")
     func payloadFacts() async throws {
-        let httpbin = try await RealServers.httpbin()
-        defer { Task { await httpbin.stop() } }
-        let probe = try makeProbe("""
-            name: payload-facts
-            component: files
-            interval: 30s
-            timeout: 10s
-            steps:
-              - name: put
-                request:
-                  method: PUT
-                  url: ${httpbin_url}/anything/upload
-                  body: {random_bytes: 3000, save_as: payload}
-                assert:
-                  json:
-                    - "$.data == data:application/octet-stream;base64,${payload.base64}"
-                    - "$.headers.Content-Length == ${payload.size}"
-                    - {path: $.headers.Content-Type, exists: false}
-                  body_matches: '"Content-Length": "${payload.size}"'
-              - name: echo-hash
-                request: {url: "${httpbin_url}/anything?sha256=${payload.sha256}"}
-                assert:
-                  json: ["$.args.sha256 == ${payload.sha256}"]
-            """, variables: ["httpbin_url"])
-        let result = await run(probe, variables: ["httpbin_url": httpbin.url])
-        #expect(result.outcome == .ok, "\(failureSummary(result))")
+        try await withTeardown { teardown in
+            let httpbin = try await RealServers.httpbin()
+            teardown.add { await httpbin.stop() }
+            let probe = try makeProbe("""
+                name: payload-facts
+                component: files
+                interval: 30s
+                timeout: 10s
+                steps:
+                  - name: put
+                    request:
+                      method: PUT
+                      url: ${httpbin_url}/anything/upload
+                      body: {random_bytes: 3000, save_as: payload}
+                    assert:
+                      json:
+                        - "$.data == data:application/octet-stream;base64,${payload.base64}"
+                        - "$.headers.Content-Length == ${payload.size}"
+                        - {path: $.headers.Content-Type, exists: false}
+                      body_matches: '"Content-Length": "${payload.size}"'
+                  - name: echo-hash
+                    request: {url: "${httpbin_url}/anything?sha256=${payload.sha256}"}
+                    assert:
+                      json: ["$.args.sha256 == ${payload.sha256}"]
+                """, variables: ["httpbin_url"])
+            let result = await run(probe, variables: ["httpbin_url": httpbin.url])
+            #expect(result.outcome == .ok, "\(failureSummary(result))")
+        }
     }
 
     // MARK: - nginx WebDAV
 
     @Test("WebDAV example: raw PUT of random bytes, GET, compare, DELETE; a changed file fails the compare")
     func webdavRoundTrip() async throws {
-        let folder = try TemporaryDirectory("sonde-dav")
-        defer { folder.remove() }
-        let certificates = try RealServers.certificates(in: folder.path, leaves: [("server", 90)])
-        let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["server"])
-        defer { Task { await nginx.stop() } }
-        let probe = try example("webdav-roundtrip.yaml", variables: ["base_url"])
-        let result = await run(probe, variables: ["base_url": nginx.davURL])
-        #expect(result.outcome == .ok, "\(failureSummary(result))")
-        #expect(result.steps.map(\.name) == ["put", "get", "same-bytes", "delete"])
-        #expect(result.steps.map(\.status) == [201, 200, nil, 204])
-        // Deleted: nothing left behind.
-        let left = try FileManager.default.contentsOfDirectory(atPath: folder.path + "/dav/sonde")
-        #expect(left.isEmpty, "\(left)")
+        try await withTeardown { teardown in
+            let folder = try TemporaryDirectory("sonde-dav")
+            teardown.add { folder.remove() }
+            let certificates = try RealServers.certificates(in: folder.path, leaves: [("server", 90)])
+            let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["server"])
+            teardown.add { await nginx.stop() }
+            let probe = try example("webdav-roundtrip.yaml", variables: ["base_url"])
+            let result = await run(probe, variables: ["base_url": nginx.davURL])
+            #expect(result.outcome == .ok, "\(failureSummary(result))")
+            #expect(result.steps.map(\.name) == ["put", "get", "same-bytes", "delete"])
+            #expect(result.steps.map(\.status) == [201, 200, nil, 204])
+            // Deleted: nothing left behind.
+            let left = try FileManager.default.contentsOfDirectory(atPath: folder.path + "/dav/sonde")
+            #expect(left.isEmpty, "\(left)")
 
-        // The same journey, but what is read back is another file: the compare must fail.
-        let tampered = try makeProbe("""
-            name: dav-tampered
-            component: files
-            interval: 30s
-            timeout: 10s
-            steps:
-              - name: put
-                request: {method: PUT, url: "${dav_url}/a.bin", body: {random_bytes: 4096, save_as: payload}}
-              - name: other
-                request: {method: PUT, url: "${dav_url}/b.bin", body: {random_bytes: 4096}}
-              - name: get
-                request: {url: "${dav_url}/b.bin"}
-              - name: same
-                compare: {download: get, with: payload}
-            """, variables: ["dav_url"])
-        let bad = await run(tampered, variables: ["dav_url": nginx.davURL])
-        #expect(bad.error?.kind == .assertion && bad.error?.step == "same", "\(failureSummary(bad))")
+            // The same journey, but what is read back is another file: the compare must fail.
+            let tampered = try makeProbe("""
+                name: dav-tampered
+                component: files
+                interval: 30s
+                timeout: 10s
+                steps:
+                  - name: put
+                    request: {method: PUT, url: "${dav_url}/a.bin", body: {random_bytes: 4096, save_as: payload}}
+                  - name: other
+                    request: {method: PUT, url: "${dav_url}/b.bin", body: {random_bytes: 4096}}
+                  - name: get
+                    request: {url: "${dav_url}/b.bin"}
+                  - name: same
+                    compare: {download: get, with: payload}
+                """, variables: ["dav_url"])
+            let bad = await run(tampered, variables: ["dav_url": nginx.davURL])
+            #expect(bad.error?.kind == .assertion && bad.error?.step == "same", "\(failureSummary(bad))")
+        }
     }
 
     // MARK: - TLS
 
     @Test("https steps carry the chain's expiry; cert_valid_for fails on a certificate expiring in 5 days; ca_file, client certificates, insecure")
     func tlsCertificates() async throws {
-        let folder = try TemporaryDirectory("sonde-tls")
-        defer { folder.remove() }
-        let certificates = try RealServers.certificates(in: folder.path, leaves: [("long", 90), ("soon", 5), ("client", 30)])
-        let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["long", "soon"])
-        defer { Task { await nginx.stop() } }
-        let longURL = "https://127.0.0.1:\(nginx.tlsPorts["long"]!)/"
-        let soonURL = "https://127.0.0.1:\(nginx.tlsPorts["soon"]!)/"
-        func probe(_ url: String, tls: String, assert: String = "cert_valid_for: 14d") throws -> ProbeDefinition {
-            try makeProbe("""
-                name: cert
+        try await withTeardown { teardown in
+            let folder = try TemporaryDirectory("sonde-tls")
+            teardown.add { folder.remove() }
+            let certificates = try RealServers.certificates(in: folder.path, leaves: [("long", 90), ("soon", 5), ("client", 30)])
+            let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["long", "soon"])
+            teardown.add { await nginx.stop() }
+            let longURL = "https://127.0.0.1:\(nginx.tlsPorts["long"]!)/"
+            let soonURL = "https://127.0.0.1:\(nginx.tlsPorts["soon"]!)/"
+            func probe(_ url: String, tls: String, assert: String = "cert_valid_for: 14d") throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: cert
+                    component: edge
+                    interval: 30s
+                    timeout: 10s
+                    labels: {team: edge}
+                    steps:
+                      - name: cert
+                        request:
+                          url: \(url)
+                          tls: \(tls)
+                        assert: {\(assert)}
+                    """, variables: [], file: folder.file("cert.yaml"))
+            }
+            let good = await run(try probe(longURL, tls: "{ca_file: ca.pem}"))
+            #expect(good.outcome == .ok, "\(failureSummary(good))")
+            let days = try #require(good.steps[0].certDaysLeft)
+            #expect(days > 88 && days <= 90, "\(days)")
+            #expect(good.steps[0].certNotAfter != nil)
+
+            let soon = await run(try probe(soonURL, tls: "{ca_file: ca.pem}"))
+            #expect(soon.error?.kind == .assertion, "\(failureSummary(soon))")
+            #expect(soon.error?.message.contains("expires") == true)
+            let soonDays = try #require(soon.steps[0].certDaysLeft)
+            #expect(soonDays > 3 && soonDays <= 5, "\(soonDays)")
+
+            // Without the private CA the chain is not trusted: a tls error.
+            let untrusted = await run(try makeProbe("""
+                name: untrusted
                 component: edge
                 interval: 30s
                 timeout: 10s
-                labels: {team: edge}
                 steps:
                   - name: cert
-                    request:
-                      url: \(url)
-                      tls: \(tls)
-                    assert: {\(assert)}
-                """, variables: [], file: folder.file("cert.yaml"))
+                    request: {url: "\(longURL)"}
+                """, variables: []))
+            #expect(untrusted.error?.kind == .tls, "\(failureSummary(untrusted))")
+            // insecure: true accepts it, and validate warns.
+            let insecure = try probe(longURL, tls: "{insecure: true}", assert: "status: 200")
+            #expect(insecure.warnings.contains { $0.message.contains("insecure") && $0.line == 10 })
+            #expect(await run(insecure).outcome == .ok)
+
+            // Mutual TLS: refused without a client certificate, accepted with one.
+            let mutualURL = "https://127.0.0.1:\(nginx.mutualTLSPort)/"
+            let anonymous = await run(try probe(mutualURL, tls: "{ca_file: ca.pem}", assert: "status: 200"))
+            #expect(anonymous.outcome == .failed)
+            let withClient = await run(try probe(mutualURL, tls: "{ca_file: ca.pem, cert: client.pem, key: client.key}", assert: "status: 200"))
+            #expect(withClient.outcome == .ok, "\(failureSummary(withClient))")
+
+            // ip_version 6 to an IPv4-only address cannot connect; 4 can.
+            let v4 = try makeProbe("""
+                name: v4
+                component: edge
+                interval: 30s
+                timeout: 10s
+                steps:
+                  - name: v4
+                    request: {url: "\(longURL)", tls: {ca_file: ca.pem}, ip_version: 4}
+                """, variables: [], file: folder.file("v4.yaml"))
+            #expect(await run(v4).outcome == .ok)
+            let v6 = try makeProbe("""
+                name: v6
+                component: edge
+                interval: 30s
+                timeout: 10s
+                steps:
+                  - name: v6
+                    request: {url: "\(longURL)", tls: {ca_file: ca.pem}, ip_version: 6}
+                """, variables: [], file: folder.file("v6.yaml"))
+            let onlyV6 = await run(v6)
+            #expect(onlyV6.outcome == .failed && onlyV6.steps[0].status == nil, "\(failureSummary(onlyV6))")
+
+            // The result round-trips through the push decoder with its expiry.
+            let batch = PushBatch(agent: "agent-1", batchID: "b-1", sentAt: Date(), results: [good])
+            let decoded = try PushBatchDecoder.decode(try SondeJSON.encode(batch))
+            #expect(decoded.batch.results[0].steps[0].certNotAfter == good.steps[0].certNotAfter)
+            #expect(decoded.batch.results[0].labels == ["team": "edge"])
         }
-        let good = await run(try probe(longURL, tls: "{ca_file: ca.pem}"))
-        #expect(good.outcome == .ok, "\(failureSummary(good))")
-        let days = try #require(good.steps[0].certDaysLeft)
-        #expect(days > 88 && days <= 90, "\(days)")
-        #expect(good.steps[0].certNotAfter != nil)
-
-        let soon = await run(try probe(soonURL, tls: "{ca_file: ca.pem}"))
-        #expect(soon.error?.kind == .assertion, "\(failureSummary(soon))")
-        #expect(soon.error?.message.contains("expires") == true)
-        let soonDays = try #require(soon.steps[0].certDaysLeft)
-        #expect(soonDays > 3 && soonDays <= 5, "\(soonDays)")
-
-        // Without the private CA the chain is not trusted: a tls error.
-        let untrusted = await run(try makeProbe("""
-            name: untrusted
-            component: edge
-            interval: 30s
-            timeout: 10s
-            steps:
-              - name: cert
-                request: {url: "\(longURL)"}
-            """, variables: []))
-        #expect(untrusted.error?.kind == .tls, "\(failureSummary(untrusted))")
-        // insecure: true accepts it, and validate warns.
-        let insecure = try probe(longURL, tls: "{insecure: true}", assert: "status: 200")
-        #expect(insecure.warnings.contains { $0.message.contains("insecure") && $0.line == 10 })
-        #expect(await run(insecure).outcome == .ok)
-
-        // Mutual TLS: refused without a client certificate, accepted with one.
-        let mutualURL = "https://127.0.0.1:\(nginx.mutualTLSPort)/"
-        let anonymous = await run(try probe(mutualURL, tls: "{ca_file: ca.pem}", assert: "status: 200"))
-        #expect(anonymous.outcome == .failed)
-        let withClient = await run(try probe(mutualURL, tls: "{ca_file: ca.pem, cert: client.pem, key: client.key}", assert: "status: 200"))
-        #expect(withClient.outcome == .ok, "\(failureSummary(withClient))")
-
-        // ip_version 6 to an IPv4-only address cannot connect; 4 can.
-        let v4 = try makeProbe("""
-            name: v4
-            component: edge
-            interval: 30s
-            timeout: 10s
-            steps:
-              - name: v4
-                request: {url: "\(longURL)", tls: {ca_file: ca.pem}, ip_version: 4}
-            """, variables: [], file: folder.file("v4.yaml"))
-        #expect(await run(v4).outcome == .ok)
-        let v6 = try makeProbe("""
-            name: v6
-            component: edge
-            interval: 30s
-            timeout: 10s
-            steps:
-              - name: v6
-                request: {url: "\(longURL)", tls: {ca_file: ca.pem}, ip_version: 6}
-            """, variables: [], file: folder.file("v6.yaml"))
-        let onlyV6 = await run(v6)
-        #expect(onlyV6.outcome == .failed && onlyV6.steps[0].status == nil, "\(failureSummary(onlyV6))")
-
-        // The result round-trips through the push decoder with its expiry.
-        let batch = PushBatch(agent: "agent-1", batchID: "b-1", sentAt: Date(), results: [good])
-        let decoded = try PushBatchDecoder.decode(try SondeJSON.encode(batch))
-        #expect(decoded.batch.results[0].steps[0].certNotAfter == good.steps[0].certNotAfter)
-        #expect(decoded.batch.results[0].labels == ["team": "edge"])
     }
 
     // MARK: - TCP
 
     @Test("tcp steps: send and expect against a real server, a closed answer, a refused port, TLS with the chain's expiry")
     func tcpSteps() async throws {
-        let httpbin = try await RealServers.httpbin()
-        defer { Task { await httpbin.stop() } }
-        let folder = try TemporaryDirectory("sonde-tcp")
-        defer { folder.remove() }
-        let certificates = try RealServers.certificates(in: folder.path, leaves: [("soon", 5)])
-        let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["soon"])
-        defer { Task { await nginx.stop() } }
-        let closedPort = try RealServers.freePort()
-        func tcp(_ spec: String, assert: String? = nil) throws -> ProbeDefinition {
-            try makeProbe("""
-                name: tcp
-                component: cache
-                interval: 30s
-                timeout: 5s
-                steps:
-                  - name: tcp
-                    tcp: \(spec)
-                \(assert.map { "    assert: {\($0)}" } ?? "")
-                """, variables: [], file: folder.file("tcp.yaml"))
+        try await withTeardown { teardown in
+            let httpbin = try await RealServers.httpbin()
+            teardown.add { await httpbin.stop() }
+            let folder = try TemporaryDirectory("sonde-tcp")
+            teardown.add { folder.remove() }
+            let certificates = try RealServers.certificates(in: folder.path, leaves: [("soon", 5)])
+            let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["soon"])
+            teardown.add { await nginx.stop() }
+            let closedPort = try RealServers.freePort()
+            func tcp(_ spec: String, assert: String? = nil) throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: tcp
+                    component: cache
+                    interval: 30s
+                    timeout: 5s
+                    steps:
+                      - name: tcp
+                        tcp: \(spec)
+                    \(assert.map { "    assert: {\($0)}" } ?? "")
+                    """, variables: [], file: folder.file("tcp.yaml"))
+            }
+            let ok = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), send: "GET /status/418 HTTP/1.0\r\n\r\n", expect: "418"}"#))
+            #expect(ok.outcome == .ok, "\(failureSummary(ok))")
+            #expect(ok.steps[0].method == "TCP" && ok.steps[0].url == "tcp://127.0.0.1:\(httpbin.port)")
+            expectHonestTimings(ok)
+            #expect(ok.steps[0].timings.ttfb > 0)
+
+            let closed = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), send: "GET /status/200 HTTP/1.0\r\n\r\n", expect: "+PONG"}"#))
+            #expect(closed.error?.kind == .assertion, "\(failureSummary(closed))")
+            #expect(closed.error?.message.contains("200 OK") == true)
+
+            let refused = await run(try tcp("{host: 127.0.0.1, port: \(closedPort)}"))
+            #expect(refused.error?.kind == .connect, "\(failureSummary(refused))")
+
+            let silent = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), expect: "never"}"#))
+            #expect(silent.error?.kind == .timeout, "\(failureSummary(silent))")
+
+            let tls = await run(try tcp(#"{host: 127.0.0.1, port: \#(nginx.tlsPorts["soon"]!), tls: {ca_file: ca.pem}, send: "GET / HTTP/1.0\r\n\r\n", expect: "tls ok"}"#, assert: "cert_valid_for: 14d"))
+            #expect(tls.error?.kind == .assertion, "\(failureSummary(tls))")
+            #expect(tls.steps[0].timings.tls > 0)
+            #expect((tls.steps[0].certDaysLeft ?? 0) > 3)
         }
-        let ok = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), send: "GET /status/418 HTTP/1.0\r\n\r\n", expect: "418"}"#))
-        #expect(ok.outcome == .ok, "\(failureSummary(ok))")
-        #expect(ok.steps[0].method == "TCP" && ok.steps[0].url == "tcp://127.0.0.1:\(httpbin.port)")
-        expectHonestTimings(ok)
-        #expect(ok.steps[0].timings.ttfb > 0)
-
-        let closed = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), send: "GET /status/200 HTTP/1.0\r\n\r\n", expect: "+PONG"}"#))
-        #expect(closed.error?.kind == .assertion, "\(failureSummary(closed))")
-        #expect(closed.error?.message.contains("200 OK") == true)
-
-        let refused = await run(try tcp("{host: 127.0.0.1, port: \(closedPort)}"))
-        #expect(refused.error?.kind == .connect, "\(failureSummary(refused))")
-
-        let silent = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), expect: "never"}"#))
-        #expect(silent.error?.kind == .timeout, "\(failureSummary(silent))")
-
-        let tls = await run(try tcp(#"{host: 127.0.0.1, port: \#(nginx.tlsPorts["soon"]!), tls: {ca_file: ca.pem}, send: "GET / HTTP/1.0\r\n\r\n", expect: "tls ok"}"#, assert: "cert_valid_for: 14d"))
-        #expect(tls.error?.kind == .assertion, "\(failureSummary(tls))")
-        #expect(tls.steps[0].timings.tls > 0)
-        #expect((tls.steps[0].certDaysLeft ?? 0) > 3)
     }
 
     // MARK: - DNS
 
     @Test("dns steps against dnsmasq: A, TXT, MX, a wrong expectation, NXDOMAIN, TCP after truncation; the system resolver; a silent server times out")
     func dnsSteps() async throws {
-        let big = (0..<4).map { String(repeating: Character(UnicodeScalar(UInt8(97 + $0))), count: 200) }
-        let dnsmasq = try RealServers.dnsmasq(bigText: big)
-        defer { Task { await dnsmasq.stop() } }
-        let server = "127.0.0.1:\(dnsmasq.port)"
-        try await waitUntil("dnsmasq to answer", timeout: .seconds(20)) {
-            if !dnsmasq.process.isRunning { throw TestFailure("dnsmasq exited: \(dnsmasq.process.allOutput)") }
-            let deadline = ContinuousClock.now.advanced(by: .milliseconds(300))
-            return (try? DNSWireClient.query(name: "api.internal", type: .A, server: "127.0.0.1", port: dnsmasq.port, deadline: deadline).get()) != nil
-        }
-        func dns(_ spec: String) throws -> ProbeDefinition {
-            try makeProbe("""
-                name: dns
-                component: dns
-                interval: 30s
-                timeout: 3s
-                steps:
-                  - name: dns
-                    dns: \(spec)
-                """, variables: [])
-        }
-        let a = await run(try dns("{name: api.internal, type: A, server: \"\(server)\", expect: [10.0.0.1]}"))
-        #expect(a.outcome == .ok, "\(failureSummary(a))")
-        #expect(a.steps[0].timings.dns > 0 && a.steps[0].timings.dns == a.steps[0].timings.total)
-        let txt = await run(try dns("{name: info.internal, type: TXT, server: \"\(server)\", expect: \"v=sonde1 hello\"}"))
-        #expect(txt.outcome == .ok, "\(failureSummary(txt))")
-        let mx = await run(try dns("{name: mail.internal, type: mx, server: \"\(server)\", expect: [\"10 mx1.internal\"]}"))
-        #expect(mx.outcome == .ok, "\(failureSummary(mx))")
-        let wrong = await run(try dns("{name: api.internal, server: \"\(server)\", expect: [10.0.0.2]}"))
-        #expect(wrong.error?.kind == .assertion && wrong.error?.message.contains("10.0.0.1") == true, "\(failureSummary(wrong))")
-        let missing = await run(try dns("{name: nope.internal, server: \"\(server)\"}"))
-        #expect(missing.error?.kind == .dns, "\(failureSummary(missing))")
-        // 800+ bytes of TXT do not fit a 512-byte UDP answer: the client asks again over TCP.
-        let truncated = await run(try dns("{name: big.internal, type: TXT, server: \"\(server)\", expect: \"\(big.joined())\"}"))
-        #expect(truncated.outcome == .ok, "\(failureSummary(truncated))")
+        try await withTeardown { teardown in
+            let big = (0..<4).map { String(repeating: Character(UnicodeScalar(UInt8(97 + $0))), count: 200) }
+            let dnsmasq = try RealServers.dnsmasq(bigText: big)
+            teardown.add { await dnsmasq.stop() }
+            let server = "127.0.0.1:\(dnsmasq.port)"
+            try await waitUntil("dnsmasq to answer", timeout: .seconds(20)) {
+                if !dnsmasq.process.isRunning { throw TestFailure("dnsmasq exited: \(dnsmasq.process.allOutput)") }
+                let deadline = ContinuousClock.now.advanced(by: .milliseconds(300))
+                return (try? DNSWireClient.query(name: "api.internal", type: .A, server: "127.0.0.1", port: dnsmasq.port, deadline: deadline).get()) != nil
+            }
+            func dns(_ spec: String) throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: dns
+                    component: dns
+                    interval: 30s
+                    timeout: 3s
+                    steps:
+                      - name: dns
+                        dns: \(spec)
+                    """, variables: [])
+            }
+            let a = await run(try dns("{name: api.internal, type: A, server: \"\(server)\", expect: [10.0.0.1]}"))
+            #expect(a.outcome == .ok, "\(failureSummary(a))")
+            #expect(a.steps[0].timings.dns > 0 && a.steps[0].timings.dns == a.steps[0].timings.total)
+            let txt = await run(try dns("{name: info.internal, type: TXT, server: \"\(server)\", expect: \"v=sonde1 hello\"}"))
+            #expect(txt.outcome == .ok, "\(failureSummary(txt))")
+            let mx = await run(try dns("{name: mail.internal, type: mx, server: \"\(server)\", expect: [\"10 mx1.internal\"]}"))
+            #expect(mx.outcome == .ok, "\(failureSummary(mx))")
+            let wrong = await run(try dns("{name: api.internal, server: \"\(server)\", expect: [10.0.0.2]}"))
+            #expect(wrong.error?.kind == .assertion && wrong.error?.message.contains("10.0.0.1") == true, "\(failureSummary(wrong))")
+            let missing = await run(try dns("{name: nope.internal, server: \"\(server)\"}"))
+            #expect(missing.error?.kind == .dns, "\(failureSummary(missing))")
+            // 800+ bytes of TXT do not fit a 512-byte UDP answer: the client asks again over TCP.
+            let truncated = await run(try dns("{name: big.internal, type: TXT, server: \"\(server)\", expect: \"\(big.joined())\"}"))
+            #expect(truncated.outcome == .ok, "\(failureSummary(truncated))")
 
-        let system = await run(try dns("{name: localhost, type: A, expect: [127.0.0.1]}"))
-        #expect(system.outcome == .ok, "\(failureSummary(system))")
+            let system = await run(try dns("{name: localhost, type: A, expect: [127.0.0.1]}"))
+            #expect(system.outcome == .ok, "\(failureSummary(system))")
 
-        // A UDP socket that never answers.
-        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(silent) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0 } }
-        let silentPort = Int(UInt16(bigEndian: address.sin_port))
-        let started = ContinuousClock.now
-        let timeout = await run(try dns("{name: api.internal, server: \"127.0.0.1:\(silentPort)\"}"))
-        #expect(timeout.error?.kind == .timeout, "\(failureSummary(timeout))")
-        #expect(ContinuousClock.now - started < .seconds(6))
+            // A UDP socket that never answers.
+            let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            defer { close(silent) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0 } }
+            let silentPort = Int(UInt16(bigEndian: address.sin_port))
+            let started = ContinuousClock.now
+            let timeout = await run(try dns("{name: api.internal, server: \"127.0.0.1:\(silentPort)\"}"))
+            #expect(timeout.error?.kind == .timeout, "\(failureSummary(timeout))")
+            #expect(ContinuousClock.now - started < .seconds(6))
+        }
     }
 }

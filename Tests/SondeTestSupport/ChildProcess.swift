@@ -48,8 +48,28 @@ public final class ChildProcess: Sendable {
                 }
             }
         }
-        try process.run()
+        try Self.spawnWithStopSignalsUnblocked(process)
         LiveChildren.shared.add(process.processIdentifier)
+    }
+
+    /// The signals tests send to stop or reload a child.
+    private static let stopSignals = [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2]
+
+    /// Starts `process` with `stopSignals` unblocked in it. A child inherits its parent thread's
+    /// signal mask, and Swift's concurrency threads (Dispatch's workers) block nearly every
+    /// signal, so a server started from a test ignored SIGTERM unless it resets its own mask:
+    /// nginx and PostgreSQL do, gunicorn (httpbin) and dnsmasq did not, and every `stop()` of
+    /// them waited out its 5 s grace and ended in SIGKILL. Foundation's `Process` has no way to
+    /// set the child's mask, so the calling thread unblocks them for the spawn (a stop signal
+    /// sent to the test process itself in that moment ends it, as it should).
+    private static func spawnWithStopSignalsUnblocked(_ process: Process) throws {
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for signal in stopSignals { sigaddset(&unblock, signal) }
+        var previous = sigset_t()
+        pthread_sigmask(SIG_UNBLOCK, &unblock, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        try process.run()
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -200,4 +220,36 @@ public func requireProgram(_ name: String, package: String) throws -> String {
         return "\(dir)/\(name)"
     }
     throw TestFailure("\(name) is not installed: `apt-get install \(package)` (scripts/install-deps.sh installs it)")
+}
+
+/// What a test started, stopped in reverse order once its body has returned or thrown, and
+/// awaited. Why not `defer { Task { await server.stop() } }`: that returns before the server has
+/// stopped, so a folder the server still writes in cannot be removed beside it (every
+/// `make test` run left its nginx folders in /tmp), and the last test's task may never run.
+public final class Teardown: Sendable {
+    private let steps = Mutex<[@Sendable () async -> Void]>([])
+
+    /// Adds a step; steps run last-added first, as `defer` blocks do.
+    public func add(_ step: @escaping @Sendable () async -> Void) { steps.withLock { $0.append(step) } }
+
+    fileprivate func run() async {
+        let all = steps.withLock { steps in
+            defer { steps = [] }
+            return steps
+        }
+        for step in all.reversed() { await step() }
+    }
+}
+
+/// Runs `body`, then every step it added to its `Teardown`, also when `body` throws.
+public func withTeardown<T>(_ body: (Teardown) async throws -> T) async throws -> T {
+    let teardown = Teardown()
+    do {
+        let value = try await body(teardown)
+        await teardown.run()
+        return value
+    } catch {
+        await teardown.run()
+        throw error
+    }
 }
