@@ -152,13 +152,9 @@ func fastSilenceConfig(dir: TemporaryDirectory, agents: [TestAgent]) -> Collecto
 
 /// Runs `body` against a started collector and always stops it, also when `body` throws.
 func withCollector<T>(_ config: CollectorConfig, caFile: String? = nil, _ body: (RunningCollector) async throws -> T) async throws -> T {
-    let collector = try await RunningCollector.start(config, caFile: caFile)
-    do {
-        let value = try await body(collector)
-        await collector.stop()
-        return value
-    } catch {
-        await collector.stop()
-        throw error
+    try await withTeardown { teardown in
+        let collector = try await RunningCollector.start(config, caFile: caFile)
+        teardown.add { await collector.stop() }
+        return try await body(collector)
     }
 }

@@ -97,14 +97,11 @@ public final class SondeSystem: @unchecked Sendable {
         regions: [String] = ["eu", "us", "ap"], agents: [String], interval: String = "1s", correlation: String = "{}",
         options: Options = Options(), _ body: (SondeSystem) async throws -> Void
     ) async throws {
-        let system = try await start(regions: regions, agents: agents, interval: interval, correlation: correlation, options: options)
-        do {
+        try await withTeardown { teardown in
+            let system = try await start(regions: regions, agents: agents, interval: interval, correlation: correlation, options: options)
+            teardown.add { await system.stop() }
             try await body(system)
-        } catch {
-            await system.stop()
-            throw error
         }
-        await system.stop()
     }
 
     private init(
