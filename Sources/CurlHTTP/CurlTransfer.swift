@@ -130,15 +130,17 @@ final class CurlTransfer: @unchecked Sendable {
         if let connect = request.connectTimeout {
             set(sonde_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(connect)), "the connect time-out")
         }
-        // One multi handle drives every transfer, and it would keep connections and DNS answers
-        // for the next one. Probes measure DNS, connect and TLS every time: a fresh connection,
-        // closed after use, and no DNS cache (as when each transfer had a multi handle of its own).
+        // One multi handle drives every transfer, and it would keep connections, DNS answers and
+        // (libcurl 8.12 and later) TLS sessions for the next one. Probes measure DNS, connect and
+        // TLS every time: a fresh connection, closed after use, no DNS cache and no TLS session
+        // resumed (as when each transfer had a multi handle of its own).
         // A request that asks for reuse (the pushes) keeps its connection in the multi handle's
         // cache: a push then costs no TCP or TLS handshake on either side.
         if !request.reuseConnection {
             set(sonde_curl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1), "FRESH_CONNECT")
             set(sonde_curl_setopt_long(handle, CURLOPT_FORBID_REUSE, 1), "FORBID_REUSE")
             set(sonde_curl_setopt_long(handle, CURLOPT_DNS_CACHE_TIMEOUT, 0), "DNS_CACHE_TIMEOUT")
+            set(sonde_curl_setopt_long(handle, CURLOPT_SSL_SESSIONID_CACHE, 0), "SSL_SESSIONID_CACHE")
         }
         // http and https only, for the request and any redirect curl might follow (it follows
         // none: CurlHTTPClient follows redirects hop by hop, to decide which headers go along).
