@@ -36,11 +36,13 @@ public final class CollectorMetrics: Sendable {
     }
 
     /// An (agent, probe)'s newest result, when it arrived, and the probe's interval as seen from
-    /// the spacing of its last two runs (nil until there are two).
+    /// the spacing of its last two regular runs (nil until there are two). Retries (`retry`) come
+    /// faster than the interval: they neither set it nor move the regular run it counts from.
     struct LatestRun {
         var result: ProbeResult
         var receivedAt: Date
         var interval: TimeInterval?
+        var regularStartedAt: Date? = nil
 
         /// A series goes stale (and leaves /metrics) after three of its intervals without a run,
         /// at least 30 s; 10 minutes while its interval is unknown. A probe removed from an agent
@@ -68,12 +70,15 @@ public final class CollectorMetrics: Sendable {
         latest.withLock { latest in
             for result in results {
                 let key = ProbeKey(agent: result.agent, probe: result.probe)
-                var interval: TimeInterval?
-                if let current = latest[key] {
-                    if current.result.startedAt >= result.startedAt { continue }
-                    interval = result.startedAt.timeIntervalSince(current.result.startedAt)
+                let current = latest[key]
+                if let current, current.result.startedAt >= result.startedAt { continue }
+                var interval = current?.interval
+                var regularStartedAt = current?.regularStartedAt
+                if result.retry != true {
+                    if let regularStartedAt { interval = result.startedAt.timeIntervalSince(regularStartedAt) }
+                    regularStartedAt = result.startedAt
                 }
-                latest[key] = LatestRun(result: result, receivedAt: receivedAt, interval: interval ?? latest[key]?.interval)
+                latest[key] = LatestRun(result: result, receivedAt: receivedAt, interval: interval, regularStartedAt: regularStartedAt)
             }
         }
     }

@@ -235,7 +235,7 @@ public struct CorrelationEngine: Sendable {
                     series[Int(s)].insert(
                         WindowRun(
                             id: result.id, startedAt: started, durationMs: result.durationMs, outcome: outcome, error: observation.error,
-                            steps: observation.steps),
+                            steps: observation.steps, retry: result.retry == true),
                         config: config)
                 }
                 series[Int(s)].lastReceived = max(series[Int(s)].lastReceived, received)

@@ -88,6 +88,8 @@ struct WindowRun {
     /// maximum-likelihood per-step failure rate: a journey that calls the failing endpoint 4
     /// times fails ~76 % of its runs at 30 % of requests failing, and this reads 30 %.
     var steps: Int32 = 1
+    /// An extra run between the probe's slots (`retry_interval`): not part of its schedule.
+    var retry = false
 }
 
 /// The bounded rolling window of one (agent, probe): at most `window_runs` runs, none older than
@@ -193,12 +195,21 @@ struct SeriesWindow {
             }
             k -= 1
         }
-        // The median spacing, so a gap (the agent was down) does not stretch the estimate.
+        // The median spacing, so a gap (the agent was down) does not stretch the estimate. Of
+        // the regular runs only: retries after a failure come faster than the probe's interval,
+        // and an interval read from them would call the agent silent between its regular runs.
         var interval = 0.0
         if n >= 2 {
             var gaps: [Double] = []
             gaps.reserveCapacity(n - 1)
-            for j in 1..<n { gaps.append(runs[j].startedAt - runs[j - 1].startedAt) }
+            var previous = -1
+            for j in 0..<n where !runs[j].retry {
+                if previous >= 0 { gaps.append(runs[j].startedAt - runs[previous].startedAt) }
+                previous = j
+            }
+            if gaps.isEmpty {
+                for j in 1..<n { gaps.append(runs[j].startedAt - runs[j - 1].startedAt) }
+            }
             gaps.sort()
             interval = max(0, gaps[(gaps.count - 1) / 2])
         }

@@ -11,6 +11,11 @@ public struct ProbeDefinition: Sendable {
     public var name: String
     public var component: String
     public var interval: Duration
+    /// After a failed or slow run, the probe also runs every `retryInterval` between its regular
+    /// slots, until it has passed for two whole intervals (`retry_interval`, default a quarter of
+    /// `interval`; equal to `interval`: no retries). More runs while something is wrong confirm a
+    /// fault, and its end, in seconds when the interval is minutes (as Nagios' `retry_interval`).
+    public var retryInterval: Duration
     public var timeout: Duration
     /// Runs slower than this (whole probe) are `degraded`.
     public var degradedAfter: Duration?
@@ -29,13 +34,22 @@ public struct ProbeDefinition: Sendable {
     /// The probe's `labels`, carried in its results.
     public var labels: [String: String] { script.labels }
 
+    /// A quarter of the interval, but not under 100 ms (nor over the interval).
+    public static func defaultRetryInterval(_ interval: Duration) -> Duration {
+        min(interval, max(interval / 4, .milliseconds(100)))
+    }
+
     /// Step names in order, for listings (`sonde-agent validate`, tables).
     public var stepNames: [String] { script.steps.map(\.name) }
 
-    public init(name: String, component: String, interval: Duration, timeout: Duration, degradedAfter: Duration? = nil, control: Bool = false, sourceFile: String) {
+    public init(
+        name: String, component: String, interval: Duration, retryInterval: Duration? = nil, timeout: Duration, degradedAfter: Duration? = nil,
+        control: Bool = false, sourceFile: String
+    ) {
         self.name = name
         self.component = component
         self.interval = interval
+        self.retryInterval = retryInterval ?? Self.defaultRetryInterval(interval)
         self.timeout = timeout
         self.degradedAfter = degradedAfter
         self.control = control

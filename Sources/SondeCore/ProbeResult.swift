@@ -132,6 +132,10 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
     /// True for control probes: the agent's reach to a reference endpoint. Their failures say
     /// "this agent's network is broken", not "the platform is down".
     public var control: Bool?
+    /// True for a retry: an extra run the agent made between the probe's regular slots because a
+    /// recent run failed or was slow (the probe's `retry_interval`). Its evidence counts like any
+    /// run's; the collector leaves it out when it estimates the probe's interval.
+    public var retry: Bool?
     /// Per-agent monotonically increasing sequence number, assigned by the agent's spool; keeps
     /// order per agent across restarts.
     public var seq: UInt64?
@@ -141,7 +145,7 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
     public init(
         id: String = UUID().uuidString.lowercased(), probe: String, component: String, agent: String,
         region: String, startedAt: Date, durationMs: Double, outcome: Outcome, error: ProbeError? = nil,
-        steps: [StepResult], control: Bool? = nil, seq: UInt64? = nil, labels: [String: String]? = nil
+        steps: [StepResult], control: Bool? = nil, retry: Bool? = nil, seq: UInt64? = nil, labels: [String: String]? = nil
     ) {
         self.id = id
         self.probe = probe
@@ -154,6 +158,7 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
         self.error = error
         self.steps = steps
         self.control = control
+        self.retry = retry
         self.seq = seq
         self.labels = labels
     }
@@ -162,6 +167,6 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
         case id, probe, component, agent, region
         case startedAt = "started_at"
         case durationMs = "duration_ms"
-        case outcome, error, steps, control, seq, labels
+        case outcome, error, steps, control, retry, seq, labels
     }
 }

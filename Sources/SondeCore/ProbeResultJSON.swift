@@ -42,6 +42,7 @@ struct JSONBytesWriter {
         }
         bytes.append(UInt8(ascii: "]"))
         if let control = result.control { key("control"); bool(control) }
+        if let retry = result.retry { key("retry"); bool(retry) }
         if let seq = result.seq { key("seq"); integer(seq) }
         if let labels = result.labels {
             key("labels")

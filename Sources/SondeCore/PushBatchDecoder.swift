@@ -144,7 +144,7 @@ extension StrictJSONReader {
         try beginObject("a result object")
         var id: String?, probe: String?, component: String?, agent: String?, region: String?
         var startedAt: Date?, durationMs: Double?, outcome: Outcome?, probeError: ProbeError?
-        var steps: [StepResult]?, control: Bool?, seq: UInt64?, labels: [String: String]?
+        var steps: [StepResult]?, control: Bool?, retry: Bool?, seq: UInt64?, labels: [String: String]?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -185,6 +185,8 @@ extension StrictJSONReader {
                 seq = try optional("seq") { try $0.uint64() }
             } else if key.matches("labels", in: bytes), firstTime(&seen, 1 << 12) {
                 labels = try optional("labels") { try $0.stringMap() }
+            } else if key.matches("retry", in: bytes), firstTime(&seen, 1 << 13) {
+                retry = try optional("retry") { try $0.bool() }
             } else {
                 try skipValue()
             }
@@ -200,7 +202,7 @@ extension StrictJSONReader {
         guard let steps else { throw missing("steps") }
         return ProbeResult(
             id: id, probe: probe, component: component, agent: agent, region: region, startedAt: startedAt, durationMs: durationMs,
-            outcome: outcome, error: probeError, steps: steps, control: control, seq: seq, labels: labels)
+            outcome: outcome, error: probeError, steps: steps, control: control, retry: retry, seq: seq, labels: labels)
     }
 
     mutating func probeError() throws -> ProbeError {

@@ -87,6 +87,19 @@ final class TaskNotingExecutor: ProbeExecuting {
     private static var currentTask: Int { withUnsafeCurrentTask { $0?.hashValue ?? 0 } }
 }
 
+/// A probe executor whose runs fail while `failing` says so (runs take no time).
+final class SwitchableExecutor: ProbeExecuting {
+    let failing = Mutex(false)
+
+    func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
+        let failed = failing.withLock { $0 }
+        return ProbeResult(
+            probe: probe.name, component: probe.component, agent: context.agent, region: context.region, startedAt: Date(),
+            durationMs: 0, outcome: failed ? .failed : .ok, error: failed ? ProbeError(kind: .httpStatus, step: "get", message: "HTTP 500") : nil,
+            steps: [])
+    }
+}
+
 /// Results the scheduler handed over, in order.
 final class RecordedResults: Sendable {
     private let results = Mutex<[ProbeResult]>([])
@@ -236,6 +249,104 @@ struct SchedulerTests {
         #expect(Set(sleeps).count == 1, "one loop task sleeps between runs")
         #expect(runs.count >= 3)
         #expect(Set(runs).isDisjoint(with: sleeps), "a run ran in its loop's task")
+    }
+
+    @Test("retries: after a failed or slow run, runs every retry_interval after the previous one ended, until two intervals have passed clean; none once the slot is as near")
+    func retryPaceRules() {
+        let t0 = ContinuousClock.now
+        let ms = { (n: Int) in t0 + .milliseconds(n) }
+        var pace = RetryPace(interval: .seconds(1), retryInterval: .milliseconds(250))
+        #expect(pace.next(before: ms(1000)) == nil, "nothing ran yet")
+        pace.record(ok: true, startedAt: t0, endedAt: ms(10))
+        #expect(pace.next(before: ms(1000)) == nil, "a passing run asks for no retry")
+        pace.record(ok: false, startedAt: ms(1000), endedAt: ms(1040))
+        #expect(pace.next(before: ms(2000)) == ms(1290), "a retry interval after the failed run ended")
+        // Passing retries keep the pace until 2 intervals after the newest failed run started.
+        pace.record(ok: true, startedAt: ms(1290), endedAt: ms(1300))
+        #expect(pace.next(before: ms(2000)) == ms(1550))
+        pace.record(ok: true, startedAt: ms(2000), endedAt: ms(2700))
+        #expect(pace.next(before: ms(3000)) == nil, "the slot comes within half a retry interval: the slot runs instead")
+        pace.record(ok: true, startedAt: ms(2700), endedAt: ms(2710))
+        #expect(pace.next(before: ms(4000)) == ms(2960))
+        pace.record(ok: true, startedAt: ms(2960), endedAt: ms(2970))
+        #expect(pace.next(before: ms(4000)) == nil, "clean for 2 intervals since the failure: regular slots only")
+        // A slow (degraded) run counts as not ok, and starts the pace again.
+        pace.record(ok: false, startedAt: ms(3000), endedAt: ms(3010))
+        #expect(pace.next(before: ms(4000)) == ms(3260))
+        // retry_interval equal to the interval: retries off.
+        var off = RetryPace(interval: .seconds(1), retryInterval: .seconds(1))
+        off.record(ok: false, startedAt: t0, endedAt: ms(10))
+        #expect(off.next(before: ms(5000)) == nil)
+        // A retry that overran a slot by more than the allowance skips it; by less, the slot runs late.
+        var grid = SlotGrid(first: ms(1000), interval: .seconds(1), jitter: 0.1, now: t0)
+        #expect(grid.skipPassed(now: ms(1050)) == 0)
+        #expect(grid.slot == ms(1000))
+        #expect(grid.skipPassed(now: ms(2200)) == 2)
+        #expect(grid.slot == ms(3000))
+        #expect(ProbeDefinition.defaultRetryInterval(.seconds(60)) == .seconds(15))
+        #expect(ProbeDefinition.defaultRetryInterval(.milliseconds(200)) == .milliseconds(100))
+        #expect(ProbeDefinition.defaultRetryInterval(.milliseconds(50)) == .milliseconds(50))
+    }
+
+    @Test("a failing probe is retried between its slots, retries marked, its slots kept; back to its interval once it passes")
+    func failingProbeIsRetried() async throws {
+        let executor = SwitchableExecutor()
+        executor.failing.withLock { $0 = true }
+        let recorded = RecordedResults()
+        var definition = probe("files", every: .milliseconds(400))
+        definition.retryInterval = .milliseconds(50)
+        let task = Task {
+            try await Scheduler(
+                probes: [definition], context: RunContext(agent: "eu-1", region: "eu"), executor: executor, jitter: 0,
+                logger: logs.logger()
+            ) { recorded.append($0) }.run()
+        }
+        defer { task.cancel() }
+        try await waitUntil("5 retries", timeout: .seconds(10)) { recorded.all.filter { $0.retry == true }.count >= 5 }
+        executor.failing.withLock { $0 = false }
+        let switched = recorded.all.count
+        // Clean for 2 intervals (800 ms), then regular runs only: wait for 3 regular runs in a row.
+        try await waitUntil("3 regular runs in a row after passing", timeout: .seconds(10)) {
+            let tail = recorded.all.dropFirst(switched)
+            return tail.count >= 3 && tail.suffix(3).allSatisfy { $0.retry == nil && $0.outcome == .ok }
+        }
+        task.cancel()
+        _ = try? await task.value
+        let all = recorded.all
+        #expect(all.first?.retry == nil, "the first run is a regular one")
+        let starts = all.map(\.startedAt.timeIntervalSince1970)
+        // Retries come at the retry pace: well under the 400 ms interval apart.
+        for i in 1..<all.count where all[i].retry == true {
+            #expect(starts[i] - starts[i - 1] < 0.3, "retry \(i) came \(starts[i] - starts[i - 1]) s after the run before it")
+        }
+        // The regular runs keep the slot grid: whole intervals apart (no jitter in this test).
+        let regular = zip(all, starts).filter { $0.0.retry == nil }.map(\.1)
+        for (a, b) in zip(regular, regular.dropFirst()) {
+            let slots = (b - a) / 0.4
+            #expect(abs(slots - slots.rounded()) < 0.2 && slots.rounded() >= 1, "regular runs \(b - a) s apart")
+        }
+        // After the last failure, retries stop within 2 intervals (+ one retry of slack).
+        let lastFailed = try #require(all.lastIndex { $0.outcome == .failed })
+        let lastRetry = try #require(all.lastIndex { $0.retry == true })
+        #expect(starts[lastRetry] - starts[lastFailed] <= 0.8 + 0.1)
+    }
+
+    @Test("a passing probe is never retried")
+    func passingProbeNotRetried() async throws {
+        let executor = SwitchableExecutor()
+        let recorded = RecordedResults()
+        var definition = probe("files", every: .milliseconds(100))
+        definition.retryInterval = .milliseconds(20)
+        let task = Task {
+            try await Scheduler(
+                probes: [definition], context: RunContext(agent: "eu-1", region: "eu"), executor: executor, logger: logs.logger()
+            ) { recorded.append($0) }.run()
+        }
+        defer { task.cancel() }
+        try await waitUntil("6 runs", timeout: .seconds(10)) { recorded.count("files") >= 6 }
+        task.cancel()
+        _ = try? await task.value
+        #expect(recorded.all.allSatisfy { $0.retry == nil })
     }
 
     @Test("a probe's slot grid: jitter within its bounds and never before now; overrun slots skipped and counted; a start after a reload waits for the next slot")

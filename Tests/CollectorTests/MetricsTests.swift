@@ -79,4 +79,26 @@ struct MetricsTests {
         let shown = MetricsRenderer.visibleRuns(runs, agents: agents, agentsAt: evaluatedAt).map(\.agent)
         #expect(shown == ["silent-new", "ok", "not-yet-known"])
     }
+
+    /// A probe's interval (how long its series stays in /metrics, and on the status page) comes
+    /// from its regular runs: retries after a failure come 4 times as often and would make a
+    /// 60 s probe look stale 45 s after its last retry.
+    @Test func retriesDoNotShortenAProbesInterval() throws {
+        let metrics = CollectorMetrics()
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        func run(_ at: TimeInterval, retry: Bool = false, outcome: Outcome = .ok) -> ProbeResult {
+            var result = agent.result(outcome: outcome, startedAt: t0.addingTimeInterval(at))
+            if retry { result.retry = true }
+            return result
+        }
+        metrics.record([run(0), run(60, outcome: .failed), run(75, retry: true), run(90, retry: true), run(105, retry: true)], receivedAt: t0.addingTimeInterval(106))
+        var latest = try #require(metrics.latestRuns(now: t0.addingTimeInterval(106)).first)
+        #expect(latest.interval == 60)
+        #expect(latest.staleAfter == 180)
+        metrics.record([run(120)], receivedAt: t0.addingTimeInterval(121))
+        latest = try #require(metrics.latestRuns(now: t0.addingTimeInterval(121)).first)
+        #expect(latest.interval == 60)
+        #expect(metrics.latestRuns(now: t0.addingTimeInterval(121 + 170)).count == 1, "not stale between regular runs")
+    }
 }

@@ -648,6 +648,31 @@ import Testing
         #expect(s.spanBad == 1)
     }
 
+    @Test func theWindowReadsTheIntervalFromRegularRunsNotFromRetries() {
+        let cfg = CorrelationConfig()
+        var window = SeriesWindow(agent: 0, probe: "p", component: 0, control: false)
+        // A 60 s probe that failed and was retried every 15 s: 6 regular runs, 12 retries.
+        var id = 0
+        for slot in 0..<6 {
+            let t = Double(slot) * 60
+            window.insert(WindowRun(id: "\(id)", startedAt: t, durationMs: 1, outcome: slot == 2 ? .failed : .ok, error: nil), config: cfg)
+            id += 1
+            if slot >= 2 && slot < 5 {
+                for k in 1...3 {
+                    window.insert(WindowRun(id: "\(id)", startedAt: t + Double(k) * 15, durationMs: 1, outcome: .ok, error: nil, retry: true), config: cfg)
+                    id += 1
+                }
+            }
+        }
+        #expect(window.summarize(config: cfg, errorCode: -1).interval == 60, "from the regular runs: the agent is not silent between them")
+        // Retries only (an agent that sent nothing else): the spacing it has.
+        var retries = SeriesWindow(agent: 0, probe: "p", component: 0, control: false)
+        for k in 0..<4 {
+            retries.insert(WindowRun(id: "\(k)", startedAt: Double(k) * 15, durationMs: 1, outcome: .ok, error: nil, retry: true), config: cfg)
+        }
+        #expect(retries.summarize(config: cfg, errorCode: -1).interval == 15)
+    }
+
     @Test func majorOutageNeedsHalfTheAttemptedStepsFailing() {
         let cfg = CorrelationConfig()
         var k = RegionCounts()

@@ -36,6 +36,33 @@ struct ProbeFormatValidationTests {
         #expect(text.contains { $0.hasPrefix("p.yaml:13:32: steps[2].tcp.expct: unknown field 'expct'; did you mean 'expect'?") }, "\(text)")
     }
 
+    @Test("retry_interval: a quarter of the interval by default, set per probe, between 100ms and the interval")
+    func retryInterval() throws {
+        func parse(_ line: String) -> (ProbeDefinition?, [ProbeDiagnostic]) {
+            ProbeLoader.parse(yaml: """
+                name: p
+                component: api
+                interval: 1m
+                \(line)
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {url: "${base_url}/"}
+                """, file: "p.yaml", variables: ["base_url"])
+        }
+        let (byDefault, none) = parse("")
+        #expect(none.isEmpty, "\(none)")
+        #expect(byDefault?.retryInterval == .seconds(15))
+        let (set, noProblems) = parse("retry_interval: 10s")
+        #expect(noProblems.isEmpty, "\(noProblems)")
+        #expect(set?.retryInterval == .seconds(10))
+        #expect(parse("retry_interval: 1m").0?.retryInterval == .seconds(60), "equal to the interval: retries off")
+        for bad in ["retry_interval: 2m", "retry_interval: 50ms"] {
+            let text = parse(bad).1.map(\.description)
+            #expect(text.contains { $0.hasPrefix("p.yaml:4:17: retry_interval: retry_interval must be between 100ms and the interval (60s)") }, "\(text)")
+        }
+    }
+
     @Test("a stuck_after state that differs only in case from a polled state is a warning at its key")
     func stuckAfterCase() throws {
         let (probe, errors) = ProbeLoader.parse(yaml: """

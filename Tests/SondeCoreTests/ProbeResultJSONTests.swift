@@ -23,10 +23,10 @@ import Testing
                            attempts: 7, error: ProbeError(kind: .timeout, step: "s", message: "m", code: nil)),
                 StepResult(name: "", method: "", url: "", ok: true, timings: .zero),
             ],
-            control: true, seq: UInt64.max),
+            control: true, retry: true, seq: UInt64.max),
         ProbeResult(
             id: "x", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
-            durationMs: 3, outcome: .degraded, steps: [], control: false, seq: 0),
+            durationMs: 3, outcome: .degraded, steps: [], control: false, retry: false, seq: 0),
         // Milliseconds with up to three decimals (curl's microseconds), and ones with more.
         ProbeResult(
             id: "m", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: -0.25),

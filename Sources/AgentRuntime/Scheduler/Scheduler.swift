@@ -173,9 +173,13 @@ final class ProbeJob: Sendable {
     func loop(from origin: ContinuousClock.Instant, runs: RunsInFlight, control: LoopControl = LoopControl()) async {
         var slots = SlotGrid(
             first: origin + probe.interval * Scheduler.offsetFraction(agent: context.agent, probe: probe.name), interval: probe.interval, jitter: jitter)
+        var retries = RetryPace(interval: probe.interval, retryInterval: probe.retryInterval)
         logScheduled(slots)
         while !Task.isCancelled {
-            let start = slots.nextStart(now: .now)
+            let slotStart = slots.nextStart(now: .now)
+            // A retry between the regular slots, unless the next slot comes about as soon.
+            let retryAt = retries.next(before: slotStart)
+            let start = retryAt.map { max($0, .now) } ?? slotStart
             // Cancelled at shutdown: no new run starts after SIGTERM (nor after a reload retired it).
             guard (try? await executor.sleep(until: start)) != nil, control.beginRun() else { break }
             let lateness = metrics == nil ? .zero : ContinuousClock.now - start
@@ -189,17 +193,25 @@ final class ProbeJob: Sendable {
             // agent's life (500 probes: 15 MiB). The run's task gives them back after each run.
             // Not `async let`: its storage (room for the child task) sits in the loop's frame for
             // the loop's whole life.
-            let run = Task(executorPreference: executor.preferredTaskExecutor) { await self.runAndRecord(lateness: lateness, runs: runs) }
+            let isRetry = retryAt != nil
+            let run = Task(executorPreference: executor.preferredTaskExecutor) {
+                await self.runAndRecord(lateness: lateness, runs: runs, retry: isRetry)
+            }
             let ran = await withTaskCancellationHandler { await run.value } onCancel: { run.cancel() }
-            guard let durationMs = ran else {
+            guard let ran else {
                 _ = control.endRun()
                 logCancelled()
                 break
             }
             // The run ends once its result is recorded: a reload never cancels one before that.
             if control.endRun() { break }  // a reload replaced or removed this probe
-            let skipped = slots.advance(now: .now)
-            if skipped > 0 { logSkipped(skipped, durationMs: durationMs) }
+            retries.record(ok: ran.ok, startedAt: start, endedAt: .now)
+            if isRetry {
+                _ = slots.skipPassed(now: .now)  // a retry that ran over a slot takes its place
+            } else {
+                let skipped = slots.advance(now: .now)
+                if skipped > 0 { logSkipped(skipped, durationMs: ran.durationMs) }
+            }
         }
     }
 
@@ -223,18 +235,56 @@ final class ProbeJob: Sendable {
             metadata: ["probe.skipped": "\(skipped)", "probe.duration_ms": "\(Int(durationMs))"])
     }
 
-    /// One run, its result recorded; the run's duration in ms, or nil when it was cancelled
-    /// (shutdown grace over, or the service cancelled): then it records nothing, since half a
-    /// run is not evidence about the platform.
-    func runAndRecord(lateness: Duration, runs: RunsInFlight) async -> Double? {
+    /// One run, its result recorded: its duration in ms and whether it passed, or nil when it
+    /// was cancelled (shutdown grace over, or the service cancelled): then it records nothing,
+    /// since half a run is not evidence about the platform.
+    func runAndRecord(lateness: Duration, runs: RunsInFlight, retry: Bool = false) async -> RunEnd? {
         var result = await executor.run(probe, context: context)
         let cancelled = Task.isCancelled
         runs.end()
         if cancelled { return nil }
         if isControl { result.control = true }
+        if retry { result.retry = true }
         metrics?.recordRun(result.outcome, lateness: lateness)
         await record(result)
-        return result.durationMs
+        return RunEnd(durationMs: result.durationMs, ok: result.outcome == .ok)
+    }
+}
+
+/// What the loop needs from a finished run.
+struct RunEnd: Sendable {
+    var durationMs: Double
+    var ok: Bool
+}
+
+/// When a probe runs between its slots: after a failed or slow run, `retryInterval` after the
+/// previous run ended (a long journey is not run back to back), until it has passed for two
+/// whole intervals since its newest failed or slow run. Retries are extra runs on top of the
+/// slot grid, which stays as it was.
+struct RetryPace {
+    let interval: Duration
+    let retryInterval: Duration
+    private var lastEnd: ContinuousClock.Instant?
+    private var until: ContinuousClock.Instant?
+
+    init(interval: Duration, retryInterval: Duration) {
+        self.interval = interval
+        self.retryInterval = retryInterval
+    }
+
+    /// Notes a finished run.
+    mutating func record(ok: Bool, startedAt: ContinuousClock.Instant, endedAt: ContinuousClock.Instant) {
+        lastEnd = endedAt
+        if !ok { until = startedAt + interval * 2 }
+    }
+
+    /// The next retry's start, or nil when none is due before the slot at `slotStart` (one due
+    /// within half a retry interval of it waits for the slot instead).
+    func next(before slotStart: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        guard retryInterval < interval, let lastEnd, let until else { return nil }
+        let at = lastEnd + retryInterval
+        guard at < until, at + retryInterval / 2 < slotStart else { return nil }
+        return at
     }
 }
 
@@ -262,6 +312,17 @@ struct SlotGrid {
     mutating func nextStart(now: ContinuousClock.Instant) -> ContinuousClock.Instant {
         let spread = jitter > 0 ? Double.random(in: -jitter...jitter, using: &random) : 0
         return max(slot + interval * spread, now)
+    }
+
+    /// After a retry: slots it overran by more than the allowance are skipped (how many is
+    /// returned); the current slot, passed by less, still runs (just late).
+    mutating func skipPassed(now: ContinuousClock.Instant) -> Int {
+        var skipped = 0
+        while now - slot > allowance {
+            slot = slot + interval
+            skipped += 1
+        }
+        return skipped
     }
 
     /// After a run: the next slot. Slots the run overran are skipped, not queued (how many is

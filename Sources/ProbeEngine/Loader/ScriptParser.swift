@@ -5,7 +5,7 @@ import SondeYAML
 
 /// Turns a composed YAML tree into the probe model, field by field (see probes/README.md).
 enum ScriptParser {
-    static let probeFields = ["name", "component", "description", "interval", "timeout", "degraded_after", "control", "failure_codes", "labels", "steps"]
+    static let probeFields = ["name", "component", "description", "interval", "retry_interval", "timeout", "degraded_after", "control", "failure_codes", "labels", "steps"]
     static let stepFields = ["name", "component", "request", "tcp", "dns", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
     static let requestFields = [
         "method", "url", "headers", "json", "body", "form", "multipart", "basic_auth", "follow_redirects", "redirect_headers", "max_body", "tls",
@@ -25,7 +25,7 @@ enum ScriptParser {
     static func probe(_ root: Node, reader: inout NodeReader) -> ProbeDefinition? {
         guard let fields = reader.fields(root, "", known: probeFields, required: ["name", "component", "interval", "timeout", "steps"]) else { return nil }
         var name: String?, nameLine: Int?, component: String?
-        var interval: Duration?, timeout: (spec: DurationSpec, value: Duration)?
+        var interval: Duration?, retryInterval: (node: Node, value: Duration)?, timeout: (spec: DurationSpec, value: Duration)?
         var degraded: DurationSpec?
         var control = false
         var script = ProbeScript(baseDirectory: reader.baseDirectory)
@@ -40,6 +40,8 @@ enum ScriptParser {
             case "interval":
                 interval = reader.fixedDuration(value, key)?.value
                 if let interval, interval <= .zero { reader.report(value, key, "interval must be longer than 0s") }
+            case "retry_interval":
+                if let value2 = reader.fixedDuration(value, key)?.value { retryInterval = (value, value2) }
             case "timeout":
                 timeout = reader.fixedDuration(value, key)
                 if let value2 = timeout?.value, value2 <= .zero { reader.report(value, key, "timeout must be longer than 0s") }
@@ -58,9 +60,14 @@ enum ScriptParser {
         if let timeout { script.timeout = timeout.spec }
         script.secretEnvironment = reader.environmentReferences
         script.secretFiles = reader.fileReferences
+        if let retryInterval, let interval, retryInterval.value < .milliseconds(100) || retryInterval.value > interval {
+            reader.report(
+                retryInterval.node, "retry_interval",
+                "retry_interval must be between 100ms and the interval (\(DurationText.format(interval))); set it to the interval to turn retries off")
+        }
         guard let name, let component, let interval, let timeout else { return nil }
         var definition = ProbeDefinition(
-            name: name, component: component, interval: interval, timeout: timeout.value,
+            name: name, component: component, interval: interval, retryInterval: retryInterval?.value, timeout: timeout.value,
             degradedAfter: degraded.flatMap(Self.knownDuration), control: control, sourceFile: reader.file)
         definition.script = script
         definition.nameLine = nameLine
