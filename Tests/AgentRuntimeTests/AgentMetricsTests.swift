@@ -42,6 +42,7 @@ struct AgentMetricsTests {
         metrics.recordRun(.ok, lateness: .milliseconds(3))
         metrics.recordRun(.failed, lateness: .seconds(7))
         metrics.recordRun(.degraded, lateness: .zero)
+        metrics.recordRun(.ok, lateness: .zero, retry: true)
         metrics.recordPush(ok: true)
         metrics.recordPush(ok: false)
         metrics.recordPush(ok: false)
@@ -51,13 +52,13 @@ struct AgentMetricsTests {
             #expect(response.headers.value(for: "Content-Type") == "text/plain; version=0.0.4; charset=utf-8")
             let text = response.bodyText
             for line in [
-                #"sonde_agent_runs_total{outcome="ok"} 2"#, #"sonde_agent_runs_total{outcome="degraded"} 1"#,
-                #"sonde_agent_runs_total{outcome="failed"} 1"#,
-                #"sonde_agent_run_start_lateness_seconds_bucket{le="0.001"} 2"#,
-                #"sonde_agent_run_start_lateness_seconds_bucket{le="0.005"} 3"#,
-                #"sonde_agent_run_start_lateness_seconds_bucket{le="5"} 3"#,
-                #"sonde_agent_run_start_lateness_seconds_bucket{le="+Inf"} 4"#,
-                "sonde_agent_run_start_lateness_seconds_sum 7.0038", "sonde_agent_run_start_lateness_seconds_count 4",
+                #"sonde_agent_runs_total{outcome="ok"} 3"#, #"sonde_agent_runs_total{outcome="degraded"} 1"#,
+                #"sonde_agent_runs_total{outcome="failed"} 1"#, "sonde_agent_retries_total 1",
+                #"sonde_agent_run_start_lateness_seconds_bucket{le="0.001"} 3"#,
+                #"sonde_agent_run_start_lateness_seconds_bucket{le="0.005"} 4"#,
+                #"sonde_agent_run_start_lateness_seconds_bucket{le="5"} 4"#,
+                #"sonde_agent_run_start_lateness_seconds_bucket{le="+Inf"} 5"#,
+                "sonde_agent_run_start_lateness_seconds_sum 7.0038", "sonde_agent_run_start_lateness_seconds_count 5",
                 #"sonde_agent_pushes_total{result="ok"} 1"#, #"sonde_agent_pushes_total{result="failed"} 2"#,
                 "sonde_agent_spool_results 3", "sonde_agent_results_dropped_total 0", "process_cpu_seconds_total ",
                 "sonde_build_info{",

@@ -295,12 +295,12 @@ struct SchedulerTests {
         let recorded = RecordedResults()
         var definition = probe("files", every: .milliseconds(400))
         definition.retryInterval = .milliseconds(50)
-        let task = Task {
-            try await Scheduler(
-                probes: [definition], context: RunContext(agent: "eu-1", region: "eu"), executor: executor, jitter: 0,
-                logger: logs.logger()
-            ) { recorded.append($0) }.run()
-        }
+        let metrics = AgentMetrics()
+        var scheduler = Scheduler(
+            probes: [definition], context: RunContext(agent: "eu-1", region: "eu"), executor: executor, jitter: 0, logger: logs.logger()
+        ) { recorded.append($0) }
+        scheduler.metrics = metrics
+        let task = Task { [scheduler] in try await scheduler.run() }
         defer { task.cancel() }
         try await waitUntil("5 retries", timeout: .seconds(10)) { recorded.all.filter { $0.retry == true }.count >= 5 }
         executor.failing.withLock { $0 = false }
@@ -329,6 +329,8 @@ struct SchedulerTests {
         let lastFailed = try #require(all.lastIndex { $0.outcome == .failed })
         let lastRetry = try #require(all.lastIndex { $0.retry == true })
         #expect(starts[lastRetry] - starts[lastFailed] <= 0.8 + 0.1)
+        let retries = all.filter { $0.retry == true }.count
+        #expect(metrics.render(spool: SpoolStatus(pendingResults: 0, openBatches: 0, batchedResults: 0, lastSeq: 0, droppedResults: 0, journalBytes: 0, liveBytes: 0)).contains("sonde_agent_retries_total \(retries)\n"))
     }
 
     @Test("a passing probe is never retried")

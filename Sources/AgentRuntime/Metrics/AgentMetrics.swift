@@ -10,6 +10,7 @@ public final class AgentMetrics: Sendable {
 
     private struct Counts {
         var runs: [Outcome: UInt64] = [:]
+        var retries: UInt64 = 0
         var pushesOK: UInt64 = 0
         var pushesFailed: UInt64 = 0
         var promptPushRequests: UInt64 = 0
@@ -21,12 +22,14 @@ public final class AgentMetrics: Sendable {
 
     public init() {}
 
-    /// One finished run: its outcome, and how long after its (jittered) slot it started.
-    public func recordRun(_ outcome: Outcome, lateness late: Duration) {
+    /// One finished run: its outcome, how long after its (jittered) slot or planned retry it
+    /// started, and whether it was a retry (`retry_interval`).
+    public func recordRun(_ outcome: Outcome, lateness late: Duration, retry: Bool = false) {
         let seconds = max(0, late.seconds)
         let index = Self.latenessBuckets.firstIndex { seconds <= $0 } ?? Self.latenessBuckets.count
         counts.withLock { c in
             c.runs[outcome, default: 0] += 1
+            if retry { c.retries += 1 }
             c.lateness[index] += 1
             c.latenessSum += seconds
         }
@@ -51,6 +54,10 @@ public final class AgentMetrics: Sendable {
         out.reserve(4096)
         out.declare("sonde_agent_runs_total", type: "counter", help: "Probe runs finished since the agent started, by outcome.")
         for outcome in Outcome.allCases { out.sample("sonde_agent_runs_total", [("outcome", outcome.rawValue)], Double(c.runs[outcome] ?? 0)) }
+        out.declare(
+            "sonde_agent_retries_total", type: "counter",
+            help: "Of those runs, retries: extra runs between a probe's slots after a failed or slow run (retry_interval).")
+        out.sample("sonde_agent_retries_total", [], Double(c.retries))
         var cumulative: UInt64 = 0
         var buckets: [(le: Double, count: UInt64)] = []
         for (bound, count) in zip(Self.latenessBuckets, c.lateness) {

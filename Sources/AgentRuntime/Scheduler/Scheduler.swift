@@ -245,7 +245,7 @@ final class ProbeJob: Sendable {
         if cancelled { return nil }
         if isControl { result.control = true }
         if retry { result.retry = true }
-        metrics?.recordRun(result.outcome, lateness: lateness)
+        metrics?.recordRun(result.outcome, lateness: lateness, retry: retry)
         await record(result)
         return RunEnd(durationMs: result.durationMs, ok: result.outcome == .ok)
     }
