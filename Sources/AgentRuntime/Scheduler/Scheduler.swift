@@ -329,12 +329,7 @@ struct SlotGrid {
     /// returned); a slot passed by less than the allowance still runs (just late).
     mutating func advance(now: ContinuousClock.Instant) -> Int {
         slot = slot + interval
-        var skipped = 0
-        while now - slot > allowance {
-            slot = slot + interval
-            skipped += 1
-        }
-        return skipped
+        return skipPassed(now: now)
     }
 }
 
