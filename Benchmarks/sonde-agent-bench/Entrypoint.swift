@@ -157,8 +157,8 @@ final class StartRecorder: ProbeExecuting {
     // As the agent runs: loops on the runner's HTTP client loop thread, sleeping on its timers.
     var preferredTaskExecutor: (any TaskExecutor)? { runner.preferredTaskExecutor }
 
-    func sleep(until deadline: ContinuousClock.Instant) async throws {
-        try await runner.sleep(until: deadline)
+    func sleep(until deadline: ContinuousClock.Instant, wake: EarlyWake) async throws {
+        try await runner.sleep(until: deadline, wake: wake)
     }
 
     func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {

@@ -120,7 +120,12 @@ public func buildAgent(
             }
         }
     }
-    let uploader = Uploader(settings: .init(config: config), journal: journal, key: key, client: client, logger: logger)
+    var uploader = Uploader(settings: .init(config: config), journal: journal, key: key, client: client, logger: logger)
+    // A collector deciding about a component asks this agent's probes of it to confirm.
+    uploader.confirm = { [scheduler] components in
+        let probes = scheduler.confirm(components: components)
+        if probes > 0 { logger.debug("collector asks to confirm components", metadata: ["components": "\(components)", "probes.count": "\(probes)"]) }
+    }
     var services = AgentServices(scheduler: scheduler, uploader: uploader)
     if let listen = config.metrics?.listen {
         let metrics = AgentMetrics()

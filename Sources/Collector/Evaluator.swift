@@ -28,6 +28,9 @@ public actor CorrelationHub {
     /// speed up (`CorrelationEngine.wantsFreshRuns`). Read by every push's answer without a hop
     /// onto this actor.
     nonisolated let wantsFreshRuns = Atomic<Bool>(false)
+    /// As of the latest evaluation: what agents are asked to confirm, per region
+    /// (`CorrelationEngine.confirmationRequests`). Read by every push's answer without a hop.
+    nonisolated let confirmations = Mutex(ConfirmationRequests())
     /// When `latest` was computed, on the wall clock that stamps `/metrics`' receive times: a run
     /// received after it is newer than the agent states in `latest`.
     private(set) var latestAt = Date.distantPast
@@ -79,6 +82,8 @@ public actor CorrelationHub {
     func evaluate() -> CorrelationOutput {
         let output = engine.evaluate(now: clock.now())
         wantsFreshRuns.store(engine.wantsFreshRuns, ordering: .relaxed)
+        let requests = engine.confirmationRequests
+        confirmations.withLock { if $0 != requests { $0 = requests } }
         latest = output
         latestAt = Date()
         evaluations += 1

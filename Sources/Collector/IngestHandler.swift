@@ -125,7 +125,9 @@ struct IngestHandler: Sendable {
         case .duplicate:
             metrics.batchDuplicate()
             logger.debug("Duplicate batch acknowledged", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID)])
-            return PushAck(batchID: batch.batchID, accepted: 0, duplicate: true, fastFlushSeconds: fastFlushSeconds)
+            return PushAck(
+                batchID: batch.batchID, accepted: 0, duplicate: true, fastFlushSeconds: fastFlushSeconds,
+                confirmComponents: confirmComponents(region: agent.region))
         case .stored(let new):
             // Only results stored now: one the store already had (re-sent under a new batch id)
             // was counted, correlated and shown when it first came.
@@ -140,7 +142,9 @@ struct IngestHandler: Sendable {
             logger.debug(
                 "Batch stored",
                 metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "results": "\(batch.results.count)", "results.new": "\(fresh.count)"])
-            return PushAck(batchID: batch.batchID, accepted: batch.results.count, duplicate: false, fastFlushSeconds: fastFlushSeconds)
+            return PushAck(
+                batchID: batch.batchID, accepted: batch.results.count, duplicate: false, fastFlushSeconds: fastFlushSeconds,
+                confirmComponents: confirmComponents(region: agent.region))
         }
     }
 
@@ -150,6 +154,12 @@ struct IngestHandler: Sendable {
     /// the database and evaluates, so any of them can answer it.
     private var fastFlushSeconds: Int? {
         hub.wantsFreshRuns.load(ordering: .relaxed) ? PushProtocol.fastFlushSeconds : nil
+    }
+
+    /// The components this agent's region is asked to confirm now (`PushAck.confirmComponents`):
+    /// the agent runs their probes at its retry pace for a while.
+    private func confirmComponents(region: String) -> [String]? {
+        hub.confirmations.withLock { $0.components(forRegion: region) }
     }
 
     private func tooLarge(_ declared: Int?) -> APIError {

@@ -72,6 +72,12 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     public var maxSampleErrors: Int
     /// `max_listed_agents` (Int, default 50): agent ids listed in evidence (counts are always exact).
     public var maxListedAgents: Int
+    /// `confirmation_runs` (Bool, default true): ask agents, in their push answers, to run the
+    /// probes of a component at their retry pace while its state is being decided (a failure in
+    /// their region, a problem verdict, an open incident); see `ConfirmationRequests`. The cost:
+    /// while a component fails, its probes run up to `interval / retry_interval` times as often
+    /// in the regions concerned (4 × at the agents' default), as a hard outage's own retries do.
+    public var confirmationRuns: Bool
 
     public init(
         windowRuns: Int = 20, windowAge: TimeInterval = 600, confirmFailures: Int = 2, flakyWindow: Int = 10,
@@ -79,7 +85,8 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         silentMin: TimeInterval = 10, localConfidence: Double = 0.999, recoveryConfidence: Double = 0.999,
         monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
         scopeWaitIntervals: Double = 1, majorRatio: Double = 0.8, degradedRatio: Double = 0.5, openAfter: Int = 2,
-        resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50, majorStepRatio: Double = 0.5
+        resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50, majorStepRatio: Double = 0.5,
+        confirmationRuns: Bool = true
     ) {
         self.windowRuns = windowRuns
         self.windowAge = windowAge
@@ -104,6 +111,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         self.resolveAfter = resolveAfter
         self.maxSampleErrors = maxSampleErrors
         self.maxListedAgents = maxListedAgents
+        self.confirmationRuns = confirmationRuns
     }
 
     enum CodingKeys: String, CodingKey {
@@ -130,6 +138,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         case resolveAfter = "resolve_after"
         case maxSampleErrors = "max_sample_errors"
         case maxListedAgents = "max_listed_agents"
+        case confirmationRuns = "confirmation_runs"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -158,6 +167,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         resolveAfter = try c.decodeIfPresent(Int.self, forKey: .resolveAfter) ?? d.resolveAfter
         maxSampleErrors = try c.decodeIfPresent(Int.self, forKey: .maxSampleErrors) ?? d.maxSampleErrors
         maxListedAgents = try c.decodeIfPresent(Int.self, forKey: .maxListedAgents) ?? d.maxListedAgents
+        confirmationRuns = try c.decodeIfPresent(Bool.self, forKey: .confirmationRuns) ?? d.confirmationRuns
     }
 
     /// The values clamped to sane ranges (at least 1 run confirms, ratios within 0…1, …), so a

@@ -40,6 +40,8 @@ struct AgentComponent {
     /// When its newest run here started, on the collector's time line.
     var newestStartedAt = -Double.infinity
     var latencyMs = -1.0
+    /// The longest typical interval of its probes here (s; 0 when none can be estimated yet).
+    var interval = 0.0
     /// Series whose latest error represents this agent here (-1 when none).
     var errorSeries: Int32 = -1
     var errorCode: Int32 = -1
@@ -287,7 +289,10 @@ extension CorrelationEngine {
         verdictPhase(frame, now: now, changed: &changed, events: &events)
         agentHealthPhase(frame, now: now, events: &events)
         awaitsPassingRuns = Self.awaitsPassingRuns(tracks: tracks, health: health, controlFaults: !controlFaultAgents.isEmpty)
-        wantsFreshRuns = Self.wantsFreshRuns(tracks: tracks, t: frame.t)
+        let confirmations = Self.confirmationRequests(
+            tracks: tracks, frame: frame, componentNames: componentNames, regionNames: regionNames, agentRegion: agentRegion, config)
+        confirmationRequests = confirmations.requests
+        wantsFreshRuns = confirmations.fromEvidence || Self.wantsFreshRuns(tracks: tracks, t: frame.t)
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)
     }
 
@@ -450,6 +455,7 @@ extension CorrelationEngine {
                 if s.latestFailed { x.latestFailed = true }
                 if s.latestSlow { x.latestSlow = true }
                 if s.latencyMs > x.latencyMs { x.latencyMs = s.latencyMs }
+                x.interval = max(x.interval, s.interval)
                 let worse = s.state.rawValue > x.state.rawValue
                 if worse || (x.errorSeries < 0 && s.errorCode >= 0 && s.state.rawValue == x.state.rawValue) {
                     if worse { x.state = s.state }

@@ -147,6 +147,9 @@ public struct CorrelationEngine: Sendable {
     /// decision up now (see `wantsFreshRuns(tracks:t:)`); the collector's push answers then ask
     /// agents to push promptly for a while.
     public internal(set) var wantsFreshRuns = false
+    /// As of the last `evaluate`: the components agents are asked to confirm, per region (see
+    /// `confirmationRequests(tracks:frame:componentNames:regionNames:agentRegion:_:)`).
+    public internal(set) var confirmationRequests = ConfirmationRequests()
 
     public init(
         config: CorrelationConfig, agents: [AgentInfo], openIncidents: [Incident] = [], agentStates: [AgentHealth] = [],

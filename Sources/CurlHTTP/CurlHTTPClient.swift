@@ -91,9 +91,10 @@ public final class CurlHTTPClient: Sendable {
 
     /// Suspends until `deadline` on the client's loop thread (the curl poll's time-out), not on
     /// Dispatch's timer thread: a task on `taskExecutor` then wakes up without a thread hand-off.
-    /// Throws `CancellationError` (at once) when the task is cancelled.
-    public func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
-        try await loop.sleep(until: deadline)
+    /// Throws `CancellationError` (at once) when the task is cancelled. `armed` gets the sleep's
+    /// timer once it is pending: firing it (`LoopTimer.fire`) ends the sleep early.
+    public func sleep(until deadline: ContinuousClock.Instant, armed: ((LoopTimer) -> Void)? = nil) async throws(CancellationError) {
+        try await loop.sleep(until: deadline, armed: armed)
     }
 
     /// True when the caller runs on the client's loop thread (code of a task on `taskExecutor`).
@@ -199,11 +200,12 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         wake(startingThread: isNew)
     }
 
-    func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
+    func sleep(until deadline: ContinuousClock.Instant, armed: ((LoopTimer) -> Void)? = nil) async throws(CancellationError) {
         try await LoopTimer.sleep(until: deadline) { timer in
             let (isNew, isNext) = state.withLock { s in (Self.markStarted(&s), s.timers.insert(timer)) }
             // A later deadline than one already pending needs no wake-up: the poll ends sooner anyway.
             if isNew || isNext { wake(startingThread: isNew) }
+            armed?(timer)
         } unschedule: { [self] timer in
             state.withLock { $0.timers.remove(timer) }
         }

@@ -39,6 +39,9 @@ public struct ProbeDefinition: Sendable {
         min(interval, max(interval / 4, .milliseconds(100)))
     }
 
+    /// Every component its runs give evidence about: its own and its steps' (`component:`).
+    public var components: Set<String> { Set([component] + script.steps.compactMap(\.component)) }
+
     /// Step names in order, for listings (`sonde-agent validate`, tables).
     public var stepNames: [String] { script.steps.map(\.name) }
 

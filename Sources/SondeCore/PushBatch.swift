@@ -36,12 +36,20 @@ public struct PushAck: Codable, Sendable, Hashable {
     /// pushes its results promptly (`PushProtocol.fastFlushInterval`) instead of after its
     /// `flush_interval`. Absent otherwise. Each such answer starts the period again.
     public var fastFlushSeconds: Int?
+    /// `confirm_components`: components whose state the collector is deciding in this agent's
+    /// region (a failure a peer saw, an open incident): the agent runs every probe that exercises
+    /// one of them (its own component or a step's) at its retry pace, as if it had failed, for two
+    /// of its intervals after the latest answer naming it. Like Checkly's and Datadog's
+    /// double-check from other locations: one agent's failure is confirmed or refuted by its
+    /// peers in seconds, not intervals. Absent when nothing is being decided.
+    public var confirmComponents: [String]?
 
-    public init(batchID: String, accepted: Int, duplicate: Bool, fastFlushSeconds: Int? = nil) {
+    public init(batchID: String, accepted: Int, duplicate: Bool, fastFlushSeconds: Int? = nil, confirmComponents: [String]? = nil) {
         self.batchID = batchID
         self.accepted = accepted
         self.duplicate = duplicate
         self.fastFlushSeconds = fastFlushSeconds
+        self.confirmComponents = confirmComponents
     }
 
     /// Public for the agent, which looks for `fast_flush_for_s` before decoding an answer.
@@ -49,6 +57,7 @@ public struct PushAck: Codable, Sendable, Hashable {
         case batchID = "batch_id"
         case accepted, duplicate
         case fastFlushSeconds = "fast_flush_for_s"
+        case confirmComponents = "confirm_components"
     }
 }
 
@@ -67,6 +76,8 @@ public enum PushProtocol {
     public static let fastFlushInterval: Duration = .milliseconds(200)
     /// The longest period an agent honours, whatever a collector asks.
     public static let longestFastFlushSeconds = 60
+    /// The most component names an agent takes from one answer (a hostile collector's list is cut).
+    public static let longestConfirmList = 64
     /// Largest body the collector accepts by default.
     public static let defaultMaxBodyBytes = 8 * 1024 * 1024
     /// Default allowed difference between `sent_at` and the collector's clock.

@@ -18,7 +18,7 @@ final class TimedRunner: ProbeExecuting {
 
     init(runner: ProbeRunner) { self.runner = runner }
     var preferredTaskExecutor: (any TaskExecutor)? { runner.preferredTaskExecutor }
-    func sleep(until deadline: ContinuousClock.Instant) async throws { try await runner.sleep(until: deadline) }
+    func sleep(until deadline: ContinuousClock.Instant, wake: EarlyWake) async throws { try await runner.sleep(until: deadline, wake: wake) }
 
     func run(_ probe: ProbeDefinition, context: RunContext) async -> ProbeResult {
         let now = ContinuousClock.now

@@ -41,6 +41,8 @@ final class PushReceiver: Sendable {
         var outageAfterStored: Int?
         /// Put in every acknowledgement, as the collector does while it decides something.
         var fastFlushSeconds: Int?
+        /// Put in every acknowledgement, as the collector does while it decides about a component.
+        var confirmComponents: [String]?
     }
 
     /// The state, in a class the server's handler can hold.
@@ -65,6 +67,7 @@ final class PushReceiver: Sendable {
     func setMode(_ mode: Mode) { store.state.withLock { $0.mode = mode } }
     func setOutage(afterStored count: Int?) { store.state.withLock { $0.outageAfterStored = count } }
     func setFastFlush(seconds: Int?) { store.state.withLock { $0.fastFlushSeconds = seconds } }
+    func setConfirm(_ components: [String]?) { store.state.withLock { $0.confirmComponents = components } }
     func stop() { server.stop() }
 
     private static func handle(_ request: LoopbackHTTPServer.Request, store: Store, publicKey: AgentPublicKey) -> LoopbackHTTPServer.Reply {
@@ -118,7 +121,8 @@ final class PushReceiver: Sendable {
                 s.results += batch.results
             }
             let ack = PushAck(
-                batchID: batch.batchID, accepted: duplicate ? 0 : batch.results.count, duplicate: duplicate, fastFlushSeconds: s.fastFlushSeconds)
+                batchID: batch.batchID, accepted: duplicate ? 0 : batch.results.count, duplicate: duplicate, fastFlushSeconds: s.fastFlushSeconds,
+                confirmComponents: s.confirmComponents)
             return .respond(status: 200, headers: [("Content-Type", "application/json")], body: (try? SondeJSON.encode(ack)) ?? Data())
         }
     }

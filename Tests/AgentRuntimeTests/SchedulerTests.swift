@@ -50,8 +50,8 @@ final class LoopThreadExecutor: ProbeExecuting {
 
     var preferredTaskExecutor: (any TaskExecutor)? { client.taskExecutor }
 
-    func sleep(until deadline: ContinuousClock.Instant) async throws {
-        try await client.sleep(until: deadline)
+    func sleep(until deadline: ContinuousClock.Instant, wake: EarlyWake) async throws {
+        try await client.sleep(until: deadline) { wake.armed($0) }
         note()
     }
 
@@ -72,7 +72,7 @@ final class LoopThreadExecutor: ProbeExecuting {
 final class TaskNotingExecutor: ProbeExecuting {
     let tasks = Mutex<(sleeps: [Int], runs: [Int])>(([], []))
 
-    func sleep(until deadline: ContinuousClock.Instant) async throws {
+    func sleep(until deadline: ContinuousClock.Instant, wake: EarlyWake) async throws {
         tasks.withLock { $0.sleeps.append(Self.currentTask) }
         try await Task.sleep(until: deadline, clock: ContinuousClock())
     }
@@ -331,6 +331,78 @@ struct SchedulerTests {
         #expect(starts[lastRetry] - starts[lastFailed] <= 0.8 + 0.1)
         let retries = all.filter { $0.retry == true }.count
         #expect(metrics.render(spool: SpoolStatus(pendingResults: 0, openBatches: 0, batchedResults: 0, lastSeq: 0, droppedResults: 0, journalBytes: 0, liveBytes: 0)).contains("sonde_agent_retries_total \(retries)\n"))
+    }
+
+    @Test("a collector's confirmation request paces runs as a failure does: at once with no run yet, a retry interval after the last, until it runs out; nothing with retries off")
+    func confirmationPaceRules() {
+        let t0 = ContinuousClock.now
+        let ms = { (n: Int) in t0 + .milliseconds(n) }
+        var pace = RetryPace(interval: .seconds(1), retryInterval: .milliseconds(250))
+        #expect(pace.next(before: ms(1000), confirmUntil: ms(2000), now: t0) == t0, "no run yet: at once")
+        pace.record(ok: true, startedAt: t0, endedAt: ms(10))
+        #expect(pace.next(before: ms(1000), confirmUntil: ms(2000), now: ms(20)) == ms(260))
+        #expect(pace.next(before: ms(1000), confirmUntil: ms(200), now: ms(250)) == nil, "the request ran out")
+        #expect(pace.next(before: ms(300), confirmUntil: ms(2000), now: ms(20)) == nil, "the slot comes about as soon")
+        var off = RetryPace(interval: .seconds(1), retryInterval: .seconds(1))
+        #expect(off.next(before: ms(5000), confirmUntil: ms(2000), now: t0) == nil)
+        off.record(ok: true, startedAt: t0, endedAt: ms(10))
+        #expect(off.next(before: ms(5000), confirmUntil: ms(2000), now: ms(20)) == nil)
+    }
+
+    /// A probe due in an hour runs at once when asked to confirm its component, and on at its
+    /// retry pace, marked as retries; a probe of another component, or with retries off, does not.
+    @Test("a confirmation request wakes a sleeping probe of that component and runs it at the retry pace; others sleep on", arguments: [false, true])
+    func confirmationWakesSleepingProbes(onCurlLoop: Bool) async throws {
+        let recorded = RecordedResults()
+        var files = ProbeDefinition(name: "files-hourly", component: "files", interval: .seconds(3600), timeout: .seconds(5), sourceFile: "f.yaml")
+        files.retryInterval = .milliseconds(100)
+        var login = ProbeDefinition(name: "login-hourly", component: "login", interval: .seconds(3600), timeout: .seconds(5), sourceFile: "l.yaml")
+        login.retryInterval = .milliseconds(100)
+        let off = ProbeDefinition(
+            name: "files-no-retries", component: "files", interval: .seconds(3600), retryInterval: .seconds(3600), timeout: .seconds(5), sourceFile: "o.yaml")
+        let executor: any ProbeExecuting = onCurlLoop ? LoopThreadExecutor() : SwitchableExecutor()
+        // The agent id puts every first run minutes into the hour: none is due during the test.
+        for name in ["files-hourly", "login-hourly", "files-no-retries"] { try #require(Scheduler.offsetFraction(agent: "eu-1", probe: name) > 0.01) }
+        let scheduler = Scheduler(
+            probes: [files, login, off], context: RunContext(agent: "eu-1", region: "eu"), executor: executor, jitter: 0, logger: logs.logger()
+        ) { recorded.append($0) }
+        let task = Task { [scheduler] in try await scheduler.run() }
+        defer { task.cancel() }
+        try await waitUntil("the loops running", timeout: .seconds(10)) { !scheduler.jobsForTests.isEmpty }
+        #expect(recorded.all.isEmpty, "nothing due yet")
+        #expect(scheduler.confirm(components: ["files", "unknown"]) == 1, "the files probe with retries on")
+        try await waitUntil("4 confirming runs of files-hourly", timeout: .seconds(10)) { recorded.count("files-hourly") >= 4 }
+        task.cancel()
+        _ = try? await task.value
+        let runs = recorded.all
+        #expect(runs.allSatisfy { $0.probe == "files-hourly" && $0.retry == true }, "\(runs.map(\.probe))")
+        let starts = runs.map(\.startedAt.timeIntervalSince1970)
+        for (a, b) in zip(starts, starts.dropFirst()) { #expect(b - a >= 0.09 && b - a < 1, "confirming runs \(b - a) s apart") }
+    }
+
+    @Test("confirming runs stop once the request runs out (two intervals); the probe is back on its slots")
+    func confirmationRunsOut() async throws {
+        let recorded = RecordedResults()
+        var files = ProbeDefinition(name: "files", component: "files", interval: .milliseconds(500), timeout: .seconds(5), sourceFile: "f.yaml")
+        files.retryInterval = .milliseconds(50)
+        let scheduler = Scheduler(
+            probes: [files], context: RunContext(agent: "eu-1", region: "eu"), executor: SwitchableExecutor(), jitter: 0, logger: logs.logger()
+        ) { recorded.append($0) }
+        let task = Task { [scheduler] in try await scheduler.run() }
+        defer { task.cancel() }
+        try await waitUntil("a first regular run", timeout: .seconds(10)) { recorded.count("files") >= 1 }
+        let asked = Date()
+        #expect(scheduler.confirm(components: ["files"]) == 1)
+        try await waitUntil("3 regular runs in a row after confirming runs", timeout: .seconds(10)) {
+            let all = recorded.all
+            return all.contains { $0.retry == true } && all.count >= 3 && all.suffix(3).allSatisfy { $0.retry == nil }
+        }
+        task.cancel()
+        _ = try? await task.value
+        let confirming = recorded.all.filter { $0.retry == true }
+        #expect(confirming.count >= 5, "at the 50 ms pace for 1 s: \(confirming.count) runs")
+        let last = try #require(confirming.last).startedAt.timeIntervalSince(asked)
+        #expect(last <= 1.0 + 0.1, "the last confirming run started \(last) s after the request (two 500 ms intervals)")
     }
 
     @Test("a passing probe is never retried")

@@ -248,4 +248,47 @@ struct UrgentPushTests {
         #expect(spool.status.unsentResults == 0, "graceful stop pushed what was left")
         #expect(receiver.snapshot.results.count == Int(spool.status.lastSeq))
     }
+
+    @Test("the real sonde-agent: a collector answer naming a component runs that component's hourly probe at once and at its retry pace, marked as retries; others stay asleep")
+    func agentConfirmsWhatTheCollectorAsks() async throws {
+        let target = try LoopbackHTTPServer { _ in .json(200, "{}") }
+        defer { target.stop() }
+        let dir = try TemporaryDirectory("confirm-agent")
+        defer { dir.remove() }
+        try key.write(to: dir.file("agent.key"))
+        let receiver = try PushReceiver(publicKey: key.publicKey)
+        defer { receiver.stop() }
+        for (name, component, interval) in [("api", "api", "500ms"), ("files", "files", "1h"), ("batch", "batch", "1h")] {
+            try """
+                name: \(name)
+                component: \(component)
+                interval: \(interval)
+                retry_interval: 200ms
+                timeout: 2s
+                steps:
+                  - name: get
+                    request: {method: GET, url: "\(target.baseURL)/\(name)"}
+                    assert: {status: 200}
+                """.write(toFile: dir.file("\(name).yaml"), atomically: true, encoding: .utf8)
+        }
+        for name in ["files", "batch"] { try #require(Scheduler.offsetFraction(agent: "confirm-1", probe: name) > 0.01, "not due in the test") }
+        try """
+            agent: {id: confirm-1, region: eu}
+            collector: {url: \(receiver.url), key: agent.key}
+            spool: {path: spool}
+            probes: [api.yaml, files.yaml, batch.yaml]
+            """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+        defer { agent.signal(SIGKILL) }
+        func results(_ probe: String) -> [ProbeResult] { receiver.snapshot.results.filter { $0.probe == probe } }
+
+        try await waitUntil("the api probe's results at the collector", timeout: .seconds(20)) { results("api").count >= 2 }
+        #expect(results("files").isEmpty && results("batch").isEmpty, "hourly probes not due yet")
+        receiver.setConfirm(["files"])
+        try await waitUntil("3 confirming runs of files at the collector", timeout: .seconds(20)) { results("files").count >= 3 }
+        #expect(results("files").allSatisfy { $0.retry == true })
+        #expect(results("batch").isEmpty, "batch was not asked")
+        agent.signal(SIGTERM)
+        #expect(try await agent.waitForExit(timeout: .seconds(20)) == 0)
+    }
 }

@@ -166,6 +166,33 @@ struct IngestTests {
         }
     }
 
+    /// One agent's failed run: its region's other agents are asked, in their push answers, to
+    /// confirm that component (`confirm_components`); another region's agents are not.
+    @Test func answersAskTheFailingAgentsRegionToConfirmItsComponent() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let eu1 = TestAgent(id: "eu-1", region: "eu")
+        let eu2 = TestAgent(id: "eu-2", region: "eu")
+        let us1 = TestAgent(id: "us-1", region: "us")
+        try await withCollector(testConfig(dir: dir, agents: [eu1, eu2, us1])) { collector in
+            let start = Date().addingTimeInterval(-20)
+            for agent in [eu1, eu2, us1] {
+                let runs = (0..<10).map { agent.result(startedAt: start.addingTimeInterval(Double($0) * 2)) }
+                let ack = try decode(PushAck.self, try await agent.push(agent.batch(runs), to: collector))
+                #expect(ack.confirmComponents == nil, "a healthy fleet is asked nothing")
+            }
+            _ = try await eu1.push(eu1.batch([eu1.result(outcome: .failed)]), to: collector)
+            try await waitUntil("the engine asking eu to confirm login", timeout: .seconds(20)) {
+                collector.built.hub.confirmations.withLock { $0.components(forRegion: "eu") } == ["login"]
+            }
+            let eu = try decode(PushAck.self, try await eu2.push(eu2.batch([eu2.result()]), to: collector))
+            #expect(eu.confirmComponents == ["login"])
+            #expect(eu.fastFlushSeconds == PushProtocol.fastFlushSeconds, "and to push the confirming runs promptly")
+            let us = try decode(PushAck.self, try await us1.push(us1.batch([us1.result()]), to: collector))
+            #expect(us.confirmComponents == nil)
+        }
+    }
+
     /// `sonde_ingest_results_total` as `/metrics` shows it.
     private static func resultsTotal(_ collector: RunningCollector) async throws -> Int? {
         let text = try await get(collector, "/metrics").bodyText

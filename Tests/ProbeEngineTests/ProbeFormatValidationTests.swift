@@ -199,4 +199,22 @@ struct ProbeFormatValidationTests {
         #expect(CertificateExpiry.parse("Mar  1 12:00:00 2027 GMT") == Date(timeIntervalSince1970: 1_803_902_400))
         #expect(CertificateExpiry.parse("Feb 30 12:00:00 2027 UTC") == nil)
     }
+
+    @Test("a probe's components: its own and its steps' (what a collector's confirmation request matches)")
+    func probeComponents() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: upload
+            component: files
+            interval: 30s
+            timeout: 10s
+            steps:
+              - name: login
+                component: login
+                request: {url: "${base_url}/login"}
+              - name: put
+                request: {url: "${base_url}/files"}
+            """, file: "p.yaml", variables: ["base_url"])
+        #expect(errors.isEmpty, "\(errors)")
+        #expect(try #require(probe).components == ["files", "login"])
+    }
 }

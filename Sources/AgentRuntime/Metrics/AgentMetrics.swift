@@ -14,6 +14,7 @@ public final class AgentMetrics: Sendable {
         var pushesOK: UInt64 = 0
         var pushesFailed: UInt64 = 0
         var promptPushRequests: UInt64 = 0
+        var confirmationRequests: UInt64 = 0
         /// Per bucket (not cumulative), the last one for anything above the largest bound.
         var lateness = [UInt64](repeating: 0, count: AgentMetrics.latenessBuckets.count + 1)
         var latenessSum: Double = 0
@@ -47,6 +48,11 @@ public final class AgentMetrics: Sendable {
         counts.withLock { $0.promptPushRequests += 1 }
     }
 
+    /// One collector answer asking to confirm components (`PushAck.confirmComponents`).
+    public func recordConfirmationRequest() {
+        counts.withLock { $0.confirmationRequests += 1 }
+    }
+
     /// The exposition text: these counters, the spool's figures and the process series.
     public func render(spool: SpoolStatus, process: ProcessStats = .current()) -> String {
         let c = counts.withLock { $0 }
@@ -74,6 +80,10 @@ public final class AgentMetrics: Sendable {
             "sonde_agent_prompt_push_requests_total", type: "counter",
             help: "Collector answers that asked for prompt pushes (fast_flush_for_s) while it decided something.")
         out.sample("sonde_agent_prompt_push_requests_total", [], Double(c.promptPushRequests))
+        out.declare(
+            "sonde_agent_confirmation_requests_total", type: "counter",
+            help: "Collector answers that asked to confirm components (confirm_components): their probes then run at the retry pace.")
+        out.sample("sonde_agent_confirmation_requests_total", [], Double(c.confirmationRequests))
         out.declare("sonde_agent_spool_results", type: "gauge", help: "Results in the spool not yet acknowledged by the collector.")
         out.sample("sonde_agent_spool_results", [], Double(spool.unsentResults))
         out.declare("sonde_agent_spool_bytes", type: "gauge", help: "Bytes of the spool's live records (what spool.max_bytes bounds).")

@@ -29,6 +29,8 @@ public struct Scheduler: Service {
     public var metrics: AgentMetrics?
     /// New probe sets (SIGHUP) for the running scheduler: ``reload(_:)``.
     private let reloads = ProbeSetReloads()
+    /// The running loops' jobs, for ``confirm(components:)``.
+    private let jobs = LiveJobs()
 
     public init(
         probes: [ProbeDefinition], context: RunContext, executor: any ProbeExecuting, controlProbes: Set<String> = [],
@@ -64,6 +66,22 @@ public struct Scheduler: Service {
     /// next slot. Probes no longer in the set stop after their run in flight.
     public func reload(_ set: ProbeSet) { reloads.send(set) }
 
+    /// The running loops' jobs (tests wait for the loops to start).
+    var jobsForTests: [ProbeJob] { jobs.all }
+
+    /// The collector asks to confirm `components` (`PushAck.confirmComponents`): every probe
+    /// that exercises one of them (its own component or a step's) runs at its retry pace for
+    /// two of its intervals from now, as after a failure of its own. Returns how many probes.
+    @discardableResult
+    public func confirm(components: [String]) -> Int {
+        guard !components.isEmpty else { return 0 }
+        let asked = Set(components)
+        let now = ContinuousClock.now
+        var count = 0
+        for job in jobs.all where !job.components.isDisjoint(with: asked) && job.confirm(now: now) { count += 1 }
+        return count
+    }
+
     public func run() async throws {
         logger.info("scheduler started", metadata: ["agent.id": "\(context.agent)", "probes.count": "\(probes.count)"])
         let runs = RunsInFlight()
@@ -79,6 +97,7 @@ public struct Scheduler: Service {
             for loop in previous.values where loop.control.retire() { loop.task.cancel() }
             retired += previous.values.map(\.task)
             let loopExecutor = executor.preferredTaskExecutor
+            var started: [ProbeJob] = []
             for probe in set.probes {
                 let control = LoopControl()
                 let before = previous[probe.name]?.task
@@ -90,7 +109,9 @@ public struct Scheduler: Service {
                     await job.loop(from: origin, runs: runs, control: control)
                 }
                 loops[probe.name] = ProbeLoop(task: task, control: control)
+                started.append(job)
             }
+            jobs.replace(with: started)
         }
         start(ProbeSet(probes: probes, context: context, controlProbes: controlProbes))
         // Graceful shutdown (or cancellation) ends the stream of reloads.
@@ -150,6 +171,10 @@ final class ProbeJob: Sendable {
     let jitter: Double
     /// The scheduler's, with the probe's name.
     let logger: Logger
+    /// Ends the loop's sleep when the collector asks to confirm one of the probe's components.
+    let wake = EarlyWake()
+    /// `probe.components`, worked out once.
+    let components: Set<String>
 
     init(
         probe: ProbeDefinition, context: RunContext, isControl: Bool, executor: any ProbeExecuting,
@@ -162,6 +187,7 @@ final class ProbeJob: Sendable {
         self.record = record
         self.metrics = metrics
         self.jitter = jitter
+        components = probe.components
         var logger = logger
         logger[metadataKey: "probe.name"] = "\(probe.name)"
         self.logger = logger
@@ -175,13 +201,18 @@ final class ProbeJob: Sendable {
             first: origin + probe.interval * Scheduler.offsetFraction(agent: context.agent, probe: probe.name), interval: probe.interval, jitter: jitter)
         var retries = RetryPace(interval: probe.interval, retryInterval: probe.retryInterval)
         logScheduled(slots)
+        var slotStart = slots.nextStart(now: .now)
         while !Task.isCancelled {
-            let slotStart = slots.nextStart(now: .now)
             // A retry between the regular slots, unless the next slot comes about as soon.
-            let retryAt = retries.next(before: slotStart)
+            let retryAt = retries.next(before: slotStart, confirmUntil: wake.confirmUntil, now: .now)
             let start = retryAt.map { max($0, .now) } ?? slotStart
             // Cancelled at shutdown: no new run starts after SIGTERM (nor after a reload retired it).
-            guard (try? await executor.sleep(until: start)) != nil, control.beginRun() else { break }
+            let slept = (try? await executor.sleep(until: start, wake: wake)) != nil
+            wake.slept()
+            guard slept else { break }
+            // Woken early by a confirmation request: plan the next run again.
+            if ContinuousClock.now < start { continue }
+            guard control.beginRun() else { break }
             let lateness = metrics == nil ? .zero : ContinuousClock.now - start
             guard runs.begin() else {
                 _ = control.endRun()
@@ -212,6 +243,7 @@ final class ProbeJob: Sendable {
                 let skipped = slots.advance(now: .now)
                 if skipped > 0 { logSkipped(skipped, durationMs: ran.durationMs) }
             }
+            slotStart = slots.nextStart(now: .now)
         }
     }
 
@@ -251,6 +283,17 @@ final class ProbeJob: Sendable {
     }
 }
 
+extension ProbeJob {
+    /// The collector asks to confirm one of this probe's components: run at the retry pace for
+    /// two intervals from now (a sleeping loop wakes to plan its next run). False when its
+    /// retries are off (`retry_interval` equal to `interval`): then it confirms nothing either.
+    func confirm(now: ContinuousClock.Instant = .now) -> Bool {
+        guard probe.retryInterval < probe.interval else { return false }
+        wake.confirm(until: now + probe.interval * 2)
+        return true
+    }
+}
+
 /// What the loop needs from a finished run.
 struct RunEnd: Sendable {
     var durationMs: Double
@@ -259,7 +302,8 @@ struct RunEnd: Sendable {
 
 /// When a probe runs between its slots: after a failed or slow run, `retryInterval` after the
 /// previous run ended (a long journey is not run back to back), until it has passed for two
-/// whole intervals since its newest failed or slow run. Retries are extra runs on top of the
+/// whole intervals since its newest failed or slow run; likewise until a collector's
+/// confirmation request runs out (`ProbeJob.confirm`). Retries are extra runs on top of the
 /// slot grid, which stays as it was.
 struct RetryPace {
     let interval: Duration
@@ -279,11 +323,21 @@ struct RetryPace {
     }
 
     /// The next retry's start, or nil when none is due before the slot at `slotStart` (one due
-    /// within half a retry interval of it waits for the slot instead).
-    func next(before slotStart: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-        guard retryInterval < interval, let lastEnd, let until else { return nil }
-        let at = lastEnd + retryInterval
-        guard at < until, at + retryInterval / 2 < slotStart else { return nil }
+    /// within half a retry interval of it waits for the slot instead). `confirmUntil`: the end of
+    /// a collector's confirmation request, which paces runs as a failure does (at once when no
+    /// run has ended yet).
+    func next(
+        before slotStart: ContinuousClock.Instant, confirmUntil: ContinuousClock.Instant? = nil, now: ContinuousClock.Instant = .now
+    ) -> ContinuousClock.Instant? {
+        guard retryInterval < interval else { return nil }
+        var end = until
+        var confirming = false
+        if let confirmUntil, confirmUntil > now {
+            confirming = true
+            end = max(end ?? confirmUntil, confirmUntil)
+        }
+        guard let end, let at = lastEnd.map({ $0 + retryInterval }) ?? (confirming ? now : nil) else { return nil }
+        guard at < end, at + retryInterval / 2 < slotStart else { return nil }
         return at
     }
 }
@@ -446,6 +500,13 @@ final class ProbeSetReloads: Sendable {
     init() { (stream, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1)) }
     func send(_ set: Scheduler.ProbeSet) { continuation.yield(set) }
     func finish() { continuation.finish() }
+}
+
+/// The jobs of the running loops (replaced on reload).
+final class LiveJobs: Sendable {
+    private let jobs = Mutex<[ProbeJob]>([])
+    func replace(with new: [ProbeJob]) { jobs.withLock { $0 = new } }
+    var all: [ProbeJob] { jobs.withLock { $0 } }
 }
 
 /// Set once, read after: whether the scheduler is stopping gracefully (vs cancelled).

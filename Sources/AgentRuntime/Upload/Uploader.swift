@@ -62,6 +62,9 @@ public struct Uploader: Service {
     public var logger: Logger
     /// Push counts for `/metrics`; nil when it is off.
     public var metrics: AgentMetrics?
+    /// Takes the components a collector's answer asks to confirm (`PushAck.confirmComponents`;
+    /// the scheduler's `confirm(components:)`), at most `PushProtocol.longestConfirmList` names.
+    public var confirm: (@Sendable ([String]) -> Void)?
 
     public init(settings: Settings, journal: JournalWriter, key: AgentSigningKey, client: CurlHTTPClient = .shared, logger: Logger) {
         self.settings = settings
@@ -181,8 +184,13 @@ public struct Uploader: Service {
             switch outcome {
             case .acknowledged(let answer):
                 // The answer is decoded only when it asks for prompt pushes, or for the log lines.
-                let asksFastFlush = answer.count <= Self.longestDecodedAnswer && answer.contains(bytes: Self.fastFlushKey)
-                let ack = asksFastFlush || state.failing || logger.logLevel <= .debug ? try? SondeJSON.decode(PushAck.self, from: answer) : nil
+                let small = answer.count <= Self.longestDecodedAnswer
+                let asks = small && (answer.contains(bytes: Self.fastFlushKey) || answer.contains(bytes: Self.confirmKey))
+                let ack = asks || state.failing || logger.logLevel <= .debug ? try? SondeJSON.decode(PushAck.self, from: answer) : nil
+                if let names = ack?.confirmComponents, !names.isEmpty, let confirm {
+                    confirm(Array(names.prefix(PushProtocol.longestConfirmList)))
+                    metrics?.recordConfirmationRequest()
+                }
                 if let seconds = ack?.fastFlushSeconds, seconds > 0 {
                     if state.fastFlushUntil.map({ ContinuousClock.now >= $0 }) ?? true {
                         logger.debug("collector asks for prompt pushes while it decides", metadata: ["push.fast_flush_for_s": "\(seconds)"])
@@ -354,6 +362,7 @@ public struct Uploader: Service {
     }
 
     private static let fastFlushKey = Data(PushAck.CodingKeys.fastFlushSeconds.stringValue.utf8)
+    private static let confirmKey = Data(PushAck.CodingKeys.confirmComponents.stringValue.utf8)
     /// An acknowledgement is a few dozen bytes; a larger answer is not searched for the key.
     private static let longestDecodedAnswer = 4096
 }

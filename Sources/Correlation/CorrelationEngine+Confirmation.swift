@@ -1,0 +1,88 @@
+import Foundation
+import SondeCore
+
+/// Which components the collector asks agents to confirm now, per region (the push answer's
+/// `confirm_components`): agents then run every probe that exercises such a component at its
+/// retry pace, as if it had failed itself. One agent's failure is confirmed or refuted by its
+/// region's peers within seconds instead of their next intervals (a fault that fails a tenth of
+/// requests gives each peer a failure only every few intervals), and an incident's end is seen
+/// from as many runs as its start.
+public struct ConfirmationRequests: Sendable, Hashable {
+    /// Components every region is asked to confirm (a problem that may be platform-wide).
+    public var everywhere: Set<String> = []
+    /// Components asked in one region only, by region name.
+    public var byRegion: [String: Set<String>] = [:]
+
+    public init(everywhere: Set<String> = [], byRegion: [String: Set<String>] = [:]) {
+        self.everywhere = everywhere
+        self.byRegion = byRegion
+    }
+
+    public var isEmpty: Bool { everywhere.isEmpty && byRegion.isEmpty }
+
+    /// What an agent of `region` is asked to confirm, sorted; nil when nothing.
+    public func components(forRegion region: String) -> [String]? {
+        let asked = everywhere.union(byRegion[region] ?? [])
+        return asked.isEmpty ? nil : asked.sorted()
+    }
+}
+
+extension CorrelationEngine {
+    /// The confirmation phase (after verdicts and incidents): per component,
+    /// - an open incident: its regions (every region at scope `platform`), so its end is read
+    ///   from runs at the retry pace, and the lull guard from the short gaps they leave;
+    /// - a problem verdict not yet opened (confirmation, the region-scope wait), for at most
+    ///   `fastFlushOpeningLimit` s: every region;
+    /// - a failed or slow run within two of its probe's intervals, from an agent that counts and
+    ///   is not local (in doubt included: its peers are the ones to settle the doubt): that
+    ///   agent's region, or every region once `min_platform_regions` regions show such runs.
+    /// Nothing with `confirmation_runs: false`. Returns whether any request comes from fresh
+    /// evidence rather than an incident (those also ask for prompt pushes).
+    static func confirmationRequests(
+        tracks: [ComponentTrack], frame: EvaluationFrame, componentNames: [String], regionNames: [String], agentRegion: [Int32],
+        _ cfg: CorrelationConfig
+    ) -> (requests: ConfirmationRequests, fromEvidence: Bool) {
+        var out = ConfirmationRequests()
+        guard cfg.confirmationRuns else { return (out, false) }
+        let componentCount = componentNames.count
+        var fromEvidence = false
+        var regionsWithEvidence = [Bool](repeating: false, count: regionNames.count)
+        for c in 0..<componentCount {
+            let name = componentNames[c]
+            if let incident = tracks[c].incident, incident.status != .resolved {
+                if incident.scope == .platform {
+                    out.everywhere.insert(name)
+                } else {
+                    for region in incident.regions { out.byRegion[region, default: []].insert(name) }
+                }
+                continue
+            }
+            if let since = tracks[c].badSince, frame.t - since <= fastFlushOpeningLimit {
+                out.everywhere.insert(name)
+                fromEvidence = true
+                continue
+            }
+            for r in regionsWithEvidence.indices { regionsWithEvidence[r] = false }
+            var regions = 0
+            for a in agentRegion.indices where frame.agentCounts(a) && !(frame.wholeLocal.isEmpty ? false : frame.wholeLocal[a]) {
+                let x = frame.grid[a * componentCount + c]
+                guard x.reporting, !x.local, x.newestBadAt > -Double.infinity else { continue }
+                let recent = 2 * (x.interval > 0 ? x.interval : cfg.silentAfter)
+                guard frame.t - x.newestBadAt <= recent else { continue }
+                let r = Int(agentRegion[a])
+                if !regionsWithEvidence[r] {
+                    regionsWithEvidence[r] = true
+                    regions += 1
+                }
+            }
+            guard regions > 0 else { continue }
+            fromEvidence = true
+            if regions >= cfg.minPlatformRegions {
+                out.everywhere.insert(name)
+            } else {
+                for r in regionsWithEvidence.indices where regionsWithEvidence[r] { out.byRegion[regionNames[r], default: []].insert(name) }
+            }
+        }
+        return (out, fromEvidence)
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import SondeCore
+import Testing
+
+@testable import Correlation
+
+/// What the engine asks agents to confirm (`confirmationRequests`, the push answer's
+/// `confirm_components`), on a simulated fleet of 3 regions × 3 agents, probes every 2 s.
+@Suite struct ConfirmationRequestTests {
+    func warmFleet(config: CorrelationConfig = CorrelationConfig()) -> FleetSimulation {
+        var fleet = FleetSimulation(config: config)
+        fleet.step(seconds: 30)
+        return fleet
+    }
+
+    @Test func aHealthyFleetIsAskedNothing() {
+        let fleet = warmFleet()
+        #expect(fleet.engine.confirmationRequests.isEmpty)
+        #expect(fleet.engine.confirmationRequests.components(forRegion: "eu") == nil)
+    }
+
+    /// One failed run of one agent: its region's peers are asked to confirm that component (and
+    /// asked to push promptly), no other region and no other component.
+    @Test func oneFailureAsksItsRegionToConfirmThatComponent() throws {
+        var fleet = warmFleet()
+        fleet.faults["once"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"], when: { $0 == 16 })
+        for _ in 0..<10 where fleet.engine.confirmationRequests.isEmpty { fleet.step() }
+        let requests = fleet.engine.confirmationRequests
+        #expect(requests.components(forRegion: "eu") == ["files"])
+        #expect(requests.components(forRegion: "us") == nil)
+        #expect(requests.components(forRegion: "ap") == nil)
+        #expect(fleet.engine.wantsFreshRuns, "peers' confirming runs are wanted at once")
+        // Two intervals after that run the request ends, with nothing opened.
+        fleet.step(seconds: 8)
+        #expect(fleet.engine.confirmationRequests.isEmpty)
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
+    /// Failures in two regions (`min_platform_regions`) may be platform-wide: every region is asked.
+    @Test func failuresInTwoRegionsAskEveryRegion() {
+        var fleet = warmFleet()
+        fleet.faults["two"] = FleetSimulation.failing(agents: ["eu-1", "us-1"], components: ["files"], when: { $0 == 16 })
+        for _ in 0..<10 where fleet.engine.confirmationRequests.components(forRegion: "ap") == nil { fleet.step() }
+        #expect(fleet.engine.confirmationRequests.components(forRegion: "ap") == ["files"])
+        #expect(fleet.engine.confirmationRequests.everywhere == ["files"])
+    }
+
+    /// An open region incident keeps its region confirming, without prompt pushes, until it resolves.
+    @Test func anOpenIncidentKeepsItsRegionsConfirmingUntilResolved() throws {
+        var fleet = warmFleet()
+        fleet.faults["files-eu"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        fleet.step(seconds: 20)
+        let incident = try #require(fleet.engine.openIncidents.first)
+        #expect(incident.scope == .region)
+        #expect(fleet.engine.confirmationRequests.byRegion == ["eu": ["files"]])
+        #expect(fleet.engine.confirmationRequests.everywhere.isEmpty)
+        #expect(!fleet.engine.wantsFreshRuns, "a steady incident keeps batching")
+        fleet.faults = [:]
+        for _ in 0..<120 where !fleet.engine.openIncidents.isEmpty { fleet.step() }
+        try #require(fleet.engine.openIncidents.isEmpty)
+        fleet.step(seconds: 5)
+        #expect(fleet.engine.confirmationRequests.isEmpty)
+    }
+
+    /// A cut agent (its control fails) is its own problem: nobody is asked to confirm it.
+    @Test func aLocalFaultAsksNothing() {
+        var fleet = warmFleet()
+        fleet.faults["cut"] = FleetSimulation.failing(
+            agents: ["eu-2"], control: true, error: ProbeError(kind: .connect, step: "request", message: "connection refused"))
+        var asked = 0
+        for _ in 0..<30 {
+            fleet.step()
+            if !fleet.engine.confirmationRequests.isEmpty { asked += 1 }
+        }
+        #expect(fleet.health("eu-2")?.state == .localFault)
+        #expect(asked == 0)
+    }
+
+    @Test func confirmationRunsOffAsksNothing() {
+        var fleet = warmFleet(config: CorrelationConfig(confirmationRuns: false))
+        fleet.faults["files-eu"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        var asked = 0
+        for _ in 0..<20 {
+            fleet.step()
+            if !fleet.engine.confirmationRequests.isEmpty { asked += 1 }
+        }
+        #expect(fleet.engine.openIncidents.count == 1)
+        #expect(asked == 0)
+    }
+
+    @Test func theConfigKeyIsRead() throws {
+        let config = try SondeJSON.decode(CorrelationConfig.self, from: Data(#"{"confirmation_runs": false}"#.utf8))
+        #expect(!config.confirmationRuns)
+        #expect(CorrelationConfig().confirmationRuns)
+    }
+}
