@@ -35,7 +35,7 @@ extension AgentConfig {
         do {
             var probes = try ProbeLoader.load(paths: probePaths, variables: allVariableNames)
             if let interval = scheduling.interval {
-                for index in probes.indices { probes[index].interval = interval }
+                for index in probes.indices { probes[index].override(interval: interval) }
             }
             guard !probes.isEmpty else {
                 throw AgentStartError(["\(probePaths.joined(separator: ", ")): no probe scripts (*.yaml, *.yml) found there"])

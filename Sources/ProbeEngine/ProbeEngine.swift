@@ -39,6 +39,16 @@ public struct ProbeDefinition: Sendable {
         min(interval, max(interval / 4, .milliseconds(100)))
     }
 
+    /// Runs the probe every `newInterval` instead (the agent's `scheduling.interval`), with its
+    /// retry interval scaled alike: the default quarter stays a quarter, retries that were off
+    /// (equal to the interval) stay off, and the result is at least 100 ms (at most the interval).
+    /// Without this, a 1 m probe run every 2 s kept its 15 s retry interval and never retried.
+    public mutating func override(interval newInterval: Duration) {
+        let share = interval > .zero ? retryInterval / interval : 0.25
+        interval = newInterval
+        retryInterval = share >= 1 ? newInterval : min(newInterval, max(newInterval * share, .milliseconds(100)))
+    }
+
     /// Every component its runs give evidence about: its own and its steps' (`component:`).
     public var components: Set<String> { Set([component] + script.steps.compactMap(\.component)) }
 

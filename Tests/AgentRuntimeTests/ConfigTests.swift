@@ -78,7 +78,7 @@ struct ConfigTests {
         #expect(diagnostics.count == 5)
     }
 
-    @Test("scheduling.interval overrides every probe's own interval")
+    @Test("scheduling.interval overrides every probe's own interval, and scales its retry interval alike")
     func intervalOverride() throws {
         let dir = try TemporaryDirectory("config")
         defer { dir.remove() }
@@ -95,6 +95,18 @@ struct ConfigTests {
         let loaded = try config.loadProbes()
         #expect(loaded.probes.count >= 4)
         #expect(loaded.probes.allSatisfy { $0.interval == .seconds(2) })
+        // The sim's probes leave retry_interval at its default (a quarter): still a quarter.
+        #expect(loaded.probes.allSatisfy { $0.retryInterval == .milliseconds(500) }, "\(loaded.probes.map(\.retryInterval))")
+        // An explicit share is kept, retries off stay off, and 100 ms is the floor.
+        var probe = ProbeDefinition(name: "p", component: "c", interval: .seconds(60), retryInterval: .seconds(30), timeout: .seconds(5), sourceFile: "p.yaml")
+        probe.override(interval: .seconds(2))
+        #expect(probe.retryInterval == .seconds(1))
+        var off = ProbeDefinition(name: "p", component: "c", interval: .seconds(60), retryInterval: .seconds(60), timeout: .seconds(5), sourceFile: "p.yaml")
+        off.override(interval: .seconds(2))
+        #expect(off.retryInterval == .seconds(2))
+        var fast = ProbeDefinition(name: "p", component: "c", interval: .seconds(60), timeout: .seconds(5), sourceFile: "p.yaml")
+        fast.override(interval: .milliseconds(200))
+        #expect(fast.retryInterval == .milliseconds(100))
 
         try "scheduling: {interval: 0s}\n".write(toFile: file, atomically: true, encoding: .utf8)
         #expect(throws: (any Error).self) { try AgentConfig.load(file: file, overrides: ConfigOverrides(), environment: [:]) }
