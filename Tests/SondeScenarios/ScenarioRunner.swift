@@ -82,6 +82,10 @@ public struct ScenarioRunner: Sendable {
         ) { system in
             for trial in 1...trials {
                 try await system.waitUntilHealthy(timeout: .seconds(120), exempt: Set(scenario.options.clockOffsets.keys))
+                // Each trial starts from agents at their regular pace: a probe's own retries, and
+                // a collector's confirmation request, last two intervals after the last failure or
+                // ask, so a trial started sooner would find them still probing 4 × as often.
+                if trial > 1 { try await Task.sleep(for: interval * 3) }
                 let outcome = try await runTrial(scenario, trial: trial, on: system)
                 log("\(scenario.name) trial \(trial): " + Self.describe(outcome))
                 outcomes.append(outcome)
