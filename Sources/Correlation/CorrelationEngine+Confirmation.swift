@@ -22,6 +22,7 @@ public struct ConfirmationRequests: Sendable, Hashable {
 
     /// What an agent of `region` is asked to confirm, sorted; nil when nothing.
     public func components(forRegion region: String) -> [String]? {
+        if isEmpty { return nil }  // every push asks: a healthy fleet's answers cost nothing here
         let asked = everywhere.union(byRegion[region] ?? [])
         return asked.isEmpty ? nil : asked.sorted()
     }
