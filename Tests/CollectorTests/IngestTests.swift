@@ -134,19 +134,10 @@ struct IngestTests {
     /// decides something that agents' newest runs speed up: here a problem in eu whose region
     /// scope waits for us's fresh runs. A healthy fleet's answers do not ask.
     @Test func answersAskForPromptPushesWhileADecisionWaitsOnFreshRuns() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let eu1 = TestAgent(id: "eu-1", region: "eu")
-        let eu2 = TestAgent(id: "eu-2", region: "eu")
-        let us1 = TestAgent(id: "us-1", region: "us")
-        try await withCollector(testConfig(dir: dir, agents: [eu1, eu2, us1])) { collector in
-            // A healthy history, a run every 10 s: the region-scope wait lasts one interval (10 s).
-            let start = Date().addingTimeInterval(-100)
-            for agent in [eu1, eu2, us1] {
-                let runs = (0..<10).map { agent.result(startedAt: start.addingTimeInterval(Double($0) * 10)) }
-                let ack = try decode(PushAck.self, try await agent.push(agent.batch(runs), to: collector))
-                #expect(ack.fastFlushSeconds == nil)
-            }
+        // A healthy history, a run every 10 s: the region-scope wait lasts one interval (10 s).
+        try await withWarmFleet(every: 10) { collector, start, acks in
+            let (eu1, eu2, us1) = (Self.eu1, Self.eu2, Self.us1)
+            #expect(acks.allSatisfy { $0.fastFlushSeconds == nil })
             let evaluated = await collector.built.hub.evaluations
             try await waitUntil("an evaluation of the healthy fleet", timeout: .seconds(20)) { await collector.built.hub.evaluations > evaluated + 1 }
             let healthy = try decode(PushAck.self, try await us1.push(us1.batch([us1.result(startedAt: start.addingTimeInterval(99))]), to: collector))
@@ -169,18 +160,9 @@ struct IngestTests {
     /// One agent's failed run: its region's other agents are asked, in their push answers, to
     /// confirm that component (`confirm_components`); another region's agents are not.
     @Test func answersAskTheFailingAgentsRegionToConfirmItsComponent() async throws {
-        let dir = try TemporaryDirectory()
-        defer { dir.remove() }
-        let eu1 = TestAgent(id: "eu-1", region: "eu")
-        let eu2 = TestAgent(id: "eu-2", region: "eu")
-        let us1 = TestAgent(id: "us-1", region: "us")
-        try await withCollector(testConfig(dir: dir, agents: [eu1, eu2, us1])) { collector in
-            let start = Date().addingTimeInterval(-20)
-            for agent in [eu1, eu2, us1] {
-                let runs = (0..<10).map { agent.result(startedAt: start.addingTimeInterval(Double($0) * 2)) }
-                let ack = try decode(PushAck.self, try await agent.push(agent.batch(runs), to: collector))
-                #expect(ack.confirmComponents == nil, "a healthy fleet is asked nothing")
-            }
+        try await withWarmFleet(every: 2) { collector, _, acks in
+            let (eu1, eu2, us1) = (Self.eu1, Self.eu2, Self.us1)
+            #expect(acks.allSatisfy { $0.confirmComponents == nil }, "a healthy fleet is asked nothing")
             _ = try await eu1.push(eu1.batch([eu1.result(outcome: .failed)]), to: collector)
             try await waitUntil("the engine asking eu to confirm login", timeout: .seconds(20)) {
                 collector.built.hub.confirmations.withLock { $0.components(forRegion: "eu") } == ["login"]
@@ -190,6 +172,27 @@ struct IngestTests {
             #expect(eu.fastFlushSeconds == PushProtocol.fastFlushSeconds, "and to push the confirming runs promptly")
             let us = try decode(PushAck.self, try await us1.push(us1.batch([us1.result()]), to: collector))
             #expect(us.confirmComponents == nil)
+        }
+    }
+
+    static let eu1 = TestAgent(id: "eu-1", region: "eu")
+    static let eu2 = TestAgent(id: "eu-2", region: "eu")
+    static let us1 = TestAgent(id: "us-1", region: "us")
+
+    /// A collector with agents eu-1, eu-2 and us-1, each having pushed 10 passing runs `every` s
+    /// apart from `start` (10 intervals ago); `body` gets the collector, `start` and the answers.
+    private func withWarmFleet(every spacing: Double, _ body: (RunningCollector, Date, [PushAck]) async throws -> Void) async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = [Self.eu1, Self.eu2, Self.us1]
+        try await withCollector(testConfig(dir: dir, agents: agents)) { collector in
+            let start = Date().addingTimeInterval(-10 * spacing)
+            var acks: [PushAck] = []
+            for agent in agents {
+                let runs = (0..<10).map { agent.result(startedAt: start.addingTimeInterval(Double($0) * spacing)) }
+                acks.append(try decode(PushAck.self, try await agent.push(agent.batch(runs), to: collector)))
+            }
+            try await body(collector, start, acks)
         }
     }
 
