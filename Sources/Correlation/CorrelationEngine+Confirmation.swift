@@ -65,7 +65,7 @@ extension CorrelationEngine {
             }
             for r in regionsWithEvidence.indices { regionsWithEvidence[r] = false }
             var regions = 0
-            for a in agentRegion.indices where frame.agentCounts(a) && !(frame.wholeLocal.isEmpty ? false : frame.wholeLocal[a]) {
+            for a in agentRegion.indices where frame.agentCounts(a) {  // a wholly local agent's cells are all `local`
                 let x = frame.grid[a * componentCount + c]
                 guard x.reporting, !x.local, x.newestBadAt > -Double.infinity else { continue }
                 let recent = 2 * (x.interval > 0 ? x.interval : cfg.silentAfter)

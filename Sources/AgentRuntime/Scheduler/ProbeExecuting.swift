@@ -23,6 +23,7 @@ extension ProbeExecuting {
     /// at the deadline, so `wake` can fire it sooner.
     public func sleep(until deadline: ContinuousClock.Instant, wake: EarlyWake) async throws {
         let ticker = TickerTask()
+        defer { ticker.cancel() }  // woken early: the timer task need not sleep on to the deadline
         try await LoopTimer.sleep(until: deadline) { timer in
             ticker.start {
                 try? await Task.sleep(until: deadline, clock: ContinuousClock())

@@ -183,7 +183,7 @@ public struct Uploader: Service {
             }
             switch outcome {
             case .acknowledged(let answer):
-                // The answer is decoded only when it asks for prompt pushes, or for the log lines.
+                // The answer is decoded only when it asks for prompt pushes or confirmation runs, or for the log lines.
                 let small = answer.count <= Self.longestDecodedAnswer
                 let asks = small && (answer.contains(bytes: Self.fastFlushKey) || answer.contains(bytes: Self.confirmKey))
                 let ack = asks || state.failing || logger.logLevel <= .debug ? try? SondeJSON.decode(PushAck.self, from: answer) : nil
