@@ -36,7 +36,10 @@ public final class WakeSignal: Sendable {
         var wakes = stream.makeAsyncIterator()
         return await body { limit in
             let timer = Task {
-                try? await Task.sleep(for: limit)
+                // A timer cancelled because a `fire()` ended the wait must not yield: its wake-up
+                // would end the next wait at once, and that wait's cancelled timer the one after,
+                // so the waiter would spin for good.
+                do { try await Task.sleep(for: limit) } catch { return }
                 wake.yield()
             }
             // Cancellation ends the stream: later waits return at once.

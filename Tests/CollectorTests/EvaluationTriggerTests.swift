@@ -45,3 +45,39 @@ import Testing
         }
     }
 }
+
+/// The evaluator's and the webhook dispatcher's wake-up: a wait ended by `fire()` leaves nothing
+/// behind (its timer, cancelled, once woke the next wait at once, and so on for good: a collector
+/// that had seen one failed result evaluated ~25,000 times a second).
+@Suite struct WakeSignalTests {
+    @Test func aWaitEndedByFireLeavesNoWakeUpBehind() async {
+        let signal = WakeSignal()
+        await signal.waiting { wait in
+            for _ in 0..<3 {
+                signal.fire()
+                await wait(.seconds(60))  // returns at once: a fire came first
+                let start = ContinuousClock.now
+                await wait(.milliseconds(300))  // nothing fires: waits out its own limit
+                #expect(ContinuousClock.now - start >= .milliseconds(250))
+            }
+        }
+    }
+
+    @Test func aCollectorThatSawAFailureEvaluatesAtItsTick() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        var config = testConfig(dir: dir, agents: [agent])
+        config.evaluationInterval = 60
+        try await withCollector(config) { collector in
+            let hub = collector.built.hub
+            let response = try await agent.push(
+                agent.batch([agent.result(probe: "upload", component: "files", outcome: .failed, startedAt: Date())]), to: collector)
+            #expect(response.status == 200)
+            try await waitUntil("the failure evaluated", timeout: .seconds(10), every: .milliseconds(50)) { await hub.evaluations >= 1 }
+            let before = await hub.evaluations
+            try await Task.sleep(for: .seconds(1))  // a measuring window: the tick is 60 s away
+            #expect(await hub.evaluations - before <= 1)
+        }
+    }
+}
