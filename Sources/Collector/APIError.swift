@@ -12,7 +12,26 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status
         self.code = code
-        self.message = message
+        self.message = Self.clipped(message, to: Self.longestMessage)
+    }
+
+    /// The longest message answered or logged, in bytes: messages quote what a client sent (an
+    /// agent id, a field), and an unauthenticated client must not be able to echo megabytes back
+    /// or write them to the log.
+    static let longestMessage = 1024
+
+    /// `text` cut to at most `limit` UTF-8 bytes on a character boundary, with "…" when cut.
+    static func clipped(_ text: String, to limit: Int) -> String {
+        guard text.utf8.count > limit else { return text }
+        var out = ""
+        var bytes = 0
+        for character in text {
+            let size = character.utf8.count
+            if bytes + size > limit - 3 { break }
+            out.append(character)
+            bytes += size
+        }
+        return out + "…"
     }
 
     public var description: String { "\(status.code) \(code): \(message)" }

@@ -13,7 +13,7 @@ import SondeYAML
 /// tokens: [{ name: ops, role: admin, sha256: <hex SHA-256 of the token> }]
 /// status_page: { public: false, title: Example status, logo: https://example.com/logo.svg, link: https://example.com, show_probes: false }
 /// metrics: { public: false }                  # true: `/metrics` answers without a token
-/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6 }
+/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456 }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
 /// database_sync: full                          # fsync at every commit (normal: only at checkpoints)
 /// public_url: https://status.example.com      # base of the links in webhooks
@@ -181,6 +181,10 @@ public struct Limits: Sendable, Hashable {
     /// `limits.test_alerts_per_minute`: `POST /v1/alerts/test` for the whole collector (that many at
     /// once, then one every 60/N s). Default 6.
     public var testAlertsPerMinute = 6.0
+    /// `limits.max_push_bytes_in_flight`: push body bytes the collector reads at once, for all
+    /// agents together (past it: 503 `busy`, retry in 1 s). Bounds what slow or hostile senders
+    /// can make it buffer. Default 256 MiB.
+    public var maxPushBytesInFlight = 256 << 20
 
     public init() {}
 }
@@ -218,8 +222,12 @@ public struct WebhookTarget: Sendable, Decodable, Hashable {
         case alertmanager
     }
 
-    /// `name`: the delivery key (stable across restarts); defaults to the URL.
+    /// `name`: the delivery key (stable across restarts), shown in logs, the dead-letter list and
+    /// test answers. Without one: ``defaultName(url:)``, never the URL itself.
     public var name: String
+    /// The key an unnamed target had before names stopped defaulting to the URL: its queue is
+    /// moved to `name` when its dispatcher starts (nil for a named target).
+    public var legacyName: String?
     public var url: String
     /// `secret`: HMAC-SHA256 key for `Sonde-Signature`.
     public var secret: String
@@ -237,7 +245,8 @@ public struct WebhookTarget: Sendable, Decodable, Hashable {
         name: String? = nil, url: String, secret: String = "", events: [String] = [], format: Format = .json, routingKey: String? = nil,
         resendInterval: TimeInterval = 60
     ) {
-        self.name = name ?? url
+        self.name = name ?? Self.defaultName(url: url)
+        legacyName = name == nil ? url : nil
         self.url = url
         self.secret = secret
         self.events = events
@@ -264,7 +273,9 @@ public struct WebhookTarget: Sendable, Decodable, Hashable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         url = try c.decode(String.self, forKey: .url)
-        name = try c.decodeIfPresent(String.self, forKey: .name) ?? url
+        let given = try c.decodeIfPresent(String.self, forKey: .name)
+        name = given ?? Self.defaultName(url: url)
+        legacyName = given == nil ? url : nil
         events = try c.decodeIfPresent([String].self, forKey: .events) ?? []
         let formatName = try c.decodeIfPresent(String.self, forKey: .format) ?? Format.json.rawValue
         guard let format = Format(rawValue: formatName) else {
@@ -434,12 +445,14 @@ private struct ConfigFile: Decodable {
         var pushesPerMinute: Double?
         var pushBurst: Double?
         var testAlertsPerMinute: Double?
+        var maxPushBytesInFlight: Int?
         enum CodingKeys: String, CodingKey {
             case maxProbesPerAgent = "max_probes_per_agent"
             case maxComponentsPerAgent = "max_components_per_agent"
             case pushesPerMinute = "pushes_per_minute"
             case pushBurst = "push_burst"
             case testAlertsPerMinute = "test_alerts_per_minute"
+            case maxPushBytesInFlight = "max_push_bytes_in_flight"
         }
     }
     var listen: Listen?
@@ -709,6 +722,7 @@ extension CollectorConfig {
             if let v = try positive(l.pushesPerMinute, "pushes_per_minute") { limits.pushesPerMinute = v }
             if let v = try positive(l.pushBurst, "push_burst") { limits.pushBurst = max(1, v) }
             if let v = try positive(l.testAlertsPerMinute, "test_alerts_per_minute") { limits.testAlertsPerMinute = v }
+            if let v = try positive(l.maxPushBytesInFlight, "max_push_bytes_in_flight") { limits.maxPushBytesInFlight = v }
         }
     }
 
@@ -733,8 +747,24 @@ public struct StatusPageSettings: Sendable, Hashable {
 // Printed anywhere (an interpolation, a log line), a webhook target must not show its secret.
 extension WebhookTarget: CustomStringConvertible {
     public var description: String {
-        // The URL's path can be a credential too (Slack's incoming-webhook URLs are): origin only.
-        let origin = url.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false).prefix(3).joined(separator: "/")
-        return "WebhookTarget(name: \(name), url: \(origin)/…, format: \(format.rawValue), secret: <redacted>)"
+        "WebhookTarget(name: \(name), url: \(Self.origin(of: url))/…, format: \(format.rawValue), secret: <redacted>)"
+    }
+
+    /// Scheme, host and port only: a URL's path can be a credential (Slack's incoming-webhook
+    /// URLs are), and so can its user-info and query.
+    static func origin(of url: String) -> String {
+        let parts = url.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count >= 3 else { return "(not a URL)" }
+        let authority = parts[2]
+        let host = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
+        return "\(parts[0])//\(host.split(separator: "?", maxSplits: 1).first ?? "")"
+    }
+
+    /// An unnamed target's name: its origin and the first 8 hex digits of its whole URL's
+    /// SHA-256, so targets on one host stay apart and nothing secret in the URL shows.
+    static func defaultName(url: String) -> String {
+        let digest = hexDigits(SHA256Digest.hash(Data(url.utf8)).prefix(4))
+        return "\(origin(of: url))/…#\(digest)"
     }
 }
+

@@ -114,7 +114,9 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     var ingest = IngestHandler(
         store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, health: health, cardinality: cardinality,
         pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
-        maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew, logger: logger)
+        maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew,
+        retention: config.retentionDays * 86_400, logger: logger,
+        bodyBudget: PushBodyBudget(limit: config.limits.maxPushBytesInFlight))
     ingest.feedsHub = coordinator == nil
     let api = CollectorAPI(
         store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger, outbox: outbox, ingest: ingest,
@@ -311,7 +313,7 @@ public struct CollectorAPI: Sendable {
         }
         let states = health.map(\.state)
         return StatusResponse(
-            generatedAt: Date(), overall: verdicts.map(\.status).max() ?? .unknown, components: verdicts,
+            generatedAt: Date(), overall: verdicts.filter(\.known).map(\.status).max() ?? .unknown, components: verdicts,
             agents: AgentsSummary(
                 total: health.count, ok: states.filter { $0 == .ok }.count, localFault: states.filter { $0 == .localFault }.count,
                 silent: states.filter { $0 == .silent }.count, revoked: states.filter { $0 == .revoked }.count),
@@ -429,7 +431,7 @@ public struct CollectorAPI: Sendable {
         let text = MetricsRenderer.render(
             runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, agentsAt: await hub.latestAt, counters: metrics.snapshot, verdicts: await hub.verdicts,
             openIncidents: await hub.openIncidents.count,
-            deadLetters: (try? await store.deadLetterCount()) ?? 0)
+            deadLetters: (try? await store.deadLetterCount()) ?? 0, pushBytesInFlight: ingest.bodyBudget.inUse)
             + (cluster.map { Self.clusterMetrics($0.view) } ?? "")
         return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
     }

@@ -23,14 +23,20 @@ struct IngestHandler: Sendable {
     let maxBodyBytes: Int
     let maxResults: Int
     let allowedSkew: TimeInterval
+    /// `retention_days` in seconds: older results are refused (they would be pruned at once).
+    let retention: TimeInterval
     /// False with several collectors: the engine is fed by following the database instead.
     var feedsHub = true
     let logger: Logger
     /// Enrolled keys already parsed (OpenSSL's key object), by their base64.
     let keys = AgentKeyCache()
 
-    /// Just enough of the body to find the agent when the header is missing.
-    private struct AgentOnly: Decodable { var agent: String }
+    /// Bytes of push bodies being read at once, for every agent together.
+    let bodyBudget: PushBodyBudget
+    /// How long before its enrolment an agent's runs are still accepted.
+    static let enrolmentGrace: TimeInterval = 86_400
+    /// Longer `Sonde-Agent` values are refused unread (enrolment allows far shorter ids).
+    static let longestAgentID = 256
 
     func handle(_ request: Request) async throws(APIError) -> PushAck {
         do {
@@ -41,7 +47,7 @@ struct IngestHandler: Sendable {
             metrics.refused(.ingest, reason: error.code)
             logger.notice(
                 "Batch refused",
-                metadata: ["error.code": .string(error.code), "error.message": .string(error.message), "agent.id": .string(request.headers.first(named: PushProtocol.agentHeader) ?? "?")])
+                metadata: ["error.code": .string(error.code), "error.message": .string(error.message), "agent.id": .string(APIError.clipped(request.headers.first(named: PushProtocol.agentHeader) ?? "?", to: Self.longestAgentID))])
             throw error
         }
     }
@@ -60,6 +66,37 @@ struct IngestHandler: Sendable {
                 throw APIError(.unsupportedMediaType, "unsupported_media_type", "Content-Type is \"\(type)\"; push batches as application/json")
             }
         }
+        // Who claims to have sent it, before any body is read: a client that names no enrolled,
+        // unrevoked agent, or signs nothing, costs a lookup, not a buffered body.
+        guard let agentID = request.headers.first(named: PushProtocol.agentHeader)?.trimmingCharacters(in: .whitespaces), !agentID.isEmpty else {
+            throw APIError(.unauthorized, "unknown_agent", "no \(PushProtocol.agentHeader) header: name the pushing agent's id in it")
+        }
+        guard agentID.utf8.count <= Self.longestAgentID, !agentID.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw APIError(.unauthorized, "unknown_agent", "the \(PushProtocol.agentHeader) header is not an agent id (over \(Self.longestAgentID) bytes or with control characters)")
+        }
+        let agent: AgentRecord?
+        do { agent = try await store.agent(id: agentID) } catch {
+            throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up: \(error)")
+        }
+        guard let agent else {
+            throw APIError(.unauthorized, "unknown_agent", "agent \"\(agentID)\" is not enrolled; enrol it with `sonde-collector agents add` or the config's agents list")
+        }
+        guard !agent.revoked else { throw APIError(.forbidden, "agent_revoked", "agent \"\(agentID)\" has been revoked") }
+        guard let signature = request.headers.first(named: PushProtocol.signatureHeader), !signature.isEmpty else {
+            throw APIError(.unauthorized, "bad_signature", "missing \(PushProtocol.signatureHeader) header")
+        }
+
+        // Bodies being read share one budget: slow senders naming real agents cannot make the
+        // collector buffer more than `limits.max_push_bytes_in_flight` between them.
+        let reserved = max(1, min(request.headers[.contentLength].flatMap(Int.init) ?? maxBodyBytes, maxBodyBytes))
+        guard bodyBudget.reserve(reserved) else {
+            var error = APIError(
+                .serviceUnavailable, "busy",
+                "the collector is reading too many push bodies at once (limits.max_push_bytes_in_flight); retry in 1 s")
+            error.headers[.retryAfter] = "1"
+            throw error
+        }
+        defer { bodyBudget.release(reserved) }
         let body: Data
         do {
             var buffer = try await request.body.collect(upTo: maxBodyBytes)
@@ -71,29 +108,7 @@ struct IngestHandler: Sendable {
         }
         guard !body.isEmpty else { throw APIError(.badRequest, "malformed_body", "the request body is empty; expected a JSON push batch") }
 
-        // Who claims to have sent it.
-        let headerAgent = request.headers.first(named: PushProtocol.agentHeader)?.trimmingCharacters(in: .whitespaces)
-        let agentID: String
-        if let headerAgent, !headerAgent.isEmpty {
-            agentID = headerAgent
-        } else if let fromBody = try? SondeJSON.decode(AgentOnly.self, from: body) {
-            agentID = fromBody.agent
-        } else {
-            throw APIError(.unauthorized, "unknown_agent", "no \(PushProtocol.agentHeader) header and no readable \"agent\" in the body")
-        }
-        let agent: AgentRecord?
-        do { agent = try await store.agent(id: agentID) } catch {
-            throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up: \(error)")
-        }
-        guard let agent else {
-            throw APIError(.unauthorized, "unknown_agent", "agent \"\(agentID)\" is not enrolled; enrol it with `sonde-collector agents add` or the config's agents list")
-        }
-        guard !agent.revoked else { throw APIError(.forbidden, "agent_revoked", "agent \"\(agentID)\" has been revoked") }
-
         // The signature covers the exact bytes received.
-        guard let signature = request.headers.first(named: PushProtocol.signatureHeader), !signature.isEmpty else {
-            throw APIError(.unauthorized, "bad_signature", "missing \(PushProtocol.signatureHeader) header")
-        }
         guard let key = keys.key(agent.publicKey), key.verify(signatureHeader: signature, body: body) else {
             throw APIError(.unauthorized, "bad_signature", "the \(PushProtocol.signatureHeader) does not verify against agent \"\(agentID)\"'s enrolled key")
         }
@@ -104,8 +119,13 @@ struct IngestHandler: Sendable {
         }
 
         // Now the content.
+        // Runs from well before the agent was enrolled, or older than what is kept, are not its
+        // to report: else one enrolled agent could rewrite months of public uptime history. A
+        // day's grace: agents are often started (and spool) before someone enrols them.
+        let notBefore = max(agent.enrolledAt.addingTimeInterval(-max(allowedSkew, Self.enrolmentGrace)), receivedAt.addingTimeInterval(-retention))
         let decoded = try IngestDecoding.decode(
-            from: body, agentID: agentID, region: agent.region, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt)
+            from: body, agentID: agentID, region: agent.region, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt,
+            notBefore: notBefore)
         let batch = decoded.batch
         try cardinality.admit(batch.results, agent: agentID)
 
@@ -169,6 +189,29 @@ struct IngestHandler: Sendable {
     }
 }
 
+/// Push bodies being read at once share one byte budget (`limits.max_push_bytes_in_flight`): each
+/// push reserves its declared length (or `max_body_bytes` when it declares none) before its body
+/// is read and returns it when it is answered. Past the budget a push gets 503 `busy` at once.
+final class PushBodyBudget: Sendable {
+    private let limit: Int
+    private let used = Mutex(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// False (nothing reserved) when `bytes` more would pass the budget; one push alone always fits.
+    func reserve(_ bytes: Int) -> Bool {
+        used.withLock { used in
+            guard used == 0 || used + bytes <= limit else { return false }
+            used += bytes
+            return true
+        }
+    }
+
+    func release(_ bytes: Int) { used.withLock { $0 -= bytes } }
+
+    var inUse: Int { used.withLock { $0 } }
+}
+
 /// Agents' public keys as parsed for verification, by the base64 the store holds: parsing one
 /// (decompressing the curve point) is paid once per key, not once per push. A key that changes
 /// (re-enrolment) is a new entry; the cache is emptied when it holds more keys than any fleet.
@@ -193,15 +236,21 @@ final class AgentKeyCache: Sendable {
 /// `APIError` with a 4xx status.
 public enum IngestDecoding {
     public static func batch(
-        from body: Data, agentID: String, region: String? = nil, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
+        from body: Data, agentID: String, region: String? = nil, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date,
+        notBefore: Date? = nil
     ) throws(APIError) -> PushBatch {
-        try decode(from: body, agentID: agentID, region: region, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt).batch
+        try decode(
+            from: body, agentID: agentID, region: region, maxResults: maxResults, allowedSkew: allowedSkew, receivedAt: receivedAt,
+            notBefore: notBefore
+        ).batch
     }
 
     /// `batch(from:…)` with the byte range of each result in the body (for the store). `region`:
-    /// the agent's enrolled region, which every result must carry.
+    /// the agent's enrolled region, which every result must carry. `notBefore`: the oldest
+    /// `started_at` accepted (the agent's enrolment, the retention window).
     public static func decode(
-        from body: Data, agentID: String, region: String? = nil, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date
+        from body: Data, agentID: String, region: String? = nil, maxResults: Int, allowedSkew: TimeInterval, receivedAt: Date,
+        notBefore: Date? = nil
     ) throws(APIError) -> PushBatchDecoder.Decoded {
         let decoded: PushBatchDecoder.Decoded
         do { decoded = try PushBatchDecoder.decode(body) } catch {
@@ -239,6 +288,13 @@ public enum IngestDecoding {
             throw APIError(
                 .badRequest, "result_clock_skew",
                 "results[\(index)] (id \(result.id)): started_at \(RFC3339.string(from: result.startedAt)) is \(Int(result.startedAt.timeIntervalSince(batch.sentAt).rounded())) s after the batch's sent_at \(RFC3339.string(from: batch.sentAt)); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
+            )
+        }
+        if let notBefore, let index = batch.results.firstIndex(where: { $0.startedAt < notBefore }) {
+            let result = batch.results[index]
+            throw APIError(
+                .badRequest, "result_too_old",
+                "results[\(index)] (id \(result.id)): started_at \(RFC3339.string(from: result.startedAt)) is before \(RFC3339.string(from: notBefore)), the oldest accepted from agent \"\(agentID)\" (a day before its enrolment, or retention_days ago); it is set aside, not stored"
             )
         }
         return decoded

@@ -27,7 +27,7 @@ enum MetricsRenderer {
 
     static func render(
         runs: [CollectorMetrics.LatestRun], agents: [AgentHealth], agentsAt: Date, counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict],
-        openIncidents: Int, deadLetters: Int, process: ProcessStats = .current()
+        openIncidents: Int, deadLetters: Int, pushBytesInFlight: Int = 0, process: ProcessStats = .current()
     ) -> String {
         var out = PrometheusText()
         let latest = visibleRuns(runs, agents: agents, agentsAt: agentsAt)
@@ -87,8 +87,8 @@ enum MetricsRenderer {
         }
         out.declare(
             "sonde_component_status", type: "gauge",
-            help: "1 for the component's current status, 0 for the others; scope is where the problem lives (none when operational).")
-        for verdict in verdicts {
+            help: "1 for the component's current status, 0 for the others; scope is where the problem lives (none when operational). Known components only (declared, or reported by min_component_agents agents).")
+        for verdict in verdicts where verdict.known {
             let scope = verdict.scope?.rawValue ?? "none"
             for status in ComponentStatus.allCases {
                 out.sample(
@@ -97,7 +97,7 @@ enum MetricsRenderer {
             }
         }
         out.declare("sonde_component_region_status", type: "gauge", help: "1 for the component's current status in the region, 0 for the others.")
-        for verdict in verdicts {
+        for verdict in verdicts where verdict.known {
             for region in verdict.regions.keys.sorted() {
                 for status in ComponentStatus.allCases {
                     out.sample(
@@ -114,6 +114,10 @@ enum MetricsRenderer {
         out.sample("sonde_ingest_batches_total", [("result", "rejected")], Double(counters.batchesRejected))
         out.declare("sonde_ingest_results_total", type: "counter", help: "Results stored.")
         out.sample("sonde_ingest_results_total", [], Double(counters.results))
+        out.declare(
+            "sonde_ingest_push_bytes_in_flight", type: "gauge",
+            help: "Push body bytes being read now, at their declared lengths (limits.max_push_bytes_in_flight bounds it).")
+        out.sample("sonde_ingest_push_bytes_in_flight", [], Double(pushBytesInFlight))
         out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by result.")
         out.sample("sonde_webhook_deliveries_total", [("result", "delivered")], Double(counters.webhookDelivered))
         out.sample("sonde_webhook_deliveries_total", [("result", "failed")], Double(counters.webhookFailed))

@@ -44,6 +44,9 @@ struct PageComponent: Sendable {
     var days: [Int64: UptimeDay]
     /// Probes that check it (shown publicly only with `status_page.show_probes`).
     var probes: [String]
+    /// Declared or reported by `min_component_agents` agents (``ComponentVerdict/known``). Only
+    /// the internal view lists others, and they never colour the overall status.
+    var known = true
 
     /// Passing runs over all runs in the 90 days; nil without a run.
     var uptime: Double? {
@@ -137,8 +140,9 @@ struct PageSnapshot: Sendable {
 
     /// The worst status shown (starting and no data aside); operational when nothing is wrong.
     var overall: ComponentStatus {
-        let known = components.compactMap(\.status.statuspage)
-        return known.max() ?? (components.isEmpty ? .unknown : components.contains { $0.status == .component(.unknown) } ? .unknown : .operational)
+        let counted = components.filter(\.known)
+        let shown = counted.compactMap(\.status.statuspage)
+        return shown.max() ?? (counted.isEmpty ? .unknown : counted.contains { $0.status == .component(.unknown) } ? .unknown : .operational)
     }
 
     var openIncidents: [PageIncident] { incidents.filter(\.isOpen) }
@@ -164,7 +168,9 @@ extension CollectorAPI {
         }
         let byName = Dictionary(verdicts.map { ($0.component, $0) }, uniquingKeysWith: { $1 })
         // Components with a verdict, or declared: a control probe's pseudo-component has neither.
-        let names = Set(verdicts.map(\.component)).union(declaredComponents).sorted()
+        // The public pages show known ones only: one enrolled agent cannot add a row there.
+        let listed = audience == .operators ? verdicts : verdicts.filter(\.known)
+        let names = Set(listed.map(\.component)).union(declaredComponents).sorted()
         let components = names.map { name in
             let verdict = byName[name]
             let status = Self.pageStatus(
@@ -173,7 +179,7 @@ extension CollectorAPI {
             return PageComponent(
                 name: name, status: status, since: verdict?.since, verdict: verdict,
                 days: Dictionary((days[name] ?? []).map { (UptimeDay.dayNumber($0.day), $0) }, uniquingKeysWith: { $1 }),
-                probes: (probes[name] ?? []).sorted())
+                probes: (probes[name] ?? []).sorted(), known: verdict?.known ?? true)
         }
         var snapshot = PageSnapshot(settings: page, now: now, components: components, incidents: incidents, agents: [], health: [], timeline: [])
         snapshot.agents = try await store.agents()

@@ -277,6 +277,7 @@ public struct WebhookDispatcher: Service {
         await cancelWhenGracefulShutdown {
             await outbox.waiting { wait in
                 var sentLabels: [String: [String: String]] = [:]
+                var renamed = false
                 var nextResend = ContinuousClock.now
                 let poll = Duration.milliseconds(Int(pollInterval * 1000))
                 // Idle: until woken, `limit`, the next poll, or the next Alertmanager re-send.
@@ -294,6 +295,17 @@ public struct WebhookDispatcher: Service {
                     guard mayDispatch() else {
                         await wait(poll)
                         continue
+                    }
+                    // An unnamed target's queue, kept under its URL by earlier versions, moves to its name.
+                    if let legacy = target.legacyName, !renamed {
+                        do {
+                            try await store.renameDeliveryTarget(from: legacy, to: target.name)
+                            renamed = true
+                        } catch {
+                            logger.warning("Cannot move this target's queue to its name; retrying", metadata: ["error": "\(error)"])
+                            await idle()
+                            continue
+                        }
                     }
                     if target.format == .alertmanager, ContinuousClock.now >= nextResend {
                         await resendOpenIncidents(target: target, sentLabels: &sentLabels, logger: logger)

@@ -476,6 +476,9 @@ public protocol CollectorStorage: Sendable {
     /// Puts an event's dead letters (one target's, or all) back in their queues with fresh
     /// attempts; returns the targets re-driven.
     func redrive(eventID: String, target: String?) async throws -> [String]
+    /// Moves a target's deliveries and dead letters from its old key to `new` (an unnamed
+    /// target's key stopped being its URL); a delivery already under `new` stays as it is.
+    func renameDeliveryTarget(from old: String, to new: String) async throws
     /// Proves storage can still write (a tiny committed write); throws when it cannot.
     func checkWritable() async throws
     /// Every delivery, oldest event first (for tests and diagnostics).

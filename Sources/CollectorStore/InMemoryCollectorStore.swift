@@ -219,6 +219,19 @@ public actor InMemoryCollectorStore: CollectorStorage {
         return keys.map(\.target).sorted()
     }
 
+    public func renameDeliveryTarget(from old: String, to new: String) async throws {
+        for key in deliveryRows.keys where key.target == old {
+            let renamed = DeliveryKey(eventID: key.eventID, target: new)
+            guard deliveryRows[renamed] == nil, var row = deliveryRows.removeValue(forKey: key) else { continue }
+            row.target = new
+            deliveryRows[renamed] = row
+            if var letter = dead.removeValue(forKey: key) {
+                letter.target = new
+                dead[renamed] = letter
+            }
+        }
+    }
+
     public func checkWritable() async throws {}
 
     // MARK: - Retention

@@ -924,6 +924,17 @@ public final class PostgresCollectorStore: CollectorStorage {
         }
     }
 
+    public func renameDeliveryTarget(from old: String, to new: String) async throws {
+        try await transaction("renaming a webhook target's deliveries") { [logger] connection in
+            try await connection.query(
+                "UPDATE dead_letters SET target = \(new) WHERE target = \(old) AND event_id NOT IN (SELECT event_id FROM dead_letters WHERE target = \(new))",
+                logger: logger)
+            try await connection.query(
+                "UPDATE deliveries SET target = \(new) WHERE target = \(old) AND event_id NOT IN (SELECT event_id FROM deliveries WHERE target = \(new))",
+                logger: logger)
+        }
+    }
+
     public func checkWritable() async throws {
         try await execute(
             "INSERT INTO health (id, checked_at) VALUES (1, \(Date().epochMs)) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",

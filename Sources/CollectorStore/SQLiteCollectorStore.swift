@@ -792,6 +792,15 @@ public final class SQLiteCollectorStore: CollectorStorage {
         }
     }
 
+    public func renameDeliveryTarget(from old: String, to new: String) async throws {
+        try await pool.write { db in
+            for table in ["dead_letters", "deliveries"] {
+                try db.execute(
+                    sql: "UPDATE OR IGNORE \(table) SET target = ? WHERE target = ?", arguments: [new, old])
+            }
+        }
+    }
+
     public func checkWritable() async throws {
         do {
             try await pool.write { db in

@@ -759,6 +759,7 @@ extension CorrelationEngine {
             let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: track.recoveryLull)
             track.recoveryUnderway = track.incident != nil && facts.cleanRuns > 0 && frame.t - facts.newestFailure > track.longestLull
             let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
+            if eligible { componentIsKnown[c] = true }
             // When the runs that confirmed the problem show the fault was on: another region's
             // run is fresh evidence only if it started after that. Not the newest bad run (the
             // confirming one, an interval later: the wait then waited an interval longer).
@@ -785,7 +786,7 @@ extension CorrelationEngine {
                 ComponentVerdict(
                     component: componentNames[c], status: shown.status, scope: shown.scope, regions: shown.regions,
                     evidence: evidence, since: track.since ?? now, updatedAt: now, incidentID: track.incident?.id,
-                    conflict: track.incident?.conflict ?? track.human.closed?.conflict))
+                    conflict: track.incident?.conflict ?? track.human.closed?.conflict, known: componentIsKnown[c]))
             tracks[c] = track
             componentHasNewData[c] = false
         }

@@ -107,6 +107,10 @@ public struct CorrelationEngine: Sendable {
     var componentHasNewData: [Bool] = []
     /// True once a non-control series reports the component (control-only "components" get no verdict).
     var componentIsWatched: [Bool] = []
+    /// True once the component is declared or reported by `min_component_agents` agents: only
+    /// known components open incidents, count in the overall status and show on the status
+    /// pages and in `sonde_component_status`, so one agent cannot put a made-up one there.
+    var componentIsKnown: [Bool] = []
     var errorCodeIndex: [String: Int32] = [:]
     var errorCodeNames: [String] = []
     /// Each agent's clock offset: the smallest (arrived − sent_at) of its last pushes (or, for
@@ -378,6 +382,7 @@ public struct CorrelationEngine: Sendable {
         componentNames.append(name)
         componentHasNewData.append(false)
         componentIsWatched.append(false)
+        componentIsKnown.append(false)
         tracks.append(ComponentTrack())
         return c
     }

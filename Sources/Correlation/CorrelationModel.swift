@@ -198,10 +198,14 @@ public struct ComponentVerdict: Sendable, Codable, Hashable {
     /// A person resolved this component's incident while the fault is still measured (the
     /// incident's `conflict`); nil otherwise.
     public var conflict: String?
+    /// Declared in the collector's `components:` or reported by `min_component_agents` agents.
+    /// False: one agent's name for something nobody else reports, shown only to operators
+    /// (`/v1/status`, `/internal`), never in `overall`, the public pages or `sonde_component_status`.
+    public var known: Bool
 
     public init(
         component: String, status: ComponentStatus, scope: ProblemScope? = nil, regions: [String: ComponentStatus] = [:],
-        evidence: Evidence = Evidence(), since: Date, updatedAt: Date, incidentID: String? = nil, conflict: String? = nil
+        evidence: Evidence = Evidence(), since: Date, updatedAt: Date, incidentID: String? = nil, conflict: String? = nil, known: Bool = true
     ) {
         self.component = component
         self.status = status
@@ -212,13 +216,28 @@ public struct ComponentVerdict: Sendable, Codable, Hashable {
         self.updatedAt = updatedAt
         self.incidentID = incidentID
         self.conflict = conflict
+        self.known = known
     }
 
     enum CodingKeys: String, CodingKey {
         case component, status, scope, regions, evidence, since
         case updatedAt = "updated_at"
         case incidentID = "incident_id"
-        case conflict
+        case conflict, known
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        component = try c.decode(String.self, forKey: .component)
+        status = try c.decode(ComponentStatus.self, forKey: .status)
+        scope = try c.decodeIfPresent(ProblemScope.self, forKey: .scope)
+        regions = try c.decodeIfPresent([String: ComponentStatus].self, forKey: .regions) ?? [:]
+        evidence = try c.decodeIfPresent(Evidence.self, forKey: .evidence) ?? Evidence()
+        since = try c.decode(Date.self, forKey: .since)
+        updatedAt = try c.decode(Date.self, forKey: .updatedAt)
+        incidentID = try c.decodeIfPresent(String.self, forKey: .incidentID)
+        conflict = try c.decodeIfPresent(String.self, forKey: .conflict)
+        known = try c.decodeIfPresent(Bool.self, forKey: .known) ?? true  // written before `known` existed
     }
 }
 

@@ -87,7 +87,9 @@ struct APITests {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let agent = TestAgent(id: "eu-1", region: "eu")
-        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+        var config = testConfig(dir: dir, agents: [agent])
+        config.components = ["files"]  // one agent: only a declared component shows in sonde_component_status
+        try await withCollector(config) { collector in
             let hostile = "<script>alert('x')</script>"
             let response = try await agent.push(agent.batch([agent.result(probe: "login", component: hostile), agent.result(probe: "upload", component: "files", outcome: .failed)]), to: collector)
             #expect(response.status == 200)

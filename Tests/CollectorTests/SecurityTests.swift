@@ -102,6 +102,7 @@ struct SecurityTests {
         var config = testConfig(dir: dir, agents: [agent])
         config.statusPagePublic = true
         config.metricsPublic = true
+        config.components = ["files"]  // one agent: only a declared component shows publicly
         try await withCollector(config) { collector in
             #expect(try await agent.push(agent.batch([agent.result(component: "files", outcome: .failed)]), to: collector).status == 200)
             try await waitUntil("a verdict for files") {

@@ -73,8 +73,14 @@ struct StorageTests {
         try await withCollector(config) { collector in
             let old = (0..<3).map { _ in agent.result(startedAt: Date().addingTimeInterval(-40 * 86400)) }
             let fresh = (0..<2).map { _ in agent.result() }
-            let response = try await agent.push(agent.batch(old + fresh), to: collector)
-            #expect(response.status == 200)
+            // Pushed, runs older than retention_days are refused (they would be pruned at once);
+            // stored ones age past it, as these do when written straight to storage.
+            let refused = try await agent.push(agent.batch(old + fresh), to: collector)
+            #expect(refused.status == 400 && refused.bodyText.contains("result_too_old"), "\(refused.bodyText)")
+            #expect(try await agent.push(agent.batch(fresh), to: collector).status == 200)
+            _ = try await collector.store.ingest(
+                batch: BatchRecord(batchID: "old", agent: agent.id, receivedAt: Date().addingTimeInterval(-40 * 86400), body: Data(), signature: ""),
+                results: old)
             #expect(try await collector.store.resultCount() == 5)
         }
         // Restart: migrations run again (no-op), retention prunes the 40-day-old results at start.
@@ -157,6 +163,21 @@ struct StorageTests {
         #expect(try await store.redrive(eventID: "e2", target: nil) == ["t"])
         #expect(try await store.deadLetterCount() == 0)
         #expect(try await store.nextPendingDelivery(target: "t")?.attempts == 0)
+
+        // An unnamed webhook target's queue moves from its URL to its name, dead letters too; a
+        // delivery already under the new name stays as it is.
+        let legacy = "https://hooks.example/services/T0/B0/SECRET"
+        let events = ["e3", "e4", "e5"].map { OutboxEvent(id: $0, type: "incident.updated", occurredAt: Date(), payload: Data("{}".utf8)) }
+        try await store.commit(
+            EvaluationCommit(
+                events: events, deliveries: [DeliveryKey(eventID: "e3", target: legacy), DeliveryKey(eventID: "e4", target: legacy), DeliveryKey(eventID: "e4", target: "n")]))
+        try await store.markDead(eventID: "e3", target: legacy, attempts: 3, error: "HTTP 410", at: Date())
+        try await store.renameDeliveryTarget(from: legacy, to: "n")
+        try await store.renameDeliveryTarget(from: legacy, to: "n")  // idempotent
+        let renamed = try await store.deliveries().filter { $0.event.id == "e3" || $0.event.id == "e4" }
+        #expect(renamed.map(\.target).sorted() == [legacy, "n", "n"], "e3 moved; e4 kept under both")
+        #expect(try await store.deadLetters(limit: 10).contains { $0.eventID == "e3" && $0.target == "n" })
+        #expect(try await store.nextPendingDelivery(target: "n")?.event.id == "e4")
 
         // Incidents (upserted by id), agent states, the timeline and series names.
         let opened = Date(timeIntervalSince1970: 1_800_000_100)

@@ -141,6 +141,37 @@ struct WebhookTests {
         #expect(!"\([target])".contains("hmac-key-123"))
     }
 
+    /// An unnamed target is named by its origin and a digest, never by its URL (whose user-info,
+    /// path or query can be a credential); a queue kept under the URL by earlier versions moves
+    /// to the new name and is delivered.
+    @Test func anUnnamedTargetsNameShowsNoCredentialAndItsOldQueueIsDelivered() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try WebhookReceiver()
+        defer { receiver.server.stop() }
+        receiver.set(.up)
+        let url = receiver.server.baseURL.replacingOccurrences(of: "http://", with: "http://bob:hunter2@") + "/hooks/T0/B0/XSECRETX?api_key=QKEYQ"
+        let target = WebhookTarget(url: url, secret: "s")
+        for text in [target.name, "\(target)"] {
+            for secret in ["hunter2", "XSECRETX", "QKEYQ", "bob"] { #expect(!text.contains(secret), "\(text)") }
+        }
+        #expect(target.name.hasPrefix("http://127.0.0.1:") && target.legacyName == url)
+        #expect(WebhookTarget(url: url + "&other=1", secret: "s").name != target.name, "two targets on one host keep apart")
+
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        let event = OutboxEvent(id: "evt-legacy", type: "alert.test", occurredAt: Date(), payload: Data(#"{"type":"alert.test"}"#.utf8))
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            try await collector.store.commit(EvaluationCommit(events: [event], deliveries: [DeliveryKey(eventID: event.id, target: url)]))
+        }
+        try await withCollector(testConfig(dir: dir, agents: [agent], webhooks: [target])) { collector in
+            try await waitUntil("the delivery queued under the URL delivered") { receiver.acknowledgedIDs.contains(event.id) }
+            #expect(try await collector.store.deliveries().map(\.target) == [target.name])
+            let test = try await post(collector, "/v1/alerts/test")
+            #expect(test.status == 202)
+            for secret in ["hunter2", "XSECRETX", "QKEYQ"] { #expect(!test.bodyText.contains(secret), "\(test.bodyText)") }
+        }
+    }
+
     @Test func slackFormatAndSignature() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }

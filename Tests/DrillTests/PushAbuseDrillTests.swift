@@ -1,0 +1,152 @@
+import CurlHTTP
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// What a client without a key, or one enrolled agent alone, can make a real collector process
+/// do through `POST /v1/results`: buffer bodies, echo what it sent, add components to the public
+/// pages, rewrite history.
+@Suite(.serialized) struct PushAbuseDrillTests {
+    /// A push that names no enrolled agent, or signs nothing, is answered from its head: the
+    /// collector never waits for (or buffers) the 8 MB body it declares.
+    @Test func unauthenticatedPushesAreAnsweredBeforeTheirBody() async throws {
+        let folder = try TemporaryDirectory("sonde-drill-abuse")
+        defer { folder.remove() }
+        let agent = DrillAgent(id: "eu-1", region: "eu")
+        try await withDrillCollector(in: folder, agents: [agent], extra: ["request_timeout: 60s"]) { collector in
+            let heads: [(String, [(String, String)])] = [
+                ("no agent header", [("Content-Type", "application/json"), (PushProtocol.signatureHeader, "AAAA")]),
+                ("an unknown agent", [("Content-Type", "application/json"), (PushProtocol.agentHeader, "stranger"), (PushProtocol.signatureHeader, "AAAA")]),
+                ("an enrolled agent, no signature", [("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id)]),
+            ]
+            for (name, headers) in heads {
+                let connection = try RawConnection(port: collector.port, receiveTimeout: .seconds(10))
+                defer { connection.close() }
+                connection.send(httpBytes(headers: headers, body: Data(repeating: 32, count: 1024), contentLength: 8_000_000))
+                #expect(connection.readOutcome() == .status(401), "\(name)")
+            }
+            // A 60 KB agent id is refused without being echoed back.
+            let long = String(repeating: "A", count: 60_000)
+            let response = try await CurlHTTPClient.shared.perform(
+                HTTPRequest(
+                    method: "POST", url: collector.baseURL + PushProtocol.path,
+                    headers: [HTTPHeader(PushProtocol.agentHeader, long), HTTPHeader(PushProtocol.signatureHeader, "AAAA")], body: Data("{}".utf8),
+                    timeout: .seconds(10)))
+            #expect(response.status == 401)
+            #expect(response.body.count < 2048 && !response.bodyText.contains(String(repeating: "A", count: 300)), "\(response.body.count) bytes")
+        }
+    }
+
+    /// Bodies being read share `limits.max_push_bytes_in_flight`: while a slow sender holds most
+    /// of it, a large push is told to come back (503 `busy`); once it is gone, pushes go through.
+    @Test func pushBodiesInFlightShareABudget() async throws {
+        let folder = try TemporaryDirectory("sonde-drill-abuse")
+        defer { folder.remove() }
+        let agent = DrillAgent(id: "eu-1", region: "eu")
+        try await withDrillCollector(
+            in: folder, agents: [agent], extra: ["request_timeout: 60s", "limits: { max_push_bytes_in_flight: 1000000 }"]) { collector in
+            // A valid push padded to 200 KB (JSON allows trailing white space; the signature covers it).
+            let (_, small, _) = try agent.signedBatch(2)
+            let padded = small + Data(repeating: 32, count: 200_000)
+            let signature = try agent.key.signatureHeader(for: padded)
+            let signed: [(String, String)] = [
+                ("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, signature),
+            ]
+            func pushPadded() throws -> RawOutcome { try rawRequest(port: collector.port, httpBytes(headers: signed, body: padded)) }
+
+            let slow = try RawConnection(port: collector.port, receiveTimeout: .seconds(30))
+            slow.send(httpBytes(headers: signed, body: Data(repeating: 32, count: 1024), contentLength: 900_000))
+            try await waitUntil("the slow push holding its declared length", timeout: .seconds(20)) {
+                try await collector.metric("sonde_ingest_push_bytes_in_flight") == 900_000
+            }
+            #expect(try pushPadded() == .status(503))
+            slow.close()
+            try await waitUntil("the budget free again", timeout: .seconds(20)) { try await collector.metric("sonde_ingest_push_bytes_in_flight") == 0 }
+            try await waitUntil("pushes accepted once the slow sender is gone", timeout: .seconds(20)) { try pushPadded() == .status(200) }
+        }
+    }
+
+    /// A component only one agent reports, and nobody declared, shows to operators but not on
+    /// the public pages, in `overall` or in `sonde_component_status`; once a second agent reports
+    /// it, it is known and counts everywhere.
+    @Test func oneAgentsMadeUpComponentStaysOffThePublicPages() async throws {
+        let folder = try TemporaryDirectory("sonde-drill-abuse")
+        defer { folder.remove() }
+        let liar = DrillAgent(id: "eu-1", region: "eu")
+        let honest = DrillAgent(id: "us-1", region: "us")
+        try await withDrillCollector(in: folder, agents: [liar, honest], extra: ["components: [files]"]) { collector in
+            func push(_ agent: DrillAgent, _ components: [String], failed: Bool) async throws {
+                let (_, body, signature) = try agent.signedBatch(components.count, failed: failed, components: components)
+                let response = try await CurlHTTPClient.shared.perform(agent.pushRequest(baseURL: collector.baseURL, body: body, signature: signature))
+                #expect(response.status == 200, "\(response.bodyText)")
+            }
+            func text(_ path: String) async throws -> String { try await CurlHTTPClient.shared.perform(collector.request(path, token: DrillTokens.read)).bodyText }
+            func status() async throws -> [String: Any] {
+                try JSONSerialization.jsonObject(with: Data(try await text("/v1/status").utf8)) as? [String: Any] ?? [:]
+            }
+            func payments(_ status: [String: Any]) -> [String: Any]? {
+                (status["components"] as? [[String: Any]])?.first { $0["component"] as? String == "Payments" }
+            }
+            try await waitUntil("Payments failing in the operators' view", timeout: .seconds(30)) {
+                try await push(honest, ["files"], failed: false)
+                try await push(liar, ["files", "Payments"], failed: true)
+                guard let verdict = payments(try await status()) else { return false }
+                return verdict["status"] as? String != "operational" && verdict["known"] as? Bool == false
+            }
+            #expect(try await status()["overall"] as? String != "major_outage")
+            for path in ["/", "/api/v2/summary.json", "/api/v2/status.json"] {
+                let page = try await text(path)
+                #expect(!page.contains("Payments") && !page.contains("critical") && !page.contains("Major Outage"), "\(path)")
+            }
+            #expect(!(try await text("/metrics")).contains("sonde_component_status{component=\"Payments\""))
+
+            try await waitUntil("Payments known once a second agent reports it", timeout: .seconds(30)) {
+                try await push(honest, ["Payments"], failed: true)
+                try await push(liar, ["Payments"], failed: true)
+                return payments(try await status())?["known"] as? Bool == true
+            }
+            #expect((try await text("/metrics")).contains("sonde_component_status{component=\"Payments\""))
+            #expect((try await text("/")).contains("Payments"))
+        }
+    }
+
+    /// Runs from more than a day before the agent's enrolment or past `retention_days`
+    /// are refused, naming the result; names longer than 128 bytes and components named only by
+    /// steps count against the agent's caps too.
+    @Test func oldRunsLongNamesAndStepComponentsAreRefused() async throws {
+        let folder = try TemporaryDirectory("sonde-drill-abuse")
+        defer { folder.remove() }
+        let agent = DrillAgent(id: "eu-1", region: "eu")
+        try await withDrillCollector(in: folder, agents: [agent], extra: ["limits: { max_components_per_agent: 5 }"]) { collector in
+            func push(_ results: [ProbeResult]) async throws -> HTTPResponse {
+                let body = try SondeJSON.encode(PushBatch(agent: agent.id, batchID: UUID().uuidString, sentAt: Date(), results: results))
+                return try await CurlHTTPClient.shared.perform(agent.pushRequest(baseURL: collector.baseURL, body: body, signature: try agent.key.signatureHeader(for: body)))
+            }
+            let old = try await push(agent.results(2, at: Date().addingTimeInterval(-2 * 86_400)))
+            #expect(old.status == 400 && old.bodyText.contains("result_too_old") && old.bodyText.contains("results[0]"), "\(old.bodyText)")
+            #expect(try await push(agent.results(2, at: Date().addingTimeInterval(-30))).status == 200)
+
+            let long = try await push(agent.results(1, components: [String(repeating: "x", count: 129)]))
+            #expect(long.status == 422 && long.bodyText.contains("bad_name"), "\(long.bodyText)")
+
+            var journey = agent.results(1, components: ["files"])[0]
+            journey.steps = (0..<6).map { n in
+                StepResult(name: "s\(n)", method: "GET", url: "https://platform.example/", ok: true, timings: PhaseTimings(total: 1), component: "step-component-\(n)")
+            }
+            let many = try await push([journey])
+            #expect(many.status == 422 && many.bodyText.contains("too_many_components"), "\(many.bodyText)")
+        }
+    }
+
+    /// Runs `body` against a collector process started in `folder`, stopped afterwards whatever happens.
+    private func withDrillCollector(
+        in folder: TemporaryDirectory, agents: [DrillAgent], extra: [String] = [], _ body: (CollectorUnderTest) async throws -> Void
+    ) async throws {
+        let collector = try await CollectorUnderTest.start(in: folder, agents: agents, extra: extra)
+        try await withTeardown { teardown in
+            teardown.add { await collector.child.stop() }
+            try await body(collector)
+        }
+    }
+}
