@@ -35,9 +35,26 @@ public final class CurlHTTPClient: Sendable {
 
     deinit { loop.stop() }
 
+    /// Refuses a header name or value, or a URL, holding CR, LF or NUL before curl sees it: such
+    /// bytes come from a templated value a server supplied (an extracted token), and curl would
+    /// send them as they are, ending the header and starting another, or another request.
+    static func checkLines(_ request: HTTPRequest) throws(HTTPTransferError) {
+        func breaks(_ text: String) -> Bool { text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 } }
+        if breaks(request.url) {
+            throw HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: "the URL holds a line break or NUL; not sent")
+        }
+        for header in request.headers where breaks(header.name) || breaks(header.value) || header.name.utf8.contains(UInt8(ascii: ":")) {
+            let name = breaks(header.name) ? "a header name" : "header \(header.name)"
+            throw HTTPTransferError(
+                kind: .invalidRequest, curlCode: 0,
+                message: "\(name) holds a line break, NUL or colon (from a templated value?); not sent: it would end the header and start another")
+        }
+    }
+
     /// Sends `request`, following redirects hop by hop when it asks to (see `RedirectHops`).
     public func perform(_ request: HTTPRequest) async throws(HTTPTransferError) -> HTTPResponse {
         try RedirectHops.checkScheme(request.url, redirect: false)
+        try Self.checkLines(request)
         guard request.followRedirects else { return try await performOnce(request) }
         var hops = RedirectHops(request)
         while true {

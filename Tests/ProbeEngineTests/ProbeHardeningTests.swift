@@ -48,6 +48,34 @@ struct ProbeHardeningTests {
         #expect(!result.jsonText.contains("root:"))
     }
 
+    @Test("a header value built from a server's value with a line break fails as script and is never sent")
+    func templatedHeaderWithLineBreak() async throws {
+        final class Seen: Sendable { let list = Mutex<[String]>([]) }
+        let requests = Seen()
+        let server = try LoopbackHTTPServer { request in
+            requests.list.withLock { $0.append(request.path + " " + request.headers.map { "\($0.0): \($0.1)" }.joined(separator: "|")) }
+            return .json(200, #"{"v":"abc\r\nX-Injected: yes\r\n\r\nGET /smuggled HTTP/1.1"}"#)
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: inject
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: start
+                request: {url: "${base_url}/start"}
+                extract: {v: {json: $.v}}
+              - name: next
+                request: {url: "${base_url}/next", headers: {X-Value: "${v}"}}
+            """)
+        let result = await run(probe, server)
+        #expect(result.outcome == .failed && result.error?.kind == .script && result.error?.step == "next")
+        #expect(result.error?.message.contains("header X-Value holds a line break") == true, "\(result.error?.message ?? "")")
+        let seen = requests.list.withLock { $0 }
+        #expect(seen.count == 1 && !seen.joined().contains("X-Injected") && !seen.joined().contains("smuggled"), "\(seen)")
+    }
+
     // MARK: - Redirects
 
     @Test("a step's custom headers do not follow a redirect to another host unless redirect_headers: all")
