@@ -209,6 +209,70 @@ struct ProbeHardeningTests {
         #expect(elapsed < .milliseconds(1100), "the run took \(elapsed)")
     }
 
+    @Test("a ${…} value in body_matches matches literally; the pattern around it stays a regex", arguments: [
+        "a+b", "1.5", "f(x", "[x", #"C:\dir"#, "$5", "^up", "a|b", #"all+.([\$^| #"#,
+    ])
+    func templatedBodyMatchesIsLiteral(value: String) async throws {
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data("value=\(value);".utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: literal
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert: {body_matches: '^\\w+=${value};$'}
+            """, variables: ["base_url", "value"])
+        let result = await run(probe, server, variables: ["value": value])
+        #expect(result.outcome == .ok, "\(result.error?.message ?? "")")
+    }
+
+    @Test("a ${…} value is not a regex: 'a+b' does not match 'aab', and the message shows the value as given", arguments: [
+        ("a+b", "aab"), ("1.5", "1x5"), ("(a)", "a"),
+    ])
+    func templatedBodyMatchesIsNotARegex(value: String, body: String) async throws {
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data("value=\(body);".utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: literal
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert: {body_matches: 'value=${value};'}
+            """, variables: ["base_url", "value"])
+        let result = await run(probe, server, variables: ["value": value])
+        #expect(result.error?.kind == .assertion, "\(result.error?.message ?? "")")
+        #expect(result.error?.message.contains("body does not match /value=\(value);/") == true, "\(result.error?.message ?? "")")
+    }
+
+    @Test("body_matches with ${payload.base64} (+ and / in it) matches the server's echo of the upload")
+    func templatedBodyMatchesBase64() async throws {
+        let server = try LoopbackHTTPServer { request in .json(200, #"{"data":"\#(request.body.base64EncodedString())"}"#) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: echo
+            component: files
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: put
+                request:
+                  method: PUT
+                  url: ${base_url}/upload
+                  body: {random_bytes: 3000, save_as: payload}
+                assert: {body_matches: '^\\{"data":"${payload.base64}"\\}$'}
+            """)
+        let result = await run(probe, server)
+        #expect(result.outcome == .ok, "\(result.error?.message ?? "")")
+        let echoed = try #require(server.requests.first?.body.base64EncodedString())
+        #expect(echoed.contains("+"), "the test needs a base64 value with a regex metacharacter")
+    }
+
     @Test("a probe's regexes are compiled once and reused by all its runs")
     func regexesCompiledOncePerProbe() async throws {
         let server = try LoopbackHTTPServer { _ in .json(200, #"{"id":"job-7"}"#) }
