@@ -84,7 +84,7 @@ struct ProbeRunnerTests {
         expectHonestTimings(result)
     }
 
-    @Test("a hanging server ends as timeout within the probe's timeout + 1 s")
+    @Test("a hanging server ends as timeout within the probe's timeout + 1 s, its wait counted as ttfb")
     func hang() async throws {
         let server = try LoopbackHTTPServer { _ in .hang }
         defer { server.stop() }
@@ -107,6 +107,10 @@ struct ProbeRunnerTests {
         #expect(elapsed < .seconds(2), "took \(elapsed)")
         #expect(elapsed >= .milliseconds(900))
         #expect(result.steps.first?.status == nil)
+        // The request was sent and no byte came back: the wait is ttfb, none of it transfer.
+        let t = try #require(result.steps.first?.timings)
+        #expect(t.transfer == 0 && t.ttfb > 0, "\(t)")
+        expectHonestTimings(result)
     }
 
     @Test("a step timeout shorter than the probe's applies to that step")
@@ -128,7 +132,7 @@ struct ProbeRunnerTests {
         #expect(result.durationMs < 1500)
     }
 
-    @Test("a dropped connection is a connect failure; a closed port too")
+    @Test("a dropped connection is a connect failure; a closed port too, its time in dns + connect, none in ttfb")
     func dropped() async throws {
         let server = try LoopbackHTTPServer { _ in .drop }
         defer { server.stop() }
@@ -150,6 +154,11 @@ struct ProbeRunnerTests {
         let runner = ProbeRunner(client: client, logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() })
         let refused = await runner.run(probe, context: RunContext(agent: "a", region: "eu", variables: ["base_url": url]))
         #expect(refused.error?.kind == .connect)
+        // Nothing was sent: the time is the connection's (dns + connect), none of it ttfb.
+        let t = try #require(refused.steps.first?.timings)
+        #expect(t.ttfb == 0 && t.transfer == 0 && t.tls == 0, "\(t)")
+        #expect(t.connect > 0, "\(t)")
+        expectHonestTimings(refused)
     }
 
     @Test("an unexpected status is http_status, labelled by failure_codes, and later steps are skipped")
