@@ -109,6 +109,37 @@ struct ProbeFormatValidationTests {
         #expect(warning.description.hasPrefix("p.yaml:15:9: warning: steps[0].poll.stuck_after.Completed: 'Completed' differs only in case from the state 'completed'"), "\(warning)")
     }
 
+    @Test("a stuck_after key that differs only in case from 'default' is a warning; a real state of that name is not")
+    func stuckAfterDefaultCase() throws {
+        func warnings(states: String, stuck: String) throws -> [String] {
+            let (probe, errors) = ProbeLoader.parse(yaml: """
+                name: p
+                component: batch
+                interval: 30s
+                timeout: 5m
+                steps:
+                  - name: wait
+                    request: {url: "${base_url}/batch"}
+                    poll:
+                      every: 1s
+                      max_wait: 2m
+                      state: $.status
+                      until: "$.status in [\(states)]"
+                      stuck_after: {\(stuck)}
+                """, file: "p.yaml", variables: ["base_url"])
+            #expect(errors.isEmpty, "\(errors)")
+            return try #require(probe).warnings.map(\.description)
+        }
+        let mistyped = try warnings(states: "completed", stuck: "Default: 2s")
+        #expect(mistyped.count == 1, "\(mistyped)")
+        #expect(mistyped.first?.hasPrefix("p.yaml:13:21: warning: steps[0].poll.stuck_after.Default: 'Default' differs only in case from 'default'") == true, "\(mistyped)")
+        #expect(mistyped.first?.contains("did you mean 'default'?") == true)
+        #expect(try warnings(states: "completed", stuck: "DEFAULT: 2s, default: 5s").count == 1)
+        #expect(try warnings(states: "completed", stuck: "default: 2s").isEmpty)
+        // A job whose state really is `Default` may have a limit for it.
+        #expect(try warnings(states: "completed, Default", stuck: "Default: 2s").isEmpty)
+    }
+
     @Test("body_matches takes templates; bad labels, ip_version, missing tls files and basic_auth with an Authorization header are errors")
     func newKeyErrors() {
         let found = problems("""

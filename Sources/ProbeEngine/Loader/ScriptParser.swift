@@ -801,6 +801,10 @@ enum ScriptParser {
             if let other = seen.first(where: { $0.lowercased() == state.lowercased() }) {
                 reader.warn(node, NodeReader.join(path, "stuck_after.\(state)"),
                     "'\(state)' differs only in case from the state '\(other)' in until/fail_when; state names match exactly, so this limit never applies (did you mean '\(other)'?)")
+            } else if state.lowercased() == "default" {
+                // `Default:` is taken as a state of that name, so the limit for all others is lost.
+                reader.warn(node, NodeReader.join(path, "stuck_after.\(state)"),
+                    "'\(state)' differs only in case from 'default', the limit for every state without its own; keys match exactly, so this is a limit for a state named '\(state)' and no default applies (did you mean 'default'?)")
             }
         }
         return valid ? spec : nil
