@@ -36,6 +36,25 @@ struct ProbeFormatValidationTests {
         #expect(text.contains { $0.hasPrefix("p.yaml:13:32: steps[2].tcp.expct: unknown field 'expct'; did you mean 'expect'?") }, "\(text)")
     }
 
+    @Test("a key written flat is suggested nested only where the parent takes that mapping (status_code → status)")
+    func flatKeyHints() {
+        let found = problems("""
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/", tls_insecure: true}
+                poll_every: 1s
+                assert: {status_code: 200}
+            """)
+        let text = found.map(\.description)
+        #expect(text.contains { $0 == "p.yaml:7:36: steps[0].request.tls_insecure: unknown field 'tls_insecure'; did you mean 'tls' with 'insecure' inside it (tls: {insecure: …})?" }, "\(text)")
+        #expect(text.contains { $0 == "p.yaml:8:5: steps[0].poll_every: unknown field 'poll_every'; did you mean 'poll' with 'every' inside it (poll: {every: …})?" }, "\(text)")
+        #expect(text.contains { $0 == "p.yaml:9:14: steps[0].assert.status_code: unknown field 'status_code'; did you mean 'status'?" }, "\(text)")
+    }
+
     @Test("retry_interval: a quarter of the interval by default, set per probe, between 100ms and the interval")
     func retryInterval() throws {
         func parse(_ line: String) -> (ProbeDefinition?, [ProbeDiagnostic]) {
