@@ -474,15 +474,26 @@ struct ProbeRunnerTests {
         #expect((result.steps.first?.attempts ?? 0) >= 2)
     }
 
-    @Test("the probe timeout also bounds a poll")
+    @Test("the probe timeout also bounds a poll: the message says it was cut after N attempts, and validate warns")
     func pollProbeTimeout() async throws {
         let server = try jobServer(["in_progress"])
         defer { server.stop() }
         let clock = ContinuousClock()
         let started = clock.now
-        let result = await run(try pollProbe(maxWait: "1m", timeout: "600ms"), server)
+        let probe = try pollProbe(maxWait: "1m", timeout: "600ms")
+        let result = await run(probe, server)
         #expect(result.error?.kind == .timeout)
         #expect(clock.now - started < .milliseconds(1600))
+        // The message says the poll ran and was cut, with its attempts and the last state.
+        let attempts = try #require(result.steps.first?.attempts)
+        #expect(attempts >= 2 && attempts == server.requests.count, "\(attempts) vs \(server.requests.count)")
+        let message = result.error?.message ?? ""
+        #expect(message.hasPrefix("poll cut off by the probe timeout of 600ms after \(attempts) attempt(s) in "), "\(message)")
+        #expect(message.hasSuffix("($.status was 'in_progress'), before its max_wait of 60s"), "\(message)")
+        // validate warns that this max_wait can never apply.
+        #expect(probe.warnings.map(\.description) == [
+            "test.yaml:12:17: warning: steps[0].poll.max_wait: max_wait 60s is longer than the probe's timeout 600ms: the timeout cuts the poll first; raise timeout or lower max_wait",
+        ])
     }
 
     // MARK: - Upload and compare

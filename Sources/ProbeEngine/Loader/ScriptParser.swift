@@ -70,6 +70,7 @@ enum ScriptParser {
         }
         if let (keyNode, value) = stepsNode {
             script.steps = steps(value, keyNode: keyNode, reader: &reader)
+            if let limit = timeout?.value { warnMaxWaitBeyondTimeout(value, timeout: limit, reader: &reader) }
         }
         script.degradedAfter = degraded
         if let timeout { script.timeout = timeout.spec }
@@ -126,6 +127,19 @@ enum ScriptParser {
             if valid { rules.append(rule) }
         }
         return rules
+    }
+
+    /// A poll whose `max_wait` is longer than the probe's `timeout` is cut by the timeout first:
+    /// its max_wait never applies. Worth a warning, not an error (the cut is reported).
+    static func warnMaxWaitBeyondTimeout(_ steps: Node, timeout: Duration, reader: inout NodeReader) {
+        for (index, step) in (steps.sequence.map { Array($0) } ?? []).enumerated() {
+            guard let poll = step.mapping?.first(where: { $0.key.scalar?.string == "poll" })?.value,
+                let node = poll.mapping?.first(where: { $0.key.scalar?.string == "max_wait" })?.value,
+                let text = node.scalar?.string, let maxWait = DurationText.parse(text), maxWait > timeout
+            else { continue }
+            reader.warn(node, "steps[\(index)].poll.max_wait",
+                "max_wait \(DurationText.format(maxWait)) is longer than the probe's timeout \(DurationText.format(timeout)): the timeout cuts the poll first; raise timeout or lower max_wait")
+        }
     }
 
     // MARK: - Steps

@@ -275,13 +275,30 @@ struct StepExecution {
         var attempts = 0
         var currentState: String?
         var stateSince = started
+        var lastJSON: JSONValue?
+        // The step did run: say that the probe's timeout cut the poll, and where the job was.
+        func cutOff() -> StepFailure {
+            let path = poll.state ?? poll.until.first?.path
+            let seen = path.map { p in " (\(p) was '\(lastJSON.flatMap { p.evaluate($0) }?.text ?? "missing")')" } ?? ""
+            return StepFailure(.timeout, "poll cut off by the probe timeout of \(DurationText.format(probeTimeout)) after \(attempts) attempt(s) in \(DurationText.format(clock.now - started))\(seen), before its max_wait of \(DurationText.format(maxWait))")
+        }
         while true {
+            var request = try build(spec, state: &state)
+            do {
+                request.timeout = try timeLeft(stepTimeout)
+            } catch where attempts > 0 {
+                throw cutOff()
+            }
             attempts += 1
             result.attempts = attempts
-            var request = try build(spec, state: &state)
-            request.timeout = try timeLeft(stepTimeout)
             result.url = request.url
-            let response = try await send(request, result: &result)
+            let response: HTTPResponse
+            do {
+                response = try await send(request, result: &result)
+            } catch where error.kind == .timeout && attempts > 1 && clock.now >= deadline {
+                // An attempt sent just before the deadline, cut by it.
+                throw cutOff()
+            }
             last = response
             record(response, result: &result, state: &state)
             try checkStatus(response, method: spec.method, url: request.url, state: state)
@@ -301,6 +318,7 @@ struct StepExecution {
                 return (json, done)
             }
             if done { return response }
+            lastJSON = json
 
             let now = clock.now
             var nextCheck = now.advanced(by: every)
