@@ -479,6 +479,58 @@ struct ProbeHardeningTests {
         }
     }
 
+    @Test("a short secret (env APP_PASSWORD = ok) is redacted where it stands alone, not inside 'cookie' or 'token'")
+    func shortSecretWholeWords() async throws {
+        let server = try LoopbackHTTPServer { _ in
+            .json(500, #"{"error":"cookie csrf_token found nothing","password":"ok","echo":"p%3Dok%26","json":"\u006fk"}"#)
+        }
+        defer { server.stop() }
+        setenv("APP_PASSWORD_SHORT", "ok", 1)
+        defer { unsetenv("APP_PASSWORD_SHORT") }
+        let probe = try makeProbe("""
+            name: short
+            component: login
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: login
+                request: {url: "${base_url}/", headers: {X-Password: "${env:APP_PASSWORD_SHORT}"}}
+            """)
+        let result = await run(probe, server)
+        let message = try #require(result.error?.message)
+        #expect(message.contains("cookie csrf_token found nothing"), "\(message)")
+        #expect(message.contains(#""password":"[redacted]""#), "\(message)")
+        #expect(message.contains("p%3D[redacted]%26"), "\(message)")
+        #expect(message.contains(#""json":"[redacted]""#), "\(message)")
+    }
+
+    @Test("property: a secret under 4 bytes is redacted standing alone in any encoding, and left inside a word")
+    func shortSecretProperty() {
+        var random = SplitMix64(seed: 7)
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ!*$")
+        // Non-word neighbours, raw and encoded (what the redactor must decode to see a boundary).
+        let separators = ["", " ", ",", "%20", "%2c", #"\u0020"#, #"\n"#, "&#32;", "&#32", "&#x20;", "+", #"""#, "&quot;", "/"]
+        for iteration in 0..<3000 {
+            let secret = String((0..<(1 + Int(random.next() % 3))).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] })
+            var redactor = Redactor()
+            redactor.add(secret)
+            let echo = secret.unicodeScalars.map { SecretEcho.encode($0, &random) }.joined()
+            let left = separators[Int(random.next() % UInt64(separators.count))]
+            let right = separators[Int(random.next() % UInt64(separators.count))]
+            let alone = left + echo + right
+            let redacted = redactor.redact(alone)
+            if redacted != left + Redactor.mask + right {
+                Issue.record("iteration \(iteration): \(secret.debugDescription) alone as \(alone.debugDescription) became \(redacted.debugDescription)")
+            }
+            let side = random.next() % 3
+            let word = (side == 1 ? "" : SecretEcho.filler(1 + Int(random.next() % 4), &random).replacingOccurrences(of: "-", with: "a")) + echo
+                + (side == 0 ? "" : SecretEcho.filler(1 + Int(random.next() % 4), &random).replacingOccurrences(of: "-", with: "z"))
+            if redactor.redact(word) != word {
+                Issue.record("iteration \(iteration): \(secret.debugDescription) inside \(word.debugDescription) became \(redactor.redact(word).debugDescription)")
+            }
+        }
+    }
+
     @Test("property: the redactor alone, 3000 random secrets and echoes")
     func redactorProperty() {
         var random = SplitMix64(seed: 42)
