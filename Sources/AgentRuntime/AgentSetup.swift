@@ -9,7 +9,12 @@ import SondeCore
 /// Commands print them and exit with status 2.
 public struct AgentStartError: Error, Sendable, CustomStringConvertible {
     public var problems: [String]
-    public init(_ problems: [String]) { self.problems = problems }
+    /// Probe scripts' warnings, kept for `validate` when there are problems too.
+    public var warnings: [String]
+    public init(_ problems: [String], warnings: [String] = []) {
+        self.problems = problems
+        self.warnings = warnings
+    }
     public var description: String { problems.joined(separator: "\n") }
 }
 
@@ -42,7 +47,7 @@ extension AgentConfig {
             }
             return AgentProbes(probes: probes, context: runContext)
         } catch let error as ProbeValidationError {
-            throw AgentStartError(error.diagnostics.map(\.description))
+            throw AgentStartError(error.diagnostics.map(\.description), warnings: error.warnings.map(\.description))
         } catch let error as AgentStartError {
             throw error
         } catch {

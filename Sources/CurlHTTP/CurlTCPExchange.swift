@@ -97,7 +97,7 @@ public struct TCPExchange: Sendable {
         if let problem { return .failure(HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: problem)) }
 
         let code = curl_easy_perform(handle)
-        var timings = CurlTransfer.readTimings(handle)
+        var timings = CurlTransfer.readTimings(handle, failed: code == CURLE_OK ? nil : code)
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             return .failure(HTTPTransferError(
@@ -112,23 +112,26 @@ public struct TCPExchange: Sendable {
         var firstByte: ContinuousClock.Instant?
         var received = Data()
         var readEnd = ReadEnd.notRead
+        var failure: HTTPTransferError?
         do {
             if let send { try write(handle, socket: socket, send, deadline: deadline) }
             if let expect { readEnd = try read(handle, socket: socket, until: expect, into: &received, firstByte: &firstByte, deadline: deadline) }
         } catch {
-            var failed = timings
-            failed.total = (clock.now - started).milliseconds
-            failed.ttfb = max(0, failed.total - failed.dns - failed.connect - failed.tls)
-            return .failure(HTTPTransferError(kind: error.kind, curlCode: error.curlCode, message: error.message, timings: failed))
+            failure = error
         }
-        // Phases after the connection: ready → first byte read (ttfb), then the rest (transfer).
+        // After the connection: ready → first byte read (ttfb), then the rest (transfer). With
+        // nothing read yet, all of it is ttfb when an answer was awaited (a server that never
+        // sends), transfer when none was (only sending).
         let end = clock.now
         let setup = timings.dns + timings.connect + timings.tls
         let total = max(setup, (end - started).milliseconds)
-        let firstByteAt = firstByte.map { ($0 - started).milliseconds } ?? (ready - started).milliseconds
+        let firstByteAt = firstByte.map { ($0 - started).milliseconds } ?? (expect != nil ? total : (ready - started).milliseconds)
         timings.ttfb = max(0, min(firstByteAt, total) - setup)
         timings.transfer = max(0, total - setup - timings.ttfb)
         timings.total = total
+        if let failure {
+            return .failure(HTTPTransferError(kind: failure.kind, curlCode: failure.curlCode, message: failure.message, timings: timings))
+        }
         return .success(Outcome(timings: timings, received: received, readEnd: readEnd, certificateNotAfter: certificate))
     }
 

@@ -226,7 +226,7 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// The outcome of a transfer curl finished with `code` (already out of the multi handle).
     private func result(_ code: CURLcode) -> Result<HTTPResponse, HTTPTransferError> {
-        let timings = handle.map(Self.readTimings) ?? .zero
+        let timings = handle.map { Self.readTimings($0, failed: code == CURLE_OK ? nil : code) } ?? .zero
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
@@ -318,20 +318,38 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     /// curl's `*_TIME_T` values are cumulative microseconds from the start of the transfer. They
-    /// are made monotonic (a phase that did not happen has 0) and split into phases that add up
-    /// to the total exactly.
-    static func readTimings(_ handle: UnsafeMutableRawPointer) -> PhaseTimings {
+    /// are made monotonic and split into phases that add up to the total exactly.
+    ///
+    /// A phase that never completed has 0. On success that means it did not happen (no TLS on
+    /// http, no first byte of a body-less answer). On a transfer that `failed` (with that
+    /// code), the first phase that never completed is the one that was under way: it runs until
+    /// the failure, and the later ones get nothing (a refused connection is all dns + connect).
+    /// Until the request is sent (pretransfer) there is no ttfb; once it is, waiting for an
+    /// answer that never came is ttfb, not transfer.
+    ///
+    /// libcurl (7.88) sets the connect time only once the whole connection is up, TLS included,
+    /// so a failed handshake leaves it 0 (seen with `curl -w`): the time after dns then goes
+    /// to tls, the TCP connect included, since where it ended is not known.
+    static func readTimings(_ handle: UnsafeMutableRawPointer, failed code: CURLcode? = nil) -> PhaseTimings {
         func info(_ what: CURLINFO) -> Double {
             var value: curl_off_t = 0
             return sonde_curl_getinfo_off_t(handle, what, &value) == CURLE_OK ? Double(value) / 1000 : 0
         }
         let total = info(CURLINFO_TOTAL_TIME_T)
-        let dns = min(info(CURLINFO_NAMELOOKUP_TIME_T), total)
+        let rawDNS = info(CURLINFO_NAMELOOKUP_TIME_T)
         let rawConnect = info(CURLINFO_CONNECT_TIME_T)
-        let connect = rawConnect > 0 ? min(max(rawConnect, dns), total) : dns
         let rawTLS = info(CURLINFO_APPCONNECT_TIME_T)
-        let ready = rawTLS > 0 ? min(max(rawTLS, connect), total) : connect
+        let requestSent = info(CURLINFO_PRETRANSFER_TIME_T) > 0
         let rawFirstByte = info(CURLINFO_STARTTRANSFER_TIME_T)
+        if let code, !requestSent {
+            // Failed while connecting: the phase under way ends at the failure.
+            let dns = rawDNS > 0 ? min(rawDNS, total) : total
+            let connect = rawConnect > 0 ? min(max(rawConnect, dns), total) : classify(code) == .tls ? dns : total
+            return PhaseTimings(dns: dns, connect: connect - dns, tls: total - connect, total: total)
+        }
+        let dns = min(rawDNS, total)
+        let connect = rawConnect > 0 ? min(max(rawConnect, dns), total) : dns
+        let ready = rawTLS > 0 ? min(max(rawTLS, connect), total) : connect
         let firstByte = rawFirstByte > 0 ? min(max(rawFirstByte, ready), total) : total
         return PhaseTimings(
             dns: dns, connect: connect - dns, tls: ready - connect, ttfb: firstByte - ready,

@@ -105,7 +105,12 @@ public struct ProbeDiagnostic: Sendable, Hashable, CustomStringConvertible {
 /// Every problem found while loading probe scripts; nothing is loaded when there is one.
 public struct ProbeValidationError: Error, Sendable, CustomStringConvertible {
     public var diagnostics: [ProbeDiagnostic]
-    public init(diagnostics: [ProbeDiagnostic]) { self.diagnostics = diagnostics }
+    /// Warnings of every file, those with errors too: `validate` shows them all at once.
+    public var warnings: [ProbeDiagnostic]
+    public init(diagnostics: [ProbeDiagnostic], warnings: [ProbeDiagnostic] = []) {
+        self.diagnostics = diagnostics
+        self.warnings = warnings
+    }
     public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
 }
 

@@ -85,13 +85,18 @@ public struct NodeDecodingError: Error, Sendable, CustomStringConvertible {
     }
 
     /// "; did you mean 'x'?" when one of `known` is close to `key` (edit distance), else the list.
-    public static func suggestion(for key: String, among known: [String]) -> String {
+    /// `accepts(parent, child)`, when given, says whether `parent` takes a mapping with `child` in
+    /// it; without it every known key is assumed to (a decoder does not know the schema below).
+    public static func suggestion(for key: String, among known: [String], accepts: ((String, String) -> Bool)? = nil) -> String {
         let ranked = known.map { ($0, editDistance($0.lowercased(), key.lowercased())) }.min { $0.1 < $1.1 }
         if let (best, distance) = ranked, distance <= max(2, key.count / 3) { return "; did you mean '\(best)'?" }
         // `listen_port`, `correlation.window_runs`: a known key written flat instead of nested.
+        // Only suggested as nested where that form is accepted: `status_code` under a probe's
+        // `assert` is `status: 404`, never `status: {code: 404}`.
         for parent in known {
             for separator in ["_", "."] where key.hasPrefix(parent + separator) && key.count > parent.count + 1 {
-                let child = key.dropFirst(parent.count + 1)
+                let child = String(key.dropFirst(parent.count + 1))
+                guard accepts?(parent, child) ?? true else { return "; did you mean '\(parent)'?" }
                 return "; did you mean '\(parent)' with '\(child)' inside it (\(parent): {\(child): …})?"
             }
         }

@@ -69,7 +69,7 @@ struct ConfigTests {
             """.write(toFile: file, atomically: true, encoding: .utf8)
         let (_, diagnostics) = AgentConfig.loadCollecting(file: file, environment: [:])
         let lines = diagnostics.map(\.description)
-        #expect(lines.contains("\(file):3:3: agent.regoin: unknown key; expected one of: id, region"))
+        #expect(lines.contains("\(file):3:3: agent.regoin: unknown key 'regoin'; did you mean 'region'?"))
         #expect(lines.contains { $0.hasPrefix("\(file):6:12: collector.timeout: expected a duration") && $0.contains("\"soon\"") })
         #expect(lines.contains("\(file):8:17: secrets.sim_password: secret \"sim_password\": environment variable SONDE_TEST_UNSET_SECRET is not set (or empty)"))
         #expect(lines.contains { $0.hasPrefix("\(file):9:10: secrets.token: expected env:NAME or file:PATH") })

@@ -36,6 +36,25 @@ struct ProbeFormatValidationTests {
         #expect(text.contains { $0.hasPrefix("p.yaml:13:32: steps[2].tcp.expct: unknown field 'expct'; did you mean 'expect'?") }, "\(text)")
     }
 
+    @Test("a key written flat is suggested nested only where the parent takes that mapping (status_code → status)")
+    func flatKeyHints() {
+        let found = problems("""
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/", tls_insecure: true}
+                poll_every: 1s
+                assert: {status_code: 200}
+            """)
+        let text = found.map(\.description)
+        #expect(text.contains { $0 == "p.yaml:7:36: steps[0].request.tls_insecure: unknown field 'tls_insecure'; did you mean 'tls' with 'insecure' inside it (tls: {insecure: …})?" }, "\(text)")
+        #expect(text.contains { $0 == "p.yaml:8:5: steps[0].poll_every: unknown field 'poll_every'; did you mean 'poll' with 'every' inside it (poll: {every: …})?" }, "\(text)")
+        #expect(text.contains { $0 == "p.yaml:9:14: steps[0].assert.status_code: unknown field 'status_code'; did you mean 'status'?" }, "\(text)")
+    }
+
     @Test("retry_interval: a quarter of the interval by default, set per probe, between 100ms and the interval")
     func retryInterval() throws {
         func parse(_ line: String) -> (ProbeDefinition?, [ProbeDiagnostic]) {
@@ -107,6 +126,37 @@ struct ProbeFormatValidationTests {
             """, file: "p.yaml", variables: ["base_url"])
         let warning = try #require(cased?.warnings.first)
         #expect(warning.description.hasPrefix("p.yaml:15:9: warning: steps[0].poll.stuck_after.Completed: 'Completed' differs only in case from the state 'completed'"), "\(warning)")
+    }
+
+    @Test("a stuck_after key that differs only in case from 'default' is a warning; a real state of that name is not")
+    func stuckAfterDefaultCase() throws {
+        func warnings(states: String, stuck: String) throws -> [String] {
+            let (probe, errors) = ProbeLoader.parse(yaml: """
+                name: p
+                component: batch
+                interval: 30s
+                timeout: 5m
+                steps:
+                  - name: wait
+                    request: {url: "${base_url}/batch"}
+                    poll:
+                      every: 1s
+                      max_wait: 2m
+                      state: $.status
+                      until: "$.status in [\(states)]"
+                      stuck_after: {\(stuck)}
+                """, file: "p.yaml", variables: ["base_url"])
+            #expect(errors.isEmpty, "\(errors)")
+            return try #require(probe).warnings.map(\.description)
+        }
+        let mistyped = try warnings(states: "completed", stuck: "Default: 2s")
+        #expect(mistyped.count == 1, "\(mistyped)")
+        #expect(mistyped.first?.hasPrefix("p.yaml:13:21: warning: steps[0].poll.stuck_after.Default: 'Default' differs only in case from 'default'") == true, "\(mistyped)")
+        #expect(mistyped.first?.contains("did you mean 'default'?") == true)
+        #expect(try warnings(states: "completed", stuck: "DEFAULT: 2s, default: 5s").count == 1)
+        #expect(try warnings(states: "completed", stuck: "default: 2s").isEmpty)
+        // A job whose state really is `Default` may have a limit for it.
+        #expect(try warnings(states: "completed, Default", stuck: "Default: 2s").isEmpty)
     }
 
     @Test("body_matches takes templates; bad labels, ip_version, missing tls files and basic_auth with an Authorization header are errors")

@@ -237,6 +237,70 @@ struct ProbeHardeningTests {
         #expect(elapsed < .milliseconds(1100), "the run took \(elapsed)")
     }
 
+    @Test("a ${…} value in body_matches matches literally; the pattern around it stays a regex", arguments: [
+        "a+b", "1.5", "f(x", "[x", #"C:\dir"#, "$5", "^up", "a|b", #"all+.([\$^| #"#,
+    ])
+    func templatedBodyMatchesIsLiteral(value: String) async throws {
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data("value=\(value);".utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: literal
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert: {body_matches: '^\\w+=${value};$'}
+            """, variables: ["base_url", "value"])
+        let result = await run(probe, server, variables: ["value": value])
+        #expect(result.outcome == .ok, "\(result.error?.message ?? "")")
+    }
+
+    @Test("a ${…} value is not a regex: 'a+b' does not match 'aab', and the message shows the value as given", arguments: [
+        ("a+b", "aab"), ("1.5", "1x5"), ("(a)", "a"),
+    ])
+    func templatedBodyMatchesIsNotARegex(value: String, body: String) async throws {
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data("value=\(body);".utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: literal
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert: {body_matches: 'value=${value};'}
+            """, variables: ["base_url", "value"])
+        let result = await run(probe, server, variables: ["value": value])
+        #expect(result.error?.kind == .assertion, "\(result.error?.message ?? "")")
+        #expect(result.error?.message.contains("body does not match /value=\(value);/") == true, "\(result.error?.message ?? "")")
+    }
+
+    @Test("body_matches with ${payload.base64} (+ and / in it) matches the server's echo of the upload")
+    func templatedBodyMatchesBase64() async throws {
+        let server = try LoopbackHTTPServer { request in .json(200, #"{"data":"\#(request.body.base64EncodedString())"}"#) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: echo
+            component: files
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: put
+                request:
+                  method: PUT
+                  url: ${base_url}/upload
+                  body: {random_bytes: 3000, save_as: payload}
+                assert: {body_matches: '^\\{"data":"${payload.base64}"\\}$'}
+            """)
+        let result = await run(probe, server)
+        #expect(result.outcome == .ok, "\(result.error?.message ?? "")")
+        let echoed = try #require(server.requests.first?.body.base64EncodedString())
+        #expect(echoed.contains("+"), "the test needs a base64 value with a regex metacharacter")
+    }
+
     @Test("a probe's regexes are compiled once and reused by all its runs")
     func regexesCompiledOncePerProbe() async throws {
         let server = try LoopbackHTTPServer { _ in .json(200, #"{"id":"job-7"}"#) }
@@ -439,6 +503,58 @@ struct ProbeHardeningTests {
                 for output in outputs where output.contains(window) {
                     Issue.record("iteration \(iteration): secret \(secret.debugDescription) echoed as \(echo.kind) leaked \(window.debugDescription) in: \(output)")
                 }
+            }
+        }
+    }
+
+    @Test("a short secret (env APP_PASSWORD = ok) is redacted where it stands alone, not inside 'cookie' or 'token'")
+    func shortSecretWholeWords() async throws {
+        let server = try LoopbackHTTPServer { _ in
+            .json(500, #"{"error":"cookie csrf_token found nothing","password":"ok","echo":"p%3Dok%26","json":"\u006fk"}"#)
+        }
+        defer { server.stop() }
+        setenv("APP_PASSWORD_SHORT", "ok", 1)
+        defer { unsetenv("APP_PASSWORD_SHORT") }
+        let probe = try makeProbe("""
+            name: short
+            component: login
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: login
+                request: {url: "${base_url}/", headers: {X-Password: "${env:APP_PASSWORD_SHORT}"}}
+            """)
+        let result = await run(probe, server)
+        let message = try #require(result.error?.message)
+        #expect(message.contains("cookie csrf_token found nothing"), "\(message)")
+        #expect(message.contains(#""password":"[redacted]""#), "\(message)")
+        #expect(message.contains("p%3D[redacted]%26"), "\(message)")
+        #expect(message.contains(#""json":"[redacted]""#), "\(message)")
+    }
+
+    @Test("property: a secret under 4 bytes is redacted standing alone in any encoding, and left inside a word")
+    func shortSecretProperty() {
+        var random = SplitMix64(seed: 7)
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ!*$")
+        // Non-word neighbours, raw and encoded (what the redactor must decode to see a boundary).
+        let separators = ["", " ", ",", "%20", "%2c", #"\u0020"#, #"\n"#, "&#32;", "&#32", "&#x20;", "+", #"""#, "&quot;", "/"]
+        for iteration in 0..<3000 {
+            let secret = String((0..<(1 + Int(random.next() % 3))).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] })
+            var redactor = Redactor()
+            redactor.add(secret)
+            let echo = secret.unicodeScalars.map { SecretEcho.encode($0, &random) }.joined()
+            let left = separators[Int(random.next() % UInt64(separators.count))]
+            let right = separators[Int(random.next() % UInt64(separators.count))]
+            let alone = left + echo + right
+            let redacted = redactor.redact(alone)
+            if redacted != left + Redactor.mask + right {
+                Issue.record("iteration \(iteration): \(secret.debugDescription) alone as \(alone.debugDescription) became \(redacted.debugDescription)")
+            }
+            let side = random.next() % 3
+            let word = (side == 1 ? "" : SecretEcho.filler(1 + Int(random.next() % 4), &random).replacingOccurrences(of: "-", with: "a")) + echo
+                + (side == 0 ? "" : SecretEcho.filler(1 + Int(random.next() % 4), &random).replacingOccurrences(of: "-", with: "z"))
+            if redactor.redact(word) != word {
+                Issue.record("iteration \(iteration): \(secret.debugDescription) inside \(word.debugDescription) became \(redactor.redact(word).debugDescription)")
             }
         }
     }

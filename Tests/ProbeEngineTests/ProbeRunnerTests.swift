@@ -84,7 +84,7 @@ struct ProbeRunnerTests {
         expectHonestTimings(result)
     }
 
-    @Test("a hanging server ends as timeout within the probe's timeout + 1 s")
+    @Test("a hanging server ends as timeout within the probe's timeout + 1 s, its wait counted as ttfb")
     func hang() async throws {
         let server = try LoopbackHTTPServer { _ in .hang }
         defer { server.stop() }
@@ -107,6 +107,10 @@ struct ProbeRunnerTests {
         #expect(elapsed < .seconds(2), "took \(elapsed)")
         #expect(elapsed >= .milliseconds(900))
         #expect(result.steps.first?.status == nil)
+        // The request was sent and no byte came back: the wait is ttfb, none of it transfer.
+        let t = try #require(result.steps.first?.timings)
+        #expect(t.transfer == 0 && t.ttfb > 0, "\(t)")
+        expectHonestTimings(result)
     }
 
     @Test("a step timeout shorter than the probe's applies to that step")
@@ -128,7 +132,7 @@ struct ProbeRunnerTests {
         #expect(result.durationMs < 1500)
     }
 
-    @Test("a dropped connection is a connect failure; a closed port too")
+    @Test("a dropped connection is a connect failure; a closed port too, its time in dns + connect, none in ttfb")
     func dropped() async throws {
         let server = try LoopbackHTTPServer { _ in .drop }
         defer { server.stop() }
@@ -150,6 +154,11 @@ struct ProbeRunnerTests {
         let runner = ProbeRunner(client: client, logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() })
         let refused = await runner.run(probe, context: RunContext(agent: "a", region: "eu", variables: ["base_url": url]))
         #expect(refused.error?.kind == .connect)
+        // Nothing was sent: the time is the connection's (dns + connect), none of it ttfb.
+        let t = try #require(refused.steps.first?.timings)
+        #expect(t.ttfb == 0 && t.transfer == 0 && t.tls == 0, "\(t)")
+        #expect(t.connect > 0, "\(t)")
+        expectHonestTimings(refused)
     }
 
     @Test("an unexpected status is http_status, labelled by failure_codes, and later steps are skipped")
@@ -465,15 +474,26 @@ struct ProbeRunnerTests {
         #expect((result.steps.first?.attempts ?? 0) >= 2)
     }
 
-    @Test("the probe timeout also bounds a poll")
+    @Test("the probe timeout also bounds a poll: the message says it was cut after N attempts, and validate warns")
     func pollProbeTimeout() async throws {
         let server = try jobServer(["in_progress"])
         defer { server.stop() }
         let clock = ContinuousClock()
         let started = clock.now
-        let result = await run(try pollProbe(maxWait: "1m", timeout: "600ms"), server)
+        let probe = try pollProbe(maxWait: "1m", timeout: "600ms")
+        let result = await run(probe, server)
         #expect(result.error?.kind == .timeout)
         #expect(clock.now - started < .milliseconds(1600))
+        // The message says the poll ran and was cut, with its attempts and the last state.
+        let attempts = try #require(result.steps.first?.attempts)
+        #expect(attempts >= 2 && attempts == server.requests.count, "\(attempts) vs \(server.requests.count)")
+        let message = result.error?.message ?? ""
+        #expect(message.hasPrefix("poll cut off by the probe timeout of 600ms after \(attempts) attempt(s) in "), "\(message)")
+        #expect(message.hasSuffix("($.status was 'in_progress'), before its max_wait of 60s"), "\(message)")
+        // validate warns that this max_wait can never apply.
+        #expect(probe.warnings.map(\.description) == [
+            "test.yaml:12:17: warning: steps[0].poll.max_wait: max_wait 60s is longer than the probe's timeout 600ms: the timeout cuts the poll first; raise timeout or lower max_wait",
+        ])
     }
 
     // MARK: - Upload and compare

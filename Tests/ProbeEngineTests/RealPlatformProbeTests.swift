@@ -240,6 +240,10 @@ struct RealPlatformProbeTests {
                     request: {url: "\(longURL)"}
                 """, variables: []))
             #expect(untrusted.error?.kind == .tls, "\(failureSummary(untrusted))")
+            // The failed handshake's time is tls (connect done, no request sent, so no ttfb).
+            let handshake = untrusted.steps[0].timings
+            #expect(handshake.tls > 0 && handshake.ttfb == 0 && handshake.transfer == 0, "\(handshake)")
+            expectHonestTimings(untrusted)
             // insecure: true accepts it, and validate warns.
             let insecure = try probe(longURL, tls: "{insecure: true}", assert: "status: 200")
             #expect(insecure.warnings.contains { $0.message.contains("insecure") && $0.line == 10 })
@@ -285,7 +289,7 @@ struct RealPlatformProbeTests {
 
     // MARK: - TCP
 
-    @Test("tcp steps: send and expect against a real server, a closed answer, a refused port, TLS with the chain's expiry")
+    @Test("tcp steps: send and expect against a real server, a closed answer, a refused port, TLS with the chain's expiry; failures' time in the phase under way")
     func tcpSteps() async throws {
         try await withTeardown { teardown in
             let httpbin = try await RealServers.httpbin()
@@ -320,9 +324,16 @@ struct RealPlatformProbeTests {
 
             let refused = await run(try tcp("{host: 127.0.0.1, port: \(closedPort)}"))
             #expect(refused.error?.kind == .connect, "\(failureSummary(refused))")
+            let refusedTimes = refused.steps[0].timings
+            #expect(refusedTimes.connect > 0 && refusedTimes.tls == 0 && refusedTimes.ttfb == 0 && refusedTimes.transfer == 0, "\(refusedTimes)")
+            expectHonestTimings(refused)
 
+            // httpbin accepts and, sent nothing, never answers: the wait is ttfb, not transfer.
             let silent = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), expect: "never"}"#))
             #expect(silent.error?.kind == .timeout, "\(failureSummary(silent))")
+            let silentTimes = silent.steps[0].timings
+            #expect(silentTimes.transfer == 0 && silentTimes.ttfb > 0, "\(silentTimes)")
+            expectHonestTimings(silent)
 
             let tls = await run(try tcp(#"{host: 127.0.0.1, port: \#(nginx.tlsPorts["soon"]!), tls: {ca_file: ca.pem}, send: "GET / HTTP/1.0\r\n\r\n", expect: "tls ok"}"#, assert: "cert_valid_for: 14d"))
             #expect(tls.error?.kind == .assertion, "\(failureSummary(tls))")

@@ -43,7 +43,12 @@ struct ValidateCommand: AsyncParsableCommand {
             }
             // Warnings do not fail validation, but are worth a look.
             for warning in probes.flatMap(\.warnings) { print(warning) }
-        } catch { problems += error.problems }
+        } catch {
+            // Every file's warnings, also when some file has errors: fixing the errors first
+            // should not be the only way to see them.
+            for warning in error.warnings { print(warning) }
+            problems += error.problems
+        }
         if problems.isEmpty {
             print("ok: \(count) probes")
         } else {

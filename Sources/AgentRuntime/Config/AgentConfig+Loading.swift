@@ -215,7 +215,9 @@ struct ConfigFileReader {
             guard let key = keyNode.string else { problem(keyNode, field, "expected a text key"); continue }
             let path = field.map { "\($0).\(key)" } ?? key
             if !known.contains(key) {
-                problem(keyNode, path, "unknown key; expected one of: \(known.joined(separator: ", "))")
+                // The closest key as the collector's config suggests it; a flat key (`agent_id`)
+                // is pointed at its section only, since this reader does not know each section's keys.
+                problem(keyNode, path, "unknown key '\(key)'" + NodeDecodingError.suggestion(for: key, among: known, accepts: { _, _ in false }))
             } else if result[key] != nil {
                 problem(keyNode, path, "appears twice")
             } else {

@@ -43,7 +43,12 @@ struct NodeReader {
 
     /// The fields of a mapping, in order. Unknown fields are reported with the closest known
     /// name; duplicates and missing required fields too.
-    mutating func fields(_ node: Node, _ field: String, known: [String], required: [String] = []) -> [(key: String, keyNode: Node, value: Node)]? {
+    /// `nested`: the fields that take a mapping, each with the names it accepts inside (nil: any
+    /// name, such as `headers`), so that a key written flat (`poll_every`) is suggested nested
+    /// only where that form is valid.
+    mutating func fields(
+        _ node: Node, _ field: String, known: [String], required: [String] = [], nested: [String: [String]?] = [:]
+    ) -> [(key: String, keyNode: Node, value: Node)]? {
         guard let mapping = node.mapping else {
             report(node, field.isEmpty ? nil : field, "expected a mapping with fields (\(known.joined(separator: ", "))), found \(Self.describe(node))")
             return nil
@@ -62,7 +67,8 @@ struct NodeReader {
             }
             seen[key] = keyNode
             guard known.contains(key) else {
-                report(keyNode, path, "unknown field '\(key)'" + Self.suggestion(for: key, among: known))
+                let accepts = { (parent: String, child: String) in nested[parent].map { $0?.contains(child) ?? true } ?? false }
+                report(keyNode, path, "unknown field '\(key)'" + NodeDecodingError.suggestion(for: key, among: known, accepts: accepts))
                 continue
             }
             result.append((key, keyNode, value))

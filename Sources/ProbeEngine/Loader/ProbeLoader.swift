@@ -27,6 +27,7 @@ public enum ProbeLoader {
             }
         }
         var probes: [ProbeDefinition] = []
+        var warnings: [ProbeDiagnostic] = []
         var names: [String: (file: String, line: Int?)] = [:]
         for file in files {
             guard let data = FileManager.default.contents(atPath: file) else {
@@ -37,8 +38,9 @@ public enum ProbeLoader {
                 diagnostics.append(ProbeDiagnostic(file: file, message: "not UTF-8 text"))
                 continue
             }
-            let (probe, problems) = parse(yaml: text, file: file, variables: variables)
+            let (probe, problems, fileWarnings) = parseCollecting(yaml: text, file: file, variables: variables)
             diagnostics += problems
+            warnings += fileWarnings
             guard let probe else { continue }
             if let first = names[probe.name] {
                 diagnostics.append(ProbeDiagnostic(
@@ -49,7 +51,7 @@ public enum ProbeLoader {
             names[probe.name] = (file, probe.nameLine)
             probes.append(probe)
         }
-        if !diagnostics.isEmpty { throw ProbeValidationError(diagnostics: diagnostics) }
+        if !diagnostics.isEmpty { throw ProbeValidationError(diagnostics: diagnostics, warnings: warnings) }
         return probes
     }
 
@@ -68,22 +70,29 @@ public enum ProbeLoader {
     /// Parses and validates one probe script. Returns the probe when there are no problems, and
     /// every problem found. Never throws or crashes, whatever the text.
     public static func parse(yaml text: String, file: String, variables: Set<String>) -> (ProbeDefinition?, [ProbeDiagnostic]) {
+        let (probe, problems, _) = parseCollecting(yaml: text, file: file, variables: variables)
+        return (probe, problems)
+    }
+
+    /// `parse`, plus the file's warnings even when it has problems (a valid probe also carries
+    /// them in `warnings`).
+    static func parseCollecting(yaml text: String, file: String, variables: Set<String>) -> (ProbeDefinition?, [ProbeDiagnostic], warnings: [ProbeDiagnostic]) {
         let root: Node?
         do {
             root = try compose(yaml: text)
         } catch {
-            return (nil, [ProbeDiagnostic(invalidYAML: error, file: file)])
+            return (nil, [ProbeDiagnostic(invalidYAML: error, file: file)], [])
         }
         guard let root else {
-            return (nil, [ProbeDiagnostic(file: file, line: 1, message: "the file is empty; expected a probe with name, component, interval, timeout and steps")])
+            return (nil, [ProbeDiagnostic(file: file, line: 1, message: "the file is empty; expected a probe with name, component, interval, timeout and steps")], [])
         }
         let base = file.contains("/") ? URL(fileURLWithPath: file).deletingLastPathComponent().standardizedFileURL.path : ""
         var reader = NodeReader(file: file, baseDirectory: base.isEmpty ? FileManager.default.currentDirectoryPath : base)
         reader.scope = variables
         var probe = ScriptParser.probe(root, reader: &reader)
-        if !reader.diagnostics.isEmpty { return (nil, reader.diagnostics) }
+        if !reader.diagnostics.isEmpty { return (nil, reader.diagnostics, reader.warnings) }
         probe?.warnings = reader.warnings
-        return (probe, [])
+        return (probe, [], reader.warnings)
     }
 }
 

@@ -18,12 +18,27 @@ enum ScriptParser {
     static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after"]
     static let compareFields = ["download", "with"]
     static let failureCodeFields = ["code", "status", "body_contains", "body_matches"]
+    static let tlsFields = ["ca_file", "cert", "key", "insecure"]
+    static let tcpFields = ["host", "port", "send", "expect", "tls", "ip_version"]
+    static let dnsFields = ["name", "type", "server", "expect"]
     static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    // Fields that take a mapping, with the names it accepts (nil: any name), for the
+    // "did you mean 'poll' with 'every' inside it" hint. A field absent takes no mapping.
+    static let probeNested: [String: [String]?] = ["labels": nil]
+    static let stepNested: [String: [String]?] = [
+        "request": requestFields, "tcp": tcpFields, "dns": dnsFields, "poll": pollFields, "assert": assertFields,
+        "extract": nil, "compare": compareFields,
+    ]
+    static let requestNested: [String: [String]?] = [
+        "headers": nil, "json": nil, "form": nil, "body": ["random_bytes", "save_as"], "basic_auth": ["user", "password"], "tls": tlsFields,
+    ]
+    static let assertNested: [String: [String]?] = ["headers": nil, "json": conditionFields]
 
     // MARK: - Probe
 
     static func probe(_ root: Node, reader: inout NodeReader) -> ProbeDefinition? {
-        guard let fields = reader.fields(root, "", known: probeFields, required: ["name", "component", "interval", "timeout", "steps"]) else { return nil }
+        guard let fields = reader.fields(root, "", known: probeFields, required: ["name", "component", "interval", "timeout", "steps"], nested: probeNested) else { return nil }
         var name: String?, nameLine: Int?, component: String?
         var interval: Duration?, retryInterval: (node: Node, value: Duration)?, timeout: (spec: DurationSpec, value: Duration)?
         var degraded: DurationSpec?
@@ -55,6 +70,7 @@ enum ScriptParser {
         }
         if let (keyNode, value) = stepsNode {
             script.steps = steps(value, keyNode: keyNode, reader: &reader)
+            if let limit = timeout?.value { warnMaxWaitBeyondTimeout(value, timeout: limit, reader: &reader) }
         }
         script.degradedAfter = degraded
         if let timeout { script.timeout = timeout.spec }
@@ -113,6 +129,19 @@ enum ScriptParser {
         return rules
     }
 
+    /// A poll whose `max_wait` is longer than the probe's `timeout` is cut by the timeout first:
+    /// its max_wait never applies. Worth a warning, not an error (the cut is reported).
+    static func warnMaxWaitBeyondTimeout(_ steps: Node, timeout: Duration, reader: inout NodeReader) {
+        for (index, step) in (steps.sequence.map { Array($0) } ?? []).enumerated() {
+            guard let poll = step.mapping?.first(where: { $0.key.scalar?.string == "poll" })?.value,
+                let node = poll.mapping?.first(where: { $0.key.scalar?.string == "max_wait" })?.value,
+                let text = node.scalar?.string, let maxWait = DurationText.parse(text), maxWait > timeout
+            else { continue }
+            reader.warn(node, "steps[\(index)].poll.max_wait",
+                "max_wait \(DurationText.format(maxWait)) is longer than the probe's timeout \(DurationText.format(timeout)): the timeout cuts the poll first; raise timeout or lower max_wait")
+        }
+    }
+
     // MARK: - Steps
 
     static func steps(_ node: Node, keyNode: Node, reader: inout NodeReader) -> [ProbeStep] {
@@ -137,7 +166,7 @@ enum ScriptParser {
     }
 
     static func step(_ node: Node, _ path: String, payloads: inout Set<String>, stepNames: [String: Int], reader: inout NodeReader) -> ProbeStep? {
-        guard let fields = reader.fields(node, path, known: stepFields, required: ["name"]) else { return nil }
+        guard let fields = reader.fields(node, path, known: stepFields, required: ["name"], nested: stepNested) else { return nil }
         let byKey = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { first, _ in first })
         var name: String?
         var valid = true
@@ -200,7 +229,7 @@ enum ScriptParser {
     // MARK: - Request
 
     static func request(_ node: Node, _ path: String, payloads: inout Set<String>, reader: inout NodeReader) -> RequestSpec? {
-        guard let fields = reader.fields(node, path, known: requestFields, required: ["url"]) else { return nil }
+        guard let fields = reader.fields(node, path, known: requestFields, required: ["url"], nested: requestNested) else { return nil }
         var spec = RequestSpec(method: "GET", url: .literal(""), headers: [], body: nil, followRedirects: false)
         var valid = true
         var bodies: [String] = []
@@ -361,7 +390,7 @@ enum ScriptParser {
 
     /// `tls: {ca_file, cert, key, insecure}` (paths relative to the probe file, checked now).
     static func tlsOptions(_ node: Node, _ path: String, reader: inout NodeReader) -> TLSOptions? {
-        guard let fields = reader.fields(node, path, known: ["ca_file", "cert", "key", "insecure"]) else { return nil }
+        guard let fields = reader.fields(node, path, known: tlsFields) else { return nil }
         var options = TLSOptions()
         var valid = true
         for (key, _, value) in fields {
@@ -402,7 +431,7 @@ enum ScriptParser {
     // MARK: - TCP and DNS
 
     static func tcp(_ node: Node, _ path: String, reader: inout NodeReader) -> TCPSpec? {
-        guard let fields = reader.fields(node, path, known: ["host", "port", "send", "expect", "tls", "ip_version"], required: ["host", "port"]) else { return nil }
+        guard let fields = reader.fields(node, path, known: tcpFields, required: ["host", "port"], nested: ["tls": tlsFields]) else { return nil }
         var spec = TCPSpec(host: .literal(""), port: 0)
         var valid = fields.contains { $0.key == "host" } && fields.contains { $0.key == "port" }
         for (key, _, value) in fields {
@@ -425,7 +454,7 @@ enum ScriptParser {
     }
 
     static func dns(_ node: Node, _ path: String, reader: inout NodeReader) -> DNSSpec? {
-        guard let fields = reader.fields(node, path, known: ["name", "type", "server", "expect"], required: ["name"]) else { return nil }
+        guard let fields = reader.fields(node, path, known: dnsFields, required: ["name"]) else { return nil }
         var spec = DNSSpec(name: .literal(""), type: .A, server: nil, expect: [])
         var valid = fields.contains { $0.key == "name" }
         for (key, _, value) in fields {
@@ -518,7 +547,7 @@ enum ScriptParser {
     // MARK: - Assertions and conditions
 
     static func assertions(_ node: Node, _ path: String, reader: inout NodeReader) -> [Assertion] {
-        guard let fields = reader.fields(node, path, known: assertFields) else { return [] }
+        guard let fields = reader.fields(node, path, known: assertFields, nested: assertNested) else { return [] }
         var result: [Assertion] = []
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
@@ -760,7 +789,7 @@ enum ScriptParser {
     }
 
     static func poll(_ node: Node, _ path: String, reader: inout NodeReader) -> PollSpec? {
-        guard let fields = reader.fields(node, path, known: pollFields, required: ["until", "every", "max_wait"]) else { return nil }
+        guard let fields = reader.fields(node, path, known: pollFields, required: ["until", "every", "max_wait"], nested: ["stuck_after": nil]) else { return nil }
         var spec = PollSpec(every: .fixed(.seconds(1)), until: [], failWhen: [], maxWait: .fixed(.seconds(60)), state: nil, stuckAfter: [:])
         var valid = fields.contains { $0.key == "until" } && fields.contains { $0.key == "every" } && fields.contains { $0.key == "max_wait" }
         let errorsBefore = reader.diagnostics.count
@@ -801,6 +830,10 @@ enum ScriptParser {
             if let other = seen.first(where: { $0.lowercased() == state.lowercased() }) {
                 reader.warn(node, NodeReader.join(path, "stuck_after.\(state)"),
                     "'\(state)' differs only in case from the state '\(other)' in until/fail_when; state names match exactly, so this limit never applies (did you mean '\(other)'?)")
+            } else if state.lowercased() == "default" {
+                // `Default:` is taken as a state of that name, so the limit for all others is lost.
+                reader.warn(node, NodeReader.join(path, "stuck_after.\(state)"),
+                    "'\(state)' differs only in case from 'default', the limit for every state without its own; keys match exactly, so this is a limit for a state named '\(state)' and no default applies (did you mean 'default'?)")
             }
         }
         return valid ? spec : nil

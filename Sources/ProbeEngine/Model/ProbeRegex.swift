@@ -40,6 +40,23 @@ final class ProbeRegex: @unchecked Sendable {
     // is checked. NEVER_BACKSLASH_C: `\C` could split a UTF-8 character.
     private static let options = UInt32(PCRE2_UTF) | UInt32(PCRE2_MATCH_INVALID_UTF) | UInt32(PCRE2_AUTO_CALLOUT) | UInt32(PCRE2_NEVER_BACKSLASH_C)
 
+    /// `text` as a pattern that matches it literally: a backslash before every ASCII character
+    /// that is not a letter or digit (PCRE2 takes any such escape as the character itself, also
+    /// inside a class and under `(?x)`, where an escaped space or `#` stays literal; control
+    /// characters below tab are literal as they are). Not
+    /// `\Q…\E`: a value containing `\E` would end the quoting early.
+    static func escape(_ text: String) -> String {
+        var escaped = ""
+        escaped.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+        for scalar in text.unicodeScalars {
+            if scalar.isASCII, !(scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)), scalar.value >= 0x09 {
+                escaped.unicodeScalars.append("\\")
+            }
+            escaped.unicodeScalars.append(scalar)
+        }
+        return escaped
+    }
+
     init(_ pattern: String) throws(SyntaxError) {
         var errorCode: Int32 = 0
         var errorOffset = 0

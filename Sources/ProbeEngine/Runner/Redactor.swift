@@ -10,6 +10,10 @@ import SondeCore
 /// `\uXXXX`, surrogate pairs), HTML entities (named, decimal, hexadecimal). Base64 of the secret,
 /// alone or after any prefix (`user:secret` in a Basic header), is found by the run of base64
 /// characters that must be in it whatever the prefix, and the whole base64 word is redacted.
+///
+/// A secret shorter than `wholeWordBelow` bytes (a password "ok") is redacted only as a whole
+/// word, not next to an ASCII letter or digit (the neighbour decoded when it is percent-, JSON-
+/// or HTML-encoded): otherwise "cookie" became "co[redacted]ie" in every message.
 struct Redactor: Sendable {
     static let mask = "[redacted]"
 
@@ -17,7 +21,12 @@ struct Redactor: Sendable {
         var scalars: [Unicode.Scalar]
         /// A base64 core: the whole surrounding base64 word is redacted.
         var widen: Bool
+        /// A short secret: redacted only where it is a whole word.
+        var wholeWord = false
     }
+
+    /// Secrets shorter than this (in UTF-8 bytes) are redacted only as whole words.
+    static let wholeWordBelow = 4
 
     private var needles: [Needle] = []
     private var known: Set<String> = []
@@ -36,7 +45,7 @@ struct Redactor: Sendable {
     mutating func add(_ secret: String) {
         for form in [secret, secret.trimmed()] where !form.isEmpty && known.insert(form).inserted {
             let scalars = Array(form.unicodeScalars)
-            needles.append(Needle(scalars: scalars, widen: false))
+            needles.append(Needle(scalars: scalars, widen: false, wholeWord: form.utf8.count < Self.wholeWordBelow))
             longestSecret = max(longestSecret, scalars.count)
             for core in Self.base64Cores(Array(form.utf8)) {
                 needles.append(Needle(scalars: Array(core.unicodeScalars), widen: true))
@@ -63,6 +72,7 @@ struct Redactor: Sendable {
             for needle in needles {
                 var budget = 10_000
                 guard let end = Self.match(needle.scalars[...], bytes, at: position, budget: &budget) else { continue }
+                if needle.wholeWord, !Self.isWordBoundary(bytes, before: position) || !Self.isWordBoundary(bytes, after: end) { continue }
                 found = needle.widen ? Self.base64Word(around: position..<end, in: bytes) : position..<end
                 break
             }
@@ -88,6 +98,43 @@ struct Redactor: Sendable {
         }
         out.append(contentsOf: bytes[last...])
         return String(decoding: out, as: UTF8.self)
+    }
+
+    // MARK: - Word boundaries (short secrets)
+
+    private static func isWordCharacter(_ value: UInt32) -> Bool {
+        (0x30...0x39).contains(value) || (0x41...0x5A).contains(value) || (0x61...0x7A).contains(value)
+    }
+
+    /// Whether the character that ends at `position` is not an ASCII letter or digit, decoded
+    /// when it is `%XX`, `\uXXXX`, `\n` (and the other JSON letter escapes) or `&#NN`: "%20ok"
+    /// is "ok" standing alone, though a digit comes before it.
+    static func isWordBoundary(_ bytes: [UInt8], before position: Int) -> Bool {
+        guard position > 0 else { return true }
+        if position >= 3, bytes[position - 3] == UInt8(ascii: "%"), let value = hexValue(bytes, position - 2, digits: 2) {
+            return !isWordCharacter(value)
+        }
+        if position >= 6, bytes[position - 6] == UInt8(ascii: "\\"), bytes[position - 5] == UInt8(ascii: "u"), let value = hexValue(bytes, position - 4, digits: 4) {
+            return !isWordCharacter(value)
+        }
+        if position >= 2, bytes[position - 2] == UInt8(ascii: "\\"), "bfnrt".utf8.contains(bytes[position - 1]) { return true }
+        // `&#32ok` (a numeric reference without its `;`).
+        var start = position
+        while start > 0, position - start < 10, hexDigit(bytes[start - 1]) != nil || (bytes[start - 1] | 0x20) == UInt8(ascii: "x") { start -= 1 }
+        if start >= 2, start < position, bytes[start - 2] == UInt8(ascii: "&"), bytes[start - 1] == UInt8(ascii: "#") { return true }
+        return !isWordCharacter(UInt32(bytes[position - 1]))
+    }
+
+    /// Whether the character that starts at `position` is not an ASCII letter or digit (decoded
+    /// when it is `%XX` or `\uXXXX`).
+    static func isWordBoundary(_ bytes: [UInt8], after position: Int) -> Bool {
+        guard position < bytes.count else { return true }
+        if bytes[position] == UInt8(ascii: "%"), let value = hexValue(bytes, position + 1, digits: 2) { return !isWordCharacter(value) }
+        if bytes[position] == UInt8(ascii: "\\"), position + 1 < bytes.count, bytes[position + 1] == UInt8(ascii: "u"),
+            let value = hexValue(bytes, position + 2, digits: 4) {
+            return !isWordCharacter(value)
+        }
+        return !isWordCharacter(UInt32(bytes[position]))
     }
 
     // MARK: - Matching one secret in any encoding

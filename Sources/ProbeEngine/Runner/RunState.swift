@@ -95,37 +95,56 @@ struct RunState {
     mutating func render(_ template: Template) throws(StepFailure) -> String {
         if let literal = template.literal { return literal }
         var text = ""
+        try render(template) { part, _ in text += part }
+        return text
+    }
+
+    /// A regex template (`body_matches: '"id":"${file_id}"'`) rendered once: `pattern` has every
+    /// substituted value (and `${…:-default}`) escaped so it matches literally, while the text
+    /// written around them stays a regex; `display` has the values as they are, for messages
+    /// (the redactor finds a secret there, not in its escaped form).
+    mutating func renderPattern(_ template: Template) throws(StepFailure) -> (pattern: String, display: String) {
+        if let literal = template.literal { return (literal, literal) }
+        var pattern = "", display = ""
+        try render(template) { part, substituted in
+            pattern += substituted ? ProbeRegex.escape(part) : part
+            display += part
+        }
+        return (pattern, display)
+    }
+
+    /// Calls `emit` with each piece of the rendered text, saying whether it was substituted.
+    private mutating func render(_ template: Template, emit: (String, Bool) -> Void) throws(StepFailure) {
         for segment in template.segments {
             switch segment {
             case .literal(let part):
-                text += part
+                emit(part, false)
             case .variable(let name, let fallback):
                 if let value = lookup(name) {
-                    text += value
+                    emit(value, true)
                 } else if let fallback {
-                    text += fallback
+                    emit(fallback, true)
                 } else {
                     throw StepFailure(.script, "${\(name)} is not defined (no agent variable, no earlier extraction)", undefinedVariable: name)
                 }
             case .environment(let name, let fallback):
                 if let value = environment[name] {
-                    text += value
+                    emit(value, true)
                 } else if let fallback {
-                    text += fallback
+                    emit(fallback, true)
                 } else {
                     throw StepFailure(.script, "environment variable \(name) (from ${env:\(name)}) is not set on this agent")
                 }
             case .file(let path, let fallback):
                 if let value = readFile(path) {
-                    text += value
+                    emit(value, true)
                 } else if let fallback {
-                    text += fallback
+                    emit(fallback, true)
                 } else {
                     throw StepFailure(.script, "secret file '\(path)' (from ${file:\(path)}) cannot be read")
                 }
             }
         }
-        return text
     }
 
     /// Keeps an extracted value for later templates; a secret one is redacted from then on.

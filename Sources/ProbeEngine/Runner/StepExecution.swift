@@ -275,13 +275,30 @@ struct StepExecution {
         var attempts = 0
         var currentState: String?
         var stateSince = started
+        var lastJSON: JSONValue?
+        // The step did run: say that the probe's timeout cut the poll, and where the job was.
+        func cutOff() -> StepFailure {
+            let path = poll.state ?? poll.until.first?.path
+            let seen = path.map { p in " (\(p) was '\(lastJSON.flatMap { p.evaluate($0) }?.text ?? "missing")')" } ?? ""
+            return StepFailure(.timeout, "poll cut off by the probe timeout of \(DurationText.format(probeTimeout)) after \(attempts) attempt(s) in \(DurationText.format(clock.now - started))\(seen), before its max_wait of \(DurationText.format(maxWait))")
+        }
         while true {
+            var request = try build(spec, state: &state)
+            do {
+                request.timeout = try timeLeft(stepTimeout)
+            } catch where attempts > 0 {
+                throw cutOff()
+            }
             attempts += 1
             result.attempts = attempts
-            var request = try build(spec, state: &state)
-            request.timeout = try timeLeft(stepTimeout)
             result.url = request.url
-            let response = try await send(request, result: &result)
+            let response: HTTPResponse
+            do {
+                response = try await send(request, result: &result)
+            } catch where error.kind == .timeout && attempts > 1 && clock.now >= deadline {
+                // An attempt sent just before the deadline, cut by it.
+                throw cutOff()
+            }
             last = response
             record(response, result: &result, state: &state)
             try checkStatus(response, method: spec.method, url: request.url, state: state)
@@ -301,6 +318,7 @@ struct StepExecution {
                 return (json, done)
             }
             if done { return response }
+            lastJSON = json
 
             let now = clock.now
             var nextCheck = now.advanced(by: every)
@@ -388,9 +406,11 @@ struct StepExecution {
                     throw StepFailure(.assertion, "body does not contain '\(expected)': \(snippet(response, state: state))")
                 }
             case .bodyMatches(let template):
-                let pattern = try state.render(template)
-                if try !matches(pattern, response.body, state: state, check: "body_matches") {
-                    throw StepFailure(.assertion, "body does not match /\(pattern)/: \(snippet(response, state: state))")
+                // Values are matched literally (`a+b` is not a regex); messages show them as they
+                // are, since the redactor would not find a secret in its escaped form.
+                let (pattern, display) = try state.renderPattern(template)
+                if try !matches(pattern, response.body, state: state, check: "body_matches", display: display) {
+                    throw StepFailure(.assertion, "body does not match /\(display)/: \(snippet(response, state: state))")
                 }
             case .json(let condition):
                 if json == nil { json = .some(JSONValue.parse(response.body)) }
@@ -465,32 +485,34 @@ struct StepExecution {
     /// Whether `pattern` (compiled once per probe) matches `text`, within the run's time: a
     /// pattern that backtracks without end fails the run as `timeout` (or `script` when PCRE2's
     /// limits stop it first), naming `check`.
-    func matches<Text: Collection<UInt8>>(_ pattern: String, _ text: Text, state: RunState, check: String) throws(StepFailure) -> Bool {
-        try firstMatch(pattern, text, state: state, check: check) { (regex: ProbeRegex, text: Text, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
+    func matches<Text: Collection<UInt8>>(_ pattern: String, _ text: Text, state: RunState, check: String, display: String? = nil) throws(StepFailure) -> Bool {
+        try firstMatch(pattern, text, state: state, check: check, display: display) { (regex: ProbeRegex, text: Text, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
             try regex.matches(text, deadline: deadline)
         }
     }
 
+    /// `display`: the pattern as messages show it, when that is not `pattern` itself.
     private func firstMatch<T, Text: Collection<UInt8>>(
-        _ pattern: String, _ text: Text, state: RunState, check: String,
+        _ pattern: String, _ text: Text, state: RunState, check: String, display: String? = nil,
         _ body: (ProbeRegex, Text, ContinuousClock.Instant) throws(ProbeRegex.MatchError) -> T
     ) throws(StepFailure) -> T {
+        let shown = display ?? pattern
         let regex: ProbeRegex
         do {
             regex = try state.probe.script.regexes.regex(pattern)
         } catch {
-            throw StepFailure(.script, "\(check) /\(pattern)/: invalid regular expression: \(error)")
+            throw StepFailure(.script, "\(check) /\(shown)/: invalid regular expression: \(error)")
         }
         do {
             return try body(regex, text, deadline)
         } catch {
             switch error {
             case .outOfTime:
-                throw StepFailure(.timeout, "\(check) /\(pattern)/ did not finish within the probe timeout of \(DurationText.format(probeTimeout)) on \(text.count) bytes (the pattern backtracks too much; make it less ambiguous)")
+                throw StepFailure(.timeout, "\(check) /\(shown)/ did not finish within the probe timeout of \(DurationText.format(probeTimeout)) on \(text.count) bytes (the pattern backtracks too much; make it less ambiguous)")
             case .cancelled:
-                throw StepFailure(.internal, "run cancelled during \(check) /\(pattern)/")
+                throw StepFailure(.internal, "run cancelled during \(check) /\(shown)/")
             case .tooComplex(let why):
-                throw StepFailure(.script, "\(check) /\(pattern)/ was stopped on \(text.count) bytes: \(why) (the pattern backtracks too much; make it less ambiguous)")
+                throw StepFailure(.script, "\(check) /\(shown)/ was stopped on \(text.count) bytes: \(why) (the pattern backtracks too much; make it less ambiguous)")
             }
         }
     }
