@@ -184,6 +184,33 @@ struct SpoolTests {
         #expect(try spool.nextBatch(maxResults: 2)?.results.map(\.seq) == [3])
     }
 
+    @Test("rejected/ stays within a quarter of max_bytes: the oldest files go, and a result too large for it is kept as a summary")
+    func rejectedHasAQuota() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, maxBytes: 256 << 10, logger: logs.logger())
+        #expect(spool.rejectedQuota == 64 << 10)
+        func folderBytes() throws -> Int {
+            try FileManager.default.contentsOfDirectory(atPath: dir.file("rejected")).reduce(0) { total, name in
+                total + (try Data(contentsOf: URL(fileURLWithPath: dir.file("rejected/" + name))).count)
+            }
+        }
+        var large = sampleResult()
+        large.error = ProbeError(kind: .assertion, step: "get", message: String(repeating: "m", count: 9_000))
+        for n in 0..<20 {
+            try spool.setAside(SpoolBatch(id: "b\(n).1", results: [large]), reason: "HTTP 422: refused")
+            #expect(try folderBytes() <= spool.rejectedQuota)
+        }
+        #expect(FileManager.default.fileExists(atPath: dir.file("rejected/b19.1.json")), "the newest is kept")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("rejected/b0.1.json")), "the oldest went")
+        var huge = sampleResult()
+        huge.error = ProbeError(kind: .assertion, step: "get", message: String(repeating: "h", count: 100_000))
+        try spool.setAside(SpoolBatch(id: "huge.1", results: [huge]), reason: "HTTP 413: body_too_large")
+        let saved = try String(contentsOfFile: dir.file("rejected/huge.1.json"), encoding: .utf8)
+        #expect(saved.contains("kept without its results") && saved.contains(huge.id) && !saved.contains(String(repeating: "h", count: 100)))
+        #expect(spool.status.rejectedResults == 21)
+    }
+
     @Test("two processes cannot share a spool")
     func exclusive() throws {
         let dir = try TemporaryDirectory("spool")

@@ -460,6 +460,113 @@ struct ProbeHardeningTests {
         }
     }
 
+    @Test("a grapheme of a thousand combining marks before the cut does not move it past the redacted window")
+    func combiningMarksBeforeTheCut() async throws {
+        let secret = "Sup3r/S3cret+V@lue=Xq9"
+        for marks in [300, 1100, 3000] {
+            let body = "x" + String(repeating: "\u{0301}", count: marks) + String(repeating: "y", count: 200) + secret + "tail"
+            let server = try LoopbackHTTPServer { _ in .respond(status: 503, body: Data(body.utf8)) }
+            defer { server.stop() }
+            let probe = try makeProbe("""
+                name: marks
+                component: api
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {url: "${base_url}/", headers: {Authorization: "Bearer ${token}"}}
+                """, variables: ["base_url", "token"])
+            let result = await run(probe, server, variables: ["token": secret], secretNames: ["token"])
+            let message = try #require(result.error?.message)
+            for length in 4...secret.count {
+                #expect(!message.contains(secret.prefix(length)), "\(marks) marks: \(length) characters leaked")
+            }
+        }
+    }
+
+    @Test("a secret echoed upper- or lower-cased, or percent-encoded twice, is redacted", arguments: ["upper", "lower", "twice"])
+    func caseAndDoubleEncoding(_ form: String) {
+        let secret = "Sup3r/S3cret+V@lue=Xq9"
+        var redactor = Redactor()
+        redactor.add(secret)
+        let echoed: String
+        switch form {
+        case "upper": echoed = secret.uppercased()
+        case "lower": echoed = secret.lowercased()
+        default:
+            let once = secret.utf8.map { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A) ? String(UnicodeScalar(byte)) : String(format: "%%%02X", byte)
+            }.joined()
+            echoed = once.replacingOccurrences(of: "%", with: "%25")
+        }
+        #expect(redactor.redact("return_to=" + echoed + "&x=1") == "return_to=[redacted]&x=1", "\(echoed)")
+    }
+
+    @Test("a server's 12,000-character secret is redacted on a thread with a small stack (the matcher does not recurse per character)")
+    func longSecretOnASmallStack() async throws {
+        let secret = String((0..<12_000).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! })
+        var built = Redactor()
+        built.add(secret)
+        let redactor = built
+        let text = "before " + secret + " middle " + String(secret.dropLast()) + "!" + " after"
+        let out = await withCheckedContinuation { (done: CheckedContinuation<String, Never>) in
+            // The agent's curl loop thread has 1 MiB; a frame per character overflowed it.
+            DetachedThread.start(name: "small-stack", stackSize: 256 << 10) { done.resume(returning: redactor.redact(text)) }
+        }
+        #expect(out.hasPrefix("before [redacted] middle "))
+        #expect(!out.contains(secret))
+        #expect(redactor.reach >= secret.utf8.count)
+    }
+
+    @Test("a response that sets thousands of cookies masks what the run reports wholesale, within the run's timeout")
+    func thousandsOfCookies() async throws {
+        let values = (0..<3000).map { n in "v\(n)-" + String(UInt64.random(in: 0...UInt64.max), radix: 36) }
+        let headers = values.enumerated().map { ("Set-Cookie", "c\($0.offset)=\($0.element); Path=/") }
+        let server = try LoopbackHTTPServer { _ in .respond(status: 500, headers: headers, body: Data(values.joined(separator: " ").utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: cookies
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+            """)
+        let start = ContinuousClock.now
+        let result = await run(probe, server)
+        #expect(ContinuousClock.now - start < .seconds(5), "the run ends within its timeout")
+        #expect(result.outcome == .failed)
+        let json = result.jsonText
+        #expect(values.allSatisfy { !json.contains($0) }, "no cookie value in the result")
+        #expect(result.error?.message == Redactor.wholesaleMask)
+    }
+
+    @Test("a failed check quoting a 2 MB value carries at most 1024 characters of it, redacted first")
+    func hugeQuotedValue() async throws {
+        let secret = "tok-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let server = try LoopbackHTTPServer { _ in
+            .json(200, #"{"access_token":"\#(secret)","status":"\#(String(repeating: "z", count: 1020))\#(secret)\#(String(repeating: "q", count: 2_000_000))"}"#)
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: huge
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                extract: {access_token: {json: $.access_token}}
+                assert: {json: ["$.status == ok"]}
+            """)
+        let result = await run(probe, server)
+        let message = try #require(result.error?.message)
+        #expect(message.unicodeScalars.count <= ProbeRunner.longestMessage + 1, "\(message.utf8.count) bytes")
+        #expect(result.jsonText.utf8.count < 16_384)
+        for length in 4...secret.count { #expect(!message.contains(secret.prefix(length)), "\(length) characters leaked") }
+    }
+
     // MARK: - Property: random secrets, random echo encodings, random cut points
 
     @Test("property: a secret echoed in any mix of encodings, anywhere around the cut, never leaks")

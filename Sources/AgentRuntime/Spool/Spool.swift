@@ -663,7 +663,16 @@ public final class Spool: Sendable {
         }
         let path = directory + "/rejected/\(part.id).json"
         do {
-            let data = try SondeJSON.encode(Rejected(batchID: part.id, rejectedAt: Date(), reason: reason, results: part.results), pretty: true)
+            var data = try SondeJSON.encode(Rejected(batchID: part.id, rejectedAt: Date(), reason: reason, results: part.results), pretty: true)
+            let quota = rejectedQuota
+            if data.count > quota {
+                // Too large to keep whole: the reason and what it was, not the results.
+                let summary = part.results.map { "\($0.id) (\($0.probe), \(RFC3339.string(from: $0.startedAt)))" }.prefix(100)
+                data = try SondeJSON.encode(
+                    Rejected(batchID: part.id, rejectedAt: Date(), reason: reason + "; \(data.count) bytes, over the rejected/ quota of \(quota): kept without its results: " + summary.joined(separator: ", "), results: []),
+                    pretty: true)
+            }
+            makeRoomInRejected(for: data.count, quota: quota)
             try Spool.writeDurably(data, to: path)
         } catch let error as SpoolError where Spool.isDiskFailure(error.code) {
             // Nowhere to keep it: say what is lost, rather than resend a refused result forever.
@@ -676,6 +685,35 @@ public final class Spool: Sendable {
             throw SpoolError("spool: cannot write \(path): \(error)")
         }
         state.withLock { $0.rejected += part.count }
+    }
+
+    /// What `spool/rejected/` may hold: a quarter of `max_bytes`. Refused results are for a
+    /// person to read, and a collector that refuses every result of a probe (or results that
+    /// are too large) must not fill the disk with them.
+    var rejectedQuota: Int { max(64 << 10, maxBytes / 4) }
+
+    /// Deletes the oldest files of `spool/rejected/` until `bytes` more fit in `quota`.
+    private func makeRoomInRejected(for bytes: Int, quota: Int) {
+        let folder = directory + "/rejected"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+        var files: [(path: String, size: Int, modified: Int)] = names.compactMap { name in
+            let path = folder + "/" + name
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            return (path, Int(info.st_size), Int(info.st_mtim.tv_sec) * 1_000_000_000 + Int(info.st_mtim.tv_nsec))
+        }
+        var total = files.reduce(0) { $0 + $1.size }
+        guard total + bytes > quota else { return }
+        files.sort { ($0.modified, $0.path) < ($1.modified, $1.path) }
+        var removed = 0
+        for file in files where total + bytes > quota {
+            guard (try? FileManager.default.removeItem(atPath: file.path)) != nil else { continue }
+            total -= file.size
+            removed += 1
+        }
+        logger.warning(
+            "spool/rejected/ is at its quota; the oldest refused results were deleted",
+            metadata: ["rejected.deleted_files": "\(removed)", "rejected.quota_bytes": "\(quota)"])
     }
 
     private func remove(_ batchID: String, why: String) throws(SpoolError) {

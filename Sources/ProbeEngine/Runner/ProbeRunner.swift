@@ -44,7 +44,7 @@ public struct ProbeRunner: Sendable {
             probeTimeout = try state.duration(probe.script.timeout, field: "timeout")
         } catch {
             probeTimeout = probe.timeout
-            firstError = ProbeError(kind: .script, step: "-", message: state.redactor.redact(error.message))
+            firstError = ProbeError(kind: .script, step: "-", message: Self.reported(error.message, state.redactor))
         }
         let deadline = start.advanced(by: probeTimeout)
 
@@ -59,9 +59,9 @@ public struct ProbeRunner: Sendable {
             guard let outcome else { continue }  // an `always` step whose inputs never came
             var result = outcome.result
             result.component = step.component
-            result.url = state.redactor.redact(result.url)
+            result.url = Self.reported(result.url, state.redactor, limit: Self.longestURL)
             if var error = result.error {
-                error.message = state.redactor.redact(error.message)
+                error.message = Self.reported(error.message, state.redactor)
                 result.error = error
                 if firstError == nil { firstError = error }
             } else if let slow = outcome.degradedBy, degradedBy == nil {
@@ -87,7 +87,7 @@ public struct ProbeRunner: Sendable {
                     degradedBy = "the run took \(Int(durationMs)) ms, over degraded_after \(DurationText.format(limit))"
                 }
             } catch {
-                firstError = ProbeError(kind: .script, step: "-", message: state.redactor.redact(error.message))
+                firstError = ProbeError(kind: .script, step: "-", message: Self.reported(error.message, state.redactor))
             }
         }
         let outcome: Outcome = firstError != nil ? .failed : (degradedBy != nil ? .degraded : .ok)
@@ -110,5 +110,27 @@ public struct ProbeRunner: Sendable {
         } catch {
             return .failure(error)
         }
+    }
+
+    /// The longest error message a result carries, in characters (Unicode scalars): a failed
+    /// check may quote a server's whole value (a 9 MB string), and the result is stored, pushed
+    /// and, if refused, kept in `spool/rejected/`.
+    static let longestMessage = 1024
+    /// The longest step URL a result carries (a URL templated from a server's value).
+    static let longestURL = 2048
+
+    /// `text` as a result reports it: cut to `limit` characters plus the redactor's reach first
+    /// (redacting megabytes costs), redacted, then cut at `limit`, so no prefix of a secret that
+    /// straddles the cut is left.
+    static func reported(_ text: String, _ redactor: Redactor, limit: Int = longestMessage) -> String {
+        let window = 4 * limit + redactor.reach
+        let head = text.utf8.count > window ? String(decoding: text.utf8.prefix(window), as: UTF8.self) : text
+        var shown = redactor.redact(head)
+        if shown.unicodeScalars.count > limit {
+            shown = String(String.UnicodeScalarView(shown.unicodeScalars.prefix(limit))) + "…"
+        } else if head.utf8.count < text.utf8.count {
+            shown += "…"
+        }
+        return shown
     }
 }

@@ -29,6 +29,9 @@ struct Redactor: Sendable {
     static let wholeWordBelow = 4
 
     private var needles: [Needle] = []
+    /// Secrets longer than `longestTolerant`, matched as they are (and whether to widen to the
+    /// base64 word around them).
+    private var literals: [(bytes: [UInt8], widen: Bool)] = []
     private var known: Set<String> = []
     /// Bytes an encoded secret can start with: other positions are skipped at once.
     private var firstBytes = [Bool](repeating: false, count: 256)
@@ -37,67 +40,145 @@ struct Redactor: Sendable {
     /// past a cut point a secret that starts before it can reach, per character.
     static let maxEncodedScalarLength = 12
 
-    /// The longest secret, in characters (to size the window a snippet redacts before cutting).
-    private(set) var longestSecret = 0
+    /// Secrets (and base64 cores) up to this many characters are matched in any encoding; longer
+    /// ones (a JWT, a server's 12,000-character cookie) as they are, by a linear byte search, so
+    /// neither the cost nor the matcher's work grows with a length a server chooses.
+    static let longestTolerant = 256
 
-    var isEmpty: Bool { needles.isEmpty }
+    /// A run that collects more secrets than this (a response setting 20,000 cookies) redacts
+    /// everything it reports wholesale from then on: matching that many costs more than a run
+    /// may spend, and nothing may leak.
+    static let maxSecrets = 512
+
+    /// Matching steps one `redact` may take before it gives up and masks the whole text (a body
+    /// built to make the encoding-tolerant matcher backtrack): bounded cost, nothing leaked.
+    static let stepBudget = 2_000_000
+
+    /// What replaces a whole text that could not be redacted piece by piece.
+    static let wholesaleMask = "[redacted: too many secrets or too costly to redact]"
+
+    /// How far past a cut point, in bytes, a secret that starts before it can reach in any form
+    /// it is matched in (the window a snippet redacts before cutting).
+    private(set) var reach = 0
+
+    /// More than `maxSecrets` were added: every non-empty text is masked whole.
+    private var overflowed = false
+
+    var isEmpty: Bool { needles.isEmpty && !overflowed }
 
     mutating func add(_ secret: String) {
+        guard !overflowed else { return }
         for form in [secret, secret.trimmed()] where !form.isEmpty && known.insert(form).inserted {
+            guard known.count <= Self.maxSecrets else {
+                overflowed = true
+                needles = []
+                return
+            }
             let scalars = Array(form.unicodeScalars)
-            needles.append(Needle(scalars: scalars, widen: false, wholeWord: form.utf8.count < Self.wholeWordBelow))
-            longestSecret = max(longestSecret, scalars.count)
+            var added = [Needle(scalars: scalars, widen: false, wholeWord: form.utf8.count < Self.wholeWordBelow)]
             for core in Self.base64Cores(Array(form.utf8)) {
-                needles.append(Needle(scalars: Array(core.unicodeScalars), widen: true))
+                added.append(Needle(scalars: Array(core.unicodeScalars), widen: true))
+            }
+            for needle in added {
+                if needle.scalars.count <= Self.longestTolerant {
+                    let first = String(needle.scalars[0]).utf8.first!
+                    firstBytes[Int(first)] = true
+                    if !needle.wholeWord, Self.isASCIILetter(first) { firstBytes[Int(first ^ 0x20)] = true }
+                    reach = max(reach, needle.scalars.count * Self.maxEncodedScalarLength)
+                    // Longest first, kept in order as they come (no re-sort of every needle per add).
+                    let index = needles.firstIndex { $0.scalars.count < needle.scalars.count } ?? needles.endIndex
+                    needles.insert(needle, at: index)
+                } else {
+                    // Its base64 form (a core is inside one) is 4/3 as long, plus a prefix's.
+                    reach = max(reach, 2 * String(String.UnicodeScalarView(needle.scalars)).utf8.count)
+                    literals.append((Array(String(String.UnicodeScalarView(needle.scalars)).utf8), needle.widen))
+                }
             }
         }
-        for needle in needles {
-            firstBytes[Int(String(needle.scalars[0]).utf8.first!)] = true
-        }
         for escape in "%+\\&".utf8 { firstBytes[Int(escape)] = true }
-        needles.sort { $0.scalars.count > $1.scalars.count }
     }
 
     func redact(_ text: String) -> String {
-        guard !needles.isEmpty, !text.isEmpty else { return text }
+        guard !text.isEmpty else { return text }
+        if overflowed { return Self.wholesaleMask }
+        guard !needles.isEmpty || !literals.isEmpty else { return text }
         let bytes = Array(text.utf8)
         var ranges: [Range<Int>] = []
+        // Long secrets, as they are.
+        for (literal, widen) in literals {
+            for range in Self.occurrences(of: literal, in: bytes) {
+                ranges.append(widen ? Self.base64Word(around: range, in: bytes) : range)
+            }
+        }
+        // Short ones, in any encoding, at every position one could start.
+        var steps = 0
         var position = 0
-        while position < bytes.count {
+        while position < bytes.count, !needles.isEmpty {
             guard firstBytes[Int(bytes[position])] else {
                 position += 1
                 continue
             }
             var found: Range<Int>?
             for needle in needles {
-                var budget = 10_000
-                guard let end = Self.match(needle.scalars[...], bytes, at: position, budget: &budget) else { continue }
+                guard let end = Self.match(needle.scalars, bytes, at: position, foldCase: !needle.wholeWord, steps: &steps) else {
+                    if steps > Self.stepBudget { return Self.wholesaleMask }
+                    continue
+                }
                 if needle.wholeWord, !Self.isWordBoundary(bytes, before: position) || !Self.isWordBoundary(bytes, after: end) { continue }
                 found = needle.widen ? Self.base64Word(around: position..<end, in: bytes) : position..<end
                 break
             }
             if let found {
-                if let last = ranges.last, last.upperBound >= found.lowerBound {
-                    ranges[ranges.count - 1] = min(last.lowerBound, found.lowerBound)..<max(last.upperBound, found.upperBound)
-                } else {
-                    ranges.append(found)
-                }
+                ranges.append(found)
                 position = max(found.upperBound, position + 1)
             } else {
                 position += 1
             }
         }
         guard !ranges.isEmpty else { return text }
+        ranges.sort { $0.lowerBound < $1.lowerBound }
+        var merged: [Range<Int>] = []
+        for range in ranges {
+            if let last = merged.last, last.upperBound >= range.lowerBound {
+                merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+            } else {
+                merged.append(range)
+            }
+        }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var last = 0
-        for range in ranges {
+        for range in merged {
             out.append(contentsOf: bytes[last..<range.lowerBound])
             out.append(contentsOf: Self.mask.utf8)
             last = range.upperBound
         }
         out.append(contentsOf: bytes[last...])
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Every occurrence of `needle` in `bytes`, not overlapping (Knuth–Morris–Pratt: linear
+    /// whatever a server repeats).
+    private static func occurrences(of needle: [UInt8], in bytes: [UInt8]) -> [Range<Int>] {
+        guard !needle.isEmpty, bytes.count >= needle.count else { return [] }
+        var border = [Int](repeating: 0, count: needle.count)
+        var k = 0
+        for i in 1..<needle.count {
+            while k > 0, needle[i] != needle[k] { k = border[k - 1] }
+            if needle[i] == needle[k] { k += 1 }
+            border[i] = k
+        }
+        var found: [Range<Int>] = []
+        var matched = 0
+        for (i, byte) in bytes.enumerated() {
+            while matched > 0, byte != needle[matched] { matched = border[matched - 1] }
+            if byte == needle[matched] { matched += 1 }
+            if matched == needle.count {
+                found.append((i + 1 - needle.count)..<(i + 1))
+                matched = 0
+            }
+        }
+        return found
     }
 
     // MARK: - Word boundaries (short secrets)
@@ -139,29 +220,55 @@ struct Redactor: Sendable {
 
     // MARK: - Matching one secret in any encoding
 
-    /// The end of `scalars` matched at `start` of `bytes`, each character in any encoding; nil
-    /// when it does not match there. `budget` bounds the backtracking between encodings.
-    private static func match(_ scalars: ArraySlice<Unicode.Scalar>, _ bytes: [UInt8], at start: Int, budget: inout Int) -> Int? {
-        guard let scalar = scalars.first else { return start }
-        budget -= 1
-        guard budget > 0, start < bytes.count else { return nil }
-        for end in encodedEnds(of: scalar, in: bytes, at: start) {
-            if let done = match(scalars.dropFirst(), bytes, at: end, budget: &budget) { return done }
+    /// The end of `scalars` matched at `start` of `bytes`, each character in any encoding (the
+    /// longest such match); nil when it does not match there. Every encoding that fits is
+    /// followed at once (a set of positions, no recursion), and each position looked at counts
+    /// one step against the caller's budget.
+    private static func match(_ scalars: [Unicode.Scalar], _ bytes: [UInt8], at start: Int, foldCase: Bool, steps: inout Int) -> Int? {
+        var positions = [start]
+        var next: [Int] = []
+        for scalar in scalars {
+            next.removeAll(keepingCapacity: true)
+            for position in positions where position < bytes.count {
+                steps += 1
+                for end in encodedEnds(of: scalar, in: bytes, at: position, foldCase: foldCase) where !next.contains(end) { next.append(end) }
+            }
+            if next.isEmpty || steps > stepBudget { return nil }
+            swap(&positions, &next)
         }
-        return nil
+        return positions.max()
+    }
+
+    private static func isASCIILetter(_ byte: UInt8) -> Bool { (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") }
+
+    /// `value` is `byte`, or the same ASCII letter in the other case.
+    private static func sameLetter(_ value: UInt32, _ byte: UInt8) -> Bool {
+        value == UInt32(byte) || (value < 128 && isASCIILetter(UInt8(value)) && isASCIILetter(byte) && UInt8(value) | 0x20 == byte | 0x20)
     }
 
     /// Where each encoding of `scalar` that appears at `start` ends.
-    private static func encodedEnds(of scalar: Unicode.Scalar, in bytes: [UInt8], at start: Int) -> [Int] {
+    /// ASCII letters match in either case when `foldCase` (secrets of 4 bytes or more: a server
+    /// that upper-cases what it echoes still shows them; a one-letter secret would match the `n` of `\n`).
+    private static func encodedEnds(of scalar: Unicode.Scalar, in bytes: [UInt8], at start: Int, foldCase: Bool) -> [Int] {
         var ends: [Int] = []
         // Raw or percent-encoded, byte by byte (so "%C3©" and "é" both count; "%" may be
         // itself or the start of "%25").
         var positions = [start]
         for byte in String(scalar).utf8 {
             var next: [Int] = []
+            // ASCII letters in either case: a server that upper-cases what it echoes still shows it.
+            let letter = foldCase && Self.isASCIILetter(byte)
             for position in positions where position < bytes.count {
-                if bytes[position] == byte { next.append(position + 1) }
-                if bytes[position] == UInt8(ascii: "%"), hexValue(bytes, position + 1, digits: 2) == UInt32(byte) { next.append(position + 3) }
+                let here = bytes[position]
+                if here == byte || letter && here | 0x20 == byte | 0x20 { next.append(position + 1) }
+                guard here == UInt8(ascii: "%") else { continue }
+                if let value = hexValue(bytes, position + 1, digits: 2), value == UInt32(byte) || letter && Self.sameLetter(value, byte) {
+                    next.append(position + 3)
+                } else if position + 4 < bytes.count, bytes[position + 1] == UInt8(ascii: "2"), bytes[position + 2] == UInt8(ascii: "5"),
+                    let value = hexValue(bytes, position + 3, digits: 2), value == UInt32(byte) || letter && Self.sameLetter(value, byte)
+                {
+                    next.append(position + 5)  // percent-encoded twice (`%252F`), as in a `return_to` parameter
+                }
             }
             positions = next
         }
