@@ -159,6 +159,27 @@ struct ProbeFormatValidationTests {
         #expect(try warnings(states: "completed, Default", stuck: "Default: 2s").isEmpty)
     }
 
+    @Test("a ${…} in a regex that takes no templates (header matches, json matches, regex extraction) is a warning; \\$ is not")
+    func templateInAPlainRegex() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert:
+                  headers: {X-Id: {matches: "^${id}$"}}
+                  json: ['$.total matches ^\\${amount}']
+                extract: {next: {regex: 'next=${token}', group: 0}}
+            """, file: "p.yaml", variables: ["base_url"])
+        #expect(errors.isEmpty, "\(errors)")
+        let warnings = try #require(probe).warnings.map(\.description)
+        #expect(warnings.count == 2, "\(warnings)")
+        #expect(warnings.allSatisfy { $0.contains("'${…}' is not filled in here") }, "\(warnings)")
+    }
+
     @Test("body_matches takes templates; bad labels, ip_version, missing tls files and basic_auth with an Authorization header are errors")
     func newKeyErrors() {
         let found = problems("""

@@ -132,8 +132,14 @@ struct NodeReader {
         return value
     }
 
+    /// A regex that takes no templates (header and JSON `matches`, `regex` extractions, failure
+    /// codes): a `${…}` in it is warned about, since it is read as regex text (an end anchor, then
+    /// a brace) and never matches what the writer meant.
     mutating func regex(_ node: Node, _ field: String) -> String? {
         guard let pattern = string(node, field) else { return nil }
+        if Self.hasUnescapedTemplate(pattern) {
+            warn(node, field, "'${…}' is not filled in here (only an assert's body_matches takes values); as a regex it never matches. Write \\$ for a literal dollar sign")
+        }
         do {
             _ = try ProbeRegex(pattern)
             return pattern
@@ -141,6 +147,15 @@ struct NodeReader {
             report(node, field, "invalid regular expression '\(pattern)': \(error)")
             return nil
         }
+    }
+
+    /// True when `pattern` holds `${` not preceded by a backslash.
+    static func hasUnescapedTemplate(_ pattern: String) -> Bool {
+        let bytes = Array(pattern.utf8)
+        for i in bytes.indices.dropLast() where bytes[i] == UInt8(ascii: "$") && bytes[i + 1] == UInt8(ascii: "{") {
+            if i == 0 || bytes[i - 1] != UInt8(ascii: "\\") { return true }
+        }
+        return false
     }
 
     mutating func jsonPath(_ node: Node, _ field: String) -> JSONPath? {
