@@ -436,24 +436,28 @@ struct ProbeHardeningTests {
         #expect(!tcpAndOne.script.needsCookieJar)
     }
 
+    /// The failure message of a GET sent with `token` as a secret bearer token, answered 503 with `body`.
+    func failureMessage(body: String, token: String) async throws -> String {
+        let server = try LoopbackHTTPServer { _ in .respond(status: 503, body: Data(body.utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: cut
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/", headers: {Authorization: "Bearer ${token}"}}
+            """, variables: ["base_url", "token"])
+        let result = await run(probe, server, variables: ["token": token], secretNames: ["token"])
+        return try #require(result.error?.message)
+    }
+
     @Test("a secret that straddles the snippet's cut is redacted whole, not cut first")
     func redactBeforeCut() async throws {
         let secret = "S3CRET-VALUE-0123456789"
         for offset in [280, 290, 295, 299, 300, 301] {
-            let body = String(repeating: "x", count: offset) + secret + String(repeating: "y", count: 100)
-            let server = try LoopbackHTTPServer { _ in .respond(status: 503, body: Data(body.utf8)) }
-            defer { server.stop() }
-            let probe = try makeProbe("""
-                name: cut
-                component: api
-                interval: 30s
-                timeout: 5s
-                steps:
-                  - name: get
-                    request: {url: "${base_url}/", headers: {Authorization: "Bearer ${token}"}}
-                """, variables: ["base_url", "token"])
-            let result = await run(probe, server, variables: ["token": secret], secretNames: ["token"])
-            let message = try #require(result.error?.message)
+            let message = try await failureMessage(body: String(repeating: "x", count: offset) + secret + String(repeating: "y", count: 100), token: secret)
             for length in 3...secret.count {
                 #expect(!message.contains(secret.prefix(length)), "offset \(offset): \(length) characters leaked: \(message)")
             }
@@ -465,19 +469,7 @@ struct ProbeHardeningTests {
         let secret = "Sup3r/S3cret+V@lue=Xq9"
         for marks in [300, 1100, 3000] {
             let body = "x" + String(repeating: "\u{0301}", count: marks) + String(repeating: "y", count: 200) + secret + "tail"
-            let server = try LoopbackHTTPServer { _ in .respond(status: 503, body: Data(body.utf8)) }
-            defer { server.stop() }
-            let probe = try makeProbe("""
-                name: marks
-                component: api
-                interval: 30s
-                timeout: 5s
-                steps:
-                  - name: get
-                    request: {url: "${base_url}/", headers: {Authorization: "Bearer ${token}"}}
-                """, variables: ["base_url", "token"])
-            let result = await run(probe, server, variables: ["token": secret], secretNames: ["token"])
-            let message = try #require(result.error?.message)
+            let message = try await failureMessage(body: body, token: secret)
             for length in 4...secret.count {
                 #expect(!message.contains(secret.prefix(length)), "\(marks) marks: \(length) characters leaked")
             }
