@@ -237,11 +237,9 @@ struct ProbeHardeningTests {
         #expect(elapsed < .milliseconds(1100), "the run took \(elapsed)")
     }
 
-    @Test("a ${…} value in body_matches matches literally; the pattern around it stays a regex", arguments: [
-        "a+b", "1.5", "f(x", "[x", #"C:\dir"#, "$5", "^up", "a|b", #"all+.([\$^| #"#,
-    ])
-    func templatedBodyMatchesIsLiteral(value: String) async throws {
-        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data("value=\(value);".utf8)) }
+    /// A GET answered 200 with `body`, asserting `body_matches: pattern` with `${value}` = `value`.
+    func bodyMatches(_ pattern: String, body: String, value: String) async throws -> ProbeResult {
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data(body.utf8)) }
         defer { server.stop() }
         let probe = try makeProbe("""
             name: literal
@@ -251,9 +249,16 @@ struct ProbeHardeningTests {
             steps:
               - name: get
                 request: {url: "${base_url}/"}
-                assert: {body_matches: '^\\w+=${value};$'}
+                assert: {body_matches: '\(pattern)'}
             """, variables: ["base_url", "value"])
-        let result = await run(probe, server, variables: ["value": value])
+        return await run(probe, server, variables: ["value": value])
+    }
+
+    @Test("a ${…} value in body_matches matches literally; the pattern around it stays a regex", arguments: [
+        "a+b", "1.5", "f(x", "[x", #"C:\dir"#, "$5", "^up", "a|b", #"all+.([\$^| #"#,
+    ])
+    func templatedBodyMatchesIsLiteral(value: String) async throws {
+        let result = try await bodyMatches(#"^\w+=${value};$"#, body: "value=\(value);", value: value)
         #expect(result.outcome == .ok, "\(result.error?.message ?? "")")
     }
 
@@ -261,19 +266,7 @@ struct ProbeHardeningTests {
         ("a+b", "aab"), ("1.5", "1x5"), ("(a)", "a"),
     ])
     func templatedBodyMatchesIsNotARegex(value: String, body: String) async throws {
-        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: Data("value=\(body);".utf8)) }
-        defer { server.stop() }
-        let probe = try makeProbe("""
-            name: literal
-            component: api
-            interval: 30s
-            timeout: 5s
-            steps:
-              - name: get
-                request: {url: "${base_url}/"}
-                assert: {body_matches: 'value=${value};'}
-            """, variables: ["base_url", "value"])
-        let result = await run(probe, server, variables: ["value": value])
+        let result = try await bodyMatches("value=${value};", body: "value=\(body);", value: value)
         #expect(result.error?.kind == .assertion, "\(result.error?.message ?? "")")
         #expect(result.error?.message.contains("body does not match /value=\(value);/") == true, "\(result.error?.message ?? "")")
     }
