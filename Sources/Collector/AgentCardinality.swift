@@ -59,6 +59,11 @@ final class AgentCardinality: Sendable {
         if let refusal { throw refusal }
     }
 
+    /// True when `text` holds a control character (a name or id a client sent).
+    static func hasControlCharacters(_ text: String) -> Bool {
+        text.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
+
     /// Longest probe or component name accepted: names become metric labels, status-page rows
     /// and incident titles.
     static let longestName = 128
@@ -66,8 +71,7 @@ final class AgentCardinality: Sendable {
     /// A refusal for a name that is empty, longer than `longestName` bytes or holds a control
     /// character; nil for a good one.
     static func badName(_ name: String, _ field: String) -> APIError? {
-        guard name.isEmpty || name.utf8.count > longestName || name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-        else { return nil }
+        guard name.isEmpty || name.utf8.count > longestName || hasControlCharacters(name) else { return nil }
         return APIError(
             .unprocessableContent, "bad_name",
             "\(field) must be 1 to \(longestName) bytes without control characters (got \(name.utf8.count) bytes); rename it in the probe script")

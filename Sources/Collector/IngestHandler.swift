@@ -56,7 +56,8 @@ struct IngestHandler: Sendable {
         let receivedAt = Date()
         let arrived = ContinuousClock.now
         // Size first: a declared length over the limit is refused before reading anything.
-        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxBodyBytes {
+        let declared = request.headers[.contentLength].flatMap(Int.init)
+        if let declared, declared > maxBodyBytes {
             throw tooLarge(declared)
         }
         // Only JSON is accepted; a missing Content-Type is tolerated (the body is checked anyway).
@@ -71,7 +72,7 @@ struct IngestHandler: Sendable {
         guard let agentID = request.headers.first(named: PushProtocol.agentHeader)?.trimmingCharacters(in: .whitespaces), !agentID.isEmpty else {
             throw APIError(.unauthorized, "unknown_agent", "no \(PushProtocol.agentHeader) header: name the pushing agent's id in it")
         }
-        guard agentID.utf8.count <= Self.longestAgentID, !agentID.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        guard agentID.utf8.count <= Self.longestAgentID, !AgentCardinality.hasControlCharacters(agentID) else {
             throw APIError(.unauthorized, "unknown_agent", "the \(PushProtocol.agentHeader) header is not an agent id (over \(Self.longestAgentID) bytes or with control characters)")
         }
         let agent: AgentRecord?
@@ -88,7 +89,7 @@ struct IngestHandler: Sendable {
 
         // Bodies being read share one budget: slow senders naming real agents cannot make the
         // collector buffer more than `limits.max_push_bytes_in_flight` between them.
-        let reserved = max(1, min(request.headers[.contentLength].flatMap(Int.init) ?? maxBodyBytes, maxBodyBytes))
+        let reserved = max(1, min(declared ?? maxBodyBytes, maxBodyBytes))
         guard bodyBudget.reserve(reserved) else {
             var error = APIError(
                 .serviceUnavailable, "busy",

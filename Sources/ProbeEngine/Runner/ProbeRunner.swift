@@ -122,13 +122,24 @@ public struct ProbeRunner: Sendable {
     /// `text` as a result reports it: cut to `limit` characters plus the redactor's reach first
     /// (redacting megabytes costs), redacted, then cut at `limit`, so no prefix of a secret that
     /// straddles the cut is left.
+    /// Cut by Unicode scalars (at most 4 bytes each; a grapheme can hold thousands), so the cut
+    /// lies in the first 4 × `limit` bytes, which the redacted window passes by `reach`.
     static func reported(_ text: String, _ redactor: Redactor, limit: Int = longestMessage) -> String {
-        let window = 4 * limit + redactor.reach
-        let head = text.utf8.count > window ? String(decoding: text.utf8.prefix(window), as: UTF8.self) : text
-        var shown = redactor.redact(head)
+        let window = Data(text.utf8.prefix(4 * limit + redactor.reach))
+        return cut(window, more: text.utf8.count > window.count, redactor, limit: limit)
+    }
+
+    /// `reported` for raw bytes (a response body): only the window redacted is decoded.
+    static func reported(_ bytes: Data, _ redactor: Redactor, limit: Int) -> String {
+        let window = bytes.prefix(4 * limit + redactor.reach)
+        return cut(window, more: bytes.count > window.count, redactor, limit: limit)
+    }
+
+    private static func cut(_ window: Data, more: Bool, _ redactor: Redactor, limit: Int) -> String {
+        var shown = redactor.redact(String(decoding: window, as: UTF8.self))
         if shown.unicodeScalars.count > limit {
             shown = String(String.UnicodeScalarView(shown.unicodeScalars.prefix(limit))) + "…"
-        } else if head.utf8.count < text.utf8.count {
+        } else if more {
             shown += "…"
         }
         return shown

@@ -357,16 +357,8 @@ struct StepExecution {
     /// prefix of it is left (the window redacted reaches past the cut by the longest secret in
     /// its longest encoding).
     private func snippet(_ response: HTTPResponse, state: RunState) -> String {
-        // Cut at a number of characters (Unicode scalars, at most 4 bytes each; a grapheme can
-        // hold thousands): the cut then lies in the first 4 × snippetLength bytes, and the window
-        // redacted reaches past it by the longest form of the longest secret.
-        let window = response.body.prefix(4 * Self.snippetLength + state.redactor.reach)
-        var text = state.redactor.redact(String(decoding: window, as: UTF8.self)).replacingAll("\n", with: " ")
-        if text.unicodeScalars.count > Self.snippetLength {
-            text = String(String.UnicodeScalarView(text.unicodeScalars.prefix(Self.snippetLength))) + "…"
-        } else if response.bodyByteCount > window.count {
-            text += "…"
-        }
+        var text = ProbeRunner.reported(response.body, state.redactor, limit: Self.snippetLength).replacingAll("\n", with: " ")
+        if !text.hasSuffix("…"), response.bodyByteCount > response.body.count { text += "…" }  // the body kept was cut at max_body
         return text.isEmpty ? "(empty body)" : text
     }
 
