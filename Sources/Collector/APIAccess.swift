@@ -32,7 +32,7 @@ struct APIAccess: Sendable {
     func check(_ authorization: String?, _ requirement: Requirement) -> Result<APIToken?, APIError> {
         guard case .role(let needed) = requirement else { return .success(nil) }
         guard let authorization, !authorization.isEmpty else {
-            return .failure(Self.unauthorized("missing_token", "this endpoint needs a \(needed.rawValue) token: send `Authorization: Bearer <token>`"))
+            return .failure(Self.unauthorized("missing_token", "this endpoint needs \(needed == .admin ? "an" : "a") \(needed.rawValue) token: send `Authorization: Bearer <token>`"))
         }
         let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else {

@@ -12,6 +12,7 @@ enum IncidentFeed {
             <feed xmlns="http://www.w3.org/2005/Atom">
             <id>\(StatusPage.escape(base))/history.atom</id>
             <title>\(StatusPage.escape(page.settings.title)): incident history</title>
+            <author><name>\(StatusPage.escape(page.settings.title))</name></author>
             <updated>\(RFC3339.string(from: updated))</updated>
             <link rel="self" href="\(StatusPage.escape(base))/history.atom"/>
             <link rel="alternate" href="\(StatusPage.escape(base))/"/>

@@ -15,17 +15,25 @@ enum StatusPage {
         case `public`, operators
     }
 
+    /// Text people wrote (titles, messages): escaped, inside `<bdi>` so that a right-to-left
+    /// override left open cannot reverse the page around it, with its line breaks kept (CSS).
+    static func said(_ text: String) -> String { "<bdi>" + escape(text) + "</bdi>" }
+
     static func escape(_ text: String) -> String {
         var out = ""
-        out.reserveCapacity(text.count)
-        for c in text {
-            switch c {
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            switch scalar {
             case "&": out += "&amp;"
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
             case "'": out += "&#39;"
-            default: out.append(c)
+            // Not characters in XML 1.0 (or HTML): one of them in a stored message would make the
+            // Atom feed unreadable for every subscriber, so they are left out wherever text is written.
+            case "\t", "\n", "\r": out.unicodeScalars.append(scalar)
+            case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0xFFFE || scalar.value == 0xFFFF: break
+            default: out.unicodeScalars.append(scalar)
             }
         }
         return out
@@ -138,6 +146,7 @@ enum StatusPage {
     static let style = """
         *{box-sizing:border-box}
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1f2328;background:#f6f8fa;overflow-wrap:anywhere;line-height:1.45}
+        bdi{white-space:pre-line;unicode-bidi:isolate}
         main{max-width:60rem;margin:0 auto;padding:1rem}
         header{display:flex;align-items:center;gap:.75rem;flex-wrap:wrap;margin:.5rem 0 1rem}
         header a{color:inherit;text-decoration:none;display:flex;align-items:center;gap:.75rem;min-width:0}
@@ -285,7 +294,7 @@ enum StatusPage {
         if past.isEmpty { html += "<p class=\"muted\">No incidents in the last \(PageSnapshot.days) days.</p>\n" }
         for incident in past.prefix(50) {
             let lasted = (incident.resolvedAt ?? now).timeIntervalSince(incident.openedAt)
-            html += "<div class=\"item\" id=\"incident-\(escape(incident.id))\"><div class=\"row\"><a href=\"\(incidentLink(incident, audience))\">\(escape(incident.heading))</a>"
+            html += "<div class=\"item\" id=\"incident-\(escape(incident.id))\"><div class=\"row\"><a href=\"\(incidentLink(incident, audience))\">\(said(incident.heading))</a>"
             html += "<span class=\"muted\">\(at(incident.openedAt, now: now)) · lasted \(duration(lasted))</span></div></div>\n"
         }
         html += "</div>\n"
@@ -300,11 +309,11 @@ enum StatusPage {
     static func incidentSummary(_ incident: PageIncident, page: PageSnapshot, audience: Audience) -> String {
         let now = page.now
         var html = "<div class=\"card incident\" id=\"incident-\(escape(incident.id))\" style=\"border-left-color:\(incidentColour(incident))\"><div class=\"item\">"
-        html += "<div class=\"row\"><h3><a href=\"\(incidentLink(incident, audience))\">\(escape(incident.heading))</a></h3>"
+        html += "<div class=\"row\"><h3><a href=\"\(incidentLink(incident, audience))\">\(said(incident.heading))</a></h3>"
         html += pill(PageIncident.statusWords(incident.status), incidentColour(incident)) + "</div>\n"
         if let latest = incident.timeline.first {
             let message = audience == .operators ? latest.message : publicMessage(latest, incident: incident, agentIDs: page.agentIDs)
-            html += "<p>\(escape(message))\(latest.person.map { " <span class=\"muted\">— \(escape($0))</span>" } ?? "")</p>\n"
+            html += "<p>\(said(message))\(latest.person.map { " <span class=\"muted\">— \(escape($0))</span>" } ?? "")</p>\n"
         }
         html += "<div class=\"muted\">Started \(ago(incident.openedAt, now: now)) · affects \(escape(incident.affected.joined(separator: ", ")))"
         if let regions = incident.regions, !regions.isEmpty { html += " in \(escape(regions.joined(separator: ", ")))" }
@@ -322,7 +331,7 @@ enum StatusPage {
         if !conflicts.isEmpty {
             html += "<h2>Conflicts</h2>\n<div class=\"card\">"
             for incident in conflicts {
-                html += "<div class=\"item\"><a href=\"\(incidentLink(incident, .operators))\">\(escape(incident.heading))</a>: \(escape(incident.conflict ?? ""))</div>"
+                html += "<div class=\"item\"><a href=\"\(incidentLink(incident, .operators))\">\(said(incident.heading))</a>: \(escape(incident.conflict ?? ""))</div>"
             }
             html += "</div>\n"
         }
@@ -399,7 +408,7 @@ enum StatusPage {
         var html = head(title: "\(incident.heading) · \(page.settings.title)", refresh: operators ? 15 : 60, settings: page.settings)
         html += "<p><a href=\"\(operators ? "/internal" : "/")\">← Current status</a></p>\n"
         html += "<div class=\"card incident\" style=\"border-left-color:\(incidentColour(incident))\"><div class=\"item\">"
-        html += "<div class=\"row\"><h2 style=\"margin:0\">\(escape(incident.heading))</h2>\(pill(PageIncident.statusWords(incident.status), incidentColour(incident)))</div>\n"
+        html += "<div class=\"row\"><h2 style=\"margin:0\">\(said(incident.heading))</h2>\(pill(PageIncident.statusWords(incident.status), incidentColour(incident)))</div>\n"
         if let severity = incident.severity { html += "<p>Impact: \(pill(severity))</p>\n" }
         html += "<p>Affected components: \(escape(incident.affected.joined(separator: ", ")))"
         if let regions = incident.regions, !regions.isEmpty { html += "<br>Regions: \(escape(regions.joined(separator: ", ")))" }
@@ -415,7 +424,7 @@ enum StatusPage {
         for update in timeline {
             let message = operators ? update.message : publicMessage(update, incident: incident, agentIDs: page.agentIDs)
             html += "<li><div class=\"row\"><strong>\(escape(PageIncident.statusWords(update.status)))</strong><span class=\"muted\">\(at(update.time, now: now))</span></div>"
-            html += "<div>\(escape(message))</div>"
+            html += "<div>\(said(message))</div>"
             html += "<div class=\"muted\">\(update.person.map { "by \(escape($0))" } ?? (operators ? "automatic" : ""))</div></li>\n"
         }
         html += "</ol></div>\n"

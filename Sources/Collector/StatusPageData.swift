@@ -173,8 +173,9 @@ extension CollectorAPI {
         let names = Set(listed.map(\.component)).union(declaredComponents).sorted()
         let components = names.map { name in
             let verdict = byName[name]
+            let open = openIncidents.filter { $0.component == name }
             let status = Self.pageStatus(
-                verdict: verdict?.status, incident: openIncidents.first { $0.component == name }?.severity, latest: latest[name] ?? [],
+                verdict: verdict?.status, incident: open.first?.severity, declared: Self.declaredImpact(open), latest: latest[name] ?? [],
                 hasHistory: !(days[name] ?? []).isEmpty, now: now)
             return PageComponent(
                 name: name, status: status, since: verdict?.since, verdict: verdict,
@@ -190,10 +191,30 @@ extension CollectorAPI {
         return snapshot
     }
 
+    /// The impact a person declared for a component: the worst severity of the open incidents a
+    /// person opened that are still `investigating` or `identified`. As on Statuspage, the person's
+    /// word sets the component's status until they move the incident on, also for a problem no probe
+    /// sees (a component without probes, or one measured healthy).
+    static func declaredImpact(_ incidents: [Incident]) -> ComponentStatus? {
+        incidents.filter { $0.openedBy != IncidentUpdate.automatic && ($0.status == .investigating || $0.status == .identified) }
+            .map(\.severity).max()
+    }
+
     /// The engine's verdict, except where it has none (`unknown`): a component whose latest run
     /// is within twice its probes' interval is not "No data" yet (an open incident's severity
-    /// holds, else operational); one that never had a result is starting.
+    /// holds, else operational); one that never had a result is starting. A person's `declared`
+    /// impact (``declaredImpact(_:)``) is the least it shows.
     static func pageStatus(
+        verdict: ComponentStatus?, incident: ComponentStatus?, declared: ComponentStatus? = nil, latest: [CollectorMetrics.LatestRun],
+        hasHistory: Bool, now: Date
+    ) -> PageStatus {
+        let measured = measuredStatus(verdict: verdict, incident: incident, latest: latest, hasHistory: hasHistory, now: now)
+        guard let declared else { return measured }
+        guard case .component(let status) = measured, status != .unknown else { return .component(declared) }
+        return .component(max(status, declared))
+    }
+
+    private static func measuredStatus(
         verdict: ComponentStatus?, incident: ComponentStatus?, latest: [CollectorMetrics.LatestRun], hasHistory: Bool, now: Date
     ) -> PageStatus {
         if let verdict, verdict != .unknown { return .component(verdict) }

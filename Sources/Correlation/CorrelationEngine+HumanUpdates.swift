@@ -107,7 +107,8 @@ struct HumanTrack {
     var closed: Incident?
     /// Operational verdicts in a row since that resolution.
     var goodStreak = 0
-    /// Measured a problem / a healthy component since a person last set the status.
+    /// Measured a problem / a recovered component (``RecoveryFacts/canMonitor``) since a person
+    /// last set the status.
     var seenBad = false
     var seenGood = false
 }
@@ -137,7 +138,7 @@ extension HumanNewIncident {
         return copy
     }
 
-    /// Trimmed text without control characters other than newline and tab, within `limit` characters.
+    /// Trimmed text without control characters other than newline and tab, or noncharacters, within `limit` characters.
     static func text(_ value: String?, field: String, limit: Int, required: Bool) throws(HumanUpdateError) -> String? {
         let trimmed = (value ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.isEmpty {
@@ -147,6 +148,10 @@ extension HumanNewIncident {
         guard trimmed.count <= limit else { throw .invalid(field: field, reason: "is \(trimmed.count) characters; at most \(limit)") }
         guard !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control && $0 != "\n" && $0 != "\t" }) else {
             throw .invalid(field: field, reason: "contains control characters")
+        }
+        // Noncharacters (U+FFFE, U+FFFF, U+FDD0…U+FDEF, …) are not text, and XML forbids some of them.
+        guard !trimmed.unicodeScalars.contains(where: { $0.properties.isNoncharacterCodePoint }) else {
+            throw .invalid(field: field, reason: "contains Unicode noncharacters (such as U+FFFF)")
         }
         return trimmed
     }

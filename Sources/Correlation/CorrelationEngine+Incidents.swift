@@ -26,7 +26,10 @@ extension CorrelationEngine {
         // A person's resolution stands: while it waits for the component to be measured healthy,
         // nothing opens and a still-measured fault is shown as its conflict.
         if stepClosedByPerson(&track, bad: bad, status: status, evidence: evidence, changed: &changed) { return }
-        if bad { track.human.seenBad = true } else { track.human.seenGood = true }
+        // Healthy means recovered by the engine's own measure (the runs `monitoring` needs), not
+        // one operational verdict: the first evaluations after a fault clears can flicker, and a
+        // person's `monitoring` must not read that flicker as "healthy, then back".
+        if bad { track.human.seenBad = true } else if recovery.canMonitor { track.human.seenGood = true }
 
         guard var incident = track.incident else {
             if bad, let scope, eligible, track.badStreak >= cfg.openAfter, scope == .platform || scopeSettled {

@@ -170,6 +170,9 @@ struct HumanIncidentFlowTests {
             #expect(badSeverity.status == 400 && badSeverity.bodyText.contains("severity:"), "\(badSeverity.bodyText)")
             let badName = try await Self.postJSON(collector, "/v1/incidents", #"{"component":"a b","message":"x"}"#)
             #expect(badName.status == 400 && badName.bodyText.contains("component:"), "\(badName.bodyText)")
+            // U+FFFF is not text (and not an XML character): it would make the Atom feed unreadable.
+            let nonCharacter = try await Self.postJSON(collector, "/v1/incidents", #"{"component":"x","message":"a\uffffb"}"#)
+            #expect(nonCharacter.status == 400 && nonCharacter.bodyText.contains("noncharacters"), "\(nonCharacter.bodyText)")
 
             // Sonde measures nothing wrong with billing; only people move it.
             try await waitUntil("billing measured operational", timeout: .seconds(30), every: .milliseconds(200)) {
@@ -181,8 +184,14 @@ struct HumanIncidentFlowTests {
             }
             try await Self.evaluatedSince(Date(), collector, "billing")
             #expect(try decode(Incident.self, try await get(collector, "/v1/incidents/\(incident.id)")).status == .investigating)
+            // The person's declared impact is what readers of the page and its feeds see, as on
+            // Statuspage, though every probe of billing passes.
+            let declared = try await Self.pageStatus(collector, "billing")
+            #expect(declared.indicator == "minor" && declared.component == "degraded_performance", "\(declared)")
             let monitoring = try await Self.sonde(["incidents", "update", incident.id, "--status", "monitoring", "--message", "Queue drained"], admin)
             #expect(monitoring.status == 0, "\(monitoring.output)")
+            let watched = try await Self.pageStatus(collector, "billing")
+            #expect(watched.indicator == "none" && watched.component == "operational", "monitoring: the measured status again: \(watched)")
             let listed = try await Self.sonde(["incidents"], admin)
             #expect(listed.output.contains("monitoring (ops): Queue drained"), "\(listed.output)")
             let done = try await Self.sonde(["incidents", "update", incident.id, "--status", "resolved", "--message", "All invoices sent"], admin)
@@ -237,6 +246,15 @@ struct HumanIncidentFlowTests {
             let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
             return (status.components.first { $0.component == component }?.updatedAt ?? .distantPast) > time
         }
+    }
+
+    /// summary.json's page indicator and one component's status in it (nil when not listed).
+    static func pageStatus(_ collector: RunningCollector, _ component: String) async throws -> (indicator: String?, component: String?) {
+        let summary = try await get(collector, "/api/v2/summary.json", token: TestTokens.read)
+        let json = try #require(try JSONSerialization.jsonObject(with: summary.body) as? [String: Any])
+        let indicator = (json["status"] as? [String: Any])?["indicator"] as? String
+        let listed = (json["components"] as? [[String: Any]])?.first { $0["name"] as? String == component }
+        return (indicator, listed?["status"] as? String)
     }
 
     static func openIncidents(_ collector: RunningCollector) async throws -> [Incident] {

@@ -161,4 +161,20 @@ import Testing
         #expect(CollectorAPI.pageStatus(verdict: .unknown, incident: nil, latest: [run(250, interval: 120)], hasHistory: true, now: now) == .component(.unknown))
         #expect(CollectorAPI.pageStatus(verdict: .majorOutage, incident: nil, latest: [], hasHistory: true, now: now) == .component(.majorOutage))
     }
+
+    /// A person's declared impact is the least a component shows: over starting, no data or a
+    /// better verdict, never hiding a worse one.
+    @Test func aPersonsDeclaredImpactIsTheLeastAComponentShows() {
+        let now = Date()
+        #expect(CollectorAPI.pageStatus(verdict: nil, incident: nil, declared: .majorOutage, latest: [], hasHistory: false, now: now) == .component(.majorOutage))
+        #expect(CollectorAPI.pageStatus(verdict: .unknown, incident: nil, declared: .partialOutage, latest: [], hasHistory: true, now: now) == .component(.partialOutage))
+        #expect(CollectorAPI.pageStatus(verdict: .operational, incident: nil, declared: .degradedPerformance, latest: [], hasHistory: true, now: now) == .component(.degradedPerformance))
+        #expect(CollectorAPI.pageStatus(verdict: .majorOutage, incident: nil, declared: .degradedPerformance, latest: [], hasHistory: true, now: now) == .component(.majorOutage))
+    }
+
+    /// Characters XML 1.0 forbids never reach a page or the Atom feed, whatever storage holds.
+    @Test func escapedTextHoldsOnlyXMLCharacters() {
+        let escaped = StatusPage.escape("a\u{FFFF}b\u{FFFE}c\u{1}d\u{85}e <&>\n\tf")
+        #expect(escaped == "abcde &lt;&amp;&gt;\n\tf")
+    }
 }

@@ -102,6 +102,22 @@ struct HumanUpdateRuleTests {
         #expect(last.type == .incidentResolved && last.author == "sonde" && last.incident?.conflict == nil)
     }
 
+    /// An intermittent fault's passing moments are not "healthy, then back": a person's
+    /// `monitoring` stands until the engine measures a recovery (the runs its own `monitoring`
+    /// needs), so no "The problem is back" is sent while the fault comes and goes.
+    @Test func aPersonsMonitoringIsNotUndoneByAnIntermittentFault() throws {
+        var (fleet, incident) = try fleetWithIncident()
+        _ = try update(&fleet, incident.id, .monitoring, "Fix deployed; watching")
+        fleet.faults["files"] = FleetSimulation.failing(components: ["files"], when: { $0 % 3 == 0 })
+        fleet.step(seconds: 60)
+        fleet.faults = [:]
+        for _ in 0..<240 where !fleet.engine.openIncidents.isEmpty { fleet.step() }
+        let mine = fleet.events.filter { $0.incident?.id == incident.id }
+        #expect(!mine.contains { $0.status == "investigating" && $0.author == "sonde" && $0.type == .incidentUpdated },
+            "\(mine.map { "\($0.type.rawValue) \($0.status ?? "-") \($0.message ?? "")" })")
+        #expect(mine.last?.type == .incidentResolved)
+    }
+
     @Test func anIncidentSondeNeverMeasuredMovesOnlyByPeople() throws {
         var fleet = FleetSimulation()
         fleet.step(seconds: 30)
