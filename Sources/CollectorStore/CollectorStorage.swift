@@ -1,4 +1,5 @@
 import CollectorAPI
+import Correlation
 import Foundation
 import SondeCore
 
@@ -87,13 +88,18 @@ struct DayCounts {
     }
     var counts: [Key: (total: Int64, failed: Int64, degraded: Int64)] = [:]
 
+    /// One run, counted for each component it decides (``CorrelationEngine/outcomes(of:)``): a
+    /// step of another component that failed is that component's downtime, not the probe's.
     mutating func count(_ result: ProbeResult) {
-        let key = Key(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
-        var value = counts[key] ?? (0, 0, 0)
-        value.total += 1
-        if result.outcome == .failed { value.failed += 1 }
-        if result.outcome == .degraded { value.degraded += 1 }
-        counts[key] = value
+        let day = UptimeDay.dayNumber(result.startedAt)
+        for (component, outcome) in CorrelationEngine.outcomes(of: result) {
+            let key = Key(component: component, day: day)
+            var value = counts[key] ?? (0, 0, 0)
+            value.total += 1
+            if outcome == .failed { value.failed += 1 }
+            if outcome == .degraded { value.degraded += 1 }
+            counts[key] = value
+        }
     }
 
     mutating func add(_ other: DayCounts) {

@@ -15,12 +15,7 @@ public actor InMemoryCollectorStore: CollectorStorage {
     private var states: [String: Data] = [:]
     private var dead: [DeliveryKey: DeadLetterRecord] = [:]
     /// The daily rollup, by component and UTC day number; pruned only after `UptimeDay.keptDays`.
-    private var days: [DayKey: UptimeDay] = [:]
-
-    private struct DayKey: Hashable {
-        var component: String
-        var day: Int64
-    }
+    private var days: [DayCounts.Key: UptimeDay] = [:]
 
     public init() {}
 
@@ -59,14 +54,17 @@ public actor InMemoryCollectorStore: CollectorStorage {
         batchesByID[batch.batchID] = batch
         batchOrder.append(batch.batchID)
         var new = IndexSet()
+        var counts = DayCounts()
         for (position, result) in results.enumerated() where resultsByID[result.id] == nil {
             new.insert(position)
             resultsByID[result.id] = result
-            let key = DayKey(component: result.component, day: UptimeDay.dayNumber(result.startedAt))
+            counts.count(result)
+        }
+        for (key, value) in counts.counts {
             var day = days[key] ?? UptimeDay(component: key.component, day: Date(epochMs: key.day * 86_400_000), total: 0, failed: 0, degraded: 0)
-            day.total += 1
-            if result.outcome == .failed { day.failed += 1 }
-            if result.outcome == .degraded { day.degraded += 1 }
+            day.total += Int(value.total)
+            day.failed += Int(value.failed)
+            day.degraded += Int(value.degraded)
             days[key] = day
         }
         if var agent = agentsByID[batch.agent] {

@@ -305,6 +305,13 @@ public struct CorrelationEngine: Sendable {
         return list
     }
 
+    /// The components a run counts for and its outcome for each, as the engine reads it
+    /// (``observations(of:)`` without the components it does not decide): what uptime counts, so
+    /// that a journey failing at its login step is login's failure, not the journey's.
+    public static func outcomes(of result: ProbeResult) -> [(component: String, outcome: Outcome)] {
+        observations(of: result).compactMap { observation in observation.outcome.map { (observation.component, $0) } }
+    }
+
     struct Observation: Equatable {
         var component: String
         var outcome: Outcome?

@@ -145,6 +145,31 @@ import Testing
         #expect(try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000)) == before)
     }
 
+    /// Uptime blames as the engine does: a batch journey that fails at its files step is files'
+    /// downtime and not batch's (batch was not reached); its passing login step is a login run.
+    @Test func aJourneyFailingAtAnotherComponentsStepIsThatComponentsDowntime() async throws {
+        let store = InMemoryCollectorStore()
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        func journey(filesOK: Bool) -> ProbeResult {
+            var result = agent.result(probe: "batch-journey", component: "batch", outcome: filesOK ? .ok : .failed)
+            result.steps = [
+                StepResult(name: "login", method: "POST", url: "https://platform.example/login", status: 200, ok: true, timings: .zero, component: "login"),
+                StepResult(
+                    name: "upload input", method: "POST", url: "https://platform.example/files", status: filesOK ? 201 : 503, ok: filesOK, timings: .zero,
+                    component: "files"),
+                StepResult(name: "submit", method: "POST", url: "https://platform.example/batches", status: 200, ok: true, timings: .zero),
+            ].prefix(filesOK ? 3 : 2).map { $0 }
+            return result
+        }
+        _ = try await store.ingest(
+            batch: BatchRecord(batchID: UUID().uuidString, agent: agent.id, receivedAt: Date(), body: Data(), signature: ""),
+            results: [journey(filesOK: false), journey(filesOK: false), journey(filesOK: true)])
+        let days = Dictionary(try await store.uptimeDays(since: Date().addingTimeInterval(-86_400)).map { ($0.component, $0) }, uniquingKeysWith: { $1 })
+        #expect(days["files"]?.total == 3 && days["files"]?.failed == 2, "\(days)")
+        #expect(days["batch"]?.total == 1 && days["batch"]?.failed == 0, "batch counts only the run that reached it: \(days)")
+        #expect(days["login"]?.total == 3 && days["login"]?.failed == 0, "\(days)")
+    }
+
     /// "No data" only after twice the probes' interval without a run; "starting" before the first.
     @Test func unknownVerdictIsStartingFreshOrNoData() {
         let now = Date()
