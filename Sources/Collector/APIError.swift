@@ -62,6 +62,51 @@ enum JSONResponse {
     static func text(_ text: String, contentType: String) -> Response { bytes(Data(text.utf8), contentType: contentType) }
 }
 
+/// A page's bytes (the status pages, their feeds): answered with an `ETag` and `Cache-Control`,
+/// and 304 without a body when the reader already holds these bytes (`If-None-Match`), so
+/// aggregators and browsers polling every few seconds fetch only what changed.
+struct PageBody: Sendable {
+    var data: Data
+    var contentType: String
+
+    init(data: Data, contentType: String) {
+        self.data = data
+        self.contentType = contentType
+    }
+
+    init(html: String) { self.init(data: Data(html.utf8), contentType: "text/html; charset=utf-8") }
+
+    /// Keys sorted: Foundation's encoder writes an object's keys in no fixed order, and the same
+    /// content must give the same bytes (and `ETag`).
+    init(json value: some Encodable) {
+        let encoder = SondeJSON.encoder()
+        encoder.outputFormatting.insert(.sortedKeys)
+        self.init(data: (try? encoder.encode(value)) ?? Data("{}".utf8), contentType: "application/json")
+    }
+
+    /// A strong validator: the first 128 bits of the body's SHA-256.
+    var etag: String {
+        "\"" + SHA256Digest.hash(data).prefix(16).map { String(format: "%02x", $0) }.joined() + "\""
+    }
+
+    func response(to request: Request, cacheControl: String) -> Response {
+        let etag = self.etag
+        // RFC 9110 §13.1.2: a list of tags (weak ones compare by their opaque part) or `*`.
+        let presented = request.headers[values: .ifNoneMatch].flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .map { $0.hasPrefix("W/") ? String($0.dropFirst(2)) : $0 }
+        var response: Response
+        if presented.contains(etag) || presented.contains("*") {
+            response = Response(status: .notModified)
+        } else {
+            response = JSONResponse.bytes(data, contentType: contentType)
+        }
+        response.headers[.eTag] = etag
+        response.headers[.cacheControl] = cacheControl
+        return response
+    }
+}
+
 extension DecodingError {
     /// "results[0].started_at: expected …" — where in the JSON, and what was wrong.
     var pathDescription: String {

@@ -213,20 +213,27 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
     @Sendable func author(_ request: Request) -> String {
         (try? access.check(request.headers[.authorization], admin).get())?.name ?? "admin"
     }
+    // Shared caches (a CDN in front of a public page) may keep what anyone may read, briefly;
+    // pages behind a token are for the reader's own cache only.
+    @Sendable func page(_ request: Request, _ body: PageBody, shared: Bool = true) -> Response {
+        body.response(to: request, cacheControl: shared && config.statusPagePublic ? "public, max-age=10" : "private, no-cache")
+    }
     let routes: [(who: APIAccess.Requirement, methods: [HTTPRequest.Method], path: String, handler: Handler)] = [
-        (pages, [.get, .head], "/", { _, _ in try await api.statusPage(.public) }),
-        (read, [.get, .head], "/internal", { _, _ in try await api.statusPage(.operators) }),
+        (pages, [.get, .head], "/", { request, _ in page(request, try await api.statusPage(.public)) }),
+        (read, [.get, .head], "/internal", { request, _ in page(request, try await api.statusPage(.operators), shared: false) }),
         (
             pages, [.get, .head], "/incidents/:id",
-            { _, context in try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .public) }
+            { request, context in page(request, try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .public)) }
         ),
         (
             read, [.get, .head], "/internal/incidents/:id",
-            { _, context in try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .operators) }
+            { request, context in
+                page(request, try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .operators), shared: false)
+            }
         ),
-        (pages, [.get, .head], "/history.atom", { _, _ in try await api.incidentFeed() }),
-        (pages, [.get, .head], "/api/v2/summary.json", { _, _ in try await api.statuspageSummary() }),
-        (pages, [.get, .head], "/api/v2/status.json", { _, _ in try await api.statuspageStatus() }),
+        (pages, [.get, .head], "/history.atom", { request, _ in page(request, try await api.incidentFeed()) }),
+        (pages, [.get, .head], "/api/v2/summary.json", { request, _ in page(request, try await api.statuspageSummary()) }),
+        (pages, [.get, .head], "/api/v2/status.json", { request, _ in page(request, try await api.statuspageStatus()) }),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
@@ -447,31 +454,29 @@ public struct CollectorAPI: Sendable {
         return out.text
     }
 
-    func statusPage(_ audience: StatusPage.Audience) async throws -> Response {
-        let html = StatusPage.render(try await pageSnapshot(audience: audience), audience: audience)
-        return JSONResponse.text(html, contentType: "text/html; charset=utf-8")
+    func statusPage(_ audience: StatusPage.Audience) async throws -> PageBody {
+        PageBody(html: StatusPage.render(try await pageSnapshot(audience: audience), audience: audience))
     }
 
-    func incidentPage(id raw: String, audience: StatusPage.Audience) async throws -> Response {
+    func incidentPage(id raw: String, audience: StatusPage.Audience) async throws -> PageBody {
         let id = raw.removingPercentEncoding ?? raw
         guard let record = try await store.incident(id: id), let incident = try? SondeJSON.decoder().decode(PageIncident.self, from: record.json) else {
             throw APIError.notFound("no incident \"\(id)\"")
         }
-        let html = StatusPage.renderIncident(incident, page: try await pageSnapshot(audience: audience), audience: audience)
-        return JSONResponse.text(html, contentType: "text/html; charset=utf-8")
+        return PageBody(html: StatusPage.renderIncident(incident, page: try await pageSnapshot(audience: audience), audience: audience))
     }
 
-    func incidentFeed() async throws -> Response {
+    func incidentFeed() async throws -> PageBody {
         let xml = IncidentFeed.render(try await pageSnapshot(audience: .public), base: linkBase())
-        return JSONResponse.text(xml, contentType: "application/atom+xml; charset=utf-8")
+        return PageBody(data: Data(xml.utf8), contentType: "application/atom+xml; charset=utf-8")
     }
 
-    func statuspageSummary() async throws -> Response {
-        JSONResponse.make(StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase()))
+    func statuspageSummary() async throws -> PageBody {
+        PageBody(json: StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase()))
     }
 
-    func statuspageStatus() async throws -> Response {
-        JSONResponse.make(StatuspageStatus(StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase())))
+    func statuspageStatus() async throws -> PageBody {
+        PageBody(json: StatuspageStatus(StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase())))
     }
 
     // MARK: Query helpers

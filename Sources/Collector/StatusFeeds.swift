@@ -180,11 +180,14 @@ struct StatuspageSummary: Encodable {
             let first = component.days.keys.min().map { Date(epochMs: $0 * 86_400_000) } ?? now
             components.append(
                 Component(
-                    id: component.name, name: component.name, status: status.rawValue, createdAt: first, updatedAt: component.since ?? now,
+                    id: component.name, name: component.name, status: status.rawValue, createdAt: first, updatedAt: component.since ?? first,
                     position: components.count + 1, pageID: Self.pageID))
         }
         let byName = Dictionary(components.map { ($0.id, $0) }, uniquingKeysWith: { $1 })
-        page = Page(id: Self.pageID, name: snapshot.settings.title, url: base, updatedAt: now)
+        // The page's last change, as Statuspage dates it (not the time of the request): the same
+        // page reads the same, so a poller's `If-None-Match` gets 304 until something changes.
+        let changed = (components.map(\.updatedAt) + snapshot.incidents.map(\.updatedAt)).max()
+        page = Page(id: Self.pageID, name: snapshot.settings.title, url: base, updatedAt: changed ?? now)
         self.components = components
         incidents = snapshot.openIncidents.map { incident in
             let updates = incident.timeline.enumerated().map { index, update in

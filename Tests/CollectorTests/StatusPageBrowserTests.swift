@@ -1,6 +1,7 @@
 import CollectorAPI
 import CollectorStore
 import Correlation
+import CurlHTTP
 import Foundation
 import SondeCore
 import SondeTestSupport
@@ -263,6 +264,25 @@ import Testing
             #expect(feed.bodyText.components(separatedBy: "<entry>").count == 3)
             #expect(feed.bodyText.contains("Major Outage of login in eu-central, us-east (resolved)"))
             #expect(Self.leaks(feed.bodyText).isEmpty, "the feed shows \(Self.leaks(feed.bodyText))")
+            #expect(feed.bodyText.contains("<author><name>"), "RFC 4287 §4.1.1: the feed names its author")
+
+            // Pollers fetch only what changed: an ETag, and 304 without a body for the one they hold.
+            // (The HTML pages say when they were rendered, so theirs changes with every request.)
+            for path in ["/history.atom", "/api/v2/summary.json", "/api/v2/status.json"] {
+                let first = try await get(collector, path, token: TestTokens.read)
+                let etag = try #require(first.headers.value(for: "ETag"), "\(path) has an ETag")
+                #expect(first.headers.value(for: "Cache-Control") == "private, no-cache", "behind a token: the reader's cache only")
+                let again = try await CurlHTTPClient.shared.perform(
+                    HTTPRequest(
+                        url: collector.baseURL + path, headers: TestTokens.headers(TestTokens.read) + [HTTPHeader("If-None-Match", "W/\"x\", \(etag)")],
+                        timeout: .seconds(10), caFile: collector.caFile))
+                #expect(again.status == 304 && again.body.isEmpty && again.headers.value(for: "ETag") == etag, "\(path): \(again.status)")
+                let stale = try await CurlHTTPClient.shared.perform(
+                    HTTPRequest(
+                        url: collector.baseURL + path, headers: TestTokens.headers(TestTokens.read) + [HTTPHeader("If-None-Match", "\"0\"")],
+                        timeout: .seconds(10), caFile: collector.caFile))
+                #expect(stale.status == 200 && !stale.body.isEmpty, "another tag gets the page: \(path) \(stale.status)")
+            }
         }
     }
 
