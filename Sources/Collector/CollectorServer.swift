@@ -218,6 +218,14 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
     @Sendable func page(_ request: Request, _ body: PageBody, shared: Bool = true) -> Response {
         body.response(to: request, cacheControl: shared && config.statusPagePublic ? "public, max-age=10" : "private, no-cache")
     }
+    // A public page's machine-readable forms may be read by a widget on another site, as
+    // Statuspage's API allows (`Access-Control-Allow-Origin: *`). Never for pages behind a token:
+    // a browser must not hand another origin what a reader's credentials opened.
+    @Sendable func feed(_ request: Request, _ body: PageBody) -> Response {
+        var response = page(request, body)
+        if config.statusPagePublic { response.headers[.accessControlAllowOrigin] = "*" }
+        return response
+    }
     let routes: [(who: APIAccess.Requirement, methods: [HTTPRequest.Method], path: String, handler: Handler)] = [
         (pages, [.get, .head], "/", { request, _ in page(request, try await api.statusPage(.public)) }),
         (read, [.get, .head], "/internal", { request, _ in page(request, try await api.statusPage(.operators), shared: false) }),
@@ -231,9 +239,9 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
                 page(request, try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .operators), shared: false)
             }
         ),
-        (pages, [.get, .head], "/history.atom", { request, _ in page(request, try await api.incidentFeed()) }),
-        (pages, [.get, .head], "/api/v2/summary.json", { request, _ in page(request, try await api.statuspageSummary()) }),
-        (pages, [.get, .head], "/api/v2/status.json", { request, _ in page(request, try await api.statuspageStatus()) }),
+        (pages, [.get, .head], "/history.atom", { request, _ in feed(request, try await api.incidentFeed()) }),
+        (pages, [.get, .head], "/api/v2/summary.json", { request, _ in feed(request, try await api.statuspageSummary()) }),
+        (pages, [.get, .head], "/api/v2/status.json", { request, _ in feed(request, try await api.statuspageStatus()) }),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),

@@ -169,6 +169,11 @@ import Testing
             let internalIncident = try await get(collector, "/internal/incidents/\(StatusPage.pathSegment(open.id))", token: TestTokens.read)
             #expect(internalIncident.status == 200)
             #expect(try await get(collector, "/internal", token: nil).status == 401, "the internal view always needs a token")
+            // A widget on another site may read the public page's machine-readable forms.
+            for path in ["/api/v2/summary.json", "/api/v2/status.json", "/history.atom"] {
+                let response = try await get(collector, path, token: nil)
+                #expect(response.status == 200 && response.headers.value(for: "Access-Control-Allow-Origin") == "*", "\(path) from another origin")
+            }
 
             // What the public reads.
             for (name, page) in [("public", publicPage), ("incident", incidentPage)] {
@@ -230,7 +235,9 @@ import Testing
             // Not public: every page needs a read token, and takes one.
             for path in ["/", "/internal", "/incidents/\(StatusPage.pathSegment(open.id))", "/history.atom", "/api/v2/summary.json", "/api/v2/status.json"] {
                 #expect(try await get(collector, path, token: nil).status == 401, "\(path) without a token")
-                #expect(try await get(collector, path, token: TestTokens.read).status == 200, "\(path) with a read token")
+                let allowed = try await get(collector, path, token: TestTokens.read)
+                #expect(allowed.status == 200, "\(path) with a read token")
+                #expect(allowed.headers.value(for: "Access-Control-Allow-Origin") == nil, "\(path): what a token opened is not for other origins")
             }
             #expect(try await get(collector, "/incidents/nope.1", token: TestTokens.read).status == 404)
 
