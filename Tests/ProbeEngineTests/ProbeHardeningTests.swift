@@ -599,6 +599,48 @@ struct ProbeHardeningTests {
         }
     }
 
+    @Test("a password written in a URL's userinfo is redacted from the result, its messages and logs; validate warns about it")
+    func passwordInURL() async throws {
+        // The server echoes what it was sent: the Basic header curl built from the userinfo.
+        let server = try LoopbackHTTPServer { request in
+            .respond(status: 401, body: Data("denied for \(request.header("Authorization") ?? "") at \(request.path)".utf8))
+        }
+        defer { server.stop() }
+        let authority = server.baseURL.dropFirst("http://".count)
+        let probe = try makeProbe("""
+            name: userinfo
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: private
+                request: {url: "http://probe:Lit3ral%40Passw0rd@\(authority)/private"}
+            """)
+        let logs = CapturedLogs()
+        let result = await run(probe, server, logs: logs)
+        #expect(result.error?.kind == .httpStatus)
+        let step = try #require(result.steps.first)
+        #expect(step.url == "http://probe:[redacted]@\(authority)/private", "\(step.url)")
+        let everything = result.jsonText + (result.error?.message ?? "") + logs.text
+        for leak in ["Lit3ral", "Passw0rd", String(Data("probe:Lit3ral@Passw0rd".utf8).base64EncodedString().prefix(12))] {
+            #expect(!everything.contains(leak), "\(leak) leaked: \(result.error?.message ?? "")")
+        }
+        #expect(result.error?.message.contains("denied for Basic [redacted]") == true, "\(result.error?.message ?? "")")
+
+        let (loaded, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - {name: literal, request: {url: "https://probe:hunter22@example.com/"}}
+              - {name: templated, request: {url: "https://probe:${env:PW}@example.com/"}}
+            """, file: "p.yaml", variables: [])
+        #expect(errors.isEmpty, "\(errors)")
+        let warnings = try #require(loaded?.warnings).map(\.description)
+        #expect(warnings.count == 1 && warnings.first?.hasPrefix("p.yaml:6:") == true && warnings.first?.contains("the URL holds a password") == true, "\(warnings)")
+    }
+
     @Test("a short secret (env APP_PASSWORD = ok) is redacted where it stands alone, not inside 'cookie' or 'token'")
     func shortSecretWholeWords() async throws {
         let server = try LoopbackHTTPServer { _ in

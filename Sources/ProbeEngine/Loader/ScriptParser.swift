@@ -251,6 +251,9 @@ enum ScriptParser {
                         reader.report(value, here, "URL '\(literal)' must start with http:// or https://")
                         valid = false
                     }
+                    if URLCredentials.hasLiteralPassword(url.source) {
+                        reader.warn(value, here, "the URL holds a password: results redact it, but it sits in the script; use basic_auth with ${env:…} or ${file:…}")
+                    }
                 } else { valid = false }
             case "headers":
                 guard let mapping = value.mapping else {

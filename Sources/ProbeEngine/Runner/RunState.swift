@@ -147,6 +147,11 @@ struct RunState {
         }
     }
 
+    /// A step's URL, written or rendered: the password in its userinfo is redacted from then on.
+    mutating func keepCredentials(inURL url: String) {
+        for password in URLCredentials.passwords(in: url) { redactor.add(password) }
+    }
+
     /// Keeps an extracted value for later templates; a secret one is redacted from then on.
     mutating func remember(_ name: String, _ value: String, secret: Bool) {
         extracted[name] = value

@@ -56,12 +56,14 @@ struct StepExecution {
 
     private func request(_ spec: RequestSpec, state: inout RunState) async -> StepOutcome? {
         var result = StepResult(name: step.name, method: spec.method, url: spec.url.source, ok: false, timings: .zero)
+        state.keepCredentials(inURL: spec.url.source)
         var lastResponse: HTTPResponse?
         var degradedBy: String?
         do {
             let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
             // Render once to know the URL even when the poll never gets an answer.
             result.url = try state.render(spec.url)
+            state.keepCredentials(inURL: result.url)
             let response: HTTPResponse
             if let poll = step.poll {
                 response = try await self.poll(poll, spec: spec, stepTimeout: stepTimeout, state: &state, result: &result, last: &lastResponse)

@@ -1,0 +1,42 @@
+/// The password in a URL's userinfo (`https://user:password@host/`): a credential by definition,
+/// so a run redacts it from everything it reports (as curl's verbose output and most loggers
+/// hide it), whether the script wrote it literally or it came from a template.
+enum URLCredentials {
+    /// The password of `url`'s userinfo, as written and percent-decoded; empty without one.
+    static func passwords(in url: String) -> [String] {
+        // Most URLs have no '@': one byte scan, and nothing else, per request step.
+        guard url.utf8.contains(UInt8(ascii: "@")), let schemeEnd = url.utf8.indices.first(where: { url.utf8[$0...].starts(with: "://".utf8) })
+        else { return [] }
+        let rest = url[url.utf8.index(schemeEnd, offsetBy: 3)...]
+        // The authority ends at the first '/', '?' or '#'; its userinfo at the last '@' in it.
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard let at = authority.lastIndex(of: "@") else { return [] }
+        let userinfo = authority[..<at]
+        guard let colon = userinfo.firstIndex(of: ":") else { return [] }
+        let password = String(userinfo[userinfo.index(after: colon)...])
+        guard !password.isEmpty else { return [] }
+        let decoded = percentDecoded(password)
+        return decoded == password ? [password] : [password, decoded]
+    }
+
+    /// Whether a URL template writes a password literally into its userinfo (not from `${…}`).
+    static func hasLiteralPassword(_ source: String) -> Bool {
+        passwords(in: source).contains { !$0.hasPrefix("${") }
+    }
+
+    private static func percentDecoded(_ text: String) -> String {
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8)[...]
+        while let byte = iterator.popFirst() {
+            if byte == UInt8(ascii: "%"), iterator.count >= 2,
+                let value = UInt8(String(decoding: iterator.prefix(2), as: UTF8.self), radix: 16)
+            {
+                bytes.append(value)
+                iterator = iterator.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
