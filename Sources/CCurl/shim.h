@@ -4,6 +4,9 @@
 #define SONDE_CCURL_SHIM_H
 
 #include <curl/curl.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <string.h>
 
 typedef size_t (*sonde_curl_data_callback)(char *buffer, size_t size, size_t count, void *context);
 typedef int (*sonde_curl_xferinfo_callback)(void *context, curl_off_t dltotal, curl_off_t dlnow,
@@ -51,6 +54,64 @@ static inline CURLcode sonde_curl_getinfo_socket(CURL *handle, curl_socket_t *va
 }
 static inline CURLSHcode sonde_curl_share_setopt_long(CURLSH *share, CURLSHoption option, long value) {
     return curl_share_setopt(share, option, value);
+}
+
+// The certificate chain a TLS handshake verified (the path OpenSSL built to a trust anchor), not
+// every certificate the server presented: a server that also sends an expired cross-sign the
+// path does not use (Let's Encrypt's DST Root CA X3, 2021) is healthy, and `cert_valid_for`
+// must say so. Filled by OpenSSL's verify callback, on the thread doing the handshake.
+typedef struct {
+    long long earliest_not_after; // seconds since 1970, of the earliest-expiring certificate
+    int certificates;             // in the chain; 0 while no handshake was seen
+    char earliest_subject[256];   // that certificate's subject, one line
+} sonde_tls_chain;
+
+static inline long long sonde_asn1_time_epoch(const ASN1_TIME *time) {
+    int days = 0, seconds = 0;
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    int ok = epoch != NULL && ASN1_TIME_diff(&days, &seconds, epoch, time);
+    ASN1_TIME_free(epoch);
+    return ok ? (long long)days * 86400 + seconds : 0;
+}
+
+static int sonde_tls_verify(int preverify_ok, X509_STORE_CTX *store) {
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    sonde_tls_chain *record = ssl ? (sonde_tls_chain *)SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(store);
+    // Called once per certificate as the chain is checked, and on each error: the last call
+    // sees the chain as built, so each call overwrites.
+    if (record != NULL && chain != NULL) {
+        int count = sk_X509_num(chain);
+        record->certificates = 0;
+        for (int i = 0; i < count; i++) {
+            X509 *certificate = sk_X509_value(chain, i);
+            const ASN1_TIME *not_after = certificate ? X509_get0_notAfter(certificate) : NULL;
+            if (not_after == NULL) continue;
+            long long when = sonde_asn1_time_epoch(not_after);
+            if (record->certificates == 0 || when < record->earliest_not_after) {
+                record->earliest_not_after = when;
+                X509_NAME_oneline(X509_get_subject_name(certificate), record->earliest_subject, sizeof record->earliest_subject);
+            }
+            record->certificates++;
+        }
+    }
+    return preverify_ok;
+}
+
+static CURLcode sonde_tls_context(CURL *handle, void *context, void *record) {
+    (void)handle;
+    SSL_CTX *ssl_context = (SSL_CTX *)context;
+    SSL_CTX_set_app_data(ssl_context, record);
+    SSL_CTX_set_verify(ssl_context, SSL_CTX_get_verify_mode(ssl_context), sonde_tls_verify);
+    return CURLE_OK;
+}
+
+/// Records the verified chain of the handle's TLS handshakes in `record` (which must outlive
+/// the handle's connections: use it only with connections that are not reused).
+static inline CURLcode sonde_curl_track_tls_chain(CURL *handle, sonde_tls_chain *record) {
+    memset(record, 0, sizeof *record);
+    CURLcode code = curl_easy_setopt(handle, CURLOPT_SSL_CTX_FUNCTION, sonde_tls_context);
+    return code == CURLE_OK ? curl_easy_setopt(handle, CURLOPT_SSL_CTX_DATA, record) : code;
 }
 
 #endif

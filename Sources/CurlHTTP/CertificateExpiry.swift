@@ -1,51 +1,39 @@
 import CCurl
 import FoundationEssentials
 
-/// The earliest `notAfter` of the certificate chain a TLS transfer saw, from `CURLINFO_CERTINFO`
-/// (set `CURLOPT_CERTINFO`): curl prints each certificate's fields as text, `Expire date` in
-/// OpenSSL's `ASN1_TIME_print` form (`Mar  1 12:00:00 2027 GMT`).
-enum CertificateExpiry {
-    static func earliest(_ handle: UnsafeMutableRawPointer) -> Date? {
-        var info: UnsafeMutablePointer<curl_certinfo>?
-        guard sonde_curl_getinfo_certinfo(handle, &info) == CURLE_OK, let info else { return nil }
-        let count = Int(info.pointee.num_of_certs)
-        guard count > 0, count <= 64, let lists = info.pointee.certinfo else { return nil }
-        var earliest: Date?
-        for index in 0..<count {
-            var node = lists[index]
-            while let entry = node {
-                if let text = entry.pointee.data.map({ String(cString: $0) }), text.hasPrefix("Expire date:"),
-                    let date = parse(String(text.dropFirst("Expire date:".count)))
-                {
-                    earliest = min(earliest ?? date, date)
-                }
-                node = entry.pointee.next
-            }
+/// The earliest `notAfter` of the certificate chain a TLS handshake verified: the path OpenSSL
+/// built from the server's certificate to a trust anchor (`sonde_tls_chain` in the shim, filled
+/// by the verify callback), not every certificate the server sent. Extra certificates outside
+/// the path, such as an expired cross-sign, are ignored; an intermediate that expires before the
+/// leaf counts. With `insecure: true` the chain is what OpenSSL could build, checked or not.
+///
+/// One per transfer that makes a fresh connection; the record must outlive the connection, so
+/// connections that are kept for reuse are not tracked.
+final class CertificateExpiry {
+    private let record = UnsafeMutablePointer<sonde_tls_chain>.allocate(capacity: 1)
+
+    /// Starts recording `handle`'s handshakes.
+    init(tracking handle: UnsafeMutableRawPointer) throws(CurlSetupError) {
+        let code = sonde_curl_track_tls_chain(handle, record)
+        guard code == CURLE_OK else { throw CurlSetupError(code: code, what: "the TLS verify callback") }
+    }
+
+    deinit { record.deallocate() }
+
+    /// The earliest expiry in the verified chain and that certificate's subject; nil when no
+    /// handshake was seen.
+    var earliest: (notAfter: Date, subject: String)? {
+        guard record.pointee.certificates > 0 else { return nil }
+        let subject = withUnsafeBytes(of: record.pointee.earliest_subject) { bytes in
+            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
         }
-        return earliest
+        return (Date(timeIntervalSince1970: Double(record.pointee.earliest_not_after)), subject)
     }
+}
 
-    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
-    /// `Mon DD HH:MM:SS YYYY GMT` (day space-padded) → the instant; nil for anything else.
-    static func parse(_ text: String) -> Date? {
-        let parts = text.split(separator: " ")
-        guard parts.count == 5, parts[4] == "GMT", let month = months.firstIndex(of: String(parts[0])),
-            let day = Int(parts[1]), (1...31).contains(day), let year = Int(parts[3]), (1950...9999).contains(year)
-        else { return nil }
-        let clock = parts[2].split(separator: ":").compactMap { Int($0) }
-        guard clock.count == 3, (0...23).contains(clock[0]), (0...59).contains(clock[1]), (0...60).contains(clock[2]) else { return nil }
-        let days = daysFromCivil(year: year, month: month + 1, day: day)
-        return Date(timeIntervalSince1970: Double(days * 86_400 + clock[0] * 3600 + clock[1] * 60 + clock[2]))
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yearOfEra = y - era * 400
-        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
-    }
+/// An option curl refused while a handle was set up.
+struct CurlSetupError: Error {
+    var code: CURLcode
+    var what: String
+    var message: String { "curl rejected \(what): \(String(cString: curl_easy_strerror(code)))" }
 }

@@ -47,6 +47,7 @@ public struct TCPExchange: Sendable {
         public var received: Data
         public var readEnd: ReadEnd
         public var certificateNotAfter: Date?
+        public var certificateSubject: String?
     }
 
     /// Connects, sends, reads; a connection failure (DNS, connect, TLS, time-out) is an error.
@@ -85,11 +86,18 @@ public struct TCPExchange: Sendable {
         if let ipVersion {
             set(sonde_curl_setopt_long(handle, CURLOPT_IPRESOLVE, Int(ipVersion == .v4 ? CURL_IPRESOLVE_V4 : CURL_IPRESOLVE_V6)), "IPRESOLVE")
         }
+        // The verified chain's expiry (see CertificateExpiry); read right after the handshake,
+        // which also keeps the record alive until then.
+        var certificates: CertificateExpiry?
         if tls {
+            do {
+                certificates = try CertificateExpiry(tracking: handle)
+            } catch {
+                set(error.code, error.what)
+            }
             set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, verifyTLS ? 1 : 0), "SSL_VERIFYPEER")
             set(sonde_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, verifyTLS ? 2 : 0), "SSL_VERIFYHOST")
             set(sonde_curl_setopt_long(handle, CURLOPT_SSL_ENABLE_ALPN, 0), "SSL_ENABLE_ALPN")
-            set(sonde_curl_setopt_long(handle, CURLOPT_CERTINFO, 1), "CERTINFO")
             if let caFile { set(sonde_curl_setopt_string(handle, CURLOPT_CAINFO, caFile), "the CA file \(caFile)") }
             if let clientCertificate { set(sonde_curl_setopt_string(handle, CURLOPT_SSLCERT, clientCertificate), "the client certificate") }
             if let clientKey { set(sonde_curl_setopt_string(handle, CURLOPT_SSLKEY, clientKey), "the client key") }
@@ -97,6 +105,7 @@ public struct TCPExchange: Sendable {
         if let problem { return .failure(HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: problem)) }
 
         let code = curl_easy_perform(handle)
+        let certificate = certificates?.earliest
         var timings = CurlTransfer.readTimings(handle, failed: code == CURLE_OK ? nil : code)
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
@@ -105,7 +114,6 @@ public struct TCPExchange: Sendable {
                 message: detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail, timings: timings))
         }
         let ready = clock.now
-        let certificate = tls ? CertificateExpiry.earliest(handle) : nil
         var socket: curl_socket_t = -1
         _ = sonde_curl_getinfo_socket(handle, &socket)
 
@@ -132,7 +140,7 @@ public struct TCPExchange: Sendable {
         if let failure {
             return .failure(HTTPTransferError(kind: failure.kind, curlCode: failure.curlCode, message: failure.message, timings: timings))
         }
-        return .success(Outcome(timings: timings, received: received, readEnd: readEnd, certificateNotAfter: certificate))
+        return .success(Outcome(timings: timings, received: received, readEnd: readEnd, certificateNotAfter: certificate?.notAfter, certificateSubject: certificate?.subject))
     }
 
     private func write(_ handle: UnsafeMutableRawPointer, socket: curl_socket_t, _ bytes: Data, deadline: ContinuousClock.Instant) throws(HTTPTransferError) {

@@ -81,6 +81,8 @@ final class CurlTransfer: @unchecked Sendable {
     private let state: TransferState
     private let errorBuffer: UnsafeMutablePointer<CChar>
     private var headerList: UnsafeMutablePointer<curl_slist>?
+    /// The verified TLS chain of an https probe's handshake.
+    private var certificates: CertificateExpiry?
     private let continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>
 
     init(request: HTTPRequest, proxies: ProxyEnvironment, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
@@ -287,10 +289,14 @@ final class CurlTransfer: @unchecked Sendable {
             let resolve = version == .v4 ? CURL_IPRESOLVE_V4 : CURL_IPRESOLVE_V6
             set(sonde_curl_setopt_long(handle, CURLOPT_IPRESOLVE, Int(resolve)), "IPRESOLVE")
         }
-        // The chain's expiry dates for `cert_valid_for` and the result (https only: curl keeps
-        // the text of every certificate, a few KB, until the handle is freed; probes only).
+        // The verified chain's expiry for `cert_valid_for` and the result (https probes only: a
+        // connection kept for reuse would outlive the record).
         if !request.reuseConnection, request.url.utf8.count > 8, request.url.prefix(8).lowercased() == "https://" {
-            set(sonde_curl_setopt_long(handle, CURLOPT_CERTINFO, 1), "CERTINFO")
+            do {
+                certificates = try CertificateExpiry(tracking: handle)
+            } catch {
+                set(error.code, error.what)
+            }
         }
         if let jar = request.cookieJar {
             set(sonde_curl_setopt_pointer(handle, CURLOPT_SHARE, jar.share), "the cookie jar")
@@ -299,7 +305,10 @@ final class CurlTransfer: @unchecked Sendable {
     }
 
     private func readTLSAndCookies(_ handle: UnsafeMutableRawPointer, into response: inout HTTPResponse) {
-        response.certificateNotAfter = CertificateExpiry.earliest(handle)
+        if let earliest = certificates?.earliest {
+            response.certificateNotAfter = earliest.notAfter
+            response.certificateSubject = earliest.subject
+        }
         guard request.cookieJar != nil else { return }
         var list: UnsafeMutablePointer<curl_slist>?
         guard sonde_curl_getinfo_slist(handle, CURLINFO_COOKIELIST, &list) == CURLE_OK else { return }

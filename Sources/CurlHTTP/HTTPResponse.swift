@@ -25,6 +25,8 @@ public struct HTTPResponse: Sendable {
     public var cookies: [HTTPCookie] = []
     /// The earliest expiry in the certificate chain of an https response.
     public var certificateNotAfter: Date?
+    /// The subject of the certificate that expires first (`/CN=R3/O=Let's Encrypt/C=US`).
+    public var certificateSubject: String?
 
     public init(
         status: Int, headers: [HTTPHeader], body: Data, timings: PhaseTimings, remoteAddress: String? = nil, httpVersion: String? = nil,

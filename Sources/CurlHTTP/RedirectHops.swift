@@ -1,4 +1,5 @@
 import CCurl
+import FoundationEssentials
 import SondeCore
 
 /// Follows a request's redirects one hop at a time, so that each hop is checked before it is
@@ -14,6 +15,9 @@ struct RedirectHops {
     var current: HTTPRequest
     private var count = 0
     private var timings = PhaseTimings.zero
+    /// The earliest-expiring verified certificate over the hops so far: an apex that redirects
+    /// to `www` must not hide its own certificate's expiry behind the last hop's.
+    private var certificate: (notAfter: Date, subject: String?)?
 
     /// Headers that carry no credentials: they go with a cross-origin hop.
     private static let harmlessHeaders: Set<String> = ["user-agent", "accept", "accept-language", "accept-encoding", "content-type"]
@@ -57,6 +61,7 @@ struct RedirectHops {
     /// The request for the next hop, or nil when `response` is the final answer.
     mutating func next(after response: HTTPResponse) throws(HTTPTransferError) -> HTTPRequest? {
         timings = Self.sum(timings, response.timings)
+        keepCertificate(of: response)
         guard [301, 302, 303, 307, 308].contains(response.status), let location = response.redirectURL else { return nil }
         do {
             try Self.checkScheme(location, redirect: true)
@@ -95,7 +100,16 @@ struct RedirectHops {
         var response = response
         response.timings = timings
         response.redirects = count
+        if let certificate {
+            response.certificateNotAfter = certificate.notAfter
+            response.certificateSubject = certificate.subject
+        }
         return response
+    }
+
+    private mutating func keepCertificate(of response: HTTPResponse) {
+        guard let notAfter = response.certificateNotAfter, notAfter < certificate?.notAfter ?? .distantFuture else { return }
+        certificate = (notAfter, response.certificateSubject)
     }
 
     /// A hop's failure, with the time the earlier hops took added.

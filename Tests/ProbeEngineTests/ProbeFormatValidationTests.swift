@@ -265,12 +265,6 @@ struct ProbeFormatValidationTests {
         #expect(DNSWireClient.encodeName(String(repeating: "a", count: 64) + ".x") == nil)
     }
 
-    @Test("certificate dates in curl's certinfo form")
-    func certificateDates() throws {
-        #expect(CertificateExpiry.parse("Mar  1 12:00:00 2027 GMT") == Date(timeIntervalSince1970: 1_803_902_400))
-        #expect(CertificateExpiry.parse("Feb 30 12:00:00 2027 UTC") == nil)
-    }
-
     @Test("a probe's components: its own and its steps' (what a collector's confirmation request matches)")
     func probeComponents() throws {
         let (probe, errors) = ProbeLoader.parse(yaml: """

@@ -287,6 +287,89 @@ struct RealPlatformProbeTests {
         }
     }
 
+    @Test("cert_valid_for reads the verified chain: an intermediate that expires first is named, a certificate outside the path is ignored, every redirect hop counts")
+    func verifiedChain() async throws {
+        try await withTeardown { teardown in
+            let folder = try TemporaryDirectory("sonde-chain")
+            teardown.add { folder.remove() }
+            let dir = folder.path
+            let certificates = try RealServers.certificates(in: dir, leaves: [("long", 90), ("soon", 5)])
+            let openssl = try RealServers.executable(["/usr/bin/openssl"], install: "apt-get install openssl")
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            // An intermediate CA valid 5 days, and a 90-day leaf under it.
+            try "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n".write(toFile: dir + "/ca.ext", atomically: true, encoding: .utf8)
+            try RealServers.run(openssl, ["req"] + ec + ["-keyout", "inter.key", "-out", "inter.csr", "-subj", "/CN=sonde-test-intermediate"], in: dir)
+            try RealServers.run(openssl, ["x509", "-req", "-in", "inter.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "inter.pem", "-days", "5", "-extfile", "ca.ext"], in: dir)
+            try RealServers.run(openssl, ["req"] + ec + ["-keyout", "under.key", "-out", "under.csr", "-subj", "/CN=localhost"], in: dir)
+            try RealServers.run(openssl, ["x509", "-req", "-in", "under.csr", "-CA", "inter.pem", "-CAkey", "inter.key", "-CAcreateserial", "-out", "under.pem", "-days", "90", "-extfile", "san.ext"], in: dir)
+            // A 2-day self-signed certificate no path uses, sent after the good leaf.
+            try RealServers.run(openssl, ["req", "-x509"] + ec + ["-keyout", "stray.key", "-out", "stray.pem", "-days", "2", "-subj", "/CN=sonde-test-stray"], in: dir)
+            func read(_ name: String) throws -> String { try String(contentsOfFile: dir + "/" + name, encoding: .utf8) }
+            try (try read("under.pem") + read("inter.pem")).write(toFile: dir + "/under-chain.pem", atomically: true, encoding: .utf8)
+            try (try read("long.pem") + read("stray.pem")).write(toFile: dir + "/long-stray.pem", atomically: true, encoding: .utf8)
+
+            let binary = try RealServers.executable(["/usr/sbin/nginx"], install: "apt-get install nginx-light")
+            let chainPort = try RealServers.freePort(), strayPort = try RealServers.freePort()
+            let longPort = try RealServers.freePort(), hopPort = try RealServers.freePort()
+            func server(_ port: Int, _ cert: String, _ key: String, _ answer: String) -> String {
+                "server { listen 127.0.0.1:\(port) ssl; ssl_certificate \(dir)/\(cert); ssl_certificate_key \(dir)/\(key); location / { \(answer) } }\n"
+            }
+            chmod(dir, 0o755)
+            let config = """
+                daemon off;
+                worker_processes 1;
+                pid \(dir)/nginx.pid;
+                error_log \(dir)/error.log warn;
+                events { worker_connections 64; }
+                http {
+                    access_log off;
+                    client_body_temp_path \(dir)/body; proxy_temp_path \(dir)/proxy; fastcgi_temp_path \(dir)/fastcgi;
+                    uwsgi_temp_path \(dir)/uwsgi; scgi_temp_path \(dir)/scgi;
+                \(server(chainPort, "under-chain.pem", "under.key", "return 200 ok;"))
+                \(server(strayPort, "long-stray.pem", "long.key", "return 200 ok;"))
+                \(server(longPort, "long.pem", "long.key", "return 200 ok;"))
+                \(server(hopPort, "soon.pem", "soon.key", "return 302 https://127.0.0.1:\(longPort)/;"))
+                }
+                """
+            try config.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+            let nginx = try ChildProcess(binary, ["-p", dir, "-c", dir + "/nginx.conf", "-e", dir + "/error.log"])
+            teardown.add { await nginx.stop() }
+            for port in [chainPort, strayPort, longPort, hopPort] { try await RealServers.waitForListener(port, "nginx (tls)", process: nginx) }
+            _ = certificates
+
+            func probe(_ port: Int, follow: Bool = false) throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: chain
+                    component: edge
+                    interval: 30s
+                    timeout: 10s
+                    steps:
+                      - name: cert
+                        request: {url: "https://127.0.0.1:\(port)/", tls: {ca_file: ca.pem}, follow_redirects: \(follow)}
+                        assert: {status: 200, cert_valid_for: 14d}
+                    """, variables: [], file: folder.file("chain.yaml"))
+            }
+            // The intermediate expires first: it is what the result shows, by name.
+            let chain = await run(try probe(chainPort))
+            #expect(chain.error?.kind == .assertion, "\(failureSummary(chain))")
+            #expect(chain.error?.message.contains("first to expire: /CN=sonde-test-intermediate") == true, "\(failureSummary(chain))")
+            let chainDays = try #require(chain.steps[0].certDaysLeft)
+            #expect(chainDays > 3 && chainDays <= 5, "\(chainDays)")
+
+            // A stray certificate the server sends but no path uses: the site is healthy.
+            let stray = await run(try probe(strayPort))
+            #expect(stray.outcome == .ok, "\(failureSummary(stray))")
+            let strayDays = try #require(stray.steps[0].certDaysLeft)
+            #expect(strayDays > 88 && strayDays <= 90, "the stray 2-day certificate is not the chain's: \(strayDays)")
+
+            // A front door whose certificate expires in 5 days, redirecting to a healthy one.
+            let hop = await run(try probe(hopPort, follow: true))
+            #expect(hop.error?.kind == .assertion, "\(failureSummary(hop))")
+            let hopDays = try #require(hop.steps[0].certDaysLeft)
+            #expect(hopDays > 3 && hopDays <= 5, "the first hop's certificate counts: \(hopDays)")
+        }
+    }
+
     // MARK: - TCP
 
     @Test("tcp steps: send and expect against a real server, a closed answer, a refused port, TLS with the chain's expiry; failures' time in the phase under way")

@@ -418,13 +418,13 @@ struct StepExecution {
                     throw StepFailure(.assertion, "\(condition.path) is \(actual), expected it to \(try describe(condition.test, state: &state))")
                 }
             case .latencyBelow, .certValidFor:
-                try checkTimingAndCertificate(assertion, total: response.timings.total, certificate: response.certificateNotAfter, state: &state)
+                try checkTimingAndCertificate(assertion, total: response.timings.total, certificate: response.certificateNotAfter, subject: response.certificateSubject, state: &state)
             }
         }
     }
 
     /// `latency_below` and `cert_valid_for`, which every step kind with a connection has.
-    func checkTimingAndCertificate(_ assertion: Assertion, total: Double, certificate: Date?, state: inout RunState) throws(StepFailure) {
+    func checkTimingAndCertificate(_ assertion: Assertion, total: Double, certificate: Date?, subject: String? = nil, state: inout RunState) throws(StepFailure) {
         switch assertion {
         case .latencyBelow(let spec):
             let limit = try state.duration(spec, field: "assert.latency_below")
@@ -438,7 +438,9 @@ struct StepExecution {
             }
             let left = certificate.timeIntervalSinceNow
             if left < limit.seconds {
-                throw StepFailure(.assertion, "the certificate chain expires \(RFC3339.string(from: certificate)) (\(Self.daysLeft(until: certificate)) days left), expected valid for \(DurationText.format(limit))")
+                // Named, so the one renewed is the one that expires (often an intermediate).
+                let which = subject.flatMap { $0.isEmpty ? nil : "; first to expire: \($0)" } ?? ""
+                throw StepFailure(.assertion, "the certificate chain expires \(RFC3339.string(from: certificate)) (\(Self.daysLeft(until: certificate)) days left), expected valid for \(DurationText.format(limit))\(which)")
             }
         default:
             break

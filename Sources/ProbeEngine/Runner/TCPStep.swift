@@ -49,7 +49,7 @@ extension StepExecution {
                 }
             }
             for assertion in step.assertions {
-                try checkTimingAndCertificate(assertion, total: outcome.timings.total, certificate: outcome.certificateNotAfter, state: &state)
+                try checkTimingAndCertificate(assertion, total: outcome.timings.total, certificate: outcome.certificateNotAfter, subject: outcome.certificateSubject, state: &state)
             }
             degradedBy = try degradedReason(total: outcome.timings.total, state: &state)
             result.ok = true
