@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/err.h>
 #include <string.h>
 
 typedef size_t (*sonde_curl_data_callback)(char *buffer, size_t size, size_t count, void *context);
@@ -112,6 +113,36 @@ static inline CURLcode sonde_curl_track_tls_chain(CURL *handle, sonde_tls_chain 
     memset(record, 0, sizeof *record);
     CURLcode code = curl_easy_setopt(handle, CURLOPT_SSL_CTX_FUNCTION, sonde_tls_context);
     return code == CURLE_OK ? curl_easy_setopt(handle, CURLOPT_SSL_CTX_DATA, record) : code;
+}
+
+
+// Loads a probe's TLS files as libcurl will (OpenSSL, PEM), so that `validate` and probe loading
+// catch a file that is not a certificate, a key that is not the certificate's, or an encrypted
+// key, instead of every run failing. Returns 0 when they load; else 1 (ca_file), 2 (cert),
+// 3 (key) or 4 (key does not match cert), with OpenSSL's reason in `reason`.
+static int sonde_tls_no_passphrase(char *buffer, int size, int flag, void *data) {
+    (void)buffer; (void)size; (void)flag; (void)data;
+    return -1; // an encrypted key fails here instead of prompting on the agent's terminal
+}
+
+static inline int sonde_tls_check_files(const char *ca_file, const char *cert, const char *key, char *reason, size_t size) {
+    int failed = 0;
+    ERR_clear_error();
+    SSL_CTX *context = SSL_CTX_new(TLS_client_method());
+    if (context == NULL) { snprintf(reason, size, "out of memory"); return 1; }
+    SSL_CTX_set_default_passwd_cb(context, sonde_tls_no_passphrase);
+    if (ca_file != NULL && SSL_CTX_load_verify_locations(context, ca_file, NULL) != 1) failed = 1;
+    else if (cert != NULL && SSL_CTX_use_certificate_chain_file(context, cert) != 1) failed = 2;
+    else if (key != NULL && SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) != 1) failed = 3;
+    else if (cert != NULL && key != NULL && SSL_CTX_check_private_key(context) != 1) failed = 4;
+    reason[0] = 0;
+    if (failed) {
+        unsigned long error = ERR_peek_last_error();
+        if (error != 0) ERR_error_string_n(error, reason, size);
+    }
+    ERR_clear_error();
+    SSL_CTX_free(context);
+    return failed;
 }
 
 #endif

@@ -37,3 +37,28 @@ struct CurlSetupError: Error {
     var what: String
     var message: String { "curl rejected \(what): \(String(cString: curl_easy_strerror(code)))" }
 }
+
+/// A probe's TLS files, loaded as libcurl will load them, so that a file that is not a PEM
+/// certificate, a key that is not the certificate's, or an encrypted key is a configuration
+/// error when the probe is loaded, not a `tls` failure of every run.
+public enum TLSFiles {
+    public enum Problem: Equatable, Sendable {
+        case caFile(String), certificate(String), key(String), keyMismatch(String)
+    }
+
+    public static func check(caFile: String?, certificate: String?, key: String?) -> Problem? {
+        var reason = [CChar](repeating: 0, count: 256)
+        let failed = sonde_tls_check_files(caFile, certificate, key, &reason, reason.count)
+        let text = reason.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let why = text.isEmpty ? "" : " (\(text))"
+        switch failed {
+        case 0: return nil
+        case 1: return .caFile("holds no PEM CA certificate OpenSSL can load\(why)")
+        case 2: return .certificate("holds no PEM certificate OpenSSL can load\(why)")
+        // OpenSSL checks a key against the certificate as it loads it.
+        case 3 where text.contains("mismatch"): return .keyMismatch("the key is not the certificate's\(why)")
+        case 3: return .key("holds no unencrypted PEM private key OpenSSL can load\(why)")
+        default: return .keyMismatch("the key is not the certificate's\(why)")
+        }
+    }
+}

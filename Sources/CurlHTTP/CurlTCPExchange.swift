@@ -109,9 +109,10 @@ public struct TCPExchange: Sendable {
         var timings = CurlTransfer.readTimings(handle, failed: code == CURLE_OK ? nil : code)
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
+            let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
             return .failure(HTTPTransferError(
-                kind: CurlTransfer.classify(code), curlCode: Int(code.rawValue),
-                message: detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail, timings: timings))
+                kind: CurlTransfer.classify(code, detail: message), curlCode: Int(code.rawValue),
+                message: CurlTransfer.explain(code, message), timings: timings))
         }
         let ready = clock.now
         var socket: curl_socket_t = -1

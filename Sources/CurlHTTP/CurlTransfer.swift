@@ -180,8 +180,17 @@ final class CurlTransfer: @unchecked Sendable {
             set(sonde_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method), "the method \(method)")
         }
 
-        // Headers; "Expect:" stops curl waiting for a 100-continue on large bodies.
-        for header in request.headers { headerList = curl_slist_append(headerList, "\(header.name): \(header.value)") }
+        // Headers; "Expect:" stops curl waiting for a 100-continue on large bodies. A request
+        // that asks for compression gets the body decoded, as a browser does, so checks read text
+        // and `max_body` caps the decoded bytes (a small gzip bomb stops at the cap): curl sends
+        // the header itself when it is given as ACCEPT_ENCODING.
+        for header in request.headers {
+            if header.name.lowercased() == "accept-encoding" {
+                set(sonde_curl_setopt_string(handle, CURLOPT_ACCEPT_ENCODING, header.value), "the Accept-Encoding \(header.value)")
+                continue
+            }
+            headerList = curl_slist_append(headerList, "\(header.name): \(header.value)")
+        }
         if request.headers.value(for: "Expect") == nil { headerList = curl_slist_append(headerList, "Expect:") }
         // A body without a Content-Type goes out without one (curl would label it
         // application/x-www-form-urlencoded, which it rarely is).
@@ -237,11 +246,11 @@ final class CurlTransfer: @unchecked Sendable {
                 let text = "response headers larger than \(Self.maxHeaderBytes / 1024) KiB: the server did not end its headers"
                 return .failure(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: text, timings: timings))
             }
-            let kind = state.tooLarge ? .responseTooLarge : Self.classify(code)
+            let kind = state.tooLarge ? .responseTooLarge : Self.classify(code, detail: message)
             let text = switch kind {
             case .responseTooLarge: "response larger than \(request.maxResponseBytes) bytes"
             case .cancelled: "request cancelled"
-            default: message
+            default: Self.explain(code, message)
             }
             return .failure(HTTPTransferError(kind: kind, curlCode: Int(code.rawValue), message: text, timings: timings))
         }
@@ -365,22 +374,48 @@ final class CurlTransfer: @unchecked Sendable {
             transfer: total - firstByte, total: total)
     }
 
-    static func classify(_ code: CURLcode) -> HTTPTransferError.Kind {
+    /// What failed, from curl's code and, where one code covers two causes, its message.
+    static func classify(_ code: CURLcode, detail: String = "") -> HTTPTransferError.Kind {
         switch code {
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY: .dns
         case CURLE_COULDNT_CONNECT: .connect
         case CURLE_OPERATION_TIMEDOUT: .timeout
-        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
-            CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH,
-            CURLE_SSL_INVALIDCERTSTATUS, CURLE_USE_SSL_FAILED, CURLE_SSL_ENGINE_NOTFOUND, CURLE_SSL_CRL_BADFILE:
+        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CIPHER, CURLE_SSL_ISSUER_ERROR,
+            CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS, CURLE_USE_SSL_FAILED:
             .tls
-        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_WEIRD_SERVER_REPLY,
-            CURLE_HTTP2, CURLE_HTTP2_STREAM:
+        // The agent's own TLS files (client certificate, CA bundle, CRL) could not be used: its
+        // configuration, not the server (validate checks them when the probe is loaded).
+        case CURLE_SSL_CERTPROBLEM, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CRL_BADFILE, CURLE_SSL_ENGINE_NOTFOUND:
+            .invalidRequest
+        // A TLS alert after the handshake (TLS 1.3 sends "certificate required" there, on the
+        // first read) is the server refusing the session, as the same alert in a TLS 1.2
+        // handshake is; a reset or a close is the connection lost.
+        case CURLE_RECV_ERROR, CURLE_SEND_ERROR:
+            detail.contains("SSL routines") && detail.contains(" alert ") ? .tls : .connectionLost
+        case CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE, CURLE_WEIRD_SERVER_REPLY, CURLE_HTTP2, CURLE_HTTP2_STREAM,
+            CURLE_BAD_CONTENT_ENCODING:
             .connectionLost
+        // Schemes are checked before curl sees a URL, so this is the server answering without
+        // HTTP ("Received HTTP/0.9 when not allowed"): the server's fault, not the script's.
+        case CURLE_UNSUPPORTED_PROTOCOL: .connectionLost
         case CURLE_ABORTED_BY_CALLBACK: .cancelled
-        case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL: .invalidRequest
+        case CURLE_URL_MALFORMAT: .invalidRequest
         default: .other
         }
+    }
+
+    /// curl's message, with what to check where it alone would not say.
+    static func explain(_ code: CURLcode, _ message: String) -> String {
+        if message.contains("certificate required") {
+            return message + " (the server requires a client certificate: set the step's tls.cert and tls.key)"
+        }
+        if code == CURLE_UNSUPPORTED_PROTOCOL || message.contains("HTTP/0.9") {
+            return "the server did not answer with HTTP (\(message)): is another service on this port?"
+        }
+        if message.contains("wrong version number") {
+            return message + " (the server did not answer with TLS: a plain-text port?)"
+        }
+        return message
     }
 }
 

@@ -641,6 +641,64 @@ struct ProbeHardeningTests {
         #expect(warnings.count == 1 && warnings.first?.hasPrefix("p.yaml:6:") == true && warnings.first?.contains("the URL holds a password") == true, "\(warnings)")
     }
 
+    @Test("a request with Accept-Encoding gets its body decoded before checks; max_body caps the decoded bytes (a gzip bomb stops at the cap)")
+    func compressedBodies() async throws {
+        // 'hello world ' × 200, gzipped (2,400 bytes as 59).
+        let small = try #require(Data(base64Encoded: "H4sIAAAAAAACA8tIzcnJVyjPL8pJUcgYZY+yR9mj7FH2KHuUPcoeZVPMBgDXK1AKYAkAAA=="))
+        // 8 MiB of zeros, gzipped by the system's gzip (about 8 KB).
+        let dir = try TemporaryDirectory("gzip-bomb")
+        defer { dir.remove() }
+        try Data(count: 8 << 20).write(to: URL(fileURLWithPath: dir.file("zeros")))
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = ["-c", "-n", dir.file("zeros")]
+        let pipe = Pipe()
+        gzip.standardOutput = pipe
+        try gzip.run()
+        let bomb = pipe.fileHandleForReading.readDataToEndOfFile()
+        gzip.waitUntilExit()
+        #expect(gzip.terminationStatus == 0 && bomb.count < 64 << 10)
+        let server = try LoopbackHTTPServer { request in
+            let body = request.path == "/bomb" ? bomb : small
+            guard request.header("Accept-Encoding")?.contains("gzip") == true else { return .respond(status: 406) }
+            return .respond(status: 200, headers: [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")], body: body)
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: gzip
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: text
+                request: {url: "${base_url}/text", headers: {Accept-Encoding: gzip}}
+                assert: {headers: {Content-Encoding: gzip}, body_contains: "hello world hello"}
+              - name: bomb
+                request: {url: "${base_url}/bomb", headers: {Accept-Encoding: gzip}, max_body: 1MiB}
+            """)
+        let result = await run(probe, server)
+        #expect(result.steps.first?.ok == true, "\(String(describing: result.steps.first?.error))")
+        #expect(result.error?.step == "bomb" && result.error?.kind == .script, "\(String(describing: result.error))")
+        #expect(result.error?.message.contains("larger than max_body") == true, "\(String(describing: result.error))")
+    }
+
+    @Test("a server that answers without HTTP fails the run as connect, saying so, not as the script's fault")
+    func notHTTP() async throws {
+        let server = try LoopbackHTTPServer { _ in .flood(head: Data("hello\n".utf8), chunk: Data("more\n".utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: wrong-port
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - {name: get, request: {url: "${base_url}/"}}
+            """)
+        let result = await run(probe, server)
+        #expect(result.error?.kind == .connect, "\(String(describing: result.error))")
+        #expect(result.error?.message.contains("the server did not answer with HTTP") == true, "\(String(describing: result.error))")
+    }
+
     @Test("a short secret (env APP_PASSWORD = ok) is redacted where it stands alone, not inside 'cookie' or 'token'")
     func shortSecretWholeWords() async throws {
         let server = try LoopbackHTTPServer { _ in

@@ -370,6 +370,60 @@ struct RealPlatformProbeTests {
         }
     }
 
+    @Test("TLS failures name their cause: a TLS 1.3 'certificate required' alert is tls with a hint; unusable client files are refused when the probe is loaded")
+    func tlsFailureKinds() async throws {
+        try await withTeardown { teardown in
+            let folder = try TemporaryDirectory("sonde-tls-kinds")
+            teardown.add { folder.remove() }
+            let dir = folder.path
+            let certificates = try RealServers.certificates(in: dir, leaves: [("long", 90), ("client", 30), ("other", 30)])
+            let openssl = try RealServers.executable(["/usr/bin/openssl"], install: "apt-get install openssl")
+            let port = try RealServers.freePort()
+            // OpenSSL's own server asks for a client certificate; under TLS 1.3 its refusal comes
+            // as an alert after the handshake, on curl's first read.
+            let server = try ChildProcess(openssl, [
+                "s_server", "-quiet", "-tls1_3", "-accept", "127.0.0.1:\(port)", "-cert", certificates.cert("long"), "-key", certificates.key("long"),
+                "-Verify", "1", "-CAfile", certificates.ca, "-www",
+            ])
+            teardown.add { await server.stop() }
+            try await RealServers.waitForListener(port, "openssl s_server", process: server)
+            func probe(_ tls: String) -> (ProbeDefinition?, [ProbeDiagnostic]) {
+                ProbeLoader.parse(yaml: """
+                    name: mtls
+                    component: edge
+                    interval: 30s
+                    timeout: 10s
+                    steps:
+                      - name: mtls
+                        request:
+                          url: "https://127.0.0.1:\(port)/"
+                          tls: \(tls)
+                    """, file: folder.file("mtls.yaml"), variables: [])
+            }
+            let anonymous = await run(try #require(probe("{ca_file: ca.pem}").0))
+            #expect(anonymous.error?.kind == .tls, "\(failureSummary(anonymous))")
+            #expect(anonymous.error?.message.contains("set the step's tls.cert and tls.key") == true, "\(failureSummary(anonymous))")
+            let withClient = await run(try #require(probe("{ca_file: ca.pem, cert: client.pem, key: client.key}").0))
+            #expect(withClient.outcome == .ok, "\(failureSummary(withClient))")
+
+            // Files that exist but cannot be used: refused at load, with where and why.
+            try "not a certificate\n".write(toFile: dir + "/garbage.pem", atomically: true, encoding: .utf8)
+            for (tls, field) in [
+                ("{ca_file: garbage.pem}", "tls.ca_file"), ("{cert: garbage.pem, key: client.key}", "tls.cert"),
+                ("{cert: client.pem, key: garbage.pem}", "tls.key"), ("{cert: client.pem, key: other.key}", "tls.key"),
+            ] {
+                let (loaded, problems) = probe(tls)
+                #expect(loaded == nil && problems.count == 1, "\(tls): \(problems)")
+                let text = problems.first?.description ?? ""
+                #expect(text.contains("mtls.yaml:9:") && text.contains(field), "\(tls): \(text)")
+            }
+            #expect(probe("{cert: client.pem, key: other.key}").1.first?.description.contains("the key is not the certificate's") == true)
+            // Both a missing file and a missing key are reported in one pass.
+            let (_, both) = probe("{ca_file: missing.pem, cert: client.pem}")
+            #expect(both.count == 2, "\(both)")
+        }
+    }
+
     // MARK: - TCP
 
     @Test("tcp steps: send and expect against a real server, a closed answer, a refused port, TLS with the chain's expiry; failures' time in the phase under way")

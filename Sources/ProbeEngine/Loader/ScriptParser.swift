@@ -396,7 +396,10 @@ enum ScriptParser {
         guard let fields = reader.fields(node, path, known: tlsFields) else { return nil }
         var options = TLSOptions()
         var valid = true
+        var readable = true
+        var nodes: [String: Node] = [:]
         for (key, _, value) in fields {
+            nodes[key] = value
             let here = NodeReader.join(path, key)
             if key == "insecure" {
                 guard let flag = reader.bool(value, here) else { valid = false; continue }
@@ -409,6 +412,7 @@ enum ScriptParser {
             if !FileManager.default.isReadableFile(atPath: full) {
                 reader.report(value, here, "'\(file)' does not exist or is not readable (relative paths start at the probe file's folder)")
                 valid = false
+                readable = false
             }
             switch key {
             case "ca_file": options.caFile = full
@@ -416,8 +420,16 @@ enum ScriptParser {
             default: options.key = full
             }
         }
-        if (options.certificate == nil) != (options.key == nil), valid {
+        if (options.certificate == nil) != (options.key == nil) {
             reader.report(node, path, "a client certificate needs both 'cert' and 'key'")
+            valid = false
+        } else if readable, let problem = TLSFiles.check(caFile: options.caFile, certificate: options.certificate, key: options.key) {
+            switch problem {
+            case .caFile(let why): reader.report(nodes["ca_file"], NodeReader.join(path, "ca_file"), why)
+            case .certificate(let why): reader.report(nodes["cert"], NodeReader.join(path, "cert"), why)
+            case .key(let why): reader.report(nodes["key"], NodeReader.join(path, "key"), why)
+            case .keyMismatch(let why): reader.report(nodes["key"], NodeReader.join(path, "key"), why)
+            }
             valid = false
         }
         return valid ? options : nil
