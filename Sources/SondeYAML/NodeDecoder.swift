@@ -89,7 +89,12 @@ public struct NodeDecodingError: Error, Sendable, CustomStringConvertible {
     /// it; without it every known key is assumed to (a decoder does not know the schema below).
     public static func suggestion(for key: String, among known: [String], accepts: ((String, String) -> Bool)? = nil) -> String {
         let ranked = known.map { ($0, editDistance($0.lowercased(), key.lowercased())) }.min { $0.1 < $1.1 }
-        if let (best, distance) = ranked, distance <= max(2, key.count / 3) { return "; did you mean '\(best)'?" }
+        if let (best, distance) = ranked, distance <= max(2, key.count / 3) {
+            // `no_follow_redirects` is not a misspelt `follow_redirects`: taking that hint
+            // would check the opposite of what was meant.
+            if negationOf(key, best) { return "; '\(best)' is its opposite, not a spelling of it" + (known.isEmpty ? "" : " (expected one of: \(known.joined(separator: ", ")))") }
+            return "; did you mean '\(best)'?"
+        }
         // `listen_port`, `correlation.window_runs`: a known key written flat instead of nested.
         // Only suggested as nested where that form is accepted: `status_code` under a probe's
         // `assert` is `status: 404`, never `status: {code: 404}`.
@@ -101,6 +106,14 @@ public struct NodeDecodingError: Error, Sendable, CustomStringConvertible {
             }
         }
         return known.isEmpty ? "" : "; expected one of: \(known.joined(separator: ", "))"
+    }
+
+    /// Whether `a` and `b` differ only by a negation (`no_`, `not_`, `non_`).
+    static func negationOf(_ a: String, _ b: String) -> Bool {
+        func stripped(_ text: String) -> [Substring] {
+            text.lowercased().split(separator: "_").filter { !["no", "not", "non"].contains($0) }
+        }
+        return a.lowercased() != b.lowercased() && stripped(a) == stripped(b)
     }
 
     static func editDistance(_ a: String, _ b: String) -> Int {

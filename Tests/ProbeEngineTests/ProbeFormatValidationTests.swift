@@ -36,6 +36,25 @@ struct ProbeFormatValidationTests {
         #expect(text.contains { $0.hasPrefix("p.yaml:13:32: steps[2].tcp.expct: unknown field 'expct'; did you mean 'expect'?") }, "\(text)")
     }
 
+    @Test("a negated key is never 'corrected' to its opposite (no_follow_redirects is not follow_redirects)")
+    func negatedKeys() {
+        let found = problems("""
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/", no_follow_redirects: true}
+                assert: {body_not_contain: error, not_status: 500}
+            """)
+        let text = found.map(\.description)
+        #expect(text.contains { $0.contains("request.no_follow_redirects: unknown field 'no_follow_redirects'; 'follow_redirects' is its opposite, not a spelling of it") }, "\(text)")
+        #expect(text.contains { $0.contains("assert.body_not_contain: unknown field 'body_not_contain'; did you mean 'body_not_contains'?") }, "\(text)")
+        #expect(text.contains { $0.contains("assert.not_status: unknown field 'not_status'") }, "\(text)")
+        #expect(!text.contains { $0.contains("did you mean 'follow_redirects'") || $0.contains("did you mean 'status'") }, "\(text)")
+    }
+
     @Test("a key written flat is suggested nested only where the parent takes that mapping (status_code → status)")
     func flatKeyHints() {
         let found = problems("""

@@ -84,6 +84,31 @@ struct ProbeRunnerTests {
         expectHonestTimings(result)
     }
 
+    @Test("body_not_contains and body_not_matches fail a body that holds what must not be there, and pass one that does not")
+    func negatedBodyChecks() async throws {
+        let server = try LoopbackHTTPServer { request in
+            request.path == "/bad" ? .respond(status: 200, body: Data("all fine but error: disk  full".utf8)) : .respond(status: 200, body: Data("all fine".utf8))
+        }
+        defer { server.stop() }
+        func probe(_ path: String, _ assert: String) throws -> ProbeDefinition {
+            try makeProbe("""
+                name: negated
+                component: api
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {url: "${base_url}\(path)"}
+                    assert: {\(assert)}
+                """)
+        }
+        #expect(await run(try probe("/good", #"body_not_contains: error, body_not_matches: 'disk\s+full'"#), server).outcome == .ok)
+        let contains = await run(try probe("/bad", "body_not_contains: [warning, error]"), server)
+        #expect(contains.error?.kind == .assertion && contains.error?.message.hasPrefix("body contains 'error', expected it not to: all fine but error") == true, "\(String(describing: contains.error))")
+        let matches = await run(try probe("/bad", #"body_not_matches: 'disk\s+full'"#), server)
+        #expect(matches.error?.message.hasPrefix(#"body matches /disk\s+full/, expected it not to"#) == true, "\(String(describing: matches.error))")
+    }
+
     @Test("a hanging server ends as timeout within the probe's timeout + 1 s, its wait counted as ttfb")
     func hang() async throws {
         let server = try LoopbackHTTPServer { _ in .hang }

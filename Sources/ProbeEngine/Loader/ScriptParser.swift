@@ -12,7 +12,9 @@ enum ScriptParser {
         "ip_version",
     ]
     static let partFields = ["name", "value", "content", "random_bytes", "filename", "content_type", "save_as"]
-    static let assertFields = ["status", "headers", "body_contains", "body_matches", "json", "latency_below", "cert_valid_for"]
+    static let assertFields = [
+        "status", "headers", "body_contains", "body_not_contains", "body_matches", "body_not_matches", "json", "latency_below", "cert_valid_for",
+    ]
     static let conditionFields = ["path", "equals", "not_equals", "exists", "matches", "in"]
     static let extractFields = ["json", "header", "cookie", "regex", "group", "body", "secret"]
     static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after"]
@@ -593,18 +595,19 @@ enum ScriptParser {
                         result.append(.header(name: name, test: .equals(t)))
                     }
                 }
-            case "body_contains":
+            case "body_contains", "body_not_contains":
                 for entry in reader.listOrOne(value) {
-                    if let t = reader.template(entry, here, allowEmpty: false) { result.append(.bodyContains(t)) }
+                    if let t = reader.template(entry, here, allowEmpty: false) { result.append(.bodyContains(t, negated: key == "body_not_contains")) }
                 }
-            case "body_matches":
+            case "body_matches", "body_not_matches":
                 // Checked as a regex now when it has no ${…}; otherwise once rendered, per run.
+                let negated = key == "body_not_matches"
                 for entry in reader.listOrOne(value) {
                     guard let text = reader.string(entry, here) else { continue }
                     if !text.contains("${") {
-                        if reader.regex(entry, here) != nil { result.append(.bodyMatches(.literal(text))) }
+                        if reader.regex(entry, here) != nil { result.append(.bodyMatches(.literal(text), negated: negated)) }
                     } else if let t = reader.template(entry, here) {
-                        result.append(.bodyMatches(t))
+                        result.append(.bodyMatches(t, negated: negated))
                     }
                 }
             case "cert_valid_for":

@@ -235,8 +235,11 @@ enum StatusPattern: Sendable, Hashable, CustomStringConvertible {
 enum Assertion: Sendable {
     case status([StatusPattern])
     case header(name: String, test: HeaderTest)
-    case bodyContains(Template)
-    case bodyMatches(Template)
+    /// `body_contains`, or `body_not_contains` when `negated` (blackbox_exporter's
+    /// `fail_if_body_matches_regexp` as text).
+    case bodyContains(Template, negated: Bool)
+    /// `body_matches`, or `body_not_matches` when `negated`.
+    case bodyMatches(Template, negated: Bool)
     case json(Condition)
     case latencyBelow(DurationSpec)
     /// Every certificate of the chain must stay valid at least this long.
@@ -249,8 +252,8 @@ extension Assertion {
         switch self {
         case .status: "status"
         case .header: "headers"
-        case .bodyContains: "body_contains"
-        case .bodyMatches: "body_matches"
+        case .bodyContains(_, let negated): negated ? "body_not_contains" : "body_contains"
+        case .bodyMatches(_, let negated): negated ? "body_not_matches" : "body_matches"
         case .json: "json"
         case .latencyBelow: "latency_below"
         case .certValidFor: "cert_valid_for"

@@ -396,17 +396,20 @@ struct StepExecution {
                         throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected to match /\(pattern)/")
                     }
                 }
-            case .bodyContains(let template):
+            case .bodyContains(let template, let negated):
                 let expected = try state.render(template)
-                if !response.body.contains(bytes: expected.utf8) {
-                    throw StepFailure(.assertion, "body does not contain '\(expected)': \(snippet(response, state: state))")
+                if response.body.contains(bytes: expected.utf8) == negated {
+                    let what = negated ? "body contains '\(expected)', expected it not to" : "body does not contain '\(expected)'"
+                    throw StepFailure(.assertion, "\(what): \(snippet(response, state: state))")
                 }
-            case .bodyMatches(let template):
+            case .bodyMatches(let template, let negated):
                 // Values are matched literally (`a+b` is not a regex); messages show them as they
                 // are, since the redactor would not find a secret in its escaped form.
                 let (pattern, display) = try state.renderPattern(template)
-                if try !matches(pattern, response.body, state: state, check: "body_matches", display: display) {
-                    throw StepFailure(.assertion, "body does not match /\(display)/: \(snippet(response, state: state))")
+                let check = negated ? "body_not_matches" : "body_matches"
+                if try matches(pattern, response.body, state: state, check: check, display: display) == negated {
+                    let what = negated ? "body matches /\(display)/, expected it not to" : "body does not match /\(display)/"
+                    throw StepFailure(.assertion, "\(what): \(snippet(response, state: state))")
                 }
             case .json(let condition):
                 if json == nil { json = .some(JSONValue.parse(response.body)) }
