@@ -109,6 +109,48 @@ struct ProbeRunnerTests {
         #expect(matches.error?.message.hasPrefix(#"body matches /disk\s+full/, expected it not to"#) == true, "\(String(describing: matches.error))")
     }
 
+    @Test("JSON conditions compare numbers (<, <=, >, >=, and the mapping form's less_than … at_least); an array compares by its length")
+    func numericConditions() async throws {
+        let server = try LoopbackHTTPServer { _ in .json(200, #"{"queue_depth": 1200, "lag": "0.25", "items": [1, 2], "name": "x"}"#) }
+        defer { server.stop() }
+        func probe(_ conditions: String) throws -> ProbeDefinition {
+            try makeProbe("""
+                name: numbers
+                component: api
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {url: "${base_url}/"}
+                    assert:
+                      json: \(conditions)
+                """)
+        }
+        let passing = #"["$.queue_depth > 1000", "$.queue_depth <= 1200", "$.lag < 0.5", "$.items >= 2", {path: $.items, less_than: 3}, {path: $.lag, at_least: 0.25}]"#
+        let ok = await run(try probe(passing), server)
+        #expect(ok.outcome == .ok, "\(String(describing: ok.error))")
+        let deep = await run(try probe(#"["$.queue_depth < 1000"]"#), server)
+        #expect(deep.error?.message == "$.queue_depth is '1200', expected it to be < 1000", "\(String(describing: deep.error))")
+        let text = await run(try probe(#"[{path: $.name, greater_than: 0}]"#), server)
+        #expect(text.error?.kind == .assertion, "a value that is not a number fails: \(String(describing: text.error))")
+        let missing = await run(try probe(#"["$.nothing >= 0"]"#), server)
+        #expect(missing.error?.message == "$.nothing is missing, expected it to be >= 0", "\(String(describing: missing.error))")
+
+        let (_, problems) = ProbeLoader.parse(yaml: """
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert: {json: ["$.n < many", {path: $.n, at_most: lots}]}
+            """, file: "p.yaml", variables: ["base_url"])
+        let messages = problems.map(\.description)
+        #expect(messages.contains { $0.contains("< compares numbers, and 'many' is not one") }, "\(messages)")
+        #expect(messages.contains { $0.contains("at_most: expected a number") }, "\(messages)")
+    }
+
     @Test("a hanging server ends as timeout within the probe's timeout + 1 s, its wait counted as ttfb")
     func hang() async throws {
         let server = try LoopbackHTTPServer { _ in .hang }

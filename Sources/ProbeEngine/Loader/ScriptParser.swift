@@ -15,7 +15,7 @@ enum ScriptParser {
     static let assertFields = [
         "status", "headers", "body_contains", "body_not_contains", "body_matches", "body_not_matches", "json", "latency_below", "cert_valid_for",
     ]
-    static let conditionFields = ["path", "equals", "not_equals", "exists", "matches", "in"]
+    static let conditionFields = ["path", "equals", "not_equals", "exists", "matches", "in"] + Condition.Comparison.allCases.map(\.key)
     static let extractFields = ["json", "header", "cookie", "regex", "group", "body", "secret"]
     static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after"]
     static let compareFields = ["download", "with"]
@@ -667,22 +667,35 @@ enum ScriptParser {
             case "in":
                 if value.sequence == nil { reader.report(value, here, "expected a list of values, found \(NodeReader.describe(value))"); continue }
                 if case .array(let options)? = reader.jsonTemplate(value, here) { tests.append(.oneOf(options)) }
-            default: break
+            default:
+                if let comparison = Condition.Comparison.allCases.first(where: { $0.key == key }), let limit = comparisonLimit(value, here, reader: &reader) {
+                    tests.append(.compare(comparison, limit))
+                }
             }
         }
         let given = fields.filter { $0.key != "path" }.count
         if given != 1 {
-            reader.report(node, path, "a condition needs exactly one test: equals, not_equals, exists, matches or in")
+            reader.report(node, path, "a condition needs exactly one test: equals, not_equals, exists, matches, in, less_than, at_most, greater_than or at_least")
             return nil
         }
         guard let jsonPath, let test = tests.first else { return nil }
         return Condition(path: jsonPath, test: test)
     }
 
+    /// The number a comparison's mapping form compares with.
+    static func comparisonLimit(_ node: Node, _ path: String, reader: inout NodeReader) -> JSONTemplate? {
+        guard let limit = reader.jsonTemplate(node, path) else { return nil }
+        guard case .number = limit else {
+            reader.report(node, path, "expected a number, found \(NodeReader.describe(node))")
+            return nil
+        }
+        return limit
+    }
+
     static func shorthandCondition(_ text: String, _ node: Node, _ path: String, reader: inout NodeReader) -> Condition? {
         let trimmed = text.trimmed()
         let parts = trimmed.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true).map(String.init)
-        let usage = "expected '<json path> <op> <value>' with op ==, !=, in, matches, or '<json path> exists' (e.g. \"$.status == completed\")"
+        let usage = "expected '<json path> <op> <value>' with op ==, !=, <, <=, >, >=, in, matches, or '<json path> exists' (e.g. \"$.status == completed\")"
         guard parts.count >= 2 else {
             reader.report(node, path, "condition '\(text)': \(usage)")
             return nil
@@ -714,6 +727,16 @@ enum ScriptParser {
                 return nil
             }
             return Condition(path: jsonPath, test: op == "==" ? .equals(v) : .notEquals(v))
+        case "<", "<=", ">", ">=":
+            guard !operand.isEmpty, let v = value(operand) else {
+                if operand.isEmpty { reader.report(node, path, "condition '\(text)': missing value after \(op)") }
+                return nil
+            }
+            guard case .number = v else {
+                reader.report(node, path, "condition '\(text)': \(op) compares numbers, and '\(operand)' is not one")
+                return nil
+            }
+            return Condition(path: jsonPath, test: .compare(Condition.Comparison(rawValue: op)!, v))
         case "in":
             guard operand.hasPrefix("["), let v = value(operand), case .array(let options) = v else {
                 reader.report(node, path, "condition '\(text)': 'in' needs a list such as [failed, expired]")
@@ -868,7 +891,7 @@ enum ScriptParser {
             switch condition.test {
             case .equals(let value), .notEquals(let value): add(value)
             case .oneOf(let options): options.forEach(add)
-            case .exists, .matches: break
+            case .exists, .matches, .compare: break
             }
         }
         return values

@@ -158,6 +158,18 @@ enum JSONValue: Sendable, Hashable, Decodable {
 
     /// Loose equality for conditions: same JSON value, or same text when one side is a scalar
     /// (so `equals: 200` matches `"200"` and `equals: "true"` matches `true`).
+    /// What a `<`/`>` condition compares: a number, a string that is one, or the number of
+    /// items of an array or object; nil for anything else.
+    var comparableNumber: Double? {
+        switch self {
+        case .number(let number): number
+        case .string(let text): Double(text.trimmed())
+        case .array(let items): Double(items.count)
+        case .object(let members): Double(members.count)
+        case .bool, .null: nil
+        }
+    }
+
     func looselyEquals(_ other: JSONValue) -> Bool {
         if self == other { return true }
         switch (self, other) {

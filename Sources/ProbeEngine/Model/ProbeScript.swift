@@ -200,6 +200,32 @@ struct Condition: Sendable {
         case exists(Bool)
         case matches(String)
         case oneOf([JSONTemplate])
+        /// `$.queue_depth < 1000`: numbers (a numeric string counts); an array or object
+        /// compares by its number of items (`$.items >= 1`).
+        case compare(Comparison, JSONTemplate)
+    }
+
+    enum Comparison: String, Sendable, CaseIterable {
+        case less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
+
+        /// The mapping form's key (`{path: $.n, less_than: 5}`).
+        var key: String {
+            switch self {
+            case .less: "less_than"
+            case .lessOrEqual: "at_most"
+            case .greater: "greater_than"
+            case .greaterOrEqual: "at_least"
+            }
+        }
+
+        func holds(_ actual: Double, _ limit: Double) -> Bool {
+            switch self {
+            case .less: actual < limit
+            case .lessOrEqual: actual <= limit
+            case .greater: actual > limit
+            case .greaterOrEqual: actual >= limit
+            }
+        }
     }
 
     var path: JSONPath

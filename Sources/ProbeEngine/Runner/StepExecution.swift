@@ -457,6 +457,7 @@ struct StepExecution {
         case .exists(let flag): flag ? "exist" : "be absent"
         case .matches(let pattern): "match /\(pattern)/"
         case .oneOf(let options): "be one of \(try options.map { o throws(StepFailure) in try state.value(o).text })"
+        case .compare(let comparison, let limit): "be \(comparison.rawValue) \(try state.value(limit).text)"
         }
     }
 
@@ -480,6 +481,9 @@ struct StepExecution {
                 if actual.looselyEquals(try state.value(option)) { return true }
             }
             return false
+        case .compare(let comparison, let limit):
+            guard case .number(let bound) = try state.value(limit), let number = actual?.comparableNumber else { return false }
+            return comparison.holds(number, bound)
         }
     }
 
