@@ -682,6 +682,32 @@ struct ProbeHardeningTests {
         #expect(result.error?.message.contains("larger than max_body") == true, "\(String(describing: result.error))")
     }
 
+    @Test("public_cookies keeps a site's ordinary cookies readable in messages; the others stay secret")
+    func publicCookies() async throws {
+        let server = try LoopbackHTTPServer { request in
+            request.path == "/login"
+                ? .respond(status: 200, headers: [("Set-Cookie", "consent=europe-all; Path=/"), ("Set-Cookie", "sid=SeSsIoN-123; Path=/; HttpOnly")])
+                : .respond(status: 500, body: Data("region europe-all for \(request.header("Cookie") ?? "")".utf8))
+        }
+        defer { server.stop() }
+        func probe(_ extra: String) throws -> ProbeDefinition {
+            try makeProbe("""
+                name: cookies
+                component: api
+                interval: 30s
+                timeout: 5s
+                \(extra)
+                steps:
+                  - {name: login, request: {url: "${base_url}/login"}}
+                  - {name: use, request: {url: "${base_url}/use"}}
+                """)
+        }
+        let open = try #require(await run(try probe("public_cookies: [consent]"), server).error?.message)
+        #expect(open.contains("region europe-all for") && !open.contains("SeSsIoN") && open.contains("sid=[redacted]"), "\(open)")
+        let closed = try #require(await run(try probe(""), server).error?.message)
+        #expect(!closed.contains("europe-all") && !closed.contains("SeSsIoN"), "every cookie is secret by default: \(closed)")
+    }
+
     @Test("a server that answers without HTTP fails the run as connect, saying so, not as the script's fault")
     func notHTTP() async throws {
         let server = try LoopbackHTTPServer { _ in .flood(head: Data("hello\n".utf8), chunk: Data("more\n".utf8)) }

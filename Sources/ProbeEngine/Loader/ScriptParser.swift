@@ -5,7 +5,7 @@ import SondeYAML
 
 /// Turns a composed YAML tree into the probe model, field by field (see probes/README.md).
 enum ScriptParser {
-    static let probeFields = ["name", "component", "description", "interval", "retry_interval", "timeout", "degraded_after", "control", "failure_codes", "labels", "steps"]
+    static let probeFields = ["name", "component", "description", "interval", "retry_interval", "timeout", "degraded_after", "control", "failure_codes", "labels", "public_cookies", "steps"]
     static let stepFields = ["name", "component", "request", "tcp", "dns", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
     static let requestFields = [
         "method", "url", "headers", "json", "body", "form", "multipart", "basic_auth", "follow_redirects", "redirect_headers", "max_body", "tls",
@@ -66,6 +66,10 @@ enum ScriptParser {
             case "control": control = reader.bool(value, key) ?? false
             case "failure_codes": script.failureCodes = failureCodes(value, key, reader: &reader)
             case "labels": script.labels = labels(value, key, reader: &reader)
+            case "public_cookies":
+                for item in reader.listOrOne(value) {
+                    if let name = reader.string(item, key) { script.publicCookies.insert(name) }
+                }
             case "steps": stepsNode = (keyNode, value)
             default: break
             }

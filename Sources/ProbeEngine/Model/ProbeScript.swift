@@ -15,6 +15,8 @@ struct ProbeScript: Sendable {
     var failureCodes: [FailureCodeRule] = []
     /// `labels`: name → value, carried in every result (and as Prometheus labels).
     var labels: [String: String] = [:]
+    /// Cookies whose values are not secrets (`consent`, `locale`): shown as they are in results.
+    var publicCookies: Set<String> = []
     var steps: [ProbeStep] = []
     /// `${env:…}` names and `${file:…}` paths used anywhere: their values are secrets to redact.
     var secretEnvironment: Set<String> = []

@@ -175,10 +175,12 @@ struct RunState {
         if jar != nil {
             guard !response.cookies.isEmpty else { return }
             cookies = response.cookies
-            for cookie in cookies where cookie.value.utf8.count >= SecretNames.minimumDefaultLength { redactor.add(cookie.value) }
+            for cookie in cookies where cookie.value.utf8.count >= SecretNames.minimumDefaultLength && !probe.script.publicCookies.contains(cookie.name) {
+                redactor.add(cookie.value)
+            }
         } else {
             for header in response.headers.values(for: "Set-Cookie") {
-                if let value = SecretNames.cookieValue(header) { redactor.add(value) }
+                if let cookie = SecretNames.cookie(header), !probe.script.publicCookies.contains(cookie.name) { redactor.add(cookie.value) }
             }
         }
     }

@@ -34,9 +34,15 @@ enum SecretNames {
     /// A cookie's value in a `Cookie` or `Set-Cookie` header (`sid=abc; Path=/` → `abc`), when it
     /// is long enough to be a credential.
     static func cookieValue(_ header: String) -> String? {
+        cookie(header)?.value
+    }
+
+    /// A `Set-Cookie` value's name and value (`sid=abc; Path=/` → `sid`, `abc`), when the value
+    /// is long enough to be a secret.
+    static func cookie(_ header: String) -> (name: String, value: String)? {
         let first = header.split(separator: ";", maxSplits: 1).first.map(String.init) ?? header
         guard let equals = first.firstIndex(of: "=") else { return nil }
         let cookie = first[first.index(after: equals)...].trimmed()
-        return cookie.count >= minimumDefaultLength ? cookie : nil
+        return cookie.count >= minimumDefaultLength ? (first[..<equals].trimmed(), cookie) : nil
     }
 }
