@@ -22,6 +22,15 @@ public struct AgentStartError: Error, Sendable, CustomStringConvertible {
 public struct AgentProbes: Sendable {
     public var probes: [ProbeDefinition]
     public var context: RunContext
+
+    /// The scripts' warnings (`insecure: true`, a password in a URL, …), which `validate`
+    /// prints: a running agent logs them at start and on each reload, so an operator who never
+    /// ran `validate` still reads them.
+    public var warnings: [String] { probes.flatMap(\.warnings).map(\.description) }
+
+    public func logWarnings(_ logger: Logger) {
+        for warning in warnings { logger.warning("probe script warning", metadata: ["warning": "\(warning)"]) }
+    }
 }
 
 extension AgentConfig {
@@ -99,6 +108,7 @@ public func buildAgent(
     var loaded: AgentProbes?
     do { loaded = try config.loadProbes() } catch { problems += error.problems }
     guard problems.isEmpty, let key, let loaded else { throw AgentStartError(problems) }
+    loaded.logWarnings(logger)
     let spool: Spool
     do { spool = try Spool(directory: config.spool.path, maxBytes: config.spool.maxBytes, memoryLimit: config.spool.memoryLimit, logger: logger) } catch {
         throw AgentStartError(["\(file): spool.path: \(error)"])

@@ -49,6 +49,7 @@ public struct ConfigReloader: Service {
         for (field, changed) in restartOnlyChanges(config) where changed {
             logger.warning("reload: this setting changes only on restart; still using the running value", metadata: ["config.field": "\(field)"])
         }
+        probes.logWarnings(logger)
         scheduler.reload(.init(probes: probes.probes, context: probes.context, controlProbes: config.controlProbes))
         logger.info("reload applied", metadata: ["probes.count": "\(probes.probes.count)"])
         return true

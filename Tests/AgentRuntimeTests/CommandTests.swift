@@ -166,6 +166,28 @@ struct CommandTests {
         #expect(results[0].control == true)
     }
 
+    @Test("once prints the scripts' warnings (insecure: true) on stderr, as validate does, and still runs them")
+    func onceWarns() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let target = try LoopbackHTTPServer { _ in .json(200, "{}") }
+        defer { target.stop() }
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        try """
+            name: lab
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${target}/", tls: {insecure: true}}
+            """.write(toFile: dir.file("probes/lab.yaml"), atomically: true, encoding: .utf8)
+        let once = try ChildProcess("sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)", "--format", "json"])
+        #expect(try await once.waitForExit() == 0)
+        #expect(once.stderrLines.contains { $0.contains("lab.yaml:7:") && $0.contains("insecure: true accepts any certificate") }, "\(once.stderrLines)")
+        #expect(once.stdoutLines.count == 1)
+    }
+
     @Test("once --format table shows probe, component, outcome, duration, status and error; exit 0 when all pass")
     func onceTable() async throws {
         let dir = try TemporaryDirectory("once")

@@ -46,6 +46,7 @@ struct OnceCommand: AsyncParsableCommand {
             printError(error.description)
             throw configErrorExit
         }
+        for warning in loaded.warnings { printError(warning) }
         let runner = ProbeRunner(client: .shared, logger: logger)
         let results = await Self.runAll(
             loaded.probes, context: loaded.context, executor: runner, controlProbes: config.controlProbes, concurrency: concurrency)
