@@ -81,6 +81,7 @@ final class CurlTransfer: @unchecked Sendable {
     private let state: TransferState
     private let errorBuffer: UnsafeMutablePointer<CChar>
     private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var connectToList: UnsafeMutablePointer<curl_slist>?
     /// The verified TLS chain of an https probe's handshake.
     private var certificates: CertificateExpiry?
     private let continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>
@@ -97,6 +98,7 @@ final class CurlTransfer: @unchecked Sendable {
     deinit {
         if let handle { curl_easy_cleanup(handle) }
         curl_slist_free_all(headerList)
+        curl_slist_free_all(connectToList)
         errorBuffer.deallocate()
     }
 
@@ -294,6 +296,12 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// IP version, certificate info and the run's cookie jar.
     private func configureTLSAndCookies(_ handle: UnsafeMutableRawPointer, _ set: (CURLcode, @autoclosure () -> String) -> Void) {
+        // `connect_to`: this origin's connections go to another address; the URL's host still
+        // names the server (SNI, certificate check, Host).
+        if let target = request.connectTo, let origin = Origin(request.url) {
+            connectToList = curl_slist_append(connectToList, target.curlEntry(host: origin.host, port: origin.port))
+            set(sonde_curl_setopt_slist(handle, CURLOPT_CONNECT_TO, connectToList), "connect_to \(target.host)")
+        }
         if let version = request.ipVersion {
             let resolve = version == .v4 ? CURL_IPRESOLVE_V4 : CURL_IPRESOLVE_V6
             set(sonde_curl_setopt_long(handle, CURLOPT_IPRESOLVE, Int(resolve)), "IPRESOLVE")

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import SondeCore
 
 /// One HTTP request as CurlHTTP sends it. Everything is a value so a request can be built on one
 /// task and performed on a worker thread.
@@ -38,6 +39,10 @@ public struct HTTPRequest: Sendable {
     public var hashBody: Bool
     /// Resolve and connect over this IP version only; nil lets curl use either (happy eyeballs).
     public var ipVersion: IPVersion?
+    /// Connect to this address instead of the URL's host (whose name still goes in SNI, the
+    /// certificate check and Host): one backend of a pool, checked under the pool's name.
+    /// Only the URL's own origin is redirected; a redirect to another host goes where DNS says.
+    public var connectTo: ConnectTarget?
     /// The run's cookie jar: cookies set by earlier responses go out, new ones are kept.
     public var cookieJar: CurlCookieJar?
     /// Keep the connection open after the exchange, and send over one left open by an earlier
@@ -119,5 +124,44 @@ extension Array where Element == HTTPHeader {
     /// Every value of a header that may repeat (`Set-Cookie`), in order.
     public func values(for name: String) -> [String] {
         filter { $0.isNamed(name) }.map(\.value)
+    }
+}
+
+/// Where `connect_to` sends a connection: a host name or IP literal, and a port or none (the
+/// URL's port).
+public struct ConnectTarget: Sendable, Hashable {
+    public var host: String
+    public var port: Int?
+
+    /// `10.0.0.5`, `10.0.0.5:8443`, `backend-3.internal`, `[2001:db8::1]:443`, `2001:db8::1`.
+    public init?(_ text: String) {
+        let text = text.trimmed()
+        var host = text[...]
+        var port: Int?
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":"), let value = Int(rest.dropFirst()) else { return nil }
+                port = value
+            }
+            guard host.contains(":") else { return nil }
+        } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
+            guard let value = Int(text[text.index(after: colon)...]) else { return nil }
+            host = text[..<colon]
+            port = value
+        }
+        if let port, !(1...65535).contains(port) { return nil }
+        let allowed = host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || ".-:_".contains($0)) }
+        guard !host.isEmpty, allowed else { return nil }
+        self.host = String(host)
+        self.port = port
+    }
+
+    /// libcurl's CONNECT_TO entry for requests to `origin`: `HOST:PORT:TO-HOST:TO-PORT`.
+    func curlEntry(host originHost: String, port originPort: String) -> String {
+        let bracketed = host.contains(":") ? "[\(host)]" : host
+        return "\(originHost):\(originPort):\(bracketed):\(port.map(String.init) ?? originPort)"
     }
 }

@@ -424,6 +424,57 @@ struct RealPlatformProbeTests {
         }
     }
 
+    @Test("connect_to checks one backend under the service's name: SNI, certificate and Host stay the URL's, the address is the given one")
+    func connectTo() async throws {
+        try await withTeardown { teardown in
+            let folder = try TemporaryDirectory("sonde-connect-to")
+            teardown.add { folder.remove() }
+            let dir = folder.path
+            _ = try RealServers.certificates(in: dir, leaves: [])
+            let openssl = try RealServers.executable(["/usr/bin/openssl"], install: "apt-get install openssl")
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            // A certificate for a name no resolver knows: only connect_to can reach it.
+            try "subjectAltName=DNS:api.sonde.invalid\n".write(toFile: dir + "/named.ext", atomically: true, encoding: .utf8)
+            try RealServers.run(openssl, ["req"] + ec + ["-keyout", "named.key", "-out", "named.csr", "-subj", "/CN=api.sonde.invalid"], in: dir)
+            try RealServers.run(openssl, ["x509", "-req", "-in", "named.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "named.pem", "-days", "30", "-extfile", "named.ext"], in: dir)
+            let port = try RealServers.freePort()
+            let server = try ChildProcess(openssl, ["s_server", "-quiet", "-accept", "127.0.0.1:\(port)", "-cert", dir + "/named.pem", "-key", dir + "/named.key", "-www"])
+            teardown.add { await server.stop() }
+            try await RealServers.waitForListener(port, "openssl s_server", process: server)
+            func probe(_ url: String, _ connectTo: String?) throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: backend
+                    component: edge
+                    interval: 30s
+                    timeout: 10s
+                    steps:
+                      - name: get
+                        request: {url: "\(url)", tls: {ca_file: ca.pem}\(connectTo.map { ", connect_to: \"\($0)\"" } ?? "")}
+                        assert: {status: 200, cert_valid_for: 7d}
+                    """, variables: [], file: folder.file("backend.yaml"))
+            }
+            let named = await run(try probe("https://api.sonde.invalid:\(port)/", "127.0.0.1"))
+            #expect(named.outcome == .ok, "\(failureSummary(named))")
+            let withPort = await run(try probe("https://api.sonde.invalid/", "127.0.0.1:\(port)"))
+            #expect(withPort.outcome == .ok, "\(failureSummary(withPort))")
+            #expect(withPort.steps[0].url == "https://api.sonde.invalid/", "the result names the service, as written")
+            let unresolved = await run(try probe("https://api.sonde.invalid:\(port)/", nil))
+            #expect(unresolved.error?.kind == .dns, "\(failureSummary(unresolved))")
+            // The certificate is still checked against the URL's name.
+            let byAddress = await run(try probe("https://localhost:\(port)/", "127.0.0.1"))
+            #expect(byAddress.error?.kind == .tls, "\(failureSummary(byAddress))")
+            let (_, problems) = ProbeLoader.parse(yaml: """
+                name: p
+                component: edge
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - {name: get, request: {url: "https://x/", connect_to: "10.0.0.1:99999"}}
+                """, file: "p.yaml", variables: [])
+            #expect(problems.first?.description.contains("connect_to: '10.0.0.1:99999' is not an address") == true, "\(problems)")
+        }
+    }
+
     // MARK: - TCP
 
     @Test("tcp steps: send and expect against a real server, a closed answer, a refused port, TLS with the chain's expiry; failures' time in the phase under way")

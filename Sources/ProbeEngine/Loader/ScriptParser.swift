@@ -9,7 +9,7 @@ enum ScriptParser {
     static let stepFields = ["name", "component", "request", "tcp", "dns", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
     static let requestFields = [
         "method", "url", "headers", "json", "body", "form", "multipart", "basic_auth", "follow_redirects", "redirect_headers", "max_body", "tls",
-        "ip_version",
+        "ip_version", "connect_to",
     ]
     static let partFields = ["name", "value", "content", "random_bytes", "filename", "content_type", "save_as"]
     static let assertFields = [
@@ -302,6 +302,14 @@ enum ScriptParser {
                 if let options = tlsOptions(value, here, reader: &reader) { spec.tls = options } else { valid = false }
             case "ip_version":
                 if let version = ipVersion(value, here, reader: &reader) { spec.ipVersion = version } else { valid = false }
+            case "connect_to":
+                if let address = reader.template(value, here, allowEmpty: false) {
+                    if let literal = address.literal, ConnectTarget(literal) == nil {
+                        reader.report(value, here, "'\(literal)' is not an address: write a host or IP, optionally with :port ([::1]:8443 for IPv6)")
+                        valid = false
+                    }
+                    spec.connectTo = address
+                } else { valid = false }
             case "multipart":
                 bodies.append(key)
                 if let parts = multipart(value, here, payloads: &payloads, reader: &reader) { spec.body = .multipart(parts) } else { valid = false }

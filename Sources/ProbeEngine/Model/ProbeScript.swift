@@ -101,6 +101,9 @@ struct RequestSpec: Sendable {
     var basicAuth: (user: Template, password: Template)?
     var tls: TLSOptions?
     var ipVersion: IPVersion?
+    /// `connect_to`: the address to connect to instead of what DNS says for the URL's host,
+    /// which still names the server for TLS (SNI, certificate check) and the Host header.
+    var connectTo: Template?
 }
 
 /// `tls:` of a request or `tcp` step. Paths are relative to the probe file.

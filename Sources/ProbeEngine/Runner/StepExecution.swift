@@ -203,6 +203,13 @@ struct StepExecution {
             keepBody: keep, bodyPrefixBytes: Self.keptPrefixBytes, hashBody: hash,
             redirectHeaders: spec.redirectHeadersEverywhere ? .all : .sameOriginOnly)
         request.apply(spec.tls, ipVersion: spec.ipVersion)
+        if let connectTo = spec.connectTo {
+            let address = try state.render(connectTo)
+            guard let target = ConnectTarget(address) else {
+                throw StepFailure(.script, "connect_to '\(address)' (from \(connectTo.source)) is not an address: a host or IP, optionally with :port")
+            }
+            request.connectTo = target
+        }
         request.cookieJar = state.cookieJar()
         return request
     }
