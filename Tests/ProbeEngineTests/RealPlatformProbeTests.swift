@@ -566,6 +566,11 @@ struct RealPlatformProbeTests {
             #expect(wrong.error?.kind == .assertion && wrong.error?.message.contains("10.0.0.1") == true, "\(failureSummary(wrong))")
             let missing = await run(try dns("{name: nope.internal, server: \"\(server)\"}"))
             #expect(missing.error?.kind == .dns, "\(failureSummary(missing))")
+            // rcode: the answer code is the check (blackbox_exporter's valid_rcodes).
+            let mustNotResolve = await run(try dns("{name: old.gone.internal, server: \"\(server)\", rcode: NXDOMAIN}"))
+            #expect(mustNotResolve.outcome == .ok, "\(failureSummary(mustNotResolve))")
+            let resolves = await run(try dns("{name: api.internal, server: \"\(server)\", rcode: nxdomain}"))
+            #expect(resolves.error?.kind == .assertion && resolves.error?.message.contains("answered NOERROR with answers [\"10.0.0.1\"], expected NXDOMAIN") == true, "\(failureSummary(resolves))")
             // 800+ bytes of TXT do not fit a 512-byte UDP answer: the client asks again over TCP.
             let truncated = await run(try dns("{name: big.internal, type: TXT, server: \"\(server)\", expect: \"\(big.joined())\"}"))
             #expect(truncated.outcome == .ok, "\(failureSummary(truncated))")
@@ -585,6 +590,7 @@ struct RealPlatformProbeTests {
             let started = ContinuousClock.now
             let timeout = await run(try dns("{name: api.internal, server: \"127.0.0.1:\(silentPort)\"}"))
             #expect(timeout.error?.kind == .timeout, "\(failureSummary(timeout))")
+            #expect(timeout.error?.message.contains("(waited ") == true, "\(failureSummary(timeout))")
             #expect(ContinuousClock.now - started < .seconds(6))
         }
     }

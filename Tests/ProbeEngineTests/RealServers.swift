@@ -182,6 +182,8 @@ enum RealServers {
             "--txt-record=info.internal,v=sonde1 hello",
             "--mx-host=mail.internal,mx1.internal,10",
             "--txt-record=big.internal,\(big)",
+            // Names under gone.internal do not exist (NXDOMAIN); others it refuses (no upstream).
+            "--local=/gone.internal/",
         ])
         return Dnsmasq(process: process, port: port)
     }

@@ -22,7 +22,8 @@ enum ScriptParser {
     static let failureCodeFields = ["code", "status", "body_contains", "body_matches"]
     static let tlsFields = ["ca_file", "cert", "key", "insecure"]
     static let tcpFields = ["host", "port", "send", "expect", "tls", "ip_version"]
-    static let dnsFields = ["name", "type", "server", "expect"]
+    static let dnsFields = ["name", "type", "server", "expect", "rcode"]
+    static let dnsRcodes = ["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED"]
     static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
     // Fields that take a mapping, with the names it accepts (nil: any name), for the
@@ -502,11 +503,23 @@ enum ScriptParser {
                     reader.report(value, here, "'\(text)' is not an IP address with an optional port (127.0.0.1:5353, [::1]:53, 10.0.0.2)")
                     valid = false
                 }
+            case "rcode":
+                guard let text = reader.string(value, here) else { valid = false; continue }
+                guard dnsRcodes.contains(text.uppercased()) else {
+                    reader.report(value, here, "unknown answer code '\(text)'; expected one of \(dnsRcodes.joined(separator: ", "))")
+                    valid = false
+                    continue
+                }
+                spec.rcode = text.uppercased()
             default:
                 for entry in reader.listOrOne(value) {
                     if let text = reader.template(entry, here, allowEmpty: false) { spec.expect.append(text) } else { valid = false }
                 }
             }
+        }
+        if let rcode = spec.rcode, rcode != "NOERROR", !spec.expect.isEmpty {
+            reader.report(node, path, "rcode \(rcode) has no answers, so 'expect' can never hold: remove one of them")
+            valid = false
         }
         return valid ? spec : nil
     }

@@ -134,6 +134,9 @@ struct DNSSpec: Sendable {
     var server: (host: String, port: Int)?
     /// Each must be among the answers.
     var expect: [Template]
+    /// `rcode: NXDOMAIN`: the answer code expected instead of answers (NOERROR, NXDOMAIN,
+    /// SERVFAIL, REFUSED), as blackbox_exporter's `valid_rcodes`.
+    var rcode: String?
 }
 
 struct HeaderTemplate: Sendable, Hashable {

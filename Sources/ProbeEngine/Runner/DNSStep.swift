@@ -26,18 +26,33 @@ extension StepExecution {
             let elapsed = (clock.now - started).milliseconds
             result.timings = PhaseTimings(dns: elapsed, total: elapsed)
             let records: [String]
+            // `rcode: NXDOMAIN`: the answer code is the check ("this name must not resolve").
+            if let expected = spec.rcode {
+                let got: String
+                switch answers {
+                case .success(let found): got = found.isEmpty ? "NOERROR" : "NOERROR with answers \(found.prefix(20))"
+                case .failure(let failure) where failure.rcode != nil: got = failure.rcode!
+                case .failure(let failure):
+                    throw StepFailure(failure.kind == .timeout ? .timeout : failure.kind == .connect ? .connect : .dns, "\(name) \(spec.type.rawValue): \(failure.message)")
+                }
+                if !got.hasPrefix(expected) {
+                    throw StepFailure(.assertion, "\(name) \(spec.type.rawValue) at \(server ?? "the system resolver"): answered \(got), expected \(expected)")
+                }
+            }
             switch answers {
             case .success(let found): records = found
+            case .failure where spec.rcode != nil: records = []
             case .failure(let failure):
                 let kind: ErrorKind = switch failure.kind {
                 case .dns: .dns
                 case .timeout: .timeout
                 case .connect: .connect
                 }
-                throw StepFailure(kind, "\(name) \(spec.type.rawValue): \(failure.message)")
+                let waited = kind == .timeout ? " (waited \(Int(elapsed)) ms)" : ""
+                throw StepFailure(kind, "\(name) \(spec.type.rawValue) at \(server ?? "the system resolver"): \(failure.message)\(waited)")
             }
-            if records.isEmpty {
-                throw StepFailure(.dns, "\(name) has no \(spec.type.rawValue) records")
+            if records.isEmpty, spec.rcode == nil {
+                throw StepFailure(.dns, "\(name) \(spec.type.rawValue) at \(server ?? "the system resolver"): no \(spec.type.rawValue) records")
             }
             let normalized = Set(records.map(Self.normalizedAnswer))
             for expected in spec.expect {
@@ -125,7 +140,8 @@ enum SystemResolver {
         let status = getaddrinfo(name, nil, &hints, &list)
         guard status == 0 else {
             let reason = String(cString: gai_strerror(status))
-            return .failure(DNSFailure(.dns, "the system resolver says: \(reason)"))
+            // EAI_NONAME: the name does not exist (or has no address of this family).
+            return .failure(DNSFailure(.dns, "the system resolver says: \(reason)", rcode: status == EAI_NONAME ? "NXDOMAIN" : nil))
         }
         defer { freeaddrinfo(list) }
         var answers: [String] = []

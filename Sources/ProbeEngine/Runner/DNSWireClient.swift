@@ -29,9 +29,12 @@ struct DNSFailure: Error, Sendable {
     enum Kind: Sendable { case dns, timeout, connect }
     var kind: Kind
     var message: String
-    init(_ kind: Kind, _ message: String) {
+    /// The server's answer code when it answered with an error (`NXDOMAIN`, `SERVFAIL`, …).
+    var rcode: String?
+    init(_ kind: Kind, _ message: String, rcode: String? = nil) {
         self.kind = kind
         self.message = message
+        self.rcode = rcode
     }
 }
 
@@ -138,10 +141,10 @@ enum DNSWireClient {
         }
         switch message[3] & 0x0F {
         case 0: break
-        case 3: return .failure(DNSFailure(.dns, "\(name) does not exist (NXDOMAIN)"))
-        case 2: return .failure(DNSFailure(.dns, "the server failed to answer for \(name) (SERVFAIL)"))
-        case 5: return .failure(DNSFailure(.dns, "the server refused the query for \(name) (REFUSED)"))
-        case let code: return .failure(DNSFailure(.dns, "the server answered with error code \(code) for \(name)"))
+        case 3: return .failure(DNSFailure(.dns, "\(name) does not exist (NXDOMAIN)", rcode: "NXDOMAIN"))
+        case 2: return .failure(DNSFailure(.dns, "the server failed to answer for \(name) (SERVFAIL)", rcode: "SERVFAIL"))
+        case 5: return .failure(DNSFailure(.dns, "the server refused the query for \(name) (REFUSED)", rcode: "REFUSED"))
+        case let code: return .failure(DNSFailure(.dns, "the server answered with error code \(code) for \(name)", rcode: "RCODE\(code)"))
         }
         guard u16(4) == 1, let question = readName(message, at: 12), question.next + 4 <= message.count,
             question.name == normalized(name), u16(question.next) == Int(type.code)
