@@ -34,6 +34,9 @@ public struct ProbeDefinition: Sendable {
     /// The probe's `labels`, carried in its results.
     public var labels: [String: String] { script.labels }
 
+    /// The environment variables its templates read (`${env:NAME}`).
+    public var environmentNames: Set<String> { script.secretEnvironment }
+
     /// A quarter of the interval, but not under 100 ms (nor over the interval).
     public static func defaultRetryInterval(_ interval: Duration) -> Duration {
         min(interval, max(interval / 4, .milliseconds(100)))

@@ -166,6 +166,26 @@ struct CommandTests {
         #expect(results[0].control == true)
     }
 
+    @Test("validate warns about an ${env:NAME} that is not set where it runs, and still passes")
+    func validateWarnsAboutUnsetEnvironment() async throws {
+        let dir = try TemporaryDirectory("validate-env")
+        defer { dir.remove() }
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        try """
+            name: login
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "https://example.com/", headers: {X-Key: "${env:SONDE_TEST_SURELY_UNSET_KEY}"}}
+            """.write(toFile: dir.file("probes/login.yaml"), atomically: true, encoding: .utf8)
+        let validate = try ChildProcess("sonde-agent", ["validate", "--probes", dir.file("probes")])
+        #expect(try await validate.waitForExit() == 0)
+        #expect(validate.stdoutLines.contains { $0.contains("SONDE_TEST_SURELY_UNSET_KEY") && $0.contains("is not set here") && $0.contains("in login") }, "\(validate.stdoutLines)")
+        #expect(validate.stdoutLines.last == "ok: 1 probes")
+    }
+
     @Test("once prints the scripts' warnings (insecure: true) on stderr, as validate does, and still runs them")
     func onceWarns() async throws {
         let dir = try TemporaryDirectory("once")

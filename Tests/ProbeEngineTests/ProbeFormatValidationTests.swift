@@ -36,6 +36,35 @@ struct ProbeFormatValidationTests {
         #expect(text.contains { $0.hasPrefix("p.yaml:13:32: steps[2].tcp.expct: unknown field 'expct'; did you mean 'expect'?") }, "\(text)")
     }
 
+    @Test("validate warns about checks that cannot hold: cert_valid_for on http:// or plain tcp, a body check on HEAD")
+    func checksThatCannotHold() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: plain
+                request: {url: "http://example.com/"}
+                assert: {cert_valid_for: 14d}
+              - name: head
+                request: {method: HEAD, url: "https://example.com/"}
+                assert: {body_contains: ok}
+              - name: tcp
+                tcp: {host: example.com, port: 25}
+                assert: {cert_valid_for: 14d}
+              - name: fine
+                request: {url: "http://example.com/", follow_redirects: true}
+                assert: {cert_valid_for: 14d}
+            """, file: "p.yaml", variables: [])
+        #expect(errors.isEmpty, "\(errors)")
+        let warnings = try #require(probe?.warnings).map(\.description)
+        #expect(warnings.count == 3, "\(warnings)")
+        #expect(warnings.contains { $0.hasPrefix("p.yaml:8:") && $0.contains("an http:// URL has no certificate") }, "\(warnings)")
+        #expect(warnings.contains { $0.hasPrefix("p.yaml:11:") && $0.contains("a HEAD response has no body") }, "\(warnings)")
+        #expect(warnings.contains { $0.hasPrefix("p.yaml:14:") && $0.contains("add tls: true") }, "\(warnings)")
+    }
+
     @Test("a negated key is never 'corrected' to its opposite (no_follow_redirects is not follow_redirects)")
     func negatedKeys() {
         let found = problems("""

@@ -1,5 +1,8 @@
 import ArgumentParser
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import ProbeEngine
 import SondeCore
 
@@ -43,6 +46,13 @@ struct ValidateCommand: AsyncParsableCommand {
             }
             // Warnings do not fail validation, but are worth a look.
             for warning in probes.flatMap(\.warnings) { print(warning) }
+            // `${env:NAME}` unset here fails every run as `script` where it is unset too; validate
+            // may run outside the agent's service environment, so this only warns.
+            let unset = Set(probes.flatMap { $0.environmentNames }).filter { getenv($0) == nil }
+            for name in unset.sorted() {
+                let users = probes.filter { $0.environmentNames.contains(name) }.map(\.name).sorted()
+                print("warning: environment variable \(name) (${env:\(name)} in \(users.joined(separator: ", "))) is not set here; the agent needs it where it runs")
+            }
         } catch {
             // Every file's warnings, also when some file has errors: fixing the errors first
             // should not be the only way to see them.

@@ -226,11 +226,34 @@ enum ScriptParser {
             default: break
             }
         }
+        if let assertNode = byKey["assert"] { warnChecksThatCannotHold(step, assertNode, NodeReader.join(path, "assert"), reader: &reader) }
         // Later steps may use what this one extracts.
         reader.scope.formUnion(extractedNames)
         guard valid, let name else { return nil }
         step.name = name
         return step
+    }
+
+    /// Checks that can only fail, written by mistake: warned about before the first run opens an
+    /// incident on a healthy service.
+    static func warnChecksThatCannotHold(_ step: ProbeStep, _ node: Node, _ path: String, reader: inout NodeReader) {
+        let checksCertificate = step.assertions.contains { if case .certValidFor = $0 { true } else { false } }
+        let bodyCheck = step.assertions.first { if case .bodyContains = $0 { true } else if case .bodyMatches = $0 { true } else { false } }
+        switch step.action {
+        case .request(let spec):
+            if checksCertificate, !spec.followRedirects, let url = spec.url.literal ?? spec.url.defaultValue, url.lowercased().hasPrefix("http://") {
+                reader.warn(node, NodeReader.join(path, "cert_valid_for"), "an http:// URL has no certificate, so cert_valid_for always fails")
+            }
+            if spec.method == "HEAD", let bodyCheck, step.poll == nil {
+                reader.warn(node, NodeReader.join(path, bodyCheck.fieldName), "a HEAD response has no body, so \(bodyCheck.fieldName) reads an empty one")
+            }
+        case .tcp(let spec):
+            if checksCertificate, spec.tls == nil {
+                reader.warn(node, NodeReader.join(path, "cert_valid_for"), "a tcp step without tls has no certificate, so cert_valid_for always fails; add tls: true")
+            }
+        default:
+            break
+        }
     }
 
     // MARK: - Request
