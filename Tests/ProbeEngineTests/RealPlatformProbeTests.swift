@@ -293,17 +293,14 @@ struct RealPlatformProbeTests {
             let folder = try TemporaryDirectory("sonde-chain")
             teardown.add { folder.remove() }
             let dir = folder.path
-            let certificates = try RealServers.certificates(in: dir, leaves: [("long", 90), ("soon", 5)])
-            let openssl = try RealServers.executable(["/usr/bin/openssl"], install: "apt-get install openssl")
-            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            _ = try RealServers.certificates(in: dir, leaves: [("long", 90), ("soon", 5)])
             // An intermediate CA valid 5 days, and a 90-day leaf under it.
-            try "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n".write(toFile: dir + "/ca.ext", atomically: true, encoding: .utf8)
-            try RealServers.run(openssl, ["req"] + ec + ["-keyout", "inter.key", "-out", "inter.csr", "-subj", "/CN=sonde-test-intermediate"], in: dir)
-            try RealServers.run(openssl, ["x509", "-req", "-in", "inter.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "inter.pem", "-days", "5", "-extfile", "ca.ext"], in: dir)
-            try RealServers.run(openssl, ["req"] + ec + ["-keyout", "under.key", "-out", "under.csr", "-subj", "/CN=localhost"], in: dir)
-            try RealServers.run(openssl, ["x509", "-req", "-in", "under.csr", "-CA", "inter.pem", "-CAkey", "inter.key", "-CAcreateserial", "-out", "under.pem", "-days", "90", "-extfile", "san.ext"], in: dir)
-            // A 2-day self-signed certificate no path uses, sent after the good leaf.
-            try RealServers.run(openssl, ["req", "-x509"] + ec + ["-keyout", "stray.key", "-out", "stray.pem", "-days", "2", "-subj", "/CN=sonde-test-stray"], in: dir)
+            try RealServers.sign(
+                "inter", subject: "/CN=sonde-test-intermediate", extensions: "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign",
+                days: 5, issuer: "ca", in: dir)
+            try RealServers.sign("under", subject: "/CN=localhost", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost", days: 90, issuer: "inter", in: dir)
+            // A 2-day certificate no path uses (its issuer is not the server's), sent after the good leaf.
+            try RealServers.sign("stray", subject: "/CN=sonde-test-stray", extensions: "subjectAltName=DNS:stray.invalid", days: 2, issuer: "inter", in: dir)
             func read(_ name: String) throws -> String { try String(contentsOfFile: dir + "/" + name, encoding: .utf8) }
             try (try read("under.pem") + read("inter.pem")).write(toFile: dir + "/under-chain.pem", atomically: true, encoding: .utf8)
             try (try read("long.pem") + read("stray.pem")).write(toFile: dir + "/long-stray.pem", atomically: true, encoding: .utf8)
@@ -315,27 +312,16 @@ struct RealPlatformProbeTests {
                 "server { listen 127.0.0.1:\(port) ssl; ssl_certificate \(dir)/\(cert); ssl_certificate_key \(dir)/\(key); location / { \(answer) } }\n"
             }
             chmod(dir, 0o755)
-            let config = """
-                daemon off;
-                worker_processes 1;
-                pid \(dir)/nginx.pid;
-                error_log \(dir)/error.log warn;
-                events { worker_connections 64; }
-                http {
-                    access_log off;
-                    client_body_temp_path \(dir)/body; proxy_temp_path \(dir)/proxy; fastcgi_temp_path \(dir)/fastcgi;
-                    uwsgi_temp_path \(dir)/uwsgi; scgi_temp_path \(dir)/scgi;
-                \(server(chainPort, "under-chain.pem", "under.key", "return 200 ok;"))
-                \(server(strayPort, "long-stray.pem", "long.key", "return 200 ok;"))
-                \(server(longPort, "long.pem", "long.key", "return 200 ok;"))
-                \(server(hopPort, "soon.pem", "soon.key", "return 302 https://127.0.0.1:\(longPort)/;"))
-                }
-                """
+            let config = RealServers.nginxConfig(
+                in: dir,
+                servers: server(chainPort, "under-chain.pem", "under.key", "return 200 ok;")
+                    + server(strayPort, "long-stray.pem", "long.key", "return 200 ok;")
+                    + server(longPort, "long.pem", "long.key", "return 200 ok;")
+                    + server(hopPort, "soon.pem", "soon.key", "return 302 https://127.0.0.1:\(longPort)/;"))
             try config.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
             let nginx = try ChildProcess(binary, ["-p", dir, "-c", dir + "/nginx.conf", "-e", dir + "/error.log"])
             teardown.add { await nginx.stop() }
             for port in [chainPort, strayPort, longPort, hopPort] { try await RealServers.waitForListener(port, "nginx (tls)", process: nginx) }
-            _ = certificates
 
             func probe(_ port: Int, follow: Bool = false) throws -> ProbeDefinition {
                 try makeProbe("""
@@ -432,11 +418,8 @@ struct RealPlatformProbeTests {
             let dir = folder.path
             _ = try RealServers.certificates(in: dir, leaves: [])
             let openssl = try RealServers.executable(["/usr/bin/openssl"], install: "apt-get install openssl")
-            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
             // A certificate for a name no resolver knows: only connect_to can reach it.
-            try "subjectAltName=DNS:api.sonde.invalid\n".write(toFile: dir + "/named.ext", atomically: true, encoding: .utf8)
-            try RealServers.run(openssl, ["req"] + ec + ["-keyout", "named.key", "-out", "named.csr", "-subj", "/CN=api.sonde.invalid"], in: dir)
-            try RealServers.run(openssl, ["x509", "-req", "-in", "named.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "named.pem", "-days", "30", "-extfile", "named.ext"], in: dir)
+            try RealServers.sign("named", subject: "/CN=api.sonde.invalid", extensions: "subjectAltName=DNS:api.sonde.invalid", days: 30, issuer: "ca", in: dir)
             let port = try RealServers.freePort()
             let server = try ChildProcess(openssl, ["s_server", "-quiet", "-accept", "127.0.0.1:\(port)", "-cert", dir + "/named.pem", "-key", dir + "/named.key", "-www"])
             teardown.add { await server.stop() }

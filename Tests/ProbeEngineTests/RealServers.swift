@@ -75,15 +75,22 @@ enum RealServers {
         let openssl = try executable(["/usr/bin/openssl"], install: "apt-get install openssl")
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         try run(openssl, ["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "365", "-subj", "/CN=sonde-test-ca"], in: directory)
-        try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: directory + "/san.ext", atomically: true, encoding: .utf8)
         for leaf in leaves {
-            try run(openssl, ["req"] + ec + ["-keyout", "\(leaf.name).key", "-out", "\(leaf.name).csr", "-subj", "/CN=localhost"], in: directory)
-            try run(openssl, [
-                "x509", "-req", "-in", "\(leaf.name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", "\(leaf.name).pem", "-days", "\(leaf.days)", "-extfile", "san.ext",
-            ], in: directory)
+            try sign(leaf.name, subject: "/CN=localhost", extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost", days: leaf.days, issuer: "ca", in: directory)
         }
         return Certificates(directory: directory)
+    }
+
+    /// `NAME.key` and `NAME.pem` in `directory`: a new EC key and its certificate, signed by
+    /// `ISSUER.pem`/`ISSUER.key`, with the given X.509v3 extensions (one per line).
+    static func sign(_ name: String, subject: String, extensions: String, days: Int, issuer: String, in directory: String) throws {
+        let openssl = try executable(["/usr/bin/openssl"], install: "apt-get install openssl")
+        try (extensions + "\n").write(toFile: directory + "/\(name).ext", atomically: true, encoding: .utf8)
+        try run(openssl, ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject], in: directory)
+        try run(openssl, [
+            "x509", "-req", "-in", "\(name).csr", "-CA", "\(issuer).pem", "-CAkey", "\(issuer).key", "-CAcreateserial",
+            "-out", "\(name).pem", "-days", "\(days)", "-extfile", "\(name).ext",
+        ], in: directory)
     }
 
     // MARK: - nginx
@@ -121,19 +128,7 @@ enum RealServers {
             """
         }
         let leafForMutual = leaves[0]
-        let config = """
-            daemon off;
-            worker_processes 1;
-            pid \(directory)/nginx.pid;
-            error_log \(directory)/error.log warn;
-            events { worker_connections 64; }
-            http {
-                access_log off;
-                client_body_temp_path \(directory)/body;
-                proxy_temp_path \(directory)/proxy;
-                fastcgi_temp_path \(directory)/fastcgi;
-                uwsgi_temp_path \(directory)/uwsgi;
-                scgi_temp_path \(directory)/scgi;
+        let config = nginxConfig(in: directory, servers: """
                 server {
                     listen 127.0.0.1:\(davPort);
                     root \(directory)/dav;
@@ -151,14 +146,34 @@ enum RealServers {
                     ssl_verify_client on;
                     location / { return 200 "client $ssl_client_s_dn\\n"; }
                 }
-            }
-            """
+            """)
         try config.write(toFile: directory + "/nginx.conf", atomically: true, encoding: .utf8)
         let process = try ChildProcess(binary, ["-p", directory, "-c", directory + "/nginx.conf", "-e", directory + "/error.log"])
         try await waitForListener(davPort, "nginx", process: process)
         for port in tlsPorts.values { try await waitForListener(port, "nginx (tls)", process: process) }
         try await waitForListener(mutualPort, "nginx (mutual tls)", process: process)
         return Nginx(process: process, davURL: "http://127.0.0.1:\(davPort)", tlsPorts: tlsPorts, mutualTLSPort: mutualPort)
+    }
+
+    /// A whole nginx config around `servers`: in the foreground, one worker, every path under
+    /// `directory`.
+    static func nginxConfig(in directory: String, servers: String) -> String {
+        """
+        daemon off;
+        worker_processes 1;
+        pid \(directory)/nginx.pid;
+        error_log \(directory)/error.log warn;
+        events { worker_connections 64; }
+        http {
+            access_log off;
+            client_body_temp_path \(directory)/body;
+            proxy_temp_path \(directory)/proxy;
+            fastcgi_temp_path \(directory)/fastcgi;
+            uwsgi_temp_path \(directory)/uwsgi;
+            scgi_temp_path \(directory)/scgi;
+        \(servers)
+        }
+        """
     }
 
     // MARK: - dnsmasq
