@@ -365,6 +365,7 @@ public struct WebhookDispatcher: Service {
             body: body, timeout: .milliseconds(Int(retry.timeout * 1000)), maxResponseBytes: 1 << 20)
         let failure: String
         var permanent = false
+        var retryAfter: Duration?
         do {
             let response = try await client.perform(request)
             if (200..<300).contains(response.status) {
@@ -389,6 +390,10 @@ public struct WebhookDispatcher: Service {
             }
             failure = "HTTP \(response.status)"
             permanent = Self.isPermanentRefusal(response.status)
+            // A receiver that asks for a pause (429, 503) gets at least that; an hour at most.
+            if response.status == 429 || response.status == 503 {
+                retryAfter = response.headers.value(for: "Retry-After").flatMap { RetryAfter.parse($0, now: Date()) }.map { min($0, .seconds(3600)) }
+            }
         } catch {
             if Task.isCancelled { return }
             failure = "\(error.kind.rawValue): \(error.message)"
@@ -411,7 +416,7 @@ public struct WebhookDispatcher: Service {
             }
             return
         }
-        let delay = Self.backoff(attempt: attempts, base: retry.base, cap: retry.cap)
+        let delay = max(Self.backoff(attempt: attempts, base: retry.base, cap: retry.cap), retryAfter.map { Double($0.components.seconds) } ?? 0)
         logger.warning(
             "Webhook delivery failed; will retry",
             metadata: ["error": .string(failure), "attempts": "\(attempts)", "retry.in_seconds": "\(String(format: "%.2f", delay))"])

@@ -96,6 +96,28 @@ struct WebhookTests {
         }
     }
 
+    /// A receiver that answers 429 with `Retry-After` (Slack, PagerDuty's rate limits) is not
+    /// tried again before that pause ends, whatever the backoff says.
+    @Test func aRateLimitedReceiversRetryAfterIsHonoured() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try LoopbackHTTPServer { _ in .respond(status: 429, headers: [("Retry-After", "40")], body: Data(#"{"status":"throttle"}"#.utf8)) }
+        defer { receiver.stop() }
+        let config = testConfig(dir: dir, agents: [], webhooks: [WebhookTarget(name: "ops", url: receiver.baseURL + "/hook", secret: "s")])
+        try await withCollector(config) { collector in
+            let response = try await post(collector, "/v1/alerts/test")
+            #expect(response.status == 202, "\(response.bodyText)")
+            let asked = Date()
+            try await waitUntil("the refusal recorded") {
+                try await collector.store.deliveries().contains { $0.attempts == 1 && $0.status != .delivered }
+            }
+            let delivery = try #require(try await collector.store.deliveries().first)
+            #expect(delivery.nextAttemptAt.timeIntervalSince(asked) >= 38, "next try in \(delivery.nextAttemptAt.timeIntervalSince(asked)) s")
+            #expect(delivery.lastError == "HTTP 429")
+            #expect(receiver.requests.count == 1)
+        }
+    }
+
     /// With `webhook_retry.poll` at an hour the dispatcher moves only when woken, and still every
     /// event arrives once: a test alert, its retries at their due times while the receiver
     /// answers 503, and the incident an evaluation opens.

@@ -2,13 +2,13 @@ import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
-import SondeCore
 
-/// The collector's `Retry-After` (RFC 9110 §10.2.3), on a 429 or 503.
-enum RetryAfter {
+/// A server's `Retry-After` (RFC 9110 §10.2.3), on a 429 or 503: the collector's to an agent's
+/// push, a webhook receiver's (Slack, PagerDuty, Alertmanager) to the collector's delivery.
+public enum RetryAfter {
     /// Whole seconds, or an HTTP-date in the IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`).
     /// Nil when it is neither (the uploader then uses its backoff); a date in the past is zero.
-    static func parse(_ value: String, now: Date) -> Duration? {
+    public static func parse(_ value: String, now: Date) -> Duration? {
         let text = value.trimmed()
         let digits = text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
         if !text.isEmpty, digits {
