@@ -366,6 +366,7 @@ public struct WebhookDispatcher: Service {
         let failure: String
         var permanent = false
         var retryAfter: Duration?
+        var rateLimited = false
         do {
             let response = try await client.perform(request)
             if (200..<300).contains(response.status) {
@@ -391,6 +392,7 @@ public struct WebhookDispatcher: Service {
             failure = "HTTP \(response.status)"
             permanent = Self.isPermanentRefusal(response.status)
             // A receiver that asks for a pause (429, 503) gets at least that; an hour at most.
+            rateLimited = response.status == 429
             if response.status == 429 || response.status == 503 {
                 retryAfter = response.headers.value(for: "Retry-After").flatMap { RetryAfter.parse($0, now: Date()) }.map { min($0, .seconds(3600)) }
             }
@@ -401,7 +403,9 @@ public struct WebhookDispatcher: Service {
         let attempts = delivery.attempts + 1
         metrics.webhookFailed()
         let age = -delivery.event.occurredAt.timeIntervalSinceNow
-        if permanent || attempts >= retry.maxAttempts || age >= retry.maxAge {
+        // Being rate limited says nothing against the event: it does not use up max_attempts
+        // (a burst of incidents would otherwise drop pages), only max_age bounds it.
+        if permanent || (attempts >= retry.maxAttempts && !rateLimited) || age >= retry.maxAge {
             let why =
                 permanent ? "refused with a non-retryable status" : attempts >= retry.maxAttempts ? "out of attempts (webhook_retry.max_attempts)" : "too old (webhook_retry.max_age)"
             do {

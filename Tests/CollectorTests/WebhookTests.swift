@@ -103,7 +103,8 @@ struct WebhookTests {
         defer { dir.remove() }
         let receiver = try LoopbackHTTPServer { _ in .respond(status: 429, headers: [("Retry-After", "40")], body: Data(#"{"status":"throttle"}"#.utf8)) }
         defer { receiver.stop() }
-        let config = testConfig(dir: dir, agents: [], webhooks: [WebhookTarget(name: "ops", url: receiver.baseURL + "/hook", secret: "s")])
+        var config = testConfig(dir: dir, agents: [], webhooks: [WebhookTarget(name: "ops", url: receiver.baseURL + "/hook", secret: "s")])
+        config.webhookMaxAttempts = 1
         try await withCollector(config) { collector in
             let response = try await post(collector, "/v1/alerts/test")
             #expect(response.status == 202, "\(response.bodyText)")
@@ -114,6 +115,7 @@ struct WebhookTests {
             let delivery = try #require(try await collector.store.deliveries().first)
             #expect(delivery.nextAttemptAt.timeIntervalSince(asked) >= 38, "next try in \(delivery.nextAttemptAt.timeIntervalSince(asked)) s")
             #expect(delivery.lastError == "HTTP 429")
+            #expect(delivery.status != .dead, "a rate limit does not use up max_attempts (1 here)")
             #expect(receiver.requests.count == 1)
         }
     }
