@@ -433,6 +433,7 @@ public struct CollectorAPI: Sendable {
     }
 
     func redrive(eventID: String, target: String?) async throws -> Response {
+        try await refuseStaleTrigger(eventID: eventID, target: target)
         let targets = try await store.redrive(eventID: eventID, target: target)
         guard !targets.isEmpty else {
             throw APIError.notFound("no dead letter for event \"\(eventID)\"\(target.map { " and target \"\($0)\"" } ?? ""); `sonde alert dead-letters` lists them")
@@ -440,6 +441,26 @@ public struct CollectorAPI: Sendable {
         outbox.fire()
         logger.notice("Dead letters re-driven", metadata: ["event.id": .string(eventID), "targets": .string(targets.joined(separator: ","))])
         return JSONResponse.make(RedriveResponse(eventID: eventID, targets: targets))
+    }
+
+    /// PagerDuty and Alertmanager keep one alert per incident: a redriven `incident.opened` or
+    /// `incident.updated` of an incident resolved since would open a page that nothing resolves.
+    /// Refused for those targets; other formats (a chat message, a JSON log) take it.
+    /// (An event's id is its incident's id and a sequence number.)
+    func refuseStaleTrigger(eventID: String, target: String?) async throws {
+        guard let dot = eventID.lastIndex(of: "."), let incident = try await store.incident(id: String(eventID[..<dot])), incident.resolvedAt != nil else {
+            return
+        }
+        let stateful = Set(settings.webhooks.filter { $0.format == .pagerduty || $0.format == .alertmanager }.map(\.name))
+        let stale = try await store.deadLetters(limit: 10_000).filter {
+            $0.eventID == eventID && ["incident.opened", "incident.updated"].contains($0.eventType) && stateful.contains($0.target)
+                && (target == nil || $0.target == target)
+        }
+        guard let first = stale.first else { return }
+        throw APIError(
+            .conflict, "incident_resolved",
+            "incident \(incident.id) is resolved; re-sending its \(first.eventType) to \(stale.map(\.target).joined(separator: ", ")) (pagerduty/alertmanager) "
+                + "would open a page for an outage that is over, and nothing would resolve it. Redrive other targets with ?target=NAME, or leave it.")
     }
 
     func prometheus() async -> Response {

@@ -262,6 +262,21 @@ public struct WebhookDispatcher: Service {
     }
 
     /// Capped exponential backoff with ±20 % jitter: base·2^(attempt−1), at most `cap`.
+    /// What a refusing receiver said, for the log and the dead-letter list (PagerDuty's 400
+    /// names the bad field, Slack's says `invalid_blocks`): the start of its body on one line,
+    /// printable characters only, and never our own credentials should it echo them.
+    static func reason(in body: Data, hiding secrets: [String]) -> String {
+        // Redacted before it is cut, so no part of a secret survives at the cut (the body is at
+        // most the request's 1 MiB response cap).
+        var text = String(decoding: body, as: UTF8.self)
+        for secret in secrets where secret.count >= 4 { text = text.replacingOccurrences(of: secret, with: "[redacted]") }
+        text = String(text.prefix(600))
+        let line = String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
+            .split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+        guard !line.isEmpty else { return "" }
+        return ": " + (line.count > 200 ? String(line.prefix(200)) + "…" : line)
+    }
+
     static func backoff(attempt: Int, base: TimeInterval, cap: TimeInterval) -> TimeInterval {
         let exponential = base * pow(2, Double(max(0, attempt - 1)))
         let capped = min(cap, exponential)
@@ -389,7 +404,7 @@ public struct WebhookDispatcher: Service {
                 sentLabels = sentLabels.filter { !$0.value.isEmpty }
                 return
             }
-            failure = "HTTP \(response.status)"
+            failure = "HTTP \(response.status)" + Self.reason(in: response.body, hiding: [target.routingKey, target.secret].compactMap { $0 })
             permanent = Self.isPermanentRefusal(response.status)
             // A receiver that asks for a pause (429, 503) gets at least that; an hour at most.
             rateLimited = response.status == 429

@@ -91,6 +91,53 @@ struct PagerDutyTests {
         }
     }
 
+    /// A trigger PagerDuty refused is dead-lettered with PagerDuty's reason (never the routing
+    /// key, even echoed); once its incident has resolved, redriving that trigger to PagerDuty is
+    /// refused: it would open a page for an outage that is over.
+    @Test func aDeadLetteredTriggerOfAResolvedIncidentIsNotRedriven() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let key = "R0UT1NGKEY0123456789abcdefabcdef"
+        let refusing = Mutex(true)
+        let accepted = Mutex<[String]>([])
+        let receiver = try LoopbackHTTPServer { request in
+            let body = (try? JSONSerialization.jsonObject(with: request.body)) as? [String: Any] ?? [:]
+            if refusing.withLock({ $0 }) {
+                return .json(400, #"{"status":"invalid event","message":"Event object is invalid","errors":["routing_key \#(key) is unknown"]}"#)
+            }
+            accepted.withLock { $0.append(body["event_action"] as? String ?? "") }
+            return .json(202, #"{"status":"success"}"#)
+        }
+        defer { receiver.stop() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        var config = testConfig(
+            dir: dir, agents: agents,
+            webhooks: [WebhookTarget(name: "pd", url: receiver.baseURL + "/v2/enqueue", secret: "unused-by-pagerduty", format: .pagerduty, routingKey: key)])
+        config.components = ["login"]
+        try await withCollector(config) { collector in
+            func push(_ outcome: Outcome) async throws {
+                for agent in agents { _ = try await agent.push(agent.batch([agent.result(outcome: outcome, startedAt: Date(), code: outcome == .failed ? "http_500" : nil)]), to: collector) }
+            }
+            try await waitUntil("the trigger dead-lettered", timeout: .seconds(60)) {
+                try await push(.failed)
+                return try decode(DeadLettersResponse.self, try await get(collector, "/v1/alerts/dead-letters")).deadLetters.contains { $0.eventType == "incident.opened" }
+            }
+            let letters = try decode(DeadLettersResponse.self, try await get(collector, "/v1/alerts/dead-letters")).deadLetters
+            let letter = try #require(letters.first { $0.eventType == "incident.opened" })
+            #expect(letter.lastError.hasPrefix("HTTP 400: {\"status\":\"invalid event\",\"message\":\"Event object is invalid\""), "\(letter.lastError)")
+            #expect(letter.lastError.contains("routing_key [redacted] is unknown") && !letter.lastError.contains(key), "\(letter.lastError)")
+            refusing.withLock { $0 = false }
+            try await waitUntil("the incident resolved and its resolve sent", timeout: .seconds(90)) {
+                try await push(.ok)
+                return accepted.withLock { $0.contains("resolve") }
+            }
+            let redrive = try await post(collector, "/v1/alerts/dead-letters/\(letter.eventID)/redrive?target=pd")
+            #expect(redrive.status == 409 && redrive.bodyText.contains("incident_resolved"), "\(redrive.status) \(redrive.bodyText)")
+            let still = try decode(DeadLettersResponse.self, try await get(collector, "/v1/alerts/dead-letters")).deadLetters
+            #expect(still.contains { $0.eventID == letter.eventID }, "the trigger stays a dead letter, not re-queued")
+        }
+    }
+
     /// The probes' `labels` ride along in every format: the json event's `labels`, a Slack
     /// `Labels:` line, PagerDuty's `custom_details.labels`. Probes that disagree on a label's
     /// value give both values, sorted.

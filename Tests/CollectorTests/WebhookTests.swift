@@ -114,7 +114,7 @@ struct WebhookTests {
             }
             let delivery = try #require(try await collector.store.deliveries().first)
             #expect(delivery.nextAttemptAt.timeIntervalSince(asked) >= 38, "next try in \(delivery.nextAttemptAt.timeIntervalSince(asked)) s")
-            #expect(delivery.lastError == "HTTP 429")
+            #expect(delivery.lastError == #"HTTP 429: {"status":"throttle"}"#, "the receiver's reason is kept")
             #expect(delivery.status != .dead, "a rate limit does not use up max_attempts (1 here)")
             #expect(receiver.requests.count == 1)
         }
