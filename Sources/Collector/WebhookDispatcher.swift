@@ -148,6 +148,12 @@ enum WebhookPayload {
         return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
     }
 
+    /// A PagerDuty resolve of the alert keyed `dedupKey`.
+    static func pagerDutyResolve(dedupKey: String, routingKey: String) -> Data {
+        let message: [String: Any] = ["routing_key": routingKey, "event_action": "resolve", "dedup_key": String(dedupKey.prefix(255)), "client": "Sonde"]
+        return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    }
+
     /// An incident's severity as alerting tools name it: major_outage → critical, partial_outage
     /// → error, degraded_performance → warning; anything else → info.
     static func severity(_ status: String?) -> String {
@@ -402,6 +408,18 @@ public struct WebhookDispatcher: Service {
                 }
                 sentLabels.merge(alertmanagerSent) { $1 }
                 sentLabels = sentLabels.filter { !$0.value.isEmpty }
+                // A test alert proves the route; in PagerDuty it would stay an open incident
+                // for someone to close by hand. Resolve it at once (as Alertmanager's test
+                // alert ends by its endsAt). Best effort: the test itself was delivered.
+                if target.format == .pagerduty, delivery.event.type == AlertEventType.test.rawValue {
+                    var resolve = request
+                    resolve.body = WebhookPayload.pagerDutyResolve(dedupKey: delivery.event.id, routingKey: target.routingKey ?? "")
+                    resolve.headers.removeAll { $0.name == WebhookSignature.header }
+                    let answer = try? await client.perform(resolve)
+                    if !(200..<300).contains(answer?.status ?? 0) {
+                        logger.warning("The PagerDuty test alert was delivered but not resolved; resolve it in PagerDuty", metadata: ["http.status": "\(answer?.status ?? 0)"])
+                    }
+                }
                 return
             }
             failure = "HTTP \(response.status)" + Self.reason(in: response.body, hiding: [target.routingKey, target.secret].compactMap { $0 })

@@ -91,6 +91,25 @@ struct PagerDutyTests {
         }
     }
 
+    /// A test alert reaches PagerDuty as a trigger and is resolved at once: it proves the
+    /// route without leaving an open incident for someone to close.
+    @Test func aTestAlertIsTriggeredThenResolved() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try PagerDutyReceiver()
+        defer { receiver.server.stop() }
+        let config = testConfig(
+            dir: dir, agents: [],
+            webhooks: [WebhookTarget(name: "pd", url: receiver.url, secret: "unused-by-pagerduty", format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef")])
+        try await withCollector(config) { collector in
+            let response = try await post(collector, "/v1/alerts/test")
+            let id = try decode(AlertTestResponse.self, response).eventID
+            try await waitUntil("the test alert triggered and resolved") { receiver.events.count >= 2 }
+            #expect(receiver.events.map { $0["event_action"] as? String ?? "" } == ["trigger", "resolve"])
+            #expect(receiver.events.allSatisfy { $0["dedup_key"] as? String == id })
+        }
+    }
+
     /// A trigger PagerDuty refused is dead-lettered with PagerDuty's reason (never the routing
     /// key, even echoed); once its incident has resolved, redriving that trigger to PagerDuty is
     /// refused: it would open a page for an outage that is over.
