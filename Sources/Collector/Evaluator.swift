@@ -77,7 +77,12 @@ public actor CorrelationHub {
         adoptedEpoch = epoch
         // `latest` stays until the evaluation that follows at once.
         engine.adoptStoredDecisions(openIncidents: stored.openIncidents, agentStates: stored.agentStates, resolvedByPeople: stored.resolvedByPeople)
+        engine.countSilenceFromTakeover(clock.now().addingTimeInterval(Self.heldPushAllowance))
     }
+
+    /// How long an agent's push may be held by a frozen leader before the agent gives up and
+    /// sends it again, to us: the agent's default push time-out.
+    static let heldPushAllowance: TimeInterval = 10
 
     func evaluate() -> CorrelationOutput {
         let output = engine.evaluate(now: clock.now())

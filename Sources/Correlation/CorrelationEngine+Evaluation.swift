@@ -357,7 +357,7 @@ extension CorrelationEngine {
                 excluded[a] = true
                 continue
             }
-            let last = agentLastReceived[a]
+            let last = max(agentLastReceived[a], agentSilenceCountedFrom[a])
             if last == -.infinity || t - last > Self.silenceThreshold(interval: agentInterval[a], cfg) {
                 excluded[a] = true
                 silent[a] = true

@@ -28,6 +28,22 @@ extension CorrelationEngine {
         restoreResolvedByPeople(resolvedByPeople)
     }
 
+    /// A take-over follows the last leader's death, freeze or loss of its database: results
+    /// pushed to it meanwhile were never stored, and an agent's push held by a frozen leader is
+    /// sent again only after the agent's push time-out. That silence is the collector's, not the
+    /// agents': an agent the last leader did not judge silent has its silence counted from
+    /// `date` (the take-over plus that time-out), so no `agent.silent` pages for a fleet that was
+    /// pushing all along. One the last leader judged silent stays so.
+    public mutating func countSilenceFromTakeover(_ date: Date) {
+        let from = date.timeIntervalSince1970
+        for (agent, state) in restoredHealth where state.state != .silent {
+            if let a = agentIndex[agent].map(Int.init) { agentSilenceCountedFrom[a] = max(agentSilenceCountedFrom[a], from) }
+        }
+        for a in agentIDs.indices where restoredHealth[agentIDs[a]] == nil {
+            agentSilenceCountedFrom[a] = max(agentSilenceCountedFrom[a], from)
+        }
+    }
+
     /// The stored open incidents, one per component (the most recently opened).
     mutating func restoreOpenIncidents(_ incidents: [Incident]) {
         for incident in incidents where incident.status != .resolved {

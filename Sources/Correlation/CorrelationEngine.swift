@@ -96,6 +96,9 @@ public struct CorrelationEngine: Sendable {
     var agentRegion: [Int32] = []
     var agentRevoked: [Bool] = []
     var agentLastReceived: [Double] = []
+    /// From when an agent's silence is counted when that is later than its last result: a new
+    /// leader's take-over (see `countSilenceFromTakeover`).
+    var agentSilenceCountedFrom: [Double] = []
     var agentHasNewData: [Bool] = []
     var agentCleanStreak: [Int32] = []
     /// Agents seen with a failing control probe whose episode has not ended yet.
@@ -365,6 +368,7 @@ public struct CorrelationEngine: Sendable {
         agentRegion.append(internRegion(region))
         agentRevoked.append(false)
         agentLastReceived.append(-.infinity)
+        agentSilenceCountedFrom.append(-.infinity)
         agentHasNewData.append(false)
         agentCleanStreak.append(0)
         agentOffset.append(0)

@@ -63,4 +63,33 @@ import Testing
         #expect(fleet.events.filter { $0.type == .incidentOpened }.count == 1)
         #expect(Set(fleet.events.map(\.id)).count == fleet.events.count)
     }
+
+    /// The last leader froze (or lost its database) with the fleet healthy: pushes held by it,
+    /// or refused while the database was down, are no agent's silence. The new leader counts
+    /// silence from the take-over plus the agents' push time-out: no `agent.silent` for agents
+    /// that were pushing all along; an agent that stays quiet past that is silent as ever.
+    @Test func aTakeOverCountsSilenceFromItselfNotFromTheFrozenLeader() throws {
+        var fleet = FleetSimulation()
+        fleet.step(seconds: 30)
+        var standby = Self.standby(of: fleet, every: 3)
+        let stored = (incidents: fleet.engine.openIncidents, agents: fleet.engine.agentHealth)
+        #expect(stored.agents.allSatisfy { $0.state == .ok })
+        // Frozen for 4 s before the take-over; the agents' pushes wait on it 10 s in all.
+        let frozenAt = fleet.now
+        let takeover = frozenAt.addingTimeInterval(4)
+        standby.adoptStoredDecisions(openIncidents: stored.incidents, agentStates: stored.agents, resolvedByPeople: [])
+        standby.countSilenceFromTakeover(takeover.addingTimeInterval(10))
+        var events: [AlertEvent] = []
+        for second in stride(from: 4.0, through: 14, by: 1) {
+            events += standby.evaluate(now: frozenAt.addingTimeInterval(second)).events
+        }
+        #expect(!events.contains { $0.type == .agentSilent }, "\(events.map(\.id))")
+        // Without the take-over's count, the same 14 s of quiet would page: 2 s probes, silent after 3 intervals.
+        var unexcused = Self.standby(of: fleet, every: 3)
+        unexcused.adoptStoredDecisions(openIncidents: stored.incidents, agentStates: stored.agents, resolvedByPeople: [])
+        #expect(unexcused.evaluate(now: frozenAt.addingTimeInterval(14)).events.contains { $0.type == .agentSilent })
+        // Quiet for good: silent one window after the count started.
+        let later = standby.evaluate(now: takeover.addingTimeInterval(10 + 60)).events
+        #expect(later.filter { $0.type == .agentSilent }.count == fleet.agents.count)
+    }
 }
