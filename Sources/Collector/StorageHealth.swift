@@ -22,6 +22,8 @@ final class StorageHealth: Sendable {
         self.logger = logger
     }
 
+    static let checkLimit: Duration = .seconds(1)
+
     func ingestFailed() { state.withLock { $0.ingestFailedAt = .now } }
     func ingestSucceeded() { state.withLock { $0.ingestFailedAt = nil } }
 
@@ -34,10 +36,16 @@ final class StorageHealth: Sendable {
             return nil
         }
         if let cached { return cached }
+        // A database that does not answer (down, or its connection pool waiting to reconnect)
+        // is as unhealthy as one that refuses: answer in a second, so a load balancer's check
+        // sees 503 rather than its own time-out.
         var writable = true
-        do { try await store.checkWritable() } catch {
+        let store = store
+        do { try await withDeadline(Self.checkLimit) { try await store.checkWritable() } } catch {
             writable = false
-            logger.error("Storage cannot take writes; /healthz answers 503", metadata: ["error": "\(error)"])
+            logger.error(
+                "Storage cannot take writes; /healthz answers 503",
+                metadata: ["error": "\(error is DeadlineExceeded ? "no answer within \(Self.checkLimit)" : "\(error)")"])
         }
         return state.withLock { state in
             state.checkedAt = now

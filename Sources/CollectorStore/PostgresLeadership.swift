@@ -144,14 +144,14 @@ public final class PostgresLeadership: Sendable {
     }
 }
 
-struct DeadlineExceeded: Error, CustomStringConvertible {
-    var description: String { "no answer in time" }
+public struct DeadlineExceeded: Error, CustomStringConvertible {
+    public var description: String { "no answer in time" }
 }
 
 /// Runs `body`, throwing `DeadlineExceeded` when it takes longer than `limit`. Returns at the
 /// deadline even when `body` ignores cancellation (a query on a connection that went silent):
 /// `body` is cancelled and left to end on its own; the caller then closes what it used.
-func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+public func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     let race = DeadlineRace<T>()
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in

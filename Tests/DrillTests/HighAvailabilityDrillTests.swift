@@ -553,6 +553,11 @@ struct WebhookAudit {
             // The partitioned one says standby.
             let view = await cluster.status(leader)?.cluster
             #expect(view?.role == "standby")
+            // Its health check answers 503 at once instead of hanging on the silent database, so a
+            // load balancer sees it down rather than its own time-out.
+            let asked = clock.now
+            let health = try? await cluster.client.perform(HTTPRequest(url: leader.baseURL + "/healthz", timeout: .seconds(5)))
+            #expect(health?.status == 503 && asked.duration(to: clock.now) < .seconds(2), "healthz \(health?.status ?? 0) after \(asked.duration(to: clock.now))")
             // Healed: it stays standby; the other keeps leading.
             leader.relay.signal(SIGCONT)
             try await waitUntil("the healed collector to see the other lead", timeout: .seconds(20), every: .milliseconds(100)) {
