@@ -50,6 +50,11 @@ final class PagerDutyReceiver: Sendable {
 
 @Suite("PagerDuty", .serialized)
 struct PagerDutyTests {
+    /// One run of every agent's login probe, failed (http_500) or ok, pushed now.
+    static func push(_ outcome: Outcome, from agents: [TestAgent], to collector: RunningCollector) async throws {
+        for agent in agents { _ = try await agent.push(agent.batch([agent.result(outcome: outcome, startedAt: Date(), code: outcome == .failed ? "http_500" : nil)]), to: collector) }
+    }
+
     /// A platform outage triggers one PagerDuty alert keyed by the incident; recovery resolves
     /// that same alert; an agent's local fault pages nobody.
     @Test func incidentTriggersAndResolvesOneAlert() async throws {
@@ -64,9 +69,7 @@ struct PagerDutyTests {
             webhooks: [WebhookTarget(name: "pd", url: receiver.url, secret: "unused-by-pagerduty", format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef")])
         config.components = ["login"]
         try await withCollector(config) { collector in
-            func push(_ outcome: Outcome) async throws {
-                for agent in agents { _ = try await agent.push(agent.batch([agent.result(outcome: outcome, startedAt: Date(), code: outcome == .failed ? "http_500" : nil)]), to: collector) }
-            }
+            func push(_ outcome: Outcome) async throws { try await Self.push(outcome, from: agents, to: collector) }
             try await waitUntil("a trigger for the login incident", timeout: .seconds(60)) {
                 try await push(.failed)
                 return receiver.events.contains { $0["event_action"] as? String == "trigger" }
@@ -134,9 +137,7 @@ struct PagerDutyTests {
             webhooks: [WebhookTarget(name: "pd", url: receiver.baseURL + "/v2/enqueue", secret: "unused-by-pagerduty", format: .pagerduty, routingKey: key)])
         config.components = ["login"]
         try await withCollector(config) { collector in
-            func push(_ outcome: Outcome) async throws {
-                for agent in agents { _ = try await agent.push(agent.batch([agent.result(outcome: outcome, startedAt: Date(), code: outcome == .failed ? "http_500" : nil)]), to: collector) }
-            }
+            func push(_ outcome: Outcome) async throws { try await Self.push(outcome, from: agents, to: collector) }
             try await waitUntil("the trigger dead-lettered", timeout: .seconds(60)) {
                 try await push(.failed)
                 return try decode(DeadLettersResponse.self, try await get(collector, "/v1/alerts/dead-letters")).deadLetters.contains { $0.eventType == "incident.opened" }
