@@ -47,9 +47,6 @@ static inline CURLcode sonde_curl_getinfo_string(CURL *handle, CURLINFO info, ch
 static inline CURLcode sonde_curl_getinfo_slist(CURL *handle, CURLINFO info, struct curl_slist **value) {
     return curl_easy_getinfo(handle, info, value);
 }
-static inline CURLcode sonde_curl_getinfo_certinfo(CURL *handle, struct curl_certinfo **value) {
-    return curl_easy_getinfo(handle, CURLINFO_CERTINFO, value);
-}
 static inline CURLcode sonde_curl_getinfo_socket(CURL *handle, curl_socket_t *value) {
     return curl_easy_getinfo(handle, CURLINFO_ACTIVESOCKET, value);
 }

@@ -36,10 +36,7 @@ extension CorrelationEngine {
     /// pushing all along. One the last leader judged silent stays so.
     public mutating func countSilenceFromTakeover(_ date: Date) {
         let from = date.timeIntervalSince1970
-        for (agent, state) in restoredHealth where state.state != .silent {
-            if let a = agentIndex[agent].map(Int.init) { agentSilenceCountedFrom[a] = max(agentSilenceCountedFrom[a], from) }
-        }
-        for a in agentIDs.indices where restoredHealth[agentIDs[a]] == nil {
+        for a in agentIDs.indices where restoredHealth[agentIDs[a]]?.state != .silent {
             agentSilenceCountedFrom[a] = max(agentSilenceCountedFrom[a], from)
         }
     }

@@ -31,11 +31,10 @@ final class CertificateExpiry {
     }
 }
 
-/// An option curl refused while a handle was set up.
+/// An option curl refused while a handle was set up (the handle's setup describes it).
 struct CurlSetupError: Error {
     var code: CURLcode
     var what: String
-    var message: String { "curl rejected \(what): \(String(cString: curl_easy_strerror(code)))" }
 }
 
 /// A probe's TLS files, loaded as libcurl will load them, so that a file that is not a PEM

@@ -33,7 +33,7 @@ extension StepExecution {
                 case .success(let found): got = found.isEmpty ? "NOERROR" : "NOERROR with answers \(found.prefix(20))"
                 case .failure(let failure) where failure.rcode != nil: got = failure.rcode!
                 case .failure(let failure):
-                    throw StepFailure(failure.kind == .timeout ? .timeout : failure.kind == .connect ? .connect : .dns, "\(name) \(spec.type.rawValue): \(failure.message)")
+                    throw StepFailure(failure.errorKind, "\(name) \(spec.type.rawValue): \(failure.message)")
                 }
                 if !got.hasPrefix(expected) {
                     throw StepFailure(.assertion, "\(name) \(spec.type.rawValue) at \(server ?? "the system resolver"): answered \(got), expected \(expected)")
@@ -43,11 +43,7 @@ extension StepExecution {
             case .success(let found): records = found
             case .failure where spec.rcode != nil: records = []
             case .failure(let failure):
-                let kind: ErrorKind = switch failure.kind {
-                case .dns: .dns
-                case .timeout: .timeout
-                case .connect: .connect
-                }
+                let kind = failure.errorKind
                 let waited = kind == .timeout ? " (waited \(Int(elapsed)) ms)" : ""
                 throw StepFailure(kind, "\(name) \(spec.type.rawValue) at \(server ?? "the system resolver"): \(failure.message)\(waited)")
             }

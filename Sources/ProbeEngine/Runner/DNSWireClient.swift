@@ -31,6 +31,15 @@ struct DNSFailure: Error, Sendable {
     var message: String
     /// The server's answer code when it answered with an error (`NXDOMAIN`, `SERVFAIL`, …).
     var rcode: String?
+    /// The run's error kind for it.
+    var errorKind: ErrorKind {
+        switch kind {
+        case .dns: .dns
+        case .timeout: .timeout
+        case .connect: .connect
+        }
+    }
+
     init(_ kind: Kind, _ message: String, rcode: String? = nil) {
         self.kind = kind
         self.message = message
