@@ -17,12 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# httpbin (PyPI) for the probe-format tests, in a venv of its own (SONDE_HTTPBIN_VENV overrides).
+# httpbin and aiosmtpd (PyPI) for the probe-format tests (HTTP, and SMTP with STARTTLS for tcp
+# dialogues), in a venv of their own (SONDE_HTTPBIN_VENV overrides).
 venv="${SONDE_HTTPBIN_VENV:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache/sonde/httpbin-venv}"
-if [ ! -x "$venv/bin/gunicorn" ] || ! "$venv/bin/python" -c "import httpbin" >/dev/null 2>&1; then
-  echo "install-deps: installing httpbin and gunicorn into $venv"
+if [ ! -x "$venv/bin/gunicorn" ] || ! "$venv/bin/python" -c "import httpbin, aiosmtpd" >/dev/null 2>&1; then
+  echo "install-deps: installing httpbin, gunicorn and aiosmtpd into $venv"
   /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q httpbin gunicorn
+  "$venv/bin/pip" install -q httpbin gunicorn aiosmtpd
 fi
 
 if ! command -v swift >/dev/null 2>&1; then

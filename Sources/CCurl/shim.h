@@ -142,4 +142,61 @@ static inline int sonde_tls_check_files(const char *ca_file, const char *cert, c
     return failed;
 }
 
+// STARTTLS for `tcp` steps: libcurl's connect-only connections cannot switch to TLS part-way, so
+// the upgrade is OpenSSL's, on the socket libcurl connected, with the same choices libcurl makes
+// for requests: its CA file and directory unless a probe names one, peer and host name checks
+// unless `insecure`, SNI for names (not addresses), the probe's client certificate and key, and
+// the verified chain recorded by `sonde_tls_verify`. Returns NULL with OpenSSL's reason on
+// failure; the caller drives the handshake (non-blocking) and frees the SSL with SSL_free.
+static inline SSL *sonde_starttls_new(int fd, const char *host, int host_is_address, int verify,
+                                      const char *ca_file, const char *ca_path, const char *cert,
+                                      const char *key, sonde_tls_chain *record, char *reason, size_t size) {
+    ERR_clear_error();
+    reason[0] = 0;
+    memset(record, 0, sizeof *record);
+    SSL_CTX *context = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    const char *failed = NULL;
+    if (context == NULL) { snprintf(reason, size, "out of memory"); return NULL; }
+    SSL_CTX_set_app_data(context, record);
+    SSL_CTX_set_default_passwd_cb(context, sonde_tls_no_passphrase);
+    SSL_CTX_set_verify(context, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, sonde_tls_verify);
+    if ((ca_file != NULL || ca_path != NULL) && SSL_CTX_load_verify_locations(context, ca_file, ca_path) != 1) failed = "loading the CA certificates";
+    else if (ca_file == NULL && ca_path == NULL && SSL_CTX_set_default_verify_paths(context) != 1) failed = "loading the system CA certificates";
+    else if (cert != NULL && SSL_CTX_use_certificate_chain_file(context, cert) != 1) failed = "loading the client certificate";
+    else if (key != NULL && SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) != 1) failed = "loading the client key";
+    else if ((ssl = SSL_new(context)) == NULL) failed = "creating the TLS session";
+    else if (SSL_set_fd(ssl, fd) != 1) failed = "attaching the socket";
+    else if (!host_is_address && SSL_set_tlsext_host_name(ssl, host) != 1) failed = "setting the server name (SNI)";
+    else if (verify && !host_is_address && SSL_set1_host(ssl, host) != 1) failed = "setting the host name to check";
+    else if (verify && host_is_address && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1) failed = "setting the address to check";
+    SSL_CTX_free(context); // the session holds its own reference
+    if (failed != NULL) {
+        unsigned long error = ERR_peek_last_error();
+        char detail[200] = "";
+        if (error != 0) ERR_error_string_n(error, detail, sizeof detail);
+        snprintf(reason, size, "%s failed%s%s", failed, detail[0] ? ": " : "", detail);
+        if (ssl != NULL) SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    return ssl;
+}
+
+// Why a STARTTLS handshake or TLS read/write failed: the certificate check's verdict when that
+// is what failed, else OpenSSL's last error.
+static inline void sonde_tls_failure(SSL *ssl, char *reason, size_t size) {
+    long verdict = SSL_get_verify_result(ssl);
+    unsigned long error = ERR_peek_last_error();
+    if (verdict != X509_V_OK && ERR_GET_REASON(error) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        snprintf(reason, size, "certificate verify failed: %s", X509_verify_cert_error_string(verdict));
+    } else if (error != 0) {
+        ERR_error_string_n(error, reason, size);
+    } else {
+        snprintf(reason, size, "the connection closed during the TLS exchange");
+    }
+    ERR_clear_error();
+}
+
 #endif

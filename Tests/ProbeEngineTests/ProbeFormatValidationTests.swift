@@ -65,6 +65,58 @@ struct ProbeFormatValidationTests {
         #expect(warnings.contains { $0.hasPrefix("p.yaml:14:") && $0.contains("add tls: true") }, "\(warnings)")
     }
 
+    @Test("query_response: entries checked with line and column; a STARTTLS dialogue carries a certificate; send/expect beside it, two upgrades, two answers in one entry are errors")
+    func queryResponse() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: mail
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: smtp
+                tcp:
+                  host: mail.example.com
+                  port: 587
+                  query_response:
+                    - expect_matches: "^220 "
+                    - {send: "EHLO probe\\r\\n", expect: "250"}
+                    - {expect_matches: "^250-STARTTLS", send: "STARTTLS\\r\\n"}
+                    - {expect: "220", starttls: true}
+                assert: {cert_valid_for: 14d}
+            """, file: "p.yaml", variables: [])
+        #expect(errors.isEmpty, "\(errors)")
+        let spec = try #require(probe.flatMap { if case .tcp(let spec) = $0.script.steps[0].action { spec } else { nil } })
+        #expect(spec.queryResponse.count == 4 && spec.startsTLS && spec.tls != nil)
+        #expect(probe?.warnings.isEmpty == true, "\(probe?.warnings ?? [])")
+
+        let text = problems("""
+            name: p
+            component: mail
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: both
+                tcp: {host: h, port: 25, send: "x", query_response: [{expect: "220"}]}
+              - name: twice
+                tcp: {host: h, port: 25, query_response: [{starttls: true}, {starttls: true}]}
+              - name: entry
+                tcp:
+                  host: h
+                  port: 25
+                  query_response:
+                    - {expect: "a", expect_matches: "b"}
+                    - {expct: "220"}
+                    - {expect_matches: "(unclosed"}
+                    - {}
+            """).map(\.description)
+        #expect(text.contains { $0.hasPrefix("p.yaml:7:") && $0.contains("use either send/expect or query_response") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:9:") && $0.contains("starttls: true may appear once") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:15:") && $0.contains("expect or expect_matches, not both") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:16:") && $0.contains("steps[2].tcp.query_response[1].expct: unknown field 'expct'; did you mean 'expect'?") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:17:") && $0.contains("query_response[2].expect_matches") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:18:") && $0.contains("an entry needs expect, expect_matches, send or starttls") }, "\(text)")
+    }
+
     @Test("a negated key is never 'corrected' to its opposite (no_follow_redirects is not follow_redirects)")
     func negatedKeys() {
         let found = problems("""

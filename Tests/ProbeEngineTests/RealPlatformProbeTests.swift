@@ -513,6 +513,113 @@ struct RealPlatformProbeTests {
         }
     }
 
+    @Test("tcp query_response against a real SMTP server (aiosmtpd): banner, EHLO, STARTTLS, the upgraded chain's expiry; a wrong name, an untrusted CA, a missing answer, a line-by-line regex, a catastrophic pattern")
+    func tcpDialogues() async throws {
+        try await withTeardown { teardown in
+            let folder = try TemporaryDirectory("sonde-smtp")
+            teardown.add { folder.remove() }
+            let certificates = try RealServers.certificates(in: folder.path, leaves: [("long", 90), ("soon", 5)])
+            try RealServers.sign("other", subject: "/CN=mail.other.example", extensions: "subjectAltName=DNS:mail.other.example", days: 90, issuer: "ca", in: folder.path)
+            let long = try await RealServers.smtp(cert: certificates.cert("long"), key: certificates.key("long"))
+            teardown.add { await long.stop() }
+            let soon = try await RealServers.smtp(cert: certificates.cert("soon"), key: certificates.key("soon"))
+            teardown.add { await soon.stop() }
+            let other = try await RealServers.smtp(cert: certificates.cert("other"), key: certificates.key("other"))
+            teardown.add { await other.stop() }
+            let httpbin = try await RealServers.httpbin()
+            teardown.add { await httpbin.stop() }
+            func smtp(_ host: String, _ port: Int, tls: String?, after: String = #"{expect_matches: "^250 ", send: "QUIT\r\n"}"#, assert: String? = "cert_valid_for: 14d") throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: smtp
+                    component: mail
+                    interval: 30s
+                    timeout: 5s
+                    steps:
+                      - name: submission
+                        tcp:
+                          host: \(host)
+                          port: \(port)
+                    \(tls.map { "      tls: \($0)" } ?? "")
+                          query_response:
+                            - expect_matches: "^220 "
+                            - send: "EHLO probe.example\\r\\n"
+                            - {expect_matches: "^250-STARTTLS$", send: "STARTTLS\\r\\n"}
+                            - {expect: "220 ", starttls: true}
+                            - send: "EHLO probe.example\\r\\n"
+                            - \(after)
+                    \(assert.map { "    assert: {\($0)}" } ?? "")
+                    """, variables: [], file: folder.file("smtp.yaml"))
+            }
+
+            // A healthy server: the dialogue runs through the upgrade, the chain is read.
+            let good = await run(try smtp("127.0.0.1", long.port, tls: "{ca_file: ca.pem}"))
+            #expect(good.outcome == .ok, "\(failureSummary(good))")
+            #expect(good.steps[0].url == "tcp://127.0.0.1:\(long.port)")
+            let days = try #require(good.steps[0].certDaysLeft)
+            #expect(days > 88 && days <= 90, "\(days)")
+            #expect(good.steps[0].timings.tls > 0 && good.steps[0].timings.ttfb > 0, "\(good.steps[0].timings)")
+            expectHonestTimings(good)
+
+            // By name: SNI and the host name check against DNS:localhost.
+            let byName = await run(try smtp("localhost", long.port, tls: "{ca_file: ca.pem}"))
+            #expect(byName.outcome == .ok, "\(failureSummary(byName))")
+
+            // The certificate expires in 5 days: the check fails and names it.
+            let expiring = await run(try smtp("127.0.0.1", soon.port, tls: "{ca_file: ca.pem}"))
+            #expect(expiring.error?.kind == .assertion, "\(failureSummary(expiring))")
+            #expect(expiring.error?.message.contains("CN=localhost") == true, "\(failureSummary(expiring))")
+
+            // Not the server's name, and a CA the agent does not trust: tls errors that say why.
+            let wrongName = await run(try smtp("127.0.0.1", other.port, tls: "{ca_file: ca.pem}"))
+            #expect(wrongName.error?.kind == .tls, "\(failureSummary(wrongName))")
+            #expect(wrongName.error?.message.contains("STARTTLS handshake failed: certificate verify failed") == true, "\(failureSummary(wrongName))")
+            let untrusted = await run(try smtp("127.0.0.1", long.port, tls: nil))
+            #expect(untrusted.error?.kind == .tls, "\(failureSummary(untrusted))")
+            #expect(untrusted.error?.message.contains("certificate verify failed") == true, "\(failureSummary(untrusted))")
+            let insecure = await run(try smtp("127.0.0.1", other.port, tls: "{insecure: true}", assert: nil))
+            #expect(insecure.outcome == .ok, "\(failureSummary(insecure))")
+
+            // An answer that never comes after the upgrade: a time-out naming the entry, quoting
+            // what the server said instead (read over TLS).
+            let missing = await run(try smtp("127.0.0.1", long.port, tls: "{ca_file: ca.pem}", after: #"{expect_matches: "^250-CHUNKING"}"#, assert: nil))
+            #expect(missing.error?.kind == .timeout, "\(failureSummary(missing))")
+            #expect(missing.error?.message.contains("query_response[5] /^250-CHUNKING/ did not arrive") == true, "\(failureSummary(missing))")
+            #expect(missing.error?.message.contains("250 HELP") == true, "\(failureSummary(missing))")
+            expectHonestTimings(missing)
+
+            // Plain TCP, line by line: `$` ends a line without its \r, and a later entry reads on
+            // after the earlier match.
+            func plain(_ entries: String) throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: http-by-hand
+                    component: api
+                    interval: 30s
+                    timeout: 3s
+                    steps:
+                      - name: raw
+                        tcp:
+                          host: 127.0.0.1
+                          port: \(httpbin.port)
+                          query_response: \(entries)
+                    """, variables: [], file: folder.file("plain.yaml"))
+            }
+            let status = await run(try plain(#"[{send: "GET /status/418 HTTP/1.0\r\n\r\n"}, {expect_matches: "(?i)^HTTP/1\\.[01] 418 .*teapot$"}, {expect: "teapot"}]"#))
+            #expect(status.outcome == .ok, "\(failureSummary(status))")
+            let wrongOrder = await run(try plain(#"[{send: "GET /status/418 HTTP/1.0\r\n\r\n"}, {expect: "teapot"}, {expect_matches: "^HTTP/1"}]"#))
+            #expect(wrongOrder.error?.kind == .assertion, "\(failureSummary(wrongOrder))")
+            #expect(wrongOrder.error?.message.contains("the connection closed before query_response[2] /^HTTP/1/ arrived") == true, "\(failureSummary(wrongOrder))")
+
+            // A line chosen by the server against a backtracking pattern: stopped, named, and
+            // within the probe's timeout.
+            let hostile = Data((String(repeating: "a", count: 40) + "!\n").utf8).base64EncodedString()
+            let started = ContinuousClock.now
+            let stopped = await run(try plain(#"[{send: "GET /base64/\#(hostile) HTTP/1.0\r\n\r\n"}, {expect_matches: "^(a+)+$"}]"#))
+            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(stopped.error?.kind == .script || stopped.error?.kind == .timeout, "\(failureSummary(stopped))")
+            #expect(stopped.error?.message.contains("query_response[1] expect_matches /^(a+)+$/") == true, "\(failureSummary(stopped))")
+        }
+    }
+
     // MARK: - DNS
 
     @Test("dns steps against dnsmasq: A, TXT, MX, a wrong expectation, NXDOMAIN, TCP after truncation; the system resolver; a silent server times out")

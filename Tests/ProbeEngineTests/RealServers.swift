@@ -42,6 +42,7 @@ enum RealServers {
 
     // MARK: - httpbin
 
+    /// A server started for a test: its process, address and port.
     struct HTTPBin {
         let process: ChildProcess
         let url: String
@@ -59,6 +60,17 @@ enum RealServers {
         let process = try ChildProcess(gunicorn, ["--bind", "127.0.0.1:\(port)", "--workers", "2", "--log-level", "warning", "httpbin:app"])
         try await waitForListener(port, "httpbin (gunicorn)", process: process)
         return HTTPBin(process: process, url: "http://127.0.0.1:\(port)", port: port)
+    }
+
+    // MARK: - SMTP with STARTTLS (aiosmtpd)
+
+    /// aiosmtpd (PyPI, in the httpbin venv) on a free port, offering STARTTLS with `cert`/`key`.
+    static func smtp(cert: String, key: String) async throws -> HTTPBin {
+        let python = try executable([httpbinVenv + "/bin/python"], install: "pip install aiosmtpd into \(httpbinVenv)")
+        let port = try freePort()
+        let process = try ChildProcess(python, ["-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(port)", "--tlscert", cert, "--tlskey", key])
+        try await waitForListener(port, "aiosmtpd", process: process)
+        return HTTPBin(process: process, url: "smtp://127.0.0.1:\(port)", port: port)
     }
 
     // MARK: - Certificates

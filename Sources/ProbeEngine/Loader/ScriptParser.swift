@@ -21,7 +21,8 @@ enum ScriptParser {
     static let compareFields = ["download", "with"]
     static let failureCodeFields = ["code", "status", "body_contains", "body_matches"]
     static let tlsFields = ["ca_file", "cert", "key", "insecure"]
-    static let tcpFields = ["host", "port", "send", "expect", "tls", "ip_version"]
+    static let tcpFields = ["host", "port", "send", "expect", "query_response", "tls", "ip_version"]
+    static let queryResponseFields = ["expect", "expect_matches", "send", "starttls"]
     static let dnsFields = ["name", "type", "server", "expect", "rcode"]
     static let dnsRcodes = ["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED"]
     static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -249,7 +250,7 @@ enum ScriptParser {
             }
         case .tcp(let spec):
             if checksCertificate, spec.tls == nil {
-                reader.warn(node, NodeReader.join(path, "cert_valid_for"), "a tcp step without tls has no certificate, so cert_valid_for always fails; add tls: true")
+                reader.warn(node, NodeReader.join(path, "cert_valid_for"), "a tcp step without tls has no certificate, so cert_valid_for always fails; add tls: true, or a query_response entry with starttls: true")
             }
         default:
             break
@@ -495,6 +496,7 @@ enum ScriptParser {
             case "send": if let text = reader.template(value, here) { spec.send = text } else { valid = false }
             case "expect": if let text = reader.template(value, here, allowEmpty: false) { spec.expect = text } else { valid = false }
             case "ip_version": if let version = ipVersion(value, here, reader: &reader) { spec.ipVersion = version } else { valid = false }
+            case "query_response": if let entries = queryResponse(value, here, reader: &reader) { spec.queryResponse = entries } else { valid = false }
             default:
                 if value.mapping != nil {
                     if let options = tlsOptions(value, here, reader: &reader) { spec.tls = options } else { valid = false }
@@ -503,7 +505,64 @@ enum ScriptParser {
                 } else { valid = false }
             }
         }
+        if !spec.queryResponse.isEmpty, spec.send != nil || spec.expect != nil {
+            reader.report(node, path, "use either send/expect or query_response, not both: put the send and expect into query_response entries")
+            valid = false
+        }
+        if spec.startsTLS, spec.tls == nil, valid {
+            spec.tls = TLSOptions()
+        }
         return valid ? spec : nil
+    }
+
+    /// `query_response: [{expect: "220 "}, {send: "EHLO probe\r\n"}, {expect_matches: "^250-STARTTLS"}, …]`.
+    static func queryResponse(_ node: Node, _ path: String, reader: inout NodeReader) -> [TCPQueryResponse]? {
+        guard let items = node.sequence, !items.isEmpty else {
+            reader.report(node, path, "expected a list of entries with expect, expect_matches, send or starttls, found \(NodeReader.describe(node))")
+            return nil
+        }
+        var entries: [TCPQueryResponse] = []
+        var valid = true
+        var upgrades = 0
+        for (index, item) in items.enumerated() {
+            let here = "\(path)[\(index)]"
+            guard let fields = reader.fields(item, here, known: queryResponseFields) else { valid = false; continue }
+            var entry = TCPQueryResponse()
+            for (key, _, value) in fields {
+                let field = NodeReader.join(here, key)
+                switch key {
+                case "expect":
+                    if let text = reader.template(value, field, allowEmpty: false) { entry.expect = .text(text) } else { valid = false }
+                case "expect_matches":
+                    // Checked as a regex now when it has no ${…}; otherwise once rendered, per run.
+                    guard let text = reader.string(value, field) else { valid = false; continue }
+                    if !text.contains("${") {
+                        if reader.regex(value, field) != nil { entry.expect = .line(.literal(text)) } else { valid = false }
+                    } else if let t = reader.template(value, field) {
+                        entry.expect = .line(t)
+                    } else { valid = false }
+                case "send":
+                    if let text = reader.template(value, field, allowEmpty: false) { entry.send = text } else { valid = false }
+                default:
+                    if let flag = reader.bool(value, field) { entry.startTLS = flag } else { valid = false }
+                }
+            }
+            if fields.contains(where: { $0.key == "expect" }), fields.contains(where: { $0.key == "expect_matches" }) {
+                reader.report(item, here, "an entry waits for one answer: expect or expect_matches, not both")
+                valid = false
+            }
+            if entry.expect == nil, entry.send == nil, !entry.startTLS, fields.allSatisfy({ $0.key == "starttls" }) {
+                reader.report(item, here, "an entry needs expect, expect_matches, send or starttls: true")
+                valid = false
+            }
+            if entry.startTLS { upgrades += 1 }
+            entries.append(entry)
+        }
+        if upgrades > 1 {
+            reader.report(node, path, "starttls: true may appear once: the connection switches to TLS one time")
+            valid = false
+        }
+        return valid ? entries : nil
     }
 
     static func dns(_ node: Node, _ path: String, reader: inout NodeReader) -> DNSSpec? {

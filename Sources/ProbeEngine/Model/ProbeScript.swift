@@ -115,15 +115,34 @@ struct TLSOptions: Sendable, Hashable {
     var insecure = false
 }
 
-/// A `tcp` step: connect (optionally with TLS), send, and read until `expect` arrives.
+/// A `tcp` step: connect (optionally with TLS), then a dialogue: `send` and `expect`, or the
+/// entries of `query_response` in order.
 struct TCPSpec: Sendable {
     var host: Template
     var port: Int
     var send: Template?
     var expect: Template?
-    /// Nil: plain TCP.
+    var queryResponse: [TCPQueryResponse] = []
+    /// Nil: plain TCP. With a `starttls` entry, the options of the upgrade instead.
     var tls: TLSOptions?
     var ipVersion: IPVersion?
+
+    /// Whether the connection starts in plain text and switches to TLS part-way.
+    var startsTLS: Bool { queryResponse.contains(where: \.startTLS) }
+}
+
+/// One `query_response` entry, done in blackbox_exporter's order: wait for the answer, send,
+/// then switch to TLS.
+struct TCPQueryResponse: Sendable {
+    enum Answer: Sendable {
+        /// `expect`: these bytes, anywhere in what arrives.
+        case text(Template)
+        /// `expect_matches`: a regex tried on each complete line.
+        case line(Template)
+    }
+    var expect: Answer?
+    var send: Template?
+    var startTLS = false
 }
 
 /// A `dns` step: one question, answered by the system resolver or by `server`.

@@ -2,8 +2,9 @@ import CurlHTTP
 import FoundationEssentials
 import SondeCore
 
-// `tcp:` steps: connect (TLS optional), send, read until `expect`; timings and errors as for
-// HTTP (dns, connect, tls, timeout; a missing answer is an assertion failure).
+// `tcp:` steps: connect (TLS optional), then send/expect or the `query_response` dialogue (with
+// STARTTLS); timings and errors as for HTTP (dns, connect, tls, timeout; a missing answer is an
+// assertion failure).
 extension StepExecution {
     func tcp(_ spec: TCPSpec, state: inout RunState) async -> StepOutcome {
         var result = StepResult(name: step.name, method: "TCP", url: "tcp://\(spec.host.source):\(spec.port)", ok: false, timings: .zero)
@@ -12,12 +13,9 @@ extension StepExecution {
             let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
             let host = try state.render(spec.host)
             let shownHost = host.contains(":") ? "[\(host)]" : host
-            result.url = (spec.tls != nil ? "tls://" : "tcp://") + "\(shownHost):\(spec.port)"
-            var exchange = TCPExchange(
-                host: host, port: spec.port, tls: spec.tls != nil,
-                send: try spec.send.map { t throws(StepFailure) in Data(try state.render(t).utf8) },
-                expect: try spec.expect.map { t throws(StepFailure) in Data(try state.render(t).utf8) },
-                timeout: try timeLeft(stepTimeout))
+            result.url = (spec.tls != nil && !spec.startsTLS ? "tls://" : "tcp://") + "\(shownHost):\(spec.port)"
+            let (actions, labels) = try dialogue(spec, state: &state)
+            var exchange = TCPExchange(host: host, port: spec.port, tls: spec.tls != nil && !spec.startsTLS, actions: actions, timeout: try timeLeft(stepTimeout))
             exchange.ipVersion = spec.ipVersion
             exchange.caFile = spec.tls?.caFile ?? state.context.caFile
             exchange.clientCertificate = spec.tls?.certificate
@@ -36,16 +34,17 @@ extension StepExecution {
                 result.certNotAfter = notAfter
                 result.certDaysLeft = Self.daysLeft(until: notAfter)
             }
-            if let expect = spec.expect {
+            if let index = outcome.stoppedAt {
+                let expect = labels[index, default: "the answer"]
                 let got = Self.printable(outcome.received, redactor: state.redactor)
                 switch outcome.readEnd {
                 case .matched, .notRead: break
                 case .timeout:
-                    throw StepFailure(.timeout, "\(result.url): '\(expect.source)' did not arrive within \(DurationText.format(exchange.timeout)); got \(got)")
+                    throw StepFailure(.timeout, "\(result.url): \(expect) did not arrive within \(DurationText.format(exchange.timeout)); got \(got)")
                 case .closed:
-                    throw StepFailure(.assertion, "\(result.url): the connection closed before '\(expect.source)' arrived; got \(got)")
+                    throw StepFailure(.assertion, "\(result.url): the connection closed before \(expect) arrived; got \(got)")
                 case .limit:
-                    throw StepFailure(.assertion, "\(result.url): '\(expect.source)' not in the first \(exchange.maxReceiveBytes) bytes; got \(got)")
+                    throw StepFailure(.assertion, "\(result.url): \(expect) not in the first \(exchange.maxReceiveBytes) bytes; got \(got)")
                 }
             }
             for assertion in step.assertions {
@@ -57,6 +56,58 @@ extension StepExecution {
             result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
         }
         return StepOutcome(result: result, degradedBy: degradedBy)
+    }
+
+    /// The exchange's moves, and for each answer awaited how messages name it: `'+PONG'` for
+    /// the step's `expect`, `query_response[2] /^250-STARTTLS/` for an entry.
+    private func dialogue(_ spec: TCPSpec, state: inout RunState) throws(StepFailure) -> ([TCPExchange.Action], [Int: String]) {
+        var actions: [TCPExchange.Action] = []
+        var labels: [Int: String] = [:]
+        if spec.queryResponse.isEmpty {
+            if let send = spec.send { actions.append(.send(Data(try state.render(send).utf8))) }
+            if let expect = spec.expect {
+                labels[actions.count] = "'\(expect.source)'"
+                actions.append(.expect(.bytes(Data(try state.render(expect).utf8))))
+            }
+            return (actions, labels)
+        }
+        for (index, entry) in spec.queryResponse.enumerated() {
+            switch entry.expect {
+            case .text(let text)?:
+                labels[actions.count] = "query_response[\(index)] '\(text.source)'"
+                actions.append(.expect(.bytes(Data(try state.render(text).utf8))))
+            case .line(let template)?:
+                let (pattern, display) = try state.renderPattern(template)
+                let check = "query_response[\(index)] expect_matches"
+                let regex: ProbeRegex
+                do {
+                    regex = try state.probe.script.regexes.regex(pattern)
+                } catch {
+                    throw StepFailure(.script, "\(check) /\(display)/: invalid regular expression: \(error)")
+                }
+                labels[actions.count] = "query_response[\(index)] /\(display)/"
+                let timeout = probeTimeout
+                actions.append(.expect(.line { line, deadline in
+                    do throws(ProbeRegex.MatchError) {
+                        return .success(try regex.matches(line, deadline: deadline))
+                    } catch {
+                        let (kind, why): (HTTPTransferError.Kind, String) = switch error {
+                        case .outOfTime: (.timeout, "did not finish within the probe timeout of \(DurationText.format(timeout))")
+                        case .cancelled: (.cancelled, "was cancelled (the agent is stopping)")
+                        case .tooComplex(let reason): (.invalidRequest, "was stopped: \(reason)")
+                        }
+                        return .failure(HTTPTransferError(
+                            kind: kind, curlCode: 0,
+                            message: "\(check) /\(display)/ \(why) on a \(line.count)-byte line (the pattern backtracks too much; make it less ambiguous)"))
+                    }
+                }))
+            case nil:
+                break
+            }
+            if let send = entry.send { actions.append(.send(Data(try state.render(send).utf8))) }
+            if entry.startTLS { actions.append(.startTLS) }
+        }
+        return (actions, labels)
     }
 
     /// Up to 200 bytes of an answer for a message: control bytes escaped, secrets redacted.
