@@ -131,7 +131,8 @@ show_status
 kill -USR2 "${relay_pid[eu-1]}"
 note "eu-1's network restored; waiting for it to be ok again"
 wait_for 60 all_operational || die "eu-1 did not recover"
-note "eu-1 is $(agent_state eu-1)"
+wait_for 60 webhook_seen agent.recovered eu-1 || die "no agent.recovered for eu-1"
+note "eu-1 is $(agent_state eu-1) (agent.recovered sent: its local-fault alert is over)"
 
 say "3. A regional outage: uploads in region us fail as 'expired' right after upload"
 "$BIN/sonde-sim" fault set --sim "$SIM" --type file_expired --component files --region us | sed 's/^/    /'

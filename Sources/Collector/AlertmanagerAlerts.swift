@@ -21,12 +21,15 @@ enum AlertmanagerAlerts {
             let resolved = (incident["resolved_at"] as? String).flatMap(RFC3339.date(from:))
             ends = resolved ?? now.addingTimeInterval(4 * resendInterval)
         } else {
-            // An agent's problem or a test alert: nothing resolves them, so they end by themselves.
+            // An agent's problem or a test alert: not re-sent, so they end by themselves unless
+            // the agent's recovery ends its problem's alert first (same labels, `endsAt` now).
             labels = ["alertname": type == AlertEventType.test.rawValue ? "SondeTestAlert" : "SondeAgentProblem", "source": "sonde"]
             if let agent = object["agent"] as? String { labels["agent"] = agent }
-            if let status = object["status"] as? String { labels["status"] = status }
+            let recovered = type == AlertEventType.agentRecovered.rawValue
+            let problemStatus = recovered ? (object["resolves_type"] as? String).map { String($0.dropFirst("agent.".count)) } : object["status"] as? String
+            if let status = problemStatus { labels["status"] = status }
             if let component = object["component"] as? String { labels["component"] = component }
-            ends = occurredAt.addingTimeInterval(4 * resendInterval)
+            ends = recovered ? occurredAt : occurredAt.addingTimeInterval(4 * resendInterval)
         }
         add(probeLabels, to: &labels)
         let startsAt = ((object["incident"] as? [String: Any])?["opened_at"] as? String).flatMap(RFC3339.date(from:)) ?? occurredAt

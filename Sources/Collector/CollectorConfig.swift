@@ -258,8 +258,11 @@ public struct WebhookTarget: Sendable, Decodable, Hashable {
     /// True when this target wants events of `type` (`alert.test` goes everywhere). A pagerduty
     /// or alertmanager target without `events` gets incident events only: an agent's own
     /// problem is not a page.
-    public func accepts(_ type: String) -> Bool {
+    /// `agent.recovered` goes where the problem it ends (`resolving`) went, so an alert raised is
+    /// also ended, unless `events` lists it.
+    public func accepts(_ type: String, resolving: String? = nil) -> Bool {
         if type == AlertEventType.test.rawValue { return true }
+        if type == AlertEventType.agentRecovered.rawValue, let resolving, !events.contains(type) { return accepts(resolving) }
         if events.isEmpty { return ![.pagerduty, .alertmanager].contains(format) || type.hasPrefix("incident.") }
         return events.contains(type)
     }

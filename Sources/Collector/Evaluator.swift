@@ -302,7 +302,7 @@ public struct Evaluator: Service {
                 json = Self.adding(labels: labels(component), to: json)
             }
             commit.events.append(OutboxEvent(id: event.id, type: event.type.rawValue, occurredAt: event.occurredAt, payload: json))
-            for target in targets where target.accepts(event.type.rawValue) {
+            for target in targets where target.accepts(event.type.rawValue, resolving: event.resolvesType?.rawValue) {
                 commit.deliveries.append(DeliveryKey(eventID: event.id, target: target.name))
             }
         }

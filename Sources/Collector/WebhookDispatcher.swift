@@ -88,7 +88,7 @@ enum WebhookPayload {
             switch event.type {
             case "incident.opened": ":rotating_light:"
             case "incident.updated": ":warning:"
-            case "incident.resolved": ":white_check_mark:"
+            case "incident.resolved", "agent.recovered": ":white_check_mark:"
             case "agent.local_fault", "agent.silent": ":satellite_antenna:"
             default: ":bell:"
             }
@@ -128,7 +128,9 @@ enum WebhookPayload {
     static func pagerDuty(_ event: OutboxEvent, routingKey: String, linkBase: String) -> Data {
         let object = ((try? JSONSerialization.jsonObject(with: event.payload)) as? [String: Any]) ?? [:]
         let incidentID = (object["incident"] as? [String: Any])?["id"] as? String ?? object["incident"] as? String
-        let dedupKey = String((incidentID ?? event.id).prefix(255))
+        // An agent's recovery resolves the alert its problem event raised.
+        let dedupKey = String((incidentID ?? object["resolves"] as? String ?? event.id).prefix(255))
+        let resolves = event.type == AlertEventType.incidentResolved.rawValue || event.type == AlertEventType.agentRecovered.rawValue
         let severity = severity((object["incident"] as? [String: Any])?["severity"] as? String ?? object["status"] as? String)
         let summary = String(((object["summary"] as? String) ?? event.type).prefix(1024))
         var payload: [String: Any] = [
@@ -139,7 +141,7 @@ enum WebhookPayload {
         if let scope = object["scope"] as? String { payload["group"] = scope }
         let message: [String: Any] = [
             "routing_key": routingKey,
-            "event_action": event.type == AlertEventType.incidentResolved.rawValue ? "resolve" : "trigger",
+            "event_action": resolves ? "resolve" : "trigger",
             "dedup_key": dedupKey,
             "payload": payload,
             "links": [["href": link(for: object, linkBase: linkBase), "text": "Sonde"]],

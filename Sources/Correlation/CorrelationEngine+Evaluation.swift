@@ -955,6 +955,7 @@ extension CorrelationEngine {
             let a = Int(a32)
             let position = Int(healthPosition[a])
             var h = health[position]
+            let before = h
             let lastSeen = agentLastReceived[a] == -.infinity ? nil : Date(timeIntervalSince1970: agentLastReceived[a])
             if h.lastSeen != lastSeen { h.lastSeen = lastSeen }
             let previous = h.state
@@ -995,6 +996,11 @@ extension CorrelationEngine {
                 }
             } else if previous != .ok {
                 h = enter(h, .ok, since: now, reason: nil)
+            }
+            // Back to ok, or a silent agent reporting again with a local fault: the earlier
+            // problem's alert ends (a local fault that turns into silence stays open).
+            if h.state != before.state, h.state == .ok || h.state == .localFault, let ended = Self.problemEvent(before) {
+                events.append(recoveredEvent(after: before, ended: ended, now: now))
             }
             health[position] = h
             agentHasNewData[a] = false
@@ -1060,12 +1066,38 @@ extension CorrelationEngine {
     }
 
     private func agentEvent(_ type: AlertEventType, health h: AgentHealth, now: Date) -> AlertEvent {
-        let ms = Int64((h.since.timeIntervalSince1970 * 1000).rounded())
         let what = type == .agentSilent ? "silent" : "local fault"
         return AlertEvent(
-            id: "\(type.rawValue).\(h.agent).\(ms)", type: type, occurredAt: now, status: h.state.rawValue, scope: .agent,
+            id: Self.agentEventID(type, h), type: type, occurredAt: now, status: h.state.rawValue, scope: .agent,
             regions: [h.region], agents: [h.agent], agent: h.agent,
             summary: "agent \(h.agent) (\(h.region)): \(what): \(h.reason ?? "")")
+    }
+
+    /// `agent.silent.<agent>.<since unix ms>`: stable across re-evaluation and restarts.
+    private static func agentEventID(_ type: AlertEventType, _ h: AgentHealth) -> String {
+        "\(type.rawValue).\(h.agent).\(Int64((h.since.timeIntervalSince1970 * 1000).rounded()))"
+    }
+
+    /// The event that announced the problem an agent is in, if one was sent: a local fault
+    /// always is; a silence only for an agent that had reported before it.
+    private static func problemEvent(_ h: AgentHealth) -> AlertEventType? {
+        switch h.state {
+        case .localFault: .agentLocalFault
+        case .silent where h.lastSeen != nil: .agentSilent
+        default: nil
+        }
+    }
+
+    /// `agent.recovered` for the problem `h` was in until now.
+    private func recoveredEvent(after h: AgentHealth, ended type: AlertEventType, now: Date) -> AlertEvent {
+        let minutes = max(0, now.timeIntervalSince(h.since)) / 60
+        let lasted = minutes < 1 ? "\(Int(minutes * 60)) s" : minutes < 120 ? "\(Int(minutes)) min" : "\(Int(minutes / 60)) h"
+        let what = type == .agentSilent ? "reporting again after \(lasted) silent" : "local fault cleared after \(lasted)"
+        let problem = Self.agentEventID(type, h)
+        return AlertEvent(
+            id: "\(AlertEventType.agentRecovered.rawValue).\(problem.dropFirst(type.rawValue.count + 1))", type: .agentRecovered,
+            occurredAt: now, status: AgentState.ok.rawValue, scope: .agent, regions: [h.region], agents: [h.agent], agent: h.agent,
+            summary: "agent \(h.agent) (\(h.region)): \(what)", resolves: problem, resolvesType: type)
     }
 
     // MARK: - Evidence

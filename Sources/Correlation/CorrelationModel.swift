@@ -408,11 +408,16 @@ public struct AlertEvent: Sendable, Codable, Hashable, Identifiable {
     public var author: String?
     /// Incident events: that timeline entry's text, as people read it on the page.
     public var message: String?
+    /// `agent.recovered`: the id of the agent event whose problem ended (PagerDuty's dedup key).
+    public var resolves: String?
+    /// `agent.recovered`: that event's type (`agent.silent`, `agent.local_fault`).
+    public var resolvesType: AlertEventType?
 
     public init(
         id: String, type: AlertEventType, occurredAt: Date, component: String? = nil, status: String? = nil,
         scope: ProblemScope? = nil, regions: [String] = [], agents: [String] = [], evidence: Evidence? = nil,
-        incident: Incident? = nil, agent: String? = nil, summary: String, author: String? = nil, message: String? = nil
+        incident: Incident? = nil, agent: String? = nil, summary: String, author: String? = nil, message: String? = nil,
+        resolves: String? = nil, resolvesType: AlertEventType? = nil
     ) {
         self.id = id
         self.type = type
@@ -428,12 +433,15 @@ public struct AlertEvent: Sendable, Codable, Hashable, Identifiable {
         self.summary = summary
         self.author = author
         self.message = message
+        self.resolves = resolves
+        self.resolvesType = resolvesType
     }
 
     enum CodingKeys: String, CodingKey {
         case id, type
         case occurredAt = "occurred_at"
-        case component, status, scope, regions, agents, evidence, incident, agent, summary, author, message
+        case component, status, scope, regions, agents, evidence, incident, agent, summary, author, message, resolves
+        case resolvesType = "resolves_type"
     }
 }
 

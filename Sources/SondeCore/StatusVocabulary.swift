@@ -45,5 +45,8 @@ public enum AlertEventType: String, Codable, Sendable, CaseIterable {
     case incidentResolved = "incident.resolved"
     case agentLocalFault = "agent.local_fault"
     case agentSilent = "agent.silent"
+    /// A silent agent reports again, or an agent's local fault cleared: ends that problem's
+    /// alert (PagerDuty resolve, Alertmanager `endsAt`) and tells chat it is over.
+    case agentRecovered = "agent.recovered"
     case test = "alert.test"
 }

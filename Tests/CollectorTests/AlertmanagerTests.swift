@@ -153,6 +153,81 @@ struct AlertmanagerTests {
         await alertmanager.stop()
     }
 
+    /// An agent that goes silent raises its problem where targets asked for it (Alertmanager's
+    /// `SondeAgentProblem`, a PagerDuty trigger, a JSON event); when it reports again,
+    /// `agent.recovered` ends each of them: Alertmanager resolves the alert and notifies its
+    /// receiver, PagerDuty gets a resolve for the same dedup_key, the JSON target the event
+    /// naming what it resolves. A pagerduty target that did not list agent events gets neither.
+    @Test func anAgentsReturnEndsItsSilenceAlertEverywhere() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let alertmanager = try RealAlertmanager(dir: dir)
+        let pagerDuty = try PagerDutyReceiver()
+        defer { pagerDuty.server.stop() }
+        let json = try WebhookReceiver()
+        json.set(.up)
+        defer { json.stop() }
+        let eu = TestAgent(id: "eu-1", region: "eu")
+        let us = TestAgent(id: "us-1", region: "us")
+        var config = fastSilenceConfig(dir: dir, agents: [eu, us])
+        config.webhooks = [
+            WebhookTarget(name: "am", url: alertmanager.url, events: ["agent.silent"], format: .alertmanager, resendInterval: 60),
+            WebhookTarget(name: "pd", url: pagerDuty.url, events: ["agent.silent", "incident.opened"], format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef"),
+            WebhookTarget(name: "pd-incidents", url: pagerDuty.url, format: .pagerduty, routingKey: "INC1DENTS0NLY0123456789abcdefabc"),
+            WebhookTarget(name: "hook", url: json.url, secret: "s3cret"),
+        ]
+        func agentAlerts() async -> [[String: Any]] {
+            await alertmanager.alerts().filter { ($0["labels"] as? [String: String])?["alertname"] == "SondeAgentProblem" }
+        }
+        try await withCollector(config) { collector in
+            for agent in [eu, us] { _ = try await agent.push(agent.batch([agent.result(startedAt: Date())]), to: collector) }
+            // us-1 stops; eu-1 goes on.
+            try await waitUntil("us-1's silence in Alertmanager, PagerDuty and the JSON target", timeout: .seconds(60)) {
+                _ = try await eu.push(eu.batch([eu.result(startedAt: Date())]), to: collector)
+                let fired = await agentAlerts().contains { ($0["labels"] as? [String: String])?["agent"] == "us-1" }
+                return fired && pagerDuty.events.contains { $0["event_action"] as? String == "trigger" }
+                    && json.events.contains { $0["type"] as? String == "agent.silent" }
+            }
+            let silent = try #require(json.events.first { $0["type"] as? String == "agent.silent" })
+            let problemID = try #require(silent["id"] as? String)
+            let trigger = try #require(pagerDuty.events.first { $0["event_action"] as? String == "trigger" })
+            #expect(trigger["dedup_key"] as? String == problemID)
+            let alert = try #require(await agentAlerts().first)
+            #expect((alert["labels"] as? [String: String])?["status"] == "silent")
+            // Alertmanager tells its receiver of a resolution only for an alert it notified.
+            try await waitUntil("Alertmanager notifying its receiver of us-1's silence", timeout: .seconds(30)) {
+                _ = try await eu.push(eu.batch([eu.result(startedAt: Date())]), to: collector)
+                return alertmanager.notificationsReceived.contains { note in
+                    note["status"] as? String == "firing"
+                        && (note["alerts"] as? [[String: Any]] ?? []).contains { ($0["labels"] as? [String: String])?["agent"] == "us-1" }
+                }
+            }
+
+            // us-1 reports again.
+            try await waitUntil("us-1's alert resolved in Alertmanager and PagerDuty", timeout: .seconds(60)) {
+                for agent in [eu, us] { _ = try await agent.push(agent.batch([agent.result(startedAt: Date())]), to: collector) }
+                return await agentAlerts().isEmpty && pagerDuty.events.contains { $0["event_action"] as? String == "resolve" }
+                    && json.events.contains { $0["type"] as? String == "agent.recovered" }
+            }
+            let resolve = try #require(pagerDuty.events.first { $0["event_action"] as? String == "resolve" })
+            #expect(resolve["dedup_key"] as? String == problemID)
+            #expect(resolve["routing_key"] as? String == "R0UT1NGKEY0123456789abcdefabcdef", "only the target that got the trigger")
+            #expect(pagerDuty.events.allSatisfy { $0["routing_key"] as? String != "INC1DENTS0NLY0123456789abcdefabc" })
+            let recovered = try #require(json.events.first { $0["type"] as? String == "agent.recovered" })
+            #expect(recovered["resolves"] as? String == problemID)
+            #expect(recovered["resolves_type"] as? String == "agent.silent")
+            #expect(recovered["agent"] as? String == "us-1" && recovered["status"] as? String == "ok")
+            #expect((recovered["summary"] as? String ?? "").contains("reporting again after"), "\(recovered)")
+            try await waitUntil("Alertmanager notifying its receiver that us-1's alert resolved", timeout: .seconds(30)) {
+                alertmanager.notificationsReceived.contains { note in
+                    note["status"] as? String == "resolved"
+                        && (note["alerts"] as? [[String: Any]] ?? []).contains { ($0["labels"] as? [String: String])?["agent"] == "us-1" }
+                }
+            }
+        }
+        await alertmanager.stop()
+    }
+
     @Test func configAcceptsAlertmanagerAndRefusesResendIntervalElsewhere() throws {
         let ok = try CollectorConfig.parse(
             yaml: """

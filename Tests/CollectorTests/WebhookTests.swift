@@ -38,6 +38,11 @@ final class WebhookReceiver: Sendable {
     var acknowledgedIDs: [String] { state.acknowledged.withLock { $0.map(\.id) } }
     var acknowledgedRequests: [(id: String, body: Data, signature: String)] { state.acknowledged.withLock { $0 } }
     var url: String { server.baseURL + "/hooks/sonde" }
+    /// The acknowledged events' JSON bodies.
+    var events: [[String: Any]] {
+        acknowledgedRequests.compactMap { try? JSONSerialization.jsonObject(with: $0.body) as? [String: Any] }
+    }
+    func stop() { server.stop() }
 }
 
 @Suite("Webhooks")

@@ -51,11 +51,15 @@ import Testing
             #expect(verdict.evidence.localAgents == ["eu-2"])
             #expect(verdict.evidence.reportingAgents == 8)
         }
-        // The network comes back: the episode ends quietly; a new cut is a new episode.
+        // The network comes back: one agent.recovered ends the episode's alert.
+        let problem = fleet.events.first?.id
         fleet.faults = [:]
         fleet.step(seconds: 30)
         #expect(fleet.health("eu-2")?.state == .ok)
-        #expect(fleet.events.count == 1)
+        #expect(types(fleet.events) == [.agentLocalFault, .agentRecovered])
+        let recovered = fleet.events.last
+        #expect(recovered?.resolves == problem && recovered?.resolvesType == .agentLocalFault && recovered?.agent == "eu-2")
+        #expect(recovered?.summary.contains("local fault cleared after") == true, "\(recovered?.summary ?? "")")
     }
 
     @Test func failuresFromALocalFaultDoNotCountAfterTheAgentRecovers() throws {
@@ -513,15 +517,18 @@ import Testing
         #expect(types(fleet.events) == [.agentSilent])
         fleet.step(seconds: 60)
         #expect(types(fleet.events) == [.agentSilent])
-        // It comes back: ok again; a second stop is a new episode with a new id.
+        // It comes back: ok again, and agent.recovered names the silence it ends; a second
+        // stop is a new episode with a new id.
         fleet.stopped = []
         fleet.step(seconds: 5)
         #expect(fleet.health("ap-3")?.state == .ok)
+        #expect(types(fleet.events) == [.agentSilent, .agentRecovered])
+        #expect(fleet.events.last?.resolves == fleet.events.first?.id && fleet.events.last?.resolvesType == .agentSilent)
+        #expect(fleet.events.last?.id != fleet.events.first?.id)
         fleet.stopped.insert("ap-3")
         fleet.step(seconds: 15)
-        let ids = fleet.events.map(\.id)
-        #expect(ids.count == 2)
-        #expect(Set(ids).count == 2)
+        #expect(types(fleet.events) == [.agentSilent, .agentRecovered, .agentSilent])
+        #expect(Set(fleet.events.map(\.id)).count == 3)
     }
 
     @Test func controlFailingWhileEverythingFailsIsStillLocal() {
