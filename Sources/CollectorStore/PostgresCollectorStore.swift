@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import PostgresNIO
 import SondeCore
+import _ConnectionPoolModule
 import Synchronization
 
 /// A write refused because this collector is not (or no longer) the leader.
@@ -27,9 +28,9 @@ public struct NotLeaderError: Error, CustomStringConvertible, Sendable {
 ///   `StorageError` saying so, never a hang; nothing is acknowledged before its commit.
 public final class PostgresCollectorStore: CollectorStorage {
     public let url: PostgresURL
-    let client: PostgresClient
     let logger: Logger
-    private let runTask: Task<Void, Never>
+    /// The connection pool and the task that runs it; replaced by `databaseAnswered()`.
+    private let pool: Mutex<(client: PostgresClient, task: Task<Void, Never>)>
     /// Series ids already in the database (rows of `series` are never deleted).
     private let seriesCache = Mutex<[SeriesKey: Int64]>([:])
     /// Days (ms since 1970 / 86,400,000) that have a partition of `results`.
@@ -47,19 +48,45 @@ public final class PostgresCollectorStore: CollectorStorage {
     public init(url: PostgresURL, logger: Logger) throws {
         self.url = url
         self.logger = logger
-        client = PostgresClient(configuration: try url.clientConfiguration(), backgroundLogger: logger)
-        let client = self.client
-        runTask = Task { await client.run() }
+        pool = Mutex(try Self.startPool(url: url, logger: logger))
+    }
+
+    private static func startPool(url: PostgresURL, logger: Logger) throws(StorageError) -> (client: PostgresClient, task: Task<Void, Never>) {
+        let client = PostgresClient(configuration: try url.clientConfiguration(), backgroundLogger: logger)
+        return (client, Task { await client.run() })
+    }
+
+    /// The pool in use now.
+    var client: PostgresClient { pool.withLock { $0.client } }
+
+    /// Called when the leader election's session to the database is back after it was lost
+    /// (it reconnects every heartbeat while the database is away). PostgresNIO's pool retries a
+    /// failing database with a growing backoff (8.7 s after 20 failed attempts, up to a minute),
+    /// so after an outage of half a minute it could keep this collector from the database for
+    /// seconds after the database is back. A new pool starts now; work still queued on the old
+    /// one fails and is retried by its caller.
+    public func databaseAnswered() {
+        let fresh: (client: PostgresClient, task: Task<Void, Never>)
+        do { fresh = try Self.startPool(url: url, logger: logger) } catch {
+            logger.error("Cannot start a new database connection pool", metadata: ["error": "\(error)"])
+            return
+        }
+        let old = pool.withLock { current in
+            defer { current = fresh }
+            return current.task
+        }
+        old.cancel()
+        logger.notice("PostgreSQL answers again; started a new connection pool instead of waiting out the old one's reconnect backoff")
     }
 
     public convenience init(url text: String, logger: Logger) throws {
         try self.init(url: try PostgresURL(text), logger: logger)
     }
 
-    deinit { runTask.cancel() }
+    deinit { pool.withLock { $0.task.cancel() } }
 
     /// Closes the pool (a store is unusable afterwards).
-    public func close() { runTask.cancel() }
+    public func close() { pool.withLock { $0.task.cancel() } }
 
     // MARK: - Fencing
 
@@ -98,6 +125,9 @@ public final class PostgresCollectorStore: CollectorStorage {
             throw describe(error, what)
         } catch let error as PostgresTransactionError {
             throw describe(error.closureError ?? error.commitError ?? error.beginError ?? error, what)
+        } catch let error as ConnectionPoolError where error == .connectionCreationCircuitBreakerTripped {
+            throw StorageError(
+                "cannot reach PostgreSQL at \(url.host):\(url.port) for \(what): connections to it have failed for a while and the pool is waiting before it tries again; check that it runs and is reachable (database: \(url))")
         }
     }
 
@@ -705,8 +735,8 @@ public final class PostgresCollectorStore: CollectorStorage {
     /// whichever first; a listening connection is kept while `notifications` is iterated.
     public func ingestNotifications() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let task = Task { [client, logger] in
-            while !Task.isCancelled {
+        let task = Task { [weak self, logger] in
+            while !Task.isCancelled, let client = self?.client {
                 do {
                     try await client.withConnection { connection in
                         try await connection.listen(on: "sonde_ingest") { notifications in

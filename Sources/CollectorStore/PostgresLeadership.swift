@@ -60,13 +60,23 @@ public final class PostgresLeadership: Sendable {
 
     /// Campaigns until cancelled; steps down (and releases the lock) on the way out.
     public func run() async {
+        var connectFailed = false
         while !Task.isCancelled {
             var connection: PostgresConnection?
             do {
-                let opened = try await withDeadline(.seconds(Int64(store.url.connectTimeout))) { [store, logger] in
-                    try await PostgresConnection.connect(configuration: try store.url.connectionConfiguration(), id: 1, logger: logger)
+                let opened: PostgresConnection
+                do {
+                    opened = try await withDeadline(.seconds(Int64(store.url.connectTimeout))) { [store, logger] in
+                        try await PostgresConnection.connect(configuration: try store.url.connectionConfiguration(), id: 1, logger: logger)
+                    }
+                } catch {
+                    connectFailed = true
+                    throw error
                 }
                 connection = opened
+                // The database is back: the pool may still be waiting out its reconnect backoff.
+                if connectFailed { store.databaseAnswered() }
+                connectFailed = false
                 let leaseMs = lease.wholeMilliseconds
                 try await opened.query(PostgresQuery(unsafeSQL: "SET idle_session_timeout = \(leaseMs)"), logger: logger)
                 try await campaign(on: opened)

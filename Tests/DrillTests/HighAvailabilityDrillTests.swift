@@ -20,13 +20,15 @@ final class HACluster: Sendable {
         let name: String
         let child: ChildProcess
         let port: Int
-        /// Its TCP path to PostgreSQL.
-        let relay: ChildProcess
+        /// Its TCP path to PostgreSQL, and the port it listens on.
+        var relay: ChildProcess
+        let relayPort: Int
         var baseURL: String { "http://127.0.0.1:\(port)" }
     }
 
     let folder: TemporaryDirectory
     let databaseURL: String
+    let databasePort: Int
     let members: Mutex<[Member]>
     let haproxy: ChildProcess
     let haproxyPort: Int
@@ -59,6 +61,7 @@ final class HACluster: Sendable {
         let pg = try await PostgresServer.shared()
         folder = try TemporaryDirectory("sonde-ha")
         databaseURL = try pg.createDatabase()
+        databasePort = pg.port
         let arrivals = self.arrivals
         receiver = try LoopbackHTTPServer { request in
             arrivals.withLock { $0.append((request.header("Sonde-Event-Id") ?? "?", request.header("Sonde-Event-Type") ?? "?", request.body, Date())) }
@@ -84,7 +87,7 @@ final class HACluster: Sendable {
         for ((name, child), relay) in zip(children, relays) {
             let line = try await child.waitForLine(timeout: .seconds(90), stderr: true) { $0.contains("Collector listening") }
             guard let match = line.firstMatch(of: /http\.port=(\d+)/), let port = Int(match.1) else { throw TestFailure("no port in \(line)") }
-            started.append(Member(name: name, child: child, port: port, relay: relay.0))
+            started.append(Member(name: name, child: child, port: port, relay: relay.0, relayPort: relay.1))
         }
         members = Mutex(started)
         haproxyPort = try freeLoopbackPort()
@@ -123,6 +126,22 @@ final class HACluster: Sendable {
     }
 
     var all: [Member] { members.withLock { $0 } }
+
+    /// Stops every collector's relay: connections to PostgreSQL are refused, as when it is down.
+    func stopRelays() async {
+        for member in all { await member.relay.stop() }
+    }
+
+    /// Starts the relays again on their ports.
+    func startRelays() async throws {
+        for member in all {
+            let relay = try ChildProcess("sonde-sim", ["relay", "--listen", "127.0.0.1:\(member.relayPort)", "--to", "127.0.0.1:\(databasePort)"])
+            _ = try await relay.waitForLine { $0.hasPrefix("relay ") }
+            members.withLock { list in
+                if let index = list.firstIndex(where: { $0.name == member.name }) { list[index].relay = relay }
+            }
+        }
+    }
 
     func status(_ member: Member) async -> StatusResponse? {
         let request = HTTPRequest(
@@ -422,7 +441,7 @@ struct WebhookAudit {
             let child = try ChildProcess("sonde-collector", ["serve", "--config", path, "--log-level", "info"])
             let line = try await child.waitForLine(timeout: .seconds(60), stderr: true) { $0.contains("Collector listening") }
             guard let match = line.firstMatch(of: /http\.port=(\d+)/), let port = Int(match.1) else { throw TestFailure("no port in \(line)") }
-            let revived = HACluster.Member(name: leader.name, child: child, port: port, relay: leader.relay)
+            let revived = HACluster.Member(name: leader.name, child: child, port: port, relay: leader.relay, relayPort: leader.relayPort)
             cluster.retired.withLock { [old = leader.child, name = leader.name] in $0.append((name, old)) }
             cluster.members.withLock { members in members = members.map { $0.name == revived.name ? revived : $0 } }
             killed.remove(leader.name)
@@ -565,6 +584,44 @@ struct WebhookAudit {
                 return view?.role == "standby" && view?.leader == other.name
             }
             #expect(await cluster.leaders().map(\.name) == [other.name])
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
+
+    /// PostgreSQL away for 30 s for both collectors (their relays stopped: connections refused,
+    /// as when it is down), then back: within seconds a collector leads again and stores a push
+    /// through haproxy, because each starts a new connection pool the moment its leader-election
+    /// session connects again, instead of waiting out PostgresNIO's reconnect backoff (about 7 s
+    /// after 30 s of refused connections, a minute at most).
+    @Test func aDatabaseOutageEndsForTheCollectorsWhenTheDatabaseReturns() async throws {
+        let cluster = try await HACluster(collectors: 2, agents: Self.loadEnrolments)
+        do {
+            _ = try await cluster.waitForOneLeader()
+            let agent = Self.loadAgents[0]
+            func push() async -> Int {
+                guard let (_, body, signature) = try? agent.signedBatch(1, components: ["load-a"]) else { return 0 }
+                return (try? await cluster.client.perform(agent.pushRequest(baseURL: cluster.frontURL, body: body, signature: signature, timeout: .seconds(3))))?.status ?? 0
+            }
+            #expect(await push() == 200)
+            await cluster.stopRelays()
+            // Pooled work fails during the outage (pushes are refused; the collectors step down).
+            try await waitUntil("pushes refused while the database is away", timeout: .seconds(20), every: .milliseconds(200)) { await push() != 200 }
+            try await Task.sleep(for: .seconds(30))
+            let clock = ContinuousClock()
+            try await cluster.startRelays()
+            let back = clock.now
+            try await waitUntil("a leader, and a push stored through haproxy", timeout: .seconds(60), every: .milliseconds(100)) {
+                guard await !cluster.leaders().isEmpty else { return false }
+                return await push() == 200
+            }
+            let recovered = back.duration(to: clock.now)
+            print("database outage of 30 s: a leader and a stored push \(recovered) after the database returned")
+            let logs = cluster.all.map { $0.child.allOutput }.joined(separator: "\n")
+            #expect(logs.contains("PostgreSQL answers again; started a new connection pool"), "\(logs.suffix(3000))")
+            #expect(recovered < .seconds(5), "the reconnect backoff would be about 7 s here")
         } catch {
             await cluster.stop()
             throw error
