@@ -117,6 +117,42 @@ struct ProbeFormatValidationTests {
         #expect(text.contains { $0.hasPrefix("p.yaml:18:") && $0.contains("an entry needs expect, expect_matches, send or starttls") }, "\(text)")
     }
 
+    @Test("icmp: an unknown key, an assertion other than latency_below and an oversized payload are errors; ICMP errors are matched to this request only")
+    func icmpSteps() {
+        let text = problems("""
+            name: p
+            component: net
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: a
+                icmp: {host: gw, payload_sise: 10}
+              - name: b
+                icmp: {host: gw}
+                assert: {status: 200}
+              - name: c
+                icmp: {host: gw, payload_size: 70000}
+            """).map(\.description)
+        #expect(text.contains { $0.hasPrefix("p.yaml:7:") && $0.contains("did you mean 'payload_size'?") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:10:") && $0.contains("an icmp step checks only latency_below") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:12:") && $0.contains("payload_size") }, "\(text)")
+
+        // A raw IPv4 socket sees the IP header and every ICMP message: only a reply or an error
+        // that quotes this request's identifier and sequence counts.
+        let ip: [UInt8] = [0x45] + [UInt8](repeating: 0, count: 19)
+        let reply: [UInt8] = ip + [0, 0, 0, 0, 0x12, 0x34, 0x00, 0x07]
+        #expect(ICMPEcho.match(reply[...], raw: true, v6: false, identifier: 0x1234, sequence: 7) == .reply)
+        #expect(ICMPEcho.match(reply[...], raw: true, v6: false, identifier: 0x1235, sequence: 7) == .other, "someone else's ping")
+        let unreachable: [UInt8] = ip + [3, 1, 0, 0, 0, 0, 0, 0] + ip + [8, 0, 0, 0, 0x12, 0x34, 0x00, 0x07]
+        #expect(ICMPEcho.match(unreachable[...], raw: true, v6: false, identifier: 0x1234, sequence: 7) == .error("destination unreachable: host unreachable"))
+        #expect(ICMPEcho.match(unreachable[...], raw: true, v6: false, identifier: 0x1234, sequence: 8) == .other)
+        let v6Exceeded: [UInt8] = [3, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 40) + [128, 0, 0, 0, 0xAB, 0xCD, 0x00, 0x02]
+        #expect(ICMPEcho.match(v6Exceeded[...], raw: false, v6: true, identifier: 0, sequence: 2) == .error("time to live exceeded in transit (a routing loop, or too many hops)"))
+        #expect(ICMPEcho.match([0, 0, 0][...], raw: true, v6: false, identifier: 1, sequence: 1) == .other, "a truncated packet")
+        // RFC 1071's example words sum to 0xddf2; the checksum is its complement.
+        #expect(ICMPEcho.checksum([0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]) == ~UInt16(0xddf2))
+    }
+
     @Test("a negated key is never 'corrected' to its opposite (no_follow_redirects is not follow_redirects)")
     func negatedKeys() {
         let found = problems("""

@@ -620,6 +620,49 @@ struct RealPlatformProbeTests {
         }
     }
 
+    // MARK: - ICMP
+
+    @Test("icmp steps: a real echo to 127.0.0.1, ::1 and localhost with the round trip as ttfb; latency_below on the round trip; a name that does not exist; a network with no route")
+    func icmpSteps() async throws {
+        let folder = try TemporaryDirectory("sonde-icmp")
+        defer { folder.remove() }
+        func icmp(_ spec: String, assert: String? = nil) throws -> ProbeDefinition {
+            try makeProbe("""
+                name: ping
+                component: network
+                interval: 30s
+                timeout: 3s
+                steps:
+                  - name: ping
+                    icmp: \(spec)
+                \(assert.map { "    assert: {\($0)}" } ?? "")
+                """, variables: [], file: folder.file("ping.yaml"))
+        }
+        for host in ["127.0.0.1", "::1"] {
+            let ok = await run(try icmp("{host: \"\(host)\", payload_size: 100}", assert: "latency_below: 1s"))
+            #expect(ok.outcome == .ok, "\(host): \(failureSummary(ok))")
+            #expect(ok.steps[0].method == "ICMP" && ok.steps[0].url == (host.contains(":") ? "icmp://[::1]" : "icmp://127.0.0.1"))
+            #expect(ok.steps[0].timings.ttfb > 0 && ok.steps[0].timings.dns == 0, "\(ok.steps[0].timings)")
+            expectHonestTimings(ok)
+        }
+        let byName = await run(try icmp("{host: localhost, ip_version: 4, dont_fragment: true}"))
+        #expect(byName.outcome == .ok, "\(failureSummary(byName))")
+
+        // A round trip can never be below 0 s: the check fails and says how long it took.
+        let slow = await run(try icmp("{host: 127.0.0.1}", assert: "latency_below: 0ms"))
+        #expect(slow.error?.kind == .assertion && slow.error?.message.contains("expected below") == true, "\(failureSummary(slow))")
+
+        let unknown = await run(try icmp("{host: no-such-host.invalid}"))
+        #expect(unknown.error?.kind == .dns, "\(failureSummary(unknown))")
+        #expect(unknown.error?.message.contains("no-such-host.invalid") == true)
+
+        // A documentation prefix: refused at once where no IPv6 route exists, silent where one does.
+        let unroutable = await run(try icmp("{host: \"2001:db8::1\"}"))
+        #expect(unroutable.error?.kind == .connect || unroutable.error?.kind == .timeout, "\(failureSummary(unroutable))")
+        #expect(unroutable.error?.message.contains("2001:db8::1") == true, "\(failureSummary(unroutable))")
+        expectHonestTimings(unroutable)
+    }
+
     // MARK: - DNS
 
     @Test("dns steps against dnsmasq: A, TXT, MX, a wrong expectation, NXDOMAIN, TCP after truncation; the system resolver; a silent server times out")

@@ -6,7 +6,7 @@ import SondeYAML
 /// Turns a composed YAML tree into the probe model, field by field (see probes/README.md).
 enum ScriptParser {
     static let probeFields = ["name", "component", "description", "interval", "retry_interval", "timeout", "degraded_after", "control", "failure_codes", "labels", "public_cookies", "steps"]
-    static let stepFields = ["name", "component", "request", "tcp", "dns", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
+    static let stepFields = ["name", "component", "request", "tcp", "dns", "icmp", "poll", "assert", "extract", "compare", "always", "timeout", "degraded_after"]
     static let requestFields = [
         "method", "url", "headers", "json", "body", "form", "multipart", "basic_auth", "follow_redirects", "redirect_headers", "max_body", "tls",
         "ip_version", "connect_to",
@@ -24,6 +24,7 @@ enum ScriptParser {
     static let tcpFields = ["host", "port", "send", "expect", "query_response", "tls", "ip_version"]
     static let queryResponseFields = ["expect", "expect_matches", "send", "starttls"]
     static let dnsFields = ["name", "type", "server", "expect", "rcode"]
+    static let icmpFields = ["host", "ip_version", "payload_size", "dont_fragment"]
     static let dnsRcodes = ["NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED"]
     static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -31,7 +32,7 @@ enum ScriptParser {
     // "did you mean 'poll' with 'every' inside it" hint. A field absent takes no mapping.
     static let probeNested: [String: [String]?] = ["labels": nil]
     static let stepNested: [String: [String]?] = [
-        "request": requestFields, "tcp": tcpFields, "dns": dnsFields, "poll": pollFields, "assert": assertFields,
+        "request": requestFields, "tcp": tcpFields, "dns": dnsFields, "icmp": icmpFields, "poll": pollFields, "assert": assertFields,
         "extract": nil, "compare": compareFields,
     ]
     static let requestNested: [String: [String]?] = [
@@ -182,10 +183,10 @@ enum ScriptParser {
         var extractedNames: [String] = []
 
         let hasRequest = byKey["request"] != nil
-        let actions = ["request", "compare", "tcp", "dns"].filter { byKey[$0] != nil }
+        let actions = ["request", "compare", "tcp", "dns", "icmp"].filter { byKey[$0] != nil }
         if actions.count != 1 {
             reader.report(node, path, actions.isEmpty
-                ? "a step needs an action: 'request' (optionally with 'poll'), 'compare', 'tcp' or 'dns'"
+                ? "a step needs an action: 'request' (optionally with 'poll'), 'compare', 'tcp', 'dns' or 'icmp'"
                 : "a step has one action: choose one of \(actions.joined(separator: ", "))")
             valid = false
         }
@@ -204,6 +205,8 @@ enum ScriptParser {
                 if let spec = tcp(value, here, reader: &reader) { step.action = .tcp(spec) } else { valid = false }
             case "dns":
                 if let spec = dns(value, here, reader: &reader) { step.action = .dns(spec) } else { valid = false }
+            case "icmp":
+                if let spec = icmp(value, here, reader: &reader) { step.action = .icmp(spec) } else { valid = false }
             case "poll":
                 if !hasRequest { reader.report(value, here, "'poll' repeats the step's request: add a 'request'"); valid = false }
                 step.poll = poll(value, here, reader: &reader)
@@ -215,6 +218,10 @@ enum ScriptParser {
                     let other = step.assertions.first(where: { if case .latencyBelow = $0 { false } else if case .certValidFor = $0 { false } else { true } })
                 {
                     reader.report(value, here, "a tcp or dns step checks only latency_below and cert_valid_for (use 'expect' for its answer), not \(other.fieldName)")
+                    valid = false
+                }
+                if byKey["icmp"] != nil, let other = step.assertions.first(where: { if case .latencyBelow = $0 { false } else { true } }) {
+                    reader.report(value, here, "an icmp step checks only latency_below (its round trip), not \(other.fieldName)")
                     valid = false
                 }
             case "extract":
@@ -563,6 +570,23 @@ enum ScriptParser {
             valid = false
         }
         return valid ? entries : nil
+    }
+
+    static func icmp(_ node: Node, _ path: String, reader: inout NodeReader) -> ICMPSpec? {
+        guard let fields = reader.fields(node, path, known: icmpFields, required: ["host"]) else { return nil }
+        var spec = ICMPSpec(host: .literal(""))
+        var valid = fields.contains { $0.key == "host" }
+        for (key, _, value) in fields {
+            let here = NodeReader.join(path, key)
+            switch key {
+            case "host": if let host = reader.template(value, here, allowEmpty: false) { spec.host = host } else { valid = false }
+            case "ip_version": if let version = ipVersion(value, here, reader: &reader) { spec.ipVersion = version } else { valid = false }
+            // An echo request must fit one IPv6 datagram with its headers (65,535 − 40 − 8).
+            case "payload_size": if let size = reader.int(value, here, range: 0...65_487) { spec.payloadSize = size } else { valid = false }
+            default: if let flag = reader.bool(value, here) { spec.dontFragment = flag } else { valid = false }
+            }
+        }
+        return valid ? spec : nil
     }
 
     static func dns(_ node: Node, _ path: String, reader: inout NodeReader) -> DNSSpec? {

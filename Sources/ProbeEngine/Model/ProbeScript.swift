@@ -65,6 +65,7 @@ struct ProbeStep: Sendable {
         case compare(CompareSpec)
         case tcp(TCPSpec)
         case dns(DNSSpec)
+        case icmp(ICMPSpec)
     }
 
     var name: String
@@ -143,6 +144,16 @@ struct TCPQueryResponse: Sendable {
     var expect: Answer?
     var send: Template?
     var startTLS = false
+}
+
+/// An `icmp` step: one echo request to `host`, and its reply.
+struct ICMPSpec: Sendable {
+    var host: Template
+    var ipVersion: IPVersion?
+    /// Bytes after the 8-byte ICMP header (ping's default 56).
+    var payloadSize = 56
+    /// Set DF (IPv4) or refuse fragmentation (IPv6), to check a path's MTU.
+    var dontFragment = false
 }
 
 /// A `dns` step: one question, answered by the system resolver or by `server`.

@@ -49,6 +49,8 @@ struct StepExecution {
             return await tcp(spec, state: &state)
         case .dns(let spec):
             return await dns(spec, state: &state)
+        case .icmp(let spec):
+            return await icmp(spec, state: &state)
         }
     }
 

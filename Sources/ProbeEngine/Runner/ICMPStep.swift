@@ -1,0 +1,73 @@
+import CurlHTTP
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import SondeCore
+
+// `icmp:` steps: resolve the host (the system resolver, as `dns` steps without `server:`), send
+// one echo request, wait for its reply. Timings: `dns` the lookup, `connect` the socket set-up,
+// `ttfb` the round trip; `latency_below` and `degraded_after` compare the round trip, as ping
+// and blackbox_exporter's icmp prober report it. Errors: `dns`, `connect` (no route, or an ICMP
+// error such as host unreachable), `timeout` (no reply), `internal` (the host does not let the
+// agent send ICMP).
+extension StepExecution {
+    func icmp(_ spec: ICMPSpec, state: inout RunState) async -> StepOutcome {
+        var result = StepResult(name: step.name, method: "ICMP", url: "icmp://\(spec.host.source)", ok: false, timings: .zero)
+        var degradedBy: String?
+        let started = clock.now
+        do throws(StepFailure) {
+            let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
+            let deadline = clock.now.advanced(by: try timeLeft(stepTimeout))
+            let host = try state.render(spec.host)
+            result.url = "icmp://\(host.contains(":") ? "[\(host)]" : host)"
+            let (address, family) = try await Self.icmpTarget(host, version: spec.ipVersion, deadline: deadline)
+            // An address given as such takes no lookup: its dns phase is 0.
+            let isAddress = address == host
+            let resolved = isAddress ? 0 : (clock.now - started).milliseconds
+            result.timings = PhaseTimings(dns: resolved, total: resolved)
+            let label = isAddress ? host : "\(host) (\(address))"
+            let outcome = await DetachedThread.run(name: "sonde-icmp") {
+                ICMPEcho.echo(address: address, family: family, label: label, payloadSize: spec.payloadSize, dontFragment: spec.dontFragment, deadline: deadline)
+            } ?? .failure(ICMPEcho.Failure(kind: .internal, message: "no thread for the ICMP exchange (raise the process's thread limit)"))
+            let total = (clock.now - started).milliseconds
+            switch outcome {
+            case .failure(let failure):
+                result.timings = PhaseTimings(dns: resolved, ttfb: max(0, total - resolved), total: total)
+                throw StepFailure(failure.kind, failure.message)
+            case .success(let reply):
+                let connect = reply.setup.milliseconds
+                let roundTrip = reply.roundTrip.milliseconds
+                result.timings = PhaseTimings(dns: resolved, connect: connect, ttfb: roundTrip, transfer: max(0, total - resolved - connect - roundTrip), total: total)
+                for assertion in step.assertions {
+                    try checkTimingAndCertificate(assertion, total: roundTrip, certificate: nil, state: &state)
+                }
+                degradedBy = try degradedReason(total: roundTrip, state: &state)
+            }
+            result.ok = true
+        } catch {
+            if result.timings.total == 0 {
+                let elapsed = (clock.now - started).milliseconds
+                result.timings = PhaseTimings(dns: elapsed, total: elapsed)
+            }
+            result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
+        }
+        return StepOutcome(result: result, degradedBy: degradedBy)
+    }
+
+    /// The address to ping: the host itself when it is one, else its first address from the
+    /// system resolver (of the family `ip_version` asks for).
+    static func icmpTarget(_ host: String, version: IPVersion?, deadline: ContinuousClock.Instant) async throws(StepFailure) -> (String, Int32) {
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, host, &v4) == 1, version != .v6 { return (host, AF_INET) }
+        if inet_pton(AF_INET6, host, &v6) == 1, version != .v4 { return (host, AF_INET6) }
+        let family: Int32 = switch version { case .v4?: AF_INET; case .v6?: AF_INET6; case nil: AF_UNSPEC }
+        switch await SystemResolver.addresses(of: host, family: family, deadline: deadline) {
+        case .success(let addresses):
+            guard let first = addresses.first else { throw StepFailure(.dns, "\(host): no address to ping") }
+            return (first, first.contains(":") ? AF_INET6 : AF_INET)
+        case .failure(let failure):
+            throw StepFailure(failure.errorKind, "\(host): \(failure.message)")
+        }
+    }
+}
