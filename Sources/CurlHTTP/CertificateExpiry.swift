@@ -22,12 +22,15 @@ final class CertificateExpiry {
 
     /// The earliest expiry in the verified chain and that certificate's subject; nil when no
     /// handshake was seen.
-    var earliest: (notAfter: Date, subject: String)? {
-        guard record.pointee.certificates > 0 else { return nil }
-        let subject = withUnsafeBytes(of: record.pointee.earliest_subject) { bytes in
+    var earliest: (notAfter: Date, subject: String)? { Self.earliest(in: record.pointee) }
+
+    /// A record's earliest expiry and its certificate's subject; nil when no handshake was seen.
+    static func earliest(in record: sonde_tls_chain) -> (notAfter: Date, subject: String)? {
+        guard record.certificates > 0 else { return nil }
+        let subject = withUnsafeBytes(of: record.earliest_subject) { bytes in
             String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
         }
-        return (Date(timeIntervalSince1970: Double(record.pointee.earliest_not_after)), subject)
+        return (Date(timeIntervalSince1970: Double(record.earliest_not_after)), subject)
     }
 }
 

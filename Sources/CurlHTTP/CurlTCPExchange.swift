@@ -163,7 +163,7 @@ public struct TCPExchange: Sendable {
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
             return .failure(HTTPTransferError(
                 kind: CurlTransfer.classify(code, detail: message), curlCode: Int(code.rawValue),
-                message: CurlTransfer.explain(code, message), timings: timings))
+                message: CurlTransfer.explain(code, message), timings: timings).withCertificate(certificate))
         }
         let ready = clock.now
         var socket: curl_socket_t = -1
@@ -218,8 +218,9 @@ public struct TCPExchange: Sendable {
         timings.ttfb = max(0, min(firstByteAt - curlSetup - (handshakeBeforeFirstByte ? handshakeTime : 0), total - setup))
         timings.transfer = max(0, total - setup - timings.ttfb)
         timings.total = total
-        if let failure {
-            return .failure(HTTPTransferError(kind: failure.kind, curlCode: failure.curlCode, message: failure.message, timings: timings))
+        if var failure {
+            failure.timings = timings
+            return .failure(failure)
         }
         return .success(Outcome(
             timings: timings, received: received, readEnd: readEnd, stoppedAt: stoppedAt,
@@ -286,12 +287,9 @@ private struct Channel {
             }
             sonde_tls_failure(session, &reason, reason.count)
             throw HTTPTransferError(kind: .tls, curlCode: 0, message: "STARTTLS handshake failed: \(cText(reason))")
+                .withCertificate(CertificateExpiry.earliest(in: record.pointee))
         }
-        guard record.pointee.certificates > 0 else { return nil }
-        let subject = withUnsafeBytes(of: record.pointee.earliest_subject) { bytes in
-            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-        }
-        return (Date(timeIntervalSince1970: Double(record.pointee.earliest_not_after)), subject)
+        return CertificateExpiry.earliest(in: record.pointee)
     }
 
     func write(_ bytes: Data, deadline: ContinuousClock.Instant) throws(HTTPTransferError) {

@@ -254,7 +254,7 @@ final class CurlTransfer: @unchecked Sendable {
             case .cancelled: "request cancelled"
             default: Self.explain(code, message)
             }
-            return .failure(HTTPTransferError(kind: kind, curlCode: Int(code.rawValue), message: text, timings: timings))
+            return .failure(HTTPTransferError(kind: kind, curlCode: Int(code.rawValue), message: text, timings: timings).withCertificate(certificates?.earliest))
         }
 
         var status = 0

@@ -67,12 +67,29 @@ public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
     public var curlCode: Int
     public var message: String
     public var timings: PhaseTimings
+    /// A TLS failure's certificate chain as far as it was seen (an expired certificate is the
+    /// usual cause): its earliest expiry and that certificate's subject.
+    public var certificateNotAfter: Date?
+    public var certificateSubject: String?
 
     public init(kind: Kind, curlCode: Int, message: String, timings: PhaseTimings = .zero) {
         self.kind = kind
         self.curlCode = curlCode
         self.message = message
         self.timings = timings
+    }
+
+    /// This error with the chain a failed handshake saw: its earliest expiry is kept, and an
+    /// expiry already past is named in the message ("…; /CN=x expired 2026-12-02 10:00 UTC").
+    func withCertificate(_ earliest: (notAfter: Date, subject: String)?) -> HTTPTransferError {
+        guard kind == .tls, let earliest else { return self }
+        var error = self
+        error.certificateNotAfter = earliest.notAfter
+        error.certificateSubject = earliest.subject
+        if earliest.notAfter < Date() {
+            error.message += " (\(earliest.subject) expired \(RFC3339.string(from: earliest.notAfter)))"
+        }
+        return error
     }
 
     public var description: String { message }

@@ -197,8 +197,8 @@ struct RealPlatformProbeTests {
         try await withTeardown { teardown in
             let folder = try TemporaryDirectory("sonde-tls")
             teardown.add { folder.remove() }
-            let certificates = try RealServers.certificates(in: folder.path, leaves: [("long", 90), ("soon", 5), ("client", 30)])
-            let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["long", "soon"])
+            let certificates = try RealServers.certificates(in: folder.path, leaves: [("long", 90), ("soon", 5), ("client", 30), ("expired", -3)])
+            let nginx = try await RealServers.nginx(in: folder.path, certificates: certificates, leaves: ["long", "soon", "expired"])
             teardown.add { await nginx.stop() }
             let longURL = "https://127.0.0.1:\(nginx.tlsPorts["long"]!)/"
             let soonURL = "https://127.0.0.1:\(nginx.tlsPorts["soon"]!)/"
@@ -228,6 +228,15 @@ struct RealPlatformProbeTests {
             #expect(soon.error?.message.contains("expires") == true)
             let soonDays = try #require(soon.steps[0].certDaysLeft)
             #expect(soonDays > 3 && soonDays <= 5, "\(soonDays)")
+
+            // An expired certificate fails the handshake; the failure still says when it expired
+            // (message, cert_not_after, negative days left), for the result and the metrics.
+            let expired = await run(try probe("https://127.0.0.1:\(nginx.tlsPorts["expired"]!)/", tls: "{ca_file: ca.pem}"))
+            #expect(expired.error?.kind == .tls, "\(failureSummary(expired))")
+            #expect(expired.error?.message.contains("/CN=localhost expired 20") == true, "\(failureSummary(expired))")
+            print("expired certificate: \(failureSummary(expired))")
+            let expiredDays = try #require(expired.steps[0].certDaysLeft)
+            #expect(expiredDays < -2.9 && expiredDays > -3.1, "\(expiredDays)")
 
             // Without the private CA the chain is not trusted: a tls error.
             let untrusted = await run(try makeProbe("""
@@ -573,6 +582,7 @@ struct RealPlatformProbeTests {
             let wrongName = await run(try smtp("127.0.0.1", other.port, tls: "{ca_file: ca.pem}"))
             #expect(wrongName.error?.kind == .tls, "\(failureSummary(wrongName))")
             #expect(wrongName.error?.message.contains("STARTTLS handshake failed: certificate verify failed") == true, "\(failureSummary(wrongName))")
+            #expect((wrongName.steps[0].certDaysLeft ?? 0) > 88, "a failed upgrade still reports the chain it saw")
             let untrusted = await run(try smtp("127.0.0.1", long.port, tls: nil))
             #expect(untrusted.error?.kind == .tls, "\(failureSummary(untrusted))")
             #expect(untrusted.error?.message.contains("certificate verify failed") == true, "\(failureSummary(untrusted))")

@@ -24,11 +24,12 @@ enum RealServers {
     }
 
     /// Runs a command to completion (openssl), failing with its output.
-    static func run(_ executable: String, _ arguments: [String], in directory: String) throws {
+    static func run(_ executable: String, _ arguments: [String], in directory: String, environment: [String: String] = [:]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
@@ -94,15 +95,26 @@ enum RealServers {
     }
 
     /// `NAME.key` and `NAME.pem` in `directory`: a new EC key and its certificate, signed by
-    /// `ISSUER.pem`/`ISSUER.key`, with the given X.509v3 extensions (one per line).
+    /// `ISSUER.pem`/`ISSUER.key`, with the given X.509v3 extensions (one per line). Negative
+    /// `days`: a certificate that expired that many days ago (signed 30 days before it expired,
+    /// with openssl's clock set back by libfaketime).
     static func sign(_ name: String, subject: String, extensions: String, days: Int, issuer: String, in directory: String) throws {
         let openssl = try executable(["/usr/bin/openssl"], install: "apt-get install openssl")
+        var environment: [String: String] = [:]
+        if days < 0 {
+            let candidates = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"].map { $0 + "/faketime/libfaketime.so.1" }
+            guard let library = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+                throw TestFailure("libfaketime is missing: apt-get install libfaketime (scripts/install-deps.sh does it)")
+            }
+            environment["LD_PRELOAD"] = library
+            environment["FAKETIME"] = "-\(30 - days)d"
+        }
         try (extensions + "\n").write(toFile: directory + "/\(name).ext", atomically: true, encoding: .utf8)
         try run(openssl, ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject], in: directory)
         try run(openssl, [
             "x509", "-req", "-in", "\(name).csr", "-CA", "\(issuer).pem", "-CAkey", "\(issuer).key", "-CAcreateserial",
-            "-out", "\(name).pem", "-days", "\(days)", "-extfile", "\(name).ext",
-        ], in: directory)
+            "-out", "\(name).pem", "-days", "\(days < 0 ? 30 : days)", "-extfile", "\(name).ext",
+        ], in: directory, environment: environment)
     }
 
     // MARK: - nginx

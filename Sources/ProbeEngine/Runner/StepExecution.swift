@@ -144,6 +144,7 @@ struct StepExecution {
             return response
         case .failure(let error):
             result.timings = error.timings
+            result.setCertificate(error.certificateNotAfter)
             var message = "\(request.method) \(request.url): \(error.message)"
             if error.kind == .responseTooLarge {
                 let size = Self.formatBytes(request.maxResponseBytes)
@@ -220,10 +221,12 @@ struct StepExecution {
     /// so even a failure message quoting the body is redacted) and its certificate's expiry.
     private func record(_ response: HTTPResponse, result: inout StepResult, state: inout RunState) {
         state.keep(cookiesOf: response)
-        if let notAfter = response.certificateNotAfter {
-            result.certNotAfter = notAfter
-            result.certDaysLeft = Self.daysLeft(until: notAfter)
-        }
+        result.setCertificate(response.certificateNotAfter)
+    }
+
+    /// Days from now until `date` (negative once it has passed), to 0.01 day.
+    static func daysLeft(until date: Date) -> Double {
+        (date.timeIntervalSinceNow / 86_400 * 100).rounded(.down) / 100
     }
 
     /// `count` fresh random bytes (8 at a time from the system generator).
@@ -242,10 +245,6 @@ struct StepExecution {
         return Data(bytes)
     }
 
-    /// Days from now until `date` (negative once it has passed), to 0.01 day.
-    static func daysLeft(until date: Date) -> Double {
-        (date.timeIntervalSinceNow / 86_400 * 100).rounded(.down) / 100
-    }
 
     private func multipart(_ parts: [MultipartPart], boundary: String, state: inout RunState) throws(StepFailure) -> Data {
         var data = Data()
@@ -617,5 +616,14 @@ struct StepExecution {
             return rule.code
         }
         return nil
+    }
+}
+
+extension StepResult {
+    /// The certificate expiry a step saw (also on a failed handshake) and the days left to it.
+    mutating func setCertificate(_ notAfter: Date?) {
+        guard let notAfter else { return }
+        certNotAfter = notAfter
+        certDaysLeft = StepExecution.daysLeft(until: notAfter)
     }
 }

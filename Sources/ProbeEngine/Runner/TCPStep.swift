@@ -25,15 +25,13 @@ extension StepExecution {
             switch await exchange.perform() {
             case .failure(let error):
                 result.timings = error.timings
+                result.setCertificate(error.certificateNotAfter)
                 throw StepFailure(error.errorKind, "\(result.url): \(error.message)")
             case .success(let value):
                 outcome = value
             }
             result.timings = outcome.timings
-            if let notAfter = outcome.certificateNotAfter {
-                result.certNotAfter = notAfter
-                result.certDaysLeft = Self.daysLeft(until: notAfter)
-            }
+            result.setCertificate(outcome.certificateNotAfter)
             if let index = outcome.stoppedAt {
                 let expect = labels[index, default: "the answer"]
                 let got = Self.printable(outcome.received, redactor: state.redactor)
