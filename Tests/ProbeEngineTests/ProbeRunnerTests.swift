@@ -362,6 +362,19 @@ struct ProbeRunnerTests {
         }
         let passing = try makeProbe(base + "      json: [\"$.items[1] == 2\", \"$.status != green\", {path: $.items, exists: true}]\n      status: [2xx]")
         #expect(await run(passing, server).outcome == .ok)
+
+        // Every check runs: the message names each that failed, in order, the passing ones not.
+        let several = try makeProbe(base + "      json: [\"$.status == green\", \"$.items[0] == 1\"]\n      body_contains: purple\n      headers: { Content-Type: text/html }")
+        let all = await run(several, server)
+        #expect(all.error?.kind == .assertion)
+        let message = all.error?.message ?? ""
+        #expect(message.hasPrefix("3 checks failed: $.status is 'red'"), "\(message)")
+        #expect(message.contains("; body does not contain 'purple'") && message.contains("; header Content-Type is 'application/json'"), "\(message)")
+        #expect(!message.contains("$.items[0]"), "\(message)")
+        // More than three: the rest are counted.
+        let five = try makeProbe(base + "      json: [\"$.status == a\", \"$.status == b\", \"$.status == c\", \"$.status == d\", \"$.status == e\"]")
+        let counted = await run(five, server).error?.message ?? ""
+        #expect(counted.hasPrefix("5 checks failed: ") && counted.hasSuffix("; and 2 more") && counted.contains("'c'") && !counted.contains("'d'"), "\(counted)")
     }
 
     @Test("an extraction that finds nothing is a script error naming the step and path")

@@ -381,56 +381,82 @@ struct StepExecution {
         }
     }
 
+    /// Every check of the step, so that a failure message names all that failed (as Checkly
+    /// and Datadog list each assertion), not only the first: "2 checks failed: …; …".
     private func checkAssertions(_ response: HTTPResponse, state: inout RunState) throws(StepFailure) {
         var json: JSONValue??
+        var failed: [StepFailure] = []
         for assertion in step.assertions {
-            switch assertion {
-            case .status:
-                break  // checked first, on every attempt
-            case .header(let name, let test):
-                let actual = response.headers.value(for: name)
-                switch test {
-                case .exists(let expected):
-                    if (actual != nil) != expected {
-                        throw StepFailure(.assertion, "header \(name) is \(actual == nil ? "missing" : "present"), expected it \(expected ? "present" : "absent")")
-                    }
-                case .equals(let template):
-                    let expected = try state.render(template)
-                    if actual?.trimmed() != expected {
-                        throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected '\(expected)'")
-                    }
-                case .matches(let pattern):
-                    if try !matches(pattern, (actual ?? "").utf8, state: state, check: "header \(name) matches") {
-                        throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected to match /\(pattern)/")
-                    }
+            do throws(StepFailure) {
+                try check(assertion, response, json: &json, state: &state)
+            } catch {
+                if error.kind == .assertion {
+                    failed.append(error)
+                    continue
                 }
-            case .bodyContains(let template, let negated):
-                let expected = try state.render(template)
-                if response.body.contains(bytes: expected.utf8) == negated {
-                    let what = negated ? "body contains '\(expected)', expected it not to" : "body does not contain '\(expected)'"
-                    throw StepFailure(.assertion, "\(what): \(snippet(response, state: state))")
-                }
-            case .bodyMatches(let template, let negated):
-                // Values are matched literally (`a+b` is not a regex); messages show them as they
-                // are, since the redactor would not find a secret in its escaped form.
-                let (pattern, display) = try state.renderPattern(template)
-                let check = negated ? "body_not_matches" : "body_matches"
-                if try matches(pattern, response.body, state: state, check: check, display: display) == negated {
-                    let what = negated ? "body matches /\(display)/, expected it not to" : "body does not match /\(display)/"
-                    throw StepFailure(.assertion, "\(what): \(snippet(response, state: state))")
-                }
-            case .json(let condition):
-                if json == nil { json = .some(JSONValue.parse(response.body)) }
-                guard let document = json ?? nil else {
-                    throw StepFailure(.assertion, "expected a JSON body for \(condition.path): \(snippet(response, state: state))")
-                }
-                if !(try holds(condition, in: document, state: &state)) {
-                    let actual = condition.path.evaluate(document).map { "'\($0.text)'" } ?? "missing"
-                    throw StepFailure(.assertion, "\(condition.path) is \(actual), expected it to \(try describe(condition.test, state: &state))")
-                }
-            case .latencyBelow, .certValidFor:
-                try checkTimingAndCertificate(assertion, total: response.timings.total, certificate: response.certificateNotAfter, subject: response.certificateSubject, state: &state)
+                // A check that could not finish (its time budget, a bad pattern) ends the step,
+                // unless checks already failed: they are the step's answer.
+                if failed.isEmpty { throw error }
+                break
             }
+        }
+        guard let first = failed.first else { return }
+        if failed.count == 1 { throw first }
+        let shown = failed.prefix(Self.checksReported).map(\.message)
+        let more = failed.count > shown.count ? "; and \(failed.count - shown.count) more" : ""
+        throw StepFailure(.assertion, "\(failed.count) checks failed: \(shown.joined(separator: "; "))\(more)")
+    }
+
+    /// At most this many failed checks are spelled out in one message (each may quote the body).
+    static let checksReported = 3
+
+    private func check(_ assertion: Assertion, _ response: HTTPResponse, json: inout JSONValue??, state: inout RunState) throws(StepFailure) {
+        switch assertion {
+        case .status:
+            break  // checked first, on every attempt
+        case .header(let name, let test):
+            let actual = response.headers.value(for: name)
+            switch test {
+            case .exists(let expected):
+                if (actual != nil) != expected {
+                    throw StepFailure(.assertion, "header \(name) is \(actual == nil ? "missing" : "present"), expected it \(expected ? "present" : "absent")")
+                }
+            case .equals(let template):
+                let expected = try state.render(template)
+                if actual?.trimmed() != expected {
+                    throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected '\(expected)'")
+                }
+            case .matches(let pattern):
+                if try !matches(pattern, (actual ?? "").utf8, state: state, check: "header \(name) matches") {
+                    throw StepFailure(.assertion, "header \(name) is '\(actual ?? "missing")', expected to match /\(pattern)/")
+                }
+            }
+        case .bodyContains(let template, let negated):
+            let expected = try state.render(template)
+            if response.body.contains(bytes: expected.utf8) == negated {
+                let what = negated ? "body contains '\(expected)', expected it not to" : "body does not contain '\(expected)'"
+                throw StepFailure(.assertion, "\(what): \(snippet(response, state: state))")
+            }
+        case .bodyMatches(let template, let negated):
+            // Values are matched literally (`a+b` is not a regex); messages show them as they
+            // are, since the redactor would not find a secret in its escaped form.
+            let (pattern, display) = try state.renderPattern(template)
+            let check = negated ? "body_not_matches" : "body_matches"
+            if try matches(pattern, response.body, state: state, check: check, display: display) == negated {
+                let what = negated ? "body matches /\(display)/, expected it not to" : "body does not match /\(display)/"
+                throw StepFailure(.assertion, "\(what): \(snippet(response, state: state))")
+            }
+        case .json(let condition):
+            if json == nil { json = .some(JSONValue.parse(response.body)) }
+            guard let document = json ?? nil else {
+                throw StepFailure(.assertion, "expected a JSON body for \(condition.path): \(snippet(response, state: state))")
+            }
+            if !(try holds(condition, in: document, state: &state)) {
+                let actual = condition.path.evaluate(document).map { "'\($0.text)'" } ?? "missing"
+                throw StepFailure(.assertion, "\(condition.path) is \(actual), expected it to \(try describe(condition.test, state: &state))")
+            }
+        case .latencyBelow, .certValidFor:
+            try checkTimingAndCertificate(assertion, total: response.timings.total, certificate: response.certificateNotAfter, subject: response.certificateSubject, state: &state)
         }
     }
 
