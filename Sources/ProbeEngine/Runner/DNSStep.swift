@@ -13,11 +13,8 @@ import Synchronization
 // on a short-lived thread (getaddrinfo blocks); the step's time is its `dns` phase and total.
 extension StepExecution {
     func dns(_ spec: DNSSpec, state: inout RunState) async -> StepOutcome {
-        var result = StepResult(name: step.name, method: "DNS", url: "dns:\(spec.name.source)?type=\(spec.type.rawValue)", ok: false, timings: .zero)
-        var degradedBy: String?
         let started = clock.now
-        do throws(StepFailure) {
-            let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
+        return await framed(method: "DNS", url: "dns:\(spec.name.source)?type=\(spec.type.rawValue)", state: &state) { result, state, stepTimeout throws(StepFailure) in
             let name = try state.render(spec.name)
             let server = spec.server.map { $0.host.contains(":") ? "[\($0.host)]:\($0.port)" : "\($0.host):\($0.port)" }
             result.url = "dns://\(server ?? "system")/\(name)?type=\(spec.type.rawValue)"
@@ -60,16 +57,8 @@ extension StepExecution {
             for assertion in step.assertions {
                 try checkTimingAndCertificate(assertion, total: elapsed, certificate: nil, state: &state)
             }
-            degradedBy = try degradedReason(total: elapsed, state: &state)
-            result.ok = true
-        } catch {
-            if result.timings.total == 0 {
-                let elapsed = (clock.now - started).milliseconds
-                result.timings = PhaseTimings(dns: elapsed, total: elapsed)
-            }
-            result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
+            return try degradedReason(total: elapsed, state: &state)
         }
-        return StepOutcome(result: result, degradedBy: degradedBy)
     }
 
     /// Lower case, no trailing dot, IPv6 in its canonical text: how answers are compared.

@@ -13,11 +13,8 @@ import SondeCore
 // agent send ICMP).
 extension StepExecution {
     func icmp(_ spec: ICMPSpec, state: inout RunState) async -> StepOutcome {
-        var result = StepResult(name: step.name, method: "ICMP", url: "icmp://\(spec.host.source)", ok: false, timings: .zero)
-        var degradedBy: String?
         let started = clock.now
-        do throws(StepFailure) {
-            let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
+        return await framed(method: "ICMP", url: "icmp://\(spec.host.source)", state: &state) { result, state, stepTimeout throws(StepFailure) in
             let deadline = clock.now.advanced(by: try timeLeft(stepTimeout))
             let host = try state.render(spec.host)
             result.url = "icmp://\(host.contains(":") ? "[\(host)]" : host)"
@@ -42,17 +39,9 @@ extension StepExecution {
                 for assertion in step.assertions {
                     try checkTimingAndCertificate(assertion, total: roundTrip, certificate: nil, state: &state)
                 }
-                degradedBy = try degradedReason(total: roundTrip, state: &state)
+                return try degradedReason(total: roundTrip, state: &state)
             }
-            result.ok = true
-        } catch {
-            if result.timings.total == 0 {
-                let elapsed = (clock.now - started).milliseconds
-                result.timings = PhaseTimings(dns: elapsed, total: elapsed)
-            }
-            result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
         }
-        return StepOutcome(result: result, degradedBy: degradedBy)
     }
 
     /// The address to ping: the host itself when it is one, else its first address from the

@@ -128,6 +128,30 @@ struct StepExecution {
     }
 
     /// min(step timeout, time left before the deadline); failing as `timeout` when none is left.
+    /// The frame of a `dns` or `icmp` step: a result named for the step, the step's time-out
+    /// resolved, and on failure the error recorded with the time spent (as lookup time when the
+    /// step set no timings). `body` fills the result and returns why the step counts as slow.
+    func framed(
+        method: String, url: String, state: inout RunState,
+        _ body: (inout StepResult, inout RunState, Duration?) async throws(StepFailure) -> String?
+    ) async -> StepOutcome {
+        var result = StepResult(name: step.name, method: method, url: url, ok: false, timings: .zero)
+        var degradedBy: String?
+        let started = clock.now
+        do throws(StepFailure) {
+            let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
+            degradedBy = try await body(&result, &state, stepTimeout)
+            result.ok = true
+        } catch {
+            if result.timings.total == 0 {
+                let elapsed = (clock.now - started).milliseconds
+                result.timings = PhaseTimings(dns: elapsed, total: elapsed)
+            }
+            result.error = ProbeError(kind: error.kind, step: step.name, message: error.message)
+        }
+        return StepOutcome(result: result, degradedBy: degradedBy)
+    }
+
     func timeLeft(_ stepTimeout: Duration?) throws(StepFailure) -> Duration {
         let left = deadline - clock.now
         guard left > .milliseconds(1) else {
