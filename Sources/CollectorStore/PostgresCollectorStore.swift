@@ -52,7 +52,13 @@ public final class PostgresCollectorStore: CollectorStorage {
     }
 
     private static func startPool(url: PostgresURL, logger: Logger) throws(StorageError) -> (client: PostgresClient, task: Task<Void, Never>) {
-        let client = PostgresClient(configuration: try url.clientConfiguration(), backgroundLogger: logger)
+        // PostgresNIO logs every failed connect of its pool at info, with its own type names: a
+        // line a second per collector while the database is away. The store says the same in
+        // words on each failed statement, so at info and notice only the pool's warnings show;
+        // at debug and trace, everything.
+        var poolLogger = logger
+        if poolLogger.logLevel > .debug, poolLogger.logLevel < .warning { poolLogger.logLevel = .warning }
+        let client = PostgresClient(configuration: try url.clientConfiguration(), backgroundLogger: poolLogger)
         return (client, Task { await client.run() })
     }
 
