@@ -77,8 +77,10 @@ enum MetricsRenderer {
             }
         }
 
-        out.declare("sonde_agent_up", type: "gauge", help: "1 while the agent reports (ok or local_fault), 0 when silent or revoked.")
-        for agent in agents.sorted(by: { $0.agent < $1.agent }) {
+        // A revoked agent was retired on purpose: no series, as a target removed from Prometheus's
+        // service discovery has none, so `sonde_agent_up == 0` alerts only on agents gone silent.
+        out.declare("sonde_agent_up", type: "gauge", help: "1 while the agent reports (ok or local_fault), 0 when silent; revoked agents have no series.")
+        for agent in agents.sorted(by: { $0.agent < $1.agent }) where agent.state != .revoked {
             out.sample("sonde_agent_up", [("agent", agent.agent), ("region", agent.region)], reporting.contains(agent.agent) ? 1 : 0)
         }
         out.declare("sonde_agent_local_fault", type: "gauge", help: "1 while the agent's failures are its own (host or network), else 0.")

@@ -91,12 +91,17 @@ struct CLIExitStatusTests {
         try "database: \"\(url)\"\nlisten: {plain_http: true}\n".write(toFile: configFile, atomically: true, encoding: .utf8)
         try await withCollector(config) { collector in
             #expect(try await agent.push(agent.batch([agent.result()]), to: collector).status == 200, "enrolled by the command, not the config")
+            try await waitUntil("eu-1 up on /metrics") { try await get(collector, "/metrics").bodyText.contains(#"sonde_agent_up{agent="eu-1",region="eu"} 1"#) }
             let revoked = try await Self.run("sonde-collector", ["agents", "revoke", "--config", configFile, "--id", "eu-1"], [:])
             #expect(revoked.status == 0, "\(revoked.output)")
             #expect(revoked.output.contains("revoked agent eu-1"))
             let refused = try await agent.push(agent.batch([agent.result()]), to: collector)
             #expect(refused.status == 403, "\(refused.bodyText)")
             #expect(refused.bodyText.contains("agent_revoked"))
+            // Retired on purpose: no sonde_agent_up series (a 0 would page SondeAgentDown forever).
+            try await waitUntil("the revoked agent's sonde_agent_up gone") {
+                !(try await get(collector, "/metrics").bodyText.contains(#"sonde_agent_up{agent="eu-1""#))
+            }
         }
         let listed = try await Self.run("sonde-collector", ["agents", "list", "--config", configFile, "--json"], [:])
         #expect(listed.status == 0, "\(listed.output)")
