@@ -126,7 +126,8 @@ if [ "\$1" = configure ]; then
   gid=\$(awk -F: '\$1 == "$user" { print \$3 }' "\$root/etc/group")
   install -d -m 0700 "\$root$state"
   chown "\$uid:\$gid" "\$root$state"
-  chgrp "\$gid" "\$root$config" && chmod 0640 "\$root$config"
+  # The config's group and mode on first install only: an upgrade keeps what the admin set.
+  if [ -z "\$2" ] && [ -e "\$root$config" ]; then chgrp "\$gid" "\$root$config" && chmod 0640 "\$root$config"; fi
 POSTINST
   if [ "$name" = sonde-agent ]; then
     cat >> "$dir/postinst" <<'POSTINST'
@@ -137,8 +138,12 @@ POSTINST
   fi
 POSTINST
   fi
-  cat >> "$dir/postinst" <<'POSTINST'
-  if [ -z "$root" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+  cat >> "$dir/postinst" <<POSTINST
+  if [ -z "\$root" ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || true
+    # An upgrade restarts a running service, so the new binary runs (as dh_installsystemd does).
+    if [ -n "\$2" ]; then systemctl try-restart $name.service || true; fi
+  fi
 fi
 exit 0
 POSTINST
@@ -154,7 +159,12 @@ PRERM
   cat > "$dir/postrm" <<POSTRM
 #!/bin/sh
 set -e
-if [ "\$1" = purge ]; then rm -rf "\${DPKG_ROOT:-}$state"; fi
+if [ "\$1" = purge ]; then
+  rm -rf "\${DPKG_ROOT:-}$state"
+  # No enablement left behind (a dangling multi-user.target.wants link, systemd's own state).
+  rm -f "\${DPKG_ROOT:-}"/etc/systemd/system/*.wants/$name.service
+  if [ -z "\${DPKG_ROOT:-}" ] && command -v deb-systemd-helper >/dev/null; then deb-systemd-helper purge $name.service >/dev/null || true; fi
+fi
 if [ -z "\${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 exit 0
 POSTRM

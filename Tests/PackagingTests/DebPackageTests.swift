@@ -75,8 +75,22 @@ struct DebPackageTests {
         let collectorOK = try await runOK(inRoot + ["/usr/bin/sonde-collector", "validate", "--config", "/etc/sonde/collector.yaml"])
         #expect(collectorOK.hasPrefix("ok"), "\(collectorOK)")
 
-        // Purge takes the state (key, spool) with it and leaves no file of the package behind.
+        // An upgrade (the same package again: configure with the old version) keeps the mode an
+        // admin gave the config, and restarts a running service (systemd is not running here,
+        // so that part is read from the script dpkg ran).
+        try Self.setMode(0o600, "\(root)/etc/sonde/agent.yaml")
+        try await runOK(dpkg + ["--install", agentDeb])
+        try Self.expectMode(0o600, owner: 0, "\(root)/etc/sonde/agent.yaml")
+        let postinst = try String(contentsOfFile: "\(root)/var/lib/dpkg/info/sonde-agent.postinst", encoding: .utf8)
+        #expect(postinst.contains(#"if [ -n "$2" ]; then systemctl try-restart sonde-agent.service"#), "\(postinst)")
+
+        // Purge takes the state (key, spool) and the service's enablement with it and leaves no
+        // file of the package behind.
+        let wants = "\(root)/etc/systemd/system/multi-user.target.wants"
+        try FileManager.default.createDirectory(atPath: wants, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: wants + "/sonde-agent.service", withDestinationPath: "/lib/systemd/system/sonde-agent.service")
         try await runOK(dpkg + ["--purge", "sonde-agent"])
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: wants + "/sonde-agent.service")) == nil, "enablement left behind")
         #expect(!FileManager.default.fileExists(atPath: "\(root)/var/lib/sonde"))
         #expect(!FileManager.default.fileExists(atPath: "\(root)/usr/bin/sonde-agent"))
         #expect(!FileManager.default.fileExists(atPath: "\(root)/etc/sonde/agent.yaml"))
@@ -115,6 +129,10 @@ struct DebPackageTests {
         guard stat(path, &info) == 0 else { throw TestFailure("\(path) is missing") }
         #expect(UInt16(info.st_mode & 0o7777) == mode, "\(path): mode \(String(info.st_mode & 0o7777, radix: 8))", sourceLocation: sourceLocation)
         #expect(info.st_uid == owner, "\(path): owner \(info.st_uid), expected \(owner)", sourceLocation: sourceLocation)
+    }
+
+    static func setMode(_ mode: mode_t, _ path: String) throws {
+        guard chmod(path, mode) == 0 else { throw TestFailure("chmod \(path): \(String(cString: strerror(errno)))") }
     }
 
     /// Copies every shared library `ldd` lists for `binary` to the same path under `root`.
