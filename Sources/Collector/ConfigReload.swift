@@ -159,19 +159,26 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
 
     /// Settings that differ between the two files but are read only at start.
     static func restartOnlyChanges(old: CollectorConfig, new: CollectorConfig, servedTLS: TLSFiles?) -> [String] {
-        var changed: [String] = []
-        if old.host != new.host || old.port != new.port { changed.append("listen") }
-        if old.plainHTTP != new.plainHTTP || (new.tls != nil) != (servedTLS != nil) || (servedTLS != nil && new.tls != servedTLS) { changed.append("listen.tls / listen.plain_http") }
-        if old.databasePath != new.databasePath || old.databaseSync != new.databaseSync { changed.append("database") }
-        if old.correlation != new.correlation || old.components != new.components { changed.append("correlation / components") }
-        if old.limits != new.limits { changed.append("limits") }
-        if old.statusPagePublic != new.statusPagePublic || old.metricsPublic != new.metricsPublic { changed.append("status_page / metrics") }
-        if old.publicURL != new.publicURL { changed.append("public_url") }
-        if old.webhookRetryBase != new.webhookRetryBase || old.webhookRetryCap != new.webhookRetryCap || old.webhookTimeout != new.webhookTimeout
-            || old.webhookMaxAttempts != new.webhookMaxAttempts || old.webhookMaxAge != new.webhookMaxAge
-        {
-            changed.append("webhook_retry")
-        }
-        return changed
+        // Every setting but the reloadable ones (agents, tokens, webhooks, the TLS files), by the
+        // name the file gives it: a reload must never say "reloaded" over a change it ignored.
+        func differs<T: Equatable>(_ value: (CollectorConfig) -> T) -> Bool { value(old) != value(new) }
+        let startOnly: [(String, Bool)] = [
+            ("listen", differs(\.host) || differs(\.port)),
+            ("listen.tls / listen.plain_http", differs(\.plainHTTP) || (new.tls != nil) != (servedTLS != nil) || (servedTLS != nil && new.tls != servedTLS)),
+            ("database", differs(\.databasePath) || differs(\.databaseSync)),
+            ("collector_name", differs(\.collectorName)),
+            ("correlation / components", differs(\.correlation) || differs(\.components)),
+            ("limits", differs(\.limits)),
+            ("status_page / metrics", differs(\.statusPagePublic) || differs(\.metricsPublic) || differs(\.statusPage)),
+            ("public_url", differs(\.publicURL)),
+            ("retention_days / retention_interval", differs(\.retentionDays) || differs(\.retentionInterval)),
+            ("max_body_bytes / max_results_per_batch", differs(\.maxBodyBytes) || differs(\.maxResultsPerBatch)),
+            ("allowed_clock_skew", differs(\.allowedClockSkew)),
+            ("evaluation_interval", differs(\.evaluationInterval)),
+            ("idle_timeout / request_timeout", differs(\.idleTimeout) || differs(\.requestTimeout)),
+            ("webhook_retry", differs(\.webhookRetryBase) || differs(\.webhookRetryCap) || differs(\.webhookTimeout)
+                || differs(\.webhookMaxAttempts) || differs(\.webhookMaxAge) || differs(\.webhookPollInterval)),
+        ]
+        return startOnly.filter(\.1).map(\.0)
     }
 }

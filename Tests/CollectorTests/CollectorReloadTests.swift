@@ -129,10 +129,14 @@ struct CollectorReloadTests {
         #expect(clashRefused.contains("ap-9"), "\(clashRefused)")
         #expect(try await push(fresh) == 401, "nothing of a refused list is enrolled")
 
-        // Reload 3: us-1 removed from the file is revoked; the old token goes.
-        try write(agents: [steady], tokens: [("ops", TestTokens.admin)], webhookURL: up.baseURL + "/hook")
+        // Reload 3: us-1 removed from the file is revoked; the old token goes. Retention, read
+        // at start only, changed too: the reload says it needs a restart instead of only "reloaded".
+        try write(agents: [steady], tokens: [("ops", TestTokens.admin)], webhookURL: up.baseURL + "/hook", extra: "retention_days: 7")
         child.signal(SIGHUP)
         try await waitUntil("the third reload", timeout: .seconds(20)) { child.allOutput.components(separatedBy: "Config reloaded").count == 3 }
+        try await waitUntil("the restart-only change named", timeout: .seconds(20)) {
+            child.allOutput.split(separator: "\n").contains { $0.contains("take effect only after a restart") && $0.contains("retention_days") }
+        }
         let revoked = try await push(newcomer)
         #expect(revoked == 403 || revoked == 401, "a removed agent is revoked: \(revoked)")
         #expect(try await call("GET", "/v1/status", token: otherToken) == 401, "a removed token is refused")
