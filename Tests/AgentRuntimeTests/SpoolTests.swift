@@ -53,6 +53,21 @@ struct SpoolTests {
         #expect(try spool!.append(sampleResult()).seq == 6)
     }
 
+    @Test("a spool folder that cannot be made is refused in the system's words (Not a directory), not as a Foundation error dump")
+    func unusablePath() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        try "not a folder".write(toFile: dir.file("file"), atomically: true, encoding: .utf8)
+        do {
+            _ = try Spool(directory: dir.file("file") + "/spool", logger: logs.logger())
+            Issue.record("a spool under a regular file was accepted")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("cannot create the folder: Not a directory; check spool.path"), "\(text)")
+            #expect(!text.contains("CocoaError"), "\(text)")
+        }
+    }
+
     @Test("a torn last frame (SIGKILL mid-append) is cut off on open; earlier results survive, seq continues")
     func tornTail() throws {
         let dir = try TemporaryDirectory("spool")

@@ -255,7 +255,7 @@ public final class Spool: Sendable {
             // An existing folder we cannot write into: a read-only or full disk, handled below.
             var isDirectory = false
             guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory else {
-                throw SpoolError("spool \(directory): cannot create the folder (\(error)); check spool.path and its owner")
+                throw SpoolError("spool \(directory): cannot create the folder: \(Self.reason(error)); check spool.path and its owner")
             }
         }
         var lockFD = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
@@ -1066,5 +1066,17 @@ enum CRC32 {
             for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
         }
         return crc ^ 0xFFFF_FFFF
+    }
+}
+
+extension Spool {
+    /// The system's words for why a file operation failed ("Not a directory"), not Foundation's
+    /// error dump.
+    static func reason(_ error: any Error) -> String {
+        if let posix = error as? POSIXError { return String(cString: strerror(posix.code.rawValue)) }
+        if let cocoa = error as? CocoaError, let posix = cocoa.userInfo["NSUnderlyingError"] as? POSIXError {
+            return String(cString: strerror(posix.code.rawValue))
+        }
+        return "\(error)"
     }
 }
