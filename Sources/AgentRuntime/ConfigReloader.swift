@@ -34,10 +34,17 @@ public struct ConfigReloader: Service {
     @discardableResult
     public func reload() -> Bool {
         logger.info("SIGHUP: reloading config and probes", metadata: ["config.file": "\(running.sourceFile ?? "-")"])
-        let config: AgentConfig
+        var config: AgentConfig
         let probes: AgentProbes
+        let restartOnly: [(String, Bool)]
         do {
             config = try load()
+            // The agent and region keep their running values in the probes' context too: results
+            // are stamped with them, and the collector refuses a result whose agent or region is
+            // not the one the push is signed as.
+            restartOnly = restartOnlyChanges(config)
+            config.agentID = running.agentID
+            config.region = running.region
             probes = try config.loadProbes()
         } catch let error as ConfigError {
             return refuse(error.diagnostics.map(\.description))
@@ -46,7 +53,7 @@ public struct ConfigReloader: Service {
         } catch {
             return refuse(["\(error)"])
         }
-        for (field, changed) in restartOnlyChanges(config) where changed {
+        for (field, changed) in restartOnly where changed {
             logger.warning("reload: this setting changes only on restart; still using the running value", metadata: ["config.field": "\(field)"])
         }
         probes.logWarnings(logger)

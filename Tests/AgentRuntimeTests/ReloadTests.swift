@@ -32,9 +32,9 @@ struct ReloadTests {
                 assert: {status: 200}
             """
         }
-        func config(variant: String) -> String {
+        func config(variant: String, agent: String = "{id: reload-1, region: eu}") -> String {
             """
-            agent: {id: reload-1, region: eu}
+            agent: \(agent)
             collector: {url: \(receiver.url), key: agent.key, batch_size: 5, timeout: 2s, flush_interval: 50ms, backoff: {base: 20ms, cap: 100ms}}
             spool: {path: spool}
             probes: [probes]
@@ -77,6 +77,16 @@ struct ReloadTests {
         let firstCount = urls(of: "first").count
         try await waitUntil("first keeps running", timeout: .seconds(20)) { urls(of: "first").count > firstCount + 4 }
         #expect(urls(of: "second").count <= secondCount + 1, "a removed probe stops after at most its run in flight")
+
+        // The agent's id and region change only on restart: a reload that renames it warns, and
+        // results keep the running id and region (the ones the pushes are signed as).
+        try config(variant: "b", agent: "{id: reload-9, region: us}").write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
+        agent.signal(SIGHUP)
+        try await agent.waitForLine(timeout: .seconds(10), stderr: true) { $0.contains("changes only on restart") && $0.contains("agent.id") }
+        let beforeRename = receiver.snapshot.results.count
+        try await waitUntil("results after the rename", timeout: .seconds(20)) { receiver.snapshot.results.count > beforeRename + 4 }
+        let renamed = receiver.snapshot.results.dropFirst(beforeRename)
+        #expect(renamed.allSatisfy { $0.agent == "reload-1" && $0.region == "eu" }, "\(Set(renamed.map { "\($0.agent)/\($0.region)" }))")
 
         // Graceful stop: everything produced was delivered, once, in order (no result dropped by the reloads).
         agent.signal(SIGTERM)
