@@ -9,9 +9,9 @@ public final class CollectorMetrics: Sendable {
         var batchesDuplicate = 0
         var batchesRejected = 0
         var results = 0
-        var webhookDelivered = 0
-        var webhookFailed = 0
-        var webhookDeadLettered = 0
+        /// Delivery attempts by (target name, result): a name is the config's own, credential-free
+        /// delivery key, so one dead target shows while another works.
+        var webhookAttempts: [WebhookKey: Int] = [:]
         /// Refusals by (where, reason code); reason codes are this program's own, a fixed set.
         var refusals: [RefusalKey: Int] = [:]
     }
@@ -28,6 +28,12 @@ public final class CollectorMetrics: Sendable {
         var surface: String
         var reason: String
         static func < (a: RefusalKey, b: RefusalKey) -> Bool { (a.surface, a.reason) < (b.surface, b.reason) }
+    }
+
+    struct WebhookKey: Hashable, Comparable {
+        var target: String
+        var result: String
+        static func < (a: WebhookKey, b: WebhookKey) -> Bool { (a.target, a.result) < (b.target, b.result) }
     }
 
     struct ProbeKey: Hashable {
@@ -58,9 +64,16 @@ public final class CollectorMetrics: Sendable {
     func batchAccepted(results: Int) { counters.withLock { $0.batchesAccepted += 1; $0.results += results } }
     func batchDuplicate() { counters.withLock { $0.batchesDuplicate += 1 } }
     func batchRejected() { counters.withLock { $0.batchesRejected += 1 } }
-    func webhookDelivered() { counters.withLock { $0.webhookDelivered += 1 } }
-    func webhookFailed() { counters.withLock { $0.webhookFailed += 1 } }
-    func webhookDeadLettered() { counters.withLock { $0.webhookDeadLettered += 1 } }
+    func webhookDelivered(target: String) { webhookAttempt(target, "delivered") }
+    func webhookFailed(target: String) { webhookAttempt(target, "failed") }
+    func webhookDeadLettered(target: String) { webhookAttempt(target, "dead_lettered") }
+    private func webhookAttempt(_ target: String, _ result: String) {
+        counters.withLock { counters in
+            // Every result of a target appears together, from 0, so rate() of each is defined.
+            for each in ["delivered", "failed", "dead_lettered"] { counters.webhookAttempts[WebhookKey(target: target, result: each), default: 0] += 0 }
+            counters.webhookAttempts[WebhookKey(target: target, result: result), default: 0] += 1
+        }
+    }
     func refused(_ surface: Surface, reason: String) {
         counters.withLock { $0.refusals[RefusalKey(surface: surface.rawValue, reason: reason), default: 0] += 1 }
     }

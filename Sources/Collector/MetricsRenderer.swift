@@ -120,10 +120,10 @@ enum MetricsRenderer {
             "sonde_ingest_push_bytes_in_flight", type: "gauge",
             help: "Push body bytes being read now, at their declared lengths (limits.max_push_bytes_in_flight bounds it).")
         out.sample("sonde_ingest_push_bytes_in_flight", [], Double(pushBytesInFlight))
-        out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by result.")
-        out.sample("sonde_webhook_deliveries_total", [("result", "delivered")], Double(counters.webhookDelivered))
-        out.sample("sonde_webhook_deliveries_total", [("result", "failed")], Double(counters.webhookFailed))
-        out.sample("sonde_webhook_deliveries_total", [("result", "dead_lettered")], Double(counters.webhookDeadLettered))
+        out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by target (its name) and result, since start.")
+        for (key, count) in counters.webhookAttempts.sorted(by: { $0.key < $1.key }) {
+            out.sample("sonde_webhook_deliveries_total", [("target", key.target), ("result", key.result)], Double(count))
+        }
         out.declare("sonde_webhook_dead_letters", type: "gauge", help: "Deliveries in the dead-letter table (sonde alert dead-letters).")
         out.sample("sonde_webhook_dead_letters", [], Double(deadLetters))
         out.declare("sonde_refusals_total", type: "counter", help: "Refused requests by surface (ingest, api) and reason code.")

@@ -398,7 +398,7 @@ public struct WebhookDispatcher: Service {
                 do {
                     try await store.markDelivered(eventID: delivery.event.id, target: target.name, at: Date())
                     let recording = answered.duration(to: .now)
-                    metrics.webhookDelivered()
+                    metrics.webhookDelivered(target: target.name)
                     logger.info(
                         "Webhook delivered",
                         metadata: [
@@ -436,7 +436,7 @@ public struct WebhookDispatcher: Service {
             failure = "\(error.kind.rawValue): \(error.message)"
         }
         let attempts = delivery.attempts + 1
-        metrics.webhookFailed()
+        metrics.webhookFailed(target: target.name)
         let age = -delivery.event.occurredAt.timeIntervalSinceNow
         // Being rate limited says nothing against the event: it does not use up max_attempts
         // (a burst of incidents would otherwise drop pages), only max_age bounds it.
@@ -445,7 +445,7 @@ public struct WebhookDispatcher: Service {
                 permanent ? "refused with a non-retryable status" : attempts >= retry.maxAttempts ? "out of attempts (webhook_retry.max_attempts)" : "too old (webhook_retry.max_age)"
             do {
                 try await store.markDead(eventID: delivery.event.id, target: target.name, attempts: attempts, error: "\(failure); \(why)", at: Date())
-                metrics.webhookDeadLettered()
+                metrics.webhookDeadLettered(target: target.name)
                 logger.error(
                     "Webhook event dead-lettered; later events go on (`sonde alert dead-letters`, `sonde alert redrive`)",
                     metadata: ["error": .string(failure), "reason": .string(why), "attempts": "\(attempts)"])

@@ -84,6 +84,11 @@ struct WebhookTests {
             let deliveries = try await collector.store.deliveries()
             #expect(deliveries.count == eventIDs.count)
             #expect(deliveries.allSatisfy { $0.status == .delivered })
+            // Attempts are counted per target, failures (dropped connections) and deliveries apart.
+            let metrics = try await get(collector, "/metrics").bodyText
+            #expect(metrics.contains(#"sonde_webhook_deliveries_total{target="ops",result="delivered"} \#(eventIDs.count)"#), "\(metrics)")
+            #expect(metrics.range(of: #"sonde_webhook_deliveries_total\{target="ops",result="failed"\} [1-9]"#, options: .regularExpression) != nil)
+            #expect(metrics.contains(#"sonde_webhook_deliveries_total{target="ops",result="dead_lettered"} 0"#))
         }
         // Third run: nothing is sent again; a new event goes out after the old ones would have.
         try await withCollector(config) { collector in
