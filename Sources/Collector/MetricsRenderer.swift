@@ -11,6 +11,9 @@ import SondeCore
 /// ``CollectorMetrics/LatestRun/staleAfter``). Prometheus then marks them stale, so a stopped agent
 /// is never shown as succeeding.
 enum MetricsRenderer {
+    /// Step methods that are HTTP requests (not TCP, DNS, ICMP or a comparison).
+    static let httpMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
     /// The runs whose series are shown: not a revoked agent's, and not a silent agent's unless
     /// the run arrived after the evaluation that called it silent (an agent's first push after
     /// a pause, or after start-up, shows at once rather than at the next evaluation).
@@ -67,8 +70,14 @@ enum MetricsRenderer {
             }
         }
         out.declare("probe_http_status_code", type: "gauge", help: "HTTP status of the last step with a response in the latest run.")
+        // 0 when an HTTP probe got no response at all (refused, time-out), as blackbox_exporter
+        // does, so `probe_http_status_code != 200` also catches the hardest failure.
         for (r, l) in zip(latest, labels) {
-            if let status = r.steps.last(where: { $0.status != nil })?.status { out.sample("probe_http_status_code", rendered: l, Double(status)) }
+            if let status = r.steps.last(where: { $0.status != nil })?.status {
+                out.sample("probe_http_status_code", rendered: l, Double(status))
+            } else if r.steps.contains(where: { Self.httpMethods.contains($0.method) }) {
+                out.sample("probe_http_status_code", rendered: l, 0)
+            }
         }
         out.declare("probe_ssl_earliest_cert_expiry", type: "gauge", help: "Unix time at which the first certificate of the latest run's TLS chains expires.")
         for (r, l) in zip(latest, labels) {

@@ -44,6 +44,16 @@ struct MetricsTests {
                 #expect(text.contains("\n" + series), "\(series)missing")
             }
             #expect(text.contains(#"sonde_component_status{component="login",scope=""#))
+            #expect(text.contains("probe_http_status_code\(eu1)} 200"))
+
+            // A run that got no response at all (refused): status code 0, as blackbox_exporter says.
+            var refused = eu.result(probe: "edge", component: "edge", outcome: .failed)
+            refused.steps[0].status = nil
+            refused.error = ProbeError(kind: .connect, step: "login", message: "connection refused")
+            #expect(try await eu.push(eu.batch([refused]), to: collector).status == 200)
+            try await waitUntil("the refused run's status code") {
+                try await get(collector, "/metrics").bodyText.contains(#"probe_http_status_code{probe="edge",component="edge",agent="eu-1",region="eu"} 0"#)
+            }
             #expect(text.contains(#"sonde_component_region_status{component="login",region="eu",status="operational"} 1"#))
 
             // eu-1 keeps reporting, us-1 stops: its series go, and it is down.
