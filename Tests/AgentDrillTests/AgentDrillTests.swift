@@ -272,6 +272,32 @@ struct SpoolDiskDrillTests {
     }
 }
 
+extension AgentDrillTests {
+    @Test("stopping while results are held in memory only (read-only spool, collector down) says how many are discarded")
+    func stopWithMemoryOnlyResultsWarns() async throws {
+        let disk = try SmallDisk(kibibytes: 512)
+        defer { disk.unmount() }
+        let target = try LoopbackHTTPServer { _ in .json(200, #"{"ok":true}"#) }
+        defer { target.stop() }
+        let dir = try TemporaryDirectory("drill-ro-stop")
+        defer { dir.remove() }
+        let agent = try DrillAgent(dir: dir, spool: disk.path + "/spool")
+        let collector = try await DrillCollector.start(dir: dir, agentID: agent.id, publicKey: agent.key.publicKey.base64)
+        await collector.process.stop()
+        try agent.writeConfig(collectorURL: collector.url, targetURL: target.baseURL, memoryLimit: 1000)
+        try FileManager.default.createDirectory(atPath: agent.spool, withIntermediateDirectories: true)
+        try disk.remount(readOnly: true)
+        let process = try agent.start()
+        _ = try await process.waitForLine(timeout: .seconds(10), stderr: true) { $0.contains("spool folder cannot be written") }
+        try await agent.waitForSpooled(process, atLeast: 3)
+        process.signal(SIGTERM)
+        #expect(try await process.waitForExit() == 0)
+        let warning = try #require(process.stderrLines.first { $0.contains("stopping discards results held in memory only") }, "\(process.allOutput.suffix(2000))")
+        let count = warning.firstMatch(of: /spool\.memory_results=(\d+)/).flatMap { Int($0.1) } ?? 0
+        #expect(count >= 3, "\(warning)")
+    }
+}
+
 /// `waitUntil` for synchronous conditions in non-async tests (bounded, polling every 50 ms).
 func waitUntilSync(_ what: String, timeout: Duration, _ condition: () throws -> Bool) throws {
     let clock = ContinuousClock()

@@ -51,7 +51,15 @@ struct RunCommand: AsyncParsableCommand {
         try await services.serviceGroup(logger: logger).run()
         // Results of the last runs still queued for the journal are written before it closes.
         await services.uploader.journal.flush()
+        // Results held in memory only (the spool's disk failed) do not outlive the process: say
+        // how many go, so a restart meant to "fix" a full disk is not a silent loss.
+        let lost = services.spool.status.memoryResults
         services.spool.close()
+        if lost > 0 {
+            logger.warning(
+                "stopping discards results held in memory only, because the spool's disk failed (free it first, then restart)",
+                metadata: ["spool.memory_results": "\(lost)"])
+        }
         logger.info("agent stopped", metadata: ["spool.unsent": "\(services.spool.status.unsentResults)"])
     }
 
