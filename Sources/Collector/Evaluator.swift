@@ -172,6 +172,8 @@ public struct Evaluator: Service {
         var pendingEpoch: Int64?
         var lastSeenDue = ContinuousClock.now
         var agentsDue = ContinuousClock.now
+        /// Unknown components with a problem that the log has already warned about.
+        var warnedUnknown: Set<String> = []
     }
 
     public func run() async throws {
@@ -211,6 +213,21 @@ public struct Evaluator: Service {
         }
     }
 
+    /// A component that fails while not known (not under `components:`, reported by fewer than
+    /// `min_component_agents` agents) opens no incident and pages nobody: said once in the log
+    /// while it lasts, so a one-agent set-up does not watch an outage in silence.
+    func warnAboutUnknownComponents(_ output: CorrelationOutput, _ memory: inout Memory) {
+        for verdict in output.verdicts where !verdict.known {
+            if verdict.status == .operational {
+                memory.warnedUnknown.remove(verdict.component)
+            } else if memory.warnedUnknown.insert(verdict.component).inserted {
+                logger.warning(
+                    "A component fails but opens no incident: it is not under components: and fewer agents than correlation.min_component_agents report it; list it under components: to have its incidents",
+                    metadata: ["component": "\(verdict.component)", "status": "\(verdict.status.rawValue)"])
+            }
+        }
+    }
+
     /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
     func evaluateOnce(_ memory: inout Memory) async {
         // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
@@ -219,6 +236,7 @@ public struct Evaluator: Service {
             await hub.setAgentsIfChanged(agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) })
         }
         let (output, adoptedEpoch) = await hub.evaluateWithAdoptedEpoch()
+        warnAboutUnknownComponents(output, &memory)
         let evaluation = await hub.evaluations
         guard mayWrite(adoptedEpoch) else {
             // A standby's changes are not stored; a new leader starts from the database.

@@ -21,8 +21,7 @@ final class RunningCollector: Sendable {
     var baseURL: String { caFile == nil ? "http://127.0.0.1:\(port)" : "https://localhost:\(port)" }
     var store: any CollectorStorage { built.store }
 
-    static func start(_ config: CollectorConfig, caFile: String? = nil) async throws -> RunningCollector {
-        let logger = testLogger()
+    static func start(_ config: CollectorConfig, caFile: String? = nil, logger: Logger = testLogger()) async throws -> RunningCollector {
         let built = try await buildCollector(config: config, logger: logger)
         let group = ServiceGroup(configuration: .init(services: [built.application], gracefulShutdownSignals: [], logger: logger))
         let task = Task { try await group.run() }
@@ -151,9 +150,11 @@ func fastSilenceConfig(dir: TemporaryDirectory, agents: [TestAgent]) -> Collecto
 }
 
 /// Runs `body` against a started collector and always stops it, also when `body` throws.
-func withCollector<T>(_ config: CollectorConfig, caFile: String? = nil, _ body: (RunningCollector) async throws -> T) async throws -> T {
+func withCollector<T>(
+    _ config: CollectorConfig, caFile: String? = nil, logger: Logger = testLogger(), _ body: (RunningCollector) async throws -> T
+) async throws -> T {
     try await withTeardown { teardown in
-        let collector = try await RunningCollector.start(config, caFile: caFile)
+        let collector = try await RunningCollector.start(config, caFile: caFile, logger: logger)
         teardown.add { await collector.stop() }
         return try await body(collector)
     }

@@ -111,4 +111,32 @@ struct MetricsTests {
         #expect(latest.interval == 60)
         #expect(metrics.latestRuns(now: t0.addingTimeInterval(121 + 170)).count == 1, "not stale between regular runs")
     }
+
+    /// One agent, no `components:`: a component that fails everywhere is not known, so it opens no
+    /// incident and has no status series. The log says so, once while it lasts, with the fix.
+    @Test func anUnknownComponentThatFailsIsNamedInTheLogOnce() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let eu = TestAgent(id: "eu-1", region: "eu")
+        let logs = CapturedLogs()
+        var config = testConfig(dir: dir, agents: [eu])
+        config.components = []
+        try await withCollector(config, logger: logs.logger("collector", level: .info)) { collector in
+            try await waitUntil("the warning for web", timeout: .seconds(20)) {
+                _ = try await eu.push(eu.batch([eu.result(probe: "web", component: "web", outcome: .failed)]), to: collector)
+                return !logs.messages(at: .warning, containing: "opens no incident").isEmpty
+            }
+            // More failures and evaluations: still the one warning.
+            let evaluated = await collector.built.hub.evaluations
+            try await waitUntil("five more evaluations of failures", timeout: .seconds(20)) {
+                _ = try await eu.push(eu.batch([eu.result(probe: "web", component: "web", outcome: .failed)]), to: collector)
+                return await collector.built.hub.evaluations >= evaluated + 5
+            }
+            let warnings = logs.messages(at: .warning, containing: "opens no incident")
+            #expect(warnings.count == 1, "\(warnings.map(\.message))")
+            #expect(warnings.first?.metadata["component"] == "web")
+            let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
+            #expect(status.openIncidents.isEmpty)
+        }
+    }
 }
