@@ -2,6 +2,7 @@ import ArgumentParser
 import CollectorStore
 import Foundation
 import Logging
+import NIOCore
 import SondeCore
 
 /// `sonde-collector`: the server and its offline admin commands.
@@ -50,9 +51,19 @@ extension CollectorCommand {
                 throw ExitCode(2)
             } catch let error as StorageError {
                 printError("sonde-collector: \(error)")
-                throw ExitCode(1)
+                // A SQLite file that cannot be opened is this host's set-up (a folder, its owner),
+                // which a restart does not change: exit 2, as for a bad config, so systemd stops
+                // retrying (RestartPreventExitStatus=2). An unreachable PostgreSQL may come back: 1.
+                throw ExitCode(PostgresURL.isPostgres(configuration.databasePath) ? 1 : 2)
             }
-            try await collector.runUntilSignalled()
+            do {
+                try await collector.runUntilSignalled()
+            } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES || error.errnoCode == EADDRNOTAVAIL {
+                printError(
+                    "sonde-collector: listen: cannot listen on \(configuration.host):\(configuration.port): \(String(cString: strerror(error.errnoCode)))"
+                        + " (another process on that port, a port below 1024 without the right, or an address this host does not have); check listen in \(config)")
+                throw ExitCode(2)
+            }
             logger.info("Collector stopped")
         }
     }
