@@ -72,7 +72,7 @@ let package = Package(
         /// Result model, push envelope, signing keys: the contract between agent and collector.
         .target(
             name: "SondeCore",
-            dependencies: ["COpenSSL"],
+            dependencies: ["COpenSSL", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings,
             plugins: ["BuildInfo"]
         ),

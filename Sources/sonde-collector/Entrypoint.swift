@@ -6,7 +6,7 @@ import SondeCore
 enum Entrypoint {
     static func main() async {
         // The executable owns logging; the library only takes a Logger.
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        LoggingSystem.bootstrap { SondeLogHandler(label: $0) }
         await CollectorCommand.main(ProcessArguments.afterExecutable)
     }
 }

@@ -5,7 +5,7 @@ import SondeCore
 @main
 enum Entrypoint {
     static func main() async {
-        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        LoggingSystem.bootstrap { SondeLogHandler(label: $0) }
         await SondeSimCommand.main(ProcessArguments.afterExecutable)
     }
 }

@@ -96,6 +96,9 @@ struct CollectorReloadTests {
         #expect(try await push(newcomer) == 401, "not enrolled yet")
         #expect(try await call("POST", "/v1/alerts/test", token: TestTokens.admin) == 202)
         try await waitUntil("a failed delivery to the first URL", timeout: .seconds(20)) { child.allOutput.contains("Webhook delivery failed") }
+        // Its reason has spaces: quoted, so a logfmt parser reads it whole.
+        let failedLine = try #require(child.allOutput.split(separator: "\n").first { $0.contains("Webhook delivery failed") })
+        #expect(failedLine.contains(#"error=""#) && failedLine.contains("webhook.target=ops"), "\(failedLine)")
 
         // Reload 1: a second token, a new agent, the webhook moved to a working URL.
         try write(agents: [steady, newcomer], tokens: [("ops", TestTokens.admin), ("other", otherToken)], webhookURL: up.baseURL + "/hook")

@@ -75,11 +75,7 @@ struct LoggingOptions: ParsableArguments {
     /// Sets up the process's logging (once, from a command: libraries only take a `Logger`).
     func makeLogger(label: String, default level: Logger.Level) -> Logger {
         let chosen = logLevel.flatMap(Logger.Level.init(rawValue:)) ?? level
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = chosen
-            return handler
-        }
+        LoggingSystem.bootstrap { SondeLogHandler(label: $0, level: chosen) }
         var logger = Logger(label: label)
         logger.logLevel = chosen
         return logger
