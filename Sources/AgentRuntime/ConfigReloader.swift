@@ -16,6 +16,8 @@ public struct ConfigReloader: Service {
     let running: AgentConfig
     let scheduler: Scheduler
     let logger: Logger
+    /// The agent's `/metrics`, when it serves one: each reload's outcome.
+    var metrics: AgentMetrics?
 
     public init(running: AgentConfig, scheduler: Scheduler, logger: Logger, load: @escaping @Sendable () throws(ConfigError) -> AgentConfig) {
         self.running = running
@@ -59,12 +61,14 @@ public struct ConfigReloader: Service {
         probes.logWarnings(logger)
         scheduler.reload(.init(probes: probes.probes, context: probes.context, controlProbes: config.controlProbes))
         logger.info("reload applied", metadata: ["probes.count": "\(probes.probes.count)"])
+        metrics?.recordReload(ok: true)
         return true
     }
 
     private func refuse(_ problems: [String]) -> Bool {
         for problem in problems { logger.error("reload refused", metadata: ["problem": "\(problem)"]) }
         logger.error("reload refused; the running config and probes are unchanged", metadata: ["problems.count": "\(problems.count)"])
+        metrics?.recordReload(ok: false)
         return false
     }
 

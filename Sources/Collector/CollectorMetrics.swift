@@ -12,6 +12,9 @@ public final class CollectorMetrics: Sendable {
         /// Delivery attempts by (target name, result): a name is the config's own, credential-free
         /// delivery key, so one dead target shows while another works.
         var webhookAttempts: [WebhookKey: Int] = [:]
+        /// The last SIGHUP reload: applied (or none tried) or refused, and when the config last loaded.
+        var lastReloadOK = true
+        var lastReloadSuccess = Date().timeIntervalSince1970
         /// Refusals by (where, reason code); reason codes are this program's own, a fixed set.
         var refusals: [RefusalKey: Int] = [:]
     }
@@ -72,6 +75,12 @@ public final class CollectorMetrics: Sendable {
             // Every result of a target appears together, from 0, so rate() of each is defined.
             for each in ["delivered", "failed", "dead_lettered"] { counters.webhookAttempts[WebhookKey(target: target, result: each), default: 0] += 0 }
             counters.webhookAttempts[WebhookKey(target: target, result: result), default: 0] += 1
+        }
+    }
+    func recordReload(ok: Bool) {
+        counters.withLock { c in
+            c.lastReloadOK = ok
+            if ok { c.lastReloadSuccess = Date().timeIntervalSince1970 }
         }
     }
     func refused(_ surface: Surface, reason: String) {

@@ -140,7 +140,8 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
         writer, evaluator, dispatcher,
         RetentionService(store: store, retention: config.retentionDays * 86400, interval: config.retentionInterval, logger: logger),
         CollectorReloader(
-            path: configPath, config: config, store: store, settings: settings, outbox: outbox, credentials: credentials, logger: logger),
+            path: configPath, config: config, store: store, settings: settings, outbox: outbox, credentials: credentials, metrics: metrics,
+            logger: logger),
     ]
     if let coordinator { services.insert(coordinator, at: 0) }
     // Slow or stalled clients are cut off: `idle_timeout` (nothing received, including a

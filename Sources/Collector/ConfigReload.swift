@@ -42,13 +42,16 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
     let outbox: WakeSignal
     let credentials: TLSCredentials?
     let logger: Logger
+    /// Each reload's outcome, for `/metrics`.
+    let metrics: CollectorMetrics?
     /// The config in force: what the next reload is compared with.
     let current: Mutex<CollectorConfig>
 
     init(
         path: String?, config: CollectorConfig, store: any CollectorStorage, settings: ReloadableSettings, outbox: WakeSignal,
-        credentials: TLSCredentials?, logger: Logger
+        credentials: TLSCredentials?, metrics: CollectorMetrics? = nil, logger: Logger
     ) {
+        self.metrics = metrics
         self.path = path
         self.store = store
         self.settings = settings
@@ -70,6 +73,12 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
     /// One reload; returns true when the new config is in force.
     @discardableResult
     func reload() async -> Bool {
+        let applied = await attemptReload()
+        metrics?.recordReload(ok: applied)
+        return applied
+    }
+
+    private func attemptReload() async -> Bool {
         guard let path else {
             // Built from a config value (tests, the demo): only the certificate can be re-read.
             reloadCertificate(credentials?.files)

@@ -135,6 +135,10 @@ enum MetricsRenderer {
         }
         out.declare("sonde_webhook_dead_letters", type: "gauge", help: "Deliveries in the dead-letter table (sonde alert dead-letters).")
         out.sample("sonde_webhook_dead_letters", [], Double(deadLetters))
+        out.declare("sonde_config_last_reload_successful", type: "gauge", help: "1 when the last SIGHUP reload was applied (or none was tried), 0 when it was refused.")
+        out.sample("sonde_config_last_reload_successful", [], counters.lastReloadOK ? 1 : 0)
+        out.declare("sonde_config_last_reload_success_timestamp_seconds", type: "gauge", help: "When the config was last loaded successfully (start or reload), Unix seconds.")
+        out.sample("sonde_config_last_reload_success_timestamp_seconds", [], counters.lastReloadSuccess.rounded(.down))
         out.declare("sonde_refusals_total", type: "counter", help: "Refused requests by surface (ingest, api) and reason code.")
         for (key, count) in counters.refusals.sorted(by: { $0.key < $1.key }) {
             out.sample("sonde_refusals_total", [("surface", key.surface), ("reason", key.reason)], Double(count))

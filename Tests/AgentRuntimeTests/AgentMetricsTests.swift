@@ -191,6 +191,22 @@ struct AgentMetricsTests {
         }
         #expect(value("sonde_agent_run_start_lateness_seconds_count", in: text).map { $0 >= 3 } == true)
         #expect(text.contains(#"sonde_agent_pushes_total{result="failed"} 0"#))
+
+        // A refused reload shows as config_last_reload_successful 0 until one is applied.
+        #expect(value("sonde_agent_config_last_reload_successful", in: text) == 1)
+        let loadedAt = try #require(value("sonde_agent_config_last_reload_success_timestamp_seconds", in: text))
+        var reloader = ConfigReloader(running: config, scheduler: services.scheduler, logger: logs.logger()) { () throws(ConfigError) in
+            try AgentConfig.load(file: dir.path + "/agent.yaml", environment: [:], requireCollector: true)
+        }
+        reloader.metrics = services.metricsServer?.metrics
+        try "name: [broken".write(toFile: dir.path + "/probes/bad.yaml", atomically: true, encoding: .utf8)
+        #expect(!reloader.reload())
+        #expect(value("sonde_agent_config_last_reload_successful", in: try await scrape(port).bodyText) == 0)
+        try FileManager.default.removeItem(atPath: dir.path + "/probes/bad.yaml")
+        #expect(reloader.reload())
+        let after = try await scrape(port).bodyText
+        #expect(value("sonde_agent_config_last_reload_successful", in: after) == 1)
+        #expect((value("sonde_agent_config_last_reload_success_timestamp_seconds", in: after) ?? 0) >= loadedAt)
         await group.triggerGracefulShutdown()
         try await task.value
         services.spool.close()

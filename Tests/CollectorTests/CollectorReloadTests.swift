@@ -64,6 +64,12 @@ struct CollectorReloadTests {
                 HTTPRequest(method: method, url: base + path, headers: [HTTPHeader("Authorization", "Bearer \(token)")], body: Data(), timeout: .seconds(10)))
             return response.status
         }
+        func reloadSuccessful() async throws -> String? {
+            let response = try await CurlHTTPClient.shared.perform(
+                HTTPRequest(url: base + "/metrics", headers: [HTTPHeader("Authorization", "Bearer \(TestTokens.admin)")], timeout: .seconds(10)))
+            return String(decoding: response.body, as: UTF8.self).split(separator: "\n")
+                .first { $0.hasPrefix("sonde_config_last_reload_successful ") }.map { String($0.split(separator: " ").last ?? "") }
+        }
         func push(_ agent: TestAgent) async throws -> Int {
             let body = try SondeJSON.encode(agent.batch([agent.result(startedAt: Date())]))
             let signature = try agent.key.signatureHeader(for: body)
@@ -116,6 +122,7 @@ struct CollectorReloadTests {
         #expect(refusal.contains("collector.yaml:5:1") && refusal.contains("did you mean"), "\(refusal)")
         #expect(try await call("GET", "/v1/status", token: otherToken) == 200, "the previous tokens stay in force")
         #expect(child.isRunning)
+        #expect(try await reloadSuccessful() == "0", "a refused reload shows on /metrics")
 
         // Reload 2b: two new agents, the second with a key that `agents add` gave another agent:
         // refused whole, so the first is not enrolled either.
@@ -137,6 +144,7 @@ struct CollectorReloadTests {
         try write(agents: [steady], tokens: [("ops", TestTokens.admin)], webhookURL: up.baseURL + "/hook", extra: "retention_days: 7")
         child.signal(SIGHUP)
         try await waitUntil("the third reload", timeout: .seconds(20)) { child.allOutput.components(separatedBy: "Config reloaded").count == 3 }
+        #expect(try await reloadSuccessful() == "1")
         try await waitUntil("the restart-only change named", timeout: .seconds(20)) {
             child.allOutput.split(separator: "\n").contains { $0.contains("take effect only after a restart") && $0.contains("retention_days") }
         }

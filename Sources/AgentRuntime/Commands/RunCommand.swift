@@ -36,6 +36,7 @@ struct RunCommand: AsyncParsableCommand {
             services.reloader = ConfigReloader(running: config, scheduler: services.scheduler, logger: logger) { () throws(ConfigError) in
                 try options.load(requireCollector: true)
             }
+            services.reloader?.metrics = services.metricsServer?.metrics
         } catch let error as ConfigError {
             refuse(error.diagnostics.map(\.description))
         } catch let error as AgentStartError {

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import SondeCore
 import Synchronization
 
@@ -18,10 +19,22 @@ public final class AgentMetrics: Sendable {
         /// Per bucket (not cumulative), the last one for anything above the largest bound.
         var lateness = [UInt64](repeating: 0, count: AgentMetrics.latenessBuckets.count + 1)
         var latenessSum: Double = 0
+        /// The last SIGHUP reload: applied or refused, and when one last succeeded (start counts).
+        var lastReloadOK = true
+        var lastReloadSuccess = Date().timeIntervalSince1970
     }
     private let counts = Mutex(Counts())
 
     public init() {}
+
+    /// A reload applied (`ok`) or refused: Prometheus's and blackbox_exporter's
+    /// `config_last_reload_successful` pair, for the usual "a config push broke" alert.
+    public func recordReload(ok: Bool) {
+        counts.withLock { c in
+            c.lastReloadOK = ok
+            if ok { c.lastReloadSuccess = Date().timeIntervalSince1970 }
+        }
+    }
 
     /// One finished run: its outcome, how long after its (jittered) slot or planned retry it
     /// started, and whether it was a retry (`retry_interval`).
@@ -60,6 +73,10 @@ public final class AgentMetrics: Sendable {
         out.reserve(4096)
         out.declare("sonde_agent_runs_total", type: "counter", help: "Probe runs finished since the agent started, by outcome.")
         for outcome in Outcome.allCases { out.sample("sonde_agent_runs_total", [("outcome", outcome.rawValue)], Double(c.runs[outcome] ?? 0)) }
+        out.declare("sonde_agent_config_last_reload_successful", type: "gauge", help: "1 when the last SIGHUP reload was applied (or none was tried), 0 when it was refused.")
+        out.sample("sonde_agent_config_last_reload_successful", [], c.lastReloadOK ? 1 : 0)
+        out.declare("sonde_agent_config_last_reload_success_timestamp_seconds", type: "gauge", help: "When the config was last loaded successfully (start or reload), Unix seconds.")
+        out.sample("sonde_agent_config_last_reload_success_timestamp_seconds", [], c.lastReloadSuccess.rounded(.down))
         out.declare(
             "sonde_agent_retries_total", type: "counter",
             help: "Of those runs, retries: extra runs between a probe's slots after a failed or slow run (retry_interval).")
