@@ -128,6 +128,24 @@ struct AgentMetricsTests {
         }
     }
 
+    @Test("connections that send nothing are dropped after a second: three of them delay a scrape by about 3 s, well inside a 10 s scrape time-out")
+    func idleConnectionsAreDroppedQuickly() async throws {
+        let dir = try TemporaryDirectory("agent-metrics-idle")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        try await withServer(spool: spool) { server in
+            let idle = try (0..<3).map { _ in try connectLoopbackSocket(port: server.port, receiveTimeout: .seconds(10)) }
+            defer { idle.forEach { close($0) } }
+            let clock = ContinuousClock()
+            let start = clock.now
+            #expect(try await scrape(server.port).status == 200)
+            let waited = clock.now - start
+            #expect(waited < .seconds(6), "three idle connections at the default 5 s time-out each would take 15 s; took \(waited)")
+            var byte: UInt8 = 0
+            #expect(idle.allSatisfy { read($0, &byte, 1) == 0 }, "each idle connection was closed")
+        }
+    }
+
     @Test("metrics.listen: an IP address and port; host names, missing ports and unknown keys are refused with their line")
     func listenConfig() throws {
         #expect(MetricsListenAddress.parse("127.0.0.1:9465") == MetricsListenAddress(host: "127.0.0.1", port: 9465))

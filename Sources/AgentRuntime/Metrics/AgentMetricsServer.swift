@@ -123,6 +123,10 @@ public final class AgentMetricsServer: Service, Sendable {
     /// Reads one request and answers it, all within `requestTimeout`.
     private func exchange(_ client: Int32) {
         let deadline = ContinuousClock.now + requestTimeout
+        // A scraper sends its request as soon as it connects: one that has sent nothing after a
+        // second (a load balancer's TCP check, a port scan, a stuck client) is dropped then, so a
+        // few such connections delay a scrape by seconds, not by the whole request time-out each.
+        let firstByteBy = ContinuousClock.now + min(requestTimeout, Self.firstByteTimeout)
         var request: [UInt8] = []
         request.reserveCapacity(1024)
         var chunk = [UInt8](repeating: 0, count: 2048)
@@ -131,7 +135,7 @@ public final class AgentMetricsServer: Service, Sendable {
                 respond(client, status: "431 Request Header Fields Too Large", body: "request head over \(Self.maxRequestBytes) bytes\n", deadline: deadline)
                 return
             }
-            guard wait(client, for: Int16(POLLIN), until: deadline) else { return }
+            guard wait(client, for: Int16(POLLIN), until: request.isEmpty ? firstByteBy : deadline) else { return }
             let room = min(chunk.count, Self.maxRequestBytes - request.count + 1)
             let count = chunk.withUnsafeMutableBytes { Glibc.read(client, $0.baseAddress, room) }
             if count == 0 { return }  // closed before a whole request
@@ -159,6 +163,8 @@ public final class AgentMetricsServer: Service, Sendable {
         let body = metrics.render(spool: spool.status)
         respond(client, status: "200 OK", contentType: "text/plain; version=0.0.4; charset=utf-8", body: body, withBody: method == "GET", deadline: deadline)
     }
+
+    static let firstByteTimeout: Duration = .seconds(1)
 
     private static func endsHead(_ bytes: [UInt8]) -> Bool {
         let n = bytes.count
