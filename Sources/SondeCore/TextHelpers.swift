@@ -44,6 +44,24 @@ public func parseByteSize(_ text: String) -> Int? {
     return Int(trimmed).flatMap { $0 >= 0 ? $0 : nil }
 }
 
+/// `text` as a JSON string literal (quotes, backslashes and control characters escaped): for
+/// JSON bodies written in YAML order and for quoted log values alike.
+public func jsonQuoted(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20: out += "\\u00" + hexDigits([UInt8(scalar.value)])
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
+
 /// Lower-case hexadecimal digits of bytes ("0a1b…").
 public func hexDigits(_ bytes: some Sequence<UInt8>) -> String {
     let digits = Array("0123456789abcdef".utf8)

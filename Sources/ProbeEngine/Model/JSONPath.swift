@@ -181,19 +181,5 @@ enum JSONValue: Sendable, Hashable, Decodable {
 
 /// Writes JSON text with keys in the order given (YAML order), so bodies look as written.
 enum JSONWriter {
-    static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += "\\u00" + hexDigits([UInt8(scalar.value)])
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ text: String) -> String { jsonQuoted(text) }
 }
