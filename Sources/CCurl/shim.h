@@ -146,8 +146,9 @@ static inline int sonde_tls_check_files(const char *ca_file, const char *cert, c
 // the upgrade is OpenSSL's, on the socket libcurl connected, with the same choices libcurl makes
 // for requests: its CA file and directory unless a probe names one, peer and host name checks
 // unless `insecure`, SNI for names (not addresses), the probe's client certificate and key, and
-// the verified chain recorded by `sonde_tls_verify`. Returns NULL with OpenSSL's reason on
-// failure; the caller drives the handshake (non-blocking) and frees the SSL with SSL_free.
+// the verified chain recorded by `sonde_tls_verify` into `record`, which must live as long as
+// the session. Returns NULL with OpenSSL's reason on failure; the caller drives the handshake
+// (non-blocking) and frees the SSL with SSL_free.
 static inline SSL *sonde_starttls_new(int fd, const char *host, int host_is_address, int verify,
                                       const char *ca_file, const char *ca_path, const char *cert,
                                       const char *key, sonde_tls_chain *record, char *reason, size_t size) {
@@ -161,6 +162,8 @@ static inline SSL *sonde_starttls_new(int fd, const char *host, int host_is_addr
     SSL_CTX_set_app_data(context, record);
     SSL_CTX_set_default_passwd_cb(context, sonde_tls_no_passphrase);
     SSL_CTX_set_verify(context, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, sonde_tls_verify);
+    // One handshake per probe run: a server asking to renegotiate is refused, not re-verified.
+    SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION);
     if ((ca_file != NULL || ca_path != NULL) && SSL_CTX_load_verify_locations(context, ca_file, ca_path) != 1) failed = "loading the CA certificates";
     else if (ca_file == NULL && ca_path == NULL && SSL_CTX_set_default_verify_paths(context) != 1) failed = "loading the system CA certificates";
     else if (cert != NULL && SSL_CTX_use_certificate_chain_file(context, cert) != 1) failed = "loading the client certificate";

@@ -11,9 +11,6 @@ import SondeCore
 /// ``CollectorMetrics/LatestRun/staleAfter``). Prometheus then marks them stale, so a stopped agent
 /// is never shown as succeeding.
 enum MetricsRenderer {
-    /// Step methods that are HTTP requests (not TCP, DNS, ICMP or a comparison).
-    static let httpMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
     /// The runs whose series are shown: not a revoked agent's, and not a silent agent's unless
     /// the run arrived after the evaluation that called it silent (an agent's first push after
     /// a pause, or after start-up, shows at once rather than at the next evaluation).
@@ -75,7 +72,7 @@ enum MetricsRenderer {
         for (r, l) in zip(latest, labels) {
             if let status = r.steps.last(where: { $0.status != nil })?.status {
                 out.sample("probe_http_status_code", rendered: l, Double(status))
-            } else if r.steps.contains(where: { Self.httpMethods.contains($0.method) }) {
+            } else if r.steps.contains(where: { $0.url.hasPrefix("http://") || $0.url.hasPrefix("https://") }) {
                 out.sample("probe_http_status_code", rendered: l, 0)
             }
         }

@@ -243,6 +243,8 @@ private struct Channel {
     let curl: UnsafeMutableRawPointer
     let socket: curl_socket_t
     var ssl: OpaquePointer?
+    /// Where the session's verify callback records the chain: lives as long as the session.
+    var chain: UnsafeMutablePointer<sonde_tls_chain>?
 
     init(curl: UnsafeMutableRawPointer, socket: curl_socket_t) {
         self.curl = curl
@@ -250,10 +252,13 @@ private struct Channel {
     }
 
     mutating func close() {
-        guard let ssl else { return }
-        _ = SSL_shutdown(ssl) // one non-blocking try at close_notify; the socket closes with curl's handle
-        SSL_free(ssl)
-        self.ssl = nil
+        if let ssl {
+            _ = SSL_shutdown(ssl) // one non-blocking try at close_notify; the socket closes with curl's handle
+            SSL_free(ssl)
+            self.ssl = nil
+        }
+        chain?.deallocate()
+        chain = nil
     }
 
     /// Switches to TLS; returns the verified chain's earliest expiry.
@@ -265,7 +270,7 @@ private struct Channel {
         }
         var reason = [CChar](repeating: 0, count: 512)
         let record = UnsafeMutablePointer<sonde_tls_chain>.allocate(capacity: 1)
-        defer { record.deallocate() }
+        chain = record
         var v4 = in_addr(), v6 = in6_addr()
         let isAddress = inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
         // A probe's CA file replaces the defaults, as CURLOPT_CAINFO does for requests.

@@ -380,7 +380,7 @@ enum DNSServerAddress {
             guard let number = Int(text[text.index(after: colon)...]) else { return nil }
             port = number
         }
-        guard (1...65535).contains(port), DNSWireClient.SocketAddress(host: host, port: port) != nil else { return nil }
+        guard (1...65535).contains(port), SocketAddress(host: host, port: port) != nil else { return nil }
         return (host, port)
     }
 }

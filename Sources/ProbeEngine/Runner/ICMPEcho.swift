@@ -150,15 +150,7 @@ enum ICMPEcho {
     }
 
     private static func connect(_ fd: Int32, address: String, family: Int32) -> Int32 {
-        if family == AF_INET6 {
-            var target = sockaddr_in6()
-            target.sin6_family = sa_family_t(AF_INET6)
-            guard inet_pton(AF_INET6, address, &target.sin6_addr) == 1 else { errno = EINVAL; return -1 }
-            return withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-        }
-        var target = sockaddr_in()
-        target.sin_family = sa_family_t(AF_INET)
-        guard inet_pton(AF_INET, address, &target.sin_addr) == 1 else { errno = EINVAL; return -1 }
-        return withUnsafePointer(to: &target) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard var target = SocketAddress(host: address, port: 0), target.family == family else { errno = EINVAL; return -1 }
+        return withUnsafePointer(to: &target.storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, target.length) } }
     }
 }

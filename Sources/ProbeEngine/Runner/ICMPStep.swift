@@ -47,9 +47,7 @@ extension StepExecution {
     /// The address to ping: the host itself when it is one, else its first address from the
     /// system resolver (of the family `ip_version` asks for).
     static func icmpTarget(_ host: String, version: IPVersion?, deadline: ContinuousClock.Instant) async throws(StepFailure) -> (String, Int32) {
-        var v4 = in_addr(), v6 = in6_addr()
-        if inet_pton(AF_INET, host, &v4) == 1, version != .v6 { return (host, AF_INET) }
-        if inet_pton(AF_INET6, host, &v6) == 1, version != .v4 { return (host, AF_INET6) }
+        if let literal = SocketAddress(host: host, port: 0), version != (literal.family == AF_INET ? .v6 : .v4) { return (host, literal.family) }
         let family: Int32 = switch version { case .v4?: AF_INET; case .v6?: AF_INET6; case nil: AF_UNSPEC }
         switch await SystemResolver.addresses(of: host, family: family, deadline: deadline) {
         case .success(let addresses):
