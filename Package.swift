@@ -72,7 +72,10 @@ let package = Package(
         /// Result model, push envelope, signing keys: the contract between agent and collector.
         .target(
             name: "SondeCore",
-            dependencies: ["COpenSSL", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "COpenSSL", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: swiftSettings,
             plugins: ["BuildInfo"]
         ),

@@ -23,18 +23,12 @@ extension CollectorCommand {
         @Option(name: .long, help: "The YAML configuration file (see docs/collector.md).")
         var config: String
 
-        @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-        var logLevel: String = "info"
+        @OptionGroup var logging: LoggingOptions
 
         public init() {}
 
-        public func validate() throws {
-            guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical") }
-        }
-
         public func run() async throws {
-            var logger = Logger(label: "sonde-collector")
-            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let logger = logging.makeLogger(label: "sonde-collector", default: .info)
             let configuration: CollectorConfig
             do { configuration = try CollectorConfig.load(path: config) } catch {
                 printError("sonde-collector: \(error)")
@@ -79,6 +73,7 @@ extension CollectorCommand {
         public init() {}
 
         public func run() async throws {
+            SondeLogging.bootstrap()
             let logger = Logger(label: "sonde-collector")
             let configuration: CollectorConfig
             do { configuration = try CollectorConfig.load(path: config) } catch {
@@ -144,6 +139,7 @@ struct DatabaseOption: ParsableArguments {
     }
 
     private func open() async throws -> any CollectorStorage {
+        SondeLogging.bootstrap()
         let logger = Logger(label: "sonde-collector")
         let path: String
         var sync = SQLiteCollectorStore.Durability.full

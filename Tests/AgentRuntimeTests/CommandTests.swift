@@ -208,6 +208,26 @@ struct CommandTests {
         #expect(once.stdoutLines.count == 1)
     }
 
+    @Test("--log-format json: every log line on stderr is one JSON object with ts, level, logger, msg and the metadata")
+    func jsonLogs() async throws {
+        let dir = try TemporaryDirectory("once")
+        defer { dir.remove() }
+        let target = try LoopbackHTTPServer { _ in .json(503, #"{"error": "down \"now\""}"#) }
+        defer { target.stop() }
+        try writeProbes(in: dir)
+        let once = try ChildProcess(
+            "sonde-agent", ["once", "--probes", dir.file("probes"), "--var", "target=\(target.baseURL)", "--log-format", "json", "--log-level", "debug"])
+        #expect(try await once.waitForExit() == 1)
+        let lines = once.stderrLines.filter { !$0.isEmpty }
+        #expect(lines.count >= 2, "a debug line per step and per run: \(lines)")
+        for line in lines {
+            let object = try #require(try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(line)")
+            #expect(object["logger"] as? String == "sonde.agent" && object["level"] as? String == "debug" && object["ts"] is String, "\(line)")
+        }
+        let finished = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.filter { $0["msg"] as? String == "probe run finished" }
+        #expect(finished.count == 2 && finished.allSatisfy { $0["outcome"] as? String == "failed" && $0["probe.name"] is String }, "\(lines)")
+    }
+
     @Test("once --format table shows probe, component, outcome, duration, status and error; exit 0 when all pass")
     func onceTable() async throws {
         let dir = try TemporaryDirectory("once")

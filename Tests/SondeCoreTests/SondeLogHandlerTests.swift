@@ -1,3 +1,5 @@
+import Foundation
+import Logging
 import Testing
 
 @testable import SondeCore
@@ -52,5 +54,32 @@ struct SondeLogHandlerTests {
             #expect(parsed["error"] == value.replacingOccurrences(of: "\u{07}", with: "u0007") || parsed["error"] == value, "\(line)")
         }
         #expect(!SondeLogHandler.quoted("two\nlines").contains("\n"), "one record per line")
+    }
+
+    /// `--log-format json`: one object per line that a JSON parser reads whole, fixed fields first,
+    /// metadata as keys (nested as arrays and objects), a metadata key named like a fixed field
+    /// kept under `meta.`, control characters escaped.
+    @Test func jsonLinesParse() throws {
+        var handler = SondeLogHandler(label: "sonde.agent", level: .debug, format: .json)
+        handler[metadataKey: "agent.id"] = "eu-1"
+        let event = LogEvent(
+            level: .warning, message: "two\nlines \"quoted\"", error: nil,
+            metadata: ["error": "connect: Failed to connect\u{07}", "msg": "not the message", "codes": ["500", "502"], "nested": ["a": "1"]],
+            source: "AgentRuntime", file: #fileID, function: #function, line: #line)
+        let line = handler.line(for: event)
+        #expect(line.hasSuffix("}\n") && line.dropLast().allSatisfy { $0 != "\n" }, "one record per line: \(line)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+        #expect(object["level"] as? String == "warning")
+        #expect(object["logger"] as? String == "sonde.agent")
+        #expect(object["source"] as? String == "AgentRuntime")
+        #expect(object["msg"] as? String == "two\nlines \"quoted\"")
+        #expect(object["meta.msg"] as? String == "not the message")
+        #expect(object["agent.id"] as? String == "eu-1")
+        #expect(object["error"] as? String == "connect: Failed to connect\u{07}")
+        #expect(object["codes"] as? [String] == ["500", "502"])
+        #expect(object["nested"] as? [String: String] == ["a": "1"])
+        let ts = try #require(object["ts"] as? String)
+        #expect(ts.count == 24 && ts.hasSuffix("Z") && ts.dropFirst(19).hasPrefix("."), "RFC 3339 UTC with milliseconds: \(ts)")
+        #expect(line.hasPrefix(#"{"ts":"#), "the time first, as log shippers expect")
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import SondeCore
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -61,27 +61,6 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
-/// `--log-level`; logs go to stderr, results and tables to stdout.
-struct LoggingOptions: ParsableArguments {
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String?
-
-    func validate() throws {
-        if let logLevel, Logger.Level(rawValue: logLevel) == nil {
-            throw ValidationError("--log-level expects one of trace, debug, info, notice, warning, error, critical; got \"\(logLevel)\"")
-        }
-    }
-
-    /// Sets up the process's logging (once, from a command: libraries only take a `Logger`).
-    func makeLogger(label: String, default level: Logger.Level) -> Logger {
-        let chosen = logLevel.flatMap(Logger.Level.init(rawValue:)) ?? level
-        LoggingSystem.bootstrap { SondeLogHandler(label: $0, level: chosen) }
-        var logger = Logger(label: label)
-        logger.logLevel = chosen
-        return logger
-    }
-}
-
 /// Prints to stderr.
 func printError(_ text: String) {
     let line = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)

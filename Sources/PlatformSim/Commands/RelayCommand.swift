@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SondeCore
 
 /// `sonde-sim relay --listen 127.0.0.1:0 --to 127.0.0.1:18400`: forwards TCP both ways until
 /// SIGTERM/SIGINT; SIGUSR1 cuts it (connections closed, connects refused), SIGHUP makes it flaky
@@ -49,7 +50,7 @@ struct RelayCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = logging.logger(label: "sonde-sim.relay")
+        let logger = logging.makeLogger(label: "sonde-sim.relay", default: .info)
         let listenAddress = HostPort(listen)!
         let target = HostPort(to)!
         let signals = SignalStream.make([SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP])

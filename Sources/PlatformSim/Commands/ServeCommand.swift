@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SondeCore
 
 /// Serves every region until SIGTERM or SIGINT, printing `<region> <base_url>` per region once
 /// all of them listen.
@@ -63,7 +64,7 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = logging.logger(label: "sonde-sim")
+        let logger = logging.makeLogger(label: "sonde-sim", default: .info)
         // Install the handlers before anyone can learn our ports and signal us.
         let signals = SignalStream.make([SIGTERM, SIGINT])
         let sim: PlatformSimulator

@@ -25,24 +25,6 @@ public struct SondeSimCommand: AsyncParsableCommand {
     public init() {}
 }
 
-/// `--log-level`, shared by the long-running commands.
-struct LoggingOptions: ParsableArguments {
-    @Option(name: .customLong("log-level"), help: "trace, debug (one line per request), info, notice, warning, error or critical.")
-    var logLevel: String = "info"
-
-    func validate() throws {
-        guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("--log-level: expected trace, debug, info, notice, warning, error or critical, got \"\(logLevel)\"")
-        }
-    }
-
-    func logger(label: String) -> Logger {
-        var logger = Logger(label: label)
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        return logger
-    }
-}
-
 /// Parses `500ms`, `2s`, `1.5s`, `1m` or a bare number of seconds.
 func parseDuration(_ text: String) -> Duration? {
     let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
