@@ -243,6 +243,14 @@ extension CorrelationEngine {
         return wider || severity > incident.severity
     }
 
+    /// The latencies are of each agent's latest *passing* run: beside an outage whose runs fail
+    /// before any answer, a fast figure from before it ("p95 0 ms" on a refused port) misleads, so
+    /// a summary names p95 only for a slowdown, or when it is slow (≥ 1 s) itself.
+    private static func telling(_ p95: Double?, _ status: ComponentStatus) -> Double? {
+        guard let p95, status == .degradedPerformance || p95 >= 1000 else { return nil }
+        return p95
+    }
+
     /// One line for people: "files: partial outage in eu (3/9 agents failing, file_expired)".
     static func describe(component: String, status: ComponentStatus, scope: ProblemScope, evidence: Evidence) -> String {
         let words = status.rawValue.replacingOccurrences(of: "_", with: " ")
@@ -250,7 +258,7 @@ extension CorrelationEngine {
         var detail = "\(evidence.failingAgentCount)/\(evidence.reportingAgents) agents failing"
         if status == .degradedPerformance { detail = "\(evidence.degradedAgents)/\(evidence.reportingAgents) agents slow" }
         if evidence.singleAgent { detail += ", single agent" }
-        if let p95 = evidence.latencyP95Ms { detail += ", p95 \(Int(p95.rounded())) ms" }
+        if let p95 = telling(evidence.latencyP95Ms, status) { detail += ", p95 \(Int(p95.rounded())) ms" }
         let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(3).map(\.key)
         if !codes.isEmpty { detail += ", " + codes.joined(separator: ", ") }
         let affects = evidence.affected.isEmpty ? "" : "; affects " + evidence.affected.joined(separator: ", ")
@@ -276,7 +284,7 @@ extension CorrelationEngine {
         } else if evidence.reportingAgents > 0 {
             detail.append("\(evidence.failingAgentCount) of \(evidence.reportingAgents) agents")
         }
-        if let p95 = evidence.latencyP95Ms, status == .degradedPerformance || p95 >= 1000 { detail.append("p95 " + duration(ms: p95)) }
+        if let p95 = telling(evidence.latencyP95Ms, status) { detail.append("p95 " + duration(ms: p95)) }
         let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(2).map(\.key)
         if !codes.isEmpty { detail.append(codes.joined(separator: ", ")) }
         detail.append("since " + clock(since))

@@ -186,4 +186,16 @@ struct HumanUpdateRuleTests {
             CorrelationEngine.headline(component: "login", status: .degradedPerformance, scope: .platform, evidence: slow, since: since)
                 == "Login is slow platform-wide (4 of 6 agents, p95 2.3 s, since 14:02 UTC).")
     }
+
+    /// A refused port fails every run before an answer; the latencies are of the latest passing
+    /// runs, from before the outage, so "p95 0 ms" beside "major outage" would mislead the on-call.
+    @Test func summariesNameLatencyOnlyWhenItTellsSomething() {
+        let refused = Evidence(failingAgents: ["eu-1"], failingAgentCount: 1, failingRegions: ["eu"], reportingAgents: 1, latencyP50Ms: 0, latencyP95Ms: 0.4, errorCodes: ["connect": 1])
+        #expect(CorrelationEngine.describe(component: "api", status: .majorOutage, scope: .region, evidence: refused) == "api: major outage in eu (1/1 agents failing, connect)")
+        var slowFailing = refused
+        slowFailing.latencyP95Ms = 4_200
+        #expect(CorrelationEngine.describe(component: "api", status: .partialOutage, scope: .region, evidence: slowFailing).contains("p95 4200 ms"), "slow answers beside failures are worth saying")
+        let slow = Evidence(failingRegions: ["eu"], reportingAgents: 2, degradedAgents: 2, latencyP95Ms: 640)
+        #expect(CorrelationEngine.describe(component: "api", status: .degradedPerformance, scope: .region, evidence: slow) == "api: degraded performance in eu (2/2 agents slow, p95 640 ms)")
+    }
 }
