@@ -41,6 +41,9 @@ public struct TCPExchange: Sendable {
     /// One move of the dialogue, in order.
     public enum Action: Sendable {
         case send(Data)
+        /// Bytes made from what the previous `expect` consumed (its matched line, for groups of
+        /// its regex in the text sent: blackbox_exporter's `${1}`).
+        case sendMatched(@Sendable (_ consumed: Data, _ deadline: ContinuousClock.Instant) -> Result<Data, HTTPTransferError>)
         case expect(Expectation)
         /// Switch the connection to TLS here (after the server agreed in plain text).
         case startTLS
@@ -173,6 +176,7 @@ public struct TCPExchange: Sendable {
         defer { channel.close() }
         var firstByte: ContinuousClock.Instant?
         var received = Data()
+        var consumed = Data()
         var readEnd = ReadEnd.notRead
         var stoppedAt: Int?
         var failure: HTTPTransferError?
@@ -182,8 +186,11 @@ public struct TCPExchange: Sendable {
                 switch action {
                 case .send(let bytes):
                     try channel.write(bytes, deadline: deadline)
+                case .sendMatched(let make):
+                    try channel.write(try make(consumed, deadline).get(), deadline: deadline)
                 case .expect(let expectation):
-                    readEnd = try channel.read(until: expectation, into: &received, limit: maxReceiveBytes, firstByte: &firstByte, deadline: deadline)
+                    readEnd = try channel.read(
+                        until: expectation, into: &received, consumed: &consumed, limit: maxReceiveBytes, firstByte: &firstByte, deadline: deadline)
                     if readEnd != .matched {
                         stoppedAt = index
                         break dialogue
@@ -310,7 +317,7 @@ private struct Channel {
     }
 
     func read(
-        until expectation: TCPExchange.Expectation, into received: inout Data, limit: Int,
+        until expectation: TCPExchange.Expectation, into received: inout Data, consumed: inout Data, limit: Int,
         firstByte: inout ContinuousClock.Instant?, deadline: ContinuousClock.Instant
     ) throws(HTTPTransferError) -> TCPExchange.ReadEnd {
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -321,6 +328,7 @@ private struct Channel {
                 switch expectation.find(received, seen, deadline) {
                 case .failure(let error): throw error
                 case .success(let end?):
+                    consumed = Data(received.prefix(end))
                     received = Data(received.dropFirst(end))
                     return .matched
                 case .success(nil): seen = received.count

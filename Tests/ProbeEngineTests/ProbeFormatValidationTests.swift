@@ -117,6 +117,48 @@ struct ProbeFormatValidationTests {
         #expect(text.contains { $0.hasPrefix("p.yaml:18:") && $0.contains("an entry needs expect, expect_matches, send or starttls") }, "\(text)")
     }
 
+    @Test("query_response groups: ${1} only in a send beside expect_matches, no more groups than the pattern has, no default; not in other fields")
+    func queryResponseGroups() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: irc
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: ping
+                tcp:
+                  host: irc.example.com
+                  port: 6667
+                  query_response:
+                    - {expect_matches: '^PING :(\\S+)$', send: "PONG :${1}\\r\\n"}
+            """, file: "p.yaml", variables: [])
+        #expect(errors.isEmpty, "\(errors)")
+        let spec = try #require(probe.flatMap { if case .tcp(let spec) = $0.script.steps[0].action { spec } else { nil } })
+        #expect(spec.queryResponse[0].send?.highestCapture == 1)
+
+        let text = problems("""
+            name: p
+            component: irc
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: a
+                tcp:
+                  host: h
+                  port: 6667
+                  query_response:
+                    - {expect: "PING", send: "PONG ${1}"}
+                    - {expect_matches: '^PING :(\\S+)$', send: "PONG ${2}"}
+                    - {expect_matches: "^x(y)", send: "a ${1:-z}"}
+              - name: b
+                request: {url: "http://h/${1}"}
+            """).map(\.description)
+        #expect(text.contains { $0.hasPrefix("p.yaml:11:") && $0.contains("'${1}' refers to a group of this entry's expect_matches, and the entry has none") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:12:") && $0.contains("'${2}': the entry's expect_matches has 1 group") }, "\(text)")
+        #expect(text.contains { $0.contains("a group reference takes no default") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("p.yaml:15:") && $0.contains("works only in a query_response entry's send") }, "\(text)")
+    }
+
     @Test("icmp: an unknown key, an assertion other than latency_below and an oversized payload are errors; ICMP errors are matched to this request only")
     func icmpSteps() {
         let text = problems("""

@@ -619,6 +619,35 @@ struct RealPlatformProbeTests {
             #expect(wrongOrder.error?.kind == .assertion, "\(failureSummary(wrongOrder))")
             #expect(wrongOrder.error?.message.contains("the connection closed before query_response[2] /^HTTP/1/ arrived") == true, "\(failureSummary(wrongOrder))")
 
+            // Groups of a matched line in the next send (blackbox_exporter's `${1}`): the last
+            // command aiosmtpd lists goes back in `HELP <command>`, which it answers with that
+            // command's syntax only when the name came through whole. (A server without
+            // STARTTLS: one that offers it refuses HELP before the upgrade.)
+            let plainSMTP = try await RealServers.smtp(cert: nil, key: nil)
+            teardown.add { await plainSMTP.stop() }
+            func groups(_ entries: String) throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: smtp-help
+                    component: mail
+                    interval: 30s
+                    timeout: 3s
+                    steps:
+                      - name: help
+                        tcp:
+                          host: 127.0.0.1
+                          port: \(plainSMTP.port)
+                          query_response: \(entries)
+                    """, variables: [], file: folder.file("groups.yaml"))
+            }
+            let echoed = await run(try groups(#"[{expect_matches: "^220 "}, {send: "HELP\r\n"}, {expect_matches: "^250 Supported commands: .* (\\S+)$", send: "HELP ${1}\r\n"}, {expect_matches: "^250 Syntax: VRFY "}, {send: "QUIT\r\n"}]"#))
+            #expect(echoed.outcome == .ok, "\(failureSummary(echoed))")
+            // A group that took no part is empty: `HELP ` lists the commands again, no syntax line.
+            let empty = await run(try groups(#"[{expect_matches: "^220 "}, {send: "HELP\r\n"}, {expect_matches: "^250 (Supported)|(Nothing)", send: "HELP ${2}\r\n"}, {expect_matches: "^250 Syntax: "}]"#))
+            #expect(empty.error?.kind == .timeout && empty.error?.message.contains("250 Supported commands") == true, "\(failureSummary(empty))")
+            // A templated pattern is compiled per run, so its group count is checked then.
+            let tooFew = await run(try groups(#"[{expect_matches: "^220 (?:${agent.id})?", send: "HELP ${1}\r\n"}]"#))
+            #expect(tooFew.error?.kind == .script && tooFew.error?.message.contains("${1}: its expect_matches has 0 groups") == true, "\(failureSummary(tooFew))")
+
             // A line chosen by the server against a backtracking pattern: stopped, named, and
             // within the probe's timeout.
             let hostile = Data((String(repeating: "a", count: 40) + "!\n").utf8).base64EncodedString()

@@ -65,11 +65,13 @@ enum RealServers {
 
     // MARK: - SMTP with STARTTLS (aiosmtpd)
 
-    /// aiosmtpd (PyPI, in the httpbin venv) on a free port, offering STARTTLS with `cert`/`key`.
-    static func smtp(cert: String, key: String) async throws -> HTTPBin {
+    /// aiosmtpd (PyPI, in the httpbin venv) on a free port, offering STARTTLS with `cert`/`key`
+    /// (and then requiring it before most commands), or plain SMTP only without them.
+    static func smtp(cert: String?, key: String?) async throws -> HTTPBin {
         let python = try executable([httpbinVenv + "/bin/python"], install: "pip install aiosmtpd into \(httpbinVenv)")
         let port = try freePort()
-        let process = try ChildProcess(python, ["-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(port)", "--tlscert", cert, "--tlskey", key])
+        let tls = cert.flatMap { cert in key.map { ["--tlscert", cert, "--tlskey", $0] } } ?? []
+        let process = try ChildProcess(python, ["-m", "aiosmtpd", "-n", "-l", "127.0.0.1:\(port)"] + tls)
         try await waitForListener(port, "aiosmtpd", process: process)
         return HTTPBin(process: process, url: "smtp://127.0.0.1:\(port)", port: port)
     }

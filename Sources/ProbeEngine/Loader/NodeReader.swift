@@ -171,12 +171,13 @@ struct NodeReader {
     // MARK: - Templates
 
     /// A templated string: syntax, undefined variables and missing `${file:…}` are reported.
-    mutating func template(_ node: Node, _ field: String, allowEmpty: Bool = true) -> Template? {
+    /// `captures`: `${1}` … may refer to groups of a regex (a `query_response` entry's `send`).
+    mutating func template(_ node: Node, _ field: String, allowEmpty: Bool = true, captures: Bool = false) -> Template? {
         guard let text = string(node, field, allowEmpty: allowEmpty) else { return nil }
-        return template(text: text, node, field)
+        return template(text: text, node, field, captures: captures)
     }
 
-    mutating func template(text: String, _ node: Node, _ field: String) -> Template? {
+    mutating func template(text: String, _ node: Node, _ field: String, captures: Bool = false) -> Template? {
         let parsed: Template
         do {
             parsed = try Template.parse(text)
@@ -191,6 +192,9 @@ struct NodeReader {
                 let known = scope.union(Template.builtins).sorted()
                 report(node, field, "undefined variable '${\(name)}': not an agent variable, not extracted by an earlier step and not built in"
                     + Self.suggestion(for: name, among: known) + " (or give a default: ${\(name):-value})")
+                valid = false
+            case .capture(let group) where !captures:
+                report(node, field, "'${\(group)}' is a group of a matched line: it works only in a query_response entry's send, beside that entry's expect_matches")
                 valid = false
             case .environment(let name, _):
                 environmentReferences.insert(name)

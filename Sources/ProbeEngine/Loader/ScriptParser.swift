@@ -535,6 +535,7 @@ enum ScriptParser {
             let here = "\(path)[\(index)]"
             guard let fields = reader.fields(item, here, known: queryResponseFields) else { valid = false; continue }
             var entry = TCPQueryResponse()
+            var literalGroups: Int?
             for (key, _, value) in fields {
                 let field = NodeReader.join(here, key)
                 switch key {
@@ -544,12 +545,15 @@ enum ScriptParser {
                     // Checked as a regex now when it has no ${…}; otherwise once rendered, per run.
                     guard let text = reader.string(value, field) else { valid = false; continue }
                     if !text.contains("${") {
-                        if reader.regex(value, field) != nil { entry.expect = .line(.literal(text)) } else { valid = false }
+                        if reader.regex(value, field) != nil {
+                            entry.expect = .line(.literal(text))
+                            literalGroups = (try? ProbeRegex(text))?.captureCount
+                        } else { valid = false }
                     } else if let t = reader.template(value, field) {
                         entry.expect = .line(t)
                     } else { valid = false }
                 case "send":
-                    if let text = reader.template(value, field, allowEmpty: false) { entry.send = text } else { valid = false }
+                    if let text = reader.template(value, field, allowEmpty: false, captures: true) { entry.send = text } else { valid = false }
                 default:
                     if let flag = reader.bool(value, field) { entry.startTLS = flag } else { valid = false }
                 }
@@ -561,6 +565,17 @@ enum ScriptParser {
             if entry.expect == nil, entry.send == nil, !entry.startTLS, fields.allSatisfy({ $0.key == "starttls" }) {
                 reader.report(item, here, "an entry needs expect, expect_matches, send or starttls: true")
                 valid = false
+            }
+            if let send = entry.send, let group = send.highestCapture {
+                if case .line = entry.expect {
+                    if let literalGroups, group > literalGroups {
+                        reader.report(item, NodeReader.join(here, "send"), "'${\(group)}': the entry's expect_matches has \(literalGroups) group\(literalGroups == 1 ? "" : "s")")
+                        valid = false
+                    }
+                } else {
+                    reader.report(item, NodeReader.join(here, "send"), "'${\(group)}' refers to a group of this entry's expect_matches, and the entry has none")
+                    valid = false
+                }
             }
             if entry.startTLS { upgrades += 1 }
             entries.append(entry)

@@ -6,6 +6,8 @@ import SondeCore
 ///   (`agent.id`, `agent.region`, `run.id`, `uuid`, `now.unix`, `now.unix_ms`, `now.iso8601`);
 /// - `${name:-default}`: the same, with a default when it is not defined;
 /// - `${env:NAME}`, `${file:PATH}`: secrets from the environment or a file (trimmed);
+/// - `${1}` … `${99}`: a group of the regex the same `query_response` entry matched (its `send`
+///   only; blackbox_exporter's `${1}`);
 /// - `$${` writes a literal `${`.
 struct Template: Sendable, Hashable, CustomStringConvertible {
     enum Segment: Sendable, Hashable {
@@ -13,6 +15,8 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
         case variable(String, default: String?)
         case environment(String, default: String?)
         case file(String, default: String?)
+        /// A group of the line the entry's `expect_matches` matched (empty when it took no part).
+        case capture(Int)
     }
 
     var segments: [Segment]
@@ -20,6 +24,11 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
     var source: String
 
     var description: String { source }
+
+    /// The highest `${N}` group it refers to; nil when it has none.
+    var highestCapture: Int? {
+        segments.compactMap { if case .capture(let group) = $0 { group } else { nil } }.max()
+    }
 
     /// The text when the template has no references.
     var literal: String? {
@@ -95,6 +104,12 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
             body = String(inner[..<range.lowerBound])
             fallback = String(inner[range.upperBound...])
         }
+        if !body.isEmpty, body.count <= 2, body.unicodeScalars.allSatisfy({ $0.properties.numericType == .decimal && $0.isASCII }) {
+            guard fallback == nil else {
+                throw SyntaxError(message: "'${\(inner)}': a group reference takes no default (a group that took no part in the match is empty)")
+            }
+            return .capture(Int(body) ?? 0)
+        }
         if body.hasPrefix("env:") {
             let name = String(body.dropFirst(4))
             guard isName(name, allowDots: false) else {
@@ -108,7 +123,7 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
             return .file(path, default: fallback)
         }
         guard isName(body, allowDots: true) else {
-            throw SyntaxError(message: "'${\(inner)}' is not a valid reference (expected ${name}, ${name:-default}, ${env:NAME} or ${file:PATH})")
+            throw SyntaxError(message: "'${\(inner)}' is not a valid reference (expected ${name}, ${name:-default}, ${env:NAME}, ${file:PATH} or a group ${1})")
         }
         return .variable(body, default: fallback)
     }

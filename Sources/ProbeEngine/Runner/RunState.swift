@@ -113,12 +113,30 @@ struct RunState {
         return (pattern, display)
     }
 
-    /// Calls `emit` with each piece of the rendered text, saying whether it was substituted.
-    private mutating func render(_ template: Template, emit: (String, Bool) -> Void) throws(StepFailure) {
+    /// A piece of a `send` that refers to groups of the line its entry matched.
+    enum MatchedText: Sendable {
+        case text(String)
+        case group(Int)
+    }
+
+    /// A `query_response` send with `${1}` …: everything but the groups rendered now; the groups
+    /// are filled in from the line once it has matched.
+    mutating func renderWithGroups(_ template: Template) throws(StepFailure) -> [MatchedText] {
+        var parts: [MatchedText] = []
+        try render(template, emit: { part, _ in parts.append(.text(part)) }, group: { parts.append(.group($0)) })
+        return parts
+    }
+
+    /// Calls `emit` with each piece of the rendered text, saying whether it was substituted, and
+    /// `group` with each `${N}` (which only a `query_response` send may hold).
+    private mutating func render(_ template: Template, emit: (String, Bool) -> Void, group: ((Int) -> Void)? = nil) throws(StepFailure) {
         for segment in template.segments {
             switch segment {
             case .literal(let part):
                 emit(part, false)
+            case .capture(let number):
+                guard let group else { throw StepFailure(.script, "${\(number)} refers to a group of a matched line, and there is none here") }
+                group(number)
             case .variable(let name, let fallback):
                 if let value = lookup(name) {
                     emit(value, true)

@@ -70,6 +70,7 @@ extension StepExecution {
             return (actions, labels)
         }
         for (index, entry) in spec.queryResponse.enumerated() {
+            var lineRegex: (ProbeRegex, String)?
             switch entry.expect {
             case .text(let text)?:
                 labels[actions.count] = "query_response[\(index)] '\(text.source)'"
@@ -84,28 +85,81 @@ extension StepExecution {
                     throw StepFailure(.script, "\(check) /\(display)/: invalid regular expression: \(error)")
                 }
                 labels[actions.count] = "query_response[\(index)] /\(display)/"
-                let timeout = probeTimeout
+                lineRegex = (regex, display)
+                let failure = Self.matchFailure(check: "\(check) /\(display)/", probeTimeout: probeTimeout)
                 actions.append(.expect(.line { line, deadline in
                     do throws(ProbeRegex.MatchError) {
                         return .success(try regex.matches(line, deadline: deadline))
                     } catch {
-                        let (kind, why): (HTTPTransferError.Kind, String) = switch error {
-                        case .outOfTime: (.timeout, "did not finish within the probe timeout of \(DurationText.format(timeout))")
-                        case .cancelled: (.cancelled, "was cancelled (the agent is stopping)")
-                        case .tooComplex(let reason): (.invalidRequest, "was stopped: \(reason)")
-                        }
-                        return .failure(HTTPTransferError(
-                            kind: kind, curlCode: 0,
-                            message: "\(check) /\(display)/ \(why) on a \(line.count)-byte line (the pattern backtracks too much; make it less ambiguous)"))
+                        return .failure(failure(error, line.count))
                     }
                 }))
             case nil:
                 break
             }
-            if let send = entry.send { actions.append(.send(Data(try state.render(send).utf8))) }
+            if let send = entry.send, send.highestCapture != nil {
+                guard let (regex, display) = lineRegex else {
+                    throw StepFailure(.script, "query_response[\(index)] send: its ${N} groups need an expect_matches in the same entry")
+                }
+                actions.append(.sendMatched(Self.textWithGroups(
+                    try state.renderWithGroups(send), of: regex, entry: index,
+                    failure: Self.matchFailure(check: "query_response[\(index)] expect_matches /\(display)/ (for send's groups)", probeTimeout: probeTimeout))))
+            } else if let send = entry.send {
+                actions.append(.send(Data(try state.render(send).utf8)))
+            }
             if entry.startTLS { actions.append(.startTLS) }
         }
         return (actions, labels)
+    }
+
+    /// How a regex that could not finish on a server's line is reported: the check, and why.
+    private static func matchFailure(check: String, probeTimeout: Duration) -> @Sendable (ProbeRegex.MatchError, Int) -> HTTPTransferError {
+        { error, length in
+            let (kind, why): (HTTPTransferError.Kind, String) = switch error {
+            case .outOfTime: (.timeout, "did not finish within the probe timeout of \(DurationText.format(probeTimeout))")
+            case .cancelled: (.cancelled, "was cancelled (the agent is stopping)")
+            case .tooComplex(let reason): (.invalidRequest, "was stopped: \(reason)")
+            }
+            return HTTPTransferError(
+                kind: kind, curlCode: 0, message: "\(check) \(why) on a \(length)-byte line (the pattern backtracks too much; make it less ambiguous)")
+        }
+    }
+
+    /// The bytes a send with `${1}` … writes: its text, with each group taken from the line the
+    /// entry's `expect_matches` matched (the last line of what that expect consumed; a group
+    /// that took no part is empty). The line's bytes go out as they came.
+    private static func textWithGroups(
+        _ parts: [RunState.MatchedText], of regex: ProbeRegex, entry: Int, failure: @escaping @Sendable (ProbeRegex.MatchError, Int) -> HTTPTransferError
+    ) -> @Sendable (Data, ContinuousClock.Instant) -> Result<Data, HTTPTransferError> {
+        { consumed, deadline in
+            var end = consumed.endIndex
+            if end > consumed.startIndex, consumed[end - 1] == 0x0A { end -= 1 }
+            if end > consumed.startIndex, consumed[end - 1] == 0x0D { end -= 1 }
+            let start = consumed[consumed.startIndex..<end].lastIndex(of: 0x0A).map { $0 + 1 } ?? consumed.startIndex
+            let line = consumed[start..<end]
+            let groups: [Range<Int>?]
+            do throws(ProbeRegex.MatchError) {
+                groups = try regex.firstMatch(in: line, deadline: deadline) ?? []
+            } catch {
+                return .failure(failure(error, line.count))
+            }
+            var bytes = Data()
+            for part in parts {
+                switch part {
+                case .text(let text): bytes.append(contentsOf: text.utf8)
+                case .group(let number):
+                    guard number <= regex.captureCount else {
+                        return .failure(HTTPTransferError(
+                            kind: .invalidRequest, curlCode: 0,
+                            message: "query_response[\(entry)] send: ${\(number)}: its expect_matches has \(regex.captureCount) group\(regex.captureCount == 1 ? "" : "s")"))
+                    }
+                    if number < groups.count, let range = groups[number] {
+                        bytes.append(line[(line.startIndex + range.lowerBound)..<(line.startIndex + range.upperBound)])
+                    }
+                }
+            }
+            return .success(bytes)
+        }
     }
 
     /// Up to 200 bytes of an answer for a message: control bytes escaped, secrets redacted.
