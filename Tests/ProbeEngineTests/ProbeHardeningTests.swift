@@ -599,6 +599,55 @@ struct ProbeHardeningTests {
         }
     }
 
+    /// A `tcp` step quotes what the server sent when its answer does not come: the quote is
+    /// redacted on the bytes as they came, before control and non-ASCII bytes are escaped (a
+    /// secret with `ä` or a tab went out as `p\\xc3\\xa4ssw…`) and before the cut at 200
+    /// characters (a server padding its echo to straddle the cut got all but the last bytes).
+    @Test("property: a tcp step's quote of the server's answer never leaks a secret, escaped or cut")
+    func tcpQuoteRedaction() {
+        var random = SplitMix64(seed: 0x7c9_0e5c)
+        let extra: [Character] = ["\t", "\u{01}", "\u{7f}", "ä", "ö"]
+        for iteration in 0..<400 {
+            var secret = SecretEcho.randomSecret(&random)
+            for _ in 0..<Int(random.next() % 3) {
+                let at = secret.index(secret.startIndex, offsetBy: Int(random.next() % UInt64(secret.count)))
+                secret.insert(extra[Int(random.next() % UInt64(extra.count))], at: at)
+            }
+            var redactor = Redactor()
+            redactor.add(secret)
+            let echo = random.next() % 2 == 0 ? SecretEcho.Echo(text: secret, kind: "raw", windows: [secret]) : SecretEcho.randomEcho(of: secret, &random)
+            // Around the 200-character cut, often across it.
+            let offset = Int(random.next() % 230)
+            let answer = Data((SecretEcho.filler(offset, &random) + echo.text + SecretEcho.filler(Int(random.next() % 50), &random) + "\r\n").utf8)
+            let quoted = StepExecution.printable(answer, redactor: redactor)
+            // Read the quote back as bytes (undo the escapes), as anyone reading the message can.
+            var bytes: [UInt8] = []
+            var rest = Substring(quoted)
+            while let c = rest.first {
+                rest = rest.dropFirst()
+                if c == "\\", rest.first == "x", let value = UInt8(rest.dropFirst().prefix(2), radix: 16) {
+                    bytes.append(value)
+                    rest = rest.dropFirst(3)
+                } else if c == "\\", rest.first == "r" || rest.first == "n" {
+                    bytes.append(rest.first == "r" ? 0x0D : 0x0A)
+                    rest = rest.dropFirst()
+                } else {
+                    bytes.append(contentsOf: String(c).utf8)
+                }
+            }
+            let decoded = String(decoding: bytes, as: UTF8.self)
+            for window in echo.windows where decoded.contains(window) || quoted.contains(window) {
+                Issue.record("iteration \(iteration): secret \(secret.debugDescription) echoed as \(echo.kind) at \(offset) leaked \(window.debugDescription) in: \(quoted)")
+            }
+            // Nor a prefix of the raw secret cut at the end.
+            if echo.kind == "raw", secret.count > 4, offset < 200 {
+                let head = String(secret.prefix(min(secret.count - 1, max(4, 200 - offset))))
+                if decoded.contains(head) { Issue.record("iteration \(iteration): the first \(head.count) characters of \(secret.debugDescription) leaked at the cut: \(quoted)") }
+            }
+            #expect(quoted.count < 4 * 200 + 10, "bounded")
+        }
+    }
+
     @Test("a password written in a URL's userinfo is redacted from the result, its messages and logs; validate warns about it")
     func passwordInURL() async throws {
         // The server echoes what it was sent: the Basic header curl built from the userinfo.

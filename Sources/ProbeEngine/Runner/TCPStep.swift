@@ -162,11 +162,16 @@ extension StepExecution {
         }
     }
 
-    /// Up to 200 bytes of an answer for a message: control bytes escaped, secrets redacted.
+    /// Up to 200 characters of an answer for a message: redacted first, on the bytes as they came
+    /// and past the cut (a secret the server echoed with non-ASCII or control bytes in it, or
+    /// padded to straddle the cut, is still found whole), then control and non-ASCII bytes escaped.
     static func printable(_ data: Data, redactor: Redactor) -> String {
         guard !data.isEmpty else { return "nothing" }
+        var shown = ProbeRunner.reported(data, redactor, limit: 200)
+        let cut = shown.hasSuffix("…")
+        if cut { shown.removeLast() }
         var text = ""
-        for byte in data.prefix(200) {
+        for byte in shown.utf8 {
             switch byte {
             case 0x0A: text += "\\n"
             case 0x0D: text += "\\r"
@@ -174,7 +179,7 @@ extension StepExecution {
             default: text += "\\x" + hexDigits([byte])
             }
         }
-        return "'" + redactor.redact(text) + (data.count > 200 ? "…'" : "'")
+        return "'" + text + (cut ? "…'" : "'")
     }
 
     /// Why the step counts as slow, when `degraded_after` says it is.
