@@ -10,7 +10,7 @@ import UnixSignals
 ///
 /// What a reload cannot change without a restart (agent id and region, collector, key, spool:
 /// they are what the spool and the signed pushes are made of; the metrics address) is left as it runs, with a warning.
-public struct ConfigReloader: Service {
+public struct ConfigReloader: Service, CustomStringConvertible {
     /// Loads the config again, as at start (same file, same command-line overrides).
     let load: @Sendable () throws(ConfigError) -> AgentConfig
     let running: AgentConfig
@@ -25,6 +25,9 @@ public struct ConfigReloader: Service {
         self.logger = logger
         self.load = load
     }
+
+    /// What swift-service-lifecycle's log lines name it by (never the config it holds).
+    public var description: String { "ConfigReloader(\(running.sourceFile ?? "-"))" }
 
     public func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {

@@ -85,6 +85,33 @@ struct CommandTests {
         #expect(output.contains("refusing to start"))
     }
 
+    @Test("run --log-level debug never prints a secret's value: the services described at start and stop name their config, not its contents")
+    func debugLogsKeepSecrets() async throws {
+        let dir = try TemporaryDirectory("run-debug")
+        defer { dir.remove() }
+        let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key")])
+        #expect(try await keygen.waitForExit() == 0)
+        try writeProbes(in: dir)
+        let secret = "S3cr3t&pw=+%-value"
+        let file = dir.file("agent.yaml")
+        try """
+            agent: {id: eu-1, region: eu}
+            collector: {url: http://127.0.0.1:1, key: agent.key}
+            spool: {path: spool}
+            probes: [probes]
+            variables: {target: "http://127.0.0.1:1"}
+            secrets: {pw: "env:SONDE_TEST_DEBUG_SECRET"}
+            proxy: "http://user:\(secret)@127.0.0.1:1"
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", file, "--log-level", "debug"], environment: ["SONDE_TEST_DEBUG_SECRET": secret])
+        _ = try await agent.waitForLine(timeout: .seconds(20), stderr: true) { $0.contains("Starting service") && $0.contains("ConfigReloader") }
+        agent.signal(SIGTERM)
+        #expect(try await agent.waitForExit(timeout: .seconds(20)) == 0)
+        let output = agent.allOutput
+        #expect(output.contains("Service finished"), "the lifecycle's debug lines were printed")
+        #expect(!output.contains(secret) && !output.contains("S3cr3t"), "\(output)")
+    }
+
     @Test("run without a key exits 2 and names the keygen command")
     func runRefusesMissingKey() async throws {
         let dir = try TemporaryDirectory("run-nokey")

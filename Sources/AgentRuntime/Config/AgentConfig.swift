@@ -158,3 +158,18 @@ extension AgentConfig {
     /// Variables and secret values merged, for `RunContext`; names that probes may use.
     public var allVariableNames: Set<String> { Set(variables.keys).union(secrets.keys) }
 }
+
+// Printed anywhere (an interpolation, a log line that describes a value holding one, as
+// swift-service-lifecycle's debug lines describe each service), a config must not show the
+// values of its secrets, nor a proxy URL's credentials: names and places only.
+extension AgentConfig: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        "AgentConfig(agent: \(agentID), region: \(region), file: \(sourceFile ?? "-"), probes: \(probePaths), variables: \(variables.keys.sorted()), secrets: \(secrets.keys.sorted()))"
+    }
+
+    public var debugDescription: String { description }
+
+    public var customMirror: Mirror {
+        Mirror(self, children: ["agentID": agentID, "region": region, "sourceFile": sourceFile ?? "-", "probePaths": probePaths, "secrets": secrets.keys.sorted()], displayStyle: .struct)
+    }
+}
