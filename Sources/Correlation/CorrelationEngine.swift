@@ -244,7 +244,7 @@ public struct CorrelationEngine: Sendable {
                 if let outcome = observation.outcome {
                     series[Int(s)].insert(
                         WindowRun(
-                            id: result.id, startedAt: started, durationMs: result.durationMs, outcome: outcome, error: observation.error,
+                            id: result.id, startedAt: started, durationMs: observation.durationMs, outcome: outcome, error: observation.error,
                             steps: observation.steps, retry: result.retry == true),
                         config: config)
                 }
@@ -283,8 +283,12 @@ public struct CorrelationEngine: Sendable {
         if result.control == true || (result.outcome == .failed && failedStep == nil)
             || result.steps.allSatisfy({ ($0.component ?? own) == own })
         {
-            return [Observation(component: own, outcome: result.outcome, error: result.error, steps: steps(of: own))]
+            return [Observation(component: own, outcome: result.outcome, error: result.error, steps: steps(of: own), durationMs: result.durationMs)]
         }
+        // A step component's latency is its own steps' time (a 1 ms login step in a journey
+        // that waits 2 s for a job is not a 2 s login); the journey's is the rest of the run.
+        func milliseconds(of c: String) -> Double { attempted.reduce(0) { ($1.component ?? own) == c ? $0 + $1.timings.total : $0 } }
+        let elsewhere = attempted.reduce(0) { ($1.component ?? own) != own ? $0 + $1.timings.total : $0 }
         var list: [Observation] = []
         var decidedElsewhere = false
         for (i, step) in result.steps.enumerated() {
@@ -292,19 +296,19 @@ public struct CorrelationEngine: Sendable {
             if i == failedStep {
                 if c != own {
                     list.removeAll { $0.component == c }
-                    list.append(Observation(component: c, outcome: .failed, error: result.error ?? step.error, steps: steps(of: c)))
+                    list.append(Observation(component: c, outcome: .failed, error: result.error ?? step.error, steps: steps(of: c), durationMs: milliseconds(of: c)))
                     decidedElsewhere = true
                 }
                 break
             }
             if c != own, !list.contains(where: { $0.component == c }) {
-                list.append(Observation(component: c, outcome: .ok, error: nil, steps: steps(of: c)))
+                list.append(Observation(component: c, outcome: .ok, error: nil, steps: steps(of: c), durationMs: milliseconds(of: c)))
             }
         }
         list.append(
             decidedElsewhere
                 ? Observation(component: own, outcome: nil, error: nil)
-                : Observation(component: own, outcome: result.outcome, error: result.error, steps: steps(of: own)))
+                : Observation(component: own, outcome: result.outcome, error: result.error, steps: steps(of: own), durationMs: max(0, result.durationMs - elsewhere)))
         return list
     }
 
@@ -321,6 +325,8 @@ public struct CorrelationEngine: Sendable {
         var error: ProbeError?
         /// Steps of `component` the run attempted (see `WindowRun.steps`).
         var steps: Int32 = 1
+        /// The run's time spent on `component`: the whole run when it is all one component.
+        var durationMs: Double = 0
     }
 
     private mutating func seriesFor(agent a: Int32, probe: String, component c: Int32, affects: Int32, control: Bool) -> Int32 {

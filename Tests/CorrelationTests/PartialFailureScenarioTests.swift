@@ -604,11 +604,11 @@ import Testing
                 == [O(component: "login", outcome: .failed, error: error), O(component: "files", outcome: nil, error: nil)])
         #expect(
             CorrelationEngine.observations(of: run(.failed, [ok, upload]))
-                == [O(component: "login", outcome: .ok, error: nil), O(component: "files", outcome: .failed, error: error)])
+                == [O(component: "login", outcome: .ok, error: nil), O(component: "files", outcome: .failed, error: error, durationMs: 1)])
         #expect(
             CorrelationEngine.observations(of: run(.ok, [ok]))
-                == [O(component: "login", outcome: .ok, error: nil), O(component: "files", outcome: .ok, error: nil)])
-        #expect(CorrelationEngine.observations(of: run(.failed, [])) == [O(component: "files", outcome: .failed, error: error)])
+                == [O(component: "login", outcome: .ok, error: nil), O(component: "files", outcome: .ok, error: nil, durationMs: 1)])
+        #expect(CorrelationEngine.observations(of: run(.failed, [])) == [O(component: "files", outcome: .failed, error: error, durationMs: 1)])
     }
 
     @Test func aRunCountsTheStepsOfEachComponentItAttemptedUpToItsFirstFailure() {
@@ -623,12 +623,29 @@ import Testing
         typealias O = CorrelationEngine.Observation
         #expect(
             CorrelationEngine.observations(of: run)
-                == [O(component: "login", outcome: .ok, error: nil, steps: 1), O(component: "files", outcome: .failed, error: error, steps: 3)])
+                == [O(component: "login", outcome: .ok, error: nil, steps: 1), O(component: "files", outcome: .failed, error: error, steps: 3, durationMs: 1)])
         var passed = run
         passed.outcome = .ok
         passed.error = nil
         passed.steps = steps.map { var s = $0; s.ok = true; return s }
-        #expect(CorrelationEngine.observations(of: passed).last == O(component: "files", outcome: .ok, error: nil, steps: 4))
+        #expect(CorrelationEngine.observations(of: passed).last == O(component: "files", outcome: .ok, error: nil, steps: 4, durationMs: 1))
+    }
+
+    /// A journey that logs in (1 ms) and then waits 2 s for a job: login's latency is its own
+    /// step's, the journey's component gets the rest (found by the first-use review: every
+    /// component of the journey read "p95 2021ms").
+    @Test func aStepComponentsLatencyIsItsOwnStepsTime() {
+        func step(_ name: String, ms: Double, component: String? = nil) -> StepResult {
+            var timings = PhaseTimings.zero
+            timings.total = ms
+            return StepResult(name: name, method: "GET", url: "u", ok: true, timings: timings, component: component)
+        }
+        let run = ProbeResult(
+            id: "r", probe: "p", component: "api", agent: "a", region: "eu", startedAt: Date(), durationMs: 2_010, outcome: .ok,
+            steps: [step("login page", ms: 0.9, component: "login"), step("login", ms: 0.6, component: "login"), step("submit", ms: 8), step("wait", ms: 2_000)])
+        let observed = CorrelationEngine.observations(of: run)
+        #expect(observed.map(\.component) == ["login", "api"])
+        #expect(abs(observed[0].durationMs - 1.5) < 1e-9 && abs(observed[1].durationMs - 2_008.5) < 1e-9, "\(observed)")
     }
 
     @Test func theWindowReadsThePerStepRateAfterTheFirstFailureAndTheProblemsSpan() {
