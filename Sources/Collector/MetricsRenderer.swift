@@ -104,6 +104,14 @@ enum MetricsRenderer {
                     verdict.status == status ? 1 : 0)
             }
         }
+        out.declare(
+            "sonde_component_affected_by", type: "gauge",
+            help: "1 while the component shows another's problem: its journeys fail at that component's step (cause), and the incident is the cause's.")
+        for verdict in verdicts where verdict.known {
+            for cause in verdict.evidence.affectedBy {
+                out.sample("sonde_component_affected_by", [("component", verdict.component), ("cause", cause)], 1)
+            }
+        }
         out.declare("sonde_component_region_status", type: "gauge", help: "1 for the component's current status in the region, 0 for the others.")
         for verdict in verdicts where verdict.known {
             for region in verdict.regions.keys.sorted() {

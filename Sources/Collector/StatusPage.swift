@@ -269,6 +269,9 @@ enum StatusPage {
             if let since = component.since, component.status.statuspage != nil && component.status != .component(.operational) {
                 html += " <span class=\"muted\">since \(ago(since, now: now))</span>"
             }
+            if let causes = component.verdict?.evidence.affectedBy, !causes.isEmpty, component.status != .component(.operational) {
+                html += " <span class=\"muted\">affected by \(escape(causes.joined(separator: ", ")))</span>"
+            }
             html += "</span></div>\n"
             if operators || page.settings.showProbes, !component.probes.isEmpty {
                 html += "<div class=\"muted\">Probes: \(escape(component.probes.joined(separator: ", ")))</div>\n"
@@ -390,6 +393,7 @@ enum StatusPage {
 
     static func evidenceNotes(_ evidence: Evidence) -> String {
         var notes: [String] = []
+        if !evidence.affectedBy.isEmpty { notes.append("affected by \(evidence.affectedBy.joined(separator: ", "))") }
         if evidence.failingAgentCount > 0 { notes.append("\(evidence.failingAgentCount)/\(evidence.reportingAgents) agents failing") }
         if !evidence.failingAgents.isEmpty { notes.append("failing: \(evidence.failingAgents.joined(separator: ", "))") }
         if !evidence.errorCodes.isEmpty { notes.append(evidence.errorCodes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ", ")) }

@@ -732,6 +732,7 @@ extension CorrelationEngine {
         }
 
         var newVerdicts: [ComponentVerdict] = []
+        var verdictComponents: [Int] = []
         for c in componentNames.indices.sorted(by: { componentNames[$0] < componentNames[$1] }) where componentIsWatched[c] {
             let slice = frame.counts[(c * regionCount)..<(c * regionCount + regionCount)]
             let rollup = Self.rollup(slice, regionNames: regionNames, cfg)
@@ -778,19 +779,47 @@ extension CorrelationEngine {
             let shown = Self.shownVerdict(
                 rollup, incident: track.incident, recoveredNow: !wasMonitoring && track.incident?.status == .monitoring,
                 platformRegions: cfg.minPlatformRegions)
-            if track.lastStatus != shown.status || track.since == nil {
-                track.lastStatus = shown.status
-                track.since = now
-            }
             newVerdicts.append(
                 ComponentVerdict(
                     component: componentNames[c], status: shown.status, scope: shown.scope, regions: shown.regions,
-                    evidence: evidence, since: track.since ?? now, updatedAt: now, incidentID: track.incident?.id,
+                    evidence: evidence, since: now, updatedAt: now, incidentID: track.incident?.id,
                     conflict: track.incident?.conflict ?? track.human.closed?.conflict, known: componentIsKnown[c]))
+            verdictComponents.append(c)
             tracks[c] = track
             componentHasNewData[c] = false
         }
+        Self.showAffected(&newVerdicts)
+        for (i, c) in verdictComponents.enumerated() {
+            if tracks[c].lastStatus != newVerdicts[i].status || tracks[c].since == nil {
+                tracks[c].lastStatus = newVerdicts[i].status
+                tracks[c].since = now
+            }
+            newVerdicts[i].since = tracks[c].since ?? now
+        }
         verdictList = newVerdicts
+    }
+
+    /// A component whose journeys fail at another component's step (`files` while logins are
+    /// rejected: its runs stop at login, so it has no failure of its own, or no runs at all)
+    /// shows that component's problem where its own reads better: status, scope and regions,
+    /// with `evidence.affected_by` naming the cause. The page then does not say "Operational"
+    /// or "No data" for what users cannot use, and the incident stays the cause's alone (this is
+    /// display only: incidents were decided from each component's own runs before this).
+    static func showAffected(_ verdicts: inout [ComponentVerdict]) {
+        var index: [String: Int] = [:]
+        for (i, verdict) in verdicts.enumerated() { index[verdict.component] = i }
+        let causes = verdicts.filter { $0.status >= .degradedPerformance && $0.status != .underMaintenance && !$0.evidence.affected.isEmpty }
+        for cause in causes {
+            for name in cause.evidence.affected {
+                guard let i = index[name], verdicts[i].status < cause.status, verdicts[i].status != .underMaintenance else { continue }
+                verdicts[i].status = cause.status
+                verdicts[i].scope = cause.scope
+                for (region, status) in cause.regions where verdicts[i].regions[region].map({ $0 < status }) ?? true {
+                    verdicts[i].regions[region] = status
+                }
+                verdicts[i].evidence.affectedBy = (verdicts[i].evidence.affectedBy + [cause.component]).sorted()
+            }
+        }
     }
 
     /// What a component's verdict shows: what is measured, with two exceptions tied to its incident.

@@ -120,6 +120,10 @@ public struct Evidence: Sendable, Codable, Hashable {
     /// Components whose probes fail because of this one (a failing step of this component in
     /// their journeys, e.g. `files` and `batch` when their login step fails), sorted.
     public var affected: [String]
+    /// Components whose problem this one shows (its journeys fail at their steps, e.g. `login`
+    /// for `files` while logins are rejected): the verdict reads their status, and this component
+    /// has no incident of its own for it. Sorted; empty when its status is its own.
+    public var affectedBy: [String]
     /// True when the problem rests on one agent's results alone (one failing agent): read it as
     /// unconfirmed by a second source.
     public var singleAgent: Bool
@@ -128,9 +132,10 @@ public struct Evidence: Sendable, Codable, Hashable {
         failingAgents: [String] = [], failingAgentCount: Int = 0, failingRegions: [String] = [], reportingAgents: Int = 0,
         degradedAgents: Int = 0, failureRatio: Double = 0, latencyP50Ms: Double? = nil, latencyP95Ms: Double? = nil,
         sampleErrors: [ProbeError] = [], errorCodes: [String: Int] = [:], localAgents: [String] = [],
-        affected: [String] = [], singleAgent: Bool = false
+        affected: [String] = [], affectedBy: [String] = [], singleAgent: Bool = false
     ) {
         self.affected = affected
+        self.affectedBy = affectedBy
         self.singleAgent = singleAgent
         self.failingAgents = failingAgents
         self.failingAgentCount = failingAgentCount
@@ -158,6 +163,7 @@ public struct Evidence: Sendable, Codable, Hashable {
         case errorCodes = "error_codes"
         case localAgents = "local_agents"
         case affected
+        case affectedBy = "affected_by"
         case singleAgent = "single_agent"
     }
 
@@ -176,6 +182,7 @@ public struct Evidence: Sendable, Codable, Hashable {
         localAgents = try c.decode([String].self, forKey: .localAgents)
         // Stored before these fields existed: absent means none / no.
         affected = try c.decodeIfPresent([String].self, forKey: .affected) ?? []
+        affectedBy = try c.decodeIfPresent([String].self, forKey: .affectedBy) ?? []
         singleAgent = try c.decodeIfPresent(Bool.self, forKey: .singleAgent) ?? false
     }
 }

@@ -213,6 +213,7 @@ extension SondeCommand {
                 for verdict in status.components {
                     let e = verdict.evidence
                     var evidence: [String] = []
+                    if !e.affectedBy.isEmpty { evidence.append("affected by \(e.affectedBy.joined(separator: ","))") }
                     if e.failingAgentCount > 0 { evidence.append("\(e.failingAgentCount)/\(e.reportingAgents) failing") }
                     if !e.errorCodes.isEmpty { evidence.append(e.errorCodes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ",")) }
                     if let p95 = e.latencyP95Ms { evidence.append("p95 \(Int(p95))ms") }

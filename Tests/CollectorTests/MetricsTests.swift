@@ -11,6 +11,46 @@ import Testing
 /// region and scope, process and build-info series, shortest decimal values.
 @Suite(.serialized)
 struct MetricsTests {
+    /// Journeys that stop at a failing login step: `/metrics`, `/v1/status` and the page show
+    /// them in login's outage, affected by login, and only login has an incident (its page
+    /// is the only one `SondeComponentOutage` sends: deploy/prometheus/sonde-rules.test.yml).
+    @Test func journeysStoppedAtALoginStepShowLoginsOutageAsAffected() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        var config = testConfig(dir: dir, agents: agents)
+        config.components = ["login", "files"]
+        try await withCollector(config) { collector in
+            func journey(_ agent: TestAgent, at: Date, loginOK: Bool) -> ProbeResult {
+                var result = agent.result(probe: "files-journey", component: "files", outcome: loginOK ? .ok : .failed, startedAt: at)
+                result.steps[0].component = "login"
+                if loginOK {
+                    result.steps.append(StepResult(name: "upload", method: "POST", url: "https://platform.example/files", status: 201, ok: true, timings: .zero))
+                }
+                return result
+            }
+            for i in 0..<12 {
+                let at = Date().addingTimeInterval(Double(i - 12))
+                for agent in agents {
+                    #expect(try await agent.push(agent.batch([journey(agent, at: at, loginOK: i < 6)]), to: collector).status == 200)
+                }
+            }
+            try await waitUntil("files shown affected by login on /metrics") {
+                try await get(collector, "/metrics").bodyText.contains(#"sonde_component_affected_by{component="files",cause="login"} 1"#)
+            }
+            let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
+            let verdicts = Dictionary(uniqueKeysWithValues: status.components.map { ($0.component, $0) })
+            #expect(verdicts["login"]?.status == .majorOutage && verdicts["login"]?.incidentID != nil)
+            #expect(verdicts["files"]?.status == .majorOutage && verdicts["files"]?.evidence.affectedBy == ["login"])
+            #expect(verdicts["files"]?.incidentID == nil, "the incident is login's")
+            let metrics = try await get(collector, "/metrics").bodyText
+            #expect(metrics.contains(#"sonde_component_status{component="files",scope="platform",status="major_outage"} 1"#), "\(metrics)")
+            #expect(!metrics.contains(#"sonde_component_affected_by{component="login""#))
+            let page = try await get(collector, "/").bodyText
+            #expect(page.contains("affected by login"), "the page says why files is down")
+        }
+    }
+
     @Test func seriesFollowTheAgentsAndSayWhatHappened() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }

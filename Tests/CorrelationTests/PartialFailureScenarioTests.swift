@@ -176,6 +176,34 @@ import Testing
         #expect(result.resolution("login").map { $0 <= 3 * fleet.interval + 1 } == true, "\(log)")
     }
 
+    /// While logins are rejected the journeys that log in first stop at that step: they have no
+    /// failure of their own (files) or, once their window empties, no runs at all. Their verdicts
+    /// show login's outage, marked `affected_by`, and get no incident; when login recovers, so do they
+    /// (found by the first-use review: the page said "api Operational", "files No Data").
+    @Test func journeysALoginOutageBreaksShowItsStatusWithoutAnIncidentOfTheirOwn() throws {
+        var fleet = warmFleet(loginJourneys: ["files", "batch"])
+        let rejected = ProbeError(kind: .httpStatus, step: "login", message: "HTTP 401", code: "login_rejected")
+        fleet.faults = ["login": FleetSimulation.failing(components: ["login"], error: rejected)]
+        let events = fleet.step(seconds: 30)
+        #expect(events.filter { $0.type == .incidentOpened }.map(\.component) == ["login"], "\(describe(events))")
+        let verdicts = Dictionary(uniqueKeysWithValues: fleet.engine.verdicts.map { ($0.component, $0) })
+        let login = try #require(verdicts["login"])
+        #expect(login.status == .majorOutage && login.evidence.affectedBy.isEmpty)
+        for journey in ["files", "batch"] {
+            let verdict = try #require(verdicts[journey])
+            #expect(verdict.status == login.status && verdict.scope == login.scope, "\(journey): \(verdict.status) \(verdict.scope.map(\.rawValue) ?? "-")")
+            #expect(verdict.evidence.affectedBy == ["login"], "\(journey)")
+            #expect(verdict.incidentID == nil, "\(journey) has no incident of its own")
+            #expect(verdict.regions.values.allSatisfy { $0 == .majorOutage }, "\(verdict.regions)")
+        }
+        #expect(verdicts["api"]?.evidence.affectedBy == [], "a component that does not log in is not affected")
+        fleet.faults = [:]
+        _ = fleet.step(seconds: 30)
+        for verdict in fleet.engine.verdicts {
+            #expect(verdict.status == .operational && verdict.evidence.affectedBy.isEmpty, "\(verdict.component) after recovery: \(verdict.status)")
+        }
+    }
+
     @Test func aJourneysOwnStepFailingIsItsOwnComponentsIncident() throws {
         var fleet = warmFleet(loginJourneys: ["files", "batch"])
         let result = trial(&fleet, faults: ["files": FleetSimulation.failing(components: ["files"])], on: 20, off: 30)
