@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 #include <openssl/err.h>
 #include <string.h>
+#include <time.h>
 
 typedef size_t (*sonde_curl_data_callback)(char *buffer, size_t size, size_t count, void *context);
 typedef int (*sonde_curl_xferinfo_callback)(void *context, curl_off_t dltotal, curl_off_t dlnow,
@@ -62,6 +63,7 @@ typedef struct {
     long long earliest_not_after; // seconds since 1970, of the earliest-expiring certificate
     int certificates;             // in the chain; 0 while no handshake was seen
     char earliest_subject[256];   // that certificate's subject, one line
+    long long tls_started_ns;     // CLOCK_MONOTONIC when TLS set-up began (the TCP connection was up); 0 before
 } sonde_tls_chain;
 
 static inline long long sonde_asn1_time_epoch(const ASN1_TIME *time) {
@@ -98,6 +100,14 @@ static int sonde_tls_verify(int preverify_ok, X509_STORE_CTX *store) {
 
 static CURLcode sonde_tls_context(CURL *handle, void *context, void *record) {
     (void)handle;
+    // libcurl makes the TLS context once the TCP connection is up: a handshake that fails or
+    // stalls is timed as `tls` from here (libcurl reports no connect time for it).
+    sonde_tls_chain *chain_record = (sonde_tls_chain *)record;
+    if (chain_record != NULL && chain_record->tls_started_ns == 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        chain_record->tls_started_ns = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+    }
     SSL_CTX *ssl_context = (SSL_CTX *)context;
     SSL_CTX_set_app_data(ssl_context, record);
     SSL_CTX_set_verify(ssl_context, SSL_CTX_get_verify_mode(ssl_context), sonde_tls_verify);

@@ -243,12 +243,11 @@ extension CorrelationEngine {
         return wider || severity > incident.severity
     }
 
-    /// The latencies are of each agent's latest *passing* run: beside an outage whose runs fail
-    /// before any answer, a fast figure from before it ("p95 0 ms" on a refused port) misleads, so
-    /// a summary names p95 only for a slowdown, or when it is slow (≥ 1 s) itself.
+    /// The latencies are of each agent's latest *passing* run: beside failures they are the
+    /// runs from before the fault ("p95 0 ms" on a refused port, "p95 2.0 s" for a journey that
+    /// always waits 2 s for its job), not the fault's, so a summary names p95 for a slowdown only.
     private static func telling(_ p95: Double?, _ status: ComponentStatus) -> Double? {
-        guard let p95, status == .degradedPerformance || p95 >= 1000 else { return nil }
-        return p95
+        status == .degradedPerformance ? p95 : nil
     }
 
     /// One line for people: "files: partial outage in eu (3/9 agents failing, file_expired)".

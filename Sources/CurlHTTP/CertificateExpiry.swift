@@ -20,6 +20,15 @@ final class CertificateExpiry {
 
     deinit { record.deallocate() }
 
+    /// How long ago (ms) TLS set-up began, once the TCP connection was up; nil when it never did.
+    var tlsStartedAgo: Double? {
+        let started = record.pointee.tls_started_ns
+        guard started > 0 else { return nil }
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return max(0, Double(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) - started) / 1e6)
+    }
+
     /// The earliest expiry in the verified chain and that certificate's subject; nil when no
     /// handshake was seen.
     var earliest: (notAfter: Date, subject: String)? { Self.earliest(in: record.pointee) }

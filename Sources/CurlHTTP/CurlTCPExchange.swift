@@ -160,7 +160,7 @@ public struct TCPExchange: Sendable {
 
         let code = curl_easy_perform(handle)
         var certificate = certificates?.earliest
-        var timings = CurlTransfer.readTimings(handle, failed: code == CURLE_OK ? nil : code)
+        var timings = CurlTransfer.readTimings(handle, failed: code == CURLE_OK ? nil : code, tlsStartedAgo: certificates?.tlsStartedAgo)
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
@@ -200,9 +200,9 @@ public struct TCPExchange: Sendable {
                     // conversation (an attacker in the path could have put it there).
                     received.removeAll()
                     let start = clock.now
-                    let upgraded = try channel.startTLS(self, host: host, defaultCAs: Self.defaultCAs(handle), deadline: deadline)
-                    handshake = (start, clock.now)
-                    certificate = upgraded
+                    // A handshake that fails or stalls is `tls` time too, not the transfer's.
+                    defer { handshake = (start, clock.now) }
+                    certificate = try channel.startTLS(self, host: host, defaultCAs: Self.defaultCAs(handle), deadline: deadline)
                 }
             } catch {
                 failure = error
@@ -227,6 +227,12 @@ public struct TCPExchange: Sendable {
         timings.total = total
         if var failure {
             failure.timings = timings
+            // A chain verified before the failure (a bad record after the handshake, a time-out
+            // in the dialogue) still tells its expiry.
+            if failure.certificateNotAfter == nil, let certificate {
+                failure.certificateNotAfter = certificate.notAfter
+                failure.certificateSubject = certificate.subject
+            }
             return .failure(failure)
         }
         return .success(Outcome(
@@ -394,7 +400,7 @@ private struct Channel {
         default:
             var reason = [CChar](repeating: 0, count: 256)
             sonde_tls_failure(ssl, &reason, reason.count)
-            return .failed(HTTPTransferError(kind: .connectionLost, curlCode: 0, message: "\(doing) over TLS failed: \(cText(reason))"))
+            return .failed(HTTPTransferError(kind: .tls, curlCode: 0, message: "\(doing) over TLS failed: \(cText(reason))"))
         }
     }
 

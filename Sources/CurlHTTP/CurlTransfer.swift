@@ -239,7 +239,7 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// The outcome of a transfer curl finished with `code` (already out of the multi handle).
     private func result(_ code: CURLcode) -> Result<HTTPResponse, HTTPTransferError> {
-        let timings = handle.map { Self.readTimings($0, failed: code == CURLE_OK ? nil : code) } ?? .zero
+        let timings = handle.map { Self.readTimings($0, failed: code == CURLE_OK ? nil : code, tlsStartedAgo: certificates?.tlsStartedAgo) } ?? .zero
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
@@ -356,7 +356,9 @@ final class CurlTransfer: @unchecked Sendable {
     /// libcurl (7.88) sets the connect time only once the whole connection is up, TLS included,
     /// so a failed handshake leaves it 0 (seen with `curl -w`): the time after dns then goes
     /// to tls, the TCP connect included, since where it ended is not known.
-    static func readTimings(_ handle: UnsafeMutableRawPointer, failed code: CURLcode? = nil) -> PhaseTimings {
+    /// `tlsStartedAgo`: how long before now the TLS set-up of a tracked handshake began, so that
+    /// a handshake that failed or stalled before libcurl recorded its connect time is `tls`.
+    static func readTimings(_ handle: UnsafeMutableRawPointer, failed code: CURLcode? = nil, tlsStartedAgo: Double? = nil) -> PhaseTimings {
         func info(_ what: CURLINFO) -> Double {
             var value: curl_off_t = 0
             return sonde_curl_getinfo_off_t(handle, what, &value) == CURLE_OK ? Double(value) / 1000 : 0
@@ -370,7 +372,9 @@ final class CurlTransfer: @unchecked Sendable {
         if let code, !requestSent {
             // Failed while connecting: the phase under way ends at the failure.
             let dns = rawDNS > 0 ? min(rawDNS, total) : total
-            let connect = rawConnect > 0 ? min(max(rawConnect, dns), total) : classify(code) == .tls ? dns : total
+            let connect =
+                rawConnect > 0 ? min(max(rawConnect, dns), total)
+                : tlsStartedAgo.map { min(max(total - $0, dns), total) } ?? (classify(code) == .tls ? dns : total)
             return PhaseTimings(dns: dns, connect: connect - dns, tls: total - connect, total: total)
         }
         let dns = min(rawDNS, total)

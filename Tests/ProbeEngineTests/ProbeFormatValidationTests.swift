@@ -408,6 +408,54 @@ struct ProbeFormatValidationTests {
         #expect(found.contains { $0.contains("a tcp or dns step checks only latency_below and cert_valid_for") })
     }
 
+    /// Only records that answer the question count (found by the red team: a server's
+    /// `evil.example. A 10.0.0.1`, or the name's record in class CH, made `expect` pass).
+    @Test("the DNS parser takes only class-IN records of the name asked or of its CNAME chain")
+    func dnsAnswersMustBeForTheQuestion() throws {
+        let query = try DNSWireClient.encodeQuery(name: "a.example", type: .A, id: 0x1234).get()
+        func answer(_ records: [[UInt8]]) -> [UInt8] {
+            var message = query
+            message[2] = 0x81; message[3] = 0x80
+            message[7] = UInt8(records.count)
+            return message + records.flatMap { $0 }
+        }
+        func name(_ text: String) -> [UInt8] { DNSWireClient.encodeName(text)! }
+        func record(_ owner: [UInt8], type: UInt8 = 1, class dnsClass: UInt8 = 1, _ data: [UInt8]) -> [UInt8] {
+            owner + [0, type, 0, dnsClass, 0, 0, 0, 60, 0, UInt8(data.count)] + data
+        }
+        let question: [UInt8] = [0xC0, 12]
+        let other = answer([record(name("evil.example"), [10, 0, 0, 1])])
+        #expect(try DNSWireClient.parse(other, id: 0x1234, name: "a.example", type: .A).get() == [])
+        let chaos = answer([record(question, class: 3, [10, 0, 0, 1])])
+        #expect(try DNSWireClient.parse(chaos, id: 0x1234, name: "a.example", type: .A).get() == [])
+        // a.example CNAME b.example, b.example CNAME c.example, c.example A 10.0.0.3, listed backwards, plus a stray.
+        let chain = answer([
+            record(name("c.example"), [10, 0, 0, 3]), record(name("b.example"), type: 5, name("c.example")),
+            record(question, type: 5, name("b.example")), record(name("stray.example"), [10, 0, 0, 9]),
+        ])
+        #expect(try DNSWireClient.parse(chain, id: 0x1234, name: "a.example", type: .A).get() == ["10.0.0.3"])
+    }
+
+    /// One problem, one message: a step dropped for its own error (here an undefined variable)
+    /// still counts as an earlier step for `compare` (found by the first-use review).
+    @Test("a step with an error is still a known step name: compare names it without a second, false error")
+    func brokenStepStillNamed() {
+        let text = problems("""
+            name: p
+            component: files
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: upload
+                request: {method: PUT, url: "http://h/x", body: {random_bytes: 16, save_as: payload}}
+              - name: download
+                request: {url: "${undefined_base}/x"}
+              - name: check
+                compare: {download: download, with: payload}
+            """).map(\.description)
+        #expect(text.count == 1 && text[0].contains("undefined variable '${undefined_base}'"), "\(text)")
+    }
+
     @Test("form encoding keeps & = + % and spaces safe")
     func formEncoding() {
         #expect(FormEncoding.encode("a&b=c+d%e f") == "a%26b%3Dc%2Bd%25e+f")

@@ -648,6 +648,56 @@ struct ProbeHardeningTests {
         }
     }
 
+    /// blackbox_exporter's Go regexp reads an invalid byte as U+FFFD; a Latin-1 greeting must
+    /// not make `expect_matches` wait out its timeout for a line that came (found by the red team).
+    @Test("a tcp line that is not UTF-8 is matched with its invalid bytes read as U+FFFD")
+    func nonUTF8Lines() throws {
+        let regex = try ProbeRegex("^220 caf. .* ready$")
+        let line = Data(Array("220 caf".utf8) + [0xE9, 0x20, 0xFF, 0xFE] + Array(" ready".utf8))
+        let deadline = ContinuousClock.now + .seconds(1)
+        #expect(try regex.matches(StepExecution.matchable(line), deadline: deadline))
+        #expect(try !regex.matches(line, deadline: deadline), "PCRE2 alone cannot step over the bytes (why matchable exists)")
+        let valid = Data("220 café ready".utf8)
+        #expect(StepExecution.matchable(valid) == valid, "a UTF-8 line is matched as it came")
+    }
+
+    /// A presigned URL is a bearer credential until it expires, whatever JSON field carried it
+    /// (found by the first-use review: `upload_url` went into results and messages in clear).
+    @Test("a presigned URL's signature and credential query values are redacted from the step URL, messages and logs")
+    func presignedURLQueryCredentials() async throws {
+        let signature = "d3adb33fcafe0123456789abcdef"
+        let credential = "AKIAEXAMPLE/20261205/eu/s3/aws4_request"
+        let server = try LoopbackHTTPServer { request in
+            if request.path == "/uploads" {
+                let url = "http://127.0.0.1:\(request.header("Host")?.split(separator: ":").last ?? "")/put?X-Amz-Signature=\(signature)&X-Amz-Credential=\(credential.replacingOccurrences(of: "/", with: "%2F"))&X-Amz-Expires=300"
+                return .json(200, #"{"upload_url": "\#(url)"}"#)
+            }
+            return .respond(status: 500, body: Data("refused \(request.path)".utf8))
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: presigned
+            component: files
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: ask
+                request: {method: POST, url: "${base_url}/uploads"}
+                extract: {upload_url: {json: $.upload_url}}
+              - name: put
+                request: {method: PUT, url: "${upload_url}", body: {random_bytes: 16}}
+            """)
+        let logs = CapturedLogs()
+        let result = await run(probe, server, logs: logs)
+        #expect(result.error?.step == "put", "\(result.error?.message ?? "")")
+        let put = try #require(result.steps.last)
+        #expect(put.url.contains("X-Amz-Signature=[redacted]") && put.url.contains("X-Amz-Expires=300"), "\(put.url)")
+        let everything = result.jsonText + (result.error?.message ?? "") + logs.text
+        for leak in [signature, "AKIAEXAMPLE", "AKIAEXAMPLE%2F20261205"] {
+            #expect(!everything.contains(leak), "\(leak) leaked: \(put.url) \(result.error?.message ?? "")")
+        }
+    }
+
     @Test("a password written in a URL's userinfo is redacted from the result, its messages and logs; validate warns about it")
     func passwordInURL() async throws {
         // The server echoes what it was sent: the Basic header curl built from the userinfo.

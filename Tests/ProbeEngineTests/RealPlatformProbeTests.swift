@@ -522,6 +522,72 @@ struct RealPlatformProbeTests {
         }
     }
 
+    /// A Python server on a free port, for TLS misbehaviour no real server does on purpose:
+    /// `silent` accepts and sends nothing (a TLS port whose server hangs); `stall` sends
+    /// `220 ready` then never answers a ClientHello; `garbage` sends `220 ready`,
+    /// completes a TLS handshake with `cert`/`key`, reads a line, and answers with a TLS record
+    /// that fails its MAC.
+    static let hostileTLSServer = #"""
+        import socket, ssl, sys, threading
+        mode, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
+        listener = socket.socket(); listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0)); listener.listen(16)
+        print(listener.getsockname()[1], flush=True)
+        held = []
+        def serve(conn):
+            if mode == "silent":
+                held.append(conn); return
+            conn.sendall(b"220 ready\r\n")
+            if mode == "stall":
+                held.append(conn); return
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); context.load_cert_chain(cert, key)
+            tls = context.wrap_socket(conn, server_side=True)
+            tls.recv(100)
+            raw = socket.fromfd(tls.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+            raw.sendall(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+            held.append((tls, raw))
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        """#
+
+    @Test("a TLS handshake that stalls is tls time, not connect or transfer; a bad TLS record after a verified handshake is tls and keeps the chain's expiry")
+    func hostileTLS() async throws {
+        try await withTeardown { teardown in
+            let folder = try TemporaryDirectory("sonde-hostile-tls")
+            teardown.add { folder.remove() }
+            let certificates = try RealServers.certificates(in: folder.path, leaves: [("long", 90)])
+            try Self.hostileTLSServer.write(toFile: folder.file("server.py"), atomically: true, encoding: .utf8)
+            func server(_ mode: String) async throws -> Int {
+                let process = try ChildProcess("/usr/bin/python3", [folder.file("server.py"), mode, certificates.cert("long"), certificates.key("long")])
+                teardown.add { await process.stop() }
+                let line = try await process.waitForLine(timeout: .seconds(20)) { Int($0) != nil }
+                return Int(line)!
+            }
+            let silent = try await server("silent")
+            let stall = try await server("stall")
+            let garbage = try await server("garbage")
+            func tcp(_ spec: String) throws -> ProbeDefinition {
+                try makeProbe("name: t\ncomponent: api\ninterval: 30s\ntimeout: 1500ms\nsteps:\n  - name: t\n    tcp: \(spec)", variables: [], file: folder.file("t.yaml"))
+            }
+            // The server's TCP side is up at once; all of the wait is the handshake.
+            for (what, probe) in [
+                ("https", try makeProbe("name: h\ncomponent: api\ninterval: 30s\ntimeout: 1500ms\nsteps:\n  - name: h\n    request: {url: \"https://127.0.0.1:\(silent)/\", tls: {ca_file: ca.pem}}", variables: [], file: folder.file("h.yaml"))),
+                ("tls from the start", try tcp(#"{host: 127.0.0.1, port: \#(silent), tls: {ca_file: ca.pem}, expect: "never"}"#)),
+                ("STARTTLS", try tcp(#"{host: 127.0.0.1, port: \#(stall), tls: {ca_file: ca.pem}, query_response: [{expect: "220 ready", starttls: true}, {expect: "never"}]}"#)),
+            ] {
+                let result = await run(probe)
+                #expect(result.error?.kind == .timeout, "\(what): \(failureSummary(result))")
+                let timings = result.steps[0].timings
+                #expect(timings.tls > 0.8 * timings.total && timings.connect < 100 && timings.transfer < 100, "\(what): \(timings)")
+                expectHonestTimings(result)
+            }
+            let bad = await run(try tcp(#"{host: 127.0.0.1, port: \#(garbage), tls: {ca_file: ca.pem}, query_response: [{expect: "220 ready", starttls: true}, {send: "PING\r\n"}, {expect: "PONG"}]}"#))
+            #expect(bad.error?.kind == .tls && bad.error?.message.contains("receiving over TLS failed") == true, "\(failureSummary(bad))")
+            #expect((bad.steps[0].certDaysLeft ?? 0) > 88, "the chain verified before the bad record is still reported: \(failureSummary(bad))")
+        }
+    }
+
     @Test("tcp query_response against a real SMTP server (aiosmtpd): banner, EHLO, STARTTLS, the upgraded chain's expiry; a wrong name, an untrusted CA, a missing answer, a line-by-line regex, a catastrophic pattern")
     func tcpDialogues() async throws {
         try await withTeardown { teardown in
@@ -677,7 +743,8 @@ struct RealPlatformProbeTests {
                 \(assert.map { "    assert: {\($0)}" } ?? "")
                 """, variables: [], file: folder.file("ping.yaml"))
         }
-        for host in ["127.0.0.1", "::1"] {
+        // `[::1]` as a URL writes it: the same host, shown bracketed once.
+        for host in ["127.0.0.1", "::1", "[::1]"] {
             let ok = await run(try icmp("{host: \"\(host)\", payload_size: 100}", assert: "latency_below: 1s"))
             #expect(ok.outcome == .ok, "\(host): \(failureSummary(ok))")
             #expect(ok.steps[0].method == "ICMP" && ok.steps[0].url == (host.contains(":") ? "icmp://[::1]" : "icmp://127.0.0.1"))

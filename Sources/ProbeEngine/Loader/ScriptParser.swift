@@ -164,7 +164,14 @@ enum ScriptParser {
         var payloads: Set<String> = []
         for (index, item) in items.enumerated() {
             let path = "steps[\(index)]"
-            guard let step = step(item, path, payloads: &payloads, stepNames: stepNames, reader: &reader) else { continue }
+            guard let step = step(item, path, payloads: &payloads, stepNames: stepNames, reader: &reader) else {
+                // A step with a problem (already reported) still has its name: a later
+                // `compare: {download: it}` is not a second, false error.
+                if let name = item.mapping?.first(where: { $0.key.string == "name" })?.value.string, stepNames[name] == nil {
+                    stepNames[name] = item.mark?.line ?? 0
+                }
+                continue
+            }
             if let line = stepNames[step.name] {
                 reader.report(item, NodeReader.join(path, "name"), "duplicate step name '\(step.name)' (first at line \(line))")
             }

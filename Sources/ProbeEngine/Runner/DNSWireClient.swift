@@ -160,20 +160,41 @@ enum DNSWireClient {
         else {
             return .failure(DNSFailure(.dns, "the server's answer does not echo our question"))
         }
+        // Only records that answer the question count: class IN, owned by the name asked, or
+        // by a name a CNAME chain from it leads to (a server's record for another name, or
+        // for class CH, must not make `expect` pass).
         var offset = question.next + 4
-        var answers: [String] = []
+        var records: [(owner: String, type: Int, data: Int, length: Int)] = []
         for _ in 0..<u16(6) {
             guard let owner = readName(message, at: offset), owner.next + 10 <= message.count else {
                 return .failure(DNSFailure(.dns, "malformed answer record"))
             }
-            _ = owner
             let recordType = u16(owner.next)
+            let recordClass = u16(owner.next + 2)
             let length = u16(owner.next + 8)
             let data = owner.next + 10
             guard data + length <= message.count else { return .failure(DNSFailure(.dns, "answer record longer than the message")) }
             offset = data + length
-            guard recordType == Int(type.code) else { continue }
-            guard let text = rdataText(message, type: type, at: data, length: length) else {
+            if recordClass == 1 { records.append((owner.name, recordType, data, length)) }
+        }
+        var names: Set<String> = [question.name]
+        if type != .CNAME {
+            // Each alias read once, then followed from the question (linear in the records,
+            // whatever order a server lists a long chain in).
+            var aliases: [String: [String]] = [:]
+            for record in records where record.type == Int(DNSRecordType.CNAME.code) {
+                if let target = readName(message, at: record.data), target.next <= record.data + record.length {
+                    aliases[record.owner, default: []].append(target.name)
+                }
+            }
+            var pending = [question.name]
+            while let name = pending.popLast() {
+                for target in aliases[name] ?? [] where names.insert(target).inserted { pending.append(target) }
+            }
+        }
+        var answers: [String] = []
+        for record in records where record.type == Int(type.code) && names.contains(record.owner) {
+            guard let text = rdataText(message, type: type, at: record.data, length: record.length) else {
                 return .failure(DNSFailure(.dns, "malformed \(type.rawValue) record"))
             }
             answers.append(text)

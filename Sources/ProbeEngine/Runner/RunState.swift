@@ -165,9 +165,11 @@ struct RunState {
         }
     }
 
-    /// A step's URL, written or rendered: the password in its userinfo is redacted from then on.
+    /// A step's URL, written or rendered: the password in its userinfo, and the values of query
+    /// parameters named like credentials (a presigned URL's signature), are redacted from then on.
     mutating func keepCredentials(inURL url: String) {
         for password in URLCredentials.passwords(in: url) { redactor.add(password) }
+        for value in URLCredentials.queryCredentials(in: url) where !value.contains("${") { redactor.add(value) }
     }
 
     /// Keeps an extracted value for later templates; a secret one is redacted from then on.

@@ -13,6 +13,13 @@ enum SecretNames {
         return headerWords.contains { lower.contains($0) }
     }
 
+    /// A query parameter that carries a credential: a key named like one, or a signature
+    /// (`X-Amz-Signature`, `X-Goog-Signature`, `signature`, Azure SAS's `sig`).
+    static func isSecretQueryParameter(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return isSecretKey(lower) || lower.contains("signature") || lower == "sig" || lower == "key"
+    }
+
     /// `token`, `access_token`, `refreshToken`, `client_secret`, `password`, `session_id`, …
     static func isSecretKey(_ key: String) -> Bool {
         let lower = key.lowercased()

@@ -11,7 +11,7 @@ extension StepExecution {
         var degradedBy: String?
         do throws(StepFailure) {
             let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
-            let host = try state.render(spec.host)
+            let host = Self.bareHost(try state.render(spec.host))
             let shownHost = host.contains(":") ? "[\(host)]" : host
             result.url = (spec.tls != nil && !spec.startsTLS ? "tls://" : "tcp://") + "\(shownHost):\(spec.port)"
             let (actions, labels) = try dialogue(spec, state: &state)
@@ -89,7 +89,7 @@ extension StepExecution {
                 let failure = Self.matchFailure(check: "\(check) /\(display)/", probeTimeout: probeTimeout)
                 actions.append(.expect(.line { line, deadline in
                     do throws(ProbeRegex.MatchError) {
-                        return .success(try regex.matches(line, deadline: deadline))
+                        return .success(try regex.matches(Self.matchable(line), deadline: deadline))
                     } catch {
                         return .failure(failure(error, line.count))
                     }
@@ -110,6 +110,31 @@ extension StepExecution {
             if entry.startTLS { actions.append(.startTLS) }
         }
         return (actions, labels)
+    }
+
+    /// A server's line as the regex reads it: as it came when it is UTF-8; otherwise with each
+    /// invalid sequence read as U+FFFD, as blackbox_exporter's Go regexp reads it, so `.` steps
+    /// over a Latin-1 `é` instead of the line never matching.
+    static func matchable(_ line: Data) -> Data {
+        var valid = true
+        var decoder = UTF8()
+        var bytes = line.makeIterator()
+        decoding: while true {
+            switch decoder.decode(&bytes) {
+            case .scalarValue: continue
+            case .emptyInput: break decoding
+            case .error:
+                valid = false
+                break decoding
+            }
+        }
+        return valid ? line : Data(String(decoding: line, as: UTF8.self).utf8)
+    }
+
+    /// A host as written, without the brackets of an IPv6 literal in URL form (`[::1]`): the
+    /// brackets are added back where a URL is shown, once.
+    static func bareHost(_ text: String) -> String {
+        text.hasPrefix("[") && text.hasSuffix("]") && text.count > 2 ? String(text.dropFirst().dropLast()) : text
     }
 
     /// How a regex that could not finish on a server's line is reported: the check, and why.
@@ -136,7 +161,7 @@ extension StepExecution {
             if end > consumed.startIndex, consumed[end - 1] == 0x0A { end -= 1 }
             if end > consumed.startIndex, consumed[end - 1] == 0x0D { end -= 1 }
             let start = consumed[consumed.startIndex..<end].lastIndex(of: 0x0A).map { $0 + 1 } ?? consumed.startIndex
-            let line = consumed[start..<end]
+            let line = matchable(consumed[start..<end])
             let groups: [Range<Int>?]
             do throws(ProbeRegex.MatchError) {
                 groups = try regex.firstMatch(in: line, deadline: deadline) ?? []

@@ -1,3 +1,5 @@
+import SondeCore
+
 /// The password in a URL's userinfo (`https://user:password@host/`): a credential by definition,
 /// so a run redacts it from everything it reports (as curl's verbose output and most loggers
 /// hide it), whether the script wrote it literally or it came from a template.
@@ -17,6 +19,27 @@ enum URLCredentials {
         guard !password.isEmpty else { return [] }
         let decoded = percentDecoded(password)
         return decoded == password ? [password] : [password, decoded]
+    }
+
+    /// Values of query parameters named like a credential: a presigned URL's signature and
+    /// credential (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`,
+    /// `X-Goog-Signature`, Azure's `sig`), `access_token`, `api_key`, … (``SecretNames``). A
+    /// presigned URL extracted from a response is a bearer credential until it expires, whatever
+    /// the JSON field that carried it was called. As written and percent-decoded.
+    static func queryCredentials(in url: String) -> [String] {
+        // Most probe URLs have no query: one byte scan, and nothing else.
+        guard let question = url.utf8.firstIndex(of: UInt8(ascii: "?")) else { return [] }
+        let query = url[url.utf8.index(after: question)...].prefix { $0 != "#" }
+        var values: [String] = []
+        for pair in query.split(separator: "&") {
+            guard let equals = pair.firstIndex(of: "=") else { continue }
+            let name = percentDecoded(String(pair[..<equals]))
+            let value = String(pair[pair.index(after: equals)...])
+            guard SecretNames.isSecretQueryParameter(name), value.utf8.count >= SecretNames.minimumDefaultLength else { continue }
+            let decoded = percentDecoded(value.replacingAll("+", with: " "))
+            values += decoded == value ? [value] : [value, decoded]
+        }
+        return values
     }
 
     /// Whether a URL template writes a password literally into its userinfo (not from `${…}`).
