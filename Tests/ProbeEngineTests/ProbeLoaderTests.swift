@@ -184,9 +184,36 @@ struct ScriptPartTests {
         #expect(try JSONPath.parse("$[\"data\"][0].n").evaluate(document)?.text == "1")
         #expect(try JSONPath.parse("$.data[5]").evaluate(document) == nil)
         #expect(try JSONPath.parse("$").evaluate(document) == document)
-        for bad in ["data", "$.", "$[*]", "$[?(@.id)]", "$['x'", "$.a..b", "$x"] {
+        for bad in ["data", "$.", "$['x'", "$x", "$..", "$..*", "$[?(id)]", "$[?(@.a ~ 1)]", "$[?(@.a == )]", "$[?(@.a == 1]", "$[?(@.a == x)]", "$[?(@[?(@.b)])]", "$[*"] {
             #expect(throws: JSONPath.SyntaxError.self) { try JSONPath.parse(bad) }
         }
+    }
+
+    @Test("JSON paths with a wildcard, a descent or a filter select every match, in document order")
+    func multiValuedJSONPaths() throws {
+        let document = try #require(JSONValue.parse(Data(#"""
+            {"items": [{"id": 1, "status": "done", "size": 10}, {"id": 2, "status": "failed", "size": 99, "meta": {"id": 20}},
+                       {"id": 3, "status": "done"}], "meta": {"id": 0, "next": null}}
+            """#.utf8)))
+        func all(_ path: String) throws -> [String] { try JSONPath.parse(path).evaluateAll(document).map(\.text) }
+        #expect(try all("$.items[*].id") == ["1", "2", "3"])
+        #expect(try all("$.items.*.status") == ["done", "failed", "done"])
+        #expect(try all("$.items[?(@.status == 'failed')].id") == ["2"])
+        #expect(try all("$.items[?@.size > 50].id") == ["2"], "RFC 9535's form without parentheses")
+        #expect(try all("$.items[?(@.status != \"done\")].id") == ["2"])
+        #expect(try all("$.items[?(@.size)].id") == ["1", "2"], "items that have the key")
+        #expect(try all("$.items[?(@.meta.id >= 20)].id") == ["2"])
+        #expect(try all("$..id") == ["1", "2", "20", "3", "0"], "every id at any depth, in document order")
+        #expect(try all("$.meta[*]") == ["0", "null"], "an object's values, by key")
+        #expect(try all("$.items[?(@.status == 'lost')]").isEmpty)
+        let path = try JSONPath.parse("$.items[*].id")
+        let single = try JSONPath.parse("$.items[0].id")
+        #expect(!path.isSingular && single.isSingular)
+        #expect(path.evaluate(document) == .number(1), "one value wanted (extract, poll state): the first")
+        #expect(path.shown(in: document) == "['1', '2', '3']")
+        // A body a server chose cannot make a path collect without bound.
+        let wide = JSONValue.array(Array(repeating: .array(Array(repeating: .number(1), count: 200)), count: 200))
+        #expect(try JSONPath.parse("$[*][*]").evaluateAll(wide).count == JSONPath.maxValues)
     }
 
     @Test("templates")

@@ -151,6 +151,34 @@ struct ProbeRunnerTests {
         #expect(messages.contains { $0.contains("at_most: expected a number") }, "\(messages)")
     }
 
+    @Test("conditions on wildcards and filters: one value passing is enough, != means none, exists means any; == on an array compares its length; a filter in the short form keeps its spaces")
+    func multiValuedConditions() async throws {
+        let server = try LoopbackHTTPServer { _ in .json(200, #"{"jobs": [{"id": "a", "state": "done"}, {"id": "b", "state": "failed"}], "slides": [1, 2]}"#) }
+        defer { server.stop() }
+        func probe(_ conditions: String) throws -> ProbeDefinition {
+            try makeProbe("""
+                name: many
+                component: api
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {url: "${base_url}/"}
+                    assert:
+                      json: \(conditions)
+                """)
+        }
+        let passing = #"["$.jobs[*].state == failed", "$.jobs[?(@.state == 'failed')].id == b", "$.jobs[*].id in [x, a]", "$..state matches ^fail", "$.slides == 2", "$.slides != 3", {path: "$.jobs[?(@.state == 'queued')]", exists: false}]"#
+        let ok = await run(try probe(passing), server)
+        #expect(ok.outcome == .ok, "\(String(describing: ok.error))")
+        let none = await run(try probe(#"["$.jobs[*].state != failed"]"#), server)
+        #expect(none.error?.message == "$.jobs[*].state selects ['done', 'failed'], expected none of them to equal 'failed'", "\(String(describing: none.error))")
+        let any = await run(try probe(#"["$.jobs[*].state == queued"]"#), server)
+        #expect(any.error?.message == "$.jobs[*].state selects ['done', 'failed'], expected one of them to equal 'queued'", "\(String(describing: any.error))")
+        let empty = await run(try probe(#"["$.jobs[?(@.state == 'lost')] exists"]"#), server)
+        #expect(empty.error?.message.contains("selects no value") == true, "\(String(describing: empty.error))")
+    }
+
     @Test("a hanging server ends as timeout within the probe's timeout + 1 s, its wait counted as ttfb")
     func hang() async throws {
         let server = try LoopbackHTTPServer { _ in .hang }

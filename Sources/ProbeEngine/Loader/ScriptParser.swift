@@ -845,9 +845,35 @@ enum ScriptParser {
         return limit
     }
 
+    /// `<path> <op> <value>` split where the path ends: at the first space outside brackets and
+    /// quotes, so `$['odd key'] == 1` and `$.items[?(@.state == 'failed')] exists` keep their path.
+    static func conditionParts(_ text: String) -> [String] {
+        var depth = 0
+        var quote: Character?
+        var end = text.endIndex
+        for index in text.indices {
+            let c = text[index]
+            if let open = quote {
+                if c == open { quote = nil }
+            } else if c == "'" || c == "\"", depth > 0 {
+                quote = c
+            } else if c == "[" {
+                depth += 1
+            } else if c == "]" {
+                depth -= 1
+            } else if c == " ", depth <= 0 {
+                end = index
+                break
+            }
+        }
+        let path = String(text[..<end])
+        let rest = text[end...].split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true).map { String($0).trimmed() }
+        return [path] + rest
+    }
+
     static func shorthandCondition(_ text: String, _ node: Node, _ path: String, reader: inout NodeReader) -> Condition? {
         let trimmed = text.trimmed()
-        let parts = trimmed.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true).map(String.init)
+        let parts = Self.conditionParts(trimmed)
         let usage = "expected '<json path> <op> <value>' with op ==, !=, <, <=, >, >=, in, matches, or '<json path> exists' (e.g. \"$.status == completed\")"
         guard parts.count >= 2 else {
             reader.report(node, path, "condition '\(text)': \(usage)")

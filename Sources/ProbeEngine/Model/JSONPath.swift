@@ -1,18 +1,65 @@
 import FoundationEssentials
 import SondeCore
 
-/// The JSONPath subset probes use: `$`, `.key`, `['key']` / `["key"]`, `[index]` (negative
-/// indexes count from the end). Enough to reach one value; no wildcards or filters.
+/// The JSONPath subset probes use (RFC 9535's common part): `$`, `.key`, `['key']` / `["key"]`,
+/// `[index]` (negative indexes count from the end), the wildcard `[*]` / `.*` (every item of an
+/// array, every value of an object), descent `..key` (that key at any depth) and the filter
+/// `[?(@.rel == literal)]` (items whose relative path compares with a literal by `==`, `!=`,
+/// `<`, `<=`, `>`, `>=`; `[?(@.rel)]` for items that have it). A path with a wildcard, a
+/// descent or a filter selects any number of values (``isSingular`` is false).
 struct JSONPath: Sendable, Hashable, CustomStringConvertible {
     enum Component: Sendable, Hashable {
         case key(String)
         case index(Int)
+        case wildcard
+        case descendant(String)
+        case filter(Filter)
+    }
+
+    /// `[?(@.status == 'failed')]`: a singular path from each item, an operator and a literal;
+    /// without them the item must have the path.
+    struct Filter: Sendable, Hashable {
+        var path: [Component]
+        var comparison: (op: String, literal: JSONValue)?
+
+        static func == (a: Filter, b: Filter) -> Bool { a.path == b.path && a.comparison?.op == b.comparison?.op && a.comparison?.literal == b.comparison?.literal }
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(path)
+            hasher.combine(comparison?.op)
+            hasher.combine(comparison?.literal)
+        }
+
+        func accepts(_ item: JSONValue) -> Bool {
+            guard let value = JSONPath.walk(path, from: item) else { return false }
+            guard let (op, literal) = comparison else { return true }
+            switch op {
+            case "==": return value.looselyEquals(literal)
+            case "!=": return !value.looselyEquals(literal)
+            default:
+                guard let a = value.comparableNumber, case .number(let b) = literal else { return false }
+                switch op {
+                case "<": return a < b
+                case "<=": return a <= b
+                case ">": return a > b
+                default: return a >= b
+                }
+            }
+        }
     }
 
     var components: [Component]
     var text: String
 
     var description: String { text }
+
+    /// Selects at most one value (no wildcard, descent or filter).
+    var isSingular: Bool {
+        components.allSatisfy { if case .key = $0 { true } else if case .index = $0 { true } else { false } }
+    }
+
+    /// Values a multi-valued path collects at most: a response chooses its size, and a check's
+    /// cost must stay bounded.
+    static let maxValues = 10_000
 
     struct SyntaxError: Error, Sendable {
         var message: String
@@ -23,22 +70,43 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
         guard chars.first == "$" else {
             throw SyntaxError(message: "JSON path '\(text)' must start with '$' (e.g. $.data[0].id)")
         }
-        var components: [Component] = []
         var i = 1
+        let components = try parseComponents(chars, &i, text: text, relative: false)
+        return JSONPath(components: components, text: text)
+    }
+
+    /// Components from `i` to the end (or, `relative` inside a filter, to the first character
+    /// that cannot continue a path).
+    private static func parseComponents(_ chars: [Character], _ i: inout Int, text: String, relative: Bool) throws(SyntaxError) -> [Component] {
+        var components: [Component] = []
         func fail(_ why: String) -> SyntaxError {
             SyntaxError(message: "JSON path '\(text)' at position \(i + 1): \(why)")
         }
+        func name() -> String {
+            var key = ""
+            while i < chars.count, !".[ )=!<>".contains(chars[i]) {
+                key.append(chars[i])
+                i += 1
+            }
+            return key
+        }
         while i < chars.count {
             switch chars[i] {
+            case "." where i + 1 < chars.count && chars[i + 1] == ".":
+                guard !relative else { throw fail("'..' is not supported inside a filter") }
+                i += 2
+                let key = name()
+                guard !key.isEmpty, key != "*" else { throw fail("expected a key name after '..' (e.g. $..id)") }
+                components.append(.descendant(key))
             case ".":
                 i += 1
-                var key = ""
-                while i < chars.count, chars[i] != ".", chars[i] != "[" {
-                    key.append(chars[i])
-                    i += 1
-                }
+                let key = name()
                 guard !key.isEmpty else { throw fail("expected a key name after '.'") }
-                guard !key.contains(where: { $0 == "]" || $0 == "'" || $0 == "\"" || $0 == " " || $0 == "*" }) else {
+                if key == "*" {
+                    components.append(.wildcard)
+                    continue
+                }
+                guard !key.contains(where: { $0 == "]" || $0 == "'" || $0 == "\"" || $0 == "*" }) else {
                     throw fail("key '\(key)' has characters that need the ['key'] form")
                 }
                 components.append(.key(key))
@@ -46,19 +114,19 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
                 i += 1
                 guard i < chars.count else { throw fail("unclosed '['") }
                 if chars[i] == "'" || chars[i] == "\"" {
-                    let quote = chars[i]
-                    i += 1
-                    var key = ""
-                    while i < chars.count, chars[i] != quote {
-                        if chars[i] == "\\", i + 1 < chars.count { i += 1 }
-                        key.append(chars[i])
-                        i += 1
-                    }
-                    guard i < chars.count else { throw fail("unclosed quote in [\(quote)…]") }
-                    i += 1
+                    components.append(.key(try quoted(chars, &i, text: text)))
                     guard i < chars.count, chars[i] == "]" else { throw fail("expected ']' after the quoted key") }
                     i += 1
-                    components.append(.key(key))
+                } else if chars[i] == "*" {
+                    i += 1
+                    guard i < chars.count, chars[i] == "]" else { throw fail("expected ']' after '*'") }
+                    i += 1
+                    guard !relative else { throw fail("'[*]' is not supported inside a filter") }
+                    components.append(.wildcard)
+                } else if chars[i] == "?" {
+                    guard !relative else { throw fail("a filter inside a filter is not supported") }
+                    i += 1
+                    components.append(.filter(try filter(chars, &i, text: text)))
                 } else {
                     var digits = ""
                     while i < chars.count, chars[i] != "]" {
@@ -67,20 +135,155 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
                     }
                     guard i < chars.count else { throw fail("unclosed '['") }
                     guard let index = Int(digits) else {
-                        throw fail("'[\(digits)]' is not an index; use [0], [-1] or ['key'] (wildcards and filters are not supported)")
+                        throw fail("'[\(digits)]' is not an index; use [0], [-1], ['key'], [*] or a filter [?(@.key == 'value')]")
                     }
                     i += 1
                     components.append(.index(index))
                 }
             default:
-                throw fail("unexpected '\(chars[i])'; expected '.key', ['key'] or [index]")
+                if relative { return components }
+                throw fail("unexpected '\(chars[i])'; expected '.key', ['key'], [index], [*], ..key or [?(…)]")
             }
         }
-        return JSONPath(components: components, text: text)
+        return components
     }
 
-    /// The value at this path, or nil when some part is missing.
+    /// A quoted key or literal starting at `i` (on its quote); `i` ends past the closing quote.
+    private static func quoted(_ chars: [Character], _ i: inout Int, text: String) throws(SyntaxError) -> String {
+        let quote = chars[i]
+        i += 1
+        var value = ""
+        while i < chars.count, chars[i] != quote {
+            if chars[i] == "\\", i + 1 < chars.count { i += 1 }
+            value.append(chars[i])
+            i += 1
+        }
+        guard i < chars.count else { throw SyntaxError(message: "JSON path '\(text)' at position \(i + 1): unclosed quote \(quote)…") }
+        i += 1
+        return value
+    }
+
+    /// `(@.rel OP literal)]` or `@.rel OP literal]` (parentheses optional), `i` just past `?`.
+    private static func filter(_ chars: [Character], _ i: inout Int, text: String) throws(SyntaxError) -> Filter {
+        func fail(_ why: String) -> SyntaxError {
+            SyntaxError(message: "JSON path '\(text)' at position \(i + 1): \(why)")
+        }
+        func spaces() { while i < chars.count, chars[i] == " " { i += 1 } }
+        spaces()
+        let parenthesised = i < chars.count && chars[i] == "("
+        if parenthesised { i += 1 }
+        spaces()
+        guard i < chars.count, chars[i] == "@" else { throw fail("a filter starts with @ (e.g. [?(@.status == 'failed')])") }
+        i += 1
+        let path = try parseComponents(chars, &i, text: text, relative: true)
+        spaces()
+        var comparison: (String, JSONValue)?
+        if i < chars.count, "=!<>".contains(chars[i]) {
+            var op = String(chars[i])
+            i += 1
+            if i < chars.count, chars[i] == "=" {
+                op.append("=")
+                i += 1
+            }
+            guard ["==", "!=", "<", "<=", ">", ">="].contains(op) else { throw fail("'\(op)' is not a filter operator (==, !=, <, <=, >, >=)") }
+            spaces()
+            guard i < chars.count else { throw fail("missing the value after \(op)") }
+            let literal: JSONValue
+            if chars[i] == "'" || chars[i] == "\"" {
+                literal = .string(try quoted(chars, &i, text: text))
+            } else {
+                var word = ""
+                while i < chars.count, chars[i] != ")", chars[i] != "]", chars[i] != " " {
+                    word.append(chars[i])
+                    i += 1
+                }
+                switch word {
+                case "true": literal = .bool(true)
+                case "false": literal = .bool(false)
+                case "null": literal = .null
+                default:
+                    guard let number = Double(word) else { throw fail("'\(word)' is not a number, true, false, null or a quoted string") }
+                    literal = .number(number)
+                }
+            }
+            comparison = (op, literal)
+        }
+        spaces()
+        if parenthesised {
+            guard i < chars.count, chars[i] == ")" else { throw fail("expected ')' to close the filter") }
+            i += 1
+        }
+        guard i < chars.count, chars[i] == "]" else { throw fail("expected ']' to close the filter") }
+        i += 1
+        return Filter(path: path, comparison: comparison)
+    }
+
+    /// The value at this path (the first, for a path that selects several), or nil when none.
     func evaluate(_ root: JSONValue) -> JSONValue? {
+        isSingular ? Self.walk(components, from: root) : evaluateAll(root).first
+    }
+
+    /// Every value the path selects, in document order (objects' keys sorted), at most `maxValues`.
+    func evaluateAll(_ root: JSONValue) -> [JSONValue] {
+        var current = [root]
+        for component in components {
+            var next: [JSONValue] = []
+            for value in current {
+                Self.step(component, from: value, into: &next)
+                if next.count >= Self.maxValues { break }
+            }
+            current = Array(next.prefix(Self.maxValues))
+            if current.isEmpty { break }
+        }
+        return current
+    }
+
+    private static func step(_ component: Component, from value: JSONValue, into out: inout [JSONValue]) {
+        switch (component, value) {
+        case (.key(let key), .object(let members)):
+            if let next = members[key] { out.append(next) }
+        case (.index(let index), .array(let items)):
+            let position = index < 0 ? items.count + index : index
+            if items.indices.contains(position) { out.append(items[position]) }
+        case (.wildcard, .array(let items)):
+            out.append(contentsOf: items)
+        case (.wildcard, .object(let members)):
+            for key in members.keys.sorted() { out.append(members[key]!) }
+        case (.filter(let filter), .array(let items)):
+            out.append(contentsOf: items.lazy.filter(filter.accepts))
+        case (.filter(let filter), .object(let members)):
+            for key in members.keys.sorted() where filter.accepts(members[key]!) { out.append(members[key]!) }
+        case (.descendant(let key), _):
+            // Iterative, so a deeply nested body cannot exhaust a small stack.
+            var pending = [value]
+            while let node = pending.popLast(), out.count < maxValues {
+                switch node {
+                case .object(let members):
+                    if let found = members[key] { out.append(found) }
+                    for name in members.keys.sorted().reversed() { pending.append(members[name]!) }
+                case .array(let items):
+                    pending.append(contentsOf: items.reversed())
+                default:
+                    break
+                }
+            }
+        default:
+            break
+        }
+    }
+
+    /// What the path finds, for a message: `'value'` or `missing` for a singular path; for
+    /// another, the first few values and how many (`['a', 'b', … 12 values]`, `no value`).
+    func shown(in root: JSONValue) -> String {
+        guard !isSingular else { return evaluate(root).map { "'\($0.text)'" } ?? "missing" }
+        let values = evaluateAll(root)
+        guard !values.isEmpty else { return "no value" }
+        let listed = values.prefix(5).map { "'\($0.text)'" }.joined(separator: ", ")
+        return values.count > 5 ? "[\(listed), … \(values.count) values]" : "[\(listed)]"
+    }
+
+    /// A singular path's value from `root`; nil when some part is missing.
+    static func walk(_ components: [Component], from root: JSONValue) -> JSONValue? {
         var current = root
         for component in components {
             switch (component, current) {

@@ -342,8 +342,8 @@ struct StepExecution {
                 }
                 for condition in poll.failWhen {
                     guard try holds(condition, in: json, state: &state) else { continue }
-                    let value = condition.path.evaluate(json)?.text ?? "missing"
-                    throw StepFailure(.assertion, "\(state.probe.component) reached \(condition.path) = '\(value)' (fail_when) after \(attempts) attempt(s)")
+                    let value = condition.path.isSingular ? "'\(condition.path.evaluate(json)?.text ?? "missing")'" : condition.path.shown(in: json)
+                    throw StepFailure(.assertion, "\(state.probe.component) reached \(condition.path) = \(value) (fail_when) after \(attempts) attempt(s)")
                 }
                 var done = true
                 for condition in poll.until {
@@ -476,8 +476,12 @@ struct StepExecution {
                 throw StepFailure(.assertion, "expected a JSON body for \(condition.path): \(snippet(response, state: state))")
             }
             if !(try holds(condition, in: document, state: &state)) {
-                let actual = condition.path.evaluate(document).map { "'\($0.text)'" } ?? "missing"
-                throw StepFailure(.assertion, "\(condition.path) is \(actual), expected it to \(try describe(condition.test, state: &state))")
+                let expected = try describe(condition.test, state: &state)
+                guard condition.path.isSingular else {
+                    let wanted = if case .notEquals(let value) = condition.test { "none of them to equal '\(try state.value(value).text)'" } else { "one of them to \(expected)" }
+                    throw StepFailure(.assertion, "\(condition.path) selects \(condition.path.shown(in: document)), expected \(wanted)")
+                }
+                throw StepFailure(.assertion, "\(condition.path) is \(condition.path.shown(in: document)), expected it to \(expected)")
             }
         case .latencyBelow, .certValidFor:
             try checkTimingAndCertificate(assertion, total: response.timings.total, certificate: response.certificateNotAfter, subject: response.certificateSubject, state: &state)
@@ -519,29 +523,40 @@ struct StepExecution {
         }
     }
 
+    /// A path that selects several values (`$.items[*].status`) holds when one of them passes
+    /// the test (Datadog's "at least one element"); `!=` / `not_equals` is `==` negated, so it
+    /// holds when none of them equals (`$.jobs[*].state != failed`: no job failed); `exists`
+    /// when it selects any. A singular path is the one-value case of the same rules.
     func holds(_ condition: Condition, in document: JSONValue, state: inout RunState) throws(StepFailure) -> Bool {
-        let actual = condition.path.evaluate(document)
+        let values = condition.path.isSingular ? condition.path.evaluate(document).map { [$0] } ?? [] : condition.path.evaluateAll(document)
         switch condition.test {
         case .exists(let expected):
-            return (actual != nil) == expected
+            return !values.isEmpty == expected
         case .equals(let template):
-            guard let actual else { return false }
-            return actual.looselyEquals(try state.value(template))
+            let expected = try state.value(template)
+            return values.contains { Self.equal($0, expected) }
         case .notEquals(let template):
-            guard let actual else { return true }
-            return !actual.looselyEquals(try state.value(template))
+            let expected = try state.value(template)
+            return !values.contains { Self.equal($0, expected) }
         case .matches(let pattern):
-            guard let actual else { return false }
-            return try matches(pattern, actual.text.utf8, state: state, check: "\(condition.path) matches")
-        case .oneOf(let options):
-            guard let actual else { return false }
-            for option in options {
-                if actual.looselyEquals(try state.value(option)) { return true }
-            }
+            for value in values where try matches(pattern, value.text.utf8, state: state, check: "\(condition.path) matches") { return true }
             return false
+        case .oneOf(let options):
+            let expected = try options.map { option throws(StepFailure) in try state.value(option) }
+            return values.contains { value in expected.contains { Self.equal(value, $0) } }
         case .compare(let comparison, let limit):
-            guard case .number(let bound) = try state.value(limit), let number = actual?.comparableNumber else { return false }
-            return comparison.holds(number, bound)
+            guard case .number(let bound) = try state.value(limit) else { return false }
+            return values.contains { $0.comparableNumber.map { comparison.holds($0, bound) } ?? false }
+        }
+    }
+
+    /// Loose equality, and an array or object against a number compares its number of items, as
+    /// `<`/`>=` do (`$.items == 2`).
+    static func equal(_ actual: JSONValue, _ expected: JSONValue) -> Bool {
+        switch (actual, expected) {
+        case (.array(let items), .number(let count)): Double(items.count) == count
+        case (.object(let members), .number(let count)): Double(members.count) == count
+        default: actual.looselyEquals(expected)
         }
     }
 
@@ -603,7 +618,10 @@ struct StepExecution {
                 if json == nil { json = .some(JSONValue.parse(response.body)) }
                 let found = (json ?? nil).flatMap { path.evaluate($0) }
                 value = found.map(\.text)
-                if case .string = found, case .key(let key)? = path.components.last { secretByDefault = SecretNames.isSecretKey(key) }
+                switch (found, path.components.last) {
+                case (.string?, .key(let key)?), (.string?, .descendant(let key)?): secretByDefault = SecretNames.isSecretKey(key)
+                default: break
+                }
             case .header(let name):
                 source = "header \(name)"
                 value = response.headers.value(for: name)
