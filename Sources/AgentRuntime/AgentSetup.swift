@@ -1,4 +1,7 @@
 import CurlHTTP
+#if canImport(Glibc)
+import Glibc
+#endif
 import FoundationEssentials
 import Logging
 import ProbeEngine
@@ -41,8 +44,12 @@ extension AgentConfig {
             secretNames: Set(secretValues.keys), proxy: proxy, caFile: caFile)
     }
 
-    /// Loads and validates the probe scripts this config names.
-    public func loadProbes() throws(AgentStartError) -> AgentProbes {
+    /// Loads and validates the probe scripts this config names. `requireEnvironment` (the daemon,
+    /// at start and on reload): a probe whose `${env:NAME}` (no default) is unset in this
+    /// process is a problem, as an unset `secrets:` entry is. Its every run would fail as
+    /// `script`, which says nothing about the platform, yet would count against it: a new
+    /// agent deployed without its EnvironmentFile opened a public "login is failing" incident.
+    public func loadProbes(requireEnvironment: Bool = false) throws(AgentStartError) -> AgentProbes {
         guard !probePaths.isEmpty else {
             throw AgentStartError(["\(sourceFile ?? "(flags)"): probes: no probe scripts given; list files or folders under `probes:` or pass --probes DIR"])
         }
@@ -53,6 +60,17 @@ extension AgentConfig {
             }
             guard !probes.isEmpty else {
                 throw AgentStartError(["\(probePaths.joined(separator: ", ")): no probe scripts (*.yaml, *.yml) found there"])
+            }
+            if requireEnvironment {
+                let unset = probes.flatMap { probe in
+                    probe.requiredEnvironmentNames.sorted().filter { getenv($0) == nil }.map { (probe, $0) }
+                }
+                if !unset.isEmpty {
+                    throw AgentStartError(unset.map { probe, name in
+                        "\(probe.sourceFile): probe \(probe.name): environment variable \(name) (${env:\(name)}) is not set for the agent;"
+                            + " set it where the agent runs (systemd: Environment= or EnvironmentFile= in a drop-in), or give a default: ${env:\(name):-value}"
+                    })
+                }
             }
             return AgentProbes(probes: probes, context: runContext)
         } catch let error as ProbeValidationError {
@@ -106,7 +124,7 @@ public func buildAgent(
         problems.append("\(file): collector.key: \(error)")
     }
     var loaded: AgentProbes?
-    do { loaded = try config.loadProbes() } catch { problems += error.problems }
+    do { loaded = try config.loadProbes(requireEnvironment: true) } catch { problems += error.problems }
     guard problems.isEmpty, let key, let loaded else { throw AgentStartError(problems) }
     loaded.logWarnings(logger)
     let spool: Spool

@@ -50,7 +50,7 @@ public struct ConfigReloader: Service, CustomStringConvertible {
             restartOnly = restartOnlyChanges(config)
             config.agentID = running.agentID
             config.region = running.region
-            probes = try config.loadProbes()
+            probes = try config.loadProbes(requireEnvironment: true)
         } catch let error as ConfigError {
             return refuse(error.diagnostics.map(\.description))
         } catch let error as AgentStartError {

@@ -36,6 +36,8 @@ public struct ProbeDefinition: Sendable {
 
     /// The environment variables its templates read (`${env:NAME}`).
     public var environmentNames: Set<String> { script.secretEnvironment }
+    /// The environment variables its runs cannot do without (`${env:NAME}` with no default).
+    public var requiredEnvironmentNames: Set<String> { script.requiredEnvironment }
 
     /// A quarter of the interval, but not under 100 ms (nor over the interval).
     public static func defaultRetryInterval(_ interval: Duration) -> Duration {

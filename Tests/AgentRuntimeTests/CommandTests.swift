@@ -112,6 +112,42 @@ struct CommandTests {
         #expect(!output.contains(secret) && !output.contains("S3cr3t"), "\(output)")
     }
 
+    /// Every run of such a probe would fail as `script` and count against the platform: a new
+    /// agent deployed without its EnvironmentFile opened a public incident (first-use review).
+    @Test("run refuses to start when a probe's ${env:NAME} (no default) is unset, naming the probe and the variable; a default is enough")
+    func runRefusesUnsetProbeEnvironment() async throws {
+        let dir = try TemporaryDirectory("run-env")
+        defer { dir.remove() }
+        let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key")])
+        #expect(try await keygen.waitForExit() == 0)
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        func probe(_ password: String) throws {
+            try """
+                name: login
+                component: login
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: login
+                    request: {method: POST, url: "http://127.0.0.1:1/login", form: {user: probe, password: "\(password)"}}
+                """.write(toFile: dir.file("probes/login.yaml"), atomically: true, encoding: .utf8)
+        }
+        try probe("${env:SONDE_TEST_SURELY_UNSET_PW}")
+        let file = dir.file("agent.yaml")
+        try "agent: {id: eu-1, region: eu}\ncollector: {url: http://127.0.0.1:1, key: agent.key}\nspool: {path: spool}\nprobes: [probes]\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let refused = try ChildProcess("sonde-agent", ["run", "--config", file])
+        #expect(try await refused.waitForExit() == 2)
+        #expect(refused.allOutput.contains("probe login: environment variable SONDE_TEST_SURELY_UNSET_PW (${env:SONDE_TEST_SURELY_UNSET_PW}) is not set for the agent"), "\(refused.allOutput)")
+        #expect(refused.allOutput.contains("refusing to start"))
+
+        try probe("${env:SONDE_TEST_SURELY_UNSET_PW:-fallback}")
+        let started = try ChildProcess("sonde-agent", ["run", "--config", file])
+        _ = try await started.waitForLine(timeout: .seconds(20), stderr: true) { $0.contains("agent starting") }
+        started.signal(SIGTERM)
+        #expect(try await started.waitForExit(timeout: .seconds(20)) == 0)
+    }
+
     @Test("run without a key exits 2 and names the keygen command")
     func runRefusesMissingKey() async throws {
         let dir = try TemporaryDirectory("run-nokey")

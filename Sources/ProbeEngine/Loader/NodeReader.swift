@@ -12,6 +12,8 @@ struct NodeReader {
     var scope: Set<String> = []
     /// `${env:…}` and `${file:…}` references seen, for redaction at run time.
     var environmentReferences: Set<String> = []
+    /// Those without a `:-default`: a run fails as `script` where one is unset.
+    var requiredEnvironment: Set<String> = []
     var fileReferences: Set<String> = []
     /// Folder `${file:relative}` paths are resolved against.
     var baseDirectory: String
@@ -196,8 +198,9 @@ struct NodeReader {
             case .capture(let group) where !captures:
                 report(node, field, "'${\(group)}' is a group of a matched line: it works only in a query_response entry's send, beside that entry's expect_matches")
                 valid = false
-            case .environment(let name, _):
+            case .environment(let name, let fallback):
                 environmentReferences.insert(name)
+                if fallback == nil { requiredEnvironment.insert(name) }
             case .file(let path, let fallback):
                 fileReferences.insert(path)
                 if fallback == nil, !FileManager.default.isReadableFile(atPath: Self.resolve(path, base: baseDirectory)) {

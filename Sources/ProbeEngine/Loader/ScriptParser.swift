@@ -84,6 +84,7 @@ enum ScriptParser {
         script.degradedAfter = degraded
         if let timeout { script.timeout = timeout.spec }
         script.secretEnvironment = reader.environmentReferences
+        script.requiredEnvironment = reader.requiredEnvironment
         script.secretFiles = reader.fileReferences
         if let retryInterval, let interval, retryInterval.value < .milliseconds(100) || retryInterval.value > interval {
             reader.report(

@@ -20,6 +20,8 @@ struct ProbeScript: Sendable {
     var steps: [ProbeStep] = []
     /// `${env:…}` names and `${file:…}` paths used anywhere: their values are secrets to redact.
     var secretEnvironment: Set<String> = []
+    /// `${env:NAME}` without a default: every run fails where NAME is unset.
+    var requiredEnvironment: Set<String> = []
     var secretFiles: Set<String> = []
     /// Folder of the probe file: `${file:relative/path}` is resolved against it.
     var baseDirectory: String = FileManager.default.currentDirectoryPath
