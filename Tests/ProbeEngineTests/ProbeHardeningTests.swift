@@ -698,6 +698,33 @@ struct ProbeHardeningTests {
         }
     }
 
+    /// Found by the first-use review: the check ran before the extraction marked the value
+    /// secret, and its message quoted an OpenStack token in clear.
+    @Test("a failed check on a credential header (X-Subject-Token) does not quote its value; other headers are quoted")
+    func credentialHeaderChecks() async throws {
+        let token = "gAAAAB-keystone-token-value-123"
+        let server = try LoopbackHTTPServer { _ in .respond(status: 201, headers: [("X-Subject-Token", token), ("X-Region", "eu-west-7")], body: Data("{}".utf8)) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: keystone
+            component: login
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: token
+                request: {method: POST, url: "${base_url}/v3/auth/tokens"}
+                assert:
+                  headers:
+                    X-Subject-Token: {matches: "^gAAAAA"}
+                    X-Region: eu-east-1
+            """)
+        let logs = CapturedLogs()
+        let result = await run(probe, server, logs: logs)
+        let message = try #require(result.error?.message)
+        #expect(message.contains("header X-Subject-Token is '[redacted]'") && message.contains("header X-Region is 'eu-west-7'"), "\(message)")
+        #expect(!(result.jsonText + logs.text).contains("keystone-token"), "\(message)")
+    }
+
     @Test("a password written in a URL's userinfo is redacted from the result, its messages and logs; validate warns about it")
     func passwordInURL() async throws {
         // The server echoes what it was sent: the Basic header curl built from the userinfo.

@@ -440,6 +440,12 @@ struct StepExecution {
             break  // checked first, on every attempt
         case .header(let name, let test):
             let actual = response.headers.value(for: name)
+            // A credential header's value is secret when checked as when extracted (the check
+            // runs first, and its message goes into the result): `X-Subject-Token` stays hidden.
+            if let actual, SecretNames.isSecretHeader(name) {
+                if actual.trimmed().count >= SecretNames.minimumDefaultLength { state.redactor.add(actual.trimmed()) }
+                for part in SecretNames.credentialParts(actual) { state.redactor.add(part) }
+            }
             switch test {
             case .exists(let expected):
                 if (actual != nil) != expected {
