@@ -38,8 +38,15 @@ public func rebuildEngine(
     for result in recent {
         engine.ingest([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000))
     }
+    // The agents could not push while this collector was down: their silence until they are
+    // back is its own (found by the first-use review: every restart paged each agent).
+    engine.countSilence(from: Date().addingTimeInterval(restartSilenceAllowance))
     return engine
 }
+
+/// How long after a start an agent may take to push again: its default back-off cap (60 s,
+/// reached after a minute of refused pushes) plus its push time-out (10 s).
+let restartSilenceAllowance: TimeInterval = 70
 
 /// Several collectors on one PostgreSQL. Every collector follows what all of them ingest (by
 /// the ingest horizon, woken by NOTIFY) into its engine, so each one's verdicts and agent health

@@ -56,7 +56,10 @@ extension CollectorCommand {
                 printError(
                     "sonde-collector: listen: cannot listen on \(configuration.host):\(configuration.port): \(String(cString: strerror(error.errnoCode)))"
                         + " (another process on that port, a port below 1024 without the right, or an address this host does not have); check listen in \(config)")
-                throw ExitCode(2)
+                // A taken port may free itself (the previous collector still closing its
+                // connections): exit 1, so systemd tries again. An address this host does not
+                // have, or a port it may not bind, is the config's: 2 (RestartPreventExitStatus).
+                throw ExitCode(error.errnoCode == EADDRINUSE ? 1 : 2)
             }
             logger.info("Collector stopped")
         }

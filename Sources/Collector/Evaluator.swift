@@ -77,7 +77,7 @@ public actor CorrelationHub {
         adoptedEpoch = epoch
         // `latest` stays until the evaluation that follows at once.
         engine.adoptStoredDecisions(openIncidents: stored.openIncidents, agentStates: stored.agentStates, resolvedByPeople: stored.resolvedByPeople)
-        engine.countSilenceFromTakeover(clock.now().addingTimeInterval(Self.heldPushAllowance))
+        engine.countSilence(from: clock.now().addingTimeInterval(Self.heldPushAllowance))
     }
 
     /// How long an agent's push may be held by a frozen leader before the agent gives up and

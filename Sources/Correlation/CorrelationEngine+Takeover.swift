@@ -28,15 +28,18 @@ extension CorrelationEngine {
         restoreResolvedByPeople(resolvedByPeople)
     }
 
-    /// A take-over follows the last leader's death, freeze or loss of its database: results
-    /// pushed to it meanwhile were never stored, and an agent's push held by a frozen leader is
-    /// sent again only after the agent's push time-out. That silence is the collector's, not the
-    /// agents': an agent the last leader did not judge silent has its silence counted from
-    /// `date` (the take-over plus that time-out), so no `agent.silent` pages for a fleet that was
-    /// pushing all along. One the last leader judged silent stays so.
-    public mutating func countSilenceFromTakeover(_ date: Date) {
+    /// A take-over follows the last leader's death, freeze or loss of its database, and a
+    /// restart follows this collector's own downtime: results pushed meanwhile were never
+    /// stored, and an agent sends again only after its push time-out (a frozen leader held the
+    /// push) or its back-off (the collector refused connections). That silence is the
+    /// collector's, not the agents': an agent not judged silent before has its silence counted
+    /// from `date` (the take-over or start, plus that allowance), so no `agent.silent` pages for
+    /// a fleet that was pushing all along. One judged silent before stays so, and one never
+    /// heard from is judged as before.
+    public mutating func countSilence(from date: Date) {
         let from = date.timeIntervalSince1970
-        for a in agentIDs.indices where restoredHealth[agentIDs[a]]?.state != .silent {
+        // Agents never heard from are left as they are: nothing of theirs was held up.
+        for a in agentIDs.indices where restoredHealth[agentIDs[a]]?.state != .silent && agentLastReceived[a] > -.infinity {
             agentSilenceCountedFrom[a] = max(agentSilenceCountedFrom[a], from)
         }
     }

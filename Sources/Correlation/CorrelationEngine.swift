@@ -96,8 +96,8 @@ public struct CorrelationEngine: Sendable {
     var agentRegion: [Int32] = []
     var agentRevoked: [Bool] = []
     var agentLastReceived: [Double] = []
-    /// From when an agent's silence is counted when that is later than its last result: a new
-    /// leader's take-over (see `countSilenceFromTakeover`).
+    /// From when an agent's silence is counted when that is later than its last result: a
+    /// start or a new leader's take-over, until the agent is heard from (see `countSilence(from:)`).
     var agentSilenceCountedFrom: [Double] = []
     var agentHasNewData: [Bool] = []
     var agentCleanStreak: [Int32] = []
@@ -259,6 +259,8 @@ public struct CorrelationEngine: Sendable {
                 }
             }
             agentLastReceived[Int(a)] = max(agentLastReceived[Int(a)], received)
+            // Heard from again: its silence is its own from now on (see `countSilence(from:)`).
+            agentSilenceCountedFrom[Int(a)] = -.infinity
             agentHasNewData[Int(a)] = true
         }
         for (a, delay) in delays { noteDelay(delay, agent: Int(a)) }

@@ -61,4 +61,36 @@ struct AgentStateWriteTests {
         let expected = try #require(lastEngineSeen)
         #expect(abs((atStop ?? .distantPast).timeIntervalSince(expected)) < 0.002, "stored \(String(describing: atStop)), engine had \(expected)")
     }
+
+    /// The agents could not push while the collector was down: a restart does not page them as
+    /// silent (found by the first-use review: every restart sent one `agent.silent` per agent),
+    /// and once one is heard from again, its silence counts as before.
+    @Test func aRestartDoesNotCallHealthyAgentsSilent() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let eu = TestAgent(id: "eu-1", region: "eu")
+        let us = TestAgent(id: "us-1", region: "us")
+        let config = fastSilenceConfig(dir: dir, agents: [eu, us])
+        try await withCollector(config) { collector in
+            for agent in [eu, us] { _ = try await agent.push(agent.batch([agent.result()]), to: collector) }
+            try await waitUntil("both stored as ok") {
+                let euState = try await Self.stored(collector, "eu-1")?.state
+                let usState = try await Self.stored(collector, "us-1")?.state
+                return euState == .ok && usState == .ok
+            }
+        }
+        // Down longer than the silence threshold (about 2 s in this config).
+        try await Task.sleep(for: .seconds(2.5))
+        try await withCollector(config) { collector in
+            let start = await collector.built.hub.evaluations
+            // 30 evaluations at 100 ms: past the threshold from the start.
+            try await waitUntil("3 s of evaluations after the restart") { await collector.built.hub.evaluations >= start + 30 }
+            let euHealth = await Self.engine(collector, "eu-1")
+            let usHealth = await Self.engine(collector, "us-1")
+            #expect(euHealth?.state == .ok && usHealth?.state == .ok, "\(String(describing: euHealth)) \(String(describing: usHealth))")
+            // eu-1 reports once, then stops for good: silent within the usual threshold.
+            _ = try await eu.push(eu.batch([eu.result()]), to: collector)
+            try await waitUntil("eu-1 silent after its last push", timeout: .seconds(30)) { await Self.engine(collector, "eu-1")?.state == .silent }
+        }
+    }
 }

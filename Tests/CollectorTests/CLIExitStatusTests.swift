@@ -47,8 +47,10 @@ struct CLIExitStatusTests {
     }
 
     /// What a restart cannot fix exits 2 (the unit's RestartPreventExitStatus), with words that
-    /// name it: a port another process holds, a database folder that does not exist.
-    @Test func serveExits2OnATakenPortOrAnUnusableDatabase() async throws {
+    /// name it: an address this host does not have, a database folder that does not exist. A
+    /// port another process holds exits 1: it may free itself (the previous collector still
+    /// closing), so systemd tries again (found by the first-use review).
+    @Test func serveExits2OnWhatARestartCannotFixAnd1OnATakenPort() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let holder = try LoopbackHTTPServer { _ in .json(200, "{}") }
@@ -56,9 +58,13 @@ struct CLIExitStatusTests {
         let port = try #require(Int(holder.baseURL.split(separator: ":").last ?? ""))
         try "listen: {host: 127.0.0.1, port: \(port), plain_http: true}\ndatabase: \(dir.file("c.db"))\n".write(toFile: dir.file("taken.yaml"), atomically: true, encoding: .utf8)
         let taken = try await Self.run("sonde-collector", ["serve", "--config", dir.file("taken.yaml")], [:])
-        #expect(taken.status == 2, "\(taken.output)")
+        #expect(taken.status == 1, "\(taken.output)")
         #expect(taken.output.contains("listen: cannot listen on 127.0.0.1:\(port): Address already in use"), "\(taken.output)")
         #expect(!taken.output.contains("bind(descriptor"), "\(taken.output)")
+        try "listen: {host: 192.0.2.1, port: 0, plain_http: true}\ndatabase: \(dir.file("d.db"))\n".write(toFile: dir.file("absent.yaml"), atomically: true, encoding: .utf8)
+        let absent = try await Self.run("sonde-collector", ["serve", "--config", dir.file("absent.yaml")], [:])
+        #expect(absent.status == 2, "an address this host does not have: \(absent.output)")
+        #expect(absent.output.contains("listen: cannot listen on 192.0.2.1:0"), "\(absent.output)")
         try "listen: {host: 127.0.0.1, port: 0, plain_http: true}\ndatabase: \(dir.file("nope/x/c.db"))\n".write(toFile: dir.file("nodb.yaml"), atomically: true, encoding: .utf8)
         let noDatabase = try await Self.run("sonde-collector", ["serve", "--config", dir.file("nodb.yaml")], [:])
         #expect(noDatabase.status == 2, "\(noDatabase.output)")

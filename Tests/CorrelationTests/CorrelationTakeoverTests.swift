@@ -78,7 +78,7 @@ import Testing
         let frozenAt = fleet.now
         let takeover = frozenAt.addingTimeInterval(4)
         standby.adoptStoredDecisions(openIncidents: stored.incidents, agentStates: stored.agents, resolvedByPeople: [])
-        standby.countSilenceFromTakeover(takeover.addingTimeInterval(10))
+        standby.countSilence(from: takeover.addingTimeInterval(10))
         var events: [AlertEvent] = []
         for second in stride(from: 4.0, through: 14, by: 1) {
             events += standby.evaluate(now: frozenAt.addingTimeInterval(second)).events
