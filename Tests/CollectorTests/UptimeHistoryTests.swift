@@ -170,6 +170,22 @@ import Testing
         #expect(days["login"]?.total == 3 && days["login"]?.failed == 0, "\(days)")
     }
 
+    /// Retries follow failures, up to 4 per interval: counting them would weigh each failure
+    /// up to 4 times. Uptime is the scheduled runs' (found by the first-use review).
+    @Test func retriesAreNotCountedInUptime() async throws {
+        let store = InMemoryCollectorStore()
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        var results = [agent.result(outcome: .ok), agent.result(outcome: .failed), agent.result(outcome: .ok)]
+        for outcome in [Outcome.failed, .failed, .ok] {
+            var retry = agent.result(outcome: outcome)
+            retry.retry = true
+            results.append(retry)
+        }
+        _ = try await store.ingest(batch: BatchRecord(batchID: UUID().uuidString, agent: agent.id, receivedAt: Date(), body: Data(), signature: ""), results: results)
+        let days = Dictionary(try await store.uptimeDays(since: Date().addingTimeInterval(-86_400)).map { ($0.component, $0) }, uniquingKeysWith: { $1 })
+        #expect(days["login"]?.total == 3 && days["login"]?.failed == 1, "\(days)")
+    }
+
     /// "No data" only after twice the probes' interval without a run; "starting" before the first.
     @Test func unknownVerdictIsStartingFreshOrNoData() {
         let now = Date()
