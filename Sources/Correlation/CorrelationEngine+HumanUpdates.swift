@@ -198,9 +198,12 @@ extension CorrelationEngine {
             incident.conflict = nil
             // Still measured as a problem: the resolution stands, the disagreement is shown, and
             // nothing opens until the component is healthy again.
-            if let verdict = verdictList.first(where: { $0.component == incident.component }), verdict.status != .operational, verdict.status != .unknown {
+            // Measured, not shown: the verdict holds an open incident's severity while it is
+            // investigated, and shows an affecting component's problem; neither is a fault
+            // still measured here (a resolution then read "CONFLICT … while 0 of 2 agents still fail").
+            if let verdict = verdictList.first(where: { $0.component == incident.component }), let measured = track.measured, measured != .operational, measured != .unknown {
                 incident.awaitingRecovery = true
-                incident.conflict = Self.conflictText(set: "resolved", by: update.author, status: verdict.status, evidence: verdict.evidence)
+                incident.conflict = Self.conflictText(set: "resolved", by: update.author, status: measured, evidence: verdict.evidence)
                 track.human.closed = incident
                 track.human.goodStreak = 0
             }
@@ -211,9 +214,9 @@ extension CorrelationEngine {
             track.pendingMembership = nil
         } else {
             if status == .monitoring, let verdict = verdictList.first(where: { $0.component == incident.component }),
-                verdict.status != .operational, verdict.status != .unknown
+                let measured = track.measured, measured != .operational, measured != .unknown
             {
-                incident.conflict = Self.conflictText(set: "monitoring", by: update.author, status: verdict.status, evidence: verdict.evidence)
+                incident.conflict = Self.conflictText(set: "monitoring", by: update.author, status: measured, evidence: verdict.evidence)
             } else if status != .monitoring {
                 incident.conflict = nil
             }

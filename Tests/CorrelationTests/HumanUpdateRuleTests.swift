@@ -86,6 +86,23 @@ struct HumanUpdateRuleTests {
         #expect(next.id != incident.id && next.component == "files" && next.openedBy == "sonde")
     }
 
+    /// The reviewer's case: an incident in ap, whose agents then stop; eu and us pass. The
+    /// verdict still shows the open incident's severity (the hold), but nothing is measured
+    /// failing, so a person's resolution is no conflict ("while 0 of 6 agents still fail").
+    @Test func aResolutionWhileNothingIsMeasuredFailingIsNoConflict() throws {
+        var fleet = FleetSimulation()
+        fleet.step(seconds: 30)
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["ap"], components: ["files"])
+        for _ in 0..<30 where fleet.engine.openIncidents.isEmpty { fleet.step() }
+        let incident = try #require(fleet.engine.openIncidents.first)
+        #expect(incident.regions == ["ap"])
+        fleet.stopped = Set(fleet.agents.filter { $0.region == "ap" }.map(\.id))
+        fleet.step(seconds: 40)
+        #expect(fleet.engine.openIncidents.first?.status == .investigating, "no fresh agent in ap: nothing says it recovered")
+        let resolved = try update(&fleet, incident.id, .resolved, "ap decommissioned")
+        #expect(resolved.conflict == nil && !resolved.awaitingRecovery, "\(resolved.conflict ?? "nil")")
+    }
+
     @Test func aPersonsMonitoringIsNotUndoneWhileTheFaultGoesOn() throws {
         var (fleet, incident) = try fleetWithIncident()
         let monitoring = try update(&fleet, incident.id, .monitoring, "Fix deployed; watching")
