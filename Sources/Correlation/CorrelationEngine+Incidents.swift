@@ -12,6 +12,20 @@ extension CorrelationEngine {
         evidence: Evidence, hasNewData: Bool, eligible: Bool, scopeSettled: Bool, recovery: RecoveryFacts, t: Double,
         failingNow: Bool = true, now: Date, changed: inout [Incident], events: inout [AlertEvent]
     ) {
+        // Nobody can measure the incident's regions any more: every agent there was revoked (how
+        // an agent is retired), or none is enrolled. Nothing will ever show its recovery, so it
+        // ends, saying why. Silent agents do not end it: agents that cannot reach the collector
+        // may be the outage itself, and their spooled results will tell.
+        if var incident = track.incident, incident.status != .resolved, incident.openedBy == IncidentUpdate.automatic,
+            !incident.regions.isEmpty, !regionsMeasured(incident.regions)
+        {
+            let regions = incident.regions.joined(separator: ", ")
+            resolve(
+                &track, &incident, now: now, evidence: evidence, changed: &changed, events: &events,
+                message: "No agent measures \(regions) any more (every agent there was revoked), so nothing can show this problem or its end; closed.",
+                summary: "\(incident.component): resolved, no agent measures \(regions) any more")
+            return
+        }
         // Nobody reporting, or nothing new since the last tick: no step of the hysteresis.
         guard status != .unknown, hasNewData else { return }
         let bad = status != .operational
@@ -186,15 +200,22 @@ extension CorrelationEngine {
         return ([what] + added.map { "+" + $0 } + removed.map { "\u{2212}" + $0 }).joined(separator: " ")
     }
 
+    /// Whether some agent that is not revoked belongs to one of `regions`.
+    private func regionsMeasured(_ regions: [String]) -> Bool {
+        agentIDs.indices.contains { a in
+            !agentRevoked[a] && regions.contains(regionNames[Int(agentRegion[a])])
+        }
+    }
+
     private func resolve(
         _ track: inout ComponentTrack, _ incident: inout Incident, now: Date, evidence: Evidence,
-        changed: inout [Incident], events: inout [AlertEvent]
+        changed: inout [Incident], events: inout [AlertEvent], message: String? = nil, summary: String? = nil
     ) {
         incident.resolvedAt = now
         transition(
             &incident, to: .resolved, scope: incident.scope, severity: incident.severity, evidence: evidence,
-            message: "\(Self.displayName(incident.component)) is working normally again: every agent passed its latest \(config.resolveRuns) runs.",
-            summary: "\(incident.component): resolved, every agent passed its latest \(config.resolveRuns) runs", now: now,
+            message: message ?? "\(Self.displayName(incident.component)) is working normally again: every agent passed its latest \(config.resolveRuns) runs.",
+            summary: summary ?? "\(incident.component): resolved, every agent passed its latest \(config.resolveRuns) runs", now: now,
             events: &events, type: .incidentResolved)
         track.incident = nil
         track.pendingCount = 0

@@ -103,6 +103,26 @@ struct HumanUpdateRuleTests {
         #expect(resolved.conflict == nil && !resolved.awaitingRecovery, "\(resolved.conflict ?? "nil")")
     }
 
+    /// The reviewer's case again, with no person: ap's agents stop (silent: the region may be
+    /// the outage itself, so the incident stays open), then are revoked, as agents are retired.
+    /// Nothing can measure ap any more: the incident ends, saying why.
+    @Test func anIncidentNoAgentCanMeasureAnyMoreEnds() throws {
+        var fleet = FleetSimulation()
+        fleet.step(seconds: 30)
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["ap"], components: ["files"])
+        for _ in 0..<30 where fleet.engine.openIncidents.isEmpty { fleet.step() }
+        let incident = try #require(fleet.engine.openIncidents.first)
+        let ap = fleet.agents.filter { $0.region == "ap" }
+        fleet.stopped = Set(ap.map(\.id))
+        fleet.step(seconds: 40)
+        #expect(fleet.engine.openIncidents.first?.id == incident.id, "silent agents do not end it")
+        fleet.engine.setAgents(fleet.agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.region == "ap") })
+        let events = fleet.step(seconds: 2)
+        let resolved = try #require(events.first { $0.type == .incidentResolved }, "\(events.map(\.summary))")
+        #expect(resolved.summary == "files: resolved, no agent measures ap any more", "\(resolved.summary)")
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
     @Test func aPersonsMonitoringIsNotUndoneWhileTheFaultGoesOn() throws {
         var (fleet, incident) = try fleetWithIncident()
         let monitoring = try update(&fleet, incident.id, .monitoring, "Fix deployed; watching")
