@@ -124,7 +124,10 @@ public final class CollectorMetrics: Sendable {
     /// joined with `,`. Names sorted; at most `maxAlertLabels`.
     func probeLabels(component: String, now: Date) -> [String: String] {
         var values: [String: Set<String>] = [:]
-        for run in latestRuns(now: now) where run.result.component == component {
+        // A journey's labels go with the incidents of its steps' components too: a login
+        // incident opened from the login step of `team: storage`'s upload journey is routed as
+        // that journey's would be.
+        for run in latestRuns(now: now) where run.result.component == component || run.result.steps.contains(where: { $0.component == component }) {
             for (name, value) in run.result.labels ?? [:] { values[name, default: []].insert(value) }
         }
         var labels: [String: String] = [:]

@@ -160,7 +160,8 @@ struct PagerDutyTests {
 
     /// The probes' `labels` ride along in every format: the json event's `labels`, a Slack
     /// `Labels:` line, PagerDuty's `custom_details.labels`. Probes that disagree on a label's
-    /// value give both values, sorted.
+    /// value give both values, sorted; a journey whose login step fails gives its labels to the
+    /// login incident (found by the first-use review).
     @Test func probeLabelsReachEveryWebhookFormat() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
@@ -186,6 +187,13 @@ struct PagerDutyTests {
                 for (index, agent) in agents.enumerated() {
                     var result = agent.result(outcome: .failed, startedAt: Date(), code: "http_500")
                     result.labels = ["team": "identity", "tier": index == 0 ? "1" : "2"]
+                    if index == 1 {
+                        // A journey of another component failing at its login step: its labels
+                        // go with the login incident too.
+                        result.probe = "files-journey"
+                        result.component = "files"
+                        result.steps[0].component = "login"
+                    }
                     _ = try await agent.push(agent.batch([result]), to: collector)
                 }
                 return !pagerDuty.events.isEmpty && !json.acknowledgedRequests.isEmpty && !slack.acknowledgedRequests.isEmpty
