@@ -155,7 +155,10 @@ struct StatuspageSummary: Encodable {
     /// Statuspage's indicator and words for the worst component status.
     static func indicator(_ status: ComponentStatus) -> Status {
         switch status {
-        case .operational, .unknown: Status(indicator: "none", description: "All Systems Operational")
+        case .operational: Status(indicator: "none", description: "All Systems Operational")
+        // Nothing measured (no known component, or none reporting): the page says "No data";
+        // "All Systems Operational" there hid a total outage seen by one agent (first-use review).
+        case .unknown: Status(indicator: "none", description: "No Data")
         case .underMaintenance: Status(indicator: "maintenance", description: "Service Under Maintenance")
         case .degradedPerformance: Status(indicator: "minor", description: "Minor Service Outage")
         case .partialOutage: Status(indicator: "major", description: "Partial System Outage")

@@ -261,7 +261,11 @@ enum StatusPage {
 
         // Components with 90 days of uptime.
         html += "<h2>Components</h2>\n<div class=\"card\">\n"
-        if page.components.isEmpty { html += "<p class=\"muted\">No components yet: no results have arrived.</p>\n" }
+        if page.components.isEmpty {
+            // Results may have arrived for components that are not known yet (declared, or
+            // reported by min_component_agents agents): operators see those on /internal.
+            html += "<p class=\"muted\">No components to show yet\(operators ? " (components not yet known are listed under Regions and evidence)" : "").</p>\n"
+        }
         let today = UptimeDay.dayNumber(now)
         for component in page.components {
             html += "<div class=\"item\" id=\"component-\(escape(component.name))\"><div class=\"row\"><h3>\(escape(component.name))</h3>"

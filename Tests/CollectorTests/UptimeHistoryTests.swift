@@ -186,6 +186,14 @@ import Testing
         #expect(days["login"]?.total == 3 && days["login"]?.failed == 1, "\(days)")
     }
 
+    /// summary.json says what the page says: nothing measured is "No Data", not "All Systems
+    /// Operational" (first-use review: one agent's total outage of an undeclared component).
+    @Test func summaryOfNothingMeasuredIsNoData() {
+        #expect(StatuspageSummary.indicator(.unknown).description == "No Data")
+        #expect(StatuspageSummary.indicator(.unknown).indicator == "none")
+        #expect(StatuspageSummary.indicator(.operational).description == "All Systems Operational")
+    }
+
     /// "No data" only after twice the probes' interval without a run; "starting" before the first.
     @Test func unknownVerdictIsStartingFreshOrNoData() {
         let now = Date()
