@@ -427,6 +427,20 @@ private struct ConfigFile: Decodable {
         var name: String
         var role: APIToken.Role
         var sha256: String
+
+        enum CodingKeys: String, CodingKey { case name, role, sha256 }
+
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            sha256 = try c.decode(String.self, forKey: .sha256)
+            let text = try c.decode(String.self, forKey: .role)
+            // Said in the config's words, not Codable's ("Cannot initialize Role from …").
+            guard let role = APIToken.Role(rawValue: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.role], debugDescription: "unknown role '\(text)'; expected read or admin"))
+            }
+            self.role = role
+        }
     }
     struct Public: Decodable {
         var `public`: Bool?

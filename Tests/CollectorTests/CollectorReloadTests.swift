@@ -181,6 +181,8 @@ struct CollectorReloadTests {
         #expect(nested.contains("c.yaml:1:28: listen.prot: unknown key 'prot'; did you mean 'port'?"), "\(nested)")
         let webhook = error("listen: {plain_http: true}\nwebhooks:\n  - {url: \"http://x/\", secret: s, evnets: [incident.opened]}\n")
         #expect(webhook.contains("c.yaml:3:") && webhook.contains("did you mean 'events'?"), "\(webhook)")
+        let role = error("listen: {plain_http: true}\ntokens: [{name: ops, role: admn, sha256: \(String(repeating: "a", count: 64))}]\n")
+        #expect(role.hasPrefix("c.yaml:2:") && role.contains("tokens[0].role: unknown role 'admn'; expected read or admin"), "\(role)")
         let bad = error("listen: {plain_http: true\n")
         #expect(bad.hasPrefix("c.yaml:2:1: is not valid YAML"), "\(bad)")
         let type = error("listen: {plain_http: true, port: eighty}\n")
