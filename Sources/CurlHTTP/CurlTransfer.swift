@@ -356,6 +356,8 @@ final class CurlTransfer: @unchecked Sendable {
     /// libcurl (7.88) sets the connect time only once the whole connection is up, TLS included,
     /// so a failed handshake leaves it 0 (seen with `curl -w`): the time after dns then goes
     /// to tls, the TCP connect included, since where it ended is not known.
+    /// Phases are differences of curl's microsecond instants: rounded back to microseconds, so a
+    /// result says `"connect": 0.299`, not `0.29900000000000004` (first-use review).
     /// `tlsStartedAgo`: how long before now the TLS set-up of a tracked handshake began, so that
     /// a handshake that failed or stalled before libcurl recorded its connect time is `tls`.
     static func readTimings(_ handle: UnsafeMutableRawPointer, failed code: CURLcode? = nil, tlsStartedAgo: Double? = nil) -> PhaseTimings {
@@ -375,7 +377,7 @@ final class CurlTransfer: @unchecked Sendable {
             let connect =
                 rawConnect > 0 ? min(max(rawConnect, dns), total)
                 : tlsStartedAgo.map { min(max(total - $0, dns), total) } ?? (classify(code) == .tls ? dns : total)
-            return PhaseTimings(dns: dns, connect: connect - dns, tls: total - connect, total: total)
+            return PhaseTimings(dns: dns, connect: connect - dns, tls: total - connect, total: total).atMicroseconds
         }
         let dns = min(rawDNS, total)
         let connect = rawConnect > 0 ? min(max(rawConnect, dns), total) : dns
@@ -383,7 +385,7 @@ final class CurlTransfer: @unchecked Sendable {
         let firstByte = rawFirstByte > 0 ? min(max(rawFirstByte, ready), total) : total
         return PhaseTimings(
             dns: dns, connect: connect - dns, tls: ready - connect, ttfb: firstByte - ready,
-            transfer: total - firstByte, total: total)
+            transfer: total - firstByte, total: total).atMicroseconds
     }
 
     /// What failed, from curl's code and, where one code covers two causes, its message.

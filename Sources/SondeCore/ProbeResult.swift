@@ -61,6 +61,12 @@ public struct PhaseTimings: Codable, Sendable, Hashable {
 
     public static let zero = PhaseTimings()
 
+    /// Each phase rounded to a microsecond (curl's resolution), without binary-float tails.
+    public var atMicroseconds: PhaseTimings {
+        func µs(_ ms: Double) -> Double { ms.isFinite ? (ms * 1000).rounded() / 1000 : ms }
+        return PhaseTimings(dns: µs(dns), connect: µs(connect), tls: µs(tls), ttfb: µs(ttfb), transfer: µs(transfer), total: µs(total))
+    }
+
     /// Phase names as they appear in JSON and in `probe_http_duration_seconds{phase=…}`.
     public static let phaseNames = ["dns", "connect", "tls", "ttfb", "transfer"]
 

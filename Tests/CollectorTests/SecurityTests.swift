@@ -124,6 +124,31 @@ struct SecurityTests {
 
     /// HTTPS with certificates made now: the right CA completes the handshake, an unrelated CA
     /// does not; with `client_ca`, a client without a certificate is refused.
+    /// An agent pushing to a collector whose certificate comes from a private CA, without
+    /// `collector.ca_file`: its warning names the fix, as its 401 message does (first-use review).
+    @Test func anAgentWithoutTheCollectorsCASaysWhatToSet() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let certs = try TestCertificates(in: dir.file("tls"))
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        var config = testConfig(dir: dir, agents: [agent])
+        config.plainHTTP = false
+        config.tls = TLSFiles(cert: certs.serverCert, key: certs.serverKey)
+        try await withCollector(config, caFile: certs.caCert) { collector in
+            try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+            try "name: p\ncomponent: api\ninterval: 1s\ntimeout: 1s\nsteps:\n  - name: get\n    request: {url: \"http://127.0.0.1:1/\"}\n"
+                .write(toFile: dir.file("probes/p.yaml"), atomically: true, encoding: .utf8)
+            let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key")])
+            #expect(try await keygen.waitForExit() == 0)
+            try "agent: {id: eu-9, region: eu}\ncollector: {url: \"\(collector.baseURL)\", key: agent.key}\nspool: {path: spool}\nprobes: [probes]\n"
+                .write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
+            let running = try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+            defer { running.signal(SIGKILL) }
+            let line = try await running.waitForLine(timeout: .seconds(30), stderr: true) { $0.contains("push failed") }
+            #expect(line.contains("tls:") && line.contains("set collector.ca_file to that CA's PEM file"), "\(line)")
+        }
+    }
+
     @Test func httpsHandshakeWithTheRightCAOnly() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }

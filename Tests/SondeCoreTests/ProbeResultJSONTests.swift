@@ -85,6 +85,17 @@ import Testing
         }
     }
 
+    /// A phase is a difference of curl's microsecond instants: rounded back, a result reads
+    /// `0.299`, not `0.29900000000000004` (first-use review).
+    @Test func phasesAtMicrosecondsHaveNoFloatTails() throws {
+        let timings = PhaseTimings(dns: 0.012, connect: 0.311 - 0.012, tls: 4.166 - 0.311, ttfb: 0.0, transfer: 0.043 + 1e-13, total: 4.209).atMicroseconds
+        let result = ProbeResult(
+            id: "t", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0), durationMs: 5, outcome: .ok,
+            steps: [StepResult(name: "s", method: "GET", url: "u", status: 200, ok: true, timings: timings)])
+        let text = String(decoding: try result.encodedJSON(), as: UTF8.self)
+        #expect(text.contains(#""timings":{"dns":0.012,"connect":0.299,"tls":3.855,"ttfb":0,"transfer":0.043,"total":4.209}"#), "\(text)")
+    }
+
     @Test func nonFiniteNumbersFailLikeJSONEncoder() {
         let result = ProbeResult(
             probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(), durationMs: .nan, outcome: .ok, steps: [])

@@ -301,7 +301,14 @@ public struct Uploader: Service {
         request.reuseConnection = true
         let response: HTTPResponse
         do { response = try await client.perform(request) } catch {
-            return .retry("\(error.kind.rawValue): \(error.message)", retryAfter: nil)
+            // Say the fix, as the 401 message does: a collector with a private CA needs its CA.
+            let hint =
+                error.kind == .tls && error.message.contains("certificate")
+                ? (settings.caFile == nil
+                    ? " (if the collector's certificate comes from a private CA, set collector.ca_file to that CA's PEM file)"
+                    : " (check that collector.ca_file \(settings.caFile ?? "") is the CA that signed the collector's certificate)")
+                : ""
+            return .retry("\(error.kind.rawValue): \(error.message)\(hint)", retryAfter: nil)
         }
         if (200..<300).contains(response.status) {
             return .acknowledged(response.body)
