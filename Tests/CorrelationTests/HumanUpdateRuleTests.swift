@@ -89,7 +89,8 @@ struct HumanUpdateRuleTests {
     /// The reviewer's case: an incident in ap, whose agents then stop; eu and us pass. The
     /// verdict still shows the open incident's severity (the hold), but nothing is measured
     /// failing, so a person's resolution is no conflict ("while 0 of 6 agents still fail").
-    @Test func aResolutionWhileNothingIsMeasuredFailingIsNoConflict() throws {
+    /// A files incident in ap, whose agents then stop for 40 s while eu and us pass.
+    func fleetWithAnIncidentInASilentRegion() throws -> (FleetSimulation, Incident) {
         var fleet = FleetSimulation()
         fleet.step(seconds: 30)
         fleet.faults["files"] = FleetSimulation.failing(regions: ["ap"], components: ["files"])
@@ -98,7 +99,13 @@ struct HumanUpdateRuleTests {
         #expect(incident.regions == ["ap"])
         fleet.stopped = Set(fleet.agents.filter { $0.region == "ap" }.map(\.id))
         fleet.step(seconds: 40)
+        #expect(fleet.engine.openIncidents.first?.id == incident.id, "silent agents do not end it")
         #expect(fleet.engine.openIncidents.first?.status == .investigating, "no fresh agent in ap: nothing says it recovered")
+        return (fleet, incident)
+    }
+
+    @Test func aResolutionWhileNothingIsMeasuredFailingIsNoConflict() throws {
+        var (fleet, incident) = try fleetWithAnIncidentInASilentRegion()
         let resolved = try update(&fleet, incident.id, .resolved, "ap decommissioned")
         #expect(resolved.conflict == nil && !resolved.awaitingRecovery, "\(resolved.conflict ?? "nil")")
     }
@@ -107,15 +114,7 @@ struct HumanUpdateRuleTests {
     /// the outage itself, so the incident stays open), then are revoked, as agents are retired.
     /// Nothing can measure ap any more: the incident ends, saying why.
     @Test func anIncidentNoAgentCanMeasureAnyMoreEnds() throws {
-        var fleet = FleetSimulation()
-        fleet.step(seconds: 30)
-        fleet.faults["files"] = FleetSimulation.failing(regions: ["ap"], components: ["files"])
-        for _ in 0..<30 where fleet.engine.openIncidents.isEmpty { fleet.step() }
-        let incident = try #require(fleet.engine.openIncidents.first)
-        let ap = fleet.agents.filter { $0.region == "ap" }
-        fleet.stopped = Set(ap.map(\.id))
-        fleet.step(seconds: 40)
-        #expect(fleet.engine.openIncidents.first?.id == incident.id, "silent agents do not end it")
+        var (fleet, _) = try fleetWithAnIncidentInASilentRegion()
         fleet.engine.setAgents(fleet.agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.region == "ap") })
         let events = fleet.step(seconds: 2)
         let resolved = try #require(events.first { $0.type == .incidentResolved }, "\(events.map(\.summary))")

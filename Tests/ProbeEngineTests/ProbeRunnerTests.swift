@@ -109,23 +109,26 @@ struct ProbeRunnerTests {
         #expect(matches.error?.message.hasPrefix(#"body matches /disk\s+full/, expected it not to"#) == true, "\(String(describing: matches.error))")
     }
 
+    /// One GET of `${base_url}/` with `assert: {json: conditions}`.
+    static func jsonChecks(_ conditions: String) throws -> ProbeDefinition {
+        try makeProbe("""
+            name: checks
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert:
+                  json: \(conditions)
+            """)
+    }
+
     @Test("JSON conditions compare numbers (<, <=, >, >=, and the mapping form's less_than … at_least); an array compares by its length")
     func numericConditions() async throws {
         let server = try LoopbackHTTPServer { _ in .json(200, #"{"queue_depth": 1200, "lag": "0.25", "items": [1, 2], "name": "x"}"#) }
         defer { server.stop() }
-        func probe(_ conditions: String) throws -> ProbeDefinition {
-            try makeProbe("""
-                name: numbers
-                component: api
-                interval: 30s
-                timeout: 5s
-                steps:
-                  - name: get
-                    request: {url: "${base_url}/"}
-                    assert:
-                      json: \(conditions)
-                """)
-        }
+        let probe = Self.jsonChecks
         let passing = #"["$.queue_depth > 1000", "$.queue_depth <= 1200", "$.lag < 0.5", "$.items >= 2", {path: $.items, less_than: 3}, {path: $.lag, at_least: 0.25}]"#
         let ok = await run(try probe(passing), server)
         #expect(ok.outcome == .ok, "\(String(describing: ok.error))")
@@ -155,19 +158,7 @@ struct ProbeRunnerTests {
     func multiValuedConditions() async throws {
         let server = try LoopbackHTTPServer { _ in .json(200, #"{"jobs": [{"id": "a", "state": "done"}, {"id": "b", "state": "failed"}], "slides": [1, 2]}"#) }
         defer { server.stop() }
-        func probe(_ conditions: String) throws -> ProbeDefinition {
-            try makeProbe("""
-                name: many
-                component: api
-                interval: 30s
-                timeout: 5s
-                steps:
-                  - name: get
-                    request: {url: "${base_url}/"}
-                    assert:
-                      json: \(conditions)
-                """)
-        }
+        let probe = Self.jsonChecks
         let passing = #"["$.jobs[*].state == failed", "$.jobs[?(@.state == 'failed')].id == b", "$.jobs[*].id in [x, a]", "$..state matches ^fail", "$.slides == 2", "$.slides != 3", {path: "$.jobs[?(@.state == 'queued')]", exists: false}]"#
         let ok = await run(try probe(passing), server)
         #expect(ok.outcome == .ok, "\(String(describing: ok.error))")
