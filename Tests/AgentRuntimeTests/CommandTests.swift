@@ -306,6 +306,21 @@ struct CommandTests {
         #expect(lines.last == "2 probes: 2 ok, 0 degraded, 0 failed")
     }
 
+    /// The end of a message is often where the fix is (first-use review: "… is not set on this
+    /// agent" was cut off): the table cuts at 80 characters, and the whole error follows it.
+    @Test("once --format table gives an error cut in the table whole below it")
+    func onceTableLongErrors() {
+        let message = "environment variable MYAPP_PASSWORD (from ${env:MYAPP_PASSWORD}) is not set on this agent"
+        let result = ProbeResult(
+            probe: "journey", component: "api", agent: "a", region: "r", startedAt: Date(), durationMs: 1, outcome: .failed,
+            error: ProbeError(kind: .script, step: "login", message: message), steps: [])
+        let text = ResultTable.render([result])
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("journey ") && $0.hasSuffix("…") }, "\(text)")
+        #expect(lines.contains("  journey: script at login: \(message)"), "\(text)")
+        #expect(lines.last == "1 probes: 0 ok, 0 degraded, 1 failed")
+    }
+
     @Test("once with no probes at all exits 2 and says what to pass")
     func onceWithoutProbes() async throws {
         let dir = try TemporaryDirectory("once")

@@ -94,12 +94,18 @@ enum ResultTable {
     static let headers = ["PROBE", "COMPONENT", "OUTCOME", "DURATION", "STATUS", "ERROR"]
 
     static func render(_ results: [ProbeResult]) -> String {
+        // Errors too long for the table are given whole below it: the end of a message is
+        // often where the fix is ("… is not set on this agent").
+        var cut: [(probe: String, error: String)] = []
         let rows = results.map { result -> [String] in
             let status = result.steps.last(where: { $0.status != nil })?.status.map(String.init) ?? "-"
             var error = "-"
             if let e = result.error {
                 error = "\(e.kind.rawValue)" + (e.code.map { "/\($0)" } ?? "") + " at \(e.step): \(e.message)"
-                if error.count > 80 { error = String(error.prefix(79)) + "…" }
+                if error.count > 80 {
+                    cut.append((result.probe, error))
+                    error = String(error.prefix(79)) + "…"
+                }
             }
             return [result.probe, result.component, result.outcome.rawValue, formatDuration(result.durationMs), status, error]
         }
@@ -114,6 +120,9 @@ enum ResultTable {
         }
         let failed = results.filter { $0.outcome == .failed }.count
         let degraded = results.filter { $0.outcome == .degraded }.count
+        if !cut.isEmpty {
+            text += "\nErrors in full:\n" + cut.map { "  \($0.probe): \($0.error)\n" }.joined()
+        }
         text += "\n\(results.count) probes: \(results.count - failed - degraded) ok, \(degraded) degraded, \(failed) failed\n"
         return text
     }
