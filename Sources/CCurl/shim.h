@@ -63,7 +63,7 @@ typedef struct {
     long long earliest_not_after; // seconds since 1970, of the earliest-expiring certificate
     int certificates;             // in the chain; 0 while no handshake was seen
     char earliest_subject[256];   // that certificate's subject, one line
-    long long tls_started_ns;     // CLOCK_MONOTONIC when TLS set-up began (the TCP connection was up); 0 before
+    long long tls_started_ns;     // CLOCK_MONOTONIC when the latest TLS set-up began (its TCP connection was up); 0 before
 } sonde_tls_chain;
 
 static inline long long sonde_asn1_time_epoch(const ASN1_TIME *time) {
@@ -100,10 +100,11 @@ static int sonde_tls_verify(int preverify_ok, X509_STORE_CTX *store) {
 
 static CURLcode sonde_tls_context(CURL *handle, void *context, void *record) {
     (void)handle;
-    // libcurl makes the TLS context once the TCP connection is up: a handshake that fails or
-    // stalls is timed as `tls` from here (libcurl reports no connect time for it).
+    // libcurl makes a TLS context per connection, once its TCP connection is up: a handshake
+    // that fails or stalls is timed as `tls` from the latest one (libcurl reports no connect
+    // time for it), which is the one under way on a redirect's new connection too.
     sonde_tls_chain *chain_record = (sonde_tls_chain *)record;
-    if (chain_record != NULL && chain_record->tls_started_ns == 0) {
+    if (chain_record != NULL) {
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         chain_record->tls_started_ns = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;

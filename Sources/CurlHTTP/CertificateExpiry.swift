@@ -20,7 +20,7 @@ final class CertificateExpiry {
 
     deinit { record.deallocate() }
 
-    /// How long ago (ms) TLS set-up began, once the TCP connection was up; nil when it never did.
+    /// How long ago (ms) the latest TLS set-up began, once its TCP connection was up; nil when none did.
     var tlsStartedAgo: Double? {
         let started = record.pointee.tls_started_ns
         guard started > 0 else { return nil }

@@ -160,7 +160,8 @@ public struct TCPExchange: Sendable {
 
         let code = curl_easy_perform(handle)
         var certificate = certificates?.earliest
-        var timings = CurlTransfer.readTimings(handle, failed: code == CURLE_OK ? nil : code, tlsStartedAgo: certificates?.tlsStartedAgo)
+        var timings = CurlTransfer.readTimings(
+            handle, failed: code == CURLE_OK ? nil : code, tlsStartedAgo: code == CURLE_OK ? nil : certificates?.tlsStartedAgo)
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail

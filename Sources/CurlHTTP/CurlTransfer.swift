@@ -239,7 +239,8 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// The outcome of a transfer curl finished with `code` (already out of the multi handle).
     private func result(_ code: CURLcode) -> Result<HTTPResponse, HTTPTransferError> {
-        let timings = handle.map { Self.readTimings($0, failed: code == CURLE_OK ? nil : code, tlsStartedAgo: certificates?.tlsStartedAgo) } ?? .zero
+        // The TLS start is read (a clock read) only for a failure, where it places the phases.
+        let timings = handle.map { Self.readTimings($0, failed: code == CURLE_OK ? nil : code, tlsStartedAgo: code == CURLE_OK ? nil : certificates?.tlsStartedAgo) } ?? .zero
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail

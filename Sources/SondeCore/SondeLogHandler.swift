@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import FoundationEssentials
 import Logging
 
 /// The programs' log lines on stderr, one `write` each, in one of two formats (`--log-format`):
@@ -58,7 +59,7 @@ public struct SondeLogHandler: LogHandler {
 
     private func jsonLine(_ event: LogEvent, _ merged: Logger.Metadata) -> String {
         let fixed: [(String, String)] = [
-            ("ts", Self.utcTimestamp()), ("level", "\(event.level)"), ("logger", label), ("source", event.source), ("msg", "\(event.message)"),
+            ("ts", RFC3339.string(from: Date())), ("level", "\(event.level)"), ("logger", label), ("source", event.source), ("msg", "\(event.message)"),
         ]
         var line = "{" + fixed.map { jsonQuoted($0.0) + ":" + jsonQuoted($0.1) }.joined(separator: ",")
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
@@ -93,20 +94,6 @@ public struct SondeLogHandler: LogHandler {
         localtime_r(&now, &local)
         let count = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &local)
         return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    /// `2026-12-05T16:50:51.123Z`.
-    static func utcTimestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var utc = tm()
-        var seconds = now.tv_sec
-        gmtime_r(&seconds, &utc)
-        var buffer = [CChar](repeating: 0, count: 64)
-        let count = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S", &utc)
-        let millis = now.tv_nsec / 1_000_000
-        let text = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return text + "." + (millis < 10 ? "00" : millis < 100 ? "0" : "") + "\(millis)Z"
     }
 }
 

@@ -71,16 +71,25 @@ struct AgentStateWriteTests {
         let eu = TestAgent(id: "eu-1", region: "eu")
         let us = TestAgent(id: "us-1", region: "us")
         let config = fastSilenceConfig(dir: dir, agents: [eu, us])
+        // The collector is down for a minute, far past this config's silence threshold (about
+        // 2 s): the agents' last runs and the stored last_seen are a minute old at the restart.
+        let minuteAgo = Date().addingTimeInterval(-60)
         try await withCollector(config) { collector in
-            for agent in [eu, us] { _ = try await agent.push(agent.batch([agent.result()]), to: collector) }
+            for agent in [eu, us] { _ = try await agent.push(agent.batch([agent.result(startedAt: minuteAgo)]), to: collector) }
             try await waitUntil("both stored as ok") {
                 let euState = try await Self.stored(collector, "eu-1")?.state
                 let usState = try await Self.stored(collector, "us-1")?.state
                 return euState == .ok && usState == .ok
             }
         }
-        // Down longer than the silence threshold (about 2 s in this config).
-        try await Task.sleep(for: .seconds(2.5))
+        let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
+        var states: [String: Data] = [:]
+        for (agent, json) in try await store.agentStates() {
+            var health = try SondeJSON.decode(AgentHealth.self, from: json)
+            health.lastSeen = minuteAgo
+            states[agent] = try SondeJSON.encode(health)
+        }
+        try await store.commit(EvaluationCommit(agentStates: states))
         try await withCollector(config) { collector in
             let start = await collector.built.hub.evaluations
             // 30 evaluations at 100 ms: past the threshold from the start.
@@ -88,8 +97,10 @@ struct AgentStateWriteTests {
             let euHealth = await Self.engine(collector, "eu-1")
             let usHealth = await Self.engine(collector, "us-1")
             #expect(euHealth?.state == .ok && usHealth?.state == .ok, "\(String(describing: euHealth)) \(String(describing: usHealth))")
-            // eu-1 reports once, then stops for good: silent within the usual threshold.
-            _ = try await eu.push(eu.batch([eu.result()]), to: collector)
+            // eu-1 reports again (runs a second apart), then stops for good: silent within the
+            // usual threshold.
+            let runs = (0..<4).map { eu.result(startedAt: Date().addingTimeInterval(Double($0 - 3))) }
+            _ = try await eu.push(eu.batch(runs), to: collector)
             try await waitUntil("eu-1 silent after its last push", timeout: .seconds(30)) { await Self.engine(collector, "eu-1")?.state == .silent }
         }
     }

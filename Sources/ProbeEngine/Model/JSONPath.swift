@@ -19,25 +19,24 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
     /// `[?(@.status == 'failed')]`: a singular path from each item, an operator and a literal;
     /// without them the item must have the path.
     struct Filter: Sendable, Hashable {
-        var path: [Component]
-        var comparison: (op: String, literal: JSONValue)?
-
-        static func == (a: Filter, b: Filter) -> Bool { a.path == b.path && a.comparison?.op == b.comparison?.op && a.comparison?.literal == b.comparison?.literal }
-        func hash(into hasher: inout Hasher) {
-            hasher.combine(path)
-            hasher.combine(comparison?.op)
-            hasher.combine(comparison?.literal)
+        struct Comparison: Sendable, Hashable {
+            var op: String
+            var literal: JSONValue
         }
+
+        var path: [Component]
+        var comparison: Comparison?
 
         func accepts(_ item: JSONValue) -> Bool {
             guard let value = JSONPath.walk(path, from: item) else { return false }
-            guard let (op, literal) = comparison else { return true }
-            switch op {
+            guard let comparison else { return true }
+            let literal = comparison.literal
+            switch comparison.op {
             case "==": return value.looselyEquals(literal)
             case "!=": return !value.looselyEquals(literal)
             default:
                 guard let a = value.comparableNumber, case .number(let b) = literal else { return false }
-                switch op {
+                switch comparison.op {
                 case "<": return a < b
                 case "<=": return a <= b
                 case ">": return a > b
@@ -177,7 +176,7 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
         i += 1
         let path = try parseComponents(chars, &i, text: text, relative: true)
         spaces()
-        var comparison: (String, JSONValue)?
+        var comparison: Filter.Comparison?
         if i < chars.count, "=!<>".contains(chars[i]) {
             var op = String(chars[i])
             i += 1
@@ -206,7 +205,7 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
                     literal = .number(number)
                 }
             }
-            comparison = (op, literal)
+            comparison = Filter.Comparison(op: op, literal: literal)
         }
         spaces()
         if parenthesised {

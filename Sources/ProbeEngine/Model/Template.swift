@@ -104,7 +104,7 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
             body = String(inner[..<range.lowerBound])
             fallback = String(inner[range.upperBound...])
         }
-        if !body.isEmpty, body.count <= 2, body.unicodeScalars.allSatisfy({ $0.properties.numericType == .decimal && $0.isASCII }) {
+        if !body.isEmpty, body.utf8.count <= 2, body.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
             guard fallback == nil else {
                 throw SyntaxError(message: "'${\(inner)}': a group reference takes no default (a group that took no part in the match is empty)")
             }

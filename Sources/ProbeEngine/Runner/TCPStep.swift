@@ -116,19 +116,7 @@ extension StepExecution {
     /// invalid sequence read as U+FFFD, as blackbox_exporter's Go regexp reads it, so `.` steps
     /// over a Latin-1 `é` instead of the line never matching.
     static func matchable(_ line: Data) -> Data {
-        var valid = true
-        var decoder = UTF8()
-        var bytes = line.makeIterator()
-        decoding: while true {
-            switch decoder.decode(&bytes) {
-            case .scalarValue: continue
-            case .emptyInput: break decoding
-            case .error:
-                valid = false
-                break decoding
-            }
-        }
-        return valid ? line : Data(String(decoding: line, as: UTF8.self).utf8)
+        String(validating: line, as: UTF8.self) != nil ? line : Data(String(decoding: line, as: UTF8.self).utf8)
     }
 
     /// A host as written, without the brackets of an IPv6 literal in URL form (`[::1]`): the
