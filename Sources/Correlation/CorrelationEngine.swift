@@ -275,7 +275,11 @@ public struct CorrelationEngine: Sendable {
     /// the step that failed names another component (`component:` on a step): then that component
     /// gets the failure and the probe's own component nothing (it was not reached; `outcome` nil
     /// only keeps its series fresh). Steps of other components that passed before count as passing
-    /// runs of theirs. A failed run without a failed step is its own component's failure.
+    /// runs of theirs, or as slow ones when a step of theirs went over its own `degraded_after`
+    /// (`StepResult.degraded`). A failed run without a failed step is its own component's failure.
+    /// A degraded run whose agent says why is degraded for the probe's own component only when
+    /// the run as a whole (`ProbeResult.degraded`) or one of its own steps was slow: a slow login
+    /// step makes login slow, not the journey; without a reason (an older agent) it is the probe's.
     static func observations(of result: ProbeResult) -> [Observation] {
         let own = result.component
         let failedStep = result.outcome == .failed ? result.steps.firstIndex { !$0.ok } : nil
@@ -291,6 +295,11 @@ public struct CorrelationEngine: Sendable {
         // that waits 2 s for a job is not a 2 s login); the journey's is the rest of the run.
         func milliseconds(of c: String) -> Double { attempted.reduce(0) { ($1.component ?? own) == c ? $0 + $1.timings.total : $0 } }
         let elsewhere = attempted.reduce(0) { ($1.component ?? own) != own ? $0 + $1.timings.total : $0 }
+        func slow(_ c: String) -> Bool { attempted.contains { ($0.component ?? own) == c && $0.degraded != nil } }
+        var ownOutcome = result.outcome
+        if result.outcome == .degraded, result.degraded != nil || attempted.contains(where: { $0.degraded != nil }) {
+            ownOutcome = result.degraded != nil || slow(own) ? .degraded : .ok
+        }
         var list: [Observation] = []
         var decidedElsewhere = false
         for (i, step) in result.steps.enumerated() {
@@ -304,13 +313,13 @@ public struct CorrelationEngine: Sendable {
                 break
             }
             if c != own, !list.contains(where: { $0.component == c }) {
-                list.append(Observation(component: c, outcome: .ok, error: nil, steps: steps(of: c), durationMs: milliseconds(of: c)))
+                list.append(Observation(component: c, outcome: slow(c) ? .degraded : .ok, error: nil, steps: steps(of: c), durationMs: milliseconds(of: c)))
             }
         }
         list.append(
             decidedElsewhere
                 ? Observation(component: own, outcome: nil, error: nil)
-                : Observation(component: own, outcome: result.outcome, error: result.error, steps: steps(of: own), durationMs: max(0, result.durationMs - elsewhere)))
+                : Observation(component: own, outcome: ownOutcome, error: result.error, steps: steps(of: own), durationMs: max(0, result.durationMs - elsewhere)))
         return list
     }
 

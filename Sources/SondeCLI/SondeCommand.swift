@@ -278,7 +278,8 @@ extension SondeCommand {
                         case .degraded: Colour.paint("degraded", "33")
                         case .failed: Colour.paint("failed", "31")
                         }
-                    let error = r.error.map { "\($0.kind.rawValue)\($0.code.map { "/" + $0 } ?? "") at \($0.step): \($0.message)" } ?? ""
+                    let error = r.error.map { "\($0.kind.rawValue)\($0.code.map { "/" + $0 } ?? "") at \($0.step): \($0.message)" }
+                        ?? r.degradedReason.map { "slow: \($0)" } ?? ""
                     table.rows.append([time(r.startedAt), r.probe, r.component, r.agent, r.region, outcome, "\(Int(r.durationMs))", error])
                 }
                 print(page.results.isEmpty ? "No results match." : table.render())

@@ -95,11 +95,14 @@ public struct StepResult: Codable, Sendable, Hashable {
     /// the server presented expires, and the days left then (negative once expired).
     public var certNotAfter: Date?
     public var certDaysLeft: Double?
+    /// Why this step made the run `degraded`, when it passed but took longer than its own
+    /// `degraded_after`: the slowness counts for this step's component, not the whole journey's.
+    public var degraded: String?
 
     public init(
         name: String, method: String, url: String, status: Int? = nil, ok: Bool,
         timings: PhaseTimings, attempts: Int? = nil, error: ProbeError? = nil, component: String? = nil,
-        certNotAfter: Date? = nil, certDaysLeft: Double? = nil
+        certNotAfter: Date? = nil, certDaysLeft: Double? = nil, degraded: String? = nil
     ) {
         self.component = component
         self.name = name
@@ -112,10 +115,11 @@ public struct StepResult: Codable, Sendable, Hashable {
         self.error = error
         self.certNotAfter = certNotAfter
         self.certDaysLeft = certDaysLeft
+        self.degraded = degraded
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, method, url, status, ok, timings, attempts, error, component
+        case name, method, url, status, ok, timings, attempts, error, component, degraded
         case certNotAfter = "cert_not_after"
         case certDaysLeft = "cert_days_left"
     }
@@ -134,6 +138,9 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
     public var outcome: Outcome
     /// Absent when `outcome` is `ok` or `degraded`.
     public var error: ProbeError?
+    /// Why the run as a whole is `degraded`: it took longer than the probe's `degraded_after`.
+    /// A step over its own limit says so on the step instead (`StepResult.degraded`).
+    public var degraded: String?
     public var steps: [StepResult]
     /// True for control probes: the agent's reach to a reference endpoint. Their failures say
     /// "this agent's network is broken", not "the platform is down".
@@ -151,7 +158,8 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
     public init(
         id: String = UUID().uuidString.lowercased(), probe: String, component: String, agent: String,
         region: String, startedAt: Date, durationMs: Double, outcome: Outcome, error: ProbeError? = nil,
-        steps: [StepResult], control: Bool? = nil, retry: Bool? = nil, seq: UInt64? = nil, labels: [String: String]? = nil
+        steps: [StepResult], control: Bool? = nil, retry: Bool? = nil, seq: UInt64? = nil, labels: [String: String]? = nil,
+        degraded: String? = nil
     ) {
         self.id = id
         self.probe = probe
@@ -167,12 +175,20 @@ public struct ProbeResult: Codable, Sendable, Hashable, Identifiable {
         self.retry = retry
         self.seq = seq
         self.labels = labels
+        self.degraded = degraded
     }
 
     enum CodingKeys: String, CodingKey {
         case id, probe, component, agent, region
         case startedAt = "started_at"
         case durationMs = "duration_ms"
-        case outcome, error, steps, control, retry, seq, labels
+        case outcome, error, degraded, steps, control, retry, seq, labels
+    }
+
+    /// Why a `degraded` run is degraded, for people: the run's own reason, else its first slow
+    /// step's (nil for a run that is not degraded, or from an agent that does not say).
+    public var degradedReason: String? {
+        guard outcome == .degraded else { return nil }
+        return degraded ?? steps.lazy.compactMap(\.degraded).first
     }
 }

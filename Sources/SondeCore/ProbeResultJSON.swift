@@ -34,6 +34,7 @@ struct JSONBytesWriter {
         key("duration_ms"); guard number(result.durationMs) else { return false }
         key("outcome"); string(result.outcome.rawValue)
         if let error = result.error { key("error"); write(error) }
+        if let degraded = result.degraded { key("degraded"); string(degraded) }
         key("steps")
         bytes.append(UInt8(ascii: "["))
         for (index, step) in result.steps.enumerated() {
@@ -65,6 +66,7 @@ struct JSONBytesWriter {
         if let component = step.component { key("component"); string(component) }
         if let notAfter = step.certNotAfter { key("cert_not_after"); timestamp(notAfter) }
         if let days = step.certDaysLeft { key("cert_days_left"); guard number(days) else { return false } }
+        if let degraded = step.degraded { key("degraded"); string(degraded) }
         bytes.append(UInt8(ascii: "}"))
         return true
     }

@@ -144,7 +144,7 @@ extension StrictJSONReader {
         try beginObject("a result object")
         var id: String?, probe: String?, component: String?, agent: String?, region: String?
         var startedAt: Date?, durationMs: Double?, outcome: Outcome?, probeError: ProbeError?
-        var steps: [StepResult]?, control: Bool?, retry: Bool?, seq: UInt64?, labels: [String: String]?
+        var steps: [StepResult]?, control: Bool?, retry: Bool?, seq: UInt64?, labels: [String: String]?, degraded: String?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -187,6 +187,8 @@ extension StrictJSONReader {
                 labels = try optional("labels") { try $0.stringMap() }
             } else if key.matches("retry", in: bytes), firstTime(&seen, 1 << 13) {
                 retry = try optional("retry") { try $0.bool() }
+            } else if key.matches("degraded", in: bytes), firstTime(&seen, 1 << 14) {
+                degraded = try optional("degraded") { try $0.string() }
             } else {
                 try skipValue()
             }
@@ -202,7 +204,7 @@ extension StrictJSONReader {
         guard let steps else { throw missing("steps") }
         return ProbeResult(
             id: id, probe: probe, component: component, agent: agent, region: region, startedAt: startedAt, durationMs: durationMs,
-            outcome: outcome, error: probeError, steps: steps, control: control, retry: retry, seq: seq, labels: labels)
+            outcome: outcome, error: probeError, steps: steps, control: control, retry: retry, seq: seq, labels: labels, degraded: degraded)
     }
 
     mutating func probeError() throws -> ProbeError {
@@ -233,7 +235,7 @@ extension StrictJSONReader {
         try beginObject("a step object")
         var name: String?, method: String?, url: String?, status: Int?, ok: Bool?
         var timings: PhaseTimings?, attempts: Int?, stepError: ProbeError?, component: String?
-        var certNotAfter: Date?, certDaysLeft: Double?
+        var certNotAfter: Date?, certDaysLeft: Double?, degraded: String?
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
@@ -259,6 +261,8 @@ extension StrictJSONReader {
                 certNotAfter = try optional("cert_not_after") { try $0.date() }
             } else if key.matches("cert_days_left", in: bytes), firstTime(&seen, 1 << 10) {
                 certDaysLeft = try optional("cert_days_left") { try $0.double() }
+            } else if key.matches("degraded", in: bytes), firstTime(&seen, 1 << 11) {
+                degraded = try optional("degraded") { try $0.string() }
             } else {
                 try skipValue()
             }
@@ -269,7 +273,7 @@ extension StrictJSONReader {
         guard let ok else { throw missing("ok") }
         guard let timings else { throw missing("timings") }
         return StepResult(name: name, method: method, url: url, status: status, ok: ok, timings: timings, attempts: attempts, error: stepError,
-            component: component, certNotAfter: certNotAfter, certDaysLeft: certDaysLeft)
+            component: component, certNotAfter: certNotAfter, certDaysLeft: certDaysLeft, degraded: degraded)
     }
 
     /// A flat object of string values (a probe's labels): at most `ProbeLabels.maxCount`

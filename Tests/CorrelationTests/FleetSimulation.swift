@@ -106,11 +106,19 @@ struct FleetSimulation {
     private mutating func result(agent: AgentInfo, probe: Probe, run: Int, at: Double) -> ProbeResult {
         var (outcome, error) = verdict(agent: agent, probe: probe, run: run)
         var steps: [StepResult] = []
+        var loginSlow = false
         if loginJourneys.contains(probe.component), !probe.control {
-            // The journey's login step is judged as the login probe would be at this run.
+            // The journey's login step is judged as the login probe would be at this run; a slow
+            // one is marked as an agent marks a step over its own `degraded_after`.
             let (login, loginError) = verdict(agent: agent, probe: Probe(name: "login-step", component: "login", control: false), run: run)
             let loginOK = login != .failed
-            steps.append(StepResult(name: "login", method: "POST", url: "https://x/login", ok: loginOK, timings: .zero, error: loginError, component: "login"))
+            loginSlow = login == .degraded
+            var timings = PhaseTimings.zero
+            timings.total = loginSlow ? 2500 : 0
+            steps.append(
+                StepResult(
+                    name: "login", method: "POST", url: "https://x/login", ok: loginOK, timings: timings, error: loginError, component: "login",
+                    degraded: loginSlow ? "step 'login' took 2500 ms, over degraded_after 1s" : nil))
             if !loginOK {
                 (outcome, error) = (.failed, loginError)
             } else if requestsPerRun[probe.component] == nil {
@@ -131,6 +139,9 @@ struct FleetSimulation {
                 if o == .degraded { outcome = .degraded }
             }
         }
+        // The run's own slowness (the probe's `degraded_after`), as against its login step's.
+        let runSlow = outcome == .degraded
+        if loginSlow, outcome == .ok { outcome = .degraded }
         var duration = 100.0
         if outcome == .degraded { duration = 2500 }
         if outcome == .failed {
@@ -140,7 +151,8 @@ struct FleetSimulation {
         return ProbeResult(
             id: "\(agent.id)/\(probe.name)/\(run)", probe: probe.name, component: probe.component, agent: agent.id,
             region: agent.region, startedAt: Date(timeIntervalSince1970: at + (clockSkew[agent.id] ?? 0)), durationMs: duration,
-            outcome: outcome, error: error, steps: steps, control: probe.control ? true : nil)
+            outcome: outcome, error: error, steps: steps, control: probe.control ? true : nil,
+            degraded: runSlow ? "the run took 2500 ms, over degraded_after 1s" : nil)
     }
 
     /// Steps `seconds` one at a time; returns the times (seconds since the start) at which

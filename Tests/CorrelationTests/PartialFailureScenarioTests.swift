@@ -204,6 +204,52 @@ import Testing
         }
     }
 
+    /// A login step over its own `degraded_after` in every journey makes login slow, not the
+    /// journeys (found by the first-use review, F17: "Api is slow platform-wide" while login
+    /// stayed operational).
+    @Test func aSlowLoginStepIsLoginsSlownessNotTheJourneys() throws {
+        var fleet = warmFleet(loginJourneys: ["files", "batch"])
+        fleet.faults = ["slow login": FleetSimulation.slow(components: ["login"])]
+        let events = fleet.step(seconds: 30)
+        #expect(events.filter { $0.type == .incidentOpened }.map(\.component) == ["login"], "\(describe(events))")
+        let verdicts = Dictionary(uniqueKeysWithValues: fleet.engine.verdicts.map { ($0.component, $0) })
+        let login = try #require(verdicts["login"])
+        #expect(login.status == .degradedPerformance && login.scope == .platform)
+        #expect((login.evidence.latencyP95Ms ?? 0) >= 2500, "login's latency is its slow step's time")
+        for journey in ["files", "batch"] {
+            let verdict = try #require(verdicts[journey])
+            #expect(verdict.status == .operational && verdict.incidentID == nil, "\(journey): \(verdict.status)")
+            #expect((verdict.evidence.latencyP95Ms ?? 0) < 2500, "\(journey)'s latency leaves its login step out")
+        }
+        // The journey's own slowness (the run over the probe's degraded_after) is still its own.
+        fleet.faults["slow files"] = FleetSimulation.slow(components: ["files"])
+        _ = fleet.step(seconds: 30)
+        #expect(fleet.verdicts["files"]?.status == .degradedPerformance)
+        #expect(fleet.verdicts["batch"]?.status == .operational)
+    }
+
+    @Test func aSlowStepOfAnotherComponentIsThatComponentsSlowness() {
+        let slowLogin = StepResult(name: "login", method: "POST", url: "u", ok: true, timings: .zero, component: "login", degraded: "slow")
+        let login = StepResult(name: "login", method: "POST", url: "u", ok: true, timings: .zero, component: "login")
+        let upload = StepResult(name: "upload", method: "POST", url: "u", ok: true, timings: .zero)
+        let slowUpload = StepResult(name: "upload", method: "POST", url: "u", ok: true, timings: .zero, degraded: "slow")
+        func run(_ steps: [StepResult], _ outcome: Outcome = .degraded, runSlow: Bool = false) -> [String: Outcome?] {
+            let result = ProbeResult(
+                id: "r", probe: "p", component: "files", agent: "a", region: "eu", startedAt: Date(), durationMs: 1, outcome: outcome,
+                steps: steps, degraded: runSlow ? "slow run" : nil)
+            return Dictionary(uniqueKeysWithValues: CorrelationEngine.observations(of: result).map { ($0.component, $0.outcome) })
+        }
+        #expect(run([slowLogin, upload]) == ["login": .degraded, "files": .ok])
+        #expect(run([slowLogin, upload], runSlow: true) == ["login": .degraded, "files": .degraded])
+        #expect(run([login, slowUpload]) == ["login": .ok, "files": .degraded])
+        #expect(run([slowLogin, slowUpload]) == ["login": .degraded, "files": .degraded])
+        // An agent that does not say why (older than the step marks): the probe's own component.
+        #expect(run([login, upload]) == ["login": .ok, "files": .degraded])
+        // A slow login before the journey's own failure is still login's slowness.
+        #expect(run([slowLogin, StepResult(name: "upload", method: "POST", url: "u", ok: false, timings: .zero)], .failed)
+            == ["login": .degraded, "files": .failed])
+    }
+
     @Test func aJourneysOwnStepFailingIsItsOwnComponentsIncident() throws {
         var fleet = warmFleet(loginJourneys: ["files", "batch"])
         let result = trial(&fleet, faults: ["files": FleetSimulation.failing(components: ["files"])], on: 20, off: 30)

@@ -437,6 +437,8 @@ struct ProbeRunnerTests {
         let result = await run(probe, server)
         #expect(result.outcome == .degraded)
         #expect(result.error == nil)
+        #expect(result.degraded?.hasPrefix("the run took 3") == true, "\(result.degraded ?? "-")")
+        #expect(result.steps.allSatisfy { $0.degraded == nil })
         let ttfb = try #require(result.steps.first?.timings.ttfb)
         #expect(ttfb >= 300 && ttfb < 400, "ttfb \(ttfb)")
         // The same probe with a looser threshold from the agent's variables is ok.
@@ -459,7 +461,14 @@ struct ProbeRunnerTests {
                 degraded_after: 100ms
                 request: { url: "${base_url}/slow" }
             """)
-        #expect(await run(probe, server).outcome == .degraded)
+        let result = await run(probe, server)
+        #expect(result.outcome == .degraded)
+        // The slow step says so (its slowness is its component's); the run as a whole was not over a limit.
+        #expect(result.steps.map { $0.degraded != nil } == [false, true])
+        #expect(result.steps[1].degraded?.hasPrefix("step 'slow' took 2") == true, "\(result.steps[1].degraded ?? "-")")
+        #expect(result.steps[1].degraded?.hasSuffix("over degraded_after 100ms") == true)
+        #expect(result.degraded == nil)
+        #expect(result.degradedReason == result.steps[1].degraded)
     }
 
     @Test("a 200 ms server delay is reported as 200–210 ms of ttfb")

@@ -26,7 +26,13 @@ import Testing
             control: true, retry: true, seq: UInt64.max),
         ProbeResult(
             id: "x", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
-            durationMs: 3, outcome: .degraded, steps: [], control: false, retry: false, seq: 0),
+            durationMs: 3, outcome: .degraded, steps: [], control: false, retry: false, seq: 0, degraded: awkward),
+        // A step over its own degraded_after says so on the step.
+        ProbeResult(
+            id: "d", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: 0),
+            durationMs: 3, outcome: .degraded,
+            steps: [StepResult(name: "login", method: "POST", url: "u", status: 200, ok: true, timings: .zero, component: "login",
+                               degraded: "step 'login' took 1309 ms, over degraded_after 1s")]),
         // Milliseconds with up to three decimals (curl's microseconds), and ones with more.
         ProbeResult(
             id: "m", probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(timeIntervalSince1970: -0.25),

@@ -40,7 +40,8 @@ import Testing
                 attempts: Bool.random(using: &rng) ? Int.random(in: 1...50, using: &rng) : nil, error: probeError(&rng),
                 component: Bool.random(using: &rng) ? text(&rng) : nil,
                 certNotAfter: Bool.random(using: &rng) ? Date(timeIntervalSince1970: Double(Int.random(in: 1_600_000_000_000...1_900_000_000_000, using: &rng)) / 1000) : nil,
-                certDaysLeft: Bool.random(using: &rng) ? number(&rng) : nil)
+                certDaysLeft: Bool.random(using: &rng) ? number(&rng) : nil,
+                degraded: Bool.random(using: &rng) ? text(&rng, 40) : nil)
         }
         let labels: [String: String]? = Bool.random(using: &rng)
             ? nil : Dictionary((0..<Int.random(in: 0...3, using: &rng)).map { _ in (text(&rng), text(&rng)) }, uniquingKeysWith: { first, _ in first })
@@ -49,7 +50,7 @@ import Testing
             startedAt: Date(timeIntervalSince1970: Double(Int.random(in: 1_600_000_000_000...1_900_000_000_000, using: &rng)) / 1000),
             durationMs: number(&rng), outcome: Outcome.allCases.randomElement(using: &rng)!, error: probeError(&rng), steps: steps,
             control: Bool.random(using: &rng) ? Bool.random(using: &rng) : nil, seq: Bool.random(using: &rng) ? UInt64.random(in: 0...UInt64.max, using: &rng) : nil,
-            labels: labels)
+            labels: labels, degraded: Bool.random(using: &rng) ? text(&rng, 40) : nil)
     }
 
     /// Where this decoder may refuse what Foundation accepts: Foundation checks only what it

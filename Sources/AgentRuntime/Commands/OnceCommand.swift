@@ -102,10 +102,12 @@ enum ResultTable {
             var error = "-"
             if let e = result.error {
                 error = "\(e.kind.rawValue)" + (e.code.map { "/\($0)" } ?? "") + " at \(e.step): \(e.message)"
-                if error.count > 80 {
-                    cut.append((result.probe, error))
-                    error = String(error.prefix(79)) + "…"
-                }
+            } else if let slow = result.degradedReason {
+                error = "slow: \(slow)"
+            }
+            if error.count > 80 {
+                cut.append((result.probe, error))
+                error = String(error.prefix(79)) + "…"
             }
             return [result.probe, result.component, result.outcome.rawValue, formatDuration(result.durationMs), status, error]
         }

@@ -37,7 +37,8 @@ public struct ProbeRunner: Sendable {
 
         var firstError: ProbeError?
         var steps: [StepResult] = []
-        var degradedBy: String?
+        var slowStep = false
+        var runDegraded: String?
 
         let probeTimeout: Duration
         do {
@@ -64,8 +65,10 @@ public struct ProbeRunner: Sendable {
                 error.message = Self.reported(error.message, state.redactor)
                 result.error = error
                 if firstError == nil { firstError = error }
-            } else if let slow = outcome.degradedBy, degradedBy == nil {
-                degradedBy = slow
+            } else if let slow = outcome.degradedBy {
+                // Said on the step: its slowness counts for the step's component.
+                result.degraded = slow
+                slowStep = true
             }
             steps.append(result)
             logger.debug(
@@ -84,24 +87,25 @@ public struct ProbeRunner: Sendable {
             do {
                 let limit = try state.duration(spec, field: "degraded_after")
                 if elapsed > limit {
-                    degradedBy = "the run took \(Int(durationMs)) ms, over degraded_after \(DurationText.format(limit))"
+                    runDegraded = "the run took \(Int(durationMs)) ms, over degraded_after \(DurationText.format(limit))"
                 }
             } catch {
                 firstError = ProbeError(kind: .script, step: "-", message: Self.reported(error.message, state.redactor))
             }
         }
-        let outcome: Outcome = firstError != nil ? .failed : (degradedBy != nil ? .degraded : .ok)
+        let outcome: Outcome = firstError != nil ? .failed : (slowStep || runDegraded != nil ? .degraded : .ok)
         logger.debug(
             "probe run finished",
             metadata: [
                 "outcome": "\(outcome.rawValue)", "duration_ms": "\(Int(durationMs))",
                 "error.kind": "\(firstError?.kind.rawValue ?? "-")", "error.step": "\(firstError?.step ?? "-")",
-                "error.code": "\(firstError?.code ?? "-")", "degraded": "\(degradedBy ?? "-")",
+                "error.code": "\(firstError?.code ?? "-")", "degraded": "\(runDegraded ?? steps.lazy.compactMap(\.degraded).first ?? "-")",
             ])
         return ProbeResult(
             id: runID, probe: probe.name, component: probe.component, agent: context.agent, region: context.region,
             startedAt: startedAt, durationMs: (durationMs * 1000).rounded() / 1000, outcome: outcome, error: firstError,
-            steps: steps, control: probe.control, labels: probe.script.labels.isEmpty ? nil : probe.script.labels)
+            steps: steps, control: probe.control, labels: probe.script.labels.isEmpty ? nil : probe.script.labels,
+            degraded: firstError == nil ? runDegraded : nil)
     }
 
     func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, HTTPTransferError> {
