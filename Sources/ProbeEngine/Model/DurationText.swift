@@ -39,6 +39,12 @@ enum DurationText {
         return total
     }
 
+    /// A measured time for messages that compare it with a limit: `1.4 ms` under 10 ms (so
+    /// "took 1 ms, over 1ms" cannot happen), whole milliseconds above.
+    static func took(_ ms: Double) -> String {
+        ms < 10 ? fixedDecimals(ms, 1) + " ms" : "\(Int(ms)) ms"
+    }
+
     /// Short form for messages: `250ms`, `60s`, `1.5s`, `61s`.
     static func format(_ duration: Duration) -> String {
         let ms = duration.milliseconds

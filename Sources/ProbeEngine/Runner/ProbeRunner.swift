@@ -87,7 +87,7 @@ public struct ProbeRunner: Sendable {
             do {
                 let limit = try state.duration(spec, field: "degraded_after")
                 if elapsed > limit {
-                    runDegraded = "the run took \(Int(durationMs)) ms, over degraded_after \(DurationText.format(limit))"
+                    runDegraded = "the run took \(DurationText.took(durationMs)), over degraded_after \(DurationText.format(limit))"
                 }
             } catch {
                 firstError = ProbeError(kind: .script, step: "-", message: Self.reported(error.message, state.redactor))

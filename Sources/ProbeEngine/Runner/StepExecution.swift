@@ -500,7 +500,7 @@ struct StepExecution {
         case .latencyBelow(let spec):
             let limit = try state.duration(spec, field: "assert.latency_below")
             if total >= limit.milliseconds {
-                throw StepFailure(.assertion, "took \(Int(total)) ms, expected below \(DurationText.format(limit))")
+                throw StepFailure(.assertion, "took \(DurationText.took(total)), expected below \(DurationText.format(limit))")
             }
         case .certValidFor(let spec):
             let limit = try state.duration(spec, field: "assert.cert_valid_for")

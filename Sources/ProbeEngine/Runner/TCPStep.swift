@@ -200,6 +200,6 @@ extension StepExecution {
         guard let spec = step.degradedAfter else { return nil }
         let limit = try state.duration(spec, field: "degraded_after")
         guard total > limit.milliseconds else { return nil }
-        return "step '\(step.name)' took \(Int(total)) ms, over degraded_after \(DurationText.format(limit))"
+        return "step '\(step.name)' took \(DurationText.took(total)), over degraded_after \(DurationText.format(limit))"
     }
 }
