@@ -1,3 +1,4 @@
+import Foundation
 import SondeCore
 import Testing
 
@@ -37,6 +38,41 @@ import Testing
             #expect(SecretNames.isSecretKey(name) == Self.reference(key: name), "\(name)")
             #expect(SecretNames.isSecretHeader(name) == Self.reference(header: name), "\(name)")
             #expect(SecretNames.isSecretQueryParameter(name) == Self.reference(query: name), "\(name)")
+        }
+    }
+
+    /// The query reader as it was written first, on Strings: the byte-level one must find the same values.
+    static func referenceQueryCredentials(in url: String) -> [String] {
+        guard let question = url.firstIndex(of: "?") else { return [] }
+        let query = url[url.index(after: question)...].prefix { $0 != "#" }
+        var values: [String] = []
+        for pair in query.split(separator: "&") {
+            guard let equals = pair.firstIndex(of: "=") else { continue }
+            let name = String(pair[..<equals]).removingPercentEncoding ?? String(pair[..<equals])
+            let value = String(pair[pair.index(after: equals)...])
+            guard reference(query: name), value.utf8.count >= 4 else { continue }
+            let plus = value.replacingOccurrences(of: "+", with: " ")
+            let decoded = plus.removingPercentEncoding ?? plus
+            values += decoded == value ? [value] : [value, decoded]
+        }
+        return values
+    }
+
+    @Test func queryCredentialsAreFoundAsOnStrings() {
+        #expect(URLCredentials.queryCredentials(in: "https://b.s3/k?X-Amz-Credential=AKIA%2F2026&X-Amz-Signature=abcd1234&X-Amz-Expires=300#sig=zzzz")
+            == ["AKIA%2F2026", "AKIA/2026", "abcd1234"])
+        #expect(URLCredentials.queryCredentials(in: "http://h/?p=1&page=2&&=x&key") == [])
+        #expect(URLCredentials.queryCredentials(in: "http://h/?%74oken=abcd&\u{212A}ey=efgh") == ["abcd", "efgh"])
+        var rng = SplitMix64(seed: 0x9E3779B9)
+        let names = ["p", "sig", "SIG", "X-Amz-Signature", "%74oken", "access_token", "\u{212A}ey", "key", "keys", "page", "é", "", "api%2Dkey"]
+        let values = ["", "1", "abcd", "a+b%2Fc", "%zz12", "日本語", "x=y", "🚀🚀"]
+        for _ in 0..<5_000 {
+            let pairs = (0..<Int.random(in: 0...4, using: &rng)).map { _ -> String in
+                let name = names.randomElement(using: &rng)!
+                return Bool.random(using: &rng) ? name : name + "=" + values.randomElement(using: &rng)!
+            }
+            let url = "https://h/p?" + pairs.joined(separator: "&") + (Bool.random(using: &rng) ? "#token=frag" : "")
+            #expect(URLCredentials.queryCredentials(in: url) == Self.referenceQueryCredentials(in: url), "\(url)")
         }
     }
 }

@@ -10,53 +10,56 @@ enum SecretNames {
 
     /// Set-Cookie, Authorization, Proxy-Authorization, X-Auth-Token, X-Api-Key, X-Session-Id, …
     static func isSecretHeader(_ name: String) -> Bool {
-        containsAny(name, headerWords)
+        decide(name) { containsAny(headerWords, in: $0) }
     }
 
     /// A query parameter that carries a credential: a key named like one, or a signature
     /// (`X-Amz-Signature`, `X-Goog-Signature`, `signature`, Azure SAS's `sig`).
     static func isSecretQueryParameter(_ name: String) -> Bool {
-        isSecretKey(name) || containsAny(name, signature) || equalsIgnoringCase(name, "sig") || equalsIgnoringCase(name, "key")
+        decide(name, isSecretQueryParameter(ascii:))
+    }
+
+    /// `isSecretQueryParameter` for a name of ASCII bytes (as in a URL), without making a String.
+    static func isSecretQueryParameter(ascii name: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
+        containsAny(keyWords, in: name) || containsAny(signature, in: name) || equalsIgnoringCase(name, "sig") || equalsIgnoringCase(name, "key")
     }
 
     /// `token`, `access_token`, `refreshToken`, `client_secret`, `password`, `session_id`, …
     static func isSecretKey(_ key: String) -> Bool {
-        containsAny(key, keyWords)
+        decide(key) { containsAny(keyWords, in: $0) }
     }
 
     // Every step's URL parameters and every response header go through these, so they compare
-    // ASCII bytes: `String.lowercased()` and `String.contains(_:)` were 7 % of an agent's CPU at
-    // 10 plain GETs a second with one query parameter each. A name with any non-ASCII byte takes
-    // Unicode lowercasing, which maps some letters into ASCII (the Kelvin sign to `k`).
+    // ASCII bytes in place: `String.lowercased()` and `String.contains(_:)` were 7 % of an
+    // agent's CPU at 10 plain GETs a second with one query parameter each. A name with any
+    // non-ASCII byte is lowercased as Unicode first, which maps some letters into ASCII (the
+    // Kelvin sign to `k`); the words are ASCII lower case.
     private static func words(_ list: [String]) -> [[UInt8]] { list.map { Array($0.utf8) } }
 
-    private static func containsAny(_ name: String, _ needles: [[UInt8]]) -> Bool {
-        var lower = Array(name.utf8)
-        if lower.allSatisfy({ $0 < 0x80 }) {
-            for i in lower.indices { lower[i] = asciiLower(lower[i]) }
-        } else {
-            lower = Array(name.lowercased().utf8)
+    private static func decide(_ name: String, _ check: (Slice<UnsafeBufferPointer<UInt8>>) -> Bool) -> Bool {
+        var name = name
+        if name.utf8.allSatisfy({ $0 < 0x80 }) {
+            return name.withUTF8 { check($0[...]) }
         }
-        return needles.contains { occurs($0, in: lower[...]) }
+        var lower = name.lowercased()
+        return lower.withUTF8 { check($0[...]) }
     }
 
-    private static func equalsIgnoringCase(_ name: String, _ word: String) -> Bool {
-        guard name.utf8.allSatisfy({ $0 < 0x80 }) else { return name.lowercased() == word }
-        return name.utf8.count == word.utf8.count && zip(name.utf8, word.utf8).allSatisfy { asciiLower($0) == $1 }
+    private static func containsAny(_ needles: [[UInt8]], in name: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
+        needles.contains { needle in
+            guard needle.count <= name.count else { return false }
+            return (name.startIndex...(name.endIndex - needle.count)).contains { start in
+                zip(name[start..<(start + needle.count)], needle).allSatisfy { asciiLower($0) == $1 }
+            }
+        }
+    }
+
+    private static func equalsIgnoringCase(_ name: Slice<UnsafeBufferPointer<UInt8>>, _ word: String) -> Bool {
+        name.count == word.utf8.count && zip(name, word.utf8).allSatisfy { asciiLower($0) == $1 }
     }
 
     private static func asciiLower(_ byte: UInt8) -> UInt8 {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-    }
-
-    private static func occurs(_ needle: [UInt8], in hay: ArraySlice<UInt8>) -> Bool {
-        guard needle.count <= hay.count else { return false }
-        var start = hay.startIndex
-        while start + needle.count <= hay.endIndex {
-            if hay[start] == needle[0], hay[start..<(start + needle.count)].elementsEqual(needle) { return true }
-            start += 1
-        }
-        return false
     }
 
     /// The parts of a credential header a server may echo alone: a cookie's value

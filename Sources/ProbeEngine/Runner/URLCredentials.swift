@@ -27,19 +27,33 @@ enum URLCredentials {
     /// presigned URL extracted from a response is a bearer credential until it expires, whatever
     /// the JSON field that carried it was called. As written and percent-decoded.
     static func queryCredentials(in url: String) -> [String] {
-        // Most probe URLs have no query: one byte scan, and nothing else.
-        guard let question = url.utf8.firstIndex(of: UInt8(ascii: "?")) else { return [] }
-        let query = url[url.utf8.index(after: question)...].prefix { $0 != "#" }
-        var values: [String] = []
-        for pair in query.split(separator: "&") {
-            guard let equals = pair.firstIndex(of: "=") else { continue }
-            let name = percentDecoded(String(pair[..<equals]))
-            let value = String(pair[pair.index(after: equals)...])
-            guard SecretNames.isSecretQueryParameter(name), value.utf8.count >= SecretNames.minimumDefaultLength else { continue }
-            let decoded = percentDecoded(value.replacingAll("+", with: " "))
-            values += decoded == value ? [value] : [value, decoded]
+        // Most probe URLs have no query: one byte scan, and nothing else. With one, the names are
+        // read in place; only a credential's value becomes a String.
+        guard url.utf8.contains(UInt8(ascii: "?")) else { return [] }
+        var url = url
+        return url.withUTF8 { bytes in
+            guard let question = bytes.firstIndex(of: UInt8(ascii: "?")) else { return [] }
+            let end = bytes[question...].firstIndex(of: UInt8(ascii: "#")) ?? bytes.endIndex
+            var values: [String] = []
+            var start = question + 1
+            while start < end {
+                let pairEnd = bytes[start..<end].firstIndex(of: UInt8(ascii: "&")) ?? end
+                defer { start = pairEnd + 1 }
+                guard let equals = bytes[start..<pairEnd].firstIndex(of: UInt8(ascii: "=")),
+                    pairEnd - (equals + 1) >= SecretNames.minimumDefaultLength
+                else { continue }
+                let name = bytes[start..<equals]
+                let secret =
+                    name.allSatisfy { $0 < 0x80 && $0 != UInt8(ascii: "%") }
+                    ? SecretNames.isSecretQueryParameter(ascii: name)
+                    : SecretNames.isSecretQueryParameter(percentDecoded(String(decoding: name, as: UTF8.self)))
+                guard secret else { continue }
+                let value = String(decoding: bytes[(equals + 1)..<pairEnd], as: UTF8.self)
+                let decoded = percentDecoded(value.replacingAll("+", with: " "))
+                values += decoded == value ? [value] : [value, decoded]
+            }
+            return values
         }
-        return values
     }
 
     /// Whether a URL template writes a password literally into its userinfo (not from `${…}`).
