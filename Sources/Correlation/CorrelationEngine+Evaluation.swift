@@ -1018,7 +1018,7 @@ extension CorrelationEngine {
                 } else if agentHasNewData[a] {
                     agentCleanStreak[a] += 1
                 }
-                if agentCleanStreak[a] >= config.resolveAfter {
+                if agentCleanStreak[a] >= config.resolveAfter, agentRunsRecovered(Int32(a)) {
                     h = enter(h, .ok, since: now, reason: nil)
                     agentCleanStreak[a] = 0
                     forgetRunsBeforeRecovery(agent: Int32(a))
@@ -1034,6 +1034,38 @@ extension CorrelationEngine {
             health[position] = h
             agentHasNewData[a] = false
         }
+    }
+
+    /// Whether an agent in a local-fault episode has passed enough runs in a row for it to end:
+    /// as many as, were its failure rate during the episode still on, would have shown a failure
+    /// with `recovery_confidence` (M = ⌈ln(1−c) / ln(1−p)⌉, pooled over all its probes, control
+    /// included). The rate is the window's between the agent's oldest and newest failed run, so a
+    /// hard cut (every run failed) needs no more than `resolve_after` clean evaluations, while a
+    /// flaky network that drops 30 % of connections (clean moments every few seconds) needs about
+    /// 20 clean runs: its episode no longer ends and starts again with every lucky stretch
+    /// (found by the on-call review: 9 `agent.local_fault` and 9 `agent.recovered` in 50 s).
+    func agentRunsRecovered(_ a: Int32) -> Bool {
+        var oldestBad = Double.infinity, newestBad = -Double.infinity
+        for s in series.indices where series[s].agent == a {
+            for run in series[s].runs where run.outcome == .failed {
+                oldestBad = min(oldestBad, run.startedAt)
+                newestBad = max(newestBad, run.startedAt)
+            }
+        }
+        guard newestBad > -.infinity else { return true }
+        var spanRuns = 0, spanFailed = 0, clean = 0
+        for s in series.indices where series[s].agent == a {
+            for run in series[s].runs {
+                if run.startedAt > newestBad {
+                    if run.outcome != .failed { clean += 1 }
+                } else if run.startedAt >= oldestBad {
+                    spanRuns += 1
+                    if run.outcome == .failed { spanFailed += 1 }
+                }
+            }
+        }
+        let needed = Self.cleanRunsNeeded(failureRate: Double(spanFailed) / Double(max(1, spanRuns)), confidence: config.recoveryConfidence)
+        return clean >= Int(needed)
     }
 
     // Static: in debug builds a method call on `self` from a mutating context copies the engine.

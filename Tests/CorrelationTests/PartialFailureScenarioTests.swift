@@ -157,6 +157,30 @@ import Testing
         if fraction >= 0.6 { #expect(result.localFaults.count == 1, "\(log)") }
     }
 
+    /// A flaky network on one host (30 % of its connections dropped: every probe, its control
+    /// too, fails now and then) is one local-fault episode for as long as it lasts, not an alert
+    /// and a recovery for every lucky stretch (found by the on-call review: 9 of each in 50 s).
+    @Test(arguments: seeds)
+    func aFlakyNetworkOnOneHostIsOneLocalFaultEpisode(seed: UInt64) throws {
+        var fleet = warmFleet()
+        let error = ProbeError(kind: .connect, step: "request", message: "connection reset")
+        fleet.faults["flaky network"] = { agent, _, probe, run in
+            guard agent == "eu-1" else { return nil }
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in "\(probe.name)/\(run)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            var random = SplitMix64(seed: hash ^ seed)
+            return random.nextUnitDouble() < 0.3 ? (.failed, error) : nil
+        }
+        let during = fleet.step(seconds: 90)
+        fleet.faults = [:]
+        let after = fleet.step(seconds: 90)
+        let log = describe(during + after)
+        #expect(during.filter { $0.type == .agentLocalFault }.map(\.agent) == ["eu-1"], "\(log)")
+        #expect(!during.contains { $0.type == .agentRecovered }, "\(log)")
+        #expect(after.filter { $0.type == .agentRecovered }.map(\.agent) == ["eu-1"], "\(log)")
+        #expect(!(during + after).contains { $0.type == .incidentOpened }, "\(log)")
+    }
+
     // MARK: - Step components
 
     @Test(arguments: seeds)
