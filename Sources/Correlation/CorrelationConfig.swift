@@ -78,6 +78,12 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// while a component fails, its probes run up to `interval / retry_interval` times as often
     /// in the regions concerned (4 × at the agents' default), as a hard outage's own retries do.
     public var confirmationRuns: Bool
+    /// `membership_update_gap` (seconds, default 10): regions, agents and failure codes that join
+    /// an open incident are announced (`incident.updated`, "changed: …") at most once per this
+    /// long after it opened or last changed, all together: a random fault reaching the other
+    /// agents' next runs is one update, not one per agent in two seconds. A failure code leaves
+    /// once gone this long without a break; agents and regions leave by runs (see the engine).
+    public var membershipUpdateGap: TimeInterval
 
     public init(
         windowRuns: Int = 20, windowAge: TimeInterval = 600, confirmFailures: Int = 2, flakyWindow: Int = 10,
@@ -86,7 +92,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
         scopeWaitIntervals: Double = 1, majorRatio: Double = 0.8, degradedRatio: Double = 0.5, openAfter: Int = 2,
         resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50, majorStepRatio: Double = 0.5,
-        confirmationRuns: Bool = true
+        confirmationRuns: Bool = true, membershipUpdateGap: TimeInterval = 10
     ) {
         self.windowRuns = windowRuns
         self.windowAge = windowAge
@@ -112,6 +118,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         self.maxSampleErrors = maxSampleErrors
         self.maxListedAgents = maxListedAgents
         self.confirmationRuns = confirmationRuns
+        self.membershipUpdateGap = membershipUpdateGap
     }
 
     enum CodingKeys: String, CodingKey {
@@ -139,6 +146,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         case maxSampleErrors = "max_sample_errors"
         case maxListedAgents = "max_listed_agents"
         case confirmationRuns = "confirmation_runs"
+        case membershipUpdateGap = "membership_update_gap"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -168,6 +176,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         maxSampleErrors = try c.decodeIfPresent(Int.self, forKey: .maxSampleErrors) ?? d.maxSampleErrors
         maxListedAgents = try c.decodeIfPresent(Int.self, forKey: .maxListedAgents) ?? d.maxListedAgents
         confirmationRuns = try c.decodeIfPresent(Bool.self, forKey: .confirmationRuns) ?? d.confirmationRuns
+        membershipUpdateGap = try c.decodeIfPresent(Double.self, forKey: .membershipUpdateGap) ?? d.membershipUpdateGap
     }
 
     /// The values clamped to sane ranges (at least 1 run confirms, ratios within 0…1, …), so a
@@ -197,6 +206,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         c.resolveAfter = max(1, c.resolveAfter)
         c.maxSampleErrors = max(0, c.maxSampleErrors)
         c.maxListedAgents = max(0, c.maxListedAgents)
+        c.membershipUpdateGap = max(0, c.membershipUpdateGap)
         return c
     }
 }

@@ -190,9 +190,30 @@ struct ComponentTrack {
     var pendingScope: ProblemScope?
     var pendingSeverity: ComponentStatus?
     var pendingCount = 0
-    /// A membership (regions, agents, failure codes) seen in a row, not yet announced.
-    var pendingMembership: Membership?
-    var membershipCount = 0
+    /// Members (regions, agents, failure codes, keyed "region eu", "agent eu-1", "code …") the
+    /// open incident does not list yet, and the evaluations in a row each was seen; members it
+    /// lists that are gone, and since when (collector time) without a break. See
+    /// `keepMembershipCurrent`.
+    var memberPresent: [String: Int] = [:]
+    var memberAbsentSince: [String: Double] = [:]
+    /// When the incident's membership was last announced (opened, escalated, changed).
+    var membershipAnnouncedAt = -Double.infinity
+    /// The failure codes last announced, when a membership change set them (else the incident's
+    /// evidence at its last transition has them).
+    var announcedCodes: [String]?
+
+    /// Pending membership changes are dropped (a transition announced the whole picture anew).
+    mutating func forgetMembershipChanges() {
+        memberPresent = [:]
+        memberAbsentSince = [:]
+    }
+
+    /// An incident opened, escalated or relapsed at `t`: its membership is the evidence's now.
+    mutating func membershipAnnounced(at t: Double) {
+        forgetMembershipChanges()
+        membershipAnnouncedAt = t
+        announcedCodes = nil
+    }
     /// The status the verdict shows (see `shownVerdict`), and since when.
     var lastStatus: ComponentStatus?
     /// The status measured at the last evaluation (a held verdict may show a problem meanwhile).
@@ -1036,36 +1057,53 @@ extension CorrelationEngine {
         }
     }
 
-    /// Whether an agent in a local-fault episode has passed enough runs in a row for it to end:
-    /// as many as, were its failure rate during the episode still on, would have shown a failure
-    /// with `recovery_confidence` (M = ⌈ln(1−c) / ln(1−p)⌉, pooled over all its probes, control
-    /// included). The rate is the window's between the agent's oldest and newest failed run, so a
-    /// hard cut (every run failed) needs no more than `resolve_after` clean evaluations, while a
-    /// flaky network that drops 30 % of connections (clean moments every few seconds) needs about
-    /// 20 clean runs: its episode no longer ends and starts again with every lucky stretch
-    /// (found by the on-call review: 9 `agent.local_fault` and 9 `agent.recovered` in 50 s).
+    /// Whether an agent in a local-fault episode has passed enough runs in a row for it to end
+    /// (``runsRecovered(agents:component:)`` over all its probes, control included): a hard cut
+    /// needs no more than `resolve_after` clean evaluations, while a flaky network that drops 30 %
+    /// of connections (clean moments every few seconds) needs about 20 clean runs, so its
+    /// episode no longer ends and starts again with every lucky stretch (found by the on-call
+    /// review: 9 `agent.local_fault` and 9 `agent.recovered` in 50 s).
     func agentRunsRecovered(_ a: Int32) -> Bool {
+        runsRecovered(agents: [a], component: nil)
+    }
+
+    /// Whether `agents`' runs (of `component`'s series, or of all their series when nil) since
+    /// their newest failed run are as many as, were the failure rate they had still on, would
+    /// have shown a failure with `recovery_confidence`: M = ⌈ln(1−c) / ln(1−p)⌉ passing runs in a
+    /// row, pooled, as an incident's recovery counts them (`needed` gives M, else it comes from
+    /// their own windows' rate, read as an incident's is). A hard fault needs a few runs once it
+    /// is over; a fault failing 10 % of runs needs 66, counted past the windows' length.
+    func runsRecovered(agents: Set<Int32>, component: Int32?, needed: Int32? = nil) -> Bool {
+        func counted(_ s: Int) -> Bool {
+            agents.contains(series[s].agent) && (component.map { series[s].component == $0 && !series[s].control } ?? true)
+        }
         var oldestBad = Double.infinity, newestBad = -Double.infinity
-        for s in series.indices where series[s].agent == a {
+        var clean: Int32 = 0
+        for s in series.indices where counted(s) {
+            clean += series[s].passedSinceFailure
             for run in series[s].runs where run.outcome == .failed {
                 oldestBad = min(oldestBad, run.startedAt)
                 newestBad = max(newestBad, run.startedAt)
             }
         }
+        if let needed { return clean >= needed }
         guard newestBad > -.infinity else { return true }
-        var spanRuns = 0, spanFailed = 0, clean = 0
-        for s in series.indices where series[s].agent == a {
+        var scope = RegionCounts()
+        var cleanInWindow: Int32 = 0
+        for s in series.indices where counted(s) {
             for run in series[s].runs {
+                scope.allRuns += 1
+                if run.outcome == .failed { scope.allBad += 1 }
                 if run.startedAt > newestBad {
-                    if run.outcome != .failed { clean += 1 }
+                    if run.outcome != .failed { cleanInWindow += 1 }
                 } else if run.startedAt >= oldestBad {
-                    spanRuns += 1
-                    if run.outcome == .failed { spanFailed += 1 }
+                    scope.spanRuns += 1
+                    if run.outcome == .failed { scope.spanBad += 1 }
                 }
             }
         }
-        let needed = Self.cleanRunsNeeded(failureRate: Double(spanFailed) / Double(max(1, spanRuns)), confidence: config.recoveryConfidence)
-        return clean >= Int(needed)
+        let p = scope.problemFailureRate(clean: cleanInWindow, minRuns: config.minRuns)
+        return clean >= Self.cleanRunsNeeded(failureRate: p, confidence: config.recoveryConfidence)
     }
 
     // Static: in debug builds a method call on `self` from a mutating context copies the engine.

@@ -211,7 +211,7 @@ extension CorrelationEngine {
             if track.human.closed != nil { track.human.closed = incident }
             track.incident = nil
             track.pendingCount = 0
-            track.pendingMembership = nil
+            track.forgetMembershipChanges()
         } else {
             if status == .monitoring, let verdict = verdictList.first(where: { $0.component == incident.component }),
                 let measured = track.measured, measured != .operational, measured != .unknown
@@ -252,7 +252,7 @@ extension CorrelationEngine {
         tracks[c].incident = incident
         tracks[c].human = HumanTrack()
         tracks[c].pendingCount = 0
-        tracks[c].pendingMembership = nil
+        tracks[c].membershipAnnounced(at: -.infinity)
         humanChanged.append(incident)
         return incident
     }

@@ -61,7 +61,7 @@ extension CorrelationEngine {
                     events: &events)
                 track.incident = opened
                 track.pendingCount = 0
-                track.pendingMembership = nil
+                track.membershipAnnounced(at: t)
                 track.human = HumanTrack()
                 changed.append(opened)
             }
@@ -86,7 +86,7 @@ extension CorrelationEngine {
                     now: now, events: &events)
                 track.incident = incident
                 track.pendingCount = 0
-                track.pendingMembership = nil
+                track.forgetMembershipChanges()
                 changed.append(incident)
             } else if bad, let scope, Self.isEscalation(scope: scope, severity: status, of: incident) {
                 if track.pendingScope == scope && track.pendingSeverity == status {
@@ -109,16 +109,17 @@ extension CorrelationEngine {
                         summary: (spread ? "spread: " : "worse: ") + line, now: now, events: &events)
                     track.incident = incident
                     track.pendingCount = 0
-                    track.pendingMembership = nil
+                    track.membershipAnnounced(at: t)
                     changed.append(incident)
                 }
             } else if bad {
                 track.pendingCount = 0
                 keepMembershipCurrent(
-                    &track, &incident, evidence: evidence, since: since, failingNow: failingNow, now: now, changed: &changed, events: &events)
+                    &track, &incident, evidence: evidence, since: since, failingNow: failingNow, needed: recovery.needed, t: t, now: now,
+                    changed: &changed, events: &events)
             } else {
                 track.pendingCount = 0
-                track.pendingMembership = nil
+                track.forgetMembershipChanges()
             }
         case .monitoring:
             if bad, let scope, track.badStreak >= cfg.openAfter {
@@ -135,6 +136,7 @@ extension CorrelationEngine {
                     message: "The problem is back. " + Self.headline(component: component, status: status, scope: scope, evidence: evidence, since: since),
                     summary: "relapse: " + line, now: now, events: &events)
                 track.incident = incident
+                track.membershipAnnounced(at: t)
                 changed.append(incident)
             } else if !bad, recovery.canResolve, !humanHolds(incident, track.human, against: .resolved) {
                 resolve(&track, &incident, now: now, evidence: evidence, changed: &changed, events: &events)
@@ -150,46 +152,82 @@ extension CorrelationEngine {
     }
 
     /// Regions, agents or failure codes of an investigating incident that differ from the
-    /// evidence for `open_after` evaluations in a row are announced (`incident.updated`). A change
-    /// that only drops members is announced only while some agent's latest run still fails
-    /// (`failingNow`): otherwise it is the incident recovering region by region, which
-    /// `monitoring` reports, and a fault that moved still fails where it went.
+    /// evidence are announced (`incident.updated`, "changed: …"), damped so that the message
+    /// means the blast radius changed, not that a random fault's next runs came in:
+    /// - a new member counts once seen `open_after` evaluations in a row;
+    /// - an agent or region leaves only once its runs of the component since its newest failure
+    ///   are as many as the incident's recovery needs (M for its failure rate,
+    ///   ``runsRecovered(agents:component:needed:)``: a few runs after a hard fault moved away,
+    ///   66 at 10 % of runs failing, where an agent passes a few in a row every few seconds); a
+    ///   failure code once gone `membership_update_gap` without a
+    ///   break; and a change that only drops members only while some agent's latest run still
+    ///   fails (`failingNow`): otherwise it is the incident recovering region by region, which
+    ///   `monitoring` reports;
+    /// - new members are announced together, at most once per `membership_update_gap` after the
+    ///   incident opened or last changed; departures as they are judged.
+    /// (Found by the on-call review: 13 updates in 60 s of a steady 10 % fault, eu dropped and
+    /// added back three times, and 4–5 updates in the first 2 s of every partial fault.)
     private func keepMembershipCurrent(
-        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, since: Date, failingNow: Bool, now: Date,
-        changed: inout [Incident], events: inout [AlertEvent]
+        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, since: Date, failingNow: Bool, needed: Int32, t: Double,
+        now: Date, changed: inout [Incident], events: inout [AlertEvent]
     ) {
-        let seen = ComponentTrack.Membership(
-            regions: evidence.failingRegions, agents: evidence.failingAgents, codes: evidence.errorCodes.keys.sorted())
-        let known = ComponentTrack.Membership(
-            regions: incident.regions, agents: incident.agents, codes: incident.evidence.errorCodes.keys.sorted())
-        let onlyDrops =
-            Set(seen.regions).isSubset(of: known.regions) && Set(seen.agents).isSubset(of: known.agents)
-            && Set(seen.codes).isSubset(of: known.codes)
-        guard seen != known, !seen.regions.isEmpty, failingNow || !onlyDrops else {
-            track.pendingMembership = nil
-            track.membershipCount = 0
+        guard !evidence.failingRegions.isEmpty else {
+            track.forgetMembershipChanges()
             return
         }
-        if track.pendingMembership == seen {
-            track.membershipCount += 1
-        } else {
-            track.pendingMembership = seen
-            track.membershipCount = 1
-        }
-        guard track.membershipCount >= config.openAfter else { return }
+        let knownCodes = track.announcedCodes ?? incident.evidence.errorCodes.keys.sorted()
+        let seen = Self.memberKeys(regions: evidence.failingRegions, agents: evidence.failingAgents, codes: Array(evidence.errorCodes.keys))
+        let known = Self.memberKeys(regions: incident.regions, agents: incident.agents, codes: knownCodes)
+        track.memberPresent = track.memberPresent.filter { seen.contains($0.key) && !known.contains($0.key) }
+        for key in seen.subtracting(known) { track.memberPresent[key, default: 0] += 1 }
+        track.memberAbsentSince = track.memberAbsentSince.filter { known.contains($0.key) && !seen.contains($0.key) }
+        for key in known.subtracting(seen) where track.memberAbsentSince[key] == nil { track.memberAbsentSince[key] = t }
+        // Growth waits for the gap (it comes in bursts as a fault reaches the agents' next runs);
+        // a departure, already judged on runs, goes out at once.
+        let added = t - track.membershipAnnouncedAt >= config.membershipUpdateGap ? Set(track.memberPresent.filter { $0.value >= config.openAfter }.keys) : []
+        var dropped = Set(
+            track.memberAbsentSince.filter { memberLeft($0.key, gone: t - $0.value, component: incident.component, needed: needed) }.keys)
+        if !failingNow && added.isEmpty { dropped = [] }
+        guard !added.isEmpty || !dropped.isEmpty else { return }
+        let members = known.union(added).subtracting(dropped)
+        func names(_ kind: String) -> [String] { members.filter { $0.hasPrefix(kind + " ") }.map { String($0.dropFirst(kind.count + 1)) }.sorted() }
+        let regions = names("region"), agents = names("agent"), codes = names("code")
+        guard !regions.isEmpty else { return }
         let change = [
-            Self.difference("regions", known.regions, seen.regions), Self.difference("agents", known.agents, seen.agents),
-            Self.difference("codes", known.codes, seen.codes),
+            Self.difference("regions", incident.regions, regions), Self.difference("agents", incident.agents, agents),
+            Self.difference("codes", knownCodes, codes),
         ].compactMap { $0 }.joined(separator: "; ")
         let line = Self.describe(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence)
         let text = Self.headline(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence, since: since)
         transition(
             &incident, to: incident.status, scope: incident.scope, severity: incident.severity, evidence: evidence,
-            message: "Update: " + text, summary: "changed: \(change): " + line, now: now, events: &events)
+            message: "Update: " + text, summary: "changed: \(change): " + line, now: now, events: &events,
+            membership: (regions, agents))
         track.incident = incident
-        track.pendingMembership = nil
-        track.membershipCount = 0
+        for key in added { track.memberPresent[key] = nil }
+        for key in dropped { track.memberAbsentSince[key] = nil }
+        track.membershipAnnouncedAt = t
+        track.announcedCodes = codes
         changed.append(incident)
+    }
+
+    /// Whether a member absent from the evidence for `gone` seconds has left the incident (see
+    /// `keepMembershipCurrent`).
+    private func memberLeft(_ key: String, gone: Double, component: String, needed: Int32) -> Bool {
+        guard let c = componentIndex[component] else { return true }
+        if key.hasPrefix("agent ") {
+            guard let a = agentIndex[String(key.dropFirst(6))] else { return true }
+            return runsRecovered(agents: [a], component: c, needed: needed)
+        }
+        if key.hasPrefix("region ") {
+            guard let r = regionIndex[String(key.dropFirst(7))] else { return true }
+            return runsRecovered(agents: Set(agentIDs.indices.filter { agentRegion[$0] == r }.map(Int32.init)), component: c, needed: needed)
+        }
+        return gone >= config.membershipUpdateGap
+    }
+
+    static func memberKeys(regions: [String], agents: [String], codes: [String]) -> Set<String> {
+        Set(regions.map { "region " + $0 } + agents.map { "agent " + $0 } + codes.map { "code " + $0 })
     }
 
     /// "agents +eu-2 −us-1", or nil when equal.
@@ -219,7 +257,7 @@ extension CorrelationEngine {
             events: &events, type: .incidentResolved)
         track.incident = nil
         track.pendingCount = 0
-        track.pendingMembership = nil
+        track.forgetMembershipChanges()
         changed.append(incident)
     }
 
@@ -228,7 +266,7 @@ extension CorrelationEngine {
     private func transition(
         _ incident: inout Incident, to status: IncidentStatus, scope: ProblemScope, severity: ComponentStatus,
         evidence: Evidence, message: String, summary: String, now: Date, events: inout [AlertEvent],
-        type: AlertEventType = .incidentUpdated
+        type: AlertEventType = .incidentUpdated, membership: (regions: [String], agents: [String])? = nil
     ) {
         // An automatic status change ends any disagreement with a person's status.
         if status != incident.status { incident.conflict = nil }
@@ -237,7 +275,10 @@ extension CorrelationEngine {
         incident.severity = severity
         incident.updatedAt = now
         incident.evidence = evidence
-        if status == .investigating || status == .identified {
+        if let membership {
+            incident.regions = membership.regions
+            incident.agents = membership.agents
+        } else if status == .investigating || status == .identified {
             incident.regions = evidence.failingRegions
             incident.agents = evidence.failingAgents
         }

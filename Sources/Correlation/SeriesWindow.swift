@@ -101,11 +101,23 @@ struct SeriesWindow {
     var affects: Int32 = -1
     var control: Bool
     var runs: [WindowRun] = []
+    /// Runs that did not fail since the newest failed one, counted beyond the window (which holds
+    /// `window_runs`): a fault failing 10 % of runs is judged gone only after about 66 of them.
+    var passedSinceFailure: Int32 = 0
+    var newestFailedAt = -Double.infinity
     var lastReceived: Double = -.infinity
 
     /// Adds a run in `started_at` order; a run id already in the window is ignored (resends).
     mutating func insert(_ run: WindowRun, config: CorrelationConfig) {
         if runs.contains(where: { $0.id == run.id }) { return }
+        if run.outcome == .failed {
+            if run.startedAt >= newestFailedAt {
+                newestFailedAt = run.startedAt
+                passedSinceFailure = Int32(runs.count { $0.startedAt > run.startedAt && $0.outcome != .failed })
+            }
+        } else if run.startedAt > newestFailedAt {
+            passedSinceFailure += 1
+        }
         if let last = runs.last, last.startedAt > run.startedAt {
             let at = runs.firstIndex(where: { $0.startedAt > run.startedAt }) ?? runs.count
             runs.insert(run, at: at)
