@@ -401,8 +401,8 @@ enum StatusPage {
         if evidence.failingAgentCount > 0 { notes.append("\(evidence.failingAgentCount)/\(evidence.reportingAgents) agents failing") }
         if !evidence.failingAgents.isEmpty { notes.append("failing: \(evidence.failingAgents.joined(separator: ", "))") }
         if !evidence.errorCodes.isEmpty { notes.append(evidence.errorCodes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ", ")) }
-        if let p50 = evidence.latencyP50Ms { notes.append("p50 \(Int(p50)) ms") }
-        if let p95 = evidence.latencyP95Ms { notes.append("p95 \(Int(p95)) ms") }
+        if let p50 = evidence.latencyP50Ms { notes.append("p50 \(fixedDecimals(p50, 0)) ms") }
+        if let p95 = evidence.latencyP95Ms { notes.append("p95 \(fixedDecimals(p95, 0)) ms") }
         if !evidence.localAgents.isEmpty { notes.append("local: \(evidence.localAgents.joined(separator: ", "))") }
         if evidence.singleAgent { notes.append("single agent") }
         return notes.joined(separator: " · ")

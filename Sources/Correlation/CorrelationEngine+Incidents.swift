@@ -319,7 +319,7 @@ extension CorrelationEngine {
         var detail = "\(evidence.failingAgentCount)/\(evidence.reportingAgents) agents failing"
         if status == .degradedPerformance { detail = "\(evidence.degradedAgents)/\(evidence.reportingAgents) agents slow" }
         if evidence.singleAgent { detail += ", single agent" }
-        if let p95 = telling(evidence.latencyP95Ms, status) { detail += ", p95 \(Int(p95.rounded())) ms" }
+        if let p95 = telling(evidence.latencyP95Ms, status) { detail += ", p95 \(fixedDecimals(p95, 0)) ms" }
         let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(3).map(\.key)
         if !codes.isEmpty { detail += ", " + codes.joined(separator: ", ") }
         let affects = evidence.affected.isEmpty ? "" : "; affects " + evidence.affected.joined(separator: ", ")
@@ -370,7 +370,7 @@ extension CorrelationEngine {
 
     /// "850 ms", "2.3 s".
     static func duration(ms: Double) -> String {
-        ms < 1000 ? "\(Int(ms.rounded())) ms" : String(format: "%.1f s", ms / 1000)
+        ms < 1000 ? "\(fixedDecimals(ms, 0)) ms" : fixedDecimals(ms / 1000, 1) + " s"
     }
 
     /// "14:02 UTC" (the engine has no viewer's time zone; the page localises).

@@ -244,7 +244,8 @@ public struct CorrelationEngine: Sendable {
                 if let outcome = observation.outcome {
                     series[Int(s)].insert(
                         WindowRun(
-                            id: result.id, startedAt: started, durationMs: observation.durationMs, outcome: outcome, error: observation.error,
+                            id: result.id, startedAt: started, durationMs: Self.boundedMs(observation.durationMs), outcome: outcome,
+                            error: observation.error,
                             steps: observation.steps, retry: result.retry == true),
                         config: config)
                 }
@@ -328,6 +329,13 @@ public struct CorrelationEngine: Sendable {
     /// that a journey failing at its login step is login's failure, not the journey's.
     public static func outcomes(of result: ProbeResult) -> [(component: String, outcome: Outcome)] {
         observations(of: result).compactMap { observation in observation.outcome.map { (observation.component, $0) } }
+    }
+
+    /// A run's duration as the engine keeps it: 0 … 10⁹ ms (11 days). An agent's number is
+    /// not trusted: 1e308 ms made the latency text's integer conversion trap, every evaluation
+    /// and every restart that read the run back (found by the red team, F15).
+    static func boundedMs(_ ms: Double) -> Double {
+        ms.isFinite ? min(max(ms, 0), 1e9) : 0
     }
 
     struct Observation: Equatable {

@@ -177,6 +177,25 @@ import Testing
         #expect(announced.count <= 6, "\(log)")
     }
 
+    /// An agent's absurd duration (1e308 ms) is kept within bounds: the latency figures and the
+    /// incident's text ("p95 … ms") used to trap on it, every evaluation and every restart
+    /// (found by the red team, F15).
+    @Test func anAbsurdDurationFromAnAgentIsBounded() throws {
+        var fleet = warmFleet()
+        for (i, ms) in [1e308, -1e308, 1e308].enumerated() {
+            let poisoned = ProbeResult(
+                id: "poison-\(i)", probe: "poison", component: "api", agent: "eu-1", region: "eu",
+                startedAt: fleet.now.addingTimeInterval(-0.5), durationMs: ms, outcome: .ok, steps: [])
+            fleet.engine.ingest([poisoned], receivedAt: fleet.now)
+        }
+        fleet.faults = ["slow": FleetSimulation.slow(components: ["api"])]
+        let events = fleet.step(seconds: 20)
+        let api = try #require(fleet.verdicts["api"])
+        #expect(api.status == .degradedPerformance, "\(describe(events))")
+        #expect((api.evidence.latencyP95Ms ?? 0) <= 1e9)
+        #expect(events.contains { $0.type == .incidentOpened && $0.summary.contains("p95") }, "\(describe(events))")
+    }
+
     /// A flaky network on one host (30 % of its connections dropped: every probe, its control
     /// too, fails now and then) is one local-fault episode for as long as it lasts, not an alert
     /// and a recovery for every lucky stretch (found by the on-call review: 9 of each in 50 s).
