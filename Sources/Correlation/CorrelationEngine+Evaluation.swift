@@ -47,6 +47,20 @@ struct AgentComponent {
     var errorCode: Int32 = -1
 
     var counts: Bool { reporting && !local && !inDoubt }
+
+    /// These counts scaled down to at most `cap` runs over the whole window (rates kept), so one
+    /// agent weighs at most as much as `cap` runs in a pooled comparison.
+    func weighed(atMost cap: Int32) -> AgentComponent {
+        guard allRuns > cap, cap > 0 else { return self }
+        var x = self
+        let scale = Double(cap) / Double(allRuns)
+        x.allRuns = cap
+        x.allFailed = Int32((Double(allFailed) * scale).rounded())
+        x.allBad = Int32((Double(allBad) * scale).rounded())
+        x.runs = Int32((Double(runs) * scale).rounded(.up))
+        x.failed = Int32((Double(failed) * scale).rounded())
+        return x
+    }
 }
 
 /// Per (component, region) sums over the agents that count.
@@ -499,19 +513,39 @@ extension CorrelationEngine {
     /// (2) per component, an agent whose failure rate over its window is above its same-region
     /// peers' pooled rate by the one-sided two-proportion z-test at `local_confidence`; (3) local
     /// by (2) on 2+ components and more than half of those it reports: all its data is excluded.
-    /// A failing agent (`showsFailure`) whose same-region peers report the component but none of
-    /// them fails there (nor have they `confirm_failures` failed runs between them recently), and
-    /// no other agent anywhere fails there, is *in doubt*: held back until the test decides or a
-    /// peer fails too. An investigating incident covering its region makes its failure evidence.
+    /// Each agent weighs at most as much as its region's lower-median agent in the peer pool, and
+    /// no agent is local by (2) where most of its region's agents fail. A failing agent
+    /// (`showsFailure`) whose same-region peers report the component but none of them fails there
+    /// (nor have they `confirm_failures` failed runs between them recently), and no other agent
+    /// anywhere fails there with the same error code, is *in doubt*: held back until the test
+    /// decides or a peer fails too; so is one failing on its own elsewhere (local on another
+    /// component, or in a local-fault episode) even where others fail with its code. An
+    /// investigating incident covering its region makes its failure evidence.
     mutating func localFaultPhase(_ frame: inout EvaluationFrame) {
         let agentCount = agentIDs.count
         let componentCount = componentNames.count
         let regionCount = regionNames.count
         let cfg = config
         let z = Self.normalQuantile(cfg.localConfidence)
-        // Peer pools: every agent that counts, before any local decision.
+        // Peer pools: every agent that counts, before any local decision. Each agent weighs at
+        // most as much as the region's lower-median agent there: one agent that reports a
+        // component through 150 probes of its own (runs the others cannot check) must not
+        // outvote its peers and have them called local (found by the red team, F2).
+        var runsOfAgents = [[Int32]](repeating: [], count: componentCount * regionCount)
+        var failingInRegion = [Int32](repeating: 0, count: componentCount * regionCount)
+        for a in 0..<agentCount where frame.agentCounts(a) {
+            let r = Int(agentRegion[a])
+            for c in 0..<componentCount where frame.grid[a * componentCount + c].reporting {
+                runsOfAgents[c * regionCount + r].append(frame.grid[a * componentCount + c].allRuns)
+                if Self.showsFailure(frame.grid[a * componentCount + c], cfg) { failingInRegion[c * regionCount + r] += 1 }
+            }
+        }
+        let weightCap = runsOfAgents.map { runs in runs.isEmpty ? Int32.max : runs.sorted()[(runs.count - 1) / 2] }
         var pool = [RegionCounts](repeating: RegionCounts(), count: componentCount * regionCount)
         var failingAnywhere = [Int32](repeating: 0, count: componentCount)
+        // Failing agents per component and newest error code: a failure elsewhere corroborates
+        // only the same failure (a connection reset on one host is not a 503 in another region).
+        var failingWithCode = [[Int32: Int32]](repeating: [:], count: componentCount)
         var candidates: [Int] = []
         for a in 0..<agentCount where frame.agentCounts(a) {
             let r = Int(agentRegion[a])
@@ -519,9 +553,10 @@ extension CorrelationEngine {
             for c in 0..<componentCount {
                 let x = frame.grid[a * componentCount + c]
                 guard x.reporting else { continue }
-                pool[c * regionCount + r].add(x)
+                pool[c * regionCount + r].add(x.weighed(atMost: weightCap[c * regionCount + r]))
                 if Self.showsFailure(x, cfg) {
                     failingAnywhere[c] += 1
+                    failingWithCode[c][x.errorCode, default: 0] += 1
                     failsSomewhere = true
                 }
             }
@@ -537,6 +572,7 @@ extension CorrelationEngine {
             let r = Int(agentRegion[a])
             var reported = 0
             var localHere: [Int] = []
+            var doubtful: [Int] = []
             for c in 0..<componentCount {
                 let g = a * componentCount + c
                 let x = frame.grid[g]
@@ -550,18 +586,34 @@ extension CorrelationEngine {
                 }
                 let k = pool[c * regionCount + r]
                 guard k.reporting > 1 else { continue }  // alone in its region: nobody to compare with
-                let peerRuns = k.allRuns - x.allRuns
-                let peerFailed = k.allFailed - x.allFailed
+                let own = x.weighed(atMost: weightCap[c * regionCount + r])
+                let peerRuns = k.allRuns - own.allRuns
+                let peerFailed = k.allFailed - own.allFailed
                 let peersFailing = k.hard + k.flaky - (x.state.isFailing ? 1 : 0)
-                let peersFailedRecently = k.failed - x.failed >= Int32(cfg.confirmFailures)
-                if Self.exceedsPeers(
-                    failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
-                    minRuns: cfg.minRuns, z: z)
+                let peersFailedRecently = k.failed - own.failed >= Int32(cfg.confirmFailures)
+                // Most of the region's agents failing there is the region's problem, whatever
+                // the rest say: none of them is one bad host.
+                let regionMostlyFailing = failingInRegion[c * regionCount + r] * 2 > k.reporting
+                if !regionMostlyFailing,
+                    Self.exceedsPeers(
+                        failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
+                        minRuns: cfg.minRuns, z: z)
                 {
                     localHere.append(c)
-                } else if peersFailing == 0, !peersFailedRecently, failingAnywhere[c] <= 1 {
-                    frame.grid[g].inDoubt = true
+                } else if peersFailing == 0, !peersFailedRecently {
+                    if failingAnywhere[c] <= 1 || failingWithCode[c][x.errorCode, default: 0] <= 1 {
+                        frame.grid[g].inDoubt = true
+                    } else {
+                        doubtful.append(c)
+                    }
                 }
+            }
+            // An agent known to be failing on its own (local on some component now, or in a
+            // local-fault episode) is not evidence for another component its region's peers pass,
+            // even where other regions fail: a flaky network's resets on jobs turned a us outage
+            // into a "platform" one (found by the on-call review, F10).
+            if !localHere.isEmpty || health[Int(healthPosition[a])].state == .localFault {
+                for c in doubtful { frame.grid[a * componentCount + c].inDoubt = true }
             }
             guard !localHere.isEmpty else { continue }
             let names = localHere.map { componentNames[$0] }.joined(separator: ", ")

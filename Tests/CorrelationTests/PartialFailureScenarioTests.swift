@@ -177,6 +177,54 @@ import Testing
         #expect(announced.count <= 6, "\(log)")
     }
 
+    /// One compromised agent that reports a component through 150 probes of its own, all
+    /// passing, cannot outvote its region's peers: a real outage they both see is a region
+    /// incident, and neither is called local (found by the red team, F2: 95 s of an eu outage
+    /// hidden, and the honest agents paged as local faults).
+    @Test func oneAgentWithManyPassingProbesCannotOutvoteItsPeers() throws {
+        var fleet = FleetSimulation(regions: ["eu": 3, "us": 2, "ap": 2])
+        fleet.step(seconds: 40)
+        fleet.faults = ["eu outage": FleetSimulation.failing(agents: ["eu-1", "eu-2"], components: ["files"])]
+        var events: [AlertEvent] = []
+        for second in 0..<40 {
+            let flood = (0..<150).map { i in
+                ProbeResult(
+                    id: "flood-\(second)-\(i)", probe: "up-\(i)", component: "files", agent: "eu-3", region: "eu",
+                    startedAt: fleet.now.addingTimeInterval(-0.5), durationMs: 5, outcome: .ok, steps: [])
+            }
+            fleet.engine.ingest(flood, receivedAt: fleet.now)
+            events += fleet.step()
+        }
+        let log = describe(events)
+        #expect(!events.contains { $0.type == .agentLocalFault }, "\(log)")
+        let opened = try #require(events.first { $0.type == .incidentOpened && $0.component == "files" }, "\(log)")
+        #expect(opened.scope == .region && opened.regions == ["eu"], "\(log)")
+    }
+
+    /// A hard outage in one region and an agent elsewhere whose network drops 30 % of its
+    /// connections: the incident stays the region's; the flaky host's resets are not a second
+    /// region (found by the on-call review, F10: "Jobs is failing platform-wide").
+    @Test(arguments: seeds)
+    func aFlakyHostElsewhereDoesNotWidenARegionalOutage(seed: UInt64) throws {
+        var fleet = warmFleet()
+        let reset = ProbeError(kind: .connect, step: "request", message: "connection reset")
+        fleet.faults["flaky network"] = { agent, _, probe, run in
+            guard agent == "eu-1" else { return nil }
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in "\(probe.name)/\(run)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            var random = SplitMix64(seed: hash ^ seed)
+            return random.nextUnitDouble() < 0.3 ? (.failed, reset) : nil
+        }
+        fleet.step(seconds: 20)
+        fleet.faults["us batch"] = FleetSimulation.failing(regions: ["us"], components: ["batch"])
+        let events = fleet.step(seconds: 60)
+        let log = describe(events)
+        let batch = events.filter { $0.component == "batch" }
+        #expect(batch.filter { $0.type == .incidentOpened }.count == 1, "\(log)")
+        #expect(batch.allSatisfy { $0.scope == .region && !$0.regions.contains("eu") }, "\(log)")
+        #expect(fleet.verdicts["batch"]?.scope == .region, "\(log)")
+    }
+
     /// An agent's absurd duration (1e308 ms) is kept within bounds: the latency figures and the
     /// incident's text ("p95 … ms") used to trap on it, every evaluation and every restart
     /// (found by the red team, F15).
