@@ -210,6 +210,11 @@ struct ComponentTrack {
     /// `keepMembershipCurrent`.
     var memberPresent: [String: Int] = [:]
     var memberAbsentSince: [String: Double] = [:]
+    /// Every region and agent the open incident listed at some point: its record when it is
+    /// resolved (the recovery drops regions one by one, and the history must not say that a
+    /// three-region outage was a us one).
+    var touchedRegions: Set<String> = []
+    var touchedAgents: Set<String> = []
     /// When the incident's membership was last announced (opened, escalated, changed).
     var membershipAnnouncedAt = -Double.infinity
     /// The failure codes last announced, when a membership change set them (else the incident's

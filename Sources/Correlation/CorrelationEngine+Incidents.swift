@@ -26,6 +26,13 @@ extension CorrelationEngine {
                 summary: "\(incident.component): resolved, no agent measures \(regions) any more")
             return
         }
+        if let incident = track.incident {
+            track.touchedRegions.formUnion(incident.regions)
+            track.touchedAgents.formUnion(incident.agents)
+        } else {
+            track.touchedRegions = []
+            track.touchedAgents = []
+        }
         // Nobody reporting, or nothing new since the last tick: no step of the hysteresis.
         guard status != .unknown, hasNewData else { return }
         let bad = status != .operational
@@ -250,6 +257,9 @@ extension CorrelationEngine {
         changed: inout [Incident], events: inout [AlertEvent], message: String? = nil, summary: String? = nil
     ) {
         incident.resolvedAt = now
+        // The record keeps what the incident touched, not the last region to recover.
+        incident.regions = track.touchedRegions.union(incident.regions).sorted()
+        incident.agents = Array(track.touchedAgents.union(incident.agents).sorted().prefix(max(config.maxListedAgents, incident.agents.count)))
         transition(
             &incident, to: .resolved, scope: incident.scope, severity: incident.severity, evidence: evidence,
             message: message ?? "\(Self.displayName(incident.component)) is working normally again: every agent passed its latest \(config.resolveRuns) runs.",

@@ -225,6 +225,26 @@ import Testing
         #expect(fleet.verdicts["batch"]?.scope == .region, "\(log)")
     }
 
+    /// An outage in three regions that recovers region by region is recorded, once resolved, as
+    /// the three-region outage it was, not as the last region to recover (found by the on-call
+    /// review, F11: the history said "Major Outage of login in us").
+    @Test func aResolvedIncidentKeepsEveryRegionItTouched() throws {
+        var fleet = warmFleet()
+        fleet.faults = ["everywhere": FleetSimulation.failing(components: ["login"])]
+        fleet.step(seconds: 20)
+        fleet.faults = ["us": FleetSimulation.failing(regions: ["us"], components: ["login"])]
+        let during = fleet.step(seconds: 20)
+        fleet.faults = [:]
+        let after = fleet.step(seconds: 30)
+        let log = describe(fleet.events)
+        #expect(during.contains { $0.summary.hasPrefix("changed:") && $0.regions == ["us"] }, "the open incident follows the fault: \(log)")
+        let resolved = try #require(after.first { $0.type == .incidentResolved && $0.component == "login" }, "\(log)")
+        #expect(resolved.incident?.regions == ["ap", "eu", "us"], "\(log)")
+        #expect(resolved.regions == ["ap", "eu", "us"])
+        let agents = Set(resolved.incident.map(\.agents) ?? [])
+        #expect(agents.isSuperset(of: ["eu-1", "ap-1", "us-1"]), "\(agents)")
+    }
+
     /// An agent's absurd duration (1e308 ms) is kept within bounds: the latency figures and the
     /// incident's text ("p95 … ms") used to trap on it, every evaluation and every restart
     /// (found by the red team, F15).
