@@ -806,7 +806,11 @@ extension CorrelationEngine {
         for s in frame.affectingSeries {
             let summary = summaries[Int(s)]
             let g = Int(summary.agent) * componentCount + Int(summary.component)
-            if frame.grid[g].counts { affected[Int(summary.component)].insert(componentNames[Int(summary.affects)]) }
+            // Only known components (declared, or reported by `min_component_agents` agents):
+            // one agent must not put a name it made up on the page as "affected" (red team F8).
+            if frame.grid[g].counts, componentIsKnown[Int(summary.affects)] {
+                affected[Int(summary.component)].insert(componentNames[Int(summary.affects)])
+            }
         }
 
         var newVerdicts: [ComponentVerdict] = []

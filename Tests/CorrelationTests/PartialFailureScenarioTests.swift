@@ -245,6 +245,27 @@ import Testing
         #expect(agents.isSuperset(of: ["eu-1", "ap-1", "us-1"]), "\(agents)")
     }
 
+    /// A component one agent made up is never listed as affected by a real incident (the public
+    /// page, feed and webhooks showed "affects files, batch, payments - card data was leaked"):
+    /// only known components, declared or reported by `min_component_agents`, are (red team F8).
+    @Test func aComponentOneAgentMadeUpIsNotListedAsAffected() throws {
+        var fleet = warmFleet(loginJourneys: ["batch"])
+        fleet.faults = ["login": FleetSimulation.failing(components: ["login"])]
+        let made = "payments - card data was leaked, call 555-0100"
+        for second in 0..<20 {
+            let evil = ProbeResult(
+                id: "evil-\(second)", probe: "up-1", component: made, agent: "eu-1", region: "eu",
+                startedAt: fleet.now.addingTimeInterval(-0.5), durationMs: 5, outcome: .failed,
+                error: ProbeError(kind: .httpStatus, step: "login", message: "HTTP 401"),
+                steps: [StepResult(name: "login", method: "POST", url: "u", ok: false, timings: .zero, component: "login")])
+            fleet.engine.ingest([evil], receivedAt: fleet.now)
+            fleet.step()
+        }
+        let login = try #require(fleet.verdicts["login"])
+        #expect(login.evidence.affected == ["batch"], "\(login.evidence.affected)")
+        #expect(fleet.engine.openIncidents.first { $0.component == "login" }?.evidence.affected == ["batch"])
+    }
+
     /// An agent's absurd duration (1e308 ms) is kept within bounds: the latency figures and the
     /// incident's text ("p95 … ms") used to trap on it, every evaluation and every restart
     /// (found by the red team, F15).
