@@ -824,6 +824,8 @@ extension CorrelationEngine {
                 localNames: localNames[c], sampleSeries: sampleSeries[c],
                 codeCounts: codeCounts[(c * codeStride)..<(c * codeStride + codeStride)], latencies: &latencies[c])
             if rollup.status != .operational && rollup.status != .unknown {
+                evidence.regionReportingAgents = Int(
+                    rollup.affectedRegions.reduce(Int32(0)) { sum, name in sum + (regionIndex[name].map { slice[slice.startIndex + Int($0)].reporting } ?? 0) })
                 evidence.affected = affected[c].subtracting([componentNames[c]]).sorted()
                 evidence.singleAgent = evidence.failingAgentCount + Int(rollup.total.degraded) == 1 || rollup.total.reporting == 1
             }

@@ -326,8 +326,9 @@ extension CorrelationEngine {
     static func describe(component: String, status: ComponentStatus, scope: ProblemScope, evidence: Evidence) -> String {
         let words = status.rawValue.replacingOccurrences(of: "_", with: " ")
         let place = scope == .region ? "in " + evidence.failingRegions.joined(separator: ", ") : "platform-wide"
-        var detail = "\(evidence.failingAgentCount)/\(evidence.reportingAgents) agents failing"
-        if status == .degradedPerformance { detail = "\(evidence.degradedAgents)/\(evidence.reportingAgents) agents slow" }
+        let of = scope == .region ? evidence.regionReportingAgents ?? evidence.reportingAgents : evidence.reportingAgents
+        var detail = "\(evidence.failingAgentCount)/\(of) agents failing"
+        if status == .degradedPerformance { detail = "\(evidence.degradedAgents)/\(of) agents slow" }
         if evidence.singleAgent { detail += ", single agent" }
         if let p95 = telling(evidence.latencyP95Ms, status) { detail += ", p95 \(fixedDecimals(p95, 0)) ms" }
         let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(3).map(\.key)
@@ -348,12 +349,15 @@ extension CorrelationEngine {
             case .degradedPerformance: "is slow"
             default: "has problems"
             }
-        let place = scope == .region && !evidence.failingRegions.isEmpty ? "for users in " + listed(evidence.failingRegions) : "platform-wide"
+        let regional = scope == .region && !evidence.failingRegions.isEmpty
+        let place = regional ? "for users in " + listed(evidence.failingRegions) : "platform-wide"
+        // In a region, of that region's agents: "2 of 2 agents" in eu reads as all of eu.
+        let of = regional ? evidence.regionReportingAgents ?? evidence.reportingAgents : evidence.reportingAgents
         var detail: [String] = []
         if status == .degradedPerformance {
-            if evidence.reportingAgents > 0 { detail.append("\(evidence.degradedAgents) of \(evidence.reportingAgents) agents") }
-        } else if evidence.reportingAgents > 0 {
-            detail.append("\(evidence.failingAgentCount) of \(evidence.reportingAgents) agents")
+            if of > 0 { detail.append("\(evidence.degradedAgents) of \(of) agents") }
+        } else if of > 0 {
+            detail.append("\(evidence.failingAgentCount) of \(of) agents")
         }
         if let p95 = telling(evidence.latencyP95Ms, status) { detail.append("p95 " + duration(ms: p95)) }
         let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(2).map(\.key)

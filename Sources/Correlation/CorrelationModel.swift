@@ -127,6 +127,10 @@ public struct Evidence: Sendable, Codable, Hashable {
     /// True when the problem rests on one agent's results alone (one failing agent): read it as
     /// unconfirmed by a second source.
     public var singleAgent: Bool
+    /// Reporting agents in `failingRegions` (of `reportingAgents`), for texts that say how much
+    /// of those regions fails ("2 of 2 agents" in eu, not "2 of 6"); nil in evidence stored
+    /// before it existed.
+    public var regionReportingAgents: Int?
 
     public init(
         failingAgents: [String] = [], failingAgentCount: Int = 0, failingRegions: [String] = [], reportingAgents: Int = 0,
@@ -165,6 +169,7 @@ public struct Evidence: Sendable, Codable, Hashable {
         case affected
         case affectedBy = "affected_by"
         case singleAgent = "single_agent"
+        case regionReportingAgents = "region_reporting_agents"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -184,6 +189,7 @@ public struct Evidence: Sendable, Codable, Hashable {
         affected = try c.decodeIfPresent([String].self, forKey: .affected) ?? []
         affectedBy = try c.decodeIfPresent([String].self, forKey: .affectedBy) ?? []
         singleAgent = try c.decodeIfPresent(Bool.self, forKey: .singleAgent) ?? false
+        regionReportingAgents = try c.decodeIfPresent(Int.self, forKey: .regionReportingAgents)
     }
 }
 

@@ -266,6 +266,18 @@ import Testing
         #expect(fleet.engine.openIncidents.first { $0.component == "login" }?.evidence.affected == ["batch"])
     }
 
+    /// A region's incident counts that region's agents: "2 of 2 agents" in eu reads as all of
+    /// eu, where "2 of 6" read as two bad hosts (found by the on-call review, F3).
+    @Test func aRegionsIncidentCountsThatRegionsAgents() throws {
+        var fleet = warmFleet()
+        fleet.faults = ["eu": FleetSimulation.failing(regions: ["eu"], components: ["files"])]
+        let events = fleet.step(seconds: 20)
+        let opened = try #require(events.first { $0.type == .incidentOpened }, "\(describe(events))")
+        #expect(opened.scope == .region && opened.summary.contains("in eu (2/2 agents failing"), "\(opened.summary)")
+        #expect(opened.message?.contains("for users in eu (2 of 2 agents") == true, "\(opened.message ?? "-")")
+        #expect(opened.evidence?.reportingAgents == 6 && opened.evidence?.regionReportingAgents == 2)
+    }
+
     /// An agent's absurd duration (1e308 ms) is kept within bounds: the latency figures and the
     /// incident's text ("p95 … ms") used to trap on it, every evaluation and every restart
     /// (found by the red team, F15).
