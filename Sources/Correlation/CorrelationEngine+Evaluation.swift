@@ -827,7 +827,11 @@ extension CorrelationEngine {
                 evidence.regionReportingAgents = Int(
                     rollup.affectedRegions.reduce(Int32(0)) { sum, name in sum + (regionIndex[name].map { slice[slice.startIndex + Int($0)].reporting } ?? 0) })
                 evidence.affected = affected[c].subtracting([componentNames[c]]).sorted()
-                evidence.singleAgent = evidence.failingAgentCount + Int(rollup.total.degraded) == 1 || rollup.total.reporting == 1
+                // An incident that more than one agent confirmed stays confirmed when one of them
+                // stops (a routine restart of an agent is not "seen by one agent only so far").
+                let confirmedByMore = tracks[c].incident.map { tracks[c].touchedAgents.union($0.agents).count >= 2 } ?? false
+                evidence.singleAgent =
+                    !confirmedByMore && (evidence.failingAgentCount + Int(rollup.total.degraded) == 1 || rollup.total.reporting == 1)
             }
             var track = tracks[c]
             track.measured = rollup.status

@@ -278,6 +278,20 @@ import Testing
         #expect(opened.evidence?.reportingAgents == 6 && opened.evidence?.regionReportingAgents == 2)
     }
 
+    /// An agent of a region stopped during its confirmed outage (a routine restart) does not turn
+    /// the incident into "seen by one agent only so far" (found by the on-call review, F7).
+    @Test func aConfirmedIncidentStaysConfirmedWhenOneOfItsAgentsStops() throws {
+        var fleet = warmFleet()
+        fleet.faults = ["eu": FleetSimulation.failing(regions: ["eu"], components: ["files"])]
+        fleet.step(seconds: 15)
+        fleet.stopped.insert("eu-2")
+        let events = fleet.step(seconds: 40)
+        let log = describe(events)
+        #expect(fleet.verdicts["files"]?.evidence.singleAgent == false, "\(log)")
+        #expect(!events.contains { $0.summary.contains("single agent") || ($0.message ?? "").contains("one agent only") }, "\(log)")
+        #expect(fleet.engine.openIncidents.first { $0.component == "files" } != nil)
+    }
+
     /// An agent's absurd duration (1e308 ms) is kept within bounds: the latency figures and the
     /// incident's text ("p95 … ms") used to trap on it, every evaluation and every restart
     /// (found by the red team, F15).
