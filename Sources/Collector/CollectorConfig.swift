@@ -108,6 +108,17 @@ public struct CollectorConfig: Sendable {
         if let publicURL { return publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL }
         return "\(tls == nil ? "http" : "https")://\(host):\(boundPort ?? port)"
     }
+
+    /// The base for links on the public feed and summary.json: `public_url`, else the host the
+    /// client asked for (its `Host`, when it is a plain host[:port]), else none (relative
+    /// links); never the listen address, which behind a proxy is an internal one (red team F14).
+    public func publicLinkBase(host requested: String?) -> String {
+        if publicURL != nil { return linkBase(boundPort: nil) }
+        guard let requested, !requested.isEmpty, requested.utf8.count <= 255,
+            requested.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber || "-.:[]".utf8.contains($0)) })
+        else { return "" }
+        return "\(tls == nil ? "http" : "https")://\(requested)"
+    }
 }
 
 /// `listen.tls`: PEM files of the server's certificate chain and private key, and optionally the

@@ -121,7 +121,8 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     let api = CollectorAPI(
         store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger, outbox: outbox, ingest: ingest,
         health: health, testAlertLimiter: RateLimiter(perMinute: config.limits.testAlertsPerMinute, burst: config.limits.testAlertsPerMinute),
-        page: config.statusPage, declaredComponents: config.components, linkBase: linkBase, cluster: coordinator,
+        page: config.statusPage, declaredComponents: config.components,
+        publicLinkBase: { host in config.publicLinkBase(host: host) }, cluster: coordinator,
         logger: logger)
     var evaluator = Evaluator(
         hub: hub, store: store, settings: settings, metrics: metrics, interval: config.evaluationInterval, trigger: trigger, outbox: outbox, logger: logger)
@@ -240,9 +241,9 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
                 page(request, try await api.incidentPage(id: context.parameters.get("id") ?? "", audience: .operators), shared: false)
             }
         ),
-        (pages, [.get, .head], "/history.atom", { request, _ in feed(request, try await api.incidentFeed()) }),
-        (pages, [.get, .head], "/api/v2/summary.json", { request, _ in feed(request, try await api.statuspageSummary()) }),
-        (pages, [.get, .head], "/api/v2/status.json", { request, _ in feed(request, try await api.statuspageStatus()) }),
+        (pages, [.get, .head], "/history.atom", { request, _ in feed(request, try await api.incidentFeed(host: request.head.authority)) }),
+        (pages, [.get, .head], "/api/v2/summary.json", { request, _ in feed(request, try await api.statuspageSummary(host: request.head.authority)) }),
+        (pages, [.get, .head], "/api/v2/status.json", { request, _ in feed(request, try await api.statuspageStatus(host: request.head.authority)) }),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
@@ -299,8 +300,8 @@ public struct CollectorAPI: Sendable {
     let page: StatusPageSettings
     /// `components`: shown ("starting") before their first result.
     let declaredComponents: [String]
-    /// Base of absolute links (`public_url`), for the feed and summary.json.
-    let linkBase: @Sendable () -> String
+    /// Base of absolute links on the public feed and summary.json, given the request's `Host`.
+    let publicLinkBase: @Sendable (_ host: String?) -> String
     /// With several collectors on PostgreSQL: leadership, for /v1/status and /metrics.
     let cluster: ClusterCoordinator?
     let logger: Logger
@@ -496,17 +497,17 @@ public struct CollectorAPI: Sendable {
         return PageBody(html: StatusPage.renderIncident(incident, page: try await pageSnapshot(audience: audience), audience: audience))
     }
 
-    func incidentFeed() async throws -> PageBody {
-        let xml = IncidentFeed.render(try await pageSnapshot(audience: .public), base: linkBase())
+    func incidentFeed(host: String?) async throws -> PageBody {
+        let xml = IncidentFeed.render(try await pageSnapshot(audience: .public), base: publicLinkBase(host))
         return PageBody(data: Data(xml.utf8), contentType: "application/atom+xml; charset=utf-8")
     }
 
-    func statuspageSummary() async throws -> PageBody {
-        PageBody(json: StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase()))
+    func statuspageSummary(host: String?) async throws -> PageBody {
+        PageBody(json: StatuspageSummary(try await pageSnapshot(audience: .public), base: publicLinkBase(host)))
     }
 
-    func statuspageStatus() async throws -> PageBody {
-        PageBody(json: StatuspageStatus(StatuspageSummary(try await pageSnapshot(audience: .public), base: linkBase())))
+    func statuspageStatus(host: String?) async throws -> PageBody {
+        PageBody(json: StatuspageStatus(StatuspageSummary(try await pageSnapshot(audience: .public), base: publicLinkBase(host))))
     }
 
     // MARK: Query helpers

@@ -247,6 +247,20 @@ import Testing
             #expect(Set(object.keys) == ["page", "components", "incidents", "scheduled_maintenances", "status"])
             let page = try #require(object["page"] as? [String: Any])
             #expect(page["name"] as? String == "Example Cloud status" && page["id"] != nil && page["updated_at"] != nil)
+            // Without public_url the links use the host the client asked for, never the listen
+            // address (behind a proxy an internal one: red team F14).
+            #expect(page["url"] as? String == collector.baseURL, "\(page["url"] ?? "-")")
+            func pageURL(host: String) async throws -> String? {
+                let response = try await CurlHTTPClient.shared.perform(
+                    HTTPRequest(
+                        url: collector.baseURL + "/api/v2/summary.json", headers: TestTokens.headers(TestTokens.read) + [HTTPHeader("Host", host)],
+                        timeout: .seconds(10), caFile: collector.caFile))
+                return ((try JSONSerialization.jsonObject(with: response.body) as? [String: Any])?["page"] as? [String: Any])?["url"] as? String
+            }
+            let asked = try await pageURL(host: "status.example.com")
+            let scheme = collector.baseURL.hasPrefix("https:") ? "https" : "http"
+            #expect(asked == scheme + "://status.example.com", "\(asked ?? "nil")")
+            #expect(try await pageURL(host: "evil.example/<x>") == "", "a Host that is not a plain host[:port] gives relative links")
             let status = try #require(object["status"] as? [String: Any])
             #expect(status["indicator"] as? String != nil && status["description"] as? String != nil)
             let components = try #require(object["components"] as? [[String: Any]])
