@@ -517,10 +517,19 @@ public struct CollectorAPI: Sendable {
         return limit
     }
 
+    /// The longest duration back from now a query may name (100 years): a larger or non-finite
+    /// number would trap when converted to the store's integer milliseconds (`since=1e300`).
+    static let longestQueryDuration: TimeInterval = 100 * 365 * 86_400
+
     /// An RFC 3339 time, or a duration back from now (`10m`, `2h`, `1d`, `30s`).
     static func time(_ text: String, field: String) throws(APIError) -> Date {
         if let date = RFC3339.date(from: text) { return date }
-        if let seconds = ConfigDuration.parse(text), seconds >= 0 { return Date().addingTimeInterval(-seconds) }
+        if let seconds = ConfigDuration.parse(text) {
+            guard seconds.isFinite, seconds >= 0, seconds <= longestQueryDuration else {
+                throw APIError.badQuery("\(field): \"\(text)\" is out of range; a duration back from now is 0 to 36500d")
+            }
+            return Date().addingTimeInterval(-seconds)
+        }
         throw APIError.badQuery("\(field): expected an RFC 3339 time (2026-01-02T03:04:05Z) or a duration back from now (10m, 2h), got \"\(text)\"")
     }
 }
