@@ -116,7 +116,7 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
         pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
         maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew,
         retention: config.retentionDays * 86_400, logger: logger,
-        bodyBudget: PushBodyBudget(limit: config.limits.maxPushBytesInFlight))
+        bodyBudget: PushBodyBudget(limit: config.limits.maxPushBytesInFlight, perAgent: 2 * config.maxBodyBytes))
     ingest.feedsHub = coordinator == nil
     let api = CollectorAPI(
         store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger, outbox: outbox, ingest: ingest,
@@ -148,7 +148,9 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     // trickled header) and `request_timeout` (a whole request, body included).
     let http1 = HTTPServerBuilder.http1(
         configuration: .init(
-            additionalChannelHandlers: [RequestReadDeadline(limit: .nanoseconds(Int64(config.requestTimeout * 1e9)))],
+            additionalChannelHandlers: [
+                RequestReadDeadline(limit: .nanoseconds(Int64(config.requestTimeout * 1e9)), minBodyRate: config.limits.minBodyBytesPerSecond)
+            ],
             idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9))))
     let server = try credentials.map { try HTTPServerBuilder.tls(http1, tlsConfiguration: $0.serverConfiguration()) } ?? http1
     if credentials == nil {
