@@ -348,6 +348,13 @@ public enum IngestDecoding {
                 "results[\(index)] (id \(result.id)): started_at \(RFC3339.string(from: result.startedAt)) is \(Int(result.startedAt.timeIntervalSince(batch.sentAt).rounded())) s after the batch's sent_at \(RFC3339.string(from: batch.sentAt)); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
             )
         }
+        // Names, codes, labels and texts reach pages, webhooks, metrics and terminals: one rule
+        // (`ResultText`, also the probe loader's) for what they may hold.
+        for (index, result) in batch.results.enumerated() {
+            if let (field, reason) = ResultText.problem(in: result) {
+                throw APIError(.badRequest, "bad_field", "results[\(index)].\(field) (id \(APIError.clipped(result.id, to: 64))): \(reason); fix the probe script (sonde-agent validate checks it)")
+            }
+        }
         if let notBefore, let index = batch.results.firstIndex(where: { $0.startedAt < notBefore }) {
             let result = batch.results[index]
             throw APIError(

@@ -139,7 +139,7 @@ import Testing
     }
 
     /// Runs from more than a day before the agent's enrolment or past `retention_days`
-    /// are refused, naming the result; names longer than 128 bytes and components named only by
+    /// are refused, naming the result; components longer than 64 bytes and components named only by
     /// steps count against the agent's caps too.
     @Test func oldRunsLongNamesAndStepComponentsAreRefused() async throws {
         let folder = try TemporaryDirectory("sonde-drill-abuse")
@@ -154,8 +154,8 @@ import Testing
             #expect(old.status == 400 && old.bodyText.contains("result_too_old") && old.bodyText.contains("results[0]"), "\(old.bodyText)")
             #expect(try await push(agent.results(2, at: Date().addingTimeInterval(-30))).status == 200)
 
-            let long = try await push(agent.results(1, components: [String(repeating: "x", count: 129)]))
-            #expect(long.status == 422 && long.bodyText.contains("bad_name"), "\(long.bodyText)")
+            let long = try await push(agent.results(1, components: [String(repeating: "x", count: 65)]))
+            #expect(long.status == 400 && long.bodyText.contains("bad_field") && long.bodyText.contains("results[0].component"), "\(long.bodyText)")
 
             var journey = agent.results(1, components: ["files"])[0]
             journey.steps = (0..<6).map { n in

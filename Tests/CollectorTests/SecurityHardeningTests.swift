@@ -1,0 +1,64 @@
+import Collector
+import CollectorAPI
+import CollectorStore
+import CurlHTTP
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// The red team's findings about what one enrolled agent can make others see: free text in
+/// codes and names (F5, F8), control characters (F1), unbounded labels (F10, F11).
+@Suite("Security hardening", .serialized)
+struct SecurityHardeningTests {
+    /// Every text field of a result keeps `ResultText`'s rule at ingest: a push breaking it is
+    /// refused with 400 `bad_field`, naming the result and the field; nothing is stored.
+    @Test func agentTextIsBoundedAtIngest() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            let esc = "\u{1B}[2J\u{1B}]0;pwned\u{07}"
+            let cases: [(field: String, change: (inout ProbeResult) -> Void)] = [
+                ("error.code", { $0.error?.code = "DATA BREACH - reset passwords at evil.example/reset" }),
+                ("error.code", { $0.error?.code = String(repeating: "a", count: 65) }),
+                ("error.code", { $0.error?.code = "http_status\(esc)" }),
+                ("error.message", { $0.error?.message = "All good \(esc)" }),
+                ("error.message", { $0.error?.message = "line\rover" }),
+                ("error.step", { $0.error?.step = "s1\u{1B}[31m" }),
+                ("steps[0].name", { $0.steps[0].name = "login\u{9B}2J" }),
+                ("component", { $0.component = "payments - card data was leaked, call 555-0100" }),
+                ("component", { $0.component = String(repeating: "c", count: 65) }),
+                ("probe", { $0.probe = "login check" }),
+                ("steps[0].component", { $0.steps[0].component = "files, batch and payments" }),
+                ("labels.team", { $0.labels = ["team": String(repeating: "x", count: 257)] }),
+                ("labels.team", { $0.labels = ["team": "a\u{1B}b"] }),
+                ("labels", { $0.labels = ["cost-center": "x"] }),
+                ("labels", { $0.labels = ["__name__": "x"] }),
+                ("labels", { $0.labels = ["probe": "spoof"] }),
+            ]
+            for (field, change) in cases {
+                var bad = agent.result(outcome: .failed, code: "server_error")
+                change(&bad)
+                let response = try await agent.push(agent.batch([agent.result(), bad]), to: collector)
+                let body = try? decode(APIErrorBody.self, response)
+                #expect(response.status == 400 && body?.error.code == "bad_field", "\(field): \(response.status) \(response.bodyText)")
+                #expect(body?.error.message.hasPrefix("results[1].\(field) ") == true, "\(field): \(response.bodyText)")
+                #expect(!response.bodyText.contains("\u{1B}") && !response.bodyText.contains("\\u001b"), "the refusal does not echo the escape")
+            }
+            #expect(try await collector.store.resultCount() == 0)
+
+            // What the agent itself produces passes: codes like its failure_codes', identifiers
+            // with the allowed punctuation, labels within the loader's bounds, lines in messages.
+            var good = agent.result(probe: "sim/login:v2.1", component: "files-eu_2.a", outcome: .failed, code: "file_expired")
+            good.error?.message = "HTTP 500\nbody: {\"error\":\"expired\"}\twith a tab"
+            good.labels = ["team": "storage", "severity_route": "pager", "tier": String(repeating: "1", count: 256)]
+            for code in ["http_status", "server_error", "file_expired", "NXDOMAIN", "x.y:z-1", String(repeating: "c", count: 64)] {
+                good.error?.code = code
+                good.id = UUID().uuidString
+                let response = try await agent.push(agent.batch([good]), to: collector)
+                #expect(response.status == 200, "\(code): \(response.bodyText)")
+            }
+        }
+    }
+}
