@@ -61,4 +61,27 @@ struct SecurityHardeningTests {
             }
         }
     }
+
+    /// `sonde results` shows control characters in stored text as `cat -v` does (a result stored
+    /// before ingest refused them): no ESC reaches the terminal, the rest of the row stays.
+    @Test func cliShowsControlCharactersVisibly() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            var result = agent.result(outcome: .failed, code: "http_status")
+            result.error?.message = "\u{1B}[2J\u{1B}[HAll good \u{1B}[8mHIDDEN\u{1B}[0m\u{9B}31m"
+            result.error?.step = "s1\u{1B}]0;pwned-title\u{07}"
+            let batch = agent.batch([result])
+            let body = try SondeJSON.encode(batch)
+            _ = try await collector.store.ingest(
+                batch: BatchRecord(batchID: batch.batchID, agent: agent.id, receivedAt: Date(), body: body, signature: try agent.key.signatureHeader(for: body)),
+                results: batch.results)
+            let output = try await CLIExitStatusTests.sonde(
+                ["results", "--limit", "5"], ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1", "SONDE_TOKEN": TestTokens.read])
+            #expect(output.status == 0, "\(output.output)")
+            #expect(!output.output.contains("\u{1B}") && !output.output.contains("\u{07}") && !output.output.contains("\u{9B}"), "\(output.output)")
+            #expect(output.output.contains("at s1^[]0;pwned-title^G: ^[[2J^[[HAll good ^[[8mHIDDEN^[[0mM-^[31m"), "\(output.output)")
+        }
+    }
 }
