@@ -8,7 +8,8 @@ import SondeTestSupport
 import Testing
 
 /// The red team's findings about what one enrolled agent can make others see: free text in
-/// codes and names (F5, F8), control characters (F1), unbounded labels (F10, F11).
+/// codes and names (F5, F8), control characters (F1), unbounded labels (F10, F11), labels that
+/// evict the honest ones from an incident's alerts (F9).
 @Suite("Security hardening", .serialized)
 struct SecurityHardeningTests {
     /// Every text field of a result keeps `ResultText`'s rule at ingest: a push breaking it is
@@ -58,6 +59,42 @@ struct SecurityHardeningTests {
                 good.id = UUID().uuidString
                 let response = try await agent.push(agent.batch([good]), to: collector)
                 #expect(response.status == 200, "\(code): \(response.bodyText)")
+            }
+        }
+    }
+
+    /// One agent failing with 32 labels of its own, and `team=nobody`, does not strip or alter
+    /// the honest agents' `team`/`severity_route` on the incident's webhooks (F9).
+    @Test func oneAgentCannotEvictOrAlterAnIncidentsLabels() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try WebhookReceiver()
+        defer { receiver.stop() }
+        receiver.set(.up)
+        let honest = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        let liar = TestAgent(id: "eu-3", region: "eu")
+        var config = testConfig(dir: dir, agents: honest + [liar], webhooks: [WebhookTarget(name: "hook", url: receiver.url, format: .json)])
+        config.components = ["files"]
+        let honestLabels = ["team": "storage", "severity_route": "pager"]
+        var liarLabels = Dictionary(uniqueKeysWithValues: (0..<31).map { (String(format: "a%02d", $0), "x") })
+        liarLabels["team"] = "nobody"
+        try await withCollector(config) { collector in
+            func incidentEvents() -> [[String: Any]] { receiver.events.filter { ($0["type"] as? String)?.hasPrefix("incident.") == true } }
+            try await waitUntil("an incident event after the liar joined", timeout: .seconds(60)) {
+                var bad = liar.result(probe: "files-check", component: "files", outcome: .failed, startedAt: Date(), code: "file_expired")
+                bad.labels = liarLabels
+                let accepted = try await liar.push(liar.batch([bad]), to: collector).status
+                #expect(accepted == 200)
+                for agent in honest {
+                    var run = agent.result(probe: "files-check", component: "files", outcome: .failed, startedAt: Date(), code: "file_expired")
+                    run.labels = honestLabels
+                    let status = try await agent.push(agent.batch([run]), to: collector).status
+                    #expect(status == 200)
+                }
+                return !incidentEvents().isEmpty
+            }
+            for event in incidentEvents() {
+                #expect(event["labels"] as? [String: String] == honestLabels, "\(event["type"] ?? "?"): \(event["labels"] ?? "none")")
             }
         }
     }
