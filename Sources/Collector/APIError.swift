@@ -8,6 +8,9 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     public var code: String
     public var message: String
     public var headers: HTTPFields = [:]
+    /// The precise reason, for the collector's log and metrics only, when the answer must not
+    /// tell it (an unauthenticated push: unknown, revoked or bad signature look the same).
+    public var reason: String?
 
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
         self.status = status

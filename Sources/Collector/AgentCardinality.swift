@@ -30,18 +30,12 @@ final class AgentCardinality: Sendable {
         let limits = self.limits
         let refusal: APIError? = names.withLock { table in
             var entry = table[agent] ?? Names()
-            for (index, result) in results.enumerated() {
-                if let refusal = Self.badName(result.probe, "results[\(index)].probe") ?? Self.badName(result.component, "results[\(index)].component") {
-                    return refusal
-                }
+            // Names were checked by `IngestDecoding` (`ResultText`); here they are only counted.
+            for result in results {
                 entry.probes.insert(result.probe)
                 entry.components.insert(result.component)
                 // A step's own component is a component as much as the probe's (its verdict, its row).
-                for (stepIndex, step) in result.steps.enumerated() {
-                    guard let component = step.component else { continue }
-                    if let refusal = Self.badName(component, "results[\(index)].steps[\(stepIndex)].component") { return refusal }
-                    entry.components.insert(component)
-                }
+                for case let component? in result.steps.map(\.component) { entry.components.insert(component) }
             }
             if entry.probes.count > limits.maxProbesPerAgent {
                 return APIError(
@@ -62,18 +56,5 @@ final class AgentCardinality: Sendable {
     /// True when `text` holds a control character (a name or id a client sent).
     static func hasControlCharacters(_ text: String) -> Bool {
         text.unicodeScalars.contains { $0.properties.generalCategory == .control }
-    }
-
-    /// Longest probe or component name accepted: names become metric labels, status-page rows
-    /// and incident titles.
-    static let longestName = 128
-
-    /// A refusal for a name that is empty, longer than `longestName` bytes or holds a control
-    /// character; nil for a good one.
-    static func badName(_ name: String, _ field: String) -> APIError? {
-        guard name.isEmpty || name.utf8.count > longestName || hasControlCharacters(name) else { return nil }
-        return APIError(
-            .unprocessableContent, "bad_name",
-            "\(field) must be 1 to \(longestName) bytes without control characters (got \(name.utf8.count) bytes); rename it in the probe script")
     }
 }

@@ -13,7 +13,7 @@ import SondeYAML
 /// tokens: [{ name: ops, role: admin, sha256: <hex SHA-256 of the token> }]
 /// status_page: { public: false, title: Example status, logo: https://example.com/logo.svg, link: https://example.com, show_probes: false }
 /// metrics: { public: false }                  # true: `/metrics` answers without a token
-/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456 }
+/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456, min_body_bytes_per_second: 16384 }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
 /// database_sync: full                          # fsync at every commit (normal: only at checkpoints)
 /// public_url: https://status.example.com      # base of the links in webhooks
@@ -196,6 +196,10 @@ public struct Limits: Sendable, Hashable {
     /// agents together (past it: 503 `busy`, retry in 1 s). Bounds what slow or hostile senders
     /// can make it buffer. Default 256 MiB.
     public var maxPushBytesInFlight = 256 << 20
+    /// `limits.min_body_bytes_per_second`: after `RequestReadDeadline.bodyGrace` (5 s), a request
+    /// body must arrive at least this fast on average, else the connection is closed: a trickled
+    /// body cannot hold a connection, a handler or budget for long. 0 turns it off. Default 16 KiB/s.
+    public var minBodyBytesPerSecond = 16 << 10
 
     public init() {}
 }
@@ -474,6 +478,7 @@ private struct ConfigFile: Decodable {
         var pushBurst: Double?
         var testAlertsPerMinute: Double?
         var maxPushBytesInFlight: Int?
+        var minBodyBytesPerSecond: Int?
         enum CodingKeys: String, CodingKey {
             case maxProbesPerAgent = "max_probes_per_agent"
             case maxComponentsPerAgent = "max_components_per_agent"
@@ -481,6 +486,7 @@ private struct ConfigFile: Decodable {
             case pushBurst = "push_burst"
             case testAlertsPerMinute = "test_alerts_per_minute"
             case maxPushBytesInFlight = "max_push_bytes_in_flight"
+            case minBodyBytesPerSecond = "min_body_bytes_per_second"
         }
     }
     var listen: Listen?
@@ -751,6 +757,10 @@ extension CollectorConfig {
             if let v = try positive(l.pushBurst, "push_burst") { limits.pushBurst = max(1, v) }
             if let v = try positive(l.testAlertsPerMinute, "test_alerts_per_minute") { limits.testAlertsPerMinute = v }
             if let v = try positive(l.maxPushBytesInFlight, "max_push_bytes_in_flight") { limits.maxPushBytesInFlight = v }
+            if let v = l.minBodyBytesPerSecond {
+                guard v >= 0 else { throw ConfigError(file: file, field: "limits.min_body_bytes_per_second", message: "expected 0 (off) or more") }
+                limits.minBodyBytesPerSecond = v
+            }
         }
     }
 

@@ -119,19 +119,29 @@ public final class CollectorMetrics: Sendable {
     /// Most labels an alert carries from its component's probes (each probe has at most 32).
     static let maxAlertLabels = 32
 
-    /// The `labels` of a component's probes (their latest runs, every agent), for its alerts: a
-    /// label they agree on keeps its value; one they disagree on gets their values sorted and
-    /// joined with `,`. Names sorted; at most `maxAlertLabels`.
+    /// The `labels` of a component's probes (their latest runs, every agent), for its alerts.
+    /// Each agent counts once per label, and a label goes on the alerts only when at least half
+    /// of the agents reporting the component carry it: one agent among several can neither add
+    /// names, push the honest ones out of the `maxAlertLabels`, nor change a value routes match
+    /// on (F9). A name's value is the one most agents give; values tied for most are sorted and
+    /// joined with `,` (a visible conflict). Labels carried by more agents come first, then by name.
     func probeLabels(component: String, now: Date) -> [String: String] {
-        var values: [String: Set<String>] = [:]
+        var agents = Set<String>()
+        var carriers: [String: [String: Set<String>]] = [:]
         // A journey's labels go with the incidents of its steps' components too: a login
         // incident opened from the login step of `team: storage`'s upload journey is routed as
         // that journey's would be.
         for run in latestRuns(now: now) where run.result.component == component || run.result.steps.contains(where: { $0.component == component }) {
-            for (name, value) in run.result.labels ?? [:] { values[name, default: []].insert(value) }
+            agents.insert(run.result.agent)
+            for (name, value) in run.result.labels ?? [:] { carriers[name, default: [:]][value, default: []].insert(run.result.agent) }
         }
-        var labels: [String: String] = [:]
-        for name in values.keys.sorted().prefix(Self.maxAlertLabels) { labels[name] = values[name]!.sorted().joined(separator: ",") }
-        return labels
+        var kept: [(name: String, value: String, agents: Int)] = []
+        for (name, values) in carriers {
+            let most = values.values.map(\.count).max() ?? 0
+            guard most * 2 >= agents.count else { continue }
+            kept.append((name, values.filter { $0.value.count == most }.keys.sorted().joined(separator: ","), most))
+        }
+        kept.sort { $0.agents != $1.agents ? $0.agents > $1.agents : $0.name < $1.name }
+        return Dictionary(uniqueKeysWithValues: kept.prefix(Self.maxAlertLabels).map { ($0.name, $0.value) })
     }
 }

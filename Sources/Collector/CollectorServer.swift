@@ -116,7 +116,7 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
         pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
         maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew,
         retention: config.retentionDays * 86_400, logger: logger,
-        bodyBudget: PushBodyBudget(limit: config.limits.maxPushBytesInFlight))
+        bodyBudget: PushBodyBudget(limit: config.limits.maxPushBytesInFlight, perAgent: 2 * config.maxBodyBytes))
     ingest.feedsHub = coordinator == nil
     let api = CollectorAPI(
         store: store, hub: hub, metrics: metrics, settings: settings, trigger: trigger, outbox: outbox, ingest: ingest,
@@ -149,7 +149,9 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     // trickled header) and `request_timeout` (a whole request, body included).
     let http1 = HTTPServerBuilder.http1(
         configuration: .init(
-            additionalChannelHandlers: [RequestReadDeadline(limit: .nanoseconds(Int64(config.requestTimeout * 1e9)))],
+            additionalChannelHandlers: [
+                RequestReadDeadline(limit: .nanoseconds(Int64(config.requestTimeout * 1e9)), minBodyRate: config.limits.minBodyBytesPerSecond)
+            ],
             idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9))))
     let server = try credentials.map { try HTTPServerBuilder.tls(http1, tlsConfiguration: $0.serverConfiguration()) } ?? http1
     if credentials == nil {
@@ -518,10 +520,19 @@ public struct CollectorAPI: Sendable {
         return limit
     }
 
+    /// The longest duration back from now a query may name (100 years): a larger or non-finite
+    /// number would trap when converted to the store's integer milliseconds (`since=1e300`).
+    static let longestQueryDuration: TimeInterval = 100 * 365 * 86_400
+
     /// An RFC 3339 time, or a duration back from now (`10m`, `2h`, `1d`, `30s`).
     static func time(_ text: String, field: String) throws(APIError) -> Date {
         if let date = RFC3339.date(from: text) { return date }
-        if let seconds = ConfigDuration.parse(text), seconds >= 0 { return Date().addingTimeInterval(-seconds) }
+        if let seconds = ConfigDuration.parse(text) {
+            guard seconds.isFinite, seconds >= 0, seconds <= longestQueryDuration else {
+                throw APIError.badQuery("\(field): \"\(text)\" is out of range; a duration back from now is 0 to 36500d")
+            }
+            return Date().addingTimeInterval(-seconds)
+        }
         throw APIError.badQuery("\(field): expected an RFC 3339 time (2026-01-02T03:04:05Z) or a duration back from now (10m, 2h), got \"\(text)\"")
     }
 }

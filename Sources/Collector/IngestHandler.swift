@@ -44,10 +44,13 @@ struct IngestHandler: Sendable {
             return ack
         } catch {
             metrics.batchRejected()
-            metrics.refused(.ingest, reason: error.code)
-            logger.notice(
-                "Batch refused",
-                metadata: ["error.code": .string(error.code), "error.message": .string(error.message), "agent.id": .string(APIError.clipped(request.headers.first(named: PushProtocol.agentHeader) ?? "?", to: Self.longestAgentID))])
+            metrics.refused(.ingest, reason: error.reason ?? error.code)
+            var metadata: Logger.Metadata = [
+                "error.code": .string(error.code), "error.message": .string(error.message),
+                "agent.id": .string(APIError.clipped(request.headers.first(named: PushProtocol.agentHeader) ?? "?", to: Self.longestAgentID)),
+            ]
+            if let reason = error.reason { metadata["error.reason"] = .string(reason) }
+            logger.notice("Batch refused", metadata: metadata)
             throw error
         }
     }
@@ -67,51 +70,37 @@ struct IngestHandler: Sendable {
                 throw APIError(.unsupportedMediaType, "unsupported_media_type", "Content-Type is \"\(type)\"; push batches as application/json")
             }
         }
-        // Who claims to have sent it, before any body is read: a client that names no enrolled,
-        // unrevoked agent, or signs nothing, costs a lookup, not a buffered body.
+        // Who claims to have sent it. An unknown, revoked or wrongly signed push gets the same
+        // 401, after its body like any other (read and dropped for an unknown or revoked id), so
+        // nobody without a key can learn which agent ids exist (the reason goes to the log and
+        // `sonde_refusals_total`).
         guard let agentID = request.headers.first(named: PushProtocol.agentHeader)?.trimmingCharacters(in: .whitespaces), !agentID.isEmpty else {
-            throw APIError(.unauthorized, "unknown_agent", "no \(PushProtocol.agentHeader) header: name the pushing agent's id in it")
+            throw Self.unauthorized(reason: "unknown_agent", "no \(PushProtocol.agentHeader) header: name the pushing agent's id in it")
+        }
+        guard let signature = request.headers.first(named: PushProtocol.signatureHeader), !signature.isEmpty else {
+            throw Self.unauthorized(reason: "bad_signature", "no \(PushProtocol.signatureHeader) header: the agent signs every push with its key")
         }
         guard agentID.utf8.count <= Self.longestAgentID, !AgentCardinality.hasControlCharacters(agentID) else {
-            throw APIError(.unauthorized, "unknown_agent", "the \(PushProtocol.agentHeader) header is not an agent id (over \(Self.longestAgentID) bytes or with control characters)")
+            throw Self.unauthorized(
+                reason: "unknown_agent", "the \(PushProtocol.agentHeader) header is not an agent id (over \(Self.longestAgentID) bytes or with control characters)")
         }
         let agent: AgentRecord?
         do { agent = try await store.agent(id: agentID) } catch {
             throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up: \(error)")
         }
-        guard let agent else {
-            throw APIError(.unauthorized, "unknown_agent", "agent \"\(agentID)\" is not enrolled; enrol it with `sonde-collector agents add` or the config's agents list")
-        }
-        guard !agent.revoked else { throw APIError(.forbidden, "agent_revoked", "agent \"\(agentID)\" has been revoked") }
-        guard let signature = request.headers.first(named: PushProtocol.signatureHeader), !signature.isEmpty else {
-            throw APIError(.unauthorized, "bad_signature", "missing \(PushProtocol.signatureHeader) header")
-        }
-
-        // Bodies being read share one budget: slow senders naming real agents cannot make the
-        // collector buffer more than `limits.max_push_bytes_in_flight` between them.
-        let reserved = max(1, min(declared ?? maxBodyBytes, maxBodyBytes))
-        guard bodyBudget.reserve(reserved) else {
-            var error = APIError(
-                .serviceUnavailable, "busy",
-                "the collector is reading too many push bodies at once (limits.max_push_bytes_in_flight); retry in 1 s")
-            error.headers[.retryAfter] = "1"
-            throw error
-        }
-        defer { bodyBudget.release(reserved) }
-        let body: Data
-        do {
-            var buffer = try await request.body.collect(upTo: maxBodyBytes)
-            body = buffer.readData(length: buffer.readableBytes) ?? Data()
-        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            throw tooLarge(nil)
-        } catch {
-            throw APIError(.badRequest, "malformed_body", "the request body could not be read: \(error)")
+        let usable = agent.flatMap { $0.revoked ? nil : $0 }
+        // Held until the push is answered: the body stays in memory while it is checked and stored.
+        var charged = 0
+        defer { bodyBudget.release(charged, agent: agentID) }
+        let body = try await readBody(request, agent: agentID, keep: usable != nil, charged: &charged)
+        guard let agent = usable else {
+            throw Self.unauthorized(reason: agent == nil ? "unknown_agent" : "agent_revoked")
         }
         guard !body.isEmpty else { throw APIError(.badRequest, "malformed_body", "the request body is empty; expected a JSON push batch") }
 
         // The signature covers the exact bytes received.
         guard let key = keys.key(agent.publicKey), key.verify(signatureHeader: signature, body: body) else {
-            throw APIError(.unauthorized, "bad_signature", "the \(PushProtocol.signatureHeader) does not verify against agent \"\(agentID)\"'s enrolled key")
+            throw Self.unauthorized(reason: "bad_signature")
         }
 
         // Rate after the signature: nobody can spend an agent's allowance by naming it.
@@ -183,6 +172,53 @@ struct IngestHandler: Sendable {
         hub.confirmations.withLock { $0.components(forRegion: region) }
     }
 
+    /// The one answer to a push not signed by an enrolled, unrevoked agent: the same code and
+    /// message whatever the reason, which is kept for the log and metrics.
+    static func unauthorized(
+        reason: String,
+        _ message: String =
+            "the push is not signed by an enrolled agent: check that the agent is enrolled (sonde-collector agents list), not revoked, and that its key matches the enrolled public key"
+    ) -> APIError {
+        var error = APIError(.unauthorized, "unauthorized", message)
+        error.reason = reason
+        return error
+    }
+
+    /// Reads the body, charging `bodyBudget` for the bytes as they arrive (not the declared
+    /// length: a slow sender holds only what it has sent). `keep` false (an unknown or revoked
+    /// agent) reads and drops it, charging nothing, so the answer comes at the same point as for
+    /// a bad signature. A stalled body is cut by `RequestReadDeadline`'s minimum rate.
+    /// `charged`: the bytes reserved so far, for the caller to release once the push is answered.
+    private func readBody(_ request: Request, agent: String, keep: Bool, charged: inout Int) async throws(APIError) -> Data {
+        var body = Data()
+        var received = 0
+        do {
+            for try await chunk in request.body {
+                let size = chunk.readableBytes
+                guard received + size <= maxBodyBytes else { throw tooLarge(nil) }
+                if keep {
+                    guard bodyBudget.reserve(size, agent: agent) else {
+                        var error = APIError(
+                            .serviceUnavailable, "busy",
+                            "the collector is reading too many push bodies at once (limits.max_push_bytes_in_flight, or twice max_body_bytes for one agent id); retry in 1 s")
+                        error.headers[.retryAfter] = "1"
+                        throw error
+                    }
+                    charged += size
+                    body.append(contentsOf: chunk.readableBytesView)
+                }
+                received += size
+            }
+        } catch let error as APIError {
+            throw error
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw tooLarge(nil)
+        } catch {
+            throw APIError(.badRequest, "malformed_body", "the request body could not be read: \(error)")
+        }
+        return body
+    }
+
     private func tooLarge(_ declared: Int?) -> APIError {
         APIError(
             .contentTooLarge, "body_too_large",
@@ -190,27 +226,48 @@ struct IngestHandler: Sendable {
     }
 }
 
-/// Push bodies being read at once share one byte budget (`limits.max_push_bytes_in_flight`): each
-/// push reserves its declared length (or `max_body_bytes` when it declares none) before its body
-/// is read and returns it when it is answered. Past the budget a push gets 503 `busy` at once.
+/// Push bodies being read at once share one byte budget (`limits.max_push_bytes_in_flight`),
+/// charged for the bytes received so far (a declared `Content-Length` costs nothing until its
+/// bytes come), and one agent id may hold at most `perAgent` of it (twice `max_body_bytes`: an
+/// agent pushes one batch at a time). The id is not yet authenticated while a body is read, so
+/// the per-id share keeps senders naming one or a few known ids from taking the whole budget.
+/// Past either: 503 `busy` at once.
 final class PushBodyBudget: Sendable {
+    private struct Usage {
+        var total = 0
+        var byAgent: [String: Int] = [:]
+    }
     private let limit: Int
-    private let used = Mutex(0)
+    private let perAgent: Int
+    private let used = Mutex(Usage())
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, perAgent: Int = .max) {
+        self.limit = limit
+        self.perAgent = perAgent
+    }
 
-    /// False (nothing reserved) when `bytes` more would pass the budget; one push alone always fits.
-    func reserve(_ bytes: Int) -> Bool {
+    /// False (nothing reserved) when `bytes` more would pass the budget or the agent's share;
+    /// a push alone always fits the shared budget.
+    func reserve(_ bytes: Int, agent: String) -> Bool {
         used.withLock { used in
-            guard used == 0 || used + bytes <= limit else { return false }
-            used += bytes
+            let mine = used.byAgent[agent, default: 0]
+            guard used.total == 0 || used.total + bytes <= limit, mine + bytes <= perAgent else { return false }
+            used.total += bytes
+            used.byAgent[agent] = mine + bytes
             return true
         }
     }
 
-    func release(_ bytes: Int) { used.withLock { $0 -= bytes } }
+    func release(_ bytes: Int, agent: String) {
+        guard bytes > 0 else { return }
+        used.withLock { used in
+            used.total -= bytes
+            let left = used.byAgent[agent, default: 0] - bytes
+            used.byAgent[agent] = left > 0 ? left : nil
+        }
+    }
 
-    var inUse: Int { used.withLock { $0 } }
+    var inUse: Int { used.withLock { $0.total } }
 }
 
 /// Agents' public keys as parsed for verification, by the base64 the store holds: parsing one
@@ -290,6 +347,13 @@ public enum IngestDecoding {
                 .badRequest, "result_clock_skew",
                 "results[\(index)] (id \(result.id)): started_at \(RFC3339.string(from: result.startedAt)) is \(Int(result.startedAt.timeIntervalSince(batch.sentAt).rounded())) s after the batch's sent_at \(RFC3339.string(from: batch.sentAt)); at most \(Int(allowedSkew)) s is allowed: fix the agent host's clock (NTP)"
             )
+        }
+        // Names, codes, labels and texts reach pages, webhooks, metrics and terminals: one rule
+        // (`ResultText`, also the probe loader's) for what they may hold.
+        for (index, result) in batch.results.enumerated() {
+            if let (field, reason) = ResultText.problem(in: result) {
+                throw APIError(.badRequest, "bad_field", "results[\(index)].\(field) (id \(APIError.clipped(result.id, to: 64))): \(reason); fix the probe script (sonde-agent validate checks it)")
+            }
         }
         if let notBefore, let index = batch.results.firstIndex(where: { $0.startedAt < notBefore }) {
             let result = batch.results[index]

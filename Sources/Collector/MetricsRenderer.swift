@@ -132,7 +132,7 @@ enum MetricsRenderer {
         out.sample("sonde_ingest_results_total", [], Double(counters.results))
         out.declare(
             "sonde_ingest_push_bytes_in_flight", type: "gauge",
-            help: "Push body bytes being read now, at their declared lengths (limits.max_push_bytes_in_flight bounds it).")
+            help: "Push body bytes received and held now, of pushes not yet answered (limits.max_push_bytes_in_flight bounds it).")
         out.sample("sonde_ingest_push_bytes_in_flight", [], Double(pushBytesInFlight))
         out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by target (its name) and result, since start.")
         for (key, count) in counters.webhookAttempts.sorted(by: { $0.key < $1.key }) {

@@ -82,7 +82,7 @@ struct GlobalOptions: ParsableArguments {
 /// Runs a command body, turning CLIError into a message on stderr and exit status 2.
 func reportingErrors(_ body: () async throws -> Void) async throws {
     do { try await body() } catch let error as CLIError {
-        FileHandle.standardError.write(Data("sonde: \(error.description)\n".utf8))
+        FileHandle.standardError.write(Data("sonde: \(shown(error.description, keepLines: true))\n".utf8))
         throw ExitCode(2)
     }
 }
@@ -104,10 +104,12 @@ func printJSON(_ data: Data) {
 enum Colour {
     static let enabled = isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
 
+    /// Only for Sonde's own words: anything from the collector goes through `shown` first.
     static func paint(_ text: String, _ code: String) -> String { enabled ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
 
-    static func status(_ status: ComponentStatus) -> String {
-        let code =
+    static func status(_ status: ComponentStatus) -> String { paint(status.rawValue, code(status)) }
+
+    static func code(_ status: ComponentStatus) -> String {
             switch status {
             case .operational: "32"
             case .degradedPerformance: "33"
@@ -116,23 +118,44 @@ enum Colour {
             case .underMaintenance: "34"
             case .unknown: "90"
             }
-        return paint(status.rawValue, code)
     }
 
     static func agentState(_ state: String) -> String {
         switch state {
-        case "ok": paint(state, "32")
-        case "local_fault": paint(state, "38;5;208")
-        case "silent": paint(state, "33")
-        default: paint(state, "90")
+        case "ok": "32"
+        case "local_fault": "38;5;208"
+        case "silent": "33"
+        default: "90"
         }
     }
 }
 
-/// A plain text table; widths ignore ANSI escapes.
+/// What every printer writes for a value that came from the collector (names, ids, messages an
+/// agent or a target supplied): control characters shown as `cat -v` does (`TerminalText`), so
+/// no escape sequence in the data reaches the terminal. `keepLines`: line feed and tab pass (a
+/// message printed on lines of its own).
+func shown(_ text: String, keepLines: Bool = false) -> String { TerminalText.visible(text, keepLines: keepLines) }
+
+/// One table cell: the collector's text, and a colour for Sonde's own words (painted after
+/// the text is made safe, so its escapes are the only ones printed).
+struct Cell: ExpressibleByStringLiteral, ExpressibleByStringInterpolation {
+    var text: String
+    var colour: String?
+
+    init(_ text: String, colour: String? = nil) {
+        self.text = text
+        self.colour = colour
+    }
+
+    init(stringLiteral value: String) { self.init(value) }
+    init(stringInterpolation: DefaultStringInterpolation) { self.init(String(stringInterpolation: stringInterpolation)) }
+    static func status(_ status: ComponentStatus) -> Cell { Cell(status.rawValue, colour: Colour.code(status)) }
+}
+
+/// A plain text table; every cell goes through `shown`, widths ignore the colours.
 struct Table {
     var header: [String]
-    var rows: [[String]] = []
+    var rows: [[Cell]] = []
 
     static func visibleWidth(_ text: String) -> Int {
         var width = 0
@@ -146,7 +169,12 @@ struct Table {
     }
 
     func render() -> String {
-        let all = [header] + rows
+        let all = [header] + rows.map { row in
+            row.map { cell in
+                let text = shown(cell.text)
+                return cell.colour.map { Colour.paint(text, $0) } ?? text
+            }
+        }
         let columns = header.count
         let widths = (0..<columns).map { c in all.map { Self.visibleWidth($0.count > c ? $0[c] : "") }.max() ?? 0 }
         return all.map { row in
@@ -163,14 +191,16 @@ func time(_ date: Date?) -> String { date.map(RFC3339.string(from:)) ?? "never" 
 /// An incident and its timeline, each entry with its author.
 func printIncident(_ incident: Incident) {
     print(
-        "\(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))"
+        "\(shown(incident.id))  \(shown(incident.component))  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(shown(incident.regions.joined(separator: ",")))"
     )
-    if let title = incident.title { print("  \(title)") }
+    if let title = incident.title { print("  \(shown(title))") }
     print(
-        "  opened \(time(incident.openedAt)) by \(incident.openedBy)"
-            + (incident.resolvedAt.map { "  resolved \(time($0))" + (incident.resolvedBy.map { " by \($0)" } ?? "") } ?? ""))
-    if let conflict = incident.conflict { print("  " + Colour.paint("CONFLICT", "33") + " \(conflict)") }
-    for update in incident.updates { print("  \(time(update.time))  \(update.status.rawValue) (\(update.author)): \(update.message)") }
+        "  opened \(time(incident.openedAt)) by \(shown(incident.openedBy))"
+            + (incident.resolvedAt.map { "  resolved \(time($0))" + (incident.resolvedBy.map { " by \(shown($0))" } ?? "") } ?? ""))
+    if let conflict = incident.conflict { print("  " + Colour.paint("CONFLICT", "33") + " \(shown(conflict, keepLines: true))") }
+    for update in incident.updates {
+        print("  \(time(update.time))  \(update.status.rawValue) (\(shown(update.author))): \(shown(update.message, keepLines: true))")
+    }
 }
 
 // MARK: - Commands
@@ -209,7 +239,7 @@ extension SondeCommand {
                 if options.json { return printJSON(body) }
                 print("Overall: \(Colour.status(status.overall))")
                 let regions = Array(Set(status.components.flatMap { $0.regions.keys })).sorted()
-                var table = Table(header: ["COMPONENT", "STATUS", "SCOPE"] + regions.map { $0.uppercased() } + ["EVIDENCE"])
+                var table = Table(header: ["COMPONENT", "STATUS", "SCOPE"] + regions.map { shown($0.uppercased()) } + ["EVIDENCE"])
                 for verdict in status.components {
                     let e = verdict.evidence
                     var evidence: [String] = []
@@ -218,8 +248,8 @@ extension SondeCommand {
                     if !e.errorCodes.isEmpty { evidence.append(e.errorCodes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ",")) }
                     if let p95 = e.latencyP95Ms { evidence.append("p95 \(Int(p95))ms") }
                     table.rows.append(
-                        [verdict.component, Colour.status(verdict.status), verdict.scope?.rawValue ?? "-"]
-                            + regions.map { verdict.regions[$0].map(Colour.status) ?? "-" } + [evidence.joined(separator: " ")])
+                        [Cell(verdict.component), .status(verdict.status), Cell(verdict.scope?.rawValue ?? "-")]
+                            + regions.map { verdict.regions[$0].map(Cell.status) ?? "-" } + [Cell(evidence.joined(separator: " "))])
                 }
                 print(status.components.isEmpty ? "No component verdicts yet (no results received)." : table.render())
                 print("")
@@ -229,14 +259,14 @@ extension SondeCommand {
                     print("Open incidents:")
                     for incident in status.openIncidents {
                         print(
-                            "  \(incident.id)  \(incident.component)  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(incident.regions.joined(separator: ","))  since \(time(incident.openedAt))"
+                            "  \(shown(incident.id))  \(shown(incident.component))  \(Colour.status(incident.severity))  \(incident.status.rawValue)  scope=\(incident.scope.rawValue)  regions=\(shown(incident.regions.joined(separator: ",")))  since \(time(incident.openedAt))"
                         )
-                        if let latest = incident.updates.last { print("    \(latest.author): \(latest.message)") }
+                        if let latest = incident.updates.last { print("    \(shown(latest.author)): \(shown(latest.message, keepLines: true))") }
                     }
                 }
                 // A person's resolution standing against a fault still measured.
                 for verdict in status.components {
-                    if let conflict = verdict.conflict { print(Colour.paint("CONFLICT", "33") + " \(verdict.component): \(conflict)") }
+                    if let conflict = verdict.conflict { print(Colour.paint("CONFLICT", "33") + " \(shown(verdict.component)): \(shown(conflict, keepLines: true))") }
                 }
                 let a = status.agents
                 print("Agents: \(a.total) total, \(a.ok) ok, \(a.localFault) local_fault, \(a.silent) silent, \(a.revoked) revoked")
@@ -274,13 +304,13 @@ extension SondeCommand {
                 for r in page.results {
                     let outcome =
                         switch r.outcome {
-                        case .ok: Colour.paint("ok", "32")
-                        case .degraded: Colour.paint("degraded", "33")
-                        case .failed: Colour.paint("failed", "31")
+                        case .ok: Cell("ok", colour: "32")
+                        case .degraded: Cell("degraded", colour: "33")
+                        case .failed: Cell("failed", colour: "31")
                         }
                     let error = r.error.map { "\($0.kind.rawValue)\($0.code.map { "/" + $0 } ?? "") at \($0.step): \($0.message)" }
                         ?? r.degradedReason.map { "slow: \($0)" } ?? ""
-                    table.rows.append([time(r.startedAt), r.probe, r.component, r.agent, r.region, outcome, "\(Int(r.durationMs))", error])
+                    table.rows.append([Cell(time(r.startedAt)), Cell(r.probe), Cell(r.component), Cell(r.agent), Cell(r.region), outcome, "\(Int(r.durationMs))", Cell(error)])
                 }
                 print(page.results.isEmpty ? "No results match." : table.render())
                 if page.nextCursor != nil { print("(more results: raise --limit or narrow --since)") }
@@ -390,7 +420,7 @@ extension SondeCommand {
                 var table = Table(header: ["AGENT", "REGION", "HEALTH", "LAST SEEN", "WHY"])
                 for agent in body.agents {
                     let state = agent.revoked ? "revoked" : agent.state?.rawValue ?? "unknown"
-                    table.rows.append([agent.id, agent.region, Colour.agentState(state), time(agent.lastSeen), agent.reason ?? ""])
+                    table.rows.append([Cell(agent.id), Cell(agent.region), Cell(state, colour: Colour.agentState(state)), Cell(time(agent.lastSeen)), Cell(agent.reason ?? "")])
                 }
                 print(body.agents.isEmpty ? "No agents enrolled." : table.render())
             }
@@ -453,7 +483,7 @@ extension SondeCommand {
             if options.json {
                 printJSON((try? SondeJSON.encode(report)) ?? Data())
             } else {
-                for failure in report.failures { print(Colour.paint("MISMATCH", "31") + " " + failure) }
+                for failure in report.failures { print(Colour.paint("MISMATCH", "31") + " " + shown(failure)) }
                 print("\(report.batches) batches checked: \(report.verified) verified, \(report.failed) failed, \(report.unknownAgent) from unknown agents")
             }
             if report.failed + report.unknownAgent > 0 { throw ExitCode(1) }
@@ -477,7 +507,7 @@ extension SondeCommand {
                     guard !body.deadLetters.isEmpty else { return print("No dead letters.") }
                     var table = Table(header: ["EVENT", "TYPE", "TARGET", "ATTEMPTS", "DEAD SINCE", "LAST ERROR"])
                     for letter in body.deadLetters {
-                        table.rows.append([letter.eventID, letter.eventType, letter.target, "\(letter.attempts)", time(letter.deadAt), letter.lastError])
+                        table.rows.append([Cell(letter.eventID), Cell(letter.eventType), Cell(letter.target), "\(letter.attempts)", Cell(time(letter.deadAt)), Cell(letter.lastError)])
                     }
                     print(table.render())
                     print("Re-send one with: sonde alert redrive EVENT [--target NAME]")
@@ -497,7 +527,7 @@ extension SondeCommand {
                     let data = try await options.client.raw(path, query: [("target", target)], method: "POST")
                     if options.json { return printJSON(data) }
                     let body = try SondeJSON.decode(RedriveResponse.self, from: data)
-                    print("re-queued event \(body.eventID) for \(body.targets.joined(separator: ", "))")
+                    print("re-queued event \(shown(body.eventID)) for \(shown(body.targets.joined(separator: ", ")))")
                 }
             }
         }
@@ -512,9 +542,9 @@ extension SondeCommand {
                     if options.json { return printJSON(data) }
                     let body = try SondeJSON.decode(AlertTestResponse.self, from: data)
                     if body.targets.isEmpty {
-                        print("queued test event \(body.eventID), but no webhook targets are configured")
+                        print("queued test event \(shown(body.eventID)), but no webhook targets are configured")
                     } else {
-                        print("queued test event \(body.eventID) for \(body.targets.joined(separator: ", "))")
+                        print("queued test event \(shown(body.eventID)) for \(shown(body.targets.joined(separator: ", ")))")
                     }
                 }
             }

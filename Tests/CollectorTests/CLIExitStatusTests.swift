@@ -121,8 +121,8 @@ struct CLIExitStatusTests {
             #expect(revoked.status == 0, "\(revoked.output)")
             #expect(revoked.output.contains("revoked agent eu-1"))
             let refused = try await agent.push(agent.batch([agent.result()]), to: collector)
-            #expect(refused.status == 403, "\(refused.bodyText)")
-            #expect(refused.bodyText.contains("agent_revoked"))
+            #expect(refused.status == 401, "\(refused.bodyText)")
+            #expect(refused.bodyText.contains("unauthorized"))
             // Retired on purpose: no sonde_agent_up series (a 0 would page SondeAgentDown forever).
             try await waitUntil("the revoked agent's sonde_agent_up gone") {
                 !(try await get(collector, "/metrics").bodyText.contains(#"sonde_agent_up{agent="eu-1""#))

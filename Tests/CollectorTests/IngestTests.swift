@@ -30,19 +30,33 @@ struct IngestTests {
             }
 
             let body = try SondeJSON.encode(good.batch([good.result()]))
+            // Unknown, revoked and wrongly signed look the same to the sender (no agent-id
+            // enumeration): one 401 `unauthorized`, one message; the reason is in the metrics.
+            var answers: [String] = []
+            func expectUnauthorized(_ response: HTTPResponse, sourceLocation: SourceLocation = #_sourceLocation) throws {
+                try expectError(response, 401, "unauthorized", sourceLocation: sourceLocation)
+                let body = try SondeJSON.decode(APIErrorBody.self, from: response.body)
+                answers.append(body.error.code + ": " + body.error.message)
+            }
             // Signed by another key.
-            try expectError(try await good.push(body, to: collector, signer: AgentSigningKey()), 401, "bad_signature")
+            try expectUnauthorized(try await good.push(body, to: collector, signer: AgentSigningKey()))
             // Signature of different bytes (body changed after signing).
             var tampered = body
             tampered[tampered.count - 2] ^= 0x01
-            try expectError(try await good.push(tampered, to: collector, signature: try good.key.signatureHeader(for: body)), 401, "bad_signature")
+            try expectUnauthorized(try await good.push(tampered, to: collector, signature: try good.key.signatureHeader(for: body)))
             // Not base64 at all.
-            try expectError(try await good.push(body, to: collector, signature: "%%%"), 401, "bad_signature")
+            try expectUnauthorized(try await good.push(body, to: collector, signature: "%%%"))
             // Unknown agent.
             let stranger = TestAgent(id: "nobody", region: "eu")
-            try expectError(try await stranger.push(stranger.batch([stranger.result()]), to: collector), 401, "unknown_agent")
+            try expectUnauthorized(try await stranger.push(stranger.batch([stranger.result()]), to: collector))
             // Revoked agent.
-            try expectError(try await revoked.push(revoked.batch([revoked.result()]), to: collector), 403, "agent_revoked")
+            try expectUnauthorized(try await revoked.push(revoked.batch([revoked.result()]), to: collector))
+            #expect(Set(answers).count == 1, "\(answers)")
+            #expect(!answers[0].contains("nobody") && !answers[0].contains(revoked.id) && answers[0].contains("revoked"), "\(answers[0])")
+            let metrics = try await get(collector, "/metrics", token: TestTokens.read).bodyText
+            for (reason, count) in [("bad_signature", 3), ("unknown_agent", 1), ("agent_revoked", 1)] {
+                #expect(metrics.contains("sonde_refusals_total{surface=\"ingest\",reason=\"\(reason)\"} \(count)"), "\(reason)")
+            }
             // sent_at 10 minutes in the past; the message says by how much.
             let skewed = try await good.push(good.batch([good.result()], sentAt: Date().addingTimeInterval(-600)), to: collector)
             try expectError(skewed, 400, "clock_skew")

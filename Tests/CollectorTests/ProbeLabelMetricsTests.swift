@@ -9,15 +9,22 @@ import Testing
 /// blackbox_exporter users expect them.
 @Suite("Probe labels and certificate expiry in /metrics")
 struct ProbeLabelMetricsTests {
-    @Test("labels become Prometheus labels (names cleaned, our own names kept first); probe_ssl_earliest_cert_expiry is the chain's earliest notAfter")
+    @Test("labels become Prometheus labels (bad names refused at ingest, our own names first); probe_ssl_earliest_cert_expiry is the chain's earliest notAfter")
     func labelsAndExpiry() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let agent = TestAgent(id: "eu-1", region: "eu")
         try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
             var result = agent.result(probe: "edge", component: "api")
-            // From a hostile or older agent: names Prometheus would reject, one that clashes.
-            result.labels = ["team": "storage", "tier": "1", "cost-center": "x\"y", "probe": "spoof", "9x": "n"]
+            // Names Prometheus would reject, or that clash with ours, are refused at ingest
+            // (ResultText, the probe loader's rule), naming the field.
+            for (name, value) in [("cost-center", "x"), ("probe", "spoof"), ("9x", "n"), ("__name__", "n")] {
+                result.labels = ["team": "storage", name: value]
+                let refused = try await agent.push(agent.batch([result]), to: collector)
+                #expect(refused.status == 400 && refused.bodyText.contains("results[0].labels"), "\(name): \(refused.bodyText)")
+            }
+            // A quote in a value is escaped in the exposition.
+            result.labels = ["team": "storage", "tier": "1", "cost_center": "x\"y"]
             result.steps[0].certNotAfter = Date(timeIntervalSince1970: 1_900_000_000)
             var second = result.steps[0]
             second.name = "api"
@@ -30,7 +37,7 @@ struct ProbeLabelMetricsTests {
             // Probe series appear once the engine has seen the agent report (its first evaluation).
             try await waitUntil("the agent's probe series") { try await get(collector, "/metrics").bodyText.contains(#"probe_success{probe="plain""#) }
             let text = try await get(collector, "/metrics").bodyText
-            let labels = #"probe="edge",component="api",agent="eu-1",region="eu",_9x="n",cost_center="x\"y",label_probe="spoof",team="storage",tier="1""#
+            let labels = #"probe="edge",component="api",agent="eu-1",region="eu",cost_center="x\"y",team="storage",tier="1""#
             #expect(text.contains("probe_success{\(labels)} 1"), "\(text)")
             #expect(text.contains("# TYPE probe_ssl_earliest_cert_expiry gauge"))
             #expect(text.contains("probe_ssl_earliest_cert_expiry{\(labels)} 1850000000"), "\(text)")

@@ -336,7 +336,8 @@ struct SecurityTests {
             await #expect(throws: DuplicateKeyError.self) {
                 try await collector.store.upsertAgent(AgentRecord(id: "eu-twin", region: "us", publicKey: eu.key.publicKey.base64))
             }
-            #expect(try await eu.push(eu.batch([eu.result()]), to: collector).status == 403)
+            // Revoked: the same 401 as an unknown agent (the reason only in the log and metrics).
+            #expect(try await eu.push(eu.batch([eu.result()]), to: collector).status == 401)
 
             // Cardinality: us-1 may report 5 components; a sixth new one refuses the batch whole.
             let five = (0..<5).map { us.result(probe: "p\($0)", component: "c\($0)") }

@@ -8,8 +8,9 @@ import Testing
 /// do through `POST /v1/results`: buffer bodies, echo what it sent, add components to the public
 /// pages, rewrite history.
 @Suite(.serialized) struct PushAbuseDrillTests {
-    /// A push that names no enrolled agent, or signs nothing, is answered from its head: the
-    /// collector never waits for (or buffers) the 8 MB body it declares.
+    /// A push that names no agent, or signs nothing, is answered from its head: the collector
+    /// never waits for (or buffers) the 8 MB body it declares. (An unknown id's body is read and
+    /// dropped, like a bad signature's: `SecurityHardeningDrillTests`.)
     @Test func unauthenticatedPushesAreAnsweredBeforeTheirBody() async throws {
         let folder = try TemporaryDirectory("sonde-drill-abuse")
         defer { folder.remove() }
@@ -17,7 +18,7 @@ import Testing
         try await withDrillCollector(in: folder, agents: [agent], extra: ["request_timeout: 60s"]) { collector in
             let heads: [(String, [(String, String)])] = [
                 ("no agent header", [("Content-Type", "application/json"), (PushProtocol.signatureHeader, "AAAA")]),
-                ("an unknown agent", [("Content-Type", "application/json"), (PushProtocol.agentHeader, "stranger"), (PushProtocol.signatureHeader, "AAAA")]),
+                ("an unknown agent, no signature", [("Content-Type", "application/json"), (PushProtocol.agentHeader, "stranger")]),
                 ("an enrolled agent, no signature", [("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id)]),
             ]
             for (name, headers) in heads {
@@ -38,32 +39,58 @@ import Testing
         }
     }
 
-    /// Bodies being read share `limits.max_push_bytes_in_flight`: while a slow sender holds most
-    /// of it, a large push is told to come back (503 `busy`); once it is gone, pushes go through.
+    /// Bodies being read share `limits.max_push_bytes_in_flight`, charged for the bytes that
+    /// arrived (a declared length costs nothing), and one agent id holds at most twice
+    /// `max_body_bytes` of it: a sender that has sent most of that for eu-1 and stalls makes
+    /// eu-1's next push come back (503 `busy`), not us-1's; once it is cut (minimum body rate),
+    /// eu-1's pushes go through again.
     @Test func pushBodiesInFlightShareABudget() async throws {
         let folder = try TemporaryDirectory("sonde-drill-abuse")
         defer { folder.remove() }
         let agent = DrillAgent(id: "eu-1", region: "eu")
+        let other = DrillAgent(id: "us-1", region: "us")
         try await withDrillCollector(
-            in: folder, agents: [agent], extra: ["request_timeout: 60s", "limits: { max_push_bytes_in_flight: 1000000 }"]) { collector in
+            in: folder, agents: [agent, other], extra: ["request_timeout: 60s", "max_body_bytes: 300000", "limits: { max_push_bytes_in_flight: 1000000 }"]
+        ) { collector in
             // A valid push padded to 200 KB (JSON allows trailing white space; the signature covers it).
-            let (_, small, _) = try agent.signedBatch(2)
-            let padded = small + Data(repeating: 32, count: 200_000)
-            let signature = try agent.key.signatureHeader(for: padded)
-            let signed: [(String, String)] = [
-                ("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, signature),
-            ]
-            func pushPadded() throws -> RawOutcome { try rawRequest(port: collector.port, httpBytes(headers: signed, body: padded)) }
-
-            let slow = try RawConnection(port: collector.port, receiveTimeout: .seconds(30))
-            slow.send(httpBytes(headers: signed, body: Data(repeating: 32, count: 1024), contentLength: 900_000))
-            try await waitUntil("the slow push holding its declared length", timeout: .seconds(20)) {
-                try await collector.metric("sonde_ingest_push_bytes_in_flight") == 900_000
+            func push(_ agent: DrillAgent) throws -> RawOutcome {
+                let (_, small, _) = try agent.signedBatch(2)
+                let body = small + Data(repeating: 32, count: 200_000)
+                let headers = [
+                    ("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, try agent.key.signatureHeader(for: body)),
+                ]
+                return try rawRequest(port: collector.port, httpBytes(headers: headers, body: body))
             }
-            #expect(try pushPadded() == .status(503))
-            slow.close()
+            let junk: [(String, String)] = [("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, "AAAA")]
+
+            // Declared 290 KB, 1 KB sent: only the 1 KB is held.
+            let trickle = try RawConnection(port: collector.port, receiveTimeout: .seconds(30))
+            trickle.send(httpBytes(headers: junk, body: Data(repeating: 32, count: 1024), contentLength: 290_000))
+            try await waitUntil("the trickled push holding what it sent", timeout: .seconds(20)) {
+                try await collector.metric("sonde_ingest_push_bytes_in_flight") == 1024
+            }
+            #expect(try push(agent) == .status(200))
+            trickle.close()
+
+            // Two bodies of 250 KB sent and stalled hold 500 KB of eu-1's 600 KB share: a 200 KB push
+            // for eu-1 is told to come back, us-1's is not.
+            let stalled = try (0..<2).map { _ in
+                let connection = try RawConnection(port: collector.port, receiveTimeout: .seconds(30))
+                connection.send(httpBytes(headers: junk, body: Data(repeating: 32, count: 250_000), contentLength: 290_000))
+                return connection
+            }
+            try await waitUntil("the stalled pushes holding what they sent", timeout: .seconds(20)) {
+                try await collector.metric("sonde_ingest_push_bytes_in_flight") == 500_000
+            }
+            #expect(try push(agent) == .status(503))
+            #expect(try push(other) == .status(200))
+            // Stalled bodies are cut by the minimum rate (16 KiB/s after 5 s), well before request_timeout.
+            let clock = ContinuousClock()
+            let start = clock.now
+            for connection in stalled { #expect(connection.readOutcome() == .closed) }
+            #expect(clock.now - start < .seconds(45))
             try await waitUntil("the budget free again", timeout: .seconds(20)) { try await collector.metric("sonde_ingest_push_bytes_in_flight") == 0 }
-            try await waitUntil("pushes accepted once the slow sender is gone", timeout: .seconds(20)) { try pushPadded() == .status(200) }
+            #expect(try push(agent) == .status(200))
         }
     }
 
@@ -112,7 +139,7 @@ import Testing
     }
 
     /// Runs from more than a day before the agent's enrolment or past `retention_days`
-    /// are refused, naming the result; names longer than 128 bytes and components named only by
+    /// are refused, naming the result; components longer than 64 bytes and components named only by
     /// steps count against the agent's caps too.
     @Test func oldRunsLongNamesAndStepComponentsAreRefused() async throws {
         let folder = try TemporaryDirectory("sonde-drill-abuse")
@@ -127,8 +154,8 @@ import Testing
             #expect(old.status == 400 && old.bodyText.contains("result_too_old") && old.bodyText.contains("results[0]"), "\(old.bodyText)")
             #expect(try await push(agent.results(2, at: Date().addingTimeInterval(-30))).status == 200)
 
-            let long = try await push(agent.results(1, components: [String(repeating: "x", count: 129)]))
-            #expect(long.status == 422 && long.bodyText.contains("bad_name"), "\(long.bodyText)")
+            let long = try await push(agent.results(1, components: [String(repeating: "x", count: 65)]))
+            #expect(long.status == 400 && long.bodyText.contains("bad_field") && long.bodyText.contains("results[0].component"), "\(long.bodyText)")
 
             var journey = agent.results(1, components: ["files"])[0]
             journey.steps = (0..<6).map { n in

@@ -60,6 +60,14 @@ struct ProbeLoaderTests {
         Case(file: "empty.yaml", line: 1, field: nil, says: "empty"),
         Case(file: "bad-condition.yaml", line: 12, field: "steps[0].poll.until", says: "unknown operator 'is'"),
         Case(file: "bad-condition.yaml", line: 14, field: "steps[0].poll.stuck_after.finalizing", says: "bad duration 'soon'"),
+        // What the collector would refuse at ingest (ResultText, one rule for both).
+        Case(file: "free-text-names.yaml", line: 1, field: "name", says: "expected 1 to 128 letters, digits, '.', '_', ':', '/' or '-'"),
+        Case(file: "free-text-names.yaml", line: 2, field: "component", says: "expected 1 to 64 letters, digits, '.', '_' or '-'"),
+        Case(file: "free-text-names.yaml", line: 6, field: "failure_codes[0].code", says: "expected 1 to 64 letters, digits, '.', '_', ':' or '-'"),
+        Case(file: "free-text-names.yaml", line: 9, field: "labels.team", says: "control character U+001B"),
+        Case(file: "free-text-names.yaml", line: 10, field: "labels", says: "not a usable label name"),
+        Case(file: "free-text-names.yaml", line: 12, field: "steps[0].name", says: "control character U+001B"),
+        Case(file: "free-text-names.yaml", line: 13, field: "steps[0].component", says: "expected 1 to 64 letters"),
     ]
 
     @Test("a broken probe is reported at its file, line and field", arguments: cases)

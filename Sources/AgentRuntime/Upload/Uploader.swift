@@ -244,7 +244,7 @@ public struct Uploader: Service {
                     let text: Logger.Message =
                         clockSkew
                         ? "collector refuses this agent's sent_at: the host clock is off; results are kept in the spool. Fix: synchronise the clock (NTP, e.g. `timedatectl set-ntp true`)"
-                        : "collector does not accept this agent's key (unknown or revoked agent); results are kept in the spool. Fix: enrol the key on the collector with `sonde-collector agents add --db <collector.db> --id \(settings.agentID) --region <region> --public-key \(key.publicKey.base64)`"
+                        : "collector does not accept this agent's pushes (not enrolled, revoked, or its key does not match the enrolled public key); results are kept in the spool. Fix: enrol the key on the collector with `sonde-collector agents add --db <collector.db> --id \(settings.agentID) --region <region> --public-key \(key.publicKey.base64)`"
                     logger.error(text, metadata: ["http.status": "\(status)", "error.message": "\(message)", "spool.unsent": "\(spool.status.unsentResults)"])
                 }
                 await pause(settings.unauthorizedRetry)

@@ -53,9 +53,9 @@ enum ScriptParser {
         for (key, keyNode, value) in fields {
             switch key {
             case "name":
-                name = reader.string(value, key)
+                name = checked(reader.string(value, key), value, key, ResultText.probeNameProblem, reader: &reader)
                 nameLine = keyNode.mark?.line
-            case "component": component = reader.string(value, key)
+            case "component": component = checked(reader.string(value, key), value, key, ResultText.componentProblem, reader: &reader)
             case "description": _ = reader.string(value, key, allowEmpty: true)
             case "interval":
                 interval = reader.fixedDuration(value, key)?.value
@@ -100,6 +100,17 @@ enum ScriptParser {
         return definition
     }
 
+    /// `value` when it keeps `rule` (`ResultText`: what the collector accepts at ingest), else
+    /// nil with the problem reported: a script `validate` passes is never refused at ingest.
+    static func checked(_ value: String?, _ node: Node, _ field: String, _ rule: (String) -> String?, reader: inout NodeReader) -> String? {
+        guard let value else { return nil }
+        if let problem = rule(value) {
+            reader.report(node, field, problem)
+            return nil
+        }
+        return value
+    }
+
     /// The value a duration has when nothing overrides it (its literal or its default).
     static func knownDuration(_ spec: DurationSpec) -> Duration? {
         switch spec {
@@ -120,7 +131,7 @@ enum ScriptParser {
                 let here = NodeReader.join(path, key)
                 switch key {
                 case "code":
-                    if let code = reader.string(value, here) { rule.code = code } else { valid = false }
+                    if let code = checked(reader.string(value, here), value, here, ResultText.codeProblem, reader: &reader) { rule.code = code } else { valid = false }
                 case "status":
                     for entry in reader.listOrOne(value) {
                         if let status = reader.int(entry, here, range: 100...599) { rule.statuses.append(status) } else { valid = false }
@@ -201,9 +212,9 @@ enum ScriptParser {
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
             switch key {
-            case "name": name = reader.string(value, here)
+            case "name": name = checked(reader.string(value, here), value, here, { ResultText.textProblem($0, newlines: false) }, reader: &reader)
             case "component":
-                step.component = reader.string(value, here)
+                step.component = checked(reader.string(value, here), value, here, ResultText.componentProblem, reader: &reader)
                 if step.component == nil { valid = false }
             case "request":
                 if let spec = request(value, here, payloads: &payloads, reader: &reader) { step.action = .request(spec) } else { valid = false }
@@ -661,8 +672,8 @@ enum ScriptParser {
         }
         var labels: [String: String] = [:]
         for (nameNode, value) in mapping {
-            guard let name = nameNode.scalar?.string, ProbeLabels.isValidName(name) else {
-                reader.report(nameNode, path, "'\(nameNode.scalar?.string ?? "?")' is not a usable label name: letters, digits and _, not starting with a digit or __, and not one of \(ProbeLabels.reserved.sorted().joined(separator: ", "))")
+            guard let name = nameNode.scalar?.string, ResultText.labelNameProblem(name) == nil else {
+                reader.report(nameNode, path, ResultText.labelNameProblem(nameNode.scalar?.string ?? "?") ?? "not a label name")
                 continue
             }
             let here = NodeReader.join(path, name)
@@ -670,7 +681,7 @@ enum ScriptParser {
                 reader.report(value, here, "a label value is text, found \(NodeReader.describe(value))")
                 continue
             }
-            if text.utf8.count > 256 { reader.report(value, here, "a label value is at most 256 bytes") }
+            if let problem = ResultText.labelValueProblem(text) { reader.report(value, here, problem) }
             if labels[name] != nil { reader.report(nameNode, here, "duplicate label '\(name)'") }
             labels[name] = text
         }

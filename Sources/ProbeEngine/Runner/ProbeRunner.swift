@@ -60,7 +60,7 @@ public struct ProbeRunner: Sendable {
             guard let outcome else { continue }  // an `always` step whose inputs never came
             var result = outcome.result
             result.component = step.component
-            result.url = Self.reported(result.url, state.redactor, limit: Self.longestURL)
+            result.url = Self.reported(result.url, state.redactor, limit: Self.longestURL, lines: false)
             if var error = result.error {
                 error.message = Self.reported(error.message, state.redactor)
                 result.error = error
@@ -128,19 +128,21 @@ public struct ProbeRunner: Sendable {
     /// straddles the cut is left.
     /// Cut by Unicode scalars (at most 4 bytes each; a grapheme can hold thousands), so the cut
     /// lies in the first 4 × `limit` bytes, which the redacted window passes by `reach`.
-    static func reported(_ text: String, _ redactor: Redactor, limit: Int = longestMessage) -> String {
+    /// Control characters are shown visibly (`TerminalText`; `lines` keeps line feed and tab):
+    /// the collector refuses them (a server's ESC must not reach an operator's terminal).
+    static func reported(_ text: String, _ redactor: Redactor, limit: Int = longestMessage, lines: Bool = true) -> String {
         let window = Data(text.utf8.prefix(4 * limit + redactor.reach))
-        return cut(window, more: text.utf8.count > window.count, redactor, limit: limit)
+        return cut(window, more: text.utf8.count > window.count, redactor, limit: limit, lines: lines)
     }
 
     /// `reported` for raw bytes (a response body): only the window redacted is decoded.
     static func reported(_ bytes: Data, _ redactor: Redactor, limit: Int) -> String {
         let window = bytes.prefix(4 * limit + redactor.reach)
-        return cut(window, more: bytes.count > window.count, redactor, limit: limit)
+        return cut(window, more: bytes.count > window.count, redactor, limit: limit, lines: true)
     }
 
-    private static func cut(_ window: Data, more: Bool, _ redactor: Redactor, limit: Int) -> String {
-        var shown = redactor.redact(String(decoding: window, as: UTF8.self))
+    private static func cut(_ window: Data, more: Bool, _ redactor: Redactor, limit: Int, lines: Bool) -> String {
+        var shown = TerminalText.visible(redactor.redact(String(decoding: window, as: UTF8.self)), keepLines: lines)
         if shown.unicodeScalars.count > limit {
             shown = String(String.UnicodeScalarView(shown.unicodeScalars.prefix(limit))) + "…"
         } else if more {

@@ -1,0 +1,132 @@
+/// What a probe result may carry as names, codes, labels and text: one rule, used by the probe
+/// loader (`sonde-agent validate` refuses a script that would break it) and by the collector's
+/// ingest (a push that breaks it is refused, naming the result and the field). Everything an
+/// agent sends ends up in incident texts, public pages, webhooks, metrics and terminals, so
+/// names are identifiers (they cannot carry a sentence), sizes are bounded, and no control
+/// character (ESC above all) reaches a person.
+public enum ResultText {
+    /// Probe names: 1–128 of letters, digits, `.`, `_`, `:`, `/`, `-`.
+    public static let longestProbeName = 128
+    /// Component names: 1–64 of letters, digits, `.`, `_`, `-` (as `POST /v1/incidents` takes them).
+    public static let longestComponent = 64
+    /// `error.code` (a probe's `failure_codes`): 1–64 of letters, digits, `.`, `_`, `:`, `-`.
+    public static let longestCode = 64
+    /// A label's value, in bytes.
+    public static let longestLabelValue = 256
+
+    /// Nil for a good probe name, else why it is not one.
+    public static func probeNameProblem(_ name: String) -> String? {
+        identifierProblem(name, longest: longestProbeName, extra: "._:/-", described: "letters, digits, '.', '_', ':', '/' or '-'")
+    }
+
+    /// Nil for a good component name, else why it is not one.
+    public static func componentProblem(_ name: String) -> String? {
+        identifierProblem(name, longest: longestComponent, extra: "._-", described: "letters, digits, '.', '_' or '-'")
+    }
+
+    /// Nil for a good failure code, else why it is not one.
+    public static func codeProblem(_ code: String) -> String? {
+        identifierProblem(code, longest: longestCode, extra: "._:-", described: "letters, digits, '.', '_', ':' or '-'")
+    }
+
+    /// Nil for a good label name (`ProbeLabels.isValidName`), else why it is not one.
+    public static func labelNameProblem(_ name: String) -> String? {
+        guard !ProbeLabels.isValidName(name) else { return nil }
+        return "'\(shown(name))' is not a usable label name: letters, digits and _, not starting with a digit or __, and not one of \(ProbeLabels.reserved.sorted().joined(separator: ", "))"
+    }
+
+    /// Nil for a good label value (at most 256 bytes, no control characters), else why not.
+    public static func labelValueProblem(_ value: String) -> String? {
+        if value.utf8.count > longestLabelValue { return "a label value is at most \(longestLabelValue) bytes (got \(value.utf8.count))" }
+        return textProblem(value, newlines: false)
+    }
+
+    /// Nil when `text` has no control character (C0, DEL, C1), else which; `newlines` allows
+    /// line feed and tab (a message may have lines). Carriage return and ESC never pass: they
+    /// rewrite what a terminal shows.
+    public static func textProblem(_ text: String, newlines: Bool) -> String? {
+        for scalar in text.unicodeScalars where isControl(scalar) {
+            if newlines, scalar == "\n" || scalar == "\t" { continue }
+            return "contains the control character U+\(String(scalar.value, radix: 16, uppercase: true).leftPadded(to: 4)); control characters (other than \(newlines ? "line feed and tab" : "none")) are not accepted"
+        }
+        return nil
+    }
+
+    /// C0, DEL and C1 (what a terminal acts on).
+    public static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (scalar.value >= 0x7F && scalar.value < 0xA0)
+    }
+
+    /// The first field of `result` that breaks a rule: its path inside the result (`error.code`,
+    /// `steps[2].name`, `labels.team`) and why; nil for a good result.
+    public static func problem(in result: ProbeResult) -> (field: String, reason: String)? {
+        if let reason = probeNameProblem(result.probe) { return ("probe", reason) }
+        if let reason = componentProblem(result.component) { return ("component", reason) }
+        if let error = result.error, let found = problem(in: error) { return ("error." + found.field, found.reason) }
+        for (index, step) in result.steps.enumerated() {
+            if let reason = textProblem(step.name, newlines: false) { return ("steps[\(index)].name", reason) }
+            if let reason = textProblem(step.method, newlines: false) { return ("steps[\(index)].method", reason) }
+            if let reason = textProblem(step.url, newlines: false) { return ("steps[\(index)].url", reason) }
+            if let component = step.component, let reason = componentProblem(component) { return ("steps[\(index)].component", reason) }
+            if let error = step.error, let found = problem(in: error) { return ("steps[\(index)].error." + found.field, found.reason) }
+            if let degraded = step.degraded, let reason = textProblem(degraded, newlines: true) { return ("steps[\(index)].degraded", reason) }
+        }
+        if let degraded = result.degraded, let reason = textProblem(degraded, newlines: true) { return ("degraded", reason) }
+        for (name, value) in (result.labels ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if let reason = labelNameProblem(name) { return ("labels", reason) }
+            if let reason = labelValueProblem(value) { return ("labels.\(name)", reason) }
+        }
+        return nil
+    }
+
+    private static func problem(in error: ProbeError) -> (field: String, reason: String)? {
+        if let reason = textProblem(error.step, newlines: false) { return ("step", reason) }
+        if let reason = textProblem(error.message, newlines: true) { return ("message", reason) }
+        if let code = error.code, let reason = codeProblem(code) { return ("code", reason) }
+        return nil
+    }
+
+    private static func identifierProblem(_ text: String, longest: Int, extra: String, described: String) -> String? {
+        let ok = !text.isEmpty && text.utf8.count <= longest
+            && text.utf8.allSatisfy { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || extra.utf8.contains(byte)
+            }
+        guard !ok else { return nil }
+        return "expected 1 to \(longest) \(described), got \"\(shown(text))\" (\(text.utf8.count) bytes)"
+    }
+
+    /// The start of a refused value, quoted in a message: at most 64 characters, controls as `?`.
+    private static func shown(_ text: String) -> String {
+        let head = String(String.UnicodeScalarView(text.unicodeScalars.prefix(64).map { isControl($0) ? "?" : $0 }))
+        return text.unicodeScalars.count > 64 ? head + "…" : head
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
+}
+
+/// Text safe to write to a terminal: every control character (C0, DEL, C1) shown visibly, as
+/// `cat -v` does (ESC as `^[`, DEL as `^?`, U+009B as `M-^[`), so text from an agent or a
+/// target (an error message quoting a response) cannot move the cursor, clear the screen, set
+/// the window title or hide what follows. `keepLines` keeps line feed and tab (text printed on
+/// lines of its own); a table cell shows them too.
+public enum TerminalText {
+    public static func visible(_ text: String, keepLines: Bool = false) -> String {
+        guard text.unicodeScalars.contains(where: ResultText.isControl) else { return text }
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            guard ResultText.isControl(scalar), !(keepLines && (scalar == "\n" || scalar == "\t")) else {
+                out.append(scalar)
+                continue
+            }
+            var value = scalar.value
+            if value >= 0x80 {
+                out.append(contentsOf: "M-".unicodeScalars)
+                value -= 0x80
+            }
+            out.append(contentsOf: (value == 0x7F ? "^?" : "^" + String(Unicode.Scalar(UInt8(value + 0x40)))).unicodeScalars)
+        }
+        return String(out)
+    }
+}

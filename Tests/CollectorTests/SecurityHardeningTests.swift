@@ -1,0 +1,124 @@
+import Collector
+import CollectorAPI
+import CollectorStore
+import CurlHTTP
+import Foundation
+import SondeCore
+import SondeTestSupport
+import Testing
+
+/// The red team's findings about what one enrolled agent can make others see: free text in
+/// codes and names (F5, F8), control characters (F1), unbounded labels (F10, F11), labels that
+/// evict the honest ones from an incident's alerts (F9).
+@Suite("Security hardening", .serialized)
+struct SecurityHardeningTests {
+    /// Every text field of a result keeps `ResultText`'s rule at ingest: a push breaking it is
+    /// refused with 400 `bad_field`, naming the result and the field; nothing is stored.
+    @Test func agentTextIsBoundedAtIngest() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            let esc = "\u{1B}[2J\u{1B}]0;pwned\u{07}"
+            let cases: [(field: String, change: (inout ProbeResult) -> Void)] = [
+                ("error.code", { $0.error?.code = "DATA BREACH - reset passwords at evil.example/reset" }),
+                ("error.code", { $0.error?.code = String(repeating: "a", count: 65) }),
+                ("error.code", { $0.error?.code = "http_status\(esc)" }),
+                ("error.message", { $0.error?.message = "All good \(esc)" }),
+                ("error.message", { $0.error?.message = "line\rover" }),
+                ("error.step", { $0.error?.step = "s1\u{1B}[31m" }),
+                ("steps[0].name", { $0.steps[0].name = "login\u{9B}2J" }),
+                ("component", { $0.component = "payments - card data was leaked, call 555-0100" }),
+                ("component", { $0.component = String(repeating: "c", count: 65) }),
+                ("probe", { $0.probe = "login check" }),
+                ("steps[0].component", { $0.steps[0].component = "files, batch and payments" }),
+                ("labels.team", { $0.labels = ["team": String(repeating: "x", count: 257)] }),
+                ("labels.team", { $0.labels = ["team": "a\u{1B}b"] }),
+                ("labels", { $0.labels = ["cost-center": "x"] }),
+                ("labels", { $0.labels = ["__name__": "x"] }),
+                ("labels", { $0.labels = ["probe": "spoof"] }),
+            ]
+            for (field, change) in cases {
+                var bad = agent.result(outcome: .failed, code: "server_error")
+                change(&bad)
+                let response = try await agent.push(agent.batch([agent.result(), bad]), to: collector)
+                let body = try? decode(APIErrorBody.self, response)
+                #expect(response.status == 400 && body?.error.code == "bad_field", "\(field): \(response.status) \(response.bodyText)")
+                #expect(body?.error.message.hasPrefix("results[1].\(field) ") == true, "\(field): \(response.bodyText)")
+                #expect(!response.bodyText.contains("\u{1B}") && !response.bodyText.contains("\\u001b"), "the refusal does not echo the escape")
+            }
+            #expect(try await collector.store.resultCount() == 0)
+
+            // What the agent itself produces passes: codes like its failure_codes', identifiers
+            // with the allowed punctuation, labels within the loader's bounds, lines in messages.
+            var good = agent.result(probe: "sim/login:v2.1", component: "files-eu_2.a", outcome: .failed, code: "file_expired")
+            good.error?.message = "HTTP 500\nbody: {\"error\":\"expired\"}\twith a tab"
+            good.labels = ["team": "storage", "severity_route": "pager", "tier": String(repeating: "1", count: 256)]
+            for code in ["http_status", "server_error", "file_expired", "NXDOMAIN", "x.y:z-1", String(repeating: "c", count: 64)] {
+                good.error?.code = code
+                good.id = UUID().uuidString
+                let response = try await agent.push(agent.batch([good]), to: collector)
+                #expect(response.status == 200, "\(code): \(response.bodyText)")
+            }
+        }
+    }
+
+    /// One agent failing with 32 labels of its own, and `team=nobody`, does not strip or alter
+    /// the honest agents' `team`/`severity_route` on the incident's webhooks (F9).
+    @Test func oneAgentCannotEvictOrAlterAnIncidentsLabels() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try WebhookReceiver()
+        defer { receiver.stop() }
+        receiver.set(.up)
+        let honest = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        let liar = TestAgent(id: "eu-3", region: "eu")
+        var config = testConfig(dir: dir, agents: honest + [liar], webhooks: [WebhookTarget(name: "hook", url: receiver.url, format: .json)])
+        config.components = ["files"]
+        let honestLabels = ["team": "storage", "severity_route": "pager"]
+        var liarLabels = Dictionary(uniqueKeysWithValues: (0..<31).map { (String(format: "a%02d", $0), "x") })
+        liarLabels["team"] = "nobody"
+        try await withCollector(config) { collector in
+            func incidentEvents() -> [[String: Any]] { receiver.events.filter { ($0["type"] as? String)?.hasPrefix("incident.") == true } }
+            try await waitUntil("an incident event after the liar joined", timeout: .seconds(60)) {
+                var bad = liar.result(probe: "files-check", component: "files", outcome: .failed, startedAt: Date(), code: "file_expired")
+                bad.labels = liarLabels
+                let accepted = try await liar.push(liar.batch([bad]), to: collector).status
+                #expect(accepted == 200)
+                for agent in honest {
+                    var run = agent.result(probe: "files-check", component: "files", outcome: .failed, startedAt: Date(), code: "file_expired")
+                    run.labels = honestLabels
+                    let status = try await agent.push(agent.batch([run]), to: collector).status
+                    #expect(status == 200)
+                }
+                return !incidentEvents().isEmpty
+            }
+            for event in incidentEvents() {
+                #expect(event["labels"] as? [String: String] == honestLabels, "\(event["type"] ?? "?"): \(event["labels"] ?? "none")")
+            }
+        }
+    }
+
+    /// `sonde results` shows control characters in stored text as `cat -v` does (a result stored
+    /// before ingest refused them): no ESC reaches the terminal, the rest of the row stays.
+    @Test func cliShowsControlCharactersVisibly() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            var result = agent.result(outcome: .failed, code: "http_status")
+            result.error?.message = "\u{1B}[2J\u{1B}[HAll good \u{1B}[8mHIDDEN\u{1B}[0m\u{9B}31m"
+            result.error?.step = "s1\u{1B}]0;pwned-title\u{07}"
+            let batch = agent.batch([result])
+            let body = try SondeJSON.encode(batch)
+            _ = try await collector.store.ingest(
+                batch: BatchRecord(batchID: batch.batchID, agent: agent.id, receivedAt: Date(), body: body, signature: try agent.key.signatureHeader(for: body)),
+                results: batch.results)
+            let output = try await CLIExitStatusTests.sonde(
+                ["results", "--limit", "5"], ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1", "SONDE_TOKEN": TestTokens.read])
+            #expect(output.status == 0, "\(output.output)")
+            #expect(!output.output.contains("\u{1B}") && !output.output.contains("\u{07}") && !output.output.contains("\u{9B}"), "\(output.output)")
+            #expect(output.output.contains("at s1^[]0;pwned-title^G: ^[[2J^[[HAll good ^[[8mHIDDEN^[[0mM-^[31m"), "\(output.output)")
+        }
+    }
+}

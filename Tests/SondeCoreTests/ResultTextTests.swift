@@ -1,0 +1,40 @@
+import Foundation
+import SondeCore
+import Testing
+
+/// The one rule for what a result may carry (ingest and the probe loader), and how a terminal is
+/// shown control characters (`sonde`, the agent's messages).
+@Suite struct ResultTextTests {
+    @Test func identifiersAreBoundedAndPlain() {
+        for good in ["sim-login", "eu/files:v2.1", "a", String(repeating: "p", count: 128)] { #expect(ResultText.probeNameProblem(good) == nil, "\(good)") }
+        for bad in ["", "login check", "x\u{1B}", "é", String(repeating: "p", count: 129)] { #expect(ResultText.probeNameProblem(bad) != nil, "\(bad)") }
+        for good in ["files", "Payments", "files-eu_2.a", String(repeating: "c", count: 64)] { #expect(ResultText.componentProblem(good) == nil, "\(good)") }
+        for bad in ["", "a/b", "a:b", "payments - leaked", String(repeating: "c", count: 65)] { #expect(ResultText.componentProblem(bad) != nil, "\(bad)") }
+        for good in ["http_status", "server_error", "file_expired", "NXDOMAIN", "RCODE9", "http:429"] { #expect(ResultText.codeProblem(good) == nil, "\(good)") }
+        for bad in ["", "a b", "evil.example/reset", "<!channel>", String(repeating: "c", count: 65)] { #expect(ResultText.codeProblem(bad) != nil, "\(bad)") }
+    }
+
+    @Test func textKeepsLinesButNoOtherControls() {
+        #expect(ResultText.textProblem("line 1\nline 2\tcolumn", newlines: true) == nil)
+        #expect(ResultText.textProblem("line 1\nline 2", newlines: false) != nil)
+        for control in ["\u{1B}", "\r", "\u{07}", "\u{7F}", "\u{9B}", "\u{0}"] {
+            #expect(ResultText.textProblem("a\(control)b", newlines: true)?.contains("control character") == true, "\(control.unicodeScalars.first!.value)")
+        }
+        #expect(ResultText.labelValueProblem(String(repeating: "v", count: 256)) == nil)
+        #expect(ResultText.labelValueProblem(String(repeating: "v", count: 257)) != nil)
+        #expect(ResultText.labelNameProblem("team") == nil)
+        for bad in ["__name__", "probe", "9x", "cost-center", ""] { #expect(ResultText.labelNameProblem(bad) != nil, "\(bad)") }
+    }
+
+    @Test("control characters are shown as cat -v shows them; lines kept only when asked")
+    func terminalTextIsVisible() {
+        #expect(TerminalText.visible("plain") == "plain")
+        #expect(TerminalText.visible("\u{1B}[2J\u{1B}]0;t\u{07}x\u{7F}\u{9B}1m") == "^[[2J^[]0;t^Gx^?M-^[1m")
+        #expect(TerminalText.visible("a\nb\tc") == "a^Jb^Ic")
+        #expect(TerminalText.visible("a\nb\tc\r", keepLines: true) == "a\nb\tc^M")
+        // Every output of visible is accepted as a message (what the agent sends).
+        let all = String(String.UnicodeScalarView((0..<0xA0).compactMap(Unicode.Scalar.init)))
+        #expect(ResultText.textProblem(TerminalText.visible(all, keepLines: true), newlines: true) == nil)
+        #expect(ResultText.textProblem(TerminalText.visible(all), newlines: false) == nil)
+    }
+}
