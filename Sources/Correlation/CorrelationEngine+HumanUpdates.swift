@@ -158,11 +158,8 @@ extension HumanNewIncident {
 
     /// A component or region name: 1…64 of letters, digits, `.`, `_`, `-`.
     static func name(_ value: String, field: String) throws(HumanUpdateError) -> String {
-        let ok = !value.isEmpty && value.count <= HumanUpdateLimits.nameCharacters
-            && value.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "._-".unicodeScalars.contains($0)) }
-        guard ok else {
-            throw .invalid(field: field, reason: "expected 1…\(HumanUpdateLimits.nameCharacters) letters, digits, '.', '_' or '-', got \"\(value.prefix(80))\"")
-        }
+        // The rule agents' results follow (one rule for component names, and region names alike).
+        if let reason = ResultText.componentProblem(value) { throw .invalid(field: field, reason: reason) }
         return value
     }
 }

@@ -61,6 +61,7 @@ public enum ResultText {
     /// `steps[2].name`, `labels.team`) and why; nil for a good result.
     public static func problem(in result: ProbeResult) -> (field: String, reason: String)? {
         if let reason = probeNameProblem(result.probe) { return ("probe", reason) }
+        if let reason = numberProblem(result.durationMs, within: largestMilliseconds) { return ("duration_ms", reason) }
         if let reason = componentProblem(result.component) { return ("component", reason) }
         if let error = result.error, let found = problem(in: error) { return ("error." + found.field, found.reason) }
         for (index, step) in result.steps.enumerated() {
@@ -70,6 +71,14 @@ public enum ResultText {
             if let component = step.component, let reason = componentProblem(component) { return ("steps[\(index)].component", reason) }
             if let error = step.error, let found = problem(in: error) { return ("steps[\(index)].error." + found.field, found.reason) }
             if let degraded = step.degraded, let reason = textProblem(degraded, newlines: true) { return ("steps[\(index)].degraded", reason) }
+            for (phase, ms) in step.timings.phases + [("total", step.timings.total)] {
+                if let reason = numberProblem(ms, within: largestMilliseconds) { return ("steps[\(index)].timings.\(phase)", reason) }
+            }
+            if let status = step.status, !(0...999).contains(status) { return ("steps[\(index)].status", "expected 0…999, got \(status)") }
+            if let attempts = step.attempts, !(0...1_000_000).contains(attempts) {
+                return ("steps[\(index)].attempts", "expected 0…1000000, got \(attempts)")
+            }
+            if let days = step.certDaysLeft, let reason = numberProblem(days, within: 1e7) { return ("steps[\(index)].cert_days_left", reason) }
         }
         if let degraded = result.degraded, let reason = textProblem(degraded, newlines: true) { return ("degraded", reason) }
         for (name, value) in (result.labels ?? [:]).sorted(by: { $0.key < $1.key }) {
@@ -77,6 +86,15 @@ public enum ResultText {
             if let reason = labelValueProblem(value) { return ("labels.\(name)", reason) }
         }
         return nil
+    }
+
+    /// The largest duration or phase a result may give, in milliseconds (11.6 days): a run
+    /// claiming 1e308 ms made the collector trap (red team F15).
+    public static let largestMilliseconds = 1e9
+
+    /// Nil for a finite number within ±`within`, else why not.
+    public static func numberProblem(_ value: Double, within: Double) -> String? {
+        value.isFinite && abs(value) <= within ? nil : "expected a number within ±\(fixedDecimals(within, 0)), got \(value)"
     }
 
     private static func problem(in error: ProbeError) -> (field: String, reason: String)? {

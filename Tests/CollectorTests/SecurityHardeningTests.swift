@@ -37,6 +37,13 @@ struct SecurityHardeningTests {
                 ("labels", { $0.labels = ["cost-center": "x"] }),
                 ("labels", { $0.labels = ["__name__": "x"] }),
                 ("labels", { $0.labels = ["probe": "spoof"] }),
+                // Numbers an agent cannot have measured (red team F15: 1e308 ms made the collector trap).
+                ("duration_ms", { $0.durationMs = 1e308 }),
+                ("duration_ms", { $0.durationMs = -1e308 }),
+                ("steps[0].timings.ttfb", { $0.steps[0].timings.ttfb = 1e300 }),
+                ("steps[0].status", { $0.steps[0].status = Int.max }),
+                ("steps[0].attempts", { $0.steps[0].attempts = Int.max }),
+                ("steps[0].cert_days_left", { $0.steps[0].certDaysLeft = 1e308 }),
             ]
             for (field, change) in cases {
                 var bad = agent.result(outcome: .failed, code: "server_error")
