@@ -25,7 +25,7 @@ final class CollectorProcess: Sendable {
         var yaml =
             [
                 "listen: { host: 127.0.0.1, port: 0, plain_http: true }", "database: \"\(database)\"", "metrics: { public: true }",
-                "limits: { pushes_per_minute: 100000000, push_burst: 100000000 }",
+                "limits: { pushes_per_minute: 100000000, push_burst: 100000000, results_per_minute: 100000000000 }",
             ] + extraConfig + ["agents:"]
         for agent in agents { yaml.append("  - { id: \(agent.id), region: \(agent.region), public_key: \"\(agent.key.base64)\" }") }
         if agents.isEmpty { yaml[yaml.count - 1] = "agents: []" }

@@ -82,20 +82,22 @@ final class RateLimiter: Sendable {
         self.burst = max(1, burst)
     }
 
-    /// Takes one token for `key`; nil when allowed, else the seconds until one is available.
-    func take(_ key: String) -> TimeInterval? {
+    /// Takes `count` tokens for `key` (at most the burst); nil when allowed, else the seconds
+    /// until that many are available.
+    func take(_ key: String, count: Double = 1) -> TimeInterval? {
         let now = ContinuousClock.now
+        let count = min(count, burst)
         return buckets.withLock { buckets in
             var bucket = buckets[key] ?? Bucket(tokens: burst, updated: now)
             let elapsed = bucket.updated.duration(to: now)
             bucket.tokens = min(burst, bucket.tokens + rate * elapsed.seconds)
             bucket.updated = now
             defer { buckets[key] = bucket }
-            if bucket.tokens >= 1 {
-                bucket.tokens -= 1
+            if bucket.tokens >= count {
+                bucket.tokens -= count
                 return nil
             }
-            return (1 - bucket.tokens) / rate
+            return (count - bucket.tokens) / rate
         }
     }
 

@@ -13,7 +13,7 @@ import SondeYAML
 /// tokens: [{ name: ops, role: admin, sha256: <hex SHA-256 of the token> }]
 /// status_page: { public: false, title: Example status, logo: https://example.com/logo.svg, link: https://example.com, show_probes: false }
 /// metrics: { public: false }                  # true: `/metrics` answers without a token
-/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456, min_body_bytes_per_second: 16384 }
+/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, results_per_minute: 60000, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456, min_body_bytes_per_second: 16384 }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
 /// database_sync: full                          # fsync at every commit (normal: only at checkpoints)
 /// public_url: https://status.example.com      # base of the links in webhooks
@@ -189,6 +189,11 @@ public struct Limits: Sendable, Hashable {
     /// `limits.push_burst`: pushes an agent may make at once above the sustained rate (a spool
     /// draining after an outage). Default 120.
     public var pushBurst = 120.0
+    /// `limits.results_per_minute`: results one agent may add per minute, sustained and at once
+    /// (past it: 429 with Retry-After; the agent keeps them in its spool). Default 60,000: an
+    /// agent at the 200-probe cap running each every 1 s, or a spool of an hour at 10 runs a
+    /// second draining in a minute.
+    public var resultsPerMinute = 60_000.0
     /// `limits.test_alerts_per_minute`: `POST /v1/alerts/test` for the whole collector (that many at
     /// once, then one every 60/N s). Default 6.
     public var testAlertsPerMinute = 6.0
@@ -476,6 +481,7 @@ private struct ConfigFile: Decodable {
         var maxComponentsPerAgent: Int?
         var pushesPerMinute: Double?
         var pushBurst: Double?
+        var resultsPerMinute: Double?
         var testAlertsPerMinute: Double?
         var maxPushBytesInFlight: Int?
         var minBodyBytesPerSecond: Int?
@@ -484,6 +490,7 @@ private struct ConfigFile: Decodable {
             case maxComponentsPerAgent = "max_components_per_agent"
             case pushesPerMinute = "pushes_per_minute"
             case pushBurst = "push_burst"
+            case resultsPerMinute = "results_per_minute"
             case testAlertsPerMinute = "test_alerts_per_minute"
             case maxPushBytesInFlight = "max_push_bytes_in_flight"
             case minBodyBytesPerSecond = "min_body_bytes_per_second"
@@ -755,6 +762,7 @@ extension CollectorConfig {
             if let v = try positive(l.maxComponentsPerAgent, "max_components_per_agent") { limits.maxComponentsPerAgent = v }
             if let v = try positive(l.pushesPerMinute, "pushes_per_minute") { limits.pushesPerMinute = v }
             if let v = try positive(l.pushBurst, "push_burst") { limits.pushBurst = max(1, v) }
+            if let v = try positive(l.resultsPerMinute, "results_per_minute") { limits.resultsPerMinute = v }
             if let v = try positive(l.testAlertsPerMinute, "test_alerts_per_minute") { limits.testAlertsPerMinute = v }
             if let v = try positive(l.maxPushBytesInFlight, "max_push_bytes_in_flight") { limits.maxPushBytesInFlight = v }
             if let v = l.minBodyBytesPerSecond {

@@ -114,6 +114,8 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     var ingest = IngestHandler(
         store: store, writer: writer, hub: hub, trigger: trigger, metrics: metrics, health: health, cardinality: cardinality,
         pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
+        resultLimiter: RateLimiter(
+            perMinute: config.limits.resultsPerMinute, burst: max(config.limits.resultsPerMinute, Double(config.maxResultsPerBatch))),
         maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew,
         retention: config.retentionDays * 86_400, logger: logger,
         bodyBudget: PushBodyBudget(limit: config.limits.maxPushBytesInFlight, perAgent: 2 * config.maxBodyBytes))

@@ -20,6 +20,9 @@ struct IngestHandler: Sendable {
     let cardinality: AgentCardinality
     /// Pushes per agent (429 with Retry-After past it; the agent waits that long).
     let pushLimiter: RateLimiter
+    /// Results per agent (`limits.results_per_minute`): what one agent may add to storage, uptime
+    /// and the engine, whatever its batch sizes.
+    let resultLimiter: RateLimiter
     let maxBodyBytes: Int
     let maxResults: Int
     let allowedSkew: TimeInterval
@@ -118,6 +121,13 @@ struct IngestHandler: Sendable {
             notBefore: notBefore)
         let batch = decoded.batch
         try cardinality.admit(batch.results, agent: agentID)
+        // Volume after the content is known good: one agent pushing 10,000-result batches within
+        // its push rate grew the database by 12 MB/s and starved /healthz (red team F4). The
+        // agent keeps what it could not push in its spool and sends it after Retry-After.
+        if let wait = resultLimiter.take(agentID, count: Double(batch.results.count)) {
+            throw RateLimiter.tooMany(
+                "rate_limited", "agent \"\(agentID)\" sends more results than limits.results_per_minute allows", retryAfter: wait)
+        }
 
         let outcome: IngestOutcome
         do {

@@ -70,6 +70,31 @@ struct SecurityHardeningTests {
         }
     }
 
+    /// One agent cannot add results faster than `limits.results_per_minute`, whatever its batch
+    /// sizes: past it a 429 with Retry-After, nothing of that batch stored (red team F4: 10,000-
+    /// result batches within the push rate grew the database by 12 MB/s); other agents unaffected.
+    @Test func oneAgentsResultVolumeIsBounded() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let flooder = TestAgent(id: "eu-1", region: "eu")
+        let other = TestAgent(id: "us-1", region: "us")
+        var config = testConfig(dir: dir, agents: [flooder, other])
+        config.limits.resultsPerMinute = 100
+        config.maxResultsPerBatch = 100  // the burst is at least one whole batch
+        try await withCollector(config) { collector in
+            func results(_ agent: TestAgent, _ n: Int) -> [ProbeResult] {
+                (0..<n).map { i in agent.result(startedAt: Date().addingTimeInterval(-Double(i) / 10)) }
+            }
+            #expect(try await flooder.push(flooder.batch(results(flooder, 80)), to: collector).status == 200)
+            let refused = try await flooder.push(flooder.batch(results(flooder, 80)), to: collector)
+            #expect(refused.status == 429 && refused.bodyText.contains("results_per_minute"), "\(refused.status) \(refused.bodyText)")
+            let wait = Int(refused.headers.value(for: "Retry-After") ?? "") ?? 0
+            #expect(wait >= 30 && wait <= 60, "60 of 100 a minute are due: \(wait) s")
+            #expect(try await collector.store.resultCount() == 80)
+            #expect(try await other.push(other.batch(results(other, 80)), to: collector).status == 200, "another agent has its own allowance")
+        }
+    }
+
     /// One agent failing with 32 labels of its own, and `team=nobody`, does not strip or alter
     /// the honest agents' `team`/`severity_route` on the incident's webhooks (F9).
     @Test func oneAgentCannotEvictOrAlterAnIncidentsLabels() async throws {
