@@ -13,6 +13,11 @@ public enum ResultText {
     public static let longestCode = 64
     /// A label's value, in bytes.
     public static let longestLabelValue = 256
+    /// A step's name, in bytes (the probe loader refuses longer ones).
+    public static let longestStepName = 1024
+    /// An error message or a slowness reason, in bytes: the agent cuts messages at 1,024
+    /// characters, which UTF-8 may make four times as many bytes.
+    public static let longestMessage = 4096 + 64
 
     /// Nil for a good probe name, else why it is not one.
     public static func probeNameProblem(_ name: String) -> String? {
@@ -44,7 +49,10 @@ public enum ResultText {
     /// Nil when `text` has no control character (C0, DEL, C1), else which; `newlines` allows
     /// line feed and tab (a message may have lines). Carriage return and ESC never pass: they
     /// rewrite what a terminal shows.
-    public static func textProblem(_ text: String, newlines: Bool) -> String? {
+    public static func textProblem(_ text: String, newlines: Bool, longest: Int = .max) -> String? {
+        // Bounded too: a 5 MB message in a real incident's sample errors would make every
+        // webhook too large for Slack or PagerDuty, which refuse it for good.
+        if text.utf8.count > longest { return "is at most \(longest) bytes (got \(text.utf8.count))" }
         for scalar in text.unicodeScalars where isControl(scalar) {
             if newlines, scalar == "\n" || scalar == "\t" { continue }
             return "contains the control character U+\(String(scalar.value, radix: 16, uppercase: true).leftPadded(to: 4)); control characters (other than \(newlines ? "line feed and tab" : "none")) are not accepted"
@@ -65,12 +73,12 @@ public enum ResultText {
         if let reason = componentProblem(result.component) { return ("component", reason) }
         if let error = result.error, let found = problem(in: error) { return ("error." + found.field, found.reason) }
         for (index, step) in result.steps.enumerated() {
-            if let reason = textProblem(step.name, newlines: false) { return ("steps[\(index)].name", reason) }
-            if let reason = textProblem(step.method, newlines: false) { return ("steps[\(index)].method", reason) }
-            if let reason = textProblem(step.url, newlines: false) { return ("steps[\(index)].url", reason) }
+            if let reason = textProblem(step.name, newlines: false, longest: longestStepName) { return ("steps[\(index)].name", reason) }
+            if let reason = textProblem(step.method, newlines: false, longest: 32) { return ("steps[\(index)].method", reason) }
+            if let reason = textProblem(step.url, newlines: false, longest: 16384) { return ("steps[\(index)].url", reason) }
             if let component = step.component, let reason = componentProblem(component) { return ("steps[\(index)].component", reason) }
             if let error = step.error, let found = problem(in: error) { return ("steps[\(index)].error." + found.field, found.reason) }
-            if let degraded = step.degraded, let reason = textProblem(degraded, newlines: true) { return ("steps[\(index)].degraded", reason) }
+            if let degraded = step.degraded, let reason = textProblem(degraded, newlines: true, longest: longestMessage) { return ("steps[\(index)].degraded", reason) }
             for (phase, ms) in step.timings.phases + [("total", step.timings.total)] {
                 if let reason = numberProblem(ms, within: largestMilliseconds) { return ("steps[\(index)].timings.\(phase)", reason) }
             }
@@ -80,7 +88,7 @@ public enum ResultText {
             }
             if let days = step.certDaysLeft, let reason = numberProblem(days, within: 1e7) { return ("steps[\(index)].cert_days_left", reason) }
         }
-        if let degraded = result.degraded, let reason = textProblem(degraded, newlines: true) { return ("degraded", reason) }
+        if let degraded = result.degraded, let reason = textProblem(degraded, newlines: true, longest: longestMessage) { return ("degraded", reason) }
         for (name, value) in (result.labels ?? [:]).sorted(by: { $0.key < $1.key }) {
             if let reason = labelNameProblem(name) { return ("labels", reason) }
             if let reason = labelValueProblem(value) { return ("labels.\(name)", reason) }
@@ -98,8 +106,8 @@ public enum ResultText {
     }
 
     private static func problem(in error: ProbeError) -> (field: String, reason: String)? {
-        if let reason = textProblem(error.step, newlines: false) { return ("step", reason) }
-        if let reason = textProblem(error.message, newlines: true) { return ("message", reason) }
+        if let reason = textProblem(error.step, newlines: false, longest: longestStepName) { return ("step", reason) }
+        if let reason = textProblem(error.message, newlines: true, longest: longestMessage) { return ("message", reason) }
         if let code = error.code, let reason = codeProblem(code) { return ("code", reason) }
         return nil
     }

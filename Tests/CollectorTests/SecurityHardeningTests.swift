@@ -44,6 +44,9 @@ struct SecurityHardeningTests {
                 ("steps[0].status", { $0.steps[0].status = Int.max }),
                 ("steps[0].attempts", { $0.steps[0].attempts = Int.max }),
                 ("steps[0].cert_days_left", { $0.steps[0].certDaysLeft = 1e308 }),
+                // Sizes (a 5 MB message would make a real incident's webhooks too large to deliver).
+                ("error.message", { $0.error?.message = String(repeating: "m", count: 5_000_000) }),
+                ("steps[0].url", { $0.steps[0].url = "https://x/" + String(repeating: "u", count: 20_000) }),
             ]
             for (field, change) in cases {
                 var bad = agent.result(outcome: .failed, code: "server_error")

@@ -212,7 +212,7 @@ enum ScriptParser {
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
             switch key {
-            case "name": name = checked(reader.string(value, here), value, here, { ResultText.textProblem($0, newlines: false) }, reader: &reader)
+            case "name": name = checked(reader.string(value, here), value, here, { ResultText.textProblem($0, newlines: false, longest: ResultText.longestStepName) }, reader: &reader)
             case "component":
                 step.component = checked(reader.string(value, here), value, here, ResultText.componentProblem, reader: &reader)
                 if step.component == nil { valid = false }
