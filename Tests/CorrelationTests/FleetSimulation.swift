@@ -234,10 +234,25 @@ struct FleetSimulation {
             if let agents, !agents.contains(agent) { return nil }
             if let regions, !regions.contains(region) { return nil }
             guard !probe.control, components.contains(probe.component) else { return nil }
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in "\(agent)/\(probe.name)/\(run)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            var random = SplitMix64(seed: hash ^ seed)
-            return random.nextUnitDouble() < fraction ? (.failed, error) : nil
+            return chance("\(agent)/\(probe.name)/\(run)", seed: seed) < fraction ? (.failed, error) : nil
         }
+    }
+
+    /// `agent`'s network drops a `fraction` of its connections: every probe it runs, its control
+    /// too, fails now and then, at random but reproducibly.
+    static func flakyNetwork(of agent: String, _ fraction: Double, seed: UInt64) -> Fault {
+        let reset = ProbeError(kind: .connect, step: "request", message: "connection reset")
+        return { id, _, probe, run in
+            guard id == agent else { return nil }
+            return chance("\(probe.name)/\(run)", seed: seed) < fraction ? (.failed, reset) : nil
+        }
+    }
+
+    /// A uniform number in 0..<1 fixed by `key` and `seed` (FNV-1a, then SplitMix64).
+    private static func chance(_ key: String, seed: UInt64) -> Double {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        var random = SplitMix64(seed: hash ^ seed)
+        return random.nextUnitDouble()
     }
 }

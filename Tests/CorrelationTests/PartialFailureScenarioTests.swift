@@ -207,14 +207,7 @@ import Testing
     @Test(arguments: seeds)
     func aFlakyHostElsewhereDoesNotWidenARegionalOutage(seed: UInt64) throws {
         var fleet = warmFleet()
-        let reset = ProbeError(kind: .connect, step: "request", message: "connection reset")
-        fleet.faults["flaky network"] = { agent, _, probe, run in
-            guard agent == "eu-1" else { return nil }
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in "\(probe.name)/\(run)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            var random = SplitMix64(seed: hash ^ seed)
-            return random.nextUnitDouble() < 0.3 ? (.failed, reset) : nil
-        }
+        fleet.faults["flaky network"] = FleetSimulation.flakyNetwork(of: "eu-1", 0.3, seed: seed)
         fleet.step(seconds: 20)
         fleet.faults["us batch"] = FleetSimulation.failing(regions: ["us"], components: ["batch"])
         let events = fleet.step(seconds: 60)
@@ -317,14 +310,7 @@ import Testing
     @Test(arguments: seeds)
     func aFlakyNetworkOnOneHostIsOneLocalFaultEpisode(seed: UInt64) throws {
         var fleet = warmFleet()
-        let error = ProbeError(kind: .connect, step: "request", message: "connection reset")
-        fleet.faults["flaky network"] = { agent, _, probe, run in
-            guard agent == "eu-1" else { return nil }
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in "\(probe.name)/\(run)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            var random = SplitMix64(seed: hash ^ seed)
-            return random.nextUnitDouble() < 0.3 ? (.failed, error) : nil
-        }
+        fleet.faults["flaky network"] = FleetSimulation.flakyNetwork(of: "eu-1", 0.3, seed: seed)
         let during = fleet.step(seconds: 90)
         fleet.faults = [:]
         let after = fleet.step(seconds: 90)

@@ -270,3 +270,14 @@ final class Shared<Value: Sendable>: Sendable {
     @discardableResult
     func withLock<T: Sendable>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&$0) } }
 }
+
+/// Runs `body` against a collector process started in `folder`, stopped afterwards whatever happens.
+func withDrillCollector(
+    in folder: TemporaryDirectory, agents: [DrillAgent], extra: [String] = [], _ body: (CollectorUnderTest) async throws -> Void
+) async throws {
+    let collector = try await CollectorUnderTest.start(in: folder, agents: agents, extra: extra)
+    try await withTeardown { teardown in
+        teardown.add { await collector.child.stop() }
+        try await body(collector)
+    }
+}

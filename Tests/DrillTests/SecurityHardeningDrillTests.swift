@@ -90,14 +90,4 @@ import Testing
         }
     }
 
-    /// Runs `body` against a collector process started in `folder`, stopped afterwards whatever happens.
-    private func withDrillCollector(
-        in folder: TemporaryDirectory, agents: [DrillAgent], extra: [String] = [], _ body: (CollectorUnderTest) async throws -> Void
-    ) async throws {
-        let collector = try await CollectorUnderTest.start(in: folder, agents: agents, extra: extra)
-        try await withTeardown { teardown in
-            teardown.add { await collector.child.stop() }
-            try await body(collector)
-        }
-    }
 }
