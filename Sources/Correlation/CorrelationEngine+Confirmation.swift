@@ -29,6 +29,10 @@ public struct ConfirmationRequests: Sendable, Hashable {
 }
 
 extension CorrelationEngine {
+    /// How long one agent alone in its region with fresh failures keeps asking its peers to
+    /// confirm them (seconds, without a break).
+    static let loneConfirmationLimit = 60.0
+
     /// The confirmation phase (after verdicts and incidents): per component,
     /// - an open incident: its regions (every region at scope `platform`), so its end is read
     ///   from runs at the retry pace, and the lull guard from the short gaps they leave;
@@ -37,12 +41,18 @@ extension CorrelationEngine {
     /// - a failed or slow run within two of its probe's intervals, from an agent that counts and
     ///   is not local (in doubt included: its peers are the ones to settle the doubt): that
     ///   agent's region, or every region once `min_platform_regions` regions show such runs.
-    /// Nothing with `confirmation_runs: false`. Returns whether any request comes from fresh
-    /// evidence rather than an incident (those also ask for prompt pushes).
+    /// Nothing with `confirmation_runs: false`. One agent alone in its region with such runs asks
+    /// for at most `loneConfirmationLimit` s without a break (`loneSince` keeps since when): its
+    /// peers have confirmed nothing meanwhile, so it is its own problem, and one agent dropping a
+    /// failure into every push must not keep its region's agents at 4 × their pace for good
+    /// (found by the red team, F13). Returns whether any request comes from fresh evidence rather
+    /// than an incident (those also ask for prompt pushes).
     static func confirmationRequests(
         tracks: [ComponentTrack], frame: EvaluationFrame, componentNames: [String], regionNames: [String], agentRegion: [Int32],
-        _ cfg: CorrelationConfig
+        loneSince: inout [Int: Double], _ cfg: CorrelationConfig
     ) -> (requests: ConfirmationRequests, fromEvidence: Bool) {
+        var stillLone: [Int: Double] = [:]
+        defer { loneSince = stillLone }
         var out = ConfirmationRequests()
         guard cfg.confirmationRuns else { return (out, false) }
         let componentCount = componentNames.count
@@ -63,18 +73,26 @@ extension CorrelationEngine {
                 fromEvidence = true
                 continue
             }
-            for r in regionsWithEvidence.indices { regionsWithEvidence[r] = false }
-            var regions = 0
+            var witnesses = [[Int]](repeating: [], count: regionNames.count)
             for a in agentRegion.indices where frame.agentCounts(a) {  // a wholly local agent's cells are all `local`
                 let x = frame.grid[a * componentCount + c]
                 guard x.reporting, !x.local, x.newestBadAt > -Double.infinity else { continue }
                 let recent = 2 * (x.interval > 0 ? x.interval : cfg.silentAfter)
                 guard frame.t - x.newestBadAt <= recent else { continue }
-                let r = Int(agentRegion[a])
-                if !regionsWithEvidence[r] {
-                    regionsWithEvidence[r] = true
-                    regions += 1
+                witnesses[Int(agentRegion[a])].append(a)
+            }
+            var regions = 0
+            for r in regionsWithEvidence.indices {
+                regionsWithEvidence[r] = false
+                guard !witnesses[r].isEmpty else { continue }
+                if witnesses[r].count == 1 {
+                    let key = witnesses[r][0] * componentCount + c
+                    let since = loneSince[key] ?? frame.t
+                    stillLone[key] = since
+                    guard frame.t - since <= loneConfirmationLimit else { continue }
                 }
+                regionsWithEvidence[r] = true
+                regions += 1
             }
             guard regions > 0 else { continue }
             fromEvidence = true

@@ -330,7 +330,8 @@ extension CorrelationEngine {
         agentHealthPhase(frame, now: now, events: &events)
         awaitsPassingRuns = Self.awaitsPassingRuns(tracks: tracks, health: health, controlFaults: !controlFaultAgents.isEmpty)
         let confirmations = Self.confirmationRequests(
-            tracks: tracks, frame: frame, componentNames: componentNames, regionNames: regionNames, agentRegion: agentRegion, config)
+            tracks: tracks, frame: frame, componentNames: componentNames, regionNames: regionNames, agentRegion: agentRegion,
+            loneSince: &loneConfirmationSince, config)
         confirmationRequests = confirmations.requests
         wantsFreshRuns = confirmations.fromEvidence || Self.wantsFreshRuns(tracks: tracks, t: frame.t)
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)

@@ -36,6 +36,30 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// One agent alone in its region dropping a failure into its runs every few seconds, hidden
+    /// among many passing ones so that it is never called local, asks its peers to confirm for
+    /// at most `loneConfirmationLimit`, not for as long as it keeps it up (red team F13: the
+    /// region's honest agents ran at 4 × their pace for good).
+    @Test func oneAgentAloneStopsAskingItsPeersAfterTheLimit() throws {
+        var fleet = warmFleet()
+        fleet.faults["lone"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"], when: { $0 % 2 == 0 })
+        var askedAt: [Double] = []
+        for second in 0..<120 {
+            let flood = (0..<150).map { i in
+                ProbeResult(
+                    id: "pass-\(second)-\(i)", probe: "up-\(i)", component: "files", agent: "eu-1", region: "eu",
+                    startedAt: fleet.now.addingTimeInterval(-0.5), durationMs: 5, outcome: .ok, steps: [])
+            }
+            fleet.engine.ingest(flood, receivedAt: fleet.now)
+            fleet.step()
+            if fleet.engine.confirmationRequests.components(forRegion: "eu")?.contains("files") == true { askedAt.append(Double(second)) }
+        }
+        #expect(fleet.engine.agentHealth.first { $0.agent == "eu-1" }?.state != .localFault, "the flood keeps its rate below the local test")
+        #expect(!askedAt.isEmpty && askedAt.first! < 10, "asked at first: \(askedAt.prefix(5))")
+        #expect(askedAt.allSatisfy { $0 <= askedAt.first! + CorrelationEngine.loneConfirmationLimit + 2 }, "still asked at \(askedAt.suffix(3))")
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
     /// Failures in two regions (`min_platform_regions`) may be platform-wide: every region is asked.
     @Test func failuresInTwoRegionsAskEveryRegion() {
         var fleet = warmFleet()
