@@ -45,12 +45,7 @@ import Testing
         fleet.faults["lone"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"], when: { $0 % 2 == 0 })
         var askedAt: [Double] = []
         for second in 0..<120 {
-            let flood = (0..<150).map { i in
-                ProbeResult(
-                    id: "pass-\(second)-\(i)", probe: "up-\(i)", component: "files", agent: "eu-1", region: "eu",
-                    startedAt: fleet.now.addingTimeInterval(-0.5), durationMs: 5, outcome: .ok, steps: [])
-            }
-            fleet.engine.ingest(flood, receivedAt: fleet.now)
+            fleet.ingestMadeUpPassingRuns(from: "eu-1", region: "eu", component: "files")
             fleet.step()
             if fleet.engine.confirmationRequests.components(forRegion: "eu")?.contains("files") == true { askedAt.append(Double(second)) }
         }

@@ -155,6 +155,17 @@ struct FleetSimulation {
             degraded: runSlow ? "the run took 2500 ms, over degraded_after 1s" : nil)
     }
 
+    /// What one compromised agent pushes besides its real runs: a passing run of each of
+    /// `probes` probes it made up, all for `component`, received now.
+    mutating func ingestMadeUpPassingRuns(from agent: String, region: String, component: String, probes: Int = 150) {
+        let flood = (0..<probes).map { i in
+            ProbeResult(
+                id: "made-up-\(agent)-\(now.timeIntervalSince1970)-\(i)", probe: "up-\(i)", component: component, agent: agent,
+                region: region, startedAt: now.addingTimeInterval(-0.5), durationMs: 5, outcome: .ok, steps: [])
+        }
+        engine.ingest(flood, receivedAt: now)
+    }
+
     /// Steps `seconds` one at a time; returns the times (seconds since the start) at which
     /// `agent` was listed among `component`'s failing agents.
     mutating func stepListingFailing(_ agent: String, on component: String, seconds: Int) -> [Double] {

@@ -186,13 +186,8 @@ import Testing
         fleet.step(seconds: 40)
         fleet.faults = ["eu outage": FleetSimulation.failing(agents: ["eu-1", "eu-2"], components: ["files"])]
         var events: [AlertEvent] = []
-        for second in 0..<40 {
-            let flood = (0..<150).map { i in
-                ProbeResult(
-                    id: "flood-\(second)-\(i)", probe: "up-\(i)", component: "files", agent: "eu-3", region: "eu",
-                    startedAt: fleet.now.addingTimeInterval(-0.5), durationMs: 5, outcome: .ok, steps: [])
-            }
-            fleet.engine.ingest(flood, receivedAt: fleet.now)
+        for _ in 0..<40 {
+            fleet.ingestMadeUpPassingRuns(from: "eu-3", region: "eu", component: "files")
             events += fleet.step()
         }
         let log = describe(events)
