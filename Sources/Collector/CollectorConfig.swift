@@ -115,7 +115,7 @@ public struct CollectorConfig: Sendable {
     public func publicLinkBase(host requested: String?) -> String {
         if publicURL != nil { return linkBase(boundPort: nil) }
         guard let requested, !requested.isEmpty, requested.utf8.count <= 255,
-            requested.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber || "-.:[]".utf8.contains($0)) })
+            requested.utf8.allSatisfy({ ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || "-.:[]".utf8.contains($0) })
         else { return "" }
         return "\(tls == nil ? "http" : "https")://\(requested)"
     }

@@ -1145,16 +1145,16 @@ extension CorrelationEngine {
         func counted(_ s: Int) -> Bool {
             agents.contains(series[s].agent) && (component.map { series[s].component == $0 && !series[s].control } ?? true)
         }
-        var oldestBad = Double.infinity, newestBad = -Double.infinity
         var clean: Int32 = 0
+        for s in series.indices where counted(s) { clean += series[s].passedSinceFailure }
+        if let needed { return clean >= needed }
+        var oldestBad = Double.infinity, newestBad = -Double.infinity
         for s in series.indices where counted(s) {
-            clean += series[s].passedSinceFailure
             for run in series[s].runs where run.outcome == .failed {
                 oldestBad = min(oldestBad, run.startedAt)
                 newestBad = max(newestBad, run.startedAt)
             }
         }
-        if let needed { return clean >= needed }
         guard newestBad > -.infinity else { return true }
         var scope = RegionCounts()
         var cleanInWindow: Int32 = 0
