@@ -309,6 +309,8 @@ public struct CollectorAPI: Sendable {
     /// With several collectors on PostgreSQL: leadership, for /v1/status and /metrics.
     let cluster: ClusterCoordinator?
     let logger: Logger
+    /// The pages' uptime history, read at most every 15 s.
+    let uptimeHistory = UptimeHistoryCache()
 
     /// For load balancers: 200 while storage takes writes, 503 when it cannot (full disk,
     /// read-only file system); the body names no path and no error detail.

@@ -133,7 +133,12 @@ struct IngestHandler: Sendable {
         do {
             outcome = try await writer.store(
                 PendingBatch(
-                    batch: BatchRecord(batchID: batch.batchID, agent: agentID, receivedAt: receivedAt, body: body, signature: signature),
+                    // Runs from the day of grace before enrolment are kept, but uptime counts
+                    // only the days the agent watched (red team F3: one agent enrolled today
+                    // painted yesterday's bar red).
+                    batch: BatchRecord(
+                        batchID: batch.batchID, agent: agentID, receivedAt: receivedAt, body: body, signature: signature,
+                        uptimeFrom: agent.enrolledAt.addingTimeInterval(-allowedSkew)),
                     results: batch.results, resultRanges: decoded.resultRanges))
         } catch {
             health.ingestFailed()

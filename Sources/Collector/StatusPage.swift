@@ -284,7 +284,8 @@ enum StatusPage {
             for day in (today - Int64(PageSnapshot.days) + 1)...today {
                 let record = component.days[day]
                 let date = String(RFC3339.string(from: Date(epochMs: day * 86_400_000)).prefix(10))
-                let title = record.map { "\(date): \(percent($0.uptime)) of \($0.total) runs passed" + ($0.failed > 0 ? ", \($0.failed) failed" : "") } ?? "\(date): no data"
+                // Uptime weighs each agent (`UptimeDay.combine`), so it is not always passed / runs.
+                let title = record.map { "\(date): \(percent($0.uptime)) uptime over \($0.total) runs" + ($0.failed > 0 ? ", \($0.failed) failed" : "") } ?? "\(date): no data"
                 html += "<span style=\"background:\(record == nil ? "#e5e7eb" : colour(dayStatus(record)))\" title=\"\(escape(title))\"></span>"
             }
             html += "</div><div class=\"axis\"><span><span class=\"long\">\(PageSnapshot.days) days ago</span><span class=\"short\">30 days ago</span></span>"

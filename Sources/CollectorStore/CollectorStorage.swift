@@ -42,13 +42,17 @@ public struct BatchRecord: Sendable, Hashable {
     public var body: Data
     /// The `Sonde-Agent-Signature` header value (base64 Ed25519 signature of `body`).
     public var signature: String
+    /// Results started before this are stored but left out of uptime: the agent was not enrolled
+    /// yet (ingest sets it to the enrolment less the allowed clock skew). Not stored.
+    public var uptimeFrom: Date?
 
-    public init(batchID: String, agent: String, receivedAt: Date, body: Data, signature: String) {
+    public init(batchID: String, agent: String, receivedAt: Date, body: Data, signature: String, uptimeFrom: Date? = nil) {
         self.batchID = batchID
         self.agent = agent
         self.receivedAt = receivedAt
         self.body = body
         self.signature = signature
+        self.uptimeFrom = uptimeFrom
     }
 }
 
@@ -79,12 +83,13 @@ public enum IngestOutcome: Sendable, Hashable {
     }
 }
 
-/// Runs per component and UTC day, added to `result_days` once per ingest transaction.
+/// Runs per component, UTC day and agent, added to `result_agent_days` once per ingest transaction.
 struct DayCounts {
     struct Key: Hashable, Comparable {
         var component: String
         var day: Int64
-        static func < (a: Key, b: Key) -> Bool { (a.component, a.day) < (b.component, b.day) }
+        var agent: String
+        static func < (a: Key, b: Key) -> Bool { (a.component, a.day, a.agent) < (b.component, b.day, b.agent) }
     }
     var counts: [Key: (total: Int64, failed: Int64, degraded: Int64)] = [:]
 
@@ -94,11 +99,14 @@ struct DayCounts {
     /// collector asks to confirm one), up to 4 per interval, so counting them weighed each
     /// failure up to 4 times (found by the first-use review: 81.36 % where the scheduled runs
     /// gave 89.47 %). Uptime is the scheduled runs' passing share, as a check's uptime is.
-    mutating func count(_ result: ProbeResult) {
+    /// Runs started before `from` (the agent's enrolment, see ``BatchRecord/uptimeFrom``) are
+    /// stored but not counted: an agent reports on the days it watched, not on the days before.
+    mutating func count(_ result: ProbeResult, from: Date? = nil) {
         guard result.retry != true else { return }
+        if let from, result.startedAt < from { return }
         let day = UptimeDay.dayNumber(result.startedAt)
         for (component, outcome) in CorrelationEngine.outcomes(of: result) {
-            let key = Key(component: component, day: day)
+            let key = Key(component: component, day: day, agent: result.agent)
             var value = counts[key] ?? (0, 0, 0)
             value.total += 1
             if outcome == .failed { value.failed += 1 }
@@ -112,6 +120,11 @@ struct DayCounts {
             let old = counts[key] ?? (0, 0, 0)
             counts[key] = (old.total + value.total, old.failed + value.failed, old.degraded + value.degraded)
         }
+    }
+
+    /// The rows as stores read them back.
+    var rows: [AgentDayCount] {
+        counts.map { AgentDayCount(component: $0.key.component, day: $0.key.day, agent: $0.key.agent, total: $0.value.total, failed: $0.value.failed, degraded: $0.value.degraded) }
     }
 }
 
@@ -345,26 +358,93 @@ public struct TimelineBucket: Sendable, Hashable {
     }
 }
 
+/// One agent's runs of one component on one UTC day, as the rollup keeps them. `agent` is empty
+/// for rows of the older rollup (`result_days`, from before runs were kept per agent, or written
+/// by an older collector during a rolling upgrade): those count as they are, without a weight.
+struct AgentDayCount: Sendable, Hashable {
+    var component: String
+    var day: Int64
+    var agent: String
+    var total: Int64
+    var failed: Int64
+    var degraded: Int64
+}
+
 /// Results of one component on one UTC day, for uptime. Kept in a daily rollup maintained at
 /// ingest, so pruning raw results (`retention_days`) does not erase the page's 90-day history.
 public struct UptimeDay: Sendable, Hashable {
     public var component: String
     /// Midnight UTC starting the day.
     public var day: Date
+    /// Runs stored, failed and degraded, over all agents.
     public var total: Int
     public var failed: Int
     public var degraded: Int
+    /// Agents whose runs count (rows of the older rollup count as one).
+    public var agents: Int
+    /// Runs counted once each agent's weight is bounded (``combine(_:)``), and how many of those passed.
+    public var counted: Double
+    public var passed: Double
 
+    /// One agent's day (or the older rollup's), counted as it is.
     public init(component: String, day: Date, total: Int, failed: Int, degraded: Int) {
         self.component = component
         self.day = day
         self.total = total
         self.failed = failed
         self.degraded = degraded
+        self.agents = 1
+        self.counted = Double(total)
+        self.passed = Double(total - failed)
     }
 
-    /// Runs that did not fail (degraded runs passed, slowly) over all runs.
-    public var uptime: Double { total == 0 ? 1 : Double(total - failed) / Double(total) }
+    /// Runs that did not fail (degraded runs passed, slowly) over all runs, each agent's runs
+    /// weighing at most as much as the median agent's.
+    public var uptime: Double { counted <= 0 ? 1 : passed / counted }
+
+    /// The days of per-agent rows, sorted by component and day. One agent's runs of a day weigh at
+    /// most as many runs as the lower-median agent made that day (its pass share is kept): one
+    /// agent cannot rewrite a day's uptime by sending more runs, made up or retried, than its peers
+    /// (red team F3: 29,000 made-up failures took a day from 100 % to 10.7 %). With n agents one
+    /// agent moves a day by at most about 1/n, as its share of the fleet. The peer pool of the
+    /// correlation engine bounds an agent the same way (`AgentComponent.weighed`).
+    static func combine(_ rows: [AgentDayCount]) -> [UptimeDay] {
+        let byDay = Dictionary(grouping: rows) { DayKey(component: $0.component, day: $0.day) }
+        return byDay.map { key, rows in
+            var agents: [String: (total: Int64, failed: Int64, degraded: Int64)] = [:]
+            var legacy = (total: Int64(0), failed: Int64(0), degraded: Int64(0))
+            for row in rows {
+                if row.agent.isEmpty {
+                    legacy = (legacy.total + row.total, legacy.failed + row.failed, legacy.degraded + row.degraded)
+                } else {
+                    let old = agents[row.agent] ?? (0, 0, 0)
+                    agents[row.agent] = (old.total + row.total, old.failed + row.failed, old.degraded + row.degraded)
+                }
+            }
+            let sizes = agents.values.map(\.total).filter { $0 > 0 }.sorted()
+            let cap = sizes.isEmpty ? 0 : Double(sizes[(sizes.count - 1) / 2])
+            var day = UptimeDay(
+                component: key.component, day: Date(epochMs: key.day * 86_400_000), total: Int(legacy.total), failed: Int(legacy.failed),
+                degraded: Int(legacy.degraded))
+            day.agents = legacy.total > 0 ? 1 : 0
+            for counts in agents.values where counts.total > 0 {
+                let weight = min(1, cap / Double(counts.total))
+                day.total += Int(counts.total)
+                day.failed += Int(counts.failed)
+                day.degraded += Int(counts.degraded)
+                day.agents += 1
+                day.counted += Double(counts.total) * weight
+                day.passed += Double(counts.total - counts.failed) * weight
+            }
+            return day
+        }
+        .sorted { ($0.component, $0.day) < ($1.component, $1.day) }
+    }
+
+    private struct DayKey: Hashable {
+        var component: String
+        var day: Int64
+    }
 
     /// The UTC day number (days since 1970) of a time.
     public static func dayNumber(_ date: Date) -> Int64 {
@@ -461,8 +541,9 @@ public protocol CollectorStorage: Sendable {
     /// batch id), oldest first, at most `limit`.
     func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord]
     func timeline(since: Date) async throws -> [TimelineBucket]
-    /// The daily rollup from the UTC day holding `since` on, sorted by component and day. Every
-    /// stored result counts once in its component's day (a duplicate ignored at ingest does not).
+    /// The daily rollup from the UTC day holding `since` on, sorted by component and day
+    /// (``UptimeDay/combine(_:)``). Every stored result counts once in its component's day (a
+    /// duplicate ignored at ingest does not), for the agent that ran it.
     func uptimeDays(since: Date) async throws -> [UptimeDay]
     /// Every (agent, probe, component) stored so far.
     func seriesNames() async throws -> [SeriesNames]

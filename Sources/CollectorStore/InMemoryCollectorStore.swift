@@ -14,8 +14,8 @@ public actor InMemoryCollectorStore: CollectorStorage {
     private var deliveryRows: [DeliveryKey: DeliveryRecord] = [:]
     private var states: [String: Data] = [:]
     private var dead: [DeliveryKey: DeadLetterRecord] = [:]
-    /// The daily rollup, by component and UTC day number; pruned only after `UptimeDay.keptDays`.
-    private var days: [DayCounts.Key: UptimeDay] = [:]
+    /// The daily rollup, by component, UTC day number and agent; pruned only after `UptimeDay.keptDays`.
+    private var days = DayCounts()
 
     public init() {}
 
@@ -58,15 +58,9 @@ public actor InMemoryCollectorStore: CollectorStorage {
         for (position, result) in results.enumerated() where resultsByID[result.id] == nil {
             new.insert(position)
             resultsByID[result.id] = result
-            counts.count(result)
+            counts.count(result, from: batch.uptimeFrom)
         }
-        for (key, value) in counts.counts {
-            var day = days[key] ?? UptimeDay(component: key.component, day: Date(epochMs: key.day * 86_400_000), total: 0, failed: 0, degraded: 0)
-            day.total += Int(value.total)
-            day.failed += Int(value.failed)
-            day.degraded += Int(value.degraded)
-            days[key] = day
-        }
+        days.add(counts)
         if var agent = agentsByID[batch.agent] {
             agent.lastSeen = max(agent.lastSeen ?? .distantPast, batch.receivedAt)
             agentsByID[batch.agent] = agent
@@ -120,7 +114,7 @@ public actor InMemoryCollectorStore: CollectorStorage {
 
     public func uptimeDays(since: Date) async throws -> [UptimeDay] {
         let first = UptimeDay.dayNumber(since)
-        return days.filter { $0.key.day >= first }.values.sorted { ($0.component, $0.day) < ($1.component, $1.day) }
+        return UptimeDay.combine(days.rows.filter { $0.day >= first })
     }
 
     public func resultCount() async throws -> Int { resultsByID.count }
@@ -258,7 +252,7 @@ public actor InMemoryCollectorStore: CollectorStorage {
         }
         report.events = oldEvents.count
         let oldestDay = UptimeDay.dayNumber(Date()) - UptimeDay.keptDays
-        days = days.filter { $0.key.day >= oldestDay }
+        days.counts = days.counts.filter { $0.key.day >= oldestDay }
         return report
     }
 }

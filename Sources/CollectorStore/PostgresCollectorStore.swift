@@ -274,6 +274,19 @@ public final class PostgresCollectorStore: CollectorStorage {
                 """,
             ]
         ),
+        (
+            // The rollup per agent as well, so that one agent's runs of a day weigh no more than
+            // its peers' (`UptimeDay.combine`). `result_days` keeps the days counted before (and
+            // what an older collector writes during a rolling upgrade), read as one agent's.
+            "v3-result-agent-days",
+            [
+                """
+                CREATE TABLE result_agent_days (
+                    component TEXT NOT NULL, day BIGINT NOT NULL, agent TEXT NOT NULL, total BIGINT NOT NULL, failed BIGINT NOT NULL,
+                    degraded BIGINT NOT NULL, PRIMARY KEY (component, day, agent))
+                """
+            ]
+        ),
     ]
 
     /// Applies missing migrations under a session advisory lock (collectors started together
@@ -529,7 +542,7 @@ public final class PostgresCollectorStore: CollectorStorage {
                 inserted.insert(ResultCursor(startedAtMs: startedAt, id: id))
             }
             new = IngestOutcome.newPositions(of: results, inserted: inserted)
-            for position in new { days.count(results[position]) }
+            for position in new { days.count(results[position], from: batch.uptimeFrom) }
         }
         try await connection.query(
             "UPDATE agents SET last_seen = GREATEST(COALESCE(last_seen, 0), \(batch.receivedAt.epochMs)) WHERE id = \(batch.agent)", logger: logger)
@@ -544,23 +557,28 @@ public final class PostgresCollectorStore: CollectorStorage {
         let values = keys.map { days.counts[$0]! }
         try await connection.query(
             """
-            INSERT INTO result_days (component, day, total, failed, degraded)
-            SELECT c, d, n, f, g FROM unnest(\(keys.map(\.component))::TEXT[], \(keys.map(\.day))::BIGINT[], \(values.map(\.total))::BIGINT[],
-                \(values.map(\.failed))::BIGINT[], \(values.map(\.degraded))::BIGINT[]) WITH ORDINALITY AS t(c, d, n, f, g, o) ORDER BY o
-            ON CONFLICT (component, day) DO UPDATE SET total = result_days.total + excluded.total,
-                failed = result_days.failed + excluded.failed, degraded = result_days.degraded + excluded.degraded
+            INSERT INTO result_agent_days (component, day, agent, total, failed, degraded)
+            SELECT c, d, a, n, f, g FROM unnest(\(keys.map(\.component))::TEXT[], \(keys.map(\.day))::BIGINT[], \(keys.map(\.agent))::TEXT[],
+                \(values.map(\.total))::BIGINT[], \(values.map(\.failed))::BIGINT[], \(values.map(\.degraded))::BIGINT[])
+                WITH ORDINALITY AS t(c, d, a, n, f, g, o) ORDER BY o
+            ON CONFLICT (component, day, agent) DO UPDATE SET total = result_agent_days.total + excluded.total,
+                failed = result_agent_days.failed + excluded.failed, degraded = result_agent_days.degraded + excluded.degraded
             """, logger: logger)
     }
 
     public func uptimeDays(since: Date) async throws -> [UptimeDay] {
-        try await rows(
-            "SELECT component, day, total, failed, degraded FROM result_days WHERE day >= \(UptimeDay.dayNumber(since)) ORDER BY component, day",
+        let first = UptimeDay.dayNumber(since)
+        let rows = try await rows(
+            """
+            SELECT component, day, agent, total, failed, degraded FROM result_agent_days WHERE day >= \(first)
+            UNION ALL SELECT component, day, '', total, failed, degraded FROM result_days WHERE day >= \(first)
+            """,
             "reading uptime history"
         ).map { row in
-            let (component, day, total, failed, degraded) = try row.decode((String, Int64, Int64, Int64, Int64).self)
-            return UptimeDay(
-                component: component, day: Date(epochMs: day * 86_400_000), total: Int(total), failed: Int(failed), degraded: Int(degraded))
+            let (component, day, agent, total, failed, degraded) = try row.decode((String, Int64, String, Int64, Int64, Int64).self)
+            return AgentDayCount(component: component, day: day, agent: agent, total: total, failed: failed, degraded: degraded)
         }
+        return UptimeDay.combine(rows)
     }
 
     /// Series ids for these results' names, adding the new ones (committed on their own, before
@@ -1005,8 +1023,9 @@ public final class PostgresCollectorStore: CollectorStorage {
             }
             report.results += try await Self.all(connection, "DELETE FROM results_default WHERE started_at < \(ms) RETURNING 1", logger).count
             // The daily rollup outlives results: uptime history is kept `UptimeDay.keptDays`.
-            try await connection.query(
-                "DELETE FROM result_days WHERE day < \(UptimeDay.dayNumber(Date()) - UptimeDay.keptDays)", logger: logger)
+            let oldestDay = UptimeDay.dayNumber(Date()) - UptimeDay.keptDays
+            try await connection.query("DELETE FROM result_days WHERE day < \(oldestDay)", logger: logger)
+            try await connection.query("DELETE FROM result_agent_days WHERE day < \(oldestDay)", logger: logger)
             // A body goes once no result still points into it.
             report.batches = try await Self.all(
                 connection,

@@ -220,6 +220,17 @@ public final class SQLiteCollectorStore: CollectorStorage {
                         FROM results r JOIN series s ON s.id = r.series GROUP BY s.component, r.started_at / 86400000;
                     """)
         }
+        // v6: the rollup per agent as well (`result_agent_days`), so that one agent's runs of a
+        // day weigh no more than its peers' (``UptimeDay/combine(_:)``). `result_days` keeps the
+        // days counted before, and is read as one agent's; nothing writes it any more.
+        migrator.registerMigration("v6-result-agent-days") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE result_agent_days (
+                        component TEXT NOT NULL, day INTEGER NOT NULL, agent TEXT NOT NULL, total INTEGER NOT NULL, failed INTEGER NOT NULL,
+                        degraded INTEGER NOT NULL, PRIMARY KEY (component, day, agent)) WITHOUT ROWID;
+                    """)
+        }
         return migrator
     }
 
@@ -433,7 +444,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
         let outcome: IngestOutcome
         if inserted == results.count {
             outcome = .stored(all: results.count)
-            try addToDays(results, db)
+            try addToDays(results, from: batch.uptimeFrom, db)
         } else {
             // Some rows were there already (re-sent under a new batch id): the new ones are those
             // that now point at this batch.
@@ -443,7 +454,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
                 arguments: [times.min() ?? 0, times.max() ?? 0, batchSeq])
             let new = IngestOutcome.newPositions(of: results, inserted: Set(rows.map { ResultCursor(startedAtMs: $0["started_at"], id: $0["id"]) }))
             outcome = .stored(new: new)
-            try addToDays(new.map { results[$0] }, db)
+            try addToDays(new.map { results[$0] }, from: batch.uptimeFrom, db)
         }
         try db.cachedStatement(sql: "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?")
             .execute(arguments: [batch.receivedAt.epochMs, batch.agent])
@@ -453,17 +464,19 @@ public final class SQLiteCollectorStore: CollectorStorage {
     private static let rowsPerInsert = 50
 
     /// Adds results stored now (never one stored before) to the daily rollup.
-    private static func addToDays(_ results: [ProbeResult], _ db: Database) throws {
+    private static func addToDays(_ results: [ProbeResult], from: Date?, _ db: Database) throws {
         guard !results.isEmpty else { return }
         var days = DayCounts()
-        for result in results { days.count(result) }
+        for result in results { days.count(result, from: from) }
         let upsert = try db.cachedStatement(
             sql: """
-                INSERT INTO result_days (component, day, total, failed, degraded) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT(component, day) DO UPDATE SET total = total + excluded.total, failed = failed + excluded.failed,
+                INSERT INTO result_agent_days (component, day, agent, total, failed, degraded) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(component, day, agent) DO UPDATE SET total = total + excluded.total, failed = failed + excluded.failed,
                     degraded = degraded + excluded.degraded
                 """)
-        for (key, counts) in days.counts { try upsert.execute(arguments: [key.component, key.day, counts.total, counts.failed, counts.degraded]) }
+        for (key, counts) in days.counts {
+            try upsert.execute(arguments: [key.component, key.day, key.agent, counts.total, counts.failed, counts.degraded])
+        }
     }
 
     private static func insertResultsSQL(rows: Int) -> String {
@@ -606,15 +619,21 @@ public final class SQLiteCollectorStore: CollectorStorage {
     }
 
     public func uptimeDays(since: Date) async throws -> [UptimeDay] {
-        try await pool.read { db in
+        let first = UptimeDay.dayNumber(since)
+        let rows = try await pool.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM result_days WHERE day >= ? ORDER BY component, day", arguments: [UptimeDay.dayNumber(since)]
+                db,
+                sql: """
+                    SELECT component, day, agent, total, failed, degraded FROM result_agent_days WHERE day >= ?
+                    UNION ALL SELECT component, day, '', total, failed, degraded FROM result_days WHERE day >= ?
+                    """,
+                arguments: [first, first]
             ).map { row in
-                UptimeDay(
-                    component: row["component"], day: Date(epochMs: (row["day"] as Int64) * 86_400_000), total: row["total"], failed: row["failed"],
-                    degraded: row["degraded"])
+                AgentDayCount(
+                    component: row[0], day: row[1], agent: row[2], total: row[3], failed: row[4], degraded: row[5])
             }
         }
+        return UptimeDay.combine(rows)
     }
 
     public func seriesNames() async throws -> [SeriesNames] {
@@ -847,7 +866,9 @@ public final class SQLiteCollectorStore: CollectorStorage {
                 sql: "DELETE FROM events WHERE created_at < ? AND id NOT IN (SELECT event_id FROM deliveries)", arguments: [ms])
             report.events = db.changesCount
             // The daily rollup outlives results: uptime history is kept `UptimeDay.keptDays`.
-            try db.execute(sql: "DELETE FROM result_days WHERE day < ?", arguments: [UptimeDay.dayNumber(Date()) - UptimeDay.keptDays])
+            let oldestDay = UptimeDay.dayNumber(Date()) - UptimeDay.keptDays
+            try db.execute(sql: "DELETE FROM result_days WHERE day < ?", arguments: [oldestDay])
+            try db.execute(sql: "DELETE FROM result_agent_days WHERE day < ?", arguments: [oldestDay])
             return report
         }
     }

@@ -93,7 +93,7 @@ struct StorageTests {
         let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
         try await store.migrate()
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days", "v6-result-agent-days"])
         #expect(try await store.resultCount() == 2)
         // Pruning with a cutoff in the future removes the rest, batches included.
         let report = try await store.prune(before: Date().addingTimeInterval(60))
@@ -307,7 +307,7 @@ struct StorageMigrationTests {
 
         let store = try SQLiteCollectorStore(path: path, logger: testLogger())
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days", "v6-result-agent-days"])
         #expect(try await store.resultCount() == 20)
         // v5 filled the daily rollup from the rows already there.
         let days = try await store.uptimeDays(since: base.addingTimeInterval(-86400))

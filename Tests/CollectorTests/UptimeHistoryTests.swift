@@ -49,6 +49,7 @@ import Testing
     /// Counts a component's stored results day by day, through the results API of the store.
     static func storedDays(_ store: any CollectorStorage, component: String, today: Int64) async throws -> [Int64: UptimeDay] {
         var days: [Int64: UptimeDay] = [:]
+        var agents: [Int64: Set<String>] = [:]
         var cursor: ResultCursor?
         repeat {
             let page = try await store.results(
@@ -60,9 +61,11 @@ import Testing
                 if result.outcome == .failed { record.failed += 1 }
                 if result.outcome == .degraded { record.degraded += 1 }
                 days[day] = record
+                agents[day, default: []].insert(result.agent)
             }
             cursor = page.nextCursor
         } while cursor != nil
+        for (day, names) in agents { days[day]?.agents = names.count }
         return days
     }
 
@@ -72,7 +75,13 @@ import Testing
             let stored = try await storedDays(store, component: component, today: fixture.today)
             let rolled = Dictionary(rollup.filter { $0.component == component }.map { (UptimeDay.dayNumber($0.day), $0) }, uniquingKeysWith: { $1 })
             #expect(stored.count == 91 && rolled.count == 91, "\(component): \(stored.count) stored days, \(rolled.count) rolled up")
-            #expect(rolled == stored, "\(component): the rollup matches the stored results day by day")
+            func counts(_ days: [Int64: UptimeDay]) -> [Int64: [Int]] { days.mapValues { [$0.total, $0.failed, $0.degraded, $0.agents] } }
+            #expect(counts(rolled) == counts(stored), "\(component): the rollup matches the stored results day by day")
+            // Both agents ran as many runs each day but the last (agent 0 ran one more login):
+            // there the weights bound agent 0 to agent 1's 12 runs.
+            for (day, record) in rolled where !(component == "login" && day == fixture.today - 1) {
+                #expect(abs(record.uptime - Double(record.total - record.failed) / Double(record.total)) < 1e-12, "\(component) \(day)")
+            }
         }
         // Three days back, files failed its first 3 runs of the day on both agents.
         let files3 = rollup.first { $0.component == "files" && UptimeDay.dayNumber($0.day) == fixture.today - 3 }
@@ -93,9 +102,7 @@ import Testing
             let rollup = try await collector.store.uptimeDays(since: Date(epochMs: (fixture.today - 89) * 86_400_000))
             func expected(_ component: String) -> String {
                 let days = rollup.filter { $0.component == component }
-                let total = days.reduce(0) { $0 + $1.total }
-                let failed = days.reduce(0) { $0 + $1.failed }
-                return StatusPage.percent(Double(total - failed) / Double(total))
+                return StatusPage.percent(days.reduce(0) { $0 + $1.passed } / days.reduce(0) { $0 + $1.counted })
             }
             let page = try await get(collector, "/", token: TestTokens.read)
             #expect(page.status == 200)
@@ -106,7 +113,7 @@ import Testing
             }
             // The day's bar: 3 days back files failed 6 of its 24 runs.
             let day3 = String(RFC3339.string(from: Date(epochMs: (fixture.today - 3) * 86_400_000)).prefix(10))
-            #expect(html.contains("\(day3): \(StatusPage.percent(18.0 / 24)) of 24 runs passed, 6 failed"))
+            #expect(html.contains("\(day3): \(StatusPage.percent(18.0 / 24)) uptime over 24 runs, 6 failed"))
             // A declared component without any result is starting, and has no uptime.
             let search = html.components(separatedBy: "id=\"component-search\"").last ?? ""
             #expect(search.contains(">Starting<") && search.contains("<span>starting</span>"))
@@ -143,6 +150,76 @@ import Testing
         _ = try await store.prune(before: fixture.now)
         #expect(try await store.resultCount() == 0)
         #expect(try await store.uptimeDays(since: Date(epochMs: (fixture.today - 91) * 86_400_000)) == before)
+    }
+
+    /// One enrolled agent cannot rewrite a day's uptime by sending more runs than its peers (red
+    /// team F3: 29,000 made-up failures took a day from 100 % to 10.7 %): its runs weigh at most
+    /// as many as the lower-median agent's, its pass share kept. Both ways: invented failures of a
+    /// healthy component, invented passes hiding a real half outage.
+    static func checkOneAgentIsBounded(_ store: any CollectorStorage) async throws {
+        let honest = (1...4).map { TestAgent(id: "honest-\($0)", region: $0 <= 2 ? "eu" : "us") }
+        let flooder = TestAgent(id: "flooder", region: "eu")
+        let dayStart = Date(epochMs: (UptimeDay.dayNumber(Date()) - 1) * 86_400_000)
+        func runs(_ agent: TestAgent, _ count: Int, failing: Int, _ component: String) -> [ProbeResult] {
+            (0..<count).map { i in
+                agent.result(
+                    probe: component, component: component, outcome: i < failing ? .failed : .ok, startedAt: dayStart.addingTimeInterval(Double(i) * 10 + 1))
+            }
+        }
+        func ingest(_ agent: TestAgent, _ results: [ProbeResult]) async throws {
+            _ = try await store.ingest(
+                batch: BatchRecord(batchID: UUID().uuidString, agent: agent.id, receivedAt: Date(), body: Data(), signature: ""), results: results)
+        }
+        for agent in honest { try await ingest(agent, runs(agent, 100, failing: 0, "files") + runs(agent, 100, failing: 50, "login")) }
+        for part in 0..<5 {
+            let files = runs(flooder, 5000, failing: 5000, "files")[(part * 1000)..<((part + 1) * 1000)]
+            let login = runs(flooder, 5000, failing: 0, "login")[(part * 1000)..<((part + 1) * 1000)]
+            try await ingest(flooder, Array(files) + Array(login))
+        }
+        let days = Dictionary(try await store.uptimeDays(since: dayStart).map { ($0.component, $0) }, uniquingKeysWith: { $1 })
+        let files = try #require(days["files"]), login = try #require(days["login"])
+        // Every run is kept and shown; the flooder weighs as one agent of five.
+        #expect(files.total == 5400 && files.failed == 5000 && files.agents == 5, "\(files)")
+        #expect(abs(files.uptime - 0.8) < 1e-9, "files: 400 of 500 weighed runs passed, not 400 of 5,400: \(files.uptime)")
+        #expect(login.total == 5400 && login.failed == 200 && login.agents == 5, "\(login)")
+        #expect(abs(login.uptime - 0.6) < 1e-9, "login: (4 × 50 + 100) of 500, not 5,200 of 5,400: \(login.uptime)")
+        #expect(StatusPage.dayStatus(login) == .majorOutage, "the half outage stays red")
+    }
+
+    @Test func oneAgentCannotOutweighItsPeersInMemory() async throws {
+        try await Self.checkOneAgentIsBounded(InMemoryCollectorStore())
+    }
+
+    @Test func oneAgentCannotOutweighItsPeersInSQLite() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let store = try SQLiteCollectorStore(path: dir.path + "/sonde.db", logger: testLogger())
+        try await store.migrate()
+        try await Self.checkOneAgentIsBounded(store)
+    }
+
+    @Test func oneAgentCannotOutweighItsPeersInPostgres() async throws {
+        let store = try PostgresCollectorStore(url: try await PostgresServer.shared().createDatabase(), logger: testLogger())
+        defer { store.close() }
+        try await store.migrate()
+        try await Self.checkOneAgentIsBounded(store)
+    }
+
+    /// Runs from the day of grace before an agent's enrolment are stored, but uptime counts only
+    /// the days it watched (red team F3: an agent enrolled today painted yesterday red).
+    @Test func runsFromBeforeEnrolmentAreKeptButNotCounted() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        try await withCollector(testConfig(dir: dir, agents: [agent])) { collector in
+            let before = (1...20).map { agent.result(outcome: .failed, startedAt: Date().addingTimeInterval(-Double($0) * 3600)) }
+            let after = [agent.result(outcome: .ok), agent.result(outcome: .failed)]
+            let pushed = try await agent.push(agent.batch(before + after), to: collector)
+            #expect(pushed.status == 200, "\(pushed.bodyText)")
+            #expect(try await collector.store.resultCount() == 22)
+            let days = try await collector.store.uptimeDays(since: Date().addingTimeInterval(-2 * 86_400))
+            #expect(days.reduce(0) { $0 + $1.total } == 2 && days.reduce(0) { $0 + $1.failed } == 1, "\(days)")
+        }
     }
 
     /// Uptime blames as the engine does: a batch journey that fails at its files step is files'
