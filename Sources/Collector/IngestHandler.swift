@@ -92,10 +92,18 @@ struct IngestHandler: Sendable {
             throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up: \(error)")
         }
         let usable = agent.flatMap { $0.revoked ? nil : $0 }
+        // A push whose claim (signed id, time and length, checked before its body) holds reads
+        // into its agent's own share; any other into the unproven pool (`PushBodyBudget`).
+        let proven: Bool
+        if let usable, let declared, let claim = request.headers.first(named: PushProtocol.claimHeader), let key = keys.key(usable.publicKey) {
+            proven = key.verify(claimHeader: claim, agent: agentID, length: declared, now: receivedAt, allowedSkew: allowedSkew)
+        } else {
+            proven = false
+        }
         // Held until the push is answered: the body stays in memory while it is checked and stored.
         var charged = 0
-        defer { bodyBudget.release(charged, agent: agentID) }
-        let body = try await readBody(request, agent: agentID, keep: usable != nil, charged: &charged)
+        defer { bodyBudget.release(charged, agent: agentID, proven: proven) }
+        let body = try await readBody(request, agent: agentID, proven: proven, keep: usable != nil, charged: &charged)
         guard let agent = usable else {
             throw Self.unauthorized(reason: agent == nil ? "unknown_agent" : "agent_revoked")
         }
@@ -204,7 +212,7 @@ struct IngestHandler: Sendable {
     /// agent) reads and drops it, charging nothing, so the answer comes at the same point as for
     /// a bad signature. A stalled body is cut by `RequestReadDeadline`'s minimum rate.
     /// `charged`: the bytes reserved so far, for the caller to release once the push is answered.
-    private func readBody(_ request: Request, agent: String, keep: Bool, charged: inout Int) async throws(APIError) -> Data {
+    private func readBody(_ request: Request, agent: String, proven: Bool, keep: Bool, charged: inout Int) async throws(APIError) -> Data {
         var body = Data()
         var received = 0
         do {
@@ -212,10 +220,12 @@ struct IngestHandler: Sendable {
                 let size = chunk.readableBytes
                 guard received + size <= maxBodyBytes else { throw tooLarge(nil) }
                 if keep {
-                    guard bodyBudget.reserve(size, agent: agent) else {
+                    guard bodyBudget.reserve(size, agent: agent, proven: proven) else {
                         var error = APIError(
                             .serviceUnavailable, "busy",
-                            "the collector is reading too many push bodies at once (limits.max_push_bytes_in_flight, or twice max_body_bytes for one agent id); retry in 1 s")
+                            "the collector is reading too many push bodies at once (limits.max_push_bytes_in_flight, or twice max_body_bytes for one agent id)"
+                                + (proven ? "" : "; this push has no valid \(PushProtocol.claimHeader) header, so it shares the pool of unproven pushes")
+                                + "; retry in 1 s")
                         error.headers[.retryAfter] = "1"
                         throw error
                     }
@@ -244,12 +254,17 @@ struct IngestHandler: Sendable {
 /// Push bodies being read at once share one byte budget (`limits.max_push_bytes_in_flight`),
 /// charged for the bytes received so far (a declared `Content-Length` costs nothing until its
 /// bytes come), and one agent id may hold at most `perAgent` of it (twice `max_body_bytes`: an
-/// agent pushes one batch at a time). The id is not yet authenticated while a body is read, so
-/// the per-id share keeps senders naming one or a few known ids from taking the whole budget.
-/// Past either: 503 `busy` at once.
+/// agent pushes one batch at a time). Past either: 503 `busy` at once.
+///
+/// The body's signature can be checked only once it is read, so a push is charged as proven
+/// (its `Sonde-Agent-Claim` header verified) or unproven. Unproven pushes (an older agent, or
+/// anyone naming an id they only know) have shares of their own, apart from the proven ones of
+/// the same id, and hold at most half the budget together: nobody without an agent's key can
+/// use up that agent's share or the proven pushes' half (red team F7).
 final class PushBodyBudget: Sendable {
     private struct Usage {
         var total = 0
+        var unproven = 0
         var byAgent: [String: Int] = [:]
     }
     private let limit: Int
@@ -261,24 +276,33 @@ final class PushBodyBudget: Sendable {
         self.perAgent = perAgent
     }
 
-    /// False (nothing reserved) when `bytes` more would pass the budget or the agent's share;
-    /// a push alone always fits the shared budget.
-    func reserve(_ bytes: Int, agent: String) -> Bool {
-        used.withLock { used in
-            let mine = used.byAgent[agent, default: 0]
-            guard used.total == 0 || used.total + bytes <= limit, mine + bytes <= perAgent else { return false }
+    /// The share a push is charged to. Agent ids hold no control characters, so no proven id
+    /// can be an unproven one's key.
+    private static func share(_ agent: String, proven: Bool) -> String { proven ? agent : "\u{1}" + agent }
+
+    /// False (nothing reserved) when `bytes` more would pass the budget, the unproven half or the
+    /// share; a push alone always fits the shared budget.
+    func reserve(_ bytes: Int, agent: String, proven: Bool) -> Bool {
+        let share = Self.share(agent, proven: proven)
+        return used.withLock { used in
+            let mine = used.byAgent[share, default: 0]
+            guard used.total == 0 || (used.total + bytes <= limit && (proven || used.unproven + bytes <= limit / 2)), mine + bytes <= perAgent
+            else { return false }
             used.total += bytes
-            used.byAgent[agent] = mine + bytes
+            if !proven { used.unproven += bytes }
+            used.byAgent[share] = mine + bytes
             return true
         }
     }
 
-    func release(_ bytes: Int, agent: String) {
+    func release(_ bytes: Int, agent: String, proven: Bool) {
         guard bytes > 0 else { return }
+        let share = Self.share(agent, proven: proven)
         used.withLock { used in
             used.total -= bytes
-            let left = used.byAgent[agent, default: 0] - bytes
-            used.byAgent[agent] = left > 0 ? left : nil
+            if !proven { used.unproven -= bytes }
+            let left = used.byAgent[share, default: 0] - bytes
+            used.byAgent[share] = left > 0 ? left : nil
         }
     }
 

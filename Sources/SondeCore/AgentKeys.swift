@@ -37,6 +37,12 @@ public struct AgentSigningKey: Sendable {
         try signature(for: body).base64EncodedString()
     }
 
+    /// The `Sonde-Agent-Claim` value for a push of `length` bytes by `agent`, made now.
+    public func claimHeader(agent: String, length: Int, now: Date = Date()) throws -> String {
+        let time = Int64((now.timeIntervalSince1970 * 1000).rounded())
+        return "t=\(time), sig=\(try signature(for: PushProtocol.claim(agent: agent, timeMs: time, length: length)).base64EncodedString())"
+    }
+
     /// Reads a private key file written by `write(to:)`. Refuses a file that others can read.
     public static func load(from path: String) throws -> AgentSigningKey {
         var info = stat()
@@ -133,6 +139,16 @@ public struct AgentPublicKey: Sendable, Hashable {
     public func verify(signatureHeader: String, body: Data) -> Bool {
         guard let signature = Data(base64Encoded: signatureHeader.trimmed()) else { return false }
         return isValidSignature(signature, for: body)
+    }
+
+    /// Checks a `Sonde-Agent-Claim` value: signed by this key for this agent id and body length,
+    /// made within `allowedSkew` of `now`.
+    public func verify(claimHeader: String, agent: String, length: Int, now: Date, allowedSkew: TimeInterval) -> Bool {
+        // In Double: a hostile `t` near Int64's ends must not overflow a subtraction.
+        guard let claim = PushProtocol.parseClaim(claimHeader), abs(Double(claim.timeMs) - now.timeIntervalSince1970 * 1000) <= allowedSkew * 1000 else {
+            return false
+        }
+        return isValidSignature(claim.signature, for: PushProtocol.claim(agent: agent, timeMs: claim.timeMs, length: length))
     }
 
 }

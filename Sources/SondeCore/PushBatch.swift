@@ -68,6 +68,31 @@ public enum PushProtocol {
     public static let signatureHeader = "Sonde-Agent-Signature"
     /// The agent id, repeated from the body so a collector can find the key before decoding.
     public static let agentHeader = "Sonde-Agent"
+    /// `t=<unix ms>, sig=<base64>`: the agent's signature over ``claim(agent:timeMs:length:)``,
+    /// which the collector checks before reading the body. Until the body's own signature is
+    /// checked, a push only claims an agent id; with a valid claim its bytes are charged to that
+    /// agent's share of the push budget, and without one to the unproven pool, so nobody who only
+    /// knows an agent's id can use up its share and hold its pushes back (red team F7).
+    public static let claimHeader = "Sonde-Agent-Claim"
+
+    /// What a claim signs. Its prefix keeps it from ever being a push body (those are JSON), and a
+    /// push body from ever being a claim.
+    public static func claim(agent: String, timeMs: Int64, length: Int) -> Data {
+        Data("sonde-push-claim-v1\n\(agent)\n\(timeMs)\n\(length)".utf8)
+    }
+
+    /// The time (unix ms) and signature of a `Sonde-Agent-Claim` value; nil when malformed.
+    public static func parseClaim(_ value: String) -> (timeMs: Int64, signature: Data)? {
+        var time: Int64?
+        var signature: Data?
+        for part in value.split(separator: ",") {
+            let pair = String(part).trimmed()
+            if pair.hasPrefix("t=") { time = Int64(pair.dropFirst(2)) }
+            if pair.hasPrefix("sig=") { signature = Data(base64Encoded: String(pair.dropFirst(4))) }
+        }
+        guard let time, let signature, signature.count == 64 else { return nil }
+        return (time, signature)
+    }
     /// How long a `PushAck.fastFlushSeconds` period lasts from the collector's latest such answer.
     public static let fastFlushSeconds = 10
     /// The agent's pause before a push during that period, instead of `flush_interval`: results

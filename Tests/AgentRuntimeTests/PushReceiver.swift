@@ -25,6 +25,9 @@ final class PushReceiver: Sendable {
     struct State {
         var mode: Mode = .accept
         var badSignatures = 0
+        /// Signed pushes whose `Sonde-Agent-Claim` is missing or does not hold (the collector
+        /// charges those to the unproven pool).
+        var unprovenPushes = 0
         var requests = 0
         /// Batch ids in the order they were first stored.
         var storedBatches: [String] = []
@@ -87,6 +90,8 @@ final class PushReceiver: Sendable {
             else {
                 return .json(400, #"{"error":{"code":"malformed","message":"not a push batch"}}"#)
             }
+            let claim = request.header(PushProtocol.claimHeader) ?? ""
+            if !publicKey.verify(claimHeader: claim, agent: batch.agent, length: request.body.count, now: Date(), allowedSkew: 300) { s.unprovenPushes += 1 }
             s.receivedBatches.append(batch.batchID)
             s.sentAts.append(batch.sentAt)
             s.arrivals.append(.now)

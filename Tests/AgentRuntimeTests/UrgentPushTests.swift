@@ -247,6 +247,8 @@ struct UrgentPushTests {
         defer { spool.close() }
         #expect(spool.status.unsentResults == 0, "graceful stop pushed what was left")
         #expect(receiver.snapshot.results.count == Int(spool.status.lastSeq))
+        // Every push proves its agent before its body (`Sonde-Agent-Claim`, red team F7).
+        #expect(receiver.snapshot.requests > 0 && receiver.snapshot.unprovenPushes == 0, "\(receiver.snapshot.unprovenPushes) unproven pushes")
     }
 
     @Test("the real sonde-agent: a collector answer naming a component runs that component's hourly probe at once and at its retry pace, marked as retries; others stay asleep")

@@ -41,9 +41,11 @@ import Testing
 
     /// Bodies being read share `limits.max_push_bytes_in_flight`, charged for the bytes that
     /// arrived (a declared length costs nothing), and one agent id holds at most twice
-    /// `max_body_bytes` of it: a sender that has sent most of that for eu-1 and stalls makes
-    /// eu-1's next push come back (503 `busy`), not us-1's; once it is cut (minimum body rate),
-    /// eu-1's pushes go through again.
+    /// `max_body_bytes` of it. A sender without eu-1's key that has sent most of that under
+    /// eu-1's id and stalls takes only the unproven share of eu-1 (and the unproven half of the
+    /// budget): eu-1's own pushes, whose `Sonde-Agent-Claim` proves them before their body, go
+    /// through (red team F7), as do us-1's; unproven pushes are told to come back (503 `busy`).
+    /// Once the stalled bodies are cut (minimum body rate), every push goes through again.
     @Test func pushBodiesInFlightShareABudget() async throws {
         let folder = try TemporaryDirectory("sonde-drill-abuse")
         defer { folder.remove() }
@@ -53,12 +55,20 @@ import Testing
             in: folder, agents: [agent, other], extra: ["request_timeout: 60s", "max_body_bytes: 300000", "limits: { max_push_bytes_in_flight: 1000000 }"]
         ) { collector in
             // A valid push padded to 200 KB (JSON allows trailing white space; the signature covers it).
-            func push(_ agent: DrillAgent) throws -> RawOutcome {
+            // `claim`: as the agent sends it, or with a wrong length, or signed by another key.
+            enum Claim { case valid, none, wrongLength, otherKey }
+            func push(_ agent: DrillAgent, claim: Claim = .valid) throws -> RawOutcome {
                 let (_, small, _) = try agent.signedBatch(2)
                 let body = small + Data(repeating: 32, count: 200_000)
-                let headers = [
+                var headers = [
                     ("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, try agent.key.signatureHeader(for: body)),
                 ]
+                switch claim {
+                case .valid: headers.append((PushProtocol.claimHeader, try agent.key.claimHeader(agent: agent.id, length: body.count)))
+                case .none: break
+                case .wrongLength: headers.append((PushProtocol.claimHeader, try agent.key.claimHeader(agent: agent.id, length: body.count + 1)))
+                case .otherKey: headers.append((PushProtocol.claimHeader, try AgentSigningKey().claimHeader(agent: agent.id, length: body.count)))
+                }
                 return try rawRequest(port: collector.port, httpBytes(headers: headers, body: body))
             }
             let junk: [(String, String)] = [("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, "AAAA")]
@@ -70,10 +80,11 @@ import Testing
                 try await collector.metric("sonde_ingest_push_bytes_in_flight") == 1024
             }
             #expect(try push(agent) == .status(200))
+            #expect(try push(agent, claim: .none) == .status(200), "an agent without claims (an older one) still pushes")
             trickle.close()
 
-            // Two bodies of 250 KB sent and stalled hold 500 KB of eu-1's 600 KB share: a 200 KB push
-            // for eu-1 is told to come back, us-1's is not.
+            // Two bodies of 250 KB sent and stalled under eu-1's id, unproven, hold 500 KB of the
+            // unproven share of eu-1 (600 KB) and all of the unproven half (500 KB).
             let stalled = try (0..<2).map { _ in
                 let connection = try RawConnection(port: collector.port, receiveTimeout: .seconds(30))
                 connection.send(httpBytes(headers: junk, body: Data(repeating: 32, count: 250_000), contentLength: 290_000))
@@ -82,8 +93,12 @@ import Testing
             try await waitUntil("the stalled pushes holding what they sent", timeout: .seconds(20)) {
                 try await collector.metric("sonde_ingest_push_bytes_in_flight") == 500_000
             }
-            #expect(try push(agent) == .status(503))
+            #expect(try push(agent) == .status(200), "eu-1's own push is proven before its body: the stall does not hold it back")
             #expect(try push(other) == .status(200))
+            for claim in [Claim.none, .wrongLength, .otherKey] {
+                #expect(try push(agent, claim: claim) == .status(503), "unproven (\(claim)): eu-1's unproven share is used up")
+                #expect(try push(other, claim: claim) == .status(503), "unproven (\(claim)): the unproven half is used up")
+            }
             // Stalled bodies are cut by the minimum rate (16 KiB/s after 5 s), well before request_timeout.
             let clock = ContinuousClock()
             let start = clock.now
@@ -91,6 +106,7 @@ import Testing
             #expect(clock.now - start < .seconds(45))
             try await waitUntil("the budget free again", timeout: .seconds(20)) { try await collector.metric("sonde_ingest_push_bytes_in_flight") == 0 }
             #expect(try push(agent) == .status(200))
+            #expect(try push(agent, claim: .none) == .status(200))
         }
     }
 

@@ -159,6 +159,27 @@ import Testing
         #expect(!publicKey.verify(signatureHeader: "not base64!", body: body))
     }
 
+    /// A push's claim proves its agent id, time and length before its body is read; anything
+    /// else about it (id, length, time past the skew, key, text) makes it fail.
+    @Test func claimsProveAgentLengthAndTime() throws {
+        let key = AgentSigningKey(), other = AgentSigningKey()
+        let publicKey = try AgentPublicKey(base64: key.publicKey.base64)
+        let now = Date()
+        let claim = try key.claimHeader(agent: "eu-1", length: 1234, now: now)
+        #expect(publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1234, now: now.addingTimeInterval(200), allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-2", length: 1234, now: now, allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1235, now: now, allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1234, now: now.addingTimeInterval(301), allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1234, now: now.addingTimeInterval(-301), allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: try other.claimHeader(agent: "eu-1", length: 1234, now: now), agent: "eu-1", length: 1234, now: now, allowedSkew: 300))
+        for garbled in ["", "t=1", "sig=AAAA", "t=9223372036854775807, sig=\(String(repeating: "A", count: 86))==", "t=-9223372036854775808, sig=x", claim + "x"] {
+            #expect(!publicKey.verify(claimHeader: garbled, agent: "eu-1", length: 1234, now: now, allowedSkew: 300), "\(garbled)")
+        }
+        // A claim's signature never checks as a body's, nor a body's as a claim's.
+        let parsed = try #require(PushProtocol.parseClaim(claim))
+        #expect(!publicKey.verify(signatureHeader: parsed.signature.base64EncodedString(), body: Data(#"{"agent":"eu-1"}"#.utf8)))
+    }
+
     @Test func keyFileIsPrivateAndRoundTrips() throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }

@@ -284,7 +284,11 @@ public struct Uploader: Service {
         // The spooled results' JSON bytes as they are (see `SpoolBatch`): encoded once in their life.
         let body = PushBatch.body(agent: settings.agentID, batchID: batch.id, sentAt: Date(), rawResults: batch.rawResults)
         let signature: String
-        do { signature = try key.signatureHeader(for: body) } catch {
+        let claim: String
+        do {
+            signature = try key.signatureHeader(for: body)
+            claim = try key.claimHeader(agent: settings.agentID, length: body.count)
+        } catch {
             return .retry("cannot sign the batch: \(error)", retryAfter: nil)
         }
         var request = HTTPRequest(
@@ -293,6 +297,7 @@ public struct Uploader: Service {
                 HTTPHeader("Content-Type", "application/json"),
                 HTTPHeader(PushProtocol.signatureHeader, signature),
                 HTTPHeader(PushProtocol.agentHeader, settings.agentID),
+                HTTPHeader(PushProtocol.claimHeader, claim),
             ],
             body: body, timeout: settings.timeout, caFile: settings.caFile, maxResponseBytes: 1 << 20)
         request.clientCertificate = settings.clientCertificate
