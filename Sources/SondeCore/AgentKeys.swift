@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,10 +38,11 @@ public struct AgentSigningKey: Sendable {
         try signature(for: body).base64EncodedString()
     }
 
-    /// The `Sonde-Agent-Claim` value for a push of `length` bytes by `agent`, made now.
-    public func claimHeader(agent: String, length: Int, now: Date = Date()) throws -> String {
+    /// A new `Sonde-Agent-Claim` value for `agent`, made at `now` (the uploader keeps one for
+    /// `PushProtocol.claimLifetime`: ``PushClaim``).
+    public func claimHeader(agent: String, now: Date = Date()) throws -> String {
         let time = Int64((now.timeIntervalSince1970 * 1000).rounded())
-        return "t=\(time), sig=\(try signature(for: PushProtocol.claim(agent: agent, timeMs: time, length: length)).base64EncodedString())"
+        return "t=\(time), sig=\(try signature(for: PushProtocol.claim(agent: agent, timeMs: time)).base64EncodedString())"
     }
 
     /// Reads a private key file written by `write(to:)`. Refuses a file that others can read.
@@ -141,16 +143,38 @@ public struct AgentPublicKey: Sendable, Hashable {
         return isValidSignature(signature, for: body)
     }
 
-    /// Checks a `Sonde-Agent-Claim` value: signed by this key for this agent id and body length,
-    /// made within `allowedSkew` of `now`.
-    public func verify(claimHeader: String, agent: String, length: Int, now: Date, allowedSkew: TimeInterval) -> Bool {
-        // In Double: a hostile `t` near Int64's ends must not overflow a subtraction.
-        guard let claim = PushProtocol.parseClaim(claimHeader), abs(Double(claim.timeMs) - now.timeIntervalSince1970 * 1000) <= allowedSkew * 1000 else {
-            return false
-        }
-        return isValidSignature(claim.signature, for: PushProtocol.claim(agent: agent, timeMs: claim.timeMs, length: length))
+    /// Checks a `Sonde-Agent-Claim` value: signed by this key for this agent id, made within
+    /// `allowedSkew` of `now`.
+    public func verify(claimHeader: String, agent: String, now: Date, allowedSkew: TimeInterval) -> Bool {
+        guard let claim = PushProtocol.parseClaim(claimHeader), PushClaim.isCurrent(timeMs: claim.timeMs, now: now, allowedSkew: allowedSkew) else { return false }
+        return isValidSignature(claim.signature, for: PushProtocol.claim(agent: agent, timeMs: claim.timeMs))
+    }
+}
+
+/// The claim an agent sends with its pushes, signed again once `PushProtocol.claimLifetime` has
+/// passed: one signature a minute, not one per push.
+public final class PushClaim: Sendable {
+    private let key: AgentSigningKey
+    private let agent: String
+    private let current = Mutex<(header: String, signedAt: Date)?>(nil)
+
+    public init(key: AgentSigningKey, agent: String) {
+        self.key = key
+        self.agent = agent
     }
 
+    public func header(now: Date = Date()) throws -> String {
+        if let kept = current.withLock({ $0 }), abs(now.timeIntervalSince(kept.signedAt)) < PushProtocol.claimLifetime { return kept.header }
+        let header = try key.claimHeader(agent: agent, now: now)
+        current.withLock { $0 = (header, now) }
+        return header
+    }
+
+    /// Whether a claim made at `timeMs` is still accepted at `now`. In Double: a hostile time
+    /// near Int64's ends must not overflow a subtraction.
+    public static func isCurrent(timeMs: Int64, now: Date, allowedSkew: TimeInterval) -> Bool {
+        abs(Double(timeMs) - now.timeIntervalSince1970 * 1000) <= allowedSkew * 1000
+    }
 }
 
 /// A key file that is missing, malformed or unsafe; the message says which file and what to do.

@@ -68,17 +68,22 @@ public enum PushProtocol {
     public static let signatureHeader = "Sonde-Agent-Signature"
     /// The agent id, repeated from the body so a collector can find the key before decoding.
     public static let agentHeader = "Sonde-Agent"
-    /// `t=<unix ms>, sig=<base64>`: the agent's signature over ``claim(agent:timeMs:length:)``,
-    /// which the collector checks before reading the body. Until the body's own signature is
-    /// checked, a push only claims an agent id; with a valid claim its bytes are charged to that
-    /// agent's share of the push budget, and without one to the unproven pool, so nobody who only
-    /// knows an agent's id can use up its share and hold its pushes back (red team F7).
+    /// `t=<unix ms>, sig=<base64>`: the agent's signature over ``claim(agent:timeMs:)``, which
+    /// the collector checks before reading the body. Until the body's own signature is checked, a
+    /// push only claims an agent id; with a valid claim its bytes are charged to that agent's
+    /// share of the push budget, and without one to the unproven pool, so nobody who only knows an
+    /// agent's id can use up its share and hold its pushes back (red team F7). An agent signs a
+    /// new claim every ``claimLifetime`` and the collector remembers the last one it checked, so
+    /// neither signs nor verifies once per push.
     public static let claimHeader = "Sonde-Agent-Claim"
+    /// How long an agent sends one claim before it signs a new one (the collector accepts a claim
+    /// for `allowed_clock_skew` around its time).
+    public static let claimLifetime: TimeInterval = 60
 
     /// What a claim signs. Its prefix keeps it from ever being a push body (those are JSON), and a
     /// push body from ever being a claim.
-    public static func claim(agent: String, timeMs: Int64, length: Int) -> Data {
-        Data("sonde-push-claim-v1\n\(agent)\n\(timeMs)\n\(length)".utf8)
+    public static func claim(agent: String, timeMs: Int64) -> Data {
+        Data("sonde-push-claim-v1\n\(agent)\n\(timeMs)".utf8)
     }
 
     /// The time (unix ms) and signature of a `Sonde-Agent-Claim` value; nil when malformed.

@@ -55,8 +55,8 @@ import Testing
             in: folder, agents: [agent, other], extra: ["request_timeout: 60s", "max_body_bytes: 300000", "limits: { max_push_bytes_in_flight: 1000000 }"]
         ) { collector in
             // A valid push padded to 200 KB (JSON allows trailing white space; the signature covers it).
-            // `claim`: as the agent sends it, or with a wrong length, or signed by another key.
-            enum Claim { case valid, none, wrongLength, otherKey }
+            // `claim`: as the agent sends it, or made 10 minutes ago, or signed by another key.
+            enum Claim { case valid, none, stale, otherKey }
             func push(_ agent: DrillAgent, claim: Claim = .valid) throws -> RawOutcome {
                 let (_, small, _) = try agent.signedBatch(2)
                 let body = small + Data(repeating: 32, count: 200_000)
@@ -64,10 +64,10 @@ import Testing
                     ("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, try agent.key.signatureHeader(for: body)),
                 ]
                 switch claim {
-                case .valid: headers.append((PushProtocol.claimHeader, try agent.key.claimHeader(agent: agent.id, length: body.count)))
+                case .valid: headers.append((PushProtocol.claimHeader, try agent.key.claimHeader(agent: agent.id)))
                 case .none: break
-                case .wrongLength: headers.append((PushProtocol.claimHeader, try agent.key.claimHeader(agent: agent.id, length: body.count + 1)))
-                case .otherKey: headers.append((PushProtocol.claimHeader, try AgentSigningKey().claimHeader(agent: agent.id, length: body.count)))
+                case .stale: headers.append((PushProtocol.claimHeader, try agent.key.claimHeader(agent: agent.id, now: Date().addingTimeInterval(-600))))
+                case .otherKey: headers.append((PushProtocol.claimHeader, try AgentSigningKey().claimHeader(agent: agent.id)))
                 }
                 return try rawRequest(port: collector.port, httpBytes(headers: headers, body: body))
             }
@@ -95,7 +95,7 @@ import Testing
             }
             #expect(try push(agent) == .status(200), "eu-1's own push is proven before its body: the stall does not hold it back")
             #expect(try push(other) == .status(200))
-            for claim in [Claim.none, .wrongLength, .otherKey] {
+            for claim in [Claim.none, .stale, .otherKey] {
                 #expect(try push(agent, claim: claim) == .status(503), "unproven (\(claim)): eu-1's unproven share is used up")
                 #expect(try push(other, claim: claim) == .status(503), "unproven (\(claim)): the unproven half is used up")
             }

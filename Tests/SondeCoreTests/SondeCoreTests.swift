@@ -159,25 +159,30 @@ import Testing
         #expect(!publicKey.verify(signatureHeader: "not base64!", body: body))
     }
 
-    /// A push's claim proves its agent id, time and length before its body is read; anything
-    /// else about it (id, length, time past the skew, key, text) makes it fail.
-    @Test func claimsProveAgentLengthAndTime() throws {
+    /// A push's claim proves its agent id and time before its body is read; anything else about
+    /// it (id, time past the skew, key, text) makes it fail. The agent signs one a minute.
+    @Test func claimsProveAgentAndTime() throws {
         let key = AgentSigningKey(), other = AgentSigningKey()
         let publicKey = try AgentPublicKey(base64: key.publicKey.base64)
         let now = Date()
-        let claim = try key.claimHeader(agent: "eu-1", length: 1234, now: now)
-        #expect(publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1234, now: now.addingTimeInterval(200), allowedSkew: 300))
-        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-2", length: 1234, now: now, allowedSkew: 300))
-        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1235, now: now, allowedSkew: 300))
-        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1234, now: now.addingTimeInterval(301), allowedSkew: 300))
-        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", length: 1234, now: now.addingTimeInterval(-301), allowedSkew: 300))
-        #expect(!publicKey.verify(claimHeader: try other.claimHeader(agent: "eu-1", length: 1234, now: now), agent: "eu-1", length: 1234, now: now, allowedSkew: 300))
+        let claim = try key.claimHeader(agent: "eu-1", now: now)
+        #expect(publicKey.verify(claimHeader: claim, agent: "eu-1", now: now.addingTimeInterval(200), allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-2", now: now, allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", now: now.addingTimeInterval(301), allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: claim, agent: "eu-1", now: now.addingTimeInterval(-301), allowedSkew: 300))
+        #expect(!publicKey.verify(claimHeader: try other.claimHeader(agent: "eu-1", now: now), agent: "eu-1", now: now, allowedSkew: 300))
         for garbled in ["", "t=1", "sig=AAAA", "t=9223372036854775807, sig=\(String(repeating: "A", count: 86))==", "t=-9223372036854775808, sig=x", claim + "x"] {
-            #expect(!publicKey.verify(claimHeader: garbled, agent: "eu-1", length: 1234, now: now, allowedSkew: 300), "\(garbled)")
+            #expect(!publicKey.verify(claimHeader: garbled, agent: "eu-1", now: now, allowedSkew: 300), "\(garbled)")
         }
-        // A claim's signature never checks as a body's, nor a body's as a claim's.
+        // A claim's signature never checks as a body's.
         let parsed = try #require(PushProtocol.parseClaim(claim))
         #expect(!publicKey.verify(signatureHeader: parsed.signature.base64EncodedString(), body: Data(#"{"agent":"eu-1"}"#.utf8)))
+        // The agent keeps a claim for a minute, then signs a new one.
+        let pushClaim = PushClaim(key: key, agent: "eu-1")
+        let first = try pushClaim.header(now: now)
+        #expect(try pushClaim.header(now: now.addingTimeInterval(59)) == first)
+        let next = try pushClaim.header(now: now.addingTimeInterval(61))
+        #expect(next != first && publicKey.verify(claimHeader: next, agent: "eu-1", now: now.addingTimeInterval(61), allowedSkew: 300))
     }
 
     @Test func keyFileIsPrivateAndRoundTrips() throws {

@@ -58,6 +58,8 @@ public struct Uploader: Service {
     public var journal: JournalWriter
     public var spool: Spool { journal.spool }
     public var key: AgentSigningKey
+    /// The `Sonde-Agent-Claim` sent with every push, signed again once a minute.
+    let pushClaim: PushClaim
     public var client: CurlHTTPClient
     public var logger: Logger
     /// Push counts for `/metrics`; nil when it is off.
@@ -70,6 +72,7 @@ public struct Uploader: Service {
         self.settings = settings
         self.journal = journal
         self.key = key
+        self.pushClaim = PushClaim(key: key, agent: settings.agentID)
         self.client = client
         self.logger = logger
     }
@@ -287,7 +290,7 @@ public struct Uploader: Service {
         let claim: String
         do {
             signature = try key.signatureHeader(for: body)
-            claim = try key.claimHeader(agent: settings.agentID, length: body.count)
+            claim = try pushClaim.header()
         } catch {
             return .retry("cannot sign the batch: \(error)", retryAfter: nil)
         }
