@@ -120,11 +120,12 @@ public final class CollectorMetrics: Sendable {
     static let maxAlertLabels = 32
 
     /// The `labels` of a component's probes (their latest runs, every agent), for its alerts.
-    /// Each agent counts once per label, and a label goes on the alerts only when at least half
+    /// Each agent counts once per label, and a label goes on the alerts only when more than half
     /// of the agents reporting the component carry it: one agent among several can neither add
     /// names, push the honest ones out of the `maxAlertLabels`, nor change a value routes match
-    /// on (F9). A name's value is the one most agents give; values tied for most are sorted and
-    /// joined with `,` (a visible conflict). Labels carried by more agents come first, then by name.
+    /// on (F9); one of two can add no name (a `route: blackhole` of its own), only make a value a
+    /// visible conflict. A name's value is the one most agents give; values tied for most are
+    /// sorted and joined with `,`. Labels carried by more agents come first, then by name.
     func probeLabels(component: String, now: Date) -> [String: String] {
         var agents = Set<String>()
         var carriers: [String: [String: Set<String>]] = [:]
@@ -137,8 +138,9 @@ public final class CollectorMetrics: Sendable {
         }
         var kept: [(name: String, value: String, agents: Int)] = []
         for (name, values) in carriers {
+            let carrying = values.values.reduce(into: Set<String>()) { $0.formUnion($1) }.count
+            guard carrying * 2 > agents.count else { continue }
             let most = values.values.map(\.count).max() ?? 0
-            guard most * 2 >= agents.count else { continue }
             kept.append((name, values.filter { $0.value.count == most }.keys.sorted().joined(separator: ","), most))
         }
         kept.sort { $0.agents != $1.agents ? $0.agents > $1.agents : $0.name < $1.name }

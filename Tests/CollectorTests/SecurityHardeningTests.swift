@@ -1,4 +1,4 @@
-import Collector
+@testable import Collector
 import CollectorAPI
 import CollectorStore
 import CurlHTTP
@@ -132,6 +132,23 @@ struct SecurityHardeningTests {
                 #expect(event["labels"] as? [String: String] == honestLabels, "\(event["type"] ?? "?"): \(event["labels"] ?? "none")")
             }
         }
+    }
+
+    /// Of two agents, one alone adds no label name (a `route` a null receiver could match) and
+    /// turns a value it disagrees on into a visible conflict, matching neither route.
+    @Test func oneOfTwoAgentsAddsNoLabel() {
+        let metrics = CollectorMetrics()
+        let honest = TestAgent(id: "eu-1", region: "eu"), liar = TestAgent(id: "us-1", region: "us")
+        var run = honest.result(probe: "files-check", component: "files", outcome: .failed, code: "file_expired")
+        run.labels = ["team": "storage", "tier": "1"]
+        var bad = liar.result(probe: "files-check", component: "files", outcome: .failed, code: "file_expired")
+        bad.labels = ["team": "nobody", "tier": "1", "route": "blackhole"]
+        metrics.record([run, bad])
+        #expect(metrics.probeLabels(component: "files", now: Date()) == ["team": "nobody,storage", "tier": "1"])
+        // One agent alone: its labels are the component's.
+        let alone = CollectorMetrics()
+        alone.record([run])
+        #expect(alone.probeLabels(component: "files", now: Date()) == ["team": "storage", "tier": "1"])
     }
 
     /// `sonde results` shows control characters in stored text as `cat -v` does (a result stored
