@@ -1,60 +1,77 @@
 import Foundation
 import SondeCore
 
-/// Alerts for Alertmanager's API v2 (`POST /api/v2/alerts`, a JSON list), one per open incident,
-/// as Prometheus sends its own: labels identify the alert, `startsAt` is when the incident
+/// Alerts for Alertmanager's API v2 (`POST /api/v2/alerts`, a JSON list), as Prometheus sends its
+/// own: labels identify an alert and stay as they are for its life; what changes while it lasts
+/// (scope, regions, status, the summary) goes in annotations. `startsAt` is when the incident
 /// opened, and `endsAt` is either the resolution time or, while it is open, a time a few re-send
 /// intervals ahead (Prometheus uses 4 × its resend delay). The dispatcher re-sends every open
-/// incident's alert each `resend_interval`, so an alert stays firing while the incident is open
-/// and ends by itself if the collector is gone for good, and a resolution ends it at once.
+/// incident's alerts each `resend_interval`, so they stay firing while the incident is open and
+/// end by themselves if the collector is gone for good, and a resolution ends them at once.
+///
+/// An incident has one alert per severity it has reached (`severity` is the one label that
+/// differs), each firing until the incident resolves, as a Prometheus rule pair `warning` /
+/// `critical` does while the worse threshold is crossed: an outage that grows never sends a
+/// "resolved" for its lesser alert (the SRE review's F1), and Alertmanager's usual inhibit rule
+/// (`critical` mutes `warning` with equal `incident`) keeps one notification per receiver.
 enum AlertmanagerAlerts {
     /// Alert labels Sonde sets itself; a probe label of the same name is written `label_<name>`.
     static let ownLabels: Set<String> = ["alertname", "incident", "component", "scope", "severity", "status", "regions", "agent", "source"]
 
-    /// One alert from an outbox event (the event JSON with the incident inside it).
-    static func alert(event object: [String: Any], type: String, occurredAt: Date, link: String, resendInterval: TimeInterval, now: Date) -> [String: Any] {
-        var labels: [String: String]
-        var ends: Date
+    /// The alerts of an outbox event (the event JSON with the incident inside it): one per
+    /// severity the incident has reached, or one for an agent's problem or a test.
+    static func alerts(event object: [String: Any], type: String, occurredAt: Date, link: String, resendInterval: TimeInterval, now: Date) -> [[String: Any]] {
         let probeLabels = object["labels"] as? [String: String] ?? [:]
-        if let incident = object["incident"] as? [String: Any] {
-            labels = incidentLabels(incident)
-            let resolved = (incident["resolved_at"] as? String).flatMap(RFC3339.date(from:))
-            ends = resolved ?? now.addingTimeInterval(4 * resendInterval)
-        } else {
+        let annotations = annotations(summary: object["summary"] as? String ?? type, object: object, link: link)
+        guard let incident = object["incident"] as? [String: Any] else {
             // An agent's problem or a test alert: not re-sent, so they end by themselves unless
             // the agent's recovery ends its problem's alert first (same labels, `endsAt` now).
-            labels = ["alertname": type == AlertEventType.test.rawValue ? "SondeTestAlert" : "SondeAgentProblem", "source": "sonde"]
+            var labels = ["alertname": type == AlertEventType.test.rawValue ? "SondeTestAlert" : "SondeAgentProblem", "source": "sonde"]
             if let agent = object["agent"] as? String { labels["agent"] = agent }
             let recovered = type == AlertEventType.agentRecovered.rawValue
             let problemStatus = recovered ? (object["resolves_type"] as? String).map { String($0.dropFirst("agent.".count)) } : object["status"] as? String
             if let status = problemStatus { labels["status"] = status }
             if let component = object["component"] as? String { labels["component"] = component }
-            ends = recovered ? occurredAt : occurredAt.addingTimeInterval(4 * resendInterval)
+            add(probeLabels, to: &labels)
+            let ends = recovered ? occurredAt : occurredAt.addingTimeInterval(4 * resendInterval)
+            return [alert(labels: labels, annotations: annotations, startsAt: occurredAt, endsAt: ends, link: link)]
         }
-        add(probeLabels, to: &labels)
-        let startsAt = ((object["incident"] as? [String: Any])?["opened_at"] as? String).flatMap(RFC3339.date(from:)) ?? occurredAt
-        if ends < startsAt { ends = startsAt }
-        return [
-            "labels": labels,
-            "annotations": annotations(summary: object["summary"] as? String ?? type, object: object, link: link),
-            "startsAt": RFC3339.string(from: startsAt), "endsAt": RFC3339.string(from: ends), "generatorURL": link,
+        var identity = incidentLabels(incident)
+        add(probeLabels, to: &identity)
+        let startsAt = (incident["opened_at"] as? String).flatMap(RFC3339.date(from:)) ?? occurredAt
+        let ends = (incident["resolved_at"] as? String).flatMap(RFC3339.date(from:)) ?? now.addingTimeInterval(4 * resendInterval)
+        return severities(incident).map { severity in
+            var labels = identity
+            labels["severity"] = severity
+            return alert(labels: labels, annotations: annotations, startsAt: startsAt, endsAt: ends, link: link)
+        }
+    }
+
+    private static func alert(labels: [String: String], annotations: [String: String], startsAt: Date, endsAt: Date, link: String) -> [String: Any] {
+        [
+            "labels": labels, "annotations": annotations, "startsAt": RFC3339.string(from: startsAt),
+            "endsAt": RFC3339.string(from: max(startsAt, endsAt)), "generatorURL": link,
         ]
     }
 
-    /// The labels that identify an incident's alert: stable for its life except `scope`,
-    /// `severity` and `regions`, which follow the incident (the dispatcher ends the old label
-    /// set when they change).
+    /// The labels that identify an incident's alerts, the same for its whole life: which incident
+    /// of which component. Its severities are in ``severities(_:)``.
     static func incidentLabels(_ incident: [String: Any]) -> [String: String] {
         var labels = ["alertname": "SondeIncident", "source": "sonde"]
         if let id = incident["id"] as? String { labels["incident"] = id }
         if let component = incident["component"] as? String { labels["component"] = component }
-        if let scope = incident["scope"] as? String { labels["scope"] = scope }
-        if let severity = incident["severity"] as? String {
-            labels["severity"] = WebhookPayload.severity(severity)
-            labels["status"] = severity
-        }
-        if let regions = incident["regions"] as? [String], !regions.isEmpty { labels["regions"] = regions.sorted().joined(separator: ",") }
         return labels
+    }
+
+    /// Every alert severity (`critical`, `error`, `warning`, `info`) the incident has had, from
+    /// its updates and its current severity, worst first: read from the incident itself, so a
+    /// restarted collector re-sends the same alerts.
+    static func severities(_ incident: [String: Any]) -> [String] {
+        var statuses = (incident["updates"] as? [[String: Any]] ?? []).compactMap { $0["severity"] as? String }
+        if let current = incident["severity"] as? String { statuses.append(current) }
+        let order = ["critical", "error", "warning", "info"]
+        let reached = Set(statuses.map { WebhookPayload.severity($0) })
+        return order.filter { reached.contains($0) }.ifEmpty(["info"])
     }
 
     static func add(_ probeLabels: [String: String], to labels: inout [String: String]) {
@@ -67,7 +84,12 @@ enum AlertmanagerAlerts {
 
     static func annotations(summary: String, object: [String: Any], link: String) -> [String: String] {
         var lines: [String] = []
+        var current: [String: String] = [:]
         if let incident = object["incident"] as? [String: Any] {
+            // What the incident is now (labels never change; these do).
+            if let scope = incident["scope"] as? String { current["scope"] = scope }
+            if let status = incident["severity"] as? String { current["status"] = status }
+            if let regions = incident["regions"] as? [String] { current["regions"] = regions.sorted().joined(separator: ",") }
             if let regions = incident["regions"] as? [String], !regions.isEmpty { lines.append("Regions: \(regions.joined(separator: ", "))") }
             if let agents = incident["agents"] as? [String], !agents.isEmpty { lines.append("Agents: \(agents.joined(separator: ", "))") }
             if let evidence = incident["evidence"] as? [String: Any] {
@@ -81,7 +103,7 @@ enum AlertmanagerAlerts {
                 }
             }
         }
-        var annotations = ["summary": String(summary.prefix(1024)), "link": link]
+        var annotations = current.merging(["summary": String(summary.prefix(1024)), "link": link]) { $1 }
         if !lines.isEmpty { annotations["description"] = lines.joined(separator: "\n") }
         return annotations
     }
@@ -97,4 +119,8 @@ enum AlertmanagerAlerts {
         let afterScheme = trimmed.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
         return afterScheme.count <= 3 ? trimmed + "/api/v2/alerts" : trimmed
     }
+}
+
+extension Array {
+    fileprivate func ifEmpty(_ fallback: [Element]) -> [Element] { isEmpty ? fallback : self }
 }

@@ -467,9 +467,10 @@ public struct WebhookDispatcher: Service {
 // MARK: - Alertmanager
 
 extension WebhookDispatcher {
-    /// The request body for some events (the event JSON, its type, when it occurred): one alert
-    /// each, plus, for an incident whose label set changed since `sentLabels`, the old set ended
-    /// now. `sent` gets each incident's label set as it will be after a 2xx (empty: resolved).
+    /// The request body for some events (the event JSON, its type, when it occurred): their
+    /// alerts, plus, for an incident whose labels changed since `sentLabels` (its probes' labels
+    /// did), the old ones ended now. `sent` gets each incident's labels as they will be after a
+    /// 2xx (empty: resolved), without `severity` (``AlertmanagerAlerts/severities(_:)``).
     func alertmanagerAlerts(
         _ events: [([String: Any], String, Date)], target: WebhookTarget, sentLabels: [String: [String: String]], sent: inout [String: [String: String]]
     ) -> Data {
@@ -477,17 +478,22 @@ extension WebhookDispatcher {
         var alerts: [[String: Any]] = []
         for (object, type, occurredAt) in events {
             let link = WebhookPayload.link(for: object, linkBase: linkBase())
-            let alert = AlertmanagerAlerts.alert(
+            let made = AlertmanagerAlerts.alerts(
                 event: object, type: type, occurredAt: occurredAt, link: link, resendInterval: target.resendInterval, now: now)
-            alerts.append(alert)
+            alerts += made
             guard let incident = object["incident"] as? [String: Any], let id = incident["id"] as? String,
-                let labels = alert["labels"] as? [String: String]
+                var labels = made.first?["labels"] as? [String: String]
             else { continue }
-            if let old = sentLabels[id], old != labels {
-                var ended = alert
-                ended["labels"] = old
-                ended["endsAt"] = RFC3339.string(from: now)
-                alerts.append(ended)
+            labels["severity"] = nil
+            if let old = sentLabels[id], !old.isEmpty, old != labels {
+                for alert in made {
+                    var ended = alert
+                    var oldLabels = old
+                    oldLabels["severity"] = (alert["labels"] as? [String: String])?["severity"]
+                    ended["labels"] = oldLabels
+                    ended["endsAt"] = RFC3339.string(from: now)
+                    alerts.append(ended)
+                }
             }
             sent[id] = incident["resolved_at"] is String ? [:] : labels
         }

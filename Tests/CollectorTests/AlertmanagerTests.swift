@@ -1,4 +1,4 @@
-import Collector
+@testable import Collector
 import CollectorAPI
 import Correlation
 import CurlHTTP
@@ -94,26 +94,32 @@ struct AlertmanagerTests {
                 try await push(.failed, to: collector)
                 return await !sondeAlerts().isEmpty
             }
-            // The incident may still escalate (partial → major outage, more regions): its label set
-            // follows, and the old set is ended, so Alertmanager converges on one alert that
-            // matches the incident as it is now.
+            // The incident may still escalate (partial → major outage, more regions): labels stay,
+            // annotations follow, and each severity it reaches is an alert of its own, firing
+            // until the incident resolves (never "resolved" while it grows: the SRE review's F1).
             var current: Incident?
-            try await waitUntil("one active alert matching the incident", timeout: .seconds(30)) {
+            func reached(_ incident: Incident) -> Set<String> {
+                Set((incident.updates.map(\.severity) + [incident.severity]).map { WebhookPayload.severity($0.rawValue) })
+            }
+            try await waitUntil("an active alert per severity the incident reached, annotated as it is now", timeout: .seconds(30)) {
                 current = try decode(IncidentsResponse.self, try await get(collector, "/v1/incidents?status=open")).incidents.first
+                guard let incident = current else { return false }
                 let alerts = await sondeAlerts()
-                let labels = alerts.first?["labels"] as? [String: String]
-                return alerts.count == 1 && labels?["status"] == current?.severity.rawValue
-                    && labels?["regions"] == current?.regions.sorted().joined(separator: ",") && labels?["scope"] == current?.scope.rawValue
+                let severities = Set(alerts.compactMap { ($0["labels"] as? [String: String])?["severity"] })
+                return alerts.count == severities.count && severities == reached(incident)
+                    && alerts.allSatisfy { alert in
+                        let annotations = alert["annotations"] as? [String: String]
+                        return annotations?["status"] == incident.severity.rawValue && annotations?["scope"] == incident.scope.rawValue
+                            && annotations?["regions"] == incident.regions.sorted().joined(separator: ",")
+                    }
             }
             let alert = try #require(await sondeAlerts().first)
             let labels = try #require(alert["labels"] as? [String: String])
             let incident = try #require(current)
             #expect(labels["incident"] == incident.id)
             #expect(labels["component"] == "login")
-            #expect(labels["scope"] == incident.scope.rawValue)
             #expect(["critical", "error"].contains(labels["severity"] ?? ""), "\(labels)")
-            #expect(labels["status"] == incident.severity.rawValue)
-            #expect(labels["regions"] == incident.regions.sorted().joined(separator: ","))
+            #expect(labels["scope"] == nil && labels["status"] == nil && labels["regions"] == nil, "what changes is in annotations: \(labels)")
             #expect(labels["team"] == "identity" && labels["tier"] == "1", "the probes' labels: \(labels)")
             #expect(labels["label_alertname"] == "spoofed", "a probe label cannot overwrite Sonde's own")
             #expect((alert["status"] as? [String: Any])?["state"] as? String == "active")
@@ -139,6 +145,10 @@ struct AlertmanagerTests {
                 guard let now = endsAt(await sondeAlerts().first) else { return false }
                 return now > firstEndsAt.addingTimeInterval(1.5)
             }
+            let resolvedWhileOpen = alertmanager.notificationsReceived.flatMap { $0["alerts"] as? [[String: Any]] ?? [] }.filter {
+                $0["status"] as? String == "resolved"
+            }
+            #expect(resolvedWhileOpen.isEmpty, "Alertmanager notified a resolution while the incident was open: \(resolvedWhileOpen)")
             try await waitUntil("the alert resolved in Alertmanager", timeout: .seconds(120)) {
                 try await push(.ok, to: collector)
                 return await sondeAlerts().isEmpty
@@ -152,6 +162,48 @@ struct AlertmanagerTests {
             #expect(alertmanager.notificationsReceived.contains { $0["status"] as? String == "firing" })
         }
         await alertmanager.stop()
+    }
+
+    /// An incident that grows from a partial outage in us to a major one platform-wide, then
+    /// narrows to eu: its alerts keep the same labels (only `severity` differs, one alert per
+    /// severity reached, both firing until it resolves), and scope, status and regions are
+    /// annotations that follow it. Resolved, every alert ends at the resolution.
+    @Test func incidentAlertsKeepTheirLabelsAsTheIncidentChanges() throws {
+        let opened = "2026-12-05T10:00:00Z"
+        func incident(severity: String, scope: String, regions: [String], history: [String], resolvedAt: String? = nil) -> [String: Any] {
+            var incident: [String: Any] = [
+                "id": "api.1796512662608", "component": "api", "severity": severity, "scope": scope, "regions": regions, "opened_at": opened,
+                "updates": history.map { ["severity": $0, "status": "investigating", "message": "m"] },
+            ]
+            if let resolvedAt { incident["resolved_at"] = resolvedAt }
+            return incident
+        }
+        let now = Date()
+        func alerts(_ incident: [String: Any]) -> [[String: Any]] {
+            AlertmanagerAlerts.alerts(
+                event: ["incident": incident, "summary": "s", "labels": ["team": "platform", "severity": "page"]], type: "incident.updated",
+                occurredAt: now, link: "https://sonde.example/incidents/x", resendInterval: 60, now: now)
+        }
+        func labels(_ alerts: [[String: Any]]) -> [[String: String]] { alerts.compactMap { $0["labels"] as? [String: String] } }
+        let identity = ["alertname": "SondeIncident", "source": "sonde", "incident": "api.1796512662608", "component": "api", "team": "platform", "label_severity": "page"]
+
+        let opening = alerts(incident(severity: "partial_outage", scope: "region", regions: ["us"], history: ["partial_outage"]))
+        #expect(labels(opening) == [identity.merging(["severity": "error"]) { $1 }])
+        let worse = alerts(incident(severity: "major_outage", scope: "platform", regions: ["eu", "us"], history: ["partial_outage", "major_outage"]))
+        #expect(labels(worse) == [identity.merging(["severity": "critical"]) { $1 }, identity.merging(["severity": "error"]) { $1 }])
+        let annotations = try #require(worse.first?["annotations"] as? [String: String])
+        #expect(annotations["scope"] == "platform" && annotations["status"] == "major_outage" && annotations["regions"] == "eu,us")
+        let narrower = alerts(incident(severity: "partial_outage", scope: "platform", regions: ["eu"], history: ["partial_outage", "major_outage", "partial_outage"]))
+        #expect(labels(narrower) == labels(worse), "a narrower outage ends no alert while the incident is open")
+        #expect((narrower.first?["annotations"] as? [String: String])?["regions"] == "eu")
+        for alert in narrower {
+            let ends = try #require((alert["endsAt"] as? String).flatMap(RFC3339.date(from:)))
+            #expect(ends > now, "firing")
+        }
+        let resolvedAt = "2026-12-05T10:30:00Z"
+        let resolved = alerts(incident(severity: "partial_outage", scope: "platform", regions: ["eu"], history: ["partial_outage", "major_outage"], resolvedAt: resolvedAt))
+        let resolvedDate = try #require(RFC3339.date(from: resolvedAt))
+        #expect(labels(resolved) == labels(worse) && resolved.allSatisfy { ($0["endsAt"] as? String).flatMap(RFC3339.date(from:)) == resolvedDate })
     }
 
     /// An agent that goes silent raises its problem where targets asked for it (Alertmanager's
