@@ -93,10 +93,11 @@ enum AlertmanagerAlerts {
             if let regions = incident["regions"] as? [String], !regions.isEmpty { lines.append("Regions: \(regions.joined(separator: ", "))") }
             if let agents = incident["agents"] as? [String], !agents.isEmpty { lines.append("Agents: \(agents.joined(separator: ", "))") }
             if let evidence = incident["evidence"] as? [String: Any] {
-                // The pooled ratio over each probe's last `flaky_window` runs, which still holds runs
-                // from before a fault began: named for what it is, not read as the fault's rate.
-                if let ratio = evidence["failure_ratio"] as? Double {
-                    lines.append("Failed runs in the recent window (each probe's last runs, some from before it began): \(Int((ratio * 100).rounded())) %")
+                // How many agents fail now, not the pooled ratio of each probe's last runs: that
+                // still holds runs from before the fault and read "30 %" under a total outage
+                // (the SRE review's F6).
+                if let failing = evidence["failing_agent_count"] as? Int, let reporting = evidence["reporting_agents"] as? Int, reporting > 0 {
+                    lines.append("Agents failing: \(failing) of \(reporting)")
                 }
                 if let codes = evidence["error_codes"] as? [String: Int], !codes.isEmpty {
                     lines.append("Errors: " + codes.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))

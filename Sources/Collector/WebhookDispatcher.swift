@@ -150,6 +150,32 @@ enum WebhookPayload {
         return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
     }
 
+    /// Whether an event goes to PagerDuty. Opening, resolving, agent events and tests do; an
+    /// `incident.updated` only when it should page again: the incident got worse than it has been
+    /// (a higher severity), or it came back from `monitoring`. Every trigger re-opens an alert a
+    /// responder resolved by hand, so "recovering", a region joining at the same severity or a
+    /// person's note must not page (the SRE review's F7); they are on the status page and the
+    /// other targets.
+    static func pagerDutyWants(_ event: OutboxEvent) -> Bool {
+        guard event.type == AlertEventType.incidentUpdated.rawValue else { return true }
+        let object = ((try? JSONSerialization.jsonObject(with: event.payload)) as? [String: Any]) ?? [:]
+        guard let incident = object["incident"] as? [String: Any], let updates = incident["updates"] as? [[String: Any]], let latest = updates.last else {
+            return true
+        }
+        func rank(_ severity: Any?) -> Int {
+            switch severity as? String {
+            case "major_outage": 3
+            case "partial_outage": 2
+            case "degraded_performance": 1
+            default: 0
+            }
+        }
+        let earlier = updates.dropLast()
+        let worse = rank(latest["severity"]) > (earlier.map { rank($0["severity"]) }.max() ?? 0)
+        let relapse = latest["status"] as? String == "investigating" && earlier.last?["status"] as? String == "monitoring"
+        return worse || relapse
+    }
+
     /// A PagerDuty resolve of the alert keyed `dedupKey`.
     static func pagerDutyResolve(dedupKey: String, routingKey: String) -> Data {
         let message: [String: Any] = ["routing_key": routingKey, "event_action": "resolve", "dedup_key": String(dedupKey.prefix(255)), "client": "Sonde"]
@@ -364,6 +390,12 @@ public struct WebhookDispatcher: Service {
         logger[metadataKey: "event.id"] = .string(delivery.event.id)
         logger[metadataKey: "event.type"] = .string(delivery.event.type)
         let base = linkBase()
+        if target.format == .pagerduty, !WebhookPayload.pagerDutyWants(delivery.event) {
+            // Nothing to page about: recorded as delivered, never sent.
+            try? await store.markDelivered(eventID: delivery.event.id, target: target.name, at: Date())
+            logger.debug("Update not sent to PagerDuty: it neither raises the severity nor follows monitoring")
+            return
+        }
         var alertmanagerSent: [String: [String: String]] = [:]
         let body: Data =
             switch target.format {

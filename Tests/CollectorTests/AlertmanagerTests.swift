@@ -125,7 +125,7 @@ struct AlertmanagerTests {
             #expect((alert["status"] as? [String: Any])?["state"] as? String == "active")
             let annotations = try #require(alert["annotations"] as? [String: String])
             #expect(!(annotations["summary"] ?? "").isEmpty)
-            #expect((annotations["description"] ?? "").contains("Failed runs in the recent window"), "\(annotations)")
+            #expect((annotations["description"] ?? "").contains("Agents failing: \(incident.evidence.failingAgentCount) of \(incident.evidence.reportingAgents)"), "\(annotations)")
             #expect((alert["generatorURL"] as? String ?? "").contains("/incidents/"))
             let startsAt = (alert["startsAt"] as? String).flatMap(RFC3339.date(from:))
             #expect(startsAt.map { abs($0.timeIntervalSince(incident.openedAt)) < 1 } == true, "startsAt is when the incident opened")

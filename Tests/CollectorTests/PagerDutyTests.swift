@@ -1,5 +1,6 @@
-import Collector
+@testable import Collector
 import CollectorAPI
+import CollectorStore
 import Foundation
 import SondeCore
 import SondeTestSupport
@@ -209,6 +210,30 @@ struct PagerDutyTests {
         let message = try #require(try JSONSerialization.jsonObject(with: slackBody) as? [String: Any])
         let blocks = try #require(message["blocks"] as? [[String: Any]])
         #expect(blocks.contains { ((($0["text"] as? [String: Any])?["text"] as? String) ?? "").contains("*Labels:* team=identity, tier=1,2") }, "\(blocks)")
+    }
+
+    /// An update pages again only when the incident got worse than it has been, or came back
+    /// from monitoring; "recovering", a region joining at the same severity and a person's note
+    /// do not (a trigger re-opens an alert a responder resolved: the SRE review's F7).
+    @Test func onlyWorseOrRelapsingUpdatesTriggerPagerDuty() throws {
+        func event(_ history: [(status: String, severity: String)], type: String = "incident.updated") throws -> OutboxEvent {
+            let incident: [String: Any] = [
+                "id": "api.1", "component": "api", "severity": history.last?.severity ?? "partial_outage",
+                "updates": history.map { ["status": $0.status, "severity": $0.severity, "message": "m", "author": "sonde"] },
+            ]
+            return OutboxEvent(
+                id: UUID().uuidString, type: type, occurredAt: Date(), payload: try JSONSerialization.data(withJSONObject: ["incident": incident, "summary": "s"]))
+        }
+        let opened = ("investigating", "partial_outage")
+        #expect(WebhookPayload.pagerDutyWants(try event([opened], type: "incident.opened")))
+        #expect(WebhookPayload.pagerDutyWants(try event([opened, ("resolved", "partial_outage")], type: "incident.resolved")))
+        #expect(WebhookPayload.pagerDutyWants(try event([opened, ("investigating", "major_outage")])), "worse")
+        #expect(!WebhookPayload.pagerDutyWants(try event([opened, ("investigating", "partial_outage")])), "a region joined at the same severity")
+        #expect(!WebhookPayload.pagerDutyWants(try event([opened, ("investigating", "major_outage"), ("investigating", "partial_outage")])), "narrower")
+        #expect(!WebhookPayload.pagerDutyWants(try event([opened, ("investigating", "major_outage"), ("investigating", "major_outage")])), "major again")
+        #expect(!WebhookPayload.pagerDutyWants(try event([opened, ("monitoring", "partial_outage")])), "recovering")
+        #expect(!WebhookPayload.pagerDutyWants(try event([opened, ("identified", "partial_outage")])), "a person's note")
+        #expect(WebhookPayload.pagerDutyWants(try event([opened, ("monitoring", "partial_outage"), ("investigating", "partial_outage")])), "back from monitoring")
     }
 
     @Test func configRefusesAnUnknownFormatAndAPagerDutyTargetWithoutRoutingKey() throws {
