@@ -93,15 +93,26 @@ enum MetricsRenderer {
         for agent in agents.sorted(by: { $0.agent < $1.agent }) where agent.state != .revoked {
             out.sample("sonde_agent_local_fault", [("agent", agent.agent), ("region", agent.region)], agent.state == .localFault ? 1 : 0)
         }
+        // State sets with one fixed label set per component and state (as kube-state-metrics'
+        // `kube_pod_status_phase`): the scope is a series of its own, so a rule on the status
+        // keeps its `for:` while an outage spreads from a region to the platform (the SRE
+        // review's F5: with `scope` among the status's labels the series changed and a naive
+        // `for: 3m` never fired).
         out.declare(
             "sonde_component_status", type: "gauge",
-            help: "1 for the component's current status, 0 for the others; scope is where the problem lives (none when operational). Known components only (declared, or reported by min_component_agents agents).")
+            help: "1 for the component's current status, 0 for the others. Known components only (declared, or reported by min_component_agents agents).")
         for verdict in verdicts where verdict.known {
-            let scope = verdict.scope?.rawValue ?? "none"
             for status in ComponentStatus.allCases {
-                out.sample(
-                    "sonde_component_status", [("component", verdict.component), ("scope", scope), ("status", status.rawValue)],
-                    verdict.status == status ? 1 : 0)
+                out.sample("sonde_component_status", [("component", verdict.component), ("status", status.rawValue)], verdict.status == status ? 1 : 0)
+            }
+        }
+        out.declare(
+            "sonde_component_scope", type: "gauge",
+            help: "1 for where the component's problem lives (agent, region, platform; none when operational), 0 for the others.")
+        for verdict in verdicts where verdict.known {
+            let current = verdict.scope?.rawValue ?? "none"
+            for scope in ["none"] + ProblemScope.allCases.map(\.rawValue) {
+                out.sample("sonde_component_scope", [("component", verdict.component), ("scope", scope)], scope == current ? 1 : 0)
             }
         }
         out.declare(

@@ -113,7 +113,7 @@ struct APITests {
             try await waitUntil("a verdict for files") {
                 try decode(StatusResponse.self, try await get(collector, "/v1/status")).components.contains { $0.component == "files" }
             }
-            #expect(try await get(collector, "/metrics").bodyText.contains(#"sonde_component_status{component="files",scope="#))
+            #expect(try await get(collector, "/metrics").bodyText.contains(#"sonde_component_status{component="files",status="#))
 
             let page = try await get(collector, "/internal")
             #expect(page.status == 200)

@@ -44,7 +44,8 @@ struct MetricsTests {
             #expect(verdicts["files"]?.status == .majorOutage && verdicts["files"]?.evidence.affectedBy == ["login"])
             #expect(verdicts["files"]?.incidentID == nil, "the incident is login's")
             let metrics = try await get(collector, "/metrics").bodyText
-            #expect(metrics.contains(#"sonde_component_status{component="files",scope="platform",status="major_outage"} 1"#), "\(metrics)")
+            #expect(metrics.contains(#"sonde_component_status{component="files",status="major_outage"} 1"#), "\(metrics)")
+            #expect(metrics.contains(#"sonde_component_scope{component="files",scope="platform"} 1"#) && metrics.contains(#"sonde_component_scope{component="files",scope="region"} 0"#))
             #expect(!metrics.contains(#"sonde_component_affected_by{component="login""#))
             let page = try await get(collector, "/").bodyText
             #expect(page.contains("affected by login"), "the page says why files is down")
@@ -83,7 +84,7 @@ struct MetricsTests {
             for series in ["process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_start_time_seconds ", "process_open_fds ", "process_max_fds "] {
                 #expect(text.contains("\n" + series), "\(series)missing")
             }
-            #expect(text.contains(#"sonde_component_status{component="login",scope=""#))
+            #expect(text.contains(#"sonde_component_status{component="login",status=""#) && text.contains(#"sonde_component_scope{component="login",scope=""#))
             #expect(text.contains("probe_http_status_code\(eu1)} 200"))
 
             // A run that got no response at all (refused): status code 0, as blackbox_exporter says.
