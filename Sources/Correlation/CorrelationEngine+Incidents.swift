@@ -122,8 +122,8 @@ extension CorrelationEngine {
             } else if bad {
                 track.pendingCount = 0
                 keepMembershipCurrent(
-                    &track, &incident, evidence: evidence, since: since, failingNow: failingNow, needed: recovery.needed, t: t, now: now,
-                    changed: &changed, events: &events)
+                    &track, &incident, status: status, scope: scope, evidence: evidence, since: since, failingNow: failingNow, needed: recovery.needed,
+                    t: t, now: now, changed: &changed, events: &events)
             } else {
                 track.pendingCount = 0
                 track.forgetMembershipChanges()
@@ -174,9 +174,14 @@ extension CorrelationEngine {
     ///   incident opened or last changed; departures as they are judged.
     /// (Found by the on-call review: 13 updates in 60 s of a steady 10 % fault, eu dropped and
     /// added back three times, and 4–5 updates in the first 2 s of every partial fault.)
+    ///
+    /// The update's texts say what the problem is now (`status` and `scope`, the verdict's), not
+    /// the worst it has been, which the incident's `severity` and `scope` keep: after eu recovers
+    /// from an outage that reached the platform, "down platform-wide (1 of 3 agents)" over us alone
+    /// contradicted the status (the SRE review's F2).
     private func keepMembershipCurrent(
-        _ track: inout ComponentTrack, _ incident: inout Incident, evidence: Evidence, since: Date, failingNow: Bool, needed: Int32, t: Double,
-        now: Date, changed: inout [Incident], events: inout [AlertEvent]
+        _ track: inout ComponentTrack, _ incident: inout Incident, status: ComponentStatus, scope: ProblemScope?, evidence: Evidence, since: Date,
+        failingNow: Bool, needed: Int32, t: Double, now: Date, changed: inout [Incident], events: inout [AlertEvent]
     ) {
         guard !evidence.failingRegions.isEmpty else {
             track.forgetMembershipChanges()
@@ -204,12 +209,14 @@ extension CorrelationEngine {
             Self.difference("regions", incident.regions, regions), Self.difference("agents", incident.agents, agents),
             Self.difference("codes", knownCodes, codes),
         ].compactMap { $0 }.joined(separator: "; ")
-        let line = Self.describe(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence)
-        let text = Self.headline(component: incident.component, status: incident.severity, scope: incident.scope, evidence: evidence, since: since)
+        let nowScope = scope ?? incident.scope
+        let line = Self.describe(component: incident.component, status: status, scope: nowScope, evidence: evidence)
+        let text = Self.headline(component: incident.component, status: status, scope: nowScope, evidence: evidence, since: since)
+        let narrower = status < incident.severity || (nowScope == .region && incident.scope == .platform)
         transition(
             &incident, to: incident.status, scope: incident.scope, severity: incident.severity, evidence: evidence,
-            message: "Update: " + text, summary: "changed: \(change): " + line, now: now, events: &events,
-            membership: (regions, agents))
+            message: (narrower ? "Update: the problem is smaller now. " : "Update: ") + text, summary: "changed: \(change): " + line, now: now,
+            events: &events, membership: (regions, agents))
         track.incident = incident
         for key in added { track.memberPresent[key] = nil }
         for key in dropped { track.memberAbsentSince[key] = nil }

@@ -522,6 +522,14 @@ import Testing
             #expect(fleet.engine.openIncidents.first { $0.component == "batch" }?.regions == ["us"], "\(log)")
         }
         #expect(fleet.events.allSatisfy { $0.type != .agentLocalFault }, "\(describe(fleet.events))")
+        // The incident keeps the widest scope it reached, but the update for eu's departure says
+        // where the problem is now (the SRE review's F2: "down platform-wide" over us alone).
+        let incident = try #require(fleet.engine.openIncidents.first { $0.component == "batch" })
+        if incident.scope == .platform {
+            let departure = try #require(incident.updates.last { $0.message.hasPrefix("Update") }, "\(describe(fleet.events))")
+            #expect(departure.message.contains("for users in us") && !departure.message.contains("platform-wide"), "\(departure.message)")
+            #expect(departure.message.contains("smaller now"), "\(departure.message)")
+        }
     }
 
     /// A hard fault in one region: the region-scope wait counts the other regions' runs that
