@@ -123,13 +123,17 @@ enum MetricsRenderer {
                 out.sample("sonde_component_affected_by", [("component", verdict.component), ("cause", cause)], 1)
             }
         }
-        out.declare("sonde_component_region_status", type: "gauge", help: "1 for the component's current status in the region, 0 for the others.")
+        out.declare(
+            "sonde_component_region_status", type: "gauge",
+            help: "1 for the component's current status in the region, 0 for the others; unknown while none of the region's agents that ran its probes reports.")
         for verdict in verdicts where verdict.known {
-            for region in verdict.regions.keys.sorted() {
+            // A region nothing watches now stays, as unknown: a blind spot is not a healthy region.
+            let regions = verdict.regions.merging(verdict.unwatchedRegions.map { ($0, .unknown) }) { measured, _ in measured }
+            for region in regions.keys.sorted() {
                 for status in ComponentStatus.allCases {
                     out.sample(
                         "sonde_component_region_status", [("component", verdict.component), ("region", region), ("status", status.rawValue)],
-                        verdict.regions[region] == status ? 1 : 0)
+                        regions[region] == status ? 1 : 0)
                 }
             }
         }

@@ -814,6 +814,13 @@ extension CorrelationEngine {
             }
         }
 
+        // Regions where an agent that is not revoked has runs of each component: where it is
+        // watched, when its agents report.
+        var watchedIn = [Set<Int32>](repeating: [], count: componentCount)
+        for summary in summaries where !summary.control && !agentRevoked[Int(summary.agent)] {
+            watchedIn[Int(summary.component)].insert(agentRegion[Int(summary.agent)])
+        }
+
         var newVerdicts: [ComponentVerdict] = []
         var verdictComponents: [Int] = []
         for c in componentNames.indices.sorted(by: { componentNames[$0] < componentNames[$1] }) where componentIsWatched[c] {
@@ -872,7 +879,8 @@ extension CorrelationEngine {
                 ComponentVerdict(
                     component: componentNames[c], status: shown.status, scope: shown.scope, regions: shown.regions,
                     evidence: evidence, since: now, updatedAt: now, incidentID: track.incident?.id,
-                    conflict: track.incident?.conflict ?? track.human.closed?.conflict, known: componentIsKnown[c]))
+                    conflict: track.incident?.conflict ?? track.human.closed?.conflict, known: componentIsKnown[c],
+                    unwatchedRegions: watchedIn[c].map { regionNames[Int($0)] }.filter { shown.regions[$0] == nil }.sorted()))
             verdictComponents.append(c)
             tracks[c] = track
             componentHasNewData[c] = false

@@ -215,11 +215,18 @@ public struct ComponentVerdict: Sendable, Codable, Hashable {
     /// False: one agent's name for something nobody else reports, shown only to operators
     /// (`/v1/status`, `/internal`), never in `overall`, the public pages or `sonde_component_status`.
     public var known: Bool
+    /// Regions whose agents have run the component's probes but none of which counts now (all
+    /// silent, or local faults), sorted: nothing watches the component there. Not in `regions`
+    /// and never a failing region (a blind spot is not an outage), but shown as "no data" to
+    /// operators instead of vanishing (the SRE review's F4).
+    public var unwatchedRegions: [String] = []
 
     public init(
         component: String, status: ComponentStatus, scope: ProblemScope? = nil, regions: [String: ComponentStatus] = [:],
-        evidence: Evidence = Evidence(), since: Date, updatedAt: Date, incidentID: String? = nil, conflict: String? = nil, known: Bool = true
+        evidence: Evidence = Evidence(), since: Date, updatedAt: Date, incidentID: String? = nil, conflict: String? = nil, known: Bool = true,
+        unwatchedRegions: [String] = []
     ) {
+        self.unwatchedRegions = unwatchedRegions
         self.component = component
         self.status = status
         self.scope = scope
@@ -237,10 +244,12 @@ public struct ComponentVerdict: Sendable, Codable, Hashable {
         case updatedAt = "updated_at"
         case incidentID = "incident_id"
         case conflict, known
+        case unwatchedRegions = "unwatched_regions"
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        unwatchedRegions = try c.decodeIfPresent([String].self, forKey: .unwatchedRegions) ?? []
         component = try c.decode(String.self, forKey: .component)
         status = try c.decode(ComponentStatus.self, forKey: .status)
         scope = try c.decodeIfPresent(ProblemScope.self, forKey: .scope)

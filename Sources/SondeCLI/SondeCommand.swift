@@ -235,10 +235,11 @@ extension SondeCommand {
                 let client = try options.client
                 let body = try await client.raw("/v1/status")
                 let status = try client.decode(StatusResponse.self, body)
-                verdicts = status.components.map(\.status)
+                // A region nothing watches any more counts as unknown: exit 1, not 0.
+                verdicts = status.components.map(\.status) + status.components.filter { $0.known && !$0.unwatchedRegions.isEmpty }.map { _ in .unknown }
                 if options.json { return printJSON(body) }
                 print("Overall: \(Colour.status(status.overall))")
-                let regions = Array(Set(status.components.flatMap { $0.regions.keys })).sorted()
+                let regions = Array(Set(status.components.flatMap { Array($0.regions.keys) + $0.unwatchedRegions })).sorted()
                 var table = Table(header: ["COMPONENT", "STATUS", "SCOPE"] + regions.map { shown($0.uppercased()) } + ["EVIDENCE"])
                 for verdict in status.components {
                     let e = verdict.evidence
@@ -249,7 +250,8 @@ extension SondeCommand {
                     if let p95 = e.latencyP95Ms { evidence.append("p95 \(Int(p95))ms") }
                     table.rows.append(
                         [Cell(verdict.component), .status(verdict.status), Cell(verdict.scope?.rawValue ?? "-")]
-                            + regions.map { verdict.regions[$0].map(Cell.status) ?? "-" } + [Cell(evidence.joined(separator: " "))])
+                            + regions.map { verdict.regions[$0].map(Cell.status) ?? (verdict.unwatchedRegions.contains($0) ? "no data" : "-") }
+                            + [Cell(evidence.joined(separator: " "))])
                 }
                 print(status.components.isEmpty ? "No component verdicts yet (no results received)." : table.render())
                 print("")

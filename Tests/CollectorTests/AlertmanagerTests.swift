@@ -247,6 +247,11 @@ struct AlertmanagerTests {
             #expect(trigger["dedup_key"] as? String == problemID)
             let alert = try #require(await agentAlerts().first)
             #expect((alert["labels"] as? [String: String])?["status"] == "silent")
+            // us, whose only agent stopped, is a blind spot: unknown, not gone (SRE review F4).
+            let metrics = try await get(collector, "/metrics").bodyText
+            #expect(metrics.contains(#"sonde_component_region_status{component="login",region="us",status="unknown"} 1"#), "\(metrics)")
+            let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
+            #expect(status.components.first { $0.component == "login" }?.unwatchedRegions == ["us"])
             // Alertmanager tells its receiver of a resolution only for an alert it notified.
             try await waitUntil("Alertmanager notifying its receiver of us-1's silence", timeout: .seconds(30)) {
                 _ = try await eu.push(eu.batch([eu.result(startedAt: Date())]), to: collector)

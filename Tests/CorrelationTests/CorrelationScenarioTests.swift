@@ -377,6 +377,26 @@ import Testing
         #expect(!fleet.engine.awaitsPassingRuns)
     }
 
+    /// A region whose only agent goes silent is a blind spot, not a healthy region and not a
+    /// failing one: each component lists it as unwatched (shown as "no data"), never in its
+    /// regions or failing regions, and nothing opens (the SRE review's F4). Back, it is watched.
+    @Test func aRegionWhoseAgentsAllWentSilentIsUnwatchedNotHealthyOrFailing() throws {
+        var fleet = warmFleet(regions: ["eu": 2, "us": 1])
+        #expect(fleet.verdicts["files"]?.unwatchedRegions == [])
+        fleet.stopped = ["us-1"]
+        fleet.step(seconds: 60)
+        #expect(fleet.health("us-1")?.state == .silent)
+        for component in FleetSimulation.components {
+            let verdict = try #require(fleet.verdicts[component])
+            #expect(verdict.unwatchedRegions == ["us"], "\(component): \(verdict)")
+            #expect(verdict.regions["us"] == nil && verdict.status == .operational && verdict.evidence.failingRegions.isEmpty, "\(verdict)")
+        }
+        #expect(fleet.engine.openIncidents.isEmpty)
+        fleet.stopped = []
+        fleet.step(seconds: 10)
+        #expect(fleet.verdicts["files"]?.unwatchedRegions == [] && fleet.verdicts["files"]?.regions["us"] == .operational)
+    }
+
     @Test func regionToPlatformEscalationUpdatesTheSameIncidentThenRecoveryResolvesIt() throws {
         var fleet = warmFleet()
         fleet.faults["files"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
