@@ -198,7 +198,7 @@ public func openStore(config: CollectorConfig, logger: Logger) throws -> any Col
 /// |---|---|
 /// | `GET /healthz` | anyone (says only ok or storage_unavailable) |
 /// | `POST /v1/results` | enrolled agents (Ed25519 signature, no token) |
-/// | `GET /`, `/incidents/ID`, `/history.atom`, `/api/v2/summary.json` and `status.json`, `/metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
+/// | `GET /`, `/incidents/ID`, `/history.atom`, `/api/v2/*.json` (Statuspage's public v2), `/metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
 /// | `GET /internal`, `/internal/incidents/ID` | read |
 /// | `GET /v1/status`, `/v1/results`, `/v1/incidents[/ID]`, `/v1/agents`, `/v1/alerts/dead-letters` | read |
 /// | `GET /v1/batches`, `POST /v1/alerts/test`, `POST /v1/alerts/dead-letters/ID/redrive` | admin |
@@ -248,6 +248,24 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
         (pages, [.get, .head], "/history.atom", { request, _ in feed(request, try await api.incidentFeed(host: request.head.authority)) }),
         (pages, [.get, .head], "/api/v2/summary.json", { request, _ in feed(request, try await api.statuspageSummary(host: request.head.authority)) }),
         (pages, [.get, .head], "/api/v2/status.json", { request, _ in feed(request, try await api.statuspageStatus(host: request.head.authority)) }),
+        (pages, [.get, .head], "/api/v2/components.json", { request, _ in feed(request, try await api.statuspagePart(.components, host: request.head.authority)) }),
+        (pages, [.get, .head], "/api/v2/incidents.json", { request, _ in feed(request, try await api.statuspagePart(.incidents, host: request.head.authority)) }),
+        (
+            pages, [.get, .head], "/api/v2/incidents/unresolved.json",
+            { request, _ in feed(request, try await api.statuspagePart(.unresolvedIncidents, host: request.head.authority)) }
+        ),
+        (
+            pages, [.get, .head], "/api/v2/scheduled-maintenances.json",
+            { request, _ in feed(request, try await api.statuspagePart(.scheduledMaintenances, host: request.head.authority)) }
+        ),
+        (
+            pages, [.get, .head], "/api/v2/scheduled-maintenances/upcoming.json",
+            { request, _ in feed(request, try await api.statuspagePart(.scheduledMaintenances, host: request.head.authority)) }
+        ),
+        (
+            pages, [.get, .head], "/api/v2/scheduled-maintenances/active.json",
+            { request, _ in feed(request, try await api.statuspagePart(.scheduledMaintenances, host: request.head.authority)) }
+        ),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
@@ -510,6 +528,10 @@ public struct CollectorAPI: Sendable {
 
     func statuspageSummary(host: String?) async throws -> PageBody {
         PageBody(json: StatuspageSummary(try await pageSnapshot(audience: .public), base: publicLinkBase(host)))
+    }
+
+    func statuspagePart(_ part: StatuspageSummary.Part, host: String?) async throws -> PageBody {
+        PageBody(json: StatuspageSummary(try await pageSnapshot(audience: .public), base: publicLinkBase(host)).part(part))
     }
 
     func statuspageStatus(host: String?) async throws -> PageBody {

@@ -144,6 +144,8 @@ struct StatuspageSummary: Encodable {
     var incidents: [Incident]
     var scheduledMaintenances: [Incident] = []
     var status: Status
+    /// The 50 newest incidents, open or resolved, for `incidents.json` (not in the summary).
+    var allIncidents: [Incident] = []
 
     enum CodingKeys: String, CodingKey {
         case page, components, incidents, status
@@ -192,21 +194,62 @@ struct StatuspageSummary: Encodable {
         let changed = (components.map(\.updatedAt) + snapshot.incidents.map(\.updatedAt)).max()
         page = Page(id: Self.pageID, name: snapshot.settings.title, url: base, updatedAt: changed ?? now)
         self.components = components
-        incidents = snapshot.openIncidents.map { incident in
-            let updates = incident.timeline.enumerated().map { index, update in
-                IncidentUpdate(
-                    id: "\(incident.id).\(incident.timeline.count - index)", status: update.status,
-                    body: StatusPage.publicMessage(update, incident: incident, agentIDs: snapshot.agentIDs), incidentID: incident.id,
-                    createdAt: update.time, updatedAt: update.time, displayAt: update.time)
-            }
-            return Incident(
-                id: incident.id, name: incident.heading, status: incident.status, impact: Self.impact(incident.severity), createdAt: incident.openedAt,
-                updatedAt: incident.updatedAt, startedAt: incident.openedAt,
-                monitoringAt: Null(incident.timeline.first { $0.status == "monitoring" }?.time), resolvedAt: Null(incident.resolvedAt),
-                shortlink: base + "/incidents/" + StatusPage.pathSegment(incident.id), pageID: Self.pageID, incidentUpdates: updates,
-                components: incident.affected.compactMap { byName[$0] })
-        }
+        incidents = snapshot.openIncidents.map { Self.incident($0, snapshot: snapshot, components: byName, base: base) }
+        allIncidents = snapshot.incidents.prefix(50).map { Self.incident($0, snapshot: snapshot, components: byName, base: base) }
         status = Self.indicator(snapshot.overall)
+    }
+
+    static func incident(_ incident: PageIncident, snapshot: PageSnapshot, components byName: [String: Component], base: String) -> Incident {
+        let updates = incident.timeline.enumerated().map { index, update in
+            IncidentUpdate(
+                id: "\(incident.id).\(incident.timeline.count - index)", status: update.status,
+                body: StatusPage.publicMessage(update, incident: incident, agentIDs: snapshot.agentIDs), incidentID: incident.id,
+                createdAt: update.time, updatedAt: update.time, displayAt: update.time)
+        }
+        return Incident(
+            id: incident.id, name: incident.heading, status: incident.status, impact: Self.impact(incident.severity), createdAt: incident.openedAt,
+            updatedAt: incident.updatedAt, startedAt: incident.openedAt,
+            monitoringAt: Null(incident.timeline.first { $0.status == "monitoring" }?.time), resolvedAt: Null(incident.resolvedAt),
+            shortlink: base + "/incidents/" + StatusPage.pathSegment(incident.id), pageID: Self.pageID, incidentUpdates: updates,
+            components: incident.affected.compactMap { byName[$0] })
+    }
+
+    /// The other public endpoints of Statuspage's API v2 that status aggregators and client
+    /// libraries call, each the page and one part of the summary (the SRE review's F8).
+    enum Part: Sendable {
+        case components, incidents, unresolvedIncidents, scheduledMaintenances
+    }
+
+    func part(_ part: Part) -> StatuspagePart {
+        switch part {
+        case .components: StatuspagePart(page: page, components: components)
+        case .incidents: StatuspagePart(page: page, incidents: allIncidents)
+        case .unresolvedIncidents: StatuspagePart(page: page, incidents: incidents)
+        // Sonde schedules no maintenance: the lists are empty, as on a page that has none.
+        case .scheduledMaintenances: StatuspagePart(page: page, scheduledMaintenances: [])
+        }
+    }
+}
+
+/// `components.json`, `incidents.json`, `incidents/unresolved.json`, `scheduled-maintenances.json`
+/// (and its `upcoming`/`active`): the page and one list, as Statuspage answers them.
+struct StatuspagePart: Encodable {
+    var page: StatuspageSummary.Page
+    var components: [StatuspageSummary.Component]?
+    var incidents: [StatuspageSummary.Incident]?
+    var scheduledMaintenances: [StatuspageSummary.Incident]?
+
+    enum CodingKeys: String, CodingKey {
+        case page, components, incidents
+        case scheduledMaintenances = "scheduled_maintenances"
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(page, forKey: .page)
+        try c.encodeIfPresent(components, forKey: .components)
+        try c.encodeIfPresent(incidents, forKey: .incidents)
+        try c.encodeIfPresent(scheduledMaintenances, forKey: .scheduledMaintenances)
     }
 }
 

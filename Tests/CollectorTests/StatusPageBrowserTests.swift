@@ -276,6 +276,23 @@ import Testing
             #expect(Self.leaks(summary.bodyText).isEmpty, "summary.json shows \(Self.leaks(summary.bodyText))")
             let small = try #require(try JSONSerialization.jsonObject(with: try await get(collector, "/api/v2/status.json", token: TestTokens.read).body) as? [String: Any])
             #expect(Set(small.keys) == ["page", "status"] && (small["status"] as? [String: Any])?["indicator"] as? String == status["indicator"] as? String)
+            // The rest of Statuspage's public v2 that aggregators call: each the page and one list.
+            func part(_ path: String) async throws -> [String: Any] {
+                let response = try await get(collector, path, token: TestTokens.read)
+                #expect(response.status == 200, "\(path)")
+                #expect(Self.leaks(response.bodyText).isEmpty, "\(path) shows \(Self.leaks(response.bodyText))")
+                return try #require(try JSONSerialization.jsonObject(with: response.body) as? [String: Any])
+            }
+            let componentsPart = try await part("/api/v2/components.json")
+            #expect(Set(componentsPart.keys) == ["page", "components"] && (componentsPart["components"] as? [[String: Any]])?.count == components.count)
+            let unresolved = try await part("/api/v2/incidents/unresolved.json")
+            #expect((unresolved["incidents"] as? [[String: Any]])?.map { $0["id"] as? String } == incidents.map { $0["id"] as? String })
+            let all = try #require(try await part("/api/v2/incidents.json")["incidents"] as? [[String: Any]])
+            #expect(all.count == 2 && all.contains { $0["status"] as? String == "resolved" && $0["resolved_at"] as? String != nil }, "open and resolved: \(all)")
+            for path in ["/api/v2/scheduled-maintenances.json", "/api/v2/scheduled-maintenances/upcoming.json", "/api/v2/scheduled-maintenances/active.json"] {
+                let maintenances = try await part(path)
+                #expect(Set(maintenances.keys) == ["page", "scheduled_maintenances"] && (maintenances["scheduled_maintenances"] as? [Any])?.isEmpty == true)
+            }
 
             // The Atom feed: well-formed, one entry per incident, nothing internal.
             let feed = try await get(collector, "/history.atom", token: TestTokens.read)
