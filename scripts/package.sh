@@ -53,6 +53,8 @@ lay_collector() {
   conf 0640 deploy/collector.example.yaml "$r/etc/sonde/collector.yaml"
   docs "$r$p/share/doc/sonde-collector" README.md docs/collector.md docs/install.md
   docs "$r$p/share/doc/sonde-collector/examples" deploy/collector.example.yaml
+  # The Prometheus rules docs/collector.md points at, with their promtool test (SRE review F9).
+  docs "$r$p/share/doc/sonde-collector/examples/prometheus" deploy/prometheus/sonde-rules.yml deploy/prometheus/sonde-rules.test.yml
 }
 
 # Debian: control file, maintainer scripts, copyright and changelog, then dpkg-deb.
@@ -139,6 +141,11 @@ POSTINST
 POSTINST
   fi
   cat >> "$dir/postinst" <<POSTINST
+  # Not enabled or started (unlike dh_installsystemd's default): the config names example.com
+  # until someone edits it. Say so on first install, where the admin looks.
+  if [ -z "\$2" ]; then
+    echo "$name: not enabled; edit $config, then: systemctl enable --now $name (docs/install.md)"
+  fi
   if [ -z "\$root" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
     # An upgrade restarts a running service, so the new binary runs (as dh_installsystemd does).

@@ -30,7 +30,7 @@ struct DebPackageTests {
         let contents = try await runOK(["dpkg-deb", "--contents", collectorDeb])
         for path in ["./usr/bin/sonde-collector", "./usr/bin/sonde", "./lib/systemd/system/sonde-collector.service",
                      "./etc/sonde/collector.yaml", "./usr/share/doc/sonde-collector/copyright",
-                     "./usr/share/doc/sonde-collector/collector.md"] {
+                     "./usr/share/doc/sonde-collector/collector.md", "./usr/share/doc/sonde-collector/examples/prometheus/sonde-rules.yml"] {
             #expect(contents.contains(path), "\(path) missing from the collector package")
         }
 
@@ -47,6 +47,9 @@ struct DebPackageTests {
         let dpkg = ["dpkg", "--root=\(root)", "--force-script-chrootless", "--force-depends", "--log=/dev/null"]
         let installed = try await runOK(dpkg + ["--install", agentDeb, collectorDeb])
         #expect(installed.contains("made /var/lib/sonde/agent.key"), "postinst did not make the key:\n\(installed)")
+        for name in ["sonde-agent", "sonde-collector"] {
+            #expect(installed.contains("\(name): not enabled; edit /etc/sonde/"), "the first install says how to start \(name):\n\(installed)")
+        }
 
         // The maintainer scripts' work: users, state folders 0700 owned by them, configs 0640.
         let passwd = try String(contentsOfFile: "\(root)/etc/passwd", encoding: .utf8)
