@@ -66,6 +66,16 @@ enum MetricsRenderer {
                 out.sample("probe_http_duration_seconds", rendered: open + ",phase=\"\(phase)\"}", PrometheusText.seconds(ms: ms))
             }
         }
+        out.declare("probe_dns_lookup_time_seconds", type: "gauge", help: "Time spent resolving names in the latest run, summed over its steps (blackbox_exporter's name).")
+        for (r, l) in zip(latest, labels) {
+            out.sample("probe_dns_lookup_time_seconds", rendered: l, PrometheusText.seconds(ms: r.steps.reduce(0) { $0 + $1.timings.dns }))
+        }
+        out.declare("probe_http_ssl", type: "gauge", help: "1 when the last HTTP step of the latest run used TLS (https), else 0; HTTP probes only.")
+        for (r, l) in zip(latest, labels) {
+            if let step = r.steps.last(where: { $0.url.hasPrefix("http://") || $0.url.hasPrefix("https://") }) {
+                out.sample("probe_http_ssl", rendered: l, step.url.hasPrefix("https://") ? 1 : 0)
+            }
+        }
         out.declare("probe_http_status_code", type: "gauge", help: "HTTP status of the last step with a response in the latest run.")
         // 0 when an HTTP probe got no response at all (refused, time-out), as blackbox_exporter
         // does, so `probe_http_status_code != 200` also catches the hardest failure.

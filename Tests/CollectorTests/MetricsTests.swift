@@ -79,6 +79,8 @@ struct MetricsTests {
                 #expect(text.contains("probe_http_duration_seconds\(eu1),phase=\"\(phase)\"}"), "blackbox phase \(phase)")
             }
             #expect(!text.contains(#"phase="ttfb""#) && !text.contains(#"phase="dns""#))
+            #expect(text.contains("probe_dns_lookup_time_seconds\(eu1)} 0.001"), "blackbox's DNS series")
+            #expect(text.contains("probe_http_ssl\(eu1)} 1"), "its last HTTP step was https")
             #expect(text.contains("probe_last_run_timestamp_seconds\(eu1)} "))
             #expect(text.contains(#"sonde_build_info{version=""# ))
             for series in ["process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_start_time_seconds ", "process_open_fds ", "process_max_fds "] {
