@@ -22,7 +22,11 @@ enum AlertmanagerAlerts {
     /// severity the incident has reached, or one for an agent's problem or a test.
     static func alerts(event object: [String: Any], type: String, occurredAt: Date, link: String, resendInterval: TimeInterval, now: Date) -> [[String: Any]] {
         let probeLabels = object["labels"] as? [String: String] ?? [:]
-        let annotations = annotations(summary: object["summary"] as? String ?? type, object: object, link: link)
+        // An incident's alerts say what its timeline says last, whether sent for an event or
+        // re-sent: the summary no longer switches between the event's one-liner and the
+        // timeline's sentence from one send to the next (the SRE review's F6).
+        let latest = ((object["incident"] as? [String: Any])?["updates"] as? [[String: Any]])?.last?["message"] as? String
+        let annotations = annotations(summary: latest ?? object["summary"] as? String ?? type, object: object, link: link)
         guard let incident = object["incident"] as? [String: Any] else {
             // An agent's problem or a test alert: not re-sent, so they end by themselves unless
             // the agent's recovery ends its problem's alert first (same labels, `endsAt` now).

@@ -193,6 +193,7 @@ struct AlertmanagerTests {
         #expect(labels(worse) == [identity.merging(["severity": "critical"]) { $1 }, identity.merging(["severity": "error"]) { $1 }])
         let annotations = try #require(worse.first?["annotations"] as? [String: String])
         #expect(annotations["scope"] == "platform" && annotations["status"] == "major_outage" && annotations["regions"] == "eu,us")
+        #expect(annotations["summary"] == "m", "the timeline's latest entry, as a re-send says, not the event's one-liner")
         let narrower = alerts(incident(severity: "partial_outage", scope: "platform", regions: ["eu"], history: ["partial_outage", "major_outage", "partial_outage"]))
         #expect(labels(narrower) == labels(worse), "a narrower outage ends no alert while the incident is open")
         #expect((narrower.first?["annotations"] as? [String: String])?["regions"] == "eu")
