@@ -855,7 +855,12 @@ extension CorrelationEngine {
             }
             let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: track.recoveryLull)
             track.recoveryUnderway = track.incident != nil && facts.cleanRuns > 0 && frame.t - facts.newestFailure > track.longestLull
-            let eligible = declaredComponents.contains(componentNames[c]) || Int(reporters[c]) >= cfg.minComponentAgents
+            // Declared components are the list: once there is one, no number of agents makes
+            // another name known (red team, second pass, N1: two compromised agents put a made-up
+            // component on the public page as a platform-wide major outage, and paged). Without
+            // one, `min_component_agents` agents make a component known.
+            let eligible =
+                declaredComponents.isEmpty ? Int(reporters[c]) >= cfg.minComponentAgents : declaredComponents.contains(componentNames[c])
             if eligible { componentIsKnown[c] = true }
             // When the runs that confirmed the problem show the fault was on: another region's
             // run is fresh evidence only if it started after that. Not the newest bad run (the

@@ -110,9 +110,10 @@ import Testing
         }
     }
 
-    /// A component only one agent reports, and nobody declared, shows to operators but not on
-    /// the public pages, in `overall` or in `sonde_component_status`; once a second agent reports
-    /// it, it is known and counts everywhere.
+    /// A component nobody declared shows to operators but not on the public pages, in `overall`
+    /// or in `sonde_component_status`: with `components:` declared, however many agents report
+    /// it (red team, second pass, N1: two compromised agents made one a public major outage);
+    /// without a list, once a second agent reports it, it is known and counts everywhere.
     @Test func oneAgentsMadeUpComponentStaysOffThePublicPages() async throws {
         let folder = try TemporaryDirectory("sonde-drill-abuse")
         defer { folder.remove() }
@@ -144,12 +145,32 @@ import Testing
             }
             #expect(!(try await text("/metrics")).contains("sonde_component_status{component=\"Payments\""))
 
-            try await waitUntil("Payments known once a second agent reports it", timeout: .seconds(30)) {
+            // Two agents (say both compromised) fail it: still not on the list, so still unknown.
+            for _ in 0..<5 {
                 try await push(honest, ["Payments"], failed: true)
                 try await push(liar, ["Payments"], failed: true)
-                return payments(try await status())?["known"] as? Bool == true
             }
-            #expect((try await text("/metrics")).contains("sonde_component_status{component=\"Payments\""))
+            try await waitUntil("both agents' Payments runs evaluated", timeout: .seconds(30)) {
+                (payments(try await status())?["evidence"] as? [String: Any])?["failing_agent_count"] as? Int == 2
+            }
+            #expect(payments(try await status())?["known"] as? Bool == false)
+            let page = try await text("/"), metrics = try await text("/metrics")
+            #expect(!page.contains("Payments") && !metrics.contains("sonde_component_status{component=\"Payments\""))
+        }
+        // Without a declared list (a collector of its own), two agents make it known.
+        let undeclared = try TemporaryDirectory("sonde-drill-abuse")
+        defer { undeclared.remove() }
+        try await withDrillCollector(in: undeclared, agents: [liar, honest]) { collector in
+            func push(_ agent: DrillAgent) async throws {
+                let (_, body, signature) = try agent.signedBatch(1, failed: true, components: ["Payments"])
+                _ = try await CurlHTTPClient.shared.perform(agent.pushRequest(baseURL: collector.baseURL, body: body, signature: signature))
+            }
+            func text(_ path: String) async throws -> String { try await CurlHTTPClient.shared.perform(collector.request(path, token: DrillTokens.read)).bodyText }
+            try await waitUntil("Payments known once a second agent reports it", timeout: .seconds(30)) {
+                try await push(honest)
+                try await push(liar)
+                return (try await text("/metrics")).contains("sonde_component_status{component=\"Payments\"")
+            }
             #expect((try await text("/")).contains("Payments"))
         }
     }
