@@ -37,6 +37,8 @@ struct SecurityHardeningTests {
                 ("labels", { $0.labels = ["cost-center": "x"] }),
                 ("labels", { $0.labels = ["__name__": "x"] }),
                 ("labels", { $0.labels = ["probe": "spoof"] }),
+                // Every label within bounds, together too many bytes for every series of the probe (N4).
+                ("labels", { $0.labels = Dictionary(uniqueKeysWithValues: (0..<5).map { ("l\($0)", String(repeating: "v", count: 250)) }) }),
                 // Numbers an agent cannot have measured (red team F15: 1e308 ms made the collector trap).
                 ("duration_ms", { $0.durationMs = 1e308 }),
                 ("duration_ms", { $0.durationMs = -1e308 }),

@@ -23,6 +23,8 @@ import Testing
         #expect(ResultText.labelValueProblem(String(repeating: "v", count: 256)) == nil)
         #expect(ResultText.labelValueProblem(String(repeating: "v", count: 257)) != nil)
         #expect(ResultText.labelNameProblem("team") == nil)
+        #expect(ResultText.labelSetProblem(["team": String(repeating: "v", count: 1020)]) == nil)
+        #expect(ResultText.labelSetProblem(["team": String(repeating: "v", count: 1021)]) != nil, "1,025 bytes together")
         for bad in ["__name__", "probe", "9x", "cost-center", ""] { #expect(ResultText.labelNameProblem(bad) != nil, "\(bad)") }
     }
 

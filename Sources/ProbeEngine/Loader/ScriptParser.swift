@@ -686,6 +686,7 @@ enum ScriptParser {
             labels[name] = text
         }
         if labels.count > ProbeLabels.maxCount { reader.report(node, path, "at most \(ProbeLabels.maxCount) labels") }
+        if let problem = ResultText.labelSetProblem(labels) { reader.report(node, path, problem) }
         return labels
     }
 
