@@ -230,6 +230,10 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
     @Sendable func feed(_ request: Request, _ body: PageBody) -> Response {
         var response = page(request, body)
         if config.statusPagePublic { response.headers[.accessControlAllowOrigin] = "*" }
+        // Without `public_url` the absolute links are built from the request's Host: a shared
+        // cache must keep one answer per Host, never hand a forged Host's links to everyone
+        // (red team, second pass, N2).
+        if config.publicURL == nil { response.headers[.vary] = "Host" }
         return response
     }
     let routes: [(who: APIAccess.Requirement, methods: [HTTPRequest.Method], path: String, handler: Handler)] = [

@@ -261,6 +261,10 @@ import Testing
             let scheme = collector.baseURL.hasPrefix("https:") ? "https" : "http"
             #expect(asked == scheme + "://status.example.com", "\(asked ?? "nil")")
             #expect(try await pageURL(host: "evil.example/<x>") == "", "a Host that is not a plain host[:port] gives relative links")
+            // Links built from the Host: a shared cache must keep one answer per Host (red team N2).
+            for path in ["/api/v2/summary.json", "/api/v2/incidents.json", "/history.atom"] {
+                #expect(try await get(collector, path, token: TestTokens.read).headers.value(for: "Vary") == "Host", "\(path)")
+            }
             let status = try #require(object["status"] as? [String: Any])
             #expect(status["indicator"] as? String != nil && status["description"] as? String != nil)
             let components = try #require(object["components"] as? [[String: Any]])
