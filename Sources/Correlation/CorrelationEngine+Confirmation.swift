@@ -28,10 +28,24 @@ public struct ConfirmationRequests: Sendable, Hashable {
     }
 }
 
+/// One (agent × component) alone in its region asking its peers to confirm its failures: the
+/// seconds it has asked within its current budget window.
+struct LoneConfirmation: Sendable {
+    /// When the window began (its first ask after the previous window ran out).
+    var windowStart: Double
+    /// Its latest ask.
+    var last: Double
+    /// Seconds spent asking in the window: the time between consecutive asks, breaks left out.
+    var spent: Double
+}
+
 extension CorrelationEngine {
-    /// How long one agent alone in its region with fresh failures keeps asking its peers to
-    /// confirm them (seconds, without a break).
+    /// How long one agent alone in its region with fresh failures may ask its peers to confirm
+    /// them within `loneConfirmationWindow` (seconds, breaks not counted).
     static let loneConfirmationLimit = 60.0
+    /// The window of that budget: a break does not give it back (red team, second pass, N5: a
+    /// 6 s pause every 64 s kept the peers at 4 × their pace with a budget per streak).
+    static let loneConfirmationWindow = 600.0
 
     /// The confirmation phase (after verdicts and incidents): per component,
     /// - an open incident: its regions (every region at scope `platform`), so its end is read
@@ -42,17 +56,17 @@ extension CorrelationEngine {
     ///   is not local (in doubt included: its peers are the ones to settle the doubt): that
     ///   agent's region, or every region once `min_platform_regions` regions show such runs.
     /// Nothing with `confirmation_runs: false`. One agent alone in its region with such runs asks
-    /// for at most `loneConfirmationLimit` s without a break (`loneSince` keeps since when): its
-    /// peers have confirmed nothing meanwhile, so it is its own problem, and one agent dropping a
-    /// failure into every push must not keep its region's agents at 4 × their pace for good
-    /// (found by the red team, F13). Returns whether any request comes from fresh evidence rather
-    /// than an incident (those also ask for prompt pushes).
+    /// for at most `loneConfirmationLimit` s in `loneConfirmationWindow` (`lone` keeps the
+    /// budget): its peers have confirmed nothing meanwhile, so it is its own problem, and one
+    /// agent dropping a failure into every push must not keep its region's agents at 4 × their
+    /// pace for good (found by the red team, F13 and N5). Returns whether any request comes from
+    /// fresh evidence rather than an incident (those also ask for prompt pushes).
     static func confirmationRequests(
         tracks: [ComponentTrack], frame: EvaluationFrame, componentNames: [String], regionNames: [String], agentRegion: [Int32],
-        loneSince: inout [Int: Double], _ cfg: CorrelationConfig
+        lone: inout [Int: LoneConfirmation], _ cfg: CorrelationConfig
     ) -> (requests: ConfirmationRequests, fromEvidence: Bool) {
-        var stillLone: [Int: Double] = [:]
-        defer { loneSince = stillLone }
+        // Budgets whose window has passed are forgotten (a bounded map).
+        lone = lone.filter { frame.t - $0.value.windowStart <= loneConfirmationWindow }
         var out = ConfirmationRequests()
         guard cfg.confirmationRuns else { return (out, false) }
         let componentCount = componentNames.count
@@ -87,9 +101,13 @@ extension CorrelationEngine {
                 guard !witnesses[r].isEmpty else { continue }
                 if witnesses[r].count == 1 {
                     let key = witnesses[r][0] * componentCount + c
-                    let since = loneSince[key] ?? frame.t
-                    stillLone[key] = since
-                    guard frame.t - since <= loneConfirmationLimit else { continue }
+                    var budget = lone[key] ?? LoneConfirmation(windowStart: frame.t, last: frame.t, spent: 0)
+                    // Consecutive asks (a few evaluations apart) spend time; a break spends none.
+                    let step = frame.t - budget.last
+                    if step <= 5 { budget.spent += step }
+                    budget.last = frame.t
+                    lone[key] = budget
+                    guard budget.spent <= loneConfirmationLimit else { continue }
                 }
                 regionsWithEvidence[r] = true
                 regions += 1

@@ -331,7 +331,7 @@ extension CorrelationEngine {
         awaitsPassingRuns = Self.awaitsPassingRuns(tracks: tracks, health: health, controlFaults: !controlFaultAgents.isEmpty)
         let confirmations = Self.confirmationRequests(
             tracks: tracks, frame: frame, componentNames: componentNames, regionNames: regionNames, agentRegion: agentRegion,
-            loneSince: &loneConfirmationSince, config)
+            lone: &loneConfirmations, config)
         confirmationRequests = confirmations.requests
         wantsFreshRuns = confirmations.fromEvidence || Self.wantsFreshRuns(tracks: tracks, t: frame.t)
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)

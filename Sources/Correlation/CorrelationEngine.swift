@@ -101,9 +101,9 @@ public struct CorrelationEngine: Sendable {
     var agentSilenceCountedFrom: [Double] = []
     var agentHasNewData: [Bool] = []
     var agentCleanStreak: [Int32] = []
-    /// Since when each (agent × component) alone in its region has asked its peers to confirm
-    /// its failures (see `confirmationRequests`).
-    var loneConfirmationSince: [Int: Double] = [:]
+    /// How long each (agent × component) alone in its region has asked its peers to confirm its
+    /// failures in its budget window (see `confirmationRequests`).
+    var loneConfirmations: [Int: LoneConfirmation] = [:]
     /// Agents seen with a failing control probe whose episode has not ended yet.
     var controlFaultAgents = Set<Int32>()
     var regionIndex: [String: Int32] = [:]

@@ -55,6 +55,28 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// A break does not give the budget back: an agent that pauses 6 s after every 64 s of asking
+    /// gets `loneConfirmationLimit` s per `loneConfirmationWindow`, not 60 s per minute (red team,
+    /// second pass, N5).
+    @Test func aBreakDoesNotGiveALoneAgentsBudgetBack() throws {
+        var fleet = warmFleet()
+        fleet.faults["lone"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"], when: { $0 % 2 == 0 })
+        var askedAt: [Double] = []
+        for second in 0..<300 {
+            let pausing = second % 70 >= 64
+            if pausing { fleet.faults["lone"] = nil } else {
+                fleet.faults["lone"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"], when: { $0 % 2 == 0 })
+                fleet.ingestMadeUpPassingRuns(from: "eu-1", region: "eu", component: "files")
+            }
+            fleet.step()
+            if fleet.engine.confirmationRequests.components(forRegion: "eu")?.contains("files") == true { askedAt.append(Double(second)) }
+        }
+        #expect(!askedAt.isEmpty, "asked at first")
+        // Asks are a second apart: at most the budget (and a tick or two) in the 300 s.
+        #expect(Double(askedAt.count) <= CorrelationEngine.loneConfirmationLimit + 4, "asked in \(askedAt.count) evaluations: \(askedAt)")
+        #expect(askedAt.allSatisfy { $0 < 80 }, "asked again after the break: \(askedAt.filter { $0 >= 80 })")
+    }
+
     /// Failures in two regions (`min_platform_regions`) may be platform-wide: every region is asked.
     @Test func failuresInTwoRegionsAskEveryRegion() {
         var fleet = warmFleet()
