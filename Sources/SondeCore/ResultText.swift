@@ -64,9 +64,11 @@ public enum ResultText {
         // Bounded too: a 5 MB message in a real incident's sample errors would make every
         // webhook too large for Slack or PagerDuty, which refuse it for good.
         if text.utf8.count > longest { return "is at most \(longest) bytes (got \(text.utf8.count))" }
-        for scalar in text.unicodeScalars where isControl(scalar) {
+        for scalar in text.unicodeScalars where isControl(scalar) || isBidiFormat(scalar) {
             if newlines, scalar == "\n" || scalar == "\t" { continue }
-            return "contains the control character U+\(String(scalar.value, radix: 16, uppercase: true).leftPadded(to: 4)); control characters (other than \(newlines ? "line feed and tab" : "none")) are not accepted"
+            let code = "U+\(String(scalar.value, radix: 16, uppercase: true).leftPadded(to: 4))"
+            if isBidiFormat(scalar) { return "contains the bidirectional formatting character \(code), which reorders the text around it; they are not accepted" }
+            return "contains the control character \(code); control characters (other than \(newlines ? "line feed and tab" : "none")) are not accepted"
         }
         return nil
     }
@@ -74,6 +76,17 @@ public enum ResultText {
     /// C0, DEL and C1 (what a terminal acts on).
     public static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || (scalar.value >= 0x7F && scalar.value < 0xA0)
+    }
+
+    /// Unicode's bidirectional formatting characters (marks, embeddings, overrides, isolates: the
+    /// "Trojan Source" set): in a terminal, log viewer or editor that applies them they reorder
+    /// the text around them, so an agent could make "it is heating" read reversed, or columns
+    /// look swapped (red team, second pass, N6).
+    public static func isBidiFormat(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
+        default: false
+        }
     }
 
     /// The first field of `result` that breaks a rule: its path inside the result (`error.code`,
@@ -135,7 +148,7 @@ public enum ResultText {
 
     /// The start of a refused value, quoted in a message: at most 64 characters, controls as `?`.
     private static func shown(_ text: String) -> String {
-        let head = String(String.UnicodeScalarView(text.unicodeScalars.prefix(64).map { isControl($0) ? "?" : $0 }))
+        let head = String(String.UnicodeScalarView(text.unicodeScalars.prefix(64).map { isControl($0) || isBidiFormat($0) ? "?" : $0 }))
         return text.unicodeScalars.count > 64 ? head + "…" : head
     }
 }
@@ -151,9 +164,13 @@ extension String {
 /// lines of its own); a table cell shows them too.
 public enum TerminalText {
     public static func visible(_ text: String, keepLines: Bool = false) -> String {
-        guard text.unicodeScalars.contains(where: ResultText.isControl) else { return text }
+        guard text.unicodeScalars.contains(where: { ResultText.isControl($0) || ResultText.isBidiFormat($0) }) else { return text }
         var out = String.UnicodeScalarView()
         for scalar in text.unicodeScalars {
+            if ResultText.isBidiFormat(scalar) {
+                out.append(contentsOf: "<U+\(String(scalar.value, radix: 16, uppercase: true))>".unicodeScalars)
+                continue
+            }
             guard ResultText.isControl(scalar), !(keepLines && (scalar == "\n" || scalar == "\t")) else {
                 out.append(scalar)
                 continue

@@ -38,5 +38,11 @@ import Testing
         let all = String(String.UnicodeScalarView((0..<0xA0).compactMap(Unicode.Scalar.init)))
         #expect(ResultText.textProblem(TerminalText.visible(all, keepLines: true), newlines: true) == nil)
         #expect(ResultText.textProblem(TerminalText.visible(all), newlines: false) == nil)
+        // Bidi formatting ("Trojan Source"): refused as text, shown by name (red team N6).
+        let trojan = "all good \u{202E}gnitaeh si ti\u{2069} ok\u{200F}"
+        #expect(ResultText.textProblem(trojan, newlines: true)?.contains("bidirectional formatting character U+202E") == true)
+        #expect(TerminalText.visible(trojan) == "all good <U+202E>gnitaeh si ti<U+2069> ok<U+200F>")
+        #expect(ResultText.textProblem(TerminalText.visible(trojan), newlines: false) == nil)
+        #expect(ResultText.textProblem("مرحبا שלום", newlines: false) == nil, "right-to-left text itself is fine")
     }
 }
