@@ -332,7 +332,11 @@ public struct CollectorAPI: Sendable {
     let cluster: ClusterCoordinator?
     let logger: Logger
     /// The pages' uptime history, read at most every 15 s.
-    let uptimeHistory = UptimeHistoryCache()
+    let uptimeHistory = RecentValues<[UptimeDay]>(maxAge: .seconds(15))
+    /// What the public pages show, and the public page itself, made at most every 5 s however
+    /// many anonymous readers ask (shared caches may keep them 10 s anyway).
+    let publicSnapshots = RecentValues<PageSnapshot>(maxAge: .seconds(5))
+    let publicPages = RecentValues<PageBody>(maxAge: .seconds(5))
 
     /// For load balancers: 200 while storage takes writes, 503 when it cannot (full disk,
     /// read-only file system); the body names no path and no error detail.
@@ -514,7 +518,15 @@ public struct CollectorAPI: Sendable {
     }
 
     func statusPage(_ audience: StatusPage.Audience) async throws -> PageBody {
-        PageBody(html: StatusPage.render(try await pageSnapshot(audience: audience), audience: audience))
+        guard audience == .public else { return PageBody(html: StatusPage.render(try await pageSnapshot(audience: audience), audience: audience)) }
+        let api = self
+        return try await publicPages.value("/") { PageBody(html: StatusPage.render(try await api.publicSnapshot(), audience: .public)) }
+    }
+
+    /// The public pages' snapshot (one making per 5 s, see `publicSnapshots`).
+    func publicSnapshot() async throws -> PageSnapshot {
+        let api = self
+        return try await publicSnapshots.value("public") { try await api.pageSnapshot(audience: .public) }
     }
 
     func incidentPage(id raw: String, audience: StatusPage.Audience) async throws -> PageBody {
@@ -522,24 +534,25 @@ public struct CollectorAPI: Sendable {
         guard let record = try await store.incident(id: id), let incident = try? SondeJSON.decoder().decode(PageIncident.self, from: record.json) else {
             throw APIError.notFound("no incident \"\(id)\"")
         }
-        return PageBody(html: StatusPage.renderIncident(incident, page: try await pageSnapshot(audience: audience), audience: audience))
+        let page = audience == .public ? try await publicSnapshot() : try await pageSnapshot(audience: audience)
+        return PageBody(html: StatusPage.renderIncident(incident, page: page, audience: audience))
     }
 
     func incidentFeed(host: String?) async throws -> PageBody {
-        let xml = IncidentFeed.render(try await pageSnapshot(audience: .public), base: publicLinkBase(host))
+        let xml = IncidentFeed.render(try await publicSnapshot(), base: publicLinkBase(host))
         return PageBody(data: Data(xml.utf8), contentType: "application/atom+xml; charset=utf-8")
     }
 
     func statuspageSummary(host: String?) async throws -> PageBody {
-        PageBody(json: StatuspageSummary(try await pageSnapshot(audience: .public), base: publicLinkBase(host)))
+        PageBody(json: StatuspageSummary(try await publicSnapshot(), base: publicLinkBase(host)))
     }
 
     func statuspagePart(_ part: StatuspageSummary.Part, host: String?) async throws -> PageBody {
-        PageBody(json: StatuspageSummary(try await pageSnapshot(audience: .public), base: publicLinkBase(host)).part(part))
+        PageBody(json: StatuspageSummary(try await publicSnapshot(), base: publicLinkBase(host)).part(part))
     }
 
     func statuspageStatus(host: String?) async throws -> PageBody {
-        PageBody(json: StatuspageStatus(StatuspageSummary(try await pageSnapshot(audience: .public), base: publicLinkBase(host))))
+        PageBody(json: StatuspageStatus(StatuspageSummary(try await publicSnapshot(), base: publicLinkBase(host))))
     }
 
     // MARK: Query helpers

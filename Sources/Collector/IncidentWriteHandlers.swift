@@ -28,6 +28,7 @@ extension CollectorAPI {
             "Incident updated by a person",
             metadata: ["incident.id": .string(id), "incident.status": .string(applied.incident.status.rawValue), "author": .string(author)])
         let stored = await waitForCommit(applied.evaluation)
+        await forgetPublicPages()
         return JSONResponse.make(applied.incident, status: stored ? .ok : .accepted)
     }
 
@@ -62,12 +63,19 @@ extension CollectorAPI {
                 "Incident opened by a person", metadata: ["incident.id": .string(incident.id), "component": .string(incident.component), "author": .string(author)])
         }
         let stored = await waitForCommit(opened.evaluation)
+        await forgetPublicPages()
         return JSONResponse.make(IncidentsResponse(incidents: opened.incidents), status: stored ? .created : .accepted)
     }
 
     /// With several collectors only the leader stores what its engine changes: a standby refuses a
     /// person's write (503 `not_leader`, Retry-After 1 s) instead of accepting one it would lose.
     /// Behind a load balancer the retry usually reaches the leader; `sonde` retries by itself.
+    /// A person's word shows on the public pages at once (they are otherwise made every 5 s).
+    private func forgetPublicPages() async {
+        await publicSnapshots.forget()
+        await publicPages.forget()
+    }
+
     private func refuseOnStandby() throws(APIError) {
         guard let cluster, !cluster.mayWrite else { return }
         let view = cluster.view

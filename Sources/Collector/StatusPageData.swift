@@ -160,7 +160,9 @@ extension CollectorAPI {
         let verdicts = await hub.verdicts
         let openIncidents = await hub.openIncidents
         let firstDay = Date(epochMs: (UptimeDay.dayNumber(now) - Int64(PageSnapshot.days - 1)) * 86_400_000)
-        let days = Dictionary(grouping: try await uptimeHistory.days(since: firstDay, store: store), by: \.component)
+        let store = self.store
+        let days = Dictionary(
+            grouping: try await uptimeHistory.value("\(firstDay.epochMs)") { try await store.uptimeDays(since: firstDay) }, by: \.component)
         let latest = Dictionary(grouping: metrics.latestRuns(now: now), by: \.result.component)
         let decoder = SondeJSON.decoder()
         let incidents = try await store.incidents(.all, limit: 500).compactMap { try? decoder.decode(PageIncident.self, from: $0.json) }
@@ -231,21 +233,43 @@ extension CollectorAPI {
     }
 }
 
-/// The pages' 90 days of uptime, read from storage at most once per `maxAge`: the rollup keeps a
-/// row per component, day and agent (180,000 rows for 100 agents and 20 components, about 0.7 s
-/// to read and weigh in a debug build), and anyone may load the public page. Today's bar may lag
-/// by up to `maxAge`; the page itself refreshes every 60 s.
-final class UptimeHistoryCache: Sendable {
+/// A value made at most once per `maxAge` per key, however many ask at once: callers that come
+/// while it is being made wait for that one making (single flight) instead of starting their
+/// own. The public pages are anonymous: 8 parallel `GET /` with a large fleet's state kept every
+/// thread of the collector rendering, so `/healthz`, ingest and evaluation stalled (red team,
+/// second pass, N7); the uptime history holds a row per component, day and agent (180,000 rows
+/// for 100 agents and 20 components, about 0.7 s to read and weigh in a debug build).
+/// At most `capacity` keys are kept (all are dropped when it is reached).
+actor RecentValues<Value: Sendable> {
+    private var kept: [String: (value: Value, madeAt: ContinuousClock.Instant)] = [:]
+    private var making: [String: (generation: Int, task: Task<Value, any Error>)] = [:]
+    /// Bumped by `forget()`: a making that began before it is neither kept nor shared after it.
+    private var generation = 0
     let maxAge: Duration
-    private let entry = Mutex<(firstDay: Date, readAt: ContinuousClock.Instant, days: [UptimeDay])?>(nil)
+    let capacity: Int
 
-    init(maxAge: Duration = .seconds(15)) { self.maxAge = maxAge }
+    init(maxAge: Duration, capacity: Int = 64) {
+        self.maxAge = maxAge
+        self.capacity = capacity
+    }
 
-    func days(since firstDay: Date, store: any CollectorStorage) async throws -> [UptimeDay] {
-        let now = ContinuousClock.now
-        if let kept = entry.withLock({ $0 }), kept.firstDay == firstDay, now - kept.readAt < maxAge { return kept.days }
-        let days = try await store.uptimeDays(since: firstDay)
-        entry.withLock { $0 = (firstDay, now, days) }
-        return days
+    func value(_ key: String, make: @escaping @Sendable () async throws -> Value) async throws -> Value {
+        if let entry = kept[key], ContinuousClock.now - entry.madeAt < maxAge { return entry.value }
+        if let current = making[key], current.generation == generation { return try await current.task.value }
+        let started = generation
+        let task = Task { try await make() }
+        making[key] = (started, task)
+        defer { if making[key]?.generation == started { making[key] = nil } }
+        let value = try await task.value
+        guard generation == started else { return value }
+        if kept.count >= capacity { kept.removeAll() }
+        kept[key] = (value, .now)
+        return value
+    }
+
+    /// Drops what is kept: a person's incident write shows on the next read, not 5 s later.
+    func forget() {
+        kept.removeAll()
+        generation += 1
     }
 }

@@ -31,9 +31,10 @@ struct APITests {
                     #expect(response.status == 200)
                 }
             }
-            try await waitUntil("a verdict for login") {
+            // Both agents' runs evaluated (under load the first evaluation may hold one region only).
+            try await waitUntil("a verdict for login from both regions") {
                 let status = try decode(StatusResponse.self, try await get(collector, "/v1/status"))
-                return status.components.contains { $0.component == "login" && $0.status == .operational }
+                return status.components.contains { $0.component == "login" && $0.status == .operational && $0.regions.count == 2 }
             }
 
             let status = try await sonde(collector, ["status", "--json"])
