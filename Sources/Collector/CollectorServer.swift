@@ -548,7 +548,7 @@ public struct CollectorAPI: Sendable {
     }
 
     func statuspagePart(_ part: StatuspageSummary.Part, host: String?) async throws -> PageBody {
-        PageBody(json: StatuspageSummary(try await publicSnapshot(), base: publicLinkBase(host)).part(part))
+        PageBody(json: StatuspageSummary(try await publicSnapshot(), base: publicLinkBase(host), history: part == .incidents).part(part))
     }
 
     func statuspageStatus(host: String?) async throws -> PageBody {

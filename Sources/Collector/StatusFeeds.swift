@@ -177,7 +177,8 @@ struct StatuspageSummary: Encodable {
         }
     }
 
-    init(_ snapshot: PageSnapshot, base: String) {
+    /// `history`: also the 50 newest incidents, open or resolved (`allIncidents`).
+    init(_ snapshot: PageSnapshot, base: String, history: Bool = false) {
         let now = snapshot.now
         var components: [Component] = []
         for component in snapshot.components {
@@ -195,7 +196,8 @@ struct StatuspageSummary: Encodable {
         page = Page(id: Self.pageID, name: snapshot.settings.title, url: base, updatedAt: changed ?? now)
         self.components = components
         incidents = snapshot.openIncidents.map { Self.incident($0, snapshot: snapshot, components: byName, base: base) }
-        allIncidents = snapshot.incidents.prefix(50).map { Self.incident($0, snapshot: snapshot, components: byName, base: base) }
+        // Only `incidents.json` shows them: a summary poll does not map 50 timelines for nothing.
+        if history { allIncidents = snapshot.incidents.prefix(50).map { Self.incident($0, snapshot: snapshot, components: byName, base: base) } }
         status = Self.indicator(snapshot.overall)
     }
 

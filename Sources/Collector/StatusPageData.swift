@@ -3,7 +3,6 @@ import CollectorStore
 import Correlation
 import Foundation
 import SondeCore
-import Synchronization
 
 /// What a component shows on the pages: the engine's verdict where it has one, else whether the
 /// component is just starting (no result yet) or has gone quiet.
