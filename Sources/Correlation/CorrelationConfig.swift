@@ -84,6 +84,12 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// agents' next runs is one update, not one per agent in two seconds. A failure code leaves
     /// once gone this long without a break; agents and regions leave by runs (see the engine).
     public var membershipUpdateGap: TimeInterval
+    /// `region_quorum_window` (seconds, default 3600; 0 turns it off): a region decides a
+    /// component only while at least half of the agents that reported it there within this long
+    /// still report; otherwise it reads as unwatched (see `regionQuorumPhase`). Revoke an agent
+    /// you retire, or its region may read "no data" for up to this long. After a restart the
+    /// collector knows only the agents in the results it re-reads (`window_age`).
+    public var regionQuorumWindow: TimeInterval
 
     public init(
         windowRuns: Int = 20, windowAge: TimeInterval = 600, confirmFailures: Int = 2, flakyWindow: Int = 10,
@@ -92,7 +98,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
         scopeWaitIntervals: Double = 1, majorRatio: Double = 0.8, degradedRatio: Double = 0.5, openAfter: Int = 2,
         resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50, majorStepRatio: Double = 0.5,
-        confirmationRuns: Bool = true, membershipUpdateGap: TimeInterval = 10
+        confirmationRuns: Bool = true, membershipUpdateGap: TimeInterval = 10, regionQuorumWindow: TimeInterval = 3600
     ) {
         self.windowRuns = windowRuns
         self.windowAge = windowAge
@@ -119,6 +125,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         self.maxListedAgents = maxListedAgents
         self.confirmationRuns = confirmationRuns
         self.membershipUpdateGap = membershipUpdateGap
+        self.regionQuorumWindow = regionQuorumWindow
     }
 
     enum CodingKeys: String, CodingKey {
@@ -147,6 +154,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         case maxListedAgents = "max_listed_agents"
         case confirmationRuns = "confirmation_runs"
         case membershipUpdateGap = "membership_update_gap"
+        case regionQuorumWindow = "region_quorum_window"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -177,6 +185,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         maxListedAgents = try c.decodeIfPresent(Int.self, forKey: .maxListedAgents) ?? d.maxListedAgents
         confirmationRuns = try c.decodeIfPresent(Bool.self, forKey: .confirmationRuns) ?? d.confirmationRuns
         membershipUpdateGap = try c.decodeIfPresent(Double.self, forKey: .membershipUpdateGap) ?? d.membershipUpdateGap
+        regionQuorumWindow = try c.decodeIfPresent(Double.self, forKey: .regionQuorumWindow) ?? d.regionQuorumWindow
     }
 
     /// The values clamped to sane ranges (at least 1 run confirms, ratios within 0…1, …), so a
@@ -207,6 +216,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         c.maxSampleErrors = max(0, c.maxSampleErrors)
         c.maxListedAgents = max(0, c.maxListedAgents)
         c.membershipUpdateGap = max(0, c.membershipUpdateGap)
+        c.regionQuorumWindow = max(0, c.regionQuorumWindow)
         return c
     }
 }

@@ -14,6 +14,9 @@ struct AgentComponent {
     /// Failing alone where same-region peers could confirm it, not (yet) shown to be local:
     /// held back from verdicts until a peer fails too or the peer test calls it local.
     var inDoubt = false
+    /// Reporting from a region where fewer than half of the agents that recently reported this
+    /// component still do (the others went silent): not the region's witness (`regionQuorumPhase`).
+    var withoutQuorum = false
     var latestFailed = false
     var latestSlow = false
     /// Runs and failed runs over the recent window (`flaky_window` per probe).
@@ -46,7 +49,7 @@ struct AgentComponent {
     var errorSeries: Int32 = -1
     var errorCode: Int32 = -1
 
-    var counts: Bool { reporting && !local && !inDoubt }
+    var counts: Bool { reporting && !local && !inDoubt && !withoutQuorum }
 
     /// These counts scaled down to at most `cap` runs over the whole window (rates kept), so one
     /// agent weighs at most as much as `cap` runs in a pooled comparison.
@@ -295,6 +298,9 @@ struct EvaluationFrame {
     var counts: [RegionCounts] = []
     /// Per (component, region): recovered from a problem its windows still hold (see `RegionCounts.recovered`).
     var recovered: [Bool] = []
+    /// Per (component, region): fewer than half of its recent agents sent runs within 2 of their
+    /// intervals, so what the rest say cannot end a problem there (`regionQuorumPhase`).
+    var recoveryHeld: [Bool] = []
 
     /// Counted as evidence: not silent, not local by its control, not in doubt about it.
     func agentCounts(_ a: Int) -> Bool { !excluded[a] && !controlFailing[a] && !controlInDoubt[a] }
@@ -323,6 +329,7 @@ extension CorrelationEngine {
         forgetRunsOfRecoveredControls()
         agentStatesPhase(&frame)
         localFaultPhase(&frame)
+        regionQuorumPhase(&frame)
         regionCountsPhase(&frame)
         // People's updates since the last evaluation go out first, in this evaluation's commit.
         var (changed, events) = takeHumanChanges()
@@ -682,6 +689,57 @@ extension CorrelationEngine {
             / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
     }
 
+    // MARK: Phase 3b: region quorum
+
+    /// A region speaks for a component only while at least half of the agents that reported it
+    /// there within `region_quorum_window` still report (silent ones count against it; revoked
+    /// ones and agents that stopped running the component's probes do not). Otherwise the
+    /// agents left there do not count: the region reads as unwatched, opens nothing and resolves
+    /// nothing. Without it, whoever silences a region's honest agents (a network position, a
+    /// maintenance) makes one remaining agent, perhaps compromised, the region's only witness:
+    /// it could hide a real outage or publish and page a made-up one (red team, second pass, N3).
+    /// Two agents in a region: one left is half, and still decides (with two, nobody can tell
+    /// which one is right anyway). Agents quiet for 2 of their intervals but not yet silent count
+    /// against a recovery only (`recoveryHeld`): the few seconds before silence is called must not
+    /// let the one left resolve its region's incident.
+    mutating func regionQuorumPhase(_ frame: inout EvaluationFrame) {
+        let cfg = config
+        let componentCount = componentNames.count
+        let regionCount = regionNames.count
+        frame.recoveryHeld = [Bool](repeating: false, count: componentCount * regionCount)
+        guard cfg.regionQuorumWindow > 0 else { return }
+        var reporting = [Int32](repeating: 0, count: componentCount * regionCount)
+        var late = [Int32](repeating: 0, count: componentCount * regionCount)
+        for a in 0..<agentIDs.count where !frame.excluded[a] {
+            let r = Int(agentRegion[a])
+            let quiet = frame.agentInterval[a].isFinite && frame.t - agentLastReceived[a] > 2 * frame.agentInterval[a]
+            for c in 0..<componentCount where frame.grid[a * componentCount + c].reporting {
+                reporting[c * regionCount + r] += 1
+                if quiet { late[c * regionCount + r] += 1 }
+            }
+        }
+        // Silent agents that reported a component there recently, each (agent, component) once.
+        var missing = [Int32](repeating: 0, count: componentCount * regionCount)
+        var counted = Set<Int>()
+        for s in summaries where !s.control {
+            let a = Int(s.agent)
+            guard frame.silent[a], frame.t - s.lastReceived <= cfg.regionQuorumWindow else { continue }
+            let c = Int(s.component)
+            guard counted.insert(a * componentCount + c).inserted else { continue }
+            missing[c * regionCount + Int(agentRegion[a])] += 1
+        }
+        for k in missing.indices where missing[k] + late[k] > 0 {
+            let known = reporting[k] + missing[k]
+            frame.recoveryHeld[k] = (reporting[k] - late[k]) * 2 < known
+            guard reporting[k] * 2 < known else { continue }
+            let c = k / regionCount
+            let r = Int32(k % regionCount)
+            for a in 0..<agentIDs.count where agentRegion[a] == r && frame.grid[a * componentCount + c].reporting {
+                frame.grid[a * componentCount + c].withoutQuorum = true
+            }
+        }
+    }
+
     // MARK: Phase 4: region counts
 
     /// Sums per (component, region) over the agents that count (fresh, not local, not in doubt).
@@ -703,7 +761,9 @@ extension CorrelationEngine {
             }
         }
         var recovered = [Bool](repeating: false, count: counts.count)
-        for g in counts.indices where counts[g].recovered(runs: config.monitorRuns, minRuns: config.minRuns, confidence: config.recoveryConfidence) {
+        for g in counts.indices where !frame.recoveryHeld[g]
+            && counts[g].recovered(runs: config.monitorRuns, minRuns: config.minRuns, confidence: config.recoveryConfidence)
+        {
             // The incident's own lull guard: a random fault's pause is not its end, for the
             // verdict either (else the verdict read operational while its incident stayed open).
             guard frame.t - counts[g].newestBadAt > tracks[g / regionCount].recoveryLull else { continue }
@@ -1038,6 +1098,8 @@ extension CorrelationEngine {
         var scope = RegionCounts()
         var inScope = [Bool](repeating: false, count: regionCount)
         for r in 0..<regionCount where incident.scope == .platform || incident.regions.contains(regionNames[r]) {
+            // Most of a region's agents just went quiet: the rest cannot vouch for its recovery.
+            if frame.recoveryHeld[c * regionCount + r], frame.counts[c * regionCount + r].reporting > 0 { return RecoveryFacts() }
             inScope[r] = true
             scope += frame.counts[c * regionCount + r]
         }

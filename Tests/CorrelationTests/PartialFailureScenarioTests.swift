@@ -756,6 +756,81 @@ import Testing
         #expect(after.map(\.status) == ["resolved"], "\(describe(after))")
     }
 
+    // MARK: - Region quorum (red team, second pass, N3)
+
+    /// 3 agents per region, ap-1 and ap-2 stopped (as a cut or a crash would), then run until
+    /// the engine calls them silent; `quorum` 0 turns the check off.
+    func apLeftToOneAgent(quorum: Double = 3600) -> FleetSimulation {
+        var config = CorrelationConfig()
+        config.regionQuorumWindow = quorum
+        var fleet = FleetSimulation(regions: ["eu": 3, "us": 3, "ap": 3], config: config)
+        fleet.step(seconds: 40)
+        fleet.stopped.formUnion(["ap-1", "ap-2"])
+        fleet.step(seconds: 30)
+        return fleet
+    }
+
+    @Test func oneAgentLeftOfThreeCannotOpenItsRegionsIncident() throws {
+        var fleet = apLeftToOneAgent()
+        #expect(fleet.health("ap-1")?.state == .silent && fleet.health("ap-2")?.state == .silent)
+        fleet.faults["fake"] = FleetSimulation.failing(agents: ["ap-3"], components: ["files"])
+        fleet.step(seconds: 60)
+        let log = describe(fleet.events)
+        #expect(fleet.events.allSatisfy { $0.type != .incidentOpened }, "\(log)")
+        let files = try #require(fleet.verdicts["files"])
+        #expect(files.status == .operational && files.unwatchedRegions == ["ap"], "\(files.status) \(files.unwatchedRegions)")
+        #expect(files.regions["ap"] == nil)
+        // Without the quorum, the same push opens and pages a region incident on ap-3 alone.
+        var open = apLeftToOneAgent(quorum: 0)
+        open.faults["fake"] = FleetSimulation.failing(agents: ["ap-3"], components: ["files"])
+        open.step(seconds: 60)
+        #expect(open.events.contains { $0.type == .incidentOpened && $0.component == "files" }, "\(describe(open.events))")
+    }
+
+    @Test func oneAgentLeftOfThreeCannotEndItsRegionsOutage() throws {
+        func outageThenSilence(quorum: Double) -> FleetSimulation {
+            var config = CorrelationConfig()
+            config.regionQuorumWindow = quorum
+            var fleet = FleetSimulation(regions: ["eu": 3, "us": 3, "ap": 3], config: config)
+            fleet.step(seconds: 40)
+            fleet.faults["ap"] = FleetSimulation.failing(agents: ["ap-1", "ap-2"], components: ["files"])
+            fleet.faults["ap-3"] = FleetSimulation.failing(agents: ["ap-3"], components: ["files"])
+            fleet.step(seconds: 20)
+            // The honest two go quiet; the third now says all is well.
+            fleet.stopped.formUnion(["ap-1", "ap-2"])
+            fleet.faults["ap-3"] = nil
+            fleet.step(seconds: 120)
+            return fleet
+        }
+        let fleet = outageThenSilence(quorum: 3600)
+        let log = describe(fleet.events)
+        #expect(fleet.events.contains { $0.type == .incidentOpened && $0.component == "files" }, "\(log)")
+        #expect(fleet.engine.openIncidents.contains { $0.component == "files" && $0.regions == ["ap"] }, "\(log)")
+        #expect(fleet.verdicts["files"]?.unwatchedRegions == ["ap"])
+        let hidden = outageThenSilence(quorum: 0)
+        #expect(hidden.engine.openIncidents.isEmpty, "\(describe(hidden.events))")
+    }
+
+    @Test func halfOfARegionsAgentsStillDecideIt() throws {
+        // 2 per region, one stopped: the other is half, and a real fault it sees still opens.
+        var fleet = warmFleet()
+        fleet.stopped.insert("eu-1")
+        fleet.step(seconds: 30)
+        fleet.faults["eu"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        fleet.step(seconds: 30)
+        let opened = try #require(fleet.events.first { $0.type == .incidentOpened }, "\(describe(fleet.events))")
+        #expect(opened.component == "files" && opened.scope == .region)
+        #expect(fleet.verdicts["files"]?.unwatchedRegions == [])
+    }
+
+    @Test func aRevokedAgentDoesNotCountAgainstItsRegion() throws {
+        var fleet = apLeftToOneAgent()
+        fleet.engine.setAgents(fleet.agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: ["ap-1", "ap-2"].contains($0.id)) })
+        fleet.faults["ap"] = FleetSimulation.failing(regions: ["ap"], components: ["files"])
+        fleet.step(seconds: 60)
+        #expect(fleet.events.contains { $0.type == .incidentOpened && $0.component == "files" }, "\(describe(fleet.events))")
+    }
+
     // MARK: - No single source of truth (issue 12)
 
     func invented(_ agent: String, region: String, component: String, run: Int, at: Date) -> ProbeResult {
