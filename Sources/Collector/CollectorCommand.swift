@@ -31,7 +31,7 @@ extension CollectorCommand {
             let logger = logging.makeLogger(label: "sonde-collector", default: .info)
             let configuration: CollectorConfig
             do { configuration = try CollectorConfig.load(path: config) } catch {
-                printError("sonde-collector: \(error)")
+                printConfigError(error)
                 throw ExitCode(2)
             }
             // Files this process creates (database, WAL) are owner-only whatever the shell's umask.
@@ -80,7 +80,7 @@ extension CollectorCommand {
             let logger = Logger(label: "sonde-collector")
             let configuration: CollectorConfig
             do { configuration = try CollectorConfig.load(path: config) } catch {
-                printError("sonde-collector: \(error)")
+                printConfigError(error)
                 throw ExitCode(2)
             }
             umask(0o077)
@@ -257,4 +257,9 @@ extension CollectorCommand.Agents {
 
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// A config that did not load: one `sonde-collector: file:line:column: …` line per problem.
+func printConfigError(_ error: any Error) {
+    for line in "\(error)".split(separator: "\n") { printError("sonde-collector: \(line)") }
 }

@@ -362,6 +362,9 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
     /// Where in the file (from 1), when the problem is at a place in the YAML.
     public var line: Int?
     public var column: Int?
+    /// The other problems found in the same read, in file order after this one: `validate` and
+    /// `serve` list every problem the checks after decoding find, not one per attempt.
+    public var others: [ConfigError] = []
 
     public init(file: String, field: String?, message: String, line: Int? = nil, column: Int? = nil) {
         self.file = file
@@ -371,11 +374,13 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
         self.column = column
     }
 
-    /// `file:line:column: field: message`, as compilers print it.
+    /// `file:line:column: field: message`, as compilers print it, one line per problem.
     public var description: String {
-        let place = line.map { ":\($0)" + (column.map { ":\($0)" } ?? "") } ?? ""
-        if let field, !field.isEmpty { return "\(file)\(place): \(field): \(message)" }
-        return "\(file)\(place): \(message)"
+        ([self] + others).map { problem in
+            let place = problem.line.map { ":\($0)" + (problem.column.map { ":\($0)" } ?? "") } ?? ""
+            if let field = problem.field, !field.isEmpty { return "\(problem.file)\(place): \(field): \(problem.message)" }
+            return "\(problem.file)\(place): \(problem.message)"
+        }.joined(separator: "\n")
     }
 }
 
@@ -562,14 +567,23 @@ extension CollectorConfig {
         } catch {
             throw ConfigError(file: file, field: nil, message: "\(error)")
         }
-        do { return try build(raw, file: file) } catch var error {
-            // A check made after decoding names a field: point at it in the file.
-            if error.line == nil, let field = error.field, let mark = root.flatMap({ Self.mark(of: field, in: $0) }) {
-                error.line = mark.line
-                error.column = mark.column
+        var problems: [ConfigError] = []
+        let config = build(raw, file: file, problems: &problems)
+        guard !problems.isEmpty else { return config }
+        // A check made after decoding names a field: point at it in the file.
+        for i in problems.indices where problems[i].line == nil {
+            if let field = problems[i].field, let mark = root.flatMap({ Self.mark(of: field, in: $0) }) {
+                problems[i].line = mark.line
+                problems[i].column = mark.column
             }
-            throw error
         }
+        // In file order, as a compiler lists them (a problem with no place last).
+        problems = problems.enumerated().sorted { a, b in
+            (a.element.line ?? .max, a.element.column ?? 0, a.offset) < (b.element.line ?? .max, b.element.column ?? 0, b.offset)
+        }.map(\.element)
+        var error = problems[0]
+        error.others = Array(problems.dropFirst())
+        throw error
     }
 
     /// The node at a dotted path such as `webhooks[1].url`, for the place of an error.
@@ -594,17 +608,19 @@ extension CollectorConfig {
         return node.mark
     }
 
-    private static func build(_ raw: ConfigFile, file: String) throws(ConfigError) -> CollectorConfig {
+    /// The config `raw` describes; each problem found is added to `problems` and the check goes on
+    /// (the value in question keeps its default), so one read reports them all.
+    private static func build(_ raw: ConfigFile, file: String, problems: inout [ConfigError]) -> CollectorConfig {
         var config = CollectorConfig()
+        func problem(_ field: String, _ message: String) { problems.append(ConfigError(file: file, field: field, message: message)) }
         if let host = raw.listen?.host { config.host = host }
         if let port = raw.listen?.port {
-            guard (0...65535).contains(port) else { throw ConfigError(file: file, field: "listen.port", message: "expected 0...65535, got \(port)") }
-            config.port = port
+            if (0...65535).contains(port) { config.port = port } else { problem("listen.port", "expected 0...65535, got \(port)") }
         }
-        try config.applySecurity(raw, file: file)
+        config.applySecurity(raw, file: file, problems: &problems)
         if let database = raw.database {
             if PostgresURL.isPostgres(database) {
-                do { _ = try PostgresURL(database) } catch { throw ConfigError(file: file, field: "database", message: error.description) }
+                do { _ = try PostgresURL(database) } catch { problem("database", error.description) }
                 config.databasePath = database
             } else if database == ":memory:" || database.hasPrefix("/") {
                 config.databasePath = database
@@ -614,24 +630,26 @@ extension CollectorConfig {
             }
         }
         if let sync = raw.databaseSync {
-            guard let durability = SQLiteCollectorStore.Durability(rawValue: sync) else {
-                throw ConfigError(file: file, field: "database_sync", message: "expected full or normal, got \"\(sync)\"")
+            if let durability = SQLiteCollectorStore.Durability(rawValue: sync) {
+                config.databaseSync = durability
+            } else {
+                problem("database_sync", "expected full or normal, got \"\(sync)\"")
             }
-            config.databaseSync = durability
         }
         if let name = raw.collectorName {
-            guard !name.isEmpty, name.count <= 100, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) else {
-                throw ConfigError(file: file, field: "collector_name", message: "expected 1 to 100 of A-Z a-z 0-9 - _ . :, got \"\(name)\"")
+            if !name.isEmpty, name.count <= 100, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:".contains($0)) }) {
+                config.collectorName = name
+            } else {
+                problem("collector_name", "expected 1 to 100 of A-Z a-z 0-9 - _ . :, got \"\(name)\"")
             }
-            config.collectorName = name
         }
         config.publicURL = raw.publicURL
         config.agents = raw.agents ?? []
         for (index, agent) in config.agents.enumerated() {
             do { _ = try AgentPublicKey(base64: agent.publicKey) } catch {
-                throw ConfigError(
-                    file: file, field: "agents[\(index)].public_key",
-                    message: "agent \(agent.id): expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
+                problem(
+                    "agents[\(index)].public_key",
+                    "agent \(agent.id): expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
             }
         }
         // One key, one agent: a key listed under two ids would stay usable after revoking one.
@@ -639,55 +657,50 @@ extension CollectorConfig {
         var ids = Set<String>()
         for (index, agent) in config.agents.enumerated() {
             guard ids.insert(agent.id).inserted else {
-                throw ConfigError(file: file, field: "agents[\(index)].id", message: "agent \"\(agent.id)\" is listed twice")
+                problem("agents[\(index)].id", "agent \"\(agent.id)\" is listed twice")
+                continue
             }
             let key = (try? AgentPublicKey(base64: agent.publicKey).base64) ?? agent.publicKey
             if let other = keys.updateValue(agent.id, forKey: key) {
-                throw ConfigError(
-                    file: file, field: "agents[\(index)].public_key",
-                    message: "agent \(agent.id) has the same public key as agent \(other); every agent needs its own key (`sonde-agent keygen`)")
+                problem(
+                    "agents[\(index)].public_key",
+                    "agent \(agent.id) has the same public key as agent \(other); every agent needs its own key (`sonde-agent keygen`)")
             }
         }
         config.webhooks = raw.webhooks ?? []
         var seen = Set<String>()
         for (index, target) in config.webhooks.enumerated() {
-            guard target.url.hasPrefix("http://") || target.url.hasPrefix("https://") else {
-                throw ConfigError(file: file, field: "webhooks[\(index)].url", message: "expected an http:// or https:// URL, got \"\(target.url)\"")
+            if !target.url.hasPrefix("http://") && !target.url.hasPrefix("https://") {
+                problem("webhooks[\(index)].url", "expected an http:// or https:// URL, got \"\(target.url)\"")
             }
-            guard seen.insert(target.name).inserted else {
-                throw ConfigError(file: file, field: "webhooks[\(index)].name", message: "\"\(target.name)\" is used twice; names must be unique")
+            if !seen.insert(target.name).inserted {
+                problem("webhooks[\(index)].name", "\"\(target.name)\" is used twice; names must be unique")
             }
         }
         if let correlation = raw.correlation { config.correlation = correlation }
         config.components = raw.components ?? []
-        if let index = config.components.firstIndex(where: { $0.isEmpty }) {
-            throw ConfigError(file: file, field: "components[\(index)]", message: "expected a component name, got an empty string")
+        for (index, name) in config.components.enumerated() where name.isEmpty {
+            problem("components[\(index)]", "expected a component name, got an empty string")
         }
         if let days = raw.retentionDays {
-            guard days > 0 else { throw ConfigError(file: file, field: "retention_days", message: "expected a positive number of days") }
-            config.retentionDays = days
+            if days > 0 { config.retentionDays = days } else { problem("retention_days", "expected a positive number of days") }
         }
         if let bytes = raw.maxBodyBytes {
-            guard bytes >= 1024 else { throw ConfigError(file: file, field: "max_body_bytes", message: "expected at least 1024") }
-            config.maxBodyBytes = bytes
+            if bytes >= 1024 { config.maxBodyBytes = bytes } else { problem("max_body_bytes", "expected at least 1024") }
         }
         if let count = raw.maxResultsPerBatch {
-            guard count >= 1 else { throw ConfigError(file: file, field: "max_results_per_batch", message: "expected at least 1") }
-            config.maxResultsPerBatch = count
+            if count >= 1 { config.maxResultsPerBatch = count } else { problem("max_results_per_batch", "expected at least 1") }
         }
         if let skew = raw.allowedClockSkew { config.allowedClockSkew = skew.seconds }
         if let interval = raw.evaluationInterval {
-            guard interval.seconds > 0 else { throw ConfigError(file: file, field: "evaluation_interval", message: "expected more than 0") }
-            config.evaluationInterval = interval.seconds
+            if interval.seconds > 0 { config.evaluationInterval = interval.seconds } else { problem("evaluation_interval", "expected more than 0") }
         }
         if let interval = raw.retentionInterval, interval.seconds > 0 { config.retentionInterval = interval.seconds }
         if let timeout = raw.idleTimeout {
-            guard timeout.seconds > 0 else { throw ConfigError(file: file, field: "idle_timeout", message: "expected more than 0") }
-            config.idleTimeout = timeout.seconds
+            if timeout.seconds > 0 { config.idleTimeout = timeout.seconds } else { problem("idle_timeout", "expected more than 0") }
         }
         if let timeout = raw.requestTimeout {
-            guard timeout.seconds > 0 else { throw ConfigError(file: file, field: "request_timeout", message: "expected more than 0") }
-            config.requestTimeout = timeout.seconds
+            if timeout.seconds > 0 { config.requestTimeout = timeout.seconds } else { problem("request_timeout", "expected more than 0") }
         }
         if let retry = raw.webhookRetry {
             if let base = retry.base { config.webhookRetryBase = base.seconds }
@@ -695,56 +708,56 @@ extension CollectorConfig {
             if let timeout = retry.timeout { config.webhookTimeout = max(0.1, timeout.seconds) }
             if let poll = retry.poll { config.webhookPollInterval = max(0.01, poll.seconds) }
             if let attempts = retry.maxAttempts {
-                guard attempts >= 1 else { throw ConfigError(file: file, field: "webhook_retry.max_attempts", message: "expected at least 1") }
-                config.webhookMaxAttempts = attempts
+                if attempts >= 1 { config.webhookMaxAttempts = attempts } else { problem("webhook_retry.max_attempts", "expected at least 1") }
             }
             if let age = retry.maxAge {
-                guard age.seconds > 0 else { throw ConfigError(file: file, field: "webhook_retry.max_age", message: "expected more than 0") }
-                config.webhookMaxAge = age.seconds
+                if age.seconds > 0 { config.webhookMaxAge = age.seconds } else { problem("webhook_retry.max_age", "expected more than 0") }
             }
         }
         return config
     }
 
     /// `listen.tls` / `listen.plain_http`, `tokens`, `status_page`, `metrics` and `limits`.
-    private mutating func applySecurity(_ raw: ConfigFile, file: String) throws(ConfigError) {
+    private mutating func applySecurity(_ raw: ConfigFile, file: String, problems: inout [ConfigError]) {
+        func problem(_ field: String, _ message: String) { problems.append(ConfigError(file: file, field: field, message: message)) }
         func resolve(_ path: String) -> String {
             path.hasPrefix("/") ? path : URL(fileURLWithPath: file).deletingLastPathComponent().path + "/" + path
         }
         if let tls = raw.listen?.tls { self.tls = TLSFiles(cert: resolve(tls.cert), key: resolve(tls.key), clientCA: tls.clientCA.map(resolve)) }
         plainHTTP = raw.listen?.plainHTTP ?? false
-        if tls != nil && plainHTTP {
-            throw ConfigError(file: file, field: "listen.plain_http", message: "cannot be true together with listen.tls; choose one")
-        }
-        if tls == nil && !plainHTTP { throw ConfigError(file: file, field: "listen", message: Self.transportRequired) }
+        if tls != nil && plainHTTP { problem("listen.plain_http", "cannot be true together with listen.tls; choose one") }
+        if tls == nil && !plainHTTP { problem("listen", Self.transportRequired) }
         var names = Set<String>()
         for (index, token) in (raw.tokens ?? []).enumerated() {
-            guard let digest = APIToken.digest(hex: token.sha256) else {
-                throw ConfigError(
-                    file: file, field: "tokens[\(index)].sha256",
-                    message: "expected 64 hex digits, the SHA-256 of the token (`printf %s \"$TOKEN\" | sha256sum`), never the token itself")
+            if !names.insert(token.name).inserted {
+                problem("tokens[\(index)].name", "\"\(token.name)\" is used twice; names must be unique")
             }
-            guard names.insert(token.name).inserted else {
-                throw ConfigError(file: file, field: "tokens[\(index)].name", message: "\"\(token.name)\" is used twice; names must be unique")
+            guard let digest = APIToken.digest(hex: token.sha256) else {
+                problem(
+                    "tokens[\(index)].sha256",
+                    "expected 64 hex digits, the SHA-256 of the token (`printf %s \"$TOKEN\" | sha256sum`), never the token itself")
+                continue
             }
             guard !tokens.contains(where: { $0.sha256 == digest }) else {
-                throw ConfigError(file: file, field: "tokens[\(index)].sha256", message: "the same token is listed twice; give each client its own")
+                problem("tokens[\(index)].sha256", "the same token is listed twice; give each client its own")
+                continue
             }
             tokens.append(APIToken(name: token.name, role: token.role, sha256: digest))
         }
         statusPagePublic = raw.statusPage?.public ?? false
         if let page = raw.statusPage {
             if let title = page.title {
-                guard !title.trimmingCharacters(in: .whitespaces).isEmpty, title.count <= 200 else {
-                    throw ConfigError(file: file, field: "status_page.title", message: "expected a title of 1 to 200 characters")
+                if !title.trimmingCharacters(in: .whitespaces).isEmpty, title.count <= 200 {
+                    statusPage.title = title
+                } else {
+                    problem("status_page.title", "expected a title of 1 to 200 characters")
                 }
-                statusPage.title = title
             }
             for (key, value) in [("logo", page.logo), ("link", page.link)] {
                 guard let value else { continue }
                 // Only web addresses: a `javascript:` link on a public page would run in readers' browsers.
-                guard value.hasPrefix("https://") || value.hasPrefix("http://") || (value.hasPrefix("/") && !value.hasPrefix("//")) else {
-                    throw ConfigError(file: file, field: "status_page.\(key)", message: "expected an https:// or http:// URL or a path starting with /, got \"\(value)\"")
+                if !(value.hasPrefix("https://") || value.hasPrefix("http://") || (value.hasPrefix("/") && !value.hasPrefix("//"))) {
+                    problem("status_page.\(key)", "expected an https:// or http:// URL or a path starting with /, got \"\(value)\"")
                 }
             }
             statusPage.logo = page.logo
@@ -753,21 +766,23 @@ extension CollectorConfig {
         }
         metricsPublic = raw.metrics?.public ?? false
         if let l = raw.limits {
-            func positive<T: Comparable & Numeric>(_ value: T?, _ key: String) throws(ConfigError) -> T? {
+            func positive<T: Comparable & Numeric>(_ value: T?, _ key: String) -> T? {
                 guard let value else { return nil }
-                guard value > 0 else { throw ConfigError(file: file, field: "limits.\(key)", message: "expected more than 0") }
+                guard value > 0 else {
+                    problem("limits.\(key)", "expected more than 0")
+                    return nil
+                }
                 return value
             }
-            if let v = try positive(l.maxProbesPerAgent, "max_probes_per_agent") { limits.maxProbesPerAgent = v }
-            if let v = try positive(l.maxComponentsPerAgent, "max_components_per_agent") { limits.maxComponentsPerAgent = v }
-            if let v = try positive(l.pushesPerMinute, "pushes_per_minute") { limits.pushesPerMinute = v }
-            if let v = try positive(l.pushBurst, "push_burst") { limits.pushBurst = max(1, v) }
-            if let v = try positive(l.resultsPerMinute, "results_per_minute") { limits.resultsPerMinute = v }
-            if let v = try positive(l.testAlertsPerMinute, "test_alerts_per_minute") { limits.testAlertsPerMinute = v }
-            if let v = try positive(l.maxPushBytesInFlight, "max_push_bytes_in_flight") { limits.maxPushBytesInFlight = v }
+            if let v = positive(l.maxProbesPerAgent, "max_probes_per_agent") { limits.maxProbesPerAgent = v }
+            if let v = positive(l.maxComponentsPerAgent, "max_components_per_agent") { limits.maxComponentsPerAgent = v }
+            if let v = positive(l.pushesPerMinute, "pushes_per_minute") { limits.pushesPerMinute = v }
+            if let v = positive(l.pushBurst, "push_burst") { limits.pushBurst = max(1, v) }
+            if let v = positive(l.resultsPerMinute, "results_per_minute") { limits.resultsPerMinute = v }
+            if let v = positive(l.testAlertsPerMinute, "test_alerts_per_minute") { limits.testAlertsPerMinute = v }
+            if let v = positive(l.maxPushBytesInFlight, "max_push_bytes_in_flight") { limits.maxPushBytesInFlight = v }
             if let v = l.minBodyBytesPerSecond {
-                guard v >= 0 else { throw ConfigError(file: file, field: "limits.min_body_bytes_per_second", message: "expected 0 (off) or more") }
-                limits.minBodyBytesPerSecond = v
+                if v >= 0 { limits.minBodyBytesPerSecond = v } else { problem("limits.min_body_bytes_per_second", "expected 0 (off) or more") }
             }
         }
     }

@@ -71,6 +71,22 @@ struct CLIExitStatusTests {
         #expect(noDatabase.output.contains("No such file or directory"), "\(noDatabase.output)")
     }
 
+    /// `validate` lists every problem of a config in one run, one prefixed line each, and exits 2.
+    @Test func validateListsEveryProblemAndExits2() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        try "listen: {plain_http: true, port: 70000}\nretention_days: -1\nevaluation_interval: 0s\n".write(
+            toFile: dir.file("bad.yaml"), atomically: true, encoding: .utf8)
+        let process = try ChildProcess("sonde-collector", ["validate", "--config", dir.file("bad.yaml")])
+        #expect(try await process.waitForExit(timeout: .seconds(30)) == 2, "\(process.allOutput)")
+        func lines() -> [Substring] { process.allOutput.split(separator: "\n").filter { $0.hasPrefix("sonde-collector: \(dir.file("bad.yaml")):") } }
+        try? await waitUntil("three problems printed", timeout: .seconds(5)) { lines().count >= 3 }
+        #expect(lines().count == 3, "\(process.allOutput)")
+        for field in ["1:34: listen.port", "2:17: retention_days", "3:22: evaluation_interval"] {
+            #expect(lines().contains { $0.contains(field) }, "\(field) in \(process.allOutput)")
+        }
+    }
+
     @Test func agentsAddRefusesADatabaseThatDoesNotExist() async throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }

@@ -220,4 +220,33 @@ struct CollectorReloadTests {
         #expect(full.webhooks.first?.format == .slack && full.correlation.windowRuns == 7 && full.components == ["login", "files"])
         #expect(try CollectorConfig.parse(yaml: "listen: {plain_http: true}\n", file: "c.yaml").port == 18300)
     }
+
+    /// One read names every problem the checks after decoding find, each at its place, as
+    /// promtool and compilers do: an operator fixing a config does not learn them one per restart.
+    @Test func collectorConfigListsEveryProblemAtItsPlace() throws {
+        let yaml = """
+            listen: {port: 70000}
+            tokens: [{name: ops, role: admin, sha256: s3cret}]
+            retention_days: 0
+            webhooks:
+              - {url: "ftp://h.example/x", secret: s}
+            limits: {pushes_per_minute: 0}
+            """
+        do {
+            _ = try CollectorConfig.parse(yaml: yaml, file: "c.yaml")
+            Issue.record("a config with five problems must not load")
+        } catch let error as ConfigError {
+            let lines = "\(error)".split(separator: "\n").map(String.init)
+            #expect(lines.count == 6, "\(lines)")
+            for expected in [
+                "c.yaml:1:16: listen.port: expected 0...65535", "c.yaml:1:9: listen: say how to serve", "c.yaml:2:43: tokens[0].sha256: expected 64 hex digits",
+                "c.yaml:3:17: retention_days: expected a positive", "c.yaml:5:11: webhooks[0].url: expected an http:// or https:// URL",
+                "c.yaml:6:29: limits.pushes_per_minute: expected more than 0",
+            ] {
+                #expect(lines.contains { $0.hasPrefix(expected) }, "\(expected) in \(lines)")
+            }
+            #expect(lines.first?.hasPrefix("c.yaml:1:9: listen:") == true && lines.last?.hasPrefix("c.yaml:6:") == true, "in file order: \(lines)")
+            #expect(error.others.count == 5)
+        }
+    }
 }
