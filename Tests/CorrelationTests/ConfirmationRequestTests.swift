@@ -77,6 +77,28 @@ import Testing
         #expect(askedAt.allSatisfy { $0 < 80 }, "asked again after the break: \(askedAt.filter { $0 >= 80 })")
     }
 
+    /// A peer's failure gives a lone agent's budget back: those asks were not its own problem. A
+    /// random fault's failures reach one agent at a time, and back-to-back episodes of a 10 %
+    /// fault in eu had spent the region's budget, so detection took up to 7.8 s instead of 4.7 s.
+    @Test func aPeersFailureGivesTheBudgetBack() throws {
+        var fleet = warmFleet()
+        let lone = FleetSimulation.failing(agents: ["eu-1"], components: ["files"], when: { $0 % 2 == 0 })
+        var askedAt: [Double] = []
+        for second in 0..<130 {
+            fleet.faults["lone"] = lone
+            // One failed run of eu-2's at second 50: a peer failing too, once (no incident).
+            fleet.faults["peer"] = (50..<52).contains(second) ? FleetSimulation.failing(agents: ["eu-2"], components: ["files"]) : nil
+            fleet.ingestMadeUpPassingRuns(from: "eu-1", region: "eu", component: "files")
+            fleet.step()
+            if fleet.engine.confirmationRequests.components(forRegion: "eu")?.contains("files") == true { askedAt.append(Double(second)) }
+        }
+        #expect(fleet.engine.openIncidents.isEmpty, "\(fleet.events.map(\.summary))")
+        // Asked from the start, and for about another limit after the peer's failure at 50.
+        #expect(askedAt.first.map { $0 < 10 } == true, "\(askedAt.prefix(5))")
+        #expect(askedAt.contains { $0 >= 100 }, "the budget came back at 50: last asked at \(askedAt.last ?? -1)")
+        #expect(askedAt.allSatisfy { $0 <= 52 + CorrelationEngine.loneConfirmationLimit + 4 }, "still asked at \(askedAt.suffix(3))")
+    }
+
     /// Failures in two regions (`min_platform_regions`) may be platform-wide: every region is asked.
     @Test func failuresInTwoRegionsAskEveryRegion() {
         var fleet = warmFleet()
