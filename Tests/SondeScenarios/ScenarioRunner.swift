@@ -1,6 +1,7 @@
 import CollectorAPI
 import Correlation
 import Foundation
+import SondeCore
 import SondeTestSupport
 
 /// One webhook event as the receiver got it, read loosely (only the fields the metrics need) so
@@ -120,6 +121,7 @@ public struct ScenarioRunner: Sendable {
         // A random phase against the agents' schedules.
         try await Task.sleep(for: interval * Double.random(in: 0..<1))
         let t0 = clock.now
+        let t0Wall = Date()
         var steadyWindows: [(ContinuousClock.Instant, ContinuousClock.Instant)] = []
         var windowStart = t0
         for (index, step) in scenario.steps.enumerated() {
@@ -212,11 +214,29 @@ public struct ScenarioRunner: Sendable {
         return TrialOutcome(
             finalVerdictRight: wrong.isEmpty, wrong: wrong, falseLocalFaults: falseLocal, incidentsFromLocalFaults: incidentsFromLocal,
             flaps: flaps, firstAlertScopeRight: firstScopeRight, detection: detection, resolution: resolution,
-            resolvedInTime: resolvedInTime, events: events.map { String(format: "%+.2f ", ($0.at - t0).seconds) + $0.summary })
+            resolvedInTime: resolvedInTime,
+            events: (events.map { (($0.at - t0).seconds, $0.summary) } + (await Self.firstFailures(scenario, system: system, since: t0Wall)))
+                .sorted { $0.0 < $1.0 }.map { String(format: "%+.2f ", $0.0) + $0.1 })
     }
 
     /// Wall-clock milliseconds, to line the log up with the collector's stored times.
     static func epochMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+
+    /// When each expected component's first failed run after the fault went on ended (seconds
+    /// after it, by the agents' clocks), for the events log: a detection time less this is the
+    /// engine's and the pipeline's share, the rest is waiting for a random fault to show at all.
+    static func firstFailures(_ scenario: Scenario, system: SondeSystem, since start: Date) async -> [(Double, String)] {
+        var out: [(Double, String)] = []
+        for component in scenario.expected.keys.sorted() {
+            let since = ISO8601DateFormatter().string(from: start.addingTimeInterval(-60))
+            guard let data = try? await system.api("/v1/results?component=\(component)&outcome=failed&limit=1000&since=\(since)"),
+                let page = try? SondeJSON.decode(ResultsResponse.self, from: data)
+            else { continue }
+            let ends = page.results.map { ($0.startedAt.addingTimeInterval($0.durationMs / 1000).timeIntervalSince(start), $0.agent) }.filter { $0.0 >= 0 }
+            if let first = ends.min(by: { $0.0 < $1.0 }) { out.append((first.0, "first failed run of \(component) ended (\(first.1))")) }
+        }
+        return out
+    }
 
     static func events(_ system: SondeSystem, from start: ContinuousClock.Instant) -> [ObservedEvent] {
         system.arrivedEvents.filter { $0.at >= start }.compactMap { ObservedEvent(at: $0.at, body: $0.body) }
