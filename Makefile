@@ -19,6 +19,7 @@ release: deps
 # Serial: many suites measure real timings (time-outs, ttfb), which parallel CPU load would skew.
 test: deps
 	$(SWIFT) build --build-tests
+	$(SWIFT) package generate-manual --help > /dev/null  # the tool package.sh makes manual pages with
 	$(SWIFT) test --skip-build --no-parallel
 
 demo: release

@@ -32,11 +32,34 @@ conf() { if [ -e "$3" ]; then echo "kept $3"; else install -D -m "$1" "$2" "$3";
 # docs DIR FILE...: documentation, mode 0644.
 docs() { local dir=$1; shift; install -d "$dir"; for f in "$@"; do install -m 0644 "$f" "$dir/"; done; }
 
+# manual DIR NAME: NAME's manual page (section 1, gzipped as Debian wants), made from the program's
+# own command definitions by swift-argument-parser's generate-manual, the tool its GenerateManual
+# plugin runs: one source for --help and man, never a second text to keep in step. The plugin
+# builds every product; asking it for --help builds just the tool, which is then run here.
+# GENERATE_MANUAL names a tool already built (the tests: a build from inside `swift test` would
+# wait for its lock on .build for good).
+manual_tool=${GENERATE_MANUAL:-}
+manual() {
+  if [ -z "$manual_tool" ]; then
+    manual_tool="$(swift build --show-bin-path)/generate-manual"
+    [ -x "$manual_tool" ] || swift package generate-manual --help >/dev/null || die "cannot build generate-manual (swift package generate-manual --help)"
+  fi
+  [ -x "$manual_tool" ] || die "$manual_tool is missing: run \`swift package generate-manual --help\` to build it"
+  local pages; pages=$(mktemp -d)
+  "$manual_tool" "$build_dir/$2" --date "$(date -u -d "$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)" +%F)" \
+    --authors "Sonde developers<sonde@localhost>" -o "$pages" >/dev/null
+  install -d "$1/share/man/man1"
+  gzip -9n < "$pages/$2.1" > "$1/share/man/man1/$2.1.gz"
+  chmod 0644 "$1/share/man/man1/$2.1.gz"
+  rm -rf "$pages"
+}
+
 # Files of each package, laid out under a root ($1) with a prefix ($2) for programs and docs.
 # /etc and /var are never under the prefix (FHS; `make install PREFIX=/usr/local` too).
 lay_agent() {
   local r=$1 p=$2
   bin "$r$p/bin" sonde-agent
+  manual "$r$p" sonde-agent
   unit "$p" deploy/sonde-agent.service "$r/lib/systemd/system/sonde-agent.service"
   conf 0640 deploy/agent.example.yaml "$r/etc/sonde/agent.yaml"
   conf 0644 deploy/probes/reach.yaml "$r/etc/sonde/probes/reach.yaml"
@@ -49,6 +72,8 @@ lay_collector() {
   local r=$1 p=$2
   bin "$r$p/bin" sonde-collector
   bin "$r$p/bin" sonde
+  manual "$r$p" sonde-collector
+  manual "$r$p" sonde
   unit "$p" deploy/sonde-collector.service "$r/lib/systemd/system/sonde-collector.service"
   conf 0640 deploy/collector.example.yaml "$r/etc/sonde/collector.yaml"
   docs "$r$p/share/doc/sonde-collector" README.md docs/collector.md docs/install.md

@@ -18,7 +18,12 @@ struct DebPackageTests {
         let work = try TemporaryDirectory("sonde-deb")
         defer { work.remove() }
         let out = work.file("out")
-        let built = try await runOK(["scripts/package.sh", "deb", out], environment: ["BUILD_DIR": Products.directory, "DEB_COMPRESSION": "none"])
+        // The manual pages' tool, built before the tests (`make test`): building it from here would
+        // wait for this test run's own lock on .build.
+        let manualTool = Products.directory + "/generate-manual"
+        try #require(FileManager.default.isExecutableFile(atPath: manualTool), "\(manualTool) is missing: `swift package generate-manual --help` builds it (make test does)")
+        let built = try await runOK(
+            ["scripts/package.sh", "deb", out], environment: ["BUILD_DIR": Products.directory, "DEB_COMPRESSION": "none", "GENERATE_MANUAL": manualTool])
         let agentDeb = try #require(built.split(separator: "\n").first { $0.contains("/sonde-agent_") }).description
         let collectorDeb = try #require(built.split(separator: "\n").first { $0.contains("/sonde-collector_") }).description
 
@@ -30,9 +35,11 @@ struct DebPackageTests {
         let contents = try await runOK(["dpkg-deb", "--contents", collectorDeb])
         for path in ["./usr/bin/sonde-collector", "./usr/bin/sonde", "./lib/systemd/system/sonde-collector.service",
                      "./etc/sonde/collector.yaml", "./usr/share/doc/sonde-collector/copyright",
-                     "./usr/share/doc/sonde-collector/collector.md", "./usr/share/doc/sonde-collector/examples/prometheus/sonde-rules.yml"] {
+                     "./usr/share/doc/sonde-collector/collector.md", "./usr/share/doc/sonde-collector/examples/prometheus/sonde-rules.yml",
+                     "./usr/share/man/man1/sonde-collector.1.gz", "./usr/share/man/man1/sonde.1.gz"] {
             #expect(contents.contains(path), "\(path) missing from the collector package")
         }
+        #expect(try await runOK(["dpkg-deb", "--contents", agentDeb]).contains("./usr/share/man/man1/sonde-agent.1.gz"))
 
         // A throwaway root: dpkg's database and the account files the maintainer scripts edit.
         let root = work.file("root")
@@ -50,6 +57,11 @@ struct DebPackageTests {
         for name in ["sonde-agent", "sonde-collector"] {
             #expect(installed.contains("\(name): not enabled; edit /etc/sonde/"), "the first install says how to start \(name):\n\(installed)")
         }
+
+        // Manual pages made from the commands' own definitions: every subcommand is in them.
+        let page = try await runOK(["zcat", "\(root)/usr/share/man/man1/sonde-agent.1.gz"])
+        #expect(page.contains(".Sh NAME") && page.contains("sonde-agent"), "\(page.prefix(300))")
+        for subcommand in ["run", "once", "validate", "keygen"] { #expect(page.contains(subcommand), "\(subcommand) missing from man sonde-agent") }
 
         // The maintainer scripts' work: users, state folders 0700 owned by them, configs 0640.
         let passwd = try String(contentsOfFile: "\(root)/etc/passwd", encoding: .utf8)
