@@ -47,7 +47,7 @@ PREFIX ?= /usr/local
 install: release
 	@scripts/package.sh install "$(DESTDIR)" "$(PREFIX)"
 
-# sonde-agent and sonde-collector .deb packages in .build/deb (dpkg-deb; docs/install.md).
+# sonde-agent, sonde-collector and sonde-cli .deb packages in .build/deb (dpkg-deb; docs/install.md).
 deb: release
 	@scripts/package.sh deb .build/deb
 

@@ -2,7 +2,8 @@
 # Installs Sonde (`make install`) or builds its Debian packages (`make deb`).
 #
 #   scripts/package.sh install DESTDIR PREFIX   binaries, units, example configs and docs
-#   scripts/package.sh deb OUTDIR               sonde-agent_V_ARCH.deb, sonde-collector_V_ARCH.deb
+#   scripts/package.sh deb OUTDIR               sonde-agent_V_ARCH.deb, sonde-collector_V_ARCH.deb,
+#                                               sonde-cli_V_ARCH.deb
 #
 # BUILD_DIR (default .build/release, which `make release` fills with static-stdlib binaries)
 # names the binaries to ship; they are stripped on the way in. The version is the VERSION file's.
@@ -38,10 +39,11 @@ docs() { local dir=$1; shift; install -d "$dir"; for f in "$@"; do install -m 06
 # builds every product; asking it for --help builds just the tool, which is then run here.
 # GENERATE_MANUAL names a tool already built (the tests: a build from inside `swift test` would
 # wait for its lock on .build for good).
+# (SwiftPM names a plugin's tool NAME-tool in the debug products.)
 manual_tool=${GENERATE_MANUAL:-}
 manual() {
   if [ -z "$manual_tool" ]; then
-    manual_tool="$(swift build --show-bin-path)/generate-manual"
+    manual_tool="$(swift build --show-bin-path)/generate-manual-tool"
     [ -x "$manual_tool" ] || swift package generate-manual --help >/dev/null || die "cannot build generate-manual (swift package generate-manual --help)"
   fi
   [ -x "$manual_tool" ] || die "$manual_tool is missing: run \`swift package generate-manual --help\` to build it"
@@ -71,9 +73,7 @@ lay_agent() {
 lay_collector() {
   local r=$1 p=$2
   bin "$r$p/bin" sonde-collector
-  bin "$r$p/bin" sonde
   manual "$r$p" sonde-collector
-  manual "$r$p" sonde
   unit "$p" deploy/sonde-collector.service "$r/lib/systemd/system/sonde-collector.service"
   conf 0640 deploy/collector.example.yaml "$r/etc/sonde/collector.yaml"
   docs "$r$p/share/doc/sonde-collector" README.md docs/collector.md docs/install.md
@@ -82,9 +82,20 @@ lay_collector() {
   docs "$r$p/share/doc/sonde-collector/examples/prometheus" deploy/prometheus/sonde-rules.yml deploy/prometheus/sonde-rules.test.yml
 }
 
-# Debian: control file, maintainer scripts, copyright and changelog, then dpkg-deb.
+# The operator CLI on its own: a workstation that asks a collector needs neither the collector's
+# 150 MB nor its service user (SRE review F9).
+lay_cli() {
+  local r=$1 p=$2
+  bin "$r$p/bin" sonde
+  manual "$r$p" sonde
+  docs "$r$p/share/doc/sonde-cli" README.md
+}
+
+# Debian: control file, maintainer scripts, copyright and changelog, then dpkg-deb. USER and
+# STATE empty: no service, so no user, state folder or maintainer scripts. RELATIONS: more
+# control lines (Recommends, Replaces, …).
 build_deb() {
-  local name=$1 out=$2 description=$3 user=$4 state=$5
+  local name=$1 out=$2 description=$3 user=$4 state=$5 relations=${6:-}
   local stage; stage=$(mktemp -d); trap 'rm -rf "$stage"' RETURN
   chmod 0755 "$stage"
   "lay_${name#sonde-}" "$stage" /usr
@@ -98,7 +109,7 @@ License: proprietary
  No licence is granted by this package beyond what the Sonde developers grant separately.
 COPY
   printf '%s (%s-1) unstable; urgency=medium\n\n  * Release %s (%s).\n\n -- Sonde developers <sonde@localhost>  %s\n' \
-    "$name" "$version" "$version" "$("$build_dir/$name" --version)" "$(date -R -d "$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)")" \
+    "$name" "$version" "$version" "$("$build_dir/${name/sonde-cli/sonde}" --version)" "$(date -R -d "$(git log -1 --format=%cI 2>/dev/null || date -Iseconds)")" \
     | gzip -9n > "$doc/changelog.Debian.gz"
   chmod 0644 "$doc/copyright" "$doc/changelog.Debian.gz"
 
@@ -120,14 +131,17 @@ Version: $version-1
 Architecture: $arch
 Maintainer: Sonde developers <sonde@localhost>
 Installed-Size: $size
-Depends: $depends, passwd
+Depends: $depends${user:+, passwd}
 Section: net
 Priority: optional
 Homepage: https://github.com/sonde/sonde
-Description: $description
+${relations:+$relations
+}Description: $description
 CONTROL
-  (cd "$stage" && find etc -type f | sed 's|^|/|' | sort) > "$stage/DEBIAN/conffiles"
-  maintainer_scripts "$name" "$user" "$state" "$stage/DEBIAN"
+  if [ -n "$user" ]; then
+    (cd "$stage" && find etc -type f | sed 's|^|/|' | sort) > "$stage/DEBIAN/conffiles"
+    maintainer_scripts "$name" "$user" "$state" "$stage/DEBIAN"
+  fi
   (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -print | sed 's|^\./||' | sort | xargs md5sum) > "$stage/DEBIAN/md5sums"
   install -d "$out"
   dpkg-deb --root-owner-group "-Z${DEB_COMPRESSION:-xz}" --build "$stage" "$out/${name}_${version}-1_${arch}.deb" >/dev/null
@@ -208,6 +222,7 @@ case "${1:-}" in
     destdir=${2:-}; prefix=${3:-/usr/local}
     lay_agent "$destdir" "$prefix"
     lay_collector "$destdir" "$prefix"
+    lay_cli "$destdir" "$prefix"
     echo "installed into ${destdir:-/} (prefix $prefix); next steps: docs/install.md"
     ;;
   deb)
@@ -215,10 +230,17 @@ case "${1:-}" in
     build_deb sonde-agent "$out" "Sonde synthetic-monitoring agent
  Runs scripted probes (HTTP journeys, TCP, DNS, TLS) against a platform, signs the
  results and pushes them to a Sonde collector." sonde /var/lib/sonde
-    build_deb sonde-collector "$out" "Sonde collector and operator CLI
+    build_deb sonde-collector "$out" "Sonde collector
  Receives signed probe results from Sonde agents, decides whether failures are local,
  regional or platform-wide, keeps incidents, serves an API and a status page, and sends
- alerts. Includes the \`sonde\` CLI." sonde-collector /var/lib/sonde-collector
+ alerts. The \`sonde\` CLI that queries it is in sonde-cli." sonde-collector /var/lib/sonde-collector \
+      "Recommends: sonde-cli"
+    # Before 0.6.0 the collector's package held /usr/bin/sonde: an upgrade hands it over.
+    build_deb sonde-cli "$out" "Sonde operator CLI
+ Asks a Sonde collector what is up (verdicts, results, incidents, agents), re-checks
+ result signatures and sends test alerts; for scripts, exit codes follow the worst verdict." "" "" \
+      "Replaces: sonde-collector (<< 0.6.0)
+Breaks: sonde-collector (<< 0.6.0)"
     ;;
   *) die "usage: scripts/package.sh install DESTDIR PREFIX | deb [OUTDIR]" ;;
 esac

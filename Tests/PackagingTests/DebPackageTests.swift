@@ -20,12 +20,13 @@ struct DebPackageTests {
         let out = work.file("out")
         // The manual pages' tool, built before the tests (`make test`): building it from here would
         // wait for this test run's own lock on .build.
-        let manualTool = Products.directory + "/generate-manual"
+        let manualTool = Products.directory + "/generate-manual-tool"  // SwiftPM's name for a plugin's tool
         try #require(FileManager.default.isExecutableFile(atPath: manualTool), "\(manualTool) is missing: `swift package generate-manual --help` builds it (make test does)")
         let built = try await runOK(
             ["scripts/package.sh", "deb", out], environment: ["BUILD_DIR": Products.directory, "DEB_COMPRESSION": "none", "GENERATE_MANUAL": manualTool])
         let agentDeb = try #require(built.split(separator: "\n").first { $0.contains("/sonde-agent_") }).description
         let collectorDeb = try #require(built.split(separator: "\n").first { $0.contains("/sonde-collector_") }).description
+        let cliDeb = try #require(built.split(separator: "\n").first { $0.contains("/sonde-cli_") }).description
 
         // Control data: what dpkg reads before it installs anything.
         let control = try await runOK(["dpkg-deb", "--field", agentDeb])
@@ -33,26 +34,42 @@ struct DebPackageTests {
         #expect(control.contains("libcurl4"), "Depends must name libcurl: \(control)")
         #expect(control.contains("libyaml-0-2"))
         let contents = try await runOK(["dpkg-deb", "--contents", collectorDeb])
-        for path in ["./usr/bin/sonde-collector", "./usr/bin/sonde", "./lib/systemd/system/sonde-collector.service",
+        for path in ["./usr/bin/sonde-collector", "./lib/systemd/system/sonde-collector.service",
                      "./etc/sonde/collector.yaml", "./usr/share/doc/sonde-collector/copyright",
                      "./usr/share/doc/sonde-collector/collector.md", "./usr/share/doc/sonde-collector/examples/prometheus/sonde-rules.yml",
-                     "./usr/share/man/man1/sonde-collector.1.gz", "./usr/share/man/man1/sonde.1.gz"] {
+                     "./usr/share/man/man1/sonde-collector.1.gz"] {
             #expect(contents.contains(path), "\(path) missing from the collector package")
         }
+        // The CLI is a package of its own (a workstation needs neither the collector nor its
+        // user), which takes /usr/bin/sonde over from collectors before 0.6.0 on upgrade.
+        #expect(!contents.contains("./usr/bin/sonde\n"), "the collector package still holds the CLI")
+        let cliContents = try await runOK(["dpkg-deb", "--contents", cliDeb])
+        for path in ["./usr/bin/sonde", "./usr/share/man/man1/sonde.1.gz", "./usr/share/doc/sonde-cli/copyright"] {
+            #expect(cliContents.contains(path), "\(path) missing from the CLI package")
+        }
+        #expect(!cliContents.contains("./etc/") && !cliContents.contains("systemd"), "\(cliContents)")
+        let cliControl = try await runOK(["dpkg-deb", "--field", cliDeb])
+        #expect(cliControl.contains("Replaces: sonde-collector (<< 0.6.0)") && cliControl.contains("Breaks: sonde-collector (<< 0.6.0)"), "\(cliControl)")
+        #expect(!cliControl.contains("passwd"), "no user, so no passwd dependency: \(cliControl)")
+        #expect(try await runOK(["dpkg-deb", "--field", collectorDeb]).contains("Recommends: sonde-cli"))
         #expect(try await runOK(["dpkg-deb", "--contents", agentDeb]).contains("./usr/share/man/man1/sonde-agent.1.gz"))
 
-        // A throwaway root: dpkg's database and the account files the maintainer scripts edit.
         let root = work.file("root")
-        for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "etc", "tmp"] {
-            try FileManager.default.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true)
-        }
-        for (file, text) in [("var/lib/dpkg/status", ""), ("var/lib/dpkg/available", ""),
-                             ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n"),
-                             ("etc/shadow", "root:*:19000:0:99999:7:::\n"), ("etc/gshadow", "root:*::\n")] {
-            try text.write(toFile: "\(root)/\(file)", atomically: true, encoding: .utf8)
-        }
-        let dpkg = ["dpkg", "--root=\(root)", "--force-script-chrootless", "--force-depends", "--log=/dev/null"]
-        let installed = try await runOK(dpkg + ["--install", agentDeb, collectorDeb])
+        let dpkg = try Self.throwawayRoot(root)
+        // A collector from before 0.6.0 held /usr/bin/sonde: the upgrade hands it to sonde-cli.
+        let upgraded = try Self.throwawayRoot(work.file("upgraded"))
+        let old = work.file("old-collector")
+        try FileManager.default.createDirectory(atPath: old + "/DEBIAN", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: old + "/usr/bin", withIntermediateDirectories: true)
+        try "Package: sonde-collector\nVersion: 0.5.0-1\nArchitecture: all\nMaintainer: x <x@localhost>\nDescription: an older collector\n"
+            .write(toFile: old + "/DEBIAN/control", atomically: true, encoding: .utf8)
+        try "#!/bin/sh\necho old\n".write(toFile: old + "/usr/bin/sonde", atomically: true, encoding: .utf8)
+        try await runOK(["dpkg-deb", "--root-owner-group", "-Znone", "--build", old, work.file("old.deb")])
+        try await runOK(upgraded + ["--install", work.file("old.deb")])
+        try await runOK(upgraded + ["--install", collectorDeb, cliDeb])
+        #expect(try await runOK(upgraded + ["--search", "/usr/bin/sonde"]).hasPrefix("sonde-cli: "), "the CLI belongs to sonde-cli after the upgrade")
+
+        let installed = try await runOK(dpkg + ["--install", agentDeb, collectorDeb, cliDeb])
         #expect(installed.contains("made /var/lib/sonde/agent.key"), "postinst did not make the key:\n\(installed)")
         for name in ["sonde-agent", "sonde-collector"] {
             #expect(installed.contains("\(name): not enabled; edit /etc/sonde/"), "the first install says how to start \(name):\n\(installed)")
@@ -129,6 +146,20 @@ struct DebPackageTests {
         let bad = try await run([Products.path("sonde-agent"), "validate", "--config", work.file("agent.yaml")])
         #expect(bad.status == 1)
         #expect(bad.output.contains("control_probes: no probe is named \"reach-reference\""), "\(bad.output)")
+    }
+
+    /// A throwaway root (dpkg's database and the account files the maintainer scripts edit) and
+    /// the dpkg command line that installs into it.
+    static func throwawayRoot(_ root: String) throws -> [String] {
+        for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "etc", "tmp"] {
+            try FileManager.default.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true)
+        }
+        for (file, text) in [("var/lib/dpkg/status", ""), ("var/lib/dpkg/available", ""),
+                             ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n"),
+                             ("etc/shadow", "root:*:19000:0:99999:7:::\n"), ("etc/gshadow", "root:*::\n")] {
+            try text.write(toFile: "\(root)/\(file)", atomically: true, encoding: .utf8)
+        }
+        return ["dpkg", "--root=\(root)", "--force-script-chrootless", "--force-depends", "--log=/dev/null"]
     }
 
     static func uid(of user: String, in passwd: String) -> UInt32? {
