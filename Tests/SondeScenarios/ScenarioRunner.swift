@@ -238,6 +238,19 @@ public struct ScenarioRunner: Sendable {
             for (i, run) in ends.prefix(6).enumerated() {
                 out.append((run.0, "\(i == 0 ? "first" : "then a") failed run of \(component) ended (\(run.1))"))
             }
+            // How often each agent ran the component in the 10 s before and after the fault went
+            // on: the confirmation asks should show as the retry pace after it.
+            guard let all = try? await system.api("/v1/results?component=\(component)&limit=1000&since=\(since)"),
+                let runs = try? SondeJSON.decode(ResultsResponse.self, from: all)
+            else { continue }
+            var pace: [String: (before: Int, after: Int)] = [:]
+            for run in runs.results {
+                let at = run.startedAt.timeIntervalSince(start)
+                if (-10..<0).contains(at) { pace[run.agent, default: (0, 0)].before += 1 }
+                if (0..<10).contains(at) { pace[run.agent, default: (0, 0)].after += 1 }
+            }
+            out.append((10, "runs of \(component) started in the 10 s before / after: "
+                + pace.keys.sorted().map { "\($0) \(pace[$0]!.before)/\(pace[$0]!.after)" }.joined(separator: ", ")))
         }
         return out
     }
