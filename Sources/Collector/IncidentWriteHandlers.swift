@@ -67,15 +67,15 @@ extension CollectorAPI {
         return JSONResponse.make(IncidentsResponse(incidents: opened.incidents), status: stored ? .created : .accepted)
     }
 
-    /// With several collectors only the leader stores what its engine changes: a standby refuses a
-    /// person's write (503 `not_leader`, Retry-After 1 s) instead of accepting one it would lose.
-    /// Behind a load balancer the retry usually reaches the leader; `sonde` retries by itself.
     /// A person's word shows on the public pages at once (they are otherwise made every 5 s).
     private func forgetPublicPages() async {
         await publicSnapshots.forget()
         await publicPages.forget()
     }
 
+    /// With several collectors only the leader stores what its engine changes: a standby refuses a
+    /// person's write (503 `not_leader`, Retry-After 1 s) instead of accepting one it would lose.
+    /// Behind a load balancer the retry usually reaches the leader; `sonde` retries by itself.
     private func refuseOnStandby() throws(APIError) {
         guard let cluster, !cluster.mayWrite else { return }
         let view = cluster.view

@@ -719,14 +719,16 @@ extension CorrelationEngine {
             }
         }
         // Silent agents that reported a component there recently, each (agent, component) once.
+        // Read from every series only while some agent is silent: not on a healthy fleet's ticks.
         var missing = [Int32](repeating: 0, count: componentCount * regionCount)
-        var counted = Set<Int>()
-        for s in summaries where !s.control {
-            let a = Int(s.agent)
-            guard frame.silent[a], frame.t - s.lastReceived <= cfg.regionQuorumWindow else { continue }
-            let c = Int(s.component)
-            guard counted.insert(a * componentCount + c).inserted else { continue }
-            missing[c * regionCount + Int(agentRegion[a])] += 1
+        if frame.silent.contains(true) {
+            var counted = Set<Int>()
+            for s in summaries where !s.control && frame.silent[Int(s.agent)] && frame.t - s.lastReceived <= cfg.regionQuorumWindow {
+                let a = Int(s.agent)
+                let c = Int(s.component)
+                guard counted.insert(a * componentCount + c).inserted else { continue }
+                missing[c * regionCount + Int(agentRegion[a])] += 1
+            }
         }
         for k in missing.indices where missing[k] + late[k] > 0 {
             let known = reporting[k] + missing[k]

@@ -222,29 +222,29 @@ public struct ScenarioRunner: Sendable {
     /// Wall-clock milliseconds, to line the log up with the collector's stored times.
     static func epochMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
-    /// When each expected component's first failed runs after the fault went on ended (seconds
-    /// after it, by the agents' clocks), for the events log: a detection time less this is the
-    /// engine's and the pipeline's share, the rest is waiting for a random fault to show at all.
+    /// For the events log, per expected component: when its first failed runs after the fault
+    /// went on ended (seconds after it, by the agents' clocks: a detection time less this is the
+    /// engine's and the pipeline's share, the rest is waiting for a random fault to show at all),
+    /// and how often each agent ran it in the 10 s before and after (the confirmation pace). One
+    /// read of the runs from 10 s before to 30 s after (6 agents at the retry pace: about 500 of
+    /// its 1,000).
     static func firstFailures(_ scenario: Scenario, system: SondeSystem, since start: Date) async -> [(Double, String)] {
         var out: [(Double, String)] = []
+        let since = RFC3339.string(from: start.addingTimeInterval(-10))
+        let until = RFC3339.string(from: start.addingTimeInterval(30))
         for component in scenario.expected.keys.sorted() {
-            let since = ISO8601DateFormatter().string(from: start.addingTimeInterval(-60))
-            guard let data = try? await system.api("/v1/results?component=\(component)&outcome=failed&limit=1000&since=\(since)"),
+            guard let data = try? await system.api("/v1/results?component=\(component)&limit=1000&since=\(since)&until=\(until)"),
                 let page = try? SondeJSON.decode(ResultsResponse.self, from: data)
             else { continue }
-            let ends = page.results.map { ($0.startedAt.addingTimeInterval($0.durationMs / 1000).timeIntervalSince(start), $0.agent) }
+            let ends = page.results.filter { $0.outcome == .failed }
+                .map { ($0.startedAt.addingTimeInterval($0.durationMs / 1000).timeIntervalSince(start), $0.agent) }
                 .filter { $0.0 >= 0 }.sorted { $0.0 < $1.0 }
             // The first few, each with its agent: which ones the engine needed before it opened.
             for (i, run) in ends.prefix(6).enumerated() {
                 out.append((run.0, "\(i == 0 ? "first" : "then a") failed run of \(component) ended (\(run.1))"))
             }
-            // How often each agent ran the component in the 10 s before and after the fault went
-            // on: the confirmation asks should show as the retry pace after it.
-            guard let all = try? await system.api("/v1/results?component=\(component)&limit=1000&since=\(since)"),
-                let runs = try? SondeJSON.decode(ResultsResponse.self, from: all)
-            else { continue }
             var pace: [String: (before: Int, after: Int)] = [:]
-            for run in runs.results {
+            for run in page.results {
                 let at = run.startedAt.timeIntervalSince(start)
                 if (-10..<0).contains(at) { pace[run.agent, default: (0, 0)].before += 1 }
                 if (0..<10).contains(at) { pace[run.agent, default: (0, 0)].after += 1 }
