@@ -102,13 +102,14 @@ struct RegionCounts {
 
     /// The run failure rate of the problem (recovery's p), given `clean` runs since its newest
     /// failure. A hard fault — every run between each probe's first and newest failure failed,
-    /// at least `minRuns` of them pooled — is (n + ½) / (n + 1) (shrunk by half a run: a few
-    /// failed runs in a row are no proof that every run fails). Otherwise the window's non-ok
-    /// runs over its runs before the clean ones: runs from before the fault dilute it, which
-    /// only asks a recovery for more runs (a random fault's rate read from a few failures can be
-    /// far too high, and would end an incident while the fault is on).
-    func problemFailureRate(clean: Int32, minRuns: Int) -> Double {
-        if spanRuns >= Int32(minRuns), spanBad == spanRuns { return (Double(spanRuns) + 0.5) / (Double(spanRuns) + 1) }
+    /// at least `hardRuns` (`CorrelationConfig.hardFaultRuns`) of them pooled — is
+    /// (n + ½) / (n + 1) (shrunk by half a run: a few failed runs in a row are no proof that every
+    /// run fails). Otherwise the window's non-ok runs over its runs before the clean ones: runs
+    /// from before the fault dilute it, which only asks a recovery for more runs (a random
+    /// fault's rate read from a few failures can be far too high, and would end an incident while
+    /// the fault is on).
+    func problemFailureRate(clean: Int32, hardRuns: Int) -> Double {
+        if spanRuns >= Int32(hardRuns), spanBad == spanRuns { return (Double(spanRuns) + 0.5) / (Double(spanRuns) + 1) }
         return Double(allBad) / Double(max(1, allRuns - clean))
     }
 
@@ -169,9 +170,9 @@ struct RegionCounts {
     /// Its agents are past the problem: each passed its latest `runs` runs and, pooled, enough
     /// runs passed (M for the problem's failure rate, see `cleanRunsNeeded`) that the problem
     /// still on would have shown. Its old failures then say nothing about now.
-    func recovered(runs: Int, minRuns: Int, confidence: Double) -> Bool {
+    func recovered(runs: Int, hardRuns: Int, confidence: Double) -> Bool {
         guard reporting > 0, allBad > 0, leastClean != .max, leastClean >= Int32(runs) else { return false }
-        let p = problemFailureRate(clean: cleanRuns, minRuns: minRuns)
+        let p = problemFailureRate(clean: cleanRuns, hardRuns: hardRuns)
         return cleanRuns >= CorrelationEngine.cleanRunsNeeded(failureRate: p, confidence: confidence)
     }
 
@@ -745,7 +746,7 @@ extension CorrelationEngine {
     // MARK: Phase 4: region counts
 
     /// Sums per (component, region) over the agents that count (fresh, not local, not in doubt).
-    /// A region whose agents have recovered (``RegionCounts/recovered(runs:minRuns:confidence:)``, with
+    /// A region whose agents have recovered (``RegionCounts/recovered(runs:hardRuns:confidence:)``, with
     /// `monitor_runs` and `recovery_confidence`), its newest problem run older than 1.5 × the
     /// component's longest lull (``ComponentTrack/recoveryLull``), counts as past its problem: scope and status come
     /// from what its fresh runs say, not from failures still in its windows (a fault that moved
@@ -764,7 +765,7 @@ extension CorrelationEngine {
         }
         var recovered = [Bool](repeating: false, count: counts.count)
         for g in counts.indices where !frame.recoveryHeld[g]
-            && counts[g].recovered(runs: config.monitorRuns, minRuns: config.minRuns, confidence: config.recoveryConfidence)
+            && counts[g].recovered(runs: config.monitorRuns, hardRuns: config.hardFaultRuns, confidence: config.recoveryConfidence)
         {
             // The incident's own lull guard: a random fault's pause is not its end, for the
             // verdict either (else the verdict read operational while its incident stayed open).
@@ -1124,7 +1125,7 @@ extension CorrelationEngine {
                 scope.newestBadAt - agentOffset[a] + ComponentTrack.cutoffSlack, tracks[c].horizonCutoff(agent: a, offsets: agentOffset))
             clean += series[Int(s)].runs(after: after)
         }
-        let p = scope.problemFailureRate(clean: clean, minRuns: config.minRuns)
+        let p = scope.problemFailureRate(clean: clean, hardRuns: config.hardFaultRuns)
         let needed = Self.cleanRunsNeeded(failureRate: p, confidence: config.recoveryConfidence)
         let pooledClean = clean >= needed && frame.t - scope.newestBadAt > lull
         return RecoveryFacts(
@@ -1247,7 +1248,7 @@ extension CorrelationEngine {
                 }
             }
         }
-        let p = scope.problemFailureRate(clean: cleanInWindow, minRuns: config.minRuns)
+        let p = scope.problemFailureRate(clean: cleanInWindow, hardRuns: config.hardFaultRuns)
         return clean >= Self.cleanRunsNeeded(failureRate: p, confidence: config.recoveryConfidence)
     }
 
