@@ -54,7 +54,7 @@ extension AgentConfig {
             throw AgentStartError(["\(sourceFile ?? "(flags)"): probes: no probe scripts given; list files or folders under `probes:` or pass --probes DIR"])
         }
         do {
-            var probes = try ProbeLoader.load(paths: probePaths, variables: allVariableNames)
+            var probes = try ProbeLoader.load(paths: probePaths, variables: allVariableNames, values: variables)
             if let interval = scheduling.interval {
                 for index in probes.indices { probes[index].override(interval: interval) }
             }

@@ -75,12 +75,21 @@ public struct ConfigReloader: Service, CustomStringConvertible {
         return false
     }
 
+    /// Every key a reload cannot apply, and whether it changed: each one changed is said in a
+    /// warning, so an operator never believes a new value is in force.
     private func restartOnlyChanges(_ new: AgentConfig) -> [(String, Bool)] {
-        [
+        let (c, r) = (new.collector, running.collector)
+        return [
             ("agent.id", new.agentID != running.agentID), ("agent.region", new.region != running.region),
-            ("collector.url", new.collector.url != running.collector.url), ("collector.key", new.collector.keyPath != running.collector.keyPath),
-            ("collector.batch_size", new.collector.batchSize != running.collector.batchSize),
+            ("collector.url", c.url != r.url), ("collector.key", c.keyPath != r.keyPath), ("collector.batch_size", c.batchSize != r.batchSize),
+            ("collector.timeout", c.timeout != r.timeout), ("collector.flush_interval", c.flushInterval != r.flushInterval),
+            ("collector.backoff", c.backoffBase != r.backoffBase || c.backoffCap != r.backoffCap),
+            ("collector.unauthorized_retry", c.unauthorizedRetry != r.unauthorizedRetry), ("collector.ca_file", c.caFile != r.caFile),
+            ("collector.client_cert", c.clientCertificate?.cert != r.clientCertificate?.cert || c.clientCertificate?.key != r.clientCertificate?.key),
             ("spool.path", new.spool.path != running.spool.path), ("spool.max_bytes", new.spool.maxBytes != running.spool.maxBytes),
+            ("spool.memory_limit", new.spool.memoryLimit != running.spool.memoryLimit),
+            ("scheduling.jitter", new.scheduling.jitter != running.scheduling.jitter),
+            ("scheduling.shutdown_grace", new.scheduling.shutdownGrace != running.scheduling.shutdownGrace),
             ("metrics.listen", new.metrics != running.metrics),
         ]
     }

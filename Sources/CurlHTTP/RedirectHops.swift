@@ -86,6 +86,9 @@ struct RedirectHops {
             hop.method = "GET"
             hop.body = nil
         }
+        // `connect_to` pins the URL's own host to one address; a hop to another host goes where
+        // DNS says (each hop's rule is made from its own host, so it would follow otherwise).
+        if hop.connectTo != nil, Origin(location)?.host.lowercased() != origin?.host.lowercased() { hop.connectTo = nil }
         var headers = original.headers
         if hop.body == nil { headers.removeAll { $0.name.lowercased() == "content-type" } }
         if original.redirectHeaders == .sameOriginOnly, origin == nil || Origin(location) != origin {

@@ -23,6 +23,23 @@ public enum ResultText {
     /// An error message or a slowness reason, in bytes: the agent cuts messages at 1,024
     /// characters, which UTF-8 may make four times as many bytes.
     public static let longestMessage = 4096 + 64
+    /// A result's `id` and a batch's `batch_id`, in bytes: agents use UUIDs (and `X.1.2` for a
+    /// batch's halves); the engine keeps the ids of every series' window runs, so one agent's
+    /// megabyte ids must not reach it (red team, third pass).
+    public static let longestID = 128
+    /// Steps in one result (the probe loader refuses a script with more).
+    public static let mostSteps = 256
+    /// One result's JSON in a push, in bytes.
+    public static let largestResultBytes = 256 << 10
+    /// A push body's bytes beside its results (`agent`, `batch_id`, `sent_at`, the brackets,
+    /// members a newer agent may add).
+    public static let largestBatchOverhead = 64 << 10
+
+    /// Nil for a good result or batch id, else why it is not one.
+    public static func idProblem(_ id: String) -> String? {
+        if id.isEmpty { return "must not be empty" }
+        return textProblem(id, newlines: false, longest: longestID)
+    }
 
     /// Nil for a good probe name, else why it is not one.
     public static func probeNameProblem(_ name: String) -> String? {
@@ -92,7 +109,9 @@ public enum ResultText {
     /// The first field of `result` that breaks a rule: its path inside the result (`error.code`,
     /// `steps[2].name`, `labels.team`) and why; nil for a good result.
     public static func problem(in result: ProbeResult) -> (field: String, reason: String)? {
+        if let reason = idProblem(result.id) { return ("id", reason) }
         if let reason = probeNameProblem(result.probe) { return ("probe", reason) }
+        if result.steps.count > mostSteps { return ("steps", "at most \(mostSteps) steps (got \(result.steps.count))") }
         if let reason = numberProblem(result.durationMs, within: largestMilliseconds) { return ("duration_ms", reason) }
         if let reason = componentProblem(result.component) { return ("component", reason) }
         if let error = result.error, let found = problem(in: error) { return ("error." + found.field, found.reason) }

@@ -65,6 +65,65 @@ struct ProbeFormatValidationTests {
         #expect(warnings.contains { $0.hasPrefix("p.yaml:14:") && $0.contains("add tls: true") }, "\(warnings)")
     }
 
+    @Test("a header check with two tests is an error, not its first test alone")
+    func oneTestPerHeader() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "https://example.com/"}
+                assert: {headers: {content-type: {equals: a, matches: b}}}
+            """, file: "p.yaml", variables: [])
+        #expect(probe == nil)
+        #expect(errors.map(\.description).contains { $0.contains("one test per header (equals, matches or exists), found equals and matches") }, "\(errors)")
+    }
+
+    @Test("interval, retry_interval and timeout templates take the agent's variables when it has them, else their defaults")
+    func templatedSchedule() throws {
+        let yaml = """
+            name: p
+            component: api
+            interval: ${check_interval:-30s}
+            retry_interval: ${check_retry:-10s}
+            timeout: ${check_timeout:-5s}
+            steps:
+              - {name: get, request: {url: "https://example.com/"}}
+            """
+        let names: Set<String> = ["check_interval", "check_retry", "check_timeout"]
+        let (defaults, none) = ProbeLoader.parse(yaml: yaml, file: "p.yaml", variables: names)
+        #expect(none.isEmpty, "\(none)")
+        #expect(defaults?.interval == .seconds(30) && defaults?.retryInterval == .seconds(10) && defaults?.timeout == .seconds(5))
+        let (set, problems) = ProbeLoader.parse(
+            yaml: yaml, file: "p.yaml", variables: names, values: ["check_interval": "10s", "check_retry": "2s", "check_timeout": "3s"])
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(set?.interval == .seconds(10) && set?.retryInterval == .seconds(2) && set?.timeout == .seconds(3))
+        // A value that is not a duration is a problem where the template is, naming the value.
+        let (_, bad) = ProbeLoader.parse(yaml: yaml, file: "p.yaml", variables: names, values: ["check_interval": "often"])
+        #expect(bad.map(\.description).contains { $0.hasPrefix("p.yaml:3:") && $0.contains("is 'often' for this agent, not a duration") }, "\(bad)")
+        // The retry_interval check reads the values too: 20 s is longer than a 10 s interval.
+        let (_, tooLong) = ProbeLoader.parse(yaml: yaml, file: "p.yaml", variables: names, values: ["check_interval": "10s", "check_retry": "20s"])
+        #expect(tooLong.map(\.description).contains { $0.contains("retry_interval must be between 100ms and the interval (10s)") }, "\(tooLong)")
+    }
+
+    @Test("cert_valid_for on a dns step is an error: a DNS answer has no certificate, so the check could never pass")
+    func certValidForOnDNS() throws {
+        let (probe, errors) = ProbeLoader.parse(yaml: """
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: lookup
+                dns: {name: api.example.com, type: A}
+                assert: {cert_valid_for: 14d}
+            """, file: "p.yaml", variables: [])
+        #expect(probe == nil)
+        #expect(errors.map(\.description).contains { $0.hasPrefix("p.yaml:8:") && $0.contains("a dns step has no TLS certificate to check") }, "\(errors)")
+    }
+
     @Test("query_response: entries checked with line and column; a STARTTLS dialogue carries a certificate; send/expect beside it, two upgrades, two answers in one entry are errors")
     func queryResponse() throws {
         let (probe, errors) = ProbeLoader.parse(yaml: """

@@ -106,6 +106,39 @@ struct ProbeHardeningTests {
         #expect(server.requests.allSatisfy { $0.header("x-api-key") == "k-secret-1" })
     }
 
+    @Test("connect_to pins the URL's own host only: a redirect on it keeps the address, one to another host goes where DNS says")
+    func connectToStaysOnItsHost() async throws {
+        let port = Mutex(0)
+        let server = try LoopbackHTTPServer { request in
+            let p = port.withLock { $0 }
+            switch request.path {
+            case "/same": return .respond(status: 302, headers: [("Location", "http://api.sonde.invalid:\(p)/done")])
+            case "/other": return .respond(status: 302, headers: [("Location", "http://elsewhere.sonde.invalid:\(p)/done")])
+            default: return .json(200, "{}")
+            }
+        }
+        defer { server.stop() }
+        port.withLock { $0 = server.port }
+        func probe(_ path: String) throws -> ProbeDefinition {
+            try makeProbe("""
+                name: pinned
+                component: api
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: get
+                    request: {url: "http://api.sonde.invalid:\(server.port)\(path)", connect_to: 127.0.0.1, follow_redirects: true}
+                    assert: {status: 200}
+                """)
+        }
+        let same = await run(try probe("/same"), server)
+        #expect(same.outcome == .ok, "\(same.error?.message ?? "")")
+        #expect(server.requests.map(\.path) == ["/same", "/done"])
+        let other = await run(try probe("/other"), server)
+        #expect(other.error?.kind == .dns, "\(String(describing: other.error))")
+        #expect(server.requests.map(\.path) == ["/same", "/done", "/other"], "the other host's hop never reached the pinned address")
+    }
+
     // MARK: - Bodies
 
     @Test("a body over max_body fails the run as script, naming the cap")
@@ -832,6 +865,20 @@ struct ProbeHardeningTests {
         #expect(open.contains("region europe-all for") && !open.contains("SeSsIoN") && open.contains("sid=[redacted]"), "\(open)")
         let closed = try #require(await run(try probe(""), server).error?.message)
         #expect(!closed.contains("europe-all") && !closed.contains("SeSsIoN"), "every cookie is secret by default: \(closed)")
+        // A public cookie extracted by name stays public too; a secret one stays secret.
+        let extracted = await run(
+            try makeProbe("""
+                name: cookies
+                component: api
+                interval: 30s
+                timeout: 5s
+                public_cookies: [consent]
+                steps:
+                  - {name: login, request: {url: "${base_url}/login"}, extract: {consent: {cookie: consent}, sid: {cookie: sid}}}
+                  - {name: use, request: {url: "${base_url}/use?c=${consent}&s=${sid}"}}
+                """), server)
+        let url = try #require(extracted.steps.last?.url)
+        #expect(url.contains("c=europe-all") && !url.contains("SeSsIoN"), "\(url)")
     }
 
     @Test("a server that answers without HTTP fails the run as connect, saying so, not as the script's fault")

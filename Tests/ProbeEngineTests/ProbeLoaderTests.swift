@@ -1,4 +1,5 @@
 import Foundation
+import SondeCore
 import Testing
 
 @testable import ProbeEngine

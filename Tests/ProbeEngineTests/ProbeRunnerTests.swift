@@ -529,6 +529,60 @@ struct ProbeRunnerTests {
             """)
     }
 
+    /// A job whose answers follow `replies` one request at a time, then stay on the last one:
+    /// a state name, or `503`, `drop` (no answer) or `html` (a 200 page that is not JSON).
+    func flakyJobServer(_ replies: [String]) throws -> LoopbackHTTPServer {
+        let seen = Mutex(0)
+        return try LoopbackHTTPServer { _ in
+            let n = seen.withLock { count -> Int in
+                count += 1
+                return count
+            }
+            switch replies[min(n - 1, replies.count - 1)] {
+            case "503": return .json(503, #"{"error":"upstream unavailable"}"#)
+            case "drop": return .drop
+            case "html": return .respond(status: 200, headers: [("Content-Type", "text/html")], body: Data("<html>maintenance</html>".utf8))
+            case let status: return .json(200, #"{"id":"job-1","status":"\#(status)"}"#)
+            }
+        }
+    }
+
+    @Test("tolerate_errors: failed attempts in a row up to the limit are polled through; one more fails the step, saying so")
+    func pollToleratesErrors() async throws {
+        let replies = ["in_progress", "503", "drop", "in_progress", "html", "completed"]
+        let tolerant = try flakyJobServer(replies)
+        defer { tolerant.stop() }
+        let passed = await run(try pollProbe(extra: "      tolerate_errors: 2"), tolerant)
+        #expect(passed.outcome == .ok, "\(String(describing: passed.error))")
+        #expect(passed.steps.first?.attempts == 6)
+        #expect(passed.steps.first?.status == 200)
+
+        let strict = try flakyJobServer(replies)
+        defer { strict.stop() }
+        let failed = await run(try pollProbe(extra: "      tolerate_errors: 1"), strict)
+        #expect(failed.outcome == .failed, "\(String(describing: failed.error))")
+        #expect(failed.error?.message.hasSuffix("(2 failed attempts in a row; tolerate_errors: 1)") == true, "\(failed.error?.message ?? "")")
+        #expect(failed.steps.first?.attempts == 3)
+
+        // Without it (the default) the first failed attempt fails the step, as before.
+        let plain = try flakyJobServer(replies)
+        defer { plain.stop() }
+        let first = await run(try pollProbe(), plain)
+        #expect(first.error?.kind == .httpStatus, "\(String(describing: first.error))")
+        #expect(first.error?.message.contains("tolerate_errors") == false)
+        #expect(first.steps.first?.attempts == 2)
+    }
+
+    @Test("tolerate_errors never tolerates fail_when")
+    func pollToleratesNoFailWhen() async throws {
+        let server = try flakyJobServer(["503", "expired"])
+        defer { server.stop() }
+        let result = await run(try pollProbe(extra: "      tolerate_errors: 3"), server)
+        #expect(result.error?.kind == .assertion)
+        #expect(result.error?.message.contains("'expired'") == true, "\(result.error?.message ?? "")")
+        #expect(result.steps.first?.attempts == 2)
+    }
+
     @Test("a poll finishes when its condition holds and counts attempts")
     func pollCompletes() async throws {
         let server = try jobServer(["validating", "in_progress", "in_progress", "completed"])

@@ -2,6 +2,10 @@ import FoundationEssentials
 import SondeCore
 import SondeYAML
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Reads a composed YAML tree field by field, collecting every problem as a diagnostic with
 /// file, line, column and dotted field path instead of stopping at the first one.
 struct NodeReader {
@@ -10,6 +14,9 @@ struct NodeReader {
     var warnings: [ProbeDiagnostic] = []
     /// Names `${name}` may use at this point: agent variables, built-ins, earlier extractions.
     var scope: Set<String> = []
+    /// The agent variables' values, for what the loader must know now (`interval`,
+    /// `retry_interval`, `timeout`); empty where only names are known.
+    var values: [String: String] = [:]
     /// `${env:…}` and `${file:…}` references seen, for redaction at run time.
     var environmentReferences: Set<String> = []
     /// Those without a `:-default`: a run fails as `script` where one is unset.
@@ -241,7 +248,10 @@ struct NodeReader {
         return .template(parsed)
     }
 
-    /// A duration the loader must know now (interval, timeout): literal or with a default.
+    /// A duration the loader must know now (interval, retry_interval, timeout): literal or with a
+    /// default. An agent variable it names (`values`) or an environment variable set for the agent
+    /// takes the default's place: `interval: ${check_interval:-30s}` with `check_interval: 10s`
+    /// in the agent's `variables:` runs every 10 s (a reload reads them again).
     mutating func fixedDuration(_ node: Node, _ field: String) -> (spec: DurationSpec, value: Duration)? {
         guard let spec = duration(node, field) else { return nil }
         switch spec {
@@ -252,8 +262,34 @@ struct NodeReader {
                 report(node, field, "'\(parsed.source)' needs a default here, e.g. ${name:-30s}")
                 return nil
             }
-            return (spec, value)
+            guard let known = knownNow(parsed), known != fallback else { return (spec, value) }
+            guard let chosen = DurationText.parse(known) else {
+                report(node, field, "'\(parsed.source)' is '\(known)' for this agent, not a duration (e.g. 30s, 1m30s)")
+                return nil
+            }
+            return (spec, chosen)
         }
+    }
+
+    /// The template with agent variables and the agent's environment put in (defaults where
+    /// unset); nil when it has a reference the loader cannot know (`${file:…}` without default,
+    /// a built-in, an extraction).
+    private func knownNow(_ template: Template) -> String? {
+        var text = ""
+        for segment in template.segments {
+            switch segment {
+            case .literal(let part): text += part
+            case .variable(let name, let fallback):
+                guard let value = values[name] ?? fallback else { return nil }
+                text += value
+            case .environment(let name, let fallback):
+                guard let value = getenv(name).map({ String(cString: $0) }).flatMap({ $0.isEmpty ? nil : $0 }) ?? fallback else { return nil }
+                text += value
+            case .file(_, let fallback?): text += fallback
+            default: return nil
+            }
+        }
+        return text
     }
 
     // MARK: - JSON values

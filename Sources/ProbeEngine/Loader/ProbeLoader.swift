@@ -9,7 +9,9 @@ public enum ProbeLoader {
     /// folders searched recursively, files in name order).
     /// `variables` names what `${…}` may refer to beyond built-ins, `${env:…}` and `${file:…}`.
     /// Throws every problem found, each with file, line and field.
-    public static func load(paths: [String], variables: Set<String>) throws(ProbeValidationError) -> [ProbeDefinition] {
+    /// `values`: the agent variables' values, for templated `interval`, `retry_interval` and
+    /// `timeout` (the schedule is made when the probe loads).
+    public static func load(paths: [String], variables: Set<String>, values: [String: String] = [:]) throws(ProbeValidationError) -> [ProbeDefinition] {
         var diagnostics: [ProbeDiagnostic] = []
         var files: [String] = []
         for path in paths {
@@ -38,7 +40,7 @@ public enum ProbeLoader {
                 diagnostics.append(ProbeDiagnostic(file: file, message: "not UTF-8 text"))
                 continue
             }
-            let (probe, problems, fileWarnings) = parseCollecting(yaml: text, file: file, variables: variables)
+            let (probe, problems, fileWarnings) = parseCollecting(yaml: text, file: file, variables: variables, values: values)
             diagnostics += problems
             warnings += fileWarnings
             guard let probe else { continue }
@@ -69,14 +71,16 @@ public enum ProbeLoader {
 
     /// Parses and validates one probe script. Returns the probe when there are no problems, and
     /// every problem found. Never throws or crashes, whatever the text.
-    public static func parse(yaml text: String, file: String, variables: Set<String>) -> (ProbeDefinition?, [ProbeDiagnostic]) {
-        let (probe, problems, _) = parseCollecting(yaml: text, file: file, variables: variables)
+    public static func parse(yaml text: String, file: String, variables: Set<String>, values: [String: String] = [:]) -> (ProbeDefinition?, [ProbeDiagnostic]) {
+        let (probe, problems, _) = parseCollecting(yaml: text, file: file, variables: variables, values: values)
         return (probe, problems)
     }
 
     /// `parse`, plus the file's warnings even when it has problems (a valid probe also carries
     /// them in `warnings`).
-    static func parseCollecting(yaml text: String, file: String, variables: Set<String>) -> (ProbeDefinition?, [ProbeDiagnostic], warnings: [ProbeDiagnostic]) {
+    static func parseCollecting(
+        yaml text: String, file: String, variables: Set<String>, values: [String: String] = [:]
+    ) -> (ProbeDefinition?, [ProbeDiagnostic], warnings: [ProbeDiagnostic]) {
         let root: Node?
         do {
             root = try compose(yaml: text)
@@ -89,6 +93,7 @@ public enum ProbeLoader {
         let base = file.contains("/") ? URL(fileURLWithPath: file).deletingLastPathComponent().standardizedFileURL.path : ""
         var reader = NodeReader(file: file, baseDirectory: base.isEmpty ? FileManager.default.currentDirectoryPath : base)
         reader.scope = variables
+        reader.values = values
         var probe = ScriptParser.probe(root, reader: &reader)
         if !reader.diagnostics.isEmpty { return (nil, reader.diagnostics, reader.warnings) }
         probe?.warnings = reader.warnings

@@ -17,7 +17,7 @@ enum ScriptParser {
     ]
     static let conditionFields = ["path", "equals", "not_equals", "exists", "matches", "in"] + Condition.Comparison.allCases.map(\.key)
     static let extractFields = ["json", "header", "cookie", "regex", "group", "body", "secret"]
-    static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after"]
+    static let pollFields = ["every", "until", "fail_when", "max_wait", "state", "stuck_after", "tolerate_errors"]
     static let compareFields = ["download", "with"]
     static let failureCodeFields = ["code", "status", "body_contains", "body_matches"]
     static let tlsFields = ["ca_file", "cert", "key", "insecure"]
@@ -171,6 +171,9 @@ enum ScriptParser {
             reader.report(keyNode, "steps", "no steps: a probe needs at least one step")
             return []
         }
+        if items.count > ResultText.mostSteps {
+            reader.report(keyNode, "steps", "\(items.count) steps: at most \(ResultText.mostSteps) (the collector refuses a result with more)")
+        }
         var steps: [ProbeStep] = []
         var stepNames: [String: Int] = [:]
         var payloads: Set<String> = []
@@ -237,6 +240,11 @@ enum ScriptParser {
                     let other = step.assertions.first(where: { if case .latencyBelow = $0 { false } else if case .certValidFor = $0 { false } else { true } })
                 {
                     reader.report(value, here, "a tcp or dns step checks only latency_below and cert_valid_for (use 'expect' for its answer), not \(other.fieldName)")
+                    valid = false
+                }
+                // A DNS answer comes without a certificate: the check could only ever fail.
+                if byKey["dns"] != nil, step.assertions.contains(where: { if case .certValidFor = $0 { true } else { false } }) {
+                    reader.report(value, here, "a dns step has no TLS certificate to check: cert_valid_for belongs on an https request or a tcp step with tls")
                     valid = false
                 }
                 if byKey["icmp"] != nil, let other = step.assertions.first(where: { if case .latencyBelow = $0 { false } else { true } }) {
@@ -751,6 +759,11 @@ enum ScriptParser {
                     let headerPath = NodeReader.join(here, name)
                     if expected.mapping != nil {
                         guard let tests = reader.fields(expected, headerPath, known: ["equals", "matches", "exists"]), let (testKey, _, testValue) = tests.first else { continue }
+                        // One test per header: a second one would be read as nothing.
+                        if tests.count > 1 {
+                            reader.report(expected, headerPath, "one test per header (equals, matches or exists), found \(tests.map { $0.key }.joined(separator: " and "))")
+                            continue
+                        }
                         let testPath = NodeReader.join(headerPath, testKey)
                         switch testKey {
                         case "equals": if let t = reader.template(testValue, testPath) { result.append(.header(name: name, test: .equals(t))) }
@@ -1037,6 +1050,7 @@ enum ScriptParser {
             case "fail_when":
                 spec.failWhen = conditions(value, here, reader: &reader)
             case "state": spec.state = reader.jsonPath(value, here)
+            case "tolerate_errors": if let n = reader.int(value, here, range: 0...100) { spec.tolerateErrors = n }
             case "stuck_after":
                 if let limits = value.mapping {
                     for (stateNode, limit) in limits {

@@ -222,6 +222,10 @@ struct PollSpec: Sendable {
     var state: JSONPath?
     /// State name → the longest it may last; `default` applies to states not listed.
     var stuckAfter: [String: DurationSpec]
+    /// Attempts in a row that may fail (no answer, the status check, a body that is not JSON)
+    /// before the step does: a job's status page answering one 502 in a 10-minute wait is not
+    /// the job failing. 0 (the default): the first failed attempt fails the step.
+    var tolerateErrors = 0
 }
 
 struct CompareSpec: Sendable {

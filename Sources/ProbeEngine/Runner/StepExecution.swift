@@ -307,6 +307,7 @@ struct StepExecution {
         let started = clock.now
         let giveUp = started.advanced(by: maxWait)
         var attempts = 0
+        var errorsInARow = 0
         var currentState: String?
         var stateSince = started
         var lastJSON: JSONValue?
@@ -315,6 +316,31 @@ struct StepExecution {
             let path = poll.state ?? poll.until.first?.path
             let seen = path.map { p in " (\(p) was '\(lastJSON.flatMap { p.evaluate($0) }?.text ?? "missing")')" } ?? ""
             return StepFailure(.timeout, "poll cut off by the probe timeout of \(DurationText.format(probeTimeout)) after \(attempts) attempt(s) in \(DurationText.format(clock.now - started))\(seen), before its max_wait of \(DurationText.format(maxWait))")
+        }
+        // A failed attempt within `tolerate_errors` in a row: no answer (connect, reset, the
+        // attempt's time-out), the status check, or a body that is not JSON. The next attempt
+        // comes at the poll's pace (or just after the job's stuck limit). TLS, DNS and the
+        // script's own errors are never tolerated, nor are fail_when, stuck and max_wait; an
+        // error whose next attempt would come after max_wait or the probe's deadline is the
+        // step's error (not a time-out that hides it).
+        func tolerate(_ error: StepFailure) async throws(StepFailure) {
+            guard [.connect, .timeout, .httpStatus, .assertion].contains(error.kind) else { throw error }
+            errorsInARow += 1
+            let now = clock.now
+            var next = now.advanced(by: every)
+            if let state = currentState, let limit = limits[state] ?? limits["default"] {
+                next = min(next, stateSince.advanced(by: limit + .milliseconds(20)))
+            }
+            guard errorsInARow <= poll.tolerateErrors else {
+                guard poll.tolerateErrors > 0 else { throw error }
+                var failure = error
+                failure.message += " (\(errorsInARow) failed attempts in a row; tolerate_errors: \(poll.tolerateErrors))"
+                throw failure
+            }
+            guard next < giveUp, next < deadline else { throw error }
+            do { try await Task.sleep(until: next, clock: clock) } catch {
+                throw StepFailure(.internal, "run cancelled while polling")
+            }
         }
         while true {
             var request = try build(spec, state: &state)
@@ -329,17 +355,18 @@ struct StepExecution {
             let response: HTTPResponse
             do {
                 response = try await send(request, result: &result)
+                last = response
+                record(response, result: &result, state: &state)
+                try checkStatus(response, method: spec.method, url: request.url, state: state)
             } catch where error.kind == .timeout && attempts > 1 && clock.now >= deadline {
                 // An attempt sent just before the deadline, cut by it.
                 throw cutOff()
+            } catch {
+                try await tolerate(error)
+                continue
             }
-            last = response
-            record(response, result: &result, state: &state)
-            try checkStatus(response, method: spec.method, url: request.url, state: state)
-            let (json, done) = try await offLoop { () throws(StepFailure) -> (JSONValue, Bool) in
-                guard let json = JSONValue.parse(response.body) else {
-                    throw StepFailure(.assertion, "poll: the response is not JSON: \(snippet(response, state: state))")
-                }
+            let read = try await offLoop { () throws(StepFailure) -> (json: JSONValue, done: Bool)? in
+                guard let json = JSONValue.parse(response.body) else { return nil }
                 for condition in poll.failWhen {
                     guard try holds(condition, in: json, state: &state) else { continue }
                     let value = condition.path.isSingular ? "'\(condition.path.evaluate(json)?.text ?? "missing")'" : condition.path.shown(in: json)
@@ -351,6 +378,11 @@ struct StepExecution {
                 }
                 return (json, done)
             }
+            guard let (json, done) = read else {
+                try await tolerate(StepFailure(.assertion, "poll: the response is not JSON: \(snippet(response, state: state))"))
+                continue
+            }
+            errorsInARow = 0
             if done { return response }
             lastJSON = json
 
@@ -647,7 +679,7 @@ struct StepExecution {
             case .cookie(let name):
                 source = "cookie \(name)"
                 value = state.cookies.last { $0.name == name }?.value
-                secretByDefault = true
+                secretByDefault = !state.probe.script.publicCookies.contains(name)
             case .regex(let pattern, let group):
                 source = "regex /\(pattern)/ group \(group)"
                 value = try firstMatch(pattern, response.body, state: state, check: "extract '\(extraction.name)' regex") { (regex: ProbeRegex, text: Data, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in

@@ -1,5 +1,4 @@
 import FoundationEssentials
-import SondeCore
 
 /// Replaces secret values with `[redacted]` in anything that leaves a run: step URLs, error
 /// messages (including quoted response bodies) and log metadata.
@@ -14,8 +13,8 @@ import SondeCore
 /// A secret shorter than `wholeWordBelow` bytes (a password "ok") is redacted only as a whole
 /// word, not next to an ASCII letter or digit (the neighbour decoded when it is percent-, JSON-
 /// or HTML-encoded): otherwise "cookie" became "co[redacted]ie" in every message.
-struct Redactor: Sendable {
-    static let mask = "[redacted]"
+public struct Redactor: Sendable {
+    public static let mask = "[redacted]"
 
     private struct Needle: Sendable {
         var scalars: [Unicode.Scalar]
@@ -55,18 +54,20 @@ struct Redactor: Sendable {
     static let stepBudget = 2_000_000
 
     /// What replaces a whole text that could not be redacted piece by piece.
-    static let wholesaleMask = "[redacted: too many secrets or too costly to redact]"
+    public static let wholesaleMask = "[redacted: too many secrets or too costly to redact]"
 
     /// How far past a cut point, in bytes, a secret that starts before it can reach in any form
     /// it is matched in (the window a snippet redacts before cutting).
-    private(set) var reach = 0
+    public private(set) var reach = 0
 
     /// More than `maxSecrets` were added: every non-empty text is masked whole.
     private var overflowed = false
 
-    var isEmpty: Bool { needles.isEmpty && !overflowed }
+    public var isEmpty: Bool { needles.isEmpty && !overflowed }
 
-    mutating func add(_ secret: String) {
+    public init() {}
+
+    public mutating func add(_ secret: String) {
         guard !overflowed else { return }
         for form in [secret, secret.trimmed()] where !form.isEmpty && known.insert(form).inserted {
             guard known.count <= Self.maxSecrets else {
@@ -98,7 +99,7 @@ struct Redactor: Sendable {
         for escape in "%+\\&".utf8 { firstBytes[Int(escape)] = true }
     }
 
-    func redact(_ text: String) -> String {
+    public func redact(_ text: String) -> String {
         guard !text.isEmpty else { return text }
         if overflowed { return Self.wholesaleMask }
         guard !needles.isEmpty || !literals.isEmpty else { return text }
