@@ -13,7 +13,7 @@ import SondeYAML
 /// tokens: [{ name: ops, role: admin, sha256: <hex SHA-256 of the token> }]
 /// status_page: { public: false, title: Example status, logo: https://example.com/logo.svg, link: https://example.com, show_probes: false }
 /// metrics: { public: false }                  # true: `/metrics` answers without a token
-/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, results_per_minute: 60000, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456, min_body_bytes_per_second: 16384 }
+/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, results_per_minute: 60000, push_bytes_per_minute: 67108864, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456, min_body_bytes_per_second: 16384 }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
 /// database_sync: full                          # fsync at every commit (normal: only at checkpoints)
 /// public_url: https://status.example.com      # base of the links in webhooks
@@ -194,6 +194,11 @@ public struct Limits: Sendable, Hashable {
     /// agent at the 200-probe cap running each every 1 s, or a spool of an hour at 10 runs a
     /// second draining in a minute.
     public var resultsPerMinute = 60_000.0
+    /// `limits.push_bytes_per_minute`: push body bytes one agent may send per minute, sustained
+    /// (at once: the larger of this and two `max_body_bytes`). Default 64 MiB, about 40,000
+    /// results of a typical 1.5 KiB. Results per minute alone let one agent pad each push to
+    /// `max_body_bytes` and fill the disk at 80 MB/s (red team, third pass).
+    public var pushBytesPerMinute = Double(64 << 20)
     /// `limits.test_alerts_per_minute`: `POST /v1/alerts/test` for the whole collector (that many at
     /// once, then one every 60/N s). Default 6.
     public var testAlertsPerMinute = 6.0
@@ -487,6 +492,7 @@ private struct ConfigFile: Decodable {
         var pushesPerMinute: Double?
         var pushBurst: Double?
         var resultsPerMinute: Double?
+        var pushBytesPerMinute: Double?
         var testAlertsPerMinute: Double?
         var maxPushBytesInFlight: Int?
         var minBodyBytesPerSecond: Int?
@@ -496,6 +502,7 @@ private struct ConfigFile: Decodable {
             case pushesPerMinute = "pushes_per_minute"
             case pushBurst = "push_burst"
             case resultsPerMinute = "results_per_minute"
+            case pushBytesPerMinute = "push_bytes_per_minute"
             case testAlertsPerMinute = "test_alerts_per_minute"
             case maxPushBytesInFlight = "max_push_bytes_in_flight"
             case minBodyBytesPerSecond = "min_body_bytes_per_second"
@@ -779,6 +786,7 @@ extension CollectorConfig {
             if let v = positive(l.pushesPerMinute, "pushes_per_minute") { limits.pushesPerMinute = v }
             if let v = positive(l.pushBurst, "push_burst") { limits.pushBurst = max(1, v) }
             if let v = positive(l.resultsPerMinute, "results_per_minute") { limits.resultsPerMinute = v }
+            if let v = positive(l.pushBytesPerMinute, "push_bytes_per_minute") { limits.pushBytesPerMinute = v }
             if let v = positive(l.testAlertsPerMinute, "test_alerts_per_minute") { limits.testAlertsPerMinute = v }
             if let v = positive(l.maxPushBytesInFlight, "max_push_bytes_in_flight") { limits.maxPushBytesInFlight = v }
             if let v = l.minBodyBytesPerSecond {

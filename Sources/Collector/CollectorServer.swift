@@ -116,6 +116,8 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
         pushLimiter: RateLimiter(perMinute: config.limits.pushesPerMinute, burst: config.limits.pushBurst),
         resultLimiter: RateLimiter(
             perMinute: config.limits.resultsPerMinute, burst: max(config.limits.resultsPerMinute, Double(config.maxResultsPerBatch))),
+        byteLimiter: RateLimiter(
+            perMinute: config.limits.pushBytesPerMinute, burst: max(config.limits.pushBytesPerMinute, 2 * Double(config.maxBodyBytes))),
         maxBodyBytes: config.maxBodyBytes, maxResults: config.maxResultsPerBatch, allowedSkew: config.allowedClockSkew,
         retention: config.retentionDays * 86_400, logger: logger,
         bodyBudget: PushBodyBudget(limit: config.limits.maxPushBytesInFlight, perAgent: 2 * config.maxBodyBytes))
@@ -271,7 +273,17 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
             { request, _ in feed(request, try await api.statuspagePart(.scheduledMaintenances, host: request.head.authority)) }
         ),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
-        (config.metricsPublic ? .anyone : read, [.get], "/metrics", { _, _ in await api.prometheus() }),
+        (
+            config.metricsPublic ? .anyone : read, [.get], "/metrics",
+            { request, _ in
+                // Anyone may scrape with `metrics.public`: without a read token the text is made at
+                // most once a second, however many ask (each making reads storage).
+                guard config.metricsPublic, (try? access.check(request.headers[.authorization], read).get()) == nil else {
+                    return await api.prometheus()
+                }
+                return try await api.anonymousPrometheus()
+            }
+        ),
         (.anyone, [.post], "/v1/results", { request, _ in JSONResponse.make(try await api.ingest.handle(request)) }),
         (read, [.get], "/v1/results", { request, _ in try await api.results(query(request)) }),
         (read, [.get], "/v1/status", { _, _ in await api.status() }),
@@ -337,6 +349,10 @@ public struct CollectorAPI: Sendable {
     /// many anonymous readers ask (shared caches may keep them 10 s anyway).
     let publicSnapshots = RecentValues<PageSnapshot>(maxAge: .seconds(5))
     let publicPages = RecentValues<PageBody>(maxAge: .seconds(5))
+    /// `/metrics` for anonymous scrapers (`metrics.public`): made at most once a second, so a
+    /// flood of them cannot keep the collector rendering and reading storage; a scrape every 5 s
+    /// or more reads it at most a second old. With a read token it is made for each request.
+    let anonymousMetrics = RecentValues<String>(maxAge: .seconds(1), capacity: 1)
 
     /// For load balancers: 200 while storage takes writes, 503 when it cannot (full disk,
     /// read-only file system); the body names no path and no error detail.
@@ -497,13 +513,22 @@ public struct CollectorAPI: Sendable {
                 + "would open a page for an outage that is over, and nothing would resolve it. Redrive other targets with ?target=NAME, or leave it.")
     }
 
+    func anonymousPrometheus() async throws -> Response {
+        let api = self
+        let text = try await anonymousMetrics.value("/metrics") { await api.prometheusText() }
+        return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+
     func prometheus() async -> Response {
-        let text = MetricsRenderer.render(
+        JSONResponse.text(await prometheusText(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    func prometheusText() async -> String {
+        MetricsRenderer.render(
             runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, agentsAt: await hub.latestAt, counters: metrics.snapshot, verdicts: await hub.verdicts,
             openIncidents: await hub.openIncidents.count,
             deadLetters: (try? await store.deadLetterCount()) ?? 0, pushBytesInFlight: ingest.bodyBudget.inUse)
             + (cluster.map { Self.clusterMetrics($0.view) } ?? "")
-        return JSONResponse.text(text, contentType: "text/plain; version=0.0.4; charset=utf-8")
     }
 
     /// Which collector leads, in Prometheus text (alert on `sum(sonde_collector_leader) != 1`).

@@ -174,6 +174,8 @@ public struct Evaluator: Service {
         var agentsDue = ContinuousClock.now
         /// Unknown components with a problem that the log has already warned about.
         var warnedUnknown: Set<String> = []
+        /// Per known component, the regions that no longer decide it as the log last said them.
+        var unwatched: [String: [String]] = [:]
     }
 
     public func run() async throws {
@@ -228,6 +230,33 @@ public struct Evaluator: Service {
         }
     }
 
+    /// A region that stops deciding a known component — its agents there went silent or are in
+    /// local-fault episodes, or fewer than half of those that reported it within
+    /// `region_quorum_window` still do ("Region quorum") — is said once in the log, and again when
+    /// it no longer is. Meanwhile nothing opens or resolves there and the pages show no data for
+    /// it: an operator should hear why.
+    func noteUnwatchedRegions(_ output: CorrelationOutput, _ memory: inout Memory) {
+        let known = Set(output.verdicts.filter(\.known).map(\.component))
+        memory.unwatched = memory.unwatched.filter { known.contains($0.key) }
+        for verdict in output.verdicts where verdict.known {
+            let before = memory.unwatched[verdict.component] ?? []
+            guard verdict.unwatchedRegions != before else { continue }
+            let lost = verdict.unwatchedRegions.filter { !before.contains($0) }
+            let back = before.filter { !verdict.unwatchedRegions.contains($0) }
+            if !lost.isEmpty {
+                logger.warning(
+                    "A region no longer decides a component: its agents there went silent or have local faults, or fewer than half of those that reported it within correlation.region_quorum_window still report; nothing opens or resolves there until they report again",
+                    metadata: ["component": "\(verdict.component)", "regions": "\(lost.joined(separator: ","))"])
+            }
+            if !back.isEmpty {
+                logger.notice(
+                    "A region no longer lacks data for a component",
+                    metadata: ["component": "\(verdict.component)", "regions": "\(back.joined(separator: ","))"])
+            }
+            memory.unwatched[verdict.component] = verdict.unwatchedRegions.isEmpty ? nil : verdict.unwatchedRegions
+        }
+    }
+
     /// One evaluation; a commit that fails is retried with the next one, so no event is lost.
     func evaluateOnce(_ memory: inout Memory) async {
         // Agents enrolled or revoked with `sonde-collector agents …` while running take effect here.
@@ -237,10 +266,12 @@ public struct Evaluator: Service {
         }
         let (output, adoptedEpoch) = await hub.evaluateWithAdoptedEpoch()
         warnAboutUnknownComponents(output, &memory)
+        noteUnwatchedRegions(output, &memory)
         let evaluation = await hub.evaluations
         guard mayWrite(adoptedEpoch) else {
-            // A standby's changes are not stored; a new leader starts from the database.
-            memory = Memory(agentsDue: memory.agentsDue)
+            // A standby's changes are not stored; a new leader starts from the database. What the
+            // log already said stays said (a standby evaluates too, every interval).
+            memory = Memory(agentsDue: memory.agentsDue, warnedUnknown: memory.warnedUnknown, unwatched: memory.unwatched)
             return
         }
         if memory.stored == nil { memory.stored = await storedStates() }

@@ -23,6 +23,9 @@ struct IngestHandler: Sendable {
     /// Results per agent (`limits.results_per_minute`): what one agent may add to storage, uptime
     /// and the engine, whatever its batch sizes.
     let resultLimiter: RateLimiter
+    /// Push body bytes per agent (`limits.push_bytes_per_minute`): what one agent may add to the
+    /// disk, whatever its results hold.
+    let byteLimiter: RateLimiter
     let maxBodyBytes: Int
     let maxResults: Int
     let allowedSkew: TimeInterval
@@ -91,7 +94,10 @@ struct IngestHandler: Sendable {
         }
         let agent: AgentRecord?
         do { agent = try await store.agent(id: agentID) } catch {
-            throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up: \(error)")
+            // Anyone may send this request: the storage error (a database's address, user and
+            // name) goes to the log, not to them (red team, third pass).
+            logger.error("Cannot look an agent up", metadata: ["error": "\(error)"])
+            throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up; retry later (the collector's log says why)")
         }
         let usable = agent.flatMap { $0.revoked ? nil : $0 }
         // A push whose claim (signed id, time and length, checked before its body) holds reads
@@ -119,6 +125,10 @@ struct IngestHandler: Sendable {
         // Rate after the signature: nobody can spend an agent's allowance by naming it.
         if let wait = pushLimiter.take(agentID) {
             throw RateLimiter.tooMany("rate_limited", "agent \"\(agentID)\" pushes faster than limits.pushes_per_minute allows", retryAfter: wait)
+        }
+        if let wait = byteLimiter.take(agentID, count: Double(body.count)) {
+            throw RateLimiter.tooMany(
+                "rate_limited", "agent \"\(agentID)\" sends more bytes than limits.push_bytes_per_minute allows", retryAfter: wait)
         }
 
         // Now the content.
@@ -390,6 +400,26 @@ public enum IngestDecoding {
                 "results[\(index)].region is \"\(batch.results[index].region)\", but agent \"\(agentID)\" is enrolled in region \"\(region)\"; fix the agent's region or re-enrol it")
         }
         guard !batch.batchID.isEmpty else { throw APIError(.badRequest, "malformed_body", "batch_id: must not be empty") }
+        if let reason = ResultText.idProblem(batch.batchID) {
+            throw APIError(.badRequest, "bad_field", "batch_id (\(APIError.clipped(batch.batchID, to: 64))): \(reason)")
+        }
+        // What is stored is the body as signed: beside its results it may carry only a little
+        // (the batch's own fields, members a newer agent adds), not megabytes of padding (red
+        // team, third pass: one result and 8 MiB of filler per push), and no result may be huge.
+        var resultBytes = 0
+        for (index, range) in decoded.resultRanges.enumerated() {
+            guard range.count <= ResultText.largestResultBytes else {
+                throw APIError(
+                    .contentTooLarge, "result_too_large",
+                    "results[\(index)] is \(range.count) bytes of JSON; at most \(ResultText.largestResultBytes) are accepted per result")
+            }
+            resultBytes += range.count
+        }
+        guard body.count - resultBytes <= ResultText.largestBatchOverhead else {
+            throw APIError(
+                .badRequest, "padded_body",
+                "the body holds \(body.count - resultBytes) bytes beside its results; at most \(ResultText.largestBatchOverhead) are accepted")
+        }
         guard !batch.results.isEmpty else { throw APIError(.badRequest, "empty_batch", "the batch has no results") }
         guard batch.results.count <= maxResults else {
             throw APIError(.contentTooLarge, "too_many_results", "the batch has \(batch.results.count) results; at most \(maxResults) are accepted per batch, split it")

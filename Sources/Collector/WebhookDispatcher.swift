@@ -300,15 +300,34 @@ public struct WebhookDispatcher: Service {
     /// names the bad field, Slack's says `invalid_blocks`): the start of its body on one line,
     /// printable characters only, and never our own credentials should it echo them.
     static func reason(in body: Data, hiding secrets: [String]) -> String {
-        // Redacted before it is cut, so no part of a secret survives at the cut (the body is at
-        // most the request's 1 MiB response cap).
-        var text = String(decoding: body, as: UTF8.self)
-        for secret in secrets where secret.count >= 4 { text = text.replacingOccurrences(of: secret, with: "[redacted]") }
+        // Redacted (in every encoding a receiver may echo it in: percent, JSON, HTML, base64)
+        // before it is cut, over a window that reaches past the cut by the longest secret's
+        // longest form, so no part of a secret survives at the cut.
+        var redactor = Redactor()
+        for secret in secrets where secret.count >= 4 { redactor.add(secret) }
+        var text = redactor.redact(String(decoding: body.prefix(4 * 600 + redactor.reach), as: UTF8.self))
         text = String(text.prefix(600))
         let line = String(String.UnicodeScalarView(text.unicodeScalars.map { $0.properties.generalCategory == .control ? " " : $0 }))
             .split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
         guard !line.isEmpty else { return "" }
         return ": " + (line.count > 200 ? String(line.prefix(200)) + "…" : line)
+    }
+
+    /// What a target's refusal must never show, for the log and the dead letters a read token
+    /// lists: its signing secret and routing key, and its URL, which for Slack, Discord, Teams or
+    /// a `?token=` receiver is the credential itself: the whole URL, its password, its query
+    /// values, and its path segments that look like keys (a digit in 6 characters or more, or 16
+    /// characters). A receiver's 404 often echoes the path it was sent (red team, third pass).
+    static func credentials(of target: WebhookTarget) -> [String] {
+        var secrets = [target.secret, target.url] + [target.routingKey].compactMap { $0 }
+        if let url = URLComponents(string: target.url) {
+            if let password = url.password { secrets.append(password) }
+            secrets += (url.queryItems ?? []).compactMap(\.value)
+            secrets += url.path.split(separator: "/").map(String.init).filter { segment in
+                segment.count >= 16 || (segment.count >= 6 && segment.contains { $0.isNumber })
+            }
+        }
+        return secrets.filter { !$0.isEmpty }
     }
 
     static func backoff(attempt: Int, base: TimeInterval, cap: TimeInterval) -> TimeInterval {
@@ -456,7 +475,7 @@ public struct WebhookDispatcher: Service {
                 }
                 return
             }
-            failure = "HTTP \(response.status)" + Self.reason(in: response.body, hiding: [target.routingKey, target.secret].compactMap { $0 })
+            failure = "HTTP \(response.status)" + Self.reason(in: response.body, hiding: Self.credentials(of: target))
             permanent = Self.isPermanentRefusal(response.status)
             // A receiver that asks for a pause (429, 503) gets at least that; an hour at most.
             rateLimited = response.status == 429
@@ -465,7 +484,7 @@ public struct WebhookDispatcher: Service {
             }
         } catch {
             if Task.isCancelled { return }
-            failure = "\(error.kind.rawValue): \(error.message)"
+            failure = "\(error.kind.rawValue): " + String(Self.reason(in: Data(error.message.utf8), hiding: Self.credentials(of: target)).dropFirst(2))
         }
         let attempts = delivery.attempts + 1
         metrics.webhookFailed(target: target.name)

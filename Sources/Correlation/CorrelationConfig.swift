@@ -36,12 +36,13 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// passing runs in a row (pooled over its regions' agents) that, were the failure rate it had
     /// still on, seeing none fail would have a chance below 1 − this: M = ⌈ln(1−c) / ln(1−p)⌉.
     public var recoveryConfidence: Double
-    /// Failed runs in a row, pooled strictly inside each probe's problem span, that read as a hard
-    /// fault (recovery's p near 1, a few passing runs end it): at least `min_runs`, and so many
-    /// that a fault failing half the runs would have shown a pass among them, at
-    /// `recovery_confidence` (10 at 0.999). Five could be a burst of a random fault: a 10 % fault
-    /// whose failures came together on 4 series read as hard, resolved on its next few passing
-    /// runs, and opened again (a flap).
+    /// Failed runs, pooled strictly inside each probe's problem span, that read as an incident's
+    /// hard fault (recovery's p near 1, a few passing runs end it): at least `min_runs`, and so
+    /// many that a fault failing half the runs would have shown a pass among them, at
+    /// `recovery_confidence` (10 at 0.999, 7 at 0.99). Five could be a burst of a random fault:
+    /// a 10 % fault whose failures came together on 4 series read as hard, resolved on its next
+    /// few passing runs, and opened again (a flap). An agent's local-fault episode keeps
+    /// `min_runs` (see `runsRecovered`).
     public var hardFaultRuns: Int {
         max(minRuns, Int(CorrelationEngine.cleanRunsNeeded(failureRate: 0.5, confidence: recoveryConfidence)))
     }

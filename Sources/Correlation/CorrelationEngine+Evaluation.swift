@@ -1248,7 +1248,11 @@ extension CorrelationEngine {
                 }
             }
         }
-        let p = scope.problemFailureRate(clean: cleanInWindow, hardRuns: config.hardFaultRuns)
+        // An agent's own episode reads a hard cut from `min_runs` failed runs, not an incident's
+        // `hardFaultRuns`: its runs are spread over all its probes (a 2-minute cut of 4 probes at
+        // 60 s leaves about 8), and reading 10 would keep a recovered agent's data out for minutes
+        // (~31 runs); a flaky network is still told apart by the passing runs in its span.
+        let p = scope.problemFailureRate(clean: cleanInWindow, hardRuns: config.minRuns)
         return clean >= Self.cleanRunsNeeded(failureRate: p, confidence: config.recoveryConfidence)
     }
 

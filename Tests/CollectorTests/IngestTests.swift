@@ -104,6 +104,69 @@ struct IngestTests {
         }
     }
 
+    /// One enrolled agent cannot make its pushes cost more than their results (red team, third
+    /// pass): padding beside the results, megabyte ids, huge results and byte floods are refused,
+    /// each with its own code, and nothing of them is stored.
+    @Test func oneAgentCannotPadOrSwellItsPushes() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        var config = testConfig(dir: dir, agents: [agent])
+        config.maxBodyBytes = 1 << 20
+        try await withCollector(config) { collector in
+            func code(_ response: HTTPResponse) throws -> String {
+                try SondeJSON.decode(APIErrorBody.self, from: response.body).error.code
+            }
+            // 100 KiB of whitespace before the closing brace: valid JSON, one small result.
+            var padded = try SondeJSON.encode(agent.batch([agent.result()]))
+            padded.insert(contentsOf: Data(repeating: UInt8(ascii: " "), count: 100 << 10), at: padded.count - 1)
+            let paddedAnswer = try await agent.push(padded, to: collector)
+            #expect(paddedAnswer.status == 400, "\(paddedAnswer.bodyText)")
+            #expect(try code(paddedAnswer) == "padded_body")
+            // A result id and a batch id of 200 bytes.
+            var longID = agent.result()
+            longID.id = String(repeating: "x", count: 200)
+            let idAnswer = try await agent.push(agent.batch([longID]), to: collector)
+            #expect(idAnswer.status == 400 && idAnswer.bodyText.contains("results[0].id"), "\(idAnswer.bodyText)")
+            let batchAnswer = try await agent.push(agent.batch([agent.result()], batchID: String(repeating: "b", count: 200)), to: collector)
+            #expect(batchAnswer.status == 400 && batchAnswer.bodyText.contains("batch_id"), "\(batchAnswer.bodyText)")
+            // One result of 20 steps with 15 KB URLs: over 256 KiB of JSON.
+            var huge = agent.result()
+            huge.steps = (0..<20).map { StepResult(name: "s\($0)", method: "GET", url: "https://x/" + String(repeating: "a", count: 15_000), ok: true, timings: .zero) }
+            let hugeAnswer = try await agent.push(agent.batch([huge]), to: collector)
+            #expect(hugeAnswer.status == 413, "\(hugeAnswer.bodyText)")
+            #expect(try code(hugeAnswer) == "result_too_large")
+            // 257 steps.
+            var many = agent.result()
+            many.steps = (0..<257).map { StepResult(name: "s\($0)", method: "GET", url: "https://x/", ok: true, timings: .zero) }
+            let manyAnswer = try await agent.push(agent.batch([many]), to: collector)
+            #expect(manyAnswer.status == 400 && manyAnswer.bodyText.contains("at most 256 steps"), "\(manyAnswer.bodyText)")
+            #expect(try await collector.store.resultCount() == 0)
+        }
+
+        // Bytes per minute: with 64 KiB a minute (a burst of two 32 KiB bodies), pushes of 30 results
+        // soon get 429 naming the limit, with Retry-After; what came before is stored.
+        let dir2 = try TemporaryDirectory()
+        defer { dir2.remove() }
+        var limited = testConfig(dir: dir2, agents: [agent])
+        limited.maxBodyBytes = 32 << 10
+        limited.limits.pushBytesPerMinute = Double(64 << 10)
+        try await withCollector(limited) { collector in
+            var stored = 0
+            var refused: HTTPResponse?
+            for _ in 0..<10 where refused == nil {
+                let results = (0..<30).map { _ in agent.result() }
+                let answer = try await agent.push(agent.batch(results), to: collector)
+                if answer.status == 200 { stored += results.count } else { refused = answer }
+            }
+            let answer = try #require(refused, "ten pushes of 30 results passed a 64 KiB-a-minute limit")
+            #expect(answer.status == 429 && answer.bodyText.contains("limits.push_bytes_per_minute"), "\(answer.bodyText)")
+            #expect(answer.headers.value(for: "Retry-After") != nil)
+            #expect(stored > 0)
+            #expect(try await collector.store.resultCount() == stored)
+        }
+    }
+
     /// An agent that lost its batch record to a power loss sends its results again in a new
     /// batch (same agent and seq, new batch id): acknowledged whole, but each result is stored,
     /// counted in `sonde_ingest_results_total` and handed to the correlation engine once; the

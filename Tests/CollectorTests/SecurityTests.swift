@@ -122,6 +122,45 @@ struct SecurityTests {
         }
     }
 
+    /// With `metrics.public`, anonymous scrapes share one making a second (each reads storage, and
+    /// nobody may keep the collector rendering); a read token's scrape is made for it.
+    @Test func anonymousScrapesShareOneMakingASecond() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        var config = testConfig(dir: dir, agents: [agent])
+        config.metricsPublic = true
+        try await withCollector(config) { collector in
+            func ingested(_ text: String) -> String? {
+                text.split(separator: "\n").first { $0.hasPrefix("sonde_ingest_results_total") }.map(String.init)
+            }
+            // A push between two anonymous scrapes within the second: the second shows what the
+            // first did, a token's scrape shows the push. (Tried again if one try took too long.)
+            var compared = false
+            for attempt in 0..<5 where !compared {
+                // A try after a slow one starts once the last shared making has expired.
+                if attempt > 0 { try await Task.sleep(for: .milliseconds(1100)) }
+                let start = ContinuousClock.now
+                let first = try await get(collector, "/metrics", token: nil)
+                #expect(first.status == 200)
+                #expect(try await agent.push(agent.batch([agent.result()]), to: collector).status == 200)
+                let tokened = try await get(collector, "/metrics", token: TestTokens.read).bodyText
+                let second = try await get(collector, "/metrics", token: nil).bodyText
+                // A token that is not one the collector knows is anonymous here: no error, no fresh making.
+                let badToken = try await get(collector, "/metrics", token: "not-a-token")
+                guard ContinuousClock.now - start < .milliseconds(900) else { continue }
+                compared = true
+                #expect(ingested(second) == ingested(first.bodyText), "anonymous scrapes within a second share one making")
+                #expect(badToken.status == 200 && ingested(badToken.bodyText) == ingested(first.bodyText))
+                #expect(ingested(tokened) != ingested(first.bodyText), "a token's scrape is fresh: \(ingested(tokened) ?? "none")")
+            }
+            #expect(compared, "no try fitted in the second")
+            // A second later anonymous scrapes show the push too.
+            let fresh = try #require(ingested(try await get(collector, "/metrics", token: TestTokens.read).bodyText))
+            try await waitUntil("anonymous scrapes catch up") { ingested(try await get(collector, "/metrics", token: nil).bodyText) == fresh }
+        }
+    }
+
     /// HTTPS with certificates made now: the right CA completes the handshake, an unrelated CA
     /// does not; with `client_ca`, a client without a certificate is refused.
     /// An agent pushing to a collector whose certificate comes from a private CA, without
