@@ -403,23 +403,6 @@ public enum IngestDecoding {
         if let reason = ResultText.idProblem(batch.batchID) {
             throw APIError(.badRequest, "bad_field", "batch_id (\(APIError.clipped(batch.batchID, to: 64))): \(reason)")
         }
-        // What is stored is the body as signed: beside its results it may carry only a little
-        // (the batch's own fields, members a newer agent adds), not megabytes of padding (red
-        // team, third pass: one result and 8 MiB of filler per push), and no result may be huge.
-        var resultBytes = 0
-        for (index, range) in decoded.resultRanges.enumerated() {
-            guard range.count <= ResultText.largestResultBytes else {
-                throw APIError(
-                    .contentTooLarge, "result_too_large",
-                    "results[\(index)] is \(range.count) bytes of JSON; at most \(ResultText.largestResultBytes) are accepted per result")
-            }
-            resultBytes += range.count
-        }
-        guard body.count - resultBytes <= ResultText.largestBatchOverhead else {
-            throw APIError(
-                .badRequest, "padded_body",
-                "the body holds \(body.count - resultBytes) bytes beside its results; at most \(ResultText.largestBatchOverhead) are accepted")
-        }
         guard !batch.results.isEmpty else { throw APIError(.badRequest, "empty_batch", "the batch has no results") }
         guard batch.results.count <= maxResults else {
             throw APIError(.contentTooLarge, "too_many_results", "the batch has \(batch.results.count) results; at most \(maxResults) are accepted per batch, split it")
@@ -446,6 +429,23 @@ public enum IngestDecoding {
             if let (field, reason) = ResultText.problem(in: result) {
                 throw APIError(.badRequest, "bad_field", "results[\(index)].\(field) (id \(APIError.clipped(result.id, to: 64))): \(reason); fix the probe script (sonde-agent validate checks it)")
             }
+        }
+        // What is stored is the body as signed: beside its results it may carry only a little
+        // (the batch's own fields, members a newer agent adds), not megabytes of padding (red
+        // team, third pass: one result and 8 MiB of filler per push), and no result may be huge.
+        var resultBytes = 0
+        for (index, range) in decoded.resultRanges.enumerated() {
+            guard range.count <= ResultText.largestResultBytes else {
+                throw APIError(
+                    .contentTooLarge, "result_too_large",
+                    "results[\(index)] is \(range.count) bytes of JSON; at most \(ResultText.largestResultBytes) are accepted per result")
+            }
+            resultBytes += range.count
+        }
+        guard body.count - resultBytes <= ResultText.largestBatchOverhead else {
+            throw APIError(
+                .badRequest, "padded_body",
+                "the body holds \(body.count - resultBytes) bytes beside its results; at most \(ResultText.largestBatchOverhead) are accepted")
         }
         if let notBefore, let index = batch.results.firstIndex(where: { $0.startedAt < notBefore }) {
             let result = batch.results[index]

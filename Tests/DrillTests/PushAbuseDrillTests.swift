@@ -54,12 +54,13 @@ import Testing
         try await withDrillCollector(
             in: folder, agents: [agent, other], extra: ["request_timeout: 60s", "max_body_bytes: 300000", "limits: { max_push_bytes_in_flight: 1000000 }"]
         ) { collector in
-            // A valid push padded to 200 KB (JSON allows trailing white space; the signature covers it).
+            // A valid push of about 200 KB of results (padding beside them is refused: `padded_body`).
             // `claim`: as the agent sends it, or made 10 minutes ago, or signed by another key.
             enum Claim { case valid, none, stale, otherKey }
+            let resultsIn200KB = 200_000 / (try agent.signedBatch(100).1.count / 100) + 1
             func push(_ agent: DrillAgent, claim: Claim = .valid) throws -> RawOutcome {
-                let (_, small, _) = try agent.signedBatch(2)
-                let body = small + Data(repeating: 32, count: 200_000)
+                let (_, body, _) = try agent.signedBatch(resultsIn200KB)
+                #expect(body.count >= 200_000 && body.count < 300_000)
                 var headers = [
                     ("Content-Type", "application/json"), (PushProtocol.agentHeader, agent.id), (PushProtocol.signatureHeader, try agent.key.signatureHeader(for: body)),
                 ]
