@@ -498,18 +498,6 @@ struct ProbeRunnerTests {
 
     // MARK: - Polling
 
-    /// A job whose state follows `states` one request at a time, then stays on the last one.
-    func jobServer(_ states: [String]) throws -> LoopbackHTTPServer {
-        let seen = Mutex(0)
-        return try LoopbackHTTPServer { _ in
-            let n = seen.withLock { count -> Int in
-                count += 1
-                return count
-            }
-            return .json(200, #"{"id":"job-1","status":"\#(states[min(n - 1, states.count - 1)])"}"#)
-        }
-    }
-
     func pollProbe(extra: String = "", maxWait: String = "10s", timeout: String = "20s") throws -> ProbeDefinition {
         try makeProbe("""
             name: poll
@@ -531,7 +519,7 @@ struct ProbeRunnerTests {
 
     /// A job whose answers follow `replies` one request at a time, then stay on the last one:
     /// a state name, or `503`, `drop` (no answer) or `html` (a 200 page that is not JSON).
-    func flakyJobServer(_ replies: [String]) throws -> LoopbackHTTPServer {
+    func jobServer(_ replies: [String]) throws -> LoopbackHTTPServer {
         let seen = Mutex(0)
         return try LoopbackHTTPServer { _ in
             let n = seen.withLock { count -> Int in
@@ -550,14 +538,14 @@ struct ProbeRunnerTests {
     @Test("tolerate_errors: failed attempts in a row up to the limit are polled through; one more fails the step, saying so")
     func pollToleratesErrors() async throws {
         let replies = ["in_progress", "503", "drop", "in_progress", "html", "completed"]
-        let tolerant = try flakyJobServer(replies)
+        let tolerant = try jobServer(replies)
         defer { tolerant.stop() }
         let passed = await run(try pollProbe(extra: "      tolerate_errors: 2"), tolerant)
         #expect(passed.outcome == .ok, "\(String(describing: passed.error))")
         #expect(passed.steps.first?.attempts == 6)
         #expect(passed.steps.first?.status == 200)
 
-        let strict = try flakyJobServer(replies)
+        let strict = try jobServer(replies)
         defer { strict.stop() }
         let failed = await run(try pollProbe(extra: "      tolerate_errors: 1"), strict)
         #expect(failed.outcome == .failed, "\(String(describing: failed.error))")
@@ -565,7 +553,7 @@ struct ProbeRunnerTests {
         #expect(failed.steps.first?.attempts == 3)
 
         // Without it (the default) the first failed attempt fails the step, as before.
-        let plain = try flakyJobServer(replies)
+        let plain = try jobServer(replies)
         defer { plain.stop() }
         let first = await run(try pollProbe(), plain)
         #expect(first.error?.kind == .httpStatus, "\(String(describing: first.error))")
@@ -575,7 +563,7 @@ struct ProbeRunnerTests {
 
     @Test("tolerate_errors never tolerates fail_when")
     func pollToleratesNoFailWhen() async throws {
-        let server = try flakyJobServer(["503", "expired"])
+        let server = try jobServer(["503", "expired"])
         defer { server.stop() }
         let result = await run(try pollProbe(extra: "      tolerate_errors: 3"), server)
         #expect(result.error?.kind == .assertion)
