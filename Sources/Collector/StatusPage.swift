@@ -221,7 +221,9 @@ enum StatusPage {
     static func publicMessage(_ update: PageIncident.Update, incident: PageIncident, agentIDs: [String]) -> String {
         let message = update.message
         if update.person != nil { return message }
-        let leaks = message.contains("://") || agentIDs.contains { !$0.isEmpty && message.contains($0) } || (incident.agents ?? []).contains { message.contains($0) }
+        let leaks =
+            message.contains("://") || agentIDs.contains { !$0.isEmpty && message.contains($0) } || (incident.agents ?? []).contains { message.contains($0) }
+            || namesAHost(message)
         if !leaks && !message.isEmpty { return message }
         switch update.status {
         case "investigating": return "We are investigating a problem with \(incident.component)."
@@ -230,6 +232,23 @@ enum StatusPage {
         case "resolved": return "This incident has been resolved."
         default: return "\(PageIncident.statusWords(update.status)): \(incident.component)."
         }
+    }
+
+    /// Whether a text names something like a host or an address: a word that starts with a letter
+    /// and has a dot followed by a letter (`db-prod.internal`), or four dotted numbers
+    /// (`10.0.3.7`), with or without a `:port`. The engine's text quotes the agents' error codes,
+    /// which any enrolled agent chooses (red team, third pass: `db-prod.internal:5432` reached the
+    /// public headline); a component or code with a dot in it falls back to the plain sentence too.
+    static func namesAHost(_ text: String) -> Bool {
+        let words = text.split { !($0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" || $0 == ":") }
+        for word in words {
+            let host = word.split(separator: ":", maxSplits: 1).first.map { $0.trimmingCharacters(in: CharacterSet(charactersIn: ".")) } ?? ""
+            let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+            guard labels.count >= 2, !labels.contains(where: \.isEmpty) else { continue }
+            if labels.count == 4, labels.allSatisfy({ $0.allSatisfy(\.isNumber) }) { return true }
+            if host.first?.isLetter == true, labels.dropFirst().contains(where: { $0.first?.isLetter == true }) { return true }
+        }
+        return false
     }
 
     // MARK: - The main page
