@@ -764,8 +764,9 @@ extension CorrelationEngine {
             }
         }
         var recovered = [Bool](repeating: false, count: counts.count)
+        let hardRuns = config.hardFaultRuns
         for g in counts.indices where !frame.recoveryHeld[g]
-            && counts[g].recovered(runs: config.monitorRuns, hardRuns: config.hardFaultRuns, confidence: config.recoveryConfidence)
+            && counts[g].recovered(runs: config.monitorRuns, hardRuns: hardRuns, confidence: config.recoveryConfidence)
         {
             // The incident's own lull guard: a random fault's pause is not its end, for the
             // verdict either (else the verdict read operational while its incident stayed open).

@@ -138,8 +138,12 @@ struct SecurityTests {
             // first did, a token's scrape shows the push. (Tried again if one try took too long.)
             var compared = false
             for attempt in 0..<5 where !compared {
-                // A try after a slow one starts once the last shared making has expired.
-                if attempt > 0 { try await Task.sleep(for: .milliseconds(1100)) }
+                // A try after a slow one starts once anonymous scrapes show the last push (the
+                // shared making it would reuse is then a fresh one).
+                if attempt > 0 {
+                    let fresh = ingested(try await get(collector, "/metrics", token: TestTokens.read).bodyText)
+                    try await waitUntil("the shared making renewed") { ingested(try await get(collector, "/metrics", token: nil).bodyText) == fresh }
+                }
                 let start = ContinuousClock.now
                 let first = try await get(collector, "/metrics", token: nil)
                 #expect(first.status == 200)

@@ -271,25 +271,11 @@ struct NodeReader {
         }
     }
 
-    /// The template with agent variables and the agent's environment put in (defaults where
-    /// unset); nil when it has a reference the loader cannot know (`${file:…}` without default,
-    /// a built-in, an extraction).
+    /// The template with agent variables and the agent's environment put in (an empty environment
+    /// variable is unset); nil when it has a reference the loader cannot know.
     private func knownNow(_ template: Template) -> String? {
-        var text = ""
-        for segment in template.segments {
-            switch segment {
-            case .literal(let part): text += part
-            case .variable(let name, let fallback):
-                guard let value = values[name] ?? fallback else { return nil }
-                text += value
-            case .environment(let name, let fallback):
-                guard let value = getenv(name).map({ String(cString: $0) }).flatMap({ $0.isEmpty ? nil : $0 }) ?? fallback else { return nil }
-                text += value
-            case .file(_, let fallback?): text += fallback
-            default: return nil
-            }
-        }
-        return text
+        template.filled(
+            variable: { values[$0] }, environment: { name in getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } })
     }
 
     // MARK: - JSON values

@@ -43,12 +43,23 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The value when every reference has a default (or there is none): what the loader can know.
-    var defaultValue: String? {
+    var defaultValue: String? { filled(variable: { _ in nil }, environment: { _ in nil }) }
+
+    /// The value with variables and environment variables looked up, their defaults where the
+    /// look-up gives nil, and `${file:…}` defaults; nil when a reference has neither (a built-in,
+    /// an extraction, a capture, a file without default).
+    func filled(variable: (String) -> String?, environment: (String) -> String?) -> String? {
         var text = ""
         for segment in segments {
             switch segment {
             case .literal(let part): text += part
-            case .variable(_, let fallback?), .environment(_, let fallback?), .file(_, let fallback?): text += fallback
+            case .variable(let name, let fallback):
+                guard let value = variable(name) ?? fallback else { return nil }
+                text += value
+            case .environment(let name, let fallback):
+                guard let value = environment(name) ?? fallback else { return nil }
+                text += value
+            case .file(_, let fallback?): text += fallback
             default: return nil
             }
         }
