@@ -52,9 +52,7 @@ struct APIAccess: Sendable {
         let digest = SHA256Digest.hash(Data(presented.utf8))
         var found: APIToken?
         for token in settings.tokens {
-            var difference: UInt8 = 0
-            for (a, b) in zip(token.sha256, digest) { difference |= a ^ b }
-            if difference == 0 && token.sha256.count == digest.count { found = token }
+            if ConstantTime.equal(token.sha256, digest) { found = token }
         }
         return found
     }

@@ -45,6 +45,9 @@ struct IngestHandler: Sendable {
     static let enrolmentGrace: TimeInterval = 86_400
     /// Longer `Sonde-Agent` values are refused unread (enrolment allows far shorter ids).
     static let longestAgentID = 256
+    /// The public key an unknown or revoked id's push is checked against: made at start, its
+    /// private half never kept, so nothing verifies against it.
+    static let decoyKey = AgentSigningKey().publicKey.base64
 
     func handle(_ request: Request) async throws(APIError) -> PushAck {
         do {
@@ -100,27 +103,30 @@ struct IngestHandler: Sendable {
             throw APIError(.serviceUnavailable, "storage_unavailable", "cannot look the agent up; retry later (the collector's log says why)")
         }
         let usable = agent.flatMap { $0.revoked ? nil : $0 }
+        // An unknown or revoked id is checked as an enrolled one would be, against a key nobody
+        // holds: the same claim and signature checks, the same body budget, the same `busy`, so
+        // neither the answer nor its timing tells which ids are enrolled (red team, third pass).
+        let checked = usable ?? AgentRecord(id: agentID, region: "", publicKey: Self.decoyKey, revoked: false, enrolledAt: receivedAt)
         // A push whose claim (signed id, time and length, checked before its body) holds reads
         // into its agent's own share; any other into the unproven pool (`PushBodyBudget`).
         let proven: Bool
-        if let usable, let claim = request.headers.first(named: PushProtocol.claimHeader) {
-            proven = claims.holds(claim, agent: usable, now: receivedAt, allowedSkew: allowedSkew, keys: keys)
+        if let claim = request.headers.first(named: PushProtocol.claimHeader) {
+            proven = claims.holds(claim, agent: checked, now: receivedAt, allowedSkew: allowedSkew, keys: keys)
         } else {
             proven = false
         }
         // Held until the push is answered: the body stays in memory while it is checked and stored.
         var charged = 0
         defer { bodyBudget.release(charged, agent: agentID, proven: proven) }
-        let body = try await readBody(request, agent: agentID, proven: proven, keep: usable != nil, charged: &charged)
+        let body = try await readBody(request, agent: agentID, proven: proven, charged: &charged)
+
+        // The signature covers the exact bytes received (an empty body fails it too).
+        let verified = keys.key(checked.publicKey)?.verify(signatureHeader: signature, body: body) ?? false
         guard let agent = usable else {
             throw Self.unauthorized(reason: agent == nil ? "unknown_agent" : "agent_revoked")
         }
+        guard verified else { throw Self.unauthorized(reason: "bad_signature") }
         guard !body.isEmpty else { throw APIError(.badRequest, "malformed_body", "the request body is empty; expected a JSON push batch") }
-
-        // The signature covers the exact bytes received.
-        guard let key = keys.key(agent.publicKey), key.verify(signatureHeader: signature, body: body) else {
-            throw Self.unauthorized(reason: "bad_signature")
-        }
 
         // Rate after the signature: nobody can spend an agent's allowance by naming it.
         if let wait = pushLimiter.take(agentID) {
@@ -220,30 +226,27 @@ struct IngestHandler: Sendable {
     }
 
     /// Reads the body, charging `bodyBudget` for the bytes as they arrive (not the declared
-    /// length: a slow sender holds only what it has sent). `keep` false (an unknown or revoked
-    /// agent) reads and drops it, charging nothing, so the answer comes at the same point as for
-    /// a bad signature. A stalled body is cut by `RequestReadDeadline`'s minimum rate.
+    /// length: a slow sender holds only what it has sent). A stalled body is cut by
+    /// `RequestReadDeadline`'s minimum rate.
     /// `charged`: the bytes reserved so far, for the caller to release once the push is answered.
-    private func readBody(_ request: Request, agent: String, proven: Bool, keep: Bool, charged: inout Int) async throws(APIError) -> Data {
+    private func readBody(_ request: Request, agent: String, proven: Bool, charged: inout Int) async throws(APIError) -> Data {
         var body = Data()
         var received = 0
         do {
             for try await chunk in request.body {
                 let size = chunk.readableBytes
                 guard received + size <= maxBodyBytes else { throw tooLarge(nil) }
-                if keep {
-                    guard bodyBudget.reserve(size, agent: agent, proven: proven) else {
-                        var error = APIError(
-                            .serviceUnavailable, "busy",
-                            "the collector is reading too many push bodies at once (limits.max_push_bytes_in_flight, or twice max_body_bytes for one agent id)"
-                                + (proven ? "" : "; this push has no valid \(PushProtocol.claimHeader) header, so it shares the pool of unproven pushes")
-                                + "; retry in 1 s")
-                        error.headers[.retryAfter] = "1"
-                        throw error
-                    }
-                    charged += size
-                    body.append(contentsOf: chunk.readableBytesView)
+                guard bodyBudget.reserve(size, agent: agent, proven: proven) else {
+                    var error = APIError(
+                        .serviceUnavailable, "busy",
+                        "the collector is reading too many push bodies at once (limits.max_push_bytes_in_flight, or twice max_body_bytes for one agent id)"
+                            + (proven ? "" : "; this push has no valid \(PushProtocol.claimHeader) header, so it shares the pool of unproven pushes")
+                            + "; retry in 1 s")
+                    error.headers[.retryAfter] = "1"
+                    throw error
                 }
+                charged += size
+                body.append(contentsOf: chunk.readableBytesView)
                 received += size
             }
         } catch let error as APIError {
@@ -328,7 +331,7 @@ final class PushClaimCache: Sendable {
     private let verified = Mutex<[String: (key: String, header: String, timeMs: Int64)]>([:])
 
     func holds(_ header: String, agent: AgentRecord, now: Date, allowedSkew: TimeInterval, keys: AgentKeyCache) -> Bool {
-        if let kept = verified.withLock({ $0[agent.id] }), kept.header == header, kept.key == agent.publicKey {
+        if let kept = verified.withLock({ $0[agent.id] }), ConstantTime.equal(kept.header, header), kept.key == agent.publicKey {
             return PushClaim.isCurrent(timeMs: kept.timeMs, now: now, allowedSkew: allowedSkew)
         }
         guard let key = keys.key(agent.publicKey), key.verify(claimHeader: header, agent: agent.id, now: now, allowedSkew: allowedSkew),

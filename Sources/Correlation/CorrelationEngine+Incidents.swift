@@ -367,7 +367,11 @@ extension CorrelationEngine {
             detail.append("\(evidence.failingAgentCount) of \(of) agents")
         }
         if let p95 = telling(evidence.latencyP95Ms, status) { detail.append("p95 " + duration(ms: p95)) }
-        let codes = evidence.errorCodes.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(2).map(\.key)
+        // Codes are words an agent chooses: the text people (and the public page) read names only
+        // those two or more agents report, so no single agent writes on it (red team, third pass).
+        // `describe`, for operators and webhooks, names them all.
+        let codes = evidence.errorCodes.filter { $0.value >= 2 }.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+            .prefix(2).map(\.key)
         if !codes.isEmpty { detail.append(codes.joined(separator: ", ")) }
         detail.append("since " + clock(since))
         var text = "\(displayName(component)) \(verb) \(place) (\(detail.joined(separator: ", ")))."

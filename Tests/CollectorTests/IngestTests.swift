@@ -51,10 +51,14 @@ struct IngestTests {
             try expectUnauthorized(try await stranger.push(stranger.batch([stranger.result()]), to: collector))
             // Revoked agent.
             try expectUnauthorized(try await revoked.push(revoked.batch([revoked.result()]), to: collector))
+            // An empty body: the same 401 for an enrolled id as for an unknown one (a 400 for the
+            // enrolled id alone would tell which ids exist).
+            try expectUnauthorized(try await good.push(Data(), to: collector, signature: try good.key.signatureHeader(for: body)))
+            try expectUnauthorized(try await stranger.push(Data(), to: collector))
             #expect(Set(answers).count == 1, "\(answers)")
             #expect(!answers[0].contains("nobody") && !answers[0].contains(revoked.id) && answers[0].contains("revoked"), "\(answers[0])")
             let metrics = try await get(collector, "/metrics", token: TestTokens.read).bodyText
-            for (reason, count) in [("bad_signature", 3), ("unknown_agent", 1), ("agent_revoked", 1)] {
+            for (reason, count) in [("bad_signature", 4), ("unknown_agent", 2), ("agent_revoked", 1)] {
                 #expect(metrics.contains("sonde_refusals_total{surface=\"ingest\",reason=\"\(reason)\"} \(count)"), "\(reason)")
             }
             // sent_at 10 minutes in the past; the message says by how much.

@@ -221,6 +221,13 @@ struct HumanUpdateRuleTests {
         #expect(
             CorrelationEngine.headline(component: "login", status: .degradedPerformance, scope: .platform, evidence: slow, since: since)
                 == "Login is slow platform-wide (4 of 6 agents, p95 2.3 s, since 14:02 UTC).")
+        // A code only one agent reports is a word that agent chose: the headline (which the
+        // public page shows) leaves it out; the operators' summary keeps it.
+        let lone = Evidence(failingAgentCount: 3, failingRegions: ["eu"], reportingAgents: 3, errorCodes: ["file_expired": 2, "we_were_hacked": 1])
+        #expect(
+            CorrelationEngine.headline(component: "files", status: .partialOutage, scope: .region, evidence: lone, since: since)
+                == "Files is failing for users in eu (3 of 3 agents, file_expired, since 14:02 UTC).")
+        #expect(CorrelationEngine.describe(component: "files", status: .partialOutage, scope: .region, evidence: lone).contains("we_were_hacked"))
     }
 
     /// A refused port fails every run before an answer; the latencies are of the latest passing

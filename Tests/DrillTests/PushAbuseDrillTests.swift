@@ -100,6 +100,10 @@ import Testing
                 #expect(try push(agent, claim: claim) == .status(503), "unproven (\(claim)): eu-1's unproven share is used up")
                 #expect(try push(other, claim: claim) == .status(503), "unproven (\(claim)): the unproven half is used up")
             }
+            // An id that was never enrolled is read and charged as an enrolled one without a valid
+            // claim: the same `busy` here, so the answer does not tell which ids are enrolled.
+            let ghost = DrillAgent(id: "ghost-1", region: "eu")
+            #expect(try push(ghost) == .status(503), "an unknown id shares the unproven half, as an enrolled id does")
             // Stalled bodies are cut by the minimum rate (16 KiB/s after 5 s), well before request_timeout.
             let clock = ContinuousClock()
             let start = clock.now
@@ -108,6 +112,7 @@ import Testing
             try await waitUntil("the budget free again", timeout: .seconds(20)) { try await collector.metric("sonde_ingest_push_bytes_in_flight") == 0 }
             #expect(try push(agent) == .status(200))
             #expect(try push(agent, claim: .none) == .status(200))
+            #expect(try push(ghost) == .status(401))
         }
     }
 

@@ -38,7 +38,7 @@ final class PlatformStore: Sendable {
 
     /// A new token when the credentials are right; nil otherwise.
     func login(username: String, password: String, now: Date = Date()) -> String? {
-        guard let expected = users[username], constantTimeEqual(expected, password) else { return nil }
+        guard let expected = users[username], ConstantTime.equal(expected, password) else { return nil }
         let token = "tok_" + randomHex(24)
         state.withLock { $0.tokens[token] = Token(user: username, expiresAt: now.addingTimeInterval(tokenTTL.seconds)) }
         return token
@@ -52,14 +52,6 @@ final class PlatformStore: Sendable {
         let value = parts[1].trimmingCharacters(in: .whitespaces)
         guard let token = state.withLock({ $0.tokens[value] }) else { return .unknown }
         return token.expiresAt > now ? .valid(user: token.user) : .expired
-    }
-
-    private func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var difference: UInt8 = 0
-        for i in x.indices { difference |= x[i] ^ y[i] }
-        return difference == 0
     }
 
     // MARK: - Files
