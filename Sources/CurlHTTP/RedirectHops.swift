@@ -31,12 +31,26 @@ struct RedirectHops {
 
     /// Refuses a URL whose scheme is not http or https, before curl sees it.
     static func checkScheme(_ url: String, redirect: Bool) throws(HTTPTransferError) {
+        // Nearly every URL starts with one of them: said without building its scheme's string.
+        if startsWithAllowedScheme(url) { return }
         let scheme = Self.scheme(of: url)
         guard let scheme, HTTPRequest.allowedSchemes.contains(scheme) else {
             let shown = scheme.map { "\($0)://" } ?? "a URL without a scheme"
             let what = redirect ? "a redirect to \(shown) was not followed" : "\(shown) is not allowed"
             throw HTTPTransferError(kind: .invalidRequest, curlCode: 0, message: "\(what): only http:// and https:// URLs are fetched")
         }
+    }
+
+    /// Whether `url` starts with `http://` or `https://`, in any case (what `scheme(of:)` would
+    /// then say too).
+    static func startsWithAllowedScheme(_ url: String) -> Bool {
+        var bytes = url.utf8.makeIterator()
+        for expected in "http".utf8 {
+            guard let byte = bytes.next(), byte | 0x20 == expected else { return false }
+        }
+        var next = bytes.next()
+        if let byte = next, byte | 0x20 == UInt8(ascii: "s") { next = bytes.next() }
+        return next == UInt8(ascii: ":") && bytes.next() == UInt8(ascii: "/") && bytes.next() == UInt8(ascii: "/")
     }
 
     /// What comes before the first "://", lowercased; nil without one. A byte scan: the generic

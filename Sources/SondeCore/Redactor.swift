@@ -33,7 +33,8 @@ public struct Redactor: Sendable {
     private var literals: [(bytes: [UInt8], widen: Bool)] = []
     private var known: Set<String> = []
     /// Bytes an encoded secret can start with: other positions are skipped at once.
-    private var firstBytes = [Bool](repeating: false, count: 256)
+    /// A bit set, not an array: a redactor is made for every run, most with no secret at all.
+    private var firstBytes = ByteSet()
 
     /// The longest encoded length of one character (`&#x0001F600;`, a surrogate pair): how far
     /// past a cut point a secret that starts before it can reach, per character.
@@ -63,7 +64,7 @@ public struct Redactor: Sendable {
     /// More than `maxSecrets` were added: every non-empty text is masked whole.
     private var overflowed = false
 
-    public var isEmpty: Bool { needles.isEmpty && !overflowed }
+    public var isEmpty: Bool { needles.isEmpty && literals.isEmpty && !overflowed }
 
     public init() {}
 
@@ -83,8 +84,8 @@ public struct Redactor: Sendable {
             for needle in added {
                 if needle.scalars.count <= Self.longestTolerant {
                     let first = String(needle.scalars[0]).utf8.first!
-                    firstBytes[Int(first)] = true
-                    if !needle.wholeWord, Self.isASCIILetter(first) { firstBytes[Int(first ^ 0x20)] = true }
+                    firstBytes.insert(first)
+                    if !needle.wholeWord, Self.isASCIILetter(first) { firstBytes.insert(first ^ 0x20) }
                     reach = max(reach, needle.scalars.count * Self.maxEncodedScalarLength)
                     // Longest first, kept in order as they come (no re-sort of every needle per add).
                     let index = needles.firstIndex { $0.scalars.count < needle.scalars.count } ?? needles.endIndex
@@ -96,7 +97,7 @@ public struct Redactor: Sendable {
                 }
             }
         }
-        for escape in "%+\\&".utf8 { firstBytes[Int(escape)] = true }
+        for escape in "%+\\&".utf8 { firstBytes.insert(escape) }
     }
 
     public func redact(_ text: String) -> String {
@@ -115,7 +116,7 @@ public struct Redactor: Sendable {
         var steps = 0
         var position = 0
         while position < bytes.count, !needles.isEmpty {
-            guard firstBytes[Int(bytes[position])] else {
+            guard firstBytes.contains(bytes[position]) else {
                 position += 1
                 continue
             }
@@ -412,5 +413,30 @@ public struct Redactor: Sendable {
         while lower > 0, isBase64(bytes[lower - 1]) { lower -= 1 }
         while upper < bytes.count, isBase64(bytes[upper]) { upper += 1 }
         return lower..<upper
+    }
+}
+
+/// 256 bits, one per byte value, held inline (no allocation).
+struct ByteSet: Sendable {
+    private var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+    mutating func insert(_ byte: UInt8) {
+        let bit = UInt64(1) << (byte & 63)
+        switch byte >> 6 {
+        case 0: words.0 |= bit
+        case 1: words.1 |= bit
+        case 2: words.2 |= bit
+        default: words.3 |= bit
+        }
+    }
+
+    func contains(_ byte: UInt8) -> Bool {
+        let bit = UInt64(1) << (byte & 63)
+        switch byte >> 6 {
+        case 0: return words.0 & bit != 0
+        case 1: return words.1 & bit != 0
+        case 2: return words.2 & bit != 0
+        default: return words.3 & bit != 0
+        }
     }
 }

@@ -1,6 +1,7 @@
 @testable import CurlHTTP
 import Foundation
 import SondeCore
+import SondeTestSupport
 import Testing
 
 @testable import ProbeEngine
@@ -106,6 +107,28 @@ struct ProbeFormatValidationTests {
         // The retry_interval check reads the values too: 20 s is longer than a 10 s interval.
         let (_, tooLong) = ProbeLoader.parse(yaml: yaml, file: "p.yaml", variables: names, values: ["check_interval": "10s", "check_retry": "20s"])
         #expect(tooLong.map(\.description).contains { $0.contains("retry_interval must be between 100ms and the interval (10s)") }, "\(tooLong)")
+    }
+
+    @Test("a schedule from a file (${file:…}) takes the file's value at load, beside the probe file; without the file, its default")
+    func scheduleFromAFile() throws {
+        let dir = try TemporaryDirectory("schedule-file")
+        defer { dir.remove() }
+        let yaml = """
+            name: p
+            component: api
+            interval: ${file:interval.txt:-30s}
+            timeout: 5s
+            steps:
+              - {name: get, request: {url: "https://example.com/"}}
+            """
+        let (fallback, none) = ProbeLoader.parse(yaml: yaml, file: dir.file("p.yaml"), variables: [])
+        #expect(none.isEmpty && fallback?.interval == .seconds(30), "\(none)")
+        try "15s\n".write(toFile: dir.file("interval.txt"), atomically: true, encoding: .utf8)
+        let (read, problems) = ProbeLoader.parse(yaml: yaml, file: dir.file("p.yaml"), variables: [])
+        #expect(problems.isEmpty && read?.interval == .seconds(15), "\(problems)")
+        try "sometimes".write(toFile: dir.file("interval.txt"), atomically: true, encoding: .utf8)
+        let (_, bad) = ProbeLoader.parse(yaml: yaml, file: dir.file("p.yaml"), variables: [])
+        #expect(bad.map(\.description).contains { $0.contains("is 'sometimes' for this agent, not a duration") }, "\(bad)")
     }
 
     @Test("cert_valid_for on a dns step is an error: a DNS answer has no certificate, so the check could never pass")

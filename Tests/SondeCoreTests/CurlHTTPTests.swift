@@ -90,7 +90,10 @@ import Testing
 
     // MARK: - Protocols, redirects, bodies (issue 11)
 
-    @Test("only http and https: file:// and gopher:// are refused before anything is read or sent", arguments: ["file:///etc/passwd", "FILE:///etc/passwd", "ftp://127.0.0.1/", "dict://127.0.0.1/", "127.0.0.1/no-scheme"])
+    @Test("only http and https: file:// and gopher:// are refused before anything is read or sent", arguments: [
+            "file:///etc/passwd", "FILE:///etc/passwd", "ftp://127.0.0.1/", "dict://127.0.0.1/", "127.0.0.1/no-scheme",
+            "httpx://127.0.0.1/", "http:/127.0.0.1/", "https:127.0.0.1/", "htt://127.0.0.1/", "httpss://127.0.0.1/", "http\u{0}://127.0.0.1/",
+        ])
     func otherSchemesAreRefused(url: String) async throws {
         let error = await #expect(throws: HTTPTransferError.self) { _ = try await client.perform(HTTPRequest(url: url)) }
         #expect(error?.kind == .invalidRequest)

@@ -271,11 +271,25 @@ struct NodeReader {
         }
     }
 
-    /// The template with agent variables and the agent's environment put in (an empty environment
-    /// variable is unset); nil when it has a reference the loader cannot know.
+    /// The template with agent variables, the agent's environment (an empty variable is unset)
+    /// and files (`${file:…}`, read as a run reads them: trimmed) put in; nil when it has a
+    /// reference the loader cannot know.
     private func knownNow(_ template: Template) -> String? {
         template.filled(
-            variable: { values[$0] }, environment: { name in getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } })
+            variable: { values[$0] }, environment: { name in getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } },
+            file: { Self.smallFile(Self.resolve($0, base: baseDirectory)) })
+    }
+
+    /// A file's text, trimmed, when it is under 4 KiB: a schedule's value is a few bytes, and a
+    /// bigger file is not one (nor read whole).
+    private static func smallFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count >= 0, count < buffer.count else { return nil }
+        return String(decoding: buffer[..<count], as: UTF8.self).trimmed()
     }
 
     // MARK: - JSON values

@@ -48,7 +48,7 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
     /// The value with variables and environment variables looked up, their defaults where the
     /// look-up gives nil, and `${file:…}` defaults; nil when a reference has neither (a built-in,
     /// an extraction, a capture, a file without default).
-    func filled(variable: (String) -> String?, environment: (String) -> String?) -> String? {
+    func filled(variable: (String) -> String?, environment: (String) -> String?, file: (String) -> String? = { _ in nil }) -> String? {
         var text = ""
         for segment in segments {
             switch segment {
@@ -59,7 +59,9 @@ struct Template: Sendable, Hashable, CustomStringConvertible {
             case .environment(let name, let fallback):
                 guard let value = environment(name) ?? fallback else { return nil }
                 text += value
-            case .file(_, let fallback?): text += fallback
+            case .file(let path, let fallback):
+                guard let value = file(path) ?? fallback else { return nil }
+                text += value
             default: return nil
             }
         }

@@ -131,18 +131,21 @@ public struct ProbeRunner: Sendable {
     /// Control characters are shown visibly (`TerminalText`; `lines` keeps line feed and tab):
     /// the collector refuses them (a server's ESC must not reach an operator's terminal).
     static func reported(_ text: String, _ redactor: Redactor, limit: Int = longestMessage, lines: Bool = true) -> String {
-        let window = Data(text.utf8.prefix(4 * limit + redactor.reach))
-        return cut(window, more: text.utf8.count > window.count, redactor, limit: limit, lines: lines)
+        let windowBytes = 4 * limit + redactor.reach
+        // Most texts (every step's URL) fit the window whole: no copy to cut and decode again.
+        if text.utf8.count <= windowBytes { return cut(text, more: false, redactor, limit: limit, lines: lines) }
+        let window = Data(text.utf8.prefix(windowBytes))
+        return cut(String(decoding: window, as: UTF8.self), more: true, redactor, limit: limit, lines: lines)
     }
 
     /// `reported` for raw bytes (a response body): only the window redacted is decoded.
     static func reported(_ bytes: Data, _ redactor: Redactor, limit: Int) -> String {
         let window = bytes.prefix(4 * limit + redactor.reach)
-        return cut(window, more: bytes.count > window.count, redactor, limit: limit, lines: true)
+        return cut(String(decoding: window, as: UTF8.self), more: bytes.count > window.count, redactor, limit: limit, lines: true)
     }
 
-    private static func cut(_ window: Data, more: Bool, _ redactor: Redactor, limit: Int, lines: Bool) -> String {
-        var shown = TerminalText.visible(redactor.redact(String(decoding: window, as: UTF8.self)), keepLines: lines)
+    private static func cut(_ window: String, more: Bool, _ redactor: Redactor, limit: Int, lines: Bool) -> String {
+        var shown = TerminalText.visible(redactor.redact(window), keepLines: lines)
         if shown.unicodeScalars.count > limit {
             shown = String(String.UnicodeScalarView(shown.unicodeScalars.prefix(limit))) + "…"
         } else if more {
