@@ -37,6 +37,11 @@ run correlation correlation --agents 10000 --probes 20 --ticks 30 --runs "$runs"
 # Several collectors on one PostgreSQL (a throwaway server): ingest with 1 and 2 collectors,
 # detection 2 vs 1, a new leader's rebuild at 10,000 agents × 20 probes (docs/scaling.md).
 run postgres postgres --collectors 1,2 --runs "$runs" --rebuild-agents 10000 --rebuild-probes 20
+# Refusal timing: can a client without a key tell enrolled agent ids from unknown ones?
+swift build -c release --static-swift-stdlib --product sonde-agent || exit 1
+echo "== enumeration: scripts/bench/enumeration_timing.py"
+python3 scripts/bench/enumeration_timing.py --bin .build/release --pushes 2000 --runs "$runs" > "$out/enumeration.md" \
+  || printf '\n_The answers differed between an enrolled and an unknown id (see the table)._\n' >> "$out/enumeration.md"
 fi
 
 {
@@ -84,6 +89,12 @@ fi
   echo "## 7. PostgreSQL and several collectors"
   echo
   [ -f "$out/postgres.md" ] && cat "$out/postgres.md"
+  echo
+  echo "## 8. Refused pushes: enrolled and unknown agent ids look the same"
+  echo
+  echo "Target: the same answer bytes for both, and answer times a client cannot tell apart (ratio near 1)."
+  echo
+  [ -f "$out/enumeration.md" ] && cat "$out/enumeration.md"
   # The agent's benchmarks (1, 2, 3, 6), written by scripts/bench-agent.sh.
   if [ -f BENCHMARKS-agent.md ]; then
     echo

@@ -40,7 +40,12 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(status.code) \(code): \(message)" }
 
     var response: Response {
-        var response = JSONResponse.make(APIErrorBody(code: code, message: message), status: status)
+        // Keys sorted: the same refusal is the same bytes every time (Foundation's encoder
+        // writes keys in no fixed order), so nothing about it varies but what it says.
+        let encoder = SondeJSON.encoder()
+        encoder.outputFormatting.insert(.sortedKeys)
+        let data = (try? encoder.encode(APIErrorBody(code: code, message: message))) ?? Data("{}".utf8)
+        var response = JSONResponse.bytes(data, contentType: "application/json", status: status)
         for field in headers { response.headers.append(field) }
         return response
     }

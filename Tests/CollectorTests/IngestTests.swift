@@ -33,10 +33,12 @@ struct IngestTests {
             // Unknown, revoked and wrongly signed look the same to the sender (no agent-id
             // enumeration): one 401 `unauthorized`, one message; the reason is in the metrics.
             var answers: [String] = []
+            var bytes: Set<Data> = []
             func expectUnauthorized(_ response: HTTPResponse, sourceLocation: SourceLocation = #_sourceLocation) throws {
                 try expectError(response, 401, "unauthorized", sourceLocation: sourceLocation)
                 let body = try SondeJSON.decode(APIErrorBody.self, from: response.body)
                 answers.append(body.error.code + ": " + body.error.message)
+                bytes.insert(response.body)
             }
             // Signed by another key.
             try expectUnauthorized(try await good.push(body, to: collector, signer: AgentSigningKey()))
@@ -56,6 +58,7 @@ struct IngestTests {
             try expectUnauthorized(try await good.push(Data(), to: collector, signature: try good.key.signatureHeader(for: body)))
             try expectUnauthorized(try await stranger.push(Data(), to: collector))
             #expect(Set(answers).count == 1, "\(answers)")
+            #expect(bytes.count == 1, "the same bytes every time (keys in one order): \(bytes.map { String(decoding: $0, as: UTF8.self) })")
             #expect(!answers[0].contains("nobody") && !answers[0].contains(revoked.id) && answers[0].contains("revoked"), "\(answers[0])")
             let metrics = try await get(collector, "/metrics", token: TestTokens.read).bodyText
             for (reason, count) in [("bad_signature", 4), ("unknown_agent", 2), ("agent_revoked", 1)] {
