@@ -32,6 +32,10 @@ static inline CURLcode sonde_curl_setopt_slist(CURL *handle, CURLoption option, 
 static inline CURLcode sonde_curl_setopt_data_callback(CURL *handle, CURLoption option, sonde_curl_data_callback value) {
     return curl_easy_setopt(handle, option, value);
 }
+typedef int (*sonde_curl_prereq_callback)(void *context, char *primary_ip, char *local_ip, int primary_port, int local_port);
+static inline CURLcode sonde_curl_setopt_prereq_callback(CURL *handle, sonde_curl_prereq_callback value) {
+    return curl_easy_setopt(handle, CURLOPT_PREREQFUNCTION, value);
+}
 static inline CURLcode sonde_curl_setopt_xferinfo_callback(CURL *handle, sonde_curl_xferinfo_callback value) {
     return curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, value);
 }

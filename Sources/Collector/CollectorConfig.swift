@@ -678,7 +678,11 @@ extension CollectorConfig {
         var seen = Set<String>()
         for (index, target) in config.webhooks.enumerated() {
             if !target.url.hasPrefix("http://") && !target.url.hasPrefix("https://") {
-                problem("webhooks[\(index)].url", "expected an http:// or https:// URL, got \"\(target.url)\"")
+                // Not echoed: a webhook URL is a secret (a Slack hook's path is its token), and
+                // this message reaches `validate` and the reload log.
+                problem(
+                    "webhooks[\(index)].url",
+                    "expected an http:// or https:// URL, got one starting \"\(String(target.url.prefix(8)))…\" (\(target.url.count) characters; the rest is not shown)")
             }
             if !seen.insert(target.name).inserted {
                 problem("webhooks[\(index)].name", "\"\(target.name)\" is used twice; names must be unique")

@@ -437,6 +437,11 @@ public struct CollectorAPI: Sendable {
         return JSONResponse.make(AgentsResponse(agents: views))
     }
 
+    /// Body bytes past which a `/v1/batches` page ends early (its `next_cursor` goes on).
+    static let batchPageBytes = 32 << 20
+    /// Batches read from the store at once while a page is made.
+    static let batchesPerRead = 8
+
     func batches(_ query: Query) async throws -> Response {
         let limit = try Self.limit(query, default: 100)
         let since = try query["since"].map { try Self.time(String($0), field: "since") }
@@ -445,9 +450,27 @@ public struct CollectorAPI: Sendable {
             guard let cursor = ResultCursor(String(raw)) else { throw APIError.badQuery("cursor: not a next_cursor this API returned") }
             after = cursor
         }
-        let records = try await store.batches(since: since, after: after, limit: limit + 1)
-        let page = records.prefix(limit)
-        let next = records.count > limit ? page.last.map { ResultCursor(startedAtMs: $0.receivedAt.epochMs, id: $0.batchID).text } : nil
+        // Read a few at a time and stop at `batchPageBytes` of bodies: a batch may be up to
+        // max_body_bytes, so a page of 1000 could otherwise hold gigabytes (red team, fourth pass).
+        var page: [BatchRecord] = []
+        var bytes = 0
+        var more = false
+        reading: while page.count < limit {
+            let want = min(limit - page.count, Self.batchesPerRead)
+            let records = try await store.batches(since: since, after: after, limit: want + 1)
+            for record in records.prefix(want) {
+                page.append(record)
+                bytes += record.body.count
+                if bytes >= Self.batchPageBytes {
+                    more = true
+                    break reading
+                }
+            }
+            more = records.count > want
+            guard more, let last = page.last else { break }
+            after = ResultCursor(startedAtMs: last.receivedAt.epochMs, id: last.batchID)
+        }
+        let next = more ? page.last.map { ResultCursor(startedAtMs: $0.receivedAt.epochMs, id: $0.batchID).text } : nil
         return JSONResponse.make(
             BatchesResponse(
                 batches: page.map {

@@ -109,8 +109,8 @@ enum WebhookPayload {
             // Every agent-reported string is escaped, here too: Slack renders `text` in notifications.
             "text": "\(emoji) [\(slackEscape(event.type))] \(slackEscape(summary))",
             "blocks": [
-                ["type": "section", "text": ["type": "mrkdwn", "text": "\(emoji) *\(slackEscape(summary))*"]],
-                ["type": "section", "text": ["type": "mrkdwn", "text": slackEscape(facts.isEmpty ? event.type : facts.joined(separator: "\n"))]],
+                ["type": "section", "text": ["type": "mrkdwn", "text": slackSection("\(emoji) *\(slackEscape(summary))*")]],
+                ["type": "section", "text": ["type": "mrkdwn", "text": slackSection(slackEscape(facts.isEmpty ? event.type : facts.joined(separator: "\n")))]],
                 [
                     "type": "context",
                     "elements": [["type": "mrkdwn", "text": "\(slackEscape(event.type)) · \(RFC3339.string(from: event.occurredAt)) · <\(link)|details>"]],
@@ -135,7 +135,7 @@ enum WebhookPayload {
         let summary = String(((object["summary"] as? String) ?? event.type).prefix(1024))
         var payload: [String: Any] = [
             "summary": summary, "source": "sonde", "severity": severity, "timestamp": RFC3339.string(from: event.occurredAt),
-            "class": event.type, "custom_details": object,
+            "class": event.type, "custom_details": pagerDutyDetails(object),
         ]
         if let component = object["component"] as? String { payload["component"] = component }
         if let scope = object["scope"] as? String { payload["group"] = scope }
@@ -148,6 +148,32 @@ enum WebhookPayload {
             "client": "Sonde",
         ]
         return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    }
+
+    /// Timeline entries PagerDuty's `custom_details` carries: the newest.
+    static let pagerDutyUpdates = 10
+    /// PagerDuty refuses an event over 512 KB (a 400 the dispatcher takes as final: the alert
+    /// would then never resolve); details are cut well below that.
+    static let pagerDutyDetailsBytes = 256 * 1024
+
+    /// The event for `custom_details`: the incident's newest timeline entries only (the whole
+    /// timeline is on the incident's page), and no timeline at all if that is still too big.
+    static func pagerDutyDetails(_ object: [String: Any]) -> [String: Any] {
+        guard var incident = object["incident"] as? [String: Any], let updates = incident["updates"] as? [Any] else { return object }
+        var details = object
+        if updates.count > pagerDutyUpdates {
+            incident["updates"] = Array(updates.suffix(pagerDutyUpdates))
+            incident["updates_omitted"] = updates.count - pagerDutyUpdates
+            details["incident"] = incident
+        }
+        let size = (try? JSONSerialization.data(withJSONObject: details, options: [.withoutEscapingSlashes]).count) ?? 0
+        if size > pagerDutyDetailsBytes {
+            incident["updates"] = [Any]()
+            incident["updates_omitted"] = updates.count
+            details["incident"] = incident
+            details["message"] = (details["message"] as? String).map { String($0.prefix(1024)) }
+        }
+        return details
     }
 
     /// Whether an event goes to PagerDuty. Opening, resolving, agent events and tests do; an
@@ -196,6 +222,18 @@ enum WebhookPayload {
     /// Slack's three control characters in mrkdwn (`&`, `<`, `>`: with them escaped no link,
     /// mention or `<!channel>` can be formed, so a `|` is plain text), and control characters
     /// other than newline and tab dropped.
+    /// Slack refuses a message whose section text is over 3,000 characters (400 `invalid_blocks`,
+    /// which would dead-letter the event for good: a long person's update, an incident listing
+    /// many agents): escaped text cut to fit, with "…", never inside an entity (`&amp;`).
+    static let slackSectionCharacters = 3_000
+
+    static func slackSection(_ escaped: String) -> String {
+        guard escaped.count > slackSectionCharacters else { return escaped }
+        var cut = String(escaped.prefix(slackSectionCharacters - 1))
+        if let amp = cut.lastIndex(of: "&"), !cut[amp...].contains(";") { cut = String(cut[..<amp]) }
+        return cut + "…"
+    }
+
     static func slackEscape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)

@@ -833,8 +833,9 @@ extension CorrelationEngine {
         var reporters = [Int32](repeating: 0, count: componentCount)
         var failingNow = [Bool](repeating: false, count: componentCount)
         var componentInterval = [Double](repeating: 0, count: componentCount)
-        let codeStride = max(1, errorCodeNames.count)
-        var codeCounts = [Int32](repeating: 0, count: componentCount * codeStride)
+        // Per component, failing agents by their error code: sparse, so a tick costs what is
+        // failing, not every code ever seen (one agent can send thousands of made-up codes).
+        var codeCounts = [[Int32: Int32]](repeating: [:], count: componentCount)
         let listCap = cfg.maxListedAgents
         for a32 in sortedAgents {
             let a = Int(a32)
@@ -861,7 +862,7 @@ extension CorrelationEngine {
                 if x.state.isFailing || x.allFailed >= Int32(cfg.confirmFailures) {
                     failingCount[c] += 1
                     if failingNames[c].count < listCap { failingNames[c].append(agentIDs[a]) }
-                    if x.errorCode >= 0 { codeCounts[c * codeStride + Int(x.errorCode)] += 1 }
+                    if x.errorCode >= 0 { codeCounts[c][x.errorCode, default: 0] += 1 }
                     if x.errorSeries >= 0, sampleSeries[c].count < 50 { sampleSeries[c].append(x.errorSeries) }
                 }
             }
@@ -894,7 +895,7 @@ extension CorrelationEngine {
                 component: c, total: rollup.total, failingCount: Int(failingCount[c]), failingRegions: rollup.affectedRegions,
                 failingNames: failingNames[c],
                 localNames: localNames[c], sampleSeries: sampleSeries[c],
-                codeCounts: codeCounts[(c * codeStride)..<(c * codeStride + codeStride)], latencies: &latencies[c])
+                codeCounts: codeCounts[c], latencies: &latencies[c])
             if rollup.status != .operational && rollup.status != .unknown {
                 evidence.regionReportingAgents = Int(
                     rollup.affectedRegions.reduce(Int32(0)) { sum, name in sum + (regionIndex[name].map { slice[slice.startIndex + Int($0)].reporting } ?? 0) })
@@ -1354,10 +1355,10 @@ extension CorrelationEngine {
 
     private func makeEvidence(
         component c: Int, total: RegionCounts, failingCount: Int, failingRegions: [String], failingNames: [String], localNames: [String],
-        sampleSeries: [Int32], codeCounts: ArraySlice<Int32>, latencies: inout [Double]
+        sampleSeries: [Int32], codeCounts: [Int32: Int32], latencies: inout [Double]
     ) -> Evidence {
         var codes: [String: Int] = [:]
-        for (offset, n) in codeCounts.enumerated() where n > 0 { codes[errorCodeNames[offset]] = Int(n) }
+        for (code, n) in codeCounts where n > 0 { codes[errorCodeNames[Int(code)]] = Int(n) }
         var distinct = Set<ProbeError>()
         for s in sampleSeries {
             if let e = series[Int(s)].latestError { distinct.insert(e) }

@@ -149,6 +149,12 @@ extension HumanNewIncident {
         guard !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control && $0 != "\n" && $0 != "\t" }) else {
             throw .invalid(field: field, reason: "contains control characters")
         }
+        // Bidi embeddings, overrides and isolates reorder the text around them wherever a reader
+        // applies them (a feed reader, a terminal): the "Trojan Source" set agents' text may not
+        // carry either. The marks (LRM, RLM, ALM) that right-to-left writing needs are fine.
+        guard !trimmed.unicodeScalars.contains(where: { (0x202A...0x202E).contains($0.value) || (0x2066...0x2069).contains($0.value) }) else {
+            throw .invalid(field: field, reason: "contains bidirectional embedding, override or isolate characters (U+202A…U+202E, U+2066…U+2069)")
+        }
         // Noncharacters (U+FFFE, U+FFFF, U+FDD0…U+FDEF, …) are not text, and XML forbids some of them.
         guard !trimmed.unicodeScalars.contains(where: { $0.properties.isNoncharacterCodePoint }) else {
             throw .invalid(field: field, reason: "contains Unicode noncharacters (such as U+FFFF)")

@@ -187,8 +187,10 @@ extension CorrelationEngine {
             track.forgetMembershipChanges()
             return
         }
-        let knownCodes = track.announcedCodes ?? incident.evidence.errorCodes.keys.sorted()
-        let seen = Self.memberKeys(regions: evidence.failingRegions, agents: evidence.failingAgents, codes: Array(evidence.errorCodes.keys))
+        // Codes count as members only when two agents report them: one agent changing its
+        // made-up code every few runs would otherwise send an update every membership gap.
+        let knownCodes = track.announcedCodes ?? Self.corroborated(incident.evidence.errorCodes).sorted()
+        let seen = Self.memberKeys(regions: evidence.failingRegions, agents: evidence.failingAgents, codes: Self.corroborated(evidence.errorCodes))
         let known = Self.memberKeys(regions: incident.regions, agents: incident.agents, codes: knownCodes)
         track.memberPresent = track.memberPresent.filter { seen.contains($0.key) && !known.contains($0.key) }
         for key in seen.subtracting(known) { track.memberPresent[key, default: 0] += 1 }
@@ -238,6 +240,14 @@ extension CorrelationEngine {
             return runsRecovered(agents: Set(agentIDs.indices.filter { agentRegion[$0] == r }.map(Int32.init)), component: c, needed: needed)
         }
         return gone >= config.membershipUpdateGap
+    }
+
+    /// Agents that must report an error code before it is named to people or counted as a member.
+    static let corroboratingAgents = 2
+
+    /// The codes at least `corroboratingAgents` failing agents report.
+    static func corroborated(_ codes: [String: Int]) -> [String] {
+        codes.filter { $0.value >= corroboratingAgents }.map(\.key)
     }
 
     static func memberKeys(regions: [String], agents: [String], codes: [String]) -> Set<String> {
@@ -300,7 +310,23 @@ extension CorrelationEngine {
             incident.agents = evidence.failingAgents
         }
         incident.updates.append(IncidentUpdate(time: now, status: status, scope: scope, severity: severity, message: message))
+        Self.trimAutomaticUpdates(&incident.updates)
         emit(type, &incident, now: now, summary: summary, events: &events)
+    }
+
+    /// Automatic timeline entries kept per incident: the first (how it opened) and the newest
+    /// ones. Every event carries the whole incident, so a long incident whose members keep
+    /// changing (or an agent that makes them change) must not grow its events without bound
+    /// (PagerDuty refuses a payload over 512 KB, and would then never see it resolve). People's
+    /// entries are kept (they have a limit of their own, `HumanUpdateLimits.updatesPerIncident`).
+    static let automaticUpdatesKept = 100
+
+    static func trimAutomaticUpdates(_ updates: inout [IncidentUpdate]) {
+        var automatic = updates.indices.filter { updates[$0].author == IncidentUpdate.automatic }
+        guard automatic.count > automaticUpdatesKept else { return }
+        automatic.removeFirst()  // the opening entry stays
+        let drop = Set(automatic.prefix(automatic.count - (automaticUpdatesKept - 1)))
+        updates = updates.indices.filter { !drop.contains($0) }.map { updates[$0] }
     }
 
     /// One event for the incident's newest timeline entry, carrying its author and text.
@@ -370,8 +396,8 @@ extension CorrelationEngine {
         // Codes are words an agent chooses: the text people (and the public page) read names only
         // those two or more agents report, so no single agent writes on it (red team, third pass).
         // `describe`, for operators and webhooks, names them all.
-        let codes = evidence.errorCodes.filter { $0.value >= 2 }.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
-            .prefix(2).map(\.key)
+        let codes = evidence.errorCodes.filter { $0.value >= Self.corroboratingAgents }
+            .sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.prefix(2).map(\.key)
         if !codes.isEmpty { detail.append(codes.joined(separator: ", ")) }
         detail.append("since " + clock(since))
         var text = "\(displayName(component)) \(verb) \(place) (\(detail.joined(separator: ", ")))."

@@ -119,6 +119,8 @@ public struct CorrelationEngine: Sendable {
     var componentIsKnown: [Bool] = []
     var errorCodeIndex: [String: Int32] = [:]
     var errorCodeNames: [String] = []
+    /// Codes still in use after the last `forgetUnusedErrorCodes`.
+    var errorCodesInUse = 0
     /// Each agent's clock offset: the smallest (arrived − sent_at) of its last pushes (or, for
     /// results without their push, received − finished), so its runs compare with other agents'
     /// on the collector's time line (see `noteDelay`).
@@ -273,6 +275,32 @@ public struct CorrelationEngine: Sendable {
             if let error = series[Int(s)].latestError { code = internErrorCode(error.code ?? error.kind.rawValue) }
             summaries[Int(s)] = series[Int(s)].summarize(config: config, errorCode: code)
         }
+        // Twice what was in use at the last clean-up at least: the clean-up walks every series.
+        if errorCodeNames.count > max(Self.errorCodesKept, 2 * errorCodesInUse) { forgetUnusedErrorCodes() }
+    }
+
+    /// Error codes held before the ones no series reports any more are forgotten: agents choose
+    /// codes, and one sending a new one with every run must not grow the engine for good.
+    static let errorCodesKept = 4_096
+
+    /// Keeps only the codes some series' latest error still carries, renumbered.
+    mutating func forgetUnusedErrorCodes() {
+        var index: [String: Int32] = [:]
+        var names: [String] = []
+        for s in summaries.indices where summaries[s].errorCode >= 0 {
+            let name = errorCodeNames[Int(summaries[s].errorCode)]
+            if let e = index[name] {
+                summaries[s].errorCode = e
+            } else {
+                let e = Int32(names.count)
+                index[name] = e
+                names.append(name)
+                summaries[s].errorCode = e
+            }
+        }
+        errorCodeIndex = index
+        errorCodeNames = names
+        errorCodesInUse = names.count
     }
 
     /// What one run says, per component: the probe's own component gets the run's outcome, unless

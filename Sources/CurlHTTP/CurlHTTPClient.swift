@@ -172,7 +172,13 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     /// Queues `transfer` (its continuation set); the thread starts with the first one.
     func submit(_ transfer: CurlTransfer) {
         let isNew = state.withLock { s -> Bool in
-            s.queued.append(transfer)
+            // A push to the collector (the one request that reuses its connection) goes ahead of
+            // the probes' requests: probes stuck on hanging servers must not hold results back.
+            if transfer.request.reuseConnection {
+                s.queued.insert(transfer, at: s.queued.firstIndex { !$0.request.reuseConnection } ?? s.queued.endIndex)
+            } else {
+                s.queued.append(transfer)
+            }
             return Self.markStarted(&s)
         }
         wake(startingThread: isNew)
@@ -262,9 +268,17 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         var due: [LoopTimer] = []
         while true {
             let now = clock.now
-            let (added, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [CurlTransfer], Bool) in
+            let (added, expired, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [CurlTransfer], [CurlTransfer], Bool) in
                 swap(&jobs, &s.jobs)
                 s.timers.takeDue(at: now, into: &due)
+                // A request whose time-out ended while it waited for a slot ends now, as a
+                // time-out: a hanging server holding every slot must not stretch other probes'
+                // time-outs (or freeze them) past what they asked for.
+                var expired: [CurlTransfer] = []
+                if !s.queued.isEmpty, active.count >= maxTransfers, s.queued.contains(where: { $0.deadline <= now }) {
+                    expired = s.queued.filter { $0.deadline <= now }
+                    s.queued.removeAll { $0.deadline <= now }
+                }
                 let room = max(0, maxTransfers - active.count)
                 let taken: [CurlTransfer]
                 if s.queued.count <= room {
@@ -277,8 +291,9 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 let cancels = s.cancelRequests
                 s.cancelRequests.removeAll(keepingCapacity: true)
                 let idle = s.queued.isEmpty && s.jobs.isEmpty && s.timers.isEmpty && jobs.isEmpty && due.isEmpty
-                return (taken, cancels, s.stopping && idle)
+                return (taken, expired, cancels, s.stopping && idle)
             }
+            for transfer in expired { transfer.expireUnstarted(slots: maxTransfers) }
             // Timers first (their tasks' jobs come back through `enqueue`, onto the next round),
             // then the jobs queued so far; both may queue transfers for the next round.
             for timer in due { timer.fire() }
@@ -322,7 +337,9 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             // loop does not wake up to look (it used to, every second).
             let (timeout, observers) = state.withLock { s -> (Int32?, [@Sendable (ContinuousClock.Instant) -> Void]) in
                 if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return (nil, s.roundObservers) }
-                guard let next = s.timers.nextDeadline else { return (Self.longestPoll, s.roundObservers) }
+                // Waiting requests: wake when the first of their time-outs ends.
+                let waiting = s.queued.lazy.map(\.deadline).min()
+                guard let next = [s.timers.nextDeadline, waiting].compactMap({ $0 }).min() else { return (Self.longestPoll, s.roundObservers) }
                 return (Self.pollMilliseconds(until: next, now: clock.now), s.roundObservers)
             }
             if !observers.isEmpty {

@@ -26,6 +26,9 @@ private final class TransferState {
     /// that patch read until the timeout, keeping every line).
     var headerBytes = 0
     var headersTooLarge = false
+    /// `HTTPRequest.innermostAddress`, and the address refused for passing it.
+    let innermostAddress: AddressKind?
+    var refusedAddress: (address: String, kind: AddressKind)?
     let maxBytes: Int
     /// Bytes of the body kept: all up to `maxBytes`, or only a prefix.
     let keepBytes: Int
@@ -35,6 +38,7 @@ private final class TransferState {
         maxBytes = request.maxResponseBytes
         keepBytes = request.keepBody ? request.maxResponseBytes : min(request.bodyPrefixBytes, request.maxResponseBytes)
         hasher = request.hashBody ? SHA256Digest.Stream() : nil
+        innermostAddress = request.innermostAddress
     }
 
     /// One piece of the body as curl hands it over: counted, hashed, kept up to `keepBytes`.
@@ -86,6 +90,12 @@ final class CurlTransfer: @unchecked Sendable {
     private var certificates: CertificateExpiry?
     private let continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>
 
+    /// When the caller asked for it: its time-out counts from here, waiting for a slot included.
+    let submittedAt = ContinuousClock.now
+
+    /// When the request's time-out ends, whether or not it has started.
+    var deadline: ContinuousClock.Instant { submittedAt + request.timeout }
+
     init(request: HTTPRequest, proxies: ProxyEnvironment, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
         self.request = request
         self.proxies = proxies
@@ -130,7 +140,8 @@ final class CurlTransfer: @unchecked Sendable {
 
         set(sonde_curl_setopt_string(handle, CURLOPT_URL, request.url), "the URL \(request.url)")
         set(sonde_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1), "NOSIGNAL")
-        set(sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, Self.milliseconds(request.timeout)), "the time-out")
+        // What is left of the time-out after any wait for a slot (`expireUnstarted`).
+        set(sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, Self.milliseconds(deadline - .now)), "the time-out")
         if let connect = request.connectTimeout {
             set(sonde_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(connect)), "the connect time-out")
         }
@@ -234,6 +245,18 @@ final class CurlTransfer: @unchecked Sendable {
             return bytes
         }), "HEADERFUNCTION")
         set(sonde_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, context), "HEADERDATA")
+        if request.innermostAddress != nil {
+            // Once connected, before anything is sent: the address the hop reached.
+            set(sonde_curl_setopt_prereq_callback(handle, { context, primary, _, _, _ in
+                let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
+                guard let allowed = state.innermostAddress, let primary else { return CURL_PREREQFUNC_OK }
+                let address = String(cString: primary)
+                guard let kind = AddressKind.of(address), kind > allowed else { return CURL_PREREQFUNC_OK }
+                state.refusedAddress = (address, kind)
+                return CURL_PREREQFUNC_ABORT
+            }), "PREREQFUNCTION")
+            set(sonde_curl_setopt_pointer(handle, CURLOPT_PREREQDATA, context), "PREREQDATA")
+        }
         return setupError
     }
 
@@ -244,6 +267,11 @@ final class CurlTransfer: @unchecked Sendable {
         if code != CURLE_OK {
             let detail = String(cString: errorBuffer)
             let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            if let refused = state.refusedAddress, let allowed = state.innermostAddress {
+                let text =
+                    "a redirect to \(request.url) reached \(refused.address), a \(refused.kind) address, and was not followed: the request started at a \(allowed) address, and a server may not send the agent further inside the network (probe that address with its own step)"
+                return .failure(HTTPTransferError(kind: .invalidRequest, curlCode: Int(code.rawValue), message: text, timings: timings))
+            }
             if state.headersTooLarge {
                 // The server's answer is broken, as a connection cut mid-response is (`connect`).
                 let text = "response headers larger than \(Self.maxHeaderBytes / 1024) KiB: the server did not end its headers"
@@ -278,6 +306,15 @@ final class CurlTransfer: @unchecked Sendable {
             bodyByteCount: state.received, bodySHA256: state.hasher?.finish(), redirectURL: location.map { String(cString: $0) })
         if let handle { readTLSAndCookies(handle, into: &response) }
         return .success(response)
+    }
+
+    /// Answers a transfer whose time-out ended while it waited for a slot (every slot held by
+    /// slow or hanging servers): a time-out, as the caller asked, with nothing sent.
+    func expireUnstarted(slots: Int) {
+        let waited = Int((ContinuousClock.now - submittedAt).wholeMilliseconds)
+        answer(.failure(HTTPTransferError(
+            kind: .timeout, curlCode: Int(CURLE_OPERATION_TIMEDOUT.rawValue),
+            message: "timed out after \(waited) ms before it could start: all \(slots) of the agent's transfers were busy (slow or hanging servers); nothing was sent")))
     }
 
     /// Frees the handle and answers the waiting caller; the transfer must be out of the multi

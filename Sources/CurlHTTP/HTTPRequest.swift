@@ -50,6 +50,10 @@ public struct HTTPRequest: Sendable {
     /// TLS handshake). For the agent's pushes to its collector; probes leave it off, since they
     /// measure DNS, connect and TLS every time.
     public var reuseConnection = false
+    /// The innermost kind of address this request may connect to (nil: any). Set on redirect
+    /// hops to the kind the chain started at: a server may not send the agent further inside the
+    /// network than it was asked to go (`AddressKind`).
+    public var innermostAddress: AddressKind?
 
     public init(
         method: String = "GET", url: String, headers: [HTTPHeader] = [], body: Data? = nil,

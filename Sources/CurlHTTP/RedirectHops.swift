@@ -93,6 +93,8 @@ struct RedirectHops {
         var hop = current
         hop.url = location
         hop.timeout = left
+        // No further inside the network than the first request went (its address's kind).
+        if hop.innermostAddress == nil { hop.innermostAddress = response.remoteAddress.flatMap(AddressKind.of) ?? .publicAddress }
         // As browsers and libcurl do: 303 turns into GET, and so do 301 and 302 after a POST;
         // 307 and 308 repeat the method and body.
         let method = hop.method.uppercased()

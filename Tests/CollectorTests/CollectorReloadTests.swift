@@ -229,7 +229,7 @@ struct CollectorReloadTests {
             tokens: [{name: ops, role: admin, sha256: s3cret}]
             retention_days: 0
             webhooks:
-              - {url: "ftp://h.example/x", secret: s}
+              - {url: "ftp://h.example/services/T0/B0/hook-token-123", secret: s}
             limits: {pushes_per_minute: 0}
             """
         do {
@@ -247,6 +247,7 @@ struct CollectorReloadTests {
             }
             #expect(lines.first?.hasPrefix("c.yaml:1:9: listen:") == true && lines.last?.hasPrefix("c.yaml:6:") == true, "in file order: \(lines)")
             #expect(error.others.count == 5)
+            #expect(!"\(error)".contains("hook-token-123"), "a webhook URL is a secret: not echoed")
         }
     }
 }

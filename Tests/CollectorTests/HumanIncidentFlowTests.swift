@@ -173,6 +173,10 @@ struct HumanIncidentFlowTests {
             // U+FFFF is not text (and not an XML character): it would make the Atom feed unreadable.
             let nonCharacter = try await Self.postJSON(collector, "/v1/incidents", #"{"component":"x","message":"a\uffffb"}"#)
             #expect(nonCharacter.status == 400 && nonCharacter.bodyText.contains("noncharacters"), "\(nonCharacter.bodyText)")
+            // A right-to-left override would reverse what a feed reader shows around it; the marks
+            // right-to-left writing needs (U+200F) are fine.
+            let override = try await Self.postJSON(collector, "/v1/incidents", #"{"component":"x","message":"fixed \u202egnitaeh si ti"}"#)
+            #expect(override.status == 400 && override.bodyText.contains("bidirectional"), "\(override.bodyText)")
 
             // Sonde measures nothing wrong with billing; only people move it.
             try await waitUntil("billing measured operational", timeout: .seconds(30), every: .milliseconds(200)) {

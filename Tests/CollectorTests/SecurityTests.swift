@@ -572,6 +572,53 @@ struct SecurityTests {
         #expect(!text.contains("<!channel>") && !text.contains("<https://phish"))
     }
 
+    /// Slack refuses a section over 3,000 characters, and PagerDuty an event over 512 KB: a long
+    /// person's update or a long timeline is cut to fit (never inside an escaped entity), so the
+    /// event is delivered instead of dead-lettered (red team, fourth pass).
+    @Test func longUpdatesFitSlackAndPagerDutyLimits() throws {
+        let long = String(repeating: "a&b ", count: 2_000)
+        let payload = try SondeJSON.encode(
+            AlertEvent(
+                id: "e3", type: .incidentUpdated, occurredAt: Date(), component: "login", status: "identified",
+                agents: (0..<200).map { "agent-\($0)" }, summary: "login: identified (alice): x", author: "alice", message: long))
+        let body = WebhookPayload.slack(OutboxEvent(id: "e3", type: "incident.updated", occurredAt: Date(), payload: payload), linkBase: "https://status.example")
+        let message = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
+        let sections = (message["blocks"] as? [[String: Any]] ?? []).compactMap { ($0["text"] as? [String: Any])?["text"] as? String }
+        #expect(sections.count == 2)
+        for text in sections {
+            #expect(text.count <= WebhookPayload.slackSectionCharacters, "\(text.count) characters")
+        }
+        let facts = try #require(sections.last)
+        #expect(facts.hasSuffix("…") && facts.contains("*Update from alice:* a&amp;b"))
+        #expect(!facts.dropLast().hasSuffix("&") && !facts.dropLast().hasSuffix("&amp"), "not cut inside an entity")
+
+        // An incident with a long timeline of long entries: PagerDuty gets the newest entries only.
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var incident: [String: Any] = ["id": "inc-1", "severity": "major_outage"]
+        incident["updates"] = (0..<300).map { i in
+            ["time": RFC3339.string(from: start.addingTimeInterval(Double(i))), "message": "entry \(i) " + String(repeating: "x", count: 60_000)] as [String: Any]
+        }
+        let event: [String: Any] = ["summary": "login down", "component": "login", "incident": incident, "message": long]
+        let eventBody = try JSONSerialization.data(withJSONObject: event)
+        #expect(eventBody.count > 15_000_000)
+        let paged = WebhookPayload.pagerDuty(
+            OutboxEvent(id: "e4", type: "incident.updated", occurredAt: start, payload: eventBody), routingKey: "R", linkBase: "https://status.example")
+        #expect(paged.count < 512 * 1024, "\(paged.count) bytes")
+        let sent = try #require(try JSONSerialization.jsonObject(with: paged) as? [String: Any])
+        let details = try #require((sent["payload"] as? [String: Any])?["custom_details"] as? [String: Any])
+        let kept = try #require(details["incident"] as? [String: Any])
+        #expect(kept["updates_omitted"] as? Int == 300)
+        #expect((kept["updates"] as? [Any])?.isEmpty == true)
+        // A short timeline keeps its newest entries.
+        incident["updates"] = (0..<30).map { ["message": "entry \($0)"] as [String: Any] }
+        let small = WebhookPayload.pagerDuty(
+            OutboxEvent(id: "e5", type: "incident.updated", occurredAt: start, payload: try JSONSerialization.data(withJSONObject: ["incident": incident])),
+            routingKey: "R", linkBase: "https://status.example")
+        let smallDetails = try #require(((try JSONSerialization.jsonObject(with: small) as? [String: Any])?["payload"] as? [String: Any])?["custom_details"] as? [String: Any])
+        let smallUpdates = try #require((smallDetails["incident"] as? [String: Any])?["updates"] as? [[String: Any]])
+        #expect(smallUpdates.map { $0["message"] as? String } == (20..<30).map { "entry \($0)" })
+    }
+
     /// A component name built to inject a link, a mention and a mrkdwn break into Slack: every
     /// agent-reported string is escaped, the link's anchor percent-encoded.
     @Test func slackMessagesEscapeHostileNames() throws {

@@ -398,6 +398,39 @@ struct ProbeHardeningTests {
         #expect(result.error?.message.contains("raw [redacted] json [redacted] pct [redacted] cookie [redacted] code [redacted]") == true, "\(result.error?.message ?? "")")
     }
 
+    @Test("a token the failing step itself extracts is redacted in that step's own failure message (status, json check, and a basic_auth password)", arguments: [
+        "status", "json", "basic_auth",
+    ])
+    func secretOfTheFailingStep(failure: String) async throws {
+        let token = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.Sig-Value_42"
+        let server = try LoopbackHTTPServer { request in
+            let body = #"{"access_token":"\#(token)","user":{"role":"guest"},"echo":"wrong password 'hunter2-pw'"}"#
+            return .respond(status: failure == "json" ? 200 : 401, headers: [("Content-Type", "application/json")], body: Data(body.utf8))
+        }
+        defer { server.stop() }
+        // A json check quotes the value it read; a status check quotes the body.
+        let check = failure == "json" ? #"assert: {status: 200, json: ["$.access_token == expected"]}"# : "assert: {status: 200}"
+        let auth = failure == "basic_auth" ? ", basic_auth: {user: probe, password: hunter2-pw}" : ""
+        let probe = try makeProbe("""
+            name: login
+            component: login
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: login
+                request: {method: POST, url: "${base_url}/login"\(auth)}
+                \(check)
+                extract:
+                  token: {json: $.access_token}
+            """)
+        let result = await run(probe, server)
+        let message = try #require(result.error?.message)
+        #expect(result.error?.kind == (failure == "json" ? .assertion : .httpStatus), "\(message)")
+        #expect(message.contains("access_token") && message.contains("[redacted]"), "the body or value is quoted, redacted: \(message)")
+        #expect(!result.jsonText.contains("Sig-Value") && !result.jsonText.contains("c2VjcmV0"), "\(message)")
+        if failure == "basic_auth" { #expect(!result.jsonText.contains("hunter2"), "\(message)") }
+    }
+
     @Test("only scripts that can send a cookie back get a jar; without one, the cookies a lone response sets are still redacted")
     func cookieJarOnlyWhenNeeded() async throws {
         let lone = "c00kie-Lone-55"

@@ -48,6 +48,72 @@ import Testing
         #expect(elapsed < .seconds(2))
     }
 
+    /// Hanging servers holding every transfer slot neither stretch another request's time-out nor
+    /// freeze it: it fails as a time-out when its own time-out ends, saying it never started; and
+    /// a push (a request that reuses its connection) waits ahead of the probes' requests.
+    @Test func aRequestWaitingForASlotTimesOutOnItsOwnTime() async throws {
+        let hanging = try LoopbackHTTPServer { _ in .hang }
+        defer { hanging.stop() }
+        let fast = try LoopbackHTTPServer { _ in .json(200, #"{"ok":true}"#) }
+        defer { fast.stop() }
+        let narrow = CurlHTTPClient(threads: 2)
+        let holders = (0..<2).map { _ in
+            Task { try? await narrow.perform(HTTPRequest(url: hanging.baseURL, timeout: .seconds(3))) }
+        }
+        try await waitUntil("both slots held", timeout: .seconds(5)) { hanging.requests.count == 2 }
+        let start = ContinuousClock.now
+        let error = await #expect(throws: HTTPTransferError.self) {
+            _ = try await narrow.perform(HTTPRequest(url: fast.baseURL, timeout: .milliseconds(500)))
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(error?.kind == .timeout)
+        #expect(error?.message.contains("before it could start") == true, "\(error?.message ?? "")")
+        #expect(elapsed < .milliseconds(1500), "\(elapsed)")
+        #expect(fast.requests.isEmpty, "nothing was sent")
+
+        // One slot, held by a hanging server; queued behind it a probe's request, then a push.
+        // When the slot frees, the push goes first.
+        for holder in holders { _ = await holder.value }
+        let single = CurlHTTPClient(threads: 1)
+        let holder = Task { try? await single.perform(HTTPRequest(url: hanging.baseURL, timeout: .milliseconds(1500))) }
+        try await waitUntil("the slot held", timeout: .seconds(5)) { hanging.requests.count == 3 }
+        let probe = Task { _ = try? await single.perform(HTTPRequest(url: fast.baseURL + "/probe", timeout: .seconds(10))) }
+        try await Task.sleep(for: .milliseconds(100))
+        var push = HTTPRequest(url: fast.baseURL + "/push", timeout: .seconds(10))
+        push.reuseConnection = true
+        let pushed = Task { [push] in _ = try? await single.perform(push) }
+        _ = await (holder.value, probe.value, pushed.value)
+        #expect(fast.requests.map(\.path) == ["/push", "/probe"], "\(fast.requests.map(\.path))")
+    }
+
+    /// A redirect hop may not go further inside the network than its chain started (a public
+    /// site's `302` to the cloud metadata address, or to the agent's own loopback services):
+    /// curl connects, and the hop is refused before anything is sent, saying why.
+    @Test func aHopFurtherInsideTheNetworkIsRefusedBeforeAnythingIsSent() async throws {
+        let server = try LoopbackHTTPServer { _ in .json(200, #"{"ok":true}"#) }
+        defer { server.stop() }
+        var inward = HTTPRequest(url: server.baseURL + "/secret", timeout: .seconds(5))
+        inward.innermostAddress = .privateAddress  // as if the chain began on a private address
+        let error = await #expect(throws: HTTPTransferError.self) { _ = try await client.perform(inward) }
+        #expect(error?.kind == .invalidRequest)
+        #expect(error?.message.contains("reached 127.0.0.1, a loopback address, and was not followed") == true, "\(error?.message ?? "")")
+        #expect(server.requests.isEmpty, "nothing was sent")
+        var level = inward
+        level.innermostAddress = .loopback
+        #expect(try await client.perform(level).status == 200)
+    }
+
+    @Test("address kinds", arguments: [
+        ("8.8.8.8", AddressKind.publicAddress), ("192.0.2.2", .publicAddress), ("10.1.2.3", .privateAddress), ("172.20.0.1", .privateAddress),
+        ("172.32.0.1", .publicAddress), ("192.168.1.1", .privateAddress), ("100.64.0.1", .privateAddress), ("127.0.0.1", .loopback),
+        ("0.0.0.0", .loopback), ("169.254.169.254", .linkLocal), ("::1", .loopback), ("::", .loopback), ("fe80::1", .linkLocal),
+        ("fd00:ec2::254", .linkLocal), ("fd00::2", .privateAddress), ("2001:db8::1", .publicAddress), ("::ffff:169.254.169.254", .linkLocal),
+        ("::ffff:10.0.0.1", .privateAddress),
+    ])
+    func addressKinds(address: String, kind: AddressKind) {
+        #expect(AddressKind.of(address) == kind)
+    }
+
     @Test func droppedConnectionAndRefusedPortAreConnectionErrors() async throws {
         let server = try LoopbackHTTPServer { _ in .drop }
         defer { server.stop() }

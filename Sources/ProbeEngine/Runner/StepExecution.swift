@@ -28,6 +28,14 @@ struct StepExecution {
     static let defaultMaxBody = 10 << 20
     /// Body bytes kept when nothing reads the body: enough for a failure message's snippet.
     static let keptPrefixBytes = 16 << 10
+    /// The cap on a body nothing reads but that the agent decodes (the step sent
+    /// `Accept-Encoding`): a server's endless gzip of zeros inflates about 1000:1 on the thread
+    /// that drives every probe's transfers, so it stops here, not only at the time-out.
+    static let defaultMaxDecoded = 256 << 20
+
+    static func asksForCompression(_ headers: [HTTPHeader]) -> Bool {
+        headers.contains { $0.name.lowercased() == "accept-encoding" && $0.value.lowercased() != "identity" }
+    }
     /// Characters of a body quoted in a failure message.
     static let snippetLength = 300
 
@@ -69,6 +77,7 @@ struct StepExecution {
             let response: HTTPResponse
             if let poll = step.poll {
                 response = try await self.poll(poll, spec: spec, stepTimeout: stepTimeout, state: &state, result: &result, last: &lastResponse)
+                if !step.extractions.isEmpty { await offLoop { redactSecretsAhead(in: response, state: &state) } }
             } else {
                 var request = try build(spec, state: &state)
                 request.timeout = try timeLeft(stepTimeout)
@@ -76,6 +85,7 @@ struct StepExecution {
                 response = try await send(request, result: &result)
                 lastResponse = response
                 record(response, result: &result, state: &state)
+                if !step.extractions.isEmpty { await offLoop { redactSecretsAhead(in: response, state: &state) } }
                 try checkStatus(response, method: spec.method, url: request.url, state: state)
             }
             if let digest = response.bodySHA256 { state.bodies[step.name] = BodyDigest(count: response.bodyByteCount, sha256: digest) }
@@ -215,6 +225,8 @@ struct StepExecution {
             let credentials = Data((try state.render(auth.user) + ":" + (try state.render(auth.password))).utf8).base64EncodedString()
             // A server that echoes the request (httpbin's /headers) must not show it either.
             state.redactor.add(credentials)
+            // And the password as it is: a 401 page may quote it ("wrong password 'hunter2'").
+            state.redactor.add(try state.render(auth.password))
             headers.append(HTTPHeader("Authorization", "Basic " + credentials))
         }
         if let contentType, headers.value(for: "Content-Type") == nil { headers.append(HTTPHeader("Content-Type", contentType)) }
@@ -226,7 +238,7 @@ struct StepExecution {
         var request = HTTPRequest(
             method: spec.method, url: url, headers: headers, body: body, followRedirects: spec.followRedirects,
             caFile: state.context.caFile, proxy: state.context.proxy,
-            maxResponseBytes: spec.maxBody ?? (keep ? Self.defaultMaxBody : Int.max),
+            maxResponseBytes: spec.maxBody ?? (keep ? Self.defaultMaxBody : (Self.asksForCompression(headers) ? Self.defaultMaxDecoded : Int.max)),
             keepBody: keep, bodyPrefixBytes: Self.keptPrefixBytes, hashBody: hash,
             redirectHeaders: spec.redirectHeadersEverywhere ? .all : .sameOriginOnly)
         request.apply(spec.tls, ipVersion: spec.ipVersion)
@@ -646,57 +658,75 @@ struct StepExecution {
     private func extract(from response: HTTPResponse, state: inout RunState) throws(StepFailure) {
         var json: JSONValue??
         for extraction in step.extractions {
-            let value: String?
-            let source: String
-            var secretParts: [String] = []
-            var secretByDefault = false
-            switch extraction.source {
-            case .json(let path):
-                source = "\(path)"
-                if json == nil { json = .some(JSONValue.parse(response.body)) }
-                let found = (json ?? nil).flatMap { path.evaluate($0) }
-                value = found.map(\.text)
-                switch (found, path.components.last) {
-                case (.string?, .key(let key)?), (.string?, .descendant(let key)?): secretByDefault = SecretNames.isSecretKey(key)
-                default: break
-                }
-            case .header(let name):
-                source = "header \(name)"
-                value = response.headers.value(for: name)
-                secretByDefault = SecretNames.isSecretHeader(name)
-                secretParts = value.map(SecretNames.credentialParts) ?? []
-            case .headerRegex(let name, let pattern, let group):
-                source = "regex /\(pattern)/ group \(group) over header \(name)"
-                var found: String?
-                for header in response.headers.values(for: name) where found == nil {
-                    found = try firstMatch(pattern, Array(header.utf8), state: state, check: "extract '\(extraction.name)' regex over \(name)") {
-                        (regex: ProbeRegex, text: [UInt8], deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
-                        try regex.firstCapture(group, in: text, deadline: deadline)
-                    }
-                }
-                value = found
-                secretByDefault = SecretNames.isSecretHeader(name)
-            case .cookie(let name):
-                source = "cookie \(name)"
-                value = state.cookies.last { $0.name == name }?.value
-                secretByDefault = !state.probe.script.publicCookies.contains(name)
-            case .regex(let pattern, let group):
-                source = "regex /\(pattern)/ group \(group)"
-                value = try firstMatch(pattern, response.body, state: state, check: "extract '\(extraction.name)' regex") { (regex: ProbeRegex, text: Data, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
+            let found = try extracted(extraction, from: response, state: state, json: &json)
+            guard let value = found.value else {
+                throw StepFailure(
+                    .script, "step '\(step.name)': extract '\(extraction.name)': \(found.source) found nothing in the response: \(snippet(response, state: state))")
+            }
+            let secret = isSecret(extraction, value, byDefault: found.secretByDefault)
+            state.remember(extraction.name, value, secret: secret)
+            if secret { for part in found.secretParts { state.redactor.add(part) } }
+        }
+    }
+
+    /// Short values (a flag, a count) are not treated as secrets by default: redacting "1"
+    /// everywhere would hide everything and protect nothing.
+    private func isSecret(_ extraction: Extraction, _ value: String, byDefault: Bool) -> Bool {
+        extraction.secret ?? (byDefault && value.count >= SecretNames.minimumDefaultLength)
+    }
+
+    /// Before any check of a response: the values its secret extractions will take, added to the
+    /// redactor, so a failed check's message (which quotes the body) does not show a token the
+    /// step was about to keep secret (red team, fourth pass). Best effort: what cannot be found now
+    /// is not there to leak either.
+    private func redactSecretsAhead(in response: HTTPResponse, state: inout RunState) {
+        var json: JSONValue??
+        for extraction in step.extractions {
+            guard let found = try? extracted(extraction, from: response, state: state, json: &json), let value = found.value,
+                isSecret(extraction, value, byDefault: found.secretByDefault)
+            else { continue }
+            state.redactor.add(value)
+            for part in found.secretParts { state.redactor.add(part) }
+        }
+    }
+
+    /// What `extraction` finds in `response` (nil: nothing), where it looked, and whether such a
+    /// value is a secret by default. `json`: the body parsed once for all the step's extractions.
+    private func extracted(
+        _ extraction: Extraction, from response: HTTPResponse, state: RunState, json: inout JSONValue??
+    ) throws(StepFailure) -> (value: String?, source: String, secretByDefault: Bool, secretParts: [String]) {
+        switch extraction.source {
+        case .json(let path):
+            if json == nil { json = .some(JSONValue.parse(response.body)) }
+            let found = (json ?? nil).flatMap { path.evaluate($0) }
+            var secret = false
+            switch (found, path.components.last) {
+            case (.string?, .key(let key)?), (.string?, .descendant(let key)?): secret = SecretNames.isSecretKey(key)
+            default: break
+            }
+            return (found.map(\.text), "\(path)", secret, [])
+        case .header(let name):
+            let value = response.headers.value(for: name)
+            return (value, "header \(name)", SecretNames.isSecretHeader(name), value.map(SecretNames.credentialParts) ?? [])
+        case .headerRegex(let name, let pattern, let group):
+            var found: String?
+            for header in response.headers.values(for: name) where found == nil {
+                found = try firstMatch(pattern, Array(header.utf8), state: state, check: "extract '\(extraction.name)' regex over \(name)") {
+                    (regex: ProbeRegex, text: [UInt8], deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
                     try regex.firstCapture(group, in: text, deadline: deadline)
                 }
-            case .body:
-                source = "body"
-                value = response.bodyText
             }
-            guard let value else {
-                throw StepFailure(.script, "step '\(step.name)': extract '\(extraction.name)': \(source) found nothing in the response: \(snippet(response, state: state))")
+            return (found, "regex /\(pattern)/ group \(group) over header \(name)", SecretNames.isSecretHeader(name), [])
+        case .cookie(let name):
+            return (state.cookies.last { $0.name == name }?.value, "cookie \(name)", !state.probe.script.publicCookies.contains(name), [])
+        case .regex(let pattern, let group):
+            let value = try firstMatch(pattern, response.body, state: state, check: "extract '\(extraction.name)' regex") {
+                (regex: ProbeRegex, text: Data, deadline: ContinuousClock.Instant) throws(ProbeRegex.MatchError) in
+                try regex.firstCapture(group, in: text, deadline: deadline)
             }
-            // Short values (a flag, a count) are not treated as secrets by default: redacting
-            // "1" everywhere would hide everything and protect nothing.
-            let secret = extraction.secret ?? (secretByDefault && value.count >= SecretNames.minimumDefaultLength)
-            state.remember(extraction.name, value, secret: secret)
-            if secret { for part in secretParts { state.redactor.add(part) } }
+            return (value, "regex /\(pattern)/ group \(group)", false, [])
+        case .body:
+            return (response.bodyText, "body", false, [])
         }
     }
 
