@@ -231,6 +231,12 @@ public final class SQLiteCollectorStore: CollectorStorage {
                         degraded INTEGER NOT NULL, PRIMARY KEY (component, day, agent)) WITHOUT ROWID;
                     """)
         }
+        // v7: the runs that did not pass, newest first, for `/v1/results?outcome=failed`: without
+        // it that filter walked every stored run to find a page (red team, fourth pass). Partial:
+        // a passing run, nearly all of them, costs the insert nothing more.
+        migrator.registerMigration("v7-results-not-ok") { db in
+            try db.execute(sql: "CREATE INDEX results_not_ok ON results(started_at) WHERE outcome > 0")
+        }
         return migrator
     }
 
@@ -533,7 +539,8 @@ public final class SQLiteCollectorStore: CollectorStorage {
         do { return try PushBatchDecoder.result(from: json) } catch { return try SondeJSON.decode(ProbeResult.self, from: json) }
     }
 
-    private static func names(_ query: ResultQuery) -> (clause: String, arguments: [any DatabaseValueConvertible])? {
+    /// The series the query's name filters select, as a subquery.
+    private static func names(_ query: ResultQuery) -> (series: String, arguments: [any DatabaseValueConvertible])? {
         var clauses: [String] = []
         var arguments: [any DatabaseValueConvertible] = []
         if let probe = query.probe { clauses.append("probe = ?"); arguments.append(probe) }
@@ -541,7 +548,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
         if let agent = query.agent { clauses.append("agent = ?"); arguments.append(agent) }
         if let region = query.region { clauses.append("region = ?"); arguments.append(region) }
         guard !clauses.isEmpty else { return nil }
-        return ("r.series IN (SELECT id FROM series WHERE " + clauses.joined(separator: " AND ") + ")", arguments)
+        return ("SELECT id FROM series WHERE " + clauses.joined(separator: " AND "), arguments)
     }
 
     public func results(_ query: ResultQuery) async throws -> ResultPage {
@@ -551,8 +558,19 @@ public final class SQLiteCollectorStore: CollectorStorage {
             clauses.append(clause)
             arguments += StatementArguments(values)
         }
-        if let names = Self.names(query) { add(names.clause, names.arguments) }
-        if let outcome = query.outcome { add("r.outcome = ?", [Self.code(outcome)]) }
+        if let names = Self.names(query) {
+            // No such series: no results, without looking at any (a name nobody reports would
+            // otherwise walk every stored run).
+            let exists = "SELECT EXISTS (\(names.series))"
+            let seriesArguments = StatementArguments(names.arguments.map { $0 as (any DatabaseValueConvertible)? })
+            let known = try await pool.read { db in try Bool.fetchOne(db, sql: exists, arguments: seriesArguments) }
+            if known != true { return ResultPage(fetched: [], limit: max(1, query.limit)) }
+            add("r.series IN (\(names.series))", names.arguments)
+        }
+        if let outcome = query.outcome {
+            // `outcome > 0` as written lets SQLite read `results_not_ok` for failed and degraded runs.
+            add(outcome == .ok ? "r.outcome = ?" : "r.outcome > 0 AND r.outcome = ?", [Self.code(outcome)])
+        }
         if let since = query.since { add("r.started_at >= ?", [since.epochMs]) }
         if let until = query.until { add("r.started_at < ?", [until.epochMs]) }
         if let cursor = query.cursor { add("(r.started_at, r.id) < (?, ?)", [cursor.startedAtMs, cursor.id]) }

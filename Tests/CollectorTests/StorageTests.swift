@@ -93,7 +93,7 @@ struct StorageTests {
         let store = try SQLiteCollectorStore(path: config.databasePath, logger: testLogger())
         try await store.migrate()
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days", "v6-result-agent-days"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days", "v6-result-agent-days", "v7-results-not-ok"])
         #expect(try await store.resultCount() == 2)
         // Pruning with a cutoff in the future removes the rest, batches included.
         let report = try await store.prune(before: Date().addingTimeInterval(60))
@@ -307,7 +307,7 @@ struct StorageMigrationTests {
 
         let store = try SQLiteCollectorStore(path: path, logger: testLogger())
         try await store.migrate()
-        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days", "v6-result-agent-days"])
+        #expect(try await store.appliedMigrations() == ["v1", "v2-results-time-ordered", "v3-series-and-body-slices", "v4-dead-letters", "v5-result-days", "v6-result-agent-days", "v7-results-not-ok"])
         #expect(try await store.resultCount() == 20)
         // v5 filled the daily rollup from the rows already there.
         let days = try await store.uptimeDays(since: base.addingTimeInterval(-86400))
@@ -324,6 +324,14 @@ struct StorageMigrationTests {
         #expect(try await store.results(ResultQuery(component: "files", limit: 100)).results.allSatisfy { $0.component == "files" })
         #expect(try await store.results(ResultQuery(outcome: .failed, limit: 100)).results.count == 4)
         #expect(try await store.results(ResultQuery(outcome: .degraded, limit: 100)).results.count == 4)
+        #expect(try await store.results(ResultQuery(outcome: .ok, limit: 100)).results.count == 12)
+        // The failed runs read through `results_not_ok`, newest first, and page like the rest.
+        let failed = expected.filter { $0.outcome == .failed }
+        let firstFailed = try await store.results(ResultQuery(outcome: .failed, limit: 3))
+        let restFailed = try await store.results(ResultQuery(outcome: .failed, limit: 3, cursor: firstFailed.nextCursor))
+        #expect(firstFailed.results + restFailed.results == failed && restFailed.nextCursor == nil)
+        // A name nobody reports: nothing, without reading any run.
+        #expect(try await store.results(ResultQuery(component: "nobody", limit: 100)).results.isEmpty)
         let window = try await store.results(ResultQuery(since: base.addingTimeInterval(120), until: base.addingTimeInterval(600), limit: 100)).results
         #expect(window.count == 2 * 3 && window.allSatisfy { $0.startedAt >= base.addingTimeInterval(120) })
         // Paging through all of them 3 at a time gives each once.

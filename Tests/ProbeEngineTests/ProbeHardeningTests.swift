@@ -431,6 +431,27 @@ struct ProbeHardeningTests {
         if failure == "basic_auth" { #expect(!result.jsonText.contains("hunter2"), "\(message)") }
     }
 
+    @Test("a result whose many steps carry long server-made URLs and messages is cut to the collector's size for one result, keeping every step")
+    func oversizedResultsAreFitted() throws {
+        let long = "http://example.com/?" + String(repeating: "q=%22value%22&", count: 140)  // about 2 KiB
+        let message = String(repeating: #"quote \ "x" "#, count: 90)
+        let steps = (0..<200).map { i in
+            StepResult(name: "step-\(i)", method: "GET", url: long, status: 500, ok: i < 199, timings: .zero,
+                       error: i == 199 ? ProbeError(kind: .httpStatus, step: "step-\(i)", message: message) : nil)
+        }
+        let big = ProbeResult(
+            probe: "journey", component: "api", agent: "eu-1", region: "eu", startedAt: Date(), durationMs: 1, outcome: .failed,
+            error: ProbeError(kind: .httpStatus, step: "step-199", message: message), steps: steps)
+        #expect(try big.encodedJSON().count > ResultText.largestResultBytes, "the test's result is over the limit to begin with")
+        let fitted = ProbeRunner.fitted(big)
+        #expect(try fitted.encodedJSON().count <= ResultText.largestResultBytes)
+        #expect(fitted.steps.count == 200 && fitted.steps.last?.error?.kind == .httpStatus && fitted.error?.step == "step-199")
+        #expect(fitted.steps[0].url.hasPrefix("http://example.com/?q=") && fitted.steps[0].url.hasSuffix("…"))
+        // A result within the limit is left as it is.
+        let small = ProbeResult(probe: "p", component: "api", agent: "eu-1", region: "eu", startedAt: Date(), durationMs: 1, outcome: .ok, steps: Array(steps.prefix(3)))
+        #expect(try ProbeRunner.fitted(small).encodedJSON() == small.encodedJSON())
+    }
+
     @Test("only scripts that can send a cookie back get a jar; without one, the cookies a lone response sets are still redacted")
     func cookieJarOnlyWhenNeeded() async throws {
         let lone = "c00kie-Lone-55"

@@ -101,11 +101,42 @@ public struct ProbeRunner: Sendable {
                 "error.kind": "\(firstError?.kind.rawValue ?? "-")", "error.step": "\(firstError?.step ?? "-")",
                 "error.code": "\(firstError?.code ?? "-")", "degraded": "\(runDegraded ?? steps.lazy.compactMap(\.degraded).first ?? "-")",
             ])
-        return ProbeResult(
+        return Self.fitted(ProbeResult(
             id: runID, probe: probe.name, component: probe.component, agent: context.agent, region: context.region,
             startedAt: startedAt, durationMs: (durationMs * 1000).rounded() / 1000, outcome: outcome, error: firstError,
             steps: steps, control: probe.control, labels: probe.script.labels.isEmpty ? nil : probe.script.labels,
-            degraded: firstError == nil ? runDegraded : nil)
+            degraded: firstError == nil ? runDegraded : nil))
+    }
+
+    /// `result` within the collector's size for one result (`ResultText.largestResultBytes`): a
+    /// journey of many steps whose URLs and messages a server filled (2 KiB and 1 KiB each) could
+    /// pass it, and the collector would refuse the run, evidence of a failure included. Over it,
+    /// step URLs and messages are cut shorter and shorter until it fits. A quick upper bound first:
+    /// nearly every result is far below it and is not encoded here.
+    static func fitted(_ result: ProbeResult) -> ProbeResult {
+        let budget = ResultText.largestResultBytes - 4096
+        func bound(_ r: ProbeResult) -> Int {
+            // Escaping at most doubles printable text (`"` and `\`); 512 bytes for each step's other fields.
+            let steps = r.steps.reduce(0) { $0 + 2 * ($1.url.utf8.count + ($1.error?.message.utf8.count ?? 0) + $1.name.utf8.count) + 512 }
+            let labels = r.labels?.reduce(0) { $0 + 2 * ($1.key.utf8.count + $1.value.utf8.count) + 8 } ?? 0
+            return 2048 + steps + labels + 2 * ((r.error?.message.utf8.count ?? 0) + (r.degraded?.utf8.count ?? 0))
+        }
+        guard bound(result) > budget else { return result }
+        var fitted = result
+        var limit = longestURL
+        while limit >= 16, ((try? fitted.encodedJSON().count) ?? 0) > budget {
+            limit /= 2
+            func cut(_ text: String) -> String {
+                text.unicodeScalars.count > limit ? String(String.UnicodeScalarView(text.unicodeScalars.prefix(limit))) + "…" : text
+            }
+            for index in fitted.steps.indices {
+                let url = fitted.steps[index].url
+                fitted.steps[index].url = cut(url)
+                if let message = fitted.steps[index].error?.message { fitted.steps[index].error?.message = cut(message) }
+            }
+            if let message = fitted.error?.message { fitted.error?.message = cut(message) }
+        }
+        return fitted
     }
 
     func perform(_ request: HTTPRequest) async -> Result<HTTPResponse, HTTPTransferError> {
