@@ -452,6 +452,34 @@ struct ProbeHardeningTests {
         #expect(try ProbeRunner.fitted(small).encodedJSON() == small.encodedJSON())
     }
 
+    @Test("a JSON body of millions of tiny values is not read into memory: the json check fails, saying why")
+    func hugeJSONIsNotRead() async throws {
+        var text = "["
+        text.reserveCapacity(10 << 20)
+        while text.utf8.count < 9 << 20 { text += #"{"a":0},"# }
+        text += #"{"a":0}]"#
+        let body = Data(text.utf8)
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, headers: [("Content-Type", "application/json")], body: body) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: big
+            component: api
+            interval: 30s
+            timeout: 10s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                assert: {json: ["$[0].a == 0"]}
+            """)
+        let result = await run(probe, server)
+        #expect(result.error?.kind == .assertion)
+        #expect(result.error?.message.contains("expected a JSON body (over 1000000 values: not read)") == true, "\(result.error?.message ?? "")")
+        // A document within the bound reads as before, a byte order mark allowed.
+        let small = Data([0xEF, 0xBB, 0xBF] + Array(#"{"a":[1,2.5,"x\u00e9",true,null,{"b":{}}]}"#.utf8))
+        #expect(JSONValue.parse(small) == .object(["a": .array([.number(1), .number(2.5), .string("xé"), .bool(true), .null, .object(["b": .object([:])])])]))
+        #expect(JSONValue.parse(Data("{\"a\":1} x".utf8)) == nil && JSONValue.parse(Data("[".utf8)) == nil)
+    }
+
     @Test("only scripts that can send a cookie back get a jar; without one, the cookies a lone response sets are still redacted")
     func cookieJarOnlyWhenNeeded() async throws {
         let lone = "c00kie-Lone-55"

@@ -302,7 +302,7 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A parsed JSON document (from a response).
-enum JSONValue: Sendable, Hashable, Decodable {
+enum JSONValue: Sendable, Hashable, JSONTreeNode {
     case null
     case bool(Bool)
     case number(Double)
@@ -310,26 +310,28 @@ enum JSONValue: Sendable, Hashable, Decodable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSONValue].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONValue].self))
-        }
+    static var jsonNull: JSONValue { .null }
+    static func jsonBool(_ value: Bool) -> JSONValue { .bool(value) }
+    static func jsonNumber(_ value: Double) -> JSONValue { .number(value) }
+    static func jsonString(_ value: String) -> JSONValue { .string(value) }
+    static func jsonArray(_ items: [JSONValue]) -> JSONValue { .array(items) }
+    static func jsonObject(_ members: [String: JSONValue]) -> JSONValue { .object(members) }
+
+    /// The most values of a response read as JSON: a server chooses the body, and each value is
+    /// a node in memory (a 10 MiB body of tiny objects is about 2 million).
+    static let maxValues = 1_000_000
+
+    /// Parses a response body; nil when it is not JSON, or has more than `maxValues` values.
+    static func parse(_ data: Data) -> JSONValue? {
+        try? JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues).get()
     }
 
-    /// Parses a response body; nil when it is not JSON.
-    static func parse(_ data: Data) -> JSONValue? {
-        try? JSONDecoder().decode(JSONValue.self, from: data)
+    /// Why a body did not parse, for messages: "", or " (over 1000000 values: not read)".
+    static func whyNot(_ data: Data) -> String {
+        if case .failure(.tooManyValues(let most)) = JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues) {
+            return " (over \(most) values: not read)"
+        }
+        return ""
     }
 
     /// Text form for comparisons, extraction and messages: strings bare, the rest as JSON.

@@ -523,7 +523,7 @@ struct StepExecution {
         case .json(let condition):
             if json == nil { json = .some(JSONValue.parse(response.body)) }
             guard let document = json ?? nil else {
-                throw StepFailure(.assertion, "expected a JSON body for \(condition.path): \(snippet(response, state: state))")
+                throw StepFailure(.assertion, "expected a JSON body\(JSONValue.whyNot(response.body)) for \(condition.path): \(snippet(response, state: state))")
             }
             if !(try holds(condition, in: document, state: &state)) {
                 let expected = try describe(condition.test, state: &state)
