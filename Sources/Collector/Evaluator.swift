@@ -103,8 +103,12 @@ public actor CorrelationHub {
     /// durable once `committed` reaches the evaluation after it.
     private(set) var evaluations = 0
     private(set) var committed = 0
+    /// Evaluations whose changes were thrown away unstored because this collector is no longer
+    /// the leader: a person's write in one of them is lost, and its caller must be told so.
+    private(set) var discarded = 0
 
     func markCommitted(through evaluation: Int) { committed = max(committed, evaluation) }
+    func markDiscarded(through evaluation: Int) { discarded = max(discarded, evaluation) }
 
     /// A person's update, applied to the engine; stored (with its events) by the next evaluation,
     /// whose number is returned with it (wait for `committed` to reach it).
@@ -272,6 +276,7 @@ public struct Evaluator: Service {
             // A standby's changes are not stored; a new leader starts from the database. What the
             // log already said stays said (a standby evaluates too, every interval).
             memory = Memory(agentsDue: memory.agentsDue, warnedUnknown: memory.warnedUnknown, unwatched: memory.unwatched)
+            await hub.markDiscarded(through: evaluation)
             return
         }
         if memory.stored == nil { memory.stored = await storedStates() }

@@ -27,7 +27,7 @@ extension CollectorAPI {
         logger.notice(
             "Incident updated by a person",
             metadata: ["incident.id": .string(id), "incident.status": .string(applied.incident.status.rawValue), "author": .string(author)])
-        let stored = await waitForCommit(applied.evaluation)
+        let stored = try await waitForCommit(applied.evaluation)
         await forgetPublicPages()
         return JSONResponse.make(applied.incident, status: stored ? .ok : .accepted)
     }
@@ -62,7 +62,7 @@ extension CollectorAPI {
             logger.notice(
                 "Incident opened by a person", metadata: ["incident.id": .string(incident.id), "component": .string(incident.component), "author": .string(author)])
         }
-        let stored = await waitForCommit(opened.evaluation)
+        let stored = try await waitForCommit(opened.evaluation)
         await forgetPublicPages()
         return JSONResponse.make(IncidentsResponse(incidents: opened.incidents), status: stored ? .created : .accepted)
     }
@@ -87,16 +87,41 @@ extension CollectorAPI {
     }
 
     /// Wakes the evaluator and waits (bounded) until it stored evaluation `n`; false on time-out
-    /// (the write is in the engine and the evaluator keeps retrying to store it).
-    private func waitForCommit(_ n: Int) async -> Bool {
+    /// (the write is in the engine and the evaluator keeps retrying to store it). Throws 503
+    /// `not_leader` when this collector lost the leadership before storing it: the write is gone
+    /// (the new leader starts from the database), so a 202 would tell the person it was kept.
+    private func waitForCommit(_ n: Int) async throws(APIError) -> Bool {
         trigger.fire()
-        let deadline = ContinuousClock.now + Self.incidentCommitWait
-        while ContinuousClock.now < deadline {
-            if await hub.committed >= n { return true }
+        let hub = hub
+        switch await Self.commitOutcome(of: n, within: Self.incidentCommitWait, read: { await (hub.committed, hub.discarded) }) {
+        case .stored:
+            return true
+        case .pending:
+            logger.warning("A person's incident write is not stored yet; the evaluator retries it", metadata: ["evaluation": "\(n)"])
+            return false
+        case .lost:
+            logger.warning("A person's incident write was not stored: this collector lost the leadership first", metadata: ["evaluation": "\(n)"])
+            var error = APIError(
+                .serviceUnavailable, "not_leader",
+                "this collector stopped being the leader before it stored the write, so it was not kept; retry, through the load balancer or at the new leader")
+            error.headers[.retryAfter] = "1"
+            throw error
+        }
+    }
+
+    enum CommitOutcome: Equatable { case stored, pending, lost }
+
+    /// Whether evaluation `n` was stored, thrown away unstored, or neither within `wait`, from
+    /// `read`'s (committed, discarded) evaluation numbers.
+    static func commitOutcome(of n: Int, within wait: Duration, read: () async -> (committed: Int, discarded: Int)) async -> CommitOutcome {
+        let deadline = ContinuousClock.now + wait
+        while true {
+            let (committed, discarded) = await read()
+            if committed >= n { return .stored }
+            if discarded >= n { return .lost }
+            if ContinuousClock.now >= deadline { return .pending }
             try? await Task.sleep(for: .milliseconds(10))
         }
-        logger.warning("A person's incident write is not stored yet; the evaluator retries it", metadata: ["evaluation": "\(n)"])
-        return false
     }
 
     static func incidentStatus(_ raw: String) throws(APIError) -> IncidentStatus {

@@ -338,8 +338,9 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             let (timeout, observers) = state.withLock { s -> (Int32?, [@Sendable (ContinuousClock.Instant) -> Void]) in
                 if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return (nil, s.roundObservers) }
                 // Waiting requests: wake when the first of their time-outs ends.
-                let waiting = s.queued.lazy.map(\.deadline).min()
-                guard let next = [s.timers.nextDeadline, waiting].compactMap({ $0 }).min() else { return (Self.longestPoll, s.roundObservers) }
+                var next = s.timers.nextDeadline
+                if !s.queued.isEmpty, let waiting = s.queued.lazy.map(\.deadline).min() { next = next.map { min($0, waiting) } ?? waiting }
+                guard let next else { return (Self.longestPoll, s.roundObservers) }
                 return (Self.pollMilliseconds(until: next, now: clock.now), s.roundObservers)
             }
             if !observers.isEmpty {

@@ -371,11 +371,20 @@ final class CurlTransfer: @unchecked Sendable {
         var lines: [String] = []
         var node = list
         while let entry = node {
+            // A server may set 50 cookies a response, and a polling step gets many responses: the
+            // jar is read whole after each one, on the thread every transfer shares, so only so far.
+            guard lines.count < Self.mostCookies else {
+                response.cookiesTruncated = true
+                break
+            }
             if let data = entry.pointee.data { lines.append(String(cString: data)) }
             node = entry.pointee.next
         }
         response.cookies = HTTPCookie.parse(netscapeLines: lines)
     }
+
+    /// The most cookies read from a run's jar after a response.
+    static let mostCookies = 512
 
     private static func milliseconds(_ duration: Duration) -> Int {
         max(1, Int(duration.wholeMilliseconds))

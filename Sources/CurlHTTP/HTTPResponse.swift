@@ -23,6 +23,9 @@ public struct HTTPResponse: Sendable {
     public var httpVersion: String?
     /// The run's cookies after this response (when the request had a cookie jar).
     public var cookies: [HTTPCookie] = []
+    /// More cookies than `CurlTransfer.mostCookies` were in the run's jar: `cookies` holds the
+    /// first of them only.
+    public var cookiesTruncated = false
     /// The earliest expiry in the certificate chain of an https response.
     public var certificateNotAfter: Date?
     /// The subject of the certificate that expires first (`/CN=R3/O=Let's Encrypt/C=US`).

@@ -88,13 +88,15 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
 }
 
 func printJSON(_ data: Data) {
-    // Re-indent for people; keep the collector's bytes if it is not JSON.
+    // Re-indent for people; keep the collector's bytes if it is not JSON. Either way made safe
+    // for a terminal: a body that is not JSON can hold escape sequences, and JSON strings keep
+    // bidi controls raw.
     if let object = try? JSONSerialization.jsonObject(with: data),
         let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     {
-        print(String(decoding: pretty, as: UTF8.self))
+        print(shown(String(decoding: pretty, as: UTF8.self), keepLines: true))
     } else {
-        print(String(decoding: data, as: UTF8.self))
+        print(shown(String(decoding: data, as: UTF8.self), keepLines: true))
     }
 }
 

@@ -68,6 +68,13 @@ public struct Redactor: Sendable {
 
     public init() {}
 
+    /// From now on every non-empty text is masked whole: the run holds secrets it cannot list.
+    public mutating func maskEverything() {
+        overflowed = true
+        needles = []
+        literals = []
+    }
+
     public mutating func add(_ secret: String) {
         guard !overflowed else { return }
         for form in [secret, secret.trimmed()] where !form.isEmpty && known.insert(form).inserted {

@@ -642,6 +642,37 @@ struct ProbeHardeningTests {
         #expect(result.error?.message == Redactor.wholesaleMask)
     }
 
+    @Test("a polled server that sets 50 new cookies on every answer fills the run's jar: past 512 the run reports nothing but the mask, within its timeout")
+    func cookieJarFlood() async throws {
+        let counter = Mutex(0)
+        let server = try LoopbackHTTPServer { _ in
+            let n = counter.withLock { value -> Int in
+                value += 1
+                return value
+            }
+            let headers = (0..<50).map { ("Set-Cookie", "c\(n)x\($0)=secret-\(n)-\($0)-value; Path=/") }
+            return .respond(status: 200, headers: [("Content-Type", "application/json")] + headers, body: Data(#"{"state":"running"}"#.utf8))
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: flood
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: wait
+                request: {url: "${base_url}/job"}
+                poll: {every: 50ms, until: "$.state == done", max_wait: 2s, state: $.state}
+            """)
+        let start = ContinuousClock.now
+        let result = await run(probe, server)
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(counter.withLock { $0 } > 11, "more than 512 cookies were set")
+        #expect(result.outcome == .failed)
+        #expect(result.error?.message == Redactor.wholesaleMask, "\(result.error?.message ?? "")")
+        #expect(!result.jsonText.contains("secret-"))
+    }
+
     @Test("a failed check quoting a 2 MB value carries at most 1024 characters of it, redacted first")
     func hugeQuotedValue() async throws {
         let secret = "tok-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)

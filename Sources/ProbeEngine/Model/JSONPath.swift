@@ -345,6 +345,17 @@ enum JSONValue: Sendable, Hashable, JSONTreeNode {
         }
     }
 
+    /// `text` for a state or a message, bounded: a scalar as `text` (at most 256 characters), an
+    /// array or object by its size, not serialised whole (a server may send megabytes there).
+    var shortText: String {
+        switch self {
+        case .array(let items): "(an array of \(items.count))"
+        case .object(let members): "(an object of \(members.count) members)"
+        default:
+            text.unicodeScalars.count > 256 ? String(String.UnicodeScalarView(text.unicodeScalars.prefix(256))) + "…" : text
+        }
+    }
+
     var jsonText: String {
         switch self {
         case .string(let value): JSONWriter.quote(value)

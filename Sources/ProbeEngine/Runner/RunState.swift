@@ -193,6 +193,9 @@ struct RunState {
     /// without a jar follows no redirect and that response is the only one.
     mutating func keep(cookiesOf response: HTTPResponse) {
         if jar != nil {
+            // More cookies than can be read: their values cannot all be redacted, so everything
+            // the run reports is masked (as for more secrets than the redactor holds).
+            if response.cookiesTruncated { redactor.maskEverything() }
             guard !response.cookies.isEmpty else { return }
             cookies = response.cookies
             for cookie in cookies where cookie.value.utf8.count >= SecretNames.minimumDefaultLength && !probe.script.publicCookies.contains(cookie.name) {

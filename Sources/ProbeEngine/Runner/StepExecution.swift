@@ -322,11 +322,13 @@ struct StepExecution {
         var errorsInARow = 0
         var currentState: String?
         var stateSince = started
-        var lastJSON: JSONValue?
+        // What the last answer said at the poll's state (or first `until`) path: kept as short
+        // text, not the whole document, which a server may make as big as `max_body`.
+        let watched = poll.state ?? poll.until.first?.path
+        var lastSeen: String?
         // The step did run: say that the probe's timeout cut the poll, and where the job was.
         func cutOff() -> StepFailure {
-            let path = poll.state ?? poll.until.first?.path
-            let seen = path.map { p in " (\(p) was '\(lastJSON.flatMap { p.evaluate($0) }?.text ?? "missing")')" } ?? ""
+            let seen = watched.map { p in " (\(p) was '\(lastSeen ?? "missing")')" } ?? ""
             return StepFailure(.timeout, "poll cut off by the probe timeout of \(DurationText.format(probeTimeout)) after \(attempts) attempt(s) in \(DurationText.format(clock.now - started))\(seen), before its max_wait of \(DurationText.format(maxWait))")
         }
         // A failed attempt within `tolerate_errors` in a row: no answer (connect, reset, the
@@ -377,7 +379,8 @@ struct StepExecution {
                 try await tolerate(error)
                 continue
             }
-            let read = try await offLoop { () throws(StepFailure) -> (json: JSONValue, done: Bool)? in
+            // Parsing, the checks and the state's text, all off the loop thread.
+            let read = try await offLoop { () throws(StepFailure) -> (done: Bool, state: String?, seen: String?)? in
                 guard let json = JSONValue.parse(response.body) else { return nil }
                 for condition in poll.failWhen {
                     guard try holds(condition, in: json, state: &state) else { continue }
@@ -388,20 +391,19 @@ struct StepExecution {
                 for condition in poll.until {
                     if !(try holds(condition, in: json, state: &state)) { done = false }
                 }
-                return (json, done)
+                return (done, poll.state.map { $0.evaluate(json)?.shortText ?? "(missing)" }, watched.flatMap { $0.evaluate(json)?.shortText })
             }
-            guard let (json, done) = read else {
+            guard let (done, stateValue, seen) = read else {
                 try await tolerate(StepFailure(.assertion, "poll: the response is not JSON: \(snippet(response, state: state))"))
                 continue
             }
             errorsInARow = 0
             if done { return response }
-            lastJSON = json
+            lastSeen = seen
 
             let now = clock.now
             var nextCheck = now.advanced(by: every)
-            if let path = poll.state {
-                let value = path.evaluate(json)?.text ?? "(missing)"
+            if let value = stateValue {
                 if value != currentState {
                     currentState = value
                     stateSince = now
