@@ -114,6 +114,25 @@ import Testing
         #expect(AddressKind.of(address) == kind)
     }
 
+    /// A run's jar is read back after each response up to `mostCookies`: a server adding 50 a
+    /// response cannot make every later response copy thousands on the transfer thread.
+    @Test func aJarReadsBackAtMostItsLimit() async throws {
+        let server = try LoopbackHTTPServer { request in
+            let n = request.path.split(separator: "/").last.map(String.init) ?? "0"
+            return .respond(status: 200, headers: (0..<50).map { ("Set-Cookie", "c\(n)x\($0)=v\($0); Path=/") }, body: Data())
+        }
+        defer { server.stop() }
+        let jar = try #require(CurlCookieJar())
+        var last: HTTPResponse?
+        for n in 0..<12 {
+            var request = HTTPRequest(url: server.baseURL + "/\(n)")
+            request.cookieJar = jar
+            last = try await client.perform(request)
+            if n == 9 { #expect(last?.cookies.count == 500 && last?.cookiesTruncated == false) }
+        }
+        #expect(last?.cookies.count == 512 && last?.cookiesTruncated == true, "\(last?.cookies.count ?? -1)")
+    }
+
     @Test func droppedConnectionAndRefusedPortAreConnectionErrors() async throws {
         let server = try LoopbackHTTPServer { _ in .drop }
         defer { server.stop() }
