@@ -40,12 +40,9 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(status.code) \(code): \(message)" }
 
     var response: Response {
-        // Keys sorted: the same refusal is the same bytes every time (Foundation's encoder
-        // writes keys in no fixed order), so nothing about it varies but what it says.
-        let encoder = SondeJSON.encoder()
-        encoder.outputFormatting.insert(.sortedKeys)
-        let data = (try? encoder.encode(APIErrorBody(code: code, message: message))) ?? Data("{}".utf8)
-        var response = JSONResponse.bytes(data, contentType: "application/json", status: status)
+        // Keys sorted: the same refusal is the same bytes every time, so nothing about it varies
+        // but what it says.
+        var response = JSONResponse.bytes(JSONResponse.sorted(APIErrorBody(code: code, message: message)), contentType: "application/json", status: status)
         for field in headers { response.headers.append(field) }
         return response
     }
@@ -68,6 +65,14 @@ enum JSONResponse {
     }
 
     static func text(_ text: String, contentType: String) -> Response { bytes(Data(text.utf8), contentType: contentType) }
+
+    /// JSON with its keys sorted: Foundation's encoder writes an object's keys in no fixed order,
+    /// and some answers must be the same bytes for the same content (an `ETag`, a refusal).
+    static func sorted(_ value: some Encodable) -> Data {
+        let encoder = SondeJSON.encoder()
+        encoder.outputFormatting.insert(.sortedKeys)
+        return (try? encoder.encode(value)) ?? Data("{}".utf8)
+    }
 }
 
 /// A page's bytes (the status pages, their feeds): answered with an `ETag` and `Cache-Control`,
@@ -84,13 +89,8 @@ struct PageBody: Sendable {
 
     init(html: String) { self.init(data: Data(html.utf8), contentType: "text/html; charset=utf-8") }
 
-    /// Keys sorted: Foundation's encoder writes an object's keys in no fixed order, and the same
-    /// content must give the same bytes (and `ETag`).
-    init(json value: some Encodable) {
-        let encoder = SondeJSON.encoder()
-        encoder.outputFormatting.insert(.sortedKeys)
-        self.init(data: (try? encoder.encode(value)) ?? Data("{}".utf8), contentType: "application/json")
-    }
+    /// Keys sorted: the same content gives the same bytes (and `ETag`).
+    init(json value: some Encodable) { self.init(data: JSONResponse.sorted(value), contentType: "application/json") }
 
     /// A strong validator: the first 128 bits of the body's SHA-256.
     var etag: String {

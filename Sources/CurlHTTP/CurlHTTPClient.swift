@@ -35,6 +35,9 @@ public final class CurlHTTPClient: Sendable {
 
     deinit { loop.stop() }
 
+    /// Requests waiting for a transfer slot (all `threads` in use).
+    var waitingTransfers: Int { loop.waiting }
+
     /// Refuses a header name or value, or a URL, holding CR, LF or NUL before curl sees it: such
     /// bytes come from a templated value a server supplied (an extracted token), and curl would
     /// send them as they are, ending the header and starting another, or another request.
@@ -168,6 +171,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         self.multi = multi
         self.maxTransfers = maxTransfers
     }
+
+    var waiting: Int { state.withLock { $0.queued.count } }
 
     /// Queues `transfer` (its continuation set); the thread starts with the first one.
     func submit(_ transfer: CurlTransfer) {

@@ -58,13 +58,7 @@ extension StrictJSONReader {
             try beginObject()
             var members: [String: Node] = [:]
             var first = true
-            let bytes = self.bytes
-            while let key = try nextKey(&first) {
-                let name =
-                    key.unescaped.map { String(decoding: $0, as: UTF8.self) }
-                    ?? String(decoding: UnsafeBufferPointer(rebasing: bytes[key.start..<(key.start + key.count)]), as: UTF8.self)
-                members[name] = try tree(budget: &budget)
-            }
+            while let key = try nextKey(&first) { members[text(of: key)] = try tree(budget: &budget) }
             return .jsonObject(members)
         case UInt8(ascii: "["):
             try beginArray()

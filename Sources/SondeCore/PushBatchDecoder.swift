@@ -283,8 +283,7 @@ extension StrictJSONReader {
         var map: [String: String] = [:]
         var first = true
         while let key = try nextKey(&first) {
-            let name = key.unescaped.map { String(decoding: $0, as: UTF8.self) }
-                ?? String(decoding: UnsafeBufferPointer(rebasing: bytes[key.start..<(key.start + key.count)]), as: UTF8.self)
+            let name = text(of: key)
             let value = try field(name) { try $0.string() }
             guard map.count < ProbeLabels.maxCount || map[name] != nil else {
                 throw error(.invalidValue, "more than \(ProbeLabels.maxCount) labels")

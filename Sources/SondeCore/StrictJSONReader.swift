@@ -159,6 +159,12 @@ struct StrictJSONReader {
         }
     }
 
+    /// A key as text.
+    func text(of key: Key) -> String {
+        key.unescaped.map { String(decoding: $0, as: UTF8.self) }
+            ?? String(decoding: UnsafeBufferPointer(rebasing: bytes[key.start..<(key.start + key.count)]), as: UTF8.self)
+    }
+
     /// The next key of the object being read, positioned at its value; nil (and the object left)
     /// after the closing `}`. `first` tracks whether a comma is due.
     mutating func nextKey(_ first: inout Bool) throws -> Key? {

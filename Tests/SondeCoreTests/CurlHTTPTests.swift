@@ -1,4 +1,4 @@
-import CurlHTTP
+@testable import CurlHTTP
 import Foundation
 import SondeCore
 import SondeTestSupport
@@ -78,7 +78,7 @@ import Testing
         let holder = Task { try? await single.perform(HTTPRequest(url: hanging.baseURL, timeout: .milliseconds(1500))) }
         try await waitUntil("the slot held", timeout: .seconds(5)) { hanging.requests.count == 3 }
         let probe = Task { _ = try? await single.perform(HTTPRequest(url: fast.baseURL + "/probe", timeout: .seconds(10))) }
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("the probe's request waiting for the slot", timeout: .seconds(5)) { single.waitingTransfers == 1 }
         var push = HTTPRequest(url: fast.baseURL + "/push", timeout: .seconds(10))
         push.reuseConnection = true
         let pushed = Task { [push] in _ = try? await single.perform(push) }

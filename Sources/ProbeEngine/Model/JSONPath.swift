@@ -301,6 +301,27 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// A response body read as JSON at most once, by whichever check or extraction needs it first.
+struct LazyJSON {
+    private var result: Result<JSONValue, JSONTree.Failure>?
+
+    mutating func read(_ body: Data) -> Result<JSONValue, JSONTree.Failure> {
+        if let result { return result }
+        let read = JSONValue.read(body)
+        result = read
+        return read
+    }
+}
+
+extension JSONTree.Failure {
+    /// What a message adds about a body that was not read as JSON: "" when it simply is not
+    /// JSON, " (over 1000000 values: not read)" when it was too big to read.
+    var note: String {
+        if case .tooManyValues(let most) = self { return " (over \(most) values: not read)" }
+        return ""
+    }
+}
+
 /// A parsed JSON document (from a response).
 enum JSONValue: Sendable, Hashable, JSONTreeNode {
     case null
@@ -321,18 +342,14 @@ enum JSONValue: Sendable, Hashable, JSONTreeNode {
     /// a node in memory (a 10 MiB body of tiny objects is about 2 million).
     static let maxValues = 1_000_000
 
-    /// Parses a response body; nil when it is not JSON, or has more than `maxValues` values.
-    static func parse(_ data: Data) -> JSONValue? {
-        try? JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues).get()
+    /// Parses a response body: the document, or why it is none (not JSON, or more than
+    /// `maxValues` values).
+    static func read(_ data: Data) -> Result<JSONValue, JSONTree.Failure> {
+        JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues)
     }
 
-    /// Why a body did not parse, for messages: "", or " (over 1000000 values: not read)".
-    static func whyNot(_ data: Data) -> String {
-        if case .failure(.tooManyValues(let most)) = JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues) {
-            return " (over \(most) values: not read)"
-        }
-        return ""
-    }
+    /// Parses a response body; nil when it is not JSON, or has more than `maxValues` values.
+    static func parse(_ data: Data) -> JSONValue? { try? read(data).get() }
 
     /// Text form for comparisons, extraction and messages: strings bare, the rest as JSON.
     var text: String {

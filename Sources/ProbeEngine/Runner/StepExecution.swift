@@ -68,6 +68,8 @@ struct StepExecution {
         var result = StepResult(name: step.name, method: spec.method, url: spec.url.source, ok: false, timings: .zero)
         state.keepCredentials(inURL: spec.url.source)
         var lastResponse: HTTPResponse?
+        // The final response's body as JSON, read once for the secrets, the checks and the extractions.
+        var json = LazyJSON()
         var degradedBy: String?
         do {
             let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
@@ -77,7 +79,7 @@ struct StepExecution {
             let response: HTTPResponse
             if let poll = step.poll {
                 response = try await self.poll(poll, spec: spec, stepTimeout: stepTimeout, state: &state, result: &result, last: &lastResponse)
-                if !step.extractions.isEmpty { await offLoop { redactSecretsAhead(in: response, state: &state) } }
+                if !step.extractions.isEmpty { await offLoop { redactSecretsAhead(in: response, json: &json, state: &state) } }
             } else {
                 var request = try build(spec, state: &state)
                 request.timeout = try timeLeft(stepTimeout)
@@ -85,13 +87,13 @@ struct StepExecution {
                 response = try await send(request, result: &result)
                 lastResponse = response
                 record(response, result: &result, state: &state)
-                if !step.extractions.isEmpty { await offLoop { redactSecretsAhead(in: response, state: &state) } }
+                if !step.extractions.isEmpty { await offLoop { redactSecretsAhead(in: response, json: &json, state: &state) } }
                 try checkStatus(response, method: spec.method, url: request.url, state: state)
             }
             if let digest = response.bodySHA256 { state.bodies[step.name] = BodyDigest(count: response.bodyByteCount, sha256: digest) }
             try await offLoop { () throws(StepFailure) in
-                try checkAssertions(response, state: &state)
-                try extract(from: response, state: &state)
+                try checkAssertions(response, json: &json, state: &state)
+                try extract(from: response, json: &json, state: &state)
             }
             degradedBy = try degradedReason(total: response.timings.total, state: &state)
             result.ok = true
@@ -453,8 +455,7 @@ struct StepExecution {
 
     /// Every check of the step, so that a failure message names all that failed (as Checkly
     /// and Datadog list each assertion), not only the first: "2 checks failed: …; …".
-    private func checkAssertions(_ response: HTTPResponse, state: inout RunState) throws(StepFailure) {
-        var json: JSONValue??
+    private func checkAssertions(_ response: HTTPResponse, json: inout LazyJSON, state: inout RunState) throws(StepFailure) {
         var failed: [StepFailure] = []
         for assertion in step.assertions {
             do throws(StepFailure) {
@@ -480,7 +481,7 @@ struct StepExecution {
     /// At most this many failed checks are spelled out in one message (each may quote the body).
     static let checksReported = 3
 
-    private func check(_ assertion: Assertion, _ response: HTTPResponse, json: inout JSONValue??, state: inout RunState) throws(StepFailure) {
+    private func check(_ assertion: Assertion, _ response: HTTPResponse, json: inout LazyJSON, state: inout RunState) throws(StepFailure) {
         switch assertion {
         case .status:
             break  // checked first, on every attempt
@@ -523,9 +524,11 @@ struct StepExecution {
                 throw StepFailure(.assertion, "\(what): \(snippet(response, state: state))")
             }
         case .json(let condition):
-            if json == nil { json = .some(JSONValue.parse(response.body)) }
-            guard let document = json ?? nil else {
-                throw StepFailure(.assertion, "expected a JSON body\(JSONValue.whyNot(response.body)) for \(condition.path): \(snippet(response, state: state))")
+            let document: JSONValue
+            switch json.read(response.body) {
+            case .success(let read): document = read
+            case .failure(let failure):
+                throw StepFailure(.assertion, "expected a JSON body\(failure.note) for \(condition.path): \(snippet(response, state: state))")
             }
             if !(try holds(condition, in: document, state: &state)) {
                 let expected = try describe(condition.test, state: &state)
@@ -657,8 +660,7 @@ struct StepExecution {
 
     // MARK: - Extraction, comparison, failure codes
 
-    private func extract(from response: HTTPResponse, state: inout RunState) throws(StepFailure) {
-        var json: JSONValue??
+    private func extract(from response: HTTPResponse, json: inout LazyJSON, state: inout RunState) throws(StepFailure) {
         for extraction in step.extractions {
             let found = try extracted(extraction, from: response, state: state, json: &json)
             guard let value = found.value else {
@@ -681,8 +683,7 @@ struct StepExecution {
     /// redactor, so a failed check's message (which quotes the body) does not show a token the
     /// step was about to keep secret (red team, fourth pass). Best effort: what cannot be found now
     /// is not there to leak either.
-    private func redactSecretsAhead(in response: HTTPResponse, state: inout RunState) {
-        var json: JSONValue??
+    private func redactSecretsAhead(in response: HTTPResponse, json: inout LazyJSON, state: inout RunState) {
         for extraction in step.extractions {
             guard let found = try? extracted(extraction, from: response, state: state, json: &json), let value = found.value,
                 isSecret(extraction, value, byDefault: found.secretByDefault)
@@ -693,14 +694,13 @@ struct StepExecution {
     }
 
     /// What `extraction` finds in `response` (nil: nothing), where it looked, and whether such a
-    /// value is a secret by default. `json`: the body parsed once for all the step's extractions.
+    /// value is a secret by default. `json`: the body, parsed once for the step's checks and extractions.
     private func extracted(
-        _ extraction: Extraction, from response: HTTPResponse, state: RunState, json: inout JSONValue??
+        _ extraction: Extraction, from response: HTTPResponse, state: RunState, json: inout LazyJSON
     ) throws(StepFailure) -> (value: String?, source: String, secretByDefault: Bool, secretParts: [String]) {
         switch extraction.source {
         case .json(let path):
-            if json == nil { json = .some(JSONValue.parse(response.body)) }
-            let found = (json ?? nil).flatMap { path.evaluate($0) }
+            let found = (try? json.read(response.body).get()).flatMap { path.evaluate($0) }
             var secret = false
             switch (found, path.components.last) {
             case (.string?, .key(let key)?), (.string?, .descendant(let key)?): secret = SecretNames.isSecretKey(key)
