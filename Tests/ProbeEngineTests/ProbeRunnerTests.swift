@@ -324,6 +324,43 @@ struct ProbeRunnerTests {
         #expect(result.steps[2].error?.message.contains("/cancel/j1") == true)
     }
 
+    @Test("cleanups after a time-out share one grace: three hanging always steps end the run at timeout + grace, not + 3 graces")
+    func cleanupGraceIsShared() async throws {
+        let server = try LoopbackHTTPServer { _ in .hang }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: hanging-cleanups
+            component: files
+            interval: 30s
+            timeout: 1s
+            steps:
+              - name: upload
+                request: { url: "${base_url}/upload" }
+              - name: cleanup-1
+                always: true
+                request: { url: "${base_url}/delete/1", method: DELETE }
+              - name: cleanup-2
+                always: true
+                request: { url: "${base_url}/delete/2", method: DELETE }
+              - name: cleanup-3
+                always: true
+                request: { url: "${base_url}/delete/3", method: DELETE }
+            """)
+        var runner = ProbeRunner(client: client, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        runner.cleanupGrace = .seconds(1)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let result = await runner.run(probe, context: RunContext(agent: "agent-1", region: "eu", variables: ["base_url": server.baseURL]))
+        let elapsed = clock.now - started
+        #expect(result.error?.kind == .timeout)
+        #expect(result.error?.step == "upload")
+        // Every cleanup was tried: the first gets the grace, the others what is left of it.
+        #expect(result.steps.map(\.name) == ["upload", "cleanup-1", "cleanup-2", "cleanup-3"])
+        #expect(result.steps.dropFirst().allSatisfy { $0.error?.kind == .timeout })
+        // 1 s timeout + one 1 s grace (per-step graces would take 4 s).
+        #expect(elapsed >= .milliseconds(1900) && elapsed < .milliseconds(2800), "took \(elapsed)")
+    }
+
     @Test("an always step whose inputs were never extracted is skipped, not failed")
     func cleanupWithoutInputs() async throws {
         let server = try LoopbackHTTPServer { _ in .json(503, #"{"error":"down"}"#) }

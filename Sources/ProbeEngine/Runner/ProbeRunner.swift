@@ -8,11 +8,13 @@ import SondeCore
 ///
 /// Time: the probe's `timeout` bounds the whole run; each request gets
 /// min(step timeout, time left), so a server that never answers still ends the run on time.
-/// `always` steps (cleanup) that come after the deadline get a short grace (`cleanupGrace`).
+/// `always` steps (cleanup) that come after the deadline share one short grace (`cleanupGrace`),
+/// so a run never outlives its timeout by more than the grace, however many cleanups it has.
 public struct ProbeRunner: Sendable {
     public let client: CurlHTTPClient
     let logger: Logger
-    /// Time given to each `always` step once the probe's own time is used up.
+    /// Time the run's `always` steps get, together, once the probe's own time is used up (per
+    /// step, a hanging server could hold each cleanup for the whole grace in turn).
     public var cleanupGrace: Duration = .seconds(5)
 
     public init(client: CurlHTTPClient = .shared, logger: Logger) {
@@ -48,12 +50,17 @@ public struct ProbeRunner: Sendable {
             firstError = ProbeError(kind: .script, step: "-", message: Self.reported(error.message, state.redactor))
         }
         let deadline = start.advanced(by: probeTimeout)
+        // Set by the first `always` step that starts with less than the grace left.
+        var cleanupDeadline: ContinuousClock.Instant?
 
         for step in probe.script.steps {
             if firstError != nil, !step.always { continue }
             var stepDeadline = deadline
-            if step.always, clock.now.advanced(by: cleanupGrace) > deadline {
-                stepDeadline = clock.now.advanced(by: cleanupGrace)
+            if step.always {
+                if cleanupDeadline == nil, clock.now.advanced(by: cleanupGrace) > deadline {
+                    cleanupDeadline = clock.now.advanced(by: cleanupGrace)
+                }
+                stepDeadline = cleanupDeadline ?? deadline
             }
             let execution = StepExecution(runner: self, step: step, failureCodes: probe.script.failureCodes, probeTimeout: probeTimeout, deadline: stepDeadline, logger: logger)
             let outcome = await execution.run(&state)
