@@ -421,9 +421,33 @@ public struct CollectorAPI: Sendable {
             guard let cursor = ResultCursor(raw) else { throw APIError.badQuery("cursor: not a next_cursor this API returned") }
             filter.cursor = cursor
         }
-        let page = try await store.results(filter)
-        return JSONResponse.make(ResultsResponse(results: page.results, nextCursor: page.nextCursor?.text))
+        // Read at most `resultsPerRead` at a time and stop at `resultPageBytes` of stored JSON: a
+        // result may be up to 256 KiB, so a page of 1000 could otherwise hold 256 MB (red team).
+        let limit = filter.limit
+        var results: [ProbeResult] = []
+        var bytes = 0
+        var next: ResultCursor?
+        reading: repeat {
+            filter.limit = min(limit - results.count, Self.resultsPerRead)
+            let page = try await store.results(filter)
+            for (index, result) in page.results.enumerated() {
+                results.append(result)
+                bytes += index < page.sizes.count ? page.sizes[index] : 0
+                if bytes >= Self.resultPageBytes, index < page.results.count - 1 || page.nextCursor != nil {
+                    next = ResultCursor(after: result)
+                    break reading
+                }
+            }
+            next = page.nextCursor
+            filter.cursor = next
+        } while next != nil && results.count < limit && bytes < Self.resultPageBytes
+        return JSONResponse.make(ResultsResponse(results: results, nextCursor: next?.text))
     }
+
+    /// Stored JSON bytes past which a `/v1/results` page ends early (its `next_cursor` goes on).
+    static let resultPageBytes = 32 << 20
+    /// Results read from the store at once while a page is made (at most 25.6 MB of them).
+    static let resultsPerRead = 100
 
     func agents() async throws -> Response {
         let records = try await store.agents()

@@ -175,18 +175,23 @@ public struct ResultPage: Sendable {
     public var results: [ProbeResult]
     /// Pass as `cursor` to get the next (older) page; nil on the last page.
     public var nextCursor: ResultCursor?
-    public init(results: [ProbeResult], nextCursor: ResultCursor?) {
+    /// Bytes of each result's stored JSON, in the order of `results` (empty where the store keeps
+    /// no JSON): lets the API end a page by size as well as by count.
+    public var sizes: [Int]
+    public init(results: [ProbeResult], nextCursor: ResultCursor?, sizes: [Int] = []) {
         self.results = results
         self.nextCursor = nextCursor
+        self.sizes = sizes
     }
     /// A page from a query that asked for `limit + 1` rows: the extra row only says there is more.
-    public init(fetched: [ProbeResult], limit: Int) {
+    /// `sizes`: each fetched row's stored JSON bytes, in the same order.
+    public init(fetched: [ProbeResult], sizes: [Int], limit: Int) {
         guard fetched.count > limit else {
-            self.init(results: fetched, nextCursor: nil)
+            self.init(results: fetched, nextCursor: nil, sizes: sizes)
             return
         }
         let page = Array(fetched.prefix(limit))
-        self.init(results: page, nextCursor: page.last.map(ResultCursor.init(after:)))
+        self.init(results: page, nextCursor: page.last.map(ResultCursor.init(after:)), sizes: Array(sizes.prefix(limit)))
     }
 }
 

@@ -663,8 +663,9 @@ public final class PostgresCollectorStore: CollectorStorage {
         binds.append(Int64(limit + 1))
         let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
         let sql = "SELECT r.json FROM results r JOIN series s ON s.id = r.series \(whereSQL) ORDER BY r.started_at DESC, r.id DESC LIMIT $\(binds.count)"
-        let results = try Self.decodeResults(try await rows(PostgresQuery(unsafeSQL: sql, binds: binds), "reading results"))
-        return ResultPage(fetched: results, limit: limit)
+        let fetched = try await rows(PostgresQuery(unsafeSQL: sql, binds: binds), "reading results")
+        let sizes = try fetched.map { try $0.decode(ByteBuffer.self).readableBytes }
+        return ResultPage(fetched: try Self.decodeResults(fetched), sizes: sizes, limit: limit)
     }
 
     public func results(since: Date, limit: Int) async throws -> [ProbeResult] {

@@ -564,7 +564,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
             let exists = "SELECT EXISTS (\(names.series))"
             let seriesArguments = StatementArguments(names.arguments.map { $0 as (any DatabaseValueConvertible)? })
             let known = try await pool.read { db in try Bool.fetchOne(db, sql: exists, arguments: seriesArguments) }
-            if known != true { return ResultPage(fetched: [], limit: max(1, query.limit)) }
+            if known != true { return ResultPage(results: [], nextCursor: nil) }
             add("r.series IN (\(names.series))", names.arguments)
         }
         if let outcome = query.outcome {
@@ -583,7 +583,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
             return try Row.fetchAll(db, sql: sql, arguments: arguments).map { try Self.json(of: $0, bodies: &bodies, db: db) }
         }
         let results = try rows.map(Self.decodeResult)
-        return ResultPage(fetched: results, limit: limit)
+        return ResultPage(fetched: results, sizes: rows.map(\.count), limit: limit)
     }
 
     public func results(since: Date, limit: Int) async throws -> [ProbeResult] {
