@@ -160,10 +160,11 @@ public final class PostgresCollectorStore: CollectorStorage {
     func transaction<T: Sendable>(
         _ what: String, long: Bool = false, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws -> T {
-        try await run(what, long: long) { [client, logger] in
+        try await run(what, long: long) { [client, logger, url] in
             try await client.withConnection { connection in
                 try await connection.query("BEGIN", logger: logger)
                 do {
+                    if long { try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL statement_timeout = \(url.longStatementTimeoutMs)"), logger: logger) }
                     let value = try await body(connection)
                     try await connection.query("COMMIT", logger: logger)
                     return value
@@ -176,7 +177,9 @@ public final class PostgresCollectorStore: CollectorStorage {
     }
 
     func rows(_ query: PostgresQuery, _ what: String, long: Bool = false) async throws -> [PostgresRow] {
-        try await run(what, long: long) { [client, logger] in try await client.query(query, logger: logger).collect() }
+        // A long read needs its own statement_timeout, so a transaction to SET LOCAL it in.
+        if long { return try await transaction(what, long: true) { [logger] connection in try await Self.all(connection, query, logger) } }
+        return try await run(what) { [client, logger] in try await client.query(query, logger: logger).collect() }
     }
 
     func execute(_ query: PostgresQuery, _ what: String) async throws {
@@ -296,8 +299,13 @@ public final class PostgresCollectorStore: CollectorStorage {
     /// wait for each other, and the later ones find nothing to do), then makes sure the partitions
     /// around today exist.
     public func migrate() async throws {
-        let applied = try await run("migrations") { [client, logger] in
+        // Long: a migration may build an index over every stored result, and another collector's
+        // may hold the lock meanwhile. The session's statement_timeout is back to the pool's at the end.
+        // A database that does not answer is said within `connect_timeout`, as for everything else.
+        _ = try await rows("SELECT 1", "migrations")
+        let applied = try await run("migrations", long: true) { [client, logger, url] in
             try await client.withConnection { connection in
+                try await connection.query(PostgresQuery(unsafeSQL: "SET statement_timeout = \(url.longStatementTimeoutMs)"), logger: logger)
                 try await connection.query("SELECT pg_advisory_lock(\(Self.migrationLockKey))", logger: logger)
                 do {
                     var applied: [String] = []
@@ -319,10 +327,13 @@ public final class PostgresCollectorStore: CollectorStorage {
                         applied.append(migration.version)
                     }
                     try await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
+                    try await connection.query("RESET statement_timeout", logger: logger)
                     return applied
                 } catch {
-                    // The lock goes with the session; the pool may keep this connection, so free it.
+                    // The lock and the setting go with the session; the pool may keep this
+                    // connection, so free and reset them.
                     _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.migrationLockKey))", logger: logger)
+                    _ = try? await connection.query("RESET statement_timeout", logger: logger)
                     throw error
                 }
             }

@@ -123,9 +123,17 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         configuration.options.maximumConnections = poolMax
         configuration.options.minimumConnections = 1
         configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
-        configuration.options.additionalStartupParameters = [Self.applicationName]
+        // The server ends a statement when this collector would stop waiting for it, instead of
+        // running on after the client gave up (a slow API read would otherwise hold the database
+        // and its connection). Longer work sets its own (`SET LOCAL`, see `longStatementTimeoutMs`).
+        configuration.options.additionalStartupParameters = [Self.applicationName, ("statement_timeout", "\(statementTimeoutMs)")]
         return configuration
     }
+
+    /// The pool's `statement_timeout`: `connect_timeout`, the time the collector waits for a statement.
+    var statementTimeoutMs: Int { Int((connectTimeout * 1000).rounded(.up)) }
+    /// For the long reads, enrolment and migrations (30 × `connect_timeout`).
+    var longStatementTimeoutMs: Int { Int((connectTimeout * 30_000).rounded(.up)) }
 
     /// A single connection's configuration (the leader lock's own session).
     func connectionConfiguration() throws(StorageError) -> PostgresConnection.Configuration {

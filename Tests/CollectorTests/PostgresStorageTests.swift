@@ -23,6 +23,29 @@ struct PostgresStorageTests {
         for store in stores { store.close() }
     }
 
+    /// A statement the collector stops waiting for (after `connect_timeout`) is ended by the
+    /// server too: PostgresNIO cannot cancel a running query, so without the pool's
+    /// `statement_timeout` a slow API read would run on, holding the database, after its 503.
+    @Test func aStatementTheCollectorGaveUpOnIsEndedByTheServer() async throws {
+        let pg = try await PostgresServer.shared()
+        let url = try pg.createDatabase() + "&connect_timeout=1"
+        let database = String(url.split(separator: "/").last!.split(separator: "?")[0])
+        let store = try PostgresCollectorStore(url: url, logger: testLogger())
+        defer { store.close() }
+        try await store.migrate()
+        let clock = ContinuousClock()
+        let started = clock.now
+        await #expect(throws: (any Error).self) { try await store.executeForTesting("SELECT pg_sleep(6)") }
+        #expect(clock.now - started < .seconds(3))
+        func sleeping() throws -> Int {
+            Int(try pg.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = '\(database)' AND query LIKE 'SELECT pg_sleep%' AND state = 'active'")
+                .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        // Gone well before its 6 s were up.
+        try await waitUntil("the server to end the statement", timeout: .seconds(3)) { try sleeping() == 0 }
+        #expect(clock.now - started < .seconds(5))
+    }
+
     /// Fencing: once another collector took the epoch, this one's evaluations and delivery
     /// attempts are refused, but a 2xx it got is still recorded (refusing the fact would only
     /// make the new leader send the event again).
