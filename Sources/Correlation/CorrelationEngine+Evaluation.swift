@@ -975,7 +975,10 @@ extension CorrelationEngine {
     static func showAffected(_ verdicts: inout [ComponentVerdict]) {
         var index: [String: Int] = [:]
         for (i, verdict) in verdicts.enumerated() { index[verdict.component] = i }
-        let causes = verdicts.filter { $0.status >= .degradedPerformance && $0.status != .underMaintenance && !$0.evidence.affected.isEmpty }
+        // Only a known cause: one agent's made-up component must not colour a real one (red team).
+        let causes = verdicts.filter {
+            $0.known && $0.status >= .degradedPerformance && $0.status != .underMaintenance && !$0.evidence.affected.isEmpty
+        }
         for cause in causes {
             for name in cause.evidence.affected {
                 guard let i = index[name], verdicts[i].status < cause.status, verdicts[i].status != .underMaintenance else { continue }

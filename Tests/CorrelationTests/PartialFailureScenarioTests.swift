@@ -269,6 +269,29 @@ import Testing
         #expect(fleet.engine.openIncidents.first { $0.component == "login" }?.evidence.affected == ["batch"])
     }
 
+    /// A component one agent made up does not colour a real one either: a failing step of
+    /// "evilcause" in its files journey put files at major outage, "affected by evilcause", on the
+    /// public page while every other agent's files runs passed (red team, fifth pass).
+    @Test func aComponentOneAgentMadeUpDoesNotShowARealOneAsAffected() throws {
+        var fleet = warmFleet()
+        for second in 0..<20 {
+            let evil = ProbeResult(
+                id: "evil-\(second)", probe: "journey", component: "files", agent: "us-1", region: "us",
+                startedAt: fleet.now.addingTimeInterval(-0.5), durationMs: 5, outcome: .failed,
+                error: ProbeError(kind: .httpStatus, step: "cause", message: "HTTP 500", code: "hacked_by_eve"),
+                steps: [StepResult(name: "cause", method: "GET", url: "u", ok: false, timings: .zero, component: "evilcause")])
+            fleet.engine.ingest([evil], receivedAt: fleet.now)
+            fleet.step()
+        }
+        let verdicts = Dictionary(uniqueKeysWithValues: fleet.engine.verdicts.map { ($0.component, $0) })
+        let cause = try #require(verdicts["evilcause"])
+        #expect(!cause.known)
+        let files = try #require(verdicts["files"])
+        #expect(files.status == .operational, "files: \(files.status), affected by \(files.evidence.affectedBy)")
+        #expect(files.evidence.affectedBy.isEmpty)
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
     /// A region's incident counts that region's agents: "2 of 2 agents" in eu reads as all of
     /// eu, where "2 of 6" read as two bad hosts (found by the on-call review, F3).
     @Test func aRegionsIncidentCountsThatRegionsAgents() throws {
