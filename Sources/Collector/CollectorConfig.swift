@@ -13,7 +13,7 @@ import SondeYAML
 /// tokens: [{ name: ops, role: admin, sha256: <hex SHA-256 of the token> }]
 /// status_page: { public: false, title: Example status, logo: https://example.com/logo.svg, link: https://example.com, show_probes: false }
 /// metrics: { public: false }                  # true: `/metrics` answers without a token
-/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, results_per_minute: 60000, push_bytes_per_minute: 67108864, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456, min_body_bytes_per_second: 16384 }
+/// limits: { max_probes_per_agent: 200, max_components_per_agent: 50, pushes_per_minute: 600, push_burst: 120, results_per_minute: 60000, push_bytes_per_minute: 67108864, test_alerts_per_minute: 6, max_push_bytes_in_flight: 268435456, min_body_bytes_per_second: 16384, max_connections: (from the open-file limit) }
 /// database: /var/lib/sonde/collector.db       # ":memory:" keeps nothing on disk
 /// database_sync: full                          # fsync at every commit (normal: only at checkpoints)
 /// public_url: https://status.example.com      # base of the links in webhooks
@@ -210,6 +210,11 @@ public struct Limits: Sendable, Hashable {
     /// body must arrive at least this fast on average, else the connection is closed: a trickled
     /// body cannot hold a connection, a handler or budget for long. 0 turns it off. Default 16 KiB/s.
     public var minBodyBytesPerSecond = 16 << 10
+    /// `limits.max_connections`: client connections open at once; past it the collector stops
+    /// accepting (new ones wait in the listen backlog) until one closes. Nil: from the open-file
+    /// limit (`ConnectionCap.defaultLimit`). At the file limit itself NIO's accept loop spun a core
+    /// and the collector answered nobody, /healthz included (red team, fifth pass).
+    public var maxConnections: Int?
 
     public init() {}
 }
@@ -496,6 +501,7 @@ private struct ConfigFile: Decodable {
         var testAlertsPerMinute: Double?
         var maxPushBytesInFlight: Int?
         var minBodyBytesPerSecond: Int?
+        var maxConnections: Int?
         enum CodingKeys: String, CodingKey {
             case maxProbesPerAgent = "max_probes_per_agent"
             case maxComponentsPerAgent = "max_components_per_agent"
@@ -506,6 +512,7 @@ private struct ConfigFile: Decodable {
             case testAlertsPerMinute = "test_alerts_per_minute"
             case maxPushBytesInFlight = "max_push_bytes_in_flight"
             case minBodyBytesPerSecond = "min_body_bytes_per_second"
+            case maxConnections = "max_connections"
         }
     }
     var listen: Listen?
@@ -796,6 +803,7 @@ extension CollectorConfig {
             if let v = l.minBodyBytesPerSecond {
                 if v >= 0 { limits.minBodyBytesPerSecond = v } else { problem("limits.min_body_bytes_per_second", "expected 0 (off) or more") }
             }
+            if let v = positive(l.maxConnections, "max_connections") { limits.maxConnections = v }
         }
     }
 

@@ -60,6 +60,12 @@ public final class CollectorMetrics: Sendable {
     }
 
     private let counters = Mutex(Counters())
+    private let connectionCounts = Mutex<ConnectionCap.Counts?>(nil)
+    /// The server's connection counts, once it is built.
+    var connections: ConnectionCap.Counts? {
+        get { connectionCounts.withLock { $0 } }
+        set { connectionCounts.withLock { $0 = newValue } }
+    }
     private let latest = Mutex([ProbeKey: LatestRun]())
 
     public init() {}

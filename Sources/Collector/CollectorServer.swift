@@ -163,10 +163,21 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
             "Serving plain HTTP (listen.plain_http: true): tokens and results cross the network unencrypted; use it only on loopback or behind a TLS proxy",
             metadata: ["http.host": .string(config.host)])
     }
+    let openFiles = ConnectionCap.raiseOpenFileLimit(logger: logger)
+    let connectionLimit = config.limits.maxConnections ?? ConnectionCap.defaultLimit(openFiles: openFiles)
+    if connectionLimit > openFiles - ConnectionCap.reservedFiles(openFiles: openFiles) {
+        logger.warning(
+            "limits.max_connections leaves too few files for the database and webhooks under the open-file limit; raise LimitNOFILE or lower it",
+            metadata: ["limits.max_connections": "\(connectionLimit)", "open_file_limit": "\(openFiles)"])
+    }
+    let connectionCounts = ConnectionCap.Counts(limit: connectionLimit)
+    metrics.connections = connectionCounts
     let application = Application(
         router: makeRouter(api: api, config: config, settings: settings, metrics: metrics, logger: logger),
         server: server,
-        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "sonde-collector"),
+        configuration: .init(
+            address: .hostname(config.host, port: config.port), serverName: "sonde-collector",
+            availableConnectionsDelegate: ConnectionCap(counts: connectionCounts, logger: logger)),
         services: services,
         onServerRunning: { channel in
             boundPort.set(channel.localAddress?.port)
@@ -574,7 +585,7 @@ public struct CollectorAPI: Sendable {
         MetricsRenderer.render(
             runs: metrics.latestRuns(now: Date()), agents: await hub.agentHealth, agentsAt: await hub.latestAt, counters: metrics.snapshot, verdicts: await hub.verdicts,
             openIncidents: await hub.openIncidents.count,
-            deadLetters: (try? await store.deadLetterCount()) ?? 0, pushBytesInFlight: ingest.bodyBudget.inUse)
+            deadLetters: (try? await store.deadLetterCount()) ?? 0, pushBytesInFlight: ingest.bodyBudget.inUse, connections: metrics.connections)
             + (cluster.map { Self.clusterMetrics($0.view) } ?? "")
     }
 

@@ -27,7 +27,7 @@ enum MetricsRenderer {
 
     static func render(
         runs: [CollectorMetrics.LatestRun], agents: [AgentHealth], agentsAt: Date, counters: CollectorMetrics.Counters, verdicts: [ComponentVerdict],
-        openIncidents: Int, deadLetters: Int, pushBytesInFlight: Int = 0, process: ProcessStats = .current()
+        openIncidents: Int, deadLetters: Int, pushBytesInFlight: Int = 0, connections: ConnectionCap.Counts? = nil, process: ProcessStats = .current()
     ) -> String {
         var out = PrometheusText()
         let latest = visibleRuns(runs, agents: agents, agentsAt: agentsAt)
@@ -159,6 +159,14 @@ enum MetricsRenderer {
             "sonde_ingest_push_bytes_in_flight", type: "gauge",
             help: "Push body bytes received and held now, of pushes not yet answered (limits.max_push_bytes_in_flight bounds it).")
         out.sample("sonde_ingest_push_bytes_in_flight", [], Double(pushBytesInFlight))
+        if let connections {
+            out.declare("sonde_http_connections", type: "gauge", help: "Client connections open now (limits.max_connections bounds them).")
+            out.sample("sonde_http_connections", [], Double(connections.open.load(ordering: .relaxed)))
+            out.declare("sonde_http_connections_limit", type: "gauge", help: "limits.max_connections: past it new connections wait until one closes.")
+            out.sample("sonde_http_connections_limit", [], Double(connections.limit))
+            out.declare("sonde_http_connection_limit_reached_total", type: "counter", help: "Times the connection limit was reached and accepting paused.")
+            out.sample("sonde_http_connection_limit_reached_total", [], Double(connections.pauses.load(ordering: .relaxed)))
+        }
         out.declare("sonde_webhook_deliveries_total", type: "counter", help: "Webhook delivery attempts by target (its name) and result, since start.")
         for (key, count) in counters.webhookAttempts.sorted(by: { $0.key < $1.key }) {
             out.sample("sonde_webhook_deliveries_total", [("target", key.target), ("result", key.result)], Double(count))

@@ -93,6 +93,50 @@ struct SecurityTests {
         }
     }
 
+    /// `limits.max_connections`: at the cap the collector stops accepting, so idle connections
+    /// held by anyone cannot take it to the open-file limit (where NIO's accept loop spun a core
+    /// and nobody was answered); a waiting request is answered as soon as one closes, and
+    /// /metrics shows the counts.
+    @Test func atTheConnectionLimitNewConnectionsWaitUntilOneCloses() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        var config = testConfig(dir: dir, agents: [])
+        config.limits.maxConnections = 4
+        try await withCollector(config) { collector in
+            let counts = try #require(collector.built.metrics.connections)
+            #expect(counts.limit == 4)
+            var idle: [Int32] = []
+            defer { for fd in idle { close(fd) } }
+            for _ in 0..<4 { idle.append(try connectLoopbackSocket(port: collector.port, receiveTimeout: .seconds(1))) }
+            try await waitUntil("4 connections accepted", timeout: .seconds(5)) { counts.open.load(ordering: .relaxed) == 4 }
+            final class Flag: Sendable { let set = Atomic<Bool>(false) }
+            let answered = Flag()
+            let waiting = Task {
+                defer { answered.set.store(true, ordering: .relaxed) }
+                return try await get(collector, "/healthz", token: nil)
+            }
+            // Not accepted while the 4 are open (the kernel holds it in the backlog).
+            try await Task.sleep(for: .milliseconds(500))
+            let answeredEarly = answered.set.load(ordering: .relaxed)
+            let openWhileWaiting = counts.open.load(ordering: .relaxed)
+            #expect(!answeredEarly)
+            #expect(openWhileWaiting == 4)
+            close(idle.removeLast())
+            let response = try await waiting.value
+            #expect(response.status == 200)
+            let pauses = counts.pauses.load(ordering: .relaxed)
+            #expect(pauses >= 1)
+            for fd in idle { close(fd) }
+            idle = []
+            try await waitUntil("the idle connections closed", timeout: .seconds(5)) { counts.open.load(ordering: .relaxed) == 0 }
+            let metrics = try await get(collector, "/metrics").bodyText
+            #expect(metrics.contains("sonde_http_connections_limit 4"), "\(metrics.prefix(300))")
+            #expect(metrics.contains("sonde_http_connections 1"))
+            // Reached when the 4 idle ones were open, and again when the waiting one took the freed place.
+            #expect(metrics.contains("sonde_http_connection_limit_reached_total 2"), "\(metrics.split(separator: "\n").filter { $0.contains("limit_reached") })")
+        }
+    }
+
     /// `status_page.public` and `metrics.public`: no token needed, and the public page shows no
     /// agent names, no engine messages and no links to the API.
     @Test func publicStatusPageHidesAgentsAndInternalLinks() async throws {
