@@ -129,6 +129,8 @@ public actor CorrelationHub {
     }
 
     var verdicts: [ComponentVerdict] { latest.verdicts }
+    /// `correlation.min_component_agents` as in force now.
+    var minComponentAgents: Int { engine.config.minComponentAgents }
     var agentHealth: [AgentHealth] { latest.agents }
     var openIncidents: [Incident] { engine.openIncidents }
 }

@@ -166,8 +166,12 @@ extension CollectorAPI {
         let decoder = SondeJSON.decoder()
         let incidents = try await store.incidents(.all, limit: 500).compactMap { try? decoder.decode(PageIncident.self, from: $0.json) }
         var probes: [String: Set<String>] = [:]
-        if audience == .operators || page.showProbes {
+        if audience == .operators {
             for series in try await store.seriesNames() { probes[series.component, default: []].insert(series.probe) }
+        } else if page.showProbes {
+            probes = Self.publicProbes(
+                latest.values.joined().map(\.result), revoked: Set(try await store.agents().filter(\.revoked).map(\.id)),
+                minAgents: await hub.minComponentAgents)
         }
         let byName = Dictionary(verdicts.map { ($0.component, $0) }, uniquingKeysWith: { $1 })
         // Components with a verdict, or declared: a control probe's pseudo-component has neither.
@@ -192,6 +196,18 @@ extension CollectorAPI {
             snapshot.timeline = (try? await store.timeline(since: now.addingTimeInterval(-24 * 3600))) ?? []
         }
         return snapshot
+    }
+
+    /// The probes the public page lists per component: those with a recent run from
+    /// `min_component_agents` agents that are not revoked. Every series ever stored would list a
+    /// name one agent made up ("https://evil.example/free-credits"), for good, even once it was
+    /// revoked (red team, fifth pass).
+    static func publicProbes(_ runs: [ProbeResult], revoked: Set<String>, minAgents: Int) -> [String: Set<String>] {
+        var reporters: [String: [String: Set<String>]] = [:]
+        for run in runs where !revoked.contains(run.agent) && run.control != true {
+            reporters[run.component, default: [:]][run.probe, default: []].insert(run.agent)
+        }
+        return reporters.mapValues { byProbe in Set(byProbe.filter { $0.value.count >= max(1, minAgents) }.keys) }.filter { !$0.value.isEmpty }
     }
 
     /// The impact a person declared for a component: the worst severity of the open incidents a

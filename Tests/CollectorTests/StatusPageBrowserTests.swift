@@ -328,6 +328,39 @@ import Testing
         }
     }
 
+    /// show_probes lists a probe only when `min_component_agents` agents that are not revoked run
+    /// it now: one agent's made-up name ("https://evil.example/free-credits") stayed on the public
+    /// page for good, even after it was revoked (red team, fifth pass).
+    @Test func publicProbesAreThoseSeveralAgentsRunNow() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "eu-2", region: "eu")]
+        var config = testConfig(dir: dir, agents: agents)
+        config.statusPagePublic = true
+        config.statusPage.showProbes = true
+        try await withCollector(config) { collector in
+            for agent in agents {
+                var results = [agent.result(probe: "login-check", component: "login")]
+                if agent.id == "eu-1" { results.append(agent.result(probe: "https://evil.example/free-credits", component: "login")) }
+                #expect(try await agent.push(agent.batch(results), to: collector).status == 200)
+            }
+            // Once evaluated (the page lists components with a verdict; it is made at most once a second).
+            var page = ""
+            try await waitUntil("the public page to list login's probes", timeout: .seconds(10)) {
+                page = try await get(collector, "/", token: nil).bodyText
+                return page.contains("login-check")
+            }
+            #expect(!page.contains("evil.example"))
+            // Operators still see every stored series.
+            #expect(try await get(collector, "/internal").bodyText.contains("evil.example"))
+        }
+        // Revoked, an agent's probes leave the public list even while its runs are recent.
+        let runs = [agents[0].result(probe: "p", component: "login"), agents[1].result(probe: "p", component: "login")]
+        #expect(CollectorAPI.publicProbes(runs, revoked: [], minAgents: 2) == ["login": ["p"]])
+        #expect(CollectorAPI.publicProbes(runs, revoked: ["eu-2"], minAgents: 2).isEmpty)
+        #expect(CollectorAPI.publicProbes(runs, revoked: ["eu-2"], minAgents: 1) == ["login": ["p"]])
+    }
+
     /// `status_page` keys: title, logo, link and show_probes load; a script link is refused.
     @Test func statusPageSettingsLoadAndRefuseScriptLinks() throws {
         let yaml = """
