@@ -60,6 +60,13 @@ public final class CollectorMetrics: Sendable {
     }
 
     private let counters = Mutex(Counters())
+    /// Each (agent, probe)'s label set as shown and when it last changed; kept while its series
+    /// is fresh and `labelChangeInterval` after a change (pausing a probe resets no allowance).
+    private let labelSets = Mutex([ProbeKey: (labels: [String: String]?, changedAt: Date)]())
+    /// An (agent, probe)'s labels change at most once in this time: a `labels:` edit shows within
+    /// it, but an agent sending new label values on every run made a new Prometheus series per
+    /// run (about 1,800 a second at the caps; red team, fifth pass).
+    static let labelChangeInterval: TimeInterval = 600
     private let connectionCounts = Mutex<ConnectionCap.Counts?>(nil)
     /// The server's connection counts, once it is built.
     var connections: ConnectionCap.Counts? {
@@ -93,13 +100,26 @@ public final class CollectorMetrics: Sendable {
         counters.withLock { $0.refusals[RefusalKey(surface: surface.rawValue, reason: reason), default: 0] += 1 }
     }
 
-    /// Keeps the newest result per (agent, probe), received at `receivedAt`.
+    /// Keeps the newest result per (agent, probe), received at `receivedAt`, with its labels
+    /// changed at most once per `labelChangeInterval` (the earlier set stays until then).
     func record(_ results: [ProbeResult], receivedAt: Date = Date()) {
         latest.withLock { latest in
-            for result in results {
+            for var result in results {
                 let key = ProbeKey(agent: result.agent, probe: result.probe)
                 let current = latest[key]
                 if let current, current.result.startedAt >= result.startedAt { continue }
+                labelSets.withLock { sets in
+                    guard let shown = sets[key] else {
+                        sets[key] = (result.labels, .distantPast)  // a first set is no change
+                        return
+                    }
+                    guard result.labels != shown.labels else { return }
+                    if receivedAt.timeIntervalSince(shown.changedAt) < Self.labelChangeInterval {
+                        result.labels = shown.labels
+                    } else {
+                        sets[key] = (result.labels, receivedAt)
+                    }
+                }
                 var interval = current?.interval
                 var regularStartedAt = current?.regularStartedAt
                 if result.retry != true {
@@ -116,6 +136,9 @@ public final class CollectorMetrics: Sendable {
     func latestRuns(now: Date) -> [LatestRun] {
         latest.withLock { latest in
             latest = latest.filter { now.timeIntervalSince($0.value.receivedAt) <= $0.value.staleAfter }
+            labelSets.withLock { sets in
+                sets = sets.filter { latest[$0.key] != nil || now.timeIntervalSince($0.value.changedAt) < Self.labelChangeInterval }
+            }
             return Array(latest.values)
         }.sorted { ($0.result.probe, $0.result.agent) < ($1.result.probe, $1.result.agent) }
     }

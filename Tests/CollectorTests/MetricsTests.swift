@@ -155,6 +155,41 @@ struct MetricsTests {
         #expect(metrics.latestRuns(now: t0.addingTimeInterval(121 + 170)).count == 1, "not stale between regular runs")
     }
 
+    /// A probe's labels change its Prometheus series at most once per `labelChangeInterval`: an
+    /// agent sending new label values on every run made a new series per run, for ever (red team,
+    /// fifth pass). A real `labels:` edit shows at once, the next one within the interval.
+    @Test func labelValuesChangeTheSeriesAtMostOnceInTenMinutes() throws {
+        let metrics = CollectorMetrics()
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        func record(_ at: TimeInterval, build: String) {
+            var result = agent.result(startedAt: t0.addingTimeInterval(at))
+            result.labels = ["build": build]
+            metrics.record([result], receivedAt: t0.addingTimeInterval(at + 0.1))
+        }
+        func shown(_ at: TimeInterval) -> String? { metrics.latestRuns(now: t0.addingTimeInterval(at + 0.2)).first?.result.labels?["build"] }
+        record(0, build: "a")
+        #expect(shown(0) == "a")
+        record(10, build: "b")
+        #expect(shown(10) == "b", "a first change shows at once")
+        var seen: Set<String> = []
+        for i in 1...50 {
+            record(10 + Double(i), build: "churn-\(i)")
+            seen.insert(shown(10 + Double(i)) ?? "-")
+        }
+        #expect(seen == ["b"], "\(seen)")
+        // Paused past staleness and back: still within the interval of the last change.
+        record(400, build: "c")
+        #expect(shown(400) == "b")
+        record(10 + CollectorMetrics.labelChangeInterval + 1, build: "d")
+        #expect(shown(10 + CollectorMetrics.labelChangeInterval + 1) == "d")
+        let text = MetricsRenderer.render(
+            runs: metrics.latestRuns(now: t0.addingTimeInterval(612)), agents: [], agentsAt: t0, counters: metrics.snapshot, verdicts: [],
+            openIncidents: 0, deadLetters: 0)
+        #expect(text.contains("build=\"d\""))
+        #expect(!text.contains("churn"))
+    }
+
     /// One agent, no `components:`: a component that fails everywhere is not known, so it opens no
     /// incident and has no status series. The log says so, once while it lasts, with the fix.
     @Test func anUnknownComponentThatFailsIsNamedInTheLogOnce() async throws {
