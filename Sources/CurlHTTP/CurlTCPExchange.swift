@@ -108,7 +108,7 @@ public struct TCPExchange: Sendable {
     public func perform() async -> Result<Outcome, HTTPTransferError> {
         let exchange = self
         let outcome = await DetachedThread.run(name: "sonde-tcp") { exchange.performBlocking() }
-        return outcome ?? .failure(HTTPTransferError(kind: .other, curlCode: 0, message: "no thread for the TCP exchange (raise the process's thread limit)"))
+        return outcome ?? .failure(HTTPTransferError(kind: .other, curlCode: 0, message: DetachedThread.noValue(for: "the TCP exchange")))
     }
 
     private func performBlocking() -> Result<Outcome, HTTPTransferError> {

@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,12 +25,66 @@ public enum DetachedThread {
     }
 
     /// Runs blocking work (getaddrinfo, a blocking socket exchange) off Swift's thread pool and
-    /// returns its value; nil when the system refuses a thread.
+    /// returns its value; nil when the system refuses a thread, or at once when the calling task
+    /// is cancelled. The work is then abandoned: its thread ends by the work's own deadline, but
+    /// the caller does not wait for it (a TCP step waiting on a silent server kept a stopping
+    /// agent alive for the step's whole timeout, 5 minutes past SIGTERM; red team, fifth pass).
     public static func run<T: Sendable>(name: String, stackSize: Int = 256 << 10, _ body: @escaping @Sendable () -> T) async -> T? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-            let result = tryStart(name: name, stackSize: stackSize) { continuation.resume(returning: body()) }
-            if result != 0 { continuation.resume(returning: nil) }
+        let once = ResumeOnce<T?>()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+                guard once.await(continuation) else { return }  // cancelled before it started
+                let result = tryStart(name: name, stackSize: stackSize) { once.resume(body()) }
+                if result != 0 { once.resume(nil) }
+            }
+        } onCancel: {
+            once.resume(nil)
         }
+    }
+
+    /// A continuation resumed once, by whichever comes first: the work's value or cancellation
+    /// (which may come before the continuation exists).
+    private final class ResumeOnce<Value: Sendable>: Sendable {
+        private enum State {
+            case waiting
+            case awaiting(CheckedContinuation<Value, Never>)
+            case resumed(Value)
+        }
+        private let state = Mutex<State>(.waiting)
+
+        /// Keeps `continuation`; false (having resumed it) when a value came first.
+        func await(_ continuation: CheckedContinuation<Value, Never>) -> Bool {
+            let early: Value? = state.withLock { state in
+                if case .resumed(let value) = state { return value }
+                state = .awaiting(continuation)
+                return nil
+            }
+            guard let early else { return true }
+            continuation.resume(returning: early)
+            return false
+        }
+
+        func resume(_ value: Value) {
+            let continuation: CheckedContinuation<Value, Never>? = state.withLock { state in
+                switch state {
+                case .waiting:
+                    state = .resumed(value)
+                    return nil
+                case .awaiting(let continuation):
+                    state = .resumed(value)
+                    return continuation
+                case .resumed:
+                    return nil
+                }
+            }
+            continuation?.resume(returning: value)
+        }
+    }
+
+    /// What to say when `run` gave no value: the caller was cancelled (the agent is stopping),
+    /// or the system refused a thread.
+    public static func noValue(for work: String) -> String {
+        Task.isCancelled ? "\(work) was cancelled (the agent is stopping)" : "no thread for \(work) (raise the process's thread limit)"
     }
 
     /// Starts `body` on a new detached thread; 0, or the error pthread_create gave.

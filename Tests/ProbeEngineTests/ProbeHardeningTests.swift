@@ -1153,3 +1153,65 @@ enum SecretEcho {
         }
     }
 }
+
+/// A stopping agent cancels its runs; a `tcp:` or `dns:` step blocked on a silent server must end
+/// then, not at its own timeout (a 5-minute tcp step kept an agent alive 294 s past SIGTERM; red
+/// team, fifth pass). Its blocking thread is abandoned and ends by the step's deadline.
+@Suite("Cancelled blocking steps")
+struct CancelledBlockingStepTests {
+    func runThenCancel(_ probe: ProbeDefinition, once arrived: @escaping @Sendable () -> Bool) async throws -> Duration {
+        let runner = ProbeRunner(client: CurlHTTPClient(threads: 2), logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let task = Task { await runner.run(probe, context: RunContext(agent: "agent-1", region: "eu", variables: [:])) }
+        try await waitUntil("the step to reach the silent server", timeout: .seconds(10)) { arrived() }
+        let clock = ContinuousClock()
+        let cancelled = clock.now
+        task.cancel()
+        _ = await task.value
+        return clock.now - cancelled
+    }
+
+    @Test func aTCPStepWaitingOnASilentServerEndsWhenCancelled() async throws {
+        // Never accepted: the kernel completes the handshake, and the step waits for "220 ".
+        let (listener, port) = try listenOnLoopback()
+        defer { close(listener) }
+        let probe = try makeProbe("""
+            name: silent-tcp
+            component: api
+            interval: 5m
+            timeout: 60s
+            steps:
+              - name: banner
+                tcp: {host: 127.0.0.1, port: \(port), expect: "220 "}
+            """)
+        let took = try await runThenCancel(probe) {
+            var pending = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            return poll(&pending, 1, 0) > 0
+        }
+        #expect(took < .seconds(1), "ended \(took) after cancellation")
+    }
+
+    @Test func aDNSStepWaitingOnASilentServerEndsWhenCancelled() async throws {
+        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(silent) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0 } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let probe = try makeProbe("""
+            name: silent-dns
+            component: api
+            interval: 5m
+            timeout: 60s
+            steps:
+              - name: lookup
+                dns: {name: api.internal, server: "127.0.0.1:\(port)"}
+            """)
+        let took = try await runThenCancel(probe) {
+            var pending = pollfd(fd: silent, events: Int16(POLLIN), revents: 0)
+            return poll(&pending, 1, 0) > 0
+        }
+        #expect(took < .seconds(1), "ended \(took) after cancellation")
+    }
+}

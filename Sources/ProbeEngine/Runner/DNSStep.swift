@@ -83,37 +83,31 @@ extension StepExecution {
         let answer = await DetachedThread.run(name: "sonde-dns") {
             DNSWireClient.query(name: name, type: type, server: target.host, port: target.port, deadline: deadline)
         }
-        return answer ?? .failure(DNSFailure(.dns, "no thread for the DNS lookup (raise the process's thread limit)"))
+        return answer ?? .failure(DNSFailure(.dns, DetachedThread.noValue(for: "the DNS lookup")))
     }
 }
 
 /// The system resolver, raced against the step's deadline: getaddrinfo has no time-out of its
-/// own, so a stuck lookup is abandoned (its thread ends when the resolver gives up).
+/// own, so a stuck lookup is abandoned (its thread ends when the resolver gives up), as it is
+/// when the caller is cancelled (the agent stopping).
 enum SystemResolver {
-    private final class Once: Sendable {
-        let continuation: Mutex<CheckedContinuation<Result<[String], DNSFailure>, Never>?>
-        init(_ continuation: CheckedContinuation<Result<[String], DNSFailure>, Never>) { self.continuation = Mutex(continuation) }
-        func resume(_ value: Result<[String], DNSFailure>) {
-            let taken = continuation.withLock { slot in
-                defer { slot = nil }
-                return slot
-            }
-            taken?.resume(returning: value)
-        }
-    }
-
     static func addresses(of name: String, family: Int32, deadline: ContinuousClock.Instant) async -> Result<[String], DNSFailure> {
-        await withCheckedContinuation { continuation in
-            let once = Once(continuation)
-            let timer = Task {
-                try? await Task.sleep(until: deadline, clock: ContinuousClock())
-                once.resume(.failure(DNSFailure(.timeout, "the system resolver gave no answer before the time-out")))
+        await withTaskGroup(of: Result<[String], DNSFailure>.self) { group in
+            group.addTask {
+                await DetachedThread.run(name: "sonde-dns") { resolve(name, family: family) }
+                    ?? .failure(DNSFailure(.dns, DetachedThread.noValue(for: "the DNS lookup")))
             }
-            Task {
-                let answer = await DetachedThread.run(name: "sonde-dns") { resolve(name, family: family) }
-                once.resume(answer ?? .failure(DNSFailure(.dns, "no thread for the DNS lookup (raise the process's thread limit)")))
-                timer.cancel()
+            group.addTask {
+                do {
+                    try await Task.sleep(until: deadline, clock: ContinuousClock())
+                    return .failure(DNSFailure(.timeout, "the system resolver gave no answer before the time-out"))
+                } catch {
+                    return .failure(DNSFailure(.dns, "the DNS lookup was cancelled (the agent is stopping)"))
+                }
             }
+            let first = await group.next()!
+            group.cancelAll()
+            return first
         }
     }
 

@@ -26,7 +26,7 @@ extension StepExecution {
             let label = isAddress ? host : "\(host) (\(address))"
             let outcome = await DetachedThread.run(name: "sonde-icmp") {
                 ICMPEcho.echo(address: address, family: family, label: label, payloadSize: spec.payloadSize, dontFragment: spec.dontFragment, deadline: deadline)
-            } ?? .failure(ICMPEcho.Failure(kind: .internal, message: "no thread for the ICMP exchange (raise the process's thread limit)"))
+            } ?? .failure(ICMPEcho.Failure(kind: .internal, message: DetachedThread.noValue(for: "the ICMP exchange")))
             let total = (clock.now - started).milliseconds
             switch outcome {
             case .failure(let failure):
