@@ -6,7 +6,8 @@ import FoundationEssentials
 /// A server may echo a secret in any encoding, even one character at a time, so each secret is
 /// matched character by character, every character in any of the forms it can take: raw,
 /// percent-encoded (either case), form-encoded (`+` for a space), JSON-escaped (`\/`, `\"`,
-/// `\uXXXX`, surrogate pairs), HTML entities (named, decimal, hexadecimal). Base64 of the secret,
+/// `\uXXXX`, surrogate pairs), HTML entities (named, decimal, hexadecimal), hex of its bytes
+/// (either case, for secrets of 4 bytes or more). Base64 of the secret,
 /// alone or after any prefix (`user:secret` in a Basic header), is found by the run of base64
 /// characters that must be in it whatever the prefix, and the whole base64 word is redacted.
 ///
@@ -87,6 +88,11 @@ public struct Redactor: Sendable {
             var added = [Needle(scalars: scalars, widen: false, wholeWord: form.utf8.count < Self.wholeWordBelow)]
             for core in Self.base64Cores(Array(form.utf8)) {
                 added.append(Needle(scalars: Array(core.unicodeScalars), widen: true))
+            }
+            // Hex of its bytes, either case (a binary protocol's server dumping what it got:
+            // `-ERR got 415554482068756e74…`); not for short ones, whose hex is too common.
+            if form.utf8.count >= Self.wholeWordBelow {
+                added.append(Needle(scalars: Array(Self.hex(form.utf8).unicodeScalars), widen: false))
             }
             for needle in added {
                 if needle.scalars.count <= Self.longestTolerant {
@@ -373,6 +379,17 @@ public struct Redactor: Sendable {
     }
 
     // MARK: - Base64
+
+    /// Lower-case hex of `bytes`.
+    public static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 
     private static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 

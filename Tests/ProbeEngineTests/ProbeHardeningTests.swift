@@ -22,6 +22,57 @@ struct ProbeHardeningTests {
         return await runner.run(probe, context: RunContext(agent: "agent-1", region: "eu", variables: all, secretNames: secretNames))
     }
 
+    // MARK: - Line protocols
+
+    /// A `tcp` step's send and host built from what a server answered: a value holding CR/LF
+    /// sent commands of its own (`42\r\nFLUSHALL`), a host holding `/#` connected to port 80 (red
+    /// team, fifth pass). Both now fail as `script` before anything connects.
+    @Test("a templated value with CR/LF in a tcp send, or a host that is not a host name, fails as script and connects nowhere")
+    func tcpInjection() async throws {
+        let server = try LoopbackHTTPServer { _ in .json(200, #"{"job":"42\r\nFLUSHALL","host":"127.0.0.1/#","plain":"42"}"#) }
+        defer { server.stop() }
+        let (listener, port) = try listenOnLoopback()
+        defer { close(listener) }
+        func probe(_ tcp: String) throws -> ProbeDefinition {
+            try makeProbe("""
+                name: inject
+                component: cache
+                interval: 30s
+                timeout: 5s
+                steps:
+                  - name: api
+                    request: {url: "${base_url}/job"}
+                    extract: {job: {json: $.job}, host: {json: $.host}, plain: {json: $.plain}}
+                  - name: cache
+                    tcp: \(tcp)
+                """)
+        }
+        let crlf = await run(try probe(#"{host: 127.0.0.1, port: \#(port), send: "GET job:${job}\r\n", expect: "+OK"}"#), server)
+        #expect(crlf.error?.kind == .script, "\(crlf.error.map { "\($0.kind) \($0.message)" } ?? "ok")")
+        #expect(crlf.error?.message.contains("send: a ${…} value holds a line break or NUL") == true)
+        let inQuery = await run(try probe(#"{host: 127.0.0.1, port: \#(port), query_response: [{send: "GET ${job}\r\n"}]}"#), server)
+        #expect(inQuery.error?.kind == .script && inQuery.error?.message.contains("query_response[0] send") == true)
+        let host = await run(try probe(#"{host: "${host}", port: \#(port), send: "PING\r\n", expect: "+PONG"}"#), server)
+        #expect(host.error?.kind == .script, "\(host.error.map { "\($0.kind) \($0.message)" } ?? "ok")")
+        #expect(host.error?.message.contains("host '127.0.0.1/#' is not a host name or IP address") == true)
+        var pending = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&pending, 1, 0) == 0, "nothing connected to the service")
+        // The \r\n written in the template, around a clean value, is sent.
+        let clean = await run(try probe(#"{host: 127.0.0.1, port: \#(port), send: "GET job:${plain}\r\n"}"#), server)
+        #expect(clean.outcome == .ok, "\(clean.error?.message ?? "")")
+        // A literal host with a path, port or user is refused when the probe loads.
+        func literal(_ host: String) throws -> ProbeDefinition {
+            try makeProbe("name: h\ncomponent: c\ninterval: 30s\ntimeout: 5s\nsteps:\n  - name: t\n    tcp: {host: \"\(host)\", port: 1}")
+        }
+        for host in ["127.0.0.1/redis", "127.0.0.1:6379", "https://example.com", "user@example.com"] {
+            let error = #expect(throws: (any Error).self, "\(host)") { try literal(host) }
+            #expect("\(error.map { "\($0)" } ?? "")".contains("is not a host name or IP address"), "\(host)")
+        }
+        for host in ["cache.internal", "[::1]", "::1", "10.0.0.1", "_srv.example.com."] {
+            #expect(throws: Never.self, "\(host)") { try literal(host) }
+        }
+    }
+
     // MARK: - Protocols
 
     @Test("url: ${next} with next = file:///etc/passwd fails as script and reads nothing")
@@ -600,6 +651,23 @@ struct ProbeHardeningTests {
             echoed = once.replacingOccurrences(of: "%", with: "%25")
         }
         #expect(redactor.redact("return_to=" + echoed + "&x=1") == "return_to=[redacted]&x=1", "\(echoed)")
+    }
+
+    /// A binary protocol's server dumps what it got in hex: `AUTH hunter2secret\r\n` came back as
+    /// `415554482068756e746572327365637265740d0a`, unredacted (red team, fifth pass).
+    @Test("a secret echoed in hex, either case, inside a longer hex dump, is redacted; a short one's hex is left alone")
+    func hexEcho() {
+        var redactor = Redactor()
+        redactor.add("hunter2secret")
+        let dump = Redactor.hex(Array("AUTH hunter2secret\r\n".utf8))
+        for shown in [dump, dump.uppercased()] {
+            let out = redactor.redact("-ERR got \(shown)")
+            #expect(!out.lowercased().contains(Redactor.hex(Array("hunter2secret".utf8))), "\(out)")
+            #expect(out.contains("[redacted]") && out.hasPrefix("-ERR got 4155544820"), "\(out)")
+        }
+        var short = Redactor()
+        short.add("ok")
+        #expect(short.redact("6f6b") == "6f6b")
     }
 
     @Test("a server's 12,000-character secret is redacted on a thread with a small stack (the matcher does not recurse per character)")

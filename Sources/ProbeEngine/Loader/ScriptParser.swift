@@ -525,7 +525,14 @@ enum ScriptParser {
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
             switch key {
-            case "host": if let host = reader.template(value, here, allowEmpty: false) { spec.host = host } else { valid = false }
+            case "host":
+                if let host = reader.template(value, here, allowEmpty: false) {
+                    if let literal = host.literal, !StepExecution.isHostName(StepExecution.bareHost(literal)) {
+                        reader.report(value, here, "'\(literal)' is not a host name or IP address: write the port under port:, and no scheme, path or user")
+                        valid = false
+                    }
+                    spec.host = host
+                } else { valid = false }
             case "port": if let port = reader.int(value, here, range: 1...65535) { spec.port = port } else { valid = false }
             case "send": if let text = reader.template(value, here) { spec.send = text } else { valid = false }
             case "expect": if let text = reader.template(value, here, allowEmpty: false) { spec.expect = text } else { valid = false }
@@ -621,7 +628,14 @@ enum ScriptParser {
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
             switch key {
-            case "host": if let host = reader.template(value, here, allowEmpty: false) { spec.host = host } else { valid = false }
+            case "host":
+                if let host = reader.template(value, here, allowEmpty: false) {
+                    if let literal = host.literal, !StepExecution.isHostName(StepExecution.bareHost(literal)) {
+                        reader.report(value, here, "'\(literal)' is not a host name or IP address: write the port under port:, and no scheme, path or user")
+                        valid = false
+                    }
+                    spec.host = host
+                } else { valid = false }
             case "ip_version": if let version = ipVersion(value, here, reader: &reader) { spec.ipVersion = version } else { valid = false }
             // An echo request must fit one IPv6 datagram with its headers (65,535 − 40 − 8).
             case "payload_size": if let size = reader.int(value, here, range: 0...65_487) { spec.payloadSize = size } else { valid = false }

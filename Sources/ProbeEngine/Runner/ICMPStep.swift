@@ -16,7 +16,7 @@ extension StepExecution {
         let started = clock.now
         return await framed(method: "ICMP", url: "icmp://\(spec.host.source)", state: &state) { result, state, stepTimeout throws(StepFailure) in
             let deadline = clock.now.advanced(by: try timeLeft(stepTimeout))
-            let host = Self.bareHost(try state.render(spec.host))
+            let host = try Self.renderedHost(spec.host, state: &state)
             result.url = "icmp://\(host.contains(":") ? "[\(host)]" : host)"
             let (address, family) = try await Self.icmpTarget(host, version: spec.ipVersion, deadline: deadline)
             // An address given as such takes no lookup: its dns phase is 0.

@@ -99,6 +99,30 @@ struct RunState {
         return text
     }
 
+    /// A `tcp` step's `send`, rendered: the `\r\n` written in the template stays, but a `${…}`
+    /// value holding CR, LF or NUL fails the step as `script` before anything is sent. A value a
+    /// server supplied (`"42\r\nFLUSHALL"`) would otherwise send commands of its own to the
+    /// service, as it would headers in HTTP (`CurlHTTPClient.checkLines`).
+    mutating func renderSend(_ template: Template, field: String) throws(StepFailure) -> String {
+        if let literal = template.literal { return literal }
+        var text = ""
+        var broken = false
+        try render(template) { part, substituted in
+            if substituted, Self.hasLineBreak(part) { broken = true }
+            text += part
+        }
+        if broken { throw Self.lineBreakFailure(field) }
+        return text
+    }
+
+    /// CR, LF or NUL: what ends a command in a line protocol.
+    static func hasLineBreak(_ text: some StringProtocol) -> Bool { text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 } }
+    static func hasLineBreak(_ bytes: Data) -> Bool { bytes.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 } }
+
+    static func lineBreakFailure(_ field: String) -> StepFailure {
+        StepFailure(.script, "\(field): a ${…} value holds a line break or NUL; not sent (it would send a command of its own)")
+    }
+
     /// A regex template (`body_matches: '"id":"${file_id}"'`) rendered once: `pattern` has every
     /// substituted value (and `${…:-default}`) escaped so it matches literally, while the text
     /// written around them stays a regex; `display` has the values as they are, for messages
@@ -121,9 +145,14 @@ struct RunState {
 
     /// A `query_response` send with `${1}` …: everything but the groups rendered now; the groups
     /// are filled in from the line once it has matched.
-    mutating func renderWithGroups(_ template: Template) throws(StepFailure) -> [MatchedText] {
+    mutating func renderWithGroups(_ template: Template, field: String) throws(StepFailure) -> [MatchedText] {
         var parts: [MatchedText] = []
-        try render(template, emit: { part, _ in parts.append(.text(part)) }, group: { parts.append(.group($0)) })
+        var broken = false
+        try render(template, emit: { part, substituted in
+            if substituted, Self.hasLineBreak(part) { broken = true }
+            parts.append(.text(part))
+        }, group: { parts.append(.group($0)) })
+        if broken { throw Self.lineBreakFailure(field) }
         return parts
     }
 

@@ -11,7 +11,7 @@ extension StepExecution {
         var degradedBy: String?
         do throws(StepFailure) {
             let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
-            let host = Self.bareHost(try state.render(spec.host))
+            let host = try Self.renderedHost(spec.host, state: &state)
             let shownHost = host.contains(":") ? "[\(host)]" : host
             result.url = (spec.tls != nil && !spec.startsTLS ? "tls://" : "tcp://") + "\(shownHost):\(spec.port)"
             let (actions, labels) = try dialogue(spec, state: &state)
@@ -62,7 +62,7 @@ extension StepExecution {
         var actions: [TCPExchange.Action] = []
         var labels: [Int: String] = [:]
         if spec.queryResponse.isEmpty {
-            if let send = spec.send { actions.append(.send(Data(try state.render(send).utf8))) }
+            if let send = spec.send { actions.append(.send(Data(try state.renderSend(send, field: "send").utf8))) }
             if let expect = spec.expect {
                 labels[actions.count] = "'\(expect.source)'"
                 actions.append(.expect(.bytes(Data(try state.render(expect).utf8))))
@@ -102,10 +102,10 @@ extension StepExecution {
                     throw StepFailure(.script, "query_response[\(index)] send: its ${N} groups need an expect_matches in the same entry")
                 }
                 actions.append(.sendMatched(Self.textWithGroups(
-                    try state.renderWithGroups(send), of: regex, entry: index,
+                    try state.renderWithGroups(send, field: "query_response[\(index)] send"), of: regex, entry: index,
                     failure: Self.matchFailure(check: "query_response[\(index)] expect_matches /\(display)/ (for send's groups)", probeTimeout: probeTimeout))))
             } else if let send = entry.send {
-                actions.append(.send(Data(try state.render(send).utf8)))
+                actions.append(.send(Data(try state.renderSend(send, field: "query_response[\(index)] send").utf8)))
             }
             if entry.startTLS { actions.append(.startTLS) }
         }
@@ -123,6 +123,30 @@ extension StepExecution {
     /// brackets are added back where a URL is shown, once.
     static func bareHost(_ text: String) -> String {
         text.hasPrefix("[") && text.hasSuffix("]") && text.count > 2 ? String(text.dropFirst().dropLast()) : text
+    }
+
+    /// Whether `host` (without brackets) is a host name (letters, digits, `-`, `_`, dots; labels of
+    /// 1–63, 253 in all) or an IP address. The tcp step builds a URL from it for curl, so
+    /// `127.0.0.3/#` from a server's answer connected to port 80 instead of the step's port, and
+    /// `user@host` set credentials (red team, fifth pass).
+    static func isHostName(_ host: String) -> Bool {
+        if SocketAddress(host: host, port: 0) != nil { return true }
+        let name = host.hasSuffix(".") ? host.dropLast() : Substring(host)
+        guard !name.isEmpty, name.utf8.count <= 253 else { return false }
+        return name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            (1...63).contains(label.utf8.count) && label.utf8.allSatisfy { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A) || byte == 0x2D || byte == 0x5F
+            }
+        }
+    }
+
+    /// The rendered host, refused as `script` when it is not a host name or address.
+    static func renderedHost(_ template: Template, state: inout RunState) throws(StepFailure) -> String {
+        let host = bareHost(try state.render(template))
+        guard isHostName(host) else {
+            throw StepFailure(.script, "host '\(host)' is not a host name or IP address (no scheme, port, path or user: the port goes under port:); not connected")
+        }
+        return host
     }
 
     /// How a regex that could not finish on a server's line is reported: the check, and why.
@@ -167,7 +191,14 @@ extension StepExecution {
                             message: "query_response[\(entry)] send: ${\(number)}: its expect_matches has \(regex.captureCount) group\(regex.captureCount == 1 ? "" : "s")"))
                     }
                     if number < groups.count, let range = groups[number] {
-                        bytes.append(line[(line.startIndex + range.lowerBound)..<(line.startIndex + range.upperBound)])
+                        let group = line[(line.startIndex + range.lowerBound)..<(line.startIndex + range.upperBound)]
+                        // A line has no LF, but may hold a CR or NUL of the server's.
+                        guard !RunState.hasLineBreak(group) else {
+                            return .failure(HTTPTransferError(
+                                kind: .invalidRequest, curlCode: 0,
+                                message: "query_response[\(entry)] send: ${\(number)} holds a line break or NUL; not sent (it would send a command of its own)"))
+                        }
+                        bytes.append(group)
                     }
                 }
             }
