@@ -16,6 +16,8 @@ final class FaultyDisk: JournalFileSystem {
         var writeError: Int32?
         var syncError: Int32?
         var syncs = 0
+        /// Writes that reached the file.
+        var writes = 0
         var timeInSync: Duration = .zero
         /// The size of the last file fsynced, when it was: what a power loss would leave of it.
         var durableSize: Int64 = 0
@@ -50,6 +52,7 @@ final class FaultyDisk: JournalFileSystem {
         func write(_ bytes: Data, at offset: Int64) throws(SpoolError) {
             if let code = disk.faults.withLock({ $0.writeError }) { throw SpoolError("write: injected", code: code) }
             try file.write(bytes, at: offset)
+            disk.faults.withLock { $0.writes += 1 }
         }
 
         func read(_ count: Int, at offset: Int64) -> Data? { file.read(count, at: offset) }

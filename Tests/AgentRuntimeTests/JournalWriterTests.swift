@@ -130,6 +130,27 @@ struct JournalWriterTests {
         #expect(slow.ttfbMedian < fast.ttfbMedian + 5, "median ttfb \(slow.ttfbMedian) ms with a slow disk vs \(fast.ttfbMedian) ms")
     }
 
+    @Test("results that arrive together are written in one write and read back whole, in order, after a restart; when a seq reservation is due they go one by one")
+    func groupedAppends() throws {
+        let dir = try TemporaryDirectory("journal-group")
+        defer { dir.remove() }
+        let disk = FaultyDisk()
+        let spool = try Spool(directory: dir.file("spool"), files: disk, logger: logs.logger())
+        // The first result reserves seqs (a record of its own): a group then fits the reservation.
+        let first = spool.appendAll([sampleResult("first"), sampleResult("second")])
+        #expect(first.compactMap { try? $0.get().seq } == [1, 2])
+        let before = disk.snapshot.writes
+        let outcomes = spool.appendAll((1...5).map { sampleResult("g\($0)") })
+        #expect(disk.snapshot.writes == before + 1, "one write for the group")
+        #expect(outcomes.compactMap { try? $0.get().seq } == [3, 4, 5, 6, 7])
+        spool.close()
+        let reopened = try Spool(directory: dir.file("spool"), logger: logs.logger())
+        defer { reopened.close() }
+        let batch = try reopened.nextBatch(maxResults: 10)
+        #expect(batch?.results.map(\.probe) == ["first", "second", "g1", "g2", "g3", "g4", "g5"])
+        #expect(batch?.results.map(\.seq) == [1, 2, 3, 4, 5, 6, 7])
+    }
+
     @Test("a disk that fails writes (ENOSPC): results wait in memory up to memory_limit, are delivered from there, and go back to disk once it works")
     func failingDiskGoesToMemory() async throws {
         let dir = try TemporaryDirectory("journal-faulty")

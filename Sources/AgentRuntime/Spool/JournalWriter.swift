@@ -386,28 +386,35 @@ private final class JournalWorker: TaskExecutor, Sendable {
             }
             var wrote = false
             var wroteUrgent = false
+            // Results that came together are written together (one write), up to the next task.
+            var group: [(result: ProbeResult, urgent: Bool, done: Done?)] = []
+            func writeGroup() {
+                guard !group.isEmpty else { return }
+                let outcomes = spool.appendAll(group.map(\.result))
+                for (outcome, job) in zip(outcomes, group) {
+                    unsynced.append((outcome, job.done))
+                    if case .success = outcome, job.urgent {
+                        // Noted now, not after these jobs: a `nextBatch` later among them
+                        // takes this result and clears the note, one earlier does not.
+                        state.withLock { $0.urgentWritten = true }
+                        wroteUrgent = true
+                    }
+                }
+                if unsyncedSince == nil { unsyncedSince = .now }
+                wrote = true
+                group.removeAll(keepingCapacity: true)
+            }
             for job in jobs {
                 switch job {
                 case .append(let result, let urgent, let done):
-                    do throws(SpoolError) {
-                        let stored = try spool.append(result, durable: false)
-                        unsynced.append((.success(stored), done))
-                        if urgent {
-                            // Noted now, not after these jobs: a `nextBatch` later among them
-                            // takes this result and clears the note, one earlier does not.
-                            state.withLock { $0.urgentWritten = true }
-                            wroteUrgent = true
-                        }
-                    } catch {
-                        unsynced.append((.failure(error), done))
-                    }
-                    if unsyncedSince == nil { unsyncedSince = .now }
-                    wrote = true
+                    group.append((result, urgent, done))
                 case .task(let flushFirst, let body):
+                    writeGroup()
                     if flushFirst { syncNow() }
                     body(spool)
                 }
             }
+            writeGroup()
             if wrote {
                 let waiters = state.withLock { s -> [LoopTimer] in
                     var waiters = s.resultWaiters

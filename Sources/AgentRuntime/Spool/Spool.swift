@@ -372,6 +372,57 @@ public final class Spool: Sendable {
         }
     }
 
+    /// Appends `results` as `append(_:durable: false)` does one by one, in one write when the
+    /// disk is in use, no seq reservation is due and no room must be made (the journal thread
+    /// takes the results held since its last wake-up together: at 10 runs a second a write per
+    /// result, half of it the file system updating the file's times, was ≈ 3 % of the agent's CPU).
+    /// Anything else goes one by one, as before.
+    public func appendAll(_ results: [ProbeResult]) -> [Result<ProbeResult, SpoolError>] {
+        if results.count > 1, let stored = state.withLock({ s in appendGroupToDisk(results, &s) }) {
+            return stored.map { .success($0) }
+        }
+        return results.map { result in
+            do throws(SpoolError) { return .success(try append(result, durable: false)) } catch { return .failure(error) }
+        }
+    }
+
+    /// The common case of `appendAll`; nil (having changed nothing) when it does not apply.
+    private func appendGroupToDisk(_ results: [ProbeResult], _ s: inout State) -> [ProbeResult]? {
+        guard s.failure == nil, let file = s.file, s.lastSeq + UInt64(results.count) <= s.reservedSeq else { return nil }
+        var stored: [ProbeResult] = []
+        var jsons: [Data] = []
+        var frames = Data()
+        var lengths: [Int64] = []
+        for (index, result) in results.enumerated() {
+            var result = result
+            result.seq = s.lastSeq + 1 + UInt64(index)
+            guard let json = try? result.encodedJSON() else { return nil }
+            let frame = Spool.resultFrame(seq: result.seq!, json: json)
+            frames.append(frame)
+            lengths.append(Int64(frame.count))
+            jsons.append(json)
+            stored.append(result)
+        }
+        guard s.liveBytes + Int64(frames.count) <= Int64(maxBytes) else { return nil }
+        let offset = s.fileSize
+        do throws(SpoolError) {
+            try file.write(frames, at: offset)
+        } catch {
+            try? file.truncate(to: offset)
+            return nil  // one by one: a disk failure moves the spool to memory there
+        }
+        s.fileSize = offset + Int64(frames.count)
+        var at = offset
+        for (index, result) in stored.enumerated() {
+            s.pending.append(Entry(seq: result.seq!, offset: at, length: lengths[index]))
+            s.liveBytes += lengths[index]
+            s.recent.add(result.seq!, jsons[index])
+            at += lengths[index]
+        }
+        s.lastSeq = stored.last!.seq!
+        return stored
+    }
+
     /// Writes one result frame (keeping its seq) and indexes it as pending.
     private func appendToDisk(_ result: ProbeResult, _ s: inout State, sync: Bool = true) throws(SpoolError) {
         let json: Data
