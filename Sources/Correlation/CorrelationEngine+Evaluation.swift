@@ -593,11 +593,6 @@ extension CorrelationEngine {
                 guard x.reporting else { continue }
                 reported += 1
                 guard Self.showsFailure(x, cfg) else { continue }
-                if let incident = tracks[c].incident, incident.status == .investigating || incident.status == .identified,
-                    incident.scope == .platform || incident.regions.contains(regionNames[r])
-                {
-                    continue
-                }
                 let k = pool[c * regionCount + r]
                 guard k.reporting > 1 else { continue }  // alone in its region: nobody to compare with
                 let own = x.weighed(atMost: weightCap[c * regionCount + r])
@@ -605,6 +600,24 @@ extension CorrelationEngine {
                 let peerFailed = k.allFailed - own.allFailed
                 let peersFailing = k.hard + k.flaky - (x.state.isFailing ? 1 : 0)
                 let peersFailedRecently = k.failed - own.failed >= Int32(cfg.confirmFailures)
+                if let incident = tracks[c].incident, incident.status == .investigating || incident.status == .identified,
+                    incident.scope == .platform || incident.regions.contains(regionNames[r])
+                {
+                    // A fault of its own from before the incident, failing unlike anyone else
+                    // (connection refused while the platform answers 500): it stays local, neither
+                    // absorbed into the incident nor "recovered" while it still fails. Absorbed, one
+                    // broken host kept an incident open long after the outage, as "1 of 2 agents
+                    // in eu" (found by the new-user walk-through).
+                    let h = health[Int(healthPosition[a])]
+                    if h.state == .localFault, h.since < incident.openedAt, h.localComponents.contains(componentNames[c]),
+                        failingWithCode[c][x.errorCode, default: 0] <= 1
+                    {
+                        localHere.append(c)
+                        continue
+                    }
+                    // Otherwise the incident explains it: its fault may be spreading to this agent.
+                    continue
+                }
                 // Most of the region's agents failing there is the region's problem, whatever
                 // the rest say: none of them is one bad host.
                 let regionMostlyFailing = failingInRegion[c * regionCount + r] * 2 > k.reporting

@@ -292,6 +292,42 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// An agent already failing on its own (its host pointed at a dead backend: connection
+    /// refused on everything but its control) when a real outage begins is not absorbed into it:
+    /// its local fault does not "clear" while it still fails, and once the outage ends its
+    /// failures do not hold the incident open (found by the new-user walk-through: the incident
+    /// of a 30 s outage stayed open 11 minutes as "1 of 2 agents in eu", with a false
+    /// `agent.recovered` for the broken agent).
+    @Test(arguments: [(["eu": 2, "us": 2, "ap": 2], 2.0), (["eu": 2, "us": 1], 10.0)])
+    func aKnownLocalFaultDoesNotHoldARealOutageOpen(regions: [String: Int], interval: Double) throws {
+        var fleet = FleetSimulation(regions: regions, interval: interval)
+        fleet.step(seconds: Int(20 * interval))
+        let refused = ProbeError(kind: .connect, step: "request", message: "connection refused")
+        let broken = FleetSimulation.failing(agents: ["eu-2"], error: refused)
+        fleet.faults = ["eu-2 broken": broken]
+        let before = fleet.step(seconds: Int(15 * interval))
+        #expect(before.filter { $0.type == .agentLocalFault }.map(\.agent) == ["eu-2"], "\(describe(before))")
+        #expect(!before.contains { $0.type == .incidentOpened }, "\(describe(before))")
+        // A real outage of everything, 3 intervals, then gone; eu-2 stays broken throughout.
+        fleet.faults["outage"] = FleetSimulation.failing()
+        let during = fleet.step(seconds: Int(3 * interval))
+        fleet.faults["outage"] = nil
+        let after = fleet.step(seconds: Int(30 * interval))
+        let log = describe(during + after)
+        #expect(during.contains { $0.type == .incidentOpened && $0.component == "api" }, "\(log)")
+        #expect(!(during + after).contains { $0.type == .agentRecovered && $0.agent == "eu-2" }, "eu-2 never recovered:\n\(log)")
+        // Every incident resolves as it would without the broken agent: a 3-interval outage is
+        // too short to read as hard, so its recovery asks for many clean runs (6 intervals at
+        // 2 s, 8.4 at 10 s, measured without eu-2's fault); 12 is that with room to spare.
+        let cleared = fleet.now.addingTimeInterval(-30 * interval)
+        for component in FleetSimulation.components {
+            let resolved = after.first { $0.type == .incidentResolved && $0.component == component }
+            #expect(resolved.map { $0.occurredAt.timeIntervalSince(cleared) <= 12 * interval } == true, "\(component) resolved after \(resolved.map { $0.occurredAt.timeIntervalSince(cleared) } ?? -1) s")
+        }
+        #expect(fleet.engine.openIncidents.isEmpty, "\(fleet.engine.openIncidents.map { "\($0.component) \($0.status) \($0.regions)" })\n\(log)")
+        #expect(fleet.health("eu-2")?.state == .localFault)
+    }
+
     /// A region's incident counts that region's agents: "2 of 2 agents" in eu reads as all of
     /// eu, where "2 of 6" read as two bad hosts (found by the on-call review, F3).
     @Test func aRegionsIncidentCountsThatRegionsAgents() throws {
