@@ -182,12 +182,15 @@ struct DatabaseOption: ParsableArguments {
 
 extension CollectorCommand.Agents {
     public struct Add: AsyncParsableCommand {
-        public static let configuration = CommandConfiguration(abstract: "Enrol an agent (or re-enable and update one).")
+        public static let configuration = CommandConfiguration(
+            abstract: "Enrol an agent, or update one (a revoked agent comes back only with a new key, or with --unrevoke).")
         @OptionGroup var database: DatabaseOption
         @Option(name: .long, help: "Agent id, as in its config.") var id: String
         @Option(name: .long, help: "Region the agent runs in.") var region: String
         @Option(name: .long, help: "Base64 Ed25519 public key (the .pub file from `sonde-agent keygen`), or @FILE to read it.")
         var publicKey: String
+        @Flag(name: .long, help: "Re-enable a revoked agent with the key it was revoked with (only if the revocation was a mistake).")
+        var unrevoke = false
         public init() {}
 
         public func run() async throws {
@@ -202,8 +205,15 @@ extension CollectorCommand.Agents {
             do { key = try AgentPublicKey(base64: text) } catch {
                 throw ValidationError("--public-key: expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
             }
+            let unrevoke = self.unrevoke
             let existing = try await database.withStore { store in
                 let existing = try await store.agent(id: id)
+                // Revoking an agent revokes its key: the same key does not come back by itself.
+                if let existing, existing.revoked, existing.publicKey == key.base64, !unrevoke {
+                    printError(
+                        "sonde-collector: agent \(id) was revoked with this key; enrol it with a new key (`sonde-agent keygen` on its host), or pass --unrevoke if the revocation was a mistake")
+                    throw ExitCode(1)
+                }
                 do {
                     try await store.upsertAgent(
                         AgentRecord(
@@ -214,7 +224,14 @@ extension CollectorCommand.Agents {
                 }
                 return existing
             }
-            print("\(existing == nil ? "enrolled" : "updated") agent \(id) (region \(region))")
+            let what =
+                switch existing {
+                case nil: "enrolled"
+                case let record? where record.revoked: record.publicKey == key.base64 ? "re-enabled (it was revoked)" : "re-enabled with a new key (it was revoked)"
+                case let record? where record.publicKey != key.base64: "updated, with a new key,"
+                default: "updated"
+                }
+            print("\(what) agent \(id) (region \(region))")
         }
     }
 

@@ -151,12 +151,21 @@ final class CollectorReloader: Service, Sendable, CustomStringConvertible {
         }
         for enrolment in new where !old.contains(enrolment) {
             let existing = try await store.agent(id: enrolment.id)
+            // Revoking an agent revokes its key: listed again with the key it was revoked with, it
+            // stays revoked (a new key, or `agents add --unrevoke`, brings it back).
+            let revokedKey = existing.map { $0.revoked && $0.publicKey == enrolment.publicKey } ?? false
             try await store.upsertAgent(
                 AgentRecord(
                     id: enrolment.id, region: enrolment.region, publicKey: enrolment.publicKey,
-                    revoked: old.contains(where: { $0.id == enrolment.id }) ? (existing?.revoked ?? false) : false,
+                    revoked: old.contains(where: { $0.id == enrolment.id }) || revokedKey ? (existing?.revoked ?? false) : false,
                     enrolledAt: existing?.enrolledAt ?? Date(), lastSeen: existing?.lastSeen))
-            logger.notice("Agent enrolled from the config", metadata: ["agent": .string(enrolment.id), "region": .string(enrolment.region)])
+            if revokedKey {
+                logger.warning(
+                    "Agent listed in the config stays revoked: it was revoked with this key; give it a new key (sonde-agent keygen), or run `sonde-collector agents add --unrevoke` if the revocation was a mistake",
+                    metadata: ["agent": .string(enrolment.id)])
+            } else {
+                logger.notice("Agent enrolled from the config", metadata: ["agent": .string(enrolment.id), "region": .string(enrolment.region)])
+            }
         }
         let kept = Set(new.map(\.id))
         for removed in old where !kept.contains(removed.id) {

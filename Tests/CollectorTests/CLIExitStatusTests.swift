@@ -105,6 +105,34 @@ struct CLIExitStatusTests {
         #expect(listed.status == 0 && listed.output.contains("eu-1"), "\(listed.output)")
     }
 
+    /// Revoking an agent revokes its key: `agents add` with the same key does not quietly lift
+    /// the revocation (found by the new-user walk-through: it printed "updated agent us-1" and the
+    /// agent's pushes were accepted again). A new key, or --unrevoke, brings it back, saying so.
+    @Test func aRevokedAgentComesBackOnlyWithANewKeyOrUnrevoke() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let db = dir.file("c.db")
+        let old = AgentSigningKey().publicKey.base64
+        let new = AgentSigningKey().publicKey.base64
+        func add(_ key: String, _ extra: [String] = []) async throws -> (status: Int32, output: String) {
+            try await Self.run("sonde-collector", ["agents", "add", "--db", db, "--create", "--id", "us-1", "--region", "us", "--public-key", key] + extra, [:])
+        }
+        #expect(try await add(old).status == 0)
+        #expect(try await Self.run("sonde-collector", ["agents", "revoke", "--db", db, "--id", "us-1"], [:]).status == 0)
+        let refused = try await add(old)
+        #expect(refused.status == 1, "\(refused.output)")
+        #expect(refused.output.contains("was revoked with this key"), "\(refused.output)")
+        var listed = try await Self.run("sonde-collector", ["agents", "list", "--db", db, "--json"], [:])
+        #expect(listed.output.contains(#""revoked" : true"#) || listed.output.contains(#""revoked":true"#), "\(listed.output)")
+        let rekeyed = try await add(new)
+        #expect(rekeyed.status == 0 && rekeyed.output.contains("re-enabled with a new key"), "\(rekeyed.output)")
+        #expect(try await Self.run("sonde-collector", ["agents", "revoke", "--db", db, "--id", "us-1"], [:]).status == 0)
+        let unrevoked = try await add(new, ["--unrevoke"])
+        #expect(unrevoked.status == 0 && unrevoked.output.contains("re-enabled (it was revoked)"), "\(unrevoked.output)")
+        listed = try await Self.run("sonde-collector", ["agents", "list", "--db", db, "--json"], [:])
+        #expect(listed.output.contains(#""revoked" : false"#) || listed.output.contains(#""revoked":false"#), "\(listed.output)")
+    }
+
     /// With PostgreSQL the admin commands reach the same database as every collector: by URL
     /// (the password from PGPASSWORD, out of `ps`) or through the collector's own config file.
     /// A running collector takes the enrolment and the revocation on the next push.

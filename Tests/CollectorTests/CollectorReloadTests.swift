@@ -152,6 +152,14 @@ struct CollectorReloadTests {
         #expect(revoked == 403 || revoked == 401, "a removed agent is revoked: \(revoked)")
         #expect(try await call("GET", "/v1/status", token: otherToken) == 401, "a removed token is refused")
 
+        // Reload 4: listed again with the key it was revoked with, us-1 stays revoked, and the log says how to bring it back.
+        try write(agents: [steady, newcomer], tokens: [("ops", TestTokens.admin)], webhookURL: up.baseURL + "/hook", extra: "retention_days: 7")
+        child.signal(SIGHUP)
+        let staysRevoked = try await child.waitForLine(timeout: .seconds(20), stderr: true) { $0.contains("stays revoked") }
+        #expect(staysRevoked.contains("us-1") && staysRevoked.contains("new key"), "\(staysRevoked)")
+        let again = try await push(newcomer)
+        #expect(again == 403 || again == 401, "revoking an agent revokes its key: \(again)")
+
         pushes.stop.withLock { $0 = true }
         _ = await pusher.value
         let statuses = pushes.statuses.withLock { $0 }
