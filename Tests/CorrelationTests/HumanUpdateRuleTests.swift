@@ -104,6 +104,25 @@ struct HumanUpdateRuleTests {
         return (fleet, incident)
     }
 
+    /// A person's resolution keeps every region and agent the incident listed while open, as
+    /// Sonde's does (found by the new-user walk-through: an incident that had spanned eu and us
+    /// with 3 agents read "Major Outage of api in eu", eu-2 alone, once resolved by hand).
+    @Test func aPersonsResolutionKeepsEveryRegionAndAgentTheIncidentListed() throws {
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2])
+        fleet.step(seconds: 30)
+        fleet.faults["files"] = Self.fault
+        for _ in 0..<30 where fleet.engine.openIncidents.isEmpty { fleet.step() }
+        let incident = try #require(fleet.engine.openIncidents.first)
+        fleet.step(seconds: 10)
+        // The fault narrows to one agent in eu before the person resolves it.
+        fleet.faults["files"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"])
+        fleet.step(seconds: 20)
+        let wide = Set(try #require(fleet.engine.openIncidents.first).regions)
+        let resolved = try update(&fleet, incident.id, .resolved, "Resolved by hand")
+        #expect(Set(resolved.regions) == ["eu", "us"], "\(resolved.regions) (open, it listed \(wide))")
+        #expect(Set(resolved.agents).isSuperset(of: ["eu-1", "eu-2", "us-1", "us-2"]), "\(resolved.agents)")
+    }
+
     @Test func aResolutionWhileNothingIsMeasuredFailingIsNoConflict() throws {
         var (fleet, incident) = try fleetWithAnIncidentInASilentRegion()
         let resolved = try update(&fleet, incident.id, .resolved, "ap decommissioned")
