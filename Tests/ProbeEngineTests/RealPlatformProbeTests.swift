@@ -496,6 +496,11 @@ struct RealPlatformProbeTests {
             #expect(ok.outcome == .ok, "\(failureSummary(ok))")
             #expect(ok.steps[0].method == "TCP" && ok.steps[0].url == "tcp://127.0.0.1:\(httpbin.port)")
             expectHonestTimings(ok)
+            // Whole microseconds, no binary-float tails (`0.024626999999999954`).
+            let phases = ok.steps[0].timings
+            for value in [phases.dns, phases.connect, phases.tls, phases.ttfb, phases.transfer, phases.total] {
+                #expect((value * 1000).rounded() / 1000 == value, "\(value)")
+            }
             #expect(ok.steps[0].timings.ttfb > 0)
 
             let closed = await run(try tcp(#"{host: 127.0.0.1, port: \#(httpbin.port), send: "GET /status/200 HTTP/1.0\r\n\r\n", expect: "+PONG"}"#))

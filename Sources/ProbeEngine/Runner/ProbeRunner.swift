@@ -67,6 +67,9 @@ public struct ProbeRunner: Sendable {
             guard let outcome else { continue }  // an `always` step whose inputs never came
             var result = outcome.result
             result.component = step.component
+            // tcp, dns and icmp phases are differences of clock readings: no binary-float tails
+            // (`0.024626999999999954`) in results, as for curl's.
+            result.timings = result.timings.atMicroseconds
             result.url = Self.reported(result.url, state.redactor, limit: Self.longestURL, lines: false)
             if var error = result.error {
                 error.message = Self.reported(error.message, state.redactor)
