@@ -20,6 +20,11 @@ final class PushReceiver: Sendable {
         case refuseProbe(String, status: Int)
         /// Answers 429 with this `Retry-After` value to the next `times` pushes, then accepts.
         case throttle(retryAfter: String, times: Int)
+        /// Answers as something that is not the collector would (a captive portal's 200 page, a
+        /// load balancer's 400 page, a 503 with `Retry-After: 0`), storing nothing.
+        case foreign(status: Int, body: String, retryAfter: String? = nil)
+        /// Answers 200 with an acknowledgement of another batch, storing nothing.
+        case wrongAck
     }
 
     struct State {
@@ -109,6 +114,12 @@ final class PushReceiver: Sendable {
                 return .respond(
                     status: 429, headers: [("Content-Type", "application/json"), ("Retry-After", retryAfter)],
                     body: Data(#"{"error":{"code":"rate_limited","message":"slow down"}}"#.utf8))
+            case .foreign(let status, let body, let retryAfter):
+                return .respond(
+                    status: status, headers: [("Content-Type", "text/html")] + (retryAfter.map { [("Retry-After", $0)] } ?? []), body: Data(body.utf8))
+            case .wrongAck:
+                let ack = PushAck(batchID: "some-other-batch", accepted: 1, duplicate: false)
+                return .respond(status: 200, headers: [("Content-Type", "application/json")], body: (try? SondeJSON.encode(ack)) ?? Data())
             case .fail(let status):
                 return .json(status, #"{"error":{"code":"unavailable","message":"try later"}}"#)
             case .clockSkew:

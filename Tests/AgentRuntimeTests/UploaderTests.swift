@@ -163,6 +163,76 @@ struct UploaderTests {
         #expect(done.results.map(\.seq) == Array(1...8).map(UInt64.init))
     }
 
+    // MARK: - Answers that are not the collector's (red team, fifth pass)
+
+    @Test("a 200 that is not this batch's acknowledgement (a captive portal's page, an ack of another batch) deletes nothing; the batch goes once the collector answers")
+    func aForeign200IsNotAnAcknowledgement() async throws {
+        for mode in [PushReceiver.Mode.foreign(status: 200, body: "<html>Please log in to the Wi-Fi</html>"), .wrongAck] {
+            let dir = try TemporaryDirectory("uploader")
+            defer { dir.remove() }
+            let spool = try Spool(directory: dir.path, logger: logs.logger())
+            for i in 1...3 { try spool.append(sampleResult("p\(i)")) }
+            let receiver = try PushReceiver(publicKey: key.publicKey, mode: mode)
+            defer { receiver.stop() }
+            let uploader = Uploader(settings: settings(receiver.url), spool: spool, key: key, logger: logs.logger())
+            let task = Task { try await uploader.run() }
+            defer { task.cancel() }
+            try await waitUntil("3 answered pushes") { receiver.snapshot.requests >= 3 }
+            #expect(spool.status.unsentResults == 3, "\(mode): nothing is acknowledged")
+            receiver.setMode(.accept)
+            try await waitUntil("the spool to drain") { spool.status.unsentResults == 0 }
+            #expect(receiver.snapshot.results.map(\.probe) == ["p1", "p2", "p3"])
+            task.cancel()
+            _ = try? await task.value
+        }
+        #expect(logs.messages(containing: "push failed").contains { ($0.metadata["error.message"] ?? "").contains("without the collector's acknowledgement") })
+    }
+
+    @Test("a 400 page from something that is not the collector (a load balancer) sets nothing aside; a 503 with Retry-After: 0 is resent after the backoff, not at once")
+    func foreignRefusalsAndZeroRetryAfter() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        for i in 1...4 { try spool.append(sampleResult("p\(i)")) }
+        let receiver = try PushReceiver(publicKey: key.publicKey, mode: .foreign(status: 400, body: "<html>The plain HTTP request was sent to HTTPS port</html>"))
+        defer { receiver.stop() }
+        let uploader = Uploader(settings: settings(receiver.url), spool: spool, key: key, logger: logs.logger())
+        let task = Task { try await uploader.run() }
+        defer { task.cancel() }
+        try await waitUntil("3 answered pushes") { receiver.snapshot.requests >= 3 }
+        #expect(spool.status.unsentResults == 4)
+        #expect(spool.status.rejectedResults == 0, "nothing set aside")
+        // Retry-After: 0 and a date long past: the backoff (20–80 ms here) still spaces the pushes.
+        for retryAfter in ["0", "Sun, 06 Nov 1994 08:49:37 GMT"] {
+            receiver.setMode(.foreign(status: 503, body: "busy", retryAfter: retryAfter))
+            let before = receiver.snapshot.requests
+            try await Task.sleep(for: .seconds(1))
+            let pushes = receiver.snapshot.requests - before
+            #expect(pushes <= 60, "\(pushes) pushes in a second with Retry-After \(retryAfter)")
+        }
+        receiver.setMode(.accept)
+        try await waitUntil("the spool to drain") { spool.status.unsentResults == 0 }
+        #expect(receiver.snapshot.results.count == 4)
+        task.cancel()
+        _ = try? await task.value
+    }
+
+    @Test("the collector's error message is logged and kept at most 300 characters, however long it sent it")
+    func longErrorMessagesAreCut() async throws {
+        let dir = try TemporaryDirectory("uploader")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, logger: logs.logger())
+        try spool.append(sampleResult("p1"))
+        let message = String(repeating: "A", count: 1_000_000)
+        let receiver = try PushReceiver(
+            publicKey: key.publicKey, mode: .foreign(status: 503, body: #"{"error":{"code":"bad","message":"\#(message)"}}"#))
+        defer { receiver.stop() }
+        let uploader = Uploader(settings: settings(receiver.url), spool: spool, key: key, logger: logs.logger())
+        try await runUploader(uploader, until: "a failed push logged") { !logs.messages(containing: "push failed").isEmpty }
+        let logged = try #require(logs.messages(containing: "push failed").first?.metadata["error.message"])
+        #expect(logged.count <= 320, "\(logged.count) characters")
+    }
+
     @Test("429 with Retry-After in seconds: the uploader waits that long, not its (shorter) backoff")
     func retryAfterSeconds() async throws {
         let dir = try TemporaryDirectory("uploader")

@@ -185,16 +185,12 @@ public struct Uploader: Service {
                 if case .acknowledged = outcome { metrics.recordPush(ok: true) } else { metrics.recordPush(ok: false) }
             }
             switch outcome {
-            case .acknowledged(let answer):
-                // The answer is decoded only when it asks for prompt pushes or confirmation runs, or for the log lines.
-                let small = answer.count <= Self.longestDecodedAnswer
-                let asks = small && (answer.contains(bytes: Self.fastFlushKey) || answer.contains(bytes: Self.confirmKey))
-                let ack = asks || state.failing || logger.logLevel <= .debug ? try? SondeJSON.decode(PushAck.self, from: answer) : nil
-                if let names = ack?.confirmComponents, !names.isEmpty, let confirm {
+            case .acknowledged(let ack):
+                if let names = ack.confirmComponents, !names.isEmpty, let confirm {
                     confirm(Array(names.prefix(PushProtocol.longestConfirmList)))
                     metrics?.recordConfirmationRequest()
                 }
-                if let seconds = ack?.fastFlushSeconds, seconds > 0 {
+                if let seconds = ack.fastFlushSeconds, seconds > 0 {
                     if state.fastFlushUntil.map({ ContinuousClock.now >= $0 }) ?? true {
                         logger.debug("collector asks for prompt pushes while it decides", metadata: ["push.fast_flush_for_s": "\(seconds)"])
                     }
@@ -203,7 +199,7 @@ public struct Uploader: Service {
                 }
                 guard state.failing || logger.logLevel <= .debug else { return true }
                 let metadata: Logger.Metadata = [
-                    "batch.part": "\(part.id)", "batch.results": "\(part.count)", "batch.duplicate": "\(ack?.duplicate ?? false)",
+                    "batch.part": "\(part.id)", "batch.results": "\(part.count)", "batch.duplicate": "\(ack.duplicate)",
                     "batch.attempts": "\(attempt)",
                 ]
                 if state.failing {
@@ -253,7 +249,9 @@ public struct Uploader: Service {
                 await pause(settings.unauthorizedRetry)
             case .retry(let reason, let retryAfter):
                 guard patient else { return false }
-                let delay = retryAfter ?? Self.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap)
+                // Never sooner than the backoff: `Retry-After: 0` (or a date past on this clock) made
+                // the agent resend in a loop, 2,000 pushes a second (red team, fifth pass).
+                let delay = max(retryAfter ?? .zero, Self.backoff(attempt: attempt, base: settings.backoffBase, cap: settings.backoffCap))
                 // A long outage logs a warning once a minute, not once per attempt.
                 let clock = ContinuousClock()
                 let loud = state.lastRetryWarning.map { clock.now - $0 >= .seconds(60) } ?? true
@@ -272,8 +270,8 @@ public struct Uploader: Service {
     }
 
     enum SendOutcome {
-        /// The collector's answer (a `PushAck`), undecoded.
-        case acknowledged(Data)
+        /// The collector's acknowledgement of this batch.
+        case acknowledged(PushAck)
         case rejected(status: Int, message: String)
         /// Not this batch's fault but this agent's (key not enrolled, revoked, clock off): keep
         /// everything and retry slowly.
@@ -319,11 +317,19 @@ public struct Uploader: Service {
             return .retry("\(error.kind.rawValue): \(error.message)\(hint)", retryAfter: nil)
         }
         if (200..<300).contains(response.status) {
-            return .acknowledged(response.body)
+            // Only the collector's acknowledgement of this very batch lets its results go: a
+            // captive portal's, a proxy's or a maintenance page's 200 deleted results nobody had
+            // stored (red team, fifth pass).
+            guard let ack = try? SondeJSON.decode(PushAck.self, from: response.body), ack.batchID == batch.id else {
+                return .retry(
+                    "HTTP \(response.status) without the collector's acknowledgement of batch \(batch.id) (is collector.url the collector, not a proxy or portal?): \(Self.errorMessage(response))")
+            }
+            return .acknowledged(ack)
         }
         // Only a refusal is worth decoding as an error (one JSON decode per push, not three).
         let message = Self.errorMessage(response)
-        let code = (try? SondeJSON.decode(APIErrorBody.self, from: response.body))?.error.code
+        let collectorError = try? SondeJSON.decode(APIErrorBody.self, from: response.body)
+        let code = collectorError?.error.code
         switch response.status {
         case 401, 403:
             return .agentRefused(status: response.status, message: message, clockSkew: false)
@@ -331,7 +337,12 @@ public struct Uploader: Service {
             // The host's clock, not the batch: moving batches aside would empty the spool into
             // rejected/ until someone fixes NTP.
             return .agentRefused(status: response.status, message: message, clockSkew: true)
+        case 400 where collectorError == nil, 422 where collectorError == nil:
+            // Not the collector's refusal of the batch (a load balancer's "plain HTTP sent to an
+            // HTTPS port" page): nothing about the results, so nothing is set aside (red team).
+            return .retry("HTTP \(response.status) that is not the collector's answer (is collector.url right?): \(message)")
         case 400, 413, 422:
+            // 413 from anything: the size is the batch's, so halves may pass.
             return .rejected(status: response.status, message: message)
         default:
             let retryAfter = response.headers.value(for: "Retry-After").flatMap { RetryAfter.parse($0, now: Date()) }
@@ -339,10 +350,11 @@ public struct Uploader: Service {
         }
     }
 
-    /// The collector's `{"error":{"message":…}}`, or the start of whatever it sent.
+    /// The collector's `{"error":{"message":…}}`, or the start of whatever it sent; at most 300
+    /// characters either way (a 1 MB message wrote 91 MB of log in 10 s; red team, fifth pass).
     static func errorMessage(_ response: HTTPResponse) -> String {
         if let body = try? SondeJSON.decode(APIErrorBody.self, from: response.body) {
-            return "\(body.error.code): \(body.error.message)"
+            return String("\(body.error.code): \(body.error.message)".prefix(300))
         }
         return String(response.bodyText.prefix(300))
     }
@@ -375,11 +387,6 @@ public struct Uploader: Service {
         journal.setPromptHandOff(fast)
         try? await journal.waitForUrgentResult(until: .now + pause) { Task.isShuttingDownGracefully }
     }
-
-    private static let fastFlushKey = Data(PushAck.CodingKeys.fastFlushSeconds.stringValue.utf8)
-    private static let confirmKey = Data(PushAck.CodingKeys.confirmComponents.stringValue.utf8)
-    /// An acknowledgement is a few dozen bytes; a larger answer is not searched for the key.
-    private static let longestDecodedAnswer = 4096
 }
 
 // A short name for ServiceLifecycle's logs, not a dump of the settings and the signing key.
