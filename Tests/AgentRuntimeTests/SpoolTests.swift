@@ -226,6 +226,26 @@ struct SpoolTests {
         #expect(spool.status.rejectedResults == 21)
     }
 
+    @Test("rejected/ files left by an earlier run count toward the quota: the folder is read once, the oldest of them go first")
+    func rejectedQuotaCountsEarlierFiles() throws {
+        let dir = try TemporaryDirectory("spool")
+        defer { dir.remove() }
+        let spool = try Spool(directory: dir.path, maxBytes: 256 << 10, logger: logs.logger())
+        // 60 KiB from before the start, in two files (the older one first).
+        try FileManager.default.createDirectory(atPath: dir.file("rejected"), withIntermediateDirectories: true)
+        for (name, age) in [("old.1.json", 20.0), ("older.1.json", 30.0)] {
+            try Data(repeating: 0x20, count: 30 << 10).write(to: URL(fileURLWithPath: dir.file("rejected/" + name)))
+            var times = [timespec(tv_sec: time(nil) - Int(age), tv_nsec: 0), timespec(tv_sec: time(nil) - Int(age), tv_nsec: 0)]
+            utimensat(AT_FDCWD, dir.file("rejected/" + name), &times, 0)
+        }
+        var result = sampleResult()
+        result.error = ProbeError(kind: .assertion, step: "get", message: String(repeating: "m", count: 6_000))
+        try spool.setAside(SpoolBatch(id: "new.1", results: [result]), reason: "HTTP 422: refused")
+        #expect(!FileManager.default.fileExists(atPath: dir.file("rejected/older.1.json")), "the oldest went to make room")
+        #expect(FileManager.default.fileExists(atPath: dir.file("rejected/old.1.json")))
+        #expect(FileManager.default.fileExists(atPath: dir.file("rejected/new.1.json")))
+    }
+
     @Test("two processes cannot share a spool")
     func exclusive() throws {
         let dir = try TemporaryDirectory("spool")

@@ -129,7 +129,9 @@ public struct Uploader: Service {
             }
             await deliver(batch, state: &state)
         }
-        if !Task.isCancelled { await drain() }
+        // No last push while pushes are failing: against a collector that hangs, it held the stop
+        // for one more `timeout` (red team, fifth pass). The spool keeps everything for the next start.
+        if !Task.isCancelled && !state.failing { await drain() }
         logger.info("uploader stopped", metadata: ["spool.unsent": "\(spool.status.unsentResults)"])
     }
 
