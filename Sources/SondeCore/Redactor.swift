@@ -92,7 +92,7 @@ public struct Redactor: Sendable {
             // Hex of its bytes, either case (a binary protocol's server dumping what it got:
             // `-ERR got 415554482068756e74…`); not for short ones, whose hex is too common.
             if form.utf8.count >= Self.wholeWordBelow {
-                added.append(Needle(scalars: Array(Self.hex(form.utf8).unicodeScalars), widen: false))
+                added.append(Needle(scalars: Array(hexDigits(form.utf8).unicodeScalars), widen: false))
             }
             for needle in added {
                 if needle.scalars.count <= Self.longestTolerant {
@@ -379,17 +379,6 @@ public struct Redactor: Sendable {
     }
 
     // MARK: - Base64
-
-    /// Lower-case hex of `bytes`.
-    public static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 
     private static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 

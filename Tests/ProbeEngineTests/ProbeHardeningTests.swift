@@ -659,10 +659,10 @@ struct ProbeHardeningTests {
     func hexEcho() {
         var redactor = Redactor()
         redactor.add("hunter2secret")
-        let dump = Redactor.hex(Array("AUTH hunter2secret\r\n".utf8))
+        let dump = hexDigits(Array("AUTH hunter2secret\r\n".utf8))
         for shown in [dump, dump.uppercased()] {
             let out = redactor.redact("-ERR got \(shown)")
-            #expect(!out.lowercased().contains(Redactor.hex(Array("hunter2secret".utf8))), "\(out)")
+            #expect(!out.lowercased().contains(hexDigits(Array("hunter2secret".utf8))), "\(out)")
             #expect(out.contains("[redacted]") && out.hasPrefix("-ERR got 4155544820"), "\(out)")
         }
         var short = Redactor()
@@ -1259,14 +1259,8 @@ struct CancelledBlockingStepTests {
     }
 
     @Test func aDNSStepWaitingOnASilentServerEndsWhenCancelled() async throws {
-        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let (silent, port) = try silentLoopbackUDPSocket()
         defer { close(silent) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0 } }
-        let port = Int(UInt16(bigEndian: address.sin_port))
         let probe = try makeProbe("""
             name: silent-dns
             component: api

@@ -823,14 +823,8 @@ struct RealPlatformProbeTests {
             #expect(system.outcome == .ok, "\(failureSummary(system))")
 
             // A UDP socket that never answers.
-            let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            let (silent, silentPort) = try silentLoopbackUDPSocket()
             defer { close(silent) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            _ = withUnsafeMutablePointer(to: &address) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0 } }
-            let silentPort = Int(UInt16(bigEndian: address.sin_port))
             let started = ContinuousClock.now
             let timeout = await run(try dns("{name: api.internal, server: \"127.0.0.1:\(silentPort)\"}"))
             #expect(timeout.error?.kind == .timeout, "\(failureSummary(timeout))")

@@ -55,6 +55,26 @@ public func listenOnLoopback(backlog: Int32 = 128) throws -> (fd: Int32, port: I
     return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
 
+/// A UDP socket bound to 127.0.0.1 and an ephemeral port that never answers (a silent DNS
+/// server). Returns the descriptor (the caller closes it) and the port.
+public func silentLoopbackUDPSocket() throws -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    guard fd >= 0 else { throw TestFailure("socket: \(String(cString: strerror(errno)))") }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else {
+        let message = String(cString: strerror(errno))
+        Glibc.close(fd)
+        throw TestFailure("bind: \(message)")
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}
+
 /// A loopback TCP port nobody listens on right now, for a server a test starts itself (bound,
 /// read back, released: the server binds it a moment later).
 public func freeLoopbackPort() throws -> Int {

@@ -508,6 +508,17 @@ enum ScriptParser {
         return valid ? options : nil
     }
 
+    /// A `tcp` or `icmp` step's `host`: a template, refused when written as something other than
+    /// a host name or IP address (a port, a scheme, a path, a user).
+    static func hostTemplate(_ node: Node, _ path: String, reader: inout NodeReader) -> Template? {
+        guard let host = reader.template(node, path, allowEmpty: false) else { return nil }
+        if let literal = host.literal, !StepExecution.isHostName(StepExecution.bareHost(literal)) {
+            reader.report(node, path, "'\(literal)' is not a host name or IP address: write the port under port:, and no scheme, path or user")
+            return nil
+        }
+        return host
+    }
+
     static func ipVersion(_ node: Node, _ path: String, reader: inout NodeReader) -> IPVersion? {
         guard let number = reader.int(node, path, range: 4...6), let version = IPVersion(rawValue: number) else {
             if node.scalar.flatMap({ Int($0.string) }) == 5 { reader.report(node, path, "ip_version is 4 or 6") }
@@ -525,14 +536,7 @@ enum ScriptParser {
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
             switch key {
-            case "host":
-                if let host = reader.template(value, here, allowEmpty: false) {
-                    if let literal = host.literal, !StepExecution.isHostName(StepExecution.bareHost(literal)) {
-                        reader.report(value, here, "'\(literal)' is not a host name or IP address: write the port under port:, and no scheme, path or user")
-                        valid = false
-                    }
-                    spec.host = host
-                } else { valid = false }
+            case "host": if let host = hostTemplate(value, here, reader: &reader) { spec.host = host } else { valid = false }
             case "port": if let port = reader.int(value, here, range: 1...65535) { spec.port = port } else { valid = false }
             case "send": if let text = reader.template(value, here) { spec.send = text } else { valid = false }
             case "expect": if let text = reader.template(value, here, allowEmpty: false) { spec.expect = text } else { valid = false }
@@ -628,14 +632,7 @@ enum ScriptParser {
         for (key, _, value) in fields {
             let here = NodeReader.join(path, key)
             switch key {
-            case "host":
-                if let host = reader.template(value, here, allowEmpty: false) {
-                    if let literal = host.literal, !StepExecution.isHostName(StepExecution.bareHost(literal)) {
-                        reader.report(value, here, "'\(literal)' is not a host name or IP address: write the port under port:, and no scheme, path or user")
-                        valid = false
-                    }
-                    spec.host = host
-                } else { valid = false }
+            case "host": if let host = hostTemplate(value, here, reader: &reader) { spec.host = host } else { valid = false }
             case "ip_version": if let version = ipVersion(value, here, reader: &reader) { spec.ipVersion = version } else { valid = false }
             // An echo request must fit one IPv6 datagram with its headers (65,535 − 40 − 8).
             case "payload_size": if let size = reader.int(value, here, range: 0...65_487) { spec.payloadSize = size } else { valid = false }
