@@ -170,8 +170,10 @@ struct DatabaseOption: ParsableArguments {
         guard path != ":memory:" else { throw ValidationError("\(name) is `:memory:`: it keeps nothing to administer") }
         // A typo in --db must not quietly enrol agents into a new, empty database.
         if !create && !FileManager.default.fileExists(atPath: path) {
-            throw ValidationError(
-                "\(db != nil ? "--db " : "database: ")\(path): no such database; check the path (the collector's `database:`), or pass --create to make a new one")
+            // Exit 1, not the usage error's 64: the command is right, the database is not there yet.
+            printError(
+                "sonde-collector: \(db != nil ? "--db " : "database: ")\(path): no such database; check the path (the collector's `database:`), or pass --create to make a new one (before the collector's first start)")
+            throw ExitCode(1)
         }
         umask(0o077)
         let store = try SQLiteCollectorStore(path: path, durability: sync, logger: logger)

@@ -21,7 +21,7 @@ struct CommandTests {
         let key = try AgentSigningKey.load(from: path)
         let pub = try String(contentsOfFile: path + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(pub == key.publicKey.base64)
-        try await first.waitForLine { $0 == "  sonde-collector agents add --db <collector.db> --id eu-1 --region eu --public-key \(pub)" }
+        try await first.waitForLine { $0 == "  sonde-collector agents add --config <collector.yaml> --id eu-1 --region eu --public-key \(pub)" }
 
         let again = try ChildProcess("sonde-agent", ["keygen", "--out", path])
         #expect(try await again.waitForExit() == 1)

@@ -93,7 +93,7 @@ struct CLIExitStatusTests {
         let key = AgentSigningKey().publicKey.base64
         let typo = dir.file("collectr.db")
         let refused = try await Self.run("sonde-collector", ["agents", "add", "--db", typo, "--id", "eu-1", "--region", "eu", "--public-key", key], [:])
-        #expect(refused.status != 0)
+        #expect(refused.status == 1, "not the usage error's 64: \(refused.status)")
         #expect(refused.output.contains("no such database"), "\(refused.output)")
         #expect(!FileManager.default.fileExists(atPath: typo), "nothing may be created without --create")
 

@@ -34,6 +34,7 @@ struct KeygenCommand: AsyncParsableCommand {
         print("wrote \(out) (private key, mode 0600) and \(out).pub")
         print("public key: \(publicKey)")
         print("enrol this agent on the collector with:")
-        print("  sonde-collector agents add --db <collector.db> --id \(id) --region \(region) --public-key \(publicKey)")
+        print("  sonde-collector agents add --config <collector.yaml> --id \(id) --region \(region) --public-key \(publicKey)")
+        print("(or --db <collector.db>; before the collector's first start, add --create to make that database)")
     }
 }
