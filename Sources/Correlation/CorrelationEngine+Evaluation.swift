@@ -595,11 +595,6 @@ extension CorrelationEngine {
                 guard Self.showsFailure(x, cfg) else { continue }
                 let k = pool[c * regionCount + r]
                 guard k.reporting > 1 else { continue }  // alone in its region: nobody to compare with
-                let own = x.weighed(atMost: weightCap[c * regionCount + r])
-                let peerRuns = k.allRuns - own.allRuns
-                let peerFailed = k.allFailed - own.allFailed
-                let peersFailing = k.hard + k.flaky - (x.state.isFailing ? 1 : 0)
-                let peersFailedRecently = k.failed - own.failed >= Int32(cfg.confirmFailures)
                 if let incident = tracks[c].incident, incident.status == .investigating || incident.status == .identified,
                     incident.scope == .platform || incident.regions.contains(regionNames[r])
                 {
@@ -618,6 +613,11 @@ extension CorrelationEngine {
                     // Otherwise the incident explains it: its fault may be spreading to this agent.
                     continue
                 }
+                let own = x.weighed(atMost: weightCap[c * regionCount + r])
+                let peerRuns = k.allRuns - own.allRuns
+                let peerFailed = k.allFailed - own.allFailed
+                let peersFailing = k.hard + k.flaky - (x.state.isFailing ? 1 : 0)
+                let peersFailedRecently = k.failed - own.failed >= Int32(cfg.confirmFailures)
                 // Most of the region's agents failing there is the region's problem, whatever
                 // the rest say: none of them is one bad host.
                 let regionMostlyFailing = failingInRegion[c * regionCount + r] * 2 > k.reporting

@@ -199,10 +199,9 @@ extension CorrelationEngine {
             incident.resolvedAt = now
             incident.resolvedBy = update.author
             incident.conflict = nil
-            // The record keeps what the incident touched, as when Sonde resolves it (a person's
-            // resolution listed only the region and agent failing at that moment).
-            incident.regions = track.touchedRegions.union(incident.regions).sorted()
-            incident.agents = Array(track.touchedAgents.union(incident.agents).sorted().prefix(max(config.maxListedAgents, incident.agents.count)))
+            // As when Sonde resolves it (a person's resolution listed only the region and agent
+            // failing at that moment).
+            keepEveryMember(track, &incident)
             // Still measured as a problem: the resolution stands, the disagreement is shown, and
             // nothing opens until the component is healthy again.
             // Measured, not shown: the verdict holds an open incident's severity while it is

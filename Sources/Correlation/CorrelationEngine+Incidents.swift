@@ -269,14 +269,19 @@ extension CorrelationEngine {
         }
     }
 
+    /// A resolved incident's record keeps every region and agent it touched, not the last ones to
+    /// recover (whoever resolves it: Sonde or a person).
+    func keepEveryMember(_ track: ComponentTrack, _ incident: inout Incident) {
+        incident.regions = track.touchedRegions.union(incident.regions).sorted()
+        incident.agents = Array(track.touchedAgents.union(incident.agents).sorted().prefix(max(config.maxListedAgents, incident.agents.count)))
+    }
+
     private func resolve(
         _ track: inout ComponentTrack, _ incident: inout Incident, now: Date, evidence: Evidence,
         changed: inout [Incident], events: inout [AlertEvent], message: String? = nil, summary: String? = nil
     ) {
         incident.resolvedAt = now
-        // The record keeps what the incident touched, not the last region to recover.
-        incident.regions = track.touchedRegions.union(incident.regions).sorted()
-        incident.agents = Array(track.touchedAgents.union(incident.agents).sorted().prefix(max(config.maxListedAgents, incident.agents.count)))
+        keepEveryMember(track, &incident)
         transition(
             &incident, to: .resolved, scope: incident.scope, severity: incident.severity, evidence: evidence,
             message: message ?? "\(Self.displayName(incident.component)) is working normally again: every agent passed its latest \(config.resolveRuns) runs.",
