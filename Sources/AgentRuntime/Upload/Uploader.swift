@@ -96,8 +96,8 @@ public struct Uploader: Service {
     /// result and then `flushInterval` (so that one push carries what that interval brings),
     /// a pause that a result able to change a decision at the collector ends at once
     /// (`PushUrgency`: a run not ok, or a probe's first passing runs after one). On shutdown a
-    /// send in flight is abandoned; its batch is in the spool and goes out (same id) on the next
-    /// start.
+    /// send in flight runs to its answer or its `timeout`; what is not acknowledged stays in the
+    /// spool and goes out (same batch id, deduplicated) on the next start.
     ///
     /// Runs on the journal's thread (`JournalWriter.taskExecutor`): its spool calls, its pauses
     /// and its wake-up when the collector answers then need no hand-off between threads.
