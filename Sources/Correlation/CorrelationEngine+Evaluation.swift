@@ -290,6 +290,10 @@ struct EvaluationFrame {
     var grid: [AgentComponent]
     var controlFailing: [Bool]
     var controlInDoubt: [Bool]
+    /// When the agent's newest passing control run started (collector time line; -infinity when
+    /// none is in its window), and whether it runs a control probe at all.
+    var controlPassedAt: [Double] = []
+    var hasControl: [Bool] = []
     /// Step-component series failing now (their `affects` names a probe component shown affected).
     var affectingSeries: [Int32] = []
     /// Series of components with an open incident, for the recovery count.
@@ -449,6 +453,8 @@ extension CorrelationEngine {
         let excluded = frame.excluded
         var controlFailing = frame.controlFailing
         var controlInDoubt = frame.controlInDoubt
+        var controlPassedAt = [Double](repeating: -.infinity, count: agentCount)
+        var hasControl = [Bool](repeating: false, count: agentCount)
         var affecting: [Int32] = []
         var openSeries = frame.openSeries
         let offsets = agentOffset
@@ -459,6 +465,7 @@ extension CorrelationEngine {
                 var s = all[i]
                 let a = Int(s.agent)
                 if excluded[a] || s.windowRuns == 0 { continue }
+                if s.control { hasControl[a] = true }
                 let age = t - s.lastReceived
                 let limit = s.interval > 0 ? max(cfg.silentMin, cfg.silentAfterIntervals * s.interval) : fallbackLimit
                 if age > cfg.windowAge || age > limit { continue }
@@ -471,6 +478,8 @@ extension CorrelationEngine {
                         // Not confirmed yet: the agent's own network is in doubt, so its data is
                         // held back (a cut agent's other probes may be confirmed before its control).
                         controlInDoubt[a] = true
+                    } else {
+                        controlPassedAt[a] = max(controlPassedAt[a], s.newestAt + offsets[a])
                     }
                     continue
                 }
@@ -517,6 +526,8 @@ extension CorrelationEngine {
         frame.grid = grid
         frame.controlFailing = controlFailing
         frame.controlInDoubt = controlInDoubt
+        frame.controlPassedAt = controlPassedAt
+        frame.hasControl = hasControl
         frame.affectingSeries = affecting
         frame.openSeries = openSeries
     }
@@ -534,7 +545,9 @@ extension CorrelationEngine {
     /// anywhere fails there with the same error code, is *in doubt*: held back until the test
     /// decides or a peer fails too; so is one failing on its own elsewhere (local on another
     /// component, or in a local-fault episode) even where others fail with its code. An
-    /// investigating incident covering its region makes its failure evidence.
+    /// investigating incident covering its region makes its failure evidence. An agent alone in
+    /// its region whose failure nobody shares is in doubt until its control passes a run begun
+    /// after it (``loneFailureUnchecked(_:controlPassedAt:hasControl:neverPassed:t:)``).
     mutating func localFaultPhase(_ frame: inout EvaluationFrame) {
         let agentCount = agentIDs.count
         let componentCount = componentNames.count
@@ -582,6 +595,13 @@ extension CorrelationEngine {
             localReason[a] = "control probe failing"
             controlFaultAgents.insert(Int32(a))
         }
+        // No passing run of anything in its windows: a new agent, or one broken for all of them.
+        func neverPassed(_ a: Int) -> Bool {
+            (0..<componentCount).allSatisfy { c in
+                let x = frame.grid[a * componentCount + c]
+                return !x.reporting || x.allBad >= x.allRuns
+            }
+        }
         for a in candidates {
             let r = Int(agentRegion[a])
             var reported = 0
@@ -594,10 +614,21 @@ extension CorrelationEngine {
                 reported += 1
                 guard Self.showsFailure(x, cfg) else { continue }
                 let k = pool[c * regionCount + r]
-                guard k.reporting > 1 else { continue }  // alone in its region: nobody to compare with
-                if let incident = tracks[c].incident, incident.status == .investigating || incident.status == .identified,
-                    incident.scope == .platform || incident.regions.contains(regionNames[r])
-                {
+                let covered =
+                    tracks[c].incident.map {
+                        ($0.status == .investigating || $0.status == .identified) && ($0.scope == .platform || $0.regions.contains(regionNames[r]))
+                    } ?? false
+                guard k.reporting > 1 else {
+                    // Alone in its region: nobody to compare with, only its control to ask.
+                    if !covered, failingWithCode[c][x.errorCode, default: 0] <= 1,
+                        Self.loneFailureUnchecked(
+                            x, controlPassedAt: frame.controlPassedAt[a], hasControl: frame.hasControl[a], neverPassed: neverPassed(a), t: frame.t)
+                    {
+                        frame.grid[g].inDoubt = true
+                    }
+                    continue
+                }
+                if covered, let incident = tracks[c].incident {
                     // A fault of its own from before the incident, failing unlike anyone else
                     // (connection refused while the platform answers 500): it stays local, neither
                     // absorbed into the incident nor "recovered" while it still fails. Absorbed, one
@@ -659,6 +690,25 @@ extension CorrelationEngine {
         }
         frame.wholeLocal = wholeLocal
         frame.localReason = localReason
+    }
+
+    /// How long a lone agent's unshared failure waits for its control (s): enough for a control
+    /// probe every 30 s to run, when the agent does not run it at once on a failure (older agents).
+    static let loneDoubtLimit = 60.0
+
+    /// Whether the failure of an agent alone in its region (no peer reports the component there),
+    /// that no agent anywhere shares (its error code), still waits for the agent's control: its
+    /// control has not passed a run begun after the failure showed, the agent runs a control (or
+    /// has not passed a single run yet: a new agent whose network is broken from its start, before
+    /// its control's first run), and it began less than `loneDoubtLimit` ago. A broken new agent
+    /// alone in us opened an incident per component there and spread eu's to the platform before
+    /// its control's first run (found by the CLI walk-through, F2). The agent runs its control at
+    /// once after a failure (docs/agent.md), so the wait is usually a second or two.
+    static func loneFailureUnchecked(_ x: AgentComponent, controlPassedAt: Double, hasControl: Bool, neverPassed: Bool, t: Double) -> Bool {
+        guard hasControl || neverPassed else { return false }
+        let onset = x.stateShownAt.isFinite ? x.stateShownAt : x.newestBadAt
+        guard onset.isFinite, t - onset < loneDoubtLimit else { return false }
+        return controlPassedAt < onset
     }
 
     /// Whether an agent's runs of a component could move its region's verdict: its state is

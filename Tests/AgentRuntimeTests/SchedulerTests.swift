@@ -405,6 +405,35 @@ struct SchedulerTests {
         #expect(last <= 1.0 + 0.1, "the last confirming run started \(last) s after the request (two 500 ms intervals)")
     }
 
+    /// An agent alone in its region has only its control probe to tell its own broken network
+    /// from the region's outage, and the collector holds back a failure nobody shares until the
+    /// control has passed a run begun after it: the control runs at once on a failure, not at
+    /// its slot up to an interval later (found by the CLI walk-through, F2).
+    @Test("another probe's failed run runs the control probe at once (marked a retry), at most once per its retry_interval; a passing run does not", arguments: [true, false])
+    func aFailedRunChecksTheNetwork(failing: Bool) async throws {
+        let recorded = RecordedResults()
+        let executor = SwitchableExecutor()
+        executor.failing.withLock { $0 = failing }
+        let files = ProbeDefinition(name: "files", component: "files", interval: .milliseconds(200), retryInterval: .milliseconds(200), timeout: .seconds(5), sourceFile: "f.yaml")
+        let reach = ProbeDefinition(name: "reach", component: "reference", interval: .seconds(3600), timeout: .seconds(5), control: true, sourceFile: "r.yaml")
+        try #require(Scheduler.offsetFraction(agent: "eu-1", probe: "reach") > 0.01, "the control's own slot is not due in the test")
+        let scheduler = Scheduler(
+            probes: [files, reach], context: RunContext(agent: "eu-1", region: "eu"), executor: executor, jitter: 0, logger: logs.logger()
+        ) { recorded.append($0) }
+        let task = Task { [scheduler] in try await scheduler.run() }
+        defer { task.cancel() }
+        try await waitUntil("6 runs of files", timeout: .seconds(10)) { recorded.count("files") >= 6 }
+        if failing { try await waitUntil("a control run", timeout: .seconds(10)) { recorded.count("reach") >= 1 } }
+        task.cancel()
+        _ = try? await task.value
+        let checks = recorded.all.filter { $0.probe == "reach" }
+        #expect(checks.count == (failing ? 1 : 0), "\(recorded.all.map { "\($0.probe) \($0.outcome)" })")
+        #expect(checks.allSatisfy { $0.control == true && $0.retry == true })
+        if let check = checks.first, let firstFailure = recorded.all.first(where: { $0.probe == "files" }) {
+            #expect(check.startedAt.timeIntervalSince(firstFailure.startedAt) < 1, "the check began \(check.startedAt.timeIntervalSince(firstFailure.startedAt)) s after the failure")
+        }
+    }
+
     @Test("a passing probe is never retried")
     func passingProbeNotRetried() async throws {
         let executor = SwitchableExecutor()

@@ -39,6 +39,14 @@ struct FleetSimulation {
     /// judged by the faults on its own; others make one.
     var requestsPerRun: [String: Int] = [:]
     let controlLag: Double
+    /// The control probe runs every this many intervals (real agents run it less often than
+    /// their probes: every 30 s beside probes every few seconds).
+    var controlEvery = 1
+    /// Agents run their control probe at once after another probe's failed run, when its latest
+    /// run began before that run (as `sonde-agent` does; older agents wait for its slot).
+    var promptControl = false
+    private var controlChecks: [String: Int] = [:]
+    private var lastControlAt: [String: Double] = [:]
     private var nextRun: [String: (run: Int, at: Double)] = [:]
 
     /// `controlLag`: how much later than the agent's other probes its control probe runs in each
@@ -79,10 +87,23 @@ struct FleetSimulation {
                 for probe in probes {
                     let key = agent.id + "/" + probe.name
                     while let next = nextRun[key], next.at + 0.1 <= t {
-                        nextRun[key] = (next.run + 1, next.at + interval)
+                        nextRun[key] = (next.run + 1, next.at + interval * Double(probe.control ? controlEvery : 1))
                         if stopped.contains(agent.id) { continue }
                         batch.append(result(agent: agent, probe: probe, run: next.run, at: next.at))
                     }
+                }
+            }
+            for r in batch where r.control == true { lastControlAt[r.agent] = max(lastControlAt[r.agent] ?? 0, r.startedAt.timeIntervalSince1970) }
+            if promptControl, let control = probes.first(where: \.control) {
+                let failedAgents = Set(batch.filter { $0.control != true && $0.outcome == .failed && $0.startedAt.timeIntervalSince1970 > (lastControlAt[$0.agent] ?? 0) }.map(\.agent))
+                for agent in agents where failedAgents.contains(agent.id) {
+                    let run = nextRun[agent.id + "/" + control.name]?.run ?? 0
+                    var check = result(agent: agent, probe: control, run: run, at: t - 0.5)
+                    controlChecks[agent.id, default: 0] += 1
+                    check.id += "-check-\(controlChecks[agent.id]!)"
+                    check.retry = true
+                    lastControlAt[agent.id] = t - 0.5
+                    batch.append(check)
                 }
             }
             if !batch.isEmpty {

@@ -328,6 +328,55 @@ import Testing
         #expect(fleet.health("eu-2")?.state == .localFault)
     }
 
+    /// A new agent whose network is broken from its first run (a closed port where the platform
+    /// should be), alone in its region and before its control probe (every 30 s) has run, does
+    /// not spread another region's open incident to the platform, nor make it worse (found by
+    /// the CLI walk-through, F2: "spread: partial outage platform-wide (2/2 agents failing,
+    /// connect, server_error)" 5 s after the agent started, never narrowed).
+    @Test(arguments: [["eu": 2, "us": 1], ["eu": 2, "us": 2, "ap": 1]], [1.0, 0.3])
+    func aNewAgentWithABrokenNetworkDoesNotSpreadAnIncident(regions: [String: Int], fraction: Double) throws {
+        let newcomer = regions.keys.sorted().last! + "-\(regions[regions.keys.sorted().last!]!)"
+        var fleet = FleetSimulation(regions: regions, interval: 2)
+        fleet.controlEvery = 15
+        fleet.stopped = [newcomer]
+        fleet.step(seconds: 40)
+        fleet.faults = ["eu files": FleetSimulation.randomly(fraction, seed: 3, regions: ["eu"], components: ["files"])]
+        let before = fleet.step(seconds: 90)
+        let incident = try #require(fleet.engine.openIncidents.first { $0.component == "files" }, "\(describe(before)) \(fleet.verdicts["files"].map { "\($0.status) \($0.evidence.failingAgents)" } ?? "")")
+        #expect(incident.scope == .region && incident.regions == ["eu"], "\(describe(before))")
+        let refused = ProbeError(kind: .connect, step: "request", message: "connection refused")
+        fleet.faults["broken newcomer"] = FleetSimulation.failing(agents: [newcomer], control: true, error: refused)
+        fleet.stopped = []
+        let after = fleet.step(seconds: 60)
+        let log = describe(after)
+        #expect(!after.contains { $0.scope == .platform }, "\(log)")
+        #expect(!after.contains { $0.type == .incidentOpened }, "\(log)")
+        let files = try #require(fleet.engine.openIncidents.first { $0.component == "files" })
+        #expect(files.scope == .region && files.regions == ["eu"] && !files.agents.contains(newcomer), "\(files.scope) \(files.regions) \(files.agents)")
+        #expect(fleet.health(newcomer)?.state == .localFault, "\(log)")
+    }
+
+    /// The other side of the lone agent's wait: a real outage of the one region a lone agent
+    /// watches (its failure is its own code, nobody shares it) opens that region's incident once
+    /// its control has passed a run begun after the failure: within 2 intervals + 1 s when the
+    /// agent runs its control at once on a failure, by the control's next slot when it does not.
+    @Test(arguments: [true, false])
+    func aLoneAgentsRegionOutageOpensOnceItsControlPasses(promptControl: Bool) throws {
+        var fleet = FleetSimulation(regions: ["eu": 1, "us": 1, "ap": 1], interval: 2)
+        fleet.controlEvery = 15
+        fleet.promptControl = promptControl
+        fleet.step(seconds: 40)
+        let start = fleet.now
+        fleet.faults = ["us files": FleetSimulation.failing(regions: ["us"], components: ["files"])]
+        let events = fleet.step(seconds: 60)
+        let log = describe(events)
+        let opened = try #require(events.first { $0.type == .incidentOpened }, "\(log)")
+        #expect(opened.component == "files" && opened.scope == .region && opened.regions == ["us"], "\(log)")
+        let detection = opened.occurredAt.timeIntervalSince(start)
+        #expect(detection <= (promptControl ? 5 : 33), "opened after \(detection) s\n\(log)")
+        #expect(!events.contains { $0.type == .agentLocalFault }, "\(log)")
+    }
+
     /// A region's incident counts that region's agents: "2 of 2 agents" in eu reads as all of
     /// eu, where "2 of 6" read as two bad hosts (found by the on-call review, F3).
     @Test func aRegionsIncidentCountsThatRegionsAgents() throws {

@@ -62,6 +62,8 @@ public final class EarlyWake: Sendable {
         var timer: LoopTimer?
         var requested = false
         var confirmUntil: ContinuousClock.Instant?
+        /// A control probe's run asked now (another probe's run failed): ``checkNow()``.
+        var checkRequested = false
     }
     private let state = Mutex(State())
 
@@ -95,6 +97,28 @@ public final class EarlyWake: Sendable {
             return timer
         }
         timer?.fire()
+    }
+
+    /// Asks a control probe's loop for one run now, and ends the current sleep.
+    func checkNow() {
+        let timer = state.withLock { s -> LoopTimer? in
+            s.checkRequested = true
+            guard let timer = s.timer else {
+                s.requested = true
+                return nil
+            }
+            s.timer = nil
+            return timer
+        }
+        timer?.fire()
+    }
+
+    /// Whether a run now was asked (``checkNow()``); the request is taken.
+    func takeCheck() -> Bool {
+        state.withLock { s in
+            defer { s.checkRequested = false }
+            return s.checkRequested
+        }
     }
 
     /// Until when the collector asked for confirmation runs (nil: never).

@@ -103,7 +103,7 @@ public struct Scheduler: Service {
                 let before = previous[probe.name]?.task
                 let job = ProbeJob(
                     probe: probe, context: set.context, isControl: probe.control || set.controlProbes.contains(probe.name),
-                    executor: executor, record: record, metrics: metrics, jitter: jitter, logger: logger)
+                    executor: executor, record: record, metrics: metrics, jitter: jitter, logger: logger, peers: jobs)
                 let task = Task(executorPreference: loopExecutor) {
                     await before?.value  // never two runs of one probe at once, even across a reload
                     await job.loop(from: origin, runs: runs, control: control)
@@ -175,10 +175,15 @@ final class ProbeJob: Sendable {
     let wake = EarlyWake()
     /// `probe.components`, worked out once.
     let components: Set<String>
+    /// The scheduler's jobs: a failed run asks their control probes to check the network now.
+    let peers: LiveJobs?
+    /// When a control probe's latest run began (nil before its first), for ``checkNetwork(after:)``.
+    private let lastBegan = Mutex<ContinuousClock.Instant?>(nil)
 
     init(
         probe: ProbeDefinition, context: RunContext, isControl: Bool, executor: any ProbeExecuting,
-        record: @escaping @Sendable (ProbeResult) async -> Void, metrics: AgentMetrics?, jitter: Double, logger: Logger
+        record: @escaping @Sendable (ProbeResult) async -> Void, metrics: AgentMetrics?, jitter: Double, logger: Logger,
+        peers: LiveJobs? = nil
     ) {
         self.probe = probe
         self.context = context
@@ -188,6 +193,7 @@ final class ProbeJob: Sendable {
         self.metrics = metrics
         self.jitter = jitter
         components = probe.components
+        self.peers = isControl ? nil : peers
         var logger = logger
         logger[metadataKey: "probe.name"] = "\(probe.name)"
         self.logger = logger
@@ -210,9 +216,13 @@ final class ProbeJob: Sendable {
             let slept = (try? await executor.sleep(until: start, wake: wake)) != nil
             wake.slept()
             guard slept else { break }
-            // Woken early by a confirmation request: plan the next run again.
-            if ContinuousClock.now < start { continue }
+            // Woken early by a confirmation request: plan the next run again; by a network check
+            // (another probe failed): run now.
+            let check = ContinuousClock.now < start && wake.takeCheck()
+            if ContinuousClock.now < start && !check { continue }
             guard control.beginRun() else { break }
+            let began = ContinuousClock.now
+            if isControl { lastBegan.withLock { $0 = began } }
             let lateness = metrics == nil ? .zero : ContinuousClock.now - start
             guard runs.begin() else {
                 _ = control.endRun()
@@ -224,7 +234,7 @@ final class ProbeJob: Sendable {
             // agent's life (500 probes: 15 MiB). The run's task gives them back after each run.
             // Not `async let`: its storage (room for the child task) sits in the loop's frame for
             // the loop's whole life.
-            let isRetry = retryAt != nil
+            let isRetry = retryAt != nil || check
             let run = Task(executorPreference: executor.preferredTaskExecutor) {
                 await self.runAndRecord(lateness: lateness, runs: runs, retry: isRetry)
             }
@@ -237,6 +247,7 @@ final class ProbeJob: Sendable {
             // The run ends once its result is recorded: a reload never cancels one before that.
             if control.endRun() { break }  // a reload replaced or removed this probe
             retries.record(ok: ran.ok, startedAt: start, endedAt: .now)
+            if ran.failed, let peers { for job in peers.controls { job.checkNetwork(after: began) } }
             if isRetry {
                 _ = slots.skipPassed(now: .now)  // a retry that ran over a slot takes its place
             } else {
@@ -279,11 +290,22 @@ final class ProbeJob: Sendable {
         if retry { result.retry = true }
         metrics?.recordRun(result.outcome, lateness: lateness, retry: retry)
         await record(result)
-        return RunEnd(durationMs: result.durationMs, ok: result.outcome == .ok)
+        return RunEnd(durationMs: result.durationMs, ok: result.outcome == .ok, failed: result.outcome == .failed)
     }
 }
 
 extension ProbeJob {
+    /// Another probe's run that began at `failedRunBegan` failed: this control probe runs now,
+    /// unless its latest run began after that one, or less than its `retry_interval` ago. The
+    /// collector holds back a failure nobody else shares from an agent alone in its region until
+    /// its control has passed a run begun after the failure (docs/collector.md, "Local"): checked
+    /// now, that takes a second or two instead of up to the control's interval, and the
+    /// agent's own broken network is known before its failures count.
+    func checkNetwork(after failedRunBegan: ContinuousClock.Instant, now: ContinuousClock.Instant = .now) {
+        let due = lastBegan.withLock { last in last.map { $0 < failedRunBegan && now - $0 >= probe.retryInterval } ?? true }
+        if due { wake.checkNow() }
+    }
+
     /// The collector asks to confirm one of this probe's components: run at the retry pace for
     /// two intervals from now (a sleeping loop wakes to plan its next run). False when its
     /// retries are off (`retry_interval` equal to `interval`): then it confirms nothing either.
@@ -298,6 +320,7 @@ extension ProbeJob {
 struct RunEnd: Sendable {
     var durationMs: Double
     var ok: Bool
+    var failed: Bool
 }
 
 /// When a probe runs between its slots: after a failed or slow run, `retryInterval` after the
@@ -504,9 +527,11 @@ final class ProbeSetReloads: Sendable {
 
 /// The jobs of the running loops (replaced on reload).
 final class LiveJobs: Sendable {
-    private let jobs = Mutex<[ProbeJob]>([])
-    func replace(with new: [ProbeJob]) { jobs.withLock { $0 = new } }
-    var all: [ProbeJob] { jobs.withLock { $0 } }
+    private let jobs = Mutex<(all: [ProbeJob], controls: [ProbeJob])>(([], []))
+    func replace(with new: [ProbeJob]) { jobs.withLock { $0 = (new, new.filter(\.isControl)) } }
+    var all: [ProbeJob] { jobs.withLock { $0.all } }
+    /// The control probes' jobs (few: read on every failed run).
+    var controls: [ProbeJob] { jobs.withLock { $0.controls } }
 }
 
 /// Set once, read after: whether the scheduler is stopping gracefully (vs cancelled).
