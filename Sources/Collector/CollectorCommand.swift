@@ -197,15 +197,20 @@ extension CollectorCommand.Agents {
 
         public func run() async throws {
             var text = publicKey
+            var source: String?
             if text.hasPrefix("@") {
                 let path = String(text.dropFirst())
+                source = path
                 do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-                    throw ValidationError("--public-key: cannot read \(path): \(error.localizedDescription)")
+                    printError("sonde-collector: --public-key: cannot read \(path): \(unreadableFileReason(path))")
+                    throw ExitCode(64)
                 }
             }
             let key: AgentPublicKey
-            do { key = try AgentPublicKey(base64: text) } catch {
-                throw ValidationError("--public-key: expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
+            do { key = try AgentPublicKey(operatorText: text, source: source) } catch {
+                // The reason alone: the root command's usage line said nothing about it (F10).
+                printError("sonde-collector: --public-key: \(error)")
+                throw ExitCode(64)
             }
             let unrevoke = self.unrevoke
             let existing = try await database.withStore { store in

@@ -562,7 +562,7 @@ extension CollectorConfig {
     public static func load(path: String) throws -> CollectorConfig {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ConfigError(file: path, field: nil, message: "cannot be read: \(error.localizedDescription)")
+            throw ConfigError(file: path, field: nil, message: "cannot be read: it \(unreadableFileReason(path))")
         }
         return try parse(yaml: text, file: path)
     }

@@ -52,7 +52,7 @@ struct GlobalOptions: ParsableArguments {
         if let tokenFile {
             let text: String
             do { text = try String(contentsOfFile: tokenFile, encoding: .utf8) } catch {
-                throw CLIError("--token-file: cannot read \(tokenFile): \(error.localizedDescription)")
+                throw CLIError("--token-file: cannot read \(tokenFile): it \(unreadableFileReason(tokenFile))")
             }
             let line = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
             guard !line.isEmpty else { throw CLIError("--token-file: \(tokenFile) is empty; put the token on its first line") }

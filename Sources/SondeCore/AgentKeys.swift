@@ -4,8 +4,11 @@ import Synchronization
 import Glibc
 #endif
 
-/// An agent's Ed25519 signing key. On disk the private key is the base64 of its 32 raw bytes in
-/// a file of mode 0600; the public key is the same encoding in `<file>.pub`.
+/// An agent's Ed25519 signing key. On disk the private key is PKCS#8 PEM (`-----BEGIN PRIVATE
+/// KEY-----`, as `openssl genpkey -algorithm ed25519` writes) in a file of mode 0600; the public
+/// key is the base64 of its 32 raw bytes in `<file>.pub`. The two never look alike, so a private
+/// key given where the public one belongs is refused (the CLI walk-through enrolled one, F1).
+/// Files of earlier versions (base64 of the 32 private bytes) are still read.
 public struct AgentSigningKey: Sendable {
     private let raw: Data
     /// OpenSSL's key object, made once (rebuilding it costs as much as a signature).
@@ -58,10 +61,25 @@ public struct AgentSigningKey: Sendable {
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw KeyFileError(path: path, problem: unreadableFileReason(path))
         }
-        guard let raw = Data(base64Encoded: text.trimmed()), raw.count == 32 else {
-            throw KeyFileError(path: path, problem: "does not hold a base64 Ed25519 private key (32 bytes); create one with `sonde-agent keygen`")
+        guard let raw = Self.privateBytes(pem: text) ?? Data(base64Encoded: text.trimmed()).flatMap({ $0.count == 32 ? $0 : nil }) else {
+            throw KeyFileError(path: path, problem: "does not hold an Ed25519 private key (PKCS#8 PEM); create one with `sonde-agent keygen`")
         }
         return try AgentSigningKey(rawRepresentation: raw)
+    }
+
+    /// PKCS#8's fixed DER prefix for an Ed25519 private key (RFC 8410): the 32 key bytes follow.
+    static let pkcs8Prefix: [UInt8] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]
+
+    /// The private key as PKCS#8 PEM.
+    var pem: String {
+        let der = Data(Self.pkcs8Prefix) + raw
+        return "-----BEGIN PRIVATE KEY-----\n" + der.base64EncodedString() + "\n-----END PRIVATE KEY-----\n"
+    }
+
+    /// The 32 key bytes of a PKCS#8 PEM Ed25519 private key, nil for anything else.
+    static func privateBytes(pem text: String) -> Data? {
+        guard let der = PEMBlock.body(of: text, label: "PRIVATE KEY"), der.count == 48, der.prefix(16).elementsEqual(pkcs8Prefix) else { return nil }
+        return der.suffix(32)
     }
 
     /// Writes the private key (mode 0600) and `<path>.pub` (mode 0644). Never follows a symlink:
@@ -70,7 +88,7 @@ public struct AgentSigningKey: Sendable {
     /// dangling symlink) or, with `overwrite`, rename(2), which replaces a symlink itself and
     /// never its target.
     public func write(to path: String, overwrite: Bool = false) throws {
-        try Self.place(raw.base64EncodedString() + "\n", at: path, mode: 0o600, overwrite: overwrite)
+        try Self.place(pem, at: path, mode: 0o600, overwrite: overwrite)
         try Self.place(publicKey.base64 + "\n", at: path + ".pub", mode: 0o644, overwrite: true)
     }
 
@@ -128,6 +146,43 @@ public struct AgentPublicKey: Sendable, Hashable {
         self.key = key
     }
 
+    /// SubjectPublicKeyInfo's fixed DER prefix for an Ed25519 key (RFC 8410): 32 key bytes follow.
+    static let spkiPrefix: [UInt8] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]
+
+    /// A public key as an operator gives it: the base64 of `sonde-agent keygen`'s `.pub` file, or
+    /// a PEM public key (`openssl pkey -pubout`). A private key is refused with what to give
+    /// instead, also one of an earlier version (bare base64, like a public key's) when the file
+    /// it came from (`source`) has its `.pub` beside it.
+    public init(operatorText text: String, source: String? = nil) throws(KeyFileError) {
+        let what = source ?? "(public key)"
+        if text.contains("PRIVATE KEY") {
+            throw KeyFileError(path: what, problem: "holds a PRIVATE key: never copy it off the agent's host; give the public key (the `.pub` file beside it, or `openssl pkey -pubout` of it)")
+        }
+        if let source, !source.hasSuffix(".pub"), let raw = Data(base64Encoded: text.trimmed()), raw.count == 32,
+            let pub = try? String(contentsOfFile: source + ".pub", encoding: .utf8),
+            let derived = try? AgentSigningKey(rawRepresentation: raw), derived.publicKey.base64 == pub.trimmed()
+        {
+            throw KeyFileError(path: what, problem: "is the agent's PRIVATE key (its public key is \(source).pub): give that instead, and replace this key (`sonde-agent keygen --force`) if it was copied anywhere")
+        }
+        let raw: Data
+        if let der = PEMBlock.body(of: text, label: "PUBLIC KEY") {
+            guard der.count == 44, der.prefix(12).elementsEqual(Self.spkiPrefix) else {
+                throw KeyFileError(path: what, problem: "holds a PEM public key that is not Ed25519")
+            }
+            raw = der.suffix(32)
+        } else {
+            guard let bytes = Data(base64Encoded: text.trimmed()) else {
+                throw KeyFileError(path: what, problem: "is not base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes) nor a PEM public key")
+            }
+            raw = bytes
+        }
+        guard raw.count == 32, let key = Ed25519.PublicKey(raw: raw) else {
+            throw KeyFileError(path: what, problem: "is not a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
+        }
+        rawRepresentation = raw
+        self.key = key
+    }
+
     public static func == (a: AgentPublicKey, b: AgentPublicKey) -> Bool { a.rawRepresentation == b.rawRepresentation }
     public func hash(into hasher: inout Hasher) { hasher.combine(rawRepresentation) }
 
@@ -174,6 +229,17 @@ public final class PushClaim: Sendable {
     /// near Int64's ends must not overflow a subtraction.
     public static func isCurrent(timeMs: Int64, now: Date, allowedSkew: TimeInterval) -> Bool {
         abs(Double(timeMs) - now.timeIntervalSince1970 * 1000) <= allowedSkew * 1000
+    }
+}
+
+/// One PEM block's body (RFC 7468), decoded: nil when `text` has no block with that label.
+enum PEMBlock {
+    static func body(of text: String, label: String) -> Data? {
+        let begin = "-----BEGIN \(label)-----"
+        let end = "-----END \(label)-----"
+        guard let start = text.firstRange(of: begin), let stop = text[start.upperBound...].firstRange(of: end) else { return nil }
+        let body = text[start.upperBound..<stop.lowerBound].filter { !$0.isWhitespace }
+        return Data(base64Encoded: String(body))
     }
 }
 

@@ -204,4 +204,46 @@ import Testing
         let error = try #require(throws: KeyFileError.self) { try AgentSigningKey.load(from: path) }
         #expect(error.description.contains("chmod 600"))
     }
+
+    /// The private key file is PKCS#8 PEM, which OpenSSL reads as the same key, and never looks
+    /// like a public key: given where the public key belongs it is refused, as is an earlier
+    /// version's bare-base64 private key with its `.pub` beside it (found by the CLI walk-through,
+    /// F1: `agents add --public-key @agent.key` enrolled the private key and served it to every
+    /// read token as the agent's "public" key).
+    @Test func aPrivateKeyIsNeverTakenForAPublicOne() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let path = dir.file("agent.key")
+        let key = AgentSigningKey()
+        try key.write(to: path)
+        let pem = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(pem.hasPrefix("-----BEGIN PRIVATE KEY-----\n") && pem.hasSuffix("-----END PRIVATE KEY-----\n"))
+        // OpenSSL derives the same public key from it.
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = ["pkey", "-in", path, "-pubout"]
+        let out = Pipe()
+        openssl.standardOutput = out
+        try openssl.run()
+        let pubPEM = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        openssl.waitUntilExit()
+        #expect(openssl.terminationStatus == 0)
+        #expect(try AgentPublicKey(operatorText: pubPEM) == key.publicKey, "\(pubPEM)")
+        #expect(try AgentPublicKey(operatorText: try String(contentsOfFile: path + ".pub", encoding: .utf8), source: path + ".pub") == key.publicKey)
+        let refused = try #require(throws: KeyFileError.self) { try AgentPublicKey(operatorText: pem, source: path) }
+        #expect(refused.description.contains("PRIVATE key"))
+        // An earlier version's private key file (base64 of the 32 bytes) still loads, and is
+        // recognised by its .pub.
+        let legacy = dir.file("old.key")
+        let body = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        let raw = try #require(Data(base64Encoded: body)).suffix(32)
+        try Data((raw.base64EncodedString() + "\n").utf8).write(to: URL(fileURLWithPath: legacy))
+        chmod(legacy, 0o600)
+        #expect(try AgentSigningKey.load(from: legacy).publicKey == key.publicKey)
+        try Data((key.publicKey.base64 + "\n").utf8).write(to: URL(fileURLWithPath: legacy + ".pub"))
+        let legacyRefused = try #require(throws: KeyFileError.self) {
+            try AgentPublicKey(operatorText: raw.base64EncodedString(), source: legacy)
+        }
+        #expect(legacyRefused.description.contains("PRIVATE key"))
+    }
 }
