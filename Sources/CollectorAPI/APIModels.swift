@@ -61,19 +61,39 @@ public struct AgentsSummary: Codable, Sendable {
     public var localFault: Int
     public var silent: Int
     public var revoked: Int
+    /// Which agents those are (sorted, at most `listed` each): "is it me?" is answered by name.
+    public var localFaultAgents: [String]
+    public var silentAgents: [String]
+    public static let listed = 50
 
-    public init(total: Int, ok: Int, localFault: Int, silent: Int, revoked: Int) {
+    public init(total: Int, ok: Int, localFault: Int, silent: Int, revoked: Int, localFaultAgents: [String] = [], silentAgents: [String] = []) {
         self.total = total
         self.ok = ok
         self.localFault = localFault
         self.silent = silent
         self.revoked = revoked
+        self.localFaultAgents = Array(localFaultAgents.sorted().prefix(Self.listed))
+        self.silentAgents = Array(silentAgents.sorted().prefix(Self.listed))
     }
 
     enum CodingKeys: String, CodingKey {
         case total, ok
         case localFault = "local_fault"
         case silent, revoked
+        case localFaultAgents = "local_fault_agents"
+        case silentAgents = "silent_agents"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        total = try c.decode(Int.self, forKey: .total)
+        ok = try c.decode(Int.self, forKey: .ok)
+        localFault = try c.decode(Int.self, forKey: .localFault)
+        silent = try c.decode(Int.self, forKey: .silent)
+        revoked = try c.decode(Int.self, forKey: .revoked)
+        // Absent from collectors before these lists.
+        localFaultAgents = try c.decodeIfPresent([String].self, forKey: .localFaultAgents) ?? []
+        silentAgents = try c.decodeIfPresent([String].self, forKey: .silentAgents) ?? []
     }
 }
 

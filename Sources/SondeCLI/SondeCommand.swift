@@ -212,9 +212,13 @@ extension SondeCommand {
         static let configuration = CommandConfiguration(
             abstract: "Component × region verdicts, open incidents and agent health.",
             discussion: """
-                Exit status, from the worst component verdict (so scripts and cron checks can act on it):
+                Exit status, from the worst verdict of a known component (declared in the collector's
+                `components:`, or reported by min_component_agents agents), so scripts and cron checks
+                can act on it:
                   0  every component operational
-                  1  degraded_performance, under_maintenance, or unknown (no agent reports it)
+                  1  degraded_performance, under_maintenance, or unknown (no agent reports it, also a
+                     declared component nothing has reported yet), or a region of a known
+                     component is unwatched (its agents stopped reporting)
                   3  partial_outage
                   4  major_outage
                   2  no answer: collector unreachable, token refused, or a reply that is not a status
@@ -237,8 +241,11 @@ extension SondeCommand {
                 let client = try options.client
                 let body = try await client.raw("/v1/status")
                 let status = try client.decode(StatusResponse.self, body)
-                // A region nothing watches any more counts as unknown: exit 1, not 0.
-                verdicts = status.components.map(\.status) + status.components.filter { $0.known && !$0.unwatchedRegions.isEmpty }.map { _ in .unknown }
+                // Known components only (a name one agent made up opens nothing and is not the
+                // platform's state: found by the CLI walk-through, F4); a region nothing watches
+                // any more counts as unknown: exit 1, not 0.
+                let known = status.components.filter(\.known)
+                verdicts = known.map(\.status) + known.filter { !$0.unwatchedRegions.isEmpty }.map { _ in .unknown }
                 if options.json { return printJSON(body) }
                 print("Overall: \(Colour.status(status.overall))")
                 let regions = Array(Set(status.components.flatMap { Array($0.regions.keys) + $0.unwatchedRegions })).sorted()
@@ -250,6 +257,8 @@ extension SondeCommand {
                     if e.failingAgentCount > 0 { evidence.append("\(e.failingAgentCount)/\(e.reportingAgents) failing") }
                     if !e.errorCodes.isEmpty { evidence.append(e.errorCodes.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ",")) }
                     if let p95 = e.latencyP95Ms { evidence.append("p95 \(Int(p95))ms") }
+                    if !verdict.known { evidence.insert("not a known component: opens no incident", at: 0) }
+                    if e.singleAgent { evidence.append("single agent") }
                     table.rows.append(
                         [Cell(verdict.component), .status(verdict.status), Cell(verdict.scope?.rawValue ?? "-")]
                             + regions.map { verdict.regions[$0].map(Cell.status) ?? (verdict.unwatchedRegions.contains($0) ? "no data" : "-") }
@@ -274,6 +283,12 @@ extension SondeCommand {
                 }
                 let a = status.agents
                 print("Agents: \(a.total) total, \(a.ok) ok, \(a.localFault) local_fault, \(a.silent) silent, \(a.revoked) revoked")
+                // By name: "is it my host?" answered without another command (F6).
+                func listed(_ names: [String], of count: Int) -> String {
+                    names.map { shown($0) }.joined(separator: ", ") + (count > names.count ? ", … (\(count - names.count) more: sonde agents)" : "")
+                }
+                if !a.localFaultAgents.isEmpty { print("  local_fault (their own host or network): \(listed(a.localFaultAgents, of: a.localFault))") }
+                if !a.silentAgents.isEmpty { print("  silent (no results lately): \(listed(a.silentAgents, of: a.silent))") }
             }
             let code = Self.exitStatus(verdicts)
             if code != 0 && !exitZero { throw ExitCode(code) }

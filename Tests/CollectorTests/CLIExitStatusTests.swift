@@ -46,6 +46,42 @@ struct CLIExitStatusTests {
         }
     }
 
+    /// Found by the CLI walk-through: a declared component nothing reports is unknown (exit 1),
+    /// not missing (a fleet whose agents never got through read as exit 0, F5); a component one
+    /// agent reports and nobody declared opens nothing and does not set the exit status, and the
+    /// table says so (it exited 4 on `extra`'s outage, F4).
+    @Test func statusCountsDeclaredComponentsAndOnlyKnownOnes() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        var config = testConfig(dir: dir, agents: agents)
+        config.components = ["login", "web"]
+        try await withCollector(config) { collector in
+            let env = ["SONDE_COLLECTOR": collector.baseURL, "NO_COLOR": "1", "SONDE_TOKEN": TestTokens.read]
+            let empty = try await Self.sonde(["status"], env)
+            #expect(empty.status == 1, "\(empty.output)")
+            #expect(empty.output.contains("login") && empty.output.contains("web") && empty.output.contains("unknown"), "\(empty.output)")
+            for agent in agents {
+                for i in 0..<3 {
+                    let at = Date().addingTimeInterval(Double(i - 3))
+                    let batch = agent.batch([
+                        agent.result(startedAt: at), agent.result(probe: "web", component: "web", startedAt: at),
+                        agent.result(probe: "extra", component: "extra", outcome: agent.id == "eu-1" ? .failed : .ok, startedAt: at, code: "http_500"),
+                    ])
+                    #expect(try await agent.push(batch, to: collector).status == 200)
+                }
+            }
+            try await waitUntil("login and web operational, extra failing") {
+                let components = try decode(StatusResponse.self, try await get(collector, "/v1/status")).components
+                let status = Dictionary(uniqueKeysWithValues: components.map { ($0.component, $0.status) })
+                return status["login"] == .operational && status["web"] == .operational && (status["extra"] ?? .operational) != .operational
+            }
+            let partial = try await Self.sonde(["status"], env)
+            #expect(partial.status == 0, "\(partial.output)")
+            #expect(partial.output.contains("not a known component"), "\(partial.output)")
+        }
+    }
+
     /// What a restart cannot fix exits 2 (the unit's RestartPreventExitStatus), with words that
     /// name it: an address this host does not have, a database folder that does not exist. A
     /// port another process holds exits 1: it may free itself (the previous collector still

@@ -92,4 +92,34 @@ import Testing
         let later = standby.evaluate(now: takeover.addingTimeInterval(10 + 60)).events
         #expect(later.filter { $0.type == .agentSilent }.count == fleet.agents.count)
     }
+
+    /// A collector restarted during an outage (killed, back 30 s later) rebuilds its windows from
+    /// the database: agents whose runs were not yet pushed again are missing for a few seconds,
+    /// and that is not their leaving the incident (found by the integrations review: "changed:
+    /// regions −eu −us" and "the problem is smaller now" on the public timeline for good, then
+    /// "+eu +us" 10 s later).
+    @Test func aRestartDuringAnOutageKeepsTheIncidentsMembers() throws {
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 1, "ap": 1], interval: 5)
+        fleet.step(seconds: 60)
+        fleet.faults = ["batch": FleetSimulation.failing(components: ["batch"])]
+        fleet.step(seconds: 25)
+        let incident = try #require(fleet.engine.openIncidents.first { $0.component == "batch" })
+        #expect(incident.scope == .platform && incident.regions == ["ap", "eu", "us"], "\(incident.regions)")
+        fleet.spooling = Set(fleet.agents.map(\.id))
+        fleet.step(seconds: 30)
+        fleet.engine = fleet.rebuiltEngine()
+        fleet.engine.countSilence(from: fleet.now.addingTimeInterval(70))
+        // The agents come back one by one (their back-off), each with its spool.
+        var events: [AlertEvent] = []
+        for agent in fleet.agents.map(\.id).sorted() {
+            fleet.spooling.remove(agent)
+            events += fleet.step(seconds: 4)
+        }
+        events += fleet.step(seconds: 30)
+        let log = events.map { "\($0.type.rawValue) \($0.summary) | \($0.message ?? "")" }.joined(separator: "\n")
+        #expect(!events.contains { $0.summary.contains("changed:") }, "\(log)")
+        #expect(!events.contains { ($0.message ?? "").contains("smaller") }, "\(log)")
+        let after = try #require(fleet.engine.openIncidents.first { $0.component == "batch" })
+        #expect(after.id == incident.id && after.regions == ["ap", "eu", "us"], "\(after.regions)")
+    }
 }

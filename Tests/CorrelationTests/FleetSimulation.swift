@@ -26,6 +26,10 @@ struct FleetSimulation {
     var now: Date
     var faults: [String: Fault] = [:]
     var stopped: Set<String> = []
+    /// Agents whose results wait in their spools (the collector is down): delivered, with the
+    /// rest, once they are no longer listed.
+    var spooling: Set<String> = []
+    private var spooled: [ProbeResult] = []
     /// Every event emitted so far, in order.
     var events: [AlertEvent] = []
     /// Every result pushed, with the time it was received (for rebuild tests).
@@ -105,6 +109,13 @@ struct FleetSimulation {
                     lastControlAt[agent.id] = t - 0.5
                     batch.append(check)
                 }
+            }
+            spooled += batch.filter { spooling.contains($0.agent) }
+            batch.removeAll { spooling.contains($0.agent) }
+            let released = spooled.filter { !spooling.contains($0.agent) }
+            if !released.isEmpty {
+                spooled.removeAll { !spooling.contains($0.agent) }
+                batch = released + batch
             }
             if !batch.isEmpty {
                 engine.ingest(batch, receivedAt: now)
