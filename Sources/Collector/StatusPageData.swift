@@ -143,7 +143,11 @@ struct PageSnapshot: Sendable {
     var overall: ComponentStatus {
         let counted = components.filter(\.known)
         let shown = counted.compactMap(\.status.statuspage)
-        return shown.max() ?? (counted.isEmpty ? .unknown : counted.contains { $0.status == .component(.unknown) } ? .unknown : .operational)
+        // Nothing measured yet (every component starting) is no data, not "All Systems
+        // Operational": a fleet whose agents never got through (CLI walk-through, F5).
+        return shown.max()
+            ?? (counted.isEmpty || counted.allSatisfy { $0.status == .starting } || counted.contains { $0.status == .component(.unknown) }
+                ? .unknown : .operational)
     }
 
     var openIncidents: [PageIncident] { incidents.filter(\.isOpen) }

@@ -61,6 +61,9 @@ struct CLIExitStatusTests {
             let empty = try await Self.sonde(["status"], env)
             #expect(empty.status == 1, "\(empty.output)")
             #expect(empty.output.contains("login") && empty.output.contains("web") && empty.output.contains("unknown"), "\(empty.output)")
+            // The page's summary says so too: nothing measured is no data, not all well.
+            let summary = String(decoding: try await get(collector, "/api/v2/summary.json").body, as: UTF8.self)
+            #expect(summary.contains("No Data") && !summary.contains("All Systems Operational"), "\(summary)")
             for agent in agents {
                 for i in 0..<3 {
                     let at = Date().addingTimeInterval(Double(i - 3))
