@@ -80,6 +80,13 @@ public actor CorrelationHub {
         engine.countSilence(from: clock.now().addingTimeInterval(Self.heldPushAllowance))
     }
 
+    /// Storage refused a push (the database stalled, full or gone): the agents cannot deliver,
+    /// and their quiet until they do is this collector's, as after a restart (found by the HA
+    /// review, F1: a 25 s table lock paged `agent.silent` and `agent.recovered` for every agent).
+    func pushRefusedByStorage() {
+        engine.countSilence(from: clock.now().addingTimeInterval(restartSilenceAllowance))
+    }
+
     /// How long an agent's push may be held by a frozen leader before the agent gives up and
     /// sends it again, to us: the agent's default push time-out.
     static let heldPushAllowance: TimeInterval = 10

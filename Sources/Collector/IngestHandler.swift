@@ -168,6 +168,7 @@ struct IngestHandler: Sendable {
                     results: batch.results, resultRanges: decoded.resultRanges))
         } catch {
             health.ingestFailed()
+            if feedsHub { await hub.pushRefusedByStorage() }
             logger.error("Cannot store a batch", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "error": "\(error)"])
             throw APIError(.serviceUnavailable, "storage_unavailable", "the batch could not be stored; retry later")
         }

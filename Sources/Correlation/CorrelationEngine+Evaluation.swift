@@ -1164,6 +1164,13 @@ extension CorrelationEngine {
     /// that failure is longer than `lull`.
     func recoveryFacts(component c: Int, frame: EvaluationFrame, incident: Incident?, lull: Double) -> RecoveryFacts {
         guard let incident else { return RecoveryFacts() }
+        // A member not heard from since this collector's start or take-over (its spool not yet in)
+        // cannot be counted out: other regions' clean runs said "every agent passes" over a
+        // platform outage whose failing agents had not pushed again yet (found while testing the
+        // integrations review's restart).
+        for name in incident.agents {
+            if let a = agentIndex[name].map(Int.init), agentSilenceCountedFrom[a] > -.infinity, !frame.excluded[a] { return RecoveryFacts() }
+        }
         let regionCount = regionNames.count
         let componentCount = componentNames.count
         var scope = RegionCounts()

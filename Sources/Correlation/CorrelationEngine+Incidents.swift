@@ -41,7 +41,10 @@ extension CorrelationEngine {
             if track.badSince == nil { track.badSince = t }
         } else {
             track.badStreak = 0
-            track.badSince = nil
+            // An investigating incident's fault is on since it began, whatever one evaluation
+            // reads (a random fault's lull, or a restart's first agents back before the failing
+            // ones): its texts said "since" the restart after one (found by the integrations review).
+            if track.incident.map({ $0.status != .investigating && $0.status != .identified }) ?? true { track.badSince = nil }
         }
         let cfg = config
         // A person's resolution stands: while it waits for the component to be measured healthy,
@@ -231,6 +234,10 @@ extension CorrelationEngine {
     /// `keepMembershipCurrent`).
     private func memberLeft(_ key: String, gone: Double, component: String, needed: Int32) -> Bool {
         guard let c = componentIndex[component] else { return true }
+        // At least one passing run: a member that has sent nothing since its failures (a restart's
+        // rebuilt windows before its spool comes in, when no counted agent sets a need) has not
+        // left (found by the integrations review: "regions −eu −us … smaller now" after a restart).
+        let needed = max(needed, 1)
         if key.hasPrefix("agent ") {
             guard let a = agentIndex[String(key.dropFirst(6))] else { return true }
             return runsRecovered(agents: [a], component: c, needed: needed)

@@ -52,6 +52,11 @@ extension CorrelationEngine {
             // Never two open incidents per component: keep the most recently opened.
             if let existing = tracks[c].incident, existing.openedAt > incident.openedAt { continue }
             tracks[c].incident = incident
+            // Its fault has been on since it opened, not since this start: "since 14:08", not the
+            // restart's time, in the texts that follow (found by the integrations review).
+            if incident.status == .investigating || incident.status == .identified {
+                tracks[c].badSince = incident.openedAt.timeIntervalSince1970
+            }
             // Recovering when stored: its failures (up to about when it went to monitoring) stay
             // out of the verdicts, as they did before the restart.
             // (A person's `monitoring` set while the fault was measured moved no horizon.)

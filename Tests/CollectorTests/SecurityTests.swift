@@ -726,6 +726,46 @@ struct SecurityTests {
         }
     }
 
+    /// Storage refusing pushes (here a full disk; a stalled or locked database alike) is the
+    /// collector's downtime, not the agents': none of them is judged silent while their pushes
+    /// are refused, as after a restart (found by the HA review, F1: a 25 s table lock paged
+    /// `agent.silent` and `agent.recovered` for every agent).
+    @Test(.enabled(if: SmallDisk.canMount, "needs root to mount a small tmpfs"))
+    func refusedPushesMakeNoAgentSilent() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let disk = try SmallDisk(kibibytes: 16384)
+        defer { disk.unmount() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        var config = testConfig(dir: dir, agents: agents)
+        config.databasePath = disk.path + "/collector.db"
+        config.correlation.silentMin = 1
+        config.correlation.silentAfter = 1
+        try await withCollector(config) { collector in
+            for agent in agents {
+                for i in 0..<3 {
+                    #expect(try await agent.push(agent.batch([agent.result(startedAt: Date().addingTimeInterval(Double(i) * 0.2 - 0.6))]), to: collector).status == 200)
+                }
+            }
+            try await waitUntil("both agents ok") {
+                try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents.filter { $0.state == .ok }.count == 2
+            }
+            disk.fill()
+            let big = (0..<400).map { agents[0].result(probe: "p\($0 % 100)", component: "c\($0 % 20)", startedAt: Date().addingTimeInterval(Double(-$0))) }
+            let refused = try await agents[0].push(agents[0].batch(big), to: collector)
+            #expect(refused.status == 503, "\(refused.bodyText)")
+            // Well past the 1 s silence threshold, pushes still refused.
+            let until = ContinuousClock.now + .seconds(4)
+            while ContinuousClock.now < until {
+                _ = try await agents[1].push(agents[1].batch(big.map { var r = $0; r.agent = "us-1"; r.region = "us"; return r }), to: collector)
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            let silent = try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents.filter { $0.state == .silent }.map(\.id)
+            #expect(silent.isEmpty, "silent: \(silent)")
+            disk.free()
+        }
+    }
+
     static func sample(_ text: String, _ series: String) -> Double? {
         text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
     }
