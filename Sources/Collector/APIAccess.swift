@@ -1,4 +1,5 @@
 import SondeCore
+import CollectorStore
 import Foundation
 import Hummingbird
 import Logging
@@ -177,6 +178,13 @@ struct JSONErrorMiddleware: RouterMiddleware {
             return APIError.notFound("no route for \(request.method.rawValue) \(path); see docs/collector.md for the API").response
         } catch let error as any HTTPResponseError {
             return APIError(error.status, "http_error", "\(error.status.reasonPhrase)").response
+        } catch let error as StorageError {
+            // The database is down, stalled or refusing: say so as /healthz and ingest do, with
+            // when to retry, and log the store's own words (HA review, F2: a generic 500).
+            logger.error("Storage cannot answer a request", metadata: ["http.path": .string(request.uri.path), "error": "\(error)"])
+            var refusal = APIError(.serviceUnavailable, "storage_unavailable", "the collector's storage cannot answer now; retry shortly")
+            refusal.headers[.retryAfter] = "5"
+            return refusal.response
         } catch {
             logger.error("Request failed", metadata: ["http.path": .string(request.uri.path), "error": "\(error)"])
             return APIError(.internalServerError, "internal", "the collector failed to answer; see its log").response

@@ -652,6 +652,10 @@ public final class PostgresCollectorStore: CollectorStorage {
     }
 
     public func results(_ query: ResultQuery) async throws -> ResultPage {
+        // A name with a NUL matches nothing stored (see `incident(id:)`).
+        if [query.probe, query.component, query.agent, query.region].contains(where: { $0?.contains("\0") == true }) {
+            return ResultPage(results: [], nextCursor: nil)
+        }
         var clauses: [String] = []
         var binds = PostgresBindings()
         func add(_ clause: (String) -> String, _ value: some PostgresDynamicTypeEncodable) {
@@ -865,7 +869,10 @@ public final class PostgresCollectorStore: CollectorStorage {
     }
 
     public func incident(id: String) async throws -> IncidentRecord? {
-        try await rows("SELECT id, component, status, opened_at, updated_at, resolved_at, json FROM incidents WHERE id = \(id)", "reading incident")
+        // PostgreSQL text holds no NUL (it refuses the query), and no stored id has one: not found,
+        // as SQLite answers (found by the HA review, F4: 500 and an error log line per request).
+        guard !id.contains("\0") else { return nil }
+        return try await rows("SELECT id, component, status, opened_at, updated_at, resolved_at, json FROM incidents WHERE id = \(id)", "reading incident")
             .first.map(Self.incident(from:))
     }
 

@@ -1,4 +1,5 @@
 import Collector
+import CollectorAPI
 import CollectorStore
 import Foundation
 import SondeCore
@@ -121,6 +122,39 @@ struct PostgresStorageTests {
 
     /// A database that does not answer is a `StorageError` naming the server, within the
     /// configured time, and `sonde-collector migrate`/`serve` exit with it.
+    /// Found by the HA review: a NUL in a name filter or an incident id answered 500 (PostgreSQL
+    /// refuses NUL in text) with an error log line per request, from anyone when the status page
+    /// is public; and a read the database does not answer in time answered a generic 500. Now
+    /// as on SQLite (no match, 404), and 503 `storage_unavailable` with `Retry-After`.
+    @Test func nulInNamesFindsNothingAndAStalledDatabaseAnswers503() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        var config = testConfig(dir: dir, agents: [agent])
+        let pg = try await PostgresServer.shared()
+        config.databasePath = try pg.createDatabase() + "&connect_timeout=1"
+        let database = String(config.databasePath.split(separator: "/").last!.split(separator: "?")[0])
+        config.statusPagePublic = true
+        try await withCollector(config) { collector in
+            #expect(try await agent.push(agent.batch([agent.result()]), to: collector).status == 200)
+            let filtered = try await get(collector, "/v1/results?agent=eu-1%00x")
+            #expect(filtered.status == 200, "\(filtered.bodyText)")
+            #expect(try decode(ResultsResponse.self, filtered).results.isEmpty)
+            #expect(try await get(collector, "/v1/incidents/a%00b").status == 404)
+            #expect(try await get(collector, "/incidents/a%00b", token: nil).status == 404)
+            // The results table locked for longer than connect_timeout: the read gives up, 503.
+            let lock = Task.detached { try pg.psql("BEGIN; LOCK TABLE results IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT", database: database) }
+            try await waitUntil("the lock held") {
+                try pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation = 'results'::regclass", database: database) == "1"
+            }
+            let stalled = try await get(collector, "/v1/results?limit=5")
+            #expect(stalled.status == 503, "\(stalled.status) \(stalled.bodyText)")
+            #expect((try? decode(APIErrorBody.self, stalled))?.error.code == "storage_unavailable", "\(stalled.bodyText)")
+            #expect(stalled.headers.first { $0.name.lowercased() == "retry-after" }?.value == "5")
+            _ = try? await lock.value
+        }
+    }
+
     @Test func unreachableDatabaseIsAClearError() async throws {
         let port = try freeLoopbackPort()
         let store = try PostgresCollectorStore(url: "postgres://sonde:x@127.0.0.1:\(port)/sonde?sslmode=disable&connect_timeout=2", logger: testLogger())
