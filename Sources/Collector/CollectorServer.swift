@@ -211,7 +211,7 @@ public func openStore(config: CollectorConfig, logger: Logger) throws -> any Col
 /// |---|---|
 /// | `GET /healthz` | anyone (says only ok or storage_unavailable) |
 /// | `POST /v1/results` | enrolled agents (Ed25519 signature, no token) |
-/// | `GET /`, `/incidents/ID`, `/history.atom`, `/api/v2/*.json` (Statuspage's public v2), `/metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
+/// | `GET /`, `/incidents/ID`, `/history.atom`, `/history.rss`, `/api/v2/*.json` (Statuspage's public v2), `/metrics` | read token, or anyone when `status_page.public` / `metrics.public` |
 /// | `GET /internal`, `/internal/incidents/ID` | read |
 /// | `GET /v1/status`, `/v1/results`, `/v1/incidents[/ID]`, `/v1/agents`, `/v1/alerts/dead-letters` | read |
 /// | `GET /v1/batches`, `POST /v1/alerts/test`, `POST /v1/alerts/dead-letters/ID/redrive` | admin |
@@ -263,6 +263,7 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
             }
         ),
         (pages, [.get, .head], "/history.atom", { request, _ in feed(request, try await api.incidentFeed(host: request.head.authority)) }),
+        (pages, [.get, .head], "/history.rss", { request, _ in feed(request, try await api.incidentFeed(host: request.head.authority, format: .rss)) }),
         (pages, [.get, .head], "/api/v2/summary.json", { request, _ in feed(request, try await api.statuspageSummary(host: request.head.authority)) }),
         (pages, [.get, .head], "/api/v2/status.json", { request, _ in feed(request, try await api.statuspageStatus(host: request.head.authority)) }),
         (pages, [.get, .head], "/api/v2/components.json", { request, _ in feed(request, try await api.statuspagePart(.components, host: request.head.authority)) }),
@@ -636,9 +637,9 @@ public struct CollectorAPI: Sendable {
         return PageBody(html: StatusPage.renderIncident(incident, page: page, audience: audience))
     }
 
-    func incidentFeed(host: String?) async throws -> PageBody {
-        let xml = IncidentFeed.render(try await publicSnapshot(), base: publicLinkBase(host))
-        return PageBody(data: Data(xml.utf8), contentType: "application/atom+xml; charset=utf-8")
+    func incidentFeed(host: String?, format: IncidentFeed.Format = .atom) async throws -> PageBody {
+        let xml = IncidentFeed.render(try await publicSnapshot(), base: publicLinkBase(host), format: format)
+        return PageBody(data: Data(xml.utf8), contentType: format == .atom ? "application/atom+xml; charset=utf-8" : "application/rss+xml; charset=utf-8")
     }
 
     func statuspageSummary(host: String?) async throws -> PageBody {

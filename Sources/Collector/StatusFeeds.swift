@@ -1,23 +1,46 @@
 import Foundation
 import SondeCore
 
-/// `GET /history.atom`: incidents as an Atom feed (RFC 4287), newest first, with their public
-/// timelines, for feed readers and chat integrations that subscribe to status pages.
+/// `GET /history.atom` (Atom, RFC 4287) and `GET /history.rss` (RSS 2.0, which aggregators that
+/// expect Statuspage poll): incidents newest first, with their public timelines, for feed readers
+/// and chat integrations that subscribe to status pages.
 enum IncidentFeed {
-    static func render(_ page: PageSnapshot, base: String) -> String {
+    enum Format {
+        case atom, rss
+    }
+
+    static func render(_ page: PageSnapshot, base: String, format: Format = .atom) -> String {
         let incidents = page.incidents.prefix(50)
         let updated = incidents.map(\.updatedAt).max() ?? page.now
-        var xml = """
-            <?xml version="1.0" encoding="utf-8"?>
-            <feed xmlns="http://www.w3.org/2005/Atom">
-            <id>\(StatusPage.escape(base))/history.atom</id>
-            <title>\(StatusPage.escape(page.settings.title)): incident history</title>
-            <author><name>\(StatusPage.escape(page.settings.title))</name></author>
-            <updated>\(RFC3339.string(from: updated))</updated>
-            <link rel="self" href="\(StatusPage.escape(base))/history.atom"/>
-            <link rel="alternate" href="\(StatusPage.escape(base))/"/>
+        let title = StatusPage.escape(page.settings.title)
+        let home = StatusPage.escape(base) + "/"
+        var xml: String
+        switch format {
+        case .atom:
+            xml = """
+                <?xml version="1.0" encoding="utf-8"?>
+                <feed xmlns="http://www.w3.org/2005/Atom">
+                <id>\(StatusPage.escape(base))/history.atom</id>
+                <title>\(title): incident history</title>
+                <author><name>\(title)</name></author>
+                <updated>\(RFC3339.string(from: updated))</updated>
+                <link rel="self" href="\(StatusPage.escape(base))/history.atom"/>
+                <link rel="alternate" href="\(home)"/>
 
-            """
+                """
+        case .rss:
+            xml = """
+                <?xml version="1.0" encoding="utf-8"?>
+                <rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom">
+                <channel>
+                <title>\(title): incident history</title>
+                <link>\(home)</link>
+                <description>\(title): incident history</description>
+                <atom:link href="\(StatusPage.escape(base))/history.rss" rel="self" type="application/rss+xml"/>
+                <lastBuildDate>\(rfc822(updated))</lastBuildDate>
+
+                """
+        }
         for incident in incidents {
             var content = "<p><strong>\(PageIncident.statusWords(incident.status))</strong> · affects \(incident.affected.joined(separator: ", "))</p>"
             for update in incident.timeline {
@@ -25,20 +48,47 @@ enum IncidentFeed {
                 content += "<p><small>\(StatusPage.utc(update.time))</small> <strong>\(PageIncident.statusWords(update.status))</strong> — "
                 content += StatusPage.escape(message) + (update.person.map { " (\(StatusPage.escape($0)))" } ?? "") + "</p>"
             }
-            let link = base + "/incidents/" + StatusPage.pathSegment(incident.id)
-            xml += """
-                <entry>
-                <id>\(StatusPage.escape(link))</id>
-                <title>\(StatusPage.escape(incident.heading))\(incident.isOpen ? "" : " (resolved)")</title>
-                <published>\(RFC3339.string(from: incident.openedAt))</published>
-                <updated>\(RFC3339.string(from: incident.updatedAt))</updated>
-                <link rel="alternate" href="\(StatusPage.escape(link))"/>
-                <content type="html">\(StatusPage.escape(content))</content>
-                </entry>
+            let link = StatusPage.escape(base + "/incidents/" + StatusPage.pathSegment(incident.id))
+            let heading = StatusPage.escape(incident.heading) + (incident.isOpen ? "" : " (resolved)")
+            switch format {
+            case .atom:
+                xml += """
+                    <entry>
+                    <id>\(link)</id>
+                    <title>\(heading)</title>
+                    <published>\(RFC3339.string(from: incident.openedAt))</published>
+                    <updated>\(RFC3339.string(from: incident.updatedAt))</updated>
+                    <link rel="alternate" href="\(link)"/>
+                    <content type="html">\(StatusPage.escape(content))</content>
+                    </entry>
 
-                """
+                    """
+            case .rss:
+                xml += """
+                    <item>
+                    <title>\(heading)</title>
+                    <link>\(link)</link>
+                    <guid isPermaLink="true">\(link)</guid>
+                    <pubDate>\(rfc822(incident.openedAt))</pubDate>
+                    <description>\(StatusPage.escape(content))</description>
+                    </item>
+
+                    """
+            }
         }
-        return xml + "</feed>\n"
+        return xml + (format == .atom ? "</feed>\n" : "</channel>\n</rss>\n")
+    }
+
+    /// RSS's date (RFC 822 with a four-digit year, as RFC 1123): "Sun, 06 Dec 2026 14:04:57 +0000".
+    static func rfc822(_ date: Date) -> String {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) +0000"
     }
 }
 

@@ -201,7 +201,7 @@ enum StatusPage {
     }
 
     static func foot(_ audience: Audience) -> String {
-        var html = "<footer>Subscribe: <a href=\"/history.atom\">incident feed (Atom)</a> · <a href=\"/api/v2/summary.json\">summary.json</a>"
+        var html = "<footer>Subscribe: <a href=\"/history.atom\">incident feed (Atom)</a> · <a href=\"/history.rss\">RSS</a> · <a href=\"/api/v2/summary.json\">summary.json</a>"
         if audience == .operators { html += " · API: <a href=\"/v1/status\">/v1/status</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/\">public page</a>" }
         return html + "</footer>\n</main><script>\(script)</script></body></html>\n"
     }

@@ -170,7 +170,7 @@ import Testing
             #expect(internalIncident.status == 200)
             #expect(try await get(collector, "/internal", token: nil).status == 401, "the internal view always needs a token")
             // A widget on another site may read the public page's machine-readable forms.
-            for path in ["/api/v2/summary.json", "/api/v2/status.json", "/history.atom"] {
+            for path in ["/api/v2/summary.json", "/api/v2/status.json", "/history.atom", "/history.rss"] {
                 let response = try await get(collector, path, token: nil)
                 #expect(response.status == 200 && response.headers.value(for: "Access-Control-Allow-Origin") == "*", "\(path) from another origin")
             }
@@ -307,6 +307,16 @@ import Testing
             #expect(feed.bodyText.contains("Major Outage of login in eu-central, us-east (resolved)"))
             #expect(Self.leaks(feed.bodyText).isEmpty, "the feed shows \(Self.leaks(feed.bodyText))")
             #expect(feed.bodyText.contains("<author><name>"), "RFC 4287 §4.1.1: the feed names its author")
+            // The same as RSS 2.0, which Statuspage also serves and aggregators poll (integrations review #6).
+            let rss = try await get(collector, "/history.rss", token: TestTokens.read)
+            #expect(rss.headers.value(for: "Content-Type")?.hasPrefix("application/rss+xml") == true)
+            let rssParser = XMLParser(data: rss.body)
+            #expect(rssParser.parse(), "the RSS feed is well-formed XML: \(String(describing: rssParser.parserError))")
+            #expect(rss.bodyText.components(separatedBy: "<item>").count == 3)
+            #expect(rss.bodyText.contains("Major Outage of login in eu-central, us-east (resolved)"))
+            #expect(Self.leaks(rss.bodyText).isEmpty, "the RSS feed shows \(Self.leaks(rss.bodyText))")
+            let pubDate = try #require(rss.bodyText.split(separator: "<pubDate>").dropFirst().first?.split(separator: "<").first)
+            #expect(pubDate.wholeMatch(of: /[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000/) != nil, "RFC 822 date: \(pubDate)")
 
             // Pollers fetch only what changed: an ETag, and 304 without a body for the one they hold.
             // (The HTML pages say when they were rendered, so theirs changes with every request.)
