@@ -144,10 +144,19 @@ enum WebhookPayload {
             "event_action": resolves ? "resolve" : "trigger",
             "dedup_key": dedupKey,
             "payload": payload,
-            "links": [["href": link(for: object, linkBase: linkBase), "text": "Sonde"]],
+            "links": pagerDutyLinks(object, linkBase: linkBase),
             "client": "Sonde",
         ]
         return (try? JSONSerialization.data(withJSONObject: message, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+    }
+
+    /// The status page's link, and for an incident its operators' view (agents, evidence, error
+    /// texts; behind the read token), which a responder needs and the public page hides.
+    static func pagerDutyLinks(_ object: [String: Any], linkBase: String) -> [[String: String]] {
+        var links = [["href": link(for: object, linkBase: linkBase), "text": "Sonde status page"]]
+        let id = (object["incident"] as? [String: Any])?["id"] as? String ?? object["incident"] as? String
+        if let id { links.append(["href": "\(linkBase)/internal/incidents/\(StatusPage.pathSegment(id))", "text": "Sonde: evidence (operators)"]) }
+        return links
     }
 
     /// Timeline entries PagerDuty's `custom_details` carries: the newest.
@@ -470,10 +479,12 @@ public struct WebhookDispatcher: Service {
             headers: [
                 HTTPHeader("Content-Type", "application/json"),
                 HTTPHeader("User-Agent", "sonde-collector"),
-                HTTPHeader(WebhookSignature.header, WebhookSignature.sign(body: body, secret: target.secret, timestamp: timestamp)),
                 HTTPHeader(WebhookSignature.eventIDHeader, delivery.event.id),
                 HTTPHeader(WebhookSignature.eventTypeHeader, delivery.event.type),
-            ],
+            ]
+                // No signature made with no secret (pagerduty and alertmanager targets need none):
+                // it would verify against the empty key, which proves nothing (integrations review #7).
+                + (target.secret.isEmpty ? [] : [HTTPHeader(WebhookSignature.header, WebhookSignature.sign(body: body, secret: target.secret, timestamp: timestamp))]),
             body: body, timeout: .milliseconds(Int(retry.timeout * 1000)), maxResponseBytes: 1 << 20)
         let failure: String
         var permanent = false

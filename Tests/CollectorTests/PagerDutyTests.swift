@@ -12,10 +12,15 @@ import Testing
 /// their limits), answers 400 with PagerDuty's error body for a bad one and 202 for a good one,
 /// and keeps the accepted events.
 final class PagerDutyReceiver: Sendable {
-    final class Accepted: Sendable { let bodies = Mutex<[Data]>([]) }
+    final class Accepted: Sendable {
+        let bodies = Mutex<[Data]>([])
+        let signatures = Mutex<[String?]>([])
+    }
     private let accepted = Accepted()
     let server: LoopbackHTTPServer
     var url: String { server.baseURL + "/v2/enqueue" }
+    /// Each accepted event's `Sonde-Signature` header (nil: none).
+    var signatures: [String?] { accepted.signatures.withLock { $0 } }
     var events: [[String: Any]] {
         accepted.bodies.withLock { $0 }.compactMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
     }
@@ -23,6 +28,7 @@ final class PagerDutyReceiver: Sendable {
     init() throws {
         let accepted = self.accepted
         server = try LoopbackHTTPServer { request in
+            accepted.signatures.withLock { $0.append(request.header("Sonde-Signature")) }
             guard request.path == "/v2/enqueue", let event = try? JSONSerialization.jsonObject(with: request.body) as? [String: Any] else {
                 return .json(400, #"{"status":"invalid event","message":"Event object is invalid"}"#)
             }
@@ -67,7 +73,7 @@ struct PagerDutyTests {
                       TestAgent(id: "us-1", region: "us"), TestAgent(id: "us-2", region: "us")]
         var config = testConfig(
             dir: dir, agents: agents,
-            webhooks: [WebhookTarget(name: "pd", url: receiver.url, secret: "unused-by-pagerduty", format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef")])
+            webhooks: [WebhookTarget(name: "pd", url: receiver.url, secret: "", format: .pagerduty, routingKey: "R0UT1NGKEY0123456789abcdefabcdef")])
         config.components = ["login"]
         try await withCollector(config) { collector in
             func push(_ outcome: Outcome) async throws { try await Self.push(outcome, from: agents, to: collector) }
@@ -84,6 +90,11 @@ struct PagerDutyTests {
             #expect(["critical", "error"].contains(payload["severity"] as? String ?? ""))
             let incidents = try decode(IncidentsResponse.self, try await get(collector, "/v1/incidents"))
             #expect(incidents.incidents.first?.id == dedupKey, "dedup_key is the incident id")
+            // The responder's links: the status page and the operators' view with the evidence.
+            let links = (trigger["links"] as? [[String: String]] ?? []).compactMap { $0["href"] }
+            #expect(links.count == 2 && links.contains { $0.hasSuffix("/internal/incidents/" + dedupKey) }, "\(links)")
+            // No secret, no signature (one made with the empty key proves nothing).
+            #expect(receiver.signatures.allSatisfy { $0 == nil }, "\(receiver.signatures)")
 
             try await waitUntil("a resolve for the same alert", timeout: .seconds(90)) {
                 try await push(.ok)
