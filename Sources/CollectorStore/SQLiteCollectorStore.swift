@@ -84,7 +84,15 @@ public final class SQLiteCollectorStore: CollectorStorage {
         }
         for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
             if chmod(file, 0o600) != 0 {
-                throw StorageError("cannot make \(file) owner-only (chmod 600): \(String(cString: strerror(errno)))")
+                let code = errno
+                var info = stat()
+                // Made by another user (`agents add --create` run as root, then `serve` as the
+                // service user): say whose it is and how to fix it (CLI walk-through, F8).
+                if code == EPERM, stat(file, &info) == 0, info.st_uid != geteuid() {
+                    throw StorageError(
+                        "\(file) belongs to user id \(info.st_uid), not to this user (\(geteuid())): run the collector's commands as the user that owns the database (e.g. `sudo -u sonde-collector …`), or `chown` it (and its -wal/-shm files) to that user")
+                }
+                throw StorageError("cannot make \(file) owner-only (chmod 600): \(String(cString: strerror(code)))")
             }
         }
     }

@@ -1235,7 +1235,10 @@ extension CorrelationEngine {
             } else if frame.silent[a] {
                 if previous != .silent {
                     let since = lastSeen ?? now
-                    h = enter(h, .silent, since: since, reason: "no result for \(Int((t - (lastSeen?.timeIntervalSince1970 ?? t)).rounded())) s")
+                    // When, not how long: the reason stays on the agent while it is silent, and "no
+                    // result for 16 s" read 47 s later was wrong (CLI walk-through, F7).
+                    let quiet = Int((t - (lastSeen?.timeIntervalSince1970 ?? t)).rounded())
+                    h = enter(h, .silent, since: since, reason: lastSeen.map { "no result since \(Self.clock($0)) (\(quiet) s when judged silent)" } ?? "no result yet")
                     if lastSeen != nil {
                         events.append(agentEvent(.agentSilent, health: h, now: now))
                     }
