@@ -15,11 +15,15 @@ public struct StatusResponse: Codable, Sendable {
     public var openIncidents: [Incident]
     /// With PostgreSQL: which collector answered and which one leads (absent with SQLite).
     public var cluster: ClusterView?
+    /// Why `open_incidents` is empty although incidents may be open: this collector cannot read
+    /// the stored ones now (absent when it could).
+    public var openIncidentsUnavailable: String?
 
     public init(
         generatedAt: Date, overall: ComponentStatus, components: [ComponentVerdict], agents: AgentsSummary, openIncidents: [Incident],
-        cluster: ClusterView? = nil
+        cluster: ClusterView? = nil, openIncidentsUnavailable: String? = nil
     ) {
+        self.openIncidentsUnavailable = openIncidentsUnavailable
         self.generatedAt = generatedAt
         self.overall = overall
         self.components = components
@@ -33,6 +37,7 @@ public struct StatusResponse: Codable, Sendable {
         case overall, components, agents
         case openIncidents = "open_incidents"
         case cluster
+        case openIncidentsUnavailable = "open_incidents_unavailable"
     }
 }
 

@@ -266,7 +266,9 @@ extension SondeCommand {
                 }
                 print(status.components.isEmpty ? "No component verdicts yet (no results received)." : table.render())
                 print("")
-                if status.openIncidents.isEmpty {
+                if let why = status.openIncidentsUnavailable {
+                    print("Open incidents: unknown (\(shown(why)))")
+                } else if status.openIncidents.isEmpty {
                     print("Open incidents: none")
                 } else {
                     print("Open incidents:")

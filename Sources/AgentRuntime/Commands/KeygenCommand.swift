@@ -16,8 +16,10 @@ struct KeygenCommand: AsyncParsableCommand {
     @Flag(help: "Replace an existing key (the collector must then be given the new public key).")
     var force = false
 
-    @Option(help: "Agent id for the printed enrol command (default: the host name).")
-    var id: String = AgentConfig.defaultAgentID
+    // Optional, not defaulted to the host name: the help (and the man page made from it at
+    // build time) would show the build host's name as the default (CLI walk-through, F11).
+    @Option(help: "Agent id for the printed enrol command (default: this host's name).")
+    var id: String?
 
     @Option(help: "Agent region for the printed enrol command.")
     var region: String = "local"
@@ -34,7 +36,7 @@ struct KeygenCommand: AsyncParsableCommand {
         print("wrote \(out) (private key, mode 0600) and \(out).pub")
         print("public key: \(publicKey)")
         print("enrol this agent on the collector with:")
-        print("  sonde-collector agents add --config <collector.yaml> --id \(id) --region \(region) --public-key \(publicKey)")
+        print("  sonde-collector agents add --config <collector.yaml> --id \(id ?? AgentConfig.defaultAgentID) --region \(region) --public-key \(publicKey)")
         print("(or --db <collector.db>; before the collector's first start, add --create to make that database)")
     }
 }
