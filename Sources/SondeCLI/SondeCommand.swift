@@ -213,7 +213,8 @@ extension SondeCommand {
             abstract: "Component × region verdicts, open incidents and agent health.",
             discussion: """
                 Exit status, from the worst verdict of a known component (declared in the collector's
-                `components:`, or reported by min_component_agents agents), so scripts and cron checks
+                `components:`, or reported by min_component_agents agents) or of an incident a person
+                opened and has not moved on from investigating/identified, so scripts and cron checks
                 can act on it:
                   0  every component operational
                   1  degraded_performance, under_maintenance, or unknown (no agent reports it, also a
@@ -246,6 +247,10 @@ extension SondeCommand {
                 // any more counts as unknown: exit 1, not 0.
                 let known = status.components.filter(\.known)
                 verdicts = known.map(\.status) + known.filter { !$0.unwatchedRegions.isEmpty }.map { _ in .unknown }
+                // A person's open incident sets its component's status on the page until they move
+                // it on (as on Statuspage), so it sets the exit status too.
+                verdicts += status.openIncidents.filter { $0.openedBy != IncidentUpdate.automatic && ($0.status == .investigating || $0.status == .identified) }
+                    .map(\.severity)
                 if options.json { return printJSON(body) }
                 print("Overall: \(Colour.status(status.overall))")
                 let regions = Array(Set(status.components.flatMap { Array($0.regions.keys) + $0.unwatchedRegions })).sorted()

@@ -160,6 +160,10 @@ struct HumanIncidentFlowTests {
             try await waitUntil("incident.opened from ops at the receiver") {
                 try Self.events(receiver).contains { $0["type"] as? String == "incident.opened" && $0["author"] as? String == "ops" }
             }
+            // It sets billing's status until ops moves it on, so `sonde status` exits as for a
+            // degraded component (1), as the page shows it.
+            let status = try await Self.sonde(["status"], reader)
+            #expect(status.status == 1, "\(status.output)")
             // A second one for the same component is refused: update the open one instead.
             let twice = try await Self.sonde(arguments, admin)
             #expect(twice.status == 2 && twice.output.contains(incident.id), "\(twice.output)")
