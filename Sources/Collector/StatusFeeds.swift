@@ -37,7 +37,7 @@ enum IncidentFeed {
                 <link>\(home)</link>
                 <description>\(title): incident history</description>
                 <atom:link href="\(StatusPage.escape(base))/history.rss" rel="self" type="application/rss+xml"/>
-                <lastBuildDate>\(rfc822(updated))</lastBuildDate>
+                <lastBuildDate>\(HTTPDate.string(from: updated))</lastBuildDate>
 
                 """
         }
@@ -69,7 +69,7 @@ enum IncidentFeed {
                     <title>\(heading)</title>
                     <link>\(link)</link>
                     <guid isPermaLink="true">\(link)</guid>
-                    <pubDate>\(rfc822(incident.openedAt))</pubDate>
+                    <pubDate>\(HTTPDate.string(from: incident.openedAt))</pubDate>
                     <description>\(StatusPage.escape(content))</description>
                     </item>
 
@@ -77,18 +77,6 @@ enum IncidentFeed {
             }
         }
         return xml + (format == .atom ? "</feed>\n" : "</channel>\n</rss>\n")
-    }
-
-    /// RSS's date (RFC 822 with a four-digit year, as RFC 1123): "Sun, 06 Dec 2026 14:04:57 +0000".
-    static func rfc822(_ date: Date) -> String {
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(parts.tm_year + 1900) "
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) +0000"
     }
 }
 

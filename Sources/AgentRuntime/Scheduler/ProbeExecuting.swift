@@ -87,22 +87,18 @@ public final class EarlyWake: Sendable {
 
     /// Asks for runs at the retry pace until `until`, and ends the current sleep.
     func confirm(until: ContinuousClock.Instant) {
-        let timer = state.withLock { s -> LoopTimer? in
-            s.confirmUntil = max(s.confirmUntil ?? until, until)
-            guard let timer = s.timer else {
-                s.requested = true
-                return nil
-            }
-            s.timer = nil
-            return timer
-        }
-        timer?.fire()
+        wake { $0.confirmUntil = max($0.confirmUntil ?? until, until) }
     }
 
     /// Asks a control probe's loop for one run now, and ends the current sleep.
     func checkNow() {
+        wake { $0.checkRequested = true }
+    }
+
+    /// Notes the request, then ends the pending sleep (or the next one, if none is pending).
+    private func wake(_ note: (inout State) -> Void) {
         let timer = state.withLock { s -> LoopTimer? in
-            s.checkRequested = true
+            note(&s)
             guard let timer = s.timer else {
                 s.requested = true
                 return nil

@@ -167,7 +167,7 @@ final class SimConnectionHandler: ChannelInboundHandler, RemovableChannelHandler
         headers.add(name: "x-request-id", value: requestID)
         headers.add(name: "x-sim-region", value: region)
         headers.add(name: "Server", value: "sonde-sim")
-        headers.add(name: "Date", value: HTTPDate.now())
+        headers.add(name: "Date", value: HTTPDate.string(from: Date()))
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         for (name, value) in response.headers { headers.add(name: name, value: value) }
         let status = HTTPResponseStatus(statusCode: response.status)
@@ -212,16 +212,3 @@ private struct SimResponseJob: Sendable {
     var action: SimAction
 }
 
-/// `Date` header values (RFC 7231 IMF-fixdate).
-enum HTTPDate {
-    static func now() -> String {
-        var t = time(nil)
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        return "\(days[Int(parts.tm_wday)]), \(two(parts.tm_mday)) \(months[Int(parts.tm_mon)]) \(Int(parts.tm_year) + 1900) "
-            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) GMT"
-    }
-}
