@@ -221,7 +221,9 @@ final class ProbeJob: Sendable {
             let check = ContinuousClock.now < start && wake.takeCheck()
             if ContinuousClock.now < start && !check { continue }
             guard control.beginRun() else { break }
-            let began = ContinuousClock.now
+            // A control notes when it really began (a check runs before its planned start); any
+            // other run's planned start stands for its beginning, sparing a clock read per run.
+            let began = isControl ? ContinuousClock.now : start
             if isControl { lastBegan.withLock { $0 = began } }
             let lateness = metrics == nil ? .zero : ContinuousClock.now - start
             guard runs.begin() else {
