@@ -83,9 +83,15 @@ public actor CorrelationHub {
     /// Storage refused a push (the database stalled, full or gone): the agents cannot deliver,
     /// and their quiet until they do is this collector's, as after a restart (found by the HA
     /// review, F1: a 25 s table lock paged `agent.silent` and `agent.recovered` for every agent).
+    /// At most once a second: each call walks every agent, and a fleet's refused pushes come by
+    /// the thousand during an outage (the 70 s allowance makes a second's lag irrelevant).
     func pushRefusedByStorage() {
-        engine.countSilence(from: clock.now().addingTimeInterval(restartSilenceAllowance))
+        let now = clock.now()
+        guard now.timeIntervalSince(lastRefusalCounted) >= 1 else { return }
+        lastRefusalCounted = now
+        engine.countSilence(from: now.addingTimeInterval(restartSilenceAllowance))
     }
+    private var lastRefusalCounted = Date.distantPast
 
     /// How long an agent's push may be held by a frozen leader before the agent gives up and
     /// sends it again, to us: the agent's default push time-out.

@@ -219,7 +219,7 @@ extension CollectorAPI {
     /// word sets the component's status until they move the incident on, also for a problem no probe
     /// sees (a component without probes, or one measured healthy).
     static func declaredImpact(_ incidents: [Incident]) -> ComponentStatus? {
-        incidents.filter { $0.openedBy != IncidentUpdate.automatic && ($0.status == .investigating || $0.status == .identified) }
+        incidents.filter(\.declaresImpact)
             .map(\.severity).max()
     }
 

@@ -547,7 +547,7 @@ extension CorrelationEngine {
     /// component, or in a local-fault episode) even where others fail with its code. An
     /// investigating incident covering its region makes its failure evidence. An agent alone in
     /// its region whose failure nobody shares is in doubt until its control passes a run begun
-    /// after it (``loneFailureUnchecked(_:controlPassedAt:hasControl:neverPassed:t:)``).
+    /// after it (``loneFailureUnchecked(_:controlPassedAt:controlExpected:t:)``).
     mutating func localFaultPhase(_ frame: inout EvaluationFrame) {
         let agentCount = agentIDs.count
         let componentCount = componentNames.count
@@ -616,13 +616,12 @@ extension CorrelationEngine {
                 let k = pool[c * regionCount + r]
                 let covered =
                     tracks[c].incident.map {
-                        ($0.status == .investigating || $0.status == .identified) && ($0.scope == .platform || $0.regions.contains(regionNames[r]))
+                        $0.status.isUnderWay && ($0.scope == .platform || $0.regions.contains(regionNames[r]))
                     } ?? false
                 guard k.reporting > 1 else {
                     // Alone in its region: nobody to compare with, only its control to ask.
                     if !covered, failingWithCode[c][x.errorCode, default: 0] <= 1,
-                        Self.loneFailureUnchecked(
-                            x, controlPassedAt: frame.controlPassedAt[a], hasControl: frame.hasControl[a], neverPassed: neverPassed(a), t: frame.t)
+                        Self.loneFailureUnchecked(x, controlPassedAt: frame.controlPassedAt[a], controlExpected: frame.hasControl[a] || neverPassed(a), t: frame.t)
                     {
                         frame.grid[g].inDoubt = true
                     }
@@ -698,14 +697,14 @@ extension CorrelationEngine {
 
     /// Whether the failure of an agent alone in its region (no peer reports the component there),
     /// that no agent anywhere shares (its error code), still waits for the agent's control: its
-    /// control has not passed a run begun after the failure showed, the agent runs a control (or
-    /// has not passed a single run yet: a new agent whose network is broken from its start, before
-    /// its control's first run), and it began less than `loneDoubtLimit` ago. A broken new agent
+    /// control has not passed a run begun after the failure showed, a control is expected (the
+    /// agent runs one, or has not passed a single run yet: a new agent whose network is broken
+    /// from its start, before its control's first run), and it began less than `loneDoubtLimit` ago. A broken new agent
     /// alone in us opened an incident per component there and spread eu's to the platform before
     /// its control's first run (found by the CLI walk-through, F2). The agent runs its control at
     /// once after a failure (docs/agent.md), so the wait is usually a second or two.
-    static func loneFailureUnchecked(_ x: AgentComponent, controlPassedAt: Double, hasControl: Bool, neverPassed: Bool, t: Double) -> Bool {
-        guard hasControl || neverPassed else { return false }
+    static func loneFailureUnchecked(_ x: AgentComponent, controlPassedAt: Double, controlExpected: Bool, t: Double) -> Bool {
+        guard controlExpected else { return false }
         let onset = x.stateShownAt.isFinite ? x.stateShownAt : x.newestBadAt
         guard onset.isFinite, t - onset < loneDoubtLimit else { return false }
         return controlPassedAt < onset
@@ -1076,7 +1075,7 @@ extension CorrelationEngine {
         if recoveredNow { return (.operational, nil, operational) }
         var shown = (status: rollup.status, scope: rollup.scope, regions: rollup.status == .operational ? operational : rollup.regionStatus)
         guard rollup.status != .unknown, let incident, incident.openedBy == IncidentUpdate.automatic,
-            incident.status == .investigating || incident.status == .identified
+            incident.status.isUnderWay
         else { return shown }
         let held = min(incident.severity, .partialOutage)
         shown.status = max(shown.status, held)

@@ -44,7 +44,7 @@ extension CorrelationEngine {
             // An investigating incident's fault is on since it began, whatever one evaluation
             // reads (a random fault's lull, or a restart's first agents back before the failing
             // ones): its texts said "since" the restart after one (found by the integrations review).
-            if track.incident.map({ $0.status != .investigating && $0.status != .identified }) ?? true { track.badSince = nil }
+            if track.incident?.status.isUnderWay != true { track.badSince = nil }
         }
         let cfg = config
         // A person's resolution stands: while it waits for the component to be measured healthy,
@@ -317,7 +317,7 @@ extension CorrelationEngine {
         if let membership {
             incident.regions = membership.regions
             incident.agents = membership.agents
-        } else if status == .investigating || status == .identified {
+        } else if status.isUnderWay {
             incident.regions = evidence.failingRegions
             incident.agents = evidence.failingAgents
         }

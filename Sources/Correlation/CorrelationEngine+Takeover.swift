@@ -54,7 +54,7 @@ extension CorrelationEngine {
             tracks[c].incident = incident
             // Its fault has been on since it opened, not since this start: "since 14:08", not the
             // restart's time, in the texts that follow (found by the integrations review).
-            if incident.status == .investigating || incident.status == .identified {
+            if incident.status.isUnderWay {
                 tracks[c].badSince = incident.openedAt.timeIntervalSince1970
             }
             // Recovering when stored: its failures (up to about when it went to monitoring) stay

@@ -330,6 +330,9 @@ public struct Incident: Sendable, Codable, Hashable, Identifiable {
     public var title: String?
     /// Who opened it: `sonde`, or the token name of the person who created it.
     public var openedBy: String
+    /// A person opened it and has not moved it on: as on Statuspage, their word sets the
+    /// component's status (the page's `declaredImpact`, `sonde status`'s exit code).
+    public var declaresImpact: Bool { openedBy != IncidentUpdate.automatic && status.isUnderWay }
     /// The person who resolved it; nil when the engine did (or it is open).
     public var resolvedBy: String?
     /// While a person's status stands against what is measured: e.g. "resolved by alice while 2

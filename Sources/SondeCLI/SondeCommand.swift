@@ -249,8 +249,7 @@ extension SondeCommand {
                 verdicts = known.map(\.status) + known.filter { !$0.unwatchedRegions.isEmpty }.map { _ in .unknown }
                 // A person's open incident sets its component's status on the page until they move
                 // it on (as on Statuspage), so it sets the exit status too.
-                verdicts += status.openIncidents.filter { $0.openedBy != IncidentUpdate.automatic && ($0.status == .investigating || $0.status == .identified) }
-                    .map(\.severity)
+                verdicts += status.openIncidents.filter(\.declaresImpact).map(\.severity)
                 if options.json { return printJSON(body) }
                 print("Overall: \(Colour.status(status.overall))")
                 let regions = Array(Set(status.components.flatMap { Array($0.regions.keys) + $0.unwatchedRegions })).sorted()

@@ -36,6 +36,9 @@ public enum IncidentStatus: String, Codable, Sendable, CaseIterable {
     case identified
     case monitoring
     case resolved
+
+    /// The problem is still being worked on (`investigating` or `identified`): not yet recovering.
+    public var isUnderWay: Bool { self == .investigating || self == .identified }
 }
 
 /// Webhook event types (SPEC "Incidents and alerts").
