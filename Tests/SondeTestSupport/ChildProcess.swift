@@ -1,4 +1,5 @@
 import Foundation
+import SondeCore
 import Synchronization
 
 /// A real child process (one of Sonde's executables, usually) with its output captured line by
@@ -25,30 +26,11 @@ public final class ChildProcess: Sendable {
         process.standardError = errPipe
         process.standardInput = FileHandle.nullDevice
         self.process = process
-        let output = self.output
-        outPipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            guard !data.isEmpty else { handle.readabilityHandler = nil; return }
-            output.withLock { state in
-                state.partialOut += String(decoding: data, as: UTF8.self)
-                while let newline = state.partialOut.firstIndex(of: "\n") {
-                    state.stdout.append(String(state.partialOut[..<newline]))
-                    state.partialOut = String(state.partialOut[state.partialOut.index(after: newline)...])
-                }
-            }
-        }
-        errPipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            guard !data.isEmpty else { handle.readabilityHandler = nil; return }
-            output.withLock { state in
-                state.partialErr += String(decoding: data, as: UTF8.self)
-                while let newline = state.partialErr.firstIndex(of: "\n") {
-                    state.stderr.append(String(state.partialErr[..<newline]))
-                    state.partialErr = String(state.partialErr[state.partialErr.index(after: newline)...])
-                }
-            }
-        }
         try Self.spawnWithStopSignalsUnblocked(process)
+        // After the spawn: Process closes the pipes' write ends in this process then, so each
+        // reader sees end-of-file once the child (and anything it handed its output to) is gone.
+        output.drain(outPipe.fileHandleForReading, stderr: false)
+        output.drain(errPipe.fileHandleForReading, stderr: true)
         LiveChildren.shared.add(process.processIdentifier)
     }
 
@@ -152,7 +134,7 @@ final class LiveChildren: Sendable {
     func all() -> Set<Int32> { pids.withLock { $0 } }
 }
 
-/// Captured output; a class so the pipe handlers can hold it.
+/// Captured output; a class so the pipes' reader threads can hold it.
 final class OutputBuffer: Sendable {
     struct State {
         var stdout: [String] = []
@@ -162,6 +144,43 @@ final class OutputBuffer: Sendable {
     }
     private let state = Mutex(State())
     func withLock<T>(_ body: (inout State) -> T) -> T { state.withLock { body(&$0) } }
+
+    /// Reads `handle` to its end on a thread of its own, keeping complete lines. Not
+    /// `readabilityHandler`: tearing down its Dispatch read source races the descriptor's close
+    /// on Linux and crashed the test process in libdispatch now and then (CI, 32nd session;
+    /// swift-corelibs-libdispatch#949), and a blocking read registers nothing with Dispatch.
+    func drain(_ handle: FileHandle, stderr: Bool) {
+        DetachedThread.start(name: "child-output", stackSize: 256 << 10) { [self] in
+            withExtendedLifetime(handle) {
+                var buffer = [UInt8](repeating: 0, count: 64 << 10)
+                while true {
+                    let count = buffer.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
+                    if count < 0, errno == EINTR { continue }
+                    guard count > 0 else { return }
+                    append(String(decoding: buffer[..<count], as: UTF8.self), stderr: stderr)
+                }
+            }
+        }
+    }
+
+    private func append(_ text: String, stderr: Bool) {
+        state.withLock { state in
+            if stderr {
+                state.partialErr += text
+                Self.takeLines(from: &state.partialErr, into: &state.stderr)
+            } else {
+                state.partialOut += text
+                Self.takeLines(from: &state.partialOut, into: &state.stdout)
+            }
+        }
+    }
+
+    private static func takeLines(from partial: inout String, into lines: inout [String]) {
+        while let newline = partial.firstIndex(of: "\n") {
+            lines.append(String(partial[..<newline]))
+            partial = String(partial[partial.index(after: newline)...])
+        }
+    }
 }
 
 /// Where the built products (executables) live: next to the test bundle.
