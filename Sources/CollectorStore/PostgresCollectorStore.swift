@@ -38,6 +38,8 @@ public final class PostgresCollectorStore: CollectorStorage {
     /// Fencing: once `enableFencing()` is called (by `serve`, with a leader election), writes of
     /// incidents, outbox and deliveries need the current leader epoch, held in `epoch`.
     private let fence = Mutex<(enabled: Bool, epoch: Int64?)>((false, nil))
+    /// `connectRefusal()`'s latest attempt and what it found.
+    private let refusal = Mutex<(at: ContinuousClock.Instant, reason: String)?>(nil)
 
     static let dayMs: Int64 = 86_400_000
     /// Advisory lock keys (arbitrary constants, "sonde" in ASCII plus a suffix).
@@ -126,15 +128,46 @@ public final class PostgresCollectorStore: CollectorStorage {
             return try await withDeadline(.milliseconds(Int64(timeout * 1000)), body)
         } catch is DeadlineExceeded {
             throw StorageError(
-                "PostgreSQL at \(url.host):\(url.port) did not answer \(what) within \(timeout) s; check that it runs and is reachable (database: \(url))")
+                "PostgreSQL at \(url.host):\(url.port) did not answer \(what) within \(timeout) s\(await connectRefusal()); check that it runs and is reachable (database: \(url))")
         } catch let error as PSQLError {
             throw describe(error, what)
         } catch let error as PostgresTransactionError {
             throw describe(error.closureError ?? error.commitError ?? error.beginError ?? error, what)
         } catch let error as ConnectionPoolError where error == .connectionCreationCircuitBreakerTripped {
             throw StorageError(
-                "cannot reach PostgreSQL at \(url.host):\(url.port) for \(what): connections to it have failed for a while and the pool is waiting before it tries again; check that it runs and is reachable (database: \(url))")
+                "cannot reach PostgreSQL at \(url.host):\(url.port) for \(what): connections to it have failed for a while\(await connectRefusal()) and the pool is waiting before it tries again; check that it runs and is reachable (database: \(url))")
         }
+    }
+
+    /// PostgreSQL's own words for why new connections fail ("too many connections for role",
+    /// "sorry, too many clients already", a refused login), as ", answering: …", or "" when a
+    /// connection of its own succeeds or says nothing. The pool keeps its connect errors to itself
+    /// (logged at info, which `startPool` hides), so a statement that waited in vain could only
+    /// say "did not answer", and the operator had to find the reason in PostgreSQL's log. One
+    /// attempt every 10 s at most: a failing database brings such errors by the hundred.
+    func connectRefusal() async -> String {
+        let now = ContinuousClock.now
+        let claimed = refusal.withLock { last -> String? in
+            if let last, now - last.at < .seconds(10) { return last.reason }
+            last = (now, "")
+            return nil
+        }
+        if let claimed { return claimed }
+        var reason = ""
+        do {
+            let connection = try await withDeadline(.milliseconds(Int64(url.connectTimeout * 1000))) { [url] in
+                try await PostgresConnection.connect(configuration: try url.connectionConfiguration(), id: 0, logger: Logger(label: "sonde.postgres.probe") { _ in SwiftLogNoOpLogHandler() })
+            }
+            try? await connection.close()
+        } catch let error as PSQLError {
+            if let message = error.serverInfo?[.message] {
+                reason = ", answering: \(message) (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))"
+            } else if error.code == .connectionError || error.code == .unexpectedBackendMessage {
+                reason = ", refusing or dropping connections (\(error.code))"
+            }
+        } catch {}
+        refusal.withLock { $0 = (now, reason) }
+        return reason
     }
 
     private func describe(_ error: any Error, _ what: String) -> any Error {

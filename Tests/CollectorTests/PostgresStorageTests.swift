@@ -175,6 +175,23 @@ struct PostgresStorageTests {
         #expect(migrate.allOutput.contains("127.0.0.1:\(port)"))
     }
 
+    /// A database that refuses new connections is named with PostgreSQL's own reason: the pool
+    /// keeps its connect errors to itself, and "did not answer within 2 s" sent the operator to
+    /// look for a network fault when the server was at its connection limit.
+    @Test func refusedConnectionsSayWhatPostgreSQLAnswered() async throws {
+        let pg = try await PostgresServer.shared()
+        let database = String(try pg.createDatabase().split(separator: "/").last!.split(separator: "?")[0])
+        let role = "limited_\(getpid())_\(Int.random(in: 0..<1_000_000))"
+        try pg.psql("CREATE ROLE \(role) LOGIN PASSWORD 'limited' CONNECTION LIMIT 0")
+        let store = try PostgresCollectorStore(
+            url: "postgres://\(role):limited@127.0.0.1:\(pg.port)/\(database)?sslmode=disable&connect_timeout=2", logger: testLogger())
+        defer { store.close() }
+        let error = await #expect(throws: StorageError.self) { try await store.migrate() }
+        #expect(error?.description.contains("too many connections for role") == true, "\(String(describing: error))")
+        #expect(error?.description.contains("53300") == true)
+        #expect(error?.description.contains("limited@") == false, "no password")
+    }
+
     /// Bad URLs are configuration errors that say what is expected.
     @Test func badURLsAreConfigErrors() throws {
         for (text, expected) in [
