@@ -279,7 +279,9 @@ public struct Redactor: Sendable {
                 guard here == UInt8(ascii: "%") else { continue }
                 if let value = hexValue(bytes, position + 1, digits: 2), value == UInt32(byte) || letter && Self.sameLetter(value, byte) {
                     next.append(position + 3)
-                } else if position + 4 < bytes.count, bytes[position + 1] == UInt8(ascii: "2"), bytes[position + 2] == UInt8(ascii: "5"),
+                }
+                // Not `else`: `%2525` is `%` encoded twice, and also `%` encoded once before "25".
+                if position + 4 < bytes.count, bytes[position + 1] == UInt8(ascii: "2"), bytes[position + 2] == UInt8(ascii: "5"),
                     let value = hexValue(bytes, position + 3, digits: 2), value == UInt32(byte) || letter && Self.sameLetter(value, byte)
                 {
                     next.append(position + 5)  // percent-encoded twice (`%252F`), as in a `return_to` parameter

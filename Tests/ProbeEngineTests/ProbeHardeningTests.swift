@@ -1197,8 +1197,9 @@ enum SecretEcho {
     /// One character in a random one of the encodings a server may use.
     static func encode(_ scalar: Unicode.Scalar, _ random: inout SplitMix64) -> String {
         let utf8 = Array(String(scalar).utf8)
-        switch random.next() % 9 {
+        switch random.next() % 10 {
         case 0: return String(scalar)
+        case 9: return utf8.map { String(format: random.next() % 2 == 0 ? "%%25%02X" : "%%25%02x", $0) }.joined()  // percent-encoded twice
         case 1: return utf8.map { String(format: "%%%02X", $0) }.joined()
         case 2: return utf8.map { String(format: "%%%02x", $0) }.joined()
         case 3: return scalar == " " ? "+" : String(scalar)
