@@ -660,7 +660,9 @@ extension CollectorConfig {
         config.publicURL = raw.publicURL
         config.agents = raw.agents ?? []
         for (index, agent) in config.agents.enumerated() {
-            do { _ = try AgentPublicKey(base64: agent.publicKey) } catch {
+            if Ed25519.hasSmallOrder(Data(base64Encoded: agent.publicKey.trimmed()) ?? Data()) {
+                problem("agents[\(index)].public_key", "agent \(agent.id): \(AgentPublicKey.weakKeyProblem)")
+            } else if (try? AgentPublicKey(base64: agent.publicKey)) == nil {
                 problem(
                     "agents[\(index)].public_key",
                     "agent \(agent.id): expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")

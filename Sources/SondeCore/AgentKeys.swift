@@ -139,12 +139,18 @@ public struct AgentPublicKey: Sendable, Hashable {
     }
 
     public init(base64: String) throws {
+        if let raw = Data(base64Encoded: base64.trimmed()), Ed25519.hasSmallOrder(raw) {
+            throw KeyFileError(path: "(public key)", problem: Self.weakKeyProblem)
+        }
         guard let raw = Data(base64Encoded: base64.trimmed()), let key = Ed25519.PublicKey(raw: raw) else {
             throw KeyFileError(path: "(public key)", problem: "is not base64 of a 32-byte Ed25519 public key")
         }
         rawRepresentation = raw
         self.key = key
     }
+
+    public static let weakKeyProblem =
+        "is not a usable Ed25519 public key: it is a point of small order, against which a made-up signature verifies for any message; give the .pub file `sonde-agent keygen` writes"
 
     /// SubjectPublicKeyInfo's fixed DER prefix for an Ed25519 key (RFC 8410): 32 key bytes follow.
     static let spkiPrefix: [UInt8] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]
@@ -176,6 +182,7 @@ public struct AgentPublicKey: Sendable, Hashable {
             }
             raw = bytes
         }
+        if Ed25519.hasSmallOrder(raw) { throw KeyFileError(path: what, problem: Self.weakKeyProblem) }
         guard raw.count == 32, let key = Ed25519.PublicKey(raw: raw) else {
             throw KeyFileError(path: what, problem: "is not a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
         }

@@ -63,13 +63,36 @@ public enum Ed25519 {
     }
 
     /// A public key parsed once (the collector checks every push of an agent against it).
+    /// Whether a public key is one of the points of small order (the identity, orders 2, 4 and
+    /// 8, and the non-canonical encodings of the first two), sign bit ignored. OpenSSL takes them
+    /// as keys, and against one a single made-up signature verifies for every message (red team,
+    /// 32nd session: `AQAA…AA=` enrolled, then pushes signed by nobody were accepted). The list is
+    /// libsodium's (`has_small_order`); each entry is checked to be of order 8 or less in the tests.
+    public static func hasSmallOrder(_ raw: Data) -> Bool {
+        guard raw.count == keyByteCount else { return false }
+        var key = [UInt8](raw)
+        key[31] &= 0x7F
+        return smallOrderPoints.contains(key)
+    }
+
+    public static let smallOrderPoints: [[UInt8]] = [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ].map { hex in stride(from: 0, to: 64, by: 2).map { UInt8(hex.dropFirst($0).prefix(2), radix: 16)! } }
+
     public final class PublicKey: @unchecked Sendable {
         private let key: OpaquePointer
         private let verifying: ContextTemplate
 
-        /// Nil when OpenSSL does not take these bytes as an Ed25519 public key (32 bytes).
+        /// Nil when OpenSSL does not take these bytes as an Ed25519 public key (32 bytes), or
+        /// when they are a point of small order (`hasSmallOrder`).
         public init?(raw: Data) {
-            guard raw.count == keyByteCount,
+            guard raw.count == keyByteCount, !Ed25519.hasSmallOrder(raw),
                 let key = raw.withUnsafeBytes({ EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, $0.bindMemory(to: UInt8.self).baseAddress, keyByteCount) })
             else { return nil }
             guard let verifying = ContextTemplate({ EVP_DigestVerifyInit($0, nil, nil, nil, key) == 1 }) else {

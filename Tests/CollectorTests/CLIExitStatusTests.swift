@@ -144,6 +144,26 @@ struct CLIExitStatusTests {
         #expect(listed.status == 0 && listed.output.contains("eu-1"), "\(listed.output)")
     }
 
+    /// A public key of small order (the identity point here) is never enrolled, by `agents add`
+    /// or from the config's `agents:` list: a made-up signature verifies against it (red team,
+    /// 32nd session, F3: anyone could push as that agent).
+    @Test func aSmallOrderKeyIsNotEnrolled() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let weak = Data([0x01] + [UInt8](repeating: 0, count: 31)).base64EncodedString()
+        let refused = try await Self.run(
+            "sonde-collector", ["agents", "add", "--db", dir.file("c.db"), "--create", "--id", "ap-1", "--region", "ap", "--public-key", weak], [:])
+        #expect(refused.status == 64, "\(refused.output)")  // EX_USAGE, as for any unusable key
+        #expect(refused.output.contains("small order"), "\(refused.output)")
+        do {
+            _ = try CollectorConfig.parse(yaml: "listen: { plain_http: true }\nagents: [{ id: a, region: eu, public_key: \"\(weak)\" }]", file: "c.yaml")
+            Issue.record("a small-order key must not load")
+        } catch let error as ConfigError {
+            #expect(error.field == "agents[0].public_key")
+            #expect(error.description.contains("small order"), "\(error)")
+        }
+    }
+
     /// Revoking an agent revokes its key: `agents add` with the same key does not quietly lift
     /// the revocation (found by the new-user walk-through: it printed "updated agent us-1" and the
     /// agent's pushes were accepted again). A new key, or --unrevoke, brings it back, saying so.

@@ -246,4 +246,44 @@ import Testing
         }
         #expect(legacyRefused.description.contains("PRIVATE key"))
     }
+
+    /// A public key of small order is refused everywhere a key is read: OpenSSL itself takes the
+    /// identity point as a key and verifies a signature that nobody made (R = identity, S = 0)
+    /// for any message, so one such enrolled key let anyone push as that agent (red team, 32nd
+    /// session). Each entry of the list was checked to be of order 8 or less (Python, big
+    /// integers, 8·P = identity) when it was added.
+    @Test func smallOrderPublicKeysAreRefused() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        // What the check stops: OpenSSL accepts the forgery against the identity key.
+        let spki = Data([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00, 0x01] + [UInt8](repeating: 0, count: 31))
+        try ("-----BEGIN PUBLIC KEY-----\n" + spki.base64EncodedString() + "\n-----END PUBLIC KEY-----\n").write(toFile: dir.file("weak.pem"), atomically: true, encoding: .utf8)
+        try Data("any message at all".utf8).write(to: URL(fileURLWithPath: dir.file("message")))
+        try Data([0x01] + [UInt8](repeating: 0, count: 63)).write(to: URL(fileURLWithPath: dir.file("forged.sig")))
+        let openssl = Process()
+        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        openssl.arguments = ["pkeyutl", "-verify", "-pubin", "-inkey", dir.file("weak.pem"), "-rawin", "-in", dir.file("message"), "-sigfile", dir.file("forged.sig")]
+        openssl.standardOutput = FileHandle.nullDevice
+        openssl.standardError = FileHandle.nullDevice
+        try openssl.run()
+        openssl.waitUntilExit()
+        #expect(openssl.terminationStatus == 0, "OpenSSL no longer accepts the forgery: the check is still right, this line is out of date")
+
+        for point in Ed25519.smallOrderPoints {
+            for signBit: UInt8 in [0, 0x80] {
+                var raw = point
+                raw[31] |= signBit
+                let key = Data(raw)
+                #expect(Ed25519.PublicKey(raw: key) == nil, "\(key.base64EncodedString())")
+                let base64 = try #require(throws: KeyFileError.self) { try AgentPublicKey(base64: key.base64EncodedString()) }
+                #expect(base64.description.contains("small order"))
+                let text = try #require(throws: KeyFileError.self) { try AgentPublicKey(operatorText: key.base64EncodedString()) }
+                #expect(text.description.contains("small order"))
+            }
+        }
+        // A real key is not caught by it.
+        let real = AgentSigningKey().publicKey
+        #expect(!Ed25519.hasSmallOrder(real.rawRepresentation))
+        #expect(try AgentPublicKey(base64: real.base64) == real)
+    }
 }
