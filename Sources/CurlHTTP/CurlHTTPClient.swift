@@ -271,6 +271,9 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
         var jobs: [UnownedJob] = []
         var due: [LoopTimer] = []
+        let share = RoundShare()
+        // Transfers paused by their round's share, resumed next round.
+        var paused: [CurlTransfer] = []
         while true {
             let now = clock.now
             let (added, expired, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [CurlTransfer], [CurlTransfer], Bool) in
@@ -311,7 +314,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                     transfer.finish(CURLE_ABORTED_BY_CALLBACK)
                     continue
                 }
-                guard let handle = transfer.start() else { continue }  // the caller has its error
+                guard let handle = transfer.start(share: share) else { continue }  // the caller has its error
                 guard curl_multi_add_handle(multi, handle) == CURLM_OK else {
                     transfer.finish(CURLE_OUT_OF_MEMORY)
                     continue
@@ -327,6 +330,18 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             }
             if stopping && active.isEmpty { break }
 
+            // A new round: the paused get their next share (after this round's timers and jobs).
+            share.round &+= 1
+            for transfer in paused {
+                guard let handle = transfer.handle, active[handle] === transfer else { continue }
+                let code = transfer.resume()
+                if code != CURLE_OK {
+                    active[handle] = nil
+                    curl_multi_remove_handle(multi, handle)
+                    transfer.finish(code)
+                }
+            }
+            paused.removeAll(keepingCapacity: true)
             var running: Int32 = 0
             curl_multi_perform(multi, &running)
             var pending: Int32 = 0
@@ -336,12 +351,16 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 curl_multi_remove_handle(multi, easy)
                 active.removeValue(forKey: easy)?.finish(code)
             }
+            if share.anyPaused {
+                share.anyPaused = false
+                paused = active.values.filter(\.isPaused)
+            }
             // Sleeps until a socket is ready, curl's next time-out (curl_multi_poll takes the
             // sooner of it and ours), the next timer, or a wake-up (new transfer, job, timer,
             // cancel, stop), unless there is work already. Nothing else can be due, so an idle
             // loop does not wake up to look (it used to, every second).
             let (timeout, observers) = state.withLock { s -> (Int32?, [@Sendable (ContinuousClock.Instant) -> Void]) in
-                if !s.jobs.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return (nil, s.roundObservers) }
+                if !s.jobs.isEmpty || !paused.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return (nil, s.roundObservers) }
                 // Waiting requests: wake when the first of their time-outs ends.
                 var next = s.timers.nextDeadline
                 if !s.queued.isEmpty, let waiting = s.queued.lazy.map(\.deadline).min() { next = next.map { min($0, waiting) } ?? waiting }

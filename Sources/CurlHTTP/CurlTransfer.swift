@@ -30,6 +30,14 @@ private final class TransferState {
     let innermostAddress: AddressKind?
     var refusedAddress: (address: String, kind: AddressKind)?
     let maxBytes: Int
+    /// The loop's rounds, shared by its transfers (`start(share:)`).
+    var share: RoundShare?
+    /// What this transfer's body cost in the round `costRound`, in bytes (`RoundShare.pieceCost`).
+    var roundCost = 0
+    var costRound: UInt64 = 0
+    /// Paused for the rest of the round, and being resumed (its held data is taken whole).
+    var paused = false
+    var resuming = false
     /// Bytes of the body kept: all up to `maxBytes`, or only a prefix.
     let keepBytes: Int
     let hasher: SHA256Digest.Stream?
@@ -39,6 +47,23 @@ private final class TransferState {
         keepBytes = request.keepBody ? request.maxResponseBytes : min(request.bodyPrefixBytes, request.maxResponseBytes)
         hasher = request.hashBody ? SHA256Digest.Stream() : nil
         innermostAddress = request.innermostAddress
+    }
+
+    /// Whether the transfer had its share of this round: true pauses it (curl holds the piece
+    /// and hands it over again once `resume` lifts the pause, next round).
+    func overShare(_ bytes: Int) -> Bool {
+        guard let share, !resuming else { return false }
+        if costRound != share.round {
+            costRound = share.round
+            roundCost = 0
+        }
+        if roundCost >= RoundShare.budget {
+            paused = true
+            share.anyPaused = true
+            return true
+        }
+        roundCost += max(bytes, RoundShare.pieceCost)
+        return false
     }
 
     /// One piece of the body as curl hands it over: counted, hashed, kept up to `keepBytes`.
@@ -63,6 +88,24 @@ private final class TransferState {
         }
         return true
     }
+}
+
+/// The loop's rounds as its transfers see them: each transfer's body may cost `budget` per round
+/// (a round is one `curl_multi_perform` and what the loop does around it), then it is paused
+/// until the next. libcurl decodes bodies (gzip, chunks) inside `curl_multi_perform` on the one
+/// thread that drives every probe's transfers and timers: a gzip bomb nobody reads, decoded to
+/// its 256 MiB cap in one perform, made a 1 s heartbeat 477 ms late, and endless 1-byte chunks
+/// 193 ms (red team, 32nd session, F1). Used on the loop thread only.
+final class RoundShare {
+    /// 1 MiB: about a millisecond of decoding or copying; a 100 MiB download takes 100 rounds,
+    /// each a few microseconds of the loop's own.
+    static let budget = 1 << 20
+    /// The least a piece counts for: curl's work per piece (a 1-byte chunk is a chunk header to
+    /// parse and a call) is not in its length.
+    static let pieceCost = 512
+    var round: UInt64 = 1
+    /// Some transfer paused this round.
+    var anyPaused = false
 }
 
 /// One transfer on one curl easy handle: created by the caller, then set up (`start`), driven and
@@ -112,9 +155,25 @@ final class CurlTransfer: @unchecked Sendable {
         errorBuffer.deallocate()
     }
 
+    /// Paused by `RoundShare`'s budget and not yet resumed.
+    var isPaused: Bool { state.paused }
+
+    /// Lifts the pause: curl hands over what it held (taken whole, whatever this round's
+    /// share: held data is at most what one read decodes to) and reads again on the next perform.
+    /// Not `CURLE_OK` when taking the held data failed (over `max_body`): curl does not end the
+    /// transfer for it then, so the caller does.
+    func resume() -> CURLcode {
+        guard let handle, state.paused else { return CURLE_OK }
+        state.paused = false
+        state.resuming = true
+        defer { state.resuming = false }
+        return curl_easy_pause(handle, CURLPAUSE_CONT)
+    }
+
     /// Creates the easy handle with every option of the request set. On failure the caller has
     /// been answered (with why curl refused) and this returns nil.
-    func start() -> UnsafeMutableRawPointer? {
+    func start(share: RoundShare? = nil) -> UnsafeMutableRawPointer? {
+        state.share = share
         _ = curlGlobalInit
         guard let handle = curl_easy_init() else {
             answer(.failure(HTTPTransferError(kind: .other, curlCode: 0, message: "curl_easy_init failed (out of memory?)")))
@@ -216,6 +275,7 @@ final class CurlTransfer: @unchecked Sendable {
             let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
             let bytes = size * count
             guard let buffer else { return bytes }
+            if state.overShare(bytes) { return Int(CURL_WRITEFUNC_PAUSE) }
             return state.take(UnsafeRawBufferPointer(start: buffer, count: bytes)) ? bytes : 0
         }), "WRITEFUNCTION")
         set(sonde_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context), "WRITEDATA")

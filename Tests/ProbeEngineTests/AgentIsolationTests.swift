@@ -89,6 +89,75 @@ struct AgentIsolationTests {
         #expect(stopped < .milliseconds(1500), "SIGTERM took \(stopped) with shutdown_grace 1s")
     }
 
+    /// Decoding and chunk parsing run inside libcurl on the thread that drives every probe's
+    /// transfers: a gzip bomb nobody reads (256 MiB of zeros, decoded to its cap in one go) made
+    /// a 1 s heartbeat up to 477 ms late, and endless 1-byte chunks 193 ms (red team, 32nd
+    /// session, F1). The loop now pauses a transfer that had its share of a round.
+    @Test("gzip bombs and endless 1-byte chunks: a 1 s heartbeat keeps its schedule within 100 ms")
+    func heartbeatWhileBodiesDecode() async throws {
+        let dir = try TemporaryDirectory("isolation")
+        defer { dir.remove() }
+        // 256 MiB of zeros, gzip: about 250 KiB (python3 is a declared build dependency).
+        let bomb = dir.file("bomb.gz")
+        let gzip = try ChildProcess("/usr/bin/env", [
+            "python3", "-c", "import gzip, sys; open(sys.argv[1], 'wb').write(gzip.compress(bytes(256 << 20), 6))", bomb,
+        ])
+        #expect(try await gzip.waitForExit(timeout: .seconds(60)) == 0, "\(gzip.allOutput)")
+        let server = try StreamingBodyServer(gzipBody: try Data(contentsOf: URL(fileURLWithPath: bomb)))
+        defer { server.stop() }
+        let beats = Mutex<[ContinuousClock.Instant]>([])
+        let target = try LoopbackHTTPServer { _ in
+            beats.withLock { $0.append(.now) }
+            return .json(200, "{}")
+        }
+        defer { target.stop() }
+        try writeProbe(dir, "heartbeat", """
+            name: heartbeat
+            component: agent
+            interval: 1s
+            timeout: 900ms
+            steps:
+              - name: beat
+                request: {url: "\(target.baseURL)/beat"}
+            """)
+        for (name, path, check) in [("bomb-0", "gzip", "{status: 200}"), ("bomb-1", "gzip", "{status: 200}"), ("chunks", "chunks", "{body_contains: never-there}")] {
+            try writeProbe(dir, name, """
+                name: \(name)
+                component: api
+                interval: 2s
+                timeout: 1500ms
+                steps:
+                  - name: get
+                    request: {url: "\(server.baseURL)/\(path)", headers: {Accept-Encoding: gzip}}
+                    assert: \(check)
+                """)
+        }
+        let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key"), "--id", "iso-2"])
+        #expect(try await keygen.waitForExit() == 0)
+        try """
+            agent: {id: iso-2, region: lab}
+            collector: {url: "http://127.0.0.1:1", key: agent.key}
+            spool: {path: spool}
+            probes: [probes]
+            scheduling: {jitter: 0, shutdown_grace: 1s}
+            """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
+        let agent = try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+        defer { agent.signal(SIGKILL) }
+
+        try await waitUntil("the hostile bodies to be fetched", timeout: .seconds(15)) { server.served >= 6 }
+        let watchFrom = ContinuousClock.now
+        try await waitUntil("8 heartbeats while bodies decode", timeout: .seconds(20)) {
+            beats.withLock { $0.filter { $0 > watchFrom }.count } >= 8
+        }
+        let watched = beats.withLock { $0.filter { $0 > watchFrom } }
+        for (earlier, later) in zip(watched, watched.dropFirst()) {
+            let gap = later - earlier
+            #expect(gap > .milliseconds(900) && gap < .milliseconds(1100), "heartbeat gap \(gap) while bodies decoded")
+        }
+        agent.signal(SIGTERM)
+        #expect(try await agent.waitForExit(timeout: .seconds(10)) == 0, "\(agent.allOutput)")
+    }
+
     @Test("once: a catastrophic regex ends its run as timeout (or script), naming the check, within the probe's timeout")
     func onceCatastrophicRegex() async throws {
         let dir = try TemporaryDirectory("isolation")
@@ -180,22 +249,30 @@ struct AgentIsolationTests {
 }
 
 /// An HTTP server on raw sockets that streams bodies instead of building them: `/big` sends
-/// 64 MiB at about 10 MiB/s, `/drip` one byte every 50 ms. One thread per connection.
+/// 64 MiB at about 10 MiB/s, `/drip` one byte every 50 ms, `/gzip` the `gzipBody` given (as
+/// `Content-Encoding: gzip`), `/chunks` 1-byte chunks until the client leaves. One thread per
+/// connection.
 final class StreamingBodyServer: Sendable {
     let port: Int
     private let fd: Int32
+    /// Requests answered so far.
+    var served: Int { counter.value.withLock { $0 } }
+    private final class Counter: Sendable { let value = Mutex(0) }
+    private let counter = Counter()
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    init() throws {
+    init(gzipBody: Data = Data()) throws {
         let (fd, port) = try listenOnLoopback(backlog: 64)
         self.fd = fd
         self.port = port
         let listener = fd
+        let counter = self.counter
         Thread {
             while true {
                 let client = accept(listener, nil, nil)
                 if client < 0 { return }
-                Thread { Self.serve(client) }.start()
+                counter.value.withLock { $0 += 1 }
+                Thread { Self.serve(client, gzipBody: gzipBody) }.start()
             }
         }.start()
     }
@@ -205,7 +282,7 @@ final class StreamingBodyServer: Sendable {
         close(fd)
     }
 
-    private static func serve(_ client: Int32) {
+    private static func serve(_ client: Int32, gzipBody: Data) {
         defer { close(client) }
         var request = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -214,7 +291,21 @@ final class StreamingBodyServer: Sendable {
             if n <= 0 { return }
             request.append(contentsOf: chunk[0..<n])
         }
-        let drip = String(decoding: request.prefix(64), as: UTF8.self).contains("/drip")
+        let line = String(decoding: request.prefix(64), as: UTF8.self)
+        if line.contains("/gzip") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: \(gzipBody.count)\r\nConnection: close\r\n\r\n"
+            _ = head.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            _ = gzipBody.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            return
+        }
+        if line.contains("/chunks") {
+            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            _ = head.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            let chunks = [UInt8](String(repeating: "1\r\na\r\n", count: 16 << 10).utf8)
+            while send(client, chunks, chunks.count, Int32(MSG_NOSIGNAL)) > 0 {}
+            return
+        }
+        let drip = line.contains("/drip")
         let total = drip ? 1 << 20 : 64 << 20
         let head = "HTTP/1.1 200 OK\r\nContent-Length: \(total)\r\nConnection: close\r\n\r\n"
         _ = head.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
