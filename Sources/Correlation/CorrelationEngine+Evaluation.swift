@@ -1300,8 +1300,20 @@ extension CorrelationEngine {
         func counted(_ s: Int) -> Bool {
             agents.contains(series[s].agent) && (component.map { series[s].component == $0 && !series[s].control } ?? true)
         }
+        // Passing runs since the newest failure of them all: a series whose own newest failure is
+        // older (or that never failed: a healthy probe beside a flaky one) counts only its runs
+        // after that moment, not every pass it ever had (which ended a flaky control's episode
+        // at once, an `agent.local_fault` and `agent.recovered` pair every 14 s; red team F2).
+        var newestFailure = -Double.infinity
+        for s in series.indices where counted(s) { newestFailure = max(newestFailure, series[s].newestFailedAt) }
         var clean: Int32 = 0
-        for s in series.indices where counted(s) { clean += series[s].passedSinceFailure }
+        for s in series.indices where counted(s) {
+            if series[s].newestFailedAt == newestFailure {
+                clean += series[s].passedSinceFailure
+            } else {
+                clean += Int32(series[s].runs.count { $0.startedAt > newestFailure && $0.outcome != .failed })
+            }
+        }
         if let needed { return clean >= needed }
         var oldestBad = Double.infinity, newestBad = -Double.infinity
         for s in series.indices where counted(s) {

@@ -439,6 +439,23 @@ import Testing
         #expect(!(during + after).contains { $0.type == .incidentOpened }, "\(log)")
     }
 
+    /// A host whose control alone fails now and then (2 runs in 7), its other probes passing, is
+    /// one local-fault episode too: the healthy probes' passes from before the control's newest
+    /// failure do not end it (they did, at once: an `agent.local_fault` and `agent.recovered`
+    /// pair every 14 s, about 500 webhooks an hour; red team, 32nd session, F2).
+    @Test func aControlThatFailsNowAndThenIsOneLocalFaultEpisode() throws {
+        var fleet = warmFleet()
+        let lost = ProbeError(kind: .connect, step: "request", message: "connection reset")
+        fleet.faults["flapping control"] = { agent, _, probe, run in
+            agent == "eu-1" && probe.control && run % 7 < 2 ? (.failed, lost) : nil
+        }
+        let during = fleet.step(seconds: 105)
+        let log = describe(during)
+        #expect(during.filter { $0.type == .agentLocalFault }.map(\.agent) == ["eu-1"], "\(log)")
+        #expect(!during.contains { $0.type == .agentRecovered }, "\(log)")
+        #expect(!during.contains { $0.type == .incidentOpened }, "\(log)")
+    }
+
     // MARK: - Step components
 
     @Test(arguments: seeds)
