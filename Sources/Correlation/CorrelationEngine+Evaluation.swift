@@ -627,6 +627,17 @@ extension CorrelationEngine {
                     }
                     continue
                 }
+                let own = x.weighed(atMost: weightCap[c * regionCount + r])
+                let peerRuns = k.allRuns - own.allRuns
+                let peerFailed = k.allFailed - own.allFailed
+                // Most of the region's agents failing there is the region's problem, whatever
+                // the rest say: none of them is one bad host.
+                let regionMostlyFailing = failingInRegion[c * regionCount + r] * 2 > k.reporting
+                let abovePeers =
+                    !regionMostlyFailing
+                    && Self.exceedsPeers(
+                        failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
+                        minRuns: cfg.minRuns, z: z)
                 if covered, let incident = tracks[c].incident {
                     // A fault of its own from before the incident, failing unlike anyone else
                     // (connection refused while the platform answers 500): it stays local, neither
@@ -640,22 +651,21 @@ extension CorrelationEngine {
                         localHere.append(c)
                         continue
                     }
-                    // Otherwise the incident explains it: its fault may be spreading to this agent.
+                    // Otherwise the incident explains it (its fault may be spreading to this
+                    // agent, or leaving it last), unless it fails well above its own region's
+                    // peers and nothing but its own failures ties its region to the incident: no
+                    // other agent fails there, and the incident spans fewer than two other
+                    // regions. One agent failing with an eu outage's error code, its us peer
+                    // passing, widened the incident to the platform and held it open alone after
+                    // eu recovered (red team, 32nd session, F1); a platform outage in eu and ap
+                    // still explains one us agent's failures.
+                    let otherRegions = incident.regions.count { $0 != regionNames[r] }
+                    if abovePeers, failingInRegion[c * regionCount + r] <= 1, otherRegions < 2 { localHere.append(c) }
                     continue
                 }
-                let own = x.weighed(atMost: weightCap[c * regionCount + r])
-                let peerRuns = k.allRuns - own.allRuns
-                let peerFailed = k.allFailed - own.allFailed
                 let peersFailing = k.hard + k.flaky - (x.state.isFailing ? 1 : 0)
                 let peersFailedRecently = k.failed - own.failed >= Int32(cfg.confirmFailures)
-                // Most of the region's agents failing there is the region's problem, whatever
-                // the rest say: none of them is one bad host.
-                let regionMostlyFailing = failingInRegion[c * regionCount + r] * 2 > k.reporting
-                if !regionMostlyFailing,
-                    Self.exceedsPeers(
-                        failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
-                        minRuns: cfg.minRuns, z: z)
-                {
+                if abovePeers {
                     localHere.append(c)
                 } else if peersFailing == 0, !peersFailedRecently {
                     if failingAnywhere[c] <= 1 || failingWithCode[c][x.errorCode, default: 0] <= 1 {

@@ -203,7 +203,9 @@ extension CorrelationEngine {
         // a departure, already judged on runs, goes out at once.
         let added = t - track.membershipAnnouncedAt >= config.membershipUpdateGap ? Set(track.memberPresent.filter { $0.value >= config.openAfter }.keys) : []
         var dropped = Set(
-            track.memberAbsentSince.filter { memberLeft($0.key, gone: t - $0.value, component: incident.component, needed: needed) }.keys)
+            track.memberAbsentSince.filter {
+                memberLeft($0.key, gone: t - $0.value, component: incident.component, needed: needed, local: Set(evidence.localAgents))
+            }.keys)
         if !failingNow && added.isEmpty { dropped = [] }
         guard !added.isEmpty || !dropped.isEmpty else { return }
         let members = known.union(added).subtracting(dropped)
@@ -232,19 +234,24 @@ extension CorrelationEngine {
 
     /// Whether a member absent from the evidence for `gone` seconds has left the incident (see
     /// `keepMembershipCurrent`).
-    private func memberLeft(_ key: String, gone: Double, component: String, needed: Int32) -> Bool {
+    /// `local`: agents found local on the component now; their failures are their own, so they
+    /// have left, and a region whose other agents have recovered has left too (one agent
+    /// failing on its own kept its region in an incident it had joined; red team, 32nd session).
+    private func memberLeft(_ key: String, gone: Double, component: String, needed: Int32, local: Set<String>) -> Bool {
         guard let c = componentIndex[component] else { return true }
         // At least one passing run: a member that has sent nothing since its failures (a restart's
         // rebuilt windows before its spool comes in, when no counted agent sets a need) has not
         // left (found by the integrations review: "regions −eu −us … smaller now" after a restart).
         let needed = max(needed, 1)
         if key.hasPrefix("agent ") {
-            guard let a = agentIndex[String(key.dropFirst(6))] else { return true }
-            return runsRecovered(agents: [a], component: c, needed: needed)
+            let name = String(key.dropFirst(6))
+            guard let a = agentIndex[name] else { return true }
+            return local.contains(name) || runsRecovered(agents: [a], component: c, needed: needed)
         }
         if key.hasPrefix("region ") {
             guard let r = regionIndex[String(key.dropFirst(7))] else { return true }
-            return runsRecovered(agents: Set(agentIDs.indices.filter { agentRegion[$0] == r }.map(Int32.init)), component: c, needed: needed)
+            let agents = Set(agentIDs.indices.filter { agentRegion[$0] == r && !local.contains(agentIDs[$0]) }.map(Int32.init))
+            return agents.isEmpty || runsRecovered(agents: agents, component: c, needed: needed)
         }
         return gone >= config.membershipUpdateGap
     }

@@ -114,8 +114,9 @@ struct HumanUpdateRuleTests {
         for _ in 0..<30 where fleet.engine.openIncidents.isEmpty { fleet.step() }
         let incident = try #require(fleet.engine.openIncidents.first)
         fleet.step(seconds: 10)
-        // The fault narrows to one agent in eu before the person resolves it.
-        fleet.faults["files"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"])
+        // The fault narrows to eu before the person resolves it (to one agent, eu-1's failures
+        // would be its own, and the incident would end without the person).
+        fleet.faults["files"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
         fleet.step(seconds: 20)
         let wide = Set(try #require(fleet.engine.openIncidents.first).regions)
         let resolved = try update(&fleet, incident.id, .resolved, "Resolved by hand")

@@ -456,6 +456,45 @@ import Testing
         #expect(!during.contains { $0.type == .incidentOpened }, "\(log)")
     }
 
+    /// One agent failing with the error code of a real outage elsewhere, its own region's peer
+    /// passing, is not that outage's evidence for long: the two-proportion test against its
+    /// peers applies inside an incident too, so it turns local, its region leaves the incident,
+    /// and the incident resolves when the real fault ends though that agent still fails (red
+    /// team, 32nd session, F1: one enrolled agent copying `file_expired` held a platform
+    /// incident open alone for minutes, "1 of 2 agents" in us).
+    @Test func oneAgentCopyingAnOutagesCodeDoesNotHoldItOpen() throws {
+        var fleet = warmFleet()
+        let expired = ProbeError(kind: .assertion, step: "download", message: "file expired", code: "file_expired")
+        fleet.faults["eu outage"] = FleetSimulation.failing(regions: ["eu"], components: ["files"], error: expired)
+        var events = fleet.step(seconds: 20)
+        fleet.faults["us-1 copies it"] = FleetSimulation.failing(agents: ["us-1"], components: ["files"], error: expired)
+        events += fleet.step(seconds: 40)
+        fleet.faults["eu outage"] = nil
+        let after = fleet.step(seconds: 60)
+        let log = describe(events + after)
+        #expect((events + after).filter { $0.type == .incidentOpened }.map(\.component) == ["files"], "\(log)")
+        #expect((events + after).contains { $0.type == .agentLocalFault && $0.agent == "us-1" }, "\(log)")
+        #expect(events.contains { $0.type == .incidentUpdated && $0.summary.contains("regions −us") }, "us leaves with us-1: \(log)")
+        let resolved = after.first { $0.type == .incidentResolved && $0.component == "files" }
+        #expect(resolved != nil, "the incident must end with eu's fault, whatever us-1 sends: \(log)")
+    }
+
+    /// A region outage that narrows to one of the region's agents, its peer passing, ends: the
+    /// agent left failing is a local fault (it held the incident open for minutes, "1 of 2
+    /// agents"; red team, 32nd session).
+    @Test func aRegionOutageNarrowedToOneAgentEnds() throws {
+        var fleet = warmFleet()
+        fleet.faults["eu outage"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        var events = fleet.step(seconds: 20)
+        #expect(events.filter { $0.type == .incidentOpened }.map(\.component) == ["files"], "\(describe(events))")
+        fleet.faults["eu outage"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"])
+        events += fleet.step(seconds: 60)
+        let log = describe(events)
+        #expect(events.contains { $0.type == .incidentResolved && $0.component == "files" }, "\(log)")
+        #expect(events.contains { $0.type == .agentLocalFault && $0.agent == "eu-1" }, "\(log)")
+        #expect(fleet.engine.openIncidents.isEmpty, "\(log)")
+    }
+
     // MARK: - Step components
 
     @Test(arguments: seeds)
