@@ -100,6 +100,13 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// you retire, or its region may read "no data" for up to this long. After a restart the
     /// collector knows only the agents in the results it re-reads (`window_age`).
     public var regionQuorumWindow: TimeInterval
+    /// `flap_memory` (seconds, default 300; 0 turns it off): a component's problem back within
+    /// this long of its incident's automatic resolution is read as the same fault coming and
+    /// going: the gap it came back after counts as a lull of the new incident's, which then
+    /// resolves only after a clean stretch of 1.5 × that gap. A fault 20 s on, 20 s off is two
+    /// incidents, not one every 40 s. The cost: a separate fault within this long of the last
+    /// one's end also waits out 1.5 × the gap between them before it resolves.
+    public var flapMemory: TimeInterval
 
     public init(
         windowRuns: Int = 20, windowAge: TimeInterval = 600, confirmFailures: Int = 2, flakyWindow: Int = 10,
@@ -108,7 +115,8 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
         scopeWaitIntervals: Double = 1, majorRatio: Double = 0.8, degradedRatio: Double = 0.5, openAfter: Int = 2,
         resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50, majorStepRatio: Double = 0.5,
-        confirmationRuns: Bool = true, membershipUpdateGap: TimeInterval = 10, regionQuorumWindow: TimeInterval = 3600
+        confirmationRuns: Bool = true, membershipUpdateGap: TimeInterval = 10, regionQuorumWindow: TimeInterval = 3600,
+        flapMemory: TimeInterval = 300
     ) {
         self.windowRuns = windowRuns
         self.windowAge = windowAge
@@ -136,6 +144,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         self.confirmationRuns = confirmationRuns
         self.membershipUpdateGap = membershipUpdateGap
         self.regionQuorumWindow = regionQuorumWindow
+        self.flapMemory = flapMemory
     }
 
     enum CodingKeys: String, CodingKey {
@@ -165,6 +174,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         case confirmationRuns = "confirmation_runs"
         case membershipUpdateGap = "membership_update_gap"
         case regionQuorumWindow = "region_quorum_window"
+        case flapMemory = "flap_memory"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -196,6 +206,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         confirmationRuns = try c.decodeIfPresent(Bool.self, forKey: .confirmationRuns) ?? d.confirmationRuns
         membershipUpdateGap = try c.decodeIfPresent(Double.self, forKey: .membershipUpdateGap) ?? d.membershipUpdateGap
         regionQuorumWindow = try c.decodeIfPresent(Double.self, forKey: .regionQuorumWindow) ?? d.regionQuorumWindow
+        flapMemory = try c.decodeIfPresent(Double.self, forKey: .flapMemory) ?? d.flapMemory
     }
 
     /// The values clamped to sane ranges (at least 1 run confirms, ratios within 0…1, …), so a
@@ -227,6 +238,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         c.maxListedAgents = max(0, c.maxListedAgents)
         c.membershipUpdateGap = max(0, c.membershipUpdateGap)
         c.regionQuorumWindow = max(0, c.regionQuorumWindow)
+        c.flapMemory = max(0, c.flapMemory)
         return c
     }
 }

@@ -265,6 +265,12 @@ struct ComponentTrack {
     /// fault itself had (a fault that fails in bursts is not over at its first pause).
     var newestBad = -Double.infinity
     var longestLull = 0.0
+    /// The latest automatic resolution: when, the newest problem run then, and the longest lull.
+    /// A problem back within `flap_memory` of it is the same fault coming and going: the gap it
+    /// came back after counts as a lull of the new incident's, so that incident waits out a
+    /// longer clean stretch than the gap (a fault 20 s on, 20 s off opened an incident every 40 s:
+    /// five and 32 webhooks in 3 minutes; the verdict review, 32nd session).
+    var lastResolution: (at: Double, newestBad: Double, lull: Double)?
     /// How long a recovery (of the incident, or of one region in the verdict) must stay clean.
     var recoveryLull: Double { 1.5 * longestLull }
     /// An open incident whose newest failure is older than the longest lull its fault had, with
@@ -983,7 +989,11 @@ extension CorrelationEngine {
             if (rollup.status != .operational && rollup.status != .unknown) || track.incident != nil {
                 let newest = rollup.total.newestBadAt
                 if newest > track.newestBad {
-                    if track.newestBad > -.infinity { track.longestLull = max(track.longestLull, newest - track.newestBad) }
+                    if track.newestBad > -.infinity {
+                        track.longestLull = max(track.longestLull, newest - track.newestBad)
+                    } else if let last = track.lastResolution, frame.t - last.at <= cfg.flapMemory, newest > last.newestBad {
+                        track.longestLull = max(track.longestLull, last.lull, newest - last.newestBad)
+                    }
                     track.newestBad = newest
                 }
             } else {

@@ -304,6 +304,9 @@ extension CorrelationEngine {
         track.incident = nil
         track.pendingCount = 0
         track.forgetMembershipChanges()
+        if incident.openedBy == IncidentUpdate.automatic {
+            track.lastResolution = (now.timeIntervalSince1970, track.newestBad, track.longestLull)
+        }
         changed.append(incident)
     }
 

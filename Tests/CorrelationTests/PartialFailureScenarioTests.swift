@@ -495,6 +495,36 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty, "\(log)")
     }
 
+    /// A fault that comes and goes (20 s on, 20 s off) is one problem: the incident after the
+    /// first one's resolution waits for a clean stretch longer than the gap it came back after,
+    /// so later cycles stay in it (the verdict review: five incidents and 32 webhooks in 3
+    /// minutes, an open and a resolve every 40 s).
+    @Test func aFaultThatComesAndGoesIsAtMostTwoIncidents() throws {
+        final class Elapsed: @unchecked Sendable { var seconds = 0 }
+        let elapsed = Elapsed()
+        var fleet = warmFleet()
+        fleet.faults["flapping"] = { _, _, probe, _ in
+            guard !probe.control, probe.component == "files", elapsed.seconds % 40 < 20 else { return nil }
+            return (.failed, ProbeError(kind: .httpStatus, step: "request", message: "HTTP 500", code: "server_error"))
+        }
+        var events: [AlertEvent] = []
+        for second in 0..<200 {
+            elapsed.seconds = second
+            events += fleet.step()
+        }
+        let log = describe(events)
+        let opened = events.filter { $0.type == .incidentOpened && $0.component == "files" }
+        #expect(opened.count >= 1 && opened.count <= 2, "\(opened.count) incidents: \(log)")
+        // Once it stops coming back, the incident ends after a clean stretch longer than its
+        // gaps (1.5 × 20 s), not minutes later.
+        elapsed.seconds = 20
+        fleet.faults = [:]
+        var after: [AlertEvent] = []
+        for _ in 0..<60 { after += fleet.step() }
+        #expect(after.contains { $0.type == .incidentResolved && $0.component == "files" }, "\(describe(after))")
+        #expect(fleet.engine.openIncidents.isEmpty)
+    }
+
     // MARK: - Step components
 
     @Test(arguments: seeds)
@@ -873,7 +903,9 @@ import Testing
     /// a hard one, and the recovery waited for about 6 pooled passing runs instead of 2.
     @Test func aRelapseAfterTheOffsetMovedRecoversLikeAHardFault() throws {
         let agents = [AgentInfo(id: "eu-1", region: "eu"), AgentInfo(id: "eu-2", region: "eu")]
-        var engine = CorrelationEngine(config: CorrelationConfig(), agents: agents)
+        // Without `flap_memory`: the second fault comes 12 s after the first one's resolution, and
+        // would wait out 1.5 × that gap by design; this test is about the horizon alone.
+        var engine = CorrelationEngine(config: CorrelationConfig(flapMemory: 0), agents: agents)
         let start = 1_800_000_000.0
         var events: [(at: Double, event: AlertEvent)] = []
         // Every agent runs every 2 s (eu-2 a second after eu-1) and pushes each result at its end,

@@ -91,7 +91,9 @@ public enum VerdictsFile {
 
         Written by `make scenarios` (Benchmarks/sonde-scenarios over Tests/SondeScenarios): a real
         `sonde-sim` (regions eu, us, ap), a `sonde-collector` (SQLite, `evaluation_interval: 1s`,
-        default `correlation` settings) and 6 `sonde-agent run` processes (2 per region, probes
+        default `correlation` settings but `flap_memory: 0`, non-default: the trials are separate
+        faults seconds apart on one system, which the default reads as one fault coming and going;
+        runs before the 32nd session had no such setting) and 6 `sonde-agent run` processes (2 per region, probes
         `probes/sim`, every probe at the same interval; `collector.flush_interval: 100ms`, non-default,
         unless a run says otherwise), each agent behind its own `sonde-sim relay`
         (its network: cut, flaky or healthy), webhooks received by an in-process receiver. Each trial:
