@@ -337,6 +337,12 @@ final class CurlTransfer: @unchecked Sendable {
                 let text = "response headers larger than \(Self.maxHeaderBytes / 1024) KiB: the server did not end its headers"
                 return .failure(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: text, timings: timings))
             }
+            if code == CURLE_OUT_OF_MEMORY, state.received == 0 {
+                // libcurl refuses one header line over its own limit (100 KiB) with this code and
+                // "Out of memory", which read as the agent's own fault (red team, 32nd session).
+                let text = "a response header line longer than libcurl takes (about 100 KiB): the server's answer is broken"
+                return .failure(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: text, timings: timings))
+            }
             let kind = state.tooLarge ? .responseTooLarge : Self.classify(code, detail: message)
             let text = switch kind {
             case .responseTooLarge: "response larger than \(request.maxResponseBytes) bytes"
