@@ -36,9 +36,21 @@ public enum AddressKind: Int, Comparable, Sendable, CustomStringConvertible {
         var v6 = in6_addr()
         guard inet_pton(AF_INET6, address, &v6) == 1 else { return nil }
         let b = withUnsafeBytes(of: v6) { Array($0) }
-        // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible forms are the IPv4 address.
+        // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) forms are the IPv4 address.
         if b[0..<10].allSatisfy({ $0 == 0 }), b[10] == 0xFF, b[11] == 0xFF { return of(ipv4: Array(b[12..<16])) }
         if b[0..<15].allSatisfy({ $0 == 0 }) { return .loopback }  // ::1 and ::
+        if b[0..<12].allSatisfy({ $0 == 0 }) { return of(ipv4: Array(b[12..<16])) }
+        // Addresses that carry an IPv4 address a gateway reaches for the agent: NAT64's well-known
+        // and local-use prefixes (64:ff9b::/96, 64:ff9b:1::/48, the IPv4 address last) and 6to4
+        // (2002::/16, the IPv4 address next): on a DNS64 host a public site could redirect to
+        // 64:ff9b::a9fe:a9fe, the metadata service (red team, 32nd session).
+        if b[0] == 0x00, b[1] == 0x64, b[2] == 0xFF, b[3] == 0x9B {
+            if b[4..<12].allSatisfy({ $0 == 0 }) { return of(ipv4: Array(b[12..<16])) }
+            // Local-use (RFC 8215): never global, and where the IPv4 address sits depends on the
+            // operator's prefix length (last, for a /96).
+            if b[4] == 0, b[5] == 1 { return max(.privateAddress, of(ipv4: Array(b[12..<16]))) }
+        }
+        if b[0] == 0x20, b[1] == 0x02 { return of(ipv4: Array(b[2..<6])) }
         if b[0] == 0xFE, b[1] & 0xC0 == 0x80 { return .linkLocal }
         if b == [0xFD, 0x00, 0x0E, 0xC2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54] { return .linkLocal }
         if b[0] & 0xFE == 0xFC { return .privateAddress }

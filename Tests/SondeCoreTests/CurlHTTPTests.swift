@@ -108,7 +108,9 @@ import Testing
         ("172.32.0.1", .publicAddress), ("192.168.1.1", .privateAddress), ("100.64.0.1", .privateAddress), ("127.0.0.1", .loopback),
         ("0.0.0.0", .loopback), ("169.254.169.254", .linkLocal), ("::1", .loopback), ("::", .loopback), ("fe80::1", .linkLocal),
         ("fd00:ec2::254", .linkLocal), ("fd00::2", .privateAddress), ("2001:db8::1", .publicAddress), ("::ffff:169.254.169.254", .linkLocal),
-        ("::ffff:10.0.0.1", .privateAddress),
+        ("::ffff:10.0.0.1", .privateAddress), ("::169.254.169.254", .linkLocal), ("64:ff9b::a9fe:a9fe", .linkLocal),
+        ("64:ff9b::7f00:1", .loopback), ("64:ff9b::808:808", .publicAddress), ("64:ff9b:1::a00:1", .privateAddress), ("64:ff9b:1::808:808", .privateAddress), ("64:ff9b:1::a9fe:a9fe", .linkLocal),
+        ("2002:a9fe:a9fe::1", .linkLocal), ("2002:c000:0201::1", .publicAddress),
     ])
     func addressKinds(address: String, kind: AddressKind) {
         #expect(AddressKind.of(address) == kind)
