@@ -24,6 +24,9 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     static let longestMessage = 1024
 
     /// `text` cut to at most `limit` UTF-8 bytes on a character boundary, with "…" when cut.
+    /// A request path as logs carry it: a 60,000-byte path made a 60 KB log line per request.
+    static let longestLoggedPath = 1024
+
     static func clipped(_ text: String, to limit: Int) -> String {
         guard text.utf8.count > limit else { return text }
         var out = ""

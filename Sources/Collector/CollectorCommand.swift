@@ -196,6 +196,13 @@ extension CollectorCommand.Agents {
         public init() {}
 
         public func run() async throws {
+            // Said without the name itself: it may hold the control characters refused.
+            for (flag, name) in [("--id", id), ("--region", region)] {
+                if let problem = ResultText.nameProblem(name) {
+                    printError("sonde-collector: \(flag): expected a name without spaces or control characters: it \(problem)")
+                    throw ExitCode(64)
+                }
+            }
             var text = publicKey
             var source: String?
             if text.hasPrefix("@") {

@@ -660,6 +660,8 @@ extension CollectorConfig {
         config.publicURL = raw.publicURL
         config.agents = raw.agents ?? []
         for (index, agent) in config.agents.enumerated() {
+            if let why = ResultText.nameProblem(agent.id) { problem("agents[\(index)].id", "expected an agent id without spaces or control characters: it \(why)") }
+            if let why = ResultText.nameProblem(agent.region) { problem("agents[\(index)].region", "expected a region name without spaces or control characters: it \(why)") }
             if Ed25519.hasSmallOrder(Data(base64Encoded: agent.publicKey.trimmed()) ?? Data()) {
                 problem("agents[\(index)].public_key", "agent \(agent.id): \(AgentPublicKey.weakKeyProblem)")
             } else if (try? AgentPublicKey(base64: agent.publicKey)) == nil {

@@ -90,6 +90,20 @@ public enum ResultText {
         return nil
     }
 
+    /// The longest agent id or region name (the collector refuses a longer `Sonde-Agent`).
+    public static let longestName = 256
+
+    /// Nil for a good agent id or region name (1 to `longestName` bytes; no whitespace, control
+    /// or bidirectional formatting characters), else why not. Enrolment and both configs use
+    /// it: a control sequence in an id went raw to every terminal that listed agents, and a
+    /// 5,000-character id into every page and metric (red team, 32nd session).
+    public static func nameProblem(_ name: String) -> String? {
+        if name.isEmpty { return "is empty" }
+        if let problem = textProblem(name, newlines: false, longest: longestName) { return problem }
+        if name.unicodeScalars.contains(where: { $0.properties.isWhitespace }) { return "contains whitespace" }
+        return nil
+    }
+
     /// C0, DEL and C1 (what a terminal acts on).
     public static func isControl(_ scalar: Unicode.Scalar) -> Bool {
         scalar.value < 0x20 || (scalar.value >= 0x7F && scalar.value < 0xA0)

@@ -83,7 +83,9 @@ public struct SondeLogHandler: LogHandler {
     /// `value` as logfmt writes it: bare when it needs no quotes, else a quoted string with `"`,
     /// `\` and control characters escaped.
     public static func quoted(_ value: String) -> String {
-        let needsQuotes = value.isEmpty || value.unicodeScalars.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" || $0.value < 0x20 || $0.value == 0x7F }
+        let needsQuotes = value.isEmpty || value.unicodeScalars.contains {
+            $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" || ResultText.isControl($0) || ResultText.isBidiFormat($0)
+        }
         return needsQuotes ? jsonQuoted(value) : value
     }
 

@@ -56,6 +56,11 @@ public func jsonQuoted(_ text: String) -> String {
         case "\r": out += "\\r"
         case "\t": out += "\\t"
         case _ where scalar.value < 0x20: out += "\\u00" + hexDigits([UInt8(scalar.value)])
+        // DEL, C1 and the bidirectional formatting characters too: JSON allows them raw, but a
+        // terminal or log viewer acts on them (an agent id with U+202E logged reversed text;
+        // red team, 32nd session).
+        case _ where ResultText.isControl(scalar) || ResultText.isBidiFormat(scalar):
+            out += "\\u" + hexDigits([UInt8(scalar.value >> 8), UInt8(scalar.value & 0xFF)])
         default: out.unicodeScalars.append(scalar)
         }
     }

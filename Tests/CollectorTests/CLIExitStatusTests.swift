@@ -164,6 +164,35 @@ struct CLIExitStatusTests {
         }
     }
 
+    /// Agent ids and regions are names: no control sequences, bidirectional overrides, spaces or
+    /// 5,000 characters, from `agents add` (whose error does not echo them) or the config (red
+    /// team, 32nd session, F4: `agents add` and `agents list` printed an id's escape sequences raw).
+    @Test func agentIDsAndRegionsAreNames() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let key = AgentSigningKey().publicKey.base64
+        for (id, region) in [
+            ("evil\u{1B}]0;pwned\u{07}", "eu"), ("eu-1\u{202E}1-ue", "eu"), (String(repeating: "a", count: 5000), "eu"), ("ok-1", ""),
+            ("ok-1", "e u"), ("ok-1", "eu\u{9B}"),
+        ] {
+            let refused = try await Self.run(
+                "sonde-collector", ["agents", "add", "--db", dir.file("c.db"), "--create", "--id", id, "--region", region, "--public-key", key], [:])
+            #expect(refused.status == 64, "\(refused.output.debugDescription)")
+            #expect(refused.output.contains("without spaces or control characters"), "\(refused.output.debugDescription)")
+            #expect(!refused.output.unicodeScalars.contains { $0 == "\u{1B}" || $0 == "\u{202E}" || $0 == "\u{9B}" }, "\(refused.output.debugDescription)")
+            do {
+                _ = try CollectorConfig.parse(
+                    yaml: "listen: { plain_http: true }\nagents: [{ id: \(jsonQuoted(id)), region: \(jsonQuoted(region)), public_key: \"\(key)\" }]", file: "c.yaml")
+                Issue.record("\(id.debugDescription) in \(region.debugDescription) must not load")
+            } catch let error as ConfigError {
+                #expect(error.field == "agents[0].id" || error.field == "agents[0].region", "\(error)")
+            }
+        }
+        let good = try await Self.run(
+            "sonde-collector", ["agents", "add", "--db", dir.file("c.db"), "--create", "--id", "ap-1", "--region", "ap", "--public-key", key], [:])
+        #expect(good.status == 0, "\(good.output)")
+    }
+
     /// Revoking an agent revokes its key: `agents add` with the same key does not quietly lift
     /// the revocation (found by the new-user walk-through: it printed "updated agent us-1" and the
     /// agent's pushes were accepted again). A new key, or --unrevoke, brings it back, saying so.

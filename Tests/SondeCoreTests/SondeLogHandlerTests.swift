@@ -54,6 +54,13 @@ struct SondeLogHandlerTests {
             #expect(parsed["error"] == value.replacingOccurrences(of: "\u{07}", with: "u0007") || parsed["error"] == value, "\(line)")
         }
         #expect(!SondeLogHandler.quoted("two\nlines").contains("\n"), "one record per line")
+        // Characters a terminal acts on beyond C0: DEL, C1 and the bidirectional overrides (an
+        // agent id with U+202E logged reversed text; red team, 32nd session).
+        for (value, escaped) in [("eu-1\u{202E}1-ue", "\\u202e"), ("a\u{7F}", "\\u007f"), ("b\u{9B}2J", "\\u009b"), ("c\u{2066}", "\\u2066")] {
+            let quoted = SondeLogHandler.quoted(value)
+            #expect(quoted.contains(escaped), "\(quoted.debugDescription)")
+            #expect(!quoted.unicodeScalars.contains { ResultText.isControl($0) || ResultText.isBidiFormat($0) }, "\(quoted.debugDescription)")
+        }
     }
 
     /// `--log-format json`: one object per line that a JSON parser reads whole, fixed fields first,

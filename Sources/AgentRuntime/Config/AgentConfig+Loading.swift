@@ -1,5 +1,6 @@
 import FoundationEssentials
 import ProbeEngine
+import SondeCore
 import SondeYAML
 
 /// Every problem found in a config file (and in the flags and environment applied over it), each
@@ -296,11 +297,11 @@ struct ConfigFileReader {
         func bad(_ field: String, _ message: String) {
             diagnostics.append(ProbeDiagnostic(file: file, field: field, message: message))
         }
-        if config.agentID.isEmpty || config.agentID.contains(where: \.isWhitespace) {
-            bad("agent.id", "expected a non-empty name without spaces, got \"\(config.agentID)\"")
+        if let problem = ResultText.nameProblem(config.agentID) {
+            bad("agent.id", "expected a name without spaces or control characters: it \(problem)")
         }
-        if config.region.isEmpty || config.region.contains(where: \.isWhitespace) {
-            bad("agent.region", "expected a non-empty name without spaces, got \"\(config.region)\"")
+        if let problem = ResultText.nameProblem(config.region) {
+            bad("agent.region", "expected a name without spaces or control characters: it \(problem)")
         }
         if let url = config.collector.url {
             if !Self.isHTTPURL(url) { bad("collector.url", "expected an http:// or https:// URL such as http://collector:18300, got \"\(url)\"") }
