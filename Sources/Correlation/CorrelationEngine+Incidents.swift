@@ -193,7 +193,12 @@ extension CorrelationEngine {
         // Codes count as members only when two agents report them: one agent changing its
         // made-up code every few runs would otherwise send an update every membership gap.
         let knownCodes = track.announcedCodes ?? Self.corroborated(incident.evidence.errorCodes).sorted()
-        let seen = Self.memberKeys(regions: evidence.failingRegions, agents: evidence.failingAgents, codes: Self.corroborated(evidence.errorCodes))
+        // A known code stays while any agent reports it: it left ("codes −server_error") when
+        // one of its two agents was cut, in an update whose own line still named it (the
+        // verdict review, 32nd session, D9).
+        let reported = Set(evidence.errorCodes.filter { $0.value > 0 }.keys)
+        let seenCodes = Set(Self.corroborated(evidence.errorCodes)).union(Set(knownCodes).intersection(reported))
+        let seen = Self.memberKeys(regions: evidence.failingRegions, agents: evidence.failingAgents, codes: seenCodes.sorted())
         let known = Self.memberKeys(regions: incident.regions, agents: incident.agents, codes: knownCodes)
         track.memberPresent = track.memberPresent.filter { seen.contains($0.key) && !known.contains($0.key) }
         for key in seen.subtracting(known) { track.memberPresent[key, default: 0] += 1 }

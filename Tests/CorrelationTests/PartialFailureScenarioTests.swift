@@ -525,6 +525,22 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// An incident's failure code stays while any of its agents still reports it: with one of
+    /// eu's two agents cut off, "changed: codes −server_error: … (1/1 agents failing,
+    /// server_error)" said the code left and named it in one line (the verdict review, D9).
+    @Test func aCodeStaysWhileAnAgentStillReportsIt() throws {
+        var fleet = warmFleet()
+        fleet.faults["eu outage"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        var events = fleet.step(seconds: 20)
+        let cut = ProbeError(kind: .connect, step: "request", message: "connection refused")
+        fleet.faults["eu-1 cut"] = FleetSimulation.failing(agents: ["eu-1"], control: true, error: cut)
+        events += fleet.step(seconds: 40)
+        let log = describe(events)
+        #expect(events.contains { $0.type == .incidentOpened && $0.component == "files" }, "\(log)")
+        #expect(!events.contains { $0.summary.contains("codes −server_error") }, "\(log)")
+        #expect(fleet.engine.openIncidents.first?.evidence.errorCodes["server_error"] != nil, "\(log)")
+    }
+
     // MARK: - Step components
 
     @Test(arguments: seeds)
