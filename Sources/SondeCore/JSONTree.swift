@@ -20,20 +20,37 @@ public enum JSONTree {
         case invalid(JSONDecodingError)
         /// More than `maxValues` values.
         case tooManyValues(Int)
+        /// A tree that would take more than this many bytes of memory (`memoryCost`).
+        case tooMuchMemory(Int)
     }
 
-    public static func parse<Node: JSONTreeNode>(_ data: Data, as: Node.Type, maxValues: Int) -> Result<Node, Failure> {
+    /// What a tree's nodes cost in memory, estimated from above on 64-bit Linux: a value in its
+    /// parent (an enum of 17 bytes, stride 24, with malloc's rounding), an object's own
+    /// dictionary (header, buckets, and one allocation per small dictionary), an array's buffer,
+    /// and a string's or key's bytes. Counting values alone allowed about 100 MB per check: 4 MB
+    /// of `[{"b":[{"c":1},…]},…]` (half a million small objects) peaked at 128 MiB, and eight such
+    /// checks at once at 724 MiB (red team, 32nd session, F3).
+    enum MemoryCost {
+        static let value = 32
+        static let object = 176
+        static let member = 48
+        static let array = 48
+    }
+
+    public static func parse<Node: JSONTreeNode>(_ data: Data, as: Node.Type, maxValues: Int, maxBytes: Int = .max) -> Result<Node, Failure> {
         data.withUnsafeBytes { raw -> Result<Node, Failure> in
             var reader = StrictJSONReader(raw.bindMemory(to: UInt8.self))
             // A UTF-8 byte order mark before the document is allowed, as Foundation's decoder does.
             if raw.count >= 3, raw[0] == 0xEF, raw[1] == 0xBB, raw[2] == 0xBF { reader.index = 3 }
-            var budget = maxValues
+            var budget = TreeBudget(values: maxValues, bytes: maxBytes)
             do {
                 let node: Node = try reader.tree(budget: &budget)
                 try reader.expectEnd()
                 return .success(node)
-            } catch TreeBudget.exceeded {
+            } catch TreeBudget.Exceeded.values {
                 return .failure(.tooManyValues(maxValues))
+            } catch TreeBudget.Exceeded.bytes {
+                return .failure(.tooMuchMemory(maxBytes))
             } catch let error as JSONDecodingError {
                 return .failure(.invalid(error))
             } catch {
@@ -42,26 +59,45 @@ public enum JSONTree {
         }
     }
 
-    enum TreeBudget: Error { case exceeded }
+    /// What a tree may still take: values, and estimated bytes (`MemoryCost`).
+    struct TreeBudget {
+        enum Exceeded: Error { case values, bytes }
+        var values: Int
+        var bytes: Int
+
+        mutating func spend(values count: Int = 0, bytes cost: Int) throws {
+            values -= count
+            bytes -= cost
+            if values < 0 { throw Exceeded.values }
+            if bytes < 0 { throw Exceeded.bytes }
+        }
+    }
 }
 
 extension StrictJSONReader {
-    mutating func tree<Node: JSONTreeNode>(budget: inout Int) throws -> Node {
-        budget -= 1
-        guard budget >= 0 else { throw JSONTree.TreeBudget.exceeded }
+    mutating func tree<Node: JSONTreeNode>(budget: inout JSONTree.TreeBudget) throws -> Node {
+        try budget.spend(values: 1, bytes: JSONTree.MemoryCost.value)
         skipSpace()
         guard index < bytes.count else { throw error(.syntax, "expected a value, found the end of the body") }
         switch bytes[index] {
         case UInt8(ascii: "\""):
-            return .jsonString(try string())
+            let text = try string()
+            try budget.spend(bytes: text.utf8.count)
+            return .jsonString(text)
         case UInt8(ascii: "{"):
             try beginObject()
+            try budget.spend(bytes: JSONTree.MemoryCost.object)
             var members: [String: Node] = [:]
             var first = true
-            while let key = try nextKey(&first) { members[text(of: key)] = try tree(budget: &budget) }
+            while let key = try nextKey(&first) {
+                let name = text(of: key)
+                try budget.spend(bytes: JSONTree.MemoryCost.member + name.utf8.count)
+                members[name] = try tree(budget: &budget)
+            }
             return .jsonObject(members)
         case UInt8(ascii: "["):
             try beginArray()
+            try budget.spend(bytes: JSONTree.MemoryCost.array)
             var items: [Node] = []
             var first = true
             while try nextElement(&first) { items.append(try tree(budget: &budget)) }

@@ -158,6 +158,46 @@ struct AgentIsolationTests {
         #expect(try await agent.waitForExit(timeout: .seconds(10)) == 0, "\(agent.allOutput)")
     }
 
+    /// JSON checks read a body into a tree, whose memory is bounded per check (48 MiB, estimated
+    /// from above), not only its count of values: 4 MB of half a million small objects peaked
+    /// at 128 MiB in one check, and eight such checks at 724 MiB (red team, 32nd session, F3).
+    @Test("4 JSON checks of 4 MB of small objects: peak RSS within 64 MiB plus each check's body and tree cap")
+    func wideJSONChecks() async throws {
+        let dir = try TemporaryDirectory("isolation")
+        defer { dir.remove() }
+        let inner = "[" + Array(repeating: #"{"c":1}"#, count: 100).joined(separator: ",") + "]"
+        let body = Data(("{\"a\":[" + Array(repeating: #"{"b":"# + inner + "}", count: 5000).joined(separator: ",") + "]}").utf8)
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, headers: [("Content-Type", "application/json")], body: body) }
+        defer { server.stop() }
+        for index in 0..<4 {
+            try writeProbe(dir, "wide-\(index)", """
+                name: wide-\(index)
+                component: api
+                interval: 30s
+                timeout: 10s
+                steps:
+                  - name: get
+                    request: {url: "\(server.baseURL)/wide"}
+                    assert: {json: ['$.a[*].b[*].c == 3']}
+                """)
+        }
+        let measure = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            + "print('maxrss_kib=%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+        let once = try ChildProcess("/usr/bin/env", [
+            "python3", "-c", measure, Products.path("sonde-agent"), "once", "--probes", dir.file("probes"), "--format", "json", "--concurrency", "4",
+        ])
+        #expect(try await once.waitForExit(timeout: .seconds(60)) == 1)
+        let line = try #require(once.stderrLines.first { $0.hasPrefix("maxrss_kib=") }, "\(once.allOutput)")
+        let peak = try #require(Int(line.dropFirst("maxrss_kib=".count)))
+        let bound = (64 + 4 * (48 + 4)) << 10  // KiB
+        #expect(peak <= bound, "peak RSS \(peak / 1024) MiB, bound \(bound / 1024) MiB (body \(body.count / 1024) KiB)")
+        let results = try once.stdoutLines.map { try SondeJSON.decode(ProbeResult.self, from: Data($0.utf8)) }
+        #expect(results.count == 4)
+        for result in results {
+            #expect(result.error?.message.contains("its tree would take over 48 MiB of memory: not read") == true, "\(result.error?.message ?? "")")
+        }
+    }
+
     @Test("once: a catastrophic regex ends its run as timeout (or script), naming the check, within the probe's timeout")
     func onceCatastrophicRegex() async throws {
         let dir = try TemporaryDirectory("isolation")

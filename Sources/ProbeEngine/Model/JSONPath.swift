@@ -317,8 +317,11 @@ extension JSONTree.Failure {
     /// What a message adds about a body that was not read as JSON: "" when it simply is not
     /// JSON, " (over 1000000 values: not read)" when it was too big to read.
     var note: String {
-        if case .tooManyValues(let most) = self { return " (over \(most) values: not read)" }
-        return ""
+        switch self {
+        case .tooManyValues(let most): return " (over \(most) values: not read)"
+        case .tooMuchMemory(let most): return " (its tree would take over \(most >> 20) MiB of memory: not read)"
+        case .invalid: return ""
+        }
     }
 }
 
@@ -341,11 +344,14 @@ enum JSONValue: Sendable, Hashable, JSONTreeNode {
     /// The most values of a response read as JSON: a server chooses the body, and each value is
     /// a node in memory (a 10 MiB body of tiny objects is about 2 million).
     static let maxValues = 1_000_000
+    /// The most memory a response's tree may take (estimated, `JSONTree.MemoryCost`): about
+    /// 200,000 small objects, far above an API response a probe checks.
+    static let maxTreeBytes = 48 << 20
 
-    /// Parses a response body: the document, or why it is none (not JSON, or more than
-    /// `maxValues` values).
+    /// Parses a response body: the document, or why it is none (not JSON, more than `maxValues`
+    /// values, or a tree over `maxTreeBytes`).
     static func read(_ data: Data) -> Result<JSONValue, JSONTree.Failure> {
-        JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues)
+        JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues, maxBytes: maxTreeBytes)
     }
 
     /// Parses a response body; nil when it is not JSON, or has more than `maxValues` values.
