@@ -46,9 +46,9 @@ public enum PushBatchDecoder {
 // MARK: - The Sonde types
 
 extension StrictJSONReader {
-    /// Marks field `bit` seen; false when it was seen before (the first occurrence wins).
-    @inline(__always) private func firstTime(_ seen: inout UInt32, _ bit: UInt32) -> Bool {
-        guard seen & bit == 0 else { return false }
+    /// Marks field `bit` seen; a key seen before in the object is refused (`duplicateKey`).
+    @inline(__always) private func firstTime(_ seen: inout UInt32, _ bit: UInt32) throws -> Bool {
+        guard seen & bit == 0 else { throw error(.duplicateKey, "a key given twice in one object: which one counts depends on the reader") }
         seen |= bit
         return true
     }
@@ -106,13 +106,13 @@ extension StrictJSONReader {
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
-            if key.matches("agent", in: bytes), firstTime(&seen, 1) {
+            if key.matches("agent", in: bytes), try firstTime(&seen, 1) {
                 agent = try field("agent") { try $0.string() }
-            } else if key.matches("batch_id", in: bytes), firstTime(&seen, 2) {
+            } else if key.matches("batch_id", in: bytes), try firstTime(&seen, 2) {
                 batchID = try field("batch_id") { try $0.string() }
-            } else if key.matches("sent_at", in: bytes), firstTime(&seen, 4) {
+            } else if key.matches("sent_at", in: bytes), try firstTime(&seen, 4) {
                 sentAt = try field("sent_at") { try $0.date() }
-            } else if key.matches("results", in: bytes), firstTime(&seen, 8) {
+            } else if key.matches("results", in: bytes), try firstTime(&seen, 8) {
                 path.append(.key("results"))
                 try beginArray()
                 var list: [ProbeResult] = []
@@ -148,25 +148,25 @@ extension StrictJSONReader {
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
-            if key.matches("id", in: bytes), firstTime(&seen, 1 << 0) {
+            if key.matches("id", in: bytes), try firstTime(&seen, 1 << 0) {
                 id = try field("id") { try $0.string() }
-            } else if key.matches("probe", in: bytes), firstTime(&seen, 1 << 1) {
+            } else if key.matches("probe", in: bytes), try firstTime(&seen, 1 << 1) {
                 probe = try field("probe") { try $0.string() }
-            } else if key.matches("component", in: bytes), firstTime(&seen, 1 << 2) {
+            } else if key.matches("component", in: bytes), try firstTime(&seen, 1 << 2) {
                 component = try field("component") { try $0.string() }
-            } else if key.matches("agent", in: bytes), firstTime(&seen, 1 << 3) {
+            } else if key.matches("agent", in: bytes), try firstTime(&seen, 1 << 3) {
                 agent = try field("agent") { try $0.string() }
-            } else if key.matches("region", in: bytes), firstTime(&seen, 1 << 4) {
+            } else if key.matches("region", in: bytes), try firstTime(&seen, 1 << 4) {
                 region = try field("region") { try $0.string() }
-            } else if key.matches("started_at", in: bytes), firstTime(&seen, 1 << 5) {
+            } else if key.matches("started_at", in: bytes), try firstTime(&seen, 1 << 5) {
                 startedAt = try field("started_at") { try $0.date() }
-            } else if key.matches("duration_ms", in: bytes), firstTime(&seen, 1 << 6) {
+            } else if key.matches("duration_ms", in: bytes), try firstTime(&seen, 1 << 6) {
                 durationMs = try field("duration_ms") { try $0.double() }
-            } else if key.matches("outcome", in: bytes), firstTime(&seen, 1 << 7) {
+            } else if key.matches("outcome", in: bytes), try firstTime(&seen, 1 << 7) {
                 outcome = try field("outcome") { try $0.rawEnum(Outcome.self) }
-            } else if key.matches("error", in: bytes), firstTime(&seen, 1 << 8) {
+            } else if key.matches("error", in: bytes), try firstTime(&seen, 1 << 8) {
                 probeError = try optional("error") { try $0.probeError() }
-            } else if key.matches("steps", in: bytes), firstTime(&seen, 1 << 9) {
+            } else if key.matches("steps", in: bytes), try firstTime(&seen, 1 << 9) {
                 steps = try field("steps") { reader in
                     try reader.beginArray()
                     var list: [StepResult] = []
@@ -179,15 +179,15 @@ extension StrictJSONReader {
                     reader.path.removeLast()
                     return list
                 }
-            } else if key.matches("control", in: bytes), firstTime(&seen, 1 << 10) {
+            } else if key.matches("control", in: bytes), try firstTime(&seen, 1 << 10) {
                 control = try optional("control") { try $0.bool() }
-            } else if key.matches("seq", in: bytes), firstTime(&seen, 1 << 11) {
+            } else if key.matches("seq", in: bytes), try firstTime(&seen, 1 << 11) {
                 seq = try optional("seq") { try $0.uint64() }
-            } else if key.matches("labels", in: bytes), firstTime(&seen, 1 << 12) {
+            } else if key.matches("labels", in: bytes), try firstTime(&seen, 1 << 12) {
                 labels = try optional("labels") { try $0.stringMap() }
-            } else if key.matches("retry", in: bytes), firstTime(&seen, 1 << 13) {
+            } else if key.matches("retry", in: bytes), try firstTime(&seen, 1 << 13) {
                 retry = try optional("retry") { try $0.bool() }
-            } else if key.matches("degraded", in: bytes), firstTime(&seen, 1 << 14) {
+            } else if key.matches("degraded", in: bytes), try firstTime(&seen, 1 << 14) {
                 degraded = try optional("degraded") { try $0.string() }
             } else {
                 try skipValue()
@@ -213,13 +213,13 @@ extension StrictJSONReader {
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
-            if key.matches("kind", in: bytes), firstTime(&seen, 1) {
+            if key.matches("kind", in: bytes), try firstTime(&seen, 1) {
                 kind = try field("kind") { try $0.rawEnum(ErrorKind.self) }
-            } else if key.matches("step", in: bytes), firstTime(&seen, 2) {
+            } else if key.matches("step", in: bytes), try firstTime(&seen, 2) {
                 step = try field("step") { try $0.string() }
-            } else if key.matches("message", in: bytes), firstTime(&seen, 4) {
+            } else if key.matches("message", in: bytes), try firstTime(&seen, 4) {
                 message = try field("message") { try $0.string() }
-            } else if key.matches("code", in: bytes), firstTime(&seen, 8) {
+            } else if key.matches("code", in: bytes), try firstTime(&seen, 8) {
                 code = try optional("code") { try $0.string() }
             } else {
                 try skipValue()
@@ -239,29 +239,29 @@ extension StrictJSONReader {
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
-            if key.matches("name", in: bytes), firstTime(&seen, 1 << 0) {
+            if key.matches("name", in: bytes), try firstTime(&seen, 1 << 0) {
                 name = try field("name") { try $0.string() }
-            } else if key.matches("method", in: bytes), firstTime(&seen, 1 << 1) {
+            } else if key.matches("method", in: bytes), try firstTime(&seen, 1 << 1) {
                 method = try field("method") { try $0.string() }
-            } else if key.matches("url", in: bytes), firstTime(&seen, 1 << 2) {
+            } else if key.matches("url", in: bytes), try firstTime(&seen, 1 << 2) {
                 url = try field("url") { try $0.string() }
-            } else if key.matches("status", in: bytes), firstTime(&seen, 1 << 3) {
+            } else if key.matches("status", in: bytes), try firstTime(&seen, 1 << 3) {
                 status = try optional("status") { try $0.int() }
-            } else if key.matches("ok", in: bytes), firstTime(&seen, 1 << 4) {
+            } else if key.matches("ok", in: bytes), try firstTime(&seen, 1 << 4) {
                 ok = try field("ok") { try $0.bool() }
-            } else if key.matches("timings", in: bytes), firstTime(&seen, 1 << 5) {
+            } else if key.matches("timings", in: bytes), try firstTime(&seen, 1 << 5) {
                 timings = try field("timings") { try $0.phaseTimings() }
-            } else if key.matches("attempts", in: bytes), firstTime(&seen, 1 << 6) {
+            } else if key.matches("attempts", in: bytes), try firstTime(&seen, 1 << 6) {
                 attempts = try optional("attempts") { try $0.int() }
-            } else if key.matches("error", in: bytes), firstTime(&seen, 1 << 7) {
+            } else if key.matches("error", in: bytes), try firstTime(&seen, 1 << 7) {
                 stepError = try optional("error") { try $0.probeError() }
-            } else if key.matches("component", in: bytes), firstTime(&seen, 1 << 8) {
+            } else if key.matches("component", in: bytes), try firstTime(&seen, 1 << 8) {
                 component = try optional("component") { try $0.string() }
-            } else if key.matches("cert_not_after", in: bytes), firstTime(&seen, 1 << 9) {
+            } else if key.matches("cert_not_after", in: bytes), try firstTime(&seen, 1 << 9) {
                 certNotAfter = try optional("cert_not_after") { try $0.date() }
-            } else if key.matches("cert_days_left", in: bytes), firstTime(&seen, 1 << 10) {
+            } else if key.matches("cert_days_left", in: bytes), try firstTime(&seen, 1 << 10) {
                 certDaysLeft = try optional("cert_days_left") { try $0.double() }
-            } else if key.matches("degraded", in: bytes), firstTime(&seen, 1 << 11) {
+            } else if key.matches("degraded", in: bytes), try firstTime(&seen, 1 << 11) {
                 degraded = try optional("degraded") { try $0.string() }
             } else {
                 try skipValue()
@@ -299,17 +299,17 @@ extension StrictJSONReader {
         var seen: UInt32 = 0
         var first = true
         while let key = try nextKey(&first) {
-            if key.matches("dns", in: bytes), firstTime(&seen, 1 << 0) {
+            if key.matches("dns", in: bytes), try firstTime(&seen, 1 << 0) {
                 values.dns = try field("dns") { try $0.double() }
-            } else if key.matches("connect", in: bytes), firstTime(&seen, 1 << 1) {
+            } else if key.matches("connect", in: bytes), try firstTime(&seen, 1 << 1) {
                 values.connect = try field("connect") { try $0.double() }
-            } else if key.matches("tls", in: bytes), firstTime(&seen, 1 << 2) {
+            } else if key.matches("tls", in: bytes), try firstTime(&seen, 1 << 2) {
                 values.tls = try field("tls") { try $0.double() }
-            } else if key.matches("ttfb", in: bytes), firstTime(&seen, 1 << 3) {
+            } else if key.matches("ttfb", in: bytes), try firstTime(&seen, 1 << 3) {
                 values.ttfb = try field("ttfb") { try $0.double() }
-            } else if key.matches("transfer", in: bytes), firstTime(&seen, 1 << 4) {
+            } else if key.matches("transfer", in: bytes), try firstTime(&seen, 1 << 4) {
                 values.transfer = try field("transfer") { try $0.double() }
-            } else if key.matches("total", in: bytes), firstTime(&seen, 1 << 5) {
+            } else if key.matches("total", in: bytes), try firstTime(&seen, 1 << 5) {
                 values.total = try field("total") { try $0.double() }
             } else {
                 try skipValue()

@@ -128,6 +128,7 @@ public enum ResultText {
         if result.steps.count > mostSteps { return ("steps", "at most \(mostSteps) steps (got \(result.steps.count))") }
         if let reason = numberProblem(result.durationMs, within: largestMilliseconds) { return ("duration_ms", reason) }
         if let reason = componentProblem(result.component) { return ("component", reason) }
+        if result.outcome == .ok, result.error != nil { return ("error", "a result whose outcome is ok has no error (it would read as a pass here and a failure elsewhere)") }
         if let error = result.error, let found = problem(in: error) { return ("error." + found.field, found.reason) }
         for (index, step) in result.steps.enumerated() {
             if let reason = textProblem(step.name, newlines: false, longest: longestStepName) { return ("steps[\(index)].name", reason) }

@@ -26,6 +26,10 @@ public struct JSONDecodingError: Error, CustomStringConvertible, Sendable, Hasha
         /// A number with a fraction or exponent where an integer is expected (Foundation accepts
         /// `2e2` for an Int; this decoder does not).
         case notAnInteger
+        /// A key given twice in one object: readers differ on which one counts (the first, the
+        /// last), so a signed body could mean one thing here and another to a consumer of
+        /// `/v1/batches` (red team, 32nd session).
+        case duplicateKey
         /// A UTF-8 byte order mark or a UTF-16/32 body (Foundation converts those; pushes are UTF-8).
         case notUTF8JSON
     }

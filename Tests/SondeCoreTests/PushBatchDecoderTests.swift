@@ -58,7 +58,7 @@ import Testing
     /// skips, or a duplicate key's ignored value), converts BOM/UTF-16 bodies, and reads `2e2` as
     /// an Int. Type, missing-field and value errors must agree.
     static let wellFormednessKinds: Set<JSONDecodingError.Kind> = [
-        .syntax, .invalidUTF8, .controlCharacter, .invalidEscape, .notAnInteger, .notUTF8JSON,
+        .syntax, .invalidUTF8, .controlCharacter, .invalidEscape, .notAnInteger, .notUTF8JSON, .duplicateKey,
     ]
 
     @Test func agreesWithFoundationOnRandomValidAndMutatedBodies() throws {
@@ -130,9 +130,15 @@ import Testing
                         .utf8)
             ).batch
         }
-        // Escapes, surrogate pairs, escaped keys; the first of two equal keys wins (as Foundation).
-        let escaped = try batch(#""duration_ms":1,"\u0073eq":7,"seq":8,"x":{"y":[1,"\ud83d\ude00",null]}"#, head: #""agent":"first","#)
-        #expect(escaped.agent == "first" && escaped.results[0].seq == 7)
+        // Escapes, surrogate pairs, escaped keys.
+        let escaped = try batch(#""duration_ms":1,"\u0073eq":7,"x":{"y":[1,"\ud83d\ude00",null]}"#)
+        #expect(escaped.results[0].seq == 7)
+        // A key given twice is refused, escaped or not, in a result or the batch: Foundation
+        // keeps the first, other readers the last (red team, 32nd session).
+        for (fields, head) in [(#""duration_ms":1,"\u0073eq":7,"seq":8"#, ""), (#""duration_ms":1,"outcome":"failed""#, ""), (#""duration_ms":1"#, #""agent":"first","#)] {
+            let refused = #expect(throws: JSONDecodingError.self, "\(fields) \(head)") { try batch(fields, head: head) }
+            #expect(refused?.kind == .duplicateKey, "\(String(describing: refused))")
+        }
         let text = try batch(#""duration_ms":1e2,"error":{"kind":"dns","step":"\u00e9\/\"\\\n","message":"\ud83d\ude00"}"#)
         #expect(text.results[0].durationMs == 100 && text.results[0].error?.step == "é/\"\\\n" && text.results[0].error?.message == "😀")
         #expect(try batch(#""duration_ms":-0.0015,"seq":18446744073709551615"#).results[0].seq == UInt64.max)

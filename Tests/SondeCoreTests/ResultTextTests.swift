@@ -14,6 +14,17 @@ import Testing
         for bad in ["", "a b", "evil.example/reset", "<!channel>", String(repeating: "c", count: 65)] { #expect(ResultText.codeProblem(bad) != nil, "\(bad)") }
     }
 
+    /// A passing result carries no error: one that does reads as a pass here and a failure to
+    /// whatever reads `error` first (red team, 32nd session).
+    @Test func aPassingResultHasNoError() {
+        var result = ProbeResult(probe: "p", component: "c", agent: "a", region: "r", startedAt: Date(), durationMs: 1, outcome: .ok, steps: [])
+        #expect(ResultText.problem(in: result) == nil)
+        result.error = ProbeError(kind: .httpStatus, step: "s", message: "HTTP 500", code: "server_error")
+        #expect(ResultText.problem(in: result)?.field == "error")
+        result.outcome = .failed
+        #expect(ResultText.problem(in: result) == nil)
+    }
+
     @Test func textKeepsLinesButNoOtherControls() {
         #expect(ResultText.textProblem("line 1\nline 2\tcolumn", newlines: true) == nil)
         #expect(ResultText.textProblem("line 1\nline 2", newlines: false) != nil)
