@@ -56,6 +56,12 @@ struct GlobalOptions: ParsableArguments {
             }
             let line = text.split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
             guard !line.isEmpty else { throw CLIError("--token-file: \(tokenFile) is empty; put the token on its first line") }
+            // Said, not refused: Kubernetes mounts secrets 0644 by default (red team, 32nd session).
+            var info = stat()
+            if stat(tokenFile, &info) == 0, info.st_mode & 0o044 != 0 {
+                FileHandle.standardError.write(Data(
+                    "sonde: warning: --token-file \(tokenFile) can be read by other users (mode \(String(info.st_mode & 0o777, radix: 8))): `chmod 600 \(tokenFile)`\n".utf8))
+            }
             return line
         }
         return ProcessInfo.processInfo.environment["SONDE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }

@@ -333,6 +333,14 @@ struct SecurityTests {
         let cli = try ChildProcess(
             "sonde", ["status", "--json", "--collector", "https://localhost:\(port)", "--ca-file", certs.caCert, "--token-file", tokenFile], environment: ["SONDE_TOKEN": ""])
         #expect(try await cli.waitForExit(timeout: .seconds(30)) == 0, "\(cli.allOutput)")
+        // A token file others can read is said (the file above is 0644), not refused.
+        try? await waitUntil("stderr", timeout: .seconds(2)) { !cli.stderrLines.isEmpty }
+        #expect(cli.stderrLines.contains { $0.contains("can be read by other users") && $0.contains("chmod 600") }, "\(cli.allOutput)")
+        chmod(tokenFile, 0o600)
+        let private600 = try ChildProcess(
+            "sonde", ["status", "--json", "--collector", "https://localhost:\(port)", "--ca-file", certs.caCert, "--token-file", tokenFile], environment: ["SONDE_TOKEN": ""])
+        #expect(try await private600.waitForExit(timeout: .seconds(30)) == 0, "\(private600.allOutput)")
+        #expect(!private600.allOutput.contains("can be read by other users"), "\(private600.allOutput)")
         let untrusted = try ChildProcess("sonde", ["status", "--collector", "https://localhost:\(port)", "--token-file", tokenFile])
         #expect(try await untrusted.waitForExit(timeout: .seconds(30)) == 2)
         try? await waitUntil("stderr", timeout: .seconds(2)) { !untrusted.stderrLines.isEmpty }
