@@ -286,7 +286,7 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
         ),
         (.anyone, [.get, .head], "/healthz", { _, _ in try await api.health() }),
         (
-            config.metricsPublic ? .anyone : read, [.get], "/metrics",
+            config.metricsPublic ? .anyone : read, [.get, .head], "/metrics",
             { request, _ in
                 // Anyone may scrape with `metrics.public`: without a read token the text is made at
                 // most once a second, however many ask (each making reads storage).

@@ -74,6 +74,13 @@ struct IngestHandler: Sendable {
         if let declared, declared > maxBodyBytes {
             throw tooLarge(declared)
         }
+        // A compressed body is not read (a bomb would cost what it expands to): said as such, not
+        // as "malformed_body … byte 0x1f" (red team, 32nd session).
+        if let encoding = request.headers[.contentEncoding], encoding.trimmingCharacters(in: .whitespaces).lowercased() != "identity" {
+            throw APIError(
+                .unsupportedMediaType, "unsupported_media_type",
+                "Content-Encoding is \"\(APIError.clipped(encoding, to: 64))\"; push batches uncompressed (the agent's own pushes are)")
+        }
         // Only JSON is accepted; a missing Content-Type is tolerated (the body is checked anyway).
         if let type = request.headers[.contentType] {
             let media = type.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""

@@ -80,6 +80,18 @@ struct IngestTests {
                 Data(#"{"agent":"eu-1","batch_id":"b1","sent_at":"\#(RFC3339.string(from: Date()))","results":[{"id":1}]}"#.utf8), to: collector)
             try expectError(wrongTypes, 400, "malformed_body")
             #expect(wrongTypes.bodyText.contains("results[0]"))
+            // A compressed body: said as such (it read "malformed_body … byte 0x1f").
+            let plain = try SondeJSON.encode(good.batch([good.result()]))
+            let gzipped = try await CurlHTTPClient.shared.perform(
+                HTTPRequest(
+                    method: "POST", url: collector.baseURL + PushProtocol.path,
+                    headers: [
+                        HTTPHeader("Content-Type", "application/json"), HTTPHeader("Content-Encoding", "gzip"),
+                        HTTPHeader(PushProtocol.agentHeader, good.id), HTTPHeader(PushProtocol.signatureHeader, try good.key.signatureHeader(for: plain)),
+                    ],
+                    body: plain, timeout: .seconds(10)))
+            try expectError(gzipped, 415, "unsupported_media_type")
+            #expect(try decode(APIErrorBody.self, gzipped).error.message.contains("Content-Encoding is \"gzip\""), "\(gzipped.bodyText)")
             // Oversized body.
             let huge = Data(repeating: UInt8(ascii: " "), count: 70 * 1024)
             try expectError(try await good.push(huge, to: collector), 413, "body_too_large")

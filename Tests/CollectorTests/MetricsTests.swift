@@ -1,5 +1,6 @@
 @testable import Collector
 import CollectorAPI
+import CurlHTTP
 import Correlation
 import Foundation
 import SondeCore
@@ -68,6 +69,10 @@ struct MetricsTests {
                 return text.contains(#"sonde_agent_up{agent="eu-1",region="eu"} 1"#) && text.contains(#"sonde_agent_up{agent="us-1",region="us"} 1"#)
             }
             let text = try await get(collector, "/metrics").bodyText
+            // HEAD as the pages answer it (a monitor's liveness check of the endpoint).
+            let head = try await CurlHTTPClient.shared.perform(
+                HTTPRequest(method: "HEAD", url: collector.baseURL + "/metrics", headers: TestTokens.headers(TestTokens.read), timeout: .seconds(10)))
+            #expect(head.status == 200 && head.body.isEmpty, "\(head.status)")
             let eu1 = #"{probe="login",component="login",agent="eu-1",region="eu""#
             let us1 = #"{probe="login",component="login",agent="us-1",region="us""#
             #expect(text.contains("probe_success\(eu1)} 1"))
