@@ -16,6 +16,48 @@ struct AgentIsolationTests {
         try body.write(toFile: dir.file("probes/\(name).yaml"), atomically: true, encoding: .utf8)
     }
 
+    /// A 1 s heartbeat probe GETting `url` (with a JSON check when `json`).
+    func writeHeartbeat(_ dir: TemporaryDirectory, url: String, json: Bool = false) throws {
+        try writeProbe(dir, "heartbeat", """
+            name: heartbeat
+            component: agent
+            interval: 1s
+            timeout: 900ms
+            steps:
+              - name: beat
+                request: {url: "\(url)"}
+            \(json ? "    assert: {status: 200, json: [{path: $, exists: true}]}" : "")
+            """)
+    }
+
+    /// `sonde-agent run` over `dir`'s probes (a collector that never answers, no jitter,
+    /// `shutdown_grace: 1s`).
+    func startAgent(_ dir: TemporaryDirectory, id: String) async throws -> ChildProcess {
+        let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key"), "--id", id])
+        #expect(try await keygen.waitForExit() == 0)
+        try """
+            agent: {id: \(id), region: lab}
+            collector: {url: "http://127.0.0.1:1", key: agent.key}
+            spool: {path: spool}
+            probes: [probes]
+            scheduling: {jitter: 0, shutdown_grace: 1s}
+            """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
+        return try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+    }
+
+    /// Waits for 8 heartbeats from now and expects each 1 s after the one before, ± 100 ms.
+    func expectHeartbeatsOnSchedule(_ beats: borrowing Mutex<[ContinuousClock.Instant]>, while what: String) async throws {
+        let watchFrom = ContinuousClock.now
+        try await waitUntil("8 heartbeats while \(what)", timeout: .seconds(20)) {
+            beats.withLock { $0.filter { $0 > watchFrom }.count } >= 8
+        }
+        let watched = beats.withLock { $0.filter { $0 > watchFrom } }
+        for (earlier, later) in zip(watched, watched.dropFirst()) {
+            let gap = later - earlier
+            #expect(gap > .milliseconds(900) && gap < .milliseconds(1100), "heartbeat gap \(gap) while \(what)")
+        }
+    }
+
     @Test("catastrophic regexes: a 1 s heartbeat keeps its schedule within 100 ms and SIGTERM is honoured within shutdown_grace")
     func heartbeatAndShutdownWhileRegexesSpin() async throws {
         let dir = try TemporaryDirectory("isolation")
@@ -31,16 +73,7 @@ struct AgentIsolationTests {
             return .respond(status: 200, body: Data(Self.catastrophicText.utf8))
         }
         defer { target.stop() }
-        try writeProbe(dir, "heartbeat", """
-            name: heartbeat
-            component: agent
-            interval: 1s
-            timeout: 900ms
-            steps:
-              - name: beat
-                request: {url: "${target}/beat"}
-                assert: {status: 200, json: [{path: $, exists: true}]}
-            """)
+        try writeHeartbeat(dir, url: "\(target.baseURL)/beat", json: true)
         for index in 0..<4 {
             try writeProbe(dir, "redos-\(index)", """
                 name: redos-\(index)
@@ -49,34 +82,16 @@ struct AgentIsolationTests {
                 timeout: 4s
                 steps:
                   - name: get
-                    request: {url: "${target}/redos"}
+                    request: {url: "\(target.baseURL)/redos"}
                     assert: {body_matches: '^(a+)+$'}
                 """)
         }
-        let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key"), "--id", "iso-1"])
-        #expect(try await keygen.waitForExit() == 0)
-        try """
-            agent: {id: iso-1, region: lab}
-            collector: {url: "http://127.0.0.1:1", key: agent.key}
-            spool: {path: spool}
-            probes: [probes]
-            variables: {target: "\(target.baseURL)"}
-            scheduling: {jitter: 0, shutdown_grace: 1s}
-            """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
-        let agent = try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+        let agent = try await startAgent(dir, id: "iso-1")
         defer { agent.signal(SIGKILL) }
 
         // Regexes spin for 4 s of every 5 on four probes; the heartbeat must not notice.
         try await waitUntil("the first catastrophic run", timeout: .seconds(15)) { redos.withLock { $0.count } >= 1 }
-        let watchFrom = ContinuousClock.now
-        try await waitUntil("8 heartbeats while regexes spin", timeout: .seconds(20)) {
-            beats.withLock { $0.filter { $0 > watchFrom }.count } >= 8
-        }
-        let watched = beats.withLock { $0.filter { $0 > watchFrom } }
-        for (earlier, later) in zip(watched, watched.dropFirst()) {
-            let gap = later - earlier
-            #expect(gap > .milliseconds(900) && gap < .milliseconds(1100), "heartbeat gap \(gap) while catastrophic regexes ran")
-        }
+        try await expectHeartbeatsOnSchedule(beats, while: "catastrophic regexes ran")
 
         // SIGTERM while a catastrophic run is in flight (it has 4 s to go, the grace is 1 s).
         let seen = redos.withLock { $0.count }
@@ -111,15 +126,7 @@ struct AgentIsolationTests {
             return .json(200, "{}")
         }
         defer { target.stop() }
-        try writeProbe(dir, "heartbeat", """
-            name: heartbeat
-            component: agent
-            interval: 1s
-            timeout: 900ms
-            steps:
-              - name: beat
-                request: {url: "\(target.baseURL)/beat"}
-            """)
+        try writeHeartbeat(dir, url: "\(target.baseURL)/beat")
         for (name, path, check) in [("bomb-0", "gzip", "{status: 200}"), ("bomb-1", "gzip", "{status: 200}"), ("chunks", "chunks", "{body_contains: never-there}")] {
             try writeProbe(dir, name, """
                 name: \(name)
@@ -132,28 +139,11 @@ struct AgentIsolationTests {
                     assert: \(check)
                 """)
         }
-        let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key"), "--id", "iso-2"])
-        #expect(try await keygen.waitForExit() == 0)
-        try """
-            agent: {id: iso-2, region: lab}
-            collector: {url: "http://127.0.0.1:1", key: agent.key}
-            spool: {path: spool}
-            probes: [probes]
-            scheduling: {jitter: 0, shutdown_grace: 1s}
-            """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
-        let agent = try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+        let agent = try await startAgent(dir, id: "iso-2")
         defer { agent.signal(SIGKILL) }
 
         try await waitUntil("the hostile bodies to be fetched", timeout: .seconds(15)) { server.served >= 6 }
-        let watchFrom = ContinuousClock.now
-        try await waitUntil("8 heartbeats while bodies decode", timeout: .seconds(20)) {
-            beats.withLock { $0.filter { $0 > watchFrom }.count } >= 8
-        }
-        let watched = beats.withLock { $0.filter { $0 > watchFrom } }
-        for (earlier, later) in zip(watched, watched.dropFirst()) {
-            let gap = later - earlier
-            #expect(gap > .milliseconds(900) && gap < .milliseconds(1100), "heartbeat gap \(gap) while bodies decoded")
-        }
+        try await expectHeartbeatsOnSchedule(beats, while: "bodies decoded")
         agent.signal(SIGTERM)
         #expect(try await agent.waitForExit(timeout: .seconds(10)) == 0, "\(agent.allOutput)")
     }
