@@ -124,7 +124,7 @@ struct AuthMiddleware: RouterMiddleware {
         switch access.check(request.headers[.authorization], requirement) {
         case .failure(let error):
             metrics.refused(.api, reason: error.code)
-            logger.notice("API request refused", metadata: ["http.path": .string(APIError.clipped(request.uri.path, to: APIError.longestLoggedPath)), "error.code": .string(error.code)])
+            logger.notice("API request refused", metadata: ["http.path": .string(APIError.loggedPath(request.uri.path)), "error.code": .string(error.code)])
             return error.response
         case .success(let token):
             if let token { logger.trace("API token accepted", metadata: ["token.name": .string(token.name)]) }
@@ -147,7 +147,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         logger.log(
             level: response.status.code < 400 ? .debug : .info, "HTTP request",
             metadata: [
-                "http.method": .string(request.method.rawValue), "http.path": .string(APIError.clipped(request.uri.path, to: APIError.longestLoggedPath)), "http.status": "\(response.status.code)",
+                "http.method": .string(request.method.rawValue), "http.path": .string(APIError.loggedPath(request.uri.path)), "http.status": "\(response.status.code)",
                 "http.duration_ms": .string(String(format: "%.1f", ms)),
             ])
         return response
@@ -181,12 +181,12 @@ struct JSONErrorMiddleware: RouterMiddleware {
         } catch let error as StorageError {
             // The database is down, stalled or refusing: say so as /healthz and ingest do, with
             // when to retry, and log the store's own words (HA review, F2: a generic 500).
-            logger.error("Storage cannot answer a request", metadata: ["http.path": .string(APIError.clipped(request.uri.path, to: APIError.longestLoggedPath)), "error": "\(error)"])
+            logger.error("Storage cannot answer a request", metadata: ["http.path": .string(APIError.loggedPath(request.uri.path)), "error": "\(error)"])
             var refusal = APIError(.serviceUnavailable, "storage_unavailable", "the collector's storage cannot answer now; retry shortly")
             refusal.headers[.retryAfter] = "5"
             return refusal.response
         } catch {
-            logger.error("Request failed", metadata: ["http.path": .string(APIError.clipped(request.uri.path, to: APIError.longestLoggedPath)), "error": "\(error)"])
+            logger.error("Request failed", metadata: ["http.path": .string(APIError.loggedPath(request.uri.path)), "error": "\(error)"])
             return APIError(.internalServerError, "internal", "the collector failed to answer; see its log").response
         }
     }

@@ -23,10 +23,10 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     /// or write them to the log.
     static let longestMessage = 1024
 
-    /// `text` cut to at most `limit` UTF-8 bytes on a character boundary, with "…" when cut.
     /// A request path as logs carry it: a 60,000-byte path made a 60 KB log line per request.
-    static let longestLoggedPath = 1024
+    static func loggedPath(_ path: String) -> String { clipped(path, to: 1024) }
 
+    /// `text` cut to at most `limit` UTF-8 bytes on a character boundary, with "…" when cut.
     static func clipped(_ text: String, to limit: Int) -> String {
         guard text.utf8.count > limit else { return text }
         var out = ""

@@ -662,12 +662,12 @@ extension CollectorConfig {
         for (index, agent) in config.agents.enumerated() {
             if let why = ResultText.nameProblem(agent.id) { problem("agents[\(index)].id", "expected an agent id without spaces or control characters: it \(why)") }
             if let why = ResultText.nameProblem(agent.region) { problem("agents[\(index)].region", "expected a region name without spaces or control characters: it \(why)") }
-            if Ed25519.hasSmallOrder(Data(base64Encoded: agent.publicKey.trimmed()) ?? Data()) {
-                problem("agents[\(index)].public_key", "agent \(agent.id): \(AgentPublicKey.weakKeyProblem)")
-            } else if (try? AgentPublicKey(base64: agent.publicKey)) == nil {
+            do { _ = try AgentPublicKey(base64: agent.publicKey) } catch {
+                let weak = (error as? KeyFileError)?.problem == AgentPublicKey.weakKeyProblem
                 problem(
                     "agents[\(index)].public_key",
-                    "agent \(agent.id): expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)")
+                    "agent \(agent.id): "
+                        + (weak ? AgentPublicKey.weakKeyProblem : "expected base64 of a 32-byte Ed25519 public key (the .pub file `sonde-agent keygen` writes)"))
             }
         }
         // One key, one agent: a key listed under two ids would stay usable after revoking one.

@@ -139,10 +139,9 @@ public struct AgentPublicKey: Sendable, Hashable {
     }
 
     public init(base64: String) throws {
-        if let raw = Data(base64Encoded: base64.trimmed()), Ed25519.hasSmallOrder(raw) {
-            throw KeyFileError(path: "(public key)", problem: Self.weakKeyProblem)
-        }
-        guard let raw = Data(base64Encoded: base64.trimmed()), let key = Ed25519.PublicKey(raw: raw) else {
+        let raw = Data(base64Encoded: base64.trimmed())
+        if let raw, Ed25519.hasSmallOrder(raw) { throw KeyFileError(path: "(public key)", problem: Self.weakKeyProblem) }
+        guard let raw, let key = Ed25519.PublicKey(raw: raw) else {
             throw KeyFileError(path: "(public key)", problem: "is not base64 of a 32-byte Ed25519 public key")
         }
         rawRepresentation = raw

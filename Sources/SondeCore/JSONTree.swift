@@ -20,7 +20,7 @@ public enum JSONTree {
         case invalid(JSONDecodingError)
         /// More than `maxValues` values.
         case tooManyValues(Int)
-        /// A tree that would take more than this many bytes of memory (`memoryCost`).
+        /// A tree that would take more than this many bytes of memory (`MemoryCost`).
         case tooMuchMemory(Int)
     }
 

@@ -62,12 +62,12 @@ public enum Ed25519 {
         }
     }
 
-    /// A public key parsed once (the collector checks every push of an agent against it).
     /// Whether a public key is one of the points of small order (the identity, orders 2, 4 and
     /// 8, and the non-canonical encodings of the first two), sign bit ignored. OpenSSL takes them
     /// as keys, and against one a single made-up signature verifies for every message (red team,
     /// 32nd session: `AQAA…AA=` enrolled, then pushes signed by nobody were accepted). The list is
-    /// libsodium's (`has_small_order`); each entry is checked to be of order 8 or less in the tests.
+    /// libsodium's (`has_small_order`); each entry was checked to be of order 8 or less (8·P is the
+    /// identity, with Python's big integers) when it was added.
     public static func hasSmallOrder(_ raw: Data) -> Bool {
         guard raw.count == keyByteCount else { return false }
         var key = [UInt8](raw)
@@ -85,6 +85,7 @@ public enum Ed25519 {
         "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
     ].map { hex in stride(from: 0, to: 64, by: 2).map { UInt8(hex.dropFirst($0).prefix(2), radix: 16)! } }
 
+    /// A public key parsed once (the collector checks every push of an agent against it).
     public final class PublicKey: @unchecked Sendable {
         private let key: OpaquePointer
         private let verifying: ContextTemplate

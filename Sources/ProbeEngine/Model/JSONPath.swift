@@ -354,7 +354,7 @@ enum JSONValue: Sendable, Hashable, JSONTreeNode {
         JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues, maxBytes: maxTreeBytes)
     }
 
-    /// Parses a response body; nil when it is not JSON, or has more than `maxValues` values.
+    /// Parses a response body; nil when `read` gives no document.
     static func parse(_ data: Data) -> JSONValue? { try? read(data).get() }
 
     /// Text form for comparisons, extraction and messages: strings bare, the rest as JSON.
