@@ -278,11 +278,78 @@ struct ComponentTrack {
     var recoveryUnderway = false
     /// What people said about this component's incidents (see CorrelationEngine+HumanUpdates).
     var human = HumanTrack()
+    /// The open incident's fault over its whole life, in runs (see ``FaultRecord``).
+    var faultRecord = FaultRecord()
 
     struct Membership: Equatable {
         var regions: [String]
         var agents: [String]
         var codes: [String]
+    }
+}
+
+/// An open incident's fault counted in its regions' runs as they reach the collector, from the
+/// incident's opening on: not only the windows' latest `window_runs`, which cap how many passing
+/// runs a recovery can ask for. With 20 runs per series a region of two agents at a 10 % fault
+/// read its rate from the few runs before its newest failure, 0.25 and more, and "recovered"
+/// after 24–40 passes: 7 of 8 simulated half-hours of a steady regional fault resolved and opened
+/// again, up to 5 times.
+struct FaultRecord {
+    /// Whether the incident's first evaluation has taken every series' counts as its baseline.
+    var started = false
+    /// Each series' `received` / `receivedBad` when last read.
+    var seen: [Int32: (runs: Int, bad: Int)] = [:]
+    /// Runs counted in the incident's regions since it opened, the non-ok ones, and the runs
+    /// that passed since the newest non-ok one.
+    var runs = 0
+    var bad = 0
+    var clean = 0
+    /// Clean stretches that a non-ok run ended: each was a chance for a fault still on to look
+    /// recovered, so recovery's confidence is split among them (see ``neededRuns(confidence:)``).
+    var stretches = 0
+
+    /// Reads the runs added since the last evaluation. `counted` says whether a series' new runs
+    /// are evidence (its agent counts and its region is in the incident's scope); the rest are
+    /// only taken as seen, so an agent back from a local fault does not bring its episode's
+    /// failures in.
+    /// `after` gives a series' horizon (agent clock): the first read takes the fault so far from
+    /// its window's runs after it, not from a recovered incident's runs before.
+    mutating func read(_ series: [SeriesWindow], open: [Int32], after: (Int32) -> Double, counted: (Int32) -> Bool) {
+        var newRuns = 0
+        var newBad = 0
+        for s in open {
+            let w = series[Int(s)]
+            let last = seen[s] ?? (started ? (0, 0) : (w.received, w.receivedBad))
+            seen[s] = (w.received, w.receivedBad)
+            guard counted(s) else { continue }
+            newRuns += w.received - last.runs
+            newBad += w.receivedBad - last.bad
+            if !started, let first = w.runs.firstIndex(where: { $0.startedAt > after(s) && $0.outcome != .ok }) {
+                // The fault so far, from the windows: the runs after each series' first non-ok
+                // one (starting at a failure would read a higher rate than the fault's).
+                runs += w.runs.count - first - 1
+                bad += w.runs[(first + 1)...].count { $0.outcome != .ok }
+            }
+        }
+        started = true
+        runs += newRuns
+        bad += newBad
+        if newBad > 0 {
+            // The order inside one push is not kept here: passes beside a failure start nothing.
+            if clean > 0 { stretches += 1 }
+            clean = 0
+        } else {
+            clean += newRuns
+        }
+    }
+
+    /// Passing runs in a row after which the fault, failing this record's share of runs, would
+    /// have shown a failure with `confidence`, taken over every clean stretch it had (Bonferroni):
+    /// ⌈ln((1 − c) / stretches) / ln(1 − p)⌉, p = bad / (runs − clean). 0 when nothing failed.
+    func neededRuns(confidence: Double) -> Int32 {
+        guard bad > 0, runs > clean else { return 0 }
+        let p = Double(bad) / Double(runs - clean)
+        return CorrelationEngine.cleanRunsNeeded(failureRate: p, confidence: 1 - (1 - confidence) / Double(max(1, stretches + 1)))
     }
 }
 
@@ -1000,7 +1067,18 @@ extension CorrelationEngine {
                 track.newestBad = -.infinity
                 track.longestLull = 0
             }
-            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, lull: track.recoveryLull)
+            if let incident = track.incident {
+                var inScope = [Bool](repeating: incident.scope == .platform, count: regionCount)
+                for name in incident.regions { if let r = regionIndex[name] { inScope[Int(r)] = true } }
+                let horizon = track
+                track.faultRecord.read(series, open: frame.openSeries[c], after: { horizon.horizonCutoff(agent: Int(series[Int($0)].agent), offsets: agentOffset) }) { s in
+                    let a = Int(series[Int(s)].agent)
+                    return inScope[Int(agentRegion[a])] && frame.agentCounts(a) && frame.grid[a * componentCount + c].counts
+                }
+            } else if track.faultRecord.started {
+                track.faultRecord = FaultRecord()
+            }
+            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, record: track.faultRecord, lull: track.recoveryLull)
             track.recoveryUnderway = track.incident != nil && facts.cleanRuns > 0 && frame.t - facts.newestFailure > track.longestLull
             // Declared components are the list: once there is one, no number of agents makes
             // another name known (red team, second pass, N1: two compromised agents put a made-up
@@ -1181,7 +1259,7 @@ extension CorrelationEngine {
     /// runs since the newest failure there reached M = ⌈ln(1 − recovery_confidence) / ln(1 − p)⌉,
     /// p being the failure rate of those regions' windows up to that failure; and the time since
     /// that failure is longer than `lull`.
-    func recoveryFacts(component c: Int, frame: EvaluationFrame, incident: Incident?, lull: Double) -> RecoveryFacts {
+    func recoveryFacts(component c: Int, frame: EvaluationFrame, incident: Incident?, record: FaultRecord, lull: Double) -> RecoveryFacts {
         guard let incident else { return RecoveryFacts() }
         // A member not heard from since this collector's start or take-over (its spool not yet in)
         // cannot be counted out: other regions' clean runs said "every agent passes" over a
@@ -1221,11 +1299,14 @@ extension CorrelationEngine {
         }
         let p = scope.problemFailureRate(clean: clean, hardRuns: config.hardFaultRuns)
         let needed = Self.cleanRunsNeeded(failureRate: p, confidence: config.recoveryConfidence)
-        let pooledClean = clean >= needed && frame.t - scope.newestBadAt > lull
+        // The windows hold 20 runs a series; the incident's record counts past them, with its
+        // fault's rate over its whole life, so a low-rate fault's lucky stretch is not its end.
+        let recordClean = record.clean >= record.neededRuns(confidence: config.recoveryConfidence)
+        let pooledClean = clean >= needed && recordClean && frame.t - scope.newestBadAt > lull
         return RecoveryFacts(
             canMonitor: pooledClean && minClean != .max && minClean >= Int32(config.monitorRuns),
             canResolve: pooledClean && minClean != .max && minClean >= Int32(config.resolveRuns), newestFailure: scope.newestBadAt,
-            cleanRuns: clean, needed: needed)
+            cleanRuns: max(clean, Int32(clamping: record.clean)), needed: needed)
     }
 
     /// Passing runs in a row after which a failure rate `p` still on would have shown a failure

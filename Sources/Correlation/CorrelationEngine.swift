@@ -69,8 +69,10 @@ import SondeCore
 ///   passing runs since the newest problem run reached M = ⌈ln(1 − `recovery_confidence`) /
 ///   ln(1 − p)⌉ (p: (n + ½) / (n + 1) for a hard fault — all n ≥ `min_runs` runs strictly between each
 ///   probe's first and newest problem run failed —, else those regions' failure rate up to the
-///   newest problem run; 0.999 gives M ≈ 3 after a hard outage, 20 at 30 %, 66 at 10 %), and the time since exceeds 1.5 × the longest lull between problem
-///   runs since the problem began. An agent silent for 2 of its intervals is skipped. From then on
+///   newest problem run; 0.999 gives M ≈ 3 after a hard outage, 20 at 30 %, 66 at 10 %), the same
+///   for the incident's own record of its fault past the windows' 20 runs (``FaultRecord``: its rate
+///   since it opened, the confidence split over its clean stretches), and the time since exceeds
+///   1.5 × the longest lull between problem runs since the problem began. An agent silent for 2 of its intervals is skipped. From then on
 ///   verdicts read only runs after that newest problem run (the incident's *horizon*, split on each
 ///   agent's clock with the offset it had then), so its
 ///   failures never colour later verdicts. Resolved when, still clean, every agent passed its

@@ -106,10 +106,16 @@ struct SeriesWindow {
     var passedSinceFailure: Int32 = 0
     var newestFailedAt = -Double.infinity
     var lastReceived: Double = -.infinity
+    /// Every run ever added, and the non-ok ones among them (a resend of a run that has left the
+    /// window counts again): an open incident reads its fault's record from their growth.
+    var received = 0
+    var receivedBad = 0
 
     /// Adds a run in `started_at` order; a run id already in the window is ignored (resends).
     mutating func insert(_ run: WindowRun, config: CorrelationConfig) {
         if runs.contains(where: { $0.id == run.id }) { return }
+        received += 1
+        if run.outcome != .ok { receivedBad += 1 }
         if run.outcome == .failed {
             if run.startedAt >= newestFailedAt {
                 newestFailedAt = run.startedAt
