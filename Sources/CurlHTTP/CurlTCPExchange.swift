@@ -136,6 +136,8 @@ public struct TCPExchange: Sendable {
         set(sonde_curl_setopt_string(handle, CURLOPT_URL, url), "the address \(url)")
         set(sonde_curl_setopt_long(handle, CURLOPT_CONNECT_ONLY, 1), "CONNECT_ONLY")
         set(sonde_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1), "NOSIGNAL")
+        // A slow lookup is abandoned at the time-out, not waited for (see CurlTransfer).
+        set(sonde_curl_setopt_long(handle, CURLOPT_QUICK_EXIT, 1), "QUICK_EXIT")
         set(sonde_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, max(1, Int(timeout.milliseconds))), "the time-out")
         set(sonde_curl_setopt_string(handle, CURLOPT_NOPROXY, "*"), "NOPROXY")
         set(sonde_curl_setopt_long(handle, CURLOPT_DNS_CACHE_TIMEOUT, 0), "DNS_CACHE_TIMEOUT")

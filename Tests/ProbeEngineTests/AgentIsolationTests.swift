@@ -32,7 +32,7 @@ struct AgentIsolationTests {
 
     /// `sonde-agent run` over `dir`'s probes (a collector that never answers, no jitter,
     /// `shutdown_grace: 1s`).
-    func startAgent(_ dir: TemporaryDirectory, id: String) async throws -> ChildProcess {
+    func startAgent(_ dir: TemporaryDirectory, id: String, environment: [String: String] = [:]) async throws -> ChildProcess {
         let keygen = try ChildProcess("sonde-agent", ["keygen", "--out", dir.file("agent.key"), "--id", id])
         #expect(try await keygen.waitForExit() == 0)
         try """
@@ -42,7 +42,7 @@ struct AgentIsolationTests {
             probes: [probes]
             scheduling: {jitter: 0, shutdown_grace: 1s}
             """.write(toFile: dir.file("agent.yaml"), atomically: true, encoding: .utf8)
-        return try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")])
+        return try ChildProcess("sonde-agent", ["run", "--config", dir.file("agent.yaml")], environment: environment)
     }
 
     /// Waits for 8 heartbeats from now and expects each 1 s after the one before, ± 100 ms.
