@@ -53,6 +53,10 @@ struct CurlSetupError: Error {
 /// certificate, a key that is not the certificate's, or an encrypted key is a configuration
 /// error when the probe is loaded, not a `tls` failure of every run.
 public enum TLSFiles {
+    /// The most a CA bundle, certificate or key file may hold (Debian's whole CA bundle is
+    /// about 220 KB).
+    public static let maxBytes = 4 << 20
+
     public enum Problem: Equatable, Sendable {
         case caFile(String), certificate(String), key(String), keyMismatch(String)
     }

@@ -467,6 +467,36 @@ struct ProbeFormatValidationTests {
         #expect(found.contains { $0.contains("undefined variable '${nope}'") }, "\(found)")
     }
 
+    /// A FIFO as `ca_file` hung `validate` and a reload (open waits for a writer), and
+    /// `${file:/dev/zero}` would read until memory ran out (red team, 33rd session, F3): TLS files
+    /// and secret files must be regular files of bounded size, and saying so takes no time.
+    @Test("a FIFO, a device or an oversized file as a TLS or secret file is refused at once")
+    func specialFilesAreRefused() throws {
+        let dir = try TemporaryDirectory("special-files")
+        defer { dir.remove() }
+        #expect(mkfifo(dir.file("fifo"), 0o600) == 0)
+        FileManager.default.createFile(atPath: dir.file("big.pem"), contents: Data(count: TLSFiles.maxBytes + 1))
+        let started = ContinuousClock.now
+        let found = problems("""
+            name: p
+            component: api
+            interval: 30s
+            timeout: 5s
+            steps:
+              - name: one
+                request:
+                  url: ${base_url}/x
+                  headers: {X-Token: "${file:\(dir.file("fifo"))}", X-Other: "${file:/dev/zero}"}
+                  tls: {ca_file: \(dir.file("fifo")), cert: \(dir.file("big.pem")), key: /dev/zero}
+            """).map(\.description)
+        #expect(ContinuousClock.now - started < .seconds(2))
+        #expect(found.contains { $0.contains("'\(dir.file("fifo"))' is a FIFO, not a regular file") }, "\(found)")
+        #expect(found.contains { $0.contains("'\(dir.file("big.pem"))' is \(TLSFiles.maxBytes + 1) bytes, over the") }, "\(found)")
+        #expect(found.contains { $0.contains("'/dev/zero' is a device, not a regular file") }, "\(found)")
+        #expect(found.contains { $0.contains("secret file '\(dir.file("fifo"))' (from ${file:\(dir.file("fifo"))}) is a FIFO") }, "\(found)")
+        #expect(found.contains { $0.contains("secret file '/dev/zero' (from ${file:/dev/zero}) is a device") }, "\(found)")
+    }
+
     @Test("payload facts are in scope after save_as, not before; a tcp step rejects body assertions")
     func payloadScope() {
         let found = problems("""

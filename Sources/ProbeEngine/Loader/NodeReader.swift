@@ -210,8 +210,8 @@ struct NodeReader {
                 if fallback == nil { requiredEnvironment.insert(name) }
             case .file(let path, let fallback):
                 fileReferences.insert(path)
-                if fallback == nil, !FileManager.default.isReadableFile(atPath: Self.resolve(path, base: baseDirectory)) {
-                    report(node, field, "secret file '\(path)' (from ${file:\(path)}) does not exist or is not readable")
+                if fallback == nil, let problem = RegularFile.problem(atPath: Self.resolve(path, base: baseDirectory), limit: Self.maxSecretFileBytes) {
+                    report(node, field, "secret file '\(path)' (from ${file:\(path)}) \(problem)")
                     valid = false
                 }
             default:
@@ -220,6 +220,9 @@ struct NodeReader {
         }
         return valid ? parsed : nil
     }
+
+    /// The most a `${file:…}` secret may hold: a token, a password, a key, not a data set.
+    static let maxSecretFileBytes = 1 << 20
 
     static func resolve(_ path: String, base: String) -> String {
         path.hasPrefix("/") ? path : (base.hasSuffix("/") ? base : base + "/") + path
@@ -283,13 +286,8 @@ struct NodeReader {
     /// A file's text, trimmed, when it is under 4 KiB: a schedule's value is a few bytes, and a
     /// bigger file is not one (nor read whole).
     private static func smallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard count >= 0, count < buffer.count else { return nil }
-        return String(decoding: buffer[..<count], as: UTF8.self).trimmed()
+        guard case .success(let bytes) = RegularFile.read(atPath: path, limit: 4095) else { return nil }
+        return String(decoding: bytes, as: UTF8.self).trimmed()
     }
 
     // MARK: - JSON values

@@ -482,8 +482,8 @@ enum ScriptParser {
             }
             guard let file = reader.string(value, here) else { valid = false; continue }
             let full = NodeReader.resolve(file, base: reader.baseDirectory)
-            if !FileManager.default.isReadableFile(atPath: full) {
-                reader.report(value, here, "'\(file)' does not exist or is not readable (relative paths start at the probe file's folder)")
+            if let problem = RegularFile.problem(atPath: full, limit: TLSFiles.maxBytes) {
+                reader.report(value, here, "'\(file)' \(problem) (relative paths start at the probe file's folder)")
                 valid = false
                 readable = false
             }

@@ -84,7 +84,7 @@ struct RunState {
     private mutating func readFile(_ path: String) -> String? {
         if let cached = fileCache[path] { return cached }
         let full = NodeReader.resolve(path, base: probe.script.baseDirectory)
-        guard let data = FileManager.default.contents(atPath: full) else { return nil }
+        guard case .success(let data) = RegularFile.read(atPath: full, limit: NodeReader.maxSecretFileBytes) else { return nil }
         let value = String(decoding: data, as: UTF8.self).trimmed()
         fileCache[path] = value
         return value
