@@ -72,6 +72,14 @@ final class ClusterCoordinator: Service, Sendable {
         var position: Int64 = 0
         /// Results the last rebuild already fed the engine that following will meet again.
         var seen = Set<String>()
+        /// Every result followed goes to `/metrics` too, not only those this collector received:
+        /// the leader's probe series and the labels its alerts carry (routes match on them) came
+        /// from its own pushes only, none when the agents pushed to another collector
+        /// (integrations review, 33rd session, F1).
+        let metrics: CollectorMetrics
+
+        init(metrics: CollectorMetrics) { self.metrics = metrics }
+
         func reset(position: Int64, seen: Set<String>) {
             self.position = position
             self.seen = seen
@@ -87,6 +95,7 @@ final class ClusterCoordinator: Service, Sendable {
             }
             position = horizon
             guard !results.isEmpty else { return ([], false) }
+            metrics.record(results)
             return (results, await hub.ingest(results))
         }
         /// Becoming leader: what was ingested since the last step, then the stored decisions.
@@ -102,6 +111,7 @@ final class ClusterCoordinator: Service, Sendable {
             let horizon = try await store.ingestHorizon()
             let window = try await store.window(since: Date().addingTimeInterval(-config.correlation.sanitized.windowAge), horizon: horizon, limit: 1_000_000)
             let engine = try await rebuildEngine(store: store, config: config, recent: window.results)
+            metrics.record(recent: window.results)
             reset(position: horizon, seen: window.atOrAbove)
             return engine
         }

@@ -131,6 +131,11 @@ public final class CollectorMetrics: Sendable {
         }
     }
 
+    /// Stored results read back at a start (or a take-over), each as received when it ended.
+    func record(recent: [ProbeResult]) {
+        for result in recent { record([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000)) }
+    }
+
     /// The latest runs that are not stale at `now`, sorted by probe and agent; stale ones are
     /// forgotten.
     func latestRuns(now: Date) -> [LatestRun] {

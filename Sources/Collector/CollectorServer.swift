@@ -85,14 +85,14 @@ public func buildCollector(config: CollectorConfig, configPath: String? = nil, l
     let metrics = CollectorMetrics()
     let window = config.correlation.sanitized.windowAge
     let postgres = store as? PostgresCollectorStore
-    let follower = ClusterCoordinator.Follower()
+    let follower = ClusterCoordinator.Follower(metrics: metrics)
     let engine: CorrelationEngine
     if let postgres {
         engine = try await follower.rebuild(store: postgres, config: config)
     } else {
         let recent = try await store.results(since: Date().addingTimeInterval(-window), limit: 1_000_000)
         engine = try await rebuildEngine(store: store, config: config, recent: recent)
-        for result in recent { metrics.record([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000)) }
+        metrics.record(recent: recent)
         logger.info("Correlation engine rebuilt", metadata: ["results": "\(recent.count)"])
     }
     let cardinality = AgentCardinality(limits: config.limits, known: try await store.seriesNames())

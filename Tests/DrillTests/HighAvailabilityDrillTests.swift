@@ -634,4 +634,52 @@ struct WebhookAudit {
         }
         await cluster.stop()
     }
+
+    /// Agents pushing to a collector that does not lead: the leader evaluates what it follows
+    /// from the database, and its `/metrics` and the labels its alerts carry must cover those
+    /// results too. They came from the results it received itself only: none here, so the leader
+    /// exported no probe series and paged with no `team` label, and a route on it missed
+    /// (integrations review, 33rd session, F1).
+    @Test func theLeaderExportsAndLabelsWhatAnotherCollectorReceived() async throws {
+        let agents = ["eu", "eu", "us", "us"].enumerated().map { DrillAgent(id: "labelled-\($0.offset)", region: $0.element) }
+        let cluster = try await HACluster(collectors: 2, agents: agents.map { ($0.id, $0.region, $0.key.publicKey.base64) })
+        do {
+            let leader = try await cluster.waitForOneLeader()
+            let other = cluster.all.first { $0.name != leader.name }!
+            // Every agent's api probe fails, labelled, pushed to the collector that does not lead.
+            func pushFailures() async throws {
+                for agent in agents {
+                    let results = agent.results(2, failed: true, components: ["api"]).map { result in
+                        var labelled = result
+                        labelled.labels = ["team": "identity"]
+                        return labelled
+                    }
+                    let body = try SondeJSON.encode(PushBatch(agent: agent.id, batchID: UUID().uuidString, sentAt: Date(), results: results))
+                    let response = try await cluster.client.perform(
+                        agent.pushRequest(baseURL: other.baseURL, body: body, signature: try agent.key.signatureHeader(for: body)))
+                    #expect(response.status == 200, "\(String(decoding: response.body, as: UTF8.self))")
+                }
+            }
+            var opened: Data?
+            try await waitUntil("incident.opened from the leader", timeout: .seconds(30), every: .milliseconds(300)) {
+                try await pushFailures()
+                opened = cluster.arrivals.value.first { $0.type == "incident.opened" }?.body
+                return opened != nil
+            }
+            let body = try #require(opened)
+            let event = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
+            #expect(event["labels"] as? [String: String] == ["team": "identity"], "\(String(decoding: body, as: UTF8.self))")
+            let metrics = try await cluster.client.perform(
+                HTTPRequest(url: leader.baseURL + "/metrics", headers: [HTTPHeader("Authorization", "Bearer \(DrillTokens.read)")]))
+            let text = String(decoding: metrics.body, as: UTF8.self)
+            for agent in agents {
+                #expect(text.split(separator: "\n").contains { $0.hasPrefix("probe_success{") && $0.contains("agent=\"\(agent.id)\"") && $0.hasSuffix(" 0") },
+                    "the leader's /metrics has no probe_success for \(agent.id):\n\(text.prefix(3000))")
+            }
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
+    }
 }
