@@ -540,7 +540,8 @@ public protocol CollectorStorage: Sendable {
     /// (one outcome or error per batch, in order). Nothing is acknowledged before the commit.
     func ingest(group: [PendingBatch]) async throws -> [Result<IngestOutcome, any Error>]
     func results(_ query: ResultQuery) async throws -> ResultPage
-    /// Results started at or after `since`, oldest first (to rebuild the engine at start-up).
+    /// The newest `limit` results started at or after `since`, oldest first (to rebuild the
+    /// engine at start-up: past the limit, the oldest are the ones left out, not the newest).
     func results(since: Date, limit: Int) async throws -> [ProbeResult]
     /// Batches received at or after `since` and after the `after` position (received_at ms,
     /// batch id), oldest first, at most `limit`.

@@ -83,7 +83,7 @@ public actor InMemoryCollectorStore: CollectorStorage {
     }
 
     public func results(since: Date, limit: Int) async throws -> [ProbeResult] {
-        Array(resultsByID.values.filter { $0.startedAt.epochMs >= since.epochMs }.sorted { newestFirst($1, $0) }.prefix(limit))
+        Array(resultsByID.values.filter { $0.startedAt.epochMs >= since.epochMs }.sorted { newestFirst($1, $0) }.suffix(limit))
     }
 
     public func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord] {

@@ -719,8 +719,9 @@ public final class PostgresCollectorStore: CollectorStorage {
     public func results(since: Date, limit: Int) async throws -> [ProbeResult] {
         try Self.decodeResults(
             try await rows(
-                "SELECT json FROM results WHERE started_at >= \(since.epochMs) ORDER BY started_at, id LIMIT \(Int64(limit))", "reading recent results",
-                long: true))
+                "SELECT json FROM results WHERE started_at >= \(since.epochMs) ORDER BY started_at DESC, id DESC LIMIT \(Int64(limit))",
+                "reading recent results", long: true)
+        ).reversed()
     }
 
     public func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord] {
@@ -786,13 +787,15 @@ public final class PostgresCollectorStore: CollectorStorage {
                 """, "following ingest", long: true))
     }
 
-    /// Results started at or after `since` (oldest first), and the ids among them whose batch is
-    /// at or above `horizon` (a follower starting at `horizon` will see those again).
+    /// The newest `limit` results started at or after `since` (oldest first: past the limit the
+    /// oldest are left out, and following starts at the horizon, so the newest would never be
+    /// fed; HA review, 33rd session, F7), and the ids among them whose batch is at or above
+    /// `horizon` (a follower starting at `horizon` will see those again).
     public func window(since: Date, horizon: Int64, limit: Int) async throws -> (results: [ProbeResult], atOrAbove: Set<String>) {
         let found = try await rows(
             """
             SELECT r.json, b.xid >= \(horizon) FROM results r JOIN batches b ON b.seq = r.batch
-            WHERE r.started_at >= \(since.epochMs) ORDER BY r.started_at, r.id LIMIT \(Int64(limit))
+            WHERE r.started_at >= \(since.epochMs) ORDER BY r.started_at DESC, r.id DESC LIMIT \(Int64(limit))
             """, "rebuilding the window", long: true)
         let decoder = SondeJSON.decoder()
         var results: [ProbeResult] = []
@@ -804,7 +807,7 @@ public final class PostgresCollectorStore: CollectorStorage {
             results.append(result)
             if above { again.insert(result.id) }
         }
-        return (results, again)
+        return (results.reversed(), again)
     }
 
     /// Waits for the next `NOTIFY sonde_ingest` (sent by every ingest commit) or `timeout`,

@@ -598,11 +598,11 @@ public final class SQLiteCollectorStore: CollectorStorage {
         try await pool.read { db in
             var bodies: [Int64: Data] = [:]
             let cursor = try Row.fetchCursor(
-                db, sql: "SELECT \(Self.jsonColumns) FROM results r WHERE r.started_at >= ? ORDER BY r.started_at, r.id LIMIT ?",
+                db, sql: "SELECT \(Self.jsonColumns) FROM results r WHERE r.started_at >= ? ORDER BY r.started_at DESC, r.id DESC LIMIT ?",
                 arguments: [since.epochMs, limit])
             var results: [ProbeResult] = []
             while let row = try cursor.next() { results.append(try Self.decodeResult(Self.json(of: row, bodies: &bodies, db: db))) }
-            return results
+            return results.reversed()
         }
     }
 

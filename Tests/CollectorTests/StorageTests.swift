@@ -195,6 +195,15 @@ struct StorageTests {
         #expect(try await store.seriesNames().count == 1)
         #expect(try await store.resultCount() == 7)
         #expect(try await store.results(since: Date(timeIntervalSince1970: 1_800_000_003), limit: 100).count == 4)
+        // Past the limit the oldest are left out: a rebuild keeps the newest (HA review, F7).
+        let newest = try await store.results(since: Date(timeIntervalSince1970: 1_800_000_003), limit: 2)
+        let all = try await store.results(since: Date(timeIntervalSince1970: 1_800_000_003), limit: 100)
+        #expect(newest == Array(all.suffix(2)), "\(newest.map(\.id)) of \(all.map(\.id))")
+        #expect(all.map(\.startedAt) == all.map(\.startedAt).sorted())
+        if let postgres = store as? PostgresCollectorStore {
+            let window = try await postgres.window(since: Date(timeIntervalSince1970: 1_800_000_003), horizon: 0, limit: 2)
+            #expect(window.results == newest)
+        }
         #expect(try await store.batches(since: nil, after: nil, limit: 10).map(\.body) == [Data("x".utf8)])
         try await store.checkWritable()
 
