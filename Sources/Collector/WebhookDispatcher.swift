@@ -451,6 +451,35 @@ public struct WebhookDispatcher: Service {
         }
     }
 
+    /// Records a delivery the receiver acknowledged, retrying with backoff until the store takes
+    /// it, for as long as this collector may dispatch. The queue waits meanwhile: returning with
+    /// the record missing read the same row, still due, and sent it again at once (1,626 copies
+    /// of one event in 10 s with the database read-only; HA review, 33rd session, F1). False
+    /// when it gave up (stopping, or no longer leading: the next leader may send it again, the
+    /// at-least-once window of a leader's end).
+    private func recordDelivered(_ delivery: DeliveryRecord, target: WebhookTarget, logger: Logger) async -> Bool {
+        var failures = 0
+        while true {
+            do {
+                try await store.markDelivered(eventID: delivery.event.id, target: target.name, at: Date())
+                if failures > 0 { logger.notice("Webhook delivery recorded after \(failures) failed attempt(s)") }
+                return true
+            } catch {
+                failures += 1
+                if failures == 1 {
+                    logger.error(
+                        "Webhook delivered but not recorded; recording it again before this target gets anything else",
+                        metadata: ["error": "\(error)"])
+                }
+                guard mayDispatch(), !Task.isCancelled else {
+                    logger.warning("Webhook delivered but not recorded when this collector stopped dispatching; the next leader may send it again")
+                    return false
+                }
+                try? await Task.sleep(for: .seconds(Self.backoff(attempt: failures, base: retry.base, cap: retry.cap)))
+            }
+        }
+    }
+
     private func attempt(_ delivery: DeliveryRecord, target: WebhookTarget, sentLabels: inout [String: [String: String]], logger: Logger) async {
         var logger = logger
         logger[metadataKey: "event.id"] = .string(delivery.event.id)
@@ -495,8 +524,7 @@ public struct WebhookDispatcher: Service {
             if (200..<300).contains(response.status) {
                 // Until this is recorded a crash means the event is sent again (same id): record first.
                 let answered = ContinuousClock.now
-                do {
-                    try await store.markDelivered(eventID: delivery.event.id, target: target.name, at: Date())
+                if await recordDelivered(delivery, target: target, logger: logger) {
                     let recording = answered.duration(to: .now)
                     metrics.webhookDelivered(target: target.name)
                     logger.info(
@@ -505,8 +533,6 @@ public struct WebhookDispatcher: Service {
                             "http.status": "\(response.status)", "attempts": "\(delivery.attempts + 1)",
                             "recorded_ms": "\(recording.wholeMilliseconds)",
                         ])
-                } catch {
-                    logger.error("Webhook delivered but not recorded", metadata: ["error": "\(error)"])
                 }
                 sentLabels.merge(alertmanagerSent) { $1 }
                 sentLabels = sentLabels.filter { !$0.value.isEmpty }

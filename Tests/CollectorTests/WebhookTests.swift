@@ -130,6 +130,35 @@ struct WebhookTests {
         }
     }
 
+    /// A delivery the receiver acknowledged but the store could not record is recorded again,
+    /// with backoff, before anything else goes to that target: it is not sent again. The
+    /// dispatcher read the same row, still due, and sent it at once: 1,626 copies of one event in
+    /// 10 s with PostgreSQL read-only (HA review, 33rd session, F1). Here SQLite refuses the
+    /// record (a trigger) for a while, then takes it.
+    @Test func aDeliveryThatCannotBeRecordedIsNotSentAgain() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try LoopbackHTTPServer { _ in .json(200, "{}") }
+        defer { receiver.stop() }
+        var config = testConfig(dir: dir, agents: [], webhooks: [WebhookTarget(name: "ops", url: receiver.baseURL + "/hook", secret: "s")])
+        config.webhookRetryBase = 0.1
+        config.webhookRetryCap = 0.5
+        try await withCollector(config) { collector in
+            let sqlite = try #require(collector.store as? SQLiteCollectorStore)
+            try await sqlite.executeForTesting(
+                "CREATE TRIGGER refuse_records BEFORE UPDATE OF status ON deliveries BEGIN SELECT RAISE(ABORT, 'read-only for the test'); END")
+            let response = try await post(collector, "/v1/alerts/test")
+            #expect(response.status == 202, "\(response.bodyText)")
+            try await waitUntil("the test alert delivered") { receiver.requests.count >= 1 }
+            // Refused for 2 s: the record is tried again (about 6 times), the alert is not.
+            try await Task.sleep(for: .seconds(2))
+            #expect(receiver.requests.count == 1, "sent \(receiver.requests.count) times while its record was refused")
+            try await sqlite.executeForTesting("DROP TRIGGER refuse_records")
+            try await waitUntil("the delivery recorded") { try await collector.store.deliveries().first?.status == .delivered }
+            #expect(receiver.requests.count == 1)
+        }
+    }
+
     /// With `webhook_retry.poll` at an hour the dispatcher moves only when woken, and still every
     /// event arrives once: a test alert, its retries at their due times while the receiver
     /// answers 503, and the incident an evaluation opens.
