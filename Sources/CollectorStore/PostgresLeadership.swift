@@ -79,6 +79,14 @@ public final class PostgresLeadership: Sendable {
                 connectFailed = false
                 let leaseMs = lease.wholeMilliseconds
                 try await opened.query(PostgresQuery(unsafeSQL: "SET idle_session_timeout = \(leaseMs)"), logger: logger)
+                // Taking the lead waits for no lock longer than a heartbeat: a frozen leader's
+                // transaction holding the leader row kept the UPDATE waiting on the server after
+                // this collector gave up, holding the advisory lock with it, so nobody led until
+                // the freeze ended (HA review, 33rd session, F2). The session ends instead, the
+                // lock with it; the frozen transaction ends by `idle_in_transaction_session_timeout`.
+                let heartbeatMs = heartbeat.wholeMilliseconds
+                try await opened.query(PostgresQuery(unsafeSQL: "SET lock_timeout = \(heartbeatMs)"), logger: logger)
+                try await opened.query(PostgresQuery(unsafeSQL: "SET statement_timeout = \(heartbeatMs * 2)"), logger: logger)
                 try await campaign(on: opened)
             } catch {
                 if !Task.isCancelled {

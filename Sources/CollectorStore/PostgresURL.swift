@@ -126,9 +126,25 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         // The server ends a statement when this collector would stop waiting for it, instead of
         // running on after the client gave up (a slow API read would otherwise hold the database
         // and its connection). Longer work sets its own (`SET LOCAL`, see `longStatementTimeoutMs`).
-        configuration.options.additionalStartupParameters = [Self.applicationName, ("statement_timeout", "\(statementTimeoutMs)")]
+        configuration.options.additionalStartupParameters =
+            [Self.applicationName, ("statement_timeout", "\(statementTimeoutMs)"), ("idle_in_transaction_session_timeout", "\(idleInTransactionMs)")]
+            + Self.deadPeerChecks
         return configuration
     }
+
+    /// A pool connection's transaction waits this long for its next statement at most: the
+    /// collector sends them back to back, so a longer pause is a collector frozen (SIGSTOP, a
+    /// stalled VM) or gone mid-transaction. Its open transaction held the ingest horizon (no
+    /// collector could follow ingest, and the leader paged every agent silent) and its lock on
+    /// the leader row (no take-over for 93 s) for as long as the freeze lasted (HA review, 33rd
+    /// session, F2). 5 s: far above any pause between two statements of the collector's own.
+    var idleInTransactionMs: Int { 5000 }
+
+    /// The server notices a client that vanished (its host off, a cut network) within about 11 s
+    /// instead of the system's 2 hours of TCP keepalive, even during a query.
+    static let deadPeerChecks = [
+        ("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3"), ("client_connection_check_interval", "1000"),
+    ]
 
     /// The pool's `statement_timeout`: `connect_timeout`, the time the collector waits for a statement.
     var statementTimeoutMs: Int { Int((connectTimeout * 1000).rounded(.up)) }
@@ -147,7 +163,7 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         }
         var configuration = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: tls)
         configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
-        configuration.options.additionalStartupParameters = [Self.applicationName]
+        configuration.options.additionalStartupParameters = [Self.applicationName] + Self.deadPeerChecks
         return configuration
     }
 }

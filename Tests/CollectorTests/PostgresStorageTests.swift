@@ -1,9 +1,10 @@
 import Collector
 import CollectorAPI
-import CollectorStore
+@testable import CollectorStore
 import Foundation
 import SondeCore
 import SondeTestSupport
+import Synchronization
 import Testing
 
 /// PostgreSQL-only promises, on a real throwaway server (see `PostgresServer`).
@@ -45,6 +46,45 @@ struct PostgresStorageTests {
         // Gone well before its 6 s were up.
         try await waitUntil("the server to end the statement", timeout: .seconds(3)) { try sleeping() == 0 }
         #expect(clock.now - started < .seconds(5))
+    }
+
+    /// A collector frozen inside a transaction (SIGSTOP, a stalled VM) must not hold the cluster:
+    /// its open transaction kept the ingest horizon (no collector could follow ingest, the leader
+    /// paged every agent silent) and its lock on the leader row (no take-over for 93 s) for as
+    /// long as the freeze lasted (HA review, 33rd session, F2). The server now ends a pool
+    /// transaction idle for 5 s.
+    @Test func aTransactionLeftOpenByAFrozenCollectorIsEndedByTheServer() async throws {
+        let pg = try await PostgresServer.shared()
+        let url = try pg.createDatabase() + "&connect_timeout=1"
+        let database = String(url.split(separator: "/").last!.split(separator: "?")[0])
+        let store = try PostgresCollectorStore(url: url, logger: testLogger())
+        defer { store.close() }
+        try await store.migrate()
+        let xid = Mutex<Int64>(0)
+        let frozen = Task {
+            try await store.client.withConnection { connection in
+                _ = try await connection.query("BEGIN", logger: testLogger())
+                // An ingest's transaction has an id, which holds the horizon (pg_snapshot_xmin).
+                let id = try await connection.query("SELECT pg_current_xact_id()::TEXT::BIGINT", logger: testLogger()).collect().first?.decode(Int64.self)
+                xid.withLock { $0 = id ?? 0 }
+                try await Task.sleep(for: .seconds(8))  // frozen mid-transaction
+                _ = try await connection.query("COMMIT", logger: testLogger())
+            }
+        }
+        func idleInTransaction() throws -> Int {
+            Int(try pg.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = '\(database)' AND state = 'idle in transaction'")
+                .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        try await waitUntil("the transaction open", timeout: .seconds(5)) { try xid.withLock { $0 } > 0 && idleInTransaction() == 1 }
+        #expect(try await store.ingestHorizon() <= xid.withLock { $0 }, "an open transaction holds the horizon")
+        let clock = ContinuousClock()
+        let opened = clock.now
+        try await waitUntil("the server to end the idle transaction", timeout: .seconds(7)) { try idleInTransaction() == 0 }
+        #expect(clock.now - opened < .seconds(6))
+        #expect(try await store.ingestHorizon() > xid.withLock { $0 }, "the horizon moves on while the collector is still frozen")
+        // What the thawed collector's next statement meets is the pool's business (it gives
+        // up at `connect_timeout`); the test does not wait for it.
+        frozen.cancel()
     }
 
     /// Fencing: once another collector took the epoch, this one's evaluations and delivery
