@@ -214,6 +214,8 @@ final class ClusterCoordinator: Service, Sendable {
                     do {
                         if try await self.follower.step(store: self.store, hub: self.hub).evaluateNow { self.trigger.fire() }
                     } catch {
+                        // Nothing followed is the database's silence, not the agents'.
+                        await self.hub.pushRefusedByStorage()
                         self.logger.warning("Cannot follow ingest from the database; retrying", metadata: ["error": "\(error)"])
                     }
                 }

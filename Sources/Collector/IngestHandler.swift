@@ -175,7 +175,10 @@ struct IngestHandler: Sendable {
                     results: batch.results, resultRanges: decoded.resultRanges))
         } catch {
             health.ingestFailed()
-            if feedsHub { await hub.pushRefusedByStorage() }
+            // With several collectors too: this one may be the leader, which judges silence
+            // (with PostgreSQL a 25 s table lock paged every agent silent; HA review, 33rd
+            // session, F3).
+            await hub.pushRefusedByStorage()
             logger.error("Cannot store a batch", metadata: ["agent.id": .string(agentID), "batch.id": .string(batch.batchID), "error": "\(error)"])
             throw APIError(.serviceUnavailable, "storage_unavailable", "the batch could not be stored; retry later")
         }

@@ -195,6 +195,46 @@ struct PostgresStorageTests {
         }
     }
 
+    /// With PostgreSQL (and so a cluster coordinator) too, pushes refused because the database
+    /// stalls are the collector's silence, not the agents': a 25 s `LOCK TABLE batches` paged
+    /// every agent silent there (HA review, 33rd session, F3), as the SQLite fix did not reach it.
+    @Test func aLockedDatabaseMakesNoAgentSilent() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
+        var config = testConfig(dir: dir, agents: agents)
+        let pg = try await PostgresServer.shared()
+        config.databasePath = try pg.createDatabase() + "&connect_timeout=1"
+        let database = String(config.databasePath.split(separator: "/").last!.split(separator: "?")[0])
+        config.correlation.silentMin = 1
+        config.correlation.silentAfter = 1
+        try await withCollector(config) { collector in
+            for agent in agents {
+                for i in 0..<3 {
+                    #expect(try await agent.push(agent.batch([agent.result(startedAt: Date().addingTimeInterval(Double(i) * 0.2 - 0.6))]), to: collector).status == 200)
+                }
+            }
+            try await waitUntil("both agents ok") {
+                try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents.filter { $0.state == .ok }.count == 2
+            }
+            let lock = Task.detached { try pg.psql("BEGIN; LOCK TABLE batches IN EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT", database: database) }
+            try await waitUntil("the lock held") {
+                try pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'ExclusiveLock' AND granted AND relation = 'batches'::regclass", database: database) == "1"
+            }
+            // Well past the 1 s silence threshold, every push refused.
+            let until = ContinuousClock.now + .seconds(4)
+            var refused = 0
+            while ContinuousClock.now < until {
+                for agent in agents where try await agent.push(agent.batch([agent.result()]), to: collector).status == 503 { refused += 1 }
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            #expect(refused >= 4)
+            let silent = try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents.filter { $0.state == .silent }.map(\.id)
+            #expect(silent.isEmpty, "silent: \(silent)")
+            _ = try? await lock.value
+        }
+    }
+
     @Test func unreachableDatabaseIsAClearError() async throws {
         let port = try freeLoopbackPort()
         let store = try PostgresCollectorStore(url: "postgres://sonde:x@127.0.0.1:\(port)/sonde?sslmode=disable&connect_timeout=2", logger: testLogger())
