@@ -62,19 +62,21 @@ enum WebhookPayload {
     /// A link to the event's incident page, else the status page's anchor for it. Ids and anchors
     /// come from agent-reported names, so they are percent-encoded: no `|`, `>` or space can end a Slack link early.
     static func link(for object: [String: Any], linkBase: String) -> String {
-        func anchor(_ kind: String, _ name: String) -> String {
+        func anchor(_ kind: String, _ name: String, page: String = "/") -> String {
             var allowed = CharacterSet.alphanumerics
             allowed.insert(charactersIn: "-._~")
             let asciiOnly = name.unicodeScalars.allSatisfy(\.isASCII)
             let encoded = asciiOnly ? (name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "") : Data(name.utf8).map { String(format: "%%%02X", $0) }.joined()
-            return "\(linkBase)/#\(kind)-\(encoded)"
+            return "\(linkBase)\(page)#\(kind)-\(encoded)"
         }
         // An incident has its own page (public or behind the read token, as the status page is).
         if let incident = object["incident"] as? [String: Any], let id = incident["id"] as? String {
             return "\(linkBase)/incidents/\(StatusPage.pathSegment(id))"
         }
         if let id = object["incident"] as? String { return "\(linkBase)/incidents/\(StatusPage.pathSegment(id))" }
-        if let agent = object["agent"] as? String { return anchor("agent", agent) }
+        // Agents are listed on the internal page only (the public one names none): the link
+        // asks for the read token, as the agent's state is not public (integrations review, F5).
+        if let agent = object["agent"] as? String { return anchor("agent", agent, page: "/internal") }
         if let component = object["component"] as? String { return anchor("component", component) }
         return linkBase + "/"
     }

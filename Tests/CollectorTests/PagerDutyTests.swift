@@ -266,4 +266,12 @@ struct PagerDutyTests {
         }
         Issue.record("a pagerduty target without routing_key was accepted")
     }
+
+    /// Agent events link to the agent's row, which only the internal page has: the public page
+    /// names no agent, so `/#agent-ap-2` led nowhere (integrations review, 33rd session, F5).
+    @Test func agentEventsLinkToTheInternalPage() {
+        #expect(WebhookPayload.link(for: ["agent": "ap-2"], linkBase: "https://status.example") == "https://status.example/internal#agent-ap-2")
+        #expect(WebhookPayload.link(for: ["component": "files"], linkBase: "https://status.example") == "https://status.example/#component-files")
+        #expect(WebhookPayload.link(for: ["incident": "files.1"], linkBase: "https://status.example") == "https://status.example/incidents/files.1")
+    }
 }
