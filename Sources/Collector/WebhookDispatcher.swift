@@ -313,9 +313,12 @@ public struct WebhookDispatcher: Service {
     }
 
     /// Statuses that say "this request will never be accepted": retrying them only jams the queue.
-    /// 408 (timeout), 425 and 429 (rate limit) are worth another try, as is every 5xx.
+    /// 408 (timeout), 425 and 429 (rate limit) are worth another try, as is every 5xx. A redirect
+    /// is not followed (a signed event goes where it was configured to, not where a receiver
+    /// points) and is as permanent: retried, a 307 from an http→https move held the target's
+    /// queue about an hour per event (integrations review, 33rd session, F4).
     static func isPermanentRefusal(_ status: Int) -> Bool {
-        (400..<500).contains(status) && ![408, 425, 429].contains(status)
+        (300..<400).contains(status) || ((400..<500).contains(status) && ![408, 425, 429].contains(status))
     }
 
     /// One task per target name, started when the target appears (at start or on SIGHUP). A
@@ -552,7 +555,10 @@ public struct WebhookDispatcher: Service {
                 }
                 return
             }
-            failure = "HTTP \(response.status)" + Self.reason(in: response.body, hiding: Self.credentials(of: target))
+            failure =
+                (300..<400).contains(response.status)
+                ? "HTTP \(response.status): the receiver redirects to \(Self.reason(in: Data((response.headers.value(for: "Location") ?? "nowhere").utf8), hiding: Self.credentials(of: target)).dropFirst(2)); set the webhook's url to where it should go"
+                : "HTTP \(response.status)" + Self.reason(in: response.body, hiding: Self.credentials(of: target))
             permanent = Self.isPermanentRefusal(response.status)
             // A receiver that asks for a pause (429, 503) gets at least that; an hour at most.
             rateLimited = response.status == 429

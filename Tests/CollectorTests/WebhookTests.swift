@@ -130,6 +130,25 @@ struct WebhookTests {
         }
     }
 
+    /// A receiver that redirects (an http→https move) is told at once, not retried for an hour:
+    /// the event is dead-lettered after one attempt with the redirect's target in its error, and
+    /// later events go on (integrations review, 33rd session, F4).
+    @Test func aRedirectingReceiverIsDeadLetteredWithWhereItPoints() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let receiver = try LoopbackHTTPServer { _ in .respond(status: 307, headers: [("Location", "https://hooks.example/sonde")], body: Data()) }
+        defer { receiver.stop() }
+        let config = testConfig(dir: dir, agents: [], webhooks: [WebhookTarget(name: "ops", url: receiver.baseURL + "/hook", secret: "s")])
+        try await withCollector(config) { collector in
+            #expect(try await post(collector, "/v1/alerts/test").status == 202)
+            try await waitUntil("the event dead-lettered") { try await collector.store.deliveries().first?.status == .dead }
+            let delivery = try #require(try await collector.store.deliveries().first)
+            #expect(delivery.attempts == 1)
+            #expect(delivery.lastError?.contains("HTTP 307: the receiver redirects to https://hooks.example/sonde") == true, "\(delivery.lastError ?? "")")
+            #expect(receiver.requests.count == 1, "the redirect is not followed")
+        }
+    }
+
     /// A delivery the receiver acknowledged but the store could not record is recorded again,
     /// with backoff, before anything else goes to that target: it is not sent again. The
     /// dispatcher read the same row, still due, and sent it at once: 1,626 copies of one event in
