@@ -1,6 +1,7 @@
 import SondeCore
 import CollectorStore
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import Synchronization
@@ -150,6 +151,29 @@ struct RequestLogMiddleware: RouterMiddleware {
                 "http.method": .string(request.method.rawValue), "http.path": .string(APIError.loggedPath(request.uri.path)), "http.status": "\(response.status.code)",
                 "http.duration_ms": .string(String(format: "%.1f", ms)),
             ])
+        return response
+    }
+}
+
+/// Headers every answer carries, as a browser-facing service should (integrations review, 33rd
+/// session, F7): no content sniffing; pages behind a token are never framed by another site (a
+/// click-jacking page over `/internal`) nor sent with a referrer; an error is never cached.
+/// The public pages stay frameable: embedding a status page is what Statuspage users do.
+struct SecurityHeadersMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    static let frameOptions = HTTPField.Name("X-Frame-Options")!
+    static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        response.headers[.xContentTypeOptions] = "nosniff"
+        let path = request.uri.path
+        if path == "/internal" || path.hasPrefix("/internal/") {
+            response.headers[Self.frameOptions] = "DENY"
+            response.headers[.contentSecurityPolicy] = "frame-ancestors 'none'"
+            response.headers[Self.referrerPolicy] = "no-referrer"
+        }
+        if response.status.code >= 400 { response.headers[.cacheControl] = "no-store" }
         return response
     }
 }

@@ -321,6 +321,7 @@ func makeRouter(api: CollectorAPI, config: CollectorConfig, settings: Reloadable
     let router = Router(context: BasicRequestContext.self)
     // Outermost first: every answer is logged, every failure is a JSON error (404/405 included).
     router.add(middleware: RequestLogMiddleware(logger: logger))
+    router.add(middleware: SecurityHeadersMiddleware())
     router.add(middleware: JSONErrorMiddleware(routes: table, logger: logger))
     for route in routes {
         let group = router.group().add(middleware: AuthMiddleware(access: access, requirement: route.who, metrics: metrics, logger: logger))

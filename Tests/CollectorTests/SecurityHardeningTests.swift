@@ -175,4 +175,33 @@ struct SecurityHardeningTests {
             #expect(output.output.contains("at s1^[]0;pwned-title^G: ^[[2J^[[HAll good ^[[8mHIDDEN^[[0mM-^[31m"), "\(output.output)")
         }
     }
+
+    /// Browser-facing headers (integrations review, 33rd session, F7): no sniffing anywhere;
+    /// the internal page is never framed nor sent with a referrer; an error (a 401 for the
+    /// internal page) is never cached, not `public, max-age=10`; the public page stays
+    /// frameable and cacheable.
+    @Test func pagesCarryBrowserSecurityHeaders() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        var config = testConfig(dir: dir, agents: [])
+        config.statusPagePublic = true
+        try await withCollector(config) { collector in
+            func header(_ response: HTTPResponse, _ name: String) -> String? { response.headers.value(for: name) }
+            let refused = try await get(collector, "/internal", token: nil)
+            #expect(refused.status == 401)
+            #expect(header(refused, "Cache-Control") == "no-store")
+            #expect(header(refused, "X-Content-Type-Options") == "nosniff")
+            let operators = try await get(collector, "/internal", token: TestTokens.read)
+            #expect(operators.status == 200)
+            #expect(header(operators, "X-Frame-Options") == "DENY")
+            #expect(header(operators, "Content-Security-Policy") == "frame-ancestors 'none'")
+            #expect(header(operators, "Referrer-Policy") == "no-referrer")
+            #expect(header(operators, "Cache-Control") == "private, no-cache")
+            let page = try await get(collector, "/", token: nil)
+            #expect(page.status == 200)
+            #expect(header(page, "X-Content-Type-Options") == "nosniff")
+            #expect(header(page, "X-Frame-Options") == nil)
+            #expect(header(page, "Cache-Control") == "public, max-age=10")
+        }
+    }
 }
