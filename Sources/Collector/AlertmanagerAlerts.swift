@@ -28,8 +28,9 @@ enum AlertmanagerAlerts {
         let latest = ((object["incident"] as? [String: Any])?["updates"] as? [[String: Any]])?.last?["message"] as? String
         let annotations = annotations(summary: latest ?? object["summary"] as? String ?? type, object: object, link: link)
         guard let incident = object["incident"] as? [String: Any] else {
-            // An agent's problem or a test alert: not re-sent, so they end by themselves unless
-            // the agent's recovery ends its problem's alert first (same labels, `endsAt` now).
+            // An agent's problem (re-sent every resend_interval while it lasts, as an incident's
+            // alerts are) or a test alert (not re-sent: it ends by itself); the agent's recovery
+            // ends its problem's alert at once (same labels, `endsAt` now).
             var labels = ["alertname": type == AlertEventType.test.rawValue ? "SondeTestAlert" : "SondeAgentProblem", "source": "sonde"]
             if let agent = object["agent"] as? String { labels["agent"] = agent }
             let recovered = type == AlertEventType.agentRecovered.rawValue
@@ -37,7 +38,7 @@ enum AlertmanagerAlerts {
             if let status = problemStatus { labels["status"] = status }
             if let component = object["component"] as? String { labels["component"] = component }
             add(probeLabels, to: &labels)
-            let ends = recovered ? occurredAt : occurredAt.addingTimeInterval(4 * resendInterval)
+            let ends = recovered ? occurredAt : max(occurredAt, now).addingTimeInterval(4 * resendInterval)
             return [alert(labels: labels, annotations: annotations, startsAt: occurredAt, endsAt: ends, link: link)]
         }
         var identity = incidentLabels(incident)

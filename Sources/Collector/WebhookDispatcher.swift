@@ -638,14 +638,31 @@ extension WebhookDispatcher {
     /// nothing): Alertmanager keeps an alert firing only while it is re-sent before its
     /// `endsAt`. A failure is logged; the next interval tries again, well before they end.
     func resendOpenIncidents(target: WebhookTarget, sentLabels: inout [String: [String: String]], logger: Logger) async {
-        guard target.accepts(AlertEventType.incidentOpened.rawValue) else { return }
-        let records: [IncidentRecord]
-        do { records = try await store.incidents(.open, limit: 10_000) } catch {
-            logger.warning("Cannot read open incidents to re-send to Alertmanager", metadata: ["error": "\(error)"])
-            return
-        }
         let now = Date()
         var events: [([String: Any], String, Date)] = []
+        // Agents still silent or local: their alerts ended by themselves 4 re-send intervals
+        // after the event while `sonde agents` still said silent (integrations review, 33rd
+        // session, F3). Re-sent from the stored agent states, as the incidents are.
+        if target.accepts(AlertEventType.agentSilent.rawValue) || target.accepts(AlertEventType.agentLocalFault.rawValue) {
+            do {
+                let decoder = SondeJSON.decoder()
+                for data in try await store.agentStates().values {
+                    guard let health = try? decoder.decode(AgentHealth.self, from: data), let type = health.problemEvent, target.accepts(type.rawValue)
+                    else { continue }
+                    let object: [String: Any] = ["agent": health.agent, "status": health.state.rawValue, "summary": health.problemSummary]
+                    events.append((object, type.rawValue, health.since))
+                }
+            } catch {
+                logger.warning("Cannot read agent states to re-send to Alertmanager", metadata: ["error": "\(error)"])
+            }
+        }
+        var records: [IncidentRecord] = []
+        if target.accepts(AlertEventType.incidentOpened.rawValue) {
+            do { records = try await store.incidents(.open, limit: 10_000) } catch {
+                logger.warning("Cannot read open incidents to re-send to Alertmanager", metadata: ["error": "\(error)"])
+                return
+            }
+        }
         for record in records {
             guard let incident = (try? JSONSerialization.jsonObject(with: record.json)) as? [String: Any] else { continue }
             let updates = incident["updates"] as? [[String: Any]] ?? []
@@ -671,7 +688,7 @@ extension WebhookDispatcher {
                 return
             }
             sentLabels.merge(sent) { $1 }
-            logger.debug("Open incidents re-sent to Alertmanager", metadata: ["alerts": "\(events.count)"])
+            logger.debug("Open incidents and agent problems re-sent to Alertmanager", metadata: ["alerts": "\(events.count)"])
         } catch {
             logger.warning("Cannot re-send open incidents to Alertmanager; next try in resend_interval", metadata: ["error": "\(error.message)"])
         }

@@ -1505,11 +1505,9 @@ extension CorrelationEngine {
     }
 
     private func agentEvent(_ type: AlertEventType, health h: AgentHealth, now: Date) -> AlertEvent {
-        let what = type == .agentSilent ? "silent" : "local fault"
-        return AlertEvent(
+        AlertEvent(
             id: Self.agentEventID(type, h), type: type, occurredAt: now, status: h.state.rawValue, scope: .agent,
-            regions: [h.region], agents: [h.agent], agent: h.agent,
-            summary: "agent \(h.agent) (\(h.region)): \(what): \(h.reason ?? "")")
+            regions: [h.region], agents: [h.agent], agent: h.agent, summary: h.problemSummary)
     }
 
     /// `agent.silent.<agent>.<since unix ms>`: stable across re-evaluation and restarts.
@@ -1519,13 +1517,7 @@ extension CorrelationEngine {
 
     /// The event that announced the problem an agent is in, if one was sent: a local fault
     /// always is; a silence only for an agent that had reported before it.
-    private static func problemEvent(_ h: AgentHealth) -> AlertEventType? {
-        switch h.state {
-        case .localFault: .agentLocalFault
-        case .silent where h.lastSeen != nil: .agentSilent
-        default: nil
-        }
-    }
+    private static func problemEvent(_ h: AgentHealth) -> AlertEventType? { h.problemEvent }
 
     /// `agent.recovered` for the problem `h` was in until now.
     private func recoveredEvent(after h: AgentHealth, ended type: AlertEventType, now: Date) -> AlertEvent {

@@ -60,6 +60,21 @@ public struct AgentHealth: Sendable, Codable, Hashable {
     /// Components on which it fails locally (empty unless `local_fault`).
     public var localComponents: [String]
 
+    /// The event an agent in this state was announced with, while it lasts: `agent.local_fault`,
+    /// or `agent.silent` for an agent that had reported before; nil when ok (or never heard).
+    public var problemEvent: AlertEventType? {
+        switch state {
+        case .localFault: .agentLocalFault
+        case .silent where lastSeen != nil: .agentSilent
+        default: nil
+        }
+    }
+
+    /// The one-line summary of that event.
+    public var problemSummary: String {
+        "agent \(agent) (\(region)): \(state == .silent ? "silent" : "local fault"): \(reason ?? "")"
+    }
+
     public init(
         agent: String, region: String, state: AgentState, since: Date, lastSeen: Date? = nil, reason: String? = nil,
         localComponents: [String] = []

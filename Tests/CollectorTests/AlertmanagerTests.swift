@@ -287,6 +287,41 @@ struct AlertmanagerTests {
         await alertmanager.stop()
     }
 
+    /// An agent still silent stays firing in Alertmanager: its alert is re-sent every
+    /// resend_interval from the stored agent states, as incidents' are. It ended by itself 4
+    /// re-send intervals after the event while `sonde agents` still said silent, and
+    /// Alertmanager told its receiver "resolved" (integrations review, 33rd session, F3).
+    @Test func aSilentAgentsAlertStaysFiringWhileItIsSilent() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let alertmanager = try RealAlertmanager(dir: dir)
+        let eu = TestAgent(id: "eu-1", region: "eu")
+        let us = TestAgent(id: "us-1", region: "us")
+        var config = fastSilenceConfig(dir: dir, agents: [eu, us])
+        config.webhooks = [WebhookTarget(name: "am", url: alertmanager.url, events: ["agent.silent"], format: .alertmanager, resendInterval: 1)]
+        func silenceAlerts() async -> [[String: Any]] {
+            await alertmanager.alerts().filter { ($0["labels"] as? [String: String])?["agent"] == "us-1" }
+        }
+        try await withCollector(config) { collector in
+            for agent in [eu, us] { _ = try await agent.push(agent.batch([agent.result(startedAt: Date())]), to: collector) }
+            try await waitUntil("us-1's silence in Alertmanager", timeout: .seconds(60)) {
+                _ = try await eu.push(eu.batch([eu.result(startedAt: Date())]), to: collector)
+                return await !silenceAlerts().isEmpty
+            }
+            // Twice the 4 s its first send was good for; us-1 is silent all along.
+            let until = ContinuousClock.now + .seconds(8)
+            while ContinuousClock.now < until {
+                _ = try await eu.push(eu.batch([eu.result(startedAt: Date())]), to: collector)
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            let agents = try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents
+            #expect(agents.first { $0.id == "us-1" }?.state == .silent)
+            #expect(await !silenceAlerts().isEmpty, "us-1's silence alert ended while it was still silent")
+            #expect(!alertmanager.notificationsReceived.contains { $0["status"] as? String == "resolved" })
+        }
+        await alertmanager.stop()
+    }
+
     @Test func configAcceptsAlertmanagerAndRefusesResendIntervalElsewhere() throws {
         let ok = try CollectorConfig.parse(
             yaml: """
