@@ -40,6 +40,8 @@ public final class PostgresCollectorStore: CollectorStorage {
     private let fence = Mutex<(enabled: Bool, epoch: Int64?)>((false, nil))
     /// `connectRefusal()`'s latest attempt and what it found.
     private let refusal = Mutex<(at: ContinuousClock.Instant, reason: String)?>(nil)
+    /// When the pool was last replaced because the database refused a write as read-only.
+    private let readOnlyRecycle = Mutex<ContinuousClock.Instant?>(nil)
 
     static let dayMs: Int64 = 86_400_000
     /// Advisory lock keys (arbitrary constants, "sonde" in ASCII plus a suffix).
@@ -74,17 +76,41 @@ public final class PostgresCollectorStore: CollectorStorage {
     /// seconds after the database is back. A new pool starts now; work still queued on the old
     /// one fails and is retried by its caller.
     public func databaseAnswered() {
+        if replacePool() {
+            logger.notice("PostgreSQL answers again; started a new connection pool instead of waiting out the old one's reconnect backoff")
+        }
+    }
+
+    /// A new pool in place of the current one; false (logged) when it cannot be started.
+    private func replacePool() -> Bool {
         let fresh: (client: PostgresClient, task: Task<Void, Never>)
         do { fresh = try Self.startPool(url: url, logger: logger) } catch {
             logger.error("Cannot start a new database connection pool", metadata: ["error": "\(error)"])
-            return
+            return false
         }
         let old = pool.withLock { current in
             defer { current = fresh }
             return current.task
         }
         old.cancel()
-        logger.notice("PostgreSQL answers again; started a new connection pool instead of waiting out the old one's reconnect backoff")
+        return true
+    }
+
+    /// The database refused a write as read-only (SQLSTATE 25006). A connection opened while it
+    /// was (`default_transaction_read_only`, a failover's old primary) stays so after it is not:
+    /// both collectors refused every push for minutes after such an episode ended, until their
+    /// connections were ended by hand (HA review, 33rd session, F5). So the pool is replaced, once
+    /// every 10 s at most: while the episode lasts the new connections are read-only too.
+    private func refusedAsReadOnly() {
+        let now = ContinuousClock.now
+        let due = readOnlyRecycle.withLock { last -> Bool in
+            if let last, now - last < .seconds(10) { return false }
+            last = now
+            return true
+        }
+        if due, replacePool() {
+            logger.warning("PostgreSQL refused a write as read-only; started a new connection pool, whose connections see the database as it is now")
+        }
     }
 
     public convenience init(url text: String, logger: Logger) throws {
@@ -176,6 +202,7 @@ public final class PostgresCollectorStore: CollectorStorage {
         case .server:
             let message = error.serverInfo?[.message] ?? "error"
             let state = error.serverInfo?[.sqlState] ?? "?"
+            if state == "25006" { refusedAsReadOnly() }
             return StorageError("PostgreSQL refused \(what): \(message) (SQLSTATE \(state))")
         case .sslUnsupported:
             return StorageError("PostgreSQL at \(url.host):\(url.port) does not offer TLS but sslmode=\(url.sslMode.rawValue) requires it")

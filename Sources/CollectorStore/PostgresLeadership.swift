@@ -156,9 +156,14 @@ public final class PostgresLeadership: Sendable {
         changesContinuation.yield(.standby)
     }
 
+    /// The server's own words when it gave any ("cannot execute UPDATE in a read-only
+    /// transaction (SQLSTATE 25006)"), not only PostgresNIO's `server`.
     private func describe(_ error: any Error) -> String {
-        if let error = error as? PSQLError { return "\(error.code)" }
-        return "\(error)"
+        guard let error = error as? PSQLError else { return "\(error)" }
+        if let message = error.serverInfo?[.message] {
+            return "\(message) (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))"
+        }
+        return "\(error.code)"
     }
 }
 

@@ -235,6 +235,43 @@ struct PostgresStorageTests {
         }
     }
 
+    /// A read-only episode (`default_transaction_read_only`, as on a failover's old primary)
+    /// ends for the collector when it ends for the database: connections opened during it stayed
+    /// read-only, and pushes were refused for minutes afterwards until they were ended by hand
+    /// (HA review, 33rd session, F5). The pool is replaced on a read-only refusal.
+    @Test func aReadOnlyEpisodeEndsForTheCollectorWhenItEndsForTheDatabase() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let agent = TestAgent(id: "eu-1", region: "eu")
+        var config = testConfig(dir: dir, agents: [agent])
+        let pg = try await PostgresServer.shared()
+        config.databasePath = try pg.createDatabase() + "&connect_timeout=2"
+        let database = String(config.databasePath.split(separator: "/").last!.split(separator: "?")[0])
+        try await withCollector(config) { collector in
+            #expect(try await agent.push(agent.batch([agent.result()]), to: collector).status == 200)
+            _ = try pg.psql("ALTER DATABASE \(database) SET default_transaction_read_only = on")
+            _ = try pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(database)' AND pid <> pg_backend_pid()")
+            try await waitUntil("pushes refused while the database is read-only", timeout: .seconds(30)) {
+                try await agent.push(agent.batch([agent.result()]), to: collector).status == 503
+            }
+            // Steady traffic during the episode, as a fleet's: the pool opens its connections now.
+            let until = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < until {
+                async let a = agent.push(agent.batch([agent.result()]), to: collector)
+                async let b = get(collector, "/healthz", token: nil)
+                async let c = get(collector, "/v1/results?limit=1")
+                _ = try await (a, b, c)
+            }
+            _ = try pg.psql("ALTER DATABASE \(database) RESET default_transaction_read_only")
+            let clock = ContinuousClock()
+            let back = clock.now
+            try await waitUntil("pushes stored again", timeout: .seconds(30), every: .milliseconds(500)) {
+                try await agent.push(agent.batch([agent.result()]), to: collector).status == 200
+            }
+            print("read-only episode over: pushes stored again \(back.duration(to: clock.now)) after")
+        }
+    }
+
     @Test func unreachableDatabaseIsAClearError() async throws {
         let port = try freeLoopbackPort()
         let store = try PostgresCollectorStore(url: "postgres://sonde:x@127.0.0.1:\(port)/sonde?sslmode=disable&connect_timeout=2", logger: testLogger())
