@@ -160,6 +160,54 @@ struct PostgresStorageTests {
         #expect(try await store.batches(since: nil, after: nil, limit: 10).map(\.batchID) == ["b2"])
     }
 
+    /// Retention does not hold ingest behind a reader of an expired day: dropping its partition
+    /// waits 2 s for the lock at most, then leaves it to the next pass, while the rest of the pass
+    /// (old batches here) still goes (HA review, 33rd session, F4: every pass queued every
+    /// collector's ingest for its whole 10 s deadline, then failed and pruned nothing).
+    @Test func retentionNeverHoldsIngestBehindAReaderOfAnExpiredDay() async throws {
+        let pg = try await PostgresServer.shared()
+        let url = try pg.createDatabase()
+        let database = String(url.split(separator: "/").last!.split(separator: "?")[0])
+        let store = try PostgresCollectorStore(url: url, logger: testLogger())
+        defer { store.close() }
+        try await store.migrate()
+        let agent = TestAgent(id: "a", region: "eu")
+        try await store.upsertAgent(AgentRecord(id: "a", region: "eu", publicKey: agent.key.publicKey.base64))
+        let now = Date()
+        let startOfToday = Date(epochMs: now.epochMs / 86_400_000 * 86_400_000)
+        let yesterday = (0..<5).map { i in agent.result(startedAt: startOfToday.addingTimeInterval(-3600 - Double(i))) }
+        #expect(try await store.ingest(
+            batch: BatchRecord(batchID: "old", agent: "a", receivedAt: now.addingTimeInterval(-2 * 86400), body: Data("x".utf8), signature: "s"),
+            results: []) == .stored(all: 0))
+        #expect(try await store.ingest(
+            batch: BatchRecord(batchID: "y", agent: "a", receivedAt: now, body: Data("x".utf8), signature: "s"), results: yesterday) == .stored(all: 5))
+        let yesterdayName = PostgresCollectorStore.partitionName(day: now.epochMs / 86_400_000 - 1)
+        // Someone reads yesterday's results for 8 s (a report, a dump).
+        let reader = Task.detached { try pg.psql("BEGIN; SELECT count(*) FROM \(yesterdayName); SELECT pg_sleep(8); COMMIT", database: database) }
+        try await waitUntil("the reader's lock held") {
+            try pg.psql("SELECT count(*) FROM pg_locks WHERE relation = '\(yesterdayName)'::regclass AND granted", database: database) != "0"
+        }
+        let clock = ContinuousClock()
+        async let pruned = store.prune(before: startOfToday)
+        // Ingest meanwhile, once the DROP waits for its lock (ingest would queue behind it).
+        try await waitUntil("the DROP waiting for its lock", timeout: .seconds(5), every: .milliseconds(10)) {
+            try pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND NOT granted", database: database) != "0"
+        }
+        let pushed = clock.now
+        let today = [agent.result(startedAt: now)]
+        #expect(try await store.ingest(
+            batch: BatchRecord(batchID: "t", agent: "a", receivedAt: now, body: Data("x".utf8), signature: "s"), results: today) == .stored(all: 1))
+        #expect(clock.now - pushed < .seconds(3), "an ingest waited \(clock.now - pushed) behind retention")
+        let report = try await pruned
+        #expect(report.results == 0, "the day in use stays for the next pass")
+        #expect(report.batches == 1, "the rest of the pass went on")
+        #expect(try await store.partitions().contains(yesterdayName))
+        _ = try? await reader.value
+        // The next pass drops it.
+        #expect(try await store.prune(before: startOfToday).results == 5)
+        #expect(try await !store.partitions().contains(yesterdayName))
+    }
+
     /// A database that does not answer is a `StorageError` naming the server, within the
     /// configured time, and `sonde-collector migrate`/`serve` exit with it.
     /// Found by the HA review: a NUL in a name filter or an incident id answered 500 (PostgreSQL
