@@ -82,14 +82,16 @@ public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
         self.timings = timings
     }
 
-    /// This error with the chain a failed handshake saw: its earliest expiry is kept, and an
-    /// expiry already past is named in the message ("…; /CN=x expired 2026-12-02 10:00 UTC").
+    /// This error with the chain its handshake saw: its earliest expiry is kept whatever failed
+    /// after it (a server that stalls or closes once the handshake is done still shows when its
+    /// certificate expires; red team, 33rd session, F5), and for a failed handshake an expiry
+    /// already past is named in the message ("…; /CN=x expired 2026-12-02 10:00 UTC").
     func withCertificate(_ earliest: (notAfter: Date, subject: String)?) -> HTTPTransferError {
-        guard kind == .tls, let earliest else { return self }
+        guard let earliest else { return self }
         var error = self
         error.certificateNotAfter = earliest.notAfter
         error.certificateSubject = earliest.subject
-        if earliest.notAfter < Date() {
+        if kind == .tls, earliest.notAfter < Date() {
             error.message += " (\(earliest.subject) expired \(RFC3339.string(from: earliest.notAfter)))"
         }
         return error
