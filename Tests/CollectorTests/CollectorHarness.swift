@@ -1,11 +1,13 @@
 import Collector
 import CollectorStore
+import CollectorAPI
 import CurlHTTP
 import Foundation
 import Logging
 import ServiceLifecycle
 import SondeCore
 import SondeTestSupport
+import Testing
 
 /// A real collector on 127.0.0.1 and an ephemeral port, over a real SQLite file, run in a
 /// ServiceGroup that the test shuts down gracefully.
@@ -157,5 +159,18 @@ func withCollector<T>(
         let collector = try await RunningCollector.start(config, caFile: caFile, logger: logger)
         teardown.add { await collector.stop() }
         return try await body(collector)
+    }
+}
+
+/// Each agent pushes three passing runs, and the collector sees every one of them `ok`: the
+/// healthy start of the tests that then make storage refuse pushes.
+func reportHealthy(_ agents: [TestAgent], to collector: RunningCollector) async throws {
+    for agent in agents {
+        for i in 0..<3 {
+            #expect(try await agent.push(agent.batch([agent.result(startedAt: Date().addingTimeInterval(Double(i) * 0.2 - 0.6))]), to: collector).status == 200)
+        }
+    }
+    try await waitUntil("every agent ok") {
+        try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents.filter { $0.state == .ok }.count == agents.count
     }
 }

@@ -122,15 +122,30 @@ struct PostgresStorageTests {
 
     /// Results go into day partitions made ahead of time (older ones into the default
     /// partition); retention drops whole day partitions and deletes only from the default one.
-    @Test func retentionDropsWholeDayPartitions() async throws {
-        let url = try await PostgresServer.shared().createDatabase()
-        let store = try PostgresCollectorStore(url: url, logger: testLogger())
-        defer { store.close() }
-        try await store.migrate()
+    /// A migrated store on a fresh database with agent `a` enrolled, and the moments retention
+    /// tests cut at.
+    struct RetentionFixture {
+        let pg: PostgresServer
+        let database: String
+        let store: PostgresCollectorStore
         let agent = TestAgent(id: "a", region: "eu")
-        try await store.upsertAgent(AgentRecord(id: "a", region: "eu", publicKey: agent.key.publicKey.base64))
         let now = Date()
-        let startOfToday = Date(epochMs: now.epochMs / 86_400_000 * 86_400_000)
+        var startOfToday: Date { Date(epochMs: now.epochMs / 86_400_000 * 86_400_000) }
+
+        init() async throws {
+            pg = try await PostgresServer.shared()
+            let url = try pg.createDatabase()
+            database = String(url.split(separator: "/").last!.split(separator: "?")[0])
+            store = try PostgresCollectorStore(url: url, logger: testLogger())
+            try await store.migrate()
+            try await store.upsertAgent(AgentRecord(id: "a", region: "eu", publicKey: agent.key.publicKey.base64))
+        }
+    }
+
+    @Test func retentionDropsWholeDayPartitions() async throws {
+        let fixture = try await RetentionFixture()
+        let (store, agent, now, startOfToday) = (fixture.store, fixture.agent, fixture.now, fixture.startOfToday)
+        defer { store.close() }
         let yesterday = (0..<5).map { i in agent.result(startedAt: startOfToday.addingTimeInterval(-3600 - Double(i))) }
         let old = (0..<3).map { i in agent.result(startedAt: now.addingTimeInterval(-40 * 86400 - Double(i))) }
         let today = (0..<2).map { i in agent.result(startedAt: startOfToday.addingTimeInterval(Double(i))) }
@@ -165,16 +180,9 @@ struct PostgresStorageTests {
     /// (old batches here) still goes (HA review, 33rd session, F4: every pass queued every
     /// collector's ingest for its whole 10 s deadline, then failed and pruned nothing).
     @Test func retentionNeverHoldsIngestBehindAReaderOfAnExpiredDay() async throws {
-        let pg = try await PostgresServer.shared()
-        let url = try pg.createDatabase()
-        let database = String(url.split(separator: "/").last!.split(separator: "?")[0])
-        let store = try PostgresCollectorStore(url: url, logger: testLogger())
+        let fixture = try await RetentionFixture()
+        let (pg, database, store, agent, now, startOfToday) = (fixture.pg, fixture.database, fixture.store, fixture.agent, fixture.now, fixture.startOfToday)
         defer { store.close() }
-        try await store.migrate()
-        let agent = TestAgent(id: "a", region: "eu")
-        try await store.upsertAgent(AgentRecord(id: "a", region: "eu", publicKey: agent.key.publicKey.base64))
-        let now = Date()
-        let startOfToday = Date(epochMs: now.epochMs / 86_400_000 * 86_400_000)
         let yesterday = (0..<5).map { i in agent.result(startedAt: startOfToday.addingTimeInterval(-3600 - Double(i))) }
         #expect(try await store.ingest(
             batch: BatchRecord(batchID: "old", agent: "a", receivedAt: now.addingTimeInterval(-2 * 86400), body: Data("x".utf8), signature: "s"),
@@ -257,14 +265,7 @@ struct PostgresStorageTests {
         config.correlation.silentMin = 1
         config.correlation.silentAfter = 1
         try await withCollector(config) { collector in
-            for agent in agents {
-                for i in 0..<3 {
-                    #expect(try await agent.push(agent.batch([agent.result(startedAt: Date().addingTimeInterval(Double(i) * 0.2 - 0.6))]), to: collector).status == 200)
-                }
-            }
-            try await waitUntil("both agents ok") {
-                try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents.filter { $0.state == .ok }.count == 2
-            }
+            try await reportHealthy(agents, to: collector)
             let lock = Task.detached { try pg.psql("BEGIN; LOCK TABLE batches IN EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT", database: database) }
             try await waitUntil("the lock held") {
                 try pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'ExclusiveLock' AND granted AND relation = 'batches'::regclass", database: database) == "1"

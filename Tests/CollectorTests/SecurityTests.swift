@@ -750,14 +750,7 @@ struct SecurityTests {
         config.correlation.silentMin = 1
         config.correlation.silentAfter = 1
         try await withCollector(config) { collector in
-            for agent in agents {
-                for i in 0..<3 {
-                    #expect(try await agent.push(agent.batch([agent.result(startedAt: Date().addingTimeInterval(Double(i) * 0.2 - 0.6))]), to: collector).status == 200)
-                }
-            }
-            try await waitUntil("both agents ok") {
-                try decode(AgentsResponse.self, try await get(collector, "/v1/agents")).agents.filter { $0.state == .ok }.count == 2
-            }
+            try await reportHealthy(agents, to: collector)
             disk.fill()
             let big = (0..<400).map { agents[0].result(probe: "p\($0 % 100)", component: "c\($0 % 20)", startedAt: Date().addingTimeInterval(Double(-$0))) }
             let refused = try await agents[0].push(agents[0].batch(big), to: collector)
