@@ -669,12 +669,21 @@ struct WebhookAudit {
             let body = try #require(opened)
             let event = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
             #expect(event["labels"] as? [String: String] == ["team": "identity"], "\(String(decoding: body, as: UTF8.self))")
-            let metrics = try await cluster.client.perform(
-                HTTPRequest(url: leader.baseURL + "/metrics", headers: [HTTPHeader("Authorization", "Bearer \(DrillTokens.read)")]))
-            let text = String(decoding: metrics.body, as: UTF8.self)
-            for agent in agents {
-                #expect(text.split(separator: "\n").contains { $0.hasPrefix("probe_success{") && $0.contains("agent=\"\(agent.id)\"") && $0.hasSuffix(" 0") },
-                    "the leader's /metrics has no probe_success for \(agent.id):\n\(text.prefix(3000))")
+            // Every agent's failing run on the leader's /metrics, once it has followed them all
+            // (the incident may open before the last agent's push is followed).
+            var text = ""
+            do {
+                try await waitUntil("every agent's probe_success 0 on the leader's /metrics", timeout: .seconds(10)) {
+                    let metrics = try await cluster.client.perform(
+                        HTTPRequest(url: leader.baseURL + "/metrics", headers: [HTTPHeader("Authorization", "Bearer \(DrillTokens.read)")]))
+                    text = String(decoding: metrics.body, as: UTF8.self)
+                    let lines = text.split(separator: "\n")
+                    return agents.allSatisfy { agent in
+                        lines.contains { $0.hasPrefix("probe_success{") && $0.contains("agent=\"\(agent.id)\"") && $0.hasSuffix(" 0") }
+                    }
+                }
+            } catch {
+                Issue.record("\(error): the leader's /metrics:\n\(text.prefix(3000))")
             }
         } catch {
             await cluster.stop()
