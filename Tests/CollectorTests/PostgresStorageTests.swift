@@ -216,6 +216,15 @@ struct PostgresStorageTests {
         #expect(try await !store.partitions().contains(yesterdayName))
     }
 
+    /// A collector's test config on a fresh PostgreSQL database (`connect_timeout` in seconds),
+    /// the server, and the database's name.
+    func postgresConfig(dir: TemporaryDirectory, agents: [TestAgent], connectTimeout: Int) async throws -> (CollectorConfig, PostgresServer, String) {
+        var config = testConfig(dir: dir, agents: agents)
+        let pg = try await PostgresServer.shared()
+        config.databasePath = try pg.createDatabase() + "&connect_timeout=\(connectTimeout)"
+        return (config, pg, String(config.databasePath.split(separator: "/").last!.split(separator: "?")[0]))
+    }
+
     /// A database that does not answer is a `StorageError` naming the server, within the
     /// configured time, and `sonde-collector migrate`/`serve` exit with it.
     /// Found by the HA review: a NUL in a name filter or an incident id answered 500 (PostgreSQL
@@ -226,10 +235,8 @@ struct PostgresStorageTests {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let agent = TestAgent(id: "eu-1", region: "eu")
-        var config = testConfig(dir: dir, agents: [agent])
-        let pg = try await PostgresServer.shared()
-        config.databasePath = try pg.createDatabase() + "&connect_timeout=1"
-        let database = String(config.databasePath.split(separator: "/").last!.split(separator: "?")[0])
+        let (base, pg, database) = try await postgresConfig(dir: dir, agents: [agent], connectTimeout: 1)
+        var config = base
         config.statusPagePublic = true
         try await withCollector(config) { collector in
             #expect(try await agent.push(agent.batch([agent.result()]), to: collector).status == 200)
@@ -258,10 +265,8 @@ struct PostgresStorageTests {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let agents = [TestAgent(id: "eu-1", region: "eu"), TestAgent(id: "us-1", region: "us")]
-        var config = testConfig(dir: dir, agents: agents)
-        let pg = try await PostgresServer.shared()
-        config.databasePath = try pg.createDatabase() + "&connect_timeout=1"
-        let database = String(config.databasePath.split(separator: "/").last!.split(separator: "?")[0])
+        let (base, pg, database) = try await postgresConfig(dir: dir, agents: agents, connectTimeout: 1)
+        var config = base
         config.correlation.silentMin = 1
         config.correlation.silentAfter = 1
         try await withCollector(config) { collector in
@@ -292,10 +297,7 @@ struct PostgresStorageTests {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
         let agent = TestAgent(id: "eu-1", region: "eu")
-        var config = testConfig(dir: dir, agents: [agent])
-        let pg = try await PostgresServer.shared()
-        config.databasePath = try pg.createDatabase() + "&connect_timeout=2"
-        let database = String(config.databasePath.split(separator: "/").last!.split(separator: "?")[0])
+        let (config, pg, database) = try await postgresConfig(dir: dir, agents: [agent], connectTimeout: 2)
         try await withCollector(config) { collector in
             #expect(try await agent.push(agent.batch([agent.result()]), to: collector).status == 200)
             _ = try pg.psql("ALTER DATABASE \(database) SET default_transaction_read_only = on")
