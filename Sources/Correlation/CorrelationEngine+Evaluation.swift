@@ -1070,8 +1070,8 @@ extension CorrelationEngine {
             if let incident = track.incident {
                 var inScope = [Bool](repeating: incident.scope == .platform, count: regionCount)
                 for name in incident.regions { if let r = regionIndex[name] { inScope[Int(r)] = true } }
-                let horizon = track
-                track.faultRecord.read(series, open: frame.openSeries[c], after: { horizon.horizonCutoff(agent: Int(series[Int($0)].agent), offsets: agentOffset) }) { s in
+                // The horizon as this evaluation began (`tracks[c]`, not copied: `track` is being changed).
+                track.faultRecord.read(series, open: frame.openSeries[c], after: { tracks[c].horizonCutoff(agent: Int(series[Int($0)].agent), offsets: agentOffset) }) { s in
                     let a = Int(series[Int(s)].agent)
                     return inScope[Int(agentRegion[a])] && frame.agentCounts(a) && frame.grid[a * componentCount + c].counts
                 }
@@ -1373,7 +1373,7 @@ extension CorrelationEngine {
             }
             // Back to ok, or a silent agent reporting again with a local fault: the earlier
             // problem's alert ends (a local fault that turns into silence stays open).
-            if h.state != before.state, h.state == .ok || h.state == .localFault, let ended = Self.problemEvent(before) {
+            if h.state != before.state, h.state == .ok || h.state == .localFault, let ended = before.problemEvent {
                 events.append(recoveredEvent(after: before, ended: ended, now: now))
             }
             health[position] = h
@@ -1514,10 +1514,6 @@ extension CorrelationEngine {
     private static func agentEventID(_ type: AlertEventType, _ h: AgentHealth) -> String {
         "\(type.rawValue).\(h.agent).\(Int64((h.since.timeIntervalSince1970 * 1000).rounded()))"
     }
-
-    /// The event that announced the problem an agent is in, if one was sent: a local fault
-    /// always is; a silence only for an agent that had reported before it.
-    private static func problemEvent(_ h: AgentHealth) -> AlertEventType? { h.problemEvent }
 
     /// `agent.recovered` for the problem `h` was in until now.
     private func recoveredEvent(after h: AgentHealth, ended type: AlertEventType, now: Date) -> AlertEvent {
