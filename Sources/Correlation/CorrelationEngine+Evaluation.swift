@@ -265,6 +265,9 @@ struct ComponentTrack {
     /// fault itself had (a fault that fails in bursts is not over at its first pause).
     var newestBad = -Double.infinity
     var longestLull = 0.0
+    /// The newest run (any outcome) the last evaluation saw from the agents that count: a gap
+    /// between problem runs is a lull only if runs after the earlier one had been seen by then.
+    var newestRunSeen = -Double.infinity
     /// The latest automatic resolution: when, the newest problem run then, and the longest lull.
     /// A problem back within `flap_memory` of it is the same fault coming and going: the gap it
     /// came back after counts as a lull of the new incident's, so that incident waits out a
@@ -360,6 +363,13 @@ struct EvaluationFrame {
     /// Silent or revoked: nothing of theirs counts.
     var excluded: [Bool]
     var silent: [Bool]
+    /// Catching up: not silent, but none of its series holds a run that ended within its
+    /// silence threshold (on the collector's time line). Its spool is still arriving after a
+    /// downtime (oldest first), or it has not pushed since this collector started: what its
+    /// windows say is not its view of now. It counts nowhere, like a silent agent, without an event.
+    var catchingUp: [Bool] = []
+    /// Per (component, region): an agent catching up there reported the component.
+    var awaitedRegion: [Bool] = []
     var grid: [AgentComponent]
     var controlFailing: [Bool]
     var controlInDoubt: [Bool]
@@ -531,6 +541,9 @@ extension CorrelationEngine {
         var affecting: [Int32] = []
         var openSeries = frame.openSeries
         let offsets = agentOffset
+        let regionCount = regionNames.count
+        var current = [Bool](repeating: false, count: agentCount)
+        var stale: [(agent: Int32, component: Int32)] = []
         summaries.withUnsafeBufferPointer { all in
             var i = -1
             while i + 1 < all.count {
@@ -539,9 +552,17 @@ extension CorrelationEngine {
                 let a = Int(s.agent)
                 if excluded[a] || s.windowRuns == 0 { continue }
                 if s.control { hasControl[a] = true }
-                let age = t - s.lastReceived
+                // Judged on when its newest run ended, not only on when it arrived: a spool
+                // delivered after a downtime arrives now with runs from before it, and those
+                // said nothing about now (found by the integrations review, F2). Never newer
+                // than its arrival: an agent's durations cannot make its data current.
+                let age = t - min(s.newestEndAt + offsets[a], s.lastReceived)
                 let limit = s.interval > 0 ? max(cfg.silentMin, cfg.silentAfterIntervals * s.interval) : fallbackLimit
-                if age > cfg.windowAge || age > limit { continue }
+                if age > cfg.windowAge || age > limit {
+                    if !s.control, age <= cfg.windowAge { stale.append((s.agent, s.component)) }
+                    continue
+                }
+                current[a] = true
                 if s.control {
                     // A control that passes its latest run counts as recovered at once: its own
                     // window of old failures says nothing about the agent's network now.
@@ -597,6 +618,11 @@ extension CorrelationEngine {
             }
         }
         frame.grid = grid
+        frame.catchingUp = (0..<agentCount).map { a in !excluded[a] && !current[a] }
+        frame.awaitedRegion = [Bool](repeating: false, count: componentNames.count * regionCount)
+        for (a, c) in stale where frame.catchingUp[Int(a)] {
+            frame.awaitedRegion[Int(c) * regionCount + Int(agentRegion[Int(a)])] = true
+        }
         frame.controlFailing = controlFailing
         frame.controlInDoubt = controlInDoubt
         frame.controlPassedAt = controlPassedAt
@@ -864,12 +890,14 @@ extension CorrelationEngine {
                 if quiet { late[c * regionCount + r] += 1 }
             }
         }
-        // Silent agents that reported a component there recently, each (agent, component) once.
-        // Read from every series only while some agent is silent: not on a healthy fleet's ticks.
+        // Silent agents that reported a component there recently, each (agent, component) once,
+        // and agents still catching up (their view of now has not arrived yet). Read from every
+        // series only while there are some: not on a healthy fleet's ticks.
         var missing = [Int32](repeating: 0, count: componentCount * regionCount)
-        if frame.silent.contains(true) {
+        if frame.silent.contains(true) || frame.catchingUp.contains(true) {
             var counted = Set<Int>()
-            for s in summaries where !s.control && frame.silent[Int(s.agent)] && frame.t - s.lastReceived <= cfg.regionQuorumWindow {
+            for s in summaries
+            where !s.control && (frame.silent[Int(s.agent)] || frame.catchingUp[Int(s.agent)]) && frame.t - s.lastReceived <= cfg.regionQuorumWindow {
                 let a = Int(s.agent)
                 let c = Int(s.component)
                 guard counted.insert(a * componentCount + c).inserted else { continue }
@@ -1057,7 +1085,13 @@ extension CorrelationEngine {
                 let newest = rollup.total.newestBadAt
                 if newest > track.newestBad {
                     if track.newestBad > -.infinity {
-                        track.longestLull = max(track.longestLull, newest - track.newestBad)
+                        // Only a pause someone saw: a spool delivered after the collector's
+                        // downtime moves the newest problem run forward a whole push at a time,
+                        // with no passing run between (a 15 s downtime made a 5 s "lull", and the
+                        // recovery waited 8 s for it).
+                        if track.newestRunSeen > track.newestBad + ComponentTrack.cutoffSlack {
+                            track.longestLull = max(track.longestLull, newest - track.newestBad)
+                        }
                     } else if let last = track.lastResolution, frame.t - last.at <= cfg.flapMemory, newest > last.newestBad {
                         track.longestLull = max(track.longestLull, last.lull, newest - last.newestBad)
                     }
@@ -1067,6 +1101,7 @@ extension CorrelationEngine {
                 track.newestBad = -.infinity
                 track.longestLull = 0
             }
+            track.newestRunSeen = rollup.total.newestStartedAt
             if let incident = track.incident {
                 var inScope = [Bool](repeating: incident.scope == .platform, count: regionCount)
                 for name in incident.regions { if let r = regionIndex[name] { inScope[Int(r)] = true } }
@@ -1096,7 +1131,8 @@ extension CorrelationEngine {
             }
             let settled = Self.regionScopeSettled(
                 slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t,
-                faultSeenAt: track.faultSeenAt, t: frame.t, wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)))
+                faultSeenAt: track.faultSeenAt, t: frame.t, wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)),
+                awaited: frame.awaitedRegion[(c * regionCount)..<(c * regionCount + regionCount)], awaitedWait: max(cfg.silentMin, cfg.silentAfter))
             let wasMonitoring = track.incident?.status == .monitoring
             stepIncident(
                 &track, component: componentNames[c], status: rollup.status, scope: rollup.scope, evidence: evidence,
@@ -1238,11 +1274,22 @@ extension CorrelationEngine {
     /// May a problem in fewer regions than platform scope needs be announced as regional yet?
     /// Yes once every other reporting region has sent a run since the problem showed and none of
     /// its agents' latest runs failed or was slow (the fault has not reached it: a latency fault
-    /// shows as one slow run before it is confirmed), or after `wait` seconds.
+    /// shows as one slow run before it is confirmed), or after `wait` seconds. A region where
+    /// nobody reports but agents are catching up (`awaited`, per region: after this collector's
+    /// downtime their spools come back one by one, each after its own back-off) is waited for up
+    /// to `awaitedWait` seconds: it is not known to be fine, only not heard from yet.
     static func regionScopeSettled(
         _ counts: ArraySlice<RegionCounts>, badRegions: [String], regionNames: [String], badSince: Double, faultSeenAt: Double, t: Double,
-        wait: Double
+        wait: Double, awaited: ArraySlice<Bool> = [], awaitedWait: Double = 0
     ) -> Bool {
+        if t - badSince < awaitedWait {
+            for (r, k) in zip(regionNames.indices, counts)
+            where k.reporting == 0 && awaited.indices.contains(awaited.startIndex + r) && awaited[awaited.startIndex + r]
+                && !badRegions.contains(regionNames[r])
+            {
+                return false
+            }
+        }
         if t - badSince >= wait { return true }
         // Fresh: started after the fault was seen on (`ComponentTrack.faultSeenAt`; received
         // after the problem verdict is not enough: a healthy run from before the fault may arrive

@@ -25,7 +25,10 @@ import SondeCore
 /// - **Silent.** Nothing received for longer than max(`silent_min` 10 s, `silent_after_intervals`
 ///   3 × its shortest probe interval), or `silent_after` (30 s) when no interval is known. A silent
 ///   agent counts nowhere (no scope, no verdict, no recovery); one `agent.silent` per silence. A
-///   series with nothing received for its own threshold is ignored too.
+///   series with nothing received for its own threshold is ignored too, and so is one whose newest
+///   run ended longer ago than that (collector time line, never later than it arrived): an agent
+///   with no series left is *catching up* (its spool arriving after the collector's downtime,
+///   oldest first) and counts nowhere, without an event; the region quorum counts it missing.
 /// - **Local (scope agent), phase `localFaultPhase`.** (1) A failing control probe makes the whole
 ///   agent local; a control whose latest run failed, unconfirmed, holds the agent's data back.
 ///   (2) Per component: the agent's failure rate over its window (≥ `min_runs` runs) is above its
@@ -61,7 +64,8 @@ import SondeCore
 ///   component declared in the collector's `components:` or reported by ≥ `min_component_agents`
 ///   (2) agents. Region scope waits up to `scope_wait_intervals` (1) probe interval until every
 ///   other region has reported since the problem showed with no failed latest run (a platform
-///   fault reaches them a little later), so the first alert says platform. While investigating:
+///   fault reaches them a little later), so the first alert says platform; and up to
+///   `silent_after` (30 s) for a region where nobody reports but agents are catching up. While investigating:
 ///   a wider scope or higher severity `open_after` times in a row updates it ("spread:",
 ///   "worse:"); regions, agents or failure codes that differ `open_after` times in a row are
 ///   announced ("changed: …"). Recovery is counted in runs, not evaluations: `monitoring` once

@@ -64,6 +64,8 @@ struct SeriesSummary {
     var oldestAt: Double = .infinity
     /// `started_at` of the newest run; -infinity when none.
     var newestAt: Double = -.infinity
+    /// When that run ended (agent clock): how current the series' data is, whenever it arrived.
+    var newestEndAt: Double = -.infinity
     /// The component's steps attempted, and the failed runs, in the recent window's runs after its
     /// first failed run: the per-step failure rate's terms (see `WindowRun.steps`). Starting after
     /// a failure removes the bias of starting at one.
@@ -280,7 +282,8 @@ struct SeriesWindow {
             lastReceived: lastReceived, interval: interval, latencyMs: latency, errorCode: errorCode,
             failingSince: failingSince, lastFailedAt: lastFailedAt, stateShownAt: stateShownAt, allRuns: Int32(n), allFailed: allFailed,
             cleanTail: cleanTail, allBad: allBad, newestBadAt: newestBadAt, oldestAt: runs.first?.startedAt ?? .infinity,
-            newestAt: runs.last?.startedAt ?? -.infinity, rateSteps: rateSteps, rateFailed: rateFailed, spanRuns: spanRuns, spanBad: spanBad)
+            newestAt: runs.last?.startedAt ?? -.infinity, newestEndAt: runs.last.map { $0.startedAt + $0.durationMs / 1000 } ?? -.infinity,
+            rateSteps: rateSteps, rateFailed: rateFailed, spanRuns: spanRuns, spanBad: spanBad)
     }
 
     /// Runs that started after `time` (agent clock).

@@ -29,7 +29,10 @@ struct FleetSimulation {
     /// Agents whose results wait in their spools (the collector is down): delivered, with the
     /// rest, once they are no longer listed.
     var spooling: Set<String> = []
-    private var spooled: [ProbeResult] = []
+    /// At most this many spooled results per agent go out each second once it delivers again
+    /// (an agent's `batch_size` per push): a long spool arrives over several pushes, oldest first.
+    var spoolBatch = Int.max
+    private var spooled: [String: [ProbeResult]] = [:]
     /// Every event emitted so far, in order.
     var events: [AlertEvent] = []
     /// Every result pushed, with the time it was received (for rebuild tests).
@@ -110,12 +113,15 @@ struct FleetSimulation {
                     batch.append(check)
                 }
             }
-            spooled += batch.filter { spooling.contains($0.agent) }
-            batch.removeAll { spooling.contains($0.agent) }
-            let released = spooled.filter { !spooling.contains($0.agent) }
-            if !released.isEmpty {
-                spooled.removeAll { !spooling.contains($0.agent) }
-                batch = released + batch
+            // Every agent's results queue behind what it still holds; those delivering send
+            // the oldest first.
+            for r in batch { spooled[r.agent, default: []].append(r) }
+            batch = []
+            for agent in agents.map(\.id) where !spooling.contains(agent) {
+                guard let queue = spooled[agent], !queue.isEmpty else { continue }
+                let n = min(queue.count, spoolBatch)
+                batch += queue.prefix(n)
+                spooled[agent] = Array(queue.dropFirst(n))
             }
             if !batch.isEmpty {
                 engine.ingest(batch, receivedAt: now)

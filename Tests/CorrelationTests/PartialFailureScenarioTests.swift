@@ -1348,5 +1348,16 @@ import Testing
         slowOnce.add(AgentComponent(reporting: true, latestSlow: true, runs: 10, allRuns: 10, lastReceived: 105, newestStartedAt: 103))
         #expect(!settled(slowOnce, at: 101))
         #expect(settled(slowOnce, at: 102))
+        // Nobody reports in us yet, but its agents are catching up (their spools after a
+        // downtime): waited for up to `awaitedWait`, then the region scope may go out.
+        func settledAwaiting(_ other: RegionCounts, at t: Double) -> Bool {
+            CorrelationEngine.regionScopeSettled(
+                [RegionCounts(), other][...], badRegions: ["eu"], regionNames: names, badSince: 100, faultSeenAt: 99.5, t: t, wait: 2,
+                awaited: [false, true][...], awaitedWait: 30)
+        }
+        #expect(!settledAwaiting(RegionCounts(), at: 110))
+        #expect(settledAwaiting(RegionCounts(), at: 130))
+        #expect(settledAwaiting(fresh, at: 101), "one agent there is current: it answers for the region")
+        #expect(settled(RegionCounts(), at: 100.1), "a region nobody watches is not waited for")
     }
 }

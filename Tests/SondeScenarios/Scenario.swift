@@ -13,6 +13,9 @@ public struct Scenario: Sendable {
         case cut(agent: String)
         case flaky(agent: String)
         case restore(agent: String)
+        /// The collector crashes (SIGKILL), and later starts again on its database.
+        case stopCollector
+        case startCollector
     }
 
     /// Actions at a point of the fault's hold (`at` = share of the hold, 0 = onset).
@@ -119,6 +122,21 @@ extension Scenario {
             steps: [Step(at: 0, changesFault: false, actions: [.fault(["--type", "error", "--status", "503", "--component", "batch"])])],
             expected: ["batch": Expectation(statuses: ["major_outage", "partial_outage"], scope: "platform")],
             stopAgentOnClear: "eu-1", observeAfterClear: .seconds(130)))
+        // The integrations review's F2: the collector was down when a platform fault began. On
+        // its return each agent delivers its spool after its own back-off (1 s doubling, full
+        // jitter: spread over about 30 s), oldest first; those back first must not be called
+        // local against the others' runs from before the downtime, nor the first alert say region.
+        list.append(Scenario(
+            name: "collector-down-at-onset",
+            title: "the collector crashes as batch starts answering 503 everywhere; back 30 s later (at 2 s intervals), agents deliver their spools",
+            steps: [
+                Step(at: 0, changesFault: false, actions: [.stopCollector, .fault(["--type", "error", "--status", "503", "--component", "batch"])]),
+                Step(at: 0.375, changesFault: false, actions: [.startCollector]),
+            ],
+            expected: ["batch": Expectation(statuses: ["major_outage", "partial_outage"], scope: "platform")],
+            holdIntervals: 40,
+            // Detection waits for the collector (15 intervals down) and the agents' back-off after it.
+            detectionAllowance: .seconds(65)))
         var skewed = SondeSystem.Options()
         skewed.clockOffsets = ["eu-1": -240]
         list.append(Scenario(

@@ -115,6 +115,8 @@ public struct ScenarioRunner: Sendable {
             case .cut(let agent): system.cutNetwork(of: agent)
             case .flaky(let agent): system.makeNetworkFlaky(of: agent)
             case .restore(let agent): system.restoreNetwork(of: agent)
+            case .stopCollector: await system.stopCollector()
+            case .startCollector: try await system.startCollectorAgain()
             }
         }
     }

@@ -17,7 +17,9 @@ public final class SondeSystem: @unchecked Sendable {
     public let platform: SimulatedPlatform
     public var sim: ChildProcess { platform.process }
     public var regionURLs: [String: String] { platform.regionURLs }
-    public let collector: ChildProcess
+    public private(set) var collector: ChildProcess
+    /// What collectors stopped by `stopCollector` wrote, for the logs kept on request.
+    private var earlierCollectorOutput = ""
     public let collectorURL: String
     /// The private CA of the collector's certificate (made for this run); agents and API calls trust it.
     public let certificates: TestCertificates
@@ -130,6 +132,25 @@ public final class SondeSystem: @unchecked Sendable {
         try SimAgentSetup.writeConfig(id: id, dir: dir, collectorURL: collectorURL, caFile: certificates.caCert, baseURL: relayURL, interval: interval,
             flushInterval: options.agentFlushInterval)
         agents[id] = (try startAgentProcess(id), relay)
+    }
+
+    /// Kills the collector (SIGKILL: a crash, nothing flushed beyond what it committed). The
+    /// agents keep probing and spool what they cannot push.
+    public func stopCollector() async {
+        collector.signal(SIGKILL)
+        _ = try? await collector.waitForExit(timeout: .seconds(10))
+        earlierCollectorOutput += collector.allOutput
+    }
+
+    /// Starts the collector again on its database and port, as a supervisor would after a crash.
+    public func startCollectorAgain() async throws {
+        guard !collector.isRunning else { return }
+        let path = dir.file("collector.yaml")
+        guard let port = collectorURL.split(separator: ":").last else { throw TestFailure("no port in \(collectorURL)") }
+        let config = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "port: 0,", with: "port: \(port),")
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        collector = try ChildProcess("sonde-collector", ["serve", "--config", path])
+        _ = try await collector.waitForLine(stderr: true) { $0.contains("Collector listening") }
     }
 
     /// Starts `sonde-agent run` for `id` again (same config, key and spool) after it was stopped.
@@ -286,7 +307,7 @@ public final class SondeSystem: @unchecked Sendable {
         if let keep = ProcessInfo.processInfo.environment["SONDE_SCENARIOS_KEEP"] {
             let target = keep + "/" + URL(fileURLWithPath: dir.path).lastPathComponent
             try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
-            try? collector.allOutput.write(toFile: target + "/collector.log", atomically: true, encoding: .utf8)
+            try? (earlierCollectorOutput + collector.allOutput).write(toFile: target + "/collector.log", atomically: true, encoding: .utf8)
             for name in ["collector.db", "collector.db-wal", "collector.db-shm"] {
                 try? FileManager.default.copyItem(atPath: dir.file(name), toPath: target + "/" + name)
             }
