@@ -178,7 +178,8 @@ public struct TCPExchange: Sendable {
         var socket: curl_socket_t = -1
         _ = sonde_curl_getinfo_socket(handle, &socket)
 
-        var channel = Channel(curl: handle, socket: socket)
+        errorBuffer[0] = 0
+        var channel = Channel(curl: handle, socket: socket, errorBuffer: errorBuffer)
         defer { channel.close() }
         var firstByte: ContinuousClock.Instant?
         var received = Data()
@@ -261,13 +262,27 @@ public struct TCPExchange: Sendable {
 private struct Channel {
     let curl: UnsafeMutableRawPointer
     let socket: curl_socket_t
+    /// The handle's CURLOPT_ERRORBUFFER: what curl's TLS layer said, beyond its error code.
+    let errorBuffer: UnsafeMutablePointer<CChar>
     var ssl: OpaquePointer?
     /// Where the session's verify callback records the chain: lives as long as the session.
     var chain: UnsafeMutablePointer<sonde_tls_chain>?
 
-    init(curl: UnsafeMutableRawPointer, socket: curl_socket_t) {
+    init(curl: UnsafeMutableRawPointer, socket: curl_socket_t, errorBuffer: UnsafeMutablePointer<CChar>) {
         self.curl = curl
         self.socket = socket
+        self.errorBuffer = errorBuffer
+    }
+
+    /// A failed curl_easy_send/recv, classified as a transfer's would be: a TLS 1.3 alert that
+    /// comes on the first read ("certificate required" from a server that wants a client
+    /// certificate) is `tls` with its hint, not a lost connection (found by the TLS review, F4).
+    func curlFailure(_ code: CURLcode, doing: String) -> HTTPTransferError {
+        let detail = String(cString: errorBuffer)
+        let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        return HTTPTransferError(
+            kind: CurlTransfer.classify(code, detail: message), curlCode: Int(code.rawValue),
+            message: "\(doing) failed: " + CurlTransfer.explain(code, message))
     }
 
     mutating func close() {
@@ -375,9 +390,7 @@ private struct Channel {
         var sent = 0
         let code = curl_easy_send(curl, bytes, count, &sent)
         if code == CURLE_AGAIN { return .wait(Int16(POLLOUT)) }
-        guard code == CURLE_OK else {
-            return .failed(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: "sending failed: \(String(cString: curl_easy_strerror(code)))"))
-        }
+        guard code == CURLE_OK else { return .failed(curlFailure(code, doing: "sending")) }
         return .done(sent)
     }
 
@@ -390,9 +403,7 @@ private struct Channel {
         var got = 0
         let code = curl_easy_recv(curl, buffer, count, &got)
         if code == CURLE_AGAIN { return .wait(Int16(POLLIN)) }
-        guard code == CURLE_OK else {
-            return .failed(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: "receiving failed: \(String(cString: curl_easy_strerror(code)))"))
-        }
+        guard code == CURLE_OK else { return .failed(curlFailure(code, doing: "receiving")) }
         return got == 0 ? .closed : .done(got)
     }
 

@@ -400,6 +400,24 @@ struct RealPlatformProbeTests {
             #expect(anonymous.error?.message.contains("set the step's tls.cert and tls.key") == true, "\(failureSummary(anonymous))")
             let withClient = await run(try #require(probe("{ca_file: ca.pem, cert: client.pem, key: client.key}").0))
             #expect(withClient.outcome == .ok, "\(failureSummary(withClient))")
+            // The same alert on a `tcp` step's first read (its TLS is curl's, read with
+            // curl_easy_recv) read as `connect`, "Failure when receiving data from the peer".
+            func tcpProbe(_ tls: String) throws -> ProbeDefinition {
+                try makeProbe("""
+                    name: mtls-tcp
+                    component: edge
+                    interval: 30s
+                    timeout: 10s
+                    steps:
+                      - name: tcp
+                        tcp: {host: 127.0.0.1, port: \(port), tls: \(tls), send: "GET / HTTP/1.0\\r\\n\\r\\n", expect: "HTTP/1.0 200"}
+                    """, variables: [], file: folder.file("mtls-tcp.yaml"))
+            }
+            let tcpAnonymous = await run(try tcpProbe("{ca_file: ca.pem}"))
+            #expect(tcpAnonymous.error?.kind == .tls, "\(failureSummary(tcpAnonymous))")
+            #expect(tcpAnonymous.error?.message.contains("set the step's tls.cert and tls.key") == true, "\(failureSummary(tcpAnonymous))")
+            let tcpWithClient = await run(try tcpProbe("{ca_file: ca.pem, cert: client.pem, key: client.key}"))
+            #expect(tcpWithClient.outcome == .ok, "\(failureSummary(tcpWithClient))")
 
             // Files that exist but cannot be used: refused at load, with where and why.
             try "not a certificate\n".write(toFile: dir + "/garbage.pem", atomically: true, encoding: .utf8)
