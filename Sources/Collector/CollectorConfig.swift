@@ -694,6 +694,8 @@ extension CollectorConfig {
                 problem(
                     "webhooks[\(index)].url",
                     "expected an http:// or https:// URL, got one starting \"\(String(target.url.prefix(8)))…\" (\(target.url.count) characters; the rest is not shown)")
+            } else if let flaw = WebhookTarget.webhookURLFlaw(target.url) {
+                problem("webhooks[\(index)].url", "\(flaw) (the URL is not shown: its path may be a token)")
             }
             if !seen.insert(target.name).inserted {
                 problem("webhooks[\(index)].name", "\"\(target.name)\" is used twice; names must be unique")
@@ -833,6 +835,20 @@ public struct StatusPageSettings: Sendable, Hashable {
 extension WebhookTarget: CustomStringConvertible {
     public var description: String {
         "WebhookTarget(name: \(name), url: \(Self.origin(of: url))/…, format: \(format.rawValue), secret: <redacted>)"
+    }
+
+    /// What makes a webhook URL unusable, without quoting it: a space or control character
+    /// (libcurl would send it as it is, and the receiver answer 400 for every event), or no host.
+    static func webhookURLFlaw(_ url: String) -> String? {
+        if let i = url.unicodeScalars.firstIndex(where: { $0.value <= 0x20 || $0.value == 0x7F }) {
+            let at = url.unicodeScalars.distance(from: url.unicodeScalars.startIndex, to: i)
+            let what = url.unicodeScalars[i] == " " ? "a space" : "a control character"
+            return "expected a URL without spaces or control characters, found \(what) at character \(at + 1); percent-encode it (%20)"
+        }
+        guard let parts = URLComponents(string: url), let host = parts.host, !host.isEmpty else {
+            return "expected a URL with a host, such as https://hooks.example.com/sonde"
+        }
+        return nil
     }
 
     /// Scheme, host and port only: a URL's path can be a credential (Slack's incoming-webhook

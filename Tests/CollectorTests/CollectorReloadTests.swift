@@ -258,4 +258,24 @@ struct CollectorReloadTests {
             #expect(!"\(error)".contains("hook-token-123"), "a webhook URL is a secret: not echoed")
         }
     }
+
+    /// A webhook URL with a space (a copy-paste from a chat window) or without a host loaded,
+    /// and every event to it came back 400 (found by the integrations review). Refused at
+    /// load, at its place, without quoting the URL (its path may be the hook's token).
+    @Test(arguments: [
+        ("https://hooks.example.com/services/T0/hook token-123", "found a space at character 43"),
+        ("https://hooks.example.com/services/\thook-token-123", "found a control character at character 36"),
+        ("https:///services/hook-token-123", "expected a URL with a host"),
+    ])
+    func aWebhookURLWithASpaceOrNoHostIsRefused(url: String, message: String) throws {
+        let yaml = "listen: {plain_http: true}\nwebhooks:\n  - {name: ops, url: \"\(url.replacingOccurrences(of: "\t", with: "\\t"))\", secret: s}\n"
+        do {
+            _ = try CollectorConfig.parse(yaml: yaml, file: "c.yaml")
+            Issue.record("\(url) loaded")
+        } catch let error as ConfigError {
+            #expect("\(error)".contains("webhooks[0].url: ") && "\(error)".contains(message), "\(error)")
+            #expect(!"\(error)".contains("token-123"), "a webhook URL is a secret: not echoed")
+        }
+        #expect(try CollectorConfig.parse(yaml: "listen: {plain_http: true}\nwebhooks:\n  - {name: ops, url: \"https://hooks.example.com/a%20b\", secret: s}\n", file: "c.yaml").webhooks.count == 1)
+    }
 }
