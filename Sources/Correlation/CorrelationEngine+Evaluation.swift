@@ -368,7 +368,8 @@ struct EvaluationFrame {
     /// downtime (oldest first), or it has not pushed since this collector started: what its
     /// windows say is not its view of now. It counts nowhere, like a silent agent, without an event.
     var catchingUp: [Bool] = []
-    /// Per (component, region): an agent catching up there reported the component.
+    /// Per (component, region): an agent catching up there reported the component, within the
+    /// allowance after the collector's own downtime (`CorrelationEngine.collectorGapUntil`).
     var awaitedRegion: [Bool] = []
     var grid: [AgentComponent]
     var controlFailing: [Bool]
@@ -620,7 +621,7 @@ extension CorrelationEngine {
         frame.grid = grid
         frame.catchingUp = (0..<agentCount).map { a in !excluded[a] && !current[a] }
         frame.awaitedRegion = [Bool](repeating: false, count: componentNames.count * regionCount)
-        for (a, c) in stale where frame.catchingUp[Int(a)] {
+        for (a, c) in stale where frame.catchingUp[Int(a)] && t < collectorGapUntil {
             frame.awaitedRegion[Int(c) * regionCount + Int(agentRegion[Int(a)])] = true
         }
         frame.controlFailing = controlFailing

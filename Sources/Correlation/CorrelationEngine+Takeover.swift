@@ -38,6 +38,7 @@ extension CorrelationEngine {
     /// heard from is judged as before.
     public mutating func countSilence(from date: Date) {
         let from = date.timeIntervalSince1970
+        collectorGapUntil = max(collectorGapUntil, from)
         // Agents never heard from are left as they are: nothing of theirs was held up.
         for a in agentIDs.indices where restoredHealth[agentIDs[a]]?.state != .silent && agentLastReceived[a] > -.infinity {
             agentSilenceCountedFrom[a] = max(agentSilenceCountedFrom[a], from)

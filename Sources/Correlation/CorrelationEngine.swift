@@ -105,6 +105,11 @@ public struct CorrelationEngine: Sendable {
     /// From when an agent's silence is counted when that is later than its last result: a
     /// start or a new leader's take-over, until the agent is heard from (see `countSilence(from:)`).
     var agentSilenceCountedFrom: [Double] = []
+    /// The latest `countSilence(from:)`: until then the agents may still be delivering what the
+    /// collector's own downtime held back, and only until then is a region of agents catching
+    /// up waited for (an agent that sends old runs on purpose must not delay other regions'
+    /// first alerts in normal operation).
+    var collectorGapUntil = -Double.infinity
     var agentHasNewData: [Bool] = []
     var agentCleanStreak: [Int32] = []
     /// How long each (agent × component) alone in its region has asked its peers to confirm its

@@ -55,4 +55,35 @@ import Testing
         #expect(updates.filter { $0.author == "oncall" }.count == 5, "people's entries stay")
         #expect(updates.map(\.time) == updates.map(\.time).sorted(), "in order")
     }
+
+    /// An agent alone in ap whose pushes, sent now, carry only runs 15 s old reads as catching
+    /// up (a steady lag with its pushes' `sent_at` just as old would read as clock offset). That region is waited for only after the
+    /// collector's own downtime: in normal operation it must not hold every other region's
+    /// first alert for the 30 s such a wait may last.
+    @Test func anAgentSendingOldRunsDelaysNoOtherRegionsFirstAlert() throws {
+        var fleet = FleetSimulation(regions: ["eu": 2, "us": 2, "ap": 1], interval: 2)
+        fleet.stopped.insert("ap-1")
+        func lateRuns() -> [ProbeResult] {
+            ["files", "control"].map { component in
+                ProbeResult(
+                    id: "late-\(component)-\(fleet.now.timeIntervalSince1970)", probe: component == "control" ? "control" : "files-journey",
+                    component: component, agent: "ap-1", region: "ap", startedAt: fleet.now.addingTimeInterval(-15), durationMs: 50,
+                    outcome: .ok, steps: [], control: component == "control" ? true : nil)
+            }
+        }
+        for _ in 0..<40 {
+            fleet.engine.ingest(lateRuns(), receivedAt: fleet.now, push: PushTiming(sentAt: fleet.now, arrivedAt: fleet.now))
+            fleet.step()
+        }
+        fleet.faults["eu"] = FleetSimulation.failing(regions: ["eu"], components: ["files"])
+        var opened: AlertEvent?
+        for _ in 0..<40 where opened == nil {
+            fleet.engine.ingest(lateRuns(), receivedAt: fleet.now, push: PushTiming(sentAt: fleet.now, arrivedAt: fleet.now))
+            opened = fleet.step().first { $0.type == .incidentOpened }
+        }
+        let event = try #require(opened)
+        let latency = event.occurredAt.timeIntervalSince(try #require(fleet.firstFailureAt))
+        #expect(latency <= 2 * fleet.interval + 1, "opened \(latency) s after the first failure")
+        #expect(event.scope == .region && event.incident?.regions == ["eu"])
+    }
 }
