@@ -358,6 +358,11 @@ public struct CollectorAPI: Sendable {
     let logger: Logger
     /// The pages' uptime history, read at most every 15 s.
     let uptimeHistory = RecentValues<[UptimeDay]>(maxAge: .seconds(15))
+    /// The operators' page's last 24 hours: the hours before the previous one, read at most
+    /// every 5 minutes (only late results, a spool after a downtime, still change them), and
+    /// the previous and current hours, at most every 10 s (`operatorsTimeline(now:)`).
+    let timelineClosedHours = RecentValues<[TimelineBucket]>(maxAge: .seconds(300), capacity: 2)
+    let timelineRecentHours = RecentValues<[TimelineBucket]>(maxAge: .seconds(10), capacity: 2)
     /// What the public pages show, and the public page itself, made at most every 5 s however
     /// many anonymous readers ask (shared caches may keep them 10 s anyway).
     let publicSnapshots = RecentValues<PageSnapshot>(maxAge: .seconds(5))

@@ -197,9 +197,28 @@ extension CollectorAPI {
         snapshot.agents = try await store.agents()
         if audience == .operators {
             snapshot.health = await hub.agentHealth
-            snapshot.timeline = (try? await store.timeline(since: now.addingTimeInterval(-24 * 3600))) ?? []
+            snapshot.timeline = (try? await operatorsTimeline(now: now)) ?? []
         }
         return snapshot
+    }
+
+    /// The 24 whole hours the operators' page shows, the current one last. Read whole on every
+    /// load, they took 2.6 s at 3 M results on PostgreSQL, and the page reloads every 15 s.
+    func operatorsTimeline(now: Date) async throws -> [TimelineBucket] {
+        try await Self.timeline(now: now, closedHours: timelineClosedHours, recentHours: timelineRecentHours, store: store)
+    }
+
+    /// The hours before the previous one from `closedHours`, the rest from `recentHours`, each
+    /// read from `store` when not kept (keyed by the current hour: a new hour reads both anew).
+    static func timeline(
+        now: Date, closedHours: RecentValues<[TimelineBucket]>, recentHours: RecentValues<[TimelineBucket]>, store: any CollectorStorage
+    ) async throws -> [TimelineBucket] {
+        let hour = now.epochMs / 3_600_000
+        let first = Date(epochMs: (hour - 23) * 3_600_000)
+        let recent = Date(epochMs: (hour - 1) * 3_600_000)
+        let closed = try await closedHours.value("\(hour)") { try await store.timeline(since: first, until: recent) }
+        let open = try await recentHours.value("\(hour)") { try await store.timeline(since: recent, until: .distantFuture) }
+        return (closed + open).sorted { ($0.component, $0.hourStart) < ($1.component, $1.hourStart) }
     }
 
     /// The probes the public page lists per component: those with a recent run from

@@ -546,7 +546,9 @@ public protocol CollectorStorage: Sendable {
     /// Batches received at or after `since` and after the `after` position (received_at ms,
     /// batch id), oldest first, at most `limit`.
     func batches(since: Date?, after: ResultCursor?, limit: Int) async throws -> [BatchRecord]
-    func timeline(since: Date) async throws -> [TimelineBucket]
+    /// Results per component and hour, of runs started in [since, until), sorted by component
+    /// and hour.
+    func timeline(since: Date, until: Date) async throws -> [TimelineBucket]
     /// The daily rollup from the UTC day holding `since` on, sorted by component and day
     /// (``UptimeDay/combine(_:)``). Every stored result counts once in its component's day (a
     /// duplicate ignored at ingest does not), for the agent that ran it.

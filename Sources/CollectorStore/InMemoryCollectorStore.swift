@@ -98,9 +98,9 @@ public actor InMemoryCollectorStore: CollectorStorage {
                 .sorted { ($0.receivedAt.epochMs, $0.batchID) < ($1.receivedAt.epochMs, $1.batchID) }.prefix(limit))
     }
 
-    public func timeline(since: Date) async throws -> [TimelineBucket] {
+    public func timeline(since: Date, until: Date) async throws -> [TimelineBucket] {
         var buckets: [String: TimelineBucket] = [:]
-        for result in resultsByID.values where result.startedAt.epochMs >= since.epochMs {
+        for result in resultsByID.values where result.startedAt.epochMs >= since.epochMs && result.startedAt.epochMs < until.epochMs {
             let hour = result.startedAt.epochMs / 3_600_000
             let key = "\(result.component)|\(hour)"
             var bucket = buckets[key] ?? TimelineBucket(component: result.component, hourStart: Date(epochMs: hour * 3_600_000), total: 0, failed: 0, degraded: 0)

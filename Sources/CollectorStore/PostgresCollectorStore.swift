@@ -780,13 +780,13 @@ public final class PostgresCollectorStore: CollectorStorage {
         return BatchRecord(batchID: id, agent: agent, receivedAt: Date(epochMs: received), body: Data(buffer: body), signature: signature)
     }
 
-    public func timeline(since: Date) async throws -> [TimelineBucket] {
+    public func timeline(since: Date, until: Date) async throws -> [TimelineBucket] {
         try await rows(
             """
             SELECT s.component, r.started_at / 3600000 AS hour, COUNT(*), COUNT(*) FILTER (WHERE r.outcome = 2),
                 COUNT(*) FILTER (WHERE r.outcome = 1)
             FROM results r JOIN series s ON s.id = r.series
-            WHERE r.started_at >= \(since.epochMs) GROUP BY s.component, hour ORDER BY s.component, hour
+            WHERE r.started_at >= \(since.epochMs) AND r.started_at < \(until.epochMs) GROUP BY s.component, hour ORDER BY s.component, hour
             """, "reading the timeline"
         ).map { row in
             let (component, hour, total, failed, degraded) = try row.decode((String, Int64, Int64, Int64, Int64).self)

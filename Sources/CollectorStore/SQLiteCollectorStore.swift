@@ -625,7 +625,7 @@ public final class SQLiteCollectorStore: CollectorStorage {
         }
     }
 
-    public func timeline(since: Date) async throws -> [TimelineBucket] {
+    public func timeline(since: Date, until: Date) async throws -> [TimelineBucket] {
         try await pool.read { db in
             try Row.fetchAll(
                 db,
@@ -633,9 +633,9 @@ public final class SQLiteCollectorStore: CollectorStorage {
                     SELECT s.component, r.started_at / 3600000 AS hour, COUNT(*) AS total,
                         SUM(r.outcome = 2) AS failed, SUM(r.outcome = 1) AS degraded
                     FROM results r JOIN series s ON s.id = r.series
-                    WHERE r.started_at >= ? GROUP BY s.component, hour ORDER BY s.component, hour
+                    WHERE r.started_at >= ? AND r.started_at < ? GROUP BY s.component, hour ORDER BY s.component, hour
                     """,
-                arguments: [since.epochMs]
+                arguments: [since.epochMs, until.epochMs]
             ).map { row in
                 TimelineBucket(
                     component: row["component"], hourStart: Date(epochMs: (row["hour"] as Int64) * 3_600_000),

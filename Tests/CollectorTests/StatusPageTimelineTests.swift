@@ -3,6 +3,7 @@ import CollectorStore
 import Correlation
 import Foundation
 import SondeCore
+import SondeTestSupport
 import Testing
 
 @testable import Collector
@@ -57,5 +58,33 @@ import Testing
         #expect(!filesRow.contains(StatusPage.colour(.majorOutage)) && filesRow.contains(StatusPage.colour(.operational)))
         let apiRow = section.components(separatedBy: ">api</td>").last?.components(separatedBy: "</tr>").first ?? ""
         #expect(apiRow.contains(StatusPage.colour(.majorOutage)))
+    }
+
+    /// The operators' page reads the hours before the previous one once every few minutes and
+    /// the last two on each load: the same buckets as one read of all 24, a new run in the
+    /// current hour shows at once, and a late run in an old hour once those hours are read again.
+    @Test func theTimelineKeepsClosedHoursAndRereadsTheLastTwo() async throws {
+        let store = InMemoryCollectorStore()
+        let agent = TestAgent(id: "timeline-eu-1", region: "eu")
+        func keep(_ hoursBack: [Int], outcome: Outcome = .ok) async throws {
+            let results = hoursBack.map { back in
+                agent.result(probe: "files", component: "files", outcome: outcome, startedAt: thisHour.addingTimeInterval(Double(-back) * 3600 + 61))
+            }
+            _ = try await store.ingest(batch: BatchRecord(batchID: UUID().uuidString, agent: agent.id, receivedAt: now, body: Data(), signature: ""), results: results)
+        }
+        // One run an hour for 30 hours: the page shows the newest 24.
+        try await keep(Array(0..<30))
+        let closed = RecentValues<[TimelineBucket]>(maxAge: .seconds(300))
+        let recent = RecentValues<[TimelineBucket]>(maxAge: .zero)
+        let first = try await CollectorAPI.timeline(now: now, closedHours: closed, recentHours: recent, store: store)
+        let whole = try await store.timeline(since: thisHour.addingTimeInterval(-23 * 3600), until: .distantFuture)
+        #expect(first == whole && first.count == 24, "\(first.count) buckets")
+        // A failure now shows at once; a late one five hours back waits for the closed hours' next read.
+        try await keep([0, 5], outcome: .failed)
+        let next = try await CollectorAPI.timeline(now: now, closedHours: closed, recentHours: recent, store: store)
+        #expect(next.first { $0.hourStart == thisHour }?.failed == 1)
+        #expect(next.first { $0.hourStart == thisHour.addingTimeInterval(-5 * 3600) }?.failed == 0)
+        let reread = try await CollectorAPI.timeline(now: now, closedHours: RecentValues(maxAge: .zero), recentHours: recent, store: store)
+        #expect(reread.first { $0.hourStart == thisHour.addingTimeInterval(-5 * 3600) }?.failed == 1)
     }
 }

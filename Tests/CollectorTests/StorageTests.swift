@@ -191,7 +191,7 @@ struct StorageTests {
         #expect(try await store.incidents(.open, limit: 10).isEmpty)
         #expect(try await store.incident(id: "i1")?.resolvedAt == resolved.resolvedAt)
         #expect(try await store.agentStates() == ["a": Data("{\"s\":1}".utf8)])
-        #expect(try await store.timeline(since: Date(timeIntervalSince1970: 1_799_990_000)).map(\.total).reduce(0, +) == 7)
+        #expect(try await store.timeline(since: Date(timeIntervalSince1970: 1_799_990_000), until: .distantFuture).map(\.total).reduce(0, +) == 7)
         #expect(try await store.seriesNames().count == 1)
         #expect(try await store.resultCount() == 7)
         #expect(try await store.results(since: Date(timeIntervalSince1970: 1_800_000_003), limit: 100).count == 4)
@@ -213,7 +213,7 @@ struct StorageTests {
         let rebatched = BatchRecord(batchID: "b1-again", agent: "a", receivedAt: Date(), body: Data("y".utf8), signature: "s")
         #expect(try await store.ingest(batch: rebatched, results: Array(results.suffix(3)) + [extra]) == .stored(new: [3]))
         #expect(try await store.resultCount() == 8)
-        #expect(try await store.timeline(since: Date(timeIntervalSince1970: 1_799_990_000)).map(\.total).reduce(0, +) == 8)
+        #expect(try await store.timeline(since: Date(timeIntervalSince1970: 1_799_990_000), until: .distantFuture).map(\.total).reduce(0, +) == 8)
         #expect(Set(try await store.results(ResultQuery(limit: 100)).results.map(\.id)) == Set((results + [extra]).map(\.id)))
 
         // A key belongs to one agent.
@@ -356,8 +356,12 @@ struct StorageMigrationTests {
         // Bodies kept byte for byte for `sonde verify`; the timeline still counts by component.
         let batches = try await store.batches(since: nil, after: nil, limit: 100)
         #expect(Dictionary(uniqueKeysWithValues: batches.map { ($0.batchID, $0.body) }) == bodies)
-        let timeline = try await store.timeline(since: base)
+        let timeline = try await store.timeline(since: base, until: .distantFuture)
         #expect(timeline.map(\.total).reduce(0, +) == 20 && timeline.map(\.failed).reduce(0, +) == 4)
+        // Bounded above too (the operators' page keeps the closed hours and reads the last two).
+        let early = try await store.timeline(since: base, until: base.addingTimeInterval(600))
+        #expect(early.map(\.total).reduce(0, +) == expected.filter { $0.startedAt < base.addingTimeInterval(600) }.count)
+        #expect(early.map(\.total).reduce(0, +) < 20)
         #expect(try await store.batchIntegrity().values.allSatisfy { $0.declared == 5 && $0.stored == 5 })
 
         // New pushes next to the old rows: stored as body slices, duplicates ignored.
