@@ -162,7 +162,7 @@ import Testing
         // Each push carries at most 20 results: a 30 s spool takes 4 or 5 of them.
         fleet.spoolBatch = 20
         fleet.step(seconds: 60)
-        let stored = (incidents: fleet.engine.openIncidents, agents: fleet.engine.agentHealth)
+        let stored = fleet.storedDecisions
         fleet.spooling = Set(fleet.agents.map(\.id))
         fleet.step(seconds: 10)
         fleet.faults["platform"] =
@@ -170,11 +170,7 @@ import Testing
             ? FleetSimulation.randomly(0.3, seed: UInt64(gap), components: ["files"])
             : FleetSimulation.failing(components: ["batch"])
         fleet.step(seconds: 20)
-        // As the collector rebuilds at start: what was stored before it went down.
-        var rebuilt = CorrelationEngine(config: CorrelationConfig(), agents: fleet.agents, openIncidents: stored.incidents, agentStates: stored.agents)
-        for (result, receivedAt) in fleet.pushed { rebuilt.ingest([result], receivedAt: receivedAt) }
-        rebuilt.countSilence(from: fleet.now.addingTimeInterval(70))
-        fleet.engine = rebuilt
+        fleet.restartCollector(from: stored)
         var events: [AlertEvent] = []
         // Back one by one, in an order that mixes the regions.
         for agent in ["eu-1", "us-2", "ap-1", "eu-2", "us-1", "ap-2"] {
@@ -199,14 +195,11 @@ import Testing
         fleet.promptControl = true
         fleet.spoolBatch = 15
         fleet.step(seconds: 60)
-        let stored = (incidents: fleet.engine.openIncidents, agents: fleet.engine.agentHealth)
+        let stored = fleet.storedDecisions
         fleet.spooling = Set(fleet.agents.map(\.id))
         fleet.faults["platform"] = FleetSimulation.failing(components: ["batch"])
         fleet.step(seconds: 15)
-        var rebuilt = CorrelationEngine(config: CorrelationConfig(), agents: fleet.agents, openIncidents: stored.incidents, agentStates: stored.agents)
-        for (result, receivedAt) in fleet.pushed { rebuilt.ingest([result], receivedAt: receivedAt) }
-        rebuilt.countSilence(from: fleet.now.addingTimeInterval(70))
-        fleet.engine = rebuilt
+        fleet.restartCollector(from: stored)
         fleet.spooling = []
         var events = fleet.step(seconds: 25)
         #expect(fleet.engine.openIncidents.first?.component == "batch")

@@ -230,6 +230,19 @@ struct FleetSimulation {
         return rebuilt
     }
 
+    /// What a collector killed now has stored: the decisions a restart starts from.
+    var storedDecisions: (incidents: [Incident], agents: [AgentHealth]) { (engine.openIncidents, engine.agentHealth) }
+
+    /// The collector starts again on what it stored (`decisions`, from `storedDecisions` when it
+    /// was killed, and every result pushed, as received), counting the agents' silence from
+    /// its 70 s allowance, as `sonde-collector` does after a restart.
+    mutating func restartCollector(from decisions: (incidents: [Incident], agents: [AgentHealth]), config: CorrelationConfig = CorrelationConfig()) {
+        var rebuilt = CorrelationEngine(config: config, agents: agents, openIncidents: decisions.incidents, agentStates: decisions.agents)
+        for (result, receivedAt) in pushed { rebuilt.ingest([result], receivedAt: receivedAt) }
+        rebuilt.countSilence(from: now.addingTimeInterval(70))
+        engine = rebuilt
+    }
+
     var verdicts: [String: ComponentVerdict] {
         Dictionary(uniqueKeysWithValues: engine.verdicts.map { ($0.component, $0) })
     }
