@@ -26,6 +26,7 @@ struct PostgresBenchmark: AsyncParsableCommand {
     @Option(help: "Agents for the rebuild row (0 skips it).") var rebuildAgents = 10_000
     @Option(help: "Probes per agent for the rebuild row.") var rebuildProbes = 20
     @Option(help: "Runs per series in the window for the rebuild row.") var rebuildHistory = 3
+    @Option(help: "Results spread over the last 24 h for the operators' timeline row (0 skips it).") var timelineResults = 3_000_000
     @Option(help: "Write a markdown fragment here.") var out: String?
 
     struct IngestRun {
@@ -71,6 +72,16 @@ struct PostgresBenchmark: AsyncParsableCommand {
                     )
                 } catch { print("  rebuild run \(r): did not complete: \(error)") }
             }
+        }
+
+        var timeline: [(whole: Double, recent: Double, closed: Double)] = []
+        if timelineResults > 0 {
+            do {
+                timeline = try await measureTimeline(pg: pg)
+                for (r, run) in timeline.enumerated() {
+                    print("  timeline run \(r + 1): 24 h in one read \(format(run.whole, 3)) s, last 2 h \(format(run.recent, 3)) s, the 22 h before \(format(run.closed, 3)) s")
+                }
+            } catch { print("  timeline: did not complete: \(error)") }
         }
 
         var table = MarkdownTable(header: [
@@ -122,6 +133,7 @@ struct PostgresBenchmark: AsyncParsableCommand {
             Reproduce: `.build/release/sonde-bench postgres --collector \(collector) --collectors \(collectors) --senders \(senders) --batches \(batches) --results \(results) --runs \(runs) --rebuild-agents 0`
 
             \(rebuildText)
+            \(timelineText(timeline))
             """
         print(text)
         try writeFragment(text, to: out)
@@ -353,5 +365,65 @@ struct PostgresBenchmark: AsyncParsableCommand {
         engine.adoptStoredDecisions(openIncidents: decisions.openIncidents, agentStates: decisions.agentStates, resolvedByPeople: decisions.resolvedByPeople)
         _ = engine.evaluate(now: Date())
         return (rebuildSeconds, (clock.now - warmStart).seconds, stored, caughtUp)
+    }
+
+    // MARK: - Timeline
+
+    /// The operators' page's 24 h timeline over `timelineResults` results spread evenly over
+    /// the last 24 h (inserted with SQL, not pushed): one read of all 24 hours (what every load
+    /// of /internal cost before), the last two hours (what a load costs now) and the 22 before
+    /// them (read at most every 5 minutes). Medians of `runs` reads each.
+    func measureTimeline(pg: PostgresServer) async throws -> [(whole: Double, recent: Double, closed: Double)] {
+        let url = try pg.createDatabase()
+        let store = try PostgresCollectorStore(url: url, logger: Logger(label: "bench"))
+        defer { store.close() }
+        try await store.migrate()
+        let database = String(url.split(separator: "/").last?.split(separator: "?").first ?? "")
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1000)
+        _ = try pg.psql(
+            """
+            INSERT INTO series (agent, probe, component, region)
+                SELECT 'agent-' || a, 'probe-' || p, 'component-' || (p % 4), 'eu' FROM generate_series(1, 50) a, generate_series(1, 20) p;
+            INSERT INTO results (started_at, id, series, outcome, duration_ms, batch, json)
+                SELECT \(nowMs) - i::BIGINT * 86400000 / \(timelineResults), 'r' || i, (SELECT min(id) FROM series) + i % 1000,
+                    CASE WHEN i % 50 = 0 THEN 2 WHEN i % 70 = 0 THEN 1 ELSE 0 END, 12.5, 1, '\\x7b7d'::BYTEA
+                FROM generate_series(1, \(timelineResults)) i;
+            ANALYZE;
+            """, database: database)
+        let clock = ContinuousClock()
+        let hour = nowMs / 3_600_000
+        let first = Date(epochMs: (hour - 23) * 3_600_000)
+        let recent = Date(epochMs: (hour - 1) * 3_600_000)
+        var runsMeasured: [(whole: Double, recent: Double, closed: Double)] = []
+        for _ in 0..<max(1, runs) {
+            var start = clock.now
+            _ = try await store.timeline(since: first, until: .distantFuture)
+            let whole = (clock.now - start).seconds
+            start = clock.now
+            _ = try await store.timeline(since: recent, until: .distantFuture)
+            let recentSeconds = (clock.now - start).seconds
+            start = clock.now
+            _ = try await store.timeline(since: first, until: recent)
+            runsMeasured.append((whole, recentSeconds, (clock.now - start).seconds))
+        }
+        return runsMeasured
+    }
+
+    func timelineText(_ runs: [(whole: Double, recent: Double, closed: Double)]) -> String {
+        guard !runs.isEmpty else { return "" }
+        return """
+            The operators' page's last 24 hours at \(grouped(Double(timelineResults))) results spread evenly over them \
+            (1,000 series; inserted with SQL into one database, `ANALYZE`d), medians of \(runs.count) reads:
+
+            | read | seconds | runs |
+            |---|---:|---|
+            | all 24 hours at once (every load of /internal, every 15 s, before) | \(format(Stats.median(runs.map(\.whole)), 3)) | \(runs.map { format($0.whole, 3) }.joined(separator: ", ")) |
+            | the last 2 hours (every load now) | \(format(Stats.median(runs.map(\.recent)), 3)) | \(runs.map { format($0.recent, 3) }.joined(separator: ", ")) |
+            | the 22 hours before them (at most every 5 minutes now) | \(format(Stats.median(runs.map(\.closed)), 3)) | \(runs.map { format($0.closed, 3) }.joined(separator: ", ")) |
+
+            Reproduce: `.build/release/sonde-bench postgres --collectors 1 --runs 3 --rebuild-agents 0 --timeline-results \(timelineResults)` \
+            (with `--batches 1` the ingest rows cost little).
+
+            """
     }
 }
