@@ -45,6 +45,9 @@ struct RunState {
     let context: RunContext
     let runID: String
     var extracted: [String: String] = [:]
+    /// The longest value extracted so far (bytes): past `StepExecution.largeValue`, requests that
+    /// may carry it are built off the curl loop.
+    var largestExtracted = 0
     /// Multipart parts sent with `save_as`, by name.
     var payloads: [String: BodyDigest] = [:]
     /// The last response body of each request step that a `compare` reads, by step name.
@@ -204,6 +207,7 @@ struct RunState {
     /// Keeps an extracted value for later templates; a secret one is redacted from then on.
     mutating func remember(_ name: String, _ value: String, secret: Bool) {
         extracted[name] = value
+        largestExtracted = max(largestExtracted, value.utf8.count)
         guard secret else { return }
         redactor.add(value)
     }

@@ -74,14 +74,17 @@ struct StepExecution {
         do {
             let stepTimeout = try step.timeout.map { spec throws(StepFailure) in try state.duration(spec, field: "timeout") }
             // Render once to know the URL even when the poll never gets an answer.
-            result.url = try state.render(spec.url)
-            state.keepCredentials(inURL: result.url)
+            result.url = try await offLoopIfLarge(state.largestExtracted) { () throws(StepFailure) in
+                let url = try renderedURL(spec, state: &state)
+                state.keepCredentials(inURL: url)
+                return url
+            }
             let response: HTTPResponse
             if let poll = step.poll {
                 response = try await self.poll(poll, spec: spec, stepTimeout: stepTimeout, state: &state, result: &result, last: &lastResponse)
                 if !step.extractions.isEmpty { await offLoop { redactSecretsAhead(in: response, json: &json, state: &state) } }
             } else {
-                var request = try build(spec, state: &state)
+                var request = try await offLoopIfLarge(state.largestExtracted) { () throws(StepFailure) in try build(spec, state: &state) }
                 request.timeout = try timeLeft(stepTimeout)
                 result.url = request.url
                 response = try await send(request, result: &result)
@@ -123,6 +126,33 @@ struct StepExecution {
         }
         let extracts = step.extractions.contains { if case .header = $0.source { false } else { true } }
         return checks || extracts
+    }
+
+    /// A templated URL or header line longer than this fails the step as `script`: servers refuse
+    /// them past 8 KiB or so, and a 4 MB value a server sent in one step, put into the next
+    /// step's URL, held every probe's transfers for 2 s while the request was built and scanned
+    /// (red team, 34th session).
+    static let maxTemplatedLine = 65_536
+    /// Extracted values longer than this make the requests after them be built off the curl
+    /// loop (their JSON or form bodies may quote them at length).
+    static let largeValue = 65_536
+
+    private func renderedURL(_ spec: RequestSpec, state: inout RunState) throws(StepFailure) -> String {
+        let url = try state.render(spec.url)
+        if url.utf8.count > Self.maxTemplatedLine {
+            throw StepFailure(
+                .script,
+                "step '\(step.name)': the URL is \(url.utf8.count) bytes once its ${…} are filled in, over \(Self.maxTemplatedLine); "
+                    + "check what the values it uses hold (servers refuse URLs past 8 KiB or so)")
+        }
+        return url
+    }
+
+    /// `body` on `CheckExecutor`'s threads when the run holds an extracted value past
+    /// `largeValue` (building a request from it is then real work), else where it is.
+    private func offLoopIfLarge<T, Failure: Error>(_ largest: Int, _ body: () async throws(Failure) -> T) async throws(Failure) -> T {
+        guard largest > Self.largeValue else { return try await body() }
+        return try await withTaskExecutorPreference(CheckExecutor.shared, operation: body)
     }
 
     /// Runs a step's CPU-bound checks (regexes, JSON) on `CheckExecutor`'s threads, not on the
@@ -194,10 +224,17 @@ struct StepExecution {
     }
 
     private func build(_ spec: RequestSpec, state: inout RunState) throws(StepFailure) -> HTTPRequest {
-        let url = try state.render(spec.url)
+        let url = try renderedURL(spec, state: &state)
         var headers: [HTTPHeader] = []
         for header in spec.headers {
-            headers.append(HTTPHeader(header.name, try state.render(header.value)))
+            let value = try state.render(header.value)
+            if value.utf8.count > Self.maxTemplatedLine {
+                throw StepFailure(
+                    .script,
+                    "step '\(step.name)': header \(header.name) is \(value.utf8.count) bytes once its ${…} are filled in, over \(Self.maxTemplatedLine); "
+                        + "check what the values it uses hold (servers refuse header lines past 8 KiB or so)")
+            }
+            headers.append(HTTPHeader(header.name, value))
         }
         var body: Data?
         var contentType: String?
@@ -359,7 +396,7 @@ struct StepExecution {
             }
         }
         while true {
-            var request = try build(spec, state: &state)
+            var request = try await offLoopIfLarge(state.largestExtracted) { () throws(StepFailure) in try build(spec, state: &state) }
             do {
                 request.timeout = try timeLeft(stepTimeout)
             } catch where attempts > 0 {
