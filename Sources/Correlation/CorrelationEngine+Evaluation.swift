@@ -1408,7 +1408,8 @@ extension CorrelationEngine {
             } else if previous == .localFault {
                 if frame.controlInDoubt[a] {
                     agentCleanStreak[a] = 0
-                } else if agentHasNewData[a] {
+                } else if agentHasNewData[a], !frame.catchingUp[a] {
+                    // Runs from its spool's past are not the agent's network now.
                     agentCleanStreak[a] += 1
                 }
                 if agentCleanStreak[a] >= config.resolveAfter, agentRunsRecovered(Int32(a)) {
