@@ -29,16 +29,59 @@ public enum DetachedThread {
     /// is cancelled. The work is then abandoned: its thread ends by the work's own deadline, but
     /// the caller does not wait for it (a TCP step waiting on a silent server kept a stopping
     /// agent alive for the step's whole timeout, 5 minutes past SIGTERM; red team, fifth pass).
-    public static func run<T: Sendable>(name: String, stackSize: Int = 256 << 10, _ body: @escaping @Sendable () -> T) async -> T? {
+    ///
+    /// `probeWork`: a probe's exchange with a server (tcp, dns, icmp steps). At most
+    /// `maxProbeWork` of those hold a thread at once, abandoned ones included until their own
+    /// deadline ends them; past that `run` gives nil at once. 400 tcp steps waiting on a silent
+    /// server held 340 threads and every file descriptor, and the agent's other probes and its
+    /// pushes then failed to connect (red team, 34th session).
+    public static func run<T: Sendable>(
+        name: String, stackSize: Int = 256 << 10, probeWork: Bool = false, _ body: @escaping @Sendable () -> T
+    ) async -> T? {
+        if probeWork {
+            guard probeWorkRunning.add(1, ordering: .relaxed).newValue <= maxProbeWork else {
+                probeWorkRunning.subtract(1, ordering: .relaxed)
+                return nil
+            }
+        }
+        // Given back once: when the work ends, or at once when it never starts.
+        let release = ReleaseOnce(probeWork)
         let once = ResumeOnce<T?>()
-        return await withTaskCancellationHandler {
+        let value = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-                guard once.await(continuation) else { return }  // cancelled before it started
-                let result = tryStart(name: name, stackSize: stackSize) { once.resume(body()) }
-                if result != 0 { once.resume(nil) }
+                guard once.await(continuation) else {  // cancelled before it started
+                    release.release()
+                    return
+                }
+                let result = tryStart(name: name, stackSize: stackSize) {
+                    let value = body()
+                    release.release()
+                    once.resume(value)
+                }
+                if result != 0 {
+                    release.release()
+                    once.resume(nil)
+                }
             }
         } onCancel: {
             once.resume(nil)
+        }
+        return value
+    }
+
+    /// Most probe exchanges (tcp, dns, icmp steps) holding a thread at once: with the 64 HTTP
+    /// transfers, well under the 1,024 descriptors a service gets by default.
+    public static let maxProbeWork = 64
+    private static let probeWorkRunning = Atomic<Int>(0)
+
+    /// Whether probe work is at its bound now (what a refusal says).
+    public static var probeWorkBusy: Bool { probeWorkRunning.load(ordering: .relaxed) >= maxProbeWork }
+
+    private final class ReleaseOnce: Sendable {
+        private let held: Atomic<Bool>
+        init(_ held: Bool) { self.held = Atomic(held) }
+        func release() {
+            if held.exchange(false, ordering: .relaxed) { DetachedThread.probeWorkRunning.subtract(1, ordering: .relaxed) }
         }
     }
 
@@ -84,7 +127,12 @@ public enum DetachedThread {
     /// What to say when `run` gave no value: the caller was cancelled (the agent is stopping),
     /// or the system refused a thread.
     public static func noValue(for work: String) -> String {
-        Task.isCancelled ? "\(work) was cancelled (the agent is stopping)" : "no thread for \(work) (raise the process's thread limit)"
+        if Task.isCancelled { return "\(work) was cancelled (the agent is stopping)" }
+        if probeWorkBusy {
+            return "\(work) did not start: the agent already runs \(maxProbeWork) tcp, dns and icmp exchanges, each waiting on its server "
+                + "up to its step's time-out (fewer such probes, or shorter time-outs)"
+        }
+        return "no thread for \(work) (raise the process's thread limit)"
     }
 
     /// Starts `body` on a new detached thread; 0, or the error pthread_create gave.

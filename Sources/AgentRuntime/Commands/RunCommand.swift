@@ -29,6 +29,7 @@ struct RunCommand: AsyncParsableCommand {
         // SIGHUP reloads (ConfigReloader); until its handler is in place, one must not kill us.
         signal(SIGHUP, SIG_IGN)
         let logger = logging.makeLogger(label: "sonde.agent", default: .info)
+        Self.raiseDescriptorLimit()
         var services: AgentServices
         do {
             let config = try options.load(requireCollector: true)
@@ -69,5 +70,15 @@ struct RunCommand: AsyncParsableCommand {
         for problem in problems { printError(problem) }
         printError("sonde-agent: refusing to start: \(problems.count) problem\(problems.count == 1 ? "" : "s") (see above)")
         Glibc.exit(2)
+    }
+
+    /// The soft limit on open descriptors up to the hard one, as Go's runtime does: a shell or
+    /// container's default 1,024 is close to what 64 transfers, 64 probe exchanges and the pushes
+    /// may hold, and running out makes healthy probes fail to connect (red team, 34th session).
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 }

@@ -26,7 +26,8 @@ enum DNSRecordType: String, Sendable, CaseIterable {
 
 /// Why a DNS question got no usable answer.
 struct DNSFailure: Error, Sendable {
-    enum Kind: Sendable { case dns, timeout, connect }
+    /// `agent`: the agent could not run the lookup (its bound on probe exchanges), not the server's doing.
+    enum Kind: Sendable { case dns, timeout, connect, agent }
     var kind: Kind
     var message: String
     /// The server's answer code when it answered with an error (`NXDOMAIN`, `SERVFAIL`, …).
@@ -37,6 +38,7 @@ struct DNSFailure: Error, Sendable {
         case .dns: .dns
         case .timeout: .timeout
         case .connect: .connect
+        case .agent: .internal
         }
     }
 
