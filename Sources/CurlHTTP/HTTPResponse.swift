@@ -26,6 +26,8 @@ public struct HTTPResponse: Sendable {
     /// More cookies than `CurlTransfer.mostCookies` were in the run's jar: `cookies` holds the
     /// first of them only.
     public var cookiesTruncated = false
+    /// The most cookies a run's jar is read for (`CurlTransfer.mostCookies`).
+    public static var mostCookiesKept: Int { CurlTransfer.mostCookies }
     /// The earliest expiry in the certificate chain of an https response.
     public var certificateNotAfter: Date?
     /// The subject of the certificate that expires first (`/CN=R3/O=Let's Encrypt/C=US`).

@@ -703,6 +703,36 @@ struct ProbeHardeningTests {
         #expect(redactor.reach >= secret.utf8.count)
     }
 
+    @Test("a poll answered with new cookies every time ends once the run's jar is past what it keeps, as script")
+    func cookieFloodDuringAPoll() async throws {
+        let answers = Mutex(0)
+        let server = try LoopbackHTTPServer { _ in
+            let n = answers.withLock { count in
+                count += 1
+                return count
+            }
+            let headers = (0..<50).map { ("Set-Cookie", "c\(n)_\($0)=value-\(n)-\($0); Path=/") }
+            return .respond(status: 200, headers: headers + [("Content-Type", "application/json")], body: Data(#"{"status": "pending"}"#.utf8))
+        }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: flood
+            component: api
+            interval: 30s
+            timeout: 20s
+            steps:
+              - name: wait
+                request: {url: "${base_url}/job"}
+                poll: {every: 10ms, until: '$.status == done', max_wait: 15s}
+            """)
+        let start = ContinuousClock.now
+        let result = await run(probe, server)
+        // 512 cookies kept: the 11th answer of 50 each goes past them.
+        #expect(ContinuousClock.now - start < .seconds(5), "ended \(ContinuousClock.now - start) after the start, not at max_wait")
+        #expect(result.error?.kind == .script && result.error?.step == "wait", "\(result.error.map { "\($0)" } ?? "no error")")
+        #expect(answers.withLock { $0 } <= 12, "\(answers.withLock { $0 }) answers")
+    }
+
     @Test("a response that sets thousands of cookies masks what the run reports wholesale, within the run's timeout")
     func thousandsOfCookies() async throws {
         let values = (0..<3000).map { n in "v\(n)-" + String(UInt64.random(in: 0...UInt64.max), radix: 36) }
