@@ -110,7 +110,7 @@ public struct TCPExchange: Sendable {
     /// error, an answer that did not come is an outcome (`readEnd`, `stoppedAt`).
     public func perform() async -> Result<Outcome, HTTPTransferError> {
         let exchange = self
-        let outcome = await DetachedThread.run(name: "sonde-tcp", probeWork: true) { exchange.performBlocking() }
+        let outcome = await DetachedThread.run(name: "sonde-tcp", slots: .shared) { exchange.performBlocking() }
         return outcome ?? .failure(HTTPTransferError(kind: .other, curlCode: 0, message: DetachedThread.noValue(for: "the TCP exchange")))
     }
 

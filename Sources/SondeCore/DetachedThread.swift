@@ -30,22 +30,15 @@ public enum DetachedThread {
     /// the caller does not wait for it (a TCP step waiting on a silent server kept a stopping
     /// agent alive for the step's whole timeout, 5 minutes past SIGTERM; red team, fifth pass).
     ///
-    /// `probeWork`: a probe's exchange with a server (tcp, dns, icmp steps). At most
-    /// `maxProbeWork` of those hold a thread at once, abandoned ones included until their own
-    /// deadline ends them; past that `run` gives nil at once. 400 tcp steps waiting on a silent
-    /// server held 340 threads and every file descriptor, and the agent's other probes and its
-    /// pushes then failed to connect (red team, 34th session).
+    /// `slots`: for a probe's exchange with a server (tcp, dns, icmp steps, `ProbeWorkSlots.shared`),
+    /// the bound it counts against, holding a slot until the work ends, abandoned or not; past
+    /// the bound `run` gives nil at once.
     public static func run<T: Sendable>(
-        name: String, stackSize: Int = 256 << 10, probeWork: Bool = false, _ body: @escaping @Sendable () -> T
+        name: String, stackSize: Int = 256 << 10, slots: ProbeWorkSlots? = nil, _ body: @escaping @Sendable () -> T
     ) async -> T? {
-        if probeWork {
-            guard probeWorkRunning.add(1, ordering: .relaxed).newValue <= maxProbeWork else {
-                probeWorkRunning.subtract(1, ordering: .relaxed)
-                return nil
-            }
-        }
+        if let slots, !slots.take() { return nil }
         // Given back once: when the work ends, or at once when it never starts.
-        let release = ReleaseOnce(probeWork)
+        let release = ReleaseOnce(slots)
         let once = ResumeOnce<T?>()
         let value = await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
@@ -69,19 +62,15 @@ public enum DetachedThread {
         return value
     }
 
-    /// Most probe exchanges (tcp, dns, icmp steps) holding a thread at once: with the 64 HTTP
-    /// transfers, well under the 1,024 descriptors a service gets by default.
-    public static let maxProbeWork = 64
-    private static let probeWorkRunning = Atomic<Int>(0)
-
-    /// Whether probe work is at its bound now (what a refusal says).
-    public static var probeWorkBusy: Bool { probeWorkRunning.load(ordering: .relaxed) >= maxProbeWork }
-
     private final class ReleaseOnce: Sendable {
+        private let slots: ProbeWorkSlots?
         private let held: Atomic<Bool>
-        init(_ held: Bool) { self.held = Atomic(held) }
+        init(_ slots: ProbeWorkSlots?) {
+            self.slots = slots
+            held = Atomic(slots != nil)
+        }
         func release() {
-            if held.exchange(false, ordering: .relaxed) { DetachedThread.probeWorkRunning.subtract(1, ordering: .relaxed) }
+            if held.exchange(false, ordering: .relaxed) { slots?.give() }
         }
     }
 
@@ -128,8 +117,8 @@ public enum DetachedThread {
     /// or the system refused a thread.
     public static func noValue(for work: String) -> String {
         if Task.isCancelled { return "\(work) was cancelled (the agent is stopping)" }
-        if probeWorkBusy {
-            return "\(work) did not start: the agent already runs \(maxProbeWork) tcp, dns and icmp exchanges, each waiting on its server "
+        if ProbeWorkSlots.shared.busy {
+            return "\(work) did not start: the agent already runs \(ProbeWorkSlots.shared.limit) tcp, dns and icmp exchanges, each waiting on its server "
                 + "up to its step's time-out (fewer such probes, or shorter time-outs)"
         }
         return "no thread for \(work) (raise the process's thread limit)"
@@ -157,4 +146,31 @@ public enum DetachedThread {
         if result != 0 { Unmanaged<Box>.fromOpaque(context).release() }
         return result
     }
+}
+
+/// A bound on probe exchanges (tcp, dns, icmp steps) holding a thread at once, abandoned ones
+/// included until their own deadline ends them. 400 tcp steps waiting on a silent server held
+/// 340 threads and every file descriptor, and the agent's other probes and its pushes then
+/// failed to connect (red team, 34th session).
+public final class ProbeWorkSlots: Sendable {
+    /// The agent's: with the 64 HTTP transfers, well under the 1,024 descriptors a service gets
+    /// by default.
+    public static let shared = ProbeWorkSlots(limit: 64)
+    public let limit: Int
+    private let running = Atomic<Int>(0)
+
+    public init(limit: Int) { self.limit = limit }
+
+    /// Whether every slot is taken now (what a refusal says).
+    public var busy: Bool { running.load(ordering: .relaxed) >= limit }
+
+    func take() -> Bool {
+        guard running.add(1, ordering: .relaxed).newValue <= limit else {
+            running.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func give() { running.subtract(1, ordering: .relaxed) }
 }

@@ -10,14 +10,16 @@ import Testing
 @Suite(.serialized) struct DetachedThreadTests {
     final class StartedCount: Sendable { let value = Mutex(0) }
 
-    @Test func probeWorkPastItsBoundIsRefusedAtOnceAndSaysWhy() async throws {
+    @Test func probeWorkPastItsBoundIsRefusedAtOnce() async throws {
         let gate = DispatchSemaphore(value: 0)
         let started = StartedCount()
-        let bound = DetachedThread.maxProbeWork
+        // Its own slots: the agent's are shared with every other test in the process.
+        let slots = ProbeWorkSlots(limit: 8)
+        let bound = slots.limit
         try await withThrowingTaskGroup(of: Int?.self) { group in
             for n in 0..<bound {
                 group.addTask {
-                    await DetachedThread.run(name: "held", probeWork: true) {
+                    await DetachedThread.run(name: "held", slots: slots) {
                         started.value.withLock { $0 += 1 }
                         gate.wait()
                         return n
@@ -25,9 +27,9 @@ import Testing
                 }
             }
             try await waitUntil("\(bound) exchanges running", timeout: .seconds(10)) { started.value.withLock { $0 } == bound }
-            let refused = await DetachedThread.run(name: "one-more", probeWork: true) { 1 }
+            let refused = await DetachedThread.run(name: "one-more", slots: slots) { 1 }
             #expect(refused == nil)
-            #expect(DetachedThread.noValue(for: "the TCP exchange").contains("already runs \(bound) tcp, dns and icmp exchanges"))
+            #expect(slots.busy)
             // Other blocking work (the agent's own loops) is not bounded by it.
             #expect(await DetachedThread.run(name: "not-probe") { 2 } == 2)
             for _ in 0..<bound { gate.signal() }
@@ -36,7 +38,7 @@ import Testing
             #expect(finished == bound)
         }
         // Each gave its place back when it ended.
-        #expect(await DetachedThread.run(name: "after", probeWork: true) { 3 } == 3)
-        #expect(!DetachedThread.probeWorkBusy)
+        #expect(await DetachedThread.run(name: "after", slots: slots) { 3 } == 3)
+        #expect(!slots.busy)
     }
 }

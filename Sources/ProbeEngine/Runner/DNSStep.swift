@@ -80,10 +80,10 @@ extension StepExecution {
         guard let target = server ?? SystemResolver.firstNameserver() else {
             return .failure(DNSFailure(.dns, "no server: given and no nameserver in /etc/resolv.conf for a \(type.rawValue) question"))
         }
-        let answer = await DetachedThread.run(name: "sonde-dns", probeWork: true) {
+        let answer = await DetachedThread.run(name: "sonde-dns", slots: .shared) {
             DNSWireClient.query(name: name, type: type, server: target.host, port: target.port, deadline: deadline)
         }
-        return answer ?? .failure(DNSFailure(DetachedThread.probeWorkBusy ? .agent : .dns, DetachedThread.noValue(for: "the DNS lookup")))
+        return answer ?? .failure(DNSFailure(ProbeWorkSlots.shared.busy ? .agent : .dns, DetachedThread.noValue(for: "the DNS lookup")))
     }
 }
 
@@ -94,8 +94,8 @@ enum SystemResolver {
     static func addresses(of name: String, family: Int32, deadline: ContinuousClock.Instant) async -> Result<[String], DNSFailure> {
         await withTaskGroup(of: Result<[String], DNSFailure>.self) { group in
             group.addTask {
-                await DetachedThread.run(name: "sonde-dns", probeWork: true) { resolve(name, family: family) }
-                    ?? .failure(DNSFailure(DetachedThread.probeWorkBusy ? .agent : .dns, DetachedThread.noValue(for: "the DNS lookup")))
+                await DetachedThread.run(name: "sonde-dns", slots: .shared) { resolve(name, family: family) }
+                    ?? .failure(DNSFailure(ProbeWorkSlots.shared.busy ? .agent : .dns, DetachedThread.noValue(for: "the DNS lookup")))
             }
             group.addTask {
                 do {

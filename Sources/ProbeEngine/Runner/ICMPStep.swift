@@ -24,7 +24,7 @@ extension StepExecution {
             let resolved = isAddress ? 0 : (clock.now - started).milliseconds
             result.timings = PhaseTimings(dns: resolved, total: resolved)
             let label = isAddress ? host : "\(host) (\(address))"
-            let outcome = await DetachedThread.run(name: "sonde-icmp", probeWork: true) {
+            let outcome = await DetachedThread.run(name: "sonde-icmp", slots: .shared) {
                 ICMPEcho.echo(address: address, family: family, label: label, payloadSize: spec.payloadSize, dontFragment: spec.dontFragment, deadline: deadline)
             } ?? .failure(ICMPEcho.Failure(kind: .internal, message: DetachedThread.noValue(for: "the ICMP exchange")))
             let total = (clock.now - started).milliseconds

@@ -138,14 +138,19 @@ struct StepExecution {
     static let largeValue = 65_536
 
     private func renderedURL(_ spec: RequestSpec, state: inout RunState) throws(StepFailure) -> String {
-        let url = try state.render(spec.url)
-        if url.utf8.count > Self.maxTemplatedLine {
+        try renderedLine(spec.url, what: "the URL", state: &state)
+    }
+
+    /// A URL or header value with its `${…}` filled in, at most `maxTemplatedLine` bytes.
+    private func renderedLine(_ template: Template, what: String, state: inout RunState) throws(StepFailure) -> String {
+        let line = try state.render(template)
+        if line.utf8.count > Self.maxTemplatedLine {
             throw StepFailure(
                 .script,
-                "step '\(step.name)': the URL is \(url.utf8.count) bytes once its ${…} are filled in, over \(Self.maxTemplatedLine); "
-                    + "check what the values it uses hold (servers refuse URLs past 8 KiB or so)")
+                "step '\(step.name)': \(what) is \(line.utf8.count) bytes once its ${…} are filled in, over \(Self.maxTemplatedLine); "
+                    + "check what the values it uses hold (servers refuse such lines past 8 KiB or so)")
         }
-        return url
+        return line
     }
 
     /// `body` on `CheckExecutor`'s threads when the run holds an extracted value past
@@ -227,14 +232,7 @@ struct StepExecution {
         let url = try renderedURL(spec, state: &state)
         var headers: [HTTPHeader] = []
         for header in spec.headers {
-            let value = try state.render(header.value)
-            if value.utf8.count > Self.maxTemplatedLine {
-                throw StepFailure(
-                    .script,
-                    "step '\(step.name)': header \(header.name) is \(value.utf8.count) bytes once its ${…} are filled in, over \(Self.maxTemplatedLine); "
-                        + "check what the values it uses hold (servers refuse header lines past 8 KiB or so)")
-            }
-            headers.append(HTTPHeader(header.name, value))
+            headers.append(HTTPHeader(header.name, try renderedLine(header.value, what: "header \(header.name)", state: &state)))
         }
         var body: Data?
         var contentType: String?
