@@ -40,7 +40,7 @@ public enum DetachedThread {
         // Given back once: when the work ends, or at once when it never starts.
         let release = ReleaseOnce(slots)
         let once = ResumeOnce<T?>()
-        let value = await withTaskCancellationHandler {
+        return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
                 guard once.await(continuation) else {  // cancelled before it started
                     release.release()
@@ -59,7 +59,6 @@ public enum DetachedThread {
         } onCancel: {
             once.resume(nil)
         }
-        return value
     }
 
     private final class ReleaseOnce: Sendable {

@@ -291,9 +291,8 @@ struct StepExecution {
     }
 
     /// What every response leaves, before any check can fail: its cookies (secrets from now on,
-    /// so even a failure message quoting the body is redacted) and its certificate's expiry.
-    /// Keeps the response's cookies and certificate. A jar past what a run keeps ends the step:
-    /// each later request would send them all, and libcurl's engine walks them on the thread
+    /// so even a failure message quoting the body is redacted) and its certificate's expiry. A
+    /// jar past what a run keeps ends the step: each later request would send them all, and libcurl's engine walks them on the thread
     /// every transfer shares (a poll answered with 50 new cookies each time reached 12,850 and
     /// 24 s of CPU in 30 s; red team, 34th session). Browsers keep about 180 per site.
     private func record(_ response: HTTPResponse, result: inout StepResult, state: inout RunState) throws(StepFailure) {
