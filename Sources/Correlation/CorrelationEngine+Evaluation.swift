@@ -269,13 +269,20 @@ struct ComponentTrack {
     /// between problem runs is a lull only if runs after the earlier one had been seen by then.
     var newestRunSeen = -Double.infinity
     /// The latest automatic resolution: when, the newest problem run then, and the longest lull.
-    /// A problem back within `flap_memory` of it is the same fault coming and going: the gap it
-    /// came back after counts as a lull of the new incident's, so that incident waits out a
-    /// longer clean stretch than the gap (a fault 20 s on, 20 s off opened an incident every 40 s:
-    /// five and 32 webhooks in 3 minutes; the verdict review, 32nd session).
+    /// A problem back within `flap_memory` of it may be the same fault coming and going: the gap
+    /// it came back after is `carriedLull`, and the new incident's resolution waits out a longer
+    /// clean stretch than it (a fault 20 s on, 20 s off opened an incident every 40 s: five and
+    /// 32 webhooks in 3 minutes; the verdict review, 32nd session).
     var lastResolution: (at: Double, newestBad: Double, lull: Double)?
-    /// How long a recovery (of the incident, or of one region in the verdict) must stay clean.
+    /// The gap an incident's fault came back after its predecessor's resolution (and that one's
+    /// own lulls). Only resolution waits for it: `monitoring` follows the runs, so an incident
+    /// whose fault came back minutes later says it is recovering once every agent passes (it
+    /// stayed `investigating` for 4 minutes with every agent passing; verdict review, 34th session).
+    var carriedLull = 0.0
+    /// How long a recovery (to `monitoring`, or of one region in the verdict) must stay clean.
     var recoveryLull: Double { 1.5 * longestLull }
+    /// How long a clean stretch must last before the incident resolves.
+    var resolutionLull: Double { 1.5 * max(longestLull, carriedLull) }
     /// An open incident whose newest failure is older than the longest lull its fault had, with
     /// passing runs since: its recovery looks under way (`wantsFreshRuns`).
     var recoveryUnderway = false
@@ -405,6 +412,9 @@ struct RecoveryFacts {
     var newestFailure = -Double.infinity
     var cleanRuns: Int32 = 0
     var needed: Int32 = 0
+    /// The clean stretch resolution waits for when it is longer than `monitoring`'s: the fault
+    /// came back after such a gap last time (``ComponentTrack/carriedLull``).
+    var heldFor: Double?
 }
 
 extension CorrelationEngine {
@@ -1094,13 +1104,14 @@ extension CorrelationEngine {
                             track.longestLull = max(track.longestLull, newest - track.newestBad)
                         }
                     } else if let last = track.lastResolution, frame.t - last.at <= cfg.flapMemory, newest > last.newestBad {
-                        track.longestLull = max(track.longestLull, last.lull, newest - last.newestBad)
+                        track.carriedLull = max(track.carriedLull, last.lull, newest - last.newestBad)
                     }
                     track.newestBad = newest
                 }
             } else {
                 track.newestBad = -.infinity
                 track.longestLull = 0
+                track.carriedLull = 0
             }
             track.newestRunSeen = rollup.total.newestStartedAt
             if let incident = track.incident {
@@ -1114,7 +1125,7 @@ extension CorrelationEngine {
             } else if track.faultRecord.started {
                 track.faultRecord = FaultRecord()
             }
-            let facts = recoveryFacts(component: c, frame: frame, incident: track.incident, record: track.faultRecord, lull: track.recoveryLull)
+            let facts = recoveryFacts(component: c, frame: frame, track: track)
             track.recoveryUnderway = track.incident != nil && facts.cleanRuns > 0 && frame.t - facts.newestFailure > track.longestLull
             // Declared components are the list: once there is one, no number of agents makes
             // another name known (red team, second pass, N1: two compromised agents put a made-up
@@ -1306,9 +1317,11 @@ extension CorrelationEngine {
     /// regions passed its latest `monitor_runs` (`resolve_runs`) runs, and the pooled passing
     /// runs since the newest failure there reached M = ⌈ln(1 − recovery_confidence) / ln(1 − p)⌉,
     /// p being the failure rate of those regions' windows up to that failure; and the time since
-    /// that failure is longer than `lull`.
-    func recoveryFacts(component c: Int, frame: EvaluationFrame, incident: Incident?, record: FaultRecord, lull: Double) -> RecoveryFacts {
-        guard let incident else { return RecoveryFacts() }
+    /// that failure is longer than the track's `recoveryLull` (to monitor) or `resolutionLull`
+    /// (to resolve).
+    func recoveryFacts(component c: Int, frame: EvaluationFrame, track: ComponentTrack) -> RecoveryFacts {
+        guard let incident = track.incident else { return RecoveryFacts() }
+        let record = track.faultRecord
         // A member not heard from since this collector's start or take-over (its spool not yet in)
         // cannot be counted out: other regions' clean runs said "every agent passes" over a
         // platform outage whose failing agents had not pushed again yet (found while testing the
@@ -1350,11 +1363,16 @@ extension CorrelationEngine {
         // The windows hold 20 runs a series; the incident's record counts past them, with its
         // fault's rate over its whole life, so a low-rate fault's lucky stretch is not its end.
         let recordClean = record.clean >= record.neededRuns(confidence: config.recoveryConfidence)
-        let pooledClean = clean >= needed && recordClean && frame.t - scope.newestBadAt > lull
+        let pooledClean = clean >= needed && recordClean && frame.t - scope.newestBadAt > track.recoveryLull
+        // Past `monitoring` the windows' runs before its horizon no longer count: the track's
+        // newest problem run is the one resolution's stretch starts from.
+        let resolutionLull = track.resolutionLull
         return RecoveryFacts(
             canMonitor: pooledClean && minClean != .max && minClean >= Int32(config.monitorRuns),
-            canResolve: pooledClean && minClean != .max && minClean >= Int32(config.resolveRuns), newestFailure: scope.newestBadAt,
-            cleanRuns: max(clean, Int32(clamping: record.clean)), needed: needed)
+            canResolve: pooledClean && minClean != .max && minClean >= Int32(config.resolveRuns)
+                && frame.t - max(scope.newestBadAt, track.newestBad) > resolutionLull,
+            newestFailure: scope.newestBadAt, cleanRuns: max(clean, Int32(clamping: record.clean)), needed: needed,
+            heldFor: resolutionLull > track.recoveryLull ? resolutionLull : nil)
     }
 
     /// Passing runs in a row after which a failure rate `p` still on would have shown a failure

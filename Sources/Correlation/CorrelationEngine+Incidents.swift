@@ -91,7 +91,7 @@ extension CorrelationEngine {
                 }
                 transition(
                     &incident, to: .monitoring, scope: incident.scope, severity: incident.severity, evidence: evidence,
-                    message: Self.recoveringText(component: component, cleanRuns: Int(recovery.cleanRuns)),
+                    message: Self.recoveringText(component: component, cleanRuns: Int(recovery.cleanRuns), heldFor: recovery.heldFor),
                     summary: "\(component): recovering, \(recovery.cleanRuns) runs without a failure and every agent passes; monitoring",
                     now: now, events: &events)
                 track.incident = incident
@@ -310,7 +310,7 @@ extension CorrelationEngine {
         track.pendingCount = 0
         track.forgetMembershipChanges()
         if incident.openedBy == IncidentUpdate.automatic {
-            track.lastResolution = (now.timeIntervalSince1970, track.newestBad, track.longestLull)
+            track.lastResolution = (now.timeIntervalSince1970, track.newestBad, max(track.longestLull, track.carriedLull))
         }
         changed.append(incident)
     }
@@ -433,8 +433,13 @@ extension CorrelationEngine {
         return text
     }
 
-    static func recoveringText(component: String, cleanRuns: Int) -> String {
-        "\(displayName(component)) is recovering: every agent passes again (\(cleanRuns) runs without a failure). We are monitoring."
+    static func recoveringText(component: String, cleanRuns: Int, heldFor: Double? = nil) -> String {
+        var text = "\(displayName(component)) is recovering: every agent passes again (\(cleanRuns) runs without a failure). We are monitoring."
+        if let heldFor {
+            // Why it stays in monitoring longer than usual, so nobody reads it as stuck.
+            text += " The fault came back after a pause before, so this is resolved only after \(heldFor < 120 ? "\(Int(heldFor.rounded())) s" : "\(Int((heldFor / 60).rounded())) min") without a failure."
+        }
+        return text
     }
 
     /// The component as the first word of a sentence.

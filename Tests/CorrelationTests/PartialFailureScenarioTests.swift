@@ -547,6 +547,38 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// A fault back minutes after the last one resolved is held as a possible flap only in
+    /// `monitoring`: the incident says it is recovering as soon as its runs do, and only its
+    /// resolution waits out 1.5 × the gap the fault came back after. Before, it stayed
+    /// `investigating` for 1.5 × that gap (4 minutes here) with every agent passing, and a
+    /// collector restart, which forgets the last resolution, ended it at once (the verdict
+    /// review, 34th session).
+    @Test func aFaultBackMinutesLaterRecoversAtOnceAndResolvesAfterItsGap() throws {
+        var fleet = warmFleet()
+        let hard = FleetSimulation.failing(components: ["files"])
+        fleet.faults = ["first": hard]
+        var events = fleet.step(seconds: 20)
+        fleet.faults = [:]
+        events += fleet.step(seconds: 140)
+        #expect(events.filter { $0.type == .incidentResolved }.map(\.component) == ["files"], "\(describe(events))")
+        fleet.faults = ["again": hard]
+        let again = fleet.step(seconds: 20)
+        fleet.faults = [:]
+        let cleared = fleet.now
+        var after: [AlertEvent] = []
+        for _ in 0..<300 { after += fleet.step() }
+        let log = describe(again + after)
+        #expect(again.filter { $0.type == .incidentOpened }.count == 1, "\(log)")
+        let monitoring = try #require(after.first { $0.type == .incidentUpdated && $0.status == "monitoring" }, "\(log)")
+        #expect(monitoring.occurredAt.timeIntervalSince(cleared) <= 3 * fleet.interval + 1, "\(log)")
+        #expect(monitoring.message?.contains("came back") == true, "\(monitoring.message ?? "")")
+        let resolved = try #require(after.first { $0.type == .incidentResolved }, "\(log)")
+        // The gap: from the first fault's end to the second's start, about 140 s.
+        let held = resolved.occurredAt.timeIntervalSince(cleared)
+        #expect(held >= 1.5 * 130 && held <= 1.5 * 150 + 3 * fleet.interval, "resolved \(held) s after the fault cleared\n\(log)")
+        #expect(!after.contains { $0.summary.hasPrefix("relapse") }, "\(log)")
+    }
+
     /// An incident's failure code stays while any of its agents still reports it: with one of
     /// eu's two agents cut off, "changed: codes −server_error: … (1/1 agents failing,
     /// server_error)" said the code left and named it in one line (the verdict review, D9).
