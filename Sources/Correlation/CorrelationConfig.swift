@@ -102,10 +102,10 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     public var regionQuorumWindow: TimeInterval
     /// `flap_memory` (seconds, default 300; 0 turns it off): a component's problem back within
     /// this long of its incident's automatic resolution is read as the same fault coming and
-    /// going: the gap it came back after counts as a lull of the new incident's, which then
-    /// resolves only after a clean stretch of 1.5 × that gap. A fault 20 s on, 20 s off is two
+    /// going: the new incident reaches `monitoring` as its runs recover, but resolves only after
+    /// a clean stretch of 1.5 × the gap it came back after. A fault 20 s on, 20 s off is two
     /// incidents, not one every 40 s. The cost: a separate fault within this long of the last
-    /// one's end also waits out 1.5 × the gap between them before it resolves.
+    /// one's end also stays in `monitoring` 1.5 × the gap between them before it resolves.
     public var flapMemory: TimeInterval
 
     public init(
