@@ -32,6 +32,13 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// its window is above its same-region peers' pooled rate (default: z ≥ 3.09), each side
     /// with at least `min_runs` runs.
     public var localConfidence: Double
+    /// `local_fault_peers` (Int, default 1): passing same-region peers an agent needs before the
+    /// peer test can call its failures its own. With 1, a region of two agents can tell one bad
+    /// host from a regional outage, but one lying (compromised) agent there can have its honest
+    /// peer called local and hide that region's outage. With 2, no single agent can, and in a
+    /// region of two one agent's failures (a broken host whose control passes, or a liar) open a
+    /// regional incident instead. The control probe still makes an agent local either way.
+    public var localFaultPeers: Int
     /// `recovery_confidence` (0.5…0.999999, default 0.999): an incident recovers only after enough
     /// passing runs in a row (pooled over its regions' agents) that, were the failure rate it had
     /// still on, seeing none fail would have a chance below 1 − this: M = ⌈ln(1−c) / ln(1−p)⌉.
@@ -112,7 +119,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         windowRuns: Int = 20, windowAge: TimeInterval = 600, confirmFailures: Int = 2, flakyWindow: Int = 10,
         flakyRatio: Double = 0.2, minRuns: Int = 5, silentAfterIntervals: Double = 3, silentAfter: TimeInterval = 30,
         silentMin: TimeInterval = 10, localConfidence: Double = 0.999, recoveryConfidence: Double = 0.999,
-        monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
+        localFaultPeers: Int = 1, monitorRuns: Int = 1, resolveRuns: Int = 2, minPlatformRegions: Int = 2, minComponentAgents: Int = 2,
         scopeWaitIntervals: Double = 1, majorRatio: Double = 0.8, degradedRatio: Double = 0.5, openAfter: Int = 2,
         resolveAfter: Int = 3, maxSampleErrors: Int = 5, maxListedAgents: Int = 50, majorStepRatio: Double = 0.5,
         confirmationRuns: Bool = true, membershipUpdateGap: TimeInterval = 10, regionQuorumWindow: TimeInterval = 3600,
@@ -128,6 +135,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         self.silentAfter = silentAfter
         self.silentMin = silentMin
         self.localConfidence = localConfidence
+        self.localFaultPeers = localFaultPeers
         self.recoveryConfidence = recoveryConfidence
         self.monitorRuns = monitorRuns
         self.resolveRuns = resolveRuns
@@ -158,6 +166,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         case silentAfter = "silent_after"
         case silentMin = "silent_min"
         case localConfidence = "local_confidence"
+        case localFaultPeers = "local_fault_peers"
         case recoveryConfidence = "recovery_confidence"
         case monitorRuns = "monitor_runs"
         case resolveRuns = "resolve_runs"
@@ -190,6 +199,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         silentAfter = try c.decodeIfPresent(Double.self, forKey: .silentAfter) ?? d.silentAfter
         silentMin = try c.decodeIfPresent(Double.self, forKey: .silentMin) ?? d.silentMin
         localConfidence = try c.decodeIfPresent(Double.self, forKey: .localConfidence) ?? d.localConfidence
+        localFaultPeers = try c.decodeIfPresent(Int.self, forKey: .localFaultPeers) ?? d.localFaultPeers
         recoveryConfidence = try c.decodeIfPresent(Double.self, forKey: .recoveryConfidence) ?? d.recoveryConfidence
         monitorRuns = try c.decodeIfPresent(Int.self, forKey: .monitorRuns) ?? d.monitorRuns
         resolveRuns = try c.decodeIfPresent(Int.self, forKey: .resolveRuns) ?? d.resolveRuns
@@ -223,6 +233,7 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
         c.silentAfter = max(0.001, c.silentAfter)
         c.silentMin = max(0, c.silentMin)
         c.localConfidence = min(max(0.5, c.localConfidence), 0.999999)
+        c.localFaultPeers = max(1, c.localFaultPeers)
         c.recoveryConfidence = min(max(0.5, c.recoveryConfidence), 0.999999)
         c.monitorRuns = max(1, c.monitorRuns)
         c.resolveRuns = max(c.monitorRuns, c.resolveRuns)

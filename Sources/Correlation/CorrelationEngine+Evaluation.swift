@@ -728,8 +728,11 @@ extension CorrelationEngine {
                     tracks[c].incident.map {
                         $0.status.isUnderWay && ($0.scope == .platform || $0.regions.contains(regionNames[r]))
                     } ?? false
-                guard k.reporting > 1 else {
-                    // Alone in its region: nobody to compare with, only its control to ask.
+                // Too few passing peers to outvote it (`local_fault_peers`): with one, a lying
+                // peer's passes would make an honest agent's view of a regional outage "local".
+                let tooFewPeers = cfg.localFaultPeers > 1 && k.reporting - failingInRegion[c * regionCount + r] < Int32(cfg.localFaultPeers)
+                guard k.reporting > 1, !tooFewPeers else {
+                    // Alone in its region (or too few peers pass): nobody to compare with, only its control to ask.
                     if !covered, failingWithCode[c][x.errorCode, default: 0] <= 1,
                         Self.loneFailureUnchecked(x, controlPassedAt: frame.controlPassedAt[a], controlExpected: frame.hasControl[a] || neverPassed(a), t: frame.t)
                     {

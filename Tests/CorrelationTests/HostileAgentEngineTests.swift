@@ -36,6 +36,35 @@ import Testing
         #expect(!files.updates.contains { $0.message.contains("made-up") }, "\(files.updates.map(\.message))")
     }
 
+    /// An eu outage of files seen by eu-1, while eu-2 (lying, or not reached by the fault) passes,
+    /// in a region of two agents. By default the peer test calls eu-1 local and eu reads
+    /// operational: the outage is hidden by one agent (the verdict review, 34th session).
+    /// `local_fault_peers: 2` makes that take two passing peers: eu-1's failures then open an eu
+    /// incident, within detection's bound, and eu-1 gets no local fault. A third eu agent that
+    /// passes with eu-2 still makes a lone failing agent local.
+    @Test(arguments: [1, 2])
+    func oneLyingPeerHidesARegionsOutageOnlyWhereOnePeerSuffices(peers: Int) throws {
+        for eu in [2, 3] {
+            var fleet = FleetSimulation(
+                regions: ["eu": eu, "us": 2, "ap": 2], config: CorrelationConfig(localFaultPeers: peers))
+            fleet.step(seconds: 40)
+            let start = fleet.now
+            fleet.faults["eu outage seen by eu-1"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"])
+            let events = fleet.step(seconds: 40)
+            let log = events.map { "\($0.type.rawValue) \($0.summary)" }.joined(separator: "\n")
+            let local = events.contains { $0.type == .agentLocalFault && $0.agent == "eu-1" }
+            let opened = events.first { $0.type == .incidentOpened && $0.component == "files" }
+            if peers == 1 || eu == 3 {
+                #expect(local && opened == nil, "\(eu) eu agents, local_fault_peers \(peers):\n\(log)")
+            } else {
+                #expect(!local, "\(log)")
+                let incident = try #require(opened, "\(log)")
+                #expect(incident.scope == .region && incident.regions == ["eu"], "\(log)")
+                #expect(incident.occurredAt.timeIntervalSince(start) <= 2 * fleet.interval + 1, "\(log)")
+            }
+        }
+    }
+
     /// A long incident keeps its opening entry, every person's entry and the newest automatic
     /// ones: its events (which carry the whole incident) stay bounded.
     @Test func automaticTimelineEntriesAreBounded() {
