@@ -214,6 +214,8 @@ struct ComponentTrack {
     /// `keepMembershipCurrent`.
     var memberPresent: [String: Int] = [:]
     var memberAbsentSince: [String: Double] = [:]
+    /// When members were first judged to have left and not yet announced (see `departureGather`).
+    var departuresJudgedAt: Double?
     /// Every region and agent the open incident listed at some point: its record when it is
     /// resolved (the recovery drops regions one by one, and the history must not say that a
     /// three-region outage was a us one).
@@ -229,6 +231,7 @@ struct ComponentTrack {
     mutating func forgetMembershipChanges() {
         memberPresent = [:]
         memberAbsentSince = [:]
+        departuresJudgedAt = nil
     }
 
     /// An incident opened, escalated or relapsed at `t`: its membership is the evidence's now.

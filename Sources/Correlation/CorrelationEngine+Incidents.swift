@@ -174,7 +174,7 @@ extension CorrelationEngine {
     ///   fails (`failingNow`): otherwise it is the incident recovering region by region, which
     ///   `monitoring` reports;
     /// - new members are announced together, at most once per `membership_update_gap` after the
-    ///   incident opened or last changed; departures as they are judged.
+    ///   incident opened or last changed; departures `departureGather` (2 s) after the first is judged, together.
     /// (Found by the on-call review: 13 updates in 60 s of a steady 10 % fault, eu dropped and
     /// added back three times, and 4–5 updates in the first 2 s of every partial fault.)
     ///
@@ -212,6 +212,15 @@ extension CorrelationEngine {
                 memberLeft($0.key, gone: t - $0.value, component: incident.component, needed: needed, local: Set(evidence.localAgents))
             }.keys)
         if !failingNow && added.isEmpty { dropped = [] }
+        // Departures judged within moments of each other go out together: agents' pushes arrive
+        // a fraction of a second apart, and each left in an update of its own (four in 0.5 s;
+        // the verdict review, 34th session).
+        if dropped.isEmpty {
+            track.departuresJudgedAt = nil
+        } else if track.departuresJudgedAt == nil {
+            track.departuresJudgedAt = t
+        }
+        if added.isEmpty, let judged = track.departuresJudgedAt, t - judged < Self.departureGather { dropped = [] }
         guard !added.isEmpty || !dropped.isEmpty else { return }
         let members = known.union(added).subtracting(dropped)
         func names(_ kind: String) -> [String] { members.filter { $0.hasPrefix(kind + " ") }.map { String($0.dropFirst(kind.count + 1)) }.sorted() }
@@ -232,6 +241,7 @@ extension CorrelationEngine {
         track.incident = incident
         for key in added { track.memberPresent[key] = nil }
         for key in dropped { track.memberAbsentSince[key] = nil }
+        track.departuresJudgedAt = nil
         track.membershipAnnouncedAt = t
         track.announcedCodes = codes
         changed.append(incident)
@@ -260,6 +270,9 @@ extension CorrelationEngine {
         }
         return gone >= config.membershipUpdateGap
     }
+
+    /// Seconds a judged departure waits for others to be announced with it (see `keepMembershipCurrent`).
+    static let departureGather = 2.0
 
     /// Agents that must report an error code before it is named to people or counted as a member.
     static let corroboratingAgents = 2

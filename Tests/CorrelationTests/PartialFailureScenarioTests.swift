@@ -579,6 +579,24 @@ import Testing
         #expect(!after.contains { $0.summary.hasPrefix("relapse") }, "\(log)")
     }
 
+    /// Agents leaving an incident within moments of each other are announced together: when a
+    /// platform fault cleared everywhere but on one agent, four updates went out within 0.5 s,
+    /// one per agent (the verdict review, 34th session).
+    @Test func departuresJudgedTogetherAreOneUpdate() throws {
+        var fleet = warmFleet()
+        fleet.faults["outage"] = FleetSimulation.failing(components: ["files"])
+        var events = fleet.step(seconds: 20)
+        fleet.faults["outage"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"])
+        events += fleet.step(seconds: 30)
+        let log = describe(events)
+        let departures = events.filter { $0.type == .incidentUpdated && $0.summary.hasPrefix("changed:") && $0.summary.contains("\u{2212}") }
+        #expect(!departures.isEmpty, "\(log)")
+        // Each departure update is at least the gathering time after the one before.
+        let times = departures.map(\.occurredAt.timeIntervalSince1970)
+        let closest = zip(times.dropFirst(), times).map { $0 - $1 }.min() ?? .infinity
+        #expect(closest >= CorrelationEngine.departureGather, "\(departures.count) departure updates, \(closest) s apart at the closest\n\(log)")
+    }
+
     /// An incident's failure code stays while any of its agents still reports it: with one of
     /// eu's two agents cut off, "changed: codes −server_error: … (1/1 agents failing,
     /// server_error)" said the code left and named it in one line (the verdict review, D9).
