@@ -1201,6 +1201,10 @@ extension CorrelationEngine {
                 for (region, status) in cause.regions where verdicts[i].regions[region].map({ $0 < status }) ?? true {
                     verdicts[i].regions[region] = status
                 }
+                // A region it has no runs in because its journeys stop at the cause's step shows
+                // the cause's status: it is not unwatched (the log said such regions "no longer
+                // decide" it, as if its agents had gone silent; verdict review, 34th session).
+                verdicts[i].unwatchedRegions.removeAll { cause.regions[$0] != nil }
                 verdicts[i].evidence.affectedBy = (verdicts[i].evidence.affectedBy + [cause.component]).sorted()
             }
         }

@@ -651,6 +651,9 @@ import Testing
             #expect(verdict.evidence.affectedBy == ["login"], "\(journey)")
             #expect(verdict.incidentID == nil, "\(journey) has no incident of its own")
             #expect(verdict.regions.values.allSatisfy { $0 == .majorOutage }, "\(verdict.regions)")
+            // Shown with its cause's status, not "no data" (the log said its regions "no longer
+            // decide" it, as if its agents had gone silent; the verdict review, 34th session).
+            #expect(verdict.unwatchedRegions.isEmpty, "\(journey): \(verdict.unwatchedRegions)")
         }
         #expect(verdicts["api"]?.evidence.affectedBy == [], "a component that does not log in is not affected")
         fleet.faults = [:]
