@@ -382,6 +382,8 @@ struct EvaluationFrame {
     /// allowance after the collector's own downtime (`CorrelationEngine.collectorGapUntil`).
     var awaitedRegion: [Bool] = []
     var grid: [AgentComponent]
+    /// Per component: agents (not revoked) with runs of it in their windows, counting or not.
+    var reporters: [Int32] = []
     var controlFailing: [Bool]
     var controlInDoubt: [Bool]
     /// When the agent's newest passing control run started (collector time line; -infinity when
@@ -557,6 +559,7 @@ extension CorrelationEngine {
         let offsets = agentOffset
         let regionCount = regionNames.count
         var current = [Bool](repeating: false, count: agentCount)
+        var reported = [Bool](repeating: false, count: agentCount * componentCount)
         var stale: [(agent: Int32, component: Int32)] = []
         summaries.withUnsafeBufferPointer { all in
             var i = -1
@@ -564,6 +567,12 @@ extension CorrelationEngine {
                 i += 1
                 var s = all[i]
                 let a = Int(s.agent)
+                // Reporting makes a component known whether or not the agent counts now: after a
+                // restart agents catching up count nowhere, and a component known before read as
+                // "fewer agents than min_component_agents report it" (verdict review, 34th session).
+                if s.windowRuns > 0, !s.control, !agentRevoked[a], t - s.lastReceived <= cfg.windowAge {
+                    reported[a * componentCount + Int(s.component)] = true
+                }
                 if excluded[a] || s.windowRuns == 0 { continue }
                 if s.control { hasControl[a] = true }
                 // Judged on when its newest run ended, not only on when it arrived: a spool
@@ -632,6 +641,7 @@ extension CorrelationEngine {
             }
         }
         frame.grid = grid
+        frame.reporters = (0..<componentCount).map { c in Int32((0..<agentCount).count { reported[$0 * componentCount + c] }) }
         frame.catchingUp = (0..<agentCount).map { a in !excluded[a] && !current[a] }
         frame.awaitedRegion = [Bool](repeating: false, count: componentNames.count * regionCount)
         for (a, c) in stale where frame.catchingUp[Int(a)] && t < collectorGapUntil {
@@ -1020,7 +1030,6 @@ extension CorrelationEngine {
         var localNames = [[String]](repeating: [], count: componentCount)
         var sampleSeries = [[Int32]](repeating: [], count: componentCount)
         var latencies = [[Double]](repeating: [], count: componentCount)
-        var reporters = [Int32](repeating: 0, count: componentCount)
         var failingNow = [Bool](repeating: false, count: componentCount)
         var componentInterval = [Double](repeating: 0, count: componentCount)
         // Per component, failing agents by their error code: sparse, so a tick costs what is
@@ -1033,7 +1042,6 @@ extension CorrelationEngine {
             for c in 0..<componentCount {
                 let x = frame.grid[a * componentCount + c]
                 guard x.reporting else { continue }
-                reporters[c] += 1
                 if x.local {
                     if localNames[c].count < listCap { localNames[c].append(agentIDs[a]) }
                     continue
@@ -1138,7 +1146,7 @@ extension CorrelationEngine {
             // component on the public page as a platform-wide major outage, and paged). Without
             // one, `min_component_agents` agents make a component known.
             let eligible =
-                declaredComponents.isEmpty ? Int(reporters[c]) >= cfg.minComponentAgents : declaredComponents.contains(componentNames[c])
+                declaredComponents.isEmpty ? Int(frame.reporters[c]) >= cfg.minComponentAgents : declaredComponents.contains(componentNames[c])
             if eligible { componentIsKnown[c] = true }
             // When the runs that confirmed the problem show the fault was on: another region's
             // run is fresh evidence only if it started after that. Not the newest bad run (the
