@@ -72,9 +72,13 @@ public struct AgentConfig: Sendable {
         /// collector (`PushUrgency`) ends that wait at once.
         public var flushInterval: Duration = .seconds(1)
         /// `collector.backoff.base` (duration, default `1s`) and `collector.backoff.cap` (duration,
-        /// default `60s`): capped exponential backoff with full jitter between failed pushes.
+        /// default `10s`): capped exponential backoff with full jitter between failed pushes. The
+        /// cap is how late an agent may come back after the collector does: with 60 s, agents
+        /// returned up to a minute after a restart, and faults that began meanwhile waited for
+        /// them (verdict review, 34th session). A collector that is up but busy says when to come
+        /// back (`Retry-After`), which takes the backoff's place.
         public var backoffBase: Duration = .seconds(1)
-        public var backoffCap: Duration = .seconds(60)
+        public var backoffCap: Duration = .seconds(10)
         /// `collector.unauthorized_retry` (duration, default `60s`): how often a push refused with
         /// 401/403 (agent unknown or revoked) is retried.
         public var unauthorizedRetry: Duration = .seconds(60)
