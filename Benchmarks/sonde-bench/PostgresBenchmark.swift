@@ -362,7 +362,7 @@ struct PostgresBenchmark: AsyncParsableCommand {
         let newHorizon = try await store.ingestHorizon()
         engine.ingest(try await store.ingested(from: horizon, to: newHorizon), receivedAt: Date())
         let decisions = try await StoredDecisions.read(from: store)
-        engine.adoptStoredDecisions(openIncidents: decisions.openIncidents, agentStates: decisions.agentStates, resolvedByPeople: decisions.resolvedByPeople)
+        engine.adoptStoredDecisions(openIncidents: decisions.openIncidents, agentStates: decisions.agentStates, resolved: decisions.resolved)
         _ = engine.evaluate(now: Date())
         return (rebuildSeconds, (clock.now - warmStart).seconds, stored, caughtUp)
     }

@@ -7,20 +7,20 @@ import ServiceLifecycle
 import SondeCore
 import Synchronization
 
-/// What the engine decided and storage keeps: open incidents, agent states, and incidents people
-/// resolved while still failing (no new incident until the component recovers).
+/// What the engine decided and storage keeps: open incidents, agent states, and the newest
+/// resolved incidents (people's resolutions while still failing hold their component; the
+/// engine's own are its flap memory).
 public struct StoredDecisions: Sendable {
     public var openIncidents: [Incident]
     public var agentStates: [AgentHealth]
-    public var resolvedByPeople: [Incident]
+    public var resolved: [Incident]
 
     public static func read(from store: any CollectorStorage) async throws -> StoredDecisions {
         let decoder = SondeJSON.decoder()
         return StoredDecisions(
             openIncidents: try await store.incidents(.open, limit: 10_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) },
             agentStates: try await store.agentStates().values.compactMap { try? decoder.decode(AgentHealth.self, from: $0) },
-            resolvedByPeople: try await store.incidents(.resolved, limit: 1_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) }
-                .filter(\.awaitingRecovery))
+            resolved: try await store.incidents(.resolved, limit: 1_000).compactMap { try? decoder.decode(Incident.self, from: $0.json) })
     }
 }
 
@@ -34,7 +34,7 @@ public func rebuildEngine(
     var engine = CorrelationEngine(
         config: config.correlation, agents: agents.map { AgentInfo(id: $0.id, region: $0.region, revoked: $0.revoked) },
         openIncidents: stored.openIncidents, agentStates: stored.agentStates, declaredComponents: Set(config.components),
-        resolvedByPeople: stored.resolvedByPeople)
+        resolved: stored.resolved)
     for result in recent {
         engine.ingest([result], receivedAt: result.startedAt.addingTimeInterval(result.durationMs / 1000))
     }
@@ -44,8 +44,9 @@ public func rebuildEngine(
     return engine
 }
 
-/// How long after a start an agent may take to push again: its default back-off cap (60 s,
-/// reached after a minute of refused pushes) plus its push time-out (10 s).
+/// How long after a start an agent may take to push again: a back-off cap of 60 s (the agent's
+/// default is 10 s, older agents' was 60 s; reached after a minute of refused pushes) plus its
+/// push time-out (10 s).
 let restartSilenceAllowance: TimeInterval = 70
 
 /// Several collectors on one PostgreSQL. Every collector follows what all of them ingest (by

@@ -76,7 +76,7 @@ public actor CorrelationHub {
     func adopt(_ stored: StoredDecisions, epoch: Int64) {
         adoptedEpoch = epoch
         // `latest` stays until the evaluation that follows at once.
-        engine.adoptStoredDecisions(openIncidents: stored.openIncidents, agentStates: stored.agentStates, resolvedByPeople: stored.resolvedByPeople)
+        engine.adoptStoredDecisions(openIncidents: stored.openIncidents, agentStates: stored.agentStates, resolved: stored.resolved)
         engine.countSilence(from: clock.now().addingTimeInterval(Self.heldPushAllowance))
     }
 

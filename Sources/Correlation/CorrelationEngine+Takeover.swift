@@ -8,7 +8,7 @@ extension CorrelationEngine {
     /// announced again) without re-reading and re-ingesting the window: its own incidents, streaks
     /// and agent states, never stored, are dropped; results, clock offsets and control-probe
     /// episodes, which come from the data alone, stay.
-    public mutating func adoptStoredDecisions(openIncidents: [Incident], agentStates: [AgentHealth], resolvedByPeople: [Incident]) {
+    public mutating func adoptStoredDecisions(openIncidents: [Incident], agentStates: [AgentHealth], resolved: [Incident]) {
         tracks = Array(repeating: ComponentTrack(), count: tracks.count)
         humanChanged = []
         humanEvents = []
@@ -25,7 +25,7 @@ extension CorrelationEngine {
             }
         }
         restoreOpenIncidents(openIncidents)
-        restoreResolvedByPeople(resolvedByPeople)
+        restoreResolved(resolved)
     }
 
     /// A take-over follows the last leader's death, freeze or loss of its database, and a
@@ -63,6 +63,39 @@ extension CorrelationEngine {
             // (A person's `monitoring` set while the fault was measured moved no horizon.)
             if incident.status == .monitoring, Self.statusSetter(incident)?.isHuman != true {
                 tracks[c].horizon = incident.updatedAt.timeIntervalSince1970
+                // Its newest failure was no later: resolution's clean stretch counts from there.
+                tracks[c].newestBad = tracks[c].horizon
+            }
+        }
+    }
+
+    /// Stored resolved incidents (the newest first or in any order): those a person resolved
+    /// while the fault was measured hold their component (``restoreResolvedByPeople(_:)``), and
+    /// each component's newest automatic resolution is its flap memory again
+    /// (``ComponentTrack/lastResolution``). Without it, a restart forgot that a fault had come
+    /// back after a pause, and an incident held in `monitoring` for that resolved at once.
+    mutating func restoreResolved(_ incidents: [Incident]) {
+        restoreResolvedByPeople(incidents)
+        var newest: [Int: Incident] = [:]
+        for incident in incidents where incident.status == .resolved && incident.openedBy == IncidentUpdate.automatic && incident.resolvedBy == nil {
+            guard let resolvedAt = incident.resolvedAt else { continue }
+            let c = Int(internComponent(incident.component))
+            if let kept = newest[c], let keptAt = kept.resolvedAt, keptAt >= resolvedAt { continue }
+            newest[c] = incident
+        }
+        for (c, incident) in newest {
+            guard let resolvedAt = incident.resolvedAt?.timeIntervalSince1970 else { continue }
+            // Its newest failure is not stored: no later than when it went to `monitoring`.
+            let recovered = incident.updates.last { $0.status == .monitoring && $0.author == IncidentUpdate.automatic }?.time
+            let newestBad = recovered?.timeIntervalSince1970 ?? resolvedAt
+            if let open = tracks[c].incident {
+                // Already back: the gap it came back after, as the evaluation that opened it read it.
+                let opened = open.openedAt.timeIntervalSince1970
+                if opened > resolvedAt, opened - resolvedAt <= config.flapMemory {
+                    tracks[c].carriedLull = max(tracks[c].carriedLull, opened - newestBad)
+                }
+            } else {
+                tracks[c].lastResolution = (resolvedAt, newestBad, 0)
             }
         }
     }

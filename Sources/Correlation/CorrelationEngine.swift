@@ -176,7 +176,7 @@ public struct CorrelationEngine: Sendable {
 
     public init(
         config: CorrelationConfig, agents: [AgentInfo], openIncidents: [Incident] = [], agentStates: [AgentHealth] = [],
-        declaredComponents: Set<String> = [], resolvedByPeople: [Incident] = []
+        declaredComponents: Set<String> = [], resolved: [Incident] = []
     ) {
         self.config = config.sanitized
         self.declaredComponents = declaredComponents
@@ -189,7 +189,7 @@ public struct CorrelationEngine: Sendable {
         }
         setAgents(agents)
         restoreOpenIncidents(openIncidents)
-        restoreResolvedByPeople(resolvedByPeople)
+        restoreResolved(resolved)
     }
 
     /// Every known component's verdict, sorted by name (as of the last `evaluate`).

@@ -34,7 +34,7 @@ import Testing
         var standby = Self.standby(of: fleet, every: 3)
         // Its own view differs: its incident was opened at another moment, so under another id.
         #expect(standby.openIncidents.map(\.id) != [incident.id])
-        standby.adoptStoredDecisions(openIncidents: fleet.engine.openIncidents, agentStates: fleet.engine.agentHealth, resolvedByPeople: [])
+        standby.adoptStoredDecisions(openIncidents: fleet.engine.openIncidents, agentStates: fleet.engine.agentHealth, resolved: [])
         var rebuilt = fleet.rebuiltEngine()
         let adopted = standby.evaluate(now: fleet.now)
         let reference = rebuilt.evaluate(now: fleet.now)
@@ -77,7 +77,7 @@ import Testing
         // Frozen for 4 s before the take-over; the agents' pushes wait on it 10 s in all.
         let frozenAt = fleet.now
         let takeover = frozenAt.addingTimeInterval(4)
-        standby.adoptStoredDecisions(openIncidents: stored.incidents, agentStates: stored.agents, resolvedByPeople: [])
+        standby.adoptStoredDecisions(openIncidents: stored.incidents, agentStates: stored.agents, resolved: [])
         standby.countSilence(from: takeover.addingTimeInterval(10))
         var events: [AlertEvent] = []
         for second in stride(from: 4.0, through: 14, by: 1) {
@@ -86,7 +86,7 @@ import Testing
         #expect(!events.contains { $0.type == .agentSilent }, "\(events.map(\.id))")
         // Without the take-over's count, the same 14 s of quiet would page: 2 s probes, silent after 3 intervals.
         var unexcused = Self.standby(of: fleet, every: 3)
-        unexcused.adoptStoredDecisions(openIncidents: stored.incidents, agentStates: stored.agents, resolvedByPeople: [])
+        unexcused.adoptStoredDecisions(openIncidents: stored.incidents, agentStates: stored.agents, resolved: [])
         #expect(unexcused.evaluate(now: frozenAt.addingTimeInterval(14)).events.contains { $0.type == .agentSilent })
         // Quiet for good: silent one window after the count started.
         let later = standby.evaluate(now: takeover.addingTimeInterval(10 + 60)).events

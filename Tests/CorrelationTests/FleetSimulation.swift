@@ -236,8 +236,11 @@ struct FleetSimulation {
     /// The collector starts again on what it stored (`decisions`, from `storedDecisions` when it
     /// was killed, and every result pushed, as received), counting the agents' silence from
     /// its 70 s allowance, as `sonde-collector` does after a restart.
-    mutating func restartCollector(from decisions: (incidents: [Incident], agents: [AgentHealth]), config: CorrelationConfig = CorrelationConfig()) {
-        var rebuilt = CorrelationEngine(config: config, agents: agents, openIncidents: decisions.incidents, agentStates: decisions.agents)
+    mutating func restartCollector(
+        from decisions: (incidents: [Incident], agents: [AgentHealth]), resolved: [Incident] = [], config: CorrelationConfig = CorrelationConfig()
+    ) {
+        var rebuilt = CorrelationEngine(
+            config: config, agents: agents, openIncidents: decisions.incidents, agentStates: decisions.agents, resolved: resolved)
         for (result, receivedAt) in pushed { rebuilt.ingest([result], receivedAt: receivedAt) }
         rebuilt.countSilence(from: now.addingTimeInterval(70))
         engine = rebuilt

@@ -68,7 +68,7 @@ struct HumanUpdateRuleTests {
         // A restart keeps the resolution standing.
         var rebuilt = CorrelationEngine(
             config: CorrelationConfig(), agents: fleet.agents, openIncidents: [], agentStates: fleet.engine.agentHealth,
-            resolvedByPeople: [try #require(fleet.engine.heldIncident(id: incident.id))])
+            resolved: [try #require(fleet.engine.heldIncident(id: incident.id))])
         for (at, results) in Dictionary(grouping: fleet.pushed.suffix(400), by: \.receivedAt).sorted(by: { $0.key < $1.key }) {
             rebuilt.ingest(results.map(\.result), receivedAt: at)
         }

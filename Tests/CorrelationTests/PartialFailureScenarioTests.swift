@@ -579,6 +579,31 @@ import Testing
         #expect(!after.contains { $0.summary.hasPrefix("relapse") }, "\(log)")
     }
 
+    /// A restart remembers the flap: the incident held in `monitoring` because its fault came back
+    /// after a pause still waits out 1.5 × that pause (the engine rebuilds its flap memory from
+    /// the stored resolved incidents; before, the restart ended it at once).
+    @Test func aRestartKeepsAnIncidentsFlapMemory() throws {
+        var fleet = warmFleet()
+        let hard = FleetSimulation.failing(components: ["files"])
+        fleet.faults = ["first": hard]
+        var events = fleet.step(seconds: 20)
+        fleet.faults = [:]
+        events += fleet.step(seconds: 140)
+        let first = try #require(events.first { $0.type == .incidentResolved }?.incident, "\(describe(events))")
+        fleet.faults = ["again": hard]
+        fleet.step(seconds: 20)
+        fleet.faults = [:]
+        let cleared = fleet.now
+        var after = fleet.step(seconds: 30)
+        #expect(fleet.engine.openIncidents.first?.status == .monitoring, "\(describe(after))")
+        fleet.restartCollector(from: fleet.storedDecisions, resolved: [first])
+        for _ in 0..<270 { after += fleet.step() }
+        let log = describe(after)
+        let resolved = try #require(after.first { $0.type == .incidentResolved }, "\(log)")
+        let held = resolved.occurredAt.timeIntervalSince(cleared)
+        #expect(held >= 1.5 * 120 && held <= 1.5 * 150 + 3 * fleet.interval, "resolved \(held) s after the fault cleared\n\(log)")
+    }
+
     /// Agents leaving an incident within moments of each other are announced together: when a
     /// platform fault cleared everywhere but on one agent, four updates went out within 0.5 s,
     /// one per agent (the verdict review, 34th session).
