@@ -547,6 +547,22 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// A 20 s hard fault of files, 140 s without (its incident resolves), then 20 s of it again:
+    /// the first incident as resolved, the second stretch's events, and when it cleared.
+    func faultBackAfterAPause(_ fleet: inout FleetSimulation) throws -> (first: Incident, again: [AlertEvent], cleared: Date) {
+        let hard = FleetSimulation.failing(components: ["files"])
+        fleet.faults = ["first": hard]
+        var events = fleet.step(seconds: 20)
+        fleet.faults = [:]
+        events += fleet.step(seconds: 140)
+        #expect(events.filter { $0.type == .incidentResolved }.map(\.component) == ["files"], "\(describe(events))")
+        let first = try #require(events.first { $0.type == .incidentResolved }?.incident, "\(describe(events))")
+        fleet.faults = ["again": hard]
+        let again = fleet.step(seconds: 20)
+        fleet.faults = [:]
+        return (first, again, fleet.now)
+    }
+
     /// A fault back minutes after the last one resolved is held as a possible flap only in
     /// `monitoring`: the incident says it is recovering as soon as its runs do, and only its
     /// resolution waits out 1.5 × the gap the fault came back after. Before, it stayed
@@ -555,16 +571,7 @@ import Testing
     /// review, 34th session).
     @Test func aFaultBackMinutesLaterRecoversAtOnceAndResolvesAfterItsGap() throws {
         var fleet = warmFleet()
-        let hard = FleetSimulation.failing(components: ["files"])
-        fleet.faults = ["first": hard]
-        var events = fleet.step(seconds: 20)
-        fleet.faults = [:]
-        events += fleet.step(seconds: 140)
-        #expect(events.filter { $0.type == .incidentResolved }.map(\.component) == ["files"], "\(describe(events))")
-        fleet.faults = ["again": hard]
-        let again = fleet.step(seconds: 20)
-        fleet.faults = [:]
-        let cleared = fleet.now
+        let (_, again, cleared) = try faultBackAfterAPause(&fleet)
         var after: [AlertEvent] = []
         for _ in 0..<300 { after += fleet.step() }
         let log = describe(again + after)
@@ -584,16 +591,7 @@ import Testing
     /// the stored resolved incidents; before, the restart ended it at once).
     @Test func aRestartKeepsAnIncidentsFlapMemory() throws {
         var fleet = warmFleet()
-        let hard = FleetSimulation.failing(components: ["files"])
-        fleet.faults = ["first": hard]
-        var events = fleet.step(seconds: 20)
-        fleet.faults = [:]
-        events += fleet.step(seconds: 140)
-        let first = try #require(events.first { $0.type == .incidentResolved }?.incident, "\(describe(events))")
-        fleet.faults = ["again": hard]
-        fleet.step(seconds: 20)
-        fleet.faults = [:]
-        let cleared = fleet.now
+        let (first, _, cleared) = try faultBackAfterAPause(&fleet)
         var after = fleet.step(seconds: 30)
         #expect(fleet.engine.openIncidents.first?.status == .monitoring, "\(describe(after))")
         fleet.restartCollector(from: fleet.storedDecisions, resolved: [first])
