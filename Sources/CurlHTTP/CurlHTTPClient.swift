@@ -26,7 +26,8 @@ public final class CurlHTTPClient: Sendable {
 
     /// - Parameters:
     ///   - threads: the most transfers in flight at once; further requests queue. (All of them
-    ///     run on one thread; the name is kept from when each transfer had a thread.)
+    ///     run on one thread; the name is kept from when each transfer had a thread.) With 16 or
+    ///     more, one origin may hold at most a quarter of them (`CurlMultiLoop.originShare`).
     ///   - proxies: the proxy for requests that name none; the process environment's by default.
     public init(threads: Int = 16, proxies: ProxyEnvironment = .current()) {
         loop = CurlMultiLoop(maxTransfers: max(1, threads))
@@ -35,7 +36,7 @@ public final class CurlHTTPClient: Sendable {
 
     deinit { loop.stop() }
 
-    /// Requests waiting for a transfer slot (all `threads` in use).
+    /// Requests waiting for a transfer slot (all `threads` in use, or their origin's share).
     var waitingTransfers: Int { loop.waiting }
 
     /// Refuses a header name or value, or a URL, holding CR, LF or NUL before curl sees it: such
@@ -149,6 +150,8 @@ public final class CurlHTTPClient: Sendable {
 final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     private struct State {
         var queued: [CurlTransfer] = []
+        /// Transfers were queued since the loop last looked for ones it may start.
+        var queueChanged = false
         var cancelRequests: [CurlTransfer] = []
         var jobs: [UnownedJob] = []
         /// Pending sleeps.
@@ -162,6 +165,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     private let state = Mutex(State())
     private let multi: UnsafeMutableRawPointer
     private let maxTransfers: Int
+    /// The most transfers one origin may hold at once (`originShare(slots:)`).
+    let originShare: Int
     /// The loop thread's id once it runs (0 before): work queued from that thread needs no wake-up.
     private let loopThread = Atomic<UInt>(0)
 
@@ -170,7 +175,17 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         guard let multi = curl_multi_init() else { fatalError("curl_multi_init failed (out of memory?)") }
         self.multi = multi
         self.maxTransfers = maxTransfers
+        originShare = Self.originShare(slots: maxTransfers)
     }
+
+    /// The most transfers one origin (scheme, host and port of the request's URL; a redirect
+    /// hop's is its own URL's) may hold at once: a quarter of the slots, 16 of the agent's 64.
+    /// Probes of one hanging or slow host filled every slot, and the probes of healthy hosts
+    /// waited behind them until their time-outs (red team, 35th session). Waiting transfers of
+    /// other origins go ahead of an origin at its share. Clients with fewer than 16 slots (the
+    /// collector's webhooks, the CLI) keep every slot open to any origin: a quarter of them would
+    /// allow one transfer or two per server.
+    static func originShare(slots: Int) -> Int { slots >= 16 ? slots / 4 : slots }
 
     var waiting: Int { state.withLock { $0.queued.count } }
 
@@ -184,6 +199,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             } else {
                 s.queued.append(transfer)
             }
+            s.queueChanged = true
             return Self.markStarted(&s)
         }
         wake(startingThread: isNew)
@@ -269,39 +285,55 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         let clock = ContinuousClock()
         // Transfers in the multi handle, by easy handle. Only this thread touches it.
         var active: [UnsafeMutableRawPointer: CurlTransfer] = [:]
+        // Transfers taken from the queue and not yet ended, by origin (`originShare`); pushes
+        // are not counted.
+        var perOrigin: [Origin: Int] = [:]
+        // A slot or an origin's share came free since the queue was last looked through: the
+        // transfers it skipped may start now.
+        var slotFreed = false
         var jobs: [UnownedJob] = []
         var due: [LoopTimer] = []
         let share = RoundShare()
         // Transfers paused by their round's share, resumed next round.
         var paused: [CurlTransfer] = []
+        /// Ends what `take` counted against its origin's share.
+        func left(_ transfer: CurlTransfer) {
+            slotFreed = true
+            guard let origin = transfer.countedOrigin else { return }
+            transfer.countedOrigin = nil
+            let count = perOrigin[origin, default: 1] - 1
+            perOrigin[origin] = count > 0 ? count : nil
+        }
         while true {
             let now = clock.now
-            let (added, expired, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [CurlTransfer], [CurlTransfer], Bool) in
+            let (added, expired, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [(CurlTransfer, String)], [CurlTransfer], Bool) in
                 swap(&jobs, &s.jobs)
                 s.timers.takeDue(at: now, into: &due)
-                // A request whose time-out ended while it waited for a slot ends now, as a
-                // time-out: a hanging server holding every slot must not stretch other probes'
-                // time-outs (or freeze them) past what they asked for.
-                var expired: [CurlTransfer] = []
-                if !s.queued.isEmpty, active.count >= maxTransfers, s.queued.contains(where: { $0.deadline <= now }) {
-                    expired = s.queued.filter { $0.deadline <= now }
+                // A request whose time-out ended while it waited for a slot, or for its origin's
+                // share, ends now, as a time-out: a hanging server holding every slot must not
+                // stretch other probes' time-outs (or freeze them) past what they asked for.
+                var expired: [(CurlTransfer, String)] = []
+                if !s.queued.isEmpty, s.queued.contains(where: { $0.deadline <= now }) {
+                    let slotsFree = active.count < maxTransfers && originShare < maxTransfers
+                    for transfer in s.queued where transfer.deadline <= now {
+                        let atShare = slotsFree ? transfer.origin.flatMap { perOrigin[$0, default: 0] >= originShare ? $0 : nil } : nil
+                        expired.append((transfer, atShare.map(shareBusy) ?? allBusy))
+                    }
                     s.queued.removeAll { $0.deadline <= now }
                 }
                 let room = max(0, maxTransfers - active.count)
-                let taken: [CurlTransfer]
-                if s.queued.count <= room {
-                    taken = s.queued
-                    s.queued.removeAll(keepingCapacity: true)
-                } else {
-                    taken = Array(s.queued.prefix(room))
-                    s.queued.removeFirst(room)
+                var taken: [CurlTransfer] = []
+                if room > 0, !s.queued.isEmpty, s.queueChanged || slotFreed {
+                    s.queueChanged = false
+                    slotFreed = false
+                    taken = take(from: &s.queued, room: room, perOrigin: &perOrigin)
                 }
                 let cancels = s.cancelRequests
                 s.cancelRequests.removeAll(keepingCapacity: true)
                 let idle = s.queued.isEmpty && s.jobs.isEmpty && s.timers.isEmpty && jobs.isEmpty && due.isEmpty
                 return (taken, expired, cancels, s.stopping && idle)
             }
-            for transfer in expired { transfer.expireUnstarted(slots: maxTransfers) }
+            for (transfer, why) in expired { transfer.expireUnstarted(why) }
             // Timers first (their tasks' jobs come back through `enqueue`, onto the next round),
             // then the jobs queued so far; both may queue transfers for the next round.
             for timer in due { timer.fire() }
@@ -311,11 +343,16 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
 
             for transfer in added {
                 if transfer.cancelled.load(ordering: .sequentiallyConsistent) {
+                    left(transfer)
                     transfer.finish(CURLE_ABORTED_BY_CALLBACK)
                     continue
                 }
-                guard let handle = transfer.start(share: share) else { continue }  // the caller has its error
+                guard let handle = transfer.start(share: share) else {  // the caller has its error
+                    left(transfer)
+                    continue
+                }
                 guard curl_multi_add_handle(multi, handle) == CURLM_OK else {
+                    left(transfer)
                     transfer.finish(CURLE_OUT_OF_MEMORY)
                     continue
                 }
@@ -326,6 +363,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 guard let handle = transfer.handle, let current = active[handle], current === transfer else { continue }
                 active[handle] = nil
                 curl_multi_remove_handle(multi, handle)
+                left(transfer)
                 transfer.finish(CURLE_ABORTED_BY_CALLBACK)
             }
             if stopping && active.isEmpty { break }
@@ -338,6 +376,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 if code != CURLE_OK {
                     active[handle] = nil
                     curl_multi_remove_handle(multi, handle)
+                    left(transfer)
                     transfer.finish(code)
                 }
             }
@@ -349,7 +388,10 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
                 let code = message.pointee.data.result
                 curl_multi_remove_handle(multi, easy)
-                active.removeValue(forKey: easy)?.finish(code)
+                if let transfer = active.removeValue(forKey: easy) {
+                    left(transfer)
+                    transfer.finish(code)
+                }
             }
             if share.anyPaused {
                 share.anyPaused = false
@@ -360,7 +402,10 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             // cancel, stop), unless there is work already. Nothing else can be due, so an idle
             // loop does not wake up to look (it used to, every second).
             let (timeout, observers) = state.withLock { s -> (Int32?, [@Sendable (ContinuousClock.Instant) -> Void]) in
-                if !s.jobs.isEmpty || !paused.isEmpty || (active.count < maxTransfers && !s.queued.isEmpty) { return (nil, s.roundObservers) }
+                // Queued transfers that the last look left for their origins' shares wait for a
+                // slot to come free (this thread's own doing) or for new ones, not in a spin.
+                let mayStart = !s.queued.isEmpty && (s.queueChanged || slotFreed)
+                if !s.jobs.isEmpty || !paused.isEmpty || (active.count < maxTransfers && mayStart) { return (nil, s.roundObservers) }
                 // Waiting requests: wake when the first of their time-outs ends.
                 var next = s.timers.nextDeadline
                 if !s.queued.isEmpty, let waiting = s.queued.lazy.map(\.deadline).min() { next = next.map { min($0, waiting) } ?? waiting }
@@ -376,6 +421,46 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             }
         }
         curl_multi_cleanup(multi)
+    }
+
+    /// Takes from `queue`, in order, up to `room` transfers that may start: pushes always (they
+    /// come first and hold no origin's share), others while their origin holds less than
+    /// `originShare`. The rest stay queued in order, so another origin's transfer goes ahead of
+    /// one whose origin is at its share.
+    private func take(from queue: inout [CurlTransfer], room: Int, perOrigin: inout [Origin: Int]) -> [CurlTransfer] {
+        if originShare >= maxTransfers {
+            // No share to keep: the first `room`, as they came.
+            let taken = Array(queue.prefix(room))
+            queue.removeFirst(taken.count)
+            return taken
+        }
+        var taken: [CurlTransfer] = []
+        var kept: [CurlTransfer] = []
+        for transfer in queue {
+            guard taken.count < room else {
+                kept.append(transfer)
+                continue
+            }
+            if let origin = transfer.origin {
+                let held = perOrigin[origin, default: 0]
+                guard held < originShare else {
+                    kept.append(transfer)
+                    continue
+                }
+                perOrigin[origin] = held + 1
+                transfer.countedOrigin = origin
+            }
+            taken.append(transfer)
+        }
+        queue = kept
+        return taken
+    }
+
+    /// Why a transfer that waited for a slot never started, for `CurlTransfer.expireUnstarted`.
+    private var allBusy: String { "all \(maxTransfers) of the agent's transfers were busy (slow or hanging servers)" }
+
+    private func shareBusy(_ origin: Origin) -> String {
+        "\(originShare) transfers to \(origin) were under way already, the most one server gets of the agent's \(maxTransfers) (a slow or hanging server?)"
     }
 
     /// The longest poll. Only a suspended host needs a bound: `ContinuousClock` counts the time

@@ -139,6 +139,14 @@ final class CurlTransfer: @unchecked Sendable {
     /// When the request's time-out ends, whether or not it has started.
     var deadline: ContinuousClock.Instant { submittedAt + request.timeout }
 
+    /// The origin whose share (`CurlMultiLoop.originShare`) this transfer counts against: its
+    /// own URL's (a redirect hop is a transfer of its own, to the hop's URL), none for a push
+    /// (`reuseConnection`: exempt, and first) or a URL curl cannot parse (it fails at once).
+    /// Parsed on the loop thread when it first looks.
+    private(set) lazy var origin: Origin? = request.reuseConnection ? nil : Origin(request.url)
+    /// Set while the loop counts this transfer against `origin`'s share (loop thread only).
+    var countedOrigin: Origin?
+
     init(request: HTTPRequest, proxies: ProxyEnvironment, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
         self.request = request
         self.proxies = proxies
@@ -380,13 +388,14 @@ final class CurlTransfer: @unchecked Sendable {
         return .success(response)
     }
 
-    /// Answers a transfer whose time-out ended while it waited for a slot (every slot held by
-    /// slow or hanging servers): a time-out, as the caller asked, with nothing sent.
-    func expireUnstarted(slots: Int) {
+    /// Answers a transfer whose time-out ended while it waited for a slot (every slot, or its
+    /// origin's share of them, held by slow or hanging servers: `why`): a time-out, as the caller
+    /// asked, with nothing sent.
+    func expireUnstarted(_ why: String) {
         let waited = Int((ContinuousClock.now - submittedAt).wholeMilliseconds)
         answer(.failure(HTTPTransferError(
             kind: .timeout, curlCode: Int(CURLE_OPERATION_TIMEDOUT.rawValue),
-            message: "timed out after \(waited) ms before it could start: all \(slots) of the agent's transfers were busy (slow or hanging servers); nothing was sent")))
+            message: "timed out after \(waited) ms before it could start: \(why); nothing was sent")))
     }
 
     /// Frees the handle and answers the waiting caller; the transfer must be out of the multi

@@ -146,8 +146,8 @@ struct RedirectHops {
 }
 
 /// Scheme, host and port of a URL as libcurl parses it (default ports filled in), for the
-/// same-origin test of redirects.
-struct Origin: Hashable {
+/// same-origin test of redirects and each server's share of the transfers.
+struct Origin: Hashable, CustomStringConvertible {
     var scheme: String
     var host: String
     var port: String
@@ -167,4 +167,7 @@ struct Origin: Hashable {
         self.host = host.lowercased()
         self.port = port
     }
+
+    /// `http://127.0.0.1:8080`, `https://[::1]:443`.
+    var description: String { "\(scheme)://\(host):\(port)" }
 }

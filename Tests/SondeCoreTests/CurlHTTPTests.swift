@@ -86,6 +86,50 @@ import Testing
         #expect(fast.requests.map(\.path) == ["/push", "/probe"], "\(fast.requests.map(\.path))")
     }
 
+    /// One origin holds at most a quarter of the slots (4 of 16 here): requests to a server that
+    /// never answers, ten times its share, leave the other slots to a healthy server, whose
+    /// requests queued after them complete; those waiting for the hanging server's share, a
+    /// redirect hop to it included, fail as time-outs at their own time, saying why.
+    @Test func oneOriginHoldsAtMostAQuarterOfTheSlots() async throws {
+        let hanging = try LoopbackHTTPServer { _ in .hang }
+        defer { hanging.stop() }
+        let healthy = try LoopbackHTTPServer { request in
+            request.path == "/away" ? .respond(status: 302, headers: [("Location", hanging.baseURL + "/hop")]) : .json(200, #"{"ok":true}"#)
+        }
+        defer { healthy.stop() }
+        let client = CurlHTTPClient(threads: 16)
+        func send(_ request: HTTPRequest) -> Task<Result<HTTPResponse, HTTPTransferError>, Never> {
+            Task {
+                do throws(HTTPTransferError) { return .success(try await client.perform(request)) } catch { return .failure(error) }
+            }
+        }
+        let holders = (0..<4).map { send(HTTPRequest(url: hanging.baseURL + "/hold\($0)", timeout: .seconds(30))) }
+        try await waitUntil("the hanging server's share held", timeout: .seconds(5)) { hanging.requests.count == 4 }
+        let queued = (0..<36).map { send(HTTPRequest(url: hanging.baseURL + "/wait\($0)", timeout: .seconds(3))) }
+        try await waitUntil("40 requests at the hanging server or waiting", timeout: .seconds(5)) { hanging.requests.count + client.waitingTransfers == 40 }
+        let hops = (0..<4).map { _ in send(HTTPRequest(url: healthy.baseURL + "/away", timeout: .seconds(3), followRedirects: true)) }
+        let probes = (0..<24).map { send(HTTPRequest(url: healthy.baseURL + "/probe\($0)", timeout: .seconds(2))) }
+
+        for probe in probes {
+            switch await probe.value {
+            case .success(let response): #expect(response.status == 200)
+            case .failure(let error): Issue.record("a healthy server's request failed: \(error.kind) \(error.message)")
+            }
+        }
+        for task in queued + hops {
+            guard case .failure(let error) = await task.value else {
+                Issue.record("a request to the hanging server got an answer")
+                continue
+            }
+            #expect(error.kind == .timeout)
+            #expect(error.message.contains("before it could start: 4 transfers to \(hanging.baseURL) were under way already, the most one server gets of the agent's 16"), "\(error.message)")
+        }
+        #expect(healthy.requests.count { $0.path == "/away" } == 4, "each redirect's first hop was answered")
+        #expect(hanging.requests.count == 4, "the hanging server never got more than its share: \(hanging.requests.map(\.path))")
+        for holder in holders { holder.cancel() }
+        for holder in holders { _ = await holder.value }
+    }
+
     /// A redirect hop may not go further inside the network than its chain started (a public
     /// site's `302` to the cloud metadata address, or to the agent's own loopback services):
     /// curl connects, and the hop is refused before anything is sent, saying why.
