@@ -38,6 +38,8 @@ private final class TransferState {
     /// Paused for the rest of the round, and being resumed (its held data is taken whole).
     var paused = false
     var resuming = false
+    /// Paused at least once: libcurl then holds what the body decodes to until the resume.
+    var pausedOnce = false
     /// Bytes of the body kept: all up to `maxBytes`, or only a prefix.
     let keepBytes: Int
     let hasher: SHA256Digest.Stream?
@@ -59,6 +61,7 @@ private final class TransferState {
         }
         if roundCost >= RoundShare.budget {
             paused = true
+            pausedOnce = true
             share.anyPaused = true
             return true
         }
@@ -119,6 +122,8 @@ final class CurlTransfer: @unchecked Sendable {
     /// The most header bytes one transfer takes, over all its responses (1xx included): far
     /// above real responses' headers (a few KiB), far below memory trouble.
     static let maxHeaderBytes = 256 << 10
+    /// What libcurl holds of a paused transfer's body (DYN_PAUSE_BUFFER, libcurl 7.71 and later).
+    static let pausedDecodeBytes = 64 << 20
 
     let request: HTTPRequest
     private let proxies: ProxyEnvironment
@@ -350,6 +355,16 @@ final class CurlTransfer: @unchecked Sendable {
                 // The server's answer is broken, as a connection cut mid-response is (`connect`).
                 let text = "response headers larger than \(Self.maxHeaderBytes / 1024) KiB: the server did not end its headers"
                 return .failure(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: text, timings: timings))
+            }
+            if code == CURLE_OUT_OF_MEMORY, state.pausedOnce, let encoding = state.headers.value(for: "Content-Encoding") {
+                // While a transfer is paused (`RoundShare`), libcurl keeps what the rest of its
+                // read decodes to, up to 64 MiB (its DYN_PAUSE_BUFFER), then fails "Out of
+                // memory": a gzip bomb gzipped again decodes a 16 KiB read to gigabytes. That was
+                // reported as the agent's own fault (`internal`); it is the body's, as a single
+                // bomb's over max_body is (red team, 35th session).
+                let text =
+                    "the response body decodes (Content-Encoding: \(encoding)) to more than \(Self.pausedDecodeBytes >> 20) MiB from a single read of the network, more than libcurl holds for a transfer: a compression bomb? Not read further, whatever the step's max_body"
+                return .failure(HTTPTransferError(kind: .decodedTooLarge, curlCode: Int(code.rawValue), message: text, timings: timings))
             }
             if code == CURLE_OUT_OF_MEMORY, state.received == 0 {
                 // libcurl refuses one header line over its own limit (100 KiB) with this code and

@@ -62,6 +62,9 @@ public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
         /// The server closed the connection or sent something that is not HTTP.
         case connectionLost = "connection_lost"
         case responseTooLarge = "response_too_large"
+        /// The body decodes (`Content-Encoding`) to more than libcurl holds for a paused transfer
+        /// from one read of the network: a compression bomb, nested or of a denser encoding.
+        case decodedTooLarge = "decoded_too_large"
         case cancelled
         case invalidRequest = "invalid_request"
         case other
@@ -108,7 +111,7 @@ public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
         case .connect, .connectionLost: .connect
         case .tls: .tls
         case .timeout: .timeout
-        case .responseTooLarge, .invalidRequest: .script
+        case .responseTooLarge, .decodedTooLarge, .invalidRequest: .script
         case .cancelled, .other: .internal
         }
     }

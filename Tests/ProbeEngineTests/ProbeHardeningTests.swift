@@ -1043,6 +1043,50 @@ struct ProbeHardeningTests {
         #expect(result.error?.message.contains("larger than max_body") == true, "\(String(describing: result.error))")
     }
 
+    /// `Content-Encoding: gzip, gzip`: a gzip bomb gzipped again (256 MiB of zeros in under 1 KB)
+    /// decodes past what libcurl holds for a paused transfer from a single read, and libcurl ends
+    /// it with "Out of memory", which ended the step as `internal` (red team, 35th session). It
+    /// ends as the single bomb does, `script`, saying what the server sent, whether the step
+    /// reads the body or not.
+    @Test("a gzip bomb gzipped again ends the step as script, saying so, as a single bomb does")
+    func nestedGzipBomb() async throws {
+        // `head -c 268435456 /dev/zero | gzip -c -n | gzip -c -n | base64` (made once: gzip takes
+        // a second of CPU, which other tests' timings feel).
+        let bomb = try #require(Data(base64Encoded: """
+            H4sIAAAAAAAAA+3dIc7TYBzH8TWteIPoOjFVwQSKgMLMNNnM9MTQyw6wI5A1WaYwXAKNqsKA2w063A5AEAuZWihve4VHPCF8\
+            Puap/B7gl/5ffnwaDdKf35Pk+a0//fny6+nFCAAAAAAAAAD4x9U/jmk/BhjNuna1fg8AAAAAAAAA/Ot24zwbRgGPbbmMHQMA\
+            AAAAAAAABDtV82L4Q8DtsM9ixwAAAAAAAAAAwab362LYApy7ZrKJXQMAAAAAAAAABLsc06TfAsy6drWOHQMAAAAAAAAABNuN\
+            86zfAtSPbbmMHQMAAAAAAAAABDtV82I4EnA77LPYMQAAAAAAAABAsOn9uhi2AOeumWxi1wAAAAAAAAAAwS7HNOm3ALOuXa1j\
+            xwAAAAAAAAAAwXbjPOu3APVjWy5jxwAAAAAAAAAAwU7VvBiOBNwO+yx2DAAAAAAAAAAQbHq/LoYtwLlrJpvYNQAAAAAAAABA\
+            sMsxTfotwKxrV+vYMQAAAAAAAABAsN04z/otQP3YlsvYMQAAAAAAAABAsFM1L4YjAbfDPosdAwAAAAAAAAAEm96vi2ELcO6a\
+            ySZ2DQAAAAAAAAAQ7HJMk34LMOva1Tp2DAAAAAAAAAAQbDfOs34LUD+25TJ2DAAAAAAAAAAQ7FTNi+FIwO2wz2LHAAAAAAAA\
+            AADBpvfrYtgCnLtmsoldAwAAAAAAAAAEuxzTpN8CzLp2tY4dAwAAAAAAAAAE243zrN8C1I9tuYwdAwAAAAAAAAAEO1XzYjgS\
+            cDvss9gxAAAAAAAAAECw6f26GLYA566ZbGLXAAAAAAAAAADBLsc06bcAs65drWPHAAAAAAAAAADBduM867cA9WNbLmPHAAAA\
+            AAAAAADBTtW8GI4E3A77LHYMAAAAAAAAABBser8uhi3AuWsmm9g1AAAAAAAAAECwyzFN+i3ArGtX69gxAAAAAAAAAECw3TjP\
+            +i1A/diWy9gxAAAAAAAAAECwz9X8Vb8FKH53zbs3IwAAAAAA4L/x7e3XD/nr54/iLyFPv1u2+QMA
+            """))
+        let server = try LoopbackHTTPServer { _ in
+            .respond(status: 200, headers: [("Content-Type", "text/plain"), ("Content-Encoding", "gzip, gzip")], body: bomb)
+        }
+        defer { server.stop() }
+        for check in ["assert: {body_contains: never-there}", "assert: {status: 200}"] {
+            let probe = try makeProbe("""
+                name: nested
+                component: api
+                interval: 30s
+                timeout: 20s
+                steps:
+                  - name: bomb
+                    request: {url: "${base_url}/bomb", headers: {Accept-Encoding: gzip}}
+                    \(check)
+                """)
+            let result = await run(probe, server)
+            let error = try #require(result.error, "\(check)")
+            #expect(error.kind == .script, "\(check): \(error.kind) \(error.message)")
+            #expect(error.message.contains("decodes (Content-Encoding: gzip, gzip) to more than"), "\(check): \(error.message)")
+        }
+    }
+
     @Test("public_cookies keeps a site's ordinary cookies readable in messages; the others stay secret")
     func publicCookies() async throws {
         let server = try LoopbackHTTPServer { request in
