@@ -1087,6 +1087,40 @@ struct ProbeHardeningTests {
         }
     }
 
+    /// A server streaming an endless body at full speed to a step that does not read it kept the
+    /// agent reading at line rate until the step's time-out (red team, 35th session). Such a body
+    /// is capped at 256 MiB unless the step sets `max_body`: the step ends as `script`, saying
+    /// so, and the agent stops reading (the server sees the connection closed).
+    @Test("an endless body nothing reads ends the step at 256 MiB, or its own max_body, as script; the agent stops reading")
+    func endlessUnreadBody() async throws {
+        let chunk = Data(repeating: 0x61, count: 64 << 10)
+        let server = try LoopbackHTTPServer { _ in
+            .flood(head: Data("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n".utf8), chunk: chunk)
+        }
+        defer { server.stop() }
+        for (maxBody, shown, cap) in [("", "256 MiB", 256 << 20), ("max_body: 4MiB", "4 MiB", 4 << 20)] {
+            let (floodsBefore, sentBefore) = (server.floodsFinished, server.floodedBytes)
+            let probe = try makeProbe("""
+                name: endless
+                component: api
+                interval: 1m
+                timeout: 20s
+                steps:
+                  - name: download
+                    request: {url: "${base_url}/endless", \(maxBody)}
+                    assert: {status: 200}
+                """)
+            let result = await run(probe, server)
+            let error = try #require(result.error, "an endless body passed")
+            #expect(error.kind == .script, "\(error.kind): \(error.message)")
+            #expect(error.message.contains("the response body is larger than max_body \(shown)"), "\(error.message)")
+            try await waitUntil("the agent to close the endless body's connection", timeout: .seconds(10)) { server.floodsFinished > floodsBefore }
+            // What the socket buffers held when the agent closed (a few MiB on loopback) aside.
+            let sent = server.floodedBytes - sentBefore
+            #expect(sent > cap && sent < cap + 16 << 20, "\(sent) bytes sent for a cap of \(cap)")
+        }
+    }
+
     @Test("public_cookies keeps a site's ordinary cookies readable in messages; the others stay secret")
     func publicCookies() async throws {
         let server = try LoopbackHTTPServer { request in

@@ -24,18 +24,16 @@ struct StepExecution {
     let clock = ContinuousClock()
 
     /// `max_body` when a step does not set it and reads its body (checks, extractions, polls,
-    /// failure codes). A body nothing reads streams through with no cap (the time-out bounds it).
+    /// failure codes).
     static let defaultMaxBody = 10 << 20
     /// Body bytes kept when nothing reads the body: enough for a failure message's snippet.
     static let keptPrefixBytes = 16 << 10
-    /// The cap on a body nothing reads but that the agent decodes (the step sent
-    /// `Accept-Encoding`): a server's endless gzip of zeros inflates about 1000:1 on the thread
-    /// that drives every probe's transfers, so it stops here, not only at the time-out.
-    static let defaultMaxDecoded = 256 << 20
-
-    static func asksForCompression(_ headers: [HTTPHeader]) -> Bool {
-        headers.contains { $0.name.lowercased() == "accept-encoding" && $0.value.lowercased() != "identity" }
-    }
+    /// `max_body` when a step does not set it and nothing reads its body (it streams through,
+    /// hashed for a `compare` or not at all). Its time-out alone let a server streaming an endless
+    /// body at full speed keep the thread that drives every probe's transfers reading at line
+    /// rate until then (red team, 35th session); an endless gzip of zeros, inflating about
+    /// 1000:1, was capped so already.
+    static let defaultMaxUnread = 256 << 20
     /// Characters of a body quoted in a failure message.
     static let snippetLength = 300
 
@@ -275,7 +273,7 @@ struct StepExecution {
         var request = HTTPRequest(
             method: spec.method, url: url, headers: headers, body: body, followRedirects: spec.followRedirects,
             caFile: state.context.caFile, proxy: state.context.proxy,
-            maxResponseBytes: spec.maxBody ?? (keep ? Self.defaultMaxBody : (Self.asksForCompression(headers) ? Self.defaultMaxDecoded : Int.max)),
+            maxResponseBytes: spec.maxBody ?? (keep ? Self.defaultMaxBody : Self.defaultMaxUnread),
             keepBody: keep, bodyPrefixBytes: Self.keptPrefixBytes, hashBody: hash,
             redirectHeaders: spec.redirectHeadersEverywhere ? .all : .sameOriginOnly)
         request.apply(spec.tls, ipVersion: spec.ipVersion)
