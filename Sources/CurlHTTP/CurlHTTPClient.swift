@@ -39,6 +39,9 @@ public final class CurlHTTPClient: Sendable {
     /// Requests waiting for a transfer slot (all `threads` in use, or their origin's share).
     var waitingTransfers: Int { loop.waiting }
 
+    /// The response-body bytes this client's transfers hold in memory.
+    public var bodyMemory: BodyMemory { loop.memory }
+
     /// Refuses a header name or value, or a URL, holding CR, LF or NUL before curl sees it: such
     /// bytes come from a templated value a server supplied (an extracted token), and curl would
     /// send them as they are, ending the header and starting another, or another request.
@@ -167,6 +170,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     private let maxTransfers: Int
     /// The most transfers one origin may hold at once (`originShare(slots:)`).
     let originShare: Int
+    /// What the transfers' bodies hold.
+    let memory = BodyMemory()
     /// The loop thread's id once it runs (0 before): work queued from that thread needs no wake-up.
     private let loopThread = Atomic<UInt>(0)
 
@@ -347,7 +352,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                     transfer.finish(CURLE_ABORTED_BY_CALLBACK)
                     continue
                 }
-                guard let handle = transfer.start(share: share) else {  // the caller has its error
+                guard let handle = transfer.start(share: share, memory: memory) else {  // the caller has its error
                     left(transfer)
                     continue
                 }

@@ -32,6 +32,8 @@ private final class TransferState {
     let maxBytes: Int
     /// The loop's rounds, shared by its transfers (`start(share:)`).
     var share: RoundShare?
+    /// Where `reserved` is counted (the client's, set by `start`).
+    var memory: BodyMemory?
     /// What this transfer's body cost in the round `costRound`, in bytes (`RoundShare.pieceCost`).
     var roundCost = 0
     var costRound: UInt64 = 0
@@ -84,12 +86,20 @@ private final class TransferState {
             // not the next power of two.
             let needed = body.count + min(room, piece.count)
             if needed > reserved {
-                reserved = min(keepBytes, max(needed, reserved * 2, 16 << 10))
+                let grown = min(keepBytes, max(needed, reserved * 2, 16 << 10))
+                memory?.add(grown - reserved)
+                reserved = grown
                 body.reserveCapacity(reserved)
             }
             body.append(start.assumingMemoryBound(to: UInt8.self), count: min(room, piece.count))
         }
         return true
+    }
+
+    /// Stops counting the body's bytes as the transfer's (it ended).
+    func releaseMemory() {
+        memory?.release(reserved)
+        memory = nil
     }
 }
 
@@ -185,8 +195,9 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// Creates the easy handle with every option of the request set. On failure the caller has
     /// been answered (with why curl refused) and this returns nil.
-    func start(share: RoundShare? = nil) -> UnsafeMutableRawPointer? {
+    func start(share: RoundShare? = nil, memory: BodyMemory? = nil) -> UnsafeMutableRawPointer? {
         state.share = share
+        state.memory = memory
         _ = curlGlobalInit
         guard let handle = curl_easy_init() else {
             answer(.failure(HTTPTransferError(kind: .other, curlCode: 0, message: "curl_easy_init failed (out of memory?)")))
@@ -417,6 +428,7 @@ final class CurlTransfer: @unchecked Sendable {
     /// handle (or never in it).
     func finish(_ code: CURLcode) {
         let outcome = result(code)
+        state.releaseMemory()
         if let handle { curl_easy_cleanup(handle) }
         handle = nil
         answer(outcome)

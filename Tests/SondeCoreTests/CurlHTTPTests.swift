@@ -203,6 +203,23 @@ import Testing
         #expect(error?.kind == .responseTooLarge)
     }
 
+    /// `bodyMemory` counts a kept body's reserved bytes while its transfer reads them and lets
+    /// them go when it ends; a body nothing keeps costs its prefix only.
+    @Test func bodyBytesHeldAreCountedWhileTransfersRead() async throws {
+        let payload = Data(repeating: 7, count: 3 << 20)
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: payload) }
+        defer { server.stop() }
+        let own = CurlHTTPClient(threads: 4)
+        let kept = try await own.perform(HTTPRequest(url: server.baseURL, maxResponseBytes: 10 << 20))
+        #expect(kept.body == payload)
+        #expect(own.bodyMemory.peak >= payload.count && own.bodyMemory.peak <= 4 << 20, "\(own.bodyMemory.peak)")
+        #expect(own.bodyMemory.held == 0)
+        let streamed = CurlHTTPClient(threads: 4)
+        _ = try await streamed.perform(HTTPRequest(url: server.baseURL, keepBody: false, bodyPrefixBytes: 4096))
+        #expect(streamed.bodyMemory.peak <= 16 << 10, "\(streamed.bodyMemory.peak)")
+        #expect(streamed.bodyMemory.held == 0)
+    }
+
     @Test func cancellingTheTaskAbortsTheTransfer() async throws {
         let server = try LoopbackHTTPServer { _ in .hang }
         defer { server.stop() }
