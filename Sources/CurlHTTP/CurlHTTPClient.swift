@@ -309,6 +309,27 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             let count = perOrigin[origin, default: 1] - 1
             perOrigin[origin] = count > 0 ? count : nil
         }
+        /// Ends a transfer whose resume failed (`code`): curl does not end it for that.
+        func resumed(_ transfer: CurlTransfer, _ code: CURLcode) {
+            guard code != CURLE_OK, let handle = transfer.handle, active[handle] === transfer else { return }
+            active[handle] = nil
+            curl_multi_remove_handle(multi, handle)
+            left(transfer)
+            transfer.finish(code)
+        }
+        /// Transfers paused for body memory go on, in the order they began to wait, while what
+        /// they want fits; when no transfer holding budget is reading (none will let any go),
+        /// the first of them goes on past it (`BodyMemory`).
+        func resumeWaitingForMemory() {
+            let waiting = active.values.filter(\.waitsForMemory).sorted { $0.memoryTurn < $1.memoryTurn }
+            for transfer in waiting {
+                guard transfer.memoryFits(memory) else {
+                    if !active.values.contains(where: \.readsOnBudget) { resumed(transfer, transfer.resumeForMemory(excuse: true)) }
+                    return
+                }
+                resumed(transfer, transfer.resumeForMemory())
+            }
+        }
         while true {
             let now = clock.now
             let (added, expired, cancels, stopping) = state.withLock { s -> ([CurlTransfer], [(CurlTransfer, String)], [CurlTransfer], Bool) in
@@ -377,15 +398,11 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             share.round &+= 1
             for transfer in paused {
                 guard let handle = transfer.handle, active[handle] === transfer else { continue }
-                let code = transfer.resume()
-                if code != CURLE_OK {
-                    active[handle] = nil
-                    curl_multi_remove_handle(multi, handle)
-                    left(transfer)
-                    transfer.finish(code)
-                }
+                resumed(transfer, transfer.resume())
             }
             paused.removeAll(keepingCapacity: true)
+            // A body let go, or a transfer began to wait, since the last look.
+            if memory.takeChanged() { resumeWaitingForMemory() }
             var running: Int32 = 0
             curl_multi_perform(multi, &running)
             var pending: Int32 = 0
@@ -410,7 +427,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 // Queued transfers that the last look left for their origins' shares wait for a
                 // slot to come free (this thread's own doing) or for new ones, not in a spin.
                 let mayStart = !s.queued.isEmpty && (s.queueChanged || slotFreed)
-                if !s.jobs.isEmpty || !paused.isEmpty || (active.count < maxTransfers && mayStart) { return (nil, s.roundObservers) }
+                if !s.jobs.isEmpty || !paused.isEmpty || memory.changed || (active.count < maxTransfers && mayStart) { return (nil, s.roundObservers) }
                 // Waiting requests: wake when the first of their time-outs ends.
                 var next = s.timers.nextDeadline
                 if !s.queued.isEmpty, let waiting = s.queued.lazy.map(\.deadline).min() { next = next.map { min($0, waiting) } ?? waiting }

@@ -14,8 +14,8 @@ private final class TransferState {
     var body = Data()
     /// Body bytes received, kept or not.
     var received = 0
-    /// Capacity reserved in `body`.
-    private var reserved = 0
+    /// Capacity reserved in `body`, counted in `memory`.
+    private(set) var reserved = 0
     var headers: [HTTPHeader] = []
     var statusLine: String?
     var tooLarge = false
@@ -34,13 +34,21 @@ private final class TransferState {
     var share: RoundShare?
     /// Where `reserved` is counted (the client's, set by `start`).
     var memory: BodyMemory?
+    /// Paused until `memory` has room for `wantedBytes` more (its place in line `waitTurn`,
+    /// since `waitingSince`), or allowed past the budget (`BodyMemory`).
+    var waitingForMemory = false
+    var wantedBytes = 0
+    var waitTurn: UInt64 = 0
+    var waitingSince = ContinuousClock.now
+    var excused = false
     /// What this transfer's body cost in the round `costRound`, in bytes (`RoundShare.pieceCost`).
     var roundCost = 0
     var costRound: UInt64 = 0
     /// Paused for the rest of the round, and being resumed (its held data is taken whole).
     var paused = false
     var resuming = false
-    /// Paused at least once: libcurl then holds what the body decodes to until the resume.
+    /// Paused at least once (for its round's share or for body memory): libcurl then holds
+    /// what the body decodes to until the resume.
     var pausedOnce = false
     /// Bytes of the body kept: all up to `maxBytes`, or only a prefix.
     let keepBytes: Int
@@ -71,8 +79,33 @@ private final class TransferState {
         return false
     }
 
-    /// One piece of the body as curl hands it over: counted, hashed, kept up to `keepBytes`.
-    /// False when it goes over `maxBytes` (the transfer is then aborted).
+    /// Reserves room in `body` for the part of a `count`-byte piece it keeps, counted in
+    /// `memory`. False when the budget has none: the transfer then waits (paused) for it.
+    func reserve(for count: Int) -> Bool {
+        let room = keepBytes - body.count
+        guard room > 0 else { return true }
+        let needed = body.count + min(room, count)
+        guard needed > reserved else { return true }
+        // Grow by doubling, but never past what may be kept: a capped body costs its cap, not
+        // the next power of two. When the budget has no room for that, by what this piece
+        // needs, in whole MiB.
+        let doubled = min(keepBytes, max(needed, reserved * 2, 16 << 10))
+        let least = min(doubled, (needed + (1 << 20) - 1) & ~((1 << 20) - 1))
+        for target in [doubled, least] where memory?.grant(target - reserved, holding: reserved, excused: excused) ?? true {
+            reserved = target
+            body.reserveCapacity(target)
+            return true
+        }
+        waitingForMemory = true
+        pausedOnce = true
+        wantedBytes = least - reserved
+        waitingSince = .now
+        waitTurn = memory?.waitTurn() ?? 0
+        return false
+    }
+
+    /// One piece of the body as curl hands it over (room reserved): counted, hashed, kept up to
+    /// `keepBytes`. False when it goes over `maxBytes` (the transfer is then aborted).
     func take(_ piece: UnsafeRawBufferPointer) -> Bool {
         received += piece.count
         if received > maxBytes {
@@ -82,22 +115,21 @@ private final class TransferState {
         hasher?.update(piece)
         let room = keepBytes - body.count
         if room > 0, let start = piece.baseAddress {
-            // Grow by doubling, but never past what may be kept: a capped body costs its cap,
-            // not the next power of two.
-            let needed = body.count + min(room, piece.count)
-            if needed > reserved {
-                let grown = min(keepBytes, max(needed, reserved * 2, 16 << 10))
-                memory?.add(grown - reserved)
-                reserved = grown
-                body.reserveCapacity(reserved)
-            }
             body.append(start.assumingMemoryBound(to: UInt8.self), count: min(room, piece.count))
         }
         return true
     }
 
+    /// Whether the transfer holds budget beyond its own bytes and is reading: it lets them go
+    /// when it ends.
+    var readsOnBudget: Bool { reserved > BodyMemory.ownBytes && !waitingForMemory }
+
     /// Stops counting the body's bytes as the transfer's (it ended).
     func releaseMemory() {
+        if waitingForMemory {
+            waitingForMemory = false
+            memory?.stopWaiting()
+        }
         memory?.release(reserved)
         memory = nil
     }
@@ -188,6 +220,29 @@ final class CurlTransfer: @unchecked Sendable {
     func resume() -> CURLcode {
         guard let handle, state.paused else { return CURLE_OK }
         state.paused = false
+        state.resuming = true
+        defer { state.resuming = false }
+        return curl_easy_pause(handle, CURLPAUSE_CONT)
+    }
+
+    /// Paused for body memory (`BodyMemory`), and its place in line.
+    var waitsForMemory: Bool { state.waitingForMemory }
+    var memoryTurn: UInt64 { state.waitTurn }
+    var readsOnBudget: Bool { state.readsOnBudget }
+
+    /// Whether the body memory it waits for is there now.
+    func memoryFits(_ memory: BodyMemory) -> Bool {
+        memory.fits(state.wantedBytes, holding: state.reserved)
+    }
+
+    /// Lifts a pause for body memory, when it fits or the loop lets this transfer past the
+    /// budget (`excuse`): curl hands over what it held and reads again on the next perform. Not
+    /// `CURLE_OK` when taking the held data failed, as for `resume`.
+    func resumeForMemory(excuse: Bool = false) -> CURLcode {
+        guard let handle, state.waitingForMemory else { return CURLE_OK }
+        state.waitingForMemory = false
+        state.memory?.stopWaiting()
+        if excuse { state.excused = true }
         state.resuming = true
         defer { state.resuming = false }
         return curl_easy_pause(handle, CURLPAUSE_CONT)
@@ -305,7 +360,7 @@ final class CurlTransfer: @unchecked Sendable {
             let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
             let bytes = size * count
             guard let buffer else { return bytes }
-            if state.overShare(bytes) { return Int(CURL_WRITEFUNC_PAUSE) }
+            if state.overShare(bytes) || !state.reserve(for: bytes) { return Int(CURL_WRITEFUNC_PAUSE) }
             return state.take(UnsafeRawBufferPointer(start: buffer, count: bytes)) ? bytes : 0
         }), "WRITEFUNCTION")
         set(sonde_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context), "WRITEDATA")
@@ -382,6 +437,13 @@ final class CurlTransfer: @unchecked Sendable {
                 // "Out of memory", which read as the agent's own fault (red team, 32nd session).
                 let text = "a response header line longer than libcurl takes (about 100 KiB): the server's answer is broken"
                 return .failure(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: text, timings: timings))
+            }
+            if code == CURLE_OPERATION_TIMEDOUT, state.waitingForMemory, let memory = state.memory {
+                // Still counted as a time-out, but the operator is told where the time went.
+                let waited = Int((ContinuousClock.now - state.waitingSince).wholeMilliseconds)
+                let text =
+                    "\(message), \(waited) ms of it paused for memory for the body: the agent's transfers held their budget for response bodies (limits.body_memory, \(memory.limit >> 20) MiB)"
+                return .failure(HTTPTransferError(kind: .timeout, curlCode: Int(code.rawValue), message: text, timings: timings))
             }
             let kind = state.tooLarge ? .responseTooLarge : Self.classify(code, detail: message)
             let text = switch kind {

@@ -1087,6 +1087,52 @@ struct ProbeHardeningTests {
         }
     }
 
+    /// 60 probes reading 10 MB bodies at once held 672 MB (red team, 35th session). The bodies
+    /// transfers hold together stay within the client's budget (256 MiB by default; each
+    /// transfer's first 256 KiB are its own): 40 probes whose 8 MiB bodies all arrive but for
+    /// their last byte (held until every one of them has the rest, or 2 s) would hold 320 MiB.
+    /// Those that find the budget spent wait, paused, for bodies to be let go, and then pass.
+    @Test("40 probes reading 8 MiB bodies at once hold at most the body memory budget, and all pass")
+    func bodyMemoryBudget() async throws {
+        let bodyBytes = 8 << 20
+        let body = Data(repeating: UInt8(ascii: "a"), count: bodyBytes - 6) + Data("zz-end".utf8)
+        let runs = 40
+        final class Arrivals: Sendable { let count = Atomic(0) }
+        let arrived = Arrivals()
+        let release: @Sendable () -> Void = {
+            arrived.count.add(1, ordering: .relaxed)
+            let until = ContinuousClock.now + .seconds(2)
+            while arrived.count.load(ordering: .relaxed) < runs, ContinuousClock.now < until { usleep(10_000) }
+        }
+        // Four servers: each gets no more than its share of the client's transfers (16 of 64).
+        let servers = try (0..<4).map { _ in try LoopbackHTTPServer { _ in .respondHolding(status: 200, body: body, held: 1, release: release) } }
+        defer { for server in servers { server.stop() } }
+        let client = CurlHTTPClient(threads: 64)
+        let runner = ProbeRunner(client: client, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let probe = try makeProbe("""
+            name: large
+            component: api
+            interval: 1m
+            timeout: 30s
+            steps:
+              - name: get
+                request: {url: "${base_url}/large"}
+                assert: {body_contains: zz-end}
+            """)
+        let results: [ProbeResult] = await withTaskGroup(of: ProbeResult.self) { group in
+            for index in 0..<runs {
+                let context = RunContext(agent: "agent-1", region: "eu", variables: ["base_url": servers[index % servers.count].baseURL])
+                group.addTask { await runner.run(probe, context: context) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let failed = results.compactMap { $0.error.map { "\($0.kind): \($0.message)" } }
+        #expect(results.count == runs && failed.isEmpty, "\(failed.prefix(3))")
+        let bound = (256 << 20) + 64 * (256 << 10)
+        #expect(client.bodyMemory.peak <= bound, "held \(client.bodyMemory.peak >> 20) MiB at once")
+        #expect(client.bodyMemory.held == 0)
+    }
+
     /// A server streaming an endless body at full speed to a step that does not read it kept the
     /// agent reading at line rate until the step's time-out (red team, 35th session). Such a body
     /// is capped at 256 MiB unless the step sets `max_body`: the step ends as `script`, saying

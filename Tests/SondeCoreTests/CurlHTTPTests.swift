@@ -220,6 +220,39 @@ import Testing
         #expect(streamed.bodyMemory.held == 0)
     }
 
+    /// Over the body memory budget (4 MiB here), a transfer waits while another that holds
+    /// budget reads (it lets it go when it ends), and times out saying so; one that nobody
+    /// reading would ever make room for (every holder waits) goes on past the budget rather
+    /// than waiting out its time-out.
+    @Test func overTheBodyBudgetTransfersWaitForReadersAndNeverForEachOther() async throws {
+        final class Gate: Sendable { let open = Atomic(false) }
+        let gate = Gate()
+        let large = Data(repeating: 1, count: 8 << 20)
+        let holding = try LoopbackHTTPServer { _ in
+            .respondHolding(status: 200, body: large, held: 1) { while !gate.open.load(ordering: .relaxed) { usleep(5_000) } }
+        }
+        defer { holding.stop() }
+        let medium = Data(repeating: 2, count: 2 << 20)
+        let plain = try LoopbackHTTPServer { _ in .respond(status: 200, body: medium) }
+        defer { plain.stop() }
+        let own = CurlHTTPClient(threads: 4)
+        own.bodyMemory.limit = 4 << 20
+
+        // Alone, it passes the budget: nothing else would ever make room for it.
+        let first = Task { try await own.perform(HTTPRequest(url: holding.baseURL, timeout: .seconds(20), maxResponseBytes: 10 << 20)) }
+        try await waitUntil("the 8 MiB body held but for its last byte", timeout: .seconds(10)) { own.bodyMemory.held >= 8 << 20 }
+        // While it reads, another waits for it, and its time-out says why.
+        let error = await #expect(throws: HTTPTransferError.self) {
+            _ = try await own.perform(HTTPRequest(url: plain.baseURL, timeout: .seconds(1), maxResponseBytes: 10 << 20))
+        }
+        #expect(error?.kind == .timeout)
+        #expect(error?.message.contains("ms of it paused for memory for the body: the agent's transfers held their budget for response bodies (limits.body_memory, 4 MiB)") == true, "\(error?.message ?? "")")
+        gate.open.store(true, ordering: .relaxed)
+        #expect(try await first.value.body == large)
+        #expect(own.bodyMemory.held == 0)
+        #expect(try await own.perform(HTTPRequest(url: plain.baseURL, timeout: .seconds(5), maxResponseBytes: 10 << 20)).body == medium)
+    }
+
     @Test func cancellingTheTaskAbortsTheTransfer() async throws {
         let server = try LoopbackHTTPServer { _ in .hang }
         defer { server.stop() }

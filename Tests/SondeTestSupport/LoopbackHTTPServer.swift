@@ -26,6 +26,10 @@ public final class LoopbackHTTPServer: Sendable {
         /// the server stops): a server that never ends its headers, or its 1xx responses.
         /// `floodedBytes` counts what went out, so a test sees when the client stopped reading.
         case flood(head: Data, chunk: Data)
+        /// Answers as `respond` does, but sends the last `held` bytes of the body only once
+        /// `release` returns (it is called on the connection's thread once the rest went out;
+        /// it may block): a client then holds nearly the whole body, and has not finished.
+        case respondHolding(status: Int, body: Data, held: Int, release: @Sendable () -> Void)
 
         public static func json(_ status: Int, _ text: String, delay: Duration = .zero) -> Reply {
             .respond(status: status, headers: [("Content-Type", "application/json")], body: Data(text.utf8), delay: delay)
@@ -90,6 +94,11 @@ public final class LoopbackHTTPServer: Sendable {
             guard sendAll(fd, head) else { return }
             flooded.add(head.count, ordering: .relaxed)
             while !stopped.load(ordering: .relaxed), sendAll(fd, chunk) { flooded.add(chunk.count, ordering: .relaxed) }
+        case .respondHolding(let status, let body, let held, let release):
+            let head = "HTTP/1.1 \(status) OK\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+            guard sendAll(fd, Data(head.utf8) + body.dropLast(held)) else { return }
+            release()
+            sendAll(fd, body.suffix(held))
         case .respond(let status, let headers, let body, let delay):
             if delay > .zero {
                 let (s, atto) = delay.components
