@@ -131,6 +131,7 @@ public func buildAgent(
     do { spool = try Spool(directory: config.spool.path, maxBytes: config.spool.maxBytes, memoryLimit: config.spool.memoryLimit, logger: logger) } catch {
         throw AgentStartError(["\(file): spool.path: \(error)"])
     }
+    client.bodyMemory.limit = config.limits.bodyMemory
     let journal = JournalWriter(spool: spool)
     // The probes' runs submit their results on the client's loop thread: steady ones share
     // wake-ups of the journal thread.

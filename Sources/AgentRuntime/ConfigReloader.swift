@@ -9,7 +9,8 @@ import UnixSignals
 /// problem is refused as a whole, each problem logged, and the running set keeps going.
 ///
 /// What a reload cannot change without a restart (agent id and region, collector, key, spool:
-/// they are what the spool and the signed pushes are made of; the metrics address) is left as it runs, with a warning.
+/// they are what the spool and the signed pushes are made of; the metrics address; the body
+/// memory budget) is left as it runs, with a warning.
 public struct ConfigReloader: Service, CustomStringConvertible {
     /// Loads the config again, as at start (same file, same command-line overrides).
     let load: @Sendable () throws(ConfigError) -> AgentConfig
@@ -90,7 +91,7 @@ public struct ConfigReloader: Service, CustomStringConvertible {
             ("spool.memory_limit", new.spool.memoryLimit != running.spool.memoryLimit),
             ("scheduling.jitter", new.scheduling.jitter != running.scheduling.jitter),
             ("scheduling.shutdown_grace", new.scheduling.shutdownGrace != running.scheduling.shutdownGrace),
-            ("metrics.listen", new.metrics != running.metrics),
+            ("metrics.listen", new.metrics != running.metrics), ("limits.body_memory", new.limits != running.limits),
         ]
     }
 }

@@ -1,5 +1,8 @@
+import CurlHTTP
 import Foundation
+import Logging
 import ProbeEngine
+import SondeCore
 import SondeTestSupport
 import Testing
 
@@ -48,6 +51,48 @@ struct ConfigTests {
         #expect(config.proxy == "http://127.0.0.1:3128")
         #expect(config.scheduling.jitter == 0.2)
         #expect(config.scheduling.shutdownGrace == .seconds(3))
+    }
+
+    @Test("limits.body_memory: a size of at least 1MiB, 256MiB by default, set on the agent's HTTP client when it is built")
+    func bodyMemoryLimit() throws {
+        let dir = try TemporaryDirectory("config")
+        defer { dir.remove() }
+        let file = dir.file("agent.yaml")
+        func load(_ limits: String) throws -> (AgentConfig, [String]) {
+            try """
+                agent: {id: eu-1}
+                collector: {url: http://127.0.0.1:1, key: agent.key}
+                spool: {path: spool}
+                \(limits)
+                probes: [probes]
+                """.write(toFile: file, atomically: true, encoding: .utf8)
+            let (config, diagnostics) = AgentConfig.loadCollecting(file: file, environment: [:])
+            return (config, diagnostics.map(\.description))
+        }
+        #expect(try load("").0.limits.bodyMemory == 256 << 20)
+        let (config, problems) = try load("limits: {body_memory: 64MiB}")
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(config.limits.bodyMemory == 64 << 20)
+        let small = try load("limits: {body_memory: 512KiB}").1
+        #expect(small == ["\(file):4:23: limits.body_memory: expected a size of at least 1MiB such as 256MiB, got \"512KiB\""], "\(small)")
+        #expect(try load("limits: {body_memory: lots}").1.first?.contains("limits.body_memory: expected a size of at least 1MiB") == true)
+        let typo = try load("limits: {body_memroy: 64MiB}").1
+        #expect(typo == ["\(file):4:10: limits.body_memroy: unknown key 'body_memroy'; did you mean 'body_memory'?"], "\(typo)")
+
+        try AgentSigningKey().write(to: dir.file("agent.key"))
+        try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)
+        try """
+            name: reach
+            component: api
+            interval: 1m
+            timeout: 5s
+            steps: [{name: get, request: {url: "http://127.0.0.1:1/"}}]
+            """.write(toFile: dir.file("probes/reach.yaml"), atomically: true, encoding: .utf8)
+        let client = CurlHTTPClient(threads: 4)
+        #expect(client.bodyMemory.limit == 256 << 20)
+        let services = try buildAgent(config: config, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, client: client)
+        defer { services.spool.close() }
+        #expect(client.bodyMemory.limit == 64 << 20)
     }
 
     @Test("problems come with file:line:column and field; unknown keys reported; secrets named, never shown")

@@ -47,6 +47,7 @@ struct OnceCommand: AsyncParsableCommand {
             throw configErrorExit
         }
         for warning in loaded.warnings { printError(warning) }
+        CurlHTTPClient.shared.bodyMemory.limit = config.limits.bodyMemory
         let runner = ProbeRunner(client: .shared, logger: logger)
         let results = await Self.runAll(
             loaded.probes, context: loaded.context, executor: runner, controlProbes: config.controlProbes, concurrency: concurrency)

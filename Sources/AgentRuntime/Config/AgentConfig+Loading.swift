@@ -110,6 +110,7 @@ struct ConfigFileReader {
         guard let root else { return [:] }  // An empty file means all defaults.
         let top = fields(root, nil, known: [
             "agent", "collector", "spool", "probes", "control_probes", "variables", "secrets", "proxy", "ca_file", "scheduling", "metrics",
+            "limits",
         ])
         if let agent = top["agent"] {
             let keys = fields(agent, "agent", known: ["id", "region"])
@@ -186,6 +187,16 @@ struct ConfigFileReader {
             if let value = duration(keys["shutdown_grace"], "scheduling.shutdown_grace") { config.scheduling.shutdownGrace = value }
             if let node = keys["interval"], let value = duration(node, "scheduling.interval") {
                 if value > .zero { config.scheduling.interval = value } else { problem(node, "scheduling.interval", "must be longer than 0s") }
+            }
+        }
+        if let limits = top["limits"] {
+            let keys = fields(limits, "limits", known: ["body_memory"])
+            if let node = keys["body_memory"], let text = string(node, "limits.body_memory") {
+                if let bytes = ConfigValues.byteSize(text), bytes >= 1 << 20 {
+                    config.limits.bodyMemory = bytes
+                } else {
+                    problem(node, "limits.body_memory", "expected a size of at least 1MiB such as 256MiB, got \"\(text)\"")
+                }
             }
         }
         if let metrics = top["metrics"] {

@@ -1,3 +1,4 @@
+import CurlHTTP
 import FoundationEssentials
 
 /// Everything the agent process needs, as one typed value built from the YAML config file, the
@@ -16,6 +17,7 @@ import FoundationEssentials
 /// proxy: http://127.0.0.1:3128
 /// scheduling: {jitter: 0.1}
 /// metrics: {listen: 127.0.0.1:9465}
+/// limits: {body_memory: 256MiB}
 /// ```
 ///
 /// Relative paths in the file are relative to the file's folder.
@@ -52,6 +54,8 @@ public struct AgentConfig: Sendable {
     /// `metrics.listen` (IP address and port such as `127.0.0.1:9465`, default: off): where the
     /// agent serves its own Prometheus `/metrics` (runs, start lateness, pushes, spool).
     public var metrics: Metrics?
+
+    public var limits = Limits()
 
     /// The file this came from (nil when built from flags only).
     public var sourceFile: String?
@@ -116,6 +120,16 @@ public struct AgentConfig: Sendable {
         /// `scheduling.interval` (duration, default: none): runs every probe at this interval
         /// instead of its script's own (for demos, drills and lab agents that must react fast).
         public var interval: Duration?
+
+        public init() {}
+    }
+
+    public struct Limits: Sendable, Hashable {
+        /// `limits.body_memory` (size of at least 1MiB such as `256MiB`, default `256MiB`): the
+        /// response-body bytes all probes' transfers in flight may hold in memory together,
+        /// beyond 256 KiB each (`CurlHTTP.BodyMemory`); a transfer that finds it spent is paused
+        /// until bodies are let go. Applied at start.
+        public var bodyMemory: Int = BodyMemory.defaultLimit
 
         public init() {}
     }
