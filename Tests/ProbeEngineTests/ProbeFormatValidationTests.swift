@@ -475,7 +475,7 @@ struct ProbeFormatValidationTests {
         let dir = try TemporaryDirectory("special-files")
         defer { dir.remove() }
         #expect(mkfifo(dir.file("fifo"), 0o600) == 0)
-        FileManager.default.createFile(atPath: dir.file("big.pem"), contents: Data(count: TLSFiles.maxBytes + 1))
+        #expect(FileManager.default.createFile(atPath: dir.file("big.pem"), contents: Data(count: TLSFiles.maxBytes + 1)))
         let started = ContinuousClock.now
         let found = problems("""
             name: p
