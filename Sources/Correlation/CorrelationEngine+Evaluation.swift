@@ -823,6 +823,20 @@ extension CorrelationEngine {
                 frame.grid[a * componentCount + c].local = true
             }
         }
+        // An agent in a local-fault episode that stopped failing on a component it was local on
+        // still holds the episode's failures in its window: they stay its own until the episode
+        // ends (its recovery forgets them), not evidence again meanwhile. A hostile agent's
+        // failures came back into the pool when it stopped, and held a platform incident's
+        // resolution until 2 minutes after them (verdict review, 35th session).
+        for a in 0..<agentCount where !frame.excluded[a] {
+            let h = health[Int(healthPosition[a])]
+            guard h.state == .localFault else { continue }
+            for name in h.localComponents {
+                guard let c = componentIndex[name].map(Int.init) else { continue }
+                let g = a * componentCount + c
+                if frame.grid[g].reporting, !Self.showsFailure(frame.grid[g], cfg) { frame.grid[g].local = true }
+            }
+        }
         frame.wholeLocal = wholeLocal
         frame.localReason = localReason
     }
@@ -1439,7 +1453,9 @@ extension CorrelationEngine {
                     events.append(agentEvent(.agentLocalFault, health: h, now: now))
                 } else {
                     h.reason = reason
-                    h.localComponents = components
+                    // Every component of the episode, until it ends: one whose runs have started
+                    // passing is still the agent's own (its failures stay out of the pools).
+                    h.localComponents = Array(Set(h.localComponents).union(components)).sorted()
                 }
             } else if previous == .localFault {
                 if frame.controlInDoubt[a] {

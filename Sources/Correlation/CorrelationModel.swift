@@ -57,7 +57,8 @@ public struct AgentHealth: Sendable, Codable, Hashable {
     public var lastSeen: Date?
     /// For people: why it is local or silent.
     public var reason: String?
-    /// Components on which it fails locally (empty unless `local_fault`).
+    /// Components on which it has failed locally during this local-fault episode (empty unless
+    /// `local_fault`).
     public var localComponents: [String]
 
     /// The event an agent in this state was announced with, while it lasts: `agent.local_fault`,

@@ -602,6 +602,26 @@ import Testing
         #expect(held >= 1.5 * 120 && held <= 1.5 * 150 + 3 * fleet.interval, "resolved \(held) s after the fault cleared\n\(log)")
     }
 
+    /// An agent whose failures outlast the fault (a lying or broken eu-1, 60 s longer) is local
+    /// until its episode ends, and the failures its window still holds once it stops are not
+    /// evidence again meanwhile: the incident held for a flap resolves 1.5 × its gap after the
+    /// fault's own newest failure, not after eu-1's (live with the review's hostile agent, the
+    /// resolution came 2 minutes after the liar's last failure).
+    @Test func anEpisodesFailuresStayItsOwnUntilItEnds() throws {
+        var fleet = warmFleet()
+        let (_, _, cleared) = try faultBackAfterAPause(&fleet)
+        fleet.faults = ["eu-1 alone": FleetSimulation.failing(agents: ["eu-1"], components: ["files"])]
+        var after = fleet.step(seconds: 60)
+        fleet.faults = [:]
+        for _ in 0..<240 { after += fleet.step() }
+        let log = describe(after)
+        #expect(after.contains { $0.type == .agentLocalFault && $0.agent == "eu-1" }, "\(log)")
+        let resolved = try #require(after.first { $0.type == .incidentResolved }, "\(log)")
+        let held = resolved.occurredAt.timeIntervalSince(cleared)
+        // eu-1's failures count until it is found local (about 17 s); its 60 s do not (274 s before).
+        #expect(held >= 1.5 * 130 && held <= 1.5 * 150 + 20 + 3 * fleet.interval, "resolved \(held) s after the fault cleared\n\(log)")
+    }
+
     /// Agents leaving an incident within moments of each other are announced together: when a
     /// platform fault cleared everywhere but on one agent, four updates went out within 0.5 s,
     /// one per agent (the verdict review, 34th session).
