@@ -189,10 +189,8 @@ final class CurlTransfer: @unchecked Sendable {
     /// The origin whose share (`CurlMultiLoop.originShare`) this transfer counts against: its
     /// own URL's (a redirect hop is a transfer of its own, to the hop's URL), none for a push
     /// (`reuseConnection`: exempt, and first) or a URL curl cannot parse (it fails at once).
-    /// Parsed on the loop thread when it first looks.
+    /// Parsed on the loop thread, only once transfers in flight could reach a share.
     private(set) lazy var origin: Origin? = request.reuseConnection ? nil : Origin(request.url)
-    /// Set while the loop counts this transfer against `origin`'s share (loop thread only).
-    var countedOrigin: Origin?
 
     init(request: HTTPRequest, proxies: ProxyEnvironment, continuation: CheckedContinuation<Result<HTTPResponse, HTTPTransferError>, Never>) {
         self.request = request
