@@ -52,7 +52,7 @@ deb: release
 	@scripts/package.sh deb .build/deb
 
 # Verdict scenarios of issue 10 (VERDICTS.md): a real sim, collector and 6 agents (3 regions × 2,
-# each behind its own relay) at 2 s intervals, 15 scenarios × 5 trials. About 65 minutes on 2 cores
+# each behind its own relay) at 2 s intervals, 18 scenarios × 5 trials. About 70 minutes on 2 cores
 # (a trial ≈ 40 s, the stopped-agent scenario's ≈ 3 min); `timeout` bounds it at 90, and
 # sonde-scenarios stops every process it started on failure, Ctrl-C or that timeout. Narrow it with
 # e.g. SCENARIO_ARGS="--only login-down,stuck-everywhere --trials 1"; the quick version runs in `make test`.
