@@ -52,6 +52,17 @@ struct FleetSimulation {
     /// Agents run their control probe at once after another probe's failed run, when its latest
     /// run began before that run (as `sonde-agent` does; older agents wait for its slot).
     var promptControl = false
+    /// Agents run a probe again every this many seconds after a failed or slow run, until two
+    /// intervals after it, and for two intervals after the collector asks their region to
+    /// confirm its component (`confirm_components`), as `sonde-agent` does at its default
+    /// `retry_interval`. nil: runs at their slots only.
+    var retryInterval: Double?
+    /// Seconds between pushes (and evaluations): 1 by default; 0.1 is the scenarios' agents'
+    /// `flush_interval`, whose collector evaluates as pushes come.
+    var tick = 1.0
+    private var retryEnd: [String: Double] = [:]
+    private var lastRunAt: [String: Double] = [:]
+    private var retryRuns = 0
     private var controlChecks: [String: Int] = [:]
     private var lastControlAt: [String: Double] = [:]
     private var nextRun: [String: (run: Int, at: Double)] = [:]
@@ -82,21 +93,45 @@ struct FleetSimulation {
         }
     }
 
-    /// Advances simulated time one second at a time; returns the events of these steps.
+    /// Advances simulated time `seconds`, a `tick` at a time; returns the events of these steps.
     @discardableResult
     mutating func step(seconds: Int = 1) -> [AlertEvent] {
+        step(ticks: Int((Double(seconds) / tick).rounded()))
+    }
+
+    /// Advances simulated time `ticks` pushes and evaluations; returns their events.
+    @discardableResult
+    mutating func step(ticks: Int) -> [AlertEvent] {
         var emitted: [AlertEvent] = []
-        for _ in 0..<seconds {
-            now = now.addingTimeInterval(1)
+        for _ in 0..<ticks {
+            now = now.addingTimeInterval(tick)
             let t = now.timeIntervalSince1970
             var batch: [ProbeResult] = []
             for agent in agents {
                 for probe in probes {
                     let key = agent.id + "/" + probe.name
-                    while let next = nextRun[key], next.at + 0.1 <= t {
-                        nextRun[key] = (next.run + 1, next.at + interval * Double(probe.control ? controlEvery : 1))
+                    while let next = nextRun[key] {
+                        // A retry between the slots, unless the next slot comes about as soon.
+                        var retryAt: Double?
+                        if let pace = retryInterval, !probe.control, let end = retryEnd[key] {
+                            let at = lastRunAt[key].map { $0 + pace } ?? t - 1
+                            if at < end, at + pace / 2 < next.at { retryAt = at }
+                        }
+                        let at = retryAt ?? next.at
+                        guard at + 0.1 <= t else { break }
+                        var run = next.run
+                        if retryAt != nil {
+                            retryRuns += 1
+                            run = 1_000_000 + retryRuns
+                        } else {
+                            nextRun[key] = (next.run + 1, next.at + interval * Double(probe.control ? controlEvery : 1))
+                        }
+                        lastRunAt[key] = at
                         if stopped.contains(agent.id) { continue }
-                        batch.append(result(agent: agent, probe: probe, run: next.run, at: next.at))
+                        var r = result(agent: agent, probe: probe, run: run, at: at)
+                        if retryAt != nil { r.retry = true }
+                        if retryInterval != nil, !probe.control, r.outcome != .ok { retryEnd[key] = max(retryEnd[key] ?? 0, at + 2 * interval) }
+                        batch.append(r)
                     }
                 }
             }
@@ -105,11 +140,11 @@ struct FleetSimulation {
                 let failedAgents = Set(batch.filter { $0.control != true && $0.outcome == .failed && $0.startedAt.timeIntervalSince1970 > (lastControlAt[$0.agent] ?? 0) }.map(\.agent))
                 for agent in agents where failedAgents.contains(agent.id) {
                     let run = nextRun[agent.id + "/" + control.name]?.run ?? 0
-                    var check = result(agent: agent, probe: control, run: run, at: t - 0.5)
+                    var check = result(agent: agent, probe: control, run: run, at: t - min(0.5, tick / 2))
                     controlChecks[agent.id, default: 0] += 1
                     check.id += "-check-\(controlChecks[agent.id]!)"
                     check.retry = true
-                    lastControlAt[agent.id] = t - 0.5
+                    lastControlAt[agent.id] = t - min(0.5, tick / 2)
                     batch.append(check)
                 }
             }
@@ -129,6 +164,17 @@ struct FleetSimulation {
             }
             let output = engine.evaluate(now: now)
             emitted += output.events
+            if retryInterval != nil {
+                // The push's answer: the regions asked to confirm run those components' probes
+                // at the retry pace for two intervals.
+                for agent in agents {
+                    guard let asked = engine.confirmationRequests.components(forRegion: agent.region) else { continue }
+                    for probe in probes where !probe.control && asked.contains(probe.component) {
+                        let key = agent.id + "/" + probe.name
+                        retryEnd[key] = max(retryEnd[key] ?? 0, t + 2 * interval)
+                    }
+                }
+            }
         }
         events += emitted
         return emitted
