@@ -68,6 +68,8 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// `scope_wait_intervals` (default 1): before opening an incident at `region` scope, wait up to
     /// this many probe intervals for the other regions' fresh runs (a platform-wide fault reaches
     /// them a little later); opened at once when they all reported since and none of them failed.
+    /// Twice as long while another region has a failed or slow run since about when the problem
+    /// showed: its latest run passing does not clear it of a partial fault.
     public var scopeWaitIntervals: Double
     /// `major_ratio` (0…1, default 0.8): share of reporting agents failing hard for `major_outage`.
     public var majorRatio: Double

@@ -1169,9 +1169,11 @@ extension CorrelationEngine {
                 let shown = rollup.total.stateShownAt
                 track.faultSeenAt = shown.isFinite ? shown : rollup.total.newestBadAt
             }
+            let wait = cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter))
             let settled = Self.regionScopeSettled(
                 slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t,
-                faultSeenAt: track.faultSeenAt, t: frame.t, wait: cfg.scopeWaitIntervals * min(componentInterval[c], max(cfg.silentMin, cfg.silentAfter)),
+                faultSeenAt: track.faultSeenAt, t: frame.t, wait: wait,
+                stirring: rollup.affectedRegions.isEmpty ? [] : stirringRegions(component: c, frame: frame, since: track.faultSeenAt - wait),
                 awaited: frame.awaitedRegion[(c * regionCount)..<(c * regionCount + regionCount)], awaitedWait: max(cfg.silentMin, cfg.silentAfter))
             let wasMonitoring = track.incident?.status == .monitoring
             stepIncident(
@@ -1324,7 +1326,7 @@ extension CorrelationEngine {
     /// to `awaitedWait` seconds: it is not known to be fine, only not heard from yet.
     static func regionScopeSettled(
         _ counts: ArraySlice<RegionCounts>, badRegions: [String], regionNames: [String], badSince: Double, faultSeenAt: Double, t: Double,
-        wait: Double, awaited: ArraySlice<Bool> = [], awaitedWait: Double = 0
+        wait: Double, stirring: [Bool] = [], awaited: ArraySlice<Bool> = [], awaitedWait: Double = 0
     ) -> Bool {
         if t - badSince < awaitedWait {
             for (r, k) in zip(regionNames.indices, counts)
@@ -1334,7 +1336,15 @@ extension CorrelationEngine {
                 return false
             }
         }
-        if t - badSince >= wait { return true }
+        // Another region with a failed or slow run since about when the fault showed (one run,
+        // not yet enough to count it as affected) is where a platform-wide partial fault is most
+        // likely showing next: wait for its next runs, at most one `wait` more. Its latest run
+        // passing is no proof there: a fault that fails a third of the runs passes most of them,
+        // and most first alerts of region scope for 10 % of requests failing everywhere were
+        // made with such a region in sight (a failure there, then a pass).
+        let stirs = regionNames.indices.contains { stirring.indices.contains($0) && stirring[$0] && !badRegions.contains(regionNames[$0]) }
+        if t - badSince >= wait { return !stirs || t - badSince >= 2 * wait }
+        if stirs { return false }
         // Fresh: started after the fault was seen on (`ComponentTrack.faultSeenAt`; received
         // after the problem verdict is not enough: a healthy run from before the fault may arrive
         // late, one flush later).
@@ -1343,6 +1353,20 @@ extension CorrelationEngine {
             if k.latestFailed > 0 || k.latestSlow > 0 || k.newestStartedAt <= freshAfter { return false }
         }
         return true
+    }
+
+    /// Per region, whether an agent there that may witness for it (counting, or failing alone
+    /// and in doubt; not local, not without quorum) had a failed or slow run of component `c`
+    /// at or after `since`.
+    func stirringRegions(component c: Int, frame: EvaluationFrame, since: Double) -> [Bool] {
+        var stirring = [Bool](repeating: false, count: regionNames.count)
+        guard since.isFinite else { return stirring }
+        let componentCount = componentNames.count
+        for a in agentRegion.indices where frame.agentCounts(a) {
+            let x = frame.grid[a * componentCount + c]
+            if x.reporting, !x.local, !x.withoutQuorum, x.newestBadAt >= since { stirring[Int(agentRegion[a])] = true }
+        }
+        return stirring
     }
 
     /// Whether an open incident has recovered, counted in runs: every agent that counts in its

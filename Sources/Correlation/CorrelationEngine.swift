@@ -64,7 +64,8 @@ import SondeCore
 ///   component declared in the collector's `components:` or reported by ≥ `min_component_agents`
 ///   (2) agents. Region scope waits up to `scope_wait_intervals` (1) probe interval until every
 ///   other region has reported since the problem showed with no failed latest run (a platform
-///   fault reaches them a little later), so the first alert says platform; and up to
+///   fault reaches them a little later), so the first alert says platform (twice that while
+///   another region shows a failure since about when the problem showed); and up to
 ///   `silent_after` (30 s) for a region where nobody reports but agents are catching up. While investigating:
 ///   a wider scope or higher severity `open_after` times in a row updates it ("spread:",
 ///   "worse:"); regions, agents or failure codes that differ `open_after` times in a row are

@@ -98,6 +98,32 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// A thin fault everywhere as real agents show it: a failed run retried at the retry pace,
+    /// the other regions asked to confirm, pushes and evaluations every 0.1 s (the scenarios'
+    /// `flush_interval`), 4 requests a run. The first region to count as failing is not announced
+    /// alone while another region has just failed a run too. When one fresh passing run in each
+    /// other region settled region scope, 4 of these 40 trials paged with scope `region` (7 of
+    /// 120 on this fleet, and 1 of 5 trials of the real `errors-10-everywhere`).
+    @Test func aThinFaultEverywhereIsAnnouncedAsPlatformFromTheFirstAlert() throws {
+        var regionFirst: [String] = []
+        for seed in UInt64(1)...40 {
+            var fleet = FleetSimulation(regions: Self.regions)
+            fleet.promptControl = true
+            fleet.retryInterval = 0.5
+            fleet.tick = 0.1
+            fleet.requestsPerRun = ["files": 4]
+            fleet.step(seconds: 40)
+            let start = fleet.now
+            fleet.faults = ["random": FleetSimulation.randomly(0.1, seed: seed, components: ["files"])]
+            var opened: AlertEvent?
+            for _ in 0..<400 where opened == nil { opened = fleet.step(ticks: 1).first { $0.type == .incidentOpened } }
+            let first = try #require(opened, "seed \(seed): no incident in 40 s")
+            #expect(first.occurredAt.timeIntervalSince(start) <= 10, "seed \(seed)")
+            if first.scope != .platform { regionFirst.append("seed \(seed): \(first.summary)") }
+        }
+        #expect(regionFirst.isEmpty, "\(regionFirst)")
+    }
+
     @Test(arguments: [0.3, 0.6], seeds)
     func randomErrorsInOneRegionAreARegionIncident(fraction: Double, seed: UInt64) throws {
         var fleet = warmFleet()
@@ -1455,5 +1481,17 @@ import Testing
         #expect(settledAwaiting(RegionCounts(), at: 130))
         #expect(settledAwaiting(fresh, at: 101), "one agent there is current: it answers for the region")
         #expect(settled(RegionCounts(), at: 100.1), "a region nobody watches is not waited for")
+        // A failed run in us since about when the fault showed, its latest run passing: no proof
+        // that the fault is eu's alone. Waited for one more `wait` (us may count as affected
+        // meanwhile), then eu alone may go out.
+        func settledStirring(_ other: RegionCounts, at t: Double) -> Bool {
+            CorrelationEngine.regionScopeSettled(
+                [RegionCounts(), other][...], badRegions: ["eu"], regionNames: names, badSince: 100, faultSeenAt: 99.5, t: t, wait: 2,
+                stirring: [true, true])
+        }
+        #expect(!settledStirring(fresh, at: 101))
+        #expect(!settledStirring(fresh, at: 103))
+        #expect(settledStirring(fresh, at: 104), "the longer wait is bounded too")
+        #expect(settled(fresh, at: 101), "a region with no failure since the fault showed settles at once")
     }
 }
