@@ -91,11 +91,13 @@ private final class TransferState {
         // needs, in whole MiB.
         let doubled = min(keepBytes, max(needed, reserved * 2, 16 << 10))
         let least = min(doubled, (needed + (1 << 20) - 1) & ~((1 << 20) - 1))
-        for target in [doubled, least] where memory?.grant(target - reserved, holding: reserved, excused: excused) ?? true {
+        func granted(_ target: Int) -> Bool {
+            guard memory?.grant(target - reserved, holding: reserved, excused: excused) ?? true else { return false }
             reserved = target
             body.reserveCapacity(target)
             return true
         }
+        if granted(doubled) || (least < doubled && granted(least)) { return true }
         waitingForMemory = true
         pausedOnce = true
         wantedBytes = least - reserved
@@ -340,13 +342,14 @@ final class CurlTransfer: @unchecked Sendable {
         // and `max_body` caps the decoded bytes (a small gzip bomb stops at the cap): curl sends
         // the header itself when it is given as ACCEPT_ENCODING.
         for header in request.headers {
-            if header.name.lowercased() == "accept-encoding" {
+            if header.isNamed("Accept-Encoding") {
                 set(sonde_curl_setopt_string(handle, CURLOPT_ACCEPT_ENCODING, header.value), "the Accept-Encoding \(header.value)")
                 continue
             }
             headerList = curl_slist_append(headerList, "\(header.name): \(header.value)")
         }
-        if request.headers.value(for: "Expect") == nil { headerList = curl_slist_append(headerList, "Expect:") }
+        // (curl sends Expect only with a body: none to stop on a bodyless request)
+        if request.body != nil, request.headers.value(for: "Expect") == nil { headerList = curl_slist_append(headerList, "Expect:") }
         // A body without a Content-Type goes out without one (curl would label it
         // application/x-www-form-urlencoded, which it rarely is).
         if request.body != nil, request.headers.value(for: "Content-Type") == nil { headerList = curl_slist_append(headerList, "Content-Type:") }
