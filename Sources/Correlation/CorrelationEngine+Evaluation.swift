@@ -1173,7 +1173,9 @@ extension CorrelationEngine {
             let settled = Self.regionScopeSettled(
                 slice, badRegions: rollup.affectedRegions, regionNames: regionNames, badSince: track.badSince ?? frame.t,
                 faultSeenAt: track.faultSeenAt, t: frame.t, wait: wait,
-                stirring: rollup.affectedRegions.isEmpty ? [] : stirringRegions(component: c, frame: frame, since: track.faultSeenAt - wait),
+                // Only an incident still to open at region scope reads it.
+                stirring: rollup.scope == .region && track.incident == nil
+                    ? stirringRegions(component: c, frame: frame, since: track.faultSeenAt - wait) : [],
                 awaited: frame.awaitedRegion[(c * regionCount)..<(c * regionCount + regionCount)], awaitedWait: max(cfg.silentMin, cfg.silentAfter))
             let wasMonitoring = track.incident?.status == .monitoring
             stepIncident(

@@ -456,7 +456,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
     private func take(from queue: inout [CurlTransfer], room: Int, active: Dictionary<UnsafeMutableRawPointer, CurlTransfer>.Values) -> [CurlTransfer] {
         if originShare >= maxTransfers || active.count + min(room, queue.count) <= originShare {
             // No origin can reach its share (the usual case, a few transfers at a time): the
-            // first `room`, as they came, with no URL parsed (that cost 3 % of a probe run).
+            // first `room`, as they came, with no URL parsed.
             let taken = Array(queue.prefix(room))
             queue.removeFirst(taken.count)
             return taken
