@@ -37,12 +37,16 @@ public enum JSONTree {
         static let array = 48
     }
 
-    public static func parse<Node: JSONTreeNode>(_ data: Data, as: Node.Type, maxValues: Int, maxBytes: Int = .max) -> Result<Node, Failure> {
-        data.withUnsafeBytes { raw -> Result<Node, Failure> in
+    /// `spent`: the tree's estimated bytes (`MemoryCost`), so far as it was built.
+    public static func parse<Node: JSONTreeNode>(
+        _ data: Data, as: Node.Type, maxValues: Int, maxBytes: Int = .max, spent: inout Int
+    ) -> Result<Node, Failure> {
+        var budget = TreeBudget(values: maxValues, bytes: maxBytes)
+        defer { spent = maxBytes - max(budget.bytes, 0) }
+        return data.withUnsafeBytes { raw -> Result<Node, Failure> in
             var reader = StrictJSONReader(raw.bindMemory(to: UInt8.self))
             // A UTF-8 byte order mark before the document is allowed, as Foundation's decoder does.
             if raw.count >= 3, raw[0] == 0xEF, raw[1] == 0xBB, raw[2] == 0xBF { reader.index = 3 }
-            var budget = TreeBudget(values: maxValues, bytes: maxBytes)
             do {
                 let node: Node = try reader.tree(budget: &budget)
                 try reader.expectEnd()

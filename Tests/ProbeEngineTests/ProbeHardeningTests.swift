@@ -1133,6 +1133,98 @@ struct ProbeHardeningTests {
         #expect(client.bodyMemory.held == 0)
     }
 
+    /// 40 probes checking 9.5 MB JSON bodies every 2 s held 1.9 GB (37th session): each tree was
+    /// capped alone at 48 MiB, and up to 64 check threads built them at once. Trees now share
+    /// `limits.check_memory`: 16 probes whose 3 MiB JSON bodies all arrive at once (each held
+    /// until every one has arrived, or 2 s) parse in turn, holding at most the budget and one
+    /// tree past it, and all pass.
+    @Test("16 probes checking 3 MiB JSON bodies at once hold at most the check memory budget and one tree past it, and all pass")
+    func checkMemoryBudget() async throws {
+        let item = #"{"name":""# + String(repeating: "x", count: 200) + #"","n":1},"#
+        let body = Data(("[" + String(repeating: item, count: (3 << 20) / item.utf8.count) + #"{"name":"last","n":2}]"#).utf8)
+        let runs = 16
+        final class Arrivals: Sendable { let count = Atomic(0) }
+        let arrived = Arrivals()
+        let release: @Sendable () -> Void = {
+            arrived.count.add(1, ordering: .relaxed)
+            let until = ContinuousClock.now + .seconds(2)
+            while arrived.count.load(ordering: .relaxed) < runs, ContinuousClock.now < until { usleep(10_000) }
+        }
+        let server = try LoopbackHTTPServer { _ in .respondHolding(status: 200, body: body, held: 1, release: release) }
+        defer { server.stop() }
+        let memory = CheckMemory.shared
+        let limit = memory.limit
+        memory.limit = 64 << 20
+        defer { memory.limit = limit }
+        memory.resetPeak()
+        let waitsBefore = memory.waits
+        let client = CurlHTTPClient(threads: 32)
+        let runner = ProbeRunner(client: client, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let probe = try makeProbe("""
+            name: large-json
+            component: api
+            interval: 1m
+            timeout: 60s
+            steps:
+              - name: get
+                request: {url: "${base_url}/items"}
+                assert: {json: ["$[-1].n == 2"]}
+            """)
+        let results: [ProbeResult] = await withTaskGroup(of: ProbeResult.self) { group in
+            for _ in 0..<runs {
+                let context = RunContext(agent: "agent-1", region: "eu", variables: ["base_url": server.baseURL])
+                group.addTask { await runner.run(probe, context: context) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let failed = results.compactMap { $0.error.map { "\($0.kind): \($0.message)" } }
+        #expect(results.count == runs && failed.isEmpty, "\(failed.prefix(3))")
+        // Each tree's bound is the largest (48 MiB) until it is read, then what it took.
+        #expect(memory.peak <= (64 << 20) + JSONValue.maxTreeBytes, "held \(memory.peak >> 20) MiB at once")
+        #expect(memory.waits > waitsBefore, "no check waited: the budget was never reached")
+        #expect(memory.held == 0)
+    }
+
+    @Test("check memory: usual trees never wait; large ones wait in turn, up to their deadline; with nothing held any size goes on")
+    func checkMemoryReservations() async throws {
+        let memory = CheckMemory()
+        memory.limit = 64 << 20
+        let far = ContinuousClock.now + .seconds(30)
+        // With nothing held, a reservation past the budget goes on (every check gets its turn).
+        var huge = memory.reserve(100 << 20, until: far, mayWait: true)
+        #expect(huge != nil && memory.held == 100 << 20)
+        // Trees of usual bodies never wait, even past the budget.
+        let usual = memory.reserve(CheckMemory.ownBytes, until: .now, mayWait: true)
+        #expect(usual != nil && memory.waits == 0)
+        // A large one waits, and gives up at its deadline.
+        let started = ContinuousClock.now
+        #expect(memory.reserve(48 << 20, until: started + .milliseconds(200), mayWait: true) == nil)
+        #expect(ContinuousClock.now - started >= .milliseconds(200) && memory.waits == 1)
+        // Off a check thread (mayWait false) it goes on at once.
+        let excused = memory.reserve(48 << 20, until: .now, mayWait: false)
+        #expect(excused?.bytes == 48 << 20)
+        _ = consume excused
+        // One waiting gets its bytes once the tree before it is let go.
+        final class Box: @unchecked Sendable { var lease: CheckMemory.Lease?; let done = Atomic(false) }
+        let box = Box()
+        DetachedThread.start(name: "waiter", stackSize: 1 << 20) {
+            box.lease = memory.reserve(48 << 20, until: far, mayWait: true)
+            box.done.store(true, ordering: .releasing)
+        }
+        try await waitUntil("the second reservation waits", timeout: .seconds(10)) { memory.waits == 2 }
+        let grantedEarly = box.done.load(ordering: .acquiring)
+        #expect(!grantedEarly)
+        huge = nil
+        try await waitUntil("the second reservation is granted", timeout: .seconds(10)) { box.done.load(ordering: .acquiring) }
+        #expect(box.lease?.bytes == 48 << 20)
+        // A lease shrinks to what its tree took, and is let go with its last copy.
+        box.lease?.shrink(to: 5 << 20)
+        #expect(memory.held == CheckMemory.ownBytes + (5 << 20))
+        box.lease = nil
+        _ = consume usual
+        #expect(memory.held == 0 && memory.peak >= 148 << 20)
+    }
+
     /// A server streaming an endless body at full speed to a step that does not read it kept the
     /// agent reading at line rate until the step's time-out (red team, 35th session). Such a body
     /// is capped at 256 MiB unless the step sets `max_body`: the step ends as `script`, saying

@@ -302,14 +302,55 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A response body read as JSON at most once, by whichever check or extraction needs it first.
+/// Its tree's memory is reserved from the agent's check memory (`CheckMemory`) before the parse,
+/// and held until this value and its copies are dropped, with the tree.
 struct LazyJSON {
-    private var result: Result<JSONValue, JSONTree.Failure>?
+    private var result: Result<JSONValue, JSONReadFailure>?
+    private var lease: CheckMemory.Lease?
 
-    mutating func read(_ body: Data) -> Result<JSONValue, JSONTree.Failure> {
+    /// `deadline`: how long the read may wait for check memory (on a check thread).
+    mutating func read(_ body: Data, until deadline: ContinuousClock.Instant) -> Result<JSONValue, JSONReadFailure> {
         if let result { return result }
-        let read = JSONValue.read(body)
+        let bound = CheckMemory.treeBound(forBody: body.count)
+        guard let lease = CheckMemory.shared.reserve(bound, until: deadline, mayWait: CheckExecutor.isCurrentThread) else {
+            let failed = Result<JSONValue, JSONReadFailure>.failure(.noMemory(bodyBytes: body.count, limit: CheckMemory.shared.limit))
+            result = failed
+            return failed
+        }
+        var spent = 0
+        let read = JSONValue.read(body, spent: &spent).mapError(JSONReadFailure.tree)
+        switch read {
+        case .success:
+            lease.shrink(to: spent)
+            self.lease = lease
+        case .failure:
+            lease.shrink(to: 0)  // what was built is gone
+        }
         result = read
         return read
+    }
+}
+
+/// Why a body gave no JSON document.
+enum JSONReadFailure: Error {
+    /// Not JSON, or too large a document (`JSONTree.Failure`).
+    case tree(JSONTree.Failure)
+    /// The run's deadline came while its tree waited for the agent's check memory, held by other
+    /// probes' JSON checks.
+    case noMemory(bodyBytes: Int, limit: Int)
+
+    /// What a failed step says: an assertion's failure for a body that is not a document, a
+    /// `timeout` for one that waited for memory until the deadline.
+    func failure(for what: String, snippet: () -> String) -> StepFailure {
+        switch self {
+        case .tree(let failure):
+            StepFailure(.assertion, "expected a JSON body\(failure.note) for \(what): \(snippet())")
+        case .noMemory(let bytes, let limit):
+            StepFailure(
+                .timeout,
+                "the \(bytes)-byte JSON body for \(what) was not read: the probe's time-out came while it waited for the agent's check memory "
+                    + "(limits.check_memory, \(limit >> 20) MiB), held by other probes' JSON checks")
+        }
     }
 }
 
@@ -350,11 +391,18 @@ enum JSONValue: Sendable, Hashable, JSONTreeNode {
 
     /// Parses a response body: the document, or why it is none (not JSON, more than `maxValues`
     /// values, or a tree over `maxTreeBytes`).
-    static func read(_ data: Data) -> Result<JSONValue, JSONTree.Failure> {
-        JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues, maxBytes: maxTreeBytes)
+    /// `spent`: the tree's estimated bytes. Checks read bodies through `LazyJSON`, which
+    /// reserves them first.
+    static func read(_ data: Data, spent: inout Int) -> Result<JSONValue, JSONTree.Failure> {
+        JSONTree.parse(data, as: JSONValue.self, maxValues: maxValues, maxBytes: maxTreeBytes, spent: &spent)
     }
 
-    /// Parses a response body; nil when `read` gives no document.
+    static func read(_ data: Data) -> Result<JSONValue, JSONTree.Failure> {
+        var spent = 0
+        return read(data, spent: &spent)
+    }
+
+    /// Parses a body outside a run (no check memory reserved); nil when `read` gives no document.
     static func parse(_ data: Data) -> JSONValue? { try? read(data).get() }
 
     /// Text form for comparisons, extraction and messages: strings bare, the rest as JSON.

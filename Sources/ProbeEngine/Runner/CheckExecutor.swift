@@ -57,9 +57,19 @@ final class CheckExecutor: TaskExecutor, @unchecked Sendable {
     /// curl loop (which keeps every probe's schedule) and to the rest of the agent.
     static let niceness: Int32 = 10
 
+    /// Whether the calling thread is a check thread: only there may a check wait (for
+    /// `CheckMemory`), since no other probe's transfers or timers run on it.
+    static var isCurrentThread: Bool { pthread_getspecific(threadKey) != nil }
+    private static let threadKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
     private func work() {
         // On Linux the nice value is per thread, and `who` 0 is the calling thread.
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.niceness)
+        pthread_setspecific(Self.threadKey, UnsafeRawPointer(bitPattern: 1))
         while true {
             pthread_mutex_lock(mutex)
             while head == jobs.count {

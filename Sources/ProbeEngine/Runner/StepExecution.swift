@@ -425,7 +425,13 @@ struct StepExecution {
             }
             // Parsing, the checks and the state's text, all off the loop thread.
             let read = try await offLoop { () throws(StepFailure) -> (done: Bool, state: String?, seen: String?)? in
-                guard let json = JSONValue.parse(response.body) else { return nil }
+                var document = LazyJSON()
+                let json: JSONValue
+                switch document.read(response.body, until: deadline) {
+                case .success(let read): json = read
+                case .failure(.tree): return nil
+                case .failure(let failure): throw failure.failure(for: "the poll", snippet: { "" })
+                }
                 for condition in poll.failWhen {
                     guard try holds(condition, in: json, state: &state) else { continue }
                     let value = condition.path.isSingular ? "'\(condition.path.evaluate(json)?.text ?? "missing")'" : condition.path.shown(in: json)
@@ -567,10 +573,9 @@ struct StepExecution {
             }
         case .json(let condition):
             let document: JSONValue
-            switch json.read(response.body) {
+            switch json.read(response.body, until: deadline) {
             case .success(let read): document = read
-            case .failure(let failure):
-                throw StepFailure(.assertion, "expected a JSON body\(failure.note) for \(condition.path): \(snippet(response, state: state))")
+            case .failure(let failure): throw failure.failure(for: "\(condition.path)", snippet: { snippet(response, state: state) })
             }
             if !(try holds(condition, in: document, state: &state)) {
                 let expected = try describe(condition.test, state: &state)
@@ -742,7 +747,12 @@ struct StepExecution {
     ) throws(StepFailure) -> (value: String?, source: String, secretByDefault: Bool, secretParts: [String]) {
         switch extraction.source {
         case .json(let path):
-            let found = (try? json.read(response.body).get()).flatMap { path.evaluate($0) }
+            let found: JSONValue?
+            switch json.read(response.body, until: deadline) {
+            case .success(let document): found = path.evaluate(document)
+            case .failure(.tree): found = nil
+            case .failure(let failure): throw failure.failure(for: "extract '\(extraction.name)'", snippet: { "" })
+            }
             var secret = false
             switch (found, path.components.last) {
             case (.string?, .key(let key)?), (.string?, .descendant(let key)?): secret = SecretNames.isSecretKey(key)

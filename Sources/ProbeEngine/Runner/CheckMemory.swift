@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SondeCore
+
+/// The memory the trees of JSON bodies being checked hold together, and its budget
+/// (`limits.check_memory`). The transfers' budget (`CurlHTTP.BodyMemory`) ends when a body is
+/// handed to its checks, and each tree is capped alone (`JSONValue.maxTreeBytes`), but nothing
+/// bounded them together: 40 probes checking 9.5 MB JSON bodies every 2 s held 1.9 GB (the
+/// check threads build up to 64 trees at once).
+///
+/// Before a body is parsed, its tree's bound is reserved: `treeBound(forBody:)`, at most
+/// `JSONValue.maxTreeBytes`; after the parse the reservation shrinks to what the tree took, and
+/// it is let go with the tree (the `Lease`). A reservation that does not fit waits, in the order
+/// they asked, until trees are let go; trees every body of a usual size makes (`ownBytes`) never
+/// wait, and when nothing is held the first in line goes on whatever its size, so every check
+/// gets its turn. A check waits no longer than its run's deadline, and only on a check thread
+/// (never on the curl loop, which drives every other probe); elsewhere it goes on at once.
+/// Held bytes stay under `limit` + the trees of usual bodies + one tree past the budget.
+public final class CheckMemory: @unchecked Sendable {
+    // @unchecked: every field but the constants is guarded by `mutex`.
+    public static let shared = CheckMemory()
+    /// The default `limit`: 256 MiB, five of the largest trees at once.
+    public static let defaultLimit = 256 << 20
+    /// The smallest `limit` (`limits.check_memory`): more than one largest tree.
+    public static let minimumLimit = 64 << 20
+    /// A tree whose bound is at most this never waits: that of any body under about 60 KiB.
+    static let ownBytes = 4 << 20
+    /// The most tree bytes one body byte can make (`JSONTree.MemoryCost`): in `[{},{},…]` each
+    /// 3 bytes are an object (176) and its value (32).
+    static let treeBytesPerBodyByte = 70
+
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var limitBytes = CheckMemory.defaultLimit
+    private var heldBytes = 0
+    private var peakBytes = 0
+    private var waitCount = 0
+    /// Tickets of the reservations waiting, in the order they asked.
+    private var line: [UInt64] = []
+    private var nextTicket: UInt64 = 0
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(changed, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(changed)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        changed.deallocate()
+    }
+
+    /// The budget in bytes (at least 64 MiB: one largest tree, `JSONValue.maxTreeBytes`, fits).
+    public var limit: Int {
+        get { locked { limitBytes } }
+        set { locked { limitBytes = max(Self.minimumLimit, newValue) } }
+    }
+    /// Bytes held now.
+    public var held: Int { locked { heldBytes } }
+    /// The most held at once since the agent started.
+    public var peak: Int { locked { peakBytes } }
+    /// Reservations that had to wait.
+    public var waits: Int { locked { waitCount } }
+
+    /// Starts `peak` again from what is held now (tests).
+    func resetPeak() { locked { peakBytes = heldBytes } }
+
+    /// What the tree of a body of `count` bytes may take, from above.
+    static func treeBound(forBody count: Int) -> Int {
+        count > JSONValue.maxTreeBytes / treeBytesPerBodyByte ? JSONValue.maxTreeBytes : count * treeBytesPerBodyByte
+    }
+
+    /// Bytes held for one tree until its lease is let go (its last copy dropped).
+    final class Lease: @unchecked Sendable {
+        // @unchecked: `bytes` changes only where the lease was made (one run's step).
+        private let memory: CheckMemory
+        private(set) var bytes: Int
+
+        fileprivate init(_ memory: CheckMemory, bytes: Int) {
+            self.memory = memory
+            self.bytes = bytes
+        }
+
+        /// The tree took `actual` bytes: the rest of the reservation goes back.
+        func shrink(to actual: Int) {
+            let back = bytes - max(0, min(actual, bytes))
+            guard back > 0 else { return }
+            bytes -= back
+            memory.release(back)
+        }
+
+        deinit { memory.release(bytes) }
+    }
+
+    /// Reserves `bytes`, waiting for them until `deadline` when `mayWait`; nil when the deadline
+    /// came first.
+    func reserve(_ bytes: Int, until deadline: ContinuousClock.Instant, mayWait: Bool) -> Lease? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if bytes <= Self.ownBytes || !mayWait || (line.isEmpty && fits(bytes)) { return grant(bytes) }
+        waitCount += 1
+        let ticket = nextTicket
+        nextTicket += 1
+        line.append(ticket)
+        let clock = ContinuousClock()
+        while !(line.first == ticket && fits(bytes)) {
+            let left = clock.now.duration(to: deadline)
+            guard left > .zero else {
+                line.removeAll { $0 == ticket }
+                pthread_cond_broadcast(changed)  // the next in line may fit now
+                return nil
+            }
+            var until = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &until)
+            let (seconds, attoseconds) = left.components
+            let nanoseconds = Int(until.tv_nsec) + Int(attoseconds / 1_000_000_000)
+            until.tv_sec += Int(seconds) + nanoseconds / 1_000_000_000
+            until.tv_nsec = nanoseconds % 1_000_000_000
+            pthread_cond_timedwait(changed, mutex, &until)
+        }
+        line.removeFirst()
+        pthread_cond_broadcast(changed)  // the next in line may fit too
+        return grant(bytes)
+    }
+
+    /// Whether `bytes` more fit (mutex held); with nothing held, any size does.
+    private func fits(_ bytes: Int) -> Bool {
+        heldBytes == 0 || heldBytes + bytes <= limitBytes
+    }
+
+    private func grant(_ bytes: Int) -> Lease {
+        heldBytes += bytes
+        peakBytes = max(peakBytes, heldBytes)
+        return Lease(self, bytes: bytes)
+    }
+
+    fileprivate func release(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        locked {
+            heldBytes -= bytes
+            if !line.isEmpty { pthread_cond_broadcast(changed) }
+        }
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+}
