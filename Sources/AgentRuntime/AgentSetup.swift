@@ -132,6 +132,7 @@ public func buildAgent(
         throw AgentStartError(["\(file): spool.path: \(error)"])
     }
     client.bodyMemory.limit = config.limits.bodyMemory
+    CheckMemory.shared.limit = config.limits.checkMemory
     let journal = JournalWriter(spool: spool)
     // The probes' runs submit their results on the client's loop thread: steady ones share
     // wake-ups of the journal thread.

@@ -91,7 +91,8 @@ public struct ConfigReloader: Service, CustomStringConvertible {
             ("spool.memory_limit", new.spool.memoryLimit != running.spool.memoryLimit),
             ("scheduling.jitter", new.scheduling.jitter != running.scheduling.jitter),
             ("scheduling.shutdown_grace", new.scheduling.shutdownGrace != running.scheduling.shutdownGrace),
-            ("metrics.listen", new.metrics != running.metrics), ("limits.body_memory", new.limits != running.limits),
+            ("metrics.listen", new.metrics != running.metrics), ("limits.body_memory", new.limits.bodyMemory != running.limits.bodyMemory),
+            ("limits.check_memory", new.limits.checkMemory != running.limits.checkMemory),
         ]
     }
 }

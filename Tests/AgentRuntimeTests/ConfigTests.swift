@@ -78,6 +78,11 @@ struct ConfigTests {
         #expect(try load("limits: {body_memory: lots}").1.first?.contains("limits.body_memory: expected a size of at least 1MiB") == true)
         let typo = try load("limits: {body_memroy: 64MiB}").1
         #expect(typo == ["\(file):4:10: limits.body_memroy: unknown key 'body_memroy'; did you mean 'body_memory'?"], "\(typo)")
+        // limits.check_memory: the JSON trees checks hold together, at least 64MiB.
+        #expect(try load("").0.limits.checkMemory == 256 << 20)
+        #expect(try load("limits: {check_memory: 128MiB}").0.limits.checkMemory == 128 << 20)
+        let tight = try load("limits: {check_memory: 32MiB}").1
+        #expect(tight == ["\(file):4:24: limits.check_memory: expected a size of at least 64MiB such as 256MiB, got \"32MiB\""], "\(tight)")
 
         try AgentSigningKey().write(to: dir.file("agent.key"))
         try FileManager.default.createDirectory(atPath: dir.file("probes"), withIntermediateDirectories: true)

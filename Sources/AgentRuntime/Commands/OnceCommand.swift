@@ -48,6 +48,7 @@ struct OnceCommand: AsyncParsableCommand {
         }
         for warning in loaded.warnings { printError(warning) }
         CurlHTTPClient.shared.bodyMemory.limit = config.limits.bodyMemory
+        CheckMemory.shared.limit = config.limits.checkMemory
         let runner = ProbeRunner(client: .shared, logger: logger)
         let results = await Self.runAll(
             loaded.probes, context: loaded.context, executor: runner, controlProbes: config.controlProbes, concurrency: concurrency)

@@ -190,12 +190,19 @@ struct ConfigFileReader {
             }
         }
         if let limits = top["limits"] {
-            let keys = fields(limits, "limits", known: ["body_memory"])
+            let keys = fields(limits, "limits", known: ["body_memory", "check_memory"])
             if let node = keys["body_memory"], let text = string(node, "limits.body_memory") {
                 if let bytes = ConfigValues.byteSize(text), bytes >= 1 << 20 {
                     config.limits.bodyMemory = bytes
                 } else {
                     problem(node, "limits.body_memory", "expected a size of at least 1MiB such as 256MiB, got \"\(text)\"")
+                }
+            }
+            if let node = keys["check_memory"], let text = string(node, "limits.check_memory") {
+                if let bytes = ConfigValues.byteSize(text), bytes >= CheckMemory.minimumLimit {
+                    config.limits.checkMemory = bytes
+                } else {
+                    problem(node, "limits.check_memory", "expected a size of at least 64MiB such as 256MiB, got \"\(text)\"")
                 }
             }
         }

@@ -1,5 +1,6 @@
 import CurlHTTP
 import FoundationEssentials
+import ProbeEngine
 
 /// Everything the agent process needs, as one typed value built from the YAML config file, the
 /// environment and command-line flags (flags win over the environment, which wins over the file).
@@ -17,7 +18,7 @@ import FoundationEssentials
 /// proxy: http://127.0.0.1:3128
 /// scheduling: {jitter: 0.1}
 /// metrics: {listen: 127.0.0.1:9465}
-/// limits: {body_memory: 256MiB}
+/// limits: {body_memory: 256MiB, check_memory: 256MiB}
 /// ```
 ///
 /// Relative paths in the file are relative to the file's folder.
@@ -130,6 +131,11 @@ public struct AgentConfig: Sendable {
         /// beyond 256 KiB each (`CurlHTTP.BodyMemory`); a transfer that finds it spent is paused
         /// until bodies are let go. Applied at start.
         public var bodyMemory: Int = BodyMemory.defaultLimit
+        /// `limits.check_memory` (size of at least 64MiB such as `256MiB`, default `256MiB`): the
+        /// memory the trees of JSON bodies being checked may hold together (`ProbeEngine.CheckMemory`);
+        /// a check whose tree would pass it waits, within its run's time-out, for others to end.
+        /// Applied at start.
+        public var checkMemory: Int = CheckMemory.defaultLimit
 
         public init() {}
     }
