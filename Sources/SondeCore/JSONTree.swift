@@ -63,6 +63,59 @@ public enum JSONTree {
         }
     }
 
+    /// What `parse` would spend on `data`, from one pass over its bytes that allocates nothing:
+    /// its values, and its tree's estimated bytes (`MemoryCost`; a string counts its bytes as
+    /// written, escapes included, so never less than `parse`). Valid or not, the body is not
+    /// checked here; `parse` does that. So a body whose tree is over the caps fails without a
+    /// tree being built, and the memory a tree is let have is what it will take (`CheckMemory`).
+    public static func estimate(_ data: Data) -> (values: Int, bytes: Int) {
+        data.withUnsafeBytes { raw -> (values: Int, bytes: Int) in
+            var values = 0
+            var bytes = 0
+            var index = 0
+            var inScalar = false
+            let count = raw.count
+            while index < count {
+                let byte = raw[index]
+                switch byte {
+                case UInt8(ascii: "\""):
+                    inScalar = false
+                    // A string: its bytes up to the closing quote not escaped by a backslash.
+                    var end = index + 1
+                    while end < count, raw[end] != UInt8(ascii: "\"") { end += raw[end] == UInt8(ascii: "\\") ? 2 : 1 }
+                    values += 1
+                    bytes += MemoryCost.value + min(end, count) - index - 1
+                    index = end + 1
+                    continue
+                case UInt8(ascii: ":"):
+                    // The string before was a key: a member, not a value.
+                    inScalar = false
+                    values -= 1
+                    bytes += MemoryCost.member - MemoryCost.value
+                case UInt8(ascii: "{"):
+                    inScalar = false
+                    values += 1
+                    bytes += MemoryCost.value + MemoryCost.object
+                case UInt8(ascii: "["):
+                    inScalar = false
+                    values += 1
+                    bytes += MemoryCost.value + MemoryCost.array
+                case UInt8(ascii: ","), UInt8(ascii: "]"), UInt8(ascii: "}"), UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"):
+                    inScalar = false
+                default:
+                    // A number, true, false or null: one value, however long.
+                    if !inScalar {
+                        inScalar = true
+                        values += 1
+                        bytes += MemoryCost.value
+                    }
+                }
+                index += 1
+            }
+            return (max(values, 0), max(bytes, 0))
+        }
+    }
+
     /// What a tree may still take: values, and estimated bytes (`MemoryCost`).
     struct TreeBudget {
         enum Exceeded: Error { case values, bytes }

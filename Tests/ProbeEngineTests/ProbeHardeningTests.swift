@@ -1179,10 +1179,31 @@ struct ProbeHardeningTests {
         }
         let failed = results.compactMap { $0.error.map { "\($0.kind): \($0.message)" } }
         #expect(results.count == runs && failed.isEmpty, "\(failed.prefix(3))")
-        // Each tree's bound is the largest (48 MiB) until it is read, then what it took.
+        // Each tree reserves what it will take (about 8 MiB here), 16 of them twice the budget.
         #expect(memory.peak <= (64 << 20) + JSONValue.maxTreeBytes, "held \(memory.peak >> 20) MiB at once")
         #expect(memory.waits > waitsBefore, "no check waited: the budget was never reached")
         #expect(memory.held == 0)
+    }
+
+    @Test("a body's tree estimate, one pass that builds nothing, is what reading it spends (escaped strings: no less)")
+    func treeEstimate() throws {
+        let plain = [
+            #"{"a":[1,2.5,"xé",true,null,{"b":{}}]}"#, "[]", " [ {\"k\" : \"v\" } , 12 , -3e5, false ]\n", #""text""#, "7",
+            "[" + (0..<2000).map { #"{"id":\#($0),"name":"item-\#($0)","tags":["a","b"],"ok":true}"# }.joined(separator: ",") + "]",
+        ]
+        for document in plain {
+            var spent = 0
+            _ = try JSONValue.read(Data(document.utf8), spent: &spent).get()
+            #expect(JSONTree.estimate(Data(document.utf8)).bytes == spent, "\(document.prefix(60))")
+        }
+        for document in [#"{"q\"k":"a\\b\u00e9\ud83d\ude00","n":[1]}"#, #"["\"\"\"", "\\"]"#] {
+            var spent = 0
+            _ = try JSONValue.read(Data(document.utf8), spent: &spent).get()
+            #expect(JSONTree.estimate(Data(document.utf8)).bytes >= spent, "\(document)")
+        }
+        // Over the caps, known before anything is built.
+        #expect(JSONTree.estimate(Data(("[" + String(repeating: "0,", count: 1_100_000) + "0]").utf8)).values > JSONValue.maxValues)
+        #expect(JSONTree.estimate(Data(("[" + String(repeating: "{},", count: 300_000) + "{}]").utf8)).bytes > JSONValue.maxTreeBytes)
     }
 
     @Test("check memory: usual trees never wait; large ones wait in turn, up to their deadline; with nothing held any size goes on")

@@ -302,8 +302,9 @@ struct JSONPath: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A response body read as JSON at most once, by whichever check or extraction needs it first.
-/// Its tree's memory is reserved from the agent's check memory (`CheckMemory`) before the parse,
-/// and held until this value and its copies are dropped, with the tree.
+/// Its tree's memory (`JSONTree.estimate`) is reserved from the agent's check memory
+/// (`CheckMemory`) before the parse, and held until this value and its copies are dropped, with
+/// the tree. A body whose tree would pass the caps fails without a tree being built.
 struct LazyJSON {
     private var result: Result<JSONValue, JSONReadFailure>?
     private var lease: CheckMemory.Lease?
@@ -311,23 +312,35 @@ struct LazyJSON {
     /// `deadline`: how long the read may wait for check memory (on a check thread).
     mutating func read(_ body: Data, until deadline: ContinuousClock.Instant) -> Result<JSONValue, JSONReadFailure> {
         if let result { return result }
-        let bound = CheckMemory.treeBound(forBody: body.count)
-        guard let lease = CheckMemory.shared.reserve(bound, until: deadline, mayWait: CheckExecutor.isCurrentThread) else {
-            let failed = Result<JSONValue, JSONReadFailure>.failure(.noMemory(bodyBytes: body.count, limit: CheckMemory.shared.limit))
-            result = failed
-            return failed
+        let read = readOnce(body, until: deadline)
+        result = read
+        return read
+    }
+
+    private mutating func readOnce(_ body: Data, until deadline: ContinuousClock.Instant) -> Result<JSONValue, JSONReadFailure> {
+        // What does not start as JSON is left to the parse, which says where it is not.
+        if Self.startsAsJSON(body) {
+            let estimate = JSONTree.estimate(body)
+            if estimate.bytes > JSONValue.maxTreeBytes { return .failure(.tree(.tooMuchMemory(JSONValue.maxTreeBytes))) }
+            if estimate.values > JSONValue.maxValues { return .failure(.tree(.tooManyValues(JSONValue.maxValues))) }
+            guard let lease = CheckMemory.shared.reserve(estimate.bytes, until: deadline, mayWait: CheckExecutor.isCurrentThread) else {
+                return .failure(.noMemory(bodyBytes: body.count, limit: CheckMemory.shared.limit))
+            }
+            self.lease = lease
         }
         var spent = 0
         let read = JSONValue.read(body, spent: &spent).mapError(JSONReadFailure.tree)
-        switch read {
-        case .success:
-            lease.shrink(to: spent)
-            self.lease = lease
-        case .failure:
-            lease.shrink(to: 0)  // what was built is gone
-        }
-        result = read
+        // Held while the tree is; what was built for a failed read is gone.
+        if case .failure = read { lease = nil } else { lease?.shrink(to: spent) }
         return read
+    }
+
+    /// Whether the first byte after white space (and a byte order mark) can begin a JSON value.
+    private static func startsAsJSON(_ body: Data) -> Bool {
+        var bytes = body.drop { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        guard let first = bytes.first else { return false }
+        return "{[\"-0123456789tfn".utf8.contains(first)
     }
 }
 

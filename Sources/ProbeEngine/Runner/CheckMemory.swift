@@ -9,13 +9,14 @@ import SondeCore
 /// bounded them together: 40 probes checking 9.5 MB JSON bodies every 2 s held 1.9 GB (the
 /// check threads build up to 64 trees at once).
 ///
-/// Before a body is parsed, its tree's bound is reserved: `treeBound(forBody:)`, at most
-/// `JSONValue.maxTreeBytes`; after the parse the reservation shrinks to what the tree took, and
-/// it is let go with the tree (the `Lease`). A reservation that does not fit waits, in the order
-/// they asked, until trees are let go; trees every body of a usual size makes (`ownBytes`) never
-/// wait, and when nothing is held the first in line goes on whatever its size, so every check
-/// gets its turn. A check waits no longer than its run's deadline, and only on a check thread
-/// (never on the curl loop, which drives every other probe); elsewhere it goes on at once.
+/// Before a body is parsed, what its tree will take (`JSONTree.estimate`, one pass over the
+/// bytes) is reserved, and let go with the tree (the `Lease`). A reservation that does not fit
+/// waits, in the order they asked, until trees are let go; trees of up to `ownBytes` (any body
+/// under about 60 KiB) never wait, and when nothing is held the first in line goes on whatever
+/// its size, so every check gets its turn. A check waits no longer than its run's deadline,
+/// and only on a check thread (never on the curl loop, which drives every other probe);
+/// elsewhere it goes on at once.
+///
 /// Held bytes stay under `limit` + the trees of usual bodies + one tree past the budget.
 public final class CheckMemory: @unchecked Sendable {
     // @unchecked: every field but the constants is guarded by `mutex`.
@@ -24,11 +25,9 @@ public final class CheckMemory: @unchecked Sendable {
     public static let defaultLimit = 256 << 20
     /// The smallest `limit` (`limits.check_memory`): more than one largest tree.
     public static let minimumLimit = 64 << 20
-    /// A tree whose bound is at most this never waits: that of any body under about 60 KiB.
+    /// A tree of at most this never waits: any body under about 60 KiB makes one (at most 70
+    /// tree bytes per body byte, in `[{},{},…]`), as do most of a few hundred KiB.
     static let ownBytes = 4 << 20
-    /// The most tree bytes one body byte can make (`JSONTree.MemoryCost`): in `[{},{},…]` each
-    /// 3 bytes are an object (176) and its value (32).
-    static let treeBytesPerBodyByte = 70
 
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -70,11 +69,6 @@ public final class CheckMemory: @unchecked Sendable {
 
     /// Starts `peak` again from what is held now (tests).
     func resetPeak() { locked { peakBytes = heldBytes } }
-
-    /// What the tree of a body of `count` bytes may take, from above.
-    static func treeBound(forBody count: Int) -> Int {
-        count > JSONValue.maxTreeBytes / treeBytesPerBodyByte ? JSONValue.maxTreeBytes : count * treeBytesPerBodyByte
-    }
 
     /// Bytes held for one tree until its lease is let go (its last copy dropped).
     final class Lease: @unchecked Sendable {
