@@ -841,6 +841,24 @@ extension CorrelationEngine {
         frame.localReason = localReason
     }
 
+    /// The failing agents of a component with, for each region counted failing where none is
+    /// listed, its agents with a failed run: a region counts from its agents' pooled runs, so two
+    /// agents' single failures can make it count while neither is listed alone, and incidents
+    /// named regions without any of their agents ("regions ap, eu, us; agents ap-2, us-1": the
+    /// verdict review's D8). In agent id order, at most `max_listed_agents`.
+    private func listingTheirAgents(
+        _ regions: [String], component c: Int, names: [String], count: Int, listed: [Bool], singleFailures: [Int: [Int32]]
+    ) -> (names: [String], count: Int) {
+        var added: [Int32] = []
+        for name in regions {
+            guard let r = regionIndex[name], !listed[c * regionNames.count + Int(r)] else { continue }
+            added += singleFailures[c * regionNames.count + Int(r)] ?? []
+        }
+        guard !added.isEmpty else { return (names, count) }
+        let all = (names + added.map { agentIDs[Int($0)] }).sorted()
+        return (Array(all.prefix(config.maxListedAgents)), count + added.count)
+    }
+
     /// How long a lone agent's unshared failure waits for its control (s): enough for a control
     /// probe every 30 s to run, when the agent does not run it at once on a failure (older agents).
     static let loneDoubtLimit = 60.0
@@ -1050,6 +1068,10 @@ extension CorrelationEngine {
         // failing, not every code ever seen (one agent can send thousands of made-up codes).
         var codeCounts = [[Int32: Int32]](repeating: [:], count: componentCount)
         let listCap = cfg.maxListedAgents
+        // Per component × region: whether an agent there is listed, and the agents with a failed
+        // run too few to be listed alone (see `listingTheirAgents`).
+        var listedIn = [Bool](repeating: false, count: componentCount * regionCount)
+        var singleFailures: [Int: [Int32]] = [:]
         for a32 in sortedAgents {
             let a = Int(a32)
             if frame.excluded[a] || (frame.controlInDoubt[a] && !frame.controlFailing[a]) { continue }
@@ -1074,8 +1096,11 @@ extension CorrelationEngine {
                 if x.state.isFailing || x.allFailed >= Int32(cfg.confirmFailures) {
                     failingCount[c] += 1
                     if failingNames[c].count < listCap { failingNames[c].append(agentIDs[a]) }
+                    listedIn[c * regionCount + Int(agentRegion[a])] = true
                     if x.errorCode >= 0 { codeCounts[c][x.errorCode, default: 0] += 1 }
                     if x.errorSeries >= 0, sampleSeries[c].count < 50 { sampleSeries[c].append(x.errorSeries) }
+                } else if x.allFailed > 0 {
+                    singleFailures[c * regionCount + Int(agentRegion[a]), default: []].append(a32)
                 }
             }
         }
@@ -1103,9 +1128,11 @@ extension CorrelationEngine {
         for c in componentNames.indices.sorted(by: { componentNames[$0] < componentNames[$1] }) where componentIsWatched[c] {
             let slice = frame.counts[(c * regionCount)..<(c * regionCount + regionCount)]
             let rollup = Self.rollup(slice, regionNames: regionNames, cfg)
+            let (names, count) = listingTheirAgents(
+                rollup.affectedRegions, component: c, names: failingNames[c], count: Int(failingCount[c]), listed: listedIn, singleFailures: singleFailures)
             var evidence = makeEvidence(
-                component: c, total: rollup.total, failingCount: Int(failingCount[c]), failingRegions: rollup.affectedRegions,
-                failingNames: failingNames[c],
+                component: c, total: rollup.total, failingCount: count, failingRegions: rollup.affectedRegions,
+                failingNames: names,
                 localNames: localNames[c], sampleSeries: sampleSeries[c],
                 codeCounts: codeCounts[c], latencies: &latencies[c])
             if rollup.status != .operational && rollup.status != .unknown {
