@@ -98,6 +98,19 @@ import Testing
         #expect(fleet.engine.openIncidents.isEmpty)
     }
 
+    /// A warm fleet that runs as real agents do (a failed run retried at the retry pace, pushes
+    /// and evaluations every 0.1 s, four files requests per run), so thin faults' first alerts
+    /// come as in the real scenarios.
+    static func fleetAsAgentsRun() -> FleetSimulation {
+        var fleet = FleetSimulation(regions: regions)
+        fleet.promptControl = true
+        fleet.retryInterval = 0.5
+        fleet.tick = 0.1
+        fleet.requestsPerRun = ["files": 4]
+        fleet.step(seconds: 40)
+        return fleet
+    }
+
     /// A thin fault everywhere as real agents show it: a failed run retried at the retry pace,
     /// the other regions asked to confirm, pushes and evaluations every 0.1 s (the scenarios'
     /// `flush_interval`), 4 requests a run. The first region to count as failing is not announced
@@ -107,12 +120,7 @@ import Testing
     @Test func aThinFaultEverywhereIsAnnouncedAsPlatformFromTheFirstAlert() throws {
         var regionFirst: [String] = []
         for seed in UInt64(1)...40 {
-            var fleet = FleetSimulation(regions: Self.regions)
-            fleet.promptControl = true
-            fleet.retryInterval = 0.5
-            fleet.tick = 0.1
-            fleet.requestsPerRun = ["files": 4]
-            fleet.step(seconds: 40)
+            var fleet = Self.fleetAsAgentsRun()
             let start = fleet.now
             fleet.faults = ["random": FleetSimulation.randomly(0.1, seed: seed, components: ["files"])]
             var opened: AlertEvent?
@@ -132,12 +140,7 @@ import Testing
         var unlisted: [String] = []
         for seed in UInt64(1)...30 {
             for fraction in [0.05, 0.1] {
-                var fleet = FleetSimulation(regions: Self.regions)
-                fleet.promptControl = true
-                fleet.retryInterval = 0.5
-                fleet.tick = 0.1
-                fleet.requestsPerRun = ["files": 4]
-                fleet.step(seconds: 40)
+                var fleet = Self.fleetAsAgentsRun()
                 fleet.faults = ["random": FleetSimulation.randomly(fraction, seed: seed, components: ["files"])]
                 for _ in 0..<300 {
                     for event in fleet.step(ticks: 1) where event.type == .incidentOpened || event.type == .incidentUpdated {

@@ -1087,6 +1087,18 @@ struct ProbeHardeningTests {
         }
     }
 
+    /// A server's `release` for a held last byte: each answer waits until `runs` answers have
+    /// arrived (or 2 s), so that their bodies are all in memory at once.
+    static func holdUntilAllArrive(_ runs: Int) -> @Sendable () -> Void {
+        final class Arrivals: Sendable { let count = Atomic(0) }
+        let arrived = Arrivals()
+        return {
+            arrived.count.add(1, ordering: .relaxed)
+            let until = ContinuousClock.now + .seconds(2)
+            while arrived.count.load(ordering: .relaxed) < runs, ContinuousClock.now < until { usleep(10_000) }
+        }
+    }
+
     /// 60 probes reading 10 MB bodies at once held 672 MB (red team, 35th session). The bodies
     /// transfers hold together stay within the client's budget (256 MiB by default; each
     /// transfer's first 256 KiB are its own): 40 probes whose 8 MiB bodies all arrive but for
@@ -1097,13 +1109,7 @@ struct ProbeHardeningTests {
         let bodyBytes = 8 << 20
         let body = Data(repeating: UInt8(ascii: "a"), count: bodyBytes - 6) + Data("zz-end".utf8)
         let runs = 40
-        final class Arrivals: Sendable { let count = Atomic(0) }
-        let arrived = Arrivals()
-        let release: @Sendable () -> Void = {
-            arrived.count.add(1, ordering: .relaxed)
-            let until = ContinuousClock.now + .seconds(2)
-            while arrived.count.load(ordering: .relaxed) < runs, ContinuousClock.now < until { usleep(10_000) }
-        }
+        let release = Self.holdUntilAllArrive(runs)
         // Four servers: each gets no more than its share of the client's transfers (16 of 64).
         let servers = try (0..<4).map { _ in try LoopbackHTTPServer { _ in .respondHolding(status: 200, body: body, held: 1, release: release) } }
         defer { for server in servers { server.stop() } }
@@ -1143,13 +1149,7 @@ struct ProbeHardeningTests {
         let item = #"{"name":""# + String(repeating: "x", count: 200) + #"","n":1},"#
         let body = Data(("[" + String(repeating: item, count: (3 << 20) / item.utf8.count) + #"{"name":"last","n":2}]"#).utf8)
         let runs = 16
-        final class Arrivals: Sendable { let count = Atomic(0) }
-        let arrived = Arrivals()
-        let release: @Sendable () -> Void = {
-            arrived.count.add(1, ordering: .relaxed)
-            let until = ContinuousClock.now + .seconds(2)
-            while arrived.count.load(ordering: .relaxed) < runs, ContinuousClock.now < until { usleep(10_000) }
-        }
+        let release = Self.holdUntilAllArrive(runs)
         let server = try LoopbackHTTPServer { _ in .respondHolding(status: 200, body: body, held: 1, release: release) }
         defer { server.stop() }
         let memory = CheckMemory.shared
