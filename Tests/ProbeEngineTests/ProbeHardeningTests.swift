@@ -1497,6 +1497,31 @@ struct CancelledBlockingStepTests {
         return clock.now - cancelled
     }
 
+    /// A check waiting for check memory (`CheckMemory`) ends when its run is cancelled (the agent
+    /// stopping), not at its run's time-out.
+    @Test func aJSONCheckWaitingForCheckMemoryEndsWhenCancelled() async throws {
+        let body = Data(("[" + String(repeating: #"{"a":0},"#, count: 100_000) + #"{"a":1}]"#).utf8)
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: body) }
+        defer { server.stop() }
+        let memory = CheckMemory.shared
+        let waitsBefore = memory.waits
+        // Every byte of the budget held: the check's tree (about 29 MiB) must wait.
+        var held = memory.reserve(memory.limit, until: .now, mayWait: false)
+        defer { held = nil }
+        let probe = try makeProbe("""
+            name: waits-for-memory
+            component: api
+            interval: 5m
+            timeout: 60s
+            steps:
+              - name: get
+                request: {url: "\(server.baseURL)/"}
+                assert: {json: ["$[0].a == 0"]}
+            """)
+        let took = try await runThenCancel(probe) { memory.waits > waitsBefore }
+        #expect(took < .seconds(1), "ended \(took) after cancellation")
+    }
+
     @Test func aTCPStepWaitingOnASilentServerEndsWhenCancelled() async throws {
         // Never accepted: the kernel completes the handshake, and the step waits for "220 ".
         let (listener, port) = try listenOnLoopback()

@@ -29,6 +29,8 @@ public final class CheckMemory: @unchecked Sendable {
     /// tree bytes per body byte, in `[{},{},…]`), as do most of a few hundred KiB.
     static let ownBytes = 4 << 20
 
+    /// How often a waiting reservation looks whether its run was cancelled.
+    static let cancellationCheck = Duration.milliseconds(100)
     /// Trees at least this large are handed back to the system when let go (`Lease`).
     static let trimAfter = 8 << 20
 
@@ -105,7 +107,8 @@ public final class CheckMemory: @unchecked Sendable {
     }
 
     /// Reserves `bytes`, waiting for them until `deadline` when `mayWait`; nil when the deadline
-    /// came first.
+    /// came first or the run's task was cancelled (the agent is stopping: `shutdown_grace`), which
+    /// a wait looks for every `cancellationCheck`.
     func reserve(_ bytes: Int, until deadline: ContinuousClock.Instant, mayWait: Bool) -> Lease? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -117,14 +120,14 @@ public final class CheckMemory: @unchecked Sendable {
         let clock = ContinuousClock()
         while !(line.first == ticket && fits(bytes)) {
             let left = clock.now.duration(to: deadline)
-            guard left > .zero else {
+            guard left > .zero, !Task.isCancelled else {
                 line.removeAll { $0 == ticket }
                 pthread_cond_broadcast(changed)  // the next in line may fit now
                 return nil
             }
             var until = timespec()
             clock_gettime(CLOCK_MONOTONIC, &until)
-            let (seconds, attoseconds) = left.components
+            let (seconds, attoseconds) = min(left, Self.cancellationCheck).components
             let nanoseconds = Int(until.tv_nsec) + Int(attoseconds / 1_000_000_000)
             until.tv_sec += Int(seconds) + nanoseconds / 1_000_000_000
             until.tv_nsec = nanoseconds % 1_000_000_000
