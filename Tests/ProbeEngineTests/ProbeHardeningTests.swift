@@ -1522,6 +1522,51 @@ struct CancelledBlockingStepTests {
         #expect(took < .seconds(1), "ended \(took) after cancellation")
     }
 
+    /// A check waiting for check memory blocked its check thread, and with the 64 threads all
+    /// waiting, another probe's `body_contains` queued behind them until they gave up (59 s in
+    /// this test before). Waiting checks now leave their thread's place to others.
+    @Test func checksWaitingForCheckMemoryDoNotHoldBackOtherChecks() async throws {
+        let big = Data(("[" + String(repeating: #"{"a":0},"#, count: 100_000) + #"{"a":1}]"#).utf8)
+        let server = try LoopbackHTTPServer { request in
+            request.path == "/big" ? .respond(status: 200, body: big) : .respond(status: 200, body: Data("all is well".utf8))
+        }
+        defer { server.stop() }
+        let memory = CheckMemory.shared
+        let waitsBefore = memory.waits
+        var held = memory.reserve(memory.limit, until: .now, mayWait: false)
+        defer { held = nil }
+        let runner = ProbeRunner(client: CurlHTTPClient(threads: 64), logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let waiting = try makeProbe("""
+            name: waits-for-memory
+            component: api
+            interval: 5m
+            timeout: 60s
+            steps:
+              - name: get
+                request: {url: "\(server.baseURL)/big"}
+                assert: {json: ["$[0].a == 0"]}
+            """)
+        let other = try makeProbe("""
+            name: other
+            component: api
+            interval: 5m
+            timeout: 5s
+            steps:
+              - name: get
+                request: {url: "\(server.baseURL)/small"}
+                assert: {body_contains: well}
+            """)
+        let context = RunContext(agent: "agent-1", region: "eu", variables: [:])
+        let waiters = (0..<70).map { _ in Task { await runner.run(waiting, context: context) } }
+        defer { for task in waiters { task.cancel() } }
+        try await waitUntil("64 checks waiting for memory", timeout: .seconds(30)) { memory.waits >= waitsBefore + 64 }
+        let clock = ContinuousClock()
+        let started = clock.now
+        let result = await runner.run(other, context: context)
+        #expect(result.error == nil, "\(result.error?.message ?? "")")
+        #expect(clock.now - started < .seconds(3), "took \(clock.now - started)")
+    }
+
     @Test func aTCPStepWaitingOnASilentServerEndsWhenCancelled() async throws {
         // Never accepted: the kernel completes the handshake, and the step waits for "220 ".
         let (listener, port) = try listenOnLoopback()

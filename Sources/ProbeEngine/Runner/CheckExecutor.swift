@@ -53,6 +53,27 @@ final class CheckExecutor: TaskExecutor, @unchecked Sendable {
         }
     }
 
+    /// Runs `wait` (a check waiting for `CheckMemory`) on this check thread without counting the
+    /// thread against `maxThreads`, starting another when jobs are queued: 64 checks waiting for
+    /// memory must not hold back other probes' checks (a `body_contains` waited behind them until
+    /// they gave up). Threads stay at most `maxThreads` plus the checks waiting at once.
+    func whileWaiting<T>(_ wait: () -> T) -> T {
+        pthread_mutex_lock(mutex)
+        threads -= 1
+        let start = jobs.count - head > idle && threads < maxThreads
+        if start { threads += 1 }
+        pthread_mutex_unlock(mutex)
+        if start {
+            DetachedThread.start(name: "sonde.check", stackSize: 1 << 20) { [self] in self.work() }
+        }
+        defer {
+            pthread_mutex_lock(mutex)
+            threads += 1
+            pthread_mutex_unlock(mutex)
+        }
+        return wait()
+    }
+
     /// Nice value of the check threads: when the CPU is short, a spinning check yields to the
     /// curl loop (which keeps every probe's schedule) and to the rest of the agent.
     static let niceness: Int32 = 10

@@ -111,9 +111,22 @@ public final class CheckMemory: @unchecked Sendable {
     /// a wait looks for every `cancellationCheck`.
     func reserve(_ bytes: Int, until deadline: ContinuousClock.Instant, mayWait: Bool) -> Lease? {
         pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        if bytes <= Self.ownBytes || !mayWait || (line.isEmpty && fits(bytes)) { return grant(bytes) }
+        if bytes <= Self.ownBytes || !mayWait || (line.isEmpty && fits(bytes)) {
+            let lease = grant(bytes)
+            pthread_mutex_unlock(mutex)
+            return lease
+        }
         waitCount += 1
+        pthread_mutex_unlock(mutex)
+        // A waiting check thread does not count against the check threads' limit.
+        guard CheckExecutor.isCurrentThread else { return waitInLine(bytes, until: deadline) }
+        return CheckExecutor.shared.whileWaiting { waitInLine(bytes, until: deadline) }
+    }
+
+    /// `reserve`'s wait in line, on a check thread.
+    private func waitInLine(_ bytes: Int, until deadline: ContinuousClock.Instant) -> Lease? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         let ticket = nextTicket
         nextTicket += 1
         line.append(ticket)
