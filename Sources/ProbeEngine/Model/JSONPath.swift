@@ -337,9 +337,10 @@ struct LazyJSON {
 
     /// Whether the first byte after white space (and a byte order mark) can begin a JSON value.
     private static func startsAsJSON(_ body: Data) -> Bool {
-        var bytes = body.drop { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+        let space: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+        var bytes = body[...]
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
-        guard let first = bytes.first else { return false }
+        guard let first = bytes.first(where: { !space($0) }) else { return false }
         return "{[\"-0123456789tfn".utf8.contains(first)
     }
 }
