@@ -1497,10 +1497,27 @@ struct CancelledBlockingStepTests {
         return clock.now - cancelled
     }
 
+    /// A JSON body whose tree (about 29 MiB) waits when the check memory is all held.
+    static let bodyWaitingForMemory = Data(("[" + String(repeating: #"{"a":0},"#, count: 100_000) + #"{"a":1}]"#).utf8)
+
+    /// A probe with a 60 s time-out checking the JSON body at `url`.
+    static func waitingForMemory(url: String) throws -> ProbeDefinition {
+        try makeProbe("""
+            name: waits-for-memory
+            component: api
+            interval: 5m
+            timeout: 60s
+            steps:
+              - name: get
+                request: {url: "\(url)"}
+                assert: {json: ["$[0].a == 0"]}
+            """)
+    }
+
     /// A check waiting for check memory (`CheckMemory`) ends when its run is cancelled (the agent
     /// stopping), not at its run's time-out.
     @Test func aJSONCheckWaitingForCheckMemoryEndsWhenCancelled() async throws {
-        let body = Data(("[" + String(repeating: #"{"a":0},"#, count: 100_000) + #"{"a":1}]"#).utf8)
+        let body = Self.bodyWaitingForMemory
         let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: body) }
         defer { server.stop() }
         let memory = CheckMemory.shared
@@ -1508,16 +1525,7 @@ struct CancelledBlockingStepTests {
         // Every byte of the budget held: the check's tree (about 29 MiB) must wait.
         var held = memory.reserve(memory.limit, until: .now, mayWait: false)
         defer { held = nil }
-        let probe = try makeProbe("""
-            name: waits-for-memory
-            component: api
-            interval: 5m
-            timeout: 60s
-            steps:
-              - name: get
-                request: {url: "\(server.baseURL)/"}
-                assert: {json: ["$[0].a == 0"]}
-            """)
+        let probe = try Self.waitingForMemory(url: "\(server.baseURL)/")
         let took = try await runThenCancel(probe) { memory.waits > waitsBefore }
         #expect(took < .seconds(1), "ended \(took) after cancellation")
     }
@@ -1526,7 +1534,7 @@ struct CancelledBlockingStepTests {
     /// waiting, another probe's `body_contains` queued behind them until they gave up (59 s in
     /// this test before). Waiting checks now leave their thread's place to others.
     @Test func checksWaitingForCheckMemoryDoNotHoldBackOtherChecks() async throws {
-        let big = Data(("[" + String(repeating: #"{"a":0},"#, count: 100_000) + #"{"a":1}]"#).utf8)
+        let big = Self.bodyWaitingForMemory
         let server = try LoopbackHTTPServer { request in
             request.path == "/big" ? .respond(status: 200, body: big) : .respond(status: 200, body: Data("all is well".utf8))
         }
@@ -1536,16 +1544,7 @@ struct CancelledBlockingStepTests {
         var held = memory.reserve(memory.limit, until: .now, mayWait: false)
         defer { held = nil }
         let runner = ProbeRunner(client: CurlHTTPClient(threads: 64), logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
-        let waiting = try makeProbe("""
-            name: waits-for-memory
-            component: api
-            interval: 5m
-            timeout: 60s
-            steps:
-              - name: get
-                request: {url: "\(server.baseURL)/big"}
-                assert: {json: ["$[0].a == 0"]}
-            """)
+        let waiting = try Self.waitingForMemory(url: "\(server.baseURL)/big")
         let other = try makeProbe("""
             name: other
             component: api
