@@ -1158,6 +1158,7 @@ struct ProbeHardeningTests {
         defer { memory.limit = limit }
         memory.resetPeak()
         let waitsBefore = memory.waits
+        let releasedElsewhereBefore = memory.releasedOffCheckThreads
         let client = CurlHTTPClient(threads: 32)
         let runner = ProbeRunner(client: client, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         let probe = try makeProbe("""
@@ -1183,6 +1184,32 @@ struct ProbeHardeningTests {
         #expect(memory.peak <= (64 << 20) + JSONValue.maxTreeBytes, "held \(memory.peak >> 20) MiB at once")
         #expect(memory.waits > waitsBefore, "no check waited: the budget was never reached")
         #expect(memory.held == 0)
+        // Each tree was let go on the check thread that read it, not on the curl loop.
+        #expect(memory.releasedOffCheckThreads == releasedElsewhereBefore)
+    }
+
+    /// A response read for its step's secret extractions whose status then fails: its tree is
+    /// let go on a check thread too, not on the curl loop (freeing a large tree, and handing it
+    /// back to the system, there would hold every other probe's transfers).
+    @Test("a tree read for a step's secrets is let go on a check thread when the step's status check fails")
+    func treeOfAFailedStatusIsLetGoOffTheLoop() async throws {
+        let body = Data(("{\"token\":\"" + String(repeating: "t", count: 40) + "\",\"items\":[" + String(repeating: "1,", count: 50_000) + "1]}").utf8)
+        let server = try LoopbackHTTPServer { _ in .respond(status: 500, headers: [("Content-Type", "application/json")], body: body) }
+        defer { server.stop() }
+        let probe = try makeProbe("""
+            name: secret-then-status
+            component: api
+            interval: 30s
+            timeout: 10s
+            steps:
+              - name: get
+                request: {url: "${base_url}/"}
+                extract: {token: {json: $.token}}
+            """)
+        let before = CheckMemory.shared.releasedOffCheckThreads
+        let result = await run(probe, server)
+        #expect(result.error?.kind == .httpStatus, "\(result.error?.message ?? "")")
+        #expect(CheckMemory.shared.releasedOffCheckThreads == before)
     }
 
     @Test("a body's tree estimate, one pass that builds nothing, is what reading it spends (escaped strings: no less)")

@@ -335,6 +335,18 @@ struct LazyJSON {
         return read
     }
 
+    /// Whether a tree is held (the body was read as a document).
+    var holdsTree: Bool {
+        if case .success = result { true } else { false }
+    }
+
+    /// Lets the tree and its reservation go, where it is called: on a check thread, so that a
+    /// large tree is not freed (and handed back to the system) on the curl loop.
+    mutating func letGo() {
+        result = nil
+        lease = nil
+    }
+
     /// Whether the first byte after white space (and a byte order mark) can begin a JSON value.
     private static func startsAsJSON(_ body: Data) -> Bool {
         let space: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }

@@ -40,6 +40,7 @@ public final class CheckMemory: @unchecked Sendable {
     private var heldBytes = 0
     private var peakBytes = 0
     private var waitCount = 0
+    private var releasedElsewhere = 0
     /// Tickets of the reservations waiting, in the order they asked.
     private var line: [UInt64] = []
     private var nextTicket: UInt64 = 0
@@ -72,6 +73,9 @@ public final class CheckMemory: @unchecked Sendable {
     /// Reservations that had to wait.
     public var waits: Int { locked { waitCount } }
 
+    /// Trees let go off the check threads (tests: they are let go where they were checked).
+    var releasedOffCheckThreads: Int { locked { releasedElsewhere } }
+
     /// Starts `peak` again from what is held now (tests).
     func resetPeak() { locked { peakBytes = heldBytes } }
 
@@ -95,13 +99,15 @@ public final class CheckMemory: @unchecked Sendable {
         }
 
         deinit {
-            memory.release(bytes)
+            memory.release(bytes, onCheckThread: CheckExecutor.isCurrentThread)
             // A large tree's memory goes back to the system: freed on a check thread it stayed in
             // that thread's malloc arena, and with up to 64 check threads (16 arenas on 2 cores)
             // the agent kept about one largest tree per arena (40 probes checking 4.7 MB JSON
             // bodies held 1.1 GB with trees of 256 MiB at most at once).
+            // Never on the curl loop, which drives every other probe (trees are let go on check
+            // threads: `LazyJSON.letGo`).
             #if canImport(Glibc)
-            if bytes >= CheckMemory.trimAfter { _ = glibcMallocTrim(0) }
+            if bytes >= CheckMemory.trimAfter, CheckExecutor.isCurrentThread { _ = glibcMallocTrim(0) }
             #endif
         }
     }
@@ -162,10 +168,11 @@ public final class CheckMemory: @unchecked Sendable {
         return Lease(self, bytes: bytes)
     }
 
-    fileprivate func release(_ bytes: Int) {
+    fileprivate func release(_ bytes: Int, onCheckThread: Bool = true) {
         guard bytes > 0 else { return }
         locked {
             heldBytes -= bytes
+            if !onCheckThread { releasedElsewhere += 1 }
             if !line.isEmpty { pthread_cond_broadcast(changed) }
         }
     }

@@ -93,6 +93,8 @@ struct StepExecution {
             }
             if let digest = response.bodySHA256 { state.bodies[step.name] = BodyDigest(count: response.bodyByteCount, sha256: digest) }
             try await offLoop { () throws(StepFailure) in
+                // The tree goes with the checks, here, not on the curl loop (`LazyJSON.letGo`).
+                defer { json.letGo() }
                 try checkAssertions(response, json: &json, state: &state)
                 try extract(from: response, json: &json, state: &state)
             }
@@ -109,6 +111,8 @@ struct StepExecution {
             }
             result.error = probeError
         }
+        // A tree read for the secrets of a response whose status then failed.
+        if json.holdsTree { await offLoop { json.letGo() } }
         return StepOutcome(result: result, degradedBy: degradedBy)
     }
 
