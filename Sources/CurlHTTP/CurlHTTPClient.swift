@@ -181,6 +181,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         self.multi = multi
         self.maxTransfers = maxTransfers
         originShare = Self.originShare(slots: maxTransfers)
+        // A caller letting a body go (off this thread) may make room for transfers paused for it.
+        memory.setWaker { [weak self] in self?.wake(startingThread: false) }
     }
 
     /// The most transfers one origin (scheme, host and port of the request's URL; a redirect
@@ -307,13 +309,16 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             transfer.finish(code)
         }
         /// Transfers paused for body memory go on, in the order they began to wait, while what
-        /// they want fits; when no transfer holding budget is reading (none will let any go),
-        /// the first of them goes on past it (`BodyMemory`).
+        /// they want fits; when no transfer holding budget is reading (none will let any go) and
+        /// the bodies handed over hold at most half the budget, the first of them goes on past
+        /// it (`BodyMemory`).
         func resumeWaitingForMemory() {
             let waiting = active.values.filter(\.waitsForMemory).sorted { $0.memoryTurn < $1.memoryTurn }
             for transfer in waiting {
                 guard transfer.memoryFits(memory) else {
-                    if !active.values.contains(where: \.readsOnBudget) { resumed(transfer, transfer.resumeForMemory(excuse: true)) }
+                    if memory.mayExcuse, !active.values.contains(where: \.readsOnBudget) {
+                        resumed(transfer, transfer.resumeForMemory(excuse: true))
+                    }
                     return
                 }
                 resumed(transfer, transfer.resumeForMemory())

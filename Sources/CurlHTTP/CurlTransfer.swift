@@ -126,14 +126,17 @@ private final class TransferState {
     /// when it ends.
     var readsOnBudget: Bool { reserved > BodyMemory.ownBytes && !waitingForMemory }
 
-    /// Stops counting the body's bytes as the transfer's (it ended).
-    func releaseMemory() {
+    /// Stops counting the body's bytes as the transfer's (it ended): let go, or, when the body
+    /// goes to the caller in a response (`handOver`), counted until the caller lets it go.
+    func releaseMemory(handOver: Bool) -> BodyMemory.Hold? {
         if waitingForMemory {
             waitingForMemory = false
             memory?.stopWaiting()
         }
+        defer { memory = nil }
+        if handOver { return memory?.handOver(reserved) }
         memory?.release(reserved)
-        memory = nil
+        return nil
     }
 }
 
@@ -490,8 +493,13 @@ final class CurlTransfer: @unchecked Sendable {
     /// Frees the handle and answers the waiting caller; the transfer must be out of the multi
     /// handle (or never in it).
     func finish(_ code: CURLcode) {
-        let outcome = result(code)
-        state.releaseMemory()
+        var outcome = result(code)
+        if case .success(var response) = outcome {
+            response.bodyHold = state.releaseMemory(handOver: true)
+            outcome = .success(response)
+        } else {
+            _ = state.releaseMemory(handOver: false)
+        }
         if let handle { curl_easy_cleanup(handle) }
         handle = nil
         answer(outcome)

@@ -32,6 +32,9 @@ public struct HTTPResponse: Sendable {
     public var certificateNotAfter: Date?
     /// The subject of the certificate that expires first (`/CN=R3/O=Let's Encrypt/C=US`).
     public var certificateSubject: String?
+    /// The body's bytes in its client's body memory budget, let go with the last copy of this
+    /// response (`BodyMemory.Hold`).
+    var bodyHold: BodyMemory.Hold?
 
     public init(
         status: Int, headers: [HTTPHeader], body: Data, timings: PhaseTimings, remoteAddress: String? = nil, httpVersion: String? = nil,

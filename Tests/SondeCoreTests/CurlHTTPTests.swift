@@ -203,21 +203,56 @@ import Testing
         #expect(error?.kind == .responseTooLarge)
     }
 
-    /// `bodyMemory` counts a kept body's reserved bytes while its transfer reads them and lets
-    /// them go when it ends; a body nothing keeps costs its prefix only.
-    @Test func bodyBytesHeldAreCountedWhileTransfersRead() async throws {
+    /// `bodyMemory` counts a kept body's reserved bytes while its transfer reads them and, once
+    /// it ended, while the caller holds the response; it lets them go with the last copy. A
+    /// body nothing keeps costs its prefix only.
+    @Test func bodyBytesHeldAreCountedWhileTransfersReadAndCallersHold() async throws {
         let payload = Data(repeating: 7, count: 3 << 20)
         let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: payload) }
         defer { server.stop() }
         let own = CurlHTTPClient(threads: 4)
-        let kept = try await own.perform(HTTPRequest(url: server.baseURL, maxResponseBytes: 10 << 20))
-        #expect(kept.body == payload)
+        var kept: HTTPResponse? = try await own.perform(HTTPRequest(url: server.baseURL, maxResponseBytes: 10 << 20))
+        let same = kept?.body == payload
+        #expect(same)
         #expect(own.bodyMemory.peak >= payload.count && own.bodyMemory.peak <= 4 << 20, "\(own.bodyMemory.peak)")
+        #expect(own.bodyMemory.held >= payload.count && own.bodyMemory.handedOver == own.bodyMemory.held, "\(own.bodyMemory.held)")
+        var copy = kept
+        kept = nil
+        let heldByCopy = own.bodyMemory.held
+        #expect(heldByCopy >= payload.count, "a copy of the response still holds the body")
+        copy = nil
+        _ = copy
         #expect(own.bodyMemory.held == 0)
+        #expect(own.bodyMemory.handedOver == 0)
         let streamed = CurlHTTPClient(threads: 4)
         _ = try await streamed.perform(HTTPRequest(url: server.baseURL, keepBody: false, bodyPrefixBytes: 4096))
         #expect(streamed.bodyMemory.peak <= 16 << 10, "\(streamed.bodyMemory.peak)")
         #expect(streamed.bodyMemory.held == 0)
+    }
+
+    /// Bodies whose transfers ended still hold budget while their callers keep them (a check
+    /// waiting its turn for check memory): past half the budget, a transfer that wants more
+    /// waits for them to be let go instead of going on past the budget, and goes on as soon as
+    /// one is. Before, 150 probes whose JSON checks waited for check memory held 1088 MiB.
+    @Test func bodiesHandedOverHoldTheBudgetUntilTheirCallersLetThemGo() async throws {
+        let large = Data(repeating: 3, count: 3 << 20)
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, body: large) }
+        defer { server.stop() }
+        let own = CurlHTTPClient(threads: 4)
+        own.bodyMemory.limit = 4 << 20
+        // Alone, the first goes past the budget (nothing else would make room); its caller keeps it.
+        var first: HTTPResponse? = try await own.perform(HTTPRequest(url: server.baseURL, timeout: .seconds(20), maxResponseBytes: 10 << 20))
+        #expect(own.bodyMemory.handedOver >= large.count)
+        // The next waits for it: no transfer reads, but the body handed over holds the budget.
+        let second = Task { try await own.perform(HTTPRequest(url: server.baseURL, timeout: .seconds(20), maxResponseBytes: 10 << 20)) }
+        try await waitUntil("the second transfer to wait for body memory", timeout: .seconds(10)) { own.bodyMemory.waitingTransfers == 1 }
+        #expect(own.bodyMemory.held <= 2 * large.count, "the first body's capacity and the second's first bytes: \(own.bodyMemory.held)")
+        // Let go off the loop thread (here, a test task): the loop is woken and the second goes on.
+        first = nil
+        _ = first
+        let started = ContinuousClock.now
+        #expect(try await second.value.body == large)
+        #expect(ContinuousClock.now - started < .seconds(5))
     }
 
     /// Over the body memory budget (4 MiB here), a transfer waits while another that holds
@@ -239,7 +274,7 @@ import Testing
         own.bodyMemory.limit = 4 << 20
 
         // Alone, it passes the budget: nothing else would ever make room for it.
-        let first = Task { try await own.perform(HTTPRequest(url: holding.baseURL, timeout: .seconds(20), maxResponseBytes: 10 << 20)) }
+        var first: Task<HTTPResponse, any Error>? = Task { try await own.perform(HTTPRequest(url: holding.baseURL, timeout: .seconds(20), maxResponseBytes: 10 << 20)) }
         try await waitUntil("the 8 MiB body held but for its last byte", timeout: .seconds(10)) { own.bodyMemory.held >= 8 << 20 }
         // While it reads, another waits for it, and its time-out says why.
         let error = await #expect(throws: HTTPTransferError.self) {
@@ -248,7 +283,12 @@ import Testing
         #expect(error?.kind == .timeout)
         #expect(error?.message.contains("ms of it paused for memory for the body: the agent's transfers held their budget for response bodies (limits.body_memory, 4 MiB)") == true, "\(error?.message ?? "")")
         gate.open.store(true, ordering: .relaxed)
-        #expect(try await first.value.body == large)
+        let firstBody = try await first?.value.body
+        #expect(firstBody == large)
+        // Its task keeps the response, and so its budget, until the task is let go.
+        #expect(own.bodyMemory.held == own.bodyMemory.handedOver && own.bodyMemory.held >= large.count)
+        first = nil
+        _ = first
         #expect(own.bodyMemory.held == 0)
         #expect(try await own.perform(HTTPRequest(url: plain.baseURL, timeout: .seconds(5), maxResponseBytes: 10 << 20)).body == medium)
     }

@@ -127,9 +127,9 @@ public struct AgentConfig: Sendable {
 
     public struct Limits: Sendable, Hashable {
         /// `limits.body_memory` (size of at least 1MiB such as `256MiB`, default `256MiB`): the
-        /// response-body bytes all probes' transfers in flight may hold in memory together,
-        /// beyond 256 KiB each (`CurlHTTP.BodyMemory`); a transfer that finds it spent is paused
-        /// until bodies are let go. Applied at start.
+        /// response-body bytes all probes may hold in memory together, from the first byte until
+        /// the step's checks end, beyond 256 KiB each (`CurlHTTP.BodyMemory`); a transfer that
+        /// finds it spent is paused until bodies are let go. Applied at start.
         public var bodyMemory: Int = BodyMemory.defaultLimit
         /// `limits.check_memory` (size of at least 64MiB such as `256MiB`, default `256MiB`): the
         /// memory the trees of JSON bodies being checked may hold together (`ProbeEngine.CheckMemory`);

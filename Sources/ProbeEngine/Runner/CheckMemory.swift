@@ -4,9 +4,9 @@ import Glibc
 import SondeCore
 
 /// The memory the trees of JSON bodies being checked hold together, and its budget
-/// (`limits.check_memory`). The transfers' budget (`CurlHTTP.BodyMemory`) ends when a body is
-/// handed to its checks, and each tree is capped alone (`JSONValue.maxTreeBytes`), but nothing
-/// bounded them together: 40 probes checking 9.5 MB JSON bodies every 2 s held 1.9 GB (the
+/// (`limits.check_memory`). The bodies themselves stay in `CurlHTTP.BodyMemory` until the checks
+/// end; each tree is capped alone (`JSONValue.maxTreeBytes`), but nothing bounded the trees
+/// together: 40 probes checking 9.5 MB JSON bodies every 2 s held 1.9 GB (the
 /// check threads build up to 64 trees at once).
 ///
 /// Before a body is parsed, what its tree will take (`JSONTree.estimate`, one pass over the
