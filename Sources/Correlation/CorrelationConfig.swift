@@ -28,9 +28,9 @@ public struct CorrelationConfig: Sendable, Codable, Hashable {
     /// batching and network jitter do not make fast-probing agents flap.
     public var silentMin: TimeInterval
     /// `local_confidence` (0.5…0.999999, default 0.999): an agent failing on a component is local
-    /// when a one-sided two-proportion z-test says, at this confidence, that its failure rate over
-    /// its window is above its same-region peers' pooled rate (default: z ≥ 3.09), each side
-    /// with at least `min_runs` runs.
+    /// when Fisher's exact test (one-sided) says, at this confidence, that its failure rate over
+    /// its window is above its same-region peers' pooled rate, each side with at least
+    /// `min_runs` runs.
     public var localConfidence: Double
     /// `local_fault_peers` (Int, default 1): passing same-region peers an agent needs before the
     /// peer test can call its failures its own. With 1, a region of two agents can tell one bad

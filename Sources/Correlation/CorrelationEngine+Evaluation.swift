@@ -659,7 +659,7 @@ extension CorrelationEngine {
 
     /// Which failing agents are local: (1) a failing control probe makes the whole agent local;
     /// (2) per component, an agent whose failure rate over its window is above its same-region
-    /// peers' pooled rate by the one-sided two-proportion z-test at `local_confidence`; (3) local
+    /// peers' pooled rate by Fisher's exact test (one-sided) at `local_confidence`; (3) local
     /// by (2) on 2+ components and more than half of those it reports: all its data is excluded.
     /// Each agent weighs at most as much as its region's lower-median agent in the peer pool, and
     /// no agent is local by (2) where most of its region's agents fail. A failing agent
@@ -676,7 +676,6 @@ extension CorrelationEngine {
         let componentCount = componentNames.count
         let regionCount = regionNames.count
         let cfg = config
-        let z = Self.normalQuantile(cfg.localConfidence)
         // Peer pools: every agent that counts, before any local decision. Each agent weighs at
         // most as much as the region's lower-median agent there: one agent that reports a
         // component through 150 probes of its own (runs the others cannot check) must not
@@ -763,7 +762,7 @@ extension CorrelationEngine {
                     !regionMostlyFailing
                     && Self.exceedsPeers(
                         failed: Int(x.allFailed), runs: Int(x.allRuns), peerFailed: Int(peerFailed), peerRuns: Int(peerRuns),
-                        minRuns: cfg.minRuns, z: z)
+                        minRuns: cfg.minRuns, confidence: cfg.localConfidence)
                 if covered, let incident = tracks[c].incident {
                     // A fault of its own from before the incident, failing unlike anyone else
                     // (connection refused while the platform answers 500): it stays local, neither
@@ -886,38 +885,32 @@ extension CorrelationEngine {
         x.state.isFailing || x.failed >= Int32(cfg.confirmFailures)
     }
 
-    /// The one-sided two-proportion z-test: is `failed/runs` above `peerFailed/peerRuns` with
-    /// statistic at least `z`? Each side needs `minRuns` runs; no failure is never above.
-    static func exceedsPeers(failed: Int, runs: Int, peerFailed: Int, peerRuns: Int, minRuns: Int, z: Double) -> Bool {
+    /// Fisher's exact test, one-sided: is `failed/runs` above `peerFailed/peerRuns` at
+    /// `confidence`? The chance that, with every run as likely to fail on this agent as on its
+    /// peers, at least `failed` of the `failed + peerFailed` failures would fall among its `runs`
+    /// (the hypergeometric tail) must be at most 1 − `confidence`. Each side needs `minRuns`
+    /// runs; no failure is never above. Exact at any size: the two-proportion z-test it replaces
+    /// is too eager on the few runs an agent has after a recovery (5 of 5 failed against 0 of 5
+    /// passed z = 3.16 > 3.09; here p = 1/252), and called 6 in 300 simulated agents local
+    /// during a 10 % fault in their region (their region's runs all fail alike).
+    static func exceedsPeers(failed: Int, runs: Int, peerFailed: Int, peerRuns: Int, minRuns: Int, confidence: Double) -> Bool {
         guard runs >= minRuns, peerRuns >= minRuns, failed > 0 else { return false }
-        let p1 = Double(failed) / Double(runs)
-        let p2 = Double(peerFailed) / Double(peerRuns)
-        guard p1 > p2 else { return false }
-        let pooled = Double(failed + peerFailed) / Double(runs + peerRuns)
-        let se = (pooled * (1 - pooled) * (1 / Double(runs) + 1 / Double(peerRuns))).squareRoot()
-        guard se > 0 else { return true }
-        return (p1 - p2) / se >= z
+        guard failed * peerRuns > peerFailed * runs else { return false }
+        return fisherUpperTail(failed: failed, runs: runs, peerFailed: peerFailed, peerRuns: peerRuns) <= 1 - confidence
     }
 
-    /// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
-    static func normalQuantile(_ p: Double) -> Double {
-        let a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00]
-        let b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01]
-        let c = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00]
-        let d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00]
-        let low = 0.02425
-        if p < low {
-            let q = (-2 * log(p)).squareRoot()
-            return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    /// P(X ≥ failed) for X hypergeometric: `runs` drawn from `runs + peerRuns` of which
+    /// `failed + peerFailed` failed.
+    static func fisherUpperTail(failed: Int, runs: Int, peerFailed: Int, peerRuns: Int) -> Double {
+        let all = runs + peerRuns
+        let failures = failed + peerFailed
+        func logChoose(_ n: Int, _ k: Int) -> Double { lgamma(Double(n + 1)) - lgamma(Double(k + 1)) - lgamma(Double(n - k + 1)) }
+        let total = logChoose(all, runs)
+        var tail = 0.0
+        for x in failed...min(runs, failures) where runs - x <= all - failures {
+            tail += exp(logChoose(failures, x) + logChoose(all - failures, runs - x) - total)
         }
-        if p > 1 - low {
-            let q = (-2 * log(1 - p)).squareRoot()
-            return -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-        }
-        let q = p - 0.5
-        let r = q * q
-        return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
-            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+        return min(1, tail)
     }
 
     // MARK: Phase 3b: region quorum

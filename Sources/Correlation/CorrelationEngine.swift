@@ -32,8 +32,8 @@ import SondeCore
 /// - **Local (scope agent), phase `localFaultPhase`.** (1) A failing control probe makes the whole
 ///   agent local; a control whose latest run failed, unconfirmed, holds the agent's data back.
 ///   (2) Per component: the agent's failure rate over its window (≥ `min_runs` runs) is above its
-///   same-region peers' pooled rate (≥ `min_runs` runs) by a one-sided two-proportion z-test at
-///   `local_confidence` (0.999, z ≥ 3.09) — so random errors at the same rate everywhere never make
+///   same-region peers' pooled rate (≥ `min_runs` runs) by Fisher's exact test, one-sided, at
+///   `local_confidence` (0.999) — so random errors at the same rate everywhere never make
 ///   an agent local, while one bad host is. (3) Local by (2) on 2+ components and more than half it
 ///   reports: all its data is excluded. While an investigating incident covers its region, its
 ///   failure is that incident's evidence instead. A failing agent that no same-region peer
