@@ -161,6 +161,8 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         var timers = TimerQueue()
         var started = false
         var stopping = false
+        /// The loop thread ended and cleaned the multi handle up: nothing may wake it now.
+        var finished = false
         /// `afterEachRound` observers.
         var roundObservers: [@Sendable (ContinuousClock.Instant) -> Void] = []
     }
@@ -182,7 +184,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
         self.maxTransfers = maxTransfers
         originShare = Self.originShare(slots: maxTransfers)
         // A caller letting a body go (off this thread) may make room for transfers paused for it.
-        memory.setWaker { [weak self] in self?.wake(startingThread: false) }
+        memory.setWaker { [weak self] in self?.wakeUnlessFinished() }
     }
 
     /// The most transfers one origin (scheme, host and port of the request's URL; a redirect
@@ -282,6 +284,16 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
             DetachedThread.start(name: "sonde.curl", stackSize: 1 << 20) { [self] in self.run() }
         } else if !isLoopThread {
             curl_multi_wakeup(multi)
+        }
+    }
+
+    /// Wakes the loop from another thread unless it has ended: a body let go after its client
+    /// (`BodyMemory.Hold`) must not wake a multi handle that is cleaned up. Under the lock, so
+    /// the cleanup cannot come between the look and the wake-up.
+    private func wakeUnlessFinished() {
+        guard !isLoopThread else { return }
+        state.withLock { s in
+            if s.started, !s.finished { curl_multi_wakeup(multi) }
         }
     }
 
@@ -451,6 +463,7 @@ final class CurlMultiLoop: TaskExecutor, @unchecked Sendable {
                 curl_multi_poll(multi, nil, 0, timeout, nil)
             }
         }
+        state.withLock { $0.finished = true }
         curl_multi_cleanup(multi)
     }
 
