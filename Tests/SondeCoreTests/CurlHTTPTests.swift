@@ -203,6 +203,61 @@ import Testing
         #expect(error?.kind == .responseTooLarge)
     }
 
+    /// A zstd frame of `blocks` RLE blocks of 128 KiB of zeros each: 4 bytes a block, so 1 KiB of
+    /// it decodes to 32 MiB (made by hand: no zstd encoder here).
+    static func zstdBomb(blocks: Int) -> Data {
+        var frame: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD, 0x00, 0x38]  // magic; no size, no checksum; window 128 KiB
+        for block in 0..<blocks {
+            let header = (131_072 << 3) | (1 << 1) | (block == blocks - 1 ? 1 : 0)  // size, RLE, last
+            frame += [UInt8(header & 0xFF), UInt8((header >> 8) & 0xFF), UInt8(header >> 16), 0x00]
+        }
+        return Data(frame)
+    }
+
+    /// While a transfer is paused, libcurl keeps what the rest of its read decodes to. A server
+    /// may not choose a coding the request did not accept, nor nest codings (their ratios
+    /// multiply): either is refused at its headers, before anything is decoded.
+    @Test func codingsTheRequestDidNotAcceptOrNestedAreRefusedAtTheHeaders() async throws {
+        let bomb = Self.zstdBomb(blocks: 2048)  // 8 KiB, 256 MiB of zeros
+        let server = try LoopbackHTTPServer { request in
+            .respond(status: 200, headers: [("Content-Encoding", request.path == "/nested" ? "gzip, gzip" : "zstd")], body: bomb)
+        }
+        defer { server.stop() }
+        let own = CurlHTTPClient(threads: 4)
+        for (path, accepts, says) in [
+            ("/zstd", "gzip", "Content-Encoding is zstd, and the request did not accept zstd (Accept-Encoding: gzip)"),
+            ("/nested", "gzip", "Content-Encoding nests 2 codings (gzip, gzip)"),
+            ("/nested", "*", "Content-Encoding nests 2 codings (gzip, gzip)"),
+        ] {
+            let error = await #expect(throws: HTTPTransferError.self) {
+                _ = try await own.perform(HTTPRequest(url: server.baseURL + path, headers: [HTTPHeader("Accept-Encoding", accepts)], maxResponseBytes: 10 << 20))
+            }
+            #expect(error?.kind == .decodedTooLarge, "\(path) \(accepts)")
+            #expect(error?.message.contains(says) == true, "\(error?.message ?? "")")
+        }
+        #expect(own.bodyMemory.peak <= 64 << 10, "nothing decoded: \(own.bodyMemory.peak)")
+        // Accepted, zstd is decoded (and capped by max_body as any body is).
+        let capped = await #expect(throws: HTTPTransferError.self) {
+            _ = try await own.perform(HTTPRequest(url: server.baseURL + "/zstd", headers: [HTTPHeader("Accept-Encoding", "gzip, zstd")], maxResponseBytes: 1 << 20))
+        }
+        #expect(capped?.kind == .responseTooLarge, "\(capped?.message ?? "")")
+        // Without Accept-Encoding curl decodes nothing, whatever the server says.
+        let raw = try await own.perform(HTTPRequest(url: server.baseURL + "/zstd", maxResponseBytes: 1 << 20))
+        #expect(raw.body == bomb)
+    }
+
+    @Test func contentCodingsAcceptedAndRefused() {
+        #expect(ContentCodings.accepted("gzip, deflate;q=0.5 , BR") == ["identity", "gzip", "deflate", "br"])
+        #expect(ContentCodings.listed(" gzip ,, identity") == ["gzip", "identity"])
+        let gzipOnly = ContentCodings.accepted("gzip")
+        #expect(ContentCodings.refusal(["gzip"], accepted: gzipOnly) == nil)
+        #expect(ContentCodings.refusal(["identity"], accepted: gzipOnly) == nil)
+        #expect(ContentCodings.refusal(["gzip", "identity"], accepted: gzipOnly) == nil)
+        #expect(ContentCodings.refusal(["br"], accepted: gzipOnly)?.contains("did not accept br") == true)
+        #expect(ContentCodings.refusal(["gzip", "gzip"], accepted: gzipOnly)?.contains("nests 2 codings") == true)
+        #expect(ContentCodings.refusal(["zstd"], accepted: ContentCodings.accepted("*")) == nil)
+    }
+
     /// `bodyMemory` counts a kept body's reserved bytes while its transfer reads them and, once
     /// it ended, while the caller holds the response; it lets them go with the last copy. A
     /// body nothing keeps costs its prefix only.

@@ -8,14 +8,21 @@ outcomes.
 
     PATH=$PATH:/usr/sbin python3 scripts/bench/check_memory.py --agents OLD/sonde-agent,NEW/sonde-agent \
         [--probes 40] [--mib 9] [--seconds 40] [--config-extra 'limits: {check_memory: 128MiB}']
+
+With --gzip-bomb the probes instead GET a gzip bomb (256 MiB of zeros, about 250 KiB) served as
+`Content-Encoding: gzip` by a server in this script, with `Accept-Encoding: gzip` and a status
+check only: what libcurl holds for paused decoding transfers, outside the agent's budgets.
 """
 import argparse
+import gzip
 import json
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agent_bench as ab  # noqa: E402
@@ -29,15 +36,22 @@ def main():
     p.add_argument("--mib", type=float, default=9)
     p.add_argument("--seconds", type=int, default=40)
     p.add_argument("--config-extra", default="", help="a line added to each agent's config")
+    p.add_argument("--gzip-bomb", action="store_true", help="probes decode a gzip bomb (status check only) instead")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="sonde-check-memory-")
+    bomb_server = None
     try:
-        target = ab.nginx(work)
-        items = [{"id": i, "name": "x" * 20, "v": [1, 2, 3]} for i in range(int(args.mib * (1 << 20) / 60))]
-        body = json.dumps({"items": items})
-        open(os.path.join(work, "www", "big.json"), "w").write(body)
-        url = target.replace("small.txt", "big.json")
-        print(f"{args.probes} probes, each checking a {len(body)}-byte JSON body every 2 s (timeout 10 s), {args.seconds} s per agent")
+        if args.gzip_bomb:
+            bomb_server = serve_gzip_bomb()
+            url = f"http://127.0.0.1:{bomb_server.server_address[1]}/bomb"
+            print(f"{args.probes} probes, each decoding a gzip bomb (256 MiB of zeros) every 2 s (timeout 10 s), {args.seconds} s per agent")
+        else:
+            target = ab.nginx(work)
+            items = [{"id": i, "name": "x" * 20, "v": [1, 2, 3]} for i in range(int(args.mib * (1 << 20) / 60))]
+            body = json.dumps({"items": items})
+            open(os.path.join(work, "www", "big.json"), "w").write(body)
+            url = target.replace("small.txt", "big.json")
+            print(f"{args.probes} probes, each checking a {len(body)}-byte JSON body every 2 s (timeout 10 s), {args.seconds} s per agent")
         print("| agent | peak RSS | runs ingested | outcomes |")
         print("|---|---|---|---|")
         for n, agent_bin in enumerate(args.agents.split(",")):
@@ -46,7 +60,35 @@ def main():
     finally:
         for proc in reversed(ab.procs):
             ab.stop(proc, grace=5)
+        if bomb_server:
+            bomb_server.shutdown()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def serve_gzip_bomb():
+    """A server answering every GET with 256 MiB of zeros, gzip-compressed, as Content-Encoding: gzip."""
+    bomb = gzip.compress(bytes(256 << 20), 9)
+
+    class Bomb(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                self.wfile.write(bomb)
+            except OSError:
+                pass  # the agent gave up (its time-out)
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def window(args, work, d, agent_bin, url):
@@ -60,8 +102,8 @@ interval: 2s
 timeout: 10s
 steps:
   - name: get
-    request: {{method: GET, url: "{url}?p={i}"}}
-    assert: {{status: 200, json: ["$.items[0].id == 0"]}}
+    request: {{method: GET, url: "{url}?p={i}"{", headers: {Accept-Encoding: gzip}" if args.gzip_bomb else ""}}}
+    assert: {{status: 200{"" if args.gzip_bomb else ', json: ["$.items[0].id == 0"]'}}}
 """)
     open(d + "/agent.yaml", "w").write(
         f"agent: {{id: json-1, region: local}}\ncollector: {{url: {base}, key: {d}/agent.key}}\nspool: {{path: {d}/spool}}\n"
