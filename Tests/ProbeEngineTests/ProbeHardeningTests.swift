@@ -1140,6 +1140,48 @@ struct ProbeHardeningTests {
         #expect(client.bodyMemory.held == 0)
     }
 
+    /// A body counts in `limits.body_memory` until its step is done with it. A poll that kept its
+    /// previous answer while it read the next held budget that its own next answer, and every
+    /// other poll's, waited for: 8 polls of 1.5 MiB answers under a 4 MiB budget waited for each
+    /// other until their time-outs. The previous answer is let go before the next is read.
+    @Test("8 polls of 1.5 MiB answers under a 4 MiB body budget each let their previous answer go, and all pass")
+    func pollsLetTheirPreviousAnswerGo() async throws {
+        let running = Data(("{\"state\":\"running\",\"pad\":\"" + String(repeating: "x", count: 3 << 19) + "\"}").utf8)
+        let done = Data(#"{"state":"done"}"#.utf8)
+        let answered = Mutex<[String: Int]>([:])
+        let server = try LoopbackHTTPServer { request in
+            let n = answered.withLock { counts -> Int in
+                counts[request.path, default: 0] += 1
+                return counts[request.path]!
+            }
+            return .respond(status: 200, headers: [("Content-Type", "application/json")], body: n < 4 ? running : done)
+        }
+        defer { server.stop() }
+        let client = CurlHTTPClient(threads: 32)
+        client.bodyMemory.limit = 4 << 20
+        let runner = ProbeRunner(client: client, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let results: [ProbeResult] = await withTaskGroup(of: ProbeResult.self) { group in
+            for index in 0..<8 {
+                let probe = try! makeProbe("""
+                    name: poll-\(index)
+                    component: api
+                    interval: 1m
+                    timeout: 20s
+                    steps:
+                      - name: wait
+                        request: {url: "${base_url}/job\(index)"}
+                        poll: {every: 100ms, until: "$.state == done", max_wait: 15s, state: $.state}
+                    """)
+                let context = RunContext(agent: "agent-1", region: "eu", variables: ["base_url": server.baseURL])
+                group.addTask { await runner.run(probe, context: context) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let failed = results.compactMap { $0.error.map { "\($0.kind): \($0.message.prefix(200))" } }
+        #expect(results.count == 8 && failed.isEmpty, "\(failed.prefix(3))")
+        #expect(results.allSatisfy { $0.durationMs < 10_000 }, "\(results.map(\.durationMs))")
+    }
+
     /// 40 probes checking 9.5 MB JSON bodies every 2 s held 1.9 GB (37th session): each tree was
     /// capped alone at 48 MiB, and up to 64 check threads built them at once. Trees now share
     /// `limits.check_memory`: 16 probes whose 3 MiB JSON bodies all arrive at once (each held

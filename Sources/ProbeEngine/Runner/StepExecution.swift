@@ -416,6 +416,11 @@ struct StepExecution {
             result.url = request.url
             let response: HTTPResponse
             do {
+                // The previous answer goes before the next is read: its body counts in
+                // `limits.body_memory` until let go, and polls each holding their last answer
+                // while their next waited for that memory would wait for each other to time out.
+                // A failure code is only ever read from the answer that failed.
+                last = nil
                 response = try await send(request, result: &result)
                 last = response
                 try record(response, result: &result, state: &state)
