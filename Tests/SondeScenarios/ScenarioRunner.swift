@@ -48,6 +48,10 @@ public struct TrialOutcome: Sendable {
     public var firstAlertScopeRight: Bool?
     /// Fault → first incident.opened; nil when none came within the hold (or none expected).
     public var detection: Duration?
+    /// Fault → the end of the first failed run of an expected component (by the agents' clocks):
+    /// when the fault first showed at all. Detection less this is the engine's and the
+    /// pipeline's share; the rest is a random fault not failing any run yet. Nil when none did.
+    public var firstFailure: Duration?
     /// Fault cleared → the last incident.resolved; nil when not resolved within the wait.
     public var resolution: Duration?
     public var resolvedInTime: Bool
@@ -104,7 +108,7 @@ public struct ScenarioRunner: Sendable {
         func seconds(_ d: Duration?) -> String { d.map { String(format: "%.2f s", $0.seconds) } ?? "—" }
         return "verdict \(o.finalVerdictRight ? "right" : "WRONG (\(o.wrong.joined(separator: "; ")))"), false local \(o.falseLocalFaults), "
             + "incidents from local \(o.incidentsFromLocalFaults), flaps \(o.flaps), first scope \(o.firstAlertScopeRight.map { $0 ? "right" : "WRONG" } ?? "—"), "
-            + "detection \(seconds(o.detection)), resolution \(o.resolvedInTime ? seconds(o.resolution) : "not resolved")"
+            + "detection \(seconds(o.detection)) (first failed run \(seconds(o.firstFailure))), resolution \(o.resolvedInTime ? seconds(o.resolution) : "not resolved")"
     }
 
     func perform(_ actions: [Scenario.Action], on system: SondeSystem) async throws {
@@ -217,11 +221,13 @@ public struct ScenarioRunner: Sendable {
         if let stopped = scenario.stopAgentOnClear {
             try await system.restartAgent(stopped)
         }
+        let shown = await Self.firstFailures(scenario, system: system, since: t0Wall)
+        let firstFailure = shown.filter { $0.1.hasPrefix("first failed run") }.map(\.0).min().map { Duration.milliseconds(Int64(($0 * 1000).rounded())) }
         return TrialOutcome(
             finalVerdictRight: wrong.isEmpty, wrong: wrong, falseLocalFaults: falseLocal, incidentsFromLocalFaults: incidentsFromLocal,
-            flaps: flaps, firstAlertScopeRight: firstScopeRight, detection: detection, resolution: resolution,
+            flaps: flaps, firstAlertScopeRight: firstScopeRight, detection: detection, firstFailure: firstFailure, resolution: resolution,
             resolvedInTime: resolvedInTime,
-            events: (events.map { (($0.at - t0).seconds, $0.summary) } + (await Self.firstFailures(scenario, system: system, since: t0Wall)))
+            events: (events.map { (($0.at - t0).seconds, $0.summary) } + shown)
                 .sorted { $0.0 < $1.0 }.map { String(format: "%+.2f ", $0.0) + $0.1 })
     }
 

@@ -26,6 +26,8 @@ public struct ScenarioReport: Sendable {
         return (judged.filter { $0 }.count, judged.count)
     }
     public var detections: [Double] { outcomes.compactMap(\.detection).map(\.seconds) }
+    /// When the fault first failed a run, per trial (`TrialOutcome.firstFailure`).
+    public var firstFailures: [Double] { outcomes.compactMap(\.firstFailure).map(\.seconds) }
     public var missedDetections: Int { scenario.expected.isEmpty ? 0 : outcomes.filter { $0.detection == nil }.count }
     public var resolutions: [Double] { outcomes.compactMap(\.resolution).map(\.seconds) }
     public var unresolved: Int { outcomes.filter { !$0.resolvedInTime }.count }
@@ -70,6 +72,7 @@ public struct ScenarioReport: Sendable {
             mark(flaps == 0, "\(flaps)"),
             scope.of == 0 ? "—" : mark(Double(scope.right) >= 0.95 * Double(scope.of), "\(scope.right)/\(scope.of)"),
             detection,
+            scenario.expected.isEmpty || firstFailures.isEmpty ? "—" : "\(s(Self.median(firstFailures))) / \(s(firstFailures.max()))",
             resolution,
             meetsTargets ? "met" : "**missed**",
             notes.prefix(4).joined(separator: "; ").replacingOccurrences(of: "|", with: "/"),
@@ -78,8 +81,8 @@ public struct ScenarioReport: Sendable {
     }
 
     public static let header = """
-        | scenario | trials | right final verdict | false `agent.local_fault` | incidents from local faults | flaps | first alert scope right | detection median / max (target) | time to resolve median / max (target) | targets | what was wrong |
-        |---|---|---|---|---|---|---|---|---|---|---|
+        | scenario | trials | right final verdict | false `agent.local_fault` | incidents from local faults | flaps | first alert scope right | detection median / max (target) | first failed run median / max | time to resolve median / max (target) | targets | what was wrong |
+        |---|---|---|---|---|---|---|---|---|---|---|---|
         """
 }
 
@@ -109,6 +112,10 @@ public enum VerdictsFile {
         scope right in ≥ 95 % of trials; detection (fault → first `incident.opened` at the receiver)
         ≤ 2 intervals + 1 s (stuck: the 1 s limit + 2 intervals); time to resolve (fault cleared →
         last `incident.resolved`) ≤ 3 intervals.
+
+        First failed run (no target): fault → the end of the faulted component's first failed run,
+        by the agents' clocks. It is how long a random fault took to show at all; detection less
+        this is the engine's and the pipeline's share.
 
         Bold cells miss a target.
 
