@@ -5,7 +5,7 @@ import Synchronization
 /// `Hold`). A body nothing reads holds only its first bytes (`HTTPRequest.bodyPrefixBytes`).
 /// Counted only while transfers read, bodies handed to checks that wait their turn for check
 /// memory were held by no budget: 150 probes checking 4.6 MB JSON bodies every 2 s peaked at
-/// 1088 MiB with both budgets at 256 MiB (37th session's check-memory bench, 150 probes).
+/// 1053 MiB with both budgets at 256 MiB, 564 MiB since (BENCHMARKS-agent.md, 38th session).
 ///
 /// A transfer whose body would take more than the budget has left is paused (curl stops
 /// reading its socket, so the server waits) until other bodies are let go, in the order they
@@ -43,7 +43,7 @@ public final class BodyMemory: Sendable {
 
     /// A response body's reserved bytes after its transfer ended, counted until the last copy of
     /// the response is let go (the checks that read it ended).
-    public final class Hold: Sendable {
+    final class Hold: Sendable {
         let bytes: Int
         let memory: BodyMemory
         init(bytes: Int, memory: BodyMemory) {

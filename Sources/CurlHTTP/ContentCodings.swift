@@ -6,14 +6,15 @@ import SondeCore
 /// While a transfer is paused (its round's share, or body memory), libcurl keeps whatever the
 /// rest of its current network read decodes to, up to 64 MiB, outside any budget of ours. One
 /// 16 KiB read of a gzip bomb decodes to 16 MiB: 48 probes reading one (status checks only)
-/// peaked at 301 MiB, the 16 transfers of that origin each holding about that. Three limits:
+/// peaked at 284–286 MiB, the 16 transfers of that origin each holding about that; 39–41 MiB
+/// with these limits (BENCHMARKS-agent.md, 38th session). Three limits:
 /// - reads of `decodingReadBytes` (1 KiB) for a decoding transfer: about 1 MiB at gzip's and
 ///   deflate's largest ratio;
 /// - one coding per response: nested ones (`gzip, gzip`) multiply the ratios, and no real
 ///   server sends them;
 /// - only codings the request accepted: a server may not answer a `gzip` probe in `br` or
 ///   `zstd`, whose ratios have no such bound (a probe that accepts them is told so in
-///   docs/probes.md).
+///   probes/README.md, "Compressed bodies").
 enum ContentCodings {
     /// libcurl's smallest receive buffer (CURLOPT_BUFFERSIZE).
     static let decodingReadBytes = 1024
@@ -34,6 +35,9 @@ enum ContentCodings {
             return trimmed.isEmpty ? nil : trimmed
         }
     }
+
+    /// The codings a `Content-Encoding` value applies: `listed`, without `identity`.
+    static func applied(_ value: String) -> [String] { listed(value).filter { $0 != "identity" } }
 
     /// Why a response whose `Content-Encoding` lists `codings` is not decoded (nil: it is fine).
     static func refusal(_ codings: [String], accepted: Set<String>) -> String? {

@@ -54,7 +54,7 @@ private final class TransferState {
     let keepBytes: Int
     let hasher: SHA256Digest.Stream?
     /// The content codings the request accepts, lower-cased (nil: it asked for none, and curl
-    /// decodes nothing); the current response's codings so far; and why its coding was refused.
+    /// decodes nothing); the current response's applied codings so far; and why its coding was refused.
     let acceptedCodings: Set<String>?
     var codingsSeen: [String] = []
     var refusedCoding: String?
@@ -402,7 +402,9 @@ final class CurlTransfer: @unchecked Sendable {
                 if state.headers.isEmpty { state.headers.reserveCapacity(16) }
                 state.headers.append(HTTPHeader(name, value))
                 if let accepted = state.acceptedCodings, name.utf8.count == 16, HTTPHeader(name, "").isNamed("Content-Encoding") {
-                    state.codingsSeen += ContentCodings.listed(value)
+                    // Applied codings only: refused at the second, so a server repeating
+                    // `identity` in every header line cannot grow the list.
+                    state.codingsSeen += ContentCodings.applied(value)
                     if let refusal = ContentCodings.refusal(state.codingsSeen, accepted: accepted) {
                         state.refusedCoding = refusal
                         return 0  // curl aborts the transfer (CURLE_WRITE_ERROR) before decoding any of it

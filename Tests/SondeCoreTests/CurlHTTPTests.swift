@@ -249,6 +249,7 @@ import Testing
     @Test func contentCodingsAcceptedAndRefused() {
         #expect(ContentCodings.accepted("gzip, deflate;q=0.5 , BR") == ["identity", "gzip", "deflate", "br"])
         #expect(ContentCodings.listed(" gzip ,, identity") == ["gzip", "identity"])
+        #expect(ContentCodings.applied("identity, gzip ,IDENTITY") == ["gzip"])
         let gzipOnly = ContentCodings.accepted("gzip")
         #expect(ContentCodings.refusal(["gzip"], accepted: gzipOnly) == nil)
         #expect(ContentCodings.refusal(["identity"], accepted: gzipOnly) == nil)
