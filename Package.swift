@@ -65,6 +65,12 @@ let package = Package(
             pkgConfig: "libpcre2-8",
             providers: [.apt(["libpcre2-dev"])]
         ),
+        /// zlib, brotli's decoder and zstd (the libraries libcurl links): response bodies' content
+        /// codings, decoded by CurlHTTP itself so that each decoder's memory is counted.
+        .systemLibrary(
+            name: "CCompression",
+            providers: [.apt(["zlib1g-dev", "libbrotli-dev", "libzstd-dev"])]
+        ),
         /// OpenSSL's libcrypto, found by pkg-config: Ed25519 and SHA-256 for SondeCore. libcurl
         /// loads it anyway, so the agent carries no second crypto library.
         .systemLibrary(
@@ -87,7 +93,7 @@ let package = Package(
         /// A small HTTP client over libcurl's easy interface with phase-by-phase timings.
         .target(
             name: "CurlHTTP",
-            dependencies: ["CCurl", "SondeCore"],
+            dependencies: ["CCurl", "CCompression", "SondeCore"],
             swiftSettings: swiftSettings
         ),
 

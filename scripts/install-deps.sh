@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is there; run as root (CI is) or with sudo available.
 set -euo pipefail
 
-packages=(libcurl4-openssl-dev libyaml-dev libssl-dev libsqlite3-dev pkg-config python3 curl iproute2 procps dpkg-dev binutils passwd prometheus libfaketime libpcre2-dev openssl socat nginx-light dnsmasq-base python3-venv chromium prometheus-alertmanager postgresql haproxy)
+packages=(libcurl4-openssl-dev zlib1g-dev libbrotli-dev libzstd-dev zstd brotli libyaml-dev libssl-dev libsqlite3-dev pkg-config python3 curl iproute2 procps dpkg-dev binutils passwd prometheus libfaketime libpcre2-dev openssl socat nginx-light dnsmasq-base python3-venv chromium prometheus-alertmanager postgresql haproxy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

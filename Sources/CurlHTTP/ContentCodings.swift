@@ -1,24 +1,13 @@
 import SondeCore
 
 /// Which content codings a response may arrive in when its request asked for decoding
-/// (`Accept-Encoding`), and how much a paused transfer's decoding can hold.
-///
-/// While a transfer is paused (its round's share, or body memory), libcurl keeps whatever the
-/// rest of its current network read decodes to, up to 64 MiB, outside any budget of ours. One
-/// 16 KiB read of a gzip bomb decodes to 16 MiB: 48 probes reading one (status checks only)
-/// peaked at 284–286 MiB, the 16 transfers of that origin each holding about that; 39–41 MiB
-/// with these limits (BENCHMARKS-agent.md, 38th session). Three limits:
-/// - reads of `decodingReadBytes` (1 KiB) for a decoding transfer: about 1 MiB at gzip's and
-///   deflate's largest ratio;
-/// - one coding per response: nested ones (`gzip, gzip`) multiply the ratios, and no real
-///   server sends them;
-/// - only codings the request accepted: a server may not answer a `gzip` probe in `br` or
-///   `zstd`, whose ratios have no such bound (a probe that accepts them is told so in
-///   probes/README.md, "Compressed bodies").
+/// (`Accept-Encoding`). `ContentDecoder` decodes one coding per response, and only one the
+/// request accepted:
+/// - nested codings (`gzip, gzip`) multiply the ratios, and no real server sends them;
+/// - a server may not answer a `gzip` probe in `br` or `zstd`: the probe did not ask for their
+///   decoders' memory (up to 16 and 8 MiB a transfer, counted in the body memory).
+/// Either is refused at the headers, before anything is decoded.
 enum ContentCodings {
-    /// libcurl's smallest receive buffer (CURLOPT_BUFFERSIZE).
-    static let decodingReadBytes = 1024
-
     /// The codings an `Accept-Encoding` value accepts, lower-cased, without their weights;
     /// `identity` always (RFC 9110: acceptable unless refused with q=0, which no probe needs).
     static func accepted(_ header: String) -> Set<String> {

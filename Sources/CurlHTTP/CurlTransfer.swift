@@ -47,9 +47,11 @@ private final class TransferState {
     /// Paused for the rest of the round, and being resumed (its held data is taken whole).
     var paused = false
     var resuming = false
-    /// Paused at least once (for its round's share or for body memory): libcurl then holds
-    /// what the body decodes to until the resume.
-    var pausedOnce = false
+    /// The current response's decoder (its request accepted codings, and it applies one), the
+    /// decoder's memory counted in `memory` so far, and why decoding failed.
+    var decoder: ContentDecoder?
+    var decoderCounted = 0
+    var decodeFailure: (kind: HTTPTransferError.Kind, message: String)?
     /// Bytes of the body kept: all up to `maxBytes`, or only a prefix.
     let keepBytes: Int
     let hasher: SHA256Digest.Stream?
@@ -69,15 +71,16 @@ private final class TransferState {
 
     /// Whether the transfer had its share of this round: true pauses it (curl holds the piece
     /// and hands it over again once `resume` lifts the pause, next round).
-    func overShare(_ bytes: Int) -> Bool {
-        guard let share, !resuming else { return false }
+    /// A decoding transfer is paused again while resumed (`ContentDecoder` goes on where it
+    /// stopped); an undecoded one takes what curl held whole (one network read).
+    func overShare(_ bytes: Int, evenResuming: Bool = false) -> Bool {
+        guard let share, !resuming || evenResuming else { return false }
         if costRound != share.round {
             costRound = share.round
             roundCost = 0
         }
         if roundCost >= RoundShare.budget {
             paused = true
-            pausedOnce = true
             share.anyPaused = true
             return true
         }
@@ -104,12 +107,71 @@ private final class TransferState {
             return true
         }
         if granted(doubled) || (least < doubled && granted(least)) { return true }
+        waitFor(least - reserved)
+        return false
+    }
+
+    /// Paused until `memory` has room for `bytes` more, in line.
+    private func waitFor(_ bytes: Int) {
         waitingForMemory = true
-        pausedOnce = true
-        wantedBytes = least - reserved
+        wantedBytes = bytes
         waitingSince = .now
         waitTurn = memory?.waitTurn() ?? 0
-        return false
+    }
+
+    /// A piece of a body in `coding`, decoded (`ContentDecoder`) and taken piece by piece: what
+    /// the write callback returns. A decoder starts once the body memory has room for what its
+    /// stream's header says it needs (else the transfer waits, as for its body's bytes); what it
+    /// then allocates is counted in `memory` while the transfer lasts.
+    func decode(_ piece: UnsafeRawBufferPointer, coding name: String) -> Int {
+        if decoder == nil {
+            guard let coding = ContentDecoder.Coding(name: name) else {
+                decodeFailure = (.decodedTooLarge, "the response's Content-Encoding is \(name), which the agent does not decode (gzip, deflate, br, zstd): take it out of the step's Accept-Encoding")
+                return 0
+            }
+            let needs = ContentDecoder.memoryToStart(coding, firstBytes: piece)
+            if let memory, !excused, !memory.fits(needs, holding: reserved + decoderCounted) {
+                waitFor(needs)
+                return Int(CURL_WRITEFUNC_PAUSE)
+            }
+            guard let started = ContentDecoder(coding, firstBytes: piece) else {
+                decodeFailure = (.other, "could not start a \(coding.rawValue) decoder (out of memory?)")
+                return 0
+            }
+            decoder = started
+        }
+        guard let decoder else { return 0 }
+        let outcome = decoder.write(piece) { output in
+            if overShare(output.count, evenResuming: true) || !reserve(for: output.count) { return .pause }
+            return take(output) ? .took : .stop
+        }
+        countDecoderMemory()
+        switch outcome {
+        case .consumed: return piece.count
+        case .paused: return Int(CURL_WRITEFUNC_PAUSE)
+        case .stopped: return 0
+        case .failed(let why):
+            decodeFailure = (decoder.refusedMemory ? .decodedTooLarge : .connectionLost, why)
+            return 0
+        }
+    }
+
+    /// Brings `memory`'s count of the decoder's bytes up to date (granted past the budget: they
+    /// are already allocated; the next transfers wait for them).
+    private func countDecoderMemory() {
+        let now = decoder?.allocated ?? 0
+        if now > decoderCounted {
+            _ = memory?.grant(now - decoderCounted, holding: 0, excused: true)
+        } else if now < decoderCounted {
+            memory?.release(decoderCounted - now)
+        }
+        decoderCounted = now
+    }
+
+    /// The decoder goes (a new response begins, or the transfer ended), and its memory with it.
+    func dropDecoder() {
+        decoder = nil
+        countDecoderMemory()
     }
 
     /// One piece of the body as curl hands it over (room reserved): counted, hashed, kept up to
@@ -139,6 +201,7 @@ private final class TransferState {
             waitingForMemory = false
             memory?.stopWaiting()
         }
+        dropDecoder()
         defer { memory = nil }
         if handOver { return memory?.handOver(reserved) }
         memory?.release(reserved)
@@ -175,8 +238,6 @@ final class CurlTransfer: @unchecked Sendable {
     /// The most header bytes one transfer takes, over all its responses (1xx included): far
     /// above real responses' headers (a few KiB), far below memory trouble.
     static let maxHeaderBytes = 256 << 10
-    /// What libcurl holds of a paused transfer's body (DYN_PAUSE_BUFFER, libcurl 7.71 and later).
-    static let pausedDecodeBytes = 64 << 20
 
     let request: HTTPRequest
     private let proxies: ProxyEnvironment
@@ -347,18 +408,11 @@ final class CurlTransfer: @unchecked Sendable {
         }
 
         // Headers; "Expect:" stops curl waiting for a 100-continue on large bodies. A request
-        // that asks for compression gets the body decoded, as a browser does, so checks read text
-        // and `max_body` caps the decoded bytes (a small gzip bomb stops at the cap): curl sends
-        // the header itself when it is given as ACCEPT_ENCODING.
+        // that asks for compression (Accept-Encoding) gets the body decoded, as a browser does,
+        // so checks read text and `max_body` caps the decoded bytes (a gzip bomb stops at the
+        // cap): by the write callback (`ContentDecoder`), not by curl, which is never given
+        // ACCEPT_ENCODING and so decodes nothing.
         for header in request.headers {
-            if header.isNamed("Accept-Encoding") {
-                set(sonde_curl_setopt_string(handle, CURLOPT_ACCEPT_ENCODING, header.value), "the Accept-Encoding \(header.value)")
-                // While a transfer is paused, curl keeps what the rest of its current read decodes
-                // to: reads of 1 KiB instead of 16 keep that under about 1 MiB for gzip and
-                // deflate (≈ 1032 : 1) rather than 16 MiB (`ContentCodings`).
-                set(sonde_curl_setopt_long(handle, CURLOPT_BUFFERSIZE, ContentCodings.decodingReadBytes), "BUFFERSIZE")
-                continue
-            }
             headerList = curl_slist_append(headerList, "\(header.name): \(header.value)")
         }
         // (curl sends Expect only with a body: none to stop on a bodyless request)
@@ -374,6 +428,9 @@ final class CurlTransfer: @unchecked Sendable {
             let state = Unmanaged<TransferState>.fromOpaque(context!).takeUnretainedValue()
             let bytes = size * count
             guard let buffer else { return bytes }
+            if state.acceptedCodings != nil, let coding = state.codingsSeen.first {
+                return state.decode(UnsafeRawBufferPointer(start: buffer, count: bytes), coding: coding)
+            }
             if state.overShare(bytes) || !state.reserve(for: bytes) { return Int(CURL_WRITEFUNC_PAUSE) }
             return state.take(UnsafeRawBufferPointer(start: buffer, count: bytes)) ? bytes : 0
         }), "WRITEFUNCTION")
@@ -395,6 +452,7 @@ final class CurlTransfer: @unchecked Sendable {
                 // A new response begins (after a 1xx or a redirect): keep only the last one's headers.
                 state.headers.removeAll(keepingCapacity: true)
                 state.codingsSeen.removeAll()
+                state.dropDecoder()
                 state.statusLine = String(decoding: raw, as: UTF8.self)
             } else if let colon = raw.firstIndex(of: UInt8(ascii: ":")) {
                 let name = String(decoding: trimmedASCII(UnsafeBufferPointer(rebasing: raw[..<colon])), as: UTF8.self)
@@ -450,15 +508,8 @@ final class CurlTransfer: @unchecked Sendable {
                 let text = "response headers larger than \(Self.maxHeaderBytes / 1024) KiB: the server did not end its headers"
                 return .failure(HTTPTransferError(kind: .connectionLost, curlCode: Int(code.rawValue), message: text, timings: timings))
             }
-            if code == CURLE_OUT_OF_MEMORY, state.pausedOnce, let encoding = state.headers.value(for: "Content-Encoding") {
-                // While a transfer is paused (`RoundShare`), libcurl keeps what the rest of its
-                // read decodes to, up to 64 MiB (its DYN_PAUSE_BUFFER), then fails "Out of
-                // memory": a gzip bomb gzipped again decodes a 16 KiB read to gigabytes. That was
-                // reported as the agent's own fault (`internal`); it is the body's, as a single
-                // bomb's over max_body is (red team, 35th session).
-                let text =
-                    "the response body decodes (Content-Encoding: \(encoding)) to more than \(Self.pausedDecodeBytes >> 20) MiB from a single read of the network, more than libcurl holds for a transfer: a compression bomb? Not read further, whatever the step's max_body"
-                return .failure(HTTPTransferError(kind: .decodedTooLarge, curlCode: Int(code.rawValue), message: text, timings: timings))
+            if let failure = state.decodeFailure {
+                return .failure(HTTPTransferError(kind: failure.kind, curlCode: Int(code.rawValue), message: failure.message, timings: timings))
             }
             if code == CURLE_OUT_OF_MEMORY, state.received == 0 {
                 // libcurl refuses one header line over its own limit (100 KiB) with this code and

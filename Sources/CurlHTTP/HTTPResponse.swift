@@ -65,8 +65,8 @@ public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
         /// The server closed the connection or sent something that is not HTTP.
         case connectionLost = "connection_lost"
         case responseTooLarge = "response_too_large"
-        /// The body decodes (`Content-Encoding`) to more than libcurl holds for a paused transfer
-        /// from one read of the network: a compression bomb, nested or of a denser encoding.
+        /// The body's `Content-Encoding` was refused (nested, not accepted, not decoded by the
+        /// agent), or decoding it needs more memory than its coding may take: a compression bomb.
         case decodedTooLarge = "decoded_too_large"
         case cancelled
         case invalidRequest = "invalid_request"
