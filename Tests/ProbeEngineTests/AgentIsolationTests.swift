@@ -108,7 +108,7 @@ struct AgentIsolationTests {
     /// transfers: a gzip bomb nobody reads (256 MiB of zeros, decoded to its cap in one go) made
     /// a 1 s heartbeat up to 477 ms late, and endless 1-byte chunks 193 ms (red team, 32nd
     /// session, F1). The loop now pauses a transfer that had its share of a round.
-    @Test("gzip bombs and endless 1-byte chunks: a 1 s heartbeat keeps its schedule within 100 ms")
+    @Test("gzip, br and zstd bombs and endless 1-byte chunks: a 1 s heartbeat keeps its schedule within 100 ms")
     func heartbeatWhileBodiesDecode() async throws {
         let dir = try TemporaryDirectory("isolation")
         defer { dir.remove() }
@@ -118,7 +118,16 @@ struct AgentIsolationTests {
             "python3", "-c", "import gzip, sys; open(sys.argv[1], 'wb').write(gzip.compress(bytes(256 << 20), 6))", bomb,
         ])
         #expect(try await gzip.waitForExit(timeout: .seconds(60)) == 0, "\(gzip.allOutput)")
-        let server = try StreamingBodyServer(gzipBody: try Data(contentsOf: URL(fileURLWithPath: bomb)))
+        // The same in br (about 200 bytes: one read decodes to all of it) and zstd, by the
+        // commands scripts/install-deps.sh installs.
+        let dense = try ChildProcess("/bin/sh", [
+            "-c", "head -c 268435456 /dev/zero | brotli -c -q 5 -w 24 > \(bomb).br && head -c 268435456 /dev/zero | zstd -q -1 -c > \(bomb).zst",
+        ])
+        #expect(try await dense.waitForExit(timeout: .seconds(60)) == 0, "\(dense.allOutput)")
+        let server = try StreamingBodyServer(encodedBodies: [
+            "gzip": try Data(contentsOf: URL(fileURLWithPath: bomb)), "br": try Data(contentsOf: URL(fileURLWithPath: bomb + ".br")),
+            "zstd": try Data(contentsOf: URL(fileURLWithPath: bomb + ".zst")),
+        ])
         defer { server.stop() }
         let beats = Mutex<[ContinuousClock.Instant]>([])
         let target = try LoopbackHTTPServer { _ in
@@ -127,7 +136,10 @@ struct AgentIsolationTests {
         }
         defer { target.stop() }
         try writeHeartbeat(dir, url: "\(target.baseURL)/beat")
-        for (name, path, check) in [("bomb-0", "gzip", "{status: 200}"), ("bomb-1", "gzip", "{status: 200}"), ("chunks", "chunks", "{body_contains: never-there}")] {
+        for (name, path, check) in [
+            ("bomb-0", "gzip", "{status: 200}"), ("bomb-1", "gzip", "{status: 200}"), ("bomb-br", "br", "{status: 200}"),
+            ("bomb-zstd", "zstd", "{status: 200}"), ("chunks", "chunks", "{body_contains: never-there}"),
+        ] {
             try writeProbe(dir, name, """
                 name: \(name)
                 component: api
@@ -135,14 +147,14 @@ struct AgentIsolationTests {
                 timeout: 1500ms
                 steps:
                   - name: get
-                    request: {url: "\(server.baseURL)/\(path)", headers: {Accept-Encoding: gzip}}
+                    request: {url: "\(server.baseURL)/\(path)", headers: {Accept-Encoding: "gzip, br, zstd"}}
                     assert: \(check)
                 """)
         }
         let agent = try await startAgent(dir, id: "iso-2")
         defer { agent.signal(SIGKILL) }
 
-        try await waitUntil("the hostile bodies to be fetched", timeout: .seconds(15)) { server.served >= 6 }
+        try await waitUntil("the hostile bodies to be fetched", timeout: .seconds(15)) { server.served >= 10 }
         try await expectHeartbeatsOnSchedule(beats, while: "bodies decoded")
         agent.signal(SIGTERM)
         #expect(try await agent.waitForExit(timeout: .seconds(10)) == 0, "\(agent.allOutput)")
@@ -279,9 +291,9 @@ struct AgentIsolationTests {
 }
 
 /// An HTTP server on raw sockets that streams bodies instead of building them: `/big` sends
-/// 64 MiB at about 10 MiB/s, `/drip` one byte every 50 ms, `/gzip` the `gzipBody` given (as
-/// `Content-Encoding: gzip`), `/chunks` 1-byte chunks until the client leaves. One thread per
-/// connection.
+/// 64 MiB at about 10 MiB/s, `/drip` one byte every 50 ms, `/CODING` the `encodedBodies` body of
+/// that coding (as `Content-Encoding: CODING`), `/chunks` 1-byte chunks until the client leaves.
+/// One thread per connection.
 final class StreamingBodyServer: Sendable {
     let port: Int
     private let fd: Int32
@@ -291,7 +303,7 @@ final class StreamingBodyServer: Sendable {
     private let counter = Counter()
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    init(gzipBody: Data = Data()) throws {
+    init(encodedBodies: [String: Data] = [:]) throws {
         let (fd, port) = try listenOnLoopback(backlog: 64)
         self.fd = fd
         self.port = port
@@ -302,7 +314,7 @@ final class StreamingBodyServer: Sendable {
                 let client = accept(listener, nil, nil)
                 if client < 0 { return }
                 counter.value.withLock { $0 += 1 }
-                Thread { Self.serve(client, gzipBody: gzipBody) }.start()
+                Thread { Self.serve(client, encodedBodies: encodedBodies) }.start()
             }
         }.start()
     }
@@ -312,7 +324,7 @@ final class StreamingBodyServer: Sendable {
         close(fd)
     }
 
-    private static func serve(_ client: Int32, gzipBody: Data) {
+    private static func serve(_ client: Int32, encodedBodies: [String: Data]) {
         defer { close(client) }
         var request = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -322,10 +334,10 @@ final class StreamingBodyServer: Sendable {
             request.append(contentsOf: chunk[0..<n])
         }
         let line = String(decoding: request.prefix(64), as: UTF8.self)
-        if line.contains("/gzip") {
-            let head = "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: \(gzipBody.count)\r\nConnection: close\r\n\r\n"
+        if let (coding, body) = encodedBodies.first(where: { line.contains("/\($0.key) ") }) {
+            let head = "HTTP/1.1 200 OK\r\nContent-Encoding: \(coding)\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
             _ = head.withCString { send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-            _ = gzipBody.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            _ = body.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             return
         }
         if line.contains("/chunks") {

@@ -246,6 +246,78 @@ import Testing
         #expect(raw.body == bomb)
     }
 
+    /// Each coding a request accepts comes back decoded (by `ContentDecoder`, not libcurl), and
+    /// the decoders' memory is counted while their transfers last and let go after.
+    @Test func acceptedCodingsAreDecoded() async throws {
+        let text = ContentDecoderTests.text
+        var bodies: [String: Data] = [:]
+        for (coding, command) in [("gzip", "gzip -c"), ("br", "brotli -c -q 4"), ("zstd", "zstd -q -c"), ("deflate", "python3 -c 'import sys, zlib; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))'")] {
+            bodies[coding] = try ContentDecoderTests.encoded(text, with: command)
+        }
+        let encoded = bodies
+        let server = try LoopbackHTTPServer { request in
+            let coding = String(request.path.dropFirst())
+            return .respond(status: 200, headers: [("Content-Encoding", coding)], body: encoded[coding] ?? Data())
+        }
+        defer { server.stop() }
+        let own = CurlHTTPClient(threads: 4)
+        // The response goes when this returns: its body's count with it.
+        func decoded(_ coding: String) async throws -> (same: Bool, count: Int) {
+            let response = try await own.perform(HTTPRequest(url: server.baseURL + "/" + coding, headers: [HTTPHeader("Accept-Encoding", "gzip, deflate, br, zstd")]))
+            return (response.body == text, response.bodyByteCount)
+        }
+        for coding in bodies.keys.sorted() {
+            let (same, count) = try await decoded(coding)
+            #expect(same && count == text.count, "\(coding): \(count) bytes")
+        }
+        try await waitUntil("the bodies and decoders to be let go", timeout: .seconds(5)) { own.bodyMemory.held == 0 }
+        // A coding the request accepted but the agent does not decode fails, saying so.
+        let unknown = try LoopbackHTTPServer { _ in .respond(status: 200, headers: [("Content-Encoding", "compress")], body: Data("x".utf8)) }
+        defer { unknown.stop() }
+        let error = await #expect(throws: HTTPTransferError.self) {
+            _ = try await own.perform(HTTPRequest(url: unknown.baseURL, headers: [HTTPHeader("Accept-Encoding", "*")]))
+        }
+        #expect(error?.message.contains("compress, which the agent does not decode") == true, "\(error?.message ?? "")")
+    }
+
+    /// Bombs in codings the step accepted: libcurl's decoder kept what a paused transfer's read
+    /// decoded to outside every budget (a 203-byte brotli bomb: 64 MiB each, then "out of
+    /// memory"; 48 probes on a zstd bomb peaked at 436 MiB). Now each transfer holds a piece, its
+    /// decoder's window is counted in the body memory, and a decoder starts only when the budget
+    /// has room for the window its stream declares.
+    @Test(arguments: [("br", "brotli -c -q 5 -w 24"), ("zstd", "zstd -q -c -1")])
+    func bombsInAcceptedCodingsStayInTheBodyBudget(coding: String, command: String) async throws {
+        let bomb = try ContentDecoderTests.encoded(Data(count: 256 << 20), with: command)
+        let server = try LoopbackHTTPServer { _ in .respond(status: 200, headers: [("Content-Encoding", coding)], body: bomb) }
+        defer { server.stop() }
+        let own = CurlHTTPClient(threads: 4)
+        own.bodyMemory.limit = 48 << 20
+        let count = 12
+        let outcomes = await withTaskGroup(of: String.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    do {
+                        let request = HTTPRequest(
+                            url: server.baseURL, headers: [HTTPHeader("Accept-Encoding", coding)], timeout: .seconds(30),
+                            maxResponseBytes: 32 << 20, keepBody: false)
+                        _ = try await own.perform(request)
+                        return "ok"
+                    } catch let error as HTTPTransferError {
+                        return error.kind.rawValue
+                    } catch {
+                        return "\(error)"
+                    }
+                }
+            }
+            return await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(outcomes == Array(repeating: HTTPTransferError.Kind.responseTooLarge.rawValue, count: count), "\(outcomes)")
+        let bound = own.bodyMemory.limit + count * BodyMemory.ownBytes + ContentDecoder.memoryCap(.br)
+        #expect(own.bodyMemory.peak <= bound, "peak \(own.bodyMemory.peak >> 20) MiB, bound \(bound >> 20) MiB")
+        #expect(own.bodyMemory.peak >= (coding == "br" ? 16 << 20 : 256 << 10), "decoders counted: peak \(own.bodyMemory.peak)")
+        #expect(own.bodyMemory.held == 0)
+    }
+
     @Test func contentCodingsAcceptedAndRefused() {
         #expect(ContentCodings.accepted("gzip, deflate;q=0.5 , BR") == ["identity", "gzip", "deflate", "br"])
         #expect(ContentCodings.listed(" gzip ,, identity") == ["gzip", "identity"])
