@@ -9,15 +9,18 @@ outcomes.
     PATH=$PATH:/usr/sbin python3 scripts/bench/check_memory.py --agents OLD/sonde-agent,NEW/sonde-agent \
         [--probes 40] [--mib 9] [--seconds 40] [--config-extra 'limits: {check_memory: 128MiB}']
 
-With --gzip-bomb the probes instead GET a gzip bomb (256 MiB of zeros, about 250 KiB) served as
-`Content-Encoding: gzip` by a server in this script, with `Accept-Encoding: gzip` and a status
-check only: what libcurl holds for paused decoding transfers, outside the agent's budgets.
+With --bomb CODING (gzip, br or zstd; --gzip-bomb is --bomb gzip) the probes instead GET a
+compression bomb (256 MiB of zeros: about 250 KiB in gzip, 200 bytes in br, 9 KiB in zstd) served
+as `Content-Encoding: CODING` by a server in this script, with `Accept-Encoding: CODING` and a
+status check only: what paused decoding transfers hold (br and zstd are made by the `brotli` and
+`zstd` commands, which scripts/install-deps.sh installs).
 """
 import argparse
 import gzip
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,15 +39,16 @@ def main():
     p.add_argument("--mib", type=float, default=9)
     p.add_argument("--seconds", type=int, default=40)
     p.add_argument("--config-extra", default="", help="a line added to each agent's config")
-    p.add_argument("--gzip-bomb", action="store_true", help="probes decode a gzip bomb (status check only) instead")
+    p.add_argument("--bomb", choices=["gzip", "br", "zstd"], help="probes decode a compression bomb (status check only) instead")
+    p.add_argument("--gzip-bomb", action="store_const", const="gzip", dest="bomb", help="--bomb gzip")
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="sonde-check-memory-")
     bomb_server = None
     try:
-        if args.gzip_bomb:
-            bomb_server = serve_gzip_bomb()
+        if args.bomb:
+            bomb_server = serve_bomb(args.bomb)
             url = f"http://127.0.0.1:{bomb_server.server_address[1]}/bomb"
-            print(f"{args.probes} probes, each decoding a gzip bomb (256 MiB of zeros) every 2 s (timeout 10 s), {args.seconds} s per agent")
+            print(f"{args.probes} probes, each decoding a {args.bomb} bomb (256 MiB of zeros) every 2 s (timeout 10 s), {args.seconds} s per agent")
         else:
             target = ab.nginx(work)
             items = [{"id": i, "name": "x" * 20, "v": [1, 2, 3]} for i in range(int(args.mib * (1 << 20) / 60))]
@@ -65,16 +69,21 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def serve_gzip_bomb():
-    """A server answering every GET with 256 MiB of zeros, gzip-compressed, as Content-Encoding: gzip."""
-    bomb = gzip.compress(bytes(256 << 20), 9)
+def serve_bomb(coding):
+    """A server answering every GET with 256 MiB of zeros compressed in `coding`, as its Content-Encoding."""
+    zeros = bytes(256 << 20)
+    if coding == "gzip":
+        bomb = gzip.compress(zeros, 9)
+    else:
+        command = ["brotli", "-c", "-q", "5", "-w", "24"] if coding == "br" else ["zstd", "-q", "-1", "-c"]
+        bomb = subprocess.run(command, input=zeros, stdout=subprocess.PIPE, check=True).stdout
 
     class Bomb(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
             self.send_response(200)
-            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Encoding", coding)
             self.send_header("Content-Length", str(len(bomb)))
             self.send_header("Connection", "close")
             self.end_headers()
@@ -102,8 +111,8 @@ interval: 2s
 timeout: 10s
 steps:
   - name: get
-    request: {{method: GET, url: "{url}?p={i}"{", headers: {Accept-Encoding: gzip}" if args.gzip_bomb else ""}}}
-    assert: {{status: 200{"" if args.gzip_bomb else ', json: ["$.items[0].id == 0"]'}}}
+    request: {{method: GET, url: "{url}?p={i}"{", headers: {Accept-Encoding: " + args.bomb + "}" if args.bomb else ""}}}
+    assert: {{status: 200{"" if args.bomb else ', json: ["$.items[0].id == 0"]'}}}
 """)
     open(d + "/agent.yaml", "w").write(
         f"agent: {{id: json-1, region: local}}\ncollector: {{url: {base}, key: {d}/agent.key}}\nspool: {{path: {d}/spool}}\n"
