@@ -211,8 +211,8 @@ private final class TransferState {
 
 /// The loop's rounds as its transfers see them: each transfer's body may cost `budget` per round
 /// (a round is one `curl_multi_perform` and what the loop does around it), then it is paused
-/// until the next. libcurl decodes bodies (gzip, chunks) inside `curl_multi_perform` on the one
-/// thread that drives every probe's transfers and timers: a gzip bomb nobody reads, decoded to
+/// until the next. Bodies are decoded (chunks by libcurl, content codings by `ContentDecoder`)
+/// inside `curl_multi_perform` on the one thread that drives every probe's transfers and timers: a gzip bomb nobody reads, decoded to
 /// its 256 MiB cap in one perform, made a 1 s heartbeat 477 ms late, and endless 1-byte chunks
 /// 193 ms (red team, 32nd session, F1). Used on the loop thread only.
 final class RoundShare {
