@@ -190,9 +190,11 @@ private final class TransferState {
         return true
     }
 
-    /// Whether the transfer holds budget beyond its own bytes and is reading: it lets them go
-    /// when it ends.
-    var readsOnBudget: Bool { reserved > BodyMemory.ownBytes && !waitingForMemory }
+    /// Whether the transfer holds budget beyond its own bytes (its body's, its decoder's) and is
+    /// reading: it lets them go when it ends. A decoder's window counts: 15 br transfers holding
+    /// 16 MiB windows and 4 KiB of body each are reading, and the loop must not let waiting
+    /// transfers past the budget as if nobody were.
+    var readsOnBudget: Bool { reserved + decoderCounted > BodyMemory.ownBytes && !waitingForMemory }
 
     /// Stops counting the body's bytes as the transfer's (it ended): let go, or, when the body
     /// goes to the caller in a response (`handOver`), counted until the caller lets it go.
@@ -302,7 +304,7 @@ final class CurlTransfer: @unchecked Sendable {
 
     /// Whether the body memory it waits for is there now.
     func memoryFits(_ memory: BodyMemory) -> Bool {
-        memory.fits(state.wantedBytes, holding: state.reserved)
+        memory.fits(state.wantedBytes, holding: state.reserved + state.decoderCounted)
     }
 
     /// Lifts a pause for body memory, when it fits or the loop lets this transfer past the
