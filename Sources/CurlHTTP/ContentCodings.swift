@@ -6,7 +6,8 @@ import SondeCore
 /// - nested codings (`gzip, gzip`) multiply the ratios, and no real server sends them;
 /// - a server may not answer a `gzip` probe in `br` or `zstd`: the probe did not ask for their
 ///   decoders' memory (up to 16 and 8 MiB a transfer, counted in the body memory).
-/// Either is refused at the headers, before anything is decoded.
+/// - a coding `ContentDecoder` does not decode (`compress`, or anything a `*` lets in).
+/// Each is refused at the headers, before anything is decoded.
 enum ContentCodings {
     /// The codings an `Accept-Encoding` value accepts, lower-cased, without their weights;
     /// `identity` always (RFC 9110: acceptable unless refused with q=0, which no probe needs).
@@ -33,6 +34,9 @@ enum ContentCodings {
         let applied = codings.filter { $0 != "identity" }
         if let foreign = applied.first(where: { !accepted.contains($0) && !accepted.contains("*") }) {
             return "the response's Content-Encoding is \(codings.joined(separator: ", ")), and the request did not accept \(foreign) (Accept-Encoding: \(accepted.subtracting(["identity"]).sorted().joined(separator: ", ")))"
+        }
+        if let unknown = applied.first(where: { ContentDecoder.Coding(name: $0) == nil }) {
+            return "the response's Content-Encoding is \(unknown), which the agent does not decode (gzip, deflate, br, zstd): take it out of the step's Accept-Encoding"
         }
         if applied.count > 1 {
             return "the response's Content-Encoding nests \(applied.count) codings (\(codings.joined(separator: ", "))), whose ratios multiply"

@@ -48,7 +48,7 @@ private final class TransferState {
     var paused = false
     var resuming = false
     /// The current response's decoder (its request accepted codings, and it applies one), the
-    /// decoder's memory counted in `memory` so far, and why decoding failed.
+    /// decoder's memory counted in `memory` so far, and why its coding was refused or decoding failed.
     var decoder: ContentDecoder?
     var decoderCounted = 0
     var decodeFailure: (kind: HTTPTransferError.Kind, message: String)?
@@ -56,10 +56,9 @@ private final class TransferState {
     let keepBytes: Int
     let hasher: SHA256Digest.Stream?
     /// The content codings the request accepts, lower-cased (nil: it asked for none, and curl
-    /// decodes nothing); the current response's applied codings so far; and why its coding was refused.
+    /// decodes nothing); the current response's applied codings so far.
     let acceptedCodings: Set<String>?
     var codingsSeen: [String] = []
-    var refusedCoding: String?
 
     init(_ request: HTTPRequest) {
         maxBytes = request.maxResponseBytes
@@ -125,10 +124,8 @@ private final class TransferState {
     /// then allocates is counted in `memory` while the transfer lasts.
     func decode(_ piece: UnsafeRawBufferPointer, coding name: String) -> Int {
         if decoder == nil {
-            guard let coding = ContentDecoder.Coding(name: name) else {
-                decodeFailure = (.decodedTooLarge, "the response's Content-Encoding is \(name), which the agent does not decode (gzip, deflate, br, zstd): take it out of the step's Accept-Encoding")
-                return 0
-            }
+            // Codings the agent does not decode were refused at the headers (`ContentCodings`).
+            guard let coding = ContentDecoder.Coding(name: name) else { return 0 }
             let needs = ContentDecoder.memoryToStart(coding, firstBytes: piece)
             if let memory, !excused, !memory.fits(needs, holding: reserved + decoderCounted) {
                 waitFor(needs)
@@ -214,9 +211,10 @@ private final class TransferState {
 /// The loop's rounds as its transfers see them: each transfer's body may cost `budget` per round
 /// (a round is one `curl_multi_perform` and what the loop does around it), then it is paused
 /// until the next. Bodies are decoded (chunks by libcurl, content codings by `ContentDecoder`)
-/// inside `curl_multi_perform` on the one thread that drives every probe's transfers and timers: a gzip bomb nobody reads, decoded to
-/// its 256 MiB cap in one perform, made a 1 s heartbeat 477 ms late, and endless 1-byte chunks
-/// 193 ms (red team, 32nd session, F1). Used on the loop thread only.
+/// inside `curl_multi_perform` on the one thread that drives every probe's transfers and timers:
+/// a gzip bomb nobody reads, decoded to its 256 MiB cap in one perform, made a 1 s heartbeat
+/// 477 ms late, and endless 1-byte chunks 193 ms (red team, 32nd session, F1). Used on the loop
+/// thread only.
 final class RoundShare {
     /// 1 MiB: about a millisecond of decoding or copying; a 100 MiB download takes 100 rounds,
     /// each a few microseconds of the loop's own.
@@ -466,7 +464,7 @@ final class CurlTransfer: @unchecked Sendable {
                     // `identity` in every header line cannot grow the list.
                     state.codingsSeen += ContentCodings.applied(value)
                     if let refusal = ContentCodings.refusal(state.codingsSeen, accepted: accepted) {
-                        state.refusedCoding = refusal
+                        state.decodeFailure = (.decodedTooLarge, "\(refusal): not decoded, whatever the step's max_body (a compression bomb?)")
                         return 0  // curl aborts the transfer (CURLE_WRITE_ERROR) before decoding any of it
                     }
                 }
@@ -500,10 +498,6 @@ final class CurlTransfer: @unchecked Sendable {
                 let text =
                     "a redirect to \(request.url) reached \(refused.address), a \(refused.kind) address, and was not followed: the request started at a \(allowed) address, and a server may not send the agent further inside the network (probe that address with its own step)"
                 return .failure(HTTPTransferError(kind: .invalidRequest, curlCode: Int(code.rawValue), message: text, timings: timings))
-            }
-            if let refusal = state.refusedCoding {
-                let text = "\(refusal): not decoded, whatever the step's max_body (a compression bomb?)"
-                return .failure(HTTPTransferError(kind: .decodedTooLarge, curlCode: Int(code.rawValue), message: text, timings: timings))
             }
             if state.headersTooLarge {
                 // The server's answer is broken, as a connection cut mid-response is (`connect`).
