@@ -8,10 +8,13 @@ with `heaptrack_print -f FILE --print-peaks 1`): its peak heap and who holds it.
 usage: PATH=$PATH:/usr/sbin python3 scripts/bench/agent_memory.py --probes 4000 --interval 1h --wait 15 [--agent BIN] [--heaptrack /tmp/heap]
 
 Anonymous memory (RssAnon) is the figure to compare between builds: the file-backed part moves
-by about 1 MiB from one build to the next with the code's layout alone.
+by about 1 MiB from one build to the next with the code's layout alone. --smaps adds the resident
+memory of each mapped file, and how many functions of the release link's order list the binary
+still has (scripts/bench/agent_link_order.py).
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +23,20 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agent_bench as ab  # noqa: E402
+import agent_link_order  # noqa: E402
+
+
+def resident_by_mapping(pid):
+    """Rss per mapped path from /proc/PID/smaps ([anon] for anonymous mappings), largest first."""
+    totals = {}
+    name = None
+    for line in open(f"/proc/{pid}/smaps"):
+        head = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            name = head[5] if len(head) > 5 else "[anon]"
+        elif head and head[0] == "Rss:":
+            totals[name] = totals.get(name, 0) + int(head[1])
+    return sorted(((n, k) for n, k in totals.items() if k > 0), key=lambda x: -x[1])
 
 
 def main():
@@ -30,6 +47,7 @@ def main():
     p.add_argument("--bin", default=os.path.join(ab.ROOT, ".build/release"), help="folder with sonde-collector and sonde-agent (keygen)")
     p.add_argument("--agent", help="the sonde-agent to measure (default: --bin's)")
     p.add_argument("--heaptrack", help="run the agent under heaptrack, its data to this path")
+    p.add_argument("--smaps", action="store_true", help="also print resident memory per mapped file (and anonymous), largest first")
     args = p.parse_args()
     agent_bin = args.agent or os.path.join(args.bin, "sonde-agent")
     work = tempfile.mkdtemp(prefix="sonde-memory-")
@@ -59,6 +77,11 @@ probes: [{work}/probes]
         fields = {k: ab.status_kib(agent.pid, k) for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
         print(f"{args.probes} probes every {args.interval}, {args.wait} s after start-up: " +
               ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in fields.items()) + f"; {ab.ingested(base)} results delivered")
+        if args.smaps:
+            found, listed = agent_link_order.coverage(agent_bin)
+            print(f"link order (Sources/sonde-agent/link-order.txt): {found} of {listed} listed functions are in this binary")
+            for name, kib in resident_by_mapping(agent.pid):
+                print(f"  {kib / 1024:7.2f} MiB  {name}")
     finally:
         for proc in reversed(ab.procs):
             ab.stop(proc)
