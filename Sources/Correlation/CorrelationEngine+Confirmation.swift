@@ -54,7 +54,15 @@ extension CorrelationEngine {
     ///   `fastFlushOpeningLimit` s: every region;
     /// - a failed or slow run within two of its probe's intervals, from an agent that counts and
     ///   is not local (in doubt included: its peers are the ones to settle the doubt): that
-    ///   agent's region, or every region once `min_platform_regions` regions show such runs.
+    ///   agent's region, or every region once `min_platform_regions` regions show such runs, or
+    ///   once two agents of one region do. Those are no longer one host's problem, and whether
+    ///   they are the region's or the platform's is for the other regions' runs to tell: asked
+    ///   only there, the first region to see a thin platform-wide fault ran at 4 × the others'
+    ///   pace and reached its incident first, announced at region scope (issue 10, first-alert
+    ///   scope). Such asks come from one region's evidence for at most `loneConfirmationLimit` s
+    ///   in `loneConfirmationWindow` per component, each episode counted as at least 5 s
+    ///   (`spread` keeps the budget): a thin fault in one region that never opens an incident
+    ///   must not keep the whole fleet at 4 × its pace.
     /// Nothing with `confirmation_runs: false`. One agent alone in its region with such runs asks
     /// for at most `loneConfirmationLimit` s in `loneConfirmationWindow` (`lone` keeps the
     /// budget): its peers have confirmed nothing meanwhile, so it is its own problem, and one
@@ -64,10 +72,11 @@ extension CorrelationEngine {
     /// fresh evidence rather than an incident (those also ask for prompt pushes).
     static func confirmationRequests(
         tracks: [ComponentTrack], frame: EvaluationFrame, componentNames: [String], regionNames: [String], agentRegion: [Int32],
-        lone: inout [Int: LoneConfirmation], _ cfg: CorrelationConfig
+        lone: inout [Int: LoneConfirmation], spread: inout [Int: LoneConfirmation], _ cfg: CorrelationConfig
     ) -> (requests: ConfirmationRequests, fromEvidence: Bool) {
-        // Budgets whose window has passed are forgotten (a bounded map).
+        // Budgets whose window has passed are forgotten (bounded maps).
         lone = lone.filter { frame.t - $0.value.windowStart <= loneConfirmationWindow }
+        spread = spread.filter { frame.t - $0.value.windowStart <= loneConfirmationWindow }
         var out = ConfirmationRequests()
         guard cfg.confirmationRuns else { return (out, false) }
         let componentCount = componentNames.count
@@ -97,19 +106,14 @@ extension CorrelationEngine {
                 witnesses[Int(agentRegion[a])].append(a)
             }
             var regions = 0
+            var corroborated = false
             for r in regionsWithEvidence.indices {
                 regionsWithEvidence[r] = false
                 guard !witnesses[r].isEmpty else { continue }
                 if witnesses[r].count == 1 {
-                    let key = witnesses[r][0] * componentCount + c
-                    var budget = lone[key] ?? LoneConfirmation(windowStart: frame.t, last: frame.t, spent: 0)
-                    // Consecutive asks (a few evaluations apart) spend time; a break spends none.
-                    let step = frame.t - budget.last
-                    if step <= 5 { budget.spent += step }
-                    budget.last = frame.t
-                    lone[key] = budget
-                    guard budget.spent <= loneConfirmationLimit else { continue }
+                    guard Self.spend(&lone[witnesses[r][0] * componentCount + c], t: frame.t) else { continue }
                 } else {
+                    corroborated = true
                     // A peer fails there too: those asks were not one agent's own problem, so
                     // their time comes back. A random fault's failures come to one agent at a
                     // time, and its region's budget must not run out across its streaks (a 10 %
@@ -122,12 +126,26 @@ extension CorrelationEngine {
             }
             guard regions > 0 else { continue }
             fromEvidence = true
-            if regions >= cfg.minPlatformRegions {
+            // A spread ask keeps the other regions at their retry pace for two intervals, so each
+            // episode costs at least the 5 s a break is counted from.
+            if regions >= cfg.minPlatformRegions || (corroborated && Self.spend(&spread[c], t: frame.t, breakCost: 5)) {
                 out.everywhere.insert(name)
             } else {
                 for r in regionsWithEvidence.indices where regionsWithEvidence[r] { out.byRegion[regionNames[r], default: []].insert(name) }
             }
         }
         return (out, fromEvidence)
+    }
+
+    /// Spends an ask from a budget of `loneConfirmationLimit` s per `loneConfirmationWindow`:
+    /// consecutive asks (a few evaluations apart) spend the time between them, and the first ask
+    /// after a break spends `breakCost`. Returns whether the budget still allows the ask.
+    static func spend(_ budget: inout LoneConfirmation?, t: Double, breakCost: Double = 0) -> Bool {
+        var b = budget ?? LoneConfirmation(windowStart: t, last: t - .infinity, spent: 0)
+        let step = t - b.last
+        b.spent += step <= 5 ? step : breakCost
+        b.last = t
+        budget = b
+        return b.spent <= loneConfirmationLimit
     }
 }

@@ -442,7 +442,7 @@ extension CorrelationEngine {
         awaitsPassingRuns = Self.awaitsPassingRuns(tracks: tracks, health: health, controlFaults: !controlFaultAgents.isEmpty)
         let confirmations = Self.confirmationRequests(
             tracks: tracks, frame: frame, componentNames: componentNames, regionNames: regionNames, agentRegion: agentRegion,
-            lone: &loneConfirmations, config)
+            lone: &loneConfirmations, spread: &spreadConfirmations, config)
         confirmationRequests = confirmations.requests
         wantsFreshRuns = confirmations.fromEvidence || Self.wantsFreshRuns(tracks: tracks, t: frame.t)
         return CorrelationOutput(verdicts: verdictList, agents: health, changedIncidents: Self.latestByID(changed), events: events)

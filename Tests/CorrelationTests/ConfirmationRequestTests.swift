@@ -108,6 +108,40 @@ import Testing
         #expect(fleet.engine.confirmationRequests.everywhere == ["files"])
     }
 
+    /// Two agents of one region failing: not one host's problem, so every region is asked, and the
+    /// other regions' runs tell a regional fault from the start of a platform-wide one (the first
+    /// region to see a thin platform-wide fault otherwise ran at 4 × the others' pace and opened
+    /// its incident first, at region scope).
+    @Test func twoAgentsOfOneRegionFailingAskEveryRegion() {
+        var fleet = warmFleet()
+        fleet.faults["two"] = FleetSimulation.failing(agents: ["eu-1", "eu-2"], components: ["files"], when: { $0 == 16 })
+        for _ in 0..<10 where fleet.engine.confirmationRequests.components(forRegion: "ap") == nil { fleet.step() }
+        #expect(fleet.engine.confirmationRequests.everywhere == ["files"])
+        #expect(fleet.engine.confirmationRequests.components(forRegion: "us") == ["files"])
+    }
+
+    /// One region's agents failing together, rarely enough that no incident opens (one run in six
+    /// each, a run apart), ask the other regions for at most `loneConfirmationLimit` s in
+    /// `loneConfirmationWindow`; their own region keeps confirming each time (two hosts agreeing
+    /// are the region's evidence, not one agent's flood).
+    @Test func oneRegionsFailuresAskEveryRegionForAtMostTheBudget() {
+        var fleet = warmFleet()
+        fleet.faults["eu-1"] = FleetSimulation.failing(agents: ["eu-1"], components: ["files"], when: { $0 % 6 == 0 })
+        fleet.faults["eu-2"] = FleetSimulation.failing(agents: ["eu-2"], components: ["files"], when: { $0 % 6 == 1 })
+        var everywhereAt: [Double] = []
+        var euAt: [Double] = []
+        for second in 0..<400 {
+            fleet.step()
+            if fleet.engine.confirmationRequests.components(forRegion: "us")?.contains("files") == true { everywhereAt.append(Double(second)) }
+            if fleet.engine.confirmationRequests.components(forRegion: "eu")?.contains("files") == true { euAt.append(Double(second)) }
+        }
+        #expect(fleet.engine.openIncidents.isEmpty, "\(fleet.events.map(\.summary))")
+        #expect(everywhereAt.first.map { $0 < 30 } == true, "asked everywhere at first: \(everywhereAt.prefix(5))")
+        // Asks are a second apart, spent in episodes of a few seconds: at most the budget in all.
+        #expect(Double(everywhereAt.count) <= CorrelationEngine.loneConfirmationLimit + 4, "asked everywhere in \(everywhereAt.count) evaluations")
+        #expect(euAt.contains { $0 > everywhereAt.last! + 30 }, "eu itself keeps confirming: asked everywhere \(everywhereAt.count) times, last at \(everywhereAt.last!); eu last at \(euAt.last ?? -1), \(euAt.count) times")
+    }
+
     /// An open region incident keeps its region confirming, without prompt pushes, until it resolves.
     @Test func anOpenIncidentKeepsItsRegionsConfirmingUntilResolved() throws {
         var fleet = warmFleet()
