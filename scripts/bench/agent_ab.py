@@ -12,7 +12,6 @@ A binary may be a wrapper script that `exec`s an agent (for example to set GLIBC
 """
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -33,9 +32,7 @@ def main():
     try:
         compare(args, work)
     finally:
-        for p in reversed(ab.procs):
-            ab.stop(p, grace=5)
-        shutil.rmtree(work, ignore_errors=True)
+        ab.stop_all(work, grace=5)
 
 
 def compare(args, work):

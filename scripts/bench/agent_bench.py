@@ -71,6 +71,14 @@ def stop(p, sig=signal.SIGTERM, grace=10):
             p.wait()
 
 
+def stop_all(work, grace=10):
+    """Stops every process started here (newest first) and removes the work folder: each script's
+    `finally`."""
+    for p in reversed(procs):
+        stop(p, grace=grace)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
@@ -790,9 +798,7 @@ def main():
             open(os.path.join(args.out, f"agent-{name}.json"), "w").write(json.dumps(data, indent=1))
             print(text)
     finally:
-        for p in reversed(procs):
-            stop(p, grace=5)
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(work, grace=5)
 
 
 if __name__ == "__main__":

@@ -133,9 +133,7 @@ probes: [{work}/probes]
             f.write("\n".join(names) + "\n")
         print(f"{len(names)} functions written to {os.path.relpath(args.out, ab.ROOT)} ({delivered} results delivered under valgrind)")
     finally:
-        for proc in reversed(ab.procs):
-            ab.stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
+        ab.stop_all(work)
 
 
 if __name__ == "__main__":

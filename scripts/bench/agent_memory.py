@@ -15,7 +15,6 @@ still has (scripts/bench/agent_link_order.py).
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,9 +82,7 @@ probes: [{work}/probes]
             for name, kib in resident_by_mapping(agent.pid):
                 print(f"  {kib / 1024:7.2f} MiB  {name}")
     finally:
-        for proc in reversed(ab.procs):
-            ab.stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
+        ab.stop_all(work)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import argparse
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,11 +61,9 @@ def main():
             peak, ingested, outcomes = window(args, work, f"{work}/agent{n}", agent_bin, url)
             print(f"| {agent_bin} | {peak:.0f} MiB | {ingested} | {outcomes} |", flush=True)
     finally:
-        for proc in reversed(ab.procs):
-            ab.stop(proc, grace=5)
         if bomb_server:
             bomb_server.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
+        ab.stop_all(work, grace=5)
 
 
 def serve_bomb(coding):
