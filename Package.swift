@@ -8,7 +8,7 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
-/// The agent's release link on Linux (docs/agent.md, "Memory"): lld places the functions a
+/// The agent's release link on Linux (docs/agent.md, "Install"): lld places the functions a
 /// running agent executes (`Sources/sonde-agent/link-order.txt`, made by
 /// `scripts/bench/agent_link_order.py`) next to each other, so the pages the kernel maps around
 /// each one hold code the agent runs rather than code it never calls; and packs its relative

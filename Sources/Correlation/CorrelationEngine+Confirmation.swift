@@ -28,14 +28,15 @@ public struct ConfirmationRequests: Sendable, Hashable {
     }
 }
 
-/// One (agent × component) alone in its region asking its peers to confirm its failures: the
-/// seconds it has asked within its current budget window.
-struct LoneConfirmation: Sendable {
+/// The seconds spent asking agents to confirm within a budget window (`spend`): for one
+/// (agent × component) alone in its region asking its peers, or for one component asking every
+/// region on one region's evidence.
+struct ConfirmationBudget: Sendable {
     /// When the window began (its first ask after the previous window ran out).
     var windowStart: Double
     /// Its latest ask.
     var last: Double
-    /// Seconds spent asking in the window: the time between consecutive asks, breaks left out.
+    /// Seconds spent asking in the window: the time between consecutive asks, and each break's cost.
     var spent: Double
 }
 
@@ -72,7 +73,7 @@ extension CorrelationEngine {
     /// fresh evidence rather than an incident (those also ask for prompt pushes).
     static func confirmationRequests(
         tracks: [ComponentTrack], frame: EvaluationFrame, componentNames: [String], regionNames: [String], agentRegion: [Int32],
-        lone: inout [Int: LoneConfirmation], spread: inout [Int: LoneConfirmation], _ cfg: CorrelationConfig
+        lone: inout [Int: ConfirmationBudget], spread: inout [Int: ConfirmationBudget], _ cfg: CorrelationConfig
     ) -> (requests: ConfirmationRequests, fromEvidence: Bool) {
         // Budgets whose window has passed are forgotten (bounded maps).
         lone = lone.filter { frame.t - $0.value.windowStart <= loneConfirmationWindow }
@@ -140,8 +141,8 @@ extension CorrelationEngine {
     /// Spends an ask from a budget of `loneConfirmationLimit` s per `loneConfirmationWindow`:
     /// consecutive asks (a few evaluations apart) spend the time between them, and the first ask
     /// after a break spends `breakCost`. Returns whether the budget still allows the ask.
-    static func spend(_ budget: inout LoneConfirmation?, t: Double, breakCost: Double = 0) -> Bool {
-        var b = budget ?? LoneConfirmation(windowStart: t, last: t - .infinity, spent: 0)
+    static func spend(_ budget: inout ConfirmationBudget?, t: Double, breakCost: Double = 0) -> Bool {
+        var b = budget ?? ConfirmationBudget(windowStart: t, last: -.infinity, spent: 0)
         let step = t - b.last
         b.spent += step <= 5 ? step : breakCost
         b.last = t

@@ -115,10 +115,10 @@ public struct CorrelationEngine: Sendable {
     var agentCleanStreak: [Int32] = []
     /// How long each (agent × component) alone in its region has asked its peers to confirm its
     /// failures in its budget window (see `confirmationRequests`).
-    var loneConfirmations: [Int: LoneConfirmation] = [:]
+    var loneConfirmations: [Int: ConfirmationBudget] = [:]
     /// How long each component has asked every region to confirm because two or more agents of
     /// one region failed it (see `confirmationRequests`), keyed by component index.
-    var spreadConfirmations: [Int: LoneConfirmation] = [:]
+    var spreadConfirmations: [Int: ConfirmationBudget] = [:]
     /// Agents seen with a failing control probe whose episode has not ended yet.
     var controlFaultAgents = Set<Int32>()
     var regionIndex: [String: Int32] = [:]
