@@ -13,8 +13,12 @@ build: deps
 
 # Release binaries carry the Swift runtime (--static-swift-stdlib): a host needs only libcurl,
 # libyaml and libc, and the agent maps ~3 MiB less than with the shared Swift libraries.
+# Product by product: a plain `swift build` also links dependencies' dynamic library products
+# (GRDB's GRDB-dynamic), which cannot link against the static Swift runtime.
+RELEASE_PRODUCTS := sonde-agent sonde-collector sonde sonde-sim
 release: deps
-	$(SWIFT) build -c release --static-swift-stdlib
+	for p in $(RELEASE_PRODUCTS); do \
+	  $(SWIFT) build -c release --static-swift-stdlib --product $$p || exit 1; done
 
 # Serial: many suites measure real timings (time-outs, ttfb), which parallel CPU load would skew.
 test: deps
