@@ -104,6 +104,12 @@ final class ContentDecoder {
     private var consumed = 0
     /// The stream ended (gzip and deflate: bytes after it are ignored, as libcurl does).
     private var ended = false
+    /// zstd: the last frame fed so far is complete (a body may hold several frames).
+    private var zstdFrameEnded = false
+
+    /// The body's stream reached its end. False once the transfer is over: the body was cut
+    /// short (a proxy or server that closed early), and what was decoded is only its start.
+    var isComplete: Bool { zstd == nil ? ended : zstdFrameEnded }
     private var zlib: UnsafeMutablePointer<z_stream>?
     private var brotli: OpaquePointer?
     private var zstd: OpaquePointer?
@@ -244,6 +250,9 @@ final class ContentDecoder {
             let limit = windowTooLarge ? " (the agent decodes windows up to \((1 << Self.zstdWindowLog) >> 20) MiB, RFC 9659)" : ""
             return (source.pos, target.pos, "the body is not valid zstd, or not one the agent decodes: \(why)\(limit)")
         }
+        // 0: a frame decoded and flushed to its end. A call that neither read nor wrote (the
+        // loop's look after a full piece) says nothing new.
+        if source.pos > 0 || target.pos > 0 { zstdFrameEnded = code == 0 }
         return (source.pos, target.pos, nil)
     }
 

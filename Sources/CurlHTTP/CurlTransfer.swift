@@ -529,6 +529,14 @@ final class CurlTransfer: @unchecked Sendable {
             return .failure(HTTPTransferError(kind: kind, curlCode: Int(code.rawValue), message: text, timings: timings).withCertificate(certificates?.earliest))
         }
 
+        if let decoder = state.decoder, !decoder.isComplete {
+            // HTTP said the body was whole (its length, or the last chunk), its coding did not:
+            // a status-only check would otherwise pass on half a body, as Go's readers (and so
+            // blackbox_exporter) fail with "unexpected EOF".
+            let text =
+                "the response body's \(decoder.coding.rawValue) stream ends early (\(state.received) bytes of it decoded): the body was cut short by the server or a proxy on the way"
+            return .failure(HTTPTransferError(kind: .connectionLost, curlCode: 0, message: text, timings: timings))
+        }
         var status = 0
         var ip: UnsafeMutablePointer<CChar>? = nil
         var location: UnsafeMutablePointer<CChar>? = nil

@@ -37,7 +37,7 @@ import Testing
     /// the largest offer and the most the decoder held.
     static func drive(
         _ coding: ContentDecoder.Coding, _ encoded: Data, readSize: Int, pauseEvery: Int, limit: Int = .max
-    ) throws -> (output: Data, outcome: ContentDecoder.Outcome, largestOffer: Int, mostAllocated: Int, refusedMemory: Bool) {
+    ) throws -> (output: Data, outcome: ContentDecoder.Outcome, largestOffer: Int, mostAllocated: Int, refusedMemory: Bool, complete: Bool) {
         var output = Data()
         var offers = 0
         var largest = 0
@@ -63,7 +63,7 @@ import Testing
             if last != .consumed { break }
             offset = end
         }
-        return (output, last, largest, most, decoder.refusedMemory)
+        return (output, last, largest, most, decoder.refusedMemory, decoder.isComplete)
     }
 
     @Test("each coding decodes to the original, whatever the reads and pauses", arguments: [
@@ -118,6 +118,33 @@ import Testing
         #expect(why.contains(says), "\(why)")
         #expect(run.mostAllocated <= ContentDecoder.memoryCap(coding))
         #expect(refused == (coding == .zstd), "a zstd window past 8 MiB fails as too large (script), a large-window br as invalid")
+    }
+
+    /// A body cut short where HTTP still calls it whole (its Content-Length, or a last chunk
+    /// sent early by a proxy) decodes without error as far as it goes: only the stream's own end
+    /// tells it from a whole one. Several zstd frames in one body are one whole body.
+    @Test("a stream cut anywhere is incomplete, a whole one complete", arguments: [
+        (ContentDecoder.Coding.gzip, "gzip -c -6"), (.deflate, "python3 -c 'import sys, zlib; sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))'"),
+        (.br, "brotli -c -q 5"), (.zstd, "zstd -q -c -3"),
+    ])
+    func truncatedStreams(coding: ContentDecoder.Coding, command: String) throws {
+        let encoded = try Self.encoded(Self.text, with: command)
+        for readSize in [16 << 10, 777] {
+            let whole = try Self.drive(coding, encoded, readSize: readSize, pauseEvery: 3)
+            #expect(whole.outcome == .consumed && whole.complete, "\(coding) whole, reads of \(readSize)")
+            for cut in [encoded.count / 2, encoded.count - 1] {
+                let cutShort = try Self.drive(coding, encoded.prefix(cut), readSize: readSize, pauseEvery: 3)
+                #expect(cutShort.outcome == .consumed, "\(coding) cut at \(cut): \(cutShort.outcome)")
+                #expect(!cutShort.complete, "\(coding) cut at \(cut) of \(encoded.count) reads as complete")
+            }
+        }
+        if coding == .zstd {
+            let twoFrames = try Self.drive(coding, encoded + encoded, readSize: 16 << 10, pauseEvery: 3)
+            let same = twoFrames.output == Self.text + Self.text
+            #expect(same && twoFrames.complete, "two frames: \(twoFrames.output.count) bytes, complete \(twoFrames.complete)")
+            let cutInSecond = try Self.drive(coding, encoded + encoded.prefix(100), readSize: 16 << 10, pauseEvery: 3)
+            #expect(!cutInSecond.complete, "a second frame cut short")
+        }
     }
 
     @Test func invalidBodiesFailSayingSo() throws {

@@ -280,6 +280,29 @@ import Testing
         #expect(error?.message.contains("compress, which the agent does not decode") == true, "\(error?.message ?? "")")
     }
 
+    /// A gzip body cut short under a Content-Length that matches what was sent: HTTP calls it
+    /// whole, the coding does not, and the run fails saying so (a status-only check would have
+    /// passed on half a body).
+    @Test func anEncodedBodyCutShortFails() async throws {
+        let encoded = try ContentDecoderTests.encoded(ContentDecoderTests.text, with: "gzip -c")
+        let server = try LoopbackHTTPServer { request in
+            .respond(status: 200, headers: [("Content-Encoding", "gzip")], body: request.path == "/cut" ? encoded.prefix(encoded.count / 2) : encoded)
+        }
+        defer { server.stop() }
+        let own = CurlHTTPClient(threads: 2)
+        // The response (and the body memory it holds) goes when this returns.
+        func wholeCount() async throws -> Int {
+            try await own.perform(HTTPRequest(url: server.baseURL + "/whole", headers: [HTTPHeader("Accept-Encoding", "gzip")])).bodyByteCount
+        }
+        #expect(try await wholeCount() == ContentDecoderTests.text.count)
+        let error = await #expect(throws: HTTPTransferError.self) {
+            _ = try await own.perform(HTTPRequest(url: server.baseURL + "/cut", headers: [HTTPHeader("Accept-Encoding", "gzip")]))
+        }
+        #expect(error?.kind == .connectionLost)
+        #expect(error?.message.contains("gzip stream ends early") == true, "\(error?.message ?? "")")
+        try await waitUntil("the body and decoder to be let go", timeout: .seconds(5)) { own.bodyMemory.held == 0 }
+    }
+
     /// Bombs in codings the step accepted: libcurl's decoder kept what a paused transfer's read
     /// decoded to outside every budget (a 203-byte brotli bomb: 64 MiB each, then "out of
     /// memory"; 48 probes on a zstd bomb peaked at 436 MiB). Now each transfer holds a piece, its
