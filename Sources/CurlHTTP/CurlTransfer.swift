@@ -530,9 +530,9 @@ final class CurlTransfer: @unchecked Sendable {
         }
 
         if let decoder = state.decoder, !decoder.isComplete {
-            // HTTP said the body was whole (its length, or the last chunk), its coding did not:
-            // a status-only check would otherwise pass on half a body, as Go's readers (and so
-            // blackbox_exporter) fail with "unexpected EOF".
+            // HTTP said the body was whole (its length, or the last chunk), its coding did not.
+            // A status-only check would otherwise pass on half a body; Go's readers (and so
+            // blackbox_exporter) fail it with "unexpected EOF".
             let text =
                 "the response body's \(decoder.coding.rawValue) stream ends early (\(state.received) bytes of it decoded): the body was cut short by the server or a proxy on the way"
             return .failure(HTTPTransferError(kind: .connectionLost, curlCode: 0, message: text, timings: timings))
