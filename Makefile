@@ -15,10 +15,9 @@ build: deps
 # libyaml and libc, and the agent maps ~3 MiB less than with the shared Swift libraries.
 # Product by product: a plain `swift build` also links dependencies' dynamic library products
 # (GRDB's GRDB-dynamic), which cannot link against the static Swift runtime.
-RELEASE_PRODUCTS := sonde-agent sonde-collector sonde sonde-sim
+build_release = for p in $(1); do $(SWIFT) build -c release --static-swift-stdlib --product $$p || exit 1; done
 release: deps
-	for p in $(RELEASE_PRODUCTS); do \
-	  $(SWIFT) build -c release --static-swift-stdlib --product $$p || exit 1; done
+	$(call build_release,sonde-agent sonde-collector sonde sonde-sim)
 
 # Serial: many suites measure real timings (time-outs, ttfb), which parallel CPU load would skew.
 test: deps
@@ -63,8 +62,7 @@ deb: release
 SCENARIO_LABEL ?= Current engine
 SCENARIO_ARGS ?=
 scenarios: deps
-	for p in sonde-sim sonde-collector sonde-agent sonde-scenarios; do \
-	  $(SWIFT) build -c release --static-swift-stdlib --product $$p || exit 1; done
+	$(call build_release,sonde-sim sonde-collector sonde-agent sonde-scenarios)
 	timeout -s INT -k 30s 90m .build/release/sonde-scenarios --label "$(SCENARIO_LABEL)" \
 	  --note "Engine: $$(git rev-parse --abbrev-ref HEAD) at $$(git rev-parse --short HEAD)." \
 	  --events-log .build/scenario-events.log $(SCENARIO_ARGS)
