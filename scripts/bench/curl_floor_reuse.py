@@ -9,7 +9,6 @@ usage: curl_floor_reuse.py GETS RATE RUNS     e.g. 300 20 4, or 30 1 4 (one GET 
 """
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,9 +31,7 @@ def main():
                 out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
                 per[mode].append(json.loads(out)["cpu_per_get_ms"])
     finally:
-        for proc in ab.procs:
-            ab.stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
+        ab.stop_all(work)
     for mode, values in per.items():
         print(f"{mode}: median {statistics.median(values):.4f} ms per GET; runs {values}")
     ratios = [r / n for r, n in zip(per["reuse"], per["new"])]

@@ -10,7 +10,6 @@ then:  perf report -i PERF_DATA --no-children --sort comm|dso|sym
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,9 +47,7 @@ def main():
         per["threads_ms"] = {name: round((t1[name] - t0.get(name, 0)) * 1000 / results, 3) for name in t1}
         print(f"{results} results; per result (ms for CPU, under perf): {per}")
     finally:
-        for proc in ab.procs:
-            ab.stop(proc)
-        shutil.rmtree(work, ignore_errors=True)
+        ab.stop_all(work)
 
 
 if __name__ == "__main__":
